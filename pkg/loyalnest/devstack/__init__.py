@@ -1,0 +1,1 @@
+"""Running LoyalNest's backing servers locally without Docker (the local stack and tests)."""

@@ -1,0 +1,148 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TransactionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRANSACTION_TYPE_UNSPECIFIED: _ClassVar[TransactionType]
+    TRANSACTION_TYPE_EARN: _ClassVar[TransactionType]
+    TRANSACTION_TYPE_REDEEM: _ClassVar[TransactionType]
+    TRANSACTION_TYPE_ADJUST: _ClassVar[TransactionType]
+TRANSACTION_TYPE_UNSPECIFIED: TransactionType
+TRANSACTION_TYPE_EARN: TransactionType
+TRANSACTION_TYPE_REDEEM: TransactionType
+TRANSACTION_TYPE_ADJUST: TransactionType
+
+class PointsTransaction(_message.Message):
+    __slots__ = ("transaction_id", "customer_id", "type", "points", "balance_after", "reason", "create_time", "sequence")
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    transaction_id: str
+    customer_id: str
+    type: TransactionType
+    points: int
+    balance_after: int
+    reason: str
+    create_time: _timestamp_pb2.Timestamp
+    sequence: int
+    def __init__(self, transaction_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., type: _Optional[_Union[TransactionType, str]] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
+
+class PointsBalance(_message.Message):
+    __slots__ = ("customer_id", "balance", "lifetime_earned", "lifetime_redeemed", "update_time")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    LIFETIME_EARNED_FIELD_NUMBER: _ClassVar[int]
+    LIFETIME_REDEEMED_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    balance: int
+    lifetime_earned: int
+    lifetime_redeemed: int
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, customer_id: _Optional[str] = ..., balance: _Optional[int] = ..., lifetime_earned: _Optional[int] = ..., lifetime_redeemed: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetPointsBalanceRequest(_message.Message):
+    __slots__ = ("customer_id",)
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    def __init__(self, customer_id: _Optional[str] = ...) -> None: ...
+
+class GetPointsBalanceResponse(_message.Message):
+    __slots__ = ("balance",)
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    balance: PointsBalance
+    def __init__(self, balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...
+
+class EarnPointsRequest(_message.Message):
+    __slots__ = ("customer_id", "points", "reason", "idempotency_key")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    points: int
+    reason: str
+    idempotency_key: str
+    def __init__(self, customer_id: _Optional[str] = ..., points: _Optional[int] = ..., reason: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class EarnPointsResponse(_message.Message):
+    __slots__ = ("transaction", "balance")
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    transaction: PointsTransaction
+    balance: PointsBalance
+    def __init__(self, transaction: _Optional[_Union[PointsTransaction, _Mapping]] = ..., balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...
+
+class RedeemPointsRequest(_message.Message):
+    __slots__ = ("customer_id", "points", "reason", "idempotency_key")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    points: int
+    reason: str
+    idempotency_key: str
+    def __init__(self, customer_id: _Optional[str] = ..., points: _Optional[int] = ..., reason: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class RedeemPointsResponse(_message.Message):
+    __slots__ = ("transaction", "balance")
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    transaction: PointsTransaction
+    balance: PointsBalance
+    def __init__(self, transaction: _Optional[_Union[PointsTransaction, _Mapping]] = ..., balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...
+
+class AdjustPointsRequest(_message.Message):
+    __slots__ = ("customer_id", "points", "reason", "idempotency_key")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    points: int
+    reason: str
+    idempotency_key: str
+    def __init__(self, customer_id: _Optional[str] = ..., points: _Optional[int] = ..., reason: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class AdjustPointsResponse(_message.Message):
+    __slots__ = ("transaction", "balance")
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    transaction: PointsTransaction
+    balance: PointsBalance
+    def __init__(self, transaction: _Optional[_Union[PointsTransaction, _Mapping]] = ..., balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...
+
+class ListTransactionsRequest(_message.Message):
+    __slots__ = ("customer_id", "page_size", "page_token")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, customer_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListTransactionsResponse(_message.Message):
+    __slots__ = ("transactions", "next_page_token")
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    transactions: _containers.RepeatedCompositeFieldContainer[PointsTransaction]
+    next_page_token: str
+    def __init__(self, transactions: _Optional[_Iterable[_Union[PointsTransaction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

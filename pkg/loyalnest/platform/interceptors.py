@@ -1,0 +1,204 @@
+"""Server interceptors: RED metrics + access log, and error mapping.
+
+OpenTelemetry's own aio interceptor opens the span; these run inside it, so logs and error
+reports carry its trace id.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import psycopg
+import pymongo.errors
+from google.protobuf import any_pb2
+from google.rpc import status_pb2
+from grpc_status import rpc_status
+
+from loyalnest.platform import errors
+from loyalnest.platform.observability import RPC_HANDLED, RPC_LATENCY, RPC_STARTED, get_logger
+
+log = get_logger(__name__)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler = grpc.RpcMethodHandler[Any, Any]
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
+UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
+StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
+
+# Infrastructure failures a client can retry against another replica or later.
+_UNAVAILABLE = (psycopg.OperationalError, pymongo.errors.ConnectionFailure)
+_ABORTED = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
+
+
+def split_method(full_method: str) -> tuple[str, str]:
+    """'/pkg.Service/Method' -> ('pkg.Service', 'Method')."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    return service, method
+
+
+class _WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps each handler's behaviour, whatever its streaming shape."""
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler:
+        handler: Any = await continuation(handler_call_details)
+        if handler is None:  # unknown method: let grpc answer UNIMPLEMENTED
+            return handler  # type: ignore[return-value]
+        method: str = handler_call_details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self.wrap_unary(method, "unary", handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self.wrap_unary(method, "client_stream", handler.stream_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self.wrap_stream(method, "server_stream", handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self.wrap_stream(method, "bidi_stream", handler.stream_stream),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def wrap_unary(self, method: str, kind: str, behavior: UnaryBehavior) -> UnaryBehavior:
+        raise NotImplementedError
+
+    def wrap_stream(self, method: str, kind: str, behavior: StreamBehavior) -> StreamBehavior:
+        raise NotImplementedError
+
+
+def _status_code(context: Context) -> grpc.StatusCode:
+    # grpc.aio returns None until a code is set; the stubs claim a StatusCode.
+    code: Any = context.code()
+    if code is None:
+        return grpc.StatusCode.OK
+    if isinstance(code, grpc.StatusCode):
+        return code
+    return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
+
+
+class TelemetryInterceptor(_WrappingInterceptor):
+    """Prometheus RED metrics per method and status code, plus an optional access log."""
+
+    def __init__(self, *, access_log: bool) -> None:
+        self._access_log = access_log
+
+    def _finish(self, method: str, kind: str, started: float, code: grpc.StatusCode) -> None:
+        service, name = split_method(method)
+        elapsed = time.perf_counter() - started
+        RPC_HANDLED.labels(service, name, kind, code.name).inc()
+        RPC_LATENCY.labels(service, name, kind).observe(elapsed)
+        if self._access_log:
+            log.info("rpc", method=method, code=code.name, duration_ms=round(elapsed * 1e3, 3))
+
+    def wrap_unary(self, method: str, kind: str, behavior: UnaryBehavior) -> UnaryBehavior:
+        service, name = split_method(method)
+        started_counter = RPC_STARTED.labels(service, name, kind)
+
+        async def observed(request: Any, context: Context) -> Any:
+            started_counter.inc()
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                response = await behavior(request, context)
+                code = _status_code(context)
+                return response
+            except grpc.aio.AbortError:
+                code = _status_code(context)
+                raise
+            finally:
+                self._finish(method, kind, started, code)
+
+        return observed
+
+    def wrap_stream(self, method: str, kind: str, behavior: StreamBehavior) -> StreamBehavior:
+        service, name = split_method(method)
+        started_counter = RPC_STARTED.labels(service, name, kind)
+
+        async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
+            started_counter.inc()
+            started = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN
+            try:
+                async for item in behavior(request, context):
+                    yield item
+                code = _status_code(context)
+            except grpc.aio.AbortError:
+                code = _status_code(context)
+                raise
+            except BaseException:
+                code = grpc.StatusCode.CANCELLED if context.cancelled() else code
+                raise
+            finally:
+                self._finish(method, kind, started, code)
+
+        return observed
+
+
+def to_rich_status(error: errors.LoyalNestError) -> grpc.Status:
+    details = []
+    for detail in error.details():
+        packed = any_pb2.Any()
+        packed.Pack(detail)
+        details.append(packed)
+    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+def translate(exc: Exception, method: str) -> errors.LoyalNestError:
+    """Maps any handler exception to a domain error; unexpected ones are logged."""
+    if isinstance(exc, errors.LoyalNestError):
+        return exc
+    if isinstance(exc, _ABORTED):
+        return errors.Aborted("concurrent update conflict; retry the call")
+    if isinstance(exc, _UNAVAILABLE):
+        log.warning("dependency unavailable", method=method, error=str(exc))
+        return errors.Unavailable(
+            "a backing store is unavailable; retry later", retry_after_seconds=1.0
+        )
+    log.exception("unhandled error in handler", method=method)
+    return errors.Internal("internal error")
+
+
+class ErrorMappingInterceptor(_WrappingInterceptor):
+    """Turns every handler exception into a proper status; nothing escapes as UNKNOWN."""
+
+    async def _abort(self, context: Context, exc: Exception, method: str) -> None:
+        status = to_rich_status(translate(exc, method))
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def wrap_unary(self, method: str, kind: str, behavior: UnaryBehavior) -> UnaryBehavior:
+        async def mapped(request: Any, context: Context) -> Any:
+            try:
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(context, exc, method)
+
+        return mapped
+
+    def wrap_stream(self, method: str, kind: str, behavior: StreamBehavior) -> StreamBehavior:
+        async def mapped(request: Any, context: Context) -> AsyncIterator[Any]:
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await self._abort(context, exc, method)
+
+        return mapped

@@ -1,0 +1,170 @@
+"""One way to build, run and stop every LoyalNest service.
+
+spec = ServiceSpec(name="points", settings_type=PointsSettings, build=build_points)
+serve(spec)                        # process entry point: blocks until SIGTERM/SIGINT
+async with running(spec, s) as r:  # tests: a real server on an ephemeral port
+    ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.health import Check, HealthMonitor
+from loyalnest.platform.interceptors import ErrorMappingInterceptor, TelemetryInterceptor
+from loyalnest.platform.observability import (
+    configure_logging,
+    configure_tracing,
+    get_logger,
+    start_metrics_server,
+)
+from loyalnest.platform.postgres import DatabaseSpec
+
+log = get_logger(__name__)
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A servicer and the generated function that adds it to a server."""
+
+    service_name: str  # fully qualified, e.g. loyalnest.points.v1.PointsService
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    servicer: Any
+
+
+@dataclass
+class ServiceComponents:
+    registrations: Sequence[Registration]
+    # Must succeed once before the service reports SERVING (e.g. migrations); retried.
+    startup: Sequence[Check] = ()
+    # Probed periodically; any failure reports NOT_SERVING (e.g. database ping).
+    readiness: Sequence[Check] = ()
+    # Awaited in reverse order on shutdown, after in-flight calls have finished.
+    cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServiceSpec(Generic[SettingsT]):
+    name: str
+    settings_type: type[SettingsT]
+    build: Callable[[SettingsT], Awaitable[ServiceComponents]]
+    # The PostgreSQL schema the service owns, if any (`loyalnest migrate` applies it).
+    database: DatabaseSpec | None = None
+
+
+@dataclass(frozen=True)
+class RunningService:
+    name: str
+    address: str
+    port: int
+    metrics_port: int | None
+    health: HealthMonitor
+    components: ServiceComponents
+
+
+def _server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
+        ("grpc.so_reuseport", 0),  # a busy port must fail loudly, not be shared silently
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ]
+
+
+def build_server(settings: ServiceSettings) -> grpc.aio.Server:
+    interceptors: list[Any] = []
+    if settings.tracing_enabled:
+        interceptors.append(aio_server_interceptor())  # type: ignore[no-untyped-call]
+    interceptors += [
+        TelemetryInterceptor(access_log=settings.access_log),
+        ErrorMappingInterceptor(),
+    ]
+    return grpc.aio.server(
+        interceptors=interceptors,
+        options=_server_options(settings),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(
+    spec: ServiceSpec[SettingsT], settings: SettingsT
+) -> AsyncIterator[RunningService]:
+    """Starts the service; on exit drains in-flight calls and releases its resources."""
+    configure_tracing(settings, spec.name)
+    components = await spec.build(settings)
+    server = build_server(settings)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [r.service_name for r in components.registrations]
+    for registration in components.registrations:
+        registration.add_to_server(registration.servicer, server)
+    reflection.enable_server_reflection(
+        [
+            *names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    monitor = HealthMonitor(
+        health_servicer,
+        names,
+        startup=components.startup,
+        readiness=components.readiness,
+        interval=settings.health_check_interval_seconds,
+        timeout=settings.health_check_timeout_seconds,
+    )
+    try:
+        port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    except RuntimeError as exc:
+        for cleanup in reversed(components.cleanup):
+            await cleanup()
+        raise OSError(f"cannot listen on {settings.host}:{settings.grpc_port}: {exc}") from exc
+    metrics_port = start_metrics_server(settings)
+    await server.start()
+    monitor_task = asyncio.create_task(monitor.run(), name=f"{spec.name}-health")
+    log.info("service started", address=f"{settings.host}:{port}", metrics_port=metrics_port)
+    try:
+        yield RunningService(
+            spec.name, f"{settings.host}:{port}", port, metrics_port, monitor, components
+        )
+    finally:
+        log.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
+        await monitor.stop()
+        await server.stop(settings.shutdown_grace_seconds)
+        monitor_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await monitor_task
+        for cleanup in reversed(components.cleanup):
+            await cleanup()
+        log.info("stopped")
+
+
+async def _run_until_signalled(spec: ServiceSpec[SettingsT], settings: SettingsT) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with running(spec, settings):
+        await stop.wait()
+
+
+def serve(spec: ServiceSpec[SettingsT], settings: SettingsT | None = None) -> None:
+    settings = settings or spec.settings_type()
+    configure_logging(settings, spec.name)
+    asyncio.run(_run_until_signalled(spec, settings))

@@ -1,0 +1,76 @@
+"""Request validation that reports every bad field at once as BadRequest violations.
+
+Envoy drops unknown JSON fields and proto3 has no required fields, so each service checks
+its own input; `Validator` collects violations and raises a single InvalidArgument.
+"""
+
+from __future__ import annotations
+
+import re
+from types import TracebackType
+
+from loyalnest.platform.errors import FieldViolation, InvalidArgument
+
+IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_TEXT_LENGTH = 500
+
+
+class Validator:
+    """Collects field violations; raises InvalidArgument on exit if any were found.
+
+    with Validator() as v:
+        v.identifier("customer_id", request.customer_id)
+        v.check(request.points > 0, "points", "must be positive")
+    """
+
+    def __init__(self) -> None:
+        self.violations: list[FieldViolation] = []
+
+    def __enter__(self) -> Validator:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.raise_if_invalid()
+
+    def raise_if_invalid(self) -> None:
+        if self.violations:
+            summary = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
+            raise InvalidArgument(f"invalid request: {summary}", self.violations)
+
+    def check(self, condition: bool, field: str, description: str) -> bool:
+        if not condition:
+            self.violations.append(FieldViolation(field, description))
+        return condition
+
+    def identifier(self, field: str, value: str) -> bool:
+        if not self.check(bool(value), field, "is required"):
+            return False
+        return self.check(
+            bool(IDENTIFIER_RE.match(value)),
+            field,
+            "must be 1-128 characters of letters, digits and _ . : @ -, "
+            "starting with a letter or digit",
+        )
+
+    def idempotency_key(self, field: str, value: str) -> bool:
+        if not self.check(bool(value.strip()), field, "is required for this mutating call"):
+            return False
+        return self.check(
+            len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH,
+            field,
+            f"must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+        )
+
+    def text(self, field: str, value: str, *, required: bool = False) -> bool:
+        if required and not self.check(bool(value.strip()), field, "is required"):
+            return False
+        return self.check(
+            len(value) <= MAX_TEXT_LENGTH, field, f"must be at most {MAX_TEXT_LENGTH} characters"
+        )

@@ -1,0 +1,1 @@
+"""LoyalNest services: each directory holds a servicer, domain logic, storage and migrations."""

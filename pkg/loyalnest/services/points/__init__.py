@@ -1,0 +1,1 @@
+"""Points: each customer's points ledger per merchant (seed §4)."""

@@ -1,0 +1,101 @@
+"""The points ledger's vocabulary and rules, independent of storage and transport."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from loyalnest.platform.errors import FailedPrecondition, NotFound
+
+# Per-call ceiling: far above any real order, far below int64 overflow of a balance.
+MAX_POINTS_PER_TRANSACTION = 1_000_000_000
+
+
+class TransactionType(StrEnum):
+    EARN = "earn"
+    REDEEM = "redeem"
+    ADJUST = "adjust"
+
+
+@dataclass(frozen=True)
+class Posting:
+    """A requested movement on a customer's ledger."""
+
+    merchant_id: str
+    customer_id: str
+    type: TransactionType
+    points: int  # signed: credits positive, debits negative
+    reason: str
+
+    @property
+    def opens_ledger(self) -> bool:
+        # Customers arrive from Shopify at any time: crediting them opens their ledger.
+        return self.points > 0
+
+    @property
+    def earned(self) -> int:
+        return self.points if self.points > 0 else 0
+
+    @property
+    def redeemed(self) -> int:
+        return -self.points if self.type is TransactionType.REDEEM else 0
+
+
+@dataclass(frozen=True)
+class Balance:
+    customer_id: str
+    balance: int
+    lifetime_earned: int
+    lifetime_redeemed: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Transaction:
+    transaction_id: str
+    merchant_id: str
+    customer_id: str
+    sequence: int
+    type: TransactionType
+    points: int
+    reason: str
+    created_at: datetime
+    # The ledger right after this transaction: lets a retried call return its first result.
+    balance_after: int
+    lifetime_earned_after: int
+    lifetime_redeemed_after: int
+
+    def balance_snapshot(self) -> Balance:
+        return Balance(
+            customer_id=self.customer_id,
+            balance=self.balance_after,
+            lifetime_earned=self.lifetime_earned_after,
+            lifetime_redeemed=self.lifetime_redeemed_after,
+            updated_at=self.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class PostingResult:
+    transaction: Transaction
+    balance: Balance
+
+    @classmethod
+    def of(cls, transaction: Transaction) -> PostingResult:
+        return cls(transaction, transaction.balance_snapshot())
+
+
+class LedgerNotFound(NotFound):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__("points_ledger", customer_id)
+        self.message = f"customer {customer_id!r} has no points ledger"
+
+
+class InsufficientPoints(FailedPrecondition):
+    def __init__(self, customer_id: str, balance: int, requested: int) -> None:
+        super().__init__(
+            f"customer {customer_id!r} has {balance} points; {requested} requested",
+            violation_type="INSUFFICIENT_POINTS",
+            subject=f"points_ledger/{customer_id}",
+        )

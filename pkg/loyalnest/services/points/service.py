@@ -1,0 +1,55 @@
+"""Wires the Points service into the platform runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.health import Check
+from loyalnest.platform.postgres import Database, DatabaseSpec
+from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.services.points.servicer import PointsServicer
+from loyalnest.services.points.store.base import LedgerStore
+
+DATABASE = DatabaseSpec(schema="points", migration_dirs=(Path(__file__).parent / "migrations",))
+SERVICE_NAME = points_pb2.DESCRIPTOR.services_by_name["PointsService"].full_name
+
+
+class PointsSettings(ServiceSettings):
+    # postgres: default for the local stack and CI; mongo: the seed's choice, used in the chart.
+    points_ledger_store: Literal["postgres", "mongo"] = "postgres"
+    mongo_url: str = "mongodb://127.0.0.1:27017"
+    mongo_database: str = "loyalnest_points"
+
+
+async def build(settings: PointsSettings) -> ServiceComponents:
+    store: LedgerStore
+    components = ServiceComponents(registrations=[])
+    if settings.points_ledger_store == "postgres":
+        from loyalnest.services.points.store.postgres import PostgresLedgerStore
+
+        database = Database(settings, DATABASE)
+        await database.open()
+        components.cleanup.append(database.close)
+        if settings.run_migrations_on_start:
+            components.startup = [Check("migrations", database.migrate)]
+        store = PostgresLedgerStore(database)
+    else:
+        from loyalnest.services.points.store.mongo import MongoLedgerStore
+
+        mongo_store = MongoLedgerStore.connect(settings.mongo_url, settings.mongo_database)
+        components.startup = [Check("mongo-indexes", mongo_store.ensure_indexes)]
+        components.cleanup.append(mongo_store.close)
+        store = mongo_store
+    components.readiness = [Check("ledger-store", store.ping)]
+    components.registrations = [
+        Registration(
+            SERVICE_NAME, points_pb2_grpc.add_PointsServiceServicer_to_server, PointsServicer(store)
+        )
+    ]
+    return components
+
+
+SPEC = ServiceSpec(name="points", settings_type=PointsSettings, build=build, database=DATABASE)

@@ -1,0 +1,142 @@
+"""gRPC surface of the Points service: validation, tenancy and proto mapping only."""
+
+from __future__ import annotations
+
+from google.protobuf import timestamp_pb2
+
+from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+from loyalnest.platform import pagination, tenancy
+from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.validation import Validator
+from loyalnest.services.points.domain import (
+    MAX_POINTS_PER_TRANSACTION,
+    Balance,
+    Posting,
+    PostingResult,
+    Transaction,
+    TransactionType,
+)
+from loyalnest.services.points.store.base import LedgerStore
+
+_TYPES = {
+    TransactionType.EARN: points_pb2.TRANSACTION_TYPE_EARN,
+    TransactionType.REDEEM: points_pb2.TRANSACTION_TYPE_REDEEM,
+    TransactionType.ADJUST: points_pb2.TRANSACTION_TYPE_ADJUST,
+}
+
+
+def _timestamp(value: object) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)  # type: ignore[arg-type]
+    return stamp
+
+
+def balance_proto(balance: Balance) -> points_pb2.PointsBalance:
+    return points_pb2.PointsBalance(
+        customer_id=balance.customer_id,
+        balance=balance.balance,
+        lifetime_earned=balance.lifetime_earned,
+        lifetime_redeemed=balance.lifetime_redeemed,
+        update_time=_timestamp(balance.updated_at),
+    )
+
+
+def transaction_proto(transaction: Transaction) -> points_pb2.PointsTransaction:
+    return points_pb2.PointsTransaction(
+        transaction_id=transaction.transaction_id,
+        customer_id=transaction.customer_id,
+        type=_TYPES[transaction.type],
+        points=transaction.points,
+        balance_after=transaction.balance_after,
+        reason=transaction.reason,
+        create_time=_timestamp(transaction.created_at),
+        sequence=transaction.sequence,
+    )
+
+
+def _validate_amount(v: Validator, points: int, *, allow_negative: bool) -> None:
+    if allow_negative:
+        v.check(points != 0, "points", "must not be zero")
+    else:
+        v.check(points > 0, "points", "must be positive")
+    v.check(
+        abs(points) <= MAX_POINTS_PER_TRANSACTION,
+        "points",
+        f"must be at most {MAX_POINTS_PER_TRANSACTION} in absolute value",
+    )
+
+
+class PointsServicer(points_pb2_grpc.PointsServiceServicer):
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+
+    async def GetPointsBalance(
+        self, request: points_pb2.GetPointsBalanceRequest, context: object
+    ) -> points_pb2.GetPointsBalanceResponse:
+        merchant_id = tenancy.merchant_id(context)  # type: ignore[arg-type]
+        with Validator() as v:
+            v.identifier("customer_id", request.customer_id)
+        balance = await self._store.get_balance(merchant_id, request.customer_id)
+        return points_pb2.GetPointsBalanceResponse(balance=balance_proto(balance))
+
+    async def _post(
+        self,
+        method: str,
+        request: points_pb2.EarnPointsRequest
+        | points_pb2.RedeemPointsRequest
+        | points_pb2.AdjustPointsRequest,
+        context: object,
+        kind: TransactionType,
+    ) -> PostingResult:
+        merchant_id = tenancy.merchant_id(context)  # type: ignore[arg-type]
+        with Validator() as v:
+            v.identifier("customer_id", request.customer_id)
+            _validate_amount(v, request.points, allow_negative=kind is TransactionType.ADJUST)
+            v.text("reason", request.reason, required=kind is TransactionType.ADJUST)
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        points = -request.points if kind is TransactionType.REDEEM else request.points
+        posting = Posting(merchant_id, request.customer_id, kind, points, request.reason.strip())
+        return await self._store.post(posting, IdempotencyKey.of(method, request))
+
+    async def EarnPoints(
+        self, request: points_pb2.EarnPointsRequest, context: object
+    ) -> points_pb2.EarnPointsResponse:
+        result = await self._post("EarnPoints", request, context, TransactionType.EARN)
+        return points_pb2.EarnPointsResponse(
+            transaction=transaction_proto(result.transaction), balance=balance_proto(result.balance)
+        )
+
+    async def RedeemPoints(
+        self, request: points_pb2.RedeemPointsRequest, context: object
+    ) -> points_pb2.RedeemPointsResponse:
+        result = await self._post("RedeemPoints", request, context, TransactionType.REDEEM)
+        return points_pb2.RedeemPointsResponse(
+            transaction=transaction_proto(result.transaction), balance=balance_proto(result.balance)
+        )
+
+    async def AdjustPoints(
+        self, request: points_pb2.AdjustPointsRequest, context: object
+    ) -> points_pb2.AdjustPointsResponse:
+        result = await self._post("AdjustPoints", request, context, TransactionType.ADJUST)
+        return points_pb2.AdjustPointsResponse(
+            transaction=transaction_proto(result.transaction), balance=balance_proto(result.balance)
+        )
+
+    async def ListTransactions(
+        self, request: points_pb2.ListTransactionsRequest, context: object
+    ) -> points_pb2.ListTransactionsResponse:
+        merchant_id = tenancy.merchant_id(context)  # type: ignore[arg-type]
+        with Validator() as v:
+            v.identifier("customer_id", request.customer_id)
+        limit = pagination.page_size(request.page_size)
+        scope = f"{merchant_id}/{request.customer_id}"
+        before = pagination.decode_page_token(request.page_token, scope)
+        # One extra row tells whether another page exists without a second query.
+        rows = await self._store.list_transactions(
+            merchant_id, request.customer_id, limit=limit + 1, before_sequence=before
+        )
+        page, more = rows[:limit], len(rows) > limit
+        return points_pb2.ListTransactionsResponse(
+            transactions=[transaction_proto(t) for t in page],
+            next_page_token=pagination.encode_page_token(scope, page[-1].sequence) if more else "",
+        )

@@ -1,0 +1,1 @@
+"""Ledger stores: PostgreSQL (default, local stack and CI) and MongoDB (seed's choice)."""

@@ -1,0 +1,152 @@
+"""PostgreSQL ledger store: a balance row per customer plus immutable transactions."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import astuple, fields
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from loyalnest.platform import idempotency
+from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.postgres import Database
+from loyalnest.services.points.domain import (
+    Balance,
+    InsufficientPoints,
+    LedgerNotFound,
+    Posting,
+    PostingResult,
+    Transaction,
+    TransactionType,
+)
+
+_COLUMNS = [field.name for field in fields(Transaction)]
+_SELECT_COLUMNS = ", ".join(f"{c}::text AS {c}" if c == "transaction_id" else c for c in _COLUMNS)
+_INSERT_TRANSACTION = (
+    f"INSERT INTO points_transactions ({', '.join(_COLUMNS)})"
+    f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
+)
+
+
+def _transaction(row: dict[str, Any]) -> Transaction:
+    return Transaction(**{**row, "type": TransactionType(row["type"])})
+
+
+class PostgresLedgerStore:
+    def __init__(self, database: Database) -> None:
+        self._pool = database.pool
+        self._database = database
+
+    async def ping(self) -> None:
+        await self._database.ping()
+
+    async def get_balance(self, merchant_id: str, customer_id: str) -> Balance:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT customer_id, balance, lifetime_earned, lifetime_redeemed, updated_at"
+                " FROM ledgers WHERE merchant_id = %s AND customer_id = %s",
+                (merchant_id, customer_id),
+                prepare=True,
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            raise LedgerNotFound(customer_id)
+        return Balance(*row)
+
+    async def post(self, posting: Posting, key: IdempotencyKey) -> PostingResult:
+        async with self._pool.connection() as conn, conn.transaction():
+            earlier = await idempotency.claim(conn, posting.merchant_id, key)
+            if earlier is not None:
+                return PostingResult.of(await self._transaction_by_id(conn, earlier))
+            transaction = await self._apply(conn, posting)
+            await idempotency.record(conn, posting.merchant_id, key, transaction.transaction_id)
+            return PostingResult.of(transaction)
+
+    async def _apply(self, conn: AsyncConnection, posting: Posting) -> Transaction:
+        ledger_key = (posting.merchant_id, posting.customer_id)
+        if posting.opens_ledger:
+            await conn.execute(
+                "INSERT INTO ledgers (merchant_id, customer_id) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
+                ledger_key,
+            )
+        # The row lock plus the guard in WHERE make concurrent debits unable to overdraw.
+        cursor = await conn.execute(
+            "UPDATE ledgers SET balance = balance + %(points)s,"
+            " lifetime_earned = lifetime_earned + %(earned)s,"
+            " lifetime_redeemed = lifetime_redeemed + %(redeemed)s,"
+            " last_sequence = last_sequence + 1, updated_at = now()"
+            " WHERE merchant_id = %(merchant_id)s AND customer_id = %(customer_id)s"
+            "   AND balance + %(points)s >= 0"
+            " RETURNING balance, lifetime_earned, lifetime_redeemed, last_sequence, updated_at",
+            {
+                "points": posting.points,
+                "earned": posting.earned,
+                "redeemed": posting.redeemed,
+                "merchant_id": posting.merchant_id,
+                "customer_id": posting.customer_id,
+            },
+        )
+        updated = await cursor.fetchone()
+        if updated is None:
+            cursor = await conn.execute(
+                "SELECT balance FROM ledgers WHERE merchant_id = %s AND customer_id = %s",
+                ledger_key,
+            )
+            current = await cursor.fetchone()
+            if current is None:
+                raise LedgerNotFound(posting.customer_id)
+            raise InsufficientPoints(posting.customer_id, current[0], -posting.points)
+        balance, earned, redeemed, sequence, created_at = updated
+        transaction = Transaction(
+            transaction_id=str(uuid.uuid4()),
+            merchant_id=posting.merchant_id,
+            customer_id=posting.customer_id,
+            sequence=sequence,
+            type=posting.type,
+            points=posting.points,
+            reason=posting.reason,
+            created_at=created_at,
+            balance_after=balance,
+            lifetime_earned_after=earned,
+            lifetime_redeemed_after=redeemed,
+        )
+        row = astuple(transaction)
+        await conn.execute(
+            _INSERT_TRANSACTION, tuple(str(v) if isinstance(v, TransactionType) else v for v in row)
+        )
+        return transaction
+
+    async def _transaction_by_id(self, conn: AsyncConnection, transaction_id: str) -> Transaction:
+        cursor = conn.cursor(row_factory=dict_row)
+        await cursor.execute(
+            f"SELECT {_SELECT_COLUMNS} FROM points_transactions WHERE transaction_id = %s",
+            (transaction_id,),
+        )
+        row = await cursor.fetchone()
+        if row is None:  # pragma: no cover - written in the same transaction as the key
+            raise RuntimeError(f"transaction {transaction_id} recorded for a key is missing")
+        return _transaction(row)
+
+    async def list_transactions(
+        self, merchant_id: str, customer_id: str, *, limit: int, before_sequence: int | None
+    ) -> list[Transaction]:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"SELECT {_SELECT_COLUMNS} FROM points_transactions"
+                " WHERE merchant_id = %s AND customer_id = %s AND sequence < %s"
+                " ORDER BY sequence DESC LIMIT %s",
+                (merchant_id, customer_id, before_sequence or 2**63 - 1, limit),
+            )
+            rows = await cursor.fetchall()
+            if not rows:
+                exists = await conn.execute(
+                    "SELECT 1 FROM ledgers WHERE merchant_id = %s AND customer_id = %s",
+                    (merchant_id, customer_id),
+                )
+                if await exists.fetchone() is None:
+                    raise LedgerNotFound(customer_id)
+        return [_transaction(row) for row in rows]

@@ -1,0 +1,59 @@
+"""A real Points server on an ephemeral port, backed by the session's real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from loyalnest.gen.points.v1 import points_pb2_grpc
+from loyalnest.platform.server import RunningService, running
+from loyalnest.services.points.service import SPEC, PointsSettings
+
+
+async def wait_for_health(
+    address: str, expected: int, *, service: str = "", timeout: float = 20.0
+) -> None:
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        deadline = asyncio.get_running_loop().time() + timeout
+        status = None
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                response = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+            except grpc.aio.AioRpcError as error:  # not listening yet
+                status = error.code()
+            else:
+                status = response.status
+                if status == expected:
+                    return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"health of {address!r} stayed {status}, expected {expected}")
+
+
+def points_settings(database_url: str) -> PointsSettings:
+    return PointsSettings(
+        grpc_port=0,
+        metrics_port=0,
+        database_url=database_url,
+        health_check_interval_seconds=0.2,
+        shutdown_grace_seconds=2,
+    )
+
+
+@pytest.fixture
+async def points_service(database_url: str) -> AsyncIterator[RunningService]:
+    async with running(SPEC, points_settings(database_url)) as service:
+        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
+        yield service
+
+
+@pytest.fixture
+async def points_stub(
+    points_service: RunningService,
+) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
+    async with grpc.aio.insecure_channel(points_service.address) as channel:
+        yield points_pb2_grpc.PointsServiceStub(channel)

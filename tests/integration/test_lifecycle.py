@@ -1,0 +1,122 @@
+"""Health follows PostgreSQL; SIGTERM drains in-flight calls before the process exits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Iterator
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2
+
+from loyalnest.devstack.postgres import LocalPostgres, free_port
+from loyalnest.gen.points.v1 import points_pb2 as pb
+from loyalnest.gen.points.v1 import points_pb2_grpc
+from loyalnest.platform.server import running
+from loyalnest.platform.tenancy import MERCHANT_HEADER
+from loyalnest.services.points.service import SERVICE_NAME, SPEC
+from tests.conftest import new_postgres
+from tests.integration.conftest import points_settings, wait_for_health
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[LocalPostgres]:
+    """A PostgreSQL this test may crash and restart without disturbing the others.
+
+    Durable settings (not `ephemeral`): an immediate stop must not lose committed migrations.
+    """
+    server = new_postgres(ephemeral=False)
+    server.start()
+    server.create_database("loyalnest")
+    try:
+        yield server
+    finally:
+        server.stop(mode="immediate")
+
+
+async def test_health_follows_postgres(own_postgres: LocalPostgres):
+    async with running(SPEC, points_settings(own_postgres.url("loyalnest"))) as service:
+        await wait_for_health(service.address, SERVING)
+        await wait_for_health(service.address, SERVING, service=SERVICE_NAME)
+
+        await asyncio.to_thread(own_postgres.stop, "immediate")
+        await wait_for_health(service.address, NOT_SERVING)
+        await wait_for_health(service.address, NOT_SERVING, service=SERVICE_NAME)
+
+        await asyncio.to_thread(own_postgres.start)
+        await wait_for_health(service.address, SERVING)
+        # And calls work again on the same pool.
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            stub = points_pb2_grpc.PointsServiceStub(channel)
+            response = await stub.EarnPoints(
+                pb.EarnPointsRequest(customer_id="c", points=3, idempotency_key="k"),
+                metadata=((MERCHANT_HEADER, "m"),),
+            )
+            assert response.balance.balance == 3
+
+
+async def test_starts_not_serving_until_postgres_is_up():
+    late = new_postgres(ephemeral=True)
+    async with running(SPEC, points_settings(late.url("postgres"))) as service:
+        await wait_for_health(service.address, NOT_SERVING)
+        await asyncio.sleep(0.5)
+        await wait_for_health(service.address, NOT_SERVING)
+        try:
+            await asyncio.to_thread(late.start)
+            await wait_for_health(service.address, SERVING, timeout=30)
+        finally:
+            await asyncio.to_thread(late.stop, "immediate")
+
+
+async def test_sigterm_finishes_in_flight_calls(database_url: str):
+    env = {
+        **os.environ,
+        "LOYALNEST_GRPC_PORT": str(free_port()),
+        "LOYALNEST_METRICS_PORT": "0",
+        "LOYALNEST_DATABASE_URL": database_url,
+        "LOYALNEST_SHUTDOWN_GRACE_SECONDS": "10",
+    }
+    address = f"127.0.0.1:{env['LOYALNEST_GRPC_PORT']}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "loyalnest.cli", "serve", "points", env=env
+    )
+    try:
+        await wait_for_health(address, SERVING)
+        md = ((MERCHANT_HEADER, "m-drain"),)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = points_pb2_grpc.PointsServiceStub(channel)
+            await stub.EarnPoints(
+                pb.EarnPointsRequest(customer_id="c", points=10, idempotency_key="seed"),
+                metadata=md,
+            )
+            # Hold the customer's ledger row so the next call is in flight when SIGTERM lands.
+            async with await psycopg.AsyncConnection.connect(database_url) as blocker:
+                async with blocker.transaction():
+                    await blocker.execute(
+                        "SELECT 1 FROM points.ledgers WHERE customer_id = 'c' FOR UPDATE"
+                    )
+                    in_flight = asyncio.ensure_future(
+                        stub.RedeemPoints(
+                            pb.RedeemPointsRequest(customer_id="c", points=4, idempotency_key="r"),
+                            metadata=md,
+                        )
+                    )
+                    await asyncio.sleep(0.5)
+                    assert not in_flight.done()
+                    process.send_signal(signal.SIGTERM)
+                    await asyncio.sleep(0.5)
+                    assert process.returncode is None, "must wait for the in-flight call"
+            response = await in_flight
+            assert response.balance.balance == 6
+        assert await asyncio.wait_for(process.wait(), 15) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+
+from loyalnest.platform import pagination
+from loyalnest.platform.errors import InvalidArgument
+from loyalnest.platform.validation import Validator
+
+
+def test_collects_all_violations_before_raising():
+    v = Validator()
+    v.identifier("customer_id", "")
+    v.check(False, "points", "must be positive")
+    v.idempotency_key("idempotency_key", "x" * 300)
+    with pytest.raises(InvalidArgument) as caught:
+        v.raise_if_invalid()
+    assert [x.field for x in caught.value.violations] == [
+        "customer_id",
+        "points",
+        "idempotency_key",
+    ]
+
+
+def test_valid_input_passes():
+    with Validator() as v:
+        v.identifier("customer_id", "gid:shopify-Customer.42@shop")
+        v.text("reason", "order #1001", required=True)
+
+
+@pytest.mark.parametrize("value", ["-leading", "has space", "x" * 129, "semi;colon"])
+def test_rejected_identifiers(value):
+    with pytest.raises(InvalidArgument), Validator() as v:
+        v.identifier("customer_id", value)
+
+
+def test_page_size_defaults_and_caps():
+    assert pagination.page_size(0) == pagination.DEFAULT_PAGE_SIZE
+    assert pagination.page_size(10_000) == pagination.MAX_PAGE_SIZE
+    with pytest.raises(InvalidArgument):
+        pagination.page_size(-1)
+
+
+def test_page_tokens_round_trip_and_bind_to_their_query():
+    token = pagination.encode_page_token("m/c1", 42)
+    assert pagination.decode_page_token(token, "m/c1") == 42
+    assert pagination.decode_page_token("", "m/c1") is None
+    with pytest.raises(InvalidArgument):
+        pagination.decode_page_token(token, "m/c2")
+    with pytest.raises(InvalidArgument):
+        pagination.decode_page_token("!!not-base64", "m/c1")
