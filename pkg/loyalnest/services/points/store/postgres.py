@@ -139,7 +139,12 @@ class PostgresLedgerStore:
                 f"SELECT {_SELECT_COLUMNS} FROM points_transactions"
                 " WHERE merchant_id = %s AND customer_id = %s AND sequence < %s"
                 " ORDER BY sequence DESC LIMIT %s",
-                (merchant_id, customer_id, before_sequence or 2**63 - 1, limit),
+                (
+                    merchant_id,
+                    customer_id,
+                    2**63 - 1 if before_sequence is None else before_sequence,
+                    limit,
+                ),
             )
             rows = await cursor.fetchall()
             if not rows:

@@ -1,0 +1,471 @@
+"""MongoDB ledger store: a balance document per customer plus immutable transactions.
+
+Mirrors the PostgreSQL store. The balance document is changed only by one conditional
+`find_one_and_update` (guard on `balance`, `$inc` of the totals and `last_sequence`), which
+MongoDB applies atomically to one document, so concurrent debits cannot overdraw.
+
+Idempotency differs in one way: PostgreSQL lets a concurrent first call block on the key's
+row lock, MongoDB has no such wait. A key is therefore claimed first, by an insert against a
+unique index; a call that finds the key claimed but not yet recorded polls for the result for
+a bounded time and then fails with ABORTED so the client retries. Where the server supports
+transactions (replica set, sharded cluster), the balance update, the transaction document and
+the key's result are committed together; a crashed claimant's key is then provably without
+effect and is taken over once its lease has expired. Without transactions (a standalone
+server) the steps run one by one: a posting that fails other than by a refusal keeps its key
+claimed, since it may have taken effect, and retries with that key get ABORTED.
+
+pymongo's synchronous client runs in worker threads: the same code then also runs against
+mongomock-ng in tests (see `_FAKE_LOCK` for what the fake needs besides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, TypeVar
+
+from bson.codec_options import CodecOptions
+from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
+from pymongo.client_session import ClientSession
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, OperationFailure
+from pymongo.write_concern import WriteConcern
+
+from loyalnest.platform.errors import Aborted
+from loyalnest.platform.idempotency import IdempotencyKey, ensure_same_request
+from loyalnest.platform.observability import get_logger
+from loyalnest.services.points.domain import (
+    Balance,
+    InsufficientPoints,
+    LedgerNotFound,
+    Posting,
+    PostingResult,
+    Transaction,
+    TransactionType,
+)
+
+log = get_logger(__name__)
+
+T = TypeVar("T")
+Document = dict[str, Any]
+
+BALANCES = "points_balances"
+TRANSACTIONS = "points_transactions"
+IDEMPOTENCY_KEYS = "idempotency_keys"
+REWARD_REDEMPTIONS = "reward_redemptions"
+POS_OFFLINE_QUEUE = "pos_offline_queue"
+
+# Aware UTC datetimes whatever the client was built with (tests pass in their own client).
+_CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True, tzinfo=UTC)
+_NO_UPPER_BOUND = 2**63 - 1
+# A ledger write must survive a primary failover, or a replay could miss its result.
+_LEDGER_WRITE_CONCERN = WriteConcern("majority")
+# A concurrent first credit may lose the race to create the balance document; one retry
+# then finds it, more attempts only guard against pathological interleavings.
+_UPSERT_ATTEMPTS = 3
+
+# mongomock-ng is not thread-safe the way a server is: find_one_and_update finds, then
+# updates by _id without re-checking the filter, and a unique index is checked before the
+# insert, so two threads can both pass the balance guard or both claim a key. Its
+# transactions snapshot whole collections and restore them on abort, which would also undo
+# other threads' committed writes. Serialising every call (a whole transaction counting as
+# one call) restores per-document atomicity and makes its transactions safe; one lock for
+# the process, because several stores may share one fake client.
+_FAKE_LOCK = threading.RLock()
+
+
+def _is_fake(client: object) -> bool:
+    return type(client).__module__.split(".")[0] in {"mongomock", "mongomock_ng"}
+
+
+def _now() -> datetime:
+    # BSON dates hold milliseconds: truncate up front so a first result equals its replay.
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _transaction(doc: Mapping[str, Any]) -> Transaction:
+    return Transaction(
+        transaction_id=doc["transaction_id"],
+        merchant_id=doc["merchant_id"],
+        customer_id=doc["customer_id"],
+        sequence=doc["sequence"],
+        type=TransactionType(doc["type"]),
+        points=doc["points"],
+        reason=doc["reason"],
+        created_at=_utc(doc["created_at"]),
+        balance_after=doc["balance_after"],
+        lifetime_earned_after=doc["lifetime_earned_after"],
+        lifetime_redeemed_after=doc["lifetime_redeemed_after"],
+    )
+
+
+class _LedgerCreationRace(Exception):
+    """Another call created the balance document between our lookup and our insert."""
+
+
+# Raised before the balance document changed.
+_NOTHING_WRITTEN = (LedgerNotFound, InsufficientPoints, _LedgerCreationRace)
+
+
+class _ClaimLost(Aborted):
+    def __init__(self) -> None:
+        super().__init__("idempotency key was taken over by a retry while this request ran; retry")
+
+
+class MongoLedgerStore:
+    def __init__(
+        self,
+        database: Database[Document],
+        *,
+        claim_wait_seconds: float = 5.0,
+        claim_lease_seconds: float = 60.0,
+        transactions: bool | None = None,
+        owns_client: bool = False,
+    ) -> None:
+        """Uses `database` (a pymongo or mongomock-ng Database); `close` leaves its client
+        open unless `owns_client`.
+
+        `claim_wait_seconds`: how long a call waits for a concurrent call with the same key.
+        `claim_lease_seconds`: how old an unrecorded claim must be before a retry may take
+        it over (only with transactions); must exceed the longest a posting can take.
+        `transactions`: None asks the server whether it supports them; False forces the
+        standalone-server path (tests use it to cover that path on a fake).
+        """
+        self._database = database
+        self._client: MongoClient[Document] = database.client
+        self._owns_client = owns_client
+        self._fake = _is_fake(self._client)
+        self._claim_wait = claim_wait_seconds
+        self._claim_lease = timedelta(seconds=claim_lease_seconds)
+        self._transactions = transactions
+
+        def collection(name: str) -> Collection[Document]:
+            return database.get_collection(name, codec_options=_CODEC_OPTIONS)
+
+        self._balances = collection(BALANCES)
+        self._ledger = collection(TRANSACTIONS)
+        self._keys = collection(IDEMPOTENCY_KEYS)
+        self._redemptions = collection(REWARD_REDEMPTIONS)
+        self._pos_queue = collection(POS_OFFLINE_QUEUE)
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        database: str,
+        *,
+        claim_wait_seconds: float = 5.0,
+        claim_lease_seconds: float = 60.0,
+        transactions: bool | None = None,
+    ) -> MongoLedgerStore:
+        """Does not wait for the server: readiness (`ping`) reports when it is reachable."""
+        client: MongoClient[Document] = MongoClient(
+            url,
+            tz_aware=True,
+            tzinfo=UTC,
+            appname="loyalnest-points",
+            # Fail fast while the server is away: worker threads must not pile up behind it.
+            serverSelectionTimeoutMS=5000,
+        )
+        return cls(
+            client[database],
+            claim_wait_seconds=claim_wait_seconds,
+            claim_lease_seconds=claim_lease_seconds,
+            transactions=transactions,
+            owns_client=True,
+        )
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await asyncio.to_thread(self._client.close)
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await asyncio.to_thread(self._serialised, call)
+
+    def _serialised(self, call: Callable[[], T]) -> T:
+        if not self._fake:
+            return call()
+        with _FAKE_LOCK:
+            return call()
+
+    async def ping(self) -> None:
+        await self._run(partial(self._client.admin.command, "ping"))
+
+    async def ensure_indexes(self) -> None:
+        await self._run(self._ensure_indexes)
+        await self.uses_transactions()
+
+    def _ensure_indexes(self) -> None:
+        ledger = [("merchant_id", ASCENDING), ("customer_id", ASCENDING)]
+        self._balances.create_index(ledger, unique=True, name="ledger_unique")
+        # Unique per ledger: a second writer of a sequence number would be a bug, not a race.
+        self._ledger.create_index(
+            [*ledger, ("sequence", DESCENDING)], unique=True, name="ledger_sequence_unique"
+        )
+        self._keys.create_index(
+            [("merchant_id", ASCENDING), ("idempotency_key", ASCENDING)],
+            unique=True,
+            name="merchant_key_unique",
+        )
+        for later in (self._redemptions, self._pos_queue):
+            later.create_index([("customer_id", ASCENDING)], name="customer_id")
+            later.create_index([("merchant_id", ASCENDING)], name="merchant_id")
+
+    async def uses_transactions(self) -> bool:
+        if self._transactions is None:
+            self._transactions = await self._run(self._detect_transactions)
+            if not self._transactions:
+                log.warning(
+                    "MongoDB without transactions (standalone server): a crash during a"
+                    " posting can leave its idempotency key claimed; retries with that key"
+                    " get ABORTED until the claim is removed. Use a replica set."
+                )
+        return self._transactions
+
+    def _detect_transactions(self) -> bool:
+        if self._fake:
+            return True  # its transactions are safe under _FAKE_LOCK
+        try:
+            hello = self._client.admin.command("hello")
+        except OperationFailure:  # servers before 4.4.2
+            hello = self._client.admin.command("isMaster")
+        return "setName" in hello or hello.get("msg") == "isdbgrid"
+
+    async def get_balance(self, merchant_id: str, customer_id: str) -> Balance:
+        doc = await self._run(
+            partial(
+                self._balances.find_one, {"merchant_id": merchant_id, "customer_id": customer_id}
+            )
+        )
+        if doc is None:
+            raise LedgerNotFound(customer_id)
+        return Balance(
+            customer_id=customer_id,
+            balance=doc["balance"],
+            lifetime_earned=doc["lifetime_earned"],
+            lifetime_redeemed=doc["lifetime_redeemed"],
+            updated_at=_utc(doc["updated_at"]),
+        )
+
+    async def post(self, posting: Posting, key: IdempotencyKey) -> PostingResult:
+        transactional = await self.uses_transactions()
+        token = uuid.uuid4().hex
+        earlier = await self._claim(posting.merchant_id, key, token, transactional=transactional)
+        if earlier is not None:
+            return PostingResult.of(earlier)
+        # One thread call for the posting and the release of the claim on failure: a
+        # cancelled caller must not release a claim whose posting is still running.
+        transaction = await self._run(
+            partial(self._post_claimed, posting, key, token, transactional=transactional)
+        )
+        return PostingResult.of(transaction)
+
+    def _key_filter(self, merchant_id: str, key: IdempotencyKey) -> Document:
+        return {"merchant_id": merchant_id, "idempotency_key": key.key}
+
+    async def _claim(
+        self, merchant_id: str, key: IdempotencyKey, token: str, *, transactional: bool
+    ) -> Transaction | None:
+        """None when this call now holds the key, else the first call's transaction."""
+        key_filter = self._key_filter(merchant_id, key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._claim_wait
+        delay = 0.01
+        while True:
+            now = _now()
+            claim = {
+                **key_filter,
+                "request_fingerprint": key.fingerprint,
+                "result_ref": None,
+                "claim_token": token,
+                "claimed_at": now,
+                "created_at": now,
+            }
+            try:
+                await self._run(partial(self._keys.insert_one, claim))
+                return None
+            except DuplicateKeyError:
+                pass
+            existing = await self._run(partial(self._keys.find_one, key_filter))
+            if existing is not None:
+                if existing["result_ref"] is not None:
+                    ensure_same_request(key, existing["request_fingerprint"])
+                    return await self._run(partial(self._transaction_by_id, existing["result_ref"]))
+                # Like PostgreSQL, judge the fingerprint only once the holder has finished:
+                # if it fails, the key is free for this request, whatever its parameters.
+                stale = _utc(existing["claimed_at"]) < now - self._claim_lease
+                if transactional and stale and await self._take_over(existing, key, token):
+                    return None
+            # Also reached when a failed holder released the key between our insert and read.
+            if loop.time() >= deadline:
+                raise Aborted("concurrent request with the same idempotency key in progress; retry")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+    async def _take_over(self, stale: Document, key: IdempotencyKey, token: str) -> bool:
+        # Safe only with transactions: the stale holder's effect and its result_ref commit
+        # together, so no result_ref means no effect, and its late commit checks the token.
+        now = _now()
+        taken = await self._run(
+            partial(
+                self._keys.find_one_and_update,
+                {"_id": stale["_id"], "claim_token": stale["claim_token"], "result_ref": None},
+                {
+                    "$set": {
+                        "claim_token": token,
+                        "claimed_at": now,
+                        "request_fingerprint": key.fingerprint,
+                    }
+                },
+            )
+        )
+        if taken is not None:
+            log.warning("took over a stale idempotency claim", idempotency_key=key.key)
+        return taken is not None
+
+    def _post_claimed(
+        self, posting: Posting, key: IdempotencyKey, token: str, *, transactional: bool
+    ) -> Transaction:
+        try:
+            for attempt in range(1, _UPSERT_ATTEMPTS + 1):
+                try:
+                    if not transactional:
+                        return self._apply_and_record(posting, key, token, None)
+                    with self._client.start_session() as session:
+                        return session.with_transaction(
+                            partial(self._apply_and_record, posting, key, token),
+                            write_concern=_LEDGER_WRITE_CONCERN,
+                        )
+                except _LedgerCreationRace:
+                    if attempt == _UPSERT_ATTEMPTS:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        except BaseException as exc:
+            # Free the key for a retry, as PostgreSQL's rollback does, but only when nothing
+            # was posted: always so with a transaction; without one only a refusal is sure
+            # to have written nothing, and after any other failure a retry must not post
+            # again. Conditional on our token, so a claim taken over meanwhile stays.
+            if transactional or isinstance(exc, _NOTHING_WRITTEN):
+                self._keys.delete_one(
+                    {
+                        **self._key_filter(posting.merchant_id, key),
+                        "claim_token": token,
+                        "result_ref": None,
+                    }
+                )
+            raise
+
+    def _apply_and_record(
+        self,
+        posting: Posting,
+        key: IdempotencyKey,
+        token: str,
+        session: ClientSession | None,
+    ) -> Transaction:
+        transaction = self._apply(posting, session)
+        recorded = self._keys.update_one(
+            {
+                **self._key_filter(posting.merchant_id, key),
+                "claim_token": token,
+                "result_ref": None,
+            },
+            {"$set": {"result_ref": transaction.transaction_id}},
+            session=session,
+        )
+        if recorded.matched_count == 0:
+            # Taken over as stale: aborting the transaction undoes our posting.
+            raise _ClaimLost()
+        return transaction
+
+    def _apply(self, posting: Posting, session: ClientSession | None) -> Transaction:
+        ledger = {"merchant_id": posting.merchant_id, "customer_id": posting.customer_id}
+        now = _now()
+        update: Document = {
+            "$inc": {
+                "balance": posting.points,
+                "lifetime_earned": posting.earned,
+                "lifetime_redeemed": posting.redeemed,
+                "last_sequence": 1,
+            },
+            "$set": {"updated_at": now},
+        }
+        guard: Document = {}
+        if posting.points < 0:
+            guard = {"balance": {"$gte": -posting.points}}
+        if posting.opens_ledger:
+            update["$setOnInsert"] = {"created_at": now}
+        try:
+            after = self._balances.find_one_and_update(
+                {**ledger, **guard},
+                update,
+                upsert=posting.opens_ledger,
+                return_document=ReturnDocument.AFTER,
+                session=session,
+            )
+        except DuplicateKeyError as exc:
+            raise _LedgerCreationRace() from exc
+        if after is None:
+            current = self._balances.find_one(ledger, session=session)
+            if current is None:
+                raise LedgerNotFound(posting.customer_id)
+            raise InsufficientPoints(posting.customer_id, current["balance"], -posting.points)
+        transaction = Transaction(
+            transaction_id=str(uuid.uuid4()),
+            merchant_id=posting.merchant_id,
+            customer_id=posting.customer_id,
+            sequence=after["last_sequence"],
+            type=posting.type,
+            points=posting.points,
+            reason=posting.reason,
+            created_at=now,
+            balance_after=after["balance"],
+            lifetime_earned_after=after["lifetime_earned"],
+            lifetime_redeemed_after=after["lifetime_redeemed"],
+        )
+        doc = {"_id": transaction.transaction_id, **asdict(transaction)}
+        doc["type"] = str(transaction.type)
+        self._ledger.insert_one(doc, session=session)
+        return transaction
+
+    def _transaction_by_id(self, transaction_id: str) -> Transaction:
+        doc = self._ledger.find_one({"_id": transaction_id})
+        if doc is None:  # pragma: no cover - written before the key's result_ref
+            raise RuntimeError(f"transaction {transaction_id} recorded for a key is missing")
+        return _transaction(doc)
+
+    async def list_transactions(
+        self, merchant_id: str, customer_id: str, *, limit: int, before_sequence: int | None
+    ) -> list[Transaction]:
+        return await self._run(
+            partial(self._list_transactions, merchant_id, customer_id, limit, before_sequence)
+        )
+
+    def _list_transactions(
+        self, merchant_id: str, customer_id: str, limit: int, before_sequence: int | None
+    ) -> list[Transaction]:
+        ledger = {"merchant_id": merchant_id, "customer_id": customer_id}
+        docs: list[Document] = []
+        # MongoDB reads limit 0 as "no limit"; SQL's LIMIT 0 returns nothing.
+        if limit > 0:
+            cursor = (
+                self._ledger.find(
+                    {**ledger, "sequence": {"$lt": before_sequence or _NO_UPPER_BOUND}}
+                )
+                .sort("sequence", DESCENDING)
+                .limit(limit)
+            )
+            docs = list(cursor)
+        if not docs and self._balances.find_one(ledger, {"_id": 1}) is None:
+            raise LedgerNotFound(customer_id)
+        return [_transaction(doc) for doc in docs]
