@@ -53,6 +53,9 @@ class ServiceComponents:
     startup: Sequence[Check] = ()
     # Probed periodically; any failure reports NOT_SERVING (e.g. database ping).
     readiness: Sequence[Check] = ()
+    # Long-running loops (outbox relays, event consumers) started once start-up has succeeded,
+    # cancelled on shutdown after in-flight calls have finished and before cleanup.
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Awaited in reverse order on shutdown, after in-flight calls have finished.
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -74,6 +77,8 @@ class RunningService:
     metrics_port: int | None
     health: HealthMonitor
     components: ServiceComponents
+    # Completes only if a background loop crashed (loops retry their own transient errors).
+    background: asyncio.Task[None]
 
 
 def _server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
@@ -138,21 +143,43 @@ async def running(
     metrics_port = start_metrics_server(settings)
     await server.start()
     monitor_task = asyncio.create_task(monitor.run(), name=f"{spec.name}-health")
+    background_tasks = asyncio.create_task(
+        _run_background(monitor, components.background), name=f"{spec.name}-background"
+    )
     log.info("service started", address=f"{settings.host}:{port}", metrics_port=metrics_port)
     try:
         yield RunningService(
-            spec.name, f"{settings.host}:{port}", port, metrics_port, monitor, components
+            spec.name,
+            f"{settings.host}:{port}",
+            port,
+            metrics_port,
+            monitor,
+            components,
+            background_tasks,
         )
     finally:
         log.info("shutting down", grace_seconds=settings.shutdown_grace_seconds)
         await monitor.stop()
         await server.stop(settings.shutdown_grace_seconds)
-        monitor_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await monitor_task
+        for task in (background_tasks, monitor_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         for cleanup in reversed(components.cleanup):
             await cleanup()
         log.info("stopped")
+
+
+async def _run_background(
+    monitor: HealthMonitor, loops: Sequence[Callable[[], Awaitable[None]]]
+) -> None:
+    """Runs the service's loops once start-up has succeeded."""
+    await monitor.started.wait()
+    if not loops:
+        await asyncio.Event().wait()  # nothing to run: stay pending like a healthy loop
+    async with asyncio.TaskGroup() as group:
+        for loop in loops:
+            group.create_task(loop())
 
 
 async def _run_until_signalled(spec: ServiceSpec[SettingsT], settings: SettingsT) -> None:
@@ -160,8 +187,14 @@ async def _run_until_signalled(spec: ServiceSpec[SettingsT], settings: SettingsT
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with running(spec, settings):
-        await stop.wait()
+    async with running(spec, settings) as service:
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait([stopping, service.background], return_when=asyncio.FIRST_COMPLETED)
+        if service.background.done() and not service.background.cancelled():
+            error = service.background.exception()
+            log.error("background loop crashed; exiting", error=repr(error))
+            raise SystemExit(1)
+        stopping.cancel()
 
 
 def serve(spec: ServiceSpec[SettingsT], settings: SettingsT | None = None) -> None:
