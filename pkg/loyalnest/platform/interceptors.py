@@ -44,7 +44,14 @@ def split_method(full_method: str) -> tuple[str, str]:
 
 
 class _WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps each handler's behaviour, whatever its streaming shape."""
+    """Wraps each handler's behaviour, whatever its streaming shape.
+
+    grpc.aio asks interceptors for a handler on every call; wrapping once per method and
+    reusing it keeps the per-call cost to a dictionary lookup.
+    """
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -53,6 +60,14 @@ class _WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg
         if handler is None:  # unknown method: let grpc answer UNIMPLEMENTED
             return handler  # type: ignore[return-value]
         method: str = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: Any) -> Handler:
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self.wrap_unary(method, "unary", handler.unary_unary),
@@ -94,26 +109,44 @@ def _status_code(context: Context) -> grpc.StatusCode:
     return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
 
 
+class _MethodMetrics:
+    """Label children resolved once per method, not on every call."""
+
+    def __init__(self, method: str, kind: str) -> None:
+        service, name = split_method(method)
+        self.labels = (service, name, kind)
+        self.started = RPC_STARTED.labels(*self.labels)
+        self.latency = RPC_LATENCY.labels(*self.labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        counter = self._handled.get(code)
+        if counter is None:
+            counter = self._handled[code] = RPC_HANDLED.labels(*self.labels, code.name)
+        return counter
+
+
 class TelemetryInterceptor(_WrappingInterceptor):
     """Prometheus RED metrics per method and status code, plus an optional access log."""
 
     def __init__(self, *, access_log: bool) -> None:
+        super().__init__()
         self._access_log = access_log
 
-    def _finish(self, method: str, kind: str, started: float, code: grpc.StatusCode) -> None:
-        service, name = split_method(method)
+    def _finish(
+        self, metrics: _MethodMetrics, method: str, started: float, code: grpc.StatusCode
+    ) -> None:
         elapsed = time.perf_counter() - started
-        RPC_HANDLED.labels(service, name, kind, code.name).inc()
-        RPC_LATENCY.labels(service, name, kind).observe(elapsed)
+        metrics.handled(code).inc()
+        metrics.latency.observe(elapsed)
         if self._access_log:
             log.info("rpc", method=method, code=code.name, duration_ms=round(elapsed * 1e3, 3))
 
     def wrap_unary(self, method: str, kind: str, behavior: UnaryBehavior) -> UnaryBehavior:
-        service, name = split_method(method)
-        started_counter = RPC_STARTED.labels(service, name, kind)
+        metrics = _MethodMetrics(method, kind)
 
         async def observed(request: Any, context: Context) -> Any:
-            started_counter.inc()
+            metrics.started.inc()
             started = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
             try:
@@ -124,16 +157,15 @@ class TelemetryInterceptor(_WrappingInterceptor):
                 code = _status_code(context)
                 raise
             finally:
-                self._finish(method, kind, started, code)
+                self._finish(metrics, method, started, code)
 
         return observed
 
     def wrap_stream(self, method: str, kind: str, behavior: StreamBehavior) -> StreamBehavior:
-        service, name = split_method(method)
-        started_counter = RPC_STARTED.labels(service, name, kind)
+        metrics = _MethodMetrics(method, kind)
 
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
-            started_counter.inc()
+            metrics.started.inc()
             started = time.perf_counter()
             code = grpc.StatusCode.UNKNOWN
             try:
@@ -147,7 +179,7 @@ class TelemetryInterceptor(_WrappingInterceptor):
                 code = grpc.StatusCode.CANCELLED if context.cancelled() else code
                 raise
             finally:
-                self._finish(method, kind, started, code)
+                self._finish(metrics, method, started, code)
 
         return observed
 

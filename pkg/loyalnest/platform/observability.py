@@ -12,7 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from prometheus_client import Counter, Histogram, start_http_server
 
 from loyalnest.platform.config import ServiceSettings
@@ -72,9 +72,13 @@ def configure_logging(settings: ServiceSettings, service: str) -> None:
 def configure_tracing(settings: ServiceSettings, service: str) -> None:
     if not settings.tracing_enabled or isinstance(trace.get_tracer_provider(), TracerProvider):
         return
+    exporting = settings.otel_exporter_otlp_endpoint is not None
+    # Without an exporter, recorded spans would be dropped anyway: keep non-recording spans,
+    # which still carry trace ids into logs and downstream calls, at a fraction of the cost.
+    root_sampler = TraceIdRatioBased(settings.otel_sample_ratio) if exporting else ALWAYS_OFF
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"loyalnest-{service}"}),
-        sampler=ParentBased(TraceIdRatioBased(settings.otel_sample_ratio)),
+        sampler=ParentBased(root_sampler),
     )
     if settings.otel_exporter_otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter

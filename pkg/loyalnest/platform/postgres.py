@@ -74,6 +74,9 @@ class Database:
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,
             kwargs={
+                # Reads are one round trip instead of BEGIN/SELECT/COMMIT; writes open
+                # explicit transactions (`conn.transaction()`).
+                "autocommit": True,
                 "options": f"-c search_path={schema}",
                 "connect_timeout": max(1, round(settings.db_connect_timeout_seconds)),
             },

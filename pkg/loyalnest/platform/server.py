@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -55,7 +55,7 @@ class ServiceComponents:
     readiness: Sequence[Check] = ()
     # Long-running loops (outbox relays, event consumers) started once start-up has succeeded,
     # cancelled on shutdown after in-flight calls have finished and before cleanup.
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     # Awaited in reverse order on shutdown, after in-flight calls have finished.
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -171,7 +171,7 @@ async def running(
 
 
 async def _run_background(
-    monitor: HealthMonitor, loops: Sequence[Callable[[], Awaitable[None]]]
+    monitor: HealthMonitor, loops: Sequence[Callable[[], Coroutine[Any, Any, None]]]
 ) -> None:
     """Runs the service's loops once start-up has succeeded."""
     await monitor.started.wait()

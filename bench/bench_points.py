@@ -1,0 +1,625 @@
+"""GetPointsBalance throughput against a bare grpc.aio echo server, in one run.
+
+    .venv/bin/python bench/bench_points.py [--concurrency 32] [--duration 10] [--warmup 2]
+                                           [--tracing/--no-tracing] [--channels 1] [--json]
+                                           [--profile-server PATH]
+
+Starts a throwaway PostgreSQL, then, one after the other, two servers in their own processes:
+
+1. baseline: a raw `grpc.aio` server with one generic bytes-in/bytes-out unary handler;
+2. the real Points service (`loyalnest.platform.server.running`) with production defaults.
+
+Both are driven by the same closed-loop client in this process (N asyncio workers sharing
+one or a few grpc.aio channels, raw bytes on the wire, no protobuf work in the client), with a
+warm-up period each, and the GetPointsBalance/echo throughput ratio is printed. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import json
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from loyalnest.platform.tenancy import MERCHANT_HEADER
+
+ECHO_METHOD = "/bench.Echo/Echo"
+BALANCE_METHOD = "/loyalnest.points.v1.PointsService/GetPointsBalance"
+EARN_METHOD = "/loyalnest.points.v1.PointsService/EarnPoints"
+GOAL_RATIO = 0.70
+READY_TIMEOUT_SECONDS = 120.0
+STOP_TIMEOUT_SECONDS = 15.0
+CALL_TIMEOUT_SECONDS = 10.0
+
+Metadata = tuple[tuple[str, str], ...]
+UnaryCall = Callable[..., Any]  # grpc.aio.UnaryUnaryMultiCallable, bytes in / bytes out
+
+
+# --------------------------------------------------------------------------- server processes
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+    # If the benchmark dies without stopping us (e.g. SIGKILL), don't linger as an orphan.
+    while not stop.is_set():
+        if os.getppid() != parent_pid:
+            stop.set()
+        await asyncio.sleep(1.0)
+
+
+def _stop_event() -> tuple[asyncio.Event, asyncio.Task[None]]:
+    """Set on SIGTERM (the parent's terminate()) or when the parent is gone.
+
+    Ctrl-C (SIGINT to the whole process group) is ignored: the parent handles it and stops
+    the servers in order, so a server never disappears under a running measurement.
+    """
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    watchdog = asyncio.create_task(_watch_parent(os.getppid(), stop), name="parent-watchdog")
+    return stop, watchdog
+
+
+async def _echo_main(ready: Connection, response: bytes) -> None:
+    async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return response
+
+    stop, watchdog = _stop_event()
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    ready.send(("ok", f"127.0.0.1:{port}"))
+    await stop.wait()
+    await server.stop(1.0)
+    await watchdog
+
+
+def echo_server_process(ready: Connection, response: bytes) -> None:
+    """Child process entry point: a bare grpc.aio server answering `response` to every call."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        asyncio.run(_echo_main(ready, response))
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            ready.send(("error", "".join(traceback.format_exception(exc))))
+        raise SystemExit(1) from None  # the parent reports the traceback
+
+
+async def _points_main(ready: Connection, database_url: str, tracing: bool) -> None:
+    from loyalnest.platform.observability import configure_logging
+    from loyalnest.platform.server import running
+    from loyalnest.services.points.service import SPEC, PointsSettings
+
+    settings = PointsSettings(
+        grpc_port=0,
+        metrics_enabled=True,
+        metrics_port=0,  # a free port
+        database_url=database_url,
+        points_ledger_store="postgres",
+        access_log=False,
+        tracing_enabled=tracing,
+        otel_exporter_otlp_endpoint=None,
+        shutdown_grace_seconds=1.0,
+        log_level="WARNING",  # keep the benchmark's terminal readable; no per-RPC logs anyway
+        log_format="console",
+    )
+    configure_logging(settings, SPEC.name)
+    stop, watchdog = _stop_event()
+    async with running(SPEC, settings) as service:
+        await asyncio.wait_for(service.health.started.wait(), READY_TIMEOUT_SECONDS)
+        ready.send(("ok", service.address))
+        await stop.wait()
+    await watchdog
+
+
+def points_server_process(
+    ready: Connection, database_url: str, tracing: bool, profile: str | None
+) -> None:
+    """Child process entry point: the real Points service, until SIGTERM.
+
+    With `profile`, the event-loop thread runs under cProfile (which slows it down: use the
+    profile for where the time goes, not for throughput) and the stats are dumped there.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    profiler = cProfile.Profile() if profile else None
+    try:
+        if profiler is not None:
+            profiler.enable()
+        asyncio.run(_points_main(ready, database_url, tracing))
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            ready.send(("error", "".join(traceback.format_exception(exc))))
+        raise SystemExit(1) from None  # the parent reports the traceback
+    finally:
+        if profiler is not None and profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
+
+
+@dataclass
+class ServerProcess:
+    process: BaseProcess
+    address: str
+
+
+@contextlib.contextmanager
+def server_process(target: Callable[..., None], *args: Any) -> Iterator[ServerProcess]:
+    """Runs `target(ready_conn, *args)` in a fresh (spawned) process; always stops it."""
+    # spawn, not fork: the parent already runs gRPC core threads, which do not survive fork.
+    context = multiprocessing.get_context("spawn")
+    parent_end, child_end = context.Pipe(duplex=False)
+    process = context.Process(target=target, args=(child_end, *args), daemon=True)
+    process.start()
+    child_end.close()
+    try:
+        if not parent_end.poll(READY_TIMEOUT_SECONDS):
+            raise RuntimeError(f"{target.__name__} not ready after {READY_TIMEOUT_SECONDS}s")
+        try:
+            status, detail = parent_end.recv()
+        except EOFError:
+            raise RuntimeError(
+                f"{target.__name__} exited during start-up (exit code {process.exitcode})"
+            ) from None
+        if status != "ok":
+            raise RuntimeError(f"{target.__name__} failed to start:\n{detail}")
+        yield ServerProcess(process, str(detail))
+    finally:
+        parent_end.close()
+        if process.is_alive():
+            process.terminate()
+            process.join(STOP_TIMEOUT_SECONDS)
+        if process.is_alive():
+            process.kill()
+        process.join()
+
+
+# ------------------------------------------------------------------------------ CPU accounting
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    """User+system CPU of one process (all its threads), from /proc; 0 if unavailable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields_after_comm = stat.rpartition(")")[2].split()
+    # fields 14 and 15 of proc(5) (utime, stime); index 0 here is field 3 (state)
+    return (int(fields_after_comm[11]) + int(fields_after_comm[12])) / _CLOCK_TICKS
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid:
+            kids.append(int(entry.name))
+    return kids
+
+
+@dataclass
+class CpuProbe:
+    """CPU seconds used by the client (this process), the server and PostgreSQL."""
+
+    server_pid: int
+    postmaster_pid: int | None
+
+    def sample(self) -> dict[str, float]:
+        times = os.times()
+        sample = {
+            "client": times.user + times.system,
+            "server": _proc_cpu_seconds(self.server_pid),
+        }
+        if self.postmaster_pid is not None:
+            pids = [self.postmaster_pid, *_children(self.postmaster_pid)]
+            sample["postgres"] = sum(_proc_cpu_seconds(p) for p in pids)
+        return sample
+
+
+def _postmaster_pid(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# ----------------------------------------------------------------------------------- the client
+
+
+@dataclass
+class LoadResult:
+    name: str
+    requests: int
+    seconds: float
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+    # Percent of one core, over the measured window (absent where /proc is unavailable).
+    cpu_percent: dict[str, float] = field(default_factory=dict)
+
+
+def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    rank = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[rank]
+
+
+async def _worker(
+    call: UnaryCall,
+    request: bytes,
+    metadata: Metadata,
+    measure_from: float,
+    measure_until: float,
+    latencies: list[float],
+    errors: Counter[str],
+) -> None:
+    perf = time.perf_counter
+    while True:
+        started = perf()
+        try:
+            await call(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
+        except grpc.aio.AioRpcError as exc:
+            finished = perf()
+            if measure_from <= finished <= measure_until:
+                errors[exc.code().name] += 1
+        else:
+            finished = perf()
+            if measure_from <= finished <= measure_until:
+                latencies.append(finished - started)
+        if finished >= measure_until:
+            return
+
+
+async def run_load(
+    name: str,
+    channels: Sequence[grpc.aio.Channel],
+    method: str,
+    request: bytes,
+    metadata: Metadata,
+    *,
+    concurrency: int,
+    warmup: float,
+    duration: float,
+    cpu: CpuProbe | None,
+) -> LoadResult:
+    """Closed loop: `concurrency` workers, each sending its next call when the last returns.
+
+    Only calls that complete inside the measured window count, so the window is exactly
+    `duration` seconds; warm-up calls are discarded.
+    """
+    # No serializers: the client moves raw bytes, so it costs the same for both servers.
+    calls = [
+        channel.unary_unary(method, request_serializer=None, response_deserializer=None)
+        for channel in channels
+    ]
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    start = time.perf_counter()
+    measure_from = start + warmup
+    measure_until = measure_from + duration
+    tasks = [
+        asyncio.create_task(
+            _worker(
+                calls[i % len(calls)],
+                request,
+                metadata,
+                measure_from,
+                measure_until,
+                latencies,
+                errors,
+            )
+        )
+        for i in range(concurrency)
+    ]
+    cpu_before: dict[str, float] = {}
+    cpu_after: dict[str, float] = {}
+    try:
+        if cpu is not None:
+            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+            cpu_before = cpu.sample()
+            await asyncio.sleep(max(0.0, measure_until - time.perf_counter()))
+            cpu_after = cpu.sample()
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    latencies.sort()
+    return LoadResult(
+        name=name,
+        requests=len(latencies),
+        seconds=duration,
+        throughput=len(latencies) / duration,
+        p50_ms=_percentile(latencies, 0.50) * 1e3,
+        p99_ms=_percentile(latencies, 0.99) * 1e3,
+        errors=dict(errors),
+        cpu_percent={
+            key: 100.0 * (cpu_after[key] - cpu_before[key]) / duration
+            for key in cpu_after
+            if key in cpu_before
+        },
+    )
+
+
+@contextlib.asynccontextmanager
+async def open_channels(address: str, count: int) -> AsyncIterator[list[grpc.aio.Channel]]:
+    # A local subchannel pool per channel: otherwise gRPC would share one connection.
+    channels = [
+        grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(count)
+    ]
+    try:
+        for channel in channels:
+            await asyncio.wait_for(channel.channel_ready(), READY_TIMEOUT_SECONDS)
+        yield channels
+    finally:
+        for channel in channels:
+            await channel.close(grace=None)
+
+
+# ---------------------------------------------------------------------------------- the phases
+
+
+@dataclass(frozen=True)
+class Workload:
+    merchant_id: str
+    customer_id: str
+    request: bytes  # a serialized GetPointsBalanceRequest
+    response_size: int  # bytes of a typical GetPointsBalanceResponse
+
+    @property
+    def metadata(self) -> Metadata:
+        return ((MERCHANT_HEADER, self.merchant_id),)
+
+
+def make_workload() -> Workload:
+    from google.protobuf import timestamp_pb2
+
+    from loyalnest.gen.points.v1 import points_pb2
+
+    suffix = uuid.uuid4().hex[:8]
+    customer_id = f"bench-customer-{suffix}"
+    request = points_pb2.GetPointsBalanceRequest(customer_id=customer_id)
+    sample = points_pb2.GetPointsBalanceResponse(
+        balance=points_pb2.PointsBalance(
+            customer_id=customer_id,
+            balance=1_000,
+            lifetime_earned=1_000,
+            lifetime_redeemed=0,
+            update_time=timestamp_pb2.Timestamp(seconds=int(time.time()), nanos=999_999_000),
+        )
+    )
+    return Workload(
+        merchant_id=f"bench-merchant-{suffix}",
+        customer_id=customer_id,
+        request=request.SerializeToString(),
+        response_size=sample.ByteSize(),
+    )
+
+
+async def seed_ledger(channel: grpc.aio.Channel, workload: Workload) -> int:
+    """Opens the customer's ledger (EarnPoints) and checks GetPointsBalance sees it."""
+    from loyalnest.gen.points.v1 import points_pb2
+
+    earn = channel.unary_unary(
+        EARN_METHOD,
+        request_serializer=points_pb2.EarnPointsRequest.SerializeToString,
+        response_deserializer=points_pb2.EarnPointsResponse.FromString,
+    )
+    await earn(
+        points_pb2.EarnPointsRequest(
+            customer_id=workload.customer_id,
+            points=1_000,
+            reason="benchmark seed",
+            idempotency_key=f"bench-seed-{workload.customer_id}",
+        ),
+        metadata=workload.metadata,
+        timeout=CALL_TIMEOUT_SECONDS,
+    )
+    balance = channel.unary_unary(
+        BALANCE_METHOD, request_serializer=None, response_deserializer=None
+    )
+    raw: bytes = await balance(
+        workload.request, metadata=workload.metadata, timeout=CALL_TIMEOUT_SECONDS
+    )
+    response = points_pb2.GetPointsBalanceResponse.FromString(raw)
+    if response.balance.balance != 1_000:
+        raise RuntimeError(f"unexpected seeded balance: {response}")
+    return len(raw)
+
+
+async def run_benchmark(
+    args: argparse.Namespace, database_url: str, pg_data_dir: Path
+) -> dict[str, Any]:
+    workload = make_workload()
+    # The echo server answers with a payload as large as a real GetPointsBalanceResponse.
+    echo_response = b"x" * workload.response_size
+
+    # One server at a time; each one is stopped before the next starts.
+    with server_process(echo_server_process, echo_response) as echo:
+        async with open_channels(echo.address, args.channels) as channels:
+            probe = CpuProbe(echo.process.pid or 0, None)
+            echo_result = await run_load(
+                "echo (raw grpc.aio)",
+                channels,
+                ECHO_METHOD,
+                workload.request,
+                workload.metadata,
+                cpu=probe,
+                concurrency=args.concurrency,
+                warmup=args.warmup,
+                duration=args.duration,
+            )
+
+    with server_process(
+        points_server_process, database_url, args.tracing, args.profile_server
+    ) as points:
+        async with open_channels(points.address, args.channels) as channels:
+            response_size = await seed_ledger(channels[0], workload)
+            probe = CpuProbe(points.process.pid or 0, _postmaster_pid(pg_data_dir))
+            points_result = await run_load(
+                "GetPointsBalance",
+                channels,
+                BALANCE_METHOD,
+                workload.request,
+                workload.metadata,
+                cpu=probe,
+                concurrency=args.concurrency,
+                warmup=args.warmup,
+                duration=args.duration,
+            )
+
+    ratio = points_result.throughput / echo_result.throughput if echo_result.throughput else 0.0
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "grpc": grpc.__version__,
+        "concurrency": args.concurrency,
+        "channels": args.channels,
+        "warmup_seconds": args.warmup,
+        "duration_seconds": args.duration,
+        "tracing": args.tracing,
+        "request_bytes": len(workload.request),
+        "response_bytes": {"echo": len(echo_response), "GetPointsBalance": response_size},
+        "results": [asdict(echo_result), asdict(points_result)],
+        "ratio": ratio,
+        "goal": GOAL_RATIO,
+        "goal_met": ratio >= GOAL_RATIO,
+    }
+
+
+# ---------------------------------------------------------------------------------- reporting
+
+
+def render(report: dict[str, Any]) -> str:
+    lines = [
+        f"cpus: {report['cpu_count']}   python {report['python']}   grpcio {report['grpc']}",
+        f"concurrency {report['concurrency']} on {report['channels']} channel(s), "
+        f"warm-up {report['warmup_seconds']}s, measured {report['duration_seconds']}s each, "
+        f"tracing {'on' if report['tracing'] else 'off'}",
+        f"payload: request {report['request_bytes']} B, response "
+        f"{report['response_bytes']['echo']} B (echo) / "
+        f"{report['response_bytes']['GetPointsBalance']} B (GetPointsBalance)",
+        "",
+        f"{'server':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'cpu% client':>13}{'server':>8}{'postgres':>10}{'server us/req':>15}",
+    ]
+    for result in report["results"]:
+        cpu = result["cpu_percent"]
+
+        def pct(key: str, cpu: dict[str, float] = cpu) -> str:
+            return f"{cpu[key]:.0f}" if key in cpu else "-"
+
+        per_request = (
+            f"{cpu['server'] * 1e4 / result['throughput']:.0f}"
+            if "server" in cpu and result["throughput"]
+            else "-"
+        )
+        lines.append(
+            f"{result['name']:<22}{result['throughput']:>9.0f}{result['p50_ms']:>9.2f}"
+            f"{result['p99_ms']:>9.2f}{sum(result['errors'].values()):>8}"
+            f"{pct('client'):>13}{pct('server'):>8}{pct('postgres'):>10}{per_request:>15}"
+        )
+        if result["errors"]:
+            lines.append(f"{'':<22}errors by code: {result['errors']}")
+    verdict = "met" if report["goal_met"] else "NOT met"
+    lines += [
+        "",
+        f"ratio GetPointsBalance/echo throughput: {report['ratio']:.2f}x",
+        f"goal: >= {report['goal']:.2f}x  ({verdict})",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, default=32, help="concurrent workers")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds each")
+    parser.add_argument("--warmup", type=float, default=2.0, help="discarded seconds each")
+    parser.add_argument("--channels", type=int, default=1, help="client channels (connections)")
+    parser.add_argument(
+        "--tracing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="OpenTelemetry tracing on the Points server (production default: on)",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON report instead")
+    parser.add_argument(
+        "--profile-server",
+        metavar="PATH",
+        help="run the Points server under cProfile and write its stats to PATH "
+        "(slows the server; read with `python -m pstats PATH`)",
+    )
+    args = parser.parse_args(argv)
+    if args.concurrency < 1 or args.channels < 1 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--concurrency/--channels must be >= 1, --duration > 0, --warmup >= 0")
+    return args
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # Unwinds like Ctrl-C, so the servers and PostgreSQL are stopped by the `finally` blocks.
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from loyalnest.devstack.postgres import LocalPostgres, free_port
+
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Under /tmp with a 0755 parent: as root, PostgreSQL runs as `postgres`, which must reach it.
+    root = Path(tempfile.mkdtemp(prefix="loyalnest-bench-pg-"))
+    root.chmod(0o755)
+    postgres = LocalPostgres(root / "data", free_port(), ephemeral=True)
+    try:
+        if not args.json:
+            print("starting PostgreSQL ...", file=sys.stderr)
+        postgres.start()
+        postgres.create_database("bench")
+        report = asyncio.run(run_benchmark(args, postgres.url("bench"), postgres.data_dir))
+    finally:
+        with contextlib.suppress(Exception):
+            postgres.stop(mode="immediate")
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps(report, indent=2) if args.json else render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted; servers and PostgreSQL stopped", file=sys.stderr)
+        sys.exit(130)
