@@ -1,51 +1,101 @@
-"""`loyalnest up`: the local stack as separate processes on 127.0.0.1.
+"""`loyalnest up | status | down`: the whole mesh as processes on 127.0.0.1, no Docker.
 
-Starts PostgreSQL, then each service's worker processes, gating each step on health, and
-stops everything it started on Ctrl-C/SIGTERM or when a step fails.
+Start order, each step gated on readiness: PostgreSQL → Redis → Kafka (tansu) → every service's
+worker processes → the mesh-wide reflection server → Envoy. Any failure stops what was started
+and names the component. The stack's state (pid, endpoints, restarts) is kept in
+`<state>/stack.json` for `status` and `down`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
+import json
 import os
 import signal
+import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from loyalnest.devstack import probes
 from loyalnest.devstack.postgres import LocalPostgres, PostgresError, traversable_by_others
+from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
+from loyalnest.devstack.supervisor import ComponentError, ProcessSpec, Supervisor
+from loyalnest.gateway.envoy_binary import EnvoyConfigError, envoy_command, validate_config
+from loyalnest.gateway.envoy_config import (
+    GatewayConfig,
+    unserved_services,
+    upstreams_from_descriptor_set,
+    write,
+)
+from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
 from loyalnest.services.registry import SERVICES
 
 DATABASE = "loyalnest"
-HEALTH_TIMEOUT_SECONDS = 60.0
-
-
-class StackError(RuntimeError):
-    def __init__(self, component: str, reason: str) -> None:
-        super().__init__(f"{component}: {reason}")
-        self.component = component
+STATE_FILE = "stack.json"
+# Shopify webhook secret for local development only; production reads it from a Secret.
+DEV_SHOPIFY_API_SECRET = "loyalnest-dev-shopify-secret"
 
 
 @dataclass
-class Worker:
-    service: str
-    index: int
-    grpc_port: int
-    metrics_port: int
-    process: asyncio.subprocess.Process | None = None
+class Ports:
+    gateway: int = 8080
+    gateway_admin: int = 9901
+    postgres: int = 55432
+    redis: int = 56379
+    kafka: int = 59092
+    reflection: int = 50050
+    first_service: int = 50051
+    first_metrics: int = 51051
 
-    @property
-    def name(self) -> str:
-        return f"{self.service}-{self.index}"
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
+@dataclass
+class Component:
+    name: str
+    probe: str  # how `status` checks it: grpc | redis | tcp
+    port: int
+    address: str  # what a user connects to
+    host: str = "127.0.0.1"
+    pid: int | None = None
+    metrics: str = ""
+    restarts: int = 0
+
+    async def healthy(self) -> bool:
+        if self.probe == "grpc":
+            return await probes.grpc_serving(f"{self.host}:{self.port}")
+        if self.probe == "redis":
+            return await RedisServer(self.port, Path()).ready()
+        return await tcp_ready(self.host, self.port)
+
+
+@dataclass
+class StackState:
+    pid: int
+    state_dir: str
+    status: str = "starting"  # starting | ready | stopping
+    gateway_url: str = ""
+    grpc_address: str = ""
+    components: list[Component] = field(default_factory=list)
+
+    def save(self) -> None:
+        path = Path(self.state_dir) / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, state_dir: Path) -> StackState | None:
+        try:
+            data = json.loads((state_dir / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        data["components"] = [Component(**c) for c in data["components"]]
+        return cls(**data)
 
 
 def default_state_dir() -> Path:
@@ -57,122 +107,334 @@ def default_state_dir() -> Path:
     return Path("/var/tmp") / f"loyalnest-{digest}"
 
 
-def _progress(component: str, message: str) -> None:
-    print(f"  {component:<14} {message}", flush=True)
+def _state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir).resolve() if args.state_dir else default_state_dir()
 
 
-async def _wait_serving(worker: Worker) -> None:
-    deadline = asyncio.get_running_loop().time() + HEALTH_TIMEOUT_SECONDS
-    async with grpc.aio.insecure_channel(worker.address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if worker.process and worker.process.returncode is not None:
-                raise StackError(worker.name, f"exited with code {worker.process.returncode}")
-            try:
-                response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if asyncio.get_running_loop().time() > deadline:
-                raise StackError(worker.name, "not SERVING within 60 s (see its log)")
-            await asyncio.sleep(0.25)
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
-async def _start_worker(worker: Worker, database_url: str, log_dir: Path) -> None:
-    env = {
-        **os.environ,
-        "LOYALNEST_HOST": "127.0.0.1",
-        "LOYALNEST_GRPC_PORT": str(worker.grpc_port),
-        "LOYALNEST_METRICS_PORT": str(worker.metrics_port),
-        "LOYALNEST_DATABASE_URL": database_url,
-    }
-    log = (log_dir / f"{worker.name}.log").open("ab")
-    worker.process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "loyalnest.cli",
-        "serve",
-        worker.service,
-        env=env,
-        stdout=log,
-        stderr=log,
-        start_new_session=True,
-    )
-    await _wait_serving(worker)
+def _say(component: str, message: str) -> None:
+    print(f"  {component:<16} {message}", flush=True)
 
 
-async def _stop_workers(workers: list[Worker]) -> None:
-    running = [w for w in workers if w.process and w.process.returncode is None]
-    for worker in running:
-        assert worker.process is not None
-        worker.process.send_signal(signal.SIGTERM)
-    for worker in running:
-        assert worker.process is not None
+class Stack:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.state_dir = _state_dir(args)
+        self.workers: int = args.workers
+        self.ports = Ports(
+            gateway=args.gateway_port,
+            gateway_admin=args.gateway_admin_port,
+            postgres=args.postgres_port,
+            redis=args.redis_port,
+            kafka=args.kafka_port,
+            reflection=args.reflection_port,
+            first_service=args.base_port,
+            first_metrics=args.base_port + 1000,
+        )
+        self.frontend_origin: str = args.frontend_origin
+        self.log_dir = self.state_dir / "logs"
+        self.postgres = LocalPostgres(self.state_dir / "postgres" / "data", self.ports.postgres)
+        self.redis = RedisServer(self.ports.redis, self.state_dir / "redis")
+        self.kafka = KafkaBroker(self.ports.kafka)
+        self.supervisor = Supervisor(self.log_dir, self._report)
+        self.state = StackState(pid=os.getpid(), state_dir=str(self.state_dir))
+
+    def _report(self, component: str, message: str) -> None:
+        _say(component, message)
+        for process in self.supervisor.processes:
+            for entry in self.state.components:
+                if entry.name == process.spec.name:
+                    entry.pid, entry.restarts = process.pid, process.restarts
+        with contextlib.suppress(OSError):
+            self.state.save()
+
+    def _register(self, component: Component) -> None:
+        self.state.components.append(component)
+        self.state.save()
+
+    def _service_env(self) -> dict[str, str]:
+        return {
+            "LOYALNEST_HOST": "127.0.0.1",
+            "LOYALNEST_DATABASE_URL": self.postgres.url(DATABASE),
+            "LOYALNEST_REDIS_URL": self.redis.url,
+            "LOYALNEST_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
+            "LOYALNEST_SHOPIFY_API_SECRET": os.environ.get(
+                "LOYALNEST_SHOPIFY_API_SECRET", DEV_SHOPIFY_API_SECRET
+            ),
+            "LOYALNEST_LOG_FORMAT": "json",
+        }
+
+    async def _start_postgres(self) -> None:
+        _say("postgres", f"starting on 127.0.0.1:{self.ports.postgres}")
         try:
-            await asyncio.wait_for(worker.process.wait(), 20)
-        except TimeoutError:
-            worker.process.kill()
-            await worker.process.wait()
-        _progress(worker.name, "stopped")
+            await asyncio.to_thread(self.postgres.start)
+            await asyncio.to_thread(self.postgres.create_database, DATABASE)
+        except PostgresError as exc:
+            raise ComponentError("postgres", str(exc)) from exc
+        self._register(
+            Component("postgres", "tcp", self.ports.postgres, self.postgres.url(DATABASE))
+        )
+        _say("postgres", "ready")
+
+    async def _start_backing(self) -> None:
+        self.redis.data_dir.mkdir(parents=True, exist_ok=True)
+        self._register(Component("redis", "redis", self.redis.port, self.redis.url))
+        await self.supervisor.start(
+            ProcessSpec("redis", self.redis.argv(), self.redis.ready, ports=[self.redis.port])
+        )
+        self._register(Component("kafka", "tcp", self.kafka.port, self.kafka.bootstrap_servers))
+        await self.supervisor.start(
+            ProcessSpec("kafka", self.kafka.argv(), self.kafka.ready, ports=[self.kafka.port])
+        )
+
+    async def _start_services(self) -> dict[str, list[tuple[str, int]]]:
+        endpoints: dict[str, list[tuple[str, int]]] = {}
+        offset = 0
+        for service in SERVICES:
+            specs = []
+            for index in range(self.workers):
+                grpc_port = self.ports.first_service + offset
+                metrics_port = self.ports.first_metrics + offset
+                offset += 1
+                address = f"127.0.0.1:{grpc_port}"
+                name = f"{service}-{index}"
+                env = {
+                    **self._service_env(),
+                    "LOYALNEST_GRPC_PORT": str(grpc_port),
+                    "LOYALNEST_METRICS_PORT": str(metrics_port),
+                }
+                specs.append(
+                    ProcessSpec(
+                        name,
+                        [sys.executable, "-m", "loyalnest.cli", "serve", service],
+                        partial(probes.grpc_serving, address),
+                        ports=[grpc_port, metrics_port],
+                        env=env,
+                    )
+                )
+                self._register(
+                    Component(
+                        name,
+                        "grpc",
+                        grpc_port,
+                        address,
+                        metrics=f"http://127.0.0.1:{metrics_port}/metrics",
+                    )
+                )
+                endpoints.setdefault(service, []).append(("127.0.0.1", grpc_port))
+            await self.supervisor.start_group(specs)
+        return endpoints
+
+    async def _start_gateway(self, endpoints: dict[str, list[tuple[str, int]]]) -> None:
+        reflection_address = f"127.0.0.1:{self.ports.reflection}"
+        self._register(Component("reflection", "grpc", self.ports.reflection, reflection_address))
+        await self.supervisor.start(
+            ProcessSpec(
+                "reflection",
+                [
+                    sys.executable,
+                    "-m",
+                    "loyalnest.gateway.reflection",
+                    "--port",
+                    str(self.ports.reflection),
+                ],
+                partial(probes.grpc_serving, reflection_address),
+                ports=[self.ports.reflection],
+            )
+        )
+        config = GatewayConfig(
+            listen_port=self.ports.gateway,
+            admin_port=self.ports.gateway_admin,
+            cors_allowed_origins=(self.frontend_origin,),
+            descriptor_set_path=DEFAULT_DESCRIPTOR_SET,
+            upstreams=upstreams_from_descriptor_set(
+                DEFAULT_DESCRIPTOR_SET, endpoints, require_all=False
+            ),
+            access_log_path=str(self.log_dir / "gateway-access.log"),
+            reflection_endpoint=("127.0.0.1", self.ports.reflection),
+        )
+        for service in unserved_services(config):
+            _say("gateway", f"warning: {service} has no running implementation; no route")
+        path = write(config, self.state_dir / "envoy.json")
+        try:
+            await asyncio.to_thread(validate_config, path)
+        except EnvoyConfigError as exc:
+            raise ComponentError("gateway", str(exc)) from exc
+        gateway_address = f"127.0.0.1:{self.ports.gateway}"
+        admin_ready = f"http://127.0.0.1:{self.ports.gateway_admin}/ready"
+
+        async def gateway_ready() -> bool:
+            # Envoy is live and routes to healthy backends.
+            return await probes.http_ok(admin_ready) and await probes.grpc_serving(gateway_address)
+
+        self._register(
+            Component(
+                "gateway",
+                "grpc",
+                self.ports.gateway,
+                gateway_address,
+                metrics=f"http://127.0.0.1:{self.ports.gateway_admin}/stats/prometheus",
+            )
+        )
+        await self.supervisor.start(
+            ProcessSpec(
+                "gateway",
+                envoy_command(path),
+                gateway_ready,
+                ports=[self.ports.gateway, self.ports.gateway_admin],
+            )
+        )
+        self.state.gateway_url = f"http://{gateway_address}"
+        self.state.grpc_address = gateway_address
+
+    async def run(self, stop: asyncio.Event) -> int:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o755)
+        self.log_dir.mkdir(exist_ok=True)
+        previous = StackState.load(self.state_dir)
+        if previous and previous.pid != os.getpid() and _pid_alive(previous.pid):
+            print(
+                f"error: a stack is already running (pid {previous.pid}); "
+                "`loyalnest down` stops it",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"Starting LoyalNest (state and logs in {self.state_dir})", flush=True)
+        self.state.save()
+        started = time.monotonic()
+        try:
+            await self._start_postgres()
+            await self._start_backing()
+            endpoints = await self._start_services()
+            await self._start_gateway(endpoints)
+            self.state.status = "ready"
+            self._report("stack", f"ready in {time.monotonic() - started:.1f} s")
+            print_endpoints(self.state)
+            await stop.wait()
+            print("\nStopping...", flush=True)
+            return 0
+        except ComponentError as exc:
+            print(
+                f"\nerror: {exc.component} could not start: {exc.reason}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 1
+        finally:
+            self.state.status = "stopping"
+            self.state.save()
+            await self.supervisor.stop_all()
+            await asyncio.to_thread(self.postgres.stop)
+            _say("postgres", "stopped")
+            (self.state_dir / STATE_FILE).unlink(missing_ok=True)
 
 
-def _print_endpoints(postgres: LocalPostgres, workers: list[Worker]) -> None:
-    print("\nLoyalNest local stack is up (Ctrl-C stops it):\n")
-    print(f"  {'component':<14} {'gRPC':<22} metrics")
-    print(f"  {'postgres':<14} {postgres.url(DATABASE)}")
-    for w in workers:
-        print(f"  {w.name:<14} {w.address:<22} http://127.0.0.1:{w.metrics_port}/metrics")
+def print_endpoints(state: StackState) -> None:
+    print("\nLoyalNest is up. Ctrl-C (or `loyalnest down`) stops it.\n")
+    print(f"  REST base URL    {state.gateway_url}/v1/api/...")
+    print(f"  gRPC (gateway)   {state.grpc_address}   grpcurl -plaintext {state.grpc_address} list")
+    print()
+    print(f"  {'component':<16} {'address':<44} metrics")
+    for c in state.components:
+        print(f"  {c.name:<16} {c.address:<44} {c.metrics}")
     print(
-        "\n  try: grpcurl -plaintext -H 'x-loyalnest-merchant-id: demo' -d "
-        '\'{"customer_id":"c1","points":10,"idempotency_key":"k1"}\' '
-        f"{workers[0].address} loyalnest.points.v1.PointsService/EarnPoints\n",
+        "\n  try: curl -s -H 'x-loyalnest-merchant-id: demo-shop' "
+        f'-d \'{{"customer_id":"c-1","points":120,"idempotency_key":"order-1001"}}\' '
+        f"{state.gateway_url}/v1/api/points/earn\n",
         flush=True,
     )
 
 
-async def _run(args: argparse.Namespace) -> int:
-    state = Path(args.state_dir) if args.state_dir else default_state_dir()
-    state.mkdir(parents=True, exist_ok=True)
-    state.chmod(0o755)
-    log_dir = state / "logs"
-    log_dir.mkdir(exist_ok=True)
-    postgres = LocalPostgres(state / "postgres" / "data", args.postgres_port)
-    workers = [
-        Worker(service, i, args.base_port + n, args.base_port + 1000 + n)
-        for n, (service, i) in enumerate(
-            (service, i) for service in SERVICES for i in range(args.workers)
-        )
-    ]
+async def _up(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"Starting LoyalNest (state in {state})", flush=True)
-    try:
-        try:
-            _progress("postgres", f"starting on 127.0.0.1:{args.postgres_port}")
-            await asyncio.to_thread(postgres.start)
-            await asyncio.to_thread(postgres.create_database, DATABASE)
-        except PostgresError as exc:
-            raise StackError("postgres", str(exc)) from exc
-        _progress("postgres", "ready")
-        for worker in workers:
-            _progress(worker.name, f"starting on {worker.address}")
-            await _start_worker(worker, postgres.url(DATABASE), log_dir)
-            _progress(worker.name, "SERVING")
-        _print_endpoints(postgres, workers)
-        await stop.wait()
-        print("\nStopping...", flush=True)
+    return await Stack(args).run(stop)
+
+
+def _detach(args: argparse.Namespace, argv: list[str]) -> int:
+    state_dir = _state_dir(args)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log_path = state_dir / "stack.log"
+    foreground = [a for a in argv if a != "--detach"]
+    with log_path.open("ab") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "loyalnest.cli", *foreground, "--state-dir", str(state_dir)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+        )
+    print(f"Starting LoyalNest in the background (pid {child.pid}, log {log_path})", flush=True)
+    while child.poll() is None:
+        state = StackState.load(state_dir)
+        if state and state.pid == child.pid and state.status == "ready":
+            print_endpoints(state)
+            return 0
+        time.sleep(0.5)
+    print(
+        f"error: the stack exited with code {child.returncode}; last lines of {log_path}:",
+        file=sys.stderr,
+    )
+    print("\n".join(log_path.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
+    return 1
+
+
+def run_up(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.detach:
+        return _detach(args, argv)
+    return asyncio.run(_up(args))
+
+
+async def _status(state: StackState) -> list[tuple[Component, bool, bool]]:
+    results = await asyncio.gather(*(c.healthy() for c in state.components))
+    return [
+        (c, c.pid is None or _pid_alive(c.pid), healthy)
+        for c, healthy in zip(state.components, results, strict=True)
+    ]
+
+
+def run_status(args: argparse.Namespace) -> int:
+    state = StackState.load(_state_dir(args))
+    if state is None or not _pid_alive(state.pid):
+        print("LoyalNest is not running.")
+        return 3
+    rows = asyncio.run(_status(state))
+    print(f"LoyalNest ({state.status}, supervisor pid {state.pid}); gateway {state.gateway_url}\n")
+    print(f"  {'component':<16} {'pid':>7} {'restarts':>8}  {'health':<9} address")
+    for component, alive, healthy in rows:
+        health = "healthy" if alive and healthy else ("down" if not alive else "unhealthy")
+        pid = str(component.pid or "-")
+        print(
+            f"  {component.name:<16} {pid:>7} {component.restarts:>8}  {health:<9} "
+            f"{component.address}"
+        )
+    return 0 if all(alive and healthy for _, alive, healthy in rows) else 1
+
+
+def run_down(args: argparse.Namespace) -> int:
+    state_dir = _state_dir(args)
+    state = StackState.load(state_dir)
+    if state is None or not _pid_alive(state.pid):
+        print("LoyalNest is not running.")
         return 0
-    except StackError as exc:
-        print(f"\nerror: {exc.component} failed to start: {exc}", file=sys.stderr, flush=True)
+    os.kill(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 90
+    while _pid_alive(state.pid) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    if _pid_alive(state.pid):
+        print(f"error: the stack (pid {state.pid}) did not stop in 90 s", file=sys.stderr)
         return 1
-    finally:
-        await _stop_workers(workers)
-        await asyncio.to_thread(postgres.stop)
-        _progress("postgres", "stopped")
-
-
-def run_stack(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
+    print("LoyalNest stopped.")
+    return 0

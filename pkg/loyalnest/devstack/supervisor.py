@@ -124,6 +124,7 @@ class SupervisedProcess:
                 await asyncio.wait_for(self._stopping.wait(), delay)
                 return
             await self._spawn()
+            self._report(self.spec.name, f"restarted (pid {self.pid})")
 
     async def stop(self) -> None:
         self._stopping.set()
