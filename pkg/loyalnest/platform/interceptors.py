@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any
 
 import grpc
 import psycopg
@@ -18,16 +18,11 @@ from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from loyalnest.platform import errors
+from loyalnest.platform.grpctypes import Context, Handler
 from loyalnest.platform.observability import RPC_HANDLED, RPC_LATENCY, RPC_STARTED, get_logger
 
 log = get_logger(__name__)
 
-if TYPE_CHECKING:  # generic only in grpc-stubs, not at run time
-    Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
-else:
-    Context = grpc.aio.ServicerContext
-    Handler = grpc.RpcMethodHandler
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
 StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]

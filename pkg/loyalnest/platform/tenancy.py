@@ -8,17 +8,14 @@ trusted to set it.
 
 from __future__ import annotations
 
-from typing import Any
-
-import grpc
-
 from loyalnest.platform.errors import Unauthenticated
+from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.validation import IDENTIFIER_RE
 
 MERCHANT_HEADER = "x-loyalnest-merchant-id"
 
 
-def merchant_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+def merchant_id(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == MERCHANT_HEADER:
             merchant = value.decode() if isinstance(value, bytes) else value

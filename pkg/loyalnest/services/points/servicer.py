@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform import pagination, tenancy
+from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.validation import Validator
 from loyalnest.services.points.domain import (
     MAX_POINTS_PER_TRANSACTION,
     Balance,
     Posting,
-    PostingResult,
     Transaction,
     TransactionType,
 )
@@ -25,9 +28,20 @@ _TYPES = {
 }
 
 
-def _timestamp(value: object) -> timestamp_pb2.Timestamp:
+_PostingRequest = (
+    points_pb2.EarnPointsRequest | points_pb2.RedeemPointsRequest | points_pb2.AdjustPointsRequest
+)
+# RPC name -> the ledger movement it posts and the response it returns.
+_POSTINGS: dict[str, tuple[TransactionType, type[Message]]] = {
+    "EarnPoints": (TransactionType.EARN, points_pb2.EarnPointsResponse),
+    "RedeemPoints": (TransactionType.REDEEM, points_pb2.RedeemPointsResponse),
+    "AdjustPoints": (TransactionType.ADJUST, points_pb2.AdjustPointsResponse),
+}
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)  # type: ignore[arg-type]
+    stamp.FromDatetime(value)
     return stamp
 
 
@@ -71,24 +85,17 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self._store = store
 
     async def GetPointsBalance(
-        self, request: points_pb2.GetPointsBalanceRequest, context: object
+        self, request: points_pb2.GetPointsBalanceRequest, context: Context
     ) -> points_pb2.GetPointsBalanceResponse:
-        merchant_id = tenancy.merchant_id(context)  # type: ignore[arg-type]
+        merchant_id = tenancy.merchant_id(context)
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
         balance = await self._store.get_balance(merchant_id, request.customer_id)
         return points_pb2.GetPointsBalanceResponse(balance=balance_proto(balance))
 
-    async def _post(
-        self,
-        method: str,
-        request: points_pb2.EarnPointsRequest
-        | points_pb2.RedeemPointsRequest
-        | points_pb2.AdjustPointsRequest,
-        context: object,
-        kind: TransactionType,
-    ) -> PostingResult:
-        merchant_id = tenancy.merchant_id(context)  # type: ignore[arg-type]
+    async def _post(self, method: str, request: _PostingRequest, context: Context) -> Message:
+        kind, response_type = _POSTINGS[method]
+        merchant_id = tenancy.merchant_id(context)
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
             _validate_amount(v, request.points, allow_negative=kind is TransactionType.ADJUST)
@@ -96,36 +103,30 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             v.idempotency_key("idempotency_key", request.idempotency_key)
         points = -request.points if kind is TransactionType.REDEEM else request.points
         posting = Posting(merchant_id, request.customer_id, kind, points, request.reason.strip())
-        return await self._store.post(posting, IdempotencyKey.of(method, request))
+        result = await self._store.post(posting, IdempotencyKey.of(method, request))
+        return response_type(
+            transaction=transaction_proto(result.transaction), balance=balance_proto(result.balance)
+        )
 
     async def EarnPoints(
-        self, request: points_pb2.EarnPointsRequest, context: object
+        self, request: points_pb2.EarnPointsRequest, context: Context
     ) -> points_pb2.EarnPointsResponse:
-        result = await self._post("EarnPoints", request, context, TransactionType.EARN)
-        return points_pb2.EarnPointsResponse(
-            transaction=transaction_proto(result.transaction), balance=balance_proto(result.balance)
-        )
+        return await self._post("EarnPoints", request, context)  # type: ignore[return-value]
 
     async def RedeemPoints(
-        self, request: points_pb2.RedeemPointsRequest, context: object
+        self, request: points_pb2.RedeemPointsRequest, context: Context
     ) -> points_pb2.RedeemPointsResponse:
-        result = await self._post("RedeemPoints", request, context, TransactionType.REDEEM)
-        return points_pb2.RedeemPointsResponse(
-            transaction=transaction_proto(result.transaction), balance=balance_proto(result.balance)
-        )
+        return await self._post("RedeemPoints", request, context)  # type: ignore[return-value]
 
     async def AdjustPoints(
-        self, request: points_pb2.AdjustPointsRequest, context: object
+        self, request: points_pb2.AdjustPointsRequest, context: Context
     ) -> points_pb2.AdjustPointsResponse:
-        result = await self._post("AdjustPoints", request, context, TransactionType.ADJUST)
-        return points_pb2.AdjustPointsResponse(
-            transaction=transaction_proto(result.transaction), balance=balance_proto(result.balance)
-        )
+        return await self._post("AdjustPoints", request, context)  # type: ignore[return-value]
 
     async def ListTransactions(
-        self, request: points_pb2.ListTransactionsRequest, context: object
+        self, request: points_pb2.ListTransactionsRequest, context: Context
     ) -> points_pb2.ListTransactionsResponse:
-        merchant_id = tenancy.merchant_id(context)  # type: ignore[arg-type]
+        merchant_id = tenancy.merchant_id(context)
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
         limit = pagination.page_size(request.page_size)
