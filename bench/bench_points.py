@@ -40,7 +40,15 @@ from typing import Any
 
 import grpc
 
-from loyalnest.platform.tenancy import MERCHANT_HEADER
+from loyalnest.platform.auth.keys import KeySet
+from loyalnest.platform.auth.tokens import TokenIssuer
+from loyalnest.platform.config import ServiceSettings
+
+# Real token verification on every call, as in production: a keyset for this run only.
+KEYSET = KeySet.generate(local=True)
+TOKEN_ISSUER = TokenIssuer(
+    KEYSET, issuer=ServiceSettings().jwt_issuer, audience=ServiceSettings().jwt_audience
+)
 
 ECHO_METHOD = "/bench.Echo/Echo"
 BALANCE_METHOD = "/loyalnest.points.v1.PointsService/GetPointsBalance"
@@ -109,7 +117,7 @@ def echo_server_process(ready: Connection, response: bytes) -> None:
         raise SystemExit(1) from None  # the parent reports the traceback
 
 
-async def _points_main(ready: Connection, database_url: str, tracing: bool) -> None:
+async def _points_main(ready: Connection, database_url: str, tracing: bool, jwks_path: str) -> None:
     from loyalnest.platform.observability import configure_logging
     from loyalnest.platform.server import running
     from loyalnest.services.points.service import SPEC, PointsSettings
@@ -119,6 +127,9 @@ async def _points_main(ready: Connection, database_url: str, tracing: bool) -> N
         metrics_enabled=True,
         metrics_port=0,  # a free port
         database_url=database_url,
+        jwt_jwks_path=Path(jwks_path),
+        # No broker in this benchmark: it measures the RPC path, not the outbox relay.
+        events_enabled=False,
         points_ledger_store="postgres",
         access_log=False,
         tracing_enabled=tracing,
@@ -137,7 +148,7 @@ async def _points_main(ready: Connection, database_url: str, tracing: bool) -> N
 
 
 def points_server_process(
-    ready: Connection, database_url: str, tracing: bool, profile: str | None
+    ready: Connection, database_url: str, tracing: bool, profile: str | None, jwks_path: str
 ) -> None:
     """Child process entry point: the real Points service, until SIGTERM.
 
@@ -149,7 +160,7 @@ def points_server_process(
     try:
         if profiler is not None:
             profiler.enable()
-        asyncio.run(_points_main(ready, database_url, tracing))
+        asyncio.run(_points_main(ready, database_url, tracing, jwks_path))
     except BaseException as exc:
         with contextlib.suppress(OSError):
             ready.send(("error", "".join(traceback.format_exception(exc))))
@@ -400,9 +411,11 @@ class Workload:
     request: bytes  # a serialized GetPointsBalanceRequest
     response_size: int  # bytes of a typical GetPointsBalanceResponse
 
+    token: str  # an access token for merchant_id, verified by the server on every call
+
     @property
     def metadata(self) -> Metadata:
-        return ((MERCHANT_HEADER, self.merchant_id),)
+        return (("authorization", f"Bearer {self.token}"),)
 
 
 def make_workload() -> Workload:
@@ -422,8 +435,12 @@ def make_workload() -> Workload:
             update_time=timestamp_pb2.Timestamp(seconds=int(time.time()), nanos=999_999_000),
         )
     )
+    merchant_id = f"bench-merchant-{suffix}"
     return Workload(
-        merchant_id=f"bench-merchant-{suffix}",
+        merchant_id=merchant_id,
+        token=TOKEN_ISSUER.mint(
+            subject="bench", merchant_id=merchant_id, permissions=["points:read", "points:write"]
+        ),
         customer_id=customer_id,
         request=request.SerializeToString(),
         response_size=sample.ByteSize(),
@@ -465,6 +482,8 @@ async def run_benchmark(
     args: argparse.Namespace, database_url: str, pg_data_dir: Path
 ) -> dict[str, Any]:
     workload = make_workload()
+    jwks_path = pg_data_dir.parent / "jwks.json"
+    jwks_path.write_text(json.dumps(KEYSET.public_jwks()))
     # The echo server answers with a payload as large as a real GetPointsBalanceResponse.
     echo_response = b"x" * workload.response_size
 
@@ -485,7 +504,11 @@ async def run_benchmark(
             )
 
     with server_process(
-        points_server_process, database_url, args.tracing, args.profile_server
+        points_server_process,
+        database_url,
+        args.tracing,
+        args.profile_server,
+        str(jwks_path),
     ) as points:
         async with open_channels(points.address, args.channels) as channels:
             response_size = await seed_ledger(channels[0], workload)

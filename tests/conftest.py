@@ -47,3 +47,7 @@ def merchant_id() -> str:
 def pytest_configure(config: pytest.Config) -> None:
     # Keep test logs readable; services log JSON in production.
     os.environ.setdefault("LOYALNEST_LOG_FORMAT", "console")
+    # Every service under test (in-process or a subprocess) trusts the test keyset.
+    from tests.auth import JWKS_PATH
+
+    os.environ["LOYALNEST_JWT_JWKS_PATH"] = str(JWKS_PATH)

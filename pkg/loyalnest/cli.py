@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from loyalnest.consul.sync import configure_parser as _configure_consul_sync
 from loyalnest.services.registry import SERVICES, spec_for
 
 
@@ -43,6 +45,45 @@ def _status(args: argparse.Namespace) -> int:
     from loyalnest.devstack.stack import run_status
 
     return run_status(args)
+
+
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def _ttl_seconds(value: str) -> int:
+    unit = value[-1:] if value[-1:] in _TTL_UNITS else "s"
+    number = value[:-1] if value[-1:] in _TTL_UNITS else value
+    if not number.isdigit() or int(number) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration like 900, 15m or 1h, got {value!r}")
+    return int(number) * _TTL_UNITS[unit]
+
+
+def _token(args: argparse.Namespace) -> int:
+    from loyalnest.devstack.stack import local_keyset_path
+    from loyalnest.platform.auth.keys import load_keyset
+    from loyalnest.platform.auth.tokens import TokenIssuer
+    from loyalnest.platform.config import ServiceSettings
+
+    path = Path(args.keyset) if args.keyset else local_keyset_path(args.state_dir)
+    keyset = load_keyset(path)
+    if not keyset.local and not args.force:
+        print(
+            f"error: {path} is not a local development keyset; refusing without --force",
+            file=sys.stderr,
+        )
+        return 2
+    settings = ServiceSettings()
+    issuer = TokenIssuer(keyset, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
+    permissions = [p for p in args.permissions.split(",") if p]
+    print(
+        issuer.mint(
+            subject=args.user,
+            merchant_id=args.merchant,
+            permissions=permissions,
+            ttl_seconds=args.ttl,
+        )
+    )
+    return 0
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -94,6 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--state-dir", help="where data, logs and the stack's state live (default .loyalnest/)"
         )
+    _configure_consul_sync(commands)
+
+    token = commands.add_parser(
+        "token", help="mint an access token with the local stack's signing key"
+    )
+    token.add_argument("--merchant", required=True, help="merchant the token acts for")
+    token.add_argument("--user", default="developer", help="subject (user id)")
+    token.add_argument(
+        "--permissions",
+        default="points:read,points:write,points:adjust",
+        help="comma-separated, e.g. points:read,admin:full",
+    )
+    token.add_argument("--ttl", type=_ttl_seconds, default=15 * 60, help="e.g. 900, 15m, 1h")
+    token.add_argument("--keyset", help="private keyset file (default: the local stack's)")
+    token.add_argument("--state-dir", help="the local stack's state directory")
+    token.add_argument("--force", action="store_true", help="allow a non-local keyset")
+    token.set_defaults(func=_token)
     return parser
 
 

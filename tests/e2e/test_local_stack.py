@@ -72,6 +72,7 @@ def stack() -> Iterator[tuple[Path, dict[str, int]]]:
     )
     assert started.returncode == 0, started.stdout + started.stderr
     assert "REST base URL" in started.stdout
+    _STATE["dir"] = state
     try:
         yield state, ports
     finally:
@@ -79,12 +80,30 @@ def stack() -> Iterator[tuple[Path, dict[str, int]]]:
         assert stopped.returncode == 0, stopped.stderr
 
 
+_STATE: dict[str, Path] = {}
+
+
+def _token(ports: dict[str, int], permissions: str = "points:read,points:write") -> str:
+    """A token from `loyalnest token`, signed with the stack's own local key."""
+    minted = loyalnest(
+        "token",
+        "--merchant",
+        "e2e-shop",
+        "--permissions",
+        permissions,
+        "--state-dir",
+        str(_STATE["dir"]),
+    )
+    assert minted.returncode == 0, minted.stderr
+    return minted.stdout.strip()
+
+
 def _rest(ports: dict[str, int], method: str, path: str, body: dict | None = None):
     request = urllib.request.Request(
         f"http://127.0.0.1:{ports['gateway']}{path}",
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"x-loyalnest-merchant-id": "e2e-shop", "content-type": "application/json"},
+        headers={"authorization": f"Bearer {_token(ports)}", "content-type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -113,6 +132,16 @@ def test_rest_through_the_gateway_reaches_points(stack):
     )
     assert status == 400  # FAILED_PRECONDITION maps to 400
     assert body["details"][0]["violations"][0]["type"] == "INSUFFICIENT_POINTS"
+
+
+def test_the_gateway_rejects_calls_without_a_valid_token(stack):
+    _, ports = stack
+    url = f"http://127.0.0.1:{ports['gateway']}/v1/api/points/balance/c-1"
+    for headers in ({}, {"authorization": "Bearer not-a-token"}):
+        request = urllib.request.Request(url, headers=headers)
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+        assert caught.value.code == 401
 
 
 def test_grpcurl_lists_every_service_through_the_gateway(stack):

@@ -41,6 +41,8 @@ def points_settings(database_url: str) -> PointsSettings:
         database_url=database_url,
         health_check_interval_seconds=0.2,
         shutdown_grace_seconds=2,
+        # No broker here: the event tests (test_events.py) start one and enable events.
+        events_enabled=False,
     )
 
 

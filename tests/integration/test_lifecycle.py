@@ -17,8 +17,8 @@ from loyalnest.devstack.postgres import LocalPostgres, free_port
 from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.platform.server import running
-from loyalnest.platform.tenancy import MERCHANT_HEADER
 from loyalnest.services.points.service import SERVICE_NAME, SPEC
+from tests.auth import merchant_metadata
 from tests.conftest import new_postgres
 from tests.integration.conftest import points_settings, wait_for_health
 
@@ -57,7 +57,7 @@ async def test_health_follows_postgres(own_postgres: LocalPostgres):
             stub = points_pb2_grpc.PointsServiceStub(channel)
             response = await stub.EarnPoints(
                 pb.EarnPointsRequest(customer_id="c", points=3, idempotency_key="k"),
-                metadata=((MERCHANT_HEADER, "m"),),
+                metadata=merchant_metadata("m"),
             )
             assert response.balance.balance == 3
 
@@ -89,7 +89,7 @@ async def test_sigterm_finishes_in_flight_calls(database_url: str):
     )
     try:
         await wait_for_health(address, SERVING)
-        md = ((MERCHANT_HEADER, "m-drain"),)
+        md = merchant_metadata("m-drain")
         async with grpc.aio.insecure_channel(address) as channel:
             stub = points_pb2_grpc.PointsServiceStub(channel)
             await stub.EarnPoints(

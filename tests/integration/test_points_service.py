@@ -11,20 +11,23 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import jwt
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+from loyalnest.platform.auth.keys import KeySet
+from loyalnest.platform.auth.tokens import TokenIssuer
 from loyalnest.platform.server import RunningService
-from loyalnest.platform.tenancy import MERCHANT_HEADER
+from tests.auth import KEYSET, merchant_metadata, token
 
 pb = points_pb2
 
 
 def as_merchant(merchant_id: str) -> tuple[tuple[str, str], ...]:
-    return ((MERCHANT_HEADER, merchant_id),)
+    return merchant_metadata(merchant_id)
 
 
 def field_violations(error: grpc.aio.AioRpcError) -> dict[str, str]:
@@ -171,10 +174,62 @@ async def test_unknown_customer_is_not_found(points_stub, merchant_id):
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_missing_merchant_identity_is_unauthenticated(points_stub):
+async def test_missing_token_is_unauthenticated(points_stub):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await points_stub.GetPointsBalance(pb.GetPointsBalanceRequest(customer_id="c"))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    "bad_token",
+    [
+        pytest.param(lambda: token("m", ttl_seconds=-120), id="expired"),
+        pytest.param(lambda: token("m")[:-4] + "AAAA", id="tampered"),
+        pytest.param(lambda: token("m", token_type="refresh"), id="wrong-typ"),
+        pytest.param(
+            lambda: jwt.encode({"sub": "x", "merchant_id": "m"}, None, algorithm="none"),
+            id="alg-none",
+        ),
+        pytest.param(
+            lambda: TokenIssuer(KEYSET, issuer="loyalnest-auth", audience="elsewhere").mint(
+                subject="u", merchant_id="m", permissions=["points:read"]
+            ),
+            id="wrong-audience",
+        ),
+        pytest.param(
+            lambda: TokenIssuer(
+                KeySet.generate(local=True), issuer="loyalnest-auth", audience="loyalnest"
+            ).mint(subject="u", merchant_id="m"),
+            id="unknown-key",
+        ),
+    ],
+)
+async def test_bad_tokens_are_unauthenticated(points_stub, bad_token):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await points_stub.GetPointsBalance(
+            pb.GetPointsBalanceRequest(customer_id="c"),
+            metadata=(("authorization", f"Bearer {bad_token()}"),),
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_missing_permission_is_permission_denied(points_stub, merchant_id):
+    read_only = merchant_metadata(merchant_id, permissions=["points:read"])
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await points_stub.EarnPoints(
+            pb.EarnPointsRequest(customer_id="c", points=1, idempotency_key="k"),
+            metadata=read_only,
+        )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_token_without_merchant_is_permission_denied(points_stub):
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await points_stub.GetPointsBalance(
+            pb.GetPointsBalanceRequest(customer_id="c"),
+            metadata=(("authorization", f"Bearer {token(None)}"),),
+        )
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_merchants_cannot_see_each_others_ledgers(points_stub, merchant_id):
@@ -304,7 +359,7 @@ async def test_grpcurl_lists_services_and_reads_balance(points_service, points_s
             _grpcurl(),
             "-plaintext",
             "-H",
-            f"x-loyalnest-merchant-id: {merchant_id}",
+            f"authorization: Bearer {token(merchant_id)}",
             "-d",
             '{"customer_id": "cust-10"}',
             points_service.address,

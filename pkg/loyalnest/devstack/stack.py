@@ -33,7 +33,10 @@ from loyalnest.gateway.envoy_config import (
     upstreams_from_descriptor_set,
     write,
 )
+from loyalnest.gateway.jwt_rules import jwt_authn_filter
 from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
+from loyalnest.platform.auth.keys import ensure_local_keyset
+from loyalnest.platform.config import ServiceSettings
 from loyalnest.services.registry import SERVICES
 
 DATABASE = "loyalnest"
@@ -111,6 +114,13 @@ def _state_dir(args: argparse.Namespace) -> Path:
     return Path(args.state_dir).resolve() if args.state_dir else default_state_dir()
 
 
+def local_keyset_path(state_dir: str | None) -> Path:
+    """The local stack's token signing keys (created on first use, marked local)."""
+    directory = (Path(state_dir).resolve() if state_dir else default_state_dir()) / "keys"
+    private, _ = ensure_local_keyset(directory)
+    return private
+
+
 def _pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
@@ -148,6 +158,7 @@ class Stack:
         self.kafka = KafkaBroker(self.ports.kafka)
         self.supervisor = Supervisor(self.log_dir, self._report)
         self.state = StackState(pid=os.getpid(), state_dir=str(self.state_dir))
+        self.jwks_path = self.state_dir / "keys" / "jwks.json"
 
     def _report(self, component: str, message: str) -> None:
         _say(component, message)
@@ -172,6 +183,7 @@ class Stack:
                 "LOYALNEST_SHOPIFY_API_SECRET", DEV_SHOPIFY_API_SECRET
             ),
             "LOYALNEST_LOG_FORMAT": "json",
+            "LOYALNEST_JWT_JWKS_PATH": str(self.jwks_path),
         }
 
     async def _start_postgres(self) -> None:
@@ -262,6 +274,11 @@ class Stack:
             ),
             access_log_path=str(self.log_dir / "gateway-access.log"),
             reflection_endpoint=("127.0.0.1", self.ports.reflection),
+            policy_filters=(
+                jwt_authn_filter(
+                    DEFAULT_DESCRIPTOR_SET, self.jwks_path, ServiceSettings().jwt_issuer
+                ),
+            ),
         )
         for service in unserved_services(config):
             _say("gateway", f"warning: {service} has no running implementation; no route")
@@ -311,6 +328,7 @@ class Stack:
             return 1
         print(f"Starting LoyalNest (state and logs in {self.state_dir})", flush=True)
         self.state.save()
+        ensure_local_keyset(self.jwks_path.parent)
         started = time.monotonic()
         try:
             await self._start_postgres()
@@ -348,7 +366,8 @@ def print_endpoints(state: StackState) -> None:
     for c in state.components:
         print(f"  {c.name:<16} {c.address:<44} {c.metrics}")
     print(
-        "\n  try: curl -s -H 'x-loyalnest-merchant-id: demo-shop' "
+        "\n  try: TOKEN=$(.venv/bin/loyalnest token --merchant demo-shop)\n"
+        '       curl -s -H "authorization: Bearer $TOKEN" '
         f'-d \'{{"customer_id":"c-1","points":120,"idempotency_key":"order-1001"}}\' '
         f"{state.gateway_url}/v1/api/points/earn\n",
         flush=True,

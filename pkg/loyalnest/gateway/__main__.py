@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--otel-collector", type=_host_port, default=None)
     parser.add_argument("--reflection", type=_host_port, default=None)
     parser.add_argument("--validate", action="store_true", help="run envoy --mode validate")
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="allow services without --endpoint (they get no route), e.g. a partial stack",
+    )
     args = parser.parse_args(argv)
 
     endpoints: dict[str, list[tuple[str, int]]] = {}
@@ -57,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
             admin_port=args.admin_port,
             cors_allowed_origins=tuple(args.cors_origin or ("http://localhost:5173",)),
             descriptor_set_path=args.descriptor_set,
-            upstreams=upstreams_from_descriptor_set(args.descriptor_set, endpoints),
+            upstreams=upstreams_from_descriptor_set(
+                args.descriptor_set, endpoints, require_all=not args.partial
+            ),
             access_log_path=args.access_log,
             otel_collector=args.otel_collector,
             reflection_endpoint=args.reflection,

@@ -586,8 +586,6 @@ def _connection_manager(config: GatewayConfig, services: dict[str, ServiceInfo])
                 {
                     "name": "loyalnest",
                     "domains": ["*"],
-                    # TODO(identity): strip client-sent x-loyalnest-merchant-id here once
-                    # jwt_authn sets it from the verified token (tenancy.py).
                     "routes": routes,
                     "typed_per_filter_config": {"envoy.filters.http.cors": _cors_policy(config)},
                 }

@@ -6,6 +6,7 @@ fields, which are read from `LOYALNEST_<FIELD>` as well.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -48,3 +49,43 @@ class ServiceSettings(BaseSettings):
     # (trace ids still reach logs and downstream calls).
     otel_exporter_otlp_endpoint: str | None = None
     otel_sample_ratio: float = Field(1.0, ge=0, le=1)
+
+    # Access tokens (loyalnest.platform.auth): every non-public RPC needs one. The public JWKS
+    # is a file (a ConfigMap in Kubernetes), re-read when it changes.
+    jwt_jwks_path: Path | None = None
+    jwt_issuer: str = "loyalnest-auth"
+    jwt_audience: str = "loyalnest"
+    # Redis: revoked token ids (and caches); unset skips revocation checks.
+    redis_url: str | None = None
+
+    # Domain events on Kafka (loyalnest.platform.events). Off: state changes still write
+    # their outbox rows (they wait for a relay), but this process runs no relay and no
+    # consumers.
+    events_enabled: bool = True
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # How long connecting to the broker may take before the attempt counts as failed.
+    kafka_connect_timeout_seconds: float = Field(5.0, gt=0)
+    # How long one batch may take to be acknowledged (acks=all) before it is retried.
+    kafka_publish_timeout_seconds: float = Field(10.0, gt=0)
+    # A consumer that stops heartbeating for this long loses its partitions. Joining a group
+    # takes about half of it on our broker, hence lower than Kafka's 45 s default.
+    kafka_session_timeout_seconds: float = Field(10.0, ge=1)
+    # Retries while the broker (or the database) is away: exponential, capped.
+    events_retry_initial_seconds: float = Field(0.2, gt=0)
+    events_retry_max_seconds: float = Field(5.0, gt=0)
+    # Outbox relay: idle polling interval (a full batch is followed at once by the next).
+    outbox_poll_interval_seconds: float = Field(0.1, gt=0)
+    outbox_batch_size: int = Field(500, ge=1)
+    # Lanes one relay claims per batch out of 64: lets several relays share the work.
+    outbox_lanes_per_batch: int = Field(16, ge=1, le=64)
+    # Sent rows are kept this long for inspection, then purged.
+    outbox_retention_seconds: float = Field(24 * 3600, ge=0)
+    # Consumers: attempts before a failing event goes to the dead-letter topic (errors of
+    # the database or broker are retried without limit and do not count).
+    consumer_max_attempts: int = Field(5, ge=1)
+    consumer_max_poll_records: int = Field(500, ge=1)
+    # Events of one partition applied in one database transaction (transactional handlers).
+    consumer_batch_max_events: int = Field(100, ge=1)
+    # Processed event ids are kept this long to recognise redeliveries; must exceed the
+    # topics' retention, or a replay from the start of a topic applies old events again.
+    processed_events_retention_seconds: float = Field(14 * 24 * 3600, gt=0)

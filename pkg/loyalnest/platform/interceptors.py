@@ -38,7 +38,7 @@ def split_method(full_method: str) -> tuple[str, str]:
     return service, method
 
 
-class _WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class WrappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Wraps each handler's behaviour, whatever its streaming shape.
 
     grpc.aio asks interceptors for a handler on every call; wrapping once per method and
@@ -121,7 +121,7 @@ class _MethodMetrics:
         return counter
 
 
-class TelemetryInterceptor(_WrappingInterceptor):
+class TelemetryInterceptor(WrappingInterceptor):
     """Prometheus RED metrics per method and status code, plus an optional access log."""
 
     def __init__(self, *, access_log: bool) -> None:
@@ -204,7 +204,7 @@ def translate(exc: Exception, method: str) -> errors.LoyalNestError:
     return errors.Internal("internal error")
 
 
-class ErrorMappingInterceptor(_WrappingInterceptor):
+class ErrorMappingInterceptor(WrappingInterceptor):
     """Turns every handler exception into a proper status; nothing escapes as UNKNOWN."""
 
     async def _abort(self, context: Context, exc: Exception, method: str) -> None:

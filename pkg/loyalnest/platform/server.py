@@ -21,6 +21,8 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from loyalnest.platform.auth.interceptor import AuthInterceptor, JwksFile
+from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.health import Check, HealthMonitor
 from loyalnest.platform.interceptors import ErrorMappingInterceptor, TelemetryInterceptor
@@ -90,13 +92,28 @@ def _server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
     ]
 
 
+def auth_interceptor(settings: ServiceSettings) -> AuthInterceptor:
+    if settings.jwt_jwks_path is None:
+        raise ValueError(
+            "LOYALNEST_JWT_JWKS_PATH is required: the public JWKS that access tokens are "
+            "verified with (the local stack and the chart provide it)"
+        )
+    jwks = JwksFile(
+        settings.jwt_jwks_path, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+    revocations = RevocationList.from_url(settings.redis_url) if settings.redis_url else None
+    return AuthInterceptor(jwks, revocations)
+
+
 def build_server(settings: ServiceSettings) -> grpc.aio.Server:
     interceptors: list[Any] = []
     if settings.tracing_enabled:
         interceptors.append(aio_server_interceptor())  # type: ignore[no-untyped-call]
     interceptors += [
         TelemetryInterceptor(access_log=settings.access_log),
+        # Outside the auth check, so authentication failures are mapped like any other.
         ErrorMappingInterceptor(),
+        auth_interceptor(settings),
     ]
     return grpc.aio.server(
         interceptors=interceptors,

@@ -10,6 +10,9 @@ from loyalnest.platform.server import ServiceSpec
 # name -> module exposing SPEC; imported lazily so one service never loads another's code.
 SERVICES: dict[str, str] = {
     "points": "loyalnest.services.points.service",
+    "users": "loyalnest.services.users.service",
+    "roles": "loyalnest.services.roles.service",
+    "auth": "loyalnest.services.auth.service",
 }
 
 

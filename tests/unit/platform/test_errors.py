@@ -13,6 +13,7 @@ from grpc_status import rpc_status
 from loyalnest.platform import errors
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec, running
+from tests.auth import merchant_metadata
 
 FAILURES: dict[str, Exception] = {
     "invalid": errors.InvalidArgument.for_field("points", "must be positive"),
@@ -51,7 +52,9 @@ async def channel() -> AsyncIterator[grpc.aio.Channel]:
 
 async def _call(channel: grpc.aio.Channel, failure: str) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await channel.unary_unary("/test.Failing/Fail")(failure.encode())
+        await channel.unary_unary("/test.Failing/Fail")(
+            failure.encode(), metadata=merchant_metadata("m")
+        )
     return caught.value
 
 

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.event_loops import postgres_event_loops
+from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.health import Check
+from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.services.points import events
 from loyalnest.services.points.servicer import PointsServicer
 from loyalnest.services.points.store.base import LedgerStore
 
 DATABASE = DatabaseSpec(schema="points", migration_dirs=(Path(__file__).parent / "migrations",))
+log = get_logger(__name__)
+
 SERVICE_NAME = points_pb2.DESCRIPTOR.services_by_name["PointsService"].full_name
 
 
@@ -26,6 +33,7 @@ class PointsSettings(ServiceSettings):
 
 async def build(settings: PointsSettings) -> ServiceComponents:
     store: LedgerStore
+    database: Database | None = None
     components = ServiceComponents(registrations=[])
     if settings.points_ledger_store == "postgres":
         from loyalnest.services.points.store.postgres import PostgresLedgerStore
@@ -44,12 +52,37 @@ async def build(settings: PointsSettings) -> ServiceComponents:
         components.cleanup.append(mongo_store.close)
         store = mongo_store
     components.readiness = [Check("ledger-store", store.ping)]
+    if settings.events_enabled:
+        _add_event_loops(settings, components, store, database)
     components.registrations = [
         Registration(
             SERVICE_NAME, points_pb2_grpc.add_PointsServiceServicer_to_server, PointsServicer(store)
         )
     ]
     return components
+
+
+def _add_event_loops(
+    settings: PointsSettings,
+    components: ServiceComponents,
+    store: LedgerStore,
+    database: Database | None,
+) -> None:
+    """The outbox relay and the consumer of user.created, as background loops."""
+    handlers = events.handlers(store)
+    if database is not None:
+        components.background += postgres_event_loops(
+            settings, database, service="points", group=events.CONSUMER_GROUP, handlers=handlers
+        )
+        return
+    log.warning("no outbox relay for the MongoDB ledger store yet: events stay in `outbox`")
+    consumer = ConsumerRunner(
+        settings,
+        group=events.CONSUMER_GROUP,
+        handlers=handlers,
+        client_id=f"loyalnest-points-{os.getpid()}",
+    )
+    components.background.append(consumer.run)
 
 
 SPEC = ServiceSpec(name="points", settings_type=PointsSettings, build=build, database=DATABASE)

@@ -87,7 +87,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     async def GetPointsBalance(
         self, request: points_pb2.GetPointsBalanceRequest, context: Context
     ) -> points_pb2.GetPointsBalanceResponse:
-        merchant_id = tenancy.merchant_id(context)
+        merchant_id = tenancy.merchant_id()
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
         balance = await self._store.get_balance(merchant_id, request.customer_id)
@@ -95,7 +95,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
 
     async def _post(self, method: str, request: _PostingRequest, context: Context) -> Message:
         kind, response_type = _POSTINGS[method]
-        merchant_id = tenancy.merchant_id(context)
+        merchant_id = tenancy.merchant_id()
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
             _validate_amount(v, request.points, allow_negative=kind is TransactionType.ADJUST)
@@ -126,7 +126,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
     async def ListTransactions(
         self, request: points_pb2.ListTransactionsRequest, context: Context
     ) -> points_pb2.ListTransactionsResponse:
-        merchant_id = tenancy.merchant_id(context)
+        merchant_id = tenancy.merchant_id()
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
         limit = pagination.page_size(request.page_size)

@@ -25,9 +25,10 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from loyalnest.gen.options.v1 import access_pb2 as loyalnest_dot_options_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loyalnest/points/v1/points.proto\x12\x13loyalnest.points.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xee\x01\n\x11PointsTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x32\n\x04type\x18\x03 \x01(\x0e\x32$.loyalnest.points.v1.TransactionType\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\"\x9a\x01\n\rPointsBalance\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x17\n\x0flifetime_earned\x18\x03 \x01(\x03\x12\x19\n\x11lifetime_redeemed\x18\x04 \x01(\x03\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x17GetPointsBalanceRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x18GetPointsBalanceResponse\x12\x33\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"s\n\x11\x45\x61rnPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x86\x01\n\x12\x45\x61rnPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"u\n\x13RedeemPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14RedeemPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"{\n\x13\x41\x64justPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14\x41\x64justPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"[\n\x17ListTransactionsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x18ListTransactionsResponse\x12<\n\x0ctransactions\x18\x01 \x03(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x88\x01\n\x0fTransactionType\x12 \n\x1cTRANSACTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15TRANSACTION_TYPE_EARN\x10\x01\x12\x1b\n\x17TRANSACTION_TYPE_REDEEM\x10\x02\x12\x1b\n\x17TRANSACTION_TYPE_ADJUST\x10\x03\x32\xe3\x05\n\rPointsService\x12\x9d\x01\n\x10GetPointsBalance\x12,.loyalnest.points.v1.GetPointsBalanceRequest\x1a-.loyalnest.points.v1.GetPointsBalanceResponse\",\x82\xd3\xe4\x93\x02&\x12$/v1/api/points/balance/{customer_id}\x12}\n\nEarnPoints\x12&.loyalnest.points.v1.EarnPointsRequest\x1a\'.loyalnest.points.v1.EarnPointsResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\"\x13/v1/api/points/earn:\x01*\x12\x85\x01\n\x0cRedeemPoints\x12(.loyalnest.points.v1.RedeemPointsRequest\x1a).loyalnest.points.v1.RedeemPointsResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/redeem:\x01*\x12\x85\x01\n\x0c\x41\x64justPoints\x12(.loyalnest.points.v1.AdjustPointsRequest\x1a).loyalnest.points.v1.AdjustPointsResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/adjust:\x01*\x12\xa2\x01\n\x10ListTransactions\x12,.loyalnest.points.v1.ListTransactionsRequest\x1a-.loyalnest.points.v1.ListTransactionsResponse\"1\x82\xd3\xe4\x93\x02+\x12)/v1/api/points/transactions/{customer_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loyalnest/points/v1/points.proto\x12\x13loyalnest.points.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalnest/options/v1/access.proto\"\xee\x01\n\x11PointsTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x32\n\x04type\x18\x03 \x01(\x0e\x32$.loyalnest.points.v1.TransactionType\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\"\x9a\x01\n\rPointsBalance\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x17\n\x0flifetime_earned\x18\x03 \x01(\x03\x12\x19\n\x11lifetime_redeemed\x18\x04 \x01(\x03\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x17GetPointsBalanceRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x18GetPointsBalanceResponse\x12\x33\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"s\n\x11\x45\x61rnPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x86\x01\n\x12\x45\x61rnPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"u\n\x13RedeemPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14RedeemPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"{\n\x13\x41\x64justPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14\x41\x64justPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"[\n\x17ListTransactionsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x18ListTransactionsResponse\x12<\n\x0ctransactions\x18\x01 \x03(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x88\x01\n\x0fTransactionType\x12 \n\x1cTRANSACTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15TRANSACTION_TYPE_EARN\x10\x01\x12\x1b\n\x17TRANSACTION_TYPE_REDEEM\x10\x02\x12\x1b\n\x17TRANSACTION_TYPE_ADJUST\x10\x03\x32\xbd\x06\n\rPointsService\x12\xae\x01\n\x10GetPointsBalance\x12,.loyalnest.points.v1.GetPointsBalanceRequest\x1a-.loyalnest.points.v1.GetPointsBalanceResponse\"=\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02&\x12$/v1/api/points/balance/{customer_id}\x12\x8f\x01\n\nEarnPoints\x12&.loyalnest.points.v1.EarnPointsRequest\x1a\'.loyalnest.points.v1.EarnPointsResponse\"0\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\x18\"\x13/v1/api/points/earn:\x01*\x12\x97\x01\n\x0cRedeemPoints\x12(.loyalnest.points.v1.RedeemPointsRequest\x1a).loyalnest.points.v1.RedeemPointsResponse\"2\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/redeem:\x01*\x12\x98\x01\n\x0c\x41\x64justPoints\x12(.loyalnest.points.v1.AdjustPointsRequest\x1a).loyalnest.points.v1.AdjustPointsResponse\"3\xca\xf3\x18\x0f\x12\rpoints:adjust\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/adjust:\x01*\x12\xb3\x01\n\x10ListTransactions\x12,.loyalnest.points.v1.ListTransactionsRequest\x1a-.loyalnest.points.v1.ListTransactionsResponse\"B\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02+\x12)/v1/api/points/transactions/{customer_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -59,41 +60,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTRANSACTIONSREQUEST'].fields_by_name['customer_id']._loaded_options = None
   _globals['_LISTTRANSACTIONSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002'
   _globals['_POINTSSERVICE'].methods_by_name['GetPointsBalance']._loaded_options = None
-  _globals['_POINTSSERVICE'].methods_by_name['GetPointsBalance']._serialized_options = b'\202\323\344\223\002&\022$/v1/api/points/balance/{customer_id}'
+  _globals['_POINTSSERVICE'].methods_by_name['GetPointsBalance']._serialized_options = b'\312\363\030\r\022\013points:read\202\323\344\223\002&\022$/v1/api/points/balance/{customer_id}'
   _globals['_POINTSSERVICE'].methods_by_name['EarnPoints']._loaded_options = None
-  _globals['_POINTSSERVICE'].methods_by_name['EarnPoints']._serialized_options = b'\202\323\344\223\002\030\"\023/v1/api/points/earn:\001*'
+  _globals['_POINTSSERVICE'].methods_by_name['EarnPoints']._serialized_options = b'\312\363\030\016\022\014points:write\202\323\344\223\002\030\"\023/v1/api/points/earn:\001*'
   _globals['_POINTSSERVICE'].methods_by_name['RedeemPoints']._loaded_options = None
-  _globals['_POINTSSERVICE'].methods_by_name['RedeemPoints']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/api/points/redeem:\001*'
+  _globals['_POINTSSERVICE'].methods_by_name['RedeemPoints']._serialized_options = b'\312\363\030\016\022\014points:write\202\323\344\223\002\032\"\025/v1/api/points/redeem:\001*'
   _globals['_POINTSSERVICE'].methods_by_name['AdjustPoints']._loaded_options = None
-  _globals['_POINTSSERVICE'].methods_by_name['AdjustPoints']._serialized_options = b'\202\323\344\223\002\032\"\025/v1/api/points/adjust:\001*'
+  _globals['_POINTSSERVICE'].methods_by_name['AdjustPoints']._serialized_options = b'\312\363\030\017\022\rpoints:adjust\202\323\344\223\002\032\"\025/v1/api/points/adjust:\001*'
   _globals['_POINTSSERVICE'].methods_by_name['ListTransactions']._loaded_options = None
-  _globals['_POINTSSERVICE'].methods_by_name['ListTransactions']._serialized_options = b'\202\323\344\223\002+\022)/v1/api/points/transactions/{customer_id}'
-  _globals['_TRANSACTIONTYPE']._serialized_start=1671
-  _globals['_TRANSACTIONTYPE']._serialized_end=1807
-  _globals['_POINTSTRANSACTION']._serialized_start=154
-  _globals['_POINTSTRANSACTION']._serialized_end=392
-  _globals['_POINTSBALANCE']._serialized_start=395
-  _globals['_POINTSBALANCE']._serialized_end=549
-  _globals['_GETPOINTSBALANCEREQUEST']._serialized_start=551
-  _globals['_GETPOINTSBALANCEREQUEST']._serialized_end=603
-  _globals['_GETPOINTSBALANCERESPONSE']._serialized_start=605
-  _globals['_GETPOINTSBALANCERESPONSE']._serialized_end=684
-  _globals['_EARNPOINTSREQUEST']._serialized_start=686
-  _globals['_EARNPOINTSREQUEST']._serialized_end=801
-  _globals['_EARNPOINTSRESPONSE']._serialized_start=804
-  _globals['_EARNPOINTSRESPONSE']._serialized_end=938
-  _globals['_REDEEMPOINTSREQUEST']._serialized_start=940
-  _globals['_REDEEMPOINTSREQUEST']._serialized_end=1057
-  _globals['_REDEEMPOINTSRESPONSE']._serialized_start=1060
-  _globals['_REDEEMPOINTSRESPONSE']._serialized_end=1196
-  _globals['_ADJUSTPOINTSREQUEST']._serialized_start=1198
-  _globals['_ADJUSTPOINTSREQUEST']._serialized_end=1321
-  _globals['_ADJUSTPOINTSRESPONSE']._serialized_start=1324
-  _globals['_ADJUSTPOINTSRESPONSE']._serialized_end=1460
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1462
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1553
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1555
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1668
-  _globals['_POINTSSERVICE']._serialized_start=1810
-  _globals['_POINTSSERVICE']._serialized_end=2549
+  _globals['_POINTSSERVICE'].methods_by_name['ListTransactions']._serialized_options = b'\312\363\030\r\022\013points:read\202\323\344\223\002+\022)/v1/api/points/transactions/{customer_id}'
+  _globals['_TRANSACTIONTYPE']._serialized_start=1706
+  _globals['_TRANSACTIONTYPE']._serialized_end=1842
+  _globals['_POINTSTRANSACTION']._serialized_start=189
+  _globals['_POINTSTRANSACTION']._serialized_end=427
+  _globals['_POINTSBALANCE']._serialized_start=430
+  _globals['_POINTSBALANCE']._serialized_end=584
+  _globals['_GETPOINTSBALANCEREQUEST']._serialized_start=586
+  _globals['_GETPOINTSBALANCEREQUEST']._serialized_end=638
+  _globals['_GETPOINTSBALANCERESPONSE']._serialized_start=640
+  _globals['_GETPOINTSBALANCERESPONSE']._serialized_end=719
+  _globals['_EARNPOINTSREQUEST']._serialized_start=721
+  _globals['_EARNPOINTSREQUEST']._serialized_end=836
+  _globals['_EARNPOINTSRESPONSE']._serialized_start=839
+  _globals['_EARNPOINTSRESPONSE']._serialized_end=973
+  _globals['_REDEEMPOINTSREQUEST']._serialized_start=975
+  _globals['_REDEEMPOINTSREQUEST']._serialized_end=1092
+  _globals['_REDEEMPOINTSRESPONSE']._serialized_start=1095
+  _globals['_REDEEMPOINTSRESPONSE']._serialized_end=1231
+  _globals['_ADJUSTPOINTSREQUEST']._serialized_start=1233
+  _globals['_ADJUSTPOINTSREQUEST']._serialized_end=1356
+  _globals['_ADJUSTPOINTSRESPONSE']._serialized_start=1359
+  _globals['_ADJUSTPOINTSRESPONSE']._serialized_end=1495
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1497
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1588
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1590
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1703
+  _globals['_POINTSSERVICE']._serialized_start=1845
+  _globals['_POINTSSERVICE']._serialized_end=2674
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,8 @@ class PointsServiceStub:
 
     The merchant is never a request field: it comes from the caller's verified identity
     (request metadata set by the gateway), so one merchant cannot address another's ledgers.
+    Reads need the "points:read" permission, changes "points:write" (adjustments, a merchant's
+    manual corrections, "points:adjust").
     Mutating RPCs require an idempotency_key: a retry with the same key returns the first
     result; the same key with different parameters is rejected with INVALID_ARGUMENT.
     """
@@ -72,6 +74,8 @@ class PointsServiceServicer:
 
     The merchant is never a request field: it comes from the caller's verified identity
     (request metadata set by the gateway), so one merchant cannot address another's ledgers.
+    Reads need the "points:read" permission, changes "points:write" (adjustments, a merchant's
+    manual corrections, "points:adjust").
     Mutating RPCs require an idempotency_key: a retry with the same key returns the first
     result; the same key with different parameters is rejected with INVALID_ARGUMENT.
     """
@@ -152,6 +156,8 @@ class PointsService:
 
     The merchant is never a request field: it comes from the caller's verified identity
     (request metadata set by the gateway), so one merchant cannot address another's ledgers.
+    Reads need the "points:read" permission, changes "points:write" (adjustments, a merchant's
+    manual corrections, "points:adjust").
     Mutating RPCs require an idempotency_key: a retry with the same key returns the first
     result; the same key with different parameters is rejected with INVALID_ARGUMENT.
     """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.services.points.domain import Balance, Posting, PostingResult, Transaction
 
@@ -14,11 +15,21 @@ class LedgerStore(Protocol):
         ...
 
     async def post(self, posting: Posting, key: IdempotencyKey) -> PostingResult:
-        """Applies `posting` atomically, at most once per (merchant, key).
+        """Applies `posting` atomically, at most once per (merchant, key), and enqueues its
+        event (events.ledger_event) in the outbox in the same transaction.
 
         Raises LedgerNotFound for a debit on a customer without a ledger,
         InsufficientPoints when a debit would overdraw, IdempotencyKeyReused when `key`
         was used with other parameters. Returns the first result on a replay.
+        """
+        ...
+
+    async def open_ledger(
+        self, merchant_id: str, customer_id: str, *, event: ConsumedEvent
+    ) -> bool:
+        """Opens an empty ledger unless one exists, at most once per consumed event.
+
+        False when `event` was applied before (by its consumer group).
         """
         ...
 

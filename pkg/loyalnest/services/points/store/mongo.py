@@ -14,6 +14,11 @@ effect and is taken over once its lease has expired. Without transactions (a sta
 server) the steps run one by one: a posting that fails other than by a refusal keeps its key
 claimed, since it may have taken effect, and retries with that key get ABORTED.
 
+Events: each posting inserts its outbox document (points.earned/redeemed/adjusted) in the
+same session, so with transactions the event commits with the posting; without them a crash
+between the two loses the event. No relay publishes the MongoDB outbox yet (see
+loyalnest.platform.events.mongo_outbox): with this store, events wait in `outbox`.
+
 pymongo's synchronous client runs in worker threads: the same code then also runs against
 mongomock-ng in tests (see `_FAKE_LOCK` for what the fake needs besides).
 """
@@ -38,6 +43,8 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from loyalnest.platform.errors import Aborted
+from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.events.mongo_outbox import OUTBOX_COLLECTION, outbox_document
 from loyalnest.platform.idempotency import IdempotencyKey, ensure_same_request
 from loyalnest.platform.observability import get_logger
 from loyalnest.services.points.domain import (
@@ -49,6 +56,7 @@ from loyalnest.services.points.domain import (
     Transaction,
     TransactionType,
 )
+from loyalnest.services.points.events import ledger_event
 
 log = get_logger(__name__)
 
@@ -60,6 +68,7 @@ TRANSACTIONS = "points_transactions"
 IDEMPOTENCY_KEYS = "idempotency_keys"
 REWARD_REDEMPTIONS = "reward_redemptions"
 POS_OFFLINE_QUEUE = "pos_offline_queue"
+PROCESSED_EVENTS = "processed_events"
 
 # Aware UTC datetimes whatever the client was built with (tests pass in their own client).
 _CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True, tzinfo=UTC)
@@ -158,6 +167,8 @@ class MongoLedgerStore:
         self._keys = collection(IDEMPOTENCY_KEYS)
         self._redemptions = collection(REWARD_REDEMPTIONS)
         self._pos_queue = collection(POS_OFFLINE_QUEUE)
+        self._outbox = collection(OUTBOX_COLLECTION)
+        self._processed = collection(PROCESSED_EVENTS)
 
     @classmethod
     def connect(
@@ -217,6 +228,11 @@ class MongoLedgerStore:
             [("merchant_id", ASCENDING), ("idempotency_key", ASCENDING)],
             unique=True,
             name="merchant_key_unique",
+        )
+        self._processed.create_index(
+            [("consumer", ASCENDING), ("event_id", ASCENDING)],
+            unique=True,
+            name="consumer_event_unique",
         )
         for later in (self._redemptions, self._pos_queue):
             later.create_index([("customer_id", ASCENDING)], name="customer_id")
@@ -436,7 +452,75 @@ class MongoLedgerStore:
         doc = {"_id": transaction.transaction_id, **asdict(transaction)}
         doc["type"] = str(transaction.type)
         self._ledger.insert_one(doc, session=session)
+        # Same session: with transactions the event commits with the posting. Without them
+        # (standalone server) a crash right here loses the event; see the module docstring.
+        self._outbox.insert_one(
+            outbox_document(posting.merchant_id, ledger_event(transaction), occurred_at=now),
+            session=session,
+        )
         return transaction
+
+    async def open_ledger(
+        self, merchant_id: str, customer_id: str, *, event: ConsumedEvent
+    ) -> bool:
+        transactional = await self.uses_transactions()
+        return await self._run(
+            partial(self._open_ledger, merchant_id, customer_id, event, transactional)
+        )
+
+    def _open_ledger(
+        self, merchant_id: str, customer_id: str, event: ConsumedEvent, transactional: bool
+    ) -> bool:
+        def apply(session: ClientSession | None) -> bool:
+            # The upsert is idempotent, so this order is safe without transactions too: a
+            # crash before the marker only repeats a no-op on redelivery.
+            for attempt in range(1, _UPSERT_ATTEMPTS + 1):
+                try:
+                    self._open_ledger_document(merchant_id, customer_id, session)
+                    break
+                except DuplicateKeyError:  # a concurrent first credit created it
+                    if attempt == _UPSERT_ATTEMPTS:
+                        raise
+            try:
+                self._processed.insert_one(
+                    {
+                        "consumer": event.consumer,
+                        "event_id": event.event_id,
+                        "topic": event.topic,
+                        "partition": event.partition,
+                        "offset": event.offset,
+                        "processed_at": _now(),
+                    },
+                    session=session,
+                )
+            except DuplicateKeyError:
+                return False
+            return True
+
+        if not transactional:
+            return apply(None)
+        with self._client.start_session() as session:
+            return session.with_transaction(apply, write_concern=_LEDGER_WRITE_CONCERN)
+
+    def _open_ledger_document(
+        self, merchant_id: str, customer_id: str, session: ClientSession | None
+    ) -> None:
+        now = _now()
+        self._balances.update_one(
+            {"merchant_id": merchant_id, "customer_id": customer_id},
+            {
+                "$setOnInsert": {
+                    "balance": 0,
+                    "lifetime_earned": 0,
+                    "lifetime_redeemed": 0,
+                    "last_sequence": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            },
+            upsert=True,
+            session=session,
+        )
 
     def _transaction_by_id(self, transaction_id: str) -> Transaction:
         doc = self._ledger.find_one({"_id": transaction_id})

@@ -10,6 +10,8 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
 from loyalnest.platform import idempotency
+from loyalnest.platform.events import inbox, outbox
+from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.postgres import Database
 from loyalnest.services.points.domain import (
@@ -21,6 +23,7 @@ from loyalnest.services.points.domain import (
     Transaction,
     TransactionType,
 )
+from loyalnest.services.points.events import ledger_event
 
 _COLUMNS = [field.name for field in fields(Transaction)]
 _SELECT_COLUMNS = ", ".join(f"{c}::text AS {c}" if c == "transaction_id" else c for c in _COLUMNS)
@@ -117,7 +120,24 @@ class PostgresLedgerStore:
         await conn.execute(
             _INSERT_TRANSACTION, tuple(str(v) if isinstance(v, TransactionType) else v for v in row)
         )
+        # After the UPDATE above: the ledger row's lock orders one customer's events.
+        await outbox.enqueue(
+            conn, posting.merchant_id, ledger_event(transaction), occurred_at=created_at
+        )
         return transaction
+
+    async def open_ledger(
+        self, merchant_id: str, customer_id: str, *, event: ConsumedEvent
+    ) -> bool:
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await inbox.claim(conn, event):
+                return False
+            await conn.execute(
+                "INSERT INTO ledgers (merchant_id, customer_id) VALUES (%s, %s)"
+                " ON CONFLICT DO NOTHING",
+                (merchant_id, customer_id),
+            )
+            return True
 
     async def _transaction_by_id(self, conn: AsyncConnection, transaction_id: str) -> Transaction:
         cursor = conn.cursor(row_factory=dict_row)

@@ -1,0 +1,295 @@
+{{/*
+Shared helpers. Names are the component names themselves (`points`, `gateway`), not prefixed
+with the release: the platform's discovery convention is
+dns:///<component>.<namespace>.svc.<clusterDomain>:50051, so one release per namespace.
+*/}}
+
+{{/* Fixed ports: the headless Services hand out pod IPs, so clients and the gateway connect
+to the container port directly, and the gateway's generated bootstrap names 50051. */}}
+{{- define "loyalnest.grpcPort" -}}50051{{- end }}
+{{- define "loyalnest.metricsPort" -}}9464{{- end }}
+{{- define "loyalnest.gatewayPort" -}}8080{{- end }}
+{{- define "loyalnest.gatewayOpsPort" -}}9902{{- end }}
+{{- define "loyalnest.reflectionPort" -}}50060{{- end }}
+
+{{- define "loyalnest.chart" -}}
+{{ .Chart.Name }}-{{ .Chart.Version | replace "+" "_" }}
+{{- end }}
+
+{{/* Selector labels: stable for the life of a release (Deployment selectors are immutable). */}}
+{{- define "loyalnest.selectorLabels" -}}
+app.kubernetes.io/name: {{ .name }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+{{- end }}
+
+{{/* Every object's labels. Call with (dict "ctx" $ "name" "points" "component" "service"). */}}
+{{- define "loyalnest.labels" -}}
+{{ include "loyalnest.selectorLabels" . }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: loyalnest
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+helm.sh/chart: {{ include "loyalnest.chart" .ctx }}
+{{- end }}
+
+{{/* repository:tag[@digest]; the tag defaults to the chart's appVersion. */}}
+{{- define "loyalnest.image" -}}
+{{- $tag := .image.tag | default .ctx.Chart.AppVersion -}}
+{{- if .image.digest -}}
+{{ .image.repository }}:{{ $tag }}@{{ .image.digest }}
+{{- else -}}
+{{ .image.repository }}:{{ $tag }}
+{{- end }}
+{{- end }}
+
+{{/* A component's settings: componentDefaults overridden by its own entry. */}}
+{{- define "loyalnest.componentSettings" -}}
+{{- $defaults := deepCopy .ctx.Values.componentDefaults -}}
+{{- toYaml (mergeOverwrite $defaults (deepCopy .component)) -}}
+{{- end }}
+
+{{/* The registry name `loyalnest serve` takes. */}}
+{{- define "loyalnest.serviceName" -}}
+{{- .component.service | default (.name | replace "-" "_") -}}
+{{- end }}
+
+{{/* Names of the enabled components, as a JSON list (fromJsonArray). */}}
+{{- define "loyalnest.enabledComponents" -}}
+{{- $names := list -}}
+{{- range $name, $c := .Values.components -}}
+{{- if $c.enabled -}}{{- $names = append $names $name -}}{{- end -}}
+{{- end -}}
+{{- toJson $names -}}
+{{- end }}
+
+{{- define "loyalnest.otelEndpoint" -}}
+{{- with .Values.otel.collector.host -}}http://{{ . }}:{{ $.Values.otel.collector.port }}{{- end -}}
+{{- end }}
+
+{{- define "loyalnest.kafkaBootstrapServers" -}}
+{{- if .Values.backends.kafka.inCluster.enabled -}}
+kafka.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:9092
+{{- else -}}
+{{ .Values.backends.kafka.bootstrapServers }}
+{{- end }}
+{{- end }}
+
+{{/* Hooks run before the release's own objects exist, so with the in-chart PostgreSQL the
+migration Job waits for post-install (services migrate on start meanwhile). */}}
+{{- define "loyalnest.migrationHook" -}}
+{{- if .Values.backends.postgres.inCluster.enabled -}}post-install,pre-upgrade{{- else -}}pre-install,pre-upgrade{{- end -}}
+{{- end }}
+
+{{- define "loyalnest.migrateOnStart" -}}
+{{- if or (not .Values.migrations.job.enabled) .Values.backends.postgres.inCluster.enabled -}}true{{- else -}}false{{- end -}}
+{{- end }}
+
+{{- define "loyalnest.inClusterRedisUrl" -}}
+redis://redis.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}:6379/0
+{{- end }}
+
+{{/* Access tokens. The public JWKS (a ConfigMap the operator publishes) is mounted as a
+directory, not a subPath, so a published key rotation reaches running services, which re-read
+the file when it changes. Only the Auth service gets the private keyset (a Secret). */}}
+{{- define "loyalnest.jwksDir" -}}/etc/loyalnest/jwks{{- end }}
+{{- define "loyalnest.jwksFile" -}}jwks.json{{- end }}
+{{- define "loyalnest.signingKeysDir" -}}/etc/loyalnest/signing-keys{{- end }}
+{{- define "loyalnest.signingKeysFile" -}}signing-keys.json{{- end }}
+
+{{- define "loyalnest.jwksConfigMap" -}}
+{{- $name := dig "jwks" "existingConfigMap" "" (.Values.auth | default dict) -}}
+{{- if not $name -}}
+{{- fail "auth.jwks.existingConfigMap must name the ConfigMap with the public JWKS (key jwks.json): every service refuses to start without it. See NOTES.txt or the README (Operate on Kubernetes) for how to publish it." -}}
+{{- end -}}
+{{- $name -}}
+{{- end }}
+
+{{/* Whether this component is the Auth service (the only one that signs tokens). Call with
+(dict "name" $name "component" $component). */}}
+{{- define "loyalnest.isAuth" -}}
+{{- if eq (include "loyalnest.serviceName" .) "auth" -}}true{{- end -}}
+{{- end }}
+
+{{/* The JWKS volume, for every pod that verifies tokens. */}}
+{{- define "loyalnest.jwksVolume" -}}
+- name: jwks
+  configMap:
+    name: {{ include "loyalnest.jwksConfigMap" . }}
+    # Without this key the pod does not start (an event names it), rather than crash-loop.
+    items:
+      - key: {{ include "loyalnest.jwksFile" . }}
+        path: {{ include "loyalnest.jwksFile" . }}
+{{- end }}
+
+{{- define "loyalnest.jwksVolumeMount" -}}
+- name: jwks
+  mountPath: {{ include "loyalnest.jwksDir" . }}
+  readOnly: true
+{{- end }}
+
+{{/* Token settings of a service container. Call with (dict "ctx" $ "name" $name "component" $c). */}}
+{{- define "loyalnest.authEnv" -}}
+{{- $ctx := .ctx }}
+- name: LOYALNEST_JWT_JWKS_PATH
+  value: {{ printf "%s/%s" (include "loyalnest.jwksDir" $ctx) (include "loyalnest.jwksFile" $ctx) | quote }}
+- name: LOYALNEST_JWT_ISSUER
+  value: {{ $ctx.Values.auth.issuer | quote }}
+- name: LOYALNEST_JWT_AUDIENCE
+  value: {{ $ctx.Values.auth.audience | quote }}
+{{- if include "loyalnest.isAuth" . }}
+- name: LOYALNEST_AUTH_SIGNING_KEYS_PATH
+  value: {{ printf "%s/%s" (include "loyalnest.signingKeysDir" $ctx) (include "loyalnest.signingKeysFile" $ctx) | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Environment every service process reads (pkg/loyalnest/platform/config.py). Call with
+(dict "ctx" $ "settings" $s), plus "tokens" true "name" $name "component" $component for a
+service Deployment (token settings: pods that mount the JWKS; the migration Job does not). */}}
+{{- define "loyalnest.serviceEnv" -}}
+{{- $ctx := .ctx -}}
+{{- $secret := $ctx.Values.secrets -}}
+- name: LOYALNEST_HOST
+  value: "0.0.0.0"
+- name: LOYALNEST_GRPC_PORT
+  value: {{ include "loyalnest.grpcPort" $ctx | quote }}
+- name: LOYALNEST_METRICS_PORT
+  value: {{ include "loyalnest.metricsPort" $ctx | quote }}
+- name: LOYALNEST_LOG_FORMAT
+  value: json
+- name: LOYALNEST_LOG_LEVEL
+  value: {{ $ctx.Values.logLevel | quote }}
+- name: LOYALNEST_SHUTDOWN_GRACE_SECONDS
+  value: {{ .settings.shutdownGraceSeconds | quote }}
+- name: LOYALNEST_RUN_MIGRATIONS_ON_START
+  value: {{ include "loyalnest.migrateOnStart" $ctx | quote }}
+- name: LOYALNEST_EVENTS_ENABLED
+  value: {{ $ctx.Values.events.enabled | quote }}
+- name: LOYALNEST_KAFKA_BOOTSTRAP_SERVERS
+  value: {{ include "loyalnest.kafkaBootstrapServers" $ctx | quote }}
+{{- $otel := include "loyalnest.otelEndpoint" $ctx }}
+- name: LOYALNEST_TRACING_ENABLED
+  value: "true"
+{{- if $otel }}
+- name: LOYALNEST_OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $otel | quote }}
+{{- end }}
+- name: LOYALNEST_OTEL_SAMPLE_RATIO
+  value: {{ $ctx.Values.otel.sampleRatio | quote }}
+- name: LOYALNEST_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret.existingSecret }}
+      key: {{ $secret.keys.databaseUrl }}
+- name: LOYALNEST_MONGO_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret.existingSecret }}
+      key: {{ $secret.keys.mongoUrl }}
+      optional: true
+{{- /* Redis: revoked token ids (revoked_jti:{jti}) and caches. Unset: no revocation checks. */}}
+- name: LOYALNEST_REDIS_URL
+{{- if $ctx.Values.backends.redis.inCluster.enabled }}
+  value: {{ include "loyalnest.inClusterRedisUrl" $ctx | quote }}
+{{- else }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret.existingSecret }}
+      key: {{ $secret.keys.redisUrl }}
+      optional: true
+{{- end }}
+{{- if .tokens }}
+{{- include "loyalnest.authEnv" . }}
+{{- end }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+# Read by the OpenTelemetry SDK: spans carry the pod they came from.
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: "k8s.namespace.name=$(POD_NAMESPACE),k8s.pod.name=$(POD_NAME)"
+{{- range $key, $value := .settings.env }}
+- name: {{ $key }}
+  value: {{ $value | toString | quote }}
+{{- end }}
+{{- end }}
+
+{{/* The gateway's Envoy bootstrap (files/gateway/, generated by `make chart-gateway-config`)
+with the release's values put in for the tokens the generator left. */}}
+{{- define "loyalnest.gatewayConfig" -}}
+{{- $v := .Values -}}
+{{- $tracing := ne $v.otel.collector.host "" -}}
+{{- $config := .Files.Get (ternary "files/gateway/envoy-otel.json" "files/gateway/envoy.json" $tracing) -}}
+{{- if not $config -}}{{- fail "files/gateway/envoy.json is missing: run `make chart-gateway-config`" -}}{{- end -}}
+{{- $origins := list -}}
+{{- range $v.gateway.corsAllowedOrigins -}}{{- $origins = append $origins (dict "exact" .) -}}{{- end -}}
+{{- $config = $config | replace "${NAMESPACE}" .Release.Namespace | replace "${CLUSTER_DOMAIN}" $v.clusterDomain -}}
+{{- $config = $config | replace "\"${CORS_ORIGINS}\"" (toJson $origins) -}}
+{{- $config = $config | replace "\"${JWT_ISSUER}\"" (toJson $v.auth.issuer) -}}
+{{- if $tracing -}}
+{{- $config = $config | replace "\"${OTEL_HOST}\"" (toJson $v.otel.collector.host) | replace "\"${OTEL_PORT}\"" (toString $v.otel.collector.port) -}}
+{{- end -}}
+{{- $config -}}
+{{- end }}
+
+{{- define "loyalnest.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+
+{{- define "loyalnest.containerSecurityContext" -}}
+{{- toYaml .Values.containerSecurityContext }}
+{{- end }}
+
+{{/* The consul-sync sidecar container. Call with (dict "ctx" $ "name" $name). */}}
+{{- define "loyalnest.consulSidecar" -}}
+{{- $ctx := .ctx -}}
+{{- $c := $ctx.Values.consul -}}
+- name: consul-sync
+  image: {{ include "loyalnest.image" (dict "ctx" $ctx "image" $ctx.Values.image) }}
+  imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+  command: ["loyalnest", "consul-sync"]
+  args:
+    - --service-name={{ .name }}
+    - --service-id={{ .name }}-$(POD_NAME)
+    - --address=$(POD_IP)
+    - --port={{ include "loyalnest.grpcPort" $ctx }}
+    - --consul-addr={{ $c.agent.scheme }}://{{ $c.agent.host | default "$(HOST_IP)" }}:{{ $c.agent.port }}
+    - --check-interval={{ $c.checkInterval }}
+    - --deregister-critical-after={{ $c.deregisterCriticalServiceAfter }}
+    - --meta=k8s-namespace=$(POD_NAMESPACE)
+    - --meta=k8s-pod=$(POD_NAME)
+    {{- range $c.tags }}
+    - --tag={{ . }}
+    {{- end }}
+  env:
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    - name: POD_IP
+      valueFrom:
+        fieldRef:
+          fieldPath: status.podIP
+    - name: HOST_IP
+      valueFrom:
+        fieldRef:
+          fieldPath: status.hostIP
+    {{- with $c.tokenSecret }}
+    - name: CONSUL_HTTP_TOKEN
+      valueFrom:
+        secretKeyRef:
+          name: {{ . }}
+          key: token
+    {{- end }}
+  resources:
+    {{- toYaml $c.resources | nindent 4 }}
+  securityContext:
+    {{- include "loyalnest.containerSecurityContext" $ctx | nindent 4 }}
+{{- end }}

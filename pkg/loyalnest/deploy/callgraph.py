@@ -1,0 +1,95 @@
+"""Who calls whom, read from the seed design ("Calls:" and "Called By:" of each service).
+
+The chart's NetworkPolicies allow gRPC from a component only to the components it calls
+(`components.<name>.calls` in values.yaml); a test compares those lists with this graph, so the
+policy cannot silently diverge from the design.
+
+The seed's two views disagree in places (Core lists RFM among its callers, RFM's own "Calls"
+omit Core), so the graph is their union: with a default-deny policy a missing edge breaks a
+call, an extra one only permits it. The gateway and the frontend are left out: the gateway may
+reach every component anyway (it routes the whole API), and the frontend only talks to the
+gateway.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from loyalnest.deploy.paths import REPO
+
+SEED = REPO.parent / "shared" / "seed" / "loyalnest-microservice-design.txt"
+
+# How the seed names each service (headings, "Called By" lists) -> the component name.
+ALIASES: dict[str, str] = {
+    "core": "core",
+    "auth": "auth",
+    "api-gateway": "gateway",
+    "points": "points",
+    "referrals": "referrals",
+    "users-service": "users",
+    "users": "users",
+    "roles-service": "roles",
+    "roles": "roles",
+    "rfm-service": "rfm",
+    "rfm": "rfm",
+    "event tracking": "event-tracking",
+    "admincore": "admin-core",
+    "adminfeatures": "admin-features",
+    "campaign": "campaign",
+    "gamification": "gamification",
+    "frontend": "frontend",
+    "products": "products",
+}
+EDGE = frozenset({"gateway", "frontend"})
+
+_HEADING = re.compile(r"^(\d{1,2})\.\s+(.+?)(?:\s+Service)?\s*$")
+_CALLS = re.compile(r"Calls\W*:(.*?)(?:Called By|\n\S|\n\s*-\s*\*?\*?Interactions|$)", re.S)
+_CALLED_BY = re.compile(r"Called By\W*:([^\n]*)")
+_GRPC_PACKAGE = re.compile(r"/([a-z_]+)\.v1/")
+
+
+def _sections(text: str) -> dict[str, str]:
+    """Component name -> its section of the "Microservices" part of the seed."""
+    body = text.split("Service Discovery", 1)[0]
+    sections: dict[str, str] = {}
+    current: str | None = None
+    for line in body.splitlines():
+        heading = _HEADING.match(line)
+        if heading and heading.group(2).lower() in ALIASES:
+            current = ALIASES[heading.group(2).lower()]
+            sections[current] = ""
+        elif current is not None:
+            sections[current] += line + "\n"
+    return sections
+
+
+def _names_in(text: str) -> set[str]:
+    found: set[str] = set()
+    lowered = text.lower()
+    for alias, name in ALIASES.items():
+        if re.search(rf"(?<![\w-]){re.escape(alias)}(?![\w-])", lowered):
+            found.add(name)
+    return found
+
+
+def seed_call_graph(text: str) -> dict[str, set[str]]:
+    """caller -> callees among the backend components (gateway and frontend excluded)."""
+    sections = _sections(text)
+    graph: dict[str, set[str]] = {name: set() for name in sections if name not in EDGE}
+    for name, section in sections.items():
+        if name in EDGE:
+            continue
+        for calls in _CALLS.findall(section):
+            for package in _GRPC_PACKAGE.findall(calls):
+                callee = package.replace("_", "-")
+                if callee != name and callee not in EDGE:
+                    graph[name].add(callee)
+        for called_by in _CALLED_BY.findall(section):
+            for caller in _names_in(called_by) - EDGE - {name}:
+                graph.setdefault(caller, set()).add(name)
+    return graph
+
+
+def load_seed_call_graph(path: Path = SEED) -> dict[str, set[str]]:
+    return seed_call_graph(path.read_text())

@@ -1,0 +1,16 @@
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+ACCESS_FIELD_NUMBER: _ClassVar[int]
+access: _descriptor.FieldDescriptor
+
+class AccessPolicy(_message.Message):
+    __slots__ = ("public", "permission")
+    PUBLIC_FIELD_NUMBER: _ClassVar[int]
+    PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    public: bool
+    permission: str
+    def __init__(self, public: _Optional[bool] = ..., permission: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""Authentication and authorisation for every service: JWT access tokens, per-RPC policies."""

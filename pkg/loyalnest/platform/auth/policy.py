@@ -1,0 +1,39 @@
+"""Per-RPC access policies, read from the `(loyalnest.options.v1.access)` method option."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from google.protobuf import descriptor_pool
+
+from loyalnest.gen.options.v1 import access_pb2
+
+# Infrastructure every orchestrator and client must reach without a token.
+_PUBLIC_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
+
+
+@cache
+def access_policy(full_method: str) -> access_pb2.AccessPolicy:
+    """The policy of '/pkg.Service/Method'. Undeclared LoyalNest RPCs need a valid token."""
+    service_name, _, method_name = full_method.lstrip("/").rpartition("/")
+    if service_name in _PUBLIC_SERVICES:
+        return access_pb2.AccessPolicy(public=True)
+    try:
+        service = descriptor_pool.Default().FindServiceByName(service_name)
+    except KeyError:
+        return access_pb2.AccessPolicy()
+    method = service.methods_by_name.get(method_name)
+    if method is None:
+        return access_pb2.AccessPolicy()
+    options: Any = method.GetOptions()  # the stubs do not type generated extensions
+    if options.HasExtension(access_pb2.access):
+        policy: access_pb2.AccessPolicy = options.Extensions[access_pb2.access]
+        return policy
+    return access_pb2.AccessPolicy()

@@ -1,0 +1,121 @@
+"""Access tokens: what they claim, how they are minted and verified."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from jwt.algorithms import OKPAlgorithm
+
+from loyalnest.platform.auth.keys import ALGORITHM, KeySet
+from loyalnest.platform.errors import Unauthenticated
+
+ACCESS = "access"
+REFRESH = "refresh"
+DEFAULT_ACCESS_TTL_SECONDS = 15 * 60
+CLOCK_SKEW_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, as established by a verified token."""
+
+    subject: str  # user id, or "service:<name>" for service identities
+    merchant_id: str | None
+    permissions: frozenset[str]
+    token_id: str
+    expires_at: int
+
+    def has(self, permission: str) -> bool:
+        domain = permission.split(":", 1)[0]
+        return bool({permission, f"{domain}:*", "admin:full"} & self.permissions)
+
+
+class TokenIssuer:
+    def __init__(self, keyset: KeySet, *, issuer: str, audience: str) -> None:
+        self._keyset = keyset
+        self._issuer = issuer
+        self._audience = audience
+
+    def mint(
+        self,
+        *,
+        subject: str,
+        merchant_id: str | None,
+        permissions: Iterable[str] = (),
+        ttl_seconds: int = DEFAULT_ACCESS_TTL_SECONDS,
+        token_type: str = ACCESS,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": subject,
+            "typ": token_type,
+            "jti": uuid.uuid4().hex,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl_seconds,
+            "perms": sorted(set(permissions)),
+            **(extra or {}),
+        }
+        if merchant_id is not None:
+            claims["merchant_id"] = merchant_id
+        return jwt.encode(
+            claims,
+            self._keyset.signing_key,
+            algorithm=ALGORITHM,
+            headers={"kid": self._keyset.active_kid},
+        )
+
+
+class TokenVerifier:
+    """Verifies tokens against a public JWKS; only EdDSA, so `alg: none` and HMAC-with-the-
+    public-key confusions are rejected before any signature check."""
+
+    def __init__(self, jwks: dict[str, Any], *, issuer: str, audience: str) -> None:
+        self._keys: dict[str, Ed25519PublicKey] = {}
+        for jwk in jwks.get("keys", []):
+            key = OKPAlgorithm.from_jwk(json.dumps(jwk))
+            if isinstance(key, Ed25519PublicKey):  # only Ed25519 public keys verify tokens
+                self._keys[jwk["kid"]] = key
+        self._issuer = issuer
+        self._audience = audience
+
+    def verify(self, token: str, *, token_type: str = ACCESS) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._keys.get(header.get("kid", ""))
+            if key is None:
+                raise Unauthenticated("token signed by an unknown key")
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[ALGORITHM],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=CLOCK_SKEW_SECONDS,
+                options={"require": ["exp", "iat", "iss", "aud", "sub", "jti", "typ"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("token expired") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthenticated("token is for another audience") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid token: {exc}") from exc
+        if claims["typ"] != token_type:
+            raise Unauthenticated(f"expected a {token_type} token, got {claims['typ']!r}")
+        return Principal(
+            subject=str(claims["sub"]),
+            merchant_id=claims.get("merchant_id"),
+            permissions=frozenset(claims.get("perms", ())),
+            token_id=str(claims["jti"]),
+            expires_at=int(claims["exp"]),
+        )

@@ -1,0 +1,517 @@
+"""ConsumerRunner: a consumer group member applying events. A `ServiceComponents.background` loop.
+
+Per record: decode the envelope, continue the producer's trace, run the handler for its
+event type. Offsets are committed only after the handlers' effects have committed, so a
+crash redelivers; handlers record each event id with its effect (inbox.py), so redelivery
+is harmless. A failing record is retried with backoff; after `consumer_max_attempts` it goes
+to `<topic>.dlq` with the error in its headers and the partition moves on. Failures of the
+database or broker are not the record's fault: they are retried without limit, since
+dead-lettering during an outage would empty the topic into the dead-letter queue.
+
+Records of one partition are applied one after another, in order; partitions in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import psycopg
+import pymongo.errors
+import structlog
+from kafka import KafkaConsumer
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.events.clients import (
+    Backoff,
+    KafkaPublisher,
+    KafkaThread,
+    OutgoingRecord,
+    ensure_topics,
+    new_consumer,
+    quiet_kafka_logging,
+)
+from loyalnest.platform.events.envelope import (
+    EVENT_TYPE_HEADER,
+    ConsumedEvent,
+    InvalidEvent,
+    RecordLike,
+    decode,
+    record_headers,
+)
+from loyalnest.platform.events.inbox import Handler, TransactionalHandler
+from loyalnest.platform.events.metrics import (
+    CONSUMER_LAG,
+    EVENT_DELIVERY_SECONDS,
+    EVENTS_FAILED,
+    EVENTS_PROCESSED,
+)
+from loyalnest.platform.events.topics import DEAD_LETTER_SUFFIX, spec_for_type
+from loyalnest.platform.observability import get_logger
+
+log = get_logger(__name__)
+tracer = trace.get_tracer(__name__)
+
+Outcome = Literal["applied", "duplicate", "ignored", "dead_lettered"]
+
+# Errors of the infrastructure, not of the event: retried until they pass.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    psycopg.OperationalError,
+    pymongo.errors.ConnectionFailure,
+)
+# Dead-letter headers (the original record's headers are kept as well).
+DLQ_REASON = "dlq.reason"
+DLQ_ERROR_TYPE = "dlq.error_type"
+DLQ_ATTEMPTS = "dlq.attempts"
+DLQ_GROUP = "dlq.consumer_group"
+DLQ_SOURCE = "dlq.source"  # topic/partition/offset of the original record
+DLQ_FAILED_AT = "dlq.failed_at"
+_MAX_REASON_LENGTH = 2000
+POLL_TIMEOUT_MS = 250
+SHUTDOWN_STEP_SECONDS = 3.0
+
+
+class PermanentEventError(Exception):
+    """A handler's verdict that no retry can apply this event: dead-letter it at once."""
+
+
+class DeadLetterSink(Protocol):
+    async def send(self, record: RecordLike, error: BaseException, attempts: int) -> None: ...
+
+
+def dead_letter_record(
+    record: RecordLike, error: BaseException, attempts: int, group: str
+) -> OutgoingRecord:
+    reason = f"{type(error).__name__}: {error}"[:_MAX_REASON_LENGTH]
+    headers = [(name, value or b"") for name, value in record.headers or ()]
+    headers += [
+        (DLQ_REASON, reason.encode()),
+        (DLQ_ERROR_TYPE, type(error).__qualname__.encode()),
+        (DLQ_ATTEMPTS, str(attempts).encode()),
+        (DLQ_GROUP, group.encode()),
+        (DLQ_SOURCE, f"{record.topic}/{record.partition}/{record.offset}".encode()),
+        (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
+    ]
+    return OutgoingRecord(
+        record.topic + DEAD_LETTER_SUFFIX, record.key, record.value or b"", headers
+    )
+
+
+class KafkaDeadLetters:
+    """Publishes to `<topic>.dlq`, retrying until the broker takes it: a dead letter is
+    the record's last copy once its offset is committed."""
+
+    def __init__(self, publisher: KafkaPublisher, group: str, backoff: Backoff) -> None:
+        self._publisher = publisher
+        self._group = group
+        self._backoff = backoff
+
+    async def send(self, record: RecordLike, error: BaseException, attempts: int) -> None:
+        dead = dead_letter_record(record, error, attempts, self._group)
+        while True:
+            (failure,) = await self._publisher.publish([dead])
+            if failure is None:
+                self._backoff.reset()
+                return
+            delay = self._backoff.next_delay()
+            log.warning(
+                "dead letter not published; retrying",
+                topic=dead.topic,
+                retry_in_seconds=round(delay, 2),
+                error=repr(failure),
+            )
+            await asyncio.sleep(delay)
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    """A record not for this consumer: an event type it does not handle."""
+
+    event_type: str
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    event_type: str
+    error: InvalidEvent
+
+
+class EventProcessor:
+    """Applies records: decode, trace, handle with retries, dead-letter. No Kafka here."""
+
+    def __init__(
+        self,
+        group: str,
+        handlers: Mapping[str, Handler],
+        dead_letters: DeadLetterSink,
+        settings: ServiceSettings,
+    ) -> None:
+        for event_type in handlers:
+            spec_for_type(event_type)  # fail at start-up on a typo, not at the first event
+        self._group = group
+        self._handlers = dict(handlers)
+        self._dead_letters = dead_letters
+        self._settings = settings
+
+    def _count(self, topic: str, event_type: str, outcome: Outcome) -> Outcome:
+        EVENTS_PROCESSED.labels(self._group, topic, event_type, outcome).inc()
+        return outcome
+
+    async def _dead_letter(
+        self, record: RecordLike, event_type: str, error: BaseException, attempts: int
+    ) -> Outcome:
+        log.error(
+            "event dead-lettered",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            event_type=event_type,
+            attempts=attempts,
+            error=repr(error),
+        )
+        await self._dead_letters.send(record, error, attempts)
+        return self._count(record.topic, event_type, "dead_lettered")
+
+    def _classify(self, record: RecordLike) -> ConsumedEvent | _Skipped | _Invalid:
+        declared = record_headers(record).get(EVENT_TYPE_HEADER)
+        if declared is not None and declared not in self._handlers:
+            # Topics carry several event types; skip others without decoding them.
+            return _Skipped(declared)
+        try:
+            event = decode(record, self._group)
+        except InvalidEvent as exc:
+            return _Invalid(declared or "unknown", exc)
+        if event.event_type not in self._handlers:
+            return _Skipped(event.event_type)
+        return event
+
+    async def process(self, record: RecordLike) -> Outcome:
+        """Applies one record, with retries; dead-letters it if it cannot be applied."""
+        return await self._process(record, self._classify(record))
+
+    async def process_many(
+        self,
+        records: Sequence[RecordLike],
+        done: Callable[[RecordLike], None],
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
+        """Applies one partition's records in order, calling `done` for each in turn.
+
+        Consecutive events whose handlers are transactional on one database are applied
+        in one transaction (up to `consumer_batch_max_events`); if that fails, one at a
+        time. Returns early, between records, once `stopping()`.
+        """
+        run: list[tuple[RecordLike, ConsumedEvent, TransactionalHandler]] = []
+        limit = self._settings.consumer_batch_max_events
+        for record in records:
+            if stopping():
+                return  # the records of an unapplied run are not done: redelivered
+            item = self._classify(record)
+            handler = self._handlers[item.event_type] if isinstance(item, ConsumedEvent) else None
+            if isinstance(item, ConsumedEvent) and isinstance(handler, TransactionalHandler):
+                if run and (run[0][2].database is not handler.database or len(run) >= limit):
+                    await self._apply_run(run, done)
+                    run = []
+                run.append((record, item, handler))
+                continue
+            if run:
+                await self._apply_run(run, done)
+                run = []
+            await self._process(record, item)
+            done(record)
+        if run:
+            await self._apply_run(run, done)
+
+    async def _process(
+        self, record: RecordLike, item: ConsumedEvent | _Skipped | _Invalid
+    ) -> Outcome:
+        if isinstance(item, _Skipped):
+            return self._count(record.topic, item.event_type, "ignored")
+        if isinstance(item, _Invalid):
+            EVENTS_FAILED.labels(self._group, record.topic, "invalid").inc()
+            return await self._dead_letter(record, item.event_type, item.error, 1)
+        return await self._apply_one(record, item, self._handlers[item.event_type])
+
+    async def _apply_run(
+        self,
+        run: Sequence[tuple[RecordLike, ConsumedEvent, TransactionalHandler]],
+        done: Callable[[RecordLike], None],
+    ) -> None:
+        if len(run) > 1:
+            try:
+                results = await run[0][2].apply_many(
+                    [(event, handler) for _, event, handler in run],
+                    lambda event: self._scope(event),
+                )
+            except Exception as exc:
+                # One transaction: nothing of the run was applied. One at a time, each event
+                # gets its own retries and, if it is the culprit, its own dead letter.
+                log.info("batch failed; applying its events one by one", error=repr(exc))
+            else:
+                for (record, event, _), applied in zip(run, results, strict=True):
+                    self._applied(event, applied)
+                    done(record)
+                return
+        for record, event, handler in run:
+            await self._apply_one(record, event, handler)
+            done(record)
+
+    def _applied(self, event: ConsumedEvent, applied: bool) -> Outcome:
+        if not applied:
+            return self._count(event.topic, event.event_type, "duplicate")
+        delivery = (datetime.now(UTC) - event.occurred_at).total_seconds()
+        EVENT_DELIVERY_SECONDS.labels(self._group, event.topic).observe(max(0.0, delivery))
+        return self._count(event.topic, event.event_type, "applied")
+
+    @contextlib.contextmanager
+    def _scope(self, event: ConsumedEvent) -> Iterator[Span]:
+        """The event's span, a child of the producer's, and its ids in every log line."""
+        attributes: dict[str, AttributeValue] = {
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": event.topic,
+            "messaging.destination.partition.id": str(event.partition),
+            "messaging.kafka.offset": event.offset,
+            "messaging.consumer.group.name": self._group,
+            "messaging.message.id": event.event_id,
+            "loyalnest.event_type": event.event_type,
+            "loyalnest.merchant_id": event.merchant_id,
+        }
+        with (
+            structlog.contextvars.bound_contextvars(
+                event_id=event.event_id, event_type=event.event_type
+            ),
+            tracer.start_as_current_span(
+                f"process {event.event_type}",
+                context=event.trace_parent(),
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+            ) as span,
+        ):
+            yield span
+
+    async def _apply_one(
+        self, record: RecordLike, event: ConsumedEvent, handler: Handler
+    ) -> Outcome:
+        with self._scope(event) as span:
+            backoff = Backoff.from_settings(self._settings)
+            attempts = 0
+            while True:
+                try:
+                    applied = await handler(event)
+                except PermanentEventError as exc:
+                    span.record_exception(exc)
+                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    EVENTS_FAILED.labels(self._group, record.topic, "error").inc()
+                    return await self._dead_letter(record, event.event_type, exc, attempts + 1)
+                except UNAVAILABLE as exc:
+                    EVENTS_FAILED.labels(self._group, record.topic, "unavailable").inc()
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "event handler: dependency unavailable; retrying",
+                        retry_in_seconds=round(delay, 2),
+                        error=repr(exc),
+                    )
+                    await asyncio.sleep(delay)
+                except Exception as exc:
+                    attempts += 1
+                    EVENTS_FAILED.labels(self._group, record.topic, "error").inc()
+                    if attempts >= self._settings.consumer_max_attempts:
+                        span.record_exception(exc)
+                        span.set_status(Status(StatusCode.ERROR, str(exc)))
+                        return await self._dead_letter(record, event.event_type, exc, attempts)
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "event handler failed; retrying",
+                        attempt=attempts,
+                        retry_in_seconds=round(delay, 2),
+                        error=repr(exc),
+                    )
+                    await asyncio.sleep(delay)
+                else:
+                    return self._applied(event, applied)
+
+
+class ConsumerRunner:
+    """One member of consumer group `group`, applying `handlers` (event type -> handler).
+
+    `run` is the background loop; it ends when cancelled (service shutdown) or after
+    `stop()`, in both cases committing what was applied and leaving the group, so the
+    partitions move to the other members at once instead of after the session timeout.
+    """
+
+    def __init__(
+        self,
+        settings: ServiceSettings,
+        *,
+        group: str,
+        handlers: Mapping[str, Handler],
+        client_id: str,
+    ) -> None:
+        quiet_kafka_logging()
+        self.group = group
+        self.topics = sorted({spec_for_type(t).topic.name for t in handlers})
+        self._settings = settings
+        self._client_id = client_id
+        self._thread = KafkaThread(f"kafka-consumer-{group}")
+        self._publisher = KafkaPublisher(settings, f"{client_id}-dlq")
+        self._processor = EventProcessor(
+            group,
+            handlers,
+            KafkaDeadLetters(self._publisher, group, Backoff.from_settings(settings)),
+            settings,
+        )
+        self._consumer: KafkaConsumer | None = None
+        self._stopping = asyncio.Event()
+        # Next offset per partition: applied, not yet committed / last applied (for lag).
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._positions: dict[TopicPartition, int] = {}
+        self._lag_labels: set[TopicPartition] = set()
+
+    def stop(self) -> None:
+        """Asks `run` to finish the batch in hand, commit and return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        backoff = Backoff.from_settings(self._settings)
+        try:
+            consumer = await self._connect(backoff)
+            while consumer is not None and not self._stopping.is_set():
+                batch: dict[TopicPartition, list[Any]] = {}
+                try:
+                    batch = await self._thread.run(consumer.poll, timeout_ms=POLL_TIMEOUT_MS)
+                    if batch:
+                        await self._apply(batch)
+                        await self._commit()
+                    await self._update_lag()
+                except Exception as exc:
+                    if batch:
+                        # Only a bug gets here (handler errors are dealt with per record):
+                        # read the unapplied records again rather than skip them.
+                        await self._rewind(consumer, batch)
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "consumer loop failed; retrying",
+                        group=self.group,
+                        retry_in_seconds=round(delay, 2),
+                        error=repr(exc),
+                    )
+                    await asyncio.sleep(delay)
+                else:
+                    backoff.reset()
+        finally:
+            await self._shutdown()
+
+    async def _connect(self, backoff: Backoff) -> KafkaConsumer | None:
+        dead_letters = [topic + DEAD_LETTER_SUFFIX for topic in self.topics]
+        while not self._stopping.is_set():
+            try:
+                await self._thread.run(
+                    ensure_topics, self._settings, self._client_id, [*self.topics, *dead_letters]
+                )
+                consumer = await self._thread.run(
+                    new_consumer, self._settings, self._client_id, self.group
+                )
+                self._consumer = consumer
+                await self._thread.run(consumer.subscribe, self.topics)
+                log.info("consumer started", group=self.group, topics=self.topics)
+                backoff.reset()
+                return consumer
+            except Exception as exc:
+                delay = backoff.next_delay()
+                log.warning(
+                    "consumer cannot reach Kafka; retrying",
+                    group=self.group,
+                    retry_in_seconds=round(delay, 2),
+                    error=repr(exc),
+                )
+                await asyncio.sleep(delay)
+        return None
+
+    async def _apply(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+        async with asyncio.TaskGroup() as group:
+            for partition, records in batch.items():
+                group.create_task(self._apply_partition(partition, records))
+
+    async def _apply_partition(self, partition: TopicPartition, records: Sequence[Any]) -> None:
+        def done(record: RecordLike) -> None:
+            self._uncommitted[partition] = self._positions[partition] = record.offset + 1
+
+        await self._processor.process_many(records, done, self._stopping.is_set)
+
+    async def _commit(self) -> None:
+        if self._consumer is None or not self._uncommitted:
+            return
+        offsets = {
+            tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._uncommitted.items()
+        }
+        try:
+            await self._thread.run(self._consumer.commit, offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced meanwhile: these partitions may be another member's now,
+            # which reads them from the last committed offset (duplicates are skipped).
+            log.warning("offset commit rejected after a rebalance", error=repr(exc))
+        for tp, offset in offsets.items():
+            if self._uncommitted.get(tp) == offset:
+                del self._uncommitted[tp]
+
+    async def _rewind(
+        self, consumer: KafkaConsumer, batch: Mapping[TopicPartition, Sequence[Any]]
+    ) -> None:
+        for tp, records in batch.items():
+            position = max(records[0].offset, self._positions.get(tp, 0))
+            with contextlib.suppress(Exception):  # no longer assigned: nothing to rewind
+                await self._thread.run(consumer.seek, tp, position)
+
+    async def _update_lag(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+
+        def lags() -> dict[TopicPartition, int]:
+            result = {}
+            for tp in consumer.assignment():
+                high, position = consumer.highwater(tp), self._positions.get(tp)
+                if high is not None and position is not None:
+                    result[tp] = max(0, high - position)
+            return result
+
+        current = await self._thread.run(lags)
+        for tp, lag in current.items():
+            CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(lag)
+        for tp in self._lag_labels - current.keys():
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(self.group, tp.topic, str(tp.partition))
+        self._lag_labels = set(current)
+
+    async def _shutdown(self) -> None:
+        # Bounded: a thread stuck on a broker that is away must not hold up the shutdown.
+        if self._consumer is not None:
+            try:
+                await asyncio.wait_for(self._commit(), SHUTDOWN_STEP_SECONDS)
+            except Exception as exc:  # the group takes them back: they are redelivered
+                log.warning("final offset commit failed", group=self.group, error=repr(exc))
+            try:
+                await asyncio.wait_for(
+                    self._thread.run(
+                        self._consumer.close,
+                        autocommit=False,
+                        timeout_ms=int(SHUTDOWN_STEP_SECONDS * 1000),
+                    ),
+                    SHUTDOWN_STEP_SECONDS + 1,
+                )
+            except Exception as exc:
+                log.warning("consumer close failed", group=self.group, error=repr(exc))
+            self._consumer = None
+        self._thread.shutdown()
+        await self._publisher.close()
+        log.info("consumer stopped", group=self.group)

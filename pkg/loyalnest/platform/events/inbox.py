@@ -1,0 +1,124 @@
+"""Applying each event once: its id is recorded in the same transaction as its effect
+(processed_events, platform_0003_processed_events.sql).
+
+Most handlers need only `transactional`:
+
+    handlers = {"user.created": transactional(database, open_ledger)}
+
+    async def open_ledger(conn: AsyncConnection, event: ConsumedEvent) -> None:
+        ...  # the effect, in the transaction that also records event.event_id
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractContextManager
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
+
+from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.observability import get_logger
+from loyalnest.platform.postgres import Database
+
+log = get_logger(__name__)
+
+# What a consumer runs per event: True when it applied the event now, False when the event
+# had been applied before (a redelivery).
+Handler = Callable[[ConsumedEvent], Awaitable[bool]]
+Effect = Callable[[AsyncConnection, ConsumedEvent], Awaitable[None]]
+
+
+async def claim(conn: AsyncConnection, event: ConsumedEvent) -> bool:
+    """Records the event for its consumer group inside the caller's transaction.
+
+    False when it was recorded before: skip the effect. A concurrent delivery of the same
+    event (after a rebalance) waits here for the first one's transaction to finish.
+    """
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        raise RuntimeError("inbox.claim() must run inside the effect's transaction")
+    cursor = await conn.execute(
+        'INSERT INTO processed_events (consumer, event_id, topic, "partition", "offset")'
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (event.consumer, event.event_id, event.topic, event.partition, event.offset),
+        prepare=True,
+    )
+    return await cursor.fetchone() is not None
+
+
+# Opens the per-event scope (trace span, log context) around an effect applied in a batch.
+EventScope = Callable[[ConsumedEvent], AbstractContextManager[object]]
+
+
+class TransactionalHandler:
+    """A Handler running `effect` and recording the event in one transaction.
+
+    The consumer may also hand it a run of events of one partition at once (`apply_many`):
+    one transaction for all of them saves a BEGIN/COMMIT and a connection checkout per
+    event, which is most of an event's cost. The consumer falls back to one event at a time
+    when a batch fails, so a poison event still fails (and is dead-lettered) alone.
+    """
+
+    def __init__(self, database: Database, effect: Effect) -> None:
+        self.database = database
+        self.effect = effect
+
+    async def __call__(self, event: ConsumedEvent) -> bool:
+        async with self.database.pool.connection() as conn, conn.transaction():
+            if not await claim(conn, event):
+                return False
+            await self.effect(conn, event)
+            return True
+
+    async def apply_many(
+        self, items: Sequence[tuple[ConsumedEvent, TransactionalHandler]], scope: EventScope
+    ) -> list[bool]:
+        """Applies every item with its own handler's effect, all in one transaction; the
+        handlers must share this one's database. All or nothing."""
+        results = []
+        async with self.database.pool.connection() as conn, conn.transaction():
+            for event, handler in items:
+                with scope(event):
+                    applied = await claim(conn, event)
+                    if applied:
+                        await handler.effect(conn, event)
+                results.append(applied)
+        return results
+
+
+def transactional(database: Database, effect: Effect) -> TransactionalHandler:
+    """A handler that runs `effect` and records the event in one transaction."""
+    return TransactionalHandler(database, effect)
+
+
+async def purge_processed(
+    database: Database, older_than_seconds: float, limit: int = 10_000
+) -> int:
+    """Forgets processed events older than the topics' retention; bounded per call."""
+    async with database.pool.connection() as conn:
+        cursor = await conn.execute(
+            "DELETE FROM processed_events WHERE ctid = ANY(ARRAY(SELECT ctid"
+            " FROM processed_events WHERE processed_at < now() - make_interval(secs => %s)"
+            " LIMIT %s))",
+            (older_than_seconds, limit),
+        )
+        return cursor.rowcount
+
+
+def purge_loop(
+    database: Database, retention_seconds: float, interval_seconds: float = 300.0
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A background loop that keeps processed_events bounded."""
+
+    async def run() -> None:
+        while True:
+            try:
+                while await purge_processed(database, retention_seconds) > 0:
+                    pass
+            except Exception as exc:  # the database is away; health reports that
+                log.debug("processed_events purge failed", error=repr(exc))
+            await asyncio.sleep(interval_seconds)
+
+    return run

@@ -1,0 +1,152 @@
+"""The transactional outbox in a service's PostgreSQL schema (platform_0002_outbox.sql).
+
+A state change and the event announcing it commit together or not at all:
+
+    async with pool.connection() as conn, conn.transaction():
+        ...                                         # the change; locks the aggregate
+        await outbox.enqueue(conn, merchant_id, points_pb2.PointsEarned(...))
+
+Enqueue after the statement that locks the aggregate (e.g. the UPDATE of the customer's
+ledger row): a concurrent change of the same aggregate then waits for ours to commit before
+it enqueues, so row ids follow commit order per aggregate, which the relay preserves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf.message import Message
+from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
+
+from loyalnest.platform.events.clients import OutgoingRecord
+from loyalnest.platform.events.envelope import Envelope, new_event
+from loyalnest.platform.postgres import Database
+
+# The rows of outbox_lanes (platform_0002_outbox.sql); a test checks they agree.
+OUTBOX_LANES = 64
+
+
+def lane_for(partition_key: str) -> int:
+    # crc32: stable across processes and versions, unlike Python's salted hash().
+    return zlib.crc32(partition_key.encode()) % OUTBOX_LANES
+
+
+async def enqueue(
+    conn: AsyncConnection,
+    merchant_id: str,
+    payload: Message,
+    *,
+    occurred_at: datetime | None = None,
+) -> Envelope:
+    """Adds an event to the outbox inside the caller's open transaction."""
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        # Outside a transaction the row would commit on its own, with or without the
+        # change it announces: the very failure the outbox exists to prevent.
+        raise RuntimeError("outbox.enqueue() must run inside the state change's transaction")
+    event = new_event(merchant_id, payload, occurred_at=occurred_at)
+    await conn.execute(
+        "INSERT INTO outbox"
+        " (event_id, event_type, topic, partition_key, lane, envelope, headers)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (
+            event.event_id,
+            event.spec.event_type,
+            event.spec.topic.name,
+            event.key,
+            lane_for(event.key),
+            event.value,
+            Jsonb(dict(event.headers)),
+        ),
+        prepare=True,
+    )
+    return event.envelope
+
+
+@dataclass(frozen=True)
+class PendingRow:
+    id: int
+    record: OutgoingRecord
+
+
+class Claim:
+    """Rows of the lanes a relay holds until `claim()` exits."""
+
+    def __init__(self, conn: AsyncConnection, rows: Sequence[PendingRow]) -> None:
+        self._conn = conn
+        self.rows = rows
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self._conn.execute(
+                "UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", (list(ids),)
+            )
+
+
+@dataclass(frozen=True)
+class Backlog:
+    pending: int
+    oldest_age_seconds: float
+
+
+class PostgresOutbox:
+    """The relay's side of one schema's outbox."""
+
+    def __init__(self, database: Database) -> None:
+        self._pool = database.pool
+        self.name = database.spec.schema
+
+    @contextlib.asynccontextmanager
+    async def claim(self, limit: int, lanes: int) -> AsyncIterator[Claim]:
+        """Locks up to `lanes` lanes with pending rows and yields their oldest rows.
+
+        The lanes stay locked until the block exits, so a relay publishing them and
+        marking them sent is never overtaken by another relay on the same keys: the
+        others skip locked lanes rather than wait. Rows leave in id order per lane.
+        """
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT lane FROM outbox_lanes"
+                " WHERE lane IN (SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL)"
+                " ORDER BY random() LIMIT %s FOR UPDATE SKIP LOCKED",
+                (lanes,),
+                prepare=True,
+            )
+            held = [lane for (lane,) in await cursor.fetchall()]
+            rows: list[PendingRow] = []
+            if held:
+                cursor = await conn.execute(
+                    "SELECT id, topic, partition_key, envelope, headers FROM outbox"
+                    " WHERE sent_at IS NULL AND lane = ANY(%s) ORDER BY id LIMIT %s",
+                    (held, limit),
+                    prepare=True,
+                )
+                rows = [
+                    PendingRow(id_, OutgoingRecord.of(topic, key, bytes(value), headers))
+                    for id_, topic, key, value, headers in await cursor.fetchall()
+                ]
+            yield Claim(conn, rows)
+
+    async def backlog(self) -> Backlog:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)"
+                " FROM outbox WHERE sent_at IS NULL"
+            )
+            row = await cursor.fetchone()
+        assert row is not None  # an aggregate always returns a row
+        return Backlog(int(row[0]), float(row[1]))
+
+    async def purge_sent(self, older_than_seconds: float, limit: int = 10_000) -> int:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox"
+                " WHERE sent_at < now() - make_interval(secs => %s) ORDER BY id LIMIT %s)",
+                (older_than_seconds, limit),
+            )
+            return cursor.rowcount

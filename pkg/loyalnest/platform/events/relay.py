@@ -1,0 +1,160 @@
+"""OutboxRelay: publishes a schema's outbox to Kafka. A `ServiceComponents.background` loop.
+
+Delivery is at least once: rows are marked sent only after Kafka acknowledged them
+(acks=all), so a crash in between publishes them again, and consumers skip the duplicates
+by event id. Several processes may relay one schema at once (lanes, see outbox.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
+
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.events.clients import Backoff, KafkaPublisher, OutgoingRecord
+from loyalnest.platform.events.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_OLDEST_PENDING,
+    OUTBOX_PUBLISH_FAILURES,
+    OUTBOX_PUBLISHED,
+)
+from loyalnest.platform.events.outbox import Backlog, PendingRow
+from loyalnest.platform.observability import get_logger
+
+log = get_logger(__name__)
+
+# Backlog metrics and purging run at most this often, not on every poll.
+HOUSEKEEPING_INTERVAL_SECONDS = 1.0
+PURGE_INTERVAL_SECONDS = 300.0
+SHUTDOWN_GRACE_SECONDS = 3.0
+
+
+class ClaimLike(Protocol):
+    @property
+    def rows(self) -> Sequence[PendingRow]: ...
+    async def mark_sent(self, ids: Sequence[int]) -> None: ...
+
+
+class OutboxSource(Protocol):
+    """Where pending events come from (PostgresOutbox; fakes in unit tests)."""
+
+    @property
+    def name(self) -> str: ...
+    def claim(
+        self, limit: int, lanes: int
+    ) -> contextlib.AbstractAsyncContextManager[ClaimLike]: ...
+    async def backlog(self) -> Backlog: ...
+    async def purge_sent(self, older_than_seconds: float) -> int: ...
+
+
+class Publisher(Protocol):
+    async def publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]: ...
+    async def close(self) -> None: ...
+
+
+class RelayBatchFailed(Exception):
+    def __init__(self, failed: int, total: int, cause: Exception) -> None:
+        super().__init__(f"{failed} of {total} events not published: {cause!r}")
+        self.cause = cause
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        source: OutboxSource,
+        settings: ServiceSettings,
+        *,
+        client_id: str,
+        publisher: Publisher | None = None,
+    ) -> None:
+        self._source = source
+        self._settings = settings
+        self._publisher = publisher or KafkaPublisher(settings, client_id)
+        self._backoff = Backoff.from_settings(settings)
+        self._next_housekeeping = 0.0
+        self._next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS
+
+    async def run(self) -> None:
+        """Relays until cancelled; transient failures are retried with backoff forever."""
+        try:
+            while True:
+                try:
+                    published = await self._relay_batch_to_completion()
+                except Exception as exc:
+                    OUTBOX_PUBLISH_FAILURES.labels(self._source.name).inc()
+                    delay = self._backoff.next_delay()
+                    log.warning(
+                        "outbox relay failed; retrying",
+                        schema=self._source.name,
+                        attempt=self._backoff.failures,
+                        retry_in_seconds=round(delay, 2),
+                        error=repr(exc),
+                    )
+                    await self._housekeeping()
+                    await asyncio.sleep(delay)
+                    continue
+                self._backoff.reset()
+                await self._housekeeping()
+                if not published:  # otherwise other lanes may be waiting: go on at once
+                    await asyncio.sleep(self._settings.outbox_poll_interval_seconds)
+        finally:
+            await self._publisher.close()
+
+    async def _relay_batch_to_completion(self) -> int:
+        batch = asyncio.ensure_future(self.relay_batch())
+        try:
+            return await asyncio.shield(batch)
+        except asyncio.CancelledError:
+            # Shutting down: let the batch in flight finish so what Kafka acknowledged is
+            # marked sent rather than published again. A healthy broker acknowledges in
+            # milliseconds; a batch still waiting after the grace waits on a broker that is
+            # away, and is rolled back (its rows stay pending).
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(batch, SHUTDOWN_GRACE_SECONDS)
+            raise
+
+    async def relay_batch(self) -> int:
+        """Publishes one batch; returns how many events were published.
+
+        Raises RelayBatchFailed after marking the acknowledged part of a batch sent.
+        """
+        settings = self._settings
+        async with self._source.claim(
+            settings.outbox_batch_size, settings.outbox_lanes_per_batch
+        ) as claim:
+            rows = claim.rows
+            if not rows:
+                return 0
+            results = await self._publisher.publish([row.record for row in rows])
+            # Only acknowledged rows are marked; the others go again with the next batch. This
+            # keeps each key's order because an idempotent producer writes a partition's
+            # batches in order: none lands after an earlier one of its partition failed.
+            sent = [row for row, error in zip(rows, results, strict=True) if error is None]
+            await claim.mark_sent([row.id for row in sent])
+        for topic, count in Counter(row.record.topic for row in sent).items():
+            OUTBOX_PUBLISHED.labels(self._source.name, topic).inc(count)
+        errors = [error for error in results if error is not None]
+        if errors:
+            raise RelayBatchFailed(len(errors), len(rows), errors[0])
+        return len(rows)
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now < self._next_housekeeping:
+            return
+        self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_SECONDS
+        try:
+            backlog = await self._source.backlog()
+            OUTBOX_BACKLOG.labels(self._source.name).set(backlog.pending)
+            OUTBOX_OLDEST_PENDING.labels(self._source.name).set(backlog.oldest_age_seconds)
+            if now >= self._next_purge:
+                self._next_purge = now + PURGE_INTERVAL_SECONDS
+                purged = await self._source.purge_sent(self._settings.outbox_retention_seconds)
+                if purged:
+                    log.info("outbox purged", schema=self._source.name, rows=purged)
+        except Exception as exc:  # the database is away: the relay loop reports it too
+            log.debug("outbox housekeeping failed", error=repr(exc))

@@ -1,0 +1,196 @@
+"""Wires the Auth service into the platform runtime.
+
+Configuration (LOYALNEST_*, on top of ServiceSettings):
+
+- AUTH_SIGNING_KEYS_PATH: the private keyset (a JSON file, `loyalnest.platform.auth.keys`:
+  every key still valid + `active_kid`). Unset: the local stack's `signing-keys.json` beside
+  JWT_JWKS_PATH, accepted only if it is marked local. JWT_JWKS_PATH must be the published
+  public JWKS of the same keyset (Auth refuses to sign with a key that is not in it).
+- AUTH_ENCRYPTION_KEY: base64 of 32 random bytes (`openssl rand -base64 32`), the AES-256-GCM
+  key of Shopify tokens, admin emails and TOTP secrets; AUTH_ENCRYPTION_PREVIOUS_KEYS (JSON
+  list) keeps old keys readable during a rotation. AUTH_BLIND_INDEX_KEY (same format) keys
+  the admin email index; unset, it is derived from the encryption key, so set it explicitly
+  before ever rotating that key. Unset AUTH_ENCRYPTION_KEY is allowed only with a local
+  signing keyset (a developer's machine): a fixed, public development key is used then.
+- SHOPIFY_API_KEY, SHOPIFY_API_SECRET (the app's client id and secret; the secret also signs
+  webhooks), SHOPIFY_SCOPES, SHOPIFY_REDIRECT_URL (the page Shopify sends the merchant back
+  to: the frontend's callback route, which forwards the query string to
+  GET /v1/api/auth/callback), SHOPIFY_BASE_URL (`https://{shop}`; tests point it at a stand-in).
+- REDIS_URL: the revocation list (`revoked_jti:{jti}`), shared with every service.
+
+Signing-key rotation without downtime (access tokens live 15 minutes, impersonation tokens at
+most an hour; refresh tokens are opaque and unaffected):
+
+1. Add a key without activating it: `keyset.with_new_key(activate=False)`, written to the
+   keyset file (Secret). The old key keeps signing.
+2. Publish the new public JWKS (`keyset.public_jwks()`) where the gateway and the services read
+   it (LOYALNEST_JWT_JWKS_PATH ConfigMap; services re-read it within 10 s, Envoy on its next
+   config load). GET /v1/api/auth/jwks lists both keys from now on. Wait until every reader
+   has it: Envoy does not refetch on an unknown kid.
+3. Activate the new key: the same keyset with `active_kid` = the new kid (e.g.
+   `dataclasses.replace(keyset, active_kid=kid)`). Auth re-reads the file within
+   AUTH_SIGNING_KEYS_RELOAD_SECONDS, no restart; if the kid is not in its JWKS_PATH file yet
+   it keeps the old key and logs an error. Tokens of both keys verify everywhere.
+4. After the longest token lifetime (1 h), remove the old key from the keyset, then from the
+   published JWKS.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
+from loyalnest.platform import audit
+from loyalnest.platform.auth.keys import load_keyset
+from loyalnest.platform.auth.revocation import RevocationList
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key, derive_key
+from loyalnest.platform.event_loops import postgres_event_loops
+from loyalnest.platform.health import Check
+from loyalnest.platform.observability import get_logger
+from loyalnest.platform.postgres import Database, DatabaseSpec
+from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.services.auth.keys import SigningKeys
+from loyalnest.services.auth.servicer import AuthServicer
+from loyalnest.services.auth.sessions import SessionTokens
+from loyalnest.services.auth.shopify import ShopifyOAuthClient
+from loyalnest.services.auth.store import AuthStore
+
+# The audit trigger function must exist before auth_0001 attaches it.
+DATABASE = DatabaseSpec(
+    schema="auth", migration_dirs=(audit.MIGRATIONS, Path(__file__).parent / "migrations")
+)
+SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+log = get_logger(__name__)
+
+# Public on purpose: used only when the signing keyset is a local development one.
+DEV_ENCRYPTION_KEY = hashlib.sha256(b"loyalnest local development encryption key").digest()
+
+# What the owner of an installed shop may do in LoyalNest (Roles refines this later).
+DEFAULT_OWNER_PERMISSIONS = (
+    "points:*",
+    "users:*",
+    "roles:*",
+    "core:*",
+    "referrals:*",
+    "rfm:*",
+    "campaign:*",
+    "gamification:*",
+    "products:*",
+)
+
+
+class AuthSettings(ServiceSettings):
+    auth_signing_keys_path: Path | None = None
+    auth_signing_keys_reload_seconds: float = Field(10.0, gt=0)
+    auth_encryption_key: SecretStr | None = None
+    auth_encryption_previous_keys: list[SecretStr] = []
+    auth_blind_index_key: SecretStr | None = None
+
+    # Token lifetimes. Access tokens: 15 minutes (seed §2).
+    auth_access_token_ttl_seconds: int = Field(15 * 60, ge=60, le=3600)
+    # A refresh token unused this long expires; a session never outlives its max age.
+    auth_refresh_token_ttl_seconds: int = Field(14 * 24 * 3600, ge=60)
+    auth_session_max_age_seconds: int = Field(90 * 24 * 3600, ge=60)
+    auth_admin_session_max_age_seconds: int = Field(12 * 3600, ge=60)
+    # Between the password and the TOTP code.
+    auth_mfa_token_ttl_seconds: int = Field(300, ge=30, le=900)
+    auth_mfa_issuer_name: str = "LoyalNest"
+    auth_owner_permissions: list[str] = list(DEFAULT_OWNER_PERMISSIONS)
+
+    shopify_api_key: str = ""
+    shopify_api_secret: SecretStr = SecretStr("")
+    # Comma-separated, as Shopify writes them.
+    shopify_scopes: str = "read_customers,read_orders,write_discounts"
+    shopify_redirect_url: str = "http://localhost:5173/auth/callback"
+    # {shop} is replaced by the shop's domain.
+    shopify_base_url: str = "https://{shop}"
+    shopify_timeout_seconds: float = Field(10.0, gt=0)
+    # How old Shopify's signed `timestamp` may be, and how long a login's state lives.
+    shopify_request_max_age_seconds: int = Field(600, ge=30)
+    shopify_state_ttl_seconds: int = Field(600, ge=30)
+
+
+def signing_keys_path(settings: AuthSettings) -> Path:
+    if settings.auth_signing_keys_path is not None:
+        return settings.auth_signing_keys_path
+    if settings.jwt_jwks_path is not None:
+        candidate = settings.jwt_jwks_path.parent / "signing-keys.json"
+        if candidate.exists() and load_keyset(candidate).local:
+            return candidate
+    raise ValueError(
+        "LOYALNEST_AUTH_SIGNING_KEYS_PATH is required: the private keyset that signs tokens"
+    )
+
+
+def field_encryption(settings: AuthSettings, *, local: bool) -> tuple[FieldCipher, BlindIndex]:
+    if settings.auth_encryption_key is not None:
+        key = decode_key(settings.auth_encryption_key.get_secret_value(), name="encryption key")
+    elif local:
+        log.warning("LOYALNEST_AUTH_ENCRYPTION_KEY unset: using the public development key")
+        key = DEV_ENCRYPTION_KEY
+    else:
+        raise ValueError(
+            "LOYALNEST_AUTH_ENCRYPTION_KEY is required (base64 of 32 random bytes): Shopify "
+            "tokens and admin secrets are encrypted with it"
+        )
+    previous = [
+        decode_key(p.get_secret_value(), name="previous encryption key")
+        for p in settings.auth_encryption_previous_keys
+    ]
+    if settings.auth_blind_index_key is not None:
+        index_key = decode_key(settings.auth_blind_index_key.get_secret_value(), name="index key")
+    else:
+        index_key = derive_key(key, "loyalnest auth blind index")
+    return FieldCipher(key, previous), BlindIndex(index_key)
+
+
+async def build(settings: AuthSettings) -> ServiceComponents:
+    keys = SigningKeys(
+        signing_keys_path(settings),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        published_jwks=settings.jwt_jwks_path,
+        reload_seconds=settings.auth_signing_keys_reload_seconds,
+    )
+    cipher, email_index = field_encryption(settings, local=keys.current().keyset.local)
+    database = Database(settings, DATABASE)
+    await database.open()
+    components = ServiceComponents(registrations=[], cleanup=[database.close])
+    if settings.run_migrations_on_start:
+        components.startup = [Check("migrations", database.migrate)]
+    store = AuthStore(database, cipher, email_index)
+    components.readiness = [Check("database", store.ping)]
+    revocations = RevocationList.from_url(settings.redis_url) if settings.redis_url else None
+    if revocations is not None:
+        components.cleanup.append(revocations.close)
+    else:
+        log.warning("LOYALNEST_REDIS_URL unset: tokens cannot be revoked")
+    sessions = SessionTokens(
+        database,
+        keys,
+        revocations,
+        access_ttl_seconds=settings.auth_access_token_ttl_seconds,
+        refresh_ttl_seconds=settings.auth_refresh_token_ttl_seconds,
+    )
+    shopify = ShopifyOAuthClient(
+        base_url=settings.shopify_base_url,
+        api_key=settings.shopify_api_key,
+        api_secret=settings.shopify_api_secret.get_secret_value(),
+        timeout_seconds=settings.shopify_timeout_seconds,
+    )
+    if settings.events_enabled:  # merchant.created, auth.revoked; nothing consumed yet
+        components.background += postgres_event_loops(
+            settings, database, service="auth", group="loyalnest.auth", handlers={}
+        )
+    servicer = AuthServicer(settings, store, keys, sessions, revocations, shopify)
+    components.registrations = [
+        Registration(SERVICE_NAME, auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)
+    ]
+    return components
+
+
+SPEC = ServiceSpec(name="auth", settings_type=AuthSettings, build=build, database=DATABASE)

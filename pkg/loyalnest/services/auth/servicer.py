@@ -1,0 +1,619 @@
+"""gRPC surface of the Auth service: validation, the order of checks, proto mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import jwt
+from google.protobuf import timestamp_pb2
+
+from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
+from loyalnest.gen.events.v1 import auth_pb2 as auth_events
+from loyalnest.platform.auth.context import current_principal
+from loyalnest.platform.auth.revocation import RevocationList
+from loyalnest.platform.auth.tokens import ACCESS, Principal
+from loyalnest.platform.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from loyalnest.platform.events import outbox
+from loyalnest.platform.grpctypes import Context
+from loyalnest.platform.observability import get_logger
+from loyalnest.platform.validation import Validator
+from loyalnest.services.auth import credentials, shopify
+from loyalnest.services.auth.keys import SigningKeys
+from loyalnest.services.auth.sessions import IssuedSession, Minted, SessionTokens
+from loyalnest.services.auth.store import (
+    AdminUserRecord,
+    AuthStore,
+    ImpersonationRecord,
+    MerchantRecord,
+)
+
+if TYPE_CHECKING:
+    from loyalnest.services.auth.service import AuthSettings
+
+log = get_logger(__name__)
+
+MFA = "mfa"
+MAX_IMPERSONATION_SECONDS = 3600
+DEFAULT_IMPERSONATION_SECONDS = 900
+# The longest lifetime of any token Auth signs: how long a revocation by bare jti is kept.
+MAX_TOKEN_LIFETIME_SECONDS = MAX_IMPERSONATION_SECONDS
+EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s.]{2,63}$")
+PERMISSION_RE = re.compile(r"^[a-z][a-z0-9_-]*:(\*|[a-z][a-z0-9_:-]*)$")
+_STATUSES = {
+    "active": auth_pb2.MERCHANT_STATUS_ACTIVE,
+    "uninstalled": auth_pb2.MERCHANT_STATUS_UNINSTALLED,
+}
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _epoch_timestamp(seconds: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=seconds)
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _uuid_field(v: Validator, field: str, value: str) -> None:
+    if v.check(bool(value), field, "is required"):
+        v.check(_is_uuid(value), field, "must be a UUID")
+
+
+def merchant_proto(merchant: MerchantRecord) -> auth_pb2.Merchant:
+    return auth_pb2.Merchant(
+        merchant_id=merchant.merchant_id,
+        shop_domain=merchant.shop_domain,
+        status=_STATUSES.get(merchant.status, auth_pb2.MERCHANT_STATUS_UNSPECIFIED),
+        scopes=list(merchant.scopes),
+        create_time=_timestamp(merchant.created_at),
+    )
+
+
+def token_pair(issued: IssuedSession) -> auth_pb2.TokenPair:
+    return auth_pb2.TokenPair(
+        token_type="Bearer",
+        access_token=issued.access.token,
+        access_token_expire_time=_timestamp(issued.access.expires_at),
+        refresh_token=issued.refresh_token,
+        refresh_token_expire_time=_timestamp(issued.refresh_expires_at),
+        session_id=issued.session_id,
+    )
+
+
+def admin_user_proto(user: AdminUserRecord) -> auth_pb2.AdminUser:
+    return auth_pb2.AdminUser(
+        user_id=user.user_id,
+        email=user.email,
+        merchant_id=user.merchant_id or "",
+        permissions=list(user.permissions),
+        mfa_enabled=user.mfa_enabled,
+        create_time=_timestamp(user.created_at),
+    )
+
+
+def impersonation_proto(record: ImpersonationRecord) -> auth_pb2.ImpersonationSession:
+    return auth_pb2.ImpersonationSession(
+        session_id=record.session_id,
+        admin_id=record.admin_id,
+        merchant_id=record.merchant_id,
+        reason=record.reason,
+        token_id=record.token_id,
+        create_time=_timestamp(record.created_at),
+        expire_time=_timestamp(record.expires_at),
+        end_time=_timestamp(record.ended_at),
+    )
+
+
+def _present(**params: str) -> dict[str, str]:
+    """The query parameters Shopify sent (the transcoder leaves absent ones empty)."""
+    return {k: v for k, v in params.items() if v}
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(
+        self,
+        settings: AuthSettings,
+        store: AuthStore,
+        keys: SigningKeys,
+        sessions: SessionTokens,
+        revocations: RevocationList | None,
+        shopify_client: shopify.ShopifyOAuthClient,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._keys = keys
+        self._sessions = sessions
+        self._revocations = revocations
+        self._shopify = shopify_client
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _shopify_secrets(self) -> list[str]:
+        secret = self._settings.shopify_api_secret.get_secret_value()
+        if not (self._settings.shopify_api_key and secret):
+            raise FailedPrecondition(
+                "the Shopify app is not configured (LOYALNEST_SHOPIFY_API_KEY/_SECRET)",
+                violation_type="CONFIGURATION",
+                subject="shopify",
+            )
+        return [secret]
+
+    def _verify_shopify(self, params: Mapping[str, str]) -> None:
+        shopify.verify_query(
+            params,
+            self._shopify_secrets(),
+            now=datetime.now(UTC),
+            max_age_seconds=self._settings.shopify_request_max_age_seconds,
+        )
+
+    async def _verified(self, token: str, *, token_type: str) -> tuple[Principal, dict[str, Any]]:
+        """Signature, issuer, audience, expiry, type and revocation; then every claim."""
+        principal = self._keys.current().verifier.verify(token, token_type=token_type)
+        if self._revocations and await self._revocations.is_revoked(principal.token_id):
+            raise Unauthenticated("token revoked")
+        # Verified just above: reading the claims back needs no second check.
+        claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
+        claims["kid"] = jwt.get_unverified_header(token).get("kid", "")
+        return principal, claims
+
+    async def _revoke_jti(self, token_id: str, expires_at: int) -> None:
+        if self._revocations is None:
+            raise Unavailable("revocation needs the revocation list (LOYALNEST_REDIS_URL)")
+        await self._revocations.revoke(token_id, expires_at)
+
+    # ---- Shopify OAuth ------------------------------------------------------------------
+
+    async def Login(
+        self, request: auth_pb2.LoginRequest, context: Context
+    ) -> auth_pb2.LoginResponse:
+        with Validator() as v:
+            v.check(shopify.valid_shop(request.shop), "shop", "must be <name>.myshopify.com")
+        self._shopify_secrets()  # configured, or FAILED_PRECONDITION
+        if request.hmac:  # Shopify sent the merchant here: the request is signed.
+            self._verify_shopify(
+                _present(
+                    shop=request.shop,
+                    timestamp=request.timestamp,
+                    hmac=request.hmac,
+                    host=request.host,
+                    embedded=request.embedded,
+                    locale=request.locale,
+                    session=request.session,
+                    id_token=request.id_token,
+                )
+            )
+        shop = request.shop.lower()
+        state = credentials.new_opaque_token()
+        expires_at = datetime.now(UTC) + timedelta(seconds=self._settings.shopify_state_ttl_seconds)
+        await self._store.save_state(state, shop, expires_at)
+        url = shopify.authorize_url(
+            base_url=self._settings.shopify_base_url,
+            shop=shop,
+            api_key=self._settings.shopify_api_key,
+            scopes=[s.strip() for s in self._settings.shopify_scopes.split(",") if s.strip()],
+            redirect_uri=self._settings.shopify_redirect_url,
+            state=state,
+        )
+        return auth_pb2.LoginResponse(
+            authorize_url=url, state=state, state_expire_time=_timestamp(expires_at)
+        )
+
+    async def CompleteLogin(
+        self, request: auth_pb2.CompleteLoginRequest, context: Context
+    ) -> auth_pb2.CompleteLoginResponse:
+        with Validator() as v:
+            v.check(shopify.valid_shop(request.shop), "shop", "must be <name>.myshopify.com")
+            for field in ("code", "hmac", "state", "timestamp"):
+                v.check(bool(getattr(request, field)), field, "is required")
+        # Order matters: nothing is touched (not even the state) before Shopify's signature
+        # checks out, and the state is spent before the code is used.
+        self._verify_shopify(
+            _present(
+                code=request.code,
+                hmac=request.hmac,
+                host=request.host,
+                shop=request.shop,
+                state=request.state,
+                timestamp=request.timestamp,
+            )
+        )
+        shop = request.shop.lower()
+        if not await self._store.consume_state(request.state, shop):
+            raise Unauthenticated("unknown, expired or already used state; start the login again")
+        tokens = await self._shopify.exchange_code(shop, request.code)
+        async with self._store.pool.connection() as conn, conn.transaction():
+            merchant, created = await self._store.install(conn, shop, tokens)
+            issued = await self._sessions.open(
+                conn,
+                kind="merchant",
+                subject=f"owner:{merchant.merchant_id}",
+                merchant_id=merchant.merchant_id,
+                permissions=self._settings.auth_owner_permissions,
+                max_age_seconds=self._settings.auth_session_max_age_seconds,
+            )
+        log.info("shop installed" if created else "shop signed in", shop=shop)
+        return auth_pb2.CompleteLoginResponse(
+            merchant=merchant_proto(merchant), tokens=token_pair(issued), created=created
+        )
+
+    # ---- tokens -------------------------------------------------------------------------
+
+    async def RefreshToken(
+        self, request: auth_pb2.RefreshTokenRequest, context: Context
+    ) -> auth_pb2.RefreshTokenResponse:
+        with Validator() as v:
+            v.check(bool(request.refresh_token), "refresh_token", "is required")
+        issued = await self._sessions.refresh(request.refresh_token)
+        return auth_pb2.RefreshTokenResponse(tokens=token_pair(issued))
+
+    async def RevokeToken(
+        self, request: auth_pb2.RevokeTokenRequest, context: Context
+    ) -> auth_pb2.RevokeTokenResponse:
+        caller = current_principal()
+        with Validator() as v:
+            v.check(
+                bool(request.token) != bool(request.token_id),
+                "token",
+                "give either token or token_id",
+            )
+            if request.token_id:
+                v.identifier("token_id", request.token_id)
+            v.text("reason", request.reason)
+        reason = request.reason.strip() or "revoked by an administrator"
+        session_id = ""
+        merchant_id: str | None = None
+        subject = ""
+        if request.token:
+            try:
+                principal, claims = await self._verified(request.token, token_type=ACCESS)
+            except Unauthenticated as exc:  # the caller is fine; the token is not
+                raise InvalidArgument.for_field("token", exc.message) from exc
+            if caller.merchant_id and principal.merchant_id != caller.merchant_id:
+                raise PermissionDenied("the token belongs to another merchant")
+            token_id, expires_at = principal.token_id, principal.expires_at
+            merchant_id, subject = principal.merchant_id, principal.subject
+            session_id = str(claims.get("sid", ""))
+        else:
+            if caller.merchant_id:
+                raise PermissionDenied("revoking by token_id needs a platform admin; pass token")
+            token_id = request.token_id
+            expires_at = int(datetime.now(UTC).timestamp()) + MAX_TOKEN_LIFETIME_SECONDS
+        await self._revoke_jti(token_id, expires_at)
+        if session_id:
+            await self._sessions.revoke(session_id, reason)
+        log.info("token revoked", token_id=token_id, by=caller.subject, session_id=session_id)
+        if merchant_id:
+            async with self._store.pool.connection() as conn, conn.transaction():
+                event = auth_events.AuthRevoked(
+                    token_id=token_id,
+                    user_id=subject,
+                    expire_time=_epoch_timestamp(expires_at),
+                    reason=reason,
+                )
+                await outbox.enqueue(conn, merchant_id, event)
+        return auth_pb2.RevokeTokenResponse(
+            token_id=token_id, expire_time=_epoch_timestamp(expires_at), session_id=session_id
+        )
+
+    async def GetJwks(
+        self, request: auth_pb2.GetJwksRequest, context: Context
+    ) -> auth_pb2.GetJwksResponse:
+        jwks = self._keys.current().public_jwks()
+        fields = ("kty", "crv", "x", "kid", "use", "alg")
+        return auth_pb2.GetJwksResponse(
+            keys=[
+                auth_pb2.JsonWebKey(**{f: str(k.get(f, "")) for f in fields}) for k in jwks["keys"]
+            ]
+        )
+
+    async def ValidateToken(
+        self, request: auth_pb2.ValidateTokenRequest, context: Context
+    ) -> auth_pb2.ValidateTokenResponse:
+        with Validator() as v:
+            v.check(bool(request.token), "token", "is required")
+        principal, claims = await self._verified(request.token, token_type=ACCESS)
+        session_id = str(claims.get("sid", ""))
+        if session_id and not await self._sessions.is_active(session_id):
+            raise Unauthenticated("the token's session was revoked or has ended")
+        impersonation = str(claims.get("imp", ""))
+        if impersonation:
+            try:
+                record = await self._store.get_impersonation(impersonation)
+            except NotFound as exc:
+                raise Unauthenticated("unknown impersonation session") from exc
+            if not record.active:
+                raise Unauthenticated("the impersonation session has ended")
+        actor = claims.get("act")
+        return auth_pb2.ValidateTokenResponse(
+            claims=auth_pb2.TokenClaims(
+                subject=principal.subject,
+                merchant_id=principal.merchant_id or "",
+                user_id=str(claims.get("user_id", "")),
+                permissions=sorted(principal.permissions),
+                token_id=principal.token_id,
+                token_type=str(claims.get("typ", "")),
+                session_id=session_id or impersonation,
+                actor_id=str(actor.get("sub", "")) if isinstance(actor, dict) else "",
+                issuer=str(claims.get("iss", "")),
+                audience=str(claims.get("aud", "")),
+                key_id=str(claims.get("kid", "")),
+                issue_time=_epoch_timestamp(int(claims.get("iat", 0))),
+                expire_time=_epoch_timestamp(principal.expires_at),
+            )
+        )
+
+    async def ValidateMerchant(
+        self, request: auth_pb2.ValidateMerchantRequest, context: Context
+    ) -> auth_pb2.ValidateMerchantResponse:
+        caller = current_principal()
+        merchant_id = request.merchant_id or caller.merchant_id or ""
+        # Tenancy first: another merchant's id is refused whatever it looks like.
+        if merchant_id != caller.merchant_id and not caller.has("auth:validate"):
+            raise PermissionDenied(
+                "validating another merchant needs the 'auth:validate' permission"
+            )
+        with Validator() as v:
+            _uuid_field(v, "merchant_id", merchant_id)
+        merchant = await self._store.get_merchant(merchant_id)
+        if merchant.status != "active":
+            raise FailedPrecondition(
+                "the merchant uninstalled the app",
+                violation_type="MERCHANT_INACTIVE",
+                subject=f"merchants/{merchant_id}",
+            )
+        return auth_pb2.ValidateMerchantResponse(merchant=merchant_proto(merchant))
+
+    # ---- admin users and MFA ------------------------------------------------------------
+
+    async def CreateAdminUser(
+        self, request: auth_pb2.CreateAdminUserRequest, context: Context
+    ) -> auth_pb2.CreateAdminUserResponse:
+        caller = current_principal()
+        merchant_id = request.merchant_id or None
+        if caller.merchant_id and merchant_id != caller.merchant_id:
+            raise PermissionDenied("a merchant's admin can only create admins of that merchant")
+        with Validator() as v:
+            v.check(
+                bool(EMAIL_RE.match(request.email.strip())), "email", "must be an email address"
+            )
+            v.check(
+                credentials.MIN_PASSWORD_LENGTH
+                <= len(request.password)
+                <= credentials.MAX_PASSWORD_LENGTH,
+                "password",
+                f"must be {credentials.MIN_PASSWORD_LENGTH}-{credentials.MAX_PASSWORD_LENGTH}"
+                " characters",
+            )
+            for index, permission in enumerate(request.permissions):
+                v.check(
+                    bool(PERMISSION_RE.match(permission)),
+                    f"permissions[{index}]",
+                    "must look like 'domain:action' (e.g. admin:analytics)",
+                )
+            if request.merchant_id:
+                _uuid_field(v, "merchant_id", request.merchant_id)
+        ungrantable = sorted(p for p in request.permissions if not caller.has(p))
+        if ungrantable:
+            raise PermissionDenied(f"cannot grant permissions the caller lacks: {ungrantable}")
+        if merchant_id:
+            await self._store.get_merchant(merchant_id)
+        password_hash = await asyncio.to_thread(credentials.hash_password, request.password)
+        user = await self._store.create_admin(
+            email=request.email,
+            password_hash=password_hash,
+            permissions=list(request.permissions),
+            merchant_id=merchant_id,
+        )
+        if user is None:
+            raise AlreadyExists("an admin user with this email exists")
+        return auth_pb2.CreateAdminUserResponse(user=admin_user_proto(user))
+
+    async def AdminLogin(
+        self, request: auth_pb2.AdminLoginRequest, context: Context
+    ) -> auth_pb2.AdminLoginResponse:
+        with Validator() as v:
+            v.check(bool(request.email.strip()), "email", "is required")
+            v.check(bool(request.password), "password", "is required")
+            v.check(
+                len(request.password) <= credentials.MAX_PASSWORD_LENGTH,
+                "password",
+                "is too long",
+            )
+        user = await self._store.admin_by_email(request.email)
+        if user is None:
+            await asyncio.to_thread(
+                credentials.verify_password, request.password, credentials.DUMMY_PASSWORD_HASH
+            )
+            raise Unauthenticated("wrong email or password")
+        if user.locked:
+            raise Unauthenticated("too many failed attempts; try again in a few minutes")
+        if not await asyncio.to_thread(
+            credentials.verify_password, request.password, user.password_hash
+        ):
+            await self._store.record_failed_attempt(user.user_id)
+            raise Unauthenticated("wrong email or password")
+        await self._store.reset_failed_attempts(user.user_id)
+        mfa = self._sessions.mint_access(
+            subject=user.user_id,
+            merchant_id=None,
+            permissions=(),
+            ttl_seconds=self._settings.auth_mfa_token_ttl_seconds,
+            token_type=MFA,
+        )
+        return auth_pb2.AdminLoginResponse(
+            mfa_token=mfa.token,
+            mfa_token_expire_time=_timestamp(mfa.expires_at),
+            mfa_enrolled=user.mfa_enabled,
+        )
+
+    async def _mfa_user(self, mfa_token: str) -> tuple[Principal, AdminUserRecord]:
+        with Validator() as v:
+            v.check(bool(mfa_token), "mfa_token", "is required")
+        principal, _ = await self._verified(mfa_token, token_type=MFA)
+        try:
+            user = await self._store.admin_by_id(principal.subject)
+        except NotFound as exc:
+            raise Unauthenticated("the admin user no longer exists") from exc
+        if user.locked:
+            raise Unauthenticated("too many failed attempts; try again in a few minutes")
+        return principal, user
+
+    async def EnrollMfa(
+        self, request: auth_pb2.EnrollMfaRequest, context: Context
+    ) -> auth_pb2.EnrollMfaResponse:
+        _, user = await self._mfa_user(request.mfa_token)
+        secret = credentials.new_totp_secret()
+        if user.mfa_enabled or not await self._store.set_totp_secret(user.user_id, secret):
+            raise FailedPrecondition(
+                "MFA is already enabled for this admin",
+                violation_type="MFA_ENROLLED",
+                subject=f"admin_users/{user.user_id}",
+            )
+        return auth_pb2.EnrollMfaResponse(
+            secret=secret,
+            provisioning_uri=credentials.totp_provisioning_uri(
+                secret, account=user.email, issuer=self._settings.auth_mfa_issuer_name
+            ),
+        )
+
+    async def VerifyMfa(
+        self, request: auth_pb2.VerifyMfaRequest, context: Context
+    ) -> auth_pb2.VerifyMfaResponse:
+        with Validator() as v:
+            v.check(bool(request.code), "code", "is required")
+        mfa, user = await self._mfa_user(request.mfa_token)
+        if user.totp_secret is None:
+            raise FailedPrecondition(
+                "no TOTP secret yet: call EnrollMfa first",
+                violation_type="MFA_NOT_ENROLLED",
+                subject=f"admin_users/{user.user_id}",
+            )
+        step = credentials.accepted_totp_step(
+            user.totp_secret, request.code, last_step=user.totp_last_step
+        )
+        if step is None:
+            await self._store.record_failed_attempt(user.user_id)
+            raise Unauthenticated("wrong or already used code")
+        async with self._store.pool.connection() as conn, conn.transaction():
+            if not await self._store.accept_totp_step(conn, user.user_id, step):
+                raise Unauthenticated("wrong or already used code")
+            issued = await self._sessions.open(
+                conn,
+                kind="admin",
+                subject=user.user_id,
+                merchant_id=user.merchant_id,
+                permissions=user.permissions,
+                max_age_seconds=self._settings.auth_admin_session_max_age_seconds,
+            )
+        if self._revocations is not None:  # the MFA token is spent
+            await self._revocations.revoke(mfa.token_id, mfa.expires_at)
+        return auth_pb2.VerifyMfaResponse(
+            tokens=token_pair(issued), user=admin_user_proto(replace(user, mfa_enabled=True))
+        )
+
+    # ---- impersonation ------------------------------------------------------------------
+
+    async def StartImpersonation(
+        self, request: auth_pb2.StartImpersonationRequest, context: Context
+    ) -> auth_pb2.StartImpersonationResponse:
+        caller = current_principal()
+        # Merchant-bound callers (merchant admins, impersonation tokens) never impersonate.
+        if caller.merchant_id:
+            raise PermissionDenied("only platform admins (no merchant) impersonate merchants")
+        with Validator() as v:
+            _uuid_field(v, "merchant_id", request.merchant_id)
+            v.text("reason", request.reason, required=True)
+            v.check(
+                0 <= request.ttl_seconds <= MAX_IMPERSONATION_SECONDS,
+                "ttl_seconds",
+                f"must be at most {MAX_IMPERSONATION_SECONDS}",
+            )
+        admin = await self._admin_caller(caller)
+        merchant = await self._store.get_merchant(request.merchant_id)
+        if merchant.status != "active":
+            raise FailedPrecondition(
+                "the merchant uninstalled the app",
+                violation_type="MERCHANT_INACTIVE",
+                subject=f"merchants/{merchant.merchant_id}",
+            )
+        session_id = str(uuid.uuid4())
+        token: Minted = self._sessions.mint_access(
+            subject=admin.user_id,
+            merchant_id=merchant.merchant_id,
+            permissions=self._settings.auth_owner_permissions,
+            ttl_seconds=request.ttl_seconds or DEFAULT_IMPERSONATION_SECONDS,
+            extra={"imp": session_id, "act": {"sub": admin.user_id}},
+        )
+        async with self._store.pool.connection() as conn, conn.transaction():
+            record = await self._store.start_impersonation(
+                conn,
+                session_id=session_id,
+                admin_id=admin.user_id,
+                merchant_id=merchant.merchant_id,
+                reason=request.reason.strip(),
+                token_id=token.token_id,
+                created_at=token.issued_at,
+                expires_at=token.expires_at,
+            )
+        log.info(
+            "impersonation started",
+            admin_id=admin.user_id,
+            merchant_id=merchant.merchant_id,
+            session_id=session_id,
+        )
+        return auth_pb2.StartImpersonationResponse(
+            session=impersonation_proto(record), access_token=token.token
+        )
+
+    async def _admin_caller(self, caller: Principal) -> AdminUserRecord:
+        """The admin user behind the caller's token, who must have signed in with MFA."""
+        if not _is_uuid(caller.subject):
+            raise PermissionDenied("this call needs an admin user's session")
+        try:
+            admin = await self._store.admin_by_id(caller.subject)
+        except NotFound as exc:
+            raise PermissionDenied("this call needs an admin user's session") from exc
+        if not admin.mfa_enabled:
+            raise PermissionDenied("this call needs an admin who signed in with MFA")
+        return admin
+
+    async def EndImpersonation(
+        self, request: auth_pb2.EndImpersonationRequest, context: Context
+    ) -> auth_pb2.EndImpersonationResponse:
+        caller = current_principal()
+        if caller.merchant_id:
+            raise PermissionDenied("only platform admins (no merchant) handle impersonations")
+        with Validator() as v:
+            _uuid_field(v, "session_id", request.session_id)
+        record = await self._store.get_impersonation(request.session_id)
+        if record.admin_id != caller.subject and not caller.has("admin:full"):
+            raise PermissionDenied("only the admin who started it (or admin:full) can end it")
+        record = await self._store.end_impersonation(request.session_id, caller.subject)
+        if self._revocations is not None and record.expires_at > datetime.now(UTC):
+            await self._revocations.revoke(record.token_id, int(record.expires_at.timestamp()))
+        return auth_pb2.EndImpersonationResponse(session=impersonation_proto(record))

@@ -1,0 +1,370 @@
+"""The Auth service's tables (auth_0001_init.sql): merchants, OAuth states, admin users and
+impersonation sessions. Secrets are encrypted here and nowhere else; changes of merchants and
+impersonation sessions are audited by the platform's trigger (loyalnest.platform.audit)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+
+from loyalnest.gen.events.v1 import auth_pb2 as auth_events
+from loyalnest.platform import audit
+from loyalnest.platform.crypto import BlindIndex, FieldCipher
+from loyalnest.platform.errors import NotFound
+from loyalnest.platform.events import outbox
+from loyalnest.platform.postgres import Database
+from loyalnest.services.auth.credentials import token_hash
+from loyalnest.services.auth.shopify import ShopifyTokens
+
+MAX_FAILED_ATTEMPTS = 5
+LOCKOUT = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class MerchantRecord:
+    merchant_id: str
+    shop_domain: str
+    status: str
+    scopes: Sequence[str]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class AdminUserRecord:
+    user_id: str
+    merchant_id: str | None
+    email: str
+    permissions: Sequence[str]
+    password_hash: str
+    totp_secret: str | None
+    mfa_enabled: bool
+    totp_last_step: int | None
+    locked_until: datetime | None
+    created_at: datetime
+
+    @property
+    def locked(self) -> bool:
+        return self.locked_until is not None and self.locked_until > datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class ImpersonationRecord:
+    session_id: str
+    admin_id: str
+    merchant_id: str
+    reason: str
+    token_id: str
+    created_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None and self.expires_at > datetime.now(UTC)
+
+
+_MERCHANT_COLUMNS = "merchant_id::text, shop_domain, status, scopes, created_at"
+_IMPERSONATION_COLUMNS = (
+    "session_id::text, admin_id::text, merchant_id::text, reason, token_id,"
+    " created_at, expires_at, ended_at"
+)
+
+
+def _access_token_context(merchant_id: str) -> str:
+    return f"auth.merchants.access_token:{merchant_id}"
+
+
+def _refresh_token_context(merchant_id: str) -> str:
+    return f"auth.merchants.refresh_token:{merchant_id}"
+
+
+def _email_context(user_id: str) -> str:
+    return f"auth.admin_users.email:{user_id}"
+
+
+def _totp_context(user_id: str) -> str:
+    return f"auth.admin_users.totp_secret:{user_id}"
+
+
+EMAIL_INDEX_CONTEXT = "auth.admin_users.email"
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+class AuthStore:
+    def __init__(self, database: Database, cipher: FieldCipher, email_index: BlindIndex) -> None:
+        self.pool = database.pool
+        self._database = database
+        self._cipher = cipher
+        self._email_index = email_index
+
+    async def ping(self) -> None:
+        await self._database.ping()
+
+    # ---- OAuth states -------------------------------------------------------------------
+
+    async def save_state(self, state: str, shop: str, expires_at: datetime) -> None:
+        async with self.pool.connection() as conn:
+            # Expired states are dropped as new ones arrive; the table stays small.
+            await conn.execute(
+                "DELETE FROM oauth_states WHERE expires_at < now() - interval '1 hour'"
+            )
+            await conn.execute(
+                "INSERT INTO oauth_states (state_hash, shop_domain, expires_at)"
+                " VALUES (%s, %s, %s)",
+                (token_hash(state), shop, expires_at),
+            )
+
+    async def consume_state(self, state: str, shop: str) -> bool:
+        """True once for a state issued for `shop` that has not expired: the row goes."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM oauth_states WHERE state_hash = %s RETURNING shop_domain, expires_at",
+                (token_hash(state),),
+            )
+            row = await cursor.fetchone()
+        return row is not None and row[0] == shop and row[1] > datetime.now(UTC)
+
+    # ---- merchants ----------------------------------------------------------------------
+
+    async def install(
+        self, conn: AsyncConnection, shop: str, tokens: ShopifyTokens
+    ) -> tuple[MerchantRecord, bool]:
+        """Creates or reactivates the shop's merchant with its new Shopify tokens, inside the
+        caller's transaction; a first install publishes merchant.created (outbox)."""
+        await audit.set_actor(conn, f"shop:{shop}")
+        cursor = await conn.execute(
+            "SELECT merchant_id::text FROM merchants WHERE shop_domain = %s FOR UPDATE", (shop,)
+        )
+        row = await cursor.fetchone()
+        created = row is None
+        merchant_id = str(uuid.uuid4()) if row is None else row[0]
+        values = (
+            self._cipher.encrypt(tokens.access_token, context=_access_token_context(merchant_id)),
+            tokens.expires_at,
+            self._cipher.encrypt(tokens.refresh_token, context=_refresh_token_context(merchant_id))
+            if tokens.refresh_token
+            else None,
+            tokens.refresh_token_expires_at,
+            list(tokens.scopes),
+        )
+        if created:
+            cursor = await conn.execute(
+                "INSERT INTO merchants (merchant_id, shop_domain, access_token,"
+                " access_token_expires_at, refresh_token, refresh_token_expires_at, scopes)"
+                f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_MERCHANT_COLUMNS}",
+                (merchant_id, shop, *values),
+            )
+        else:
+            cursor = await conn.execute(
+                "UPDATE merchants SET access_token = %s, access_token_expires_at = %s,"
+                " refresh_token = %s, refresh_token_expires_at = %s, scopes = %s,"
+                " status = 'active', updated_at = now()"
+                f" WHERE merchant_id = %s RETURNING {_MERCHANT_COLUMNS}",
+                (*values, merchant_id),
+            )
+        merchant = MerchantRecord(*await _one(cursor))
+        if created:
+            await outbox.enqueue(
+                conn, merchant_id, auth_events.MerchantCreated(shop_domain=shop, plan="free")
+            )
+        return merchant, created
+
+    async def get_merchant(self, merchant_id: str) -> MerchantRecord:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_MERCHANT_COLUMNS} FROM merchants WHERE merchant_id = %s",
+                (merchant_id,),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            raise NotFound("merchant", merchant_id)
+        return MerchantRecord(*row)
+
+    # ---- admin users --------------------------------------------------------------------
+
+    def _admin(self, row: dict[str, Any]) -> AdminUserRecord:
+        user_id = row["user_id"]
+        secret = row["totp_secret"]
+        return AdminUserRecord(
+            user_id=user_id,
+            merchant_id=row["merchant_id"],
+            email=self._cipher.decrypt_text(row["email"], context=_email_context(user_id)),
+            permissions=row["permissions"],
+            password_hash=row["password_hash"],
+            totp_secret=self._cipher.decrypt_text(secret, context=_totp_context(user_id))
+            if secret is not None
+            else None,
+            mfa_enabled=row["mfa_enabled_at"] is not None,
+            totp_last_step=row["totp_last_step"],
+            locked_until=row["locked_until"],
+            created_at=row["created_at"],
+        )
+
+    _ADMIN_COLUMNS = (
+        "user_id::text AS user_id, merchant_id::text AS merchant_id, email, permissions,"
+        " password_hash, totp_secret, mfa_enabled_at, totp_last_step, locked_until, created_at"
+    )
+
+    async def create_admin(
+        self,
+        *,
+        email: str,
+        password_hash: str,
+        permissions: Sequence[str],
+        merchant_id: str | None,
+    ) -> AdminUserRecord | None:
+        """None when the email is taken."""
+        user_id = str(uuid.uuid4())
+        email = normalise_email(email)
+        async with self.pool.connection() as conn:
+            row = await _fetch_dict(
+                conn,
+                "INSERT INTO admin_users"
+                " (user_id, merchant_id, email, email_index, password_hash, permissions)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (email_index) DO NOTHING"
+                f" RETURNING {self._ADMIN_COLUMNS}",
+                (
+                    user_id,
+                    merchant_id,
+                    self._cipher.encrypt(email, context=_email_context(user_id)),
+                    self._email_index.digest(email, context=EMAIL_INDEX_CONTEXT),
+                    password_hash,
+                    sorted(set(permissions)),
+                ),
+            )
+        return self._admin(row) if row else None
+
+    async def admin_by_email(self, email: str) -> AdminUserRecord | None:
+        index = self._email_index.digest(normalise_email(email), context=EMAIL_INDEX_CONTEXT)
+        async with self.pool.connection() as conn:
+            row = await _fetch_dict(
+                conn,
+                f"SELECT {self._ADMIN_COLUMNS} FROM admin_users WHERE email_index = %s",
+                (index,),
+            )
+        return self._admin(row) if row else None
+
+    async def admin_by_id(self, user_id: str) -> AdminUserRecord:
+        async with self.pool.connection() as conn:
+            row = await _fetch_dict(
+                conn,
+                f"SELECT {self._ADMIN_COLUMNS} FROM admin_users WHERE user_id = %s",
+                (user_id,),
+            )
+        if row is None:
+            raise NotFound("admin user", user_id)
+        return self._admin(row)
+
+    async def record_failed_attempt(self, user_id: str) -> None:
+        """Counts a wrong password or code; the fifth in a row locks the account a while."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE admin_users SET"
+                " failed_attempts = CASE WHEN failed_attempts + 1 >= %s THEN 0"
+                "   ELSE failed_attempts + 1 END,"
+                " locked_until = CASE WHEN failed_attempts + 1 >= %s THEN now() + %s"
+                "   ELSE locked_until END"
+                " WHERE user_id = %s",
+                (MAX_FAILED_ATTEMPTS, MAX_FAILED_ATTEMPTS, LOCKOUT, user_id),
+            )
+
+    async def reset_failed_attempts(self, user_id: str) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE admin_users SET failed_attempts = 0 WHERE user_id = %s", (user_id,)
+            )
+
+    async def set_totp_secret(self, user_id: str, secret: str) -> bool:
+        """Stores a pending secret; False once MFA is enabled (it cannot be replaced)."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE admin_users SET totp_secret = %s, totp_last_step = NULL"
+                " WHERE user_id = %s AND mfa_enabled_at IS NULL RETURNING 1",
+                (self._cipher.encrypt(secret, context=_totp_context(user_id)), user_id),
+            )
+            return await cursor.fetchone() is not None
+
+    async def accept_totp_step(self, conn: AsyncConnection, user_id: str, step: int) -> bool:
+        """Records `step` as used (and enables MFA on the first code), unless a concurrent
+        call used it or a later one first."""
+        cursor = await conn.execute(
+            "UPDATE admin_users SET totp_last_step = %s, failed_attempts = 0,"
+            " mfa_enabled_at = coalesce(mfa_enabled_at, now())"
+            " WHERE user_id = %s AND (totp_last_step IS NULL OR totp_last_step < %s)"
+            " RETURNING 1",
+            (step, user_id, step),
+        )
+        return await cursor.fetchone() is not None
+
+    # ---- impersonation ------------------------------------------------------------------
+
+    async def start_impersonation(
+        self,
+        conn: AsyncConnection,
+        *,
+        session_id: str,
+        admin_id: str,
+        merchant_id: str,
+        reason: str,
+        token_id: str,
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> ImpersonationRecord:
+        await audit.set_actor(conn, admin_id)
+        cursor = await conn.execute(
+            "INSERT INTO impersonation_sessions"
+            " (session_id, admin_id, merchant_id, reason, token_id, created_at, expires_at)"
+            f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_IMPERSONATION_COLUMNS}",
+            (session_id, admin_id, merchant_id, reason, token_id, created_at, expires_at),
+        )
+        return ImpersonationRecord(*await _one(cursor))
+
+    async def get_impersonation(self, session_id: str) -> ImpersonationRecord:
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                f"SELECT {_IMPERSONATION_COLUMNS} FROM impersonation_sessions"
+                " WHERE session_id = %s",
+                (session_id,),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            raise NotFound("impersonation session", session_id)
+        return ImpersonationRecord(*row)
+
+    async def end_impersonation(self, session_id: str, actor_id: str) -> ImpersonationRecord:
+        async with self.pool.connection() as conn, conn.transaction():
+            await audit.set_actor(conn, actor_id)
+            cursor = await conn.execute(
+                "UPDATE impersonation_sessions SET ended_at = coalesce(ended_at, now())"
+                f" WHERE session_id = %s RETURNING {_IMPERSONATION_COLUMNS}",
+                (session_id,),
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                raise NotFound("impersonation session", session_id)
+        return ImpersonationRecord(*row)
+
+
+async def _one(cursor: Any) -> tuple[Any, ...]:
+    row = await cursor.fetchone()
+    if row is None:  # pragma: no cover - RETURNING of a statement that wrote a row
+        raise RuntimeError("expected a row")
+    return tuple(row)
+
+
+async def _fetch_dict(
+    conn: AsyncConnection, query: str, params: Sequence[Any]
+) -> dict[str, Any] | None:
+    """One row as a dict (without changing the pooled connection's row factory)."""
+    cursor = conn.cursor(row_factory=dict_row)
+    await cursor.execute(query, params)
+    return await cursor.fetchone()

@@ -1,0 +1,65 @@
+"""What Points tells the mesh: one event per ledger transaction, and the events it consumes."""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from loyalnest.gen.events.v1 import points_pb2 as events_pb2
+from loyalnest.gen.events.v1 import users_pb2
+from loyalnest.platform.events.consumer import PermanentEventError
+from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.events.inbox import Handler
+from loyalnest.platform.validation import IDENTIFIER_RE
+from loyalnest.services.points.domain import Transaction, TransactionType
+from loyalnest.services.points.store.base import LedgerStore
+
+# The consumer group of every Points process: each event is applied by one of them.
+CONSUMER_GROUP = "loyalnest.points"
+
+
+def ledger_event(transaction: Transaction) -> Message:
+    """points.earned / points.redeemed / points.adjusted for a committed transaction."""
+    t = transaction
+    match t.type:
+        case TransactionType.EARN:
+            return events_pb2.PointsEarned(
+                customer_id=t.customer_id,
+                transaction_id=t.transaction_id,
+                sequence=t.sequence,
+                points=t.points,
+                balance_after=t.balance_after,
+                lifetime_earned_after=t.lifetime_earned_after,
+                reason=t.reason,
+            )
+        case TransactionType.REDEEM:
+            return events_pb2.PointsRedeemed(
+                customer_id=t.customer_id,
+                transaction_id=t.transaction_id,
+                sequence=t.sequence,
+                points=-t.points,
+                balance_after=t.balance_after,
+                lifetime_redeemed_after=t.lifetime_redeemed_after,
+                reason=t.reason,
+            )
+        case TransactionType.ADJUST:
+            return events_pb2.PointsAdjusted(
+                customer_id=t.customer_id,
+                transaction_id=t.transaction_id,
+                sequence=t.sequence,
+                points=t.points,
+                balance_after=t.balance_after,
+                reason=t.reason,
+            )
+
+
+def handlers(store: LedgerStore) -> dict[str, Handler]:
+    async def on_user_created(event: ConsumedEvent) -> bool:
+        user = event.payload_as(users_pb2.UserCreated)
+        if user.kind != users_pb2.USER_KIND_CUSTOMER:
+            return True  # staff have no ledger: nothing to apply
+        if not IDENTIFIER_RE.match(user.user_id):
+            raise PermanentEventError(f"user.created with an invalid user_id {user.user_id!r}")
+        # The customer sees a zero balance at once instead of NOT_FOUND until a first earn.
+        return await store.open_ledger(event.merchant_id, user.user_id, event=event)
+
+    return {"user.created": on_user_created}

@@ -1,0 +1,178 @@
+"""gRPC surface of the Users service: validation, tenancy and proto mapping only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeVar
+
+from google.protobuf import timestamp_pb2
+
+from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
+from loyalnest.platform import pagination, tenancy
+from loyalnest.platform.auth.context import current_principal
+from loyalnest.platform.grpctypes import Context
+from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.validation import Validator
+from loyalnest.services.users.domain import (
+    MAX_EMAIL_LENGTH,
+    User,
+    UserChanges,
+    UserKind,
+    is_uuid,
+    is_valid_email,
+    normalize_email,
+)
+from loyalnest.services.users.pii import EmailVault
+from loyalnest.services.users.store import UserStore
+
+_KINDS = {
+    UserKind.CUSTOMER: users_pb2.USER_KIND_CUSTOMER,
+    UserKind.STAFF: users_pb2.USER_KIND_STAFF,
+}
+_KINDS_FROM_PROTO = {value: kind for kind, value in _KINDS.items()}
+# The requests whose email the idempotency fingerprint must not contain.
+_WithEmail = TypeVar("_WithEmail", users_pb2.CreateUserRequest, users_pb2.UpdateUserRequest)
+UPDATABLE_FIELDS = frozenset({"email", "kind"})
+_EMAIL_RULE = f"must be an email address of at most {MAX_EMAIL_LENGTH} characters"
+_KIND_RULE = "must be USER_KIND_CUSTOMER or USER_KIND_STAFF"
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def user_proto(user: User) -> users_pb2.User:
+    return users_pb2.User(
+        user_id=user.user_id,
+        email=user.email or "",
+        kind=_KINDS[user.kind],
+        role_id=user.role_id or "",
+        create_time=_timestamp(user.created_at),
+        update_time=_timestamp(user.updated_at),
+    )
+
+
+def _check_user_id(v: Validator, field: str, value: str) -> None:
+    # User ids are UUIDs: rejecting anything else early keeps malformed ids away from SQL.
+    if v.check(bool(value), field, "is required"):
+        v.check(is_uuid(value), field, "must be a UUID")
+
+
+def _actor() -> str:
+    return current_principal().subject
+
+
+class UsersServicer(users_pb2_grpc.UsersServiceServicer):
+    def __init__(self, store: UserStore, vault: EmailVault) -> None:
+        self._store = store
+        self._vault = vault
+
+    def _idempotency_key(
+        self,
+        method: str,
+        request: _WithEmail,
+        merchant_id: str,
+    ) -> IdempotencyKey:
+        # The key's fingerprint is an unkeyed SHA-256 of the request, kept in the database:
+        # with the email in it, guessing addresses and hashing them would reveal it. The
+        # blind index stands in for the email: equal for equal emails, useless without the key.
+        fingerprinted = type(request)()
+        fingerprinted.CopyFrom(request)
+        email = normalize_email(request.user.email)
+        fingerprinted.user.email = self._vault.index(merchant_id, email).hex() if email else ""
+        return IdempotencyKey.of(method, fingerprinted)
+
+    async def CreateUser(
+        self, request: users_pb2.CreateUserRequest, context: Context
+    ) -> users_pb2.CreateUserResponse:
+        merchant_id = tenancy.merchant_id()
+        email = normalize_email(request.user.email)
+        kind = _KINDS_FROM_PROTO.get(request.user.kind)
+        with Validator() as v:
+            if v.check(request.HasField("user"), "user", "is required"):
+                v.check(not email or is_valid_email(email), "user.email", _EMAIL_RULE)
+                v.check(kind is not None, "user.kind", _KIND_RULE)
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        assert kind is not None  # the validator rejected the request otherwise
+        user = await self._store.create(
+            merchant_id,
+            kind=kind,
+            email=email or None,
+            key=self._idempotency_key("CreateUser", request, merchant_id),
+            actor=_actor(),
+        )
+        return users_pb2.CreateUserResponse(user=user_proto(user))
+
+    async def UpdateUser(
+        self, request: users_pb2.UpdateUserRequest, context: Context
+    ) -> users_pb2.UpdateUserResponse:
+        merchant_id = tenancy.merchant_id()
+        paths = set(request.update_mask.paths)
+        email = normalize_email(request.user.email)
+        kind = _KINDS_FROM_PROTO.get(request.user.kind)
+        with Validator() as v:
+            if v.check(request.HasField("user"), "user", "is required"):
+                _check_user_id(v, "user.user_id", request.user.user_id)
+            if v.check(bool(paths), "update_mask", "must name the fields to change"):
+                unknown = sorted(paths - UPDATABLE_FIELDS)
+                v.check(
+                    not unknown,
+                    "update_mask",
+                    f"cannot change {', '.join(unknown)}; changeable: "
+                    f"{', '.join(sorted(UPDATABLE_FIELDS))}",
+                )
+            if "email" in paths:
+                v.check(not email or is_valid_email(email), "user.email", _EMAIL_RULE)
+            if "kind" in paths:
+                v.check(kind is not None, "user.kind", _KIND_RULE)
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        changes = UserChanges(
+            kind=kind if "kind" in paths else None,
+            email=email if "email" in paths else None,
+        )
+        user = await self._store.update(
+            merchant_id,
+            request.user.user_id,
+            changes,
+            key=self._idempotency_key("UpdateUser", request, merchant_id),
+            actor=_actor(),
+        )
+        return users_pb2.UpdateUserResponse(user=user_proto(user))
+
+    async def GetUser(
+        self, request: users_pb2.GetUserRequest, context: Context
+    ) -> users_pb2.GetUserResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            _check_user_id(v, "user_id", request.user_id)
+        user = await self._store.get(merchant_id, request.user_id)
+        return users_pb2.GetUserResponse(user=user_proto(user))
+
+    async def LookupUser(
+        self, request: users_pb2.LookupUserRequest, context: Context
+    ) -> users_pb2.LookupUserResponse:
+        merchant_id = tenancy.merchant_id()
+        email = normalize_email(request.email)
+        with Validator() as v:
+            if v.check(bool(email), "email", "is required"):
+                v.check(is_valid_email(email), "email", _EMAIL_RULE)
+        user = await self._store.lookup(merchant_id, email)
+        return users_pb2.LookupUserResponse(user=user_proto(user))
+
+    async def ListUsers(
+        self, request: users_pb2.ListUsersRequest, context: Context
+    ) -> users_pb2.ListUsersResponse:
+        merchant_id = tenancy.merchant_id()
+        limit = pagination.page_size(request.page_size)
+        # A token names its merchant: one minted for another tenant is rejected, not obeyed.
+        scope = f"users/{merchant_id}"
+        after = pagination.decode_page_token(request.page_token, scope)
+        # One extra row tells whether another page exists without a second query.
+        users = await self._store.list(merchant_id, limit=limit + 1, after_seq=after)
+        page, more = users[:limit], len(users) > limit
+        return users_pb2.ListUsersResponse(
+            users=[user_proto(u) for u in page],
+            next_page_token=pagination.encode_page_token(scope, page[-1].seq) if more else "",
+        )

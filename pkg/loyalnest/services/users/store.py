@@ -1,0 +1,283 @@
+"""Users in PostgreSQL, with the Redis read-through cache in front of single-user reads.
+
+Every write runs in one transaction with its idempotency key, its outbox event and (by
+trigger) its audit row; the cache entry is dropped once that transaction has committed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.rows import class_row
+
+from loyalnest.platform import audit, idempotency
+from loyalnest.platform.events import inbox, outbox
+from loyalnest.platform.events.consumer import PermanentEventError
+from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.postgres import Database
+from loyalnest.services.users import events
+from loyalnest.services.users.cache import UserCache, UserRow
+from loyalnest.services.users.domain import (
+    EmailTaken,
+    User,
+    UserChanges,
+    UserKind,
+    UserNotFound,
+    is_uuid,
+    owner_user_id,
+)
+from loyalnest.services.users.pii import EmailVault
+
+_SELECT = (
+    "SELECT u.user_id::text AS user_id, u.merchant_id, u.seq, u.kind, u.email_ciphertext,"
+    " r.role_id::text AS role_id, u.created_at, u.updated_at"
+    " FROM users u LEFT JOIN user_roles r"
+    "   ON r.merchant_id = u.merchant_id AND r.user_id = u.user_id"
+)
+# The partial unique index of users_0001_users.sql.
+_EMAIL_CONSTRAINT = "users_email"
+
+
+class UserStore:
+    def __init__(self, database: Database, vault: EmailVault, cache: UserCache | None) -> None:
+        self._database = database
+        self._pool = database.pool
+        self._vault = vault
+        self._cache = cache
+
+    async def ping(self) -> None:
+        await self._database.ping()
+
+    def _user(self, row: UserRow) -> User:
+        email = (
+            self._vault.open(row.merchant_id, row.user_id, row.email_ciphertext)
+            if row.email_ciphertext is not None
+            else None
+        )
+        return User(
+            user_id=row.user_id,
+            merchant_id=row.merchant_id,
+            seq=row.seq,
+            kind=UserKind(row.kind),
+            email=email,
+            role_id=row.role_id,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    @staticmethod
+    async def _select(conn: AsyncConnection, where: str, params: Any) -> list[UserRow]:
+        cursor = conn.cursor(row_factory=class_row(UserRow))
+        await cursor.execute(f"{_SELECT} WHERE {where}", params, prepare=True)
+        return await cursor.fetchall()
+
+    async def _row(self, conn: AsyncConnection, merchant_id: str, user_id: str) -> UserRow:
+        rows = await self._select(
+            conn, "u.merchant_id = %s AND u.user_id = %s", (merchant_id, user_id)
+        )
+        if not rows:
+            raise UserNotFound(user_id)
+        return rows[0]
+
+    @asynccontextmanager
+    async def _writing(self, actor: str) -> AsyncIterator[AsyncConnection]:
+        """A transaction whose audit rows name `actor`; a duplicate email is ALREADY_EXISTS."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                await audit.set_actor(conn, actor)
+                yield conn
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == _EMAIL_CONSTRAINT:
+                raise EmailTaken() from exc
+            raise
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def get(self, merchant_id: str, user_id: str) -> User:
+        row = await self._cache.get(user_id) if self._cache else None
+        # user:{id} is keyed by id alone: the tenant check must happen here, on every hit.
+        if row is None or row.merchant_id != merchant_id:
+            async with self._pool.connection() as conn:
+                row = await self._row(conn, merchant_id, user_id)
+            if self._cache:
+                await self._cache.put(row)
+        return self._user(row)
+
+    async def lookup(self, merchant_id: str, email: str) -> User:
+        async with self._pool.connection() as conn:
+            rows = await self._select(
+                conn,
+                "u.merchant_id = %s AND u.email_index = %s",
+                (merchant_id, self._vault.index(merchant_id, email)),
+            )
+        if not rows:
+            raise UserNotFound("(by email)")
+        return self._user(rows[0])
+
+    async def list(self, merchant_id: str, *, limit: int, after_seq: int | None) -> list[User]:
+        async with self._pool.connection() as conn:
+            rows = await self._select(
+                conn,
+                "u.merchant_id = %s AND u.seq > %s ORDER BY u.seq LIMIT %s",
+                (merchant_id, after_seq or 0, limit),
+            )
+        return [self._user(row) for row in rows]
+
+    # --- changes ----------------------------------------------------------------------------
+
+    async def create(
+        self,
+        merchant_id: str,
+        *,
+        kind: UserKind,
+        email: str | None,
+        key: IdempotencyKey,
+        actor: str,
+    ) -> User:
+        async with self._writing(actor) as conn:
+            earlier = await idempotency.claim(conn, merchant_id, key)
+            if earlier is not None:
+                return self._user(await self._row(conn, merchant_id, earlier))
+            user_id = str(uuid.uuid4())
+            ciphertext, index = self._seal(merchant_id, user_id, email)
+            await conn.execute(
+                "INSERT INTO users (user_id, merchant_id, kind, email_ciphertext, email_index)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (user_id, merchant_id, kind.value, ciphertext, index),
+            )
+            user = self._user(await self._row(conn, merchant_id, user_id))
+            await outbox.enqueue(
+                conn, merchant_id, events.user_created(user), occurred_at=user.created_at
+            )
+            await idempotency.record(conn, merchant_id, key, user_id)
+        return user
+
+    async def update(
+        self,
+        merchant_id: str,
+        user_id: str,
+        changes: UserChanges,
+        *,
+        key: IdempotencyKey,
+        actor: str,
+    ) -> User:
+        async with self._writing(actor) as conn:
+            earlier = await idempotency.claim(conn, merchant_id, key)
+            if earlier is not None:
+                return self._user(await self._row(conn, merchant_id, earlier))
+            cursor = await conn.execute(
+                "SELECT kind, email_index FROM users"
+                " WHERE merchant_id = %s AND user_id = %s FOR UPDATE",
+                (merchant_id, user_id),
+            )
+            current = await cursor.fetchone()
+            if current is None:
+                raise UserNotFound(user_id)
+            kind, email_index = current
+            assignments: dict[str, Any] = {}
+            changed: list[str] = []
+            if changes.kind is not None and changes.kind.value != kind:
+                assignments["kind"] = changes.kind.value
+                changed.append("kind")
+            if changes.email is not None:
+                ciphertext, index = self._seal(merchant_id, user_id, changes.email or None)
+                if index != (bytes(email_index) if email_index is not None else None):
+                    assignments |= {"email_ciphertext": ciphertext, "email_index": index}
+                    changed.append("email")
+            if changed:
+                # Only columns named by the code above: never caller-chosen identifiers.
+                columns = ", ".join(f"{column} = %({column})s" for column in assignments)
+                await conn.execute(
+                    f"UPDATE users SET {columns}, updated_at = now()"
+                    " WHERE merchant_id = %(merchant_id)s AND user_id = %(user_id)s",
+                    {**assignments, "merchant_id": merchant_id, "user_id": user_id},
+                )
+            user = self._user(await self._row(conn, merchant_id, user_id))
+            if changed:
+                await outbox.enqueue(
+                    conn,
+                    merchant_id,
+                    events.user_updated(user, changed),
+                    occurred_at=user.updated_at,
+                )
+            await idempotency.record(conn, merchant_id, key, user_id)
+        # After commit: dropping it earlier would let a concurrent read re-cache the old row.
+        if changed and self._cache:
+            await self._cache.invalidate(user_id)
+        return user
+
+    def _seal(
+        self, merchant_id: str, user_id: str, email: str | None
+    ) -> tuple[bytes | None, bytes | None]:
+        if email is None:
+            return None, None
+        return (
+            self._vault.seal(merchant_id, user_id, email),
+            self._vault.index(merchant_id, email),
+        )
+
+    # --- events -----------------------------------------------------------------------------
+
+    async def create_owner(self, merchant_id: str, *, event: ConsumedEvent) -> bool:
+        """The owner account of a new merchant; once, however often the event arrives."""
+        user_id = owner_user_id(merchant_id)
+        async with self._writing(f"event:{event.event_type}:{event.event_id}") as conn:
+            if not await inbox.claim(conn, event):
+                return False
+            cursor = await conn.execute(
+                "INSERT INTO users (user_id, merchant_id, kind) VALUES (%s, %s, 'staff')"
+                " ON CONFLICT (user_id) DO NOTHING RETURNING 1",
+                (user_id, merchant_id),
+            )
+            if await cursor.fetchone() is not None:
+                user = self._user(await self._row(conn, merchant_id, user_id))
+                await outbox.enqueue(
+                    conn, merchant_id, events.user_created(user), occurred_at=user.created_at
+                )
+        return True
+
+    async def apply_role_assignment(
+        self,
+        merchant_id: str,
+        user_id: str,
+        role_id: str,
+        *,
+        assigned_at: datetime,
+        event: ConsumedEvent,
+    ) -> bool:
+        """Projects role.assigned; the newest assignment wins whatever the arrival order."""
+        if not (is_uuid(user_id) and is_uuid(role_id)):
+            raise PermanentEventError(f"role.assigned with a malformed id ({event.event_id})")
+        async with self._writing(f"event:{event.event_type}:{event.event_id}") as conn:
+            if not await inbox.claim(conn, event):
+                return False
+            # Lock the user first (if it exists yet) so its user.updated events stay ordered.
+            cursor = await conn.execute(
+                "SELECT 1 FROM users WHERE merchant_id = %s AND user_id = %s FOR UPDATE",
+                (merchant_id, user_id),
+            )
+            user_exists = await cursor.fetchone() is not None
+            cursor = await conn.execute(
+                "INSERT INTO user_roles (merchant_id, user_id, role_id, assigned_at)"
+                " VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (merchant_id, user_id) DO UPDATE"
+                " SET role_id = excluded.role_id, assigned_at = excluded.assigned_at"
+                " WHERE user_roles.assigned_at < excluded.assigned_at"
+                "   AND user_roles.role_id <> excluded.role_id"
+                " RETURNING 1",
+                (merchant_id, user_id, role_id, assigned_at),
+            )
+            applied = await cursor.fetchone() is not None
+            if applied and user_exists:
+                user = self._user(await self._row(conn, merchant_id, user_id))
+                await outbox.enqueue(conn, merchant_id, events.user_updated(user, ["role_id"]))
+        if applied and self._cache:
+            await self._cache.invalidate(user_id)
+        return True

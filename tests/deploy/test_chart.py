@@ -1,0 +1,245 @@
+"""The Helm chart: lint, values schema, API schemas per Kubernetes version, semantic checks, and
+the behaviour each values switch promises."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from loyalnest.deploy import checks, helm
+from loyalnest.deploy.gateway_chart import k8s_name, services_in
+from loyalnest.deploy.helm import MONITORING_API, Render
+from loyalnest.deploy.paths import CHART_DIR, tool
+from loyalnest.deploy.renders import COMBINATIONS
+from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
+from loyalnest.services.registry import SERVICES
+from tests.deploy.conftest import Objects, container, env_of, find, parse
+
+SCHEMAS = Path(__file__).parent / "schemas"
+# The oldest version the chart supports (Chart.yaml kubeVersion) and the newest with schemas.
+KUBE_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
+
+
+@pytest.mark.parametrize("name", sorted(COMBINATIONS))
+def test_helm_lint_strict(name: str) -> None:
+    # --strict: warnings fail too; lint also validates the values against values.schema.json.
+    output = helm.lint(COMBINATIONS[name])
+    assert "0 chart(s) failed" in output
+
+
+def test_values_yaml_satisfies_its_schema_per_jsonschema() -> None:
+    # A second, independent validator: the schema is valid draft-07 and the defaults pass it.
+    schema = json.loads((CHART_DIR / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.validate(yaml.safe_load((CHART_DIR / "values.yaml").read_text()), schema)
+
+
+@pytest.mark.parametrize("name", sorted(COMBINATIONS))
+@pytest.mark.parametrize("version", KUBE_VERSIONS)
+def test_every_object_passes_kubernetes_validate_strict(
+    rendered: dict[str, Objects], name: str, version: str
+) -> None:
+    servicemonitor_schema = json.loads((SCHEMAS / "servicemonitor-v1.json").read_text())
+    failures = []
+    for obj in rendered[name]:
+        if obj["kind"] == "ServiceMonitor":
+            # A CRD: kubernetes-validate only warns; our own strict schema instead.
+            jsonschema.validate(obj, servicemonitor_schema)
+            continue
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            failures.append(f"{checks.name_of(obj)} {list(exc.path)}: {exc.message}")
+    assert not failures
+
+
+@pytest.mark.parametrize("name", sorted(COMBINATIONS))
+def test_semantic_checks(rendered: dict[str, Objects], name: str) -> None:
+    # Selectors, probe/Service ports, NetworkPolicy peers, quantities, security contexts,
+    # grace periods, config checksums, duplicates.
+    assert checks.all_problems(rendered[name]) == []
+
+
+@pytest.mark.parametrize("name", sorted(COMBINATIONS))
+def test_no_secret_is_rendered_only_referenced(rendered: dict[str, Objects], name: str) -> None:
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    for values_file in COMBINATIONS[name].values_files:
+        override = yaml.safe_load(Path(values_file).read_text()) or {}
+        values["secrets"].update(override.get("secrets", {}))
+    assert checks.secret_problems(rendered[name], values["secrets"]["existingSecret"]) == []
+
+
+def test_every_service_in_proto_has_a_deployment(rendered: dict[str, Objects]) -> None:
+    objects = rendered["default"]
+    for service in services_in(DEFAULT_DESCRIPTOR_SET):
+        main = container(objects, "Deployment", k8s_name(service), k8s_name(service))
+        assert main["command"] == ["loyalnest", "serve", service]
+        # Headless (client-side balancing) and ClusterIP Services, a ServiceAccount.
+        assert find(objects, "Service", k8s_name(service))["spec"]["clusterIP"] == "None"
+        assert find(objects, "Service", f"{k8s_name(service)}-clusterip")["spec"]["type"] == (
+            "ClusterIP"
+        )
+        find(objects, "ServiceAccount", k8s_name(service))
+
+
+def test_every_proto_package_with_a_service_has_a_deployment(rendered: dict[str, Objects]) -> None:
+    # Straight from proto/ (not the generated descriptor set, which could be stale).
+    proto_root = CHART_DIR.parent.parent / "proto" / "loyalnest"
+    packages = {
+        path.relative_to(proto_root).parts[0]
+        for path in proto_root.rglob("*.proto")
+        if re.search(r"^service\s+\w+", path.read_text(), re.M)
+    }
+    assert packages, "no gRPC service found under proto/"
+    deployments = {o["metadata"]["name"] for o in rendered["default"] if o["kind"] == "Deployment"}
+    assert {k8s_name(p) for p in packages} <= deployments
+
+
+def test_enabled_components_exist_in_the_service_registry(rendered: dict[str, Objects]) -> None:
+    # A component enabled in values but missing from the image would crash-loop.
+    for obj in rendered["default"]:
+        if obj["kind"] == "Deployment" and obj["metadata"]["name"] != "gateway":
+            command = obj["spec"]["template"]["spec"]["containers"][0]["command"]
+            assert command[:2] == ["loyalnest", "serve"] and command[2] in SERVICES
+
+
+def test_native_grpc_probes_and_grace_period(rendered: dict[str, Objects]) -> None:
+    points = find(rendered["default"], "Deployment", "points")["spec"]["template"]["spec"]
+    main = points["containers"][0]
+    assert main["startupProbe"]["grpc"] == {"port": 50051}
+    assert main["readinessProbe"]["grpc"] == {"port": 50051}
+    grace = float(env_of(main)["LOYALNEST_SHUTDOWN_GRACE_SECONDS"])
+    assert (
+        points["terminationGracePeriodSeconds"]
+        > grace + main["lifecycle"]["preStop"]["sleep"]["seconds"]
+    )
+    live = container(rendered["all-features"], "Deployment", "points", "points")["livenessProbe"]
+    assert live["grpc"] == {"port": 50051}  # probes.liveness.type: grpc
+
+
+def test_servicemonitor_only_when_the_cluster_has_the_crd(rendered: dict[str, Objects]) -> None:
+    kinds = [o["kind"] for o in rendered["default"]]
+    assert "ServiceMonitor" not in kinds  # serviceMonitor.enabled, but no monitoring API
+    with_api = parse(helm.template(Render(api_versions=(MONITORING_API,))))
+    assert {o["metadata"]["name"] for o in with_api if o["kind"] == "ServiceMonitor"} == {
+        "loyalnest-services",
+        "loyalnest-gateway",
+    }
+
+
+def test_otel_endpoint_is_configurable(rendered: dict[str, Objects]) -> None:
+    default_env = env_of(container(rendered["default"], "Deployment", "points", "points"))
+    assert "LOYALNEST_OTEL_EXPORTER_OTLP_ENDPOINT" not in default_env
+    env = env_of(container(rendered["all-features"], "Deployment", "points", "points"))
+    assert env["LOYALNEST_OTEL_EXPORTER_OTLP_ENDPOINT"] == (
+        "http://otel-collector.observability.svc.cluster.local:4317"
+    )
+    assert env["LOYALNEST_OTEL_SAMPLE_RATIO"] == "0.25"
+
+
+def test_migration_job_is_a_hook(rendered: dict[str, Objects]) -> None:
+    job = find(rendered["default"], "Job", "points-migrate")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
+        "loyalnest",
+        "migrate",
+        "points",
+    ]
+    # The Job migrates, so services do not.
+    env = env_of(container(rendered["default"], "Deployment", "points", "points"))
+    assert env["LOYALNEST_RUN_MIGRATIONS_ON_START"] == "false"
+    # In-chart PostgreSQL exists only after install: the hook waits, services migrate on start.
+    dev = find(rendered["all-features"], "Job", "points-migrate")
+    assert dev["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
+    env = env_of(container(rendered["all-features"], "Deployment", "points", "points"))
+    assert env["LOYALNEST_RUN_MIGRATIONS_ON_START"] == "true"
+    minimal = rendered["minimal"]
+    assert not [o for o in minimal if o["kind"] == "Job"]
+
+
+def test_autoscaling_owns_replicas_when_enabled(rendered: dict[str, Objects]) -> None:
+    assert find(rendered["default"], "Deployment", "points")["spec"]["replicas"] == 2
+    deployment = find(rendered["all-features"], "Deployment", "points")
+    assert "replicas" not in deployment["spec"]
+    hpa = find(rendered["all-features"], "HorizontalPodAutoscaler", "points")
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+
+
+def test_backends_external_or_in_chart(rendered: dict[str, Objects]) -> None:
+    external = rendered["external-backends"]
+    assert not [o for o in external if o["kind"] == "StatefulSet"]
+    env = env_of(container(external, "Deployment", "points", "points"))
+    assert env["LOYALNEST_KAFKA_BOOTSTRAP_SERVERS"] == (
+        "b-1.kafka.internal:9092,b-2.kafka.internal:9092"
+    )
+    dev = rendered["all-features"]
+    assert {o["metadata"]["name"] for o in dev if o["kind"] == "StatefulSet"} == {
+        "postgres",
+        "mongo",
+        "redis",
+        "kafka",
+    }
+    for name in ("postgres", "mongo", "redis", "kafka"):
+        assert find(dev, "StatefulSet", name)["spec"]["replicas"] == 1
+    env = env_of(container(dev, "Deployment", "points", "points"))
+    assert env["LOYALNEST_KAFKA_BOOTSTRAP_SERVERS"] == "kafka.loyalnest.svc.cluster.local:9092"
+
+
+def test_consul_sidecar(rendered: dict[str, Objects]) -> None:
+    assert (
+        len(
+            find(rendered["default"], "Deployment", "points")["spec"]["template"]["spec"][
+                "containers"
+            ]
+        )
+        == 1
+    )
+    sidecar = container(rendered["all-features"], "Deployment", "points", "consul-sync")
+    assert sidecar["command"] == ["loyalnest", "consul-sync"]
+    assert "--service-name=points" in sidecar["args"]
+    assert "--consul-addr=http://$(HOST_IP):8500" in sidecar["args"]
+    assert env_of(sidecar)["CONSUL_HTTP_TOKEN"] == {
+        "secretKeyRef": {"name": "consul-acl-token", "key": "token"}
+    }
+
+
+def test_gateway_requires_its_upstream_components() -> None:
+    # The generated Envoy config routes to every service in the descriptor set.
+    with pytest.raises(helm.HelmError, match=r"components\.points is not enabled"):
+        helm.template(Render(overrides={"components": {"points": {"enabled": False}}}))
+
+
+def test_notes_tell_how_to_reach_the_gateway() -> None:
+    # `helm install --dry-run=client` renders NOTES.txt without a cluster.
+    notes = subprocess.run(
+        [
+            str(tool("helm")),
+            "install",
+            "loyalnest",
+            str(CHART_DIR),
+            "--namespace",
+            "loyalnest",
+            "--dry-run=client",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("NOTES:", 1)[1]
+    assert "port-forward svc/gateway 8080:8080" in notes
+    assert "grpcurl -plaintext $GATEWAY list" in notes
+    assert "curl -s" in notes
+    assert "create secret generic loyalnest-backends" in notes
+    # Calls carry a token (the merchant comes from it), minted with the published keyset.
+    assert "create configmap loyalnest-jwks --from-file=jwks.json=" in notes
+    assert 'curl -s -H "authorization: Bearer $TOKEN"' in notes
+    assert "loyalnest token --keyset ./signing-keys.json --merchant demo-shop --force" in notes
+    assert "rollout restart deployment/gateway" in notes
+    assert "x-loyalnest-merchant-id" not in notes

