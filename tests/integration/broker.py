@@ -43,10 +43,16 @@ class BrokerProcess:
         deadline = asyncio.get_running_loop().time() + timeout
         while not await self.broker.ready():
             if self._process.poll() is not None:
-                raise RuntimeError(f"tansu exited ({self._process.returncode}): {self.log_path}")
+                log = self.log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"tansu exited ({self._process.returncode}):\n{log}")
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"tansu not ready on {self.bootstrap_servers}")
             await asyncio.sleep(0.05)
+
+    def close(self) -> None:
+        """Stops the broker for good and removes its log."""
+        self.stop()
+        self.log_path.unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Stops the broker the hard way, like a crash: tansu's graceful stop waits for

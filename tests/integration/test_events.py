@@ -68,7 +68,7 @@ async def kafka() -> AsyncIterator[BrokerProcess]:
     try:
         yield broker
     finally:
-        broker.stop()
+        broker.close()
 
 
 @pytest.fixture
