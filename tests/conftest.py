@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ def postgres() -> Iterator[LocalPostgres]:
         yield server
     finally:
         server.stop(mode="immediate")
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture

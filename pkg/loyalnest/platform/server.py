@@ -152,13 +152,17 @@ async def running(
         timeout=settings.health_check_timeout_seconds,
     )
     try:
-        port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
-    except RuntimeError as exc:
+        try:
+            port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen on {settings.host}:{settings.grpc_port}: {exc}") from exc
+        metrics_port = start_metrics_server(settings)
+        await server.start()
+    except BaseException:
+        # Nothing serves yet: release what build() opened (pools) before giving up.
         for cleanup in reversed(components.cleanup):
             await cleanup()
-        raise OSError(f"cannot listen on {settings.host}:{settings.grpc_port}: {exc}") from exc
-    metrics_port = start_metrics_server(settings)
-    await server.start()
+        raise
     monitor_task = asyncio.create_task(monitor.run(), name=f"{spec.name}-health")
     background_tasks = asyncio.create_task(
         _run_background(monitor, components.background), name=f"{spec.name}-background"
