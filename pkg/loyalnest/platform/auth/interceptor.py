@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,10 @@ from loyalnest.platform.interceptors import (
 )
 
 JWKS_RELOAD_SECONDS = 10.0
+# Verified tokens remembered per process: a client reuses its token for up to 15 minutes, and
+# an Ed25519 check costs more than the rest of a cheap RPC. Expiry and revocation are still
+# checked on every call.
+VERIFIED_CACHE_SIZE = 10_000
 
 
 class JwksFile:
@@ -37,9 +42,11 @@ class JwksFile:
         self._audience = audience
         self._mtime = 0.0
         self._checked = 0.0
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
         self._verifier = self._load()
 
     def _load(self) -> TokenVerifier:
+        self._verified.clear()  # a removed key must stop verifying at once
         self._mtime = self._path.stat().st_mtime
         jwks = json.loads(self._path.read_text())
         return TokenVerifier(jwks, issuer=self._issuer, audience=self._audience)
@@ -51,6 +58,18 @@ class JwksFile:
             if self._path.stat().st_mtime != self._mtime:
                 self._verifier = self._load()
         return self._verifier
+
+    def verify(self, token: str) -> Principal:
+        verifier = self.verifier()
+        principal = self._verified.get(token)
+        if principal is not None and principal.expires_at > time.time():
+            self._verified.move_to_end(token)
+            return principal
+        principal = verifier.verify(token)
+        self._verified[token] = principal
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return principal
 
 
 def _bearer_token(context: Context) -> str:
@@ -76,7 +95,7 @@ class AuthInterceptor(WrappingInterceptor):
         return super()._wrap(method, handler)
 
     async def _authenticate(self, method: str, context: Context) -> Principal:
-        principal = self._jwks.verifier().verify(_bearer_token(context))
+        principal = self._jwks.verify(_bearer_token(context))
         if self._revocations and await self._revocations.is_revoked(principal.token_id):
             raise Unauthenticated("token revoked")
         permission = access_policy(method).permission
