@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from loyalnest.platform.errors import InvalidArgument
 
@@ -38,3 +40,29 @@ def decode_page_token(token: str, scope: str) -> int | None:
             "page_token", "is not a page token returned for this query"
         ) from exc
     return position
+
+
+T = TypeVar("T")
+
+
+async def keyset_page(
+    *,
+    page_size_requested: int,
+    page_token: str,
+    scope: str,
+    fetch: Callable[[int, int | None], Awaitable[Sequence[T]]],
+    position: Callable[[T], int],
+) -> tuple[list[T], str]:
+    """One page of a keyset-paginated listing and the token for the next one.
+
+    `fetch(limit, after)` returns up to `limit` rows past position `after` (None: from the
+    start) in listing order; `scope` binds tokens to the query (e.g. merchant and customer),
+    so a token from another merchant's listing is rejected rather than obeyed.
+    """
+    limit = page_size(page_size_requested)
+    after = decode_page_token(page_token, scope)
+    # One extra row tells whether another page exists without a second query.
+    rows = await fetch(limit + 1, after)
+    page = list(rows[:limit])
+    more = len(rows) > limit
+    return page, encode_page_token(scope, position(page[-1])) if more else ""

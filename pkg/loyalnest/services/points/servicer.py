@@ -129,15 +129,16 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         merchant_id = tenancy.merchant_id()
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
-        limit = pagination.page_size(request.page_size)
-        scope = f"{merchant_id}/{request.customer_id}"
-        before = pagination.decode_page_token(request.page_token, scope)
-        # One extra row tells whether another page exists without a second query.
-        rows = await self._store.list_transactions(
-            merchant_id, request.customer_id, limit=limit + 1, before_sequence=before
+        customer_id = request.customer_id
+        page, token = await pagination.keyset_page(
+            page_size_requested=request.page_size,
+            page_token=request.page_token,
+            scope=f"{merchant_id}/{customer_id}",
+            fetch=lambda limit, before: self._store.list_transactions(
+                merchant_id, customer_id, limit=limit, before_sequence=before
+            ),
+            position=lambda transaction: transaction.sequence,
         )
-        page, more = rows[:limit], len(rows) > limit
         return points_pb2.ListTransactionsResponse(
-            transactions=[transaction_proto(t) for t in page],
-            next_page_token=pagination.encode_page_token(scope, page[-1].sequence) if more else "",
+            transactions=[transaction_proto(t) for t in page], next_page_token=token
         )

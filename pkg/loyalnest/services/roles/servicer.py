@@ -174,16 +174,15 @@ class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
         self, request: roles_pb2.ListRolesRequest, context: Context
     ) -> roles_pb2.ListRolesResponse:
         merchant_id = tenancy.merchant_id()
-        limit = pagination.page_size(request.page_size)
-        # A token names its merchant: one minted for another tenant is rejected, not obeyed.
-        scope = f"roles/{merchant_id}"
-        after = pagination.decode_page_token(request.page_token, scope)
-        # One extra row tells whether another page exists without a second query.
-        roles = await self._store.list(merchant_id, limit=limit + 1, after_seq=after)
-        page, more = roles[:limit], len(roles) > limit
+        page, token = await pagination.keyset_page(
+            page_size_requested=request.page_size,
+            page_token=request.page_token,
+            scope=f"roles/{merchant_id}",
+            fetch=lambda limit, after: self._store.list(merchant_id, limit=limit, after_seq=after),
+            position=lambda role: role.seq,
+        )
         return roles_pb2.ListRolesResponse(
-            roles=[role_proto(r) for r in page],
-            next_page_token=pagination.encode_page_token(scope, page[-1].seq) if more else "",
+            roles=[role_proto(r) for r in page], next_page_token=token
         )
 
     async def AssignRole(

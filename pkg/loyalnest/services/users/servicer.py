@@ -165,14 +165,13 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         self, request: users_pb2.ListUsersRequest, context: Context
     ) -> users_pb2.ListUsersResponse:
         merchant_id = tenancy.merchant_id()
-        limit = pagination.page_size(request.page_size)
-        # A token names its merchant: one minted for another tenant is rejected, not obeyed.
-        scope = f"users/{merchant_id}"
-        after = pagination.decode_page_token(request.page_token, scope)
-        # One extra row tells whether another page exists without a second query.
-        users = await self._store.list(merchant_id, limit=limit + 1, after_seq=after)
-        page, more = users[:limit], len(users) > limit
+        page, token = await pagination.keyset_page(
+            page_size_requested=request.page_size,
+            page_token=request.page_token,
+            scope=f"users/{merchant_id}",
+            fetch=lambda limit, after: self._store.list(merchant_id, limit=limit, after_seq=after),
+            position=lambda user: user.seq,
+        )
         return users_pb2.ListUsersResponse(
-            users=[user_proto(u) for u in page],
-            next_page_token=pagination.encode_page_token(scope, page[-1].seq) if more else "",
+            users=[user_proto(u) for u in page], next_page_token=token
         )
