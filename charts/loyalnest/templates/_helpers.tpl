@@ -142,6 +142,24 @@ the file when it changes. Only the Auth service gets the private keyset (a Secre
 {{- end }}
 {{- end }}
 
+{{/* Sensitive settings of a service container, from Secrets only: the component's secretEnv
+(env var name -> {secret, key}); without `secret`, secrets.existingSecret. Call with
+(dict "ctx" $ "settings" $s). */}}
+{{- define "loyalnest.secretEnv" -}}
+{{- $ctx := .ctx -}}
+{{- $plain := .settings.env | default dict -}}
+{{- range $name, $ref := .settings.secretEnv }}
+{{- if hasKey $plain $name }}
+{{- fail (printf "%s is set in both env and secretEnv: secrets go in secretEnv only" $name) }}
+{{- end }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.secret | default $ctx.Values.secrets.existingSecret }}
+      key: {{ $ref.key }}
+{{- end }}
+{{- end }}
+
 {{/* Environment every service process reads (pkg/loyalnest/platform/config.py). Call with
 (dict "ctx" $ "settings" $s), plus "tokens" true "name" $name "component" $component for a
 service Deployment (token settings: pods that mount the JWKS; the migration Job does not). */}}
@@ -199,6 +217,7 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
 {{- end }}
 {{- if .tokens }}
 {{- include "loyalnest.authEnv" . }}
+{{- include "loyalnest.secretEnv" . }}
 {{- end }}
 - name: POD_NAME
   valueFrom:
