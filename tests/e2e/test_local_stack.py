@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from loyalnest.devstack.postgres import free_port
+from loyalnest.devstack.servers import port_in_use
 from loyalnest.devstack.stack import StackState
 
 pytestmark = pytest.mark.timeout(240)
@@ -33,13 +34,23 @@ def loyalnest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
     )
 
 
+# Below the kernel's ephemeral range (32768+), so client sockets of other tests cannot
+# squat a port between the check and the stack's bind; each run takes a random block.
+_BLOCK = 64
+
+
 def _ports() -> dict[str, int]:
+    """A block of free ports: six fixed components, then service gRPC ports from `base`
+    (metrics ports are base + 1000), all verified free."""
     names = ["gateway", "gateway-admin", "postgres", "redis", "kafka", "reflection"]
-    ports = {name: free_port() for name in names}
-    base = free_port()
-    while base + 1000 > 65535 or base in ports.values():
-        base = free_port()
-    ports["base"] = base
+    rng = random.Random()
+    while True:
+        start = rng.randrange(20000, 30000 - 1000 - _BLOCK, _BLOCK)
+        block = [*range(start, start + _BLOCK), *range(start + 1000, start + 1000 + _BLOCK)]
+        if not any(port_in_use(port) for port in block):
+            break
+    ports = dict(zip(names, range(start, start + len(names)), strict=True))
+    ports["base"] = start + 16
     return ports
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import duration_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 
@@ -33,6 +33,14 @@ class LoyalNestError(Exception):
 
     def details(self) -> list[Message]:
         return []
+
+    def packed_details(self) -> list[any_pb2.Any]:
+        packed = []
+        for detail in self.details():
+            item = any_pb2.Any()
+            item.Pack(detail)
+            packed.append(item)
+        return packed
 
 
 class InvalidArgument(LoyalNestError):
@@ -136,3 +144,16 @@ class PermissionDenied(LoyalNestError):
 
 class Internal(LoyalNestError):
     code = grpc.StatusCode.INTERNAL
+
+
+class DownstreamError(LoyalNestError):
+    """Another service's answer, passed on as it came (code, message and details), so a
+    NOT_FOUND two hops away still reaches the client as NOT_FOUND, not INTERNAL."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, details: list[any_pb2.Any]) -> None:
+        super().__init__(message)
+        self.code = code
+        self._packed = details
+
+    def packed_details(self) -> list[any_pb2.Any]:
+        return list(self._packed)

@@ -13,7 +13,6 @@ from typing import Any
 import grpc
 import psycopg
 import pymongo.errors
-from google.protobuf import any_pb2
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
@@ -180,12 +179,9 @@ class TelemetryInterceptor(WrappingInterceptor):
 
 
 def to_rich_status(error: errors.LoyalNestError) -> grpc.Status:
-    details = []
-    for detail in error.details():
-        packed = any_pb2.Any()
-        packed.Pack(detail)
-        details.append(packed)
-    status = status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    status = status_pb2.Status(
+        code=error.code.value[0], message=error.message, details=error.packed_details()
+    )
     return rpc_status.to_status(status)
 
 
@@ -193,6 +189,11 @@ def translate(exc: Exception, method: str) -> errors.LoyalNestError:
     """Maps any handler exception to a domain error; unexpected ones are logged."""
     if isinstance(exc, errors.LoyalNestError):
         return exc
+    if isinstance(exc, grpc.aio.AioRpcError):
+        status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+        return errors.DownstreamError(
+            exc.code(), exc.details() or "", list(status.details) if status else []
+        )
     if isinstance(exc, _ABORTED):
         return errors.Aborted("concurrent update conflict; retry the call")
     if isinstance(exc, _UNAVAILABLE):

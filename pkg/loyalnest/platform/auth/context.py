@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 
 from loyalnest.platform.auth.tokens import Principal
 from loyalnest.platform.errors import PermissionDenied, Unauthenticated
 
 _principal: ContextVar[Principal | None] = ContextVar("loyalnest_principal", default=None)
+# The caller's own token, forwarded on calls this RPC makes to other services, so they see
+# (and check) the same merchant and permissions.
+_bearer_token: ContextVar[str | None] = ContextVar("loyalnest_bearer_token", default=None)
 
 
 def current_principal() -> Principal:
@@ -25,9 +28,18 @@ def current_merchant_id() -> str:
     return merchant_id
 
 
-def bind(principal: Principal | None) -> object:
-    return _principal.set(principal)
+def current_bearer_token() -> str | None:
+    return _bearer_token.get()
 
 
-def unbind(token: object) -> None:
-    _principal.reset(token)  # type: ignore[arg-type]
+Bound = tuple[Token[Principal | None], Token[str | None]]
+
+
+def bind(principal: Principal, bearer_token: str) -> Bound:
+    return (_principal.set(principal), _bearer_token.set(bearer_token))
+
+
+def unbind(bound: Bound) -> None:
+    principal_reset, token_reset = bound
+    _bearer_token.reset(token_reset)
+    _principal.reset(principal_reset)

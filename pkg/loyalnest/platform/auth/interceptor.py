@@ -94,18 +94,19 @@ class AuthInterceptor(WrappingInterceptor):
             return handler  # type: ignore[no-any-return]
         return super()._wrap(method, handler)
 
-    async def _authenticate(self, method: str, context: Context) -> Principal:
-        principal = self._jwks.verify(_bearer_token(context))
+    async def _authenticate(self, method: str, context: Context) -> tuple[Principal, str]:
+        token = _bearer_token(context)
+        principal = self._jwks.verify(token)
         if self._revocations and await self._revocations.is_revoked(principal.token_id):
             raise Unauthenticated("token revoked")
         permission = access_policy(method).permission
         if permission and not principal.has(permission):
             raise PermissionDenied(f"this call needs the {permission!r} permission")
-        return principal
+        return principal, token
 
     def wrap_unary(self, method: str, kind: str, behavior: UnaryBehavior) -> UnaryBehavior:
         async def authenticated(request: Any, context: Context) -> Any:
-            bound = auth_context.bind(await self._authenticate(method, context))
+            bound = auth_context.bind(*await self._authenticate(method, context))
             try:
                 return await behavior(request, context)
             finally:
@@ -115,7 +116,7 @@ class AuthInterceptor(WrappingInterceptor):
 
     def wrap_stream(self, method: str, kind: str, behavior: StreamBehavior) -> StreamBehavior:
         async def authenticated(request: Any, context: Context) -> AsyncIterator[Any]:
-            bound = auth_context.bind(await self._authenticate(method, context))
+            bound = auth_context.bind(*await self._authenticate(method, context))
             try:
                 async for item in behavior(request, context):
                     yield item
