@@ -7,6 +7,7 @@ its own input; `Validator` collects violations and raises a single InvalidArgume
 from __future__ import annotations
 
 import re
+import uuid
 from types import TracebackType
 
 from loyalnest.platform.errors import FieldViolation, InvalidArgument
@@ -14,6 +15,14 @@ from loyalnest.platform.errors import FieldViolation, InvalidArgument
 IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_TEXT_LENGTH = 500
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
 
 
 class Validator:
@@ -58,6 +67,12 @@ class Validator:
             "must be 1-128 characters of letters, digits and _ . : @ -, "
             "starting with a letter or digit",
         )
+
+    def uuid(self, field: str, value: str) -> bool:
+        """A required UUID id: anything else is rejected before it reaches a store."""
+        if not self.check(bool(value), field, "is required"):
+            return False
+        return self.check(is_uuid(value), field, "must be a UUID")
 
     def idempotency_key(self, field: str, value: str) -> bool:
         if not self.check(bool(value.strip()), field, "is required for this mutating call"):

@@ -48,3 +48,14 @@ def test_page_tokens_round_trip_and_bind_to_their_query():
         pagination.decode_page_token(token, "m/c2")
     with pytest.raises(InvalidArgument):
         pagination.decode_page_token("!!not-base64", "m/c1")
+
+
+def test_uuid_fields():
+    with Validator() as v:
+        v.uuid("user_id", "6f1c2f53-2b0c-4a53-9f55-5c3d8e3b7a10")
+    for value, description in (("", "is required"), ("not-a-uuid", "must be a UUID")):
+        with pytest.raises(InvalidArgument) as caught, Validator() as v:
+            v.uuid("user_id", value)
+        assert [(x.field, x.description) for x in caught.value.violations] == [
+            ("user_id", description)
+        ]

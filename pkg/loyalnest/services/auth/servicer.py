@@ -30,7 +30,7 @@ from loyalnest.platform.errors import (
 from loyalnest.platform.events import outbox
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.observability import get_logger
-from loyalnest.platform.validation import Validator
+from loyalnest.platform.validation import Validator, is_uuid
 from loyalnest.services.auth import credentials, shopify
 from loyalnest.services.auth.keys import SigningKeys
 from loyalnest.services.auth.sessions import IssuedSession, Minted, SessionTokens
@@ -69,19 +69,6 @@ def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
 
 def _epoch_timestamp(seconds: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=seconds)
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _uuid_field(v: Validator, field: str, value: str) -> None:
-    if v.check(bool(value), field, "is required"):
-        v.check(_is_uuid(value), field, "must be a UUID")
 
 
 def merchant_proto(merchant: MerchantRecord) -> auth_pb2.Merchant:
@@ -378,7 +365,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 "validating another merchant needs the 'auth:validate' permission"
             )
         with Validator() as v:
-            _uuid_field(v, "merchant_id", merchant_id)
+            v.uuid("merchant_id", merchant_id)
         merchant = await self._store.get_merchant(merchant_id)
         if merchant.status != "active":
             raise FailedPrecondition(
@@ -416,7 +403,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                     "must look like 'domain:action' (e.g. admin:analytics)",
                 )
             if request.merchant_id:
-                _uuid_field(v, "merchant_id", request.merchant_id)
+                v.uuid("merchant_id", request.merchant_id)
         ungrantable = sorted(p for p in request.permissions if not caller.has(p))
         if ungrantable:
             raise PermissionDenied(f"cannot grant permissions the caller lacks: {ungrantable}")
@@ -546,7 +533,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if caller.merchant_id:
             raise PermissionDenied("only platform admins (no merchant) impersonate merchants")
         with Validator() as v:
-            _uuid_field(v, "merchant_id", request.merchant_id)
+            v.uuid("merchant_id", request.merchant_id)
             v.text("reason", request.reason, required=True)
             v.check(
                 0 <= request.ttl_seconds <= MAX_IMPERSONATION_SECONDS,
@@ -592,7 +579,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     async def _admin_caller(self, caller: Principal) -> AdminUserRecord:
         """The admin user behind the caller's token, who must have signed in with MFA."""
-        if not _is_uuid(caller.subject):
+        if not is_uuid(caller.subject):
             raise PermissionDenied("this call needs an admin user's session")
         try:
             admin = await self._store.admin_by_id(caller.subject)
@@ -609,7 +596,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if caller.merchant_id:
             raise PermissionDenied("only platform admins (no merchant) handle impersonations")
         with Validator() as v:
-            _uuid_field(v, "session_id", request.session_id)
+            v.uuid("session_id", request.session_id)
         record = await self._store.get_impersonation(request.session_id)
         if record.admin_id != caller.subject and not caller.has("admin:full"):
             raise PermissionDenied("only the admin who started it (or admin:full) can end it")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -52,20 +51,6 @@ def assignment_proto(assignment: Assignment) -> roles_pb2.RoleAssignment:
         role_id=assignment.role_id,
         assign_time=_timestamp(assignment.assigned_at),
     )
-
-
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-def _check_uuid(v: Validator, field: str, value: str) -> None:
-    # Role and user ids are UUIDs: anything else is rejected before it reaches SQL.
-    if v.check(bool(value), field, "is required"):
-        v.check(_is_uuid(value), field, "must be a UUID")
 
 
 def _check_name(v: Validator, field: str, name: str) -> None:
@@ -130,7 +115,7 @@ class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
         permissions = normalize_permissions(role.permissions)
         with Validator() as v:
             if v.check(request.HasField("role"), "role", "is required"):
-                _check_uuid(v, "role.role_id", role.role_id)
+                v.uuid("role.role_id", role.role_id)
             if v.check(bool(paths), "update_mask", "must name the fields to change"):
                 unknown = sorted(paths - UPDATABLE_FIELDS)
                 v.check(
@@ -165,7 +150,7 @@ class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
     ) -> roles_pb2.GetRoleResponse:
         merchant_id = tenancy.merchant_id()
         with Validator() as v:
-            _check_uuid(v, "role_id", request.role_id)
+            v.uuid("role_id", request.role_id)
         return roles_pb2.GetRoleResponse(
             role=role_proto(await self._store.get(merchant_id, request.role_id))
         )
@@ -190,8 +175,8 @@ class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
     ) -> roles_pb2.AssignRoleResponse:
         merchant_id = tenancy.merchant_id()
         with Validator() as v:
-            _check_uuid(v, "user_id", request.user_id)
-            _check_uuid(v, "role_id", request.role_id)
+            v.uuid("user_id", request.user_id)
+            v.uuid("role_id", request.role_id)
             v.idempotency_key("idempotency_key", request.idempotency_key)
         assignment = await self._store.assign(
             merchant_id,
@@ -207,7 +192,7 @@ class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
     ) -> roles_pb2.GetUserRoleResponse:
         merchant_id = tenancy.merchant_id()
         with Validator() as v:
-            _check_uuid(v, "user_id", request.user_id)
+            v.uuid("user_id", request.user_id)
         assignment, role = await self._store.user_role(merchant_id, request.user_id)
         return roles_pb2.GetUserRoleResponse(
             assignment=assignment_proto(assignment), role=role_proto(role)

@@ -70,14 +70,6 @@ def is_valid_email(email: str) -> bool:
     return len(email) <= MAX_EMAIL_LENGTH and bool(EMAIL_RE.match(email))
 
 
-def is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
 def owner_user_id(merchant_id: str) -> str:
     """The id of the account created for a merchant's owner at install (merchant.created).
 

@@ -22,6 +22,7 @@ from loyalnest.platform.events.consumer import PermanentEventError
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.postgres import Database
+from loyalnest.platform.validation import is_uuid
 from loyalnest.services.users import events
 from loyalnest.services.users.cache import UserCache, UserRow
 from loyalnest.services.users.domain import (
@@ -30,7 +31,6 @@ from loyalnest.services.users.domain import (
     UserChanges,
     UserKind,
     UserNotFound,
-    is_uuid,
     owner_user_id,
 )
 from loyalnest.services.users.pii import EmailVault
