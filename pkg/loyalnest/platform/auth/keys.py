@@ -85,3 +85,14 @@ def ensure_local_keyset(directory: Path) -> tuple[Path, Path]:
         private.write_text(KeySet.generate(local=True).to_json())
     public.write_text(json.dumps(load_keyset(private).public_jwks(), indent=2))
     return private, public
+
+
+def local_keyset_beside(jwks_path: Path | None) -> Path | None:
+    """The local stack's private keyset next to the public JWKS, if there is one and it is
+    marked local: the sign of a developer machine (production mounts only the JWKS)."""
+    if jwks_path is None:
+        return None
+    candidate = jwks_path.parent / "signing-keys.json"
+    if candidate.exists() and load_keyset(candidate).local:
+        return candidate
+    return None

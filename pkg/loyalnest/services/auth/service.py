@@ -44,7 +44,7 @@ from pydantic import Field, SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from loyalnest.platform import audit
-from loyalnest.platform.auth.keys import load_keyset
+from loyalnest.platform.auth.keys import local_keyset_beside
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key, derive_key
@@ -117,10 +117,9 @@ class AuthSettings(ServiceSettings):
 def signing_keys_path(settings: AuthSettings) -> Path:
     if settings.auth_signing_keys_path is not None:
         return settings.auth_signing_keys_path
-    if settings.jwt_jwks_path is not None:
-        candidate = settings.jwt_jwks_path.parent / "signing-keys.json"
-        if candidate.exists() and load_keyset(candidate).local:
-            return candidate
+    local = local_keyset_beside(settings.jwt_jwks_path)
+    if local is not None:
+        return local
     raise ValueError(
         "LOYALNEST_AUTH_SIGNING_KEYS_PATH is required: the private keyset that signs tokens"
     )

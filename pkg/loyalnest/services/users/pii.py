@@ -13,7 +13,7 @@ import hashlib
 
 from pydantic import SecretStr
 
-from loyalnest.platform.auth.keys import load_keyset
+from loyalnest.platform.auth.keys import local_keyset_beside
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key
 from loyalnest.platform.observability import get_logger
@@ -42,10 +42,7 @@ def on_a_developer_machine(settings: ServiceSettings) -> bool:
 
     Production mounts only the public JWKS: no private keyset, let alone a local one.
     """
-    if settings.jwt_jwks_path is None:
-        return False
-    keyset = settings.jwt_jwks_path.parent / "signing-keys.json"
-    return keyset.exists() and load_keyset(keyset).local
+    return local_keyset_beside(settings.jwt_jwks_path) is not None
 
 
 class EmailVault:
