@@ -42,7 +42,6 @@ from tests.integration.test_auth_service import (
     isolation_arrange,
     isolation_snapshot,
 )
-from tests.integration.test_users_service import redis_url  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.integration
 
@@ -435,7 +434,7 @@ def service_settings(name: str, database_url: str, cache_url: str) -> Any:
 async def service(
     request: pytest.FixtureRequest,
     database_url: str,
-    redis_url: str,  # noqa: F811
+    redis_url: str,
 ) -> AsyncIterator[RunningService]:
     name = request.param
     async with running(spec_for(name), service_settings(name, database_url, redis_url)) as svc:

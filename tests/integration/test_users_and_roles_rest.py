@@ -19,7 +19,7 @@ from loyalnest.services.users.service import SERVICE_NAME as USERS_SERVICE
 from loyalnest.services.users.service import SPEC as USERS_SPEC
 from tests.auth import merchant_headers
 from tests.integration.test_gateway_validate import Gateway, gateway_config, http, running_gateway
-from tests.integration.test_users_service import redis_url, users_settings  # noqa: F401
+from tests.integration.test_users_service import users_settings
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ PERMISSIONS = ("users:read", "users:write", "roles:read", "roles:write")
 @pytest.fixture
 async def gateway(
     database_url: str,
-    redis_url: str,  # noqa: F811 - the fixture imported above
+    redis_url: str,
     tmp_path: Path,
 ) -> AsyncIterator[Gateway]:
     roles_settings = ServiceSettings(
