@@ -19,8 +19,11 @@ from loyalnest.platform.events.outbox import OUTBOX_LANES, lane_for
 REPO = Path(__file__).resolve().parents[3]
 SEED = Path("/work/shared/seed/loyalnest-microservice-design.txt")
 
-# Every event named on a "Produces" line of seed §1-15, plus points.adjusted (see
-# proto/loyalnest/events/v1/points.proto for why adjustments are an event of their own).
+# Every event named on a "Produces" line of seed §1-15.
+# Events of our own beyond the seed's, each with the reason in its proto: points.adjusted
+# (adjustments are not customer activity), program_settings.updated (Points earns from orders
+# with a local copy of Core's rules instead of a call per order).
+OUR_EVENTS = {"points.adjusted", "program_settings.updated"}
 SEED_EVENTS = {
     "customer.created",
     "customer.updated",
@@ -46,11 +49,17 @@ SEED_EVENTS = {
     "product_rfm.updated",
 }
 # Messages in the events package that are not events themselves.
-NOT_EVENTS = {"loyalnest.events.v1.Envelope", "loyalnest.events.v1.RfmScore"}
+NOT_EVENTS = {
+    "loyalnest.events.v1.Envelope",
+    "loyalnest.events.v1.RfmScore",
+    "loyalnest.events.v1.ProgramSettings",
+    "loyalnest.events.v1.EarningMultiplier",
+    "loyalnest.events.v1.PlanLimits",
+}
 
 
 def test_every_seed_event_is_registered():
-    assert set(topics.BY_TYPE) == SEED_EVENTS | {"points.adjusted"}
+    assert set(topics.BY_TYPE) == SEED_EVENTS | OUR_EVENTS
 
 
 @pytest.mark.skipif(not SEED.exists(), reason="seed document not available")

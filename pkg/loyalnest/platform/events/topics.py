@@ -104,6 +104,7 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("customer.created", core_pb2.CustomerCreated, CORE, "customer_id"),
     EventSpec("customer.updated", core_pb2.CustomerUpdated, CORE, "customer_id"),
     EventSpec("plan_limit_warning", core_pb2.PlanLimitWarning, CORE, None),
+    EventSpec("program_settings.updated", core_pb2.ProgramSettingsUpdated, CORE, None),
     EventSpec("merchant.created", auth_pb2.MerchantCreated, AUTH, None),
     EventSpec("auth.revoked", auth_pb2.AuthRevoked, AUTH, "user_id"),
     EventSpec("webhook.received", gateway_pb2.WebhookReceived, GATEWAY, "customer_id"),

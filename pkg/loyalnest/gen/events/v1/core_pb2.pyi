@@ -1,10 +1,26 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PointsRounding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POINTS_ROUNDING_UNSPECIFIED: _ClassVar[PointsRounding]
+    POINTS_ROUNDING_DOWN: _ClassVar[PointsRounding]
+    POINTS_ROUNDING_NEAREST: _ClassVar[PointsRounding]
+    POINTS_ROUNDING_UP: _ClassVar[PointsRounding]
+POINTS_ROUNDING_UNSPECIFIED: PointsRounding
+POINTS_ROUNDING_DOWN: PointsRounding
+POINTS_ROUNDING_NEAREST: PointsRounding
+POINTS_ROUNDING_UP: PointsRounding
 
 class CustomerCreated(_message.Message):
     __slots__ = ("customer_id", "shopify_customer_id", "user_id")
@@ -35,3 +51,51 @@ class PlanLimitWarning(_message.Message):
     used: int
     limit: int
     def __init__(self, plan: _Optional[str] = ..., metric: _Optional[str] = ..., used: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ProgramSettingsUpdated(_message.Message):
+    __slots__ = ("settings",)
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    settings: ProgramSettings
+    def __init__(self, settings: _Optional[_Union[ProgramSettings, _Mapping]] = ...) -> None: ...
+
+class ProgramSettings(_message.Message):
+    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROGRAM_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    POINTS_PER_CURRENCY_UNIT_FIELD_NUMBER: _ClassVar[int]
+    ROUNDING_FIELD_NUMBER: _ClassVar[int]
+    SIGNUP_BONUS_POINTS_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLIERS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_PERIOD_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    program_enabled: bool
+    points_per_currency_unit: str
+    rounding: PointsRounding
+    signup_bonus_points: int
+    multipliers: _containers.RepeatedCompositeFieldContainer[EarningMultiplier]
+    points_expiry_days: int
+    pending_period: _duration_pb2.Duration
+    plan: PlanLimits
+    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ...) -> None: ...
+
+class EarningMultiplier(_message.Message):
+    __slots__ = ("collection_id", "product_ids", "multiplier")
+    COLLECTION_ID_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    collection_id: str
+    product_ids: _containers.RepeatedScalarFieldContainer[str]
+    multiplier: str
+    def __init__(self, collection_id: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., multiplier: _Optional[str] = ...) -> None: ...
+
+class PlanLimits(_message.Message):
+    __slots__ = ("plan", "customers_limit", "orders_per_month_limit")
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    ORDERS_PER_MONTH_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    plan: str
+    customers_limit: int
+    orders_per_month_limit: int
+    def __init__(self, plan: _Optional[str] = ..., customers_limit: _Optional[int] = ..., orders_per_month_limit: _Optional[int] = ...) -> None: ...
