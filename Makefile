@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	rm -f $(VENV)/.installed-*
+	$(BIN)/python tools/genproto.py --fetch-xds
 	touch $@
 
 system-deps:
@@ -27,9 +28,11 @@ k8s-tools:
 	tools/ensure-k8s-tools.sh
 
 gen: $(STAMP)
+	$(BIN)/python tools/genproto.py --fetch-xds
 	$(BIN)/python tools/genproto.py
 
 gen-check: $(STAMP)
+	$(BIN)/python tools/genproto.py --fetch-xds
 	$(BIN)/python tools/genproto.py --check
 
 lint: setup

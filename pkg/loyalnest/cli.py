@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,15 +76,43 @@ def _token(args: argparse.Namespace) -> int:
     settings = ServiceSettings()
     issuer = TokenIssuer(keyset, issuer=settings.jwt_issuer, audience=settings.jwt_audience)
     permissions = [p for p in args.permissions.split(",") if p]
+    merchant = args.merchant
+    if args.shop:
+        from loyalnest.platform.tenancy import merchant_id_for_shop
+
+        merchant = merchant_id_for_shop(args.shop)
     print(
         issuer.mint(
             subject=args.user,
-            merchant_id=args.merchant,
+            merchant_id=merchant,
             permissions=permissions,
             ttl_seconds=args.ttl,
         )
     )
     return 0
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from loyalnest.devstack.stack import DEV_SHOPIFY_API_SECRET
+    from loyalnest.services.edge.signing import shopify_headers, webhook_path
+
+    body = Path(args.file).read_bytes() if args.file != "-" else sys.stdin.buffer.read()
+    secret = args.secret or os.environ.get("LOYALNEST_SHOPIFY_API_SECRET", DEV_SHOPIFY_API_SECRET)
+    headers = shopify_headers(
+        body, topic=args.topic, shop_domain=args.shop, secret=secret, event_id=args.event_id
+    )
+    url = args.gateway.rstrip("/") + webhook_path(args.topic)
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(response.status, response.read().decode())
+            return 0
+    except urllib.error.HTTPError as error:
+        print(error.code, error.read().decode(), file=sys.stderr)
+        return 1
 
 
 def _down(args: argparse.Namespace) -> int:
@@ -140,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     token = commands.add_parser(
         "token", help="mint an access token with the local stack's signing key"
     )
-    token.add_argument("--merchant", required=True, help="merchant the token acts for")
+    acting_for = token.add_mutually_exclusive_group(required=True)
+    acting_for.add_argument("--merchant", help="merchant id the token acts for")
+    acting_for.add_argument("--shop", help="or the merchant of this *.myshopify.com shop")
     token.add_argument("--user", default="developer", help="subject (user id)")
     token.add_argument(
         "--permissions",
@@ -152,6 +183,19 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--state-dir", help="the local stack's state directory")
     token.add_argument("--force", action="store_true", help="allow a non-local keyset")
     token.set_defaults(func=_token)
+
+    webhook = commands.add_parser(
+        "webhook", help="send a Shopify-signed webhook (as Shopify would) to the gateway"
+    )
+    webhook.add_argument("file", help="JSON body file (- for stdin)")
+    webhook.add_argument("--topic", required=True, help="e.g. orders/create")
+    webhook.add_argument("--shop", default="loyalnest-demo.myshopify.com")
+    webhook.add_argument("--gateway", default="http://127.0.0.1:8080")
+    webhook.add_argument("--event-id", help="X-Shopify-Event-Id (repeat one to see dedupe)")
+    webhook.add_argument(
+        "--secret", help="app secret (default: $LOYALNEST_SHOPIFY_API_SECRET or the dev one)"
+    )
+    webhook.set_defaults(func=_webhook)
     return parser
 
 

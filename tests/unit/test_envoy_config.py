@@ -13,6 +13,7 @@ from google.protobuf import descriptor_pb2
 import loyalnest.gen
 from loyalnest.gateway import GatewayConfig, Upstream, grpc_services_in_descriptor_set, render
 from loyalnest.gateway.descriptors import services_in_descriptor_set
+from loyalnest.gateway.edge import EdgePolicy, JwtProvider
 from loyalnest.gateway.envoy_config import (
     HIDE_GRPC_HEADERS_LUA,
     OTEL_CLUSTER,
@@ -95,6 +96,7 @@ def test_listener_and_filter_order() -> None:
     names = [f["name"] for f in hcm["http_filters"]]
     assert names == [
         "envoy.filters.http.cors",
+        "envoy.filters.http.buffer",
         "envoy.filters.http.grpc_web",
         "loyalnest.hide_grpc_headers_on_rest",
         TRANSCODER,
@@ -103,13 +105,19 @@ def test_listener_and_filter_order() -> None:
     ]
 
 
-def test_policy_filters_go_between_transcoder_and_router() -> None:
-    rbac = {"name": "envoy.filters.http.rbac", "typed_config": {"@type": "x"}}
-    names = [
-        f["name"]
-        for f in connection_manager(render(config(policy_filters=(rbac,))))["http_filters"]
+def test_policy_filters_go_between_transcoder_and_router_in_design_order(tmp_path: Path) -> None:
+    auth = Upstream("auth", ("loyalnest.auth.v1.AuthService",), (("127.0.0.1", 50060),))
+    policy = EdgePolicy(
+        jwt=JwtProvider(tmp_path / "jwks.json", "issuer"), rate_limit_upstream="points"
+    )
+    bootstrap = render(config(upstreams=(points_upstream(), auth), policy=policy))
+    names = [f["name"] for f in connection_manager(bootstrap)["http_filters"]]
+    assert names[-4:] == [
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.ratelimit",
+        "envoy.filters.http.router",
     ]
-    assert names[-2:] == ["envoy.filters.http.rbac", "envoy.filters.http.router"]
     assert names.index(TRANSCODER) < names.index("envoy.filters.http.rbac")
 
 

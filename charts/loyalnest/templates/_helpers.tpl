@@ -248,6 +248,12 @@ with the release's values put in for the tokens the generator left. */}}
 {{- $config = $config | replace "${NAMESPACE}" .Release.Namespace | replace "${CLUSTER_DOMAIN}" $v.clusterDomain -}}
 {{- $config = $config | replace "\"${CORS_ORIGINS}\"" (toJson $origins) -}}
 {{- $config = $config | replace "\"${JWT_ISSUER}\"" (toJson $v.auth.issuer) -}}
+{{- $admins := list -}}
+{{- range $v.gateway.adminAllowedCidrs -}}
+{{- $parts := split "/" . -}}
+{{- $admins = append $admins (dict "direct_remote_ip" (dict "address_prefix" $parts._0 "prefix_len" (int $parts._1))) -}}
+{{- end -}}
+{{- $config = $config | replace "\"${ADMIN_CIDRS}\"" (toJson $admins) -}}
 {{- if $tracing -}}
 {{- $config = $config | replace "\"${OTEL_HOST}\"" (toJson $v.otel.collector.host) | replace "\"${OTEL_PORT}\"" (toString $v.otel.collector.port) -}}
 {{- end -}}

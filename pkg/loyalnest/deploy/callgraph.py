@@ -91,5 +91,12 @@ def seed_call_graph(text: str) -> dict[str, set[str]]:
     return graph
 
 
+# Components of ours the seed does not list, with the components they call. `edge` is the
+# API-Gateway's Python half (webhook ingress, Envoy's rate-limit service): only the gateway
+# calls it, and it calls no one.
+BEYOND_SEED: dict[str, set[str]] = {"edge": set()}
+
+
 def load_seed_call_graph(path: Path = SEED) -> dict[str, set[str]]:
-    return seed_call_graph(path.read_text())
+    """The seed's graph plus BEYOND_SEED: what the chart's NetworkPolicies must allow."""
+    return {**seed_call_graph(path.read_text()), **BEYOND_SEED}

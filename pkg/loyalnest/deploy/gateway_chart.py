@@ -12,6 +12,10 @@ that the chart's `loyalnest.gatewayConfig` template replaces:
     "${OTEL_HOST}"      only in envoy-otel.json, the variant with tracing: the collector
     "${OTEL_PORT}"
     "${JWT_ISSUER}"     the `iss` the jwt_authn filter accepts (auth.issuer)
+    "${ADMIN_CIDRS}"    the RBAC principals allowed to call /admin/ RPCs
+                        (gateway.adminAllowedCidrs, each as a direct_remote_ip range)
+
+The edge service (`edge`) answers the `ratelimit` filter's checks, through its upstream cluster.
 
 Every upstream listens on the platform's gRPC port (50051): the Service is headless, so Envoy
 connects to pod IPs on the container port and the chart keeps that port fixed.
@@ -43,12 +47,12 @@ from typing import Any
 
 from loyalnest.deploy.paths import CHART_DIR
 from loyalnest.gateway.descriptors import grpc_services_in_descriptor_set
+from loyalnest.gateway.edge import EdgePolicy, JwtProvider
 from loyalnest.gateway.envoy_config import (
     GatewayConfig,
     render,
     upstreams_from_descriptor_set,
 )
-from loyalnest.gateway.jwt_rules import jwt_authn_filter
 from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
 
 GATEWAY_FILES_DIR = CHART_DIR / "files" / "gateway"
@@ -80,6 +84,11 @@ CORS_ORIGINS_TOKEN = "${CORS_ORIGINS}"
 OTEL_HOST_TOKEN = "${OTEL_HOST}"
 OTEL_PORT_TOKEN = "${OTEL_PORT}"
 JWT_ISSUER_TOKEN = "${JWT_ISSUER}"
+ADMIN_CIDRS_TOKEN = "${ADMIN_CIDRS}"
+# Rendered into the config, then its principal list replaced by ADMIN_CIDRS_TOKEN.
+ADMIN_CIDR_PLACEHOLDER = "192.0.2.0/24"
+DEFAULT_ADMIN_CIDRS = ("10.0.0.0/8",)  # values.yaml gateway.adminAllowedCidrs
+RATE_LIMIT_SERVICE = "edge"
 
 ADMIN_CLUSTER = "envoy_admin"
 OPS_PATHS = ("/ready", "/stats/prometheus")
@@ -196,7 +205,12 @@ def render_chart_config(descriptor_set: Path, *, tracing: bool) -> dict[str, Any
         # Port placeholder as well: _check_endpoint wants an int; the token replaces it below.
         otel_collector=(OTEL_HOST_TOKEN, OTEL_DEFAULT_PORT) if tracing else None,
         reflection_endpoint=("127.0.0.1", REFLECTION_PORT),
-        policy_filters=(jwt_authn_filter(descriptor_set, Path(JWKS_PATH), JWT_ISSUER_TOKEN),),
+        policy=EdgePolicy(
+            jwt=JwtProvider(Path(JWKS_PATH), JWT_ISSUER_TOKEN),
+            # A placeholder network: replaced below by the token for the whole list.
+            admin_allowed_cidrs=(ADMIN_CIDR_PLACEHOLDER,),
+            rate_limit_upstream=RATE_LIMIT_SERVICE,
+        ),
     )
     bootstrap = render(config)
     mounted_descriptor_set = f"{MOUNT_DIR}/{DESCRIPTOR_SET_FILE}"
@@ -205,6 +219,9 @@ def render_chart_config(descriptor_set: Path, *, tracing: bool) -> dict[str, Any
             node["proto_descriptor"] = mounted_descriptor_set
         if "allow_origin_string_match" in node:
             node["allow_origin_string_match"] = CORS_ORIGINS_TOKEN
+        ids = node.get("ids")
+        if isinstance(ids, list) and any("direct_remote_ip" in principal for principal in ids):
+            node["ids"] = ADMIN_CIDRS_TOKEN
         address = node.get("socket_address")
         if isinstance(address, dict) and address.get("address") == OTEL_HOST_TOKEN:
             address["port_value"] = OTEL_PORT_TOKEN
@@ -257,9 +274,17 @@ def substitute(
     cors_origins: tuple[str, ...] = ("http://localhost:5173",),
     otel: tuple[str, int] | None = None,
     jwt_issuer: str = DEFAULT_JWT_ISSUER,
+    admin_cidrs: tuple[str, ...] = DEFAULT_ADMIN_CIDRS,
 ) -> str:
     """What the chart's template does to the tokens, for tests and tools outside Helm."""
     text = text.replace(NAMESPACE_TOKEN, namespace).replace(CLUSTER_DOMAIN_TOKEN, cluster_domain)
+    principals = []
+    for cidr in admin_cidrs:
+        address, _, length = cidr.partition("/")
+        principals.append(
+            {"direct_remote_ip": {"address_prefix": address, "prefix_len": int(length)}}
+        )
+    text = text.replace(json.dumps(ADMIN_CIDRS_TOKEN), json.dumps(principals))
     text = text.replace(json.dumps(JWT_ISSUER_TOKEN), json.dumps(jwt_issuer))
     origins = json.dumps([{"exact": origin} for origin in cors_origins])
     text = text.replace(json.dumps(CORS_ORIGINS_TOKEN), origins)

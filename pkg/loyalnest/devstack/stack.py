@@ -26,6 +26,7 @@ from loyalnest.devstack import probes
 from loyalnest.devstack.postgres import LocalPostgres, PostgresError, traversable_by_others
 from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
 from loyalnest.devstack.supervisor import ComponentError, ProcessSpec, Supervisor
+from loyalnest.gateway.edge import LOOPBACK_CIDRS, EdgePolicy, JwtProvider
 from loyalnest.gateway.envoy_binary import EnvoyConfigError, envoy_command, validate_config
 from loyalnest.gateway.envoy_config import (
     GatewayConfig,
@@ -33,7 +34,6 @@ from loyalnest.gateway.envoy_config import (
     upstreams_from_descriptor_set,
     write,
 )
-from loyalnest.gateway.jwt_rules import jwt_authn_filter
 from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
 from loyalnest.platform.auth.keys import ensure_local_keyset
 from loyalnest.platform.config import ServiceSettings
@@ -43,6 +43,8 @@ DATABASE = "loyalnest"
 STATE_FILE = "stack.json"
 # Shopify webhook secret for local development only; production reads it from a Secret.
 DEV_SHOPIFY_API_SECRET = "loyalnest-dev-shopify-secret"
+# The service that answers Envoy's rate-limit checks (envoy.service.ratelimit.v3).
+RATE_LIMIT_SERVICE = "edge"
 
 
 @dataclass
@@ -274,10 +276,11 @@ class Stack:
             ),
             access_log_path=str(self.log_dir / "gateway-access.log"),
             reflection_endpoint=("127.0.0.1", self.ports.reflection),
-            policy_filters=(
-                jwt_authn_filter(
-                    DEFAULT_DESCRIPTOR_SET, self.jwks_path, ServiceSettings().jwt_issuer
-                ),
+            policy=EdgePolicy(
+                jwt=JwtProvider(self.jwks_path, ServiceSettings().jwt_issuer),
+                # The local stack listens on loopback only: admin RPCs from this machine.
+                admin_allowed_cidrs=LOOPBACK_CIDRS,
+                rate_limit_upstream=RATE_LIMIT_SERVICE if RATE_LIMIT_SERVICE in endpoints else None,
             ),
         )
         for service in unserved_services(config):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from google.api import annotations_pb2
+from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
+
+from loyalnest.gen.options.v1 import route_pb2
 
 # The transcoder renders google.rpc.Status (with convert_grpc_status) and the detail messages
 # packed into it only if their descriptors are in the set.
@@ -24,6 +27,18 @@ class MethodInfo:
     client_streaming: bool
     server_streaming: bool
     http_bound: bool  # has a google.api.http option, so it is reachable as REST
+    # REST path templates of its bindings, e.g. ("/admin/v1/auth/revoke",).
+    http_paths: tuple[str, ...] = ()
+    # `idempotency_level` NO_SIDE_EFFECTS or IDEMPOTENT: a repeat does no harm, so the gateway
+    # may retry it even after it reached a backend.
+    idempotent: bool = False
+    # `(loyalnest.options.v1.route).timeout`, when the RPC declares one.
+    timeout_seconds: float | None = None
+
+    @property
+    def admin(self) -> bool:
+        """Bound under /admin/: callable only from the admin network allowlist."""
+        return any(path.startswith("/admin/") for path in self.http_paths)
 
 
 @dataclass(frozen=True)
@@ -58,21 +73,52 @@ def load_descriptor_set(path: Path) -> descriptor_pb2.FileDescriptorSet:
         raise FileNotFoundError(f"cannot read descriptor set {path}: {exc}") from exc
 
 
+def _http_paths(rule: http_pb2.HttpRule) -> list[str]:
+    pattern = rule.WhichOneof("pattern")
+    paths = []
+    if pattern == "custom":
+        paths.append(rule.custom.path)
+    elif pattern is not None:
+        paths.append(str(getattr(rule, pattern)))
+    for binding in rule.additional_bindings:
+        paths += _http_paths(binding)
+    return paths
+
+
+_IDEMPOTENT_LEVELS = (
+    descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+    descriptor_pb2.MethodOptions.IDEMPOTENT,
+)
+
+
+def _method_info(method: descriptor_pb2.MethodDescriptorProto) -> MethodInfo:
+    options: Any = method.options  # the stubs do not type generated extensions
+    http_bound = options.HasExtension(annotations_pb2.http)
+    timeout: float | None = None
+    if options.HasExtension(route_pb2.route):
+        policy: route_pb2.RoutePolicy = options.Extensions[route_pb2.route]
+        if policy.HasField("timeout"):
+            timeout = policy.timeout.ToTimedelta().total_seconds()
+    return MethodInfo(
+        name=method.name,
+        client_streaming=method.client_streaming,
+        server_streaming=method.server_streaming,
+        http_bound=http_bound,
+        http_paths=tuple(_http_paths(options.Extensions[annotations_pb2.http]))
+        if http_bound
+        else (),
+        idempotent=options.idempotency_level in _IDEMPOTENT_LEVELS,
+        timeout_seconds=timeout,
+    )
+
+
 def services_in_descriptor_set(path: Path) -> dict[str, ServiceInfo]:
     """Every gRPC service in the set, keyed by fully qualified name, in file order."""
     services: dict[str, ServiceInfo] = {}
     for file in load_descriptor_set(path).file:
         for service in file.service:
             full_name = f"{file.package}.{service.name}" if file.package else service.name
-            methods = tuple(
-                MethodInfo(
-                    name=m.name,
-                    client_streaming=m.client_streaming,
-                    server_streaming=m.server_streaming,
-                    http_bound=m.options.HasExtension(annotations_pb2.http),
-                )
-                for m in service.method
-            )
+            methods = tuple(_method_info(m) for m in service.method)
             services[full_name] = ServiceInfo(full_name, file.package, file.name, methods)
     return services
 

@@ -7,11 +7,15 @@ RPC therefore needs no edit here, only a regenerated descriptor set and a re-ren
 
 Request path through the HTTP filters (DESIGN §8):
 
-    cors → grpc_web → hide_grpc_headers_on_rest (Lua) → grpc_json_transcoder
-         → record_grpc_status (Lua) → [policy slot: rbac → jwt_authn → ratelimit] → router
+    cors → buffer (413) → grpc_web → hide_grpc_headers_on_rest (Lua) → grpc_json_transcoder
+         → record_grpc_status (Lua) → rbac → jwt_authn → ratelimit → router
 
-(the two small Lua filters act on responses only; the policy slot is filled by later issues
-through `GatewayConfig.policy_filters`).
+(the two small Lua filters act on responses only; the edge policies are `edge.EdgePolicy`).
+
+Routes: one per RPC that needs its own (server streaming: no timeout; a declared
+`(loyalnest.options.v1.route).timeout`; `idempotency_level` NO_SIDE_EFFECTS/IDEMPOTENT, which
+are retried on UNAVAILABLE and resets), then one per service. Every upstream cluster has
+outlier detection (a worker failing in a row is ejected for a while) and circuit breakers.
 
 After the transcoder every request, whether REST, native gRPC or gRPC-Web, carries
 `:path = /<package>.<Service>/<Method>`, so routes (and later JWT rules, RBAC and rate limits) are
@@ -25,12 +29,14 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loyalnest.gateway import edge
 from loyalnest.gateway.descriptors import (
     STATUS_FILES,
+    MethodInfo,
     ServiceInfo,
     files_in_descriptor_set,
     grpc_services_in_descriptor_set,
@@ -60,6 +66,18 @@ HEALTH_CHECK_TIMEOUT_SECONDS = 1
 HEALTHY_THRESHOLD = 1  # one good probe brings a (re)started worker into rotation
 UNHEALTHY_THRESHOLD = 2  # two failed probes take it out; one slow probe does not
 MAX_DOWNSTREAM_CONNECTIONS = 10_000
+OUTLIER_CONSECUTIVE_5XX = 5
+OUTLIER_CONSECUTIVE_GATEWAY_FAILURES = 3
+OUTLIER_INTERVAL_SECONDS = 5
+OUTLIER_BASE_EJECTION_SECONDS = 15
+CIRCUIT_MAX_CONNECTIONS = 1024
+CIRCUIT_MAX_PENDING_REQUESTS = 1024
+CIRCUIT_MAX_REQUESTS = 4096
+CIRCUIT_MAX_RETRIES = 32
+# Retried when the RPC is idempotent, even if the request reached a backend.
+IDEMPOTENT_RETRY_ON = "connect-failure,refused-stream,unavailable,reset"
+# Always safe: the request never reached a backend.
+SAFE_RETRY_ON = "connect-failure,refused-stream"
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # grpcio-reflection serves v1alpha only; grpcurl 1.8 asks v1alpha, newer tools ask v1 first.
@@ -212,10 +230,8 @@ class GatewayConfig:
     # loyalnest.gateway.reflection). Unset: reflection goes to the first upstream only.
     reflection_endpoint: tuple[str, int] | None = None
     route_timeout_seconds: int = DEFAULT_ROUTE_TIMEOUT_SECONDS
-    # Extension point: HTTP filters (Envoy filter dicts) placed between the transcoder and the
-    # router, where they see gRPC paths for REST, gRPC and gRPC-Web alike. Later issues add
-    # rbac → jwt_authn → ratelimit here, in that order (DESIGN §8).
-    policy_filters: tuple[Mapping[str, Any], ...] = ()
+    # Admin allowlist, JWT, rate limits, body size (see loyalnest.gateway.edge).
+    policy: edge.EdgePolicy = field(default_factory=edge.EdgePolicy)
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -237,6 +253,9 @@ class GatewayConfig:
             _check_endpoint(self.reflection_endpoint, "reflection_endpoint")
         if self.route_timeout_seconds <= 0:
             raise ValueError("route_timeout_seconds must be positive")
+        limiter = self.policy.rate_limit_upstream
+        if limiter is not None and limiter not in names:
+            raise ValueError(f"rate_limit_upstream {limiter!r} is not an upstream ({names})")
 
 
 def upstreams_from_descriptor_set(
@@ -361,11 +380,40 @@ def _upstream_cluster(upstream: Upstream) -> dict[str, Any]:
     # A worker reports NOT_SERVING for its first service until its dependencies answer.
     # If every endpoint is unhealthy, Envoy's panic mode still routes to them (fail open).
     cluster["health_checks"] = [_grpc_health_check(upstream.grpc_services[0])]
+    # A worker whose calls fail in a row (UNAVAILABLE and other 5xx-mapped statuses, resets,
+    # timeouts) leaves rotation for a while; at most half of a cluster at once.
+    cluster["outlier_detection"] = {
+        "consecutive_5xx": OUTLIER_CONSECUTIVE_5XX,
+        "consecutive_gateway_failure": OUTLIER_CONSECUTIVE_GATEWAY_FAILURES,
+        "interval": _seconds(OUTLIER_INTERVAL_SECONDS),
+        "base_ejection_time": _seconds(OUTLIER_BASE_EJECTION_SECONDS),
+        "max_ejection_percent": 50,
+    }
+    # Back-pressure instead of an unbounded queue in front of a slow service; retries are
+    # bounded too, so a struggling backend is not hit by a retry storm.
+    cluster["circuit_breakers"] = {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "max_connections": CIRCUIT_MAX_CONNECTIONS,
+                "max_pending_requests": CIRCUIT_MAX_PENDING_REQUESTS,
+                "max_requests": CIRCUIT_MAX_REQUESTS,
+                "max_retries": CIRCUIT_MAX_RETRIES,
+            }
+        ]
+    }
     return cluster
 
 
-def _route(name: str, match: dict[str, str], cluster: str, timeout_seconds: int) -> dict[str, Any]:
-    return {
+def _route(
+    name: str,
+    match: dict[str, str],
+    cluster: str,
+    timeout_seconds: float,
+    *,
+    retry_on: str = SAFE_RETRY_ON,
+) -> dict[str, Any]:
+    route: dict[str, Any] = {
         "name": name,
         "match": match,
         "route": {
@@ -375,10 +423,9 @@ def _route(name: str, match: dict[str, str], cluster: str, timeout_seconds: int)
             # Honour a native gRPC client's grpc-timeout, capped by the route's timeout
             # (0s: uncapped).
             "max_stream_duration": {"grpc_timeout_header_max": _seconds(timeout_seconds)},
-            # Safe for any RPC: the request never reached a backend. Retries go to another
-            # worker where there is one.
+            # Retries go to another worker where there is one.
             "retry_policy": {
-                "retry_on": "connect-failure,refused-stream",
+                "retry_on": retry_on,
                 "num_retries": 2,
                 "retry_host_predicate": [
                     {
@@ -392,13 +439,34 @@ def _route(name: str, match: dict[str, str], cluster: str, timeout_seconds: int)
             },
         },
     }
+    if timeout_seconds == 0:
+        # A stream's request may never end (reflection is bidirectional): the body limit's
+        # buffering would hold it forever. The services' own receive limit still applies.
+        route["typed_per_filter_config"] = {edge.BUFFER_FILTER: edge.buffer_disabled()}
+    return route
+
+
+def _method_route(
+    service: ServiceInfo, method: MethodInfo, cluster: str, timeout: int
+) -> dict[str, Any] | None:
+    """An exact route for an RPC routed unlike its service's default, else None."""
+    if not (method.server_streaming or method.idempotent or method.timeout_seconds):
+        return None
+    seconds: float = 0 if method.server_streaming else method.timeout_seconds or timeout
+    return _route(
+        f"{service.full_name}/{method.name}",
+        {"path": service.grpc_path(method.name)},
+        cluster,
+        seconds,
+        retry_on=IDEMPOTENT_RETRY_ON if method.idempotent else SAFE_RETRY_ON,
+    )
 
 
 def _service_routes(service: ServiceInfo, cluster: str, timeout: int) -> list[dict[str, Any]]:
-    # Exact routes for server-streaming RPCs first (no timeout), then the service prefix.
     routes = [
-        _route(f"{service.full_name}/{method}", {"path": service.grpc_path(method)}, cluster, 0)
-        for method in service.server_streaming_methods
+        route
+        for method in service.methods
+        if (route := _method_route(service, method, cluster, timeout)) is not None
     ]
     routes.append(_route(service.full_name, {"prefix": service.grpc_path_prefix}, cluster, timeout))
     return routes
@@ -480,12 +548,13 @@ def _transcoder(config: GatewayConfig, services: Sequence[str]) -> dict[str, Any
     }
 
 
-def _http_filters(config: GatewayConfig, services: Sequence[str]) -> list[dict[str, Any]]:
+def _http_filters(config: GatewayConfig, services: Sequence[ServiceInfo]) -> list[dict[str, Any]]:
     return [
         {
             "name": "envoy.filters.http.cors",
             "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors"),
         },
+        edge.buffer_filter(config.policy),
         {
             "name": "envoy.filters.http.grpc_web",
             "typed_config": _typed("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"),
@@ -497,7 +566,7 @@ def _http_filters(config: GatewayConfig, services: Sequence[str]) -> list[dict[s
                 default_source_code={"inline_string": HIDE_GRPC_HEADERS_LUA},
             ),
         },
-        _transcoder(config, services),
+        _transcoder(config, [service.full_name for service in services]),
         {
             "name": "loyalnest.record_grpc_status",
             "typed_config": _typed(
@@ -505,8 +574,7 @@ def _http_filters(config: GatewayConfig, services: Sequence[str]) -> list[dict[s
                 default_source_code={"inline_string": RECORD_GRPC_STATUS_LUA},
             ),
         },
-        # ---- policy slot (rbac → jwt_authn → ratelimit): see GatewayConfig.policy_filters.
-        *(dict(f) for f in config.policy_filters),
+        *edge.policy_filters(config.policy, services, config.descriptor_set_path),
         {
             "name": "envoy.filters.http.router",
             "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router"),
@@ -560,7 +628,7 @@ def _connection_manager(config: GatewayConfig, services: dict[str, ServiceInfo])
             routes += _service_routes(services[name], upstream.service, timeout)
     routes += _infrastructure_routes(config)
     routes.append(_catch_all_route(config))
-    transcoded = [name for u in config.upstreams for name in u.grpc_services]
+    transcoded = [services[name] for u in config.upstreams for name in u.grpc_services]
     manager: dict[str, Any] = _typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix="loyalnest_gateway",
@@ -588,6 +656,11 @@ def _connection_manager(config: GatewayConfig, services: dict[str, ServiceInfo])
                     "domains": ["*"],
                     "routes": routes,
                     "typed_per_filter_config": {"envoy.filters.http.cors": _cors_policy(config)},
+                    **(
+                        {"rate_limits": limits}
+                        if (limits := edge.virtual_host_rate_limits(config.policy))
+                        else {}
+                    ),
                 }
             ],
         },

@@ -16,6 +16,8 @@ from loyalnest.gateway.descriptors import load_descriptor_set
 from loyalnest.gen.options.v1 import access_pb2
 
 PROVIDER = "loyalnest"
+# Where the verified claims are kept for later filters (the rate limiter's merchant).
+PAYLOAD_METADATA_KEY = "jwt_payload"
 # Infrastructure that orchestrators and grpcurl reach without a token.
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",
@@ -56,6 +58,7 @@ def jwt_authn_filter(descriptor_set_path: Path, jwks_path: Path, issuer: str) ->
                     "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
                     # Services verify the token again (defence in depth).
                     "forward": True,
+                    "payload_in_metadata": PAYLOAD_METADATA_KEY,
                 }
             },
             "rules": rules,

@@ -15,6 +15,9 @@ _PUBLIC_SERVICES = frozenset(
         "grpc.health.v1.Health",
         "grpc.reflection.v1alpha.ServerReflection",
         "grpc.reflection.v1.ServerReflection",
+        # Envoy's rate-limit check, asked by the gateway before routing (the gateway holds no
+        # token of its own). Not routed from outside; NetworkPolicy admits only the gateway.
+        "envoy.service.ratelimit.v3.RateLimitService",
     }
 )
 

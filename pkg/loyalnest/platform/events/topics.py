@@ -64,7 +64,7 @@ def _topic(producer: str) -> Topic:
 
 CORE = _topic("core")
 AUTH = _topic("auth")
-GATEWAY = _topic("gateway")
+EDGE = _topic("edge")  # the API-Gateway's edge service (webhook ingress)
 POINTS = _topic("points")
 REFERRALS = _topic("referrals")
 USERS = _topic("users")
@@ -107,7 +107,7 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("program_settings.updated", core_pb2.ProgramSettingsUpdated, CORE, None),
     EventSpec("merchant.created", auth_pb2.MerchantCreated, AUTH, None),
     EventSpec("auth.revoked", auth_pb2.AuthRevoked, AUTH, "user_id"),
-    EventSpec("webhook.received", gateway_pb2.WebhookReceived, GATEWAY, "customer_id"),
+    EventSpec("webhook.received", gateway_pb2.WebhookReceived, EDGE, "customer_id"),
     EventSpec("points.earned", points_pb2.PointsEarned, POINTS, "customer_id"),
     EventSpec("points.redeemed", points_pb2.PointsRedeemed, POINTS, "customer_id"),
     EventSpec("points.adjusted", points_pb2.PointsAdjusted, POINTS, "customer_id"),

@@ -19,6 +19,7 @@ from loyalnest.platform.crypto import BlindIndex, FieldCipher
 from loyalnest.platform.errors import NotFound
 from loyalnest.platform.events import outbox
 from loyalnest.platform.postgres import Database
+from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.auth.credentials import token_hash
 from loyalnest.services.auth.shopify import ShopifyTokens
 
@@ -146,7 +147,7 @@ class AuthStore:
         )
         row = await cursor.fetchone()
         created = row is None
-        merchant_id = str(uuid.uuid4()) if row is None else row[0]
+        merchant_id = merchant_id_for_shop(shop) if row is None else row[0]
         values = (
             self._cipher.encrypt(tokens.access_token, context=_access_token_context(merchant_id)),
             tokens.expires_at,

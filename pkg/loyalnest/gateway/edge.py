@@ -1,0 +1,201 @@
+"""The gateway's edge policies (DESIGN §8): admin allowlist, JWT, per-merchant rate limits and
+the request size limit, as Envoy filters and route settings.
+
+Order on the request path: `rbac → jwt_authn → ratelimit`, all after the transcoder, so each
+sees `/pkg.Service/Method` for REST, gRPC and gRPC-Web alike and is written once per RPC:
+
+- **rbac** refuses (403) RPCs bound under `/admin/` unless the TCP peer is in the admin CIDRs.
+  `direct_remote_ip`: X-Forwarded-For is the client's to forge.
+- **jwt_authn** (`jwt_rules`) requires a token everywhere but public RPCs, and puts the
+  verified claims in dynamic metadata (`jwt_payload`) for the next filter.
+- **ratelimit** asks the gateway service (envoy.service.ratelimit.v3) with one descriptor
+  `[merchant_id from the verified token, endpoint = the gRPC method]`; calls without a token
+  (public RPCs) produce no descriptor and are not limited here. Over the limit: 429 for REST,
+  RESOURCE_EXHAUSTED for gRPC, with the service's Retry-After and x-ratelimit-* headers.
+  The service unreachable: requests pass (`fail_closed` refuses them instead).
+- **buffer** (first) answers 413 to a request body over `max_request_bytes`, kept below the
+  services' 4 MiB gRPC receive limit (over it they would answer RESOURCE_EXHAUSTED → 429).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loyalnest.gateway.descriptors import ServiceInfo
+from loyalnest.gateway.jwt_rules import PAYLOAD_METADATA_KEY, jwt_authn_filter
+
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+BUFFER_FILTER = "envoy.filters.http.buffer"
+RATE_LIMIT_DOMAIN = "loyalnest"
+# Descriptor keys: the gateway service's rate limiter reads the same names.
+MERCHANT_DESCRIPTOR_KEY = "merchant_id"
+ENDPOINT_DESCRIPTOR_KEY = "endpoint"
+MERCHANT_CLAIM = "merchant_id"
+DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
+LOOPBACK_CIDRS = ("127.0.0.1/32", "::1/128")
+
+
+def _typed(type_name: str, **fields: Any) -> dict[str, Any]:
+    return {"@type": f"type.googleapis.com/{type_name}", **fields}
+
+
+@dataclass(frozen=True)
+class JwtProvider:
+    jwks_path: Path
+    issuer: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgePolicy:
+    jwt: JwtProvider | None = None
+    # Peers allowed to call /admin/ RPCs. Empty: nobody (admin RPCs refused at the edge).
+    admin_allowed_cidrs: tuple[str, ...] = LOOPBACK_CIDRS
+    # The upstream (a GatewayConfig upstream name) serving envoy.service.ratelimit.v3; None:
+    # no rate limiting.
+    rate_limit_upstream: str | None = None
+    # The check sits in front of every call: a slow limiter must not stall traffic.
+    rate_limit_timeout_seconds: float = 0.25
+    rate_limit_fail_closed: bool = False
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+
+    def __post_init__(self) -> None:
+        for cidr in self.admin_allowed_cidrs:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad entry
+        if self.rate_limit_upstream is not None and self.jwt is None:
+            raise ValueError("rate limits are per merchant from the JWT: configure jwt too")
+        if self.max_request_bytes <= 0 or self.rate_limit_timeout_seconds <= 0:
+            raise ValueError("max_request_bytes and rate_limit_timeout_seconds must be positive")
+
+
+def admin_paths(services: Sequence[ServiceInfo]) -> list[str]:
+    return sorted(s.grpc_path(m.name) for s in services for m in s.methods if m.admin)
+
+
+def _cidr_principal(cidr: str) -> dict[str, Any]:
+    network = ipaddress.ip_network(cidr, strict=False)
+    return {
+        "direct_remote_ip": {
+            "address_prefix": str(network.network_address),
+            "prefix_len": network.prefixlen,
+        }
+    }
+
+
+def rbac_filter(policy: EdgePolicy, services: Sequence[ServiceInfo]) -> dict[str, Any] | None:
+    paths = admin_paths(services)
+    if not paths:
+        return None
+    outside: dict[str, Any]
+    if policy.admin_allowed_cidrs:
+        ids = [_cidr_principal(cidr) for cidr in policy.admin_allowed_cidrs]
+        outside = {"not_id": {"or_ids": {"ids": ids}}}
+    else:
+        outside = {"any": True}
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.rbac.v3.RBAC",
+            rules={
+                "action": "DENY",
+                "policies": {
+                    "admin-rpc-outside-allowlist": {
+                        "permissions": [
+                            {
+                                "or_rules": {
+                                    "rules": [
+                                        {"url_path": {"path": {"exact": path}}} for path in paths
+                                    ]
+                                }
+                            }
+                        ],
+                        "principals": [outside],
+                    }
+                },
+            },
+        ),
+    }
+
+
+def rate_limit_filter(policy: EdgePolicy) -> dict[str, Any] | None:
+    if policy.rate_limit_upstream is None:
+        return None
+    return {
+        "name": "envoy.filters.http.ratelimit",
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            domain=RATE_LIMIT_DOMAIN,
+            timeout=f"{policy.rate_limit_timeout_seconds:g}s",
+            failure_mode_deny=policy.rate_limit_fail_closed,
+            # gRPC clients get RESOURCE_EXHAUSTED (Envoy's default would be UNAVAILABLE, which
+            # clients retry at once).
+            rate_limited_as_resource_exhausted=True,
+            rate_limit_service={
+                "grpc_service": {
+                    "envoy_grpc": {"cluster_name": policy.rate_limit_upstream},
+                    "timeout": f"{policy.rate_limit_timeout_seconds:g}s",
+                },
+                "transport_api_version": "V3",
+            },
+        ),
+    }
+
+
+def virtual_host_rate_limits(policy: EdgePolicy) -> list[dict[str, Any]]:
+    """One descriptor per request: [merchant from the verified token, gRPC method]. Without a
+    verified token the metadata action finds nothing and Envoy sends no descriptor."""
+    if policy.rate_limit_upstream is None:
+        return []
+    return [
+        {
+            "actions": [
+                {
+                    "metadata": {
+                        "descriptor_key": MERCHANT_DESCRIPTOR_KEY,
+                        "metadata_key": {
+                            "key": JWT_FILTER,
+                            "path": [{"key": PAYLOAD_METADATA_KEY}, {"key": MERCHANT_CLAIM}],
+                        },
+                        "source": "DYNAMIC",
+                    }
+                },
+                {
+                    "request_headers": {
+                        "header_name": ":path",
+                        "descriptor_key": ENDPOINT_DESCRIPTOR_KEY,
+                    }
+                },
+            ]
+        }
+    ]
+
+
+def buffer_filter(policy: EdgePolicy) -> dict[str, Any]:
+    return {
+        "name": BUFFER_FILTER,
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.buffer.v3.Buffer",
+            max_request_bytes=policy.max_request_bytes,
+        ),
+    }
+
+
+def buffer_disabled() -> dict[str, Any]:
+    """Per-route config turning the body limit off (streaming routes)."""
+    return _typed("envoy.extensions.filters.http.buffer.v3.BufferPerRoute", disabled=True)
+
+
+def policy_filters(
+    policy: EdgePolicy, services: Sequence[ServiceInfo], descriptor_set_path: Path
+) -> list[dict[str, Any]]:
+    """rbac → jwt_authn → ratelimit, those configured."""
+    filters = [rbac_filter(policy, services)]
+    if policy.jwt is not None:
+        filters.append(
+            jwt_authn_filter(descriptor_set_path, policy.jwt.jwks_path, policy.jwt.issuer)
+        )
+    filters.append(rate_limit_filter(policy))
+    return [f for f in filters if f is not None]

@@ -1,0 +1,180 @@
+"""Shopify webhook deliveries: what a delivery is, and whether Shopify signed it.
+
+Signing (DESIGN §7): `X-Shopify-Hmac-SHA256` is the base64 HMAC-SHA256 of the raw body under
+the app's client secret. Verification runs over the exact bytes received (the transcoder hands
+them over untouched as `google.api.HttpBody`), compares in constant time, and accepts any of
+the configured secrets, so a secret rotation loses no delivery.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from loyalnest.platform.errors import FieldViolation, InvalidArgument, Unauthenticated
+
+# The topics the services consume, plus the three GDPR topics every public app must accept.
+TOPICS = frozenset(
+    {
+        "orders/create",
+        "orders/paid",
+        "orders/updated",
+        "orders/cancelled",
+        "refunds/create",
+        "customers/create",
+        "customers/update",
+        "app/uninstalled",
+        "customers/data_request",
+        "customers/redact",
+        "shop/redact",
+    }
+)
+SHOP_DOMAIN_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*\.myshopify\.com$")
+# Shopify's ids are numeric or GUIDs; anything longer is not from Shopify.
+MAX_ID_LENGTH = 128
+
+HMAC_HEADER = "x-shopify-hmac-sha256"
+SHOP_HEADER = "x-shopify-shop-domain"
+TOPIC_HEADER = "x-shopify-topic"
+EVENT_ID_HEADER = "x-shopify-event-id"
+WEBHOOK_ID_HEADER = "x-shopify-webhook-id"
+TRIGGERED_AT_HEADER = "x-shopify-triggered-at"
+# What a dead letter keeps of the request's headers (not the signature: it proves nothing
+# once stored, and the body is kept anyway).
+KEPT_HEADERS = (
+    SHOP_HEADER,
+    TOPIC_HEADER,
+    EVENT_ID_HEADER,
+    WEBHOOK_ID_HEADER,
+    TRIGGERED_AT_HEADER,
+    "x-shopify-api-version",
+    "content-type",
+)
+
+
+class BadSignature(Unauthenticated):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"webhook signature rejected: {reason}")
+
+
+def signature(body: bytes, secret: str) -> str:
+    """The X-Shopify-Hmac-SHA256 value Shopify sends for `body`."""
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def verify_signature(body: bytes, header: str | None, secrets: Iterable[str]) -> None:
+    """Raises BadSignature unless `header` is the signature of `body` under one of `secrets`."""
+    if not header:
+        raise BadSignature(f"missing {HMAC_HEADER} header")
+    try:
+        claimed = base64.b64decode(header.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise BadSignature(f"{HMAC_HEADER} is not base64") from None
+    matched = False
+    for secret in secrets:
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+        # Every secret is tried, matched or not: the time taken tells nothing of which.
+        matched |= hmac.compare_digest(expected, claimed)
+    if not matched:
+        raise BadSignature("the body's HMAC does not match")
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One verified-or-not webhook request, as the ingress sees it."""
+
+    topic: str
+    shop_domain: str
+    event_id: str
+    webhook_id: str
+    triggered_at: datetime | None
+    headers: Mapping[str, str]
+    body: bytes
+
+    @classmethod
+    def parse(cls, resource: str, action: str, headers: Mapping[str, str], body: bytes) -> Delivery:
+        """Validates the topic and Shopify's headers; INVALID_ARGUMENT names each problem."""
+        topic = f"{resource}/{action}"
+        violations: list[FieldViolation] = []
+        if topic not in TOPICS:
+            violations.append(
+                FieldViolation("topic", f"{topic!r} is not one of {', '.join(sorted(TOPICS))}")
+            )
+        header_topic = headers.get(TOPIC_HEADER)
+        if header_topic is not None and header_topic != topic:
+            violations.append(
+                FieldViolation(
+                    TOPIC_HEADER, f"{header_topic!r} does not match the path's {topic!r}"
+                )
+            )
+        shop = headers.get(SHOP_HEADER, "").strip().lower()
+        if not SHOP_DOMAIN_RE.match(shop):
+            violations.append(FieldViolation(SHOP_HEADER, "must be a *.myshopify.com domain"))
+        webhook_id = headers.get(WEBHOOK_ID_HEADER, "").strip()
+        if not webhook_id or len(webhook_id) > MAX_ID_LENGTH:
+            violations.append(FieldViolation(WEBHOOK_ID_HEADER, "is required"))
+        # Event ids name the event across redeliveries; Shopify sends one with every webhook,
+        # but a delivery without one is still deduplicated, by its webhook id.
+        event_id = headers.get(EVENT_ID_HEADER, "").strip() or webhook_id
+        if len(event_id) > MAX_ID_LENGTH:
+            violations.append(FieldViolation(EVENT_ID_HEADER, "is too long"))
+        triggered_at = _timestamp(headers.get(TRIGGERED_AT_HEADER))
+        if headers.get(TRIGGERED_AT_HEADER) and triggered_at is None:
+            violations.append(FieldViolation(TRIGGERED_AT_HEADER, "must be an ISO 8601 time"))
+        if violations:
+            raise InvalidArgument("invalid Shopify webhook", violations)
+        return cls(
+            topic=topic,
+            shop_domain=shop,
+            event_id=event_id,
+            webhook_id=webhook_id,
+            triggered_at=triggered_at,
+            headers={name: headers[name] for name in KEPT_HEADERS if name in headers},
+            body=body,
+        )
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        stamp = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+class UnusableBody(ValueError):
+    """A signed body the consumers could not use: kept as a dead letter."""
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnusableBody(f"body is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise UnusableBody(f"body is JSON {type(payload).__name__}, not an object")
+    return payload
+
+
+def customer_id(topic: str, payload: Mapping[str, Any]) -> str:
+    """The Shopify customer a webhook concerns (the event's partition key), or ''."""
+    if topic.startswith("customers/") and topic not in {
+        "customers/data_request",
+        "customers/redact",
+    }:
+        value = payload.get("id")
+    else:
+        customer = payload.get("customer")
+        value = customer.get("id") if isinstance(customer, dict) else None
+    return str(value) if isinstance(value, int | str) and value != "" else ""

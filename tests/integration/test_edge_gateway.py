@@ -1,0 +1,339 @@
+"""The gateway edge through a real Envoy: Shopify webhooks (HMAC, dedupe, dead letters),
+per-merchant rate limits, the admin allowlist and the body limit. Real PostgreSQL, real Valkey,
+the real edge service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+
+from loyalnest.devstack.postgres import free_port
+from loyalnest.gateway import Upstream
+from loyalnest.gateway.edge import EdgePolicy, JwtProvider
+from loyalnest.gen.events.v1 import envelope_pb2
+from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.server import running
+from loyalnest.platform.tenancy import merchant_id_for_shop
+from loyalnest.services.edge.service import SERVICE_NAME, SPEC
+from loyalnest.services.edge.settings import EdgeSettings, PlanRateLimit
+from loyalnest.services.edge.signing import shopify_headers, webhook_path
+from tests.auth import JWKS_PATH, merchant_headers
+from tests.integration.test_gateway_validate import (
+    Gateway,
+    Response,
+    gateway_config,
+    http,
+    running_gateway,
+)
+
+pytestmark = pytest.mark.integration
+
+SECRET = "edge-test-secret"
+PREVIOUS_SECRET = "edge-test-old-secret"
+SHOP = "loyalnest-demo.myshopify.com"
+FIXTURES = Path("/work/shared/fixtures/shopify")
+ORDER = (
+    (FIXTURES / "orders-create.json").read_bytes()
+    if (FIXTURES / "orders-create.json").is_file()
+    else json.dumps({"id": 820982911946154508, "customer": {"id": 115310627314723954}}).encode()
+)
+BURST = 5
+READ_LIMITS = ("gateway:read",)
+
+
+@dataclass
+class Edge:
+    gateway: Gateway
+    database_url: str
+
+    async def deliver(
+        self, body: bytes, headers: dict[str, str], topic: str = "orders/create"
+    ) -> Response:
+        return await http(
+            "POST", self.gateway.url + webhook_path(topic), body=body, headers=headers
+        )
+
+    def count(self, sql: str, *params: Any) -> int:
+        with psycopg.connect(self.database_url) as conn:
+            row = conn.execute(sql, params).fetchone()
+            assert row is not None
+            return int(row[0])
+
+    def published(self, shopify_event_id: str) -> list[gateway_events.WebhookReceived]:
+        """webhook.received events in the outbox for one Shopify event (the relay sends each
+        row once; tests/integration/test_events.py proves that part)."""
+        with psycopg.connect(self.database_url) as conn:
+            rows = conn.execute(
+                "SELECT envelope FROM edge.outbox WHERE event_type = 'webhook.received'"
+            ).fetchall()
+        events = []
+        for (raw,) in rows:
+            envelope = envelope_pb2.Envelope.FromString(bytes(raw))
+            event = gateway_events.WebhookReceived()
+            envelope.payload.Unpack(event)
+            if event.shopify_event_id == shopify_event_id:
+                assert envelope.merchant_id == merchant_id_for_shop(SHOP)
+                events.append(event)
+        return events
+
+
+def edge_settings(database_url: str, redis_url: str) -> EdgeSettings:
+    return EdgeSettings(
+        grpc_port=0,
+        metrics_port=0,
+        database_url=database_url,
+        redis_url=redis_url,
+        health_check_interval_seconds=0.2,
+        shutdown_grace_seconds=1,
+        events_enabled=False,
+        shopify_api_secret=SECRET,  # type: ignore[arg-type]
+        shopify_api_previous_secrets=[PREVIOUS_SECRET],  # type: ignore[list-item]
+        # A slow refill: the test exhausts a bucket in a few calls and it stays exhausted.
+        rate_limit_plans={"free": PlanRateLimit(burst=BURST, requests_per_second=0.05)},
+    )
+
+
+@contextlib.asynccontextmanager
+async def edge_gateway(
+    database_url: str, redis_url: str, workdir: Path, admin_cidrs: tuple[str, ...]
+) -> AsyncIterator[Edge]:
+    async with running(SPEC, edge_settings(database_url, redis_url)) as edge:
+        await asyncio.wait_for(edge.health.started.wait(), 30)
+        upstreams = (
+            Upstream("edge", (SERVICE_NAME,), (("127.0.0.1", edge.port),)),
+            # Admin RPCs only need to be routable: the allowlist answers before any backend.
+            Upstream("auth", ("loyalnest.auth.v1.AuthService",), (("127.0.0.1", free_port()),)),
+        )
+        config = gateway_config(
+            upstreams[0],
+            upstreams=upstreams,
+            policy=EdgePolicy(
+                jwt=JwtProvider(JWKS_PATH, ServiceSettings().jwt_issuer),
+                admin_allowed_cidrs=admin_cidrs,
+                rate_limit_upstream="edge",
+            ),
+        )
+        async with running_gateway(config, workdir, {"edge": 1}) as gateway:
+            yield Edge(gateway, database_url)
+
+
+@pytest.fixture
+async def edge(database_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Edge]:
+    async with edge_gateway(database_url, redis_url, tmp_path, ("127.0.0.1/32",)) as running_edge:
+        yield running_edge
+
+
+def _headers(body: bytes = ORDER, **overrides: Any) -> dict[str, str]:
+    return shopify_headers(
+        body, topic="orders/create", shop_domain=SHOP, secret=SECRET, **overrides
+    )
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+
+async def test_signed_webhook_is_accepted_once_and_published(edge: Edge) -> None:
+    headers = _headers()
+    response = await edge.deliver(ORDER, headers)
+    assert response.status == 200, response.body
+    assert response.json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
+    event_id = headers["x-shopify-event-id"]
+    (event,) = edge.published(event_id)
+    assert (event.topic, event.shop_domain, event.body) == ("orders/create", SHOP, ORDER)
+    assert event.webhook_id == headers["x-shopify-webhook-id"]
+    assert event.customer_id == str(json.loads(ORDER)["customer"]["id"])
+    merchant = edge.count(
+        "SELECT count(*) FROM edge.webhook_idempotency_keys"
+        " WHERE event_id = %s AND merchant_id = %s",
+        event_id,
+        merchant_id_for_shop(SHOP),
+    )
+    assert merchant == 1
+
+
+async def test_redeliveries_sequential_and_concurrent_publish_one_event(edge: Edge) -> None:
+    headers = _headers()
+    event_id = headers["x-shopify-event-id"]
+    first = await edge.deliver(ORDER, headers)
+    assert first.json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
+    for _ in range(4):  # Shopify's retries: same event, new delivery ids
+        again = await edge.deliver(ORDER, _headers(event_id=event_id))
+        assert (again.status, again.json()["outcome"]) == (200, "WEBHOOK_OUTCOME_DUPLICATE")
+    assert len(edge.published(event_id)) == 1
+
+    concurrent_headers = _headers()
+    burst = await asyncio.gather(*(edge.deliver(ORDER, concurrent_headers) for _ in range(5)))
+    outcomes = sorted(r.json()["outcome"] for r in burst)
+    assert [r.status for r in burst] == [200] * 5
+    assert outcomes == ["WEBHOOK_OUTCOME_ACCEPTED"] + ["WEBHOOK_OUTCOME_DUPLICATE"] * 4
+    assert len(edge.published(concurrent_headers["x-shopify-event-id"])) == 1
+
+
+async def test_previous_secret_is_accepted_during_rotation(edge: Edge) -> None:
+    headers = shopify_headers(
+        ORDER, topic="orders/create", shop_domain=SHOP, secret=PREVIOUS_SECRET
+    )
+    response = await edge.deliver(ORDER, headers)
+    assert response.status == 200, response.body
+    assert len(edge.published(headers["x-shopify-event-id"])) == 1
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["wrong_secret", "missing_header", "body_altered", "not_base64"],
+)
+async def test_bad_signatures_get_401_and_store_nothing(edge: Edge, tamper: str) -> None:
+    headers = _headers()
+    body = ORDER
+    if tamper == "wrong_secret":
+        headers = shopify_headers(ORDER, topic="orders/create", shop_domain=SHOP, secret="guess")
+    elif tamper == "missing_header":
+        del headers["x-shopify-hmac-sha256"]
+    elif tamper == "body_altered":
+        body = (
+            ORDER.replace(b'"total_price"', b'"total_price" ', 1)
+            if b'"total_price"' in ORDER
+            else ORDER + b" "
+        )
+    else:
+        headers["x-shopify-hmac-sha256"] = "not base64!"
+    response = await edge.deliver(body, headers)
+    assert response.status == 401, response.body
+    assert edge.count("SELECT count(*) FROM edge.webhook_idempotency_keys") == 0
+    assert edge.count("SELECT count(*) FROM edge.outbox") == 0
+
+
+async def test_signed_malformed_json_is_dead_lettered_not_dropped(edge: Edge) -> None:
+    body = b'{"id": 1, "line_items": [ truncated'
+    headers = _headers(body)
+    response = await edge.deliver(body, headers)
+    assert response.status == 200, response.body
+    assert response.json()["outcome"] == "WEBHOOK_OUTCOME_DEAD_LETTERED"
+    with psycopg.connect(edge.database_url) as conn:
+        row = conn.execute(
+            "SELECT body, reason, topic FROM edge.webhook_dead_letters WHERE event_id = %s",
+            (headers["x-shopify-event-id"],),
+        ).fetchone()
+    assert row is not None and bytes(row[0]) == body and row[2] == "orders/create"
+    assert "not JSON" in row[1]
+    assert edge.count("SELECT count(*) FROM edge.outbox") == 0
+
+
+async def test_unknown_topic_and_bad_shop_are_400_with_field_violations(edge: Edge) -> None:
+    headers = _headers()
+    response = await edge.deliver(
+        ORDER, headers | {"x-shopify-topic": "orders/flip"}, topic="orders/flip"
+    )
+    assert response.status == 400, response.body
+    fields = {v["field"] for v in response.json()["details"][0]["field_violations"]}
+    assert fields == {"topic"}
+    bad_shop = _headers() | {"x-shopify-shop-domain": "evil.example.com"}
+    response = await edge.deliver(ORDER, bad_shop)
+    assert response.status == 400
+    assert edge.count("SELECT count(*) FROM edge.outbox") == 0
+
+
+async def test_oversized_body_gets_413(edge: Edge) -> None:
+    body = b'{"pad": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    response = await edge.deliver(body, _headers(body))
+    assert response.status == 413
+    assert edge.count("SELECT count(*) FROM edge.webhook_idempotency_keys") == 0
+
+
+# --- rate limits --------------------------------------------------------------------------
+
+
+async def test_merchant_over_its_limit_gets_429_others_are_unaffected(edge: Edge) -> None:
+    url = f"{edge.gateway.url}/v1/api/rate-limits"
+    noisy = merchant_headers("merchant-noisy", READ_LIMITS)
+    statuses = []
+    last: Response | None = None
+    for _ in range(BURST + 2):
+        last = await http("GET", url, headers=noisy)
+        statuses.append(last.status)
+    assert statuses[:BURST] == [200] * BURST, statuses
+    assert statuses[BURST:] == [429, 429]
+    assert last is not None
+    assert int(last.headers["retry-after"]) >= 1
+    assert last.headers["x-ratelimit-remaining"] == "0"
+    assert last.headers["x-ratelimit-limit"].startswith(f"{BURST},")
+
+    quiet = await http("GET", url, headers=merchant_headers("merchant-quiet", READ_LIMITS))
+    assert quiet.status == 200, quiet.body
+    assert quiet.headers["x-ratelimit-remaining"] == str(BURST - 1)
+    body = quiet.json()
+    assert (body["plan"], body["burst"]) == ("free", str(BURST))
+
+
+async def test_over_limit_is_resource_exhausted_over_grpc(edge: Edge) -> None:
+    from tests.auth import merchant_metadata
+
+    async with grpc.aio.insecure_channel(edge.gateway.address) as channel:
+        call = channel.unary_unary(
+            "/loyalnest.edge.v1.EdgeService/GetRateLimits",
+            request_serializer=lambda _: b"",
+            response_deserializer=lambda raw: raw,
+        )
+        metadata = merchant_metadata("merchant-grpc", READ_LIMITS)
+        for _ in range(BURST):
+            await call(None, metadata=metadata)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call(None, metadata=metadata)
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# --- admin allowlist ----------------------------------------------------------------------
+
+
+async def test_admin_route_from_outside_the_allowlist_is_403(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    admin = merchant_headers("merchant-admin", ("auth:revoke",))
+    body = {"token_id": "abc"}
+    async with edge_gateway(database_url, redis_url, tmp_path, ("10.99.0.0/16",)) as outside:
+        refused = await http(
+            "POST", f"{outside.gateway.url}/admin/v1/auth/revoke", headers=admin, json_body=body
+        )
+        # Native gRPC is refused too: the policy is on the method, not on a REST path.
+        async with grpc.aio.insecure_channel(outside.gateway.address) as channel:
+            call = channel.unary_unary(
+                "/loyalnest.auth.v1.AuthService/RevokeToken",
+                request_serializer=lambda _: b"",
+                response_deserializer=lambda raw: raw,
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as denied:
+                await call(None)
+        # X-Forwarded-For is the client's to write: it must not open the door.
+        spoofed = await http(
+            "POST",
+            f"{outside.gateway.url}/admin/v1/auth/revoke",
+            headers=admin | {"x-forwarded-for": "10.99.1.1"},
+            json_body=body,
+        )
+        # Non-admin routes are untouched by the allowlist.
+        webhook = await outside.deliver(ORDER, _headers())
+    assert refused.status == 403, refused.body
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert spoofed.status == 403
+    assert webhook.status == 200
+
+
+async def test_admin_route_from_the_allowlist_passes_the_edge(edge: Edge) -> None:
+    # Past RBAC the request meets JWT and then the (absent) Auth backend: not a 403.
+    response = await http(
+        "POST",
+        f"{edge.gateway.url}/admin/v1/auth/revoke",
+        headers=merchant_headers("merchant-admin", ("auth:revoke",)),
+        json_body={"token_id": "abc"},
+    )
+    assert response.status not in (403, 404), response.body
