@@ -55,12 +55,12 @@ class RedisCache:
 
     async def get(self, key: str, decode: Callable[[bytes], T]) -> T | None:
         """The decoded entry; None on a miss, a Redis error or an entry `decode` rejects."""
-        raw: bytes | None = await self.run("get", self.client.get(key))
+        raw = await self.run("get", self.client.get(key))
         if raw is None:
             CACHE_LOOKUPS.labels(self.name, "miss").inc()
             return None
         try:
-            value = decode(raw)
+            value = decode(raw.encode() if isinstance(raw, str) else raw)
         except (ValueError, KeyError, TypeError):
             # Written by an older release with another shape: treat as a miss.
             CACHE_LOOKUPS.labels(self.name, "invalid").inc()

@@ -13,6 +13,7 @@ SERVICES: dict[str, str] = {
     "users": "loyalnest.services.users.service",
     "roles": "loyalnest.services.roles.service",
     "auth": "loyalnest.services.auth.service",
+    "core": "loyalnest.services.core.service",
 }
 
 
