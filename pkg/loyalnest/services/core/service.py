@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -10,6 +12,7 @@ from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
 from loyalnest.platform.cache import RedisCache
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_event_loops
+from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.health import Check
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.pii import PiiVault
@@ -76,8 +79,21 @@ class CoreSettings(ServiceSettings):
         )
 
 
-async def build(settings: CoreSettings) -> ServiceComponents:
-    # Before anything opens: missing keys must stop the process, not surface per request.
+@dataclass
+class CoreStores:
+    vault: PiiVault
+    programs: ProgramStore
+    usage: UsageStore
+    customers: CustomerStore
+    # Awaited on shutdown (the Redis clients).
+    cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def handlers(self) -> dict[str, Handler]:
+        return consumers.handlers(self.programs, self.usage, self.customers)
+
+
+def open_stores(settings: CoreSettings, database: Database) -> CoreStores:
+    # Before anything serves: missing keys must stop the process, not surface per request.
     vault = PiiVault.from_keys(
         settings,
         service="core",
@@ -86,10 +102,8 @@ async def build(settings: CoreSettings) -> ServiceComponents:
         previous_keys=settings.core_encryption_previous_keys,
         blind_index_key=settings.core_blind_index_key,
     )
-    database = Database(settings, DATABASE)
-    await database.open()
-    components = ServiceComponents(registrations=[], cleanup=[database.close])
     program_cache = usage_cache = None
+    cleanup: list[Callable[[], Awaitable[None]]] = []
     if settings.redis_url:
         config_redis = RedisCache.from_url(
             settings.redis_url,
@@ -97,15 +111,24 @@ async def build(settings: CoreSettings) -> ServiceComponents:
             ttl_seconds=settings.core_settings_cache_ttl_seconds,
         )
         usage_redis = RedisCache.from_url(
-            settings.redis_url, name="core_usage", ttl_seconds=settings.core_usage_cache_ttl_seconds
+            settings.redis_url,
+            name="core_usage",
+            ttl_seconds=settings.core_usage_cache_ttl_seconds,
         )
         program_cache, usage_cache = ProgramCache(config_redis), UsageCache(usage_redis)
-        components.cleanup += [config_redis.close, usage_redis.close]
+        cleanup += [config_redis.close, usage_redis.close]
     else:
         log.warning("LOYALNEST_REDIS_URL unset: programs and usage are read from PostgreSQL")
     programs = ProgramStore(database, settings.plan_catalogue(), program_cache)
     usage = UsageStore(database, programs, usage_cache)
-    customers = CustomerStore(database, vault, usage)
+    return CoreStores(vault, programs, usage, CustomerStore(database, vault, usage), cleanup)
+
+
+async def build(settings: CoreSettings) -> ServiceComponents:
+    database = Database(settings, DATABASE)
+    stores = open_stores(settings, database)
+    await database.open()
+    components = ServiceComponents(registrations=[], cleanup=[database.close, *stores.cleanup])
     if settings.run_migrations_on_start:
         components.startup = [Check("migrations", database.migrate)]
     components.readiness = [Check("postgres", database.ping)]
@@ -115,13 +138,13 @@ async def build(settings: CoreSettings) -> ServiceComponents:
             database,
             service="core",
             group=events.CONSUMER_GROUP,
-            handlers=consumers.handlers(programs, usage, customers),
+            handlers=stores.handlers(),
         )
     components.registrations = [
         Registration(
             SERVICE_NAME,
             core_pb2_grpc.add_CoreServiceServicer_to_server,
-            CoreServicer(programs, usage, customers, vault),
+            CoreServicer(stores.programs, stores.usage, stores.customers, stores.vault),
         )
     ]
     return components
