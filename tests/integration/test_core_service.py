@@ -24,6 +24,7 @@ from grpc_status import rpc_status
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from loyalnest.gateway import Upstream
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
 from loyalnest.gen.events.v1 import admin_core_pb2, auth_pb2, envelope_pb2, points_pb2, rfm_pb2
 from loyalnest.gen.events.v1 import core_pb2 as core_events
@@ -35,11 +36,18 @@ from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.core import events
 from loyalnest.services.core.cache import config_key, usage_key
-from loyalnest.services.core.service import DATABASE, SPEC, CoreSettings, open_stores
-from tests.auth import merchant_metadata
+from loyalnest.services.core.service import (
+    DATABASE,
+    SERVICE_NAME,
+    SPEC,
+    CoreSettings,
+    open_stores,
+)
+from tests.auth import merchant_headers, merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import wait_for_health
 from tests.integration.events_worker import FAST_EVENTS
+from tests.integration.test_gateway_validate import gateway_config, http, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -869,3 +877,67 @@ async def test_each_rpc_needs_its_permission(stub, merchant_id):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetProgramSettings(pb.GetProgramSettingsRequest())
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+# ---- REST through the gateway -----------------------------------------------------------
+
+
+async def test_rest_through_envoy(database_url, redis_url, tmp_path, merchant_id):
+    settings = core_settings(
+        database_url, redis_url, core_plans={"free": {"customers_limit": 1}, "plus": {}}
+    )
+    async with running(SPEC, settings) as service:
+        upstream = Upstream("core", (SERVICE_NAME,), (("127.0.0.1", service.port),))
+        config = gateway_config(upstream, upstreams=(upstream,))
+        async with running_gateway(config, tmp_path, {"core": 1}) as gateway:
+            headers = merchant_headers(merchant_id, CORE_ALL)
+            patched = await http(
+                "PATCH",
+                f"{gateway.url}/v1/api/core/settings",
+                headers=headers,
+                json_body={
+                    "settings": {
+                        "points_per_currency_unit": "1.25",
+                        "rounding": "POINTS_ROUNDING_UP",
+                    },
+                    "update_mask": "points_per_currency_unit,rounding",
+                    "idempotency_key": "rest-1",
+                },
+            )
+            assert patched.status == 200, patched.body
+            got = await http("GET", f"{gateway.url}/v1/api/core/settings", headers=headers)
+            settings_json = got.json()["settings"]
+            assert (settings_json["version"], settings_json["rounding"]) == (
+                "1",
+                "POINTS_ROUNDING_UP",
+            )
+            bad = await http(
+                "PATCH",
+                f"{gateway.url}/v1/api/core/settings",
+                headers=headers,
+                json_body={
+                    "settings": {"points_per_currency_unit": "-3"},
+                    "update_mask": "points_per_currency_unit",
+                    "idempotency_key": "rest-2",
+                },
+            )
+            assert bad.status == 400, bad.body
+            assert "settings.points_per_currency_unit" in bad.body.decode()
+            customer = {"customer": {"shopify_customer_id": "r1"}, "idempotency_key": "r1"}
+            created = await http(
+                "POST", f"{gateway.url}/v1/api/core/customers", headers=headers, json_body=customer
+            )
+            assert created.status == 200, created.body
+            refused = await http(
+                "POST",
+                f"{gateway.url}/v1/api/core/customers",
+                headers=headers,
+                json_body={"customer": {"shopify_customer_id": "r2"}, "idempotency_key": "r2"},
+            )
+            assert refused.status == 429, refused.body
+            assert "QuotaFailure" in refused.body.decode()
+            usage = await http("GET", f"{gateway.url}/v1/api/core/usage", headers=headers)
+            assert {m["metric"]: m["used"] for m in usage.json()["metrics"]} == {
+                "customers": "1",
+                "orders_per_month": "0",
+            }
