@@ -43,11 +43,11 @@ if ! "$KUBECTL" --context "$context" -n "$NAMESPACE" get secret loyalnest-backen
     --from-literal=database-url="postgresql://loyalnest:$password@postgres:5432/loyalnest" \
     --from-literal=redis-url="redis://redis:6379/0"
 fi
-# The Auth and Users services' secretEnv keys: random field-encryption and blind-index keys
+# The Auth, Users and Core services' secretEnv keys: random field-encryption and blind-index keys
 # (base64 of 32 bytes) and placeholder Shopify app credentials, added only when missing (a
 # changed key would leave the data encrypted under the old one unreadable).
 for key in auth-encryption-key auth-blind-index-key users-encryption-key users-blind-index-key \
-  shopify-api-key shopify-api-secret; do
+  core-encryption-key core-blind-index-key shopify-api-key shopify-api-secret; do
   if [ -z "$("$KUBECTL" --context "$context" -n "$NAMESPACE" get secret loyalnest-backends \
     -o "jsonpath={.data.$key}")" ]; then
     case "$key" in

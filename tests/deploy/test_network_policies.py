@@ -75,12 +75,12 @@ def test_default_deny_and_dns(rendered: dict[str, Objects]) -> None:
 
 
 def test_disabled_components_are_not_peers(rendered: dict[str, Objects]) -> None:
-    # points calls auth, core, users: egress only to those enabled by default (a policy naming
+    # core calls auth, rfm, users: egress only to those enabled by default (a policy naming
     # absent pods would be harmless but misleading).
     components = _components()
     enabled = {
-        name for name in components["points"]["calls"] if components[name].get("enabled", False)
+        name for name in components["core"]["calls"] if components[name].get("enabled", False)
     }
-    assert "core" not in enabled  # a disabled callee, so the test keeps its point
-    egress = find(rendered["default"], "NetworkPolicy", "points")["spec"]["egress"]
+    assert "rfm" not in enabled  # a disabled callee, so the test keeps its point
+    egress = find(rendered["default"], "NetworkPolicy", "core")["spec"]["egress"]
     assert _peer_names(egress, "to", 50051) == enabled

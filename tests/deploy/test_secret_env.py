@@ -29,6 +29,10 @@ SECRET_ENV: dict[str, dict[str, str]] = {
         "LOYALNEST_USERS_ENCRYPTION_KEY": "users-encryption-key",
         "LOYALNEST_USERS_BLIND_INDEX_KEY": "users-blind-index-key",
     },
+    "core": {
+        "LOYALNEST_CORE_ENCRYPTION_KEY": "core-encryption-key",
+        "LOYALNEST_CORE_BLIND_INDEX_KEY": "core-blind-index-key",
+    },
 }
 SENSITIVE = {name for names in SECRET_ENV.values() for name in names}
 

@@ -130,6 +130,28 @@ class ResourceExhausted(_Retryable):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class QuotaExceeded(LoyalNestError):
+    """A limit of the caller's plan or quota is reached: retrying will not help until the
+    limit changes, so no RetryInfo; the QuotaFailure names what is limited."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, subject: str) -> None:
+        super().__init__(message)
+        self.subject = subject
+
+    def details(self) -> list[Message]:
+        return [
+            error_details_pb2.QuotaFailure(
+                violations=[
+                    error_details_pb2.QuotaFailure.Violation(
+                        subject=self.subject, description=self.message
+                    )
+                ]
+            )
+        ]
+
+
 class Unavailable(_Retryable):
     code = grpc.StatusCode.UNAVAILABLE
 

@@ -26,14 +26,18 @@ class IdempotencyKey:
     fingerprint: str
 
     @classmethod
-    def of(cls, method: str, request: Message) -> IdempotencyKey:
+    def of(
+        cls, method: str, request: Message, *, key_field: str = KEY_FIELD, namespace: str = ""
+    ) -> IdempotencyKey:
+        """The key in `request.<key_field>`; `namespace` keeps keys of another field (e.g. a
+        batch id) apart from the merchant's idempotency keys, which share the table."""
         params = type(request)()
         params.CopyFrom(request)
-        params.ClearField(KEY_FIELD)
+        params.ClearField(key_field)
         digest = hashlib.sha256(method.encode())
         digest.update(b"\0")
         digest.update(params.SerializeToString(deterministic=True))
-        return cls(key=getattr(request, KEY_FIELD), fingerprint=digest.hexdigest())
+        return cls(key=namespace + getattr(request, key_field), fingerprint=digest.hexdigest())
 
 
 class IdempotencyKeyReused(InvalidArgument):

@@ -15,6 +15,11 @@ from loyalnest.platform.errors import FieldViolation, InvalidArgument
 IDENTIFIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$")
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 MAX_TEXT_LENGTH = 500
+MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path
+# Deliberately loose: one @, a dot in the domain, no spaces. Deliverability is proven by
+# sending mail, not by a regular expression.
+EMAIL_RULE = f"must be an email address of at most {MAX_EMAIL_LENGTH} characters"
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def is_uuid(value: str) -> bool:
@@ -23,6 +28,16 @@ def is_uuid(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def normalize_email(email: str) -> str:
+    # Mailbox local parts are case-sensitive in theory, never in practice (Shopify lowercases
+    # them too); one spelling per address is what makes a blind index find it.
+    return email.strip().lower()
+
+
+def is_valid_email(email: str) -> bool:
+    return len(email) <= MAX_EMAIL_LENGTH and bool(EMAIL_RE.match(email))
 
 
 class Validator:

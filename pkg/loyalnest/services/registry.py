@@ -14,6 +14,7 @@ SERVICES: dict[str, str] = {
     "roles": "loyalnest.services.roles.service",
     "auth": "loyalnest.services.auth.service",
     "edge": "loyalnest.services.edge.service",
+    "core": "loyalnest.services.core.service",
 }
 
 

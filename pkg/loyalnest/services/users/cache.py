@@ -16,19 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import redis.asyncio as redis
-from prometheus_client import Counter
-
-from loyalnest.platform.observability import get_logger
-
-log = get_logger(__name__)
-
-CACHE_LOOKUPS = Counter(
-    "loyalnest_users_cache_lookups_total", "user:{id} cache lookups by result.", ["result"]
-)
-CACHE_ERRORS = Counter(
-    "loyalnest_users_cache_errors_total", "Redis errors of the user cache.", ["operation"]
-)
+from loyalnest.platform.cache import RedisCache
 
 
 @dataclass(frozen=True)
@@ -74,49 +62,21 @@ def cache_key(user_id: str) -> str:
 
 
 class UserCache:
-    def __init__(self, client: redis.Redis, *, ttl_seconds: int) -> None:
-        self._client = client
-        self._ttl = ttl_seconds
+    def __init__(self, cache: RedisCache) -> None:
+        self._cache = cache
 
     @classmethod
     def from_url(cls, url: str, *, ttl_seconds: int) -> UserCache:
-        # Short timeouts: a slow Redis must cost a read little more than a miss.
-        client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
-        return cls(client, ttl_seconds=ttl_seconds)
+        return cls(RedisCache.from_url(url, name="users", ttl_seconds=ttl_seconds))
 
     async def get(self, user_id: str) -> UserRow | None:
-        try:
-            raw = await self._client.get(cache_key(user_id))
-        except (redis.RedisError, OSError) as exc:
-            CACHE_ERRORS.labels("get").inc()
-            log.debug("user cache read failed", error=repr(exc))
-            return None
-        if raw is None:
-            CACHE_LOOKUPS.labels("miss").inc()
-            return None
-        try:
-            row = UserRow.from_json(raw)
-        except (ValueError, KeyError, TypeError):
-            # Written by an older release with another shape: treat as a miss.
-            CACHE_LOOKUPS.labels("invalid").inc()
-            return None
-        CACHE_LOOKUPS.labels("hit").inc()
-        return row
+        return await self._cache.get(cache_key(user_id), UserRow.from_json)
 
     async def put(self, row: UserRow) -> None:
-        try:
-            await self._client.set(cache_key(row.user_id), row.to_json(), ex=self._ttl)
-        except (redis.RedisError, OSError) as exc:
-            CACHE_ERRORS.labels("put").inc()
-            log.debug("user cache write failed", error=repr(exc))
+        await self._cache.put(cache_key(row.user_id), row.to_json())
 
     async def invalidate(self, user_id: str) -> None:
-        try:
-            await self._client.delete(cache_key(user_id))
-        except (redis.RedisError, OSError) as exc:
-            # The entry may now be served stale until it expires: worth a warning.
-            CACHE_ERRORS.labels("invalidate").inc()
-            log.warning("user cache invalidation failed", user_id=user_id, error=repr(exc))
+        await self._cache.invalidate(cache_key(user_id))
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._cache.close()

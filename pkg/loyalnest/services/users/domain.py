@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import enum
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 from loyalnest.platform.errors import AlreadyExists, NotFound
 
-MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path
-# Deliberately loose: one @, a dot in the domain, no spaces. Deliverability is proven by
-# sending mail, not by a regular expression.
-EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Fixed forever: ids derived from it (the owner account) must not change between releases.
 _OWNER_NAMESPACE = uuid.UUID("6f1c2f53-2b0c-4a53-9f55-5c3d8e3b7a10")
 
@@ -58,16 +53,6 @@ class EmailTaken(AlreadyExists):
     def __init__(self) -> None:
         # The email itself stays out of the message: errors end up in logs.
         super().__init__("the merchant already has a user with this email")
-
-
-def normalize_email(email: str) -> str:
-    # Mailbox local parts are case-sensitive in theory, never in practice (Shopify lowercases
-    # them too); one spelling per address is what makes the blind index find it.
-    return email.strip().lower()
-
-
-def is_valid_email(email: str) -> bool:
-    return len(email) <= MAX_EMAIL_LENGTH and bool(EMAIL_RE.match(email))
 
 
 def owner_user_id(merchant_id: str) -> str:

@@ -12,14 +12,11 @@ from loyalnest.platform import pagination, tenancy
 from loyalnest.platform.auth.context import current_principal
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
-from loyalnest.platform.validation import Validator
+from loyalnest.platform.validation import EMAIL_RULE, Validator, is_valid_email, normalize_email
 from loyalnest.services.users.domain import (
-    MAX_EMAIL_LENGTH,
     User,
     UserChanges,
     UserKind,
-    is_valid_email,
-    normalize_email,
 )
 from loyalnest.services.users.pii import EmailVault
 from loyalnest.services.users.store import UserStore
@@ -32,7 +29,6 @@ _KINDS_FROM_PROTO = {value: kind for kind, value in _KINDS.items()}
 # The requests whose email the idempotency fingerprint must not contain.
 _WithEmail = TypeVar("_WithEmail", users_pb2.CreateUserRequest, users_pb2.UpdateUserRequest)
 UPDATABLE_FIELDS = frozenset({"email", "kind"})
-_EMAIL_RULE = f"must be an email address of at most {MAX_EMAIL_LENGTH} characters"
 _KIND_RULE = "must be USER_KIND_CUSTOMER or USER_KIND_STAFF"
 
 
@@ -85,7 +81,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         kind = _KINDS_FROM_PROTO.get(request.user.kind)
         with Validator() as v:
             if v.check(request.HasField("user"), "user", "is required"):
-                v.check(not email or is_valid_email(email), "user.email", _EMAIL_RULE)
+                v.check(not email or is_valid_email(email), "user.email", EMAIL_RULE)
                 v.check(kind is not None, "user.kind", _KIND_RULE)
             v.idempotency_key("idempotency_key", request.idempotency_key)
         assert kind is not None  # the validator rejected the request otherwise
@@ -117,7 +113,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
                     f"{', '.join(sorted(UPDATABLE_FIELDS))}",
                 )
             if "email" in paths:
-                v.check(not email or is_valid_email(email), "user.email", _EMAIL_RULE)
+                v.check(not email or is_valid_email(email), "user.email", EMAIL_RULE)
             if "kind" in paths:
                 v.check(kind is not None, "user.kind", _KIND_RULE)
             v.idempotency_key("idempotency_key", request.idempotency_key)
@@ -150,7 +146,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         email = normalize_email(request.email)
         with Validator() as v:
             if v.check(bool(email), "email", "is required"):
-                v.check(is_valid_email(email), "email", _EMAIL_RULE)
+                v.check(is_valid_email(email), "email", EMAIL_RULE)
         user = await self._store.lookup(merchant_id, email)
         return users_pb2.LookupUserResponse(user=user_proto(user))
 

@@ -1,0 +1,382 @@
+"""Core: the loyalty program, plans and their usage, customers; no gRPC, no PostgreSQL.
+
+The program is held as `loyalnest.events.v1.ProgramSettings`, the message that
+program_settings.updated carries and the API returns, so no mapping can drift between what a
+merchant saves, what Core stores and what Points copies.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+
+from google.protobuf import duration_pb2
+
+from loyalnest.gen.events.v1 import core_pb2 as core_events
+from loyalnest.gen.events.v1 import rfm_pb2
+from loyalnest.platform.errors import (
+    AlreadyExists,
+    FieldViolation,
+    NotFound,
+    QuotaExceeded,
+)
+
+ProgramSettings = core_events.ProgramSettings
+PlanLimits = core_events.PlanLimits
+
+# points.earned whose reason starts with this credited an order; the rest is the order id
+# ("order:1001"). Points writes it so; Core counts the distinct orders per month from it.
+ORDER_REASON_PREFIX = "order:"
+
+CUSTOMERS = "customers"
+ORDERS_PER_MONTH = "orders_per_month"
+# Customers are counted since the start, not per month.
+ALL_TIME = "all"
+# A plan_limit_warning when usage reaches these percentages of a limit.
+WARNING_THRESHOLDS = (80, 100)
+
+# The fields UpdateProgramSettings may change (version and plan may not).
+UPDATABLE_FIELDS = frozenset(
+    {
+        "program_enabled",
+        "points_per_currency_unit",
+        "rounding",
+        "signup_bonus_points",
+        "multipliers",
+        "points_expiry_days",
+        "pending_period",
+    }
+)
+ROUNDINGS = frozenset(
+    {
+        core_events.POINTS_ROUNDING_DOWN,
+        core_events.POINTS_ROUNDING_NEAREST,
+        core_events.POINTS_ROUNDING_UP,
+    }
+)
+MAX_POINTS_PER_CURRENCY_UNIT = Decimal(10_000)
+MAX_MULTIPLIER = Decimal(100)
+MAX_DECIMAL_PLACES = 4
+MAX_SIGNUP_BONUS = 1_000_000
+MAX_EXPIRY_DAYS = 3650
+MAX_PENDING_PERIOD = timedelta(days=365)
+MAX_MULTIPLIERS = 100
+MAX_PRODUCTS_PER_COLLECTION = 1000
+# A typical return window: points of an order become spendable once it has passed.
+DEFAULT_PENDING_PERIOD = timedelta(days=14)
+# Shopify ids, numeric ("123") or global ("gid://shopify/Collection/123").
+SHOPIFY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,254}$")
+SHOPIFY_ID_RULE = "must be 1-255 characters of letters, digits and _ . : / @ -"
+MAX_NAME_LENGTH = 100
+
+
+# --- plans -------------------------------------------------------------------------------
+
+
+class PlanCatalogue:
+    """The plans merchants may be on, from configuration (LOYALNEST_CORE_PLANS)."""
+
+    def __init__(self, plans: Mapping[str, PlanLimits], default: str) -> None:
+        if default not in plans:
+            raise ValueError(f"the default plan {default!r} is not among {sorted(plans)}")
+        self._plans = dict(plans)
+        self.default = default
+
+    def get(self, name: str) -> PlanLimits | None:
+        plan = self._plans.get(name)
+        if plan is None:
+            return None
+        copy = PlanLimits()
+        copy.CopyFrom(plan)
+        copy.plan = name
+        return copy
+
+    def names(self) -> list[str]:
+        return sorted(self._plans)
+
+    def all(self) -> list[PlanLimits]:
+        return [plan for name in self.names() if (plan := self.get(name)) is not None]
+
+    def default_plan(self) -> PlanLimits:
+        plan = self.get(self.default)
+        assert plan is not None  # checked in __init__
+        return plan
+
+
+def limit_of(plan: PlanLimits, metric: str) -> int:
+    """The plan's limit of a metric; zero is unlimited."""
+    return plan.customers_limit if metric == CUSTOMERS else plan.orders_per_month_limit
+
+
+def month_period(moment: datetime) -> str:
+    """The calendar month (UTC) a moment counts in, e.g. "2026-11"."""
+    return moment.astimezone(UTC).strftime("%Y-%m")
+
+
+def period_of(metric: str, moment: datetime) -> str:
+    return ALL_TIME if metric == CUSTOMERS else month_period(moment)
+
+
+def thresholds_reached(used: int, limit: int) -> list[int]:
+    """The warning thresholds (percent) that `used` has reached; none when unlimited."""
+    if limit <= 0:
+        return []
+    # Integer arithmetic: 80 % of 5 is reached at 4, not at 4.000000001.
+    return [t for t in WARNING_THRESHOLDS if used * 100 >= t * limit]
+
+
+def order_id_from_reason(reason: str) -> str | None:
+    """The order a points.earned credited, or None when it was no order (a referral...)."""
+    if not reason.startswith(ORDER_REASON_PREFIX):
+        return None
+    order_id = reason[len(ORDER_REASON_PREFIX) :].strip()
+    return order_id or None
+
+
+class CustomersLimitReached(QuotaExceeded):
+    def __init__(self, merchant_id: str, plan: PlanLimits) -> None:
+        super().__init__(
+            f"the {plan.plan!r} plan allows {plan.customers_limit} customers and all are used;"
+            " change the plan (POST /v1/api/core/plan) to register more",
+            subject=f"merchant:{merchant_id}/{CUSTOMERS}",
+        )
+
+
+# --- the program -------------------------------------------------------------------------
+
+
+def default_program(plan: PlanLimits) -> ProgramSettings:
+    """A merchant's program until it saves its own (version 0: never saved)."""
+    pending = duration_pb2.Duration()
+    pending.FromTimedelta(DEFAULT_PENDING_PERIOD)
+    return ProgramSettings(
+        version=0,
+        program_enabled=True,
+        points_per_currency_unit="1",
+        rounding=core_events.POINTS_ROUNDING_DOWN,
+        signup_bonus_points=0,
+        points_expiry_days=0,
+        pending_period=pending,
+        plan=plan,
+    )
+
+
+def canonical_decimal(text: str) -> Decimal | None:
+    """A finite decimal from its text, or None; "1.50" and "1.5" are the same number."""
+    try:
+        value = Decimal(text.strip())
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() else None
+
+
+def decimal_text(value: Decimal) -> str:
+    # Fixed-point, no exponent ("10", not "1E+1"), no trailing zeros.
+    return format(value.normalize(), "f")
+
+
+def _decimal_places(value: Decimal) -> int:
+    exponent = value.normalize().as_tuple().exponent
+    return max(0, -exponent) if isinstance(exponent, int) else 0
+
+
+def _check_decimal(
+    violations: list[FieldViolation], field: str, text: str, *, positive: bool, maximum: Decimal
+) -> None:
+    value = canonical_decimal(text)
+    sign = "greater than 0" if positive else "at least 0"
+    rule = (
+        f"must be a decimal number {sign} and at most {maximum},"
+        f" with at most {MAX_DECIMAL_PLACES} decimal places"
+    )
+    if (
+        value is None
+        or (value <= 0 if positive else value < 0)
+        or value > maximum
+        or _decimal_places(value) > MAX_DECIMAL_PLACES
+    ):
+        violations.append(FieldViolation(field, rule))
+
+
+def _check_multipliers(
+    violations: list[FieldViolation], multipliers: Sequence[core_events.EarningMultiplier]
+) -> None:
+    field = "settings.multipliers"
+    if len(multipliers) > MAX_MULTIPLIERS:
+        violations.append(FieldViolation(field, f"at most {MAX_MULTIPLIERS} multipliers"))
+    seen: set[str] = set()
+    for index, rule in enumerate(multipliers):
+        at = f"{field}[{index}]"
+        if not SHOPIFY_ID_RE.match(rule.collection_id):
+            violations.append(FieldViolation(f"{at}.collection_id", SHOPIFY_ID_RULE))
+        elif rule.collection_id in seen:
+            violations.append(
+                FieldViolation(f"{at}.collection_id", "names a collection already listed")
+            )
+        seen.add(rule.collection_id)
+        if not rule.product_ids:
+            violations.append(
+                FieldViolation(f"{at}.product_ids", "must name the collection's products")
+            )
+        elif len(rule.product_ids) > MAX_PRODUCTS_PER_COLLECTION:
+            violations.append(
+                FieldViolation(
+                    f"{at}.product_ids", f"at most {MAX_PRODUCTS_PER_COLLECTION} products"
+                )
+            )
+        elif not all(SHOPIFY_ID_RE.match(p) for p in rule.product_ids):
+            violations.append(FieldViolation(f"{at}.product_ids", f"each {SHOPIFY_ID_RULE}"))
+        _check_decimal(
+            violations, f"{at}.multiplier", rule.multiplier, positive=True, maximum=MAX_MULTIPLIER
+        )
+
+
+def validate_program_update(
+    settings: ProgramSettings, paths: Iterable[str]
+) -> list[FieldViolation]:
+    """Every violation of the fields an update names (only those are taken from `settings`)."""
+    paths = set(paths)
+    violations: list[FieldViolation] = []
+    if not paths:
+        return [FieldViolation("update_mask", "must name the fields to change")]
+    unknown = sorted(paths - UPDATABLE_FIELDS)
+    if unknown:
+        violations.append(
+            FieldViolation(
+                "update_mask",
+                f"cannot change {', '.join(unknown)}; changeable:"
+                f" {', '.join(sorted(UPDATABLE_FIELDS))}"
+                + (" (the plan changes through ChangePlan)" if "plan" in unknown else ""),
+            )
+        )
+    if "points_per_currency_unit" in paths:
+        _check_decimal(
+            violations,
+            "settings.points_per_currency_unit",
+            settings.points_per_currency_unit,
+            positive=False,
+            maximum=MAX_POINTS_PER_CURRENCY_UNIT,
+        )
+    if "rounding" in paths and settings.rounding not in ROUNDINGS:
+        violations.append(
+            FieldViolation(
+                "settings.rounding",
+                "must be POINTS_ROUNDING_DOWN, POINTS_ROUNDING_NEAREST or POINTS_ROUNDING_UP",
+            )
+        )
+    if "signup_bonus_points" in paths and not 0 <= settings.signup_bonus_points <= MAX_SIGNUP_BONUS:
+        violations.append(
+            FieldViolation("settings.signup_bonus_points", f"must be 0 to {MAX_SIGNUP_BONUS}")
+        )
+    if "points_expiry_days" in paths and not 0 <= settings.points_expiry_days <= MAX_EXPIRY_DAYS:
+        violations.append(
+            FieldViolation(
+                "settings.points_expiry_days", f"must be 0 (never) to {MAX_EXPIRY_DAYS} days"
+            )
+        )
+    if "pending_period" in paths:
+        period = settings.pending_period
+        if period.seconds < 0 or period.nanos != 0 or period.ToTimedelta() > MAX_PENDING_PERIOD:
+            violations.append(
+                FieldViolation(
+                    "settings.pending_period",
+                    f"must be whole seconds from 0 to {MAX_PENDING_PERIOD.days} days",
+                )
+            )
+    if "multipliers" in paths:
+        _check_multipliers(violations, settings.multipliers)
+    return violations
+
+
+def apply_update(
+    current: ProgramSettings, update: ProgramSettings, paths: Iterable[str]
+) -> ProgramSettings:
+    """`current` with the named (validated) fields taken from `update`; version unchanged."""
+    result = ProgramSettings()
+    result.CopyFrom(current)
+    for path in paths:
+        if path == "multipliers":
+            del result.multipliers[:]
+            for rule in update.multipliers:
+                multiplier = canonical_decimal(rule.multiplier)
+                assert multiplier is not None  # validated
+                result.multipliers.add(
+                    collection_id=rule.collection_id,
+                    product_ids=list(dict.fromkeys(rule.product_ids)),
+                    multiplier=decimal_text(multiplier),
+                )
+        elif path == "pending_period":
+            result.pending_period.CopyFrom(update.pending_period)
+        elif path == "points_per_currency_unit":
+            rate = canonical_decimal(update.points_per_currency_unit)
+            assert rate is not None  # validated
+            result.points_per_currency_unit = decimal_text(rate)
+        else:
+            setattr(result, path, getattr(update, path))
+    return result
+
+
+def with_plan(current: ProgramSettings, plan: PlanLimits) -> ProgramSettings:
+    result = ProgramSettings()
+    result.CopyFrom(current)
+    result.plan.CopyFrom(plan)
+    return result
+
+
+def is_change(before: ProgramSettings, after: ProgramSettings) -> bool:
+    """True when `after` is to be saved as a new version: it differs from `before` (version
+    aside), or `before` was never saved (the first save is announced even if it keeps the
+    defaults, so that consumers get a copy)."""
+    return before.version == 0 or _unversioned(before) != _unversioned(after)
+
+
+def _unversioned(settings: ProgramSettings) -> ProgramSettings:
+    copy = ProgramSettings()
+    copy.CopyFrom(settings)
+    copy.version = 0
+    return copy
+
+
+# --- customers ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewCustomer:
+    """A customer to register, validated; the PII is plaintext only in memory."""
+
+    shopify_customer_id: str
+    user_id: str | None
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+
+
+@dataclass(frozen=True)
+class Customer:
+    customer_id: str
+    merchant_id: str
+    shopify_customer_id: str
+    user_id: str | None
+    email: str | None
+    first_name: str | None
+    last_name: str | None
+    account_linked: bool
+    rfm_score: rfm_pb2.RfmScore | None
+    rfm_segment: int
+    redacted_at: datetime | None
+    created_at: datetime
+
+
+class CustomerNotFound(NotFound):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__("customer", customer_id)
+
+
+class ShopifyCustomerTaken(AlreadyExists):
+    def __init__(self, shopify_customer_id: str) -> None:
+        super().__init__(
+            f"the merchant already has a customer with shopify_customer_id {shopify_customer_id!r}"
+        )

@@ -1,0 +1,153 @@
+"""Wires the Core service into the platform runtime."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
+from loyalnest.platform.cache import RedisCache
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.event_loops import postgres_event_loops
+from loyalnest.platform.events.inbox import Handler
+from loyalnest.platform.health import Check
+from loyalnest.platform.observability import get_logger
+from loyalnest.platform.pii import PiiVault
+from loyalnest.platform.postgres import Database, DatabaseSpec
+from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.services.core import consumers, events
+from loyalnest.services.core.cache import ProgramCache, UsageCache
+from loyalnest.services.core.customers import CustomerStore
+from loyalnest.services.core.domain import PlanCatalogue, PlanLimits
+from loyalnest.services.core.program import ProgramStore
+from loyalnest.services.core.servicer import CoreServicer
+from loyalnest.services.core.usage import UsageStore
+
+DATABASE = DatabaseSpec(schema="core", migration_dirs=(Path(__file__).parent / "migrations",))
+SERVICE_NAME = core_pb2.DESCRIPTOR.services_by_name["CoreService"].full_name
+log = get_logger(__name__)
+
+
+class PlanDefinition(BaseModel):
+    # Zero: unlimited.
+    customers_limit: int = Field(0, ge=0)
+    # Orders that may earn points per calendar month (UTC); zero: unlimited.
+    orders_per_month_limit: int = Field(0, ge=0)
+
+
+class CoreSettings(ServiceSettings):
+    # The plans a merchant may be on (JSON in LOYALNEST_CORE_PLANS). A change of a plan's
+    # limits reaches a merchant's program (and Points) with its next change of plan.
+    core_plans: dict[str, PlanDefinition] = {
+        "free": PlanDefinition(customers_limit=100, orders_per_month_limit=500),
+        "plus": PlanDefinition(),
+    }
+    # The plan of a merchant that never chose one.
+    core_default_plan: str = "free"
+    # How long a cached config:{merchant_id} may outlive a change whose invalidation was lost.
+    core_settings_cache_ttl_seconds: int = Field(300, ge=1)
+    # usage:{merchant_id} outlives a month, so the month's counts stay warm.
+    core_usage_cache_ttl_seconds: int = Field(40 * 24 * 3600, ge=1)
+    # Customers' email and names (see loyalnest.platform.pii): base64 of 32 random bytes each.
+    core_encryption_key: SecretStr | None = None
+    core_encryption_previous_keys: list[SecretStr] = []
+    core_blind_index_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _default_plan_exists(self) -> CoreSettings:
+        if self.core_default_plan not in self.core_plans:
+            raise ValueError(
+                f"LOYALNEST_CORE_DEFAULT_PLAN {self.core_default_plan!r} is not one of"
+                f" LOYALNEST_CORE_PLANS ({', '.join(sorted(self.core_plans))})"
+            )
+        return self
+
+    def plan_catalogue(self) -> PlanCatalogue:
+        return PlanCatalogue(
+            {
+                name: PlanLimits(
+                    plan=name,
+                    customers_limit=plan.customers_limit,
+                    orders_per_month_limit=plan.orders_per_month_limit,
+                )
+                for name, plan in self.core_plans.items()
+            },
+            self.core_default_plan,
+        )
+
+
+@dataclass
+class CoreStores:
+    vault: PiiVault
+    programs: ProgramStore
+    usage: UsageStore
+    customers: CustomerStore
+    # Awaited on shutdown (the Redis clients).
+    cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def handlers(self) -> dict[str, Handler]:
+        return consumers.handlers(self.programs, self.usage, self.customers)
+
+
+def open_stores(settings: CoreSettings, database: Database) -> CoreStores:
+    # Before anything serves: missing keys must stop the process, not surface per request.
+    vault = PiiVault.from_keys(
+        settings,
+        service="core",
+        namespace="core.customers",
+        encryption_key=settings.core_encryption_key,
+        previous_keys=settings.core_encryption_previous_keys,
+        blind_index_key=settings.core_blind_index_key,
+    )
+    program_cache = usage_cache = None
+    cleanup: list[Callable[[], Awaitable[None]]] = []
+    if settings.redis_url:
+        config_redis = RedisCache.from_url(
+            settings.redis_url,
+            name="core_config",
+            ttl_seconds=settings.core_settings_cache_ttl_seconds,
+        )
+        usage_redis = RedisCache.from_url(
+            settings.redis_url,
+            name="core_usage",
+            ttl_seconds=settings.core_usage_cache_ttl_seconds,
+        )
+        program_cache, usage_cache = ProgramCache(config_redis), UsageCache(usage_redis)
+        cleanup += [config_redis.close, usage_redis.close]
+    else:
+        log.warning("LOYALNEST_REDIS_URL unset: programs and usage are read from PostgreSQL")
+    programs = ProgramStore(database, settings.plan_catalogue(), program_cache)
+    usage = UsageStore(database, programs, usage_cache)
+    return CoreStores(vault, programs, usage, CustomerStore(database, vault, usage), cleanup)
+
+
+async def build(settings: CoreSettings) -> ServiceComponents:
+    database = Database(settings, DATABASE)
+    stores = open_stores(settings, database)
+    await database.open()
+    components = ServiceComponents(registrations=[], cleanup=[database.close, *stores.cleanup])
+    if settings.run_migrations_on_start:
+        components.startup = [Check("migrations", database.migrate)]
+    components.readiness = [Check("postgres", database.ping)]
+    if settings.events_enabled:
+        components.background += postgres_event_loops(
+            settings,
+            database,
+            service="core",
+            group=events.CONSUMER_GROUP,
+            handlers=stores.handlers(),
+        )
+    components.registrations = [
+        Registration(
+            SERVICE_NAME,
+            core_pb2_grpc.add_CoreServiceServicer_to_server,
+            CoreServicer(stores.programs, stores.usage, stores.customers, stores.vault),
+        )
+    ]
+    return components
+
+
+SPEC = ServiceSpec(name="core", settings_type=CoreSettings, build=build, database=DATABASE)

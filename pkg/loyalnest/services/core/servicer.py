@@ -1,0 +1,258 @@
+"""gRPC surface of the Core service: validation, tenancy and proto mapping only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
+from loyalnest.platform import tenancy
+from loyalnest.platform.grpctypes import Context
+from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.pii import PiiVault
+from loyalnest.platform.validation import (
+    EMAIL_RULE,
+    Validator,
+    is_uuid,
+    is_valid_email,
+    normalize_email,
+)
+from loyalnest.services.core import domain
+from loyalnest.services.core.customers import CustomerStore, ImportItem, ImportOutcome
+from loyalnest.services.core.domain import Customer, NewCustomer, ProgramSettings
+from loyalnest.services.core.program import ProgramStore
+from loyalnest.services.core.usage import UsageStore
+
+MAX_IMPORT_BATCH = 500
+_OUTCOMES = {
+    ImportOutcome.CREATED: core_pb2.IMPORT_OUTCOME_CREATED,
+    ImportOutcome.ALREADY_EXISTS: core_pb2.IMPORT_OUTCOME_ALREADY_EXISTS,
+    ImportOutcome.INVALID: core_pb2.IMPORT_OUTCOME_INVALID,
+    ImportOutcome.LIMIT_REACHED: core_pb2.IMPORT_OUTCOME_LIMIT_REACHED,
+}
+_NAME_RULE = f"must be at most {domain.MAX_NAME_LENGTH} printable characters"
+_WithCustomers = TypeVar(
+    "_WithCustomers", core_pb2.CreateCustomerRequest, core_pb2.ImportCustomersRequest
+)
+
+
+def customer_proto(customer: Customer) -> core_pb2.Customer:
+    message = core_pb2.Customer(
+        customer_id=customer.customer_id,
+        shopify_customer_id=customer.shopify_customer_id,
+        user_id=customer.user_id or "",
+        email=customer.email or "",
+        first_name=customer.first_name or "",
+        last_name=customer.last_name or "",
+        account_linked=customer.account_linked,
+        rfm_segment=customer.rfm_segment,  # type: ignore[arg-type]
+    )
+    if customer.rfm_score is not None:
+        message.rfm_score.CopyFrom(customer.rfm_score)
+    if customer.redacted_at is not None:
+        message.redact_time.FromDatetime(customer.redacted_at)
+    message.create_time.FromDatetime(customer.created_at)
+    return message
+
+
+def _printable(name: str) -> bool:
+    return len(name) <= domain.MAX_NAME_LENGTH and name.isprintable()
+
+
+def new_customer(v: Validator, prefix: str, customer: core_pb2.Customer) -> NewCustomer | None:
+    """The customer a request describes, or None with its violations added to `v`."""
+    before = len(v.violations)
+    email = normalize_email(customer.email)
+    v.check(
+        bool(domain.SHOPIFY_ID_RE.match(customer.shopify_customer_id)),
+        f"{prefix}shopify_customer_id",
+        f"is required and {domain.SHOPIFY_ID_RULE}",
+    )
+    v.check(not customer.user_id or is_uuid(customer.user_id), f"{prefix}user_id", "must be a UUID")
+    v.check(not email or is_valid_email(email), f"{prefix}email", EMAIL_RULE)
+    v.check(_printable(customer.first_name), f"{prefix}first_name", _NAME_RULE)
+    v.check(_printable(customer.last_name), f"{prefix}last_name", _NAME_RULE)
+    if len(v.violations) > before:
+        return None
+    return NewCustomer(
+        shopify_customer_id=customer.shopify_customer_id,
+        user_id=customer.user_id or None,
+        email=email or None,
+        first_name=customer.first_name.strip() or None,
+        last_name=customer.last_name.strip() or None,
+    )
+
+
+class CoreServicer(core_pb2_grpc.CoreServiceServicer):
+    def __init__(
+        self,
+        programs: ProgramStore,
+        usage: UsageStore,
+        customers: CustomerStore,
+        vault: PiiVault,
+    ) -> None:
+        self._programs = programs
+        self._usage = usage
+        self._customers = customers
+        self._vault = vault
+
+    # --- the program ------------------------------------------------------------------------
+
+    async def GetProgramSettings(
+        self, request: core_pb2.GetProgramSettingsRequest, context: Context
+    ) -> core_pb2.GetProgramSettingsResponse:
+        settings = await self._programs.get(tenancy.merchant_id())
+        return core_pb2.GetProgramSettingsResponse(settings=settings)
+
+    async def UpdateProgramSettings(
+        self, request: core_pb2.UpdateProgramSettingsRequest, context: Context
+    ) -> core_pb2.UpdateProgramSettingsResponse:
+        merchant_id = tenancy.merchant_id()
+        paths = list(dict.fromkeys(request.update_mask.paths))
+        with Validator() as v:
+            if v.check(request.HasField("settings"), "settings", "is required"):
+                v.violations += domain.validate_program_update(request.settings, paths)
+            v.check(request.expected_version >= 0, "expected_version", "must not be negative")
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+
+        def update(current: ProgramSettings) -> ProgramSettings:
+            return domain.apply_update(current, request.settings, paths)
+
+        settings = await self._programs.change(
+            merchant_id,
+            update,
+            key=IdempotencyKey.of("UpdateProgramSettings", request),
+            expected_version=request.expected_version,
+        )
+        return core_pb2.UpdateProgramSettingsResponse(settings=settings)
+
+    # --- plans and usage --------------------------------------------------------------------
+
+    async def GetPlan(
+        self, request: core_pb2.GetPlanRequest, context: Context
+    ) -> core_pb2.GetPlanResponse:
+        settings = await self._programs.get(tenancy.merchant_id())
+        return core_pb2.GetPlanResponse(
+            plan=settings.plan, available_plans=self._programs.plans.all()
+        )
+
+    async def ChangePlan(
+        self, request: core_pb2.ChangePlanRequest, context: Context
+    ) -> core_pb2.ChangePlanResponse:
+        merchant_id = tenancy.merchant_id()
+        plan = self._programs.plans.get(request.plan)
+        with Validator() as v:
+            v.check(
+                plan is not None,
+                "plan",
+                f"must be one of {', '.join(self._programs.plans.names())}",
+            )
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        assert plan is not None  # the validator rejected the request otherwise
+        settings = await self._programs.change(
+            merchant_id,
+            lambda current: domain.with_plan(current, plan),
+            key=IdempotencyKey.of("ChangePlan", request),
+        )
+        return core_pb2.ChangePlanResponse(settings=settings)
+
+    async def GetUsage(
+        self, request: core_pb2.GetUsageRequest, context: Context
+    ) -> core_pb2.GetUsageResponse:
+        plan, metrics = await self._usage.usage(tenancy.merchant_id(), datetime.now(UTC))
+        return core_pb2.GetUsageResponse(
+            plan=plan.plan,
+            metrics=[
+                core_pb2.UsageMetric(metric=m.metric, used=m.used, limit=m.limit, period=m.period)
+                for m in metrics
+            ],
+        )
+
+    # --- customers --------------------------------------------------------------------------
+
+    def _idempotency_key(
+        self, method: str, request: _WithCustomers, merchant_id: str, **kwargs: str
+    ) -> IdempotencyKey:
+        # The fingerprint is an unkeyed SHA-256 kept in the database: with PII in it, guessing
+        # and hashing would reveal it. Blind indexes stand in for the PII: equal for equal
+        # values, useless without the key.
+        fingerprinted = type(request)()
+        fingerprinted.CopyFrom(request)
+        customers = (
+            [fingerprinted.customer]
+            if isinstance(fingerprinted, core_pb2.CreateCustomerRequest)
+            else list(fingerprinted.customers)
+        )
+        for customer in customers:
+            for column in ("email", "first_name", "last_name"):
+                value = getattr(customer, column)
+                if value:
+                    index = self._vault.index(merchant_id, value, column=column)
+                    setattr(customer, column, index.hex())
+        return IdempotencyKey.of(method, fingerprinted, **kwargs)
+
+    async def CreateCustomer(
+        self, request: core_pb2.CreateCustomerRequest, context: Context
+    ) -> core_pb2.CreateCustomerResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            if v.check(request.HasField("customer"), "customer", "is required"):
+                new = new_customer(v, "customer.", request.customer)
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        assert new is not None  # the validator rejected the request otherwise
+        customer = await self._customers.create(
+            merchant_id,
+            new,
+            key=self._idempotency_key("CreateCustomer", request, merchant_id),
+        )
+        return core_pb2.CreateCustomerResponse(customer=customer_proto(customer))
+
+    async def GetCustomer(
+        self, request: core_pb2.GetCustomerRequest, context: Context
+    ) -> core_pb2.GetCustomerResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.uuid("customer_id", request.customer_id)
+        customer = await self._customers.get(merchant_id, request.customer_id)
+        return core_pb2.GetCustomerResponse(customer=customer_proto(customer))
+
+    async def ImportCustomers(
+        self, request: core_pb2.ImportCustomersRequest, context: Context
+    ) -> core_pb2.ImportCustomersResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.identifier("batch_id", request.batch_id)
+            v.check(
+                0 < len(request.customers) <= MAX_IMPORT_BATCH,
+                "customers",
+                f"must hold 1 to {MAX_IMPORT_BATCH} customers",
+            )
+        items = []
+        for customer in request.customers:
+            # Each item on its own: an invalid one is reported in its result, not refused.
+            item_validator = Validator()
+            new = new_customer(item_validator, "", customer)
+            error = "; ".join(f"{f.field}: {f.description}" for f in item_validator.violations)
+            items.append(ImportItem(customer.shopify_customer_id, new, error))
+        result = await self._customers.import_batch(
+            merchant_id,
+            request.batch_id,
+            items,
+            key=self._idempotency_key(
+                "ImportCustomers", request, merchant_id, key_field="batch_id", namespace="import:"
+            ),
+        )
+        return core_pb2.ImportCustomersResponse(
+            import_id=result.import_id,
+            status=result.status,
+            results=[
+                core_pb2.ImportItemResult(
+                    index=item["index"],
+                    shopify_customer_id=item["shopify_customer_id"],
+                    outcome=_OUTCOMES[item["outcome"]],
+                    customer_id=item["customer_id"],
+                    error=item["error"],
+                )
+                for item in result.items
+            ],
+        )
