@@ -10,7 +10,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,30 +36,18 @@ from loyalnest.services.auth.service import SPEC, AuthSettings
 from loyalnest.services.points.service import SPEC as POINTS_SPEC
 from tests.auth import JWKS_PATH, KEYSET, KEYSET_PATH, token
 from tests.integration.conftest import points_settings, wait_for_health
-from tests.integration.shopify_standin import ShopifyStandIn
+from tests.integration.shopify_standin import API_KEY, API_SECRET, ShopifyStandIn
 
 pytestmark = pytest.mark.integration
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 Metadata = tuple[tuple[str, str], ...]
-API_KEY = "test-shopify-api-key"
-API_SECRET = "test-shopify-api-secret"
 ENCRYPTION_KEY = base64.b64encode(os.urandom(32)).decode()
 SHOP = "snowdevil.myshopify.com"
 pb = auth_pb2
 
 
 # ---- servers ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def shopify() -> Iterator[ShopifyStandIn]:
-    standin = ShopifyStandIn(api_key=API_KEY, api_secret=API_SECRET)
-    standin.start()
-    try:
-        yield standin
-    finally:
-        standin.stop()
 
 
 def auth_settings(

@@ -16,7 +16,11 @@ Configuration (LOYALNEST_*, on top of ServiceSettings):
   webhooks), SHOPIFY_SCOPES, SHOPIFY_REDIRECT_URL (the page Shopify sends the merchant back
   to: the frontend's callback route, which forwards the query string to
   GET /v1/api/auth/callback), SHOPIFY_BASE_URL (`https://{shop}`; tests point it at a stand-in).
-- REDIS_URL: the revocation list (`revoked_jti:{jti}`), shared with every service.
+- REDIS_URL: the revocation list (`revoked_jti:{jti}`), shared with every service; also
+  where service-token request nonces are spent (no Redis: no service tokens).
+- AUTH_SERVICE_CREDENTIAL_KEY: base64 of 32 random bytes, the master key of the services'
+  credentials (`loyalnest service-credential NAME` derives one for a service's Secret);
+  AUTH_SERVICE_TOKEN_TTL_SECONDS (300). See loyalnest.platform.auth.service_identity.
 
 Signing-key rotation without downtime (access tokens live 15 minutes, impersonation tokens at
 most an hour; refresh tokens are opaque and unaffected):
@@ -46,6 +50,7 @@ from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from loyalnest.platform import audit
 from loyalnest.platform.auth.keys import local_keyset_beside
 from loyalnest.platform.auth.revocation import RevocationList
+from loyalnest.platform.auth.service_identity import SERVICE_TOKEN_TTL_SECONDS
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key, derive_key
 from loyalnest.platform.event_loops import postgres_event_loops
@@ -100,6 +105,10 @@ class AuthSettings(ServiceSettings):
     auth_mfa_token_ttl_seconds: int = Field(300, ge=30, le=900)
     auth_mfa_issuer_name: str = "LoyalNest"
     auth_owner_permissions: list[str] = list(DEFAULT_OWNER_PERMISSIONS)
+    # Service identities (loyalnest.platform.auth.service_identity): base64 of 32 random bytes,
+    # the master key every service's credential derives from. Unset: no service tokens.
+    auth_service_credential_key: SecretStr | None = None
+    auth_service_token_ttl_seconds: int = Field(SERVICE_TOKEN_TTL_SECONDS, ge=5, le=900)
 
     shopify_api_key: str = ""
     shopify_api_secret: SecretStr = SecretStr("")
