@@ -310,8 +310,19 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if session_id:
             await self._sessions.revoke(session_id, reason)
         log.info("token revoked", token_id=token_id, by=caller.subject, session_id=session_id)
-        if merchant_id:
-            async with self._store.pool.connection() as conn, conn.transaction():
+        async with self._store.pool.connection() as conn, conn.transaction():
+            # Audited (with no merchant for a revocation by token id alone).
+            await self._store.record_revocation(
+                conn,
+                token_id=token_id,
+                merchant_id=merchant_id,
+                subject=subject or None,
+                session_id=session_id or None,
+                reason=reason,
+                revoked_by=caller.subject,
+                expires_at=datetime.fromtimestamp(expires_at, UTC),
+            )
+            if merchant_id:
                 event = auth_events.AuthRevoked(
                     token_id=token_id,
                     user_id=subject,
@@ -501,6 +512,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             password_hash=password_hash,
             permissions=list(request.permissions),
             merchant_id=merchant_id,
+            actor=caller.subject,
         )
         if user is None:
             raise AlreadyExists("an admin user with this email exists")
