@@ -34,7 +34,7 @@ from loyalnest.gateway.envoy_config import (
     upstreams_from_descriptor_set,
     write,
 )
-from loyalnest.gateway.jwt_rules import jwt_authn_filter
+from loyalnest.gateway.jwt_rules import GatewayJwks, jwt_authn_filter
 from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
 from loyalnest.platform.auth.keys import ensure_local_keyset
 from loyalnest.platform.auth.service_identity import service_credential
@@ -296,6 +296,7 @@ class Stack:
                 ports=[self.ports.reflection],
             )
         )
+        jwks = GatewayJwks(self.ports.gateway)
         config = GatewayConfig(
             listen_port=self.ports.gateway,
             admin_port=self.ports.gateway_admin,
@@ -306,11 +307,11 @@ class Stack:
             ),
             access_log_path=str(self.log_dir / "gateway-access.log"),
             reflection_endpoint=("127.0.0.1", self.ports.reflection),
+            # Auth's published JWKS, refetched by Envoy: a key rotation needs no restart.
             policy_filters=(
-                jwt_authn_filter(
-                    DEFAULT_DESCRIPTOR_SET, self.jwks_path, ServiceSettings().jwt_issuer
-                ),
+                jwt_authn_filter(DEFAULT_DESCRIPTOR_SET, jwks, ServiceSettings().jwt_issuer),
             ),
+            extra_clusters=(jwks.cluster(),),
         )
         for service in unserved_services(config):
             _say("gateway", f"warning: {service} has no running implementation; no route")

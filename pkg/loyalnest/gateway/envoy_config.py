@@ -216,6 +216,8 @@ class GatewayConfig:
     # router, where they see gRPC paths for REST, gRPC and gRPC-Web alike. Later issues add
     # rbac → jwt_authn → ratelimit here, in that order (DESIGN §8).
     policy_filters: tuple[Mapping[str, Any], ...] = ()
+    # Clusters the policy filters need (e.g. jwt_rules.GatewayJwks.cluster()).
+    extra_clusters: tuple[Mapping[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -623,6 +625,7 @@ def render(config: GatewayConfig) -> dict[str, Any]:
         clusters.append(reflection)
     if config.otel_collector is not None:
         clusters.append(_cluster(OTEL_CLUSTER, [config.otel_collector]))
+    clusters += [dict(extra) for extra in config.extra_clusters]
     return {
         "node": {"id": "loyalnest-gateway", "cluster": "loyalnest-gateway"},
         "admin": {"address": _socket_address("127.0.0.1", config.admin_port)},

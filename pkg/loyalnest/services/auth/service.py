@@ -27,10 +27,11 @@ most an hour; refresh tokens are opaque and unaffected):
 
 1. Add a key without activating it: `keyset.with_new_key(activate=False)`, written to the
    keyset file (Secret). The old key keeps signing.
-2. Publish the new public JWKS (`keyset.public_jwks()`) where the gateway and the services read
-   it (LOYALNEST_JWT_JWKS_PATH ConfigMap; services re-read it within 10 s, Envoy on its next
-   config load). GET /v1/api/auth/jwks lists both keys from now on. Wait until every reader
-   has it: Envoy does not refetch on an unknown kid.
+2. Publish the new public JWKS (`keyset.public_jwks()`) where the services read it
+   (LOYALNEST_JWT_JWKS_PATH ConfigMap; they re-read it within 10 s of the file changing).
+   GET /v1/api/auth/jwks lists both keys from now on, and the gateway refetches it every 30 s
+   (loyalnest.gateway.jwt_rules.GatewayJwks). Wait until every reader has it: Envoy does not
+   refetch on an unknown kid.
 3. Activate the new key: the same keyset with `active_kid` = the new kid (e.g.
    `dataclasses.replace(keyset, active_kid=kid)`). Auth re-reads the file within
    AUTH_SIGNING_KEYS_RELOAD_SECONDS, no restart; if the kid is not in its JWKS_PATH file yet
