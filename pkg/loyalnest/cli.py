@@ -115,6 +115,29 @@ def _webhook(args: argparse.Namespace) -> int:
         return 1
 
 
+def _service_credential(args: argparse.Namespace) -> int:
+    import os
+
+    from loyalnest.devstack.stack import default_state_dir, ensure_local_service_credential_key
+    from loyalnest.platform.auth.service_identity import SERVICE_GRANTS, service_credential
+    from loyalnest.platform.crypto import decode_key
+
+    if args.service not in SERVICE_GRANTS:
+        print(f"error: {args.service!r} has no grant in SERVICE_GRANTS", file=sys.stderr)
+        return 2
+    encoded = os.environ.get("LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY")
+    if not encoded:
+        state = Path(args.state_dir).resolve() if args.state_dir else default_state_dir()
+        encoded = ensure_local_service_credential_key(state / "keys")
+    try:
+        master = decode_key(encoded, name="LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(service_credential(master, args.service))
+    return 0
+
+
 def _down(args: argparse.Namespace) -> int:
     from loyalnest.devstack.stack import run_down
 
@@ -196,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--secret", help="app secret (default: $LOYALNEST_SHOPIFY_API_SECRET or the dev one)"
     )
     webhook.set_defaults(func=_webhook)
+
+    credential = commands.add_parser(
+        "service-credential",
+        help="print a service's credential (for its Secret), derived from Auth's master key "
+        "(LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY, else the local stack's)",
+    )
+    credential.add_argument("service", help="e.g. points")
+    credential.add_argument("--state-dir", help="the local stack's state directory")
+    credential.set_defaults(func=_service_credential)
     return parser
 
 

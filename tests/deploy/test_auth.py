@@ -267,7 +267,18 @@ def test_gateway_requires_a_token_on_everything_but_the_public_rpcs(
     config = _jwt_filter(bootstrap)["typed_config"]
     provider = config["providers"]["loyalnest"]
     assert provider["issuer"] == "loyalnest-auth"
-    assert provider["local_jwks"] == {"filename": JWKS_PATH}
+    # Auth's published JWKS through the gateway's own listener, refetched in the background:
+    # a rotation needs no restart (tests/integration/test_gateway_jwks_reload.py).
+    remote = provider["remote_jwks"]
+    assert remote["http_uri"]["uri"] == "http://127.0.0.1:8080/v1/api/auth/jwks"
+    assert remote["async_fetch"]["fast_listener"] is True and remote["cache_duration"] == "30s"
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    endpoint = clusters[remote["http_uri"]["cluster"]]["load_assignment"]["endpoints"][0]
+    assert endpoint["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": "127.0.0.1",
+        "port_value": 8080,
+    }
+    assert "local_jwks" not in provider
     assert provider["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}]
     rules = config["rules"]
     # The catch-all comes last and requires the provider; every rule before it is an exception.
@@ -276,7 +287,7 @@ def test_gateway_requires_a_token_on_everything_but_the_public_rpcs(
     exceptions = {rule["match"].get("path") or rule["match"].get("prefix") for rule in rules[:-1]}
     assert "/grpc.health.v1.Health/" in exceptions
     assert not [p for p in exceptions if p.startswith("/loyalnest.points.")]
-    # The envoy container reads the same file the services do.
+    # The envoy container still mounts the services' JWKS (kept for a local_jwks fallback).
     envoy = container(objects, "Deployment", "gateway", "envoy")
     _assert_mounts_jwks(find(objects, "Deployment", "gateway"), envoy)
 

@@ -41,9 +41,8 @@ def _bootstrap(objects: Objects, tmp_path: Path) -> tuple[dict[str, Any], Path]:
         if "proto_descriptor" in node:
             assert node["proto_descriptor"] == "/etc/loyalnest/gateway/loyalnest.binpb"
             node["proto_descriptor"] = str(descriptor_set)
-        if "local_jwks" in node:
-            assert node["local_jwks"] == {"filename": gateway_chart.JWKS_PATH}
-            node["local_jwks"] = {"filename": str(jwks)}
+        if "remote_jwks" in node:  # fetched from Auth through the gateway's own listener
+            assert node["remote_jwks"]["http_uri"]["uri"].endswith("/v1/api/auth/jwks")
             jwks_files += 1
     assert jwks_files == 1, "the gateway config has no jwt_authn provider"
     return bootstrap, descriptor_set

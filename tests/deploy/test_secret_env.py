@@ -20,6 +20,7 @@ from tests.deploy.conftest import Objects, container, parse
 # secrets.existingSecret.
 SECRET_ENV: dict[str, dict[str, str]] = {
     "auth": {
+        "LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY": "auth-service-credential-key",
         "LOYALNEST_AUTH_ENCRYPTION_KEY": "auth-encryption-key",
         "LOYALNEST_AUTH_BLIND_INDEX_KEY": "auth-blind-index-key",
         "LOYALNEST_SHOPIFY_API_KEY": "shopify-api-key",
@@ -28,11 +29,15 @@ SECRET_ENV: dict[str, dict[str, str]] = {
     "users": {
         "LOYALNEST_USERS_ENCRYPTION_KEY": "users-encryption-key",
         "LOYALNEST_USERS_BLIND_INDEX_KEY": "users-blind-index-key",
+        "LOYALNEST_SERVICE_CREDENTIAL": "users-service-credential",
     },
     "core": {
         "LOYALNEST_CORE_ENCRYPTION_KEY": "core-encryption-key",
         "LOYALNEST_CORE_BLIND_INDEX_KEY": "core-blind-index-key",
+        "LOYALNEST_SERVICE_CREDENTIAL": "core-service-credential",
     },
+    "points": {"LOYALNEST_SERVICE_CREDENTIAL": "points-service-credential"},
+    "roles": {"LOYALNEST_SERVICE_CREDENTIAL": "roles-service-credential"},
 }
 SENSITIVE = {name for names in SECRET_ENV.values() for name in names}
 
@@ -58,12 +63,44 @@ def _env_entries(objects: Objects) -> list[dict[str, Any]]:
 
 
 def test_settings_classes_read_these_names() -> None:
+    from loyalnest.platform.config import ServiceSettings
     from loyalnest.services.auth.service import AuthSettings
+    from loyalnest.services.points.service import PointsSettings
     from loyalnest.services.users.service import UsersSettings
 
-    for component, settings in (("auth", AuthSettings), ("users", UsersSettings)):
+    for component, settings in (
+        ("auth", AuthSettings),
+        ("users", UsersSettings),
+        ("points", PointsSettings),
+        ("roles", ServiceSettings),
+    ):
         fields = {f"LOYALNEST_{field.upper()}" for field in settings.model_fields}
         assert set(SECRET_ENV[component]) <= fields, component
+
+
+def test_every_service_with_a_grant_gets_a_credential_and_finds_auth(
+    rendered: dict[str, Objects],
+) -> None:
+    """Service identity: each enabled service that may act on its own behalf reads its
+    credential from a Secret and knows where Auth is; Auth holds only the master key."""
+    from loyalnest.platform.auth.service_identity import SERVICE_GRANTS
+
+    objects = rendered["default"]
+    values = _values("default")
+    for component, settings in values["components"].items():
+        if not settings.get("enabled"):
+            continue
+        env = {e["name"]: e for e in container(objects, "Deployment", component, component)["env"]}
+        if component == "auth":
+            assert "LOYALNEST_SERVICE_CREDENTIAL" not in env
+            assert "LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY" in env
+            continue
+        if component not in SERVICE_GRANTS:
+            # Calls no service (e.g. edge): no credential to hold.
+            assert "LOYALNEST_SERVICE_CREDENTIAL" not in env, component
+            continue
+        assert "secretKeyRef" in env["LOYALNEST_SERVICE_CREDENTIAL"]["valueFrom"]
+        assert env["LOYALNEST_AUTH_TARGET"]["value"].startswith("dns:///auth.")
 
 
 @pytest.mark.parametrize("name", sorted(COMBINATIONS))

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -19,6 +19,7 @@ from loyalnest.devstack.servers import RedisServer
 from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.points.service import SPEC, PointsSettings
+from tests.integration.shopify_standin import API_KEY, API_SECRET, ShopifyStandIn
 
 
 async def wait_for_health(
@@ -89,3 +90,14 @@ async def redis_url() -> AsyncIterator[str]:
         process.terminate()
         process.wait(5)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def shopify() -> Iterator[ShopifyStandIn]:
+    """A local stand-in of Shopify's OAuth endpoints, per test."""
+    standin = ShopifyStandIn(api_key=API_KEY, api_secret=API_SECRET)
+    standin.start()
+    try:
+        yield standin
+    finally:
+        standin.stop()

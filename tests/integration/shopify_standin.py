@@ -28,6 +28,11 @@ class Exchange:
     status: int
 
 
+# The app credentials the integration tests' Auth service and stand-in share.
+API_KEY = "test-shopify-api-key"
+API_SECRET = "test-shopify-api-secret"
+
+
 @dataclass
 class ShopifyStandIn:
     api_key: str

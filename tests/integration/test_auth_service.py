@@ -10,7 +10,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,30 +36,18 @@ from loyalnest.services.auth.service import SPEC, AuthSettings
 from loyalnest.services.points.service import SPEC as POINTS_SPEC
 from tests.auth import JWKS_PATH, KEYSET, KEYSET_PATH, token
 from tests.integration.conftest import points_settings, wait_for_health
-from tests.integration.shopify_standin import ShopifyStandIn
+from tests.integration.shopify_standin import API_KEY, API_SECRET, ShopifyStandIn
 
 pytestmark = pytest.mark.integration
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 Metadata = tuple[tuple[str, str], ...]
-API_KEY = "test-shopify-api-key"
-API_SECRET = "test-shopify-api-secret"
 ENCRYPTION_KEY = base64.b64encode(os.urandom(32)).decode()
 SHOP = "snowdevil.myshopify.com"
 pb = auth_pb2
 
 
 # ---- servers ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def shopify() -> Iterator[ShopifyStandIn]:
-    standin = ShopifyStandIn(api_key=API_KEY, api_secret=API_SECRET)
-    standin.start()
-    try:
-        yield standin
-    finally:
-        standin.stop()
 
 
 def auth_settings(
@@ -414,6 +402,18 @@ async def test_revoked_token_is_rejected_by_points(stub, shopify, points, databa
     neither = stub.RevokeToken(pb.RevokeTokenRequest(), metadata=ADMIN)
     assert await status_of(neither) == grpc.StatusCode.INVALID_ARGUMENT
 
+    # Both revocations are audited; the one by jti alone concerns no merchant.
+    audit = await query(
+        database_url,
+        "SELECT merchant_id, actor, details->'new'->>'token_id', details->'new'->>'reason'"
+        " FROM auth.audit_logs WHERE entity_type = 'token_revocations'"
+        " ORDER BY created_at, log_id",
+    )
+    assert audit == [
+        (claims["merchant_id"], "test-user", claims["jti"], "laptop stolen"),
+        (None, "test-user", jti, "revoked by an administrator"),
+    ]
+
 
 # ---- keys -------------------------------------------------------------------------------
 
@@ -578,6 +578,32 @@ async def test_admin_sign_in_needs_totp(stub, points, database_url) -> None:
     row_text, secret_blob = rows[0]
     assert enrolled.secret not in row_text and email.lower() not in row_text
     assert enrolled.secret.encode() not in bytes(secret_blob)
+
+
+async def test_platform_admin_accounts_are_audited(stub, database_url) -> None:
+    """A platform admin (no merchant) and its sign-in set-up are in the audit log, without its
+    email or secrets."""
+    user = await create_admin(stub, "root@loyalnest.example", ["auth:impersonate"])
+    await admin_session(stub, "root@loyalnest.example")
+    # Signing in again is not an account change: nothing more is logged.
+    login = await stub.AdminLogin(
+        pb.AdminLoginRequest(email="root@loyalnest.example", password="correct horse battery")
+    )
+    assert login.mfa_enrolled
+    rows = await query(
+        database_url,
+        "SELECT merchant_id, user_id, action, actor, details FROM auth.audit_logs"
+        " WHERE entity_type = 'admin_users' ORDER BY created_at, log_id",
+    )
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        (None, user.user_id, "create", "test-user"),
+        (None, user.user_id, "update", user.user_id),  # EnrollMfa: a TOTP secret
+        (None, user.user_id, "update", user.user_id),  # VerifyMfa: MFA enabled
+    ]
+    assert rows[2][4]["changed"] == ["mfa_enabled_at", "totp_last_step"]
+    logged = json.dumps([r[4] for r in rows])
+    assert "root@loyalnest" not in logged and "scrypt$" not in logged
+    assert "totp_secret" in rows[1][4]["changed"] and "totp_secret" not in rows[1][4]["new"]
 
 
 async def test_repeated_failures_lock_the_admin(stub) -> None:

@@ -139,6 +139,10 @@ the file when it changes. Only the Auth service gets the private keyset (a Secre
 {{- if include "loyalnest.isAuth" . }}
 - name: LOYALNEST_AUTH_SIGNING_KEYS_PATH
   value: {{ printf "%s/%s" (include "loyalnest.signingKeysDir" $ctx) (include "loyalnest.signingKeysFile" $ctx) | quote }}
+{{- else }}
+{{- /* Where service tokens come from (with LOYALNEST_SERVICE_CREDENTIAL from secretEnv). */}}
+- name: LOYALNEST_AUTH_TARGET
+  value: {{ printf "dns:///auth.%s.svc.%s:%s" $ctx.Release.Namespace $ctx.Values.clusterDomain (include "loyalnest.grpcPort" $ctx) | quote }}
 {{- end }}
 {{- end }}
 

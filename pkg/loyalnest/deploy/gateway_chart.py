@@ -21,10 +21,11 @@ Every upstream listens on the platform's gRPC port (50051): the Service is headl
 connects to pod IPs on the container port and the chart keeps that port fixed.
 
 The `jwt_authn` filter (`loyalnest.gateway.jwt_rules`, as the local stack has it) requires a
-token on everything but health, reflection and the RPCs declared public, and reads the public
-JWKS from where the chart mounts the operator's JWKS ConfigMap (auth.jwks.existingConfigMap).
-Envoy reads that file once, at start: the file must exist then, and a published rotation
-reaches the gateway only when its pods restart (the services re-read it by themselves).
+token on everything but health, reflection and the RPCs declared public, and fetches the
+public JWKS from the Auth service (GET /v1/api/auth/jwks) through the pod's own listener,
+refetching it every 30 s in the background (`remote_jwks` + `async_fetch`): a published key
+rotation reaches the gateway without a restart. (A `local_jwks` file would be read once, at
+start.) The services read the mounted JWKS ConfigMap and re-read it when it changes.
 
 Two additions that only matter in a pod, made here rather than in the generator:
 - the transcoder reads the descriptor set from where the ConfigMap is mounted;
@@ -53,6 +54,7 @@ from loyalnest.gateway.envoy_config import (
     render,
     upstreams_from_descriptor_set,
 )
+from loyalnest.gateway.jwt_rules import GatewayJwks
 from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
 
 GATEWAY_FILES_DIR = CHART_DIR / "files" / "gateway"
@@ -73,6 +75,7 @@ DEFAULT_JWT_ISSUER = "loyalnest-auth"  # values.yaml auth.issuer
 
 GRPC_PORT = 50051  # every component's container port (platform default, fixed by the chart)
 LISTEN_PORT = 8080
+GATEWAY_JWKS = GatewayJwks(LISTEN_PORT)
 ADMIN_PORT = 9901
 OPS_PORT = 9902
 REFLECTION_PORT = 50060  # the reflection sidecar in the gateway pod
@@ -206,7 +209,7 @@ def render_chart_config(descriptor_set: Path, *, tracing: bool) -> dict[str, Any
         otel_collector=(OTEL_HOST_TOKEN, OTEL_DEFAULT_PORT) if tracing else None,
         reflection_endpoint=("127.0.0.1", REFLECTION_PORT),
         policy=EdgePolicy(
-            jwt=JwtProvider(Path(JWKS_PATH), JWT_ISSUER_TOKEN),
+            jwt=JwtProvider(GATEWAY_JWKS, JWT_ISSUER_TOKEN),
             # A placeholder network: replaced below by the token for the whole list.
             admin_allowed_cidrs=(ADMIN_CIDR_PLACEHOLDER,),
             rate_limit_upstream=RATE_LIMIT_SERVICE,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -34,9 +35,12 @@ from loyalnest.gateway.envoy_config import (
     upstreams_from_descriptor_set,
     write,
 )
+from loyalnest.gateway.jwt_rules import GatewayJwks
 from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
 from loyalnest.platform.auth.keys import ensure_local_keyset
+from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.crypto import decode_key
 from loyalnest.services.registry import SERVICES
 
 DATABASE = "loyalnest"
@@ -121,6 +125,16 @@ def local_keyset_path(state_dir: str | None) -> Path:
     directory = (Path(state_dir).resolve() if state_dir else default_state_dir()) / "keys"
     private, _ = ensure_local_keyset(directory)
     return private
+
+
+def ensure_local_service_credential_key(directory: Path) -> str:
+    """The local stack's master key of service credentials (base64, file 0600), made once."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "service-credential-key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(base64.b64encode(os.urandom(32)).decode())
+    return path.read_text().strip()
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -211,8 +225,26 @@ class Stack:
             ProcessSpec("kafka", self.kafka.argv(), self.kafka.ready, ports=[self.kafka.port])
         )
 
+    def _identity_env(self, service: str, auth_addresses: list[str]) -> dict[str, str]:
+        """Service identity: Auth gets the master key, every other service its credential
+        (derived from it) and where Auth answers."""
+        master = ensure_local_service_credential_key(self.jwks_path.parent)
+        if service == "auth":
+            return {"LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY": master}
+        return {
+            "LOYALNEST_SERVICE_CREDENTIAL": service_credential(
+                decode_key(master, name="service credential key"), service
+            ),
+            "LOYALNEST_AUTH_TARGET": "ipv4:" + ",".join(auth_addresses),
+        }
+
     async def _start_services(self) -> dict[str, list[tuple[str, int]]]:
         endpoints: dict[str, list[tuple[str, int]]] = {}
+        auth_offset = list(SERVICES).index("auth") * self.workers
+        auth_addresses = [
+            f"127.0.0.1:{self.ports.first_service + auth_offset + index}"
+            for index in range(self.workers)
+        ]
         offset = 0
         for service in SERVICES:
             specs = []
@@ -224,6 +256,7 @@ class Stack:
                 name = f"{service}-{index}"
                 env = {
                     **self._service_env(),
+                    **self._identity_env(service, auth_addresses),
                     "LOYALNEST_GRPC_PORT": str(grpc_port),
                     "LOYALNEST_METRICS_PORT": str(metrics_port),
                 }
@@ -266,6 +299,7 @@ class Stack:
                 ports=[self.ports.reflection],
             )
         )
+        jwks = GatewayJwks(self.ports.gateway)
         config = GatewayConfig(
             listen_port=self.ports.gateway,
             admin_port=self.ports.gateway_admin,
@@ -276,8 +310,9 @@ class Stack:
             ),
             access_log_path=str(self.log_dir / "gateway-access.log"),
             reflection_endpoint=("127.0.0.1", self.ports.reflection),
+            # Auth's published JWKS, refetched by Envoy: a key rotation needs no restart.
             policy=EdgePolicy(
-                jwt=JwtProvider(self.jwks_path, ServiceSettings().jwt_issuer),
+                jwt=JwtProvider(jwks, ServiceSettings().jwt_issuer),
                 # The local stack listens on loopback only: admin RPCs from this machine.
                 admin_allowed_cidrs=LOOPBACK_CIDRS,
                 rate_limit_upstream=RATE_LIMIT_SERVICE if RATE_LIMIT_SERVICE in endpoints else None,

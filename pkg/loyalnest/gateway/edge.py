@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from loyalnest.gateway.descriptors import ServiceInfo
-from loyalnest.gateway.jwt_rules import PAYLOAD_METADATA_KEY, jwt_authn_filter
+from loyalnest.gateway.jwt_rules import PAYLOAD_METADATA_KEY, GatewayJwks, jwt_authn_filter
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 BUFFER_FILTER = "envoy.filters.http.buffer"
@@ -45,7 +45,8 @@ def _typed(type_name: str, **fields: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class JwtProvider:
-    jwks_path: Path
+    # A file Envoy reads once at start, or Auth's published JWKS refetched in the background.
+    jwks: Path | GatewayJwks
     issuer: str
 
 
@@ -194,8 +195,13 @@ def policy_filters(
     """rbac → jwt_authn → ratelimit, those configured."""
     filters = [rbac_filter(policy, services)]
     if policy.jwt is not None:
-        filters.append(
-            jwt_authn_filter(descriptor_set_path, policy.jwt.jwks_path, policy.jwt.issuer)
-        )
+        filters.append(jwt_authn_filter(descriptor_set_path, policy.jwt.jwks, policy.jwt.issuer))
     filters.append(rate_limit_filter(policy))
     return [f for f in filters if f is not None]
+
+
+def policy_clusters(policy: EdgePolicy) -> list[dict[str, Any]]:
+    """Clusters the policies need besides the upstreams: the JWKS fetch, when remote."""
+    if policy.jwt is not None and isinstance(policy.jwt.jwks, GatewayJwks):
+        return [policy.jwt.jwks.cluster()]
+    return []

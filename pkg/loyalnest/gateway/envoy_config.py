@@ -696,6 +696,7 @@ def render(config: GatewayConfig) -> dict[str, Any]:
         clusters.append(reflection)
     if config.otel_collector is not None:
         clusters.append(_cluster(OTEL_CLUSTER, [config.otel_collector]))
+    clusters += edge.policy_clusters(config.policy)
     return {
         "node": {"id": "loyalnest-gateway", "cluster": "loyalnest-gateway"},
         "admin": {"address": _socket_address("127.0.0.1", config.admin_port)},

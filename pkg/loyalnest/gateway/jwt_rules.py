@@ -9,6 +9,7 @@ audience with 403, while a token that is not for us is an authentication failure
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,51 @@ from loyalnest.gen.options.v1 import access_pb2
 PROVIDER = "loyalnest"
 # Where the verified claims are kept for later filters (the rate limiter's merchant).
 PAYLOAD_METADATA_KEY = "jwt_payload"
+# Auth's JWKS over REST (AuthService.GetJwks, public), fetched by Envoy through its own listener.
+JWKS_HTTP_PATH = "/v1/api/auth/jwks"
+JWKS_CLUSTER = "loyalnest_jwks"
+JWKS_CACHE_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class GatewayJwks:
+    """The JWKS as Auth publishes it, fetched by Envoy from its own listener on `port`
+    (127.0.0.1), so a rotated key reaches the gateway without a restart: Envoy refetches in the
+    background every `cache_seconds` (`async_fetch`), and retries a failed fetch after a second
+    (Auth may start after the gateway). Publish a new key at least `cache_seconds` before
+    signing with it: Envoy does not refetch on an unknown `kid`."""
+
+    port: int
+    cache_seconds: int = JWKS_CACHE_SECONDS
+
+    def provider_jwks(self) -> dict[str, Any]:
+        return {
+            "remote_jwks": {
+                "http_uri": {
+                    "uri": f"http://127.0.0.1:{self.port}{JWKS_HTTP_PATH}",
+                    "cluster": JWKS_CLUSTER,
+                    "timeout": "2s",
+                },
+                "cache_duration": f"{self.cache_seconds}s",
+                # Fetched on the main thread at start and on expiry; the listener does not
+                # wait for the first fetch (it goes through this very listener).
+                "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
+            }
+        }
+
+    def cluster(self) -> dict[str, Any]:
+        address = {"socket_address": {"address": "127.0.0.1", "port_value": self.port}}
+        return {
+            "name": JWKS_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {
+                "cluster_name": JWKS_CLUSTER,
+                "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+            },
+        }
+
+
 # Infrastructure that orchestrators and grpcurl reach without a token.
 PUBLIC_PREFIXES = (
     "/grpc.health.v1.Health/",
@@ -41,7 +87,12 @@ def public_methods(descriptor_set_path: Path) -> list[str]:
     return sorted(paths)
 
 
-def jwt_authn_filter(descriptor_set_path: Path, jwks_path: Path, issuer: str) -> dict[str, Any]:
+def jwt_authn_filter(
+    descriptor_set_path: Path, jwks: Path | GatewayJwks, issuer: str
+) -> dict[str, Any]:
+    """The filter; with a `Path`, Envoy reads that JWKS file once, at start (`local_jwks`);
+    with `GatewayJwks` it follows Auth's published keys (add `jwks.cluster()` to the
+    bootstrap's clusters)."""
     rules: list[dict[str, Any]] = [{"match": {"prefix": p}} for p in PUBLIC_PREFIXES]
     rules += [{"match": {"path": p}} for p in public_methods(descriptor_set_path)]
     rules.append({"match": {"prefix": "/"}, "requires": {"provider_name": PROVIDER}})
@@ -53,7 +104,11 @@ def jwt_authn_filter(descriptor_set_path: Path, jwks_path: Path, issuer: str) ->
             "providers": {
                 PROVIDER: {
                     "issuer": issuer,
-                    "local_jwks": {"filename": str(jwks_path)},
+                    **(
+                        jwks.provider_jwks()
+                        if isinstance(jwks, GatewayJwks)
+                        else {"local_jwks": {"filename": str(jwks)}}
+                    ),
                     # Explicit: the default would also read `?access_token=` from URLs.
                     "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
                     # Services verify the token again (defence in depth).

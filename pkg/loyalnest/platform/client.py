@@ -5,6 +5,12 @@ returns (a headless Service in Kubernetes: HTTP/2 connections would defeat kube-
 balancing), a deadline on every call, and transparent retries of UNAVAILABLE. The caller's
 token is forwarded, so the called service applies the same merchant and permissions, and the
 trace continues through OpenTelemetry's client interceptor.
+
+With `service_tokens` (the calling service's `ServiceTokenSource`), a call made with no caller
+(a Kafka consumer, a job) carries the service's own token, bound to the merchant of
+`auth.context.acting_for(...)`; a call relaying a caller's token also carries the service's
+token in the `loyalnest-service-token` header, which the callee verifies and records as the
+relaying service.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from typing import Any
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-from loyalnest.platform.auth.context import current_bearer_token
+from loyalnest.platform.auth.context import acting_merchant, current_bearer_token
+from loyalnest.platform.auth.interceptor import SERVICE_TOKEN_HEADER
+from loyalnest.platform.auth.service_tokens import ServiceTokenSource
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 MAX_ATTEMPTS = 4
@@ -45,21 +53,35 @@ def service_config(timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> str:
 
 
 class ForwardCallerToken(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    """Adds the token of the RPC being handled to outgoing calls that carry none."""
+    """Adds the token of the RPC being handled to outgoing calls that carry none; with a
+    service token source, the service's own identity too (or alone, without a caller)."""
+
+    def __init__(self, service_tokens: ServiceTokenSource | None = None) -> None:
+        self._service_tokens = service_tokens
 
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
-        token = current_bearer_token()
         metadata = list(client_call_details.metadata or ())
-        if token and not any(key == "authorization" for key, _ in metadata):
-            metadata.append(("authorization", f"Bearer {token}"))
+        if not any(key == "authorization" for key, _ in metadata):
+            caller = current_bearer_token()
+            source = self._service_tokens
+            if caller:
+                metadata.append(("authorization", f"Bearer {caller}"))
+                if source is not None:
+                    metadata.append((SERVICE_TOKEN_HEADER, await source.token(None)))
+            elif source is not None:
+                own = await source.token(acting_merchant())
+                metadata.append(("authorization", f"Bearer {own}"))
             client_call_details = client_call_details._replace(metadata=metadata)
         return await continuation(client_call_details, request)
 
 
 def open_channel(
-    target: str, *, timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    target: str,
+    *,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    service_tokens: ServiceTokenSource | None = None,
 ) -> grpc.aio.Channel:
     """A channel to `target`, e.g. `dns:///points.loyalnest.svc.cluster.local:50051`."""
     return grpc.aio.insecure_channel(
@@ -70,6 +92,6 @@ def open_channel(
         ],
         interceptors=[
             *aio_client_interceptors(),  # type: ignore[no-untyped-call]
-            ForwardCallerToken(),  # type: ignore[list-item]
+            ForwardCallerToken(service_tokens),  # type: ignore[list-item]
         ],
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -55,6 +55,12 @@ class ServiceSettings(BaseSettings):
     jwt_jwks_path: Path | None = None
     jwt_issuer: str = "loyalnest-auth"
     jwt_audience: str = "loyalnest"
+    # Service identity (loyalnest.platform.auth.service_identity): this service's credential
+    # (a Secret; `loyalnest service-credential NAME` derives it) and where the Auth service
+    # answers, e.g. dns:///auth.loyalnest.svc.cluster.local:50051. With both set, calls the
+    # service makes on its own behalf carry a service token.
+    service_credential: SecretStr | None = None
+    auth_target: str | None = None
     # Redis: revoked token ids (and caches); unset skips revocation checks.
     redis_url: str | None = None
 

@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from loyalnest.platform.auth.interceptor import AuthInterceptor, JwksFile
 from loyalnest.platform.auth.revocation import RevocationList
+from loyalnest.platform.auth.service_identity import accepted_audiences
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.health import Check, HealthMonitor
 from loyalnest.platform.interceptors import ErrorMappingInterceptor, TelemetryInterceptor
@@ -92,20 +93,23 @@ def _server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
     ]
 
 
-def auth_interceptor(settings: ServiceSettings) -> AuthInterceptor:
+def auth_interceptor(settings: ServiceSettings, service: str) -> AuthInterceptor:
     if settings.jwt_jwks_path is None:
         raise ValueError(
             "LOYALNEST_JWT_JWKS_PATH is required: the public JWKS that access tokens are "
             "verified with (the local stack and the chart provide it)"
         )
     jwks = JwksFile(
-        settings.jwt_jwks_path, issuer=settings.jwt_issuer, audience=settings.jwt_audience
+        settings.jwt_jwks_path,
+        issuer=settings.jwt_issuer,
+        # User tokens (the mesh's audience) and service tokens meant for this service.
+        audience=accepted_audiences(settings.jwt_audience, service),
     )
     revocations = RevocationList.from_url(settings.redis_url) if settings.redis_url else None
     return AuthInterceptor(jwks, revocations)
 
 
-def build_server(settings: ServiceSettings) -> grpc.aio.Server:
+def build_server(settings: ServiceSettings, service: str) -> grpc.aio.Server:
     interceptors: list[Any] = []
     if settings.tracing_enabled:
         interceptors.append(aio_server_interceptor())  # type: ignore[no-untyped-call]
@@ -113,7 +117,7 @@ def build_server(settings: ServiceSettings) -> grpc.aio.Server:
         TelemetryInterceptor(access_log=settings.access_log),
         # Outside the auth check, so authentication failures are mapped like any other.
         ErrorMappingInterceptor(),
-        auth_interceptor(settings),
+        auth_interceptor(settings, service),
     ]
     return grpc.aio.server(
         interceptors=interceptors,
@@ -129,7 +133,7 @@ async def running(
     """Starts the service; on exit drains in-flight calls and releases its resources."""
     configure_tracing(settings, spec.name)
     components = await spec.build(settings)
-    server = build_server(settings)
+    server = build_server(settings, spec.name)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [r.service_name for r in components.registrations]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 
 from loyalnest.platform.auth.tokens import Principal
@@ -11,6 +13,9 @@ _principal: ContextVar[Principal | None] = ContextVar("loyalnest_principal", def
 # The caller's own token, forwarded on calls this RPC makes to other services, so they see
 # (and check) the same merchant and permissions.
 _bearer_token: ContextVar[str | None] = ContextVar("loyalnest_bearer_token", default=None)
+# The merchant a service acts for on its own behalf (no caller: a consumer, a job), so its
+# outgoing calls carry a service token bound to that merchant.
+_acting_merchant: ContextVar[str | None] = ContextVar("loyalnest_acting_merchant", default=None)
 
 
 def current_principal() -> Principal:
@@ -43,3 +48,18 @@ def unbind(bound: Bound) -> None:
     principal_reset, token_reset = bound
     _bearer_token.reset(token_reset)
     _principal.reset(principal_reset)
+
+
+def acting_merchant() -> str | None:
+    return _acting_merchant.get()
+
+
+@contextmanager
+def acting_for(merchant_id: str | None) -> Iterator[None]:
+    """Calls made inside (through `open_channel(..., service_tokens=...)`) without a caller's
+    token carry this service's token for `merchant_id` (None: for no merchant)."""
+    reset = _acting_merchant.set(merchant_id)
+    try:
+        yield
+    finally:
+        _acting_merchant.reset(reset)

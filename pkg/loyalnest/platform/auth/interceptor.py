@@ -6,17 +6,18 @@ The gateway verifies tokens too; services check again so a call that reaches the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from loyalnest.platform.auth import context as auth_context
 from loyalnest.platform.auth.policy import access_policy
 from loyalnest.platform.auth.revocation import RevocationList
-from loyalnest.platform.auth.tokens import Principal, TokenVerifier
+from loyalnest.platform.auth.tokens import ACCESS, SERVICE, Principal, TokenVerifier
 from loyalnest.platform.errors import PermissionDenied, Unauthenticated
 from loyalnest.platform.grpctypes import Context, Handler
 from loyalnest.platform.interceptors import (
@@ -30,13 +31,17 @@ JWKS_RELOAD_SECONDS = 10.0
 # an Ed25519 check costs more than the rest of a cheap RPC. Expiry and revocation are still
 # checked on every call.
 VERIFIED_CACHE_SIZE = 10_000
+# A service relaying its caller's token names itself with its own service token here; the
+# callee verifies it (a forged or expired one fails the call).
+SERVICE_TOKEN_HEADER = "loyalnest-service-token"
+CALLER_TOKEN_TYPES = (ACCESS, SERVICE)
 
 
 class JwksFile:
     """A public JWKS file (a mounted ConfigMap in Kubernetes), re-read when it changes so a
     published key rotation needs no restart."""
 
-    def __init__(self, path: Path, *, issuer: str, audience: str) -> None:
+    def __init__(self, path: Path, *, issuer: str, audience: str | Sequence[str]) -> None:
         self._path = path
         self._issuer = issuer
         self._audience = audience
@@ -59,17 +64,27 @@ class JwksFile:
                 self._verifier = self._load()
         return self._verifier
 
-    def verify(self, token: str) -> Principal:
+    def verify(self, token: str, token_types: Sequence[str] = CALLER_TOKEN_TYPES) -> Principal:
+        """A verified access or service token (`token_types`)."""
         verifier = self.verifier()
         principal = self._verified.get(token)
         if principal is not None and principal.expires_at > time.time():
             self._verified.move_to_end(token)
+            if (SERVICE if principal.service else ACCESS) not in token_types:
+                raise Unauthenticated(f"expected a {' or '.join(token_types)} token")
             return principal
-        principal = verifier.verify(token)
+        principal = verifier.verify(token, token_types=token_types)
         self._verified[token] = principal
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
         return principal
+
+
+def _metadata(context: Context, name: str) -> str | None:
+    for key, value in context.invocation_metadata() or ():
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
 
 
 def _bearer_token(context: Context) -> str:
@@ -97,12 +112,22 @@ class AuthInterceptor(WrappingInterceptor):
     async def _authenticate(self, method: str, context: Context) -> tuple[Principal, str]:
         token = _bearer_token(context)
         principal = self._jwks.verify(token)
-        if self._revocations and await self._revocations.is_revoked(principal.token_id):
-            raise Unauthenticated("token revoked")
+        await self._not_revoked(principal)
+        relayed_by = _metadata(context, SERVICE_TOKEN_HEADER)
+        if relayed_by is not None:
+            if principal.service:
+                raise Unauthenticated(f"{SERVICE_TOKEN_HEADER} goes with a user's token only")
+            relay = self._jwks.verify(relayed_by, (SERVICE,))
+            await self._not_revoked(relay)
+            principal = dataclasses.replace(principal, service=relay.service)
         permission = access_policy(method).permission
         if permission and not principal.has(permission):
             raise PermissionDenied(f"this call needs the {permission!r} permission")
         return principal, token
+
+    async def _not_revoked(self, principal: Principal) -> None:
+        if self._revocations and await self._revocations.is_revoked(principal.token_id):
+            raise Unauthenticated("token revoked")
 
     def wrap_unary(self, method: str, kind: str, behavior: UnaryBehavior) -> UnaryBehavior:
         async def authenticated(request: Any, context: Context) -> Any:

@@ -33,6 +33,12 @@ class RevocationList:
         ttl = max(1, expires_at - int(time.time()))
         await self._client.set(revocation_key(token_id), "1", ex=ttl)
 
+    async def spend(self, token_id: str, expires_at: int) -> bool:
+        """Marks a single-use id as used; False if it already was. Unlike `is_revoked` this
+        fails closed (raises) when Redis cannot answer: a replay must not slip through."""
+        ttl = max(1, expires_at - int(time.time()))
+        return bool(await self._client.set(revocation_key(token_id), "1", ex=ttl, nx=True))
+
     async def is_revoked(self, token_id: str) -> bool:
         try:
             return bool(await self._client.exists(revocation_key(token_id)))

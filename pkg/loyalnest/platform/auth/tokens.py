@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,9 @@ from loyalnest.platform.errors import Unauthenticated
 
 ACCESS = "access"
 REFRESH = "refresh"
+# Minted for one of LoyalNest's own services (client credentials): sub = "service:<name>".
+SERVICE = "service"
+SERVICE_SUBJECT_PREFIX = "service:"
 DEFAULT_ACCESS_TTL_SECONDS = 15 * 60
 CLOCK_SKEW_SECONDS = 30
 
@@ -31,6 +34,9 @@ class Principal:
     permissions: frozenset[str]
     token_id: str
     expires_at: int
+    # The LoyalNest service making the call: the subject of a service token, or the service
+    # that relays a user's token and proved it with its own service token (another header).
+    service: str | None = None
 
     def has(self, permission: str) -> bool:
         domain = permission.split(":", 1)[0]
@@ -52,11 +58,12 @@ class TokenIssuer:
         ttl_seconds: int = DEFAULT_ACCESS_TTL_SECONDS,
         token_type: str = ACCESS,
         extra: dict[str, Any] | None = None,
+        audience: str | Sequence[str] | None = None,
     ) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
             "iss": self._issuer,
-            "aud": self._audience,
+            "aud": self._audience if audience is None else audience,
             "sub": subject,
             "typ": token_type,
             "jti": uuid.uuid4().hex,
@@ -80,7 +87,7 @@ class TokenVerifier:
     """Verifies tokens against a public JWKS; only EdDSA, so `alg: none` and HMAC-with-the-
     public-key confusions are rejected before any signature check."""
 
-    def __init__(self, jwks: dict[str, Any], *, issuer: str, audience: str) -> None:
+    def __init__(self, jwks: dict[str, Any], *, issuer: str, audience: str | Sequence[str]) -> None:
         self._keys: dict[str, Ed25519PublicKey] = {}
         for jwk in jwks.get("keys", []):
             key = OKPAlgorithm.from_jwk(json.dumps(jwk))
@@ -89,7 +96,11 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
 
-    def verify(self, token: str, *, token_type: str = ACCESS) -> Principal:
+    def verify(
+        self, token: str, *, token_type: str = ACCESS, token_types: Collection[str] = ()
+    ) -> Principal:
+        """A verified token of `token_type` (or of any of `token_types`, when given)."""
+        accepted = frozenset(token_types or (token_type,))
         try:
             header = jwt.get_unverified_header(token)
             key = self._keys.get(header.get("kid", ""))
@@ -99,7 +110,9 @@ class TokenVerifier:
                 token,
                 key,
                 algorithms=[ALGORITHM],
-                audience=self._audience,
+                audience=(
+                    self._audience if isinstance(self._audience, str) else list(self._audience)
+                ),
                 issuer=self._issuer,
                 leeway=CLOCK_SKEW_SECONDS,
                 options={"require": ["exp", "iat", "iss", "aud", "sub", "jti", "typ"]},
@@ -110,12 +123,21 @@ class TokenVerifier:
             raise Unauthenticated("token is for another audience") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from exc
-        if claims["typ"] != token_type:
-            raise Unauthenticated(f"expected a {token_type} token, got {claims['typ']!r}")
+        if claims["typ"] not in accepted:
+            raise Unauthenticated(
+                f"expected a {' or '.join(sorted(accepted))} token, got {claims['typ']!r}"
+            )
+        subject = str(claims["sub"])
+        service = None
+        if claims["typ"] == SERVICE:
+            service = subject.removeprefix(SERVICE_SUBJECT_PREFIX)
+            if not subject.startswith(SERVICE_SUBJECT_PREFIX) or not service:
+                raise Unauthenticated("a service token's subject must be 'service:<name>'")
         return Principal(
-            subject=str(claims["sub"]),
+            subject=subject,
             merchant_id=claims.get("merchant_id"),
             permissions=frozenset(claims.get("perms", ())),
             token_id=str(claims["jti"]),
             expires_at=int(claims["exp"]),
+            service=service,
         )

@@ -16,17 +16,22 @@ Configuration (LOYALNEST_*, on top of ServiceSettings):
   webhooks), SHOPIFY_SCOPES, SHOPIFY_REDIRECT_URL (the page Shopify sends the merchant back
   to: the frontend's callback route, which forwards the query string to
   GET /v1/api/auth/callback), SHOPIFY_BASE_URL (`https://{shop}`; tests point it at a stand-in).
-- REDIS_URL: the revocation list (`revoked_jti:{jti}`), shared with every service.
+- REDIS_URL: the revocation list (`revoked_jti:{jti}`), shared with every service; also
+  where service-token request nonces are spent (no Redis: no service tokens).
+- AUTH_SERVICE_CREDENTIAL_KEY: base64 of 32 random bytes, the master key of the services'
+  credentials (`loyalnest service-credential NAME` derives one for a service's Secret);
+  AUTH_SERVICE_TOKEN_TTL_SECONDS (300). See loyalnest.platform.auth.service_identity.
 
 Signing-key rotation without downtime (access tokens live 15 minutes, impersonation tokens at
 most an hour; refresh tokens are opaque and unaffected):
 
 1. Add a key without activating it: `keyset.with_new_key(activate=False)`, written to the
    keyset file (Secret). The old key keeps signing.
-2. Publish the new public JWKS (`keyset.public_jwks()`) where the gateway and the services read
-   it (LOYALNEST_JWT_JWKS_PATH ConfigMap; services re-read it within 10 s, Envoy on its next
-   config load). GET /v1/api/auth/jwks lists both keys from now on. Wait until every reader
-   has it: Envoy does not refetch on an unknown kid.
+2. Publish the new public JWKS (`keyset.public_jwks()`) where the services read it
+   (LOYALNEST_JWT_JWKS_PATH ConfigMap; they re-read it within 10 s of the file changing).
+   GET /v1/api/auth/jwks lists both keys from now on, and the gateway refetches it every 30 s
+   (loyalnest.gateway.jwt_rules.GatewayJwks). Wait until every reader has it: Envoy does not
+   refetch on an unknown kid.
 3. Activate the new key: the same keyset with `active_kid` = the new kid (e.g.
    `dataclasses.replace(keyset, active_kid=kid)`). Auth re-reads the file within
    AUTH_SIGNING_KEYS_RELOAD_SECONDS, no restart; if the kid is not in its JWKS_PATH file yet
@@ -46,6 +51,7 @@ from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from loyalnest.platform import audit
 from loyalnest.platform.auth.keys import local_keyset_beside
 from loyalnest.platform.auth.revocation import RevocationList
+from loyalnest.platform.auth.service_identity import SERVICE_TOKEN_TTL_SECONDS
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key, derive_key
 from loyalnest.platform.event_loops import postgres_event_loops
@@ -100,6 +106,10 @@ class AuthSettings(ServiceSettings):
     auth_mfa_token_ttl_seconds: int = Field(300, ge=30, le=900)
     auth_mfa_issuer_name: str = "LoyalNest"
     auth_owner_permissions: list[str] = list(DEFAULT_OWNER_PERMISSIONS)
+    # Service identities (loyalnest.platform.auth.service_identity): base64 of 32 random bytes,
+    # the master key every service's credential derives from. Unset: no service tokens.
+    auth_service_credential_key: SecretStr | None = None
+    auth_service_token_ttl_seconds: int = Field(SERVICE_TOKEN_TTL_SECONDS, ge=5, le=900)
 
     shopify_api_key: str = ""
     shopify_api_secret: SecretStr = SecretStr("")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -15,9 +16,11 @@ from google.protobuf import timestamp_pb2
 
 from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from loyalnest.gen.events.v1 import auth_pb2 as auth_events
+from loyalnest.platform.auth import service_identity
 from loyalnest.platform.auth.context import current_principal
 from loyalnest.platform.auth.revocation import RevocationList
-from loyalnest.platform.auth.tokens import ACCESS, Principal
+from loyalnest.platform.auth.tokens import ACCESS, SERVICE, SERVICE_SUBJECT_PREFIX, Principal
+from loyalnest.platform.crypto import decode_key
 from loyalnest.platform.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -114,6 +117,19 @@ def impersonation_proto(record: ImpersonationRecord) -> auth_pb2.ImpersonationSe
         expire_time=_timestamp(record.expires_at),
         end_time=_timestamp(record.ended_at),
     )
+
+
+def _check_permissions_and_merchant(
+    v: Validator, permissions: Iterable[str], merchant_id: str
+) -> None:
+    for index, permission in enumerate(permissions):
+        v.check(
+            bool(PERMISSION_RE.match(permission)),
+            f"permissions[{index}]",
+            "must look like 'domain:action' (e.g. users:read, admin:analytics)",
+        )
+    if merchant_id:
+        v.uuid("merchant_id", merchant_id)
 
 
 def _present(**params: str) -> dict[str, str]:
@@ -294,8 +310,19 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if session_id:
             await self._sessions.revoke(session_id, reason)
         log.info("token revoked", token_id=token_id, by=caller.subject, session_id=session_id)
-        if merchant_id:
-            async with self._store.pool.connection() as conn, conn.transaction():
+        async with self._store.pool.connection() as conn, conn.transaction():
+            # Audited (with no merchant for a revocation by token id alone).
+            await self._store.record_revocation(
+                conn,
+                token_id=token_id,
+                merchant_id=merchant_id,
+                subject=subject or None,
+                session_id=session_id or None,
+                reason=reason,
+                revoked_by=caller.subject,
+                expires_at=datetime.fromtimestamp(expires_at, UTC),
+            )
+            if merchant_id:
                 event = auth_events.AuthRevoked(
                     token_id=token_id,
                     user_id=subject,
@@ -354,6 +381,83 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             )
         )
 
+    async def IssueServiceToken(
+        self, request: auth_pb2.IssueServiceTokenRequest, context: Context
+    ) -> auth_pb2.IssueServiceTokenResponse:
+        with Validator() as v:
+            v.identifier("service", request.service)
+            v.check(
+                len(request.nonce) >= service_identity.MIN_NONCE_LENGTH,
+                "nonce",
+                f"must be at least {service_identity.MIN_NONCE_LENGTH} characters",
+            )
+            v.identifier("nonce", request.nonce)
+            v.check(bool(request.signature), "signature", "is required")
+            v.check(request.timestamp > 0, "timestamp", "is required (unix seconds)")
+            _check_permissions_and_merchant(v, request.permissions, request.merchant_id)
+        master = self._settings.auth_service_credential_key
+        if master is None:
+            raise FailedPrecondition(
+                "service identities are not configured (LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY)",
+                violation_type="CONFIGURATION",
+                subject="service-identity",
+            )
+        if self._revocations is None:
+            raise Unavailable("service tokens need Redis to refuse replays (LOYALNEST_REDIS_URL)")
+        credential = service_identity.service_credential(
+            decode_key(master.get_secret_value(), name="service credential key"), request.service
+        )
+        expected = service_identity.request_signature(
+            credential,
+            service=request.service,
+            merchant_id=request.merchant_id,
+            permissions=request.permissions,
+            timestamp=request.timestamp,
+            nonce=request.nonce,
+        )
+        known = request.service in service_identity.SERVICE_GRANTS
+        if not (service_identity.signature_matches(expected, request.signature) and known):
+            raise Unauthenticated("unknown service or wrong credential")
+        now = int(time.time())
+        if abs(now - request.timestamp) > service_identity.MAX_REQUEST_SKEW_SECONDS:
+            raise Unauthenticated("the request's timestamp is too far from Auth's clock")
+        spent_until = now + 2 * service_identity.MAX_REQUEST_SKEW_SECONDS
+        if not await self._revocations.spend(
+            f"service-request:{request.service}:{request.nonce}", spent_until
+        ):
+            raise Unauthenticated("nonce already used")
+        denied = service_identity.not_granted(request.service, request.permissions)
+        if denied:
+            raise PermissionDenied(f"service {request.service!r} is not granted {denied}")
+        permissions = sorted(
+            request.permissions or service_identity.SERVICE_GRANTS[request.service]
+        )
+        if request.merchant_id:
+            await self._store.get_merchant(request.merchant_id)  # NOT_FOUND if unknown
+        audiences = service_identity.token_audiences(self._settings.jwt_audience, permissions)
+        ttl = self._settings.auth_service_token_ttl_seconds
+        token = self._keys.current().issuer.mint(
+            subject=SERVICE_SUBJECT_PREFIX + request.service,
+            merchant_id=request.merchant_id or None,
+            permissions=permissions,
+            ttl_seconds=ttl,
+            token_type=SERVICE,
+            audience=audiences,
+        )
+        log.info(
+            "service token issued",
+            service=request.service,
+            merchant_id=request.merchant_id,
+            permissions=permissions,
+        )
+        return auth_pb2.IssueServiceTokenResponse(
+            token_type="Bearer",
+            access_token=token,
+            expire_time=_epoch_timestamp(now + ttl),
+            permissions=permissions,
+            audiences=audiences,
+        )
+
     async def ValidateMerchant(
         self, request: auth_pb2.ValidateMerchantRequest, context: Context
     ) -> auth_pb2.ValidateMerchantResponse:
@@ -396,14 +500,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 f"must be {credentials.MIN_PASSWORD_LENGTH}-{credentials.MAX_PASSWORD_LENGTH}"
                 " characters",
             )
-            for index, permission in enumerate(request.permissions):
-                v.check(
-                    bool(PERMISSION_RE.match(permission)),
-                    f"permissions[{index}]",
-                    "must look like 'domain:action' (e.g. admin:analytics)",
-                )
-            if request.merchant_id:
-                v.uuid("merchant_id", request.merchant_id)
+            _check_permissions_and_merchant(v, request.permissions, request.merchant_id)
         ungrantable = sorted(p for p in request.permissions if not caller.has(p))
         if ungrantable:
             raise PermissionDenied(f"cannot grant permissions the caller lacks: {ungrantable}")
@@ -415,6 +512,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             password_hash=password_hash,
             permissions=list(request.permissions),
             merchant_id=merchant_id,
+            actor=caller.subject,
         )
         if user is None:
             raise AlreadyExists("an admin user with this email exists")

@@ -222,11 +222,13 @@ class AuthStore:
         password_hash: str,
         permissions: Sequence[str],
         merchant_id: str | None,
+        actor: str,
     ) -> AdminUserRecord | None:
-        """None when the email is taken."""
+        """None when the email is taken. Audited, with `actor` as who did it."""
         user_id = str(uuid.uuid4())
         email = normalise_email(email)
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
+            await audit.set_actor(conn, actor)
             row = await _fetch_dict(
                 conn,
                 "INSERT INTO admin_users"
@@ -286,7 +288,8 @@ class AuthStore:
 
     async def set_totp_secret(self, user_id: str, secret: str) -> bool:
         """Stores a pending secret; False once MFA is enabled (it cannot be replaced)."""
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
+            await audit.set_actor(conn, user_id)
             cursor = await conn.execute(
                 "UPDATE admin_users SET totp_secret = %s, totp_last_step = NULL"
                 " WHERE user_id = %s AND mfa_enabled_at IS NULL RETURNING 1",
@@ -297,6 +300,7 @@ class AuthStore:
     async def accept_totp_step(self, conn: AsyncConnection, user_id: str, step: int) -> bool:
         """Records `step` as used (and enables MFA on the first code), unless a concurrent
         call used it or a later one first."""
+        await audit.set_actor(conn, user_id)
         cursor = await conn.execute(
             "UPDATE admin_users SET totp_last_step = %s, failed_attempts = 0,"
             " mfa_enabled_at = coalesce(mfa_enabled_at, now())"
@@ -305,6 +309,26 @@ class AuthStore:
             (step, user_id, step),
         )
         return await cursor.fetchone() is not None
+
+    async def record_revocation(
+        self,
+        conn: AsyncConnection,
+        *,
+        token_id: str,
+        merchant_id: str | None,
+        subject: str | None,
+        session_id: str | None,
+        reason: str,
+        revoked_by: str,
+        expires_at: datetime,
+    ) -> None:
+        """Inside the caller's transaction; the audit trigger logs it."""
+        await audit.set_actor(conn, revoked_by)
+        await conn.execute(
+            "INSERT INTO token_revocations (token_id, merchant_id, subject, session_id, reason,"
+            " revoked_by, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (token_id, merchant_id, subject, session_id, reason, revoked_by, expires_at),
+        )
 
     # ---- impersonation ------------------------------------------------------------------
 

@@ -208,6 +208,36 @@ class ValidateTokenResponse(_message.Message):
     claims: TokenClaims
     def __init__(self, claims: _Optional[_Union[TokenClaims, _Mapping]] = ...) -> None: ...
 
+class IssueServiceTokenRequest(_message.Message):
+    __slots__ = ("service", "merchant_id", "permissions", "timestamp", "nonce", "signature")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    merchant_id: str
+    permissions: _containers.RepeatedScalarFieldContainer[str]
+    timestamp: int
+    nonce: str
+    signature: str
+    def __init__(self, service: _Optional[str] = ..., merchant_id: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., timestamp: _Optional[int] = ..., nonce: _Optional[str] = ..., signature: _Optional[str] = ...) -> None: ...
+
+class IssueServiceTokenResponse(_message.Message):
+    __slots__ = ("token_type", "access_token", "expire_time", "permissions", "audiences")
+    TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    AUDIENCES_FIELD_NUMBER: _ClassVar[int]
+    token_type: str
+    access_token: str
+    expire_time: _timestamp_pb2.Timestamp
+    permissions: _containers.RepeatedScalarFieldContainer[str]
+    audiences: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, token_type: _Optional[str] = ..., access_token: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., permissions: _Optional[_Iterable[str]] = ..., audiences: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class ValidateMerchantRequest(_message.Message):
     __slots__ = ("merchant_id",)
     MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]

@@ -71,6 +71,11 @@ class AuthServiceStub:
                 request_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateTokenRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateTokenResponse.FromString,
                 _registered_method=True)
+        self.IssueServiceToken = channel.unary_unary(
+                '/loyalnest.auth.v1.AuthService/IssueServiceToken',
+                request_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.FromString,
+                _registered_method=True)
         self.ValidateMerchant = channel.unary_unary(
                 '/loyalnest.auth.v1.AuthService/ValidateMerchant',
                 request_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateMerchantRequest.SerializeToString,
@@ -170,6 +175,19 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueServiceToken(self, request, context):
+        """OAuth2 client-credentials for LoyalNest's own services: a service proves itself with its
+        per-service credential (an HMAC over the request, so the secret never travels) and gets
+        a short-lived service token (typ "service", sub "service:<name>") carrying at most the
+        permissions granted to that service, for the services those permissions belong to, and
+        optionally bound to one merchant. UNAUTHENTICATED for an unknown service, a wrong
+        signature, a stale timestamp or a replayed nonce; PERMISSION_DENIED for a permission the
+        service is not granted. Public: the signed request is the credential.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ValidateMerchant(self, request, context):
         """Returns an installed, active merchant. A merchant-bound caller may only ask about its own
         merchant; other merchants need the "auth:validate" permission (services, admins).
@@ -259,6 +277,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ValidateToken,
                     request_deserializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateTokenRequest.FromString,
                     response_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateTokenResponse.SerializeToString,
+            ),
+            'IssueServiceToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueServiceToken,
+                    request_deserializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.FromString,
+                    response_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.SerializeToString,
             ),
             'ValidateMerchant': grpc.unary_unary_rpc_method_handler(
                     servicer.ValidateMerchant,
@@ -465,6 +488,33 @@ class AuthService:
             '/loyalnest.auth.v1.AuthService/ValidateToken',
             loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateTokenRequest.SerializeToString,
             loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueServiceToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.auth.v1.AuthService/IssueServiceToken',
+            loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenRequest.SerializeToString,
+            loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueServiceTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,
