@@ -1,10 +1,10 @@
-"""The background loops of a service that keeps its outbox and processed events in PostgreSQL.
+"""What a service that keeps its state (outbox and processed events included) in PostgreSQL
+runs besides its servicers. Most services need only `postgres_service`:
 
-    if settings.events_enabled:
-        components.background += postgres_event_loops(
-            settings, database, service="users", group=events.CONSUMER_GROUP,
-            handlers=events.handlers(store),
-        )
+    return postgres_service(
+        settings, database, service="users", group=events.CONSUMER_GROUP,
+        handlers=events.handlers(store), registrations=[...], cleanup=[cache.close],
+    )
 
 They never affect health: while Kafka is away the relay retries with backoff and the outbox
 grows (loyalnest_outbox_backlog), and RPCs go on, since events wait in the outbox.
@@ -13,7 +13,7 @@ grows (loyalnest_outbox_backlog), and RPCs go on, since events wait in the outbo
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from loyalnest.platform.config import ServiceSettings
@@ -21,7 +21,9 @@ from loyalnest.platform.events import inbox
 from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.events.outbox import PostgresOutbox
 from loyalnest.platform.events.relay import OutboxRelay
+from loyalnest.platform.health import Check
 from loyalnest.platform.postgres import Database
+from loyalnest.platform.server import Registration, ServiceComponents
 
 Loop = Callable[[], Coroutine[Any, Any, None]]
 
@@ -45,3 +47,30 @@ def postgres_event_loops(
         consumer = ConsumerRunner(settings, group=group, handlers=handlers, client_id=client_id)
         loops.append(consumer.run)
     return loops
+
+
+def postgres_service(
+    settings: ServiceSettings,
+    database: Database,
+    *,
+    service: str,
+    group: str,
+    handlers: Mapping[str, inbox.Handler],
+    registrations: Sequence[Registration],
+    cleanup: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> ServiceComponents:
+    """A service whose state is in its PostgreSQL schema: migrations before it reports SERVING
+    (unless a Job runs them), the database ping as readiness, the outbox relay (and a consumer
+    of `handlers`) when events are on. `cleanup` runs on shutdown before the pool closes."""
+    components = ServiceComponents(
+        registrations=registrations,
+        readiness=[Check("postgres", database.ping)],
+        cleanup=[database.close, *cleanup],  # awaited in reverse: the pool closes last
+    )
+    if settings.run_migrations_on_start:
+        components.startup = [Check("migrations", database.migrate)]
+    if settings.events_enabled:
+        components.background += postgres_event_loops(
+            settings, database, service=service, group=group, handlers=handlers
+        )
+    return components

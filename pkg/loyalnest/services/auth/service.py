@@ -54,8 +54,7 @@ from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.service_identity import SERVICE_TOKEN_TTL_SECONDS
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key, derive_key
-from loyalnest.platform.event_loops import postgres_event_loops
-from loyalnest.platform.health import Check
+from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
@@ -168,15 +167,9 @@ async def build(settings: AuthSettings) -> ServiceComponents:
     cipher, email_index = field_encryption(settings, local=keys.current().keyset.local)
     database = Database(settings, DATABASE)
     await database.open()
-    components = ServiceComponents(registrations=[], cleanup=[database.close])
-    if settings.run_migrations_on_start:
-        components.startup = [Check("migrations", database.migrate)]
     store = AuthStore(database, cipher, email_index)
-    components.readiness = [Check("database", store.ping)]
     revocations = RevocationList.from_url(settings.redis_url) if settings.redis_url else None
-    if revocations is not None:
-        components.cleanup.append(revocations.close)
-    else:
+    if revocations is None:
         log.warning("LOYALNEST_REDIS_URL unset: tokens cannot be revoked")
     sessions = SessionTokens(
         database,
@@ -191,15 +184,19 @@ async def build(settings: AuthSettings) -> ServiceComponents:
         api_secret=settings.shopify_api_secret.get_secret_value(),
         timeout_seconds=settings.shopify_timeout_seconds,
     )
-    if settings.events_enabled:  # merchant.created, auth.revoked; nothing consumed yet
-        components.background += postgres_event_loops(
-            settings, database, service="auth", group="loyalnest.auth", handlers={}
-        )
     servicer = AuthServicer(settings, store, keys, sessions, revocations, shopify)
-    components.registrations = [
-        Registration(SERVICE_NAME, auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)
-    ]
-    return components
+    return postgres_service(
+        settings,
+        database,
+        service="auth",
+        # Publishes merchant.created and auth.revoked; consumes nothing yet.
+        group="loyalnest.auth",
+        handlers={},
+        registrations=[
+            Registration(SERVICE_NAME, auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)
+        ],
+        cleanup=[revocations.close] if revocations is not None else [],
+    )
 
 
 SPEC = ServiceSpec(name="auth", settings_type=AuthSettings, build=build, database=DATABASE)

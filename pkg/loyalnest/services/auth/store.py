@@ -103,12 +103,8 @@ def normalise_email(email: str) -> str:
 class AuthStore:
     def __init__(self, database: Database, cipher: FieldCipher, email_index: BlindIndex) -> None:
         self.pool = database.pool
-        self._database = database
         self._cipher = cipher
         self._email_index = email_index
-
-    async def ping(self) -> None:
-        await self._database.ping()
 
     # ---- OAuth states -------------------------------------------------------------------
 

@@ -11,9 +11,8 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
 from loyalnest.platform.cache import RedisCache
 from loyalnest.platform.config import ServiceSettings
-from loyalnest.platform.event_loops import postgres_event_loops
+from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.events.inbox import Handler
-from loyalnest.platform.health import Check
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database, DatabaseSpec
@@ -128,26 +127,21 @@ async def build(settings: CoreSettings) -> ServiceComponents:
     database = Database(settings, DATABASE)
     stores = open_stores(settings, database)
     await database.open()
-    components = ServiceComponents(registrations=[], cleanup=[database.close, *stores.cleanup])
-    if settings.run_migrations_on_start:
-        components.startup = [Check("migrations", database.migrate)]
-    components.readiness = [Check("postgres", database.ping)]
-    if settings.events_enabled:
-        components.background += postgres_event_loops(
-            settings,
-            database,
-            service="core",
-            group=events.CONSUMER_GROUP,
-            handlers=stores.handlers(),
-        )
-    components.registrations = [
-        Registration(
-            SERVICE_NAME,
-            core_pb2_grpc.add_CoreServiceServicer_to_server,
-            CoreServicer(stores.programs, stores.usage, stores.customers, stores.vault),
-        )
-    ]
-    return components
+    return postgres_service(
+        settings,
+        database,
+        service="core",
+        group=events.CONSUMER_GROUP,
+        handlers=stores.handlers(),
+        registrations=[
+            Registration(
+                SERVICE_NAME,
+                core_pb2_grpc.add_CoreServiceServicer_to_server,
+                CoreServicer(stores.programs, stores.usage, stores.customers, stores.vault),
+            )
+        ],
+        cleanup=stores.cleanup,
+    )
 
 
 SPEC = ServiceSpec(name="core", settings_type=CoreSettings, build=build, database=DATABASE)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
 from loyalnest.gen.xds.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from loyalnest.platform.event_loops import postgres_event_loops
-from loyalnest.platform.health import Check
+from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.edge import events
@@ -31,7 +30,12 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
     seen = SeenDeliveries.from_url(settings.redis_url, settings.webhook_seen_ttl_seconds)
     buckets = TokenBuckets.from_url(settings.redis_url)
     plans = PlanDirectory(settings, store)
-    components = ServiceComponents(
+    return postgres_service(
+        settings,
+        database,
+        service="edge",
+        group=events.CONSUMER_GROUP,
+        handlers=events.handlers(database, plans),
         registrations=[
             Registration(
                 SERVICE_NAME,
@@ -44,20 +48,8 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
                 RateLimitServicer(settings, buckets, plans),
             ),
         ],
-        readiness=[Check("postgres", store.ping)],
-        cleanup=[seen.close, buckets.close, database.close],
+        cleanup=[seen.close, buckets.close],
     )
-    if settings.run_migrations_on_start:
-        components.startup = [Check("migrations", database.migrate)]
-    if settings.events_enabled:
-        components.background += postgres_event_loops(
-            settings,
-            database,
-            service="edge",
-            group=events.CONSUMER_GROUP,
-            handlers=events.handlers(database, plans),
-        )
-    return components
 
 
 SPEC = ServiceSpec(name="edge", settings_type=EdgeSettings, build=build, database=DATABASE)

@@ -38,11 +38,7 @@ def webhook_received(delivery: Delivery, customer_id: str) -> gateway_events.Web
 
 class EdgeStore:
     def __init__(self, database: Database) -> None:
-        self._database = database
         self._pool = database.pool
-
-    async def ping(self) -> None:
-        await self._database.ping()
 
     async def _claim(
         self, conn: AsyncConnection, delivery: Delivery, merchant_id: str, outcome: Outcome

@@ -7,8 +7,7 @@ from pathlib import Path
 from loyalnest.gen.roles.v1 import roles_pb2, roles_pb2_grpc
 from loyalnest.platform import audit
 from loyalnest.platform.config import ServiceSettings
-from loyalnest.platform.event_loops import postgres_event_loops
-from loyalnest.platform.health import Check
+from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.roles import events
@@ -26,7 +25,12 @@ async def build(settings: ServiceSettings) -> ServiceComponents:
     database = Database(settings, DATABASE)
     await database.open()
     store = RoleStore(database)
-    components = ServiceComponents(
+    return postgres_service(
+        settings,
+        database,
+        service="roles",
+        group=events.CONSUMER_GROUP,
+        handlers=events.handlers(store),
         registrations=[
             Registration(
                 SERVICE_NAME,
@@ -34,20 +38,7 @@ async def build(settings: ServiceSettings) -> ServiceComponents:
                 RolesServicer(store),
             )
         ],
-        readiness=[Check("postgres", store.ping)],
-        cleanup=[database.close],
     )
-    if settings.run_migrations_on_start:
-        components.startup = [Check("migrations", database.migrate)]
-    if settings.events_enabled:
-        components.background += postgres_event_loops(
-            settings,
-            database,
-            service="roles",
-            group=events.CONSUMER_GROUP,
-            handlers=events.handlers(store),
-        )
-    return components
 
 
 SPEC = ServiceSpec(name="roles", settings_type=ServiceSettings, build=build, database=DATABASE)

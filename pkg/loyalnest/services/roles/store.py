@@ -47,11 +47,7 @@ def _role(row: dict[str, Any]) -> Role:
 
 class RoleStore:
     def __init__(self, database: Database) -> None:
-        self._database = database
         self._pool = database.pool
-
-    async def ping(self) -> None:
-        await self._database.ping()
 
     @asynccontextmanager
     async def _writing(self, actor: str, name: str | None) -> AsyncIterator[AsyncConnection]:

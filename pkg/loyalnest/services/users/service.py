@@ -8,8 +8,7 @@ from pydantic import Field
 
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform import audit
-from loyalnest.platform.event_loops import postgres_event_loops
-from loyalnest.platform.health import Check
+from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
@@ -37,33 +36,27 @@ async def build(settings: UsersSettings) -> ServiceComponents:
     vault = EmailVault.from_settings(settings)
     database = Database(settings, DATABASE)
     await database.open()
-    components = ServiceComponents(registrations=[], cleanup=[database.close])
     cache = None
     if settings.redis_url:
         cache = UserCache.from_url(settings.redis_url, ttl_seconds=settings.users_cache_ttl_seconds)
-        components.cleanup.append(cache.close)
     else:
         log.warning("LOYALNEST_REDIS_URL unset: user reads are not cached")
     store = UserStore(database, vault, cache)
-    if settings.run_migrations_on_start:
-        components.startup = [Check("migrations", database.migrate)]
-    components.readiness = [Check("postgres", store.ping)]
-    if settings.events_enabled:
-        components.background += postgres_event_loops(
-            settings,
-            database,
-            service="users",
-            group=events.CONSUMER_GROUP,
-            handlers=events.handlers(store),
-        )
-    components.registrations = [
-        Registration(
-            SERVICE_NAME,
-            users_pb2_grpc.add_UsersServiceServicer_to_server,
-            UsersServicer(store, vault),
-        )
-    ]
-    return components
+    return postgres_service(
+        settings,
+        database,
+        service="users",
+        group=events.CONSUMER_GROUP,
+        handlers=events.handlers(store),
+        registrations=[
+            Registration(
+                SERVICE_NAME,
+                users_pb2_grpc.add_UsersServiceServicer_to_server,
+                UsersServicer(store, vault),
+            )
+        ],
+        cleanup=[cache.close] if cache is not None else [],
+    )
 
 
 SPEC = ServiceSpec(name="users", settings_type=UsersSettings, build=build, database=DATABASE)

@@ -47,13 +47,9 @@ _EMAIL_CONSTRAINT = "users_email"
 
 class UserStore:
     def __init__(self, database: Database, vault: EmailVault, cache: UserCache | None) -> None:
-        self._database = database
         self._pool = database.pool
         self._vault = vault
         self._cache = cache
-
-    async def ping(self) -> None:
-        await self._database.ping()
 
     def _user(self, row: UserRow) -> User:
         email = (
