@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -17,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from loyalnest.devstack.postgres import free_port
 from loyalnest.devstack.servers import RedisServer
 from loyalnest.gen.points.v1 import points_pb2_grpc
+from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.points.service import SPEC, PointsSettings
 from tests.integration.shopify_standin import API_KEY, API_SECRET, ShopifyStandIn
@@ -42,16 +44,28 @@ async def wait_for_health(
         raise AssertionError(f"health of {address!r} stayed {status}, expected {expected}")
 
 
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+
+
+def service_settings_for_tests(
+    settings_type: type[SettingsT], database_url: str, **overrides: Any
+) -> SettingsT:
+    """A service's settings as integration tests run it: ephemeral ports, fast health probes,
+    a short drain, and no broker (events are checked in the outbox table; the event tests in
+    test_events.py start a broker and enable them)."""
+    values: dict[str, Any] = {
+        "grpc_port": 0,
+        "metrics_port": 0,
+        "database_url": database_url,
+        "health_check_interval_seconds": 0.2,
+        "shutdown_grace_seconds": 1,
+        "events_enabled": False,
+    }
+    return settings_type(**(values | overrides))
+
+
 def points_settings(database_url: str) -> PointsSettings:
-    return PointsSettings(
-        grpc_port=0,
-        metrics_port=0,
-        database_url=database_url,
-        health_check_interval_seconds=0.2,
-        shutdown_grace_seconds=2,
-        # No broker here: the event tests (test_events.py) start one and enable events.
-        events_enabled=False,
-    )
+    return service_settings_for_tests(PointsSettings, database_url, shutdown_grace_seconds=2)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from loyalnest.platform.server import RunningService, running
 from loyalnest.services.auth.service import SPEC, AuthSettings
 from loyalnest.services.points.service import SPEC as POINTS_SPEC
 from tests.auth import JWKS_PATH, KEYSET, KEYSET_PATH, token
-from tests.integration.conftest import points_settings, wait_for_health
+from tests.integration.conftest import points_settings, service_settings_for_tests, wait_for_health
 from tests.integration.shopify_standin import API_KEY, API_SECRET, ShopifyStandIn
 
 pytestmark = pytest.mark.integration
@@ -54,13 +54,7 @@ def auth_settings(
     database_url: str, redis_url: str, shopify: ShopifyStandIn, **overrides: Any
 ) -> AuthSettings:
     values: dict[str, Any] = {
-        "grpc_port": 0,
-        "metrics_port": 0,
-        "database_url": database_url,
         "redis_url": redis_url,
-        "health_check_interval_seconds": 0.2,
-        "shutdown_grace_seconds": 1,
-        "events_enabled": False,  # outbox rows are checked in the table
         # The keyset whose public half every service under test trusts (tests/auth.py).
         "auth_signing_keys_path": KEYSET_PATH,
         "jwt_jwks_path": JWKS_PATH,
@@ -70,7 +64,7 @@ def auth_settings(
         "shopify_base_url": shopify.base_url,
         "shopify_redirect_url": "http://localhost:5173/auth/callback",
     }
-    return AuthSettings(**(values | overrides))
+    return service_settings_for_tests(AuthSettings, database_url, **(values | overrides))
 
 
 @pytest.fixture

@@ -45,7 +45,7 @@ from loyalnest.services.core.service import (
 )
 from tests.auth import merchant_headers, merchant_metadata
 from tests.integration.broker import BrokerProcess
-from tests.integration.conftest import wait_for_health
+from tests.integration.conftest import service_settings_for_tests, wait_for_health
 from tests.integration.events_worker import FAST_EVENTS
 from tests.integration.test_gateway_validate import gateway_config, http, running_gateway
 
@@ -74,19 +74,12 @@ PAYLOADS: dict[str, type[Message]] = {
 
 def core_settings(database_url: str, redis_url: str | None, **overrides: Any) -> CoreSettings:
     values: dict[str, Any] = {
-        "grpc_port": 0,
-        "metrics_port": 0,
-        "database_url": database_url,
         "redis_url": redis_url,
-        "health_check_interval_seconds": 0.2,
-        "shutdown_grace_seconds": 1,
-        # No broker: events are checked in the outbox table, consumers called directly.
-        "events_enabled": False,
         "core_plans": PLANS,
         "core_encryption_key": ENCRYPTION_KEY,
         "core_blind_index_key": BLIND_INDEX_KEY,
     }
-    return CoreSettings(**(values | overrides))
+    return service_settings_for_tests(CoreSettings, database_url, **(values | overrides))
 
 
 @pytest.fixture

@@ -28,6 +28,7 @@ from loyalnest.services.edge.service import SERVICE_NAME, SPEC
 from loyalnest.services.edge.settings import EdgeSettings, PlanRateLimit
 from loyalnest.services.edge.signing import shopify_headers, webhook_path
 from tests.auth import JWKS_PATH, merchant_headers
+from tests.integration.conftest import service_settings_for_tests
 from tests.integration.test_gateway_validate import (
     Gateway,
     Response,
@@ -88,16 +89,12 @@ class Edge:
 
 
 def edge_settings(database_url: str, redis_url: str) -> EdgeSettings:
-    return EdgeSettings(
-        grpc_port=0,
-        metrics_port=0,
-        database_url=database_url,
+    return service_settings_for_tests(
+        EdgeSettings,
+        database_url,
         redis_url=redis_url,
-        health_check_interval_seconds=0.2,
-        shutdown_grace_seconds=1,
-        events_enabled=False,
-        shopify_api_secret=SECRET,  # type: ignore[arg-type]
-        shopify_api_previous_secrets=[PREVIOUS_SECRET],  # type: ignore[list-item]
+        shopify_api_secret=SECRET,
+        shopify_api_previous_secrets=[PREVIOUS_SECRET],
         # A slow refill: the test exhausts a bucket in a few calls and it stays exhausted.
         rate_limit_plans={"free": PlanRateLimit(burst=BURST, requests_per_second=0.05)},
     )

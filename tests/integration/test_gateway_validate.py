@@ -33,6 +33,7 @@ from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.points.service import SERVICE_NAME, SPEC, PointsSettings
 from tests.auth import merchant_headers, merchant_metadata
+from tests.integration.conftest import service_settings_for_tests
 from tests.unit.test_envoy_config import descriptor_set_with, feed_service_file
 
 pytestmark = pytest.mark.integration
@@ -172,12 +173,9 @@ def gateway_config(upstream: Upstream, **overrides: Any) -> GatewayConfig:
 
 @contextlib.asynccontextmanager
 async def points_worker(database_url: str) -> AsyncIterator[RunningService]:
-    settings = PointsSettings(
-        grpc_port=0,
-        metrics_port=0,
-        database_url=database_url,
-        health_check_interval_seconds=0.2,
-        shutdown_grace_seconds=1,
+    # Events on: these workers run their relay like deployed ones (no broker: it retries).
+    settings = service_settings_for_tests(
+        PointsSettings, database_url, events_enabled=True, shutdown_grace_seconds=1
     )
     async with running(SPEC, settings) as service:
         await asyncio.wait_for(service.health.started.wait(), 30)

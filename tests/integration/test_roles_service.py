@@ -26,7 +26,7 @@ from loyalnest.services.roles.domain import DEFAULT_ROLES, default_role_id
 from loyalnest.services.roles.service import DATABASE, SPEC
 from loyalnest.services.roles.store import RoleStore
 from tests.auth import merchant_metadata
-from tests.integration.conftest import wait_for_health
+from tests.integration.conftest import service_settings_for_tests, wait_for_health
 from tests.integration.test_users_service import field_violations
 
 pytestmark = pytest.mark.integration
@@ -37,14 +37,7 @@ ROLES_RW = ("roles:read", "roles:write")
 
 @pytest.fixture
 async def roles(database_url: str) -> AsyncIterator[RunningService]:
-    settings = ServiceSettings(
-        grpc_port=0,
-        metrics_port=0,
-        database_url=database_url,
-        health_check_interval_seconds=0.2,
-        shutdown_grace_seconds=1,
-        events_enabled=False,  # events are checked in the outbox table
-    )
+    settings = service_settings_for_tests(ServiceSettings, database_url)
     async with running(SPEC, settings) as service:
         await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
         yield service

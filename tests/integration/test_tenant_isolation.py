@@ -41,7 +41,7 @@ from loyalnest.platform.auth.policy import access_policy
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.registry import SERVICES, spec_for
 from tests.auth import KEYSET_PATH, merchant_metadata
-from tests.integration.conftest import wait_for_health
+from tests.integration.conftest import service_settings_for_tests, wait_for_health
 from tests.integration.test_auth_service import (
     ISOLATION_ATTACKS,
     isolation_arrange,
@@ -581,13 +581,7 @@ def service_settings(name: str, database_url: str, cache_url: str) -> Any:
     pydantic-settings ignores values a service does not declare, so every service gets all.
     """
     values: dict[str, Any] = {
-        "grpc_port": 0,
-        "metrics_port": 0,
-        "database_url": database_url,
         "redis_url": cache_url,
-        "health_check_interval_seconds": 0.2,
-        "shutdown_grace_seconds": 1,
-        "events_enabled": False,
         "users_encryption_key": base64.b64encode(os.urandom(32)).decode(),
         "users_blind_index_key": base64.b64encode(os.urandom(32)).decode(),
         "core_encryption_key": base64.b64encode(os.urandom(32)).decode(),
@@ -597,7 +591,7 @@ def service_settings(name: str, database_url: str, cache_url: str) -> Any:
         "auth_blind_index_key": base64.b64encode(os.urandom(32)).decode(),
         "shopify_api_secret": "isolation-test-secret",
     }
-    return spec_for(name).settings_type(**values)
+    return service_settings_for_tests(spec_for(name).settings_type, database_url, **values)
 
 
 @pytest.fixture(params=sorted(SERVICES))

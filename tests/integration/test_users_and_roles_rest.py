@@ -18,6 +18,7 @@ from loyalnest.services.roles.service import SPEC as ROLES_SPEC
 from loyalnest.services.users.service import SERVICE_NAME as USERS_SERVICE
 from loyalnest.services.users.service import SPEC as USERS_SPEC
 from tests.auth import merchant_headers
+from tests.integration.conftest import service_settings_for_tests
 from tests.integration.test_gateway_validate import Gateway, gateway_config, http, running_gateway
 from tests.integration.test_users_service import users_settings
 
@@ -32,14 +33,7 @@ async def gateway(
     redis_url: str,
     tmp_path: Path,
 ) -> AsyncIterator[Gateway]:
-    roles_settings = ServiceSettings(
-        grpc_port=0,
-        metrics_port=0,
-        database_url=database_url,
-        health_check_interval_seconds=0.2,
-        shutdown_grace_seconds=1,
-        events_enabled=False,
-    )
+    roles_settings = service_settings_for_tests(ServiceSettings, database_url)
     async with contextlib.AsyncExitStack() as stack:
         users = await stack.enter_async_context(
             running(USERS_SPEC, users_settings(database_url, redis_url))

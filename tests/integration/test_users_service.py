@@ -35,7 +35,7 @@ from loyalnest.services.users.pii import EmailVault
 from loyalnest.services.users.service import DATABASE, SPEC, UsersSettings
 from loyalnest.services.users.store import UserStore
 from tests.auth import JWKS_PATH, merchant_metadata, token
-from tests.integration.conftest import wait_for_health
+from tests.integration.conftest import service_settings_for_tests, wait_for_health
 
 pytestmark = pytest.mark.integration
 
@@ -52,18 +52,11 @@ BLIND_INDEX_KEY = base64.b64encode(os.urandom(32)).decode()
 
 def users_settings(database_url: str, redis_url: str | None, **overrides: Any) -> UsersSettings:
     values: dict[str, Any] = {
-        "grpc_port": 0,
-        "metrics_port": 0,
-        "database_url": database_url,
         "redis_url": redis_url,
-        "health_check_interval_seconds": 0.2,
-        "shutdown_grace_seconds": 1,
-        # No broker: events are checked in the outbox table, consumers called directly.
-        "events_enabled": False,
         "users_encryption_key": ENCRYPTION_KEY,
         "users_blind_index_key": BLIND_INDEX_KEY,
     }
-    return UsersSettings(**(values | overrides))
+    return service_settings_for_tests(UsersSettings, database_url, **(values | overrides))
 
 
 @pytest.fixture
