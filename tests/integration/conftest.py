@@ -9,6 +9,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -41,7 +42,7 @@ async def wait_for_health(
         raise AssertionError(f"health of {address!r} stayed {status}, expected {expected}")
 
 
-def points_settings(database_url: str) -> PointsSettings:
+def points_settings(database_url: str, **overrides: Any) -> PointsSettings:
     return PointsSettings(
         grpc_port=0,
         metrics_port=0,
@@ -50,6 +51,7 @@ def points_settings(database_url: str) -> PointsSettings:
         shutdown_grace_seconds=2,
         # No broker here: the event tests (test_events.py) start one and enable events.
         events_enabled=False,
+        **overrides,
     )
 
 
@@ -65,6 +67,22 @@ async def points_stub(
     points_service: RunningService,
 ) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
     async with grpc.aio.insecure_channel(points_service.address) as channel:
+        yield points_pb2_grpc.PointsServiceStub(channel)
+
+
+@pytest.fixture
+async def points_redis_service(database_url: str, redis_url: str) -> AsyncIterator[RunningService]:
+    """Points with its Redis: balance cache and StreamPoints on."""
+    async with running(SPEC, points_settings(database_url, redis_url=redis_url)) as service:
+        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
+        yield service
+
+
+@pytest.fixture
+async def points_redis_stub(
+    points_redis_service: RunningService,
+) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
+    async with grpc.aio.insecure_channel(points_redis_service.address) as channel:
         yield points_pb2_grpc.PointsServiceStub(channel)
 
 

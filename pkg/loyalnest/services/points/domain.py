@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -49,6 +49,8 @@ class Balance:
     lifetime_earned: int
     lifetime_redeemed: int
     updated_at: datetime
+    # The sequence of the last transaction included: orders snapshots of one ledger.
+    sequence: int
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Transaction:
             lifetime_earned=self.lifetime_earned_after,
             lifetime_redeemed=self.lifetime_redeemed_after,
             updated_at=self.created_at,
+            sequence=self.sequence,
         )
 
 
@@ -80,10 +83,13 @@ class Transaction:
 class PostingResult:
     transaction: Transaction
     balance: Balance
+    # True when an earlier call with the same idempotency key posted `transaction`: the
+    # balance is then that call's snapshot, maybe no longer the current one.
+    replayed: bool = field(default=False, compare=False)
 
     @classmethod
-    def of(cls, transaction: Transaction) -> PostingResult:
-        return cls(transaction, transaction.balance_snapshot())
+    def of(cls, transaction: Transaction, *, replayed: bool = False) -> PostingResult:
+        return cls(transaction, transaction.balance_snapshot(), replayed)
 
 
 class LedgerNotFound(NotFound):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
@@ -12,21 +9,9 @@ from loyalnest.platform import pagination, tenancy
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.validation import Validator
-from loyalnest.services.points.domain import (
-    MAX_POINTS_PER_TRANSACTION,
-    Balance,
-    Posting,
-    Transaction,
-    TransactionType,
-)
-from loyalnest.services.points.store.base import LedgerStore
-
-_TYPES = {
-    TransactionType.EARN: points_pb2.TRANSACTION_TYPE_EARN,
-    TransactionType.REDEEM: points_pb2.TRANSACTION_TYPE_REDEEM,
-    TransactionType.ADJUST: points_pb2.TRANSACTION_TYPE_ADJUST,
-}
-
+from loyalnest.services.points.domain import MAX_POINTS_PER_TRANSACTION, Posting, TransactionType
+from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.wire import balance_proto, transaction_proto
 
 _PostingRequest = (
     points_pb2.EarnPointsRequest | points_pb2.RedeemPointsRequest | points_pb2.AdjustPointsRequest
@@ -37,35 +22,6 @@ _POSTINGS: dict[str, tuple[TransactionType, type[Message]]] = {
     "RedeemPoints": (TransactionType.REDEEM, points_pb2.RedeemPointsResponse),
     "AdjustPoints": (TransactionType.ADJUST, points_pb2.AdjustPointsResponse),
 }
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def balance_proto(balance: Balance) -> points_pb2.PointsBalance:
-    return points_pb2.PointsBalance(
-        customer_id=balance.customer_id,
-        balance=balance.balance,
-        lifetime_earned=balance.lifetime_earned,
-        lifetime_redeemed=balance.lifetime_redeemed,
-        update_time=_timestamp(balance.updated_at),
-    )
-
-
-def transaction_proto(transaction: Transaction) -> points_pb2.PointsTransaction:
-    return points_pb2.PointsTransaction(
-        transaction_id=transaction.transaction_id,
-        customer_id=transaction.customer_id,
-        type=_TYPES[transaction.type],
-        points=transaction.points,
-        balance_after=transaction.balance_after,
-        reason=transaction.reason,
-        create_time=_timestamp(transaction.created_at),
-        sequence=transaction.sequence,
-    )
 
 
 def _validate_amount(v: Validator, points: int, *, allow_negative: bool) -> None:
@@ -81,8 +37,9 @@ def _validate_amount(v: Validator, points: int, *, allow_negative: bool) -> None
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):
-    def __init__(self, store: LedgerStore) -> None:
-        self._store = store
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._store = ledger.store
 
     async def GetPointsBalance(
         self, request: points_pb2.GetPointsBalanceRequest, context: Context
@@ -90,8 +47,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         merchant_id = tenancy.merchant_id()
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
-        balance = await self._store.get_balance(merchant_id, request.customer_id)
-        return points_pb2.GetPointsBalanceResponse(balance=balance_proto(balance))
+        balance = await self._ledger.balance(merchant_id, request.customer_id)
+        return points_pb2.GetPointsBalanceResponse(balance=balance)
 
     async def _post(self, method: str, request: _PostingRequest, context: Context) -> Message:
         kind, response_type = _POSTINGS[method]
@@ -103,7 +60,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             v.idempotency_key("idempotency_key", request.idempotency_key)
         points = -request.points if kind is TransactionType.REDEEM else request.points
         posting = Posting(merchant_id, request.customer_id, kind, points, request.reason.strip())
-        result = await self._store.post(posting, IdempotencyKey.of(method, request))
+        result = await self._ledger.post(posting, IdempotencyKey.of(method, request))
         return response_type(
             transaction=transaction_proto(result.transaction), balance=balance_proto(result.balance)
         )

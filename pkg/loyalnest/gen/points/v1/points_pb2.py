@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from loyalnest.gen.options.v1 import access_pb2 as loyalnest_dot_options_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loyalnest/points/v1/points.proto\x12\x13loyalnest.points.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalnest/options/v1/access.proto\"\xee\x01\n\x11PointsTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x32\n\x04type\x18\x03 \x01(\x0e\x32$.loyalnest.points.v1.TransactionType\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\"\x9a\x01\n\rPointsBalance\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x17\n\x0flifetime_earned\x18\x03 \x01(\x03\x12\x19\n\x11lifetime_redeemed\x18\x04 \x01(\x03\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"4\n\x17GetPointsBalanceRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x18GetPointsBalanceResponse\x12\x33\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"s\n\x11\x45\x61rnPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x86\x01\n\x12\x45\x61rnPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"u\n\x13RedeemPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14RedeemPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"{\n\x13\x41\x64justPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14\x41\x64justPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"[\n\x17ListTransactionsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x18ListTransactionsResponse\x12<\n\x0ctransactions\x18\x01 \x03(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x88\x01\n\x0fTransactionType\x12 \n\x1cTRANSACTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15TRANSACTION_TYPE_EARN\x10\x01\x12\x1b\n\x17TRANSACTION_TYPE_REDEEM\x10\x02\x12\x1b\n\x17TRANSACTION_TYPE_ADJUST\x10\x03\x32\xbd\x06\n\rPointsService\x12\xae\x01\n\x10GetPointsBalance\x12,.loyalnest.points.v1.GetPointsBalanceRequest\x1a-.loyalnest.points.v1.GetPointsBalanceResponse\"=\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02&\x12$/v1/api/points/balance/{customer_id}\x12\x8f\x01\n\nEarnPoints\x12&.loyalnest.points.v1.EarnPointsRequest\x1a\'.loyalnest.points.v1.EarnPointsResponse\"0\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\x18\"\x13/v1/api/points/earn:\x01*\x12\x97\x01\n\x0cRedeemPoints\x12(.loyalnest.points.v1.RedeemPointsRequest\x1a).loyalnest.points.v1.RedeemPointsResponse\"2\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/redeem:\x01*\x12\x98\x01\n\x0c\x41\x64justPoints\x12(.loyalnest.points.v1.AdjustPointsRequest\x1a).loyalnest.points.v1.AdjustPointsResponse\"3\xca\xf3\x18\x0f\x12\rpoints:adjust\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/adjust:\x01*\x12\xb3\x01\n\x10ListTransactions\x12,.loyalnest.points.v1.ListTransactionsRequest\x1a-.loyalnest.points.v1.ListTransactionsResponse\"B\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02+\x12)/v1/api/points/transactions/{customer_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loyalnest/points/v1/points.proto\x12\x13loyalnest.points.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalnest/options/v1/access.proto\"\xee\x01\n\x11PointsTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x32\n\x04type\x18\x03 \x01(\x0e\x32$.loyalnest.points.v1.TransactionType\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\"\xac\x01\n\rPointsBalance\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x17\n\x0flifetime_earned\x18\x03 \x01(\x03\x12\x19\n\x11lifetime_redeemed\x18\x04 \x01(\x03\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x06 \x01(\x03\"4\n\x17GetPointsBalanceRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x18GetPointsBalanceResponse\x12\x33\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"s\n\x11\x45\x61rnPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x86\x01\n\x12\x45\x61rnPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"u\n\x13RedeemPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14RedeemPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"{\n\x13\x41\x64justPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14\x41\x64justPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"[\n\x17ListTransactionsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x18ListTransactionsResponse\x12<\n\x0ctransactions\x18\x01 \x03(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x88\x01\n\x0fTransactionType\x12 \n\x1cTRANSACTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15TRANSACTION_TYPE_EARN\x10\x01\x12\x1b\n\x17TRANSACTION_TYPE_REDEEM\x10\x02\x12\x1b\n\x17TRANSACTION_TYPE_ADJUST\x10\x03\x32\xbd\x06\n\rPointsService\x12\xae\x01\n\x10GetPointsBalance\x12,.loyalnest.points.v1.GetPointsBalanceRequest\x1a-.loyalnest.points.v1.GetPointsBalanceResponse\"=\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02&\x12$/v1/api/points/balance/{customer_id}\x12\x8f\x01\n\nEarnPoints\x12&.loyalnest.points.v1.EarnPointsRequest\x1a\'.loyalnest.points.v1.EarnPointsResponse\"0\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\x18\"\x13/v1/api/points/earn:\x01*\x12\x97\x01\n\x0cRedeemPoints\x12(.loyalnest.points.v1.RedeemPointsRequest\x1a).loyalnest.points.v1.RedeemPointsResponse\"2\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/redeem:\x01*\x12\x98\x01\n\x0c\x41\x64justPoints\x12(.loyalnest.points.v1.AdjustPointsRequest\x1a).loyalnest.points.v1.AdjustPointsResponse\"3\xca\xf3\x18\x0f\x12\rpoints:adjust\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/adjust:\x01*\x12\xb3\x01\n\x10ListTransactions\x12,.loyalnest.points.v1.ListTransactionsRequest\x1a-.loyalnest.points.v1.ListTransactionsResponse\"B\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02+\x12)/v1/api/points/transactions/{customer_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -69,32 +69,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POINTSSERVICE'].methods_by_name['AdjustPoints']._serialized_options = b'\312\363\030\017\022\rpoints:adjust\202\323\344\223\002\032\"\025/v1/api/points/adjust:\001*'
   _globals['_POINTSSERVICE'].methods_by_name['ListTransactions']._loaded_options = None
   _globals['_POINTSSERVICE'].methods_by_name['ListTransactions']._serialized_options = b'\312\363\030\r\022\013points:read\202\323\344\223\002+\022)/v1/api/points/transactions/{customer_id}'
-  _globals['_TRANSACTIONTYPE']._serialized_start=1706
-  _globals['_TRANSACTIONTYPE']._serialized_end=1842
+  _globals['_TRANSACTIONTYPE']._serialized_start=1724
+  _globals['_TRANSACTIONTYPE']._serialized_end=1860
   _globals['_POINTSTRANSACTION']._serialized_start=189
   _globals['_POINTSTRANSACTION']._serialized_end=427
   _globals['_POINTSBALANCE']._serialized_start=430
-  _globals['_POINTSBALANCE']._serialized_end=584
-  _globals['_GETPOINTSBALANCEREQUEST']._serialized_start=586
-  _globals['_GETPOINTSBALANCEREQUEST']._serialized_end=638
-  _globals['_GETPOINTSBALANCERESPONSE']._serialized_start=640
-  _globals['_GETPOINTSBALANCERESPONSE']._serialized_end=719
-  _globals['_EARNPOINTSREQUEST']._serialized_start=721
-  _globals['_EARNPOINTSREQUEST']._serialized_end=836
-  _globals['_EARNPOINTSRESPONSE']._serialized_start=839
-  _globals['_EARNPOINTSRESPONSE']._serialized_end=973
-  _globals['_REDEEMPOINTSREQUEST']._serialized_start=975
-  _globals['_REDEEMPOINTSREQUEST']._serialized_end=1092
-  _globals['_REDEEMPOINTSRESPONSE']._serialized_start=1095
-  _globals['_REDEEMPOINTSRESPONSE']._serialized_end=1231
-  _globals['_ADJUSTPOINTSREQUEST']._serialized_start=1233
-  _globals['_ADJUSTPOINTSREQUEST']._serialized_end=1356
-  _globals['_ADJUSTPOINTSRESPONSE']._serialized_start=1359
-  _globals['_ADJUSTPOINTSRESPONSE']._serialized_end=1495
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1497
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1588
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1590
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1703
-  _globals['_POINTSSERVICE']._serialized_start=1845
-  _globals['_POINTSSERVICE']._serialized_end=2674
+  _globals['_POINTSBALANCE']._serialized_end=602
+  _globals['_GETPOINTSBALANCEREQUEST']._serialized_start=604
+  _globals['_GETPOINTSBALANCEREQUEST']._serialized_end=656
+  _globals['_GETPOINTSBALANCERESPONSE']._serialized_start=658
+  _globals['_GETPOINTSBALANCERESPONSE']._serialized_end=737
+  _globals['_EARNPOINTSREQUEST']._serialized_start=739
+  _globals['_EARNPOINTSREQUEST']._serialized_end=854
+  _globals['_EARNPOINTSRESPONSE']._serialized_start=857
+  _globals['_EARNPOINTSRESPONSE']._serialized_end=991
+  _globals['_REDEEMPOINTSREQUEST']._serialized_start=993
+  _globals['_REDEEMPOINTSREQUEST']._serialized_end=1110
+  _globals['_REDEEMPOINTSRESPONSE']._serialized_start=1113
+  _globals['_REDEEMPOINTSRESPONSE']._serialized_end=1249
+  _globals['_ADJUSTPOINTSREQUEST']._serialized_start=1251
+  _globals['_ADJUSTPOINTSREQUEST']._serialized_end=1374
+  _globals['_ADJUSTPOINTSRESPONSE']._serialized_start=1377
+  _globals['_ADJUSTPOINTSRESPONSE']._serialized_end=1513
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1515
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1606
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1608
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1721
+  _globals['_POINTSSERVICE']._serialized_start=1863
+  _globals['_POINTSSERVICE']._serialized_end=2692
 # @@protoc_insertion_point(module_scope)

@@ -45,18 +45,20 @@ class PointsTransaction(_message.Message):
     def __init__(self, transaction_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., type: _Optional[_Union[TransactionType, str]] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class PointsBalance(_message.Message):
-    __slots__ = ("customer_id", "balance", "lifetime_earned", "lifetime_redeemed", "update_time")
+    __slots__ = ("customer_id", "balance", "lifetime_earned", "lifetime_redeemed", "update_time", "sequence")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     LIFETIME_EARNED_FIELD_NUMBER: _ClassVar[int]
     LIFETIME_REDEEMED_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     balance: int
     lifetime_earned: int
     lifetime_redeemed: int
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, customer_id: _Optional[str] = ..., balance: _Optional[int] = ..., lifetime_earned: _Optional[int] = ..., lifetime_redeemed: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    sequence: int
+    def __init__(self, customer_id: _Optional[str] = ..., balance: _Optional[int] = ..., lifetime_earned: _Optional[int] = ..., lifetime_redeemed: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class GetPointsBalanceRequest(_message.Message):
     __slots__ = ("customer_id",)

@@ -272,6 +272,7 @@ class MongoLedgerStore:
             lifetime_earned=doc["lifetime_earned"],
             lifetime_redeemed=doc["lifetime_redeemed"],
             updated_at=_utc(doc["updated_at"]),
+            sequence=doc["last_sequence"],
         )
 
     async def post(self, posting: Posting, key: IdempotencyKey) -> PostingResult:
@@ -279,7 +280,7 @@ class MongoLedgerStore:
         token = uuid.uuid4().hex
         earlier = await self._claim(posting.merchant_id, key, token, transactional=transactional)
         if earlier is not None:
-            return PostingResult.of(earlier)
+            return PostingResult.of(earlier, replayed=True)
         # One thread call for the posting and the release of the claim on failure: a
         # cancelled caller must not release a claim whose posting is still running.
         transaction = await self._run(

@@ -48,7 +48,8 @@ class PostgresLedgerStore:
     async def get_balance(self, merchant_id: str, customer_id: str) -> Balance:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT customer_id, balance, lifetime_earned, lifetime_redeemed, updated_at"
+                "SELECT customer_id, balance, lifetime_earned, lifetime_redeemed, updated_at,"
+                " last_sequence"
                 " FROM ledgers WHERE merchant_id = %s AND customer_id = %s",
                 (merchant_id, customer_id),
                 prepare=True,
@@ -62,7 +63,8 @@ class PostgresLedgerStore:
         async with self._pool.connection() as conn, conn.transaction():
             earlier = await idempotency.claim(conn, posting.merchant_id, key)
             if earlier is not None:
-                return PostingResult.of(await self._transaction_by_id(conn, earlier))
+                transaction = await self._transaction_by_id(conn, earlier)
+                return PostingResult.of(transaction, replayed=True)
             transaction = await self._apply(conn, posting)
             await idempotency.record(conn, posting.merchant_id, key, transaction.transaction_id)
             return PostingResult.of(transaction)
