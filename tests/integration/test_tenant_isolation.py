@@ -90,7 +90,15 @@ async def _points_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
         response = await stub.EarnPoints(request, metadata=md)
         secrets.append(response.transaction.transaction_id)
         requests[customer] = request
-    return {"secrets": secrets, "earn": requests}
+    create = points_pb2.CreateRewardRequest(
+        reward=points_pb2.Reward(
+            name="b's reward", kind=points_pb2.REWARD_KIND_FREE_SHIPPING, points_cost=10
+        ),
+        idempotency_key="key-b-reward",
+    )
+    reward = (await stub.CreateReward(create, metadata=md)).reward
+    secrets.append(reward.reward_id)
+    return {"secrets": secrets, "earn": requests, "reward": reward, "create_reward": create}
 
 
 async def _points_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
@@ -104,6 +112,7 @@ async def _points_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]
             points_pb2.ListTransactionsRequest(customer_id=customer), metadata=md
         )
         view.append((balance, transactions))
+    view.append(await stub.ListRewards(points_pb2.ListRewardsRequest(), metadata=md))
     return view
 
 
@@ -112,6 +121,15 @@ def _points(method: str, request: Message) -> Attack:
         response: Message = await getattr(points_pb2_grpc.PointsServiceStub(ch), method)(
             request, metadata=md
         )
+        return response
+
+    return attack
+
+
+def _points_b(method: str, build: Callable[[dict[str, Any]], Message]) -> Attack:
+    async def attack(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+        stub = points_pb2_grpc.PointsServiceStub(ch)
+        response: Message = await getattr(stub, method)(build(b), metadata=md)
         return response
 
     return attack
@@ -160,6 +178,34 @@ POINTS = Table(
                     "AdjustPoints",
                     points_pb2.AdjustPointsRequest(
                         customer_id="cust-b-adjust", points=-50, reason="x", idempotency_key=_key()
+                    ),
+                )
+            )
+        ],
+        # B's request, key included: A gets a reward of its own, with another id.
+        "CreateReward": [Case(_points_b("CreateReward", lambda b: b["create_reward"]), True)],
+        "ListRewards": [
+            Case(_points("ListRewards", points_pb2.ListRewardsRequest()), may_succeed=True)
+        ],
+        "UpdateReward": [
+            Case(
+                _points_b(
+                    "UpdateReward",
+                    lambda b: points_pb2.UpdateRewardRequest(
+                        reward=points_pb2.Reward(reward_id=b["reward"].reward_id, active=False),
+                        update_mask=field_mask_pb2.FieldMask(paths=["active"]),
+                    ),
+                )
+            )
+        ],
+        "RedeemReward": [
+            Case(
+                _points_b(
+                    "RedeemReward",
+                    lambda b: points_pb2.RedeemRewardRequest(
+                        reward_id=b["reward"].reward_id,
+                        customer_id="cust-b-redeem",
+                        idempotency_key=_key(),
                     ),
                 )
             )

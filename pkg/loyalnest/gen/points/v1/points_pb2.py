@@ -24,11 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from loyalnest.gen.options.v1 import access_pb2 as loyalnest_dot_options_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loyalnest/points/v1/points.proto\x12\x13loyalnest.points.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalnest/options/v1/access.proto\"\xee\x01\n\x11PointsTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x32\n\x04type\x18\x03 \x01(\x0e\x32$.loyalnest.points.v1.TransactionType\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\"\xac\x01\n\rPointsBalance\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x17\n\x0flifetime_earned\x18\x03 \x01(\x03\x12\x19\n\x11lifetime_redeemed\x18\x04 \x01(\x03\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x06 \x01(\x03\"4\n\x17GetPointsBalanceRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x18GetPointsBalanceResponse\x12\x33\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"s\n\x11\x45\x61rnPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x86\x01\n\x12\x45\x61rnPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"u\n\x13RedeemPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14RedeemPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"{\n\x13\x41\x64justPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14\x41\x64justPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"[\n\x17ListTransactionsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x18ListTransactionsResponse\x12<\n\x0ctransactions\x18\x01 \x03(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x88\x01\n\x0fTransactionType\x12 \n\x1cTRANSACTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15TRANSACTION_TYPE_EARN\x10\x01\x12\x1b\n\x17TRANSACTION_TYPE_REDEEM\x10\x02\x12\x1b\n\x17TRANSACTION_TYPE_ADJUST\x10\x03\x32\xbd\x06\n\rPointsService\x12\xae\x01\n\x10GetPointsBalance\x12,.loyalnest.points.v1.GetPointsBalanceRequest\x1a-.loyalnest.points.v1.GetPointsBalanceResponse\"=\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02&\x12$/v1/api/points/balance/{customer_id}\x12\x8f\x01\n\nEarnPoints\x12&.loyalnest.points.v1.EarnPointsRequest\x1a\'.loyalnest.points.v1.EarnPointsResponse\"0\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\x18\"\x13/v1/api/points/earn:\x01*\x12\x97\x01\n\x0cRedeemPoints\x12(.loyalnest.points.v1.RedeemPointsRequest\x1a).loyalnest.points.v1.RedeemPointsResponse\"2\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/redeem:\x01*\x12\x98\x01\n\x0c\x41\x64justPoints\x12(.loyalnest.points.v1.AdjustPointsRequest\x1a).loyalnest.points.v1.AdjustPointsResponse\"3\xca\xf3\x18\x0f\x12\rpoints:adjust\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/adjust:\x01*\x12\xb3\x01\n\x10ListTransactions\x12,.loyalnest.points.v1.ListTransactionsRequest\x1a-.loyalnest.points.v1.ListTransactionsResponse\"B\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02+\x12)/v1/api/points/transactions/{customer_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loyalnest/points/v1/points.proto\x12\x13loyalnest.points.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalnest/options/v1/access.proto\"\xee\x01\n\x11PointsTransaction\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x32\n\x04type\x18\x03 \x01(\x0e\x32$.loyalnest.points.v1.TransactionType\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x08 \x01(\x03\"\xac\x01\n\rPointsBalance\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x62\x61lance\x18\x02 \x01(\x03\x12\x17\n\x0flifetime_earned\x18\x03 \x01(\x03\x12\x19\n\x11lifetime_redeemed\x18\x04 \x01(\x03\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x06 \x01(\x03\"4\n\x17GetPointsBalanceRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"O\n\x18GetPointsBalanceResponse\x12\x33\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"s\n\x11\x45\x61rnPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x86\x01\n\x12\x45\x61rnPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"u\n\x13RedeemPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14RedeemPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"{\n\x13\x41\x64justPointsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06points\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x14\n\x06reason\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x04 \x01(\tB\x04\xe2\x41\x01\x02\"\x88\x01\n\x14\x41\x64justPointsResponse\x12;\n\x0btransaction\x18\x01 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x02 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\"[\n\x17ListTransactionsRequest\x12\x19\n\x0b\x63ustomer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x18ListTransactionsResponse\x12<\n\x0ctransactions\x18\x01 \x03(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa2\x02\n\x06Reward\x12\x17\n\treward_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x33\n\x04kind\x18\x03 \x01(\x0e\x32\x1f.loyalnest.points.v1.RewardKindB\x04\xe2\x41\x01\x02\x12\r\n\x05value\x18\x04 \x01(\t\x12\x19\n\x0bpoints_cost\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x02\x12\x13\n\x06\x61\x63tive\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\t\n\x07_active\"g\n\x13\x43reateRewardRequest\x12\x31\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.loyalnest.points.v1.RewardB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"C\n\x14\x43reateRewardResponse\x12+\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.loyalnest.points.v1.Reward\"P\n\x12ListRewardsRequest\x12\x13\n\x0b\x61\x63tive_only\x18\x01 \x01(\x08\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x13ListRewardsResponse\x12,\n\x07rewards\x18\x01 \x03(\x0b\x32\x1b.loyalnest.points.v1.Reward\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x13UpdateRewardRequest\x12\x31\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.loyalnest.points.v1.RewardB\x04\xe2\x41\x01\x02\x12\x35\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x04\xe2\x41\x01\x02\"C\n\x14UpdateRewardResponse\x12+\n\x06reward\x18\x01 \x01(\x0b\x32\x1b.loyalnest.points.v1.Reward\"h\n\x13RedeemRewardRequest\x12\x17\n\treward_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x63ustomer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\"\xe3\x01\n\x14RedeemRewardResponse\x12\x15\n\rdiscount_code\x18\x01 \x01(\t\x12\x15\n\rredemption_id\x18\x02 \x01(\t\x12;\n\x0btransaction\x18\x03 \x01(\x0b\x32&.loyalnest.points.v1.PointsTransaction\x12\x33\n\x07\x62\x61lance\x18\x04 \x01(\x0b\x32\".loyalnest.points.v1.PointsBalance\x12+\n\x06reward\x18\x05 \x01(\x0b\x32\x1b.loyalnest.points.v1.Reward*\xa7\x01\n\x0fTransactionType\x12 \n\x1cTRANSACTION_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15TRANSACTION_TYPE_EARN\x10\x01\x12\x1b\n\x17TRANSACTION_TYPE_REDEEM\x10\x02\x12\x1b\n\x17TRANSACTION_TYPE_ADJUST\x10\x03\x12\x1d\n\x19TRANSACTION_TYPE_REVERSAL\x10\x04*\x82\x01\n\nRewardKind\x12\x1b\n\x17REWARD_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18REWARD_KIND_FIXED_AMOUNT\x10\x01\x12\x1a\n\x16REWARD_KIND_PERCENTAGE\x10\x02\x12\x1d\n\x19REWARD_KIND_FREE_SHIPPING\x10\x03\x32\xae\x0b\n\rPointsService\x12\xae\x01\n\x10GetPointsBalance\x12,.loyalnest.points.v1.GetPointsBalanceRequest\x1a-.loyalnest.points.v1.GetPointsBalanceResponse\"=\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02&\x12$/v1/api/points/balance/{customer_id}\x12\x8f\x01\n\nEarnPoints\x12&.loyalnest.points.v1.EarnPointsRequest\x1a\'.loyalnest.points.v1.EarnPointsResponse\"0\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\x18\"\x13/v1/api/points/earn:\x01*\x12\x97\x01\n\x0cRedeemPoints\x12(.loyalnest.points.v1.RedeemPointsRequest\x1a).loyalnest.points.v1.RedeemPointsResponse\"2\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/redeem:\x01*\x12\x98\x01\n\x0c\x41\x64justPoints\x12(.loyalnest.points.v1.AdjustPointsRequest\x1a).loyalnest.points.v1.AdjustPointsResponse\"3\xca\xf3\x18\x0f\x12\rpoints:adjust\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/points/adjust:\x01*\x12\xb3\x01\n\x10ListTransactions\x12,.loyalnest.points.v1.ListTransactionsRequest\x1a-.loyalnest.points.v1.ListTransactionsResponse\"B\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02+\x12)/v1/api/points/transactions/{customer_id}\x12\x92\x01\n\x0c\x43reateReward\x12(.loyalnest.points.v1.CreateRewardRequest\x1a).loyalnest.points.v1.CreateRewardResponse\"-\xca\xf3\x18\x0f\x12\rrewards:write\x82\xd3\xe4\x93\x02\x14\"\x0f/v1/api/rewards:\x01*\x12\x8a\x01\n\x0bListRewards\x12\'.loyalnest.points.v1.ListRewardsRequest\x1a(.loyalnest.points.v1.ListRewardsResponse\"(\xca\xf3\x18\r\x12\x0bpoints:read\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/api/rewards\x12\xa5\x01\n\x0cUpdateReward\x12(.loyalnest.points.v1.UpdateRewardRequest\x1a).loyalnest.points.v1.UpdateRewardResponse\"@\xca\xf3\x18\x0f\x12\rrewards:write\x82\xd3\xe4\x93\x02\'2\"/v1/api/rewards/{reward.reward_id}:\x01*\x12\xa4\x01\n\x0cRedeemReward\x12(.loyalnest.points.v1.RedeemRewardRequest\x1a).loyalnest.points.v1.RedeemRewardResponse\"?\xca\xf3\x18\x0e\x12\x0cpoints:write\x82\xd3\xe4\x93\x02\'\"\"/v1/api/rewards/{reward_id}/redeem:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -59,6 +60,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADJUSTPOINTSREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\002'
   _globals['_LISTTRANSACTIONSREQUEST'].fields_by_name['customer_id']._loaded_options = None
   _globals['_LISTTRANSACTIONSREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002'
+  _globals['_REWARD'].fields_by_name['reward_id']._loaded_options = None
+  _globals['_REWARD'].fields_by_name['reward_id']._serialized_options = b'\342A\001\003'
+  _globals['_REWARD'].fields_by_name['name']._loaded_options = None
+  _globals['_REWARD'].fields_by_name['name']._serialized_options = b'\342A\001\002'
+  _globals['_REWARD'].fields_by_name['kind']._loaded_options = None
+  _globals['_REWARD'].fields_by_name['kind']._serialized_options = b'\342A\001\002'
+  _globals['_REWARD'].fields_by_name['points_cost']._loaded_options = None
+  _globals['_REWARD'].fields_by_name['points_cost']._serialized_options = b'\342A\001\002'
+  _globals['_REWARD'].fields_by_name['create_time']._loaded_options = None
+  _globals['_REWARD'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
+  _globals['_REWARD'].fields_by_name['update_time']._loaded_options = None
+  _globals['_REWARD'].fields_by_name['update_time']._serialized_options = b'\342A\001\003'
+  _globals['_CREATEREWARDREQUEST'].fields_by_name['reward']._loaded_options = None
+  _globals['_CREATEREWARDREQUEST'].fields_by_name['reward']._serialized_options = b'\342A\001\002'
+  _globals['_CREATEREWARDREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
+  _globals['_CREATEREWARDREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEREWARDREQUEST'].fields_by_name['reward']._loaded_options = None
+  _globals['_UPDATEREWARDREQUEST'].fields_by_name['reward']._serialized_options = b'\342A\001\002'
+  _globals['_UPDATEREWARDREQUEST'].fields_by_name['update_mask']._loaded_options = None
+  _globals['_UPDATEREWARDREQUEST'].fields_by_name['update_mask']._serialized_options = b'\342A\001\002'
+  _globals['_REDEEMREWARDREQUEST'].fields_by_name['reward_id']._loaded_options = None
+  _globals['_REDEEMREWARDREQUEST'].fields_by_name['reward_id']._serialized_options = b'\342A\001\002'
+  _globals['_REDEEMREWARDREQUEST'].fields_by_name['customer_id']._loaded_options = None
+  _globals['_REDEEMREWARDREQUEST'].fields_by_name['customer_id']._serialized_options = b'\342A\001\002'
+  _globals['_REDEEMREWARDREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
+  _globals['_REDEEMREWARDREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\002'
   _globals['_POINTSSERVICE'].methods_by_name['GetPointsBalance']._loaded_options = None
   _globals['_POINTSSERVICE'].methods_by_name['GetPointsBalance']._serialized_options = b'\312\363\030\r\022\013points:read\202\323\344\223\002&\022$/v1/api/points/balance/{customer_id}'
   _globals['_POINTSSERVICE'].methods_by_name['EarnPoints']._loaded_options = None
@@ -69,32 +96,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_POINTSSERVICE'].methods_by_name['AdjustPoints']._serialized_options = b'\312\363\030\017\022\rpoints:adjust\202\323\344\223\002\032\"\025/v1/api/points/adjust:\001*'
   _globals['_POINTSSERVICE'].methods_by_name['ListTransactions']._loaded_options = None
   _globals['_POINTSSERVICE'].methods_by_name['ListTransactions']._serialized_options = b'\312\363\030\r\022\013points:read\202\323\344\223\002+\022)/v1/api/points/transactions/{customer_id}'
-  _globals['_TRANSACTIONTYPE']._serialized_start=1724
-  _globals['_TRANSACTIONTYPE']._serialized_end=1860
-  _globals['_POINTSTRANSACTION']._serialized_start=189
-  _globals['_POINTSTRANSACTION']._serialized_end=427
-  _globals['_POINTSBALANCE']._serialized_start=430
-  _globals['_POINTSBALANCE']._serialized_end=602
-  _globals['_GETPOINTSBALANCEREQUEST']._serialized_start=604
-  _globals['_GETPOINTSBALANCEREQUEST']._serialized_end=656
-  _globals['_GETPOINTSBALANCERESPONSE']._serialized_start=658
-  _globals['_GETPOINTSBALANCERESPONSE']._serialized_end=737
-  _globals['_EARNPOINTSREQUEST']._serialized_start=739
-  _globals['_EARNPOINTSREQUEST']._serialized_end=854
-  _globals['_EARNPOINTSRESPONSE']._serialized_start=857
-  _globals['_EARNPOINTSRESPONSE']._serialized_end=991
-  _globals['_REDEEMPOINTSREQUEST']._serialized_start=993
-  _globals['_REDEEMPOINTSREQUEST']._serialized_end=1110
-  _globals['_REDEEMPOINTSRESPONSE']._serialized_start=1113
-  _globals['_REDEEMPOINTSRESPONSE']._serialized_end=1249
-  _globals['_ADJUSTPOINTSREQUEST']._serialized_start=1251
-  _globals['_ADJUSTPOINTSREQUEST']._serialized_end=1374
-  _globals['_ADJUSTPOINTSRESPONSE']._serialized_start=1377
-  _globals['_ADJUSTPOINTSRESPONSE']._serialized_end=1513
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1515
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1606
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1608
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1721
-  _globals['_POINTSSERVICE']._serialized_start=1863
-  _globals['_POINTSSERVICE']._serialized_end=2692
+  _globals['_POINTSSERVICE'].methods_by_name['CreateReward']._loaded_options = None
+  _globals['_POINTSSERVICE'].methods_by_name['CreateReward']._serialized_options = b'\312\363\030\017\022\rrewards:write\202\323\344\223\002\024\"\017/v1/api/rewards:\001*'
+  _globals['_POINTSSERVICE'].methods_by_name['ListRewards']._loaded_options = None
+  _globals['_POINTSSERVICE'].methods_by_name['ListRewards']._serialized_options = b'\312\363\030\r\022\013points:read\202\323\344\223\002\021\022\017/v1/api/rewards'
+  _globals['_POINTSSERVICE'].methods_by_name['UpdateReward']._loaded_options = None
+  _globals['_POINTSSERVICE'].methods_by_name['UpdateReward']._serialized_options = b'\312\363\030\017\022\rrewards:write\202\323\344\223\002\'2\"/v1/api/rewards/{reward.reward_id}:\001*'
+  _globals['_POINTSSERVICE'].methods_by_name['RedeemReward']._loaded_options = None
+  _globals['_POINTSSERVICE'].methods_by_name['RedeemReward']._serialized_options = b'\312\363\030\016\022\014points:write\202\323\344\223\002\'\"\"/v1/api/rewards/{reward_id}/redeem:\001*'
+  _globals['_TRANSACTIONTYPE']._serialized_start=2935
+  _globals['_TRANSACTIONTYPE']._serialized_end=3102
+  _globals['_REWARDKIND']._serialized_start=3105
+  _globals['_REWARDKIND']._serialized_end=3235
+  _globals['_POINTSTRANSACTION']._serialized_start=223
+  _globals['_POINTSTRANSACTION']._serialized_end=461
+  _globals['_POINTSBALANCE']._serialized_start=464
+  _globals['_POINTSBALANCE']._serialized_end=636
+  _globals['_GETPOINTSBALANCEREQUEST']._serialized_start=638
+  _globals['_GETPOINTSBALANCEREQUEST']._serialized_end=690
+  _globals['_GETPOINTSBALANCERESPONSE']._serialized_start=692
+  _globals['_GETPOINTSBALANCERESPONSE']._serialized_end=771
+  _globals['_EARNPOINTSREQUEST']._serialized_start=773
+  _globals['_EARNPOINTSREQUEST']._serialized_end=888
+  _globals['_EARNPOINTSRESPONSE']._serialized_start=891
+  _globals['_EARNPOINTSRESPONSE']._serialized_end=1025
+  _globals['_REDEEMPOINTSREQUEST']._serialized_start=1027
+  _globals['_REDEEMPOINTSREQUEST']._serialized_end=1144
+  _globals['_REDEEMPOINTSRESPONSE']._serialized_start=1147
+  _globals['_REDEEMPOINTSRESPONSE']._serialized_end=1283
+  _globals['_ADJUSTPOINTSREQUEST']._serialized_start=1285
+  _globals['_ADJUSTPOINTSREQUEST']._serialized_end=1408
+  _globals['_ADJUSTPOINTSRESPONSE']._serialized_start=1411
+  _globals['_ADJUSTPOINTSRESPONSE']._serialized_end=1547
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1549
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1640
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1642
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1755
+  _globals['_REWARD']._serialized_start=1758
+  _globals['_REWARD']._serialized_end=2048
+  _globals['_CREATEREWARDREQUEST']._serialized_start=2050
+  _globals['_CREATEREWARDREQUEST']._serialized_end=2153
+  _globals['_CREATEREWARDRESPONSE']._serialized_start=2155
+  _globals['_CREATEREWARDRESPONSE']._serialized_end=2222
+  _globals['_LISTREWARDSREQUEST']._serialized_start=2224
+  _globals['_LISTREWARDSREQUEST']._serialized_end=2304
+  _globals['_LISTREWARDSRESPONSE']._serialized_start=2306
+  _globals['_LISTREWARDSRESPONSE']._serialized_end=2398
+  _globals['_UPDATEREWARDREQUEST']._serialized_start=2400
+  _globals['_UPDATEREWARDREQUEST']._serialized_end=2527
+  _globals['_UPDATEREWARDRESPONSE']._serialized_start=2529
+  _globals['_UPDATEREWARDRESPONSE']._serialized_end=2596
+  _globals['_REDEEMREWARDREQUEST']._serialized_start=2598
+  _globals['_REDEEMREWARDREQUEST']._serialized_end=2702
+  _globals['_REDEEMREWARDRESPONSE']._serialized_start=2705
+  _globals['_REDEEMREWARDRESPONSE']._serialized_end=2932
+  _globals['_POINTSSERVICE']._serialized_start=3238
+  _globals['_POINTSSERVICE']._serialized_end=4692
 # @@protoc_insertion_point(module_scope)

@@ -67,6 +67,26 @@ class PointsServiceStub:
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.FromString,
                 _registered_method=True)
+        self.CreateReward = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/CreateReward',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardResponse.FromString,
+                _registered_method=True)
+        self.ListRewards = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/ListRewards',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsResponse.FromString,
+                _registered_method=True)
+        self.UpdateReward = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/UpdateReward',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardResponse.FromString,
+                _registered_method=True)
+        self.RedeemReward = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/RedeemReward',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.FromString,
+                _registered_method=True)
 
 
 class PointsServiceServicer:
@@ -115,6 +135,40 @@ class PointsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateReward(self, request, context):
+        """Adds a reward to the merchant's catalog.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRewards(self, request, context):
+        """Lists the merchant's rewards, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateReward(self, request, context):
+        """Changes the fields of a reward named in update_mask (name, kind, value, points_cost,
+        active). Redemptions already made keep what they were made with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeemReward(self, request, context):
+        """Spends the reward's points_cost and returns a single-use Shopify discount code.
+        FAILED_PRECONDITION when the balance is insufficient (INSUFFICIENT_POINTS), the reward
+        inactive or the shop not connected. If the shop cannot create the code (locked: 423,
+        unreachable, refused), the points are given back by a reversal and the call fails with
+        FAILED_PRECONDITION REDEMPTION_REFUNDED; a retry with the same idempotency_key returns
+        the same answer (completed or refunded) and never debits or refunds twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PointsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +196,26 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.ListTransactions,
                     request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.FromString,
                     response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.SerializeToString,
+            ),
+            'CreateReward': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateReward,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardResponse.SerializeToString,
+            ),
+            'ListRewards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRewards,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsResponse.SerializeToString,
+            ),
+            'UpdateReward': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateReward,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardResponse.SerializeToString,
+            ),
+            'RedeemReward': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeemReward,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -287,6 +361,114 @@ class PointsService:
             '/loyalnest.points.v1.PointsService/ListTransactions',
             loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.SerializeToString,
             loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateReward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/CreateReward',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRewards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/ListRewards',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateReward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/UpdateReward',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeemReward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/RedeemReward',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.FromString,
             options,
             channel_credentials,
             insecure,
