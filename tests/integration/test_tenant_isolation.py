@@ -182,6 +182,28 @@ POINTS = Table(
                 )
             )
         ],
+        # A's POS cannot spend B's customer's points (A has no such ledger): the item is
+        # rejected, B's balance stays.
+        "SyncOfflineTransactions": [
+            Case(
+                _points(
+                    "SyncOfflineTransactions",
+                    points_pb2.SyncOfflineTransactionsRequest(
+                        device_id="pos-a",
+                        transactions=[
+                            points_pb2.OfflineTransaction(
+                                client_transaction_id="key-cust-b-redeem",
+                                customer_id="cust-b-redeem",
+                                kind=points_pb2.OFFLINE_TRANSACTION_KIND_REDEEM,
+                                points=50,
+                                device_time={"seconds": 1},
+                            )
+                        ],
+                    ),
+                ),
+                may_succeed=True,
+            )
+        ],
         # B's request, key included: A gets a reward of its own, with another id.
         "CreateReward": [Case(_points_b("CreateReward", lambda b: b["create_reward"]), True)],
         "ListRewards": [

@@ -13,6 +13,7 @@ from loyalnest.platform import pagination, tenancy
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.validation import Validator
+from loyalnest.services.points import offline_sync
 from loyalnest.services.points.domain import (
     MAX_POINTS_PER_TRANSACTION,
     Posting,
@@ -120,6 +121,11 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         return points_pb2.ListTransactionsResponse(
             transactions=[transaction_proto(t) for t in page], next_page_token=token
         )
+
+    async def SyncOfflineTransactions(
+        self, request: points_pb2.SyncOfflineTransactionsRequest, context: Context
+    ) -> points_pb2.SyncOfflineTransactionsResponse:
+        return await offline_sync.sync(self._ledger, tenancy.merchant_id(), request)
 
     # ---- rewards ------------------------------------------------------------------------
 

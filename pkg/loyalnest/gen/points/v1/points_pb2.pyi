@@ -28,6 +28,19 @@ class RewardKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REWARD_KIND_FIXED_AMOUNT: _ClassVar[RewardKind]
     REWARD_KIND_PERCENTAGE: _ClassVar[RewardKind]
     REWARD_KIND_FREE_SHIPPING: _ClassVar[RewardKind]
+
+class OfflineTransactionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFFLINE_TRANSACTION_KIND_UNSPECIFIED: _ClassVar[OfflineTransactionKind]
+    OFFLINE_TRANSACTION_KIND_EARN: _ClassVar[OfflineTransactionKind]
+    OFFLINE_TRANSACTION_KIND_REDEEM: _ClassVar[OfflineTransactionKind]
+
+class OfflineSyncStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFFLINE_SYNC_STATUS_UNSPECIFIED: _ClassVar[OfflineSyncStatus]
+    OFFLINE_SYNC_STATUS_APPLIED: _ClassVar[OfflineSyncStatus]
+    OFFLINE_SYNC_STATUS_DUPLICATE: _ClassVar[OfflineSyncStatus]
+    OFFLINE_SYNC_STATUS_REJECTED: _ClassVar[OfflineSyncStatus]
 TRANSACTION_TYPE_UNSPECIFIED: TransactionType
 TRANSACTION_TYPE_EARN: TransactionType
 TRANSACTION_TYPE_REDEEM: TransactionType
@@ -37,6 +50,13 @@ REWARD_KIND_UNSPECIFIED: RewardKind
 REWARD_KIND_FIXED_AMOUNT: RewardKind
 REWARD_KIND_PERCENTAGE: RewardKind
 REWARD_KIND_FREE_SHIPPING: RewardKind
+OFFLINE_TRANSACTION_KIND_UNSPECIFIED: OfflineTransactionKind
+OFFLINE_TRANSACTION_KIND_EARN: OfflineTransactionKind
+OFFLINE_TRANSACTION_KIND_REDEEM: OfflineTransactionKind
+OFFLINE_SYNC_STATUS_UNSPECIFIED: OfflineSyncStatus
+OFFLINE_SYNC_STATUS_APPLIED: OfflineSyncStatus
+OFFLINE_SYNC_STATUS_DUPLICATE: OfflineSyncStatus
+OFFLINE_SYNC_STATUS_REJECTED: OfflineSyncStatus
 
 class PointsTransaction(_message.Message):
     __slots__ = ("transaction_id", "customer_id", "type", "points", "balance_after", "reason", "create_time", "sequence")
@@ -253,3 +273,47 @@ class RedeemRewardResponse(_message.Message):
     balance: PointsBalance
     reward: Reward
     def __init__(self, discount_code: _Optional[str] = ..., redemption_id: _Optional[str] = ..., transaction: _Optional[_Union[PointsTransaction, _Mapping]] = ..., balance: _Optional[_Union[PointsBalance, _Mapping]] = ..., reward: _Optional[_Union[Reward, _Mapping]] = ...) -> None: ...
+
+class OfflineTransaction(_message.Message):
+    __slots__ = ("client_transaction_id", "customer_id", "kind", "points", "device_time", "reason")
+    CLIENT_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    client_transaction_id: str
+    customer_id: str
+    kind: OfflineTransactionKind
+    points: int
+    device_time: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, client_transaction_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., kind: _Optional[_Union[OfflineTransactionKind, str]] = ..., points: _Optional[int] = ..., device_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SyncOfflineTransactionsRequest(_message.Message):
+    __slots__ = ("device_id", "transactions")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    transactions: _containers.RepeatedCompositeFieldContainer[OfflineTransaction]
+    def __init__(self, device_id: _Optional[str] = ..., transactions: _Optional[_Iterable[_Union[OfflineTransaction, _Mapping]]] = ...) -> None: ...
+
+class OfflineTransactionResult(_message.Message):
+    __slots__ = ("client_transaction_id", "status", "reason", "transaction", "balance")
+    CLIENT_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    client_transaction_id: str
+    status: OfflineSyncStatus
+    reason: str
+    transaction: PointsTransaction
+    balance: PointsBalance
+    def __init__(self, client_transaction_id: _Optional[str] = ..., status: _Optional[_Union[OfflineSyncStatus, str]] = ..., reason: _Optional[str] = ..., transaction: _Optional[_Union[PointsTransaction, _Mapping]] = ..., balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...
+
+class SyncOfflineTransactionsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[OfflineTransactionResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[OfflineTransactionResult, _Mapping]]] = ...) -> None: ...

@@ -67,6 +67,11 @@ class PointsServiceStub:
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.FromString,
                 _registered_method=True)
+        self.SyncOfflineTransactions = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/SyncOfflineTransactions',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsResponse.FromString,
+                _registered_method=True)
         self.CreateReward = channel.unary_unary(
                 '/loyalnest.points.v1.PointsService/CreateReward',
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardRequest.SerializeToString,
@@ -135,6 +140,16 @@ class PointsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SyncOfflineTransactions(self, request, context):
+        """Applies a batch of transactions a POS device recorded while offline, in device-time order.
+        Each item is applied at most once, keyed by its client_transaction_id: replaying a batch
+        changes nothing (its items come back DUPLICATE). A bad item (invalid, insufficient points)
+        is REJECTED with a reason and does not block the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateReward(self, request, context):
         """Adds a reward to the merchant's catalog.
         """
@@ -196,6 +211,11 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.ListTransactions,
                     request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.FromString,
                     response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.SerializeToString,
+            ),
+            'SyncOfflineTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncOfflineTransactions,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsResponse.SerializeToString,
             ),
             'CreateReward': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateReward,
@@ -361,6 +381,33 @@ class PointsService:
             '/loyalnest.points.v1.PointsService/ListTransactions',
             loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.SerializeToString,
             loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncOfflineTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/SyncOfflineTransactions',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
