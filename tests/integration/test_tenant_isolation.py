@@ -135,6 +135,17 @@ def _points_b(method: str, build: Callable[[dict[str, Any]], Message]) -> Attack
     return attack
 
 
+async def _points_stream_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+    call = points_pb2_grpc.PointsServiceStub(ch).StreamPoints(
+        points_pb2.StreamPointsRequest(customer_id="cust-b-get"), metadata=md
+    )
+    try:
+        first: Message = await call.read()
+    finally:
+        call.cancel()
+    return first
+
+
 async def _points_replay_b_earn(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
     # B's exact request, idempotency key included: A must get a transaction of its own.
     response: Message = await points_pb2_grpc.PointsServiceStub(ch).EarnPoints(
@@ -182,6 +193,7 @@ POINTS = Table(
                 )
             )
         ],
+        "StreamPoints": [Case(_points_stream_b)],
         # A's POS cannot spend B's customer's points (A has no such ledger): the item is
         # rejected, B's balance stays.
         "SyncOfflineTransactions": [

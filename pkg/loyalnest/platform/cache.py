@@ -13,6 +13,9 @@ go to the database while Redis is away. Entries expire after `ttl_seconds` regar
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 import redis.asyncio as redis
 from prometheus_client import Counter
 
@@ -100,3 +103,27 @@ class VersionedCache:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def subscription(client: redis.Redis, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+    """Messages published on `channel` from the moment this returns (subscribed already on
+    entry, so a caller can read the current state next without missing a change). One Redis
+    connection per subscription, released on exit."""
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+
+    async def messages() -> AsyncIterator[bytes]:
+        while True:
+            # A read timeout of its own: the client's socket timeout is short (see above).
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            if message is not None and message["type"] == "message":
+                data = message["data"]
+                yield data.encode() if isinstance(data, str) else data
+
+    try:
+        yield messages()
+    finally:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await pubsub.unsubscribe(channel)
+        await pubsub.aclose()  # type: ignore[no-untyped-call]

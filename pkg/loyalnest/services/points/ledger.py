@@ -20,8 +20,11 @@ update, the entry is dropped; if that fails too, the entry may be stale until it
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from loyalnest.gen.points.v1 import points_pb2
-from loyalnest.platform.cache import VersionedCache, key_part
+from loyalnest.platform.cache import VersionedCache, key_part, subscription
+from loyalnest.platform.errors import Unavailable
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.services.points.domain import Balance, Posting, PostingResult
 from loyalnest.services.points.store.base import LedgerStore
@@ -54,6 +57,23 @@ class Ledger:
         if self.cache is not None:
             await self.cache.put_if_newer(key, balance.sequence, balance.SerializeToString())
         return balance
+
+    async def watch(
+        self, merchant_id: str, customer_id: str
+    ) -> AsyncIterator[points_pb2.PointsBalance]:
+        """The current balance, then each newer one published by any process, until the
+        caller stops. Subscribes before reading, so no change between the two is missed."""
+        if self.cache is None:
+            raise Unavailable("StreamPoints needs Redis (LOYALNEST_REDIS_URL) on this service")
+        channel = stream_channel(merchant_id, customer_id)
+        async with subscription(self.cache.client, channel) as changes:
+            current = await self.balance(merchant_id, customer_id)
+            yield current
+            async for raw in changes:
+                change = points_pb2.PointsBalance.FromString(raw)
+                if change.sequence > current.sequence:
+                    current = change
+                    yield current
 
     async def post(self, posting: Posting, key: IdempotencyKey) -> PostingResult:
         result = await self.store.post(posting, key)

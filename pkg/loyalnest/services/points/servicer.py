@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -121,6 +122,15 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         return points_pb2.ListTransactionsResponse(
             transactions=[transaction_proto(t) for t in page], next_page_token=token
         )
+
+    async def StreamPoints(
+        self, request: points_pb2.StreamPointsRequest, context: Context
+    ) -> AsyncIterator[points_pb2.StreamPointsResponse]:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.identifier("customer_id", request.customer_id)
+        async for balance in self._ledger.watch(merchant_id, request.customer_id):
+            yield points_pb2.StreamPointsResponse(balance=balance)
 
     async def SyncOfflineTransactions(
         self, request: points_pb2.SyncOfflineTransactionsRequest, context: Context

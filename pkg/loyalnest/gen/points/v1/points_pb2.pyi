@@ -317,3 +317,15 @@ class SyncOfflineTransactionsResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[OfflineTransactionResult]
     def __init__(self, results: _Optional[_Iterable[_Union[OfflineTransactionResult, _Mapping]]] = ...) -> None: ...
+
+class StreamPointsRequest(_message.Message):
+    __slots__ = ("customer_id",)
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    def __init__(self, customer_id: _Optional[str] = ...) -> None: ...
+
+class StreamPointsResponse(_message.Message):
+    __slots__ = ("balance",)
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    balance: PointsBalance
+    def __init__(self, balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...

@@ -67,6 +67,11 @@ class PointsServiceStub:
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.FromString,
                 _registered_method=True)
+        self.StreamPoints = channel.unary_stream(
+                '/loyalnest.points.v1.PointsService/StreamPoints',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsResponse.FromString,
+                _registered_method=True)
         self.SyncOfflineTransactions = channel.unary_unary(
                 '/loyalnest.points.v1.PointsService/SyncOfflineTransactions',
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsRequest.SerializeToString,
@@ -135,6 +140,16 @@ class PointsServiceServicer:
 
     def ListTransactions(self, request, context):
         """Lists the customer's ledger transactions, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamPoints(self, request, context):
+        """Streams the customer's balance: the current one first, then every change committed by
+        any Points process (a change overtaken by a later one may be skipped: balances only move
+        forward in `sequence`). Through the gateway: NDJSON, one response object per line.
+        NOT_FOUND when the customer has no ledger; UNAVAILABLE when the service has no Redis.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -211,6 +226,11 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.ListTransactions,
                     request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.FromString,
                     response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.SerializeToString,
+            ),
+            'StreamPoints': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamPoints,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsResponse.SerializeToString,
             ),
             'SyncOfflineTransactions': grpc.unary_unary_rpc_method_handler(
                     servicer.SyncOfflineTransactions,
@@ -381,6 +401,33 @@ class PointsService:
             '/loyalnest.points.v1.PointsService/ListTransactions',
             loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.SerializeToString,
             loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamPoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/StreamPoints',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsResponse.FromString,
             options,
             channel_credentials,
             insecure,
