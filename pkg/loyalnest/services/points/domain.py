@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
@@ -16,6 +16,10 @@ class TransactionType(StrEnum):
     EARN = "earn"
     REDEEM = "redeem"
     ADJUST = "adjust"
+    # Undoes (part of) an earlier transaction: a credit gives back redeemed points (a reward
+    # whose discount code could not be created), a debit takes back earned ones (an order
+    # cancelled or refunded). It moves the matching lifetime total back too.
+    REVERSAL = "reversal"
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,14 @@ class Posting:
 
     @property
     def earned(self) -> int:
+        if self.type is TransactionType.REVERSAL:
+            return min(self.points, 0)  # a debit takes back earned points
         return self.points if self.points > 0 else 0
 
     @property
     def redeemed(self) -> int:
+        if self.type is TransactionType.REVERSAL:
+            return -max(self.points, 0)  # a credit gives back redeemed points
         return -self.points if self.type is TransactionType.REDEEM else 0
 
 
@@ -49,6 +57,8 @@ class Balance:
     lifetime_earned: int
     lifetime_redeemed: int
     updated_at: datetime
+    # The sequence of the last transaction included: orders snapshots of one ledger.
+    sequence: int
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,7 @@ class Transaction:
             lifetime_earned=self.lifetime_earned_after,
             lifetime_redeemed=self.lifetime_redeemed_after,
             updated_at=self.created_at,
+            sequence=self.sequence,
         )
 
 
@@ -80,10 +91,13 @@ class Transaction:
 class PostingResult:
     transaction: Transaction
     balance: Balance
+    # True when an earlier call with the same idempotency key posted `transaction`: the
+    # balance is then that call's snapshot, maybe no longer the current one.
+    replayed: bool = field(default=False, compare=False)
 
     @classmethod
-    def of(cls, transaction: Transaction) -> PostingResult:
-        return cls(transaction, transaction.balance_snapshot())
+    def of(cls, transaction: Transaction, *, replayed: bool = False) -> PostingResult:
+        return cls(transaction, transaction.balance_snapshot(), replayed)
 
 
 class LedgerNotFound(NotFound):
@@ -98,4 +112,57 @@ class InsufficientPoints(FailedPrecondition):
             f"customer {customer_id!r} has {balance} points; {requested} requested",
             violation_type="INSUFFICIENT_POINTS",
             subject=f"points_ledger/{customer_id}",
+        )
+
+
+class RewardKind(StrEnum):
+    FIXED_AMOUNT = "fixed_amount"  # value: amount off in the shop's currency, e.g. "5.00"
+    PERCENTAGE = "percentage"  # value: percent off the order, e.g. "10" (0 < value <= 100)
+    FREE_SHIPPING = "free_shipping"  # value: empty
+
+
+@dataclass(frozen=True)
+class Reward:
+    merchant_id: str
+    reward_id: str
+    name: str
+    kind: RewardKind
+    value: str
+    points_cost: int
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class RedemptionStatus(StrEnum):
+    PENDING = "pending"  # points debited, discount code not created yet
+    COMPLETED = "completed"  # the code exists in the shop
+    REFUNDED = "refunded"  # the code could not be created: the points were given back
+
+
+@dataclass(frozen=True)
+class Redemption:
+    merchant_id: str
+    # The id of the debit transaction: one redemption per debit.
+    redemption_id: str
+    customer_id: str
+    reward_id: str
+    points: int
+    status: RedemptionStatus
+    discount_code: str
+    failure: str
+    created_at: datetime
+
+
+class RewardNotFound(NotFound):
+    def __init__(self, reward_id: str) -> None:
+        super().__init__("reward", reward_id)
+
+
+class RewardInactive(FailedPrecondition):
+    def __init__(self, reward_id: str) -> None:
+        super().__init__(
+            f"reward {reward_id!r} is not active",
+            violation_type="REWARD_INACTIVE",
+            subject=f"reward/{reward_id}",
         )

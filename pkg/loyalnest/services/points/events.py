@@ -50,6 +50,17 @@ def ledger_event(transaction: Transaction) -> Message:
                 balance_after=t.balance_after,
                 reason=t.reason,
             )
+        case TransactionType.REVERSAL:
+            return events_pb2.PointsReversed(
+                customer_id=t.customer_id,
+                transaction_id=t.transaction_id,
+                sequence=t.sequence,
+                points=t.points,
+                balance_after=t.balance_after,
+                lifetime_earned_after=t.lifetime_earned_after,
+                lifetime_redeemed_after=t.lifetime_redeemed_after,
+                reason=t.reason,
+            )
 
 
 def handlers(store: LedgerStore) -> dict[str, Handler]:

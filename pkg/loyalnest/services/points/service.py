@@ -6,15 +6,23 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+from loyalnest.platform.cache import VersionedCache, client_from_url
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_event_loops
 from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.health import Check
+from loyalnest.platform.http import HttpClient
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points import events
+from loyalnest.services.points.discounts import ConfiguredShopCredentials, DiscountCodes
+from loyalnest.services.points.ledger import CACHE_NAME, Ledger
+from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
 from loyalnest.services.points.store.base import LedgerStore
 
@@ -29,6 +37,15 @@ class PointsSettings(ServiceSettings):
     points_ledger_store: Literal["postgres", "mongo"] = "postgres"
     mongo_url: str = "mongodb://127.0.0.1:27017"
     mongo_database: str = "loyalnest_points"
+    # points:customer:{merchant_id}:{customer_id} (needs LOYALNEST_REDIS_URL): how long an
+    # entry may outlive a change whose cache update was lost (see ledger.py).
+    points_balance_cache_ttl_seconds: float = Field(300.0, gt=0)
+    # Shopify Admin GraphQL API for reward discount codes: `{shop}` is filled in.
+    shopify_admin_base_url: str = "https://{shop}"
+    shopify_admin_timeout_seconds: float = Field(5.0, gt=0)
+    # {"<merchant_id>": {"shop": "x.myshopify.com", "access_token": "shpat_..."}} until Auth
+    # offers an RPC for the shop's offline token (see points/discounts.py). A Secret.
+    points_shop_credentials: str = ""
 
 
 async def build(settings: PointsSettings) -> ServiceComponents:
@@ -54,9 +71,28 @@ async def build(settings: PointsSettings) -> ServiceComponents:
     components.readiness = [Check("ledger-store", store.ping)]
     if settings.events_enabled:
         _add_event_loops(settings, components, store, database)
+    cache = None
+    if settings.redis_url:
+        cache = VersionedCache(
+            client_from_url(settings.redis_url),
+            name=CACHE_NAME,
+            ttl_seconds=settings.points_balance_cache_ttl_seconds,
+        )
+        components.cleanup.append(cache.close)
+    else:
+        log.warning("LOYALNEST_REDIS_URL unset: balances are not cached, StreamPoints is off")
+    ledger = Ledger(store, cache)
+    http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
+    components.cleanup.append(http.close)
+    codes = DiscountCodes(
+        ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url),
+        ConfiguredShopCredentials(settings.points_shop_credentials),
+    )
     components.registrations = [
         Registration(
-            SERVICE_NAME, points_pb2_grpc.add_PointsServiceServicer_to_server, PointsServicer(store)
+            SERVICE_NAME,
+            points_pb2_grpc.add_PointsServiceServicer_to_server,
+            PointsServicer(ledger, RewardRedemptions(ledger, codes)),
         )
     ]
     return components

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 
-from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
@@ -12,21 +14,24 @@ from loyalnest.platform import pagination, tenancy
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.validation import Validator
+from loyalnest.services.points import offline_sync
 from loyalnest.services.points.domain import (
     MAX_POINTS_PER_TRANSACTION,
-    Balance,
     Posting,
-    Transaction,
+    Reward,
+    RewardKind,
     TransactionType,
 )
-from loyalnest.services.points.store.base import LedgerStore
-
-_TYPES = {
-    TransactionType.EARN: points_pb2.TRANSACTION_TYPE_EARN,
-    TransactionType.REDEEM: points_pb2.TRANSACTION_TYPE_REDEEM,
-    TransactionType.ADJUST: points_pb2.TRANSACTION_TYPE_ADJUST,
-}
-
+from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.rewards import RewardRedemptions
+from loyalnest.services.points.store.base import REWARD_UPDATABLE
+from loyalnest.services.points.wire import (
+    REWARD_KINDS,
+    REWARD_KINDS_BY_PROTO,
+    balance_proto,
+    reward_proto,
+    transaction_proto,
+)
 
 _PostingRequest = (
     points_pb2.EarnPointsRequest | points_pb2.RedeemPointsRequest | points_pb2.AdjustPointsRequest
@@ -39,50 +44,25 @@ _POSTINGS: dict[str, tuple[TransactionType, type[Message]]] = {
 }
 
 
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def balance_proto(balance: Balance) -> points_pb2.PointsBalance:
-    return points_pb2.PointsBalance(
-        customer_id=balance.customer_id,
-        balance=balance.balance,
-        lifetime_earned=balance.lifetime_earned,
-        lifetime_redeemed=balance.lifetime_redeemed,
-        update_time=_timestamp(balance.updated_at),
-    )
-
-
-def transaction_proto(transaction: Transaction) -> points_pb2.PointsTransaction:
-    return points_pb2.PointsTransaction(
-        transaction_id=transaction.transaction_id,
-        customer_id=transaction.customer_id,
-        type=_TYPES[transaction.type],
-        points=transaction.points,
-        balance_after=transaction.balance_after,
-        reason=transaction.reason,
-        create_time=_timestamp(transaction.created_at),
-        sequence=transaction.sequence,
-    )
-
-
-def _validate_amount(v: Validator, points: int, *, allow_negative: bool) -> None:
+def _validate_amount(
+    v: Validator, points: int, *, allow_negative: bool, field: str = "points"
+) -> None:
     if allow_negative:
-        v.check(points != 0, "points", "must not be zero")
+        v.check(points != 0, field, "must not be zero")
     else:
-        v.check(points > 0, "points", "must be positive")
+        v.check(points > 0, field, "must be positive")
     v.check(
         abs(points) <= MAX_POINTS_PER_TRANSACTION,
-        "points",
+        field,
         f"must be at most {MAX_POINTS_PER_TRANSACTION} in absolute value",
     )
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):
-    def __init__(self, store: LedgerStore) -> None:
-        self._store = store
+    def __init__(self, ledger: Ledger, redemptions: RewardRedemptions) -> None:
+        self._ledger = ledger
+        self._store = ledger.store
+        self._redemptions = redemptions
 
     async def GetPointsBalance(
         self, request: points_pb2.GetPointsBalanceRequest, context: Context
@@ -90,8 +70,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         merchant_id = tenancy.merchant_id()
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
-        balance = await self._store.get_balance(merchant_id, request.customer_id)
-        return points_pb2.GetPointsBalanceResponse(balance=balance_proto(balance))
+        balance = await self._ledger.balance(merchant_id, request.customer_id)
+        return points_pb2.GetPointsBalanceResponse(balance=balance)
 
     async def _post(self, method: str, request: _PostingRequest, context: Context) -> Message:
         kind, response_type = _POSTINGS[method]
@@ -103,7 +83,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             v.idempotency_key("idempotency_key", request.idempotency_key)
         points = -request.points if kind is TransactionType.REDEEM else request.points
         posting = Posting(merchant_id, request.customer_id, kind, points, request.reason.strip())
-        result = await self._store.post(posting, IdempotencyKey.of(method, request))
+        result = await self._ledger.post(posting, IdempotencyKey.of(method, request))
         return response_type(
             transaction=transaction_proto(result.transaction), balance=balance_proto(result.balance)
         )
@@ -142,3 +122,154 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         return points_pb2.ListTransactionsResponse(
             transactions=[transaction_proto(t) for t in page], next_page_token=token
         )
+
+    async def StreamPoints(
+        self, request: points_pb2.StreamPointsRequest, context: Context
+    ) -> AsyncIterator[points_pb2.StreamPointsResponse]:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.identifier("customer_id", request.customer_id)
+        async for balance in self._ledger.watch(merchant_id, request.customer_id):
+            yield points_pb2.StreamPointsResponse(balance=balance)
+
+    async def SyncOfflineTransactions(
+        self, request: points_pb2.SyncOfflineTransactionsRequest, context: Context
+    ) -> points_pb2.SyncOfflineTransactionsResponse:
+        return await offline_sync.sync(self._ledger, tenancy.merchant_id(), request)
+
+    # ---- rewards ------------------------------------------------------------------------
+
+    async def CreateReward(
+        self, request: points_pb2.CreateRewardRequest, context: Context
+    ) -> points_pb2.CreateRewardResponse:
+        merchant_id = tenancy.merchant_id()
+        r = request.reward
+        with Validator() as v:
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+            kind = _validate_reward(v, r.name, r.kind, r.value, r.points_cost, prefix="reward.")
+        assert kind is not None
+        now = datetime.now(UTC)
+        reward = Reward(
+            merchant_id=merchant_id,
+            reward_id=str(uuid.uuid5(_REWARD_IDS, f"{merchant_id}\0{request.idempotency_key}")),
+            name=r.name.strip(),
+            kind=kind,
+            value=r.value.strip(),
+            points_cost=r.points_cost,
+            active=r.active if r.HasField("active") else True,
+            created_at=now,
+            updated_at=now,
+        )
+        key = IdempotencyKey.of("CreateReward", request)
+        created = await self._store.create_reward(reward, key.fingerprint)
+        return points_pb2.CreateRewardResponse(reward=reward_proto(created))
+
+    async def ListRewards(
+        self, request: points_pb2.ListRewardsRequest, context: Context
+    ) -> points_pb2.ListRewardsResponse:
+        merchant_id = tenancy.merchant_id()
+        scope = f"rewards/{merchant_id}/{request.active_only}"
+        limit = pagination.page_size(request.page_size)
+        offset = pagination.decode_page_token(request.page_token, scope) or 0
+        rows = await self._store.list_rewards(
+            merchant_id, active_only=request.active_only, limit=limit + 1, offset=offset
+        )
+        token = pagination.encode_page_token(scope, offset + limit) if len(rows) > limit else ""
+        return points_pb2.ListRewardsResponse(
+            rewards=[reward_proto(r) for r in rows[:limit]], next_page_token=token
+        )
+
+    async def UpdateReward(
+        self, request: points_pb2.UpdateRewardRequest, context: Context
+    ) -> points_pb2.UpdateRewardResponse:
+        merchant_id = tenancy.merchant_id()
+        r = request.reward
+        paths = set(request.update_mask.paths)
+        with Validator() as v:
+            v.uuid("reward.reward_id", r.reward_id)
+            v.check(bool(paths), "update_mask", "must name at least one field")
+            unknown = sorted(paths - REWARD_UPDATABLE)
+            v.check(not unknown, "update_mask", f"cannot update {unknown}; only {_UPDATABLE}")
+        current = await self._store.get_reward(merchant_id, r.reward_id)
+        merged = {
+            "name": r.name if "name" in paths else current.name,
+            "kind": r.kind if "kind" in paths else REWARD_KINDS[current.kind],
+            "value": r.value if "value" in paths else current.value,
+            "points_cost": r.points_cost if "points_cost" in paths else current.points_cost,
+        }
+        with Validator() as v:
+            kind = _validate_reward(v, prefix="reward.", **merged)  # type: ignore[arg-type]
+        changes: dict[str, object] = {
+            "name": str(merged["name"]).strip(),
+            "kind": kind,
+            "value": str(merged["value"]).strip(),
+            "points_cost": merged["points_cost"],
+            "active": r.active if "active" in paths else current.active,
+        }
+        updated = await self._store.update_reward(
+            merchant_id, r.reward_id, {k: v for k, v in changes.items() if k in paths}
+        )
+        return points_pb2.UpdateRewardResponse(reward=reward_proto(updated))
+
+    async def RedeemReward(
+        self, request: points_pb2.RedeemRewardRequest, context: Context
+    ) -> points_pb2.RedeemRewardResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.uuid("reward_id", request.reward_id)
+            v.identifier("customer_id", request.customer_id)
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        redeemed = await self._redemptions.redeem(
+            merchant_id,
+            request.customer_id,
+            request.reward_id,
+            IdempotencyKey.of("RedeemReward", request),
+        )
+        return points_pb2.RedeemRewardResponse(
+            discount_code=redeemed.redemption.discount_code,
+            redemption_id=redeemed.redemption.redemption_id,
+            transaction=transaction_proto(redeemed.debit.transaction),
+            balance=balance_proto(redeemed.debit.balance),
+            reward=reward_proto(redeemed.reward),
+        )
+
+
+_REWARD_IDS = uuid.UUID("6f1c1f43-2d55-4d3e-9a53-0c7e1d1f9b10")
+_UPDATABLE = ", ".join(sorted(REWARD_UPDATABLE))
+MAX_AMOUNT = Decimal(1_000_000)
+
+
+def _decimal(value: str) -> Decimal | None:
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _validate_reward(
+    v: Validator, name: str, kind: int, value: str, points_cost: int, *, prefix: str
+) -> RewardKind | None:
+    v.text(f"{prefix}name", name, required=True)
+    resolved = REWARD_KINDS_BY_PROTO.get(kind)
+    v.check(resolved is not None, f"{prefix}kind", "must be a REWARD_KIND other than UNSPECIFIED")
+    _validate_amount(v, points_cost, allow_negative=False, field=f"{prefix}points_cost")
+    number = _decimal(value)
+    match resolved:
+        case RewardKind.FIXED_AMOUNT:
+            v.check(
+                number is not None
+                and 0 < number <= MAX_AMOUNT
+                and number == number.quantize(Decimal("0.01")),
+                f"{prefix}value",
+                f'must be an amount above 0 and at most {MAX_AMOUNT}, e.g. "5.00"',
+            )
+        case RewardKind.PERCENTAGE:
+            v.check(
+                number is not None and 0 < number <= 100,
+                f"{prefix}value",
+                'must be a percentage above 0 and at most 100, e.g. "10"',
+            )
+        case RewardKind.FREE_SHIPPING:
+            v.check(not value.strip(), f"{prefix}value", "must be empty for free shipping")
+    return resolved

@@ -55,3 +55,23 @@ class PointsAdjusted(_message.Message):
     balance_after: int
     reason: str
     def __init__(self, customer_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., sequence: _Optional[int] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PointsReversed(_message.Message):
+    __slots__ = ("customer_id", "transaction_id", "sequence", "points", "balance_after", "lifetime_earned_after", "lifetime_redeemed_after", "reason")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIFETIME_EARNED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    LIFETIME_REDEEMED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    transaction_id: str
+    sequence: int
+    points: int
+    balance_after: int
+    lifetime_earned_after: int
+    lifetime_redeemed_after: int
+    reason: str
+    def __init__(self, customer_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., sequence: _Optional[int] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., lifetime_earned_after: _Optional[int] = ..., lifetime_redeemed_after: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...

@@ -2,6 +2,7 @@ import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from loyalnest.gen.options.v1 import access_pb2 as _access_pb2
 from google.protobuf.internal import containers as _containers
@@ -19,10 +20,43 @@ class TransactionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSACTION_TYPE_EARN: _ClassVar[TransactionType]
     TRANSACTION_TYPE_REDEEM: _ClassVar[TransactionType]
     TRANSACTION_TYPE_ADJUST: _ClassVar[TransactionType]
+    TRANSACTION_TYPE_REVERSAL: _ClassVar[TransactionType]
+
+class RewardKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REWARD_KIND_UNSPECIFIED: _ClassVar[RewardKind]
+    REWARD_KIND_FIXED_AMOUNT: _ClassVar[RewardKind]
+    REWARD_KIND_PERCENTAGE: _ClassVar[RewardKind]
+    REWARD_KIND_FREE_SHIPPING: _ClassVar[RewardKind]
+
+class OfflineTransactionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFFLINE_TRANSACTION_KIND_UNSPECIFIED: _ClassVar[OfflineTransactionKind]
+    OFFLINE_TRANSACTION_KIND_EARN: _ClassVar[OfflineTransactionKind]
+    OFFLINE_TRANSACTION_KIND_REDEEM: _ClassVar[OfflineTransactionKind]
+
+class OfflineSyncStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OFFLINE_SYNC_STATUS_UNSPECIFIED: _ClassVar[OfflineSyncStatus]
+    OFFLINE_SYNC_STATUS_APPLIED: _ClassVar[OfflineSyncStatus]
+    OFFLINE_SYNC_STATUS_DUPLICATE: _ClassVar[OfflineSyncStatus]
+    OFFLINE_SYNC_STATUS_REJECTED: _ClassVar[OfflineSyncStatus]
 TRANSACTION_TYPE_UNSPECIFIED: TransactionType
 TRANSACTION_TYPE_EARN: TransactionType
 TRANSACTION_TYPE_REDEEM: TransactionType
 TRANSACTION_TYPE_ADJUST: TransactionType
+TRANSACTION_TYPE_REVERSAL: TransactionType
+REWARD_KIND_UNSPECIFIED: RewardKind
+REWARD_KIND_FIXED_AMOUNT: RewardKind
+REWARD_KIND_PERCENTAGE: RewardKind
+REWARD_KIND_FREE_SHIPPING: RewardKind
+OFFLINE_TRANSACTION_KIND_UNSPECIFIED: OfflineTransactionKind
+OFFLINE_TRANSACTION_KIND_EARN: OfflineTransactionKind
+OFFLINE_TRANSACTION_KIND_REDEEM: OfflineTransactionKind
+OFFLINE_SYNC_STATUS_UNSPECIFIED: OfflineSyncStatus
+OFFLINE_SYNC_STATUS_APPLIED: OfflineSyncStatus
+OFFLINE_SYNC_STATUS_DUPLICATE: OfflineSyncStatus
+OFFLINE_SYNC_STATUS_REJECTED: OfflineSyncStatus
 
 class PointsTransaction(_message.Message):
     __slots__ = ("transaction_id", "customer_id", "type", "points", "balance_after", "reason", "create_time", "sequence")
@@ -45,18 +79,20 @@ class PointsTransaction(_message.Message):
     def __init__(self, transaction_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., type: _Optional[_Union[TransactionType, str]] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class PointsBalance(_message.Message):
-    __slots__ = ("customer_id", "balance", "lifetime_earned", "lifetime_redeemed", "update_time")
+    __slots__ = ("customer_id", "balance", "lifetime_earned", "lifetime_redeemed", "update_time", "sequence")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     LIFETIME_EARNED_FIELD_NUMBER: _ClassVar[int]
     LIFETIME_REDEEMED_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     balance: int
     lifetime_earned: int
     lifetime_redeemed: int
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, customer_id: _Optional[str] = ..., balance: _Optional[int] = ..., lifetime_earned: _Optional[int] = ..., lifetime_redeemed: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    sequence: int
+    def __init__(self, customer_id: _Optional[str] = ..., balance: _Optional[int] = ..., lifetime_earned: _Optional[int] = ..., lifetime_redeemed: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
 
 class GetPointsBalanceRequest(_message.Message):
     __slots__ = ("customer_id",)
@@ -147,3 +183,149 @@ class ListTransactionsResponse(_message.Message):
     transactions: _containers.RepeatedCompositeFieldContainer[PointsTransaction]
     next_page_token: str
     def __init__(self, transactions: _Optional[_Iterable[_Union[PointsTransaction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Reward(_message.Message):
+    __slots__ = ("reward_id", "name", "kind", "value", "points_cost", "active", "create_time", "update_time")
+    REWARD_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_COST_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    reward_id: str
+    name: str
+    kind: RewardKind
+    value: str
+    points_cost: int
+    active: bool
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, reward_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[RewardKind, str]] = ..., value: _Optional[str] = ..., points_cost: _Optional[int] = ..., active: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateRewardRequest(_message.Message):
+    __slots__ = ("reward", "idempotency_key")
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    reward: Reward
+    idempotency_key: str
+    def __init__(self, reward: _Optional[_Union[Reward, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class CreateRewardResponse(_message.Message):
+    __slots__ = ("reward",)
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    reward: Reward
+    def __init__(self, reward: _Optional[_Union[Reward, _Mapping]] = ...) -> None: ...
+
+class ListRewardsRequest(_message.Message):
+    __slots__ = ("active_only", "page_size", "page_token")
+    ACTIVE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    active_only: bool
+    page_size: int
+    page_token: str
+    def __init__(self, active_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListRewardsResponse(_message.Message):
+    __slots__ = ("rewards", "next_page_token")
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    rewards: _containers.RepeatedCompositeFieldContainer[Reward]
+    next_page_token: str
+    def __init__(self, rewards: _Optional[_Iterable[_Union[Reward, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UpdateRewardRequest(_message.Message):
+    __slots__ = ("reward", "update_mask")
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    reward: Reward
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, reward: _Optional[_Union[Reward, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateRewardResponse(_message.Message):
+    __slots__ = ("reward",)
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    reward: Reward
+    def __init__(self, reward: _Optional[_Union[Reward, _Mapping]] = ...) -> None: ...
+
+class RedeemRewardRequest(_message.Message):
+    __slots__ = ("reward_id", "customer_id", "idempotency_key")
+    REWARD_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    reward_id: str
+    customer_id: str
+    idempotency_key: str
+    def __init__(self, reward_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class RedeemRewardResponse(_message.Message):
+    __slots__ = ("discount_code", "redemption_id", "transaction", "balance", "reward")
+    DISCOUNT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REDEMPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    discount_code: str
+    redemption_id: str
+    transaction: PointsTransaction
+    balance: PointsBalance
+    reward: Reward
+    def __init__(self, discount_code: _Optional[str] = ..., redemption_id: _Optional[str] = ..., transaction: _Optional[_Union[PointsTransaction, _Mapping]] = ..., balance: _Optional[_Union[PointsBalance, _Mapping]] = ..., reward: _Optional[_Union[Reward, _Mapping]] = ...) -> None: ...
+
+class OfflineTransaction(_message.Message):
+    __slots__ = ("client_transaction_id", "customer_id", "kind", "points", "device_time", "reason")
+    CLIENT_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    client_transaction_id: str
+    customer_id: str
+    kind: OfflineTransactionKind
+    points: int
+    device_time: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(self, client_transaction_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., kind: _Optional[_Union[OfflineTransactionKind, str]] = ..., points: _Optional[int] = ..., device_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SyncOfflineTransactionsRequest(_message.Message):
+    __slots__ = ("device_id", "transactions")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTIONS_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    transactions: _containers.RepeatedCompositeFieldContainer[OfflineTransaction]
+    def __init__(self, device_id: _Optional[str] = ..., transactions: _Optional[_Iterable[_Union[OfflineTransaction, _Mapping]]] = ...) -> None: ...
+
+class OfflineTransactionResult(_message.Message):
+    __slots__ = ("client_transaction_id", "status", "reason", "transaction", "balance")
+    CLIENT_TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    client_transaction_id: str
+    status: OfflineSyncStatus
+    reason: str
+    transaction: PointsTransaction
+    balance: PointsBalance
+    def __init__(self, client_transaction_id: _Optional[str] = ..., status: _Optional[_Union[OfflineSyncStatus, str]] = ..., reason: _Optional[str] = ..., transaction: _Optional[_Union[PointsTransaction, _Mapping]] = ..., balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...
+
+class SyncOfflineTransactionsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[OfflineTransactionResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[OfflineTransactionResult, _Mapping]]] = ...) -> None: ...
+
+class StreamPointsRequest(_message.Message):
+    __slots__ = ("customer_id",)
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    def __init__(self, customer_id: _Optional[str] = ...) -> None: ...
+
+class StreamPointsResponse(_message.Message):
+    __slots__ = ("balance",)
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    balance: PointsBalance
+    def __init__(self, balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...

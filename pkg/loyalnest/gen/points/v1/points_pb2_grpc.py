@@ -67,6 +67,36 @@ class PointsServiceStub:
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.FromString,
                 _registered_method=True)
+        self.StreamPoints = channel.unary_stream(
+                '/loyalnest.points.v1.PointsService/StreamPoints',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsResponse.FromString,
+                _registered_method=True)
+        self.SyncOfflineTransactions = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/SyncOfflineTransactions',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsResponse.FromString,
+                _registered_method=True)
+        self.CreateReward = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/CreateReward',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardResponse.FromString,
+                _registered_method=True)
+        self.ListRewards = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/ListRewards',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsResponse.FromString,
+                _registered_method=True)
+        self.UpdateReward = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/UpdateReward',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardResponse.FromString,
+                _registered_method=True)
+        self.RedeemReward = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/RedeemReward',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.FromString,
+                _registered_method=True)
 
 
 class PointsServiceServicer:
@@ -115,6 +145,60 @@ class PointsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamPoints(self, request, context):
+        """Streams the customer's balance: the current one first, then every change committed by
+        any Points process (a change overtaken by a later one may be skipped: balances only move
+        forward in `sequence`). Through the gateway: NDJSON, one response object per line.
+        NOT_FOUND when the customer has no ledger; UNAVAILABLE when the service has no Redis.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncOfflineTransactions(self, request, context):
+        """Applies a batch of transactions a POS device recorded while offline, in device-time order.
+        Each item is applied at most once, keyed by its client_transaction_id: replaying a batch
+        changes nothing (its items come back DUPLICATE). A bad item (invalid, insufficient points)
+        is REJECTED with a reason and does not block the others.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateReward(self, request, context):
+        """Adds a reward to the merchant's catalog.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRewards(self, request, context):
+        """Lists the merchant's rewards, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateReward(self, request, context):
+        """Changes the fields of a reward named in update_mask (name, kind, value, points_cost,
+        active). Redemptions already made keep what they were made with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedeemReward(self, request, context):
+        """Spends the reward's points_cost and returns a single-use Shopify discount code.
+        FAILED_PRECONDITION when the balance is insufficient (INSUFFICIENT_POINTS), the reward
+        inactive or the shop not connected. If the shop cannot create the code (locked: 423,
+        unreachable, refused), the points are given back by a reversal and the call fails with
+        FAILED_PRECONDITION REDEMPTION_REFUNDED; a retry with the same idempotency_key returns
+        the same answer (completed or refunded) and never debits or refunds twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PointsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +226,36 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.ListTransactions,
                     request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.FromString,
                     response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.SerializeToString,
+            ),
+            'StreamPoints': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamPoints,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsResponse.SerializeToString,
+            ),
+            'SyncOfflineTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncOfflineTransactions,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsResponse.SerializeToString,
+            ),
+            'CreateReward': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateReward,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardResponse.SerializeToString,
+            ),
+            'ListRewards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRewards,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsResponse.SerializeToString,
+            ),
+            'UpdateReward': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateReward,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardResponse.SerializeToString,
+            ),
+            'RedeemReward': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedeemReward,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -287,6 +401,168 @@ class PointsService:
             '/loyalnest.points.v1.PointsService/ListTransactions',
             loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsRequest.SerializeToString,
             loyalnest_dot_points_dot_v1_dot_points__pb2.ListTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamPoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/StreamPoints',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.StreamPointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncOfflineTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/SyncOfflineTransactions',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.SyncOfflineTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateReward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/CreateReward',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.CreateRewardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRewards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/ListRewards',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.ListRewardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateReward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/UpdateReward',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.UpdateRewardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedeemReward(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/RedeemReward',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -2,11 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from enum import StrEnum
 from typing import Protocol
 
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
-from loyalnest.services.points.domain import Balance, Posting, PostingResult, Transaction
+from loyalnest.services.points.domain import (
+    Balance,
+    Posting,
+    PostingResult,
+    Redemption,
+    RedemptionStatus,
+    Reward,
+    Transaction,
+)
+
+# The reward fields update_reward may change.
+REWARD_UPDATABLE = frozenset({"name", "kind", "value", "points_cost", "active"})
+
+
+def reward_columns(changes: Mapping[str, object]) -> dict[str, object]:
+    """update_reward's changes as stored values (enums as their strings)."""
+    unknown = set(changes) - REWARD_UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    return {k: str(v) if isinstance(v, StrEnum) else v for k, v in changes.items()}
 
 
 class LedgerStore(Protocol):
@@ -41,4 +62,46 @@ class LedgerStore(Protocol):
 
     async def ping(self) -> None:
         """Raises when the backing database does not answer."""
+        ...
+
+    # ---- rewards catalog and redemptions ------------------------------------------------
+
+    async def create_reward(self, reward: Reward, fingerprint: str) -> Reward:
+        """Inserts `reward` (its id is derived from the create call's idempotency key).
+
+        If the id exists, the call is a retry: returns the stored reward, or raises
+        IdempotencyKeyReused when it was created from other parameters (`fingerprint`).
+        """
+        ...
+
+    async def get_reward(self, merchant_id: str, reward_id: str) -> Reward:
+        """Raises RewardNotFound."""
+        ...
+
+    async def update_reward(
+        self, merchant_id: str, reward_id: str, changes: Mapping[str, object]
+    ) -> Reward:
+        """Sets `changes` (keys in REWARD_UPDATABLE) and updated_at. Raises RewardNotFound."""
+        ...
+
+    async def list_rewards(
+        self, merchant_id: str, *, active_only: bool, limit: int, offset: int
+    ) -> list[Reward]:
+        """Oldest first (created_at, then reward_id)."""
+        ...
+
+    async def record_redemption(self, redemption: Redemption) -> Redemption:
+        """Inserts `redemption` unless one with its id exists; returns the stored one."""
+        ...
+
+    async def finish_redemption(
+        self,
+        merchant_id: str,
+        redemption_id: str,
+        *,
+        status: RedemptionStatus,
+        discount_code: str = "",
+        failure: str = "",
+    ) -> Redemption:
+        """Moves a pending redemption to `status`; a finished one is returned unchanged."""
         ...

@@ -26,6 +26,7 @@ mongomock-ng in tests (see `_FAKE_LOCK` for what the fake needs besides).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -42,10 +43,14 @@ from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
-from loyalnest.platform.errors import Aborted
+from loyalnest.platform.errors import Aborted, NotFound
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.mongo_outbox import OUTBOX_COLLECTION, outbox_document
-from loyalnest.platform.idempotency import IdempotencyKey, ensure_same_request
+from loyalnest.platform.idempotency import (
+    IdempotencyKey,
+    IdempotencyKeyReused,
+    ensure_same_request,
+)
 from loyalnest.platform.observability import get_logger
 from loyalnest.services.points.domain import (
     Balance,
@@ -53,10 +58,16 @@ from loyalnest.services.points.domain import (
     LedgerNotFound,
     Posting,
     PostingResult,
+    Redemption,
+    RedemptionStatus,
+    Reward,
+    RewardKind,
+    RewardNotFound,
     Transaction,
     TransactionType,
 )
 from loyalnest.services.points.events import ledger_event
+from loyalnest.services.points.store.base import reward_columns
 
 log = get_logger(__name__)
 
@@ -66,6 +77,7 @@ Document = dict[str, Any]
 BALANCES = "points_balances"
 TRANSACTIONS = "points_transactions"
 IDEMPOTENCY_KEYS = "idempotency_keys"
+REWARDS = "rewards"
 REWARD_REDEMPTIONS = "reward_redemptions"
 POS_OFFLINE_QUEUE = "pos_offline_queue"
 PROCESSED_EVENTS = "processed_events"
@@ -165,6 +177,7 @@ class MongoLedgerStore:
         self._balances = collection(BALANCES)
         self._ledger = collection(TRANSACTIONS)
         self._keys = collection(IDEMPOTENCY_KEYS)
+        self._rewards = collection(REWARDS)
         self._redemptions = collection(REWARD_REDEMPTIONS)
         self._pos_queue = collection(POS_OFFLINE_QUEUE)
         self._outbox = collection(OUTBOX_COLLECTION)
@@ -234,6 +247,10 @@ class MongoLedgerStore:
             unique=True,
             name="consumer_event_unique",
         )
+        self._rewards.create_index(
+            [("merchant_id", ASCENDING), ("created_at", ASCENDING), ("reward_id", ASCENDING)],
+            name="merchant_listing",
+        )
         for later in (self._redemptions, self._pos_queue):
             later.create_index([("customer_id", ASCENDING)], name="customer_id")
             later.create_index([("merchant_id", ASCENDING)], name="merchant_id")
@@ -272,6 +289,7 @@ class MongoLedgerStore:
             lifetime_earned=doc["lifetime_earned"],
             lifetime_redeemed=doc["lifetime_redeemed"],
             updated_at=_utc(doc["updated_at"]),
+            sequence=doc["last_sequence"],
         )
 
     async def post(self, posting: Posting, key: IdempotencyKey) -> PostingResult:
@@ -279,7 +297,7 @@ class MongoLedgerStore:
         token = uuid.uuid4().hex
         earlier = await self._claim(posting.merchant_id, key, token, transactional=transactional)
         if earlier is not None:
-            return PostingResult.of(earlier)
+            return PostingResult.of(earlier, replayed=True)
         # One thread call for the posting and the release of the claim on failure: a
         # cancelled caller must not release a claim whose posting is still running.
         transaction = await self._run(
@@ -553,3 +571,159 @@ class MongoLedgerStore:
         if not docs and self._balances.find_one(ledger, {"_id": 1}) is None:
             raise LedgerNotFound(customer_id)
         return [_transaction(doc) for doc in docs]
+
+    # ---- rewards catalog and redemptions ------------------------------------------------
+    # Single-document writes: a reward and a redemption are each one document, so these need
+    # no transaction; their ids make every write a no-op when repeated.
+
+    async def create_reward(self, reward: Reward, fingerprint: str) -> Reward:
+        return await self._run(partial(self._create_reward, reward, fingerprint))
+
+    def _create_reward(self, reward: Reward, fingerprint: str) -> Reward:
+        doc = {
+            **asdict(reward),
+            "_id": _reward_doc_id(reward.merchant_id, reward.reward_id),
+            "kind": str(reward.kind),
+            "created_at": _millis(reward.created_at),
+            "updated_at": _millis(reward.updated_at),
+            "request_fingerprint": fingerprint,
+        }
+        try:
+            self._rewards.insert_one(doc)
+        except DuplicateKeyError:
+            stored = self._rewards.find_one({"_id": doc["_id"]})
+            assert stored is not None  # rewards are never deleted
+            if stored["request_fingerprint"] != fingerprint:
+                raise IdempotencyKeyReused() from None
+            return _reward(stored)
+        return _reward(doc)
+
+    async def get_reward(self, merchant_id: str, reward_id: str) -> Reward:
+        doc = await self._run(
+            partial(self._rewards.find_one, {"_id": _reward_doc_id(merchant_id, reward_id)})
+        )
+        if doc is None:
+            raise RewardNotFound(reward_id)
+        return _reward(doc)
+
+    async def update_reward(
+        self, merchant_id: str, reward_id: str, changes: Mapping[str, object]
+    ) -> Reward:
+        values = reward_columns(changes)
+        doc = await self._run(
+            partial(
+                self._rewards.find_one_and_update,
+                {"_id": _reward_doc_id(merchant_id, reward_id)},
+                {"$set": {**values, "updated_at": _now()}},
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        if doc is None:
+            raise RewardNotFound(reward_id)
+        return _reward(doc)
+
+    async def list_rewards(
+        self, merchant_id: str, *, active_only: bool, limit: int, offset: int
+    ) -> list[Reward]:
+        query: Document = {"merchant_id": merchant_id}
+        if active_only:
+            query["active"] = True
+
+        def fetch() -> list[Document]:
+            if limit <= 0:  # MongoDB reads limit 0 as "no limit"
+                return []
+            cursor = self._rewards.find(query).sort(
+                [("created_at", ASCENDING), ("reward_id", ASCENDING)]
+            )
+            return list(cursor.skip(offset).limit(limit))
+
+        return [_reward(doc) for doc in await self._run(fetch)]
+
+    async def record_redemption(self, redemption: Redemption) -> Redemption:
+        doc = {
+            **asdict(redemption),
+            "_id": _redemption_doc_id(redemption.merchant_id, redemption.redemption_id),
+            "status": str(redemption.status),
+            "created_at": _millis(redemption.created_at),
+        }
+
+        def insert() -> Document | None:
+            with contextlib.suppress(DuplicateKeyError):
+                self._redemptions.insert_one(doc)
+            return self._redemptions.find_one({"_id": doc["_id"]})
+
+        stored = await self._run(insert)
+        assert stored is not None
+        return _redemption(stored)
+
+    async def finish_redemption(
+        self,
+        merchant_id: str,
+        redemption_id: str,
+        *,
+        status: RedemptionStatus,
+        discount_code: str = "",
+        failure: str = "",
+    ) -> Redemption:
+        doc_id = _redemption_doc_id(merchant_id, redemption_id)
+
+        def finish() -> Document | None:
+            self._redemptions.update_one(
+                {"_id": doc_id, "status": str(RedemptionStatus.PENDING)},
+                {
+                    "$set": {
+                        "status": str(status),
+                        "discount_code": discount_code,
+                        "failure": failure,
+                        "updated_at": _now(),
+                    }
+                },
+            )
+            return self._redemptions.find_one({"_id": doc_id})
+
+        stored = await self._run(finish)
+        if stored is None:
+            raise NotFound("reward_redemption", redemption_id)
+        return _redemption(stored)
+
+
+def _reward_doc_id(merchant_id: str, reward_id: str) -> str:
+    return f"{merchant_id}/{reward_id}"
+
+
+def _redemption_doc_id(merchant_id: str, redemption_id: str) -> str:
+    return f"{merchant_id}/{redemption_id}"
+
+
+def _millis(value: datetime) -> datetime:
+    """As BSON stores it, so what a write returns equals what a later read returns."""
+    value = _utc(value)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+def _reward(doc: Mapping[str, Any]) -> Reward:
+    return Reward(
+        merchant_id=doc["merchant_id"],
+        reward_id=doc["reward_id"],
+        name=doc["name"],
+        kind=RewardKind(doc["kind"]),
+        value=doc["value"],
+        points_cost=doc["points_cost"],
+        active=doc["active"],
+        created_at=_utc(doc["created_at"]),
+        updated_at=_utc(doc["updated_at"]),
+    )
+
+
+def _redemption(doc: Mapping[str, Any]) -> Redemption:
+    return Redemption(
+        merchant_id=doc["merchant_id"],
+        redemption_id=doc["redemption_id"],
+        customer_id=doc["customer_id"],
+        reward_id=doc["reward_id"],
+        points=doc["points"],
+        status=RedemptionStatus(doc["status"]),
+        discount_code=doc["discount_code"],
+        failure=doc["failure"],
+        created_at=_utc(doc["created_at"]),
+    )

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import astuple, fields
+from collections.abc import Mapping
+from dataclasses import asdict, astuple, fields
 from typing import Any
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
 from loyalnest.platform import idempotency
+from loyalnest.platform.errors import NotFound
 from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
-from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.platform.postgres import Database
 from loyalnest.services.points.domain import (
     Balance,
@@ -20,10 +22,16 @@ from loyalnest.services.points.domain import (
     LedgerNotFound,
     Posting,
     PostingResult,
+    Redemption,
+    RedemptionStatus,
+    Reward,
+    RewardKind,
+    RewardNotFound,
     Transaction,
     TransactionType,
 )
 from loyalnest.services.points.events import ledger_event
+from loyalnest.services.points.store.base import reward_columns
 
 _COLUMNS = [field.name for field in fields(Transaction)]
 _SELECT_COLUMNS = ", ".join(f"{c}::text AS {c}" if c == "transaction_id" else c for c in _COLUMNS)
@@ -48,7 +56,8 @@ class PostgresLedgerStore:
     async def get_balance(self, merchant_id: str, customer_id: str) -> Balance:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT customer_id, balance, lifetime_earned, lifetime_redeemed, updated_at"
+                "SELECT customer_id, balance, lifetime_earned, lifetime_redeemed, updated_at,"
+                " last_sequence"
                 " FROM ledgers WHERE merchant_id = %s AND customer_id = %s",
                 (merchant_id, customer_id),
                 prepare=True,
@@ -62,7 +71,8 @@ class PostgresLedgerStore:
         async with self._pool.connection() as conn, conn.transaction():
             earlier = await idempotency.claim(conn, posting.merchant_id, key)
             if earlier is not None:
-                return PostingResult.of(await self._transaction_by_id(conn, earlier))
+                transaction = await self._transaction_by_id(conn, earlier)
+                return PostingResult.of(transaction, replayed=True)
             transaction = await self._apply(conn, posting)
             await idempotency.record(conn, posting.merchant_id, key, transaction.transaction_id)
             return PostingResult.of(transaction)
@@ -175,3 +185,132 @@ class PostgresLedgerStore:
                 if await exists.fetchone() is None:
                     raise LedgerNotFound(customer_id)
         return [_transaction(row) for row in rows]
+
+    # ---- rewards catalog and redemptions ------------------------------------------------
+
+    async def create_reward(self, reward: Reward, fingerprint: str) -> Reward:
+        row = {**asdict(reward), "kind": str(reward.kind), "fingerprint": fingerprint}
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO rewards (merchant_id, reward_id, name, kind, value, points_cost,"
+                " active, request_fingerprint, created_at, updated_at)"
+                " VALUES (%(merchant_id)s, %(reward_id)s, %(name)s, %(kind)s, %(value)s,"
+                " %(points_cost)s, %(active)s, %(fingerprint)s, %(created_at)s, %(updated_at)s)"
+                " ON CONFLICT DO NOTHING",
+                row,
+            )
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"SELECT {_REWARD_COLUMNS}, request_fingerprint FROM rewards"
+                " WHERE merchant_id = %s AND reward_id = %s",
+                (reward.merchant_id, reward.reward_id),
+            )
+            stored = await cursor.fetchone()
+        assert stored is not None  # inserted above or before
+        if stored.pop("request_fingerprint") != fingerprint:
+            raise IdempotencyKeyReused()
+        return _reward(stored)
+
+    async def get_reward(self, merchant_id: str, reward_id: str) -> Reward:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"SELECT {_REWARD_COLUMNS} FROM rewards WHERE merchant_id = %s AND reward_id = %s",
+                (merchant_id, reward_id),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            raise RewardNotFound(reward_id)
+        return _reward(row)
+
+    async def update_reward(
+        self, merchant_id: str, reward_id: str, changes: Mapping[str, object]
+    ) -> Reward:
+        params = reward_columns(changes)
+        assignments = [sql.SQL("updated_at = now()")] + [
+            sql.SQL("{} = {}").format(sql.Identifier(name), sql.Placeholder(name))
+            for name in sorted(changes)
+        ]
+        query = sql.SQL(
+            "UPDATE rewards SET {} WHERE merchant_id = %(merchant_id)s"
+            " AND reward_id = %(reward_id)s RETURNING {}"
+        ).format(sql.SQL(", ").join(assignments), sql.SQL(_REWARD_COLUMNS))
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                query, {**params, "merchant_id": merchant_id, "reward_id": reward_id}
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            raise RewardNotFound(reward_id)
+        return _reward(row)
+
+    async def list_rewards(
+        self, merchant_id: str, *, active_only: bool, limit: int, offset: int
+    ) -> list[Reward]:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"SELECT {_REWARD_COLUMNS} FROM rewards WHERE merchant_id = %s"
+                " AND (active OR NOT %s) ORDER BY created_at, reward_id LIMIT %s OFFSET %s",
+                (merchant_id, active_only, limit, offset),
+            )
+            rows = await cursor.fetchall()
+        return [_reward(row) for row in rows]
+
+    async def record_redemption(self, redemption: Redemption) -> Redemption:
+        row = {**asdict(redemption), "status": str(redemption.status)}
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                f"INSERT INTO reward_redemptions ({_REDEMPTION_COLUMNS})"
+                f" VALUES ({', '.join(f'%({c})s' for c in _REDEMPTION_FIELDS)})"
+                " ON CONFLICT DO NOTHING",
+                row,
+            )
+            return await self._redemption(conn, redemption.merchant_id, redemption.redemption_id)
+
+    async def finish_redemption(
+        self,
+        merchant_id: str,
+        redemption_id: str,
+        *,
+        status: RedemptionStatus,
+        discount_code: str = "",
+        failure: str = "",
+    ) -> Redemption:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE reward_redemptions SET status = %s, discount_code = %s, failure = %s,"
+                " updated_at = now() WHERE merchant_id = %s AND redemption_id = %s"
+                " AND status = 'pending'",
+                (str(status), discount_code, failure, merchant_id, redemption_id),
+            )
+            return await self._redemption(conn, merchant_id, redemption_id)
+
+    async def _redemption(
+        self, conn: AsyncConnection, merchant_id: str, redemption_id: str
+    ) -> Redemption:
+        cursor = conn.cursor(row_factory=dict_row)
+        await cursor.execute(
+            f"SELECT {_REDEMPTION_SELECT} FROM reward_redemptions"
+            " WHERE merchant_id = %s AND redemption_id = %s",
+            (merchant_id, redemption_id),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise NotFound("reward_redemption", redemption_id)
+        return Redemption(**{**row, "status": RedemptionStatus(row["status"])})
+
+
+_REWARD_COLUMNS = ", ".join(
+    f"{f.name}::text AS {f.name}" if f.name == "reward_id" else f.name for f in fields(Reward)
+)
+_REDEMPTION_FIELDS = [f.name for f in fields(Redemption)]
+_REDEMPTION_COLUMNS = ", ".join(_REDEMPTION_FIELDS)
+_REDEMPTION_SELECT = ", ".join(
+    f"{c}::text AS {c}" if c in {"redemption_id", "reward_id"} else c for c in _REDEMPTION_FIELDS
+)
+
+
+def _reward(row: dict[str, Any]) -> Reward:
+    return Reward(**{**row, "kind": RewardKind(row["kind"])})

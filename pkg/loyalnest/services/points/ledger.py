@@ -1,0 +1,93 @@
+"""Every ledger change and balance read goes through `Ledger`: the store plus the balance cache.
+
+Balances are cached in Redis under `points:customer:{merchant_id}:{customer_id}` (the seed's
+`points:customer:{id}` plus the merchant: customer ids are only unique within a merchant, so
+the seed's key would let two shops' customers with the same id read each other's balance).
+The entry holds the serialized `PointsBalance` and its ledger sequence:
+
+- after every posting that took effect (earn, redeem, adjust, reversal, whoever posts it: RPCs,
+  the redemption flow, offline sync, event consumers) the committed snapshot is stored before
+  the call returns, only if newer than the entry (`VersionedCache.put_if_newer`), and published
+  on `points:stream:{merchant_id}:{customer_id}` for StreamPoints subscribers in every process;
+- a read miss fills the entry with what the store returned, again only if newer, so a read
+  racing a write can never replace the writer's newer snapshot;
+- a replayed posting (same idempotency key) stores nothing: its snapshot may be old.
+
+So once a write has returned, reads see its balance or a later one. If Redis fails during the
+update, the entry is dropped; if that fails too, the entry may be stale until it expires
+(`points_balance_cache_ttl_seconds`), which is logged and counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from loyalnest.gen.points.v1 import points_pb2
+from loyalnest.platform.cache import VersionedCache, key_part, subscription
+from loyalnest.platform.errors import Unavailable
+from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.services.points.domain import Balance, Posting, PostingResult
+from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.wire import balance_proto
+
+CACHE_NAME = "points_balance"
+
+
+def balance_key(merchant_id: str, customer_id: str) -> str:
+    return f"points:customer:{key_part(merchant_id)}:{customer_id}"
+
+
+def stream_channel(merchant_id: str, customer_id: str) -> str:
+    return f"points:stream:{key_part(merchant_id)}:{customer_id}"
+
+
+class Ledger:
+    def __init__(self, store: LedgerStore, cache: VersionedCache | None) -> None:
+        self.store = store
+        self.cache = cache
+
+    async def balance(self, merchant_id: str, customer_id: str) -> points_pb2.PointsBalance:
+        """Raises LedgerNotFound when the customer has no ledger (not cached)."""
+        key = balance_key(merchant_id, customer_id)
+        if self.cache is not None:
+            cached = await self.cache.get(key)
+            if cached is not None:
+                return points_pb2.PointsBalance.FromString(cached)
+        balance = balance_proto(await self.store.get_balance(merchant_id, customer_id))
+        if self.cache is not None:
+            await self.cache.put_if_newer(key, balance.sequence, balance.SerializeToString())
+        return balance
+
+    async def watch(
+        self, merchant_id: str, customer_id: str
+    ) -> AsyncIterator[points_pb2.PointsBalance]:
+        """The current balance, then each newer one published by any process, until the
+        caller stops. Subscribes before reading, so no change between the two is missed."""
+        if self.cache is None:
+            raise Unavailable("StreamPoints needs Redis (LOYALNEST_REDIS_URL) on this service")
+        channel = stream_channel(merchant_id, customer_id)
+        async with subscription(self.cache.client, channel) as changes:
+            current = await self.balance(merchant_id, customer_id)
+            yield current
+            async for raw in changes:
+                change = points_pb2.PointsBalance.FromString(raw)
+                if change.sequence > current.sequence:
+                    current = change
+                    yield current
+
+    async def post(self, posting: Posting, key: IdempotencyKey) -> PostingResult:
+        result = await self.store.post(posting, key)
+        if not result.replayed:
+            await self.committed(posting.merchant_id, result.balance)
+        return result
+
+    async def committed(self, merchant_id: str, balance: Balance) -> None:
+        """Publishes a snapshot the store has committed: cache and stream subscribers."""
+        if self.cache is None:
+            return
+        await self.cache.put_if_newer(
+            balance_key(merchant_id, balance.customer_id),
+            balance.sequence,
+            balance_proto(balance).SerializeToString(),
+            channel=stream_channel(merchant_id, balance.customer_id),
+        )

@@ -1,0 +1,144 @@
+"""Redeeming a reward: points debited atomically, then a single-use Shopify discount code.
+
+1. The debit is an ordinary ledger posting (`Ledger.post`, the store's no-overdraw redeem)
+   under the call's idempotency key, so concurrent redemptions can never overdraw and a
+   retry never debits twice. Its transaction id is the redemption id.
+2. `reward_redemptions` records the redemption as pending (insert-if-absent by that id).
+3. The discount code (derived from the redemption id) is created in the shop; the redemption
+   becomes completed with its code.
+4. If the shop refuses or does not answer, the redemption becomes refunded and the points are
+   given back by a reversal whose idempotency key is derived from the redemption id: at most
+   one refund per redemption, however often the flow runs.
+
+A retry with the same key resumes wherever the first call stopped (a crash between any two
+steps included): a completed redemption is returned as it was, a pending one goes on at 3, a
+refunded one makes sure of its refund and fails again the same way. Finishing is one-way
+(pending -> completed | refunded), so a late success cannot revive a refunded redemption.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from loyalnest.platform.errors import FailedPrecondition, LoyalNestError
+from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.observability import get_logger
+from loyalnest.services.points.discounts import DiscountCodes, ShopNotConnected
+from loyalnest.services.points.domain import (
+    Posting,
+    PostingResult,
+    Redemption,
+    RedemptionStatus,
+    Reward,
+    RewardInactive,
+    TransactionType,
+)
+from loyalnest.services.points.ledger import Ledger
+
+log = get_logger(__name__)
+
+
+class RedemptionRefunded(FailedPrecondition):
+    def __init__(self, redemption: Redemption) -> None:
+        super().__init__(
+            f"the discount code could not be created ({redemption.failure}); the"
+            f" {redemption.points} points were given back. Retry with a new idempotency_key",
+            violation_type="REDEMPTION_REFUNDED",
+            subject=f"reward_redemption/{redemption.redemption_id}",
+        )
+
+
+@dataclass(frozen=True)
+class RedeemedReward:
+    redemption: Redemption
+    debit: PostingResult
+    reward: Reward
+
+
+def refund_key(redemption_id: str) -> IdempotencyKey:
+    fingerprint = hashlib.sha256(f"RewardRefund\0{redemption_id}".encode()).hexdigest()
+    return IdempotencyKey(key=f"refund:reward-redemption:{redemption_id}", fingerprint=fingerprint)
+
+
+class RewardRedemptions:
+    def __init__(self, ledger: Ledger, codes: DiscountCodes | None) -> None:
+        self._ledger = ledger
+        self._store = ledger.store
+        self._codes = codes
+
+    async def redeem(
+        self, merchant_id: str, customer_id: str, reward_id: str, key: IdempotencyKey
+    ) -> RedeemedReward:
+        reward = await self._store.get_reward(merchant_id, reward_id)
+        if not reward.active:
+            raise RewardInactive(reward_id)
+        codes = self._codes
+        if codes is None:
+            raise ShopNotConnected(merchant_id)
+        await codes.check_connected(merchant_id)  # before taking any points
+        debit = await self._ledger.post(
+            Posting(
+                merchant_id,
+                customer_id,
+                TransactionType.REDEEM,
+                -reward.points_cost,
+                f"reward:{reward_id}",
+            ),
+            key,
+        )
+        redemption = await self._store.record_redemption(
+            Redemption(
+                merchant_id=merchant_id,
+                redemption_id=debit.transaction.transaction_id,
+                customer_id=customer_id,
+                reward_id=reward_id,
+                points=-debit.transaction.points,
+                status=RedemptionStatus.PENDING,
+                discount_code="",
+                failure="",
+                created_at=debit.transaction.created_at,
+            )
+        )
+        if redemption.status is RedemptionStatus.PENDING:
+            redemption = await self._create_code(codes, redemption, reward)
+        if redemption.status is RedemptionStatus.REFUNDED:
+            await self._refund(redemption)
+            raise RedemptionRefunded(redemption)
+        return RedeemedReward(redemption, debit, reward)
+
+    async def _create_code(
+        self, codes: DiscountCodes, redemption: Redemption, reward: Reward
+    ) -> Redemption:
+        merchant_id, redemption_id = redemption.merchant_id, redemption.redemption_id
+        try:
+            code = await codes.create(merchant_id, redemption_id, reward)
+        except LoyalNestError as exc:
+            log.warning(
+                "discount code creation failed; refunding",
+                redemption_id=redemption_id,
+                error=exc.message,
+            )
+            return await self._store.finish_redemption(
+                merchant_id, redemption_id, status=RedemptionStatus.REFUNDED, failure=exc.message
+            )
+        finished = await self._store.finish_redemption(
+            merchant_id, redemption_id, status=RedemptionStatus.COMPLETED, discount_code=code
+        )
+        if finished.status is not RedemptionStatus.COMPLETED:
+            # A concurrent attempt with the same key failed and refunded first: the code
+            # exists in the shop but was not handed out; it stays unused.
+            log.warning("discount code created for a refunded redemption", code=code)
+        return finished
+
+    async def _refund(self, redemption: Redemption) -> None:
+        await self._ledger.post(
+            Posting(
+                redemption.merchant_id,
+                redemption.customer_id,
+                TransactionType.REVERSAL,
+                redemption.points,
+                f"refund:reward-redemption:{redemption.redemption_id}",
+            ),
+            refund_key(redemption.redemption_id),
+        )

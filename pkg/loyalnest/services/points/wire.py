@@ -1,0 +1,65 @@
+"""Domain values as the protobuf messages the API returns (and the balance cache stores)."""
+
+from __future__ import annotations
+
+from loyalnest.gen.points.v1 import points_pb2
+from loyalnest.platform.protos import timestamp
+from loyalnest.services.points.domain import (
+    Balance,
+    Reward,
+    RewardKind,
+    Transaction,
+    TransactionType,
+)
+
+TRANSACTION_TYPES = {
+    TransactionType.EARN: points_pb2.TRANSACTION_TYPE_EARN,
+    TransactionType.REDEEM: points_pb2.TRANSACTION_TYPE_REDEEM,
+    TransactionType.ADJUST: points_pb2.TRANSACTION_TYPE_ADJUST,
+    TransactionType.REVERSAL: points_pb2.TRANSACTION_TYPE_REVERSAL,
+}
+
+
+REWARD_KINDS = {
+    RewardKind.FIXED_AMOUNT: points_pb2.REWARD_KIND_FIXED_AMOUNT,
+    RewardKind.PERCENTAGE: points_pb2.REWARD_KIND_PERCENTAGE,
+    RewardKind.FREE_SHIPPING: points_pb2.REWARD_KIND_FREE_SHIPPING,
+}
+REWARD_KINDS_BY_PROTO: dict[int, RewardKind] = {int(p): k for k, p in REWARD_KINDS.items()}
+
+
+def reward_proto(reward: Reward) -> points_pb2.Reward:
+    return points_pb2.Reward(
+        reward_id=reward.reward_id,
+        name=reward.name,
+        kind=REWARD_KINDS[reward.kind],
+        value=reward.value,
+        points_cost=reward.points_cost,
+        active=reward.active,
+        create_time=timestamp(reward.created_at),
+        update_time=timestamp(reward.updated_at),
+    )
+
+
+def balance_proto(balance: Balance) -> points_pb2.PointsBalance:
+    return points_pb2.PointsBalance(
+        customer_id=balance.customer_id,
+        balance=balance.balance,
+        lifetime_earned=balance.lifetime_earned,
+        lifetime_redeemed=balance.lifetime_redeemed,
+        update_time=timestamp(balance.updated_at),
+        sequence=balance.sequence,
+    )
+
+
+def transaction_proto(transaction: Transaction) -> points_pb2.PointsTransaction:
+    return points_pb2.PointsTransaction(
+        transaction_id=transaction.transaction_id,
+        customer_id=transaction.customer_id,
+        type=TRANSACTION_TYPES[transaction.type],
+        points=transaction.points,
+        balance_after=transaction.balance_after,
+        reason=transaction.reason,
+        create_time=timestamp(transaction.created_at),
+        sequence=transaction.sequence,
+    )

@@ -1,0 +1,130 @@
+"""The rewards catalog and redemption records of every LedgerStore implementation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from loyalnest.platform.errors import NotFound
+from loyalnest.platform.idempotency import IdempotencyKeyReused
+from loyalnest.services.points.domain import (
+    Redemption,
+    RedemptionStatus,
+    Reward,
+    RewardKind,
+    RewardNotFound,
+)
+from loyalnest.services.points.store.base import LedgerStore
+
+
+def new_reward(merchant_id: str, name: str = "5 off", points_cost: int = 100) -> Reward:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return Reward(
+        merchant_id=merchant_id,
+        reward_id=str(uuid.uuid4()),
+        name=name,
+        kind=RewardKind.FIXED_AMOUNT,
+        value="5.00",
+        points_cost=points_cost,
+        active=True,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def test_create_get_and_retry(store: LedgerStore, merchant_id: str) -> None:
+    reward = new_reward(merchant_id)
+    created = await store.create_reward(reward, "fp-1")
+    assert created == reward
+    assert await store.get_reward(merchant_id, reward.reward_id) == reward
+    # A retry of the same create returns the stored reward; other parameters are refused.
+    assert await store.create_reward(reward, "fp-1") == reward
+    with pytest.raises(IdempotencyKeyReused):
+        await store.create_reward(reward, "fp-2")
+
+
+async def test_rewards_are_per_merchant(store: LedgerStore, merchant_id: str) -> None:
+    reward = await store.create_reward(new_reward(merchant_id), "fp")
+    with pytest.raises(RewardNotFound):
+        await store.get_reward("another-merchant", reward.reward_id)
+    assert await store.list_rewards("another-merchant", active_only=False, limit=10, offset=0) == []
+    with pytest.raises(RewardNotFound):
+        await store.update_reward("another-merchant", reward.reward_id, {"active": False})
+    assert (await store.get_reward(merchant_id, reward.reward_id)).active
+
+
+async def test_update_sets_only_the_given_fields(store: LedgerStore, merchant_id: str) -> None:
+    reward = await store.create_reward(new_reward(merchant_id), "fp")
+    updated = await store.update_reward(
+        merchant_id,
+        reward.reward_id,
+        {"active": False, "points_cost": 250, "kind": RewardKind.PERCENTAGE, "value": "10"},
+    )
+    assert (updated.active, updated.points_cost, updated.kind, updated.value) == (
+        False,
+        250,
+        RewardKind.PERCENTAGE,
+        "10",
+    )
+    assert (updated.name, updated.created_at) == (reward.name, reward.created_at)
+    assert updated.updated_at >= reward.updated_at
+    assert await store.get_reward(merchant_id, reward.reward_id) == updated
+    with pytest.raises(RewardNotFound):
+        await store.update_reward(merchant_id, str(uuid.uuid4()), {"active": True})
+
+
+async def test_list_pages_oldest_first_and_filters_inactive(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    rewards = []
+    for i in range(5):
+        reward = new_reward(merchant_id, f"r{i}")
+        reward = Reward(**{**reward.__dict__, "created_at": reward.created_at.replace(second=i)})
+        rewards.append(await store.create_reward(reward, f"fp{i}"))
+    await store.update_reward(merchant_id, rewards[1].reward_id, {"active": False})
+
+    first = await store.list_rewards(merchant_id, active_only=False, limit=3, offset=0)
+    rest = await store.list_rewards(merchant_id, active_only=False, limit=3, offset=3)
+    assert [r.name for r in first + rest] == ["r0", "r1", "r2", "r3", "r4"]
+    active = await store.list_rewards(merchant_id, active_only=True, limit=10, offset=0)
+    assert [r.name for r in active] == ["r0", "r2", "r3", "r4"]
+    assert await store.list_rewards(merchant_id, active_only=False, limit=0, offset=0) == []
+
+
+async def test_redemption_is_recorded_once_and_finished_once(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    reward = await store.create_reward(new_reward(merchant_id), "fp")
+    redemption = Redemption(
+        merchant_id=merchant_id,
+        redemption_id=str(uuid.uuid4()),
+        customer_id="c-1",
+        reward_id=reward.reward_id,
+        points=100,
+        status=RedemptionStatus.PENDING,
+        discount_code="",
+        failure="",
+        created_at=datetime.now(UTC).replace(microsecond=0),
+    )
+    assert await store.record_redemption(redemption) == redemption
+    assert await store.record_redemption(redemption) == redemption
+
+    done = await store.finish_redemption(
+        merchant_id,
+        redemption.redemption_id,
+        status=RedemptionStatus.COMPLETED,
+        discount_code="LN-ABC",
+    )
+    assert (done.status, done.discount_code) == (RedemptionStatus.COMPLETED, "LN-ABC")
+    # Finished is final: a late refund (or a second completion) changes nothing.
+    late = await store.finish_redemption(
+        merchant_id, redemption.redemption_id, status=RedemptionStatus.REFUNDED, failure="x"
+    )
+    assert late == done
+    assert await store.record_redemption(redemption) == done
+    with pytest.raises(NotFound):
+        await store.finish_redemption(
+            "another-merchant", redemption.redemption_id, status=RedemptionStatus.REFUNDED
+        )

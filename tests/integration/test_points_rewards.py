@@ -1,0 +1,337 @@
+"""Rewards catalog and RedeemReward against real PostgreSQL, Valkey and a local stand-in of
+Shopify's Admin GraphQL API (tests/integration/shopify_admin_standin.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from decimal import Decimal
+
+import grpc
+import pytest
+from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2
+from grpc_status import rpc_status
+
+from loyalnest.gen.points.v1 import points_pb2 as pb
+from loyalnest.gen.points.v1 import points_pb2_grpc
+from loyalnest.platform.server import running
+from loyalnest.services.points.service import SPEC
+from tests.auth import merchant_metadata
+from tests.integration.conftest import points_settings, wait_for_health
+from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
+from tests.integration.test_points_service import field_violations
+
+pytestmark = pytest.mark.integration
+
+PERMISSIONS = ("points:read", "points:write", "rewards:write")
+SHOP = "rewards-test.myshopify.com"
+TOKEN = "shpat_test_token"
+
+
+@pytest.fixture
+def shopify() -> Iterator[ShopifyAdminStandIn]:
+    standin = ShopifyAdminStandIn(tokens={SHOP: TOKEN})
+    standin.start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+async def stub(
+    database_url: str, redis_url: str, merchant_id: str, shopify: ShopifyAdminStandIn
+) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
+    settings = points_settings(
+        database_url,
+        redis_url=redis_url,
+        shopify_admin_base_url=shopify.base_url,
+        points_shop_credentials=json.dumps({merchant_id: {"shop": SHOP, "access_token": TOKEN}}),
+    )
+    async with running(SPEC, settings) as service:
+        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
+        async with grpc.aio.insecure_channel(service.address) as channel:
+            yield points_pb2_grpc.PointsServiceStub(channel)
+
+
+def md(merchant: str) -> tuple[tuple[str, str], ...]:
+    return merchant_metadata(merchant, PERMISSIONS)
+
+
+async def create_reward(
+    stub, merchant, *, cost=100, kind=pb.REWARD_KIND_FIXED_AMOUNT, value="5.00"
+):
+    response = await stub.CreateReward(
+        pb.CreateRewardRequest(
+            reward=pb.Reward(name="5 off", kind=kind, value=value, points_cost=cost),
+            idempotency_key=uuid.uuid4().hex,
+        ),
+        metadata=md(merchant),
+    )
+    return response.reward
+
+
+async def earn(stub, merchant, customer, points):
+    await stub.EarnPoints(
+        pb.EarnPointsRequest(customer_id=customer, points=points, idempotency_key=uuid.uuid4().hex),
+        metadata=md(merchant),
+    )
+
+
+async def balance(stub, merchant, customer) -> int:
+    response = await stub.GetPointsBalance(
+        pb.GetPointsBalanceRequest(customer_id=customer), metadata=md(merchant)
+    )
+    return response.balance.balance
+
+
+def redeem_request(reward_id: str, customer: str, key: str | None = None) -> pb.RedeemRewardRequest:
+    return pb.RedeemRewardRequest(
+        reward_id=reward_id, customer_id=customer, idempotency_key=key or uuid.uuid4().hex
+    )
+
+
+def precondition(error: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    failure = error_details_pb2.PreconditionFailure()
+    assert status is not None and status.details[0].Unpack(failure)
+    return failure.violations[0].type
+
+
+async def test_catalog_create_list_update(stub, merchant_id):
+    fixed = await create_reward(stub, merchant_id)
+    assert (fixed.name, fixed.value, fixed.points_cost, fixed.active) == (
+        "5 off",
+        "5.00",
+        100,
+        True,
+    )
+    percent = await create_reward(stub, merchant_id, kind=pb.REWARD_KIND_PERCENTAGE, value="10")
+    shipping = await create_reward(stub, merchant_id, kind=pb.REWARD_KIND_FREE_SHIPPING, value="")
+
+    updated = await stub.UpdateReward(
+        pb.UpdateRewardRequest(
+            reward=pb.Reward(reward_id=percent.reward_id, active=False, points_cost=300),
+            update_mask=field_mask_pb2.FieldMask(paths=["active", "points_cost"]),
+        ),
+        metadata=md(merchant_id),
+    )
+    assert (updated.reward.active, updated.reward.points_cost, updated.reward.value) == (
+        False,
+        300,
+        "10",
+    )
+
+    everything = await stub.ListRewards(pb.ListRewardsRequest(), metadata=md(merchant_id))
+    assert [r.reward_id for r in everything.rewards] == [
+        fixed.reward_id,
+        percent.reward_id,
+        shipping.reward_id,
+    ]
+    page = await stub.ListRewards(
+        pb.ListRewardsRequest(active_only=True, page_size=1), metadata=md(merchant_id)
+    )
+    assert [r.reward_id for r in page.rewards] == [fixed.reward_id]
+    rest = await stub.ListRewards(
+        pb.ListRewardsRequest(active_only=True, page_token=page.next_page_token),
+        metadata=md(merchant_id),
+    )
+    assert [r.reward_id for r in rest.rewards] == [shipping.reward_id]
+    assert rest.next_page_token == ""
+
+
+async def test_create_is_idempotent_and_validated(stub, merchant_id):
+    request = pb.CreateRewardRequest(
+        reward=pb.Reward(
+            name="Ten percent", kind=pb.REWARD_KIND_PERCENTAGE, value="10", points_cost=5
+        ),
+        idempotency_key="create-1",
+    )
+    first = await stub.CreateReward(request, metadata=md(merchant_id))
+    assert (await stub.CreateReward(request, metadata=md(merchant_id))) == first
+    request.reward.points_cost = 6
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await stub.CreateReward(request, metadata=md(merchant_id))
+    assert set(field_violations(reused.value)) == {"idempotency_key"}
+
+    bad = [
+        (
+            pb.Reward(name="x", kind=pb.REWARD_KIND_PERCENTAGE, value="101", points_cost=1),
+            "reward.value",
+        ),
+        (
+            pb.Reward(name="x", kind=pb.REWARD_KIND_FIXED_AMOUNT, value="1.234", points_cost=1),
+            "reward.value",
+        ),
+        (
+            pb.Reward(name="x", kind=pb.REWARD_KIND_FREE_SHIPPING, value="3", points_cost=1),
+            "reward.value",
+        ),
+        (pb.Reward(name="x", value="3", points_cost=1), "reward.kind"),
+        (pb.Reward(name="", kind=pb.REWARD_KIND_FREE_SHIPPING, points_cost=1), "reward.name"),
+        (
+            pb.Reward(name="x", kind=pb.REWARD_KIND_FREE_SHIPPING, points_cost=0),
+            "reward.points_cost",
+        ),
+    ]
+    for reward, field in bad:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CreateReward(
+                pb.CreateRewardRequest(reward=reward, idempotency_key=uuid.uuid4().hex),
+                metadata=md(merchant_id),
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in field_violations(caught.value), (reward, field)
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.UpdateReward(
+            pb.UpdateRewardRequest(
+                reward=pb.Reward(reward_id=first.reward.reward_id, value="150"),
+                update_mask=field_mask_pb2.FieldMask(paths=["value"]),
+            ),
+            metadata=md(merchant_id),
+        )
+    assert "reward.value" in field_violations(caught.value)
+
+
+async def test_redeem_returns_a_single_use_code_once(stub, merchant_id, shopify):
+    reward = await create_reward(stub, merchant_id, cost=150, value="7.50")
+    await earn(stub, merchant_id, "c-1", 400)
+    request = redeem_request(reward.reward_id, "c-1", key="redeem-1")
+
+    first = await stub.RedeemReward(request, metadata=md(merchant_id))
+
+    assert first.discount_code.startswith("LN-")
+    assert (first.transaction.points, first.balance.balance) == (-150, 250)
+    created = shopify.codes_of(SHOP)[first.discount_code]
+    assert created["input"]["usageLimit"] == 1
+    assert created["input"]["customerGets"]["value"]["discountAmount"]["amount"] == "7.50"
+    # A retry returns the same code: no second debit, no second code.
+    assert (await stub.RedeemReward(request, metadata=md(merchant_id))) == first
+    assert await balance(stub, merchant_id, "c-1") == 250
+    assert len(shopify.codes_of(SHOP)) == 1
+
+
+async def test_percentage_and_free_shipping_codes(stub, merchant_id, shopify):
+    percent = await create_reward(stub, merchant_id, kind=pb.REWARD_KIND_PERCENTAGE, value="15")
+    shipping = await create_reward(stub, merchant_id, kind=pb.REWARD_KIND_FREE_SHIPPING, value="")
+    await earn(stub, merchant_id, "c-2", 200)
+    a = await stub.RedeemReward(redeem_request(percent.reward_id, "c-2"), metadata=md(merchant_id))
+    b = await stub.RedeemReward(redeem_request(shipping.reward_id, "c-2"), metadata=md(merchant_id))
+    codes = shopify.codes_of(SHOP)
+    assert Decimal(
+        str(codes[a.discount_code]["input"]["customerGets"]["value"]["percentage"])
+    ) == Decimal("0.15")
+    assert codes[b.discount_code]["kind"] == "free_shipping"
+
+
+async def test_locked_shop_gives_the_points_back_once(stub, merchant_id, shopify):
+    reward = await create_reward(stub, merchant_id, cost=100)
+    await earn(stub, merchant_id, "c-3", 100)
+    shopify.locked.add(SHOP)
+    request = redeem_request(reward.reward_id, "c-3", key="locked-1")
+
+    for _ in range(2):  # the retry gets the same answer and refunds nothing more
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.RedeemReward(request, metadata=md(merchant_id))
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert precondition(caught.value) == "REDEMPTION_REFUNDED"
+        assert "423" in caught.value.details()
+        assert await balance(stub, merchant_id, "c-3") == 100
+
+    history = await stub.ListTransactions(
+        pb.ListTransactionsRequest(customer_id="c-3"), metadata=md(merchant_id)
+    )
+    assert [(t.type, t.points) for t in history.transactions] == [
+        (pb.TRANSACTION_TYPE_REVERSAL, 100),
+        (pb.TRANSACTION_TYPE_REDEEM, -100),
+        (pb.TRANSACTION_TYPE_EARN, 100),
+    ]
+    final = await stub.GetPointsBalance(
+        pb.GetPointsBalanceRequest(customer_id="c-3"), metadata=md(merchant_id)
+    )
+    assert final.balance.lifetime_redeemed == 0
+    # With the shop unlocked, a new key redeems.
+    shopify.locked.clear()
+    done = await stub.RedeemReward(
+        redeem_request(reward.reward_id, "c-3"), metadata=md(merchant_id)
+    )
+    assert done.balance.balance == 0
+
+
+async def test_unreachable_shop_refunds_and_transient_errors_are_retried(
+    stub, merchant_id, shopify
+):
+    reward = await create_reward(stub, merchant_id, cost=10)
+    await earn(stub, merchant_id, "c-4", 30)
+
+    shopify.unavailable = True
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RedeemReward(redeem_request(reward.reward_id, "c-4"), metadata=md(merchant_id))
+    assert precondition(caught.value) == "REDEMPTION_REFUNDED"
+    assert await balance(stub, merchant_id, "c-4") == 30
+
+    shopify.unavailable = False
+    shopify.fail_next = 1  # one 503, then the HTTP client's retry succeeds
+    ok = await stub.RedeemReward(redeem_request(reward.reward_id, "c-4"), metadata=md(merchant_id))
+    assert ok.balance.balance == 20
+
+    shopify.lose_next_answer = 1  # created, but the answer is lost: the retry finds TAKEN
+    lost = await stub.RedeemReward(
+        redeem_request(reward.reward_id, "c-4"), metadata=md(merchant_id)
+    )
+    assert lost.discount_code in shopify.codes_of(SHOP)
+    assert lost.balance.balance == 10
+
+
+async def test_inactive_reward_and_unknown_reward_take_nothing(stub, merchant_id, shopify):
+    reward = await create_reward(stub, merchant_id, cost=10)
+    await stub.UpdateReward(
+        pb.UpdateRewardRequest(
+            reward=pb.Reward(reward_id=reward.reward_id, active=False),
+            update_mask=field_mask_pb2.FieldMask(paths=["active"]),
+        ),
+        metadata=md(merchant_id),
+    )
+    await earn(stub, merchant_id, "c-5", 30)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RedeemReward(redeem_request(reward.reward_id, "c-5"), metadata=md(merchant_id))
+    assert precondition(caught.value) == "REWARD_INACTIVE"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RedeemReward(redeem_request(str(uuid.uuid4()), "c-5"), metadata=md(merchant_id))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert await balance(stub, merchant_id, "c-5") == 30
+    assert shopify.codes_of(SHOP) == {}
+
+
+async def test_fifty_concurrent_redemptions_never_overdraw(stub, merchant_id, shopify):
+    reward = await create_reward(stub, merchant_id, cost=100)
+    await earn(stub, merchant_id, "c-6", 1000)
+
+    results = await asyncio.gather(
+        *(
+            stub.RedeemReward(redeem_request(reward.reward_id, "c-6"), metadata=md(merchant_id))
+            for _ in range(50)
+        ),
+        return_exceptions=True,
+    )
+
+    codes = [r.discount_code for r in results if isinstance(r, pb.RedeemRewardResponse)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(codes) == len(set(codes)) == 10
+    assert len(refused) == 40
+    assert {precondition(e) for e in refused} == {"INSUFFICIENT_POINTS"}
+    assert await balance(stub, merchant_id, "c-6") == 0
+    assert set(shopify.codes_of(SHOP)) == set(codes)
+
+
+async def test_merchant_without_a_connected_shop_is_refused_before_any_debit(stub, merchant_id):
+    other = f"{merchant_id}-noshop"
+    reward = await create_reward(stub, other, cost=10)
+    await earn(stub, other, "c-7", 10)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RedeemReward(redeem_request(reward.reward_id, "c-7"), metadata=md(other))
+    assert precondition(caught.value) == "SHOP_NOT_CONNECTED"
+    assert await balance(stub, other, "c-7") == 10
