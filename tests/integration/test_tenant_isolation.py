@@ -177,6 +177,11 @@ POINTS = Table(
                 )
             )
         ],
+        # B's orders arrive by webhook only, so B has none here; merchant scoping of order
+        # records is asserted on every store (tests/contract/test_order_earning.py).
+        "GetOrderEarning": [
+            Case(_points("GetOrderEarning", points_pb2.GetOrderEarningRequest(order_id="1001")))
+        ],
         "EarnPoints": [Case(_points_replay_b_earn, may_succeed=True)],
         "RedeemPoints": [
             Case(

@@ -8,6 +8,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from loyalnest.gen.events.v1 import core_pb2 as core_events
+from loyalnest.platform.program_settings import default_program
 from loyalnest.services.core import domain
 from loyalnest.services.core.service import CoreSettings, PlanDefinition
 
@@ -95,7 +96,7 @@ def test_invalid_program_updates_name_every_bad_field(settings, paths, fields):
 
 
 def test_only_named_fields_are_checked_and_taken():
-    current = domain.default_program(FREE)
+    current = default_program(FREE)
     update = core_events.ProgramSettings(
         points_per_currency_unit="2.50",
         signup_bonus_points=-1,  # not in the mask: neither checked nor taken
@@ -119,7 +120,7 @@ def test_only_named_fields_are_checked_and_taken():
 
 
 def test_a_change_is_a_difference_or_the_first_save():
-    never_saved = domain.default_program(FREE)
+    never_saved = default_program(FREE)
     assert domain.is_change(never_saved, never_saved)
     saved = core_events.ProgramSettings()
     saved.CopyFrom(never_saved)

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 
-from google.protobuf import duration_pb2
-
 from loyalnest.gen.events.v1 import core_pb2 as core_events
 from loyalnest.gen.events.v1 import rfm_pb2
 from loyalnest.platform.errors import (
@@ -65,8 +63,6 @@ MAX_EXPIRY_DAYS = 3650
 MAX_PENDING_PERIOD = timedelta(days=365)
 MAX_MULTIPLIERS = 100
 MAX_PRODUCTS_PER_COLLECTION = 1000
-# A typical return window: points of an order become spendable once it has passed.
-DEFAULT_PENDING_PERIOD = timedelta(days=14)
 # Shopify ids, numeric ("123") or global ("gid://shopify/Collection/123").
 SHOPIFY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,254}$")
 SHOPIFY_ID_RULE = "must be 1-255 characters of letters, digits and _ . : / @ -"
@@ -146,22 +142,6 @@ class CustomersLimitReached(QuotaExceeded):
 
 
 # --- the program -------------------------------------------------------------------------
-
-
-def default_program(plan: PlanLimits) -> ProgramSettings:
-    """A merchant's program until it saves its own (version 0: never saved)."""
-    pending = duration_pb2.Duration()
-    pending.FromTimedelta(DEFAULT_PENDING_PERIOD)
-    return ProgramSettings(
-        version=0,
-        program_enabled=True,
-        points_per_currency_unit="1",
-        rounding=core_events.POINTS_ROUNDING_DOWN,
-        signup_bonus_points=0,
-        points_expiry_days=0,
-        pending_period=pending,
-        plan=plan,
-    )
 
 
 def canonical_decimal(text: str) -> Decimal | None:

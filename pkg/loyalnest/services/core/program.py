@@ -19,12 +19,12 @@ from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.postgres import Database
+from loyalnest.platform.program_settings import default_program
 from loyalnest.services.core import events
 from loyalnest.services.core.cache import ProgramCache
 from loyalnest.services.core.domain import (
     PlanCatalogue,
     ProgramSettings,
-    default_program,
     is_change,
 )
 

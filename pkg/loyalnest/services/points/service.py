@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Literal
@@ -13,6 +14,7 @@ from loyalnest.platform.cache import VersionedCache, client_from_url
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_event_loops
 from loyalnest.platform.events.consumer import ConsumerRunner
+from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.health import Check
 from loyalnest.platform.http import HttpClient
 from loyalnest.platform.observability import get_logger
@@ -21,6 +23,7 @@ from loyalnest.platform.server import Registration, ServiceComponents, ServiceSp
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points import events
 from loyalnest.services.points.discounts import ConfiguredShopCredentials, DiscountCodes
+from loyalnest.services.points.earning import Clock, OrderEarnings, ProgramCopies, utc_now
 from loyalnest.services.points.ledger import CACHE_NAME, Ledger
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
@@ -46,9 +49,15 @@ class PointsSettings(ServiceSettings):
     # {"<merchant_id>": {"shop": "x.myshopify.com", "access_token": "shpat_..."}} until Auth
     # offers an RPC for the shop's offline token (see points/discounts.py). A Secret.
     points_shop_credentials: str = ""
+    # How often orders whose pending period ended are credited (and interrupted steps redone).
+    points_order_settle_interval_seconds: float = Field(5.0, gt=0)
+    # How long a process reuses its copy of a merchant's program before reading it again:
+    # the delay after which another process applies a settings change to new orders.
+    points_program_cache_seconds: float = Field(10.0, ge=0)
 
 
-async def build(settings: PointsSettings) -> ServiceComponents:
+async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceComponents:
+    """`clock` is the time order earnings are pending against (tests move it)."""
     store: LedgerStore
     database: Database | None = None
     components = ServiceComponents(registrations=[])
@@ -69,8 +78,6 @@ async def build(settings: PointsSettings) -> ServiceComponents:
         components.cleanup.append(mongo_store.close)
         store = mongo_store
     components.readiness = [Check("ledger-store", store.ping)]
-    if settings.events_enabled:
-        _add_event_loops(settings, components, store, database)
     cache = None
     if settings.redis_url:
         cache = VersionedCache(
@@ -82,6 +89,16 @@ async def build(settings: PointsSettings) -> ServiceComponents:
     else:
         log.warning("LOYALNEST_REDIS_URL unset: balances are not cached, StreamPoints is off")
     ledger = Ledger(store, cache)
+    programs = ProgramCopies(
+        ledger, cache_seconds=settings.points_program_cache_seconds, clock=clock
+    )
+    orders = OrderEarnings(ledger, programs, clock=clock)
+    components.background.append(
+        functools.partial(orders.run, settings.points_order_settle_interval_seconds)
+    )
+    if settings.events_enabled:
+        handlers = events.handlers(store, programs, orders)
+        _add_event_loops(settings, components, handlers, database)
     http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
     components.cleanup.append(http.close)
     codes = DiscountCodes(
@@ -101,11 +118,11 @@ async def build(settings: PointsSettings) -> ServiceComponents:
 def _add_event_loops(
     settings: PointsSettings,
     components: ServiceComponents,
-    store: LedgerStore,
+    handlers: dict[str, Handler],
     database: Database | None,
 ) -> None:
-    """The outbox relay and the consumer of user.created, as background loops."""
-    handlers = events.handlers(store)
+    """The outbox relay and the consumer (users, Core's settings, webhooks) as background
+    loops."""
     if database is not None:
         components.background += postgres_event_loops(
             settings, database, service="points", group=events.CONSUMER_GROUP, handlers=handlers

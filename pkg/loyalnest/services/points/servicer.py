@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform import pagination, tenancy
+from loyalnest.platform.errors import NotFound
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.validation import Validator
@@ -29,6 +30,7 @@ from loyalnest.services.points.wire import (
     REWARD_KINDS,
     REWARD_KINDS_BY_PROTO,
     balance_proto,
+    order_earning_proto,
     reward_proto,
     transaction_proto,
 )
@@ -72,6 +74,17 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             v.identifier("customer_id", request.customer_id)
         balance = await self._ledger.balance(merchant_id, request.customer_id)
         return points_pb2.GetPointsBalanceResponse(balance=balance)
+
+    async def GetOrderEarning(
+        self, request: points_pb2.GetOrderEarningRequest, context: Context
+    ) -> points_pb2.GetOrderEarningResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.identifier("order_id", request.order_id)
+        settlement = await self._store.order_settlement(merchant_id, request.order_id)
+        if settlement is None:
+            raise NotFound("order_earning", request.order_id)
+        return points_pb2.GetOrderEarningResponse(order=order_earning_proto(settlement))
 
     async def _post(self, method: str, request: _PostingRequest, context: Context) -> Message:
         kind, response_type = _POSTINGS[method]

@@ -11,6 +11,7 @@ from loyalnest.services.points.domain import (
     Transaction,
     TransactionType,
 )
+from loyalnest.services.points.orders import OrderSettlement, OrderStatus
 
 TRANSACTION_TYPES = {
     TransactionType.EARN: points_pb2.TRANSACTION_TYPE_EARN,
@@ -62,4 +63,28 @@ def transaction_proto(transaction: Transaction) -> points_pb2.PointsTransaction:
         reason=transaction.reason,
         create_time=timestamp(transaction.created_at),
         sequence=transaction.sequence,
+    )
+
+
+ORDER_STATUSES = {
+    OrderStatus.PENDING: points_pb2.ORDER_EARNING_STATUS_PENDING,
+    OrderStatus.APPROVING: points_pb2.ORDER_EARNING_STATUS_APPROVING,
+    OrderStatus.APPROVED: points_pb2.ORDER_EARNING_STATUS_APPROVED,
+    OrderStatus.NOT_EARNING: points_pb2.ORDER_EARNING_STATUS_NOT_EARNING,
+}
+
+
+def order_earning_proto(settlement: OrderSettlement) -> points_pb2.OrderEarning:
+    earning = settlement.earning
+    return points_pb2.OrderEarning(
+        order_id=earning.order_id,
+        customer_id=earning.customer_id,
+        status=ORDER_STATUSES[earning.status],
+        points=earning.points,
+        approved_points=earning.approved_points,
+        taken_back_points=settlement.taken_back,
+        approve_time=timestamp(earning.approve_at),
+        create_time=timestamp(earning.created_at),
+        note=earning.note,
+        settings_version=earning.settings_version,
     )

@@ -41,6 +41,14 @@ class OfflineSyncStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OFFLINE_SYNC_STATUS_APPLIED: _ClassVar[OfflineSyncStatus]
     OFFLINE_SYNC_STATUS_DUPLICATE: _ClassVar[OfflineSyncStatus]
     OFFLINE_SYNC_STATUS_REJECTED: _ClassVar[OfflineSyncStatus]
+
+class OrderEarningStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ORDER_EARNING_STATUS_UNSPECIFIED: _ClassVar[OrderEarningStatus]
+    ORDER_EARNING_STATUS_PENDING: _ClassVar[OrderEarningStatus]
+    ORDER_EARNING_STATUS_APPROVING: _ClassVar[OrderEarningStatus]
+    ORDER_EARNING_STATUS_APPROVED: _ClassVar[OrderEarningStatus]
+    ORDER_EARNING_STATUS_NOT_EARNING: _ClassVar[OrderEarningStatus]
 TRANSACTION_TYPE_UNSPECIFIED: TransactionType
 TRANSACTION_TYPE_EARN: TransactionType
 TRANSACTION_TYPE_REDEEM: TransactionType
@@ -57,6 +65,11 @@ OFFLINE_SYNC_STATUS_UNSPECIFIED: OfflineSyncStatus
 OFFLINE_SYNC_STATUS_APPLIED: OfflineSyncStatus
 OFFLINE_SYNC_STATUS_DUPLICATE: OfflineSyncStatus
 OFFLINE_SYNC_STATUS_REJECTED: OfflineSyncStatus
+ORDER_EARNING_STATUS_UNSPECIFIED: OrderEarningStatus
+ORDER_EARNING_STATUS_PENDING: OrderEarningStatus
+ORDER_EARNING_STATUS_APPROVING: OrderEarningStatus
+ORDER_EARNING_STATUS_APPROVED: OrderEarningStatus
+ORDER_EARNING_STATUS_NOT_EARNING: OrderEarningStatus
 
 class PointsTransaction(_message.Message):
     __slots__ = ("transaction_id", "customer_id", "type", "points", "balance_after", "reason", "create_time", "sequence")
@@ -329,3 +342,39 @@ class StreamPointsResponse(_message.Message):
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     balance: PointsBalance
     def __init__(self, balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...
+
+class GetOrderEarningRequest(_message.Message):
+    __slots__ = ("order_id",)
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    def __init__(self, order_id: _Optional[str] = ...) -> None: ...
+
+class GetOrderEarningResponse(_message.Message):
+    __slots__ = ("order",)
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    order: OrderEarning
+    def __init__(self, order: _Optional[_Union[OrderEarning, _Mapping]] = ...) -> None: ...
+
+class OrderEarning(_message.Message):
+    __slots__ = ("order_id", "customer_id", "status", "points", "approved_points", "taken_back_points", "approve_time", "create_time", "note", "settings_version")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_BACK_POINTS_FIELD_NUMBER: _ClassVar[int]
+    APPROVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    SETTINGS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    customer_id: str
+    status: OrderEarningStatus
+    points: int
+    approved_points: int
+    taken_back_points: int
+    approve_time: _timestamp_pb2.Timestamp
+    create_time: _timestamp_pb2.Timestamp
+    note: str
+    settings_version: int
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., status: _Optional[_Union[OrderEarningStatus, str]] = ..., points: _Optional[int] = ..., approved_points: _Optional[int] = ..., taken_back_points: _Optional[int] = ..., approve_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ..., settings_version: _Optional[int] = ...) -> None: ...

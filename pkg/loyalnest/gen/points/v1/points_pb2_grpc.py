@@ -97,6 +97,11 @@ class PointsServiceStub:
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.FromString,
                 _registered_method=True)
+        self.GetOrderEarning = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/GetOrderEarning',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningResponse.FromString,
+                _registered_method=True)
 
 
 class PointsServiceServicer:
@@ -199,6 +204,14 @@ class PointsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetOrderEarning(self, request, context):
+        """What a Shopify order earns and where it stands: points from orders are pending until the
+        merchant's pending period (the return window) has passed, then credited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PointsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -256,6 +269,11 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.RedeemReward,
                     request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.FromString,
                     response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.SerializeToString,
+            ),
+            'GetOrderEarning': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrderEarning,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -563,6 +581,33 @@ class PointsService:
             '/loyalnest.points.v1.PointsService/RedeemReward',
             loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.SerializeToString,
             loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrderEarning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/GetOrderEarning',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
@@ -17,6 +18,7 @@ from loyalnest.services.points.domain import (
     Reward,
     Transaction,
 )
+from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderSettlement
 
 # The reward fields update_reward may change.
 REWARD_UPDATABLE = frozenset({"name", "kind", "value", "points_cost", "active"})
@@ -105,3 +107,50 @@ class LedgerStore(Protocol):
     ) -> Redemption:
         """Moves a pending redemption to `status`; a finished one is returned unchanged."""
         ...
+
+    # ---- earning from orders (see points/earning.py) ------------------------------------
+
+    async def save_program_settings(self, merchant_id: str, version: int, settings: bytes) -> bool:
+        """Keeps the merchant's serialized ProgramSettings unless the copy held is of
+        `version` or newer. True when stored."""
+        ...
+
+    async def program_settings(self, merchant_id: str) -> bytes | None: ...
+
+    async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
+        """Inserts `earning` unless the merchant's order has one: (the stored one, inserted)."""
+        ...
+
+    async def count_orders(self, merchant_id: str, since: datetime) -> int:
+        """The merchant's orders recorded since `since` that earn points (not NOT_EARNING)."""
+        ...
+
+    async def add_order_adjustment(
+        self, merchant_id: str, order_id: str, adjustment: OrderAdjustment
+    ) -> OrderAdjustment | None:
+        """Records `adjustment` unless the order has one with its id (then returns that one),
+        capping its points at what the order still holds (points less earlier adjustments).
+        None when the order is unknown."""
+        ...
+
+    async def order_settlement(self, merchant_id: str, order_id: str) -> OrderSettlement | None: ...
+
+    async def orders_to_settle(self, now: datetime, limit: int) -> list[OrderSettlement]:
+        """Orders with work left: PENDING and due at `now`, APPROVING, or APPROVED with
+        adjustments not yet applied. Oldest approve_at first."""
+        ...
+
+    async def begin_order_approval(self, merchant_id: str, order_id: str) -> OrderSettlement | None:
+        """Moves a PENDING order to APPROVING: fixes approved_points to its points less every
+        adjustment recorded so far and marks those applied, atomically, so an adjustment is
+        either in the credit or reversed after it, never both or neither. Returns the order
+        (unchanged if it was not PENDING), None when unknown."""
+        ...
+
+    async def finish_order_approval(self, merchant_id: str, order_id: str) -> None:
+        """APPROVING -> APPROVED (once the credit is posted)."""
+        ...
+
+    async def mark_adjustment_applied(
+        self, merchant_id: str, order_id: str, adjustment_id: str
+    ) -> None: ...

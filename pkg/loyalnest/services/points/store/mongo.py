@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
@@ -67,6 +68,12 @@ from loyalnest.services.points.domain import (
     TransactionType,
 )
 from loyalnest.services.points.events import ledger_event
+from loyalnest.services.points.orders import (
+    OrderAdjustment,
+    OrderEarning,
+    OrderSettlement,
+    OrderStatus,
+)
 from loyalnest.services.points.store.base import reward_columns
 
 log = get_logger(__name__)
@@ -80,6 +87,8 @@ IDEMPOTENCY_KEYS = "idempotency_keys"
 REWARDS = "rewards"
 REWARD_REDEMPTIONS = "reward_redemptions"
 POS_OFFLINE_QUEUE = "pos_offline_queue"
+PROGRAM_SETTINGS = "program_settings_copies"
+ORDER_EARNINGS = "order_earnings"
 PROCESSED_EVENTS = "processed_events"
 
 # Aware UTC datetimes whatever the client was built with (tests pass in their own client).
@@ -182,6 +191,8 @@ class MongoLedgerStore:
         self._pos_queue = collection(POS_OFFLINE_QUEUE)
         self._outbox = collection(OUTBOX_COLLECTION)
         self._processed = collection(PROCESSED_EVENTS)
+        self._programs = collection(PROGRAM_SETTINGS)
+        self._orders = collection(ORDER_EARNINGS)
 
     @classmethod
     def connect(
@@ -250,6 +261,10 @@ class MongoLedgerStore:
         self._rewards.create_index(
             [("merchant_id", ASCENDING), ("created_at", ASCENDING), ("reward_id", ASCENDING)],
             name="merchant_listing",
+        )
+        self._orders.create_index([("approve_at", ASCENDING)], name="approve_at")
+        self._orders.create_index(
+            [("merchant_id", ASCENDING), ("created_at", ASCENDING)], name="merchant_month"
         )
         for later in (self._redemptions, self._pos_queue):
             later.create_index([("customer_id", ASCENDING)], name="customer_id")
@@ -686,6 +701,155 @@ class MongoLedgerStore:
             raise NotFound("reward_redemption", redemption_id)
         return _redemption(stored)
 
+    # ---- earning from orders ------------------------------------------------------------
+    # An order is one document with its adjustments embedded, so every change is a
+    # single-document write; `revision` makes read-modify-write steps conditional on nothing
+    # having changed in between (retried when something did).
+
+    async def save_program_settings(self, merchant_id: str, version: int, settings: bytes) -> bool:
+        def save() -> bool:
+            try:
+                result = self._programs.update_one(
+                    {"_id": merchant_id, "version": {"$lt": version}},
+                    {"$set": {"version": version, "settings": settings, "updated_at": _now()}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                return False  # the copy held is of `version` or newer
+            return result.upserted_id is not None or result.modified_count > 0
+
+        return await self._run(save)
+
+    async def program_settings(self, merchant_id: str) -> bytes | None:
+        doc = await self._run(partial(self._programs.find_one, {"_id": merchant_id}))
+        return None if doc is None else bytes(doc["settings"])
+
+    async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
+        doc = _order_document(earning)
+
+        def insert() -> tuple[Document, bool]:
+            try:
+                self._orders.insert_one(doc)
+            except DuplicateKeyError:
+                stored = self._orders.find_one({"_id": doc["_id"]})
+                assert stored is not None  # orders are never deleted
+                return stored, False
+            return doc, True
+
+        stored, inserted = await self._run(insert)
+        return _order_earning(stored), inserted
+
+    async def count_orders(self, merchant_id: str, since: datetime) -> int:
+        query = {
+            "merchant_id": merchant_id,
+            "created_at": {"$gte": since},
+            "status": {"$ne": str(OrderStatus.NOT_EARNING)},
+        }
+        return await self._run(partial(self._orders.count_documents, query))
+
+    async def add_order_adjustment(
+        self, merchant_id: str, order_id: str, adjustment: OrderAdjustment
+    ) -> OrderAdjustment | None:
+        doc_id = _order_doc_id(merchant_id, order_id)
+
+        def add() -> OrderAdjustment | None:
+            while True:
+                doc = self._orders.find_one({"_id": doc_id})
+                if doc is None:
+                    return None
+                existing = [OrderAdjustment(**a) for a in doc["adjustments"]]
+                for earlier in existing:
+                    if earlier.adjustment_id == adjustment.adjustment_id:
+                        return earlier
+                remaining = doc["points"] - sum(a.points for a in existing)
+                capped = OrderAdjustment(
+                    adjustment.adjustment_id,
+                    max(0, min(adjustment.points, remaining)),
+                    adjustment.reason,
+                )
+                result = self._orders.update_one(
+                    {"_id": doc_id, "revision": doc["revision"]},
+                    {"$push": {"adjustments": asdict(capped)}, "$inc": {"revision": 1}},
+                )
+                if result.modified_count:
+                    return capped
+
+        return await self._run(add)
+
+    async def order_settlement(self, merchant_id: str, order_id: str) -> OrderSettlement | None:
+        doc = await self._run(
+            partial(self._orders.find_one, {"_id": _order_doc_id(merchant_id, order_id)})
+        )
+        return None if doc is None else _settlement(doc)
+
+    async def orders_to_settle(self, now: datetime, limit: int) -> list[OrderSettlement]:
+        query = {
+            "$or": [
+                {"status": str(OrderStatus.PENDING), "approve_at": {"$lte": now}},
+                {"status": str(OrderStatus.APPROVING)},
+                {
+                    "status": str(OrderStatus.APPROVED),
+                    "adjustments": {"$elemMatch": {"applied": False}},
+                },
+            ]
+        }
+
+        def fetch() -> list[Document]:
+            return list(self._orders.find(query).sort("approve_at", ASCENDING).limit(limit))
+
+        return [_settlement(doc) for doc in await self._run(fetch)]
+
+    async def begin_order_approval(self, merchant_id: str, order_id: str) -> OrderSettlement | None:
+        doc_id = _order_doc_id(merchant_id, order_id)
+
+        def begin() -> Document | None:
+            while True:
+                doc = self._orders.find_one({"_id": doc_id})
+                if doc is None or doc["status"] != str(OrderStatus.PENDING):
+                    return doc
+                approved = max(0, doc["points"] - sum(a["points"] for a in doc["adjustments"]))
+                applied = [{**a, "applied": True} for a in doc["adjustments"]]
+                updated = self._orders.find_one_and_update(
+                    {"_id": doc_id, "revision": doc["revision"]},
+                    {
+                        "$set": {
+                            "status": str(OrderStatus.APPROVING),
+                            "approved_points": approved,
+                            "adjustments": applied,
+                        },
+                        "$inc": {"revision": 1},
+                    },
+                    return_document=ReturnDocument.AFTER,
+                )
+                if updated is not None:
+                    return updated
+
+        doc = await self._run(begin)
+        return None if doc is None else _settlement(doc)
+
+    async def finish_order_approval(self, merchant_id: str, order_id: str) -> None:
+        await self._run(
+            partial(
+                self._orders.update_one,
+                {"_id": _order_doc_id(merchant_id, order_id), "status": "approving"},
+                {"$set": {"status": str(OrderStatus.APPROVED)}, "$inc": {"revision": 1}},
+            )
+        )
+
+    async def mark_adjustment_applied(
+        self, merchant_id: str, order_id: str, adjustment_id: str
+    ) -> None:
+        await self._run(
+            partial(
+                self._orders.update_one,
+                {
+                    "_id": _order_doc_id(merchant_id, order_id),
+                    "adjustments.adjustment_id": adjustment_id,
+                },
+                {"$set": {"adjustments.$.applied": True}, "$inc": {"revision": 1}},
+            )
+        )
+
 
 def _reward_doc_id(merchant_id: str, reward_id: str) -> str:
     return f"{merchant_id}/{reward_id}"
@@ -727,3 +891,42 @@ def _redemption(doc: Mapping[str, Any]) -> Redemption:
         failure=doc["failure"],
         created_at=_utc(doc["created_at"]),
     )
+
+
+def _order_doc_id(merchant_id: str, order_id: str) -> str:
+    return f"{merchant_id}/{order_id}"
+
+
+def _order_document(earning: OrderEarning) -> Document:
+    return {
+        **asdict(earning),
+        "_id": _order_doc_id(earning.merchant_id, earning.order_id),
+        "status": str(earning.status),
+        # Exact as text: BSON's Decimal128 would do too, but mongomock-ng lacks it.
+        "eligible_amount": str(earning.eligible_amount),
+        "approve_at": _millis(earning.approve_at),
+        "created_at": _millis(earning.created_at),
+        "adjustments": [],
+        "revision": 0,
+    }
+
+
+def _order_earning(doc: Mapping[str, Any]) -> OrderEarning:
+    return OrderEarning(
+        merchant_id=doc["merchant_id"],
+        order_id=doc["order_id"],
+        customer_id=doc["customer_id"],
+        points=doc["points"],
+        eligible_amount=Decimal(doc["eligible_amount"]),
+        currency=doc["currency"],
+        status=OrderStatus(doc["status"]),
+        approve_at=_utc(doc["approve_at"]),
+        created_at=_utc(doc["created_at"]),
+        settings_version=doc["settings_version"],
+        note=doc["note"],
+        approved_points=doc["approved_points"],
+    )
+
+
+def _settlement(doc: Mapping[str, Any]) -> OrderSettlement:
+    return OrderSettlement(_order_earning(doc), [OrderAdjustment(**a) for a in doc["adjustments"]])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, astuple, fields
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection, sql
@@ -31,6 +33,12 @@ from loyalnest.services.points.domain import (
     TransactionType,
 )
 from loyalnest.services.points.events import ledger_event
+from loyalnest.services.points.orders import (
+    OrderAdjustment,
+    OrderEarning,
+    OrderSettlement,
+    OrderStatus,
+)
 from loyalnest.services.points.store.base import reward_columns
 
 _COLUMNS = [field.name for field in fields(Transaction)]
@@ -39,6 +47,18 @@ _INSERT_TRANSACTION = (
     f"INSERT INTO points_transactions ({', '.join(_COLUMNS)})"
     f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
 )
+
+
+_ORDER_COLUMNS = [field.name for field in fields(OrderEarning)]
+_SELECT_ORDER = f"SELECT {', '.join(_ORDER_COLUMNS)} FROM order_earnings"
+_SELECT_ADJUSTMENTS = (
+    "SELECT adjustment_id, points, reason, applied FROM order_adjustments"
+    " WHERE merchant_id = %s AND order_id = %s ORDER BY created_at, adjustment_id"
+)
+
+
+def _order(row: dict[str, Any]) -> OrderEarning:
+    return OrderEarning(**{**row, "status": OrderStatus(row["status"])})
 
 
 def _transaction(row: dict[str, Any]) -> Transaction:
@@ -300,6 +320,184 @@ class PostgresLedgerStore:
         if row is None:
             raise NotFound("reward_redemption", redemption_id)
         return Redemption(**{**row, "status": RedemptionStatus(row["status"])})
+
+    # ---- earning from orders ------------------------------------------------------------
+
+    async def save_program_settings(self, merchant_id: str, version: int, settings: bytes) -> bool:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO program_settings_copies (merchant_id, version, settings)"
+                " VALUES (%s, %s, %s) ON CONFLICT (merchant_id) DO UPDATE"
+                " SET version = excluded.version, settings = excluded.settings, updated_at = now()"
+                " WHERE program_settings_copies.version < excluded.version RETURNING 1",
+                (merchant_id, version, settings),
+            )
+            return await cursor.fetchone() is not None
+
+    async def program_settings(self, merchant_id: str) -> bytes | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT settings FROM program_settings_copies WHERE merchant_id = %s",
+                (merchant_id,),
+                prepare=True,
+            )
+            row = await cursor.fetchone()
+        return None if row is None else bytes(row[0])
+
+    async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
+        row = {**asdict(earning), "status": str(earning.status)}
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                f"INSERT INTO order_earnings ({', '.join(_ORDER_COLUMNS)})"
+                f" VALUES ({', '.join(f'%({c})s' for c in _ORDER_COLUMNS)})"
+                " ON CONFLICT DO NOTHING RETURNING 1",
+                row,
+            )
+            if await cursor.fetchone() is not None:
+                return earning, True
+            stored = await self._order(conn, earning.merchant_id, earning.order_id)
+        assert stored is not None  # the conflict proves the row exists; orders are never deleted
+        return stored, False
+
+    async def count_orders(self, merchant_id: str, since: datetime) -> int:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM order_earnings"
+                " WHERE merchant_id = %s AND created_at >= %s AND status <> 'not_earning'",
+                (merchant_id, since),
+            )
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def add_order_adjustment(
+        self, merchant_id: str, order_id: str, adjustment: OrderAdjustment
+    ) -> OrderAdjustment | None:
+        async with self._pool.connection() as conn, conn.transaction():
+            # The order's row lock serialises adjustments, so the cap below holds.
+            cursor = await conn.execute(
+                "SELECT points FROM order_earnings WHERE merchant_id = %s AND order_id = %s"
+                " FOR UPDATE",
+                (merchant_id, order_id),
+            )
+            order = await cursor.fetchone()
+            if order is None:
+                return None
+            rows = conn.cursor(row_factory=dict_row)
+            await rows.execute(
+                "SELECT adjustment_id, points, reason, applied FROM order_adjustments"
+                " WHERE merchant_id = %s AND order_id = %s",
+                (merchant_id, order_id),
+            )
+            existing = {
+                row["adjustment_id"]: OrderAdjustment(**row) for row in await rows.fetchall()
+            }
+            if adjustment.adjustment_id in existing:
+                return existing[adjustment.adjustment_id]
+            remaining = order[0] - sum(a.points for a in existing.values())
+            capped = OrderAdjustment(
+                adjustment.adjustment_id,
+                max(0, min(adjustment.points, remaining)),
+                adjustment.reason,
+            )
+            await conn.execute(
+                "INSERT INTO order_adjustments (merchant_id, order_id, adjustment_id, points,"
+                " reason) VALUES (%s, %s, %s, %s, %s)",
+                (merchant_id, order_id, capped.adjustment_id, capped.points, capped.reason),
+            )
+            return capped
+
+    async def _order(
+        self, conn: AsyncConnection, merchant_id: str, order_id: str, *, lock: bool = False
+    ) -> OrderEarning | None:
+        cursor = conn.cursor(row_factory=dict_row)
+        await cursor.execute(
+            f"{_SELECT_ORDER} WHERE merchant_id = %s AND order_id = %s"
+            + (" FOR UPDATE" if lock else ""),
+            (merchant_id, order_id),
+        )
+        row = await cursor.fetchone()
+        return None if row is None else _order(row)
+
+    async def _adjustments(
+        self, conn: AsyncConnection, merchant_id: str, order_id: str
+    ) -> list[OrderAdjustment]:
+        cursor = conn.cursor(row_factory=dict_row)
+        await cursor.execute(_SELECT_ADJUSTMENTS, (merchant_id, order_id))
+        return [OrderAdjustment(**row) for row in await cursor.fetchall()]
+
+    async def order_settlement(self, merchant_id: str, order_id: str) -> OrderSettlement | None:
+        async with self._pool.connection() as conn:
+            earning = await self._order(conn, merchant_id, order_id)
+            if earning is None:
+                return None
+            return OrderSettlement(earning, await self._adjustments(conn, merchant_id, order_id))
+
+    async def orders_to_settle(self, now: datetime, limit: int) -> list[OrderSettlement]:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"{_SELECT_ORDER} WHERE (status = 'pending' AND approve_at <= %(now)s)"
+                "   OR status = 'approving'"
+                " UNION ALL"
+                f" {_SELECT_ORDER} o WHERE status = 'approved' AND EXISTS ("
+                "   SELECT 1 FROM order_adjustments a WHERE NOT a.applied"
+                "     AND a.merchant_id = o.merchant_id AND a.order_id = o.order_id)"
+                " ORDER BY approve_at LIMIT %(limit)s",
+                {"now": now, "limit": limit},
+            )
+            earnings = [_order(row) for row in await cursor.fetchall()]
+            return [
+                OrderSettlement(e, await self._adjustments(conn, e.merchant_id, e.order_id))
+                for e in earnings
+            ]
+
+    async def begin_order_approval(self, merchant_id: str, order_id: str) -> OrderSettlement | None:
+        async with self._pool.connection() as conn, conn.transaction():
+            earning = await self._order(conn, merchant_id, order_id, lock=True)
+            if earning is None:
+                return None
+            adjustments = await self._adjustments(conn, merchant_id, order_id)
+            if earning.status is not OrderStatus.PENDING:
+                return OrderSettlement(earning, adjustments)
+            approved = max(0, earning.points - sum(a.points for a in adjustments))
+            await conn.execute(
+                "UPDATE order_adjustments SET applied = true"
+                " WHERE merchant_id = %s AND order_id = %s",
+                (merchant_id, order_id),
+            )
+            await conn.execute(
+                "UPDATE order_earnings SET status = 'approving', approved_points = %s"
+                " WHERE merchant_id = %s AND order_id = %s",
+                (approved, merchant_id, order_id),
+            )
+            return OrderSettlement(
+                OrderEarning(
+                    **{
+                        **asdict(earning),
+                        "status": OrderStatus.APPROVING,
+                        "approved_points": approved,
+                    }
+                ),
+                [dataclasses.replace(a, applied=True) for a in adjustments],
+            )
+
+    async def finish_order_approval(self, merchant_id: str, order_id: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE order_earnings SET status = 'approved'"
+                " WHERE merchant_id = %s AND order_id = %s AND status = 'approving'",
+                (merchant_id, order_id),
+            )
+
+    async def mark_adjustment_applied(
+        self, merchant_id: str, order_id: str, adjustment_id: str
+    ) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE order_adjustments SET applied = true"
+                " WHERE merchant_id = %s AND order_id = %s AND adjustment_id = %s",
+                (merchant_id, order_id, adjustment_id),
+            )
 
 
 _REWARD_COLUMNS = ", ".join(

@@ -1,0 +1,297 @@
+"""Earning points from Shopify orders, from `webhook.received` to the customer's ledger.
+
+    orders/create, orders/paid   -> the order is recorded PENDING with the points it earns
+                                    under the merchant's program (once per order, whichever
+                                    topic and however many deliveries arrive);
+    pending period passed        -> APPROVING -> the credit is posted (reason `order:<id>`,
+                                    idempotency key `order:<id>`) -> APPROVED, points.earned;
+    refunds/create               -> a share of the order's points is taken back;
+    orders/cancelled             -> all that is left is taken back.
+
+A take-back recorded while the order is pending reduces its credit; one recorded after the
+credit is posted as a reversal (points.reversed), capped at the customer's balance: points
+already spent cannot be taken back, which is logged and counted.
+
+Every step is idempotent (the order row, adjustment ids, ledger idempotency keys), so a crash
+anywhere is repaired by running the step again: the settlement loop (`run`) does that for
+every order with work left, and is also what approves orders when their pending period ends.
+The clock is injected so tests can move time instead of waiting for the return window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter
+
+from loyalnest.gen.events.v1 import core_pb2, gateway_pb2
+from loyalnest.platform.events.consumer import PermanentEventError
+from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
+from loyalnest.platform.observability import get_logger
+from loyalnest.platform.program_settings import default_program
+from loyalnest.services.points.domain import (
+    InsufficientPoints,
+    LedgerNotFound,
+    Posting,
+    TransactionType,
+)
+from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.orders import (
+    MalformedOrder,
+    OrderAdjustment,
+    OrderEarning,
+    OrderSettlement,
+    OrderStatus,
+    cancellation_adjustment,
+    order_reason,
+    order_totals,
+    refund_adjustment,
+    refund_order_id,
+)
+
+Clock = Callable[[], datetime]
+
+log = get_logger(__name__)
+
+ORDERS = Counter(
+    "loyalnest_points_orders_total",
+    "Orders Points recorded, by outcome (pending, not_earning, no_customer, duplicate).",
+    ["outcome"],
+)
+UNRECOVERED = Counter(
+    "loyalnest_points_order_reversal_shortfall_points_total",
+    "Points a refund or cancellation could not take back because the customer had spent them.",
+)
+
+EARNING_TOPICS = frozenset({"orders/create", "orders/paid"})
+SETTLE_BATCH = 100
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _key(name: str, *parts: object) -> IdempotencyKey:
+    fingerprint = hashlib.sha256("\0".join(map(str, (name, *parts))).encode()).hexdigest()
+    return IdempotencyKey(key=name, fingerprint=fingerprint)
+
+
+def month_start(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+class ProgramCopies:
+    """Points' copy of each merchant's program (Core's `program_settings.updated`), read
+    per order without calling Core: the store holds it, this process remembers it briefly."""
+
+    def __init__(self, ledger: Ledger, *, cache_seconds: float, clock: Clock) -> None:
+        self._store = ledger.store
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: dict[str, tuple[datetime, core_pb2.ProgramSettings]] = {}
+
+    async def get(self, merchant_id: str) -> core_pb2.ProgramSettings:
+        """The merchant's program; Core's default (plan unknown: unlimited) until one arrives."""
+        now = self._clock()
+        cached = self._cache.get(merchant_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        raw = await self._store.program_settings(merchant_id)
+        settings = default_program() if raw is None else core_pb2.ProgramSettings.FromString(raw)
+        self._cache[merchant_id] = (now + timedelta(seconds=self._cache_seconds), settings)
+        return settings
+
+    async def save(self, merchant_id: str, settings: core_pb2.ProgramSettings) -> bool:
+        stored = await self._store.save_program_settings(
+            merchant_id, settings.version, settings.SerializeToString(deterministic=True)
+        )
+        self._cache.pop(merchant_id, None)
+        return stored
+
+
+class OrderEarnings:
+    def __init__(self, ledger: Ledger, programs: ProgramCopies, *, clock: Clock = utc_now) -> None:
+        self._ledger = ledger
+        self._store = ledger.store
+        self._programs = programs
+        self._clock = clock
+
+    # ---- webhook.received ------------------------------------------------------------
+
+    async def on_webhook(self, event: ConsumedEvent) -> bool:
+        webhook = event.payload_as(gateway_pb2.WebhookReceived)
+        if webhook.topic not in EARNING_TOPICS | {"orders/cancelled", "refunds/create"}:
+            return True  # another service's topic
+        try:
+            payload: Any = json.loads(webhook.body)
+            if not isinstance(payload, dict):
+                raise MalformedOrder("the body is not a JSON object")
+            if webhook.topic in EARNING_TOPICS:
+                return await self.record(event.merchant_id, payload)
+            if webhook.topic == "refunds/create":
+                return await self.take_back(event.merchant_id, refund_order_id(payload), payload)
+            order_id = str(payload.get("id") or "")
+            if not order_id:
+                raise MalformedOrder("the order has no id")
+            return await self.take_back(event.merchant_id, order_id, None)
+        except (MalformedOrder, ValueError) as exc:
+            # Signed by Shopify yet unreadable: retrying cannot help; the consumer dead-letters.
+            raise PermanentEventError(f"{webhook.topic} {webhook.webhook_id}: {exc}") from exc
+
+    async def record(self, merchant_id: str, order: dict[str, Any]) -> bool:
+        """Records what the order earns; False when it was recorded before."""
+        program = await self._programs.get(merchant_id)
+        totals = order_totals(order, program)
+        if not totals.customer_id:
+            ORDERS.labels("no_customer").inc()
+            return True  # a guest checkout: nobody to credit
+        now = self._clock()
+        note = await self._why_not_earning(merchant_id, program, now)
+        earning = OrderEarning(
+            merchant_id=merchant_id,
+            order_id=totals.order_id,
+            customer_id=totals.customer_id,
+            points=0 if note else totals.points,
+            eligible_amount=totals.eligible_amount,
+            currency=totals.currency,
+            status=OrderStatus.NOT_EARNING if note else OrderStatus.PENDING,
+            approve_at=now + program.pending_period.ToTimedelta(),
+            created_at=now,
+            settings_version=program.version,
+            note=note,
+        )
+        stored, inserted = await self._store.record_order(earning)
+        ORDERS.labels(stored.status.value if inserted else "duplicate").inc()
+        if inserted and stored.status is OrderStatus.PENDING and stored.approve_at <= now:
+            await self.settle(OrderSettlement(stored))  # no pending period: credit at once
+        return inserted
+
+    async def _why_not_earning(
+        self, merchant_id: str, program: core_pb2.ProgramSettings, now: datetime
+    ) -> str:
+        if not program.program_enabled:
+            return "program_disabled"
+        limit = program.plan.orders_per_month_limit
+        if limit > 0 and await self._store.count_orders(merchant_id, month_start(now)) >= limit:
+            # Core has warned the merchant at 80 % and 100 % (plan_limit_warning).
+            log.info("order over the plan's monthly limit earns nothing", limit=limit)
+            return "over_plan_limit"
+        return ""
+
+    async def take_back(
+        self, merchant_id: str, order_id: str, refund: dict[str, Any] | None
+    ) -> bool:
+        settlement = await self._store.order_settlement(merchant_id, order_id)
+        if settlement is None:
+            # Nothing was recorded for it (a guest order, or one from before the app).
+            return True
+        earning = settlement.earning
+        wanted = (
+            cancellation_adjustment(earning)
+            if refund is None
+            else refund_adjustment(refund, earning)
+        )
+        recorded = await self._store.add_order_adjustment(merchant_id, order_id, wanted)
+        if recorded is None or recorded.applied:
+            return False
+        if earning.status in (OrderStatus.APPROVING, OrderStatus.APPROVED):
+            await self.settle(await self._store.order_settlement(merchant_id, order_id))
+        return True
+
+    # ---- settlement ------------------------------------------------------------------
+
+    async def settle(self, settlement: OrderSettlement | None) -> None:
+        """Takes one order as far as it can go now; safe to repeat."""
+        if settlement is None:
+            return
+        earning = settlement.earning
+        if earning.status is OrderStatus.PENDING:
+            if earning.approve_at > self._clock():
+                return
+            settlement = await self._store.begin_order_approval(
+                earning.merchant_id, earning.order_id
+            )
+            if settlement is None:
+                return
+            earning = settlement.earning
+        if earning.status is OrderStatus.APPROVING:
+            await self._credit(earning)
+            await self._store.finish_order_approval(earning.merchant_id, earning.order_id)
+        if earning.status in (OrderStatus.APPROVING, OrderStatus.APPROVED):
+            for adjustment in settlement.unapplied:
+                await self._reverse(earning, adjustment)
+
+    async def _credit(self, earning: OrderEarning) -> None:
+        if earning.approved_points <= 0:
+            return  # refunded in full while pending
+        posting = Posting(
+            earning.merchant_id,
+            earning.customer_id,
+            TransactionType.EARN,
+            earning.approved_points,
+            order_reason(earning.order_id),
+        )
+        key = _key(order_reason(earning.order_id), earning.customer_id, earning.approved_points)
+        await self._ledger.post(posting, key)
+
+    async def _reverse(self, earning: OrderEarning, adjustment: OrderAdjustment) -> None:
+        reason = f"{order_reason(earning.order_id)}:{adjustment.reason}"
+        name = f"{order_reason(earning.order_id)}:{adjustment.adjustment_id}"
+        points = adjustment.points
+        if points > 0:
+            try:
+                balance = await self._ledger.store.get_balance(
+                    earning.merchant_id, earning.customer_id
+                )
+            except LedgerNotFound:
+                balance = None
+            available = 0 if balance is None else balance.balance
+            if available < points:
+                UNRECOVERED.inc(points - available)
+                log.warning(
+                    "points of a refunded order were spent already",
+                    order_id=earning.order_id,
+                    wanted=points,
+                    taken=available,
+                )
+                points = available
+        if points > 0:
+            posting = Posting(
+                earning.merchant_id, earning.customer_id, TransactionType.REVERSAL, -points, reason
+            )
+            try:
+                await self._ledger.post(posting, _key(name, earning.customer_id, points))
+            except IdempotencyKeyReused:
+                # Posted before with the amount the balance allowed then; not again.
+                pass
+            except InsufficientPoints:
+                return  # spent in between: the next settlement pass takes what is left
+        await self._store.mark_adjustment_applied(
+            earning.merchant_id, earning.order_id, adjustment.adjustment_id
+        )
+
+    async def settle_due(self) -> int:
+        """Settles up to SETTLE_BATCH orders with work left; how many it found."""
+        batch = await self._store.orders_to_settle(self._clock(), SETTLE_BATCH)
+        for settlement in batch:
+            await self.settle(settlement)
+        return len(batch)
+
+    async def run(self, interval_seconds: float) -> None:
+        """The settlement loop: approves orders whose pending period ended, repairs steps a
+        crash interrupted. A full batch means more are waiting: the next pass starts at once.
+        Errors (a database restart) are logged and the pass retried after the interval."""
+        while True:
+            try:
+                full = await self.settle_due() >= SETTLE_BATCH
+            except Exception:
+                log.exception("settling orders failed; retrying next pass")
+                full = False
+            if not full:
+                await asyncio.sleep(interval_seconds)

@@ -1,0 +1,213 @@
+"""Points from Shopify orders: what an order earns and what a refund or cancellation takes back.
+
+Pure functions of the webhook payloads and the merchant's `ProgramSettings`; storage and
+scheduling live in `earning.py`. Amounts are in the shop's currency (`*_set.shop_money`,
+falling back to the plain field, which Shopify also gives in shop currency): a customer
+paying in another presentment currency earns the same as one paying in the shop's.
+
+What counts: each line item's price times its quantity, less every discount allocated to
+it (line-level and order-level codes alike: Shopify allocates both onto the lines). Shipping,
+taxes and tips earn nothing. A line item whose product is in a multiplier's collection earns
+that multiplier (the highest, when several match). Rounding is applied once per order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any
+
+from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.services.points.domain import MAX_POINTS_PER_TRANSACTION
+
+ORDER_REASON_PREFIX = "order:"
+_ROUNDING = {
+    core_pb2.POINTS_ROUNDING_DOWN: ROUND_FLOOR,
+    core_pb2.POINTS_ROUNDING_NEAREST: ROUND_HALF_UP,
+    core_pb2.POINTS_ROUNDING_UP: ROUND_CEILING,
+}
+
+
+class MalformedOrder(ValueError):
+    """The payload is not an order (or refund) this code can read: a permanent failure."""
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"  # within the pending period (the return window): not spendable yet
+    APPROVING = "approving"  # the credit is being posted (its amount is fixed)
+    APPROVED = "approved"  # credited to the ledger
+    NOT_EARNING = "not_earning"  # recorded so refunds find it, but it earns nothing (`note`)
+
+
+@dataclass(frozen=True)
+class OrderEarning:
+    merchant_id: str
+    order_id: str
+    customer_id: str
+    # What the order earns as computed when it arrived; adjustments take from it.
+    points: int
+    # The amount the points were computed from: refunds take back a share of it.
+    eligible_amount: Decimal
+    currency: str
+    status: OrderStatus
+    approve_at: datetime
+    created_at: datetime
+    settings_version: int
+    # Why a NOT_EARNING order earns nothing, e.g. "over_plan_limit".
+    note: str = ""
+    # Set when approving: points minus the adjustments recorded before approval.
+    approved_points: int = 0
+
+
+@dataclass(frozen=True)
+class OrderAdjustment:
+    """Points taken back from an order: a refund (`refund:<id>`) or its cancellation."""
+
+    adjustment_id: str
+    points: int  # positive: the amount taken back
+    reason: str
+    applied: bool = False
+
+
+@dataclass(frozen=True)
+class OrderSettlement:
+    """An order and its adjustments, oldest first."""
+
+    earning: OrderEarning
+    adjustments: list[OrderAdjustment] = field(default_factory=list)
+
+    @property
+    def unapplied(self) -> list[OrderAdjustment]:
+        """Adjustments not yet in the ledger."""
+        return [a for a in self.adjustments if not a.applied]
+
+    @property
+    def taken_back(self) -> int:
+        return sum(a.points for a in self.adjustments)
+
+
+@dataclass(frozen=True)
+class OrderTotals:
+    order_id: str
+    customer_id: str  # "" for a guest checkout: nobody to credit
+    points: int
+    eligible_amount: Decimal
+    currency: str
+
+
+def order_reason(order_id: str) -> str:
+    """The reason of the order's credit; Core counts rewarded orders from it."""
+    return f"{ORDER_REASON_PREFIX}{order_id}"
+
+
+def _decimal(value: Any, what: str) -> Decimal:
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise MalformedOrder(f"{what} {value!r} is not a number") from exc
+    if not number.is_finite():
+        raise MalformedOrder(f"{what} {value!r} is not a number")
+    return number
+
+
+def _shop_money(item: Mapping[str, Any], name: str) -> Decimal:
+    """`item[name + "_set"].shop_money.amount`, else `item[name]`, else zero."""
+    money_set = item.get(f"{name}_set")
+    if isinstance(money_set, Mapping):
+        shop_money = money_set.get("shop_money")
+        if isinstance(shop_money, Mapping) and "amount" in shop_money:
+            return _decimal(shop_money["amount"], name)
+    value = item.get(name)
+    return Decimal(0) if value in (None, "") else _decimal(value, name)
+
+
+def _id(value: Any) -> str:
+    return str(value) if isinstance(value, int | str) and str(value) else ""
+
+
+def _multipliers(settings: core_pb2.ProgramSettings) -> dict[str, Decimal]:
+    by_product: dict[str, Decimal] = {}
+    for rule in settings.multipliers:
+        factor = _decimal(rule.multiplier or "1", "multiplier")
+        for product_id in rule.product_ids:
+            by_product[product_id] = max(factor, by_product.get(product_id, factor))
+    return by_product
+
+
+def _product_keys(product_id: str) -> tuple[str, str]:
+    # Rules may name products by numeric id or by global id; orders carry the numeric one.
+    return product_id, f"gid://shopify/Product/{product_id}"
+
+
+def order_totals(order: Mapping[str, Any], settings: core_pb2.ProgramSettings) -> OrderTotals:
+    """What `order` (an orders/create or orders/paid payload) earns under `settings`."""
+    order_id = _id(order.get("id"))
+    if not order_id:
+        raise MalformedOrder("the order has no id")
+    customer = order.get("customer")
+    customer_id = _id(customer.get("id")) if isinstance(customer, Mapping) else ""
+    line_items = order.get("line_items") or []
+    if not isinstance(line_items, list):
+        raise MalformedOrder("line_items is not a list")
+    rate = _decimal(settings.points_per_currency_unit or "1", "points_per_currency_unit")
+    multipliers = _multipliers(settings)
+    eligible = Decimal(0)
+    weighted = Decimal(0)
+    for item in line_items:
+        if not isinstance(item, Mapping):
+            raise MalformedOrder("a line item is not an object")
+        quantity = _decimal(item.get("quantity", 0), "quantity")
+        amount = _shop_money(item, "price") * quantity
+        for allocation in item.get("discount_allocations") or []:
+            if isinstance(allocation, Mapping):
+                amount -= _shop_money(allocation, "amount")
+        amount = max(amount, Decimal(0))
+        product_id = _id(item.get("product_id"))
+        factor = max(
+            (multipliers.get(key, Decimal(1)) for key in _product_keys(product_id)),
+            default=Decimal(1),
+        )
+        eligible += amount
+        weighted += amount * factor
+    points = int((weighted * rate).to_integral_value(_ROUNDING.get(settings.rounding, ROUND_FLOOR)))
+    return OrderTotals(
+        order_id=order_id,
+        customer_id=customer_id,
+        points=min(max(points, 0), MAX_POINTS_PER_TRANSACTION),
+        eligible_amount=eligible,
+        currency=str(order.get("currency") or ""),
+    )
+
+
+def refund_order_id(refund: Mapping[str, Any]) -> str:
+    order_id = _id(refund.get("order_id"))
+    if not order_id:
+        raise MalformedOrder("the refund has no order_id")
+    return order_id
+
+
+def refund_adjustment(refund: Mapping[str, Any], earning: OrderEarning) -> OrderAdjustment:
+    """The share of the order's points a refunds/create payload takes back: the refunded
+    line items' subtotal over the order's eligible amount (rounded half up). A refund of
+    shipping alone takes back nothing."""
+    refund_id = _id(refund.get("id"))
+    if not refund_id:
+        raise MalformedOrder("the refund has no id")
+    refunded = Decimal(0)
+    for item in refund.get("refund_line_items") or []:
+        if isinstance(item, Mapping):
+            refunded += _shop_money(item, "subtotal")
+    if earning.eligible_amount <= 0:
+        share = 0
+    else:
+        fraction = min(refunded / earning.eligible_amount, Decimal(1))
+        share = int((earning.points * fraction).to_integral_value(ROUND_HALF_UP))
+    return OrderAdjustment(adjustment_id=f"refund:{refund_id}", points=share, reason="refunded")
+
+
+def cancellation_adjustment(earning: OrderEarning) -> OrderAdjustment:
+    """orders/cancelled takes back everything the order still holds (the store caps it)."""
+    return OrderAdjustment(adjustment_id="cancelled", points=earning.points, reason="cancelled")

@@ -1,0 +1,324 @@
+"""Earning from orders on every LedgerStore: the order records and the whole flow
+(`OrderEarnings` with a controllable clock) from a recorded order to the ledger."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.program_settings import default_program
+from loyalnest.services.points.domain import LedgerNotFound, Posting, TransactionType
+from loyalnest.services.points.earning import OrderEarnings, ProgramCopies, month_start
+from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderStatus
+from loyalnest.services.points.store.base import LedgerStore
+
+START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+def order(order_id: str, customer: str | None, *lines: tuple[str, int, str]) -> dict[str, Any]:
+    return {
+        "id": int(order_id),
+        "currency": "EUR",
+        "customer": None if customer is None else {"id": int(customer)},
+        "line_items": [
+            {"id": i, "product_id": int(product), "quantity": quantity, "price": price}
+            for i, (product, quantity, price) in enumerate(lines)
+        ],
+    }
+
+
+def refund(refund_id: str, order_id: str, subtotal: str) -> dict[str, Any]:
+    return {
+        "id": int(refund_id),
+        "order_id": int(order_id),
+        "refund_line_items": [{"quantity": 1, "subtotal": subtotal}],
+    }
+
+
+def program(
+    *, days: int = 14, version: int = 1, orders_limit: int = 0, enabled: bool = True
+) -> core_pb2.ProgramSettings:
+    settings = default_program(
+        core_pb2.PlanLimits(plan="free", orders_per_month_limit=orders_limit)
+    )
+    settings.version = version
+    settings.program_enabled = enabled
+    settings.pending_period.FromTimedelta(timedelta(days=days))
+    return settings
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def earnings(store: LedgerStore, clock: Clock) -> OrderEarnings:
+    ledger = Ledger(store, None)
+    return OrderEarnings(ledger, ProgramCopies(ledger, cache_seconds=0, clock=clock), clock=clock)
+
+
+def new_ids() -> tuple[str, str]:
+    return str(uuid.uuid4().int % 10**12), str(uuid.uuid4().int % 10**12)
+
+
+async def balance(store: LedgerStore, merchant_id: str, customer: str) -> int | None:
+    try:
+        return (await store.get_balance(merchant_id, customer)).balance
+    except LedgerNotFound:
+        return None
+
+
+async def save(store: LedgerStore, merchant_id: str, settings: core_pb2.ProgramSettings) -> bool:
+    return await store.save_program_settings(
+        merchant_id, settings.version, settings.SerializeToString()
+    )
+
+
+# ---- the store's records --------------------------------------------------------------
+
+
+async def test_program_copy_keeps_the_newest_version(store: LedgerStore, merchant_id: str) -> None:
+    assert await store.program_settings(merchant_id) is None
+    assert await save(store, merchant_id, program(version=2, days=3))
+    assert not await save(store, merchant_id, program(version=1, days=9))
+    assert not await save(store, merchant_id, program(version=2, days=9))
+    raw = await store.program_settings(merchant_id)
+    assert raw is not None
+    assert core_pb2.ProgramSettings.FromString(raw).pending_period.ToTimedelta().days == 3
+    assert await save(store, merchant_id, program(version=3, days=1))
+
+
+def earning(merchant_id: str, order_id: str, points: int = 100) -> OrderEarning:
+    return OrderEarning(
+        merchant_id=merchant_id,
+        order_id=order_id,
+        customer_id="42",
+        points=points,
+        eligible_amount=Decimal("100.50"),
+        currency="EUR",
+        status=OrderStatus.PENDING,
+        approve_at=START + timedelta(days=14),
+        created_at=START,
+        settings_version=1,
+    )
+
+
+async def test_an_order_is_recorded_once(store: LedgerStore, merchant_id: str) -> None:
+    first = earning(merchant_id, "1001")
+    assert await store.record_order(first) == (first, True)
+    again = earning(merchant_id, "1001", points=999)
+    assert await store.record_order(again) == (first, False)
+    assert await store.count_orders(merchant_id, START) == 1
+    assert await store.count_orders(merchant_id, START + timedelta(seconds=1)) == 0
+
+
+async def test_orders_are_per_merchant(store: LedgerStore, merchant_id: str) -> None:
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    await store.record_order(earning(merchant_id, "1010"))
+    assert await store.order_settlement(other, "1010") is None
+    cancel = OrderAdjustment("cancelled", 1, "cancelled")
+    assert await store.add_order_adjustment(other, "1010", cancel) is None
+    mine, inserted = await store.record_order(earning(other, "1010", points=5))
+    assert inserted and mine.points == 5
+    theirs = await store.order_settlement(merchant_id, "1010")
+    assert theirs is not None and theirs.earning.points == 100
+
+
+async def test_adjustments_are_capped_and_recorded_once(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    await store.record_order(earning(merchant_id, "1002", points=100))
+    half = await store.add_order_adjustment(
+        merchant_id, "1002", OrderAdjustment("refund:1", 60, "refunded")
+    )
+    assert half == OrderAdjustment("refund:1", 60, "refunded")
+    repeated = await store.add_order_adjustment(
+        merchant_id, "1002", OrderAdjustment("refund:1", 10, "refunded")
+    )
+    assert repeated == half
+    rest = await store.add_order_adjustment(
+        merchant_id, "1002", OrderAdjustment("cancelled", 100, "cancelled")
+    )
+    assert rest == OrderAdjustment("cancelled", 40, "cancelled")
+    unknown = await store.add_order_adjustment(
+        merchant_id, "9999", OrderAdjustment("cancelled", 1, "cancelled")
+    )
+    assert unknown is None
+
+
+async def test_concurrent_adjustments_never_take_more_than_the_order(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    await store.record_order(earning(merchant_id, "1003", points=100))
+    taken = await asyncio.gather(
+        *(
+            store.add_order_adjustment(
+                merchant_id, "1003", OrderAdjustment(f"refund:{i}", 30, "refunded")
+            )
+            for i in range(8)
+        )
+    )
+    assert sum(a.points for a in taken if a is not None) == 100
+
+
+async def test_approval_fixes_the_credit_and_applies_earlier_adjustments(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    await store.record_order(earning(merchant_id, "1004", points=100))
+    await store.add_order_adjustment(
+        merchant_id, "1004", OrderAdjustment("refund:1", 25, "refunded")
+    )
+    assert await store.orders_to_settle(START, 10) == []
+    due = await store.orders_to_settle(START + timedelta(days=14), 10)
+    assert [s.earning.order_id for s in due if s.earning.merchant_id == merchant_id] == ["1004"]
+    approving = await store.begin_order_approval(merchant_id, "1004")
+    assert approving is not None
+    assert approving.earning.status is OrderStatus.APPROVING
+    assert approving.earning.approved_points == 75
+    assert approving.unapplied == []
+    assert approving.taken_back == 25
+    await store.finish_order_approval(merchant_id, "1004")
+    await store.add_order_adjustment(merchant_id, "1004", OrderAdjustment("cancelled", 99, "x"))
+    settlement = await store.order_settlement(merchant_id, "1004")
+    assert settlement is not None
+    assert settlement.earning.status is OrderStatus.APPROVED
+    assert settlement.unapplied == [OrderAdjustment("cancelled", 75, "x")]
+    await store.mark_adjustment_applied(merchant_id, "1004", "cancelled")
+    settled = await store.order_settlement(merchant_id, "1004")
+    assert settled is not None and settled.unapplied == []
+
+
+# ---- the flow ---------------------------------------------------------------------------
+
+
+async def test_an_order_earns_after_its_pending_period(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings, clock: Clock
+) -> None:
+    order_id, customer = new_ids()
+    await save(store, merchant_id, program(days=14))
+    assert await earnings.record(merchant_id, order(order_id, customer, ("7", 2, "10.50")))
+    assert await balance(store, merchant_id, customer) is None  # pending: not spendable
+    clock.advance(timedelta(days=13))
+    await earnings.settle_due()
+    assert await balance(store, merchant_id, customer) is None
+    clock.advance(timedelta(days=1))
+    await earnings.settle_due()
+    assert await balance(store, merchant_id, customer) == 21
+    await earnings.settle_due()  # nothing left to do
+    history = await store.list_transactions(merchant_id, customer, limit=10, before_sequence=None)
+    assert [(t.points, t.reason) for t in history] == [(21, f"order:{order_id}")]
+
+
+async def test_every_delivery_and_topic_of_one_order_credits_once(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings, clock: Clock
+) -> None:
+    order_id, customer = new_ids()
+    await save(store, merchant_id, program(days=0))
+    payload = order(order_id, customer, ("7", 1, "30"))
+    results = await asyncio.gather(*(earnings.record(merchant_id, payload) for _ in range(5)))
+    assert results.count(True) == 1
+    await earnings.settle_due()
+    assert await balance(store, merchant_id, customer) == 30
+
+
+async def test_refund_while_pending_reduces_the_credit(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings, clock: Clock
+) -> None:
+    order_id, customer = new_ids()
+    await save(store, merchant_id, program(days=14))
+    await earnings.record(merchant_id, order(order_id, customer, ("1", 1, "60"), ("2", 1, "40")))
+    await earnings.take_back(merchant_id, order_id, refund("501", order_id, "40"))
+    await earnings.take_back(merchant_id, order_id, refund("501", order_id, "40"))  # redelivery
+    clock.advance(timedelta(days=14))
+    await earnings.settle_due()
+    assert await balance(store, merchant_id, customer) == 60
+
+
+async def test_refund_and_cancellation_after_approval_reverse(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings, clock: Clock
+) -> None:
+    order_id, customer = new_ids()
+    await save(store, merchant_id, program(days=0))
+    await earnings.record(merchant_id, order(order_id, customer, ("1", 4, "25")))
+    assert await balance(store, merchant_id, customer) == 100
+    await earnings.take_back(merchant_id, order_id, refund("601", order_id, "25"))
+    await earnings.take_back(merchant_id, order_id, refund("601", order_id, "25"))
+    assert await balance(store, merchant_id, customer) == 75
+    await earnings.take_back(merchant_id, order_id, None)  # orders/cancelled
+    assert await balance(store, merchant_id, customer) == 0
+    history = await store.list_transactions(merchant_id, customer, limit=10, before_sequence=None)
+    assert [(t.points, t.reason) for t in history] == [
+        (-75, f"order:{order_id}:cancelled"),
+        (-25, f"order:{order_id}:refunded"),
+        (100, f"order:{order_id}"),
+    ]
+    left = await store.orders_to_settle(clock.now, 1000)
+    assert all(s.earning.order_id != order_id for s in left)
+
+
+async def test_a_reversal_takes_back_only_what_is_left(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings
+) -> None:
+    order_id, customer = new_ids()
+    await save(store, merchant_id, program(days=0))
+    await earnings.record(merchant_id, order(order_id, customer, ("1", 1, "50")))
+    spend = Posting(merchant_id, customer, TransactionType.REDEEM, -40, "reward")
+    await store.post(spend, IdempotencyKey(key=str(uuid.uuid4()), fingerprint="f"))
+    await earnings.take_back(merchant_id, order_id, None)
+    assert await balance(store, merchant_id, customer) == 0
+    settlement = await store.order_settlement(merchant_id, order_id)
+    assert settlement is not None and settlement.unapplied == []
+
+
+async def test_guest_orders_and_disabled_programs_earn_nothing(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings
+) -> None:
+    order_id, customer = new_ids()
+    await save(store, merchant_id, program(days=0, enabled=False))
+    await earnings.record(merchant_id, order(order_id, None, ("1", 1, "50")))
+    assert await store.order_settlement(merchant_id, order_id) is None
+    await earnings.record(merchant_id, order(order_id, customer, ("1", 1, "50")))
+    settlement = await store.order_settlement(merchant_id, order_id)
+    assert settlement is not None
+    assert settlement.earning.status is OrderStatus.NOT_EARNING
+    assert settlement.earning.note == "program_disabled"
+    assert await balance(store, merchant_id, customer) is None
+
+
+async def test_orders_over_the_monthly_plan_limit_earn_nothing(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings, clock: Clock
+) -> None:
+    await save(store, merchant_id, program(days=0, orders_limit=2))
+    customer = new_ids()[1]
+    outcomes = []
+    for n in range(3):
+        order_id = str(700 + n)
+        await earnings.record(merchant_id, order(order_id, customer, ("1", 1, "10")))
+        settlement = await store.order_settlement(merchant_id, order_id)
+        assert settlement is not None
+        outcomes.append((settlement.earning.status, settlement.earning.note))
+    assert outcomes[2] == (OrderStatus.NOT_EARNING, "over_plan_limit")
+    assert await balance(store, merchant_id, customer) == 20
+    clock.now = month_start(clock.now) + timedelta(days=40)  # next month: the limit resets
+    await earnings.record(merchant_id, order("703", customer, ("1", 1, "10")))
+    assert await balance(store, merchant_id, customer) == 30
