@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -64,6 +66,31 @@ def test_price_times_quantity_less_discounts_excluding_shipping_and_tax() -> Non
     assert totals.eligible_amount == Decimal("45.98")
     assert totals.points == 45
     assert (totals.order_id, totals.customer_id, totals.currency) == ("1001", "42", "EUR")
+
+
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "shopify"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    path = FIXTURES / name
+    if not path.is_file():
+        pytest.skip(f"{path} is not beside the repository")
+    loaded: dict[str, Any] = json.loads(path.read_bytes())
+    return loaded
+
+
+def test_shopify_fixture_order_and_its_refund() -> None:
+    # Two lines of 60.00 with 6.00 of WELCOME10 each (`total_discount`); tax and shipping out.
+    totals = order_totals(fixture("orders-create.json"), settings())
+    assert (totals.points, totals.eligible_amount) == (108, Decimal("108.00"))
+    assert (totals.order_id, totals.customer_id) == ("5829301457001", "7390012230001")
+    now = datetime.now(UTC)
+    recorded = OrderEarning(
+        "m", "5829301457001", "7390012230001", 108, Decimal("108.00"), "USD",
+        OrderStatus.PENDING, now, now, 1,
+    )  # fmt: skip
+    adjustment = refund_adjustment(fixture("refunds-create.json"), recorded)
+    assert (adjustment.adjustment_id, adjustment.points) == ("refund:930110002001", 54)
 
 
 def test_shop_money_wins_over_presentment_prices() -> None:

@@ -6,7 +6,8 @@ falling back to the plain field, which Shopify also gives in shop currency): a c
 paying in another presentment currency earns the same as one paying in the shop's.
 
 What counts: each line item's price times its quantity, less every discount allocated to
-it (line-level and order-level codes alike: Shopify allocates both onto the lines). Shipping,
+it (line-level and order-level codes alike: Shopify allocates both onto the lines, in
+`discount_allocations`, or in `total_discount` in older payloads). Shipping,
 taxes and tips earn nothing. A line item whose product is in a multiplier's collection earns
 that multiplier (the highest, when several match). Rounding is applied once per order.
 """
@@ -128,6 +129,17 @@ def _id(value: Any) -> str:
     return str(value) if isinstance(value, int | str) and str(value) else ""
 
 
+def _line_discount(item: Mapping[str, Any]) -> Decimal:
+    """Every discount on a line: its `discount_allocations` (current payloads, order-level
+    codes included), else the older `total_discount` field."""
+    allocations = item.get("discount_allocations")
+    if isinstance(allocations, list):
+        return sum(
+            (_shop_money(a, "amount") for a in allocations if isinstance(a, Mapping)), Decimal(0)
+        )
+    return _shop_money(item, "total_discount")
+
+
 def _multipliers(settings: core_pb2.ProgramSettings) -> dict[str, Decimal]:
     by_product: dict[str, Decimal] = {}
     for rule in settings.multipliers:
@@ -160,11 +172,7 @@ def order_totals(order: Mapping[str, Any], settings: core_pb2.ProgramSettings) -
         if not isinstance(item, Mapping):
             raise MalformedOrder("a line item is not an object")
         quantity = _decimal(item.get("quantity", 0), "quantity")
-        amount = _shop_money(item, "price") * quantity
-        for allocation in item.get("discount_allocations") or []:
-            if isinstance(allocation, Mapping):
-                amount -= _shop_money(allocation, "amount")
-        amount = max(amount, Decimal(0))
+        amount = max(_shop_money(item, "price") * quantity - _line_discount(item), Decimal(0))
         product_id = _id(item.get("product_id"))
         factor = max(
             (multipliers.get(key, Decimal(1)) for key in _product_keys(product_id)),
