@@ -622,7 +622,10 @@ async def _edge_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
 
 async def _edge_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
     stub = edge_pb2_grpc.EdgeServiceStub(ch)
-    return await stub.GetRateLimits(edge_pb2.GetRateLimitsRequest(), metadata=md)
+    limits = await stub.GetRateLimits(edge_pb2.GetRateLimitsRequest(), metadata=md)
+    # Which buckets B has and its plan, not their fill: tokens refill with time, so `remaining`
+    # between two snapshots depends on how long A's calls took, not on what A did.
+    return (limits.plan, limits.burst, sorted(bucket.endpoint for bucket in limits.buckets))
 
 
 async def _edge_get_rate_limits(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
