@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import struct
 import subprocess
@@ -131,34 +132,56 @@ async def _wait_healthy(gateway: Gateway, clusters: dict[str, int], timeout: flo
     raise AssertionError(f"clusters not healthy in {timeout}s:\n{text}\n{gateway.log.read_text()}")
 
 
+BIND_ATTEMPTS = 3
+
+
 @contextlib.asynccontextmanager
 async def running_gateway(
     config: GatewayConfig, workdir: Path, clusters: dict[str, int]
 ) -> AsyncIterator[Gateway]:
+    """Envoy on `config`. free_port() can race with other processes on the machine (another
+    test run, a benchmark): a start that fails to bind is retried on fresh ports."""
+    for attempt in range(1, BIND_ATTEMPTS + 1):
+        gateway = await _start_envoy(config, workdir)
+        try:
+            await _wait_healthy(gateway, clusters)
+        except AssertionError:
+            await _stop(gateway.process)
+            if attempt == BIND_ATTEMPTS or "Address already in use" not in gateway.log.read_text():
+                raise
+            config = dataclasses.replace(config, listen_port=free_port(), admin_port=free_port())
+            continue
+        try:
+            yield gateway
+        finally:
+            await _stop(gateway.process)
+        return
+
+
+async def _start_envoy(config: GatewayConfig, workdir: Path) -> Gateway:
     path = write(config, workdir / "envoy.yaml")
     log = workdir / "envoy.log"
     with log.open("wb") as sink:
         process = await asyncio.create_subprocess_exec(
             *envoy_command(path), stdout=sink, stderr=subprocess.STDOUT
         )
-    gateway = Gateway(
+    return Gateway(
         url=f"http://127.0.0.1:{config.listen_port}",
         address=f"127.0.0.1:{config.listen_port}",
         admin_url=f"http://127.0.0.1:{config.admin_port}",
         log=log,
         process=process,
     )
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.terminate()
     try:
-        await _wait_healthy(gateway, clusters)
-        yield gateway
-    finally:
-        if process.returncode is None:
-            process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 10)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        await asyncio.wait_for(process.wait(), 10)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
 
 
 def gateway_config(upstream: Upstream, **overrides: Any) -> GatewayConfig:
