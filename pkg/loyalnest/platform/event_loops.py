@@ -1,5 +1,6 @@
 """What a service that keeps its state (outbox and processed events included) in PostgreSQL
-runs besides its servicers. Most services need only `postgres_service`:
+runs besides its servicers (`mongo_event_loops`: the same for state in MongoDB). Most
+services need only `postgres_service`:
 
     return postgres_service(
         settings, database, service="users", group=events.CONSUMER_GROUP,
@@ -16,9 +17,12 @@ import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
+from pymongo.database import Database as MongoDatabase
+
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import inbox
 from loyalnest.platform.events.consumer import ConsumerRunner
+from loyalnest.platform.events.mongo_outbox import MongoOutbox, lease_seconds_for
 from loyalnest.platform.events.outbox import PostgresOutbox
 from loyalnest.platform.events.relay import OutboxRelay
 from loyalnest.platform.health import Check
@@ -37,16 +41,44 @@ def postgres_event_loops(
     handlers: Mapping[str, inbox.Handler],
 ) -> list[Loop]:
     """Outbox relay, processed-events purge, and a consumer when there are handlers."""
-    # Unique per process: brokers and logs tell the replicas apart.
-    client_id = f"loyalnest-{service}-{os.getpid()}"
+    client_id = _client_id(service)
     loops: list[Loop] = [
         OutboxRelay(PostgresOutbox(database), settings, client_id=client_id).run,
         inbox.purge_loop(database, settings.processed_events_retention_seconds),
     ]
-    if handlers:
-        consumer = ConsumerRunner(settings, group=group, handlers=handlers, client_id=client_id)
-        loops.append(consumer.run)
-    return loops
+    return loops + _consumer(settings, group, handlers, client_id)
+
+
+def mongo_event_loops(
+    settings: ServiceSettings,
+    database: MongoDatabase[dict[str, Any]],
+    *,
+    service: str,
+    group: str,
+    handlers: Mapping[str, inbox.Handler],
+) -> list[Loop]:
+    """Outbox relay of `database`'s outbox (mongo_outbox), and a consumer when there are
+    handlers. No processed-events purge as for PostgreSQL: purging the store's processed
+    events is the store's business."""
+    client_id = _client_id(service)
+    # Named after the service, as PostgreSQL outboxes are after its schema: one backlog
+    # metric per service whichever store it runs on.
+    source = MongoOutbox(database, name=service, lease_seconds=lease_seconds_for(settings))
+    loops: list[Loop] = [OutboxRelay(source, settings, client_id=client_id).run]
+    return loops + _consumer(settings, group, handlers, client_id)
+
+
+def _client_id(service: str) -> str:
+    # Unique per process: brokers and logs tell the replicas apart.
+    return f"loyalnest-{service}-{os.getpid()}"
+
+
+def _consumer(
+    settings: ServiceSettings, group: str, handlers: Mapping[str, inbox.Handler], client_id: str
+) -> list[Loop]:
+    if not handlers:
+        return []
+    return [ConsumerRunner(settings, group=group, handlers=handlers, client_id=client_id).run]
 
 
 def postgres_service(

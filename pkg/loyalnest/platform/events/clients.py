@@ -157,6 +157,17 @@ class OutgoingRecord:
         return cls(topic, key.encode(), value, [(k, v.encode()) for k, v in headers.items()])
 
 
+def publish_bound_seconds(settings: ServiceSettings) -> float:
+    """About the longest one KafkaPublisher.publish() can take: connecting the producer and
+    the admin client that creates missing topics (the connect timeout each), listing and
+    creating topics (the publish timeout each), send() waiting for metadata (max_block_ms,
+    the connect timeout), then flush (the publish timeout + 1 s). Leases that must outlast a
+    publication (the MongoDB outbox's) are derived from it."""
+    connect = settings.kafka_connect_timeout_seconds
+    publish = settings.kafka_publish_timeout_seconds
+    return 3 * connect + 3 * publish + 1
+
+
 class PublishError(Exception):
     pass
 

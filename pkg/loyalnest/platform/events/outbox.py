@@ -18,6 +18,7 @@ import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 from psycopg import AsyncConnection
@@ -68,16 +69,22 @@ async def enqueue(
     return event.envelope
 
 
+RowId = TypeVar("RowId")
+
+
 @dataclass(frozen=True)
-class PendingRow:
-    id: int
+class PendingRow(Generic[RowId]):
+    """An event a relay is to publish; `id` is what its source marks sent by (here the
+    row id, in the MongoDB outbox the event id)."""
+
+    id: RowId
     record: OutgoingRecord
 
 
 class Claim:
     """Rows of the lanes a relay holds until `claim()` exits."""
 
-    def __init__(self, conn: AsyncConnection, rows: Sequence[PendingRow]) -> None:
+    def __init__(self, conn: AsyncConnection, rows: Sequence[PendingRow[int]]) -> None:
         self._conn = conn
         self.rows = rows
 
@@ -118,7 +125,7 @@ class PostgresOutbox:
                 prepare=True,
             )
             held = [lane for (lane,) in await cursor.fetchall()]
-            rows: list[PendingRow] = []
+            rows: list[PendingRow[int]] = []
             if held:
                 cursor = await conn.execute(
                     "SELECT id, topic, partition_key, envelope, headers FROM outbox"

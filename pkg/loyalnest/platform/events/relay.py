@@ -2,7 +2,8 @@
 
 Delivery is at least once: rows are marked sent only after Kafka acknowledged them
 (acks=all), so a crash in between publishes them again, and consumers skip the duplicates
-by event id. Several processes may relay one schema at once (lanes, see outbox.py).
+by event id. Several processes may relay one schema at once (lanes: see outbox.py, and
+mongo_outbox.py for MongoDB's leases).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events.clients import Backoff, KafkaPublisher, OutgoingRecord
@@ -33,20 +34,28 @@ PURGE_INTERVAL_SECONDS = 300.0
 SHUTDOWN_GRACE_SECONDS = 3.0
 
 
-class ClaimLike(Protocol):
+# What a source marks its events sent by: PostgreSQL row ids, MongoDB event ids.
+RowId = TypeVar("RowId")
+
+
+class ClaimLike(Protocol[RowId]):
     @property
-    def rows(self) -> Sequence[PendingRow]: ...
-    async def mark_sent(self, ids: Sequence[int]) -> None: ...
+    def rows(self) -> Sequence[PendingRow[RowId]]: ...
+    async def mark_sent(self, ids: Sequence[RowId]) -> None: ...
 
 
-class OutboxSource(Protocol):
-    """Where pending events come from (PostgresOutbox; fakes in unit tests)."""
+class OutboxSource(Protocol[RowId]):
+    """Where pending events come from (PostgresOutbox, MongoOutbox; fakes in unit tests).
+
+    A claim holds its lanes until it exits: no other relay publishes them meanwhile, and
+    its rows are each lane's oldest pending events in commit order.
+    """
 
     @property
     def name(self) -> str: ...
     def claim(
         self, limit: int, lanes: int
-    ) -> contextlib.AbstractAsyncContextManager[ClaimLike]: ...
+    ) -> contextlib.AbstractAsyncContextManager[ClaimLike[RowId]]: ...
     async def backlog(self) -> Backlog: ...
     async def purge_sent(self, older_than_seconds: float) -> int: ...
 
@@ -62,10 +71,10 @@ class RelayBatchFailed(Exception):
         self.cause = cause
 
 
-class OutboxRelay:
+class OutboxRelay(Generic[RowId]):
     def __init__(
         self,
-        source: OutboxSource,
+        source: OutboxSource[RowId],
         settings: ServiceSettings,
         *,
         client_id: str,

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform.cache import VersionedCache, client_from_url
 from loyalnest.platform.config import ServiceSettings
-from loyalnest.platform.event_loops import postgres_event_loops
-from loyalnest.platform.events.consumer import ConsumerRunner
+from loyalnest.platform.event_loops import mongo_event_loops, postgres_event_loops
 from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.health import Check
 from loyalnest.platform.http import HttpClient
@@ -28,6 +26,9 @@ from loyalnest.services.points.ledger import CACHE_NAME, Ledger
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
 from loyalnest.services.points.store.base import LedgerStore
+
+if TYPE_CHECKING:
+    from loyalnest.services.points.store.mongo import MongoLedgerStore
 
 DATABASE = DatabaseSpec(schema="points", migration_dirs=(Path(__file__).parent / "migrations",))
 log = get_logger(__name__)
@@ -60,6 +61,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     """`clock` is the time order earnings are pending against (tests move it)."""
     store: LedgerStore
     database: Database | None = None
+    mongo_store: MongoLedgerStore | None = None
     components = ServiceComponents(registrations=[])
     if settings.points_ledger_store == "postgres":
         from loyalnest.services.points.store.postgres import PostgresLedgerStore
@@ -98,7 +100,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     )
     if settings.events_enabled:
         handlers = events.handlers(store, programs, orders)
-        _add_event_loops(settings, components, handlers, database)
+        _add_event_loops(settings, components, handlers, database, mongo_store)
     http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
     components.cleanup.append(http.close)
     codes = DiscountCodes(
@@ -120,22 +122,23 @@ def _add_event_loops(
     components: ServiceComponents,
     handlers: dict[str, Handler],
     database: Database | None,
+    mongo_store: MongoLedgerStore | None,
 ) -> None:
-    """The outbox relay and the consumer (users, Core's settings, webhooks) as background
-    loops."""
+    """The outbox relay of whichever store holds the ledger, and the consumer (users, Core's
+    settings, webhooks), as background loops."""
     if database is not None:
         components.background += postgres_event_loops(
             settings, database, service="points", group=events.CONSUMER_GROUP, handlers=handlers
         )
         return
-    log.warning("no outbox relay for the MongoDB ledger store yet: events stay in `outbox`")
-    consumer = ConsumerRunner(
+    assert mongo_store is not None  # one of the two stores is built
+    components.background += mongo_event_loops(
         settings,
+        mongo_store.database,
+        service="points",
         group=events.CONSUMER_GROUP,
         handlers=handlers,
-        client_id=f"loyalnest-points-{os.getpid()}",
     )
-    components.background.append(consumer.run)
 
 
 SPEC = ServiceSpec(name="points", settings_type=PointsSettings, build=build, database=DATABASE)

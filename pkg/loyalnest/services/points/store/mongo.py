@@ -14,20 +14,19 @@ effect and is taken over once its lease has expired. Without transactions (a sta
 server) the steps run one by one: a posting that fails other than by a refusal keeps its key
 claimed, since it may have taken effect, and retries with that key get ABORTED.
 
-Events: each posting inserts its outbox document (points.earned/redeemed/adjusted) in the
-same session, so with transactions the event commits with the posting; without them a crash
-between the two loses the event. No relay publishes the MongoDB outbox yet (see
-loyalnest.platform.events.mongo_outbox): with this store, events wait in `outbox`.
+Events: each posting enqueues its event (points.earned/redeemed/adjusted) in the outbox in
+the same session, so with transactions the event commits with the posting; without them a
+crash between the two loses the event, and per-customer order can degrade (see
+loyalnest.platform.events.mongo_outbox, whose MongoOutbox the service's relay publishes).
 
 pymongo's synchronous client runs in worker threads: the same code then also runs against
-mongomock-ng in tests (see `_FAKE_LOCK` for what the fake needs besides).
+mongomock-ng in tests (loyalnest.platform.mongo says what the fake needs besides).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -36,7 +35,6 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
-from bson.codec_options import CodecOptions
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
@@ -45,13 +43,16 @@ from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.write_concern import WriteConcern
 
 from loyalnest.platform.errors import Aborted, NotFound
+from loyalnest.platform.events import mongo_outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
-from loyalnest.platform.events.mongo_outbox import OUTBOX_COLLECTION, outbox_document
+from loyalnest.platform.events.mongo_outbox import OUTBOX_COLLECTION
 from loyalnest.platform.idempotency import (
     IdempotencyKey,
     IdempotencyKeyReused,
     ensure_same_request,
 )
+from loyalnest.platform.mongo import CODEC_OPTIONS, MongoCalls
+from loyalnest.platform.mongo import now_millis as _now
 from loyalnest.platform.observability import get_logger
 from loyalnest.services.points.domain import (
     Balance,
@@ -91,33 +92,12 @@ PROGRAM_SETTINGS = "program_settings_copies"
 ORDER_EARNINGS = "order_earnings"
 PROCESSED_EVENTS = "processed_events"
 
-# Aware UTC datetimes whatever the client was built with (tests pass in their own client).
-_CODEC_OPTIONS: CodecOptions[Document] = CodecOptions(tz_aware=True, tzinfo=UTC)
 _NO_UPPER_BOUND = 2**63 - 1
 # A ledger write must survive a primary failover, or a replay could miss its result.
 _LEDGER_WRITE_CONCERN = WriteConcern("majority")
 # A concurrent first credit may lose the race to create the balance document; one retry
 # then finds it, more attempts only guard against pathological interleavings.
 _UPSERT_ATTEMPTS = 3
-
-# mongomock-ng is not thread-safe the way a server is: find_one_and_update finds, then
-# updates by _id without re-checking the filter, and a unique index is checked before the
-# insert, so two threads can both pass the balance guard or both claim a key. Its
-# transactions snapshot whole collections and restore them on abort, which would also undo
-# other threads' committed writes. Serialising every call (a whole transaction counting as
-# one call) restores per-document atomicity and makes its transactions safe; one lock for
-# the process, because several stores may share one fake client.
-_FAKE_LOCK = threading.RLock()
-
-
-def _is_fake(client: object) -> bool:
-    return type(client).__module__.split(".")[0] in {"mongomock", "mongomock_ng"}
-
-
-def _now() -> datetime:
-    # BSON dates hold milliseconds: truncate up front so a first result equals its replay.
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def _utc(value: datetime) -> datetime:
@@ -175,13 +155,15 @@ class MongoLedgerStore:
         self._database = database
         self._client: MongoClient[Document] = database.client
         self._owns_client = owns_client
-        self._fake = _is_fake(self._client)
+        # Serialised on mongomock-ng (see loyalnest.platform.mongo).
+        self._calls = MongoCalls(self._client)
+        self._fake = self._calls.fake
         self._claim_wait = claim_wait_seconds
         self._claim_lease = timedelta(seconds=claim_lease_seconds)
         self._transactions = transactions
 
         def collection(name: str) -> Collection[Document]:
-            return database.get_collection(name, codec_options=_CODEC_OPTIONS)
+            return database.get_collection(name, codec_options=CODEC_OPTIONS)
 
         self._balances = collection(BALANCES)
         self._ledger = collection(TRANSACTIONS)
@@ -225,14 +207,13 @@ class MongoLedgerStore:
         if self._owns_client:
             await asyncio.to_thread(self._client.close)
 
-    async def _run(self, call: Callable[[], T]) -> T:
-        return await asyncio.to_thread(self._serialised, call)
+    @property
+    def database(self) -> Database[Document]:
+        """The store's database, where the outbox relay (MongoOutbox) reads its events."""
+        return self._database
 
-    def _serialised(self, call: Callable[[], T]) -> T:
-        if not self._fake:
-            return call()
-        with _FAKE_LOCK:
-            return call()
+    async def _run(self, call: Callable[[], T]) -> T:
+        return await self._calls.run(call)
 
     async def ping(self) -> None:
         await self._run(partial(self._client.admin.command, "ping"))
@@ -269,6 +250,7 @@ class MongoLedgerStore:
         for later in (self._redemptions, self._pos_queue):
             later.create_index([("customer_id", ASCENDING)], name="customer_id")
             later.create_index([("merchant_id", ASCENDING)], name="merchant_id")
+        mongo_outbox.ensure_outbox(self._database)
 
     async def uses_transactions(self) -> bool:
         if self._transactions is None:
@@ -283,7 +265,7 @@ class MongoLedgerStore:
 
     def _detect_transactions(self) -> bool:
         if self._fake:
-            return True  # its transactions are safe under _FAKE_LOCK
+            return True  # its transactions are safe under platform.mongo.FAKE_LOCK
         try:
             hello = self._client.admin.command("hello")
         except OperationFailure:  # servers before 4.4.2
@@ -487,9 +469,14 @@ class MongoLedgerStore:
         self._ledger.insert_one(doc, session=session)
         # Same session: with transactions the event commits with the posting. Without them
         # (standalone server) a crash right here loses the event; see the module docstring.
-        self._outbox.insert_one(
-            outbox_document(posting.merchant_id, ledger_event(transaction), occurred_at=now),
+        # After the balance update, as late as the posting allows: enqueue takes the outbox
+        # lane's counter, which serialises the lane's writers until commit.
+        mongo_outbox.enqueue(
+            self._database,
+            posting.merchant_id,
+            ledger_event(transaction),
             session=session,
+            occurred_at=now,
         )
         return transaction
 
