@@ -21,6 +21,7 @@ from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.points.service import SPEC, PointsSettings
+from tests.integration.broker import BrokerProcess
 from tests.integration.shopify_standin import API_KEY, API_SECRET, ShopifyStandIn
 
 
@@ -133,3 +134,14 @@ def shopify() -> Iterator[ShopifyStandIn]:
         yield standin
     finally:
         standin.stop()
+
+
+@pytest.fixture
+async def kafka() -> AsyncIterator[BrokerProcess]:
+    """A Kafka-protocol broker (tansu) of the test's own."""
+    broker = BrokerProcess()
+    await broker.start()
+    try:
+        yield broker
+    finally:
+        broker.close()

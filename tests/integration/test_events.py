@@ -62,16 +62,6 @@ OUTAGE_SECONDS = 4.0
 
 
 @pytest.fixture
-async def kafka() -> AsyncIterator[BrokerProcess]:
-    broker = BrokerProcess()
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        broker.close()
-
-
-@pytest.fixture
 async def sink(database_url: str, kafka: BrokerProcess) -> AsyncIterator[Database]:
     database = await open_sink(event_settings(database_url, kafka.bootstrap_servers))
     try:

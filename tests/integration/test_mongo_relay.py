@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC
 from typing import Any
 
@@ -47,16 +47,6 @@ pytestmark = pytest.mark.integration
 
 FAKE_MONGO = "mongo-FAKE-mongomock"
 Document = dict[str, Any]
-
-
-@pytest.fixture
-async def kafka() -> AsyncIterator[BrokerProcess]:
-    broker = BrokerProcess()
-    await broker.start()
-    try:
-        yield broker
-    finally:
-        broker.close()
 
 
 @pytest.fixture(params=[FAKE_MONGO])
