@@ -75,7 +75,11 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     else:
         from loyalnest.services.points.store.mongo import MongoLedgerStore
 
-        mongo_store = MongoLedgerStore.connect(settings.mongo_url, settings.mongo_database)
+        mongo_store = MongoLedgerStore.connect(
+            settings.mongo_url,
+            settings.mongo_database,
+            processed_retention_seconds=settings.processed_events_retention_seconds,
+        )
         components.startup = [Check("mongo-indexes", mongo_store.ensure_indexes)]
         components.cleanup.append(mongo_store.close)
         store = mongo_store

@@ -142,10 +142,13 @@ class MongoLedgerStore:
         claim_lease_seconds: float = 60.0,
         transactions: bool | None = None,
         owns_client: bool = False,
+        processed_retention_seconds: float = 14 * 24 * 3600,
     ) -> None:
         """Uses `database` (a pymongo or mongomock-ng Database); `close` leaves its client
         open unless `owns_client`.
 
+        `processed_retention_seconds`: how long consumed event ids are kept for deduplication
+        (a TTL index; the PostgreSQL services' inbox purge loop does the same).
         `claim_wait_seconds`: how long a call waits for a concurrent call with the same key.
         `claim_lease_seconds`: how old an unrecorded claim must be before a retry may take
         it over (only with transactions); must exceed the longest a posting can take.
@@ -161,6 +164,7 @@ class MongoLedgerStore:
         self._claim_wait = claim_wait_seconds
         self._claim_lease = timedelta(seconds=claim_lease_seconds)
         self._transactions = transactions
+        self._processed_retention = int(processed_retention_seconds)
 
         def collection(name: str) -> Collection[Document]:
             return database.get_collection(name, codec_options=CODEC_OPTIONS)
@@ -185,6 +189,7 @@ class MongoLedgerStore:
         claim_wait_seconds: float = 5.0,
         claim_lease_seconds: float = 60.0,
         transactions: bool | None = None,
+        processed_retention_seconds: float = 14 * 24 * 3600,
     ) -> MongoLedgerStore:
         """Does not wait for the server: readiness (`ping`) reports when it is reachable."""
         client: MongoClient[Document] = MongoClient(
@@ -201,6 +206,7 @@ class MongoLedgerStore:
             claim_lease_seconds=claim_lease_seconds,
             transactions=transactions,
             owns_client=True,
+            processed_retention_seconds=processed_retention_seconds,
         )
 
     async def close(self) -> None:
@@ -238,6 +244,12 @@ class MongoLedgerStore:
             [("consumer", ASCENDING), ("event_id", ASCENDING)],
             unique=True,
             name="consumer_event_unique",
+        )
+        # Bounded like the PostgreSQL inbox: a redelivery older than this is not expected.
+        self._processed.create_index(
+            [("processed_at", ASCENDING)],
+            expireAfterSeconds=self._processed_retention,
+            name="processed_ttl",
         )
         self._rewards.create_index(
             [("merchant_id", ASCENDING), ("created_at", ASCENDING), ("reward_id", ASCENDING)],
