@@ -385,10 +385,11 @@ class ClientResult:
 
 
 class Sender:
-    def __init__(self, session: Any, url: str, factory: DeliveryFactory, phase: Phase) -> None:
+    """Sends deliveries on one aiohttp session and keeps the phase's tallies."""
+
+    def __init__(self, session: Any, url: str, phase: Phase) -> None:
         self._session = session
         self._url = url
-        self._factory = factory
         self._phase = phase
         self.result = ClientResult()
         self._latencies = array.array("d")
@@ -506,7 +507,7 @@ async def _run_phase(
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, auto_decompress=False
     ) as session:
-        sender = Sender(session, phase.url, factory, phase)
+        sender = Sender(session, phase.url, phase)
         if phase.kind == "closed":
             if workers:
                 await _closed_loop(sender, factory, phase, workers)
