@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 BUF_IMAGE := .build/buf-image.binpb
 
-.PHONY: setup system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy up bench clean \
+.PHONY: setup system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy up bench \
+	bench-webhooks clean \
 	chart chart-gateway-config chart-golden chart-check k8s kind-up kind-down
 
 setup: system-deps $(STAMP) k8s-tools
@@ -85,6 +86,10 @@ up: setup
 
 bench: setup
 	$(BIN)/python bench/bench_points.py
+
+# Shopify webhooks through Envoy to the edge service vs. a bare server (bench/README.md).
+bench-webhooks: setup
+	$(BIN)/python bench/bench_webhooks.py
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

