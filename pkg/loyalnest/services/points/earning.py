@@ -153,6 +153,19 @@ class OrderEarnings:
             return True  # a guest checkout: nobody to credit
         now = self._clock()
         note = await self._why_not_earning(merchant_id, program, now)
+        approve_at = now + program.pending_period.ToTimedelta()
+        # No pending period: the order is recorded APPROVING, its amount fixed, as
+        # begin_order_approval would leave it (a new order has no adjustments: they need
+        # the order's row), which saves that transaction per order. If the credit below
+        # does not happen (a crash), the settlement loop posts it, as for any APPROVING order.
+        at_once = not note and approve_at <= now
+        status = (
+            OrderStatus.NOT_EARNING
+            if note
+            else OrderStatus.APPROVING
+            if at_once
+            else OrderStatus.PENDING
+        )
         earning = OrderEarning(
             merchant_id=merchant_id,
             order_id=totals.order_id,
@@ -160,15 +173,18 @@ class OrderEarnings:
             points=0 if note else totals.points,
             eligible_amount=totals.eligible_amount,
             currency=totals.currency,
-            status=OrderStatus.NOT_EARNING if note else OrderStatus.PENDING,
-            approve_at=now + program.pending_period.ToTimedelta(),
+            status=status,
+            approve_at=approve_at,
             created_at=now,
             settings_version=program.version,
             note=note,
+            approved_points=totals.points if at_once else 0,
         )
         stored, inserted = await self._store.record_order(earning)
-        ORDERS.labels(stored.status.value if inserted else "duplicate").inc()
-        if inserted and stored.status is OrderStatus.PENDING and stored.approve_at <= now:
+        # An order credited at once still counts as "pending" (it earns; the period was 0).
+        outcome = "pending" if stored.status is OrderStatus.APPROVING else stored.status.value
+        ORDERS.labels(outcome if inserted else "duplicate").inc()
+        if inserted and stored.status is OrderStatus.APPROVING:
             await self.settle(OrderSettlement(stored))  # no pending period: credit at once
         return inserted
 

@@ -345,7 +345,9 @@ class PostgresLedgerStore:
         return None if row is None else bytes(row[0])
 
     async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
-        row = {**asdict(earning), "status": str(earning.status)}
+        # Shallow: asdict() deep-copies every field (Decimal, datetimes) for nothing.
+        row = {name: getattr(earning, name) for name in _ORDER_COLUMNS}
+        row["status"] = str(earning.status)
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 f"INSERT INTO order_earnings ({', '.join(_ORDER_COLUMNS)})"
@@ -471,12 +473,8 @@ class PostgresLedgerStore:
                 (approved, merchant_id, order_id),
             )
             return OrderSettlement(
-                OrderEarning(
-                    **{
-                        **asdict(earning),
-                        "status": OrderStatus.APPROVING,
-                        "approved_points": approved,
-                    }
+                dataclasses.replace(
+                    earning, status=OrderStatus.APPROVING, approved_points=approved
                 ),
                 [dataclasses.replace(a, applied=True) for a in adjustments],
             )
