@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 BUF_IMAGE := .build/buf-image.binpb
 
 .PHONY: setup system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy up bench \
-	bench-webhooks clean \
+	bench-webhooks bench-orders clean \
 	chart chart-gateway-config chart-golden chart-check k8s kind-up kind-down
 
 setup: system-deps $(STAMP) k8s-tools
@@ -90,6 +90,10 @@ bench: setup
 # Shopify webhooks through Envoy to the edge service vs. a bare server (bench/README.md).
 bench-webhooks: setup
 	$(BIN)/python bench/bench_webhooks.py
+
+# Shopify orders/create webhooks to points credited, end to end (bench/README.md).
+bench-orders: setup
+	$(BIN)/python bench/bench_orders.py
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,55 @@ def server_process(target: Callable[..., None], *args: Any) -> Iterator[ServerPr
     finally:
         parent_end.close()
         stop_process(process)
+
+
+def service_process(
+    ready: Connection, module: str, settings: dict[str, Any], profile: str | None = None
+) -> None:
+    """Child process entry point: one of our services (`module`'s SPEC, e.g.
+    "loyalnest.services.edge.service") with `settings`, through
+    `loyalnest.platform.server.running` as deployed, until SIGTERM. Reports ready once its
+    start-up steps (migrations) are done.
+
+    With `profile`, its event-loop thread runs under cProfile (slower: read the profile for
+    where the time goes, not the throughput of that run) and the stats are written there.
+    """
+    import cProfile
+    import traceback
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The main thread's CPU time, not wall time: on a shared machine wall time also counts
+    # the moments the process waited for a core, and the Kafka threads' CPU stays out.
+    profiler = cProfile.Profile(time.thread_time) if profile else None
+    try:
+        if profiler is not None:
+            profiler.enable()
+        asyncio.run(_service_main(ready, module, settings))
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            ready.send(("error", "".join(traceback.format_exception(exc))))
+        raise SystemExit(1) from None
+    finally:
+        if profiler is not None and profile:
+            profiler.disable()
+            profiler.dump_stats(profile)
+
+
+async def _service_main(ready: Connection, module: str, values: dict[str, Any]) -> None:
+    import importlib
+
+    from loyalnest.platform.observability import configure_logging
+    from loyalnest.platform.server import ServiceSpec, running
+
+    spec: ServiceSpec[Any] = importlib.import_module(module).SPEC
+    settings = spec.settings_type(**values)
+    configure_logging(settings, spec.name)
+    stop, watchdog = stop_event()
+    async with running(spec, settings) as service:
+        await asyncio.wait_for(service.health.started.wait(), READY_TIMEOUT_SECONDS)
+        ready.send(("ok", service.address))
+        await stop.wait()
+    await watchdog
 
 
 def stop_process(process: BaseProcess) -> None:
