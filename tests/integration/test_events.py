@@ -19,7 +19,9 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import TopicPartition
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -347,6 +349,50 @@ async def test_broker_outage_outbox_drains_and_every_event_arrives(
     assert len(sent) == 120
     assert applied == sent
     assert await scalar(sink, "SELECT count(*) FROM effects") == 120
+
+
+async def test_consumer_rereads_a_topic_the_broker_recreated_while_it_was_away(
+    database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
+):
+    """A broker that lost its state (tansu's memory storage, or a topic deleted and created
+    again) serves a new log under the old name, starting at offset 0. The group's member
+    keeps its fetch positions in the old log across the rebalance that follows: they must
+    not be used, or the first records of every partition of the new log are skipped."""
+    settings = event_settings(database_url, kafka.bootstrap_servers)
+    group = new_group()
+    runner = ConsumerRunner(
+        settings, group=group, handlers={"points.earned": effect_handler(sink)}, client_id="c"
+    )
+    customers = [f"c{n}" for n in range(12)]
+    async with background(runner.run):
+        await enqueue_earned(sink, merchant_id, [(c, s, "") for s in (1, 2) for c in customers])
+        async with background(OutboxRelay(PostgresOutbox(sink), settings, client_id="r").run):
+            await eventually(lambda: _effects_are(sink, 24), 30, "events before the restart")
+
+        kafka.stop()
+        await kafka.start()
+        # The first client to name the missing topic gets it created with tansu's default of
+        # 4 partitions (it ignores allow_auto_create_topics=False), before the relay creates
+        # it with 6 or after: created here, so that it is always the case this test is about.
+        # The changed count makes the member rejoin through a rebalance that keeps positions.
+        await asyncio.to_thread(_create_topic, kafka.bootstrap_servers, POINTS.name, 4)
+        await enqueue_earned(
+            sink, merchant_id, [(c, s, "") for s in range(3, 11) for c in customers]
+        )
+        async with background(OutboxRelay(PostgresOutbox(sink), settings, client_id="r").run):
+            await eventually(lambda: _effects_are(sink, 120), 60, "every event after the restart")
+
+    assert await scalar(sink, "SELECT count(*) FROM effects") == 120
+    assert await scalar(sink, "SELECT count(DISTINCT event_id) FROM effects") == 120
+
+
+def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        with contextlib.suppress(TopicAlreadyExistsError):
+            admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        admin.close()
 
 
 async def _event_ids(database: Database, query: str) -> set[str]:

@@ -6,19 +6,24 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
 import psycopg
 import pytest
+from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
 from loyalnest.gen.events.v1 import points_pb2
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.events import consumer as consumer_module
 from loyalnest.platform.events.clients import Backoff, OutgoingRecord
 from loyalnest.platform.events.consumer import (
     DLQ_ATTEMPTS,
     DLQ_GROUP,
     DLQ_REASON,
     DLQ_SOURCE,
+    ConsumerRunner,
     EventProcessor,
     PermanentEventError,
     dead_letter_record,
@@ -370,3 +375,102 @@ async def test_stopping_leaves_the_rest_undone():
     # not done either: its offset is not committed and it is delivered again.
     assert done == [records[0]]
     assert handler.runs == [] and handler.single == []
+
+
+# --- consumer runner: a broker that comes back without its state -----------------------------
+
+
+def earned(tp: TopicPartition, offset: int, name: str) -> Record:
+    event = new_event("m", points_pb2.PointsEarned(customer_id="c", reason=name))
+    headers = [(k, v.encode()) for k, v in event.headers.items()]
+    return Record(event.value, headers, tp.topic, tp.partition, offset)
+
+
+class RestartingBroker:
+    """A KafkaConsumer on one partition whose broker restarts empty once the first log is
+    consumed and committed: a new log, no committed offset, and a rebalance after which the
+    member keeps its fetch position (kafka-python does, for a partition assigned to it
+    again)."""
+
+    def __init__(self, first: int, second: int) -> None:
+        self.tp = TopicPartition("loyalnest.points.events", 0)
+        self.logs = [
+            [earned(self.tp, n, f"old-{n}") for n in range(first)],
+            [earned(self.tp, n, f"new-{n}") for n in range(second)],
+        ]
+        self.log = self.logs[0]
+        self.position = 0
+        self.committed_offset: int | None = None
+        self.listener: Any = None
+        self.rebalance = False
+        self.rejoins_requested = 0
+        self._coordinator = SimpleNamespace(request_rejoin=self._request_rejoin)
+
+    def _request_rejoin(self) -> None:
+        self.rejoins_requested += 1
+
+    def subscribe(self, topics: Sequence[str], listener: Any = None) -> None:
+        self.listener, self.rebalance = listener, True
+
+    def poll(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+        if self.log is self.logs[0] and self.committed_offset == len(self.log):
+            self.log, self.committed_offset, self.rebalance = self.logs[1], None, True
+        if self.rebalance:
+            self.rebalance = False
+            if self.listener is not None:
+                self.listener.on_partitions_revoked({self.tp})
+                self.listener.on_partitions_assigned({self.tp})
+        records = self.log[self.position : self.position + 3]
+        self.position += len(records)
+        return {self.tp: records} if records else {}
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        self.committed_offset = offsets[self.tp].offset
+
+    def committed(self, tp: TopicPartition, timeout_ms: int | None = None) -> int | None:
+        return self.committed_offset
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.position = offset
+
+    def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        self.position = 0
+
+    def assignment(self) -> set[TopicPartition]:
+        return {self.tp}
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self.log)
+
+    def close(self, **kwargs: Any) -> None:
+        pass
+
+
+async def test_after_the_broker_lost_its_state_the_new_log_is_read_from_its_start(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    broker = RestartingBroker(first=5, second=8)
+    monkeypatch.setattr(consumer_module, "ensure_topics", lambda *args: None)
+    monkeypatch.setattr(consumer_module, "new_consumer", lambda *args: broker)
+    handler = Handler()
+    all_applied = asyncio.Event()
+
+    async def apply(event: ConsumedEvent) -> bool:
+        applied = await handler(event)
+        if len(handler.calls) == 13:
+            all_applied.set()
+        return applied
+
+    runner = ConsumerRunner(
+        SETTINGS, group="g-restart", handlers={"points.earned": apply}, client_id="c"
+    )
+    task = asyncio.create_task(runner.run())
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_applied.wait(), 5)
+    runner.stop()
+    await task
+
+    reasons = [event.payload_as(points_pb2.PointsEarned).reason for event in handler.calls]
+    assert reasons == [f"old-{n}" for n in range(5)] + [f"new-{n}" for n in range(8)]
+    # The kafka-python 3.0 workaround for dropped rebalances (consumer._Rebalances).
+    assert broker.rejoins_requested >= 1

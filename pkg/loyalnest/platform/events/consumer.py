@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 import psycopg
 import pymongo.errors
 import structlog
-from kafka import KafkaConsumer
+from kafka import ConsumerRebalanceListener, KafkaConsumer
 from kafka.errors import CommitFailedError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry import trace
@@ -341,6 +341,29 @@ class EventProcessor:
                     return self._applied(event, applied)
 
 
+# kafka-python ships no type hints: to mypy its listener base class is Any.
+class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Notes each new assignment, for the runner to act on (ConsumerRunner._resume_from_committed).
+
+    Called on kafka-python's IO thread, where blocking calls such as committed() are refused.
+    """
+
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+        self.assigned = False
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # kafka-python 3.0 lacks KAFKA-9815: a rebalance started because a subscribed topic's
+        # partitions changed (a topic created again with another count) is not marked as
+        # needed, so a join that completes between two polls is never applied, and with a
+        # listener the revoked partitions then stay unfetched for good. Marking it needed,
+        # as the Java client does, keeps the join pending until it is applied.
+        self._consumer._coordinator.request_rejoin()
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned = True
+
+
 class ConsumerRunner:
     """One member of consumer group `group`, applying `handlers` (event type -> handler).
 
@@ -371,6 +394,7 @@ class ConsumerRunner:
             settings,
         )
         self._consumer: KafkaConsumer | None = None
+        self._rebalances: _Rebalances | None = None
         self._stopping = asyncio.Event()
         # Next offset per partition: applied, not yet committed / last applied (for lag).
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -389,6 +413,9 @@ class ConsumerRunner:
                 batch: dict[TopicPartition, list[Any]] = {}
                 try:
                     batch = await self._thread.run(consumer.poll, timeout_ms=POLL_TIMEOUT_MS)
+                    if self._rebalances is not None and self._rebalances.assigned:
+                        batch = {}  # fetched at positions from before the rebalance: read again
+                        await self._resume_from_committed(consumer, self._rebalances)
                     if batch:
                         await self._apply(batch)
                         await self._commit()
@@ -422,7 +449,8 @@ class ConsumerRunner:
                     new_consumer, self._settings, self._client_id, self.group
                 )
                 self._consumer = consumer
-                await self._thread.run(consumer.subscribe, self.topics)
+                self._rebalances = _Rebalances(consumer)
+                await self._thread.run(consumer.subscribe, self.topics, listener=self._rebalances)
                 log.info("consumer started", group=self.group, topics=self.topics)
                 backoff.reset()
                 return consumer
@@ -436,6 +464,42 @@ class ConsumerRunner:
                 )
                 await asyncio.sleep(delay)
         return None
+
+    async def _resume_from_committed(
+        self, consumer: KafkaConsumer, rebalances: _Rebalances
+    ) -> None:
+        """Moves every assigned partition to the group's committed offset.
+
+        kafka-python keeps the fetch position of a partition that a rebalance assigns to the
+        same member again. When the broker lost its state (a memory-backed broker restarted,
+        a topic deleted and created again), that position points into a log that is gone
+        and, used on the new log, skips its first records. Such a loss is always followed by
+        a rebalance (the group is gone, or the partitions changed), and the committed offsets
+        are the broker's own: resuming from them is right in every case.
+        """
+        # Bounded like any request; if it fails, the note stays and the next poll's records
+        # are dropped and repositioned again.
+        timeout_ms = max(1, round(self._settings.kafka_publish_timeout_seconds * 1000))
+
+        def reposition() -> None:
+            rebalances.assigned = False  # first, so that one arriving meanwhile is noted again
+            for tp in consumer.assignment():
+                offset = consumer.committed(tp, timeout_ms=timeout_ms)
+                if offset is None:
+                    consumer.seek_to_beginning(tp)  # what auto_offset_reset="earliest" does
+                else:
+                    consumer.seek(tp, offset)
+
+        try:
+            await self._thread.run(reposition)
+        except Exception:
+            rebalances.assigned = True
+            raise
+        # Noted under the previous assignment: offsets in a log that may be gone, or of
+        # partitions that are another member's now. Committing them could move the group
+        # past records nobody applied.
+        self._uncommitted.clear()
+        self._positions.clear()
 
     async def _apply(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
         async with asyncio.TaskGroup() as group:
