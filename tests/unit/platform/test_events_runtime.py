@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import structlog.testing
 from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
@@ -120,14 +121,18 @@ async def test_relay_loop_retries_until_the_broker_takes_everything():
     source = FakeOutbox(rows("a", "b", "c", "d", "e"))
     kafka = FakeKafka({"a": 3, "e": 2})
     relay = OutboxRelay(source, SETTINGS, client_id="t", publisher=kafka)
-    task = asyncio.ensure_future(relay.run())
-    for _ in range(500):
-        if len(source.sent) == 5:
-            break
-        await asyncio.sleep(0.002)
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.ensure_future(relay.run())
+        for _ in range(500):
+            if len(source.sent) == 5:
+                break
+            await asyncio.sleep(0.002)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    events = [entry["event"] for entry in logs]
+    assert "outbox relay failed; retrying" in events
+    assert events.index("outbox relay recovered") > events.index("outbox relay failed; retrying")
     assert sorted(source.sent) == [1, 2, 3, 4, 5]
     assert sorted(r.value for r in kafka.published) == [b"a", b"b", b"c", b"d", b"e"]
     assert kafka.closed, "cancelling the loop closes the producer"

@@ -106,6 +106,13 @@ class OutboxRelay(Generic[RowId]):
                     await self._housekeeping()
                     await asyncio.sleep(delay)
                     continue
+                if self._backoff.failures:
+                    # Failures are logged one by one; say when they are over, too.
+                    log.info(
+                        "outbox relay recovered",
+                        schema=self._source.name,
+                        failed_attempts=self._backoff.failures,
+                    )
                 self._backoff.reset()
                 await self._housekeeping()
                 if not published:  # otherwise other lanes may be waiting: go on at once
