@@ -92,7 +92,11 @@ def server_process(target: Callable[..., None], *args: Any) -> Iterator[ServerPr
 
 
 def service_process(
-    ready: Connection, module: str, settings: dict[str, Any], profile: str | None = None
+    ready: Connection,
+    module: str,
+    settings: dict[str, Any],
+    profile: str | None = None,
+    relay_only: bool = False,
 ) -> None:
     """Child process entry point: one of our services (`module`'s SPEC, e.g.
     "loyalnest.services.edge.service") with `settings`, through
@@ -101,6 +105,8 @@ def service_process(
 
     With `profile`, its event-loop thread runs under cProfile (slower: read the profile for
     where the time goes, not the throughput of that run) and the stats are written there.
+    With `relay_only`, the process is the service's stand-alone outbox relay
+    (`loyalnest relay <service>`) instead.
     """
     import cProfile
     import traceback
@@ -112,7 +118,7 @@ def service_process(
     try:
         if profiler is not None:
             profiler.enable()
-        asyncio.run(_service_main(ready, module, settings))
+        asyncio.run(_service_main(ready, module, settings, relay_only))
     except BaseException as exc:
         with contextlib.suppress(OSError):
             ready.send(("error", "".join(traceback.format_exception(exc))))
@@ -123,13 +129,18 @@ def service_process(
             profiler.dump_stats(profile)
 
 
-async def _service_main(ready: Connection, module: str, values: dict[str, Any]) -> None:
+async def _service_main(
+    ready: Connection, module: str, values: dict[str, Any], relay_only: bool = False
+) -> None:
     import importlib
 
+    from loyalnest.platform.event_loops import relay_spec
     from loyalnest.platform.observability import configure_logging
     from loyalnest.platform.server import ServiceSpec, running
 
     spec: ServiceSpec[Any] = importlib.import_module(module).SPEC
+    if relay_only:
+        spec = relay_spec(spec)
     settings = spec.settings_type(**values)
     configure_logging(settings, spec.name)
     stop, watchdog = stop_event()

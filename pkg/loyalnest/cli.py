@@ -19,6 +19,14 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relay(args: argparse.Namespace) -> int:
+    from loyalnest.platform.event_loops import relay_spec
+    from loyalnest.platform.server import serve
+
+    serve(relay_spec(spec_for(args.service)))
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from loyalnest.platform.observability import configure_logging
 
@@ -151,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run one service (configured by LOYALNEST_* env)")
     serve.add_argument("service", choices=sorted(SERVICES))
     serve.set_defaults(func=_serve)
+
+    relay = commands.add_parser(
+        "relay",
+        help="relay one service's PostgreSQL outbox to Kafka in a process of its own"
+        " (for services run with LOYALNEST_OUTBOX_RELAY_IN_PROCESS=false)",
+    )
+    relay.add_argument("service", choices=sorted(SERVICES))
+    relay.set_defaults(func=_relay)
 
     migrate = commands.add_parser("migrate", help="apply a service's database migrations")
     migrate.add_argument("service", choices=sorted(SERVICES))

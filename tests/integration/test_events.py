@@ -34,6 +34,7 @@ from loyalnest.gen.events.v1 import points_pb2 as points_events
 from loyalnest.gen.events.v1 import users_pb2
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.event_loops import relay_spec
 from loyalnest.platform.events import outbox
 from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.events.envelope import ConsumedEvent
@@ -393,6 +394,40 @@ def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
             admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         admin.close()
+
+
+# --- the relay in a process of its own -------------------------------------------------------
+
+
+async def test_a_separate_relay_process_publishes_what_the_service_only_enqueues(
+    database_url: str, kafka: BrokerProcess, sink: Database, points_db: Database
+):
+    settings = events_points_settings(database_url, kafka.bootstrap_servers).model_copy(
+        update={"outbox_relay_in_process": False}
+    )
+    group = new_group()
+    runner = ConsumerRunner(
+        settings, group=group, handlers={"points.earned": effect_handler(sink)}, client_id="c"
+    )
+    async with running(SPEC, settings) as points, background(runner.run):
+        await wait_for_health(points.address, SERVING)
+        async with grpc.aio.insecure_channel(points.address) as channel:
+            stub = points_pb2_grpc.PointsServiceStub(channel)
+            for n in range(10):
+                await stub.EarnPoints(
+                    points_pb2.EarnPointsRequest(
+                        customer_id=f"c{n % 3}", points=1, idempotency_key=f"sep-{n}"
+                    ),
+                    metadata=merchant_metadata("m-relay"),
+                )
+        await asyncio.sleep(1.0)  # ample for an in-process relay (it polls every 20 ms)
+        assert await scalar(points_db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 10
+        assert await scalar(sink, "SELECT count(*) FROM effects") == 0
+
+        async with running(relay_spec(SPEC), settings) as relay:
+            await wait_for_health(relay.address, SERVING)
+            await eventually(lambda: _effects_are(sink, 10), 30, "the relayed events")
+        assert await scalar(points_db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
 
 
 async def _event_ids(database: Database, query: str) -> set[str]:

@@ -79,6 +79,9 @@ class ServiceSettings(BaseSettings):
     # Retries while the broker (or the database) is away: exponential, capped.
     events_retry_initial_seconds: float = Field(0.2, gt=0)
     events_retry_max_seconds: float = Field(5.0, gt=0)
+    # False: this process does not relay its outbox; `loyalnest relay <service>` does, in a
+    # process of its own (its Kafka producer then takes no CPU or GIL from request handling).
+    outbox_relay_in_process: bool = True
     # Outbox relay: idle polling interval (a full batch is followed at once by the next).
     outbox_poll_interval_seconds: float = Field(0.1, gt=0)
     outbox_batch_size: int = Field(500, ge=1)

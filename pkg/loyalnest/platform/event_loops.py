@@ -27,7 +27,7 @@ from loyalnest.platform.events.outbox import PostgresOutbox
 from loyalnest.platform.events.relay import OutboxRelay
 from loyalnest.platform.health import Check
 from loyalnest.platform.postgres import Database
-from loyalnest.platform.server import Registration, ServiceComponents
+from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 
 Loop = Callable[[], Coroutine[Any, Any, None]]
 
@@ -42,10 +42,9 @@ def postgres_event_loops(
 ) -> list[Loop]:
     """Outbox relay, processed-events purge, and a consumer when there are handlers."""
     client_id = _client_id(service)
-    loops: list[Loop] = [
-        OutboxRelay(PostgresOutbox(database), settings, client_id=client_id).run,
-        inbox.purge_loop(database, settings.processed_events_retention_seconds),
-    ]
+    loops: list[Loop] = [inbox.purge_loop(database, settings.processed_events_retention_seconds)]
+    if settings.outbox_relay_in_process:
+        loops.append(OutboxRelay(PostgresOutbox(database), settings, client_id=client_id).run)
     return loops + _consumer(settings, group, handlers, client_id)
 
 
@@ -64,7 +63,9 @@ def mongo_event_loops(
     # Named after the service, as PostgreSQL outboxes are after its schema: one backlog
     # metric per service whichever store it runs on.
     source = MongoOutbox(database, name=service, lease_seconds=lease_seconds_for(settings))
-    loops: list[Loop] = [OutboxRelay(source, settings, client_id=client_id).run]
+    loops: list[Loop] = []
+    if settings.outbox_relay_in_process:
+        loops.append(OutboxRelay(source, settings, client_id=client_id).run)
     return loops + _consumer(settings, group, handlers, client_id)
 
 
@@ -106,3 +107,28 @@ def postgres_service(
             settings, database, service=service, group=group, handlers=handlers
         )
     return components
+
+
+def relay_spec(spec: ServiceSpec[Any]) -> ServiceSpec[Any]:
+    """A process that only relays `spec`'s PostgreSQL outbox (`loyalnest relay <service>`),
+    for services run with `outbox_relay_in_process` off: gRPC health (SERVING while its
+    database answers), metrics, and the relay loop. Several may run: relays share the lanes.
+    """
+    database_spec = spec.database
+    if database_spec is None:
+        raise ValueError(f"{spec.name} has no PostgreSQL outbox to relay")
+
+    async def build(settings: ServiceSettings) -> ServiceComponents:
+        database = Database(settings, database_spec)
+        await database.open()
+        relay = OutboxRelay(PostgresOutbox(database), settings, client_id=_client_id(spec.name))
+        return ServiceComponents(
+            registrations=[],
+            readiness=[Check("postgres", database.ping)],
+            background=[relay.run],
+            cleanup=[database.close],
+        )
+
+    return ServiceSpec(
+        name=f"{spec.name}-relay", settings_type=spec.settings_type, build=build, database=None
+    )
