@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog.testing
 from grpc_health.v1 import health_pb2
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -36,6 +37,7 @@ from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import relay_spec
 from loyalnest.platform.events import outbox
+from loyalnest.platform.events.clients import ensure_topics
 from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.outbox import PostgresOutbox
@@ -394,6 +396,16 @@ def _create_topic(bootstrap: str, topic: str, partitions: int) -> None:
             admin.create_topics([NewTopic(topic, partitions, 1)])
     finally:
         admin.close()
+
+
+async def test_a_topic_with_another_partition_count_is_reported(kafka: BrokerProcess) -> None:
+    settings = ServiceSettings(kafka_bootstrap_servers=kafka.bootstrap_servers)
+    await asyncio.to_thread(_create_topic, kafka.bootstrap_servers, POINTS.name, 2)
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.to_thread(ensure_topics, settings, "t", [POINTS.name])
+    warnings = [e for e in logs if e["event"] == "kafka topic has an unexpected partition count"]
+    assert [(w["topic"], w["partitions"]) for w in warnings] == [(POINTS.name, 2)]
+    assert warnings[0]["expected"] == POINTS.partitions
 
 
 # --- the relay in a process of its own -------------------------------------------------------

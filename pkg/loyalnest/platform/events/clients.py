@@ -104,8 +104,29 @@ def ensure_topics(settings: ServiceSettings, client_id: str, topics: Iterable[st
                 created.append(name)
         if created:
             log.info("kafka topics created", topics=created)
+        _warn_about_partition_counts(admin, sorted(wanted - set(created)))
     finally:
         admin.close()
+
+
+def _warn_about_partition_counts(admin: KafkaAdminClient, topics: list[str]) -> None:
+    """Logs topics whose partition count differs from the registry's. Changing it here would
+    move keys to other partitions (and break per-key order), so it is an operator's call; a
+    broker that lost its state recreates topics with its default count when a client names
+    them before this runs."""
+    if not topics:
+        return
+    for described in admin.describe_topics(topics):
+        # "name" in kafka-python 3 (newer Metadata versions), "topic" before.
+        name = described.get("name", described.get("topic"))
+        partitions = len(described.get("partitions") or [])
+        if name in topics and partitions and partitions != topic_partitions(name):
+            log.warning(
+                "kafka topic has an unexpected partition count",
+                topic=name,
+                partitions=partitions,
+                expected=topic_partitions(name),
+            )
 
 
 @dataclass
