@@ -116,7 +116,12 @@ def _warn_about_partition_counts(admin: KafkaAdminClient, topics: list[str]) -> 
     them before this runs."""
     if not topics:
         return
-    for described in admin.describe_topics(topics):
+    try:
+        descriptions = admin.describe_topics(topics)
+    except Exception as exc:  # a diagnostic: it must never keep events from flowing
+        log.debug("could not describe kafka topics", topics=topics, error=repr(exc))
+        return
+    for described in descriptions:
         # "name" in kafka-python 3 (newer Metadata versions), "topic" before.
         name = described.get("name", described.get("topic"))
         partitions = len(described.get("partitions") or [])
