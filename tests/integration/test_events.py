@@ -49,7 +49,7 @@ from loyalnest.services.points.events import CONSUMER_GROUP
 from loyalnest.services.points.service import SPEC, PointsSettings
 from tests.auth import merchant_metadata
 from tests.integration.broker import BrokerProcess
-from tests.integration.conftest import points_settings, wait_for_health
+from tests.integration.conftest import eventually, points_settings, wait_for_health
 from tests.integration.events_worker import (
     FAST_EVENTS,
     POISON_REASON,
@@ -88,16 +88,6 @@ async def background(*loops: Callable[[], Awaitable[None]]) -> AsyncIterator[Non
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.1
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 async def scalar(database: Database, query: str, *params: Any) -> Any:

@@ -39,9 +39,9 @@ from loyalnest.services.points.store.mongo import MongoLedgerStore
 from tests.auth import merchant_metadata
 from tests.contract.test_ledger_store import earn, redeem
 from tests.integration.broker import BrokerProcess
-from tests.integration.conftest import service_settings_for_tests, wait_for_health
+from tests.integration.conftest import eventually, service_settings_for_tests, wait_for_health
 from tests.integration.events_worker import FAST_EVENTS
-from tests.integration.test_events import background, eventually
+from tests.integration.test_events import background
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,7 @@ import dataclasses
 import functools
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,7 +39,11 @@ from loyalnest.services.points.service import SPEC as POINTS
 from loyalnest.services.points.service import build as build_points
 from tests.auth import JWKS_PATH, merchant_headers
 from tests.integration.broker import BrokerProcess
-from tests.integration.conftest import points_settings, service_settings_for_tests
+from tests.integration.conftest import (
+    eventually,
+    points_settings,
+    service_settings_for_tests,
+)
 from tests.integration.events_worker import FAST_EVENTS
 from tests.integration.test_core_service import core_settings
 from tests.integration.test_gateway_validate import (
@@ -123,18 +127,6 @@ class Stack:
         response = await self.get(path)
         assert response.status == 200, (path, response.status, response.body)
         return response.json()
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 30) -> Any:
-    """Polls `check` until it returns a truthy value (returned) or the timeout passes."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 @contextlib.asynccontextmanager
@@ -238,10 +230,10 @@ async def test_signed_order_becomes_pending_then_spendable_points_and_a_refund_t
     async def points_has_settings() -> bool:
         probe = 1000 + int(uuid.uuid4().int % 10**6)
         await stack.deliver("orders/create", order(probe, 1, (1, 1, "0.00")))
-        status = await eventually(lambda: order_status(stack, probe), "the probe order")
+        status = await eventually(lambda: order_status(stack, probe), 30, "the probe order")
         return bool(int(status.get("settings_version", "0")) >= version)
 
-    await eventually(points_has_settings, "Points to apply Core's settings", timeout=60)
+    await eventually(points_has_settings, 60, "Points to apply Core's settings")
 
     # 2 x 30.00 + 1 x 45.50 = 105.50 EUR (tax and shipping earn nothing) -> 211 points.
     placed = order(7001, 42, (501, 2, "30.00"), (502, 1, "45.50"))
@@ -253,14 +245,14 @@ async def test_signed_order_becomes_pending_then_spendable_points_and_a_refund_t
     # orders/paid is another event for the same order: it must not credit again.
     assert (await stack.deliver("orders/paid", placed)).status == 200
 
-    pending = await eventually(lambda: order_status(stack, 7001), "the order to be recorded")
+    pending = await eventually(lambda: order_status(stack, 7001), 30, "the order to be recorded")
     assert pending["status"] == "ORDER_EARNING_STATUS_PENDING"
     assert (pending["customer_id"], pending["points"]) == ("42", "211")
     assert pending["approve_time"] == "2026-11-27T19:05:00Z"
     assert await balance(stack, 42) is None  # pending points are not spendable
 
     stack.clock.now = START + timedelta(days=7)
-    assert await eventually(lambda: balance(stack, 42), "the credit", timeout=15) == 211
+    assert await eventually(lambda: balance(stack, 42), 15, "the credit") == 211
     approved = await order_status(stack, 7001)
     assert approved is not None
     assert (approved["status"], approved["approved_points"]) == (
@@ -277,7 +269,7 @@ async def test_signed_order_becomes_pending_then_spendable_points_and_a_refund_t
             "orders_per_month"
         ) == "1"
 
-    await eventually(orders_counted, "Core to count the rewarded order")
+    await eventually(orders_counted, 30, "Core to count the rewarded order")
 
     # Refund of one beanie (30.00 of 105.50): 60 points back, once however often delivered.
     refund = {
@@ -289,9 +281,7 @@ async def test_signed_order_becomes_pending_then_spendable_points_and_a_refund_t
     for _ in range(3):
         assert (await stack.deliver("refunds/create", refund, event_id=refund_event)).status == 200
     assert (await stack.deliver("refunds/create", refund)).status == 200  # a new event id
-    assert await eventually(
-        lambda: _equals(balance(stack, 42), 151), "the refund's reversal", timeout=15
-    )
+    assert await eventually(lambda: _equals(balance(stack, 42), 151), 15, "the refund's reversal")
     history = await stack.get_json("/v1/api/points/transactions/42")
     assert [(t["points"], t["reason"]) for t in history["transactions"]] == [
         ("-60", "order:7001:refunded"),
@@ -306,7 +296,7 @@ async def _equals(value: Awaitable[Any], expected: Any) -> bool:
 async def test_order_cancelled_while_pending_never_credits(stack: Stack) -> None:
     placed = order(7002, 43, (501, 1, "20.00"))
     assert (await stack.deliver("orders/create", placed)).status == 200
-    await eventually(lambda: order_status(stack, 7002), "the order to be recorded")
+    await eventually(lambda: order_status(stack, 7002), 30, "the order to be recorded")
     assert (
         await stack.deliver("orders/cancelled", {"id": 7002, "cancel_reason": "customer"})
     ).status == 200
@@ -315,11 +305,9 @@ async def test_order_cancelled_while_pending_never_credits(stack: Stack) -> None
         status = await order_status(stack, 7002)
         return status is not None and status.get("taken_back_points") == "20"
 
-    await eventually(taken_back, "the cancellation to be recorded")
+    await eventually(taken_back, 30, "the cancellation to be recorded")
     stack.clock.now = START + timedelta(days=30)
-    approved = await eventually(
-        lambda: _approved(stack, 7002), "the order to be settled", timeout=15
-    )
+    approved = await eventually(lambda: _approved(stack, 7002), 15, "the order to be settled")
     assert approved.get("approved_points", "0") == "0"
     assert await balance(stack, 43) is None  # nothing was ever credited
 
