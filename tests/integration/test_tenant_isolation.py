@@ -21,6 +21,8 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import grpc
@@ -38,7 +40,12 @@ from loyalnest.gen.roles.v1 import roles_pb2, roles_pb2_grpc
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.gen.xds.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from loyalnest.platform.auth.policy import access_policy
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService, running
+from loyalnest.services.points.orders import OrderEarning, OrderStatus
+from loyalnest.services.points.service import DATABASE as POINTS_DATABASE
+from loyalnest.services.points.store.postgres import PostgresLedgerStore
 from loyalnest.services.registry import SERVICES, spec_for
 from tests.auth import KEYSET_PATH, merchant_metadata
 from tests.integration.conftest import service_settings_for_tests, wait_for_health
@@ -74,6 +81,9 @@ class Table:
     snapshot: Callable[[grpc.aio.Channel, Metadata, dict[str, Any]], Awaitable[Any]]
     # Method name -> cases.
     cases: Mapping[str, list[Case]] = field(default_factory=dict)
+    # B's data no RPC can create (e.g. what arrives by event): written to the service's
+    # database directly, (database_url, B's merchant id) -> more of what the cases need.
+    seed: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None
 
 
 def _key() -> str:
@@ -159,9 +169,36 @@ async def _points_replay_b_earn(ch: grpc.aio.Channel, md: Metadata, b: dict[str,
     return response
 
 
+async def _points_seed(database_url: str, merchant_id: str) -> dict[str, Any]:
+    """An order of B's, as the webhook consumer records it (no RPC creates one)."""
+    database = Database(ServiceSettings(database_url=database_url), POINTS_DATABASE)
+    await database.open()
+    try:
+        now = datetime.now(UTC)
+        order_id = f"{uuid.uuid4().int % 10**12}"
+        await PostgresLedgerStore(database).record_order(
+            OrderEarning(
+                merchant_id=merchant_id,
+                order_id=order_id,
+                customer_id="cust-b-order",
+                points=10,
+                eligible_amount=Decimal("10"),
+                currency="EUR",
+                status=OrderStatus.PENDING,
+                approve_at=now,
+                created_at=now,
+                settings_version=0,
+            )
+        )
+    finally:
+        await database.close()
+    return {"order_id": order_id, "secrets": ["cust-b-order"]}
+
+
 POINTS = Table(
     arrange=_points_arrange,
     snapshot=_points_snapshot,
+    seed=_points_seed,
     cases={
         "GetPointsBalance": [
             Case(
@@ -177,10 +214,13 @@ POINTS = Table(
                 )
             )
         ],
-        # B's orders arrive by webhook only, so B has none here; merchant scoping of order
-        # records is asserted on every store (tests/contract/test_order_earning.py).
         "GetOrderEarning": [
-            Case(_points("GetOrderEarning", points_pb2.GetOrderEarningRequest(order_id="1001")))
+            Case(
+                _points_b(
+                    "GetOrderEarning",
+                    lambda b: points_pb2.GetOrderEarningRequest(order_id=b["order_id"]),
+                )
+            )
         ],
         "EarnPoints": [Case(_points_replay_b_earn, may_succeed=True)],
         "RedeemPoints": [
@@ -719,7 +759,9 @@ async def test_every_tenant_scoped_rpc_has_a_case(service: RunningService) -> No
     assert not missing, f"tenant-scoped RPCs without an isolation case: {missing}"
 
 
-async def test_merchant_a_cannot_read_or_change_merchant_b_data(service: RunningService) -> None:
+async def test_merchant_a_cannot_read_or_change_merchant_b_data(
+    service: RunningService, database_url: str
+) -> None:
     merchant_a, merchant_b = f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
     b_md = merchant_metadata(merchant_b, B_PERMISSIONS)
     failures: list[str] = []
@@ -731,6 +773,9 @@ async def test_merchant_a_cannot_read_or_change_merchant_b_data(service: Running
             if table is None:
                 pytest.fail(f"{name} has no isolation table (see TABLES)")
             b = await table.arrange(channel, b_md)
+            if table.seed is not None:
+                seeded = await table.seed(database_url, merchant_b)
+                b = b | seeded | {"secrets": [*b["secrets"], *seeded["secrets"]]}
             before = await table.snapshot(channel, b_md, b)
             for method in methods:
                 full = f"/{name}/{method}"
