@@ -39,6 +39,13 @@ class IdempotencyKey:
         digest.update(params.SerializeToString(deterministic=True))
         return cls(key=namespace + getattr(request, key_field), fingerprint=digest.hexdigest())
 
+    @classmethod
+    def internal(cls, key: str, *parts: object) -> IdempotencyKey:
+        """A key a service derives for a write of its own (an event's effect, a refund):
+        `parts` are what the write does, so one `key` reused for another write is refused."""
+        digest = hashlib.sha256("\0".join(map(str, (key, *parts))).encode())
+        return cls(key=key, fingerprint=digest.hexdigest())
+
 
 class IdempotencyKeyReused(InvalidArgument):
     def __init__(self) -> None:

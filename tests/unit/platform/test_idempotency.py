@@ -21,3 +21,10 @@ def test_fingerprint_includes_the_method():
         IdempotencyKey.of("EarnPoints", _earn(10)).fingerprint
         != IdempotencyKey.of("RedeemPoints", redeem).fingerprint
     )
+
+
+def test_internal_keys_tell_another_write_under_the_same_key() -> None:
+    first = IdempotencyKey.internal("order:1001", "42", 211)
+    assert first == IdempotencyKey.internal("order:1001", "42", 211)
+    assert first.key == "order:1001"
+    assert first.fingerprint != IdempotencyKey.internal("order:1001", "42", 150).fingerprint

@@ -21,7 +21,6 @@ The clock is injected so tests can move time instead of waiting for the return w
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -75,11 +74,6 @@ SETTLE_BATCH = 100
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _key(name: str, *parts: object) -> IdempotencyKey:
-    fingerprint = hashlib.sha256("\0".join(map(str, (name, *parts))).encode()).hexdigest()
-    return IdempotencyKey(key=name, fingerprint=fingerprint)
 
 
 def month_start(moment: datetime) -> datetime:
@@ -253,7 +247,9 @@ class OrderEarnings:
             earning.approved_points,
             order_reason(earning.order_id),
         )
-        key = _key(order_reason(earning.order_id), earning.customer_id, earning.approved_points)
+        key = IdempotencyKey.internal(
+            order_reason(earning.order_id), earning.customer_id, earning.approved_points
+        )
         await self._ledger.post(posting, key)
 
     async def _reverse(self, earning: OrderEarning, adjustment: OrderAdjustment) -> None:
@@ -282,7 +278,9 @@ class OrderEarnings:
                 earning.merchant_id, earning.customer_id, TransactionType.REVERSAL, -points, reason
             )
             try:
-                await self._ledger.post(posting, _key(name, earning.customer_id, points))
+                await self._ledger.post(
+                    posting, IdempotencyKey.internal(name, earning.customer_id, points)
+                )
             except IdempotencyKeyReused:
                 # Posted before with the amount the balance allowed then; not again.
                 pass
