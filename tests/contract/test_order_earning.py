@@ -74,7 +74,7 @@ def clock() -> Clock:
 @pytest.fixture
 async def earnings(store: LedgerStore, clock: Clock) -> OrderEarnings:
     ledger = Ledger(store, None)
-    return OrderEarnings(ledger, ProgramCopies(ledger, cache_seconds=0, clock=clock), clock=clock)
+    return OrderEarnings(ledger, ProgramCopies(ledger, cache_seconds=0), clock=clock)
 
 
 def new_ids() -> tuple[str, str]:

@@ -23,8 +23,9 @@ change that reaches the cache, in any process (`subscription`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from typing import Generic, TypeVar
 
 import redis.asyncio as redis
 from prometheus_client import Counter
@@ -40,6 +41,7 @@ CACHE_ERRORS = Counter(
     "loyalnest_cache_errors_total", "Redis errors of a cache by operation.", ["cache", "operation"]
 )
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 # KEYS[1] entry; ARGV: version, value, ttl ms, channel ('' = none). 1 if stored, else 0.
 _PUT_IF_NEWER = """
@@ -187,3 +189,27 @@ async def subscription(client: redis.Redis, channel: str) -> AsyncIterator[Async
         with contextlib.suppress(*REDIS_ERRORS):
             await pubsub.unsubscribe(channel)
         await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class ProcessMemo(Generic[K, T]):
+    """Values this process remembers for `ttl_seconds`: for data read on a hot path that
+    another process may change (a copy of Core's settings), where staleness up to the TTL
+    is acceptable and the writer in this process calls `forget`. Unbounded: keys are few
+    (merchants), not per request."""
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[K, tuple[float, T]] = {}
+
+    def get(self, key: K) -> T | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self._clock():
+            return None
+        return entry[1]
+
+    def put(self, key: K, value: T) -> None:
+        self._entries[key] = (self._clock() + self._ttl, value)
+
+    def forget(self, key: K) -> None:
+        self._entries.pop(key, None)

@@ -14,7 +14,6 @@ backends matters more than availability.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from prometheus_client import Counter
 
 from loyalnest.gen.xds.envoy.config.core.v3 import base_pb2
 from loyalnest.gen.xds.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from loyalnest.platform.cache import ProcessMemo
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.observability import get_logger
 from loyalnest.services.edge.settings import EdgeSettings, PlanRateLimit
@@ -140,29 +140,27 @@ class PlanDirectory:
     def __init__(self, settings: EdgeSettings, store: EdgeStore) -> None:
         self._plans = settings.rate_limit_plans
         self._default = settings.rate_limit_default_plan
-        self._ttl = settings.rate_limit_plan_cache_seconds
         self._store = store
-        self._cache: dict[str, tuple[float, str]] = {}
+        self._cache: ProcessMemo[str, str] = ProcessMemo(settings.rate_limit_plan_cache_seconds)
         if self._default not in self._plans:
             raise ValueError(f"rate_limit_default_plan {self._default!r} has no limits configured")
 
     async def plan_of(self, merchant_id: str) -> str:
-        now = time.monotonic()
         cached = self._cache.get(merchant_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None:
+            return cached
         plan = await self._store.plan_of(merchant_id)
         if plan not in self._plans:
             # No settings seen yet, or a plan without configured limits: the default tier.
             plan = self._default
-        self._cache[merchant_id] = (now + self._ttl, plan)
+        self._cache.put(merchant_id, plan)
         return plan
 
     def limit_of(self, plan: str) -> PlanRateLimit:
         return self._plans.get(plan) or self._plans[self._default]
 
     def forget(self, merchant_id: str) -> None:
-        self._cache.pop(merchant_id, None)
+        self._cache.forget(merchant_id)
 
 
 def _entries(descriptor: Any) -> Mapping[str, str]:

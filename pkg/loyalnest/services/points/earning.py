@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter
 
 from loyalnest.gen.events.v1 import core_pb2, gateway_pb2
+from loyalnest.platform.cache import ProcessMemo
 from loyalnest.platform.events.consumer import PermanentEventError
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
@@ -84,28 +85,25 @@ class ProgramCopies:
     """Points' copy of each merchant's program (Core's `program_settings.updated`), read
     per order without calling Core: the store holds it, this process remembers it briefly."""
 
-    def __init__(self, ledger: Ledger, *, cache_seconds: float, clock: Clock) -> None:
+    def __init__(self, ledger: Ledger, *, cache_seconds: float) -> None:
         self._store = ledger.store
-        self._cache_seconds = cache_seconds
-        self._clock = clock
-        self._cache: dict[str, tuple[datetime, core_pb2.ProgramSettings]] = {}
+        self._cache: ProcessMemo[str, core_pb2.ProgramSettings] = ProcessMemo(cache_seconds)
 
     async def get(self, merchant_id: str) -> core_pb2.ProgramSettings:
         """The merchant's program; Core's default (plan unknown: unlimited) until one arrives."""
-        now = self._clock()
         cached = self._cache.get(merchant_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
+        if cached is not None:
+            return cached
         raw = await self._store.program_settings(merchant_id)
         settings = default_program() if raw is None else core_pb2.ProgramSettings.FromString(raw)
-        self._cache[merchant_id] = (now + timedelta(seconds=self._cache_seconds), settings)
+        self._cache.put(merchant_id, settings)
         return settings
 
     async def save(self, merchant_id: str, settings: core_pb2.ProgramSettings) -> bool:
         stored = await self._store.save_program_settings(
             merchant_id, settings.version, settings.SerializeToString(deterministic=True)
         )
-        self._cache.pop(merchant_id, None)
+        self._cache.forget(merchant_id)
         return stored
 
 

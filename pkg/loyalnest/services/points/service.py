@@ -95,9 +95,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     else:
         log.warning("LOYALNEST_REDIS_URL unset: balances are not cached, StreamPoints is off")
     ledger = Ledger(store, cache)
-    programs = ProgramCopies(
-        ledger, cache_seconds=settings.points_program_cache_seconds, clock=clock
-    )
+    programs = ProgramCopies(ledger, cache_seconds=settings.points_program_cache_seconds)
     orders = OrderEarnings(ledger, programs, clock=clock)
     components.background.append(
         functools.partial(orders.run, settings.points_order_settle_interval_seconds)
