@@ -132,7 +132,7 @@ class OrderEarnings:
             if not order_id:
                 raise MalformedOrder("the order has no id")
             return await self.take_back(event.merchant_id, order_id, None)
-        except (MalformedOrder, ValueError) as exc:
+        except ValueError as exc:  # MalformedOrder, or a body json cannot parse
             # Signed by Shopify yet unreadable: retrying cannot help; the consumer dead-letters.
             raise PermanentEventError(f"{webhook.topic} {webhook.webhook_id}: {exc}") from exc
 
