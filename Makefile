@@ -4,22 +4,37 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# Every Python dependency, dev tools included, comes from uv.lock (hashes, exact versions):
+# `make setup` never resolves anything; `make lock` refreshes the lock on purpose.
+UV_HOME := .build/uv-$(shell sha256sum tools/locks/uv.txt | cut -c1-12)
+UV := $(UV_HOME)/bin/uv
+export UV := $(abspath $(UV))
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock | sha256sum | cut -c1-12)
 BUF_IMAGE := .build/buf-image.binpb
 
-.PHONY: setup system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy up bench \
+.PHONY: setup lock system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy up bench \
 	bench-webhooks bench-orders clean \
 	chart chart-gateway-config chart-golden chart-check k8s kind-up kind-down
 
 setup: system-deps $(STAMP) k8s-tools
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(UV): tools/locks/uv.txt
+	rm -rf $(UV_HOME)
+	$(PYTHON) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/python -m pip install --quiet --require-hashes -r tools/locks/uv.txt
+
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --extra dev --python $(PYTHON) --quiet
 	rm -f $(VENV)/.installed-*
 	$(BIN)/python tools/genproto.py --fetch-xds
 	touch $@
+
+# Re-resolves every dependency to the newest versions pyproject.toml allows; review the diff
+# of uv.lock and run `make test lint` before committing it.
+lock: $(UV)
+	$(UV) lock --upgrade
 
 system-deps:
 	tools/ensure-system-packages.sh
@@ -37,6 +52,7 @@ gen-check: $(STAMP)
 	$(BIN)/python tools/genproto.py --check
 
 lint: setup
+	$(UV) lock --check --quiet
 	$(BIN)/ruff check pkg tests bench tools
 	$(BIN)/ruff format --check pkg tests bench tools
 	$(BIN)/mypy

@@ -28,6 +28,7 @@ import argparse
 import ast
 import filecmp
 import importlib
+import os
 import re
 import shutil
 import subprocess
@@ -47,7 +48,11 @@ DESCRIPTOR_SET = "loyalnest.binpb"
 EXTRA_DESCRIPTOR_INPUTS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
 _IMPORT_RE = re.compile(r"^(from|import) loyalnest\.", re.MULTILINE)
 
-XDS_PROTOS = "xds-protos==1.85.0"
+XDS_LOCK = REPO / "tools" / "locks" / "xds-protos.txt"
+# "xds-protos==<version>", as pinned (with its hash) in the lock.
+XDS_PROTOS = next(
+    line.split()[0] for line in XDS_LOCK.read_text().splitlines() if line.startswith("xds-protos==")
+)
 XDS_DIR = REPO / ".build" / "xds-protos"
 XDS_ROOT_FILES = ("envoy/service/ratelimit/v3/rls.proto",)
 XDS_PACKAGES = ("envoy", "udpa", "xds", "validate")
@@ -56,21 +61,24 @@ _SERIALIZED_RE = re.compile(r"AddSerializedFile\((b'.*?')\)", re.DOTALL)
 
 
 def fetch_xds_protos() -> None:
+    """Unpacks the wheel pinned (with its hash) in tools/locks/xds-protos.txt into .build/."""
     marker = XDS_DIR / (XDS_PROTOS.replace("==", "-").replace("-protos", "_protos") + ".dist-info")
     if marker.is_dir():
         return
     shutil.rmtree(XDS_DIR, ignore_errors=True)
+    # `make setup` passes its pinned uv; the venv it builds has no pip.
+    installer = [os.environ["UV"], "pip"] if os.environ.get("UV") else [sys.executable, "-m", "pip"]
     subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pip",
+            *installer,
             "install",
             "--quiet",
             "--no-deps",
+            "--require-hashes",
             "--target",
             str(XDS_DIR),
-            XDS_PROTOS,
+            "-r",
+            str(XDS_LOCK),
         ],
         check=True,
     )

@@ -188,7 +188,7 @@ async def subscription(client: redis.Redis, channel: str) -> AsyncIterator[Async
     finally:
         with contextlib.suppress(*REDIS_ERRORS):
             await pubsub.unsubscribe(channel)
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await pubsub.aclose()
 
 
 class ProcessMemo(Generic[K, T]):

@@ -7,8 +7,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-from google.protobuf.message import Message
-
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform import pagination, tenancy
 from loyalnest.platform.errors import NotFound
@@ -38,11 +36,11 @@ from loyalnest.services.points.wire import (
 _PostingRequest = (
     points_pb2.EarnPointsRequest | points_pb2.RedeemPointsRequest | points_pb2.AdjustPointsRequest
 )
-# RPC name -> the ledger movement it posts and the response it returns.
-_POSTINGS: dict[str, tuple[TransactionType, type[Message]]] = {
-    "EarnPoints": (TransactionType.EARN, points_pb2.EarnPointsResponse),
-    "RedeemPoints": (TransactionType.REDEEM, points_pb2.RedeemPointsResponse),
-    "AdjustPoints": (TransactionType.ADJUST, points_pb2.AdjustPointsResponse),
+# RPC name -> the ledger movement it posts.
+_POSTINGS: dict[str, TransactionType] = {
+    "EarnPoints": TransactionType.EARN,
+    "RedeemPoints": TransactionType.REDEEM,
+    "AdjustPoints": TransactionType.ADJUST,
 }
 
 
@@ -86,8 +84,11 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             raise NotFound("order_earning", request.order_id)
         return points_pb2.GetOrderEarningResponse(order=order_earning_proto(settlement))
 
-    async def _post(self, method: str, request: _PostingRequest, context: Context) -> Message:
-        kind, response_type = _POSTINGS[method]
+    async def _post(
+        self, method: str, request: _PostingRequest
+    ) -> tuple[points_pb2.PointsTransaction, points_pb2.PointsBalance]:
+        """Posts the movement `method` stands for: the new transaction and balance."""
+        kind = _POSTINGS[method]
         merchant_id = tenancy.merchant_id()
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
@@ -97,24 +98,25 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         points = -request.points if kind is TransactionType.REDEEM else request.points
         posting = Posting(merchant_id, request.customer_id, kind, points, request.reason.strip())
         result = await self._ledger.post(posting, IdempotencyKey.of(method, request))
-        return response_type(
-            transaction=transaction_proto(result.transaction), balance=balance_proto(result.balance)
-        )
+        return transaction_proto(result.transaction), balance_proto(result.balance)
 
     async def EarnPoints(
         self, request: points_pb2.EarnPointsRequest, context: Context
     ) -> points_pb2.EarnPointsResponse:
-        return await self._post("EarnPoints", request, context)  # type: ignore[return-value]
+        transaction, balance = await self._post("EarnPoints", request)
+        return points_pb2.EarnPointsResponse(transaction=transaction, balance=balance)
 
     async def RedeemPoints(
         self, request: points_pb2.RedeemPointsRequest, context: Context
     ) -> points_pb2.RedeemPointsResponse:
-        return await self._post("RedeemPoints", request, context)  # type: ignore[return-value]
+        transaction, balance = await self._post("RedeemPoints", request)
+        return points_pb2.RedeemPointsResponse(transaction=transaction, balance=balance)
 
     async def AdjustPoints(
         self, request: points_pb2.AdjustPointsRequest, context: Context
     ) -> points_pb2.AdjustPointsResponse:
-        return await self._post("AdjustPoints", request, context)  # type: ignore[return-value]
+        transaction, balance = await self._post("AdjustPoints", request)
+        return points_pb2.AdjustPointsResponse(transaction=transaction, balance=balance)
 
     async def ListTransactions(
         self, request: points_pb2.ListTransactionsRequest, context: Context
