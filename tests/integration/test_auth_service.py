@@ -29,12 +29,12 @@ from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform.auth.keys import KeySet
 from loyalnest.platform.auth.policy import access_policy
-from loyalnest.platform.auth.tokens import TokenVerifier
+from loyalnest.platform.auth.tokens import SERVICE, TokenVerifier
 from loyalnest.platform.crypto import FieldCipher
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.auth.service import SPEC, AuthSettings
 from loyalnest.services.points.service import SPEC as POINTS_SPEC
-from tests.auth import JWKS_PATH, KEYSET, KEYSET_PATH, token
+from tests.auth import ISSUER, JWKS_PATH, KEYSET, KEYSET_PATH, token
 from tests.integration.conftest import points_settings, service_settings_for_tests, wait_for_health
 from tests.integration.shopify_standin import API_KEY, API_SECRET, ShopifyStandIn
 
@@ -729,7 +729,40 @@ def _auth_attack(method: str, build: Callable[[dict[str, Any]], Message]) -> Iso
     return attack
 
 
+async def _shop_token_as_service_of_a(
+    ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]
+) -> Message:
+    """Points' own service token for merchant A (what A's calls could make Points do) asking
+    for B's shop token."""
+    a_merchant = jwt.decode(_bearer_of(md), options={"verify_signature": False})["merchant_id"]
+    service_token = ISSUER.mint(
+        subject="service:points",
+        merchant_id=a_merchant,
+        permissions=["auth:shop-token"],
+        token_type=SERVICE,
+        audience=["loyalnest/auth"],
+    )
+    response: Message = await auth_pb2_grpc.AuthServiceStub(ch).GetShopAccessToken(
+        pb.GetShopAccessTokenRequest(merchant_id=b["merchant_id"]), metadata=bearer(service_token)
+    )
+    return response
+
+
 ISOLATION_ATTACKS: dict[str, list[IsolationAttack]] = {
+    "GetShopAccessToken": [
+        # A user's token, even carrying the permission: refused (services only).
+        _auth_attack(
+            "GetShopAccessToken",
+            lambda b: pb.GetShopAccessTokenRequest(merchant_id=b["merchant_id"]),
+        ),
+        _auth_attack("GetShopAccessToken", lambda b: pb.GetShopAccessTokenRequest()),
+        _shop_token_as_service_of_a,
+    ],
+    "IssueStaffSession": [
+        _auth_attack(
+            "IssueStaffSession", lambda b: pb.IssueStaffSessionRequest(user_id=str(uuid.uuid4()))
+        )
+    ],
     "RevokeToken": [
         _auth_attack("RevokeToken", lambda b: pb.RevokeTokenRequest(token=b["token"])),
         _auth_attack("RevokeToken", lambda b: pb.RevokeTokenRequest(token_id=b["jti"])),

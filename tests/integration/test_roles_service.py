@@ -17,6 +17,7 @@ from loyalnest.gen.events.v1 import auth_pb2 as auth_events
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.events.v1 import roles_pb2 as role_events
 from loyalnest.gen.roles.v1 import roles_pb2, roles_pb2_grpc
+from loyalnest.platform.auth.permissions import is_mesh_global
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.postgres import Database
@@ -148,12 +149,12 @@ async def test_create_get_update_list(stub, merchant_id):
     changed = await update(
         stub,
         merchant_id,
-        pb.Role(role_id=analyst.role_id, name="Senior analyst", permissions=["admin:full"]),
+        pb.Role(role_id=analyst.role_id, name="Senior analyst", permissions=["points:*"]),
         "permissions",
         "description",
     )
     assert (changed.name, changed.description) == ("Analyst", "")
-    assert list(changed.permissions) == ["admin:full"]
+    assert list(changed.permissions) == ["points:*"]
 
     names = [f"role-{i}" for i in range(4)]
     for name in names:
@@ -194,7 +195,7 @@ async def test_create_is_idempotent(stub, merchant_id):
 
 async def test_assign_role_and_read_it_back(stub, merchant_id):
     viewer = await create(stub, merchant_id, "Viewer", ["points:read"])
-    admin = await create(stub, merchant_id, "Admin", ["admin:full"])
+    admin = await create(stub, merchant_id, "Admin", ["points:*", "users:*"])
     user_id = str(uuid.uuid4())
     first = await assign(stub, merchant_id, user_id, viewer.role_id)
     assert (first.user_id, first.role_id) == (user_id, viewer.role_id)
@@ -261,6 +262,29 @@ async def test_assign_role_and_read_it_back(stub, merchant_id):
             pb.UpdateRoleRequest(role=pb.Role(role_id=str(uuid.uuid4())), idempotency_key="k"),
             {"update_mask"},
             id="update-no-mask",
+        ),
+        # Mesh-global permissions (loyalnest.platform.auth.permissions) in a merchant's role.
+        *(
+            pytest.param(
+                "CreateRole",
+                pb.CreateRoleRequest(
+                    role=pb.Role(name="escalate", permissions=["points:read", permission]),
+                    idempotency_key="k",
+                ),
+                {"role.permissions"},
+                id=f"create-global-{permission}",
+            )
+            for permission in ("admin:full", "admin:*", "auth:*", "auth:validate", "auth:revoke")
+        ),
+        pytest.param(
+            "UpdateRole",
+            pb.UpdateRoleRequest(
+                role=pb.Role(role_id=str(uuid.uuid4()), permissions=["auth:impersonate"]),
+                update_mask=field_mask_pb2.FieldMask(paths=["permissions"]),
+                idempotency_key="k",
+            ),
+            {"role.permissions"},
+            id="update-global",
         ),
         pytest.param("GetRole", pb.GetRoleRequest(role_id="1"), {"role_id"}),
         pytest.param(
@@ -361,7 +385,7 @@ async def test_events_are_written_in_the_same_transaction_as_the_change(stub, db
 
 
 async def test_an_assignment_cannot_name_another_merchants_role_even_in_sql(db, stub, merchant_id):
-    theirs = await create(stub, f"{merchant_id}-other", "Theirs", ["admin:full"])
+    theirs = await create(stub, f"{merchant_id}-other", "Theirs", ["points:*"])
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         await db.execute(
             "INSERT INTO role_assignments (merchant_id, user_id, role_id) VALUES (%s, %s, %s)",
@@ -389,6 +413,8 @@ async def test_merchant_created_makes_the_default_roles_once(
     finally:
         await database.close()
     listed = await stub.ListRoles(pb.ListRolesRequest(), metadata=md(merchant_id))
+    # The default roles are what a merchant's role may be: nothing mesh-global.
+    assert not [p for r in listed.roles for p in r.permissions if is_mesh_global(p)]
     assert {(r.role_id, r.name, tuple(r.permissions)) for r in listed.roles} == {
         (default_role_id(merchant_id, name), name, permissions)
         for name, permissions in DEFAULT_ROLES.items()

@@ -399,7 +399,7 @@ USERS = Table(
 async def _roles_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
     stub = roles_pb2_grpc.RolesServiceStub(ch)
     create = roles_pb2.CreateRoleRequest(
-        role=roles_pb2.Role(name="B admin", permissions=["admin:full"]),
+        role=roles_pb2.Role(name="B admin", permissions=["points:*", "users:*"]),
         idempotency_key="key-b-role",
     )
     role = (await stub.CreateRole(create, metadata=md)).role

@@ -63,3 +63,17 @@ def acting_for(merchant_id: str | None) -> Iterator[None]:
         yield
     finally:
         _acting_merchant.reset(reset)
+
+
+@contextmanager
+def on_own_behalf(merchant_id: str | None) -> Iterator[None]:
+    """Like `acting_for`, but also inside an RPC that has a caller: calls made inside carry
+    this service's own token for `merchant_id` instead of forwarding the caller's. For calls
+    only the service itself may make (a shop's access token, a staff member's role read while
+    the caller is someone else)."""
+    caller_reset = _bearer_token.set(None)
+    try:
+        with acting_for(merchant_id):
+            yield
+    finally:
+        _bearer_token.reset(caller_reset)

@@ -113,6 +113,11 @@ class AuthInterceptor(WrappingInterceptor):
         token = _bearer_token(context)
         principal = self._jwks.verify(token)
         await self._not_revoked(principal)
+        policy = access_policy(method)
+        # Checked on the bearer token itself, before a relaying service is recorded: a user's
+        # token relayed by a service is still a user's call.
+        if policy.internal and not principal.service:
+            raise PermissionDenied("this call is for LoyalNest's services (a service token) only")
         relayed_by = _metadata(context, SERVICE_TOKEN_HEADER)
         if relayed_by is not None:
             if principal.service:
@@ -120,7 +125,7 @@ class AuthInterceptor(WrappingInterceptor):
             relay = self._jwks.verify(relayed_by, (SERVICE,))
             await self._not_revoked(relay)
             principal = dataclasses.replace(principal, service=relay.service)
-        permission = access_policy(method).permission
+        permission = policy.permission
         if permission and not principal.has(permission):
             raise PermissionDenied(f"this call needs the {permission!r} permission")
         return principal, token

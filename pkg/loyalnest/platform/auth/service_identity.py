@@ -32,11 +32,14 @@ from loyalnest.platform.crypto import derive_key
 # permissions as in the RPCs' `(loyalnest.options.v1.access)`. A service missing here cannot
 # get a service token. Keep it to what the service's calls need (charts' `calls` lists).
 SERVICE_GRANTS: dict[str, frozenset[str]] = {
-    "points": frozenset({"auth:validate", "users:read", "core:read"}),
+    # auth:shop-token: the shop's Admin API token, for reward discount codes.
+    "points": frozenset({"auth:validate", "auth:shop-token", "users:read", "core:read"}),
     "core": frozenset({"auth:validate", "users:read", "points:read", "points:write", "rfm:read"}),
     "users": frozenset({"auth:validate", "roles:read"}),
     "roles": frozenset({"auth:validate"}),
     "auth": frozenset({"roles:read", "users:read"}),
+    # The webhook ingress skips deliveries for unknown or uninstalled merchants.
+    "edge": frozenset({"auth:validate"}),
 }
 
 SERVICE_TOKEN_TTL_SECONDS = 5 * 60

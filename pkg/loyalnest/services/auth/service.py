@@ -21,6 +21,10 @@ Configuration (LOYALNEST_*, on top of ServiceSettings):
 - AUTH_SERVICE_CREDENTIAL_KEY: base64 of 32 random bytes, the master key of the services'
   credentials (`loyalnest service-credential NAME` derives one for a service's Secret);
   AUTH_SERVICE_TOKEN_TTL_SECONDS (300). See loyalnest.platform.auth.service_identity.
+- AUTH_ROLES_TARGET: where RolesService answers (staff sessions read their permissions from
+  it; unset: no staff sessions). TEMPORARY, until the platform call layer names targets.
+- AUTH_SHOP_TOKEN_REFRESH_AHEAD_SECONDS: an expiring shop token with less than this left is
+  refreshed with Shopify before GetShopAccessToken hands it out (shop_tokens.py).
 
 Signing-key rotation without downtime (access tokens live 15 minutes, impersonation tokens at
 most an hour; refresh tokens are opaque and unaffected):
@@ -48,20 +52,27 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
+from loyalnest.gen.roles.v1 import roles_pb2_grpc
 from loyalnest.platform import audit
 from loyalnest.platform.auth.keys import local_keyset_beside
+from loyalnest.platform.auth.permissions import MERCHANT_OWNER_PERMISSIONS
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.service_identity import SERVICE_TOKEN_TTL_SECONDS
+from loyalnest.platform.client import open_channel
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key, derive_key
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.services.auth import consumers
 from loyalnest.services.auth.keys import SigningKeys
+from loyalnest.services.auth.role_permissions import RolePermissions, SelfIssuedServiceTokens
 from loyalnest.services.auth.servicer import AuthServicer
 from loyalnest.services.auth.sessions import SessionTokens
+from loyalnest.services.auth.shop_tokens import ShopTokens
 from loyalnest.services.auth.shopify import ShopifyOAuthClient
+from loyalnest.services.auth.staff_sessions import StaffSessions
 from loyalnest.services.auth.store import AuthStore
 
 # The audit trigger function must exist before auth_0001 attaches it.
@@ -74,18 +85,9 @@ log = get_logger(__name__)
 # Public on purpose: used only when the signing keyset is a local development one.
 DEV_ENCRYPTION_KEY = hashlib.sha256(b"loyalnest local development encryption key").digest()
 
-# What the owner of an installed shop may do in LoyalNest (Roles refines this later).
-DEFAULT_OWNER_PERMISSIONS = (
-    "points:*",
-    "users:*",
-    "roles:*",
-    "core:*",
-    "referrals:*",
-    "rfm:*",
-    "campaign:*",
-    "gamification:*",
-    "products:*",
-)
+# What the owner of an installed shop may do in LoyalNest: every merchant-scoped domain. Also
+# the ceiling of a staff member's permissions (role_permissions.py).
+DEFAULT_OWNER_PERMISSIONS = MERCHANT_OWNER_PERMISSIONS
 
 
 class AuthSettings(ServiceSettings):
@@ -109,6 +111,12 @@ class AuthSettings(ServiceSettings):
     # the master key every service's credential derives from. Unset: no service tokens.
     auth_service_credential_key: SecretStr | None = None
     auth_service_token_ttl_seconds: int = Field(SERVICE_TOKEN_TTL_SECONDS, ge=5, le=900)
+    # TEMPORARY (until the platform call layer, loyalnest.platform.calls, names targets):
+    # where RolesService answers, e.g. dns:///roles.loyalnest.svc.cluster.local:50051.
+    # Unset: no staff sessions (IssueStaffSession and staff refreshes: FAILED_PRECONDITION).
+    auth_roles_target: str | None = None
+    # Expiring shop tokens (1 h) are refreshed when less than this is left.
+    auth_shop_token_refresh_ahead_seconds: float = Field(300.0, ge=0, le=3000)
 
     shopify_api_key: str = ""
     shopify_api_secret: SecretStr = SecretStr("")
@@ -184,18 +192,49 @@ async def build(settings: AuthSettings) -> ServiceComponents:
         api_secret=settings.shopify_api_secret.get_secret_value(),
         timeout_seconds=settings.shopify_timeout_seconds,
     )
-    servicer = AuthServicer(settings, store, keys, sessions, revocations, shopify)
+    cleanup = [revocations.close] if revocations is not None else []
+    roles_stub = None
+    if settings.auth_roles_target:
+        # TEMPORARY wiring: becomes CALLS.connect(settings, caller="auth") with the call layer.
+        roles_channel = open_channel(settings.auth_roles_target)
+        cleanup.append(lambda: roles_channel.close(None))
+        roles_stub = roles_pb2_grpc.RolesServiceStub(roles_channel)  # type: ignore[no-untyped-call]
+    else:
+        log.warning("LOYALNEST_AUTH_ROLES_TARGET unset: staff sessions are off")
+    role_permissions = RolePermissions(
+        roles_stub,
+        SelfIssuedServiceTokens(keys, audience=settings.jwt_audience),
+        ceiling=settings.auth_owner_permissions,
+    )
+    staff = StaffSessions(
+        store, sessions, role_permissions, max_age_seconds=settings.auth_session_max_age_seconds
+    )
+    shop_tokens = ShopTokens(
+        store, shopify, refresh_ahead_seconds=settings.auth_shop_token_refresh_ahead_seconds
+    )
+    servicer = AuthServicer(
+        settings,
+        store,
+        keys,
+        sessions,
+        revocations,
+        shopify,
+        staff=staff,
+        staff_grants=role_permissions.of,
+        shop_tokens=shop_tokens,
+    )
     return postgres_service(
         settings,
         database,
         service="auth",
-        # Publishes merchant.created and auth.revoked; consumes nothing yet.
-        group="loyalnest.auth",
-        handlers={},
+        # Publishes merchant.created and auth.revoked; consumes role changes (staff tokens)
+        # and app/uninstalled webhooks (consumers.py).
+        group=consumers.CONSUMER_GROUP,
+        handlers=consumers.handlers(database, store, sessions),
         registrations=[
             Registration(SERVICE_NAME, auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)
         ],
-        cleanup=[revocations.close] if revocations is not None else [],
+        cleanup=cleanup,
     )
 
 

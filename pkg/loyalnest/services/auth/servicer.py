@@ -36,7 +36,9 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.validation import Validator, is_uuid
 from loyalnest.services.auth import credentials, shopify
 from loyalnest.services.auth.keys import SigningKeys
-from loyalnest.services.auth.sessions import IssuedSession, Minted, SessionTokens
+from loyalnest.services.auth.sessions import IssuedSession, Minted, SessionTokens, StaffGrants
+from loyalnest.services.auth.shop_tokens import ShopTokens
+from loyalnest.services.auth.staff_sessions import StaffSessions
 from loyalnest.services.auth.store import (
     AdminUserRecord,
     AuthStore,
@@ -146,6 +148,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         sessions: SessionTokens,
         revocations: RevocationList | None,
         shopify_client: shopify.ShopifyOAuthClient,
+        *,
+        staff: StaffSessions,
+        staff_grants: StaffGrants,
+        shop_tokens: ShopTokens,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -153,6 +159,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self._sessions = sessions
         self._revocations = revocations
         self._shopify = shopify_client
+        self._staff = staff
+        self._staff_grants = staff_grants
+        self._shop_tokens = shop_tokens
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -271,8 +280,24 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.RefreshTokenResponse:
         with Validator() as v:
             v.check(bool(request.refresh_token), "refresh_token", "is required")
-        issued = await self._sessions.refresh(request.refresh_token)
+        # A staff session's permissions are read from Roles again (role_permissions.py).
+        issued = await self._sessions.refresh(
+            request.refresh_token, staff_grants=self._staff_grants
+        )
         return auth_pb2.RefreshTokenResponse(tokens=token_pair(issued))
+
+    async def IssueStaffSession(
+        self, request: auth_pb2.IssueStaffSessionRequest, context: Context
+    ) -> auth_pb2.IssueStaffSessionResponse:
+        issued, role_id, permissions = await self._staff.issue(request)  # staff_sessions.py
+        return auth_pb2.IssueStaffSessionResponse(
+            tokens=token_pair(issued), role_id=role_id, permissions=list(permissions)
+        )
+
+    async def GetShopAccessToken(
+        self, request: auth_pb2.GetShopAccessTokenRequest, context: Context
+    ) -> auth_pb2.GetShopAccessTokenResponse:
+        return await self._shop_tokens.get(request)  # shop_tokens.py
 
     async def RevokeToken(
         self, request: auth_pb2.RevokeTokenRequest, context: Context

@@ -9,7 +9,7 @@ alive (their jtis go to the revocation list), and both parties must sign in agai
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -19,15 +19,20 @@ from psycopg import AsyncConnection
 
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.tokens import ACCESS
-from loyalnest.platform.errors import Unauthenticated
+from loyalnest.platform.errors import FailedPrecondition, Unauthenticated
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database
 from loyalnest.services.auth.credentials import new_opaque_token, token_hash
 from loyalnest.services.auth.keys import SigningKeys
+from loyalnest.services.auth.role_permissions import NoRole, StaffGrant
 
 log = get_logger(__name__)
 
-SessionKind = Literal["merchant", "admin"]
+# merchant: a shop owner (Shopify OAuth); admin: password + TOTP; staff: a merchant's Users
+# user whose permissions come from their role (role_permissions.py), read at every refresh.
+SessionKind = Literal["merchant", "admin", "staff"]
+# (merchant_id, user_id) -> the staff member's grant now.
+StaffGrants = Callable[[str, str], Awaitable[StaffGrant]]
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,7 @@ class SessionTokens:
         merchant_id: str | None,
         permissions: Sequence[str],
         max_age_seconds: int,
+        role_id: str | None = None,
     ) -> IssuedSession:
         """A new session inside the caller's transaction (commits with the sign-in)."""
         family = _Family(
@@ -148,21 +154,36 @@ class SessionTokens:
             datetime.now(UTC) + timedelta(seconds=max_age_seconds),
         )
         await conn.execute(
-            "INSERT INTO sessions (session_id, kind, subject, merchant_id, permissions, expires_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            (family.session_id, kind, subject, merchant_id, family.permissions, family.expires_at),
+            "INSERT INTO sessions"
+            " (session_id, kind, subject, merchant_id, permissions, expires_at, role_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+            (
+                family.session_id,
+                kind,
+                subject,
+                merchant_id,
+                family.permissions,
+                family.expires_at,
+                role_id,
+            ),
         )
         access = self._mint_for(family)
         refresh, refresh_expires_at = await self._add_refresh_token(conn, family, access)
         return IssuedSession(family.session_id, access, refresh, refresh_expires_at)
 
-    async def refresh(self, refresh_token: str) -> IssuedSession:
+    async def refresh(
+        self, refresh_token: str, *, staff_grants: StaffGrants | None = None
+    ) -> IssuedSession:
+        """The next token pair of the session. A staff session's permissions are read again
+        (`staff_grants`, a call to Roles) while the session row is locked: a role change
+        being applied (`revoke_staff_access`, same lock) either waits for this refresh and
+        then revokes the access token issued here, or went first and is what Roles answers."""
         reused_session: str | None = None
         async with self._pool.connection() as conn, conn.transaction():
             # Locking the session serialises concurrent refreshes of one family.
             cursor = await conn.execute(
                 "SELECT s.session_id::text, s.subject, s.merchant_id::text, s.permissions,"
-                " s.expires_at, s.revoked_at, r.expires_at, r.rotated_at"
+                " s.expires_at, s.revoked_at, r.expires_at, r.rotated_at, s.kind"
                 " FROM refresh_tokens r JOIN sessions s USING (session_id)"
                 " WHERE r.token_hash = %s FOR UPDATE OF s, r",
                 (token_hash(refresh_token),),
@@ -171,7 +192,7 @@ class SessionTokens:
             if row is None:
                 raise Unauthenticated("unknown refresh token")
             session_id, subject, merchant_id, permissions, session_end, revoked_at = row[:6]
-            token_expires_at, rotated_at = row[6:]
+            token_expires_at, rotated_at, kind = row[6:]
             now = datetime.now(UTC)
             if revoked_at is not None:
                 raise Unauthenticated("the session was revoked; sign in again")
@@ -185,6 +206,10 @@ class SessionTokens:
                     "UPDATE refresh_tokens SET rotated_at = now() WHERE token_hash = %s",
                     (token_hash(refresh_token),),
                 )
+                if kind == "staff":
+                    permissions = await self._staff_permissions(
+                        conn, session_id, merchant_id, subject, staff_grants
+                    )
                 family = _Family(session_id, subject, merchant_id, permissions, session_end)
                 access = self._mint_for(family)
                 refresh, refresh_expires_at = await self._add_refresh_token(conn, family, access)
@@ -193,6 +218,93 @@ class SessionTokens:
         log.warning("refresh token reused; session revoked", session_id=reused_session)
         await self._revoke_access_tokens(reused_session)
         raise Unauthenticated("refresh token already used; the session has been revoked")
+
+    async def _staff_permissions(
+        self,
+        conn: AsyncConnection,
+        session_id: str,
+        merchant_id: str,
+        user_id: str,
+        staff_grants: StaffGrants | None,
+    ) -> list[str]:
+        """The staff member's permissions now, recorded on the session with their role."""
+        if staff_grants is None:
+            raise FailedPrecondition(
+                "staff sessions need RolesService", violation_type="CONFIGURATION", subject="roles"
+            )
+        try:
+            grant = await staff_grants(merchant_id, user_id)
+        except NoRole as exc:
+            # Rolled back with the rest: the refresh token stays unspent.
+            raise Unauthenticated("the staff member no longer has a role; sign in again") from exc
+        permissions = sorted(set(grant.permissions))
+        await conn.execute(
+            "UPDATE sessions SET permissions = %s, role_id = %s WHERE session_id = %s",
+            (permissions, grant.role_id, session_id),
+        )
+        return permissions
+
+    async def revoke_staff_access(
+        self,
+        conn: AsyncConnection,
+        merchant_id: str,
+        *,
+        user_id: str | None = None,
+        role_id: str | None = None,
+    ) -> int:
+        """Revokes the live access tokens of the merchant's open staff sessions of `user_id`
+        (their role was changed) or of `role_id` (its permissions were), inside the caller's
+        transaction. The sessions stay open: their next refresh reads the role again. Returns
+        how many access tokens were revoked."""
+        cursor = await conn.execute(
+            "SELECT session_id FROM sessions"
+            " WHERE kind = 'staff' AND merchant_id = %s AND revoked_at IS NULL"
+            " AND expires_at > now() AND (subject = %s OR role_id = %s)"
+            " ORDER BY session_id FOR UPDATE",
+            (merchant_id, user_id, role_id),
+        )
+        session_ids = [row[0] for row in await cursor.fetchall()]
+        if not session_ids:
+            return 0
+        cursor = await conn.execute(
+            "SELECT access_jti, access_expires_at FROM refresh_tokens"
+            " WHERE session_id = ANY(%s) AND access_expires_at > now()",
+            (session_ids,),
+        )
+        live = await cursor.fetchall()
+        if self._revocations is None:
+            log.warning(
+                "no revocation list (LOYALNEST_REDIS_URL): staff tokens keep their old "
+                "permissions until they expire",
+                merchant_id=merchant_id,
+                sessions=len(session_ids),
+            )
+            return 0
+        for jti, expires_at in live:
+            await self._revocations.revoke(jti, _epoch(expires_at))
+        return len(live)
+
+    async def revoke_merchant_sessions(
+        self, conn: AsyncConnection, merchant_id: str, reason: str
+    ) -> int:
+        """Ends every open session of the merchant (owner and staff; admins of the merchant
+        too) inside the caller's transaction, live access tokens included."""
+        cursor = await conn.execute(
+            "UPDATE sessions SET revoked_at = now(), revoked_reason = %s"
+            " WHERE merchant_id = %s AND revoked_at IS NULL AND expires_at > now()"
+            " RETURNING session_id",
+            (reason, merchant_id),
+        )
+        session_ids = [row[0] for row in await cursor.fetchall()]
+        if session_ids and self._revocations is not None:
+            cursor = await conn.execute(
+                "SELECT access_jti, access_expires_at FROM refresh_tokens"
+                " WHERE session_id = ANY(%s) AND access_expires_at > now()",
+                (session_ids,),
+            )
+            for jti, expires_at in await cursor.fetchall():
+                await self._revocations.revoke(jti, _epoch(expires_at))
+        return len(session_ids)
 
     async def _revoke_family(self, conn: AsyncConnection, session_id: str, reason: str) -> bool:
         cursor = await conn.execute(

@@ -15,7 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from loyalnest.platform.errors import InvalidArgument, Unauthenticated, Unavailable
+from loyalnest.platform.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    Unauthenticated,
+    Unavailable,
+)
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
@@ -95,6 +100,18 @@ def authorize_url(
     return f"{shop_url(base_url, shop)}/admin/oauth/authorize?{query}"
 
 
+class RefreshRefused(FailedPrecondition):
+    """Shopify refused the shop's refresh token (spent, expired, or the app uninstalled):
+    only the merchant opening the app again (a new install grant) gets a new one."""
+
+    def __init__(self, shop: str) -> None:
+        super().__init__(
+            f"Shopify refused the refresh token of {shop}: the merchant must open the app again",
+            violation_type="SHOP_REAUTHORIZATION_REQUIRED",
+            subject=f"shop/{shop}",
+        )
+
+
 @dataclass(frozen=True)
 class ShopifyTokens:
     access_token: str
@@ -164,17 +181,39 @@ class ShopifyOAuthClient:
             # Expiring offline token + refresh token (mandatory for public apps from 2027).
             "expiring": "1",
         }
-        try:
-            status, body = await asyncio.to_thread(self._post, shop, form)
-        except (OSError, urllib.error.URLError) as exc:
-            log.warning("shopify token exchange failed", shop=shop, error=repr(exc))
-            raise Unavailable("Shopify could not be reached; try again") from exc
+        status, body = await self._token_request(shop, form)
         if status == 400:
             # Invalid, expired or already used code: only a new login helps.
             raise InvalidArgument.for_field("code", "Shopify rejected the authorization code")
+        return self._tokens(shop, status, body)
+
+    async def refresh(self, shop: str, refresh_token: str) -> ShopifyTokens:
+        """`grant_type=refresh_token`: a new access token and a new refresh token (the one
+        presented is spent). RefreshRefused when Shopify refuses it (400/401)."""
+        form = {
+            "client_id": self._api_key,
+            "client_secret": self._api_secret,
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+        }
+        status, body = await self._token_request(shop, form)
+        if status in (400, 401):
+            log.warning("shopify refused the shop's refresh token", shop=shop, status=status)
+            raise RefreshRefused(shop)
+        return self._tokens(shop, status, body)
+
+    async def _token_request(self, shop: str, form: Mapping[str, str]) -> tuple[int, bytes]:
+        try:
+            return await asyncio.to_thread(self._post, shop, form)
+        except (OSError, urllib.error.URLError) as exc:
+            log.warning("shopify token request failed", shop=shop, error=repr(exc))
+            raise Unavailable("Shopify could not be reached; try again") from exc
+
+    @staticmethod
+    def _tokens(shop: str, status: int, body: bytes) -> ShopifyTokens:
         if status != 200:
-            log.warning("shopify token exchange refused", shop=shop, status=status)
-            raise Unavailable(f"Shopify answered {status} to the token exchange")
+            log.warning("shopify token request refused", shop=shop, status=status)
+            raise Unavailable(f"Shopify answered {status} to the token request")
         try:
             payload = json.loads(body)
         except ValueError as exc:

@@ -37,6 +37,21 @@ class MerchantRecord:
 
 
 @dataclass(frozen=True)
+class ShopTokenRecord:
+    """A merchant's Shopify offline token, decrypted."""
+
+    merchant_id: str
+    shop_domain: str
+    status: str
+    scopes: Sequence[str]
+    access_token: str
+    # Expiring offline tokens only (None: the token does not expire).
+    expires_at: datetime | None
+    refresh_token: str | None
+    refresh_token_expires_at: datetime | None
+
+
+@dataclass(frozen=True)
 class AdminUserRecord:
     user_id: str
     merchant_id: str | None
@@ -164,7 +179,8 @@ class AuthStore:
             cursor = await conn.execute(
                 "UPDATE merchants SET access_token = %s, access_token_expires_at = %s,"
                 " refresh_token = %s, refresh_token_expires_at = %s, scopes = %s,"
-                " status = 'active', updated_at = now()"
+                " status = 'active', updated_at = now(), installed_at = now(),"
+                " uninstalled_at = NULL"
                 f" WHERE merchant_id = %s RETURNING {_MERCHANT_COLUMNS}",
                 (*values, merchant_id),
             )
@@ -185,6 +201,100 @@ class AuthStore:
         if row is None:
             raise NotFound("merchant", merchant_id)
         return MerchantRecord(*row)
+
+    # ---- shop tokens (shop_tokens.py) ----------------------------------------------------
+
+    async def shop_token(
+        self, conn: AsyncConnection, merchant_id: str, *, lock: bool = False
+    ) -> ShopTokenRecord:
+        """The merchant's decrypted tokens; `lock` holds the row for a refresh (Shopify's
+        refresh token works once, so two refreshes must not run at the same time)."""
+        cursor = await conn.execute(
+            "SELECT merchant_id::text, shop_domain, status, scopes, access_token,"
+            " access_token_expires_at, refresh_token, refresh_token_expires_at"
+            " FROM merchants WHERE merchant_id = %s" + (" FOR UPDATE" if lock else ""),
+            (merchant_id,),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise NotFound("merchant", merchant_id)
+        refresh = row[6]
+        return ShopTokenRecord(
+            merchant_id=row[0],
+            shop_domain=row[1],
+            status=row[2],
+            scopes=row[3],
+            access_token=self._cipher.decrypt_text(
+                row[4], context=_access_token_context(merchant_id)
+            ),
+            expires_at=row[5],
+            refresh_token=self._cipher.decrypt_text(
+                refresh, context=_refresh_token_context(merchant_id)
+            )
+            if refresh is not None
+            else None,
+            refresh_token_expires_at=row[7],
+        )
+
+    async def save_refreshed_tokens(
+        self, conn: AsyncConnection, merchant_id: str, tokens: ShopifyTokens
+    ) -> None:
+        """Shopify's answer to a refresh, encrypted, inside the transaction that locked the
+        row. A refresh token Shopify did not rotate is kept."""
+        await audit.set_actor(conn, "auth:shop-token-refresh")
+        await conn.execute(
+            "UPDATE merchants SET access_token = %s, access_token_expires_at = %s,"
+            " refresh_token = coalesce(%s, refresh_token),"
+            " refresh_token_expires_at = coalesce(%s, refresh_token_expires_at),"
+            " scopes = CASE WHEN cardinality(%s::text[]) > 0 THEN %s::text[] ELSE scopes END,"
+            " access_token_refreshed_at = now(), updated_at = now()"
+            " WHERE merchant_id = %s",
+            (
+                self._cipher.encrypt(
+                    tokens.access_token, context=_access_token_context(merchant_id)
+                ),
+                tokens.expires_at,
+                self._cipher.encrypt(
+                    tokens.refresh_token, context=_refresh_token_context(merchant_id)
+                )
+                if tokens.refresh_token
+                else None,
+                tokens.refresh_token_expires_at,
+                list(tokens.scopes),
+                list(tokens.scopes),
+                merchant_id,
+            ),
+        )
+
+    async def record_shop_token_read(
+        self, merchant_id: str, *, service: str, token_id: str, refreshed: bool
+    ) -> None:
+        """The audit trail of a hand-out (the trigger copies it into audit_logs)."""
+        async with self.pool.connection() as conn, conn.transaction():
+            await audit.set_actor(conn, f"service:{service}")
+            await conn.execute(
+                "INSERT INTO shop_token_reads (merchant_id, service, token_id, refreshed)"
+                " VALUES (%s, %s, %s, %s)",
+                (merchant_id, service, token_id, refreshed),
+            )
+
+    async def mark_uninstalled(
+        self, conn: AsyncConnection, shop: str, *, triggered_at: datetime | None, actor: str
+    ) -> str | None:
+        """Marks the shop's merchant uninstalled, inside the caller's transaction, unless it
+        was (re)installed after the uninstall happened. The merchant id, or None if nothing
+        changed."""
+        await audit.set_actor(conn, actor)
+        cursor = await conn.execute(
+            "UPDATE merchants SET status = 'uninstalled', uninstalled_at = now(),"
+            " updated_at = now()"
+            " WHERE shop_domain = %s AND status = 'active'"
+            " AND (%s::timestamptz IS NULL OR installed_at <= %s::timestamptz)"
+            " RETURNING merchant_id::text",
+            (shop, triggered_at, triggered_at),
+        )
+        row = await cursor.fetchone()
+        return None if row is None else str(row[0])
 
     # ---- admin users --------------------------------------------------------------------
 

@@ -8,18 +8,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from loyalnest.platform.auth.permissions import MERCHANT_OWNER_PERMISSIONS, is_mesh_global
 from loyalnest.platform.errors import AlreadyExists, NotFound
 
 # "<domain>:<action>", lower case, as the auth interceptor matches them
-# (loyalnest.platform.auth.tokens.Principal.has): "points:read", "admin:full", "users:*".
+# (loyalnest.platform.auth.tokens.Principal.has): "points:read", "admin:analytics", "users:*".
 PERMISSION_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}:(\*|[a-z][a-z0-9_]{0,31})$")
 MAX_PERMISSIONS = 100
 MAX_NAME_LENGTH = 64
 # Fixed forever: ids derived from it (default roles) must not change between releases.
 _DEFAULT_ROLE_NAMESPACE = uuid.UUID("0b7f3c1e-5a7d-4f35-8f0e-2d9c6a4b1e27")
 # Every merchant starts with these (merchant.created); they are ordinary roles afterwards.
+# Merchant-scoped only: "Owner" is what the shop's owner holds, not admin:full (mesh-global).
 DEFAULT_ROLES: dict[str, tuple[str, ...]] = {
-    "Owner": ("admin:full",),
+    "Owner": MERCHANT_OWNER_PERMISSIONS,
     "Staff": ("points:read", "points:write", "users:read"),
 }
 # Printable, no leading/trailing space: names are shown in pickers and audit logs.
@@ -76,6 +78,12 @@ def normalize_permissions(permissions: Iterable[str]) -> tuple[str, ...]:
 
 def invalid_permissions(permissions: tuple[str, ...]) -> list[str]:
     return [p for p in permissions if not PERMISSION_RE.match(p)]
+
+
+def global_permissions(permissions: tuple[str, ...]) -> list[str]:
+    """Those that reach past one merchant (admin:full, admin:*, auth:...): a merchant's role
+    never carries them (loyalnest.platform.auth.permissions)."""
+    return [p for p in permissions if is_mesh_global(p)]
 
 
 def default_role_id(merchant_id: str, name: str) -> str:

@@ -20,6 +20,7 @@ from loyalnest.services.roles.domain import (
     Assignment,
     Role,
     RoleChanges,
+    global_permissions,
     invalid_permissions,
     normalize_permissions,
 )
@@ -73,6 +74,13 @@ def _check_permissions(v: Validator, field: str, permissions: Sequence[str]) -> 
         field,
         f"{', '.join(map(repr, bad[:5]))} not of the form '<domain>:<action>'"
         " (lower case letters, digits, _; action may be *), e.g. 'points:read'",
+    )
+    mesh_global = global_permissions(tuple(permissions))
+    v.check(
+        not mesh_global,
+        field,
+        f"{', '.join(map(repr, mesh_global[:5]))} reach beyond this merchant (admin:full,"
+        " admin:*, auth:*): a merchant's role cannot grant them",
     )
 
 

@@ -250,6 +250,40 @@ class ValidateMerchantResponse(_message.Message):
     merchant: Merchant
     def __init__(self, merchant: _Optional[_Union[Merchant, _Mapping]] = ...) -> None: ...
 
+class GetShopAccessTokenRequest(_message.Message):
+    __slots__ = ("merchant_id",)
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    merchant_id: str
+    def __init__(self, merchant_id: _Optional[str] = ...) -> None: ...
+
+class GetShopAccessTokenResponse(_message.Message):
+    __slots__ = ("shop", "access_token", "expire_time", "scopes")
+    SHOP_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SCOPES_FIELD_NUMBER: _ClassVar[int]
+    shop: str
+    access_token: str
+    expire_time: _timestamp_pb2.Timestamp
+    scopes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, shop: _Optional[str] = ..., access_token: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scopes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class IssueStaffSessionRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class IssueStaffSessionResponse(_message.Message):
+    __slots__ = ("tokens", "role_id", "permissions")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ROLE_ID_FIELD_NUMBER: _ClassVar[int]
+    PERMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    tokens: TokenPair
+    role_id: str
+    permissions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, tokens: _Optional[_Union[TokenPair, _Mapping]] = ..., role_id: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class AdminUser(_message.Message):
     __slots__ = ("user_id", "email", "merchant_id", "permissions", "mfa_enabled", "create_time")
     USER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -81,6 +81,16 @@ class AuthServiceStub:
                 request_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateMerchantRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateMerchantResponse.FromString,
                 _registered_method=True)
+        self.GetShopAccessToken = channel.unary_unary(
+                '/loyalnest.auth.v1.AuthService/GetShopAccessToken',
+                request_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.GetShopAccessTokenRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.GetShopAccessTokenResponse.FromString,
+                _registered_method=True)
+        self.IssueStaffSession = channel.unary_unary(
+                '/loyalnest.auth.v1.AuthService/IssueStaffSession',
+                request_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueStaffSessionRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueStaffSessionResponse.FromString,
+                _registered_method=True)
         self.CreateAdminUser = channel.unary_unary(
                 '/loyalnest.auth.v1.AuthService/CreateAdminUser',
                 request_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.CreateAdminUserRequest.SerializeToString,
@@ -197,6 +207,36 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetShopAccessToken(self, request, context):
+        """The merchant's Shopify Admin API access token (the offline token stored at install), for
+        LoyalNest's own services calling Shopify for that merchant (e.g. Points creating reward
+        discount codes). Internal: only a service token (typ "service") bound to the merchant
+        and carrying "auth:shop-token" may call it; user tokens are refused whatever they carry
+        and the gateway never routes it. An expiring token close to its end is refreshed with
+        Shopify first (the refresh token rotates). Every read is audited.
+        NOT_FOUND for an unknown merchant; FAILED_PRECONDITION for one that uninstalled the app
+        (MERCHANT_INACTIVE) or whose refresh token Shopify refused (SHOP_REAUTHORIZATION_REQUIRED:
+        the merchant must open the app again); UNAVAILABLE when an expired token could not be
+        refreshed because Shopify did not answer.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueStaffSession(self, request, context):
+        """Opens a session for a staff member of the caller's merchant: a Users user with a role
+        assigned through RolesService. Its tokens carry exactly the permissions of the user's
+        role that a merchant may hold (Auth asks RolesService.GetUserRole with its own service
+        token); every refresh asks again, and a change of the user's role or of the role's
+        permissions revokes the session's live access tokens at once (role.assigned,
+        role.updated), so the next refresh carries the new permissions. The caller (the shop
+        owner, or staff allowed to manage roles) must hold every permission the session would
+        carry. NOT_FOUND when the user has no role in the caller's merchant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateAdminUser(self, request, context):
         """Creates an admin user (password sign-in, then TOTP). The caller can grant only
         permissions it holds itself.
@@ -287,6 +327,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ValidateMerchant,
                     request_deserializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateMerchantRequest.FromString,
                     response_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateMerchantResponse.SerializeToString,
+            ),
+            'GetShopAccessToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetShopAccessToken,
+                    request_deserializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.GetShopAccessTokenRequest.FromString,
+                    response_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.GetShopAccessTokenResponse.SerializeToString,
+            ),
+            'IssueStaffSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueStaffSession,
+                    request_deserializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueStaffSessionRequest.FromString,
+                    response_serializer=loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueStaffSessionResponse.SerializeToString,
             ),
             'CreateAdminUser': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateAdminUser,
@@ -542,6 +592,60 @@ class AuthService:
             '/loyalnest.auth.v1.AuthService/ValidateMerchant',
             loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateMerchantRequest.SerializeToString,
             loyalnest_dot_auth_dot_v1_dot_auth__pb2.ValidateMerchantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetShopAccessToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.auth.v1.AuthService/GetShopAccessToken',
+            loyalnest_dot_auth_dot_v1_dot_auth__pb2.GetShopAccessTokenRequest.SerializeToString,
+            loyalnest_dot_auth_dot_v1_dot_auth__pb2.GetShopAccessTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueStaffSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.auth.v1.AuthService/IssueStaffSession',
+            loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueStaffSessionRequest.SerializeToString,
+            loyalnest_dot_auth_dot_v1_dot_auth__pb2.IssueStaffSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

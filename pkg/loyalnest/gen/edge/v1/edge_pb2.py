@@ -29,7 +29,7 @@ from loyalnest.gen.options.v1 import access_pb2 as loyalnest_dot_options_dot_v1_
 from loyalnest.gen.options.v1 import route_pb2 as loyalnest_dot_options_dot_v1_dot_route__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cloyalnest/edge/v1/edge.proto\x12\x11loyalnest.edge.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a!loyalnest/options/v1/access.proto\x1a loyalnest/options/v1/route.proto\"o\n\x15ReceiveWebhookRequest\x12\x16\n\x08resource\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61\x63tion\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"u\n\x16ReceiveWebhookResponse\x12\x32\n\x07outcome\x18\x01 \x01(\x0e\x32!.loyalnest.edge.v1.WebhookOutcome\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x18\n\x10shopify_event_id\x18\x03 \x01(\t\"\x16\n\x14GetRateLimitsRequest\"6\n\x0fRateLimitBucket\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x11\n\tremaining\x18\x02 \x01(\x03\"\x86\x01\n\x15GetRateLimitsResponse\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\r\n\x05\x62urst\x18\x02 \x01(\x03\x12\x1b\n\x13requests_per_second\x18\x03 \x01(\x01\x12\x33\n\x07\x62uckets\x18\x04 \x03(\x0b\x32\".loyalnest.edge.v1.RateLimitBucket*\x91\x01\n\x0eWebhookOutcome\x12\x1f\n\x1bWEBHOOK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18WEBHOOK_OUTCOME_ACCEPTED\x10\x01\x12\x1d\n\x19WEBHOOK_OUTCOME_DUPLICATE\x10\x02\x12!\n\x1dWEBHOOK_OUTCOME_DEAD_LETTERED\x10\x03\x32\xd1\x02\n\x0b\x45\x64geService\x12\xaa\x01\n\x0eReceiveWebhook\x12(.loyalnest.edge.v1.ReceiveWebhookRequest\x1a).loyalnest.edge.v1.ReceiveWebhookResponse\"C\x90\x02\x02\xca\xf3\x18\x02\x08\x01\xd2\xf3\x18\x04\n\x02\x08\x04\x82\xd3\xe4\x93\x02,\"$/v1/api/webhooks/{resource}/{action}:\x04\x62ody\x12\x94\x01\n\rGetRateLimits\x12\'.loyalnest.edge.v1.GetRateLimitsRequest\x1a(.loyalnest.edge.v1.GetRateLimitsResponse\"0\x90\x02\x01\xca\xf3\x18\x0e\x12\x0cgateway:read\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/api/rate-limitsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cloyalnest/edge/v1/edge.proto\x12\x11loyalnest.edge.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/httpbody.proto\x1a!loyalnest/options/v1/access.proto\x1a loyalnest/options/v1/route.proto\"o\n\x15ReceiveWebhookRequest\x12\x16\n\x08resource\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06\x61\x63tion\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12(\n\x04\x62ody\x18\x03 \x01(\x0b\x32\x14.google.api.HttpBodyB\x04\xe2\x41\x01\x02\"u\n\x16ReceiveWebhookResponse\x12\x32\n\x07outcome\x18\x01 \x01(\x0e\x32!.loyalnest.edge.v1.WebhookOutcome\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x18\n\x10shopify_event_id\x18\x03 \x01(\t\"\x16\n\x14GetRateLimitsRequest\"6\n\x0fRateLimitBucket\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x11\n\tremaining\x18\x02 \x01(\x03\"\x86\x01\n\x15GetRateLimitsResponse\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\r\n\x05\x62urst\x18\x02 \x01(\x03\x12\x1b\n\x13requests_per_second\x18\x03 \x01(\x01\x12\x33\n\x07\x62uckets\x18\x04 \x03(\x0b\x32\".loyalnest.edge.v1.RateLimitBucket*\xae\x01\n\x0eWebhookOutcome\x12\x1f\n\x1bWEBHOOK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18WEBHOOK_OUTCOME_ACCEPTED\x10\x01\x12\x1d\n\x19WEBHOOK_OUTCOME_DUPLICATE\x10\x02\x12!\n\x1dWEBHOOK_OUTCOME_DEAD_LETTERED\x10\x03\x12\x1b\n\x17WEBHOOK_OUTCOME_SKIPPED\x10\x04\x32\xd1\x02\n\x0b\x45\x64geService\x12\xaa\x01\n\x0eReceiveWebhook\x12(.loyalnest.edge.v1.ReceiveWebhookRequest\x1a).loyalnest.edge.v1.ReceiveWebhookResponse\"C\x90\x02\x02\xca\xf3\x18\x02\x08\x01\xd2\xf3\x18\x04\n\x02\x08\x04\x82\xd3\xe4\x93\x02,\"$/v1/api/webhooks/{resource}/{action}:\x04\x62ody\x12\x94\x01\n\rGetRateLimits\x12\'.loyalnest.edge.v1.GetRateLimitsRequest\x1a(.loyalnest.edge.v1.GetRateLimitsResponse\"0\x90\x02\x01\xca\xf3\x18\x0e\x12\x0cgateway:read\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/api/rate-limitsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,7 +47,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EDGESERVICE'].methods_by_name['GetRateLimits']._loaded_options = None
   _globals['_EDGESERVICE'].methods_by_name['GetRateLimits']._serialized_options = b'\220\002\001\312\363\030\016\022\014gateway:read\202\323\344\223\002\025\022\023/v1/api/rate-limits'
   _globals['_WEBHOOKOUTCOME']._serialized_start=660
-  _globals['_WEBHOOKOUTCOME']._serialized_end=805
+  _globals['_WEBHOOKOUTCOME']._serialized_end=834
   _globals['_RECEIVEWEBHOOKREQUEST']._serialized_start=210
   _globals['_RECEIVEWEBHOOKREQUEST']._serialized_end=321
   _globals['_RECEIVEWEBHOOKRESPONSE']._serialized_start=323
@@ -58,6 +58,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RATELIMITBUCKET']._serialized_end=520
   _globals['_GETRATELIMITSRESPONSE']._serialized_start=523
   _globals['_GETRATELIMITSRESPONSE']._serialized_end=657
-  _globals['_EDGESERVICE']._serialized_start=808
-  _globals['_EDGESERVICE']._serialized_end=1145
+  _globals['_EDGESERVICE']._serialized_start=837
+  _globals['_EDGESERVICE']._serialized_end=1174
 # @@protoc_insertion_point(module_scope)

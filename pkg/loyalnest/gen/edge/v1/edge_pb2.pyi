@@ -18,10 +18,12 @@ class WebhookOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WEBHOOK_OUTCOME_ACCEPTED: _ClassVar[WebhookOutcome]
     WEBHOOK_OUTCOME_DUPLICATE: _ClassVar[WebhookOutcome]
     WEBHOOK_OUTCOME_DEAD_LETTERED: _ClassVar[WebhookOutcome]
+    WEBHOOK_OUTCOME_SKIPPED: _ClassVar[WebhookOutcome]
 WEBHOOK_OUTCOME_UNSPECIFIED: WebhookOutcome
 WEBHOOK_OUTCOME_ACCEPTED: WebhookOutcome
 WEBHOOK_OUTCOME_DUPLICATE: WebhookOutcome
 WEBHOOK_OUTCOME_DEAD_LETTERED: WebhookOutcome
+WEBHOOK_OUTCOME_SKIPPED: WebhookOutcome
 
 class ReceiveWebhookRequest(_message.Message):
     __slots__ = ("resource", "action", "body")

@@ -66,7 +66,10 @@ class EdgeServiceServicer:
         as `webhook.received` once per X-Shopify-Event-Id: a redelivery is acknowledged (200,
         outcome DUPLICATE) and not published again. A signed body that is not a JSON object is kept
         as a dead letter (outcome DEAD_LETTERED) instead of being dropped. Processing happens in
-        the consumers, so the answer comes well inside Shopify's 5 s.
+        the consumers, so the answer comes well inside Shopify's 5 s. A delivery for a merchant
+        Auth does not know or that uninstalled the app is acknowledged (200, outcome SKIPPED) and
+        dropped; the GDPR topics (customers/data_request, customers/redact, shop/redact, which
+        Shopify sends after an uninstall) are always accepted.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -8,9 +8,11 @@ ACCESS_FIELD_NUMBER: _ClassVar[int]
 access: _descriptor.FieldDescriptor
 
 class AccessPolicy(_message.Message):
-    __slots__ = ("public", "permission")
+    __slots__ = ("public", "permission", "internal")
     PUBLIC_FIELD_NUMBER: _ClassVar[int]
     PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_FIELD_NUMBER: _ClassVar[int]
     public: bool
     permission: str
-    def __init__(self, public: _Optional[bool] = ..., permission: _Optional[str] = ...) -> None: ...
+    internal: bool
+    def __init__(self, public: _Optional[bool] = ..., permission: _Optional[str] = ..., internal: _Optional[bool] = ...) -> None: ...
