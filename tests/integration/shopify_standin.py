@@ -3,8 +3,12 @@
 It plays both sides Shopify plays in an install: `approve(authorize_url)` is the merchant
 clicking "Install" (it checks the authorize URL and returns the signed redirect query), and
 `POST /{shop}/admin/oauth/access_token` exchanges a code once: an unknown, foreign or reused
-code gets 400, as Shopify answers. With `expiring=1` the token expires in an hour and comes
-with a refresh token.
+code gets 400, as Shopify answers. With `expiring=1` the token expires in an hour
+(`token_lifetime_seconds`) and comes with a refresh token; `grant_type=refresh_token` with
+that refresh token returns a new access token and a new refresh token, and spends the one
+presented (a spent, unknown or other shop's refresh token: 400 `invalid_grant`). The access
+tokens handed out are what the Admin API stand-in (shopify_admin_standin.py) accepts, each
+until it expires.
 """
 
 from __future__ import annotations
@@ -38,8 +42,13 @@ class ShopifyStandIn:
     api_key: str
     api_secret: str
     scope: str = "read_customers,read_orders,write_discounts"
+    # Of expiring offline tokens (Shopify: an hour).
+    token_lifetime_seconds: int = 3600
     # code -> shop, for codes not yet exchanged.
-    codes: dict[str, str] = field(default_factory=dict)
+    auth_codes: dict[str, str] = field(default_factory=dict)
+    # access token -> (shop, unix time it expires or None); refresh token -> shop (unspent).
+    access_tokens: dict[str, tuple[str, float | None]] = field(default_factory=dict)
+    refresh_tokens: dict[str, str] = field(default_factory=dict)
     # Every access token handed out, to look for them in the database.
     issued_tokens: list[str] = field(default_factory=list)
     exchanges: list[Exchange] = field(default_factory=list)
@@ -86,7 +95,7 @@ class ShopifyStandIn:
         assert query["state"] and query["redirect_uri"]
         code = secrets.token_hex(16)
         with self._lock:
-            self.codes[code] = shop
+            self.auth_codes[code] = shop
         params = {
             "code": code,
             "host": "YWRtaW4uc2hvcGlmeS5jb20vc3RvcmUvZXhhbXBsZQ",
@@ -117,20 +126,48 @@ class ShopifyStandIn:
     def _exchange(self, shop: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         if form.get("client_id") != self.api_key or form.get("client_secret") != self.api_secret:
             return 400, {"error": "invalid_client"}
-        if self.codes.get(form.get("code", "")) != shop:
+        if form.get("grant_type") == "refresh_token":
+            if self.refresh_tokens.get(form.get("refresh_token", "")) != shop:
+                return 400, {
+                    "error": "invalid_grant",
+                    "error_description": "refresh token is invalid, expired or already used",
+                }
+            del self.refresh_tokens[form["refresh_token"]]  # rotates: works once
+            return 200, self._issue(shop, expiring=True)
+        if self.auth_codes.get(form.get("code", "")) != shop:
             return 400, {"error": "invalid_request", "error_description": "invalid code"}
-        del self.codes[form["code"]]  # a code works once
+        del self.auth_codes[form["code"]]  # a code works once
+        return 200, self._issue(shop, expiring=form.get("expiring") == "1")
+
+    def _issue(self, shop: str, *, expiring: bool) -> dict[str, Any]:
         token = f"shpat_{secrets.token_hex(16)}"
         self.issued_tokens.append(token)
         payload: dict[str, Any] = {"access_token": token, "scope": self.scope}
-        if form.get("expiring") == "1":
+        expires_at = None
+        if expiring:
+            refresh = f"shprt_{secrets.token_hex(16)}"
             payload |= {
-                "expires_in": 3600,
-                "refresh_token": f"shprt_{secrets.token_hex(16)}",
+                "expires_in": self.token_lifetime_seconds,
+                "refresh_token": refresh,
                 "refresh_token_expires_in": 7_776_000,
             }
-            self.issued_tokens.append(payload["refresh_token"])
-        return 200, payload
+            self.issued_tokens.append(refresh)
+            self.refresh_tokens[refresh] = shop
+            expires_at = time.time() + self.token_lifetime_seconds
+        self.access_tokens[token] = (shop, expires_at)
+        return payload
+
+    def _accepts(self, shop: str, access_token: str) -> bool:
+        """Whether `access_token` is good for `shop` now (issued, not expired); the caller
+        holds the lock."""
+        issued = self.access_tokens.get(access_token)
+        now = time.time()
+        return issued is not None and issued[0] == shop and (issued[1] is None or issued[1] > now)
+
+    def token_requests(self, grant_type: str) -> list[Exchange]:
+        """Token endpoint requests of one grant ("refresh_token", or "" for code exchanges)."""
+        with self._lock:
+            return [e for e in self.exchanges if e.form.get("grant_type", "") == grant_type]
 
     @staticmethod
     def _reply(request: BaseHTTPRequestHandler, status: int, payload: dict[str, Any]) -> None:

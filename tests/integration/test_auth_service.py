@@ -302,7 +302,7 @@ async def test_login_input_and_shopify_code_errors(stub, shopify) -> None:
     # A code Shopify does not know (400 from the token endpoint) → INVALID_ARGUMENT.
     login = await start_login(stub)
     params = shopify.approve(login.authorize_url)
-    shopify.codes.clear()
+    shopify.auth_codes.clear()
     assert await status_of(stub.CompleteLogin(pb.CompleteLoginRequest(**params))) == (
         grpc.StatusCode.INVALID_ARGUMENT
     )

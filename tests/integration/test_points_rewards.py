@@ -4,51 +4,79 @@ Shopify's Admin GraphQL API (tests/integration/shopify_admin_standin.py)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
+from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
-from loyalnest.platform.server import running
+from loyalnest.platform.server import RunningService, running
 from loyalnest.services.points.service import SPEC
 from tests.auth import merchant_metadata
 from tests.integration.conftest import points_settings, wait_for_health
 from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
+from tests.integration.shopify_standin import API_KEY, API_SECRET
+from tests.integration.test_auth_service import install
 from tests.integration.test_points_service import field_violations
+from tests.integration.test_service_identity import POINTS_CREDENTIAL, start_auth
 
 pytestmark = pytest.mark.integration
 
 PERMISSIONS = ("points:read", "points:write", "rewards:write")
 SHOP = "rewards-test.myshopify.com"
-TOKEN = "shpat_test_token"
 
 
 @pytest.fixture
 def shopify() -> Iterator[ShopifyAdminStandIn]:
-    standin = ShopifyAdminStandIn(tokens={SHOP: TOKEN})
+    """Shopify for one shop: its OAuth endpoint (the install hands Auth the shop's token) and
+    its Admin API, which accepts only tokens the OAuth part issued and not expired."""
+    standin = ShopifyAdminStandIn(api_key=API_KEY, api_secret=API_SECRET)
     standin.start()
     yield standin
     standin.stop()
 
 
 @pytest.fixture
+async def auth(
+    database_url: str, redis_url: str, shopify: ShopifyAdminStandIn
+) -> AsyncIterator[RunningService]:
+    async with await start_auth(database_url, redis_url, shopify) as service:
+        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
+        yield service
+
+
+@pytest.fixture
+async def merchant_id(auth: RunningService, shopify: ShopifyAdminStandIn) -> str:
+    """The merchant of SHOP, installed through Auth (which keeps its Shopify token)."""
+    async with grpc.aio.insecure_channel(auth.address) as channel:
+        installed = await install(auth_pb2_grpc.AuthServiceStub(channel), shopify, SHOP)
+    return installed.merchant.merchant_id
+
+
+@pytest.fixture
 async def stub(
-    database_url: str, redis_url: str, merchant_id: str, shopify: ShopifyAdminStandIn
+    database_url: str,
+    redis_url: str,
+    merchant_id: str,
+    shopify: ShopifyAdminStandIn,
+    auth: RunningService,
 ) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
     settings = points_settings(
         database_url,
         redis_url=redis_url,
         shopify_admin_base_url=shopify.base_url,
-        points_shop_credentials=json.dumps({merchant_id: {"shop": SHOP, "access_token": TOKEN}}),
+        # Points gets the shop's token from Auth, with its own service identity.
+        auth_target=auth.address,
+        service_credential=POINTS_CREDENTIAL,
     )
     async with running(SPEC, settings) as service:
         await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
@@ -335,3 +363,88 @@ async def test_merchant_without_a_connected_shop_is_refused_before_any_debit(stu
         await stub.RedeemReward(redeem_request(reward.reward_id, "c-7"), metadata=md(other))
     assert precondition(caught.value) == "SHOP_NOT_CONNECTED"
     assert await balance(stub, other, "c-7") == 10
+
+
+# ---- the shop's token comes from Auth ----------------------------------------------------
+
+
+async def auth_rows(database_url: str, sql: str, *params: object) -> list[tuple[object, ...]]:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cursor = await conn.execute(sql, params)
+        return await cursor.fetchall()
+
+
+async def test_the_code_is_created_with_the_token_auth_handed_out(
+    stub, merchant_id, shopify, database_url
+):
+    reward = await create_reward(stub, merchant_id, cost=10)
+    await earn(stub, merchant_id, "c-auth", 10)
+    redeemed = await stub.RedeemReward(
+        redeem_request(reward.reward_id, "c-auth"), metadata=md(merchant_id)
+    )
+    # The Admin API stand-in knows no configured token: only the one its OAuth endpoint gave
+    # Auth at install, which Auth handed to Points.
+    assert shopify.tokens == {}
+    assert redeemed.discount_code in shopify.codes_of(SHOP)
+    reads = await auth_rows(
+        database_url,
+        "SELECT merchant_id::text, service, refreshed FROM auth.shop_token_reads",
+    )
+    assert reads and {r[:2] for r in reads} == {(merchant_id, "points")}
+    audited = await auth_rows(
+        database_url,
+        "SELECT actor FROM auth.audit_logs WHERE entity_type = 'shop_token_reads'",
+    )
+    assert len(audited) == len(reads) and {a for (a,) in audited} == {"service:points"}
+
+
+async def test_an_expiring_shop_token_is_refreshed_rotated_and_refused_when_dead(
+    stub, auth, shopify, database_url
+):
+    # A shop whose offline token expires (Shopify: expires_in + refresh_token) in 3 s.
+    shop = "expiring.myshopify.com"
+    shopify.token_lifetime_seconds = 3
+    async with grpc.aio.insecure_channel(auth.address) as channel:
+        merchant = (await install(auth_pb2_grpc.AuthServiceStub(channel), shopify, shop)).merchant
+    merchant_id = merchant.merchant_id
+    (first_refresh,) = [t for t, of in shopify.refresh_tokens.items() if of == shop]
+    reward = await create_reward(stub, merchant_id, cost=10)
+    await earn(stub, merchant_id, "c-exp", 30)
+    await asyncio.sleep(3.2)  # the install's access token has expired at Shopify
+
+    # Auth refreshes before handing the token out; the refresh token rotates each time.
+    first = await stub.RedeemReward(
+        redeem_request(reward.reward_id, "c-exp"), metadata=md(merchant_id)
+    )
+    assert first.discount_code in shopify.codes_of(shop)
+    refreshes = [e for e in shopify.token_requests("refresh_token") if e.shop == shop]
+    assert refreshes and all(e.status == 200 for e in refreshes)
+    assert refreshes[0].form["refresh_token"] == first_refresh
+    assert first_refresh not in shopify.refresh_tokens  # spent
+    # Auth kept the rotated one: the next refresh presents it and works.
+    second = await stub.RedeemReward(
+        redeem_request(reward.reward_id, "c-exp"), metadata=md(merchant_id)
+    )
+    assert second.discount_code in shopify.codes_of(shop)
+    later = shopify.token_requests("refresh_token")[len(refreshes) :]
+    assert later and all(e.status == 200 for e in later)
+    assert (
+        later[0].form["refresh_token"] == refreshes[-1].form["refresh_token"] or len(refreshes) > 1
+    )
+    stored = await auth_rows(
+        database_url,
+        "SELECT access_token_refreshed_at IS NOT NULL, access_token_expires_at > now()"
+        " FROM auth.merchants WHERE merchant_id = %s",
+        merchant_id,
+    )
+    assert stored == [(True, True)]
+
+    # Shopify forgets the refresh token (revoked): once the access token expires, no code.
+    shopify.refresh_tokens.clear()
+    await asyncio.sleep(3.2)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RedeemReward(redeem_request(reward.reward_id, "c-exp"), metadata=md(merchant_id))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert precondition(caught.value) == "SHOP_NOT_CONNECTED"
+    assert shopify.token_requests("refresh_token")[-1].status == 400
+    assert await balance(stub, merchant_id, "c-exp") == 10  # two redeemed, nothing taken

@@ -14,7 +14,7 @@ from typing import Any
 from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2
 
-from loyalnest.gen.options.v1 import route_pb2
+from loyalnest.gen.options.v1 import access_pb2, route_pb2
 
 # The transcoder renders google.rpc.Status (with convert_grpc_status) and the detail messages
 # packed into it only if their descriptors are in the set.
@@ -34,6 +34,9 @@ class MethodInfo:
     idempotent: bool = False
     # `(loyalnest.options.v1.route).timeout`, when the RPC declares one.
     timeout_seconds: float | None = None
+    # `(loyalnest.options.v1.access).internal`: for LoyalNest's services only, never routed
+    # from outside (the gateway's RBAC denies it for every peer).
+    internal: bool = False
 
     @property
     def admin(self) -> bool:
@@ -99,6 +102,9 @@ def _method_info(method: descriptor_pb2.MethodDescriptorProto) -> MethodInfo:
         policy: route_pb2.RoutePolicy = options.Extensions[route_pb2.route]
         if policy.HasField("timeout"):
             timeout = policy.timeout.ToTimedelta().total_seconds()
+    internal = (
+        options.HasExtension(access_pb2.access) and options.Extensions[access_pb2.access].internal
+    )
     return MethodInfo(
         name=method.name,
         client_streaming=method.client_streaming,
@@ -109,6 +115,7 @@ def _method_info(method: descriptor_pb2.MethodDescriptorProto) -> MethodInfo:
         else (),
         idempotent=options.idempotency_level in _IDEMPOTENT_LEVELS,
         timeout_seconds=timeout,
+        internal=bool(internal),
     )
 
 

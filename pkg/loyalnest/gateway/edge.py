@@ -4,8 +4,10 @@ the request size limit, as Envoy filters and route settings.
 Order on the request path: `rbac → jwt_authn → ratelimit`, all after the transcoder, so each
 sees `/pkg.Service/Method` for REST, gRPC and gRPC-Web alike and is written once per RPC:
 
-- **rbac** refuses (403) RPCs bound under `/admin/` unless the TCP peer is in the admin CIDRs.
-  `direct_remote_ip`: X-Forwarded-For is the client's to forge.
+- **rbac** refuses (403) RPCs bound under `/admin/` unless the TCP peer is in the admin CIDRs
+  (`direct_remote_ip`: X-Forwarded-For is the client's to forge), and internal RPCs
+  (`(access).internal`, e.g. AuthService.GetShopAccessToken) for every peer: only services
+  inside the mesh call them, directly.
 - **jwt_authn** (`jwt_rules`) requires a token everywhere but public RPCs, and puts the
   verified claims in dynamic metadata (`jwt_payload`) for the next filter.
 - **ratelimit** asks the gateway service (envoy.service.ratelimit.v3) with one descriptor
@@ -86,37 +88,43 @@ def _cidr_principal(cidr: str) -> dict[str, Any]:
     }
 
 
+def internal_paths(services: Sequence[ServiceInfo]) -> list[str]:
+    return sorted(s.grpc_path(m.name) for s in services for m in s.methods if m.internal)
+
+
+def _any_of_paths(paths: Sequence[str]) -> list[dict[str, Any]]:
+    return [{"or_rules": {"rules": [{"url_path": {"path": {"exact": p}}} for p in paths]}}]
+
+
 def rbac_filter(policy: EdgePolicy, services: Sequence[ServiceInfo]) -> dict[str, Any] | None:
     paths = admin_paths(services)
-    if not paths:
+    internal = internal_paths(services)
+    policies: dict[str, Any] = {}
+    if paths:
+        outside: dict[str, Any]
+        if policy.admin_allowed_cidrs:
+            ids = [_cidr_principal(cidr) for cidr in policy.admin_allowed_cidrs]
+            outside = {"not_id": {"or_ids": {"ids": ids}}}
+        else:
+            outside = {"any": True}
+        policies["admin-rpc-outside-allowlist"] = {
+            "permissions": _any_of_paths(paths),
+            "principals": [outside],
+        }
+    if internal:
+        # `:path` is the gRPC method here for REST, gRPC and gRPC-Web alike (after the
+        # transcoder), so one rule per method denies every way in.
+        policies["internal-rpc"] = {
+            "permissions": _any_of_paths(internal),
+            "principals": [{"any": True}],
+        }
+    if not policies:
         return None
-    outside: dict[str, Any]
-    if policy.admin_allowed_cidrs:
-        ids = [_cidr_principal(cidr) for cidr in policy.admin_allowed_cidrs]
-        outside = {"not_id": {"or_ids": {"ids": ids}}}
-    else:
-        outside = {"any": True}
     return {
         "name": "envoy.filters.http.rbac",
         "typed_config": _typed(
             "envoy.extensions.filters.http.rbac.v3.RBAC",
-            rules={
-                "action": "DENY",
-                "policies": {
-                    "admin-rpc-outside-allowlist": {
-                        "permissions": [
-                            {
-                                "or_rules": {
-                                    "rules": [
-                                        {"url_path": {"path": {"exact": path}}} for path in paths
-                                    ]
-                                }
-                            }
-                        ],
-                        "principals": [outside],
-                    }
-                },
-            },
+            rules={"action": "DENY", "policies": policies},
         ),
     }
 

@@ -12,7 +12,8 @@ exchange carries `expires_in` and a `refresh_token`, stored encrypted with their
 token with less than LOYALNEST_AUTH_SHOP_TOKEN_REFRESH_AHEAD_SECONDS left is refreshed here,
 before it is handed out (`grant_type=refresh_token`), under a row lock: Shopify's refresh
 token works once, so two refreshes at the same time would spend it twice and lose the shop.
-If Shopify cannot be reached, a token that has not expired yet is still handed out.
+If Shopify cannot be reached or refuses the refresh, a token that has not expired yet is
+still handed out (logged); once expired, UNAVAILABLE or FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -119,7 +120,16 @@ class ShopTokens:
                 return record, False
             except FailedPrecondition:
                 SHOP_TOKEN_REFRESHES.labels("refused").inc()
-                raise
+                if expired:
+                    raise
+                # Still good for a while: the merchant must reauthorize before it expires.
+                log.error(
+                    "shopify refused the shop's refresh token; handing out the current token"
+                    " until it expires",
+                    merchant_id=merchant_id,
+                    expires_at=record.expires_at.isoformat(),
+                )
+                return record, False
             await self._store.save_refreshed_tokens(conn, merchant_id, tokens)
         SHOP_TOKEN_REFRESHES.labels("ok").inc()
         log.info("shop token refreshed", merchant_id=merchant_id, shop=record.shop_domain)

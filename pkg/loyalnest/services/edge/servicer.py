@@ -7,6 +7,7 @@ from prometheus_client import Counter
 from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
 from loyalnest.platform import tenancy
 from loyalnest.platform.grpctypes import Context
+from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.validation import Validator
 from loyalnest.services.edge.ratelimit import PlanDirectory, TokenBuckets
@@ -26,7 +27,8 @@ log = get_logger(__name__)
 
 WEBHOOKS = Counter(
     "loyalnest_webhooks_total",
-    "Shopify webhook deliveries by topic and outcome (accepted, duplicate, dead_lettered).",
+    "Shopify webhook deliveries by topic and outcome (accepted, duplicate, dead_lettered,"
+    " skipped).",
     ["topic", "outcome"],
 )
 _OUTCOMES = {
@@ -34,6 +36,9 @@ _OUTCOMES = {
     Outcome.DUPLICATE: edge_pb2.WEBHOOK_OUTCOME_DUPLICATE,
     Outcome.DEAD_LETTERED: edge_pb2.WEBHOOK_OUTCOME_DEAD_LETTERED,
 }
+# Shopify sends these after an uninstall too (shop/redact 48 h later), and the app must
+# complete them: never skipped for an uninstalled merchant.
+GDPR_TOPICS = frozenset({"customers/data_request", "customers/redact", "shop/redact"})
 
 
 class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
@@ -44,6 +49,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         seen: SeenDeliveries,
         buckets: TokenBuckets,
         plans: PlanDirectory,
+        merchants: MerchantGate | None = None,
     ) -> None:
         self._secrets = [
             secret.get_secret_value()
@@ -56,6 +62,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         self._seen = seen
         self._buckets = buckets
         self._plans = plans
+        self._merchants = merchants
 
     async def ReceiveWebhook(
         self, request: edge_pb2.ReceiveWebhookRequest, context: Context
@@ -70,6 +77,18 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         verify_signature(body, headers.get(HMAC_HEADER), self._secrets)
         delivery = Delivery.parse(request.resource, request.action, headers, body)
         merchant_id = tenancy.merchant_id_for_shop(delivery.shop_domain)
+        if (
+            self._merchants is not None
+            and delivery.topic not in GDPR_TOPICS
+            and not await self._merchants.allows(merchant_id, what=delivery.topic)
+        ):
+            # Acknowledged (200) so Shopify stops retrying; nothing recorded or published.
+            WEBHOOKS.labels(delivery.topic, "skipped").inc()
+            return edge_pb2.ReceiveWebhookResponse(
+                outcome=edge_pb2.WEBHOOK_OUTCOME_SKIPPED,
+                topic=delivery.topic,
+                shopify_event_id=delivery.event_id,
+            )
         if await self._seen.seen(delivery):
             outcome = Outcome.DUPLICATE
         else:

@@ -36,6 +36,11 @@ class EdgeSettings(ServiceSettings):
     # The Redis fast path of deduplication remembers an event id this long; the PostgreSQL
     # record (webhook_idempotency_keys) is the authority either way.
     webhook_seen_ttl_seconds: int = Field(48 * 3600, gt=0)
+    # How long a process remembers Auth's ValidateMerchant answer for a shop's merchant
+    # (deliveries for unknown or uninstalled merchants are acknowledged and skipped): an
+    # uninstall takes effect within it. Needs LOYALNEST_AUTH_TARGET and
+    # LOYALNEST_SERVICE_CREDENTIAL (the edge's); without them nothing is skipped.
+    webhook_merchant_cache_seconds: float = Field(30.0, ge=0)
 
     # Per-plan token buckets (JSON: {"free": {"burst": 60, "requests_per_second": 10}, ...}).
     rate_limit_plans: dict[str, PlanRateLimit] = dict(DEFAULT_PLAN_LIMITS)

@@ -5,19 +5,15 @@ for the same code: a retry after a lost answer gets `TAKEN`, and the code found 
 name is ours if its title names this redemption (then the earlier attempt worked).
 
 Shop credentials: the merchant's offline Admin API token is obtained by Auth during the OAuth
-install (DESIGN §7) and stored there, encrypted. Auth has no RPC that hands it to another
-service yet, so `ShopCredentials` is the seam: production needs an Auth RPC
-(e.g. `GetShopAccess(merchant_id) -> {shop, access_token}`, restricted to the points service's
-identity) and an implementation calling it. `ConfiguredShopCredentials` reads them from
-configuration (`LOYALNEST_POINTS_SHOP_CREDENTIALS`, a Secret in Kubernetes) for the local stack
-and tests.
+install (DESIGN §7) and stays there, encrypted; `ShopCredentials` is the seam, and
+`shop_access.AuthShopCredentials` asks Auth for it (`GetShopAccessToken`, with Points' own
+service token) whenever a code is created.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -46,20 +42,6 @@ class ShopCredentials(Protocol):
     async def shop_access(self, merchant_id: str) -> ShopAccess:
         """Raises ShopNotConnected when the merchant has no shop token."""
         ...
-
-
-class ConfiguredShopCredentials:
-    """`{"<merchant_id>": {"shop": "...", "access_token": "..."}}` from configuration."""
-
-    def __init__(self, config_json: str) -> None:
-        raw: dict[str, dict[str, str]] = json.loads(config_json or "{}")
-        self._shops = {m: ShopAccess(v["shop"], v["access_token"]) for m, v in raw.items()}
-
-    async def shop_access(self, merchant_id: str) -> ShopAccess:
-        access = self._shops.get(merchant_id)
-        if access is None:
-            raise ShopNotConnected(merchant_id)
-        return access
 
 
 def discount_code(redemption_id: str) -> str:

@@ -9,6 +9,7 @@ from loyalnest.gen.events.v1 import points_pb2 as events_pb2
 from loyalnest.platform.events.consumer import PermanentEventError
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.inbox import Handler
+from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.validation import IDENTIFIER_RE
 from loyalnest.services.points.domain import Transaction, TransactionType
 from loyalnest.services.points.earning import OrderEarnings, ProgramCopies
@@ -65,7 +66,10 @@ def ledger_event(transaction: Transaction) -> Message:
 
 
 def handlers(
-    store: LedgerStore, programs: ProgramCopies, orders: OrderEarnings
+    store: LedgerStore,
+    programs: ProgramCopies,
+    orders: OrderEarnings,
+    merchants: MerchantGate | None = None,
 ) -> dict[str, Handler]:
     async def on_user_created(event: ConsumedEvent) -> bool:
         user = event.payload_as(users_pb2.UserCreated)
@@ -81,8 +85,19 @@ def handlers(
         # Versioned: a redelivered or older copy changes nothing.
         return await programs.save(event.merchant_id, settings)
 
+    async def on_webhook(event: ConsumedEvent) -> bool:
+        # Webhooks name a shop, not a signed-in merchant: one Auth does not know, or that
+        # uninstalled the app, earns nothing (acked, counted; loyalnest.platform.merchants).
+        # The edge skips most of them already; this catches those published before an
+        # uninstall, and edges that do not check.
+        if merchants is not None and not await merchants.allows(
+            event.merchant_id, what=event.event_type
+        ):
+            return True
+        return await orders.on_webhook(event)
+
     return {
         "user.created": on_user_created,
         "program_settings.updated": on_settings_updated,
-        "webhook.received": orders.on_webhook,
+        "webhook.received": on_webhook,
     }

@@ -8,23 +8,28 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+from loyalnest.platform.auth.service_tokens import ServiceTokenSource
 from loyalnest.platform.cache import VersionedCache, client_from_url
+from loyalnest.platform.client import open_channel
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import mongo_event_loops, postgres_event_loops
 from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.health import Check
 from loyalnest.platform.http import HttpClient
+from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points import events
-from loyalnest.services.points.discounts import ConfiguredShopCredentials, DiscountCodes
+from loyalnest.services.points.discounts import DiscountCodes
 from loyalnest.services.points.earning import Clock, OrderEarnings, ProgramCopies, utc_now
 from loyalnest.services.points.ledger import CACHE_NAME, Ledger
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
+from loyalnest.services.points.shop_access import AuthShopCredentials
 from loyalnest.services.points.store.base import LedgerStore
 
 if TYPE_CHECKING:
@@ -47,9 +52,9 @@ class PointsSettings(ServiceSettings):
     # Shopify Admin GraphQL API for reward discount codes: `{shop}` is filled in.
     shopify_admin_base_url: str = "https://{shop}"
     shopify_admin_timeout_seconds: float = Field(5.0, gt=0)
-    # {"<merchant_id>": {"shop": "x.myshopify.com", "access_token": "shpat_..."}} until Auth
-    # offers an RPC for the shop's offline token (see points/discounts.py). A Secret.
-    points_shop_credentials: str = ""
+    # How long a process remembers Auth's answer to ValidateMerchant (webhook.received for a
+    # merchant unknown or uninstalled is skipped): an uninstall takes effect within it.
+    points_merchant_cache_seconds: float = Field(30.0, ge=0)
     # How often orders whose pending period ended are credited (and interrupted steps redone).
     points_order_settle_interval_seconds: float = Field(5.0, gt=0)
     # How long a process reuses its copy of a merchant's program before reading it again:
@@ -100,14 +105,18 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     components.background.append(
         functools.partial(orders.run, settings.points_order_settle_interval_seconds)
     )
+    auth = _auth_stub(settings, components)
     if settings.events_enabled:
-        handlers = events.handlers(store, programs, orders)
+        merchants = MerchantGate(
+            auth, component="points", cache_seconds=settings.points_merchant_cache_seconds
+        )
+        handlers = events.handlers(store, programs, orders, merchants)
         _add_event_loops(settings, components, handlers, database, mongo_store)
     http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
     components.cleanup.append(http.close)
     codes = DiscountCodes(
         ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url),
-        ConfiguredShopCredentials(settings.points_shop_credentials),
+        AuthShopCredentials(auth),
     )
     components.registrations = [
         Registration(
@@ -117,6 +126,27 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         )
     ]
     return components
+
+
+def _auth_stub(
+    settings: PointsSettings, components: ServiceComponents
+) -> auth_pb2_grpc.AuthServiceStub | None:
+    """Auth, called with Points' own service tokens: shop tokens for discount codes, and
+    ValidateMerchant for webhooks. None without LOYALNEST_AUTH_TARGET and
+    LOYALNEST_SERVICE_CREDENTIAL (no discount codes then; webhooks are not checked).
+
+    TEMPORARY wiring (target: the existing LOYALNEST_AUTH_TARGET): becomes
+    `CALLS.connect(settings, caller="points").stub(AuthServiceStub)` with the call layer."""
+    source = ServiceTokenSource.from_settings(settings, "points")
+    if source is None or not settings.auth_target:
+        log.warning(
+            "LOYALNEST_AUTH_TARGET or LOYALNEST_SERVICE_CREDENTIAL unset: no reward discount"
+            " codes (no shop tokens), webhooks of unknown merchants are not skipped"
+        )
+        return None
+    channel = open_channel(settings.auth_target, service_tokens=source)
+    components.cleanup += [source.close, lambda: channel.close(None)]
+    return auth_pb2_grpc.AuthServiceStub(channel)  # type: ignore[no-untyped-call]
 
 
 def _add_event_loops(
