@@ -38,6 +38,10 @@ SECRET_ENV: dict[str, dict[str, str]] = {
     },
     "points": {"LOYALNEST_SERVICE_CREDENTIAL": "points-service-credential"},
     "roles": {"LOYALNEST_SERVICE_CREDENTIAL": "roles-service-credential"},
+    "edge": {
+        "LOYALNEST_SHOPIFY_API_SECRET": "shopify-api-secret",
+        "LOYALNEST_SERVICE_CREDENTIAL": "edge-service-credential",
+    },
 }
 SENSITIVE = {name for names in SECRET_ENV.values() for name in names}
 
@@ -96,7 +100,7 @@ def test_every_service_with_a_grant_gets_a_credential_and_finds_auth(
             assert "LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY" in env
             continue
         if component not in SERVICE_GRANTS:
-            # Calls no service (e.g. edge): no credential to hold.
+            # Calls no service on its own behalf: no credential to hold.
             assert "LOYALNEST_SERVICE_CREDENTIAL" not in env, component
             continue
         assert "secretKeyRef" in env["LOYALNEST_SERVICE_CREDENTIAL"]["valueFrom"]

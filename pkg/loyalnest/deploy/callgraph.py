@@ -93,8 +93,8 @@ def seed_call_graph(text: str) -> dict[str, set[str]]:
 
 # Components of ours the seed does not list, with the components they call. `edge` is the
 # API-Gateway's Python half (webhook ingress, Envoy's rate-limit service): only the gateway
-# calls it, and it calls no one.
-BEYOND_SEED: dict[str, set[str]] = {"edge": set()}
+# calls it, and it calls Auth's ValidateMerchant (the seed's API-Gateway does too).
+BEYOND_SEED: dict[str, set[str]] = {"edge": {"auth"}}
 
 
 def load_seed_call_graph(path: Path = SEED) -> dict[str, set[str]]:
