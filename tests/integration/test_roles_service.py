@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,6 +24,7 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService, running
+from loyalnest.services.roles import domain as roles_domain
 from loyalnest.services.roles import events
 from loyalnest.services.roles.domain import DEFAULT_ROLES, default_role_id
 from loyalnest.services.roles.service import DATABASE, SPEC
@@ -31,6 +34,8 @@ from tests.integration.conftest import service_settings_for_tests, wait_for_heal
 from tests.integration.test_users_service import field_violations
 
 pytestmark = pytest.mark.integration
+
+ROLES_MIGRATIONS = Path(roles_domain.__file__).parent / "migrations"
 
 pb = roles_pb2
 ROLES_RW = ("roles:read", "roles:write")
@@ -427,3 +432,27 @@ async def test_merchant_created_makes_the_default_roles_once(
         [default_role_id(merchant_id, n) for n in DEFAULT_ROLES]
         + [mine.role_id, default_role_id(other, "Staff")]
     )
+
+
+async def test_the_migration_takes_global_permissions_out_of_older_roles(db, merchant_id):
+    """roles_0002 (run again here: it is idempotent) on roles written before the check."""
+    old = {
+        "Owner": ["admin:full"],
+        "Mixed": ["admin:analytics", "auth:validate", "points:read"],
+        "Clean": ["points:read"],
+    }
+    for name, permissions in old.items():
+        await db.execute(
+            "INSERT INTO roles (role_id, merchant_id, name, permissions) VALUES (%s, %s, %s, %s)",
+            (str(uuid.uuid4()), merchant_id, name, json.dumps(permissions)),
+        )
+    migration = ROLES_MIGRATIONS / "roles_0002_merchant_scoped_permissions.sql"
+    await db.execute(migration.read_text())
+    found = dict(
+        await rows(db, "SELECT name, permissions FROM roles WHERE merchant_id = %s", merchant_id)
+    )
+    assert found == {
+        "Owner": list(DEFAULT_ROLES["Owner"]),
+        "Mixed": ["admin:analytics", "points:read"],
+        "Clean": ["points:read"],
+    }

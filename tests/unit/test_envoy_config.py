@@ -388,3 +388,27 @@ def test_write_is_json_readable_as_yaml_or_json(tmp_path: Path) -> None:
         assert json.loads(write(cfg, tmp_path / name).read_text()) == render(cfg)
     with pytest.raises(ValueError, match=r"\.json"):
         write(cfg, tmp_path / "envoy.txt")
+
+
+def test_internal_rpcs_are_denied_for_every_peer_and_admin_rpcs_outside_the_allowlist() -> None:
+    from loyalnest.gateway.edge import internal_paths, rbac_filter
+
+    services = list(services_in_descriptor_set(DESCRIPTOR_SET).values())
+    # Declared once, next to the RPC: (loyalnest.options.v1.access).internal.
+    assert internal_paths(services) == ["/loyalnest.auth.v1.AuthService/GetShopAccessToken"]
+    rbac = rbac_filter(EdgePolicy(admin_allowed_cidrs=("10.0.0.0/8",)), services)
+    assert rbac is not None
+    policies = rbac["typed_config"]["rules"]["policies"]
+    assert rbac["typed_config"]["rules"]["action"] == "DENY"
+    internal = policies["internal-rpc"]
+    assert internal["principals"] == [{"any": True}]
+    (rules,) = internal["permissions"]
+    assert [r["url_path"]["path"]["exact"] for r in rules["or_rules"]["rules"]] == [
+        "/loyalnest.auth.v1.AuthService/GetShopAccessToken"
+    ]
+    # Not an admin RPC: the allowlist does not let anyone reach it.
+    admin = policies["admin-rpc-outside-allowlist"]
+    admin_paths = [
+        r["url_path"]["path"]["exact"] for r in admin["permissions"][0]["or_rules"]["rules"]
+    ]
+    assert "/loyalnest.auth.v1.AuthService/GetShopAccessToken" not in admin_paths
