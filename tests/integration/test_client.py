@@ -59,6 +59,7 @@ class Caller:
     name: str
     calls: Calls
     downstream: Downstream | None = None
+    address: str = ""  # where its own RPC answers, once running
 
     def spec(self) -> ServiceSpec[ServiceSettings]:
         async def relay(request: bytes, context: Context) -> bytes:
@@ -212,7 +213,7 @@ async def core_calling_points(
         )
         async with running(caller.spec(), settings) as service:
             assert caller.downstream is not None
-            caller.downstream.targets["relay"] = service.address  # where its own RPC answers
+            caller.address = service.address
             yield caller, probe
 
 
@@ -224,7 +225,7 @@ async def test_calls_carry_the_callers_token_or_the_services_own(
     downstream = caller.downstream
     assert downstream is not None
     # Inside an RPC: the user's token and merchant, plus the relaying service's identity.
-    async with grpc.aio.insecure_channel(downstream.targets["relay"]) as channel:
+    async with grpc.aio.insecure_channel(caller.address) as channel:
         raw = await channel.unary_unary("/test.Relay/Balance")(
             b"c-1", metadata=merchant_metadata(merchant_a)
         )
