@@ -26,14 +26,14 @@ from typing import Self
 from pydantic import SecretStr
 
 from loyalnest.platform.auth.keys import local_keyset_beside
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import TokenSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
 
 
-def on_a_developer_machine(settings: ServiceSettings) -> bool:
+def on_a_developer_machine(settings: TokenSettings) -> bool:
     """True beside the local stack's token signing keyset, which is marked local.
 
     Production mounts only the public JWKS: no private keyset, let alone a local one.
@@ -55,7 +55,7 @@ class PiiVault:
     @classmethod
     def from_keys(
         cls,
-        settings: ServiceSettings,
+        settings: TokenSettings,
         *,
         service: str,
         namespace: str,

@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from yoyo import get_backend, read_migrations
 
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import DatabaseSettings
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
@@ -65,7 +65,7 @@ def migrate(database_url: str, schema: str, migration_dirs: Sequence[Path]) -> l
 class Database:
     """A service's pool, scoped to its schema through search_path."""
 
-    def __init__(self, settings: ServiceSettings, spec: DatabaseSpec) -> None:
+    def __init__(self, settings: DatabaseSettings, spec: DatabaseSpec) -> None:
         self.settings = settings
         self.spec = spec
         schema = spec.schema

@@ -48,10 +48,12 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
+from loyalnest.gen.roles.v1 import roles_pb2_grpc
 from loyalnest.platform import audit
 from loyalnest.platform.auth.keys import local_keyset_beside
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.service_identity import SERVICE_TOKEN_TTL_SECONDS
+from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key, derive_key
 from loyalnest.platform.event_loops import postgres_service
@@ -199,4 +201,11 @@ async def build(settings: AuthSettings) -> ServiceComponents:
     )
 
 
-SPEC = ServiceSpec(name="auth", settings_type=AuthSettings, build=build, database=DATABASE)
+# Roles: the permissions of a user's role.
+SPEC = ServiceSpec(
+    name="auth",
+    settings_type=AuthSettings,
+    build=build,
+    database=DATABASE,
+    calls=Calls(roles=roles_pb2_grpc.RolesServiceStub),
+)

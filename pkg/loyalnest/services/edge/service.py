@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
 from loyalnest.gen.xds.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from loyalnest.platform.calls import Calls
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
@@ -52,4 +54,11 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
     )
 
 
-SPEC = ServiceSpec(name="edge", settings_type=EdgeSettings, build=build, database=DATABASE)
+# Auth: ValidateMerchant of a webhook's shop.
+SPEC = ServiceSpec(
+    name="edge",
+    settings_type=EdgeSettings,
+    build=build,
+    database=DATABASE,
+    calls=Calls(auth=auth_pb2_grpc.AuthServiceStub),
+)

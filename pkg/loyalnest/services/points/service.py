@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform.cache import VersionedCache, client_from_url
+from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import mongo_event_loops, postgres_event_loops
 from loyalnest.platform.events.inbox import Handler
@@ -143,4 +145,11 @@ def _add_event_loops(
     )
 
 
-SPEC = ServiceSpec(name="points", settings_type=PointsSettings, build=build, database=DATABASE)
+# Auth: shops' access tokens and service tokens.
+SPEC = ServiceSpec(
+    name="points",
+    settings_type=PointsSettings,
+    build=build,
+    database=DATABASE,
+    calls=Calls(auth=auth_pb2_grpc.AuthServiceStub),
+)
