@@ -11,3 +11,8 @@ def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def optional_timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    """None stays None: a message field given None is left unset (e.g. a session not ended)."""
+    return None if value is None else timestamp(value)
