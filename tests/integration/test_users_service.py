@@ -28,12 +28,11 @@ from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService, running
-from loyalnest.services.users import events
-from loyalnest.services.users.cache import UserCache, cache_key
+from loyalnest.services.users import consumers, events
 from loyalnest.services.users.domain import owner_user_id
-from loyalnest.services.users.pii import EmailVault
-from loyalnest.services.users.service import DATABASE, SPEC, UsersSettings
-from loyalnest.services.users.store import UserStore
+from loyalnest.services.users.service import DATABASE, SPEC, UsersSettings, email_vault
+from loyalnest.services.users.store.cache import UserCache, cache_key
+from loyalnest.services.users.store.postgres import UserStore
 from tests.auth import JWKS_PATH, merchant_metadata, token
 from tests.integration.conftest import service_settings_for_tests, wait_for_health
 
@@ -82,7 +81,7 @@ async def store(
     await database.open()
     cache = UserCache.from_url(redis_url, ttl_seconds=60)
     try:
-        yield UserStore(database, EmailVault.from_settings(settings), cache)
+        yield UserStore(database, email_vault(settings), cache)
     finally:
         await cache.close()
         await database.close()
@@ -390,7 +389,7 @@ async def test_no_plaintext_email_anywhere_in_the_schema(stub, db, store, redis_
         db, "SELECT email_ciphertext, email_index FROM users WHERE user_id = %s", user.user_id
     )
     assert len(bytes(index)) == 32
-    vault = EmailVault.from_settings(users_settings("postgresql://unused", None))
+    vault = email_vault(users_settings("postgresql://unused", None))
     assert vault.open(merchant_id, user.user_id, bytes(ciphertext)) == email
     with pytest.raises(ValueError, match="does not match"):
         vault.open(merchant_id, str(uuid.uuid4()), bytes(ciphertext))
@@ -524,7 +523,7 @@ async def test_events_are_written_in_the_same_transaction_as_the_change(stub, db
 
 
 async def test_merchant_created_makes_one_owner_account(store, db, merchant_id):
-    handler = events.handlers(store)["merchant.created"]
+    handler = consumers.handlers(store)["merchant.created"]
     installed = consumed(merchant_id, auth_events.MerchantCreated(shop_domain="x.myshopify.com"))
     assert await handler(installed) is True
     assert await handler(installed) is False  # redelivery: recorded in processed_events
@@ -541,7 +540,7 @@ async def test_merchant_created_makes_one_owner_account(store, db, merchant_id):
 
 
 async def test_role_assigned_is_projected_newest_first(stub, store, db, merchant_id):
-    handler = events.handlers(store)["role.assigned"]
+    handler = consumers.handlers(store)["role.assigned"]
     user = await create(stub, merchant_id, "kim@example.com")
     await stub.GetUser(pb.GetUserRequest(user_id=user.user_id), metadata=md(merchant_id))  # cache
     admin, viewer = str(uuid.uuid4()), str(uuid.uuid4())
