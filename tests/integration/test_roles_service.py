@@ -21,7 +21,7 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService, running
-from loyalnest.services.roles import events
+from loyalnest.services.roles import consumers, events
 from loyalnest.services.roles.domain import DEFAULT_ROLES, default_role_id
 from loyalnest.services.roles.service import DATABASE, SPEC
 from loyalnest.services.roles.store import RoleStore
@@ -375,7 +375,7 @@ async def test_merchant_created_makes_the_default_roles_once(
     database = Database(ServiceSettings(database_url=database_url), DATABASE)
     await database.open()
     try:
-        handler = events.handlers(RoleStore(database))["merchant.created"]
+        handler = consumers.handlers(RoleStore(database))["merchant.created"]
         installed = consumed(
             merchant_id, auth_events.MerchantCreated(shop_domain="s.myshopify.com")
         )
