@@ -35,7 +35,6 @@ from loyalnest.platform.events.topics import CORE
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.core import events
-from loyalnest.services.core.cache import config_key, usage_key
 from loyalnest.services.core.service import (
     DATABASE,
     SERVICE_NAME,
@@ -43,6 +42,7 @@ from loyalnest.services.core.service import (
     CoreSettings,
     open_stores,
 )
+from loyalnest.services.core.store.cache import config_key, usage_key
 from tests.auth import merchant_headers, merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import service_settings_for_tests, wait_for_health
