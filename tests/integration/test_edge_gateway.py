@@ -24,8 +24,8 @@ from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.server import running
 from loyalnest.platform.tenancy import merchant_id_for_shop
-from loyalnest.services.edge.service import SERVICE_NAME, SPEC
-from loyalnest.services.edge.settings import EdgeSettings, PlanRateLimit
+from loyalnest.services.edge.domain import PlanRateLimit
+from loyalnest.services.edge.service import SERVICE_NAME, SPEC, EdgeSettings
 from loyalnest.services.edge.signing import shopify_headers, webhook_path
 from tests.auth import JWKS_PATH, merchant_headers
 from tests.integration.conftest import service_settings_for_tests
