@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from google.protobuf.message import Message
+
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
 from loyalnest.platform import tenancy
 from loyalnest.platform.grpctypes import Context
-from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.idempotency import KEY_FIELD, IdempotencyKey
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.validation import (
     EMAIL_RULE,
@@ -144,25 +146,32 @@ class CoreServicer(core_pb2_grpc.CoreServiceServicer):
     # --- customers --------------------------------------------------------------------------
 
     def _idempotency_key(
-        self, method: str, request: _WithCustomers, merchant_id: str, **kwargs: str
+        self,
+        method: str,
+        request: _WithCustomers,
+        merchant_id: str,
+        *,
+        key_field: str = KEY_FIELD,
+        namespace: str = "",
     ) -> IdempotencyKey:
-        # The fingerprint is an unkeyed SHA-256 kept in the database: with PII in it, guessing
-        # and hashing would reveal it. Blind indexes stand in for the PII: equal for equal
-        # values, useless without the key.
-        fingerprinted = type(request)()
-        fingerprinted.CopyFrom(request)
-        customers = (
-            [fingerprinted.customer]
-            if isinstance(fingerprinted, core_pb2.CreateCustomerRequest)
-            else list(fingerprinted.customers)
+        # Emails and names stay out of the fingerprint (see PiiVault.idempotency_key).
+        def pii(
+            fingerprinted: core_pb2.CreateCustomerRequest | core_pb2.ImportCustomersRequest,
+        ) -> list[tuple[Message, str, str]]:
+            customers = (
+                [fingerprinted.customer]
+                if isinstance(fingerprinted, core_pb2.CreateCustomerRequest)
+                else list(fingerprinted.customers)
+            )
+            return [
+                (customer, column, column)
+                for customer in customers
+                for column in ("email", "first_name", "last_name")
+            ]
+
+        return self._vault.idempotency_key(
+            method, request, merchant_id, pii, key_field=key_field, namespace=namespace
         )
-        for customer in customers:
-            for column in ("email", "first_name", "last_name"):
-                value = getattr(customer, column)
-                if value:
-                    index = self._vault.index(merchant_id, value, column=column)
-                    setattr(customer, column, index.hex())
-        return IdempotencyKey.of(method, fingerprinted, **kwargs)
 
     async def CreateCustomer(
         self, request: core_pb2.CreateCustomerRequest, context: Context

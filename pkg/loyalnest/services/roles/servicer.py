@@ -81,14 +81,7 @@ class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
         with Validator() as v:
             if v.check(request.HasField("role"), "role", "is required"):
                 v.uuid("role.role_id", role.role_id)
-            if v.check(bool(paths), "update_mask", "must name the fields to change"):
-                unknown = sorted(paths - UPDATABLE_FIELDS)
-                v.check(
-                    not unknown,
-                    "update_mask",
-                    f"cannot change {', '.join(unknown)}; changeable: "
-                    f"{', '.join(sorted(UPDATABLE_FIELDS))}",
-                )
+            v.update_mask("update_mask", paths, UPDATABLE_FIELDS)
             if "name" in paths:
                 _check_name(v, "role.name", role.name)
             if "description" in paths:
