@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from loyalnest.gen.events.v1 import auth_pb2 as auth_events
-from loyalnest.services.auth.wire import epoch_timestamp
+from loyalnest.platform.protos import epoch_timestamp
 
 # The consumer group of every Auth process (it consumes nothing yet).
 CONSUMER_GROUP = "loyalnest.auth"

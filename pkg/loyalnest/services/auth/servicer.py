@@ -32,7 +32,7 @@ from loyalnest.platform.errors import (
 from loyalnest.platform.events import outbox
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.observability import get_logger
-from loyalnest.platform.protos import timestamp
+from loyalnest.platform.protos import epoch_timestamp, timestamp
 from loyalnest.platform.validation import Validator, is_uuid
 from loyalnest.services.auth import credentials, events, shopify
 from loyalnest.services.auth.domain import AdminUserRecord
@@ -41,7 +41,6 @@ from loyalnest.services.auth.sessions import Minted, SessionTokens
 from loyalnest.services.auth.store import AuthStore
 from loyalnest.services.auth.wire import (
     admin_user_proto,
-    epoch_timestamp,
     impersonation_proto,
     merchant_proto,
     token_pair,

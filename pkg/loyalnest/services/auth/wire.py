@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from google.protobuf import timestamp_pb2
-
 from loyalnest.gen.auth.v1 import auth_pb2
 from loyalnest.platform.protos import optional_timestamp, timestamp
 from loyalnest.services.auth.domain import AdminUserRecord, ImpersonationRecord, MerchantRecord
@@ -13,11 +11,6 @@ STATUSES = {
     "active": auth_pb2.MERCHANT_STATUS_ACTIVE,
     "uninstalled": auth_pb2.MERCHANT_STATUS_UNINSTALLED,
 }
-
-
-def epoch_timestamp(seconds: int) -> timestamp_pb2.Timestamp:
-    """A JWT's `iat`/`exp` (unix seconds)."""
-    return timestamp_pb2.Timestamp(seconds=seconds)
 
 
 def merchant_proto(merchant: MerchantRecord) -> auth_pb2.Merchant:
