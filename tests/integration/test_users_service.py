@@ -34,7 +34,12 @@ from loyalnest.services.users.service import DATABASE, SPEC, UsersSettings, emai
 from loyalnest.services.users.store.cache import UserCache, cache_key
 from loyalnest.services.users.store.postgres import UserStore
 from tests.auth import JWKS_PATH, merchant_metadata, token
-from tests.integration.conftest import service_settings_for_tests, wait_for_health
+from tests.integration.conftest import (
+    serve_for_test,
+    service_settings_for_tests,
+    serving,
+    stub_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -60,15 +65,14 @@ def users_settings(database_url: str, redis_url: str | None, **overrides: Any) -
 
 @pytest.fixture
 async def users(database_url: str, redis_url: str) -> AsyncIterator[RunningService]:
-    async with running(SPEC, users_settings(database_url, redis_url)) as service:
-        await wait_for_health(service.address, SERVING)
+    async with serving(SPEC, users_settings(database_url, redis_url)) as service:
         yield service
 
 
 @pytest.fixture
 async def stub(users: RunningService) -> AsyncIterator[users_pb2_grpc.UsersServiceStub]:
-    async with grpc.aio.insecure_channel(users.address) as channel:
-        yield users_pb2_grpc.UsersServiceStub(channel)
+    async with stub_for(users, users_pb2_grpc.UsersServiceStub) as stub:
+        yield stub
 
 
 @pytest.fixture
@@ -480,15 +484,12 @@ async def test_a_cached_user_is_never_served_to_another_merchant(stub, merchant_
 
 async def test_reads_go_on_when_redis_is_away(database_url, merchant_id):
     unreachable = f"redis://127.0.0.1:{free_port()}/0"
-    async with running(SPEC, users_settings(database_url, unreachable)) as service:
-        await wait_for_health(service.address, SERVING)
-        async with grpc.aio.insecure_channel(service.address) as channel:
-            stub = users_pb2_grpc.UsersServiceStub(channel)
-            user = await create(stub, merchant_id, "ivy@example.com")
-            got = await stub.GetUser(
-                pb.GetUserRequest(user_id=user.user_id), metadata=md(merchant_id)
-            )
-            assert got.user.email == "ivy@example.com"
+    async with serve_for_test(
+        SPEC, users_settings(database_url, unreachable), users_pb2_grpc.UsersServiceStub
+    ) as (_, stub):
+        user = await create(stub, merchant_id, "ivy@example.com")
+        got = await stub.GetUser(pb.GetUserRequest(user_id=user.user_id), metadata=md(merchant_id))
+        assert got.user.email == "ivy@example.com"
 
 
 # ---- events -----------------------------------------------------------------------------
@@ -595,12 +596,9 @@ async def test_without_keys_a_developer_machine_uses_the_development_keys(
     settings = users_settings(
         database_url, None, users_encryption_key=None, users_blind_index_key=None
     )
-    async with running(SPEC, settings) as service:
-        await wait_for_health(service.address, SERVING)
-        async with grpc.aio.insecure_channel(service.address) as channel:
-            stub = users_pb2_grpc.UsersServiceStub(channel)
-            user = await create(stub, merchant_id, "dev@example.com")
-            assert user.email == "dev@example.com"
+    async with serve_for_test(SPEC, settings, users_pb2_grpc.UsersServiceStub) as (_, stub):
+        user = await create(stub, merchant_id, "dev@example.com")
+        assert user.email == "dev@example.com"
 
 
 async def test_a_token_without_merchant_is_refused(stub):
