@@ -36,18 +36,14 @@ from tests.integration.test_gateway_validate import (
     http,
     running_gateway,
 )
+from tests.shared import shared_file
 
 pytestmark = pytest.mark.integration
 
 SECRET = "edge-test-secret"
 PREVIOUS_SECRET = "edge-test-old-secret"
 SHOP = "loyalnest-demo.myshopify.com"
-FIXTURES = Path("/work/shared/fixtures/shopify")
-ORDER = (
-    (FIXTURES / "orders-create.json").read_bytes()
-    if (FIXTURES / "orders-create.json").is_file()
-    else json.dumps({"id": 820982911946154508, "customer": {"id": 115310627314723954}}).encode()
-)
+ORDER = shared_file("fixtures", "shopify", "orders-create.json").read_bytes()
 BURST = 5
 READ_LIMITS = ("gateway:read",)
 
