@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +107,17 @@ class Database:
             # Drop connections broken by a restart so requests don't trip over them.
             await self.pool.check()
             raise
+
+
+@contextmanager
+def unique_violations(errors: Mapping[str, Callable[[], Exception]]) -> Iterator[None]:
+    """Raises `errors[constraint]()` for a unique violation of a named constraint (a taken
+    email, a taken name): the caller's domain error instead of psycopg's. Other violations
+    pass unchanged."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        error = errors.get(exc.diag.constraint_name or "")
+        if error is None:
+            raise
+        raise error() from exc

@@ -60,6 +60,7 @@ from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.services.auth import events
 from loyalnest.services.auth.keys import SigningKeys
 from loyalnest.services.auth.servicer import AuthServicer
 from loyalnest.services.auth.sessions import SessionTokens
@@ -192,7 +193,7 @@ async def build(settings: AuthSettings) -> ServiceComponents:
         database,
         service="auth",
         # Publishes merchant.created and auth.revoked; consumes nothing yet.
-        group="loyalnest.auth",
+        group=events.CONSUMER_GROUP,
         handlers={},
         registrations=[
             Registration(SERVICE_NAME, auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)

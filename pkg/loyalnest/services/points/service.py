@@ -21,7 +21,7 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
-from loyalnest.services.points import events
+from loyalnest.services.points import consumers, events
 from loyalnest.services.points.discounts import ConfiguredShopCredentials, DiscountCodes
 from loyalnest.services.points.earning import Clock, OrderEarnings, ProgramCopies, utc_now
 from loyalnest.services.points.ledger import CACHE_NAME, Ledger
@@ -103,7 +103,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         functools.partial(orders.run, settings.points_order_settle_interval_seconds)
     )
     if settings.events_enabled:
-        handlers = events.handlers(store, programs, orders)
+        handlers = consumers.handlers(store, programs, orders)
         _add_event_loops(settings, components, handlers, database, mongo_store)
     http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
     components.cleanup.append(http.close)
