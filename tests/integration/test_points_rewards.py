@@ -13,21 +13,20 @@ import psycopg
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
-from loyalnest.platform.server import RunningService, running
+from loyalnest.platform.server import RunningService
 from loyalnest.services.points.service import SPEC
 from tests.auth import merchant_metadata
-from tests.integration.conftest import points_settings, wait_for_health
+from tests.integration.conftest import points_settings, serve_for_test
 from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_auth_service import install
 from tests.integration.test_points_service import field_violations
-from tests.integration.test_service_identity import POINTS_CREDENTIAL, start_auth
+from tests.integration.test_service_identity import POINTS_CREDENTIAL, serving_auth
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +48,7 @@ def shopify() -> Iterator[ShopifyAdminStandIn]:
 async def auth(
     database_url: str, redis_url: str, shopify: ShopifyAdminStandIn
 ) -> AsyncIterator[RunningService]:
-    async with await start_auth(database_url, redis_url, shopify) as service:
-        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
+    async with serving_auth(database_url, redis_url, shopify) as service:
         yield service
 
 
@@ -75,13 +73,11 @@ async def stub(
         redis_url=redis_url,
         shopify_admin_base_url=shopify.base_url,
         # Points gets the shop's token from Auth, with its own service identity.
-        auth_target=auth.address,
+        call_targets={"auth": auth.address},
         service_credential=POINTS_CREDENTIAL,
     )
-    async with running(SPEC, settings) as service:
-        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
-        async with grpc.aio.insecure_channel(service.address) as channel:
-            yield points_pb2_grpc.PointsServiceStub(channel)
+    async with serve_for_test(SPEC, settings, points_pb2_grpc.PointsServiceStub) as (_, stub):
+        yield stub
 
 
 def md(merchant: str) -> tuple[tuple[str, str], ...]:

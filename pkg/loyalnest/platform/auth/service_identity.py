@@ -30,7 +30,7 @@ from loyalnest.platform.crypto import derive_key
 
 # What each service may do when it acts on its own behalf (a Kafka consumer, a scheduled job):
 # permissions as in the RPCs' `(loyalnest.options.v1.access)`. A service missing here cannot
-# get a service token. Keep it to what the service's calls need (charts' `calls` lists).
+# get a service token. Keep it to what the service's calls need (its ServiceSpec's `calls`).
 SERVICE_GRANTS: dict[str, frozenset[str]] = {
     # auth:shop-token: the shop's Admin API token, for reward discount codes.
     "points": frozenset({"auth:validate", "auth:shop-token", "users:read", "core:read"}),
@@ -38,7 +38,8 @@ SERVICE_GRANTS: dict[str, frozenset[str]] = {
     "users": frozenset({"auth:validate", "roles:read"}),
     "roles": frozenset({"auth:validate"}),
     "auth": frozenset({"roles:read", "users:read"}),
-    # The webhook ingress skips deliveries for unknown or uninstalled merchants.
+    # ValidateMerchant of a webhook's shop, to skip those of unknown or uninstalled merchants
+    # (webhooks carry no caller token).
     "edge": frozenset({"auth:validate"}),
 }
 

@@ -18,6 +18,7 @@ from datetime import UTC
 from psycopg import AsyncConnection
 
 from loyalnest.gen.events.v1 import gateway_pb2, roles_pb2
+from loyalnest.platform import audit
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.inbox import Handler, transactional
 from loyalnest.platform.observability import get_logger
@@ -28,8 +29,6 @@ from loyalnest.services.auth.store import AuthStore
 
 log = get_logger(__name__)
 
-# The consumer group of every Auth process: each event is applied by one of them.
-CONSUMER_GROUP = "loyalnest.auth"
 UNINSTALLED_TOPIC = "app/uninstalled"
 
 
@@ -79,7 +78,7 @@ def handlers(database: Database, store: AuthStore, sessions: SessionTokens) -> d
             conn,
             webhook.shop_domain,
             triggered_at=triggered_at,
-            actor=f"event:{event.event_type}:{event.event_id}",
+            actor=audit.actor_of_event(event),
         )
         if merchant_id is None:
             log.info("app/uninstalled changed nothing", shop=webhook.shop_domain)

@@ -9,9 +9,10 @@ the role as it is now; `consumers.py` revokes a session's live access tokens as 
 user's role or the role's permissions change.
 
 Auth asks with its own service token (`service:auth`, `roles:read`, bound to the merchant),
-never with the caller's: at a refresh there is no caller, and when an owner opens a staff
-session the answer must not depend on what the owner's token may read. Auth signs that token
-itself (it holds the signing keys), instead of asking itself over gRPC.
+never with the caller's (`on_own_behalf`): at a refresh there is no caller, and when an owner
+opens a staff session the answer must not depend on what the owner's token may read. Auth
+signs that token itself (it holds the signing keys), instead of asking itself over gRPC:
+`SelfIssuedServiceTokens` is the `ServiceTokens` source it passes to `CALLS.connect`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import grpc
 
 from loyalnest.gen.roles.v1 import roles_pb2, roles_pb2_grpc
+from loyalnest.platform.auth.context import on_own_behalf
 from loyalnest.platform.auth.permissions import merchant_holdable
 from loyalnest.platform.auth.service_identity import (
     SERVICE_GRANTS,
@@ -30,13 +32,12 @@ from loyalnest.platform.auth.service_identity import (
     token_audiences,
 )
 from loyalnest.platform.auth.tokens import SERVICE, SERVICE_SUBJECT_PREFIX
-from loyalnest.platform.errors import FailedPrecondition, NotFound, Unavailable
+from loyalnest.platform.errors import NotFound, Unavailable
 from loyalnest.platform.observability import get_logger
 from loyalnest.services.auth.keys import SigningKeys
 
 log = get_logger(__name__)
 
-ROLES_TIMEOUT_SECONDS = 3.0
 # Reuse a self-signed token until this much of its life is left.
 _REFRESH_BEFORE_SECONDS = 60
 _AUTH_SERVICE = "auth"
@@ -58,7 +59,8 @@ class NoRole(NotFound):
 
 class SelfIssuedServiceTokens:
     """Auth's own service tokens (`service:auth`, its SERVICE_GRANTS), per merchant, signed
-    locally and reused until a minute before they expire."""
+    locally and reused until a minute before they expire. A `ServiceTokens` source
+    (loyalnest.platform.client) for Auth's outgoing calls."""
 
     def __init__(self, keys: SigningKeys, *, audience: str) -> None:
         self._keys = keys
@@ -66,7 +68,7 @@ class SelfIssuedServiceTokens:
         self._audiences = token_audiences(audience, self._permissions)
         self._cache: dict[str | None, tuple[str, float]] = {}
 
-    def token(self, merchant_id: str | None) -> str:
+    async def token(self, merchant_id: str | None = None) -> str:
         cached = self._cache.get(merchant_id)
         now = time.time()
         if cached is not None and cached[1] - _REFRESH_BEFORE_SECONDS > now:
@@ -82,35 +84,23 @@ class SelfIssuedServiceTokens:
         self._cache[merchant_id] = (token, now + SERVICE_TOKEN_TTL_SECONDS)
         return token
 
+    async def close(self) -> None:
+        self._cache.clear()
+
 
 class RolePermissions:
-    def __init__(
-        self,
-        roles: roles_pb2_grpc.RolesServiceStub | None,
-        tokens: SelfIssuedServiceTokens,
-        *,
-        ceiling: Sequence[str],
-    ) -> None:
-        # None: no Roles target configured (LOYALNEST_AUTH_ROLES_TARGET): no staff sessions.
+    def __init__(self, roles: roles_pb2_grpc.RolesServiceStub, *, ceiling: Sequence[str]) -> None:
+        # On a channel whose service tokens are Auth's own (SelfIssuedServiceTokens).
         self._roles = roles
-        self._tokens = tokens
         self._ceiling = tuple(ceiling)
 
     async def of(self, merchant_id: str, user_id: str) -> StaffGrant:
         """The staff member's grant now. NoRole when Roles assigns them none."""
-        if self._roles is None:
-            raise FailedPrecondition(
-                "staff sessions need RolesService (LOYALNEST_AUTH_ROLES_TARGET)",
-                violation_type="CONFIGURATION",
-                subject="roles",
-            )
-        bearer = ("authorization", f"Bearer {self._tokens.token(merchant_id)}")
         try:
-            response = await self._roles.GetUserRole(
-                roles_pb2.GetUserRoleRequest(user_id=user_id),
-                metadata=(bearer,),
-                timeout=ROLES_TIMEOUT_SECONDS,
-            )
+            with on_own_behalf(merchant_id):
+                response = await self._roles.GetUserRole(
+                    roles_pb2.GetUserRoleRequest(user_id=user_id)
+                )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NoRole(user_id) from error

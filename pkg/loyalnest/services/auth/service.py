@@ -21,8 +21,8 @@ Configuration (LOYALNEST_*, on top of ServiceSettings):
 - AUTH_SERVICE_CREDENTIAL_KEY: base64 of 32 random bytes, the master key of the services'
   credentials (`loyalnest service-credential NAME` derives one for a service's Secret);
   AUTH_SERVICE_TOKEN_TTL_SECONDS (300). See loyalnest.platform.auth.service_identity.
-- AUTH_ROLES_TARGET: where RolesService answers (staff sessions read their permissions from
-  it; unset: no staff sessions). TEMPORARY, until the platform call layer names targets.
+- CALL_TARGETS / CALL_TARGET_TEMPLATE (loyalnest.platform.calls): where RolesService answers
+  (staff sessions read their permissions from it, with Auth's self-signed service token).
 - AUTH_SHOP_TOKEN_REFRESH_AHEAD_SECONDS: an expiring shop token with less than this left is
   refreshed with Shopify before GetShopAccessToken hands it out (shop_tokens.py).
 
@@ -58,14 +58,14 @@ from loyalnest.platform.auth.keys import local_keyset_beside
 from loyalnest.platform.auth.permissions import MERCHANT_OWNER_PERMISSIONS
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.service_identity import SERVICE_TOKEN_TTL_SECONDS
-from loyalnest.platform.client import open_channel
+from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key, derive_key
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
-from loyalnest.services.auth import consumers
+from loyalnest.services.auth import consumers, events
 from loyalnest.services.auth.keys import SigningKeys
 from loyalnest.services.auth.role_permissions import RolePermissions, SelfIssuedServiceTokens
 from loyalnest.services.auth.servicer import AuthServicer
@@ -80,6 +80,8 @@ DATABASE = DatabaseSpec(
     schema="auth", migration_dirs=(audit.MIGRATIONS, Path(__file__).parent / "migrations")
 )
 SERVICE_NAME = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
+# Roles: the permissions of a staff member's role (role_permissions.py).
+CALLS = Calls(roles=roles_pb2_grpc.RolesServiceStub)
 log = get_logger(__name__)
 
 # Public on purpose: used only when the signing keyset is a local development one.
@@ -111,10 +113,6 @@ class AuthSettings(ServiceSettings):
     # the master key every service's credential derives from. Unset: no service tokens.
     auth_service_credential_key: SecretStr | None = None
     auth_service_token_ttl_seconds: int = Field(SERVICE_TOKEN_TTL_SECONDS, ge=5, le=900)
-    # TEMPORARY (until the platform call layer, loyalnest.platform.calls, names targets):
-    # where RolesService answers, e.g. dns:///roles.loyalnest.svc.cluster.local:50051.
-    # Unset: no staff sessions (IssueStaffSession and staff refreshes: FAILED_PRECONDITION).
-    auth_roles_target: str | None = None
     # Expiring shop tokens (1 h) are refreshed when less than this is left.
     auth_shop_token_refresh_ahead_seconds: float = Field(300.0, ge=0, le=3000)
 
@@ -193,18 +191,15 @@ async def build(settings: AuthSettings) -> ServiceComponents:
         timeout_seconds=settings.shopify_timeout_seconds,
     )
     cleanup = [revocations.close] if revocations is not None else []
-    roles_stub = None
-    if settings.auth_roles_target:
-        # TEMPORARY wiring: becomes CALLS.connect(settings, caller="auth") with the call layer.
-        roles_channel = open_channel(settings.auth_roles_target)
-        cleanup.append(lambda: roles_channel.close(None))
-        roles_stub = roles_pb2_grpc.RolesServiceStub(roles_channel)  # type: ignore[no-untyped-call]
-    else:
-        log.warning("LOYALNEST_AUTH_ROLES_TARGET unset: staff sessions are off")
+    # Auth holds no credential of its own: it signs its service tokens itself.
+    downstream = CALLS.connect(
+        settings,
+        caller="auth",
+        tokens=SelfIssuedServiceTokens(keys, audience=settings.jwt_audience),
+    )
+    cleanup.append(downstream.close)
     role_permissions = RolePermissions(
-        roles_stub,
-        SelfIssuedServiceTokens(keys, audience=settings.jwt_audience),
-        ceiling=settings.auth_owner_permissions,
+        downstream.stub(roles_pb2_grpc.RolesServiceStub), ceiling=settings.auth_owner_permissions
     )
     staff = StaffSessions(
         store, sessions, role_permissions, max_age_seconds=settings.auth_session_max_age_seconds
@@ -229,7 +224,7 @@ async def build(settings: AuthSettings) -> ServiceComponents:
         service="auth",
         # Publishes merchant.created and auth.revoked; consumes role changes (staff tokens)
         # and app/uninstalled webhooks (consumers.py).
-        group=consumers.CONSUMER_GROUP,
+        group=events.CONSUMER_GROUP,
         handlers=consumers.handlers(database, store, sessions),
         registrations=[
             Registration(SERVICE_NAME, auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)
@@ -238,4 +233,10 @@ async def build(settings: AuthSettings) -> ServiceComponents:
     )
 
 
-SPEC = ServiceSpec(name="auth", settings_type=AuthSettings, build=build, database=DATABASE)
+SPEC = ServiceSpec(
+    name="auth",
+    settings_type=AuthSettings,
+    build=build,
+    database=DATABASE,
+    calls=CALLS,
+)

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from google.protobuf import timestamp_pb2
 from prometheus_client import Counter
 
-from loyalnest.gen.auth.v1 import auth_pb2
 from loyalnest.platform.auth.context import current_principal
 from loyalnest.platform.auth.tokens import SERVICE_SUBJECT_PREFIX, Principal
 from loyalnest.platform.errors import FailedPrecondition, NotFound, PermissionDenied, Unavailable
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.validation import is_uuid
+from loyalnest.services.auth.domain import ShopTokenRecord
 from loyalnest.services.auth.shopify import ShopifyOAuthClient
-from loyalnest.services.auth.store import AuthStore, ShopTokenRecord
+from loyalnest.services.auth.store import AuthStore
 
 log = get_logger(__name__)
 
@@ -136,15 +135,15 @@ class ShopTokens:
         async with self._store.pool.connection() as conn:
             return await self._store.shop_token(conn, merchant_id), True
 
-    async def get(
-        self, request: auth_pb2.GetShopAccessTokenRequest
-    ) -> auth_pb2.GetShopAccessTokenResponse:
+    async def get(self, requested_merchant_id: str) -> ShopTokenRecord:
+        """The token of the calling service's merchant (`requested_merchant_id`, when given,
+        must be that one), refreshed first if due; the hand-out is audited."""
         caller = _service_caller()
         merchant_id = caller.merchant_id
         # Tenancy: the merchant comes from the service token; the request may only repeat it.
         if not merchant_id:
             raise PermissionDenied("the service token must be bound to the shop's merchant")
-        if request.merchant_id and request.merchant_id != merchant_id:
+        if requested_merchant_id and requested_merchant_id != merchant_id:
             raise PermissionDenied("the service token is bound to another merchant")
         assert caller.service is not None  # _service_caller
         try:
@@ -162,11 +161,4 @@ class ShopTokens:
             service=caller.service,
             refreshed=refreshed,
         )
-        response = auth_pb2.GetShopAccessTokenResponse(
-            shop=record.shop_domain, access_token=record.access_token, scopes=list(record.scopes)
-        )
-        if record.expires_at is not None:
-            stamp = timestamp_pb2.Timestamp()
-            stamp.FromDatetime(record.expires_at)
-            response.expire_time.CopyFrom(stamp)
-        return response
+        return record

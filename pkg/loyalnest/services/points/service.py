@@ -10,9 +10,8 @@ from pydantic import Field
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
-from loyalnest.platform.auth.service_tokens import ServiceTokenSource
 from loyalnest.platform.cache import VersionedCache, client_from_url
-from loyalnest.platform.client import open_channel
+from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import mongo_event_loops, postgres_event_loops
 from loyalnest.platform.events.inbox import Handler
@@ -23,7 +22,7 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
-from loyalnest.services.points import events
+from loyalnest.services.points import consumers, events
 from loyalnest.services.points.discounts import DiscountCodes
 from loyalnest.services.points.earning import Clock, OrderEarnings, ProgramCopies, utc_now
 from loyalnest.services.points.ledger import CACHE_NAME, Ledger
@@ -39,6 +38,9 @@ DATABASE = DatabaseSpec(schema="points", migration_dirs=(Path(__file__).parent /
 log = get_logger(__name__)
 
 SERVICE_NAME = points_pb2.DESCRIPTOR.services_by_name["PointsService"].full_name
+# Auth: shops' access tokens (GetShopAccessToken, reward discount codes), ValidateMerchant
+# (webhooks), and Points' own service tokens.
+CALLS = Calls(auth=auth_pb2_grpc.AuthServiceStub)
 
 
 class PointsSettings(ServiceSettings):
@@ -110,7 +112,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         merchants = MerchantGate(
             auth, component="points", cache_seconds=settings.points_merchant_cache_seconds
         )
-        handlers = events.handlers(store, programs, orders, merchants)
+        handlers = consumers.handlers(store, programs, orders, merchants)
         _add_event_loops(settings, components, handlers, database, mongo_store)
     http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
     components.cleanup.append(http.close)
@@ -131,22 +133,18 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
 def _auth_stub(
     settings: PointsSettings, components: ServiceComponents
 ) -> auth_pb2_grpc.AuthServiceStub | None:
-    """Auth, called with Points' own service tokens: shop tokens for discount codes, and
-    ValidateMerchant for webhooks. None without LOYALNEST_AUTH_TARGET and
-    LOYALNEST_SERVICE_CREDENTIAL (no discount codes then; webhooks are not checked).
-
-    TEMPORARY wiring (target: the existing LOYALNEST_AUTH_TARGET): becomes
-    `CALLS.connect(settings, caller="points").stub(AuthServiceStub)` with the call layer."""
-    source = ServiceTokenSource.from_settings(settings, "points")
-    if source is None or not settings.auth_target:
+    """Auth, called with Points' own service tokens (on_own_behalf / acting_for): shop tokens
+    for discount codes, and ValidateMerchant for webhooks. None without
+    LOYALNEST_SERVICE_CREDENTIAL (no discount codes then; webhooks are not checked)."""
+    downstream = CALLS.connect(settings, caller="points")
+    components.cleanup.append(downstream.close)
+    if settings.service_credential is None:
         log.warning(
-            "LOYALNEST_AUTH_TARGET or LOYALNEST_SERVICE_CREDENTIAL unset: no reward discount"
-            " codes (no shop tokens), webhooks of unknown merchants are not skipped"
+            "LOYALNEST_SERVICE_CREDENTIAL unset: no reward discount codes (no shop tokens),"
+            " webhooks of unknown merchants are not skipped"
         )
         return None
-    channel = open_channel(settings.auth_target, service_tokens=source)
-    components.cleanup += [source.close, lambda: channel.close(None)]
-    return auth_pb2_grpc.AuthServiceStub(channel)  # type: ignore[no-untyped-call]
+    return downstream.stub(auth_pb2_grpc.AuthServiceStub)
 
 
 def _add_event_loops(
@@ -173,4 +171,10 @@ def _add_event_loops(
     )
 
 
-SPEC = ServiceSpec(name="points", settings_type=PointsSettings, build=build, database=DATABASE)
+SPEC = ServiceSpec(
+    name="points",
+    settings_type=PointsSettings,
+    build=build,
+    database=DATABASE,
+    calls=CALLS,
+)

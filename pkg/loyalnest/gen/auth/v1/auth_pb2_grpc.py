@@ -218,6 +218,8 @@ class AuthServiceServicer:
         (MERCHANT_INACTIVE) or whose refresh token Shopify refused (SHOP_REAUTHORIZATION_REQUIRED:
         the merchant must open the app again); UNAVAILABLE when an expired token could not be
         refreshed because Shopify did not answer.
+        NO_SIDE_EFFECTS for its callers: a repeat hands out the same (or a fresher) token; the
+        audit row and an ahead-of-time refresh are Auth's own bookkeeping.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -231,7 +233,8 @@ class AuthServiceServicer:
         permissions revokes the session's live access tokens at once (role.assigned,
         role.updated), so the next refresh carries the new permissions. The caller (the shop
         owner, or staff allowed to manage roles) must hold every permission the session would
-        carry. NOT_FOUND when the user has no role in the caller's merchant.
+        carry. NOT_FOUND when the user has no role in the caller's merchant. Not idempotent (no
+        key): every call opens another session, so a client does not retry it blindly.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
