@@ -31,10 +31,9 @@ from loyalnest.platform.server import (
     running,
 )
 from tests.auth import merchant_metadata
-from tests.integration.conftest import wait_for_health
 from tests.integration.shopify_standin import ShopifyStandIn
 from tests.integration.test_auth_service import install
-from tests.integration.test_service_identity import MASTER_KEY, SERVING, code_of, start_auth
+from tests.integration.test_service_identity import MASTER_KEY, code_of, serving_auth
 
 pytestmark = pytest.mark.integration
 
@@ -183,8 +182,7 @@ def _probe_spec(probe: PointsProbe) -> ServiceSpec[ServiceSettings]:
 async def auth_service(
     database_url: str, redis_url: str, shopify: ShopifyStandIn
 ) -> AsyncIterator[RunningService]:
-    async with await start_auth(database_url, redis_url, shopify) as service:
-        await wait_for_health(service.address, SERVING)
+    async with serving_auth(database_url, redis_url, shopify) as service:
         yield service
 
 
