@@ -128,6 +128,9 @@ async def _points_main(
         shutdown_grace_seconds=1.0,
         log_level="WARNING",  # keep the benchmark's terminal readable; no per-RPC logs anyway
         log_format="console",
+        # No Auth here: Points' declared callee is nowhere, and without a service credential
+        # it never calls it.
+        call_target_template="unix:///nonexistent/loyalnest-{service}.sock",
     )
     configure_logging(settings, SPEC.name)
     stop, watchdog = stop_event()

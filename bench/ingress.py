@@ -609,6 +609,7 @@ def client_processes(count: int, secret: str, seed: int) -> Iterator[Clients]:
 
 
 EDGE_MODULE = "loyalnest.services.edge.service"
+NO_CALLEES = "unix:///nonexistent/loyalnest-{service}.sock"
 POINTS_MODULE = "loyalnest.services.points.service"
 
 
@@ -630,6 +631,9 @@ def service_settings(env: Environment, *, tracing: bool) -> dict[str, Any]:
         "shutdown_grace_seconds": 2.0,
         "log_level": "WARNING",
         "log_format": "console",
+        # No Auth in this run: the declared callees (edge -> auth, points -> auth) are
+        # nowhere, and without a service credential neither service calls them.
+        "call_target_template": NO_CALLEES,
     }
 
 

@@ -94,12 +94,18 @@ async def eventually(
     return value
 
 
+# Where a service's declared callees answer unless a test starts them and says where
+# (`call_targets={"auth": auth.address}`): nowhere, so a call a test did not arrange fails
+# fast (UNAVAILABLE) instead of reaching something else.
+NO_CALLEES = "unix:///nonexistent/loyalnest-{service}.sock"
+
+
 def service_settings_for_tests(
     settings_type: type[SettingsT], database_url: str, **overrides: Any
 ) -> SettingsT:
     """A service's settings as integration tests run it: ephemeral ports, fast health probes,
-    a short drain, and no broker (events are checked in the outbox table; the event tests in
-    test_events.py start a broker and enable them)."""
+    a short drain, no broker (events are checked in the outbox table; the event tests in
+    test_events.py start a broker and enable them) and no callees (NO_CALLEES)."""
     values: dict[str, Any] = {
         "grpc_port": 0,
         "metrics_port": 0,
@@ -107,6 +113,7 @@ def service_settings_for_tests(
         "health_check_interval_seconds": 0.2,
         "shutdown_grace_seconds": 1,
         "events_enabled": False,
+        "call_target_template": NO_CALLEES,
     }
     return settings_type(**(values | overrides))
 

@@ -26,7 +26,6 @@ import jwt
 import pytest
 from google.api import httpbody_pb2
 from google.protobuf import field_mask_pb2
-from grpc_health.v1 import health_pb2
 from prometheus_client import REGISTRY
 
 from loyalnest.gateway import Upstream
@@ -38,12 +37,12 @@ from loyalnest.gen.roles.v1 import roles_pb2, roles_pb2_grpc
 from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.auth.tokens import SERVICE
 from loyalnest.platform.config import ServiceSettings
-from loyalnest.platform.server import RunningService, running
+from loyalnest.platform.server import RunningService
 from loyalnest.services.auth.service import SERVICE_NAME as AUTH_SERVICE
 from loyalnest.services.auth.service import SPEC as AUTH
 from loyalnest.services.edge.service import SERVICE_NAME as EDGE_SERVICE
 from loyalnest.services.edge.service import SPEC as EDGE
-from loyalnest.services.edge.settings import EdgeSettings
+from loyalnest.services.edge.service import EdgeSettings
 from loyalnest.services.edge.signing import shopify_headers, webhook_path
 from loyalnest.services.points.service import SPEC as POINTS
 from loyalnest.services.roles.service import SPEC as ROLES
@@ -53,7 +52,7 @@ from tests.integration.conftest import (
     eventually,
     points_settings,
     service_settings_for_tests,
-    wait_for_health,
+    serving,
 )
 from tests.integration.events_worker import FAST_EVENTS
 from tests.integration.shopify_standin import ShopifyStandIn
@@ -63,7 +62,6 @@ from tests.integration.test_service_identity import MASTER_KEY, POINTS_CREDENTIA
 
 pytestmark = pytest.mark.integration
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
 SECRET = "access-wiring-webhook-secret"
 
 
@@ -103,17 +101,16 @@ async def auth_and_roles(
         roles_settings = service_settings_for_tests(
             ServiceSettings, database_url, redis_url=redis_url, **events_on(broker)
         )
-        async with running(ROLES, roles_settings) as roles:
-            await wait_for_health(roles.address, SERVING)
+        async with serving(ROLES, roles_settings) as roles:
             settings = auth_with(
                 database_url,
                 redis_url,
                 shopify,
-                auth_roles_target=roles.address,
+                # Auth's declared call to Roles (platform.calls), with its own tokens.
+                call_targets={"roles": roles.address},
                 **events_on(broker),
             )
-            async with running(AUTH, settings) as auth:
-                await wait_for_health(auth.address, SERVING)
+            async with serving(AUTH, settings) as auth:
                 yield auth, roles
     finally:
         broker.close()
@@ -283,9 +280,9 @@ async def mesh(
     await broker.start()
     events = events_on(broker)
     try:
-        async with running(AUTH, auth_with(database_url, redis_url, shopify, **events)) as auth:
-            await wait_for_health(auth.address, SERVING)
-            identity = {"auth_target": auth.address}
+        async with serving(AUTH, auth_with(database_url, redis_url, shopify, **events)) as auth:
+            # The edge's and Points' declared call to Auth (platform.calls).
+            identity = {"call_targets": {"auth": auth.address}}
             edge_settings = service_settings_for_tests(
                 EdgeSettings,
                 database_url,
@@ -296,9 +293,8 @@ async def mesh(
                 **identity,
                 **events,
             )
-            unchecked_settings = edge_settings.model_copy(
-                update={"service_credential": None, "auth_target": None}
-            )
+            # No credential: no token of its own, so the edge does not ask Auth.
+            unchecked_settings = edge_settings.model_copy(update={"service_credential": None})
             points = points_settings(
                 database_url,
                 redis_url=redis_url,
@@ -309,12 +305,10 @@ async def mesh(
                 **events,
             )
             async with (
-                running(EDGE, edge_settings) as edge,
-                running(EDGE, unchecked_settings) as unchecked,
-                running(POINTS, points) as points_service,
+                serving(EDGE, edge_settings) as edge,
+                serving(EDGE, unchecked_settings) as unchecked,
+                serving(POINTS, points) as points_service,
             ):
-                for service in (edge, unchecked, points_service):
-                    await wait_for_health(service.address, SERVING)
                 upstreams = (
                     Upstream("edge", (EDGE_SERVICE,), (("127.0.0.1", edge.port),)),
                     Upstream("auth", (AUTH_SERVICE,), (("127.0.0.1", auth.port),)),
