@@ -20,7 +20,7 @@ from loyalnest.platform.server import running
 from loyalnest.services.points.service import SERVICE_NAME, SPEC
 from tests.auth import merchant_metadata
 from tests.conftest import new_postgres
-from tests.integration.conftest import points_settings, wait_for_health
+from tests.integration.conftest import NO_CALLEES, points_settings, wait_for_health
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -82,6 +82,8 @@ async def test_sigterm_finishes_in_flight_calls(database_url: str):
         "LOYALNEST_METRICS_PORT": "0",
         "LOYALNEST_DATABASE_URL": database_url,
         "LOYALNEST_SHUTDOWN_GRACE_SECONDS": "10",
+        # Points declares a call to Auth: a target is required at start, none is called.
+        "LOYALNEST_CALL_TARGET_TEMPLATE": NO_CALLEES,
     }
     address = f"127.0.0.1:{env['LOYALNEST_GRPC_PORT']}"
     process = await asyncio.create_subprocess_exec(
