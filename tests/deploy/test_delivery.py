@@ -253,19 +253,16 @@ def test_package_ships_generated_code_and_descriptor_set(tmp_path: Path) -> None
     shutil.copytree(
         REPO / "pkg", source / "pkg", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
+    # The build backend itself (PEP 517), as pip would call it: the venv `make setup` builds
+    # from uv.lock has setuptools but no pip.
     subprocess.run(
         [
             sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--no-deps",
-            "--no-build-isolation",
-            "--wheel-dir",
+            "-c",
+            "import sys; from setuptools import build_meta; build_meta.build_wheel(sys.argv[1])",
             str(tmp_path),
-            str(source),
         ],
+        cwd=source,
         check=True,
         capture_output=True,
     )
@@ -275,3 +272,5 @@ def test_package_ships_generated_code_and_descriptor_set(tmp_path: Path) -> None
     assert "loyalnest/gen/points/v1/points_pb2.py" in names
     assert "loyalnest/consul/sync.py" in names
     assert "loyalnest/services/points/migrations/points_0001_ledger.sql" in names
+    # `loyalnest new-service` renders from package data.
+    assert "loyalnest/scaffold/templates/service/store.py.j2" in names

@@ -95,7 +95,8 @@ def test_every_service_with_a_grant_gets_a_credential_and_finds_auth(
             assert "LOYALNEST_SERVICE_CREDENTIAL" not in env
             assert "LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY" in env
             continue
-        if component not in SERVICE_GRANTS:
+        # Grants are keyed by registry name (event_tracking), components by k8s name.
+        if settings.get("service", component.replace("-", "_")) not in SERVICE_GRANTS:
             # Calls no service (e.g. edge): no credential to hold.
             assert "LOYALNEST_SERVICE_CREDENTIAL" not in env, component
             continue

@@ -93,8 +93,10 @@ def seed_call_graph(text: str) -> dict[str, set[str]]:
 
 # Components of ours the seed does not list, with the components they call. `edge` is the
 # API-Gateway's Python half (webhook ingress, Envoy's rate-limit service): only the gateway
-# calls it, and it calls no one.
-BEYOND_SEED: dict[str, set[str]] = {"edge": set()}
+# calls it, and it calls no one. `loyalnest new-service` adds the services it creates.
+BEYOND_SEED: dict[str, set[str]] = {
+    "edge": set(),
+}
 
 
 def load_seed_call_graph(path: Path = SEED) -> dict[str, set[str]]:
