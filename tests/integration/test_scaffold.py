@@ -1,4 +1,4 @@
-"""`loyalnest new-service widgets` in a copy of this checkout, then what README's "Add a
+"""`loyalnest new-service sample-widgets` in a copy of this checkout, then what README's "Add a
 service" says comes next: codegen (`make gen`), the chart's files (`make chart`), lint, and the
 generated tests, which call the new service over gRPC and as REST through a real Envoy.
 
@@ -22,6 +22,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
+# This checkout's, used read only: the tools, codegen's xds protos, helm.
+LINKED = (".venv", ".build")
 
 pytestmark = [pytest.mark.integration, pytest.mark.scaffold, pytest.mark.timeout(300)]
 
@@ -34,6 +36,8 @@ def _copy_checkout(dest: Path) -> None:
         check=True,
     ).stdout.decode()
     for name in filter(None, listed.split("\0")):
+        if name.split("/")[0] in LINKED:  # linked below (a link to them may be unignored)
+            continue
         source = REPO / name
         if not source.exists():  # deleted in the working tree, not yet in the index
             continue
@@ -50,7 +54,7 @@ def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shared = REPO.parent / "shared"
     if shared.is_dir():
         (root / "shared").symlink_to(shared)
-    for name in (".venv", ".build"):  # read only: codegen's xds protos, helm, grpcurl
+    for name in LINKED:
         if (REPO / name).exists():
             (main / name).symlink_to(REPO / name)
     return main
@@ -76,29 +80,34 @@ def _run(copy: Path, *argv: str | Path, timeout: float = 180) -> subprocess.Comp
 
 def test_new_service_is_built_linted_and_served(copy: Path) -> None:
     python = sys.executable
-    made = _run(copy, python, "-m", "loyalnest.cli", "new-service", "widgets")
-    assert "WidgetsService is scaffolded" in made.stdout
+    made = _run(copy, python, "-m", "loyalnest.cli", "new-service", "sample-widgets")
+    assert "SampleWidgetsService is scaffolded" in made.stdout
 
     # make gen / make chart, without make: its setup step would re-sync the shared .venv.
     _run(copy, python, "tools/genproto.py")
-    assert (copy / "pkg/loyalnest/gen/widgets/v1/widgets_pb2.py").is_file()
+    assert (copy / "pkg/loyalnest/gen/sample_widgets/v1/sample_widgets_pb2.py").is_file()
     _run(copy, python, "-m", "loyalnest.deploy", "all")
     upstreams = json.loads((copy / "charts/loyalnest/files/gateway/upstreams.json").read_text())
-    assert "widgets" in json.dumps(upstreams)
+    assert "sample-widgets" in json.dumps(upstreams)
 
     # make lint, on what the scaffold wrote and edited.
-    service = copy / "pkg/loyalnest/services/widgets"
+    service = copy / "pkg/loyalnest/services/sample_widgets"
     edited = [
         "pkg/loyalnest/services/registry.py",
         "pkg/loyalnest/platform/auth/service_identity.py",
         "pkg/loyalnest/deploy/callgraph.py",
         "tests/integration/test_tenant_isolation.py",
-        "tests/integration/test_widgets_service.py",
+        "tests/integration/test_sample_widgets_service.py",
     ]
     _run(copy, BIN / "ruff", "check", service, *edited)
     _run(copy, BIN / "ruff", "format", "--check", service, *edited)
     _run(
-        copy, BIN / "mypy", "--cache-dir", copy / ".mypy_cache", "-p", "loyalnest.services.widgets"
+        copy,
+        BIN / "mypy",
+        "--cache-dir",
+        copy / ".mypy_cache",
+        "-p",
+        "loyalnest.services.sample_widgets",
     )
     image = copy / "buf-image.binpb"
     _run(copy, python, "tools/genproto.py", "--buf-image", image)
@@ -113,22 +122,26 @@ def test_new_service_is_built_linted_and_served(copy: Path) -> None:
         "-p",
         "no:cacheprovider",
         "-v",
-        "tests/integration/test_widgets_service.py",
+        "tests/integration/test_sample_widgets_service.py",
         "tests/integration/test_tenant_isolation.py",
         "-k",
-        "widgets",
+        "sample_widgets",
     )
     passed = {line.split(" ")[0] for line in tested.stdout.splitlines() if " PASSED" in line}
+    generated = "tests/integration/test_sample_widgets_service.py::"
+    isolation = "tests/integration/test_tenant_isolation.py::"
     assert {
-        "tests/integration/test_widgets_service.py::test_rest_through_the_gateway",
-        "tests/integration/test_widgets_service.py::test_a_merchant_never_sees_another_merchants_items",
-        "tests/integration/test_tenant_isolation.py::test_every_tenant_scoped_rpc_has_a_case[widgets]",
-        "tests/integration/test_tenant_isolation.py::test_merchant_a_cannot_read_or_change_merchant_b_data[widgets]",
+        f"{generated}test_serves_health_and_reflection",
+        f"{generated}test_creates_and_reads_items",
+        f"{generated}test_rest_through_the_gateway",
+        f"{generated}test_a_merchant_never_sees_another_merchants_items",
+        f"{isolation}test_every_tenant_scoped_rpc_has_a_case[sample_widgets]",
+        f"{isolation}test_merchant_a_cannot_read_or_change_merchant_b_data[sample_widgets]",
     } <= passed, tested.stdout
 
     # A second run refuses: the name is taken now.
     again = subprocess.run(
-        [python, "-m", "loyalnest.cli", "new-service", "widgets"],
+        [python, "-m", "loyalnest.cli", "new-service", "sample_widgets"],  # the same name
         cwd=copy,
         env={**os.environ, "PYTHONPATH": str(copy / "pkg")},
         capture_output=True,

@@ -278,8 +278,9 @@ _CREDENTIAL_ENV = "LOYALNEST_SERVICE_CREDENTIAL"
 
 def _credential_lines(names: ServiceNames) -> list[str]:
     return [
-        "    # Service identity: the credential it gets service tokens from Auth with, for calls\n",
-        f"    # on its own behalf (`loyalnest service-credential {names.package}` derives it).\n",
+        "    # Service identity: the credential it gets service tokens from Auth with, for"
+        " calls on\n",
+        f"    # its own behalf. `loyalnest service-credential {names.package}` derives it.\n",
         "    secretEnv:\n",
         f"      {_CREDENTIAL_ENV}: {{key: {names.component}-service-credential}}\n",
     ]
@@ -348,16 +349,19 @@ def _ruff() -> Path | None:
     return Path(found) if found else beside if beside.exists() else None
 
 
-def format_python(repo: Path, paths: list[Path]) -> bool:
+def format_python(repo: Path, paths: list[Path]) -> bool | None:
     """ruff (the repository's settings) on the files written: long names wrap, imports sort.
-    False when ruff is not installed (`make fmt` does the same later)."""
+    False when ruff reports what it cannot fix, None when it is not installed."""
     ruff = _ruff()
     if ruff is None:
-        return False
+        return None
     files = [str(p) for p in paths]
-    subprocess.run([str(ruff), "format", "--quiet", *files], cwd=repo, check=True)
-    subprocess.run([str(ruff), "check", "--fix", "--quiet", *files], cwd=repo, check=True)
-    return True
+    subprocess.run([str(ruff), "format", "--quiet", *files], cwd=repo, check=False)
+    # What --fix cannot fix is printed; the files are written, so the developer fixes it.
+    checked = subprocess.run(
+        [str(ruff), "check", "--fix", "--quiet", *files], cwd=repo, check=False
+    )
+    return checked.returncode == 0
 
 
 def run(name: str, repo: Path | None = None) -> int:
@@ -374,8 +378,12 @@ def run(name: str, repo: Path | None = None) -> int:
     names = result.names
     for path in sorted(result.files):
         print(f"  {path.relative_to(repo)}")
-    if not format_python(repo, result.python_files):
+    formatted = format_python(repo, result.python_files)
+    if formatted is None:
         print("ruff not found: run `make fmt` before committing", file=sys.stderr)
+    elif not formatted:
+        print("error: ruff reports the problems above in the files written", file=sys.stderr)
+        return 1
     print(
         f"\n{names.service} is scaffolded. Next:\n"
         "  make gen chart    # generated code, the gateway's chart config, k8s/base, goldens\n"
