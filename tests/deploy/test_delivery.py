@@ -243,9 +243,9 @@ def test_dockerfile_final_stages_are_lean_and_non_root() -> None:
 
 
 def test_package_ships_generated_code_and_descriptor_set(tmp_path: Path) -> None:
-    # What `pip install .` puts into the image: the generated modules and the descriptor set
-    # are package data of the wheel (the Dockerfile's build stage installs exactly this, from
-    # the same three inputs). Built from a copy: setuptools leaves build/ in its source tree.
+    # What the image gets: the generated modules and the descriptor set are package data of
+    # the wheel (the Dockerfile's build stage installs exactly this, from the same inputs).
+    # Built from a copy: setuptools leaves build/ in its source tree.
     source = tmp_path / "src"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -253,8 +253,8 @@ def test_package_ships_generated_code_and_descriptor_set(tmp_path: Path) -> None
     shutil.copytree(
         REPO / "pkg", source / "pkg", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
     )
-    # The build backend itself (PEP 517), as pip would call it: the venv `make setup` builds
-    # from uv.lock has setuptools but no pip.
+    # The PEP 517 build backend itself, as uv (Dockerfile) and pip would call it: the venv
+    # comes from uv.lock and holds no pip.
     subprocess.run(
         [
             sys.executable,

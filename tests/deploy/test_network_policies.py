@@ -1,18 +1,21 @@
-"""NetworkPolicies: default deny, DNS egress, and exactly the seed's call graph."""
+"""NetworkPolicies and call targets: default deny, DNS egress, and exactly the call graph (the
+services' code, the seed's for components without code yet)."""
 
 from __future__ import annotations
 
+import json
 from itertools import permutations
 from typing import Any
 
 import pytest
 import yaml
 
-from loyalnest.deploy import checks, helm
+from loyalnest.deploy import checks, generate, helm
 from loyalnest.deploy.callgraph import SEED, load_seed_call_graph
+from loyalnest.deploy.calls import CALLS_FILE, code_call_graph
 from loyalnest.deploy.helm import Render
 from loyalnest.deploy.paths import CHART_DIR
-from tests.deploy.conftest import Objects, find, parse
+from tests.deploy.conftest import Objects, container, env_of, find, parse
 
 
 def _components() -> dict[str, Any]:
@@ -22,11 +25,46 @@ def _components() -> dict[str, Any]:
     return components
 
 
+def _graph() -> dict[str, set[str]]:
+    """What the chart renders: the code's calls for the services the registry has, the
+    values' for the components only the seed has."""
+    code = code_call_graph()
+    return {
+        name: set(code[name]) if name in code else set(c.get("calls", []))
+        for name, c in _components().items()
+    }
+
+
+def test_the_generated_call_graph_is_the_codes() -> None:
+    assert generate.call_graph(check=True) == [], "the services' calls changed: `make chart`"
+    assert json.loads(CALLS_FILE.read_text()) == code_call_graph()
+
+
+def test_code_components_have_no_hand_written_calls() -> None:
+    components = _components()
+    for name in code_call_graph():
+        assert name in components, f"{name} is in the registry but not in values.yaml"
+        assert "calls" not in components[name], f"{name}'s calls come from its code"
+
+
 @pytest.mark.skipif(not SEED.is_file(), reason=f"seed design not found at {SEED}")
-def test_values_call_graph_is_the_seeds() -> None:
+def test_the_call_graph_stays_within_the_seeds() -> None:
+    """Seed-only components list exactly the seed's edges; the code may call fewer (what is
+    wired so far), never more than the seed allows (or BEYOND_SEED documents)."""
     seed = load_seed_call_graph()
-    values = {name: set(c.get("calls", [])) for name, c in _components().items()}
-    assert values == seed
+    code = code_call_graph()
+    assert set(_components()) == set(seed)
+    for name, calls in _graph().items():
+        if name in code:
+            assert calls <= seed[name], (name, calls - seed[name])
+        else:
+            assert calls == seed[name], name
+
+
+def test_a_hand_written_list_for_a_code_component_is_refused() -> None:
+    overrides = {"components": {"points": {"calls": ["users"]}}}
+    with pytest.raises(helm.HelmError, match="come from its code"):
+        helm.template(Render(overrides=overrides))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +88,7 @@ def _peer_names(rules: list[dict[str, Any]], direction: str, port: int) -> set[s
 def test_policies_allow_exactly_the_call_graph(everything_enabled: Objects) -> None:
     objects = everything_enabled
     assert checks.network_policy_problems(objects) == []
-    graph = {name: set(c.get("calls", [])) for name, c in _components().items()}
+    graph = _graph()
     for caller, callee in permutations(graph, 2):
         ingress = _peer_names(
             find(objects, "NetworkPolicy", callee)["spec"]["ingress"], "from", 50051
@@ -60,6 +98,27 @@ def test_policies_allow_exactly_the_call_graph(everything_enabled: Objects) -> N
         assert (caller in ingress) == allowed, (caller, callee)
         assert (callee in egress) == allowed, (caller, callee)
         assert "gateway" in ingress  # the edge reaches every service
+
+
+def test_call_targets_are_the_callees_headless_services(everything_enabled: Objects) -> None:
+    """LOYALNEST_CALL_TARGETS of each component names exactly its callees, each as the DNS
+    name of the callee's headless Service (every pod's address, for round robin)."""
+    headless = {
+        o["metadata"]["name"]
+        for o in everything_enabled
+        if o["kind"] == "Service" and o["spec"].get("clusterIP") == "None"
+    }
+    for name, callees in _graph().items():
+        env = env_of(container(everything_enabled, "Deployment", name, name))
+        if not callees:
+            assert "LOYALNEST_CALL_TARGETS" not in env, name
+            continue
+        targets = json.loads(env["LOYALNEST_CALL_TARGETS"])
+        assert set(targets) == {c.replace("-", "_") for c in callees}, name
+        for callee in callees:
+            assert callee in headless
+            expected = f"dns:///{callee}.loyalnest.svc.cluster.local:50051"
+            assert targets[callee.replace("-", "_")] == expected
 
 
 def test_default_deny_and_dns(rendered: dict[str, Objects]) -> None:
@@ -74,13 +133,14 @@ def test_default_deny_and_dns(rendered: dict[str, Objects]) -> None:
     }
 
 
-def test_disabled_components_are_not_peers(rendered: dict[str, Objects]) -> None:
-    # core calls auth, rfm, users: egress only to those enabled by default (a policy naming
-    # absent pods would be harmless but misleading).
+def test_disabled_components_are_not_peers() -> None:
+    # products calls auth, rfm, users: egress only to those enabled (a policy naming absent
+    # pods would be harmless but misleading).
     components = _components()
-    enabled = {
-        name for name in components["core"]["calls"] if components[name].get("enabled", False)
-    }
-    assert "rfm" not in enabled  # a disabled callee, so the test keeps its point
-    egress = find(rendered["default"], "NetworkPolicy", "core")["spec"]["egress"]
-    assert _peer_names(egress, "to", 50051) == enabled
+    assert not components["rfm"].get("enabled")  # a disabled callee, so the test keeps its point
+    objects = parse(
+        helm.template(Render(overrides={"components": {"products": {"enabled": True}}}))
+    )
+    egress = find(objects, "NetworkPolicy", "products")["spec"]["egress"]
+    enabled = {name for name in components["products"]["calls"] if components[name]["enabled"]}
+    assert enabled and _peer_names(egress, "to", 50051) == enabled

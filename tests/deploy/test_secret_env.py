@@ -4,6 +4,7 @@ a plain value for them, so a release cannot leak them into its manifests."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +30,16 @@ SECRET_ENV: dict[str, dict[str, str]] = {
     "users": {
         "LOYALNEST_USERS_ENCRYPTION_KEY": "users-encryption-key",
         "LOYALNEST_USERS_BLIND_INDEX_KEY": "users-blind-index-key",
-        "LOYALNEST_SERVICE_CREDENTIAL": "users-service-credential",
     },
     "core": {
         "LOYALNEST_CORE_ENCRYPTION_KEY": "core-encryption-key",
         "LOYALNEST_CORE_BLIND_INDEX_KEY": "core-blind-index-key",
-        "LOYALNEST_SERVICE_CREDENTIAL": "core-service-credential",
     },
     "points": {"LOYALNEST_SERVICE_CREDENTIAL": "points-service-credential"},
-    "roles": {"LOYALNEST_SERVICE_CREDENTIAL": "roles-service-credential"},
+    "edge": {
+        "LOYALNEST_SHOPIFY_API_SECRET": "shopify-api-secret",
+        "LOYALNEST_SERVICE_CREDENTIAL": "edge-service-credential",
+    },
 }
 SENSITIVE = {name for names in SECRET_ENV.values() for name in names}
 
@@ -63,45 +65,45 @@ def _env_entries(objects: Objects) -> list[dict[str, Any]]:
 
 
 def test_settings_classes_read_these_names() -> None:
-    from loyalnest.platform.config import ServiceSettings
-    from loyalnest.services.auth.service import AuthSettings
-    from loyalnest.services.points.service import PointsSettings
-    from loyalnest.services.users.service import UsersSettings
+    from loyalnest.services.registry import spec_for
 
-    for component, settings in (
-        ("auth", AuthSettings),
-        ("users", UsersSettings),
-        ("points", PointsSettings),
-        ("roles", ServiceSettings),
-    ):
+    for component in SECRET_ENV:
+        settings = spec_for(component).settings_type
         fields = {f"LOYALNEST_{field.upper()}" for field in settings.model_fields}
         assert set(SECRET_ENV[component]) <= fields, component
 
 
-def test_every_service_with_a_grant_gets_a_credential_and_finds_auth(
+def test_the_callers_of_auth_get_a_credential_and_its_target(
     rendered: dict[str, Objects],
 ) -> None:
-    """Service identity: each enabled service that may act on its own behalf reads its
-    credential from a Secret and knows where Auth is; Auth holds only the master key."""
+    """Service identity: a service that calls Auth (where service tokens come from) reads its
+    credential from a Secret and finds Auth among its call targets; a service that does not
+    call Auth holds no credential (it could not use it: its NetworkPolicy has no way there);
+    Auth holds only the master key."""
     from loyalnest.platform.auth.service_identity import SERVICE_GRANTS
 
     objects = rendered["default"]
     values = _values("default")
+    callers = 0
     for component, settings in values["components"].items():
         if not settings.get("enabled"):
             continue
         env = {e["name"]: e for e in container(objects, "Deployment", component, component)["env"]}
+        targets = json.loads(env.get("LOYALNEST_CALL_TARGETS", {}).get("value", "{}"))
         if component == "auth":
             assert "LOYALNEST_SERVICE_CREDENTIAL" not in env
             assert "LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY" in env
             continue
-        # Grants are keyed by registry name (event_tracking), components by k8s name.
-        if settings.get("service", component.replace("-", "_")) not in SERVICE_GRANTS:
-            # Calls no service (e.g. edge): no credential to hold.
+        if "auth" not in targets:
             assert "LOYALNEST_SERVICE_CREDENTIAL" not in env, component
             continue
+        callers += 1
+        # Grants are keyed by registry name (event_tracking), components by k8s name.
+        service = settings.get("service", component.replace("-", "_"))
+        assert service in SERVICE_GRANTS, component  # Auth issues it tokens
         assert "secretKeyRef" in env["LOYALNEST_SERVICE_CREDENTIAL"]["valueFrom"]
-        assert env["LOYALNEST_AUTH_TARGET"]["value"].startswith("dns:///auth.")
+        assert targets["auth"] == "dns:///auth.loyalnest.svc.cluster.local:50051"
+    assert callers >= 2  # points and edge
 
 
 @pytest.mark.parametrize("name", sorted(COMBINATIONS))

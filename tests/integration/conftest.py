@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,7 +20,7 @@ from loyalnest.devstack.postgres import free_port
 from loyalnest.devstack.servers import RedisServer
 from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
-from loyalnest.platform.server import RunningService, running
+from loyalnest.platform.server import RunningService, ServiceSpec, running
 from loyalnest.services.points.service import SPEC, PointsSettings
 from tests.integration.broker import BrokerProcess
 from tests.integration.shopify_standin import API_KEY, API_SECRET, ShopifyStandIn
@@ -47,6 +48,37 @@ async def wait_for_health(
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 T = TypeVar("T")
+StubT = TypeVar("StubT")
+
+
+@asynccontextmanager
+async def serving(
+    spec: ServiceSpec[SettingsT], settings: SettingsT
+) -> AsyncIterator[RunningService]:
+    """`spec` running with `settings`, once its health reports SERVING."""
+    async with running(spec, settings) as service:
+        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
+        yield service
+
+
+@asynccontextmanager
+async def stub_for(
+    service: RunningService, stub_type: Callable[[grpc.aio.Channel], StubT]
+) -> AsyncIterator[StubT]:
+    """A stub on a channel of its own to `service`, closed on exit."""
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        yield stub_type(channel)
+
+
+@asynccontextmanager
+async def serve_for_test(
+    spec: ServiceSpec[SettingsT],
+    settings: SettingsT,
+    stub_type: Callable[[grpc.aio.Channel], StubT],
+) -> AsyncIterator[tuple[RunningService, StubT]]:
+    """A running service and a stub to it: `serving` and `stub_for` in one."""
+    async with serving(spec, settings) as service, stub_for(service, stub_type) as stub:
+        yield service, stub
 
 
 async def eventually(
@@ -87,8 +119,7 @@ def points_settings(database_url: str, **overrides: Any) -> PointsSettings:
 
 @pytest.fixture
 async def points_service(database_url: str) -> AsyncIterator[RunningService]:
-    async with running(SPEC, points_settings(database_url)) as service:
-        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
+    async with serving(SPEC, points_settings(database_url)) as service:
         yield service
 
 
@@ -96,15 +127,14 @@ async def points_service(database_url: str) -> AsyncIterator[RunningService]:
 async def points_stub(
     points_service: RunningService,
 ) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
-    async with grpc.aio.insecure_channel(points_service.address) as channel:
-        yield points_pb2_grpc.PointsServiceStub(channel)
+    async with stub_for(points_service, points_pb2_grpc.PointsServiceStub) as stub:
+        yield stub
 
 
 @pytest.fixture
 async def points_redis_service(database_url: str, redis_url: str) -> AsyncIterator[RunningService]:
     """Points with its Redis: balance cache and StreamPoints on."""
-    async with running(SPEC, points_settings(database_url, redis_url=redis_url)) as service:
-        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
+    async with serving(SPEC, points_settings(database_url, redis_url=redis_url)) as service:
         yield service
 
 
@@ -112,8 +142,8 @@ async def points_redis_service(database_url: str, redis_url: str) -> AsyncIterat
 async def points_redis_stub(
     points_redis_service: RunningService,
 ) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
-    async with grpc.aio.insecure_channel(points_redis_service.address) as channel:
-        yield points_pb2_grpc.PointsServiceStub(channel)
+    async with stub_for(points_redis_service, points_pb2_grpc.PointsServiceStub) as stub:
+        yield stub
 
 
 @pytest.fixture(scope="module")

@@ -31,11 +31,17 @@ from loyalnest.platform.auth.keys import KeySet
 from loyalnest.platform.auth.policy import access_policy
 from loyalnest.platform.auth.tokens import TokenVerifier
 from loyalnest.platform.crypto import FieldCipher
-from loyalnest.platform.server import RunningService, running
+from loyalnest.platform.server import RunningService
 from loyalnest.services.auth.service import SPEC, AuthSettings
 from loyalnest.services.points.service import SPEC as POINTS_SPEC
 from tests.auth import JWKS_PATH, KEYSET, KEYSET_PATH, token
-from tests.integration.conftest import points_settings, service_settings_for_tests, wait_for_health
+from tests.integration.conftest import (
+    points_settings,
+    serve_for_test,
+    service_settings_for_tests,
+    serving,
+    stub_for,
+)
 from tests.integration.shopify_standin import API_KEY, API_SECRET, ShopifyStandIn
 
 pytestmark = pytest.mark.integration
@@ -71,15 +77,14 @@ def auth_settings(
 async def auth(
     database_url: str, redis_url: str, shopify: ShopifyStandIn
 ) -> AsyncIterator[RunningService]:
-    async with running(SPEC, auth_settings(database_url, redis_url, shopify)) as service:
-        await wait_for_health(service.address, SERVING)
+    async with serving(SPEC, auth_settings(database_url, redis_url, shopify)) as service:
         yield service
 
 
 @pytest.fixture
 async def stub(auth: RunningService) -> AsyncIterator[auth_pb2_grpc.AuthServiceStub]:
-    async with grpc.aio.insecure_channel(auth.address) as channel:
-        yield auth_pb2_grpc.AuthServiceStub(channel)
+    async with stub_for(auth, auth_pb2_grpc.AuthServiceStub) as stub:
+        yield stub
 
 
 @pytest.fixture
@@ -87,10 +92,11 @@ async def points(
     database_url: str, redis_url: str
 ) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
     settings = points_settings(database_url).model_copy(update={"redis_url": redis_url})
-    async with running(POINTS_SPEC, settings) as service:
-        await wait_for_health(service.address, SERVING)
-        async with grpc.aio.insecure_channel(service.address) as channel:
-            yield points_pb2_grpc.PointsServiceStub(channel)
+    async with serve_for_test(POINTS_SPEC, settings, points_pb2_grpc.PointsServiceStub) as (
+        _,
+        stub,
+    ):
+        yield stub
 
 
 # ---- helpers ----------------------------------------------------------------------------
@@ -432,54 +438,51 @@ async def test_jwks_lists_both_keys_during_rotation(
         jwt_jwks_path=public,
         auth_signing_keys_reload_seconds=0.05,
     )
-    async with running(SPEC, settings) as service:
-        await wait_for_health(service.address, SERVING)
-        async with grpc.aio.insecure_channel(service.address) as channel:
-            stub = auth_pb2_grpc.AuthServiceStub(channel)
-            jwks = await stub.GetJwks(pb.GetJwksRequest())
-            assert [k.kid for k in jwks.keys] == [old.active_kid]
-            assert (jwks.keys[0].kty, jwks.keys[0].crv, jwks.keys[0].alg) == (
-                "OKP",
-                "Ed25519",
-                "EdDSA",
-            )
-            tokens = (await install(stub, shopify)).tokens
+    async with serve_for_test(SPEC, settings, auth_pb2_grpc.AuthServiceStub) as (_, stub):
+        jwks = await stub.GetJwks(pb.GetJwksRequest())
+        assert [k.kid for k in jwks.keys] == [old.active_kid]
+        assert (jwks.keys[0].kty, jwks.keys[0].crv, jwks.keys[0].alg) == (
+            "OKP",
+            "Ed25519",
+            "EdDSA",
+        )
+        tokens = (await install(stub, shopify)).tokens
 
-            # Steps 1+2: add the new key, publish both; the old key still signs.
-            both = old.with_new_key(activate=False)
-            new_kid = next(kid for kid in both.keys if kid != old.active_kid)
-            _write_keys(tmp_path, both, both)
-            # Step 3: activate the new key.
-            _write_keys(tmp_path, dataclasses.replace(both, active_kid=new_kid), both)
-            await asyncio.sleep(0.2)
-            jwks = await stub.GetJwks(pb.GetJwksRequest())
-            assert {k.kid for k in jwks.keys} == {old.active_kid, new_kid}
-            rotated = (
-                await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=tokens.refresh_token))
-            ).tokens
-            assert jwt.get_unverified_header(rotated.access_token)["kid"] == new_kid
+        # Steps 1+2: add the new key, publish both; the old key still signs.
+        both = old.with_new_key(activate=False)
+        new_kid = next(kid for kid in both.keys if kid != old.active_kid)
+        _write_keys(tmp_path, both, both)
+        # Step 3: activate the new key.
+        _write_keys(tmp_path, dataclasses.replace(both, active_kid=new_kid), both)
+        await asyncio.sleep(0.2)
+        jwks = await stub.GetJwks(pb.GetJwksRequest())
+        assert {k.kid for k in jwks.keys} == {old.active_kid, new_kid}
+        rotated = (
+            await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=tokens.refresh_token))
+        ).tokens
+        assert jwt.get_unverified_header(rotated.access_token)["kid"] == new_kid
 
-            # Tokens of either key verify: at Auth and with the published JWKS.
-            verifier = TokenVerifier(
-                MessageToDict(jwks, preserving_proto_field_name=True),
-                issuer=settings.jwt_issuer,
-                audience=settings.jwt_audience,
-            )
-            for access, kid in (
-                (tokens.access_token, old.active_kid),
-                (rotated.access_token, new_kid),
-            ):
-                assert verifier.verify(access).merchant_id
-                validated = await stub.ValidateToken(pb.ValidateTokenRequest(token=access))
-                assert validated.claims.key_id == kid
-            # A keyset whose active key is not published yet is not picked up.
-            unpublished = both.with_new_key(activate=True)
-            _write_keys(tmp_path, unpublished, both)
-            await asyncio.sleep(0.2)
-            again = (
-                await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=rotated.refresh_token))
-            ).tokens
-            assert jwt.get_unverified_header(again.access_token)["kid"] == new_kid
+        # Tokens of either key verify: at Auth and with the published JWKS.
+        verifier = TokenVerifier(
+            MessageToDict(jwks, preserving_proto_field_name=True),
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+        for access, kid in (
+            (tokens.access_token, old.active_kid),
+            (rotated.access_token, new_kid),
+        ):
+            assert verifier.verify(access).merchant_id
+            validated = await stub.ValidateToken(pb.ValidateTokenRequest(token=access))
+            assert validated.claims.key_id == kid
+        # A keyset whose active key is not published yet is not picked up.
+        unpublished = both.with_new_key(activate=True)
+        _write_keys(tmp_path, unpublished, both)
+        await asyncio.sleep(0.2)
+        again = (
+            await stub.RefreshToken(pb.RefreshTokenRequest(refresh_token=rotated.refresh_token))
+        ).tokens
+        assert jwt.get_unverified_header(again.access_token)["kid"] == new_kid
 
 
 # ---- admins, MFA, impersonation -------------------------------------------------------

@@ -35,7 +35,6 @@ from loyalnest.platform.events.topics import CORE
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.core import events
-from loyalnest.services.core.cache import config_key, usage_key
 from loyalnest.services.core.service import (
     DATABASE,
     SERVICE_NAME,
@@ -43,9 +42,15 @@ from loyalnest.services.core.service import (
     CoreSettings,
     open_stores,
 )
+from loyalnest.services.core.store.cache import config_key, usage_key
 from tests.auth import merchant_headers, merchant_metadata
 from tests.integration.broker import BrokerProcess
-from tests.integration.conftest import service_settings_for_tests, wait_for_health
+from tests.integration.conftest import (
+    serve_for_test,
+    service_settings_for_tests,
+    serving,
+    stub_for,
+)
 from tests.integration.events_worker import FAST_EVENTS
 from tests.integration.test_gateway_validate import gateway_config, http, running_gateway
 
@@ -84,15 +89,14 @@ def core_settings(database_url: str, redis_url: str | None, **overrides: Any) ->
 
 @pytest.fixture
 async def core(database_url: str, redis_url: str) -> AsyncIterator[RunningService]:
-    async with running(SPEC, core_settings(database_url, redis_url)) as service:
-        await wait_for_health(service.address, SERVING)
+    async with serving(SPEC, core_settings(database_url, redis_url)) as service:
         yield service
 
 
 @pytest.fixture
 async def stub(core: RunningService) -> AsyncIterator[core_pb2_grpc.CoreServiceStub]:
-    async with grpc.aio.insecure_channel(core.address) as channel:
-        yield core_pb2_grpc.CoreServiceStub(channel)
+    async with stub_for(core, core_pb2_grpc.CoreServiceStub) as stub:
+        yield stub
 
 
 @pytest.fixture
@@ -424,37 +428,34 @@ async def test_program_settings_updated_reaches_kafka_once_per_change(
             kafka_bootstrap_servers=broker.bootstrap_servers,
             **FAST_EVENTS,
         )
-        async with running(SPEC, settings) as service:
-            await wait_for_health(service.address, SERVING)
-            async with grpc.aio.insecure_channel(service.address) as channel:
-                stub = core_pb2_grpc.CoreServiceStub(channel)
-                first = await update(
-                    stub,
-                    merchant_id,
-                    core_events.ProgramSettings(signup_bonus_points=5),
-                    "signup_bonus_points",
-                    key="a",
+        async with serve_for_test(SPEC, settings, core_pb2_grpc.CoreServiceStub) as (_, stub):
+            first = await update(
+                stub,
+                merchant_id,
+                core_events.ProgramSettings(signup_bonus_points=5),
+                "signup_bonus_points",
+                key="a",
+            )
+            await update(
+                stub,
+                merchant_id,
+                core_events.ProgramSettings(signup_bonus_points=5),
+                "signup_bonus_points",
+                key="a",
+            )
+            await update(
+                stub,
+                merchant_id,
+                core_events.ProgramSettings(signup_bonus_points=5),
+                "signup_bonus_points",
+            )
+            plus = (
+                await stub.ChangePlan(
+                    pb.ChangePlanRequest(plan="plus", idempotency_key="p"),
+                    metadata=md(merchant_id),
                 )
-                await update(
-                    stub,
-                    merchant_id,
-                    core_events.ProgramSettings(signup_bonus_points=5),
-                    "signup_bonus_points",
-                    key="a",
-                )
-                await update(
-                    stub,
-                    merchant_id,
-                    core_events.ProgramSettings(signup_bonus_points=5),
-                    "signup_bonus_points",
-                )
-                plus = (
-                    await stub.ChangePlan(
-                        pb.ChangePlanRequest(plan="plus", idempotency_key="p"),
-                        metadata=md(merchant_id),
-                    )
-                ).settings
-                records = await asyncio.to_thread(_read_core_topic, broker.bootstrap_servers, 2)
+            ).settings
+            records = await asyncio.to_thread(_read_core_topic, broker.bootstrap_servers, 2)
         await asyncio.sleep(0)
     finally:
         broker.close()

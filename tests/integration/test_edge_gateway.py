@@ -24,8 +24,8 @@ from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.server import running
 from loyalnest.platform.tenancy import merchant_id_for_shop
-from loyalnest.services.edge.service import SERVICE_NAME, SPEC
-from loyalnest.services.edge.settings import EdgeSettings, PlanRateLimit
+from loyalnest.services.edge.domain import PlanRateLimit
+from loyalnest.services.edge.service import SERVICE_NAME, SPEC, EdgeSettings
 from loyalnest.services.edge.signing import shopify_headers, webhook_path
 from tests.auth import JWKS_PATH, merchant_headers
 from tests.integration.conftest import service_settings_for_tests
@@ -36,18 +36,14 @@ from tests.integration.test_gateway_validate import (
     http,
     running_gateway,
 )
+from tests.shared import shared_file
 
 pytestmark = pytest.mark.integration
 
 SECRET = "edge-test-secret"
 PREVIOUS_SECRET = "edge-test-old-secret"
 SHOP = "loyalnest-demo.myshopify.com"
-FIXTURES = Path("/work/shared/fixtures/shopify")
-ORDER = (
-    (FIXTURES / "orders-create.json").read_bytes()
-    if (FIXTURES / "orders-create.json").is_file()
-    else json.dumps({"id": 820982911946154508, "customer": {"id": 115310627314723954}}).encode()
-)
+ORDER = shared_file("fixtures", "shopify", "orders-create.json").read_bytes()
 BURST = 5
 READ_LIMITS = ("gateway:read",)
 

@@ -44,12 +44,18 @@ from loyalnest.platform.events.outbox import PostgresOutbox
 from loyalnest.platform.events.relay import OutboxRelay
 from loyalnest.platform.events.topics import POINTS
 from loyalnest.platform.postgres import Database
-from loyalnest.platform.server import RunningService, running
+from loyalnest.platform.server import RunningService
 from loyalnest.services.points.events import CONSUMER_GROUP
 from loyalnest.services.points.service import SPEC, PointsSettings
 from tests.auth import merchant_metadata
 from tests.integration.broker import BrokerProcess
-from tests.integration.conftest import eventually, points_settings, wait_for_health
+from tests.integration.conftest import (
+    eventually,
+    points_settings,
+    serve_for_test,
+    serving,
+    wait_for_health,
+)
 from tests.integration.events_worker import (
     FAST_EVENTS,
     POISON_REASON,
@@ -269,8 +275,7 @@ def events_points_settings(database_url: str, bootstrap: str) -> PointsSettings:
 async def points_with_events(
     database_url: str, kafka: BrokerProcess
 ) -> AsyncIterator[RunningService]:
-    async with running(SPEC, events_points_settings(database_url, kafka.bootstrap_servers)) as s:
-        await wait_for_health(s.address, SERVING)
+    async with serving(SPEC, events_points_settings(database_url, kafka.bootstrap_servers)) as s:
         yield s
 
 
@@ -411,23 +416,22 @@ async def test_a_separate_relay_process_publishes_what_the_service_only_enqueues
     runner = ConsumerRunner(
         settings, group=group, handlers={"points.earned": effect_handler(sink)}, client_id="c"
     )
-    async with running(SPEC, settings) as points, background(runner.run):
-        await wait_for_health(points.address, SERVING)
-        async with grpc.aio.insecure_channel(points.address) as channel:
-            stub = points_pb2_grpc.PointsServiceStub(channel)
-            for n in range(10):
-                await stub.EarnPoints(
-                    points_pb2.EarnPointsRequest(
-                        customer_id=f"c{n % 3}", points=1, idempotency_key=f"sep-{n}"
-                    ),
-                    metadata=merchant_metadata("m-relay"),
-                )
+    async with (
+        serve_for_test(SPEC, settings, points_pb2_grpc.PointsServiceStub) as (_, stub),
+        background(runner.run),
+    ):
+        for n in range(10):
+            await stub.EarnPoints(
+                points_pb2.EarnPointsRequest(
+                    customer_id=f"c{n % 3}", points=1, idempotency_key=f"sep-{n}"
+                ),
+                metadata=merchant_metadata("m-relay"),
+            )
         await asyncio.sleep(1.0)  # ample for an in-process relay (it polls every 20 ms)
         assert await scalar(points_db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 10
         assert await scalar(sink, "SELECT count(*) FROM effects") == 0
 
-        async with running(relay_spec(SPEC), settings) as relay:
-            await wait_for_health(relay.address, SERVING)
+        async with serving(relay_spec(SPEC), settings):
             await eventually(lambda: _effects_are(sink, 10), 30, "the relayed events")
         assert await scalar(points_db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0
 

@@ -23,12 +23,11 @@ from loyalnest.gateway.jwt_rules import GatewayJwks
 from loyalnest.platform.auth import interceptor
 from loyalnest.platform.auth.keys import KeySet
 from loyalnest.platform.auth.tokens import TokenIssuer
-from loyalnest.platform.server import running
 from loyalnest.services.auth.service import SERVICE_NAME as AUTH_SERVICE
 from loyalnest.services.auth.service import SPEC as AUTH_SPEC
 from loyalnest.services.points.service import SERVICE_NAME as POINTS_SERVICE
 from loyalnest.services.points.service import SPEC as POINTS_SPEC
-from tests.integration.conftest import points_settings, wait_for_health
+from tests.integration.conftest import points_settings, serving
 from tests.integration.shopify_standin import ShopifyStandIn
 from tests.integration.test_auth_service import auth_settings
 from tests.integration.test_gateway_validate import (
@@ -67,7 +66,7 @@ async def stack(
     jwks = keys_dir / "jwks.json"
     async with contextlib.AsyncExitStack() as stack:
         auth = await stack.enter_async_context(
-            running(
+            serving(
                 AUTH_SPEC,
                 auth_settings(
                     database_url,
@@ -80,13 +79,11 @@ async def stack(
             )
         )
         points = await stack.enter_async_context(
-            running(
+            serving(
                 POINTS_SPEC,
                 points_settings(database_url).model_copy(update={"jwt_jwks_path": jwks}),
             )
         )
-        for service in (auth, points):
-            await wait_for_health(service.address, SERVING)
         port = free_port()
         remote = GatewayJwks(port, cache_seconds=CACHE_SECONDS)
         config = gateway_config(

@@ -20,7 +20,6 @@ from typing import Any
 import grpc
 import mongomock_ng
 import pytest
-from grpc_health.v1 import health_pb2
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
@@ -33,13 +32,16 @@ from loyalnest.platform.events.envelope import new_event
 from loyalnest.platform.events.mongo_outbox import MongoOutbox, lease_seconds_for
 from loyalnest.platform.events.relay import OutboxRelay
 from loyalnest.platform.events.topics import POINTS, USERS
-from loyalnest.platform.server import running
 from loyalnest.services.points.service import SPEC, PointsSettings
 from loyalnest.services.points.store.mongo import MongoLedgerStore
 from tests.auth import merchant_metadata
 from tests.contract.test_ledger_store import earn, redeem
 from tests.integration.broker import BrokerProcess
-from tests.integration.conftest import eventually, service_settings_for_tests, wait_for_health
+from tests.integration.conftest import (
+    eventually,
+    serve_for_test,
+    service_settings_for_tests,
+)
 from tests.integration.events_worker import FAST_EVENTS
 from tests.integration.test_events import background
 
@@ -177,38 +179,35 @@ async def test_points_service_on_mongo_relays_its_events_and_consumes_user_creat
     )
     merchant = "m-mongo-service"
     md = merchant_metadata(merchant)
-    async with running(SPEC, settings) as service:
-        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
-        async with grpc.aio.insecure_channel(service.address) as channel:
-            stub = points_pb2_grpc.PointsServiceStub(channel)
-            for n in range(1, 6):
-                await stub.EarnPoints(
-                    points_pb2.EarnPointsRequest(
-                        customer_id="earner", points=n, idempotency_key=f"earn-{n}"
-                    ),
-                    metadata=md,
-                )
-            records = await asyncio.to_thread(consume_all, kafka.bootstrap_servers, POINTS.name, 5)
-            sequences, event_ids = ledger_sequences(records)
-            assert sequences == {"earner": [1, 2, 3, 4, 5]}
-            assert len(set(event_ids)) == 5
+    async with serve_for_test(SPEC, settings, points_pb2_grpc.PointsServiceStub) as (_, stub):
+        for n in range(1, 6):
+            await stub.EarnPoints(
+                points_pb2.EarnPointsRequest(
+                    customer_id="earner", points=n, idempotency_key=f"earn-{n}"
+                ),
+                metadata=md,
+            )
+        records = await asyncio.to_thread(consume_all, kafka.bootstrap_servers, POINTS.name, 5)
+        sequences, event_ids = ledger_sequences(records)
+        assert sequences == {"earner": [1, 2, 3, 4, 5]}
+        assert len(set(event_ids)) == 5
 
-            # The consumer runs beside the relay: user.created opens the customer's ledger.
-            await asyncio.to_thread(publish_user_created, kafka.bootstrap_servers, merchant)
-            request = points_pb2.GetPointsBalanceRequest(customer_id="newcomer")
+        # The consumer runs beside the relay: user.created opens the customer's ledger.
+        await asyncio.to_thread(publish_user_created, kafka.bootstrap_servers, merchant)
+        request = points_pb2.GetPointsBalanceRequest(customer_id="newcomer")
 
-            async def ledger_opened() -> bool:
-                try:
-                    await stub.GetPointsBalance(request, metadata=md)
-                except grpc.aio.AioRpcError as error:
-                    if error.code() != grpc.StatusCode.NOT_FOUND:
-                        raise
-                    return False
-                return True
+        async def ledger_opened() -> bool:
+            try:
+                await stub.GetPointsBalance(request, metadata=md)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+                return False
+            return True
 
-            await eventually(ledger_opened, 60, "user.created to open the ledger")
-            response = await stub.GetPointsBalance(request, metadata=md)
-            assert response.balance.balance == 0
+        await eventually(ledger_opened, 60, "user.created to open the ledger")
+        response = await stub.GetPointsBalance(request, metadata=md)
+        assert response.balance.balance == 0
 
 
 def publish_user_created(bootstrap: str, merchant: str) -> None:

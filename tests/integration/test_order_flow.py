@@ -32,7 +32,7 @@ from loyalnest.services.core.service import SERVICE_NAME as CORE_SERVICE
 from loyalnest.services.core.service import SPEC as CORE
 from loyalnest.services.edge.service import SERVICE_NAME as EDGE_SERVICE
 from loyalnest.services.edge.service import SPEC as EDGE
-from loyalnest.services.edge.settings import EdgeSettings
+from loyalnest.services.edge.service import EdgeSettings
 from loyalnest.services.edge.signing import shopify_headers, webhook_path
 from loyalnest.services.points.service import SERVICE_NAME as POINTS_SERVICE
 from loyalnest.services.points.service import SPEC as POINTS

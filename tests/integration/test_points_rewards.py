@@ -13,15 +13,13 @@ import grpc
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
-from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
 from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
-from loyalnest.platform.server import running
 from loyalnest.services.points.service import SPEC
 from tests.auth import merchant_metadata
-from tests.integration.conftest import points_settings, wait_for_health
+from tests.integration.conftest import points_settings, serve_for_test
 from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.test_points_service import field_violations
 
@@ -50,10 +48,8 @@ async def stub(
         shopify_admin_base_url=shopify.base_url,
         points_shop_credentials=json.dumps({merchant_id: {"shop": SHOP, "access_token": TOKEN}}),
     )
-    async with running(SPEC, settings) as service:
-        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
-        async with grpc.aio.insecure_channel(service.address) as channel:
-            yield points_pb2_grpc.PointsServiceStub(channel)
+    async with serve_for_test(SPEC, settings, points_pb2_grpc.PointsServiceStub) as (_, stub):
+        yield stub
 
 
 def md(merchant: str) -> tuple[tuple[str, str], ...]:

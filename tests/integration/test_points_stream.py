@@ -8,14 +8,12 @@ import uuid
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
 
 from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
-from loyalnest.platform.server import running
 from loyalnest.services.points.service import SPEC
 from tests.auth import merchant_metadata
-from tests.integration.conftest import points_settings, wait_for_health
+from tests.integration.conftest import points_settings, serve_for_test
 
 pytestmark = pytest.mark.integration
 
@@ -39,21 +37,21 @@ async def test_subscriber_sees_current_balance_then_an_earn_within_a_second(
 
     # A second Points process (same database and Redis) commits the change.
     settings = points_settings(database_url, redis_url=redis_url)
-    async with running(SPEC, settings) as other:
-        await wait_for_health(other.address, health_pb2.HealthCheckResponse.SERVING)
-        async with grpc.aio.insecure_channel(other.address) as channel:
-            other_stub = points_pb2_grpc.PointsServiceStub(channel)
-            loop = asyncio.get_running_loop()
-            written = await earn(other_stub, merchant_id, "c-1", 5)
-            started = loop.time()
-            update = await asyncio.wait_for(call.read(), 1.0)
-            assert loop.time() - started < 1.0
-            assert update.balance == written.balance
-            await other_stub.RedeemPoints(
-                pb.RedeemPointsRequest(customer_id="c-1", points=3, idempotency_key="r"),
-                metadata=merchant_metadata(merchant_id),
-            )
-            assert (await asyncio.wait_for(call.read(), 1.0)).balance.balance == 12
+    async with serve_for_test(SPEC, settings, points_pb2_grpc.PointsServiceStub) as (
+        _,
+        other_stub,
+    ):
+        loop = asyncio.get_running_loop()
+        written = await earn(other_stub, merchant_id, "c-1", 5)
+        started = loop.time()
+        update = await asyncio.wait_for(call.read(), 1.0)
+        assert loop.time() - started < 1.0
+        assert update.balance == written.balance
+        await other_stub.RedeemPoints(
+            pb.RedeemPointsRequest(customer_id="c-1", points=3, idempotency_key="r"),
+            metadata=merchant_metadata(merchant_id),
+        )
+        assert (await asyncio.wait_for(call.read(), 1.0)).balance.balance == 12
     call.cancel()
 
 

@@ -11,7 +11,6 @@ import psycopg
 import pytest
 from google.protobuf import field_mask_pb2
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
 
 from loyalnest.gen.events.v1 import auth_pb2 as auth_events
 from loyalnest.gen.events.v1 import envelope_pb2
@@ -20,13 +19,17 @@ from loyalnest.gen.roles.v1 import roles_pb2, roles_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.postgres import Database
-from loyalnest.platform.server import RunningService, running
-from loyalnest.services.roles import events
+from loyalnest.platform.server import RunningService
+from loyalnest.services.roles import consumers, events
 from loyalnest.services.roles.domain import DEFAULT_ROLES, default_role_id
 from loyalnest.services.roles.service import DATABASE, SPEC
 from loyalnest.services.roles.store import RoleStore
 from tests.auth import merchant_metadata
-from tests.integration.conftest import service_settings_for_tests, wait_for_health
+from tests.integration.conftest import (
+    service_settings_for_tests,
+    serving,
+    stub_for,
+)
 from tests.integration.test_users_service import field_violations
 
 pytestmark = pytest.mark.integration
@@ -38,15 +41,14 @@ ROLES_RW = ("roles:read", "roles:write")
 @pytest.fixture
 async def roles(database_url: str) -> AsyncIterator[RunningService]:
     settings = service_settings_for_tests(ServiceSettings, database_url)
-    async with running(SPEC, settings) as service:
-        await wait_for_health(service.address, health_pb2.HealthCheckResponse.SERVING)
+    async with serving(SPEC, settings) as service:
         yield service
 
 
 @pytest.fixture
 async def stub(roles: RunningService) -> AsyncIterator[roles_pb2_grpc.RolesServiceStub]:
-    async with grpc.aio.insecure_channel(roles.address) as channel:
-        yield roles_pb2_grpc.RolesServiceStub(channel)
+    async with stub_for(roles, roles_pb2_grpc.RolesServiceStub) as stub:
+        yield stub
 
 
 @pytest.fixture
@@ -375,7 +377,7 @@ async def test_merchant_created_makes_the_default_roles_once(
     database = Database(ServiceSettings(database_url=database_url), DATABASE)
     await database.open()
     try:
-        handler = events.handlers(RoleStore(database))["merchant.created"]
+        handler = consumers.handlers(RoleStore(database))["merchant.created"]
         installed = consumed(
             merchant_id, auth_events.MerchantCreated(shop_domain="s.myshopify.com")
         )

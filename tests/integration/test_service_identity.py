@@ -10,6 +10,7 @@ import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import grpc
@@ -37,7 +38,7 @@ from loyalnest.platform.server import (
 from loyalnest.services.auth.service import SPEC as AUTH_SPEC
 from loyalnest.services.users.service import SPEC as USERS_SPEC
 from tests.auth import ISSUER, merchant_metadata, token
-from tests.integration.conftest import wait_for_health
+from tests.integration.conftest import serving, stub_for
 from tests.integration.shopify_standin import ShopifyStandIn
 from tests.integration.test_auth_service import auth_settings, install
 from tests.integration.test_users_service import users_settings
@@ -49,9 +50,9 @@ MASTER_KEY = os.urandom(32)
 POINTS_CREDENTIAL = service_credential(MASTER_KEY, "points")
 
 
-async def start_auth(
+def serving_auth(
     database_url: str, redis_url: str, shopify: ShopifyStandIn, **overrides: Any
-) -> Any:
+) -> AbstractAsyncContextManager[RunningService]:
     settings = auth_settings(
         database_url,
         redis_url,
@@ -59,28 +60,26 @@ async def start_auth(
         auth_service_credential_key=base64.b64encode(MASTER_KEY).decode(),
         **overrides,
     )
-    return running(AUTH_SPEC, settings)
+    return serving(AUTH_SPEC, settings)
 
 
 @pytest.fixture
 async def auth(
     database_url: str, redis_url: str, shopify: ShopifyStandIn
 ) -> AsyncIterator[RunningService]:
-    async with await start_auth(database_url, redis_url, shopify) as service:
-        await wait_for_health(service.address, SERVING)
+    async with serving_auth(database_url, redis_url, shopify) as service:
         yield service
 
 
 @pytest.fixture
 async def auth_stub(auth: RunningService) -> AsyncIterator[auth_pb2_grpc.AuthServiceStub]:
-    async with grpc.aio.insecure_channel(auth.address) as channel:
-        yield auth_pb2_grpc.AuthServiceStub(channel)
+    async with stub_for(auth, auth_pb2_grpc.AuthServiceStub) as stub:
+        yield stub
 
 
 @pytest.fixture
 async def users(database_url: str, redis_url: str) -> AsyncIterator[RunningService]:
-    async with running(USERS_SPEC, users_settings(database_url, redis_url)) as service:
-        await wait_for_health(service.address, SERVING)
+    async with serving(USERS_SPEC, users_settings(database_url, redis_url)) as service:
         yield service
 
 
@@ -316,10 +315,9 @@ async def test_expired_forged_and_misdirected_service_tokens_are_rejected(
 async def test_refresh_before_expiry_with_one_fetch_in_flight(
     database_url, redis_url, shopify
 ) -> None:
-    async with await start_auth(
+    async with serving_auth(
         database_url, redis_url, shopify, auth_service_token_ttl_seconds=6
     ) as auth:
-        await wait_for_health(auth.address, SERVING)
         source = ServiceTokenSource("points", POINTS_CREDENTIAL, auth.address)
         try:
             burst = await asyncio.gather(*(source.token() for _ in range(20)))

@@ -30,7 +30,6 @@ import jwt
 import pytest
 from google.protobuf import descriptor_pool, field_mask_pb2
 from google.protobuf.message import Message
-from grpc_health.v1 import health_pb2
 
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
 from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
@@ -42,13 +41,13 @@ from loyalnest.gen.xds.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from loyalnest.platform.auth.policy import access_policy
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.postgres import Database
-from loyalnest.platform.server import RunningService, running
+from loyalnest.platform.server import RunningService
 from loyalnest.services.points.orders import OrderEarning, OrderStatus
 from loyalnest.services.points.service import DATABASE as POINTS_DATABASE
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
 from loyalnest.services.registry import SERVICES, spec_for
 from tests.auth import KEYSET_PATH, merchant_metadata
-from tests.integration.conftest import service_settings_for_tests, wait_for_health
+from tests.integration.conftest import service_settings_for_tests, serving
 from tests.integration.isolation import DENIED, Attack, Case, Metadata, Table
 from tests.integration.test_auth_service import (
     ISOLATION_ATTACKS,
@@ -711,8 +710,7 @@ async def service(
     redis_url: str,
 ) -> AsyncIterator[RunningService]:
     name = request.param
-    async with running(spec_for(name), service_settings(name, database_url, redis_url)) as svc:
-        await wait_for_health(svc.address, health_pb2.HealthCheckResponse.SERVING)
+    async with serving(spec_for(name), service_settings(name, database_url, redis_url)) as svc:
         yield svc
 
 

@@ -28,14 +28,18 @@ from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService, running
-from loyalnest.services.users import events
-from loyalnest.services.users.cache import UserCache, cache_key
+from loyalnest.services.users import consumers, events
 from loyalnest.services.users.domain import owner_user_id
-from loyalnest.services.users.pii import EmailVault
-from loyalnest.services.users.service import DATABASE, SPEC, UsersSettings
-from loyalnest.services.users.store import UserStore
+from loyalnest.services.users.service import DATABASE, SPEC, UsersSettings, email_vault
+from loyalnest.services.users.store.cache import UserCache, cache_key
+from loyalnest.services.users.store.postgres import UserStore
 from tests.auth import JWKS_PATH, merchant_metadata, token
-from tests.integration.conftest import service_settings_for_tests, wait_for_health
+from tests.integration.conftest import (
+    serve_for_test,
+    service_settings_for_tests,
+    serving,
+    stub_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -61,15 +65,14 @@ def users_settings(database_url: str, redis_url: str | None, **overrides: Any) -
 
 @pytest.fixture
 async def users(database_url: str, redis_url: str) -> AsyncIterator[RunningService]:
-    async with running(SPEC, users_settings(database_url, redis_url)) as service:
-        await wait_for_health(service.address, SERVING)
+    async with serving(SPEC, users_settings(database_url, redis_url)) as service:
         yield service
 
 
 @pytest.fixture
 async def stub(users: RunningService) -> AsyncIterator[users_pb2_grpc.UsersServiceStub]:
-    async with grpc.aio.insecure_channel(users.address) as channel:
-        yield users_pb2_grpc.UsersServiceStub(channel)
+    async with stub_for(users, users_pb2_grpc.UsersServiceStub) as stub:
+        yield stub
 
 
 @pytest.fixture
@@ -82,7 +85,7 @@ async def store(
     await database.open()
     cache = UserCache.from_url(redis_url, ttl_seconds=60)
     try:
-        yield UserStore(database, EmailVault.from_settings(settings), cache)
+        yield UserStore(database, email_vault(settings), cache)
     finally:
         await cache.close()
         await database.close()
@@ -390,7 +393,7 @@ async def test_no_plaintext_email_anywhere_in_the_schema(stub, db, store, redis_
         db, "SELECT email_ciphertext, email_index FROM users WHERE user_id = %s", user.user_id
     )
     assert len(bytes(index)) == 32
-    vault = EmailVault.from_settings(users_settings("postgresql://unused", None))
+    vault = email_vault(users_settings("postgresql://unused", None))
     assert vault.open(merchant_id, user.user_id, bytes(ciphertext)) == email
     with pytest.raises(ValueError, match="does not match"):
         vault.open(merchant_id, str(uuid.uuid4()), bytes(ciphertext))
@@ -481,15 +484,12 @@ async def test_a_cached_user_is_never_served_to_another_merchant(stub, merchant_
 
 async def test_reads_go_on_when_redis_is_away(database_url, merchant_id):
     unreachable = f"redis://127.0.0.1:{free_port()}/0"
-    async with running(SPEC, users_settings(database_url, unreachable)) as service:
-        await wait_for_health(service.address, SERVING)
-        async with grpc.aio.insecure_channel(service.address) as channel:
-            stub = users_pb2_grpc.UsersServiceStub(channel)
-            user = await create(stub, merchant_id, "ivy@example.com")
-            got = await stub.GetUser(
-                pb.GetUserRequest(user_id=user.user_id), metadata=md(merchant_id)
-            )
-            assert got.user.email == "ivy@example.com"
+    async with serve_for_test(
+        SPEC, users_settings(database_url, unreachable), users_pb2_grpc.UsersServiceStub
+    ) as (_, stub):
+        user = await create(stub, merchant_id, "ivy@example.com")
+        got = await stub.GetUser(pb.GetUserRequest(user_id=user.user_id), metadata=md(merchant_id))
+        assert got.user.email == "ivy@example.com"
 
 
 # ---- events -----------------------------------------------------------------------------
@@ -524,7 +524,7 @@ async def test_events_are_written_in_the_same_transaction_as_the_change(stub, db
 
 
 async def test_merchant_created_makes_one_owner_account(store, db, merchant_id):
-    handler = events.handlers(store)["merchant.created"]
+    handler = consumers.handlers(store)["merchant.created"]
     installed = consumed(merchant_id, auth_events.MerchantCreated(shop_domain="x.myshopify.com"))
     assert await handler(installed) is True
     assert await handler(installed) is False  # redelivery: recorded in processed_events
@@ -541,7 +541,7 @@ async def test_merchant_created_makes_one_owner_account(store, db, merchant_id):
 
 
 async def test_role_assigned_is_projected_newest_first(stub, store, db, merchant_id):
-    handler = events.handlers(store)["role.assigned"]
+    handler = consumers.handlers(store)["role.assigned"]
     user = await create(stub, merchant_id, "kim@example.com")
     await stub.GetUser(pb.GetUserRequest(user_id=user.user_id), metadata=md(merchant_id))  # cache
     admin, viewer = str(uuid.uuid4()), str(uuid.uuid4())
@@ -596,12 +596,9 @@ async def test_without_keys_a_developer_machine_uses_the_development_keys(
     settings = users_settings(
         database_url, None, users_encryption_key=None, users_blind_index_key=None
     )
-    async with running(SPEC, settings) as service:
-        await wait_for_health(service.address, SERVING)
-        async with grpc.aio.insecure_channel(service.address) as channel:
-            stub = users_pb2_grpc.UsersServiceStub(channel)
-            user = await create(stub, merchant_id, "dev@example.com")
-            assert user.email == "dev@example.com"
+    async with serve_for_test(SPEC, settings, users_pb2_grpc.UsersServiceStub) as (_, stub):
+        user = await create(stub, merchant_id, "dev@example.com")
+        assert user.email == "dev@example.com"
 
 
 async def test_a_token_without_merchant_is_refused(stub):

@@ -15,14 +15,10 @@ from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
 from loyalnest.platform.auth.policy import access_policy
 from loyalnest.platform.errors import InvalidArgument
 from loyalnest.platform.tenancy import merchant_id_for_shop
-from loyalnest.services.edge.ratelimit import (
-    Decision,
-    RateLimitServicer,
-    TokenBuckets,
-    rate_limit_headers,
-)
-from loyalnest.services.edge.settings import EdgeSettings, PlanRateLimit
+from loyalnest.services.edge.domain import Decision, PlanRateLimit
+from loyalnest.services.edge.servicer import RateLimitServicer
 from loyalnest.services.edge.signing import shopify_headers
+from loyalnest.services.edge.store.buckets import TokenBuckets
 from loyalnest.services.edge.webhooks import (
     BadSignature,
     Delivery,
@@ -32,6 +28,7 @@ from loyalnest.services.edge.webhooks import (
     signature,
     verify_signature,
 )
+from loyalnest.services.edge.wire import rate_limit_headers
 
 BODY = b'{"id": 1, "customer": {"id": 42}}'
 
@@ -119,10 +116,9 @@ async def test_redis_down_fails_open_or_closed(fail_open: bool) -> None:
         def limit_of(self, plan: str) -> PlanRateLimit:
             return PlanRateLimit(burst=1, requests_per_second=1)
 
-    settings = EdgeSettings(shopify_api_secret="s", rate_limit_fail_open=fail_open)  # type: ignore[arg-type]
     # A port nothing listens on: a real connection failure.
     buckets = TokenBuckets.from_url("redis://127.0.0.1:1")
-    servicer = RateLimitServicer(settings, buckets, Plans())  # type: ignore[arg-type]
+    servicer = RateLimitServicer(buckets, Plans(), fail_open=fail_open)  # type: ignore[arg-type]
     request = rls_pb2.RateLimitRequest(domain="loyalnest")
     descriptor = request.descriptors.add()
     descriptor.entries.add(key="merchant_id", value="m")

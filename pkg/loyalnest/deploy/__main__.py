@@ -1,5 +1,6 @@
-"""python -m loyalnest.deploy {gateway-config,k8s-base,golden,all} [--check]
+"""python -m loyalnest.deploy {calls,gateway-config,k8s-base,golden,all} [--check]
 
+calls           charts/loyalnest/files/calls.json (whom each service calls, from its code)
 gateway-config  charts/loyalnest/files/gateway/ (Envoy bootstrap + descriptor set)
 k8s-base        k8s/base/loyalnest.yaml (the chart rendered for kustomize users)
 golden          tests/deploy/golden/*.yaml (reviewed renders of the chart)

@@ -1,8 +1,9 @@
 """Who calls whom, read from the seed design ("Calls:" and "Called By:" of each service).
 
-The chart's NetworkPolicies allow gRPC from a component only to the components it calls
-(`components.<name>.calls` in values.yaml); a test compares those lists with this graph, so the
-policy cannot silently diverge from the design.
+The chart's NetworkPolicies allow gRPC from a component only to the components it calls: what
+a service's code declares (loyalnest.deploy.calls), or for a component without code yet
+`components.<name>.calls` in values.yaml. Tests keep the code's calls within this graph and the
+values' lists equal to it, so the policy cannot silently diverge from the design.
 
 The seed's two views disagree in places (Core lists RFM among its callers, RFM's own "Calls"
 omit Core), so the graph is their union: with a default-deny policy a missing edge breaks a
@@ -91,11 +92,13 @@ def seed_call_graph(text: str) -> dict[str, set[str]]:
     return graph
 
 
-# Components of ours the seed does not list, with the components they call. `edge` is the
+# Components of ours the seed does not list, with the components they may call. `edge` is the
 # API-Gateway's Python half (webhook ingress, Envoy's rate-limit service): only the gateway
-# calls it, and it calls no one. `loyalnest new-service` adds the services it creates.
+# calls it; it asks Auth whether a webhook's shop is an installed merchant (ValidateMerchant),
+# as the seed's API-Gateway would. `loyalnest new-service` adds the services it creates, with
+# the callees they declare (none: add the ones a new service's `Calls` gains).
 BEYOND_SEED: dict[str, set[str]] = {
-    "edge": set(),
+    "edge": {"auth"},
 }
 
 

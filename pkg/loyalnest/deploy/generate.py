@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from loyalnest.deploy import gateway_chart, helm
+from loyalnest.deploy import calls, gateway_chart, helm
 from loyalnest.deploy.paths import GOLDEN_DIR, K8S_DIR, REPO
 from loyalnest.deploy.renders import GOLDEN, K8S_BASE
 
@@ -47,6 +47,10 @@ def gateway_config(check: bool) -> list[str]:
     return stale
 
 
+def call_graph(check: bool) -> list[str]:
+    return _sync({calls.CALLS_FILE: calls.calls_text()}, check)
+
+
 def k8s_base(check: bool) -> list[str]:
     return _sync({K8S_BASE_FILE: k8s_base_text()}, check)
 
@@ -55,8 +59,9 @@ def golden(check: bool) -> list[str]:
     return _sync(golden_texts(), check)
 
 
-# In dependency order: the renders embed the gateway config.
+# In dependency order: the renders embed the gateway config and the call graph.
 GENERATORS: dict[str, Callable[[bool], list[str]]] = {
+    "calls": call_graph,
     "gateway-config": gateway_config,
     "k8s-base": k8s_base,
     "golden": golden,

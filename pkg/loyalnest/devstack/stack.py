@@ -39,9 +39,10 @@ from loyalnest.gateway.jwt_rules import GatewayJwks
 from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
 from loyalnest.platform.auth.keys import ensure_local_keyset
 from loyalnest.platform.auth.service_identity import service_credential
+from loyalnest.platform.calls import AUTH
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import decode_key
-from loyalnest.services.registry import SERVICES
+from loyalnest.services.registry import SERVICES, spec_for
 
 DATABASE = "loyalnest"
 STATE_FILE = "stack.json"
@@ -225,28 +226,44 @@ class Stack:
             ProcessSpec("kafka", self.kafka.argv(), self.kafka.ready, ports=[self.kafka.port])
         )
 
-    def _identity_env(self, service: str, auth_addresses: list[str]) -> dict[str, str]:
-        """Service identity: Auth gets the master key, every other service its credential
-        (derived from it) and where Auth answers."""
+    def _identity_env(self, service: str, calls: tuple[str, ...]) -> dict[str, str]:
+        """Service identity: Auth gets the master key; a service that calls Auth (where service
+        tokens come from) its credential, derived from it."""
         master = ensure_local_service_credential_key(self.jwks_path.parent)
-        if service == "auth":
+        if service == AUTH:
             return {"LOYALNEST_AUTH_SERVICE_CREDENTIAL_KEY": master}
-        return {
-            "LOYALNEST_SERVICE_CREDENTIAL": service_credential(
-                decode_key(master, name="service credential key"), service
-            ),
-            "LOYALNEST_AUTH_TARGET": "ipv4:" + ",".join(auth_addresses),
-        }
+        if AUTH not in calls:
+            return {}
+        key = decode_key(master, name="service credential key")
+        return {"LOYALNEST_SERVICE_CREDENTIAL": service_credential(key, service)}
+
+    def _addresses(self) -> dict[str, list[str]]:
+        """Every service's worker addresses, in start order (ports are assigned in order)."""
+        addresses: dict[str, list[str]] = {}
+        port = self.ports.first_service
+        for service in SERVICES:
+            addresses[service] = [f"127.0.0.1:{port + index}" for index in range(self.workers)]
+            port += self.workers
+        return addresses
+
+    @staticmethod
+    def _call_env(calls: tuple[str, ...], addresses: dict[str, list[str]]) -> dict[str, str]:
+        """Where the services a service declares it calls answer: all their workers, which
+        the channel balances over (round robin)."""
+        if not calls:
+            return {}
+        targets = {callee: "ipv4:" + ",".join(addresses[callee]) for callee in calls}
+        return {"LOYALNEST_CALL_TARGETS": json.dumps(targets)}
 
     async def _start_services(self) -> dict[str, list[tuple[str, int]]]:
         endpoints: dict[str, list[tuple[str, int]]] = {}
-        auth_offset = list(SERVICES).index("auth") * self.workers
-        auth_addresses = [
-            f"127.0.0.1:{self.ports.first_service + auth_offset + index}"
-            for index in range(self.workers)
-        ]
+        addresses = self._addresses()
         offset = 0
         for service in SERVICES:
+            calls = spec_for(service).calls.services
+            unknown = [callee for callee in calls if callee not in addresses]
+            if unknown:
+                raise ComponentError(service, f"calls {', '.join(unknown)}: not in the registry")
             specs = []
             for index in range(self.workers):
                 grpc_port = self.ports.first_service + offset
@@ -256,7 +273,8 @@ class Stack:
                 name = f"{service}-{index}"
                 env = {
                     **self._service_env(),
-                    **self._identity_env(service, auth_addresses),
+                    **self._identity_env(service, calls),
+                    **self._call_env(calls, addresses),
                     "LOYALNEST_GRPC_PORT": str(grpc_port),
                     "LOYALNEST_METRICS_PORT": str(metrics_port),
                 }

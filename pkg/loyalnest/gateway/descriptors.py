@@ -91,7 +91,9 @@ _IDEMPOTENT_LEVELS = (
 )
 
 
-def _method_info(method: descriptor_pb2.MethodDescriptorProto) -> MethodInfo:
+def method_info(method: descriptor_pb2.MethodDescriptorProto) -> MethodInfo:
+    """How an RPC may be routed and retried. Shared with the services' own channels
+    (loyalnest.platform.client), so the gateway and a calling service read one policy."""
     options: Any = method.options  # the stubs do not type generated extensions
     http_bound = options.HasExtension(annotations_pb2.http)
     timeout: float | None = None
@@ -118,7 +120,7 @@ def services_in_descriptor_set(path: Path) -> dict[str, ServiceInfo]:
     for file in load_descriptor_set(path).file:
         for service in file.service:
             full_name = f"{file.package}.{service.name}" if file.package else service.name
-            methods = tuple(_method_info(m) for m in service.method)
+            methods = tuple(method_info(m) for m in service.method)
             services[full_name] = ServiceInfo(full_name, file.package, file.name, methods)
     return services
 

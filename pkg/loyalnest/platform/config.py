@@ -1,27 +1,54 @@
 """Service configuration from the environment (`LOYALNEST_*`).
 
-Every service reads `ServiceSettings`; a service that needs more subclasses it and adds
-fields, which are read from `LOYALNEST_<FIELD>` as well.
+One mixin per concern, each read from `LOYALNEST_<FIELD>`: the platform code of a concern takes
+only its part (`Database` takes `DatabaseSettings`, `OutboxRelay` `EventSettings`, ...), so what
+a class reads is visible in its signature and a test builds just that part. `ServiceSettings`
+combines them all; a service that needs more subclasses it and adds fields, read the same way.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The placeholder of LOYALNEST_CALL_TARGET_TEMPLATE, replaced by the callee's component name.
+SERVICE_PLACEHOLDER = "{service}"
 
-class ServiceSettings(BaseSettings):
+
+class _Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOYALNEST_", extra="ignore", frozen=True)
+
+
+class ServerSettings(_Settings):
+    """The gRPC server: where it listens, how it drains, how long a connection lives."""
 
     # In Kubernetes the chart sets 0.0.0.0; locally nothing should listen beyond loopback.
     host: str = "127.0.0.1"
     grpc_port: int = Field(50051, ge=0, le=65535)
-    # Prometheus /metrics on its own HTTP port (0 picks a free one).
-    metrics_enabled: bool = True
-    metrics_port: int = Field(9464, ge=0, le=65535)
+    # SIGTERM: stop accepting, give in-flight calls this long, then cancel them.
+    # Kubernetes' terminationGracePeriodSeconds must exceed it.
+    shutdown_grace_seconds: float = Field(10.0, ge=0)
+    max_receive_message_bytes: int = 4 * 1024 * 1024
+    max_concurrent_rpcs: int | None = None
+    # Clients balance over the addresses DNS returned when they connected; a connection that
+    # never closes never sees the pods a scale-out added. So the server ends every connection
+    # after this long (gRPC adds +-10 % jitter so a fleet's connections do not all end at
+    # once) with a GOAWAY; the client re-resolves and reconnects without failing a call.
+    # 5 minutes: new pods take a share of the traffic within one HPA stabilisation window,
+    # while a reconnect (one TCP + HTTP/2 handshake per client and pod) stays rare.
+    max_connection_age_seconds: float = Field(300.0, gt=0)
+    # After the GOAWAY, calls already running get this long to finish before the connection
+    # is closed under them. Longer than any unary deadline (the gateway's is 15 s, service
+    # calls' 5 s): only long streams (StreamPoints) are cut, and their clients resume.
+    max_connection_age_grace_seconds: float = Field(30.0, ge=0)
+
+
+class DatabaseSettings(_Settings):
+    """The service's PostgreSQL database (loyalnest.platform.postgres)."""
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/loyalnest"
     db_pool_min_size: int = Field(2, ge=1)
@@ -29,15 +56,19 @@ class ServiceSettings(BaseSettings):
     db_connect_timeout_seconds: float = Field(3.0, gt=0)
     run_migrations_on_start: bool = True
 
+
+class HealthSettings(_Settings):
     # How often dependencies are probed for grpc.health.v1, and how long one probe may take.
     health_check_interval_seconds: float = Field(2.0, gt=0)
     health_check_timeout_seconds: float = Field(1.0, gt=0)
 
-    # SIGTERM: stop accepting, give in-flight calls this long, then cancel them.
-    # Kubernetes' terminationGracePeriodSeconds must exceed it.
-    shutdown_grace_seconds: float = Field(10.0, ge=0)
-    max_receive_message_bytes: int = 4 * 1024 * 1024
-    max_concurrent_rpcs: int | None = None
+
+class ObservabilitySettings(_Settings):
+    """Logs, traces and metrics (loyalnest.platform.observability)."""
+
+    # Prometheus /metrics on its own HTTP port (0 picks a free one).
+    metrics_enabled: bool = True
+    metrics_port: int = Field(9464, ge=0, le=65535)
 
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
@@ -50,23 +81,66 @@ class ServiceSettings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = None
     otel_sample_ratio: float = Field(1.0, ge=0, le=1)
 
-    # Access tokens (loyalnest.platform.auth): every non-public RPC needs one. The public JWKS
-    # is a file (a ConfigMap in Kubernetes), re-read when it changes.
+
+class TokenSettings(_Settings):
+    """Verifying access tokens (loyalnest.platform.auth): every non-public RPC needs one."""
+
+    # The public JWKS is a file (a ConfigMap in Kubernetes), re-read when it changes.
     jwt_jwks_path: Path | None = None
     jwt_issuer: str = "loyalnest-auth"
     jwt_audience: str = "loyalnest"
-    # Service identity (loyalnest.platform.auth.service_identity): this service's credential
-    # (a Secret; `loyalnest service-credential NAME` derives it) and where the Auth service
-    # answers, e.g. dns:///auth.loyalnest.svc.cluster.local:50051. With both set, calls the
-    # service makes on its own behalf carry a service token.
-    service_credential: SecretStr | None = None
-    auth_target: str | None = None
+
+
+class RedisSettings(_Settings):
     # Redis: revoked token ids (and caches); unset skips revocation checks.
     redis_url: str | None = None
 
-    # Domain events on Kafka (loyalnest.platform.events). Off: state changes still write
-    # their outbox rows (they wait for a relay), but this process runs no relay and no
-    # consumers.
+
+class CallSettings(_Settings):
+    """Calls to other LoyalNest services (loyalnest.platform.calls): where each callee answers
+    and how this service proves who it is when it calls on its own behalf."""
+
+    # Where the callees answer, by the name the service declares them with (`Calls(roles=...)`):
+    # LOYALNEST_CALL_TARGETS='{"roles": "dns:///roles.loyalnest.svc.cluster.local:50051"}'.
+    # Takes precedence over the template. The chart and the local stack set it from the
+    # service's declared calls.
+    call_targets: dict[str, str] = {}
+    # The convention for the callees CALL_TARGETS does not name: `{service}` is replaced by the
+    # callee's name (with `-` for `_`), e.g. dns:///{service}.loyalnest.svc.cluster.local:50051.
+    call_target_template: str | None = None
+    # The deadline of a call whose RPC declares no `(loyalnest.options.v1.route).timeout`.
+    call_timeout_seconds: float = Field(5.0, gt=0)
+    # Attempts of a call to an RPC that is safe to repeat (idempotency_level NO_SIDE_EFFECTS or
+    # IDEMPOTENT) that failed with UNAVAILABLE; gRPC caps it at 5.
+    call_max_attempts: int = Field(4, ge=1, le=5)
+    # Service identity (loyalnest.platform.auth.service_identity): this service's credential (a
+    # Secret; `loyalnest service-credential NAME` derives it). With it, calls made on the
+    # service's own behalf carry a service token from Auth (so the service must declare auth
+    # among its calls).
+    service_credential: SecretStr | None = None
+
+    @field_validator("call_target_template")
+    @classmethod
+    def _has_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and SERVICE_PLACEHOLDER not in value:
+            raise ValueError(
+                f"LOYALNEST_CALL_TARGET_TEMPLATE must contain {SERVICE_PLACEHOLDER}, e.g. "
+                "dns:///{service}.loyalnest.svc.cluster.local:50051"
+            )
+        return value
+
+    @field_validator("call_targets", mode="before")
+    @classmethod
+    def _targets_json(cls, value: object) -> object:
+        # pydantic-settings decodes JSON from the environment; a constructor may pass either.
+        return json.loads(value) if isinstance(value, str) else value
+
+
+class EventSettings(_Settings):
+    """Domain events on Kafka (loyalnest.platform.events): the outbox relay and consumers."""
+
+    # Off: state changes still write their outbox rows (they wait for a relay), but this
+    # process runs no relay and no consumers.
     events_enabled: bool = True
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     # How long connecting to the broker may take before the attempt counts as failed.
@@ -98,3 +172,16 @@ class ServiceSettings(BaseSettings):
     # Processed event ids are kept this long to recognise redeliveries; must exceed the
     # topics' retention, or a replay from the start of a topic applies old events again.
     processed_events_retention_seconds: float = Field(14 * 24 * 3600, gt=0)
+
+
+class ServiceSettings(
+    ServerSettings,
+    DatabaseSettings,
+    HealthSettings,
+    ObservabilitySettings,
+    TokenSettings,
+    RedisSettings,
+    CallSettings,
+    EventSettings,
+):
+    """Everything a service process reads; see each part for its fields."""

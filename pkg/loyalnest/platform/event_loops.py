@@ -4,7 +4,7 @@ services need only `postgres_service`:
 
     return postgres_service(
         settings, database, service="users", group=events.CONSUMER_GROUP,
-        handlers=events.handlers(store), registrations=[...], cleanup=[cache.close],
+        handlers=consumers.handlers(store), registrations=[...], cleanup=[cache.close],
     )
 
 They never affect health: while Kafka is away the relay retries with backoff and the outbox

@@ -4,19 +4,40 @@ A retry with the same key returns the first call's result; the same key with dif
 parameters is rejected. The key is claimed in the same database transaction as the effect,
 so a crash between the two cannot leave one without the other, and a failed call (rolled
 back) leaves the key free for a retry.
+
+Every idempotent write of a service goes through `write_once`:
+
+    role = await idempotency.write_once(
+        pool, merchant_id, key,
+        write=insert_role,              # (conn) -> (result, reference to find it again)
+        replay=read_role,               # (conn, reference) -> the earlier call's result
+        audited=True,                   # audit rows name the caller
+        unique_errors={"roles_name": lambda: RoleNameTaken(name)},
+    )
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf.message import Message
 from psycopg import AsyncConnection
+from psycopg_pool import AsyncConnectionPool
 
+from loyalnest.platform import audit
 from loyalnest.platform.errors import FieldViolation, InvalidArgument
+from loyalnest.platform.postgres import unique_violations
 
 KEY_FIELD = "idempotency_key"
+T = TypeVar("T")
+# The effect of a first call: its result and the reference a retry finds it again by.
+Write = Callable[[AsyncConnection], Awaitable[tuple[T, str]]]
+# The result of an earlier call, from the reference its write returned.
+Replay = Callable[[AsyncConnection, str], Awaitable[T]]
 
 
 @dataclass(frozen=True)
@@ -92,3 +113,43 @@ async def record(
         " WHERE merchant_id = %s AND idempotency_key = %s",
         (result_ref, merchant_id, key.key),
     )
+
+
+@asynccontextmanager
+async def _transaction(
+    pool: AsyncConnectionPool, *, audited: bool
+) -> AsyncIterator[AsyncConnection]:
+    if audited:
+        async with audit.transaction(pool) as conn:
+            yield conn
+    else:
+        async with pool.connection() as conn, conn.transaction():
+            yield conn
+
+
+async def write_once(
+    pool: AsyncConnectionPool,
+    merchant_id: str,
+    key: IdempotencyKey,
+    *,
+    write: Write[T],
+    replay: Replay[T],
+    audited: bool = False,
+    unique_errors: Mapping[str, Callable[[], Exception]] | None = None,
+) -> T:
+    """`write` once per key, in one transaction with the key: a retry gets `replay` of the
+    reference the first call's `write` returned (waiting for that call if it is still
+    running); the key with other parameters is IdempotencyKeyReused.
+
+    `write` does the whole effect, its outbox events included. `audited`: the transaction's
+    audit rows name the caller of the RPC. `unique_errors`: the error to raise for a unique
+    violation of each named constraint, once the transaction has rolled back.
+    """
+    with unique_violations(unique_errors or {}):
+        async with _transaction(pool, audited=audited) as conn:
+            earlier = await claim(conn, merchant_id, key)
+            if earlier is not None:
+                return await replay(conn, earlier)
+            result, reference = await write(conn)
+            await record(conn, merchant_id, key, reference)
+    return result

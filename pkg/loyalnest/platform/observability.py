@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased, TraceIdRatioBased
 from prometheus_client import Counter, Histogram, start_http_server
 
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import ObservabilitySettings
 
 RPC_STARTED = Counter(
     "grpc_server_started_total",
@@ -45,7 +45,7 @@ def _add_trace_context(
     return event
 
 
-def configure_logging(settings: ServiceSettings, service: str) -> None:
+def configure_logging(settings: ObservabilitySettings, service: str) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if settings.log_format == "json"
@@ -69,7 +69,7 @@ def configure_logging(settings: ServiceSettings, service: str) -> None:
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr)
 
 
-def configure_tracing(settings: ServiceSettings, service: str) -> None:
+def configure_tracing(settings: ObservabilitySettings, service: str) -> None:
     if not settings.tracing_enabled or isinstance(trace.get_tracer_provider(), TracerProvider):
         return
     exporting = settings.otel_exporter_otlp_endpoint is not None
@@ -88,11 +88,11 @@ def configure_tracing(settings: ServiceSettings, service: str) -> None:
     trace.set_tracer_provider(provider)
 
 
-def start_metrics_server(settings: ServiceSettings) -> int | None:
+def start_metrics_server(settings: ObservabilitySettings, host: str) -> int | None:
     """Serves /metrics; returns the bound port (useful when configured as an ephemeral port)."""
     if not settings.metrics_enabled:
         return None
-    server, _ = start_http_server(settings.metrics_port, addr=settings.host)
+    server, _ = start_http_server(settings.metrics_port, addr=host)
     return int(server.server_port)
 
 

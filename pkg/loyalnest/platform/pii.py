@@ -20,20 +20,30 @@ JWT_JWKS_PATH): fixed, public development keys derived from the service's name a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from typing import Self
+from collections.abc import Callable, Iterable, Sequence
+from typing import Self, TypeVar
 
+from google.protobuf.message import Message
 from pydantic import SecretStr
 
 from loyalnest.platform.auth.keys import local_keyset_beside
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import TokenSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key
+from loyalnest.platform.idempotency import KEY_FIELD, IdempotencyKey
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
 
+RequestT = TypeVar("RequestT", bound=Message)
+# Where a request holds PII: (message, field, the vault's column for it).
+PiiFields = Callable[[RequestT], Iterable[tuple[Message, str, str]]]
 
-def on_a_developer_machine(settings: ServiceSettings) -> bool:
+
+def _as_is(value: str) -> str:
+    return value
+
+
+def on_a_developer_machine(settings: TokenSettings) -> bool:
     """True beside the local stack's token signing keyset, which is marked local.
 
     Production mounts only the public JWKS: no private keyset, let alone a local one.
@@ -55,7 +65,7 @@ class PiiVault:
     @classmethod
     def from_keys(
         cls,
-        settings: ServiceSettings,
+        settings: TokenSettings,
         *,
         service: str,
         namespace: str,
@@ -107,3 +117,28 @@ class PiiVault:
     def index(self, merchant_id: str, value: str, *, column: str = "") -> bytes:
         """The lookup key of a normalised value; per merchant, so tenants are not linkable."""
         return self._index.digest(value, context=f"{self._scope(column)}:{merchant_id}")
+
+    def idempotency_key(
+        self,
+        method: str,
+        request: RequestT,
+        merchant_id: str,
+        pii: PiiFields[RequestT],
+        *,
+        normalize: Callable[[str], str] = _as_is,
+        key_field: str = KEY_FIELD,
+        namespace: str = "",
+    ) -> IdempotencyKey:
+        """The request's idempotency key (IdempotencyKey.of), its PII replaced by blind indexes.
+
+        The key's fingerprint is an unkeyed SHA-256 of the request, kept in the database: with
+        PII in it, guessing values and hashing them would reveal it. The blind index stands in
+        for each value: equal for equal (normalised) values, useless without the key.
+        """
+        fingerprinted = type(request)()
+        fingerprinted.CopyFrom(request)
+        for message, field, column in pii(fingerprinted):
+            value = normalize(getattr(message, field))
+            blinded = self.index(merchant_id, value, column=column).hex() if value else ""
+            setattr(message, field, blinded)
+        return IdempotencyKey.of(method, fingerprinted, key_field=key_field, namespace=namespace)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from yoyo import get_backend, read_migrations
 
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import DatabaseSettings
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
@@ -65,7 +66,7 @@ def migrate(database_url: str, schema: str, migration_dirs: Sequence[Path]) -> l
 class Database:
     """A service's pool, scoped to its schema through search_path."""
 
-    def __init__(self, settings: ServiceSettings, spec: DatabaseSpec) -> None:
+    def __init__(self, settings: DatabaseSettings, spec: DatabaseSpec) -> None:
         self.settings = settings
         self.spec = spec
         schema = spec.schema
@@ -106,3 +107,17 @@ class Database:
             # Drop connections broken by a restart so requests don't trip over them.
             await self.pool.check()
             raise
+
+
+@contextmanager
+def unique_violations(errors: Mapping[str, Callable[[], Exception]]) -> Iterator[None]:
+    """Raises `errors[constraint]()` for a unique violation of a named constraint (a taken
+    email, a taken name): the caller's domain error instead of psycopg's. Other violations
+    pass unchanged."""
+    try:
+        yield
+    except psycopg.errors.UniqueViolation as exc:
+        error = errors.get(exc.diag.constraint_name or "")
+        if error is None:
+            raise
+        raise error() from exc

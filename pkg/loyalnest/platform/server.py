@@ -24,7 +24,8 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from loyalnest.platform.auth.interceptor import AuthInterceptor, JwksFile
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.service_identity import accepted_audiences
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.calls import Calls
+from loyalnest.platform.config import ServerSettings, ServiceSettings
 from loyalnest.platform.health import Check, HealthMonitor
 from loyalnest.platform.interceptors import ErrorMappingInterceptor, TelemetryInterceptor
 from loyalnest.platform.observability import (
@@ -70,6 +71,9 @@ class ServiceSpec(Generic[SettingsT]):
     build: Callable[[SettingsT], Awaitable[ServiceComponents]]
     # The PostgreSQL schema the service owns, if any (`loyalnest migrate` applies it).
     database: DatabaseSpec | None = None
+    # The services it calls (`calls.connect(settings, caller=name)` in build); the chart's
+    # targets and NetworkPolicy egress are generated from it.
+    calls: Calls = field(default_factory=Calls)
 
 
 @dataclass(frozen=True)
@@ -84,12 +88,19 @@ class RunningService:
     background: asyncio.Task[None]
 
 
-def _server_options(settings: ServiceSettings) -> list[tuple[str, Any]]:
+def _server_options(settings: ServerSettings) -> list[tuple[str, Any]]:
     return [
         ("grpc.max_receive_message_length", settings.max_receive_message_bytes),
         ("grpc.so_reuseport", 0),  # a busy port must fail loudly, not be shared silently
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # Clients re-resolve DNS and spread over new pods when a connection ends: see
+        # ServerSettings.max_connection_age_seconds.
+        ("grpc.max_connection_age_ms", round(settings.max_connection_age_seconds * 1000)),
+        (
+            "grpc.max_connection_age_grace_ms",
+            round(settings.max_connection_age_grace_seconds * 1000),
+        ),
     ]
 
 
@@ -160,7 +171,7 @@ async def running(
             port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {settings.host}:{settings.grpc_port}: {exc}") from exc
-        metrics_port = start_metrics_server(settings)
+        metrics_port = start_metrics_server(settings, settings.host)
         await server.start()
     except BaseException:
         # Nothing serves yet: release what build() opened (pools) before giving up.

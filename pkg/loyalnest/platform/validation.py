@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Set as AbstractSet
 from types import TracebackType
 
 from loyalnest.platform.errors import FieldViolation, InvalidArgument
@@ -96,6 +97,19 @@ class Validator:
             len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH,
             field,
             f"must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+        )
+
+    def update_mask(
+        self, field: str, paths: AbstractSet[str], changeable: AbstractSet[str]
+    ) -> bool:
+        """An update's field mask: at least one path, each a field the update may change."""
+        if not self.check(bool(paths), field, "must name the fields to change"):
+            return False
+        unknown = sorted(paths - changeable)
+        return self.check(
+            not unknown,
+            field,
+            f"cannot change {', '.join(unknown)}; changeable: {', '.join(sorted(changeable))}",
         )
 
     def text(self, field: str, value: str, *, required: bool = False) -> bool:

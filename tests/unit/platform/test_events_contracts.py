@@ -15,9 +15,9 @@ from loyalnest.gen.events.v1 import envelope_pb2, points_pb2, rfm_pb2, users_pb2
 from loyalnest.platform.events import topics
 from loyalnest.platform.events.envelope import InvalidEvent, decode, new_event
 from loyalnest.platform.events.outbox import OUTBOX_LANES, lane_for
+from tests.shared import shared_file
 
 REPO = Path(__file__).resolve().parents[3]
-SEED = Path("/work/shared/seed/loyalnest-microservice-design.txt")
 
 # Every event named on a "Produces" line of seed §1-15.
 # Events of our own beyond the seed's, each with the reason in its proto: points.adjusted
@@ -63,10 +63,10 @@ def test_every_seed_event_is_registered():
     assert set(topics.BY_TYPE) == SEED_EVENTS | OUR_EVENTS
 
 
-@pytest.mark.skipif(not SEED.exists(), reason="seed document not available")
 def test_seed_produces_lines_match_the_list_above():
     produced: set[str] = set()
-    for line in SEED.read_text().splitlines():
+    seed = shared_file("seed", "loyalnest-microservice-design.txt")
+    for line in seed.read_text().splitlines():
         if "Produces" in line:
             names = line.split(":", 1)[1].split("(")[0]
             produced |= {n.strip(" *") for n in names.split(",") if n.strip(" *.") != "None"}

@@ -11,20 +11,38 @@ then columns whose values never reach the log (ciphertexts, blind indexes: the l
 that they changed, not what to). A trigger, not application code, so no write path (a new
 RPC, a consumer, a manual fix in psql) can forget it.
 
-Who made the change: `set_actor` inside the writing transaction (the caller's token subject,
-or the event that caused it); the trigger records it.
+Who made the change: the writing transaction names its actor, the trigger records it.
+`transaction(pool)` names the caller of the RPC being handled (its token's subject);
+a consumer names the event that caused the change (`transaction(pool, actor_of_event(e))`);
+`set_actor` names anyone inside a transaction the caller already holds.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from psycopg import AsyncConnection
 from psycopg.pq import TransactionStatus
+from psycopg_pool import AsyncConnectionPool
+
+from loyalnest.platform.auth.context import current_principal
+from loyalnest.platform.events.envelope import ConsumedEvent
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # A custom setting: transaction-local, read by audit_row_change().
 ACTOR_SETTING = "loyalnest.actor"
+
+
+def current_actor() -> str:
+    """The caller of the RPC being handled: its token's subject (UNAUTHENTICATED without)."""
+    return current_principal().subject
+
+
+def actor_of_event(event: ConsumedEvent) -> str:
+    """A change made by a consumer is the event's: `event:<type>:<id>` finds it again."""
+    return f"event:{event.event_type}:{event.event_id}"
 
 
 async def set_actor(conn: AsyncConnection, actor: str) -> None:
@@ -33,3 +51,15 @@ async def set_actor(conn: AsyncConnection, actor: str) -> None:
         # Outside a transaction the setting would vanish before the write it describes.
         raise RuntimeError("audit.set_actor() must run inside the writing transaction")
     await conn.execute("SELECT set_config(%s, %s, true)", (ACTOR_SETTING, actor), prepare=True)
+
+
+@asynccontextmanager
+async def transaction(
+    pool: AsyncConnectionPool, actor: str | None = None
+) -> AsyncIterator[AsyncConnection]:
+    """A transaction whose audit rows name `actor`, by default the caller of the RPC."""
+    # Resolved before a connection is taken: a call without a principal fails without one.
+    named = current_actor() if actor is None else actor
+    async with pool.connection() as conn, conn.transaction():
+        await set_actor(conn, named)
+        yield conn

@@ -30,13 +30,15 @@ from loyalnest.platform.crypto import derive_key
 
 # What each service may do when it acts on its own behalf (a Kafka consumer, a scheduled job):
 # permissions as in the RPCs' `(loyalnest.options.v1.access)`. A service missing here cannot
-# get a service token. Keep it to what the service's calls need (charts' `calls` lists).
+# get a service token. Keep it to what the service's calls need (its ServiceSpec's `calls`).
 SERVICE_GRANTS: dict[str, frozenset[str]] = {
     "points": frozenset({"auth:validate", "users:read", "core:read"}),
     "core": frozenset({"auth:validate", "users:read", "points:read", "points:write", "rfm:read"}),
     "users": frozenset({"auth:validate", "roles:read"}),
     "roles": frozenset({"auth:validate"}),
     "auth": frozenset({"roles:read", "users:read"}),
+    # ValidateMerchant of a webhook's shop (webhooks carry no caller token).
+    "edge": frozenset({"auth:validate"}),
 }
 
 SERVICE_TOKEN_TTL_SECONDS = 5 * 60

@@ -13,7 +13,6 @@ import grpc
 
 from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from loyalnest.platform.auth.service_identity import request_signature
-from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
@@ -56,14 +55,6 @@ class ServiceTokenSource:
         self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._cache: dict[str | None, _Cached] = {}
         self._inflight: dict[str | None, asyncio.Task[_Cached]] = {}
-
-    @classmethod
-    def from_settings(cls, settings: ServiceSettings, service: str) -> ServiceTokenSource | None:
-        """The source of a service configured with LOYALNEST_SERVICE_CREDENTIAL and
-        LOYALNEST_AUTH_TARGET; None when either is unset (the service cannot act alone)."""
-        if settings.service_credential is None or not settings.auth_target:
-            return None
-        return cls(service, settings.service_credential.get_secret_value(), settings.auth_target)
 
     async def token(self, merchant_id: str | None = None) -> str:
         cached = self._cache.get(merchant_id)

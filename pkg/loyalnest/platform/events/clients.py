@@ -21,7 +21,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import EventSettings
 from loyalnest.platform.events.topics import topic_partitions
 from loyalnest.platform.observability import get_logger
 
@@ -42,7 +42,7 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _common(settings: ServiceSettings, client_id: str) -> dict[str, Any]:
+def _common(settings: EventSettings, client_id: str) -> dict[str, Any]:
     return {
         "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
         "client_id": client_id,
@@ -54,7 +54,7 @@ def _common(settings: ServiceSettings, client_id: str) -> dict[str, Any]:
     }
 
 
-def new_producer(settings: ServiceSettings, client_id: str) -> KafkaProducer:
+def new_producer(settings: EventSettings, client_id: str) -> KafkaProducer:
     """Idempotent, acks=all: a retried send is written once and a partition keeps order."""
     publish_ms = _ms(settings.kafka_publish_timeout_seconds)
     linger_ms = 5  # a few ms of batching: throughput at a latency nobody notices
@@ -72,7 +72,7 @@ def new_producer(settings: ServiceSettings, client_id: str) -> KafkaProducer:
     )
 
 
-def new_consumer(settings: ServiceSettings, client_id: str, group: str) -> KafkaConsumer:
+def new_consumer(settings: EventSettings, client_id: str, group: str) -> KafkaConsumer:
     session_ms = _ms(settings.kafka_session_timeout_seconds)
     return KafkaConsumer(
         **_common(settings, client_id),
@@ -89,7 +89,7 @@ def new_consumer(settings: ServiceSettings, client_id: str, group: str) -> Kafka
     )
 
 
-def ensure_topics(settings: ServiceSettings, client_id: str, topics: Iterable[str]) -> None:
+def ensure_topics(settings: EventSettings, client_id: str, topics: Iterable[str]) -> None:
     """Creates the missing topics with their registered partition counts. Blocking."""
     wanted = set(topics)
     if not wanted:
@@ -143,7 +143,7 @@ class Backoff:
     failures: int = 0
 
     @classmethod
-    def from_settings(cls, settings: ServiceSettings) -> Backoff:
+    def from_settings(cls, settings: EventSettings) -> Backoff:
         return cls(settings.events_retry_initial_seconds, settings.events_retry_max_seconds)
 
     def next_delay(self) -> float:
@@ -183,7 +183,7 @@ class OutgoingRecord:
         return cls(topic, key.encode(), value, [(k, v.encode()) for k, v in headers.items()])
 
 
-def publish_bound_seconds(settings: ServiceSettings) -> float:
+def publish_bound_seconds(settings: EventSettings) -> float:
     """About the longest one KafkaPublisher.publish() can take: connecting the producer and
     the admin client that creates missing topics (the connect timeout each), listing and
     creating topics (the publish timeout each), send() waiting for metadata (max_block_ms,
@@ -207,7 +207,7 @@ class KafkaPublisher:
     connection, since a memory-backed broker forgets them when it restarts.
     """
 
-    def __init__(self, settings: ServiceSettings, client_id: str) -> None:
+    def __init__(self, settings: EventSettings, client_id: str) -> None:
         quiet_kafka_logging()
         self._settings = settings
         self._client_id = client_id

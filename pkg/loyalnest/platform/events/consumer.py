@@ -30,7 +30,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import EventSettings
 from loyalnest.platform.events.clients import (
     Backoff,
     KafkaPublisher,
@@ -153,7 +153,7 @@ class EventProcessor:
         group: str,
         handlers: Mapping[str, Handler],
         dead_letters: DeadLetterSink,
-        settings: ServiceSettings,
+        settings: EventSettings,
     ) -> None:
         for event_type in handlers:
             spec_for_type(event_type)  # fail at start-up on a typo, not at the first event
@@ -374,7 +374,7 @@ class ConsumerRunner:
 
     def __init__(
         self,
-        settings: ServiceSettings,
+        settings: EventSettings,
         *,
         group: str,
         handlers: Mapping[str, Handler],

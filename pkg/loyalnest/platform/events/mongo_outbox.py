@@ -89,7 +89,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import EventSettings
 from loyalnest.platform.events.clients import OutgoingRecord, publish_bound_seconds
 from loyalnest.platform.events.envelope import Envelope, OutgoingEvent, new_event
 from loyalnest.platform.events.outbox import OUTBOX_LANES, Backlog, PendingRow, lane_for
@@ -122,7 +122,7 @@ _RELAY_FIELDS = {
 }
 
 
-def lease_seconds_for(settings: ServiceSettings) -> float:
+def lease_seconds_for(settings: EventSettings) -> float:
     return publish_bound_seconds(settings) + LEASE_MARGIN_SECONDS
 
 

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import EventSettings
 from loyalnest.platform.events.clients import Backoff, KafkaPublisher, OutgoingRecord
 from loyalnest.platform.events.metrics import (
     OUTBOX_BACKLOG,
@@ -75,7 +75,7 @@ class OutboxRelay(Generic[RowId]):
     def __init__(
         self,
         source: OutboxSource[RowId],
-        settings: ServiceSettings,
+        settings: EventSettings,
         *,
         client_id: str,
         publisher: Publisher | None = None,

@@ -48,16 +48,19 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
+from loyalnest.gen.roles.v1 import roles_pb2_grpc
 from loyalnest.platform import audit
 from loyalnest.platform.auth.keys import local_keyset_beside
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.service_identity import SERVICE_TOKEN_TTL_SECONDS
+from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key, derive_key
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.services.auth import events
 from loyalnest.services.auth.keys import SigningKeys
 from loyalnest.services.auth.servicer import AuthServicer
 from loyalnest.services.auth.sessions import SessionTokens
@@ -190,7 +193,7 @@ async def build(settings: AuthSettings) -> ServiceComponents:
         database,
         service="auth",
         # Publishes merchant.created and auth.revoked; consumes nothing yet.
-        group="loyalnest.auth",
+        group=events.CONSUMER_GROUP,
         handlers={},
         registrations=[
             Registration(SERVICE_NAME, auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)
@@ -199,4 +202,11 @@ async def build(settings: AuthSettings) -> ServiceComponents:
     )
 
 
-SPEC = ServiceSpec(name="auth", settings_type=AuthSettings, build=build, database=DATABASE)
+# Roles: the permissions of a user's role.
+SPEC = ServiceSpec(
+    name="auth",
+    settings_type=AuthSettings,
+    build=build,
+    database=DATABASE,
+    calls=Calls(roles=roles_pb2_grpc.RolesServiceStub),
+)

@@ -9,13 +9,12 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import jwt
-from google.protobuf import timestamp_pb2
+from pydantic import SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
-from loyalnest.gen.events.v1 import auth_pb2 as auth_events
 from loyalnest.platform.auth import service_identity
 from loyalnest.platform.auth.context import current_principal
 from loyalnest.platform.auth.revocation import RevocationList
@@ -33,19 +32,19 @@ from loyalnest.platform.errors import (
 from loyalnest.platform.events import outbox
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.protos import epoch_timestamp, timestamp
 from loyalnest.platform.validation import Validator, is_uuid
-from loyalnest.services.auth import credentials, shopify
+from loyalnest.services.auth import credentials, events, shopify
+from loyalnest.services.auth.domain import AdminUserRecord
 from loyalnest.services.auth.keys import SigningKeys
-from loyalnest.services.auth.sessions import IssuedSession, Minted, SessionTokens
-from loyalnest.services.auth.store import (
-    AdminUserRecord,
-    AuthStore,
-    ImpersonationRecord,
-    MerchantRecord,
+from loyalnest.services.auth.sessions import Minted, SessionTokens
+from loyalnest.services.auth.store import AuthStore
+from loyalnest.services.auth.wire import (
+    admin_user_proto,
+    impersonation_proto,
+    merchant_proto,
+    token_pair,
 )
-
-if TYPE_CHECKING:
-    from loyalnest.services.auth.service import AuthSettings
 
 log = get_logger(__name__)
 
@@ -56,67 +55,6 @@ DEFAULT_IMPERSONATION_SECONDS = 900
 MAX_TOKEN_LIFETIME_SECONDS = MAX_IMPERSONATION_SECONDS
 EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s.]{2,63}$")
 PERMISSION_RE = re.compile(r"^[a-z][a-z0-9_-]*:(\*|[a-z][a-z0-9_:-]*)$")
-_STATUSES = {
-    "active": auth_pb2.MERCHANT_STATUS_ACTIVE,
-    "uninstalled": auth_pb2.MERCHANT_STATUS_UNINSTALLED,
-}
-
-
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _epoch_timestamp(seconds: int) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(seconds=seconds)
-
-
-def merchant_proto(merchant: MerchantRecord) -> auth_pb2.Merchant:
-    return auth_pb2.Merchant(
-        merchant_id=merchant.merchant_id,
-        shop_domain=merchant.shop_domain,
-        status=_STATUSES.get(merchant.status, auth_pb2.MERCHANT_STATUS_UNSPECIFIED),
-        scopes=list(merchant.scopes),
-        create_time=_timestamp(merchant.created_at),
-    )
-
-
-def token_pair(issued: IssuedSession) -> auth_pb2.TokenPair:
-    return auth_pb2.TokenPair(
-        token_type="Bearer",
-        access_token=issued.access.token,
-        access_token_expire_time=_timestamp(issued.access.expires_at),
-        refresh_token=issued.refresh_token,
-        refresh_token_expire_time=_timestamp(issued.refresh_expires_at),
-        session_id=issued.session_id,
-    )
-
-
-def admin_user_proto(user: AdminUserRecord) -> auth_pb2.AdminUser:
-    return auth_pb2.AdminUser(
-        user_id=user.user_id,
-        email=user.email,
-        merchant_id=user.merchant_id or "",
-        permissions=list(user.permissions),
-        mfa_enabled=user.mfa_enabled,
-        create_time=_timestamp(user.created_at),
-    )
-
-
-def impersonation_proto(record: ImpersonationRecord) -> auth_pb2.ImpersonationSession:
-    return auth_pb2.ImpersonationSession(
-        session_id=record.session_id,
-        admin_id=record.admin_id,
-        merchant_id=record.merchant_id,
-        reason=record.reason,
-        token_id=record.token_id,
-        create_time=_timestamp(record.created_at),
-        expire_time=_timestamp(record.expires_at),
-        end_time=_timestamp(record.ended_at),
-    )
 
 
 def _check_permissions_and_merchant(
@@ -137,10 +75,45 @@ def _present(**params: str) -> dict[str, str]:
     return {k: v for k, v in params.items() if v}
 
 
+class ServicerSettings(Protocol):
+    """What the servicer reads of AuthSettings (service.py, which builds the servicer)."""
+
+    @property
+    def jwt_audience(self) -> str: ...
+    @property
+    def auth_owner_permissions(self) -> list[str]: ...
+    @property
+    def auth_session_max_age_seconds(self) -> int: ...
+    @property
+    def auth_admin_session_max_age_seconds(self) -> int: ...
+    @property
+    def auth_mfa_token_ttl_seconds(self) -> int: ...
+    @property
+    def auth_mfa_issuer_name(self) -> str: ...
+    @property
+    def auth_service_credential_key(self) -> SecretStr | None: ...
+    @property
+    def auth_service_token_ttl_seconds(self) -> int: ...
+    @property
+    def shopify_api_key(self) -> str: ...
+    @property
+    def shopify_api_secret(self) -> SecretStr: ...
+    @property
+    def shopify_scopes(self) -> str: ...
+    @property
+    def shopify_redirect_url(self) -> str: ...
+    @property
+    def shopify_base_url(self) -> str: ...
+    @property
+    def shopify_request_max_age_seconds(self) -> int: ...
+    @property
+    def shopify_state_ttl_seconds(self) -> int: ...
+
+
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def __init__(
         self,
-        settings: AuthSettings,
+        settings: ServicerSettings,
         store: AuthStore,
         keys: SigningKeys,
         sessions: SessionTokens,
@@ -223,7 +196,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             state=state,
         )
         return auth_pb2.LoginResponse(
-            authorize_url=url, state=state, state_expire_time=_timestamp(expires_at)
+            authorize_url=url, state=state, state_expire_time=timestamp(expires_at)
         )
 
     async def CompleteLogin(
@@ -323,15 +296,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 expires_at=datetime.fromtimestamp(expires_at, UTC),
             )
             if merchant_id:
-                event = auth_events.AuthRevoked(
-                    token_id=token_id,
-                    user_id=subject,
-                    expire_time=_epoch_timestamp(expires_at),
-                    reason=reason,
+                event = events.auth_revoked(
+                    token_id=token_id, user_id=subject, expires_at=expires_at, reason=reason
                 )
                 await outbox.enqueue(conn, merchant_id, event)
         return auth_pb2.RevokeTokenResponse(
-            token_id=token_id, expire_time=_epoch_timestamp(expires_at), session_id=session_id
+            token_id=token_id, expire_time=epoch_timestamp(expires_at), session_id=session_id
         )
 
     async def GetJwks(
@@ -376,8 +346,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 issuer=str(claims.get("iss", "")),
                 audience=str(claims.get("aud", "")),
                 key_id=str(claims.get("kid", "")),
-                issue_time=_epoch_timestamp(int(claims.get("iat", 0))),
-                expire_time=_epoch_timestamp(principal.expires_at),
+                issue_time=epoch_timestamp(int(claims.get("iat", 0))),
+                expire_time=epoch_timestamp(principal.expires_at),
             )
         )
 
@@ -453,7 +423,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.IssueServiceTokenResponse(
             token_type="Bearer",
             access_token=token,
-            expire_time=_epoch_timestamp(now + ttl),
+            expire_time=epoch_timestamp(now + ttl),
             permissions=permissions,
             audiences=audiences,
         )
@@ -552,7 +522,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         )
         return auth_pb2.AdminLoginResponse(
             mfa_token=mfa.token,
-            mfa_token_expire_time=_timestamp(mfa.expires_at),
+            mfa_token_expire_time=timestamp(mfa.expires_at),
             mfa_enrolled=user.mfa_enabled,
         )
 

@@ -6,69 +6,29 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from loyalnest.gen.events.v1 import auth_pb2 as auth_events
 from loyalnest.platform import audit
 from loyalnest.platform.crypto import BlindIndex, FieldCipher
 from loyalnest.platform.errors import NotFound
 from loyalnest.platform.events import outbox
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.tenancy import merchant_id_for_shop
+from loyalnest.services.auth import events
 from loyalnest.services.auth.credentials import token_hash
+from loyalnest.services.auth.domain import (
+    LOCKOUT,
+    MAX_FAILED_ATTEMPTS,
+    AdminUserRecord,
+    ImpersonationRecord,
+    MerchantRecord,
+    normalise_email,
+)
 from loyalnest.services.auth.shopify import ShopifyTokens
-
-MAX_FAILED_ATTEMPTS = 5
-LOCKOUT = timedelta(minutes=5)
-
-
-@dataclass(frozen=True)
-class MerchantRecord:
-    merchant_id: str
-    shop_domain: str
-    status: str
-    scopes: Sequence[str]
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class AdminUserRecord:
-    user_id: str
-    merchant_id: str | None
-    email: str
-    permissions: Sequence[str]
-    password_hash: str
-    totp_secret: str | None
-    mfa_enabled: bool
-    totp_last_step: int | None
-    locked_until: datetime | None
-    created_at: datetime
-
-    @property
-    def locked(self) -> bool:
-        return self.locked_until is not None and self.locked_until > datetime.now(UTC)
-
-
-@dataclass(frozen=True)
-class ImpersonationRecord:
-    session_id: str
-    admin_id: str
-    merchant_id: str
-    reason: str
-    token_id: str
-    created_at: datetime
-    expires_at: datetime
-    ended_at: datetime | None
-
-    @property
-    def active(self) -> bool:
-        return self.ended_at is None and self.expires_at > datetime.now(UTC)
-
 
 _MERCHANT_COLUMNS = "merchant_id::text, shop_domain, status, scopes, created_at"
 _IMPERSONATION_COLUMNS = (
@@ -94,10 +54,6 @@ def _totp_context(user_id: str) -> str:
 
 
 EMAIL_INDEX_CONTEXT = "auth.admin_users.email"
-
-
-def normalise_email(email: str) -> str:
-    return email.strip().lower()
 
 
 class AuthStore:
@@ -170,9 +126,7 @@ class AuthStore:
             )
         merchant = MerchantRecord(*await _one(cursor))
         if created:
-            await outbox.enqueue(
-                conn, merchant_id, auth_events.MerchantCreated(shop_domain=shop, plan="free")
-            )
+            await outbox.enqueue(conn, merchant_id, events.merchant_created(shop))
         return merchant, created
 
     async def get_merchant(self, merchant_id: str) -> MerchantRecord:
@@ -223,8 +177,7 @@ class AuthStore:
         """None when the email is taken. Audited, with `actor` as who did it."""
         user_id = str(uuid.uuid4())
         email = normalise_email(email)
-        async with self.pool.connection() as conn, conn.transaction():
-            await audit.set_actor(conn, actor)
+        async with audit.transaction(self.pool, actor) as conn:
             row = await _fetch_dict(
                 conn,
                 "INSERT INTO admin_users"
@@ -284,8 +237,7 @@ class AuthStore:
 
     async def set_totp_secret(self, user_id: str, secret: str) -> bool:
         """Stores a pending secret; False once MFA is enabled (it cannot be replaced)."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await audit.set_actor(conn, user_id)
+        async with audit.transaction(self.pool, user_id) as conn:
             cursor = await conn.execute(
                 "UPDATE admin_users SET totp_secret = %s, totp_last_step = NULL"
                 " WHERE user_id = %s AND mfa_enabled_at IS NULL RETURNING 1",
@@ -362,8 +314,7 @@ class AuthStore:
         return ImpersonationRecord(*row)
 
     async def end_impersonation(self, session_id: str, actor_id: str) -> ImpersonationRecord:
-        async with self.pool.connection() as conn, conn.transaction():
-            await audit.set_actor(conn, actor_id)
+        async with audit.transaction(self.pool, actor_id) as conn:
             cursor = await conn.execute(
                 "UPDATE impersonation_sessions SET ended_at = coalesce(ended_at, now())"
                 f" WHERE session_id = %s RETURNING {_IMPERSONATION_COLUMNS}",

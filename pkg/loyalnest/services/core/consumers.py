@@ -14,14 +14,14 @@ from loyalnest.gen.events.v1 import admin_core_pb2, auth_pb2, points_pb2, rfm_pb
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.observability import get_logger
-from loyalnest.services.core.customers import CustomerStore
 from loyalnest.services.core.domain import (
     ProgramSettings,
     order_id_from_reason,
     with_plan,
 )
-from loyalnest.services.core.program import ProgramStore
-from loyalnest.services.core.usage import UsageStore
+from loyalnest.services.core.store.customers import CustomerStore
+from loyalnest.services.core.store.program import ProgramStore
+from loyalnest.services.core.store.usage import UsageStore
 
 log = get_logger(__name__)
 
@@ -47,7 +47,7 @@ def handlers(
                 return current
             return with_plan(current, plan)
 
-        await programs.change(event.merchant_id, first_program, event=event)
+        await programs.apply_event(event, first_program)
         return True
 
     async def on_points_earned(event: ConsumedEvent) -> bool:

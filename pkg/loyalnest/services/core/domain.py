@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from loyalnest.gen.events.v1 import core_pb2 as core_events
 from loyalnest.gen.events.v1 import rfm_pb2
@@ -100,6 +101,16 @@ class PlanCatalogue:
         plan = self.get(self.default)
         assert plan is not None  # checked in __init__
         return plan
+
+
+@dataclass(frozen=True)
+class MetricUsage:
+    """How much of a plan's limit a merchant used in a period."""
+
+    metric: str
+    period: str
+    used: int
+    limit: int
 
 
 def limit_of(plan: PlanLimits, metric: str) -> int:
@@ -348,6 +359,30 @@ class Customer:
     rfm_segment: int
     redacted_at: datetime | None
     created_at: datetime
+
+
+class ImportOutcome:
+    CREATED = "created"
+    ALREADY_EXISTS = "already_exists"
+    INVALID = "invalid"
+    LIMIT_REACHED = "limit_reached"
+
+
+@dataclass(frozen=True)
+class ImportItem:
+    """One item of a batch: a valid customer, or why it is not one."""
+
+    shopify_customer_id: str
+    customer: NewCustomer | None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    import_id: str
+    status: str
+    # Per item: index, shopify_customer_id, outcome, customer_id, error.
+    items: list[dict[str, Any]]
 
 
 class CustomerNotFound(NotFound):

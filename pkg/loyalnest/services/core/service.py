@@ -18,12 +18,12 @@ from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.core import consumers, events
-from loyalnest.services.core.cache import ProgramCache, UsageCache
-from loyalnest.services.core.customers import CustomerStore
 from loyalnest.services.core.domain import PlanCatalogue, PlanLimits
-from loyalnest.services.core.program import ProgramStore
 from loyalnest.services.core.servicer import CoreServicer
-from loyalnest.services.core.usage import UsageStore
+from loyalnest.services.core.store.cache import ProgramCache, UsageCache
+from loyalnest.services.core.store.customers import CustomerStore
+from loyalnest.services.core.store.program import ProgramStore
+from loyalnest.services.core.store.usage import UsageStore
 
 DATABASE = DatabaseSpec(schema="core", migration_dirs=(Path(__file__).parent / "migrations",))
 SERVICE_NAME = core_pb2.DESCRIPTOR.services_by_name["CoreService"].full_name

@@ -1,14 +1,16 @@
-"""gRPC surface of the Core service: validation, tenancy and proto mapping only."""
+"""gRPC surface of the Core service: validation and tenancy; mapping is in wire.py."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import TypeVar
 
+from google.protobuf.message import Message
+
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
 from loyalnest.platform import tenancy
 from loyalnest.platform.grpctypes import Context
-from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.idempotency import KEY_FIELD, IdempotencyKey
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.validation import (
     EMAIL_RULE,
@@ -18,41 +20,17 @@ from loyalnest.platform.validation import (
     normalize_email,
 )
 from loyalnest.services.core import domain
-from loyalnest.services.core.customers import CustomerStore, ImportItem, ImportOutcome
-from loyalnest.services.core.domain import Customer, NewCustomer, ProgramSettings
-from loyalnest.services.core.program import ProgramStore
-from loyalnest.services.core.usage import UsageStore
+from loyalnest.services.core.domain import ImportItem, NewCustomer, ProgramSettings
+from loyalnest.services.core.store.customers import CustomerStore
+from loyalnest.services.core.store.program import ProgramStore
+from loyalnest.services.core.store.usage import UsageStore
+from loyalnest.services.core.wire import customer_proto, import_response, usage_metric_proto
 
 MAX_IMPORT_BATCH = 500
-_OUTCOMES = {
-    ImportOutcome.CREATED: core_pb2.IMPORT_OUTCOME_CREATED,
-    ImportOutcome.ALREADY_EXISTS: core_pb2.IMPORT_OUTCOME_ALREADY_EXISTS,
-    ImportOutcome.INVALID: core_pb2.IMPORT_OUTCOME_INVALID,
-    ImportOutcome.LIMIT_REACHED: core_pb2.IMPORT_OUTCOME_LIMIT_REACHED,
-}
 _NAME_RULE = f"must be at most {domain.MAX_NAME_LENGTH} printable characters"
 _WithCustomers = TypeVar(
     "_WithCustomers", core_pb2.CreateCustomerRequest, core_pb2.ImportCustomersRequest
 )
-
-
-def customer_proto(customer: Customer) -> core_pb2.Customer:
-    message = core_pb2.Customer(
-        customer_id=customer.customer_id,
-        shopify_customer_id=customer.shopify_customer_id,
-        user_id=customer.user_id or "",
-        email=customer.email or "",
-        first_name=customer.first_name or "",
-        last_name=customer.last_name or "",
-        account_linked=customer.account_linked,
-        rfm_segment=customer.rfm_segment,  # type: ignore[arg-type]
-    )
-    if customer.rfm_score is not None:
-        message.rfm_score.CopyFrom(customer.rfm_score)
-    if customer.redacted_at is not None:
-        message.redact_time.FromDatetime(customer.redacted_at)
-    message.create_time.FromDatetime(customer.created_at)
-    return message
 
 
 def _printable(name: str) -> bool:
@@ -162,34 +140,38 @@ class CoreServicer(core_pb2_grpc.CoreServiceServicer):
         plan, metrics = await self._usage.usage(tenancy.merchant_id(), datetime.now(UTC))
         return core_pb2.GetUsageResponse(
             plan=plan.plan,
-            metrics=[
-                core_pb2.UsageMetric(metric=m.metric, used=m.used, limit=m.limit, period=m.period)
-                for m in metrics
-            ],
+            metrics=[usage_metric_proto(m) for m in metrics],
         )
 
     # --- customers --------------------------------------------------------------------------
 
     def _idempotency_key(
-        self, method: str, request: _WithCustomers, merchant_id: str, **kwargs: str
+        self,
+        method: str,
+        request: _WithCustomers,
+        merchant_id: str,
+        *,
+        key_field: str = KEY_FIELD,
+        namespace: str = "",
     ) -> IdempotencyKey:
-        # The fingerprint is an unkeyed SHA-256 kept in the database: with PII in it, guessing
-        # and hashing would reveal it. Blind indexes stand in for the PII: equal for equal
-        # values, useless without the key.
-        fingerprinted = type(request)()
-        fingerprinted.CopyFrom(request)
-        customers = (
-            [fingerprinted.customer]
-            if isinstance(fingerprinted, core_pb2.CreateCustomerRequest)
-            else list(fingerprinted.customers)
+        # Emails and names stay out of the fingerprint (see PiiVault.idempotency_key).
+        def pii(
+            fingerprinted: core_pb2.CreateCustomerRequest | core_pb2.ImportCustomersRequest,
+        ) -> list[tuple[Message, str, str]]:
+            customers = (
+                [fingerprinted.customer]
+                if isinstance(fingerprinted, core_pb2.CreateCustomerRequest)
+                else list(fingerprinted.customers)
+            )
+            return [
+                (customer, column, column)
+                for customer in customers
+                for column in ("email", "first_name", "last_name")
+            ]
+
+        return self._vault.idempotency_key(
+            method, request, merchant_id, pii, key_field=key_field, namespace=namespace
         )
-        for customer in customers:
-            for column in ("email", "first_name", "last_name"):
-                value = getattr(customer, column)
-                if value:
-                    index = self._vault.index(merchant_id, value, column=column)
-                    setattr(customer, column, index.hex())
-        return IdempotencyKey.of(method, fingerprinted, **kwargs)
 
     async def CreateCustomer(
         self, request: core_pb2.CreateCustomerRequest, context: Context
@@ -242,17 +224,4 @@ class CoreServicer(core_pb2_grpc.CoreServiceServicer):
                 "ImportCustomers", request, merchant_id, key_field="batch_id", namespace="import:"
             ),
         )
-        return core_pb2.ImportCustomersResponse(
-            import_id=result.import_id,
-            status=result.status,
-            results=[
-                core_pb2.ImportItemResult(
-                    index=item["index"],
-                    shopify_customer_id=item["shopify_customer_id"],
-                    outcome=_OUTCOMES[item["outcome"]],
-                    customer_id=item["customer_id"],
-                    error=item["error"],
-                )
-                for item in result.items
-            ],
-        )
+        return import_response(result)

@@ -1,25 +1,24 @@
-"""The events the edge service applies: Core's settings, for the merchants' plans."""
+"""What the edge tells the mesh: webhook.received, once per verified Shopify event."""
 
 from __future__ import annotations
 
-from psycopg import AsyncConnection
+from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
+from loyalnest.platform.protos import timestamp
+from loyalnest.services.edge.webhooks import Delivery
 
-from loyalnest.gen.events.v1 import core_pb2
-from loyalnest.platform.events.envelope import ConsumedEvent
-from loyalnest.platform.events.inbox import Handler, transactional
-from loyalnest.platform.postgres import Database
-from loyalnest.services.edge.ratelimit import PlanDirectory
-from loyalnest.services.edge.store import EdgeStore
-
+# The consumer group of every edge process: each event is applied by one of them.
 CONSUMER_GROUP = "loyalnest.edge"
 
 
-def handlers(database: Database, plans: PlanDirectory) -> dict[str, Handler]:
-    async def on_settings_updated(conn: AsyncConnection, event: ConsumedEvent) -> None:
-        settings = event.payload_as(core_pb2.ProgramSettingsUpdated).settings
-        if settings.plan.plan:
-            await EdgeStore.set_plan(conn, event.merchant_id, settings.plan.plan, settings.version)
-            # This process sees the new tier at once; others within their cache period.
-            plans.forget(event.merchant_id)
-
-    return {"program_settings.updated": transactional(database, on_settings_updated)}
+def webhook_received(delivery: Delivery, customer_id: str) -> gateway_events.WebhookReceived:
+    event = gateway_events.WebhookReceived(
+        topic=delivery.topic,
+        shopify_event_id=delivery.event_id,
+        webhook_id=delivery.webhook_id,
+        shop_domain=delivery.shop_domain,
+        customer_id=customer_id,
+        body=delivery.body,
+    )
+    if delivery.triggered_at is not None:
+        event.triggered_time.CopyFrom(timestamp(delivery.triggered_at))
+    return event

@@ -1,18 +1,32 @@
-"""gRPC surface of the edge service: the webhook ingress and rate-limit introspection."""
+"""gRPC surface of the edge service: the webhook ingress, rate-limit introspection, and
+Envoy's rate-limit service (the gateway's `ratelimit` filter asks it before routing each
+request, with one descriptor `[merchant_id, endpoint]` built from the verified JWT, never
+from client headers, and the gRPC method: DESIGN §8).
+
+Redis unreachable: fail open by default (the request passes and the failure is counted), or
+closed (`rate_limit_fail_open=false`, every merchant is refused with 429) when protecting the
+backends matters more than availability."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as redis
 from prometheus_client import Counter
 
 from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
+from loyalnest.gen.xds.envoy.config.core.v3 import base_pb2
+from loyalnest.gen.xds.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from loyalnest.platform import tenancy
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.validation import Validator
-from loyalnest.services.edge.ratelimit import PlanDirectory, TokenBuckets
-from loyalnest.services.edge.seen import SeenDeliveries
-from loyalnest.services.edge.settings import EdgeSettings
-from loyalnest.services.edge.store import EdgeStore, Outcome
+from loyalnest.services.edge.domain import Outcome
+from loyalnest.services.edge.store.buckets import TokenBuckets, bucket_key
+from loyalnest.services.edge.store.plans import PlanDirectory
+from loyalnest.services.edge.store.postgres import EdgeStore
+from loyalnest.services.edge.store.seen import SeenDeliveries
 from loyalnest.services.edge.webhooks import (
     HMAC_HEADER,
     Delivery,
@@ -20,6 +34,13 @@ from loyalnest.services.edge.webhooks import (
     customer_id,
     parse_body,
     verify_signature,
+)
+from loyalnest.services.edge.wire import (
+    ENDPOINT_KEY,
+    MERCHANT_KEY,
+    OUTCOMES,
+    descriptor_entries,
+    rate_limit_headers,
 )
 
 log = get_logger(__name__)
@@ -29,29 +50,29 @@ WEBHOOKS = Counter(
     "Shopify webhook deliveries by topic and outcome (accepted, duplicate, dead_lettered).",
     ["topic", "outcome"],
 )
-_OUTCOMES = {
-    Outcome.ACCEPTED: edge_pb2.WEBHOOK_OUTCOME_ACCEPTED,
-    Outcome.DUPLICATE: edge_pb2.WEBHOOK_OUTCOME_DUPLICATE,
-    Outcome.DEAD_LETTERED: edge_pb2.WEBHOOK_OUTCOME_DEAD_LETTERED,
-}
+DECISIONS = Counter(
+    "loyalnest_rate_limit_decisions_total",
+    "Rate-limit checks by plan and decision (ok, over_limit, unlimited).",
+    ["plan", "decision"],
+)
+REDIS_FAILURES = Counter(
+    "loyalnest_rate_limit_redis_failures_total",
+    "Checks Redis could not answer, by the decision taken instead (fail_open, fail_closed).",
+    ["decision"],
+)
 
 
 class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
     def __init__(
         self,
-        settings: EdgeSettings,
+        secrets: Sequence[str],
         store: EdgeStore,
         seen: SeenDeliveries,
         buckets: TokenBuckets,
         plans: PlanDirectory,
     ) -> None:
-        self._secrets = [
-            secret.get_secret_value()
-            for secret in (settings.shopify_api_secret, *settings.shopify_api_previous_secrets)
-            if secret.get_secret_value()
-        ]
-        if not self._secrets:
-            raise ValueError("LOYALNEST_SHOPIFY_API_SECRET is empty: no webhook could verify")
+        """`secrets`: the Shopify app secrets a webhook may be signed with (the current first)."""
+        self._secrets = list(secrets)
         self._store = store
         self._seen = seen
         self._buckets = buckets
@@ -85,7 +106,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             await self._seen.remember(delivery)
         WEBHOOKS.labels(delivery.topic, outcome.value).inc()
         return edge_pb2.ReceiveWebhookResponse(
-            outcome=_OUTCOMES[outcome], topic=delivery.topic, shopify_event_id=delivery.event_id
+            outcome=OUTCOMES[outcome], topic=delivery.topic, shopify_event_id=delivery.event_id
         )
 
     async def GetRateLimits(
@@ -105,3 +126,65 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                 for endpoint, remaining in sorted(levels.items())
             ],
         )
+
+
+class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+    """envoy.service.ratelimit.v3.RateLimitService for the gateway's `ratelimit` filter."""
+
+    def __init__(self, buckets: TokenBuckets, plans: PlanDirectory, *, fail_open: bool) -> None:
+        self._fail_open = fail_open
+        self._buckets = buckets
+        self._plans = plans
+
+    async def ShouldRateLimit(self, request: Any, context: Context) -> Any:
+        cost = max(1, request.hits_addend)
+        statuses: list[Any] = []
+        headers: list[base_pb2.HeaderValue] = []
+        refused = False
+        for descriptor in request.descriptors:
+            entries = descriptor_entries(descriptor)
+            merchant_id, endpoint = entries.get(MERCHANT_KEY), entries.get(ENDPOINT_KEY)
+            if not merchant_id or not endpoint:
+                # Not a descriptor this service defines: no limit from us.
+                statuses.append(
+                    rls_pb2.RateLimitResponse.DescriptorStatus(code=rls_pb2.RateLimitResponse.OK)
+                )
+                DECISIONS.labels("none", "unlimited").inc()
+                continue
+            try:
+                plan = await self._plans.plan_of(merchant_id)
+                decision = await self._buckets.take(
+                    bucket_key(merchant_id, endpoint), self._plans.limit_of(plan), cost
+                )
+            except (redis.RedisError, OSError) as exc:
+                return self._without_redis(exc)
+            DECISIONS.labels(plan, "ok" if decision.allowed else "over_limit").inc()
+            refused |= not decision.allowed
+            statuses.append(
+                rls_pb2.RateLimitResponse.DescriptorStatus(
+                    code=rls_pb2.RateLimitResponse.OK
+                    if decision.allowed
+                    else rls_pb2.RateLimitResponse.OVER_LIMIT,
+                    limit_remaining=max(0, decision.remaining),
+                )
+            )
+            # One descriptor per request in our configuration; with several, the last wins.
+            headers = rate_limit_headers(decision)
+        return rls_pb2.RateLimitResponse(
+            overall_code=rls_pb2.RateLimitResponse.OVER_LIMIT
+            if refused
+            else rls_pb2.RateLimitResponse.OK,
+            statuses=statuses,
+            response_headers_to_add=headers,
+        )
+
+    def _without_redis(self, exc: BaseException) -> Any:
+        decision = "fail_open" if self._fail_open else "fail_closed"
+        REDIS_FAILURES.labels(decision).inc()
+        log.warning("rate limiter without Redis", decision=decision, error=str(exc))
+        code = (
+            rls_pb2.RateLimitResponse.OK
+            if self._fail_open
+            else rls_pb2.RateLimitResponse.OVER_LIMIT
+        )
+        return rls_pb2.RateLimitResponse(overall_code=code)

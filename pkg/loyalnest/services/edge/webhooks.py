@@ -127,7 +127,7 @@ class Delivery:
         event_id = headers.get(EVENT_ID_HEADER, "").strip() or webhook_id
         if len(event_id) > MAX_ID_LENGTH:
             violations.append(FieldViolation(EVENT_ID_HEADER, "is too long"))
-        triggered_at = _timestamp(headers.get(TRIGGERED_AT_HEADER))
+        triggered_at = _parse_time(headers.get(TRIGGERED_AT_HEADER))
         if headers.get(TRIGGERED_AT_HEADER) and triggered_at is None:
             violations.append(FieldViolation(TRIGGERED_AT_HEADER, "must be an ISO 8601 time"))
         if violations:
@@ -143,7 +143,7 @@ class Delivery:
         )
 
 
-def _timestamp(value: str | None) -> datetime | None:
+def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     try:

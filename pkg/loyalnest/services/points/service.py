@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
+from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform.cache import VersionedCache, client_from_url
+from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import mongo_event_loops, postgres_event_loops
 from loyalnest.platform.events.inbox import Handler
@@ -19,7 +21,7 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
-from loyalnest.services.points import events
+from loyalnest.services.points import consumers, events
 from loyalnest.services.points.discounts import ConfiguredShopCredentials, DiscountCodes
 from loyalnest.services.points.earning import Clock, OrderEarnings, ProgramCopies, utc_now
 from loyalnest.services.points.ledger import CACHE_NAME, Ledger
@@ -101,7 +103,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         functools.partial(orders.run, settings.points_order_settle_interval_seconds)
     )
     if settings.events_enabled:
-        handlers = events.handlers(store, programs, orders)
+        handlers = consumers.handlers(store, programs, orders)
         _add_event_loops(settings, components, handlers, database, mongo_store)
     http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
     components.cleanup.append(http.close)
@@ -143,4 +145,11 @@ def _add_event_loops(
     )
 
 
-SPEC = ServiceSpec(name="points", settings_type=PointsSettings, build=build, database=DATABASE)
+# Auth: shops' access tokens and service tokens.
+SPEC = ServiceSpec(
+    name="points",
+    settings_type=PointsSettings,
+    build=build,
+    database=DATABASE,
+    calls=Calls(auth=auth_pb2_grpc.AuthServiceStub),
+)

@@ -10,7 +10,7 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
-from loyalnest.services.roles import events
+from loyalnest.services.roles import consumers, events
 from loyalnest.services.roles.servicer import RolesServicer
 from loyalnest.services.roles.store import RoleStore
 
@@ -30,7 +30,7 @@ async def build(settings: ServiceSettings) -> ServiceComponents:
         database,
         service="roles",
         group=events.CONSUMER_GROUP,
-        handlers=events.handlers(store),
+        handlers=consumers.handlers(store),
         registrations=[
             Registration(
                 SERVICE_NAME,

@@ -1,15 +1,11 @@
-"""gRPC surface of the Roles service: validation, tenancy and proto mapping only."""
+"""gRPC surface of the Roles service: validation and tenancy; mapping is in wire.py."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
 
 from loyalnest.gen.roles.v1 import roles_pb2, roles_pb2_grpc
 from loyalnest.platform import pagination, tenancy
-from loyalnest.platform.auth.context import current_principal
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.validation import Validator
@@ -17,40 +13,14 @@ from loyalnest.services.roles.domain import (
     MAX_NAME_LENGTH,
     MAX_PERMISSIONS,
     NAME_RE,
-    Assignment,
-    Role,
     RoleChanges,
     invalid_permissions,
     normalize_permissions,
 )
 from loyalnest.services.roles.store import RoleStore
+from loyalnest.services.roles.wire import assignment_proto, role_proto
 
 UPDATABLE_FIELDS = frozenset({"name", "description", "permissions"})
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def role_proto(role: Role) -> roles_pb2.Role:
-    return roles_pb2.Role(
-        role_id=role.role_id,
-        name=role.name,
-        description=role.description,
-        permissions=list(role.permissions),
-        create_time=_timestamp(role.created_at),
-        update_time=_timestamp(role.updated_at),
-    )
-
-
-def assignment_proto(assignment: Assignment) -> roles_pb2.RoleAssignment:
-    return roles_pb2.RoleAssignment(
-        user_id=assignment.user_id,
-        role_id=assignment.role_id,
-        assign_time=_timestamp(assignment.assigned_at),
-    )
 
 
 def _check_name(v: Validator, field: str, name: str) -> None:
@@ -76,10 +46,6 @@ def _check_permissions(v: Validator, field: str, permissions: Sequence[str]) -> 
     )
 
 
-def _actor() -> str:
-    return current_principal().subject
-
-
 class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
     def __init__(self, store: RoleStore) -> None:
         self._store = store
@@ -102,7 +68,6 @@ class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
             description=role.description.strip(),
             permissions=permissions,
             key=IdempotencyKey.of("CreateRole", request),
-            actor=_actor(),
         )
         return roles_pb2.CreateRoleResponse(role=role_proto(created))
 
@@ -116,14 +81,7 @@ class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
         with Validator() as v:
             if v.check(request.HasField("role"), "role", "is required"):
                 v.uuid("role.role_id", role.role_id)
-            if v.check(bool(paths), "update_mask", "must name the fields to change"):
-                unknown = sorted(paths - UPDATABLE_FIELDS)
-                v.check(
-                    not unknown,
-                    "update_mask",
-                    f"cannot change {', '.join(unknown)}; changeable: "
-                    f"{', '.join(sorted(UPDATABLE_FIELDS))}",
-                )
+            v.update_mask("update_mask", paths, UPDATABLE_FIELDS)
             if "name" in paths:
                 _check_name(v, "role.name", role.name)
             if "description" in paths:
@@ -141,7 +99,6 @@ class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
             role.role_id,
             changes,
             key=IdempotencyKey.of("UpdateRole", request),
-            actor=_actor(),
         )
         return roles_pb2.UpdateRoleResponse(role=role_proto(updated))
 
@@ -183,7 +140,6 @@ class RolesServicer(roles_pb2_grpc.RolesServiceServicer):
             request.user_id,
             request.role_id,
             key=IdempotencyKey.of("AssignRole", request),
-            actor=_actor(),
         )
         return roles_pb2.AssignRoleResponse(assignment=assignment_proto(assignment))
 

@@ -7,11 +7,9 @@ trigger) its audit row.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
@@ -41,6 +39,11 @@ _SELECT_ROLE = (
 _NAME_CONSTRAINT = "roles_name"
 
 
+def _name_taken(name: str) -> dict[str, Callable[[], Exception]]:
+    """A taken name is ALREADY_EXISTS, naming it."""
+    return {_NAME_CONSTRAINT: lambda: RoleNameTaken(name)}
+
+
 def _role(row: dict[str, Any]) -> Role:
     return Role(**{**row, "permissions": tuple(row["permissions"])})
 
@@ -48,18 +51,6 @@ def _role(row: dict[str, Any]) -> Role:
 class RoleStore:
     def __init__(self, database: Database) -> None:
         self._pool = database.pool
-
-    @asynccontextmanager
-    async def _writing(self, actor: str, name: str | None) -> AsyncIterator[AsyncConnection]:
-        """A transaction whose audit rows name `actor`; a taken name is ALREADY_EXISTS."""
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                await audit.set_actor(conn, actor)
-                yield conn
-        except psycopg.errors.UniqueViolation as exc:
-            if exc.diag.constraint_name == _NAME_CONSTRAINT:
-                raise RoleNameTaken(name or "") from exc
-            raise
 
     @staticmethod
     async def _select(conn: AsyncConnection, where: str, params: Any) -> list[Role]:
@@ -79,6 +70,19 @@ class RoleStore:
             raise RoleNotFound(role_id)
         return roles[0]
 
+    async def _assignment(
+        self, conn: AsyncConnection, merchant_id: str, user_id: str
+    ) -> Assignment:
+        cursor = await conn.execute(
+            "SELECT user_id::text, role_id::text, assigned_at FROM role_assignments"
+            " WHERE merchant_id = %s AND user_id = %s",
+            (merchant_id, user_id),
+        )
+        row = await cursor.fetchone()
+        if row is None:
+            raise AssignmentNotFound(user_id)
+        return Assignment(*row)
+
     # --- reads ------------------------------------------------------------------------------
 
     async def get(self, merchant_id: str, role_id: str) -> Role:
@@ -95,15 +99,7 @@ class RoleStore:
 
     async def user_role(self, merchant_id: str, user_id: str) -> tuple[Assignment, Role]:
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT user_id::text, role_id::text, assigned_at FROM role_assignments"
-                " WHERE merchant_id = %s AND user_id = %s",
-                (merchant_id, user_id),
-            )
-            row = await cursor.fetchone()
-            if row is None:
-                raise AssignmentNotFound(user_id)
-            assignment = Assignment(*row)
+            assignment = await self._assignment(conn, merchant_id, user_id)
             return assignment, await self._role(conn, merchant_id, assignment.role_id)
 
     # --- changes ----------------------------------------------------------------------------
@@ -116,12 +112,8 @@ class RoleStore:
         description: str,
         permissions: tuple[str, ...],
         key: IdempotencyKey,
-        actor: str,
     ) -> Role:
-        async with self._writing(actor, name) as conn:
-            earlier = await idempotency.claim(conn, merchant_id, key)
-            if earlier is not None:
-                return await self._role(conn, merchant_id, earlier)
+        async def insert(conn: AsyncConnection) -> tuple[Role, str]:
             role_id = str(uuid.uuid4())
             await conn.execute(
                 "INSERT INTO roles (role_id, merchant_id, name, description, permissions)"
@@ -132,22 +124,22 @@ class RoleStore:
             await outbox.enqueue(
                 conn, merchant_id, events.role_updated(role), occurred_at=role.created_at
             )
-            await idempotency.record(conn, merchant_id, key, role_id)
-        return role
+            return role, role_id
+
+        return await idempotency.write_once(
+            self._pool,
+            merchant_id,
+            key,
+            write=insert,
+            replay=lambda conn, role_id: self._role(conn, merchant_id, role_id),
+            audited=True,
+            unique_errors=_name_taken(name),
+        )
 
     async def update(
-        self,
-        merchant_id: str,
-        role_id: str,
-        changes: RoleChanges,
-        *,
-        key: IdempotencyKey,
-        actor: str,
+        self, merchant_id: str, role_id: str, changes: RoleChanges, *, key: IdempotencyKey
     ) -> Role:
-        async with self._writing(actor, changes.name) as conn:
-            earlier = await idempotency.claim(conn, merchant_id, key)
-            if earlier is not None:
-                return await self._role(conn, merchant_id, earlier)
+        async def apply(conn: AsyncConnection) -> tuple[Role, str]:
             current = await self._role(conn, merchant_id, role_id, lock=True)
             assignments: dict[str, Any] = {}
             if changes.name is not None and changes.name != current.name:
@@ -171,50 +163,58 @@ class RoleStore:
                 await outbox.enqueue(
                     conn, merchant_id, events.role_updated(role), occurred_at=role.updated_at
                 )
-            await idempotency.record(conn, merchant_id, key, role_id)
-        return role
+            return role, role_id
+
+        return await idempotency.write_once(
+            self._pool,
+            merchant_id,
+            key,
+            write=apply,
+            replay=lambda conn, earlier: self._role(conn, merchant_id, earlier),
+            audited=True,
+            unique_errors=_name_taken(changes.name or ""),
+        )
 
     async def assign(
-        self, merchant_id: str, user_id: str, role_id: str, *, key: IdempotencyKey, actor: str
+        self, merchant_id: str, user_id: str, role_id: str, *, key: IdempotencyKey
     ) -> Assignment:
-        async with self._writing(actor, None) as conn:
-            earlier = await idempotency.claim(conn, merchant_id, key)
-            if earlier is None:
-                # Locks the role: its role.updated and role.assigned events keep their order.
-                await self._role(conn, merchant_id, role_id, lock=True)
-                cursor = await conn.execute(
-                    "INSERT INTO role_assignments (merchant_id, user_id, role_id)"
-                    " VALUES (%s, %s, %s)"
-                    " ON CONFLICT (merchant_id, user_id) DO UPDATE"
-                    " SET role_id = excluded.role_id, assigned_at = now()"
-                    " WHERE role_assignments.role_id <> excluded.role_id"
-                    " RETURNING user_id::text, role_id::text, assigned_at",
-                    (merchant_id, user_id, role_id),
-                )
-                row = await cursor.fetchone()
-                if row is not None:  # None: the user had this role already, nothing changed
-                    assignment = Assignment(*row)
-                    await outbox.enqueue(
-                        conn,
-                        merchant_id,
-                        events.role_assigned(assignment),
-                        occurred_at=assignment.assigned_at,
-                    )
-                await idempotency.record(conn, merchant_id, key, user_id)
+        async def apply(conn: AsyncConnection) -> tuple[Assignment, str]:
+            # Locks the role: its role.updated and role.assigned events keep their order.
+            await self._role(conn, merchant_id, role_id, lock=True)
             cursor = await conn.execute(
-                "SELECT user_id::text, role_id::text, assigned_at FROM role_assignments"
-                " WHERE merchant_id = %s AND user_id = %s",
-                (merchant_id, earlier or user_id),
+                "INSERT INTO role_assignments (merchant_id, user_id, role_id)"
+                " VALUES (%s, %s, %s)"
+                " ON CONFLICT (merchant_id, user_id) DO UPDATE"
+                " SET role_id = excluded.role_id, assigned_at = now()"
+                " WHERE role_assignments.role_id <> excluded.role_id"
+                " RETURNING user_id::text, role_id::text, assigned_at",
+                (merchant_id, user_id, role_id),
             )
-            current = await cursor.fetchone()
-            assert current is not None  # written above or by the call that holds the key
-        return Assignment(*current)
+            row = await cursor.fetchone()
+            if row is not None:  # None: the user had this role already, nothing changed
+                assignment = Assignment(*row)
+                await outbox.enqueue(
+                    conn,
+                    merchant_id,
+                    events.role_assigned(assignment),
+                    occurred_at=assignment.assigned_at,
+                )
+            return await self._assignment(conn, merchant_id, user_id), user_id
+
+        return await idempotency.write_once(
+            self._pool,
+            merchant_id,
+            key,
+            write=apply,
+            replay=lambda conn, earlier: self._assignment(conn, merchant_id, earlier),
+            audited=True,
+        )
 
     # --- events -----------------------------------------------------------------------------
 
     async def create_default_roles(self, merchant_id: str, *, event: ConsumedEvent) -> bool:
         """The roles a new merchant starts with; once, however often the event arrives."""
-        async with self._writing(f"event:{event.event_type}:{event.event_id}", None) as conn:
+        async with audit.transaction(self._pool, audit.actor_of_event(event)) as conn:
             if not await inbox.claim(conn, event):
                 return False
             for name, permissions in DEFAULT_ROLES.items():

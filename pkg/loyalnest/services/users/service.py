@@ -1,22 +1,30 @@
-"""Wires the Users service into the platform runtime."""
+"""Wires the Users service into the platform runtime.
+
+Emails are sealed by a platform PII vault (AES-256-GCM bound to the row, blind index). Keys
+(LOYALNEST_*): USERS_ENCRYPTION_KEY and USERS_BLIND_INDEX_KEY, base64 of 32 random bytes
+each (`openssl rand -base64 32`); USERS_ENCRYPTION_PREVIOUS_KEYS (JSON list) keeps old keys
+readable while rows are re-encrypted after a rotation. See loyalnest.platform.pii for the
+development keys used on a developer's machine.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform import audit
+from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
-from loyalnest.services.users import events
-from loyalnest.services.users.cache import UserCache
-from loyalnest.services.users.pii import EmailVault, PiiSettings
+from loyalnest.services.users import consumers, events
 from loyalnest.services.users.servicer import UsersServicer
-from loyalnest.services.users.store import UserStore
+from loyalnest.services.users.store.cache import UserCache
+from loyalnest.services.users.store.postgres import UserStore
 
 # The audit trigger function must exist before users_0001 attaches it.
 DATABASE = DatabaseSpec(
@@ -26,14 +34,35 @@ SERVICE_NAME = users_pb2.DESCRIPTOR.services_by_name["UsersService"].full_name
 log = get_logger(__name__)
 
 
-class UsersSettings(PiiSettings):
+class UsersSettings(ServiceSettings):
+    # base64 of 32 random bytes (`openssl rand -base64 32`). Required outside a developer's
+    # machine: a built-in key would encrypt production data under a published key.
+    users_encryption_key: SecretStr | None = None
+    # Keys that still decrypt (rotation: the old key goes here until every row was
+    # re-encrypted under the new one). JSON list in the environment.
+    users_encryption_previous_keys: list[SecretStr] = []
+    # base64 of 32 random bytes; fixed for the life of the data (changing it means
+    # recomputing every index). Never the encryption key: one secret, one purpose.
+    users_blind_index_key: SecretStr | None = None
     # How long a cached user:{id} may outlive a change whose invalidation was lost.
     users_cache_ttl_seconds: int = Field(300, ge=1)
 
 
+def email_vault(settings: UsersSettings) -> PiiVault:
+    return PiiVault.from_keys(
+        settings,
+        service="users",
+        # The contexts Users has always used: "users.email:{merchant}:{user}".
+        namespace="users.email",
+        encryption_key=settings.users_encryption_key,
+        previous_keys=settings.users_encryption_previous_keys,
+        blind_index_key=settings.users_blind_index_key,
+    )
+
+
 async def build(settings: UsersSettings) -> ServiceComponents:
     # Before anything opens: missing keys must stop the process, not surface per request.
-    vault = EmailVault.from_settings(settings)
+    vault = email_vault(settings)
     database = Database(settings, DATABASE)
     await database.open()
     cache = None
@@ -47,7 +76,7 @@ async def build(settings: UsersSettings) -> ServiceComponents:
         database,
         service="users",
         group=events.CONSUMER_GROUP,
-        handlers=events.handlers(store),
+        handlers=consumers.handlers(store),
         registrations=[
             Registration(
                 SERVICE_NAME,

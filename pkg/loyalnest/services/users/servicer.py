@@ -1,88 +1,51 @@
-"""gRPC surface of the Users service: validation, tenancy and proto mapping only."""
+"""gRPC surface of the Users service: validation and tenancy; mapping is in wire.py."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TypeVar
-
-from google.protobuf import timestamp_pb2
 
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform import pagination, tenancy
-from loyalnest.platform.auth.context import current_principal
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.validation import EMAIL_RULE, Validator, is_valid_email, normalize_email
-from loyalnest.services.users.domain import (
-    User,
-    UserChanges,
-    UserKind,
-)
-from loyalnest.services.users.pii import EmailVault
-from loyalnest.services.users.store import UserStore
+from loyalnest.services.users.domain import UserChanges
+from loyalnest.services.users.store.postgres import UserStore
+from loyalnest.services.users.wire import KIND_RULE, KINDS_FROM_PROTO, user_proto
 
-_KINDS = {
-    UserKind.CUSTOMER: users_pb2.USER_KIND_CUSTOMER,
-    UserKind.STAFF: users_pb2.USER_KIND_STAFF,
-}
-_KINDS_FROM_PROTO = {value: kind for kind, value in _KINDS.items()}
 # The requests whose email the idempotency fingerprint must not contain.
 _WithEmail = TypeVar("_WithEmail", users_pb2.CreateUserRequest, users_pb2.UpdateUserRequest)
 UPDATABLE_FIELDS = frozenset({"email", "kind"})
-_KIND_RULE = "must be USER_KIND_CUSTOMER or USER_KIND_STAFF"
-
-
-def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def user_proto(user: User) -> users_pb2.User:
-    return users_pb2.User(
-        user_id=user.user_id,
-        email=user.email or "",
-        kind=_KINDS[user.kind],
-        role_id=user.role_id or "",
-        create_time=_timestamp(user.created_at),
-        update_time=_timestamp(user.updated_at),
-    )
-
-
-def _actor() -> str:
-    return current_principal().subject
 
 
 class UsersServicer(users_pb2_grpc.UsersServiceServicer):
-    def __init__(self, store: UserStore, vault: EmailVault) -> None:
+    def __init__(self, store: UserStore, vault: PiiVault) -> None:
         self._store = store
         self._vault = vault
 
     def _idempotency_key(
-        self,
-        method: str,
-        request: _WithEmail,
-        merchant_id: str,
+        self, method: str, request: _WithEmail, merchant_id: str
     ) -> IdempotencyKey:
-        # The key's fingerprint is an unkeyed SHA-256 of the request, kept in the database:
-        # with the email in it, guessing addresses and hashing them would reveal it. The
-        # blind index stands in for the email: equal for equal emails, useless without the key.
-        fingerprinted = type(request)()
-        fingerprinted.CopyFrom(request)
-        email = normalize_email(request.user.email)
-        fingerprinted.user.email = self._vault.index(merchant_id, email).hex() if email else ""
-        return IdempotencyKey.of(method, fingerprinted)
+        # The email stays out of the fingerprint (see PiiVault.idempotency_key).
+        return self._vault.idempotency_key(
+            method,
+            request,
+            merchant_id,
+            lambda fingerprinted: [(fingerprinted.user, "email", "")],
+            normalize=normalize_email,
+        )
 
     async def CreateUser(
         self, request: users_pb2.CreateUserRequest, context: Context
     ) -> users_pb2.CreateUserResponse:
         merchant_id = tenancy.merchant_id()
         email = normalize_email(request.user.email)
-        kind = _KINDS_FROM_PROTO.get(request.user.kind)
+        kind = KINDS_FROM_PROTO.get(request.user.kind)
         with Validator() as v:
             if v.check(request.HasField("user"), "user", "is required"):
                 v.check(not email or is_valid_email(email), "user.email", EMAIL_RULE)
-                v.check(kind is not None, "user.kind", _KIND_RULE)
+                v.check(kind is not None, "user.kind", KIND_RULE)
             v.idempotency_key("idempotency_key", request.idempotency_key)
         assert kind is not None  # the validator rejected the request otherwise
         user = await self._store.create(
@@ -90,7 +53,6 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             kind=kind,
             email=email or None,
             key=self._idempotency_key("CreateUser", request, merchant_id),
-            actor=_actor(),
         )
         return users_pb2.CreateUserResponse(user=user_proto(user))
 
@@ -100,22 +62,15 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         merchant_id = tenancy.merchant_id()
         paths = set(request.update_mask.paths)
         email = normalize_email(request.user.email)
-        kind = _KINDS_FROM_PROTO.get(request.user.kind)
+        kind = KINDS_FROM_PROTO.get(request.user.kind)
         with Validator() as v:
             if v.check(request.HasField("user"), "user", "is required"):
                 v.uuid("user.user_id", request.user.user_id)
-            if v.check(bool(paths), "update_mask", "must name the fields to change"):
-                unknown = sorted(paths - UPDATABLE_FIELDS)
-                v.check(
-                    not unknown,
-                    "update_mask",
-                    f"cannot change {', '.join(unknown)}; changeable: "
-                    f"{', '.join(sorted(UPDATABLE_FIELDS))}",
-                )
+            v.update_mask("update_mask", paths, UPDATABLE_FIELDS)
             if "email" in paths:
                 v.check(not email or is_valid_email(email), "user.email", EMAIL_RULE)
             if "kind" in paths:
-                v.check(kind is not None, "user.kind", _KIND_RULE)
+                v.check(kind is not None, "user.kind", KIND_RULE)
             v.idempotency_key("idempotency_key", request.idempotency_key)
         changes = UserChanges(
             kind=kind if "kind" in paths else None,
@@ -126,7 +81,6 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             request.user.user_id,
             changes,
             key=self._idempotency_key("UpdateUser", request, merchant_id),
-            actor=_actor(),
         )
         return users_pb2.UpdateUserResponse(user=user_proto(user))
 

@@ -88,14 +88,17 @@ class PostgresLedgerStore:
         return Balance(*row)
 
     async def post(self, posting: Posting, key: IdempotencyKey) -> PostingResult:
-        async with self._pool.connection() as conn, conn.transaction():
-            earlier = await idempotency.claim(conn, posting.merchant_id, key)
-            if earlier is not None:
-                transaction = await self._transaction_by_id(conn, earlier)
-                return PostingResult.of(transaction, replayed=True)
+        async def apply(conn: AsyncConnection) -> tuple[PostingResult, str]:
             transaction = await self._apply(conn, posting)
-            await idempotency.record(conn, posting.merchant_id, key, transaction.transaction_id)
-            return PostingResult.of(transaction)
+            return PostingResult.of(transaction), transaction.transaction_id
+
+        async def replay(conn: AsyncConnection, transaction_id: str) -> PostingResult:
+            transaction = await self._transaction_by_id(conn, transaction_id)
+            return PostingResult.of(transaction, replayed=True)
+
+        return await idempotency.write_once(
+            self._pool, posting.merchant_id, key, write=apply, replay=replay
+        )
 
     async def _apply(self, conn: AsyncConnection, posting: Posting) -> Transaction:
         ledger_key = (posting.merchant_id, posting.customer_id)

@@ -18,17 +18,18 @@ from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.postgres import Database
 from loyalnest.services.core import events
-from loyalnest.services.core.cache import UsageCache, usage_field
 from loyalnest.services.core.domain import (
     CUSTOMERS,
     ORDERS_PER_MONTH,
+    MetricUsage,
     PlanLimits,
     limit_of,
     month_period,
     period_of,
     thresholds_reached,
 )
-from loyalnest.services.core.program import ProgramStore
+from loyalnest.services.core.store.cache import UsageCache, usage_field
+from loyalnest.services.core.store.program import ProgramStore
 
 METRICS = (CUSTOMERS, ORDERS_PER_MONTH)
 
@@ -41,14 +42,6 @@ class Count:
     metric: str
     period: str
     used: int
-
-
-@dataclass(frozen=True)
-class MetricUsage:
-    metric: str
-    period: str
-    used: int
-    limit: int
 
 
 class UsageStore:

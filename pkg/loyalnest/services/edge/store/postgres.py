@@ -2,39 +2,14 @@
 
 from __future__ import annotations
 
-import enum
-
-from google.protobuf import timestamp_pb2
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
-from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.platform.events import outbox
 from loyalnest.platform.postgres import Database
+from loyalnest.services.edge.domain import Outcome
+from loyalnest.services.edge.events import webhook_received
 from loyalnest.services.edge.webhooks import Delivery
-
-
-class Outcome(enum.Enum):
-    ACCEPTED = "accepted"
-    DUPLICATE = "duplicate"
-    DEAD_LETTERED = "dead_lettered"
-
-
-def webhook_received(delivery: Delivery, customer_id: str) -> gateway_events.WebhookReceived:
-    event = gateway_events.WebhookReceived(
-        topic=delivery.topic,
-        shopify_event_id=delivery.event_id,
-        webhook_id=delivery.webhook_id,
-        shop_domain=delivery.shop_domain,
-        customer_id=customer_id,
-        body=delivery.body,
-    )
-    if delivery.triggered_at is not None:
-        stamp = timestamp_pb2.Timestamp()
-        stamp.FromDatetime(delivery.triggered_at)
-        event.triggered_time.CopyFrom(stamp)
-    return event
-
 
 # The idempotency key and, only if it is new, the event's outbox row.
 _ACCEPT = (

@@ -21,12 +21,12 @@ from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.core import events
-from loyalnest.services.core.cache import ProgramCache
 from loyalnest.services.core.domain import (
     PlanCatalogue,
     ProgramSettings,
     is_change,
 )
+from loyalnest.services.core.store.cache import ProgramCache
 
 # A change of the program: the current state (version 0 when never saved) -> the new one.
 Change = Callable[[ProgramSettings], ProgramSettings]
@@ -91,47 +91,70 @@ class ProgramStore:
         merchant_id: str,
         change: Change,
         *,
-        key: IdempotencyKey | None = None,
+        key: IdempotencyKey,
         expected_version: int = 0,
-        event: ConsumedEvent | None = None,
     ) -> ProgramSettings:
-        """Applies `change`; saves and announces a new version only when something changed.
+        """Applies `change` for an RPC; a retry with `key` returns the current program
+        without changing it again."""
+        changed = False
 
-        With `key`, a retry returns the current program without changing it again; with
-        `event`, a redelivered event changes nothing.
-        """
+        async def save(conn: AsyncConnection) -> tuple[ProgramSettings, str]:
+            nonlocal changed
+            after, changed = await self._save(conn, merchant_id, change, expected_version)
+            return after, str(after.version)
+
+        settings = await idempotency.write_once(
+            self._pool,
+            merchant_id,
+            key,
+            write=save,
+            replay=lambda conn, _version: self.load(conn, merchant_id),
+        )
+        if changed:
+            await self._invalidate(merchant_id)
+        return settings
+
+    async def apply_event(self, event: ConsumedEvent, change: Change) -> ProgramSettings:
+        """Applies `change` for a consumed event; a redelivered event changes nothing."""
+        merchant_id = event.merchant_id
         async with self._pool.connection() as conn, conn.transaction():
-            if key is not None and await idempotency.claim(conn, merchant_id, key) is not None:
+            if not await inbox.claim(conn, event):
                 return await self.load(conn, merchant_id)
-            if event is not None and not await inbox.claim(conn, event):
-                return await self.load(conn, merchant_id)
-            before = await self.load(conn, merchant_id, for_change=True)
-            if expected_version and expected_version != before.version:
-                raise Aborted(
-                    f"the program is at version {before.version}, not {expected_version}:"
-                    " read it again and reapply the change"
-                )
-            after = change(before)
-            changed = is_change(before, after)
-            if changed:
-                after.version = before.version + 1
-                await conn.execute(
-                    "INSERT INTO program_settings (merchant_id, version, settings)"
-                    " VALUES (%(merchant)s, %(version)s, %(settings)s)"
-                    " ON CONFLICT (merchant_id) DO UPDATE SET version = excluded.version,"
-                    " settings = excluded.settings, updated_at = now()",
-                    {
-                        "merchant": merchant_id,
-                        "version": after.version,
-                        "settings": Jsonb(_to_json(after)),
-                    },
-                )
-                await outbox.enqueue(conn, merchant_id, events.program_settings_updated(after))
-            else:
-                after = before
-            if key is not None:
-                await idempotency.record(conn, merchant_id, key, str(after.version))
-        # After commit: dropping it earlier would let a concurrent read re-cache the old state.
-        if changed and self._cache:
-            await self._cache.invalidate(merchant_id)
+            after, changed = await self._save(conn, merchant_id, change)
+        if changed:
+            await self._invalidate(merchant_id)
         return after
+
+    async def _save(
+        self, conn: AsyncConnection, merchant_id: str, change: Change, expected_version: int = 0
+    ) -> tuple[ProgramSettings, bool]:
+        """Saves and announces a new version only when `change` changes something; the new
+        state and whether it did."""
+        before = await self.load(conn, merchant_id, for_change=True)
+        if expected_version and expected_version != before.version:
+            raise Aborted(
+                f"the program is at version {before.version}, not {expected_version}:"
+                " read it again and reapply the change"
+            )
+        after = change(before)
+        if not is_change(before, after):
+            return before, False
+        after.version = before.version + 1
+        await conn.execute(
+            "INSERT INTO program_settings (merchant_id, version, settings)"
+            " VALUES (%(merchant)s, %(version)s, %(settings)s)"
+            " ON CONFLICT (merchant_id) DO UPDATE SET version = excluded.version,"
+            " settings = excluded.settings, updated_at = now()",
+            {
+                "merchant": merchant_id,
+                "version": after.version,
+                "settings": Jsonb(_to_json(after)),
+            },
+        )
+        await outbox.enqueue(conn, merchant_id, events.program_settings_updated(after))
+        return after, True
+
+    async def _invalidate(self, merchant_id: str) -> None:
+        # After commit: dropping it earlier would let a concurrent read re-cache the old state.
+        if self._cache:
+            await self._cache.invalidate(merchant_id)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 from google.protobuf import json_format
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
@@ -25,7 +23,7 @@ from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.pii import PiiVault
-from loyalnest.platform.postgres import Database
+from loyalnest.platform.postgres import Database, unique_violations
 from loyalnest.platform.validation import is_uuid
 from loyalnest.services.core import events
 from loyalnest.services.core.domain import (
@@ -33,11 +31,14 @@ from loyalnest.services.core.domain import (
     Customer,
     CustomerNotFound,
     CustomersLimitReached,
+    ImportItem,
+    ImportOutcome,
+    ImportResult,
     NewCustomer,
     PlanLimits,
     ShopifyCustomerTaken,
 )
-from loyalnest.services.core.usage import Count, UsageStore
+from loyalnest.services.core.store.usage import Count, UsageStore
 
 _SELECT = (
     "SELECT c.customer_id::text, c.merchant_id, c.shopify_customer_id, c.user_id::text,"
@@ -49,30 +50,6 @@ _SELECT = (
 )
 _SHOPIFY_ID_CONSTRAINT = "customers_shopify_id"
 _PII_COLUMNS = ("email", "first_name", "last_name")
-
-
-class ImportOutcome:
-    CREATED = "created"
-    ALREADY_EXISTS = "already_exists"
-    INVALID = "invalid"
-    LIMIT_REACHED = "limit_reached"
-
-
-@dataclass(frozen=True)
-class ImportItem:
-    """One item of a batch: a valid customer, or why it is not one."""
-
-    shopify_customer_id: str
-    customer: NewCustomer | None
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    import_id: str
-    status: str
-    # Per item: index, shopify_customer_id, outcome, customer_id, error.
-    items: list[dict[str, Any]]
 
 
 class CustomerStore:
@@ -137,7 +114,8 @@ class CustomerStore:
                 _PII_COLUMNS, (new.email, new.first_name, new.last_name), strict=True
             )
         }
-        try:
+        taken = {_SHOPIFY_ID_CONSTRAINT: lambda: ShopifyCustomerTaken(new.shopify_customer_id)}
+        with unique_violations(taken):
             await conn.execute(
                 "INSERT INTO customers (customer_id, merchant_id, shopify_customer_id, user_id,"
                 " email_ciphertext, email_index, first_name_ciphertext, last_name_ciphertext)"
@@ -155,10 +133,6 @@ class CustomerStore:
                     sealed["last_name"],
                 ),
             )
-        except psycopg.errors.UniqueViolation as exc:
-            if exc.diag.constraint_name == _SHOPIFY_ID_CONSTRAINT:
-                raise ShopifyCustomerTaken(new.shopify_customer_id) from exc
-            raise
         count = await self._usage.count(conn, merchant_id, CUSTOMERS, datetime.now(UTC), plan)
         if plan.customers_limit and count.used > plan.customers_limit:
             raise CustomersLimitReached(merchant_id, plan)
@@ -169,14 +143,22 @@ class CustomerStore:
         return customer, count
 
     async def create(self, merchant_id: str, new: NewCustomer, *, key: IdempotencyKey) -> Customer:
-        async with self._pool.connection() as conn, conn.transaction():
-            earlier = await idempotency.claim(conn, merchant_id, key)
-            if earlier is not None:
-                return await self._row(conn, merchant_id, earlier)
+        counts: list[Count] = []
+
+        async def register(conn: AsyncConnection) -> tuple[Customer, str]:
             plan = await self._usage.plan_in(conn, merchant_id)
             customer, count = await self._insert(conn, merchant_id, new, plan)
-            await idempotency.record(conn, merchant_id, key, customer.customer_id)
-        await self._usage.cache_counts([count])
+            counts.append(count)
+            return customer, customer.customer_id
+
+        customer = await idempotency.write_once(
+            self._pool,
+            merchant_id,
+            key,
+            write=register,
+            replay=lambda conn, customer_id: self._row(conn, merchant_id, customer_id),
+        )
+        await self._usage.cache_counts(counts)
         return customer
 
     async def import_batch(
@@ -184,10 +166,8 @@ class CustomerStore:
     ) -> ImportResult:
         """Each valid item on its own savepoint: one failure leaves the others in place."""
         counts: list[Count] = []
-        async with self._pool.connection() as conn, conn.transaction():
-            earlier = await idempotency.claim(conn, merchant_id, key)
-            if earlier is not None:
-                return await self._import_log(conn, merchant_id, earlier)
+
+        async def register_each(conn: AsyncConnection) -> tuple[ImportResult, str]:
             plan = await self._usage.plan_in(conn, merchant_id)
             results = []
             for index, item in enumerate(items):
@@ -222,9 +202,17 @@ class CustomerStore:
                 " log_details) VALUES (%s, %s, %s, %s, %s)",
                 (import_id, merchant_id, batch_id, status, Jsonb({"items": results})),
             )
-            await idempotency.record(conn, merchant_id, key, import_id)
+            return ImportResult(import_id, status, results), import_id
+
+        result = await idempotency.write_once(
+            self._pool,
+            merchant_id,
+            key,
+            write=register_each,
+            replay=lambda conn, import_id: self._import_log(conn, merchant_id, import_id),
+        )
         await self._usage.cache_counts(counts)
-        return ImportResult(import_id, status, results)
+        return result
 
     async def _id_of(self, conn: AsyncConnection, merchant_id: str, shopify_id: str) -> str:
         cursor = await conn.execute(

@@ -7,12 +7,9 @@ trigger) its audit row; the cache entry is dropped once that transaction has com
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-import psycopg
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
@@ -21,10 +18,10 @@ from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.consumer import PermanentEventError
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.validation import is_uuid
 from loyalnest.services.users import events
-from loyalnest.services.users.cache import UserCache, UserRow
 from loyalnest.services.users.domain import (
     EmailTaken,
     User,
@@ -33,7 +30,7 @@ from loyalnest.services.users.domain import (
     UserNotFound,
     owner_user_id,
 )
-from loyalnest.services.users.pii import EmailVault
+from loyalnest.services.users.store.cache import UserCache, UserRow
 
 _SELECT = (
     "SELECT u.user_id::text AS user_id, u.merchant_id, u.seq, u.kind, u.email_ciphertext,"
@@ -41,12 +38,12 @@ _SELECT = (
     " FROM users u LEFT JOIN user_roles r"
     "   ON r.merchant_id = u.merchant_id AND r.user_id = u.user_id"
 )
-# The partial unique index of users_0001_users.sql.
-_EMAIL_CONSTRAINT = "users_email"
+# The partial unique index of users_0001_users.sql: a duplicate email is ALREADY_EXISTS.
+_UNIQUE_ERRORS = {"users_email": EmailTaken}
 
 
 class UserStore:
-    def __init__(self, database: Database, vault: EmailVault, cache: UserCache | None) -> None:
+    def __init__(self, database: Database, vault: PiiVault, cache: UserCache | None) -> None:
         self._pool = database.pool
         self._vault = vault
         self._cache = cache
@@ -81,18 +78,6 @@ class UserStore:
         if not rows:
             raise UserNotFound(user_id)
         return rows[0]
-
-    @asynccontextmanager
-    async def _writing(self, actor: str) -> AsyncIterator[AsyncConnection]:
-        """A transaction whose audit rows name `actor`; a duplicate email is ALREADY_EXISTS."""
-        try:
-            async with self._pool.connection() as conn, conn.transaction():
-                await audit.set_actor(conn, actor)
-                yield conn
-        except psycopg.errors.UniqueViolation as exc:
-            if exc.diag.constraint_name == _EMAIL_CONSTRAINT:
-                raise EmailTaken() from exc
-            raise
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -129,18 +114,9 @@ class UserStore:
     # --- changes ----------------------------------------------------------------------------
 
     async def create(
-        self,
-        merchant_id: str,
-        *,
-        kind: UserKind,
-        email: str | None,
-        key: IdempotencyKey,
-        actor: str,
+        self, merchant_id: str, *, kind: UserKind, email: str | None, key: IdempotencyKey
     ) -> User:
-        async with self._writing(actor) as conn:
-            earlier = await idempotency.claim(conn, merchant_id, key)
-            if earlier is not None:
-                return self._user(await self._row(conn, merchant_id, earlier))
+        async def insert(conn: AsyncConnection) -> tuple[User, str]:
             user_id = str(uuid.uuid4())
             ciphertext, index = self._seal(merchant_id, user_id, email)
             await conn.execute(
@@ -152,22 +128,27 @@ class UserStore:
             await outbox.enqueue(
                 conn, merchant_id, events.user_created(user), occurred_at=user.created_at
             )
-            await idempotency.record(conn, merchant_id, key, user_id)
-        return user
+            return user, user_id
+
+        return await idempotency.write_once(
+            self._pool,
+            merchant_id,
+            key,
+            write=insert,
+            replay=lambda conn, user_id: self._replay(conn, merchant_id, user_id),
+            audited=True,
+            unique_errors=_UNIQUE_ERRORS,
+        )
+
+    async def _replay(self, conn: AsyncConnection, merchant_id: str, user_id: str) -> User:
+        return self._user(await self._row(conn, merchant_id, user_id))
 
     async def update(
-        self,
-        merchant_id: str,
-        user_id: str,
-        changes: UserChanges,
-        *,
-        key: IdempotencyKey,
-        actor: str,
+        self, merchant_id: str, user_id: str, changes: UserChanges, *, key: IdempotencyKey
     ) -> User:
-        async with self._writing(actor) as conn:
-            earlier = await idempotency.claim(conn, merchant_id, key)
-            if earlier is not None:
-                return self._user(await self._row(conn, merchant_id, earlier))
+        changed: list[str] = []
+
+        async def apply(conn: AsyncConnection) -> tuple[User, str]:
             cursor = await conn.execute(
                 "SELECT kind, email_index FROM users"
                 " WHERE merchant_id = %s AND user_id = %s FOR UPDATE",
@@ -178,7 +159,6 @@ class UserStore:
                 raise UserNotFound(user_id)
             kind, email_index = current
             assignments: dict[str, Any] = {}
-            changed: list[str] = []
             if changes.kind is not None and changes.kind.value != kind:
                 assignments["kind"] = changes.kind.value
                 changed.append("kind")
@@ -203,7 +183,17 @@ class UserStore:
                     events.user_updated(user, changed),
                     occurred_at=user.updated_at,
                 )
-            await idempotency.record(conn, merchant_id, key, user_id)
+            return user, user_id
+
+        user = await idempotency.write_once(
+            self._pool,
+            merchant_id,
+            key,
+            write=apply,
+            replay=lambda conn, earlier: self._replay(conn, merchant_id, earlier),
+            audited=True,
+            unique_errors=_UNIQUE_ERRORS,
+        )
         # After commit: dropping it earlier would let a concurrent read re-cache the old row.
         if changed and self._cache:
             await self._cache.invalidate(user_id)
@@ -224,7 +214,7 @@ class UserStore:
     async def create_owner(self, merchant_id: str, *, event: ConsumedEvent) -> bool:
         """The owner account of a new merchant; once, however often the event arrives."""
         user_id = owner_user_id(merchant_id)
-        async with self._writing(f"event:{event.event_type}:{event.event_id}") as conn:
+        async with audit.transaction(self._pool, audit.actor_of_event(event)) as conn:
             if not await inbox.claim(conn, event):
                 return False
             cursor = await conn.execute(
@@ -251,7 +241,7 @@ class UserStore:
         """Projects role.assigned; the newest assignment wins whatever the arrival order."""
         if not (is_uuid(user_id) and is_uuid(role_id)):
             raise PermanentEventError(f"role.assigned with a malformed id ({event.event_id})")
-        async with self._writing(f"event:{event.event_type}:{event.event_id}") as conn:
+        async with audit.transaction(self._pool, audit.actor_of_event(event)) as conn:
             if not await inbox.claim(conn, event):
                 return False
             # Lock the user first (if it exists yet) so its user.updated events stay ordered.

@@ -1,0 +1,35 @@
+"""Who calls whom, as the chart needs it: generated from the services' code.
+
+Each service declares the services it calls on its `ServiceSpec` (`calls=Calls(...)`,
+loyalnest.platform.calls). The chart cannot import Python, so this writes the declarations of
+every service in the registry to `charts/loyalnest/files/calls.json` (service -> callees); the
+chart renders each component's LOYALNEST_CALL_TARGETS and NetworkPolicy egress (and its
+callees' ingress) from it. Components the seed designs but the code does not have yet keep a
+hand-written `components.<name>.calls` in values.yaml (checked against the seed's call graph
+by tests/deploy); a component may not have both.
+
+`python -m loyalnest.deploy calls [--check]` writes (or checks) the file.
+"""
+
+from __future__ import annotations
+
+import json
+
+from loyalnest.deploy.paths import CHART_DIR
+from loyalnest.platform.calls import dns_name
+from loyalnest.services.registry import SERVICES, spec_for
+
+CALLS_FILE = CHART_DIR / "files" / "calls.json"
+
+
+def code_call_graph() -> dict[str, list[str]]:
+    """Every registry service (the name `loyalnest serve` takes) -> the components it calls
+    (their Kubernetes names), from its code."""
+    return {
+        service: sorted(dns_name(callee) for callee in spec_for(service).calls.services)
+        for service in sorted(SERVICES)
+    }
+
+
+def calls_text() -> str:
+    return json.dumps(code_call_graph(), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,1 @@
+"""Where Users keeps its accounts: PostgreSQL (`postgres`), and Redis in front of it (`cache`)."""

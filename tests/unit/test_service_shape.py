@@ -1,0 +1,82 @@
+"""Every service keeps the shape README's "Anatomy of a service" describes: the same files,
+extra modules only for the domain sub-areas named there, and no import cycles inside it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SERVICES = Path(__file__).resolve().parents[2] / "pkg" / "loyalnest" / "services"
+EVERY_SERVICE = {"__init__", "service", "servicer", "domain", "events", "wire"}
+# Services that consume events; the others have no consumers.py.
+CONSUMING = {"core", "edge", "points", "roles", "users"}
+# The domain sub-modules README names, per service.
+SUB_MODULES = {
+    "auth": {"sessions", "keys", "credentials", "shopify"},
+    "core": set(),
+    "edge": {"webhooks", "signing"},
+    "points": {"earning", "orders", "ledger", "rewards", "discounts", "offline_sync"},
+    "roles": set(),
+    "users": set(),
+}
+
+
+def _modules(service: Path) -> dict[str, Path]:
+    """Dotted module name (inside the service) -> file, `store/` modules as store.<name>."""
+    modules = {}
+    for path in service.rglob("*.py"):
+        parts = path.relative_to(service).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)] = (
+            path
+        )
+    return modules
+
+
+def _imports(path: Path, package: str, names: set[str]) -> set[str]:
+    """The modules of the same service `path` imports (TYPE_CHECKING imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            candidates = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        elif isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        else:
+            continue
+        for candidate in candidates:
+            inside = candidate.removeprefix(f"{package}.")
+            if candidate.startswith(f"{package}.") and inside in names:
+                found.add(inside)
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(SUB_MODULES))
+def test_the_service_has_the_files_of_the_shape(name: str) -> None:
+    modules = _modules(SERVICES / name)
+    tops = {module.split(".")[0] for module in modules}
+    required = EVERY_SERVICE | {"store"} | ({"consumers"} if name in CONSUMING else set())
+    assert required <= tops, f"missing: {sorted(required - tops)}"
+    assert (SERVICES / name / "migrations").is_dir()
+    extra = tops - required - SUB_MODULES[name]
+    assert not extra, f"not in the shape nor a named domain sub-module: {sorted(extra)}"
+
+
+@pytest.mark.parametrize("name", sorted(SUB_MODULES))
+def test_no_import_cycle_inside_the_service(name: str) -> None:
+    modules = _modules(SERVICES / name)
+    package = f"loyalnest.services.{name}"
+    graph = {m: _imports(path, package, set(modules)) - {m} for m, path in modules.items()}
+
+    def cycle_from(module: str, path: list[str]) -> list[str] | None:
+        for imported in sorted(graph[module]):
+            if imported in path:
+                return [*path[path.index(imported) :], imported]
+            found = cycle_from(imported, [*path, imported])
+            if found:
+                return found
+        return None
+
+    for module in sorted(graph):
+        cycle = cycle_from(module, [module])
+        assert cycle is None, " -> ".join(cycle or [])
