@@ -89,12 +89,15 @@ def test_new_service_is_built_linted_and_served(copy: Path) -> None:
     _run(copy, python, "-m", "loyalnest.deploy", "all")
     upstreams = json.loads((copy / "charts/loyalnest/files/gateway/upstreams.json").read_text())
     assert "sample-widgets" in json.dumps(upstreams)
+    # Its calls, from its code (`Calls()`), for the chart's targets and NetworkPolicies.
+    calls = json.loads((copy / "charts/loyalnest/files/calls.json").read_text())
+    assert calls["sample_widgets"] == []
+    _run(copy, python, "-m", "loyalnest.deploy", "all", "--check")
 
     # make lint, on what the scaffold wrote and edited.
     service = copy / "pkg/loyalnest/services/sample_widgets"
     edited = [
         "pkg/loyalnest/services/registry.py",
-        "pkg/loyalnest/platform/auth/service_identity.py",
         "pkg/loyalnest/deploy/callgraph.py",
         "tests/integration/test_tenant_isolation.py",
         "tests/integration/test_sample_widgets_service.py",
@@ -112,6 +115,21 @@ def test_new_service_is_built_linted_and_served(copy: Path) -> None:
     image = copy / "buf-image.binpb"
     _run(copy, python, "tools/genproto.py", "--buf-image", image)
     _run(copy, BIN / "buf", "lint", image, "--config", "proto/buf.yaml", "--path", "loyalnest")
+
+    # The service's shape (README "Anatomy of a service"), and the chart's checks of calls,
+    # NetworkPolicies and credentials with the new component in it.
+    _run(
+        copy,
+        python,
+        "-m",
+        "pytest",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "tests/unit/test_service_shape.py",
+        "tests/deploy/test_network_policies.py",
+        "tests/deploy/test_secret_env.py",
+    )
 
     # The generated tests, and its row of the mesh-wide isolation table.
     tested = _run(

@@ -10,16 +10,20 @@ the files every service is listed in:
     tests/integration/test_<pkg>_service.py     health, reflection, gRPC, REST via Envoy,
                                                 isolation (its ISOLATION table)
     services/registry.py                        SERVICES (the local stack follows it)
-    platform/auth/service_identity.py           SERVICE_GRANTS (its service credential)
     charts/loyalnest/values.yaml                components.<component> (a disabled entry from
-                                                the seed is enabled), secretEnv
+                                                the seed is enabled, its `calls` dropped)
     deploy/callgraph.py                         BEYOND_SEED, when the seed does not list it
     tests/integration/test_tenant_isolation.py  TABLES_ELSEWHERE
     README.md                                   the Services table
 
+The new service calls no other (`CALLS = Calls()` in its service.py, which shows how to add
+one): the chart derives its call targets and NetworkPolicy from that (`make chart`), so its
+values entry has no `calls` list; calling no one, it needs no service credential (the chart
+and the local stack give one only to callers of Auth) and no grant in SERVICE_GRANTS.
+
 Everything is computed before anything is written: a refused name or an unexpected file
 leaves the checkout as it was. Generated code (pkg/loyalnest/gen) is `make gen`'s, the
-gateway's chart files and golden renders `make chart`'s: the scaffold writes neither.
+chart's calls.json, gateway files and golden renders `make chart`'s: the scaffold writes none.
 """
 
 from __future__ import annotations
@@ -56,14 +60,10 @@ NEW_FILES: dict[str, str] = {
 EXECUTABLE = frozenset({"cmd.j2"})
 
 REGISTRY = "pkg/loyalnest/services/registry.py"
-GRANTS = "pkg/loyalnest/platform/auth/service_identity.py"
 VALUES = "charts/loyalnest/values.yaml"
 CALLGRAPH = "pkg/loyalnest/deploy/callgraph.py"
 ISOLATION = "tests/integration/test_tenant_isolation.py"
 README = "README.md"
-# What a new service may ask Auth for on its own behalf: the grant every service holding a
-# credential starts from (see SERVICE_GRANTS); widen it when it starts calling others.
-DEFAULT_GRANT = ("auth:validate",)
 LINE_LENGTH = 100
 
 
@@ -115,14 +115,14 @@ def plan(name: str, repo: Path) -> Plan:
             result.executable.add(path)
     values = (repo / VALUES).read_text()
     if names.component not in _chart_components(values):
-        # The chart has an entry for every component of the seed: one it lacks is beyond it.
-        # SWAP(calls): goes once the chart's `calls` are derived from each service's CALLS.
+        # The chart has an entry for every component of the seed: one it lacks is beyond it,
+        # and the call graph the chart's calls are checked against must name it (with the
+        # callees it may call: none, as its CALLS).
         path = repo / CALLGRAPH
         result.files[path] = _add_beyond_seed(path.read_text(), names)
     result.files[repo / VALUES] = _enable_component(values, names)
     edits = {
         REGISTRY: _add_to_registry,
-        GRANTS: _add_grant,
         ISOLATION: _add_isolation_table,
         README: _add_readme_row,
     }
@@ -140,7 +140,7 @@ def _environment() -> jinja2.Environment:
         # A misspelt variable must fail the scaffold, not render as an empty string.
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
-        # Block and comment tags (the SWAP notes) on a line of their own leave no trace.
+        # Block and comment tags on a line of their own leave no trace.
         trim_blocks=True,
         lstrip_blocks=True,
         autoescape=False,  # source code, not HTML
@@ -236,14 +236,6 @@ def _add_to_registry(source: str, names: ServiceNames) -> str:
     return _insert_in_dict(source, "SERVICES: dict[str, str] = {", entry, REGISTRY)
 
 
-def _add_grant(source: str, names: ServiceNames) -> str:
-    if names.package in _dict_keys(source, "SERVICE_GRANTS"):
-        return source  # granted already: what it may do is decided there, not here
-    grant = ", ".join(f'"{permission}"' for permission in DEFAULT_GRANT)
-    entry = _dict_entry(names.package, f"frozenset({{{grant}}})")
-    return _insert_in_dict(source, "SERVICE_GRANTS: dict[str, frozenset[str]] = {", entry, GRANTS)
-
-
 def _add_beyond_seed(source: str, names: ServiceNames) -> str:
     entry = _dict_entry(names.component, "set()")
     return _insert_in_dict(source, "BEYOND_SEED: dict[str, set[str]] = {", entry, CALLGRAPH)
@@ -274,22 +266,10 @@ def _add_readme_row(source: str, names: ServiceNames) -> str:
     return "".join([*lines[:end], row, *lines[end:]])
 
 
-_CREDENTIAL_ENV = "LOYALNEST_SERVICE_CREDENTIAL"
-
-
-def _credential_lines(names: ServiceNames) -> list[str]:
-    return [
-        "    # Service identity: the credential it gets service tokens from Auth with, for"
-        " calls on\n",
-        f"    # its own behalf. `loyalnest service-credential {names.package}` derives it.\n",
-        "    secretEnv:\n",
-        f"      {_CREDENTIAL_ENV}: {{key: {names.component}-service-credential}}\n",
-    ]
-
-
 def _enable_component(values: str, names: ServiceNames) -> str:
-    """components.<component> enabled, with its service credential from the Secret: the
-    seed's disabled entry if there is one (its `calls` stay), else a new entry."""
+    """components.<component> enabled: the seed's disabled entry if there is one, without its
+    `calls` (the chart refuses them for a component with code: they come from its CALLS),
+    else a new entry."""
     lines = values.splitlines(keepends=True)
     try:
         section = lines.index("components:\n")
@@ -303,9 +283,7 @@ def _enable_component(values: str, names: ServiceNames) -> str:
         section_end -= 1
     header = f"  {names.component}:\n"
     if header not in lines[section:section_end]:
-        # SWAP(calls): no `calls` line once the chart derives it from the service's CALLS.
-        block = [header, "    enabled: true\n", "    calls: []\n", *_credential_lines(names)]
-        edited = [*lines[:section_end], *block, *lines[section_end:]]
+        edited = [*lines[:section_end], header, "    enabled: true\n", *lines[section_end:]]
     else:
         start = lines.index(header, section)
         end = next(
@@ -316,28 +294,20 @@ def _enable_component(values: str, names: ServiceNames) -> str:
             ),
             section_end,
         )
-        block = [
-            "    enabled: true\n" if line == "    enabled: false\n" else line
-            for line in lines[start:end]
-        ]
-        if "    secretEnv:\n" in block:
-            if not any(line.strip().startswith(_CREDENTIAL_ENV) for line in block):
-                at = block.index("    secretEnv:\n") + 1
-                block.insert(at, _credential_lines(names)[-1])
-        elif any(line.startswith("    secretEnv:") for line in block):
-            raise ScaffoldError(
-                f"components.{names.component}.secretEnv in {VALUES} is not one entry a line:"
-                f" add {_CREDENTIAL_ENV} by hand"
-            )
-        else:
-            block += _credential_lines(names)
+        block: list[str] = []
+        in_calls = False
+        for line in lines[start:end]:
+            if line.startswith("    calls:"):
+                in_calls = True  # the key and its continuation lines (a wrapped flow list)
+                continue
+            if in_calls and line.startswith("     ") and not line.lstrip().startswith("#"):
+                continue
+            in_calls = False
+            block.append("    enabled: true\n" if line == "    enabled: false\n" else line)
         edited = [*lines[:start], *block, *lines[end:]]
     result = "".join(edited)
     component = _chart_components(result)[names.component]
-    secret_env = component.get("secretEnv")
-    if component.get("enabled") is not True or not (
-        isinstance(secret_env, dict) and _CREDENTIAL_ENV in secret_env
-    ):
+    if component.get("enabled") is not True or "calls" in component:
         raise ScaffoldError(f"could not enable components.{names.component} in {VALUES}")
     return result
 
@@ -392,7 +362,7 @@ def run(name: str, repo: Path | None = None) -> int:
         f"  .venv/bin/pytest tests/integration/test_{names.package}_service.py\n"
         "  make test lint\n"
         "  .venv/bin/loyalnest up   # serves it through the gateway on 127.0.0.1:8080\n"
-        f"Kubernetes: add `{names.component}-service-credential` to the backends Secret\n"
-        f"(`loyalnest service-credential {names.package}`)."
+        f"It calls no service yet: CALLS in {SERVICE_DIR.format(package=names.package)}/service.py"
+        " says how to add one."
     )
     return 0
