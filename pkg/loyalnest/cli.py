@@ -152,6 +152,12 @@ def _down(args: argparse.Namespace) -> int:
     return run_down(args)
 
 
+def _new_service(args: argparse.Namespace) -> int:
+    from loyalnest.scaffold.new_service import run
+
+    return run(args.name, Path(args.repo) if args.repo else None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loyalnest", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -244,6 +250,16 @@ def build_parser() -> argparse.ArgumentParser:
     credential.add_argument("service", help="e.g. points")
     credential.add_argument("--state-dir", help="the local stack's state directory")
     credential.set_defaults(func=_service_credential)
+
+    new_service = commands.add_parser(
+        "new-service",
+        help="scaffold a working service (proto, code, registry, grant, chart entry, tests)",
+    )
+    new_service.add_argument("name", help="e.g. widgets or event-tracking")
+    new_service.add_argument(
+        "--repo", help="the checkout to write into (default: the one this package runs from)"
+    )
+    new_service.set_defaults(func=_new_service)
     return parser
 
 

@@ -272,3 +272,5 @@ def test_package_ships_generated_code_and_descriptor_set(tmp_path: Path) -> None
     assert "loyalnest/gen/points/v1/points_pb2.py" in names
     assert "loyalnest/consul/sync.py" in names
     assert "loyalnest/services/points/migrations/points_0001_ledger.sql" in names
+    # `loyalnest new-service` renders from package data.
+    assert "loyalnest/scaffold/templates/service/store.py.j2" in names

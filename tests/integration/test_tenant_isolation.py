@@ -17,10 +17,10 @@ Finally B's view of its data (`snapshot`) must be what it was before A's calls.
 from __future__ import annotations
 
 import base64
+import importlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -48,6 +48,7 @@ from loyalnest.services.points.store.postgres import PostgresLedgerStore
 from loyalnest.services.registry import SERVICES, spec_for
 from tests.auth import KEYSET_PATH, merchant_metadata
 from tests.integration.conftest import service_settings_for_tests, serving
+from tests.integration.isolation import DENIED, Attack, Case, Metadata, Table
 from tests.integration.test_auth_service import (
     ISOLATION_ATTACKS,
     isolation_arrange,
@@ -56,33 +57,7 @@ from tests.integration.test_auth_service import (
 
 pytestmark = pytest.mark.integration
 
-Metadata = tuple[tuple[str, str], ...]
-# A case's call as merchant A: (channel, A's metadata, what B arranged) -> response.
-Attack = Callable[[grpc.aio.Channel, Metadata, dict[str, Any]], Awaitable[Message]]
-DENIED = frozenset({grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED})
 B_PERMISSIONS = ("admin:full",)
-
-
-@dataclass(frozen=True)
-class Case:
-    attack: Attack
-    # A list, or a create in A's own namespace: A's call may succeed, showing none of B's ids.
-    may_succeed: bool = False
-    # Further refusals that are right for this case (e.g. B's page token: INVALID_ARGUMENT).
-    also_denied: frozenset[grpc.StatusCode] = frozenset()
-
-
-@dataclass(frozen=True)
-class Table:
-    # B's data: returns what the cases need; its "secrets" are ids A must never see.
-    arrange: Callable[[grpc.aio.Channel, Metadata], Awaitable[dict[str, Any]]]
-    # B's view of everything it arranged; compared before and after A's calls.
-    snapshot: Callable[[grpc.aio.Channel, Metadata, dict[str, Any]], Awaitable[Any]]
-    # Method name -> cases.
-    cases: Mapping[str, list[Case]] = field(default_factory=dict)
-    # B's data no RPC can create (e.g. what arrives by event): written to the service's
-    # database directly, (database_url, B's merchant id) -> more of what the cases need.
-    seed: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None
 
 
 def _key() -> str:
@@ -698,6 +673,13 @@ TABLES: dict[str, Table] = {
     "loyalnest.users.v1.UsersService": USERS,
     "loyalnest.roles.v1.RolesService": ROLES,
 }
+# Services whose table lives with their own tests (`ISOLATION` in the module, as `loyalnest
+# new-service` scaffolds it): fully qualified gRPC service -> test module.
+TABLES_ELSEWHERE: dict[str, str] = {
+    # "loyalnest.<name>.v1.<Name>Service": "tests.integration.test_<name>_service",
+}
+for _service, _module in TABLES_ELSEWHERE.items():
+    TABLES[_service] = importlib.import_module(_module).ISOLATION
 # "/pkg.Service/Method" -> why it touches no merchant's data (reviewed like code).
 NOT_TENANT_SCOPED: dict[str, str] = {}
 

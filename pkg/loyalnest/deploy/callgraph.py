@@ -95,8 +95,11 @@ def seed_call_graph(text: str) -> dict[str, set[str]]:
 # Components of ours the seed does not list, with the components they may call. `edge` is the
 # API-Gateway's Python half (webhook ingress, Envoy's rate-limit service): only the gateway
 # calls it; it asks Auth whether a webhook's shop is an installed merchant (ValidateMerchant),
-# as the seed's API-Gateway would.
-BEYOND_SEED: dict[str, set[str]] = {"edge": {"auth"}}
+# as the seed's API-Gateway would. `loyalnest new-service` adds the services it creates, with
+# the callees they declare (none: add the ones a new service's `Calls` gains).
+BEYOND_SEED: dict[str, set[str]] = {
+    "edge": {"auth"},
+}
 
 
 def load_seed_call_graph(path: Path = SEED) -> dict[str, set[str]]:

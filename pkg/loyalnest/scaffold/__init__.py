@@ -1,0 +1,1 @@
+"""Developer tooling that writes into a LoyalNest checkout (`loyalnest new-service`)."""
