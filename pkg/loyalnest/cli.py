@@ -28,10 +28,11 @@ def _relay(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
+    from loyalnest.platform.config import MigrationSettings
     from loyalnest.platform.observability import configure_logging
 
     spec = spec_for(args.service)
-    settings = spec.settings_type()
+    settings = MigrationSettings()
     configure_logging(settings, spec.name)
     if spec.database is None:
         print(f"{spec.name} has no PostgreSQL schema", file=sys.stderr)

@@ -185,3 +185,9 @@ class ServiceSettings(
     EventSettings,
 ):
     """Everything a service process reads; see each part for its fields."""
+
+
+class MigrationSettings(DatabaseSettings, ObservabilitySettings):
+    """What applying a service's schema reads (`loyalnest migrate`): the database and how to
+    log. Not the service's own settings: its secrets (API keys, encryption keys) are no
+    business of a migration, and the chart's migration Job is given none of them."""
