@@ -91,7 +91,7 @@ chart-check: $(STAMP) k8s-tools
 	.build/k8s-tools/helm lint --strict charts/loyalnest
 
 # Needs Docker and kind (not available where the offline tests run).
-kind-up: k8s-tools
+kind-up: setup
 	tools/kind-up.sh
 
 kind-down:

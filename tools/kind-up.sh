@@ -35,29 +35,19 @@ kind load docker-image --name "$CLUSTER" "loyalnest:$TAG" "loyalnest-gateway:$TA
 
 "$KUBECTL" --context "$context" create namespace "$NAMESPACE" --dry-run=client -o yaml \
   | "$KUBECTL" --context "$context" apply -f -
-# The chart never renders credentials: a random dev password, kept across re-runs.
-if ! "$KUBECTL" --context "$context" -n "$NAMESPACE" get secret loyalnest-backends >/dev/null 2>&1; then
-  password="$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
-  "$KUBECTL" --context "$context" -n "$NAMESPACE" create secret generic loyalnest-backends \
-    --from-literal=postgres-password="$password" \
-    --from-literal=database-url="postgresql://loyalnest:$password@postgres:5432/loyalnest" \
-    --from-literal=redis-url="redis://redis:6379/0"
-fi
-# The Auth, Users and Core services' secretEnv keys: random field-encryption and blind-index keys
-# (base64 of 32 bytes) and placeholder Shopify app credentials, added only when missing (a
-# changed key would leave the data encrypted under the old one unreadable).
-for key in auth-encryption-key auth-blind-index-key users-encryption-key users-blind-index-key \
-  core-encryption-key core-blind-index-key shopify-api-key shopify-api-secret; do
-  if [ -z "$("$KUBECTL" --context "$context" -n "$NAMESPACE" get secret loyalnest-backends \
-    -o "jsonpath={.data.$key}")" ]; then
-    case "$key" in
-      shopify-*) value="dev-placeholder" ;;
-      *) value="$(head -c 32 /dev/urandom | base64)" ;;
-    esac
-    "$KUBECTL" --context "$context" -n "$NAMESPACE" patch secret loyalnest-backends --type merge \
-      -p "{\"stringData\":{\"$key\":\"$value\"}}" >/dev/null
-  fi
-done
+# The chart never renders credentials. The backends Secret gets every key the chart reads
+# from it (read off this very render, so a new service's credential is never forgotten):
+# values already in the Secret are kept (a changed encryption key would leave data unreadable),
+# missing ones are generated (random keys, service credentials derived from Auth's master key,
+# placeholder Shopify app credentials).
+rendered="$(mktemp)"; existing="$(mktemp)"
+trap 'rm -f "$rendered" "$existing"' EXIT
+"$HELM" template loyalnest charts/loyalnest --namespace "$NAMESPACE" \
+  --values k8s/kind/values.yaml --set image.tag="$TAG" --set gateway.image.tag="$TAG" >"$rendered"
+"$KUBECTL" --context "$context" -n "$NAMESPACE" get secret loyalnest-backends -o json \
+  >"$existing" 2>/dev/null || : >"$existing"
+.venv/bin/python -m loyalnest.deploy.dev_secret "$rendered" --existing "$existing" \
+  --namespace "$NAMESPACE" | "$KUBECTL" --context "$context" apply -f -
 
 # Token keys: a keyset marked local (a dev cluster; `loyalnest token --keyset` takes it without
 # --force), created once with the image just built and kept in .loyalnest/kind-keys/. Every pod
