@@ -22,11 +22,20 @@ from loyalnest.gateway.edge import EdgePolicy, JwtProvider
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import running
 from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.edge.domain import PlanRateLimit
-from loyalnest.services.edge.service import SERVICE_NAME, SPEC, EdgeSettings
+from loyalnest.services.edge.service import (
+    DATABASE,
+    SERVICE_NAME,
+    SPEC,
+    EdgeSettings,
+    master_cipher,
+)
 from loyalnest.services.edge.signing import shopify_headers, webhook_path
+from loyalnest.services.edge.store.customer_keys import CustomerKeys
+from loyalnest.services.edge.store.postgres import EdgeStore
 from tests.auth import JWKS_PATH, merchant_headers
 from tests.integration.conftest import service_settings_for_tests
 from tests.integration.test_gateway_validate import (
@@ -65,6 +74,11 @@ class Edge:
             row = conn.execute(sql, params).fetchone()
             assert row is not None
             return int(row[0])
+
+    def envelopes(self) -> list[bytes]:
+        with psycopg.connect(self.database_url) as conn:
+            rows = conn.execute("SELECT envelope FROM edge.outbox").fetchall()
+        return [bytes(raw) for (raw,) in rows]
 
     def published(self, shopify_event_id: str) -> list[gateway_events.WebhookReceived]:
         """webhook.received events in the outbox for one Shopify event (the relay sends each
@@ -120,6 +134,29 @@ async def edge_gateway(
             yield Edge(gateway, database_url)
 
 
+@contextlib.asynccontextmanager
+async def edge_store(database_url: str) -> AsyncIterator[EdgeStore]:
+    """The edge's store and keys as the service builds them (its settings, the same key)."""
+    settings = edge_settings(database_url, "redis://127.0.0.1:1")
+    database = Database(settings, DATABASE)
+    await database.open()
+    try:
+        yield EdgeStore(database, master_cipher(settings))
+    finally:
+        await database.close()
+
+
+@contextlib.asynccontextmanager
+async def customer_keys(database_url: str) -> AsyncIterator[CustomerKeys]:
+    settings = edge_settings(database_url, "redis://127.0.0.1:1")
+    database = Database(settings, DATABASE)
+    await database.open()
+    try:
+        yield CustomerKeys(database, master_cipher(settings))
+    finally:
+        await database.close()
+
+
 @pytest.fixture
 async def edge(database_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Edge]:
     async with edge_gateway(database_url, redis_url, tmp_path, ("127.0.0.1/32",)) as running_edge:
@@ -142,9 +179,20 @@ async def test_signed_webhook_is_accepted_once_and_published(edge: Edge) -> None
     assert response.json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
     event_id = headers["x-shopify-event-id"]
     (event,) = edge.published(event_id)
-    assert (event.topic, event.shop_domain, event.body) == ("orders/create", SHOP, ORDER)
+    assert (event.topic, event.shop_domain, event.payload_version) == ("orders/create", SHOP, 2)
     assert event.webhook_id == headers["x-shopify-webhook-id"]
     assert event.customer_id == str(json.loads(ORDER)["customer"]["id"])
+    # What Points needs, and no personal data in clear anywhere in the event.
+    assert event.body == b""
+    assert event.order.order_id == "5829301457001"
+    assert [(i.product_id, i.quantity, i.price, i.discount) for i in event.order.line_items] == [
+        ("8123400001", 2, "30.00", "6.00"),
+        ("8123400002", 1, "60.00", "6.00"),
+    ]
+    assert event.customer_data.customer_id == event.customer_id
+    published = edge.envelopes()
+    for personal in (b"ada.lovelace@example.com", b"Lovelace", b"+14155550101"):
+        assert all(personal not in raw for raw in published)
     merchant = edge.count(
         "SELECT count(*) FROM edge.webhook_idempotency_keys"
         " WHERE event_id = %s AND merchant_id = %s",
@@ -214,11 +262,17 @@ async def test_signed_malformed_json_is_dead_lettered_not_dropped(edge: Edge) ->
     assert response.json()["outcome"] == "WEBHOOK_OUTCOME_DEAD_LETTERED"
     with psycopg.connect(edge.database_url) as conn:
         row = conn.execute(
-            "SELECT body, reason, topic FROM edge.webhook_dead_letters WHERE event_id = %s",
+            "SELECT body, reason, topic, body_sealed, dead_letter_id"
+            " FROM edge.webhook_dead_letters WHERE event_id = %s",
             (headers["x-shopify-event-id"],),
         ).fetchone()
-    assert row is not None and bytes(row[0]) == body and row[2] == "orders/create"
+    assert row is not None and row[2] == "orders/create"
     assert "not JSON" in row[1]
+    # Kept sealed under the edge's master key (it may hold anyone's personal data); an operator
+    # reads it back with the key.
+    assert row[3] is True and b"line_items" not in bytes(row[0])
+    async with edge_store(edge.database_url) as store:
+        assert await store.dead_letter_body(row[4]) == body
     assert edge.count("SELECT count(*) FROM edge.outbox") == 0
 
 
