@@ -19,7 +19,7 @@ import os
 import uuid
 
 from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
-from loyalnest.platform.crypto import KEY_BYTES, FieldCipher, InvalidCiphertext
+from loyalnest.platform.crypto import KEY_BYTES, FieldCipher
 from loyalnest.platform.postgres import Database
 
 # Find the key, or create it; a concurrent creation makes ours lose (ON CONFLICT): read again.
@@ -122,6 +122,3 @@ class CustomerKeys:
                 (merchant_id, customer_id),
             )
             return cursor.rowcount > 0
-
-
-__all__ = ["CustomerErased", "CustomerKeys", "InvalidCiphertext"]
