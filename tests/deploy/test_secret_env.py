@@ -39,6 +39,7 @@ SECRET_ENV: dict[str, dict[str, str]] = {
     "edge": {
         "LOYALNEST_SHOPIFY_API_SECRET": "shopify-api-secret",
         "LOYALNEST_SERVICE_CREDENTIAL": "edge-service-credential",
+        "LOYALNEST_EDGE_ENCRYPTION_KEY": "edge-encryption-key",
     },
 }
 SENSITIVE = {name for names in SECRET_ENV.values() for name in names}

@@ -388,7 +388,9 @@ async def test_webhooks_of_unknown_and_uninstalled_merchants_are_acknowledged_an
         )
 
         # Uninstalled: app/uninstalled goes through the edge to Auth (webhook.received).
-        uninstall = await m.deliver(shop, "app/uninstalled", {"myshopify_domain": shop})
+        uninstall = await m.deliver(
+            shop, "app/uninstalled", {"id": 690933842, "myshopify_domain": shop}
+        )
         assert uninstall["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
         admin = bearer(token(None, ["auth:validate"]))
 
@@ -409,7 +411,7 @@ async def test_webhooks_of_unknown_and_uninstalled_merchants_are_acknowledged_an
             before + 1
         )
         # GDPR topics are still taken (shop/redact comes 48 h after an uninstall).
-        redact = await m.deliver(shop, "shop/redact", {"shop_domain": shop})
+        redact = await m.deliver(shop, "shop/redact", {"shop_id": 690933842, "shop_domain": shop})
         assert redact["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
 
         # An edge that does not check (an older one, or one published before the uninstall):

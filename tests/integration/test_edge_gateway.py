@@ -22,13 +22,23 @@ from loyalnest.gateway.edge import EdgePolicy, JwtProvider
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import running
 from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.edge.domain import PlanRateLimit
-from loyalnest.services.edge.service import SERVICE_NAME, SPEC, EdgeSettings
+from loyalnest.services.edge.service import (
+    DATABASE,
+    SERVICE_NAME,
+    SPEC,
+    EdgeSettings,
+    master_cipher,
+)
 from loyalnest.services.edge.signing import shopify_headers, webhook_path
+from loyalnest.services.edge.store.customer_keys import CustomerErased, CustomerKeys
+from loyalnest.services.edge.store.postgres import EdgeStore
+from loyalnest.services.edge.webhooks import Delivery
 from tests.auth import JWKS_PATH, merchant_headers
-from tests.integration.conftest import service_settings_for_tests
+from tests.integration.conftest import eventually, service_settings_for_tests
 from tests.integration.test_gateway_validate import (
     Gateway,
     Response,
@@ -65,6 +75,11 @@ class Edge:
             row = conn.execute(sql, params).fetchone()
             assert row is not None
             return int(row[0])
+
+    def envelopes(self) -> list[bytes]:
+        with psycopg.connect(self.database_url) as conn:
+            rows = conn.execute("SELECT envelope FROM edge.outbox").fetchall()
+        return [bytes(raw) for (raw,) in rows]
 
     def published(self, shopify_event_id: str) -> list[gateway_events.WebhookReceived]:
         """webhook.received events in the outbox for one Shopify event (the relay sends each
@@ -120,6 +135,29 @@ async def edge_gateway(
             yield Edge(gateway, database_url)
 
 
+@contextlib.asynccontextmanager
+async def edge_store(database_url: str) -> AsyncIterator[EdgeStore]:
+    """The edge's store and keys as the service builds them (its settings, the same key)."""
+    settings = edge_settings(database_url, "redis://127.0.0.1:1")
+    database = Database(settings, DATABASE)
+    await database.open()
+    try:
+        yield EdgeStore(database, master_cipher(settings))
+    finally:
+        await database.close()
+
+
+@contextlib.asynccontextmanager
+async def customer_keys(database_url: str) -> AsyncIterator[CustomerKeys]:
+    settings = edge_settings(database_url, "redis://127.0.0.1:1")
+    database = Database(settings, DATABASE)
+    await database.open()
+    try:
+        yield CustomerKeys(database, master_cipher(settings))
+    finally:
+        await database.close()
+
+
 @pytest.fixture
 async def edge(database_url: str, redis_url: str, tmp_path: Path) -> AsyncIterator[Edge]:
     async with edge_gateway(database_url, redis_url, tmp_path, ("127.0.0.1/32",)) as running_edge:
@@ -142,9 +180,20 @@ async def test_signed_webhook_is_accepted_once_and_published(edge: Edge) -> None
     assert response.json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
     event_id = headers["x-shopify-event-id"]
     (event,) = edge.published(event_id)
-    assert (event.topic, event.shop_domain, event.body) == ("orders/create", SHOP, ORDER)
+    assert (event.topic, event.shop_domain, event.payload_version) == ("orders/create", SHOP, 2)
     assert event.webhook_id == headers["x-shopify-webhook-id"]
     assert event.customer_id == str(json.loads(ORDER)["customer"]["id"])
+    # What Points needs, and no personal data in clear anywhere in the event.
+    assert event.body == b""
+    assert event.order.order_id == "5829301457001"
+    assert [(i.product_id, i.quantity, i.price, i.discount) for i in event.order.line_items] == [
+        ("8123400001", 2, "30.00", "6.00"),
+        ("8123400002", 1, "60.00", "6.00"),
+    ]
+    assert event.customer_data.customer_id == event.customer_id
+    published = edge.envelopes()
+    for personal in (b"ada.lovelace@example.com", b"Lovelace", b"+14155550101"):
+        assert all(personal not in raw for raw in published)
     merchant = edge.count(
         "SELECT count(*) FROM edge.webhook_idempotency_keys"
         " WHERE event_id = %s AND merchant_id = %s",
@@ -214,11 +263,17 @@ async def test_signed_malformed_json_is_dead_lettered_not_dropped(edge: Edge) ->
     assert response.json()["outcome"] == "WEBHOOK_OUTCOME_DEAD_LETTERED"
     with psycopg.connect(edge.database_url) as conn:
         row = conn.execute(
-            "SELECT body, reason, topic FROM edge.webhook_dead_letters WHERE event_id = %s",
+            "SELECT body, reason, topic, body_sealed, dead_letter_id"
+            " FROM edge.webhook_dead_letters WHERE event_id = %s",
             (headers["x-shopify-event-id"],),
         ).fetchone()
-    assert row is not None and bytes(row[0]) == body and row[2] == "orders/create"
+    assert row is not None and row[2] == "orders/create"
     assert "not JSON" in row[1]
+    # Kept sealed under the edge's master key (it may hold anyone's personal data); an operator
+    # reads it back with the key.
+    assert row[3] is True and b"line_items" not in bytes(row[0])
+    async with edge_store(edge.database_url) as store:
+        assert await store.dead_letter_body(row[4]) == body
     assert edge.count("SELECT count(*) FROM edge.outbox") == 0
 
 
@@ -331,3 +386,166 @@ async def test_admin_route_from_the_allowlist_passes_the_edge(edge: Edge) -> Non
         json_body={"token_id": "abc"},
     )
     assert response.status == 503, response.body
+
+
+# --- the topic bound to the body (issue 14, finding 2) -------------------------------------
+
+
+def _signed(body: bytes, topic: str, **overrides: Any) -> dict[str, str]:
+    return shopify_headers(body, topic=topic, shop_domain=SHOP, secret=SECRET, **overrides)
+
+
+async def test_paid_order_replayed_as_cancelled_is_refused_and_stores_nothing(edge: Edge) -> None:
+    # The attack: a captured orders/paid delivery (Shopify's signature, valid forever since it
+    # covers the body only) sent to the cancellation route with fresh headers.
+    paid = await edge.deliver(ORDER, _signed(ORDER, "orders/paid"), topic="orders/paid")
+    assert paid.json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED", paid.body
+    before = edge.count("SELECT count(*) FROM edge.outbox")
+    keys = edge.count("SELECT count(*) FROM edge.webhook_idempotency_keys")
+    replay = _signed(ORDER, "orders/cancelled")
+    response = await edge.deliver(ORDER, replay, topic="orders/cancelled")
+    assert response.status == 400, response.body
+    error = response.json()
+    assert error["details"][0]["field_violations"][0]["field"] == "body"
+    assert "cancelled_at" in error["details"][0]["field_violations"][0]["description"]
+    assert edge.published(replay["x-shopify-event-id"]) == []
+    assert edge.count("SELECT count(*) FROM edge.outbox") == before
+    assert edge.count("SELECT count(*) FROM edge.webhook_idempotency_keys") == keys
+
+
+async def test_same_bytes_under_an_incompatible_topic_are_refused(edge: Edge) -> None:
+    # A body that fits two topics' rules (a customer record that also names a shop): accepted
+    # under the first, refused under the second, whatever the event id.
+    body = json.dumps({"id": 4242, "shop_id": 690933842, "shop_domain": SHOP}).encode()
+    first = await edge.deliver(body, _signed(body, "customers/update"), topic="customers/update")
+    assert first.json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED", first.body
+    headers = _signed(body, "shop/redact")
+    second = await edge.deliver(body, headers, topic="shop/redact")
+    assert second.status == 400, second.body
+    assert "accepted as customers/update" in second.body.decode()
+    assert edge.published(headers["x-shopify-event-id"]) == []
+
+
+async def test_one_order_snapshot_under_several_order_topics_is_normal(edge: Edge) -> None:
+    # Shopify sends a cancelled order's snapshot as orders/updated and orders/cancelled.
+    cancelled = json.loads(ORDER) | {"cancelled_at": "2026-11-21T10:15:00-05:00"}
+    body = json.dumps(cancelled).encode()
+    for topic in ("orders/updated", "orders/cancelled"):
+        response = await edge.deliver(body, _signed(body, topic), topic=topic)
+        assert response.json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED", (topic, response.body)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"x-shopify-topic": None}, "x-shopify-topic"),
+        ({"x-shopify-topic": "orders/paid"}, "x-shopify-topic"),
+        ({"x-shopify-shop-domain": None}, "x-shopify-shop-domain"),
+    ],
+)
+async def test_topic_and_shop_headers_are_required(
+    edge: Edge, change: dict[str, str | None], field: str
+) -> None:
+    headers = _headers()
+    for name, value in change.items():
+        if value is None:
+            del headers[name]
+        else:
+            headers[name] = value
+    response = await edge.deliver(ORDER, headers)
+    assert response.status == 400, response.body
+    assert response.headers["content-type"].startswith("application/json")
+    fields = {v["field"] for v in response.json()["details"][0]["field_violations"]}
+    assert fields == {field}
+    assert edge.count("SELECT count(*) FROM edge.webhook_idempotency_keys") == 0
+    assert edge.count("SELECT count(*) FROM edge.outbox") == 0
+
+
+async def test_gdpr_body_must_name_the_delivery_shop(edge: Edge) -> None:
+    body = shared_file("fixtures", "shopify", "customers-redact.json").read_bytes()
+    other = "someone-else.myshopify.com"
+    headers = shopify_headers(body, topic="customers/redact", shop_domain=other, secret=SECRET)
+    response = await edge.deliver(body, headers, topic="customers/redact")
+    assert response.status == 400, response.body
+    assert "shop_domain" in response.body.decode()
+
+
+# --- customers' data: sealed per customer, erasable (finding 7) -----------------------------
+
+
+async def test_erasing_a_customer_key_makes_their_published_data_unreadable(edge: Edge) -> None:
+    headers = _headers()
+    assert (await edge.deliver(ORDER, headers)).json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
+    (event,) = edge.published(headers["x-shopify-event-id"])
+    merchant_id = merchant_id_for_shop(SHOP)
+    async with customer_keys(edge.database_url) as keys:
+        data = await keys.open(merchant_id, event.shopify_event_id, event.customer_data)
+        assert (data.email, data.first_name, data.last_name, data.phone) == (
+            "ada.lovelace@example.com",
+            "Ada",
+            "Lovelace",
+            "+14155550101",
+        )
+        assert await keys.erase(merchant_id, event.customer_id)
+        with pytest.raises(CustomerErased):
+            await keys.open(merchant_id, event.shopify_event_id, event.customer_data)
+        # A later order of the same customer gets a new key; the old data stays unreadable.
+        later_order = ORDER.replace(b"5829301457001", b"5829301457002")
+        again = _headers(later_order)
+        assert (await edge.deliver(later_order, again)).status == 200
+        (later,) = edge.published(again["x-shopify-event-id"])
+        assert later.customer_data.key_id != event.customer_data.key_id
+        assert (await keys.open(merchant_id, later.shopify_event_id, later.customer_data)).email
+        with pytest.raises(CustomerErased):
+            await keys.open(merchant_id, event.shopify_event_id, event.customer_data)
+
+
+# --- retention -------------------------------------------------------------------------------
+
+
+async def test_purge_drops_records_past_their_retention(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    settings = edge_settings(database_url, redis_url).model_copy(
+        update={"webhook_purge_interval_seconds": 0.2}
+    )
+    async with running(SPEC, settings) as service:
+        await asyncio.wait_for(service.health.started.wait(), 30)
+        async with edge_store(database_url) as store:
+            merchant_id = merchant_id_for_shop(SHOP)
+            for n, topic in enumerate(("orders/create", "orders/paid")):
+                body = ORDER.replace(b"5829301457001", f"58293014570{n}9".encode())
+                delivery = Delivery.parse(*topic.split("/"), _signed(body, topic), body)
+                await store.dead_letter(delivery, merchant_id, "test")
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            # One of each record past its retention (48 h, 14 days), one not.
+            conn.execute(
+                "UPDATE edge.webhook_idempotency_keys SET received_at = now() - interval '49 hours'"
+                " WHERE topic = 'orders/create'"
+            )
+            conn.execute(
+                "UPDATE edge.webhook_dead_letters SET received_at = now() - interval '15 days'"
+                " WHERE topic = 'orders/create'"
+            )
+            conn.execute(
+                "INSERT INTO edge.webhook_accepted_bodies (shop_domain, body_sha256, topic,"
+                " accepted_at) VALUES (%s, '\\x01', 'orders/create', now() - interval '49 hours'),"
+                " (%s, '\\x02', 'orders/create', now())",
+                (SHOP, SHOP),
+            )
+
+        def remaining() -> tuple[int, ...]:
+            with psycopg.connect(database_url) as conn:
+                return tuple(
+                    int(conn.execute(f"SELECT count(*) FROM edge.{table}").fetchone()[0])  # type: ignore[index]
+                    for table in (
+                        "webhook_idempotency_keys",
+                        "webhook_dead_letters",
+                        "webhook_accepted_bodies",
+                    )
+                )
+
+        async def purged() -> bool:
+            return remaining() == (1, 1, 1)
+
+        await eventually(purged, 10, "the purge")

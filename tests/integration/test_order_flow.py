@@ -297,9 +297,8 @@ async def test_order_cancelled_while_pending_never_credits(stack: Stack) -> None
     placed = order(7002, 43, (501, 1, "20.00"))
     assert (await stack.deliver("orders/create", placed)).status == 200
     await eventually(lambda: order_status(stack, 7002), 30, "the order to be recorded")
-    assert (
-        await stack.deliver("orders/cancelled", {"id": 7002, "cancel_reason": "customer"})
-    ).status == 200
+    cancelled = placed | {"cancelled_at": "2026-11-21T10:15:00Z", "cancel_reason": "customer"}
+    assert (await stack.deliver("orders/cancelled", cancelled)).status == 200
 
     async def taken_back() -> bool:
         status = await order_status(stack, 7002)
@@ -310,6 +309,23 @@ async def test_order_cancelled_while_pending_never_credits(stack: Stack) -> None
     approved = await eventually(lambda: _approved(stack, 7002), 15, "the order to be settled")
     assert approved.get("approved_points", "0") == "0"
     assert await balance(stack, 43) is None  # nothing was ever credited
+
+
+async def test_paid_order_replayed_as_a_cancellation_reverses_nothing(stack: Stack) -> None:
+    # Issue 14: a captured orders/paid body (validly signed: the HMAC covers the body only)
+    # sent to the cancellation route with a fresh event id must not take the points back.
+    placed = order(7004, 44, (501, 1, "20.00"))
+    assert (await stack.deliver("orders/paid", placed)).status == 200
+    await eventually(lambda: order_status(stack, 7004), 30, "the order to be recorded")
+    replay = await stack.deliver("orders/cancelled", placed)
+    # The same customer's next order travels the same partition: once it is recorded, anything
+    # the replay could have published would have been applied before it.
+    assert (await stack.deliver("orders/create", order(7005, 44, (501, 1, "1.00")))).status == 200
+    await eventually(lambda: order_status(stack, 7005), 30, "the next order")
+    status = await order_status(stack, 7004)
+    assert status is not None and status.get("taken_back_points", "0") == "0", status
+    assert status["points"] == "20"
+    assert replay.status == 400, replay.body
 
 
 async def _approved(stack: Stack, order_id: int) -> dict[str, Any] | None:

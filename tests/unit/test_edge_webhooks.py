@@ -23,7 +23,6 @@ from loyalnest.services.edge.webhooks import (
     BadSignature,
     Delivery,
     UnusableBody,
-    customer_id,
     parse_body,
     signature,
     verify_signature,
@@ -59,7 +58,38 @@ def test_delivery_parse_names_every_problem() -> None:
     with pytest.raises(InvalidArgument) as error:
         Delivery.parse("orders", "flip", {"x-shopify-shop-domain": "x.example.com"}, BODY)
     fields = {v.field for v in error.value.violations}
-    assert fields == {"topic", "x-shopify-shop-domain", "x-shopify-webhook-id"}
+    assert fields == {
+        "topic",
+        "x-shopify-topic",
+        "x-shopify-shop-domain",
+        "x-shopify-webhook-id",
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"x-shopify-topic": None}, "x-shopify-topic"),
+        ({"x-shopify-topic": "orders/paid"}, "x-shopify-topic"),
+        ({"x-shopify-shop-domain": None}, "x-shopify-shop-domain"),
+        ({"x-shopify-shop-domain": "a.myshopify.com.evil.example"}, "x-shopify-shop-domain"),
+        ({"x-shopify-shop-domain": "a.myshopify.com\nx"}, "x-shopify-shop-domain"),
+    ],
+)
+def test_topic_and_shop_headers_are_required_and_match(
+    change: dict[str, str | None], field: str
+) -> None:
+    headers = shopify_headers(
+        BODY, topic="orders/cancelled", shop_domain="a.myshopify.com", secret="s"
+    )
+    for name, value in change.items():
+        if value is None:
+            del headers[name]
+        else:
+            headers[name] = value
+    with pytest.raises(InvalidArgument) as error:
+        Delivery.parse("orders", "cancelled", headers, BODY)
+    assert {v.field for v in error.value.violations} == {field}
 
 
 def test_delivery_without_event_id_dedupes_by_webhook_id() -> None:
@@ -76,13 +106,6 @@ def test_body_must_be_a_json_object() -> None:
     for bad in (b"[1]", b"{", b"\xff"):
         with pytest.raises(UnusableBody):
             parse_body(bad)
-
-
-def test_customer_of_each_topic_shape() -> None:
-    assert customer_id("orders/create", {"customer": {"id": 7}}) == "7"
-    assert customer_id("customers/create", {"id": 8}) == "8"
-    assert customer_id("customers/redact", {"customer": {"id": 9}}) == "9"
-    assert customer_id("shop/redact", {"shop_id": 1}) == ""
 
 
 def test_merchant_of_a_shop_is_stable_and_case_insensitive() -> None:

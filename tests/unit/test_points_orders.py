@@ -170,3 +170,16 @@ def test_shipping_only_refund_takes_back_nothing() -> None:
 
 def test_cancellation_takes_back_everything() -> None:
     assert cancellation_adjustment(earning(70, "70")).points == 70
+
+
+def test_version_1_body_and_version_2_content_earn_the_same() -> None:
+    # During a rollout webhook.received events of both payload versions are in the topic.
+    from loyalnest.platform.shopify_payloads import content
+
+    raw = fixture("orders-create.json")
+    v2 = content("orders/create", raw, "loyalnest-demo.myshopify.com").message
+    assert order_totals(raw, settings("2")) == order_totals(v2, settings("2"))  # type: ignore[arg-type]
+    refund = fixture("refunds-create.json")
+    v2_refund = content("refunds/create", refund, "loyalnest-demo.myshopify.com").message
+    recorded = earning(216, "108.00")
+    assert refund_adjustment(refund, recorded) == refund_adjustment(v2_refund, recorded)  # type: ignore[arg-type]

@@ -56,6 +56,16 @@ NOT_EVENTS = {
     "loyalnest.events.v1.ProgramSettings",
     "loyalnest.events.v1.EarningMultiplier",
     "loyalnest.events.v1.PlanLimits",
+    # Parts of webhook.received (payload version 2).
+    "loyalnest.events.v1.ShopifyOrder",
+    "loyalnest.events.v1.ShopifyLineItem",
+    "loyalnest.events.v1.ShopifyRefund",
+    "loyalnest.events.v1.ShopifyRefundLineItem",
+    "loyalnest.events.v1.ShopifyCustomer",
+    "loyalnest.events.v1.ShopifyPrivacyRequest",
+    "loyalnest.events.v1.ShopifyShop",
+    "loyalnest.events.v1.SealedCustomerData",
+    "loyalnest.events.v1.CustomerData",
 }
 
 

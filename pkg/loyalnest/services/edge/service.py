@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -11,15 +14,18 @@ from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
 from loyalnest.gen.xds.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.crypto import FieldCipher, decode_key
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.pii import development_key, on_a_developer_machine
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.edge import consumers, events
 from loyalnest.services.edge.domain import DEFAULT_PLAN_LIMITS, PlanRateLimit
 from loyalnest.services.edge.servicer import EdgeServicer, RateLimitServicer
 from loyalnest.services.edge.store.buckets import TokenBuckets
+from loyalnest.services.edge.store.customer_keys import CustomerKeys
 from loyalnest.services.edge.store.plans import PlanDirectory
 from loyalnest.services.edge.store.postgres import EdgeStore
 from loyalnest.services.edge.store.seen import SeenDeliveries
@@ -39,12 +45,25 @@ class EdgeSettings(ServiceSettings):
     # `shopify_api_previous_secrets` (JSON list) meanwhile.
     shopify_api_secret: SecretStr
     shopify_api_previous_secrets: list[SecretStr] = []
-    # Deliveries older than this (X-Shopify-Triggered-At) are still accepted (Shopify retries
-    # for 4 hours) but logged as stale.
+    # Deliveries triggered longer ago than this (X-Shopify-Triggered-At, unsigned) are still
+    # accepted (Shopify retries for 4 hours) but counted in loyalnest_webhooks_stale_total.
     webhook_stale_after_seconds: float = Field(3600.0, gt=0)
     # The Redis fast path of deduplication remembers an event id this long; the PostgreSQL
     # record (webhook_idempotency_keys) is the authority either way.
     webhook_seen_ttl_seconds: int = Field(48 * 3600, gt=0)
+    # How long an event id (webhook_idempotency_keys) and an accepted body's hash
+    # (webhook_accepted_bodies) are kept: Shopify retries a delivery 8 times over 4 hours, so
+    # 48 hours covers every retry with a wide margin (and matches webhook_seen_ttl_seconds).
+    webhook_idempotency_retention_seconds: float = Field(48 * 3600, ge=4 * 3600)
+    # How long a (sealed) dead letter is kept for an operator before the purge drops it.
+    webhook_dead_letter_retention_seconds: float = Field(14 * 24 * 3600, gt=0)
+    # How often each edge process runs the purge (concurrent runs are harmless).
+    webhook_purge_interval_seconds: float = Field(3600.0, gt=0)
+    # The master key (base64 of 32 random bytes): wraps the per-customer keys that seal
+    # customers' data in webhook.received, and seals dead letters. Unset only on a developer's
+    # machine (platform/pii.py's rule). Previous keys stay readable during a rotation.
+    edge_encryption_key: SecretStr | None = None
+    edge_encryption_previous_keys: list[SecretStr] = []
     # How long a process remembers Auth's ValidateMerchant answer for a shop's merchant
     # (deliveries for unknown or uninstalled merchants are acknowledged and skipped): an
     # uninstall takes effect within it. Needs LOYALNEST_SERVICE_CREDENTIAL (the edge's, for
@@ -72,6 +91,46 @@ class EdgeSettings(ServiceSettings):
         return secrets
 
 
+def master_cipher(settings: EdgeSettings) -> FieldCipher:
+    """The edge's master key; the public development key only beside a local keyset."""
+    previous = [
+        decode_key(key.get_secret_value(), name="LOYALNEST_EDGE_ENCRYPTION_PREVIOUS_KEYS")
+        for key in settings.edge_encryption_previous_keys
+    ]
+    if settings.edge_encryption_key is not None:
+        key = decode_key(
+            settings.edge_encryption_key.get_secret_value(), name="LOYALNEST_EDGE_ENCRYPTION_KEY"
+        )
+    elif on_a_developer_machine(settings):
+        log.warning("LOYALNEST_EDGE_ENCRYPTION_KEY unset: using the public development key")
+        key = development_key("edge", "encryption")
+    else:
+        raise ValueError(
+            "LOYALNEST_EDGE_ENCRYPTION_KEY is required (base64 of 32 random bytes,"
+            " `openssl rand -base64 32`): it protects customers' data in webhook events"
+        )
+    return FieldCipher(key, previous)
+
+
+async def purge_loop(store: EdgeStore, settings: EdgeSettings) -> None:
+    """Retention: event ids and body hashes past Shopify's retry horizon, dead letters past
+    theirs. Errors (a database restart) are logged and the purge retried next interval."""
+    while True:
+        now = datetime.now(UTC)
+        try:
+            deleted = await store.purge(
+                idempotency_before=now
+                - timedelta(seconds=settings.webhook_idempotency_retention_seconds),
+                dead_letters_before=now
+                - timedelta(seconds=settings.webhook_dead_letter_retention_seconds),
+            )
+            if any(deleted.values()):
+                log.info("webhook records purged", **deleted)
+        except Exception:
+            log.exception("purging webhook records failed; retrying next interval")
+        await asyncio.sleep(settings.webhook_purge_interval_seconds)
+
+
 def merchant_gate(settings: EdgeSettings, auth: auth_pb2_grpc.AuthServiceStub) -> MerchantGate:
     """ValidateMerchant for webhooks, with the edge's own service token (auth:validate)."""
     if settings.service_credential is None:
@@ -92,7 +151,9 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
     secrets = settings.webhook_secrets()
     database = Database(settings, DATABASE)
     await database.open()
-    store = EdgeStore(database)
+    cipher = master_cipher(settings)
+    store = EdgeStore(database, cipher)
+    customer_keys = CustomerKeys(database, cipher)
     seen = SeenDeliveries.from_url(settings.redis_url, settings.webhook_seen_ttl_seconds)
     buckets = TokenBuckets.from_url(settings.redis_url)
     plans = PlanDirectory(
@@ -103,7 +164,7 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
     )
     downstream = CALLS.connect(settings, caller="edge")
     merchants = merchant_gate(settings, downstream.stub(auth_pb2_grpc.AuthServiceStub))
-    return postgres_service(
+    components = postgres_service(
         settings,
         database,
         service="edge",
@@ -113,7 +174,16 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
             Registration(
                 SERVICE_NAME,
                 edge_pb2_grpc.add_EdgeServiceServicer_to_server,
-                EdgeServicer(secrets, store, seen, buckets, plans, merchants),
+                EdgeServicer(
+                    secrets,
+                    store,
+                    seen,
+                    buckets,
+                    plans,
+                    customer_keys,
+                    merchants,
+                    stale_after_seconds=settings.webhook_stale_after_seconds,
+                ),
             ),
             Registration(
                 RATE_LIMIT_SERVICE_NAME,
@@ -123,6 +193,8 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
         ],
         cleanup=[seen.close, buckets.close, downstream.close],
     )
+    components.background.append(functools.partial(purge_loop, store, settings))
+    return components
 
 
 SPEC = ServiceSpec(

@@ -10,29 +10,33 @@ backends matters more than availability."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 import redis.asyncio as redis
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
 from loyalnest.gen.xds.envoy.config.core.v3 import base_pb2
 from loyalnest.gen.xds.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from loyalnest.platform import tenancy
+from loyalnest.platform import shopify_payloads, tenancy
+from loyalnest.platform.errors import FieldViolation, InvalidArgument
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.shopify_payloads import UnfitBody
 from loyalnest.platform.validation import Validator
 from loyalnest.services.edge.domain import GDPR_TOPICS, Outcome
+from loyalnest.services.edge.events import webhook_received
 from loyalnest.services.edge.store.buckets import TokenBuckets, bucket_key
+from loyalnest.services.edge.store.customer_keys import CustomerKeys
 from loyalnest.services.edge.store.plans import PlanDirectory
-from loyalnest.services.edge.store.postgres import EdgeStore
+from loyalnest.services.edge.store.postgres import BodyReused, EdgeStore
 from loyalnest.services.edge.store.seen import SeenDeliveries
 from loyalnest.services.edge.webhooks import (
     HMAC_HEADER,
     Delivery,
     UnusableBody,
-    customer_id,
     parse_body,
     verify_signature,
 )
@@ -49,8 +53,20 @@ log = get_logger(__name__)
 WEBHOOKS = Counter(
     "loyalnest_webhooks_total",
     "Shopify webhook deliveries by topic and outcome (accepted, duplicate, dead_lettered,"
-    " skipped).",
+    " skipped, refused: a signed body that does not fit its topic or was accepted under another).",
     ["topic", "outcome"],
+)
+DELIVERY_LAG = Histogram(
+    "loyalnest_webhook_delivery_lag_seconds",
+    "Time from X-Shopify-Triggered-At (unsigned: informative) to the delivery reaching the edge.",
+    ["topic"],
+    buckets=(1, 5, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+)
+STALE = Counter(
+    "loyalnest_webhooks_stale_total",
+    "Deliveries triggered longer ago than LOYALNEST_WEBHOOK_STALE_AFTER_SECONDS (Shopify's"
+    " retries, a backlog); accepted all the same.",
+    ["topic"],
 )
 DECISIONS = Counter(
     "loyalnest_rate_limit_decisions_total",
@@ -72,10 +88,15 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         seen: SeenDeliveries,
         buckets: TokenBuckets,
         plans: PlanDirectory,
+        customer_keys: CustomerKeys,
         merchants: MerchantGate | None = None,
+        *,
+        stale_after_seconds: float = 3600.0,
     ) -> None:
         """`secrets`: the Shopify app secrets a webhook may be signed with (the current first)."""
         self._secrets = list(secrets)
+        self._customer_keys = customer_keys
+        self._stale_after_seconds = stale_after_seconds
         self._store = store
         self._seen = seen
         self._buckets = buckets
@@ -94,6 +115,7 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         # The signature first: an unsigned request learns nothing, not even what else is wrong.
         verify_signature(body, headers.get(HMAC_HEADER), self._secrets)
         delivery = Delivery.parse(request.resource, request.action, headers, body)
+        self._observe_lag(delivery)
         merchant_id = tenancy.merchant_id_for_shop(delivery.shop_domain)
         if (
             self._merchants is not None
@@ -116,14 +138,50 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                 log.warning("webhook dead-lettered", topic=delivery.topic, reason=str(exc))
                 outcome = await self._store.dead_letter(delivery, merchant_id, str(exc))
             else:
-                outcome = await self._store.accept(
-                    delivery, merchant_id, customer_id(delivery.topic, payload)
-                )
+                outcome = await self._accept(delivery, merchant_id, payload)
             await self._seen.remember(delivery)
         WEBHOOKS.labels(delivery.topic, outcome.value).inc()
         return edge_pb2.ReceiveWebhookResponse(
             outcome=OUTCOMES[outcome], topic=delivery.topic, shopify_event_id=delivery.event_id
         )
+
+    async def _accept(
+        self, delivery: Delivery, merchant_id: str, payload: dict[str, Any]
+    ) -> Outcome:
+        """Publishes a JSON delivery whose body fits its topic; refuses it (400, nothing
+        stored) when it does not, or when the same bytes were accepted under another topic:
+        the headers naming the topic are not signed, so only the body can vouch for it."""
+        try:
+            content = shopify_payloads.content(delivery.topic, payload, delivery.shop_domain)
+        except UnfitBody as exc:
+            self._refuse(delivery, "unfit_body", str(exc))
+        sealed = None
+        if content.customer_data is not None and content.customer_id:
+            sealed = await self._customer_keys.seal(
+                merchant_id, content.customer_id, delivery.event_id, content.customer_data
+            )
+        event = webhook_received(delivery, content, sealed)
+        try:
+            return await self._store.accept(delivery, merchant_id, event)
+        except BodyReused as exc:
+            self._refuse(delivery, "body_reused", f"these bytes were accepted as {exc.first_topic}")
+
+    def _refuse(self, delivery: Delivery, why: str, detail: str) -> NoReturn:
+        WEBHOOKS.labels(delivery.topic, "refused").inc()
+        log.warning("webhook refused", topic=delivery.topic, why=why, detail=detail)
+        raise InvalidArgument(
+            f"the body is not a {delivery.topic} webhook",
+            [FieldViolation("body", f"{detail} (not a {delivery.topic} body)")],
+        )
+
+    def _observe_lag(self, delivery: Delivery) -> None:
+        """X-Shopify-Triggered-At is not signed: it feeds these metrics, never a decision."""
+        if delivery.triggered_at is None:
+            return
+        lag = (datetime.now(UTC) - delivery.triggered_at).total_seconds()
+        DELIVERY_LAG.labels(delivery.topic).observe(max(lag, 0.0))
+        if lag > self._stale_after_seconds:
+            STALE.labels(delivery.topic).inc()
 
     async def GetRateLimits(
         self, request: edge_pb2.GetRateLimitsRequest, context: Context

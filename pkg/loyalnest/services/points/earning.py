@@ -44,10 +44,14 @@ from loyalnest.services.points.domain import (
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.orders import (
     MalformedOrder,
+    Order,
     OrderAdjustment,
     OrderEarning,
     OrderSettlement,
     OrderStatus,
+    Refund,
+    as_order,
+    as_refund,
     cancellation_adjustment,
     order_reason,
     order_totals,
@@ -79,6 +83,23 @@ def utc_now() -> datetime:
 
 def month_start(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def _order_or_refund(
+    webhook: gateway_pb2.WebhookReceived,
+) -> tuple[gateway_pb2.ShopifyOrder | None, gateway_pb2.ShopifyRefund | None]:
+    """The order or refund of the event: `content` (payload version 2, no personal data), else
+    the raw JSON body of a version-1 event published before the edge's upgrade."""
+    if webhook.HasField("order"):
+        return webhook.order, None
+    if webhook.HasField("refund"):
+        return None, webhook.refund
+    payload: Any = json.loads(webhook.body)
+    if not isinstance(payload, dict):
+        raise MalformedOrder("the body is not a JSON object")
+    if webhook.topic == "refunds/create":
+        return None, as_refund(payload)
+    return as_order(payload), None
 
 
 class ProgramCopies:
@@ -121,22 +142,23 @@ class OrderEarnings:
         if webhook.topic not in EARNING_TOPICS | {"orders/cancelled", "refunds/create"}:
             return True  # another service's topic
         try:
-            payload: Any = json.loads(webhook.body)
-            if not isinstance(payload, dict):
-                raise MalformedOrder("the body is not a JSON object")
+            order, refund = _order_or_refund(webhook)
             if webhook.topic in EARNING_TOPICS:
-                return await self.record(event.merchant_id, payload)
+                if order is None:
+                    raise MalformedOrder("the event carries no order")
+                return await self.record(event.merchant_id, order)
             if webhook.topic == "refunds/create":
-                return await self.take_back(event.merchant_id, refund_order_id(payload), payload)
-            order_id = str(payload.get("id") or "")
-            if not order_id:
+                if refund is None:
+                    raise MalformedOrder("the event carries no refund")
+                return await self.take_back(event.merchant_id, refund_order_id(refund), refund)
+            if order is None or not order.order_id:
                 raise MalformedOrder("the order has no id")
-            return await self.take_back(event.merchant_id, order_id, None)
+            return await self.take_back(event.merchant_id, order.order_id, None)
         except ValueError as exc:  # MalformedOrder, or a body json cannot parse
             # Signed by Shopify yet unreadable: retrying cannot help; the consumer dead-letters.
             raise PermanentEventError(f"{webhook.topic} {webhook.webhook_id}: {exc}") from exc
 
-    async def record(self, merchant_id: str, order: dict[str, Any]) -> bool:
+    async def record(self, merchant_id: str, order: Order) -> bool:
         """Records what the order earns; False when it was recorded before."""
         program = await self._programs.get(merchant_id)
         totals = order_totals(order, program)
@@ -192,9 +214,7 @@ class OrderEarnings:
             return "over_plan_limit"
         return ""
 
-    async def take_back(
-        self, merchant_id: str, order_id: str, refund: dict[str, Any] | None
-    ) -> bool:
+    async def take_back(self, merchant_id: str, order_id: str, refund: Refund | None) -> bool:
         settlement = await self._store.order_settlement(merchant_id, order_id)
         if settlement is None:
             # Nothing was recorded for it (a guest order, or one from before the app).

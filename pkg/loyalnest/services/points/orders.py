@@ -1,9 +1,11 @@
 """Points from Shopify orders: what an order earns and what a refund or cancellation takes back.
 
-Pure functions of the webhook payloads and the merchant's `ProgramSettings`; storage and
-scheduling live in `earning.py`. Amounts are in the shop's currency (`*_set.shop_money`,
-falling back to the plain field, which Shopify also gives in shop currency): a customer
-paying in another presentment currency earns the same as one paying in the shop's.
+Pure functions of the orders and refunds webhook.received carries (`ShopifyOrder`,
+`ShopifyRefund`; a version-1 event's raw JSON is read into them) and the merchant's
+`ProgramSettings`; storage and scheduling live in `earning.py`. Amounts are in the shop's
+currency (the edge takes `*_set.shop_money`, falling back to the plain field, which Shopify also
+gives in shop currency): a customer paying in another presentment currency earns the same as
+one paying in the shop's.
 
 What counts: each line item's price times its quantity, less every discount allocated to
 it (line-level and order-level codes alike: Shopify allocates both onto the lines, in
@@ -22,6 +24,8 @@ from enum import StrEnum
 from typing import Any
 
 from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
+from loyalnest.platform import shopify_payloads
 from loyalnest.services.points.domain import MAX_POINTS_PER_TRANSACTION
 
 ORDER_REASON_PREFIX = "order:"
@@ -114,30 +118,28 @@ def _decimal(value: Any, what: str) -> Decimal:
     return number
 
 
-def _shop_money(item: Mapping[str, Any], name: str) -> Decimal:
-    """`item[name + "_set"].shop_money.amount`, else `item[name]`, else zero."""
-    money_set = item.get(f"{name}_set")
-    if isinstance(money_set, Mapping):
-        shop_money = money_set.get("shop_money")
-        if isinstance(shop_money, Mapping) and "amount" in shop_money:
-            return _decimal(shop_money["amount"], name)
-    value = item.get(name)
-    return Decimal(0) if value in (None, "") else _decimal(value, name)
+Order = gateway_events.ShopifyOrder | Mapping[str, Any]
+Refund = gateway_events.ShopifyRefund | Mapping[str, Any]
 
 
-def _id(value: Any) -> str:
-    return str(value) if isinstance(value, int | str) and str(value) else ""
+def as_order(order: Order) -> gateway_events.ShopifyOrder:
+    """The order as webhook.received v2 carries it; a v1 event's raw body (still in the topic
+    during a rollout) is read the way the edge reads it now."""
+    if isinstance(order, gateway_events.ShopifyOrder):
+        return order
+    try:
+        return shopify_payloads.read_order(order)
+    except shopify_payloads.UnfitBody as exc:
+        raise MalformedOrder(str(exc)) from exc
 
 
-def _line_discount(item: Mapping[str, Any]) -> Decimal:
-    """Every discount on a line: its `discount_allocations` (current payloads, order-level
-    codes included), else the older `total_discount` field."""
-    allocations = item.get("discount_allocations")
-    if isinstance(allocations, list):
-        return sum(
-            (_shop_money(a, "amount") for a in allocations if isinstance(a, Mapping)), Decimal(0)
-        )
-    return _shop_money(item, "total_discount")
+def as_refund(refund: Refund) -> gateway_events.ShopifyRefund:
+    if isinstance(refund, gateway_events.ShopifyRefund):
+        return refund
+    try:
+        return shopify_payloads.read_refund(refund)
+    except shopify_payloads.UnfitBody as exc:
+        raise MalformedOrder(str(exc)) from exc
 
 
 def _multipliers(settings: core_pb2.ProgramSettings) -> dict[str, Decimal]:
@@ -154,66 +156,61 @@ def _product_keys(product_id: str) -> tuple[str, str]:
     return product_id, f"gid://shopify/Product/{product_id}"
 
 
-def order_totals(order: Mapping[str, Any], settings: core_pb2.ProgramSettings) -> OrderTotals:
-    """What `order` (an orders/create or orders/paid payload) earns under `settings`."""
-    order_id = _id(order.get("id"))
-    if not order_id:
+def order_totals(order: Order, settings: core_pb2.ProgramSettings) -> OrderTotals:
+    """What `order` (of orders/create or orders/paid) earns under `settings`."""
+    order = as_order(order)
+    if not order.order_id:
         raise MalformedOrder("the order has no id")
-    customer = order.get("customer")
-    customer_id = _id(customer.get("id")) if isinstance(customer, Mapping) else ""
-    line_items = order.get("line_items") or []
-    if not isinstance(line_items, list):
-        raise MalformedOrder("line_items is not a list")
     rate = _decimal(settings.points_per_currency_unit or "1", "points_per_currency_unit")
     multipliers = _multipliers(settings)
     eligible = Decimal(0)
     weighted = Decimal(0)
-    for item in line_items:
-        if not isinstance(item, Mapping):
-            raise MalformedOrder("a line item is not an object")
-        quantity = _decimal(item.get("quantity", 0), "quantity")
-        amount = max(_shop_money(item, "price") * quantity - _line_discount(item), Decimal(0))
-        product_id = _id(item.get("product_id"))
+    for item in order.line_items:
+        price = _decimal(item.price or "0", "price")
+        discount = _decimal(item.discount or "0", "discount")
+        amount = max(price * item.quantity - discount, Decimal(0))
         factor = max(
-            (multipliers.get(key, Decimal(1)) for key in _product_keys(product_id)),
+            (multipliers.get(key, Decimal(1)) for key in _product_keys(item.product_id)),
             default=Decimal(1),
         )
         eligible += amount
         weighted += amount * factor
     points = int((weighted * rate).to_integral_value(_ROUNDING.get(settings.rounding, ROUND_FLOOR)))
     return OrderTotals(
-        order_id=order_id,
-        customer_id=customer_id,
+        order_id=order.order_id,
+        customer_id=order.customer_id,
         points=min(max(points, 0), MAX_POINTS_PER_TRANSACTION),
         eligible_amount=eligible,
-        currency=str(order.get("currency") or ""),
+        currency=order.currency,
     )
 
 
-def refund_order_id(refund: Mapping[str, Any]) -> str:
-    order_id = _id(refund.get("order_id"))
+def refund_order_id(refund: Refund) -> str:
+    order_id = as_refund(refund).order_id
     if not order_id:
         raise MalformedOrder("the refund has no order_id")
     return order_id
 
 
-def refund_adjustment(refund: Mapping[str, Any], earning: OrderEarning) -> OrderAdjustment:
-    """The share of the order's points a refunds/create payload takes back: the refunded
-    line items' subtotal over the order's eligible amount (rounded half up). A refund of
-    shipping alone takes back nothing."""
-    refund_id = _id(refund.get("id"))
-    if not refund_id:
+def refund_adjustment(refund: Refund, earning: OrderEarning) -> OrderAdjustment:
+    """The share of the order's points a refund takes back: the refunded line items'
+    subtotal over the order's eligible amount (rounded half up). A refund of shipping alone
+    takes back nothing."""
+    refund = as_refund(refund)
+    if not refund.refund_id:
         raise MalformedOrder("the refund has no id")
-    refunded = Decimal(0)
-    for item in refund.get("refund_line_items") or []:
-        if isinstance(item, Mapping):
-            refunded += _shop_money(item, "subtotal")
+    refunded = sum(
+        (_decimal(item.subtotal or "0", "subtotal") for item in refund.refund_line_items),
+        Decimal(0),
+    )
     if earning.eligible_amount <= 0:
         share = 0
     else:
         fraction = min(refunded / earning.eligible_amount, Decimal(1))
         share = int((earning.points * fraction).to_integral_value(ROUND_HALF_UP))
-    return OrderAdjustment(adjustment_id=f"refund:{refund_id}", points=share, reason="refunded")
+    return OrderAdjustment(
+        adjustment_id=f"refund:{refund.refund_id}", points=share, reason="refunded"
+    )
 
 
 def cancellation_adjustment(earning: OrderEarning) -> OrderAdjustment:

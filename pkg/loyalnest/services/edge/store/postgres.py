@@ -1,30 +1,64 @@
-"""The edge service's PostgreSQL state: webhook records, dead letters, merchants' plans."""
+"""The edge service's PostgreSQL state: webhook records, accepted bodies, dead letters (sealed,
+purged after their retention), merchants' plans. Customer keys: customer_keys.py."""
 
 from __future__ import annotations
+
+import hashlib
+from datetime import datetime
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
+from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
+from loyalnest.platform.crypto import FieldCipher
 from loyalnest.platform.events import outbox
 from loyalnest.platform.postgres import Database
+from loyalnest.platform.shopify_payloads import compatible_topics
 from loyalnest.services.edge.domain import Outcome
-from loyalnest.services.edge.events import webhook_received
 from loyalnest.services.edge.webhooks import Delivery
 
-# The idempotency key and, only if it is new, the event's outbox row.
+# In one statement (atomic, one round trip: every new event comes here): the body's hash
+# (refused if the same bytes were accepted under an incompatible topic), the idempotency key and,
+# only if both are new, the event's outbox row. Answers the topic the bytes were first accepted
+# under and whether the event was published now.
 _ACCEPT = (
-    "WITH claim AS ("
+    "WITH body AS ("
+    " INSERT INTO webhook_accepted_bodies (shop_domain, body_sha256, topic)"
+    " VALUES (%s, %s, %s) ON CONFLICT (shop_domain, body_sha256)"
+    # A no-op update: it returns (and locks) the row another delivery stored first.
+    " DO UPDATE SET topic = webhook_accepted_bodies.topic RETURNING topic),"
+    " claim AS ("
     " INSERT INTO webhook_idempotency_keys"
     " (shop_domain, event_id, merchant_id, topic, webhook_id, outcome)"
-    " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1)"
+    " SELECT %s, %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM body WHERE topic = ANY(%s))"
+    " ON CONFLICT DO NOTHING RETURNING 1),"
+    " published AS ("
     f" INSERT INTO outbox {outbox.COLUMNS} SELECT {outbox.VALUES}"
-    " WHERE EXISTS (SELECT 1 FROM claim) RETURNING 1"
+    " WHERE EXISTS (SELECT 1 FROM claim) RETURNING 1)"
+    " SELECT (SELECT topic FROM body), EXISTS (SELECT 1 FROM published)"
 )
+# Rows deleted per statement by the purge: short transactions, no long locks.
+PURGE_BATCH = 5000
+
+
+class BodyReused(Exception):
+    """The same body bytes were accepted under another topic (a replay across topics)."""
+
+    def __init__(self, first_topic: str) -> None:
+        super().__init__(first_topic)
+        self.first_topic = first_topic
+
+
+def _dead_letter_context(shop_domain: str, event_id: str) -> str:
+    return f"edge.webhook_dead_letters.body:{shop_domain}:{event_id}"
 
 
 class EdgeStore:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, cipher: FieldCipher | None = None) -> None:
+        """`cipher`: the edge's master key, which seals dead letters (and wraps customer keys,
+        store/customer_keys.py); without it nothing can be dead-lettered."""
         self._pool = database.pool
+        self._cipher = cipher
 
     async def _claim(
         self, conn: AsyncConnection, delivery: Delivery, merchant_id: str, outcome: Outcome
@@ -47,53 +81,117 @@ class EdgeStore:
         )
         return await cursor.fetchone() is not None
 
-    async def accept(self, delivery: Delivery, merchant_id: str, customer_id: str) -> Outcome:
-        """Records the delivery and its webhook.received event together, once.
+    async def accept(
+        self, delivery: Delivery, merchant_id: str, event: gateway_events.WebhookReceived
+    ) -> Outcome:
+        """Records the delivery and its webhook.received event together, once; BodyReused when
+        the same bytes were accepted under a topic this one is not compatible with.
 
-        One statement: atomic without BEGIN/COMMIT, and one round trip where a transaction
-        took four (every new event comes here, and each round trip costs the process about
-        as much CPU as the statement itself). A concurrent delivery of the same event waits
-        on the key until ours commits, then inserts neither row: DUPLICATE."""
-        event = outbox.row(
-            merchant_id, webhook_received(delivery, customer_id), occurred_at=delivery.triggered_at
-        )
+        A concurrent delivery of the same event waits on the key until ours commits, then
+        inserts neither row: DUPLICATE."""
+        row = outbox.row(merchant_id, event, occurred_at=delivery.triggered_at)
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 _ACCEPT,
                 (
+                    delivery.shop_domain,
+                    hashlib.sha256(delivery.body).digest(),
+                    delivery.topic,
                     delivery.shop_domain,
                     delivery.event_id,
                     merchant_id,
                     delivery.topic,
                     delivery.webhook_id,
                     Outcome.ACCEPTED.value,
-                    *event.params,
+                    sorted(compatible_topics(delivery.topic)),
+                    *row.params,
                 ),
                 prepare=True,
             )
-            recorded = await cursor.fetchone() is not None
-        return Outcome.ACCEPTED if recorded else Outcome.DUPLICATE
+            answer = await cursor.fetchone()
+        assert answer is not None  # the final SELECT always answers one row
+        first_topic, published = str(answer[0]), bool(answer[1])
+        if published:
+            return Outcome.ACCEPTED
+        if first_topic not in compatible_topics(delivery.topic):
+            raise BodyReused(first_topic)
+        return Outcome.DUPLICATE
 
     async def dead_letter(self, delivery: Delivery, merchant_id: str, reason: str) -> Outcome:
-        """Keeps an unusable (but signed) delivery for an operator, once per event."""
+        """Keeps an unusable (but signed) delivery for an operator, once per event, its body
+        sealed under the master key (it may hold anyone's personal data, and cannot be read to
+        find whose): `dead_letter_body` opens it; the purge drops it after the retention."""
+        if self._cipher is None:
+            raise RuntimeError("the edge store has no key to seal dead letters with")
+        sealed = self._cipher.encrypt(
+            delivery.body, context=_dead_letter_context(delivery.shop_domain, delivery.event_id)
+        )
         async with self._pool.connection() as conn, conn.transaction():
             if not await self._claim(conn, delivery, merchant_id, Outcome.DEAD_LETTERED):
                 return Outcome.DUPLICATE
             await conn.execute(
                 "INSERT INTO webhook_dead_letters"
-                " (shop_domain, event_id, topic, webhook_id, headers, body, reason)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                " (shop_domain, event_id, topic, webhook_id, headers, body, body_sealed, reason)"
+                " VALUES (%s, %s, %s, %s, %s, %s, true, %s)",
                 (
                     delivery.shop_domain,
                     delivery.event_id,
                     delivery.topic,
                     delivery.webhook_id,
                     Jsonb(dict(delivery.headers)),
-                    delivery.body,
+                    sealed,
                     reason,
                 ),
             )
         return Outcome.DEAD_LETTERED
+
+    async def dead_letter_body(self, dead_letter_id: int) -> bytes | None:
+        """The body of a dead letter as received (for an operator); None once purged."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT shop_domain, event_id, body, body_sealed FROM webhook_dead_letters"
+                " WHERE dead_letter_id = %s",
+                (dead_letter_id,),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        shop_domain, event_id, body, body_sealed = row
+        if not body_sealed:
+            return bytes(body)  # written before sealing existed
+        if self._cipher is None:
+            raise RuntimeError("the edge store has no key to open dead letters with")
+        return self._cipher.decrypt(
+            bytes(body), context=_dead_letter_context(shop_domain, event_id)
+        )
+
+    # --- retention ---------------------------------------------------------------------------
+
+    async def purge(
+        self, *, idempotency_before: datetime, dead_letters_before: datetime
+    ) -> dict[str, int]:
+        """Deletes idempotency keys and accepted-body hashes older than `idempotency_before`
+        (Shopify retries no more by then) and dead letters older than `dead_letters_before`;
+        how many rows of each went. Safe to run from several processes at once."""
+        deleted: dict[str, int] = {}
+        for table, column, before in (
+            ("webhook_idempotency_keys", "received_at", idempotency_before),
+            ("webhook_accepted_bodies", "accepted_at", idempotency_before),
+            ("webhook_dead_letters", "received_at", dead_letters_before),
+        ):
+            total = 0
+            while True:
+                async with self._pool.connection() as conn:
+                    cursor = await conn.execute(
+                        f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+                        f" SELECT ctid FROM {table} WHERE {column} < %s LIMIT {PURGE_BATCH}))",
+                        (before,),
+                    )
+                    total += cursor.rowcount
+                if cursor.rowcount < PURGE_BATCH:
+                    break
+            deleted[table] = total
+        return deleted
 
     # --- merchants' plans (rate-limit tiers) -----------------------------------------------
 

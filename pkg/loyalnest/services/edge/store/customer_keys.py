@@ -1,0 +1,124 @@
+"""Per-customer keys: crypto-shredding of the customer data webhook.received carries.
+
+Each (merchant, customer) gets its own random AES-256 key the first time a webhook names them,
+kept in `customer_keys` wrapped (AES-256-GCM) under the edge's master key, with an id. The
+customer's email, phone and names from a webhook are sealed under that key
+(`SealedCustomerData`) and travel like that through the outbox, Kafka and every consumer's
+dead letters. `erase` deletes the key: from then on no copy of that data, wherever it was
+copied, can be decrypted, without finding and rewriting any of them (GDPR erasure, issue 18).
+A later webhook for the same customer gets a new key with a new id; what was sealed before
+stays unreadable.
+
+Associated data binds a sealed value to the merchant, the customer, the key id and the Shopify
+event, so a ciphertext moved to another event or customer does not open.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
+from loyalnest.platform.crypto import KEY_BYTES, FieldCipher
+from loyalnest.platform.postgres import Database
+
+# Find the key, or create it; a concurrent creation makes ours lose (ON CONFLICT): read again.
+_GET_OR_CREATE = (
+    "WITH created AS ("
+    " INSERT INTO customer_keys (merchant_id, customer_id, key_id, wrapped_key)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT (merchant_id, customer_id) DO NOTHING"
+    " RETURNING key_id, wrapped_key)"
+    " SELECT key_id, wrapped_key FROM created"
+    " UNION ALL SELECT key_id, wrapped_key FROM customer_keys"
+    " WHERE merchant_id = %s AND customer_id = %s"
+    " LIMIT 1"
+)
+
+
+class CustomerErased(LookupError):
+    """The customer's key is gone (erased): their sealed data cannot be read any more."""
+
+
+def _wrap_context(merchant_id: str, customer_id: str, key_id: str) -> str:
+    return f"edge.customer_keys:{merchant_id}:{customer_id}:{key_id}"
+
+
+def _seal_context(merchant_id: str, customer_id: str, key_id: str, event_id: str) -> str:
+    return f"webhook.received.customer_data:{merchant_id}:{customer_id}:{key_id}:{event_id}"
+
+
+class CustomerKeys:
+    def __init__(self, database: Database, master: FieldCipher) -> None:
+        """`master`: the edge's master key (and previous ones, readable during a rotation)."""
+        self._pool = database.pool
+        self._master = master
+
+    async def _key(self, merchant_id: str, customer_id: str) -> tuple[str, bytes]:
+        key_id = uuid.uuid4().hex
+        wrapped = self._master.encrypt(
+            os.urandom(KEY_BYTES), context=_wrap_context(merchant_id, customer_id, key_id)
+        )
+        async with self._pool.connection() as conn:
+            for _ in range(3):
+                cursor = await conn.execute(
+                    _GET_OR_CREATE,
+                    (merchant_id, customer_id, key_id, wrapped, merchant_id, customer_id),
+                    prepare=True,
+                )
+                row = await cursor.fetchone()
+                # Empty only when another transaction created it after our snapshot: again.
+                if row is not None:
+                    found_id = str(row[0])
+                    key = self._master.decrypt(
+                        bytes(row[1]), context=_wrap_context(merchant_id, customer_id, found_id)
+                    )
+                    return found_id, key
+        raise RuntimeError("customer key neither created nor found")
+
+    async def seal(
+        self,
+        merchant_id: str,
+        customer_id: str,
+        event_id: str,
+        data: gateway_events.CustomerData,
+    ) -> gateway_events.SealedCustomerData:
+        key_id, key = await self._key(merchant_id, customer_id)
+        ciphertext = FieldCipher(key).encrypt(
+            data.SerializeToString(deterministic=True),
+            context=_seal_context(merchant_id, customer_id, key_id, event_id),
+        )
+        return gateway_events.SealedCustomerData(
+            customer_id=customer_id, key_id=key_id, ciphertext=ciphertext
+        )
+
+    async def open(
+        self, merchant_id: str, event_id: str, sealed: gateway_events.SealedCustomerData
+    ) -> gateway_events.CustomerData:
+        """The data `seal` sealed for this event; CustomerErased once the key is erased."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT wrapped_key FROM customer_keys"
+                " WHERE merchant_id = %s AND customer_id = %s AND key_id = %s",
+                (merchant_id, sealed.customer_id, sealed.key_id),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            raise CustomerErased(f"no key {sealed.key_id} for the customer: erased")
+        key = self._master.decrypt(
+            bytes(row[0]), context=_wrap_context(merchant_id, sealed.customer_id, sealed.key_id)
+        )
+        plaintext = FieldCipher(key).decrypt(
+            sealed.ciphertext,
+            context=_seal_context(merchant_id, sealed.customer_id, sealed.key_id, event_id),
+        )
+        return gateway_events.CustomerData.FromString(plaintext)
+
+    async def erase(self, merchant_id: str, customer_id: str) -> bool:
+        """Forgets the customer's key (crypto-shredding); False when there was none. Every
+        ciphertext sealed under it is unreadable from the commit on."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM customer_keys WHERE merchant_id = %s AND customer_id = %s",
+                (merchant_id, customer_id),
+            )
+            return cursor.rowcount > 0
