@@ -34,6 +34,7 @@ SECRET_ENV: dict[str, dict[str, str]] = {
     "core": {
         "LOYALNEST_CORE_ENCRYPTION_KEY": "core-encryption-key",
         "LOYALNEST_CORE_BLIND_INDEX_KEY": "core-blind-index-key",
+        "LOYALNEST_SERVICE_CREDENTIAL": "core-service-credential",
     },
     "points": {"LOYALNEST_SERVICE_CREDENTIAL": "points-service-credential"},
     "edge": {

@@ -9,13 +9,26 @@ gets 401, a locked shop 423. It answers `discountCodeBasicCreate`,
 `discountCodeFreeShippingCreate` (a code already present: userErrors `TAKEN`) and
 `codeDiscountNodeByCode`. Faults for tests: `unavailable` (503 to every call), `fail_next`
 (503 to the next N calls), `lose_next_answer` (create the code, then answer 503 as if the
-reply was lost).
+reply was lost), `throttle_next` (the next N queries are not run: `THROTTLED` in `errors`
+with the cost extension, as 200, or as 429 with `throttle_status=429`).
+
+Shopify Billing: `appSubscriptionCreate` (a PENDING subscription and its `confirmationUrl`;
+userErrors for a blank name, a return URL that is not http(s), line items without exactly
+one recurring price > 0 in a known interval, or a real charge on a development store, which
+accepts only `test: true`), `appSubscriptionCancel` (userErrors for an unknown or ended
+subscription) and `node(id:)` of a subscription. The merchant's side: `set_status(id,
+"ACTIVE")` approves (also DECLINED, FROZEN, CANCELLED, EXPIRED) and returns the
+`app_subscriptions/update` body Shopify then sends, for the test to deliver signed;
+activating a subscription cancels the shop's other active one, as Shopify's default
+replacement does (its body is in `webhooks`, too).
 """
 
 from __future__ import annotations
 
 import json
+import urllib.parse
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -35,6 +48,55 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     # (shop, code) -> {"id", "title", "input", "kind"}
     codes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
+    throttle_next: int = 0
+    throttle_status: int = 200
+    # Shops that accept only test charges.
+    development_stores: set[str] = field(default_factory=set)
+    # subscription id -> {"shop", "name", "status", "test", "line_items", "return_url", ...}
+    subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (topic, shop, body) of each app_subscriptions/update Shopify would send, in order.
+    webhooks: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    def subscription(self, subscription_id: str) -> dict[str, Any]:
+        with self._lock:
+            return dict(self.subscriptions[subscription_id])
+
+    def set_status(self, subscription_id: str, status: str) -> dict[str, Any]:
+        """The merchant (or Shopify's billing) moves a subscription to `status`; the
+        app_subscriptions/update body of that change."""
+        with self._lock:
+            subscription = self.subscriptions[subscription_id]
+            if status == "ACTIVE":
+                assert subscription["status"] in ("PENDING", "FROZEN"), subscription["status"]
+                for other_id, other in self.subscriptions.items():
+                    if (
+                        other_id != subscription_id
+                        and other["shop"] == subscription["shop"]
+                        and other["status"] == "ACTIVE"
+                    ):
+                        self._change(other_id, "CANCELLED")
+            return self._change(subscription_id, status)
+
+    def _change(self, subscription_id: str, status: str) -> dict[str, Any]:
+        subscription = self.subscriptions[subscription_id]
+        subscription["status"] = status
+        subscription["updated_at"] = datetime.now(UTC).isoformat()
+        price = subscription["line_items"][0]["plan"]["appRecurringPricingDetails"]["price"]
+        body = {
+            "app_subscription": {
+                "admin_graphql_api_id": subscription_id,
+                "name": subscription["name"],
+                "status": status,
+                "admin_graphql_api_shop_id": "gid://shopify/Shop/"
+                + str(abs(hash(subscription["shop"])) % 10**9),
+                "created_at": subscription["created_at"],
+                "updated_at": subscription["updated_at"],
+                "currency": price["currencyCode"],
+                "capped_amount": None,
+            }
+        }
+        self.webhooks.append(("app_subscriptions/update", subscription["shop"], body))
+        return body
 
     def codes_of(self, shop: str) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -64,6 +126,11 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             if shop in self.locked:
                 self._reply(request, 423, {"errors": "Locked"})
                 return
+            if self.throttle_next > 0:
+                # Shopify's leaky bucket is empty: the query is not run.
+                self.throttle_next -= 1
+                self._reply(request, self.throttle_status, _THROTTLED)
+                return
             payload = json.loads(body)
             status, answer = self._graphql(shop, payload["query"], payload.get("variables", {}))
             if status == 200 and self.lose_next_answer > 0:
@@ -72,6 +139,16 @@ class ShopifyAdminStandIn(ShopifyStandIn):
         self._reply(request, status, answer)
 
     def _graphql(self, shop: str, query: str, variables: dict[str, Any]) -> tuple[int, Any]:
+        if "appSubscriptionCreate" in query:
+            return 200, {"data": {"appSubscriptionCreate": self._subscribe(shop, variables)}}
+        if "appSubscriptionCancel" in query:
+            return 200, {"data": {"appSubscriptionCancel": self._cancel(shop, variables["id"])}}
+        if "node(id:" in query:
+            found = self.subscriptions.get(variables["id"])
+            node = None
+            if found is not None and found["shop"] == shop:
+                node = {"id": variables["id"], "status": found["status"]}
+            return 200, {"data": {"node": node}}
         if "codeDiscountNodeByCode" in query:
             found = self.codes.get((shop, variables["code"]))
             node = None
@@ -111,3 +188,101 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             "kind": kind,
         }
         return {"codeDiscountNode": {"id": node_id}, "userErrors": []}
+
+    def _subscribe(self, shop: str, variables: dict[str, Any]) -> dict[str, Any]:
+        errors = []
+        name = (variables.get("name") or "").strip()
+        if not name:
+            errors.append({"field": ["name"], "message": "Name can't be blank"})
+        return_url = urllib.parse.urlsplit(variables.get("returnUrl") or "")
+        if return_url.scheme not in ("http", "https") or not return_url.netloc:
+            errors.append({"field": ["returnUrl"], "message": "Return url is invalid"})
+        items = variables.get("lineItems") or []
+        recurring = [
+            item["plan"]["appRecurringPricingDetails"]
+            for item in items
+            if "appRecurringPricingDetails" in (item.get("plan") or {})
+        ]
+        if len(recurring) != 1 or len(items) != 1:
+            errors.append(
+                {"field": ["lineItems"], "message": "Exactly one recurring line item is required"}
+            )
+        else:
+            details = recurring[0]
+            price = details.get("price") or {}
+            try:
+                positive = float(price.get("amount")) > 0
+            except (TypeError, ValueError):
+                positive = False
+            if not positive or len(str(price.get("currencyCode") or "")) != 3:
+                errors.append(
+                    {"field": ["lineItems", "0", "plan"], "message": "Price must be positive"}
+                )
+            if details.get("interval", "EVERY_30_DAYS") not in ("EVERY_30_DAYS", "ANNUAL"):
+                errors.append(
+                    {"field": ["lineItems", "0", "plan"], "message": "Interval is invalid"}
+                )
+        test = bool(variables.get("test"))
+        if shop in self.development_stores and not test:
+            errors.append({"field": None, "message": "The shop cannot accept the provided charge."})
+        if errors:
+            return {"appSubscription": None, "confirmationUrl": None, "userErrors": errors}
+        number = len(self.subscriptions) + 1
+        subscription_id = f"gid://shopify/AppSubscription/{number}"
+        now = datetime.now(UTC).isoformat()
+        self.subscriptions[subscription_id] = {
+            "shop": shop,
+            "name": name,
+            "status": "PENDING",
+            "test": test,
+            "line_items": items,
+            "return_url": variables["returnUrl"],
+            "created_at": now,
+            "updated_at": now,
+        }
+        return {
+            "appSubscription": {"id": subscription_id, "status": "PENDING", "test": test},
+            "confirmationUrl": f"https://{shop}/admin/charges/loyalnest/{number}"
+            "/RecurringApplicationCharge/confirm_recurring_application_charge",
+            "userErrors": [],
+        }
+
+    def _cancel(self, shop: str, subscription_id: str) -> dict[str, Any]:
+        found = self.subscriptions.get(subscription_id)
+        if found is None or found["shop"] != shop:
+            return {
+                "appSubscription": None,
+                "userErrors": [{"field": ["id"], "message": "Subscription not found"}],
+            }
+        if found["status"] in ("CANCELLED", "DECLINED", "EXPIRED"):
+            return {
+                "appSubscription": None,
+                "userErrors": [{"field": ["id"], "message": "Subscription is not active"}],
+            }
+        self._change(subscription_id, "CANCELLED")
+        return {"appSubscription": {"id": subscription_id, "status": "CANCELLED"}, "userErrors": []}
+
+
+# Shopify's answer when the query's cost exceeds what the bucket holds.
+_THROTTLED = {
+    "errors": [
+        {
+            "message": "Throttled",
+            "extensions": {
+                "code": "THROTTLED",
+                "documentation": "https://shopify.dev/api/usage/rate-limits",
+            },
+        }
+    ],
+    "extensions": {
+        "cost": {
+            "requestedQueryCost": 12,
+            "actualQueryCost": None,
+            "throttleStatus": {
+                "maximumAvailable": 2000.0,
+                "currentlyAvailable": 2,
+                "restoreRate": 100.0,
+            },
+        }
+    },
+}

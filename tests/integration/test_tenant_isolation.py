@@ -695,6 +695,9 @@ def service_settings(name: str, database_url: str, cache_url: str) -> Any:
         "users_blind_index_key": base64.b64encode(os.urandom(32)).decode(),
         "core_encryption_key": base64.b64encode(os.urandom(32)).decode(),
         "core_blind_index_key": base64.b64encode(os.urandom(32)).decode(),
+        # Both plans free: B's change of plan applies at once, with no shop to bill (paid plans
+        # and their webhooks' tenancy: test_billing_and_uninstall.py).
+        "core_plans": {"free": {"customers_limit": 100}, "plus": {}},
         "auth_signing_keys_path": KEYSET_PATH,
         "auth_encryption_key": base64.b64encode(os.urandom(32)).decode(),
         "auth_blind_index_key": base64.b64encode(os.urandom(32)).decode(),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from google.protobuf import duration_pb2
@@ -186,3 +188,79 @@ def test_plans_come_from_configuration():
     assert catalogue.get("nope") is None
     with pytest.raises(ValueError, match="LOYALNEST_CORE_DEFAULT_PLAN"):
         CoreSettings(core_default_plan="platinum")
+
+
+# ---- Shopify Billing (issue 14) -----------------------------------------------------------
+
+
+def _update_body(status: str, updated_at: str = "2026-11-02T10:00:00-05:00") -> bytes:
+    return json.dumps(
+        {
+            "app_subscription": {
+                "admin_graphql_api_id": "gid://shopify/AppSubscription/7",
+                "name": "LoyalNest plus",
+                "status": status,
+                "created_at": "2026-11-01T10:00:00-05:00",
+                "updated_at": updated_at,
+            }
+        }
+    ).encode()
+
+
+def test_a_subscription_update_is_read_from_shopifys_body() -> None:
+    update = domain.parse_subscription_update(_update_body("active"))
+    assert update == domain.SubscriptionUpdate(
+        "gid://shopify/AppSubscription/7",
+        "LoyalNest plus",
+        "ACTIVE",
+        datetime(2026, 11, 2, 15, 0, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"app_subscription": {}}',
+        _update_body("PAID"),
+        _update_body("ACTIVE", updated_at="2026-11-02T10:00:00"),  # no offset
+        json.dumps(
+            {
+                "app_subscription": {
+                    "admin_graphql_api_id": "gid://shopify/Order/1",
+                    "status": "ACTIVE",
+                    "updated_at": "2026-11-02T10:00:00Z",
+                }
+            }
+        ).encode(),
+    ],
+)
+def test_anything_else_is_no_subscription_update(body: bytes) -> None:
+    assert domain.parse_subscription_update(body) is None
+
+
+def test_final_statuses_are_never_left_and_older_reports_lose() -> None:
+    now = datetime(2026, 11, 2, tzinfo=UTC)
+
+    def update(status: str, at: datetime) -> domain.SubscriptionUpdate:
+        return domain.SubscriptionUpdate("gid://shopify/AppSubscription/7", "", status, at)
+
+    later = now + timedelta(minutes=1)
+    assert domain.status_change_applies("PENDING", None, update("ACTIVE", now))
+    assert domain.status_change_applies("ACTIVE", now, update("FROZEN", later))
+    assert domain.status_change_applies("FROZEN", now, update("ACTIVE", later))
+    assert not domain.status_change_applies("ACTIVE", now, update("ACTIVE", later))  # repeated
+    assert not domain.status_change_applies("ACTIVE", later, update("CANCELLED", now))  # older
+    for final in ("CANCELLED", "DECLINED", "EXPIRED"):
+        assert not domain.status_change_applies(final, now, update("ACTIVE", later))
+
+
+def test_the_default_plan_must_be_free() -> None:
+    with pytest.raises(ValueError, match="must be free"):
+        CoreSettings(
+            core_plans={"free": PlanDefinition(price=Decimal("5"))}, core_default_plan="free"
+        )
+    catalogue = CoreSettings().plan_catalogue()
+    assert catalogue.price("free") is None
+    assert catalogue.price("plus") == domain.PlanPrice(Decimal("29.00"), "USD", "EVERY_30_DAYS")

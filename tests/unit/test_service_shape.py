@@ -23,7 +23,7 @@ SUB_MODULES = {
         "staff_sessions",
         "role_permissions",
     },
-    "core": set(),
+    "core": {"billing"},
     "edge": {"webhooks", "signing"},
     "points": {
         "earning",

@@ -24,7 +24,14 @@ REPO = Path(__file__).resolve().parents[3]
 # (adjustments are not customer activity), points.reversed (a refunded redemption or a
 # cancelled order's points are neither an earn nor a redeem), program_settings.updated
 # (Points earns from orders with a local copy of Core's rules instead of a call per order).
-OUR_EVENTS = {"points.adjusted", "points.reversed", "program_settings.updated"}
+OUR_EVENTS = {
+    "points.adjusted",
+    "points.reversed",
+    "program_settings.updated",
+    # Issue 14: uninstall completion.
+    "merchant.uninstalled",
+    "merchant.reinstalled",
+}
 SEED_EVENTS = {
     "customer.created",
     "customer.updated",

@@ -34,7 +34,17 @@ from loyalnest.platform.crypto import derive_key
 SERVICE_GRANTS: dict[str, frozenset[str]] = {
     # auth:shop-token: the shop's Admin API token, for reward discount codes.
     "points": frozenset({"auth:validate", "auth:shop-token", "users:read", "core:read"}),
-    "core": frozenset({"auth:validate", "users:read", "points:read", "points:write", "rfm:read"}),
+    # auth:shop-token: the shop's Admin API token, for Shopify Billing (paid plans).
+    "core": frozenset(
+        {
+            "auth:validate",
+            "auth:shop-token",
+            "users:read",
+            "points:read",
+            "points:write",
+            "rfm:read",
+        }
+    ),
     "users": frozenset({"auth:validate", "roles:read"}),
     "roles": frozenset({"auth:validate"}),
     "auth": frozenset({"roles:read", "users:read"}),

@@ -106,6 +106,8 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("plan_limit_warning", core_pb2.PlanLimitWarning, CORE, None),
     EventSpec("program_settings.updated", core_pb2.ProgramSettingsUpdated, CORE, None),
     EventSpec("merchant.created", auth_pb2.MerchantCreated, AUTH, None),
+    EventSpec("merchant.uninstalled", auth_pb2.MerchantUninstalled, AUTH, None),
+    EventSpec("merchant.reinstalled", auth_pb2.MerchantReinstalled, AUTH, None),
     EventSpec("auth.revoked", auth_pb2.AuthRevoked, AUTH, "user_id"),
     EventSpec("webhook.received", gateway_pb2.WebhookReceived, EDGE, "customer_id"),
     EventSpec("points.earned", points_pb2.PointsEarned, POINTS, "customer_id"),

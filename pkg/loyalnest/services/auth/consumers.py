@@ -8,7 +8,10 @@
   anywhere (the gateway alone does not check revocation).
 - `webhook.received` of topic `app/uninstalled`, from the edge: the merchant is marked
   uninstalled (ValidateMerchant then refuses it; the edge and the consumers skip its work
-  within their cache period) and its owner and staff sessions end.
+  within their cache period), its owner and staff sessions end (their refresh tokens with
+  them), its Shopify tokens are dropped (GetShopAccessToken: FAILED_PRECONDITION) and
+  merchant.uninstalled is published, all in one transaction. A reinstall (OAuth) makes it
+  active again with new tokens and publishes merchant.reinstalled.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ class ShopTokenRecord:
     shop_domain: str
     status: str
     scopes: Sequence[str]
-    access_token: str
+    # None once the merchant uninstalled the app (the tokens are dropped then).
+    access_token: str | None
     # Expiring offline tokens only (None: the token does not expire).
     expires_at: datetime | None
     refresh_token: str | None

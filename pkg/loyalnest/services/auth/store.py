@@ -96,11 +96,13 @@ class AuthStore:
         caller's transaction; a first install publishes merchant.created (outbox)."""
         await audit.set_actor(conn, f"shop:{shop}")
         cursor = await conn.execute(
-            "SELECT merchant_id::text FROM merchants WHERE shop_domain = %s FOR UPDATE", (shop,)
+            "SELECT merchant_id::text, status FROM merchants WHERE shop_domain = %s FOR UPDATE",
+            (shop,),
         )
         row = await cursor.fetchone()
         created = row is None
         merchant_id = merchant_id_for_shop(shop) if row is None else row[0]
+        reinstalled = row is not None and row[1] == "uninstalled"
         values = (
             self._cipher.encrypt(tokens.access_token, context=_access_token_context(merchant_id)),
             tokens.expires_at,
@@ -129,6 +131,10 @@ class AuthStore:
         merchant = MerchantRecord(*await _one(cursor))
         if created:
             await outbox.enqueue(conn, merchant_id, events.merchant_created(shop))
+        elif reinstalled:
+            # The same merchant again, its data kept: not merchant.created (nothing is to be
+            # set up a second time), but consumers learn it is back.
+            await outbox.enqueue(conn, merchant_id, events.merchant_reinstalled(shop))
         return merchant, created
 
     async def get_merchant(self, merchant_id: str) -> MerchantRecord:
@@ -159,6 +165,17 @@ class AuthStore:
         if row is None:
             raise NotFound("merchant", merchant_id)
         refresh = row[6]
+        if row[4] is None:  # uninstalled: the tokens were dropped (mark_uninstalled)
+            return ShopTokenRecord(
+                merchant_id=row[0],
+                shop_domain=row[1],
+                status=row[2],
+                scopes=row[3],
+                access_token=None,
+                expires_at=None,
+                refresh_token=None,
+                refresh_token_expires_at=None,
+            )
         return ShopTokenRecord(
             merchant_id=row[0],
             shop_domain=row[1],
@@ -222,19 +239,28 @@ class AuthStore:
         self, conn: AsyncConnection, shop: str, *, triggered_at: datetime | None, actor: str
     ) -> str | None:
         """Marks the shop's merchant uninstalled, inside the caller's transaction, unless it
-        was (re)installed after the uninstall happened. The merchant id, or None if nothing
-        changed."""
+        was (re)installed after the uninstall happened: its Shopify tokens are dropped (Shopify
+        revoked them; a reinstall brings new ones) and merchant.uninstalled is published
+        (outbox). The merchant id, or None if nothing changed."""
         await audit.set_actor(conn, actor)
         cursor = await conn.execute(
             "UPDATE merchants SET status = 'uninstalled', uninstalled_at = now(),"
+            " access_token = NULL, access_token_expires_at = NULL,"
+            " refresh_token = NULL, refresh_token_expires_at = NULL,"
             " updated_at = now()"
             " WHERE shop_domain = %s AND status = 'active'"
             " AND (%s::timestamptz IS NULL OR installed_at <= %s::timestamptz)"
-            " RETURNING merchant_id::text",
+            " RETURNING merchant_id::text, uninstalled_at",
             (shop, triggered_at, triggered_at),
         )
         row = await cursor.fetchone()
-        return None if row is None else str(row[0])
+        if row is None:
+            return None
+        merchant_id = str(row[0])
+        await outbox.enqueue(
+            conn, merchant_id, events.merchant_uninstalled(shop, triggered_at or row[1])
+        )
+        return merchant_id
 
     # ---- admin users --------------------------------------------------------------------
 

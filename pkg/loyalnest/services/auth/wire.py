@@ -64,6 +64,8 @@ def impersonation_proto(record: ImpersonationRecord) -> auth_pb2.ImpersonationSe
 
 
 def shop_token_proto(record: ShopTokenRecord) -> auth_pb2.GetShopAccessTokenResponse:
+    # Handed out only while installed (ShopTokens refuses others): the token is there.
+    assert record.access_token is not None
     return auth_pb2.GetShopAccessTokenResponse(
         shop=record.shop_domain,
         access_token=record.access_token,

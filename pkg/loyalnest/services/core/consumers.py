@@ -6,24 +6,42 @@
 - user.created / user.updated: the account projection that links customers to accounts.
 - rfm.updated: the customer's latest RFM score.
 - gdpr_request.created (redact): the customer's personal data is erased.
+- webhook.received of topic app_subscriptions/update (Shopify Billing, through the edge): a paid
+  plan's subscription changed status (store/billing.py applies it). Skipped, like every
+  webhook, for a merchant Auth does not know or that uninstalled the app (MerchantGate).
+- merchant.uninstalled: the paid plan ends (Shopify ends an app's charges with its install).
 """
 
 from __future__ import annotations
 
-from loyalnest.gen.events.v1 import admin_core_pb2, auth_pb2, points_pb2, rfm_pb2, users_pb2
+from datetime import UTC
+
+from loyalnest.gen.events.v1 import (
+    admin_core_pb2,
+    auth_pb2,
+    gateway_pb2,
+    points_pb2,
+    rfm_pb2,
+    users_pb2,
+)
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.inbox import Handler
+from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
 from loyalnest.services.core.domain import (
     ProgramSettings,
     order_id_from_reason,
+    parse_subscription_update,
     with_plan,
 )
+from loyalnest.services.core.store.billing import BillingStore
 from loyalnest.services.core.store.customers import CustomerStore
 from loyalnest.services.core.store.program import ProgramStore
 from loyalnest.services.core.store.usage import UsageStore
 
 log = get_logger(__name__)
+
+SUBSCRIPTION_TOPIC = "app_subscriptions/update"
 
 
 def _kind(kind: int) -> str:
@@ -31,7 +49,11 @@ def _kind(kind: int) -> str:
 
 
 def handlers(
-    programs: ProgramStore, usage: UsageStore, customers: CustomerStore
+    programs: ProgramStore,
+    usage: UsageStore,
+    customers: CustomerStore,
+    billing: BillingStore,
+    merchants: MerchantGate | None = None,
 ) -> dict[str, Handler]:
     async def on_merchant_created(event: ConsumedEvent) -> bool:
         created = event.payload_as(auth_pb2.MerchantCreated)
@@ -77,8 +99,38 @@ def handlers(
             return True  # data requests are answered by AdminCore, which exports
         return await customers.redact(event, request.request_id, request.customer_id)
 
+    async def on_webhook(event: ConsumedEvent) -> bool:
+        webhook = event.payload_as(gateway_pb2.WebhookReceived)
+        if webhook.topic != SUBSCRIPTION_TOPIC:
+            return True  # the other topics are the other services' business
+        if merchants is not None and not await merchants.allows(
+            event.merchant_id, what="webhook.received"
+        ):
+            return True
+        update = parse_subscription_update(webhook.body)
+        if update is None:
+            # Signed by Shopify but not the documented shape: nothing to apply, no retry helps.
+            log.warning(
+                "app_subscriptions/update without a subscription; ignored",
+                merchant_id=event.merchant_id,
+                event_id=event.event_id,
+            )
+            return True
+        return await billing.apply_update(event, update)
+
+    async def on_merchant_uninstalled(event: ConsumedEvent) -> bool:
+        uninstalled = event.payload_as(auth_pb2.MerchantUninstalled)
+        at = (
+            uninstalled.uninstall_time.ToDatetime(tzinfo=UTC)
+            if uninstalled.HasField("uninstall_time")
+            else None
+        )
+        return await billing.end_for_uninstall(event, at)
+
     return {
         "merchant.created": on_merchant_created,
+        "merchant.uninstalled": on_merchant_uninstalled,
+        "webhook.received": on_webhook,
         "points.earned": on_points_earned,
         "user.created": on_user_created,
         "user.updated": on_user_updated,

@@ -7,6 +7,8 @@ merchant saves, what Core stores and what Points copies.
 
 from __future__ import annotations
 
+import enum
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from loyalnest.gen.events.v1 import core_pb2 as core_events
 from loyalnest.gen.events.v1 import rfm_pb2
 from loyalnest.platform.errors import (
     AlreadyExists,
+    FailedPrecondition,
     FieldViolation,
     NotFound,
     QuotaExceeded,
@@ -73,14 +76,37 @@ MAX_NAME_LENGTH = 100
 # --- plans -------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class PlanPrice:
+    """What a paid plan costs, charged through Shopify Billing (a recurring subscription)."""
+
+    amount: Decimal
+    currency_code: str
+    # Shopify's AppPricingInterval: EVERY_30_DAYS or ANNUAL.
+    interval: str
+
+
 class PlanCatalogue:
     """The plans merchants may be on, from configuration (LOYALNEST_CORE_PLANS)."""
 
-    def __init__(self, plans: Mapping[str, PlanLimits], default: str) -> None:
+    def __init__(
+        self,
+        plans: Mapping[str, PlanLimits],
+        default: str,
+        prices: Mapping[str, PlanPrice] | None = None,
+    ) -> None:
         if default not in plans:
             raise ValueError(f"the default plan {default!r} is not among {sorted(plans)}")
         self._plans = dict(plans)
         self.default = default
+        self._prices = {name: price for name, price in (prices or {}).items() if price.amount}
+        if default in self._prices:
+            # Every merchant starts on it without approving any charge.
+            raise ValueError(f"the default plan {default!r} must be free")
+
+    def price(self, name: str) -> PlanPrice | None:
+        """The plan's price; None for a free plan (it applies without Shopify Billing)."""
+        return self._prices.get(name)
 
     def get(self, name: str) -> PlanLimits | None:
         plan = self._plans.get(name)
@@ -149,6 +175,117 @@ class CustomersLimitReached(QuotaExceeded):
             f"the {plan.plan!r} plan allows {plan.customers_limit} customers and all are used;"
             " change the plan (POST /v1/api/core/plan) to register more",
             subject=f"merchant:{merchant_id}/{CUSTOMERS}",
+        )
+
+
+# --- Shopify Billing (paid plans) ---------------------------------------------------------
+
+# AppSubscriptionStatus. PENDING: created, waiting for the merchant's approval; ACTIVE: approved
+# (and charged); FROZEN: the shop's own Shopify bill is unpaid; the others are final.
+SUBSCRIPTION_PENDING = "PENDING"
+SUBSCRIPTION_ACTIVE = "ACTIVE"
+SUBSCRIPTION_FROZEN = "FROZEN"
+# The statuses a subscription never leaves (FROZEN does: it thaws to ACTIVE once paid).
+SUBSCRIPTION_FINAL = frozenset({"CANCELLED", "DECLINED", "EXPIRED"})
+# An active subscription in one of these no longer pays for its plan.
+SUBSCRIPTION_ENDED = frozenset({"CANCELLED", "EXPIRED", "FROZEN"})
+SUBSCRIPTION_STATUSES = frozenset(
+    {
+        SUBSCRIPTION_PENDING,
+        SUBSCRIPTION_ACTIVE,
+        "ACCEPTED",
+        *SUBSCRIPTION_FINAL,
+        SUBSCRIPTION_FROZEN,
+    }
+)
+SUBSCRIPTION_NAME_PREFIX = "LoyalNest "
+
+
+def subscription_name(plan: str) -> str:
+    """The subscription's name at Shopify, shown to the merchant on the approval page."""
+    return SUBSCRIPTION_NAME_PREFIX + plan
+
+
+class PlanChangeStatus(enum.Enum):
+    APPLIED = "applied"
+    PENDING_APPROVAL = "pending_approval"
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """What a ChangePlan did: the program now, and for a paid plan where to approve it."""
+
+    settings: ProgramSettings
+    status: PlanChangeStatus
+    subscription_id: str = ""
+    confirmation_url: str = ""
+
+
+@dataclass(frozen=True)
+class NewSubscription:
+    """Shopify's answer to appSubscriptionCreate."""
+
+    subscription_id: str
+    confirmation_url: str
+    status: str
+    test: bool
+
+
+@dataclass(frozen=True)
+class SubscriptionUpdate:
+    """An app_subscriptions/update webhook: a subscription's status at a moment."""
+
+    subscription_id: str
+    name: str
+    status: str
+    updated_at: datetime
+
+
+def parse_subscription_update(body: bytes) -> SubscriptionUpdate | None:
+    """The update an app_subscriptions/update body reports; None when it is not one (the
+    signature proves who sent it, not that it is well formed)."""
+    try:
+        data = json.loads(body)
+        sub = data["app_subscription"]
+        subscription_id = sub["admin_graphql_api_id"]
+        status = str(sub["status"]).upper()
+        updated_at = datetime.fromisoformat(sub.get("updated_at") or sub["created_at"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if (
+        not isinstance(subscription_id, str)
+        or not subscription_id.startswith("gid://shopify/AppSubscription/")
+        or status not in SUBSCRIPTION_STATUSES
+        or updated_at.tzinfo is None
+    ):
+        return None
+    name = sub.get("name")
+    return SubscriptionUpdate(
+        subscription_id, name if isinstance(name, str) else "", status, updated_at
+    )
+
+
+def status_change_applies(
+    current_status: str, current_updated_at: datetime | None, update: SubscriptionUpdate
+) -> bool:
+    """Whether `update` is news for a subscription now in `current_status`: a final status
+    is never left, and an update older than the last one applied (Shopify does not promise
+    order, and redelivers) changes nothing."""
+    if current_status in SUBSCRIPTION_FINAL:
+        return False
+    if current_updated_at is not None and update.updated_at < current_updated_at:
+        return False
+    return update.status != current_status or current_updated_at is None
+
+
+class SubscriptionRefused(FailedPrecondition):
+    """Shopify refused the subscription (userErrors): the request cannot succeed as it is."""
+
+    def __init__(self, merchant_id: str, errors: str) -> None:
+        super().__init__(
+            f"Shopify refused the plan's subscription: {errors}",
+            violation_type="BILLING_REFUSED",
+            subject=f"merchant/{merchant_id}",
         )
 
 

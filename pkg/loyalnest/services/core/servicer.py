@@ -20,11 +20,18 @@ from loyalnest.platform.validation import (
     normalize_email,
 )
 from loyalnest.services.core import domain
+from loyalnest.services.core.billing import ShopifyBilling
 from loyalnest.services.core.domain import ImportItem, NewCustomer, ProgramSettings
+from loyalnest.services.core.store.billing import BillingStore
 from loyalnest.services.core.store.customers import CustomerStore
 from loyalnest.services.core.store.program import ProgramStore
 from loyalnest.services.core.store.usage import UsageStore
-from loyalnest.services.core.wire import customer_proto, import_response, usage_metric_proto
+from loyalnest.services.core.wire import (
+    customer_proto,
+    import_response,
+    plan_change_response,
+    usage_metric_proto,
+)
 
 MAX_IMPORT_BATCH = 500
 _NAME_RULE = f"must be at most {domain.MAX_NAME_LENGTH} printable characters"
@@ -68,8 +75,12 @@ class CoreServicer(core_pb2_grpc.CoreServiceServicer):
         usage: UsageStore,
         customers: CustomerStore,
         vault: PiiVault,
+        billing_store: BillingStore,
+        billing: ShopifyBilling,
     ) -> None:
         self._programs = programs
+        self._billing_store = billing_store
+        self._billing = billing
         self._usage = usage
         self._customers = customers
         self._vault = vault
@@ -127,12 +138,25 @@ class CoreServicer(core_pb2_grpc.CoreServiceServicer):
             )
             v.idempotency_key("idempotency_key", request.idempotency_key)
         assert plan is not None  # the validator rejected the request otherwise
-        settings = await self._programs.change(
-            merchant_id,
-            lambda current: domain.with_plan(current, plan),
-            key=IdempotencyKey.of("ChangePlan", request),
-        )
-        return core_pb2.ChangePlanResponse(settings=settings)
+        key = IdempotencyKey.of("ChangePlan", request)
+        price = self._programs.plans.price(request.plan)
+        if price is None:
+            # Free: at once, and the subscription paying for the current plan is cancelled.
+            change = await self._billing_store.change_to_free_plan(
+                merchant_id,
+                plan,
+                key=key,
+                cancel=lambda subscription_id: self._billing.cancel(merchant_id, subscription_id),
+            )
+        else:
+            # Paid: only once the merchant approves the charge at Shopify (the webhook).
+            change = await self._billing_store.request_paid_plan(
+                merchant_id,
+                request.plan,
+                key=key,
+                subscribe=lambda: self._billing.subscribe(merchant_id, request.plan, price),
+            )
+        return plan_change_response(change)
 
     async def GetUsage(
         self, request: core_pb2.GetUsageRequest, context: Context

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from loyalnest.gen.core.v1 import core_pb2
 from loyalnest.platform.protos import timestamp
-from loyalnest.services.core.domain import Customer, ImportOutcome, ImportResult, MetricUsage
+from loyalnest.services.core.domain import (
+    Customer,
+    ImportOutcome,
+    ImportResult,
+    MetricUsage,
+    PlanChange,
+    PlanChangeStatus,
+)
 
 IMPORT_OUTCOMES = {
     ImportOutcome.CREATED: core_pb2.IMPORT_OUTCOME_CREATED,
@@ -13,6 +20,20 @@ IMPORT_OUTCOMES = {
     ImportOutcome.INVALID: core_pb2.IMPORT_OUTCOME_INVALID,
     ImportOutcome.LIMIT_REACHED: core_pb2.IMPORT_OUTCOME_LIMIT_REACHED,
 }
+
+PLAN_CHANGE_STATUSES = {
+    PlanChangeStatus.APPLIED: core_pb2.PLAN_CHANGE_STATUS_APPLIED,
+    PlanChangeStatus.PENDING_APPROVAL: core_pb2.PLAN_CHANGE_STATUS_PENDING_APPROVAL,
+}
+
+
+def plan_change_response(change: PlanChange) -> core_pb2.ChangePlanResponse:
+    return core_pb2.ChangePlanResponse(
+        settings=change.settings,
+        status=PLAN_CHANGE_STATUSES[change.status],
+        confirmation_url=change.confirmation_url,
+        subscription_id=change.subscription_id,
+    )
 
 
 def customer_proto(customer: Customer) -> core_pb2.Customer:

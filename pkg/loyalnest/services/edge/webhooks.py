@@ -32,6 +32,8 @@ TOPICS = frozenset(
         "customers/create",
         "customers/update",
         "app/uninstalled",
+        # Shopify Billing: a paid plan's subscription changed status (Core applies it).
+        "app_subscriptions/update",
         "customers/data_request",
         "customers/redact",
         "shop/redact",

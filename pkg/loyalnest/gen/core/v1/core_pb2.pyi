@@ -16,6 +16,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PlanChangeStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PLAN_CHANGE_STATUS_UNSPECIFIED: _ClassVar[PlanChangeStatus]
+    PLAN_CHANGE_STATUS_APPLIED: _ClassVar[PlanChangeStatus]
+    PLAN_CHANGE_STATUS_PENDING_APPROVAL: _ClassVar[PlanChangeStatus]
+
 class ImportOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     IMPORT_OUTCOME_UNSPECIFIED: _ClassVar[ImportOutcome]
@@ -23,6 +29,9 @@ class ImportOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMPORT_OUTCOME_ALREADY_EXISTS: _ClassVar[ImportOutcome]
     IMPORT_OUTCOME_INVALID: _ClassVar[ImportOutcome]
     IMPORT_OUTCOME_LIMIT_REACHED: _ClassVar[ImportOutcome]
+PLAN_CHANGE_STATUS_UNSPECIFIED: PlanChangeStatus
+PLAN_CHANGE_STATUS_APPLIED: PlanChangeStatus
+PLAN_CHANGE_STATUS_PENDING_APPROVAL: PlanChangeStatus
 IMPORT_OUTCOME_UNSPECIFIED: ImportOutcome
 IMPORT_OUTCOME_CREATED: ImportOutcome
 IMPORT_OUTCOME_ALREADY_EXISTS: ImportOutcome
@@ -78,10 +87,16 @@ class ChangePlanRequest(_message.Message):
     def __init__(self, plan: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class ChangePlanResponse(_message.Message):
-    __slots__ = ("settings",)
+    __slots__ = ("settings", "status", "confirmation_url", "subscription_id")
     SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMATION_URL_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIPTION_ID_FIELD_NUMBER: _ClassVar[int]
     settings: _core_pb2.ProgramSettings
-    def __init__(self, settings: _Optional[_Union[_core_pb2.ProgramSettings, _Mapping]] = ...) -> None: ...
+    status: PlanChangeStatus
+    confirmation_url: str
+    subscription_id: str
+    def __init__(self, settings: _Optional[_Union[_core_pb2.ProgramSettings, _Mapping]] = ..., status: _Optional[_Union[PlanChangeStatus, str]] = ..., confirmation_url: _Optional[str] = ..., subscription_id: _Optional[str] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
     __slots__ = ()

@@ -139,6 +139,17 @@ class CoreServiceServicer:
 
     def ChangePlan(self, request, context):
         """Moves the merchant to another plan (INVALID_ARGUMENT for a plan that does not exist).
+
+        A paid plan (a price in LOYALNEST_CORE_PLANS) goes through Shopify Billing: Core asks
+        Shopify for an app subscription (appSubscriptionCreate) and answers PENDING_APPROVAL with
+        Shopify's confirmation_url, where the shop's owner approves the charge; the plan stays
+        as it is until Shopify's signed app_subscriptions/update webhook reports the
+        subscription ACTIVE, and returns to the default plan when the active subscription is
+        CANCELLED, EXPIRED or FROZEN (a DECLINED one changes nothing). A free plan applies at
+        once (APPLIED) and cancels the active subscription at Shopify (appSubscriptionCancel).
+        FAILED_PRECONDITION SHOP_NOT_CONNECTED when Core cannot reach the merchant's shop,
+        UNAVAILABLE when Shopify does not answer (retry with the same idempotency_key: one
+        subscription per key).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eloyalnest/events/v1/auth.proto\x12\x13loyalnest.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x0fMerchantCreated\x12\x13\n\x0bshop_domain\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\"q\n\x0b\x41uthRevoked\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eloyalnest/events/v1/auth.proto\x12\x13loyalnest.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x0fMerchantCreated\x12\x13\n\x0bshop_domain\x18\x01 \x01(\t\x12\x0c\n\x04plan\x18\x02 \x01(\t\"^\n\x13MerchantUninstalled\x12\x13\n\x0bshop_domain\x18\x01 \x01(\t\x12\x32\n\x0euninstall_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"*\n\x13MerchantReinstalled\x12\x13\n\x0bshop_domain\x18\x01 \x01(\t\"q\n\x0b\x41uthRevoked\x12\x10\n\x08token_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_MERCHANTCREATED']._serialized_start=88
   _globals['_MERCHANTCREATED']._serialized_end=140
-  _globals['_AUTHREVOKED']._serialized_start=142
-  _globals['_AUTHREVOKED']._serialized_end=255
+  _globals['_MERCHANTUNINSTALLED']._serialized_start=142
+  _globals['_MERCHANTUNINSTALLED']._serialized_end=236
+  _globals['_MERCHANTREINSTALLED']._serialized_start=238
+  _globals['_MERCHANTREINSTALLED']._serialized_end=280
+  _globals['_AUTHREVOKED']._serialized_start=282
+  _globals['_AUTHREVOKED']._serialized_end=395
 # @@protoc_insertion_point(module_scope)

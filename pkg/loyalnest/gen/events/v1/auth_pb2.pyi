@@ -16,6 +16,20 @@ class MerchantCreated(_message.Message):
     plan: str
     def __init__(self, shop_domain: _Optional[str] = ..., plan: _Optional[str] = ...) -> None: ...
 
+class MerchantUninstalled(_message.Message):
+    __slots__ = ("shop_domain", "uninstall_time")
+    SHOP_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    UNINSTALL_TIME_FIELD_NUMBER: _ClassVar[int]
+    shop_domain: str
+    uninstall_time: _timestamp_pb2.Timestamp
+    def __init__(self, shop_domain: _Optional[str] = ..., uninstall_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class MerchantReinstalled(_message.Message):
+    __slots__ = ("shop_domain",)
+    SHOP_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    shop_domain: str
+    def __init__(self, shop_domain: _Optional[str] = ...) -> None: ...
+
 class AuthRevoked(_message.Message):
     __slots__ = ("token_id", "user_id", "expire_time", "reason")
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -100,7 +100,7 @@ class ProgramStore:
 
         async def save(conn: AsyncConnection) -> tuple[ProgramSettings, str]:
             nonlocal changed
-            after, changed = await self._save(conn, merchant_id, change, expected_version)
+            after, changed = await self.save(conn, merchant_id, change, expected_version)
             return after, str(after.version)
 
         settings = await idempotency.write_once(
@@ -111,7 +111,7 @@ class ProgramStore:
             replay=lambda conn, _version: self.load(conn, merchant_id),
         )
         if changed:
-            await self._invalidate(merchant_id)
+            await self.invalidate(merchant_id)
         return settings
 
     async def apply_event(self, event: ConsumedEvent, change: Change) -> ProgramSettings:
@@ -120,16 +120,17 @@ class ProgramStore:
         async with self._pool.connection() as conn, conn.transaction():
             if not await inbox.claim(conn, event):
                 return await self.load(conn, merchant_id)
-            after, changed = await self._save(conn, merchant_id, change)
+            after, changed = await self.save(conn, merchant_id, change)
         if changed:
-            await self._invalidate(merchant_id)
+            await self.invalidate(merchant_id)
         return after
 
-    async def _save(
+    async def save(
         self, conn: AsyncConnection, merchant_id: str, change: Change, expected_version: int = 0
     ) -> tuple[ProgramSettings, bool]:
-        """Saves and announces a new version only when `change` changes something; the new
-        state and whether it did."""
+        """Saves and announces a new version only when `change` changes something, inside the
+        caller's transaction; the new state and whether it did. The caller drops the cached
+        copy (`invalidate`) once its transaction has committed."""
         before = await self.load(conn, merchant_id, for_change=True)
         if expected_version and expected_version != before.version:
             raise Aborted(
@@ -154,7 +155,7 @@ class ProgramStore:
         await outbox.enqueue(conn, merchant_id, events.program_settings_updated(after))
         return after, True
 
-    async def _invalidate(self, merchant_id: str) -> None:
+    async def invalidate(self, merchant_id: str) -> None:
         # After commit: dropping it earlier would let a concurrent read re-cache the old state.
         if self._cache:
             await self._cache.invalidate(merchant_id)
