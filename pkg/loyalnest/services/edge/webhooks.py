@@ -37,7 +37,8 @@ TOPICS = frozenset(
         "shop/redact",
     }
 )
-SHOP_DOMAIN_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*\.myshopify\.com$")
+# fullmatch only: `$` also matches before a final newline.
+SHOP_DOMAIN_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9\-_]*\.myshopify\.com")
 # Shopify's ids are numeric or GUIDs; anything longer is not from Shopify.
 MAX_ID_LENGTH = 128
 
@@ -117,7 +118,7 @@ class Delivery:
                 )
             )
         shop = headers.get(SHOP_HEADER, "").strip().lower()
-        if not SHOP_DOMAIN_RE.match(shop):
+        if not SHOP_DOMAIN_RE.fullmatch(shop):
             violations.append(FieldViolation(SHOP_HEADER, "must be a *.myshopify.com domain"))
         webhook_id = headers.get(WEBHOOK_ID_HEADER, "").strip()
         if not webhook_id or len(webhook_id) > MAX_ID_LENGTH:
