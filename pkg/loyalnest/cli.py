@@ -68,6 +68,16 @@ def _ttl_seconds(value: str) -> int:
     return int(number) * _TTL_UNITS[unit]
 
 
+def _shop_domain(value: str) -> str:
+    """A *.myshopify.com domain, checked as Auth checks it (fullmatch: no trailing newline
+    or other text), so a token or webhook is never made for a shop Auth would refuse."""
+    from loyalnest.services.auth.shopify import valid_shop
+
+    if not valid_shop(value):
+        raise argparse.ArgumentTypeError(f"expected <name>.myshopify.com, got {value!r}")
+    return value
+
+
 def _token(args: argparse.Namespace) -> int:
     from loyalnest.devstack.stack import local_keyset_path
     from loyalnest.platform.auth.keys import load_keyset
@@ -217,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     acting_for = token.add_mutually_exclusive_group(required=True)
     acting_for.add_argument("--merchant", help="merchant id the token acts for")
-    acting_for.add_argument("--shop", help="or the merchant of this *.myshopify.com shop")
+    acting_for.add_argument(
+        "--shop", type=_shop_domain, help="or the merchant of this *.myshopify.com shop"
+    )
     token.add_argument("--user", default="developer", help="subject (user id)")
     token.add_argument(
         "--permissions",
@@ -235,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     webhook.add_argument("file", help="JSON body file (- for stdin)")
     webhook.add_argument("--topic", required=True, help="e.g. orders/create")
-    webhook.add_argument("--shop", default="loyalnest-demo.myshopify.com")
+    webhook.add_argument("--shop", type=_shop_domain, default="loyalnest-demo.myshopify.com")
     webhook.add_argument("--gateway", default="http://127.0.0.1:8080")
     webhook.add_argument("--event-id", help="X-Shopify-Event-Id (repeat one to see dedupe)")
     webhook.add_argument(

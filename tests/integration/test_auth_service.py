@@ -490,23 +490,26 @@ async def test_jwks_lists_both_keys_during_rotation(
 
 async def create_admin(
     stub: auth_pb2_grpc.AuthServiceStub, email: str, permissions: list[str]
-) -> pb.AdminUser:
-    created = await stub.CreateAdminUser(
+) -> pb.CreateAdminUserResponse:
+    """The new admin and its MFA enrolment token."""
+    created: pb.CreateAdminUserResponse = await stub.CreateAdminUser(
         pb.CreateAdminUserRequest(
             email=email, password="correct horse battery", permissions=permissions
         ),
         metadata=ADMIN,
     )
-    return created.user
+    return created
 
 
 async def admin_session(
-    stub: auth_pb2_grpc.AuthServiceStub, email: str
+    stub: auth_pb2_grpc.AuthServiceStub, email: str, enrollment_token: str
 ) -> tuple[pb.VerifyMfaResponse, str]:
     login = await stub.AdminLogin(
         pb.AdminLoginRequest(email=email, password="correct horse battery")
     )
-    enrolled = await stub.EnrollMfa(pb.EnrollMfaRequest(mfa_token=login.mfa_token))
+    enrolled = await stub.EnrollMfa(
+        pb.EnrollMfaRequest(mfa_token=login.mfa_token, enrollment_token=enrollment_token)
+    )
     code = pyotp.TOTP(enrolled.secret).now()
     verified = await stub.VerifyMfa(pb.VerifyMfaRequest(mfa_token=login.mfa_token, code=code))
     return verified, enrolled.secret
@@ -514,7 +517,8 @@ async def admin_session(
 
 async def test_admin_sign_in_needs_totp(stub, points, database_url) -> None:
     email = "Ops@LoyalNest.example"
-    user = await create_admin(stub, email, ["auth:impersonate", "admin:analytics"])
+    created = await create_admin(stub, email, ["auth:impersonate", "admin:analytics"])
+    user = created.user
     assert not user.mfa_enabled and user.email == email.lower()
     # Only permissions the caller holds can be granted.
     weak = bearer(token(None, ["auth:admin"]))
@@ -544,7 +548,9 @@ async def test_admin_sign_in_needs_totp(stub, points, database_url) -> None:
     not_enrolled = stub.VerifyMfa(pb.VerifyMfaRequest(mfa_token=login.mfa_token, code="123456"))
     assert await status_of(not_enrolled) == grpc.StatusCode.FAILED_PRECONDITION
 
-    enrolled = await stub.EnrollMfa(pb.EnrollMfaRequest(mfa_token=login.mfa_token))
+    enrolled = await stub.EnrollMfa(
+        pb.EnrollMfaRequest(mfa_token=login.mfa_token, enrollment_token=created.enrollment_token)
+    )
     assert enrolled.provisioning_uri.startswith("otpauth://totp/LoyalNest:")
     totp = pyotp.TOTP(enrolled.secret)
     bad = stub.VerifyMfa(pb.VerifyMfaRequest(mfa_token=login.mfa_token, code="000000"))
@@ -567,7 +573,9 @@ async def test_admin_sign_in_needs_totp(stub, points, database_url) -> None:
     assert login2.mfa_enrolled
     replay = stub.VerifyMfa(pb.VerifyMfaRequest(mfa_token=login2.mfa_token, code=code))
     assert await status_of(replay) == grpc.StatusCode.UNAUTHENTICATED
-    redo = stub.EnrollMfa(pb.EnrollMfaRequest(mfa_token=login2.mfa_token))
+    redo = stub.EnrollMfa(
+        pb.EnrollMfaRequest(mfa_token=login2.mfa_token, enrollment_token=created.enrollment_token)
+    )
     assert await status_of(redo) == grpc.StatusCode.FAILED_PRECONDITION
 
     # The TOTP secret and the email are encrypted at rest.
@@ -580,8 +588,9 @@ async def test_admin_sign_in_needs_totp(stub, points, database_url) -> None:
 async def test_platform_admin_accounts_are_audited(stub, database_url) -> None:
     """A platform admin (no merchant) and its sign-in set-up are in the audit log, without its
     email or secrets."""
-    user = await create_admin(stub, "root@loyalnest.example", ["auth:impersonate"])
-    await admin_session(stub, "root@loyalnest.example")
+    created = await create_admin(stub, "root@loyalnest.example", ["auth:impersonate"])
+    user = created.user
+    await admin_session(stub, "root@loyalnest.example", created.enrollment_token)
     # Signing in again is not an account change: nothing more is logged.
     login = await stub.AdminLogin(
         pb.AdminLoginRequest(email="root@loyalnest.example", password="correct horse battery")
@@ -616,8 +625,9 @@ async def test_repeated_failures_lock_the_admin(stub) -> None:
 async def test_impersonation_is_audited_and_time_boxed(stub, shopify, points, database_url) -> None:
     merchant = (await install(stub, shopify)).merchant
     admin_email = "support@loyalnest.example"
-    admin = await create_admin(stub, admin_email, ["auth:impersonate"])
-    session, _ = await admin_session(stub, admin_email)
+    created = await create_admin(stub, admin_email, ["auth:impersonate"])
+    admin = created.user
+    session, _ = await admin_session(stub, admin_email, created.enrollment_token)
     as_admin = bearer(session.tokens.access_token)
 
     too_long = stub.StartImpersonation(

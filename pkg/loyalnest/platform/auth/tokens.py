@@ -15,6 +15,9 @@ from jwt.algorithms import OKPAlgorithm
 
 from loyalnest.platform.auth.keys import ALGORITHM, KeySet
 from loyalnest.platform.errors import Unauthenticated
+from loyalnest.platform.observability import get_logger
+
+log = get_logger(__name__)
 
 ACCESS = "access"
 REFRESH = "refresh"
@@ -122,7 +125,10 @@ class TokenVerifier:
         except jwt.InvalidAudienceError as exc:
             raise Unauthenticated("token is for another audience") from exc
         except jwt.PyJWTError as exc:
-            raise Unauthenticated(f"invalid token: {exc}") from exc
+            # PyJWT's text describes the token's inside (claims, header, padding): a probe's
+            # oracle, so the client gets a fixed message and the log the detail.
+            log.info("token rejected", reason=f"{type(exc).__name__}: {exc}")
+            raise Unauthenticated("invalid token") from exc
         if claims["typ"] not in accepted:
             raise Unauthenticated(
                 f"expected a {' or '.join(sorted(accepted))} token, got {claims['typ']!r}"

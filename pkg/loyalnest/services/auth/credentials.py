@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 import time
 
@@ -67,14 +68,27 @@ def totp_provisioning_uri(secret: str, *, account: str, issuer: str) -> str:
     )
 
 
+# ASCII digits only: str.isdigit() also accepts "١٢٣٤٥٦" (Arabic-Indic) or "①", which no
+# authenticator app shows and which hmac.compare_digest refuses with a TypeError.
+_TOTP_CODE_RE = re.compile(r"[0-9]{6}", re.ASCII)
+
+
+def totp_code(code: str) -> str | None:
+    """The code as an authenticator app shows it (6 ASCII digits; blanks and spaces
+    inside, as in "123 456", are dropped), or None when it cannot be one."""
+    code = code.strip().replace(" ", "")
+    return code if _TOTP_CODE_RE.fullmatch(code) else None
+
+
 def accepted_totp_step(
     secret: str, code: str, *, last_step: int | None, now: float | None = None
 ) -> int | None:
     """The time step `code` belongs to, if it is valid now and newer than `last_step` (so
     each code works once); None otherwise."""
-    code = code.strip().replace(" ", "")
-    if not (code.isdigit() and len(code) == 6):
+    checked = totp_code(code)
+    if checked is None:
         return None
+    code = checked
     totp = pyotp.TOTP(secret, interval=TOTP_PERIOD_SECONDS)
     current = int((time.time() if now is None else now) // TOTP_PERIOD_SECONDS)
     for step in range(current - TOTP_DRIFT_STEPS, current + TOTP_DRIFT_STEPS + 1):

@@ -25,6 +25,14 @@ Configuration (LOYALNEST_*, on top of ServiceSettings):
   (staff sessions read their permissions from it, with Auth's self-signed service token).
 - AUTH_SHOP_TOKEN_REFRESH_AHEAD_SECONDS: an expiring shop token with less than this left is
   refreshed with Shopify before GetShopAccessToken hands it out (shop_tokens.py).
+- AUTH_TRUSTED_PROXY_CIDRS (JSON list): peers whose last X-Forwarded-For entry is taken as
+  the client's address (the gateway; loopback by default, as in the local stack). In a
+  cluster, the gateway pods' range: otherwise every client behind the gateway shares its
+  address and one client's failures lock the address for all (domain.source_address).
+- AUTH_{PASSWORD,TOTP}_ATTEMPTS_PER_{ACCOUNT,SOURCE}, AUTH_LOCKOUT_BASE_SECONDS,
+  AUTH_LOCKOUT_MAX_SECONDS: admin sign-in lockout (domain.Throttle).
+- AUTH_LOGIN_PER_SOURCE / AUTH_LOGIN_PER_SHOP per AUTH_LOGIN_WINDOW_SECONDS: how many
+  unauthenticated Logins (each stores an OAuth state) are served before RESOURCE_EXHAUSTED.
 
 Signing-key rotation without downtime (access tokens live 15 minutes, impersonation tokens at
 most an hour; refresh tokens are opaque and unaffected):
@@ -47,6 +55,8 @@ most an hour; refresh tokens are opaque and unaffected):
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -66,6 +76,7 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.auth import consumers, events
+from loyalnest.services.auth.domain import Factor, Scope, Throttle
 from loyalnest.services.auth.keys import SigningKeys
 from loyalnest.services.auth.role_permissions import RolePermissions, SelfIssuedServiceTokens
 from loyalnest.services.auth.servicer import AuthServicer
@@ -115,6 +126,40 @@ class AuthSettings(ServiceSettings):
     auth_service_token_ttl_seconds: int = Field(SERVICE_TOKEN_TTL_SECONDS, ge=5, le=900)
     # Expiring shop tokens (1 h) are refreshed when less than this is left.
     auth_shop_token_refresh_ahead_seconds: float = Field(300.0, ge=0, le=3000)
+    # A new admin's MFA enrolment token (CreateAdminUser -> EnrollMfa).
+    auth_mfa_enrollment_token_ttl_seconds: int = Field(7 * 24 * 3600, ge=60)
+
+    # Where the client's address comes from (domain.source_address).
+    auth_trusted_proxy_cidrs: list[IPv4Network | IPv6Network] = [
+        IPv4Network("127.0.0.0/8"),
+        IPv6Network("::1/128"),
+    ]
+    # Admin sign-in lockout (domain.Throttle): attempts before a lock, per factor and scope.
+    # A source gets more (several admins behind one NAT) but also covers guesses spread over
+    # many accounts.
+    auth_password_attempts_per_account: int = Field(5, ge=1)
+    auth_password_attempts_per_source: int = Field(20, ge=1)
+    auth_totp_attempts_per_account: int = Field(5, ge=1)
+    auth_totp_attempts_per_source: int = Field(20, ge=1)
+    # The first lock; each further one in a row lasts twice as long, up to the max.
+    auth_lockout_base_seconds: float = Field(300.0, gt=0)
+    auth_lockout_max_seconds: float = Field(6 * 3600.0, gt=0)
+    # Unauthenticated Login calls (each stores an OAuth state): per client address and per
+    # shop in a fixed window. Shopify's own launches come from merchants' browsers.
+    auth_login_per_source: int = Field(30, ge=1)
+    auth_login_per_shop: int = Field(10, ge=1)
+    auth_login_window_seconds: float = Field(60.0, gt=0)
+
+    def throttles(self) -> dict[tuple[Factor, Scope], Throttle]:
+        base = timedelta(seconds=self.auth_lockout_base_seconds)
+        ceiling = max(base, timedelta(seconds=self.auth_lockout_max_seconds))
+        limits = {
+            (Factor.PASSWORD, Scope.ACCOUNT): self.auth_password_attempts_per_account,
+            (Factor.PASSWORD, Scope.SOURCE): self.auth_password_attempts_per_source,
+            (Factor.TOTP, Scope.ACCOUNT): self.auth_totp_attempts_per_account,
+            (Factor.TOTP, Scope.SOURCE): self.auth_totp_attempts_per_source,
+        }
+        return {key: Throttle(limit, base, ceiling) for key, limit in limits.items()}
 
     shopify_api_key: str = ""
     shopify_api_secret: SecretStr = SecretStr("")

@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -26,6 +26,7 @@ from loyalnest.platform.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -35,7 +36,15 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.protos import epoch_timestamp, timestamp
 from loyalnest.platform.validation import Validator, is_uuid
 from loyalnest.services.auth import credentials, events, shopify
-from loyalnest.services.auth.domain import AdminUserRecord
+from loyalnest.services.auth.domain import (
+    LOCKED_MESSAGE,
+    AdminUserRecord,
+    Factor,
+    IpNetwork,
+    Scope,
+    Throttle,
+    source_address,
+)
 from loyalnest.services.auth.keys import SigningKeys
 from loyalnest.services.auth.sessions import Minted, SessionTokens, StaffGrants
 from loyalnest.services.auth.shop_tokens import ShopTokens
@@ -111,6 +120,17 @@ class ServicerSettings(Protocol):
     def shopify_request_max_age_seconds(self) -> int: ...
     @property
     def shopify_state_ttl_seconds(self) -> int: ...
+    @property
+    def auth_mfa_enrollment_token_ttl_seconds(self) -> int: ...
+    @property
+    def auth_trusted_proxy_cidrs(self) -> Sequence[IpNetwork]: ...
+    @property
+    def auth_login_per_source(self) -> int: ...
+    @property
+    def auth_login_per_shop(self) -> int: ...
+    @property
+    def auth_login_window_seconds(self) -> float: ...
+    def throttles(self) -> Mapping[tuple[Factor, Scope], Throttle]: ...
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
@@ -136,8 +156,43 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self._staff = staff
         self._staff_grants = staff_grants
         self._shop_tokens = shop_tokens
+        self._throttles = settings.throttles()
 
     # ---- helpers ------------------------------------------------------------------------
+
+    def _source(self, context: Context) -> str:
+        """The client's address (domain.source_address: the gateway's word, when the peer is
+        the gateway)."""
+        forwarded = [
+            value if isinstance(value, str) else value.decode("latin-1")
+            for key, value in context.invocation_metadata() or ()
+            if key == "x-forwarded-for"
+        ]
+        return source_address(context.peer(), forwarded, self._settings.auth_trusted_proxy_cidrs)
+
+    async def _claim(self, factor: Factor, *, account: str, source: str) -> None:
+        """Counts the attempt at the source, then at the account, before any secret is
+        checked; UNAUTHENTICATED (one message whoever the account is) under a lock. The
+        source goes first: a locked source spends none of an account's attempts."""
+        for scope, subject in ((Scope.SOURCE, source), (Scope.ACCOUNT, account)):
+            throttle = self._throttles[(factor, scope)]
+            if not await self._store.claim_attempt(factor, scope, subject, throttle):
+                log.warning("sign-in attempt refused: locked", factor=factor, scope=scope)
+                raise Unauthenticated(LOCKED_MESSAGE)
+
+    async def _limit_login(self, source: str, shop: str) -> None:
+        window = timedelta(seconds=self._settings.auth_login_window_seconds)
+        for scope, subject, limit in (
+            ("login-source", source, self._settings.auth_login_per_source),
+            ("login-shop", shop, self._settings.auth_login_per_shop),
+        ):
+            retry_after = await self._store.hit_rate(scope, subject, limit=limit, window=window)
+            if retry_after is not None:
+                log.warning("login refused: rate limit", scope=scope, shop=shop)
+                raise ResourceExhausted(
+                    "too many sign-in requests; try again later",
+                    retry_after_seconds=max(1.0, retry_after),
+                )
 
     def _shopify_secrets(self) -> list[str]:
         secret = self._settings.shopify_api_secret.get_secret_value()
@@ -194,6 +249,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 )
             )
         shop = request.shop.lower()
+        # Unauthenticated, and each call stores a state: bounded per client and per shop.
+        await self._limit_login(self._source(context), shop)
         state = credentials.new_opaque_token()
         expires_at = datetime.now(UTC) + timedelta(seconds=self._settings.shopify_state_ttl_seconds)
         await self._store.save_state(state, shop, expires_at)
@@ -513,7 +570,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         )
         if user is None:
             raise AlreadyExists("an admin user with this email exists")
-        return auth_pb2.CreateAdminUserResponse(user=admin_user_proto(user))
+        enrollment = credentials.new_opaque_token()
+        enrollment_expires_at = datetime.now(UTC) + timedelta(
+            seconds=self._settings.auth_mfa_enrollment_token_ttl_seconds
+        )
+        await self._store.create_enrollment_token(
+            user.user_id, enrollment, expires_at=enrollment_expires_at, actor=caller.subject
+        )
+        return auth_pb2.CreateAdminUserResponse(
+            user=admin_user_proto(user),
+            enrollment_token=enrollment,
+            enrollment_token_expire_time=timestamp(enrollment_expires_at),
+        )
 
     async def AdminLogin(
         self, request: auth_pb2.AdminLoginRequest, context: Context
@@ -526,20 +594,24 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 "password",
                 "is too long",
             )
+        # Counted before the lookup, by the email's blind index: an unknown email is counted
+        # and locked like a known one, with the same answers, and neither lookup nor scrypt
+        # runs under a lock, so its timing is the same too.
+        account = self._store.email_account(request.email)
+        source = self._source(context)
+        await self._claim(Factor.PASSWORD, account=account, source=source)
         user = await self._store.admin_by_email(request.email)
         if user is None:
             await asyncio.to_thread(
                 credentials.verify_password, request.password, credentials.DUMMY_PASSWORD_HASH
             )
             raise Unauthenticated("wrong email or password")
-        if user.locked:
-            raise Unauthenticated("too many failed attempts; try again in a few minutes")
         if not await asyncio.to_thread(
             credentials.verify_password, request.password, user.password_hash
         ):
-            await self._store.record_failed_attempt(user.user_id)
-            raise Unauthenticated("wrong email or password")
-        await self._store.reset_failed_attempts(user.user_id)
+            raise Unauthenticated("wrong email or password")  # the attempt stays counted
+        # The password's counters only: wrong TOTP codes stay counted (Factor.TOTP).
+        await self._store.attempt_succeeded(Factor.PASSWORD, account=account, source=source)
         mfa = self._sessions.mint_access(
             subject=user.user_id,
             merchant_id=None,
@@ -561,21 +633,28 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             user = await self._store.admin_by_id(principal.subject)
         except NotFound as exc:
             raise Unauthenticated("the admin user no longer exists") from exc
-        if user.locked:
-            raise Unauthenticated("too many failed attempts; try again in a few minutes")
         return principal, user
 
     async def EnrollMfa(
         self, request: auth_pb2.EnrollMfaRequest, context: Context
     ) -> auth_pb2.EnrollMfaResponse:
+        with Validator() as v:
+            v.check(bool(request.enrollment_token), "enrollment_token", "is required")
         _, user = await self._mfa_user(request.mfa_token)
+        already = FailedPrecondition(
+            "MFA is already enabled for this admin",
+            violation_type="MFA_ENROLLED",
+            subject=f"admin_users/{user.user_id}",
+        )
+        if user.mfa_enabled:
+            raise already
+        # The password alone must not enrol (whoever knows it would own the second factor
+        # of an admin who has none yet): the enrolment token, given out of band, is spent.
+        if not await self._store.spend_enrollment_token(user.user_id, request.enrollment_token):
+            raise PermissionDenied("unknown, expired or already used enrolment token")
         secret = credentials.new_totp_secret()
-        if user.mfa_enabled or not await self._store.set_totp_secret(user.user_id, secret):
-            raise FailedPrecondition(
-                "MFA is already enabled for this admin",
-                violation_type="MFA_ENROLLED",
-                subject=f"admin_users/{user.user_id}",
-            )
+        if not await self._store.set_totp_secret(user.user_id, secret):
+            raise already
         return auth_pb2.EnrollMfaResponse(
             secret=secret,
             provisioning_uri=credentials.totp_provisioning_uri(
@@ -586,8 +665,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def VerifyMfa(
         self, request: auth_pb2.VerifyMfaRequest, context: Context
     ) -> auth_pb2.VerifyMfaResponse:
-        with Validator() as v:
-            v.check(bool(request.code), "code", "is required")
+        code = credentials.totp_code(request.code)
+        if code is None:  # e.g. "١٢٣٤٥٦": digits to str.isdigit(), never a TOTP code
+            raise InvalidArgument.for_field(
+                "code", "must be the 6 digits (0-9) of the current code"
+            )
         mfa, user = await self._mfa_user(request.mfa_token)
         if user.totp_secret is None:
             raise FailedPrecondition(
@@ -595,11 +677,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 violation_type="MFA_NOT_ENROLLED",
                 subject=f"admin_users/{user.user_id}",
             )
-        step = credentials.accepted_totp_step(
-            user.totp_secret, request.code, last_step=user.totp_last_step
-        )
+        source = self._source(context)
+        # Counted before the code is checked (parallel guesses included): at most the limit
+        # of codes is ever checked between two locks, whatever the password did meanwhile.
+        await self._claim(Factor.TOTP, account=user.user_id, source=source)
+        step = credentials.accepted_totp_step(user.totp_secret, code, last_step=user.totp_last_step)
         if step is None:
-            await self._store.record_failed_attempt(user.user_id)
             raise Unauthenticated("wrong or already used code")
         async with self._store.pool.connection() as conn, conn.transaction():
             if not await self._store.accept_totp_step(conn, user.user_id, step):
@@ -612,6 +695,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
                 permissions=user.permissions,
                 max_age_seconds=self._settings.auth_admin_session_max_age_seconds,
             )
+        await self._store.attempt_succeeded(Factor.TOTP, account=user.user_id, source=source)
         if self._revocations is not None:  # the MFA token is spent
             await self._revocations.revoke(mfa.token_id, mfa.expires_at)
         return auth_pb2.VerifyMfaResponse(

@@ -178,7 +178,8 @@ class SessionTokens:
         (`staff_grants`, a call to Roles) while the session row is locked: a role change
         being applied (`revoke_staff_access`, same lock) either waits for this refresh and
         then revokes the access token issued here, or went first and is what Roles answers."""
-        reused_session: str | None = None
+        # A session ended here (and why, for the client), once the transaction committed.
+        ended: tuple[str, str] | None = None
         async with self._pool.connection() as conn, conn.transaction():
             # Locking the session serialises concurrent refreshes of one family.
             cursor = await conn.execute(
@@ -198,9 +199,16 @@ class SessionTokens:
                 raise Unauthenticated("the session was revoked; sign in again")
             if rotated_at is not None:
                 await self._revoke_family(conn, session_id, "refresh token reused")
-                reused_session = session_id
+                log.warning("refresh token reused; session revoked", session_id=session_id)
+                ended = (session_id, "refresh token already used; the session has been revoked")
             elif token_expires_at <= now or session_end <= now:
                 raise Unauthenticated("the refresh token expired; sign in again")
+            elif not await self._account_valid(conn, kind, subject, merchant_id):
+                # The merchant uninstalled or the admin is gone since the sign-in: the
+                # session ends (every token of it), whatever ended it elsewhere or not.
+                await self._revoke_family(conn, session_id, "account no longer valid")
+                log.warning("refresh of an ended account; session revoked", session_id=session_id)
+                ended = (session_id, "the account is no longer active; sign in again")
             else:
                 await conn.execute(
                     "UPDATE refresh_tokens SET rotated_at = now() WHERE token_hash = %s",
@@ -215,9 +223,31 @@ class SessionTokens:
                 refresh, refresh_expires_at = await self._add_refresh_token(conn, family, access)
                 return IssuedSession(session_id, access, refresh, refresh_expires_at)
         # Committed: the family stays revoked although this call fails.
-        log.warning("refresh token reused; session revoked", session_id=reused_session)
-        await self._revoke_access_tokens(reused_session)
-        raise Unauthenticated("refresh token already used; the session has been revoked")
+        assert ended is not None  # every other path returned or raised inside
+        await self._revoke_access_tokens(ended[0])
+        raise Unauthenticated(ended[1])
+
+    @staticmethod
+    async def _account_valid(
+        conn: AsyncConnection, kind: str, subject: str, merchant_id: str | None
+    ) -> bool:
+        """Whoever the session is for may still sign in: its merchant (owner, staff, a
+        merchant's admin) is installed, and an admin still exists with MFA."""
+        if merchant_id is not None:
+            cursor = await conn.execute(
+                "SELECT 1 FROM merchants WHERE merchant_id = %s AND status = 'active'",
+                (merchant_id,),
+            )
+            if await cursor.fetchone() is None:
+                return False
+        if kind == "admin":
+            cursor = await conn.execute(
+                "SELECT 1 FROM admin_users WHERE user_id::text = %s AND mfa_enabled_at IS NOT NULL",
+                (subject,),
+            )
+            if await cursor.fetchone() is None:
+                return False
+        return True
 
     async def _staff_permissions(
         self,

@@ -25,7 +25,9 @@ from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
 
-SHOP_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9\-_]*\.myshopify\.com$")
+# Always fullmatch: with match, `$` also matches before a final newline, so
+# "evil.myshopify.com\n" would pass and be stored or compared as another shop.
+SHOP_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9\-_]*\.myshopify\.com")
 # How far Shopify's `timestamp` may lie in the future (clock skew).
 FUTURE_SKEW_SECONDS = 60
 
@@ -70,7 +72,7 @@ def verify_query(
 
 
 def valid_shop(shop: str) -> bool:
-    return bool(SHOP_RE.match(shop))
+    return bool(SHOP_RE.fullmatch(shop))
 
 
 def shop_url(base_url: str, shop: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncConnection
@@ -21,12 +21,13 @@ from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.auth import events
 from loyalnest.services.auth.credentials import token_hash
 from loyalnest.services.auth.domain import (
-    LOCKOUT,
-    MAX_FAILED_ATTEMPTS,
     AdminUserRecord,
+    Factor,
     ImpersonationRecord,
     MerchantRecord,
+    Scope,
     ShopTokenRecord,
+    Throttle,
     normalise_email,
 )
 from loyalnest.services.auth.shopify import ShopifyTokens
@@ -55,6 +56,8 @@ def _totp_context(user_id: str) -> str:
 
 
 EMAIL_INDEX_CONTEXT = "auth.admin_users.email"
+# Expired rows deleted per write at most (OAuth states, rate windows).
+PURGE_BATCH = 100
 
 
 class AuthStore:
@@ -67,9 +70,12 @@ class AuthStore:
 
     async def save_state(self, state: str, shop: str, expires_at: datetime) -> None:
         async with self.pool.connection() as conn:
-            # Expired states are dropped as new ones arrive; the table stays small.
+            # Expired states are dropped as new ones arrive (a bounded batch, so one call
+            # never pays for a backlog): with Login's rate limits the table stays small.
             await conn.execute(
-                "DELETE FROM oauth_states WHERE expires_at < now() - interval '1 hour'"
+                "DELETE FROM oauth_states WHERE state_hash IN (SELECT state_hash"
+                " FROM oauth_states WHERE expires_at < now() LIMIT %s)",
+                (PURGE_BATCH,),
             )
             await conn.execute(
                 "INSERT INTO oauth_states (state_hash, shop_domain, expires_at)"
@@ -86,6 +92,90 @@ class AuthStore:
             )
             row = await cursor.fetchone()
         return row is not None and row[0] == shop and row[1] > datetime.now(UTC)
+
+    async def hit_rate(
+        self, scope: str, subject: str, *, limit: int, window: timedelta
+    ) -> float | None:
+        """Counts a request of `subject` in its fixed window, in one statement (row lock of
+        the upsert: concurrent requests cannot all read the same count). None while within
+        `limit`, else the seconds until the window ends (the request is refused: it is
+        counted all the same, which does not matter, the window resets)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM request_rates WHERE (scope, subject) IN (SELECT scope, subject"
+                " FROM request_rates WHERE window_start < now() - %s LIMIT %s)",
+                (window, PURGE_BATCH),
+            )
+            cursor = await conn.execute(
+                "INSERT INTO request_rates AS r (scope, subject, window_start, hits)"
+                " VALUES (%(scope)s, %(subject)s, now(), 1)"
+                " ON CONFLICT (scope, subject) DO UPDATE SET"
+                " hits = CASE WHEN r.window_start <= now() - %(window)s THEN 1"
+                "   ELSE r.hits + 1 END,"
+                " window_start = CASE WHEN r.window_start <= now() - %(window)s THEN now()"
+                "   ELSE r.window_start END"
+                " RETURNING hits, extract(epoch FROM window_start + %(window)s - now())",
+                {"scope": scope, "subject": subject, "window": window},
+            )
+            hits, remaining = await _one(cursor)
+        return None if hits <= limit else max(float(remaining), 0.0)
+
+    # ---- sign-in lockout (domain.Throttle) -----------------------------------------------
+
+    async def claim_attempt(
+        self, factor: Factor, scope: Scope, subject: str, throttle: Throttle
+    ) -> bool:
+        """Counts an attempt before its secret is checked: True if it may be checked, False
+        if a lock is in force or this attempt is the one past the limit (which starts the
+        next lock, twice as long as the last). One statement: the upsert locks the row, so
+        concurrent attempts are counted one after the other, never against a stale count."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO sign_in_throttles AS t (factor, scope, subject, attempts)"
+                " VALUES (%(factor)s, %(scope)s, %(subject)s, 1)"
+                " ON CONFLICT (factor, scope, subject) DO UPDATE SET"
+                " attempts = CASE WHEN t.locked_until > now() THEN t.attempts"
+                "   WHEN t.attempts + 1 > %(limit)s THEN 0 ELSE t.attempts + 1 END,"
+                " lockouts = CASE WHEN t.locked_until > now() THEN t.lockouts"
+                "   WHEN t.attempts + 1 > %(limit)s THEN t.lockouts + 1 ELSE t.lockouts END,"
+                " locked_until = CASE WHEN t.locked_until > now() THEN t.locked_until"
+                "   WHEN t.attempts + 1 > %(limit)s"
+                "   THEN now() + least(%(base)s * power(2, least(t.lockouts, 30)), %(ceiling)s)"
+                "   ELSE t.locked_until END,"
+                " updated_at = now()"
+                " RETURNING locked_until IS NULL OR locked_until <= now()",
+                {
+                    "factor": factor.value,
+                    "scope": scope.value,
+                    "subject": subject,
+                    "limit": throttle.limit,
+                    "base": throttle.base,
+                    "ceiling": throttle.ceiling,
+                },
+            )
+            (allowed,) = await _one(cursor)
+        return bool(allowed)
+
+    async def attempt_succeeded(self, factor: Factor, *, account: str, source: str) -> None:
+        """The secret was right: the account's counter and backoff start over; the source
+        only gets this attempt back (Throttle)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "UPDATE sign_in_throttles SET attempts = 0, lockouts = 0, updated_at = now()"
+                " WHERE factor = %s AND scope = 'account' AND subject = %s",
+                (factor.value, account),
+            )
+            await conn.execute(
+                "UPDATE sign_in_throttles SET attempts = greatest(attempts - 1, 0),"
+                " updated_at = now()"
+                " WHERE factor = %s AND scope = 'source' AND subject = %s",
+                (factor.value, source),
+            )
+
+    def email_account(self, email: str) -> str:
+        """The account key of a password attempt: the email's blind index, which exists
+        whether or not an admin has that email (unknown emails lock like known ones)."""
+        return self._email_index.digest(normalise_email(email), context=EMAIL_INDEX_CONTEXT).hex()
 
     # ---- merchants ----------------------------------------------------------------------
 
@@ -278,13 +368,12 @@ class AuthStore:
             else None,
             mfa_enabled=row["mfa_enabled_at"] is not None,
             totp_last_step=row["totp_last_step"],
-            locked_until=row["locked_until"],
             created_at=row["created_at"],
         )
 
     _ADMIN_COLUMNS = (
         "user_id::text AS user_id, merchant_id::text AS merchant_id, email, permissions,"
-        " password_hash, totp_secret, mfa_enabled_at, totp_last_step, locked_until, created_at"
+        " password_hash, totp_secret, mfa_enabled_at, totp_last_step, created_at"
     )
 
     async def create_admin(
@@ -338,24 +427,27 @@ class AuthStore:
             raise NotFound("admin user", user_id)
         return self._admin(row)
 
-    async def record_failed_attempt(self, user_id: str) -> None:
-        """Counts a wrong password or code; the fifth in a row locks the account a while."""
+    async def create_enrollment_token(
+        self, user_id: str, token: str, *, expires_at: datetime, actor: str
+    ) -> None:
         async with self.pool.connection() as conn:
             await conn.execute(
-                "UPDATE admin_users SET"
-                " failed_attempts = CASE WHEN failed_attempts + 1 >= %s THEN 0"
-                "   ELSE failed_attempts + 1 END,"
-                " locked_until = CASE WHEN failed_attempts + 1 >= %s THEN now() + %s"
-                "   ELSE locked_until END"
-                " WHERE user_id = %s",
-                (MAX_FAILED_ATTEMPTS, MAX_FAILED_ATTEMPTS, LOCKOUT, user_id),
+                "INSERT INTO mfa_enrollment_tokens (token_hash, user_id, created_by, expires_at)"
+                " VALUES (%s, %s, %s, %s)",
+                (token_hash(token), user_id, actor, expires_at),
             )
 
-    async def reset_failed_attempts(self, user_id: str) -> None:
+    async def spend_enrollment_token(self, user_id: str, token: str) -> bool:
+        """True once for an unexpired, unused enrolment token of `user_id` (atomic: of two
+        concurrent calls with one token, one gets True)."""
         async with self.pool.connection() as conn:
-            await conn.execute(
-                "UPDATE admin_users SET failed_attempts = 0 WHERE user_id = %s", (user_id,)
+            cursor = await conn.execute(
+                "UPDATE mfa_enrollment_tokens SET used_at = now()"
+                " WHERE token_hash = %s AND user_id = %s AND used_at IS NULL"
+                " AND expires_at > now() RETURNING 1",
+                (token_hash(token), user_id),
             )
+            return await cursor.fetchone() is not None
 
     async def set_totp_secret(self, user_id: str, secret: str) -> bool:
         """Stores a pending secret; False once MFA is enabled (it cannot be replaced)."""
@@ -372,7 +464,7 @@ class AuthStore:
         call used it or a later one first."""
         await audit.set_actor(conn, user_id)
         cursor = await conn.execute(
-            "UPDATE admin_users SET totp_last_step = %s, failed_attempts = 0,"
+            "UPDATE admin_users SET totp_last_step = %s,"
             " mfa_enabled_at = coalesce(mfa_enabled_at, now())"
             " WHERE user_id = %s AND (totp_last_step IS NULL OR totp_last_step < %s)"
             " RETURNING 1",

@@ -39,6 +39,7 @@ TOPICS = frozenset(
         "shop/redact",
     }
 )
+# fullmatch only: `$` also matches before a final newline.
 SHOP_DOMAIN_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9\-_]*\.myshopify\.com")
 # Shopify's ids are numeric or GUIDs; anything longer is not from Shopify.
 MAX_ID_LENGTH = 128

@@ -313,10 +313,14 @@ class CreateAdminUserRequest(_message.Message):
     def __init__(self, email: _Optional[str] = ..., password: _Optional[str] = ..., permissions: _Optional[_Iterable[str]] = ..., merchant_id: _Optional[str] = ...) -> None: ...
 
 class CreateAdminUserResponse(_message.Message):
-    __slots__ = ("user",)
+    __slots__ = ("user", "enrollment_token", "enrollment_token_expire_time")
     USER_FIELD_NUMBER: _ClassVar[int]
+    ENROLLMENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ENROLLMENT_TOKEN_EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     user: AdminUser
-    def __init__(self, user: _Optional[_Union[AdminUser, _Mapping]] = ...) -> None: ...
+    enrollment_token: str
+    enrollment_token_expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, user: _Optional[_Union[AdminUser, _Mapping]] = ..., enrollment_token: _Optional[str] = ..., enrollment_token_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AdminLoginRequest(_message.Message):
     __slots__ = ("email", "password")
@@ -337,10 +341,12 @@ class AdminLoginResponse(_message.Message):
     def __init__(self, mfa_token: _Optional[str] = ..., mfa_token_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., mfa_enrolled: _Optional[bool] = ...) -> None: ...
 
 class EnrollMfaRequest(_message.Message):
-    __slots__ = ("mfa_token",)
+    __slots__ = ("mfa_token", "enrollment_token")
     MFA_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ENROLLMENT_TOKEN_FIELD_NUMBER: _ClassVar[int]
     mfa_token: str
-    def __init__(self, mfa_token: _Optional[str] = ...) -> None: ...
+    enrollment_token: str
+    def __init__(self, mfa_token: _Optional[str] = ..., enrollment_token: _Optional[str] = ...) -> None: ...
 
 class EnrollMfaResponse(_message.Message):
     __slots__ = ("secret", "provisioning_uri")

@@ -242,7 +242,8 @@ class AuthServiceServicer:
 
     def CreateAdminUser(self, request, context):
         """Creates an admin user (password sign-in, then TOTP). The caller can grant only
-        permissions it holds itself.
+        permissions it holds itself. Returns a single-use MFA enrolment token for the new admin,
+        to be handed over apart from the password: EnrollMfa needs both.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -251,7 +252,8 @@ class AuthServiceServicer:
     def AdminLogin(self, request, context):
         """First factor of an admin sign-in: email and password. Returns a short-lived MFA token
         that only EnrollMfa and VerifyMfa accept; no admin permission is granted before the TOTP
-        code is verified. Repeated failures lock the account for a few minutes.
+        code is verified. Repeated failures lock the email (known or not) and, more slowly, the
+        client's address, for longer after each lock: UNAUTHENTICATED "too many failed attempts".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -259,7 +261,9 @@ class AuthServiceServicer:
 
     def EnrollMfa(self, request, context):
         """Starts TOTP enrolment for an admin without MFA: returns the secret and its otpauth://
-        URI for an authenticator app. Enrolment completes with the first VerifyMfa.
+        URI for an authenticator app. Needs the MFA token of a password sign-in and the admin's
+        enrolment token (CreateAdminUser), which it spends: the password alone never enrols.
+        Enrolment completes with the first VerifyMfa.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -267,7 +271,9 @@ class AuthServiceServicer:
 
     def VerifyMfa(self, request, context):
         """Second factor: verifies a TOTP code (each code once) and opens an admin session whose
-        tokens carry the admin's permissions.
+        tokens carry the admin's permissions. INVALID_ARGUMENT for a code that is not 6 ASCII
+        digits; wrong codes lock the admin's second factor (apart from the password's count) and
+        the client's address, with backoff.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
