@@ -22,7 +22,7 @@ import hashlib
 from dataclasses import dataclass
 
 from loyalnest.platform.errors import FailedPrecondition, LoyalNestError
-from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.idempotency import INTERNAL, IdempotencyKey
 from loyalnest.platform.observability import get_logger
 from loyalnest.services.points.discounts import DiscountCodes, ShopNotConnected
 from loyalnest.services.points.domain import (
@@ -58,7 +58,9 @@ class RedeemedReward:
 
 def refund_key(redemption_id: str) -> IdempotencyKey:
     fingerprint = hashlib.sha256(f"RewardRefund\0{redemption_id}".encode()).hexdigest()
-    return IdempotencyKey(key=f"refund:reward-redemption:{redemption_id}", fingerprint=fingerprint)
+    return IdempotencyKey(
+        key=f"refund:reward-redemption:{redemption_id}", fingerprint=fingerprint, namespace=INTERNAL
+    )
 
 
 class RewardRedemptions:
