@@ -11,7 +11,6 @@ RESOURCE_EXHAUSTED with RetryInfo and `retry-after`.
 from __future__ import annotations
 
 import asyncio
-import os
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
@@ -30,7 +29,7 @@ from tests.integration.conftest import points_settings, serving
 
 pytestmark = pytest.mark.integration
 
-HOG_STREAMS = int(os.environ.get("HOG", "2000"))
+HOG_STREAMS = 2000
 CHANNELS = 8  # HTTP/2 connections the hog's streams are spread over (250 each)
 CUSTOMERS = 20
 BATCH = 100  # streams opened at once (see `stubs`)
