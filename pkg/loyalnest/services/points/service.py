@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
@@ -66,6 +69,9 @@ class PointsSettings(ServiceSettings):
     # requests per cluster; one merchant must not take them all). Beyond: RESOURCE_EXHAUSTED.
     points_stream_max_per_merchant: int = Field(100, gt=0)
     points_stream_max_per_process: int = Field(2000, gt=0)
+    # Secret the reward discount codes are derived under (HMAC), the same in every replica.
+    # Unset: derived from LOYALNEST_SERVICE_CREDENTIAL (without which no code is created).
+    points_discount_code_key: SecretStr | None = None
 
 
 async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceComponents:
@@ -133,6 +139,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     codes = DiscountCodes(
         ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url),
         AuthShopCredentials(auth),
+        code_key=_discount_code_key(settings),
     )
     components.registrations = [
         Registration(
@@ -142,6 +149,15 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         )
     ]
     return components
+
+
+def _discount_code_key(settings: PointsSettings) -> bytes:
+    if settings.points_discount_code_key is not None:
+        return settings.points_discount_code_key.get_secret_value().encode()
+    if settings.service_credential is not None:
+        credential = settings.service_credential.get_secret_value().encode()
+        return hmac.new(credential, b"loyalnest points discount codes", hashlib.sha256).digest()
+    return os.urandom(32)  # no shop token without a credential: no code is ever created
 
 
 def _auth_stub(
