@@ -14,7 +14,7 @@ import pytest
 
 from loyalnest.gen.points.v1 import points_pb2
 from loyalnest.platform.errors import Aborted
-from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
+from loyalnest.platform.idempotency import REQUEST, IdempotencyKey, IdempotencyKeyReused
 from loyalnest.services.points.domain import (
     InsufficientPoints,
     LedgerNotFound,
@@ -381,6 +381,7 @@ async def test_lifetime_totals(store: LedgerStore, merchant_id: str) -> None:
 def _claim(merchant_id: str, key: str, claimed_at: datetime) -> dict[str, object]:
     return {
         "merchant_id": merchant_id,
+        "namespace": REQUEST,
         "idempotency_key": key,
         "request_fingerprint": "from-another-request",
         "result_ref": None,
@@ -511,7 +512,7 @@ async def test_mongo_ensure_indexes(mongo_store: MongoLedgerStore) -> None:
         "pos_offline_queue",
     } <= names
     keys = await asyncio.to_thread(database[IDEMPOTENCY_KEYS].index_information)
-    assert keys["merchant_key_unique"]["unique"] is True
+    assert keys["merchant_namespace_key_unique"]["unique"] is True
     for name in ("reward_redemptions", "pos_offline_queue"):
         indexes = await asyncio.to_thread(database[name].index_information)
         assert {"customer_id", "merchant_id"} <= set(indexes)

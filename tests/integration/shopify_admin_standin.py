@@ -7,10 +7,14 @@ accepted until they expire, besides those configured in `tokens`.
 `POST /{shop}/admin/api/{version}/graphql.json` with `X-Shopify-Access-Token`: a wrong token
 gets 401, a locked shop 423. It answers `discountCodeBasicCreate`,
 `discountCodeFreeShippingCreate` (a code already present: userErrors `TAKEN`) and
-`codeDiscountNodeByCode`. Faults for tests: `unavailable` (503 to every call), `fail_next`
-(503 to the next N calls), `lose_next_answer` (create the code, then answer 503 as if the
-reply was lost), `throttle_next` (the next N queries are not run: `THROTTLED` in `errors`
-with the cost extension, as 200, or as 429 with `throttle_status=429`).
+`codeDiscountNodeByCode`. A discount's `customerSelection` must be `{"all": true}` or
+`{"customers": {"add": [<Customer GID>...]}}` (else userErrors `INVALID`), as in API 2025-10.
+Faults for tests: `unavailable` (503 to every call), `fail_next` (503 to the next N calls),
+`lose_next_answer` (create the code, then answer 503 as if the reply was lost),
+`throttle_next` (the next N queries are not run: `THROTTLED` in `errors` with the cost
+extension, as 200, or as 429 with `throttle_status=429`), `stall_mutations` (apply every
+mutation, then answer only after that many seconds: a client with a shorter timeout never sees
+the answer; queries answer at once).
 
 Shopify Billing: `appSubscriptionCreate` (a PENDING subscription and its `confirmationUrl`;
 userErrors for a blank name, a return URL that is not http(s), line items without exactly
@@ -25,7 +29,10 @@ replacement does (its body is in `webhooks`, too).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +40,22 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.integration.shopify_standin import ShopifyStandIn
+
+_CUSTOMER_GID = re.compile(r"gid://shopify/Customer/[0-9]+")
+
+
+def _valid_customer_selection(selection: Any) -> bool:
+    if not isinstance(selection, dict) or len(selection) != 1:
+        return False
+    if selection.get("all") is True:
+        return True
+    customers = selection.get("customers")
+    added = customers.get("add") if isinstance(customers, dict) else None
+    return (
+        isinstance(added, list)
+        and bool(added)
+        and all(isinstance(g, str) and _CUSTOMER_GID.fullmatch(g) for g in added)
+    )
 
 
 @dataclass
@@ -45,6 +68,7 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     unavailable: bool = False
     fail_next: int = 0
     lose_next_answer: int = 0
+    stall_mutations: float = 0.0
     # (shop, code) -> {"id", "title", "input", "kind"}
     codes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     calls: int = 0
@@ -136,7 +160,11 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             if status == 200 and self.lose_next_answer > 0:
                 self.lose_next_answer -= 1
                 status, answer = 503, {"errors": "Service Unavailable"}
-        self._reply(request, status, answer)
+            stall = self.stall_mutations if payload["query"].lstrip().startswith("mutation") else 0
+        if stall:
+            time.sleep(stall)  # outside the lock: other calls go on meanwhile
+        with contextlib.suppress(OSError):  # the client may have given up and closed
+            self._reply(request, status, answer)
 
     def _graphql(self, shop: str, query: str, variables: dict[str, Any]) -> tuple[int, Any]:
         if "appSubscriptionCreate" in query:
@@ -175,6 +203,10 @@ class ShopifyAdminStandIn(ShopifyStandIn):
                     "code": "TAKEN",
                     "message": "Code must be unique. Please try a different code.",
                 }
+            )
+        if not _valid_customer_selection(data.get("customerSelection")):
+            errors.append(
+                {"field": ["customerSelection"], "code": "INVALID", "message": "is invalid"}
             )
         if kind == "basic" and "customerGets" not in data:
             errors.append({"field": ["customerGets"], "code": "BLANK", "message": "missing"})

@@ -15,9 +15,11 @@ import grpc
 import pytest
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
+from loyalnest.gen.options.v1.access_pb2 import AccessPolicy
 from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.platform.auth.context import acting_for, current_principal
+from loyalnest.platform.auth.policy import declare_access
 from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.calls import Calls, Downstream
 from loyalnest.platform.client import open_channel
@@ -34,6 +36,13 @@ from tests.auth import merchant_metadata
 from tests.integration.shopify_standin import ShopifyStandIn
 from tests.integration.test_auth_service import install
 from tests.integration.test_service_identity import MASTER_KEY, code_of, serving_auth
+
+# Generic handlers have no proto to declare access in: any valid token (fail closed otherwise).
+for _service in (
+    "test.Relay",
+    "test.Peer",
+):
+    declare_access(_service, AccessPolicy(authenticated=True))
 
 pytestmark = pytest.mark.integration
 

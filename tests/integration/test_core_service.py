@@ -742,6 +742,32 @@ async def test_import_reports_each_item_and_is_idempotent_per_batch(stub, db, me
     assert set(field_violations(caught.value)) == {"customers"}
 
 
+async def test_an_idempotency_key_named_like_an_import_batch_does_not_take_its_place(
+    stub, db, merchant_id
+):
+    """Batch ids are keys of their own namespace (issue 14, finding 3): a client's
+    idempotency_key "import:b-9" on another RPC once claimed the key of batch "b-9"."""
+    await create_customer(stub, merchant_id, "first", key="import:b-9")
+    batch = pb.ImportCustomersRequest(
+        batch_id="b-9", customers=[pb.Customer(shopify_customer_id="second")]
+    )
+    result = await stub.ImportCustomers(batch, metadata=md(merchant_id))
+    assert [r.outcome for r in result.results] == [pb.IMPORT_OUTCOME_CREATED]
+    assert len(await rows(db, "SELECT 1 FROM customers")) == 2
+    # The migration of keys stored before namespaces moves the batch's key, not the client's.
+    await db.execute(
+        "UPDATE idempotency_keys SET namespace = 'request', idempotency_key = 'import:x-' ||"
+        " idempotency_key WHERE namespace = 'import'"
+    )
+    await db.execute("UPDATE customer_import_logs SET batch_id = 'x-' || batch_id")
+    migration = DATABASE.migration_dirs[0] / "core_0003_import_key_namespace.sql"
+    await db.execute(migration.read_text().encode())
+    assert set(await rows(db, "SELECT namespace, idempotency_key FROM idempotency_keys")) == {
+        ("request", "import:b-9"),
+        ("import", "x-b-9"),
+    }
+
+
 async def test_accounts_link_customers_and_rfm_scores_are_kept(handlers, stub, db, merchant_id):
     user_id = str(uuid.uuid4())
     customer = await create_customer(stub, merchant_id, "linked", user_id=user_id)

@@ -4,6 +4,8 @@ Shopify's Admin GraphQL API (tests/integration/shopify_admin_standin.py)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
@@ -222,8 +224,8 @@ async def test_create_is_idempotent_and_validated(stub, merchant_id):
 
 async def test_redeem_returns_a_single_use_code_once(stub, merchant_id, shopify):
     reward = await create_reward(stub, merchant_id, cost=150, value="7.50")
-    await earn(stub, merchant_id, "c-1", 400)
-    request = redeem_request(reward.reward_id, "c-1", key="redeem-1")
+    await earn(stub, merchant_id, "7390000000001", 400)
+    request = redeem_request(reward.reward_id, "7390000000001", key="redeem-1")
 
     first = await stub.RedeemReward(request, metadata=md(merchant_id))
 
@@ -234,16 +236,20 @@ async def test_redeem_returns_a_single_use_code_once(stub, merchant_id, shopify)
     assert created["input"]["customerGets"]["value"]["discountAmount"]["amount"] == "7.50"
     # A retry returns the same code: no second debit, no second code.
     assert (await stub.RedeemReward(request, metadata=md(merchant_id))) == first
-    assert await balance(stub, merchant_id, "c-1") == 250
+    assert await balance(stub, merchant_id, "7390000000001") == 250
     assert len(shopify.codes_of(SHOP)) == 1
 
 
 async def test_percentage_and_free_shipping_codes(stub, merchant_id, shopify):
     percent = await create_reward(stub, merchant_id, kind=pb.REWARD_KIND_PERCENTAGE, value="15")
     shipping = await create_reward(stub, merchant_id, kind=pb.REWARD_KIND_FREE_SHIPPING, value="")
-    await earn(stub, merchant_id, "c-2", 200)
-    a = await stub.RedeemReward(redeem_request(percent.reward_id, "c-2"), metadata=md(merchant_id))
-    b = await stub.RedeemReward(redeem_request(shipping.reward_id, "c-2"), metadata=md(merchant_id))
+    await earn(stub, merchant_id, "7390000000002", 200)
+    a = await stub.RedeemReward(
+        redeem_request(percent.reward_id, "7390000000002"), metadata=md(merchant_id)
+    )
+    b = await stub.RedeemReward(
+        redeem_request(shipping.reward_id, "7390000000002"), metadata=md(merchant_id)
+    )
     codes = shopify.codes_of(SHOP)
     assert Decimal(
         str(codes[a.discount_code]["input"]["customerGets"]["value"]["percentage"])
@@ -253,9 +259,9 @@ async def test_percentage_and_free_shipping_codes(stub, merchant_id, shopify):
 
 async def test_locked_shop_gives_the_points_back_once(stub, merchant_id, shopify):
     reward = await create_reward(stub, merchant_id, cost=100)
-    await earn(stub, merchant_id, "c-3", 100)
+    await earn(stub, merchant_id, "7390000000003", 100)
     shopify.locked.add(SHOP)
-    request = redeem_request(reward.reward_id, "c-3", key="locked-1")
+    request = redeem_request(reward.reward_id, "7390000000003", key="locked-1")
 
     for _ in range(2):  # the retry gets the same answer and refunds nothing more
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -263,10 +269,10 @@ async def test_locked_shop_gives_the_points_back_once(stub, merchant_id, shopify
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert precondition(caught.value) == "REDEMPTION_REFUNDED"
         assert "423" in caught.value.details()
-        assert await balance(stub, merchant_id, "c-3") == 100
+        assert await balance(stub, merchant_id, "7390000000003") == 100
 
     history = await stub.ListTransactions(
-        pb.ListTransactionsRequest(customer_id="c-3"), metadata=md(merchant_id)
+        pb.ListTransactionsRequest(customer_id="7390000000003"), metadata=md(merchant_id)
     )
     assert [(t.type, t.points) for t in history.transactions] == [
         (pb.TRANSACTION_TYPE_REVERSAL, 100),
@@ -274,13 +280,13 @@ async def test_locked_shop_gives_the_points_back_once(stub, merchant_id, shopify
         (pb.TRANSACTION_TYPE_EARN, 100),
     ]
     final = await stub.GetPointsBalance(
-        pb.GetPointsBalanceRequest(customer_id="c-3"), metadata=md(merchant_id)
+        pb.GetPointsBalanceRequest(customer_id="7390000000003"), metadata=md(merchant_id)
     )
     assert final.balance.lifetime_redeemed == 0
     # With the shop unlocked, a new key redeems.
     shopify.locked.clear()
     done = await stub.RedeemReward(
-        redeem_request(reward.reward_id, "c-3"), metadata=md(merchant_id)
+        redeem_request(reward.reward_id, "7390000000003"), metadata=md(merchant_id)
     )
     assert done.balance.balance == 0
 
@@ -289,25 +295,95 @@ async def test_unreachable_shop_refunds_and_transient_errors_are_retried(
     stub, merchant_id, shopify
 ):
     reward = await create_reward(stub, merchant_id, cost=10)
-    await earn(stub, merchant_id, "c-4", 30)
+    await earn(stub, merchant_id, "7390000000004", 30)
 
     shopify.unavailable = True
+    # No answer at all: whether the code exists is unknown, so nothing is refunded yet; the
+    # redemption waits for a retry with the same key, which settles it.
+    unanswered = redeem_request(reward.reward_id, "7390000000004")
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.RedeemReward(redeem_request(reward.reward_id, "c-4"), metadata=md(merchant_id))
+        await stub.RedeemReward(unanswered, metadata=md(merchant_id))
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "same idempotency_key" in (caught.value.details() or "")
+    assert await balance(stub, merchant_id, "7390000000004") == 20
+    shopify.unavailable = False
+    shopify.locked.add(SHOP)  # now refused for sure: the retry refunds
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RedeemReward(unanswered, metadata=md(merchant_id))
     assert precondition(caught.value) == "REDEMPTION_REFUNDED"
-    assert await balance(stub, merchant_id, "c-4") == 30
+    assert await balance(stub, merchant_id, "7390000000004") == 30
+    shopify.locked.clear()
 
     shopify.unavailable = False
     shopify.fail_next = 1  # one 503, then the HTTP client's retry succeeds
-    ok = await stub.RedeemReward(redeem_request(reward.reward_id, "c-4"), metadata=md(merchant_id))
+    ok = await stub.RedeemReward(
+        redeem_request(reward.reward_id, "7390000000004"), metadata=md(merchant_id)
+    )
     assert ok.balance.balance == 20
 
     shopify.lose_next_answer = 1  # created, but the answer is lost: the retry finds TAKEN
     lost = await stub.RedeemReward(
-        redeem_request(reward.reward_id, "c-4"), metadata=md(merchant_id)
+        redeem_request(reward.reward_id, "7390000000004"), metadata=md(merchant_id)
     )
     assert lost.discount_code in shopify.codes_of(SHOP)
     assert lost.balance.balance == 10
+
+
+async def test_the_code_is_keyed_and_only_for_the_redeeming_customer(stub, merchant_id, shopify):
+    """Issue 14, finding 8: the code was an unkeyed hash of the redemption id (anyone who
+    learnt the id could compute it) and applied to any customer of the shop."""
+    reward = await create_reward(stub, merchant_id, cost=10)
+    await earn(stub, merchant_id, "7390000000010", 10)
+    done = await stub.RedeemReward(
+        redeem_request(reward.reward_id, "7390000000010"), metadata=md(merchant_id)
+    )
+    unkeyed = hashlib.sha256(f"loyalnest-reward:{done.redemption_id}".encode()).digest()
+    assert done.discount_code != "LN-" + base64.b32encode(unkeyed).decode()[:12]
+    assert len(done.discount_code) == len("LN-") + 16
+    created = shopify.codes_of(SHOP)[done.discount_code]["input"]
+    assert created["customerSelection"] == {
+        "customers": {"add": ["gid://shopify/Customer/7390000000010"]}
+    }
+    # A customer id that is not Shopify's cannot hold a code: refused before any debit.
+    await earn(stub, merchant_id, "pos-guest-1", 10)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.RedeemReward(
+            redeem_request(reward.reward_id, "pos-guest-1"), metadata=md(merchant_id)
+        )
+    assert precondition(caught.value) == "NOT_A_SHOPIFY_CUSTOMER"
+    assert await balance(stub, merchant_id, "pos-guest-1") == 10
+
+
+async def test_a_timed_out_code_that_was_created_is_not_refunded(
+    database_url, redis_url, merchant_id, shopify, auth
+):
+    """Issue 14, finding 8: Shopify created the code but its answer came after the client's
+    timeout; the points were refunded and the customer kept a working code besides."""
+    settings = points_settings(
+        database_url,
+        redis_url=redis_url,
+        shopify_admin_base_url=shopify.base_url,
+        shopify_admin_timeout_seconds=0.3,
+        call_targets={"auth": auth.address},
+        service_credential=POINTS_CREDENTIAL,
+    )
+    async with serve_for_test(SPEC, settings, points_pb2_grpc.PointsServiceStub) as (_, stub):
+        reward = await create_reward(stub, merchant_id, cost=40)
+        await earn(stub, merchant_id, "7390000000011", 100)
+        shopify.stall_mutations = 0.6
+        done = await stub.RedeemReward(
+            redeem_request(reward.reward_id, "7390000000011"), metadata=md(merchant_id)
+        )
+        shopify.stall_mutations = 0
+        assert done.discount_code in shopify.codes_of(SHOP)
+        assert await balance(stub, merchant_id, "7390000000011") == 60
+        history = await stub.ListTransactions(
+            pb.ListTransactionsRequest(customer_id="7390000000011"), metadata=md(merchant_id)
+        )
+        assert [t.type for t in history.transactions] == [
+            pb.TRANSACTION_TYPE_REDEEM,
+            pb.TRANSACTION_TYPE_EARN,
+        ]
 
 
 async def test_inactive_reward_and_unknown_reward_take_nothing(stub, merchant_id, shopify):
@@ -319,24 +395,30 @@ async def test_inactive_reward_and_unknown_reward_take_nothing(stub, merchant_id
         ),
         metadata=md(merchant_id),
     )
-    await earn(stub, merchant_id, "c-5", 30)
+    await earn(stub, merchant_id, "7390000000005", 30)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.RedeemReward(redeem_request(reward.reward_id, "c-5"), metadata=md(merchant_id))
+        await stub.RedeemReward(
+            redeem_request(reward.reward_id, "7390000000005"), metadata=md(merchant_id)
+        )
     assert precondition(caught.value) == "REWARD_INACTIVE"
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.RedeemReward(redeem_request(str(uuid.uuid4()), "c-5"), metadata=md(merchant_id))
+        await stub.RedeemReward(
+            redeem_request(str(uuid.uuid4()), "7390000000005"), metadata=md(merchant_id)
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert await balance(stub, merchant_id, "c-5") == 30
+    assert await balance(stub, merchant_id, "7390000000005") == 30
     assert shopify.codes_of(SHOP) == {}
 
 
 async def test_fifty_concurrent_redemptions_never_overdraw(stub, merchant_id, shopify):
     reward = await create_reward(stub, merchant_id, cost=100)
-    await earn(stub, merchant_id, "c-6", 1000)
+    await earn(stub, merchant_id, "7390000000006", 1000)
 
     results = await asyncio.gather(
         *(
-            stub.RedeemReward(redeem_request(reward.reward_id, "c-6"), metadata=md(merchant_id))
+            stub.RedeemReward(
+                redeem_request(reward.reward_id, "7390000000006"), metadata=md(merchant_id)
+            )
             for _ in range(50)
         ),
         return_exceptions=True,
@@ -347,18 +429,20 @@ async def test_fifty_concurrent_redemptions_never_overdraw(stub, merchant_id, sh
     assert len(codes) == len(set(codes)) == 10
     assert len(refused) == 40
     assert {precondition(e) for e in refused} == {"INSUFFICIENT_POINTS"}
-    assert await balance(stub, merchant_id, "c-6") == 0
+    assert await balance(stub, merchant_id, "7390000000006") == 0
     assert set(shopify.codes_of(SHOP)) == set(codes)
 
 
 async def test_merchant_without_a_connected_shop_is_refused_before_any_debit(stub, merchant_id):
     other = f"{merchant_id}-noshop"
     reward = await create_reward(stub, other, cost=10)
-    await earn(stub, other, "c-7", 10)
+    await earn(stub, other, "7390000000007", 10)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.RedeemReward(redeem_request(reward.reward_id, "c-7"), metadata=md(other))
+        await stub.RedeemReward(
+            redeem_request(reward.reward_id, "7390000000007"), metadata=md(other)
+        )
     assert precondition(caught.value) == "SHOP_NOT_CONNECTED"
-    assert await balance(stub, other, "c-7") == 10
+    assert await balance(stub, other, "7390000000007") == 10
 
 
 # ---- the shop's token comes from Auth ----------------------------------------------------
@@ -374,9 +458,9 @@ async def test_the_code_is_created_with_the_token_auth_handed_out(
     stub, merchant_id, shopify, database_url
 ):
     reward = await create_reward(stub, merchant_id, cost=10)
-    await earn(stub, merchant_id, "c-auth", 10)
+    await earn(stub, merchant_id, "7390000000008", 10)
     redeemed = await stub.RedeemReward(
-        redeem_request(reward.reward_id, "c-auth"), metadata=md(merchant_id)
+        redeem_request(reward.reward_id, "7390000000008"), metadata=md(merchant_id)
     )
     # The Admin API stand-in knows no configured token: only the one its OAuth endpoint gave
     # Auth at install, which Auth handed to Points.
@@ -405,12 +489,12 @@ async def test_an_expiring_shop_token_is_refreshed_rotated_and_refused_when_dead
     merchant_id = merchant.merchant_id
     (first_refresh,) = [t for t, of in shopify.refresh_tokens.items() if of == shop]
     reward = await create_reward(stub, merchant_id, cost=10)
-    await earn(stub, merchant_id, "c-exp", 30)
+    await earn(stub, merchant_id, "7390000000009", 30)
     await asyncio.sleep(3.2)  # the install's access token has expired at Shopify
 
     # Auth refreshes before handing the token out; the refresh token rotates each time.
     first = await stub.RedeemReward(
-        redeem_request(reward.reward_id, "c-exp"), metadata=md(merchant_id)
+        redeem_request(reward.reward_id, "7390000000009"), metadata=md(merchant_id)
     )
     assert first.discount_code in shopify.codes_of(shop)
     refreshes = [e for e in shopify.token_requests("refresh_token") if e.shop == shop]
@@ -418,7 +502,7 @@ async def test_an_expiring_shop_token_is_refreshed_rotated_and_refused_when_dead
     assert refreshes[0].form["refresh_token"] == first_refresh
     assert first_refresh not in shopify.refresh_tokens  # spent
     second = await stub.RedeemReward(
-        redeem_request(reward.reward_id, "c-exp"), metadata=md(merchant_id)
+        redeem_request(reward.reward_id, "7390000000009"), metadata=md(merchant_id)
     )
     assert second.discount_code in shopify.codes_of(shop)
     later = [e for e in shopify.token_requests("refresh_token") if e.shop == shop]
@@ -437,8 +521,10 @@ async def test_an_expiring_shop_token_is_refreshed_rotated_and_refused_when_dead
     shopify.refresh_tokens.clear()
     await asyncio.sleep(3.2)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.RedeemReward(redeem_request(reward.reward_id, "c-exp"), metadata=md(merchant_id))
+        await stub.RedeemReward(
+            redeem_request(reward.reward_id, "7390000000009"), metadata=md(merchant_id)
+        )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert precondition(caught.value) == "SHOP_NOT_CONNECTED"
     assert shopify.token_requests("refresh_token")[-1].status == 400
-    assert await balance(stub, merchant_id, "c-exp") == 10  # two redeemed, nothing taken
+    assert await balance(stub, merchant_id, "7390000000009") == 10  # two redeemed, nothing taken

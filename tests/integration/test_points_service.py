@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import subprocess
@@ -158,6 +159,42 @@ async def test_invalid_requests(points_stub, merchant_id, request_message, metho
         await getattr(points_stub, method)(request_message, metadata=as_merchant(merchant_id))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in field_violations(caught.value)
+
+
+def _unsigned_page_token(scope: str, position: int) -> str:
+    """A token as they were before signing: base64 of the JSON, which anyone can write."""
+    raw = json.dumps({"s": scope, "p": position}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("position", [-1, 2**70])
+async def test_forged_page_tokens_are_invalid_argument_not_internal(
+    points_stub, merchant_id, position
+):
+    """Issue 14, finding 8: a negative or huge position reached PostgreSQL (INTERNAL)."""
+    md = as_merchant(merchant_id)
+    await points_stub.EarnPoints(
+        pb.EarnPointsRequest(customer_id="c", points=1, idempotency_key="k"), metadata=md
+    )
+    calls = [
+        (
+            "ListTransactions",
+            pb.ListTransactionsRequest(
+                customer_id="c", page_token=_unsigned_page_token(f"{merchant_id}/c", position)
+            ),
+        ),
+        (
+            "ListRewards",
+            pb.ListRewardsRequest(
+                page_token=_unsigned_page_token(f"rewards/{merchant_id}/False", position)
+            ),
+        ),
+    ]
+    for method, request in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await getattr(points_stub, method)(request, metadata=md)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, method
+        assert "page_token" in field_violations(caught.value)
 
 
 async def test_unknown_customer_is_not_found(points_stub, merchant_id):

@@ -19,9 +19,11 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
+from loyalnest.gen.options.v1.access_pb2 import AccessPolicy
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform.auth.context import acting_for, current_principal
 from loyalnest.platform.auth.keys import KeySet
+from loyalnest.platform.auth.policy import declare_access
 from loyalnest.platform.auth.service_identity import request_signature, service_credential
 from loyalnest.platform.auth.service_tokens import ServiceTokenSource
 from loyalnest.platform.auth.tokens import SERVICE, TokenIssuer
@@ -42,6 +44,13 @@ from tests.integration.conftest import serving, stub_for
 from tests.integration.shopify_standin import ShopifyStandIn
 from tests.integration.test_auth_service import auth_settings, install
 from tests.integration.test_users_service import users_settings
+
+# Generic handlers have no proto to declare access in: any valid token (fail closed otherwise).
+for _service in (
+    "test.Probe",
+    "test.Relay",
+):
+    declare_access(_service, AccessPolicy(authenticated=True))
 
 pytestmark = pytest.mark.integration
 

@@ -17,11 +17,13 @@ committed together with its version (a row's sequence number); `put_if_newer` re
 entry only when the stored version is older, in one Lua call, so a slow reader filling the
 cache with what it read before a write cannot overwrite the newer state the writer stored
 after it. The same call can PUBLISH the value on a channel, so subscribers of a row see every
-change that reaches the cache, in any process (`subscription`).
+change that reaches the cache, in any process (`SharedSubscriber`: one connection per process
+for all of them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
@@ -30,6 +32,7 @@ from typing import Generic, TypeVar
 import redis.asyncio as redis
 from prometheus_client import Counter
 
+from loyalnest.platform.errors import Unavailable
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
@@ -167,28 +170,126 @@ class VersionedCache:
         await self._client.aclose()
 
 
-@contextlib.asynccontextmanager
-async def subscription(client: redis.Redis, channel: str) -> AsyncIterator[AsyncIterator[bytes]]:
-    """Messages published on `channel` from the moment this returns (subscribed already on
-    entry, so a caller can read the current state next without missing a change). One Redis
-    connection per subscription, released on exit."""
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
-    await pubsub.subscribe(channel)
+# What a subscriber reads: a message, or RESYNC when the shared connection was lost and
+# messages may have been missed (the subscriber re-reads the state it follows).
+RESYNC = None
+_SUBSCRIBER_QUEUE = 8
 
-    async def messages() -> AsyncIterator[bytes]:
+
+class SharedSubscriber:
+    """One Redis pub/sub connection per process for every subscriber of channels matching
+    `pattern` (PSUBSCRIBE), fanned out in-process by channel.
+
+    A connection per subscriber (a StreamPoints call each) let one client open as many Redis
+    connections as it had calls: the pool is unbounded, and so Redis' and the process' file
+    descriptors were anyone's to exhaust. Here the count of connections is one, however many
+    subscribers; they cost a queue each. Every process receives every message of the
+    pattern, a fair price for balance changes, which are small and few per customer.
+
+        shared = SharedSubscriber(client, "points:stream:*", name="points_stream")
+        async with shared.subscription("points:stream:m:c") as messages:
+            ...  # subscribed on entry: read the current state now, then follow `messages`
+        await shared.close()
+
+    Each subscriber's queue keeps the newest `_SUBSCRIBER_QUEUE` messages: a reader that
+    falls behind loses the oldest, which suits channels of snapshots (the newest wins). When
+    the connection is lost, every subscriber gets RESYNC, and the connection is re-opened
+    with backoff; new subscribers wait for it up to `ready_timeout_seconds`, then Unavailable.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        pattern: str,
+        *,
+        name: str,
+        ready_timeout_seconds: float = 2.0,
+    ) -> None:
+        self._client = client
+        self._pattern = pattern
+        self._name = name
+        self._ready_timeout = ready_timeout_seconds
+        self._subscribers: dict[str, set[asyncio.Queue[bytes | None]]] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def subscribers(self) -> int:
+        return sum(map(len, self._subscribers.values()))
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, channel: str) -> AsyncIterator[AsyncIterator[bytes | None]]:
+        """Messages published on `channel` from the moment this returns (RESYNC after a lost
+        connection). Raises Unavailable when Redis cannot be reached."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
+        self._subscribers.setdefault(channel, set()).add(queue)
+        try:
+            try:
+                await asyncio.wait_for(self._ready.wait(), self._ready_timeout)
+            except TimeoutError:
+                raise Unavailable(
+                    "the live updates' Redis is unreachable; retry later", retry_after_seconds=1
+                ) from None
+
+            async def messages() -> AsyncIterator[bytes | None]:
+                while True:
+                    yield await queue.get()
+
+            yield messages()
+        finally:
+            queue_set = self._subscribers.get(channel)
+            if queue_set is not None:
+                queue_set.discard(queue)
+                if not queue_set:
+                    del self._subscribers[channel]
+
+    def _deliver(self, channel: str, message: bytes | None) -> None:
+        for queue in self._subscribers.get(channel, ()):
+            if queue.full():
+                queue.get_nowait()  # the oldest goes: a newer snapshot follows
+            queue.put_nowait(message)
+
+    async def _run(self) -> None:
+        delay = 0.1
         while True:
-            # A read timeout of its own: the client's socket timeout is short (see above).
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0)
-            if message is not None and message["type"] == "message":
-                data = message["data"]
-                yield data.encode() if isinstance(data, str) else data
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.psubscribe(self._pattern)
+                while True:
+                    # A read timeout of its own: the client's socket timeout is short.
+                    message = await pubsub.get_message(timeout=5.0)
+                    if message is None:
+                        continue
+                    if message["type"] == "psubscribe":
+                        self._ready.set()
+                        delay = 0.1
+                    elif message["type"] == "pmessage":
+                        channel, data = message["channel"], message["data"]
+                        self._deliver(
+                            channel.decode() if isinstance(channel, bytes) else channel,
+                            data.encode() if isinstance(data, str) else data,
+                        )
+            except REDIS_ERRORS as exc:
+                CACHE_ERRORS.labels(self._name, "subscribe").inc()
+                log.warning("shared subscription lost", cache=self._name, error=repr(exc))
+                if self._ready.is_set():
+                    self._ready.clear()
+                    for channel in list(self._subscribers):
+                        self._deliver(channel, RESYNC)
+            finally:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await pubsub.aclose()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
-    try:
-        yield messages()
-    finally:
-        with contextlib.suppress(*REDIS_ERRORS):
-            await pubsub.unsubscribe(channel)
-        await pubsub.aclose()
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
 
 
 class ProcessMemo(Generic[K, T]):

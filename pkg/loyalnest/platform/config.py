@@ -34,6 +34,9 @@ class ServerSettings(_Settings):
     shutdown_grace_seconds: float = Field(10.0, ge=0)
     max_receive_message_bytes: int = 4 * 1024 * 1024
     max_concurrent_rpcs: int | None = None
+    # HMAC key of List RPCs' page tokens (loyalnest.platform.pagination), the same for every
+    # replica of a service. Unset: a development key (tokens still strictly validated).
+    page_token_key: SecretStr | None = None
     # Clients balance over the addresses DNS returned when they connected; a connection that
     # never closes never sees the pods a scale-out added. So the server ends every connection
     # after this long (gRPC adds +-10 % jitter so a fleet's connections do not all end at

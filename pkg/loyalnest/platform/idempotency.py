@@ -33,6 +33,11 @@ from loyalnest.platform.errors import FieldViolation, InvalidArgument
 from loyalnest.platform.postgres import unique_violations
 
 KEY_FIELD = "idempotency_key"
+# Namespaces of keys (the `namespace` column, part of the primary key): a client chooses its
+# keys freely, so a key a service derives for a write of its own must never be one a client
+# can claim first (EarnPoints with key "order:1234" would block order 1234's credit forever).
+REQUEST = "request"  # a request's `idempotency_key` field
+INTERNAL = "internal"  # keys a service derives itself (IdempotencyKey.internal)
 T = TypeVar("T")
 # The effect of a first call: its result and the reference a retry finds it again by.
 Write = Callable[[AsyncConnection], Awaitable[tuple[T, str]]]
@@ -45,10 +50,12 @@ class IdempotencyKey:
     key: str
     # Hash of the method and every request field except the key itself.
     fingerprint: str
+    # Keys collide only within one namespace (see REQUEST, INTERNAL).
+    namespace: str = REQUEST
 
     @classmethod
     def of(
-        cls, method: str, request: Message, *, key_field: str = KEY_FIELD, namespace: str = ""
+        cls, method: str, request: Message, *, key_field: str = KEY_FIELD, namespace: str = REQUEST
     ) -> IdempotencyKey:
         """The key in `request.<key_field>`; `namespace` keeps keys of another field (e.g. a
         batch id) apart from the merchant's idempotency keys, which share the table."""
@@ -58,14 +65,17 @@ class IdempotencyKey:
         digest = hashlib.sha256(method.encode())
         digest.update(b"\0")
         digest.update(params.SerializeToString(deterministic=True))
-        return cls(key=namespace + getattr(request, key_field), fingerprint=digest.hexdigest())
+        return cls(
+            key=getattr(request, key_field), fingerprint=digest.hexdigest(), namespace=namespace
+        )
 
     @classmethod
     def internal(cls, key: str, *parts: object) -> IdempotencyKey:
         """A key a service derives for a write of its own (an event's effect, a refund):
-        `parts` are what the write does, so one `key` reused for another write is refused."""
+        `parts` are what the write does, so one `key` reused for another write is refused.
+        In the INTERNAL namespace, which no client key reaches."""
         digest = hashlib.sha256("\0".join(map(str, (key, *parts))).encode())
-        return cls(key=key, fingerprint=digest.hexdigest())
+        return cls(key=key, fingerprint=digest.hexdigest(), namespace=INTERNAL)
 
 
 class IdempotencyKeyReused(InvalidArgument):
@@ -87,16 +97,17 @@ async def claim(conn: AsyncConnection, merchant_id: str, key: IdempotencyKey) ->
     the key makes this wait until it commits or rolls back.
     """
     cursor = await conn.execute(
-        "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_fingerprint)"
-        " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (merchant_id, key.key, key.fingerprint),
+        "INSERT INTO idempotency_keys"
+        " (merchant_id, namespace, idempotency_key, request_fingerprint)"
+        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (merchant_id, key.namespace, key.key, key.fingerprint),
     )
     if await cursor.fetchone():
         return None
     cursor = await conn.execute(
         "SELECT request_fingerprint, result_ref FROM idempotency_keys"
-        " WHERE merchant_id = %s AND idempotency_key = %s",
-        (merchant_id, key.key),
+        " WHERE merchant_id = %s AND namespace = %s AND idempotency_key = %s",
+        (merchant_id, key.namespace, key.key),
     )
     row = await cursor.fetchone()
     if row is None:  # pragma: no cover - the conflicting row is committed by now
@@ -110,8 +121,8 @@ async def record(
 ) -> None:
     await conn.execute(
         "UPDATE idempotency_keys SET result_ref = %s"
-        " WHERE merchant_id = %s AND idempotency_key = %s",
-        (result_ref, merchant_id, key.key),
+        " WHERE merchant_id = %s AND namespace = %s AND idempotency_key = %s",
+        (result_ref, merchant_id, key.namespace, key.key),
     )
 
 

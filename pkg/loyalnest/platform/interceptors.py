@@ -6,6 +6,7 @@ reports carry its trace id.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -209,8 +210,15 @@ class ErrorMappingInterceptor(WrappingInterceptor):
     """Turns every handler exception into a proper status; nothing escapes as UNKNOWN."""
 
     async def _abort(self, context: Context, exc: Exception, method: str) -> None:
-        status = to_rich_status(translate(exc, method))
-        await context.abort(status.code, status.details, status.trailing_metadata)
+        error = translate(exc, method)
+        status = to_rich_status(error)
+        metadata = tuple(status.trailing_metadata)
+        retry_after = getattr(error, "retry_after_seconds", None)
+        if retry_after is not None:
+            # RetryInfo's delay as HTTP's Retry-After too (whole seconds, rounded up): the
+            # gateway's REST clients see it as a header.
+            metadata += (("retry-after", str(math.ceil(retry_after))),)
+        await context.abort(status.code, status.details, metadata)
 
     def wrap_unary(self, method: str, kind: str, behavior: UnaryBehavior) -> UnaryBehavior:
         async def mapped(request: Any, context: Context) -> Any:

@@ -1,9 +1,17 @@
-"""Opaque page tokens and page-size capping for List RPCs."""
+"""Opaque page tokens and page-size capping for List RPCs.
+
+A token is its query's scope and a position, signed (HMAC-SHA256 under
+LOYALNEST_PAGE_TOKEN_KEY, `set_signing_key`): a client can neither forge a position nor move
+a token to another scope, and whatever it sends instead is INVALID_ARGUMENT, never an error
+of the database (a negative or huge offset once reached PostgreSQL and came back INTERNAL).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -12,6 +20,32 @@ from loyalnest.platform.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
+# Positions are offsets or sequence numbers, PostgreSQL bigints.
+MAX_POSITION = 2**63 - 1
+_MAC_BYTES = 16
+# Without LOYALNEST_PAGE_TOKEN_KEY (development): tokens are still validated strictly, but
+# anyone reading this could sign one for a scope of their own (never another's: the scope is
+# the caller's query, merchant included).
+_DEVELOPMENT_KEY = b"loyalnest-development-page-tokens"
+_signing_key = _DEVELOPMENT_KEY
+
+
+def set_signing_key(key: bytes | None) -> None:
+    """The process' page-token key (every replica of a service needs the same one)."""
+    global _signing_key
+    _signing_key = key or _DEVELOPMENT_KEY
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode((text + "=" * (-len(text) % 4)).encode())
+
+
+def _mac(payload: bytes) -> bytes:
+    return hmac.new(_signing_key, payload, hashlib.sha256).digest()[:_MAC_BYTES]
 
 
 def page_size(requested: int) -> int:
@@ -22,19 +56,27 @@ def page_size(requested: int) -> int:
 
 def encode_page_token(scope: str, position: int) -> str:
     """A token that resumes after `position`, valid only for the same query `scope`."""
-    raw = json.dumps({"s": scope, "p": position}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    if not 0 <= position <= MAX_POSITION:
+        raise ValueError(f"page position {position} out of range")
+    payload = json.dumps({"s": scope, "p": position}, separators=(",", ":")).encode()
+    return f"{_b64(payload)}.{_b64(_mac(payload))}"
 
 
 def decode_page_token(token: str, scope: str) -> int | None:
     if not token:
         return None
     try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        encoded_payload, _, encoded_mac = token.partition(".")
+        payload = _unb64(encoded_payload)
+        if not hmac.compare_digest(_unb64(encoded_mac), _mac(payload)):
+            raise ValueError("not signed by this service")
+        data = json.loads(payload)
         position = data["p"]
-        if data["s"] != scope or not isinstance(position, int):
+        if data["s"] != scope:
             raise ValueError("token belongs to another query")
+        # bool is an int to Python; neither it nor a float is a position.
+        if type(position) is not int or not 0 <= position <= MAX_POSITION:
+            raise ValueError("position out of range")
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise InvalidArgument.for_field(
             "page_token", "is not a page token returned for this query"

@@ -29,7 +29,7 @@ from pydantic import SecretStr
 from loyalnest.platform.auth.keys import local_keyset_beside
 from loyalnest.platform.config import TokenSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key
-from loyalnest.platform.idempotency import KEY_FIELD, IdempotencyKey
+from loyalnest.platform.idempotency import KEY_FIELD, REQUEST, IdempotencyKey
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
@@ -127,7 +127,7 @@ class PiiVault:
         *,
         normalize: Callable[[str], str] = _as_is,
         key_field: str = KEY_FIELD,
-        namespace: str = "",
+        namespace: str = REQUEST,
     ) -> IdempotencyKey:
         """The request's idempotency key (IdempotencyKey.of), its PII replaced by blind indexes.
 

@@ -21,6 +21,7 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from loyalnest.platform import pagination
 from loyalnest.platform.auth.interceptor import AuthInterceptor, JwksFile
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.service_identity import accepted_audiences
@@ -121,6 +122,8 @@ def auth_interceptor(settings: ServiceSettings, service: str) -> AuthInterceptor
 
 
 def build_server(settings: ServiceSettings, service: str) -> grpc.aio.Server:
+    key = settings.page_token_key
+    pagination.set_signing_key(key.get_secret_value().encode() if key else None)
     interceptors: list[Any] = []
     if settings.tracing_enabled:
         interceptors.append(aio_server_interceptor())  # type: ignore[no-untyped-call]

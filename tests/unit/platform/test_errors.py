@@ -10,10 +10,16 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from loyalnest.gen.options.v1.access_pb2 import AccessPolicy
 from loyalnest.platform import errors
+from loyalnest.platform.auth.policy import declare_access
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec, running
 from tests.auth import merchant_metadata
+
+# Generic handlers have no proto to declare access in: any valid token (fail closed otherwise).
+for _service in ("test.Failing",):
+    declare_access(_service, AccessPolicy(authenticated=True))
 
 FAILURES: dict[str, Exception] = {
     "invalid": errors.InvalidArgument.for_field("points", "must be positive"),

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from loyalnest.platform import pagination
@@ -59,3 +62,38 @@ def test_uuid_fields():
         assert [(x.field, x.description) for x in caught.value.violations] == [
             ("user_id", description)
         ]
+
+
+def _unsigned(scope: str, position: object) -> str:
+    """A token as they were before signing: base64 of the JSON, which anyone can write."""
+    raw = json.dumps({"s": scope, "p": position}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("position", [-1, 2**63, 10**30, True, 1.5, "3"])
+def test_page_tokens_refuse_positions_out_of_range_even_when_signed(position):
+    forged = _unsigned("m/c1", position)
+    with pytest.raises(InvalidArgument):
+        pagination.decode_page_token(forged, "m/c1")
+    payload = base64.urlsafe_b64decode(forged + "=" * (-len(forged) % 4))
+    signed = forged + "." + base64.urlsafe_b64encode(pagination._mac(payload)).decode()
+    with pytest.raises(InvalidArgument):
+        pagination.decode_page_token(signed, "m/c1")
+
+
+def test_page_tokens_are_signed_with_the_configured_key():
+    token = pagination.encode_page_token("m/c1", 42)
+    payload, _, mac = token.partition(".")
+    assert mac  # a signature follows the payload
+    with pytest.raises(InvalidArgument):  # unsigned: refused though well-formed
+        pagination.decode_page_token(payload, "m/c1")
+    tampered = pagination.encode_page_token("m/c1", 43).split(".")[0] + "." + mac
+    with pytest.raises(InvalidArgument):
+        pagination.decode_page_token(tampered, "m/c1")
+    try:
+        pagination.set_signing_key(b"another replica's key")
+        with pytest.raises(InvalidArgument):
+            pagination.decode_page_token(token, "m/c1")
+    finally:
+        pagination.set_signing_key(None)
+    assert pagination.decode_page_token(token, "m/c1") == 42

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loyalnest.platform.auth import context as auth_context
-from loyalnest.platform.auth.policy import access_policy
+from loyalnest.platform.auth.policy import access_policy, declares_access
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.tokens import ACCESS, SERVICE, Principal, TokenVerifier
 from loyalnest.platform.errors import PermissionDenied, Unauthenticated
@@ -110,10 +110,13 @@ class AuthInterceptor(WrappingInterceptor):
         return super()._wrap(method, handler)
 
     async def _authenticate(self, method: str, context: Context) -> tuple[Principal, str]:
+        policy = access_policy(method)
+        if not declares_access(policy):
+            # Fail closed: an RPC whose proto forgot (loyalnest.options.v1.access) is nobody's.
+            raise PermissionDenied("this call declares no access policy; it is refused")
         token = _bearer_token(context)
         principal = self._jwks.verify(token)
         await self._not_revoked(principal)
-        policy = access_policy(method)
         # Checked on the bearer token itself, before a relaying service is recorded: a user's
         # token relayed by a service is still a user's call.
         if policy.internal and not principal.service:

@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
 from loyalnest.platform import tenancy
 from loyalnest.platform.grpctypes import Context
-from loyalnest.platform.idempotency import KEY_FIELD, IdempotencyKey
+from loyalnest.platform.idempotency import KEY_FIELD, REQUEST, IdempotencyKey
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.validation import (
     EMAIL_RULE,
@@ -34,6 +34,8 @@ from loyalnest.services.core.wire import (
 )
 
 MAX_IMPORT_BATCH = 500
+# ImportCustomers' batch ids are keys of their own field: kept apart from idempotency_key values.
+IMPORT_NAMESPACE = "import"
 _NAME_RULE = f"must be at most {domain.MAX_NAME_LENGTH} printable characters"
 _WithCustomers = TypeVar(
     "_WithCustomers", core_pb2.CreateCustomerRequest, core_pb2.ImportCustomersRequest
@@ -176,7 +178,7 @@ class CoreServicer(core_pb2_grpc.CoreServiceServicer):
         merchant_id: str,
         *,
         key_field: str = KEY_FIELD,
-        namespace: str = "",
+        namespace: str = REQUEST,
     ) -> IdempotencyKey:
         # Emails and names stay out of the fingerprint (see PiiVault.idempotency_key).
         def pii(
@@ -245,7 +247,11 @@ class CoreServicer(core_pb2_grpc.CoreServiceServicer):
             request.batch_id,
             items,
             key=self._idempotency_key(
-                "ImportCustomers", request, merchant_id, key_field="batch_id", namespace="import:"
+                "ImportCustomers",
+                request,
+                merchant_id,
+                key_field="batch_id",
+                namespace=IMPORT_NAMESPACE,
             ),
         )
         return import_response(result)

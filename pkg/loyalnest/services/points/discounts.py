@@ -1,8 +1,11 @@
 """Single-use Shopify discount codes for redeemed rewards, and the shop credentials they need.
 
-The code is derived from the redemption id, so every attempt for one redemption asks Shopify
-for the same code: a retry after a lost answer gets `TAKEN`, and the code found under that
-name is ours if its title names this redemption (then the earlier attempt worked).
+The code is derived from the redemption (merchant, redemption id, customer) under a secret
+key (HMAC-SHA256), so nobody can compute another redemption's code, and every attempt for one
+redemption asks Shopify for the same code: a retry after a lost answer gets `TAKEN`, and the
+code found under that name is ours if its title names this redemption (then the earlier
+attempt worked). The code is bound to the redeeming customer (`customerSelection`), so a code
+seen by someone else is of no use to them.
 
 Shop credentials: the merchant's offline Admin API token is obtained by Auth during the OAuth
 install (DESIGN §7) and stays there, encrypted; `ShopCredentials` is the seam, and
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -44,9 +48,27 @@ class ShopCredentials(Protocol):
         ...
 
 
-def discount_code(redemption_id: str) -> str:
-    digest = hashlib.sha256(f"loyalnest-reward:{redemption_id}".encode()).digest()
-    return "LN-" + base64.b32encode(digest).decode()[:12]
+class NotAShopifyCustomer(FailedPrecondition):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__(
+            "a reward's discount code is bound to the customer at Shopify: customer_id must be"
+            " the customer's Shopify id (digits)",
+            violation_type="NOT_A_SHOPIFY_CUSTOMER",
+            subject=f"customer/{customer_id}",
+        )
+
+
+def shopify_customer_gid(customer_id: str) -> str:
+    if not (customer_id.isascii() and customer_id.isdigit()):
+        raise NotAShopifyCustomer(customer_id)
+    return f"gid://shopify/Customer/{customer_id}"
+
+
+def discount_code(key: bytes, merchant_id: str, redemption_id: str, customer_id: str) -> str:
+    """Unguessable without `key`: 80 bits of HMAC-SHA256 in base32."""
+    message = "\0".join((merchant_id, redemption_id, customer_id)).encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return "LN-" + base64.b32encode(digest).decode()[:16]
 
 
 def discount_title(redemption_id: str) -> str:
@@ -81,12 +103,15 @@ query RewardCodeOwner($code: String!) {
 }"""
 
 
-def _input(reward: Reward, code: str, title: str) -> tuple[str, str, dict[str, Any]]:
+def _input(
+    reward: Reward, code: str, title: str, customer_id: str
+) -> tuple[str, str, dict[str, Any]]:
     common: dict[str, Any] = {
         "title": title,
         "code": code,
         "startsAt": datetime.now(UTC).isoformat(),
-        "customerSelection": {"all": True},
+        # Only the redeeming customer can use it (API 2025-10: customerSelection).
+        "customerSelection": {"customers": {"add": [shopify_customer_gid(customer_id)]}},
         "appliesOncePerCustomer": True,
         "usageLimit": 1,  # single use
     }
@@ -106,19 +131,29 @@ def _input(reward: Reward, code: str, title: str) -> tuple[str, str, dict[str, A
 
 
 class DiscountCodes:
-    def __init__(self, admin: ShopifyAdminClient, credentials: ShopCredentials) -> None:
+    def __init__(
+        self, admin: ShopifyAdminClient, credentials: ShopCredentials, *, code_key: bytes
+    ) -> None:
+        """`code_key`: the secret codes are derived under, the same in every replica."""
         self._admin = admin
         self._credentials = credentials
+        self._key = code_key
 
     async def check_connected(self, merchant_id: str) -> None:
         """Raises ShopNotConnected when no code could be created for the merchant."""
         await self._credentials.shop_access(merchant_id)
 
-    async def create(self, merchant_id: str, redemption_id: str, reward: Reward) -> str:
+    def code_of(self, merchant_id: str, redemption_id: str, customer_id: str) -> str:
+        return discount_code(self._key, merchant_id, redemption_id, customer_id)
+
+    async def create(
+        self, merchant_id: str, redemption_id: str, customer_id: str, reward: Reward
+    ) -> str:
         """Creates the redemption's code (or finds it created by an earlier attempt)."""
         access = await self._credentials.shop_access(merchant_id)
-        code, title = discount_code(redemption_id), discount_title(redemption_id)
-        mutation, field, payload = _input(reward, code, title)
+        code = self.code_of(merchant_id, redemption_id, customer_id)
+        title = discount_title(redemption_id)
+        mutation, field, payload = _input(reward, code, title, customer_id)
         data = await self._admin.graphql(
             access.shop, access.access_token, mutation, {"input": payload}
         )
@@ -130,6 +165,13 @@ class DiscountCodes:
         ):
             return code
         raise ShopifyRejected(f"Shopify refused discount code {code}: {errors}")
+
+    async def created(self, merchant_id: str, redemption_id: str, customer_id: str) -> str | None:
+        """The redemption's code if it exists in the shop (`codeDiscountNodeByCode`), else None:
+        after an attempt whose answer never came, whether it took effect."""
+        access = await self._credentials.shop_access(merchant_id)
+        code = self.code_of(merchant_id, redemption_id, customer_id)
+        return code if await self._is_ours(access, code, discount_title(redemption_id)) else None
 
     async def _is_ours(self, access: ShopAccess, code: str, title: str) -> bool:
         data = await self._admin.graphql(access.shop, access.access_token, _BY_CODE, {"code": code})

@@ -16,21 +16,34 @@ The entry holds the serialized `PointsBalance` and its ledger sequence:
 So once a write has returned, reads see its balance or a later one. If Redis fails during the
 update, the entry is dropped; if that fails too, the entry may be stale until it expires
 (`points_balance_cache_ttl_seconds`), which is logged and counted.
+
+StreamPoints (`watch`) is held to limits, so that one merchant cannot exhaust it for all:
+every stream of a process shares one Redis connection (`SharedSubscriber`, PSUBSCRIBE of
+`points:stream:*`), a merchant holds at most `StreamLimits.per_merchant` streams per process
+and a process at most `per_process` in all; beyond either, RESOURCE_EXHAUSTED with RetryInfo
+(and `retry-after`, 429 over REST).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import collections
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import Gauge
 
 from loyalnest.gen.points.v1 import points_pb2
-from loyalnest.platform.cache import VersionedCache, key_part, subscription
-from loyalnest.platform.errors import Unavailable
+from loyalnest.platform.cache import RESYNC, SharedSubscriber, VersionedCache, key_part
+from loyalnest.platform.errors import ResourceExhausted, Unavailable
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.services.points.domain import Balance, Posting, PostingResult
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.wire import balance_proto
 
 CACHE_NAME = "points_balance"
+STREAM_PATTERN = "points:stream:*"
+OPEN_STREAMS = Gauge("loyalnest_points_streams_open", "StreamPoints calls this process serves.")
 
 
 def balance_key(merchant_id: str, customer_id: str) -> str:
@@ -41,10 +54,65 @@ def stream_channel(merchant_id: str, customer_id: str) -> str:
     return f"points:stream:{key_part(merchant_id)}:{customer_id}"
 
 
+@dataclass(frozen=True)
+class StreamLimits:
+    """Concurrent StreamPoints calls one process serves (settings points_stream_*)."""
+
+    per_merchant: int = 100
+    per_process: int = 2000
+    # A stream is long-lived: a slot frees when a client goes, not within milliseconds.
+    retry_after_seconds: float = 30.0
+
+
+class _StreamSlots:
+    def __init__(self, limits: StreamLimits) -> None:
+        self._limits = limits
+        self._by_merchant: collections.Counter[str] = collections.Counter()
+        self._total = 0
+
+    @contextlib.contextmanager
+    def slot(self, merchant_id: str) -> Iterator[None]:
+        limits = self._limits
+        if self._by_merchant[merchant_id] >= limits.per_merchant:
+            raise ResourceExhausted(
+                f"this merchant has {limits.per_merchant} StreamPoints calls open on this"
+                " instance, the most allowed; close one or retry later",
+                retry_after_seconds=limits.retry_after_seconds,
+            )
+        if self._total >= limits.per_process:
+            raise ResourceExhausted(
+                f"this Points instance serves its maximum of {limits.per_process} StreamPoints"
+                " calls; retry later",
+                retry_after_seconds=limits.retry_after_seconds,
+            )
+        self._by_merchant[merchant_id] += 1
+        self._total += 1
+        OPEN_STREAMS.inc()
+        try:
+            yield
+        finally:
+            self._total -= 1
+            OPEN_STREAMS.dec()
+            self._by_merchant[merchant_id] -= 1
+            if not self._by_merchant[merchant_id]:
+                del self._by_merchant[merchant_id]
+
+
 class Ledger:
-    def __init__(self, store: LedgerStore, cache: VersionedCache | None) -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        cache: VersionedCache | None,
+        *,
+        subscriber: SharedSubscriber | None = None,
+        stream_limits: StreamLimits | None = None,
+    ) -> None:
+        """`subscriber` (on `cache`'s Redis, STREAM_PATTERN) serves `watch`; without it, or
+        without `cache`, StreamPoints is UNAVAILABLE."""
         self.store = store
         self.cache = cache
+        self._subscriber = subscriber
+        self._streams = _StreamSlots(stream_limits or StreamLimits())
 
     async def balance(self, merchant_id: str, customer_id: str) -> points_pb2.PointsBalance:
         """Raises LedgerNotFound when the customer has no ledger (not cached)."""
@@ -63,17 +131,21 @@ class Ledger:
     ) -> AsyncIterator[points_pb2.PointsBalance]:
         """The current balance, then each newer one published by any process, until the
         caller stops. Subscribes before reading, so no change between the two is missed."""
-        if self.cache is None:
+        if self.cache is None or self._subscriber is None:
             raise Unavailable("StreamPoints needs Redis (LOYALNEST_REDIS_URL) on this service")
         channel = stream_channel(merchant_id, customer_id)
-        async with subscription(self.cache.client, channel) as changes:
-            current = await self.balance(merchant_id, customer_id)
-            yield current
-            async for raw in changes:
-                change = points_pb2.PointsBalance.FromString(raw)
-                if change.sequence > current.sequence:
-                    current = change
-                    yield current
+        with self._streams.slot(merchant_id):
+            async with self._subscriber.subscription(channel) as changes:
+                current = await self.balance(merchant_id, customer_id)
+                yield current
+                async for raw in changes:
+                    if raw is RESYNC:  # changes may have been missed: read the balance again
+                        change = await self.balance(merchant_id, customer_id)
+                    else:
+                        change = points_pb2.PointsBalance.FromString(raw)
+                    if change.sequence > current.sequence:
+                        current = change
+                        yield current
 
     async def post(self, posting: Posting, key: IdempotencyKey) -> PostingResult:
         result = await self.store.post(posting, key)

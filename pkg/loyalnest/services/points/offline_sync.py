@@ -21,6 +21,7 @@ from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.wire import balance_proto, transaction_proto
 
 MAX_BATCH = 500
+POS_OFFLINE_NAMESPACE = "pos-offline"
 _KINDS = {
     points_pb2.OFFLINE_TRANSACTION_KIND_EARN: TransactionType.EARN,
     points_pb2.OFFLINE_TRANSACTION_KIND_REDEEM: TransactionType.REDEEM,
@@ -33,8 +34,11 @@ def item_key(item: points_pb2.OfflineTransaction) -> IdempotencyKey:
     content.CopyFrom(item)
     fingerprint = hashlib.sha256(b"OfflineTransaction\0")
     fingerprint.update(content.SerializeToString(deterministic=True))
+    # A field of its own: an id equal to some request's idempotency_key must not collide.
     return IdempotencyKey(
-        key=f"pos-offline:{item.client_transaction_id}", fingerprint=fingerprint.hexdigest()
+        key=item.client_transaction_id,
+        fingerprint=fingerprint.hexdigest(),
+        namespace=POS_OFFLINE_NAMESPACE,
     )
 
 

@@ -6,9 +6,12 @@
 2. `reward_redemptions` records the redemption as pending (insert-if-absent by that id).
 3. The discount code (derived from the redemption id) is created in the shop; the redemption
    becomes completed with its code.
-4. If the shop refuses or does not answer, the redemption becomes refunded and the points are
-   given back by a reversal whose idempotency key is derived from the redemption id: at most
-   one refund per redemption, however often the flow runs.
+4. If the shop refuses, the redemption becomes refunded and the points are given back by a
+   reversal whose idempotency key is derived from the redemption id: at most one refund per
+   redemption, however often the flow runs. If the shop does not answer (a timeout, 5xx), the
+   code may exist all the same: it is looked up by code first (`codeDiscountNodeByCode`);
+   found, the redemption completes; absent, it is refunded; if the lookup gets no answer
+   either, the redemption stays pending and the call is UNAVAILABLE (retry with the same key).
 
 A retry with the same key resumes wherever the first call stopped (a crash between any two
 steps included): a completed redemption is returned as it was, a pending one goes on at 3, a
@@ -21,10 +24,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from loyalnest.platform.errors import FailedPrecondition, LoyalNestError
-from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.errors import FailedPrecondition, LoyalNestError, Unavailable
+from loyalnest.platform.idempotency import INTERNAL, IdempotencyKey
 from loyalnest.platform.observability import get_logger
-from loyalnest.services.points.discounts import DiscountCodes, ShopNotConnected
+from loyalnest.platform.shopify_admin import ShopifyUnavailable
+from loyalnest.services.points.discounts import (
+    DiscountCodes,
+    ShopNotConnected,
+    shopify_customer_gid,
+)
 from loyalnest.services.points.domain import (
     Posting,
     PostingResult,
@@ -37,6 +45,16 @@ from loyalnest.services.points.domain import (
 from loyalnest.services.points.ledger import Ledger
 
 log = get_logger(__name__)
+
+
+class RedemptionUndecided(Unavailable):
+    def __init__(self, redemption: Redemption) -> None:
+        super().__init__(
+            f"Shopify did not answer: whether the discount code of redemption"
+            f" {redemption.redemption_id} was created is unknown; retry with the same"
+            " idempotency_key",
+            retry_after_seconds=5.0,
+        )
 
 
 class RedemptionRefunded(FailedPrecondition):
@@ -58,7 +76,9 @@ class RedeemedReward:
 
 def refund_key(redemption_id: str) -> IdempotencyKey:
     fingerprint = hashlib.sha256(f"RewardRefund\0{redemption_id}".encode()).hexdigest()
-    return IdempotencyKey(key=f"refund:reward-redemption:{redemption_id}", fingerprint=fingerprint)
+    return IdempotencyKey(
+        key=f"refund:reward-redemption:{redemption_id}", fingerprint=fingerprint, namespace=INTERNAL
+    )
 
 
 class RewardRedemptions:
@@ -76,6 +96,7 @@ class RewardRedemptions:
         codes = self._codes
         if codes is None:
             raise ShopNotConnected(merchant_id)
+        shopify_customer_gid(customer_id)  # a code is bound to a Shopify customer
         await codes.check_connected(merchant_id)  # before taking any points
         debit = await self._ledger.post(
             Posting(
@@ -111,8 +132,24 @@ class RewardRedemptions:
         self, codes: DiscountCodes, redemption: Redemption, reward: Reward
     ) -> Redemption:
         merchant_id, redemption_id = redemption.merchant_id, redemption.redemption_id
+        customer_id = redemption.customer_id
         try:
-            code = await codes.create(merchant_id, redemption_id, reward)
+            code = await codes.create(merchant_id, redemption_id, customer_id, reward)
+        except ShopifyUnavailable as exc:
+            # No answer is not a refusal: the code may have been created all the same.
+            try:
+                found = await codes.created(merchant_id, redemption_id, customer_id)
+            except LoyalNestError:
+                raise RedemptionUndecided(redemption) from exc
+            if found is None:
+                log.warning("discount code not created; refunding", redemption_id=redemption_id)
+                return await self._store.finish_redemption(
+                    merchant_id,
+                    redemption_id,
+                    status=RedemptionStatus.REFUNDED,
+                    failure=exc.message,
+                )
+            code = found
         except LoyalNestError as exc:
             log.warning(
                 "discount code creation failed; refunding",

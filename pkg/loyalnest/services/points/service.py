@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
-from loyalnest.platform.cache import VersionedCache, client_from_url
+from loyalnest.platform.cache import SharedSubscriber, VersionedCache, client_from_url
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import mongo_event_loops, postgres_event_loops
@@ -25,7 +28,7 @@ from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points import consumers, events
 from loyalnest.services.points.discounts import DiscountCodes
 from loyalnest.services.points.earning import Clock, OrderEarnings, ProgramCopies, utc_now
-from loyalnest.services.points.ledger import CACHE_NAME, Ledger
+from loyalnest.services.points.ledger import CACHE_NAME, STREAM_PATTERN, Ledger, StreamLimits
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
 from loyalnest.services.points.shop_access import AuthShopCredentials
@@ -62,6 +65,13 @@ class PointsSettings(ServiceSettings):
     # How long a process reuses its copy of a merchant's program before reading it again:
     # the delay after which another process applies a settings change to new orders.
     points_program_cache_seconds: float = Field(10.0, ge=0)
+    # StreamPoints calls one process serves: per merchant, and in all (Envoy admits 4,096
+    # requests per cluster; one merchant must not take them all). Beyond: RESOURCE_EXHAUSTED.
+    points_stream_max_per_merchant: int = Field(100, gt=0)
+    points_stream_max_per_process: int = Field(2000, gt=0)
+    # Secret the reward discount codes are derived under (HMAC), the same in every replica.
+    # Unset: derived from LOYALNEST_SERVICE_CREDENTIAL (without which no code is created).
+    points_discount_code_key: SecretStr | None = None
 
 
 async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceComponents:
@@ -91,7 +101,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         components.cleanup.append(mongo_store.close)
         store = mongo_store
     components.readiness = [Check("ledger-store", store.ping)]
-    cache = None
+    cache = subscriber = None
     if settings.redis_url:
         cache = VersionedCache(
             client_from_url(settings.redis_url),
@@ -99,9 +109,19 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
             ttl_seconds=settings.points_balance_cache_ttl_seconds,
         )
         components.cleanup.append(cache.close)
+        subscriber = SharedSubscriber(cache.client, STREAM_PATTERN, name="points_stream")
+        components.cleanup.append(subscriber.close)  # reversed: closes before its client
     else:
         log.warning("LOYALNEST_REDIS_URL unset: balances are not cached, StreamPoints is off")
-    ledger = Ledger(store, cache)
+    ledger = Ledger(
+        store,
+        cache,
+        subscriber=subscriber,
+        stream_limits=StreamLimits(
+            per_merchant=settings.points_stream_max_per_merchant,
+            per_process=settings.points_stream_max_per_process,
+        ),
+    )
     programs = ProgramCopies(ledger, cache_seconds=settings.points_program_cache_seconds)
     orders = OrderEarnings(ledger, programs, clock=clock)
     components.background.append(
@@ -119,6 +139,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     codes = DiscountCodes(
         ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url),
         AuthShopCredentials(auth),
+        code_key=_discount_code_key(settings),
     )
     components.registrations = [
         Registration(
@@ -128,6 +149,15 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         )
     ]
     return components
+
+
+def _discount_code_key(settings: PointsSettings) -> bytes:
+    if settings.points_discount_code_key is not None:
+        return settings.points_discount_code_key.get_secret_value().encode()
+    if settings.service_credential is not None:
+        credential = settings.service_credential.get_secret_value().encode()
+        return hmac.new(credential, b"loyalnest points discount codes", hashlib.sha256).digest()
+    return os.urandom(32)  # no shop token without a credential: no code is ever created
 
 
 def _auth_stub(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!loyalnest/options/v1/access.proto\x12\x14loyalnest.options.v1\x1a google/protobuf/descriptor.proto\"D\n\x0c\x41\x63\x63\x65ssPolicy\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12\x12\n\npermission\x18\x02 \x01(\t\x12\x10\n\x08internal\x18\x03 \x01(\x08:T\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\".loyalnest.options.v1.AccessPolicyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!loyalnest/options/v1/access.proto\x12\x14loyalnest.options.v1\x1a google/protobuf/descriptor.proto\"[\n\x0c\x41\x63\x63\x65ssPolicy\x12\x0e\n\x06public\x18\x01 \x01(\x08\x12\x12\n\npermission\x18\x02 \x01(\t\x12\x10\n\x08internal\x18\x03 \x01(\x08\x12\x15\n\rauthenticated\x18\x04 \x01(\x08:T\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\".loyalnest.options.v1.AccessPolicyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loyalnest.options.v1.access
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ACCESSPOLICY']._serialized_start=93
-  _globals['_ACCESSPOLICY']._serialized_end=161
+  _globals['_ACCESSPOLICY']._serialized_end=184
 # @@protoc_insertion_point(module_scope)

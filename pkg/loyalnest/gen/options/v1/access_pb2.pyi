@@ -8,11 +8,13 @@ ACCESS_FIELD_NUMBER: _ClassVar[int]
 access: _descriptor.FieldDescriptor
 
 class AccessPolicy(_message.Message):
-    __slots__ = ("public", "permission", "internal")
+    __slots__ = ("public", "permission", "internal", "authenticated")
     PUBLIC_FIELD_NUMBER: _ClassVar[int]
     PERMISSION_FIELD_NUMBER: _ClassVar[int]
     INTERNAL_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATED_FIELD_NUMBER: _ClassVar[int]
     public: bool
     permission: str
     internal: bool
-    def __init__(self, public: _Optional[bool] = ..., permission: _Optional[str] = ..., internal: _Optional[bool] = ...) -> None: ...
+    authenticated: bool
+    def __init__(self, public: _Optional[bool] = ..., permission: _Optional[str] = ..., internal: _Optional[bool] = ..., authenticated: _Optional[bool] = ...) -> None: ...

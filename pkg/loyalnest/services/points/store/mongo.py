@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
@@ -47,6 +48,8 @@ from loyalnest.platform.events import mongo_outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.mongo_outbox import OUTBOX_COLLECTION
 from loyalnest.platform.idempotency import (
+    INTERNAL,
+    REQUEST,
     IdempotencyKey,
     IdempotencyKeyReused,
     ensure_same_request,
@@ -91,6 +94,9 @@ POS_OFFLINE_QUEUE = "pos_offline_queue"
 PROGRAM_SETTINGS = "program_settings_copies"
 ORDER_EARNINGS = "order_earnings"
 PROCESSED_EVENTS = "processed_events"
+_KEY_INDEX = "merchant_namespace_key_unique"
+# Before namespaces (merchant_id, idempotency_key): dropped once its keys are migrated.
+_LEGACY_KEY_INDEX = "merchant_key_unique"
 
 _NO_UPPER_BOUND = 2**63 - 1
 # A ledger write must survive a primary failover, or a replay could miss its result.
@@ -118,6 +124,30 @@ def _transaction(doc: Mapping[str, Any]) -> Transaction:
         lifetime_earned_after=doc["lifetime_earned_after"],
         lifetime_redeemed_after=doc["lifetime_redeemed_after"],
     )
+
+
+def _legacy_key_namespace(
+    doc: Mapping[str, Any], transaction: Mapping[str, Any] | None
+) -> tuple[str, str]:
+    """The namespace and key of an idempotency key stored before namespaces. A key moves out
+    of the clients' namespace only when it provably is the service's own: its fingerprint is
+    the one the service computed (a client key's hashes its RPC's name first, never equal)."""
+    key, fingerprint = doc["idempotency_key"], doc["request_fingerprint"]
+    if key.startswith("order:") and transaction is not None:
+        # Order credits and reversals: IdempotencyKey.internal(key, customer_id, points).
+        own = IdempotencyKey.internal(key, transaction["customer_id"], abs(transaction["points"]))
+        if own.fingerprint == fingerprint:
+            return INTERNAL, key
+    refund = "refund:reward-redemption:"
+    if key.startswith(refund):
+        own_fingerprint = hashlib.sha256(f"RewardRefund\0{key[len(refund) :]}".encode())
+        if own_fingerprint.hexdigest() == fingerprint:
+            return INTERNAL, key
+    pos = "pos-offline:"
+    # POS offline items hash the whole item; offline sync ends every reason with the device.
+    if key.startswith(pos) and transaction is not None and " (device " in transaction["reason"]:
+        return "pos-offline", key[len(pos) :]
+    return REQUEST, key
 
 
 class _LedgerCreationRace(Exception):
@@ -236,10 +266,11 @@ class MongoLedgerStore:
             [*ledger, ("sequence", DESCENDING)], unique=True, name="ledger_sequence_unique"
         )
         self._keys.create_index(
-            [("merchant_id", ASCENDING), ("idempotency_key", ASCENDING)],
+            [("merchant_id", ASCENDING), ("namespace", ASCENDING), ("idempotency_key", ASCENDING)],
             unique=True,
-            name="merchant_key_unique",
+            name=_KEY_INDEX,
         )
+        self._migrate_key_namespaces()
         self._processed.create_index(
             [("consumer", ASCENDING), ("event_id", ASCENDING)],
             unique=True,
@@ -315,7 +346,21 @@ class MongoLedgerStore:
         return PostingResult.of(transaction)
 
     def _key_filter(self, merchant_id: str, key: IdempotencyKey) -> Document:
-        return {"merchant_id": merchant_id, "idempotency_key": key.key}
+        return {"merchant_id": merchant_id, "namespace": key.namespace, "idempotency_key": key.key}
+
+    def _migrate_key_namespaces(self) -> None:
+        """Keys written before namespaces existed (points_0004 does the same in PostgreSQL):
+        each gets its namespace, then the old unique index, without the namespace, goes."""
+        if _LEGACY_KEY_INDEX not in self._keys.index_information():
+            return  # migrated already, or a new database
+        for doc in self._keys.find({"namespace": {"$exists": False}}):
+            ref = doc.get("result_ref")
+            transaction = self._ledger.find_one({"_id": ref}) if ref is not None else None
+            namespace, key = _legacy_key_namespace(doc, transaction)
+            self._keys.update_one(
+                {"_id": doc["_id"]}, {"$set": {"namespace": namespace, "idempotency_key": key}}
+            )
+        self._keys.drop_index(_LEGACY_KEY_INDEX)
 
     async def _claim(
         self, merchant_id: str, key: IdempotencyKey, token: str, *, transactional: bool
