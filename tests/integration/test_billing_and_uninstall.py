@@ -408,7 +408,9 @@ async def test_uninstall_ends_everything_for_the_merchant_and_a_reinstall_restor
         waiting = await change_plan(m, merchant, "pro")
 
         # Shopify: app/uninstalled.
-        outcome = await m.deliver(shop, "app/uninstalled", {"myshopify_domain": shop})
+        outcome = await m.deliver(
+            shop, "app/uninstalled", {"id": 690933842, "myshopify_domain": shop}
+        )
         assert outcome == edge_pb2.WEBHOOK_OUTCOME_ACCEPTED
 
         async def published() -> list[Message]:
