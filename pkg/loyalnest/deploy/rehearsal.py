@@ -77,6 +77,8 @@ import psycopg
 from psycopg import sql
 
 from loyalnest.deploy import dev_secret
+from loyalnest.deploy.helm import Render
+from loyalnest.deploy.renders import COMBINATIONS
 from loyalnest.devstack import probes
 from loyalnest.devstack.postgres import LocalPostgres, PostgresError, free_port
 from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
@@ -367,9 +369,15 @@ class Rehearsal:
 
     async def install(self) -> None:
         """Hooks, backends, workloads, hooks: raises RehearsalError at the first failure."""
+        # Managed backends exist before the install; the in-chart ones come with the release,
+        # after the pre-install hooks (which therefore cannot use them).
+        external = bool(self.cluster.external_hosts)
+        if external:
+            await self.start_backends()
         for job in hooks(self.objects, "pre-install"):
             await self.run_job(job)
-        await self.start_backends()
+        if not external:
+            await self.start_backends()
         await self.start_workloads()
         for job in hooks(self.objects, "post-install"):
             await self.run_job(job)
@@ -449,6 +457,19 @@ class Rehearsal:
                 ", ".join(f.container for f in failures),
                 "\n".join(f"{f.container}: {f.reason}" for f in failures),
             )
+
+    def resolve_env(self, workload: str, container: str) -> dict[str, str]:
+        """The env the kubelet would give `container` of `workload` (before address rewriting):
+        raises RehearsalError (CreateContainerConfigError) as it would refuse to start it."""
+        obj = next(
+            o
+            for o in self.objects
+            if o["kind"] in ("Deployment", "StatefulSet", "Job")
+            and o["metadata"]["name"] == workload
+        )
+        pod = self.pods.get(workload) or self._pod(obj)
+        spec = next(c for c in pod.spec["containers"] if c["name"] == container)
+        return self._env(pod, spec)
 
     async def run_job(self, job: Obj) -> None:
         pod = self._pod(job)
@@ -999,14 +1020,13 @@ def main(argv: list[str] | None = None) -> int:
     import yaml
 
     from loyalnest.deploy import helm
-    from loyalnest.deploy.renders import COMBINATIONS
 
     parser = argparse.ArgumentParser(prog="python -m loyalnest.deploy.rehearsal")
     parser.add_argument("render", nargs="?", default="kind", choices=sorted(REHEARSED))
     parser.add_argument("--keep", action="store_true", help="keep the root (logs, volumes)")
     args = parser.parse_args(argv)
     render, secret_name, external = REHEARSED[args.render]
-    objects = [o for o in yaml.safe_load_all(helm.template(COMBINATIONS[render])) if o]
+    objects = [o for o in yaml.safe_load_all(helm.template(render)) if o]
     root = Path(tempfile.mkdtemp(prefix="loyalnest-rehearsal-"))
     root.chmod(0o755)  # the pods' users and PostgreSQL's must get through it
     cluster = operator_objects(objects, root / "keys", helm.NAMESPACE, secret_name, external)
@@ -1026,13 +1046,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# The renders the rehearsal runs: name -> (renders.COMBINATIONS key, backends Secret, where
-# the external backends' hosts are reached). The external-backends values name Kafka brokers;
-# their database and Redis hosts are whatever the Secret says (dev_secret's).
-REHEARSED: dict[str, tuple[str, str, Mapping[str, str]]] = {
-    "kind": ("kind", dev_secret.SECRET_NAME, {}),
+# The renders the rehearsal runs: name -> (the render, its backends Secret, where the external
+# backends' hosts are reached: the external-backends values name Kafka brokers; the database
+# and Redis hosts are dev_secret's). No MongoDB runs here, so the external-backends render runs
+# Points on its PostgreSQL ledger (the Mongo one is checked offline, tests/deploy).
+REHEARSED: dict[str, tuple[Render, str, Mapping[str, str]]] = {
+    "kind": (COMBINATIONS["kind"], dev_secret.SECRET_NAME, {}),
     "external-backends": (
-        "external-backends",
+        Render(
+            values_files=COMBINATIONS["external-backends"].values_files,
+            overrides={
+                "components": {"points": {"env": {"LOYALNEST_POINTS_LEDGER_STORE": "postgres"}}}
+            },
+        ),
         "loyalnest-prod-backends",
         {
             "postgres": "postgres",
@@ -1042,7 +1068,6 @@ REHEARSED: dict[str, tuple[str, str, Mapping[str, str]]] = {
         },
     ),
 }
-
 
 if __name__ == "__main__":
     sys.exit(main())
