@@ -234,12 +234,25 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
     secretKeyRef:
       name: {{ $secret.existingSecret }}
       key: {{ $secret.keys.databaseUrl }}
+{{- /* A backend a service cannot run without makes its key required: the pod then waits in
+CreateContainerConfigError naming the key, instead of starting without it (edge refuses to
+start without Redis; Points on the Mongo ledger would try mongodb://127.0.0.1 and be restarted
+after its 5-minute startup window). The migration Job (no "tokens") reads only the database. */}}
+{{- $needs := list }}
+{{- if .tokens }}
+{{- $needs = .settings.requiredBackends | default list }}
+{{- if eq (toString (dig "LOYALNEST_POINTS_LEDGER_STORE" "" (.settings.env | default dict))) "mongo" }}
+{{- $needs = append $needs "mongo" }}
+{{- end }}
+{{- end }}
 - name: LOYALNEST_MONGO_URL
   valueFrom:
     secretKeyRef:
       name: {{ $secret.existingSecret }}
       key: {{ $secret.keys.mongoUrl }}
+      {{- if not (has "mongo" $needs) }}
       optional: true
+      {{- end }}
 {{- /* Redis: revoked token ids (revoked_jti:{jti}) and caches. Unset: no revocation checks. */}}
 - name: LOYALNEST_REDIS_URL
 {{- if $ctx.Values.backends.redis.inCluster.enabled }}
@@ -249,7 +262,9 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
     secretKeyRef:
       name: {{ $secret.existingSecret }}
       key: {{ $secret.keys.redisUrl }}
+      {{- if not (has "redis" $needs) }}
       optional: true
+      {{- end }}
 {{- end }}
 {{- if .tokens }}
 {{- include "loyalnest.authEnv" . }}
