@@ -326,3 +326,23 @@ def test_readme_calls_the_cluster_with_a_token() -> None:
     assert 'curl -s -H "authorization: Bearer $TOKEN"' in section
     assert "loyalnest token --keyset signing-keys.json --merchant demo-shop --force" in section
     assert "create configmap loyalnest-jwks --from-file=jwks.json=" in section
+
+
+def test_auth_believes_the_forwarded_address_of_the_gateways_pods(
+    rendered: dict[str, Objects],
+) -> None:
+    """The admin sign-in lockout counts per client address: behind the gateway, Auth must take
+    the address from X-Forwarded-For of pod addresses, or every client shares the gateway's
+    address and one client's wrong guesses lock everyone's sign-in."""
+    from ipaddress import ip_address
+
+    from pydantic import TypeAdapter
+
+    from loyalnest.services.auth.service import AuthSettings
+
+    env = env_of(container(rendered["default"], "Deployment", "auth", "auth"))
+    field = AuthSettings.model_fields["auth_trusted_proxy_cidrs"]
+    cidrs = TypeAdapter(field.annotation).validate_json(env["LOYALNEST_AUTH_TRUSTED_PROXY_CIDRS"])
+    for gateway_pod in ("10.244.1.7", "172.17.0.5", "192.168.3.9"):  # kind, docker, others
+        assert any(ip_address(gateway_pod) in cidr for cidr in cidrs), gateway_pod
+    assert not any(ip_address("203.0.113.9") in cidr for cidr in cidrs)  # a public client
