@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -245,3 +246,40 @@ def test_notes_tell_how_to_reach_the_gateway() -> None:
     assert "rollout restart deployment/gateway" not in notes
     assert "the gateway refetches Auth's JWKS every 30 s" in notes.replace("\n", " ")
     assert "x-loyalnest-merchant-id" not in notes
+
+
+def _pod(objects: Objects, kind: str, name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = find(objects, kind, name)["spec"]["template"]["spec"]
+    return spec
+
+
+def test_in_chart_kafka_can_write_its_logs_and_gets_no_service_links(
+    rendered: dict[str, Objects],
+) -> None:
+    """uid 10001 on a read-only root filesystem: the start scripts' GC and server logs go to
+    LOG_DIR, which must be a mounted volume; a Service named kafka must not inject KAFKA_*
+    variables (the image turns them into broker properties)."""
+    dev = rendered["all-features"]
+    for name in ("postgres", "mongo", "redis", "kafka"):
+        assert _pod(dev, "StatefulSet", name)["enableServiceLinks"] is False, name
+    pod = _pod(dev, "StatefulSet", "kafka")
+    broker = next(c for c in pod["containers"] if c["name"] == "kafka")
+    assert broker["securityContext"]["readOnlyRootFilesystem"] is True
+    log_dir = env_of(broker)["LOG_DIR"]
+    mounts = {m["mountPath"]: m["name"] for m in broker["volumeMounts"]}
+    assert log_dir in mounts
+    volume = next(v for v in pod["volumes"] if v["name"] == mounts[log_dir])
+    assert "emptyDir" in volume
+
+
+def test_in_chart_mongo_forms_its_replica_set(rendered: dict[str, Objects]) -> None:
+    """`--replSet rs0` alone leaves mongod without a primary; Points' transactions need one."""
+    dev = rendered["all-features"]
+    service = find(dev, "Service", "mongo")["spec"]
+    assert service["clusterIP"] == "None" and service["publishNotReadyAddresses"] is True
+    mongo = next(c for c in _pod(dev, "StatefulSet", "mongo")["containers"] if c["name"] == "mongo")
+    assert "--replSet" in mongo["args"]
+    initiate = " ".join(mongo["lifecycle"]["postStart"]["exec"]["command"])
+    assert "rs.initiate" in initiate
+    assert "mongo-0.mongo.loyalnest.svc.cluster.local:27017" in initiate
+    assert "isWritablePrimary" in " ".join(mongo["readinessProbe"]["exec"]["command"])

@@ -82,6 +82,8 @@ PRE_FIX_KIND_UP_KEYS = [
     "core-blind-index-key",
     "shopify-api-key",
     "shopify-api-secret",
+    # Added to the chart since (not a credential): kept, so only the credentials are missing.
+    "edge-encryption-key",
 ]
 
 
