@@ -136,16 +136,38 @@ def test_call_targets_are_the_callees_headless_services(everything_enabled: Obje
             assert targets[callee.replace("-", "_")] == expected
 
 
-def test_default_deny_and_dns(rendered: dict[str, Objects]) -> None:
-    objects = rendered["default"]
-    deny = find(objects, "NetworkPolicy", "default-deny")["spec"]
-    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    dns = find(objects, "NetworkPolicy", "allow-dns-egress")["spec"]
-    assert dns["podSelector"] == {}
-    assert {(p["protocol"], p["port"]) for p in dns["egress"][0]["ports"]} == {
-        ("UDP", 53),
-        ("TCP", 53),
-    }
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_default_deny_and_dns_cover_the_releases_pods_only(rendered: dict[str, Objects]) -> None:
+    """Every pod the chart runs is denied by default and may resolve names; a pod of another
+    workload in the namespace is left alone (a namespace-wide deny broke whatever else ran
+    there)."""
+    for name in ("default", "all-features"):
+        objects = rendered[name]
+        deny = find(objects, "NetworkPolicy", "default-deny")["spec"]
+        assert deny["policyTypes"] == ["Ingress", "Egress"]
+        dns = find(objects, "NetworkPolicy", "allow-dns-egress")["spec"]
+        assert {(p["protocol"], p["port"]) for p in dns["egress"][0]["ports"]} == {
+            ("UDP", 53),
+            ("TCP", 53),
+        }
+        pods = [
+            o["spec"]["template"]["metadata"]["labels"]
+            for o in objects
+            if o["kind"] in ("Deployment", "StatefulSet")
+        ]
+        assert pods
+        for labels in pods:
+            assert _selects(deny["podSelector"], labels), labels
+            assert _selects(dns["podSelector"], labels), labels
+        foreign = {
+            "app.kubernetes.io/name": "billing-worker",
+            "app.kubernetes.io/instance": "other",
+        }
+        assert not _selects(deny["podSelector"], foreign)
+        assert not _selects(dns["podSelector"], foreign)
 
 
 def test_disabled_components_are_not_peers() -> None:
