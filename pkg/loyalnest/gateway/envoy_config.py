@@ -42,6 +42,7 @@ from loyalnest.gateway.descriptors import (
     grpc_services_in_descriptor_set,
     services_in_descriptor_set,
 )
+from loyalnest.gateway.local_replies import local_reply_config
 
 __all__ = [
     "GatewayConfig",
@@ -647,6 +648,8 @@ def _connection_manager(config: GatewayConfig, services: dict[str, ServiceInfo])
             "initial_connection_window_size": 1048576,
         },
         access_log=_access_log(config),
+        # Envoy's own error replies to REST callers as google.rpc.Status JSON (local_replies).
+        local_reply_config=local_reply_config(),
         route_config={
             "name": "loyalnest",
             # The transcoder records the client's method/path in these (the access log reads

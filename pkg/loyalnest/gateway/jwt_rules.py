@@ -21,6 +21,7 @@ PROVIDER = "loyalnest"
 PAYLOAD_METADATA_KEY = "jwt_payload"
 # Auth's JWKS over REST (AuthService.GetJwks, public), fetched by Envoy through its own listener.
 JWKS_HTTP_PATH = "/v1/api/auth/jwks"
+JWKS_GRPC_PATH = "/loyalnest.auth.v1.AuthService/GetJwks"
 JWKS_CLUSTER = "loyalnest_jwks"
 JWKS_CACHE_SECONDS = 30
 
