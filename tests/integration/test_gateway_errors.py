@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from loyalnest.devstack.postgres import free_port
-from loyalnest.gateway import Upstream
+from loyalnest.gateway import Upstream, openapi
 from loyalnest.gateway.edge import EdgePolicy, JwtProvider, PublicRateLimit
 from loyalnest.gen.auth.v1 import auth_pb2
 from loyalnest.gen.points.v1 import points_pb2
@@ -33,6 +33,7 @@ from tests.integration.shopify_standin import ShopifyStandIn
 from tests.integration.test_auth_service import auth_settings
 from tests.integration.test_edge_gateway import edge_settings
 from tests.integration.test_gateway_validate import (
+    DESCRIPTOR_SET,
     Gateway,
     Response,
     gateway_config,
@@ -65,6 +66,7 @@ async def gateway(database_url: str, redis_url: str, tmp_path: Path) -> AsyncIte
         config = gateway_config(
             upstreams[0],
             upstreams=upstreams,
+            openapi_path=openapi.write(DESCRIPTOR_SET, tmp_path / "openapi.json"),
             policy=EdgePolicy(
                 jwt=JwtProvider(JWKS_PATH, ServiceSettings().jwt_issuer),
                 admin_allowed_cidrs=("10.99.0.0/16",),  # loopback is outside
@@ -167,6 +169,21 @@ async def test_edge_refusals_are_json(gateway: Gateway, merchant_id: str) -> Non
     down = await http("GET", f"{gateway.url}/v1/api/auth/jwks")
     body = assert_status_json(down, 503, grpc.StatusCode.UNAVAILABLE)
     assert body["message"], body
+
+
+async def test_openapi_document_is_served_without_a_token(gateway: Gateway) -> None:
+    served = await http("GET", f"{gateway.url}/v1/api/openapi.json")
+    assert served.status == 200, served.body
+    assert served.headers["content-type"] == "application/json"
+    document = served.json()
+    assert document == openapi.render(DESCRIPTOR_SET)
+    assert document["openapi"].startswith("3.")
+    login = document["paths"]["/v1/api/auth/login"]["get"]
+    assert login["security"] == []  # public
+    assert "security" not in document["paths"]["/v1/api/points/earn"]["post"]  # the bearer
+    # Only GET is answered there; anything else is an unknown REST path (JSON 404).
+    posted = await http("POST", f"{gateway.url}/v1/api/openapi.json", json_body={})
+    assert_status_json(posted, 404, grpc.StatusCode.NOT_FOUND)
 
 
 async def test_grpc_and_grpc_web_callers_keep_grpc_statuses(gateway: Gateway) -> None:

@@ -43,6 +43,7 @@ from loyalnest.gateway.descriptors import (
     services_in_descriptor_set,
 )
 from loyalnest.gateway.local_replies import local_reply_config
+from loyalnest.gateway.openapi import OPENAPI_PATH
 
 __all__ = [
     "GatewayConfig",
@@ -79,6 +80,9 @@ CIRCUIT_MAX_RETRIES = 32
 IDEMPOTENT_RETRY_ON = "connect-failure,refused-stream,unavailable,reset"
 # Always safe: the request never reached a backend.
 SAFE_RETRY_ON = "connect-failure,refused-stream"
+
+TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
+MAX_DIRECT_RESPONSE_BYTES = 4 * 1024 * 1024
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # grpcio-reflection serves v1alpha only; grpcurl 1.8 asks v1alpha, newer tools ask v1 first.
@@ -233,6 +237,9 @@ class GatewayConfig:
     route_timeout_seconds: int = DEFAULT_ROUTE_TIMEOUT_SECONDS
     # Admin allowlist, JWT, rate limits, body size (see loyalnest.gateway.edge).
     policy: edge.EdgePolicy = field(default_factory=edge.EdgePolicy)
+    # The OpenAPI document (loyalnest.gateway.openapi), served at GET /v1/api/openapi.json
+    # from this file (Envoy reads it at start); None: not served.
+    openapi_path: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -512,6 +519,33 @@ def _catch_all_route(config: GatewayConfig) -> dict[str, Any]:
     return route
 
 
+def _openapi_route(path: Path) -> dict[str, Any]:
+    """GET /v1/api/openapi.json answered by Envoy from the file. The transcoder is off on this
+    route (it would answer 404: no RPC is bound there); jwt_rules lets it through without a
+    token."""
+    return {
+        "name": "openapi",
+        "match": {
+            "path": OPENAPI_PATH,
+            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+        },
+        "direct_response": {"status": 200, "body": {"filename": str(path)}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+            {
+                "header": {"key": "cache-control", "value": "public, max-age=300"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+        ],
+        "typed_per_filter_config": {
+            TRANSCODER_FILTER: _typed("envoy.config.route.v3.FilterConfig", disabled=True)
+        },
+    }
+
+
 def _cors_policy(config: GatewayConfig) -> dict[str, Any]:
     return _typed(
         "envoy.extensions.filters.http.cors.v3.CorsPolicy",
@@ -525,7 +559,7 @@ def _cors_policy(config: GatewayConfig) -> dict[str, Any]:
 
 def _transcoder(config: GatewayConfig, services: Sequence[str]) -> dict[str, Any]:
     return {
-        "name": "envoy.filters.http.grpc_json_transcoder",
+        "name": TRANSCODER_FILTER,
         "typed_config": _typed(
             "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
             proto_descriptor=str(config.descriptor_set_path.resolve()),
@@ -627,6 +661,8 @@ def _tracing() -> dict[str, Any]:
 def _connection_manager(config: GatewayConfig, services: dict[str, ServiceInfo]) -> dict[str, Any]:
     timeout = config.route_timeout_seconds
     routes: list[dict[str, Any]] = []
+    if config.openapi_path is not None:
+        routes.append(_openapi_route(config.openapi_path))
     for upstream in config.upstreams:
         for name in upstream.grpc_services:
             routes += _service_routes(services[name], upstream.service, timeout)
@@ -652,6 +688,8 @@ def _connection_manager(config: GatewayConfig, services: dict[str, ServiceInfo])
         local_reply_config=local_reply_config(),
         route_config={
             "name": "loyalnest",
+            # Envoy's default (4 KiB) is far below the OpenAPI document's size.
+            "max_direct_response_body_size_bytes": MAX_DIRECT_RESPONSE_BYTES,
             # The transcoder records the client's method/path in these (the access log reads
             # them); it overwrites a client-sent x-envoy-original-path but only appends to
             # x-envoy-original-method, so client copies are dropped before any filter runs.
