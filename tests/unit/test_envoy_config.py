@@ -99,6 +99,7 @@ def test_listener_and_filter_order() -> None:
     assert names == [
         "envoy.filters.http.cors",
         "envoy.filters.http.buffer",
+        "loyalnest.drop_invalid_metadata_headers",
         "envoy.filters.http.grpc_web",
         "loyalnest.hide_grpc_headers_on_rest",
         TRANSCODER,

@@ -59,6 +59,7 @@ REMOTE_ADDRESS_DESCRIPTOR_KEY = "remote_address"  # what Envoy's remote_address 
 # Public RPCs a per-address limit must not throttle (see the module doc).
 SIGNED_WEBHOOK_PATH = "/loyalnest.edge.v1.EdgeService/ReceiveWebhook"
 DEFAULT_PUBLIC_EXEMPT = (SIGNED_WEBHOOK_PATH, JWKS_GRPC_PATH)
+MIN_REFILL_SECONDS = 0.05
 
 
 def _typed(type_name: str, **fields: Any) -> dict[str, Any]:
@@ -84,8 +85,10 @@ class PublicRateLimit:
     max_addresses: int = 10_000
 
     def __post_init__(self) -> None:
-        if self.burst <= 0 or self.refill_seconds <= 0 or self.max_addresses <= 0:
-            raise ValueError("burst, refill_seconds and max_addresses must be positive")
+        if self.burst <= 0 or self.max_addresses <= 0:
+            raise ValueError("burst and max_addresses must be positive")
+        if self.refill_seconds < MIN_REFILL_SECONDS:  # Envoy refuses a faster fill timer
+            raise ValueError(f"refill_seconds must be at least {MIN_REFILL_SECONDS}")
 
     @property
     def retry_after_seconds(self) -> int:

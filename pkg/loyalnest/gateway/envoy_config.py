@@ -7,8 +7,9 @@ RPC therefore needs no edit here, only a regenerated descriptor set and a re-ren
 
 Request path through the HTTP filters (DESIGN §8):
 
-    cors → buffer (413) → grpc_web → hide_grpc_headers_on_rest (Lua) → grpc_json_transcoder
-         → record_grpc_status (Lua) → rbac → jwt_authn → ratelimit → router
+    cors → buffer (413) → drop_invalid_metadata_headers (Lua) → grpc_web
+         → hide_grpc_headers_on_rest (Lua) → grpc_json_transcoder → record_grpc_status (Lua)
+         → local_ratelimit (public RPCs) → rbac → jwt_authn → ratelimit → router
 
 (the two small Lua filters act on responses only; the edge policies are `edge.EdgePolicy`).
 
@@ -145,6 +146,26 @@ function envoy_on_response(response_handle)
     end
   end
   for _, key in ipairs(grpc_headers) do
+    headers:remove(key)
+  end
+end
+"""
+
+# gRPC metadata keys are lowercase letters, digits and `-_.`; HTTP header names may also hold
+# `!#$%&'*+^`|~`. A backend's gRPC server refuses a call carrying such a key as INTERNAL
+# ("Illegal header key"), which the transcoder turns into a 500 for REST callers. No service
+# reads such a header, so the gateway drops it before anything else sees it (pseudo-headers,
+# `:path` and the like, are kept).
+DROP_INVALID_METADATA_LUA = """\
+function envoy_on_request(request_handle)
+  local headers = request_handle:headers()
+  local invalid = {}
+  for key, _ in pairs(headers) do
+    if string.sub(key, 1, 1) ~= ":" and string.find(key, "[^0-9a-z_%.%-]") ~= nil then
+      invalid[#invalid + 1] = key
+    end
+  end
+  for _, key in ipairs(invalid) do
     headers:remove(key)
   end
 end
@@ -593,6 +614,13 @@ def _http_filters(config: GatewayConfig, services: Sequence[ServiceInfo]) -> lis
             "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors"),
         },
         edge.buffer_filter(config.policy),
+        {
+            "name": "loyalnest.drop_invalid_metadata_headers",
+            "typed_config": _typed(
+                "envoy.extensions.filters.http.lua.v3.Lua",
+                default_source_code={"inline_string": DROP_INVALID_METADATA_LUA},
+            ),
+        },
         {
             "name": "envoy.filters.http.grpc_web",
             "typed_config": _typed("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"),
