@@ -16,16 +16,21 @@ made. Failures are collected (not raised at the first one) and reported together
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import json
+import multiprocessing
 import os
 import re
+import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import hypothesis
 import psycopg
@@ -50,6 +55,11 @@ from tests.integration.conftest import service_settings_for_tests, serving
 from tests.integration.shopify_standin import API_KEY, API_SECRET, ShopifyStandIn
 from tests.integration.test_gateway_validate import Gateway, running_gateway
 
+REPO = Path(__file__).resolve().parents[2]
+# Processes generating cases (generation is most of the cost; CPython 3.11 cannot compile
+# schemathesis' validators in several threads at once); requests still go out one at a time.
+GENERATORS = 2
+FUZZ_LOCK = 0x10A1_F022
 # Never fuzzed: a server stream stays open until the client leaves (schemathesis would wait
 # for the whole body), so StreamPoints is left to its own tests.
 SKIPPED_OPERATIONS = frozenset({"loyalnest.points.v1.PointsService.StreamPoints"})
@@ -75,7 +85,10 @@ def every_permission() -> list[str]:
     return sorted(found)
 
 
-def _settings(name: str, database_url: str, redis_url: str, shopify: ShopifyStandIn) -> Any:
+def _settings(
+    name: str, database_url: str, redis_url: str, shopify_url: str, keys: tuple[Path, Path]
+) -> Any:
+    jwks_path, keyset_path = keys
     key = lambda: base64.b64encode(os.urandom(32)).decode()  # noqa: E731
     values: dict[str, Any] = {
         "redis_url": redis_url,
@@ -83,13 +96,13 @@ def _settings(name: str, database_url: str, redis_url: str, shopify: ShopifyStan
         "users_blind_index_key": key(),
         "core_encryption_key": key(),
         "core_blind_index_key": key(),
-        "auth_signing_keys_path": KEYSET_PATH,
-        "jwt_jwks_path": JWKS_PATH,
+        "auth_signing_keys_path": keyset_path,
+        "jwt_jwks_path": jwks_path,
         "auth_encryption_key": key(),
         "auth_blind_index_key": key(),
         "shopify_api_key": API_KEY,
         "shopify_api_secret": API_SECRET,
-        "shopify_base_url": shopify.base_url,
+        "shopify_base_url": shopify_url,
         "shopify_redirect_url": "http://localhost:5173/auth/callback",
         # The fuzzer's one merchant calls each endpoint hundreds of times in a minute.
         "rate_limit_plans": {"free": PlanRateLimit(burst=100_000, requests_per_second=10_000)},
@@ -99,22 +112,26 @@ def _settings(name: str, database_url: str, redis_url: str, shopify: ShopifyStan
 
 @dataclass
 class RestStack:
-    gateway: Gateway
+    url: str  # the gateway's
     database_url: str
     document: dict[str, Any]
 
 
 @contextlib.asynccontextmanager
-async def rest_stack(
-    database_url: str, redis_url: str, shopify: ShopifyStandIn, workdir: Path
-) -> AsyncIterator[RestStack]:
+async def serve_rest_stack(
+    database_url: str,
+    redis_url: str,
+    shopify_url: str,
+    workdir: Path,
+    keys: tuple[Path, Path] = (JWKS_PATH, KEYSET_PATH),
+) -> AsyncIterator[Gateway]:
     """Every registered service and Envoy with the production edge policies (JWT, RBAC, the
     per-merchant limiter, the per-address limit of public RPCs) and the OpenAPI document."""
     async with contextlib.AsyncExitStack() as stack:
         endpoints: dict[str, list[tuple[str, int]]] = {}
         for name in SERVICES:
             service = await stack.enter_async_context(
-                serving(spec_for(name), _settings(name, database_url, redis_url, shopify))
+                serving(spec_for(name), _settings(name, database_url, redis_url, shopify_url, keys))
             )
             endpoints[name] = [("127.0.0.1", service.port)]
         document_path = openapi.write(DEFAULT_DESCRIPTOR_SET, workdir / "openapi.json")
@@ -129,16 +146,78 @@ async def rest_stack(
             access_log_path=str(workdir / "access.log"),
             openapi_path=document_path,
             policy=EdgePolicy(
-                jwt=JwtProvider(JWKS_PATH, ServiceSettings().jwt_issuer),
-                rate_limit_upstream="edge",
+                jwt=JwtProvider(keys[0], ServiceSettings().jwt_issuer),
+                # No per-merchant limiter: its check is a gRPC call to a Python service on
+                # every request (~1.5 ms here), and the fuzzer's one merchant would only
+                # exhaust its buckets. Its own operation (GetRateLimits) is still fuzzed.
+                rate_limit_upstream=None,
                 # Public RPCs too must reach their handlers for most of the run.
                 public_rate_limit=PublicRateLimit(burst=100_000, refill_seconds=0.05),
             ),
         )
-        gateway = await stack.enter_async_context(
+        yield await stack.enter_async_context(
             running_gateway(config, workdir, {u.service: 1 for u in upstreams})
         )
-        yield RestStack(gateway, database_url, openapi.render(DEFAULT_DESCRIPTOR_SET))
+
+
+@contextlib.asynccontextmanager
+async def rest_stack(
+    database_url: str, redis_url: str, shopify: ShopifyStandIn, workdir: Path
+) -> AsyncIterator[RestStack]:
+    """`serve_rest_stack` in a process of its own (`python -m tests.fuzz.harness`): the
+    services then do not share this process's interpreter lock with the request generator,
+    which would halve the rate on two cores."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.fuzz.harness",
+        database_url,
+        redis_url,
+        shopify.base_url,
+        str(workdir),
+        # The test process's keys (tests/auth.py makes new ones in every process).
+        str(JWKS_PATH),
+        str(KEYSET_PATH),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 120)
+        if not line:
+            raise AssertionError(f"the fuzz stack exited {await process.wait()} before serving")
+        url = json.loads(line)["url"]
+        yield RestStack(url, database_url, openapi.render(DEFAULT_DESCRIPTOR_SET))
+    finally:
+        if process.returncode is None:
+            assert process.stdin is not None
+            process.stdin.close()  # the stack stops when its stdin closes
+            try:
+                await asyncio.wait_for(process.wait(), 30)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def _serve_until_stdin_closes(argv: list[str], channel: TextIO) -> None:
+    database_url, redis_url, shopify_url, workdir, jwks, keyset = argv
+    keys = (Path(jwks), Path(keyset))
+    async with serve_rest_stack(
+        database_url, redis_url, shopify_url, Path(workdir), keys
+    ) as gateway:
+        print(json.dumps({"url": gateway.url}), file=channel, flush=True)
+        await asyncio.to_thread(sys.stdin.read)  # EOF: the test is done
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("LOYALNEST_LOG_FORMAT", "console")
+    os.environ["LOYALNEST_JWT_JWKS_PATH"] = sys.argv[5]  # as tests/conftest.py sets it
+    # Standard output carries the one line the test reads: whatever else writes to it (the
+    # services' logs) goes to standard error instead.
+    channel = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    asyncio.run(_serve_until_stdin_closes(sys.argv[1:], channel))
 
 
 class RowCounts:
@@ -155,8 +234,18 @@ class RowCounts:
         self.tables = [f'"{schema}"."{name}"' for schema, name in tables]
         self._query = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in self.tables)
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One request at a time across the fuzzing processes (a session advisory lock)."""
+        self._conn.execute("SELECT pg_advisory_lock(%s)", (FUZZ_LOCK,))
+        try:
+            yield
+        finally:
+            self._conn.execute("SELECT pg_advisory_unlock(%s)", (FUZZ_LOCK,))
+
     def snapshot(self) -> dict[str, int]:
-        return {str(name): int(n) for name, n in self._conn.execute(self._query).fetchall()}
+        rows = self._conn.execute(self._query, prepare=True).fetchall()  # planned once
+        return {str(name): int(n) for name, n in rows}
 
     def close(self) -> None:
         self._conn.close()
@@ -169,6 +258,16 @@ class FuzzReport:
     statuses: Counter[int] = field(default_factory=Counter)
     # (operation, what failed) -> a sample: method, path, status, body excerpt
     failures: dict[tuple[str, str], str] = field(default_factory=dict)
+    # Seconds spent sending requests, checking responses, counting rows.
+    timings: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: FuzzReport) -> None:
+        self.requests += other.requests
+        self.operations += other.operations
+        self.statuses.update(other.statuses)
+        self.timings.update(other.timings)
+        for key, sample in other.failures.items():
+            self.failures.setdefault(key, sample)
 
     def fail(self, operation: str, what: str, sample: str) -> None:
         self.failures.setdefault((operation, what), sample)
@@ -177,7 +276,8 @@ class FuzzReport:
         lines = [
             f"{self.requests} requests to {self.operations} operations;"
             f" statuses {dict(sorted(self.statuses.items()))};"
-            f" {len(self.failures)} distinct failures"
+            f" {len(self.failures)} distinct failures;"
+            f" seconds { ({k: round(v, 1) for k, v in self.timings.items()}) }"
         ]
         lines += [f"  {op}: {what}\n    {sample}" for (op, what), sample in self.failures.items()]
         return "\n".join(lines)
@@ -198,25 +298,35 @@ def _excerpt(response: requests.Response) -> str:
 
 
 class _Fuzzer:
-    """Sends one case and checks its response; keeps the row counts between requests."""
+    """Sends one case and checks its response, in one fuzzing process."""
 
-    def __init__(self, stack: RestStack, report: FuzzReport) -> None:
-        self.stack = stack
-        self.report = report
-        self.headers = {"authorization": f"Bearer {token('merchant-fuzz', every_permission())}"}
-        self.counts = RowCounts(stack.database_url)
+    def __init__(self, url: str, database_url: str, headers: dict[str, str]) -> None:
+        self.url = url
+        self.report = FuzzReport()
+        self.headers = headers
+        self.counts = RowCounts(database_url)
         self.session = requests.Session()
         self.session.trust_env = False  # no proxy for 127.0.0.1
-        self.last = self.counts.snapshot()
 
     def close(self) -> None:
         self.counts.close()
         self.session.close()
 
     def exchange(self, name: str, case: schemathesis.Case) -> None:
-        response = case.call(
-            base_url=self.stack.gateway.url, session=self.session, headers=self.headers, timeout=15
-        )
+        # Requests go out one at a time over all processes, so a change in the row counts
+        # around a request is that request's.
+        with self.counts.exclusive():
+            before = self.counts.snapshot()
+            started = time.perf_counter()
+            try:
+                response = case.call(
+                    base_url=self.url, session=self.session, headers=self.headers, timeout=15
+                )
+            except Exception as error:
+                self.report.fail(name, f"no response: {type(error).__name__}: {error}"[:200], "")
+                return
+            self.report.timings["call"] += time.perf_counter() - started
+            after = self.counts.snapshot()
         report = self.report
         report.requests += 1
         report.statuses[response.status_code] += 1
@@ -234,40 +344,34 @@ class _Fuzzer:
             report.fail(name, f"check error: {type(failure).__name__}", sample)
         if STACK_TRACE_RE.search(response.text):
             report.fail(name, "stack trace or exception text in the body", sample)
-        now = self.counts.snapshot()
-        if 400 <= response.status_code < 500 and now != self.last:
-            changed = {t: now[t] - self.last.get(t, 0) for t in now if now[t] != self.last.get(t)}
+        if 400 <= response.status_code < 500 and after != before:
+            changed = {t: after[t] - before.get(t, 0) for t in after if after[t] != before.get(t)}
             report.fail(name, f"a {response.status_code} wrote {changed}", sample)
-        self.last = now
 
 
-def fuzz(
-    stack: RestStack,
-    *,
+def _fuzz_worker(
+    url: str,
+    database_url: str,
+    document: dict[str, Any],
+    headers: dict[str, str],
+    operation_ids: list[str],
     examples_per_operation: int,
-    negative_share: float = 0.3,
-    time_budget_seconds: float | None = None,
-    seed: int | None = None,
-    operation_filter: Callable[[str], bool] = lambda _: True,
+    negative_share: float,
+    seconds_per_operation: float | None,
+    seed: int | None,
 ) -> FuzzReport:
-    """Blocking: generated requests to every operation (positive cases, then negative ones:
-    schema-violating input, which must get a 4xx). Stops early when the time budget is spent
-    (the budget is shared evenly by the operations)."""
-    schema = schemathesis.openapi.from_dict(stack.document)
-    # Every operation loads (tests/unit/test_openapi.py): ok() cannot fail here.
-    operations = [
-        op
-        for op in (result.ok() for result in schema.get_all_operations())
-        if op.definition.raw.get("operationId") not in SKIPPED_OPERATIONS
-        and operation_filter(str(op.definition.raw.get("operationId")))
-    ]
-    report = FuzzReport(operations=len(operations))
-    fuzzer = _Fuzzer(stack, report)
-    per_operation = (time_budget_seconds / len(operations)) if time_budget_seconds else None
+    """One fuzzing process: its share of the operations, one after the other."""
+    schema = schemathesis.openapi.from_dict(document)
+    wanted = set(operation_ids)
+    fuzzer = _Fuzzer(url, database_url, headers)
     try:
-        for operation in operations:
+        for result in schema.get_all_operations():
+            operation = result.ok()
             name = str(operation.definition.raw.get("operationId"))
-            deadline = time.monotonic() + per_operation if per_operation else None
+            if name not in wanted:
+                continue
+            fuzzer.report.operations += 1
+            deadline = time.monotonic() + seconds_per_operation if seconds_per_operation else None
             for mode, share in (
                 (GenerationMode.POSITIVE, 1 - negative_share),
                 (GenerationMode.NEGATIVE, negative_share),
@@ -282,6 +386,48 @@ def fuzz(
                 )
     finally:
         fuzzer.close()
+    return fuzzer.report
+
+
+def fuzz(
+    stack: RestStack,
+    *,
+    examples_per_operation: int,
+    negative_share: float = 0.3,
+    time_budget_seconds: float | None = None,
+    seed: int | None = None,
+    operation_filter: Callable[[str], bool] = lambda _: True,
+) -> FuzzReport:
+    """Blocking: generated requests to every operation (positive cases, then negative ones:
+    schema-violating input, which must get a 4xx), from GENERATORS processes. An operation
+    stops early when its even share of the time budget is spent."""
+    schema = schemathesis.openapi.from_dict(stack.document)
+    # Every operation loads (tests/unit/test_openapi.py): ok() cannot fail here.
+    names = [str(r.ok().definition.raw.get("operationId")) for r in schema.get_all_operations()]
+    names = [n for n in names if n not in SKIPPED_OPERATIONS and operation_filter(n)]
+    seconds = time_budget_seconds * GENERATORS / len(names) if time_budget_seconds else None
+    # Minted here: tests/auth.py makes a new keyset in every process.
+    headers = {"authorization": f"Bearer {token('merchant-fuzz', every_permission())}"}
+    report = FuzzReport()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(GENERATORS, mp_context=context) as pool:
+        futures = [
+            pool.submit(
+                _fuzz_worker,
+                stack.url,
+                stack.database_url,
+                stack.document,
+                headers,
+                names[index::GENERATORS],
+                examples_per_operation,
+                negative_share,
+                seconds,
+                seed,
+            )
+            for index in range(GENERATORS)
+        ]
+        for future in futures:
+            report.merge(future.result())
     return report
 
 
