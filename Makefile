@@ -14,7 +14,7 @@ export UV_PYTHON_DOWNLOADS := never
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock | sha256sum | cut -c1-12)
 BUF_IMAGE := .build/buf-image.binpb
 
-.PHONY: setup lock system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy up bench \
+.PHONY: setup lock system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy fuzz up bench \
 	bench-webhooks bench-orders clean \
 	chart chart-gateway-config chart-golden chart-check k8s kind-up kind-down
 
@@ -65,6 +65,13 @@ fmt: $(STAMP)
 
 test: setup
 	$(BIN)/pytest -q
+
+# The REST surface under schemathesis through Envoy to every service (tests/fuzz): `make test`
+# runs ~5,000 requests; this runs FUZZ_EXAMPLES cases per operation (~40 operations).
+FUZZ_EXAMPLES ?= 500
+fuzz: setup
+	LOYALNEST_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+		LOYALNEST_FUZZ_TIMEOUT=3600 $(BIN)/pytest -q -s tests/fuzz
 
 test-unit: setup
 	$(BIN)/pytest -q tests/unit

@@ -36,11 +36,20 @@ def _bootstrap(objects: Objects, tmp_path: Path) -> tuple[dict[str, Any], Path]:
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps(KeySet.generate(local=True).public_jwks()))
     bootstrap = json.loads(config_map["data"]["envoy.json"])
+    # The OpenAPI document: Envoy reads the file its direct_response names at start.
+    document = tmp_path / "openapi.json"
+    document.write_text(config_map["data"]["openapi.json"])
+    assert json.loads(document.read_text())["openapi"].startswith("3.")
     jwks_files = 0
     for node in gateway_chart._walk(bootstrap):
         if "proto_descriptor" in node:
             assert node["proto_descriptor"] == "/etc/loyalnest/gateway/loyalnest.binpb"
             node["proto_descriptor"] = str(descriptor_set)
+        if "filename" in node.get("direct_response", {}).get("body", {}):
+            assert node["direct_response"]["body"]["filename"] == (
+                "/etc/loyalnest/gateway/openapi.json"
+            )
+            node["direct_response"]["body"]["filename"] = str(document)
         if "remote_jwks" in node:  # fetched from Auth through the gateway's own listener
             assert node["remote_jwks"]["http_uri"]["uri"].endswith("/v1/api/auth/jwks")
             jwks_files += 1
@@ -117,7 +126,11 @@ def test_config_change_rolls_the_gateway_pods(rendered: dict[str, Objects]) -> N
 
 def test_configmap_fits(rendered: dict[str, Objects]) -> None:
     config_map = find(rendered["all-features"], "ConfigMap", "gateway")
-    size = len(config_map["data"]["envoy.json"]) + len(config_map["binaryData"]["loyalnest.binpb"])
+    size = (
+        len(config_map["data"]["envoy.json"])
+        + len(config_map["data"]["openapi.json"])
+        + len(config_map["binaryData"]["loyalnest.binpb"])
+    )
     assert size < CONFIGMAP_LIMIT / 2, (
         "the descriptor set outgrows a ConfigMap: bake it into the image"
     )

@@ -195,3 +195,21 @@ async def test_roles_and_assignment_over_rest(gateway: Gateway, merchant_id: str
         },
     )
     assert forbidden.status == 403, forbidden.body
+
+
+async def test_control_characters_are_invalid_input_not_internal(
+    gateway: Gateway, merchant_id: str
+) -> None:
+    # Found by the REST fuzzer: a NUL in the key reached PostgreSQL (text cannot hold it): 500.
+    headers = merchant_headers(merchant_id, PERMISSIONS)
+    for body in (
+        {"user": {"kind": "USER_KIND_STAFF"}, "idempotency_key": "k\u0000"},
+        {"user": {"email": "a\u0000@b.co", "kind": "USER_KIND_STAFF"}, "idempotency_key": "k"},
+    ):
+        refused = await http(
+            "POST", f"{gateway.url}/v1/api/users/create", headers=headers, json_body=body
+        )
+        assert refused.status == 400, refused.body
+        assert refused.json()["details"][0]["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    listed = await http("GET", f"{gateway.url}/v1/api/users/list", headers=headers)
+    assert listed.json()["users"] == []

@@ -99,6 +99,7 @@ def test_listener_and_filter_order() -> None:
     assert names == [
         "envoy.filters.http.cors",
         "envoy.filters.http.buffer",
+        "loyalnest.drop_invalid_metadata_headers",
         "envoy.filters.http.grpc_web",
         "loyalnest.hide_grpc_headers_on_rest",
         TRANSCODER,
@@ -114,13 +115,64 @@ def test_policy_filters_go_between_transcoder_and_router_in_design_order(tmp_pat
     )
     bootstrap = render(config(upstreams=(points_upstream(), auth), policy=policy))
     names = [f["name"] for f in connection_manager(bootstrap)["http_filters"]]
-    assert names[-4:] == [
+    assert names[-5:] == [
+        "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.rbac",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.ratelimit",
         "envoy.filters.http.router",
     ]
-    assert names.index(TRANSCODER) < names.index("envoy.filters.http.rbac")
+    assert names.index(TRANSCODER) < names.index("envoy.filters.http.local_ratelimit")
+
+
+def test_public_rpcs_are_limited_per_direct_address_except_webhooks_and_jwks(
+    tmp_path: Path,
+) -> None:
+    auth = Upstream("auth", ("loyalnest.auth.v1.AuthService",), (("127.0.0.1", 50060),))
+    edge = Upstream("edge", ("loyalnest.edge.v1.EdgeService",), (("127.0.0.1", 50061),))
+    policy = EdgePolicy(jwt=JwtProvider(tmp_path / "jwks.json", "issuer"))
+    bootstrap = render(config(upstreams=(points_upstream(), auth, edge), policy=policy))
+    limiter = http_filter(bootstrap, "envoy.filters.http.local_ratelimit")
+    limited = {d["entries"][0]["value"] for d in limiter["descriptors"]}
+    assert "/loyalnest.auth.v1.AuthService/Login" in limited
+    assert "/loyalnest.auth.v1.AuthService/AdminLogin" in limited
+    assert "/loyalnest.auth.v1.AuthService/GetJwks" not in limited
+    assert "/loyalnest.edge.v1.EdgeService/ReceiveWebhook" not in limited
+    assert "/loyalnest.auth.v1.AuthService/RevokeToken" not in limited  # needs a token
+    for descriptor in limiter["descriptors"]:
+        # An empty value: one bucket per distinct peer address.
+        assert descriptor["entries"][1] == {"key": "remote_address", "value": ""}
+    (action,) = [a for a in limiter["rate_limits"][0]["actions"] if "remote_address" in a]
+    assert action == {"remote_address": {}}  # the TCP peer, never X-Forwarded-For
+    assert "token_bucket" not in limiter  # unmatched requests are not limited here
+    manager = connection_manager(bootstrap)
+    assert manager["use_remote_address"] is True and "xff_num_trusted_hops" not in manager
+    assert "envoy.filters.http.local_ratelimit" not in [
+        f["name"]
+        for f in connection_manager(
+            render(
+                config(
+                    upstreams=(points_upstream(), auth),
+                    policy=EdgePolicy(jwt=policy.jwt, public_rate_limit=None),
+                )
+            )
+        )["http_filters"]
+    ]
+
+
+def test_local_replies_to_rest_callers_are_status_json() -> None:
+    replies = connection_manager(render(config()))["local_reply_config"]
+    assert "body_format" not in replies  # gRPC callers' replies stay as Envoy makes them
+    by_status = {}
+    for mapper in replies["mappers"]:
+        rest, status = mapper["filter"]["and_filter"]["filters"]
+        assert "or_filter" in rest
+        comparison = status["status_code_filter"]["comparison"]
+        by_status[(comparison["op"], comparison["value"]["default_value"])] = mapper
+    for status, code in ((400, 3), (401, 16), (403, 7), (404, 5), (413, 8), (429, 8), (503, 14)):
+        body = by_status[("EQ", status)]["body_format_override"]["json_format"]
+        assert body["code"] == code and body["message"] == "%LOCAL_REPLY_BODY%"
+    assert ("GE", 400) in by_status
 
 
 def test_transcoder_options() -> None:

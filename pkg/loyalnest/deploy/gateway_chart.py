@@ -27,6 +27,10 @@ refetching it every 30 s in the background (`remote_jwks` + `async_fetch`): a pu
 rotation reaches the gateway without a restart. (A `local_jwks` file would be read once, at
 start.) The services read the mounted JWKS ConfigMap and re-read it when it changes.
 
+`openapi.json` (the OpenAPI document of the REST surface, `loyalnest.gateway.openapi`) is
+rendered from the same descriptor set and mounted beside the bootstrap, which serves it at
+`GET /v1/api/openapi.json`.
+
 Two additions that only matter in a pod, made here rather than in the generator:
 - the transcoder reads the descriptor set from where the ConfigMap is mounted;
 - an `ops` listener on 0.0.0.0:9902 exposes only GET /ready and /stats/prometheus of the admin
@@ -47,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from loyalnest.deploy.paths import CHART_DIR
+from loyalnest.gateway import openapi
 from loyalnest.gateway.descriptors import grpc_services_in_descriptor_set
 from loyalnest.gateway.edge import EdgePolicy, JwtProvider
 from loyalnest.gateway.envoy_config import (
@@ -63,6 +68,8 @@ CONFIG_OTEL_FILE = "envoy-otel.json"
 # The components the bootstrap routes to; the chart fails to render if one is not enabled.
 UPSTREAMS_FILE = "upstreams.json"
 DESCRIPTOR_SET_FILE = "loyalnest.binpb"
+# The REST API's OpenAPI document (loyalnest.gateway.openapi), served by Envoy from the mount.
+OPENAPI_FILE = "openapi.json"
 
 # Where the chart mounts the ConfigMap in the gateway pod (templates/gateway.yaml).
 MOUNT_DIR = "/etc/loyalnest/gateway"
@@ -208,6 +215,7 @@ def render_chart_config(descriptor_set: Path, *, tracing: bool) -> dict[str, Any
         # Port placeholder as well: _check_endpoint wants an int; the token replaces it below.
         otel_collector=(OTEL_HOST_TOKEN, OTEL_DEFAULT_PORT) if tracing else None,
         reflection_endpoint=("127.0.0.1", REFLECTION_PORT),
+        openapi_path=Path(MOUNT_DIR) / OPENAPI_FILE,
         policy=EdgePolicy(
             jwt=JwtProvider(GATEWAY_JWKS, JWT_ISSUER_TOKEN),
             # A placeholder network: replaced below by the token for the whole list.
@@ -249,6 +257,7 @@ def write_files(dest: Path, descriptor_set: Path = DEFAULT_DESCRIPTOR_SET) -> li
         # Rendered from the copy, so the config and the descriptor set it names cannot differ.
         path.write_text(_dump(render_chart_config(copy, tracing=tracing)))
         written.append(path)
+    written.append(openapi.write(copy, dest / OPENAPI_FILE))
     upstreams = dest / UPSTREAMS_FILE
     upstreams.write_text(json.dumps([k8s_name(name) for name in services_in(copy)]) + "\n")
     written.append(upstreams)

@@ -27,6 +27,7 @@ from loyalnest.devstack import probes
 from loyalnest.devstack.postgres import LocalPostgres, PostgresError, traversable_by_others
 from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
 from loyalnest.devstack.supervisor import ComponentError, ProcessSpec, Supervisor
+from loyalnest.gateway import openapi
 from loyalnest.gateway.edge import LOOPBACK_CIDRS, EdgePolicy, JwtProvider
 from loyalnest.gateway.envoy_binary import EnvoyConfigError, envoy_command, validate_config
 from loyalnest.gateway.envoy_config import (
@@ -328,6 +329,10 @@ class Stack:
             ),
             access_log_path=str(self.log_dir / "gateway-access.log"),
             reflection_endpoint=("127.0.0.1", self.ports.reflection),
+            # GET /v1/api/openapi.json, rendered from the descriptor set the gateway serves.
+            openapi_path=openapi.write(
+                DEFAULT_DESCRIPTOR_SET, self.state_dir / "openapi.json"
+            ).resolve(),
             # Auth's published JWKS, refetched by Envoy: a key rotation needs no restart.
             policy=EdgePolicy(
                 jwt=JwtProvider(jwks, ServiceSettings().jwt_issuer),

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from loyalnest.gateway import openapi
 from loyalnest.gateway.envoy_binary import EnvoyConfigError, validate_config
 from loyalnest.gateway.envoy_config import GatewayConfig, upstreams_from_descriptor_set, write
 from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-log", default="/dev/stdout")
     parser.add_argument("--otel-collector", type=_host_port, default=None)
     parser.add_argument("--reflection", type=_host_port, default=None)
+    parser.add_argument(
+        "--openapi",
+        type=Path,
+        default=None,
+        help="write the REST API's OpenAPI document here and serve it at /v1/api/openapi.json",
+    )
     parser.add_argument("--validate", action="store_true", help="run envoy --mode validate")
     parser.add_argument(
         "--partial",
@@ -68,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
             access_log_path=args.access_log,
             otel_collector=args.otel_collector,
             reflection_endpoint=args.reflection,
+            openapi_path=(
+                openapi.write(args.descriptor_set, args.openapi).resolve() if args.openapi else None
+            ),
         )
         path = write(config, args.out)
         if args.validate:

@@ -15,6 +15,13 @@ sees `/pkg.Service/Method` for REST, gRPC and gRPC-Web alike and is written once
   (public RPCs) produce no descriptor and are not limited here. Over the limit: 429 for REST,
   RESOURCE_EXHAUSTED for gRPC, with the service's Retry-After and x-ratelimit-* headers.
   The service unreachable: requests pass (`fail_closed` refuses them instead).
+- **local_ratelimit** (before rbac) limits each public RPC (`(access).public`: no token, so the
+  per-merchant limit cannot apply; `Login` writes a state row per call) per *direct* peer
+  address: a token bucket per (RPC, address) inside Envoy (dynamic descriptors, per gateway
+  replica), 429 with `Retry-After` (RESOURCE_EXHAUSTED for gRPC). The address is the TCP peer
+  (`use_remote_address` with no trusted hops), never X-Forwarded-For, which the client writes.
+  Exempt by default: Shopify's signed webhooks (Shopify delivers from a few shared addresses)
+  and the JWKS (Envoy fetches it from its own listener, i.e. from 127.0.0.1).
 - **buffer** (first) answers 413 to a request body over `max_request_bytes`, kept below the
   services' 4 MiB gRPC receive limit (over it they would answer RESOURCE_EXHAUSTED → 429).
 """
@@ -22,13 +29,20 @@ sees `/pkg.Service/Method` for REST, gRPC and gRPC-Web alike and is written once
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loyalnest.gateway.descriptors import ServiceInfo
-from loyalnest.gateway.jwt_rules import PAYLOAD_METADATA_KEY, GatewayJwks, jwt_authn_filter
+from loyalnest.gateway.jwt_rules import (
+    JWKS_GRPC_PATH,
+    PAYLOAD_METADATA_KEY,
+    GatewayJwks,
+    jwt_authn_filter,
+    public_methods,
+)
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 BUFFER_FILTER = "envoy.filters.http.buffer"
@@ -39,6 +53,13 @@ ENDPOINT_DESCRIPTOR_KEY = "endpoint"
 MERCHANT_CLAIM = "merchant_id"
 DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 LOOPBACK_CIDRS = ("127.0.0.1/32", "::1/128")
+LOCAL_RATE_LIMIT_FILTER = "envoy.filters.http.local_ratelimit"
+PUBLIC_RPC_DESCRIPTOR_KEY = "public_rpc"
+REMOTE_ADDRESS_DESCRIPTOR_KEY = "remote_address"  # what Envoy's remote_address action writes
+# Public RPCs a per-address limit must not throttle (see the module doc).
+SIGNED_WEBHOOK_PATH = "/loyalnest.edge.v1.EdgeService/ReceiveWebhook"
+DEFAULT_PUBLIC_EXEMPT = (SIGNED_WEBHOOK_PATH, JWKS_GRPC_PATH)
+MIN_REFILL_SECONDS = 0.05
 
 
 def _typed(type_name: str, **fields: Any) -> dict[str, Any]:
@@ -53,6 +74,28 @@ class JwtProvider:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PublicRateLimit:
+    """Each source address may call each public RPC `burst` times at once, then once every
+    `refill_seconds`. Buckets live in each Envoy replica; at most `max_addresses` of them per
+    RPC are kept (least recently used evicted)."""
+
+    burst: int = 20
+    refill_seconds: float = 3
+    exempt: tuple[str, ...] = DEFAULT_PUBLIC_EXEMPT  # gRPC paths, /pkg.Service/Method
+    max_addresses: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.burst <= 0 or self.max_addresses <= 0:
+            raise ValueError("burst and max_addresses must be positive")
+        if self.refill_seconds < MIN_REFILL_SECONDS:  # Envoy refuses a faster fill timer
+            raise ValueError(f"refill_seconds must be at least {MIN_REFILL_SECONDS}")
+
+    @property
+    def retry_after_seconds(self) -> int:
+        return max(1, math.ceil(self.refill_seconds))
+
+
+@dataclass(frozen=True, kw_only=True)
 class EdgePolicy:
     jwt: JwtProvider | None = None
     # Peers allowed to call /admin/ RPCs. Empty: nobody (admin RPCs refused at the edge).
@@ -64,6 +107,8 @@ class EdgePolicy:
     rate_limit_timeout_seconds: float = 0.25
     rate_limit_fail_closed: bool = False
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    # Per source address on public RPCs; None: unlimited.
+    public_rate_limit: PublicRateLimit | None = field(default_factory=PublicRateLimit)
 
     def __post_init__(self) -> None:
         for cidr in self.admin_allowed_cidrs:
@@ -182,6 +227,79 @@ def virtual_host_rate_limits(policy: EdgePolicy) -> list[dict[str, Any]]:
     ]
 
 
+def _percent(runtime_key: str) -> dict[str, Any]:
+    return {
+        "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+        "runtime_key": runtime_key,
+    }
+
+
+def public_rate_limit_filter(
+    policy: EdgePolicy, services: Sequence[ServiceInfo], descriptor_set_path: Path
+) -> dict[str, Any] | None:
+    """local_ratelimit with one dynamic descriptor per limited public RPC:
+    [(public_rpc, its gRPC path), (remote_address, any)], each address its own bucket. Other
+    requests match no descriptor and no default bucket is set: they are not limited here."""
+    limit = policy.public_rate_limit
+    if limit is None:
+        return None
+    served = {s.grpc_path(m.name) for s in services for m in s.methods}
+    paths = [
+        p for p in public_methods(descriptor_set_path) if p in served and p not in limit.exempt
+    ]
+    if not paths:
+        return None
+    bucket = {
+        "max_tokens": limit.burst,
+        "tokens_per_fill": 1,
+        "fill_interval": f"{limit.refill_seconds:g}s",
+    }
+    return {
+        "name": LOCAL_RATE_LIMIT_FILTER,
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            stat_prefix="public_rpc_per_address",
+            filter_enabled=_percent("loyalnest.public_rate_limit.enabled"),
+            filter_enforced=_percent("loyalnest.public_rate_limit.enforced"),
+            rate_limited_as_resource_exhausted=True,
+            response_headers_to_add=[
+                {
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    "header": {"key": "retry-after", "value": str(limit.retry_after_seconds)},
+                }
+            ],
+            max_dynamic_descriptors=limit.max_addresses,
+            # The descriptors come from here, not from the routes' rate_limits (those feed
+            # the per-merchant ratelimit filter).
+            rate_limits=[
+                {
+                    "actions": [
+                        {
+                            "request_headers": {
+                                "header_name": ":path",
+                                "descriptor_key": PUBLIC_RPC_DESCRIPTOR_KEY,
+                            }
+                        },
+                        # The TCP peer (use_remote_address, no trusted hops): not spoofable.
+                        {"remote_address": {}},
+                    ]
+                }
+            ],
+            descriptors=[
+                {
+                    "entries": [
+                        {"key": PUBLIC_RPC_DESCRIPTOR_KEY, "value": path},
+                        # Empty value: a bucket per distinct address (dynamic descriptor).
+                        {"key": REMOTE_ADDRESS_DESCRIPTOR_KEY, "value": ""},
+                    ],
+                    "token_bucket": bucket,
+                }
+                for path in paths
+            ],
+        ),
+    }
+
+
 def buffer_filter(policy: EdgePolicy) -> dict[str, Any]:
     return {
         "name": BUFFER_FILTER,
@@ -200,8 +318,11 @@ def buffer_disabled() -> dict[str, Any]:
 def policy_filters(
     policy: EdgePolicy, services: Sequence[ServiceInfo], descriptor_set_path: Path
 ) -> list[dict[str, Any]]:
-    """rbac → jwt_authn → ratelimit, those configured."""
-    filters = [rbac_filter(policy, services)]
+    """local_ratelimit (public RPCs) → rbac → jwt_authn → ratelimit, those configured."""
+    filters = [
+        public_rate_limit_filter(policy, services, descriptor_set_path),
+        rbac_filter(policy, services),
+    ]
     if policy.jwt is not None:
         filters.append(jwt_authn_filter(descriptor_set_path, policy.jwt.jwks, policy.jwt.issuer))
     filters.append(rate_limit_filter(policy))

@@ -7,8 +7,9 @@ RPC therefore needs no edit here, only a regenerated descriptor set and a re-ren
 
 Request path through the HTTP filters (DESIGN §8):
 
-    cors → buffer (413) → grpc_web → hide_grpc_headers_on_rest (Lua) → grpc_json_transcoder
-         → record_grpc_status (Lua) → rbac → jwt_authn → ratelimit → router
+    cors → buffer (413) → drop_invalid_metadata_headers (Lua) → grpc_web
+         → hide_grpc_headers_on_rest (Lua) → grpc_json_transcoder → record_grpc_status (Lua)
+         → local_ratelimit (public RPCs) → rbac → jwt_authn → ratelimit → router
 
 (the two small Lua filters act on responses only; the edge policies are `edge.EdgePolicy`).
 
@@ -42,6 +43,8 @@ from loyalnest.gateway.descriptors import (
     grpc_services_in_descriptor_set,
     services_in_descriptor_set,
 )
+from loyalnest.gateway.local_replies import local_reply_config
+from loyalnest.gateway.openapi import OPENAPI_PATH
 
 __all__ = [
     "GatewayConfig",
@@ -78,6 +81,9 @@ CIRCUIT_MAX_RETRIES = 32
 IDEMPOTENT_RETRY_ON = "connect-failure,refused-stream,unavailable,reset"
 # Always safe: the request never reached a backend.
 SAFE_RETRY_ON = "connect-failure,refused-stream"
+
+TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
+MAX_DIRECT_RESPONSE_BYTES = 4 * 1024 * 1024
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # grpcio-reflection serves v1alpha only; grpcurl 1.8 asks v1alpha, newer tools ask v1 first.
@@ -140,6 +146,26 @@ function envoy_on_response(response_handle)
     end
   end
   for _, key in ipairs(grpc_headers) do
+    headers:remove(key)
+  end
+end
+"""
+
+# gRPC metadata keys are lowercase letters, digits and `-_.`; HTTP header names may also hold
+# `!#$%&'*+^`|~`. A backend's gRPC server refuses a call carrying such a key as INTERNAL
+# ("Illegal header key"), which the transcoder turns into a 500 for REST callers. No service
+# reads such a header, so the gateway drops it before anything else sees it (pseudo-headers,
+# `:path` and the like, are kept).
+DROP_INVALID_METADATA_LUA = """\
+function envoy_on_request(request_handle)
+  local headers = request_handle:headers()
+  local invalid = {}
+  for key, _ in pairs(headers) do
+    if string.sub(key, 1, 1) ~= ":" and string.find(key, "[^0-9a-z_%.%-]") ~= nil then
+      invalid[#invalid + 1] = key
+    end
+  end
+  for _, key in ipairs(invalid) do
     headers:remove(key)
   end
 end
@@ -232,6 +258,9 @@ class GatewayConfig:
     route_timeout_seconds: int = DEFAULT_ROUTE_TIMEOUT_SECONDS
     # Admin allowlist, JWT, rate limits, body size (see loyalnest.gateway.edge).
     policy: edge.EdgePolicy = field(default_factory=edge.EdgePolicy)
+    # The OpenAPI document (loyalnest.gateway.openapi), served at GET /v1/api/openapi.json
+    # from this file (Envoy reads it at start); None: not served.
+    openapi_path: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.upstreams:
@@ -511,6 +540,33 @@ def _catch_all_route(config: GatewayConfig) -> dict[str, Any]:
     return route
 
 
+def _openapi_route(path: Path) -> dict[str, Any]:
+    """GET /v1/api/openapi.json answered by Envoy from the file. The transcoder is off on this
+    route (it would answer 404: no RPC is bound there); jwt_rules lets it through without a
+    token."""
+    return {
+        "name": "openapi",
+        "match": {
+            "path": OPENAPI_PATH,
+            "headers": [{"name": ":method", "string_match": {"exact": "GET"}}],
+        },
+        "direct_response": {"status": 200, "body": {"filename": str(path)}},
+        "response_headers_to_add": [
+            {
+                "header": {"key": "content-type", "value": "application/json"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+            {
+                "header": {"key": "cache-control", "value": "public, max-age=300"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+        ],
+        "typed_per_filter_config": {
+            TRANSCODER_FILTER: _typed("envoy.config.route.v3.FilterConfig", disabled=True)
+        },
+    }
+
+
 def _cors_policy(config: GatewayConfig) -> dict[str, Any]:
     return _typed(
         "envoy.extensions.filters.http.cors.v3.CorsPolicy",
@@ -524,7 +580,7 @@ def _cors_policy(config: GatewayConfig) -> dict[str, Any]:
 
 def _transcoder(config: GatewayConfig, services: Sequence[str]) -> dict[str, Any]:
     return {
-        "name": "envoy.filters.http.grpc_json_transcoder",
+        "name": TRANSCODER_FILTER,
         "typed_config": _typed(
             "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
             proto_descriptor=str(config.descriptor_set_path.resolve()),
@@ -558,6 +614,13 @@ def _http_filters(config: GatewayConfig, services: Sequence[ServiceInfo]) -> lis
             "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors"),
         },
         edge.buffer_filter(config.policy),
+        {
+            "name": "loyalnest.drop_invalid_metadata_headers",
+            "typed_config": _typed(
+                "envoy.extensions.filters.http.lua.v3.Lua",
+                default_source_code={"inline_string": DROP_INVALID_METADATA_LUA},
+            ),
+        },
         {
             "name": "envoy.filters.http.grpc_web",
             "typed_config": _typed("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"),
@@ -626,6 +689,8 @@ def _tracing() -> dict[str, Any]:
 def _connection_manager(config: GatewayConfig, services: dict[str, ServiceInfo]) -> dict[str, Any]:
     timeout = config.route_timeout_seconds
     routes: list[dict[str, Any]] = []
+    if config.openapi_path is not None:
+        routes.append(_openapi_route(config.openapi_path))
     for upstream in config.upstreams:
         for name in upstream.grpc_services:
             routes += _service_routes(services[name], upstream.service, timeout)
@@ -647,8 +712,12 @@ def _connection_manager(config: GatewayConfig, services: dict[str, ServiceInfo])
             "initial_connection_window_size": 1048576,
         },
         access_log=_access_log(config),
+        # Envoy's own error replies to REST callers as google.rpc.Status JSON (local_replies).
+        local_reply_config=local_reply_config(),
         route_config={
             "name": "loyalnest",
+            # Envoy's default (4 KiB) is far below the OpenAPI document's size.
+            "max_direct_response_body_size_bytes": MAX_DIRECT_RESPONSE_BYTES,
             # The transcoder records the client's method/path in these (the access log reads
             # them); it overwrites a client-sent x-envoy-original-path but only appends to
             # x-envoy-original-method, so client copies are dropped before any filter runs.

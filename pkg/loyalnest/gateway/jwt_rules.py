@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from loyalnest.gateway.descriptors import load_descriptor_set
+from loyalnest.gateway.openapi import OPENAPI_PATH
 from loyalnest.gen.options.v1 import access_pb2
 
 PROVIDER = "loyalnest"
@@ -21,6 +22,7 @@ PROVIDER = "loyalnest"
 PAYLOAD_METADATA_KEY = "jwt_payload"
 # Auth's JWKS over REST (AuthService.GetJwks, public), fetched by Envoy through its own listener.
 JWKS_HTTP_PATH = "/v1/api/auth/jwks"
+JWKS_GRPC_PATH = "/loyalnest.auth.v1.AuthService/GetJwks"
 JWKS_CLUSTER = "loyalnest_jwks"
 JWKS_CACHE_SECONDS = 30
 
@@ -95,6 +97,8 @@ def jwt_authn_filter(
     bootstrap's clusters)."""
     rules: list[dict[str, Any]] = [{"match": {"prefix": p}} for p in PUBLIC_PREFIXES]
     rules += [{"match": {"path": p}} for p in public_methods(descriptor_set_path)]
+    # The API's description, answered by Envoy itself (not an RPC: matched on its REST path).
+    rules.append({"match": {"path": OPENAPI_PATH}})
     rules.append({"match": {"prefix": "/"}, "requires": {"provider_name": PROVIDER}})
     return {
         "name": "envoy.filters.http.jwt_authn",

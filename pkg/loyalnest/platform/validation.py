@@ -38,7 +38,8 @@ def normalize_email(email: str) -> str:
 
 
 def is_valid_email(email: str) -> bool:
-    return len(email) <= MAX_EMAIL_LENGTH and bool(EMAIL_RE.match(email))
+    # isprintable: no NUL or other control characters (PostgreSQL text refuses NUL).
+    return len(email) <= MAX_EMAIL_LENGTH and email.isprintable() and bool(EMAIL_RE.match(email))
 
 
 class Validator:
@@ -93,10 +94,11 @@ class Validator:
     def idempotency_key(self, field: str, value: str) -> bool:
         if not self.check(bool(value.strip()), field, "is required for this mutating call"):
             return False
+        # Printable only: a NUL reached PostgreSQL (whose text refuses it) as INTERNAL.
         return self.check(
-            len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH,
+            len(value) <= MAX_IDEMPOTENCY_KEY_LENGTH and value.isprintable(),
             field,
-            f"must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters",
+            f"must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
         )
 
     def update_mask(
@@ -116,5 +118,7 @@ class Validator:
         if required and not self.check(bool(value.strip()), field, "is required"):
             return False
         return self.check(
-            len(value) <= MAX_TEXT_LENGTH, field, f"must be at most {MAX_TEXT_LENGTH} characters"
+            len(value) <= MAX_TEXT_LENGTH and "\x00" not in value,
+            field,
+            f"must be at most {MAX_TEXT_LENGTH} characters, without NUL",
         )
