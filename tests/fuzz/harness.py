@@ -220,8 +220,16 @@ if __name__ == "__main__":
     asyncio.run(_serve_until_stdin_closes(sys.argv[1:], channel))
 
 
+# Tables whose very purpose is to record refused requests: the admin sign-in lockout counts
+# every failed attempt (a 401 that left no trace would allow unlimited guessing), and Login's
+# per-source and per-shop limits count unauthenticated calls. Every other table must be left
+# untouched by a 4xx.
+RECORDS_REFUSALS = frozenset({'"auth"."sign_in_throttles"', '"auth"."request_rates"'})
+
+
 class RowCounts:
-    """Row counts of every table of the services' schemas, in one query."""
+    """Row counts of every table of the services' schemas (but RECORDS_REFUSALS), in one
+    query."""
 
     def __init__(self, database_url: str) -> None:
         self._conn = psycopg.connect(database_url, autocommit=True)
@@ -231,7 +239,11 @@ class RowCounts:
             " AND table_schema NOT IN ('pg_catalog', 'information_schema', 'public')"
             " ORDER BY 1, 2"
         ).fetchall()
-        self.tables = [f'"{schema}"."{name}"' for schema, name in tables]
+        self.tables = [
+            table
+            for table in (f'"{schema}"."{name}"' for schema, name in tables)
+            if table not in RECORDS_REFUSALS
+        ]
         self._query = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in self.tables)
 
     @contextlib.contextmanager
