@@ -134,3 +134,59 @@ def test_configmap_fits(rendered: dict[str, Objects]) -> None:
     assert size < CONFIGMAP_LIMIT / 2, (
         "the descriptor set outgrows a ConfigMap: bake it into the image"
     )
+
+
+def _rbac_admin_principals(bootstrap: dict[str, Any]) -> list[Any]:
+    for node in gateway_chart._walk(bootstrap):
+        policies = node.get("rules", {}).get("policies", {}) if "rules" in node else {}
+        if "admin-rpc-outside-allowlist" in policies:
+            principals: list[Any] = policies["admin-rpc-outside-allowlist"]["principals"]
+            return principals
+    raise AssertionError("no admin RBAC policy in the gateway config")
+
+
+def test_admin_rpcs_are_refused_to_every_peer_unless_networks_are_listed(
+    rendered: dict[str, Objects], tmp_path: Path
+) -> None:
+    """By default nobody reaches /admin/ RPCs through the gateway: a wide default such as
+    10.0.0.0/8 admitted anyone a load balancer forwards from inside a 10.x VPC."""
+    bootstrap, _ = _bootstrap(rendered["default"], tmp_path)
+    assert _rbac_admin_principals(bootstrap) == [
+        {"not_id": {"or_ids": {"ids": [{"not_id": {"any": True}}]}}}
+    ]
+    listed = parse(
+        helm.template(Render(overrides={"gateway": {"adminAllowedCidrs": ["192.0.2.0/28"]}}))
+    )
+    bootstrap, _ = _bootstrap(listed, tmp_path)
+    (outside,) = _rbac_admin_principals(bootstrap)
+    assert outside["not_id"]["or_ids"]["ids"] == [
+        {"direct_remote_ip": {"address_prefix": "192.0.2.0", "prefix_len": 28}}
+    ]
+
+
+def test_envoys_statistics_stay_inside_the_cluster(rendered: dict[str, Objects]) -> None:
+    """The public Service (possibly a LoadBalancer) carries the API only; /stats/prometheus is
+    on a ClusterIP Service that the ServiceMonitor scrapes."""
+    objects = rendered["all-features"]
+    public = find(objects, "Service", "gateway")
+    assert [p["name"] for p in public["spec"]["ports"]] == ["http"]
+    ops = find(objects, "Service", "gateway-ops")
+    assert ops["spec"]["type"] == "ClusterIP"
+    assert [p["name"] for p in ops["spec"]["ports"]] == ["ops"]
+    monitor = find(objects, "ServiceMonitor", "loyalnest-gateway")["spec"]
+    selector = monitor["selector"]["matchLabels"]
+    for service, scraped in ((ops, True), (public, False)):
+        labels = service["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in selector.items()) is scraped, service
+    lb = parse(
+        helm.template(
+            Render(
+                overrides={
+                    "gateway": {
+                        "service": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}
+                    }
+                }
+            )
+        )
+    )
+    assert find(lb, "Service", "gateway")["spec"]["externalTrafficPolicy"] == "Local"

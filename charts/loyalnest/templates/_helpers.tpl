@@ -304,6 +304,10 @@ with the release's values put in for the tokens the generator left. */}}
 {{- $parts := split "/" . -}}
 {{- $admins = append $admins (dict "direct_remote_ip" (dict "address_prefix" $parts._0 "prefix_len" (int $parts._1))) -}}
 {{- end -}}
+{{- if not $admins -}}
+{{- /* No peer may call admin RPCs: a principal that matches nobody, so its negation denies all. */ -}}
+{{- $admins = list (dict "not_id" (dict "any" true)) -}}
+{{- end -}}
 {{- $config = $config | replace "\"${ADMIN_CIDRS}\"" (toJson $admins) -}}
 {{- if $tracing -}}
 {{- $config = $config | replace "\"${OTEL_HOST}\"" (toJson $v.otel.collector.host) | replace "\"${OTEL_PORT}\"" (toString $v.otel.collector.port) -}}

@@ -97,7 +97,7 @@ JWT_ISSUER_TOKEN = "${JWT_ISSUER}"
 ADMIN_CIDRS_TOKEN = "${ADMIN_CIDRS}"
 # Rendered into the config, then its principal list replaced by ADMIN_CIDRS_TOKEN.
 ADMIN_CIDR_PLACEHOLDER = "192.0.2.0/24"
-DEFAULT_ADMIN_CIDRS = ("10.0.0.0/8",)  # values.yaml gateway.adminAllowedCidrs
+DEFAULT_ADMIN_CIDRS: tuple[str, ...] = ()  # values.yaml gateway.adminAllowedCidrs
 RATE_LIMIT_SERVICE = "edge"
 
 ADMIN_CLUSTER = "envoy_admin"
@@ -296,6 +296,8 @@ def substitute(
         principals.append(
             {"direct_remote_ip": {"address_prefix": address, "prefix_len": int(length)}}
         )
+    if not principals:  # nobody: a principal that matches no peer, negated by the policy
+        principals.append({"not_id": {"any": True}})
     text = text.replace(json.dumps(ADMIN_CIDRS_TOKEN), json.dumps(principals))
     text = text.replace(json.dumps(JWT_ISSUER_TOKEN), json.dumps(jwt_issuer))
     origins = json.dumps([{"exact": origin} for origin in cors_origins])
