@@ -181,3 +181,36 @@ def test_disabled_components_are_not_peers() -> None:
     egress = find(objects, "NetworkPolicy", "products")["spec"]["egress"]
     enabled = {name for name in components["products"]["calls"] if components[name]["enabled"]}
     assert enabled and _peer_names(egress, "to", 50051) == enabled
+
+
+def test_the_callers_of_shopify_may_reach_it_over_https(rendered: dict[str, Objects]) -> None:
+    """OAuth token exchange (auth), discount codes (points) and Billing (core) go to Shopify on
+    443; wherever policies are enforced, a policy without that egress times every one out."""
+    objects = rendered["default"]
+    for name in ("auth", "points", "core"):
+        egress = find(objects, "NetworkPolicy", name)["spec"]["egress"]
+        https = [rule for rule in egress if {"protocol": "TCP", "port": 443} in rule["ports"]]
+        assert https, name
+        (block,) = https[0]["to"]
+        assert block["ipBlock"]["cidr"] == "0.0.0.0/0"
+        assert "10.0.0.0/8" in block["ipBlock"]["except"]  # not the cluster's own pods
+    for name in ("users", "roles", "edge"):
+        egress = find(objects, "NetworkPolicy", name)["spec"]["egress"]
+        assert not any({"protocol": "TCP", "port": 443} in r.get("ports", []) for r in egress)
+
+
+def test_shopifys_redirect_url_is_a_chart_value() -> None:
+    from loyalnest.deploy import helm
+    from loyalnest.deploy.helm import Render
+    from tests.deploy.conftest import container, env_of, parse
+
+    url = "https://app.example.com/auth/callback"
+    objects = parse(helm.template(Render(overrides={"auth": {"shopifyRedirectUrl": url}})))
+    assert (
+        env_of(container(objects, "Deployment", "auth", "auth"))["LOYALNEST_SHOPIFY_REDIRECT_URL"]
+        == url
+    )
+    for name in ("points", "core"):
+        assert "LOYALNEST_SHOPIFY_REDIRECT_URL" not in env_of(
+            container(objects, "Deployment", name, name)
+        )

@@ -139,6 +139,10 @@ the file when it changes. Only the Auth service gets the private keyset (a Secre
 {{- if include "loyalnest.isAuth" . }}
 - name: LOYALNEST_AUTH_SIGNING_KEYS_PATH
   value: {{ printf "%s/%s" (include "loyalnest.signingKeysDir" $ctx) (include "loyalnest.signingKeysFile" $ctx) | quote }}
+{{- with $ctx.Values.auth.shopifyRedirectUrl }}
+- name: LOYALNEST_SHOPIFY_REDIRECT_URL
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 {{- include "loyalnest.callTargetsEnv" . }}
 {{- end }}
