@@ -31,7 +31,6 @@ SUB_MODULES = {
         "ledger",
         "rewards",
         "discounts",
-        "shop_access",
         "offline_sync",
     },
     "roles": set(),

@@ -14,15 +14,12 @@ and each hand-out is audited by Auth.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-import grpc
-
-from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
-from loyalnest.platform.auth.context import on_own_behalf
-from loyalnest.platform.errors import FailedPrecondition, Internal, Unavailable
+from loyalnest.gen.auth.v1 import auth_pb2_grpc
+from loyalnest.platform import shop_access
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.shop_access import ShopAccess, ShopTokens
 from loyalnest.platform.shopify_admin import ShopifyAdminClient, ShopifyRejected
 from loyalnest.services.core.domain import (
     SUBSCRIPTION_FINAL,
@@ -33,18 +30,6 @@ from loyalnest.services.core.domain import (
 )
 
 log = get_logger(__name__)
-
-TIMEOUT_SECONDS = 5.0
-# Auth's answers for a merchant whose shop cannot be used now: unknown (NOT_FOUND, or
-# INVALID_ARGUMENT for an id that is no installed shop's, e.g. a development token's),
-# uninstalled or no longer authorized (FAILED_PRECONDITION).
-_NOT_CONNECTED = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.INVALID_ARGUMENT,
-    }
-)
 
 _CREATE = """
 mutation PlanSubscription(
@@ -72,20 +57,12 @@ query PlanSubscriptionStatus($id: ID!) {
 }"""
 
 
-class ShopNotConnected(FailedPrecondition):
+class ShopNotConnected(shop_access.ShopNotConnected):
     def __init__(self, merchant_id: str) -> None:
         super().__init__(
-            "the merchant's Shopify shop is not connected: paid plans are billed through"
-            " Shopify, open the app from the Shopify admin again",
-            violation_type="SHOP_NOT_CONNECTED",
-            subject=f"merchant/{merchant_id}",
+            merchant_id,
+            "paid plans are billed through Shopify, open the app from the Shopify admin again",
         )
-
-
-@dataclass(frozen=True)
-class ShopAccess:
-    shop: str  # e.g. example.myshopify.com
-    access_token: str
 
 
 class ShopifyBilling:
@@ -99,30 +76,12 @@ class ShopifyBilling:
     ) -> None:
         # auth None: no Auth target or service credential configured: no shop is connected.
         self._admin = admin
-        self._auth = auth
+        self._tokens = ShopTokens(auth, component="core", not_connected=ShopNotConnected)
         self._return_url = return_url
         self._test = test
 
     async def shop_access(self, merchant_id: str) -> ShopAccess:
-        if self._auth is None:
-            raise ShopNotConnected(merchant_id)
-        try:
-            with on_own_behalf(merchant_id):
-                response = await self._auth.GetShopAccessToken(
-                    auth_pb2.GetShopAccessTokenRequest(merchant_id=merchant_id),
-                    timeout=TIMEOUT_SECONDS,
-                )
-        except grpc.aio.AioRpcError as error:
-            code = error.code()
-            if code in _NOT_CONNECTED:
-                log.info("no shop token for the merchant", merchant_id=merchant_id, code=code.name)
-                raise ShopNotConnected(merchant_id) from error
-            if code in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED):
-                # Core's identity or grant is wrong: a deployment error, not the caller's.
-                log.error("auth refused core's shop token request", code=code.name)
-                raise Internal("Core may not read shop credentials (service identity)") from error
-            raise Unavailable("the Auth service did not hand out the shop's token") from error
-        return ShopAccess(response.shop, response.access_token)
+        return await self._tokens.shop_access(merchant_id)
 
     async def subscribe(self, merchant_id: str, plan: str, price: PlanPrice) -> NewSubscription:
         """Asks Shopify for a recurring subscription to `plan`, pending the owner's approval."""

@@ -9,7 +9,7 @@ seen by someone else is of no use to them.
 
 Shop credentials: the merchant's offline Admin API token is obtained by Auth during the OAuth
 install (DESIGN §7) and stays there, encrypted; `ShopCredentials` is the seam, and
-`shop_access.AuthShopCredentials` asks Auth for it (`GetShopAccessToken`, with Points' own
+`platform.shop_access.ShopTokens` asks Auth for it (`GetShopAccessToken`, with Points' own
 service token) whenever a code is created.
 """
 
@@ -18,28 +18,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from loyalnest.platform import shop_access
 from loyalnest.platform.errors import FailedPrecondition
+from loyalnest.platform.shop_access import ShopAccess
 from loyalnest.platform.shopify_admin import ShopifyAdminClient, ShopifyRejected
 from loyalnest.services.points.domain import Reward, RewardKind
 
 
-@dataclass(frozen=True)
-class ShopAccess:
-    shop: str  # e.g. example.myshopify.com
-    access_token: str
-
-
-class ShopNotConnected(FailedPrecondition):
+class ShopNotConnected(shop_access.ShopNotConnected):
     def __init__(self, merchant_id: str) -> None:
-        super().__init__(
-            "the merchant's Shopify shop is not connected: no discount codes can be created",
-            violation_type="SHOP_NOT_CONNECTED",
-            subject=f"merchant/{merchant_id}",
-        )
+        super().__init__(merchant_id, "no discount codes can be created")
 
 
 class ShopCredentials(Protocol):

@@ -24,14 +24,14 @@ from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.platform.shop_access import ShopTokens
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points import consumers, events
-from loyalnest.services.points.discounts import DiscountCodes
+from loyalnest.services.points.discounts import DiscountCodes, ShopNotConnected
 from loyalnest.services.points.earning import Clock, OrderEarnings, ProgramCopies, utc_now
 from loyalnest.services.points.ledger import CACHE_NAME, STREAM_PATTERN, Ledger, StreamLimits
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
-from loyalnest.services.points.shop_access import AuthShopCredentials
 from loyalnest.services.points.store.base import LedgerStore
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     components.cleanup.append(http.close)
     codes = DiscountCodes(
         ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url),
-        AuthShopCredentials(auth),
+        ShopTokens(auth, component="points", not_connected=ShopNotConnected),
         code_key=_discount_code_key(settings),
     )
     components.registrations = [
