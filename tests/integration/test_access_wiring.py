@@ -272,6 +272,30 @@ class Mesh:
         return int(response.outcome)
 
 
+def edge_settings_asking(
+    auth: RunningService,
+    database_url: str,
+    redis_url: str,
+    *,
+    secret: str,
+    cache_seconds: float,
+    events: dict[str, Any],
+) -> tuple[EdgeSettings, EdgeSettings]:
+    """An edge that asks `auth` whether a webhook's merchant is installed (its credential and
+    declared call), and the same edge without a credential, which asks no one."""
+    checked = service_settings_for_tests(
+        EdgeSettings,
+        database_url,
+        redis_url=redis_url,
+        shopify_api_secret=secret,
+        service_credential=service_credential(MASTER_KEY, "edge"),
+        webhook_merchant_cache_seconds=cache_seconds,
+        call_targets={"auth": auth.address},
+        **events,
+    )
+    return checked, checked.model_copy(update={"service_credential": None})
+
+
 @contextlib.asynccontextmanager
 async def mesh(
     database_url: str, redis_url: str, shopify: ShopifyStandIn, workdir: Path
@@ -283,18 +307,9 @@ async def mesh(
         async with serving(AUTH, auth_with(database_url, redis_url, shopify, **events)) as auth:
             # The edge's and Points' declared call to Auth (platform.calls).
             identity = {"call_targets": {"auth": auth.address}}
-            edge_settings = service_settings_for_tests(
-                EdgeSettings,
-                database_url,
-                redis_url=redis_url,
-                shopify_api_secret=SECRET,
-                service_credential=service_credential(MASTER_KEY, "edge"),
-                webhook_merchant_cache_seconds=0.5,
-                **identity,
-                **events,
+            edge_settings, unchecked_settings = edge_settings_asking(
+                auth, database_url, redis_url, secret=SECRET, cache_seconds=0.5, events=events
             )
-            # No credential: no token of its own, so the edge does not ask Auth.
-            unchecked_settings = edge_settings.model_copy(update={"service_credential": None})
             points = points_settings(
                 database_url,
                 redis_url=redis_url,

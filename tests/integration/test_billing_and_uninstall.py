@@ -38,14 +38,13 @@ from loyalnest.platform.auth.tokens import SERVICE
 from loyalnest.services.auth.service import SPEC as AUTH
 from loyalnest.services.core.service import SPEC as CORE
 from loyalnest.services.edge.service import SPEC as EDGE
-from loyalnest.services.edge.service import EdgeSettings
 from loyalnest.services.edge.signing import shopify_headers
 from tests.auth import ISSUER, token
 from tests.integration.broker import BrokerProcess
-from tests.integration.conftest import eventually, service_settings_for_tests, serving
+from tests.integration.conftest import eventually, serving
 from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
-from tests.integration.test_access_wiring import auth_with, events_on
+from tests.integration.test_access_wiring import auth_with, edge_settings_asking, events_on
 from tests.integration.test_auth_service import bearer, install
 from tests.integration.test_core_service import core_settings
 from tests.integration.test_service_identity import MASTER_KEY
@@ -118,17 +117,9 @@ async def mesh(
     try:
         async with serving(AUTH, auth_with(database_url, redis_url, shopify, **events)) as auth:
             identity = {"call_targets": {"auth": auth.address}}
-            edge_settings = service_settings_for_tests(
-                EdgeSettings,
-                database_url,
-                redis_url=redis_url,
-                shopify_api_secret=SECRET,
-                service_credential=service_credential(MASTER_KEY, "edge"),
-                webhook_merchant_cache_seconds=0.2,
-                **identity,
-                **events,
+            edge_settings, unchecked_settings = edge_settings_asking(
+                auth, database_url, redis_url, secret=SECRET, cache_seconds=0.2, events=events
             )
-            unchecked_settings = edge_settings.model_copy(update={"service_credential": None})
             core = core_settings(
                 database_url,
                 redis_url,
