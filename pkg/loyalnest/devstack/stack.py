@@ -26,6 +26,7 @@ from pathlib import Path
 from loyalnest.devstack import probes
 from loyalnest.devstack.postgres import LocalPostgres, PostgresError, traversable_by_others
 from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
+from loyalnest.devstack.standins import posthog as posthog_standin
 from loyalnest.devstack.supervisor import ComponentError, ProcessSpec, Supervisor
 from loyalnest.gateway import openapi
 from loyalnest.gateway.edge import LOOPBACK_CIDRS, EdgePolicy, JwtProvider
@@ -60,6 +61,7 @@ class Ports:
     postgres: int = 55432
     redis: int = 56379
     kafka: int = 59092
+    posthog: int = 58000  # the PostHog stand-in (devstack/standins/posthog.py)
     reflection: int = 50050
     first_service: int = 50051
     first_metrics: int = 51051
@@ -165,6 +167,7 @@ class Stack:
             postgres=args.postgres_port,
             redis=args.redis_port,
             kafka=args.kafka_port,
+            posthog=getattr(args, "posthog_port", Ports.posthog),
             reflection=args.reflection_port,
             first_service=args.base_port,
             first_metrics=args.base_port + 1000,
@@ -202,6 +205,9 @@ class Stack:
             ),
             "LOYALNEST_LOG_FORMAT": "json",
             "LOYALNEST_JWT_JWKS_PATH": str(self.jwks_path),
+            # Event Tracking ships to the PostHog stand-in, never to PostHog from here.
+            "LOYALNEST_POSTHOG_HOST": f"http://127.0.0.1:{self.ports.posthog}",
+            "LOYALNEST_POSTHOG_API_KEY": posthog_standin.DEFAULT_API_KEY,
         }
 
     async def _start_postgres(self) -> None:
@@ -225,6 +231,22 @@ class Stack:
         self._register(Component("kafka", "tcp", self.kafka.port, self.kafka.bootstrap_servers))
         await self.supervisor.start(
             ProcessSpec("kafka", self.kafka.argv(), self.kafka.ready, ports=[self.kafka.port])
+        )
+        posthog = self.ports.posthog
+        self._register(Component("posthog-standin", "tcp", posthog, f"http://127.0.0.1:{posthog}"))
+        await self.supervisor.start(
+            ProcessSpec(
+                "posthog-standin",
+                [
+                    sys.executable,
+                    "-m",
+                    "loyalnest.devstack.standins.posthog",
+                    "--port",
+                    str(posthog),
+                ],
+                partial(tcp_ready, "127.0.0.1", posthog),
+                ports=[posthog],
+            )
         )
 
     def _identity_env(self, service: str, calls: tuple[str, ...]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from collections.abc import Iterable
 MERCHANT_OWNER_PERMISSIONS: tuple[str, ...] = (
     "campaign:*",
     "core:*",
+    "event_tracking:*",
     "gamification:*",
     "gateway:*",
     "points:*",

@@ -1,0 +1,117 @@
+"""Wires the Event Tracking service into the platform runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from loyalnest.gen.event_tracking.v1 import event_tracking_pb2, event_tracking_pb2_grpc
+from loyalnest.platform import audit
+from loyalnest.platform.calls import Calls
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.crypto import decode_key
+from loyalnest.platform.event_loops import postgres_service
+from loyalnest.platform.observability import get_logger
+from loyalnest.platform.postgres import Database, DatabaseSpec
+from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.services.event_tracking import consumers, events
+from loyalnest.services.event_tracking.domain import Pseudonyms
+from loyalnest.services.event_tracking.servicer import EventTrackingServicer
+from loyalnest.services.event_tracking.shipping import PosthogConfig, PosthogShipper
+from loyalnest.services.event_tracking.store import TaskStore
+
+log = get_logger(__name__)
+
+NAME = "event_tracking"
+# The audit trigger function exists for the idempotency keys' audited writes.
+DATABASE = DatabaseSpec(
+    schema=NAME, migration_dirs=(audit.MIGRATIONS, Path(__file__).parent / "migrations")
+)
+SERVICE_NAME = event_tracking_pb2.DESCRIPTOR.services_by_name["EventTrackingService"].full_name
+# It calls no service (seed §9: "Calls: None").
+CALLS = Calls()
+# Without LOYALNEST_EVENT_TRACKING_PSEUDONYM_KEY (development): pseudonyms are still one-way,
+# but anyone with this source could recompute one from a known id. Production sets a key.
+_DEVELOPMENT_PSEUDONYM_KEY = b"loyalnest-development-pseudonyms!"
+
+
+class EventTrackingSettings(ServiceSettings):
+    """Where PostHog is and how events are shipped (each read from LOYALNEST_<FIELD>)."""
+
+    # PostHog's ingest host (EU: https://eu.i.posthog.com; self-hosted: your domain). The local
+    # stack points it at the PostHog stand-in.
+    posthog_host: str = "https://us.i.posthog.com"
+    # The project API key (phc_...). Unset: events are queued and wait, nothing is shipped.
+    posthog_api_key: SecretStr | None = None
+    posthog_batch_size: int = Field(100, ge=1, le=1000)
+    posthog_poll_interval_seconds: float = Field(1.0, gt=0)
+    posthog_send_attempts: int = Field(3, ge=1)
+    posthog_task_max_attempts: int = Field(5, ge=1)
+    posthog_retry_initial_seconds: float = Field(0.5, gt=0)
+    posthog_retry_max_seconds: float = Field(30.0, gt=0)
+    posthog_round_backoff_seconds: float = Field(5.0, ge=0)
+    posthog_timeout_seconds: float = Field(10.0, gt=0)
+    # base64 of 32 random bytes; fixed for the life of the data (a new key makes every person
+    # new at PostHog).
+    event_tracking_pseudonym_key: SecretStr | None = None
+
+
+def _pseudonyms(settings: EventTrackingSettings) -> Pseudonyms:
+    key = settings.event_tracking_pseudonym_key
+    if key is None:
+        return Pseudonyms(_DEVELOPMENT_PSEUDONYM_KEY)
+    return Pseudonyms(decode_key(key.get_secret_value(), name="event tracking pseudonym key"))
+
+
+def posthog_config(settings: EventTrackingSettings, api_key: str) -> PosthogConfig:
+    return PosthogConfig(
+        host=settings.posthog_host,
+        api_key=api_key,
+        batch_size=settings.posthog_batch_size,
+        poll_interval_seconds=settings.posthog_poll_interval_seconds,
+        send_attempts=settings.posthog_send_attempts,
+        task_max_attempts=settings.posthog_task_max_attempts,
+        retry_initial_seconds=settings.posthog_retry_initial_seconds,
+        retry_max_seconds=settings.posthog_retry_max_seconds,
+        round_backoff_seconds=settings.posthog_round_backoff_seconds,
+        timeout_seconds=settings.posthog_timeout_seconds,
+    )
+
+
+async def build(settings: EventTrackingSettings) -> ServiceComponents:
+    database = Database(settings, DATABASE)
+    await database.open()
+    store = TaskStore(database, _pseudonyms(settings))
+    components = postgres_service(
+        settings,
+        database,
+        service=NAME,
+        group=events.CONSUMER_GROUP,
+        handlers=consumers.handlers(database, store),
+        registrations=[
+            Registration(
+                SERVICE_NAME,
+                event_tracking_pb2_grpc.add_EventTrackingServiceServicer_to_server,
+                EventTrackingServicer(store),
+            )
+        ],
+    )
+    if settings.posthog_api_key is None:
+        log.warning("LOYALNEST_POSTHOG_API_KEY is unset: analytics events are queued, not shipped")
+    else:
+        shipper = PosthogShipper(
+            store, posthog_config(settings, settings.posthog_api_key.get_secret_value())
+        )
+        components.background.append(shipper.run)
+        components.cleanup.append(shipper.close)
+    return components
+
+
+SPEC = ServiceSpec(
+    name=NAME,
+    settings_type=EventTrackingSettings,
+    build=build,
+    database=DATABASE,
+    calls=CALLS,
+)

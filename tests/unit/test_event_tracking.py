@@ -1,0 +1,140 @@
+"""Event Tracking's rules without I/O, and the PostHog stand-in's capture contract."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from loyalnest.devstack.standins.posthog import DEFAULT_API_KEY, PosthogStandIn
+from loyalnest.services.event_tracking.domain import (
+    Pseudonyms,
+    Task,
+    TaskStatus,
+    allowed,
+    client_task_id,
+    event_name_problem,
+    property_violations,
+    reason_kind,
+    timestamp_problem,
+)
+from loyalnest.services.event_tracking.shipping import batch_body, retry_after_seconds
+
+
+def test_pseudonyms_are_per_merchant_and_stable() -> None:
+    p = Pseudonyms(b"k" * 32)
+    assert p.of("m1", "c-1") == p.of("m1", "c-1") != p.of("m2", "c-1")
+    assert p.of("m1", "c-1") != Pseudonyms(b"j" * 32).of("m1", "c-1")
+    assert "c-1" not in p.of("m1", "c-1") and len(p.of("m1", "c-1")) == 32
+
+
+def test_client_task_ids_are_derived_and_merchant_bound() -> None:
+    u = str(uuid.uuid4())
+    assert client_task_id("m1", u) == client_task_id("m1", u.upper()) != client_task_id("m2", u)
+
+
+def test_allow_list_keeps_only_allowed_impersonal_properties() -> None:
+    kept = allowed(
+        "reward_viewed",
+        {"reward_id": "r", "points_cost": 10.0, "email": "a@b.co", "page_type": "x@y.example"},
+    )
+    assert kept.kept == {"reward_id": "r", "points_cost": 10} and kept.dropped == 2
+    unknown = allowed(
+        "my_custom_event", {"reward_id": "r", "locale": "fr", "widget": "+33 6 12 34 56 78"}
+    )
+    assert unknown.kept == {"locale": "fr"} and unknown.dropped == 2
+
+
+def test_limits() -> None:
+    assert event_name_problem("widget_opened") is None and event_name_problem("$pageview") is None
+    assert event_name_problem("Widget Opened") and event_name_problem("")
+    assert event_name_problem("a" * 65)
+    assert property_violations("p", {"a": 1, "b": "x", "c": None, "d": True}) == []
+    assert [v.field for v in property_violations("p", {"n": {"x": 1}, "l": [1]})] == ["p.n", "p.l"]
+    assert property_violations("p", {str(i): i for i in range(51)})
+    now = datetime.now(UTC)
+    assert timestamp_problem(now + timedelta(minutes=30), now) is None
+    assert timestamp_problem(now + timedelta(hours=2), now)
+    assert reason_kind("order:1001") == "order" and reason_kind("Spaces here") == "other"
+
+
+def test_retry_after_as_seconds_or_date() -> None:
+    now = datetime(2026, 12, 6, 3, 0, tzinfo=UTC)
+    assert retry_after_seconds("7") == 7.0
+    assert retry_after_seconds("Sun, 06 Dec 2026 03:00:30 GMT", now) == 30.0
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_batch_body_is_gzip_in_posthogs_shape() -> None:
+    occurred = datetime(2026, 12, 6, tzinfo=UTC)
+    task = Task(
+        task_id=str(uuid.uuid4()),
+        merchant_id="m1",
+        event_type="points_earned",
+        source="domain",
+        subject="abc",
+        status=TaskStatus.PENDING,
+        properties={"points": 5},
+        occurred_at=occurred,
+        attempts=0,
+        last_error=None,
+        created_at=occurred,
+        completed_at=None,
+    )
+    body = json.loads(gzip.decompress(batch_body("phc_x", [task], occurred)))
+    assert body["api_key"] == "phc_x"
+    (event,) = body["batch"]
+    assert event["uuid"] == task.task_id and event["distinct_id"] == "abc"
+    assert event["event"] == "points_earned" and event["properties"]["points"] == 5
+
+
+@pytest.fixture
+def standin() -> Iterator[PosthogStandIn]:
+    server = PosthogStandIn().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _post(url: str, body: Any, *, gzipped: bool = False) -> tuple[int, dict[str, str]]:
+    data = json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    if gzipped:
+        data, headers["content-encoding"] = gzip.compress(data), "gzip"
+    request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return reply.status, dict(reply.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers)
+
+
+def test_standin_honours_the_capture_contract(standin: PosthogStandIn) -> None:
+    batch = f"{standin.url}/batch/"
+    event = {"event": "e", "distinct_id": "d", "uuid": str(uuid.uuid4())}
+    assert _post(batch, {"batch": [event]})[0] == 401
+    assert _post(batch, {"api_key": "phc_other", "batch": [event]})[0] == 401
+    mixed = {**event, "api_key": "phc_other"}
+    assert _post(batch, {"api_key": DEFAULT_API_KEY, "batch": [mixed]})[0] == 401
+    assert _post(batch, {"api_key": DEFAULT_API_KEY, "batch": []})[0] == 400
+    assert _post(batch, {"api_key": DEFAULT_API_KEY, "batch": [{"event": "e"}]})[0] == 400
+    assert _post(batch, {"api_key": DEFAULT_API_KEY, "batch": [{"distinct_id": "d"}]})[0] == 400
+    assert standin.received() == []
+    assert _post(batch, {"api_key": DEFAULT_API_KEY, "batch": [event]}, gzipped=True)[0] == 200
+    single = {"api_key": DEFAULT_API_KEY, "event": "e2", "properties": {"distinct_id": "d"}}
+    assert _post(f"{standin.url}/i/v0/e/", single)[0] == 200
+    assert _post(f"{standin.url}/capture/", {**single, "uuid": "nope"})[0] == 200
+    assert len(standin.received()) == 2 and len(standin.dropped) == 1
+    standin.fail_next(429, retry_after="3")
+    status, headers = _post(batch, {"api_key": DEFAULT_API_KEY, "batch": [event]})
+    assert status == 429 and headers["retry-after"] == "3"
+    assert _post(batch, {"api_key": DEFAULT_API_KEY, "batch": [event]})[0] == 200
+    assert standin.deliveries[event["uuid"]] == 2  # PostHog dedupes only eventually
