@@ -680,6 +680,7 @@ TABLES_ELSEWHERE: dict[str, str] = {
     "loyalnest.event_tracking.v1.EventTrackingService": (
         "tests.integration.test_event_tracking_service"
     ),
+    "loyalnest.gamification.v1.GamificationService": "tests.integration.test_gamification_service",
 }
 for _service, _module in TABLES_ELSEWHERE.items():
     TABLES[_service] = importlib.import_module(_module).ISOLATION

@@ -16,6 +16,7 @@ SERVICES: dict[str, str] = {
     "edge": "loyalnest.services.edge.service",
     "core": "loyalnest.services.core.service",
     "event_tracking": "loyalnest.services.event_tracking.service",
+    "gamification": "loyalnest.services.gamification.service",
 }
 
 
