@@ -40,9 +40,9 @@ _BLOCK = 64
 
 
 def _ports() -> dict[str, int]:
-    """A block of free ports: six fixed components, then service gRPC ports from `base`
+    """A block of free ports: seven fixed components, then service gRPC ports from `base`
     (metrics ports are base + 1000), all verified free."""
-    names = ["gateway", "gateway-admin", "postgres", "redis", "kafka", "reflection"]
+    names = ["gateway", "gateway-admin", "postgres", "redis", "kafka", "reflection", "posthog"]
     rng = random.Random()
     while True:
         start = rng.randrange(20000, 30000 - 1000 - _BLOCK, _BLOCK)
@@ -68,6 +68,8 @@ def _port_args(ports: dict[str, int]) -> list[str]:
         str(ports["kafka"]),
         "--reflection-port",
         str(ports["reflection"]),
+        "--posthog-port",
+        str(ports["posthog"]),
         "--base-port",
         str(ports["base"]),
     ]

@@ -47,7 +47,7 @@ from loyalnest.services.gamification.service import (
     SPEC,
     GamificationSettings,
 )
-from loyalnest.services.gamification.store.boards import RedisBoards
+from loyalnest.services.gamification.store.boards import BoardKeys, RedisBoards
 from loyalnest.services.gamification.store.postgres import GamificationStore
 from tests.auth import JWKS_PATH, merchant_headers, merchant_metadata
 from tests.integration.broker import BrokerProcess
@@ -296,6 +296,16 @@ async def test_award_badge_by_hand_is_audited_and_once(h: Harness, merchant_id: 
     assert len(rows) == 1 and rows[0][1] == "c-3" and rows[0][0]  # who awarded it
 
 
+async def in_redis(h: Harness, merchant_id: str, period_key: str) -> None:
+    """Waits for a board's background rebuild to finish."""
+    keys = BoardKeys(merchant_id, period_key)
+
+    async def built() -> bool:
+        return bool(await h.redis.exists(keys.built)) and not await h.redis.exists(keys.lock)
+
+    await eventually(built, 15, f"board {period_key} rebuilt in Redis")
+
+
 async def test_leaderboard_ranks_after_earns_after_a_flush_and_hides_opted_out(
     h: Harness, merchant_id: str
 ) -> None:
@@ -312,12 +322,17 @@ async def test_leaderboard_ranks_after_earns_after_a_flush_and_hides_opted_out(
     month = await board(h.stub, merchant_id, period=pb.PERIOD_MONTH)
     assert month.period_key == datetime.now(UTC).strftime("%Y-%m") and len(month.entries) == 4
 
+    await in_redis(h, merchant_id, "all")
+    await in_redis(h, merchant_id, month.period_key)
     await h.redis.flushall()
     assert await h.redis.dbsize() == 0
+    # Answered from PostgreSQL at once, while the board is rebuilt in Redis in the background.
     rebuilt = await board(h.stub, merchant_id, page_size=10, customer_id="c-a")
     assert [e.customer_id for e in rebuilt.entries] == ["c-b", "c-d", "c-a", "c-c"]
     assert rebuilt.own.rank == 3
-    assert await h.redis.dbsize() > 0  # back in Redis
+    await in_redis(h, merchant_id, "all")
+    from_redis = await board(h.stub, merchant_id, page_size=10, customer_id="c-a")
+    assert from_redis == rebuilt
 
     # An earn after the flush moves c-c to the top.
     await h.deliver(merchant_id, earned("c-c", 450, 550))
@@ -361,24 +376,36 @@ async def test_export_and_erase(h: Harness, merchant_id: str) -> None:
     await create_rule(
         h.stub, merchant_id, pb.BadgeRule(name="First", kind=pb.RULE_KIND_ORDERS, threshold=1)
     )
-    await h.deliver(merchant_id, earned("c-1", 10, 10))
-    await h.deliver(merchant_id, earned("c-2", 20, 20))
+    other = f"other-{merchant_id}"
+    for merchant, customer, points in (
+        (merchant_id, "c-1", 10),
+        (merchant_id, "c-2", 20),
+        (other, "c-1", 30),
+    ):
+        await h.deliver(merchant, earned(customer, points, points))
     store = GamificationStore(h.database)
-    exported = await store.export_customer(merchant_id, "c-1")
+    personal = Leaderboards(store, RedisBoards(h.redis, page_cache_seconds=0))
+    exported = await personal.export_customer(merchant_id, "c-1")
     assert [b["name"] for b in exported["badges"]] == ["First"]
     assert exported["progress"]["orders"] == 1 and len(exported["leaderboard_rankings"]) == 3
-    await store.erase_customer(merchant_id, "c-1")
-    assert (await store.export_customer(merchant_id, "c-1")) == {
+    ranked = BoardKeys(merchant_id, "all").ranked
+    assert await h.redis.zscore(ranked, "c-1") == 10
+
+    await personal.erase_customer(merchant_id, "c-1")
+    assert (await personal.export_customer(merchant_id, "c-1")) == {
         "badges": [],
         "progress": None,
         "leaderboard_rankings": [],
     }
-    await h.redis.flushall()
+    assert await h.redis.zscore(ranked, "c-1") is None  # gone from Redis too
+    assert await h.redis.zscore(BoardKeys(other, "all").ranked, "c-1") == 30
     assert [e.customer_id for e in (await board(h.stub, merchant_id)).entries] == ["c-2"]
-    await store.erase_merchant(merchant_id)
-    assert (await store.export_customer(merchant_id, "c-2"))["badges"] == []
-    await h.redis.flushall()
+
+    await personal.erase_merchant(merchant_id)
+    assert (await personal.export_customer(merchant_id, "c-2"))["leaderboard_rankings"] == []
+    assert await h.redis.keys(f"leaderboard:{{{merchant_id}}}:*") == []
     assert list((await board(h.stub, merchant_id)).entries) == []
+    assert [e.customer_id for e in (await board(h.stub, other)).entries] == ["c-1"]
 
 
 # ---- end to end: Envoy and the broker --------------------------------------------------------

@@ -2,6 +2,7 @@
 Redis lost it, answered from PostgreSQL when Redis cannot answer; putting committed scores on
 the Redis boards.
 
+A board Redis lost is rebuilt in the background and read from PostgreSQL until it is back.
 Redis is an optimisation here as everywhere: a Redis error costs a read a slower answer from
 PostgreSQL (the same order: score, then customer id, descending), and a score write that did
 not reach Redis is repaired by the next write of that customer or the next rebuild (counted
@@ -10,22 +11,20 @@ in `loyalnest_gamification_board_errors_total`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prometheus_client import Counter
 
 from loyalnest.platform.cache import REDIS_ERRORS
 from loyalnest.platform.observability import get_logger
 from loyalnest.services.gamification.domain import Period, period_key, period_keys
-from loyalnest.services.gamification.store.boards import (
-    BoardKeys,
-    BoardNotReady,
-    Loader,
-    RedisBoards,
-)
-from loyalnest.services.gamification.store.postgres import GamificationStore, Score
+from loyalnest.services.gamification.store.boards import BoardKeys, RedisBoards
+from loyalnest.services.gamification.store.postgres import GamificationStore
 
 log = get_logger(__name__)
 
@@ -34,6 +33,7 @@ BOARD_ERRORS = Counter(
     "Leaderboard operations Redis could not do (answered from PostgreSQL or repaired later).",
     ["operation"],
 )
+REBUILD_CATCH_UP_MARGIN = timedelta(seconds=30)
 BOARD_REBUILDS = Counter(
     "loyalnest_gamification_board_rebuilds_total",
     "Leaderboards rebuilt in Redis from PostgreSQL.",
@@ -60,6 +60,48 @@ class Leaderboards:
     def __init__(self, store: GamificationStore, boards: RedisBoards | None) -> None:
         self._store = store
         self._boards = boards
+        # Rebuilds running in this process, by board key: one at a time per board.
+        self._rebuilds: dict[str, asyncio.Task[None]] = {}
+
+    async def close(self) -> None:
+        for task in list(self._rebuilds.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._boards is not None:
+            await self._boards.close()
+
+    def _rebuild_in_background(self, keys: BoardKeys) -> None:
+        """Starts rebuilding a board Redis lost, detached from the request that noticed: a
+        million-customer board takes longer than a call may wait, and a cancelled call must
+        not abandon it halfway."""
+        running = self._rebuilds.get(keys.ranked)
+        if running is not None and not running.done():
+            return
+        boards = self._boards
+        assert boards is not None
+
+        async def rebuild() -> None:
+            # Writes that commit while the snapshot is read may miss it and land on the keys
+            # the rebuild then replaces: scores written since a little before it started are
+            # put back afterwards (absolute, so harmless twice). The margin covers clock skew
+            # between this process and PostgreSQL.
+            since = datetime.now(UTC) - REBUILD_CATCH_UP_MARGIN
+            try:
+                chunks = self._store.board(keys.merchant_id, keys.period_key)
+                if await boards.rebuild(keys, chunks):
+                    BOARD_REBUILDS.inc()
+                    missed = await self._store.changed_since(
+                        keys.merchant_id, keys.period_key, since
+                    )
+                    await boards.set_scores(keys.merchant_id, missed)
+            except Exception as exc:  # Redis or PostgreSQL away: the next read tries again
+                BOARD_ERRORS.labels("rebuild").inc()
+                log.warning("leaderboard rebuild failed", error=repr(exc))
+            finally:
+                self._rebuilds.pop(keys.ranked, None)
+
+        self._rebuilds[keys.ranked] = asyncio.create_task(rebuild())
 
     async def publish_scores(
         self, merchant_id: str, customer_id: str, keys: Sequence[str] | None = None
@@ -95,11 +137,11 @@ class Leaderboards:
         if self._boards is not None:
             keys = BoardKeys(merchant_id, key)
             try:
-                await self._boards.ensure_built(keys, self._loader(merchant_id, key))
-                rows = await self._boards.page(keys, offset, size)
-                own = await self._boards.rank(keys, customer_id) if customer_id else None
-            except BoardNotReady:
-                rows = None
+                if await self._boards.is_built(keys):
+                    rows = await self._boards.page(keys, offset, size)
+                    own = await self._boards.rank(keys, customer_id) if customer_id else None
+                else:
+                    self._rebuild_in_background(keys)
             except REDIS_ERRORS as exc:
                 BOARD_ERRORS.labels("read").inc()
                 log.warning("leaderboard read from postgres", error=repr(exc))
@@ -114,17 +156,25 @@ class Leaderboards:
         own_entry = Entry(own[0], customer_id, own[1]) if own else None
         return BoardPage(key, entries, own_entry, full=len(rows) == size)
 
-    def _loader(self, merchant_id: str, key: str) -> Loader:
-        async def load() -> list[Score]:
-            BOARD_REBUILDS.inc()
-            return await self._store.board(merchant_id, key)
+    # ---- personal data: PostgreSQL's record and the Redis boards together ----------------
 
-        return load
+    async def export_customer(self, merchant_id: str, customer_id: str) -> dict[str, Any]:
+        return await self._store.export_customer(merchant_id, customer_id)
 
-    async def forget(self, merchant_id: str, customer_id: str, keys: Sequence[str]) -> None:
+    async def erase_customer(self, merchant_id: str, customer_id: str) -> None:
+        """The customer's badges, counters and scores, and their places on the Redis boards
+        (a Redis that cannot answer now gets them dropped by the next rebuild)."""
+        keys = await self._store.period_keys_of(merchant_id, customer_id)
+        await self._store.erase_customer(merchant_id, customer_id)
         if self._boards is None:
             return
         try:
             await self._boards.remove(merchant_id, customer_id, keys)
         except REDIS_ERRORS:
             BOARD_ERRORS.labels("remove").inc()
+            raise
+
+    async def erase_merchant(self, merchant_id: str) -> None:
+        await self._store.erase_merchant(merchant_id)
+        if self._boards is not None:
+            await self._boards.remove_merchant(merchant_id)

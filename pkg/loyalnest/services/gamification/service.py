@@ -69,7 +69,7 @@ async def build(settings: GamificationSettings) -> ServiceComponents:
                 GamificationServicer(store, leaderboards),
             )
         ],
-        cleanup=[boards.close] if boards else [],
+        cleanup=[leaderboards.close],
     )
 
 

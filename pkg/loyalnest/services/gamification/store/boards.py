@@ -3,10 +3,12 @@
 Per board two sorted sets: `ranked` holds every customer with a score (own ranks come from
 it: an opted-out customer is still ranked), `listed` those shown in listings. A `built`
 marker says the board was loaded from PostgreSQL; when Redis lost it (a flush, an eviction,
-a restart without persistence) the next read rebuilds the board from leaderboard_rankings
-first, under a lock so that one reader does it. Writers set absolute scores (ZADD, never
-ZINCRBY): writing a customer's score again is harmless, and a rebuild racing a writer cannot
-count an earn twice. Pages are cached briefly (`leaderboard:{merchant}:...:page:...`).
+a restart without persistence) a read starts rebuilding it from leaderboard_rankings in the
+background (under a lock, so one process does it; ZADD in chunks: one command of a million
+members would block Redis for its whole length), and is answered from PostgreSQL meanwhile.
+Writers set absolute scores (ZADD, never ZINCRBY): writing a customer's score again is
+harmless, and a rebuild racing a writer cannot count an earn twice. Pages are cached briefly
+(`leaderboard:{merchant}:...:page:...`).
 
 Every key carries the merchant as a Redis Cluster hash tag (`{merchant}`), so one merchant's
 keys live in one slot and a MULTI over them is allowed there.
@@ -15,7 +17,7 @@ keys live in one slot and a MULTI over them is allowed there.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +26,6 @@ import redis.asyncio as redis
 from loyalnest.platform.cache import key_part
 from loyalnest.services.gamification.store.postgres import Score
 
-# ZADD in chunks: one command of a million members would block Redis for its whole length.
-REBUILD_CHUNK = 10_000
 REBUILD_LOCK_SECONDS = 60
 # Month and week boards outlive their period a little (last month's board is still asked).
 PERIOD_BOARD_TTL_SECONDS = 100 * 24 * 3600
@@ -64,11 +64,8 @@ class BoardKeys:
         return None if self.period_key == "all" else PERIOD_BOARD_TTL_SECONDS
 
 
-class BoardNotReady(Exception):
-    """Another reader is rebuilding the board: answer from PostgreSQL meanwhile."""
-
-
-Loader = Callable[[], Awaitable[list[Score]]]
+# A board's rows from PostgreSQL, a chunk at a time: (customer id, score, listed).
+Chunks = AsyncIterator[list[tuple[str, int, bool]]]
 
 
 class RedisBoards:
@@ -104,30 +101,47 @@ class RedisBoards:
                 pipe.zrem(keys.listed, customer_id)
             await pipe.execute()
 
-    async def ensure_built(self, keys: BoardKeys, load: Loader) -> None:
-        """Rebuilds the board from `load()` (PostgreSQL) when Redis does not have it."""
-        if await self._redis.exists(keys.built):
-            return
+    async def remove_merchant(self, merchant_id: str) -> None:
+        """Every board (and cached page) of the merchant."""
+        pattern = f"leaderboard:{{{key_part(merchant_id)}}}:*"
+        batch: list[bytes] = []
+        async for key in self._redis.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await self._redis.delete(*batch)
+                batch = []
+        if batch:
+            await self._redis.delete(*batch)
+
+    async def is_built(self, keys: BoardKeys) -> bool:
+        return bool(await self._redis.exists(keys.built))
+
+    async def rebuild(self, keys: BoardKeys, chunks: Chunks) -> bool:
+        """Loads the board from `chunks` (PostgreSQL, streamed) into temporary keys and swaps
+        them in at once, so a reader never sees half a board. False when another process is
+        rebuilding it (its lock)."""
         if not await self._redis.set(keys.lock, b"1", nx=True, ex=REBUILD_LOCK_SECONDS):
-            raise BoardNotReady(keys.ranked)
+            return False
+        ranked_tmp, listed_tmp = keys.ranked + ":tmp", keys.listed + ":tmp"
+        ranked_any = listed_any = False
         try:
-            scores = await load()
-            # Loaded into temporary keys, then swapped in at once: a reader never sees half.
-            ranked_tmp, listed_tmp = keys.ranked + ":tmp", keys.listed + ":tmp"
             await self._redis.delete(ranked_tmp, listed_tmp)
-            for start in range(0, len(scores), REBUILD_CHUNK):
-                chunk = scores[start : start + REBUILD_CHUNK]
+            async for chunk in chunks:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.zadd(ranked_tmp, {s.customer_id: s.score for s in chunk})
-                    listed = {s.customer_id: s.score for s in chunk if s.listed}
+                    pipe.zadd(ranked_tmp, {customer: score for customer, score, _ in chunk})
+                    listed = {customer: score for customer, score, shown in chunk if shown}
                     if listed:
                         pipe.zadd(listed_tmp, listed)
+                    # Still ours: a long rebuild keeps its lock.
+                    pipe.expire(keys.lock, REBUILD_LOCK_SECONDS)
                     await pipe.execute()
+                ranked_any = ranked_any or bool(chunk)
+                listed_any = listed_any or bool(listed)
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.delete(keys.ranked, keys.listed)
-                if scores:
+                if ranked_any:
                     pipe.rename(ranked_tmp, keys.ranked)
-                if any(s.listed for s in scores):
+                if listed_any:
                     pipe.rename(listed_tmp, keys.listed)
                 pipe.set(keys.built, b"1", ex=keys.ttl)
                 if keys.ttl:
@@ -135,7 +149,8 @@ class RedisBoards:
                     pipe.expire(keys.listed, keys.ttl)
                 await pipe.execute()
         finally:
-            await self._redis.delete(keys.lock)
+            await self._redis.delete(keys.lock, ranked_tmp, listed_tmp)
+        return True
 
     async def page(self, keys: BoardKeys, offset: int, size: int) -> list[tuple[str, int]]:
         """Customers `offset` .. `offset + size - 1` of the listing, highest first (cached)."""

@@ -11,7 +11,7 @@ idempotent (`write_once`).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -336,15 +336,35 @@ class GamificationStore:
                 for row in await cursor.fetchall()
             ]
 
-    async def board(self, merchant_id: str, period_key: str) -> list[Score]:
-        """Every score of a board: what a lost Redis board is rebuilt from."""
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
+    async def board(
+        self, merchant_id: str, period_key: str, chunk_size: int = 10_000
+    ) -> AsyncIterator[list[tuple[str, int, bool]]]:
+        """Every score of a board, `chunk_size` rows at a time (customer id, score, listed):
+        what a lost Redis board is rebuilt from, streamed (a server-side cursor) rather than
+        a million rows held at once."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor(f"board_{uuid.uuid4().hex}")
+            await cursor.execute(
                 "SELECT r.customer_id, r.score, NOT coalesce(p.leaderboard_opt_out, false)"
                 " FROM leaderboard_rankings r LEFT JOIN customer_progress p"
                 "  USING (merchant_id, customer_id)"
                 " WHERE r.merchant_id = %s AND r.period_key = %s",
                 (merchant_id, period_key),
+            )
+            while rows := await cursor.fetchmany(chunk_size):
+                yield [(row[0], int(row[1]), bool(row[2])) for row in rows]
+
+    async def changed_since(
+        self, merchant_id: str, period_key: str, since: datetime
+    ) -> list[Score]:
+        """Scores of a board written since `since`: what a rebuild's snapshot may have missed."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT r.customer_id, r.score, NOT coalesce(p.leaderboard_opt_out, false)"
+                " FROM leaderboard_rankings r LEFT JOIN customer_progress p"
+                "  USING (merchant_id, customer_id)"
+                " WHERE r.merchant_id = %s AND r.period_key = %s AND r.updated_at >= %s",
+                (merchant_id, period_key, since),
             )
             return [
                 Score(period_key, row[0], int(row[1]), bool(row[2]))
@@ -447,7 +467,8 @@ class GamificationStore:
         }
 
     async def erase_customer(self, merchant_id: str, customer_id: str) -> None:
-        """The customer's badges, counters and scores (the Redis boards are the caller's)."""
+        """The customer's badges, counters and scores; `Leaderboards.erase_customer` also takes
+        them off the Redis boards."""
         async with self._pool.connection() as conn, conn.transaction():
             for table in ("customer_badges", "customer_progress", "leaderboard_rankings"):
                 await conn.execute(
