@@ -32,6 +32,7 @@ SUB_MODULES = {
         "rewards",
         "discounts",
         "offline_sync",
+        "expiry",
     },
     "roles": set(),
     "users": set(),

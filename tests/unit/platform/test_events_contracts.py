@@ -31,6 +31,9 @@ OUR_EVENTS = {
     # Issue 14: uninstall completion.
     "merchant.uninstalled",
     "merchant.reinstalled",
+    # Issue 21: points expiry.
+    "points.expired",
+    "points.expiring",
 }
 SEED_EVENTS = {
     "customer.created",

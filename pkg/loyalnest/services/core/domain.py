@@ -50,6 +50,14 @@ UPDATABLE_FIELDS = frozenset(
         "multipliers",
         "points_expiry_days",
         "pending_period",
+        "points_expiry_mode",
+        "points_expiry_notice_days",
+    }
+)
+EXPIRY_MODES = frozenset(
+    {
+        core_events.POINTS_EXPIRY_MODE_AFTER_EARNED,
+        core_events.POINTS_EXPIRY_MODE_AFTER_INACTIVITY,
     }
 )
 ROUNDINGS = frozenset(
@@ -403,6 +411,21 @@ def validate_program_update(
         violations.append(
             FieldViolation(
                 "settings.points_expiry_days", f"must be 0 (never) to {MAX_EXPIRY_DAYS} days"
+            )
+        )
+    if "points_expiry_mode" in paths and settings.points_expiry_mode not in EXPIRY_MODES:
+        violations.append(
+            FieldViolation(
+                "settings.points_expiry_mode",
+                "must be POINTS_EXPIRY_MODE_AFTER_EARNED or POINTS_EXPIRY_MODE_AFTER_INACTIVITY",
+            )
+        )
+    if "points_expiry_notice_days" in paths and not (
+        0 <= settings.points_expiry_notice_days <= MAX_EXPIRY_DAYS
+    ):
+        violations.append(
+            FieldViolation(
+                "settings.points_expiry_notice_days", f"must be 0 (no notice) to {MAX_EXPIRY_DAYS}"
             )
         )
     if "pending_period" in paths:

@@ -16,6 +16,9 @@ Every step is idempotent (the order row, adjustment ids, ledger idempotency keys
 anywhere is repaired by running the step again: the settlement loop (`run`) does that for
 every order with work left, and is also what approves orders when their pending period ends.
 The clock is injected so tests can move time instead of waiting for the return window.
+
+The signup bonus (`SignupBonuses`): `customers/create` credits the program's
+`signup_bonus_points` once per customer (reason `signup`), whatever the deliveries.
 """
 
 from __future__ import annotations
@@ -126,6 +129,46 @@ class ProgramCopies:
         )
         self._cache.forget(merchant_id)
         return stored
+
+
+SIGNUP_REASON = "signup"
+
+
+class SignupBonuses:
+    """The program's `signup_bonus_points`, credited when Shopify reports a new customer."""
+
+    def __init__(self, ledger: Ledger, programs: ProgramCopies) -> None:
+        self._ledger = ledger
+        self._programs = programs
+
+    async def on_webhook(self, event: ConsumedEvent) -> bool:
+        webhook = event.payload_as(gateway_pb2.WebhookReceived)
+        if webhook.topic != "customers/create":
+            return True
+        if webhook.HasField("customer"):
+            customer_id = webhook.customer.customer_id
+        else:  # a version-1 event: the raw body
+            try:
+                payload: Any = json.loads(webhook.body)
+            except ValueError as exc:
+                raise PermanentEventError(f"customers/create {webhook.webhook_id}: {exc}") from exc
+            customer_id = str(payload.get("id", "")) if isinstance(payload, dict) else ""
+        if not customer_id:
+            raise PermanentEventError(f"customers/create {webhook.webhook_id} names no customer")
+        return await self.credit(event.merchant_id, customer_id)
+
+    async def credit(self, merchant_id: str, customer_id: str) -> bool:
+        """False when the customer had their bonus already, or the program gives none."""
+        program = await self._programs.get(merchant_id)
+        bonus = program.signup_bonus_points
+        if not program.program_enabled or bonus <= 0:
+            return False
+        posting = Posting(merchant_id, customer_id, TransactionType.EARN, bonus, SIGNUP_REASON)
+        # Once per customer: the key's fingerprint leaves out the amount, so a redelivery
+        # after the merchant changed the bonus replays the first credit instead of failing.
+        key = IdempotencyKey.internal(f"{SIGNUP_REASON}:{customer_id}", customer_id)
+        result = await self._ledger.post(posting, key)
+        return not result.replayed
 
 
 class OrderEarnings:

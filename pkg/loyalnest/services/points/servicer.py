@@ -21,6 +21,7 @@ from loyalnest.services.points.domain import (
     RewardKind,
     TransactionType,
 )
+from loyalnest.services.points.expiry import PointsExpiry
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.store.base import REWARD_UPDATABLE
@@ -28,6 +29,7 @@ from loyalnest.services.points.wire import (
     REWARD_KINDS,
     REWARD_KINDS_BY_PROTO,
     balance_proto,
+    expiring_proto,
     order_earning_proto,
     reward_proto,
     transaction_proto,
@@ -59,10 +61,13 @@ def _validate_amount(
 
 
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):
-    def __init__(self, ledger: Ledger, redemptions: RewardRedemptions) -> None:
+    def __init__(
+        self, ledger: Ledger, redemptions: RewardRedemptions, expiry: PointsExpiry
+    ) -> None:
         self._ledger = ledger
         self._store = ledger.store
         self._redemptions = redemptions
+        self._expiry = expiry
 
     async def GetPointsBalance(
         self, request: points_pb2.GetPointsBalanceRequest, context: Context
@@ -71,7 +76,12 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
         balance = await self._ledger.balance(merchant_id, request.customer_id)
-        return points_pb2.GetPointsBalanceResponse(balance=balance)
+        response = points_pb2.GetPointsBalanceResponse(balance=balance)
+        # Read from the history, not cached with the balance: it depends on the time.
+        expiring = await self._expiry.expiring(merchant_id, request.customer_id)
+        if expiring is not None:
+            response.expiring.CopyFrom(expiring_proto(expiring))
+        return response
 
     async def GetOrderEarning(
         self, request: points_pb2.GetOrderEarningRequest, context: Context

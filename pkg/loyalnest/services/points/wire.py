@@ -6,6 +6,7 @@ from loyalnest.gen.points.v1 import points_pb2
 from loyalnest.platform.protos import timestamp
 from loyalnest.services.points.domain import (
     Balance,
+    Expiring,
     Reward,
     RewardKind,
     Transaction,
@@ -18,6 +19,7 @@ TRANSACTION_TYPES = {
     TransactionType.REDEEM: points_pb2.TRANSACTION_TYPE_REDEEM,
     TransactionType.ADJUST: points_pb2.TRANSACTION_TYPE_ADJUST,
     TransactionType.REVERSAL: points_pb2.TRANSACTION_TYPE_REVERSAL,
+    TransactionType.EXPIRE: points_pb2.TRANSACTION_TYPE_EXPIRE,
 }
 
 
@@ -51,6 +53,10 @@ def balance_proto(balance: Balance) -> points_pb2.PointsBalance:
         update_time=timestamp(balance.updated_at),
         sequence=balance.sequence,
     )
+
+
+def expiring_proto(expiring: Expiring) -> points_pb2.ExpiringPoints:
+    return points_pb2.ExpiringPoints(points=expiring.points, expire_time=timestamp(expiring.at))
 
 
 def transaction_proto(transaction: Transaction) -> points_pb2.PointsTransaction:

@@ -26,15 +26,17 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eloyalnest/events/v1/core.proto\x12\x13loyalnest.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\"T\n\x0f\x43ustomerCreated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1b\n\x13shopify_customer_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"W\n\x0f\x43ustomerUpdated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"M\n\x10PlanLimitWarning\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04used\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\"P\n\x16ProgramSettingsUpdated\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.loyalnest.events.v1.ProgramSettings\"\xec\x02\n\x0fProgramSettings\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x17\n\x0fprogram_enabled\x18\x02 \x01(\x08\x12 \n\x18points_per_currency_unit\x18\x03 \x01(\t\x12\x35\n\x08rounding\x18\x04 \x01(\x0e\x32#.loyalnest.events.v1.PointsRounding\x12\x1b\n\x13signup_bonus_points\x18\x05 \x01(\x03\x12;\n\x0bmultipliers\x18\x06 \x03(\x0b\x32&.loyalnest.events.v1.EarningMultiplier\x12\x1a\n\x12points_expiry_days\x18\x07 \x01(\x05\x12\x31\n\x0epending_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x04plan\x18\t \x01(\x0b\x32\x1f.loyalnest.events.v1.PlanLimits\"S\n\x11\x45\x61rningMultiplier\x12\x15\n\rcollection_id\x18\x01 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x02 \x03(\t\x12\x12\n\nmultiplier\x18\x03 \x01(\t\"S\n\nPlanLimits\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x17\n\x0f\x63ustomers_limit\x18\x02 \x01(\x03\x12\x1e\n\x16orders_per_month_limit\x18\x03 \x01(\x03*\x80\x01\n\x0ePointsRounding\x12\x1f\n\x1bPOINTS_ROUNDING_UNSPECIFIED\x10\x00\x12\x18\n\x14POINTS_ROUNDING_DOWN\x10\x01\x12\x1b\n\x17POINTS_ROUNDING_NEAREST\x10\x02\x12\x16\n\x12POINTS_ROUNDING_UP\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eloyalnest/events/v1/core.proto\x12\x13loyalnest.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\"T\n\x0f\x43ustomerCreated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1b\n\x13shopify_customer_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"W\n\x0f\x43ustomerUpdated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"M\n\x10PlanLimitWarning\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04used\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\"P\n\x16ProgramSettingsUpdated\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.loyalnest.events.v1.ProgramSettings\"\xd2\x03\n\x0fProgramSettings\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x17\n\x0fprogram_enabled\x18\x02 \x01(\x08\x12 \n\x18points_per_currency_unit\x18\x03 \x01(\t\x12\x35\n\x08rounding\x18\x04 \x01(\x0e\x32#.loyalnest.events.v1.PointsRounding\x12\x1b\n\x13signup_bonus_points\x18\x05 \x01(\x03\x12;\n\x0bmultipliers\x18\x06 \x03(\x0b\x32&.loyalnest.events.v1.EarningMultiplier\x12\x1a\n\x12points_expiry_days\x18\x07 \x01(\x05\x12\x31\n\x0epending_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x04plan\x18\t \x01(\x0b\x32\x1f.loyalnest.events.v1.PlanLimits\x12\x41\n\x12points_expiry_mode\x18\x1e \x01(\x0e\x32%.loyalnest.events.v1.PointsExpiryMode\x12!\n\x19points_expiry_notice_days\x18\x1f \x01(\x05\"S\n\x11\x45\x61rningMultiplier\x12\x15\n\rcollection_id\x18\x01 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x02 \x03(\t\x12\x12\n\nmultiplier\x18\x03 \x01(\t\"S\n\nPlanLimits\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x17\n\x0f\x63ustomers_limit\x18\x02 \x01(\x03\x12\x1e\n\x16orders_per_month_limit\x18\x03 \x01(\x03*\x84\x01\n\x10PointsExpiryMode\x12\"\n\x1ePOINTS_EXPIRY_MODE_UNSPECIFIED\x10\x00\x12#\n\x1fPOINTS_EXPIRY_MODE_AFTER_EARNED\x10\x01\x12\'\n#POINTS_EXPIRY_MODE_AFTER_INACTIVITY\x10\x02*\x80\x01\n\x0ePointsRounding\x12\x1f\n\x1bPOINTS_ROUNDING_UNSPECIFIED\x10\x00\x12\x18\n\x14POINTS_ROUNDING_DOWN\x10\x01\x12\x1b\n\x17POINTS_ROUNDING_NEAREST\x10\x02\x12\x16\n\x12POINTS_ROUNDING_UP\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loyalnest.events.v1.core_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POINTSROUNDING']._serialized_start=995
-  _globals['_POINTSROUNDING']._serialized_end=1123
+  _globals['_POINTSEXPIRYMODE']._serialized_start=1097
+  _globals['_POINTSEXPIRYMODE']._serialized_end=1229
+  _globals['_POINTSROUNDING']._serialized_start=1232
+  _globals['_POINTSROUNDING']._serialized_end=1360
   _globals['_CUSTOMERCREATED']._serialized_start=121
   _globals['_CUSTOMERCREATED']._serialized_end=205
   _globals['_CUSTOMERUPDATED']._serialized_start=207
@@ -44,9 +46,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROGRAMSETTINGSUPDATED']._serialized_start=375
   _globals['_PROGRAMSETTINGSUPDATED']._serialized_end=455
   _globals['_PROGRAMSETTINGS']._serialized_start=458
-  _globals['_PROGRAMSETTINGS']._serialized_end=822
-  _globals['_EARNINGMULTIPLIER']._serialized_start=824
-  _globals['_EARNINGMULTIPLIER']._serialized_end=907
-  _globals['_PLANLIMITS']._serialized_start=909
-  _globals['_PLANLIMITS']._serialized_end=992
+  _globals['_PROGRAMSETTINGS']._serialized_end=924
+  _globals['_EARNINGMULTIPLIER']._serialized_start=926
+  _globals['_EARNINGMULTIPLIER']._serialized_end=1009
+  _globals['_PLANLIMITS']._serialized_start=1011
+  _globals['_PLANLIMITS']._serialized_end=1094
 # @@protoc_insertion_point(module_scope)

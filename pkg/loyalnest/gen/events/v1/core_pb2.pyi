@@ -11,12 +11,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PointsExpiryMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POINTS_EXPIRY_MODE_UNSPECIFIED: _ClassVar[PointsExpiryMode]
+    POINTS_EXPIRY_MODE_AFTER_EARNED: _ClassVar[PointsExpiryMode]
+    POINTS_EXPIRY_MODE_AFTER_INACTIVITY: _ClassVar[PointsExpiryMode]
+
 class PointsRounding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     POINTS_ROUNDING_UNSPECIFIED: _ClassVar[PointsRounding]
     POINTS_ROUNDING_DOWN: _ClassVar[PointsRounding]
     POINTS_ROUNDING_NEAREST: _ClassVar[PointsRounding]
     POINTS_ROUNDING_UP: _ClassVar[PointsRounding]
+POINTS_EXPIRY_MODE_UNSPECIFIED: PointsExpiryMode
+POINTS_EXPIRY_MODE_AFTER_EARNED: PointsExpiryMode
+POINTS_EXPIRY_MODE_AFTER_INACTIVITY: PointsExpiryMode
 POINTS_ROUNDING_UNSPECIFIED: PointsRounding
 POINTS_ROUNDING_DOWN: PointsRounding
 POINTS_ROUNDING_NEAREST: PointsRounding
@@ -59,7 +68,7 @@ class ProgramSettingsUpdated(_message.Message):
     def __init__(self, settings: _Optional[_Union[ProgramSettings, _Mapping]] = ...) -> None: ...
 
 class ProgramSettings(_message.Message):
-    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan")
+    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan", "points_expiry_mode", "points_expiry_notice_days")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_ENABLED_FIELD_NUMBER: _ClassVar[int]
     POINTS_PER_CURRENCY_UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +78,8 @@ class ProgramSettings(_message.Message):
     POINTS_EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
     PENDING_PERIOD_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    POINTS_EXPIRY_MODE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_EXPIRY_NOTICE_DAYS_FIELD_NUMBER: _ClassVar[int]
     version: int
     program_enabled: bool
     points_per_currency_unit: str
@@ -78,7 +89,9 @@ class ProgramSettings(_message.Message):
     points_expiry_days: int
     pending_period: _duration_pb2.Duration
     plan: PlanLimits
-    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ...) -> None: ...
+    points_expiry_mode: PointsExpiryMode
+    points_expiry_notice_days: int
+    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ..., points_expiry_mode: _Optional[_Union[PointsExpiryMode, str]] = ..., points_expiry_notice_days: _Optional[int] = ...) -> None: ...
 
 class EarningMultiplier(_message.Message):
     __slots__ = ("collection_id", "product_ids", "multiplier")

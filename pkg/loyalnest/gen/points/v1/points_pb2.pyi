@@ -21,6 +21,7 @@ class TransactionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSACTION_TYPE_REDEEM: _ClassVar[TransactionType]
     TRANSACTION_TYPE_ADJUST: _ClassVar[TransactionType]
     TRANSACTION_TYPE_REVERSAL: _ClassVar[TransactionType]
+    TRANSACTION_TYPE_EXPIRE: _ClassVar[TransactionType]
 
 class RewardKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -54,6 +55,7 @@ TRANSACTION_TYPE_EARN: TransactionType
 TRANSACTION_TYPE_REDEEM: TransactionType
 TRANSACTION_TYPE_ADJUST: TransactionType
 TRANSACTION_TYPE_REVERSAL: TransactionType
+TRANSACTION_TYPE_EXPIRE: TransactionType
 REWARD_KIND_UNSPECIFIED: RewardKind
 REWARD_KIND_FIXED_AMOUNT: RewardKind
 REWARD_KIND_PERCENTAGE: RewardKind
@@ -114,10 +116,20 @@ class GetPointsBalanceRequest(_message.Message):
     def __init__(self, customer_id: _Optional[str] = ...) -> None: ...
 
 class GetPointsBalanceResponse(_message.Message):
-    __slots__ = ("balance",)
+    __slots__ = ("balance", "expiring")
     BALANCE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRING_FIELD_NUMBER: _ClassVar[int]
     balance: PointsBalance
-    def __init__(self, balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...
+    expiring: ExpiringPoints
+    def __init__(self, balance: _Optional[_Union[PointsBalance, _Mapping]] = ..., expiring: _Optional[_Union[ExpiringPoints, _Mapping]] = ...) -> None: ...
+
+class ExpiringPoints(_message.Message):
+    __slots__ = ("points", "expire_time")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    points: int
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, points: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EarnPointsRequest(_message.Message):
     __slots__ = ("customer_id", "points", "reason", "idempotency_key")

@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from google.protobuf.message import Message
+
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.services.points.domain import (
@@ -116,6 +118,23 @@ class LedgerStore(Protocol):
         ...
 
     async def program_settings(self, merchant_id: str) -> bytes | None: ...
+
+    async def program_copies(self) -> list[tuple[str, bytes]]:
+        """Every merchant's program copy (merchant_id, serialized ProgramSettings)."""
+        ...
+
+    # ---- points expiry (see points/expiry.py) -------------------------------------------
+
+    async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
+        """Customers of the merchant with a positive balance, by customer_id, after `after`."""
+        ...
+
+    async def record_expiry_notice(
+        self, merchant_id: str, customer_id: str, expire_at: datetime, event: Message
+    ) -> bool:
+        """Enqueues `event` (points.expiring) unless a notice for this customer and expiry
+        time was recorded before, atomically with recording it. True when enqueued."""
+        ...
 
     async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
         """Inserts `earning` unless the merchant's order has one: (the stored one, inserted)."""

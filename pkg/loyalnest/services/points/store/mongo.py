@@ -36,6 +36,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
@@ -60,6 +61,7 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.services.points.domain import (
     Balance,
     InsufficientPoints,
+    LedgerMoved,
     LedgerNotFound,
     Posting,
     PostingResult,
@@ -94,6 +96,7 @@ POS_OFFLINE_QUEUE = "pos_offline_queue"
 PROGRAM_SETTINGS = "program_settings_copies"
 ORDER_EARNINGS = "order_earnings"
 PROCESSED_EVENTS = "processed_events"
+EXPIRY_NOTICES = "points_expiry_notices"
 _KEY_INDEX = "merchant_namespace_key_unique"
 # Before namespaces (merchant_id, idempotency_key): dropped once its keys are migrated.
 _LEGACY_KEY_INDEX = "merchant_key_unique"
@@ -155,7 +158,7 @@ class _LedgerCreationRace(Exception):
 
 
 # Raised before the balance document changed.
-_NOTHING_WRITTEN = (LedgerNotFound, InsufficientPoints, _LedgerCreationRace)
+_NOTHING_WRITTEN = (LedgerNotFound, InsufficientPoints, LedgerMoved, _LedgerCreationRace)
 
 
 class _ClaimLost(Aborted):
@@ -209,6 +212,7 @@ class MongoLedgerStore:
         self._processed = collection(PROCESSED_EVENTS)
         self._programs = collection(PROGRAM_SETTINGS)
         self._orders = collection(ORDER_EARNINGS)
+        self._notices = collection(EXPIRY_NOTICES)
 
     @classmethod
     def connect(
@@ -289,6 +293,11 @@ class MongoLedgerStore:
         self._orders.create_index([("approve_at", ASCENDING)], name="approve_at")
         self._orders.create_index(
             [("merchant_id", ASCENDING), ("created_at", ASCENDING)], name="merchant_month"
+        )
+        # The expiry job's walk over a merchant's customers who have points.
+        self._balances.create_index(
+            [("merchant_id", ASCENDING), ("customer_id", ASCENDING), ("balance", ASCENDING)],
+            name="merchant_customer_balance",
         )
         for later in (self._redemptions, self._pos_queue):
             later.create_index([("customer_id", ASCENDING)], name="customer_id")
@@ -491,6 +500,8 @@ class MongoLedgerStore:
         guard: Document = {}
         if posting.points < 0:
             guard = {"balance": {"$gte": -posting.points}}
+        if posting.expected_sequence is not None:
+            guard["last_sequence"] = posting.expected_sequence
         if posting.opens_ledger:
             update["$setOnInsert"] = {"created_at": now}
         try:
@@ -507,6 +518,8 @@ class MongoLedgerStore:
             current = self._balances.find_one(ledger, session=session)
             if current is None:
                 raise LedgerNotFound(posting.customer_id)
+            if posting.expected_sequence not in (None, current["last_sequence"]):
+                raise LedgerMoved(posting.customer_id, posting.expected_sequence)
             raise InsufficientPoints(posting.customer_id, current["balance"], -posting.points)
         transaction = Transaction(
             transaction_id=str(uuid.uuid4()),
@@ -767,6 +780,59 @@ class MongoLedgerStore:
     async def program_settings(self, merchant_id: str) -> bytes | None:
         doc = await self._run(partial(self._programs.find_one, {"_id": merchant_id}))
         return None if doc is None else bytes(doc["settings"])
+
+    async def program_copies(self) -> list[tuple[str, bytes]]:
+        docs = await self._run(lambda: list(self._programs.find({}, {"settings": 1})))
+        return [(doc["_id"], bytes(doc["settings"])) for doc in docs]
+
+    # ---- points expiry ------------------------------------------------------------------
+
+    async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
+        def find() -> list[str]:
+            cursor = (
+                self._balances.find(
+                    {
+                        "merchant_id": merchant_id,
+                        "customer_id": {"$gt": after},
+                        "balance": {"$gt": 0},
+                    },
+                    {"customer_id": 1},
+                )
+                .sort("customer_id", ASCENDING)
+                .limit(limit)
+            )
+            return [doc["customer_id"] for doc in cursor]
+
+        return await self._run(find)
+
+    async def record_expiry_notice(
+        self, merchant_id: str, customer_id: str, expire_at: datetime, event: Message
+    ) -> bool:
+        transactional = await self.uses_transactions()
+        # The notice's id is its key: a second insert is a duplicate, whatever the session.
+        notice = {
+            "_id": f"{merchant_id}|{customer_id}|{_utc(expire_at).isoformat()}",
+            "merchant_id": merchant_id,
+            "customer_id": customer_id,
+            "expire_at": expire_at,
+            "created_at": _now(),
+        }
+
+        def record(session: ClientSession | None) -> bool:
+            try:
+                self._notices.insert_one(notice, session=session)
+            except DuplicateKeyError:
+                return False
+            mongo_outbox.enqueue(self._database, merchant_id, event, session=session)
+            return True
+
+        def run() -> bool:
+            if not transactional:
+                return record(None)
+            with self._client.start_session() as session:
+                return session.with_transaction(record, write_concern=_LEDGER_WRITE_CONCERN)
+
+        return await self._run(run)
 
     async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
         doc = _order_document(earning)
