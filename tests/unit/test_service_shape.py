@@ -33,6 +33,7 @@ SUB_MODULES = {
         "discounts",
         "offline_sync",
         "expiry",
+        "rules",
     },
     "roles": set(),
     "users": set(),

@@ -37,6 +37,8 @@ class Posting:
     # Applied only if the ledger's last sequence is still this one, else LedgerMoved: for a
     # posting computed from the ledger's history (expiry), which a change since invalidates.
     expected_sequence: int | None = None
+    # The earning rule(s) that gave the points ("order", "order,punch"): shown in history.
+    rule_id: str = ""
 
     @property
     def opens_ledger(self) -> bool:
@@ -83,6 +85,7 @@ class Transaction:
     balance_after: int
     lifetime_earned_after: int
     lifetime_redeemed_after: int
+    rule_id: str = ""
 
     def balance_snapshot(self) -> Balance:
         return Balance(
@@ -106,6 +109,22 @@ class PostingResult:
     @classmethod
     def of(cls, transaction: Transaction, *, replayed: bool = False) -> PostingResult:
         return cls(transaction, transaction.balance_snapshot(), replayed)
+
+
+class ActivityStatus(StrEnum):
+    AWARDED = "awarded"
+    DUPLICATE = "duplicate"  # awarded before for the same occurrence
+    LIMIT_REACHED = "limit_reached"
+
+
+@dataclass(frozen=True)
+class ActivityResult:
+    """What one CUSTOM_ACTIVITY rule did with a reported activity (earning.Activities)."""
+
+    rule_id: str
+    status: ActivityStatus
+    points: int
+    transaction: Transaction | None = None
 
 
 @dataclass(frozen=True)

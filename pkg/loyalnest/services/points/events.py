@@ -27,6 +27,7 @@ def ledger_event(transaction: Transaction) -> Message:
                 balance_after=t.balance_after,
                 lifetime_earned_after=t.lifetime_earned_after,
                 reason=t.reason,
+                rule_id=t.rule_id,
             )
         case TransactionType.REDEEM:
             return events_pb2.PointsRedeemed(

@@ -29,6 +29,7 @@ from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points import consumers, events
 from loyalnest.services.points.discounts import DiscountCodes, ShopNotConnected
 from loyalnest.services.points.earning import (
+    Activities,
     Clock,
     OrderEarnings,
     ProgramCopies,
@@ -135,6 +136,8 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
                 ledger,
                 RewardRedemptions(ledger, codes),
                 PointsExpiry(ledger, programs, clock=clock),
+                orders,
+                Activities(ledger, orders, clock=clock),
             ),
         )
     ]

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PointsEarned(_message.Message):
-    __slots__ = ("customer_id", "transaction_id", "sequence", "points", "balance_after", "lifetime_earned_after", "reason")
+    __slots__ = ("customer_id", "transaction_id", "sequence", "points", "balance_after", "lifetime_earned_after", "reason", "rule_id")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class PointsEarned(_message.Message):
     BALANCE_AFTER_FIELD_NUMBER: _ClassVar[int]
     LIFETIME_EARNED_AFTER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     transaction_id: str
     sequence: int
@@ -24,7 +25,8 @@ class PointsEarned(_message.Message):
     balance_after: int
     lifetime_earned_after: int
     reason: str
-    def __init__(self, customer_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., sequence: _Optional[int] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., lifetime_earned_after: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    rule_id: str
+    def __init__(self, customer_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., sequence: _Optional[int] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., lifetime_earned_after: _Optional[int] = ..., reason: _Optional[str] = ..., rule_id: _Optional[str] = ...) -> None: ...
 
 class PointsRedeemed(_message.Message):
     __slots__ = ("customer_id", "transaction_id", "sequence", "points", "balance_after", "lifetime_redeemed_after", "reason")

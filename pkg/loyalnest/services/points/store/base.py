@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -21,6 +21,7 @@ from loyalnest.services.points.domain import (
     Transaction,
 )
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderSettlement
+from loyalnest.services.points.rules import RuleEvent
 
 # The reward fields update_reward may change.
 REWARD_UPDATABLE = frozenset({"name", "kind", "value", "points_cost", "active"})
@@ -121,6 +122,20 @@ class LedgerStore(Protocol):
 
     async def program_copies(self) -> list[tuple[str, bytes]]:
         """Every merchant's program copy (merchant_id, serialized ProgramSettings)."""
+        ...
+
+    # ---- earning rules (see points/rules.py) ---------------------------------------------
+
+    async def rule_events(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> dict[str, list[RuleEvent]]:
+        """The customer's events of each rule in `since` from that time on, oldest first."""
+        ...
+
+    async def record_rule_events(
+        self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
+    ) -> None:
+        """Inserts each event unless its (rule, occurrence) is recorded (then keeps that one)."""
         ...
 
     # ---- points expiry (see points/expiry.py) -------------------------------------------

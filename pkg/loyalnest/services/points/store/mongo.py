@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import hashlib
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -80,6 +80,7 @@ from loyalnest.services.points.orders import (
     OrderSettlement,
     OrderStatus,
 )
+from loyalnest.services.points.rules import RuleEvent
 from loyalnest.services.points.store.base import reward_columns
 
 log = get_logger(__name__)
@@ -97,6 +98,7 @@ PROGRAM_SETTINGS = "program_settings_copies"
 ORDER_EARNINGS = "order_earnings"
 PROCESSED_EVENTS = "processed_events"
 EXPIRY_NOTICES = "points_expiry_notices"
+RULE_EVENTS = "rule_events"
 _KEY_INDEX = "merchant_namespace_key_unique"
 # Before namespaces (merchant_id, idempotency_key): dropped once its keys are migrated.
 _LEGACY_KEY_INDEX = "merchant_key_unique"
@@ -126,6 +128,7 @@ def _transaction(doc: Mapping[str, Any]) -> Transaction:
         balance_after=doc["balance_after"],
         lifetime_earned_after=doc["lifetime_earned_after"],
         lifetime_redeemed_after=doc["lifetime_redeemed_after"],
+        rule_id=doc.get("rule_id", ""),
     )
 
 
@@ -213,6 +216,7 @@ class MongoLedgerStore:
         self._programs = collection(PROGRAM_SETTINGS)
         self._orders = collection(ORDER_EARNINGS)
         self._notices = collection(EXPIRY_NOTICES)
+        self._rule_events = collection(RULE_EVENTS)
 
     @classmethod
     def connect(
@@ -293,6 +297,15 @@ class MongoLedgerStore:
         self._orders.create_index([("approve_at", ASCENDING)], name="approve_at")
         self._orders.create_index(
             [("merchant_id", ASCENDING), ("created_at", ASCENDING)], name="merchant_month"
+        )
+        self._rule_events.create_index(
+            [
+                ("merchant_id", ASCENDING),
+                ("customer_id", ASCENDING),
+                ("rule_id", ASCENDING),
+                ("at", ASCENDING),
+            ],
+            name="customer_rule_recent",
         )
         # The expiry job's walk over a merchant's customers who have points.
         self._balances.create_index(
@@ -533,6 +546,7 @@ class MongoLedgerStore:
             balance_after=after["balance"],
             lifetime_earned_after=after["lifetime_earned"],
             lifetime_redeemed_after=after["lifetime_redeemed"],
+            rule_id=posting.rule_id,
         )
         doc = {"_id": transaction.transaction_id, **asdict(transaction)}
         doc["type"] = str(transaction.type)
@@ -785,6 +799,60 @@ class MongoLedgerStore:
         docs = await self._run(lambda: list(self._programs.find({}, {"settings": 1})))
         return [(doc["_id"], bytes(doc["settings"])) for doc in docs]
 
+    # ---- earning rules ------------------------------------------------------------------
+
+    async def rule_events(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> dict[str, list[RuleEvent]]:
+        found: dict[str, list[RuleEvent]] = {rule_id: [] for rule_id in since}
+        if not since:
+            return found
+
+        def find() -> list[Document]:
+            return list(
+                self._rule_events.find(
+                    {
+                        "merchant_id": merchant_id,
+                        "customer_id": customer_id,
+                        "rule_id": {"$in": list(since)},
+                        "at": {"$gte": _millis(min(since.values()))},
+                    }
+                ).sort([("at", ASCENDING), ("occurrence", ASCENDING)])
+            )
+
+        for doc in await self._run(find):
+            at = _utc(doc["at"])
+            if at >= _millis(since[doc["rule_id"]]):
+                found[doc["rule_id"]].append(
+                    RuleEvent(
+                        doc["rule_id"], doc["occurrence"], doc["points"], Decimal(doc["amount"]), at
+                    )
+                )
+        return found
+
+    async def record_rule_events(
+        self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
+    ) -> None:
+        def insert() -> None:
+            for e in events:
+                # The id is the (rule, occurrence): a second insert keeps the first decision.
+                with contextlib.suppress(DuplicateKeyError):
+                    self._rule_events.insert_one(
+                        {
+                            "_id": f"{merchant_id}|{customer_id}|{e.rule_id}|{e.occurrence}",
+                            "merchant_id": merchant_id,
+                            "customer_id": customer_id,
+                            "rule_id": e.rule_id,
+                            "occurrence": e.occurrence,
+                            "points": e.points,
+                            "amount": str(e.amount),
+                            "at": _millis(e.at),
+                        }
+                    )
+
+        if events:
+            await self._run(insert)
+
     # ---- points expiry ------------------------------------------------------------------
 
     async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
@@ -1035,6 +1103,7 @@ def _order_earning(doc: Mapping[str, Any]) -> OrderEarning:
         settings_version=doc["settings_version"],
         note=doc["note"],
         approved_points=doc["approved_points"],
+        awards=doc.get("awards", ""),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, astuple, fields
 from datetime import datetime
 from typing import Any
@@ -41,6 +41,7 @@ from loyalnest.services.points.orders import (
     OrderSettlement,
     OrderStatus,
 )
+from loyalnest.services.points.rules import RuleEvent
 from loyalnest.services.points.store.base import reward_columns
 
 _COLUMNS = [field.name for field in fields(Transaction)]
@@ -155,6 +156,7 @@ class PostgresLedgerStore:
             balance_after=balance,
             lifetime_earned_after=earned,
             lifetime_redeemed_after=redeemed,
+            rule_id=posting.rule_id,
         )
         row = astuple(transaction)
         await conn.execute(
@@ -358,6 +360,42 @@ class PostgresLedgerStore:
         async with self._pool.connection() as conn:
             cursor = await conn.execute("SELECT merchant_id, settings FROM program_settings_copies")
             return [(merchant_id, bytes(raw)) for merchant_id, raw in await cursor.fetchall()]
+
+    # ---- earning rules ------------------------------------------------------------------
+
+    async def rule_events(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> dict[str, list[RuleEvent]]:
+        found: dict[str, list[RuleEvent]] = {rule_id: [] for rule_id in since}
+        if not since:
+            return found
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT rule_id, occurrence, points, amount, at FROM rule_events"
+                " WHERE merchant_id = %s AND customer_id = %s AND rule_id = ANY(%s)"
+                " AND at >= %s ORDER BY at, occurrence",
+                (merchant_id, customer_id, list(since), min(since.values())),
+            )
+            for rule_id, occurrence, points, amount, at in await cursor.fetchall():
+                if at >= since[rule_id]:
+                    found[rule_id].append(RuleEvent(rule_id, occurrence, points, amount, at))
+        return found
+
+    async def record_rule_events(
+        self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
+    ) -> None:
+        if not events:
+            return
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor()
+            await cursor.executemany(
+                "INSERT INTO rule_events (merchant_id, customer_id, rule_id, occurrence, points,"
+                " amount, at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [
+                    (merchant_id, customer_id, e.rule_id, e.occurrence, e.points, e.amount, e.at)
+                    for e in events
+                ],
+            )
 
     # ---- points expiry ------------------------------------------------------------------
 
