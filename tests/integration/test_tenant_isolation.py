@@ -197,6 +197,31 @@ POINTS = Table(
             )
         ],
         "EarnPoints": [Case(_points_replay_b_earn, may_succeed=True)],
+        # A's activity for a customer id of B's lands in A's own ledger under A's rules (none:
+        # nothing earned); B's customer is untouched.
+        "RecordActivity": [
+            Case(
+                _points(
+                    "RecordActivity",
+                    points_pb2.RecordActivityRequest(
+                        customer_id="cust-b-get", activity="review", idempotency_key=_key()
+                    ),
+                ),
+                may_succeed=True,
+            )
+        ],
+        # Under A's own program: nothing of B's is read.
+        "PreviewEarning": [
+            Case(
+                _points(
+                    "PreviewEarning",
+                    points_pb2.PreviewEarningRequest(
+                        lines=[points_pb2.PreviewLine(product_id="1", quantity=1, price="10")]
+                    ),
+                ),
+                may_succeed=True,
+            )
+        ],
         "RedeemPoints": [
             Case(
                 _points(

@@ -34,6 +34,8 @@ SUB_MODULES = {
         "rewards",
         "discounts",
         "offline_sync",
+        "expiry",
+        "rules",
     },
     "roles": set(),
     "users": set(),

@@ -189,6 +189,7 @@ def read_order(payload: Mapping[str, Any]) -> gateway_events.ShopifyOrder:
         currency=_text(payload.get("currency")),
         financial_status=_text(payload.get("financial_status")),
         cancel_reason=_text(payload.get("cancel_reason")),
+        source_name=_text(payload.get("source_name")),
     )
     customer = _object(payload, "customer")
     if customer is not None:

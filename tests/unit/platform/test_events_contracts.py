@@ -31,6 +31,9 @@ OUR_EVENTS = {
     # Issue 14: uninstall completion.
     "merchant.uninstalled",
     "merchant.reinstalled",
+    # Issue 21: points expiry.
+    "points.expired",
+    "points.expiring",
 }
 SEED_EVENTS = {
     "customer.created",
@@ -63,6 +66,9 @@ NOT_EVENTS = {
     "loyalnest.events.v1.ProgramSettings",
     "loyalnest.events.v1.EarningMultiplier",
     "loyalnest.events.v1.PlanLimits",
+    # Parts of ProgramSettings (issue 21).
+    "loyalnest.events.v1.EarningRule",
+    "loyalnest.events.v1.EarningLimit",
     # Parts of webhook.received (payload version 2).
     "loyalnest.events.v1.ShopifyOrder",
     "loyalnest.events.v1.ShopifyLineItem",

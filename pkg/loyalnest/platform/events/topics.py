@@ -114,6 +114,8 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("points.redeemed", points_pb2.PointsRedeemed, POINTS, "customer_id"),
     EventSpec("points.adjusted", points_pb2.PointsAdjusted, POINTS, "customer_id"),
     EventSpec("points.reversed", points_pb2.PointsReversed, POINTS, "customer_id"),
+    EventSpec("points.expired", points_pb2.PointsExpired, POINTS, "customer_id"),
+    EventSpec("points.expiring", points_pb2.PointsExpiring, POINTS, "customer_id"),
     EventSpec("referral.created", referrals_pb2.ReferralCreated, REFERRALS, "referrer_id"),
     EventSpec("referral.completed", referrals_pb2.ReferralCompleted, REFERRALS, "referrer_id"),
     EventSpec("user.created", users_pb2.UserCreated, USERS, "user_id"),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
+
+from google.protobuf.message import Message
 
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
@@ -19,6 +21,7 @@ from loyalnest.services.points.domain import (
     Transaction,
 )
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderSettlement
+from loyalnest.services.points.rules import RuleEvent
 
 # The reward fields update_reward may change.
 REWARD_UPDATABLE = frozenset({"name", "kind", "value", "points_cost", "active"})
@@ -116,6 +119,37 @@ class LedgerStore(Protocol):
         ...
 
     async def program_settings(self, merchant_id: str) -> bytes | None: ...
+
+    async def program_copies(self) -> list[tuple[str, bytes]]:
+        """Every merchant's program copy (merchant_id, serialized ProgramSettings)."""
+        ...
+
+    # ---- earning rules (see points/rules.py) ---------------------------------------------
+
+    async def rule_events(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> dict[str, list[RuleEvent]]:
+        """The customer's events of each rule in `since` from that time on, oldest first."""
+        ...
+
+    async def record_rule_events(
+        self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
+    ) -> None:
+        """Inserts each event unless its (rule, occurrence) is recorded (then keeps that one)."""
+        ...
+
+    # ---- points expiry (see points/expiry.py) -------------------------------------------
+
+    async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
+        """Customers of the merchant with a positive balance, by customer_id, after `after`."""
+        ...
+
+    async def record_expiry_notice(
+        self, merchant_id: str, customer_id: str, expire_at: datetime, event: Message
+    ) -> bool:
+        """Enqueues `event` (points.expiring) unless a notice for this customer and expiry
+        time was recorded before, atomically with recording it. True when enqueued."""
+        ...
 
     async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
         """Inserts `earning` unless the merchant's order has one: (the stored one, inserted)."""
