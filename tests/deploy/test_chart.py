@@ -203,13 +203,79 @@ def test_consul_sidecar(rendered: dict[str, Objects]) -> None:
         )
         == 1
     )
-    sidecar = container(rendered["all-features"], "Deployment", "points", "consul-sync")
+    # all-features: agentless Consul, the servers' catalog over https with their CA; the ACL
+    # token as a file (re-read when the Secret rotates), never in the environment.
+    objects = rendered["all-features"]
+    sidecar = container(objects, "Deployment", "points", "consul-sync")
     assert sidecar["command"] == ["loyalnest", "consul-sync"]
     assert "--service-name=points" in sidecar["args"]
-    assert "--consul-addr=http://$(HOST_IP):8500" in sidecar["args"]
-    assert env_of(sidecar)["CONSUL_HTTP_TOKEN"] == {
-        "secretKeyRef": {"name": "consul-acl-token", "key": "token"}
+    assert "--mode=catalog" in sidecar["args"]
+    assert "--consul-addr=https://consul-server.consul.svc:8501" in sidecar["args"]
+    assert "--token-file=/etc/consul/token/token" in sidecar["args"]
+    assert "--ca-file=/etc/consul/ca/tls.crt" in sidecar["args"]
+    assert "CONSUL_HTTP_TOKEN" not in env_of(sidecar)
+    volumes = {
+        v["name"]: v
+        for v in find(objects, "Deployment", "points")["spec"]["template"]["spec"]["volumes"]
     }
+    assert volumes["consul-token"]["secret"]["secretName"] == "consul-acl-token"
+    assert volumes["consul-ca"]["secret"]["secretName"] == "consul-ca-cert"
+    assert {m["mountPath"] for m in sidecar["volumeMounts"]} == {
+        "/etc/consul/token",
+        "/etc/consul/ca",
+    }
+
+
+def _consul_rules(objects: Objects, name: str) -> tuple[list[Any], list[Any]]:
+    """A policy's ingress rules on the gRPC port from ipBlocks (a Consul agent's check), and
+    its egress rules on Consul's ports."""
+    spec = find(objects, "NetworkPolicy", name)["spec"]
+    ingress = [
+        r
+        for r in spec["ingress"]
+        if {"protocol": "TCP", "port": 50051} in r["ports"]
+        and any("ipBlock" in peer for peer in r.get("from", []))
+    ]
+    egress = [r for r in spec["egress"] if {p["port"] for p in r["ports"]} & {8500, 8501}]
+    return ingress, egress
+
+
+def test_consul_catalog_mode_opens_no_grpc_port(rendered: dict[str, Objects]) -> None:
+    """Agentless: nothing connects to the pods for Consul; the sidecars reach the servers, and
+    the gateway (no sidecar) gets no Consul egress."""
+    objects = rendered["all-features"]
+    for name in ("points", "auth", "edge"):
+        ingress, egress = _consul_rules(objects, name)
+        assert ingress == []
+        (rule,) = egress
+        assert rule["ports"] == [{"protocol": "TCP", "port": 8501}]
+        assert rule["to"][0]["podSelector"]["matchLabels"] == {
+            "app": "consul",
+            "component": "server",
+        }
+    assert _consul_rules(objects, "gateway")[1] == []
+
+
+def test_consul_agent_mode_admits_only_the_nodes() -> None:
+    """The agent's gRPC check comes from the node: without the nodes' CIDRs the chart refuses
+    (it once opened every gRPC port to 0.0.0.0/0); with them, only they get in."""
+    with pytest.raises(helm.HelmError, match="consulAgentCIDRs"):
+        helm.template(Render(overrides={"consul": {"enabled": True}}))
+    overrides = {
+        "consul": {"enabled": True},
+        "networkPolicy": {"consulAgentCIDRs": ["10.240.0.0/16"]},
+    }
+    objects = parse(helm.template(Render(overrides=overrides)))
+    ingress, egress = _consul_rules(objects, "points")
+    assert [r["from"] for r in ingress] == [[{"ipBlock": {"cidr": "10.240.0.0/16"}}]]
+    assert [r["to"] for r in egress] == [[{"ipBlock": {"cidr": "10.240.0.0/16"}}]]
+    sidecar = container(objects, "Deployment", "points", "consul-sync")
+    assert "--consul-addr=http://$(HOST_IP):8500" in sidecar["args"]
+
+
+def test_consul_catalog_mode_needs_the_servers() -> None:
+    with pytest.raises(helm.HelmError, match=r"consul\.servers\.host"):
+        helm.template(Render(overrides={"consul": {"enabled": True, "mode": "catalog"}}))
 
 
 def test_gateway_requires_its_upstream_components() -> None:
