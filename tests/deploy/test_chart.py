@@ -146,20 +146,20 @@ def test_otel_endpoint_is_configurable(rendered: dict[str, Objects]) -> None:
 
 
 def test_migration_job_is_a_hook(rendered: dict[str, Objects]) -> None:
-    job = find(rendered["default"], "Job", "points-migrate")
+    job = find(rendered["default"], "Job", "core-migrate")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
         "loyalnest",
         "migrate",
-        "points",
+        "core",
     ]
     # The Job migrates, so services do not.
-    env = env_of(container(rendered["default"], "Deployment", "points", "points"))
+    env = env_of(container(rendered["default"], "Deployment", "core", "core"))
     assert env["LOYALNEST_RUN_MIGRATIONS_ON_START"] == "false"
     # In-chart PostgreSQL exists only after install: the hook waits, services migrate on start.
-    dev = find(rendered["all-features"], "Job", "points-migrate")
+    dev = find(rendered["all-features"], "Job", "core-migrate")
     assert dev["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
-    env = env_of(container(rendered["all-features"], "Deployment", "points", "points"))
+    env = env_of(container(rendered["all-features"], "Deployment", "core", "core"))
     assert env["LOYALNEST_RUN_MIGRATIONS_ON_START"] == "true"
     minimal = rendered["minimal"]
     assert not [o for o in minimal if o["kind"] == "Job"]
@@ -349,3 +349,42 @@ def test_in_chart_mongo_forms_its_replica_set(rendered: dict[str, Objects]) -> N
     assert "rs.initiate" in initiate
     assert "mongo-0.mongo.loyalnest.svc.cluster.local:27017" in initiate
     assert "isWritablePrimary" in " ".join(mongo["readinessProbe"]["exec"]["command"])
+
+
+def test_no_placeholder_broker_in_the_raw_manifests(rendered: dict[str, Objects]) -> None:
+    """k8s/base named kafka.example.internal:9092, a host nobody has: the brokers now come from
+    the backends Secret unless the values name them (the services wait for the key rather than
+    retry a made-up host); the migration Jobs do not need them."""
+    base = (CHART_DIR.parent.parent / "k8s" / "base" / "loyalnest.yaml").read_text()
+    assert "example.internal" not in base
+    objects = rendered["default"]
+    env = env_of(container(objects, "Deployment", "points", "points"))
+    assert env["LOYALNEST_KAFKA_BOOTSTRAP_SERVERS"] == {
+        "secretKeyRef": {"name": "loyalnest-backends", "key": "kafka-bootstrap-servers"}
+    }
+    migrate = env_of(container(objects, "Job", "auth-migrate", "migrate"))
+    assert migrate["LOYALNEST_KAFKA_BOOTSTRAP_SERVERS"]["secretKeyRef"]["optional"] is True
+    named = env_of(container(rendered["external-backends"], "Deployment", "points", "points"))
+    assert (
+        named["LOYALNEST_KAFKA_BOOTSTRAP_SERVERS"]
+        == "b-1.kafka.internal:9092,b-2.kafka.internal:9092"
+    )
+    # The brokers' port for the policies: Kafka's default unless listed.
+    assert checks.backend_egress_problems(objects, {"kafka-bootstrap-servers": "b-1:9092"}) == []
+    assert checks.backend_egress_problems(objects, {"kafka-bootstrap-servers": "b-1:9094"}) != []
+    listed = parse(
+        helm.template(
+            Render(overrides={"networkPolicy": {"backends": {"kafka": {"ports": [9094]}}}})
+        )
+    )
+    assert checks.backend_egress_problems(listed, {"kafka-bootstrap-servers": "b-1:9094"}) == []
+
+
+def test_points_on_the_mongo_ledger_has_no_migration_job(rendered: dict[str, Objects]) -> None:
+    """Points on MongoDB has no PostgreSQL schema: no points-migrate Job (the others keep
+    theirs); on the PostgreSQL ledger it has one."""
+    jobs = {o["metadata"]["name"] for o in rendered["default"] if o["kind"] == "Job"}
+    assert "points-migrate" not in jobs and "auth-migrate" in jobs
+    postgres = {"components": {"points": {"env": {"LOYALNEST_POINTS_LEDGER_STORE": "postgres"}}}}
+    objects = parse(helm.template(Render(overrides=postgres)))
+    assert "points-migrate" in {o["metadata"]["name"] for o in objects if o["kind"] == "Job"}

@@ -257,7 +257,7 @@ def test_backend_ports_come_from_the_configured_backends() -> None:
     assert any("database-url port 6432" in p for p in problems)
     assert any("redis-url port 6380" in p for p in problems)
     assert any("mongo-url port 27018" in p for p in problems)
-    assert any("Job/points-migrate" in p for p in problems)  # the migration Jobs too
+    assert any("Job/core-migrate" in p for p in problems)  # the migration Jobs too
     assert not any("kafka" in p for p in problems)  # derived from bootstrapServers already
 
     overrides = {

@@ -10,6 +10,8 @@ to the container port directly, and the gateway's generated bootstrap names 5005
 {{- define "loyalnest.metricsPort" -}}9464{{- end }}
 {{- define "loyalnest.gatewayPort" -}}8080{{- end }}
 {{- define "loyalnest.gatewayOpsPort" -}}9902{{- end }}
+{{/* Envoy's admin interface, on the pod's 127.0.0.1 only (files/gateway/envoy.json). */}}
+{{- define "loyalnest.gatewayAdminPort" -}}9901{{- end }}
 {{- define "loyalnest.reflectionPort" -}}50060{{- end }}
 
 {{- define "loyalnest.chart" -}}
@@ -222,8 +224,20 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
   value: {{ include "loyalnest.migrateOnStart" $ctx | quote }}
 - name: LOYALNEST_EVENTS_ENABLED
   value: {{ $ctx.Values.events.enabled | quote }}
+{{- with include "loyalnest.kafkaBootstrapServers" $ctx }}
 - name: LOYALNEST_KAFKA_BOOTSTRAP_SERVERS
-  value: {{ include "loyalnest.kafkaBootstrapServers" $ctx | quote }}
+  value: {{ . | quote }}
+{{- else }}
+{{- /* The brokers from the backends Secret: no placeholder host in the manifests. */}}
+- name: LOYALNEST_KAFKA_BOOTSTRAP_SERVERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret.existingSecret }}
+      key: {{ $secret.keys.kafkaBootstrapServers }}
+      {{- if or (not $ctx.Values.events.enabled) (not .tokens) }}
+      optional: true
+      {{- end }}
+{{- end }}
 {{- $otel := include "loyalnest.otelEndpoint" $ctx }}
 - name: LOYALNEST_TRACING_ENABLED
   value: "true"
@@ -315,6 +329,8 @@ with the release's values put in for the tokens the generator left. */}}
 {{- $config = $config | replace "\"${ADMIN_CIDRS}\"" (toJson $admins) -}}
 {{- if $tracing -}}
 {{- $config = $config | replace "\"${OTEL_HOST}\"" (toJson $v.otel.collector.host) | replace "\"${OTEL_PORT}\"" (toString $v.otel.collector.port) -}}
+{{- /* New traces (requests without a sampled traceparent) sampled as in the services. */ -}}
+{{- $config = $config | replace "\"${TRACE_SAMPLING_PERCENT}\"" (toString (mulf $v.otel.sampleRatio 100)) -}}
 {{- end -}}
 {{- $config -}}
 {{- end }}

@@ -180,7 +180,12 @@ def network_policy_problems(objects: list[Obj]) -> list[str]:
 
 
 # The Secret keys holding backend URLs, and each scheme's default port (a URL may omit it).
-BACKEND_URL_KEYS = {"database-url": "postgres", "mongo-url": "mongo", "redis-url": "redis"}
+BACKEND_URL_KEYS = {
+    "database-url": "postgres",
+    "mongo-url": "mongo",
+    "redis-url": "redis",
+    "kafka-bootstrap-servers": "kafka",
+}
 _DEFAULT_PORTS = {
     "postgresql": 5432,
     "postgres": 5432,
@@ -229,7 +234,8 @@ def backend_egress_problems(objects: list[Obj], secret: Mapping[str, str]) -> li
             for item in container.get("env", []):
                 key = ((item.get("valueFrom") or {}).get("secretKeyRef") or {}).get("key")
                 if key in BACKEND_URL_KEYS and key in secret:
-                    wanted[key] = url_ports(secret[key])
+                    url = secret[key]
+                    wanted[key] = url_ports(url if "://" in url else f"kafka://{url}")
                 if item.get("name") == "LOYALNEST_KAFKA_BOOTSTRAP_SERVERS" and "value" in item:
                     wanted["kafka"] = url_ports("kafka://" + item["value"])
             for what, ports in sorted(wanted.items()):
