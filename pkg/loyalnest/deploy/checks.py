@@ -190,6 +190,74 @@ def network_policy_problems(objects: list[Obj]) -> list[str]:
     return problems
 
 
+# The Secret keys holding backend URLs, and each scheme's default port (a URL may omit it).
+BACKEND_URL_KEYS = {
+    "database-url": "postgres",
+    "mongo-url": "mongo",
+    "redis-url": "redis",
+    "kafka-bootstrap-servers": "kafka",
+}
+_DEFAULT_PORTS = {
+    "postgresql": 5432,
+    "postgres": 5432,
+    "mongodb": 27017,
+    "redis": 6379,
+    "rediss": 6379,
+}
+
+
+def url_ports(url: str) -> set[int]:
+    """The ports a backend URL connects to: every host of a multi-host URL
+    (mongodb://a:27017,b:27018/..., postgresql://h1:5432,h2:5433/...), a scheme's default where
+    a host names none. mongodb+srv looks its hosts up in DNS: 27017 unless stated."""
+    scheme, _, rest = url.partition("://")
+    hosts = rest.rsplit("@", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    default = _DEFAULT_PORTS.get(scheme.split("+", 1)[0], 0)
+    ports: set[int] = set()
+    for host in hosts.split(","):
+        match = re.search(r":([0-9]+)$", host.strip())
+        ports.add(int(match.group(1)) if match else default)
+    return ports - {0}
+
+
+def backend_egress_problems(objects: list[Obj], secret: Mapping[str, str]) -> list[str]:
+    """Every pod (services and migration Jobs) may reach the ports of the backend URLs in
+    `secret` (the backends Secret's data, decoded) it reads, and of its Kafka bootstrap servers,
+    under the policies that select it: a PgBouncer on 6432 or a TLS Redis on 6380 behind a
+    policy admitting only 5432/6379 times out every query."""
+    problems: list[str] = []
+    policies = [o for o in objects if o.get("kind") == "NetworkPolicy"]
+    for workload in workloads(objects):
+        spec = pod_spec(workload)
+        assert spec is not None
+        labels = pod_labels(workload)
+        selecting = [p for p in policies if _matches(p["spec"].get("podSelector", {}), labels)]
+        if not any("Egress" in p["spec"].get("policyTypes", []) for p in selecting):
+            continue  # no egress policy: nothing is restricted
+        allowed = {
+            port["port"]
+            for policy in selecting
+            for rule in policy["spec"].get("egress", [])
+            for port in rule.get("ports", [])
+        }
+        for container in containers(spec):
+            wanted: dict[str, set[int]] = {}
+            for item in container.get("env", []):
+                key = ((item.get("valueFrom") or {}).get("secretKeyRef") or {}).get("key")
+                if key in BACKEND_URL_KEYS and key in secret:
+                    url = secret[key]
+                    wanted[key] = url_ports(url if "://" in url else f"kafka://{url}")
+                if item.get("name") == "LOYALNEST_KAFKA_BOOTSTRAP_SERVERS" and "value" in item:
+                    wanted["kafka"] = url_ports("kafka://" + item["value"])
+            for what, ports in sorted(wanted.items()):
+                problems.extend(
+                    f"{name_of(workload)} container {container['name']}: {what} port {port} "
+                    "is not allowed by its NetworkPolicies"
+                    for port in sorted(ports - allowed)
+                )
+    return problems
+
+
 def _declared_ports(container: Mapping[str, Any]) -> tuple[set[int], set[str]]:
     ports = container.get("ports", [])
     return {p["containerPort"] for p in ports}, {p["name"] for p in ports if "name" in p}

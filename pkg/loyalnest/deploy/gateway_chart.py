@@ -11,6 +11,7 @@ that the chart's `loyalnest.gatewayConfig` template replaces:
     "${CORS_ORIGINS}"   the whole CORS origin list (a JSON value, quotes included)
     "${OTEL_HOST}"      only in envoy-otel.json, the variant with tracing: the collector
     "${OTEL_PORT}"
+    "${TRACE_SAMPLING_PERCENT}" the share of new traces Envoy samples (otel.sampleRatio x 100)
     "${JWT_ISSUER}"     the `iss` the jwt_authn filter accepts (auth.issuer)
     "${ADMIN_CIDRS}"    the RBAC principals allowed to call /admin/ RPCs
                         (gateway.adminAllowedCidrs, each as a direct_remote_ip range)
@@ -93,6 +94,7 @@ CLUSTER_DOMAIN_TOKEN = "${CLUSTER_DOMAIN}"
 CORS_ORIGINS_TOKEN = "${CORS_ORIGINS}"
 OTEL_HOST_TOKEN = "${OTEL_HOST}"
 OTEL_PORT_TOKEN = "${OTEL_PORT}"
+TRACE_SAMPLING_TOKEN = "${TRACE_SAMPLING_PERCENT}"
 JWT_ISSUER_TOKEN = "${JWT_ISSUER}"
 ADMIN_CIDRS_TOKEN = "${ADMIN_CIDRS}"
 # Rendered into the config, then its principal list replaced by ADMIN_CIDRS_TOKEN.
@@ -236,6 +238,8 @@ def render_chart_config(descriptor_set: Path, *, tracing: bool) -> dict[str, Any
         address = node.get("socket_address")
         if isinstance(address, dict) and address.get("address") == OTEL_HOST_TOKEN:
             address["port_value"] = OTEL_PORT_TOKEN
+        if "random_sampling" in node:
+            node["random_sampling"] = {"value": TRACE_SAMPLING_TOKEN}
     resources = bootstrap["static_resources"]
     resources["listeners"].append(_ops_listener())
     resources["clusters"].append(_admin_cluster())
@@ -285,6 +289,7 @@ def substitute(
     cluster_domain: str = "cluster.local",
     cors_origins: tuple[str, ...] = ("http://localhost:5173",),
     otel: tuple[str, int] | None = None,
+    trace_sampling_percent: float = 100.0,
     jwt_issuer: str = DEFAULT_JWT_ISSUER,
     admin_cidrs: tuple[str, ...] = DEFAULT_ADMIN_CIDRS,
 ) -> str:
@@ -305,4 +310,5 @@ def substitute(
     if otel is not None:
         text = text.replace(json.dumps(OTEL_HOST_TOKEN), json.dumps(otel[0]))
         text = text.replace(json.dumps(OTEL_PORT_TOKEN), str(otel[1]))
+        text = text.replace(json.dumps(TRACE_SAMPLING_TOKEN), json.dumps(trace_sampling_percent))
     return text
