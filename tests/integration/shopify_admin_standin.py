@@ -7,8 +7,15 @@ accepted until they expire, besides those configured in `tokens`.
 `POST /{shop}/admin/api/{version}/graphql.json` with `X-Shopify-Access-Token`: a wrong token
 gets 401, a locked shop 423. It answers `discountCodeBasicCreate`,
 `discountCodeFreeShippingCreate` (a code already present: userErrors `TAKEN`) and
-`codeDiscountNodeByCode`. A discount's `customerSelection` must be `{"all": true}` or
-`{"customers": {"add": [<Customer GID>...]}}` (else userErrors `INVALID`), as in API 2025-10.
+`codeDiscountNodeByCode`; `discountAutomaticBasicCreate` and `discountAutomaticFreeShippingCreate`
+(at most 25 automatic discounts ACTIVE or SCHEDULED per shop: userErrors `ACTIVE_PERIOD_OVERLAP`),
+`discountCodeActivate`/`discountCodeDeactivate`, `discountAutomaticActivate`/
+`discountAutomaticDeactivate` (deactivating ends the discount now: status EXPIRED; activating
+starts it now: ACTIVE), `discountNode(id:)` (its status and title) and `discountNodes(first:,
+query:)` for the filters `method:automatic`, `status:active` and `title:'...'`. The merchant's
+side: `set_discount_status` (a change made in Shopify's admin, for drift). A discount's
+`customerSelection` must be `{"all": true}` or `{"customers": {"add": [<Customer GID>...]}}`
+(else userErrors `INVALID`), as in API 2025-10.
 Faults for tests: `unavailable` (503 to every call), `fail_next` (503 to the next N calls),
 `lose_next_answer` (create the code, then answer 503 as if the reply was lost),
 `throttle_next` (the next N queries are not run: `THROTTLED` in `errors` with the cost
@@ -69,8 +76,11 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     fail_next: int = 0
     lose_next_answer: int = 0
     stall_mutations: float = 0.0
-    # (shop, code) -> {"id", "title", "input", "kind"}
+    # (shop, code) -> {"id", "title", "input", "kind", "status"}
     codes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # id -> {"shop", "title", "input", "kind", "status"}: automatic discounts.
+    automatic: dict[str, dict[str, Any]] = field(default_factory=dict)
+    discounts_made: int = 0
     calls: int = 0
     throttle_next: int = 0
     throttle_status: int = 200
@@ -121,6 +131,37 @@ class ShopifyAdminStandIn(ShopifyStandIn):
         }
         self.webhooks.append(("app_subscriptions/update", subscription["shop"], body))
         return body
+
+    def discount(self, shop: str, discount_id: str) -> dict[str, Any] | None:
+        """A code or automatic discount of the shop by its GID (a copy), or None."""
+        with self._lock:
+            found = self._discount(shop, discount_id)
+            return None if found is None else dict(found)
+
+    def set_discount_status(self, shop: str, discount_id: str, status: str) -> None:
+        """The merchant changes a discount in Shopify's admin (our side does not know)."""
+        with self._lock:
+            found = self._discount(shop, discount_id)
+            assert found is not None, discount_id
+            found["status"] = status
+
+    def _discount(self, shop: str, discount_id: str) -> dict[str, Any] | None:
+        for (s, _), found in self.codes.items():
+            if s == shop and found["id"] == discount_id:
+                return found
+        found = self.automatic.get(discount_id)
+        return found if found is not None and found["shop"] == shop else None
+
+    def _new_discount_id(self, node: str) -> str:
+        self.discounts_made += 1
+        return f"gid://shopify/{node}/{self.discounts_made}"
+
+    def _active_automatic(self, shop: str) -> int:
+        return sum(
+            1
+            for d in self.automatic.values()
+            if d["shop"] == shop and d["status"] in ("ACTIVE", "SCHEDULED")
+        )
 
     def codes_of(self, shop: str) -> dict[str, dict[str, Any]]:
         with self._lock:
@@ -189,7 +230,109 @@ class ShopifyAdminStandIn(ShopifyStandIn):
         ):
             if name in query:
                 return 200, {"data": {name: self._create(shop, kind, variables["input"])}}
+        for name, kind in (
+            ("discountAutomaticBasicCreate", "basic"),
+            ("discountAutomaticFreeShippingCreate", "free_shipping"),
+        ):
+            if name in query:
+                made = self._create_automatic(shop, kind, variables["input"])
+                return 200, {"data": {name: made}}
+        for name, status in (
+            ("discountCodeActivate", "ACTIVE"),
+            ("discountCodeDeactivate", "EXPIRED"),
+            ("discountAutomaticActivate", "ACTIVE"),
+            ("discountAutomaticDeactivate", "EXPIRED"),
+        ):
+            if name in query:
+                return 200, {"data": {name: self._set_status(shop, name, variables["id"], status)}}
+        if "discountNodes(" in query:
+            return 200, {"data": {"discountNodes": self._search(shop, variables)}}
+        if "discountNode(" in query:
+            found = self._discount(shop, variables["id"])
+            node = None
+            if found is not None:
+                node = {
+                    "id": variables["id"],
+                    "discount": {"title": found["title"], "status": found["status"]},
+                }
+            return 200, {"data": {"discountNode": node}}
         return 200, {"errors": [{"message": "unsupported operation"}]}
+
+    def _create_automatic(self, shop: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        errors = []
+        if not data.get("title"):
+            errors.append({"field": ["title"], "code": "BLANK", "message": "Title can't be blank"})
+        if kind == "basic" and "customerGets" not in data:
+            errors.append({"field": ["customerGets"], "code": "BLANK", "message": "missing"})
+        if "customerSelection" in data or "usageLimit" in data:
+            errors.append(
+                {"field": ["automaticBasicDiscount"], "code": "INVALID", "message": "is invalid"}
+            )
+        if self._active_automatic(shop) >= 25:
+            errors.append(
+                {
+                    "field": ["automaticBasicDiscount"],
+                    "code": "ACTIVE_PERIOD_OVERLAP",
+                    "message": "Only 25 automatic discounts can be active at the same time.",
+                }
+            )
+        if errors:
+            return {"automaticDiscountNode": None, "userErrors": errors}
+        node_id = self._new_discount_id("DiscountAutomaticNode")
+        self.automatic[node_id] = {
+            "shop": shop,
+            "title": data["title"],
+            "input": data,
+            "kind": kind,
+            "status": _status_at_creation(data),
+        }
+        return {"automaticDiscountNode": {"id": node_id}, "userErrors": []}
+
+    def _set_status(self, shop: str, mutation: str, node_id: str, status: str) -> dict[str, Any]:
+        node_field = "automaticDiscountNode" if "Automatic" in mutation else "codeDiscountNode"
+        found = self._discount(shop, node_id)
+        is_automatic = found is not None and node_id in self.automatic
+        if found is None or is_automatic != (node_field == "automaticDiscountNode"):
+            return {
+                node_field: None,
+                "userErrors": [
+                    {"field": ["id"], "code": "INVALID", "message": "Discount does not exist"}
+                ],
+            }
+        if (
+            status == "ACTIVE"
+            and is_automatic
+            and found["status"] not in ("ACTIVE", "SCHEDULED")
+            and self._active_automatic(shop) >= 25
+        ):
+            return {
+                node_field: None,
+                "userErrors": [
+                    {
+                        "field": ["id"],
+                        "code": "ACTIVE_PERIOD_OVERLAP",
+                        "message": "Only 25 automatic discounts can be active at the same time.",
+                    }
+                ],
+            }
+        found["status"] = status
+        return {node_field: {"id": node_id}, "userErrors": []}
+
+    def _search(self, shop: str, variables: dict[str, Any]) -> dict[str, Any]:
+        query = variables.get("query") or ""
+        first = int(variables.get("first") or 50)
+        assert 0 < first <= 250, first
+        everything = [(d["id"], d, False) for (s, _), d in self.codes.items() if s == shop]
+        everything += [(i, d, True) for i, d in self.automatic.items() if d["shop"] == shop]
+        title = re.search(r"title:'((?:[^'\\]|\\.)*)'", query)
+        nodes = [
+            {"id": node_id, "discount": {"title": d["title"], "status": d["status"]}}
+            for node_id, d, is_automatic in everything
+            if ("method:automatic" not in query or is_automatic)
+            and ("status:active" not in query or d["status"] == "ACTIVE")
+            and (title is None or d["title"] == title.group(1).replace("\\'", "'"))
+        ]
+        return {"nodes": nodes[:first], "pageInfo": {"hasNextPage": len(nodes) > first}}
 
     def _create(self, shop: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         code = data.get("code") or ""
@@ -212,12 +355,13 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             errors.append({"field": ["customerGets"], "code": "BLANK", "message": "missing"})
         if errors:
             return {"codeDiscountNode": None, "userErrors": errors}
-        node_id = f"gid://shopify/DiscountCodeNode/{len(self.codes) + 1}"
+        node_id = self._new_discount_id("DiscountCodeNode")
         self.codes[(shop, code)] = {
             "id": node_id,
             "title": data["title"],
             "input": data,
             "kind": kind,
+            "status": _status_at_creation(data),
         }
         return {"codeDiscountNode": {"id": node_id}, "userErrors": []}
 
@@ -293,6 +437,13 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             }
         self._change(subscription_id, "CANCELLED")
         return {"appSubscription": {"id": subscription_id, "status": "CANCELLED"}, "userErrors": []}
+
+
+def _status_at_creation(data: dict[str, Any]) -> str:
+    starts = data.get("startsAt")
+    if starts and datetime.fromisoformat(starts) > datetime.now(UTC):
+        return "SCHEDULED"
+    return "ACTIVE"
 
 
 # Shopify's answer when the query's cost exceeds what the bucket holds.

@@ -15,6 +15,8 @@ SERVICES: dict[str, str] = {
     "auth": "loyalnest.services.auth.service",
     "edge": "loyalnest.services.edge.service",
     "core": "loyalnest.services.core.service",
+    "campaign": "loyalnest.services.campaign.service",
+    "products": "loyalnest.services.products.service",
 }
 
 

@@ -31,6 +31,8 @@ OUR_EVENTS = {
     # Issue 14: uninstall completion.
     "merchant.uninstalled",
     "merchant.reinstalled",
+    # Issue 19: a campaign's lifecycle after campaign.created (paused, resumed, ended).
+    "campaign.state_changed",
 }
 SEED_EVENTS = {
     "customer.created",
