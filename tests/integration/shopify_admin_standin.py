@@ -13,7 +13,14 @@ gets 401, a locked shop 423. It answers `discountCodeBasicCreate`,
 `discountAutomaticDeactivate` (deactivating ends the discount now: status EXPIRED; activating
 starts it now: ACTIVE), `discountNode(id:)` (its status and title) and `discountNodes(first:,
 query:)` for the filters `method:automatic`, `status:active` and `title:'...'`. The merchant's
-side: `set_discount_status` (a change made in Shopify's admin, for drift). A discount's
+side: `set_discount_status` (a change made in Shopify's admin, for drift).
+
+Products: `products(first:, after:, query:, sortKey: UPDATED_AT)` over `products[shop]`
+(`add_product` / `touch_product`), at most 250 a page (more: a GraphQL error, as Shopify's
+"first" limit), opaque cursors, the filter `updated_at:>'ISO'` / `updated_at:>='ISO'`; each
+answer carries `extensions.cost`, and the shop's leaky bucket (`bucket_size`, `restore_rate`
+points/s; a query costs 2 + one point per product asked for) answers `THROTTLED` (with the
+real figures) when it cannot pay. A discount's
 `customerSelection` must be `{"all": true}` or `{"customers": {"add": [<Customer GID>...]}}`
 (else userErrors `INVALID`), as in API 2025-10.
 Faults for tests: `unavailable` (503 to every call), `fail_next` (503 to the next N calls),
@@ -36,6 +43,7 @@ replacement does (its body is in `webhooks`, too).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -81,6 +89,60 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     # id -> {"shop", "title", "input", "kind", "status"}: automatic discounts.
     automatic: dict[str, dict[str, Any]] = field(default_factory=dict)
     discounts_made: int = 0
+    # shop -> products as the GraphQL API returns them (see add_product).
+    products: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The cost-based leaky bucket of products queries, per shop: (available, last refill).
+    bucket_size: float = 2000.0
+    restore_rate: float = 100.0
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    products_throttled: int = 0
+
+    def add_product(
+        self,
+        shop: str,
+        product_id: int,
+        title: str,
+        *,
+        updated_at: datetime | None = None,
+        collection_ids: tuple[int, ...] = (),
+        vendor: str = "LoyalNest Test",
+        tags: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        node = {
+            "id": f"gid://shopify/Product/{product_id}",
+            "title": title,
+            "handle": title.lower().replace(" ", "-"),
+            "vendor": vendor,
+            "productType": "Shoes",
+            "status": "ACTIVE",
+            "tags": list(tags),
+            "updatedAt": (updated_at or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+            "variants": {
+                "nodes": [
+                    {
+                        "id": f"gid://shopify/ProductVariant/{product_id}01",
+                        "title": "Default Title",
+                        "sku": f"SKU-{product_id}",
+                        "price": "30.00",
+                    }
+                ]
+            },
+            "collections": {
+                "nodes": [{"id": f"gid://shopify/Collection/{c}"} for c in collection_ids]
+            },
+        }
+        with self._lock:
+            self.products.setdefault(shop, []).append(node)
+        return node
+
+    def touch_product(self, shop: str, product_id: int, **changes: Any) -> None:
+        """The merchant edits a product: its fields change and updatedAt moves to now."""
+        with self._lock:
+            for node in self.products[shop]:
+                if node["id"] == f"gid://shopify/Product/{product_id}":
+                    node.update(changes)
+                    node["updatedAt"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
     calls: int = 0
     throttle_next: int = 0
     throttle_status: int = 200
@@ -208,6 +270,8 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             self._reply(request, status, answer)
 
     def _graphql(self, shop: str, query: str, variables: dict[str, Any]) -> tuple[int, Any]:
+        if "products(" in query:
+            return self._products(shop, variables)
         if "appSubscriptionCreate" in query:
             return 200, {"data": {"appSubscriptionCreate": self._subscribe(shop, variables)}}
         if "appSubscriptionCancel" in query:
@@ -257,6 +321,68 @@ class ShopifyAdminStandIn(ShopifyStandIn):
                 }
             return 200, {"data": {"discountNode": node}}
         return 200, {"errors": [{"message": "unsupported operation"}]}
+
+    def _products(self, shop: str, variables: dict[str, Any]) -> tuple[int, Any]:
+        first = int(variables.get("first") or 0)
+        if not 0 < first <= 250:
+            return 200, {"errors": [{"message": "The maximum number of products is 250"}]}
+        cost = 2.0 + first
+        now = time.monotonic()
+        available, at = self.buckets.get(shop, (self.bucket_size, now))
+        available = min(self.bucket_size, available + (now - at) * self.restore_rate)
+        status = {
+            "maximumAvailable": self.bucket_size,
+            "currentlyAvailable": available,
+            "restoreRate": self.restore_rate,
+        }
+        if available < cost:
+            self.buckets[shop] = (available, now)
+            self.products_throttled += 1
+            throttled = json.loads(json.dumps(_THROTTLED))
+            throttled["extensions"]["cost"] |= {
+                "requestedQueryCost": cost,
+                "throttleStatus": status,
+            }
+            return 200, throttled
+        self.buckets[shop] = (available - cost, now)
+        nodes = sorted(self.products.get(shop, []), key=lambda n: (n["updatedAt"], n["id"]))
+        since = re.search(r"updated_at:(>=?)'([^']+)'", variables.get("query") or "")
+        if since:
+            bound = datetime.fromisoformat(since.group(2).replace("Z", "+00:00"))
+            inclusive = since.group(1) == ">="
+            nodes = [
+                n
+                for n in nodes
+                if (at_ := datetime.fromisoformat(n["updatedAt"].replace("Z", "+00:00"))) > bound
+                or (inclusive and at_ == bound)
+            ]
+        start = 0
+        if variables.get("after"):
+            start = int(base64.b64decode(variables["after"]).decode()) + 1
+        page = nodes[start : start + first]
+        edges = [
+            {"cursor": base64.b64encode(str(start + i).encode()).decode(), "node": node}
+            for i, node in enumerate(page)
+        ]
+        status["currentlyAvailable"] = available - cost
+        return 200, {
+            "data": {
+                "products": {
+                    "edges": edges,
+                    "pageInfo": {
+                        "hasNextPage": start + first < len(nodes),
+                        "endCursor": edges[-1]["cursor"] if edges else None,
+                    },
+                }
+            },
+            "extensions": {
+                "cost": {
+                    "requestedQueryCost": cost,
+                    "actualQueryCost": 2.0 + len(page),
+                    "throttleStatus": status,
+                }
+            },
+        }
 
     def _create_automatic(self, shop: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         errors = []

@@ -11,7 +11,7 @@ import pytest
 SERVICES = Path(__file__).resolve().parents[2] / "pkg" / "loyalnest" / "services"
 EVERY_SERVICE = {"__init__", "service", "servicer", "domain", "events", "wire"}
 # Services that consume events; the others have no consumers.py.
-CONSUMING = {"auth", "campaign", "core", "edge", "points", "roles", "users"}
+CONSUMING = {"auth", "campaign", "core", "edge", "points", "products", "roles", "users"}
 # The domain sub-modules README names, per service (a service not named has none).
 SUB_MODULES = {
     "auth": {
@@ -25,6 +25,7 @@ SUB_MODULES = {
     },
     "core": {"billing"},
     "campaign": {"shopify", "lifecycle", "eligibility", "reconcile"},
+    "products": {"sync"},
     "edge": {"webhooks", "signing"},
     "points": {
         "earning",

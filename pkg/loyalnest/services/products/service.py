@@ -4,16 +4,26 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
+
+from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.products.v1 import products_pb2, products_pb2_grpc
 from loyalnest.platform import audit
+from loyalnest.platform.cache import client_from_url
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
+from loyalnest.platform.http import HttpClient
+from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
-from loyalnest.services.products import events
+from loyalnest.platform.shopify_admin import ShopifyAdminClient
+from loyalnest.services.products import consumers, events
 from loyalnest.services.products.servicer import ProductsServicer
-from loyalnest.services.products.store import ItemStore
+from loyalnest.services.products.store.campaigns import CampaignsStore
+from loyalnest.services.products.store.catalogue import CatalogueStore
+from loyalnest.services.products.store.sales import SalesStore
+from loyalnest.services.products.sync import CatalogueSync
 
 NAME = "products"
 # The audit trigger function must exist before products_0001 attaches it.
@@ -21,45 +31,59 @@ DATABASE = DatabaseSpec(
     schema=NAME, migration_dirs=(audit.MIGRATIONS, Path(__file__).parent / "migrations")
 )
 SERVICE_NAME = products_pb2.DESCRIPTOR.services_by_name["ProductsService"].full_name
-# The services it calls: none yet. To call one, name it with its generated stub, e.g.
-#     CALLS = Calls(users=users_pb2_grpc.UsersServiceStub)
-# and take `downstream.stub(users_pb2_grpc.UsersServiceStub)` in build(): inside an RPC the
-# caller's token goes along. `make chart` derives the chart's call targets and NetworkPolicy
-# from it (add the callee to its BEYOND_SEED entry in deploy/callgraph.py if the seed does
-# not list this service). Calls on its own behalf (a consumer, a job) need a service token:
-# declare `auth=auth_pb2_grpc.AuthServiceStub` too, give it a grant in SERVICE_GRANTS
-# (platform/auth/service_identity.py) and LOYALNEST_SERVICE_CREDENTIAL in its chart secretEnv.
-CALLS = Calls()
+log = get_logger(__name__)
+# Auth: the shop's Admin API token (GetShopAccessToken, for the catalogue sync) with
+# Products' own service token (grant auth:shop-token in SERVICE_GRANTS).
+CALLS = Calls(auth=auth_pb2_grpc.AuthServiceStub)
 
 
 class ProductsSettings(ServiceSettings):
-    """The Products service's settings.
+    """The Products service's settings (each read from LOYALNEST_<FIELD>)."""
 
-    The platform's LOYALNEST_* settings, and its own as fields here (each read from
-    LOYALNEST_<FIELD>).
-    """
+    # Shopify's Admin GraphQL API (`{shop}` is filled in); tests point it at the stand-in.
+    shopify_admin_base_url: str = "https://{shop}"
+    shopify_admin_timeout_seconds: float = Field(10.0, gt=0)
+    # How long a product's cached RFM (product:{merchant}:{product}:rfm) lives unchanged.
+    products_rfm_cache_ttl_seconds: int = Field(300, ge=1)
 
 
 async def build(settings: ProductsSettings) -> ServiceComponents:
     database = Database(settings, DATABASE)
     await database.open()
-    store = ItemStore(database)
-    downstream = CALLS.connect(settings, caller=NAME)  # one channel per declared callee
+    downstream = CALLS.connect(settings, caller=NAME)
+    auth: auth_pb2_grpc.AuthServiceStub | None = None
+    if settings.service_credential is None:
+        log.warning(
+            "LOYALNEST_SERVICE_CREDENTIAL unset: no shop tokens, SyncProducts is"
+            " FAILED_PRECONDITION SHOP_NOT_CONNECTED (webhooks still keep the catalogue)"
+        )
+    else:
+        auth = downstream.stub(auth_pb2_grpc.AuthServiceStub)
+    redis_client = client_from_url(settings.redis_url) if settings.redis_url else None
+    catalogue = CatalogueStore(database)
+    sales = SalesStore(database, redis_client, ttl_seconds=settings.products_rfm_cache_ttl_seconds)
+    campaigns = CampaignsStore(database)
+    http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
+    sync = CatalogueSync(
+        ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url), auth, catalogue
+    )
+    cleanup = [http.close, downstream.close]
+    if redis_client is not None:
+        cleanup.append(redis_client.aclose)
     return postgres_service(
         settings,
         database,
         service=NAME,
         group=events.CONSUMER_GROUP,
-        # It consumes no events yet: a consumers.py with handlers(store) when it does.
-        handlers={},
+        handlers=consumers.handlers(catalogue, sales, campaigns),
         registrations=[
             Registration(
                 SERVICE_NAME,
                 products_pb2_grpc.add_ProductsServiceServicer_to_server,
-                ProductsServicer(store),
+                ProductsServicer(catalogue, sales, campaigns, sync),
             )
         ],
-        cleanup=[downstream.close],
+        cleanup=cleanup,
     )
 
 

@@ -28,37 +28,61 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from loyalnest.gen.options.v1 import access_pb2 as loyalnest_dot_options_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$loyalnest/products/v1/products.proto\x12\x15loyalnest.products.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalnest/options/v1/access.proto\"b\n\x04Item\x12\x15\n\x07item_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x35\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"c\n\x11\x43reateItemRequest\x12/\n\x04item\x18\x01 \x01(\x0b\x32\x1b.loyalnest.products.v1.ItemB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"?\n\x12\x43reateItemResponse\x12)\n\x04item\x18\x01 \x01(\x0b\x32\x1b.loyalnest.products.v1.Item\"\'\n\x0eGetItemRequest\x12\x15\n\x07item_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"<\n\x0fGetItemResponse\x12)\n\x04item\x18\x01 \x01(\x0b\x32\x1b.loyalnest.products.v1.Item2\xca\x02\n\x0fProductsService\x12\x9b\x01\n\nCreateItem\x12(.loyalnest.products.v1.CreateItemRequest\x1a).loyalnest.products.v1.CreateItemResponse\"8\x90\x02\x02\xca\xf3\x18\x10\x12\x0eproducts:write\x82\xd3\xe4\x93\x02\x1b\"\x16/v1/api/products/items:\x01*\x12\x98\x01\n\x07GetItem\x12%.loyalnest.products.v1.GetItemRequest\x1a&.loyalnest.products.v1.GetItemResponse\">\x90\x02\x01\xca\xf3\x18\x0f\x12\rproducts:read\x82\xd3\xe4\x93\x02\"\x12 /v1/api/products/items/{item_id}b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$loyalnest/products/v1/products.proto\x12\x15loyalnest.products.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalnest/options/v1/access.proto\"H\n\x07Variant\x12\x12\n\nvariant_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0b\n\x03sku\x18\x03 \x01(\t\x12\r\n\x05price\x18\x04 \x01(\t\"\xfb\x01\n\x07Product\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06handle\x18\x03 \x01(\t\x12\x0e\n\x06vendor\x18\x04 \x01(\t\x12\x14\n\x0cproduct_type\x18\x05 \x01(\t\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x0c\n\x04tags\x18\x07 \x03(\t\x12\x30\n\x08variants\x18\x08 \x03(\x0b\x32\x1e.loyalnest.products.v1.Variant\x12\x16\n\x0e\x63ollection_ids\x18\t \x03(\t\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\"a\n\x14ListProductsResponse\x12\x30\n\x08products\x18\x01 \x03(\x0b\x32\x1e.loyalnest.products.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"-\n\x11GetProductRequest\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"E\n\x12GetProductResponse\x12/\n\x07product\x18\x01 \x01(\x0b\x32\x1e.loyalnest.products.v1.Product\"#\n\x13SyncProductsRequest\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\"r\n\x14SyncProductsResponse\x12\x17\n\x0fproducts_synced\x18\x01 \x01(\x03\x12\r\n\x05pages\x18\x02 \x01(\x03\x12\x32\n\x0esynced_through\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc7\x02\n\nProductRfm\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\x33\n\x0flast_order_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crecency_days\x18\x03 \x01(\x01\x12\x11\n\tfrequency\x18\x04 \x01(\x03\x12\x0e\n\x06\x62uyers\x18\x05 \x01(\x03\x12\x1c\n\x14monetary_minor_units\x18\x06 \x01(\x03\x12\x15\n\rcurrency_code\x18\x07 \x01(\t\x12L\n\x0e\x62uyer_segments\x18\x08 \x03(\x0b\x32\x34.loyalnest.products.v1.ProductRfm.BuyerSegmentsEntry\x1a\x34\n\x12\x42uyerSegmentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"0\n\x14GetProductRFMRequest\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x15GetProductRFMResponse\x12.\n\x03rfm\x18\x01 \x01(\x0b\x32!.loyalnest.products.v1.ProductRfm\"Y\n\x0fProductCampaign\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x14\n\x0c\x61ll_products\x18\x04 \x01(\x08\"N\n\x1bListProductCampaignsRequest\x12\x18\n\nproduct_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\rinclude_ended\x18\x02 \x01(\x08\"Y\n\x1cListProductCampaignsResponse\x12\x39\n\tcampaigns\x18\x01 \x03(\x0b\x32&.loyalnest.products.v1.ProductCampaign2\xcc\x06\n\x0fProductsService\x12\x97\x01\n\x0cListProducts\x12*.loyalnest.products.v1.ListProductsRequest\x1a+.loyalnest.products.v1.ListProductsResponse\".\x90\x02\x01\xca\xf3\x18\x0f\x12\rproducts:read\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/api/products\x12\x9e\x01\n\nGetProduct\x12(.loyalnest.products.v1.GetProductRequest\x1a).loyalnest.products.v1.GetProductResponse\";\x90\x02\x01\xca\xf3\x18\x0f\x12\rproducts:read\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/api/products/{product_id}\x12\xa0\x01\n\x0cSyncProducts\x12*.loyalnest.products.v1.SyncProductsRequest\x1a+.loyalnest.products.v1.SyncProductsResponse\"7\x90\x02\x02\xca\xf3\x18\x10\x12\x0eproducts:write\x82\xd3\xe4\x93\x02\x1a\"\x15/v1/api/products/sync:\x01*\x12\x9e\x01\n\rGetProductRFM\x12+.loyalnest.products.v1.GetProductRFMRequest\x1a,.loyalnest.products.v1.GetProductRFMResponse\"2\x90\x02\x01\xca\xf3\x18\x0f\x12\rproducts:read\x82\xd3\xe4\x93\x02\x16\x12\x14/v1/api/products/rfm\x12\xb9\x01\n\x14ListProductCampaigns\x12\x32.loyalnest.products.v1.ListProductCampaignsRequest\x1a\x33.loyalnest.products.v1.ListProductCampaignsResponse\"8\x90\x02\x01\xca\xf3\x18\x0f\x12\rproducts:read\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/api/products/campaignsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loyalnest.products.v1.products_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEM'].fields_by_name['item_id']._loaded_options = None
-  _globals['_ITEM'].fields_by_name['item_id']._serialized_options = b'\342A\001\003'
-  _globals['_ITEM'].fields_by_name['create_time']._loaded_options = None
-  _globals['_ITEM'].fields_by_name['create_time']._serialized_options = b'\342A\001\003'
-  _globals['_CREATEITEMREQUEST'].fields_by_name['item']._loaded_options = None
-  _globals['_CREATEITEMREQUEST'].fields_by_name['item']._serialized_options = b'\342A\001\002'
-  _globals['_CREATEITEMREQUEST'].fields_by_name['idempotency_key']._loaded_options = None
-  _globals['_CREATEITEMREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\002'
-  _globals['_GETITEMREQUEST'].fields_by_name['item_id']._loaded_options = None
-  _globals['_GETITEMREQUEST'].fields_by_name['item_id']._serialized_options = b'\342A\001\002'
-  _globals['_PRODUCTSSERVICE'].methods_by_name['CreateItem']._loaded_options = None
-  _globals['_PRODUCTSSERVICE'].methods_by_name['CreateItem']._serialized_options = b'\220\002\002\312\363\030\020\022\016products:write\202\323\344\223\002\033\"\026/v1/api/products/items:\001*'
-  _globals['_PRODUCTSSERVICE'].methods_by_name['GetItem']._loaded_options = None
-  _globals['_PRODUCTSSERVICE'].methods_by_name['GetItem']._serialized_options = b'\220\002\001\312\363\030\017\022\rproducts:read\202\323\344\223\002\"\022 /v1/api/products/items/{item_id}'
-  _globals['_ITEM']._serialized_start=194
-  _globals['_ITEM']._serialized_end=292
-  _globals['_CREATEITEMREQUEST']._serialized_start=294
-  _globals['_CREATEITEMREQUEST']._serialized_end=393
-  _globals['_CREATEITEMRESPONSE']._serialized_start=395
-  _globals['_CREATEITEMRESPONSE']._serialized_end=458
-  _globals['_GETITEMREQUEST']._serialized_start=460
-  _globals['_GETITEMREQUEST']._serialized_end=499
-  _globals['_GETITEMRESPONSE']._serialized_start=501
-  _globals['_GETITEMRESPONSE']._serialized_end=561
-  _globals['_PRODUCTSSERVICE']._serialized_start=564
-  _globals['_PRODUCTSSERVICE']._serialized_end=894
+  _globals['_GETPRODUCTREQUEST'].fields_by_name['product_id']._loaded_options = None
+  _globals['_GETPRODUCTREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
+  _globals['_PRODUCTRFM_BUYERSEGMENTSENTRY']._loaded_options = None
+  _globals['_PRODUCTRFM_BUYERSEGMENTSENTRY']._serialized_options = b'8\001'
+  _globals['_GETPRODUCTRFMREQUEST'].fields_by_name['product_id']._loaded_options = None
+  _globals['_GETPRODUCTRFMREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTPRODUCTCAMPAIGNSREQUEST'].fields_by_name['product_id']._loaded_options = None
+  _globals['_LISTPRODUCTCAMPAIGNSREQUEST'].fields_by_name['product_id']._serialized_options = b'\342A\001\002'
+  _globals['_PRODUCTSSERVICE'].methods_by_name['ListProducts']._loaded_options = None
+  _globals['_PRODUCTSSERVICE'].methods_by_name['ListProducts']._serialized_options = b'\220\002\001\312\363\030\017\022\rproducts:read\202\323\344\223\002\022\022\020/v1/api/products'
+  _globals['_PRODUCTSSERVICE'].methods_by_name['GetProduct']._loaded_options = None
+  _globals['_PRODUCTSSERVICE'].methods_by_name['GetProduct']._serialized_options = b'\220\002\001\312\363\030\017\022\rproducts:read\202\323\344\223\002\037\022\035/v1/api/products/{product_id}'
+  _globals['_PRODUCTSSERVICE'].methods_by_name['SyncProducts']._loaded_options = None
+  _globals['_PRODUCTSSERVICE'].methods_by_name['SyncProducts']._serialized_options = b'\220\002\002\312\363\030\020\022\016products:write\202\323\344\223\002\032\"\025/v1/api/products/sync:\001*'
+  _globals['_PRODUCTSSERVICE'].methods_by_name['GetProductRFM']._loaded_options = None
+  _globals['_PRODUCTSSERVICE'].methods_by_name['GetProductRFM']._serialized_options = b'\220\002\001\312\363\030\017\022\rproducts:read\202\323\344\223\002\026\022\024/v1/api/products/rfm'
+  _globals['_PRODUCTSSERVICE'].methods_by_name['ListProductCampaigns']._loaded_options = None
+  _globals['_PRODUCTSSERVICE'].methods_by_name['ListProductCampaigns']._serialized_options = b'\220\002\001\312\363\030\017\022\rproducts:read\202\323\344\223\002\034\022\032/v1/api/products/campaigns'
+  _globals['_VARIANT']._serialized_start=194
+  _globals['_VARIANT']._serialized_end=266
+  _globals['_PRODUCT']._serialized_start=269
+  _globals['_PRODUCT']._serialized_end=520
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=522
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=597
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=599
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=696
+  _globals['_GETPRODUCTREQUEST']._serialized_start=698
+  _globals['_GETPRODUCTREQUEST']._serialized_end=743
+  _globals['_GETPRODUCTRESPONSE']._serialized_start=745
+  _globals['_GETPRODUCTRESPONSE']._serialized_end=814
+  _globals['_SYNCPRODUCTSREQUEST']._serialized_start=816
+  _globals['_SYNCPRODUCTSREQUEST']._serialized_end=851
+  _globals['_SYNCPRODUCTSRESPONSE']._serialized_start=853
+  _globals['_SYNCPRODUCTSRESPONSE']._serialized_end=967
+  _globals['_PRODUCTRFM']._serialized_start=970
+  _globals['_PRODUCTRFM']._serialized_end=1297
+  _globals['_PRODUCTRFM_BUYERSEGMENTSENTRY']._serialized_start=1245
+  _globals['_PRODUCTRFM_BUYERSEGMENTSENTRY']._serialized_end=1297
+  _globals['_GETPRODUCTRFMREQUEST']._serialized_start=1299
+  _globals['_GETPRODUCTRFMREQUEST']._serialized_end=1347
+  _globals['_GETPRODUCTRFMRESPONSE']._serialized_start=1349
+  _globals['_GETPRODUCTRFMRESPONSE']._serialized_end=1420
+  _globals['_PRODUCTCAMPAIGN']._serialized_start=1422
+  _globals['_PRODUCTCAMPAIGN']._serialized_end=1511
+  _globals['_LISTPRODUCTCAMPAIGNSREQUEST']._serialized_start=1513
+  _globals['_LISTPRODUCTCAMPAIGNSREQUEST']._serialized_end=1591
+  _globals['_LISTPRODUCTCAMPAIGNSRESPONSE']._serialized_start=1593
+  _globals['_LISTPRODUCTCAMPAIGNSRESPONSE']._serialized_end=1682
+  _globals['_PRODUCTSSERVICE']._serialized_start=1685
+  _globals['_PRODUCTSSERVICE']._serialized_end=2529
 # @@protoc_insertion_point(module_scope)

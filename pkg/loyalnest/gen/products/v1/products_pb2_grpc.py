@@ -26,12 +26,15 @@ if _version_not_supported:
 
 
 class ProductsServiceStub:
-    """ProductsService keeps a merchant's items (scaffolded by `loyalnest new-service`: rename the
-    item to what the service really keeps).
+    """ProductsService keeps a merchant's Shopify catalogue (seed §15) and each product's RFM:
+    how recently, how often and for how much it sells, and the RFM segments of its buyers.
 
-    The merchant comes from the caller's verified token, never from the request: another
-    merchant's item answers NOT_FOUND. Reads need "products:read", changes
-    "products:write". Mutating RPCs require an idempotency_key (see PointsService).
+    The catalogue comes from Shopify's GraphQL `products` query (SyncProducts: cursor pages of
+    250, incremental by updated_at, Shopify's cost throttling waited out) and from the
+    products/create, products/update and products/delete webhooks (through the edge). Product
+    RFM comes from the order line items in webhook.received, never from a call to Shopify per
+    order. The merchant comes from the caller's verified token; another merchant's product
+    answers NOT_FOUND. Reads need "products:read", SyncProducts "products:write".
     """
 
     def __init__(self, channel):
@@ -40,36 +43,81 @@ class ProductsServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.CreateItem = channel.unary_unary(
-                '/loyalnest.products.v1.ProductsService/CreateItem',
-                request_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.CreateItemRequest.SerializeToString,
-                response_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.CreateItemResponse.FromString,
+        self.ListProducts = channel.unary_unary(
+                '/loyalnest.products.v1.ProductsService/ListProducts',
+                request_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductsResponse.FromString,
                 _registered_method=True)
-        self.GetItem = channel.unary_unary(
-                '/loyalnest.products.v1.ProductsService/GetItem',
-                request_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetItemRequest.SerializeToString,
-                response_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetItemResponse.FromString,
+        self.GetProduct = channel.unary_unary(
+                '/loyalnest.products.v1.ProductsService/GetProduct',
+                request_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductResponse.FromString,
+                _registered_method=True)
+        self.SyncProducts = channel.unary_unary(
+                '/loyalnest.products.v1.ProductsService/SyncProducts',
+                request_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.SyncProductsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.SyncProductsResponse.FromString,
+                _registered_method=True)
+        self.GetProductRFM = channel.unary_unary(
+                '/loyalnest.products.v1.ProductsService/GetProductRFM',
+                request_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductRFMRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductRFMResponse.FromString,
+                _registered_method=True)
+        self.ListProductCampaigns = channel.unary_unary(
+                '/loyalnest.products.v1.ProductsService/ListProductCampaigns',
+                request_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductCampaignsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductCampaignsResponse.FromString,
                 _registered_method=True)
 
 
 class ProductsServiceServicer:
-    """ProductsService keeps a merchant's items (scaffolded by `loyalnest new-service`: rename the
-    item to what the service really keeps).
+    """ProductsService keeps a merchant's Shopify catalogue (seed §15) and each product's RFM:
+    how recently, how often and for how much it sells, and the RFM segments of its buyers.
 
-    The merchant comes from the caller's verified token, never from the request: another
-    merchant's item answers NOT_FOUND. Reads need "products:read", changes
-    "products:write". Mutating RPCs require an idempotency_key (see PointsService).
+    The catalogue comes from Shopify's GraphQL `products` query (SyncProducts: cursor pages of
+    250, incremental by updated_at, Shopify's cost throttling waited out) and from the
+    products/create, products/update and products/delete webhooks (through the edge). Product
+    RFM comes from the order line items in webhook.received, never from a call to Shopify per
+    order. The merchant comes from the caller's verified token; another merchant's product
+    answers NOT_FOUND. Reads need "products:read", SyncProducts "products:write".
     """
 
-    def CreateItem(self, request, context):
-        """Creates an item. A retry with the same idempotency_key returns the first call's item.
+    def ListProducts(self, request, context):
+        """The merchant's products, by title, optionally matching `query` (words in the title,
+        vendor, product type or tags; case-insensitive).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def GetItem(self, request, context):
-        """Returns one item. NOT_FOUND for an unknown item.
+    def GetProduct(self, request, context):
+        """One product, with its variants and collections. NOT_FOUND for an unknown one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SyncProducts(self, request, context):
+        """Reads the shop's catalogue from Shopify: every product (`full`) or those updated since
+        the last sync. Idempotent: a repeat writes the same rows. FAILED_PRECONDITION
+        SHOP_NOT_CONNECTED without a shop token; UNAVAILABLE (RetryInfo) when Shopify throttles
+        longer than the call waits (the pages read so far are kept, the next sync goes on).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetProductRFM(self, request, context):
+        """A product's RFM (cached as product:{merchant}:{product_id}:rfm). NOT_FOUND when the
+        product has never been sold.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListProductCampaigns(self, request, context):
+        """The campaigns touching a product (from campaign.created and campaign.state_changed):
+        those naming it or one of its collections, and those for the whole order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,15 +126,30 @@ class ProductsServiceServicer:
 
 def add_ProductsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'CreateItem': grpc.unary_unary_rpc_method_handler(
-                    servicer.CreateItem,
-                    request_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.CreateItemRequest.FromString,
-                    response_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.CreateItemResponse.SerializeToString,
+            'ListProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProducts,
+                    request_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductsRequest.FromString,
+                    response_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductsResponse.SerializeToString,
             ),
-            'GetItem': grpc.unary_unary_rpc_method_handler(
-                    servicer.GetItem,
-                    request_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetItemRequest.FromString,
-                    response_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetItemResponse.SerializeToString,
+            'GetProduct': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProduct,
+                    request_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductRequest.FromString,
+                    response_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductResponse.SerializeToString,
+            ),
+            'SyncProducts': grpc.unary_unary_rpc_method_handler(
+                    servicer.SyncProducts,
+                    request_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.SyncProductsRequest.FromString,
+                    response_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.SyncProductsResponse.SerializeToString,
+            ),
+            'GetProductRFM': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProductRFM,
+                    request_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductRFMRequest.FromString,
+                    response_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductRFMResponse.SerializeToString,
+            ),
+            'ListProductCampaigns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProductCampaigns,
+                    request_deserializer=loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductCampaignsRequest.FromString,
+                    response_serializer=loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductCampaignsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -97,16 +160,19 @@ def add_ProductsServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ProductsService:
-    """ProductsService keeps a merchant's items (scaffolded by `loyalnest new-service`: rename the
-    item to what the service really keeps).
+    """ProductsService keeps a merchant's Shopify catalogue (seed §15) and each product's RFM:
+    how recently, how often and for how much it sells, and the RFM segments of its buyers.
 
-    The merchant comes from the caller's verified token, never from the request: another
-    merchant's item answers NOT_FOUND. Reads need "products:read", changes
-    "products:write". Mutating RPCs require an idempotency_key (see PointsService).
+    The catalogue comes from Shopify's GraphQL `products` query (SyncProducts: cursor pages of
+    250, incremental by updated_at, Shopify's cost throttling waited out) and from the
+    products/create, products/update and products/delete webhooks (through the edge). Product
+    RFM comes from the order line items in webhook.received, never from a call to Shopify per
+    order. The merchant comes from the caller's verified token; another merchant's product
+    answers NOT_FOUND. Reads need "products:read", SyncProducts "products:write".
     """
 
     @staticmethod
-    def CreateItem(request,
+    def ListProducts(request,
             target,
             options=(),
             channel_credentials=None,
@@ -119,9 +185,9 @@ class ProductsService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/loyalnest.products.v1.ProductsService/CreateItem',
-            loyalnest_dot_products_dot_v1_dot_products__pb2.CreateItemRequest.SerializeToString,
-            loyalnest_dot_products_dot_v1_dot_products__pb2.CreateItemResponse.FromString,
+            '/loyalnest.products.v1.ProductsService/ListProducts',
+            loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductsRequest.SerializeToString,
+            loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -133,7 +199,7 @@ class ProductsService:
             _registered_method=True)
 
     @staticmethod
-    def GetItem(request,
+    def GetProduct(request,
             target,
             options=(),
             channel_credentials=None,
@@ -146,9 +212,90 @@ class ProductsService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/loyalnest.products.v1.ProductsService/GetItem',
-            loyalnest_dot_products_dot_v1_dot_products__pb2.GetItemRequest.SerializeToString,
-            loyalnest_dot_products_dot_v1_dot_products__pb2.GetItemResponse.FromString,
+            '/loyalnest.products.v1.ProductsService/GetProduct',
+            loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductRequest.SerializeToString,
+            loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SyncProducts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.products.v1.ProductsService/SyncProducts',
+            loyalnest_dot_products_dot_v1_dot_products__pb2.SyncProductsRequest.SerializeToString,
+            loyalnest_dot_products_dot_v1_dot_products__pb2.SyncProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProductRFM(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.products.v1.ProductsService/GetProductRFM',
+            loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductRFMRequest.SerializeToString,
+            loyalnest_dot_products_dot_v1_dot_products__pb2.GetProductRFMResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProductCampaigns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.products.v1.ProductsService/ListProductCampaigns',
+            loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductCampaignsRequest.SerializeToString,
+            loyalnest_dot_products_dot_v1_dot_products__pb2.ListProductCampaignsResponse.FromString,
             options,
             channel_credentials,
             insecure,
