@@ -11,18 +11,21 @@ gets 401, a locked shop 423. It answers `discountCodeBasicCreate`,
 (at most 25 automatic discounts ACTIVE or SCHEDULED per shop: userErrors `ACTIVE_PERIOD_OVERLAP`),
 `discountCodeActivate`/`discountCodeDeactivate`, `discountAutomaticActivate`/
 `discountAutomaticDeactivate` (deactivating ends the discount now: status EXPIRED; activating
-starts it now: ACTIVE), `discountNode(id:)` (its status and title) and `discountNodes(first:,
-query:)` for the filters `method:automatic`, `status:active` and `title:'...'`. The merchant's
-side: `set_discount_status` (a change made in Shopify's admin, for drift).
+starts it now: ACTIVE), `discountCodeBasicUpdate`/`discountCodeFreeShippingUpdate` of a code's
+customer list (`customerSelection.customers` `add`/`remove`), `discountNode(id:)` (its status
+and title) and `discountNodes(first:, query:)` for the filters `method:automatic`,
+`status:active` and `title:'...'`. The merchant's side: `set_discount_status` (a change made
+in Shopify's admin, for drift).
 
 Products: `products(first:, after:, query:, sortKey: UPDATED_AT)` over `products[shop]`
 (`add_product` / `touch_product`), at most 250 a page (more: a GraphQL error, as Shopify's
 "first" limit), opaque cursors, the filter `updated_at:>'ISO'` / `updated_at:>='ISO'`; each
 answer carries `extensions.cost`, and the shop's leaky bucket (`bucket_size`, `restore_rate`
 points/s; a query costs 2 + one point per product asked for) answers `THROTTLED` (with the
-real figures) when it cannot pay. A discount's
-`customerSelection` must be `{"all": true}` or `{"customers": {"add": [<Customer GID>...]}}`
-(else userErrors `INVALID`), as in API 2025-10.
+real figures) when it cannot pay.
+
+A discount's `customerSelection` must be `{"all": true}` or
+`{"customers": {"add": [<Customer GID>...]}}` (else userErrors `INVALID`), as in API 2025-10.
 Faults for tests: `unavailable` (503 to every call), `fail_next` (503 to the next N calls),
 `lose_next_answer` (create the code, then answer 503 as if the reply was lost),
 `throttle_next` (the next N queries are not run: `THROTTLED` in `errors` with the cost
@@ -294,6 +297,10 @@ class ShopifyAdminStandIn(ShopifyStandIn):
         ):
             if name in query:
                 return 200, {"data": {name: self._create(shop, kind, variables["input"])}}
+        for name in ("discountCodeBasicUpdate", "discountCodeFreeShippingUpdate"):
+            if name in query:
+                changed = self._update_customers(shop, variables["id"], variables["input"])
+                return 200, {"data": {name: changed}}
         for name, kind in (
             ("discountAutomaticBasicCreate", "basic"),
             ("discountAutomaticFreeShippingCreate", "free_shipping"),
@@ -383,6 +390,26 @@ class ShopifyAdminStandIn(ShopifyStandIn):
                 }
             },
         }
+
+    def _update_customers(
+        self, shop: str, discount_id: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A code discount's customer list changed (customerSelection.customers add/remove)."""
+        found = self._discount(shop, discount_id)
+        customers = ((data.get("customerSelection") or {}).get("customers")) or {}
+        gids = [*customers.get("add", []), *customers.get("remove", [])]
+        if found is None or discount_id in self.automatic:
+            error = {"field": ["id"], "code": "INVALID", "message": "Discount does not exist"}
+            return {"codeDiscountNode": None, "userErrors": [error]}
+        if not gids or not all(isinstance(g, str) and _CUSTOMER_GID.fullmatch(g) for g in gids):
+            error = {"field": ["customerSelection"], "code": "INVALID", "message": "is invalid"}
+            return {"codeDiscountNode": None, "userErrors": [error]}
+        selection = found["input"].setdefault("customerSelection", {})
+        current = (selection.get("customers") or {}).get("add") or []
+        kept = [g for g in current if g not in customers.get("remove", [])]
+        kept += [g for g in customers.get("add", []) if g not in kept]
+        found["input"]["customerSelection"] = {"customers": {"add": kept}}
+        return {"codeDiscountNode": {"id": discount_id}, "userErrors": []}
 
     def _create_automatic(self, shop: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         errors = []

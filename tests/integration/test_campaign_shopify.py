@@ -269,6 +269,25 @@ async def test_segment_campaign_at_shopify(
             return await m.applicable("7002", "45.00") == [campaign_id]
 
         await eventually(eligible_7002, 30, "7002 eligible after moving into AT_RISK")
+        # ... and bound to the code at Shopify; 7001 leaving the segment is unbound.
+        selection = shopify.codes_of(m.shop)[code]["input"]["customerSelection"]
+        assert selection == {
+            "customers": {"add": ["gid://shopify/Customer/7001", "gid://shopify/Customer/7002"]}
+        }
+        await m.rfm("7001", rfm_pb2.RFM_SEGMENT_HIGH_VALUE)
+
+        async def unbound_7001() -> bool:
+            selection = shopify.codes_of(m.shop)[code]["input"]["customerSelection"]
+            return bool(selection == {"customers": {"add": ["gid://shopify/Customer/7002"]}})
+
+        await eventually(unbound_7001, 30, "7001 removed from the code's customers")
+        assert await m.applicable("7001", "45.00") == []
+        await m.rfm("7001", rfm_pb2.RFM_SEGMENT_AT_RISK)
+
+        async def bound_again() -> bool:
+            return await m.applicable("7001", "45.00") == [campaign_id]
+
+        await eventually(bound_again, 30, "7001 back in AT_RISK")
 
         # Paused: deactivated at Shopify, applies to nobody; resumed: active again.
         url = f"{m.gateway.url}/v1/api/campaigns/{campaign_id}"

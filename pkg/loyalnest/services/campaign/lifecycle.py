@@ -30,8 +30,31 @@ from loyalnest.services.campaign.store import CampaignStore
 
 
 class Lifecycle:
-    def __init__(self, discounts: CampaignDiscounts) -> None:
+    def __init__(self, discounts: CampaignDiscounts, store: CampaignStore) -> None:
         self._discounts = discounts
+        self._store = store
+
+    async def segment_moved(
+        self, merchant_id: str, customer_id: str, previous: str | None, current: str
+    ) -> None:
+        """A customer entered or left segments: added to or removed from the customer list
+        of every live code campaign whose audience that changes (publishing bound the codes
+        to the members of the time)."""
+        if not SHOPIFY_ID_RE.fullmatch(customer_id):
+            return  # not a Shopify customer: nothing to bind at Shopify
+        concerned = []
+        for campaign in await self._store.live(merchant_id):
+            segments = campaign.segments()
+            if campaign.automatic or segments is None:
+                continue
+            was, now = previous in segments, current in segments
+            if was != now:
+                concerned.append((campaign, now))
+        if not concerned:
+            return
+        access = await self._discounts.access(merchant_id)
+        for campaign, member in concerned:
+            await self._discounts.set_customer(access, campaign, customer_id, member=member)
 
     async def publish(self, conn: AsyncConnection, campaign: Campaign) -> Campaign:
         if campaign.state != DRAFT:

@@ -71,6 +71,7 @@ async def build(settings: CampaignSettings) -> ServiceComponents:
     if redis_client is None:
         log.warning("LOYALNEST_REDIS_URL unset: ApplyCampaign reads PostgreSQL")
     eligibility = Eligibility(redis_client, store, ttl_seconds=settings.campaign_cache_ttl_seconds)
+    lifecycle = Lifecycle(discounts, store)
     cleanup = [http.close, downstream.close]
     if redis_client is not None:
         cleanup.append(redis_client.aclose)
@@ -79,12 +80,12 @@ async def build(settings: CampaignSettings) -> ServiceComponents:
         database,
         service=NAME,
         group=events.CONSUMER_GROUP,
-        handlers=consumers.handlers(store, eligibility),
+        handlers=consumers.handlers(store, eligibility, lifecycle),
         registrations=[
             Registration(
                 SERVICE_NAME,
                 campaign_pb2_grpc.add_CampaignServiceServicer_to_server,
-                CampaignServicer(store, Lifecycle(discounts), eligibility),
+                CampaignServicer(store, lifecycle, eligibility),
             )
         ],
         cleanup=cleanup,

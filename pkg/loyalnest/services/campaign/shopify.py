@@ -280,6 +280,38 @@ class CampaignDiscounts:
         if errors:
             raise _refusal(errors)
 
+    async def set_customer(
+        self, access: ShopAccess, campaign: Campaign, customer_id: str, *, member: bool
+    ) -> None:
+        """Adds a customer to (or removes one from) a code discount's customer list. Both are
+        idempotent at Shopify: a retry changes nothing more."""
+        free_shipping = campaign.rules.type == pb.DISCOUNT_TYPE_FREE_SHIPPING
+        mutation, argument, input_type = (
+            ("discountCodeFreeShippingUpdate", "freeShippingCodeDiscount",
+             "DiscountCodeFreeShippingInput")
+            if free_shipping
+            else ("discountCodeBasicUpdate", "basicCodeDiscount", "DiscountCodeBasicInput")
+        )  # fmt: skip
+        query = (
+            f"mutation Audience($id: ID!, $input: {input_type}!) {{"
+            f" {mutation}(id: $id, {argument}: $input) {{ codeDiscountNode {{ id }} {_FIELDS} }} }}"
+        )
+        change = "add" if member else "remove"
+        data = await self._admin.graphql(
+            access.shop,
+            access.access_token,
+            query,
+            {
+                "id": campaign.shopify_discount_id,
+                "input": {
+                    "customerSelection": {"customers": {change: [_gid("Customer", customer_id)]}}
+                },
+            },
+        )
+        errors = (data.get(mutation) or {}).get("userErrors") or []
+        if errors:
+            raise _refusal(errors)
+
     async def status(self, access: ShopAccess, campaign: Campaign) -> str | None:
         """Shopify's status of the discount (ACTIVE, SCHEDULED, EXPIRED), None if it is gone."""
         data = await self._admin.graphql(

@@ -71,6 +71,8 @@ def _json(message: Any) -> Jsonb:
     return Jsonb(json_format.MessageToDict(message, preserving_proto_field_name=True))
 
 
+# A customer's segment moved (previous, current): Shopify's customer lists follow.
+Moved = Callable[[str | None, str], Awaitable[None]]
 # A change's effect at Shopify, run with the locked campaign: returns the campaign as it is to
 # be saved (state, discount id).
 Change = Callable[[AsyncConnection, Campaign], Awaitable[Campaign]]
@@ -281,16 +283,26 @@ class CampaignStore:
             row = await cursor.fetchone()
         return None if row is None else str(row[0])
 
-    async def apply_rfm(self, event: ConsumedEvent, customer_id: str, segment: int) -> bool:
-        """Keeps the newest segment of a customer; False when the event was applied before."""
+    async def apply_rfm(
+        self, event: ConsumedEvent, customer_id: str, segment: int, *, moved: Moved
+    ) -> bool:
+        """Keeps the newest segment of a customer; False when the event was applied before.
+        `moved(previous, current)` runs inside the transaction when the segment changed: its
+        failure (Shopify not answering) rolls the event back for the consumer to retry."""
         async with self._pool.connection() as conn, conn.transaction():
             if not await inbox.claim(conn, event):
                 return False
-            await conn.execute(
+            cursor = await conn.execute(
+                "SELECT segment FROM customer_segments"
+                " WHERE merchant_id = %s AND customer_id = %s FOR UPDATE",
+                (event.merchant_id, customer_id),
+            )
+            before = await cursor.fetchone()
+            cursor = await conn.execute(
                 "INSERT INTO customer_segments (merchant_id, customer_id, segment, scored_at)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT (merchant_id, customer_id) DO UPDATE"
                 " SET segment = excluded.segment, scored_at = excluded.scored_at"
-                " WHERE customer_segments.scored_at < excluded.scored_at",
+                " WHERE customer_segments.scored_at < excluded.scored_at RETURNING segment",
                 (
                     event.merchant_id,
                     customer_id,
@@ -298,6 +310,10 @@ class CampaignStore:
                     event.occurred_at,
                 ),
             )
+            after = await cursor.fetchone()
+            previous = None if before is None else str(before[0])
+            if after is not None and str(after[0]) != previous:
+                await moved(previous, str(after[0]))
         return True
 
     # ---- personal data (issue 18's contract) ----------------------------------------------
