@@ -11,7 +11,18 @@ import pytest
 SERVICES = Path(__file__).resolve().parents[2] / "pkg" / "loyalnest" / "services"
 EVERY_SERVICE = {"__init__", "service", "servicer", "domain", "events", "wire"}
 # Services that consume events; the others have no consumers.py.
-CONSUMING = {"auth", "core", "edge", "event_tracking", "gamification", "points", "roles", "users"}
+CONSUMING = {
+    "auth",
+    "campaign",
+    "core",
+    "edge",
+    "event_tracking",
+    "gamification",
+    "points",
+    "products",
+    "roles",
+    "users",
+}
 # The domain sub-modules README names, per service (a service not named has none).
 SUB_MODULES = {
     "auth": {
@@ -26,6 +37,8 @@ SUB_MODULES = {
     "core": {"billing"},
     "event_tracking": {"shipping"},
     "gamification": {"leaderboards"},
+    "campaign": {"shopify", "lifecycle", "eligibility", "reconcile"},
+    "products": {"sync"},
     "edge": {"webhooks", "signing"},
     "points": {
         "earning",

@@ -37,6 +37,9 @@ ORDER_TOPICS = frozenset({"orders/create", "orders/paid", "orders/updated", "ord
 # and orders/paid; a cancellation: orders/cancelled and orders/updated), so the same bytes under
 # two of them is normal; under any other pair of topics it is a replay.
 SAME_SNAPSHOT_TOPICS = ORDER_TOPICS
+PRODUCT_TOPICS = frozenset({"products/create", "products/update", "products/delete"})
+# A new product's snapshot may come as products/create and products/update alike.
+SAME_PRODUCT_TOPICS = frozenset({"products/create", "products/update"})
 # A paid order's financial_status (orders/paid); Shopify retries carry the original payload.
 PAID_STATUSES = frozenset({"paid", "partially_paid", "partially_refunded", "refunded"})
 
@@ -322,6 +325,21 @@ def _uninstalled_content(payload: Mapping[str, Any], shop_domain: str) -> Conten
     )
 
 
+def _product_content(topic: str) -> Callable[[Mapping[str, Any], str], Content]:
+    # The catalogue (Products): titles, variants, prices, nothing personal, forwarded as it
+    # is. products/delete carries the id alone.
+    def fit(payload: Mapping[str, Any], shop_domain: str) -> Content:
+        _refuse_keys(payload, "a product", "line_items", "order_id", "email", "customer")
+        _required_id(payload, "id", "the product")
+        if topic != "products/delete":
+            if not isinstance(payload.get("title"), str) or _time(payload, "updated_at") is None:
+                raise UnfitBody("a product has a title and updated_at")
+            _list(payload, "variants", "the product")
+        return Content(None, None, "", passthrough=True)
+
+    return fit
+
+
 def _subscription_content(payload: Mapping[str, Any], shop_domain: str) -> Content:
     # Shopify Billing (app_subscriptions/update): a subscription's name, status and amounts,
     # nothing personal, forwarded as it is.
@@ -340,6 +358,7 @@ FIT: dict[str, Callable[[Mapping[str, Any], str], Content]] = {
     "shop/redact": _shop_redact_content,
     "app/uninstalled": _uninstalled_content,
     "app_subscriptions/update": _subscription_content,
+    **{topic: _product_content(topic) for topic in PRODUCT_TOPICS},
 }
 
 
@@ -354,4 +373,6 @@ def content(topic: str, payload: Mapping[str, Any], shop_domain: str) -> Content
 
 def compatible_topics(topic: str) -> frozenset[str]:
     """The topics the same body bytes may also have been accepted under."""
-    return SAME_SNAPSHOT_TOPICS if topic in SAME_SNAPSHOT_TOPICS else frozenset({topic})
+    if topic in SAME_SNAPSHOT_TOPICS:
+        return SAME_SNAPSHOT_TOPICS
+    return SAME_PRODUCT_TOPICS if topic in SAME_PRODUCT_TOPICS else frozenset({topic})

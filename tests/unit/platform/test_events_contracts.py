@@ -34,6 +34,8 @@ OUR_EVENTS = {
     # Issue 21: points expiry.
     "points.expired",
     "points.expiring",
+    # Issue 19: a campaign's lifecycle after campaign.created (paused, resumed, ended).
+    "campaign.state_changed",
 }
 SEED_EVENTS = {
     "customer.created",

@@ -45,6 +45,10 @@ SERVICE_GRANTS: dict[str, frozenset[str]] = {
             "rfm:read",
         }
     ),
+    # auth:shop-token: the shop's Admin API token, for campaigns' Shopify discounts.
+    "campaign": frozenset({"auth:shop-token"}),
+    # auth:shop-token: the shop's Admin API token, for the catalogue sync (products query).
+    "products": frozenset({"auth:shop-token"}),
     "users": frozenset({"auth:validate", "roles:read"}),
     "roles": frozenset({"auth:validate"}),
     "auth": frozenset({"roles:read", "users:read"}),

@@ -130,6 +130,7 @@ EVENTS: tuple[EventSpec, ...] = (
         "email_event.created", admin_features_pb2.EmailEventCreated, ADMIN_FEATURES, "customer_id"
     ),
     EventSpec("campaign.created", campaign_pb2.CampaignCreated, CAMPAIGN, "campaign_id"),
+    EventSpec("campaign.state_changed", campaign_pb2.CampaignStateChanged, CAMPAIGN, "campaign_id"),
     EventSpec("badge.awarded", gamification_pb2.BadgeAwarded, GAMIFICATION, "customer_id"),
     EventSpec("product_rfm.updated", products_pb2.ProductRfmUpdated, PRODUCTS, "product_id"),
 )
