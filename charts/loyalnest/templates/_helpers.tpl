@@ -327,6 +327,7 @@ with the release's values put in for the tokens the generator left. */}}
 {{- $admins = list (dict "not_id" (dict "any" true)) -}}
 {{- end -}}
 {{- $config = $config | replace "\"${ADMIN_CIDRS}\"" (toJson $admins) -}}
+{{- $config = $config | replace "\"${READ_RATE_LIMIT_BURST}\"" (toString (int $v.gateway.readRateLimit.burst)) | replace "\"${READ_RATE_LIMIT_PER_SECOND}\"" (toString (int $v.gateway.readRateLimit.requestsPerSecond)) -}}
 {{- if $tracing -}}
 {{- $config = $config | replace "\"${OTEL_HOST}\"" (toJson $v.otel.collector.host) | replace "\"${OTEL_PORT}\"" (toString $v.otel.collector.port) -}}
 {{- /* New traces (requests without a sampled traceparent) sampled as in the services. */ -}}

@@ -34,6 +34,9 @@ class MethodInfo:
     idempotent: bool = False
     # `(loyalnest.options.v1.route).timeout`, when the RPC declares one.
     timeout_seconds: float | None = None
+    # `idempotency_level` NO_SIDE_EFFECTS: a read. The gateway limits reads per replica in
+    # Envoy and only writes with the global (Redis-backed) rate-limit service.
+    read_only: bool = False
     # `(loyalnest.options.v1.access).internal`: for LoyalNest's services only, never routed
     # from outside (the gateway's RBAC denies it for every peer).
     internal: bool = False
@@ -117,6 +120,7 @@ def method_info(method: descriptor_pb2.MethodDescriptorProto) -> MethodInfo:
         else (),
         idempotent=options.idempotency_level in _IDEMPOTENT_LEVELS,
         timeout_seconds=timeout,
+        read_only=options.idempotency_level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
         internal=bool(internal),
     )
 
