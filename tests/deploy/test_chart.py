@@ -97,7 +97,7 @@ def test_every_proto_package_with_a_service_has_a_deployment(rendered: dict[str,
         path.relative_to(proto_root).parts[0]
         for path in proto_root.rglob("*.proto")
         if re.search(r"^service\s+\w+", path.read_text(), re.M)
-    }
+    } - {"platform"}  # contracts every service serves itself (loyalnest.platform.v1)
     assert packages, "no gRPC service found under proto/"
     deployments = {o["metadata"]["name"] for o in rendered["default"] if o["kind"] == "Deployment"}
     assert {k8s_name(p) for p in packages} <= deployments

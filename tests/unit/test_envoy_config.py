@@ -497,17 +497,22 @@ def test_internal_rpcs_are_denied_for_every_peer_and_admin_rpcs_outside_the_allo
 
     services = list(services_in_descriptor_set(DESCRIPTOR_SET).values())
     # Declared once, next to the RPC: (loyalnest.options.v1.access).internal.
-    assert internal_paths(services) == ["/loyalnest.auth.v1.AuthService/GetShopAccessToken"]
+    internal = [
+        "/loyalnest.auth.v1.AuthService/GetShopAccessToken",
+        # The personal-data contract every holder serves (AdminCore's only).
+        "/loyalnest.platform.v1.PersonalDataService/EraseCustomer",
+        "/loyalnest.platform.v1.PersonalDataService/EraseMerchant",
+        "/loyalnest.platform.v1.PersonalDataService/ExportCustomer",
+    ]
+    assert internal_paths(services) == internal
     rbac = rbac_filter(EdgePolicy(admin_allowed_cidrs=("10.0.0.0/8",)), services)
     assert rbac is not None
     policies = rbac["typed_config"]["rules"]["policies"]
     assert rbac["typed_config"]["rules"]["action"] == "DENY"
-    internal = policies["internal-rpc"]
-    assert internal["principals"] == [{"any": True}]
-    (rules,) = internal["permissions"]
-    assert [r["url_path"]["path"]["exact"] for r in rules["or_rules"]["rules"]] == [
-        "/loyalnest.auth.v1.AuthService/GetShopAccessToken"
-    ]
+    denied = policies["internal-rpc"]
+    assert denied["principals"] == [{"any": True}]
+    (rules,) = denied["permissions"]
+    assert [r["url_path"]["path"]["exact"] for r in rules["or_rules"]["rules"]] == internal
     # Not an admin RPC: the allowlist does not let anyone reach it.
     admin = policies["admin-rpc-outside-allowlist"]
     admin_paths = [

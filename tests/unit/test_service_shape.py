@@ -12,6 +12,7 @@ SERVICES = Path(__file__).resolve().parents[2] / "pkg" / "loyalnest" / "services
 EVERY_SERVICE = {"__init__", "service", "servicer", "domain", "events", "wire"}
 # Services that consume events; the others have no consumers.py.
 CONSUMING = {
+    "admin_core",
     "auth",
     "campaign",
     "core",
@@ -34,6 +35,7 @@ SUB_MODULES = {
         "staff_sessions",
         "role_permissions",
     },
+    "admin_core": {"gdpr"},
     "core": {"billing"},
     "event_tracking": {"shipping"},
     "gamification": {"leaderboards"},

@@ -136,11 +136,19 @@ def services_in_descriptor_set(path: Path) -> dict[str, ServiceInfo]:
     return services
 
 
+# Platform contracts every service serves on its own server (loyalnest.platform.v1's
+# PersonalDataService), internal: no component of their own, never routed by the gateway.
+SHARED_PACKAGE_PREFIX = "loyalnest.platform."
+
+
 def grpc_services_in_descriptor_set(path: Path) -> dict[str, list[str]]:
     """Package -> fully qualified service names, e.g.
-    {"loyalnest.points.v1": ["loyalnest.points.v1.PointsService"]}."""
+    {"loyalnest.points.v1": ["loyalnest.points.v1.PointsService"]}; shared platform
+    contracts left out."""
     by_package: dict[str, list[str]] = {}
     for info in services_in_descriptor_set(path).values():
+        if info.package.startswith(SHARED_PACKAGE_PREFIX):
+            continue
         by_package.setdefault(info.package, []).append(info.full_name)
     return by_package
 

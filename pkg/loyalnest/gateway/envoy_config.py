@@ -36,6 +36,7 @@ from typing import Any
 
 from loyalnest.gateway import edge
 from loyalnest.gateway.descriptors import (
+    SHARED_PACKAGE_PREFIX,
     STATUS_FILES,
     MethodInfo,
     ServiceInfo,
@@ -323,7 +324,9 @@ def unserved_services(config: GatewayConfig) -> list[str]:
     return [
         name
         for name in services_in_descriptor_set(config.descriptor_set_path)
-        if name not in served and not name.startswith("google.")
+        if name not in served
+        and not name.startswith("google.")
+        and not name.startswith(SHARED_PACKAGE_PREFIX)
     ]
 
 

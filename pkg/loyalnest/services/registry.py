@@ -19,6 +19,7 @@ SERVICES: dict[str, str] = {
     "gamification": "loyalnest.services.gamification.service",
     "campaign": "loyalnest.services.campaign.service",
     "products": "loyalnest.services.products.service",
+    "admin_core": "loyalnest.services.admin_core.service",
 }
 
 

@@ -27,6 +27,7 @@ import hmac
 from collections.abc import Iterable
 
 from loyalnest.platform.crypto import derive_key
+from loyalnest.platform.personal_data import caller_grants as personal_data_grants
 
 # What each service may do when it acts on its own behalf (a Kafka consumer, a scheduled job):
 # permissions as in the RPCs' `(loyalnest.options.v1.access)`. A service missing here cannot
@@ -55,6 +56,8 @@ SERVICE_GRANTS: dict[str, frozenset[str]] = {
     # ValidateMerchant of a webhook's shop, to skip those of unknown or uninstalled merchants
     # (webhooks carry no caller token).
     "edge": frozenset({"auth:validate"}),
+    # GDPR requests: every personal-data holder's export and erasure (platform/personal_data).
+    "admin_core": frozenset({"auth:validate", *personal_data_grants()}),
 }
 
 SERVICE_TOKEN_TTL_SECONDS = 5 * 60

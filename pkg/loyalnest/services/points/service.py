@@ -22,6 +22,7 @@ from loyalnest.platform.health import Check
 from loyalnest.platform.http import HttpClient
 from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import PersonalData
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.platform.shop_access import ShopTokens
@@ -128,6 +129,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         ShopTokens(auth, component="points", not_connected=ShopNotConnected),
         code_key=_discount_code_key(settings),
     )
+    components.personal_data = ledger
     components.registrations = [
         Registration(
             SERVICE_NAME,
@@ -251,4 +253,7 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
+    personal_data=PersonalData(
+        tables=("ledgers", "points_transactions", "reward_redemptions", "order_earnings")
+    ),
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -11,6 +12,7 @@ from google.protobuf.message import Message
 
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.services.points.domain import (
     Balance,
     Posting,
@@ -25,6 +27,25 @@ from loyalnest.services.points.rules import RuleEvent
 
 # The reward fields update_reward may change.
 REWARD_UPDATABLE = frozenset({"name", "kind", "value", "points_cost", "active"})
+
+
+# Every table (collection) with merchant rows, children before the rows they reference:
+# erase_merchant empties them for the merchant.
+MERCHANT_TABLES = (
+    "order_adjustments",
+    "order_earnings",
+    "reward_redemptions",
+    "rewards",
+    "points_transactions",
+    "ledgers",
+    "program_settings_copies",
+)
+ERASED_PREFIX = "erased:"
+
+
+def erased_customer_id() -> str:
+    """The id an erased customer's ledger moves to: random, so nothing leads back."""
+    return ERASED_PREFIX + uuid.uuid4().hex
 
 
 def reward_columns(changes: Mapping[str, object]) -> dict[str, object]:
@@ -67,6 +88,21 @@ class LedgerStore(Protocol):
 
     async def ping(self) -> None:
         """Raises when the backing database does not answer."""
+        ...
+
+    # ---- personal data (loyalnest.platform.personal_data) -------------------------------
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        """The customer's ledger, transactions, redemptions and orders."""
+        ...
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """Moves the customer's ledger and its history to `erased_customer_id()`: amounts
+        kept, identity gone. Idempotent (a repeat finds nothing)."""
+        ...
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        """Deletes everything of the merchant."""
         ...
 
     # ---- rewards catalog and redemptions ------------------------------------------------

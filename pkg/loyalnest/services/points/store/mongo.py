@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
@@ -58,6 +59,7 @@ from loyalnest.platform.idempotency import (
 from loyalnest.platform.mongo import CODEC_OPTIONS, MongoCalls
 from loyalnest.platform.mongo import now_millis as _now
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.services.points.domain import (
     Balance,
     InsufficientPoints,
@@ -81,7 +83,7 @@ from loyalnest.services.points.orders import (
     OrderStatus,
 )
 from loyalnest.services.points.rules import RuleEvent
-from loyalnest.services.points.store.base import reward_columns
+from loyalnest.services.points.store.base import erased_customer_id, reward_columns
 
 log = get_logger(__name__)
 
@@ -261,6 +263,90 @@ class MongoLedgerStore:
 
     async def ping(self) -> None:
         await self._run(partial(self._client.admin.command, "ping"))
+
+    # ---- personal data (loyalnest.platform.personal_data) -------------------------------
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        return await self._run(partial(self._export_customer, merchant_id, customer))
+
+    def _export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        match = {"merchant_id": merchant_id, "customer_id": customer.shopify_customer_id}
+        hidden = {"_id": 0, "merchant_id": 0, "customer_id": 0}
+        data: dict[str, Any] = {}
+        ledger = self._balances.find_one(match, hidden)
+        if ledger is not None:
+            data["ledger"] = ledger
+        for name, collection, order in (
+            ("transactions", self._ledger, "sequence"),
+            ("redemptions", self._redemptions, "created_at"),
+            ("orders", self._database.get_collection(ORDER_EARNINGS), "created_at"),
+        ):
+            found = list(collection.find(match, hidden).sort(order, ASCENDING))
+            if found:
+                data[name] = found
+        return CustomerExport(data)
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        return await self._run(partial(self._erase_customer, merchant_id, customer))
+
+    def _erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """As in PostgreSQL, without one transaction: the ledger document first records the
+        id it moves to (`erased_to`), so a retry after a crash moves what is left to the same
+        id, then the history moves, the ledger last."""
+        match = {"merchant_id": merchant_id, "customer_id": customer.shopify_customer_id}
+        ledger = self._balances.find_one_and_update(
+            {**match, "erased_to": {"$exists": False}},
+            {"$set": {"erased_to": erased_customer_id()}},
+            return_document=ReturnDocument.AFTER,
+        ) or self._balances.find_one(match)
+        anonymous = ledger["erased_to"] if ledger is not None else erased_customer_id()
+        erased = 0
+        for collection in (
+            self._ledger,
+            self._redemptions,
+            self._database.get_collection(ORDER_EARNINGS),
+        ):
+            erased += collection.update_many(
+                match, {"$set": {"customer_id": anonymous}}
+            ).modified_count
+        if ledger is not None:
+            erased += self._balances.update_one(
+                match, {"$set": {"customer_id": anonymous}, "$unset": {"erased_to": ""}}
+            ).modified_count
+        key = f"{merchant_id}/{customer.shopify_customer_id}"
+        self._outbox.delete_many({"partition_key": key, "sent_at": {"$ne": None}})
+        return erased
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        return await self._run(partial(self._erase_merchant, merchant_id))
+
+    def _erase_merchant(self, merchant_id: str) -> int:
+        erased = 0
+        for name in (
+            ORDER_EARNINGS,
+            REWARD_REDEMPTIONS,
+            REWARDS,
+            TRANSACTIONS,
+            BALANCES,
+            PROGRAM_SETTINGS,
+            IDEMPOTENCY_KEYS,
+            POS_OFFLINE_QUEUE,
+        ):
+            erased += (
+                self._database.get_collection(name)
+                .delete_many({"merchant_id": merchant_id})
+                .deleted_count
+            )
+        erased += self._outbox.delete_many(
+            {
+                "sent_at": {"$ne": None},
+                "$or": [
+                    {"partition_key": merchant_id},
+                    {"partition_key": {"$regex": f"^{re.escape(merchant_id)}/"}},
+                ],
+            }
+        ).deleted_count
+        return erased
 
     async def ensure_indexes(self) -> None:
         await self._run(self._ensure_indexes)

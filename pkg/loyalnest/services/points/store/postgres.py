@@ -13,11 +13,12 @@ from google.protobuf.message import Message
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-from loyalnest.platform import idempotency
+from loyalnest.platform import idempotency, personal_data
 from loyalnest.platform.errors import NotFound
 from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.services.points.domain import (
     Balance,
@@ -42,7 +43,11 @@ from loyalnest.services.points.orders import (
     OrderStatus,
 )
 from loyalnest.services.points.rules import RuleEvent
-from loyalnest.services.points.store.base import reward_columns
+from loyalnest.services.points.store.base import (
+    MERCHANT_TABLES,
+    erased_customer_id,
+    reward_columns,
+)
 
 _COLUMNS = [field.name for field in fields(Transaction)]
 _SELECT_COLUMNS = ", ".join(f"{c}::text AS {c}" if c == "transaction_id" else c for c in _COLUMNS)
@@ -574,6 +579,92 @@ class PostgresLedgerStore:
                 " WHERE merchant_id = %s AND order_id = %s AND adjustment_id = %s",
                 (merchant_id, order_id, adjustment_id),
             )
+
+    # ---- personal data (loyalnest.platform.personal_data) -------------------------------
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        customer_id = customer.shopify_customer_id
+        params = (merchant_id, customer_id)
+        data: dict[str, Any] = {}
+        async with self._pool.connection() as conn:
+            conn.row_factory = dict_row  # type: ignore[assignment]
+            for name, query in (
+                (
+                    "ledger",
+                    "SELECT balance, lifetime_earned, lifetime_redeemed, created_at, updated_at"
+                    " FROM ledgers WHERE merchant_id = %s AND customer_id = %s",
+                ),
+                (
+                    "transactions",
+                    f"SELECT {_SELECT_COLUMNS} FROM points_transactions"
+                    " WHERE merchant_id = %s AND customer_id = %s ORDER BY sequence",
+                ),
+                (
+                    "redemptions",
+                    "SELECT redemption_id::text, reward_id::text, points, status, discount_code,"
+                    " created_at FROM reward_redemptions"
+                    " WHERE merchant_id = %s AND customer_id = %s ORDER BY created_at",
+                ),
+                (
+                    "orders",
+                    "SELECT order_id, points, eligible_amount, currency, status, created_at"
+                    " FROM order_earnings WHERE merchant_id = %s AND customer_id = %s"
+                    " ORDER BY created_at",
+                ),
+            ):
+                cursor = await conn.execute(query, params)
+                rows = await cursor.fetchall()
+                if rows:
+                    data[name] = rows[0] if name == "ledger" else rows
+        return CustomerExport(data)
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """The customer's ledger, history, redemptions and orders move to a random id that
+        names nobody: amounts stay (liability, reports), the identity goes."""
+        customer_id = customer.shopify_customer_id
+        anonymous = erased_customer_id()
+        params = {"m": merchant_id, "c": customer_id, "a": anonymous}
+        erased = 0
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "INSERT INTO ledgers (merchant_id, customer_id, balance, lifetime_earned,"
+                " lifetime_redeemed, last_sequence, created_at, updated_at)"
+                " SELECT merchant_id, %(a)s, balance, lifetime_earned, lifetime_redeemed,"
+                " last_sequence, created_at, now() FROM ledgers"
+                " WHERE merchant_id = %(m)s AND customer_id = %(c)s FOR UPDATE",
+                params,
+            )
+            erased += cursor.rowcount
+            for table in ("points_transactions", "reward_redemptions", "order_earnings"):
+                erased += (
+                    await conn.execute(
+                        sql.SQL(
+                            "UPDATE {} SET customer_id = %(a)s"
+                            " WHERE merchant_id = %(m)s AND customer_id = %(c)s"
+                        ).format(sql.Identifier(table)),
+                        params,
+                    )
+                ).rowcount
+            await conn.execute(
+                "DELETE FROM ledgers WHERE merchant_id = %(m)s AND customer_id = %(c)s", params
+            )
+            await personal_data.forget_sent_events(conn, merchant_id, customer_id)
+        return erased
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        erased = 0
+        async with self._pool.connection() as conn, conn.transaction():
+            for table in MERCHANT_TABLES:
+                erased += (
+                    await conn.execute(
+                        sql.SQL("DELETE FROM {} WHERE merchant_id = %s").format(
+                            sql.Identifier(table)
+                        ),
+                        (merchant_id,),
+                    )
+                ).rowcount
+            erased += await personal_data.erase_platform_rows(conn, merchant_id)
+        return erased
 
 
 _REWARD_COLUMNS = ", ".join(
