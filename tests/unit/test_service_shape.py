@@ -11,7 +11,7 @@ import pytest
 SERVICES = Path(__file__).resolve().parents[2] / "pkg" / "loyalnest" / "services"
 EVERY_SERVICE = {"__init__", "service", "servicer", "domain", "events", "wire"}
 # Services that consume events; the others have no consumers.py.
-CONSUMING = {"auth", "core", "edge", "points", "roles", "users"}
+CONSUMING = {"auth", "core", "edge", "points", "rfm", "roles", "users"}
 # The domain sub-modules README names, per service (a service not named has none).
 SUB_MODULES = {
     "auth": {
@@ -33,6 +33,7 @@ SUB_MODULES = {
         "discounts",
         "offline_sync",
     },
+    "rfm": {"nightly"},
     "roles": set(),
     "users": set(),
 }
