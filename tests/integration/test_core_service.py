@@ -807,6 +807,29 @@ async def test_accounts_link_customers_and_rfm_scores_are_kept(handlers, stub, d
     ]
 
 
+async def test_rfm_scores_naming_the_shopify_customer_reach_core_s_customer(
+    handlers, stub, merchant_id
+):
+    # The RFM service scores orders, which name Shopify's customer id.
+    customer = await create_customer(stub, merchant_id, "7390012230042")
+    await handlers["rfm.updated"](
+        consumed(
+            merchant_id,
+            rfm_pb2.RfmUpdated(
+                customer_id="7390012230042",
+                score=rfm_pb2.RfmScore(frequency=2),
+                segment=rfm_pb2.RFM_SEGMENT_AT_RISK,
+            ),
+        )
+    )
+    got = (
+        await stub.GetCustomer(
+            pb.GetCustomerRequest(customer_id=customer.customer_id), metadata=md(merchant_id)
+        )
+    ).customer
+    assert (got.rfm_score.frequency, got.rfm_segment) == (2, rfm_pb2.RFM_SEGMENT_AT_RISK)
+
+
 async def test_gdpr_redaction_erases_the_customers_personal_data(handlers, stub, db, merchant_id):
     customer = await create_customer(stub, merchant_id, "forget-me", email="forget@example.com")
     other = await create_customer(stub, merchant_id, "keep-me", email="keep@example.com")

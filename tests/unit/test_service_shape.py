@@ -21,6 +21,7 @@ CONSUMING = {
     "gamification",
     "points",
     "products",
+    "rfm",
     "roles",
     "users",
 }
@@ -52,6 +53,7 @@ SUB_MODULES = {
         "expiry",
         "rules",
     },
+    "rfm": {"nightly"},
     "roles": set(),
     "users": set(),
 }

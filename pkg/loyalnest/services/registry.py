@@ -20,6 +20,7 @@ SERVICES: dict[str, str] = {
     "campaign": "loyalnest.services.campaign.service",
     "products": "loyalnest.services.products.service",
     "admin_core": "loyalnest.services.admin_core.service",
+    "rfm": "loyalnest.services.rfm.service",
 }
 
 

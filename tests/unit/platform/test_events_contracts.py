@@ -65,6 +65,7 @@ SEED_EVENTS = {
 NOT_EVENTS = {
     "loyalnest.events.v1.Envelope",
     "loyalnest.events.v1.RfmScore",
+    "loyalnest.events.v1.RfmScores",
     "loyalnest.events.v1.ProgramSettings",
     "loyalnest.events.v1.EarningMultiplier",
     "loyalnest.events.v1.PlanLimits",

@@ -300,27 +300,39 @@ class CustomerStore:
         score: rfm_pb2.RfmScore,
         segment: int,
     ) -> bool:
-        """Keeps the newest score of a customer (it may arrive before the customer does)."""
-        if not is_uuid(customer_id):
-            return True  # not one of Core's customer ids: nothing of ours to score
+        """Keeps the newest score of a customer (it may arrive before the customer does).
+
+        The RFM service names customers by their Shopify id (orders carry it): that finds
+        Core's customer(s) mirroring it; a score for one Core does not have yet is dropped
+        (the next change announces the customer again)."""
         async with self._pool.connection() as conn, conn.transaction():
             if not await inbox.claim(conn, event):
                 return False
-            await conn.execute(
-                "INSERT INTO customer_rfm (merchant_id, customer_id, score, segment, scored_at)"
-                " VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT (merchant_id, customer_id) DO UPDATE"
-                " SET score = excluded.score, segment = excluded.segment,"
-                "     scored_at = excluded.scored_at"
-                " WHERE customer_rfm.scored_at < excluded.scored_at",
-                (
-                    event.merchant_id,
-                    customer_id,
-                    Jsonb(json_format.MessageToDict(score, preserving_proto_field_name=True)),
-                    rfm_pb2.RfmSegment.Name(segment),
-                    event.occurred_at,
-                ),
-            )
+            if is_uuid(customer_id):
+                targets = [customer_id]
+            else:
+                cursor = await conn.execute(
+                    "SELECT customer_id::text FROM customers"
+                    " WHERE merchant_id = %s AND shopify_customer_id = %s",
+                    (event.merchant_id, customer_id),
+                )
+                targets = [found for (found,) in await cursor.fetchall()]
+            for target in targets:
+                await conn.execute(
+                    "INSERT INTO customer_rfm (merchant_id, customer_id, score, segment, scored_at)"
+                    " VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (merchant_id, customer_id) DO UPDATE"
+                    " SET score = excluded.score, segment = excluded.segment,"
+                    "     scored_at = excluded.scored_at"
+                    " WHERE customer_rfm.scored_at < excluded.scored_at",
+                    (
+                        event.merchant_id,
+                        target,
+                        Jsonb(json_format.MessageToDict(score, preserving_proto_field_name=True)),
+                        rfm_pb2.RfmSegment.Name(segment),
+                        event.occurred_at,
+                    ),
+                )
         return True
 
     async def redact(self, event: ConsumedEvent, request_id: str, customer_id: str) -> bool:
