@@ -677,6 +677,7 @@ TABLES: dict[str, Table] = {
 # new-service` scaffolds it): fully qualified gRPC service -> test module.
 TABLES_ELSEWHERE: dict[str, str] = {
     # "loyalnest.<name>.v1.<Name>Service": "tests.integration.test_<name>_service",
+    "loyalnest.referrals.v1.ReferralsService": "tests.integration.test_referrals_service",
 }
 for _service, _module in TABLES_ELSEWHERE.items():
     TABLES[_service] = importlib.import_module(_module).ISOLATION

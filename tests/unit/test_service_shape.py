@@ -11,7 +11,7 @@ import pytest
 SERVICES = Path(__file__).resolve().parents[2] / "pkg" / "loyalnest" / "services"
 EVERY_SERVICE = {"__init__", "service", "servicer", "domain", "events", "wire"}
 # Services that consume events; the others have no consumers.py.
-CONSUMING = {"auth", "core", "edge", "points", "roles", "users"}
+CONSUMING = {"auth", "core", "edge", "points", "referrals", "roles", "users"}
 # The domain sub-modules README names, per service (a service not named has none).
 SUB_MODULES = {
     "auth": {
@@ -24,6 +24,7 @@ SUB_MODULES = {
         "role_permissions",
     },
     "core": {"billing"},
+    "referrals": {"crediting", "shops"},
     "edge": {"webhooks", "signing"},
     "points": {
         "earning",

@@ -15,6 +15,7 @@ SERVICES: dict[str, str] = {
     "auth": "loyalnest.services.auth.service",
     "edge": "loyalnest.services.edge.service",
     "core": "loyalnest.services.core.service",
+    "referrals": "loyalnest.services.referrals.service",
 }
 
 

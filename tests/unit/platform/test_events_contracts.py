@@ -63,6 +63,8 @@ NOT_EVENTS = {
     "loyalnest.events.v1.ProgramSettings",
     "loyalnest.events.v1.EarningMultiplier",
     "loyalnest.events.v1.PlanLimits",
+    "loyalnest.events.v1.ReferralProgram",
+    "loyalnest.events.v1.ReferralMilestone",
     # Parts of webhook.received (payload version 2).
     "loyalnest.events.v1.ShopifyOrder",
     "loyalnest.events.v1.ShopifyLineItem",

@@ -26,15 +26,17 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eloyalnest/events/v1/core.proto\x12\x13loyalnest.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\"T\n\x0f\x43ustomerCreated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1b\n\x13shopify_customer_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"W\n\x0f\x43ustomerUpdated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"M\n\x10PlanLimitWarning\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04used\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\"P\n\x16ProgramSettingsUpdated\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.loyalnest.events.v1.ProgramSettings\"\xec\x02\n\x0fProgramSettings\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x17\n\x0fprogram_enabled\x18\x02 \x01(\x08\x12 \n\x18points_per_currency_unit\x18\x03 \x01(\t\x12\x35\n\x08rounding\x18\x04 \x01(\x0e\x32#.loyalnest.events.v1.PointsRounding\x12\x1b\n\x13signup_bonus_points\x18\x05 \x01(\x03\x12;\n\x0bmultipliers\x18\x06 \x03(\x0b\x32&.loyalnest.events.v1.EarningMultiplier\x12\x1a\n\x12points_expiry_days\x18\x07 \x01(\x05\x12\x31\n\x0epending_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x04plan\x18\t \x01(\x0b\x32\x1f.loyalnest.events.v1.PlanLimits\"S\n\x11\x45\x61rningMultiplier\x12\x15\n\rcollection_id\x18\x01 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x02 \x03(\t\x12\x12\n\nmultiplier\x18\x03 \x01(\t\"S\n\nPlanLimits\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x17\n\x0f\x63ustomers_limit\x18\x02 \x01(\x03\x12\x1e\n\x16orders_per_month_limit\x18\x03 \x01(\x03*\x80\x01\n\x0ePointsRounding\x12\x1f\n\x1bPOINTS_ROUNDING_UNSPECIFIED\x10\x00\x12\x18\n\x14POINTS_ROUNDING_DOWN\x10\x01\x12\x1b\n\x17POINTS_ROUNDING_NEAREST\x10\x02\x12\x16\n\x12POINTS_ROUNDING_UP\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eloyalnest/events/v1/core.proto\x12\x13loyalnest.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\"T\n\x0f\x43ustomerCreated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1b\n\x13shopify_customer_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"W\n\x0f\x43ustomerUpdated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"M\n\x10PlanLimitWarning\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04used\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\"P\n\x16ProgramSettingsUpdated\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.loyalnest.events.v1.ProgramSettings\"\xa4\x03\n\x0fProgramSettings\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x17\n\x0fprogram_enabled\x18\x02 \x01(\x08\x12 \n\x18points_per_currency_unit\x18\x03 \x01(\t\x12\x35\n\x08rounding\x18\x04 \x01(\x0e\x32#.loyalnest.events.v1.PointsRounding\x12\x1b\n\x13signup_bonus_points\x18\x05 \x01(\x03\x12;\n\x0bmultipliers\x18\x06 \x03(\x0b\x32&.loyalnest.events.v1.EarningMultiplier\x12\x1a\n\x12points_expiry_days\x18\x07 \x01(\x05\x12\x31\n\x0epending_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x04plan\x18\t \x01(\x0b\x32\x1f.loyalnest.events.v1.PlanLimits\x12\x36\n\x08referral\x18\x14 \x01(\x0b\x32$.loyalnest.events.v1.ReferralProgram\"\xb7\x02\n\x0fReferralProgram\x12\x1e\n\x16referrer_reward_points\x18\x01 \x01(\x03\x12G\n\x14\x66riend_discount_type\x18\x02 \x01(\x0e\x32).loyalnest.events.v1.ReferralDiscountType\x12\x1d\n\x15\x66riend_discount_value\x18\x03 \x01(\t\x12:\n\nmilestones\x18\x04 \x03(\x0b\x32&.loyalnest.events.v1.ReferralMilestone\x12\x18\n\x10\x63ode_expiry_days\x18\x05 \x01(\x05\x12\"\n\x1a\x64\x61ily_invites_per_referrer\x18\x06 \x01(\x05\x12\"\n\x1a\x64\x61ily_invites_per_merchant\x18\x07 \x01(\x05\"<\n\x11ReferralMilestone\x12\x11\n\treferrals\x18\x01 \x01(\x05\x12\x14\n\x0c\x62onus_points\x18\x02 \x01(\x03\"S\n\x11\x45\x61rningMultiplier\x12\x15\n\rcollection_id\x18\x01 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x02 \x03(\t\x12\x12\n\nmultiplier\x18\x03 \x01(\t\"S\n\nPlanLimits\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x17\n\x0f\x63ustomers_limit\x18\x02 \x01(\x03\x12\x1e\n\x16orders_per_month_limit\x18\x03 \x01(\x03*\x8e\x01\n\x14ReferralDiscountType\x12&\n\"REFERRAL_DISCOUNT_TYPE_UNSPECIFIED\x10\x00\x12%\n!REFERRAL_DISCOUNT_TYPE_PERCENTAGE\x10\x01\x12\'\n#REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT\x10\x02*\x80\x01\n\x0ePointsRounding\x12\x1f\n\x1bPOINTS_ROUNDING_UNSPECIFIED\x10\x00\x12\x18\n\x14POINTS_ROUNDING_DOWN\x10\x01\x12\x1b\n\x17POINTS_ROUNDING_NEAREST\x10\x02\x12\x16\n\x12POINTS_ROUNDING_UP\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loyalnest.events.v1.core_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POINTSROUNDING']._serialized_start=995
-  _globals['_POINTSROUNDING']._serialized_end=1123
+  _globals['_REFERRALDISCOUNTTYPE']._serialized_start=1427
+  _globals['_REFERRALDISCOUNTTYPE']._serialized_end=1569
+  _globals['_POINTSROUNDING']._serialized_start=1572
+  _globals['_POINTSROUNDING']._serialized_end=1700
   _globals['_CUSTOMERCREATED']._serialized_start=121
   _globals['_CUSTOMERCREATED']._serialized_end=205
   _globals['_CUSTOMERUPDATED']._serialized_start=207
@@ -44,9 +46,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROGRAMSETTINGSUPDATED']._serialized_start=375
   _globals['_PROGRAMSETTINGSUPDATED']._serialized_end=455
   _globals['_PROGRAMSETTINGS']._serialized_start=458
-  _globals['_PROGRAMSETTINGS']._serialized_end=822
-  _globals['_EARNINGMULTIPLIER']._serialized_start=824
-  _globals['_EARNINGMULTIPLIER']._serialized_end=907
-  _globals['_PLANLIMITS']._serialized_start=909
-  _globals['_PLANLIMITS']._serialized_end=992
+  _globals['_PROGRAMSETTINGS']._serialized_end=878
+  _globals['_REFERRALPROGRAM']._serialized_start=881
+  _globals['_REFERRALPROGRAM']._serialized_end=1192
+  _globals['_REFERRALMILESTONE']._serialized_start=1194
+  _globals['_REFERRALMILESTONE']._serialized_end=1254
+  _globals['_EARNINGMULTIPLIER']._serialized_start=1256
+  _globals['_EARNINGMULTIPLIER']._serialized_end=1339
+  _globals['_PLANLIMITS']._serialized_start=1341
+  _globals['_PLANLIMITS']._serialized_end=1424
 # @@protoc_insertion_point(module_scope)

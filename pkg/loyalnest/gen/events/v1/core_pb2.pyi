@@ -11,12 +11,21 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReferralDiscountType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFERRAL_DISCOUNT_TYPE_UNSPECIFIED: _ClassVar[ReferralDiscountType]
+    REFERRAL_DISCOUNT_TYPE_PERCENTAGE: _ClassVar[ReferralDiscountType]
+    REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT: _ClassVar[ReferralDiscountType]
+
 class PointsRounding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     POINTS_ROUNDING_UNSPECIFIED: _ClassVar[PointsRounding]
     POINTS_ROUNDING_DOWN: _ClassVar[PointsRounding]
     POINTS_ROUNDING_NEAREST: _ClassVar[PointsRounding]
     POINTS_ROUNDING_UP: _ClassVar[PointsRounding]
+REFERRAL_DISCOUNT_TYPE_UNSPECIFIED: ReferralDiscountType
+REFERRAL_DISCOUNT_TYPE_PERCENTAGE: ReferralDiscountType
+REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT: ReferralDiscountType
 POINTS_ROUNDING_UNSPECIFIED: PointsRounding
 POINTS_ROUNDING_DOWN: PointsRounding
 POINTS_ROUNDING_NEAREST: PointsRounding
@@ -59,7 +68,7 @@ class ProgramSettingsUpdated(_message.Message):
     def __init__(self, settings: _Optional[_Union[ProgramSettings, _Mapping]] = ...) -> None: ...
 
 class ProgramSettings(_message.Message):
-    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan")
+    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan", "referral")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_ENABLED_FIELD_NUMBER: _ClassVar[int]
     POINTS_PER_CURRENCY_UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +78,7 @@ class ProgramSettings(_message.Message):
     POINTS_EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
     PENDING_PERIOD_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    REFERRAL_FIELD_NUMBER: _ClassVar[int]
     version: int
     program_enabled: bool
     points_per_currency_unit: str
@@ -78,7 +88,34 @@ class ProgramSettings(_message.Message):
     points_expiry_days: int
     pending_period: _duration_pb2.Duration
     plan: PlanLimits
-    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ...) -> None: ...
+    referral: ReferralProgram
+    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ..., referral: _Optional[_Union[ReferralProgram, _Mapping]] = ...) -> None: ...
+
+class ReferralProgram(_message.Message):
+    __slots__ = ("referrer_reward_points", "friend_discount_type", "friend_discount_value", "milestones", "code_expiry_days", "daily_invites_per_referrer", "daily_invites_per_merchant")
+    REFERRER_REWARD_POINTS_FIELD_NUMBER: _ClassVar[int]
+    FRIEND_DISCOUNT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FRIEND_DISCOUNT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MILESTONES_FIELD_NUMBER: _ClassVar[int]
+    CODE_EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
+    DAILY_INVITES_PER_REFERRER_FIELD_NUMBER: _ClassVar[int]
+    DAILY_INVITES_PER_MERCHANT_FIELD_NUMBER: _ClassVar[int]
+    referrer_reward_points: int
+    friend_discount_type: ReferralDiscountType
+    friend_discount_value: str
+    milestones: _containers.RepeatedCompositeFieldContainer[ReferralMilestone]
+    code_expiry_days: int
+    daily_invites_per_referrer: int
+    daily_invites_per_merchant: int
+    def __init__(self, referrer_reward_points: _Optional[int] = ..., friend_discount_type: _Optional[_Union[ReferralDiscountType, str]] = ..., friend_discount_value: _Optional[str] = ..., milestones: _Optional[_Iterable[_Union[ReferralMilestone, _Mapping]]] = ..., code_expiry_days: _Optional[int] = ..., daily_invites_per_referrer: _Optional[int] = ..., daily_invites_per_merchant: _Optional[int] = ...) -> None: ...
+
+class ReferralMilestone(_message.Message):
+    __slots__ = ("referrals", "bonus_points")
+    REFERRALS_FIELD_NUMBER: _ClassVar[int]
+    BONUS_POINTS_FIELD_NUMBER: _ClassVar[int]
+    referrals: int
+    bonus_points: int
+    def __init__(self, referrals: _Optional[int] = ..., bonus_points: _Optional[int] = ...) -> None: ...
 
 class EarningMultiplier(_message.Message):
     __slots__ = ("collection_id", "product_ids", "multiplier")
