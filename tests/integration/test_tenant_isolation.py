@@ -710,6 +710,7 @@ TABLES_ELSEWHERE: dict[str, str] = {
     "loyalnest.products.v1.ProductsService": "tests.integration.test_products_service",
     "loyalnest.admin_core.v1.AdminCoreService": "tests.integration.test_admin_core_service",
     "loyalnest.rfm.v1.RfmService": "tests.integration.test_rfm_service",
+    "loyalnest.referrals.v1.ReferralsService": "tests.integration.test_referrals_service",
 }
 for _service, _module in TABLES_ELSEWHERE.items():
     TABLES[_service] = importlib.import_module(_module).ISOLATION

@@ -21,6 +21,7 @@ CONSUMING = {
     "gamification",
     "points",
     "products",
+    "referrals",
     "rfm",
     "roles",
     "users",
@@ -42,6 +43,7 @@ SUB_MODULES = {
     "gamification": {"leaderboards"},
     "campaign": {"shopify", "lifecycle", "eligibility", "reconcile"},
     "products": {"sync"},
+    "referrals": {"crediting", "shops"},
     "edge": {"webhooks", "signing"},
     "points": {
         "earning",

@@ -99,6 +99,9 @@ def seed_call_graph(text: str) -> dict[str, set[str]]:
 # the callees they declare (none: add the ones a new service's `Calls` gains).
 BEYOND_SEED: dict[str, set[str]] = {
     "edge": {"auth"},
+    # The seed's Referrals calls (auth, core, users), and Points: referrers' rewards are
+    # credited with EarnPoints (the seed has no consumer of referral.completed that credits).
+    "referrals": {"auth", "core", "users", "points"},
 }
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from google.protobuf.message import Message
 
@@ -218,7 +219,17 @@ def read_order(payload: Mapping[str, Any]) -> gateway_events.ShopifyOrder:
     _set_time(order, "created_time", payload, "created_at")
     _set_time(order, "processed_time", payload, "processed_at")
     _set_time(order, "cancelled_time", payload, "cancelled_at")
+    order.landing_site_ref = _landing_site_ref(payload.get("landing_site"))
     return order
+
+
+def _landing_site_ref(landing_site: Any) -> str:
+    """Only `ref` of the landing page's query (a referral code, for Referrals): the rest of
+    the URL may carry a visitor's tracking parameters, which no consumer needs."""
+    if not isinstance(landing_site, str) or "ref=" not in landing_site:
+        return ""
+    values = parse_qs(urlsplit(landing_site).query).get("ref")
+    return values[0][:64] if values else ""
 
 
 def read_refund(payload: Mapping[str, Any]) -> gateway_events.ShopifyRefund:

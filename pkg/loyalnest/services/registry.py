@@ -21,6 +21,7 @@ SERVICES: dict[str, str] = {
     "products": "loyalnest.services.products.service",
     "admin_core": "loyalnest.services.admin_core.service",
     "rfm": "loyalnest.services.rfm.service",
+    "referrals": "loyalnest.services.referrals.service",
 }
 
 

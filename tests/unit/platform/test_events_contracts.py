@@ -72,6 +72,8 @@ NOT_EVENTS = {
     # Parts of ProgramSettings (issue 21).
     "loyalnest.events.v1.EarningRule",
     "loyalnest.events.v1.EarningLimit",
+    "loyalnest.events.v1.ReferralProgram",
+    "loyalnest.events.v1.ReferralMilestone",
     # Parts of webhook.received (payload version 2).
     "loyalnest.events.v1.ShopifyOrder",
     "loyalnest.events.v1.ShopifyLineItem",

@@ -53,6 +53,7 @@ UPDATABLE_FIELDS = frozenset(
         "points_expiry_mode",
         "points_expiry_notice_days",
         "earning_rules",
+        "referral",
     }
 )
 EXPIRY_MODES = frozenset(
@@ -80,6 +81,13 @@ MAX_PRODUCTS_PER_COLLECTION = 1000
 SHOPIFY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,254}$")
 SHOPIFY_ID_RULE = "must be 1-255 characters of letters, digits and _ . : / @ -"
 MAX_NAME_LENGTH = 100
+# The referral program (ProgramSettings.referral, kept by Referrals).
+MAX_REFERRAL_POINTS = 1_000_000
+MAX_REFERRAL_PERCENTAGE = Decimal(100)
+MAX_REFERRAL_AMOUNT = Decimal(100_000)
+MAX_MILESTONES = 20
+MAX_MILESTONE_REFERRALS = 10_000
+MAX_DAILY_INVITES = 100_000
 
 
 # --- plans -------------------------------------------------------------------------------
@@ -514,6 +522,66 @@ def _check_multipliers(
         )
 
 
+def _check_referral(violations: list[FieldViolation], program: core_events.ReferralProgram) -> None:
+    at = "settings.referral"
+    if not 0 <= program.referrer_reward_points <= MAX_REFERRAL_POINTS:
+        violations.append(
+            FieldViolation(f"{at}.referrer_reward_points", f"must be 0 to {MAX_REFERRAL_POINTS}")
+        )
+    value = program.friend_discount_value
+    match program.friend_discount_type:
+        case core_events.REFERRAL_DISCOUNT_TYPE_PERCENTAGE:
+            _check_decimal(
+                violations,
+                f"{at}.friend_discount_value",
+                value,
+                positive=True,
+                maximum=MAX_REFERRAL_PERCENTAGE,
+            )
+        case core_events.REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT:
+            _check_decimal(
+                violations,
+                f"{at}.friend_discount_value",
+                value,
+                positive=True,
+                maximum=MAX_REFERRAL_AMOUNT,
+            )
+        case _:
+            if value and canonical_decimal(value) != 0:
+                violations.append(
+                    FieldViolation(
+                        f"{at}.friend_discount_type",
+                        "must be REFERRAL_DISCOUNT_TYPE_PERCENTAGE or"
+                        " REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT when friend_discount_value is set",
+                    )
+                )
+    if len(program.milestones) > MAX_MILESTONES:
+        violations.append(FieldViolation(f"{at}.milestones", f"at most {MAX_MILESTONES}"))
+    seen: set[int] = set()
+    for index, milestone in enumerate(program.milestones):
+        where = f"{at}.milestones[{index}]"
+        if not 0 < milestone.referrals <= MAX_MILESTONE_REFERRALS:
+            violations.append(
+                FieldViolation(f"{where}.referrals", f"must be 1 to {MAX_MILESTONE_REFERRALS}")
+            )
+        elif milestone.referrals in seen:
+            violations.append(FieldViolation(f"{where}.referrals", "appears twice"))
+        seen.add(milestone.referrals)
+        if not 0 < milestone.bonus_points <= MAX_REFERRAL_POINTS:
+            violations.append(
+                FieldViolation(f"{where}.bonus_points", f"must be 1 to {MAX_REFERRAL_POINTS}")
+            )
+    if not 0 <= program.code_expiry_days <= MAX_EXPIRY_DAYS:
+        violations.append(
+            FieldViolation(f"{at}.code_expiry_days", f"must be 0 (never) to {MAX_EXPIRY_DAYS}")
+        )
+    for name in ("daily_invites_per_referrer", "daily_invites_per_merchant"):
+        if not 0 <= getattr(program, name) <= MAX_DAILY_INVITES:
+            violations.append(
+                FieldViolation(f"{at}.{name}", f"must be 0 (unlimited) to {MAX_DAILY_INVITES}")
+            )
+
+
 def validate_program_update(
     settings: ProgramSettings, paths: Iterable[str]
 ) -> list[FieldViolation]:
@@ -585,6 +653,8 @@ def validate_program_update(
         _check_multipliers(violations, settings.multipliers)
     if "earning_rules" in paths:
         _check_rules(violations, settings.earning_rules)
+    if "referral" in paths:
+        _check_referral(violations, settings.referral)
     return violations
 
 
@@ -610,6 +680,13 @@ def apply_update(
         elif path == "earning_rules":
             del result.earning_rules[:]
             result.earning_rules.extend(_canonical_rule(r) for r in update.earning_rules)
+        elif path == "referral":
+            result.referral.CopyFrom(update.referral)
+            if update.referral.friend_discount_value:
+                value = canonical_decimal(update.referral.friend_discount_value)
+                assert value is not None  # validated
+                result.referral.friend_discount_value = decimal_text(value)
+            result.referral.milestones.sort(key=lambda m: m.referrals)
         elif path == "points_per_currency_unit":
             rate = canonical_decimal(update.points_per_currency_unit)
             assert rate is not None  # validated

@@ -41,6 +41,12 @@ class PointsExpiryMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POINTS_EXPIRY_MODE_AFTER_EARNED: _ClassVar[PointsExpiryMode]
     POINTS_EXPIRY_MODE_AFTER_INACTIVITY: _ClassVar[PointsExpiryMode]
 
+class ReferralDiscountType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REFERRAL_DISCOUNT_TYPE_UNSPECIFIED: _ClassVar[ReferralDiscountType]
+    REFERRAL_DISCOUNT_TYPE_PERCENTAGE: _ClassVar[ReferralDiscountType]
+    REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT: _ClassVar[ReferralDiscountType]
+
 class PointsRounding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     POINTS_ROUNDING_UNSPECIFIED: _ClassVar[PointsRounding]
@@ -64,6 +70,9 @@ LIMIT_PERIOD_YEAR: LimitPeriod
 POINTS_EXPIRY_MODE_UNSPECIFIED: PointsExpiryMode
 POINTS_EXPIRY_MODE_AFTER_EARNED: PointsExpiryMode
 POINTS_EXPIRY_MODE_AFTER_INACTIVITY: PointsExpiryMode
+REFERRAL_DISCOUNT_TYPE_UNSPECIFIED: ReferralDiscountType
+REFERRAL_DISCOUNT_TYPE_PERCENTAGE: ReferralDiscountType
+REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT: ReferralDiscountType
 POINTS_ROUNDING_UNSPECIFIED: PointsRounding
 POINTS_ROUNDING_DOWN: PointsRounding
 POINTS_ROUNDING_NEAREST: PointsRounding
@@ -106,7 +115,7 @@ class ProgramSettingsUpdated(_message.Message):
     def __init__(self, settings: _Optional[_Union[ProgramSettings, _Mapping]] = ...) -> None: ...
 
 class ProgramSettings(_message.Message):
-    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan", "points_expiry_mode", "points_expiry_notice_days", "earning_rules")
+    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan", "referral", "points_expiry_mode", "points_expiry_notice_days", "earning_rules")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_ENABLED_FIELD_NUMBER: _ClassVar[int]
     POINTS_PER_CURRENCY_UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +125,7 @@ class ProgramSettings(_message.Message):
     POINTS_EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
     PENDING_PERIOD_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
+    REFERRAL_FIELD_NUMBER: _ClassVar[int]
     POINTS_EXPIRY_MODE_FIELD_NUMBER: _ClassVar[int]
     POINTS_EXPIRY_NOTICE_DAYS_FIELD_NUMBER: _ClassVar[int]
     EARNING_RULES_FIELD_NUMBER: _ClassVar[int]
@@ -128,10 +138,11 @@ class ProgramSettings(_message.Message):
     points_expiry_days: int
     pending_period: _duration_pb2.Duration
     plan: PlanLimits
+    referral: ReferralProgram
     points_expiry_mode: PointsExpiryMode
     points_expiry_notice_days: int
     earning_rules: _containers.RepeatedCompositeFieldContainer[EarningRule]
-    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ..., points_expiry_mode: _Optional[_Union[PointsExpiryMode, str]] = ..., points_expiry_notice_days: _Optional[int] = ..., earning_rules: _Optional[_Iterable[_Union[EarningRule, _Mapping]]] = ...) -> None: ...
+    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ..., referral: _Optional[_Union[ReferralProgram, _Mapping]] = ..., points_expiry_mode: _Optional[_Union[PointsExpiryMode, str]] = ..., points_expiry_notice_days: _Optional[int] = ..., earning_rules: _Optional[_Iterable[_Union[EarningRule, _Mapping]]] = ...) -> None: ...
 
 class EarningLimit(_message.Message):
     __slots__ = ("max_awards", "period")
@@ -174,6 +185,32 @@ class EarningRule(_message.Message):
     goal_period: _duration_pb2.Duration
     activity: str
     def __init__(self, rule_id: _Optional[str] = ..., name: _Optional[str] = ..., enabled: _Optional[bool] = ..., type: _Optional[_Union[EarningRuleType, str]] = ..., points_per_currency_unit: _Optional[str] = ..., points: _Optional[int] = ..., min_spend: _Optional[str] = ..., channels: _Optional[_Iterable[_Union[SalesChannel, str]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., multiplier: _Optional[str] = ..., limit: _Optional[_Union[EarningLimit, _Mapping]] = ..., punch_count: _Optional[int] = ..., goal_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., activity: _Optional[str] = ...) -> None: ...
+
+class ReferralProgram(_message.Message):
+    __slots__ = ("referrer_reward_points", "friend_discount_type", "friend_discount_value", "milestones", "code_expiry_days", "daily_invites_per_referrer", "daily_invites_per_merchant")
+    REFERRER_REWARD_POINTS_FIELD_NUMBER: _ClassVar[int]
+    FRIEND_DISCOUNT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    FRIEND_DISCOUNT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    MILESTONES_FIELD_NUMBER: _ClassVar[int]
+    CODE_EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
+    DAILY_INVITES_PER_REFERRER_FIELD_NUMBER: _ClassVar[int]
+    DAILY_INVITES_PER_MERCHANT_FIELD_NUMBER: _ClassVar[int]
+    referrer_reward_points: int
+    friend_discount_type: ReferralDiscountType
+    friend_discount_value: str
+    milestones: _containers.RepeatedCompositeFieldContainer[ReferralMilestone]
+    code_expiry_days: int
+    daily_invites_per_referrer: int
+    daily_invites_per_merchant: int
+    def __init__(self, referrer_reward_points: _Optional[int] = ..., friend_discount_type: _Optional[_Union[ReferralDiscountType, str]] = ..., friend_discount_value: _Optional[str] = ..., milestones: _Optional[_Iterable[_Union[ReferralMilestone, _Mapping]]] = ..., code_expiry_days: _Optional[int] = ..., daily_invites_per_referrer: _Optional[int] = ..., daily_invites_per_merchant: _Optional[int] = ...) -> None: ...
+
+class ReferralMilestone(_message.Message):
+    __slots__ = ("referrals", "bonus_points")
+    REFERRALS_FIELD_NUMBER: _ClassVar[int]
+    BONUS_POINTS_FIELD_NUMBER: _ClassVar[int]
+    referrals: int
+    bonus_points: int
+    def __init__(self, referrals: _Optional[int] = ..., bonus_points: _Optional[int] = ...) -> None: ...
 
 class EarningMultiplier(_message.Message):
     __slots__ = ("collection_id", "product_ids", "multiplier")
