@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock | sha256sum | cut
 BUF_IMAGE := .build/buf-image.binpb
 
 .PHONY: setup lock system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy fuzz up bench \
-	bench-webhooks bench-orders bench-gamification clean \
+	bench-webhooks bench-orders bench-rest bench-gamification clean \
 	chart chart-gateway-config chart-golden chart-check k8s kind-up kind-down
 
 setup: system-deps $(STAMP) k8s-tools
@@ -109,6 +109,10 @@ up: setup
 
 bench: setup
 	$(BIN)/python bench/bench_points.py
+
+# REST GET balance through Envoy (JWT, rate limits, transcoding) vs. a bare server (bench/README.md).
+bench-rest: setup
+	$(BIN)/python bench/bench_rest.py
 
 # Shopify webhooks through Envoy to the edge service vs. a bare server (bench/README.md).
 bench-webhooks: setup

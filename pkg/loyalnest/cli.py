@@ -45,6 +45,41 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _points_expire(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from loyalnest.platform.observability import configure_logging
+    from loyalnest.services.points.service import PointsSettings, expire_points
+
+    settings = PointsSettings()
+    configure_logging(settings, "points-expire")
+    report = asyncio.run(expire_points(settings))
+    print(
+        f"points expiry: {report.customers} customer(s) checked, {report.expired_points} point(s)"
+        f" of {report.expired_customers} customer(s) expired, {report.notices} notice(s),"
+        f" {report.skipped} left for the next run"
+    )
+    return 0
+
+
+def _rfm_rescore(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from loyalnest.platform.observability import configure_logging
+    from loyalnest.platform.tenancy import merchant_id_for_shop
+    from loyalnest.services.rfm.service import RfmSettings, rescore
+
+    settings = RfmSettings()
+    configure_logging(settings, "rfm-rescore")
+    merchant = merchant_id_for_shop(args.shop) if args.shop else args.merchant
+    for result in asyncio.run(rescore(settings, merchant)):
+        print(
+            f"{result.merchant_id}: {result.customers} customers with an order,"
+            f" {result.changed} rescored, {result.seconds:.2f}s"
+        )
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from loyalnest.devstack.stack import run_up
 
@@ -188,6 +223,26 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply a service's database migrations")
     migrate.add_argument("service", choices=sorted(SERVICES))
     migrate.set_defaults(func=_migrate)
+
+    points = commands.add_parser("points", help="Points jobs (configured by LOYALNEST_* env)")
+    points_jobs = points.add_subparsers(dest="job", required=True)
+    expire = points_jobs.add_parser(
+        "expire",
+        help="expire points under each merchant's points_expiry_days and publish"
+        " points.expiring notices (idempotent; the chart runs it as a CronJob)",
+    )
+    expire.set_defaults(func=_points_expire)
+    rfm = commands.add_parser("rfm", help="RFM analytics jobs")
+    rfm_jobs = rfm.add_subparsers(dest="rfm_command", required=True)
+    rfm_rescore = rfm_jobs.add_parser(
+        "rescore",
+        help="recompute quintile cutoffs and rescore every customer (the nightly job;"
+        " configured by LOYALNEST_* env like the service)",
+    )
+    only = rfm_rescore.add_mutually_exclusive_group()
+    only.add_argument("--merchant", help="only this merchant (default: every one)")
+    only.add_argument("--shop", type=_shop_domain, help="or only this *.myshopify.com shop's")
+    rfm_rescore.set_defaults(func=_rfm_rescore)
 
     up = commands.add_parser(
         "up", help="start the local stack (PostgreSQL, Redis, Kafka, services, Envoy)"

@@ -1,6 +1,6 @@
-"""Access tokens in the chart: every service pod and the gateway get the public JWKS (a
-ConfigMap the operator publishes), only the Auth service gets the private keyset, and a release
-without a JWKS ConfigMap does not render."""
+"""Access tokens in the chart: every service pod gets the public JWKS (a ConfigMap the operator
+publishes; the gateway fetches Auth's published JWKS itself), only the Auth service gets the
+private keyset, and a release without a JWKS ConfigMap does not render."""
 
 from __future__ import annotations
 
@@ -132,7 +132,7 @@ def test_only_the_auth_service_gets_the_signing_keys(all_components: Objects) ->
 def test_migration_jobs_do_not_reference_the_jwks(rendered: dict[str, Objects]) -> None:
     # `loyalnest migrate` verifies no tokens; a path to a file the Job does not mount would
     # only mislead.
-    job = find(rendered["default"], "Job", "points-migrate")
+    job = find(rendered["default"], "Job", "core-migrate")
     assert "LOYALNEST_JWT_JWKS_PATH" not in env_of(job["spec"]["template"]["spec"]["containers"][0])
 
 
@@ -155,10 +155,6 @@ def test_issuer_audience_and_configmap_come_from_values() -> None:
     assert env["LOYALNEST_JWT_ISSUER"] == "https://auth.loyalnest.example"
     assert env["LOYALNEST_JWT_AUDIENCE"] == "loyalnest-prod"
     _assert_mounts_jwks(find(objects, "Deployment", "points"), main, "shop-public-keys")
-    gateway = find(objects, "Deployment", "gateway")
-    _assert_mounts_jwks(
-        gateway, container(objects, "Deployment", "gateway", "envoy"), "shop-public-keys"
-    )
     bootstrap = json.loads(find(objects, "ConfigMap", "gateway")["data"]["envoy.json"])
     provider = _jwt_filter(bootstrap)["typed_config"]["providers"]["loyalnest"]
     assert provider["issuer"] == "https://auth.loyalnest.example"
@@ -287,9 +283,12 @@ def test_gateway_requires_a_token_on_everything_but_the_public_rpcs(
     exceptions = {rule["match"].get("path") or rule["match"].get("prefix") for rule in rules[:-1]}
     assert "/grpc.health.v1.Health/" in exceptions
     assert not [p for p in exceptions if p.startswith("/loyalnest.points.")]
-    # The envoy container still mounts the services' JWKS (kept for a local_jwks fallback).
-    envoy = container(objects, "Deployment", "gateway", "envoy")
-    _assert_mounts_jwks(find(objects, "Deployment", "gateway"), envoy)
+    # So the gateway needs no JWKS of its own: no ConfigMap mount, nothing to checksum.
+    gateway = find(objects, "Deployment", "gateway")["spec"]["template"]
+    assert "jwks" not in {v["name"] for v in gateway["spec"]["volumes"]}
+    assert "checksum/jwks" not in gateway["metadata"]["annotations"]
+    for c in gateway["spec"]["containers"]:
+        assert not any("jwks" in m["mountPath"] for m in c.get("volumeMounts", [])), c["name"]
 
 
 def test_gateway_files_carry_the_issuer_as_a_token() -> None:
@@ -299,14 +298,6 @@ def test_gateway_files_carry_the_issuer_as_a_token() -> None:
     assert "${" not in substituted
     provider = _jwt_filter(json.loads(substituted))["typed_config"]["providers"]["loyalnest"]
     assert provider["issuer"] == "https://i.example"
-
-
-def test_gateway_without_a_jwks_lookup_renders_no_jwks_checksum(
-    rendered: dict[str, Objects],
-) -> None:
-    # `helm template` has no cluster: lookup finds nothing, and the golden renders stay stable.
-    gateway = find(rendered["default"], "Deployment", "gateway")
-    assert "checksum/jwks" not in gateway["spec"]["template"]["metadata"]["annotations"]
 
 
 def test_kind_setup_publishes_the_keys_the_chart_mounts() -> None:

@@ -97,7 +97,7 @@ def test_every_proto_package_with_a_service_has_a_deployment(rendered: dict[str,
         path.relative_to(proto_root).parts[0]
         for path in proto_root.rglob("*.proto")
         if re.search(r"^service\s+\w+", path.read_text(), re.M)
-    }
+    } - {"platform"}  # contracts every service serves itself (loyalnest.platform.v1)
     assert packages, "no gRPC service found under proto/"
     deployments = {o["metadata"]["name"] for o in rendered["default"] if o["kind"] == "Deployment"}
     assert {k8s_name(p) for p in packages} <= deployments
@@ -146,20 +146,20 @@ def test_otel_endpoint_is_configurable(rendered: dict[str, Objects]) -> None:
 
 
 def test_migration_job_is_a_hook(rendered: dict[str, Objects]) -> None:
-    job = find(rendered["default"], "Job", "points-migrate")
+    job = find(rendered["default"], "Job", "core-migrate")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == [
         "loyalnest",
         "migrate",
-        "points",
+        "core",
     ]
     # The Job migrates, so services do not.
-    env = env_of(container(rendered["default"], "Deployment", "points", "points"))
+    env = env_of(container(rendered["default"], "Deployment", "core", "core"))
     assert env["LOYALNEST_RUN_MIGRATIONS_ON_START"] == "false"
     # In-chart PostgreSQL exists only after install: the hook waits, services migrate on start.
-    dev = find(rendered["all-features"], "Job", "points-migrate")
+    dev = find(rendered["all-features"], "Job", "core-migrate")
     assert dev["metadata"]["annotations"]["helm.sh/hook"] == "post-install,pre-upgrade"
-    env = env_of(container(rendered["all-features"], "Deployment", "points", "points"))
+    env = env_of(container(rendered["all-features"], "Deployment", "core", "core"))
     assert env["LOYALNEST_RUN_MIGRATIONS_ON_START"] == "true"
     minimal = rendered["minimal"]
     assert not [o for o in minimal if o["kind"] == "Job"]
@@ -203,13 +203,79 @@ def test_consul_sidecar(rendered: dict[str, Objects]) -> None:
         )
         == 1
     )
-    sidecar = container(rendered["all-features"], "Deployment", "points", "consul-sync")
+    # all-features: agentless Consul, the servers' catalog over https with their CA; the ACL
+    # token as a file (re-read when the Secret rotates), never in the environment.
+    objects = rendered["all-features"]
+    sidecar = container(objects, "Deployment", "points", "consul-sync")
     assert sidecar["command"] == ["loyalnest", "consul-sync"]
     assert "--service-name=points" in sidecar["args"]
-    assert "--consul-addr=http://$(HOST_IP):8500" in sidecar["args"]
-    assert env_of(sidecar)["CONSUL_HTTP_TOKEN"] == {
-        "secretKeyRef": {"name": "consul-acl-token", "key": "token"}
+    assert "--mode=catalog" in sidecar["args"]
+    assert "--consul-addr=https://consul-server.consul.svc:8501" in sidecar["args"]
+    assert "--token-file=/etc/consul/token/token" in sidecar["args"]
+    assert "--ca-file=/etc/consul/ca/tls.crt" in sidecar["args"]
+    assert "CONSUL_HTTP_TOKEN" not in env_of(sidecar)
+    volumes = {
+        v["name"]: v
+        for v in find(objects, "Deployment", "points")["spec"]["template"]["spec"]["volumes"]
     }
+    assert volumes["consul-token"]["secret"]["secretName"] == "consul-acl-token"
+    assert volumes["consul-ca"]["secret"]["secretName"] == "consul-ca-cert"
+    assert {m["mountPath"] for m in sidecar["volumeMounts"]} == {
+        "/etc/consul/token",
+        "/etc/consul/ca",
+    }
+
+
+def _consul_rules(objects: Objects, name: str) -> tuple[list[Any], list[Any]]:
+    """A policy's ingress rules on the gRPC port from ipBlocks (a Consul agent's check), and
+    its egress rules on Consul's ports."""
+    spec = find(objects, "NetworkPolicy", name)["spec"]
+    ingress = [
+        r
+        for r in spec["ingress"]
+        if {"protocol": "TCP", "port": 50051} in r["ports"]
+        and any("ipBlock" in peer for peer in r.get("from", []))
+    ]
+    egress = [r for r in spec["egress"] if {p["port"] for p in r["ports"]} & {8500, 8501}]
+    return ingress, egress
+
+
+def test_consul_catalog_mode_opens_no_grpc_port(rendered: dict[str, Objects]) -> None:
+    """Agentless: nothing connects to the pods for Consul; the sidecars reach the servers, and
+    the gateway (no sidecar) gets no Consul egress."""
+    objects = rendered["all-features"]
+    for name in ("points", "auth", "edge"):
+        ingress, egress = _consul_rules(objects, name)
+        assert ingress == []
+        (rule,) = egress
+        assert rule["ports"] == [{"protocol": "TCP", "port": 8501}]
+        assert rule["to"][0]["podSelector"]["matchLabels"] == {
+            "app": "consul",
+            "component": "server",
+        }
+    assert _consul_rules(objects, "gateway")[1] == []
+
+
+def test_consul_agent_mode_admits_only_the_nodes() -> None:
+    """The agent's gRPC check comes from the node: without the nodes' CIDRs the chart refuses
+    (it once opened every gRPC port to 0.0.0.0/0); with them, only they get in."""
+    with pytest.raises(helm.HelmError, match="consulAgentCIDRs"):
+        helm.template(Render(overrides={"consul": {"enabled": True}}))
+    overrides = {
+        "consul": {"enabled": True},
+        "networkPolicy": {"consulAgentCIDRs": ["10.240.0.0/16"]},
+    }
+    objects = parse(helm.template(Render(overrides=overrides)))
+    ingress, egress = _consul_rules(objects, "points")
+    assert [r["from"] for r in ingress] == [[{"ipBlock": {"cidr": "10.240.0.0/16"}}]]
+    assert [r["to"] for r in egress] == [[{"ipBlock": {"cidr": "10.240.0.0/16"}}]]
+    sidecar = container(objects, "Deployment", "points", "consul-sync")
+    assert "--consul-addr=http://$(HOST_IP):8500" in sidecar["args"]
+
+
+def test_consul_catalog_mode_needs_the_servers() -> None:
+    with pytest.raises(helm.HelmError, match=r"consul\.servers\.host"):
+        helm.template(Render(overrides={"consul": {"enabled": True, "mode": "catalog"}}))
 
 
 def test_gateway_requires_its_upstream_components() -> None:
@@ -283,3 +349,42 @@ def test_in_chart_mongo_forms_its_replica_set(rendered: dict[str, Objects]) -> N
     assert "rs.initiate" in initiate
     assert "mongo-0.mongo.loyalnest.svc.cluster.local:27017" in initiate
     assert "isWritablePrimary" in " ".join(mongo["readinessProbe"]["exec"]["command"])
+
+
+def test_no_placeholder_broker_in_the_raw_manifests(rendered: dict[str, Objects]) -> None:
+    """k8s/base named kafka.example.internal:9092, a host nobody has: the brokers now come from
+    the backends Secret unless the values name them (the services wait for the key rather than
+    retry a made-up host); the migration Jobs do not need them."""
+    base = (CHART_DIR.parent.parent / "k8s" / "base" / "loyalnest.yaml").read_text()
+    assert "example.internal" not in base
+    objects = rendered["default"]
+    env = env_of(container(objects, "Deployment", "points", "points"))
+    assert env["LOYALNEST_KAFKA_BOOTSTRAP_SERVERS"] == {
+        "secretKeyRef": {"name": "loyalnest-backends", "key": "kafka-bootstrap-servers"}
+    }
+    migrate = env_of(container(objects, "Job", "auth-migrate", "migrate"))
+    assert migrate["LOYALNEST_KAFKA_BOOTSTRAP_SERVERS"]["secretKeyRef"]["optional"] is True
+    named = env_of(container(rendered["external-backends"], "Deployment", "points", "points"))
+    assert (
+        named["LOYALNEST_KAFKA_BOOTSTRAP_SERVERS"]
+        == "b-1.kafka.internal:9092,b-2.kafka.internal:9092"
+    )
+    # The brokers' port for the policies: Kafka's default unless listed.
+    assert checks.backend_egress_problems(objects, {"kafka-bootstrap-servers": "b-1:9092"}) == []
+    assert checks.backend_egress_problems(objects, {"kafka-bootstrap-servers": "b-1:9094"}) != []
+    listed = parse(
+        helm.template(
+            Render(overrides={"networkPolicy": {"backends": {"kafka": {"ports": [9094]}}}})
+        )
+    )
+    assert checks.backend_egress_problems(listed, {"kafka-bootstrap-servers": "b-1:9094"}) == []
+
+
+def test_points_on_the_mongo_ledger_has_no_migration_job(rendered: dict[str, Objects]) -> None:
+    """Points on MongoDB has no PostgreSQL schema: no points-migrate Job (the others keep
+    theirs); on the PostgreSQL ledger it has one."""
+    jobs = {o["metadata"]["name"] for o in rendered["default"] if o["kind"] == "Job"}
+    assert "points-migrate" not in jobs and "auth-migrate" in jobs
+    postgres = {"components": {"points": {"env": {"LOYALNEST_POINTS_LEDGER_STORE": "postgres"}}}}
+    objects = parse(helm.template(Render(overrides=postgres)))
+    assert "points-migrate" in {o["metadata"]["name"] for o in objects if o["kind"] == "Job"}

@@ -67,8 +67,16 @@ def test_overlays_differ_as_intended(overlays: dict[str, Objects]) -> None:
     dev, prod = overlays["dev"], overlays["prod"]
     assert find(dev, "Deployment", "points")["spec"]["replicas"] == 1
     assert not [o for o in dev if o["kind"] == "PodDisruptionBudget"]
-    assert find(prod, "Deployment", "points")["spec"]["replicas"] == 3
-    find(prod, "HorizontalPodAutoscaler", "points")
+    # An HPA owns the replica count of what it scales: a replicas field in the manifest would
+    # reset it on every `kubectl apply`. The others start at 3.
+    scaled = {
+        o["spec"]["scaleTargetRef"]["name"] for o in prod if o["kind"] == "HorizontalPodAutoscaler"
+    }
+    assert {"points", "gateway"} <= scaled
+    for deployment in (o for o in prod if o["kind"] == "Deployment"):
+        replicas = deployment["spec"].get("replicas")
+        name = deployment["metadata"]["name"]
+        assert replicas == (None if name in scaled else 3), name
     image = find(prod, "Deployment", "points")["spec"]["template"]["spec"]["containers"][0]
     assert image["image"] == "registry.example.com/loyalnest/loyalnest:0.1.0"
     # Raw manifests have no hooks: no migration Job, services migrate on start.
@@ -153,7 +161,7 @@ def test_skaffold_artifacts_are_the_charts_images(profile: str | None) -> None:
     images = {
         c["image"]
         for w in checks.workloads(objects)
-        for c in checks.containers(w["spec"]["template"]["spec"])
+        for c in checks.containers(checks.pod_template(w)["spec"])
     }
     first_party = {i for i in images if i.startswith("registry.test/")}
     repos = {re.sub(r"[:@].*$", "", i.removeprefix("registry.test/")) for i in first_party}
@@ -168,6 +176,14 @@ def test_skaffold_artifacts_are_the_charts_images(profile: str | None) -> None:
     for forward in config.get("portForward", []):
         service = find(objects, "Service", forward["resourceName"])
         assert forward["port"] in [p["port"] for p in service["spec"]["ports"]]
+    # ...and never onto a local port kind's port mapping holds already.
+    cluster = yaml.safe_load((K8S_DIR / "kind" / "cluster.yaml").read_text())
+    host_ports = {m["hostPort"] for n in cluster["nodes"] for m in n.get("extraPortMappings", [])}
+    for forward in config.get("portForward", []):
+        assert forward.get("localPort", forward["port"]) not in host_ports
+    # A profile deploys values meant for it, never a CI fixture of the chart's tests.
+    for values_file in release.get("valuesFiles", []):
+        assert not values_file.startswith("charts/loyalnest/ci/"), values_file
 
 
 def _set_dotted(target: dict[str, Any], dotted: str, value: Any) -> None:

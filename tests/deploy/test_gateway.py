@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +16,7 @@ import pytest
 
 from loyalnest.deploy import gateway_chart, helm
 from loyalnest.deploy.helm import Render
-from loyalnest.gateway.envoy_binary import validate_config
+from loyalnest.gateway.envoy_binary import find_envoy, validate_config
 from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
 from loyalnest.platform.auth.keys import KeySet
 from tests.deploy.conftest import Objects, find, parse
@@ -190,3 +195,147 @@ def test_envoys_statistics_stay_inside_the_cluster(rendered: dict[str, Objects])
         )
     )
     assert find(lb, "Service", "gateway")["spec"]["externalTrafficPolicy"] == "Local"
+
+
+def _tracing(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    for listener in bootstrap["static_resources"]["listeners"]:
+        for chain in listener.get("filter_chains", []):
+            for f in chain["filters"]:
+                tracing = f.get("typed_config", {}).get("tracing")
+                if tracing:
+                    return dict(tracing)
+    raise AssertionError("no tracing in the HTTP connection manager")
+
+
+def test_envoys_trace_sampling_is_the_releases(rendered: dict[str, Objects]) -> None:
+    """New traces are sampled at otel.sampleRatio by Envoy as by the services (it was 100 %
+    whatever the value)."""
+    all_features = json.loads(
+        find(rendered["all-features"], "ConfigMap", "gateway")["data"]["envoy.json"]
+    )
+    assert _tracing(all_features)["random_sampling"] == {"value": 25}  # sampleRatio 0.25
+    overrides = {"otel": {"collector": {"host": "otel.example"}, "sampleRatio": 0.05}}
+    objects = parse(helm.template(Render(overrides=overrides)))
+    bootstrap = json.loads(find(objects, "ConfigMap", "gateway")["data"]["envoy.json"])
+    assert _tracing(bootstrap)["random_sampling"] == {"value": 5}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(port: int) -> http.client.HTTPResponse:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    connection.request("GET", "/")
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+def test_the_gateway_drains_before_sigterm(rendered: dict[str, Objects], tmp_path: Path) -> None:
+    """The rendered termination: Envoy's flags and the reflection container's preStop command,
+    run against a real Envoy. After the hook, Envoy still accepts (clients that have not seen
+    the endpoint go yet), asks each to go away (Connection: close), and closes its listener once
+    the drain time is over; the grace period covers the hooks' wait."""
+    deployment = find(rendered["default"], "Deployment", "gateway")["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in deployment["containers"]}
+    args = containers["envoy"]["args"]
+    drain = int(args[args.index("--drain-time-s") + 1])
+    assert args[args.index("--drain-strategy") + 1] == "immediate"
+    assert containers["envoy"]["lifecycle"]["preStop"] == {"sleep": {"seconds": drain}}
+    hook = containers["reflection"]["lifecycle"]["preStop"]["exec"]["command"]
+    assert f"--wait={drain}" in hook and "--admin=127.0.0.1:9901" in hook
+    assert deployment["terminationGracePeriodSeconds"] > drain
+
+    admin, listen = _free_port(), _free_port()
+    bootstrap = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "http",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters"
+                                        ".network.http_connection_manager.v3"
+                                        ".HttpConnectionManager",
+                                        "stat_prefix": "http",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "all",
+                                                    "domains": ["*"],
+                                                    "routes": [
+                                                        {
+                                                            "match": {"prefix": "/"},
+                                                            "direct_response": {"status": 200},
+                                                        }
+                                                    ],
+                                                }
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {
+                                                    "@type": "type.googleapis.com/envoy.extensions"
+                                                    ".filters.http.router.v3.Router"
+                                                },
+                                            }
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+    config = tmp_path / "envoy.json"
+    config.write_text(json.dumps(bootstrap))
+    short_drain = 3  # the rendered flags, with a drain short enough for a test
+    flags = [a for a in args if a not in ("--config-path", "/etc/loyalnest/gateway/envoy.json")]
+    flags[flags.index("--drain-time-s") + 1] = str(short_drain)
+    envoy = subprocess.Popen(
+        [str(find_envoy()), "--config-path", str(config), *flags],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                before = _get(listen)
+                break
+            except OSError:
+                if time.monotonic() > deadline or envoy.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        assert before.status == 200 and before.getheader("connection") != "close"
+        command = [a.replace("127.0.0.1:9901", f"127.0.0.1:{admin}") for a in hook]
+        command = [sys.executable if a == "python" else a for a in command]
+        command[-1] = "--wait=0"
+        subprocess.run(command, check=True, timeout=10)
+        during = _get(listen)  # still accepted, told to go
+        assert during.status == 200 and during.getheader("connection") == "close"
+        deadline = time.monotonic() + short_drain + 5
+        while True:
+            try:
+                _get(listen)
+            except OSError:
+                break  # the listener is closed: drained
+            assert time.monotonic() < deadline, "Envoy kept its listener after the drain time"
+            time.sleep(0.2)
+    finally:
+        envoy.terminate()
+        envoy.wait(10)

@@ -171,15 +171,20 @@ def test_default_deny_and_dns_cover_the_releases_pods_only(rendered: dict[str, O
 
 
 def test_disabled_components_are_not_peers() -> None:
-    # products calls auth, rfm, users: egress only to those enabled (a policy naming absent
-    # pods would be harmless but misleading).
+    # A disabled component calling a disabled callee, enabled alone: egress only to the
+    # callees that are enabled (a policy naming absent pods would be harmless but misleading).
+    # Chosen from the values, since which components are enabled changes as services land.
     components = _components()
-    assert not components["rfm"].get("enabled")  # a disabled callee, so the test keeps its point
-    objects = parse(
-        helm.template(Render(overrides={"components": {"products": {"enabled": True}}}))
+    caller = next(
+        name
+        for name, component in sorted(components.items())
+        if not component.get("enabled")
+        and any(not components[callee].get("enabled") for callee in component.get("calls", []))
+        and any(components[callee].get("enabled") for callee in component.get("calls", []))
     )
-    egress = find(objects, "NetworkPolicy", "products")["spec"]["egress"]
-    enabled = {name for name in components["products"]["calls"] if components[name]["enabled"]}
+    objects = parse(helm.template(Render(overrides={"components": {caller: {"enabled": True}}})))
+    egress = find(objects, "NetworkPolicy", caller)["spec"]["egress"]
+    enabled = {name for name in components[caller]["calls"] if components[name]["enabled"]}
     assert enabled and _peer_names(egress, "to", 50051) == enabled
 
 
@@ -214,3 +219,97 @@ def test_shopifys_redirect_url_is_a_chart_value() -> None:
         assert "LOYALNEST_SHOPIFY_REDIRECT_URL" not in env_of(
             container(objects, "Deployment", name, name)
         )
+
+
+# -- ports and peers of DNS and the external backends (blocker 6) -------------------------------
+
+
+def _ports(rule: dict[str, Any]) -> set[tuple[str, int]]:
+    return {(p["protocol"], p["port"]) for p in rule["ports"]}
+
+
+def test_dns_ports_and_peers_are_values() -> None:
+    """OpenShift's DNS answers on 5353; NodeLocal DNSCache on 169.254.20.10, a node address
+    no pod selector matches: both are expressible, and the default stays kube-dns on 53."""
+    node_local = {"ipBlock": {"cidr": "169.254.20.10/32"}}
+    kube_dns = yaml.safe_load((CHART_DIR / "values.yaml").read_text())["networkPolicy"]["dnsPeers"]
+    overrides = {"networkPolicy": {"dnsPorts": [53, 5353], "dnsPeers": [*kube_dns, node_local]}}
+    (rule,) = find(
+        parse(helm.template(Render(overrides=overrides))), "NetworkPolicy", "allow-dns-egress"
+    )["spec"]["egress"]
+    assert _ports(rule) == {("UDP", 53), ("TCP", 53), ("UDP", 5353), ("TCP", 5353)}
+    assert node_local in rule["to"] and kube_dns[0] in rule["to"]
+
+
+# A production Secret as an SRE writes it: PgBouncer, a TLS Redis, a Mongo replica set.
+PROD_SECRET = {
+    "database-url": "postgresql://loyalnest:pw@pgbouncer.db.internal:6432/loyalnest",
+    "redis-url": "rediss://:pw@cache.internal:6380/0",
+    "mongo-url": "mongodb://u:pw@m-1.internal:27017,m-2.internal:27018/?replicaSet=rs0",
+}
+# MSK: TLS on 9094, IAM on 9098.
+MSK = "b-1.msk.internal:9094,b-2.msk.internal:9098"
+
+
+def test_backend_ports_come_from_the_configured_backends() -> None:
+    """With the defaults, the check sees that a PgBouncer/TLS Redis/MSK setup is cut off; with
+    the ports of its URLs in the values and MSK's bootstrap servers, every pod reaches them and
+    nothing else: no hard-coded 5432/6379/9092 is left open beside them."""
+    default = parse(
+        helm.template(Render(overrides={"backends": {"kafka": {"bootstrapServers": MSK}}}))
+    )
+    problems = checks.backend_egress_problems(default, PROD_SECRET)
+    assert any("database-url port 6432" in p for p in problems)
+    assert any("redis-url port 6380" in p for p in problems)
+    assert any("mongo-url port 27018" in p for p in problems)
+    assert any("Job/core-migrate" in p for p in problems)  # the migration Jobs too
+    assert not any("kafka" in p for p in problems)  # derived from bootstrapServers already
+
+    overrides = {
+        "backends": {"kafka": {"bootstrapServers": MSK}},
+        "networkPolicy": {
+            "backends": {
+                "postgres": {"ports": [6432]},
+                "redis": {"ports": [6380]},
+                "mongo": {"ports": [27017, 27018]},
+            }
+        },
+    }
+    objects = parse(helm.template(Render(overrides=overrides)))
+    assert checks.backend_egress_problems(objects, PROD_SECRET) == []
+    egress = find(objects, "NetworkPolicy", "points")["spec"]["egress"]
+    (external,) = [r for r in egress if r["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]]
+    assert {p for _, p in _ports(external)} == {6432, 6380, 27017, 27018, 9094, 9098}
+
+
+def test_a_backend_in_the_cluster_is_a_pod_peer_not_an_ipblock() -> None:
+    """On Cilium an ipBlock never matches a pod: a PgBouncer running in another namespace is
+    reached through a namespaceSelector/podSelector peer, for its own port only; the other
+    backends keep the CIDR default."""
+    pgbouncer = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "databases"}},
+        "podSelector": {"matchLabels": {"app": "pgbouncer"}},
+    }
+    overrides = {"networkPolicy": {"backends": {"postgres": {"ports": [6432], "to": [pgbouncer]}}}}
+    objects = parse(helm.template(Render(overrides=overrides)))
+    assert checks.network_policy_problems(objects) == []
+    for name in ("points", "migrate"):
+        egress = find(objects, "NetworkPolicy", name)["spec"]["egress"]
+        (to_pgbouncer,) = [r for r in egress if r["to"] == [pgbouncer]]
+        assert _ports(to_pgbouncer) == {("TCP", 6432)}
+        (cidr,) = [r for r in egress if r["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}]]
+        assert {p for _, p in _ports(cidr)} == {27017, 6379, 9092}
+
+
+def test_kafka_bootstrap_servers_without_a_port_are_refused() -> None:
+    overrides = {"backends": {"kafka": {"bootstrapServers": "b-1.internal:9092,broker2"}}}
+    with pytest.raises(helm.HelmError, match=r"broker2.* has no :port"):
+        helm.template(Render(overrides=overrides))
+
+
+def test_url_ports() -> None:
+    assert checks.url_ports("postgresql://u:p@h/db") == {5432}
+    assert checks.url_ports("postgresql://u:p@h1:5433,h2/db?sslmode=require") == {5433, 5432}
+    assert checks.url_ports("mongodb+srv://u:p@cluster.example.net/db") == {27017}
+    assert checks.url_ports("rediss://:p@h:6380/0") == {6380}
+    assert checks.url_ports("kafka://[::1]:9092,b:9094") == {9092, 9094}

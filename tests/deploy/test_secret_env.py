@@ -42,6 +42,11 @@ SECRET_ENV: dict[str, dict[str, str]] = {
         "LOYALNEST_SERVICE_CREDENTIAL": "edge-service-credential",
         "LOYALNEST_EDGE_ENCRYPTION_KEY": "edge-encryption-key",
     },
+    "admin-core": {
+        "LOYALNEST_SERVICE_CREDENTIAL": "admin-core-service-credential",
+        "LOYALNEST_ADMIN_CORE_ENCRYPTION_KEY": "admin-core-encryption-key",
+        "LOYALNEST_ADMIN_CORE_BLIND_INDEX_KEY": "admin-core-blind-index-key",
+    },
 }
 SENSITIVE = {name for names in SECRET_ENV.values() for name in names}
 
@@ -70,7 +75,7 @@ def test_settings_classes_read_these_names() -> None:
     from loyalnest.services.registry import spec_for
 
     for component in SECRET_ENV:
-        settings = spec_for(component).settings_type
+        settings = spec_for(component.replace("-", "_")).settings_type
         fields = {f"LOYALNEST_{field.upper()}" for field in settings.model_fields}
         assert set(SECRET_ENV[component]) <= fields, component
 

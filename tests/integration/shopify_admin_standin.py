@@ -7,7 +7,24 @@ accepted until they expire, besides those configured in `tokens`.
 `POST /{shop}/admin/api/{version}/graphql.json` with `X-Shopify-Access-Token`: a wrong token
 gets 401, a locked shop 423. It answers `discountCodeBasicCreate`,
 `discountCodeFreeShippingCreate` (a code already present: userErrors `TAKEN`) and
-`codeDiscountNodeByCode`. A discount's `customerSelection` must be `{"all": true}` or
+`codeDiscountNodeByCode`; `discountAutomaticBasicCreate` and `discountAutomaticFreeShippingCreate`
+(at most 25 automatic discounts ACTIVE or SCHEDULED per shop: userErrors `ACTIVE_PERIOD_OVERLAP`),
+`discountCodeActivate`/`discountCodeDeactivate`, `discountAutomaticActivate`/
+`discountAutomaticDeactivate` (deactivating ends the discount now: status EXPIRED; activating
+starts it now: ACTIVE), `discountCodeBasicUpdate`/`discountCodeFreeShippingUpdate` of a code's
+customer list (`customerSelection.customers` `add`/`remove`), `discountNode(id:)` (its status
+and title) and `discountNodes(first:, query:)` for the filters `method:automatic`,
+`status:active` and `title:'...'`. The merchant's side: `set_discount_status` (a change made
+in Shopify's admin, for drift).
+
+Products: `products(first:, after:, query:, sortKey: UPDATED_AT)` over `products[shop]`
+(`add_product` / `touch_product`), at most 250 a page (more: a GraphQL error, as Shopify's
+"first" limit), opaque cursors, the filter `updated_at:>'ISO'` / `updated_at:>='ISO'`; each
+answer carries `extensions.cost`, and the shop's leaky bucket (`bucket_size`, `restore_rate`
+points/s; a query costs 2 + one point per product asked for) answers `THROTTLED` (with the
+real figures) when it cannot pay.
+
+A discount's `customerSelection` must be `{"all": true}` or
 `{"customers": {"add": [<Customer GID>...]}}` (else userErrors `INVALID`), as in API 2025-10.
 Faults for tests: `unavailable` (503 to every call), `fail_next` (503 to the next N calls),
 `lose_next_answer` (create the code, then answer 503 as if the reply was lost),
@@ -29,6 +46,7 @@ replacement does (its body is in `webhooks`, too).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
@@ -69,8 +87,65 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     fail_next: int = 0
     lose_next_answer: int = 0
     stall_mutations: float = 0.0
-    # (shop, code) -> {"id", "title", "input", "kind"}
+    # (shop, code) -> {"id", "title", "input", "kind", "status"}
     codes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # id -> {"shop", "title", "input", "kind", "status"}: automatic discounts.
+    automatic: dict[str, dict[str, Any]] = field(default_factory=dict)
+    discounts_made: int = 0
+    # shop -> products as the GraphQL API returns them (see add_product).
+    products: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    # The cost-based leaky bucket of products queries, per shop: (available, last refill).
+    bucket_size: float = 2000.0
+    restore_rate: float = 100.0
+    buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+    products_throttled: int = 0
+
+    def add_product(
+        self,
+        shop: str,
+        product_id: int,
+        title: str,
+        *,
+        updated_at: datetime | None = None,
+        collection_ids: tuple[int, ...] = (),
+        vendor: str = "LoyalNest Test",
+        tags: tuple[str, ...] = (),
+    ) -> dict[str, Any]:
+        node = {
+            "id": f"gid://shopify/Product/{product_id}",
+            "title": title,
+            "handle": title.lower().replace(" ", "-"),
+            "vendor": vendor,
+            "productType": "Shoes",
+            "status": "ACTIVE",
+            "tags": list(tags),
+            "updatedAt": (updated_at or datetime.now(UTC)).isoformat().replace("+00:00", "Z"),
+            "variants": {
+                "nodes": [
+                    {
+                        "id": f"gid://shopify/ProductVariant/{product_id}01",
+                        "title": "Default Title",
+                        "sku": f"SKU-{product_id}",
+                        "price": "30.00",
+                    }
+                ]
+            },
+            "collections": {
+                "nodes": [{"id": f"gid://shopify/Collection/{c}"} for c in collection_ids]
+            },
+        }
+        with self._lock:
+            self.products.setdefault(shop, []).append(node)
+        return node
+
+    def touch_product(self, shop: str, product_id: int, **changes: Any) -> None:
+        """The merchant edits a product: its fields change and updatedAt moves to now."""
+        with self._lock:
+            for node in self.products[shop]:
+                if node["id"] == f"gid://shopify/Product/{product_id}":
+                    node.update(changes)
+                    node["updatedAt"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
     calls: int = 0
     throttle_next: int = 0
     throttle_status: int = 200
@@ -122,6 +197,37 @@ class ShopifyAdminStandIn(ShopifyStandIn):
         self.webhooks.append(("app_subscriptions/update", subscription["shop"], body))
         return body
 
+    def discount(self, shop: str, discount_id: str) -> dict[str, Any] | None:
+        """A code or automatic discount of the shop by its GID (a copy), or None."""
+        with self._lock:
+            found = self._discount(shop, discount_id)
+            return None if found is None else dict(found)
+
+    def set_discount_status(self, shop: str, discount_id: str, status: str) -> None:
+        """The merchant changes a discount in Shopify's admin (our side does not know)."""
+        with self._lock:
+            found = self._discount(shop, discount_id)
+            assert found is not None, discount_id
+            found["status"] = status
+
+    def _discount(self, shop: str, discount_id: str) -> dict[str, Any] | None:
+        for (s, _), found in self.codes.items():
+            if s == shop and found["id"] == discount_id:
+                return found
+        found = self.automatic.get(discount_id)
+        return found if found is not None and found["shop"] == shop else None
+
+    def _new_discount_id(self, node: str) -> str:
+        self.discounts_made += 1
+        return f"gid://shopify/{node}/{self.discounts_made}"
+
+    def _active_automatic(self, shop: str) -> int:
+        return sum(
+            1
+            for d in self.automatic.values()
+            if d["shop"] == shop and d["status"] in ("ACTIVE", "SCHEDULED")
+        )
+
     def codes_of(self, shop: str) -> dict[str, dict[str, Any]]:
         with self._lock:
             return {code: c for (s, code), c in self.codes.items() if s == shop}
@@ -167,6 +273,8 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             self._reply(request, status, answer)
 
     def _graphql(self, shop: str, query: str, variables: dict[str, Any]) -> tuple[int, Any]:
+        if "products(" in query:
+            return self._products(shop, variables)
         if "appSubscriptionCreate" in query:
             return 200, {"data": {"appSubscriptionCreate": self._subscribe(shop, variables)}}
         if "appSubscriptionCancel" in query:
@@ -189,7 +297,195 @@ class ShopifyAdminStandIn(ShopifyStandIn):
         ):
             if name in query:
                 return 200, {"data": {name: self._create(shop, kind, variables["input"])}}
+        for name in ("discountCodeBasicUpdate", "discountCodeFreeShippingUpdate"):
+            if name in query:
+                changed = self._update_customers(shop, variables["id"], variables["input"])
+                return 200, {"data": {name: changed}}
+        for name, kind in (
+            ("discountAutomaticBasicCreate", "basic"),
+            ("discountAutomaticFreeShippingCreate", "free_shipping"),
+        ):
+            if name in query:
+                made = self._create_automatic(shop, kind, variables["input"])
+                return 200, {"data": {name: made}}
+        for name, status in (
+            ("discountCodeActivate", "ACTIVE"),
+            ("discountCodeDeactivate", "EXPIRED"),
+            ("discountAutomaticActivate", "ACTIVE"),
+            ("discountAutomaticDeactivate", "EXPIRED"),
+        ):
+            if name in query:
+                return 200, {"data": {name: self._set_status(shop, name, variables["id"], status)}}
+        if "discountNodes(" in query:
+            return 200, {"data": {"discountNodes": self._search(shop, variables)}}
+        if "discountNode(" in query:
+            found = self._discount(shop, variables["id"])
+            node = None
+            if found is not None:
+                node = {
+                    "id": variables["id"],
+                    "discount": {"title": found["title"], "status": found["status"]},
+                }
+            return 200, {"data": {"discountNode": node}}
         return 200, {"errors": [{"message": "unsupported operation"}]}
+
+    def _products(self, shop: str, variables: dict[str, Any]) -> tuple[int, Any]:
+        first = int(variables.get("first") or 0)
+        if not 0 < first <= 250:
+            return 200, {"errors": [{"message": "The maximum number of products is 250"}]}
+        cost = 2.0 + first
+        now = time.monotonic()
+        available, at = self.buckets.get(shop, (self.bucket_size, now))
+        available = min(self.bucket_size, available + (now - at) * self.restore_rate)
+        status = {
+            "maximumAvailable": self.bucket_size,
+            "currentlyAvailable": available,
+            "restoreRate": self.restore_rate,
+        }
+        if available < cost:
+            self.buckets[shop] = (available, now)
+            self.products_throttled += 1
+            throttled = json.loads(json.dumps(_THROTTLED))
+            throttled["extensions"]["cost"] |= {
+                "requestedQueryCost": cost,
+                "throttleStatus": status,
+            }
+            return 200, throttled
+        self.buckets[shop] = (available - cost, now)
+        nodes = sorted(self.products.get(shop, []), key=lambda n: (n["updatedAt"], n["id"]))
+        since = re.search(r"updated_at:(>=?)'([^']+)'", variables.get("query") or "")
+        if since:
+            bound = datetime.fromisoformat(since.group(2).replace("Z", "+00:00"))
+            inclusive = since.group(1) == ">="
+            nodes = [
+                n
+                for n in nodes
+                if (at_ := datetime.fromisoformat(n["updatedAt"].replace("Z", "+00:00"))) > bound
+                or (inclusive and at_ == bound)
+            ]
+        start = 0
+        if variables.get("after"):
+            start = int(base64.b64decode(variables["after"]).decode()) + 1
+        page = nodes[start : start + first]
+        edges = [
+            {"cursor": base64.b64encode(str(start + i).encode()).decode(), "node": node}
+            for i, node in enumerate(page)
+        ]
+        status["currentlyAvailable"] = available - cost
+        return 200, {
+            "data": {
+                "products": {
+                    "edges": edges,
+                    "pageInfo": {
+                        "hasNextPage": start + first < len(nodes),
+                        "endCursor": edges[-1]["cursor"] if edges else None,
+                    },
+                }
+            },
+            "extensions": {
+                "cost": {
+                    "requestedQueryCost": cost,
+                    "actualQueryCost": 2.0 + len(page),
+                    "throttleStatus": status,
+                }
+            },
+        }
+
+    def _update_customers(
+        self, shop: str, discount_id: str, data: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A code discount's customer list changed (customerSelection.customers add/remove)."""
+        found = self._discount(shop, discount_id)
+        customers = ((data.get("customerSelection") or {}).get("customers")) or {}
+        gids = [*customers.get("add", []), *customers.get("remove", [])]
+        if found is None or discount_id in self.automatic:
+            error = {"field": ["id"], "code": "INVALID", "message": "Discount does not exist"}
+            return {"codeDiscountNode": None, "userErrors": [error]}
+        if not gids or not all(isinstance(g, str) and _CUSTOMER_GID.fullmatch(g) for g in gids):
+            error = {"field": ["customerSelection"], "code": "INVALID", "message": "is invalid"}
+            return {"codeDiscountNode": None, "userErrors": [error]}
+        selection = found["input"].setdefault("customerSelection", {})
+        current = (selection.get("customers") or {}).get("add") or []
+        kept = [g for g in current if g not in customers.get("remove", [])]
+        kept += [g for g in customers.get("add", []) if g not in kept]
+        found["input"]["customerSelection"] = {"customers": {"add": kept}}
+        return {"codeDiscountNode": {"id": discount_id}, "userErrors": []}
+
+    def _create_automatic(self, shop: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+        errors = []
+        if not data.get("title"):
+            errors.append({"field": ["title"], "code": "BLANK", "message": "Title can't be blank"})
+        if kind == "basic" and "customerGets" not in data:
+            errors.append({"field": ["customerGets"], "code": "BLANK", "message": "missing"})
+        if "customerSelection" in data or "usageLimit" in data:
+            errors.append(
+                {"field": ["automaticBasicDiscount"], "code": "INVALID", "message": "is invalid"}
+            )
+        if self._active_automatic(shop) >= 25:
+            errors.append(
+                {
+                    "field": ["automaticBasicDiscount"],
+                    "code": "ACTIVE_PERIOD_OVERLAP",
+                    "message": "Only 25 automatic discounts can be active at the same time.",
+                }
+            )
+        if errors:
+            return {"automaticDiscountNode": None, "userErrors": errors}
+        node_id = self._new_discount_id("DiscountAutomaticNode")
+        self.automatic[node_id] = {
+            "shop": shop,
+            "title": data["title"],
+            "input": data,
+            "kind": kind,
+            "status": _status_at_creation(data),
+        }
+        return {"automaticDiscountNode": {"id": node_id}, "userErrors": []}
+
+    def _set_status(self, shop: str, mutation: str, node_id: str, status: str) -> dict[str, Any]:
+        node_field = "automaticDiscountNode" if "Automatic" in mutation else "codeDiscountNode"
+        found = self._discount(shop, node_id)
+        is_automatic = found is not None and node_id in self.automatic
+        if found is None or is_automatic != (node_field == "automaticDiscountNode"):
+            return {
+                node_field: None,
+                "userErrors": [
+                    {"field": ["id"], "code": "INVALID", "message": "Discount does not exist"}
+                ],
+            }
+        if (
+            status == "ACTIVE"
+            and is_automatic
+            and found["status"] not in ("ACTIVE", "SCHEDULED")
+            and self._active_automatic(shop) >= 25
+        ):
+            return {
+                node_field: None,
+                "userErrors": [
+                    {
+                        "field": ["id"],
+                        "code": "ACTIVE_PERIOD_OVERLAP",
+                        "message": "Only 25 automatic discounts can be active at the same time.",
+                    }
+                ],
+            }
+        found["status"] = status
+        return {node_field: {"id": node_id}, "userErrors": []}
+
+    def _search(self, shop: str, variables: dict[str, Any]) -> dict[str, Any]:
+        query = variables.get("query") or ""
+        first = int(variables.get("first") or 50)
+        assert 0 < first <= 250, first
+        everything = [(d["id"], d, False) for (s, _), d in self.codes.items() if s == shop]
+        everything += [(i, d, True) for i, d in self.automatic.items() if d["shop"] == shop]
+        title = re.search(r"title:'((?:[^'\\]|\\.)*)'", query)
+        nodes = [
+            {"id": node_id, "discount": {"title": d["title"], "status": d["status"]}}
+            for node_id, d, is_automatic in everything
+            if ("method:automatic" not in query or is_automatic)
+            and ("status:active" not in query or d["status"] == "ACTIVE")
+            and (title is None or d["title"] == title.group(1).replace("\\'", "'"))
+        ]
+        return {"nodes": nodes[:first], "pageInfo": {"hasNextPage": len(nodes) > first}}
 
     def _create(self, shop: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         code = data.get("code") or ""
@@ -212,12 +508,13 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             errors.append({"field": ["customerGets"], "code": "BLANK", "message": "missing"})
         if errors:
             return {"codeDiscountNode": None, "userErrors": errors}
-        node_id = f"gid://shopify/DiscountCodeNode/{len(self.codes) + 1}"
+        node_id = self._new_discount_id("DiscountCodeNode")
         self.codes[(shop, code)] = {
             "id": node_id,
             "title": data["title"],
             "input": data,
             "kind": kind,
+            "status": _status_at_creation(data),
         }
         return {"codeDiscountNode": {"id": node_id}, "userErrors": []}
 
@@ -293,6 +590,13 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             }
         self._change(subscription_id, "CANCELLED")
         return {"appSubscription": {"id": subscription_id, "status": "CANCELLED"}, "userErrors": []}
+
+
+def _status_at_creation(data: dict[str, Any]) -> str:
+    starts = data.get("startsAt")
+    if starts and datetime.fromisoformat(starts) > datetime.now(UTC):
+        return "SCHEDULED"
+    return "ACTIVE"
 
 
 # Shopify's answer when the query's cost exceeds what the bucket holds.

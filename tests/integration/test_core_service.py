@@ -380,6 +380,31 @@ async def test_update_is_idempotent_and_checks_the_expected_version(stub, db, me
             core_events.ProgramSettings(), ["plan", "version"], {"update_mask"}, id="plan-not-here"
         ),
         pytest.param(core_events.ProgramSettings(), [], {"update_mask"}, id="no-mask"),
+        pytest.param(
+            core_events.ProgramSettings(
+                referral=core_events.ReferralProgram(
+                    referrer_reward_points=-1,
+                    friend_discount_type=core_events.REFERRAL_DISCOUNT_TYPE_PERCENTAGE,
+                    friend_discount_value="150",
+                    milestones=[
+                        core_events.ReferralMilestone(referrals=3, bonus_points=10),
+                        core_events.ReferralMilestone(referrals=3, bonus_points=0),
+                    ],
+                    code_expiry_days=-1,
+                    daily_invites_per_merchant=-5,
+                )
+            ),
+            ["referral"],
+            {
+                "settings.referral.referrer_reward_points",
+                "settings.referral.friend_discount_value",
+                "settings.referral.milestones[1].referrals",
+                "settings.referral.milestones[1].bonus_points",
+                "settings.referral.code_expiry_days",
+                "settings.referral.daily_invites_per_merchant",
+            },
+            id="bad-referral-program",
+        ),
     ],
 )
 async def test_invalid_updates_list_field_violations(
@@ -390,6 +415,30 @@ async def test_invalid_updates_list_field_violations(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert set(field_violations(caught.value)) == fields
     assert await rows(db, "SELECT 1 FROM program_settings") == []
+
+
+async def test_the_referral_program_is_saved_whole_and_announced(stub, db, merchant_id):
+    program = core_events.ReferralProgram(
+        referrer_reward_points=250,
+        friend_discount_type=core_events.REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT,
+        friend_discount_value="5.00",
+        milestones=[
+            core_events.ReferralMilestone(referrals=5, bonus_points=500),
+            core_events.ReferralMilestone(referrals=2, bonus_points=100),
+        ],
+        code_expiry_days=30,
+        daily_invites_per_referrer=10,
+    )
+    saved = await update(
+        stub, merchant_id, core_events.ProgramSettings(referral=program), "referral"
+    )
+    assert saved.referral.friend_discount_value == "5"
+    assert [m.referrals for m in saved.referral.milestones] == [2, 5]
+    assert saved.referral.referrer_reward_points == 250 and saved.referral.code_expiry_days == 30
+    got = await stub.GetProgramSettings(pb.GetProgramSettingsRequest(), metadata=md(merchant_id))
+    assert got.settings == saved
+    announced = await outbox_events(db, "program_settings.updated")
+    assert announced[-1].settings.referral == saved.referral
 
 
 async def test_the_cache_serves_reads_and_an_update_invalidates_it(stub, db, valkey, merchant_id):
@@ -805,6 +854,29 @@ async def test_accounts_link_customers_and_rfm_scores_are_kept(handlers, stub, d
     assert await rows(db, "SELECT kind FROM user_accounts WHERE user_id = %s", user_id) == [
         ("customer",)
     ]
+
+
+async def test_rfm_scores_naming_the_shopify_customer_reach_core_s_customer(
+    handlers, stub, merchant_id
+):
+    # The RFM service scores orders, which name Shopify's customer id.
+    customer = await create_customer(stub, merchant_id, "7390012230042")
+    await handlers["rfm.updated"](
+        consumed(
+            merchant_id,
+            rfm_pb2.RfmUpdated(
+                customer_id="7390012230042",
+                score=rfm_pb2.RfmScore(frequency=2),
+                segment=rfm_pb2.RFM_SEGMENT_AT_RISK,
+            ),
+        )
+    )
+    got = (
+        await stub.GetCustomer(
+            pb.GetCustomerRequest(customer_id=customer.customer_id), metadata=md(merchant_id)
+        )
+    ).customer
+    assert (got.rfm_score.frequency, got.rfm_segment) == (2, rfm_pb2.RFM_SEGMENT_AT_RISK)
 
 
 async def test_gdpr_redaction_erases_the_customers_personal_data(handlers, stub, db, merchant_id):

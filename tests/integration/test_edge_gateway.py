@@ -18,7 +18,7 @@ import pytest
 
 from loyalnest.devstack.postgres import free_port
 from loyalnest.gateway import Upstream
-from loyalnest.gateway.edge import EdgePolicy, JwtProvider
+from loyalnest.gateway.edge import EdgePolicy, JwtProvider, ReadRateLimit
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.platform.config import ServiceSettings
@@ -113,7 +113,11 @@ def edge_settings(database_url: str, redis_url: str) -> EdgeSettings:
 
 @contextlib.asynccontextmanager
 async def edge_gateway(
-    database_url: str, redis_url: str, workdir: Path, admin_cidrs: tuple[str, ...]
+    database_url: str,
+    redis_url: str,
+    workdir: Path,
+    admin_cidrs: tuple[str, ...],
+    read_rate_limit: ReadRateLimit | None = None,
 ) -> AsyncIterator[Edge]:
     async with running(SPEC, edge_settings(database_url, redis_url)) as edge:
         await asyncio.wait_for(edge.health.started.wait(), 30)
@@ -129,6 +133,7 @@ async def edge_gateway(
                 jwt=JwtProvider(JWKS_PATH, ServiceSettings().jwt_issuer),
                 admin_allowed_cidrs=admin_cidrs,
                 rate_limit_upstream="edge",
+                read_rate_limit=read_rate_limit,
             ),
         )
         async with running_gateway(config, workdir, {"edge": 1}) as gateway:
@@ -338,6 +343,54 @@ async def test_over_limit_is_resource_exhausted_over_grpc(edge: Edge) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await call(None, metadata=metadata)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+READ_BURST = 3
+STAFF_SESSIONS = "/v1/api/auth/staff-sessions"  # a write, routed to Auth (not running here)
+
+
+@pytest.fixture
+async def edge_local_reads(
+    database_url: str, redis_url: str, tmp_path: Path
+) -> AsyncIterator[Edge]:
+    reads = ReadRateLimit(burst=READ_BURST, requests_per_second=1)
+    async with edge_gateway(
+        database_url, redis_url, tmp_path, ("127.0.0.1/32",), reads
+    ) as running_edge:
+        yield running_edge
+
+
+async def test_reads_are_limited_in_envoy_writes_by_the_service(edge_local_reads: Edge) -> None:
+    gateway = edge_local_reads.gateway
+    limits_url = f"{gateway.url}/v1/api/rate-limits"
+    noisy = merchant_headers("merchant-reader", READ_LIMITS)
+    statuses = []
+    last: Response | None = None
+    for _ in range(READ_BURST + 1):
+        last = await http("GET", limits_url, headers=noisy)
+        statuses.append(last.status)
+    assert statuses == [200] * READ_BURST + [429], statuses
+    assert last is not None and last.headers["retry-after"] == "1"
+    # Envoy's own bucket: the rate-limit service was not asked (no x-ratelimit-* headers).
+    assert "x-ratelimit-remaining" not in last.headers
+
+    # Writes still take the plan's tokens in Redis, cluster-wide, through the service.
+    writer = merchant_headers("merchant-writer", ["roles:write", *READ_LIMITS])
+    writes = [
+        (await http("POST", gateway.url + STAFF_SESSIONS, body=b"{}", headers=writer)).status
+        for _ in range(BURST + 1)
+    ]
+    assert 429 not in writes[:BURST], writes  # Auth is not running: not 429 at least
+    assert writes[BURST] == 429, writes
+    seen = await http("GET", limits_url, headers=writer)
+    assert seen.status == 200, seen.body
+    buckets = {b["endpoint"]: int(b.get("remaining", 0)) for b in seen.json().get("buckets", [])}
+    # The write's bucket is in Redis; the reads' never was.
+    assert buckets == {"/loyalnest.auth.v1.AuthService/IssueStaffSession": 0}, buckets
+
+    # Another merchant's reads have their own bucket.
+    other = await http("GET", limits_url, headers=merchant_headers("merchant-other", READ_LIMITS))
+    assert other.status == 200, other.body
 
 
 # --- admin allowlist ----------------------------------------------------------------------

@@ -100,6 +100,8 @@ class Stack:
     gateway: Gateway
     clock: Clock
     merchant_id: str
+    # The broker's address, for tests that read the events back.
+    bootstrap_servers: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -179,7 +181,7 @@ async def local_stack(database_url: str, redis_url: str, workdir: Path) -> Async
                 ),
             )
             async with running_gateway(config, workdir, dict.fromkeys(services, 1)) as gw:
-                yield Stack(gw, clock, merchant_id_for_shop(SHOP))
+                yield Stack(gw, clock, merchant_id_for_shop(SHOP), broker.bootstrap_servers)
     finally:
         broker.close()
 

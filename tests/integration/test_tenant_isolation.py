@@ -197,6 +197,31 @@ POINTS = Table(
             )
         ],
         "EarnPoints": [Case(_points_replay_b_earn, may_succeed=True)],
+        # A's activity for a customer id of B's lands in A's own ledger under A's rules (none:
+        # nothing earned); B's customer is untouched.
+        "RecordActivity": [
+            Case(
+                _points(
+                    "RecordActivity",
+                    points_pb2.RecordActivityRequest(
+                        customer_id="cust-b-get", activity="review", idempotency_key=_key()
+                    ),
+                ),
+                may_succeed=True,
+            )
+        ],
+        # Under A's own program: nothing of B's is read.
+        "PreviewEarning": [
+            Case(
+                _points(
+                    "PreviewEarning",
+                    points_pb2.PreviewEarningRequest(
+                        lines=[points_pb2.PreviewLine(product_id="1", quantity=1, price="10")]
+                    ),
+                ),
+                may_succeed=True,
+            )
+        ],
         "RedeemPoints": [
             Case(
                 _points(
@@ -681,6 +706,11 @@ TABLES_ELSEWHERE: dict[str, str] = {
         "tests.integration.test_event_tracking_service"
     ),
     "loyalnest.gamification.v1.GamificationService": "tests.integration.test_gamification_service",
+    "loyalnest.campaign.v1.CampaignService": "tests.integration.test_campaign_service",
+    "loyalnest.products.v1.ProductsService": "tests.integration.test_products_service",
+    "loyalnest.admin_core.v1.AdminCoreService": "tests.integration.test_admin_core_service",
+    "loyalnest.rfm.v1.RfmService": "tests.integration.test_rfm_service",
+    "loyalnest.referrals.v1.ReferralsService": "tests.integration.test_referrals_service",
 }
 for _service, _module in TABLES_ELSEWHERE.items():
     TABLES[_service] = importlib.import_module(_module).ISOLATION

@@ -13,7 +13,7 @@ from google.protobuf import descriptor_pb2
 import loyalnest.gen
 from loyalnest.gateway import GatewayConfig, Upstream, grpc_services_in_descriptor_set, render
 from loyalnest.gateway.descriptors import services_in_descriptor_set
-from loyalnest.gateway.edge import EdgePolicy, JwtProvider
+from loyalnest.gateway.edge import EdgePolicy, JwtProvider, ReadRateLimit
 from loyalnest.gateway.envoy_config import (
     HIDE_GRPC_HEADERS_LUA,
     OTEL_CLUSTER,
@@ -158,6 +158,55 @@ def test_public_rpcs_are_limited_per_direct_address_except_webhooks_and_jwks(
             )
         )["http_filters"]
     ]
+
+
+def test_reads_limited_in_envoy_per_merchant_writes_by_the_rate_limit_service(
+    tmp_path: Path,
+) -> None:
+    edge = Upstream("edge", ("loyalnest.edge.v1.EdgeService",), (("127.0.0.1", 50061),))
+    policy = EdgePolicy(
+        jwt=JwtProvider(tmp_path / "jwks.json", "issuer"),
+        rate_limit_upstream="edge",
+        read_rate_limit=ReadRateLimit(burst=7, requests_per_second=3),
+    )
+    bootstrap = render(config(upstreams=(points_upstream(), edge), policy=policy))
+    names = [f["name"] for f in connection_manager(bootstrap)["http_filters"]]
+    # After jwt_authn (the merchant comes from the verified token), before the service call.
+    reads_at = names.index(
+        "envoy.filters.http.local_ratelimit", names.index("envoy.filters.http.jwt_authn")
+    )
+    assert (
+        names.index("envoy.filters.http.jwt_authn")
+        < reads_at
+        < names.index("envoy.filters.http.ratelimit")
+    )
+    reads = connection_manager(bootstrap)["http_filters"][reads_at]["typed_config"]
+    limited = {d["entries"][1]["value"] for d in reads["descriptors"]}
+    balance = "/loyalnest.points.v1.PointsService/GetPointsBalance"
+    earn = "/loyalnest.points.v1.PointsService/EarnPoints"
+    assert balance in limited and earn not in limited
+    for descriptor in reads["descriptors"]:
+        assert descriptor["entries"][0] == {"key": "merchant_id", "value": ""}  # per merchant
+        assert descriptor["token_bucket"] == {
+            "max_tokens": 7,
+            "tokens_per_fill": 3,
+            "fill_interval": "1s",
+        }
+    ignored = {"vh_rate_limits": "IGNORE"}
+    balance_route = route_for(bootstrap, balance)["typed_per_filter_config"]
+    assert ignored.items() <= balance_route["envoy.filters.http.ratelimit"].items()
+    earn_route = route_for(bootstrap, earn)
+    assert "envoy.filters.http.ratelimit" not in earn_route.get("typed_per_filter_config", {})
+    # Without read_rate_limit every RPC asks the service, as before.
+    plain = render(
+        config(
+            upstreams=(points_upstream(), edge),
+            policy=EdgePolicy(jwt=policy.jwt, rate_limit_upstream="edge"),
+        )
+    )
+    assert "envoy.filters.http.ratelimit" not in route_for(plain, balance).get(
+        "typed_per_filter_config", {}
+    )
 
 
 def test_local_replies_to_rest_callers_are_status_json() -> None:
@@ -448,17 +497,22 @@ def test_internal_rpcs_are_denied_for_every_peer_and_admin_rpcs_outside_the_allo
 
     services = list(services_in_descriptor_set(DESCRIPTOR_SET).values())
     # Declared once, next to the RPC: (loyalnest.options.v1.access).internal.
-    assert internal_paths(services) == ["/loyalnest.auth.v1.AuthService/GetShopAccessToken"]
+    internal = [
+        "/loyalnest.auth.v1.AuthService/GetShopAccessToken",
+        # The personal-data contract every holder serves (AdminCore's only).
+        "/loyalnest.platform.v1.PersonalDataService/EraseCustomer",
+        "/loyalnest.platform.v1.PersonalDataService/EraseMerchant",
+        "/loyalnest.platform.v1.PersonalDataService/ExportCustomer",
+    ]
+    assert internal_paths(services) == internal
     rbac = rbac_filter(EdgePolicy(admin_allowed_cidrs=("10.0.0.0/8",)), services)
     assert rbac is not None
     policies = rbac["typed_config"]["rules"]["policies"]
     assert rbac["typed_config"]["rules"]["action"] == "DENY"
-    internal = policies["internal-rpc"]
-    assert internal["principals"] == [{"any": True}]
-    (rules,) = internal["permissions"]
-    assert [r["url_path"]["path"]["exact"] for r in rules["or_rules"]["rules"]] == [
-        "/loyalnest.auth.v1.AuthService/GetShopAccessToken"
-    ]
+    denied = policies["internal-rpc"]
+    assert denied["principals"] == [{"any": True}]
+    (rules,) = denied["permissions"]
+    assert [r["url_path"]["path"]["exact"] for r in rules["or_rules"]["rules"]] == internal
     # Not an admin RPC: the allowlist does not let anyone reach it.
     admin = policies["admin-rpc-outside-allowlist"]
     admin_paths = [

@@ -11,7 +11,21 @@ import pytest
 SERVICES = Path(__file__).resolve().parents[2] / "pkg" / "loyalnest" / "services"
 EVERY_SERVICE = {"__init__", "service", "servicer", "domain", "events", "wire"}
 # Services that consume events; the others have no consumers.py.
-CONSUMING = {"auth", "core", "edge", "event_tracking", "gamification", "points", "roles", "users"}
+CONSUMING = {
+    "admin_core",
+    "auth",
+    "campaign",
+    "core",
+    "edge",
+    "event_tracking",
+    "gamification",
+    "points",
+    "products",
+    "referrals",
+    "rfm",
+    "roles",
+    "users",
+}
 # The domain sub-modules README names, per service (a service not named has none).
 SUB_MODULES = {
     "auth": {
@@ -23,9 +37,13 @@ SUB_MODULES = {
         "staff_sessions",
         "role_permissions",
     },
+    "admin_core": {"gdpr"},
     "core": {"billing"},
     "event_tracking": {"shipping"},
     "gamification": {"leaderboards"},
+    "campaign": {"shopify", "lifecycle", "eligibility", "reconcile"},
+    "products": {"sync"},
+    "referrals": {"crediting", "shops"},
     "edge": {"webhooks", "signing"},
     "points": {
         "earning",
@@ -34,7 +52,10 @@ SUB_MODULES = {
         "rewards",
         "discounts",
         "offline_sync",
+        "expiry",
+        "rules",
     },
+    "rfm": {"nightly"},
     "roles": set(),
     "users": set(),
 }

@@ -10,6 +10,8 @@ to the container port directly, and the gateway's generated bootstrap names 5005
 {{- define "loyalnest.metricsPort" -}}9464{{- end }}
 {{- define "loyalnest.gatewayPort" -}}8080{{- end }}
 {{- define "loyalnest.gatewayOpsPort" -}}9902{{- end }}
+{{/* Envoy's admin interface, on the pod's 127.0.0.1 only (files/gateway/envoy.json). */}}
+{{- define "loyalnest.gatewayAdminPort" -}}9901{{- end }}
 {{- define "loyalnest.reflectionPort" -}}50060{{- end }}
 
 {{- define "loyalnest.chart" -}}
@@ -222,8 +224,20 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
   value: {{ include "loyalnest.migrateOnStart" $ctx | quote }}
 - name: LOYALNEST_EVENTS_ENABLED
   value: {{ $ctx.Values.events.enabled | quote }}
+{{- with include "loyalnest.kafkaBootstrapServers" $ctx }}
 - name: LOYALNEST_KAFKA_BOOTSTRAP_SERVERS
-  value: {{ include "loyalnest.kafkaBootstrapServers" $ctx | quote }}
+  value: {{ . | quote }}
+{{- else }}
+{{- /* The brokers from the backends Secret: no placeholder host in the manifests. */}}
+- name: LOYALNEST_KAFKA_BOOTSTRAP_SERVERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret.existingSecret }}
+      key: {{ $secret.keys.kafkaBootstrapServers }}
+      {{- if or (not $ctx.Values.events.enabled) (not .tokens) }}
+      optional: true
+      {{- end }}
+{{- end }}
 {{- $otel := include "loyalnest.otelEndpoint" $ctx }}
 - name: LOYALNEST_TRACING_ENABLED
   value: "true"
@@ -313,8 +327,11 @@ with the release's values put in for the tokens the generator left. */}}
 {{- $admins = list (dict "not_id" (dict "any" true)) -}}
 {{- end -}}
 {{- $config = $config | replace "\"${ADMIN_CIDRS}\"" (toJson $admins) -}}
+{{- $config = $config | replace "\"${READ_RATE_LIMIT_BURST}\"" (toString (int $v.gateway.readRateLimit.burst)) | replace "\"${READ_RATE_LIMIT_PER_SECOND}\"" (toString (int $v.gateway.readRateLimit.requestsPerSecond)) -}}
 {{- if $tracing -}}
 {{- $config = $config | replace "\"${OTEL_HOST}\"" (toJson $v.otel.collector.host) | replace "\"${OTEL_PORT}\"" (toString $v.otel.collector.port) -}}
+{{- /* New traces (requests without a sampled traceparent) sampled as in the services. */ -}}
+{{- $config = $config | replace "\"${TRACE_SAMPLING_PERCENT}\"" (toString (mulf $v.otel.sampleRatio 100)) -}}
 {{- end -}}
 {{- $config -}}
 {{- end }}
@@ -331,6 +348,10 @@ with the release's values put in for the tokens the generator left. */}}
 {{- define "loyalnest.consulSidecar" -}}
 {{- $ctx := .ctx -}}
 {{- $c := $ctx.Values.consul -}}
+{{- $catalog := eq $c.mode "catalog" -}}
+{{- if and $catalog (not $c.servers.host) -}}
+{{- fail "consul.mode=catalog needs consul.servers.host (the Consul servers' HTTP API, e.g. consul-server.consul.svc)" -}}
+{{- end -}}
 - name: consul-sync
   image: {{ include "loyalnest.image" (dict "ctx" $ctx "image" $ctx.Values.image) }}
   imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
@@ -340,9 +361,21 @@ with the release's values put in for the tokens the generator left. */}}
     - --service-id={{ .name }}-$(POD_NAME)
     - --address=$(POD_IP)
     - --port={{ include "loyalnest.grpcPort" $ctx }}
+    {{- if $catalog }}
+    - --mode=catalog
+    - --consul-addr={{ $c.servers.scheme }}://{{ $c.servers.host }}:{{ $c.servers.port }}
+    - --node={{ $c.servers.node }}
+    {{- with $c.tokenSecret }}
+    - --token-file={{ include "loyalnest.consulTokenDir" $ctx }}/token
+    {{- end }}
+    {{- if $c.servers.caSecret.name }}
+    - --ca-file={{ include "loyalnest.consulCaDir" $ctx }}/{{ $c.servers.caSecret.key }}
+    {{- end }}
+    {{- else }}
     - --consul-addr={{ $c.agent.scheme }}://{{ $c.agent.host | default "$(HOST_IP)" }}:{{ $c.agent.port }}
     - --check-interval={{ $c.checkInterval }}
     - --deregister-critical-after={{ $c.deregisterCriticalServiceAfter }}
+    {{- end }}
     - --meta=k8s-namespace=$(POD_NAMESPACE)
     - --meta=k8s-pod=$(POD_NAME)
     {{- range $c.tags }}
@@ -361,6 +394,7 @@ with the release's values put in for the tokens the generator left. */}}
       valueFrom:
         fieldRef:
           fieldPath: status.podIP
+    {{- if not $catalog }}
     - name: HOST_IP
       valueFrom:
         fieldRef:
@@ -372,8 +406,48 @@ with the release's values put in for the tokens the generator left. */}}
           name: {{ . }}
           key: token
     {{- end }}
+    {{- end }}
+  {{- if and $catalog (or $c.tokenSecret $c.servers.caSecret.name) }}
+  volumeMounts:
+    {{- if $c.tokenSecret }}
+    - name: consul-token
+      mountPath: {{ include "loyalnest.consulTokenDir" $ctx }}
+      readOnly: true
+    {{- end }}
+    {{- if $c.servers.caSecret.name }}
+    - name: consul-ca
+      mountPath: {{ include "loyalnest.consulCaDir" $ctx }}
+      readOnly: true
+    {{- end }}
+  {{- end }}
   resources:
     {{- toYaml $c.resources | nindent 4 }}
   securityContext:
     {{- include "loyalnest.containerSecurityContext" $ctx | nindent 4 }}
+{{- end }}
+
+{{- define "loyalnest.consulTokenDir" -}}/etc/consul/token{{- end }}
+{{- define "loyalnest.consulCaDir" -}}/etc/consul/ca{{- end }}
+
+{{/* The consul-sync sidecar's volumes (catalog mode: the ACL token as a file, re-read on
+rotation, and the servers' CA). */}}
+{{- define "loyalnest.consulVolumes" -}}
+{{- $c := .Values.consul -}}
+{{- if and $c.enabled (eq $c.mode "catalog") }}
+{{- with $c.tokenSecret }}
+- name: consul-token
+  secret:
+    secretName: {{ . }}
+    items:
+      - {key: token, path: token}
+    defaultMode: 288  # 0440: root and the pod's group (fsGroup)
+{{- end }}
+{{- with $c.servers.caSecret.name }}
+- name: consul-ca
+  secret:
+    secretName: {{ . }}
+    items:
+      - {key: {{ $c.servers.caSecret.key }}, path: {{ $c.servers.caSecret.key }}}
+{{- end }}
+{{- end }}
 {{- end }}

@@ -94,15 +94,16 @@ class AgentClient:
         except (urllib.error.URLError, OSError) as exc:
             raise AgentError(f"{method} {self._base}{path}: {exc}") from exc
 
-    def register(self, registration: Registration) -> None:
+    def register(self, registration: Registration, status: str | None = None) -> None:
+        # The agent runs the gRPC check itself: `status` (the catalog's) does not apply.
         # replace-existing-checks: a re-registration must not keep a check from an older one.
-        status, body = self._request(
+        code, body = self._request(
             "PUT",
             "/v1/agent/service/register?replace-existing-checks=true",
             registration.payload(),
         )
-        if status != 200:
-            raise AgentError(f"register {registration.service_id}: HTTP {status}: {body[:200]!r}")
+        if code != 200:
+            raise AgentError(f"register {registration.service_id}: HTTP {code}: {body[:200]!r}")
 
     def service(self, service_id: str) -> dict[str, Any] | None:
         """The agent's registration of `service_id`, or None if it has none."""
@@ -115,6 +116,9 @@ class AgentClient:
             raise AgentError(f"get {service_id}: HTTP {status}: {body[:200]!r}")
         decoded: dict[str, Any] = json.loads(body)
         return decoded
+
+    def lookup(self, registration: Registration) -> dict[str, Any] | None:
+        return self.service(registration.service_id)
 
     def deregister(self, service_id: str) -> None:
         status, body = self._request(

@@ -1,7 +1,13 @@
 """The `loyalnest consul-sync` sidecar loop.
 
     loyalnest consul-sync --service-name points --address $(POD_IP) --port 50051 \\
-        --consul-addr http://$(HOST_IP):8500
+        --consul-addr http://$(HOST_IP):8500                      # a client agent on the node
+    loyalnest consul-sync ... --mode catalog --consul-addr https://consul-server.consul:8501 \\
+        --token-file /etc/consul-token/token --ca-file /etc/consul-ca/tls.crt   # agentless
+
+Agent mode: the agent runs a gRPC health check against the pod. Catalog mode (agentless Consul,
+the consul-k8s default since 1.14): the sidecar probes its own pod's health over loopback and
+writes the check's status to the servers' catalog when it changes (loyalnest.consul.catalog).
 
 Every `--resync-interval` it asks the agent whether it still has this pod's registration and
 registers it again when not: an agent restarted without persisted state forgets its services,
@@ -19,24 +25,43 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from types import FrameType
+from typing import Any, Protocol
 
 from loyalnest.consul.agent import AgentClient, AgentError, Registration
+from loyalnest.consul.catalog import CatalogClient, ConsulPermissionDenied
+from loyalnest.consul.health import GrpcHealthProbe
 
 log = logging.getLogger("loyalnest.consul")
+
+
+class Registry(Protocol):
+    """Where the registration lives: a node's agent (AgentClient) or the servers' catalog
+    (CatalogClient)."""
+
+    def lookup(self, registration: Registration) -> dict[str, Any] | None: ...
+
+    def register(self, registration: Registration, status: str | None = None) -> None: ...
+
+    def deregister(self, service_id: str) -> None: ...
 
 
 class CatalogSync:
     def __init__(
         self,
-        client: AgentClient,
+        client: Registry,
         registration: Registration,
         *,
         resync_interval: float = 10.0,
         max_backoff: float = 30.0,
+        health: Callable[[], str] | None = None,
     ) -> None:
         self._client = client
         self._registration = registration
+        # Catalog mode: the pod's health as the check status to write (None: the agent checks).
+        self._health = health
+        self._written_status: str | None = None
         self._interval = resync_interval
         self._max_backoff = max(max_backoff, resync_interval)
         self._stop = threading.Event()
@@ -46,18 +71,26 @@ class CatalogSync:
         self._stop.set()
 
     def sync_once(self) -> bool:
-        """Registers the service unless the agent already has it as it should be.
-        Returns True when it registered."""
-        current = self._client.service(self._registration.service_id)
-        if current is not None and self._registration.matches(current):
+        """Registers the service unless Consul already has it as it should be (in catalog mode:
+        with the check status the pod's health gives now). Returns True when it registered."""
+        status = self._health() if self._health is not None else None
+        current = self._client.lookup(self._registration)
+        if current is None:
+            reason = "Consul had no registration"
+        elif not self._registration.matches(current):
+            reason = "registration differed"
+        elif status != self._written_status:
+            reason = f"health is now {status}"
+        else:
             return False
-        self._client.register(self._registration)
+        self._client.register(self._registration, status)
+        self._written_status = status
         self.registrations += 1
-        reason = "agent had no registration" if current is None else "registration differed"
         log.info(
-            "registered %s (%s) in Consul: %s",
+            "registered %s (%s:%d) in Consul: %s",
             self._registration.service_id,
-            self._registration.payload()["Check"]["GRPC"],
+            self._registration.address,
+            self._registration.port,
             reason,
         )
         return True
@@ -69,15 +102,22 @@ class CatalogSync:
         while not self._stop.is_set():
             try:
                 self.sync_once()
-            except AgentError as exc:
-                # Back off while the agent is away; log the outage once, not every attempt.
+            except ConsulPermissionDenied as exc:
+                # Not an outage: nothing changes until the token does (it is re-read from its
+                # file on every attempt). Said at error level, once per episode.
                 if not agent_down:
-                    log.warning("Consul agent unavailable, will retry: %s", exc)
+                    log.error("Consul refused the ACL token, will retry: %s", exc)
+                agent_down = True
+                delay = min(delay * 2, self._max_backoff)
+            except AgentError as exc:
+                # Back off while Consul is away; log the outage once, not every attempt.
+                if not agent_down:
+                    log.warning("Consul unavailable, will retry: %s", exc)
                 agent_down = True
                 delay = min(delay * 2, self._max_backoff)
             else:
                 if agent_down:
-                    log.info("Consul agent reachable again")
+                    log.info("Consul reachable again")
                 agent_down = False
                 delay = self._interval
             self._stop.wait(delay)
@@ -112,7 +152,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--consul-addr",
         default=env("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500"),
-        help="agent HTTP API base URL ($CONSUL_HTTP_ADDR)",
+        help="agent (or, --mode catalog, servers') HTTP API base URL ($CONSUL_HTTP_ADDR)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("agent", "catalog"),
+        default="agent",
+        help="agent: a client agent on the node runs the gRPC check; catalog: agentless, "
+        "register in the servers' catalog and report this pod's health",
+    )
+    parser.add_argument(
+        "--node",
+        default="loyalnest-k8s",
+        help="catalog mode: the virtual Consul node the instances are registered on",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=env("CONSUL_HTTP_TOKEN_FILE") or None,
+        help="ACL token file, re-read on every request ($CONSUL_HTTP_TOKEN_FILE); "
+        "else $CONSUL_HTTP_TOKEN",
+    )
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        default=env("CONSUL_CACERT") or None,
+        help="CA bundle for an https Consul address ($CONSUL_CACERT)",
     )
     parser.add_argument("--check-interval", default="10s")
     parser.add_argument("--check-timeout", default="2s")
@@ -148,19 +213,38 @@ def run(args: argparse.Namespace) -> int:
         check_timeout=args.check_timeout,
         deregister_critical_after=args.deregister_critical_after,
     )
-    # The ACL token comes from the environment (a Secret), never from the command line,
-    # which `ps` and the pod spec would show.
-    client = AgentClient(args.consul_addr, token=os.environ.get("CONSUL_HTTP_TOKEN") or None)
-    sync = CatalogSync(client, registration, resync_interval=args.resync_interval)
+    # The ACL token comes from a file or the environment (a Secret), never from the command
+    # line, which `ps` and the pod spec would show.
+    token = os.environ.get("CONSUL_HTTP_TOKEN") or None
+    client: Registry
+    probe: GrpcHealthProbe | None = None
+    if args.mode == "catalog":
+        client = CatalogClient(
+            args.consul_addr,
+            node=args.node,
+            token=token,
+            token_file=args.token_file,
+            ca_file=args.ca_file,
+        )
+        # The service in this pod, over loopback: the same port, another interface.
+        probe = GrpcHealthProbe(f"127.0.0.1:{args.port}", args.grpc_service)
+    else:
+        client = AgentClient(args.consul_addr, token=token)
+    sync = CatalogSync(client, registration, resync_interval=args.resync_interval, health=probe)
     _install_signal_handlers(sync.stop)
-    sync.run()
+    try:
+        sync.run()
+    finally:
+        if probe is not None:
+            probe.close()
     return 0
 
 
 def configure_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Adds the `consul-sync` subcommand to the `loyalnest` CLI."""
     parser = commands.add_parser(
-        "consul-sync", help="sidecar: keep this pod's service registered in a Consul agent"
+        "consul-sync",
+        help="sidecar: keep this pod's service registered in Consul (agent or catalog)",
     )
     add_arguments(parser)
     parser.set_defaults(func=run)

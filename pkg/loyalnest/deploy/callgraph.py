@@ -99,9 +99,25 @@ def seed_call_graph(text: str) -> dict[str, set[str]]:
 # the callees they declare (none: add the ones a new service's `Calls` gains).
 BEYOND_SEED: dict[str, set[str]] = {
     "edge": {"auth"},
+    # The seed's Referrals calls (auth, core, users), and Points: referrers' rewards are
+    # credited with EarnPoints (the seed has no consumer of referral.completed that credits).
+    "referrals": {"auth", "core", "users", "points"},
 }
 
 
+def personal_data_edges() -> dict[str, set[str]]:
+    """AdminCore calls every personal-data holder (GDPR, loyalnest.platform.personal_data),
+    services the seed's AdminCore does not list."""
+    from loyalnest.platform import personal_data
+
+    caller = personal_data.CALLER.replace("_", "-")
+    return {caller: {holder.replace("_", "-") for holder in personal_data.HOLDERS}}
+
+
 def load_seed_call_graph(path: Path = SEED) -> dict[str, set[str]]:
-    """The seed's graph plus BEYOND_SEED: what the chart's NetworkPolicies must allow."""
-    return {**seed_call_graph(path.read_text()), **BEYOND_SEED}
+    """The seed's graph plus BEYOND_SEED and the personal-data edges: what the chart's
+    NetworkPolicies must allow."""
+    graph = {**seed_call_graph(path.read_text()), **BEYOND_SEED}
+    for caller, callees in personal_data_edges().items():
+        graph[caller] = graph.get(caller, set()) | callees
+    return graph

@@ -18,7 +18,11 @@ from typing import Any
 
 Obj = Mapping[str, Any]
 
-WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
+WORKLOAD_KINDS = frozenset(
+    {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+)
+# Run to completion: no selector of their own, no terminating-while-serving grace.
+RUN_TO_COMPLETION = frozenset({"Job", "CronJob"})
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
@@ -66,15 +70,22 @@ def name_of(obj: Obj) -> str:
     return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
 
 
+def pod_template(obj: Obj) -> Mapping[str, Any]:
+    """A workload's pod template (a CronJob's is in its jobTemplate)."""
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj.get("kind") == "CronJob" else obj["spec"]
+    template: Mapping[str, Any] = spec["template"]
+    return template
+
+
 def pod_spec(obj: Obj) -> Mapping[str, Any] | None:
     if obj.get("kind") in WORKLOAD_KINDS:
-        spec: Mapping[str, Any] = obj["spec"]["template"]["spec"]
+        spec: Mapping[str, Any] = pod_template(obj)["spec"]
         return spec
     return None
 
 
 def pod_labels(obj: Obj) -> dict[str, str]:
-    labels: dict[str, str] = obj["spec"]["template"].get("metadata", {}).get("labels", {})
+    labels: dict[str, str] = pod_template(obj).get("metadata", {}).get("labels", {})
     return labels
 
 
@@ -120,7 +131,7 @@ def selector_problems(objects: list[Obj]) -> list[str]:
     names = {(o.get("kind"), o["metadata"]["name"]) for o in objects}
     for obj in objects:
         kind, spec = obj.get("kind"), obj.get("spec", {})
-        if kind in WORKLOAD_KINDS and kind != "Job":
+        if kind in WORKLOAD_KINDS and kind not in RUN_TO_COMPLETION:
             selector = spec.get("selector", {})
             if not selector.get("matchLabels") and not selector.get("matchExpressions"):
                 problems.append(f"{name_of(obj)}: empty selector")
@@ -176,6 +187,74 @@ def network_policy_problems(objects: list[Obj]) -> list[str]:
                     and not _pods_selected(objects, selector)
                 ):
                     problems.append(f"{name_of(policy)}: peer {selector} matches no pod")
+    return problems
+
+
+# The Secret keys holding backend URLs, and each scheme's default port (a URL may omit it).
+BACKEND_URL_KEYS = {
+    "database-url": "postgres",
+    "mongo-url": "mongo",
+    "redis-url": "redis",
+    "kafka-bootstrap-servers": "kafka",
+}
+_DEFAULT_PORTS = {
+    "postgresql": 5432,
+    "postgres": 5432,
+    "mongodb": 27017,
+    "redis": 6379,
+    "rediss": 6379,
+}
+
+
+def url_ports(url: str) -> set[int]:
+    """The ports a backend URL connects to: every host of a multi-host URL
+    (mongodb://a:27017,b:27018/..., postgresql://h1:5432,h2:5433/...), a scheme's default where
+    a host names none. mongodb+srv looks its hosts up in DNS: 27017 unless stated."""
+    scheme, _, rest = url.partition("://")
+    hosts = rest.rsplit("@", 1)[-1].split("/", 1)[0].split("?", 1)[0]
+    default = _DEFAULT_PORTS.get(scheme.split("+", 1)[0], 0)
+    ports: set[int] = set()
+    for host in hosts.split(","):
+        match = re.search(r":([0-9]+)$", host.strip())
+        ports.add(int(match.group(1)) if match else default)
+    return ports - {0}
+
+
+def backend_egress_problems(objects: list[Obj], secret: Mapping[str, str]) -> list[str]:
+    """Every pod (services and migration Jobs) may reach the ports of the backend URLs in
+    `secret` (the backends Secret's data, decoded) it reads, and of its Kafka bootstrap servers,
+    under the policies that select it: a PgBouncer on 6432 or a TLS Redis on 6380 behind a
+    policy admitting only 5432/6379 times out every query."""
+    problems: list[str] = []
+    policies = [o for o in objects if o.get("kind") == "NetworkPolicy"]
+    for workload in workloads(objects):
+        spec = pod_spec(workload)
+        assert spec is not None
+        labels = pod_labels(workload)
+        selecting = [p for p in policies if _matches(p["spec"].get("podSelector", {}), labels)]
+        if not any("Egress" in p["spec"].get("policyTypes", []) for p in selecting):
+            continue  # no egress policy: nothing is restricted
+        allowed = {
+            port["port"]
+            for policy in selecting
+            for rule in policy["spec"].get("egress", [])
+            for port in rule.get("ports", [])
+        }
+        for container in containers(spec):
+            wanted: dict[str, set[int]] = {}
+            for item in container.get("env", []):
+                key = ((item.get("valueFrom") or {}).get("secretKeyRef") or {}).get("key")
+                if key in BACKEND_URL_KEYS and key in secret:
+                    url = secret[key]
+                    wanted[key] = url_ports(url if "://" in url else f"kafka://{url}")
+                if item.get("name") == "LOYALNEST_KAFKA_BOOTSTRAP_SERVERS" and "value" in item:
+                    wanted["kafka"] = url_ports("kafka://" + item["value"])
+            for what, ports in sorted(wanted.items()):
+                problems.extend(
+                    f"{name_of(workload)} container {container['name']}: {what} port {port} "
+                    "is not allowed by its NetworkPolicies"
+                    for port in sorted(ports - allowed)
+                )
     return problems
 
 
@@ -312,7 +391,7 @@ def grace_problems(objects: list[Obj]) -> list[str]:
                 continue
             pre_stop = container.get("lifecycle", {}).get("preStop", {})
             sleep = pre_stop.get("sleep", {}).get("seconds", 0)
-            if workload["kind"] != "Job" and not period > float(grace) + sleep:
+            if workload["kind"] not in RUN_TO_COMPLETION and not period > float(grace) + sleep:
                 problems.append(
                     f"{name_of(workload)}: terminationGracePeriodSeconds {period} <= preStop "
                     f"{sleep} + LOYALNEST_SHUTDOWN_GRACE_SECONDS {grace}"
@@ -401,7 +480,7 @@ def config_checksum_problems(
     for workload in workloads(objects):
         spec = pod_spec(workload)
         assert spec is not None
-        annotations = workload["spec"]["template"].get("metadata", {}).get("annotations", {})
+        annotations = pod_template(workload).get("metadata", {}).get("annotations", {})
         for volume in spec.get("volumes", []):
             name = (volume.get("configMap") or {}).get("name")
             if name is None:

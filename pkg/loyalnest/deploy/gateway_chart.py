@@ -11,6 +11,7 @@ that the chart's `loyalnest.gatewayConfig` template replaces:
     "${CORS_ORIGINS}"   the whole CORS origin list (a JSON value, quotes included)
     "${OTEL_HOST}"      only in envoy-otel.json, the variant with tracing: the collector
     "${OTEL_PORT}"
+    "${TRACE_SAMPLING_PERCENT}" the share of new traces Envoy samples (otel.sampleRatio x 100)
     "${JWT_ISSUER}"     the `iss` the jwt_authn filter accepts (auth.issuer)
     "${ADMIN_CIDRS}"    the RBAC principals allowed to call /admin/ RPCs
                         (gateway.adminAllowedCidrs, each as a direct_remote_ip range)
@@ -53,7 +54,12 @@ from typing import Any
 from loyalnest.deploy.paths import CHART_DIR
 from loyalnest.gateway import openapi
 from loyalnest.gateway.descriptors import grpc_services_in_descriptor_set
-from loyalnest.gateway.edge import EdgePolicy, JwtProvider
+from loyalnest.gateway.edge import (
+    READ_RATE_LIMIT_STAT_PREFIX,
+    EdgePolicy,
+    JwtProvider,
+    ReadRateLimit,
+)
 from loyalnest.gateway.envoy_config import (
     GatewayConfig,
     render,
@@ -93,8 +99,13 @@ CLUSTER_DOMAIN_TOKEN = "${CLUSTER_DOMAIN}"
 CORS_ORIGINS_TOKEN = "${CORS_ORIGINS}"
 OTEL_HOST_TOKEN = "${OTEL_HOST}"
 OTEL_PORT_TOKEN = "${OTEL_PORT}"
+TRACE_SAMPLING_TOKEN = "${TRACE_SAMPLING_PERCENT}"
 JWT_ISSUER_TOKEN = "${JWT_ISSUER}"
 ADMIN_CIDRS_TOKEN = "${ADMIN_CIDRS}"
+# The per-replica read bucket (values.yaml gateway.readRateLimit).
+READ_BURST_TOKEN = "${READ_RATE_LIMIT_BURST}"
+READ_RATE_TOKEN = "${READ_RATE_LIMIT_PER_SECOND}"
+DEFAULT_READ_RATE_LIMIT = (300, 50)  # values.yaml gateway.readRateLimit: burst, per second
 # Rendered into the config, then its principal list replaced by ADMIN_CIDRS_TOKEN.
 ADMIN_CIDR_PLACEHOLDER = "192.0.2.0/24"
 DEFAULT_ADMIN_CIDRS: tuple[str, ...] = ()  # values.yaml gateway.adminAllowedCidrs
@@ -221,6 +232,8 @@ def render_chart_config(descriptor_set: Path, *, tracing: bool) -> dict[str, Any
             # A placeholder network: replaced below by the token for the whole list.
             admin_allowed_cidrs=(ADMIN_CIDR_PLACEHOLDER,),
             rate_limit_upstream=RATE_LIMIT_SERVICE,
+            # Reads limited in each Envoy replica; the sizes are tokens replaced below.
+            read_rate_limit=ReadRateLimit(),
         ),
     )
     bootstrap = render(config)
@@ -236,6 +249,12 @@ def render_chart_config(descriptor_set: Path, *, tracing: bool) -> dict[str, Any
         address = node.get("socket_address")
         if isinstance(address, dict) and address.get("address") == OTEL_HOST_TOKEN:
             address["port_value"] = OTEL_PORT_TOKEN
+        if "random_sampling" in node:
+            node["random_sampling"] = {"value": TRACE_SAMPLING_TOKEN}
+        if node.get("stat_prefix") == READ_RATE_LIMIT_STAT_PREFIX:
+            for descriptor in node["descriptors"]:
+                bucket = descriptor["token_bucket"]
+                bucket["max_tokens"], bucket["tokens_per_fill"] = READ_BURST_TOKEN, READ_RATE_TOKEN
     resources = bootstrap["static_resources"]
     resources["listeners"].append(_ops_listener())
     resources["clusters"].append(_admin_cluster())
@@ -285,8 +304,10 @@ def substitute(
     cluster_domain: str = "cluster.local",
     cors_origins: tuple[str, ...] = ("http://localhost:5173",),
     otel: tuple[str, int] | None = None,
+    trace_sampling_percent: float = 100.0,
     jwt_issuer: str = DEFAULT_JWT_ISSUER,
     admin_cidrs: tuple[str, ...] = DEFAULT_ADMIN_CIDRS,
+    read_rate_limit: tuple[int, int] = DEFAULT_READ_RATE_LIMIT,
 ) -> str:
     """What the chart's template does to the tokens, for tests and tools outside Helm."""
     text = text.replace(NAMESPACE_TOKEN, namespace).replace(CLUSTER_DOMAIN_TOKEN, cluster_domain)
@@ -300,9 +321,12 @@ def substitute(
         principals.append({"not_id": {"any": True}})
     text = text.replace(json.dumps(ADMIN_CIDRS_TOKEN), json.dumps(principals))
     text = text.replace(json.dumps(JWT_ISSUER_TOKEN), json.dumps(jwt_issuer))
+    text = text.replace(json.dumps(READ_BURST_TOKEN), str(read_rate_limit[0]))
+    text = text.replace(json.dumps(READ_RATE_TOKEN), str(read_rate_limit[1]))
     origins = json.dumps([{"exact": origin} for origin in cors_origins])
     text = text.replace(json.dumps(CORS_ORIGINS_TOKEN), origins)
     if otel is not None:
         text = text.replace(json.dumps(OTEL_HOST_TOKEN), json.dumps(otel[0]))
         text = text.replace(json.dumps(OTEL_PORT_TOKEN), str(otel[1]))
+        text = text.replace(json.dumps(TRACE_SAMPLING_TOKEN), json.dumps(trace_sampling_percent))
     return text

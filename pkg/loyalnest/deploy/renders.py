@@ -22,6 +22,7 @@ COMBINATIONS: dict[str, Render] = {
     "external-backends": Render(values_files=(f"{CI_VALUES}/external-backends-values.yaml",)),
     "minimal": Render(values_files=(f"{CI_VALUES}/minimal-values.yaml",)),
     "kind": Render(values_files=("k8s/kind/values.yaml",)),
+    "prod": Render(values_files=("k8s/values-prod.yaml",)),
 }
 
 # The raw manifests under k8s/base (for SREs without Helm) are this render.

@@ -29,7 +29,7 @@ from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
 from loyalnest.devstack.standins import posthog as posthog_standin
 from loyalnest.devstack.supervisor import ComponentError, ProcessSpec, Supervisor
 from loyalnest.gateway import openapi
-from loyalnest.gateway.edge import LOOPBACK_CIDRS, EdgePolicy, JwtProvider
+from loyalnest.gateway.edge import LOOPBACK_CIDRS, EdgePolicy, JwtProvider, ReadRateLimit
 from loyalnest.gateway.envoy_binary import EnvoyConfigError, envoy_command, validate_config
 from loyalnest.gateway.envoy_config import (
     GatewayConfig,
@@ -361,6 +361,8 @@ class Stack:
                 # The local stack listens on loopback only: admin RPCs from this machine.
                 admin_allowed_cidrs=LOOPBACK_CIDRS,
                 rate_limit_upstream=RATE_LIMIT_SERVICE if RATE_LIMIT_SERVICE in endpoints else None,
+                # Reads limited inside Envoy (one replica here), writes by the edge's service.
+                read_rate_limit=ReadRateLimit(),
             ),
         )
         for service in unserved_services(config):

@@ -34,6 +34,9 @@ class MethodInfo:
     idempotent: bool = False
     # `(loyalnest.options.v1.route).timeout`, when the RPC declares one.
     timeout_seconds: float | None = None
+    # `idempotency_level` NO_SIDE_EFFECTS: a read. The gateway limits reads per replica in
+    # Envoy and only writes with the global (Redis-backed) rate-limit service.
+    read_only: bool = False
     # `(loyalnest.options.v1.access).internal`: for LoyalNest's services only, never routed
     # from outside (the gateway's RBAC denies it for every peer).
     internal: bool = False
@@ -117,6 +120,7 @@ def method_info(method: descriptor_pb2.MethodDescriptorProto) -> MethodInfo:
         else (),
         idempotent=options.idempotency_level in _IDEMPOTENT_LEVELS,
         timeout_seconds=timeout,
+        read_only=options.idempotency_level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
         internal=bool(internal),
     )
 
@@ -132,11 +136,19 @@ def services_in_descriptor_set(path: Path) -> dict[str, ServiceInfo]:
     return services
 
 
+# Platform contracts every service serves on its own server (loyalnest.platform.v1's
+# PersonalDataService), internal: no component of their own, never routed by the gateway.
+SHARED_PACKAGE_PREFIX = "loyalnest.platform."
+
+
 def grpc_services_in_descriptor_set(path: Path) -> dict[str, list[str]]:
     """Package -> fully qualified service names, e.g.
-    {"loyalnest.points.v1": ["loyalnest.points.v1.PointsService"]}."""
+    {"loyalnest.points.v1": ["loyalnest.points.v1.PointsService"]}; shared platform
+    contracts left out."""
     by_package: dict[str, list[str]] = {}
     for info in services_in_descriptor_set(path).values():
+        if info.package.startswith(SHARED_PACKAGE_PREFIX):
+            continue
         by_package.setdefault(info.package, []).append(info.full_name)
     return by_package
 

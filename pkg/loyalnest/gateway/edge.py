@@ -15,6 +15,14 @@ sees `/pkg.Service/Method` for REST, gRPC and gRPC-Web alike and is written once
   (public RPCs) produce no descriptor and are not limited here. Over the limit: 429 for REST,
   RESOURCE_EXHAUSTED for gRPC, with the service's Retry-After and x-ratelimit-* headers.
   The service unreachable: requests pass (`fail_closed` refuses them instead).
+- **read limits** (`read_rate_limit`, optional): reads (RPCs declaring `idempotency_level =
+  NO_SIDE_EFFECTS`) are limited per merchant and RPC by a token bucket inside each Envoy
+  replica (local_ratelimit with dynamic descriptors, after jwt_authn), and the ratelimit
+  filter above then asks the rate-limit service about writes only: no network hop and no
+  Python on the read path. The read bucket is per replica: with N gateway replicas a merchant
+  may read up to N x the bucket cluster-wide, so an SRE sizes it as (the cluster-wide read
+  budget per merchant and RPC) / (gateway replicas), and revisits it when scaling Envoy out.
+  Writes keep the exact, cluster-wide, per-plan count in Redis.
 - **local_ratelimit** (before rbac) limits each public RPC (`(access).public`: no token, so the
   per-merchant limit cannot apply; `Login` writes a state row per call) per *direct* peer
   address: a token bucket per (RPC, address) inside Envoy (dynamic descriptors, per gateway
@@ -47,6 +55,7 @@ from loyalnest.gateway.jwt_rules import (
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 BUFFER_FILTER = "envoy.filters.http.buffer"
 RATE_LIMIT_DOMAIN = "loyalnest"
+RATE_LIMIT_FILTER = "envoy.filters.http.ratelimit"
 # Descriptor keys: the gateway service's rate limiter reads the same names.
 MERCHANT_DESCRIPTOR_KEY = "merchant_id"
 ENDPOINT_DESCRIPTOR_KEY = "endpoint"
@@ -60,6 +69,7 @@ REMOTE_ADDRESS_DESCRIPTOR_KEY = "remote_address"  # what Envoy's remote_address 
 SIGNED_WEBHOOK_PATH = "/loyalnest.edge.v1.EdgeService/ReceiveWebhook"
 DEFAULT_PUBLIC_EXEMPT = (SIGNED_WEBHOOK_PATH, JWKS_GRPC_PATH)
 MIN_REFILL_SECONDS = 0.05
+READ_RATE_LIMIT_STAT_PREFIX = "merchant_reads"
 
 
 def _typed(type_name: str, **fields: Any) -> dict[str, Any]:
@@ -96,6 +106,21 @@ class PublicRateLimit:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReadRateLimit:
+    """Each merchant may call each read RPC `burst` times at once, then
+    `requests_per_second` times a second, **per Envoy replica** (see the module doc). At most
+    `max_buckets` (merchant, RPC) buckets are kept per replica, least recently used evicted."""
+
+    burst: int = 600
+    requests_per_second: int = 100
+    max_buckets: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.burst <= 0 or self.requests_per_second <= 0 or self.max_buckets <= 0:
+            raise ValueError("burst, requests_per_second and max_buckets must be positive")
+
+
+@dataclass(frozen=True, kw_only=True)
 class EdgePolicy:
     jwt: JwtProvider | None = None
     # Peers allowed to call /admin/ RPCs. Empty: nobody (admin RPCs refused at the edge).
@@ -109,11 +134,16 @@ class EdgePolicy:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     # Per source address on public RPCs; None: unlimited.
     public_rate_limit: PublicRateLimit | None = field(default_factory=PublicRateLimit)
+    # Reads limited in Envoy per replica, writes only by the rate-limit service; None: every
+    # RPC asks the rate-limit service.
+    read_rate_limit: ReadRateLimit | None = None
 
     def __post_init__(self) -> None:
         for cidr in self.admin_allowed_cidrs:
             ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad entry
-        if self.rate_limit_upstream is not None and self.jwt is None:
+        if (
+            self.rate_limit_upstream is not None or self.read_rate_limit is not None
+        ) and self.jwt is None:
             raise ValueError("rate limits are per merchant from the JWT: configure jwt too")
         if self.max_request_bytes <= 0 or self.rate_limit_timeout_seconds <= 0:
             raise ValueError("max_request_bytes and rate_limit_timeout_seconds must be positive")
@@ -178,7 +208,7 @@ def rate_limit_filter(policy: EdgePolicy) -> dict[str, Any] | None:
     if policy.rate_limit_upstream is None:
         return None
     return {
-        "name": "envoy.filters.http.ratelimit",
+        "name": RATE_LIMIT_FILTER,
         "typed_config": _typed(
             "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
             domain=RATE_LIMIT_DOMAIN,
@@ -198,33 +228,93 @@ def rate_limit_filter(policy: EdgePolicy) -> dict[str, Any] | None:
     }
 
 
-def virtual_host_rate_limits(policy: EdgePolicy) -> list[dict[str, Any]]:
-    """One descriptor per request: [merchant from the verified token, gRPC method]. Without a
-    verified token the metadata action finds nothing and Envoy sends no descriptor."""
-    if policy.rate_limit_upstream is None:
-        return []
+def read_paths(services: Sequence[ServiceInfo]) -> list[str]:
+    """gRPC paths of the reads (NO_SIDE_EFFECTS) the gateway routes."""
+    return sorted(s.grpc_path(m.name) for s in services for m in s.methods if m.read_only)
+
+
+def _merchant_and_endpoint() -> list[dict[str, Any]]:
     return [
         {
-            "actions": [
-                {
-                    "metadata": {
-                        "descriptor_key": MERCHANT_DESCRIPTOR_KEY,
-                        "metadata_key": {
-                            "key": JWT_FILTER,
-                            "path": [{"key": PAYLOAD_METADATA_KEY}, {"key": MERCHANT_CLAIM}],
-                        },
-                        "source": "DYNAMIC",
-                    }
+            "metadata": {
+                "descriptor_key": MERCHANT_DESCRIPTOR_KEY,
+                "metadata_key": {
+                    "key": JWT_FILTER,
+                    "path": [{"key": PAYLOAD_METADATA_KEY}, {"key": MERCHANT_CLAIM}],
                 },
-                {
-                    "request_headers": {
-                        "header_name": ":path",
-                        "descriptor_key": ENDPOINT_DESCRIPTOR_KEY,
-                    }
-                },
-            ]
-        }
+                "source": "DYNAMIC",
+            }
+        },
+        {"request_headers": {"header_name": ":path", "descriptor_key": ENDPOINT_DESCRIPTOR_KEY}},
     ]
+
+
+def virtual_host_rate_limits(policy: EdgePolicy) -> list[dict[str, Any]]:
+    """One descriptor per request: [merchant from the verified token, gRPC method]. Without a
+    verified token the metadata action finds nothing and Envoy sends no descriptor. With
+    `read_rate_limit`, read routes ignore these (`reads_skip_global_limit`), so the service
+    is asked about writes only."""
+    if policy.rate_limit_upstream is None:
+        return []
+    return [{"actions": _merchant_and_endpoint()}]
+
+
+def reads_skip_global_limit(policy: EdgePolicy) -> bool:
+    return policy.read_rate_limit is not None and policy.rate_limit_upstream is not None
+
+
+def global_limit_ignored() -> dict[str, Any]:
+    """Per-route config of the ratelimit filter: the virtual host's descriptors are not
+    generated on this route, so Envoy makes no call to the rate-limit service."""
+    return _typed(
+        "envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute", vh_rate_limits="IGNORE"
+    )
+
+
+def read_rate_limit_filter(
+    policy: EdgePolicy, services: Sequence[ServiceInfo]
+) -> dict[str, Any] | None:
+    """local_ratelimit with one dynamic descriptor per read RPC:
+    [(merchant_id, any), (endpoint, its gRPC path)], a bucket per merchant. Writes and calls
+    without a verified token match no descriptor and are not limited here."""
+    limit = policy.read_rate_limit
+    paths = read_paths(services)
+    if limit is None or policy.jwt is None or not paths:
+        return None
+    bucket = {
+        "max_tokens": limit.burst,
+        "tokens_per_fill": limit.requests_per_second,
+        "fill_interval": "1s",
+    }
+    return {
+        "name": LOCAL_RATE_LIMIT_FILTER,
+        "typed_config": _typed(
+            "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            stat_prefix=READ_RATE_LIMIT_STAT_PREFIX,
+            filter_enabled=_percent("loyalnest.read_rate_limit.enabled"),
+            filter_enforced=_percent("loyalnest.read_rate_limit.enforced"),
+            rate_limited_as_resource_exhausted=True,
+            response_headers_to_add=[
+                {
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    "header": {"key": "retry-after", "value": "1"},
+                }
+            ],
+            max_dynamic_descriptors=limit.max_buckets,
+            rate_limits=[{"actions": _merchant_and_endpoint()}],
+            descriptors=[
+                {
+                    "entries": [
+                        # Empty value: a bucket per distinct merchant (dynamic descriptor).
+                        {"key": MERCHANT_DESCRIPTOR_KEY, "value": ""},
+                        {"key": ENDPOINT_DESCRIPTOR_KEY, "value": path},
+                    ],
+                    "token_bucket": bucket,
+                }
+                for path in paths
+            ],
+        ),
+    }
 
 
 def _percent(runtime_key: str) -> dict[str, Any]:
@@ -318,13 +408,15 @@ def buffer_disabled() -> dict[str, Any]:
 def policy_filters(
     policy: EdgePolicy, services: Sequence[ServiceInfo], descriptor_set_path: Path
 ) -> list[dict[str, Any]]:
-    """local_ratelimit (public RPCs) → rbac → jwt_authn → ratelimit, those configured."""
+    """local_ratelimit (public RPCs) → rbac → jwt_authn → local_ratelimit (reads) → ratelimit,
+    those configured."""
     filters = [
         public_rate_limit_filter(policy, services, descriptor_set_path),
         rbac_filter(policy, services),
     ]
     if policy.jwt is not None:
         filters.append(jwt_authn_filter(descriptor_set_path, policy.jwt.jwks, policy.jwt.issuer))
+    filters.append(read_rate_limit_filter(policy, services))
     filters.append(rate_limit_filter(policy))
     return [f for f in filters if f is not None]
 

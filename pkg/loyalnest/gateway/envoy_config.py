@@ -36,6 +36,7 @@ from typing import Any
 
 from loyalnest.gateway import edge
 from loyalnest.gateway.descriptors import (
+    SHARED_PACKAGE_PREFIX,
     STATUS_FILES,
     MethodInfo,
     ServiceInfo,
@@ -323,7 +324,9 @@ def unserved_services(config: GatewayConfig) -> list[str]:
     return [
         name
         for name in services_in_descriptor_set(config.descriptor_set_path)
-        if name not in served and not name.startswith("google.")
+        if name not in served
+        and not name.startswith("google.")
+        and not name.startswith(SHARED_PACKAGE_PREFIX)
     ]
 
 
@@ -476,26 +479,39 @@ def _route(
 
 
 def _method_route(
-    service: ServiceInfo, method: MethodInfo, cluster: str, timeout: int
+    service: ServiceInfo,
+    method: MethodInfo,
+    cluster: str,
+    timeout: int,
+    reads_skip_global_limit: bool = False,
 ) -> dict[str, Any] | None:
-    """An exact route for an RPC routed unlike its service's default, else None."""
+    """An exact route for an RPC routed unlike its service's default, else None. Reads
+    (always idempotent, so always here) skip the global rate limit when Envoy limits them."""
     if not (method.server_streaming or method.idempotent or method.timeout_seconds):
         return None
     seconds: float = 0 if method.server_streaming else method.timeout_seconds or timeout
-    return _route(
+    route = _route(
         f"{service.full_name}/{method.name}",
         {"path": service.grpc_path(method.name)},
         cluster,
         seconds,
         retry_on=IDEMPOTENT_RETRY_ON if method.idempotent else SAFE_RETRY_ON,
     )
+    if reads_skip_global_limit and method.read_only:
+        route.setdefault("typed_per_filter_config", {})[edge.RATE_LIMIT_FILTER] = (
+            edge.global_limit_ignored()
+        )
+    return route
 
 
-def _service_routes(service: ServiceInfo, cluster: str, timeout: int) -> list[dict[str, Any]]:
+def _service_routes(
+    service: ServiceInfo, cluster: str, timeout: int, reads_skip_global_limit: bool = False
+) -> list[dict[str, Any]]:
     routes = [
         route
         for method in service.methods
-        if (route := _method_route(service, method, cluster, timeout)) is not None
+        if (route := _method_route(service, method, cluster, timeout, reads_skip_global_limit))
+        is not None
     ]
     routes.append(_route(service.full_name, {"prefix": service.grpc_path_prefix}, cluster, timeout))
     return routes
@@ -693,7 +709,12 @@ def _connection_manager(config: GatewayConfig, services: dict[str, ServiceInfo])
         routes.append(_openapi_route(config.openapi_path))
     for upstream in config.upstreams:
         for name in upstream.grpc_services:
-            routes += _service_routes(services[name], upstream.service, timeout)
+            routes += _service_routes(
+                services[name],
+                upstream.service,
+                timeout,
+                edge.reads_skip_global_limit(config.policy),
+            )
     routes += _infrastructure_routes(config)
     routes.append(_catch_all_route(config))
     transcoded = [services[name] for u in config.upstreams for name in u.grpc_services]

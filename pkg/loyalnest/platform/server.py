@@ -21,7 +21,8 @@ from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-from loyalnest.platform import pagination
+from loyalnest.gen.platform.v1 import personal_data_pb2_grpc
+from loyalnest.platform import pagination, personal_data
 from loyalnest.platform.auth.interceptor import AuthInterceptor, JwksFile
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.service_identity import accepted_audiences
@@ -35,6 +36,7 @@ from loyalnest.platform.observability import (
     get_logger,
     start_metrics_server,
 )
+from loyalnest.platform.personal_data import PersonalData, PersonalDataServicer, PersonalDataStore
 from loyalnest.platform.postgres import DatabaseSpec
 
 log = get_logger(__name__)
@@ -63,6 +65,8 @@ class ServiceComponents:
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     # Awaited in reverse order on shutdown, after in-flight calls have finished.
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The store answering the personal-data contract, when the spec declares `personal_data`.
+    personal_data: PersonalDataStore | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,9 @@ class ServiceSpec(Generic[SettingsT]):
     # The services it calls (`calls.connect(settings, caller=name)` in build); the chart's
     # targets and NetworkPolicy egress are generated from it.
     calls: Calls = field(default_factory=Calls)
+    # The tables holding customer data, when it has any: the platform then serves
+    # loyalnest.platform.v1.PersonalDataService from build's `personal_data` store.
+    personal_data: PersonalData | None = None
 
 
 @dataclass(frozen=True)
@@ -150,8 +157,9 @@ async def running(
     server = build_server(settings, spec.name)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names = [r.service_name for r in components.registrations]
-    for registration in components.registrations:
+    registrations = [*components.registrations, *_personal_data(spec, components)]
+    names = [r.service_name for r in registrations]
+    for registration in registrations:
         registration.add_to_server(registration.servicer, server)
     reflection.enable_server_reflection(
         [
@@ -207,6 +215,27 @@ async def running(
         for cleanup in reversed(components.cleanup):
             await cleanup()
         log.info("stopped")
+
+
+def _personal_data(spec: ServiceSpec[Any], components: ServiceComponents) -> list[Registration]:
+    """The personal-data contract, registered like health for a service that declares it."""
+    if spec.personal_data is None:
+        if components.personal_data is not None:
+            raise ValueError(
+                f"{spec.name} returns a personal_data store but its spec declares none"
+            )
+        return []
+    if components.personal_data is None:
+        raise ValueError(
+            f"{spec.name} declares personal_data but build() returned no store implementing it"
+        )
+    return [
+        Registration(
+            personal_data.SERVICE_NAME,
+            personal_data_pb2_grpc.add_PersonalDataServiceServicer_to_server,
+            PersonalDataServicer(spec.name, components.personal_data),
+        )
+    ]
 
 
 async def _run_background(

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from google.protobuf.message import Message
 
@@ -37,6 +38,9 @@ ORDER_TOPICS = frozenset({"orders/create", "orders/paid", "orders/updated", "ord
 # and orders/paid; a cancellation: orders/cancelled and orders/updated), so the same bytes under
 # two of them is normal; under any other pair of topics it is a replay.
 SAME_SNAPSHOT_TOPICS = ORDER_TOPICS
+PRODUCT_TOPICS = frozenset({"products/create", "products/update", "products/delete"})
+# A new product's snapshot may come as products/create and products/update alike.
+SAME_PRODUCT_TOPICS = frozenset({"products/create", "products/update"})
 # A paid order's financial_status (orders/paid); Shopify retries carry the original payload.
 PAID_STATUSES = frozenset({"paid", "partially_paid", "partially_refunded", "refunded"})
 
@@ -189,6 +193,7 @@ def read_order(payload: Mapping[str, Any]) -> gateway_events.ShopifyOrder:
         currency=_text(payload.get("currency")),
         financial_status=_text(payload.get("financial_status")),
         cancel_reason=_text(payload.get("cancel_reason")),
+        source_name=_text(payload.get("source_name")),
     )
     customer = _object(payload, "customer")
     if customer is not None:
@@ -214,7 +219,17 @@ def read_order(payload: Mapping[str, Any]) -> gateway_events.ShopifyOrder:
     _set_time(order, "created_time", payload, "created_at")
     _set_time(order, "processed_time", payload, "processed_at")
     _set_time(order, "cancelled_time", payload, "cancelled_at")
+    order.landing_site_ref = _landing_site_ref(payload.get("landing_site"))
     return order
+
+
+def _landing_site_ref(landing_site: Any) -> str:
+    """Only `ref` of the landing page's query (a referral code, for Referrals): the rest of
+    the URL may carry a visitor's tracking parameters, which no consumer needs."""
+    if not isinstance(landing_site, str) or "ref=" not in landing_site:
+        return ""
+    values = parse_qs(urlsplit(landing_site).query).get("ref")
+    return values[0][:64] if values else ""
 
 
 def read_refund(payload: Mapping[str, Any]) -> gateway_events.ShopifyRefund:
@@ -321,6 +336,21 @@ def _uninstalled_content(payload: Mapping[str, Any], shop_domain: str) -> Conten
     )
 
 
+def _product_content(topic: str) -> Callable[[Mapping[str, Any], str], Content]:
+    # The catalogue (Products): titles, variants, prices, nothing personal, forwarded as it
+    # is. products/delete carries the id alone.
+    def fit(payload: Mapping[str, Any], shop_domain: str) -> Content:
+        _refuse_keys(payload, "a product", "line_items", "order_id", "email", "customer")
+        _required_id(payload, "id", "the product")
+        if topic != "products/delete":
+            if not isinstance(payload.get("title"), str) or _time(payload, "updated_at") is None:
+                raise UnfitBody("a product has a title and updated_at")
+            _list(payload, "variants", "the product")
+        return Content(None, None, "", passthrough=True)
+
+    return fit
+
+
 def _subscription_content(payload: Mapping[str, Any], shop_domain: str) -> Content:
     # Shopify Billing (app_subscriptions/update): a subscription's name, status and amounts,
     # nothing personal, forwarded as it is.
@@ -339,6 +369,7 @@ FIT: dict[str, Callable[[Mapping[str, Any], str], Content]] = {
     "shop/redact": _shop_redact_content,
     "app/uninstalled": _uninstalled_content,
     "app_subscriptions/update": _subscription_content,
+    **{topic: _product_content(topic) for topic in PRODUCT_TOPICS},
 }
 
 
@@ -353,4 +384,6 @@ def content(topic: str, payload: Mapping[str, Any], shop_domain: str) -> Content
 
 def compatible_topics(topic: str) -> frozenset[str]:
     """The topics the same body bytes may also have been accepted under."""
-    return SAME_SNAPSHOT_TOPICS if topic in SAME_SNAPSHOT_TOPICS else frozenset({topic})
+    if topic in SAME_SNAPSHOT_TOPICS:
+        return SAME_SNAPSHOT_TOPICS
+    return SAME_PRODUCT_TOPICS if topic in SAME_PRODUCT_TOPICS else frozenset({topic})

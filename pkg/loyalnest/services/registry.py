@@ -17,6 +17,11 @@ SERVICES: dict[str, str] = {
     "core": "loyalnest.services.core.service",
     "event_tracking": "loyalnest.services.event_tracking.service",
     "gamification": "loyalnest.services.gamification.service",
+    "campaign": "loyalnest.services.campaign.service",
+    "products": "loyalnest.services.products.service",
+    "admin_core": "loyalnest.services.admin_core.service",
+    "rfm": "loyalnest.services.rfm.service",
+    "referrals": "loyalnest.services.referrals.service",
 }
 
 

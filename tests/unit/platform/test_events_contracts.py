@@ -31,6 +31,11 @@ OUR_EVENTS = {
     # Issue 14: uninstall completion.
     "merchant.uninstalled",
     "merchant.reinstalled",
+    # Issue 21: points expiry.
+    "points.expired",
+    "points.expiring",
+    # Issue 19: a campaign's lifecycle after campaign.created (paused, resumed, ended).
+    "campaign.state_changed",
 }
 SEED_EVENTS = {
     "customer.created",
@@ -60,9 +65,15 @@ SEED_EVENTS = {
 NOT_EVENTS = {
     "loyalnest.events.v1.Envelope",
     "loyalnest.events.v1.RfmScore",
+    "loyalnest.events.v1.RfmScores",
     "loyalnest.events.v1.ProgramSettings",
     "loyalnest.events.v1.EarningMultiplier",
     "loyalnest.events.v1.PlanLimits",
+    # Parts of ProgramSettings (issue 21).
+    "loyalnest.events.v1.EarningRule",
+    "loyalnest.events.v1.EarningLimit",
+    "loyalnest.events.v1.ReferralProgram",
+    "loyalnest.events.v1.ReferralMilestone",
     # Parts of webhook.received (payload version 2).
     "loyalnest.events.v1.ShopifyOrder",
     "loyalnest.events.v1.ShopifyLineItem",

@@ -27,6 +27,7 @@ import hmac
 from collections.abc import Iterable
 
 from loyalnest.platform.crypto import derive_key
+from loyalnest.platform.personal_data import caller_grants as personal_data_grants
 
 # What each service may do when it acts on its own behalf (a Kafka consumer, a scheduled job):
 # permissions as in the RPCs' `(loyalnest.options.v1.access)`. A service missing here cannot
@@ -45,12 +46,21 @@ SERVICE_GRANTS: dict[str, frozenset[str]] = {
             "rfm:read",
         }
     ),
+    # auth:shop-token: the shop's Admin API token, for campaigns' Shopify discounts.
+    "campaign": frozenset({"auth:shop-token"}),
+    # auth:shop-token: the shop's Admin API token, for the catalogue sync (products query).
+    "products": frozenset({"auth:shop-token"}),
     "users": frozenset({"auth:validate", "roles:read"}),
     "roles": frozenset({"auth:validate"}),
     "auth": frozenset({"roles:read", "users:read"}),
     # ValidateMerchant of a webhook's shop, to skip those of unknown or uninstalled merchants
     # (webhooks carry no caller token).
     "edge": frozenset({"auth:validate"}),
+    # GDPR requests: every personal-data holder's export and erasure (platform/personal_data).
+    "admin_core": frozenset({"auth:validate", *personal_data_grants()}),
+    # auth:validate: the merchant's shop domain for referral links; points:write: referrers'
+    # rewards (EarnPoints).
+    "referrals": frozenset({"auth:validate", "points:write"}),
 }
 
 SERVICE_TOKEN_TTL_SECONDS = 5 * 60

@@ -114,6 +114,8 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("points.redeemed", points_pb2.PointsRedeemed, POINTS, "customer_id"),
     EventSpec("points.adjusted", points_pb2.PointsAdjusted, POINTS, "customer_id"),
     EventSpec("points.reversed", points_pb2.PointsReversed, POINTS, "customer_id"),
+    EventSpec("points.expired", points_pb2.PointsExpired, POINTS, "customer_id"),
+    EventSpec("points.expiring", points_pb2.PointsExpiring, POINTS, "customer_id"),
     EventSpec("referral.created", referrals_pb2.ReferralCreated, REFERRALS, "referrer_id"),
     EventSpec("referral.completed", referrals_pb2.ReferralCompleted, REFERRALS, "referrer_id"),
     EventSpec("user.created", users_pb2.UserCreated, USERS, "user_id"),
@@ -128,6 +130,7 @@ EVENTS: tuple[EventSpec, ...] = (
         "email_event.created", admin_features_pb2.EmailEventCreated, ADMIN_FEATURES, "customer_id"
     ),
     EventSpec("campaign.created", campaign_pb2.CampaignCreated, CAMPAIGN, "campaign_id"),
+    EventSpec("campaign.state_changed", campaign_pb2.CampaignStateChanged, CAMPAIGN, "campaign_id"),
     EventSpec("badge.awarded", gamification_pb2.BadgeAwarded, GAMIFICATION, "customer_id"),
     EventSpec("product_rfm.updated", products_pb2.ProductRfmUpdated, PRODUCTS, "product_id"),
 )

@@ -50,6 +50,16 @@ UPDATABLE_FIELDS = frozenset(
         "multipliers",
         "points_expiry_days",
         "pending_period",
+        "points_expiry_mode",
+        "points_expiry_notice_days",
+        "earning_rules",
+        "referral",
+    }
+)
+EXPIRY_MODES = frozenset(
+    {
+        core_events.POINTS_EXPIRY_MODE_AFTER_EARNED,
+        core_events.POINTS_EXPIRY_MODE_AFTER_INACTIVITY,
     }
 )
 ROUNDINGS = frozenset(
@@ -71,6 +81,13 @@ MAX_PRODUCTS_PER_COLLECTION = 1000
 SHOPIFY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,254}$")
 SHOPIFY_ID_RULE = "must be 1-255 characters of letters, digits and _ . : / @ -"
 MAX_NAME_LENGTH = 100
+# The referral program (ProgramSettings.referral, kept by Referrals).
+MAX_REFERRAL_POINTS = 1_000_000
+MAX_REFERRAL_PERCENTAGE = Decimal(100)
+MAX_REFERRAL_AMOUNT = Decimal(100_000)
+MAX_MILESTONES = 20
+MAX_MILESTONE_REFERRALS = 10_000
+MAX_DAILY_INVITES = 100_000
 
 
 # --- plans -------------------------------------------------------------------------------
@@ -329,6 +346,149 @@ def _check_decimal(
         violations.append(FieldViolation(field, rule))
 
 
+MAX_EARNING_RULES = 50
+MAX_RULE_POINTS = 1_000_000
+MAX_MIN_SPEND = Decimal(10**9)
+MAX_GOAL_PERIOD = timedelta(days=366)
+RULE_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+RULE_ID_RULE = "must be 1-64 characters of a-z, 0-9, - and _"
+_ORDER_RULES = frozenset(
+    {
+        core_events.EARNING_RULE_TYPE_PLACE_ORDER,
+        core_events.EARNING_RULE_TYPE_ORDER_MULTIPLIER,
+        core_events.EARNING_RULE_TYPE_PUNCH_CARD,
+        core_events.EARNING_RULE_TYPE_GOAL_SPEND,
+    }
+)
+_CHANNELS = frozenset({core_events.SALES_CHANNEL_ONLINE, core_events.SALES_CHANNEL_POS})
+_PERIODS = frozenset(
+    {
+        core_events.LIMIT_PERIOD_EVER,
+        core_events.LIMIT_PERIOD_DAY,
+        core_events.LIMIT_PERIOD_MONTH,
+        core_events.LIMIT_PERIOD_YEAR,
+    }
+)
+
+
+def _check_rule(violations: list[FieldViolation], at: str, rule: core_events.EarningRule) -> None:
+    """One earning rule: each type's fields present and in range, none of another type's."""
+    kind = rule.type
+    if kind not in core_events.EarningRuleType.values() or kind == 0:
+        violations.append(FieldViolation(f"{at}.type", "must be an EARNING_RULE_TYPE_*"))
+        return
+    if len(rule.name) > MAX_NAME_LENGTH:
+        violations.append(FieldViolation(f"{at}.name", f"at most {MAX_NAME_LENGTH} characters"))
+    rate_based = kind == core_events.EARNING_RULE_TYPE_PLACE_ORDER and bool(
+        rule.points_per_currency_unit
+    )
+    if rate_based:
+        _check_decimal(
+            violations,
+            f"{at}.points_per_currency_unit",
+            rule.points_per_currency_unit,
+            positive=True,
+            maximum=MAX_POINTS_PER_CURRENCY_UNIT,
+        )
+        if rule.points:
+            violations.append(
+                FieldViolation(f"{at}.points", "a rate-based rule awards no fixed points")
+            )
+    elif rule.points_per_currency_unit:
+        violations.append(
+            FieldViolation(
+                f"{at}.points_per_currency_unit", "only for EARNING_RULE_TYPE_PLACE_ORDER"
+            )
+        )
+    if kind == core_events.EARNING_RULE_TYPE_ORDER_MULTIPLIER:
+        value = canonical_decimal(rule.multiplier)
+        if value is None or value <= 1 or value > MAX_MULTIPLIER:
+            violations.append(
+                FieldViolation(
+                    f"{at}.multiplier", f"must be a decimal above 1, at most {MAX_MULTIPLIER}"
+                )
+            )
+        if rule.points:
+            violations.append(
+                FieldViolation(f"{at}.points", "a multiplier awards no points itself")
+            )
+    else:
+        if rule.multiplier:
+            violations.append(FieldViolation(f"{at}.multiplier", "only for ORDER_MULTIPLIER rules"))
+        if not rate_based and not 0 < rule.points <= MAX_RULE_POINTS:
+            violations.append(FieldViolation(f"{at}.points", f"must be 1 to {MAX_RULE_POINTS}"))
+    if rule.min_spend or kind == core_events.EARNING_RULE_TYPE_GOAL_SPEND:
+        if kind not in _ORDER_RULES:
+            violations.append(FieldViolation(f"{at}.min_spend", "only for rules on orders"))
+        else:
+            _check_decimal(
+                violations, f"{at}.min_spend", rule.min_spend, positive=True, maximum=MAX_MIN_SPEND
+            )
+    if rule.channels and kind not in _ORDER_RULES:
+        violations.append(FieldViolation(f"{at}.channels", "only for rules on orders"))
+    if any(c not in _CHANNELS for c in rule.channels):
+        violations.append(FieldViolation(f"{at}.channels", "each SALES_CHANNEL_ONLINE or _POS"))
+    if (
+        rule.HasField("start_time")
+        and rule.HasField("end_time")
+        and rule.end_time.ToDatetime() <= rule.start_time.ToDatetime()
+    ):
+        violations.append(FieldViolation(f"{at}.end_time", "must be after start_time"))
+    if rule.HasField("limit"):
+        if kind == core_events.EARNING_RULE_TYPE_ORDER_MULTIPLIER:
+            violations.append(FieldViolation(f"{at}.limit", "a multiplier has no limit"))
+        if not 0 < rule.limit.max_awards <= 1000:
+            violations.append(FieldViolation(f"{at}.limit.max_awards", "must be 1 to 1000"))
+        if rule.limit.period not in _PERIODS:
+            violations.append(FieldViolation(f"{at}.limit.period", "must be a LIMIT_PERIOD_*"))
+    punch = kind == core_events.EARNING_RULE_TYPE_PUNCH_CARD
+    if punch and not 2 <= rule.punch_count <= 1000:
+        violations.append(FieldViolation(f"{at}.punch_count", "must be 2 to 1000"))
+    elif not punch and rule.punch_count:
+        violations.append(FieldViolation(f"{at}.punch_count", "only for PUNCH_CARD rules"))
+    goal = kind == core_events.EARNING_RULE_TYPE_GOAL_SPEND
+    period = rule.goal_period.ToTimedelta()
+    if goal and not timedelta(days=1) <= period <= MAX_GOAL_PERIOD:
+        violations.append(FieldViolation(f"{at}.goal_period", "must be 1 to 366 days"))
+    elif not goal and rule.HasField("goal_period"):
+        violations.append(FieldViolation(f"{at}.goal_period", "only for GOAL_SPEND rules"))
+    custom = kind == core_events.EARNING_RULE_TYPE_CUSTOM_ACTIVITY
+    if custom and not RULE_ID_RE.match(rule.activity):
+        violations.append(FieldViolation(f"{at}.activity", RULE_ID_RULE))
+    elif not custom and rule.activity:
+        violations.append(FieldViolation(f"{at}.activity", "only for CUSTOM_ACTIVITY rules"))
+
+
+def _check_rules(
+    violations: list[FieldViolation], rules: Sequence[core_events.EarningRule]
+) -> None:
+    field = "settings.earning_rules"
+    if len(rules) > MAX_EARNING_RULES:
+        violations.append(FieldViolation(field, f"at most {MAX_EARNING_RULES} rules"))
+    seen: set[str] = set()
+    for index, rule in enumerate(rules):
+        at = f"{field}[{index}]"
+        if not RULE_ID_RE.match(rule.rule_id):
+            violations.append(FieldViolation(f"{at}.rule_id", RULE_ID_RULE))
+        elif rule.rule_id in seen:
+            violations.append(FieldViolation(f"{at}.rule_id", "names a rule already listed"))
+        seen.add(rule.rule_id)
+        _check_rule(violations, at, rule)
+
+
+def _canonical_rule(rule: core_events.EarningRule) -> core_events.EarningRule:
+    """The rule as stored: decimals in one spelling, channels once each."""
+    stored = core_events.EarningRule()
+    stored.CopyFrom(rule)
+    for name in ("points_per_currency_unit", "min_spend", "multiplier"):
+        value = canonical_decimal(getattr(rule, name)) if getattr(rule, name) else None
+        if value is not None:
+            setattr(stored, name, decimal_text(value))
+    del stored.channels[:]
+    stored.channels.extend(sorted(set(rule.channels)))
+    return stored
+
+
 def _check_multipliers(
     violations: list[FieldViolation], multipliers: Sequence[core_events.EarningMultiplier]
 ) -> None:
@@ -360,6 +520,66 @@ def _check_multipliers(
         _check_decimal(
             violations, f"{at}.multiplier", rule.multiplier, positive=True, maximum=MAX_MULTIPLIER
         )
+
+
+def _check_referral(violations: list[FieldViolation], program: core_events.ReferralProgram) -> None:
+    at = "settings.referral"
+    if not 0 <= program.referrer_reward_points <= MAX_REFERRAL_POINTS:
+        violations.append(
+            FieldViolation(f"{at}.referrer_reward_points", f"must be 0 to {MAX_REFERRAL_POINTS}")
+        )
+    value = program.friend_discount_value
+    match program.friend_discount_type:
+        case core_events.REFERRAL_DISCOUNT_TYPE_PERCENTAGE:
+            _check_decimal(
+                violations,
+                f"{at}.friend_discount_value",
+                value,
+                positive=True,
+                maximum=MAX_REFERRAL_PERCENTAGE,
+            )
+        case core_events.REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT:
+            _check_decimal(
+                violations,
+                f"{at}.friend_discount_value",
+                value,
+                positive=True,
+                maximum=MAX_REFERRAL_AMOUNT,
+            )
+        case _:
+            if value and canonical_decimal(value) != 0:
+                violations.append(
+                    FieldViolation(
+                        f"{at}.friend_discount_type",
+                        "must be REFERRAL_DISCOUNT_TYPE_PERCENTAGE or"
+                        " REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT when friend_discount_value is set",
+                    )
+                )
+    if len(program.milestones) > MAX_MILESTONES:
+        violations.append(FieldViolation(f"{at}.milestones", f"at most {MAX_MILESTONES}"))
+    seen: set[int] = set()
+    for index, milestone in enumerate(program.milestones):
+        where = f"{at}.milestones[{index}]"
+        if not 0 < milestone.referrals <= MAX_MILESTONE_REFERRALS:
+            violations.append(
+                FieldViolation(f"{where}.referrals", f"must be 1 to {MAX_MILESTONE_REFERRALS}")
+            )
+        elif milestone.referrals in seen:
+            violations.append(FieldViolation(f"{where}.referrals", "appears twice"))
+        seen.add(milestone.referrals)
+        if not 0 < milestone.bonus_points <= MAX_REFERRAL_POINTS:
+            violations.append(
+                FieldViolation(f"{where}.bonus_points", f"must be 1 to {MAX_REFERRAL_POINTS}")
+            )
+    if not 0 <= program.code_expiry_days <= MAX_EXPIRY_DAYS:
+        violations.append(
+            FieldViolation(f"{at}.code_expiry_days", f"must be 0 (never) to {MAX_EXPIRY_DAYS}")
+        )
+    for name in ("daily_invites_per_referrer", "daily_invites_per_merchant"):
+        if not 0 <= getattr(program, name) <= MAX_DAILY_INVITES:
+            violations.append(
+                FieldViolation(f"{at}.{name}", f"must be 0 (unlimited) to {MAX_DAILY_INVITES}")
+            )
 
 
 def validate_program_update(
@@ -405,6 +625,21 @@ def validate_program_update(
                 "settings.points_expiry_days", f"must be 0 (never) to {MAX_EXPIRY_DAYS} days"
             )
         )
+    if "points_expiry_mode" in paths and settings.points_expiry_mode not in EXPIRY_MODES:
+        violations.append(
+            FieldViolation(
+                "settings.points_expiry_mode",
+                "must be POINTS_EXPIRY_MODE_AFTER_EARNED or POINTS_EXPIRY_MODE_AFTER_INACTIVITY",
+            )
+        )
+    if "points_expiry_notice_days" in paths and not (
+        0 <= settings.points_expiry_notice_days <= MAX_EXPIRY_DAYS
+    ):
+        violations.append(
+            FieldViolation(
+                "settings.points_expiry_notice_days", f"must be 0 (no notice) to {MAX_EXPIRY_DAYS}"
+            )
+        )
     if "pending_period" in paths:
         period = settings.pending_period
         if period.seconds < 0 or period.nanos != 0 or period.ToTimedelta() > MAX_PENDING_PERIOD:
@@ -416,6 +651,10 @@ def validate_program_update(
             )
     if "multipliers" in paths:
         _check_multipliers(violations, settings.multipliers)
+    if "earning_rules" in paths:
+        _check_rules(violations, settings.earning_rules)
+    if "referral" in paths:
+        _check_referral(violations, settings.referral)
     return violations
 
 
@@ -438,6 +677,16 @@ def apply_update(
                 )
         elif path == "pending_period":
             result.pending_period.CopyFrom(update.pending_period)
+        elif path == "earning_rules":
+            del result.earning_rules[:]
+            result.earning_rules.extend(_canonical_rule(r) for r in update.earning_rules)
+        elif path == "referral":
+            result.referral.CopyFrom(update.referral)
+            if update.referral.friend_discount_value:
+                value = canonical_decimal(update.referral.friend_discount_value)
+                assert value is not None  # validated
+                result.referral.friend_discount_value = decimal_text(value)
+            result.referral.milestones.sort(key=lambda m: m.referrals)
         elif path == "points_per_currency_unit":
             rate = canonical_decimal(update.points_per_currency_unit)
             assert rate is not None  # validated

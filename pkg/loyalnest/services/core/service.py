@@ -20,6 +20,7 @@ from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.http import HttpClient
 from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import PersonalData
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
@@ -193,7 +194,7 @@ async def build(settings: CoreSettings) -> ServiceComponents:
         test=settings.core_billing_test,
     )
     await database.open()
-    return postgres_service(
+    components = postgres_service(
         settings,
         database,
         service="core",
@@ -215,8 +216,17 @@ async def build(settings: CoreSettings) -> ServiceComponents:
         ],
         cleanup=[*stores.cleanup, http.close, downstream.close],
     )
+    components.personal_data = stores.customers
+    return components
 
 
 SPEC = ServiceSpec(
-    name="core", settings_type=CoreSettings, build=build, database=DATABASE, calls=CALLS
+    name="core",
+    settings_type=CoreSettings,
+    build=build,
+    database=DATABASE,
+    calls=CALLS,
+    personal_data=PersonalData(
+        tables=("customers", "customer_rfm", "gdpr_redactions", "customer_import_logs"),
+    ),
 )

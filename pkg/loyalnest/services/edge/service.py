@@ -18,6 +18,7 @@ from loyalnest.platform.crypto import FieldCipher, decode_key
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import PersonalData
 from loyalnest.platform.pii import development_key, on_a_developer_machine
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
@@ -194,6 +195,7 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
         cleanup=[seen.close, buckets.close, downstream.close],
     )
     components.background.append(functools.partial(purge_loop, store, settings))
+    components.personal_data = customer_keys
     return components
 
 
@@ -203,4 +205,7 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
+    # The keys sealing customers' data in webhook.received; dead letters (sealed bodies that
+    # are not JSON, so name no customer) go with the merchant and after their retention.
+    personal_data=PersonalData(tables=("customer_keys",)),
 )

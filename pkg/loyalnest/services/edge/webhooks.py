@@ -34,6 +34,10 @@ TOPICS = frozenset(
         "app/uninstalled",
         # Shopify Billing: a paid plan's subscription changed status (Core applies it).
         "app_subscriptions/update",
+        # The catalogue (Products).
+        "products/create",
+        "products/update",
+        "products/delete",
         "customers/data_request",
         "customers/redact",
         "shop/redact",

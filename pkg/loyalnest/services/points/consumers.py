@@ -1,16 +1,16 @@
 """The events Points applies: user.created (a customer's ledger), Core's settings (the copy
-of the program) and webhook.received (orders earning points, earning.py; skipped for a
-merchant Auth does not know or that uninstalled the app)."""
+of the program) and webhook.received (orders earning points and customers/create's signup
+bonus, earning.py; skipped for a merchant Auth does not know or that uninstalled the app)."""
 
 from __future__ import annotations
 
-from loyalnest.gen.events.v1 import core_pb2, users_pb2
+from loyalnest.gen.events.v1 import core_pb2, gateway_pb2, users_pb2
 from loyalnest.platform.events.consumer import PermanentEventError
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.validation import IDENTIFIER_RE
-from loyalnest.services.points.earning import OrderEarnings, ProgramCopies
+from loyalnest.services.points.earning import OrderEarnings, ProgramCopies, SignupBonuses
 from loyalnest.services.points.store.base import LedgerStore
 
 
@@ -19,6 +19,7 @@ def handlers(
     programs: ProgramCopies,
     orders: OrderEarnings,
     merchants: MerchantGate | None = None,
+    signups: SignupBonuses | None = None,
 ) -> dict[str, Handler]:
     async def on_user_created(event: ConsumedEvent) -> bool:
         user = event.payload_as(users_pb2.UserCreated)
@@ -43,6 +44,10 @@ def handlers(
             event.merchant_id, what=event.event_type
         ):
             return True
+        if signups is not None and event.payload_as(gateway_pb2.WebhookReceived).topic == (
+            "customers/create"
+        ):
+            return await signups.on_webhook(event)
         return await orders.on_webhook(event)
 
     return {

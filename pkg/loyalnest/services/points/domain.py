@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from loyalnest.platform.errors import FailedPrecondition, NotFound
+from loyalnest.platform.errors import Aborted, FailedPrecondition, NotFound
 
 # Per-call ceiling: far above any real order, far below int64 overflow of a balance.
 MAX_POINTS_PER_TRANSACTION = 1_000_000_000
@@ -20,6 +20,9 @@ class TransactionType(StrEnum):
     # whose discount code could not be created), a debit takes back earned ones (an order
     # cancelled or refunded). It moves the matching lifetime total back too.
     REVERSAL = "reversal"
+    # Points past their life under the merchant's expiry setting (a debit; see expiry.py).
+    # Neither earned nor redeemed: lifetime totals stay.
+    EXPIRE = "expire"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,11 @@ class Posting:
     type: TransactionType
     points: int  # signed: credits positive, debits negative
     reason: str
+    # Applied only if the ledger's last sequence is still this one, else LedgerMoved: for a
+    # posting computed from the ledger's history (expiry), which a change since invalidates.
+    expected_sequence: int | None = None
+    # The earning rule(s) that gave the points ("order", "order,punch"): shown in history.
+    rule_id: str = ""
 
     @property
     def opens_ledger(self) -> bool:
@@ -41,6 +49,8 @@ class Posting:
     def earned(self) -> int:
         if self.type is TransactionType.REVERSAL:
             return min(self.points, 0)  # a debit takes back earned points
+        if self.type is TransactionType.EXPIRE:
+            return 0
         return self.points if self.points > 0 else 0
 
     @property
@@ -75,6 +85,7 @@ class Transaction:
     balance_after: int
     lifetime_earned_after: int
     lifetime_redeemed_after: int
+    rule_id: str = ""
 
     def balance_snapshot(self) -> Balance:
         return Balance(
@@ -100,10 +111,43 @@ class PostingResult:
         return cls(transaction, transaction.balance_snapshot(), replayed)
 
 
+class ActivityStatus(StrEnum):
+    AWARDED = "awarded"
+    DUPLICATE = "duplicate"  # awarded before for the same occurrence
+    LIMIT_REACHED = "limit_reached"
+
+
+@dataclass(frozen=True)
+class ActivityResult:
+    """What one CUSTOM_ACTIVITY rule did with a reported activity (earning.Activities)."""
+
+    rule_id: str
+    status: ActivityStatus
+    points: int
+    transaction: Transaction | None = None
+
+
+@dataclass(frozen=True)
+class Expiring:
+    """Points that expire at `at` (the soonest; see expiry.py), unless spent first."""
+
+    points: int
+    at: datetime
+
+
 class LedgerNotFound(NotFound):
     def __init__(self, customer_id: str) -> None:
         super().__init__("points_ledger", customer_id)
         self.message = f"customer {customer_id!r} has no points ledger"
+
+
+class LedgerMoved(Aborted):
+    """A posting conditional on the ledger's sequence found another one: recompute it."""
+
+    def __init__(self, customer_id: str, expected: int) -> None:
+        super().__init__(
+            f"the ledger of customer {customer_id!r} changed after sequence {expected}; retry"
+        )
 
 
 class InsufficientPoints(FailedPrecondition):

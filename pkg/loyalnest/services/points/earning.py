@@ -16,6 +16,9 @@ Every step is idempotent (the order row, adjustment ids, ledger idempotency keys
 anywhere is repaired by running the step again: the settlement loop (`run`) does that for
 every order with work left, and is also what approves orders when their pending period ends.
 The clock is injected so tests can move time instead of waiting for the return window.
+
+The signup bonus (`SignupBonuses`): `customers/create` credits the program's
+`signup_bonus_points` once per customer (reason `signup`), whatever the deliveries.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from prometheus_client import Counter
@@ -36,6 +40,9 @@ from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.points.domain import (
+    MAX_POINTS_PER_TRANSACTION,
+    ActivityResult,
+    ActivityStatus,
     InsufficientPoints,
     LedgerNotFound,
     Posting,
@@ -49,14 +56,25 @@ from loyalnest.services.points.orders import (
     OrderEarning,
     OrderSettlement,
     OrderStatus,
+    OrderTotals,
     Refund,
     as_order,
     as_refund,
     cancellation_adjustment,
+    order_facts,
     order_reason,
     order_totals,
     refund_adjustment,
     refund_order_id,
+)
+from loyalnest.services.points.rules import (
+    Award,
+    RuleEvent,
+    RuleSet,
+    awards_text,
+    parse_awards,
+    period_start,
+    within_limit,
 )
 
 Clock = Callable[[], datetime]
@@ -128,12 +146,127 @@ class ProgramCopies:
         return stored
 
 
+SIGNUP_REASON = "signup"
+
+
+class SignupBonuses:
+    """The program's `signup_bonus_points`, credited when Shopify reports a new customer."""
+
+    def __init__(self, ledger: Ledger, programs: ProgramCopies) -> None:
+        self._ledger = ledger
+        self._programs = programs
+
+    async def on_webhook(self, event: ConsumedEvent) -> bool:
+        webhook = event.payload_as(gateway_pb2.WebhookReceived)
+        if webhook.topic != "customers/create":
+            return True
+        if webhook.HasField("customer"):
+            customer_id = webhook.customer.customer_id
+        else:  # a version-1 event: the raw body
+            try:
+                payload: Any = json.loads(webhook.body)
+            except ValueError as exc:
+                raise PermanentEventError(f"customers/create {webhook.webhook_id}: {exc}") from exc
+            customer_id = str(payload.get("id", "")) if isinstance(payload, dict) else ""
+        if not customer_id:
+            raise PermanentEventError(f"customers/create {webhook.webhook_id} names no customer")
+        return await self.credit(event.merchant_id, customer_id)
+
+    async def credit(self, merchant_id: str, customer_id: str) -> bool:
+        """False when the customer had their bonus already, or the program gives none."""
+        program = await self._programs.get(merchant_id)
+        bonus = program.signup_bonus_points
+        if not program.program_enabled or bonus <= 0:
+            return False
+        posting = Posting(merchant_id, customer_id, TransactionType.EARN, bonus, SIGNUP_REASON)
+        # Once per customer: the key's fingerprint leaves out the amount, so a redelivery
+        # after the merchant changed the bonus replays the first credit instead of failing.
+        key = IdempotencyKey.internal(f"{SIGNUP_REASON}:{customer_id}", customer_id)
+        result = await self._ledger.post(posting, key)
+        return not result.replayed
+
+
+class Activities:
+    """CUSTOM_ACTIVITY rules: an activity a merchant integration reports (RecordActivity)."""
+
+    def __init__(self, ledger: Ledger, orders: OrderEarnings, *, clock: Clock = utc_now) -> None:
+        self._ledger = ledger
+        self._store = ledger.store
+        self._orders = orders
+        self._clock = clock
+
+    async def record(
+        self, merchant_id: str, customer_id: str, activity: str, occurrence: str
+    ) -> list[ActivityResult]:
+        program = await self._orders.programs.get(merchant_id)
+        if not program.program_enabled:
+            return []
+        now = self._clock()
+        matching = self._orders.rules(merchant_id, program).activity_rules(activity, now)
+        since = {r.rule_id: period_start(r.period, now) for r in matching if r.max_awards}
+        history = await self._store.rule_events(merchant_id, customer_id, since) if since else {}
+        results = []
+        for rule in matching:
+            past = history.get(rule.rule_id, [])
+            seen = any(e.occurrence == occurrence for e in past)
+            if not seen and not within_limit(rule, past, now):
+                results.append(ActivityResult(rule.rule_id, ActivityStatus.LIMIT_REACHED, 0))
+                continue
+            posting = Posting(
+                merchant_id,
+                customer_id,
+                TransactionType.EARN,
+                rule.points,
+                f"activity:{activity}",
+                rule_id=rule.rule_id,
+            )
+            # Once per (rule, customer, occurrence); the amount is left out of the
+            # fingerprint, so a retry after the merchant changed the rule replays the award.
+            key = IdempotencyKey.internal(
+                f"rule:{rule.rule_id}:{customer_id}:{occurrence}", customer_id
+            )
+            result = await self._ledger.post(posting, key)
+            if rule.max_awards:
+                # After the credit: a crash in between is healed by the retry, which replays
+                # the credit and records this then (a limit may so admit one award too many).
+                await self._store.record_rule_events(
+                    merchant_id,
+                    customer_id,
+                    [
+                        RuleEvent(
+                            rule.rule_id, occurrence, result.transaction.points, Decimal(0), now
+                        )
+                    ],
+                )
+            status = ActivityStatus.DUPLICATE if result.replayed else ActivityStatus.AWARDED
+            results.append(
+                ActivityResult(rule.rule_id, status, result.transaction.points, result.transaction)
+            )
+        return results
+
+
 class OrderEarnings:
     def __init__(self, ledger: Ledger, programs: ProgramCopies, *, clock: Clock = utc_now) -> None:
         self._ledger = ledger
         self._store = ledger.store
         self._programs = programs
         self._clock = clock
+        self._rule_sets: dict[str, RuleSet] = {}
+
+    @property
+    def programs(self) -> ProgramCopies:
+        return self._programs
+
+    async def preview(
+        self, merchant_id: str, order: gateway_pb2.ShopifyOrder
+    ) -> tuple[OrderTotals, list[Award]]:
+        """What `order` would earn now, its customer's past left out (rules.RuleSet.preview)."""
+        program = await self._programs.get(merchant_id)
+        totals = order_totals(order, program)
+        if not program.program_enabled:
+            return totals, []
+        now = self._clock()
+        return totals, self.rules(merchant_id, program).preview(order_facts(order, totals, now))
 
     # ---- webhook.received ------------------------------------------------------------
 
@@ -167,6 +300,10 @@ class OrderEarnings:
             return True  # a guest checkout: nobody to credit
         now = self._clock()
         note = await self._why_not_earning(merchant_id, program, now)
+        awards: list[Award] = []
+        if not note:
+            awards = await self._awards(merchant_id, as_order(order), totals, program, now)
+        points = min(sum(a.points for a in awards), MAX_POINTS_PER_TRANSACTION)
         approve_at = now + program.pending_period.ToTimedelta()
         # No pending period: the order is recorded APPROVING, its amount fixed, as
         # begin_order_approval would leave it (a new order has no adjustments: they need
@@ -184,7 +321,7 @@ class OrderEarnings:
             merchant_id=merchant_id,
             order_id=totals.order_id,
             customer_id=totals.customer_id,
-            points=0 if note else totals.points,
+            points=points,
             eligible_amount=totals.eligible_amount,
             currency=totals.currency,
             status=status,
@@ -192,7 +329,8 @@ class OrderEarnings:
             created_at=now,
             settings_version=program.version,
             note=note,
-            approved_points=totals.points if at_once else 0,
+            approved_points=points if at_once else 0,
+            awards=awards_text(awards),
         )
         stored, inserted = await self._store.record_order(earning)
         # An order credited at once still counts as "pending" (it earns; the period was 0).
@@ -201,6 +339,35 @@ class OrderEarnings:
         if inserted and stored.status is OrderStatus.APPROVING:
             await self.settle(OrderSettlement(stored))  # no pending period: credit at once
         return inserted
+
+    def rules(self, merchant_id: str, program: core_pb2.ProgramSettings) -> RuleSet:
+        """The merchant's rules compiled, once per settings version."""
+        cached = self._rule_sets.get(merchant_id)
+        if cached is None or cached.version != program.version:
+            cached = self._rule_sets[merchant_id] = RuleSet.of(program)
+        return cached
+
+    async def _awards(
+        self,
+        merchant_id: str,
+        order: gateway_pb2.ShopifyOrder,
+        totals: OrderTotals,
+        program: core_pb2.ProgramSettings,
+        now: datetime,
+    ) -> list[Award]:
+        rules = self.rules(merchant_id, program)
+        facts = order_facts(order, totals, now)
+        since = {r.rule_id: r.history_since(now) for r in rules.order_rules() if r.keeps_history}
+        # Only rules that depend on the customer's past cost a read; plain rates none.
+        history = (
+            await self._store.rule_events(merchant_id, totals.customer_id, since) if since else {}
+        )
+        awards = rules.order_awards(facts, history, now)
+        events = [a.event for a in awards if a.event is not None]
+        # Before the order: a crash in between is redone by the redelivery, which finds
+        # these decisions (its own occurrence) and reuses them.
+        await self._store.record_rule_events(merchant_id, totals.customer_id, events)
+        return awards
 
     async def _why_not_earning(
         self, merchant_id: str, program: core_pb2.ProgramSettings, now: datetime
@@ -264,6 +431,7 @@ class OrderEarnings:
             TransactionType.EARN,
             earning.approved_points,
             order_reason(earning.order_id),
+            rule_id=",".join(rule_id for rule_id, _ in parse_awards(earning.awards)),
         )
         key = IdempotencyKey.internal(
             order_reason(earning.order_id), earning.customer_id, earning.approved_points

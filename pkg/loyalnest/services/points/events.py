@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from google.protobuf.message import Message
 
 from loyalnest.gen.events.v1 import points_pb2 as events_pb2
+from loyalnest.platform.protos import timestamp
 from loyalnest.services.points.domain import Transaction, TransactionType
 
 # The consumer group of every Points process: each event is applied by one of them.
@@ -24,6 +27,7 @@ def ledger_event(transaction: Transaction) -> Message:
                 balance_after=t.balance_after,
                 lifetime_earned_after=t.lifetime_earned_after,
                 reason=t.reason,
+                rule_id=t.rule_id,
             )
         case TransactionType.REDEEM:
             return events_pb2.PointsRedeemed(
@@ -44,6 +48,15 @@ def ledger_event(transaction: Transaction) -> Message:
                 balance_after=t.balance_after,
                 reason=t.reason,
             )
+        case TransactionType.EXPIRE:
+            return events_pb2.PointsExpired(
+                customer_id=t.customer_id,
+                transaction_id=t.transaction_id,
+                sequence=t.sequence,
+                points=-t.points,
+                balance_after=t.balance_after,
+                reason=t.reason,
+            )
         case TransactionType.REVERSAL:
             return events_pb2.PointsReversed(
                 customer_id=t.customer_id,
@@ -55,3 +68,10 @@ def ledger_event(transaction: Transaction) -> Message:
                 lifetime_redeemed_after=t.lifetime_redeemed_after,
                 reason=t.reason,
             )
+
+
+def expiring_event(customer_id: str, points: int, at: datetime, balance: int) -> Message:
+    """points.expiring: the notice ahead of an expiry (expiry.py)."""
+    return events_pb2.PointsExpiring(
+        customer_id=customer_id, points=points, expire_time=timestamp(at), balance=balance
+    )

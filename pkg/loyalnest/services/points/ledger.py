@@ -37,6 +37,7 @@ from loyalnest.gen.points.v1 import points_pb2
 from loyalnest.platform.cache import RESYNC, SharedSubscriber, VersionedCache, key_part
 from loyalnest.platform.errors import ResourceExhausted, Unavailable
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.services.points.domain import Balance, Posting, PostingResult
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.wire import balance_proto
@@ -113,6 +114,25 @@ class Ledger:
         self.cache = cache
         self._subscriber = subscriber
         self._streams = _StreamSlots(stream_limits or StreamLimits())
+
+    # --- personal data (the platform contract: the store, then the balance cache) ---------
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        return await self.store.export_customer(merchant_id, customer)
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        erased = await self.store.erase_customer(merchant_id, customer)
+        if self.cache is not None:
+            await self.cache.client.delete(balance_key(merchant_id, customer.shopify_customer_id))
+        return erased
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        erased = await self.store.erase_merchant(merchant_id)
+        if self.cache is not None:
+            pattern = balance_key(merchant_id, "*")
+            async for key in self.cache.client.scan_iter(match=pattern, count=500):
+                await self.cache.client.delete(key)
+        return erased
 
     async def balance(self, merchant_id: str, customer_id: str) -> points_pb2.PointsBalance:
         """Raises LedgerNotFound when the customer has no ledger (not cached)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
@@ -27,6 +27,7 @@ from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.platform import shopify_payloads
 from loyalnest.services.points.domain import MAX_POINTS_PER_TRANSACTION
+from loyalnest.services.points.rules import OrderFacts
 
 ORDER_REASON_PREFIX = "order:"
 _ROUNDING = {
@@ -65,6 +66,8 @@ class OrderEarning:
     note: str = ""
     # Set when approving: points minus the adjustments recorded before approval.
     approved_points: int = 0
+    # What each earning rule gave: "rule:points,..." (rules.awards_text).
+    awards: str = ""
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,8 @@ class OrderTotals:
     points: int
     eligible_amount: Decimal
     currency: str
+    # The eligible amount with each line times its collection multiplier (rules.py rates it).
+    weighted: Decimal = Decimal(0)
 
 
 def order_reason(order_id: str) -> str:
@@ -182,6 +187,7 @@ def order_totals(order: Order, settings: core_pb2.ProgramSettings) -> OrderTotal
         points=min(max(points, 0), MAX_POINTS_PER_TRANSACTION),
         eligible_amount=eligible,
         currency=order.currency,
+        weighted=weighted,
     )
 
 
@@ -216,3 +222,20 @@ def refund_adjustment(refund: Refund, earning: OrderEarning) -> OrderAdjustment:
 def cancellation_adjustment(earning: OrderEarning) -> OrderAdjustment:
     """orders/cancelled takes back everything the order still holds (the store caps it)."""
     return OrderAdjustment(adjustment_id="cancelled", points=earning.points, reason="cancelled")
+
+
+def order_facts(order: Order, totals: OrderTotals, now: datetime) -> OrderFacts:
+    """What the earning rules see of an order: its amounts, channel and time."""
+    order = as_order(order)
+    placed = order.created_time.ToDatetime(UTC) if order.HasField("created_time") else now
+    channel = (
+        core_pb2.SALES_CHANNEL_POS if order.source_name == "pos" else core_pb2.SALES_CHANNEL_ONLINE
+    )
+    return OrderFacts(
+        order_id=totals.order_id,
+        customer_id=totals.customer_id,
+        eligible=totals.eligible_amount,
+        weighted=totals.weighted,
+        channel=channel,
+        placed_at=placed,
+    )

@@ -22,13 +22,22 @@ from loyalnest.platform.health import Check
 from loyalnest.platform.http import HttpClient
 from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import PersonalData
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.platform.shop_access import ShopTokens
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points import consumers, events
 from loyalnest.services.points.discounts import DiscountCodes, ShopNotConnected
-from loyalnest.services.points.earning import Clock, OrderEarnings, ProgramCopies, utc_now
+from loyalnest.services.points.earning import (
+    Activities,
+    Clock,
+    OrderEarnings,
+    ProgramCopies,
+    SignupBonuses,
+    utc_now,
+)
+from loyalnest.services.points.expiry import ExpiryReport, PointsExpiry
 from loyalnest.services.points.ledger import CACHE_NAME, STREAM_PATTERN, Ledger, StreamLimits
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
@@ -76,39 +85,16 @@ class PointsSettings(ServiceSettings):
 
 async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceComponents:
     """`clock` is the time order earnings are pending against (tests move it)."""
-    store: LedgerStore
-    database: Database | None = None
-    mongo_store: MongoLedgerStore | None = None
     components = ServiceComponents(registrations=[])
-    if settings.points_ledger_store == "postgres":
-        from loyalnest.services.points.store.postgres import PostgresLedgerStore
-
-        database = Database(settings, DATABASE)
-        await database.open()
-        components.cleanup.append(database.close)
-        if settings.run_migrations_on_start:
-            components.startup = [Check("migrations", database.migrate)]
-        store = PostgresLedgerStore(database)
-    else:
-        from loyalnest.services.points.store.mongo import MongoLedgerStore
-
-        mongo_store = MongoLedgerStore.connect(
-            settings.mongo_url,
-            settings.mongo_database,
-            processed_retention_seconds=settings.processed_events_retention_seconds,
-        )
+    store, database, mongo_store = await _open_store(settings, components)
+    if database is not None and settings.run_migrations_on_start:
+        components.startup = [Check("migrations", database.migrate)]
+    if mongo_store is not None:
         components.startup = [Check("mongo-indexes", mongo_store.ensure_indexes)]
-        components.cleanup.append(mongo_store.close)
-        store = mongo_store
     components.readiness = [Check("ledger-store", store.ping)]
-    cache = subscriber = None
-    if settings.redis_url:
-        cache = VersionedCache(
-            client_from_url(settings.redis_url),
-            name=CACHE_NAME,
-            ttl_seconds=settings.points_balance_cache_ttl_seconds,
-        )
-        components.cleanup.append(cache.close)
+    cache = _balance_cache(settings, components)
+    subscriber = None
+    if cache is not None:
         subscriber = SharedSubscriber(cache.client, STREAM_PATTERN, name="points_stream")
         components.cleanup.append(subscriber.close)  # reversed: closes before its client
     else:
@@ -132,7 +118,9 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         merchants = MerchantGate(
             auth, component="points", cache_seconds=settings.points_merchant_cache_seconds
         )
-        handlers = consumers.handlers(store, programs, orders, merchants)
+        handlers = consumers.handlers(
+            store, programs, orders, merchants, SignupBonuses(ledger, programs)
+        )
         _add_event_loops(settings, components, handlers, database, mongo_store)
     http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
     components.cleanup.append(http.close)
@@ -141,14 +129,72 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         ShopTokens(auth, component="points", not_connected=ShopNotConnected),
         code_key=_discount_code_key(settings),
     )
+    components.personal_data = ledger
     components.registrations = [
         Registration(
             SERVICE_NAME,
             points_pb2_grpc.add_PointsServiceServicer_to_server,
-            PointsServicer(ledger, RewardRedemptions(ledger, codes)),
+            PointsServicer(
+                ledger,
+                RewardRedemptions(ledger, codes),
+                PointsExpiry(ledger, programs, clock=clock),
+                orders,
+                Activities(ledger, orders, clock=clock),
+            ),
         )
     ]
     return components
+
+
+async def _open_store(
+    settings: PointsSettings, components: ServiceComponents
+) -> tuple[LedgerStore, Database | None, MongoLedgerStore | None]:
+    """The ledger store the settings name (closed by `components.cleanup`)."""
+    if settings.points_ledger_store == "postgres":
+        from loyalnest.services.points.store.postgres import PostgresLedgerStore
+
+        database = Database(settings, DATABASE)
+        await database.open()
+        components.cleanup.append(database.close)
+        return PostgresLedgerStore(database), database, None
+    from loyalnest.services.points.store.mongo import MongoLedgerStore
+
+    mongo_store = MongoLedgerStore.connect(
+        settings.mongo_url,
+        settings.mongo_database,
+        processed_retention_seconds=settings.processed_events_retention_seconds,
+    )
+    components.cleanup.append(mongo_store.close)
+    return mongo_store, None, mongo_store
+
+
+def _balance_cache(
+    settings: PointsSettings, components: ServiceComponents
+) -> VersionedCache | None:
+    if not settings.redis_url:
+        return None
+    cache = VersionedCache(
+        client_from_url(settings.redis_url),
+        name=CACHE_NAME,
+        ttl_seconds=settings.points_balance_cache_ttl_seconds,
+    )
+    components.cleanup.append(cache.close)
+    return cache
+
+
+async def expire_points(settings: PointsSettings, *, clock: Clock = utc_now) -> ExpiryReport:
+    """One pass of the expiry job (`loyalnest points expire`, the chart's CronJob): the same
+    ledger store and balance cache as the service, so balances read after it are current.
+    Its events go to the store's outbox, which the service's relay publishes."""
+    components = ServiceComponents(registrations=[])
+    try:
+        store, _, _ = await _open_store(settings, components)
+        ledger = Ledger(store, _balance_cache(settings, components))
+        programs = ProgramCopies(ledger, cache_seconds=0)
+        return await PointsExpiry(ledger, programs, clock=clock).run()
+    finally:
+        for close in reversed(components.cleanup):
+            await close()
 
 
 def _discount_code_key(settings: PointsSettings) -> bytes:
@@ -207,4 +253,7 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
+    personal_data=PersonalData(
+        tables=("ledgers", "points_transactions", "reward_redemptions", "order_earnings")
+    ),
 )

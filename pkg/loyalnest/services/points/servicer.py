@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
+from loyalnest.gen.events.v1 import gateway_pb2
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform import pagination, tenancy
 from loyalnest.platform.errors import NotFound
@@ -21,13 +23,17 @@ from loyalnest.services.points.domain import (
     RewardKind,
     TransactionType,
 )
+from loyalnest.services.points.earning import Activities, OrderEarnings
+from loyalnest.services.points.expiry import PointsExpiry
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.store.base import REWARD_UPDATABLE
 from loyalnest.services.points.wire import (
     REWARD_KINDS,
     REWARD_KINDS_BY_PROTO,
+    activity_award_proto,
     balance_proto,
+    expiring_proto,
     order_earning_proto,
     reward_proto,
     transaction_proto,
@@ -58,11 +64,36 @@ def _validate_amount(
     )
 
 
+ACTIVITY_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+PRODUCT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,254}$")
+MAX_PREVIEW_LINES = 250
+MAX_QUANTITY = 1_000_000
+MAX_AMOUNT = Decimal(10**12)
+
+
+def _is_amount(text: str) -> bool:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return False
+    return value.is_finite() and Decimal(0) <= value <= MAX_AMOUNT
+
+
 class PointsServicer(points_pb2_grpc.PointsServiceServicer):
-    def __init__(self, ledger: Ledger, redemptions: RewardRedemptions) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        redemptions: RewardRedemptions,
+        expiry: PointsExpiry,
+        orders: OrderEarnings,
+        activities: Activities,
+    ) -> None:
         self._ledger = ledger
         self._store = ledger.store
         self._redemptions = redemptions
+        self._expiry = expiry
+        self._orders = orders
+        self._activities = activities
 
     async def GetPointsBalance(
         self, request: points_pb2.GetPointsBalanceRequest, context: Context
@@ -71,7 +102,12 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         with Validator() as v:
             v.identifier("customer_id", request.customer_id)
         balance = await self._ledger.balance(merchant_id, request.customer_id)
-        return points_pb2.GetPointsBalanceResponse(balance=balance)
+        response = points_pb2.GetPointsBalanceResponse(balance=balance)
+        # Read from the history, not cached with the balance: it depends on the time.
+        expiring = await self._expiry.expiring(merchant_id, request.customer_id)
+        if expiring is not None:
+            response.expiring.CopyFrom(expiring_proto(expiring))
+        return response
 
     async def GetOrderEarning(
         self, request: points_pb2.GetOrderEarningRequest, context: Context
@@ -146,6 +182,71 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             v.identifier("customer_id", request.customer_id)
         async for balance in self._ledger.watch(merchant_id, request.customer_id):
             yield points_pb2.StreamPointsResponse(balance=balance)
+
+    async def RecordActivity(
+        self, request: points_pb2.RecordActivityRequest, context: Context
+    ) -> points_pb2.RecordActivityResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.identifier("customer_id", request.customer_id)
+            v.check(
+                bool(ACTIVITY_RE.match(request.activity)),
+                "activity",
+                "must be 1-64 characters of a-z, 0-9, - and _",
+            )
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        results = await self._activities.record(
+            merchant_id, request.customer_id, request.activity, request.idempotency_key
+        )
+        return points_pb2.RecordActivityResponse(awards=[activity_award_proto(r) for r in results])
+
+    async def PreviewEarning(
+        self, request: points_pb2.PreviewEarningRequest, context: Context
+    ) -> points_pb2.PreviewEarningResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.check(
+                len(request.lines) <= MAX_PREVIEW_LINES,
+                "lines",
+                f"at most {MAX_PREVIEW_LINES} lines",
+            )
+            for i, line in enumerate(request.lines):
+                v.check(
+                    0 < line.quantity <= MAX_QUANTITY,
+                    f"lines[{i}].quantity",
+                    f"must be 1 to {MAX_QUANTITY}",
+                )
+                for name in ("price", "discount"):
+                    value = getattr(line, name)
+                    v.check(
+                        (name == "discount" and not value) or _is_amount(value),
+                        f"lines[{i}].{name}",
+                        "must be a decimal amount of at least 0",
+                    )
+                v.check(
+                    not line.product_id or bool(PRODUCT_ID_RE.match(line.product_id)),
+                    f"lines[{i}].product_id",
+                    "must be a Shopify product id (numeric or gid://shopify/Product/...)",
+                )
+        order = gateway_pb2.ShopifyOrder(
+            order_id="preview",
+            source_name="pos" if request.pos else "web",
+            line_items=[
+                gateway_pb2.ShopifyLineItem(
+                    product_id=line.product_id,
+                    quantity=line.quantity,
+                    price=line.price,
+                    discount=line.discount or "0",
+                )
+                for line in request.lines
+            ],
+        )
+        totals, awards = await self._orders.preview(merchant_id, order)
+        return points_pb2.PreviewEarningResponse(
+            points=min(sum(a.points for a in awards), MAX_POINTS_PER_TRANSACTION),
+            awards=[points_pb2.RuleAward(rule_id=a.rule_id, points=a.points) for a in awards],
+            eligible_amount=str(totals.eligible_amount),
+        )
 
     async def SyncOfflineTransactions(
         self, request: points_pb2.SyncOfflineTransactionsRequest, context: Context

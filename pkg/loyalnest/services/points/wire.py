@@ -5,19 +5,24 @@ from __future__ import annotations
 from loyalnest.gen.points.v1 import points_pb2
 from loyalnest.platform.protos import timestamp
 from loyalnest.services.points.domain import (
+    ActivityResult,
+    ActivityStatus,
     Balance,
+    Expiring,
     Reward,
     RewardKind,
     Transaction,
     TransactionType,
 )
 from loyalnest.services.points.orders import OrderSettlement, OrderStatus
+from loyalnest.services.points.rules import parse_awards
 
 TRANSACTION_TYPES = {
     TransactionType.EARN: points_pb2.TRANSACTION_TYPE_EARN,
     TransactionType.REDEEM: points_pb2.TRANSACTION_TYPE_REDEEM,
     TransactionType.ADJUST: points_pb2.TRANSACTION_TYPE_ADJUST,
     TransactionType.REVERSAL: points_pb2.TRANSACTION_TYPE_REVERSAL,
+    TransactionType.EXPIRE: points_pb2.TRANSACTION_TYPE_EXPIRE,
 }
 
 
@@ -53,6 +58,10 @@ def balance_proto(balance: Balance) -> points_pb2.PointsBalance:
     )
 
 
+def expiring_proto(expiring: Expiring) -> points_pb2.ExpiringPoints:
+    return points_pb2.ExpiringPoints(points=expiring.points, expire_time=timestamp(expiring.at))
+
+
 def transaction_proto(transaction: Transaction) -> points_pb2.PointsTransaction:
     return points_pb2.PointsTransaction(
         transaction_id=transaction.transaction_id,
@@ -63,6 +72,7 @@ def transaction_proto(transaction: Transaction) -> points_pb2.PointsTransaction:
         reason=transaction.reason,
         create_time=timestamp(transaction.created_at),
         sequence=transaction.sequence,
+        rule_id=transaction.rule_id,
     )
 
 
@@ -87,4 +97,24 @@ def order_earning_proto(settlement: OrderSettlement) -> points_pb2.OrderEarning:
         create_time=timestamp(earning.created_at),
         note=earning.note,
         settings_version=earning.settings_version,
+        awards=[
+            points_pb2.RuleAward(rule_id=rule_id, points=points)
+            for rule_id, points in parse_awards(earning.awards)
+        ],
     )
+
+
+ACTIVITY_STATUSES = {
+    ActivityStatus.AWARDED: points_pb2.ACTIVITY_AWARD_STATUS_AWARDED,
+    ActivityStatus.DUPLICATE: points_pb2.ACTIVITY_AWARD_STATUS_DUPLICATE,
+    ActivityStatus.LIMIT_REACHED: points_pb2.ACTIVITY_AWARD_STATUS_LIMIT_REACHED,
+}
+
+
+def activity_award_proto(result: ActivityResult) -> points_pb2.ActivityAward:
+    award = points_pb2.ActivityAward(
+        rule_id=result.rule_id, status=ACTIVITY_STATUSES[result.status], points=result.points
+    )
+    if result.transaction is not None:
+        award.transaction.CopyFrom(transaction_proto(result.transaction))
+    return award

@@ -18,6 +18,7 @@ from loyalnest.platform import audit
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import PersonalData
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
@@ -71,7 +72,7 @@ async def build(settings: UsersSettings) -> ServiceComponents:
     else:
         log.warning("LOYALNEST_REDIS_URL unset: user reads are not cached")
     store = UserStore(database, vault, cache)
-    return postgres_service(
+    components = postgres_service(
         settings,
         database,
         service="users",
@@ -86,6 +87,15 @@ async def build(settings: UsersSettings) -> ServiceComponents:
         ],
         cleanup=[cache.close] if cache is not None else [],
     )
+    components.personal_data = store
+    return components
 
 
-SPEC = ServiceSpec(name="users", settings_type=UsersSettings, build=build, database=DATABASE)
+SPEC = ServiceSpec(
+    name="users",
+    settings_type=UsersSettings,
+    build=build,
+    database=DATABASE,
+    # user_roles names users, not customers: erased with them.
+    personal_data=PersonalData(tables=("users", "user_roles")),
+)

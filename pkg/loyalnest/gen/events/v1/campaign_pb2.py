@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"loyalnest/events/v1/campaign.proto\x12\x13loyalnest.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x01\n\x0f\x43\x61mpaignCreated\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"loyalnest/events/v1/campaign.proto\x12\x13loyalnest.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x01\n\x0f\x43\x61mpaignCreated\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05state\x18\x05 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x06 \x03(\t\x12\x16\n\x0e\x63ollection_ids\x18\x07 \x03(\t\"\x8d\x01\n\x14\x43\x61mpaignStateChanged\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x16\n\x0eprevious_state\x18\x03 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x04 \x03(\t\x12\x16\n\x0e\x63ollection_ids\x18\x05 \x03(\t\x12\x0c\n\x04name\x18\x06 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loyalnest.events.v1.campaig
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CAMPAIGNCREATED']._serialized_start=93
-  _globals['_CAMPAIGNCREATED']._serialized_end=239
+  _globals['_CAMPAIGNCREATED']._serialized_end=299
+  _globals['_CAMPAIGNSTATECHANGED']._serialized_start=302
+  _globals['_CAMPAIGNSTATECHANGED']._serialized_end=443
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!loyalnest/events/v1/gateway.proto\x12\x13loyalnest.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x04\n\x0fWebhookReceived\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x18\n\x10shopify_event_id\x18\x02 \x01(\t\x12\x12\n\nwebhook_id\x18\x03 \x01(\t\x12\x13\n\x0bshop_domain\x18\x04 \x01(\t\x12\x32\n\x0etriggered_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ustomer_id\x18\x06 \x01(\t\x12\x0c\n\x04\x62ody\x18\x07 \x01(\x0c\x12\x17\n\x0fpayload_version\x18\x08 \x01(\r\x12\x32\n\x05order\x18\t \x01(\x0b\x32!.loyalnest.events.v1.ShopifyOrderH\x00\x12\x34\n\x06refund\x18\n \x01(\x0b\x32\".loyalnest.events.v1.ShopifyRefundH\x00\x12\x38\n\x08\x63ustomer\x18\x0b \x01(\x0b\x32$.loyalnest.events.v1.ShopifyCustomerH\x00\x12\x45\n\x0fprivacy_request\x18\x0c \x01(\x0b\x32*.loyalnest.events.v1.ShopifyPrivacyRequestH\x00\x12\x30\n\x04shop\x18\r \x01(\x0b\x32 .loyalnest.events.v1.ShopifyShopH\x00\x12>\n\rcustomer_data\x18\x0e \x01(\x0b\x32\'.loyalnest.events.v1.SealedCustomerDataB\t\n\x07\x63ontent\"\xe4\x02\n\x0cShopifyOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x18\n\x10\x66inancial_status\x18\x04 \x01(\t\x12\x38\n\nline_items\x18\x05 \x03(\x0b\x32$.loyalnest.events.v1.ShopifyLineItem\x12\x16\n\x0e\x64iscount_codes\x18\x06 \x03(\t\x12\x30\n\x0c\x63reated_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eprocessed_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63\x61ncelled_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcancel_reason\x18\n \x01(\t\"\x82\x01\n\x0fShopifyLineItem\x12\x14\n\x0cline_item_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x12\n\nvariant_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\r\n\x05price\x18\x05 \x01(\t\x12\x10\n\x08\x64iscount\x18\x06 \x01(\t\"\xad\x01\n\rShopifyRefund\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x45\n\x11refund_line_items\x18\x03 \x03(\x0b\x32*.loyalnest.events.v1.ShopifyRefundLineItem\x12\x30\n\x0c\x63reated_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x15ShopifyRefundLineItem\x12\x14\n\x0cline_item_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x10\n\x08subtotal\x18\x03 \x01(\t\"\x8a\x01\n\x0fShopifyCustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cupdated_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x15ShopifyPrivacyRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\torder_ids\x18\x02 \x03(\t\x12\x17\n\x0f\x64\x61ta_request_id\x18\x03 \x01(\t\"\x1e\n\x0bShopifyShop\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\"M\n\x12SealedCustomerData\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"S\n\x0c\x43ustomerData\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!loyalnest/events/v1/gateway.proto\x12\x13loyalnest.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x04\n\x0fWebhookReceived\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x18\n\x10shopify_event_id\x18\x02 \x01(\t\x12\x12\n\nwebhook_id\x18\x03 \x01(\t\x12\x13\n\x0bshop_domain\x18\x04 \x01(\t\x12\x32\n\x0etriggered_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x63ustomer_id\x18\x06 \x01(\t\x12\x0c\n\x04\x62ody\x18\x07 \x01(\x0c\x12\x17\n\x0fpayload_version\x18\x08 \x01(\r\x12\x32\n\x05order\x18\t \x01(\x0b\x32!.loyalnest.events.v1.ShopifyOrderH\x00\x12\x34\n\x06refund\x18\n \x01(\x0b\x32\".loyalnest.events.v1.ShopifyRefundH\x00\x12\x38\n\x08\x63ustomer\x18\x0b \x01(\x0b\x32$.loyalnest.events.v1.ShopifyCustomerH\x00\x12\x45\n\x0fprivacy_request\x18\x0c \x01(\x0b\x32*.loyalnest.events.v1.ShopifyPrivacyRequestH\x00\x12\x30\n\x04shop\x18\r \x01(\x0b\x32 .loyalnest.events.v1.ShopifyShopH\x00\x12>\n\rcustomer_data\x18\x0e \x01(\x0b\x32\'.loyalnest.events.v1.SealedCustomerDataB\t\n\x07\x63ontent\"\x93\x03\n\x0cShopifyOrder\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\x10\n\x08\x63urrency\x18\x03 \x01(\t\x12\x18\n\x10\x66inancial_status\x18\x04 \x01(\t\x12\x38\n\nline_items\x18\x05 \x03(\x0b\x32$.loyalnest.events.v1.ShopifyLineItem\x12\x16\n\x0e\x64iscount_codes\x18\x06 \x03(\t\x12\x30\n\x0c\x63reated_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0eprocessed_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63\x61ncelled_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rcancel_reason\x18\n \x01(\t\x12\x13\n\x0bsource_name\x18\x0b \x01(\t\x12\x18\n\x10landing_site_ref\x18\x0c \x01(\t\"\x82\x01\n\x0fShopifyLineItem\x12\x14\n\x0cline_item_id\x18\x01 \x01(\t\x12\x12\n\nproduct_id\x18\x02 \x01(\t\x12\x12\n\nvariant_id\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x03\x12\r\n\x05price\x18\x05 \x01(\t\x12\x10\n\x08\x64iscount\x18\x06 \x01(\t\"\xad\x01\n\rShopifyRefund\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x45\n\x11refund_line_items\x18\x03 \x03(\x0b\x32*.loyalnest.events.v1.ShopifyRefundLineItem\x12\x30\n\x0c\x63reated_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x15ShopifyRefundLineItem\x12\x14\n\x0cline_item_id\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\x12\x10\n\x08subtotal\x18\x03 \x01(\t\"\x8a\x01\n\x0fShopifyCustomer\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cupdated_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x15ShopifyPrivacyRequest\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x11\n\torder_ids\x18\x02 \x03(\t\x12\x17\n\x0f\x64\x61ta_request_id\x18\x03 \x01(\t\"\x1e\n\x0bShopifyShop\x12\x0f\n\x07shop_id\x18\x01 \x01(\t\"M\n\x12SealedCustomerData\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\nciphertext\x18\x03 \x01(\x0c\"S\n\x0c\x43ustomerData\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\r\n\x05phone\x18\x02 \x01(\t\x12\x12\n\nfirst_name\x18\x03 \x01(\t\x12\x11\n\tlast_name\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,21 +35,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WEBHOOKRECEIVED']._serialized_start=92
   _globals['_WEBHOOKRECEIVED']._serialized_end=663
   _globals['_SHOPIFYORDER']._serialized_start=666
-  _globals['_SHOPIFYORDER']._serialized_end=1022
-  _globals['_SHOPIFYLINEITEM']._serialized_start=1025
-  _globals['_SHOPIFYLINEITEM']._serialized_end=1155
-  _globals['_SHOPIFYREFUND']._serialized_start=1158
-  _globals['_SHOPIFYREFUND']._serialized_end=1331
-  _globals['_SHOPIFYREFUNDLINEITEM']._serialized_start=1333
-  _globals['_SHOPIFYREFUNDLINEITEM']._serialized_end=1414
-  _globals['_SHOPIFYCUSTOMER']._serialized_start=1417
-  _globals['_SHOPIFYCUSTOMER']._serialized_end=1555
-  _globals['_SHOPIFYPRIVACYREQUEST']._serialized_start=1557
-  _globals['_SHOPIFYPRIVACYREQUEST']._serialized_end=1645
-  _globals['_SHOPIFYSHOP']._serialized_start=1647
-  _globals['_SHOPIFYSHOP']._serialized_end=1677
-  _globals['_SEALEDCUSTOMERDATA']._serialized_start=1679
-  _globals['_SEALEDCUSTOMERDATA']._serialized_end=1756
-  _globals['_CUSTOMERDATA']._serialized_start=1758
-  _globals['_CUSTOMERDATA']._serialized_end=1841
+  _globals['_SHOPIFYORDER']._serialized_end=1069
+  _globals['_SHOPIFYLINEITEM']._serialized_start=1072
+  _globals['_SHOPIFYLINEITEM']._serialized_end=1202
+  _globals['_SHOPIFYREFUND']._serialized_start=1205
+  _globals['_SHOPIFYREFUND']._serialized_end=1378
+  _globals['_SHOPIFYREFUNDLINEITEM']._serialized_start=1380
+  _globals['_SHOPIFYREFUNDLINEITEM']._serialized_end=1461
+  _globals['_SHOPIFYCUSTOMER']._serialized_start=1464
+  _globals['_SHOPIFYCUSTOMER']._serialized_end=1602
+  _globals['_SHOPIFYPRIVACYREQUEST']._serialized_start=1604
+  _globals['_SHOPIFYPRIVACYREQUEST']._serialized_end=1692
+  _globals['_SHOPIFYSHOP']._serialized_start=1694
+  _globals['_SHOPIFYSHOP']._serialized_end=1724
+  _globals['_SEALEDCUSTOMERDATA']._serialized_start=1726
+  _globals['_SEALEDCUSTOMERDATA']._serialized_end=1803
+  _globals['_CUSTOMERDATA']._serialized_start=1805
+  _globals['_CUSTOMERDATA']._serialized_end=1888
 # @@protoc_insertion_point(module_scope)

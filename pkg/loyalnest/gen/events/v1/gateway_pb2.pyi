@@ -42,7 +42,7 @@ class WebhookReceived(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., shopify_event_id: _Optional[str] = ..., webhook_id: _Optional[str] = ..., shop_domain: _Optional[str] = ..., triggered_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., customer_id: _Optional[str] = ..., body: _Optional[bytes] = ..., payload_version: _Optional[int] = ..., order: _Optional[_Union[ShopifyOrder, _Mapping]] = ..., refund: _Optional[_Union[ShopifyRefund, _Mapping]] = ..., customer: _Optional[_Union[ShopifyCustomer, _Mapping]] = ..., privacy_request: _Optional[_Union[ShopifyPrivacyRequest, _Mapping]] = ..., shop: _Optional[_Union[ShopifyShop, _Mapping]] = ..., customer_data: _Optional[_Union[SealedCustomerData, _Mapping]] = ...) -> None: ...
 
 class ShopifyOrder(_message.Message):
-    __slots__ = ("order_id", "customer_id", "currency", "financial_status", "line_items", "discount_codes", "created_time", "processed_time", "cancelled_time", "cancel_reason")
+    __slots__ = ("order_id", "customer_id", "currency", "financial_status", "line_items", "discount_codes", "created_time", "processed_time", "cancelled_time", "cancel_reason", "source_name", "landing_site_ref")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     CURRENCY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,8 @@ class ShopifyOrder(_message.Message):
     PROCESSED_TIME_FIELD_NUMBER: _ClassVar[int]
     CANCELLED_TIME_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REASON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    LANDING_SITE_REF_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     customer_id: str
     currency: str
@@ -63,7 +65,9 @@ class ShopifyOrder(_message.Message):
     processed_time: _timestamp_pb2.Timestamp
     cancelled_time: _timestamp_pb2.Timestamp
     cancel_reason: str
-    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., currency: _Optional[str] = ..., financial_status: _Optional[str] = ..., line_items: _Optional[_Iterable[_Union[ShopifyLineItem, _Mapping]]] = ..., discount_codes: _Optional[_Iterable[str]] = ..., created_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processed_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_reason: _Optional[str] = ...) -> None: ...
+    source_name: str
+    landing_site_ref: str
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., currency: _Optional[str] = ..., financial_status: _Optional[str] = ..., line_items: _Optional[_Iterable[_Union[ShopifyLineItem, _Mapping]]] = ..., discount_codes: _Optional[_Iterable[str]] = ..., created_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., processed_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancelled_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_reason: _Optional[str] = ..., source_name: _Optional[str] = ..., landing_site_ref: _Optional[str] = ...) -> None: ...
 
 class ShopifyLineItem(_message.Message):
     __slots__ = ("line_item_id", "product_id", "variant_id", "quantity", "price", "discount")

@@ -22,21 +22,26 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loyalnest/events/v1/points.proto\x12\x13loyalnest.events.v1\"\xa3\x01\n\x0cPointsEarned\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x1d\n\x15lifetime_earned_after\x18\x06 \x01(\x03\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\xa7\x01\n\x0ePointsRedeemed\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x1f\n\x17lifetime_redeemed_after\x18\x06 \x01(\x03\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\x86\x01\n\x0ePointsAdjusted\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xc6\x01\n\x0ePointsReversed\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x1d\n\x15lifetime_earned_after\x18\x06 \x01(\x03\x12\x1f\n\x17lifetime_redeemed_after\x18\x07 \x01(\x03\x12\x0e\n\x06reason\x18\x08 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loyalnest/events/v1/points.proto\x12\x13loyalnest.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x0cPointsEarned\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x1d\n\x15lifetime_earned_after\x18\x06 \x01(\x03\x12\x0e\n\x06reason\x18\x07 \x01(\t\x12\x0f\n\x07rule_id\x18\x08 \x01(\t\"\xa7\x01\n\x0ePointsRedeemed\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x1f\n\x17lifetime_redeemed_after\x18\x06 \x01(\x03\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\x86\x01\n\x0ePointsAdjusted\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\"\xc6\x01\n\x0ePointsReversed\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x1d\n\x15lifetime_earned_after\x18\x06 \x01(\x03\x12\x1f\n\x17lifetime_redeemed_after\x18\x07 \x01(\x03\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\x85\x01\n\rPointsExpired\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12\x0e\n\x06points\x18\x04 \x01(\x03\x12\x15\n\rbalance_after\x18\x05 \x01(\x03\x12\x0e\n\x06reason\x18\x06 \x01(\t\"w\n\x0ePointsExpiring\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06points\x18\x02 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x62\x61lance\x18\x04 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loyalnest.events.v1.points_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_POINTSEARNED']._serialized_start=58
-  _globals['_POINTSEARNED']._serialized_end=221
-  _globals['_POINTSREDEEMED']._serialized_start=224
-  _globals['_POINTSREDEEMED']._serialized_end=391
-  _globals['_POINTSADJUSTED']._serialized_start=394
-  _globals['_POINTSADJUSTED']._serialized_end=528
-  _globals['_POINTSREVERSED']._serialized_start=531
-  _globals['_POINTSREVERSED']._serialized_end=729
+  _globals['_POINTSEARNED']._serialized_start=91
+  _globals['_POINTSEARNED']._serialized_end=271
+  _globals['_POINTSREDEEMED']._serialized_start=274
+  _globals['_POINTSREDEEMED']._serialized_end=441
+  _globals['_POINTSADJUSTED']._serialized_start=444
+  _globals['_POINTSADJUSTED']._serialized_end=578
+  _globals['_POINTSREVERSED']._serialized_start=581
+  _globals['_POINTSREVERSED']._serialized_end=779
+  _globals['_POINTSEXPIRED']._serialized_start=782
+  _globals['_POINTSEXPIRED']._serialized_end=915
+  _globals['_POINTSEXPIRING']._serialized_start=917
+  _globals['_POINTSEXPIRING']._serialized_end=1036
 # @@protoc_insertion_point(module_scope)

@@ -1,11 +1,15 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PointsEarned(_message.Message):
-    __slots__ = ("customer_id", "transaction_id", "sequence", "points", "balance_after", "lifetime_earned_after", "reason")
+    __slots__ = ("customer_id", "transaction_id", "sequence", "points", "balance_after", "lifetime_earned_after", "reason", "rule_id")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
@@ -13,6 +17,7 @@ class PointsEarned(_message.Message):
     BALANCE_AFTER_FIELD_NUMBER: _ClassVar[int]
     LIFETIME_EARNED_AFTER_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     transaction_id: str
     sequence: int
@@ -20,7 +25,8 @@ class PointsEarned(_message.Message):
     balance_after: int
     lifetime_earned_after: int
     reason: str
-    def __init__(self, customer_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., sequence: _Optional[int] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., lifetime_earned_after: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    rule_id: str
+    def __init__(self, customer_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., sequence: _Optional[int] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., lifetime_earned_after: _Optional[int] = ..., reason: _Optional[str] = ..., rule_id: _Optional[str] = ...) -> None: ...
 
 class PointsRedeemed(_message.Message):
     __slots__ = ("customer_id", "transaction_id", "sequence", "points", "balance_after", "lifetime_redeemed_after", "reason")
@@ -75,3 +81,31 @@ class PointsReversed(_message.Message):
     lifetime_redeemed_after: int
     reason: str
     def __init__(self, customer_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., sequence: _Optional[int] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., lifetime_earned_after: _Optional[int] = ..., lifetime_redeemed_after: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PointsExpired(_message.Message):
+    __slots__ = ("customer_id", "transaction_id", "sequence", "points", "balance_after", "reason")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    transaction_id: str
+    sequence: int
+    points: int
+    balance_after: int
+    reason: str
+    def __init__(self, customer_id: _Optional[str] = ..., transaction_id: _Optional[str] = ..., sequence: _Optional[int] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class PointsExpiring(_message.Message):
+    __slots__ = ("customer_id", "points", "expire_time", "balance")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    points: int
+    expire_time: _timestamp_pb2.Timestamp
+    balance: int
+    def __init__(self, customer_id: _Optional[str] = ..., points: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., balance: _Optional[int] = ...) -> None: ...

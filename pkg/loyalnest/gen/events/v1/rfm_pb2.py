@@ -24,17 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dloyalnest/events/v1/rfm.proto\x12\x13loyalnest.events.v1\"c\n\x08RfmScore\x12\x0f\n\x07recency\x18\x01 \x01(\x01\x12\x11\n\tfrequency\x18\x02 \x01(\x03\x12\x1c\n\x14monetary_minor_units\x18\x03 \x01(\x03\x12\x15\n\rcurrency_code\x18\x04 \x01(\t\"\xbc\x01\n\nRfmUpdated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12,\n\x05score\x18\x02 \x01(\x0b\x32\x1d.loyalnest.events.v1.RfmScore\x12\x30\n\x07segment\x18\x03 \x01(\x0e\x32\x1f.loyalnest.events.v1.RfmSegment\x12\x39\n\x10previous_segment\x18\x04 \x01(\x0e\x32\x1f.loyalnest.events.v1.RfmSegment*s\n\nRfmSegment\x12\x1b\n\x17RFM_SEGMENT_UNSPECIFIED\x10\x00\x12\x1a\n\x16RFM_SEGMENT_HIGH_VALUE\x10\x01\x12\x17\n\x13RFM_SEGMENT_AT_RISK\x10\x02\x12\x13\n\x0fRFM_SEGMENT_NEW\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dloyalnest/events/v1/rfm.proto\x12\x13loyalnest.events.v1\"c\n\x08RfmScore\x12\x0f\n\x07recency\x18\x01 \x01(\x01\x12\x11\n\tfrequency\x18\x02 \x01(\x03\x12\x1c\n\x14monetary_minor_units\x18\x03 \x01(\x03\x12\x15\n\rcurrency_code\x18\x04 \x01(\t\"\x85\x03\n\nRfmUpdated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12,\n\x05score\x18\x02 \x01(\x0b\x32\x1d.loyalnest.events.v1.RfmScore\x12\x30\n\x07segment\x18\x03 \x01(\x0e\x32\x1f.loyalnest.events.v1.RfmSegment\x12\x39\n\x10previous_segment\x18\x04 \x01(\x0e\x32\x1f.loyalnest.events.v1.RfmSegment\x12.\n\x06scores\x18\x05 \x01(\x0b\x32\x1e.loyalnest.events.v1.RfmScores\x12,\n\x05group\x18\x06 \x01(\x0e\x32\x1d.loyalnest.events.v1.RfmGroup\x12\x35\n\x0eprevious_group\x18\x07 \x01(\x0e\x32\x1d.loyalnest.events.v1.RfmGroup\x12\x32\n\x05stage\x18\x08 \x01(\x0e\x32#.loyalnest.events.v1.LifecycleStage\"A\n\tRfmScores\x12\x0f\n\x07recency\x18\x01 \x01(\x05\x12\x11\n\tfrequency\x18\x02 \x01(\x05\x12\x10\n\x08monetary\x18\x03 \x01(\x05*s\n\nRfmSegment\x12\x1b\n\x17RFM_SEGMENT_UNSPECIFIED\x10\x00\x12\x1a\n\x16RFM_SEGMENT_HIGH_VALUE\x10\x01\x12\x17\n\x13RFM_SEGMENT_AT_RISK\x10\x02\x12\x13\n\x0fRFM_SEGMENT_NEW\x10\x03*\xd5\x02\n\x08RfmGroup\x12\x19\n\x15RFM_GROUP_UNSPECIFIED\x10\x00\x12\x16\n\x12RFM_GROUP_PROSPECT\x10\x01\x12\x17\n\x13RFM_GROUP_CHAMPIONS\x10\x02\x12\x13\n\x0fRFM_GROUP_LOYAL\x10\x03\x12 \n\x1cRFM_GROUP_POTENTIAL_LOYALIST\x10\x04\x12\x11\n\rRFM_GROUP_NEW\x10\x05\x12\x17\n\x13RFM_GROUP_PROMISING\x10\x06\x12\x1d\n\x19RFM_GROUP_NEEDS_ATTENTION\x10\x07\x12\x1c\n\x18RFM_GROUP_ABOUT_TO_SLEEP\x10\x08\x12\x15\n\x11RFM_GROUP_AT_RISK\x10\t\x12\x17\n\x13RFM_GROUP_CANT_LOSE\x10\n\x12\x19\n\x15RFM_GROUP_HIBERNATING\x10\x0b\x12\x12\n\x0eRFM_GROUP_LOST\x10\x0c*\xbe\x01\n\x0eLifecycleStage\x12\x1f\n\x1bLIFECYCLE_STAGE_UNSPECIFIED\x10\x00\x12\x1c\n\x18LIFECYCLE_STAGE_PROSPECT\x10\x01\x12\x17\n\x13LIFECYCLE_STAGE_NEW\x10\x02\x12\x1a\n\x16LIFECYCLE_STAGE_ACTIVE\x10\x03\x12\x1b\n\x17LIFECYCLE_STAGE_LAPSING\x10\x04\x12\x1b\n\x17LIFECYCLE_STAGE_CHURNED\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loyalnest.events.v1.rfm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RFMSEGMENT']._serialized_start=346
-  _globals['_RFMSEGMENT']._serialized_end=461
+  _globals['_RFMSEGMENT']._serialized_start=614
+  _globals['_RFMSEGMENT']._serialized_end=729
+  _globals['_RFMGROUP']._serialized_start=732
+  _globals['_RFMGROUP']._serialized_end=1073
+  _globals['_LIFECYCLESTAGE']._serialized_start=1076
+  _globals['_LIFECYCLESTAGE']._serialized_end=1266
   _globals['_RFMSCORE']._serialized_start=54
   _globals['_RFMSCORE']._serialized_end=153
   _globals['_RFMUPDATED']._serialized_start=156
-  _globals['_RFMUPDATED']._serialized_end=344
+  _globals['_RFMUPDATED']._serialized_end=545
+  _globals['_RFMSCORES']._serialized_start=547
+  _globals['_RFMSCORES']._serialized_end=612
 # @@protoc_insertion_point(module_scope)

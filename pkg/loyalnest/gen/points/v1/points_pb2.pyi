@@ -21,6 +21,7 @@ class TransactionType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSACTION_TYPE_REDEEM: _ClassVar[TransactionType]
     TRANSACTION_TYPE_ADJUST: _ClassVar[TransactionType]
     TRANSACTION_TYPE_REVERSAL: _ClassVar[TransactionType]
+    TRANSACTION_TYPE_EXPIRE: _ClassVar[TransactionType]
 
 class RewardKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -42,6 +43,13 @@ class OfflineSyncStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OFFLINE_SYNC_STATUS_DUPLICATE: _ClassVar[OfflineSyncStatus]
     OFFLINE_SYNC_STATUS_REJECTED: _ClassVar[OfflineSyncStatus]
 
+class ActivityAwardStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ACTIVITY_AWARD_STATUS_UNSPECIFIED: _ClassVar[ActivityAwardStatus]
+    ACTIVITY_AWARD_STATUS_AWARDED: _ClassVar[ActivityAwardStatus]
+    ACTIVITY_AWARD_STATUS_DUPLICATE: _ClassVar[ActivityAwardStatus]
+    ACTIVITY_AWARD_STATUS_LIMIT_REACHED: _ClassVar[ActivityAwardStatus]
+
 class OrderEarningStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ORDER_EARNING_STATUS_UNSPECIFIED: _ClassVar[OrderEarningStatus]
@@ -54,6 +62,7 @@ TRANSACTION_TYPE_EARN: TransactionType
 TRANSACTION_TYPE_REDEEM: TransactionType
 TRANSACTION_TYPE_ADJUST: TransactionType
 TRANSACTION_TYPE_REVERSAL: TransactionType
+TRANSACTION_TYPE_EXPIRE: TransactionType
 REWARD_KIND_UNSPECIFIED: RewardKind
 REWARD_KIND_FIXED_AMOUNT: RewardKind
 REWARD_KIND_PERCENTAGE: RewardKind
@@ -65,6 +74,10 @@ OFFLINE_SYNC_STATUS_UNSPECIFIED: OfflineSyncStatus
 OFFLINE_SYNC_STATUS_APPLIED: OfflineSyncStatus
 OFFLINE_SYNC_STATUS_DUPLICATE: OfflineSyncStatus
 OFFLINE_SYNC_STATUS_REJECTED: OfflineSyncStatus
+ACTIVITY_AWARD_STATUS_UNSPECIFIED: ActivityAwardStatus
+ACTIVITY_AWARD_STATUS_AWARDED: ActivityAwardStatus
+ACTIVITY_AWARD_STATUS_DUPLICATE: ActivityAwardStatus
+ACTIVITY_AWARD_STATUS_LIMIT_REACHED: ActivityAwardStatus
 ORDER_EARNING_STATUS_UNSPECIFIED: OrderEarningStatus
 ORDER_EARNING_STATUS_PENDING: OrderEarningStatus
 ORDER_EARNING_STATUS_APPROVING: OrderEarningStatus
@@ -72,7 +85,7 @@ ORDER_EARNING_STATUS_APPROVED: OrderEarningStatus
 ORDER_EARNING_STATUS_NOT_EARNING: OrderEarningStatus
 
 class PointsTransaction(_message.Message):
-    __slots__ = ("transaction_id", "customer_id", "type", "points", "balance_after", "reason", "create_time", "sequence")
+    __slots__ = ("transaction_id", "customer_id", "type", "points", "balance_after", "reason", "create_time", "sequence", "rule_id")
     TRANSACTION_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +94,7 @@ class PointsTransaction(_message.Message):
     REASON_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
     transaction_id: str
     customer_id: str
     type: TransactionType
@@ -89,7 +103,8 @@ class PointsTransaction(_message.Message):
     reason: str
     create_time: _timestamp_pb2.Timestamp
     sequence: int
-    def __init__(self, transaction_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., type: _Optional[_Union[TransactionType, str]] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ...) -> None: ...
+    rule_id: str
+    def __init__(self, transaction_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., type: _Optional[_Union[TransactionType, str]] = ..., points: _Optional[int] = ..., balance_after: _Optional[int] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sequence: _Optional[int] = ..., rule_id: _Optional[str] = ...) -> None: ...
 
 class PointsBalance(_message.Message):
     __slots__ = ("customer_id", "balance", "lifetime_earned", "lifetime_redeemed", "update_time", "sequence")
@@ -114,10 +129,20 @@ class GetPointsBalanceRequest(_message.Message):
     def __init__(self, customer_id: _Optional[str] = ...) -> None: ...
 
 class GetPointsBalanceResponse(_message.Message):
-    __slots__ = ("balance",)
+    __slots__ = ("balance", "expiring")
     BALANCE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRING_FIELD_NUMBER: _ClassVar[int]
     balance: PointsBalance
-    def __init__(self, balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...
+    expiring: ExpiringPoints
+    def __init__(self, balance: _Optional[_Union[PointsBalance, _Mapping]] = ..., expiring: _Optional[_Union[ExpiringPoints, _Mapping]] = ...) -> None: ...
+
+class ExpiringPoints(_message.Message):
+    __slots__ = ("points", "expire_time")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    points: int
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, points: _Optional[int] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class EarnPointsRequest(_message.Message):
     __slots__ = ("customer_id", "points", "reason", "idempotency_key")
@@ -356,7 +381,7 @@ class GetOrderEarningResponse(_message.Message):
     def __init__(self, order: _Optional[_Union[OrderEarning, _Mapping]] = ...) -> None: ...
 
 class OrderEarning(_message.Message):
-    __slots__ = ("order_id", "customer_id", "status", "points", "approved_points", "taken_back_points", "approve_time", "create_time", "note", "settings_version")
+    __slots__ = ("order_id", "customer_id", "status", "points", "approved_points", "taken_back_points", "approve_time", "create_time", "note", "settings_version", "awards")
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -367,6 +392,7 @@ class OrderEarning(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     NOTE_FIELD_NUMBER: _ClassVar[int]
     SETTINGS_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AWARDS_FIELD_NUMBER: _ClassVar[int]
     order_id: str
     customer_id: str
     status: OrderEarningStatus
@@ -377,4 +403,71 @@ class OrderEarning(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     note: str
     settings_version: int
-    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., status: _Optional[_Union[OrderEarningStatus, str]] = ..., points: _Optional[int] = ..., approved_points: _Optional[int] = ..., taken_back_points: _Optional[int] = ..., approve_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ..., settings_version: _Optional[int] = ...) -> None: ...
+    awards: _containers.RepeatedCompositeFieldContainer[RuleAward]
+    def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., status: _Optional[_Union[OrderEarningStatus, str]] = ..., points: _Optional[int] = ..., approved_points: _Optional[int] = ..., taken_back_points: _Optional[int] = ..., approve_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ..., settings_version: _Optional[int] = ..., awards: _Optional[_Iterable[_Union[RuleAward, _Mapping]]] = ...) -> None: ...
+
+class RuleAward(_message.Message):
+    __slots__ = ("rule_id", "points")
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    rule_id: str
+    points: int
+    def __init__(self, rule_id: _Optional[str] = ..., points: _Optional[int] = ...) -> None: ...
+
+class RecordActivityRequest(_message.Message):
+    __slots__ = ("customer_id", "activity", "idempotency_key")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    activity: str
+    idempotency_key: str
+    def __init__(self, customer_id: _Optional[str] = ..., activity: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ActivityAward(_message.Message):
+    __slots__ = ("rule_id", "status", "points", "transaction")
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    TRANSACTION_FIELD_NUMBER: _ClassVar[int]
+    rule_id: str
+    status: ActivityAwardStatus
+    points: int
+    transaction: PointsTransaction
+    def __init__(self, rule_id: _Optional[str] = ..., status: _Optional[_Union[ActivityAwardStatus, str]] = ..., points: _Optional[int] = ..., transaction: _Optional[_Union[PointsTransaction, _Mapping]] = ...) -> None: ...
+
+class RecordActivityResponse(_message.Message):
+    __slots__ = ("awards",)
+    AWARDS_FIELD_NUMBER: _ClassVar[int]
+    awards: _containers.RepeatedCompositeFieldContainer[ActivityAward]
+    def __init__(self, awards: _Optional[_Iterable[_Union[ActivityAward, _Mapping]]] = ...) -> None: ...
+
+class PreviewLine(_message.Message):
+    __slots__ = ("product_id", "quantity", "price", "discount")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    DISCOUNT_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    quantity: int
+    price: str
+    discount: str
+    def __init__(self, product_id: _Optional[str] = ..., quantity: _Optional[int] = ..., price: _Optional[str] = ..., discount: _Optional[str] = ...) -> None: ...
+
+class PreviewEarningRequest(_message.Message):
+    __slots__ = ("lines", "pos")
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    POS_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedCompositeFieldContainer[PreviewLine]
+    pos: bool
+    def __init__(self, lines: _Optional[_Iterable[_Union[PreviewLine, _Mapping]]] = ..., pos: _Optional[bool] = ...) -> None: ...
+
+class PreviewEarningResponse(_message.Message):
+    __slots__ = ("points", "awards", "eligible_amount")
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    AWARDS_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    points: int
+    awards: _containers.RepeatedCompositeFieldContainer[RuleAward]
+    eligible_amount: str
+    def __init__(self, points: _Optional[int] = ..., awards: _Optional[_Iterable[_Union[RuleAward, _Mapping]]] = ..., eligible_amount: _Optional[str] = ...) -> None: ...

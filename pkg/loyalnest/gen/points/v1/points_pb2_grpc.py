@@ -97,6 +97,16 @@ class PointsServiceStub:
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.FromString,
                 _registered_method=True)
+        self.RecordActivity = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/RecordActivity',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordActivityRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordActivityResponse.FromString,
+                _registered_method=True)
+        self.PreviewEarning = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/PreviewEarning',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningResponse.FromString,
+                _registered_method=True)
         self.GetOrderEarning = channel.unary_unary(
                 '/loyalnest.points.v1.PointsService/GetOrderEarning',
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningRequest.SerializeToString,
@@ -204,6 +214,25 @@ class PointsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordActivity(self, request, context):
+        """A merchant integration reports a customer's activity (e.g. a product review from a reviews
+        app): every enabled CUSTOM_ACTIVITY earning rule for `activity` awards its points, once per
+        (rule, customer, idempotency_key), within its limits. The idempotency_key is the
+        activity's occurrence: the same key again awards nothing more (DUPLICATE).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PreviewEarning(self, request, context):
+        """What a cart or order would earn under the merchant's earning rules now, for the widget
+        and checkout. Per-customer limits, punch cards and goals depend on the customer's past and
+        are left out; nothing is recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOrderEarning(self, request, context):
         """What a Shopify order earns and where it stands: points from orders are pending until the
         merchant's pending period (the return window) has passed, then credited.
@@ -269,6 +298,16 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.RedeemReward,
                     request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.FromString,
                     response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.SerializeToString,
+            ),
+            'RecordActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordActivity,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordActivityRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordActivityResponse.SerializeToString,
+            ),
+            'PreviewEarning': grpc.unary_unary_rpc_method_handler(
+                    servicer.PreviewEarning,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningResponse.SerializeToString,
             ),
             'GetOrderEarning': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrderEarning,
@@ -581,6 +620,60 @@ class PointsService:
             '/loyalnest.points.v1.PointsService/RedeemReward',
             loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardRequest.SerializeToString,
             loyalnest_dot_points_dot_v1_dot_points__pb2.RedeemRewardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/RecordActivity',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.RecordActivityRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.RecordActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PreviewEarning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/PreviewEarning',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,10 +18,11 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 from loyalnest.gen.events.v1 import rfm_pb2
-from loyalnest.platform import idempotency
+from loyalnest.platform import idempotency, personal_data
 from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database, unique_violations
 from loyalnest.platform.validation import is_uuid
@@ -50,6 +51,20 @@ _SELECT = (
 )
 _SHOPIFY_ID_CONSTRAINT = "customers_shopify_id"
 _PII_COLUMNS = ("email", "first_name", "last_name")
+# Every table of Core's schema with merchant rows, children before the rows they reference.
+_MERCHANT_TABLES = (
+    "customer_rfm",
+    "customers",
+    "user_accounts",
+    "gdpr_redactions",
+    "customer_import_logs",
+    "rewarded_orders",
+    "plan_limit_warnings",
+    "usage_counters",
+    "plan_billing",
+    "plan_subscriptions",
+    "program_settings",
+)
 
 
 class CustomerStore:
@@ -285,27 +300,39 @@ class CustomerStore:
         score: rfm_pb2.RfmScore,
         segment: int,
     ) -> bool:
-        """Keeps the newest score of a customer (it may arrive before the customer does)."""
-        if not is_uuid(customer_id):
-            return True  # not one of Core's customer ids: nothing of ours to score
+        """Keeps the newest score of a customer (it may arrive before the customer does).
+
+        The RFM service names customers by their Shopify id (orders carry it): that finds
+        Core's customer(s) mirroring it; a score for one Core does not have yet is dropped
+        (the next change announces the customer again)."""
         async with self._pool.connection() as conn, conn.transaction():
             if not await inbox.claim(conn, event):
                 return False
-            await conn.execute(
-                "INSERT INTO customer_rfm (merchant_id, customer_id, score, segment, scored_at)"
-                " VALUES (%s, %s, %s, %s, %s)"
-                " ON CONFLICT (merchant_id, customer_id) DO UPDATE"
-                " SET score = excluded.score, segment = excluded.segment,"
-                "     scored_at = excluded.scored_at"
-                " WHERE customer_rfm.scored_at < excluded.scored_at",
-                (
-                    event.merchant_id,
-                    customer_id,
-                    Jsonb(json_format.MessageToDict(score, preserving_proto_field_name=True)),
-                    rfm_pb2.RfmSegment.Name(segment),
-                    event.occurred_at,
-                ),
-            )
+            if is_uuid(customer_id):
+                targets = [customer_id]
+            else:
+                cursor = await conn.execute(
+                    "SELECT customer_id::text FROM customers"
+                    " WHERE merchant_id = %s AND shopify_customer_id = %s",
+                    (event.merchant_id, customer_id),
+                )
+                targets = [found for (found,) in await cursor.fetchall()]
+            for target in targets:
+                await conn.execute(
+                    "INSERT INTO customer_rfm (merchant_id, customer_id, score, segment, scored_at)"
+                    " VALUES (%s, %s, %s, %s, %s)"
+                    " ON CONFLICT (merchant_id, customer_id) DO UPDATE"
+                    " SET score = excluded.score, segment = excluded.segment,"
+                    "     scored_at = excluded.scored_at"
+                    " WHERE customer_rfm.scored_at < excluded.scored_at",
+                    (
+                        event.merchant_id,
+                        target,
+                        Jsonb(json_format.MessageToDict(score, preserving_proto_field_name=True)),
+                        rfm_pb2.RfmSegment.Name(segment),
+                        event.occurred_at,
+                    ),
+                )
         return True
 
     async def redact(self, event: ConsumedEvent, request_id: str, customer_id: str) -> bool:
@@ -338,6 +365,125 @@ class CustomerStore:
             await conn.execute(
                 "INSERT INTO gdpr_redactions (merchant_id, request_id, customer_id, outcome)"
                 " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (merchant_id, request_id, customer_id, "redacted" if redacted else "no_data"),
+                (
+                    merchant_id,
+                    request_id,
+                    self.customer_digest(merchant_id, customer_id),
+                    "redacted" if redacted else "no_data",
+                ),
             )
         return True
+
+    def customer_digest(self, merchant_id: str, customer_id: str) -> str:
+        """What gdpr_redactions keeps of the customer a request named: a keyed digest, so
+        the record of an erasure does not itself name the customer."""
+        return self._vault.index(merchant_id, customer_id, column="gdpr_customer").hex()
+
+    # --- personal data (loyalnest.platform.personal_data) -----------------------------------
+
+    async def _customers_of(
+        self, conn: AsyncConnection, merchant_id: str, customer: CustomerRef, *, lock: bool
+    ) -> list[Customer]:
+        core_ids = [c for c in customer.core_customer_ids if is_uuid(c)]
+        indexes = [self._vault.index(merchant_id, e, column="email") for e in customer.emails if e]
+        cursor = await conn.execute(
+            f"{_SELECT} WHERE c.merchant_id = %s AND (c.shopify_customer_id = %s"
+            " OR c.customer_id = ANY(%s::uuid[]) OR c.email_index = ANY(%s))"
+            + (" ORDER BY c.customer_id FOR UPDATE OF c" if lock else ""),
+            (merchant_id, customer.shopify_customer_id, core_ids, indexes),
+        )
+        return [self._customer(row) for row in await cursor.fetchall()]
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        async with self._pool.connection() as conn:
+            found = await self._customers_of(conn, merchant_id, customer, lock=False)
+            cursor = await conn.execute(
+                "SELECT batch_id, created_at FROM customer_import_logs"
+                " WHERE merchant_id = %s AND log_details -> 'items' @> %s::jsonb"
+                " ORDER BY created_at",
+                (merchant_id, Jsonb([{"shopify_customer_id": customer.shopify_customer_id}])),
+            )
+            imports = [{"batch_id": b, "created_at": at} for b, at in await cursor.fetchall()]
+        data: dict[str, Any] = {}
+        if found:
+            data["customers"] = [
+                {
+                    "customer_id": c.customer_id,
+                    "shopify_customer_id": c.shopify_customer_id,
+                    "user_id": c.user_id,
+                    "email": c.email,
+                    "first_name": c.first_name,
+                    "last_name": c.last_name,
+                    "rfm_score": json_format.MessageToDict(c.rfm_score) if c.rfm_score else None,
+                    "rfm_segment": rfm_pb2.RfmSegment.Name(c.rfm_segment),
+                    "redacted_at": c.redacted_at,
+                    "created_at": c.created_at,
+                }
+                for c in found
+            ]
+        if imports:
+            data["imports"] = imports
+        return CustomerExport(
+            data,
+            CustomerRef(
+                customer.shopify_customer_id,
+                user_ids=tuple(c.user_id for c in found if c.user_id),
+                emails=tuple(c.email for c in found if c.email),
+                core_customer_ids=tuple(c.customer_id for c in found),
+            ),
+        )
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """Anonymises the customer's rows: PII and the link to an account nulled, Shopify's id
+        replaced by one naming nothing (the row stays: it counted against the plan), RFM score,
+        import-log mentions and published events' outbox rows gone."""
+        erased = 0
+        async with self._pool.connection() as conn, conn.transaction():
+            for found in await self._customers_of(conn, merchant_id, customer, lock=True):
+                await conn.execute(
+                    "UPDATE customers SET email_ciphertext = NULL, email_index = NULL,"
+                    " first_name_ciphertext = NULL, last_name_ciphertext = NULL, user_id = NULL,"
+                    " shopify_customer_id = 'erased:' || customer_id::text,"
+                    " redacted_at = coalesce(redacted_at, now()), updated_at = now()"
+                    " WHERE merchant_id = %s AND customer_id = %s",
+                    (merchant_id, found.customer_id),
+                )
+                await conn.execute(
+                    "DELETE FROM customer_rfm WHERE merchant_id = %s AND customer_id = %s",
+                    (merchant_id, found.customer_id),
+                )
+                await personal_data.forget_sent_events(conn, merchant_id, found.customer_id)
+                await outbox.enqueue(
+                    conn, merchant_id, events.customer_updated(found.customer_id, _PII_COLUMNS)
+                )
+                erased += 1
+            cursor = await conn.execute(
+                "UPDATE customer_import_logs SET log_details = jsonb_set(log_details, '{items}',"
+                " (SELECT jsonb_agg(CASE WHEN item ->> 'shopify_customer_id' = %(id)s"
+                '   THEN item || \'{"shopify_customer_id": "erased"}\'::jsonb ELSE item END'
+                "   ORDER BY position)"
+                "  FROM jsonb_array_elements(log_details -> 'items')"
+                "   WITH ORDINALITY AS items (item, position)))"
+                " WHERE merchant_id = %(m)s AND log_details -> 'items' @> %(match)s::jsonb",
+                {
+                    "id": customer.shopify_customer_id,
+                    "m": merchant_id,
+                    "match": Jsonb([{"shopify_customer_id": customer.shopify_customer_id}]),
+                },
+            )
+            erased += cursor.rowcount
+        return erased
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        """Every row Core holds for the merchant (shop/redact)."""
+        erased = 0
+        async with self._pool.connection() as conn, conn.transaction():
+            for table in _MERCHANT_TABLES:
+                erased += (
+                    await conn.execute(
+                        f"DELETE FROM {table} WHERE merchant_id = %s",
+                        (merchant_id,),
+                    )
+                ).rowcount
+            erased += await personal_data.erase_platform_rows(conn, merchant_id)
+        return erased

@@ -19,7 +19,9 @@ import os
 import uuid
 
 from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
+from loyalnest.platform import personal_data
 from loyalnest.platform.crypto import KEY_BYTES, FieldCipher
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.postgres import Database
 
 # Find the key, or create it; a concurrent creation makes ours lose (ON CONFLICT): read again.
@@ -122,3 +124,54 @@ class CustomerKeys:
                 (merchant_id, customer_id),
             )
             return cursor.rowcount > 0
+
+    # --- personal data (loyalnest.platform.personal_data) ----------------------------------
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        """The edge keeps no customer data in clear: only whether a key exists and since when
+        (what the key sealed travels in events, which the services that read them export)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT key_id, created_at FROM customer_keys"
+                " WHERE merchant_id = %s AND customer_id = %s",
+                (merchant_id, customer.shopify_customer_id),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            return CustomerExport({})
+        return CustomerExport({"customer_key": {"key_id": row[0], "created_at": row[1]}})
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """Crypto-shredding: the key goes (every sealed copy is unreadable), and so do the
+        customer's published webhook.received rows of the outbox."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "DELETE FROM customer_keys WHERE merchant_id = %s AND customer_id = %s",
+                (merchant_id, customer.shopify_customer_id),
+            )
+            erased = cursor.rowcount
+            erased += await personal_data.forget_sent_events(
+                conn, merchant_id, customer.shopify_customer_id
+            )
+        return erased
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        """Every customer key of the merchant, its webhook records (by the shops its deliveries
+        came from), its plan copy and published events."""
+        erased = 0
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "SELECT DISTINCT shop_domain FROM webhook_idempotency_keys WHERE merchant_id = %s",
+                (merchant_id,),
+            )
+            shops = [shop for (shop,) in await cursor.fetchall()]
+            for statement, params in (
+                ("DELETE FROM customer_keys WHERE merchant_id = %s", (merchant_id,)),
+                ("DELETE FROM merchant_plans WHERE merchant_id = %s", (merchant_id,)),
+                ("DELETE FROM webhook_idempotency_keys WHERE merchant_id = %s", (merchant_id,)),
+                ("DELETE FROM webhook_dead_letters WHERE shop_domain = ANY(%s)", (shops,)),
+                ("DELETE FROM webhook_accepted_bodies WHERE shop_domain = ANY(%s)", (shops,)),
+            ):
+                erased += (await conn.execute(statement, params)).rowcount
+            erased += await personal_data.erase_platform_rows(conn, merchant_id)
+        return erased

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from google.protobuf.message import Message
+
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.services.points.domain import (
     Balance,
     Posting,
@@ -19,9 +23,29 @@ from loyalnest.services.points.domain import (
     Transaction,
 )
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderSettlement
+from loyalnest.services.points.rules import RuleEvent
 
 # The reward fields update_reward may change.
 REWARD_UPDATABLE = frozenset({"name", "kind", "value", "points_cost", "active"})
+
+
+# Every table (collection) with merchant rows, children before the rows they reference:
+# erase_merchant empties them for the merchant.
+MERCHANT_TABLES = (
+    "order_adjustments",
+    "order_earnings",
+    "reward_redemptions",
+    "rewards",
+    "points_transactions",
+    "ledgers",
+    "program_settings_copies",
+)
+ERASED_PREFIX = "erased:"
+
+
+def erased_customer_id() -> str:
+    """The id an erased customer's ledger moves to: random, so nothing leads back."""
+    return ERASED_PREFIX + uuid.uuid4().hex
 
 
 def reward_columns(changes: Mapping[str, object]) -> dict[str, object]:
@@ -64,6 +88,21 @@ class LedgerStore(Protocol):
 
     async def ping(self) -> None:
         """Raises when the backing database does not answer."""
+        ...
+
+    # ---- personal data (loyalnest.platform.personal_data) -------------------------------
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        """The customer's ledger, transactions, redemptions and orders."""
+        ...
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """Moves the customer's ledger and its history to `erased_customer_id()`: amounts
+        kept, identity gone. Idempotent (a repeat finds nothing)."""
+        ...
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        """Deletes everything of the merchant."""
         ...
 
     # ---- rewards catalog and redemptions ------------------------------------------------
@@ -116,6 +155,37 @@ class LedgerStore(Protocol):
         ...
 
     async def program_settings(self, merchant_id: str) -> bytes | None: ...
+
+    async def program_copies(self) -> list[tuple[str, bytes]]:
+        """Every merchant's program copy (merchant_id, serialized ProgramSettings)."""
+        ...
+
+    # ---- earning rules (see points/rules.py) ---------------------------------------------
+
+    async def rule_events(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> dict[str, list[RuleEvent]]:
+        """The customer's events of each rule in `since` from that time on, oldest first."""
+        ...
+
+    async def record_rule_events(
+        self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
+    ) -> None:
+        """Inserts each event unless its (rule, occurrence) is recorded (then keeps that one)."""
+        ...
+
+    # ---- points expiry (see points/expiry.py) -------------------------------------------
+
+    async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
+        """Customers of the merchant with a positive balance, by customer_id, after `after`."""
+        ...
+
+    async def record_expiry_notice(
+        self, merchant_id: str, customer_id: str, expire_at: datetime, event: Message
+    ) -> bool:
+        """Enqueues `event` (points.expiring) unless a notice for this customer and expiry
+        time was recorded before, atomically with recording it. True when enqueued."""
+        ...
 
     async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
         """Inserts `earning` unless the merchant's order has one: (the stored one, inserted)."""

@@ -28,14 +28,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
 from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from pymongo import ASCENDING, DESCENDING, MongoClient, ReturnDocument
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
@@ -57,9 +59,11 @@ from loyalnest.platform.idempotency import (
 from loyalnest.platform.mongo import CODEC_OPTIONS, MongoCalls
 from loyalnest.platform.mongo import now_millis as _now
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.services.points.domain import (
     Balance,
     InsufficientPoints,
+    LedgerMoved,
     LedgerNotFound,
     Posting,
     PostingResult,
@@ -78,7 +82,8 @@ from loyalnest.services.points.orders import (
     OrderSettlement,
     OrderStatus,
 )
-from loyalnest.services.points.store.base import reward_columns
+from loyalnest.services.points.rules import RuleEvent
+from loyalnest.services.points.store.base import erased_customer_id, reward_columns
 
 log = get_logger(__name__)
 
@@ -94,6 +99,8 @@ POS_OFFLINE_QUEUE = "pos_offline_queue"
 PROGRAM_SETTINGS = "program_settings_copies"
 ORDER_EARNINGS = "order_earnings"
 PROCESSED_EVENTS = "processed_events"
+EXPIRY_NOTICES = "points_expiry_notices"
+RULE_EVENTS = "rule_events"
 _KEY_INDEX = "merchant_namespace_key_unique"
 # Before namespaces (merchant_id, idempotency_key): dropped once its keys are migrated.
 _LEGACY_KEY_INDEX = "merchant_key_unique"
@@ -123,6 +130,7 @@ def _transaction(doc: Mapping[str, Any]) -> Transaction:
         balance_after=doc["balance_after"],
         lifetime_earned_after=doc["lifetime_earned_after"],
         lifetime_redeemed_after=doc["lifetime_redeemed_after"],
+        rule_id=doc.get("rule_id", ""),
     )
 
 
@@ -155,7 +163,7 @@ class _LedgerCreationRace(Exception):
 
 
 # Raised before the balance document changed.
-_NOTHING_WRITTEN = (LedgerNotFound, InsufficientPoints, _LedgerCreationRace)
+_NOTHING_WRITTEN = (LedgerNotFound, InsufficientPoints, LedgerMoved, _LedgerCreationRace)
 
 
 class _ClaimLost(Aborted):
@@ -209,6 +217,8 @@ class MongoLedgerStore:
         self._processed = collection(PROCESSED_EVENTS)
         self._programs = collection(PROGRAM_SETTINGS)
         self._orders = collection(ORDER_EARNINGS)
+        self._notices = collection(EXPIRY_NOTICES)
+        self._rule_events = collection(RULE_EVENTS)
 
     @classmethod
     def connect(
@@ -254,6 +264,90 @@ class MongoLedgerStore:
     async def ping(self) -> None:
         await self._run(partial(self._client.admin.command, "ping"))
 
+    # ---- personal data (loyalnest.platform.personal_data) -------------------------------
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        return await self._run(partial(self._export_customer, merchant_id, customer))
+
+    def _export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        match = {"merchant_id": merchant_id, "customer_id": customer.shopify_customer_id}
+        hidden = {"_id": 0, "merchant_id": 0, "customer_id": 0}
+        data: dict[str, Any] = {}
+        ledger = self._balances.find_one(match, hidden)
+        if ledger is not None:
+            data["ledger"] = ledger
+        for name, collection, order in (
+            ("transactions", self._ledger, "sequence"),
+            ("redemptions", self._redemptions, "created_at"),
+            ("orders", self._database.get_collection(ORDER_EARNINGS), "created_at"),
+        ):
+            found = list(collection.find(match, hidden).sort(order, ASCENDING))
+            if found:
+                data[name] = found
+        return CustomerExport(data)
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        return await self._run(partial(self._erase_customer, merchant_id, customer))
+
+    def _erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """As in PostgreSQL, without one transaction: the ledger document first records the
+        id it moves to (`erased_to`), so a retry after a crash moves what is left to the same
+        id, then the history moves, the ledger last."""
+        match = {"merchant_id": merchant_id, "customer_id": customer.shopify_customer_id}
+        ledger = self._balances.find_one_and_update(
+            {**match, "erased_to": {"$exists": False}},
+            {"$set": {"erased_to": erased_customer_id()}},
+            return_document=ReturnDocument.AFTER,
+        ) or self._balances.find_one(match)
+        anonymous = ledger["erased_to"] if ledger is not None else erased_customer_id()
+        erased = 0
+        for collection in (
+            self._ledger,
+            self._redemptions,
+            self._database.get_collection(ORDER_EARNINGS),
+        ):
+            erased += collection.update_many(
+                match, {"$set": {"customer_id": anonymous}}
+            ).modified_count
+        if ledger is not None:
+            erased += self._balances.update_one(
+                match, {"$set": {"customer_id": anonymous}, "$unset": {"erased_to": ""}}
+            ).modified_count
+        key = f"{merchant_id}/{customer.shopify_customer_id}"
+        self._outbox.delete_many({"partition_key": key, "sent_at": {"$ne": None}})
+        return erased
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        return await self._run(partial(self._erase_merchant, merchant_id))
+
+    def _erase_merchant(self, merchant_id: str) -> int:
+        erased = 0
+        for name in (
+            ORDER_EARNINGS,
+            REWARD_REDEMPTIONS,
+            REWARDS,
+            TRANSACTIONS,
+            BALANCES,
+            PROGRAM_SETTINGS,
+            IDEMPOTENCY_KEYS,
+            POS_OFFLINE_QUEUE,
+        ):
+            erased += (
+                self._database.get_collection(name)
+                .delete_many({"merchant_id": merchant_id})
+                .deleted_count
+            )
+        erased += self._outbox.delete_many(
+            {
+                "sent_at": {"$ne": None},
+                "$or": [
+                    {"partition_key": merchant_id},
+                    {"partition_key": {"$regex": f"^{re.escape(merchant_id)}/"}},
+                ],
+            }
+        ).deleted_count
+        return erased
+
     async def ensure_indexes(self) -> None:
         await self._run(self._ensure_indexes)
         await self.uses_transactions()
@@ -289,6 +383,20 @@ class MongoLedgerStore:
         self._orders.create_index([("approve_at", ASCENDING)], name="approve_at")
         self._orders.create_index(
             [("merchant_id", ASCENDING), ("created_at", ASCENDING)], name="merchant_month"
+        )
+        self._rule_events.create_index(
+            [
+                ("merchant_id", ASCENDING),
+                ("customer_id", ASCENDING),
+                ("rule_id", ASCENDING),
+                ("at", ASCENDING),
+            ],
+            name="customer_rule_recent",
+        )
+        # The expiry job's walk over a merchant's customers who have points.
+        self._balances.create_index(
+            [("merchant_id", ASCENDING), ("customer_id", ASCENDING), ("balance", ASCENDING)],
+            name="merchant_customer_balance",
         )
         for later in (self._redemptions, self._pos_queue):
             later.create_index([("customer_id", ASCENDING)], name="customer_id")
@@ -491,6 +599,8 @@ class MongoLedgerStore:
         guard: Document = {}
         if posting.points < 0:
             guard = {"balance": {"$gte": -posting.points}}
+        if posting.expected_sequence is not None:
+            guard["last_sequence"] = posting.expected_sequence
         if posting.opens_ledger:
             update["$setOnInsert"] = {"created_at": now}
         try:
@@ -507,6 +617,8 @@ class MongoLedgerStore:
             current = self._balances.find_one(ledger, session=session)
             if current is None:
                 raise LedgerNotFound(posting.customer_id)
+            if posting.expected_sequence not in (None, current["last_sequence"]):
+                raise LedgerMoved(posting.customer_id, posting.expected_sequence)
             raise InsufficientPoints(posting.customer_id, current["balance"], -posting.points)
         transaction = Transaction(
             transaction_id=str(uuid.uuid4()),
@@ -520,6 +632,7 @@ class MongoLedgerStore:
             balance_after=after["balance"],
             lifetime_earned_after=after["lifetime_earned"],
             lifetime_redeemed_after=after["lifetime_redeemed"],
+            rule_id=posting.rule_id,
         )
         doc = {"_id": transaction.transaction_id, **asdict(transaction)}
         doc["type"] = str(transaction.type)
@@ -768,6 +881,113 @@ class MongoLedgerStore:
         doc = await self._run(partial(self._programs.find_one, {"_id": merchant_id}))
         return None if doc is None else bytes(doc["settings"])
 
+    async def program_copies(self) -> list[tuple[str, bytes]]:
+        docs = await self._run(lambda: list(self._programs.find({}, {"settings": 1})))
+        return [(doc["_id"], bytes(doc["settings"])) for doc in docs]
+
+    # ---- earning rules ------------------------------------------------------------------
+
+    async def rule_events(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> dict[str, list[RuleEvent]]:
+        found: dict[str, list[RuleEvent]] = {rule_id: [] for rule_id in since}
+        if not since:
+            return found
+
+        def find() -> list[Document]:
+            return list(
+                self._rule_events.find(
+                    {
+                        "merchant_id": merchant_id,
+                        "customer_id": customer_id,
+                        "rule_id": {"$in": list(since)},
+                        "at": {"$gte": _millis(min(since.values()))},
+                    }
+                ).sort([("at", ASCENDING), ("occurrence", ASCENDING)])
+            )
+
+        for doc in await self._run(find):
+            at = _utc(doc["at"])
+            if at >= _millis(since[doc["rule_id"]]):
+                found[doc["rule_id"]].append(
+                    RuleEvent(
+                        doc["rule_id"], doc["occurrence"], doc["points"], Decimal(doc["amount"]), at
+                    )
+                )
+        return found
+
+    async def record_rule_events(
+        self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
+    ) -> None:
+        def insert() -> None:
+            for e in events:
+                # The id is the (rule, occurrence): a second insert keeps the first decision.
+                with contextlib.suppress(DuplicateKeyError):
+                    self._rule_events.insert_one(
+                        {
+                            "_id": f"{merchant_id}|{customer_id}|{e.rule_id}|{e.occurrence}",
+                            "merchant_id": merchant_id,
+                            "customer_id": customer_id,
+                            "rule_id": e.rule_id,
+                            "occurrence": e.occurrence,
+                            "points": e.points,
+                            "amount": str(e.amount),
+                            "at": _millis(e.at),
+                        }
+                    )
+
+        if events:
+            await self._run(insert)
+
+    # ---- points expiry ------------------------------------------------------------------
+
+    async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
+        def find() -> list[str]:
+            cursor = (
+                self._balances.find(
+                    {
+                        "merchant_id": merchant_id,
+                        "customer_id": {"$gt": after},
+                        "balance": {"$gt": 0},
+                    },
+                    {"customer_id": 1},
+                )
+                .sort("customer_id", ASCENDING)
+                .limit(limit)
+            )
+            return [doc["customer_id"] for doc in cursor]
+
+        return await self._run(find)
+
+    async def record_expiry_notice(
+        self, merchant_id: str, customer_id: str, expire_at: datetime, event: Message
+    ) -> bool:
+        transactional = await self.uses_transactions()
+        # The notice's id is its key: a second insert is a duplicate, whatever the session.
+        notice = {
+            "_id": f"{merchant_id}|{customer_id}|{_utc(expire_at).isoformat()}",
+            "merchant_id": merchant_id,
+            "customer_id": customer_id,
+            "expire_at": expire_at,
+            "created_at": _now(),
+        }
+
+        def record(session: ClientSession | None) -> bool:
+            try:
+                self._notices.insert_one(notice, session=session)
+            except DuplicateKeyError:
+                return False
+            mongo_outbox.enqueue(self._database, merchant_id, event, session=session)
+            return True
+
+        def run() -> bool:
+            if not transactional:
+                return record(None)
+            with self._client.start_session() as session:
+                return session.with_transaction(record, write_concern=_LEDGER_WRITE_CONCERN)
+
+        return await self._run(run)
+
     async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
         doc = _order_document(earning)
 
@@ -969,6 +1189,7 @@ def _order_earning(doc: Mapping[str, Any]) -> OrderEarning:
         settings_version=doc["settings_version"],
         note=doc["note"],
         approved_points=doc["approved_points"],
+        awards=doc.get("awards", ""),
     )
 
 

@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, astuple, fields
 from datetime import datetime
 from typing import Any
 
+from google.protobuf.message import Message
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 
-from loyalnest.platform import idempotency
+from loyalnest.platform import idempotency, personal_data
 from loyalnest.platform.errors import NotFound
 from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.services.points.domain import (
     Balance,
     InsufficientPoints,
+    LedgerMoved,
     LedgerNotFound,
     Posting,
     PostingResult,
@@ -39,7 +42,12 @@ from loyalnest.services.points.orders import (
     OrderSettlement,
     OrderStatus,
 )
-from loyalnest.services.points.store.base import reward_columns
+from loyalnest.services.points.rules import RuleEvent
+from loyalnest.services.points.store.base import (
+    MERCHANT_TABLES,
+    erased_customer_id,
+    reward_columns,
+)
 
 _COLUMNS = [field.name for field in fields(Transaction)]
 _SELECT_COLUMNS = ", ".join(f"{c}::text AS {c}" if c == "transaction_id" else c for c in _COLUMNS)
@@ -116,8 +124,10 @@ class PostgresLedgerStore:
             " last_sequence = last_sequence + 1, updated_at = now()"
             " WHERE merchant_id = %(merchant_id)s AND customer_id = %(customer_id)s"
             "   AND balance + %(points)s >= 0"
+            "   AND (%(expected)s::bigint IS NULL OR last_sequence = %(expected)s::bigint)"
             " RETURNING balance, lifetime_earned, lifetime_redeemed, last_sequence, updated_at",
             {
+                "expected": posting.expected_sequence,
                 "points": posting.points,
                 "earned": posting.earned,
                 "redeemed": posting.redeemed,
@@ -128,12 +138,15 @@ class PostgresLedgerStore:
         updated = await cursor.fetchone()
         if updated is None:
             cursor = await conn.execute(
-                "SELECT balance FROM ledgers WHERE merchant_id = %s AND customer_id = %s",
+                "SELECT balance, last_sequence FROM ledgers"
+                " WHERE merchant_id = %s AND customer_id = %s",
                 ledger_key,
             )
             current = await cursor.fetchone()
             if current is None:
                 raise LedgerNotFound(posting.customer_id)
+            if posting.expected_sequence not in (None, current[1]):
+                raise LedgerMoved(posting.customer_id, posting.expected_sequence)
             raise InsufficientPoints(posting.customer_id, current[0], -posting.points)
         balance, earned, redeemed, sequence, created_at = updated
         transaction = Transaction(
@@ -148,6 +161,7 @@ class PostgresLedgerStore:
             balance_after=balance,
             lifetime_earned_after=earned,
             lifetime_redeemed_after=redeemed,
+            rule_id=posting.rule_id,
         )
         row = astuple(transaction)
         await conn.execute(
@@ -347,6 +361,72 @@ class PostgresLedgerStore:
             row = await cursor.fetchone()
         return None if row is None else bytes(row[0])
 
+    async def program_copies(self) -> list[tuple[str, bytes]]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute("SELECT merchant_id, settings FROM program_settings_copies")
+            return [(merchant_id, bytes(raw)) for merchant_id, raw in await cursor.fetchall()]
+
+    # ---- earning rules ------------------------------------------------------------------
+
+    async def rule_events(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> dict[str, list[RuleEvent]]:
+        found: dict[str, list[RuleEvent]] = {rule_id: [] for rule_id in since}
+        if not since:
+            return found
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT rule_id, occurrence, points, amount, at FROM rule_events"
+                " WHERE merchant_id = %s AND customer_id = %s AND rule_id = ANY(%s)"
+                " AND at >= %s ORDER BY at, occurrence",
+                (merchant_id, customer_id, list(since), min(since.values())),
+            )
+            for rule_id, occurrence, points, amount, at in await cursor.fetchall():
+                if at >= since[rule_id]:
+                    found[rule_id].append(RuleEvent(rule_id, occurrence, points, amount, at))
+        return found
+
+    async def record_rule_events(
+        self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
+    ) -> None:
+        if not events:
+            return
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor()
+            await cursor.executemany(
+                "INSERT INTO rule_events (merchant_id, customer_id, rule_id, occurrence, points,"
+                " amount, at) VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [
+                    (merchant_id, customer_id, e.rule_id, e.occurrence, e.points, e.amount, e.at)
+                    for e in events
+                ],
+            )
+
+    # ---- points expiry ------------------------------------------------------------------
+
+    async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT customer_id FROM ledgers WHERE merchant_id = %s AND customer_id > %s"
+                " AND balance > 0 ORDER BY customer_id LIMIT %s",
+                (merchant_id, after, limit),
+            )
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def record_expiry_notice(
+        self, merchant_id: str, customer_id: str, expire_at: datetime, event: Message
+    ) -> bool:
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "INSERT INTO points_expiry_notices (merchant_id, customer_id, expire_at)"
+                " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                (merchant_id, customer_id, expire_at),
+            )
+            if await cursor.fetchone() is None:
+                return False
+            await outbox.enqueue(conn, merchant_id, event)
+            return True
+
     async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
         # Shallow: asdict() deep-copies every field (Decimal, datetimes) for nothing.
         row = {name: getattr(earning, name) for name in _ORDER_COLUMNS}
@@ -499,6 +579,92 @@ class PostgresLedgerStore:
                 " WHERE merchant_id = %s AND order_id = %s AND adjustment_id = %s",
                 (merchant_id, order_id, adjustment_id),
             )
+
+    # ---- personal data (loyalnest.platform.personal_data) -------------------------------
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        customer_id = customer.shopify_customer_id
+        params = (merchant_id, customer_id)
+        data: dict[str, Any] = {}
+        async with self._pool.connection() as conn:
+            conn.row_factory = dict_row  # type: ignore[assignment]
+            for name, query in (
+                (
+                    "ledger",
+                    "SELECT balance, lifetime_earned, lifetime_redeemed, created_at, updated_at"
+                    " FROM ledgers WHERE merchant_id = %s AND customer_id = %s",
+                ),
+                (
+                    "transactions",
+                    f"SELECT {_SELECT_COLUMNS} FROM points_transactions"
+                    " WHERE merchant_id = %s AND customer_id = %s ORDER BY sequence",
+                ),
+                (
+                    "redemptions",
+                    "SELECT redemption_id::text, reward_id::text, points, status, discount_code,"
+                    " created_at FROM reward_redemptions"
+                    " WHERE merchant_id = %s AND customer_id = %s ORDER BY created_at",
+                ),
+                (
+                    "orders",
+                    "SELECT order_id, points, eligible_amount, currency, status, created_at"
+                    " FROM order_earnings WHERE merchant_id = %s AND customer_id = %s"
+                    " ORDER BY created_at",
+                ),
+            ):
+                cursor = await conn.execute(query, params)
+                rows = await cursor.fetchall()
+                if rows:
+                    data[name] = rows[0] if name == "ledger" else rows
+        return CustomerExport(data)
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """The customer's ledger, history, redemptions and orders move to a random id that
+        names nobody: amounts stay (liability, reports), the identity goes."""
+        customer_id = customer.shopify_customer_id
+        anonymous = erased_customer_id()
+        params = {"m": merchant_id, "c": customer_id, "a": anonymous}
+        erased = 0
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "INSERT INTO ledgers (merchant_id, customer_id, balance, lifetime_earned,"
+                " lifetime_redeemed, last_sequence, created_at, updated_at)"
+                " SELECT merchant_id, %(a)s, balance, lifetime_earned, lifetime_redeemed,"
+                " last_sequence, created_at, now() FROM ledgers"
+                " WHERE merchant_id = %(m)s AND customer_id = %(c)s FOR UPDATE",
+                params,
+            )
+            erased += cursor.rowcount
+            for table in ("points_transactions", "reward_redemptions", "order_earnings"):
+                erased += (
+                    await conn.execute(
+                        sql.SQL(
+                            "UPDATE {} SET customer_id = %(a)s"
+                            " WHERE merchant_id = %(m)s AND customer_id = %(c)s"
+                        ).format(sql.Identifier(table)),
+                        params,
+                    )
+                ).rowcount
+            await conn.execute(
+                "DELETE FROM ledgers WHERE merchant_id = %(m)s AND customer_id = %(c)s", params
+            )
+            await personal_data.forget_sent_events(conn, merchant_id, customer_id)
+        return erased
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        erased = 0
+        async with self._pool.connection() as conn, conn.transaction():
+            for table in MERCHANT_TABLES:
+                erased += (
+                    await conn.execute(
+                        sql.SQL("DELETE FROM {} WHERE merchant_id = %s").format(
+                            sql.Identifier(table)
+                        ),
+                        (merchant_id,),
+                    )
+                ).rowcount
+            erased += await personal_data.erase_platform_rows(conn, merchant_id)
+        return erased
 
 
 _REWARD_COLUMNS = ", ".join(

@@ -7,17 +7,19 @@ trigger) its audit row; the cache entry is dropped once that transaction has com
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncConnection
 from psycopg.rows import class_row
 
-from loyalnest.platform import audit, idempotency
+from loyalnest.platform import audit, idempotency, personal_data
 from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.consumer import PermanentEventError
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.validation import is_uuid
@@ -267,3 +269,89 @@ class UserStore:
         if applied and self._cache:
             await self._cache.invalidate(user_id)
         return True
+
+    # --- personal data (loyalnest.platform.personal_data) -----------------------------------
+
+    async def _customer_rows(
+        self, conn: AsyncConnection, merchant_id: str, customer: CustomerRef, *, lock: bool
+    ) -> Sequence[UserRow]:
+        """The customer accounts of `customer`: by the ids others linked, or by email (blind
+        index). Staff accounts are never a Shopify customer's, whatever their email."""
+        ids = [user_id for user_id in customer.user_ids if is_uuid(user_id)]
+        indexes = [self._vault.index(merchant_id, email) for email in customer.emails if email]
+        return await self._select(
+            conn,
+            "u.merchant_id = %s AND u.kind = 'customer'"
+            " AND (u.user_id = ANY(%s::uuid[]) OR u.email_index = ANY(%s))"
+            + (" ORDER BY u.user_id FOR UPDATE OF u" if lock else ""),
+            (merchant_id, ids, indexes),
+        )
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        async with self._pool.connection() as conn:
+            rows = await self._customer_rows(conn, merchant_id, customer, lock=False)
+        users = [self._user(row) for row in rows]
+        return CustomerExport(
+            data={
+                "users": [
+                    {
+                        "user_id": user.user_id,
+                        "kind": user.kind.value,
+                        "email": user.email,
+                        "role_id": user.role_id,
+                        "created_at": user.created_at,
+                        "updated_at": user.updated_at,
+                    }
+                    for user in users
+                ]
+            }
+            if users
+            else {},
+            found=CustomerRef(
+                customer.shopify_customer_id,
+                user_ids=tuple(user.user_id for user in users),
+                emails=tuple(user.email for user in users if user.email),
+            ),
+        )
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """Deletes the customer's accounts (the audit row of a delete keeps no email) and
+        their published events' outbox rows."""
+        async with audit.transaction(self._pool) as conn:
+            rows = await self._customer_rows(conn, merchant_id, customer, lock=True)
+            user_ids = [row.user_id for row in rows]
+            erased = 0
+            for user_id in user_ids:
+                await personal_data.forget_sent_events(conn, merchant_id, user_id)
+            if user_ids:
+                await conn.execute(
+                    "DELETE FROM user_roles WHERE merchant_id = %s AND user_id = ANY(%s::uuid[])",
+                    (merchant_id, user_ids),
+                )
+                erased = (
+                    await conn.execute(
+                        "DELETE FROM users WHERE merchant_id = %s AND user_id = ANY(%s::uuid[])",
+                        (merchant_id, user_ids),
+                    )
+                ).rowcount
+        if self._cache:
+            for user_id in user_ids:
+                await self._cache.invalidate(user_id)
+        return erased
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        async with audit.transaction(self._pool) as conn:
+            cursor = await conn.execute(
+                "DELETE FROM users WHERE merchant_id = %s RETURNING user_id::text", (merchant_id,)
+            )
+            user_ids = [user_id for (user_id,) in await cursor.fetchall()]
+            erased = len(user_ids)
+            erased += (
+                await conn.execute("DELETE FROM user_roles WHERE merchant_id = %s", (merchant_id,))
+            ).rowcount
+            # After the deletes: their audit rows go too (shop/redact erases everything).
+            erased += await personal_data.erase_platform_rows(conn, merchant_id)
+        if self._cache:
+            for user_id in user_ids:
+                await self._cache.invalidate(user_id)
+        return erased

@@ -1,0 +1,143 @@
+import datetime
+
+from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from loyalnest.gen.options.v1 import access_pb2 as _access_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GDPRRequestType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GDPR_REQUEST_TYPE_UNSPECIFIED: _ClassVar[GDPRRequestType]
+    GDPR_REQUEST_TYPE_DATA_REQUEST: _ClassVar[GDPRRequestType]
+    GDPR_REQUEST_TYPE_CUSTOMER_REDACT: _ClassVar[GDPRRequestType]
+    GDPR_REQUEST_TYPE_SHOP_REDACT: _ClassVar[GDPRRequestType]
+
+class GDPRRequestStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GDPR_REQUEST_STATUS_UNSPECIFIED: _ClassVar[GDPRRequestStatus]
+    GDPR_REQUEST_STATUS_PENDING: _ClassVar[GDPRRequestStatus]
+    GDPR_REQUEST_STATUS_COMPLETED: _ClassVar[GDPRRequestStatus]
+GDPR_REQUEST_TYPE_UNSPECIFIED: GDPRRequestType
+GDPR_REQUEST_TYPE_DATA_REQUEST: GDPRRequestType
+GDPR_REQUEST_TYPE_CUSTOMER_REDACT: GDPRRequestType
+GDPR_REQUEST_TYPE_SHOP_REDACT: GDPRRequestType
+GDPR_REQUEST_STATUS_UNSPECIFIED: GDPRRequestStatus
+GDPR_REQUEST_STATUS_PENDING: GDPRRequestStatus
+GDPR_REQUEST_STATUS_COMPLETED: GDPRRequestStatus
+
+class GDPRStep(_message.Message):
+    __slots__ = ("service", "status", "records", "attempts", "last_error", "complete_time")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ERROR_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    status: GDPRRequestStatus
+    records: int
+    attempts: int
+    last_error: str
+    complete_time: _timestamp_pb2.Timestamp
+    def __init__(self, service: _Optional[str] = ..., status: _Optional[_Union[GDPRRequestStatus, str]] = ..., records: _Optional[int] = ..., attempts: _Optional[int] = ..., last_error: _Optional[str] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GDPRRequest(_message.Message):
+    __slots__ = ("request_id", "type", "customer_id", "source", "status", "steps", "create_time", "due_time", "complete_time", "overdue")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    DUE_TIME_FIELD_NUMBER: _ClassVar[int]
+    COMPLETE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    type: GDPRRequestType
+    customer_id: str
+    source: str
+    status: GDPRRequestStatus
+    steps: _containers.RepeatedCompositeFieldContainer[GDPRStep]
+    create_time: _timestamp_pb2.Timestamp
+    due_time: _timestamp_pb2.Timestamp
+    complete_time: _timestamp_pb2.Timestamp
+    overdue: bool
+    def __init__(self, request_id: _Optional[str] = ..., type: _Optional[_Union[GDPRRequestType, str]] = ..., customer_id: _Optional[str] = ..., source: _Optional[str] = ..., status: _Optional[_Union[GDPRRequestStatus, str]] = ..., steps: _Optional[_Iterable[_Union[GDPRStep, _Mapping]]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., due_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., overdue: _Optional[bool] = ...) -> None: ...
+
+class HandleGDPRRequestRequest(_message.Message):
+    __slots__ = ("type", "customer_id", "email", "idempotency_key")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    type: GDPRRequestType
+    customer_id: str
+    email: str
+    idempotency_key: str
+    def __init__(self, type: _Optional[_Union[GDPRRequestType, str]] = ..., customer_id: _Optional[str] = ..., email: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class HandleGDPRRequestResponse(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: GDPRRequest
+    def __init__(self, request: _Optional[_Union[GDPRRequest, _Mapping]] = ...) -> None: ...
+
+class GetGDPRRequestRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class GetGDPRRequestResponse(_message.Message):
+    __slots__ = ("request",)
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    request: GDPRRequest
+    def __init__(self, request: _Optional[_Union[GDPRRequest, _Mapping]] = ...) -> None: ...
+
+class ListGDPRRequestsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "overdue_only")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OVERDUE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    overdue_only: bool
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., overdue_only: _Optional[bool] = ...) -> None: ...
+
+class ListGDPRRequestsResponse(_message.Message):
+    __slots__ = ("requests", "next_page_token")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[GDPRRequest]
+    next_page_token: str
+    def __init__(self, requests: _Optional[_Iterable[_Union[GDPRRequest, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetGDPRExportRequest(_message.Message):
+    __slots__ = ("request_id",)
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    def __init__(self, request_id: _Optional[str] = ...) -> None: ...
+
+class GetGDPRExportResponse(_message.Message):
+    __slots__ = ("request_id", "customer_id", "package", "create_time", "expire_time")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    customer_id: str
+    package: _struct_pb2.Struct
+    create_time: _timestamp_pb2.Timestamp
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., package: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,260 @@
+"""The platform contract for personal data (GDPR): export and erase, per customer and merchant.
+
+A service whose tables hold customer data declares it on its spec and hands the platform a
+store implementing `PersonalDataStore`; the platform registers
+`loyalnest.platform.v1.PersonalDataService` on its server, as it does health:
+
+    SPEC = ServiceSpec(name="users", ..., personal_data=PersonalData(tables=("users",)))
+
+    async def build(settings):
+        store = UserStore(...)
+        return ServiceComponents(..., personal_data=store)  # export_customer, erase_...
+
+`tests/unit/test_personal_data_contract.py` reads every service's migrations and fails when
+a table with customer columns (`CUSTOMER_COLUMNS`) is not in its spec's `tables`, and when a
+declaring service is not in `HOLDERS`: a new service cannot forget the contract. AdminCore
+calls every service in `HOLDERS` (its calls, its grants and the chart's NetworkPolicy edges are
+derived from that tuple): adding a service is one name there.
+
+Who may call: services only (`internal`), with a service token bound to the merchant and
+carrying `<service>:personal-data` (only AdminCore's grant has it): a token for Users
+(`users:personal-data`, audience loyalnest/users) is refused by Points.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from google.protobuf import json_format, struct_pb2
+from psycopg import AsyncConnection
+
+from loyalnest.gen.platform.v1 import personal_data_pb2, personal_data_pb2_grpc
+from loyalnest.platform.auth.context import current_merchant_id, current_principal
+from loyalnest.platform.errors import InvalidArgument, PermissionDenied
+from loyalnest.platform.grpctypes import Context
+
+SERVICE_NAME = personal_data_pb2.DESCRIPTOR.services_by_name["PersonalDataService"].full_name
+
+# The services AdminCore asks for a customer's data and erasure (component names as in
+# registry.SERVICES). The contract test keeps it equal to the services that declare
+# `personal_data`.
+HOLDERS: tuple[str, ...] = ("core", "edge", "points", "users")
+# The one service that may call the contract.
+CALLER = "admin_core"
+
+# Column names that make a table hold customer data (the contract test's rule): a customer's
+# identity (Shopify's id, ours), contact details, names, sealed or not.
+CUSTOMER_COLUMNS = frozenset(
+    {
+        "customer_id",
+        "shopify_customer_id",
+        "email",
+        "email_ciphertext",
+        "email_index",
+        "phone",
+        "phone_ciphertext",
+        "first_name",
+        "first_name_ciphertext",
+        "last_name",
+        "last_name_ciphertext",
+        "full_name",
+        "address",
+        "ip_address",
+        "referrer_id",
+        "referee_id",
+        "distinct_id",
+    }
+)
+
+
+def permission(service: str) -> str:
+    """The permission a call of `service`'s PersonalDataService needs."""
+    return f"{service}:personal-data"
+
+
+def caller_grants() -> frozenset[str]:
+    """What AdminCore's service token may carry for the contract (SERVICE_GRANTS)."""
+    return frozenset(permission(service) for service in HOLDERS)
+
+
+@dataclass(frozen=True)
+class PersonalData:
+    """A service's declaration: the tables of its own that hold customer data, which its
+    store's export and erase cover (the contract test checks the list against migrations)."""
+
+    tables: tuple[str, ...]
+    # Tables with a customer column that hold no personal data, each with the reason.
+    not_personal: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CustomerRef:
+    """Who a request is about (see CustomerRef in personal_data.proto)."""
+
+    shopify_customer_id: str
+    user_ids: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    core_customer_ids: tuple[str, ...] = ()
+
+    @classmethod
+    def from_proto(cls, message: personal_data_pb2.CustomerRef) -> CustomerRef:
+        return cls(
+            message.shopify_customer_id,
+            tuple(message.user_ids),
+            tuple(message.emails),
+            tuple(message.core_customer_ids),
+        )
+
+    def to_proto(self) -> personal_data_pb2.CustomerRef:
+        return personal_data_pb2.CustomerRef(
+            shopify_customer_id=self.shopify_customer_id,
+            user_ids=self.user_ids,
+            emails=self.emails,
+            core_customer_ids=self.core_customer_ids,
+        )
+
+    def merged(self, other: CustomerRef) -> CustomerRef:
+        """Both refs' identifiers (AdminCore gathers them from every service's export)."""
+
+        def union(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
+            return tuple(sorted({*a, *b} - {""}))
+
+        return CustomerRef(
+            self.shopify_customer_id or other.shopify_customer_id,
+            union(self.user_ids, other.user_ids),
+            union(self.emails, other.emails),
+            union(self.core_customer_ids, other.core_customer_ids),
+        )
+
+
+@dataclass(frozen=True)
+class CustomerExport:
+    """One service's section of an export package and the identifiers it found."""
+
+    data: Mapping[str, Any]
+    found: CustomerRef | None = None
+
+
+class PersonalDataStore(Protocol):
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        """Everything the service holds about the customer (JSON-serialisable)."""
+        ...
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """Erases or irreversibly anonymises the customer's personal data; idempotent.
+        Returns the records changed (0 on a repeat)."""
+        ...
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        """Erases everything held for the merchant; idempotent."""
+        ...
+
+
+class PersonalDataServicer(personal_data_pb2_grpc.PersonalDataServiceServicer):
+    def __init__(self, service: str, store: PersonalDataStore) -> None:
+        self._service = service
+        self._store = store
+
+    def _merchant(self) -> str:
+        # `internal` already refused user tokens; the permission names this service, so a
+        # token meant for another service's data is refused here.
+        needed = permission(self._service)
+        if not current_principal().has(needed):
+            raise PermissionDenied(f"this call needs the {needed!r} permission")
+        return current_merchant_id()
+
+    @staticmethod
+    def _customer(message: personal_data_pb2.CustomerRef, present: bool) -> CustomerRef:
+        if not present or not message.shopify_customer_id.strip():
+            raise InvalidArgument.for_field(
+                "customer.shopify_customer_id", "the customer's Shopify id is required"
+            )
+        return CustomerRef.from_proto(message)
+
+    async def ExportCustomer(
+        self, request: personal_data_pb2.ExportCustomerRequest, context: Context
+    ) -> personal_data_pb2.ExportCustomerResponse:
+        merchant_id = self._merchant()
+        customer = self._customer(request.customer, request.HasField("customer"))
+        export = await self._store.export_customer(merchant_id, customer)
+        data = struct_pb2.Struct()
+        json_format.ParseDict(json_safe(export.data), data)
+        response = personal_data_pb2.ExportCustomerResponse(data=data)
+        if export.found is not None:
+            response.found.CopyFrom(export.found.to_proto())
+        return response
+
+    async def EraseCustomer(
+        self, request: personal_data_pb2.EraseCustomerRequest, context: Context
+    ) -> personal_data_pb2.EraseCustomerResponse:
+        merchant_id = self._merchant()
+        customer = self._customer(request.customer, request.HasField("customer"))
+        records = await self._store.erase_customer(merchant_id, customer)
+        return personal_data_pb2.EraseCustomerResponse(records=records)
+
+    async def EraseMerchant(
+        self, request: personal_data_pb2.EraseMerchantRequest, context: Context
+    ) -> personal_data_pb2.EraseMerchantResponse:
+        merchant_id = self._merchant()
+        records = await self._store.erase_merchant(merchant_id)
+        return personal_data_pb2.EraseMerchantResponse(records=records)
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with datetimes, uuids, bytes and numbers a Struct cannot hold as text."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int) and abs(value) < 2**53:
+        return value
+    if isinstance(value, float):
+        return value
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+# --- helpers for PostgreSQL stores ----------------------------------------------------------
+
+
+async def forget_sent_events(conn: AsyncConnection, merchant_id: str, aggregate: str) -> int:
+    """Deletes the outbox rows already published for one aggregate of the merchant (their
+    copy in Kafka is out of reach: see README "GDPR"). Unsent rows are left to the relay."""
+    cursor = await conn.execute(
+        "DELETE FROM outbox WHERE partition_key = %s AND sent_at IS NOT NULL",
+        (f"{merchant_id}/{aggregate}",),
+    )
+    return cursor.rowcount
+
+
+async def erase_platform_rows(conn: AsyncConnection, merchant_id: str) -> int:
+    """The platform's tables in a service schema, for a merchant being erased: its idempotency
+    keys, its published outbox rows, its audit rows (when the schema has audit_logs)."""
+    erased = 0
+    for statement, params in (
+        ("DELETE FROM idempotency_keys WHERE merchant_id = %s", (merchant_id,)),
+        (
+            "DELETE FROM outbox WHERE sent_at IS NOT NULL"
+            " AND (partition_key = %s OR partition_key LIKE %s)",
+            (merchant_id, _like_prefix(merchant_id) + "/%"),
+        ),
+    ):
+        erased += (await conn.execute(statement, params)).rowcount
+    cursor = await conn.execute("SELECT to_regclass('audit_logs') IS NOT NULL")
+    row = await cursor.fetchone()
+    if row is not None and row[0]:
+        erased += (
+            await conn.execute("DELETE FROM audit_logs WHERE merchant_id = %s", (merchant_id,))
+        ).rowcount
+    return erased
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

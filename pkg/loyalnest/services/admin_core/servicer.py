@@ -1,0 +1,89 @@
+"""gRPC surface of the AdminCore service.
+
+Handlers only: validation, the merchant from the token, the store's calls, proto mapping.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from loyalnest.gen.admin_core.v1 import admin_core_pb2, admin_core_pb2_grpc
+from loyalnest.platform import pagination, tenancy
+from loyalnest.platform.grpctypes import Context
+from loyalnest.platform.pii import PiiVault
+from loyalnest.platform.validation import Validator, is_valid_email, normalize_email
+from loyalnest.services.admin_core.domain import NewRequest, Source, customer_id_problem
+from loyalnest.services.admin_core.store import GdprStore, utc_now
+from loyalnest.services.admin_core.wire import TYPES_OF_PROTO, export_proto, request_proto
+
+
+class AdminCoreServicer(admin_core_pb2_grpc.AdminCoreServiceServicer):
+    def __init__(self, store: GdprStore, vault: PiiVault) -> None:
+        self._store = store
+        self._vault = vault
+
+    async def HandleGDPRRequest(
+        self, request: admin_core_pb2.HandleGDPRRequestRequest, context: Context
+    ) -> admin_core_pb2.HandleGDPRRequestResponse:
+        merchant_id = tenancy.merchant_id()
+        kind = TYPES_OF_PROTO.get(request.type)
+        with Validator() as v:
+            v.check(
+                kind is not None, "type", "must be DATA_REQUEST, CUSTOMER_REDACT or SHOP_REDACT"
+            )
+            if kind is not None and kind.about_a_customer:
+                problem = customer_id_problem(request.customer_id)
+                v.check(problem is None, "customer_id", problem or "")
+            elif kind is not None:
+                v.check(not request.customer_id, "customer_id", "must be empty for SHOP_REDACT")
+            if request.email:
+                v.check(is_valid_email(request.email), "email", "is not an email address")
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        assert kind is not None  # the validator rejected the request otherwise
+
+        def pii(fingerprinted: Message) -> list[tuple[Message, str, str]]:
+            return [(fingerprinted, "customer_id", "customer"), (fingerprinted, "email", "email")]
+
+        key = self._vault.idempotency_key("HandleGDPRRequest", request, merchant_id, pii)
+        emails = (normalize_email(request.email),) if request.email else ()
+        filed = await self._store.file(
+            merchant_id,
+            NewRequest(kind, request.customer_id or None, Source.ADMIN, emails),
+            key=key,
+        )
+        return admin_core_pb2.HandleGDPRRequestResponse(request=request_proto(filed, utc_now()))
+
+    async def GetGDPRRequest(
+        self, request: admin_core_pb2.GetGDPRRequestRequest, context: Context
+    ) -> admin_core_pb2.GetGDPRRequestResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.uuid("request_id", request.request_id)
+        found = await self._store.get(merchant_id, request.request_id)
+        return admin_core_pb2.GetGDPRRequestResponse(request=request_proto(found, utc_now()))
+
+    async def ListGDPRRequests(
+        self, request: admin_core_pb2.ListGDPRRequestsRequest, context: Context
+    ) -> admin_core_pb2.ListGDPRRequestsResponse:
+        merchant_id = tenancy.merchant_id()
+        size = pagination.page_size(request.page_size)
+        scope = f"gdpr:{merchant_id}:{request.overdue_only}"
+        offset = pagination.decode_page_token(request.page_token, scope) or 0
+        found = await self._store.list(
+            merchant_id, overdue_only=request.overdue_only, limit=size + 1, offset=offset
+        )
+        now = utc_now()
+        response = admin_core_pb2.ListGDPRRequestsResponse(
+            requests=[request_proto(r, now) for r in found[:size]]
+        )
+        if len(found) > size:
+            response.next_page_token = pagination.encode_page_token(scope, offset + size)
+        return response
+
+    async def GetGDPRExport(
+        self, request: admin_core_pb2.GetGDPRExportRequest, context: Context
+    ) -> admin_core_pb2.GetGDPRExportResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.uuid("request_id", request.request_id)
+        return export_proto(await self._store.export(merchant_id, request.request_id, utc_now()))

@@ -1,0 +1,312 @@
+"""The earning rules engine: what an order or an activity earns under the merchant's rules.
+
+Rules are Core's (`ProgramSettings.earning_rules`, validated there), compiled once per settings
+version into `RuleSet` (decimals parsed, rules grouped by what they apply to), so an order's
+evaluation is arithmetic over a few rules. Pure: what a rule needs to know of the customer's
+past (limits, punch cards, goals) is passed in as `RuleEvent`s, which earning.py reads from the
+store and records after each award.
+
+    PLACE_ORDER        rate x the order's amount (after collection multipliers) or fixed;
+                       no PLACE_ORDER rule: the program's base rate, rule id "order";
+    ORDER_MULTIPLIER   multiplies the PLACE_ORDER awards of the orders it matches (highest);
+    PUNCH_CARD         the Nth matching order earns a bonus;
+    GOAL_SPEND         spending min_spend within goal_period earns a bonus once per period;
+    CUSTOM_ACTIVITY    an activity reported through RecordActivity.
+
+Conditions: enabled, [start_time, end_time) on the order's (activity's) time, channels,
+min_spend on the order's eligible amount, per-customer limits (N per UTC day, month, year or
+ever). An award is idempotent per (rule, customer, occurrence): the occurrence is the order id
+or the activity's idempotency key, and a retry finds its own event and reuses what it decided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
+
+from loyalnest.gen.events.v1 import core_pb2
+
+BASE_RULE_ID = "order"
+_ROUNDING = {
+    core_pb2.POINTS_ROUNDING_DOWN: ROUND_FLOOR,
+    core_pb2.POINTS_ROUNDING_NEAREST: ROUND_HALF_UP,
+    core_pb2.POINTS_ROUNDING_UP: ROUND_CEILING,
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class RuleEvent:
+    """A rule's past effect for one customer: an award (points > 0) or, for punch cards and
+    goals, an order counted towards one (points 0)."""
+
+    rule_id: str
+    occurrence: str
+    points: int
+    amount: Decimal
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Award:
+    rule_id: str
+    points: int
+    # What to record for the rule (None: the rule keeps no history).
+    event: RuleEvent | None = None
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    order_id: str
+    customer_id: str
+    eligible: Decimal  # the order's amount that earns
+    weighted: Decimal  # the same, each line times its collection multiplier
+    channel: int  # core_pb2.SalesChannel
+    placed_at: datetime
+
+
+@dataclass(frozen=True)
+class Rule:
+    rule_id: str
+    type: int
+    rate: Decimal | None
+    points: int
+    min_spend: Decimal | None
+    channels: frozenset[int]
+    start: datetime | None
+    end: datetime | None
+    multiplier: Decimal
+    max_awards: int
+    period: int
+    punch_count: int
+    goal_period: timedelta
+    activity: str
+
+    @classmethod
+    def of(cls, rule: core_pb2.EarningRule) -> Rule:
+        return cls(
+            rule_id=rule.rule_id,
+            type=rule.type,
+            rate=Decimal(rule.points_per_currency_unit) if rule.points_per_currency_unit else None,
+            points=rule.points,
+            min_spend=Decimal(rule.min_spend) if rule.min_spend else None,
+            channels=frozenset(rule.channels),
+            start=rule.start_time.ToDatetime(UTC) if rule.HasField("start_time") else None,
+            end=rule.end_time.ToDatetime(UTC) if rule.HasField("end_time") else None,
+            multiplier=Decimal(rule.multiplier) if rule.multiplier else Decimal(1),
+            max_awards=rule.limit.max_awards if rule.HasField("limit") else 0,
+            period=rule.limit.period,
+            punch_count=rule.punch_count,
+            goal_period=rule.goal_period.ToTimedelta(),
+            activity=rule.activity,
+        )
+
+    def active_at(self, moment: datetime) -> bool:
+        return (self.start is None or self.start <= moment) and (
+            self.end is None or moment < self.end
+        )
+
+    def matches(self, order: OrderFacts) -> bool:
+        return (
+            self.active_at(order.placed_at)
+            and (not self.channels or order.channel in self.channels)
+            and (
+                self.min_spend is None
+                # A goal's min_spend is the goal, over many orders.
+                or self.type == core_pb2.EARNING_RULE_TYPE_GOAL_SPEND
+                or order.eligible >= self.min_spend
+            )
+        )
+
+    @property
+    def keeps_history(self) -> bool:
+        """Whether its decisions depend on the customer's past (so are recorded)."""
+        return self.max_awards > 0 or self.type in (
+            core_pb2.EARNING_RULE_TYPE_PUNCH_CARD,
+            core_pb2.EARNING_RULE_TYPE_GOAL_SPEND,
+        )
+
+    def history_since(self, now: datetime) -> datetime:
+        """How far back evaluating this rule at `now` needs the customer's events."""
+        since = now
+        if self.max_awards:
+            since = min(since, period_start(self.period, now))
+        if self.type == core_pb2.EARNING_RULE_TYPE_PUNCH_CARD:
+            return _EPOCH  # the count since the last award, however long ago
+        if self.type == core_pb2.EARNING_RULE_TYPE_GOAL_SPEND:
+            since = min(since, now - self.goal_period)
+        return since
+
+
+def period_start(period: int, now: datetime) -> datetime:
+    now = now.astimezone(UTC)
+    if period == core_pb2.LIMIT_PERIOD_DAY:
+        return now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == core_pb2.LIMIT_PERIOD_MONTH:
+        return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    if period == core_pb2.LIMIT_PERIOD_YEAR:
+        return now.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    return _EPOCH  # ever
+
+
+def within_limit(rule: Rule, past: Sequence[RuleEvent], now: datetime) -> bool:
+    if not rule.max_awards:
+        return True
+    since = period_start(rule.period, now)
+    return sum(1 for e in past if e.points > 0 and e.at >= since) < rule.max_awards
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    version: int
+    rounding: str
+    base: Rule | None  # the program's base rate when no PLACE_ORDER rule exists
+    place_order: tuple[Rule, ...]
+    multipliers: tuple[Rule, ...]
+    punch_cards: tuple[Rule, ...]
+    goals: tuple[Rule, ...]
+    activities: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, program: core_pb2.ProgramSettings) -> RuleSet:
+        enabled = [Rule.of(r) for r in program.earning_rules if r.enabled]
+
+        def of_type(kind: int) -> tuple[Rule, ...]:
+            return tuple(r for r in enabled if r.type == kind)
+
+        explicit = any(
+            r.type == core_pb2.EARNING_RULE_TYPE_PLACE_ORDER for r in program.earning_rules
+        )
+        base = None
+        if not explicit:
+            base = Rule.of(
+                core_pb2.EarningRule(
+                    rule_id=BASE_RULE_ID,
+                    type=core_pb2.EARNING_RULE_TYPE_PLACE_ORDER,
+                    points_per_currency_unit=program.points_per_currency_unit or "1",
+                )
+            )
+        activities: dict[str, list[Rule]] = {}
+        for rule in of_type(core_pb2.EARNING_RULE_TYPE_CUSTOM_ACTIVITY):
+            activities.setdefault(rule.activity, []).append(rule)
+        return cls(
+            version=program.version,
+            rounding=_ROUNDING.get(program.rounding, ROUND_FLOOR),
+            base=base,
+            place_order=of_type(core_pb2.EARNING_RULE_TYPE_PLACE_ORDER),
+            multipliers=of_type(core_pb2.EARNING_RULE_TYPE_ORDER_MULTIPLIER),
+            punch_cards=of_type(core_pb2.EARNING_RULE_TYPE_PUNCH_CARD),
+            goals=of_type(core_pb2.EARNING_RULE_TYPE_GOAL_SPEND),
+            activities={name: tuple(rules) for name, rules in activities.items()},
+        )
+
+    def order_rules(self) -> tuple[Rule, ...]:
+        base = (self.base,) if self.base is not None else ()
+        return base + self.place_order + self.punch_cards + self.goals
+
+    def _points(self, value: Decimal) -> int:
+        return max(int(value.to_integral_value(self.rounding)), 0)
+
+    def order_awards(
+        self, order: OrderFacts, history: Mapping[str, Sequence[RuleEvent]], now: datetime
+    ) -> list[Award]:
+        """What the order earns, rule by rule. `history`: each rule's events for the
+        customer (Rule.history_since), this order's own included if recorded before: then
+        its decision is reused, so a redelivery earns what the first delivery decided."""
+        multiplier = max(
+            (m.multiplier for m in self.multipliers if m.matches(order)), default=Decimal(1)
+        )
+        awards: list[Award] = []
+        for rule in self.order_rules():
+            past = history.get(rule.rule_id, ())
+            own = next((e for e in past if e.occurrence == order.order_id), None)
+            if own is not None:
+                if own.points:
+                    awards.append(Award(rule.rule_id, own.points, own))
+                continue
+            others = [e for e in past if e.occurrence != order.order_id]
+            award = self._order_award(rule, order, others, multiplier, now)
+            if award is not None:
+                awards.append(award)
+        return [a for a in awards if a.points > 0 or a.event is not None]
+
+    def _order_award(
+        self,
+        rule: Rule,
+        order: OrderFacts,
+        past: Sequence[RuleEvent],
+        multiplier: Decimal,
+        now: datetime,
+    ) -> Award | None:
+        if not rule.matches(order):
+            return None
+        counted = RuleEvent(rule.rule_id, order.order_id, 0, order.eligible, now)
+        if rule.type == core_pb2.EARNING_RULE_TYPE_PLACE_ORDER:
+            if not within_limit(rule, past, now):
+                return None
+            raw = (order.weighted * rule.rate) if rule.rate is not None else Decimal(rule.points)
+            points = self._points(raw * multiplier)
+            event = RuleEvent(rule.rule_id, order.order_id, points, order.eligible, now)
+            return Award(rule.rule_id, points, event if rule.keeps_history else None)
+        if rule.type == core_pb2.EARNING_RULE_TYPE_PUNCH_CARD:
+            since_award = 0
+            for e in sorted(past, key=lambda e: e.at):
+                since_award = 0 if e.points else since_award + 1
+            if since_award + 1 >= rule.punch_count and within_limit(rule, past, now):
+                points = rule.points
+                return Award(
+                    rule.rule_id,
+                    points,
+                    RuleEvent(rule.rule_id, order.order_id, points, order.eligible, now),
+                )
+            return Award(rule.rule_id, 0, counted)
+        # GOAL_SPEND: the spend since the last award, within the goal period.
+        window = now - rule.goal_period
+        last_award = max((e.at for e in past if e.points), default=None)
+        if last_award is not None and last_award > window:
+            return Award(rule.rule_id, 0, counted)  # met already in this period
+        spent = sum((e.amount for e in past if e.at > window), Decimal(0)) + order.eligible
+        assert rule.min_spend is not None  # Core requires it of a goal
+        if spent >= rule.min_spend and within_limit(rule, past, now):
+            return Award(
+                rule.rule_id,
+                rule.points,
+                RuleEvent(rule.rule_id, order.order_id, rule.points, order.eligible, now),
+            )
+        return Award(rule.rule_id, 0, counted)
+
+    def activity_rules(self, activity: str, at: datetime) -> list[Rule]:
+        return [r for r in self.activities.get(activity, ()) if r.active_at(at)]
+
+    def preview(self, order: OrderFacts) -> list[Award]:
+        """What an order would earn ignoring the customer's past (limits, punch cards and
+        goals need it; the preview leaves them out): for the widget and checkout."""
+        multiplier = max(
+            (m.multiplier for m in self.multipliers if m.matches(order)), default=Decimal(1)
+        )
+        base = (self.base,) if self.base is not None else ()
+        awards = []
+        for rule in base + self.place_order:
+            if rule.matches(order):
+                raw = (
+                    (order.weighted * rule.rate) if rule.rate is not None else Decimal(rule.points)
+                )
+                points = self._points(raw * multiplier)
+                if points:
+                    awards.append(Award(rule.rule_id, points))
+        return awards
+
+
+def awards_text(awards: Sequence[Award]) -> str:
+    """The awards as the order records them: `rule:points,...` (e.g. "order:60,punch:10")."""
+    return ",".join(f"{a.rule_id}:{a.points}" for a in awards if a.points > 0)
+
+
+def parse_awards(text: str) -> list[tuple[str, int]]:
+    pairs = []
+    for part in filter(None, text.split(",")):
+        rule_id, _, points = part.rpartition(":")
+        pairs.append((rule_id, int(points)))
+    return pairs

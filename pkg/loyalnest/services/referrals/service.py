@@ -1,0 +1,88 @@
+"""Wires the Referrals service into the platform runtime."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from pydantic import Field
+
+from loyalnest.gen.auth.v1 import auth_pb2_grpc
+from loyalnest.gen.points.v1 import points_pb2_grpc
+from loyalnest.gen.referrals.v1 import referrals_pb2, referrals_pb2_grpc
+from loyalnest.platform import audit
+from loyalnest.platform.calls import Calls
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.event_loops import postgres_service
+from loyalnest.platform.observability import get_logger
+from loyalnest.platform.postgres import Database, DatabaseSpec
+from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.services.referrals import consumers, events
+from loyalnest.services.referrals.crediting import RewardCredits, expiry_sweep
+from loyalnest.services.referrals.servicer import ReferralsServicer
+from loyalnest.services.referrals.shops import ShopDomains
+from loyalnest.services.referrals.store import ReferralStore
+
+NAME = "referrals"
+log = get_logger(__name__)
+# The audit trigger function must exist before referrals_0001 attaches it.
+DATABASE = DatabaseSpec(
+    schema=NAME, migration_dirs=(audit.MIGRATIONS, Path(__file__).parent / "migrations")
+)
+SERVICE_NAME = referrals_pb2.DESCRIPTOR.services_by_name["ReferralsService"].full_name
+# Auth: the merchant's shop (ValidateMerchant) and Referrals' own service tokens; Points:
+# the referrers' rewards (EarnPoints, with Referrals' token for the merchant).
+CALLS = Calls(auth=auth_pb2_grpc.AuthServiceStub, points=points_pb2_grpc.PointsServiceStub)
+
+
+class ReferralsSettings(ServiceSettings):
+    # How often rewards due are sent to Points (and failed ones retried).
+    referrals_reward_interval_seconds: float = Field(1.0, gt=0)
+    # How often codes past their expiry are marked EXPIRED.
+    referrals_expiry_interval_seconds: float = Field(60.0, gt=0)
+
+
+async def build(settings: ReferralsSettings) -> ServiceComponents:
+    database = Database(settings, DATABASE)
+    await database.open()
+    store = ReferralStore(database)
+    downstream = CALLS.connect(settings, caller=NAME)
+    auth = points = None
+    if settings.service_credential is None:
+        log.warning(
+            "LOYALNEST_SERVICE_CREDENTIAL unset: rewards stay due (Points is not called),"
+            " shops are known from webhooks only"
+        )
+    else:
+        auth = downstream.stub(auth_pb2_grpc.AuthServiceStub)
+        points = downstream.stub(points_pb2_grpc.PointsServiceStub)
+    components = postgres_service(
+        settings,
+        database,
+        service=NAME,
+        group=events.CONSUMER_GROUP,
+        handlers=consumers.handlers(store, database),
+        registrations=[
+            Registration(
+                SERVICE_NAME,
+                referrals_pb2_grpc.add_ReferralsServiceServicer_to_server,
+                ReferralsServicer(store, ShopDomains(store, auth)),
+            )
+        ],
+        cleanup=[downstream.close],
+    )
+    credits = RewardCredits(store, points)
+    components.background += [
+        functools.partial(credits.run, settings.referrals_reward_interval_seconds),
+        functools.partial(expiry_sweep, store, settings.referrals_expiry_interval_seconds),
+    ]
+    return components
+
+
+SPEC = ServiceSpec(
+    name=NAME,
+    settings_type=ReferralsSettings,
+    build=build,
+    database=DATABASE,
+    calls=CALLS,
+)

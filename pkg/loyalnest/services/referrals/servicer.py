@@ -1,0 +1,102 @@
+"""gRPC surface of the Referrals service.
+
+Handlers only: validation, the merchant from the token, the store's calls, proto mapping.
+"""
+
+from __future__ import annotations
+
+from loyalnest.gen.referrals.v1 import referrals_pb2 as pb
+from loyalnest.gen.referrals.v1 import referrals_pb2_grpc
+from loyalnest.platform import tenancy
+from loyalnest.platform.grpctypes import Context
+from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.validation import Validator
+from loyalnest.services.referrals.domain import CODE_RE, CUSTOMER_ID_RE, Referral, normalize_code
+from loyalnest.services.referrals.shops import ShopDomains
+from loyalnest.services.referrals.store import ReferralStore
+from loyalnest.services.referrals.wire import conversion_proto, progress_proto, referral_proto
+
+CUSTOMER_RULE = "must be the customer's Shopify id (digits)"
+
+
+def _customer(v: Validator, field: str, value: str) -> None:
+    v.check(bool(CUSTOMER_ID_RE.match(value)), field, CUSTOMER_RULE)
+
+
+def _referral_ref(v: Validator, referral_id: str, code: str) -> None:
+    """Exactly one of referral_id and code, well formed."""
+    if v.check(bool(referral_id) != bool(code), "referral_id", "give referral_id or code"):
+        if referral_id:
+            v.uuid("referral_id", referral_id)
+        else:
+            v.check(bool(CODE_RE.match(normalize_code(code))), "code", "is not a referral code")
+
+
+class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
+    def __init__(self, store: ReferralStore, shops: ShopDomains) -> None:
+        self._store = store
+        self._shops = shops
+
+    async def _referral(self, merchant_id: str, referral_id: str, code: str) -> Referral:
+        return await self._store.get(
+            merchant_id, referral_id=referral_id, code=normalize_code(code) if code else ""
+        )
+
+    async def CreateReferral(
+        self, request: pb.CreateReferralRequest, context: Context
+    ) -> pb.CreateReferralResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            _customer(v, "referrer_id", request.referrer_id)
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        shop = await self._shops.shop(merchant_id)
+        referral = await self._store.active_for(
+            merchant_id,
+            request.referrer_id,
+            shop=shop,
+            key=IdempotencyKey.of("CreateReferral", request),
+        )
+        return pb.CreateReferralResponse(referral=referral_proto(referral))
+
+    async def GetReferralStatus(
+        self, request: pb.GetReferralStatusRequest, context: Context
+    ) -> pb.GetReferralStatusResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            _referral_ref(v, request.referral_id, request.code)
+        referral = await self._referral(merchant_id, request.referral_id, request.code)
+        conversions = await self._store.conversions(merchant_id, referral.referral_id)
+        return pb.GetReferralStatusResponse(
+            referral=referral_proto(referral),
+            conversions=[conversion_proto(c) for c in conversions],
+        )
+
+    async def GetReferralProgress(
+        self, request: pb.GetReferralProgressRequest, context: Context
+    ) -> pb.GetReferralProgressResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            _customer(v, "referrer_id", request.referrer_id)
+        return progress_proto(await self._store.progress(merchant_id, request.referrer_id))
+
+    async def CompleteReferral(
+        self, request: pb.CompleteReferralRequest, context: Context
+    ) -> pb.CompleteReferralResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            _referral_ref(v, request.referral_id, request.code)
+            _customer(v, "referee_id", request.referee_id)
+            if request.order_id:
+                v.identifier("order_id", request.order_id)
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        referral = await self._referral(merchant_id, request.referral_id, request.code)
+        conversion = await self._store.complete_by_hand(
+            merchant_id,
+            referral,
+            request.referee_id,
+            request.order_id,
+            key=IdempotencyKey.of("CompleteReferral", request),
+        )
+        return pb.CompleteReferralResponse(
+            referral=referral_proto(referral), conversion=conversion_proto(conversion)
+        )

@@ -1,0 +1,396 @@
+"""The Referrals service against a real PostgreSQL, Auth (the merchant's shop, Referrals' own
+service tokens) and Points (the referrers' rewards).
+
+Codes and links, idempotency, status and progress, completion by hand (audited, fraud rules,
+the reward credited once through Points, milestones once), over gRPC and as REST through a real
+Envoy. `ISOLATION` is its table in the mesh-wide isolation test (test_tenant_isolation.py).
+The completion by a friend's order, through the broker: test_referrals_flow.py.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2
+
+from loyalnest.gateway import Upstream
+from loyalnest.gen.auth.v1 import auth_pb2_grpc
+from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+from loyalnest.gen.referrals.v1 import referrals_pb2 as pb
+from loyalnest.gen.referrals.v1 import referrals_pb2_grpc
+from loyalnest.platform.auth.service_identity import service_credential
+from loyalnest.platform.server import RunningService
+from loyalnest.services.points.service import SPEC as POINTS
+from loyalnest.services.referrals.domain import CODE_RE, new_code
+from loyalnest.services.referrals.service import SERVICE_NAME, SPEC, ReferralsSettings
+from tests.auth import merchant_headers, merchant_metadata
+from tests.integration.conftest import (
+    eventually,
+    points_settings,
+    service_settings_for_tests,
+    serving,
+    stub_for,
+    wait_for_health,
+)
+from tests.integration.isolation import Case, Metadata, Table
+from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
+from tests.integration.shopify_standin import API_KEY, API_SECRET
+from tests.integration.test_auth_service import install
+from tests.integration.test_gateway_validate import Gateway, gateway_config, http, running_gateway
+from tests.integration.test_service_identity import MASTER_KEY, serving_auth
+
+pytestmark = pytest.mark.integration
+
+READ, WRITE, MANAGE = "referrals:read", "referrals:write", "referrals:manage"
+SHOP = "referrals-test.myshopify.com"
+REFERRALS_CREDENTIAL = service_credential(MASTER_KEY, "referrals")
+Stub = referrals_pb2_grpc.ReferralsServiceStub
+
+
+@pytest.fixture
+def shopify() -> Iterator[ShopifyAdminStandIn]:
+    standin = ShopifyAdminStandIn(api_key=API_KEY, api_secret=API_SECRET)
+    standin.start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+async def auth(
+    database_url: str, redis_url: str, shopify: ShopifyAdminStandIn
+) -> AsyncIterator[RunningService]:
+    async with serving_auth(database_url, redis_url, shopify) as service:
+        yield service
+
+
+@pytest.fixture
+async def merchant_id(auth: RunningService, shopify: ShopifyAdminStandIn) -> str:
+    """The merchant of SHOP, installed through Auth."""
+    async with grpc.aio.insecure_channel(auth.address) as channel:
+        installed = await install(auth_pb2_grpc.AuthServiceStub(channel), shopify, SHOP)
+    return str(installed.merchant.merchant_id)
+
+
+@pytest.fixture
+async def points(database_url: str, redis_url: str) -> AsyncIterator[RunningService]:
+    async with serving(POINTS, points_settings(database_url, redis_url=redis_url)) as service:
+        yield service
+
+
+def referrals_settings(database_url: str, **overrides: Any) -> ReferralsSettings:
+    return service_settings_for_tests(
+        ReferralsSettings,
+        database_url,
+        **({"referrals_reward_interval_seconds": 0.1} | overrides),
+    )
+
+
+@pytest.fixture
+async def served(
+    database_url: str, auth: RunningService, points: RunningService
+) -> AsyncIterator[RunningService]:
+    settings = referrals_settings(
+        database_url,
+        call_targets={"auth": auth.address, "points": points.address},
+        service_credential=REFERRALS_CREDENTIAL,
+    )
+    async with serving(SPEC, settings) as service:
+        yield service
+
+
+@pytest.fixture
+async def stub(served: RunningService) -> AsyncIterator[Stub]:
+    async with stub_for(served, Stub) as referrals:
+        yield referrals
+
+
+@pytest.fixture
+async def points_stub(points: RunningService) -> AsyncIterator[points_pb2_grpc.PointsServiceStub]:
+    async with stub_for(points, points_pb2_grpc.PointsServiceStub) as stub:
+        yield stub
+
+
+def md(merchant: str, *permissions: str) -> Metadata:
+    return merchant_metadata(merchant, permissions or (READ, WRITE, MANAGE))
+
+
+async def create(stub: Stub, merchant: str, referrer: str, key: str | None = None) -> pb.Referral:
+    response = await stub.CreateReferral(
+        pb.CreateReferralRequest(referrer_id=referrer, idempotency_key=key or uuid.uuid4().hex),
+        metadata=md(merchant, WRITE),
+    )
+    referral: pb.Referral = response.referral
+    return referral
+
+
+async def complete(
+    stub: Stub, merchant: str, code: str, referee: str, key: str | None = None
+) -> pb.Conversion:
+    response = await stub.CompleteReferral(
+        pb.CompleteReferralRequest(
+            code=code, referee_id=referee, idempotency_key=key or uuid.uuid4().hex
+        ),
+        metadata=md(merchant, MANAGE),
+    )
+    conversion: pb.Conversion = response.conversion
+    return conversion
+
+
+async def balance(points: points_pb2_grpc.PointsServiceStub, merchant: str, customer: str) -> int:
+    try:
+        response = await points.GetPointsBalance(
+            points_pb2.GetPointsBalanceRequest(customer_id=customer),
+            metadata=merchant_metadata(merchant, ("points:read",)),
+        )
+    except grpc.aio.AioRpcError as error:
+        if error.code() == grpc.StatusCode.NOT_FOUND:
+            return 0
+        raise
+    return int(response.balance.balance)
+
+
+async def test_serves_health(served: RunningService) -> None:
+    await wait_for_health(
+        served.address, health_pb2.HealthCheckResponse.SERVING, service=SERVICE_NAME
+    )
+
+
+async def test_one_active_unguessable_code_per_referrer(stub: Stub, merchant_id: str) -> None:
+    referral = await create(stub, merchant_id, "1001", key="k-1")
+    assert CODE_RE.match(referral.code), referral.code
+    assert referral.link == f"https://{SHOP}/?ref={referral.code}"
+    assert referral.status == pb.REFERRAL_STATUS_ACTIVE and referral.referrer_id == "1001"
+    # The same key replays; another key for the same referrer reuses the active referral.
+    assert await create(stub, merchant_id, "1001", key="k-1") == referral
+    assert await create(stub, merchant_id, "1001", key="k-2") == referral
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await create(stub, merchant_id, "1002", key="k-1")
+    assert reused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    other = await create(stub, merchant_id, "1002")
+    assert other.code != referral.code and other.referral_id != referral.referral_id
+
+    read = md(merchant_id, READ)
+    by_id = await stub.GetReferralStatus(
+        pb.GetReferralStatusRequest(referral_id=referral.referral_id), metadata=read
+    )
+    by_code = await stub.GetReferralStatus(
+        pb.GetReferralStatusRequest(code=referral.code.lower()), metadata=read
+    )
+    assert by_id.referral == by_code.referral == referral and not by_id.conversions
+    for bad in (
+        pb.GetReferralStatusRequest(),
+        pb.GetReferralStatusRequest(code="guess"),
+        pb.GetReferralStatusRequest(referral_id="not-a-uuid"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as invalid:
+            await stub.GetReferralStatus(bad, metadata=read)
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await stub.GetReferralStatus(
+            pb.GetReferralStatusRequest(code="REF-0000000000AB"), metadata=read
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as invalid_referrer:
+        await create(stub, merchant_id, "ann@example.com")
+    assert invalid_referrer.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_completion_by_hand_credits_once_refuses_fraud_and_pays_milestones_once(
+    stub: Stub,
+    merchant_id: str,
+    points_stub: points_pb2_grpc.PointsServiceStub,
+    database_url: str,
+) -> None:
+    referral = await create(stub, merchant_id, "2001")
+    first = await complete(stub, merchant_id, referral.code, "2101", key="done-1")
+    assert first.status == pb.CONVERSION_STATUS_COMPLETED and first.reward_points == 100
+    # A retry of the call is the same conversion; the reward is credited once.
+    assert (
+        await complete(stub, merchant_id, referral.code, "2101", key="done-1")
+    ).conversion_id == (first.conversion_id)
+    await eventually(
+        lambda: _equals(balance(points_stub, merchant_id, "2001"), 100), 10, "reward credited"
+    )
+    # The same friend again, and the referrer themself: refused with the reason, recorded.
+    again = await complete(stub, merchant_id, referral.code, "2101")
+    assert again.status == pb.CONVERSION_STATUS_REFUSED
+    assert again.refusal_reason == "already_referred"
+    self_referral = await complete(stub, merchant_id, referral.code, "2001")
+    assert self_referral.status == pb.CONVERSION_STATUS_REFUSED
+    assert self_referral.refusal_reason == "self_referral"
+    status = await stub.GetReferralStatus(
+        pb.GetReferralStatusRequest(referral_id=referral.referral_id), metadata=md(merchant_id)
+    )
+    assert [(c.referee_id, c.refusal_reason) for c in status.conversions] == [
+        ("2101", ""),
+        ("2101", "already_referred"),
+        ("2001", "self_referral"),
+    ]
+    assert status.conversions[0].rewarded
+    # Audited: the conversion's audit row names the caller's token subject.
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute(
+            "SELECT actor FROM referrals.audit_logs WHERE entity_type = 'conversions'"
+            " AND entity_id = %s",
+            (first.conversion_id,),
+        )
+        actors = [row[0] for row in await cursor.fetchall()]
+    assert actors and all(actor for actor in actors), actors
+    assert await balance(points_stub, merchant_id, "2001") == 100
+
+
+async def _equals(value: Any, expected: Any) -> bool:
+    return bool(await value == expected)
+
+
+@pytest.fixture
+async def gateway(served: RunningService, tmp_path: Path) -> AsyncIterator[Gateway]:
+    upstream = Upstream("referrals", (SERVICE_NAME,), (("127.0.0.1", served.port),))
+    async with running_gateway(gateway_config(upstream), tmp_path, {"referrals": 1}) as gw:
+        yield gw
+
+
+async def test_rest_through_the_gateway(gateway: Gateway, merchant_id: str) -> None:
+    headers = merchant_headers(merchant_id, (READ, WRITE, MANAGE))
+    created = await http(
+        "POST",
+        f"{gateway.url}/v1/api/referrals/create",
+        headers=headers,
+        json_body={"referrer_id": "3001", "idempotency_key": "rest-1"},
+    )
+    assert created.status == 200, created.body
+    referral = created.json()["referral"]
+    assert referral["link"] == f"https://{SHOP}/?ref={referral['code']}"
+    assert referral["status"] == "REFERRAL_STATUS_ACTIVE"
+    status = await http(
+        "GET", f"{gateway.url}/v1/api/referrals/status?code={referral['code']}", headers=headers
+    )
+    assert status.status == 200, status.body
+    assert status.json()["referral"] == referral
+    done = await http(
+        "POST",
+        f"{gateway.url}/v1/api/referrals/complete",
+        headers=headers,
+        json_body={"code": referral["code"], "referee_id": "3002", "idempotency_key": "rest-2"},
+    )
+    assert done.status == 200, done.body
+    assert done.json()["conversion"]["status"] == "CONVERSION_STATUS_COMPLETED"
+    progress = await http(
+        "GET", f"{gateway.url}/v1/api/referrals/progress?referrer_id=3001", headers=headers
+    )
+    assert progress.status == 200, progress.body
+    assert progress.json()["completed"] == "1"
+    hidden = await http(
+        "GET",
+        f"{gateway.url}/v1/api/referrals/status?code={referral['code']}",
+        headers=merchant_headers(f"other-{merchant_id}", (READ,)),
+    )
+    assert hidden.status == 404, hidden.body
+    anonymous = await http("GET", f"{gateway.url}/v1/api/referrals/status?code=x")
+    assert anonymous.status == 401, anonymous.body
+    forbidden = await http(
+        "POST",
+        f"{gateway.url}/v1/api/referrals/complete",
+        headers=merchant_headers(merchant_id, (READ, WRITE)),
+        json_body={"code": referral["code"], "referee_id": "3003", "idempotency_key": "rest-3"},
+    )
+    assert forbidden.status == 403, forbidden.body
+    invalid = await http(
+        "POST",
+        f"{gateway.url}/v1/api/referrals/create",
+        headers=headers,
+        json_body={"referrer_id": "", "idempotency_key": "rest-4"},
+    )
+    assert invalid.status == 400, invalid.body
+
+
+# ---- the mesh-wide isolation table (test_tenant_isolation.py) ---------------------------
+# The isolation test runs Referrals without Auth, so B's merchant has no shop to create
+# referrals with: B's shop, referral and conversion are seeded in the database.
+
+B_REFERRER = "9001"
+
+
+async def _arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
+    return {"secrets": []}
+
+
+async def _seed(database_url: str, merchant_b: str) -> dict[str, Any]:
+    referral_id, conversion_id = str(uuid.uuid4()), str(uuid.uuid4())
+    code = new_code()
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(
+            "INSERT INTO referrals.shops (merchant_id, shop) VALUES (%s, 'b.myshopify.com')",
+            (merchant_b,),
+        )
+        await conn.execute(
+            "INSERT INTO referrals.referrals (merchant_id, referral_id, referrer_id, code, shop)"
+            " VALUES (%s, %s, %s, %s, 'b.myshopify.com')",
+            (merchant_b, referral_id, B_REFERRER, code),
+        )
+        await conn.execute(
+            "INSERT INTO referrals.conversions (merchant_id, conversion_id, referral_id,"
+            " referrer_id, referee_id, order_id, status) VALUES (%s, %s, %s, %s, '9002', '77',"
+            " 'pending')",
+            (merchant_b, conversion_id, referral_id, B_REFERRER),
+        )
+    return {"secrets": [referral_id, conversion_id, code], "referral_id": referral_id, "code": code}
+
+
+async def _snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    return await Stub(ch).GetReferralStatus(
+        pb.GetReferralStatusRequest(referral_id=b["referral_id"]), metadata=md
+    )
+
+
+async def _status_by_id(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    request = pb.GetReferralStatusRequest(referral_id=b["referral_id"])
+    return await Stub(ch).GetReferralStatus(request, metadata=md)
+
+
+async def _status_by_code(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    return await Stub(ch).GetReferralStatus(
+        pb.GetReferralStatusRequest(code=b["code"]), metadata=md
+    )
+
+
+async def _progress(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    request = pb.GetReferralProgressRequest(referrer_id=B_REFERRER)
+    return await Stub(ch).GetReferralProgress(request, metadata=md)
+
+
+async def _complete_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    request = pb.CompleteReferralRequest(code=b["code"], referee_id="9003", idempotency_key="k")
+    return await Stub(ch).CompleteReferral(request, metadata=md)
+
+
+async def _create_as_b_referrer(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    # A's own namespace: A's merchant has no shop here (FAILED_PRECONDITION), and with one
+    # it would get a referral of its own, never B's.
+    request = pb.CreateReferralRequest(referrer_id=B_REFERRER, idempotency_key="k")
+    return await Stub(ch).CreateReferral(request, metadata=md)
+
+
+ISOLATION = Table(
+    arrange=_arrange,
+    seed=_seed,
+    snapshot=_snapshot,
+    cases={
+        "GetReferralStatus": [Case(_status_by_id), Case(_status_by_code)],
+        "GetReferralProgress": [Case(_progress, may_succeed=True)],
+        "CompleteReferral": [Case(_complete_b)],
+        "CreateReferral": [
+            Case(
+                _create_as_b_referrer,
+                may_succeed=True,
+                also_denied=frozenset({grpc.StatusCode.FAILED_PRECONDITION}),
+            )
+        ],
+    },
+)
