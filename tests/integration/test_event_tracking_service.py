@@ -33,6 +33,7 @@ from loyalnest.gen.events.v1 import admin_features_pb2, event_tracking_pb2, poin
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import topics
 from loyalnest.platform.events.envelope import Envelope, new_event
+from loyalnest.platform.personal_data import CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService, running
 from loyalnest.services.event_tracking.domain import Pseudonyms
@@ -287,19 +288,29 @@ async def test_export_and_erase_of_a_customer_and_a_merchant(
     await capture(
         stub, merchant_id, client_event(distinct_id="c-1"), client_event(distinct_id="c-2")
     )
+    await capture(stub, merchant_id, client_event("user_created", distinct_id="u-1"))
     await capture(stub, other, client_event(distinct_id="c-1"))
     database = Database(ServiceSettings(database_url=database_url), DATABASE)
     await database.open()
     try:
         store = TaskStore(database, PSEUDONYMS)
-        exported = await store.export_customer(merchant_id, "c-1")
-        assert exported["pseudonym"] == PSEUDONYMS.of(merchant_id, "c-1")
-        assert [e["event_type"] for e in exported["events"]] == ["widget_opened"]
-        assert await store.erase_customer(merchant_id, "c-1") == 1
-        assert (await store.export_customer(merchant_id, "c-1"))["events"] == []
-        assert len((await store.export_customer(merchant_id, "c-2"))["events"]) == 1
-        assert len((await store.export_customer(other, "c-1"))["events"]) == 1
-        await store.erase_merchant(merchant_id)
+        ann = CustomerRef("c-1", user_ids=("u-1",))
+        exported = (await store.export_customer(merchant_id, ann)).data
+        assert exported["posthog_distinct_ids"] == sorted(
+            [PSEUDONYMS.of(merchant_id, "c-1"), PSEUDONYMS.of(merchant_id, "u-1")]
+        )
+        assert sorted(e["event_type"] for e in exported["events"]) == [
+            "user_created",
+            "widget_opened",
+        ]
+        assert await store.erase_customer(merchant_id, ann) == 2
+        assert await store.erase_customer(merchant_id, ann) == 0  # idempotent
+        assert (await store.export_customer(merchant_id, ann)).data["events"] == []
+        assert (
+            len((await store.export_customer(merchant_id, CustomerRef("c-2"))).data["events"]) == 1
+        )
+        assert len((await store.export_customer(other, CustomerRef("c-1"))).data["events"]) == 1
+        assert await store.erase_merchant(merchant_id) >= 1
         assert await _task_ids(database, merchant_id) == []
         assert len(await _task_ids(database, other)) == 1
     finally:

@@ -36,6 +36,7 @@ from loyalnest.platform.cache import client_from_url
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import topics
 from loyalnest.platform.events.envelope import ConsumedEvent, Envelope, OutgoingEvent, new_event
+from loyalnest.platform.personal_data import CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import running
 from loyalnest.services.gamification import consumers
@@ -372,6 +373,16 @@ async def test_without_redis_the_leaderboard_comes_from_postgres(
         assert got.own.rank == 2
 
 
+async def audit_rows_about(database: Database, customer_id: str) -> int:
+    async with database.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM audit_logs WHERE user_id = %s OR details::text LIKE %s",
+            (customer_id, f'%"{customer_id}"%'),
+        )
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def test_export_and_erase(h: Harness, merchant_id: str) -> None:
     await create_rule(
         h.stub, merchant_id, pb.BadgeRule(name="First", kind=pb.RULE_KIND_ORDERS, threshold=1)
@@ -385,14 +396,17 @@ async def test_export_and_erase(h: Harness, merchant_id: str) -> None:
         await h.deliver(merchant, earned(customer, points, points))
     store = GamificationStore(h.database)
     personal = Leaderboards(store, RedisBoards(h.redis, page_cache_seconds=0))
-    exported = await personal.export_customer(merchant_id, "c-1")
+    exported = (await personal.export_customer(merchant_id, CustomerRef("c-1"))).data
     assert [b["name"] for b in exported["badges"]] == ["First"]
     assert exported["progress"]["orders"] == 1 and len(exported["leaderboard_rankings"]) == 3
     ranked = BoardKeys(merchant_id, "all").ranked
     assert await h.redis.zscore(ranked, "c-1") == 10
 
-    await personal.erase_customer(merchant_id, "c-1")
-    assert (await personal.export_customer(merchant_id, "c-1")) == {
+    assert await audit_rows_about(h.database, "c-1") > 0
+    assert await personal.erase_customer(merchant_id, CustomerRef("c-1")) > 0
+    assert await audit_rows_about(h.database, "c-1") == 0  # the deletes' rows too
+    assert await personal.erase_customer(merchant_id, CustomerRef("c-1")) == 0
+    assert (await personal.export_customer(merchant_id, CustomerRef("c-1"))).data == {
         "badges": [],
         "progress": None,
         "leaderboard_rankings": [],
@@ -402,7 +416,8 @@ async def test_export_and_erase(h: Harness, merchant_id: str) -> None:
     assert [e.customer_id for e in (await board(h.stub, merchant_id)).entries] == ["c-2"]
 
     await personal.erase_merchant(merchant_id)
-    assert (await personal.export_customer(merchant_id, "c-2"))["leaderboard_rankings"] == []
+    exported_c2 = (await personal.export_customer(merchant_id, CustomerRef("c-2"))).data
+    assert exported_c2["leaderboard_rankings"] == []
     assert await h.redis.keys(f"leaderboard:{{{merchant_id}}}:*") == []
     assert list((await board(h.stub, merchant_id)).entries) == []
     assert [e.customer_id for e in (await board(h.stub, other)).entries] == ["c-1"]

@@ -13,6 +13,7 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import decode_key
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import PersonalData
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.event_tracking import consumers, events
@@ -97,6 +98,8 @@ async def build(settings: EventTrackingSettings) -> ServiceComponents:
             )
         ],
     )
+    # The personal-data contract: events are pseudonymous, still a person's data (GDPR).
+    components.personal_data = store
     if settings.posthog_api_key is None:
         log.warning("LOYALNEST_POSTHOG_API_KEY is unset: analytics events are queued, not shipped")
     else:
@@ -114,4 +117,5 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
+    personal_data=PersonalData(tables=("queue_tasks",)),
 )

@@ -20,6 +20,7 @@ from psycopg.types.json import Jsonb
 from loyalnest.platform import idempotency
 from loyalnest.platform.events import outbox
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef, erase_platform_rows
 from loyalnest.platform.postgres import Database
 from loyalnest.services.event_tracking import events
 from loyalnest.services.event_tracking.domain import (
@@ -201,51 +202,54 @@ class TaskStore:
             row = await cursor.fetchone()
             return int(row[0]) if row else 0
 
-    # ---- personal data (the platform's export/erase contract) ----------------------------
+    # ---- personal data (the platform's contract, loyalnest.platform.personal_data) --------
 
-    async def export_customer(self, merchant_id: str, customer_id: str) -> dict[str, Any]:
-        """Every event kept about `customer_id` (by its pseudonym), as plain data."""
-        subject = self.pseudonyms.of(merchant_id, customer_id)
+    def _subjects(self, merchant_id: str, customer: CustomerRef) -> list[str]:
+        """The pseudonyms the customer's events carry: client and Points events name the
+        Shopify customer id, Users' and Roles' events the customer's user ids."""
+        ids = {customer.shopify_customer_id, *customer.user_ids} - {""}
+        return sorted(self.pseudonyms.of(merchant_id, person) for person in ids)
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        """Every event kept about the customer (by pseudonym), and the pseudonyms: PostHog
+        knows the person by them (erasing the events there is deleting those persons)."""
+        subjects = self._subjects(merchant_id, customer)
         async with self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
-                f"SELECT {_COLUMNS} FROM queue_tasks WHERE merchant_id = %s AND subject = %s"
-                " ORDER BY occurred_at, task_id",
-                (merchant_id, subject),
+                f"SELECT {_COLUMNS} FROM queue_tasks WHERE merchant_id = %s"
+                " AND subject = ANY(%s) ORDER BY occurred_at, task_id",
+                (merchant_id, subjects),
             )
             rows = await cursor.fetchall()
-        return {
-            "pseudonym": subject,
-            "events": [
-                {
-                    "task_id": row["task_id"],
-                    "event_type": row["event_type"],
-                    "status": row["status"],
-                    "properties": row["properties"],
-                    "occurred_at": _iso(row["occurred_at"]),
-                }
-                for row in rows
-            ],
-        }
+        events = [
+            {
+                "task_id": row["task_id"],
+                "event_type": row["event_type"],
+                "status": row["status"],
+                "properties": row["properties"],
+                "occurred_at": _iso(row["occurred_at"]),
+            }
+            for row in rows
+        ]
+        return CustomerExport(data={"posthog_distinct_ids": subjects, "events": events})
 
-    async def erase_customer(self, merchant_id: str, customer_id: str) -> int:
-        """Deletes every event about `customer_id`, shipped or not (what PostHog already has
-        is erased there by deleting the person: the pseudonym is in the export)."""
-        subject = self.pseudonyms.of(merchant_id, customer_id)
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """Deletes every event about the customer, shipped or not; idempotent."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "DELETE FROM queue_tasks WHERE merchant_id = %s AND subject = %s",
-                (merchant_id, subject),
+                "DELETE FROM queue_tasks WHERE merchant_id = %s AND subject = ANY(%s)",
+                (merchant_id, self._subjects(merchant_id, customer)),
             )
             return cursor.rowcount
 
-    async def erase_merchant(self, merchant_id: str) -> None:
-        """Everything of `merchant_id`: its events and its idempotency keys."""
+    async def erase_merchant(self, merchant_id: str) -> int:
+        """Everything of `merchant_id`: its events and the platform's rows."""
         async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute("DELETE FROM queue_tasks WHERE merchant_id = %s", (merchant_id,))
-            await conn.execute(
-                "DELETE FROM idempotency_keys WHERE merchant_id = %s", (merchant_id,)
+            cursor = await conn.execute(
+                "DELETE FROM queue_tasks WHERE merchant_id = %s", (merchant_id,)
             )
+            return cursor.rowcount + await erase_platform_rows(conn, merchant_id)
 
 
 def _iso(value: datetime) -> str:

@@ -16,12 +16,12 @@ import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from prometheus_client import Counter
 
 from loyalnest.platform.cache import REDIS_ERRORS
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.services.gamification.domain import Period, period_key, period_keys
 from loyalnest.services.gamification.store.boards import BoardKeys, RedisBoards
 from loyalnest.services.gamification.store.postgres import GamificationStore
@@ -156,25 +156,29 @@ class Leaderboards:
         own_entry = Entry(own[0], customer_id, own[1]) if own else None
         return BoardPage(key, entries, own_entry, full=len(rows) == size)
 
-    # ---- personal data: PostgreSQL's record and the Redis boards together ----------------
+    # ---- the personal-data contract (PostgreSQL's record and the Redis boards together) --
 
-    async def export_customer(self, merchant_id: str, customer_id: str) -> dict[str, Any]:
-        return await self._store.export_customer(merchant_id, customer_id)
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        """Badges, counters and scores of the Shopify customer (customers are Shopify ids)."""
+        data = await self._store.export_customer(merchant_id, customer.shopify_customer_id)
+        return CustomerExport(data=data)
 
-    async def erase_customer(self, merchant_id: str, customer_id: str) -> None:
-        """The customer's badges, counters and scores, and their places on the Redis boards
-        (a Redis that cannot answer now gets them dropped by the next rebuild)."""
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        """The customer's rows and their places on the Redis boards; a Redis that cannot
+        answer fails the step (AdminCore retries it), since the boards hold the id."""
+        customer_id = customer.shopify_customer_id
         keys = await self._store.period_keys_of(merchant_id, customer_id)
-        await self._store.erase_customer(merchant_id, customer_id)
-        if self._boards is None:
-            return
-        try:
-            await self._boards.remove(merchant_id, customer_id, keys)
-        except REDIS_ERRORS:
-            BOARD_ERRORS.labels("remove").inc()
-            raise
+        erased = await self._store.erase_customer(merchant_id, customer_id)
+        if self._boards is not None:
+            try:
+                await self._boards.remove(merchant_id, customer_id, keys)
+            except REDIS_ERRORS:
+                BOARD_ERRORS.labels("remove").inc()
+                raise
+        return erased
 
-    async def erase_merchant(self, merchant_id: str) -> None:
-        await self._store.erase_merchant(merchant_id)
+    async def erase_merchant(self, merchant_id: str) -> int:
+        erased = await self._store.erase_merchant(merchant_id)
         if self._boards is not None:
             await self._boards.remove_merchant(merchant_id)
+        return erased

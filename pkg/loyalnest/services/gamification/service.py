@@ -12,6 +12,7 @@ from loyalnest.platform.cache import client_from_url
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
+from loyalnest.platform.personal_data import PersonalData
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.gamification import consumers, events
@@ -56,7 +57,7 @@ async def build(settings: GamificationSettings) -> ServiceComponents:
         else None
     )
     leaderboards = Leaderboards(store, boards)
-    return postgres_service(
+    components = postgres_service(
         settings,
         database,
         service=NAME,
@@ -71,6 +72,9 @@ async def build(settings: GamificationSettings) -> ServiceComponents:
         ],
         cleanup=[leaderboards.close],
     )
+    # The personal-data contract: the boards in Redis hold customer ids too.
+    components.personal_data = leaderboards
+    return components
 
 
 SPEC = ServiceSpec(
@@ -79,4 +83,7 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
+    personal_data=PersonalData(
+        tables=("customer_badges", "customer_progress", "leaderboard_rankings")
+    ),
 )

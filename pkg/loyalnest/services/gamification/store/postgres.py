@@ -22,6 +22,7 @@ from psycopg.rows import class_row, dict_row
 from loyalnest.platform import idempotency
 from loyalnest.platform.events import outbox
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.personal_data import erase_platform_rows, forget_sent_events
 from loyalnest.platform.postgres import Database
 from loyalnest.services.gamification import events
 from loyalnest.services.gamification.domain import (
@@ -466,26 +467,42 @@ class GamificationStore:
             "leaderboard_rankings": rankings,
         }
 
-    async def erase_customer(self, merchant_id: str, customer_id: str) -> None:
-        """The customer's badges, counters and scores; `Leaderboards.erase_customer` also takes
-        them off the Redis boards."""
+    async def erase_customer(self, merchant_id: str, customer_id: str) -> int:
+        """The customer's badges, counters and scores, the audit rows naming them (the
+        deletes' own included) and their published badge.awarded outbox rows; idempotent.
+        `Leaderboards.erase_customer` also takes them off the Redis boards."""
+        erased = 0
         async with self._pool.connection() as conn, conn.transaction():
             for table in ("customer_badges", "customer_progress", "leaderboard_rankings"):
-                await conn.execute(
+                cursor = await conn.execute(
                     f"DELETE FROM {table} WHERE merchant_id = %s AND customer_id = %s",
                     (merchant_id, customer_id),
                 )
+                erased += cursor.rowcount
+            # After the deletes: their audit rows (written by trigger, in this transaction)
+            # hold the customer's id too.
+            await conn.execute(
+                "DELETE FROM audit_logs WHERE merchant_id = %s AND user_id = %s",
+                (merchant_id, customer_id),
+            )
+            erased += await forget_sent_events(conn, merchant_id, customer_id)
+        return erased
 
-    async def erase_merchant(self, merchant_id: str) -> None:
+    async def erase_merchant(self, merchant_id: str) -> int:
+        erased = 0
         async with self._pool.connection() as conn, conn.transaction():
             for table in (
                 "customer_badges",
                 "customer_progress",
                 "leaderboard_rankings",
                 "badge_rules",
-                "idempotency_keys",
             ):
-                await conn.execute(f"DELETE FROM {table} WHERE merchant_id = %s", (merchant_id,))
+                cursor = await conn.execute(
+                    f"DELETE FROM {table} WHERE merchant_id = %s", (merchant_id,)
+                )
+                erased += cursor.rowcount
+            erased += await erase_platform_rows(conn, merchant_id)
+        return erased
 
 
 async def _replay_bool(conn: AsyncConnection, reference: str) -> bool:
