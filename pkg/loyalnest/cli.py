@@ -62,6 +62,19 @@ def _points_expire(args: argparse.Namespace) -> int:
     return 0
 
 
+def _points_tiers(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from loyalnest.platform.observability import configure_logging
+    from loyalnest.services.points.service import PointsSettings, recalculate_tiers
+
+    settings = PointsSettings()
+    configure_logging(settings, "points-tiers")
+    changed = asyncio.run(recalculate_tiers(settings))
+    print(f"vip tiers: {changed} customer(s) changed")
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from loyalnest.devstack.stack import run_up
 
@@ -214,6 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         " points.expiring notices (idempotent; the chart runs it as a CronJob)",
     )
     expire.set_defaults(func=_points_expire)
+    tiers = points_jobs.add_parser(
+        "tiers",
+        help="recalculate VIP tiers: downgrades at the end of a term, renewals, missed"
+        " upgrades (idempotent)",
+    )
+    tiers.set_defaults(func=_points_tiers)
 
     up = commands.add_parser(
         "up", help="start the local stack (PostgreSQL, Redis, Kafka, services, Envoy)"

@@ -34,6 +34,7 @@ SUB_MODULES = {
         "offline_sync",
         "expiry",
         "rules",
+        "tiers",
     },
     "roles": set(),
     "users": set(),

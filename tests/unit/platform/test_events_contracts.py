@@ -34,6 +34,7 @@ OUR_EVENTS = {
     # Issue 21: points expiry.
     "points.expired",
     "points.expiring",
+    "tier.changed",
 }
 SEED_EVENTS = {
     "customer.created",
@@ -69,6 +70,7 @@ NOT_EVENTS = {
     # Parts of ProgramSettings (issue 21).
     "loyalnest.events.v1.EarningRule",
     "loyalnest.events.v1.EarningLimit",
+    "loyalnest.events.v1.VipTier",
     # Parts of webhook.received (payload version 2).
     "loyalnest.events.v1.ShopifyOrder",
     "loyalnest.events.v1.ShopifyLineItem",
