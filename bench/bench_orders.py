@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import rule_cost
 from harness import (
     CpuCounter,
     ServerProcess,
@@ -452,6 +453,8 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
     load_before = os.getloadavg()
     sizes = payload_sizes("x")
     seed = random.randrange(1 << 30)
+    say("rule evaluation CPU per order, before/after the rules engine (bench orders) ...")
+    cost = rule_cost.measure(seed)
     with (
         throwaway_root("loyalnest-bench-orders-", args.logs) as root,
         environment(args, root) as env,
@@ -530,6 +533,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
             "p99_met": head.p99_ms < GOAL_P99_MS,
         },
         "correctness": check,
+        "rule_cost": cost,
     }
 
 
@@ -643,6 +647,11 @@ def render(report: dict[str, Any]) -> str:
         + (f" (watcher: {check['watcher_error']})" if check["watcher_error"] else ""),
         f"  => {'OK' if check['ok'] else 'FAILED'}",
     ]
+    points_cpu = head["cpu_percent"].get("points")
+    lines += rule_cost.render(
+        report["rule_cost"],
+        points_cpu * 1e4 / head["throughput"] if points_cpu and head["throughput"] else None,
+    )
     return "\n".join(lines)
 
 
@@ -688,6 +697,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print a JSON report instead")
     parser.add_argument(
+        "--rule-cost-only",
+        action="store_true",
+        help="only the rule evaluation CPU per order, before/after the rules engine (no stack)",
+    )
+    parser.add_argument(
         "--logs", type=Path, metavar="DIR", help="copy the logs (Envoy, PostgreSQL, tansu) to DIR"
     )
     for service in ("edge", "points"):
@@ -712,6 +726,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.json:
             print(message, file=sys.stderr, flush=True)
 
+    if args.rule_cost_only:
+        cost = rule_cost.measure()
+        print(json.dumps(cost, indent=2) if args.json else "\n".join(rule_cost.render(cost)))
+        return 0
     say("starting PostgreSQL, Valkey, tansu ...")
     report = run_benchmark(args, say)
     print(json.dumps(report, indent=2) if args.json else render(report))

@@ -80,6 +80,19 @@ def _rfm_rescore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _points_tiers(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from loyalnest.platform.observability import configure_logging
+    from loyalnest.services.points.service import PointsSettings, recalculate_tiers
+
+    settings = PointsSettings()
+    configure_logging(settings, "points-tiers")
+    changed = asyncio.run(recalculate_tiers(settings))
+    print(f"vip tiers: {changed} customer(s) changed")
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from loyalnest.devstack.stack import run_up
 
@@ -243,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
     only.add_argument("--merchant", help="only this merchant (default: every one)")
     only.add_argument("--shop", type=_shop_domain, help="or only this *.myshopify.com shop's")
     rfm_rescore.set_defaults(func=_rfm_rescore)
+    tiers = points_jobs.add_parser(
+        "tiers",
+        help="recalculate VIP tiers: downgrades at the end of a term, renewals, missed"
+        " upgrades (idempotent)",
+    )
+    tiers.set_defaults(func=_points_tiers)
 
     up = commands.add_parser(
         "up", help="start the local stack (PostgreSQL, Redis, Kafka, services, Envoy)"

@@ -155,6 +155,14 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     subscriptions: dict[str, dict[str, Any]] = field(default_factory=dict)
     # (topic, shop, body) of each app_subscriptions/update Shopify would send, in order.
     webhooks: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    # (shop, customer gid) -> its tags (tagsAdd / tagsRemove); customers known to exist:
+    # tags of any other customer id are refused as Shopify does ("Resource not found").
+    customer_tags: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    customers: set[tuple[str, str]] = field(default_factory=set)
+
+    def tags_of(self, shop: str, customer_gid: str) -> set[str]:
+        with self._lock:
+            return set(self.customer_tags.get((shop, customer_gid), set()))
 
     def subscription(self, subscription_id: str) -> dict[str, Any]:
         with self._lock:
@@ -291,6 +299,9 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             if found is not None:
                 node = {"id": found["id"], "codeDiscount": {"title": found["title"]}}
             return 200, {"data": {"codeDiscountNodeByCode": node}}
+        for name in ("tagsAdd", "tagsRemove"):
+            if f"{name}(" in query:
+                return 200, {"data": {name: self._tags(shop, name, variables)}}
         for name, kind in (
             ("discountCodeBasicCreate", "basic"),
             ("discountCodeFreeShippingCreate", "free_shipping"),
@@ -486,6 +497,23 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             and (title is None or d["title"] == title.group(1).replace("\\'", "'"))
         ]
         return {"nodes": nodes[:first], "pageInfo": {"hasNextPage": len(nodes) > first}}
+
+    def _tags(self, shop: str, name: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """tagsAdd / tagsRemove (Admin GraphQL): idempotent set operations on a resource."""
+        gid, tags = variables.get("id", ""), variables.get("tags") or []
+        if (shop, gid) not in self.customers:
+            return {
+                "node": None,
+                "userErrors": [{"field": ["id"], "message": "Resource not found"}],
+            }
+        if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
+            return {"node": None, "userErrors": [{"field": ["tags"], "message": "Invalid tags"}]}
+        current = self.customer_tags.setdefault((shop, gid), set())
+        if name == "tagsAdd":
+            current.update(tags)
+        else:
+            current.difference_update(tags)
+        return {"node": {"id": gid}, "userErrors": []}
 
     def _create(self, shop: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         code = data.get("code") or ""

@@ -77,14 +77,20 @@ async def settings_reached_points(stack: Stack, version: int) -> None:
     await eventually(applied, 60, "Points to apply Core's settings")
 
 
-def points_events_of(bootstrap: str, merchant_id: str, *, expected: int) -> list[tuple[str, Any]]:
-    """(event type, payload) of the merchant's points events, as the broker holds them."""
+def points_events_of(
+    bootstrap: str, merchant_id: str, *, expected: int, only: tuple[str, ...] = ()
+) -> list[tuple[str, Any]]:
+    """(event type, payload) of the merchant's points events (those in `only`, if given), as
+    the broker holds them."""
     types = {
         "points.earned": points_events.PointsEarned,
         "points.redeemed": points_events.PointsRedeemed,
         "points.expired": points_events.PointsExpired,
         "points.expiring": points_events.PointsExpiring,
+        "tier.changed": points_events.TierChanged,
     }
+    if only:
+        types = {k: v for k, v in types.items() if k in only}
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     found: list[tuple[str, Any]] = []
     try:

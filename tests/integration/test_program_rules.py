@@ -7,12 +7,15 @@ PreviewEarning answers for a cart. Every figure is worked out by hand in the com
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import json_format
 
 from tests.integration.conftest import eventually
 from tests.integration.test_gateway_validate import Response, http
@@ -178,10 +181,70 @@ async def test_rules_edited_in_core_applied_by_points(program_stack: Stack) -> N
         stack, "/v1/api/points/preview", {"lines": [{"quantity": 0, "price": "x"}]}
     )
     assert refused.status == 400, refused.body
-
     # On the broker: each credit names its rule.
     events = await asyncio.to_thread(
         points_events_of, stack.bootstrap_servers, stack.merchant_id, expected=3
     )
     earned = [(p.customer_id, p.points, p.rule_id) for t, p in events if t == "points.earned"]
     assert earned == [("601", 120, "spend"), ("601", 50, "punch"), ("601", 20, "review")]
+
+
+async def test_preview_earning_p99_under_10_ms(database_url: str) -> None:
+    """PreviewEarning's budget (widget, checkout): p99 < 10 ms for Points over gRPC, with the
+    five-rule program of the order test (the gateway's rate limit, 60 calls a window per
+    merchant and RPC, keeps a through-Envoy sample too small for a p99)."""
+    from loyalnest.gen.events.v1 import core_pb2
+    from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+    from loyalnest.platform.config import ServiceSettings
+    from loyalnest.platform.postgres import Database
+    from loyalnest.platform.program_settings import default_program
+    from loyalnest.services.points.service import DATABASE, SPEC
+    from loyalnest.services.points.store.postgres import PostgresLedgerStore
+    from tests.auth import merchant_metadata
+    from tests.integration.conftest import points_settings, serve_for_test
+
+    program = default_program()
+    program.version = 1
+    for rule in RULES:
+        parsed = core_pb2.EarningRule()
+        json_format.ParseDict(rule, parsed)
+        program.earning_rules.append(parsed)
+    merchant = "m-preview"
+    database = Database(ServiceSettings(database_url=database_url), DATABASE)
+    await database.open()
+    try:
+        await database.migrate()
+        store = PostgresLedgerStore(database)
+        assert await store.save_program_settings(merchant, 1, program.SerializeToString())
+    finally:
+        await database.close()
+    settings = points_settings(database_url)
+    async with serve_for_test(SPEC, settings, points_pb2_grpc.PointsServiceStub) as (_, stub):
+        md = merchant_metadata(merchant, ("points:read",))
+        request = points_pb2.PreviewEarningRequest(
+            lines=[
+                points_pb2.PreviewLine(product_id=str(n), quantity=1 + n % 3, price=f"{9 + n}.50")
+                for n in range(5)
+            ]
+        )
+        # 9.50 + 2 x 10.50 + 3 x 11.50 + 12.50 + 2 x 13.50 = 104.50 -> "spend": 104 (the
+        # weekend window is past).
+        first = await stub.PreviewEarning(request, metadata=md)
+        assert (first.points, first.eligible_amount) == (104, "104.50")
+        for _ in range(50):  # warm
+            await stub.PreviewEarning(request, metadata=md)
+        timings = []
+        for _ in range(1000):
+            started = time.perf_counter()
+            await stub.PreviewEarning(request, metadata=md)
+            timings.append(time.perf_counter() - started)
+    timings.sort()
+    p99_ms = timings[989] * 1000
+    load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    print(
+        f"PreviewEarning over gRPC: p50 {timings[500] * 1000:.2f} ms, p99 {p99_ms:.2f} ms"
+        f" (load {load:.1f} per core)"
+    )
+    # The budget holds on a machine with CPU to spare; on one oversubscribed by other work
+    # (shared CI, load above the cores) scheduling delay, not Points, sets the tail.
+    assert p99_ms < (10 if load < 1 else 50), p99_ms

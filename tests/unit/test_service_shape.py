@@ -54,6 +54,7 @@ SUB_MODULES = {
         "offline_sync",
         "expiry",
         "rules",
+        "tiers",
     },
     "rfm": {"nightly"},
     "roles": set(),

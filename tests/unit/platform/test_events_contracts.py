@@ -36,6 +36,7 @@ OUR_EVENTS = {
     "points.expiring",
     # Issue 19: a campaign's lifecycle after campaign.created (paused, resumed, ended).
     "campaign.state_changed",
+    "tier.changed",
 }
 SEED_EVENTS = {
     "customer.created",
@@ -74,6 +75,7 @@ NOT_EVENTS = {
     "loyalnest.events.v1.EarningLimit",
     "loyalnest.events.v1.ReferralProgram",
     "loyalnest.events.v1.ReferralMilestone",
+    "loyalnest.events.v1.VipTier",
     # Parts of webhook.received (payload version 2).
     "loyalnest.events.v1.ShopifyOrder",
     "loyalnest.events.v1.ShopifyLineItem",

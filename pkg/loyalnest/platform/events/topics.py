@@ -116,6 +116,7 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("points.reversed", points_pb2.PointsReversed, POINTS, "customer_id"),
     EventSpec("points.expired", points_pb2.PointsExpired, POINTS, "customer_id"),
     EventSpec("points.expiring", points_pb2.PointsExpiring, POINTS, "customer_id"),
+    EventSpec("tier.changed", points_pb2.TierChanged, POINTS, "customer_id"),
     EventSpec("referral.created", referrals_pb2.ReferralCreated, REFERRALS, "referrer_id"),
     EventSpec("referral.completed", referrals_pb2.ReferralCompleted, REFERRALS, "referrer_id"),
     EventSpec("user.created", users_pb2.UserCreated, USERS, "user_id"),

@@ -54,6 +54,9 @@ UPDATABLE_FIELDS = frozenset(
         "points_expiry_notice_days",
         "earning_rules",
         "referral",
+        "vip_tiers",
+        "vip_metric",
+        "vip_term",
     }
 )
 EXPIRY_MODES = frozenset(
@@ -476,6 +479,39 @@ def _check_rules(
         _check_rule(violations, at, rule)
 
 
+MAX_VIP_TIERS = 10
+MAX_TAG_LENGTH = 40
+
+
+def _check_tiers(violations: list[FieldViolation], tiers: Sequence[core_events.VipTier]) -> None:
+    field = "settings.vip_tiers"
+    if len(tiers) > MAX_VIP_TIERS:
+        violations.append(FieldViolation(field, f"at most {MAX_VIP_TIERS} tiers"))
+    seen: set[str] = set()
+    previous = 0
+    for index, tier in enumerate(tiers):
+        at = f"{field}[{index}]"
+        if not RULE_ID_RE.match(tier.tier_id):
+            violations.append(FieldViolation(f"{at}.tier_id", RULE_ID_RULE))
+        elif tier.tier_id in seen:
+            violations.append(FieldViolation(f"{at}.tier_id", "names a tier already listed"))
+        seen.add(tier.tier_id)
+        if not tier.name.strip() or len(tier.name) > MAX_NAME_LENGTH:
+            violations.append(FieldViolation(f"{at}.name", f"1 to {MAX_NAME_LENGTH} characters"))
+        if not previous < tier.threshold <= 10**12:
+            violations.append(
+                FieldViolation(f"{at}.threshold", "must be positive and above the previous tier's")
+            )
+        previous = max(previous, tier.threshold)
+        tag = tier.shopify_tag
+        if len(tag) > MAX_TAG_LENGTH or "," in tag or (tag and not tag.strip()):
+            violations.append(
+                FieldViolation(
+                    f"{at}.shopify_tag", f"at most {MAX_TAG_LENGTH} characters, no comma"
+                )
+            )
+
+
 def _canonical_rule(rule: core_events.EarningRule) -> core_events.EarningRule:
     """The rule as stored: decimals in one spelling, channels once each."""
     stored = core_events.EarningRule()
@@ -655,6 +691,23 @@ def validate_program_update(
         _check_rules(violations, settings.earning_rules)
     if "referral" in paths:
         _check_referral(violations, settings.referral)
+    if "vip_tiers" in paths:
+        _check_tiers(violations, settings.vip_tiers)
+    if "vip_metric" in paths and settings.vip_metric not in (
+        core_events.VIP_METRIC_POINTS_EARNED,
+        core_events.VIP_METRIC_POINTS_REDEEMED,
+    ):
+        violations.append(
+            FieldViolation("settings.vip_metric", "must be a VIP_METRIC_* other than UNSPECIFIED")
+        )
+    if "vip_term" in paths and settings.vip_term not in (
+        core_events.VIP_TERM_LIFETIME,
+        core_events.VIP_TERM_ROLLING_12_MONTHS,
+        core_events.VIP_TERM_CALENDAR_YEAR,
+    ):
+        violations.append(
+            FieldViolation("settings.vip_term", "must be a VIP_TERM_* other than UNSPECIFIED")
+        )
     return violations
 
 
@@ -677,6 +730,9 @@ def apply_update(
                 )
         elif path == "pending_period":
             result.pending_period.CopyFrom(update.pending_period)
+        elif path == "vip_tiers":
+            del result.vip_tiers[:]
+            result.vip_tiers.extend(update.vip_tiers)
         elif path == "earning_rules":
             del result.earning_rules[:]
             result.earning_rules.extend(_canonical_rule(r) for r in update.earning_rules)

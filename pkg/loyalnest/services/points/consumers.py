@@ -1,6 +1,7 @@
 """The events Points applies: user.created (a customer's ledger), Core's settings (the copy
 of the program) and webhook.received (orders earning points and customers/create's signup
-bonus, earning.py; skipped for a merchant Auth does not know or that uninstalled the app)."""
+bonus, earning.py; skipped for a merchant Auth does not know or that uninstalled the app),
+and its own ledger events and tier.changed (VIP tiers and their Shopify tags, tiers.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.validation import IDENTIFIER_RE
 from loyalnest.services.points.earning import OrderEarnings, ProgramCopies, SignupBonuses
 from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 
 
 def handlers(
@@ -20,6 +22,8 @@ def handlers(
     orders: OrderEarnings,
     merchants: MerchantGate | None = None,
     signups: SignupBonuses | None = None,
+    tiers: VipTiers | None = None,
+    tags: ShopifyTags | None = None,
 ) -> dict[str, Handler]:
     async def on_user_created(event: ConsumedEvent) -> bool:
         user = event.payload_as(users_pb2.UserCreated)
@@ -50,8 +54,15 @@ def handlers(
             return await signups.on_webhook(event)
         return await orders.on_webhook(event)
 
-    return {
+    found: dict[str, Handler] = {
         "user.created": on_user_created,
         "program_settings.updated": on_settings_updated,
         "webhook.received": on_webhook,
     }
+    if tiers is not None:
+        # Points' own ledger events: a customer's tier goes up as soon as they qualify.
+        for event_type in ("points.earned", "points.redeemed", "points.reversed"):
+            found[event_type] = tiers.on_ledger_event
+    if tags is not None:
+        found["tier.changed"] = tags.on_tier_changed
+    return found

@@ -128,6 +128,28 @@ class ActivityResult:
 
 
 @dataclass(frozen=True)
+class TierState:
+    """A customer's VIP tier as stored (tiers.py); `version` orders compare-and-set writes."""
+
+    tier_id: str  # "" for none
+    qualifying: int
+    term_end: datetime | None
+    changed_at: datetime
+    version: int = 0
+
+
+@dataclass(frozen=True)
+class VipProgress:
+    """A customer's tier and the way to the next (tiers.py), for the balance."""
+
+    state: TierState | None
+    tier_name: str
+    qualifying: int
+    next_tier_id: str
+    to_next: int
+
+
+@dataclass(frozen=True)
 class Expiring:
     """Points that expire at `at` (the soonest; see expiry.py), unless spent first."""
 

@@ -266,7 +266,9 @@ class OrderEarnings:
         if not program.program_enabled:
             return totals, []
         now = self._clock()
-        return totals, self.rules(merchant_id, program).preview(order_facts(order, totals, now))
+        rules = self.rules(merchant_id, program)
+        facts = order_facts(order, totals, now, placed_time=rules.windowed)
+        return totals, rules.preview(facts)
 
     # ---- webhook.received ------------------------------------------------------------
 
@@ -356,7 +358,9 @@ class OrderEarnings:
         now: datetime,
     ) -> list[Award]:
         rules = self.rules(merchant_id, program)
-        facts = order_facts(order, totals, now)
+        if rules.base_only:  # the common program: nothing to evaluate, nothing to record
+            return rules.base_awards(totals.points)
+        facts = order_facts(order, totals, now, placed_time=rules.windowed)
         since = {r.rule_id: r.history_since(now) for r in rules.order_rules() if r.keeps_history}
         # Only rules that depend on the customer's past cost a read; plain rates none.
         history = (

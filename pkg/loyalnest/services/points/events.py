@@ -8,7 +8,7 @@ from google.protobuf.message import Message
 
 from loyalnest.gen.events.v1 import points_pb2 as events_pb2
 from loyalnest.platform.protos import timestamp
-from loyalnest.services.points.domain import Transaction, TransactionType
+from loyalnest.services.points.domain import TierState, Transaction, TransactionType
 
 # The consumer group of every Points process: each event is applied by one of them.
 CONSUMER_GROUP = "loyalnest.points"
@@ -75,3 +75,20 @@ def expiring_event(customer_id: str, points: int, at: datetime, balance: int) ->
     return events_pb2.PointsExpiring(
         customer_id=customer_id, points=points, expire_time=timestamp(at), balance=balance
     )
+
+
+def tier_changed_event(
+    customer_id: str, previous: str, state: TierState, added: list[str], removed: list[str]
+) -> Message:
+    """tier.changed (tiers.py)."""
+    event = events_pb2.TierChanged(
+        customer_id=customer_id,
+        previous_tier_id=previous,
+        tier_id=state.tier_id,
+        qualifying_points=state.qualifying,
+        tags_added=added,
+        tags_removed=removed,
+    )
+    if state.term_end is not None:
+        event.term_end_time.CopyFrom(timestamp(state.term_end))
+    return event

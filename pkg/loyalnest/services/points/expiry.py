@@ -43,6 +43,7 @@ from loyalnest.services.points.domain import (
 from loyalnest.services.points.earning import Clock, ProgramCopies, utc_now
 from loyalnest.services.points.events import expiring_event
 from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.store.base import LedgerStore
 
 log = get_logger(__name__)
 
@@ -57,6 +58,24 @@ NOTICES = Counter("loyalnest_points_expiring_notices_total", "points.expiring ev
 _ACTIVITY = frozenset({TransactionType.EARN, TransactionType.REDEEM})
 HISTORY_PAGE = 1000
 CUSTOMER_PAGE = 500
+
+
+async def ledger_history(
+    store: LedgerStore, merchant_id: str, customer_id: str
+) -> list[Transaction]:
+    """The customer's whole ledger, oldest first (LedgerNotFound without one)."""
+    pages: list[Transaction] = []
+    before: int | None = None
+    while True:
+        page = await store.list_transactions(
+            merchant_id, customer_id, limit=HISTORY_PAGE, before_sequence=before
+        )
+        pages.extend(page)
+        if len(page) < HISTORY_PAGE:
+            break
+        before = page[-1].sequence
+    pages.reverse()
+    return pages
 
 
 @dataclass(frozen=True)
@@ -167,19 +186,7 @@ class PointsExpiry:
         self._clock = clock
 
     async def _history(self, merchant_id: str, customer_id: str) -> list[Transaction]:
-        """The whole ledger, oldest first."""
-        pages: list[Transaction] = []
-        before: int | None = None
-        while True:
-            page = await self._store.list_transactions(
-                merchant_id, customer_id, limit=HISTORY_PAGE, before_sequence=before
-            )
-            pages.extend(page)
-            if len(page) < HISTORY_PAGE:
-                break
-            before = page[-1].sequence
-        pages.reverse()
-        return pages
+        return await ledger_history(self._store, merchant_id, customer_id)
 
     async def expiring(self, merchant_id: str, customer_id: str) -> Expiring | None:
         """What the balance shows as expiring soon (None when nothing is, or expiry is off)."""

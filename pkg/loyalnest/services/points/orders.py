@@ -224,10 +224,17 @@ def cancellation_adjustment(earning: OrderEarning) -> OrderAdjustment:
     return OrderAdjustment(adjustment_id="cancelled", points=earning.points, reason="cancelled")
 
 
-def order_facts(order: Order, totals: OrderTotals, now: datetime) -> OrderFacts:
-    """What the earning rules see of an order: its amounts, channel and time."""
+def order_facts(
+    order: Order, totals: OrderTotals, now: datetime, *, placed_time: bool = True
+) -> OrderFacts:
+    """What the earning rules see of an order: its amounts, channel and time (the order's
+    creation time only if `placed_time`: no rule with a window, no need to read it)."""
     order = as_order(order)
-    placed = order.created_time.ToDatetime(UTC) if order.HasField("created_time") else now
+    placed = (
+        order.created_time.ToDatetime(UTC)
+        if placed_time and order.HasField("created_time")
+        else now
+    )
     channel = (
         core_pb2.SALES_CHANNEL_POS if order.source_name == "pos" else core_pb2.SALES_CHANNEL_ONLINE
     )
@@ -238,4 +245,5 @@ def order_facts(order: Order, totals: OrderTotals, now: datetime) -> OrderFacts:
         weighted=totals.weighted,
         channel=channel,
         placed_at=placed,
+        base_points=totals.points,
     )

@@ -65,6 +65,8 @@ class OrderFacts:
     weighted: Decimal  # the same, each line times its collection multiplier
     channel: int  # core_pb2.SalesChannel
     placed_at: datetime
+    # What the program's base rate gives (orders.order_totals): the implicit rule's award.
+    base_points: int = 0
 
 
 @dataclass(frozen=True)
@@ -202,9 +204,36 @@ class RuleSet:
             activities={name: tuple(rules) for name, rules in activities.items()},
         )
 
-    def order_rules(self) -> tuple[Rule, ...]:
+    def __post_init__(self) -> None:
         base = (self.base,) if self.base is not None else ()
-        return base + self.place_order + self.punch_cards + self.goals
+        # Frozen: set once here, read per order.
+        object.__setattr__(
+            self, "_order_rules", base + self.place_order + self.punch_cards + self.goals
+        )
+        # No rule but the program's base rate: an order earns what order_totals computed.
+        object.__setattr__(self, "base_only", self._order_rules == base and not self.multipliers)
+
+    _order_rules: tuple[Rule, ...] = field(default=(), init=False, repr=False)
+    base_only: bool = field(default=False, init=False)
+
+    def base_awards(self, base_points: int) -> list[Award]:
+        """order_awards of a `base_only` set, without building the order's facts."""
+        return [Award(BASE_RULE_ID, base_points)] if base_points > 0 else []
+
+    def order_rules(self) -> tuple[Rule, ...]:
+        return self._order_rules
+
+    @property
+    def windowed(self) -> bool:
+        """Whether any order rule depends on when the order was placed."""
+        return any(r.start or r.end for r in (*self._order_rules, *self.multipliers))
+
+    def _multiplier(self, order: OrderFacts) -> Decimal:
+        best = Decimal(1)
+        for m in self.multipliers:
+            if m.multiplier > best and m.matches(order):
+                best = m.multiplier
+        return best
 
     def _points(self, value: Decimal) -> int:
         return max(int(value.to_integral_value(self.rounding)), 0)
@@ -215,11 +244,9 @@ class RuleSet:
         """What the order earns, rule by rule. `history`: each rule's events for the
         customer (Rule.history_since), this order's own included if recorded before: then
         its decision is reused, so a redelivery earns what the first delivery decided."""
-        multiplier = max(
-            (m.multiplier for m in self.multipliers if m.matches(order)), default=Decimal(1)
-        )
+        multiplier = self._multiplier(order)
         awards: list[Award] = []
-        for rule in self.order_rules():
+        for rule in self._order_rules:
             past = history.get(rule.rule_id, ())
             own = next((e for e in past if e.occurrence == order.order_id), None)
             if own is not None:
@@ -246,8 +273,11 @@ class RuleSet:
         if rule.type == core_pb2.EARNING_RULE_TYPE_PLACE_ORDER:
             if not within_limit(rule, past, now):
                 return None
-            raw = (order.weighted * rule.rate) if rule.rate is not None else Decimal(rule.points)
-            points = self._points(raw * multiplier)
+            if rule is self.base and multiplier == 1:
+                points = order.base_points  # computed already, with the same rate and rounding
+            else:
+                raw = order.weighted * rule.rate if rule.rate is not None else Decimal(rule.points)
+                points = self._points(raw * multiplier)
             event = RuleEvent(rule.rule_id, order.order_id, points, order.eligible, now)
             return Award(rule.rule_id, points, event if rule.keeps_history else None)
         if rule.type == core_pb2.EARNING_RULE_TYPE_PUNCH_CARD:
@@ -283,9 +313,7 @@ class RuleSet:
     def preview(self, order: OrderFacts) -> list[Award]:
         """What an order would earn ignoring the customer's past (limits, punch cards and
         goals need it; the preview leaves them out): for the widget and checkout."""
-        multiplier = max(
-            (m.multiplier for m in self.multipliers if m.matches(order)), default=Decimal(1)
-        )
+        multiplier = self._multiplier(order)
         base = (self.base,) if self.base is not None else ()
         awards = []
         for rule in base + self.place_order:

@@ -42,6 +42,7 @@ from loyalnest.services.points.ledger import CACHE_NAME, STREAM_PATTERN, Ledger,
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
 from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 
 if TYPE_CHECKING:
     from loyalnest.services.points.store.mongo import MongoLedgerStore
@@ -114,16 +115,23 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         functools.partial(orders.run, settings.points_order_settle_interval_seconds)
     )
     auth = _auth_stub(settings, components)
+    http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
+    components.cleanup.append(http.close)
+    tiers = VipTiers(ledger, programs, clock=clock)
     if settings.events_enabled:
         merchants = MerchantGate(
             auth, component="points", cache_seconds=settings.points_merchant_cache_seconds
         )
+        tags = None
+        if auth is not None:
+            tags = ShopifyTags(
+                ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url),
+                ShopTokens(auth, component="points", not_connected=ShopNotConnected),
+            )
         handlers = consumers.handlers(
-            store, programs, orders, merchants, SignupBonuses(ledger, programs)
+            store, programs, orders, merchants, SignupBonuses(ledger, programs), tiers, tags
         )
         _add_event_loops(settings, components, handlers, database, mongo_store)
-    http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
-    components.cleanup.append(http.close)
     codes = DiscountCodes(
         ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url),
         ShopTokens(auth, component="points", not_connected=ShopNotConnected),
@@ -140,6 +148,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
                 PointsExpiry(ledger, programs, clock=clock),
                 orders,
                 Activities(ledger, orders, clock=clock),
+                tiers,
             ),
         )
     ]
@@ -180,6 +189,20 @@ def _balance_cache(
     )
     components.cleanup.append(cache.close)
     return cache
+
+
+async def recalculate_tiers(settings: PointsSettings, *, clock: Clock = utc_now) -> int:
+    """One pass of the VIP tier recalculation (`loyalnest points tiers`): downgrades whose
+    term ended, renewals, and upgrades missed; idempotent. How many customers changed."""
+    components = ServiceComponents(registrations=[])
+    try:
+        store, _, _ = await _open_store(settings, components)
+        ledger = Ledger(store, None)
+        programs = ProgramCopies(ledger, cache_seconds=0)
+        return await VipTiers(ledger, programs, clock=clock).run()
+    finally:
+        for close in reversed(components.cleanup):
+            await close()
 
 
 async def expire_points(settings: PointsSettings, *, clock: Clock = utc_now) -> ExpiryReport:

@@ -28,6 +28,7 @@ from loyalnest.services.points.expiry import PointsExpiry
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.store.base import REWARD_UPDATABLE
+from loyalnest.services.points.tiers import VipTiers
 from loyalnest.services.points.wire import (
     REWARD_KINDS,
     REWARD_KINDS_BY_PROTO,
@@ -37,6 +38,7 @@ from loyalnest.services.points.wire import (
     order_earning_proto,
     reward_proto,
     transaction_proto,
+    vip_proto,
 )
 
 _PostingRequest = (
@@ -87,6 +89,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         expiry: PointsExpiry,
         orders: OrderEarnings,
         activities: Activities,
+        tiers: VipTiers,
     ) -> None:
         self._ledger = ledger
         self._store = ledger.store
@@ -94,6 +97,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self._expiry = expiry
         self._orders = orders
         self._activities = activities
+        self._tiers = tiers
 
     async def GetPointsBalance(
         self, request: points_pb2.GetPointsBalanceRequest, context: Context
@@ -107,6 +111,9 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         expiring = await self._expiry.expiring(merchant_id, request.customer_id)
         if expiring is not None:
             response.expiring.CopyFrom(expiring_proto(expiring))
+        progress = await self._tiers.progress(merchant_id, request.customer_id)
+        if progress is not None:
+            response.vip.CopyFrom(vip_proto(progress))
         return response
 
     async def GetOrderEarning(

@@ -13,6 +13,7 @@ from loyalnest.services.points.domain import (
     RewardKind,
     Transaction,
     TransactionType,
+    VipProgress,
 )
 from loyalnest.services.points.orders import OrderSettlement, OrderStatus
 from loyalnest.services.points.rules import parse_awards
@@ -118,3 +119,16 @@ def activity_award_proto(result: ActivityResult) -> points_pb2.ActivityAward:
     if result.transaction is not None:
         award.transaction.CopyFrom(transaction_proto(result.transaction))
     return award
+
+
+def vip_proto(progress: VipProgress) -> points_pb2.VipStatus:
+    vip = points_pb2.VipStatus(
+        tier_id="" if progress.state is None else progress.state.tier_id,
+        tier_name=progress.tier_name,
+        qualifying_points=progress.qualifying,
+        next_tier_id=progress.next_tier_id,
+        points_to_next_tier=progress.to_next,
+    )
+    if progress.state is not None and progress.state.term_end is not None:
+        vip.term_end_time.CopyFrom(timestamp(progress.state.term_end))
+    return vip

@@ -12,6 +12,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class VipMetric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VIP_METRIC_UNSPECIFIED: _ClassVar[VipMetric]
+    VIP_METRIC_POINTS_EARNED: _ClassVar[VipMetric]
+    VIP_METRIC_POINTS_REDEEMED: _ClassVar[VipMetric]
+
+class VipTerm(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VIP_TERM_UNSPECIFIED: _ClassVar[VipTerm]
+    VIP_TERM_LIFETIME: _ClassVar[VipTerm]
+    VIP_TERM_ROLLING_12_MONTHS: _ClassVar[VipTerm]
+    VIP_TERM_CALENDAR_YEAR: _ClassVar[VipTerm]
+
 class EarningRuleType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     EARNING_RULE_TYPE_UNSPECIFIED: _ClassVar[EarningRuleType]
@@ -53,6 +66,13 @@ class PointsRounding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POINTS_ROUNDING_DOWN: _ClassVar[PointsRounding]
     POINTS_ROUNDING_NEAREST: _ClassVar[PointsRounding]
     POINTS_ROUNDING_UP: _ClassVar[PointsRounding]
+VIP_METRIC_UNSPECIFIED: VipMetric
+VIP_METRIC_POINTS_EARNED: VipMetric
+VIP_METRIC_POINTS_REDEEMED: VipMetric
+VIP_TERM_UNSPECIFIED: VipTerm
+VIP_TERM_LIFETIME: VipTerm
+VIP_TERM_ROLLING_12_MONTHS: VipTerm
+VIP_TERM_CALENDAR_YEAR: VipTerm
 EARNING_RULE_TYPE_UNSPECIFIED: EarningRuleType
 EARNING_RULE_TYPE_PLACE_ORDER: EarningRuleType
 EARNING_RULE_TYPE_ORDER_MULTIPLIER: EarningRuleType
@@ -115,7 +135,7 @@ class ProgramSettingsUpdated(_message.Message):
     def __init__(self, settings: _Optional[_Union[ProgramSettings, _Mapping]] = ...) -> None: ...
 
 class ProgramSettings(_message.Message):
-    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan", "referral", "points_expiry_mode", "points_expiry_notice_days", "earning_rules")
+    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan", "referral", "points_expiry_mode", "points_expiry_notice_days", "earning_rules", "vip_tiers", "vip_metric", "vip_term")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_ENABLED_FIELD_NUMBER: _ClassVar[int]
     POINTS_PER_CURRENCY_UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +149,9 @@ class ProgramSettings(_message.Message):
     POINTS_EXPIRY_MODE_FIELD_NUMBER: _ClassVar[int]
     POINTS_EXPIRY_NOTICE_DAYS_FIELD_NUMBER: _ClassVar[int]
     EARNING_RULES_FIELD_NUMBER: _ClassVar[int]
+    VIP_TIERS_FIELD_NUMBER: _ClassVar[int]
+    VIP_METRIC_FIELD_NUMBER: _ClassVar[int]
+    VIP_TERM_FIELD_NUMBER: _ClassVar[int]
     version: int
     program_enabled: bool
     points_per_currency_unit: str
@@ -142,7 +165,22 @@ class ProgramSettings(_message.Message):
     points_expiry_mode: PointsExpiryMode
     points_expiry_notice_days: int
     earning_rules: _containers.RepeatedCompositeFieldContainer[EarningRule]
-    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ..., referral: _Optional[_Union[ReferralProgram, _Mapping]] = ..., points_expiry_mode: _Optional[_Union[PointsExpiryMode, str]] = ..., points_expiry_notice_days: _Optional[int] = ..., earning_rules: _Optional[_Iterable[_Union[EarningRule, _Mapping]]] = ...) -> None: ...
+    vip_tiers: _containers.RepeatedCompositeFieldContainer[VipTier]
+    vip_metric: VipMetric
+    vip_term: VipTerm
+    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ..., referral: _Optional[_Union[ReferralProgram, _Mapping]] = ..., points_expiry_mode: _Optional[_Union[PointsExpiryMode, str]] = ..., points_expiry_notice_days: _Optional[int] = ..., earning_rules: _Optional[_Iterable[_Union[EarningRule, _Mapping]]] = ..., vip_tiers: _Optional[_Iterable[_Union[VipTier, _Mapping]]] = ..., vip_metric: _Optional[_Union[VipMetric, str]] = ..., vip_term: _Optional[_Union[VipTerm, str]] = ...) -> None: ...
+
+class VipTier(_message.Message):
+    __slots__ = ("tier_id", "name", "threshold", "shopify_tag")
+    TIER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SHOPIFY_TAG_FIELD_NUMBER: _ClassVar[int]
+    tier_id: str
+    name: str
+    threshold: int
+    shopify_tag: str
+    def __init__(self, tier_id: _Optional[str] = ..., name: _Optional[str] = ..., threshold: _Optional[int] = ..., shopify_tag: _Optional[str] = ...) -> None: ...
 
 class EarningLimit(_message.Message):
     __slots__ = ("max_awards", "period")

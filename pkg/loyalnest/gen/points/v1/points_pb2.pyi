@@ -129,12 +129,30 @@ class GetPointsBalanceRequest(_message.Message):
     def __init__(self, customer_id: _Optional[str] = ...) -> None: ...
 
 class GetPointsBalanceResponse(_message.Message):
-    __slots__ = ("balance", "expiring")
+    __slots__ = ("balance", "expiring", "vip")
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     EXPIRING_FIELD_NUMBER: _ClassVar[int]
+    VIP_FIELD_NUMBER: _ClassVar[int]
     balance: PointsBalance
     expiring: ExpiringPoints
-    def __init__(self, balance: _Optional[_Union[PointsBalance, _Mapping]] = ..., expiring: _Optional[_Union[ExpiringPoints, _Mapping]] = ...) -> None: ...
+    vip: VipStatus
+    def __init__(self, balance: _Optional[_Union[PointsBalance, _Mapping]] = ..., expiring: _Optional[_Union[ExpiringPoints, _Mapping]] = ..., vip: _Optional[_Union[VipStatus, _Mapping]] = ...) -> None: ...
+
+class VipStatus(_message.Message):
+    __slots__ = ("tier_id", "tier_name", "qualifying_points", "next_tier_id", "points_to_next_tier", "term_end_time")
+    TIER_ID_FIELD_NUMBER: _ClassVar[int]
+    TIER_NAME_FIELD_NUMBER: _ClassVar[int]
+    QUALIFYING_POINTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TIER_ID_FIELD_NUMBER: _ClassVar[int]
+    POINTS_TO_NEXT_TIER_FIELD_NUMBER: _ClassVar[int]
+    TERM_END_TIME_FIELD_NUMBER: _ClassVar[int]
+    tier_id: str
+    tier_name: str
+    qualifying_points: int
+    next_tier_id: str
+    points_to_next_tier: int
+    term_end_time: _timestamp_pb2.Timestamp
+    def __init__(self, tier_id: _Optional[str] = ..., tier_name: _Optional[str] = ..., qualifying_points: _Optional[int] = ..., next_tier_id: _Optional[str] = ..., points_to_next_tier: _Optional[int] = ..., term_end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ExpiringPoints(_message.Message):
     __slots__ = ("points", "expire_time")

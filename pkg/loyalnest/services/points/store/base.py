@@ -20,6 +20,7 @@ from loyalnest.services.points.domain import (
     Redemption,
     RedemptionStatus,
     Reward,
+    TierState,
     Transaction,
 )
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderSettlement
@@ -172,6 +173,26 @@ class LedgerStore(Protocol):
         self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
     ) -> None:
         """Inserts each event unless its (rule, occurrence) is recorded (then keeps that one)."""
+        ...
+
+    # ---- VIP tiers (see points/tiers.py) ---------------------------------------------------
+
+    async def customer_tier(self, merchant_id: str, customer_id: str) -> TierState | None: ...
+
+    async def save_tier(
+        self,
+        merchant_id: str,
+        customer_id: str,
+        expected: TierState | None,
+        new: TierState,
+        event: Message | None,
+    ) -> bool:
+        """Stores `new` if the customer's state is still `expected` (None: no state yet),
+        enqueuing `event` with it. False when another write came first."""
+        ...
+
+    async def ledger_customers(self, merchant_id: str, after: str, limit: int) -> list[str]:
+        """Every customer of the merchant with a ledger, by customer_id, after `after`."""
         ...
 
     # ---- points expiry (see points/expiry.py) -------------------------------------------

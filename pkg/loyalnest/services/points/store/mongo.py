@@ -72,6 +72,7 @@ from loyalnest.services.points.domain import (
     Reward,
     RewardKind,
     RewardNotFound,
+    TierState,
     Transaction,
     TransactionType,
 )
@@ -101,6 +102,7 @@ ORDER_EARNINGS = "order_earnings"
 PROCESSED_EVENTS = "processed_events"
 EXPIRY_NOTICES = "points_expiry_notices"
 RULE_EVENTS = "rule_events"
+CUSTOMER_TIERS = "customer_tiers"
 _KEY_INDEX = "merchant_namespace_key_unique"
 # Before namespaces (merchant_id, idempotency_key): dropped once its keys are migrated.
 _LEGACY_KEY_INDEX = "merchant_key_unique"
@@ -219,6 +221,7 @@ class MongoLedgerStore:
         self._orders = collection(ORDER_EARNINGS)
         self._notices = collection(EXPIRY_NOTICES)
         self._rule_events = collection(RULE_EVENTS)
+        self._tiers = collection(CUSTOMER_TIERS)
 
     @classmethod
     def connect(
@@ -938,6 +941,88 @@ class MongoLedgerStore:
 
         if events:
             await self._run(insert)
+
+    # ---- VIP tiers ----------------------------------------------------------------------
+
+    async def customer_tier(self, merchant_id: str, customer_id: str) -> TierState | None:
+        doc = await self._run(
+            partial(self._tiers.find_one, {"_id": f"{merchant_id}|{customer_id}"})
+        )
+        if doc is None:
+            return None
+        return TierState(
+            tier_id=doc["tier_id"],
+            qualifying=doc["qualifying"],
+            term_end=None if doc["term_end"] is None else _utc(doc["term_end"]),
+            changed_at=_utc(doc["changed_at"]),
+            version=doc["version"],
+        )
+
+    async def save_tier(
+        self,
+        merchant_id: str,
+        customer_id: str,
+        expected: TierState | None,
+        new: TierState,
+        event: Message | None,
+    ) -> bool:
+        transactional = await self.uses_transactions()
+        key = f"{merchant_id}|{customer_id}"
+        fields = {
+            "tier_id": new.tier_id,
+            "qualifying": new.qualifying,
+            "term_end": None if new.term_end is None else _millis(new.term_end),
+            "changed_at": _millis(new.changed_at),
+        }
+
+        def write(session: ClientSession | None) -> bool:
+            if expected is None:
+                try:
+                    self._tiers.insert_one(
+                        {
+                            "_id": key,
+                            "merchant_id": merchant_id,
+                            "customer_id": customer_id,
+                            **fields,
+                            "version": 1,
+                        },
+                        session=session,
+                    )
+                except DuplicateKeyError:
+                    return False
+            else:
+                done = self._tiers.update_one(
+                    {"_id": key, "version": expected.version},
+                    {"$set": fields, "$inc": {"version": 1}},
+                    session=session,
+                )
+                if done.modified_count == 0:
+                    return False
+            if event is not None:
+                mongo_outbox.enqueue(self._database, merchant_id, event, session=session)
+            return True
+
+        def run() -> bool:
+            if not transactional:
+                return write(None)
+            with self._client.start_session() as session:
+                return session.with_transaction(write, write_concern=_LEDGER_WRITE_CONCERN)
+
+        return await self._run(run)
+
+    async def ledger_customers(self, merchant_id: str, after: str, limit: int) -> list[str]:
+        def find() -> list[str]:
+            cursor = (
+                self._balances.find(
+                    {"merchant_id": merchant_id, "customer_id": {"$gt": after}},
+                    {"customer_id": 1},
+                )
+                .sort("customer_id", ASCENDING)
+                .limit(limit)
+            )
+            return [doc["customer_id"] for doc in cursor]
+
+        return await self._run(find)
 
     # ---- points expiry ------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from loyalnest.services.points.domain import (
     Reward,
     RewardKind,
     RewardNotFound,
+    TierState,
     Transaction,
     TransactionType,
 )
@@ -401,6 +402,57 @@ class PostgresLedgerStore:
                     for e in events
                 ],
             )
+
+    # ---- VIP tiers ----------------------------------------------------------------------
+
+    async def customer_tier(self, merchant_id: str, customer_id: str) -> TierState | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT tier_id, qualifying, term_end, changed_at, version FROM customer_tiers"
+                " WHERE merchant_id = %s AND customer_id = %s",
+                (merchant_id, customer_id),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else TierState(*row)
+
+    async def save_tier(
+        self,
+        merchant_id: str,
+        customer_id: str,
+        expected: TierState | None,
+        new: TierState,
+        event: Message | None,
+    ) -> bool:
+        values = (new.tier_id, new.qualifying, new.term_end, new.changed_at)
+        async with self._pool.connection() as conn, conn.transaction():
+            if expected is None:
+                cursor = await conn.execute(
+                    "INSERT INTO customer_tiers (tier_id, qualifying, term_end, changed_at,"
+                    " merchant_id, customer_id) VALUES (%s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING RETURNING 1",
+                    (*values, merchant_id, customer_id),
+                )
+            else:
+                cursor = await conn.execute(
+                    "UPDATE customer_tiers SET tier_id = %s, qualifying = %s, term_end = %s,"
+                    " changed_at = %s, version = version + 1"
+                    " WHERE merchant_id = %s AND customer_id = %s AND version = %s RETURNING 1",
+                    (*values, merchant_id, customer_id, expected.version),
+                )
+            if await cursor.fetchone() is None:
+                return False
+            if event is not None:
+                await outbox.enqueue(conn, merchant_id, event)
+            return True
+
+    async def ledger_customers(self, merchant_id: str, after: str, limit: int) -> list[str]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT customer_id FROM ledgers WHERE merchant_id = %s AND customer_id > %s"
+                " ORDER BY customer_id LIMIT %s",
+                (merchant_id, after, limit),
+            )
+            return [row[0] for row in await cursor.fetchall()]
 
     # ---- points expiry ------------------------------------------------------------------
 

@@ -1,0 +1,259 @@
+"""VIP tiers: the merchant's `vip_tiers`, counted on the ledger, kept per customer.
+
+A customer's qualifying points are the program's metric (points earned, or points redeemed,
+reversals netted) within the term: the whole ledger (lifetime), the last 365 days, or the
+calendar year (UTC). The tier is the highest whose threshold they reach.
+
+    upgrade     at once: Points evaluates the customer after each of its own points.earned /
+                points.redeemed / points.reversed events (its consumer), and the job;
+    downgrade   only once the term the tier was reached (or renewed) in has ended: the job
+                (`loyalnest points tiers`, or the chart's schedule) finds it, idempotently;
+    renewal     a customer still qualifying at the term's end keeps the tier for a new term.
+
+Every change is a compare-and-set on the stored state (`version`) with its `tier.changed` event
+in the same transaction, so concurrent evaluations change a customer once, and a rerun of the
+job changes nothing. `tier.changed` carries the Shopify tags to add and remove; Points' own
+consumer of it pushes them (`ShopifyTags`: `tagsAdd` / `tagsRemove`, idempotent at Shopify).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import Counter
+
+from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.gen.events.v1 import points_pb2 as events_pb2
+from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.observability import get_logger
+from loyalnest.platform.shop_access import ShopTokens
+from loyalnest.platform.shopify_admin import ShopifyAdminClient
+from loyalnest.services.points.domain import (
+    TierState,
+    Transaction,
+    TransactionType,
+    VipProgress,
+)
+from loyalnest.services.points.earning import Clock, ProgramCopies, utc_now
+from loyalnest.services.points.events import tier_changed_event
+from loyalnest.services.points.expiry import ledger_history
+from loyalnest.services.points.ledger import Ledger
+
+log = get_logger(__name__)
+
+CHANGES = Counter("loyalnest_points_tier_changes_total", "VIP tier changes.", ["direction"])
+YEAR = timedelta(days=365)
+CUSTOMER_PAGE = 500
+
+
+@dataclass(frozen=True)
+class TierPolicy:
+    tiers: tuple[core_pb2.VipTier, ...]  # lowest threshold first
+    metric: int
+    term: int
+
+    @classmethod
+    def of(cls, program: core_pb2.ProgramSettings) -> TierPolicy:
+        return cls(
+            tiers=tuple(sorted(program.vip_tiers, key=lambda t: t.threshold)),
+            metric=program.vip_metric or core_pb2.VIP_METRIC_POINTS_EARNED,
+            term=program.vip_term or core_pb2.VIP_TERM_LIFETIME,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tiers)
+
+    def window_start(self, now: datetime) -> datetime | None:
+        if self.term == core_pb2.VIP_TERM_ROLLING_12_MONTHS:
+            return now - YEAR
+        if self.term == core_pb2.VIP_TERM_CALENDAR_YEAR:
+            return now.astimezone(UTC).replace(
+                month=1, day=1, hour=0, minute=0, second=0, microsecond=0
+            )
+        return None
+
+    def term_end(self, now: datetime) -> datetime | None:
+        if self.term == core_pb2.VIP_TERM_ROLLING_12_MONTHS:
+            return now + YEAR
+        if self.term == core_pb2.VIP_TERM_CALENDAR_YEAR:
+            start = self.window_start(now)
+            assert start is not None
+            return start.replace(year=start.year + 1)
+        return None
+
+    def qualifying(self, history: Sequence[Transaction], now: datetime) -> int:
+        start = self.window_start(now)
+        total = 0
+        for t in history:
+            if start is not None and t.created_at < start:
+                continue
+            if self.metric == core_pb2.VIP_METRIC_POINTS_REDEEMED:
+                if t.type is TransactionType.REDEEM or (
+                    t.type is TransactionType.REVERSAL and t.points > 0
+                ):
+                    total -= t.points
+            elif t.type is TransactionType.EARN or (
+                t.type is TransactionType.REVERSAL and t.points < 0
+            ):
+                total += t.points
+        return max(total, 0)
+
+    def rank(self, tier_id: str) -> int:
+        """Position of the tier, -1 for none (or a tier the merchant removed)."""
+        return next((i for i, t in enumerate(self.tiers) if t.tier_id == tier_id), -1)
+
+    def tier_for(self, value: int) -> int:
+        return max((i for i, t in enumerate(self.tiers) if value >= t.threshold), default=-1)
+
+    def tag(self, rank: int) -> str:
+        return self.tiers[rank].shopify_tag if rank >= 0 else ""
+
+
+def decide(
+    policy: TierPolicy, current: TierState | None, value: int, now: datetime
+) -> TierState | None:
+    """The customer's next state, or None when nothing changes."""
+    have = -1 if current is None else policy.rank(current.tier_id)
+    want = policy.tier_for(value)
+    term_over = current is not None and current.term_end is not None and now >= current.term_end
+    removed = current is not None and bool(current.tier_id) and have < 0
+    if want > have or removed or (want < have and term_over):
+        # Up at once; down at the term's end; a tier the merchant removed: at once.
+        tier_id = policy.tiers[want].tier_id if want >= 0 else ""
+        end = policy.term_end(now) if want >= 0 else None
+        version = 0 if current is None else current.version
+        return TierState(tier_id, value, end, now, version)
+    if current is not None and want == have and want >= 0 and term_over:
+        return replace(current, qualifying=value, term_end=policy.term_end(now), changed_at=now)
+    return None
+
+
+class VipTiers:
+    def __init__(self, ledger: Ledger, programs: ProgramCopies, *, clock: Clock = utc_now) -> None:
+        self._store = ledger.store
+        self._programs = programs
+        self._clock = clock
+
+    async def evaluate(
+        self, merchant_id: str, customer_id: str, policy: TierPolicy | None = None
+    ) -> TierState | None:
+        """Applies what the customer's ledger says now; the new state if it changed."""
+        policy = policy or TierPolicy.of(await self._programs.get(merchant_id))
+        if not policy.enabled:
+            return None
+        now = self._clock()
+        history = await ledger_history(self._store, merchant_id, customer_id)
+        value = policy.qualifying(history, now)
+        current = await self._store.customer_tier(merchant_id, customer_id)
+        new = decide(policy, current, value, now)
+        if new is None:
+            return None
+        before = -1 if current is None else policy.rank(current.tier_id)
+        after = policy.rank(new.tier_id)
+        event = None
+        if current is None or current.tier_id != new.tier_id:
+            added, removed = policy.tag(after), policy.tag(before)
+            if current is not None and before < 0 and current.tier_id:
+                removed = ""  # the removed tier's tag is unknown now
+            event = tier_changed_event(
+                customer_id,
+                "" if current is None else current.tier_id,
+                new,
+                [added] if added and added != removed else [],
+                [removed] if removed and removed != added else [],
+            )
+        if not await self._store.save_tier(merchant_id, customer_id, current, new, event):
+            return None  # another evaluation changed it first: it saw at least as much
+        if event is not None:
+            CHANGES.labels("up" if after > before else "down").inc()
+        return new
+
+    async def progress(self, merchant_id: str, customer_id: str) -> VipProgress | None:
+        policy = TierPolicy.of(await self._programs.get(merchant_id))
+        if not policy.enabled:
+            return None
+        history = await ledger_history(self._store, merchant_id, customer_id)
+        value = policy.qualifying(history, self._clock())
+        state = await self._store.customer_tier(merchant_id, customer_id)
+        rank = -1 if state is None else policy.rank(state.tier_id)
+        following = policy.tiers[rank + 1] if rank + 1 < len(policy.tiers) else None
+        return VipProgress(
+            state=state,
+            tier_name=policy.tiers[rank].name if rank >= 0 else "",
+            qualifying=value,
+            next_tier_id=following.tier_id if following else "",
+            to_next=max(following.threshold - value, 0) if following else 0,
+        )
+
+    async def run(self) -> int:
+        """The recalculation job: every customer of every merchant with tiers; how many
+        changed. Idempotent; resumable: a rerun redoes only what is still due."""
+        changed = 0
+        for merchant_id, raw in await self._store.program_copies():
+            policy = TierPolicy.of(core_pb2.ProgramSettings.FromString(raw))
+            if not policy.enabled:
+                continue
+            after = ""
+            while True:
+                customers = await self._store.ledger_customers(merchant_id, after, CUSTOMER_PAGE)
+                for customer_id in customers:
+                    changed += await self.evaluate(merchant_id, customer_id, policy) is not None
+                if len(customers) < CUSTOMER_PAGE:
+                    break
+                after = customers[-1]
+        log.info("vip tiers pass", changed=changed)
+        return changed
+
+    async def on_ledger_event(self, event: ConsumedEvent) -> bool:
+        """Points' own points.earned / redeemed / reversed: upgrades at once."""
+        payload: events_pb2.PointsEarned | events_pb2.PointsRedeemed | events_pb2.PointsReversed
+        if event.event_type == "points.earned":
+            payload = event.payload_as(events_pb2.PointsEarned)
+        elif event.event_type == "points.redeemed":
+            payload = event.payload_as(events_pb2.PointsRedeemed)
+        else:
+            payload = event.payload_as(events_pb2.PointsReversed)
+        customer_id = payload.customer_id
+        await self.evaluate(event.merchant_id, customer_id)
+        return True
+
+
+TAGS_ADD = """mutation tagsAdd($id: ID!, $tags: [String!]!) {
+  tagsAdd(id: $id, tags: $tags) { node { id } userErrors { field message } }
+}"""
+TAGS_REMOVE = """mutation tagsRemove($id: ID!, $tags: [String!]!) {
+  tagsRemove(id: $id, tags: $tags) { node { id } userErrors { field message } }
+}"""
+
+
+class ShopifyTags:
+    """Pushes tier.changed's tags to the customer at Shopify (Admin GraphQL `tagsAdd` /
+    `tagsRemove`, idempotent there: a redelivered event sets what is set already)."""
+
+    def __init__(self, admin: ShopifyAdminClient, tokens: ShopTokens) -> None:
+        self._admin = admin
+        self._tokens = tokens
+
+    async def on_tier_changed(self, event: ConsumedEvent) -> bool:
+        changed = event.payload_as(events_pb2.TierChanged)
+        if not (changed.tags_added or changed.tags_removed):
+            return True
+        if not (changed.customer_id.isascii() and changed.customer_id.isdigit()):
+            return True  # not a Shopify customer: nothing to tag
+        access = await self._tokens.shop_access(event.merchant_id)
+        gid = f"gid://shopify/Customer/{changed.customer_id}"
+        for mutation, tags in ((TAGS_REMOVE, changed.tags_removed), (TAGS_ADD, changed.tags_added)):
+            if not tags:
+                continue
+            name = "tagsAdd" if mutation is TAGS_ADD else "tagsRemove"
+            data = await self._admin.graphql(
+                access.shop, access.access_token, mutation, {"id": gid, "tags": list(tags)}
+            )
+            errors = (data.get(name) or {}).get("userErrors") or []
+            if errors:
+                # The customer is gone or the tag refused: retrying cannot help.
+                log.warning("Shopify refused tags", mutation=name, errors=str(errors)[:200])
+        return True

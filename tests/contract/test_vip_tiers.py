@@ -1,0 +1,111 @@
+"""VIP tiers on every LedgerStore, on a moved clock: upgrade at once, no downgrade before the
+end of the term, downgrade at it, idempotent reruns, compare-and-set against a concurrent
+writer, progress to the next tier. Figures worked out in the comments."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.program_settings import default_program
+from loyalnest.services.points.domain import Posting, TierState, TransactionType
+from loyalnest.services.points.earning import ProgramCopies
+from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.tiers import VipTiers
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def tiered(term: int) -> core_pb2.ProgramSettings:
+    settings = default_program()
+    settings.version = 1
+    settings.vip_metric = core_pb2.VIP_METRIC_POINTS_EARNED
+    settings.vip_term = term  # type: ignore[assignment]
+    settings.vip_tiers.extend(
+        [
+            core_pb2.VipTier(
+                tier_id="silver", name="Silver", threshold=100, shopify_tag="VIP Silver"
+            ),
+            core_pb2.VipTier(tier_id="gold", name="Gold", threshold=300, shopify_tag="VIP Gold"),
+        ]
+    )
+    return settings
+
+
+async def post(ledger: Ledger, merchant: str, kind: TransactionType, points: int) -> None:
+    posting = Posting(merchant, "c-1", kind, points, str(kind))
+    await ledger.post(posting, IdempotencyKey.internal(str(uuid.uuid4())))
+
+
+async def test_upgrade_at_once_downgrade_at_the_end_of_the_year(store: LedgerStore) -> None:
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    programs = ProgramCopies(ledger, cache_seconds=0)
+    assert await programs.save(merchant, tiered(core_pb2.VIP_TERM_CALENDAR_YEAR))
+    clock = Clock()
+    tiers = VipTiers(ledger, programs, clock=clock)
+    year_end = datetime(clock.now.year + 1, 1, 1, tzinfo=UTC)
+
+    await post(ledger, merchant, TransactionType.EARN, 150)
+    silver = await tiers.evaluate(merchant, "c-1")  # 150 >= 100
+    assert silver is not None and (silver.tier_id, silver.qualifying) == ("silver", 150)
+    assert silver.term_end == year_end
+    await post(ledger, merchant, TransactionType.EARN, 200)
+    await post(ledger, merchant, TransactionType.REDEEM, -200)  # spending keeps what was earned
+    gold = await tiers.evaluate(merchant, "c-1")  # 350 >= 300: up at once
+    assert gold is not None and (gold.tier_id, gold.qualifying) == ("gold", 350)
+    # An order taken back: 350 - 100 = 250, below gold; kept until the year ends.
+    await post(ledger, merchant, TransactionType.REVERSAL, -100)
+    assert await tiers.evaluate(merchant, "c-1") is None
+    progress = await tiers.progress(merchant, "c-1")
+    assert progress is not None
+    assert (progress.state and progress.state.tier_id, progress.qualifying) == ("gold", 250)
+    assert (progress.next_tier_id, progress.to_next) == ("", 0)
+    assert await tiers.run() == 0  # the job: nothing due
+
+    clock.now = year_end  # a new year: nothing earned in it yet -> no tier
+    assert await tiers.run() == 1
+    assert await tiers.run() == 0  # idempotent
+    state = await store.customer_tier(merchant, "c-1")
+    assert state is not None and (state.tier_id, state.qualifying, state.term_end) == ("", 0, None)
+    progress = await tiers.progress(merchant, "c-1")
+    assert progress is not None and (progress.next_tier_id, progress.to_next) == ("silver", 100)
+
+
+async def test_rolling_term_renews_a_tier_still_earned(store: LedgerStore) -> None:
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    programs = ProgramCopies(ledger, cache_seconds=0)
+    assert await programs.save(merchant, tiered(core_pb2.VIP_TERM_LIFETIME))
+    clock = Clock()
+    tiers = VipTiers(ledger, programs, clock=clock)
+    await post(ledger, merchant, TransactionType.EARN, 120)
+    state = await tiers.evaluate(merchant, "c-1")
+    assert state is not None and (state.tier_id, state.term_end) == ("silver", None)
+    clock.now += timedelta(days=3650)  # lifetime: never lost
+    assert await tiers.run() == 0
+
+
+async def test_a_stale_writer_changes_nothing(store: LedgerStore) -> None:
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    first = TierState("silver", 100, None, now)
+    assert await store.save_tier(merchant, "c-9", None, first, None)
+    assert not await store.save_tier(merchant, "c-9", None, first, None)  # exists already
+    stored = await store.customer_tier(merchant, "c-9")
+    assert stored is not None
+    gold = TierState("gold", 300, None, now, stored.version)
+    assert await store.save_tier(merchant, "c-9", stored, gold, None)
+    assert not await store.save_tier(merchant, "c-9", stored, gold, None)  # stale version
+    after = await store.customer_tier(merchant, "c-9")
+    assert after is not None and (after.tier_id, after.version) == ("gold", stored.version + 1)
+    assert await store.ledger_customers(merchant, "", 10) == []
