@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock | sha256sum | cut
 BUF_IMAGE := .build/buf-image.binpb
 
 .PHONY: setup lock system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy fuzz up bench \
-	bench-webhooks bench-orders clean \
+	bench-webhooks bench-orders bench-rfm clean \
 	chart chart-gateway-config chart-golden chart-check k8s kind-up kind-down
 
 setup: system-deps $(STAMP) k8s-tools
@@ -117,6 +117,10 @@ bench-webhooks: setup
 # Shopify orders/create webhooks to points credited, end to end (bench/README.md).
 bench-orders: setup
 	$(BIN)/python bench/bench_orders.py
+
+# The nightly RFM rescore of a big merchant (bench/README.md).
+bench-rfm: setup
+	$(BIN)/python bench/bench_rfm.py
 
 clean:
 	rm -rf .build .pytest_cache .mypy_cache .ruff_cache

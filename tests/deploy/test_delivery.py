@@ -153,7 +153,7 @@ def test_skaffold_artifacts_are_the_charts_images(profile: str | None) -> None:
     images = {
         c["image"]
         for w in checks.workloads(objects)
-        for c in checks.containers(w["spec"]["template"]["spec"])
+        for c in checks.containers(checks.pod_template(w)["spec"])
     }
     first_party = {i for i in images if i.startswith("registry.test/")}
     repos = {re.sub(r"[:@].*$", "", i.removeprefix("registry.test/")) for i in first_party}

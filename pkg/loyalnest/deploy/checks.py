@@ -18,7 +18,11 @@ from typing import Any
 
 Obj = Mapping[str, Any]
 
-WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
+WORKLOAD_KINDS = frozenset(
+    {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+)
+# Run to completion: no selector of their own, no graceful-shutdown window to check.
+JOB_KINDS = frozenset({"Job", "CronJob"})
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 _QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eE][+-]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$")
@@ -66,15 +70,24 @@ def name_of(obj: Obj) -> str:
     return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
 
 
+def pod_template(obj: Obj) -> Mapping[str, Any]:
+    """A workload's pod template (a CronJob's is inside its jobTemplate)."""
+    spec: Mapping[str, Any] = obj["spec"]
+    if obj.get("kind") == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    template: Mapping[str, Any] = spec["template"]
+    return template
+
+
 def pod_spec(obj: Obj) -> Mapping[str, Any] | None:
     if obj.get("kind") in WORKLOAD_KINDS:
-        spec: Mapping[str, Any] = obj["spec"]["template"]["spec"]
+        spec: Mapping[str, Any] = pod_template(obj)["spec"]
         return spec
     return None
 
 
 def pod_labels(obj: Obj) -> dict[str, str]:
-    labels: dict[str, str] = obj["spec"]["template"].get("metadata", {}).get("labels", {})
+    labels: dict[str, str] = pod_template(obj).get("metadata", {}).get("labels", {})
     return labels
 
 
@@ -120,7 +133,7 @@ def selector_problems(objects: list[Obj]) -> list[str]:
     names = {(o.get("kind"), o["metadata"]["name"]) for o in objects}
     for obj in objects:
         kind, spec = obj.get("kind"), obj.get("spec", {})
-        if kind in WORKLOAD_KINDS and kind != "Job":
+        if kind in WORKLOAD_KINDS and kind not in JOB_KINDS:
             selector = spec.get("selector", {})
             if not selector.get("matchLabels") and not selector.get("matchExpressions"):
                 problems.append(f"{name_of(obj)}: empty selector")
@@ -312,7 +325,7 @@ def grace_problems(objects: list[Obj]) -> list[str]:
                 continue
             pre_stop = container.get("lifecycle", {}).get("preStop", {})
             sleep = pre_stop.get("sleep", {}).get("seconds", 0)
-            if workload["kind"] != "Job" and not period > float(grace) + sleep:
+            if workload["kind"] not in JOB_KINDS and not period > float(grace) + sleep:
                 problems.append(
                     f"{name_of(workload)}: terminationGracePeriodSeconds {period} <= preStop "
                     f"{sleep} + LOYALNEST_SHUTDOWN_GRACE_SECONDS {grace}"
@@ -401,7 +414,7 @@ def config_checksum_problems(
     for workload in workloads(objects):
         spec = pod_spec(workload)
         assert spec is not None
-        annotations = workload["spec"]["template"].get("metadata", {}).get("annotations", {})
+        annotations = pod_template(workload).get("metadata", {}).get("annotations", {})
         for volume in spec.get("volumes", []):
             name = (volume.get("configMap") or {}).get("name")
             if name is None:
