@@ -112,7 +112,8 @@ def baseline_ntile(url: str, merchant: str) -> float:
     started = time.perf_counter()
     with psycopg.connect(url, options="-c search_path=rfm") as conn:
         conn.execute(
-            "SELECT count(*) FROM (SELECT customer_id,"
+            # sum(): every window's value is used, so none can be planned away.
+            "SELECT sum(r + f + m) FROM (SELECT customer_id,"
             " ntile(5) OVER (ORDER BY activity_key) AS r,"
             " ntile(5) OVER (ORDER BY orders) AS f,"
             " ntile(5) OVER (ORDER BY monetary) AS m"
