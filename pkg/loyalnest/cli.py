@@ -64,6 +64,7 @@ def _points_expire(args: argparse.Namespace) -> int:
 
 def _rfm_rescore(args: argparse.Namespace) -> int:
     import asyncio
+    import json
 
     from loyalnest.platform.observability import configure_logging
     from loyalnest.platform.tenancy import merchant_id_for_shop
@@ -75,7 +76,7 @@ def _rfm_rescore(args: argparse.Namespace) -> int:
     for result in asyncio.run(rescore(settings, merchant)):
         print(
             f"{result.merchant_id}: {result.customers} customers with an order,"
-            f" {result.changed} rescored, {result.seconds:.2f}s"
+            f" {result.changed} rescored, {result.seconds:.2f}s ({json.dumps(result.steps)})"
         )
     return 0
 

@@ -64,7 +64,7 @@ WITH counted AS (
            min(placed_at) AS first_at, max(placed_at) AS last_at,
            max(top) + ln(sum(power(2::float8, x - top))) / ln(2::float8) AS key
     FROM kept
-), scored AS (
+), scored AS MATERIALIZED (
     SELECT f.*,
            CASE WHEN f.orders = 0 THEN 0
                 WHEN c.recency_key IS NULL THEN rfm_recency_days_score(
