@@ -124,7 +124,8 @@ def name_problem(name: str) -> str | None:
     """Why `name` cannot name a campaign, or None when it can."""
     if not name.strip():
         return "is required"
-    if len(name) > MAX_NAME_LENGTH or not NAME_RE.match(name):
+    # fullmatch: `$` would let a trailing newline through.
+    if len(name) > MAX_NAME_LENGTH or not NAME_RE.fullmatch(name):
         return (
             f"must be at most {MAX_NAME_LENGTH} printable characters,"
             " without leading or trailing spaces"
