@@ -160,3 +160,16 @@ def test_order_sales_per_product_after_discounts() -> None:
     )
     sales = {s.product_id: (s.quantity, s.revenue_minor) for s in order_sales(order)}
     assert sales == {"5": (3, 1901 + 300), "6": (1, 0)}
+
+
+def test_times_beyond_a_datetime_are_invalid_not_internal() -> None:
+    from loyalnest.services.campaign.wire import times_of
+
+    message = pb.Campaign(
+        name="Far", kind=pb.CAMPAIGN_KIND_SHARED_CODE,
+        rules=pb.DiscountRules(type=pb.DISCOUNT_TYPE_FREE_SHIPPING),
+        audience=pb.Audience(all_customers=True),
+    )  # fmt: skip
+    message.end_time.seconds = 2**62
+    assert times_of(message) == (None, None)
+    assert "campaign.end_time" in [f for f, _ in campaign_problems(message, *times_of(message))]

@@ -24,6 +24,8 @@ NAME_RE = re.compile(r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f]
 CODE_RE = re.compile(r"[A-Z0-9_-]{4,32}")
 SHOPIFY_ID_RE = re.compile(r"[0-9]{1,20}")
 MAX_TARGETS = 100
+# A Timestamp's valid range (0001-01-01 to 9999-12-31): beyond it no datetime holds it.
+MIN_SECONDS, MAX_SECONDS = -62135596800, 253402300799
 # Shopify: at most 25 automatic discounts active in a shop at any time.
 MAX_ACTIVE_AUTOMATIC = 25
 
@@ -222,6 +224,12 @@ def campaign_problems(
                 " for an RFM audience",
             )
         )
+    for field in ("start_time", "end_time"):
+        stamp = getattr(campaign, field)
+        if campaign.HasField(field) and not (
+            MIN_SECONDS <= stamp.seconds <= MAX_SECONDS and 0 <= stamp.nanos < 10**9
+        ):
+            problems.append((f"campaign.{field}", "must be between years 1 and 9999"))
     if start and end and end <= start:
         problems.append(("campaign.end_time", "must be after start_time"))
     return problems
