@@ -69,6 +69,10 @@ class Campaign:
     def automatic(self) -> bool:
         return self.kind == pb.CAMPAIGN_KIND_AUTOMATIC
 
+    @property
+    def unique_codes(self) -> bool:
+        return self.kind == pb.CAMPAIGN_KIND_UNIQUE_CODES
+
     def segments(self) -> list[str] | None:
         """The audience's RFM segment names; None for all customers."""
         if self.audience.all_customers:
@@ -155,7 +159,7 @@ def campaign_problems(
     if name:
         problems.append(("campaign.name", name))
     if campaign.kind == pb.CAMPAIGN_KIND_UNSPECIFIED:
-        problems.append(("campaign.kind", "is required (SHARED_CODE or AUTOMATIC)"))
+        problems.append(("campaign.kind", "is required (SHARED_CODE, UNIQUE_CODES or AUTOMATIC)"))
     if campaign.code and (
         campaign.kind != pb.CAMPAIGN_KIND_SHARED_CODE or not CODE_RE.fullmatch(campaign.code)
     ):
@@ -216,6 +220,13 @@ def campaign_problems(
         )
     if any(s == rfm_pb2.RFM_SEGMENT_UNSPECIFIED for s in audience.rfm_segments):
         problems.append(("campaign.audience.rfm_segments", "must name segments"))
+    if campaign.kind == pb.CAMPAIGN_KIND_UNIQUE_CODES and not audience.rfm_segments:
+        problems.append(
+            (
+                "campaign.audience",
+                "unique codes go to the customers of RFM segments: name rfm_segments",
+            )
+        )
     if campaign.kind == pb.CAMPAIGN_KIND_AUTOMATIC and audience.rfm_segments:
         problems.append(
             (
@@ -241,6 +252,14 @@ def derived_code(merchant_id: str, campaign_id: str) -> str:
     second discount."""
     digest = hashlib.sha256(f"{merchant_id}\0{campaign_id}".encode()).hexdigest()
     return "LN-" + digest[:10].upper()
+
+
+def customer_code(merchant_id: str, campaign_id: str, customer_id: str) -> str:
+    """A customer's own code of a UNIQUE_CODES campaign: the same for every attempt, so a
+    retried creation meets its own code, and ApplyCampaign can answer it without a lookup.
+    Knowing another customer's code buys nothing: the discount is limited to its customers."""
+    digest = hashlib.sha256(f"{merchant_id}\0{campaign_id}\0{customer_id}".encode()).hexdigest()
+    return "LN-" + digest[:12].upper()
 
 
 def discount_title(campaign: Campaign) -> str:
@@ -276,6 +295,7 @@ def eligibility_entry(campaign: Campaign) -> dict[str, Any]:
         "end": campaign.end_at.timestamp() if campaign.end_at else None,
         "segments": campaign.segments(),
         "minimum": campaign.rules.minimum_subtotal,
+        "unique_codes": campaign.unique_codes,
         "product_ids": products,
         "collection_ids": collections,
     }

@@ -39,6 +39,7 @@ from loyalnest.services.campaign.domain import (
     Campaign,
     CartView,
     applies,
+    customer_code,
     eligibility_entry,
 )
 from loyalnest.services.campaign.store import CampaignStore
@@ -124,11 +125,18 @@ class Eligibility:
     ) -> list[pb.ApplicableCampaign]:
         entries, segment = await self._read(merchant_id, customer_id)
         now = time.time()
-        return [
-            answer
-            for entry, answer in sorted(entries, key=lambda e: e[0]["campaign_id"])
-            if entry["merchant_id"] == merchant_id and applies(entry, segment, cart, now)
-        ]
+        found = []
+        for entry, answer in sorted(entries, key=lambda e: e[0]["campaign_id"]):
+            if entry["merchant_id"] != merchant_id or not applies(entry, segment, cart, now):
+                continue
+            if entry.get("unique_codes"):
+                # The customer's own code (a copy: the memo's answer is shared).
+                own = pb.ApplicableCampaign()
+                own.CopyFrom(answer)
+                own.code = customer_code(merchant_id, entry["campaign_id"], customer_id)
+                answer = own
+            found.append(answer)
+        return found
 
     def _decoded(self, raw: bytes) -> Decoded:
         found = self._memo.get(raw)
