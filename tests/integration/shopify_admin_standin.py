@@ -12,7 +12,8 @@ gets 401, a locked shop 423. It answers `discountCodeBasicCreate`,
 `discountCodeActivate`/`discountCodeDeactivate`, `discountAutomaticActivate`/
 `discountAutomaticDeactivate` (deactivating ends the discount now: status EXPIRED; activating
 starts it now: ACTIVE), `discountCodeBasicUpdate`/`discountCodeFreeShippingUpdate` of a code's
-customer list (`customerSelection.customers` `add`/`remove`), `discountNode(id:)` (its status
+customer list (`customerSelection.customers` `add`/`remove`), `discountRedeemCodeBulkAdd` (more
+codes for a code discount, existing ones skipped), `discountNode(id:)` (its status
 and title) and `discountNodes(first:, query:)` for the filters `method:automatic`,
 `status:active` and `title:'...'`. The merchant's side: `set_discount_status` (a change made
 in Shopify's admin, for drift).
@@ -308,6 +309,9 @@ class ShopifyAdminStandIn(ShopifyStandIn):
         ):
             if name in query:
                 return 200, {"data": {name: self._create(shop, kind, variables["input"])}}
+        if "discountRedeemCodeBulkAdd" in query:
+            added = self._bulk_add(shop, variables["id"], variables["codes"])
+            return 200, {"data": {"discountRedeemCodeBulkAdd": added}}
         for name in ("discountCodeBasicUpdate", "discountCodeFreeShippingUpdate"):
             if name in query:
                 changed = self._update_customers(shop, variables["id"], variables["input"])
@@ -402,6 +406,28 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             },
         }
 
+    def _bulk_add(self, shop: str, discount_id: str, codes: list[dict[str, Any]]) -> dict[str, Any]:
+        """More codes for a code discount (one entry shared by all its codes). Shopify creates
+        them asynchronously and skips codes it has; here at once, the same way."""
+        found = self._discount(shop, discount_id)
+        if found is None or discount_id in self.automatic:
+            error = {"field": ["discountId"], "code": "INVALID", "message": "Discount not found"}
+            return {"bulkCreation": None, "userErrors": [error]}
+        if not 0 < len(codes) <= 250:
+            error = {"field": ["codes"], "code": "TOO_MANY_ARGUMENTS", "message": "1 to 250 codes"}
+            return {"bulkCreation": None, "userErrors": [error]}
+        for item in codes:
+            code = item.get("code") or ""
+            if code and (shop, code) not in self.codes:
+                self.codes[(shop, code)] = found
+        self.discounts_made += 1
+        return {
+            "bulkCreation": {
+                "id": f"gid://shopify/DiscountRedeemCodeBulkCreation/{self.discounts_made}"
+            },
+            "userErrors": [],
+        }
+
     def _update_customers(
         self, shop: str, discount_id: str, data: dict[str, Any]
     ) -> dict[str, Any]:
@@ -486,7 +512,9 @@ class ShopifyAdminStandIn(ShopifyStandIn):
         query = variables.get("query") or ""
         first = int(variables.get("first") or 50)
         assert 0 < first <= 250, first
-        everything = [(d["id"], d, False) for (s, _), d in self.codes.items() if s == shop]
+        # One entry per discount (a discount with several codes is in `codes` once per code).
+        by_id = {d["id"]: d for (s, _), d in self.codes.items() if s == shop}
+        everything = [(i, d, False) for i, d in by_id.items()]
         everything += [(i, d, True) for i, d in self.automatic.items() if d["shop"] == shop]
         title = re.search(r"title:'((?:[^'\\]|\\.)*)'", query)
         nodes = [

@@ -444,3 +444,27 @@ ISOLATION = Table(
         "ApplyCampaign": [Case(_apply, may_succeed=True)],
     },
 )
+
+
+async def test_personal_data_export_and_erasure(database_url: str, served: Served) -> None:
+    """The customers' segments Campaign keeps (issue 18's contract: export, erase)."""
+    from loyalnest.platform.postgres import Database
+    from loyalnest.services.campaign.service import DATABASE
+    from loyalnest.services.campaign.store import CampaignStore
+
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    await seed_live_campaign(database_url, merchant, segments=["RFM_SEGMENT_NEW"])
+    database = Database(service_settings_for_tests(CampaignSettings, database_url), DATABASE)
+    await database.open()
+    try:
+        store = CampaignStore(database)
+        exported = await store.export_customer(merchant, "900001")
+        assert exported["rfm_segment"]["segment"] == "RFM_SEGMENT_NEW"
+        assert await store.export_customer(merchant, "900002") == {}
+        await store.erase_customer(merchant, "900001")
+        assert await store.export_customer(merchant, "900001") == {}
+        assert await store.live(merchant)
+        await store.erase_merchant(merchant)
+        assert await store.live(merchant) == []
+    finally:
+        await database.close()

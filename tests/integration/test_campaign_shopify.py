@@ -38,6 +38,7 @@ from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.events.clients import KafkaPublisher, OutgoingRecord
 from loyalnest.platform.events.envelope import new_event
 from loyalnest.services.auth.service import SPEC as AUTH
+from loyalnest.services.campaign.domain import customer_code
 from loyalnest.services.campaign.service import SERVICE_NAME, SPEC, CampaignSettings
 from tests.auth import merchant_headers, merchant_metadata
 from tests.integration.broker import BrokerProcess
@@ -381,6 +382,50 @@ async def test_segment_campaign_at_shopify(
             ("campaign.state_changed", "paused"),
             ("campaign.state_changed", "active"),
         ]
+
+        # Unique codes: one discount, a code of its own for each AT_RISK customer (7001, 7002),
+        # each answered to its customer; 7003 entering AT_RISK gets one then.
+        unique = (
+            await m.campaign.CreateCampaign(
+                pb.CreateCampaignRequest(
+                    campaign=summer(
+                        name="Yours only",
+                        kind=pb.CAMPAIGN_KIND_UNIQUE_CODES,
+                        rules=pb.DiscountRules(type=pb.DISCOUNT_TYPE_FREE_SHIPPING),
+                        audience=pb.Audience(rfm_segments=[rfm_pb2.RFM_SEGMENT_AT_RISK]),
+                    ),
+                    idempotency_key="unique-1",
+                ),
+                metadata=m.write(),
+            )
+        ).campaign
+        codes = {
+            customer: customer_code(m.merchant_id, unique.campaign_id, customer)
+            for customer in ("7001", "7002", "7003")
+        }
+        made = shopify.codes_of(m.shop)
+        assert made[codes["7001"]]["id"] == made[codes["7002"]]["id"] == unique.shopify_discount_id
+        assert codes["7003"] not in made
+
+        async def own_code(customer: str) -> str | None:
+            response = await m.campaign.ApplyCampaign(
+                pb.ApplyCampaignRequest(customer_id=customer, cart=pb.Cart(subtotal="10")),
+                metadata=m.read(),
+            )
+            found = [c.code for c in response.campaigns if c.campaign_id == unique.campaign_id]
+            return found[0] if found else None
+
+        assert await own_code("7001") == codes["7001"]
+        assert await own_code("7002") == codes["7002"]
+        assert await own_code("7003") is None
+        await m.rfm("7003", rfm_pb2.RFM_SEGMENT_AT_RISK)
+
+        async def code_for_7003() -> bool:
+            return codes["7003"] in shopify.codes_of(m.shop) and (
+                await own_code("7003") == codes["7003"]
+            )
+
+        await eventually(code_for_7003, 30, "7003's own code once in AT_RISK")
 
 
 async def test_twenty_five_active_automatic_discounts(

@@ -160,3 +160,29 @@ def test_bodies_without_personal_data_pass_through() -> None:
     headers = shopify_headers(body, topic="orders/create", shop_domain=SHOP, secret="s")
     delivery = Delivery.parse("orders", "create", headers, body)
     assert webhook_received(delivery, found).body == body
+
+
+PRODUCT = {
+    "id": 632910392,
+    "title": "IPod Nano - 8GB",
+    "vendor": "Apple",
+    "product_type": "Cult Products",
+    "updated_at": "2026-11-20T19:05:00-05:00",
+    "tags": "Emotive, Flash Memory",
+    "variants": [{"id": 808950810, "title": "Pink", "price": "199.00", "sku": "IPOD2008PINK"}],
+}
+
+
+@pytest.mark.parametrize("topic", ["products/create", "products/update"])
+def test_product_bodies_pass_through_and_others_are_refused(topic: str) -> None:
+    fitted = content(topic, PRODUCT, SHOP)
+    assert fitted.passthrough and fitted.customer_id == ""
+    for unfit in (ORDER, {"id": 1}, {**PRODUCT, "updated_at": None}, {**PRODUCT, "email": "x"}):
+        with pytest.raises(UnfitBody):
+            content(topic, unfit, SHOP)
+    assert content("products/delete", {"id": 632910392}, SHOP).passthrough
+    with pytest.raises(UnfitBody):
+        content("products/delete", {"title": "no id"}, SHOP)
+    # A new product's snapshot may come under both; an order's bytes never as a product.
+    assert compatible_topics("products/create") == {"products/create", "products/update"}
+    assert "orders/create" not in compatible_topics(topic)

@@ -24,6 +24,8 @@ NAME_RE = re.compile(r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f]
 CODE_RE = re.compile(r"[A-Z0-9_-]{4,32}")
 SHOPIFY_ID_RE = re.compile(r"[0-9]{1,20}")
 MAX_TARGETS = 100
+# A Timestamp's valid range (0001-01-01 to 9999-12-31): beyond it no datetime holds it.
+MIN_SECONDS, MAX_SECONDS = -62135596800, 253402300799
 # Shopify: at most 25 automatic discounts active in a shop at any time.
 MAX_ACTIVE_AUTOMATIC = 25
 
@@ -66,6 +68,10 @@ class Campaign:
     @property
     def automatic(self) -> bool:
         return self.kind == pb.CAMPAIGN_KIND_AUTOMATIC
+
+    @property
+    def unique_codes(self) -> bool:
+        return self.kind == pb.CAMPAIGN_KIND_UNIQUE_CODES
 
     def segments(self) -> list[str] | None:
         """The audience's RFM segment names; None for all customers."""
@@ -124,7 +130,8 @@ def name_problem(name: str) -> str | None:
     """Why `name` cannot name a campaign, or None when it can."""
     if not name.strip():
         return "is required"
-    if len(name) > MAX_NAME_LENGTH or not NAME_RE.match(name):
+    # fullmatch: `$` would let a trailing newline through.
+    if len(name) > MAX_NAME_LENGTH or not NAME_RE.fullmatch(name):
         return (
             f"must be at most {MAX_NAME_LENGTH} printable characters,"
             " without leading or trailing spaces"
@@ -152,7 +159,7 @@ def campaign_problems(
     if name:
         problems.append(("campaign.name", name))
     if campaign.kind == pb.CAMPAIGN_KIND_UNSPECIFIED:
-        problems.append(("campaign.kind", "is required (SHARED_CODE or AUTOMATIC)"))
+        problems.append(("campaign.kind", "is required (SHARED_CODE, UNIQUE_CODES or AUTOMATIC)"))
     if campaign.code and (
         campaign.kind != pb.CAMPAIGN_KIND_SHARED_CODE or not CODE_RE.fullmatch(campaign.code)
     ):
@@ -213,6 +220,13 @@ def campaign_problems(
         )
     if any(s == rfm_pb2.RFM_SEGMENT_UNSPECIFIED for s in audience.rfm_segments):
         problems.append(("campaign.audience.rfm_segments", "must name segments"))
+    if campaign.kind == pb.CAMPAIGN_KIND_UNIQUE_CODES and not audience.rfm_segments:
+        problems.append(
+            (
+                "campaign.audience",
+                "unique codes go to the customers of RFM segments: name rfm_segments",
+            )
+        )
     if campaign.kind == pb.CAMPAIGN_KIND_AUTOMATIC and audience.rfm_segments:
         problems.append(
             (
@@ -221,6 +235,12 @@ def campaign_problems(
                 " for an RFM audience",
             )
         )
+    for field in ("start_time", "end_time"):
+        stamp = getattr(campaign, field)
+        if campaign.HasField(field) and not (
+            MIN_SECONDS <= stamp.seconds <= MAX_SECONDS and 0 <= stamp.nanos < 10**9
+        ):
+            problems.append((f"campaign.{field}", "must be between years 1 and 9999"))
     if start and end and end <= start:
         problems.append(("campaign.end_time", "must be after start_time"))
     return problems
@@ -232,6 +252,14 @@ def derived_code(merchant_id: str, campaign_id: str) -> str:
     second discount."""
     digest = hashlib.sha256(f"{merchant_id}\0{campaign_id}".encode()).hexdigest()
     return "LN-" + digest[:10].upper()
+
+
+def customer_code(merchant_id: str, campaign_id: str, customer_id: str) -> str:
+    """A customer's own code of a UNIQUE_CODES campaign: the same for every attempt, so a
+    retried creation meets its own code, and ApplyCampaign can answer it without a lookup.
+    Knowing another customer's code buys nothing: the discount is limited to its customers."""
+    digest = hashlib.sha256(f"{merchant_id}\0{campaign_id}\0{customer_id}".encode()).hexdigest()
+    return "LN-" + digest[:12].upper()
 
 
 def discount_title(campaign: Campaign) -> str:
@@ -267,6 +295,7 @@ def eligibility_entry(campaign: Campaign) -> dict[str, Any]:
         "end": campaign.end_at.timestamp() if campaign.end_at else None,
         "segments": campaign.segments(),
         "minimum": campaign.rules.minimum_subtotal,
+        "unique_codes": campaign.unique_codes,
         "product_ids": products,
         "collection_ids": collections,
     }

@@ -1,15 +1,19 @@
 """ApplyCampaign's answers from Redis: which live campaigns apply to a customer and a cart.
 
 Keys (all with a TTL, so a write lost between PostgreSQL and Redis heals by itself):
-- `campaign:{campaign_id}`: a live campaign's eligibility entry (JSON, its merchant inside);
-- `campaigns:{merchant_id}`: the ids of the merchant's live campaigns, plus the marker `-`
-  (the set exists, even when empty: a missing set means "rebuild from PostgreSQL");
-- `campaign_segment:{merchant_id}:{customer_id}`: the customer's RFM segment, `-` for none.
+- `campaigns:{merchant_id}`: a hash of the merchant's live campaigns, field `campaign_id`, value
+  the campaign's eligibility entry (JSON) -- the seed's `campaign:{campaign_id}` entries, kept
+  as the fields of one hash per merchant so that one `HGETALL` reads them all in a single round
+  trip (and a Redis Cluster keeps a merchant's entries in one slot). The field `-` marks a hash
+  that was built (a merchant without live campaigns has just the marker); a missing hash means
+  "rebuild from PostgreSQL";
+- `campaign_segment:{merchant_id}:{customer_id}`: the customer's RFM segment, `-` for none,
+  written by the rfm.updated consumer and on a miss.
 
-A change of a campaign rewrites its entry and drops the merchant's set (the next call
-rebuilds it from PostgreSQL: one query), so a set is never missing a campaign. The common
-call is two Redis round trips (set and segment in one pipeline, then the entries) and no
-PostgreSQL. Redis failing falls back to PostgreSQL, slower but right.
+A change of a campaign drops its merchant's hash (the next call rebuilds it: one query), so a
+hash never misses a campaign nor keeps a stale one. A call is one Redis round trip (`HGETALL`
+and `GET` pipelined) and no PostgreSQL; entries are decoded once per process (memo by their
+bytes). Redis failing falls back to PostgreSQL, slower but right.
 
 Why here and not in Products (where the seed lists the RPC): the campaign, its audience and
 its state are Campaign's, written in the same transaction that talks to Shopify; serving
@@ -35,12 +39,22 @@ from loyalnest.services.campaign.domain import (
     Campaign,
     CartView,
     applies,
+    customer_code,
     eligibility_entry,
 )
 from loyalnest.services.campaign.store import CampaignStore
 
 log = get_logger(__name__)
 _MARKER = "-"
+_MARKER_BYTES = _MARKER.encode()
+# Decoded entries remembered per process, by their bytes.
+_MEMO_SIZE = 10_000
+# A cached entry and its answer.
+Decoded = tuple[dict[str, Any], pb.ApplicableCampaign]
+
+
+def _raw(campaign: Campaign) -> bytes:
+    return json.dumps(_entry(campaign), sort_keys=True).encode()
 
 
 def _entry(campaign: Campaign) -> dict[str, Any]:
@@ -73,6 +87,9 @@ class Eligibility:
         self._redis = client
         self._store = store
         self._ttl = ttl_seconds
+        # Segments are written by the rfm.updated consumer as they change: they may live long.
+        self._segment_ttl = max(ttl_seconds, 24 * 3600)
+        self._memo: dict[bytes, Decoded] = {}
 
     @staticmethod
     def _set_key(merchant_id: str) -> str:
@@ -83,22 +100,12 @@ class Eligibility:
         return f"campaign_segment:{key_part(merchant_id)}:{key_part(customer_id)}"
 
     async def changed(self, campaign: Campaign) -> None:
-        """After a campaign's change committed: its entry rewritten, its merchant's set
-        dropped (rebuilt on the next call)."""
+        """After a campaign's change committed: its merchant's hash dropped (rebuilt on the
+        next call)."""
         if self._redis is None:
             return
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                if campaign.state in LIVE:
-                    pipe.set(
-                        f"campaign:{campaign.campaign_id}",
-                        json.dumps(_entry(campaign)),
-                        ex=self._ttl,
-                    )
-                else:
-                    pipe.delete(f"campaign:{campaign.campaign_id}")
-                pipe.delete(self._set_key(campaign.merchant_id))
-                await pipe.execute()
+            await self._redis.delete(self._set_key(campaign.merchant_id))
         except REDIS_ERRORS as exc:
             # Served stale until the keys expire (TTL): worth a warning.
             log.warning("campaign cache not updated", error=repr(exc))
@@ -108,7 +115,7 @@ class Eligibility:
             return
         try:
             await self._redis.set(
-                self._segment_key(merchant_id, customer_id), segment, ex=self._ttl
+                self._segment_key(merchant_id, customer_id), segment, ex=self._segment_ttl
             )
         except REDIS_ERRORS as exc:
             log.warning("segment cache not updated", error=repr(exc))
@@ -118,15 +125,30 @@ class Eligibility:
     ) -> list[pb.ApplicableCampaign]:
         entries, segment = await self._read(merchant_id, customer_id)
         now = time.time()
-        return [
-            _applicable(entry)
-            for entry in sorted(entries, key=lambda e: e["campaign_id"])
-            if entry["merchant_id"] == merchant_id and applies(entry, segment, cart, now)
-        ]
+        found = []
+        for entry, answer in sorted(entries, key=lambda e: e[0]["campaign_id"]):
+            if entry["merchant_id"] != merchant_id or not applies(entry, segment, cart, now):
+                continue
+            if entry.get("unique_codes"):
+                # The customer's own code (a copy: the memo's answer is shared).
+                own = pb.ApplicableCampaign()
+                own.CopyFrom(answer)
+                own.code = customer_code(merchant_id, entry["campaign_id"], customer_id)
+                answer = own
+            found.append(answer)
+        return found
 
-    async def _read(
-        self, merchant_id: str, customer_id: str
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    def _decoded(self, raw: bytes) -> Decoded:
+        found = self._memo.get(raw)
+        if found is None:
+            entry = json.loads(raw)
+            found = (entry, _applicable(entry))
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()  # entries change rarely: a full reset is cheap enough
+            self._memo[raw] = found
+        return found
+
+    async def _read(self, merchant_id: str, customer_id: str) -> tuple[list[Decoded], str | None]:
         if self._redis is None:
             return await self._from_database(merchant_id, customer_id)
         try:
@@ -137,46 +159,43 @@ class Eligibility:
 
     async def _from_database(
         self, merchant_id: str, customer_id: str
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[Decoded], str | None]:
         live = [c for c in await self._store.live(merchant_id) if c.state in LIVE]
-        return [_entry(c) for c in live], await self._store.segment_of(merchant_id, customer_id)
+        entries = [self._decoded(_raw(c)) for c in live]
+        return entries, await self._store.segment_of(merchant_id, customer_id)
 
     async def _from_redis(
         self, merchant_id: str, customer_id: str
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[list[Decoded], str | None]:
         assert self._redis is not None
-        set_key = self._set_key(merchant_id)
+        hash_key = self._set_key(merchant_id)
         segment_key = self._segment_key(merchant_id, customer_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.smembers(set_key)
+            pipe.hgetall(hash_key)
             pipe.get(segment_key)
-            members, cached_segment = await pipe.execute()
-        ids = sorted(m.decode() for m in members if m.decode() != _MARKER)
-        raw = await self._redis.mget([f"campaign:{i}" for i in ids]) if ids else []
-        if not members or any(r is None for r in raw):
-            entries = await self._rebuild(merchant_id)
+            fields, cached_segment = await pipe.execute()
+        if fields:
+            raws = [raw for field, raw in fields.items() if field != _MARKER_BYTES]
         else:
-            entries = [json.loads(r) for r in raw if r is not None]
+            raws = await self._rebuild(merchant_id)
         if cached_segment is None:
             segment = await self._store.segment_of(merchant_id, customer_id)
-            await self._redis.set(segment_key, segment or _MARKER, ex=self._ttl)
+            await self._redis.set(segment_key, segment or _MARKER, ex=self._segment_ttl)
         else:
             segment = cached_segment.decode()
-        return entries, None if segment == _MARKER else segment
+        return [self._decoded(r) for r in raws], None if segment == _MARKER else segment
 
-    async def _rebuild(self, merchant_id: str) -> list[dict[str, Any]]:
+    async def _rebuild(self, merchant_id: str) -> list[bytes]:
         assert self._redis is not None
         live = [c for c in await self._store.live(merchant_id) if c.state in LIVE]
-        entries = [_entry(c) for c in live]
-        set_key = self._set_key(merchant_id)
+        raws: dict[str | bytes, bytes] = {c.campaign_id: _raw(c) for c in live}
+        hash_key = self._set_key(merchant_id)
         async with self._redis.pipeline(transaction=True) as pipe:
-            for entry in entries:
-                pipe.set(f"campaign:{entry['campaign_id']}", json.dumps(entry), ex=self._ttl)
-            pipe.delete(set_key)
-            pipe.sadd(set_key, _MARKER, *[e["campaign_id"] for e in entries])
-            pipe.expire(set_key, self._ttl)
+            pipe.delete(hash_key)
+            pipe.hset(hash_key, mapping={_MARKER: b"", **raws})  # type: ignore[dict-item]
+            pipe.expire(hash_key, self._ttl)
             await pipe.execute()
-        return entries
+        return list(raws.values())
 
 
 def cart_view(cart: pb.Cart) -> CartView:

@@ -22,6 +22,7 @@ from loyalnest.services.campaign.domain import (
     Campaign,
     CampaignOver,
     WrongState,
+    customer_code,
     derived_code,
     published_state,
 )
@@ -54,6 +55,9 @@ class Lifecycle:
             return
         access = await self._discounts.access(merchant_id)
         for campaign, member in concerned:
+            if member and campaign.unique_codes:
+                code = customer_code(merchant_id, campaign.campaign_id, customer_id)
+                await self._discounts.add_codes(access, campaign, [code])
             await self._discounts.set_customer(access, campaign, customer_id, member=member)
 
     async def publish(self, conn: AsyncConnection, campaign: Campaign) -> Campaign:
@@ -72,11 +76,20 @@ class Lifecycle:
             if not customers:
                 raise AudienceEmpty(segments)
         code = ""
-        if not campaign.automatic:
+        if campaign.unique_codes:
+            # One discount, a code per customer: the first made with it, the others added.
+            codes = [
+                customer_code(campaign.merchant_id, campaign.campaign_id, c) for c in customers
+            ]
+            code = codes[0]
+        elif not campaign.automatic:
             code = campaign.code or derived_code(campaign.merchant_id, campaign.campaign_id)
         coded = replace(campaign, code=code)
         discount_id = await self._discounts.create(access, coded, code, customers)
-        return replace(coded, shopify_discount_id=discount_id, state=published_state(coded, now))
+        published = replace(coded, shopify_discount_id=discount_id)
+        if campaign.unique_codes:
+            await self._discounts.add_codes(access, published, codes[1:])
+        return replace(published, state=published_state(coded, now))
 
     async def pause(self, conn: AsyncConnection, campaign: Campaign) -> Campaign:
         if campaign.state not in LIVE:

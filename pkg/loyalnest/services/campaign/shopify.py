@@ -101,6 +101,16 @@ query CampaignDiscount($id: ID!) {
 }"""
 
 
+_BULK_ADD = """
+mutation CampaignCodes($id: ID!, $codes: [DiscountRedeemCodeInput!]!) {
+  discountRedeemCodeBulkAdd(discountId: $id, codes: $codes) {
+    bulkCreation { id }
+    userErrors { field code message }
+  }
+}"""
+_BULK_CODES = 100
+
+
 class ShopNotConnected(shop_access.ShopNotConnected):
     def __init__(self, merchant_id: str) -> None:
         super().__init__(
@@ -311,6 +321,22 @@ class CampaignDiscounts:
         errors = (data.get(mutation) or {}).get("userErrors") or []
         if errors:
             raise _refusal(errors)
+
+    async def add_codes(self, access: ShopAccess, campaign: Campaign, codes: Sequence[str]) -> None:
+        """Adds codes to a code discount (`discountRedeemCodeBulkAdd`, up to 100 a call;
+        Shopify creates them asynchronously). Adding a code the discount has is harmless, so a
+        retry is too."""
+        for start in range(0, len(codes), _BULK_CODES):
+            chunk = codes[start : start + _BULK_CODES]
+            data = await self._admin.graphql(
+                access.shop,
+                access.access_token,
+                _BULK_ADD,
+                {"id": campaign.shopify_discount_id, "codes": [{"code": c} for c in chunk]},
+            )
+            errors = (data.get("discountRedeemCodeBulkAdd") or {}).get("userErrors") or []
+            if errors:
+                raise _refusal(errors)
 
     async def status(self, access: ShopAccess, campaign: Campaign) -> str | None:
         """Shopify's status of the discount (ACTIVE, SCHEDULED, EXPIRED), None if it is gone."""

@@ -34,6 +34,7 @@ from loyalnest.services.campaign.domain import Campaign, CampaignNotFound, state
 _KIND: dict[int, str] = {
     pb.CAMPAIGN_KIND_SHARED_CODE: "shared_code",
     pb.CAMPAIGN_KIND_AUTOMATIC: "automatic",
+    pb.CAMPAIGN_KIND_UNIQUE_CODES: "unique_codes",
 }
 _KIND_OF: dict[str, int] = {name: kind for kind, name in _KIND.items()}
 _STATE_OF = {state_name(s): s for s in pb.CampaignState.values() if s}

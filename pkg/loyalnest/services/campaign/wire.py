@@ -27,6 +27,15 @@ def campaign_proto(campaign: Campaign) -> pb.Campaign:
 
 
 def times_of(campaign: pb.Campaign) -> tuple[datetime | None, datetime | None]:
-    start = campaign.start_time.ToDatetime(tzinfo=UTC) if campaign.HasField("start_time") else None
-    end = campaign.end_time.ToDatetime(tzinfo=UTC) if campaign.HasField("end_time") else None
-    return start, end
+    """The campaign's start and end; None for one unset or out of a datetime's range (the
+    validation names that field)."""
+
+    def at(field: str) -> datetime | None:
+        if not campaign.HasField(field):
+            return None
+        try:
+            return getattr(campaign, field).ToDatetime(tzinfo=UTC)  # type: ignore[no-any-return]
+        except (ValueError, OverflowError):
+            return None
+
+    return at("start_time"), at("end_time")

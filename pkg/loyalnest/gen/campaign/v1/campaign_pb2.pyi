@@ -20,6 +20,7 @@ class CampaignKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CAMPAIGN_KIND_UNSPECIFIED: _ClassVar[CampaignKind]
     CAMPAIGN_KIND_SHARED_CODE: _ClassVar[CampaignKind]
     CAMPAIGN_KIND_AUTOMATIC: _ClassVar[CampaignKind]
+    CAMPAIGN_KIND_UNIQUE_CODES: _ClassVar[CampaignKind]
 
 class CampaignState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -39,6 +40,7 @@ class DiscountType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 CAMPAIGN_KIND_UNSPECIFIED: CampaignKind
 CAMPAIGN_KIND_SHARED_CODE: CampaignKind
 CAMPAIGN_KIND_AUTOMATIC: CampaignKind
+CAMPAIGN_KIND_UNIQUE_CODES: CampaignKind
 CAMPAIGN_STATE_UNSPECIFIED: CampaignState
 CAMPAIGN_STATE_DRAFT: CampaignState
 CAMPAIGN_STATE_SCHEDULED: CampaignState

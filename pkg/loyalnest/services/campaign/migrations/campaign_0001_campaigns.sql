@@ -7,8 +7,9 @@ CREATE TABLE campaigns (
     campaign_id         uuid        NOT NULL,
     merchant_id         text        NOT NULL,
     name                text        NOT NULL,
-    kind                text        NOT NULL CHECK (kind IN ('shared_code', 'automatic')),
-    -- The code customers enter (shared_code), empty for automatic discounts.
+    kind                text        NOT NULL CHECK (kind IN ('shared_code', 'automatic', 'unique_codes')),
+    -- The code customers enter (shared_code; unique_codes: the discount's first code, each
+    -- customer's own is derived), empty for automatic discounts.
     code                text        NOT NULL DEFAULT '',
     rules               jsonb       NOT NULL,
     audience            jsonb       NOT NULL,
