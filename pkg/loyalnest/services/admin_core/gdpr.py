@@ -129,7 +129,9 @@ class GdprWorker:
                         personal_data_pb2.ExportCustomerRequest(customer=asked_with.to_proto())
                     )
                 except grpc.aio.AioRpcError as error:
-                    errors.append(self._failed(work, service, error))
+                    message = self._failed(work, service, error)
+                    await self._store.step_failed(work.request_id, service, message)
+                    errors.append(message)
                     continue
                 section = json_format.MessageToDict(response.data)
                 sections[service] = section
