@@ -119,18 +119,26 @@ class GdprWorker:
             if work.identifiers is None
             else ()
         )
-        for service in services:
-            try:
-                response = await self._holders[service].ExportCustomer(
-                    personal_data_pb2.ExportCustomerRequest(customer=ref.to_proto())
-                )
-            except grpc.aio.AioRpcError as error:
-                errors.append(self._failed(work, service, error))
-                continue
-            section = json_format.MessageToDict(response.data)
-            sections[service] = section
-            records[service] = _count(section)
-            ref = ref.merged(CustomerRef.from_proto(response.found))
+        # Until no service reports an identifier the others were not asked with (Core names
+        # the Users account that Users then finds): at most a few passes.
+        for _ in range(3):
+            asked_with, errors = ref, []
+            for service in services:
+                try:
+                    response = await self._holders[service].ExportCustomer(
+                        personal_data_pb2.ExportCustomerRequest(customer=asked_with.to_proto())
+                    )
+                except grpc.aio.AioRpcError as error:
+                    message = self._failed(work, service, error)
+                    await self._store.step_failed(work.request_id, service, message)
+                    errors.append(message)
+                    continue
+                section = json_format.MessageToDict(response.data)
+                sections[service] = section
+                records[service] = _count(section)
+                ref = ref.merged(CustomerRef.from_proto(response.found))
+            if ref == asked_with:
+                break
         if work.type is RequestType.DATA_REQUEST:
             if errors:
                 for service in records:

@@ -51,6 +51,10 @@ def balance_key(merchant_id: str, customer_id: str) -> str:
     return f"points:customer:{key_part(merchant_id)}:{customer_id}"
 
 
+def _ledger_ids(customer: CustomerRef) -> list[str]:
+    return list(dict.fromkeys((customer.shopify_customer_id, *customer.user_ids)))
+
+
 def stream_channel(merchant_id: str, customer_id: str) -> str:
     return f"points:stream:{key_part(merchant_id)}:{customer_id}"
 
@@ -117,13 +121,23 @@ class Ledger:
 
     # --- personal data (the platform contract: the store, then the balance cache) ---------
 
+    # A customer's ledgers: under their Shopify id (orders, the storefront) and under their
+    # Users accounts' ids (opened when Users announces a customer account).
+
     async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
-        return await self.store.export_customer(merchant_id, customer)
+        sections: dict[str, object] = {}
+        for customer_id in _ledger_ids(customer):
+            export = await self.store.export_customer(merchant_id, CustomerRef(customer_id))
+            if export.data:
+                sections[customer_id] = dict(export.data)
+        return CustomerExport({"ledgers": sections} if sections else {})
 
     async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
-        erased = await self.store.erase_customer(merchant_id, customer)
-        if self.cache is not None:
-            await self.cache.client.delete(balance_key(merchant_id, customer.shopify_customer_id))
+        erased = 0
+        for customer_id in _ledger_ids(customer):
+            erased += await self.store.erase_customer(merchant_id, CustomerRef(customer_id))
+            if self.cache is not None:
+                await self.cache.client.delete(balance_key(merchant_id, customer_id))
         return erased
 
     async def erase_merchant(self, merchant_id: str) -> int:

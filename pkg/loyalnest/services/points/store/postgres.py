@@ -639,7 +639,8 @@ class PostgresLedgerStore:
         params = (merchant_id, customer_id)
         data: dict[str, Any] = {}
         async with self._pool.connection() as conn:
-            conn.row_factory = dict_row  # type: ignore[assignment]
+            # A cursor's row factory: the pooled connection's stays the default.
+            cursor = conn.cursor(row_factory=dict_row)
             for name, query in (
                 (
                     "ledger",
@@ -664,7 +665,7 @@ class PostgresLedgerStore:
                     " ORDER BY created_at",
                 ),
             ):
-                cursor = await conn.execute(query, params)
+                await cursor.execute(query, params)
                 rows = await cursor.fetchall()
                 if rows:
                     data[name] = rows[0] if name == "ledger" else rows

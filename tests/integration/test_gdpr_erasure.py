@@ -1,0 +1,584 @@
+"""GDPR requests carried out across the mesh, proven by scanning every store (issue 18).
+
+Real processes: PostgreSQL, Valkey, a Kafka-protocol broker (tansu), and the real Auth (service
+tokens), edge (Shopify's signed webhooks), Points, Users, Core and AdminCore. One customer is
+seeded everywhere (an order through a signed orders/create, points earned and cached, a Users
+account and a Core customer with email and names), then:
+
+- customers/data_request: the export package holds every item seeded, from every service;
+- customers/redact: afterwards no PostgreSQL schema, no Redis key or value and no Kafka record
+  holds the customer's email, phone or names in clear; PostgreSQL and Redis do not hold their
+  Shopify id either; the webhook.received copies of their data in Kafka no longer decrypt
+  (their key is gone); Points' amounts remain, under an id that names nobody;
+- shop/redact: the same scans for the merchant, and nothing of it left in any service table.
+
+Kafka records keep the Shopify customer id as a record key and an id field (webhook.received,
+points.*, customer.created, gdpr_request.created): it is not sealed, and the topic cannot be
+rewritten; README "GDPR" says so. The scan asserts what holds today.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+import redis.asyncio as redis
+from google.api import httpbody_pb2
+from google.protobuf import json_format
+from kafka import KafkaConsumer, TopicPartition
+from psycopg import sql
+
+from loyalnest.gen.admin_core.v1 import admin_core_pb2 as admin_pb
+from loyalnest.gen.admin_core.v1 import admin_core_pb2_grpc
+from loyalnest.gen.auth.v1 import auth_pb2_grpc
+from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
+from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
+from loyalnest.gen.events.v1 import envelope_pb2, gateway_pb2
+from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
+from loyalnest.platform.auth.service_identity import service_credential
+from loyalnest.platform.postgres import Database
+from loyalnest.platform.tenancy import merchant_id_for_shop
+from loyalnest.services.admin_core.service import SPEC as ADMIN_CORE
+from loyalnest.services.admin_core.service import AdminCoreSettings
+from loyalnest.services.auth.service import SPEC as AUTH
+from loyalnest.services.core.service import SPEC as CORE
+from loyalnest.services.edge.service import DATABASE as EDGE_DATABASE
+from loyalnest.services.edge.service import SPEC as EDGE
+from loyalnest.services.edge.service import master_cipher
+from loyalnest.services.edge.signing import shopify_headers
+from loyalnest.services.edge.store.customer_keys import CustomerErased, CustomerKeys
+from loyalnest.services.points.service import SPEC as POINTS
+from loyalnest.services.users.service import SPEC as USERS
+from loyalnest.services.users.service import UsersSettings
+from tests.auth import merchant_metadata
+from tests.integration.broker import BrokerProcess
+from tests.integration.conftest import (
+    eventually,
+    points_settings,
+    service_settings_for_tests,
+    serving,
+)
+from tests.integration.shopify_standin import ShopifyStandIn
+from tests.integration.test_access_wiring import auth_with, edge_settings_asking, events_on
+from tests.integration.test_auth_service import install
+from tests.integration.test_core_service import core_settings
+from tests.integration.test_service_identity import MASTER_KEY
+from tests.shared import shared_file
+
+pytestmark = pytest.mark.integration
+
+SECRET = "gdpr-webhook-secret"
+SHOP = "gdpr-erasure.myshopify.com"
+GDPR = "admin_core:gdpr"
+EVERYTHING = (
+    "points:read",
+    "points:write",
+    "users:read",
+    "users:write",
+    "core:read",
+    "core:write",
+    GDPR,
+)
+
+
+@dataclass(frozen=True)
+class Person:
+    """One customer, with values found nowhere else (what the scans look for)."""
+
+    shopify_id: str
+    email: str
+    phone: str
+    first_name: str
+    last_name: str
+
+    @classmethod
+    def new(cls) -> Person:
+        tag = uuid.uuid4().hex[:8]
+        return cls(
+            shopify_id=str(8_100_000_000_000 + int(tag, 16) % 1_000_000_000),
+            email=f"zephyrine.{tag}@example.org",
+            phone=f"+1415{int(tag, 16) % 10_000_000:07d}",
+            first_name=f"Zephyrine{tag}",
+            last_name=f"Quimbleton{tag}",
+        )
+
+    def clear_text(self) -> dict[str, str]:
+        return {
+            "email": self.email,
+            "phone": self.phone,
+            "first name": self.first_name,
+            "last name": self.last_name,
+        }
+
+    def everything(self) -> dict[str, str]:
+        return {**self.clear_text(), "shopify id": self.shopify_id}
+
+
+@dataclass
+class Mesh:
+    database_url: str
+    redis_url: str
+    broker: BrokerProcess
+    edge: edge_pb2_grpc.EdgeServiceStub
+    points: points_pb2_grpc.PointsServiceStub
+    users: users_pb2_grpc.UsersServiceStub
+    core: core_pb2_grpc.CoreServiceStub
+    admin: admin_core_pb2_grpc.AdminCoreServiceStub
+    edge_keys: CustomerKeys
+    merchant_id: str
+
+    @property
+    def md(self) -> tuple[tuple[str, str], ...]:
+        return merchant_metadata(self.merchant_id, EVERYTHING)
+
+    async def deliver(self, topic: str, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        resource, action = topic.split("/")
+        response = await self.edge.ReceiveWebhook(
+            edge_pb2.ReceiveWebhookRequest(
+                resource=resource,
+                action=action,
+                body=httpbody_pb2.HttpBody(content_type="application/json", data=body),
+            ),
+            metadata=tuple(
+                shopify_headers(body, topic=topic, shop_domain=SHOP, secret=SECRET).items()
+            ),
+        )
+        assert response.outcome == edge_pb2.WEBHOOK_OUTCOME_ACCEPTED, response
+
+    async def completed(self, kind: int, count: int = 1) -> list[admin_pb.GDPRRequest]:
+        """Waits until `count` requests of `kind` exist and are all completed."""
+
+        async def done() -> list[admin_pb.GDPRRequest] | None:
+            listed = await self.admin.ListGDPRRequests(
+                admin_pb.ListGDPRRequestsRequest(page_size=100), metadata=self.md
+            )
+            found = [r for r in listed.requests if r.type == kind]
+            if len(found) == count and all(
+                r.status == admin_pb.GDPR_REQUEST_STATUS_COMPLETED for r in found
+            ):
+                return found
+            return None
+
+        result: list[admin_pb.GDPRRequest] = await eventually(
+            done, timeout=60, what=f"completed GDPR requests of type {kind}"
+        )
+        return result
+
+
+def _shopify(name: str, **changes: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = json.loads(shared_file("fixtures", "shopify", name).read_text())
+    payload.update(changes)
+    return payload
+
+
+@contextlib.asynccontextmanager
+async def mesh(database_url: str, redis_url: str, shopify: ShopifyStandIn) -> AsyncIterator[Mesh]:
+    broker = BrokerProcess()
+    await broker.start()
+    events = events_on(broker)
+    try:
+        async with (
+            serving(AUTH, auth_with(database_url, redis_url, shopify, **events)) as auth,
+            grpc.aio.insecure_channel(auth.address) as auth_channel,
+        ):
+            # The merchant installed the app: Auth issues service tokens for known merchants.
+            await install(auth_pb2_grpc.AuthServiceStub(auth_channel), shopify, SHOP)
+            _, edge_settings = edge_settings_asking(
+                auth, database_url, redis_url, secret=SECRET, cache_seconds=0.2, events=events
+            )
+            users_settings = service_settings_for_tests(
+                UsersSettings, database_url, redis_url=redis_url, **events
+            )
+            async with (
+                serving(EDGE, edge_settings) as edge,
+                serving(
+                    POINTS, points_settings(database_url, redis_url=redis_url, **events)
+                ) as points,
+                serving(USERS, users_settings) as users,
+                serving(CORE, core_settings(database_url, redis_url, **events)) as core,
+            ):
+                targets = {
+                    "auth": auth.address,
+                    "core": core.address,
+                    "edge": edge.address,
+                    "points": points.address,
+                    "users": users.address,
+                }
+                admin_settings = service_settings_for_tests(
+                    AdminCoreSettings,
+                    database_url,
+                    service_credential=service_credential(MASTER_KEY, "admin_core"),
+                    call_targets=targets,
+                    admin_core_gdpr_interval_seconds=0.2,
+                    **events,
+                )
+                edge_database = Database(edge_settings, EDGE_DATABASE)
+                await edge_database.open()
+                async with (
+                    serving(ADMIN_CORE, admin_settings) as admin,
+                    grpc.aio.insecure_channel(edge.address) as edge_channel,
+                    grpc.aio.insecure_channel(points.address) as points_channel,
+                    grpc.aio.insecure_channel(users.address) as users_channel,
+                    grpc.aio.insecure_channel(core.address) as core_channel,
+                    grpc.aio.insecure_channel(admin.address) as admin_channel,
+                ):
+                    try:
+                        yield Mesh(
+                            database_url,
+                            redis_url,
+                            broker,
+                            edge_pb2_grpc.EdgeServiceStub(edge_channel),
+                            points_pb2_grpc.PointsServiceStub(points_channel),
+                            users_pb2_grpc.UsersServiceStub(users_channel),
+                            core_pb2_grpc.CoreServiceStub(core_channel),
+                            admin_core_pb2_grpc.AdminCoreServiceStub(admin_channel),
+                            CustomerKeys(edge_database, master_cipher(edge_settings)),
+                            merchant_id_for_shop(SHOP),
+                        )
+                    finally:
+                        await edge_database.close()
+    finally:
+        broker.close()
+
+
+@dataclass(frozen=True)
+class Seeded:
+    order_id: str
+    user_id: str
+    core_customer_id: str
+    transaction_id: str
+
+
+async def seed(mesh: Mesh, person: Person) -> Seeded:
+    """The customer in every service: an order (signed webhook -> Points), points earned and
+    their balance cached, a Users account, a Core customer linked to it."""
+    order_id = str(uuid.uuid4().int % 10**13)
+    customer = {
+        "id": int(person.shopify_id),
+        "email": person.email,
+        "phone": person.phone,
+        "first_name": person.first_name,
+        "last_name": person.last_name,
+    }
+    await mesh.deliver(
+        "orders/create",
+        _shopify("orders-create.json", id=int(order_id), email=person.email, customer=customer),
+    )
+    md = mesh.md
+
+    async def order_recorded() -> bool:
+        try:
+            await mesh.points.GetOrderEarning(
+                points_pb2.GetOrderEarningRequest(order_id=order_id), metadata=md
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    await eventually(order_recorded, timeout=30, what="the order in Points")
+    earned = await mesh.points.EarnPoints(
+        points_pb2.EarnPointsRequest(
+            customer_id=person.shopify_id, points=120, reason="welcome", idempotency_key="seed-1"
+        ),
+        metadata=md,
+    )
+    await mesh.points.GetPointsBalance(  # cached in Redis
+        points_pb2.GetPointsBalanceRequest(customer_id=person.shopify_id), metadata=md
+    )
+    user = await mesh.users.CreateUser(
+        users_pb2.CreateUserRequest(
+            user=users_pb2.User(email=person.email, kind=users_pb2.USER_KIND_CUSTOMER),
+            idempotency_key="seed-user",
+        ),
+        metadata=md,
+    )
+    await mesh.users.GetUser(  # cached in Redis
+        users_pb2.GetUserRequest(user_id=user.user.user_id), metadata=md
+    )
+    created = await mesh.core.CreateCustomer(
+        core_pb2.CreateCustomerRequest(
+            customer=core_pb2.Customer(
+                shopify_customer_id=person.shopify_id,
+                user_id=user.user.user_id,
+                email=person.email,
+                first_name=person.first_name,
+                last_name=person.last_name,
+            ),
+            idempotency_key="seed-customer",
+        ),
+        metadata=md,
+    )
+    return Seeded(
+        order_id, user.user.user_id, created.customer.customer_id, earned.transaction.transaction_id
+    )
+
+
+# ---- the scans ---------------------------------------------------------------------------
+
+
+def _found(value: Any, needles: dict[str, str]) -> list[str]:
+    if isinstance(value, memoryview):
+        value = bytes(value)
+    if isinstance(value, bytes):
+        return [name for name, needle in needles.items() if needle.encode() in value]
+    text = json.dumps(value, default=str) if isinstance(value, dict | list) else str(value)
+    return [name for name, needle in needles.items() if needle in text]
+
+
+async def postgres_hits(database_url: str, needles: dict[str, str]) -> list[str]:
+    """Every row of every table of every schema, every column, text and bytes."""
+    hits: list[str] = []
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_type = 'BASE TABLE'"
+            " AND table_schema NOT IN ('pg_catalog', 'information_schema')"
+        )
+        tables = await cursor.fetchall()
+        assert len(tables) > 30, tables  # every service's schema is there
+        for schema, table in tables:
+            rows = await conn.execute(
+                sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            )
+            for row in await rows.fetchall():
+                for value in row:
+                    hits += [f"{schema}.{table}: {name}" for name in _found(value, needles)]
+    return hits
+
+
+async def redis_hits(redis_url: str, needles: dict[str, str]) -> list[str]:
+    """Every key's name and value (strings, hashes, sets, lists, streams)."""
+    hits: list[str] = []
+    client = redis.from_url(redis_url)
+    try:
+        async for key in client.scan_iter(count=1000):
+            kind = (await client.type(key)).decode()
+            if kind == "string":
+                value: Any = await client.get(key)
+            elif kind == "hash":
+                value = b"".join(k + v for k, v in (await client.hgetall(key)).items())
+            elif kind == "set":
+                value = b"".join(await client.smembers(key))
+            elif kind == "list":
+                value = b"".join(await client.lrange(key, 0, -1))
+            elif kind == "zset":
+                value = b"".join(await client.zrange(key, 0, -1))
+            elif kind == "stream":
+                value = repr(await client.xrange(key)).encode()
+            else:
+                value = b""
+            hits += [f"redis {key!r}: {name}" for name in _found(key + (value or b""), needles)]
+    finally:
+        await client.aclose()
+    return hits
+
+
+def kafka_records(bootstrap: str) -> list[tuple[str, bytes, bytes]]:
+    """(topic, key, value) of every record of every topic, from the beginning."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    try:
+        partitions = [
+            TopicPartition(topic, partition)
+            for topic in consumer.topics()
+            for partition in consumer.partitions_for_topic(topic) or ()
+        ]
+        assert partitions
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        ends = consumer.end_offsets(partitions)
+        records: list[tuple[str, bytes, bytes]] = []
+        while any(consumer.position(tp) < end for tp, end in ends.items()):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records += [(r.topic, r.key or b"", r.value or b"") for r in batch]
+        return records
+    finally:
+        consumer.close()
+
+
+async def kafka_findings(mesh: Mesh, needles: dict[str, str]) -> tuple[list[str], int, int]:
+    """(records holding a needle in clear, sealed copies of the customer's data, of which
+    still decrypt)."""
+    hits: list[str] = []
+    sealed = readable = 0
+    for topic, key, value in kafka_records(mesh.broker.bootstrap_servers):
+        hits += [f"kafka {topic}: {name}" for name in _found(key + value, needles)]
+        if not topic.startswith("loyalnest.edge.events"):
+            continue
+        envelope = envelope_pb2.Envelope.FromString(value)
+        event = gateway_pb2.WebhookReceived()
+        if not envelope.payload.Unpack(event) or not event.HasField("customer_data"):
+            continue
+        sealed += 1
+        with contextlib.suppress(CustomerErased):
+            await mesh.edge_keys.open(
+                envelope.merchant_id, event.shopify_event_id, event.customer_data
+            )
+            readable += 1
+    return hits, sealed, readable
+
+
+async def projections_settled(database_url: str, merchant_id: str, user_id: str) -> bool:
+    """Every event of the seed applied: the owner account Users makes from merchant.created
+    and the customer's account in Core's projection, Points' and the edge's program copies,
+    and no outbox row left to publish."""
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute(
+            "SELECT (SELECT count(*) FROM core.user_accounts WHERE merchant_id = %(m)s)"
+            " + (SELECT count(*) FROM edge.merchant_plans WHERE merchant_id = %(m)s)"
+            " + (SELECT count(*) FROM points.program_settings_copies WHERE merchant_id = %(m)s)",
+            {"m": merchant_id, "u": user_id},
+        )
+        row = await cursor.fetchone()
+        unsent = 0
+        for schema in ("admin_core", "auth", "core", "edge", "points", "users"):
+            pending = await conn.execute(
+                sql.SQL("SELECT count(*) FROM {}.outbox WHERE sent_at IS NULL").format(
+                    sql.Identifier(schema)
+                )
+            )
+            counted = await pending.fetchone()
+            unsent += counted[0] if counted else 0
+    # Two accounts in Core: the customer's and the owner's (merchant.created -> Users).
+    return row is not None and row[0] == 4 and unsent == 0
+
+
+# ---- the tests -----------------------------------------------------------------------------
+
+
+async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
+    database_url: str, redis_url: str, shopify: ShopifyStandIn
+) -> None:
+    person = Person.new()
+    async with mesh(database_url, redis_url, shopify) as m:
+        seeded = await seed(m, person)
+        # Before: the scans find the customer (they can fail), and the sealed copy opens.
+        assert await postgres_hits(database_url, person.everything())
+        assert await redis_hits(redis_url, {"shopify id": person.shopify_id})
+        hits, sealed, readable = await kafka_findings(m, person.clear_text())
+        assert not hits, hits  # the edge never put them in clear on the topic
+        assert sealed >= 1 and readable == sealed
+
+        customer = {"id": int(person.shopify_id), "email": person.email, "phone": person.phone}
+        await m.deliver(
+            "customers/data_request",
+            _shopify(
+                "customers-data_request.json",
+                shop_domain=SHOP,
+                customer=customer,
+                orders_requested=[int(seeded.order_id)],
+            ),
+        )
+        (request,) = await m.completed(admin_pb.GDPR_REQUEST_TYPE_DATA_REQUEST)
+        assert request.source == "shopify" and request.customer_id == person.shopify_id
+        assert {s.service for s in request.steps} == {"core", "edge", "points", "users"}
+        export = await m.admin.GetGDPRExport(
+            admin_pb.GetGDPRExportRequest(request_id=request.request_id), metadata=m.md
+        )
+        package = json_format.MessageToDict(export.package)
+        text = json.dumps(package)
+        for item in (
+            person.email,
+            person.first_name,
+            person.last_name,
+            person.shopify_id,
+            seeded.order_id,
+            seeded.user_id,
+            seeded.core_customer_id,
+            seeded.transaction_id,
+        ):
+            assert item in text, (item, package)
+        (core_customer,) = package["core"]["customers"]
+        assert core_customer["email"] == person.email
+        assert package["users"]["users"][0]["email"] == person.email
+        ledger = package["points"]["ledgers"][person.shopify_id]["ledger"]
+        assert ledger["balance"] in (120, "120")
+        assert package["edge"]["customer_key"]["key_id"]
+        assert export.expire_time.seconds > export.create_time.seconds
+
+        await m.deliver(
+            "customers/redact",
+            _shopify(
+                "customers-redact.json",
+                shop_domain=SHOP,
+                customer=customer,
+                orders_to_redact=[int(seeded.order_id)],
+            ),
+        )
+        (redaction,) = await m.completed(admin_pb.GDPR_REQUEST_TYPE_CUSTOMER_REDACT)
+        assert redaction.customer_id == ""  # the record of an erasure names nobody
+        assert all(step.records > 0 for step in redaction.steps if step.service != "edge"), (
+            redaction
+        )
+
+        assert await postgres_hits(database_url, person.everything()) == []
+        assert await redis_hits(redis_url, person.everything()) == []
+        hits, sealed, readable = await kafka_findings(m, person.clear_text())
+        assert hits == [] and sealed >= 1 and readable == 0
+        # The export package went with the customer.
+        with pytest.raises(grpc.aio.AioRpcError) as gone:
+            await m.admin.GetGDPRExport(
+                admin_pb.GetGDPRExportRequest(request_id=request.request_id), metadata=m.md
+            )
+        assert gone.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        # Points' ledgers stay consistent: the amounts remain, under an id naming nobody.
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            cursor = await conn.execute(
+                "SELECT customer_id, balance FROM points.ledgers"
+                " WHERE merchant_id = %s AND customer_id LIKE 'erased:%%' AND balance > 0",
+                (m.merchant_id,),
+            )
+            ((anonymous, balance),) = await cursor.fetchall()
+        assert anonymous.startswith("erased:") and balance == 120
+
+
+async def test_shop_redact_erases_the_merchant_everywhere(
+    database_url: str, redis_url: str, shopify: ShopifyStandIn
+) -> None:
+    person = Person.new()
+    async with mesh(database_url, redis_url, shopify) as m:
+        seeded = await seed(m, person)
+        # Shopify sends shop/redact 48 hours after the uninstall: the mesh has long applied
+        # every event of the merchant by then. Here: until the projections the seed's events
+        # feed exist (else a late event would write one after the erasure).
+        await eventually(
+            lambda: projections_settled(database_url, m.merchant_id, seeded.user_id),
+            timeout=30,
+            what="the merchant's events applied",
+        )
+        await m.deliver("shop/redact", _shopify("shop-redact.json", shop_domain=SHOP))
+        await m.completed(admin_pb.GDPR_REQUEST_TYPE_SHOP_REDACT)
+
+        assert await postgres_hits(database_url, person.everything()) == []
+        assert await redis_hits(redis_url, person.everything()) == []
+        hits, sealed, readable = await kafka_findings(m, person.clear_text())
+        assert hits == [] and sealed >= 1 and readable == 0
+        # No service table keeps a row of the merchant, but AdminCore's record of the request.
+        left: list[str] = []
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            cursor = await conn.execute(
+                "SELECT table_schema, table_name FROM information_schema.columns"
+                " WHERE column_name = 'merchant_id'"
+                " AND table_schema IN ('core', 'edge', 'points', 'users')"
+            )
+            for schema, table in await cursor.fetchall():
+                rows = await conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}.{} WHERE merchant_id = %s").format(
+                        sql.Identifier(schema), sql.Identifier(table)
+                    ),
+                    (m.merchant_id,),
+                )
+                row = await rows.fetchone()
+                if row and row[0]:
+                    left.append(f"{schema}.{table}: {row[0]}")
+        assert left == []
