@@ -93,12 +93,18 @@ def referrals_settings(database_url: str, **overrides: Any) -> ReferralsSettings
 
 @pytest.fixture
 async def served(
-    database_url: str, auth: RunningService, points: RunningService
+    database_url: str,
+    auth: RunningService,
+    points: RunningService,
+    shopify: ShopifyAdminStandIn,
 ) -> AsyncIterator[RunningService]:
     settings = referrals_settings(
         database_url,
         call_targets={"auth": auth.address, "points": points.address},
         service_credential=REFERRALS_CREDENTIAL,
+        shopify_admin_base_url=shopify.base_url,
+        shopify_admin_timeout_seconds=0.3,
+        referrals_discount_retry_interval_seconds=0.1,
     )
     async with serving(SPEC, settings) as service:
         yield service
@@ -199,6 +205,49 @@ async def test_one_active_unguessable_code_per_referrer(stub: Stub, merchant_id:
     with pytest.raises(grpc.aio.AioRpcError) as invalid_referrer:
         await create(stub, merchant_id, "ann@example.com")
     assert invalid_referrer.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_code_is_the_friends_discount_at_shopify_created_once(
+    stub: Stub, merchant_id: str, shopify: ShopifyAdminStandIn
+) -> None:
+    referral = await create(stub, merchant_id, "4001")
+    assert referral.friend_discount == pb.FRIEND_DISCOUNT_STATUS_CREATED
+    codes = shopify.codes_of(SHOP)
+    assert list(codes) == [referral.code]
+    made = codes[referral.code]["input"]
+    # Referrals' default program: 10 % for the friend, once per customer, anyone may use it.
+    assert made["customerGets"]["value"] == {"percentage": 0.1}
+    assert made["customerSelection"] == {"all": True} and made["appliesOncePerCustomer"]
+    assert made["title"] == f"LoyalNest referral {referral.referral_id}"
+    await create(stub, merchant_id, "4001")  # the same referral: no second code
+    assert list(shopify.codes_of(SHOP)) == [referral.code]
+
+    # Shopify took the code but its answer came after the timeout: the referral is PENDING,
+    # the retry gets TAKEN, finds the code is this referral's, and counts it as created.
+    shopify.stall_mutations = 0.6
+    slow = await create(stub, merchant_id, "4002")
+    shopify.stall_mutations = 0
+    assert slow.friend_discount == pb.FRIEND_DISCOUNT_STATUS_PENDING
+
+    async def created() -> bool:
+        status = await stub.GetReferralStatus(
+            pb.GetReferralStatusRequest(referral_id=slow.referral_id), metadata=md(merchant_id)
+        )
+        return status.referral.friend_discount == pb.FRIEND_DISCOUNT_STATUS_CREATED
+
+    await eventually(created, 10, "the retry to find the code created")
+    assert sorted(shopify.codes_of(SHOP)) == sorted([referral.code, slow.code])
+
+    # Shopify down: the referral is still given (its link works), the code follows later.
+    shopify.unavailable = True
+    later = await create(stub, merchant_id, "4003")
+    assert later.friend_discount == pb.FRIEND_DISCOUNT_STATUS_PENDING and later.link
+    shopify.unavailable = False
+
+    async def created_later() -> bool:
+        return later.code in shopify.codes_of(SHOP)
+
+    await eventually(created_later, 10, "the code once Shopify is back")
 
 
 async def test_completion_by_hand_credits_once_refuses_fraud_and_pays_milestones_once(

@@ -37,7 +37,8 @@ def test_a_staff_token_never_holds_more_than_the_owner_nor_anything_global() -> 
     assert merchant_holdable(["points:*"], ["points:read"]) == []
 
 
-def test_shop_tokens_are_granted_to_points_and_core_only() -> None:
-    # Points: reward discount codes; Core: Shopify Billing of paid plans.
+def test_shop_tokens_are_granted_to_points_core_and_referrals_only() -> None:
+    # Points: reward discount codes; Core: Shopify Billing of paid plans; Referrals: the
+    # friends' discount codes.
     granted = [s for s, grant in SERVICE_GRANTS.items() if "auth:shop-token" in grant]
-    assert sorted(granted) == ["core", "points"]
+    assert sorted(granted) == ["core", "points", "referrals"]

@@ -24,7 +24,7 @@ SUB_MODULES = {
         "role_permissions",
     },
     "core": {"billing"},
-    "referrals": {"crediting", "shops"},
+    "referrals": {"crediting", "discounts", "shops"},
     "edge": {"webhooks", "signing"},
     "points": {
         "earning",

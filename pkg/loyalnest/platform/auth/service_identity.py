@@ -51,9 +51,9 @@ SERVICE_GRANTS: dict[str, frozenset[str]] = {
     # ValidateMerchant of a webhook's shop, to skip those of unknown or uninstalled merchants
     # (webhooks carry no caller token).
     "edge": frozenset({"auth:validate"}),
-    # auth:validate: the merchant's shop domain for referral links; points:write: referrers'
-    # rewards (EarnPoints).
-    "referrals": frozenset({"auth:validate", "points:write"}),
+    # auth:validate: the merchant's shop domain for referral links; auth:shop-token: friends'
+    # discount codes at Shopify; points:write: referrers' rewards (EarnPoints).
+    "referrals": frozenset({"auth:validate", "auth:shop-token", "points:write"}),
 }
 
 SERVICE_TOKEN_TTL_SECONDS = 5 * 60

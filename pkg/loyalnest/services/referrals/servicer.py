@@ -11,7 +11,14 @@ from loyalnest.platform import tenancy
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.validation import Validator
-from loyalnest.services.referrals.domain import CODE_RE, CUSTOMER_ID_RE, Referral, normalize_code
+from loyalnest.services.referrals.discounts import FriendDiscounts
+from loyalnest.services.referrals.domain import (
+    CODE_RE,
+    CUSTOMER_ID_RE,
+    DiscountStatus,
+    Referral,
+    normalize_code,
+)
 from loyalnest.services.referrals.shops import ShopDomains
 from loyalnest.services.referrals.store import ReferralStore
 from loyalnest.services.referrals.wire import conversion_proto, progress_proto, referral_proto
@@ -33,9 +40,12 @@ def _referral_ref(v: Validator, referral_id: str, code: str) -> None:
 
 
 class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
-    def __init__(self, store: ReferralStore, shops: ShopDomains) -> None:
+    def __init__(
+        self, store: ReferralStore, shops: ShopDomains, discounts: FriendDiscounts
+    ) -> None:
         self._store = store
         self._shops = shops
+        self._discounts = discounts
 
     async def _referral(self, merchant_id: str, referral_id: str, code: str) -> Referral:
         return await self._store.get(
@@ -56,6 +66,12 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
             shop=shop,
             key=IdempotencyKey.of("CreateReferral", request),
         )
+        # The friend's code at Shopify, after the referral is stored (never in its
+        # transaction); if Shopify cannot take it now, it stays PENDING and is retried.
+        if referral.discount_status is DiscountStatus.PENDING and await self._discounts.ensure(
+            referral
+        ):
+            referral = await self._store.get(merchant_id, referral_id=referral.referral_id)
         return pb.CreateReferralResponse(referral=referral_proto(referral))
 
     async def GetReferralStatus(

@@ -26,6 +26,7 @@ from loyalnest.services.referrals import events
 from loyalnest.services.referrals.domain import (
     Conversion,
     ConversionStatus,
+    DiscountStatus,
     Progress,
     Referral,
     ReferralNotFound,
@@ -33,6 +34,7 @@ from loyalnest.services.referrals.domain import (
     Reward,
     conversion_reward_key,
     expiry,
+    gives_discount,
     milestone_reward_key,
     milestones_reached,
     new_code,
@@ -43,7 +45,7 @@ from loyalnest.services.referrals.domain import (
 
 _REFERRAL = (
     "SELECT merchant_id, referral_id::text AS referral_id, referrer_id, code, shop, status,"
-    " created_at, expires_at FROM referrals"
+    " created_at, expires_at, discount_status FROM referrals"
 )
 _CONVERSION = (
     "SELECT merchant_id, conversion_id::text AS conversion_id, referral_id::text AS referral_id,"
@@ -55,7 +57,13 @@ _CONVERSION = (
 
 
 def _referral(row: dict[str, Any]) -> Referral:
-    return Referral(**{**row, "status": ReferralStatus(row["status"])})
+    return Referral(
+        **{
+            **row,
+            "status": ReferralStatus(row["status"]),
+            "discount_status": DiscountStatus(row["discount_status"]),
+        }
+    )
 
 
 def _conversion(row: dict[str, Any]) -> Conversion:
@@ -173,10 +181,11 @@ class ReferralStore:
                 return found, found.referral_id
             program = await self._program(conn, merchant_id)
             referral_id = str(uuid.uuid4())
+            discount = DiscountStatus.PENDING if gives_discount(program) else DiscountStatus.NONE
             await cursor.execute(
-                "INSERT INTO referrals (merchant_id, referral_id, referrer_id, code, shop)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING created_at",
-                (merchant_id, referral_id, referrer_id, new_code(), shop),
+                "INSERT INTO referrals (merchant_id, referral_id, referrer_id, code, shop,"
+                " discount_status) VALUES (%s, %s, %s, %s, %s, %s) RETURNING created_at",
+                (merchant_id, referral_id, referrer_id, new_code(), shop, discount.value),
             )
             created = await cursor.fetchone()
             assert created is not None
@@ -504,6 +513,39 @@ class ReferralStore:
                 " WHERE merchant_id = %s AND reward_key = %s",
                 (error[:500], reward.merchant_id, reward.key),
             )
+
+    # ---- friend discounts -----------------------------------------------------------
+
+    async def discount_created(self, referral: Referral) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE referrals SET discount_status = 'created', discount_error = '',"
+                " discount_attempts = discount_attempts + 1"
+                " WHERE merchant_id = %s AND referral_id = %s",
+                (referral.merchant_id, referral.referral_id),
+            )
+
+    async def discount_failed(self, referral: Referral, error: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE referrals SET discount_error = %s,"
+                " discount_attempts = discount_attempts + 1"
+                " WHERE merchant_id = %s AND referral_id = %s",
+                (error[:500], referral.merchant_id, referral.referral_id),
+            )
+
+    async def discounts_pending(self, limit: int, moment: datetime) -> list[Referral]:
+        """Active referrals whose code Shopify has not taken yet; those tried often wait
+        longer (2^attempts seconds, at most an hour) between tries."""
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"{_REFERRAL} WHERE discount_status = 'pending' AND status = 'active'"
+                " AND created_at + make_interval(secs => least(3600, power(2, discount_attempts)))"
+                " <= %s ORDER BY created_at LIMIT %s",
+                (moment, limit),
+            )
+            return [_referral(row) for row in await cursor.fetchall()]
 
     # ---- expiry ---------------------------------------------------------------------
 

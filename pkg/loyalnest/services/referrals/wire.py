@@ -7,6 +7,7 @@ from loyalnest.platform.protos import optional_timestamp, timestamp
 from loyalnest.services.referrals.domain import (
     Conversion,
     ConversionStatus,
+    DiscountStatus,
     Progress,
     Referral,
     ReferralStatus,
@@ -15,6 +16,11 @@ from loyalnest.services.referrals.domain import (
 REFERRAL_STATUSES = {
     ReferralStatus.ACTIVE: pb.REFERRAL_STATUS_ACTIVE,
     ReferralStatus.EXPIRED: pb.REFERRAL_STATUS_EXPIRED,
+}
+DISCOUNT_STATUSES = {
+    DiscountStatus.NONE: pb.FRIEND_DISCOUNT_STATUS_NONE,
+    DiscountStatus.PENDING: pb.FRIEND_DISCOUNT_STATUS_PENDING,
+    DiscountStatus.CREATED: pb.FRIEND_DISCOUNT_STATUS_CREATED,
 }
 CONVERSION_STATUSES = {
     ConversionStatus.PENDING: pb.CONVERSION_STATUS_PENDING,
@@ -33,6 +39,7 @@ def referral_proto(referral: Referral) -> pb.Referral:
         status=REFERRAL_STATUSES[referral.status],
         create_time=timestamp(referral.created_at),
         expire_time=optional_timestamp(referral.expires_at),
+        friend_discount=DISCOUNT_STATUSES[referral.discount_status],
     )
 
 

@@ -25,6 +25,13 @@ class Channel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANNEL_EMAIL: _ClassVar[Channel]
     CHANNEL_SMS: _ClassVar[Channel]
 
+class FriendDiscountStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FRIEND_DISCOUNT_STATUS_UNSPECIFIED: _ClassVar[FriendDiscountStatus]
+    FRIEND_DISCOUNT_STATUS_NONE: _ClassVar[FriendDiscountStatus]
+    FRIEND_DISCOUNT_STATUS_PENDING: _ClassVar[FriendDiscountStatus]
+    FRIEND_DISCOUNT_STATUS_CREATED: _ClassVar[FriendDiscountStatus]
+
 class ConversionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CONVERSION_STATUS_UNSPECIFIED: _ClassVar[ConversionStatus]
@@ -38,6 +45,10 @@ REFERRAL_STATUS_EXPIRED: ReferralStatus
 CHANNEL_UNSPECIFIED: Channel
 CHANNEL_EMAIL: Channel
 CHANNEL_SMS: Channel
+FRIEND_DISCOUNT_STATUS_UNSPECIFIED: FriendDiscountStatus
+FRIEND_DISCOUNT_STATUS_NONE: FriendDiscountStatus
+FRIEND_DISCOUNT_STATUS_PENDING: FriendDiscountStatus
+FRIEND_DISCOUNT_STATUS_CREATED: FriendDiscountStatus
 CONVERSION_STATUS_UNSPECIFIED: ConversionStatus
 CONVERSION_STATUS_PENDING: ConversionStatus
 CONVERSION_STATUS_COMPLETED: ConversionStatus
@@ -45,7 +56,7 @@ CONVERSION_STATUS_REFUSED: ConversionStatus
 CONVERSION_STATUS_CANCELLED: ConversionStatus
 
 class Referral(_message.Message):
-    __slots__ = ("referral_id", "referrer_id", "code", "link", "status", "create_time", "expire_time")
+    __slots__ = ("referral_id", "referrer_id", "code", "link", "status", "create_time", "expire_time", "friend_discount")
     REFERRAL_ID_FIELD_NUMBER: _ClassVar[int]
     REFERRER_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +64,7 @@ class Referral(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FRIEND_DISCOUNT_FIELD_NUMBER: _ClassVar[int]
     referral_id: str
     referrer_id: str
     code: str
@@ -60,7 +72,8 @@ class Referral(_message.Message):
     status: ReferralStatus
     create_time: _timestamp_pb2.Timestamp
     expire_time: _timestamp_pb2.Timestamp
-    def __init__(self, referral_id: _Optional[str] = ..., referrer_id: _Optional[str] = ..., code: _Optional[str] = ..., link: _Optional[str] = ..., status: _Optional[_Union[ReferralStatus, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    friend_discount: FriendDiscountStatus
+    def __init__(self, referral_id: _Optional[str] = ..., referrer_id: _Optional[str] = ..., code: _Optional[str] = ..., link: _Optional[str] = ..., status: _Optional[_Union[ReferralStatus, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., friend_discount: _Optional[_Union[FriendDiscountStatus, str]] = ...) -> None: ...
 
 class Conversion(_message.Message):
     __slots__ = ("conversion_id", "referee_id", "order_id", "status", "refusal_reason", "reward_points", "rewarded", "create_time", "complete_time")

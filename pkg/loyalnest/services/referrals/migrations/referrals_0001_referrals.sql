@@ -25,8 +25,15 @@ CREATE TABLE referrals (
     status      text        NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'expired')),
     created_at  timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz,
+    -- The friend's discount code at Shopify (the referral's code): none (the program gives
+    -- no discount), pending (to create; retried), created.
+    discount_status   text    NOT NULL DEFAULT 'none'
+        CHECK (discount_status IN ('none', 'pending', 'created')),
+    discount_attempts integer NOT NULL DEFAULT 0,
+    discount_error    text    NOT NULL DEFAULT '',
     PRIMARY KEY (merchant_id, referral_id)
 );
+CREATE INDEX referrals_discount_pending ON referrals (created_at) WHERE discount_status = 'pending';
 CREATE UNIQUE INDEX referrals_code ON referrals (merchant_id, code);
 CREATE UNIQUE INDEX referrals_one_active ON referrals (merchant_id, referrer_id)
     WHERE status = 'active';
