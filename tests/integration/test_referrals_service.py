@@ -9,6 +9,9 @@ The completion by a friend's order, through the broker: test_referrals_flow.py.
 
 from __future__ import annotations
 
+import asyncio
+import http.client as http_client
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -42,7 +45,13 @@ from tests.integration.isolation import Case, Metadata, Table
 from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_auth_service import install
-from tests.integration.test_gateway_validate import Gateway, gateway_config, http, running_gateway
+from tests.integration.test_gateway_validate import (
+    Gateway,
+    Response,
+    gateway_config,
+    http,
+    running_gateway,
+)
 from tests.integration.test_service_identity import MASTER_KEY, serving_auth
 
 pytestmark = pytest.mark.integration
@@ -305,6 +314,24 @@ async def gateway(served: RunningService, tmp_path: Path) -> AsyncIterator[Gatew
         yield gw
 
 
+async def get_without_following(url: str) -> Response:
+    """A GET that shows a redirect instead of following it."""
+
+    def get() -> Response:
+        parts = urllib.parse.urlsplit(url)
+        connection = http_client.HTTPConnection(parts.netloc, timeout=15)
+        try:
+            connection.request("GET", parts.path)
+            reply = connection.getresponse()
+            return Response(
+                reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+            )
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(get)
+
+
 async def test_rest_through_the_gateway(gateway: Gateway, merchant_id: str) -> None:
     headers = merchant_headers(merchant_id, (READ, WRITE, MANAGE))
     created = await http(
@@ -350,6 +377,27 @@ async def test_rest_through_the_gateway(gateway: Gateway, merchant_id: str) -> N
         json_body={"code": referral["code"], "referee_id": "3003", "idempotency_key": "rest-3"},
     )
     assert forbidden.status == 403, forbidden.body
+    # The public click endpoint: counted, and a 302 to the shop's link (no token needed).
+    for _ in range(3):
+        clicked = await get_without_following(
+            f"{gateway.url}/v1/api/referrals/click/{referral['code']}"
+        )
+        assert clicked.status == 302, clicked.body
+        assert clicked.headers["location"] == referral["link"]
+        assert not any(
+            h.startswith("grpc-") or h == "x-loyalnest-redirect" for h in clicked.headers
+        )
+    unknown = await get_without_following(f"{gateway.url}/v1/api/referrals/click/REF-0000000000AB")
+    assert unknown.status == 404, unknown.body
+    stats = await http("GET", f"{gateway.url}/v1/api/referrals/stats", headers=headers)
+    assert stats.status == 200, stats.body
+    figures = stats.json()
+    assert (figures["referrals_created"], figures["clicks"], figures["conversions"]) == (
+        "1",
+        "3",
+        "1",
+    )
+    assert figures["conversion_rate"] == pytest.approx(1 / 3)
     invalid = await http(
         "POST",
         f"{gateway.url}/v1/api/referrals/create",
@@ -414,6 +462,10 @@ async def _progress(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> An
     return await Stub(ch).GetReferralProgress(request, metadata=md)
 
 
+async def _stats(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    return await Stub(ch).GetReferralStats(pb.GetReferralStatsRequest(), metadata=md)
+
+
 async def _complete_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
     request = pb.CompleteReferralRequest(code=b["code"], referee_id="9003", idempotency_key="k")
     return await Stub(ch).CompleteReferral(request, metadata=md)
@@ -434,6 +486,7 @@ ISOLATION = Table(
         "GetReferralStatus": [Case(_status_by_id), Case(_status_by_code)],
         "GetReferralProgress": [Case(_progress, may_succeed=True)],
         "CompleteReferral": [Case(_complete_b)],
+        "GetReferralStats": [Case(_stats, may_succeed=True)],
         "CreateReferral": [
             Case(
                 _create_as_b_referrer,

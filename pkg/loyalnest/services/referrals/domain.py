@@ -116,6 +116,18 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Stats:
+    referrals_created: int
+    clicks: int
+    conversions: int
+    refused: int
+
+    @property
+    def conversion_rate(self) -> float:
+        return self.conversions / self.clicks if self.clicks else 0.0
+
+
+@dataclass(frozen=True)
 class Reward:
     """Points due to a referrer: `key` is Points' idempotency key, so it is credited once."""
 

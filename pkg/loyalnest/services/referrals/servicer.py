@@ -5,6 +5,8 @@ Handlers only: validation, the merchant from the token, the store's calls, proto
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from loyalnest.gen.referrals.v1 import referrals_pb2 as pb
 from loyalnest.gen.referrals.v1 import referrals_pb2_grpc
 from loyalnest.platform import tenancy
@@ -17,12 +19,22 @@ from loyalnest.services.referrals.domain import (
     CUSTOMER_ID_RE,
     DiscountStatus,
     Referral,
+    ReferralNotFound,
     normalize_code,
 )
 from loyalnest.services.referrals.shops import ShopDomains
 from loyalnest.services.referrals.store import ReferralStore
-from loyalnest.services.referrals.wire import conversion_proto, progress_proto, referral_proto
+from loyalnest.services.referrals.wire import (
+    conversion_proto,
+    progress_proto,
+    referral_proto,
+    stats_proto,
+)
 
+# A REST answer carrying this header becomes a 302 to its value at the gateway
+# (loyalnest.gateway.envoy_config, REDIRECT_HEADER).
+REDIRECT_HEADER = "x-loyalnest-redirect"
+STATS_PERIOD = timedelta(days=30)
 CUSTOMER_RULE = "must be the customer's Shopify id (digits)"
 
 
@@ -94,6 +106,37 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
         with Validator() as v:
             _customer(v, "referrer_id", request.referrer_id)
         return progress_proto(await self._store.progress(merchant_id, request.referrer_id))
+
+    async def ClickReferral(
+        self, request: pb.ClickReferralRequest, context: Context
+    ) -> pb.ClickReferralResponse:
+        code = normalize_code(request.code)
+        with Validator() as v:
+            v.check(bool(CODE_RE.match(code)), "code", "is not a referral code")
+        referral = await self._store.click(code)
+        if referral is None:
+            raise ReferralNotFound(code)
+        # The gateway turns this header of a REST answer into a 302 to it.
+        await context.send_initial_metadata(((REDIRECT_HEADER, referral.link),))
+        return pb.ClickReferralResponse(location=referral.link)
+
+    async def GetReferralStats(
+        self, request: pb.GetReferralStatsRequest, context: Context
+    ) -> pb.GetReferralStatsResponse:
+        merchant_id = tenancy.merchant_id()
+        end = (
+            request.end_time.ToDatetime(tzinfo=UTC)
+            if request.HasField("end_time")
+            else datetime.now(UTC)
+        )
+        start = (
+            request.start_time.ToDatetime(tzinfo=UTC)
+            if request.HasField("start_time")
+            else end - STATS_PERIOD
+        )
+        with Validator() as v:
+            v.check(start < end, "start_time", "must be before end_time")
+        return stats_proto(await self._store.stats(merchant_id, start, end), start, end)
 
     async def CompleteReferral(
         self, request: pb.CompleteReferralRequest, context: Context

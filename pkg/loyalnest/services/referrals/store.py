@@ -32,6 +32,7 @@ from loyalnest.services.referrals.domain import (
     ReferralNotFound,
     ReferralStatus,
     Reward,
+    Stats,
     conversion_reward_key,
     expiry,
     gives_discount,
@@ -247,6 +248,42 @@ class ReferralStore:
             next_milestone=upcoming.referrals if upcoming else 0,
             next_milestone_bonus_points=upcoming.bonus_points if upcoming else 0,
         )
+
+    async def click(self, code: str) -> Referral | None:
+        """Counts a click on the code's link; the referral, or None for an unknown code."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(f"{_REFERRAL} WHERE code = %s LIMIT 1", (code,))
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            referral = _referral(row)
+            await conn.execute(
+                "INSERT INTO clicks (merchant_id, referral_id, hour, clicks)"
+                " VALUES (%s, %s, date_trunc('hour', now()), 1)"
+                " ON CONFLICT (merchant_id, referral_id, hour)"
+                " DO UPDATE SET clicks = clicks.clicks + 1",
+                (referral.merchant_id, referral.referral_id),
+            )
+            return referral
+
+    async def stats(self, merchant_id: str, start: datetime, end: datetime) -> Stats:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT"
+                " (SELECT count(*) FROM referrals WHERE merchant_id = %(m)s"
+                "  AND created_at >= %(s)s AND created_at < %(e)s),"
+                " (SELECT coalesce(sum(clicks), 0) FROM clicks WHERE merchant_id = %(m)s"
+                "  AND hour >= date_trunc('hour', %(s)s::timestamptz) AND hour < %(e)s),"
+                " (SELECT count(*) FROM conversions WHERE merchant_id = %(m)s"
+                "  AND status = 'completed' AND completed_at >= %(s)s AND completed_at < %(e)s),"
+                " (SELECT count(*) FROM conversions WHERE merchant_id = %(m)s"
+                "  AND status = 'refused' AND created_at >= %(s)s AND created_at < %(e)s)",
+                {"m": merchant_id, "s": start, "e": end},
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        return Stats(*(int(value) for value in row))
 
     # ---- conversions ----------------------------------------------------------------
 
@@ -644,6 +681,7 @@ class ReferralStore:
         async with audit.transaction(self._pool, "job:referrals:erase-merchant") as conn:
             for table in (
                 "rewards",
+                "clicks",
                 "conversions",
                 "referrals",
                 "customer_orders",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from loyalnest.gen.referrals.v1 import referrals_pb2 as pb
 from loyalnest.platform.protos import optional_timestamp, timestamp
 from loyalnest.services.referrals.domain import (
@@ -11,6 +13,7 @@ from loyalnest.services.referrals.domain import (
     Progress,
     Referral,
     ReferralStatus,
+    Stats,
 )
 
 REFERRAL_STATUSES = {
@@ -65,4 +68,16 @@ def progress_proto(progress: Progress) -> pb.GetReferralProgressResponse:
         points_earned=progress.points_earned,
         next_milestone=progress.next_milestone,
         next_milestone_bonus_points=progress.next_milestone_bonus_points,
+    )
+
+
+def stats_proto(stats: Stats, start: datetime, end: datetime) -> pb.GetReferralStatsResponse:
+    return pb.GetReferralStatsResponse(
+        start_time=timestamp(start),
+        end_time=timestamp(end),
+        referrals_created=stats.referrals_created,
+        clicks=stats.clicks,
+        conversions=stats.conversions,
+        refused=stats.refused,
+        conversion_rate=stats.conversion_rate,
     )

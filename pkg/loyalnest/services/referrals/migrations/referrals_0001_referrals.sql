@@ -35,6 +35,8 @@ CREATE TABLE referrals (
 );
 CREATE INDEX referrals_discount_pending ON referrals (created_at) WHERE discount_status = 'pending';
 CREATE UNIQUE INDEX referrals_code ON referrals (merchant_id, code);
+-- Public clicks name a code, not a merchant (codes are 60 random bits: no collisions in fact).
+CREATE INDEX referrals_code_any_merchant ON referrals (code);
 CREATE UNIQUE INDEX referrals_one_active ON referrals (merchant_id, referrer_id)
     WHERE status = 'active';
 CREATE INDEX referrals_expiring ON referrals (expires_at) WHERE status = 'active';
@@ -64,6 +66,16 @@ CREATE UNIQUE INDEX conversions_one_referrer ON conversions (merchant_id, refere
     WHERE status IN ('pending', 'completed');
 CREATE INDEX conversions_referral ON conversions (merchant_id, referral_id, created_at);
 CREATE INDEX conversions_referrer ON conversions (merchant_id, referrer_id, status);
+
+-- Clicks on referral links, counted per referral and hour.
+CREATE TABLE clicks (
+    merchant_id text        NOT NULL,
+    referral_id uuid        NOT NULL,
+    hour        timestamptz NOT NULL,
+    clicks      bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, referral_id, hour)
+);
+CREATE INDEX clicks_merchant_hour ON clicks (merchant_id, hour);
 
 -- The first order Referrals saw of each customer: a friend with an earlier one is no new
 -- customer.
