@@ -496,3 +496,46 @@ ISOLATION = Table(
         ],
     },
 )
+
+
+# ---- personal data (issue 18's contract) --------------------------------------------------
+
+
+async def test_export_and_erase_a_customer_and_a_merchant(
+    stub: Stub, merchant_id: str, served: RunningService, database_url: str
+) -> None:
+    from loyalnest.platform.postgres import Database
+    from loyalnest.services.referrals.service import DATABASE
+    from loyalnest.services.referrals.store import ReferralStore
+
+    referral = await create(stub, merchant_id, "5001")
+    await complete(stub, merchant_id, referral.code, "5002")
+    other = await create(stub, merchant_id, "5003")
+    database = Database(referrals_settings(database_url), DATABASE)
+    await database.open()
+    try:
+        store = ReferralStore(database)
+        exported = await store.export_customer(merchant_id, "5001")
+        assert [r["code"] for r in exported["referrals"]] == [referral.code]
+        assert [c["referee_id"] for c in exported["conversions"]] == ["5002"]
+        as_friend = await store.export_customer(merchant_id, "5002")
+        assert [c["referrer_id"] for c in as_friend["conversions"]] == ["5001"]
+        assert as_friend["referrals"] == []
+
+        await store.erase_customer(merchant_id, "5001")
+        gone = await store.export_customer(merchant_id, "5001")
+        assert gone == {"referrals": [], "conversions": [], "rewards": [], "first_order_id": None}
+        assert (await store.export_customer(merchant_id, "5002"))["conversions"] == []
+        with pytest.raises(grpc.aio.AioRpcError) as erased:
+            await stub.GetReferralStatus(
+                pb.GetReferralStatusRequest(code=referral.code), metadata=md(merchant_id)
+            )
+        assert erased.value.code() == grpc.StatusCode.NOT_FOUND
+        # Another customer's referral is untouched until the merchant is erased.
+        await stub.GetReferralStatus(
+            pb.GetReferralStatusRequest(code=other.code), metadata=md(merchant_id)
+        )
+        await store.erase_merchant(merchant_id)
+        assert (await store.export_customer(merchant_id, "5003"))["referrals"] == []
+    finally:
+        await database.close()
