@@ -29,6 +29,7 @@ from loyalnest.gen.referrals.v1 import referrals_pb2 as pb
 from loyalnest.gen.referrals.v1 import referrals_pb2_grpc
 from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.server import RunningService
+from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.points.service import SPEC as POINTS
 from loyalnest.services.referrals.domain import CODE_RE, new_code
 from loyalnest.services.referrals.service import SERVICE_NAME, SPEC, ReferralsSettings
@@ -214,6 +215,29 @@ async def test_one_active_unguessable_code_per_referrer(stub: Stub, merchant_id:
     with pytest.raises(grpc.aio.AioRpcError) as invalid_referrer:
         await create(stub, merchant_id, "ann@example.com")
     assert invalid_referrer.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_shop_not_known_yet_may_be_named_if_it_is_the_merchants(stub: Stub) -> None:
+    # Not installed through Auth and no webhook seen: the link's shop is unknown ...
+    shop = f"hint-{uuid.uuid4().hex[:8]}.myshopify.com"
+    merchant = merchant_id_for_shop(shop)
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await create(stub, merchant, "6001")
+    assert unknown.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # ... unless the caller names it; another shop than the token's merchant's is refused.
+    with pytest.raises(grpc.aio.AioRpcError) as other:
+        await stub.CreateReferral(
+            pb.CreateReferralRequest(
+                referrer_id="6001", shop="evil.myshopify.com", idempotency_key="h-1"
+            ),
+            metadata=md(merchant, WRITE),
+        )
+    assert other.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    named = await stub.CreateReferral(
+        pb.CreateReferralRequest(referrer_id="6001", shop=shop, idempotency_key="h-2"),
+        metadata=md(merchant, WRITE),
+    )
+    assert named.referral.link == f"https://{shop}/?ref={named.referral.code}"
 
 
 async def test_the_code_is_the_friends_discount_at_shopify_created_once(

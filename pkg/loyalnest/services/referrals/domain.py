@@ -152,6 +152,13 @@ class ShopUnknown(FailedPrecondition):
         )
 
 
+SHOP_DOMAIN_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com", re.IGNORECASE)
+
+
+def is_shop_domain(shop: str) -> bool:
+    return bool(SHOP_DOMAIN_RE.fullmatch(shop))
+
+
 def new_code() -> str:
     return f"{CODE_PREFIX}-" + "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
 

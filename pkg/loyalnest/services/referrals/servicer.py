@@ -12,6 +12,7 @@ from loyalnest.gen.referrals.v1 import referrals_pb2_grpc
 from loyalnest.platform import tenancy
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.platform.validation import Validator
 from loyalnest.services.referrals.discounts import FriendDiscounts
 from loyalnest.services.referrals.domain import (
@@ -20,6 +21,7 @@ from loyalnest.services.referrals.domain import (
     DiscountStatus,
     Referral,
     ReferralNotFound,
+    is_shop_domain,
     normalize_code,
 )
 from loyalnest.services.referrals.shops import ShopDomains
@@ -71,7 +73,14 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
         with Validator() as v:
             _customer(v, "referrer_id", request.referrer_id)
             v.idempotency_key("idempotency_key", request.idempotency_key)
-        shop = await self._shops.shop(merchant_id)
+            if request.shop:
+                v.check(
+                    is_shop_domain(request.shop)
+                    and merchant_id_for_shop(request.shop) == merchant_id,
+                    "shop",
+                    "must be the myshopify.com domain of the token's merchant",
+                )
+        shop = await self._shops.shop(merchant_id, request.shop.lower())
         referral = await self._store.active_for(
             merchant_id,
             request.referrer_id,

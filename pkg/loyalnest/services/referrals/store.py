@@ -530,7 +530,7 @@ class ReferralStore:
             await cursor.execute(
                 "SELECT merchant_id, reward_key AS key, referrer_id, points, reason FROM rewards"
                 " WHERE credited_at IS NULL AND (%(m)s::text IS NULL OR merchant_id = %(m)s)"
-                " ORDER BY created_at LIMIT %(limit)s",
+                " AND next_attempt_at <= now() ORDER BY created_at LIMIT %(limit)s",
                 {"m": merchant_id, "limit": limit},
             )
             return await cursor.fetchall()
@@ -546,7 +546,11 @@ class ReferralStore:
     async def credit_failed(self, reward: Reward, error: str) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(
-                "UPDATE rewards SET attempts = attempts + 1, last_error = %s"
+                # Refused (e.g. a merchant Auth does not know): tried again 2, 4, 8 ...
+                # seconds later, at most an hour apart.
+                "UPDATE rewards SET attempts = attempts + 1, last_error = %s,"
+                " next_attempt_at = now()"
+                " + make_interval(secs => least(3600, power(2, attempts + 1)))"
                 " WHERE merchant_id = %s AND reward_key = %s",
                 (error[:500], reward.merchant_id, reward.key),
             )
@@ -566,20 +570,20 @@ class ReferralStore:
         async with self._pool.connection() as conn:
             await conn.execute(
                 "UPDATE referrals SET discount_error = %s,"
-                " discount_attempts = discount_attempts + 1"
+                " discount_attempts = discount_attempts + 1, discount_next_attempt_at = now()"
+                " + make_interval(secs => least(3600, power(2, discount_attempts + 1)))"
                 " WHERE merchant_id = %s AND referral_id = %s",
                 (error[:500], referral.merchant_id, referral.referral_id),
             )
 
     async def discounts_pending(self, limit: int, moment: datetime) -> list[Referral]:
-        """Active referrals whose code Shopify has not taken yet; those tried often wait
-        longer (2^attempts seconds, at most an hour) between tries."""
+        """Active referrals whose code Shopify has not taken yet and whose next try is due
+        (2, 4, 8 ... seconds after a failure, at most an hour apart)."""
         async with self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
                 f"{_REFERRAL} WHERE discount_status = 'pending' AND status = 'active'"
-                " AND created_at + make_interval(secs => least(3600, power(2, discount_attempts)))"
-                " <= %s ORDER BY created_at LIMIT %s",
+                " AND discount_next_attempt_at <= %s ORDER BY created_at LIMIT %s",
                 (moment, limit),
             )
             return [_referral(row) for row in await cursor.fetchall()]

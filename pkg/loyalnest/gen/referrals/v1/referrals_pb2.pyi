@@ -108,18 +108,20 @@ class Invite(_message.Message):
     def __init__(self, invite_id: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateReferralRequest(_message.Message):
-    __slots__ = ("referrer_id", "friend_email", "friend_phone", "channel", "idempotency_key")
+    __slots__ = ("referrer_id", "friend_email", "friend_phone", "channel", "idempotency_key", "shop")
     REFERRER_ID_FIELD_NUMBER: _ClassVar[int]
     FRIEND_EMAIL_FIELD_NUMBER: _ClassVar[int]
     FRIEND_PHONE_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    SHOP_FIELD_NUMBER: _ClassVar[int]
     referrer_id: str
     friend_email: str
     friend_phone: str
     channel: Channel
     idempotency_key: str
-    def __init__(self, referrer_id: _Optional[str] = ..., friend_email: _Optional[str] = ..., friend_phone: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    shop: str
+    def __init__(self, referrer_id: _Optional[str] = ..., friend_email: _Optional[str] = ..., friend_phone: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., idempotency_key: _Optional[str] = ..., shop: _Optional[str] = ...) -> None: ...
 
 class CreateReferralResponse(_message.Message):
     __slots__ = ("referral", "invite")

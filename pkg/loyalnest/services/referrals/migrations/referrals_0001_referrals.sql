@@ -31,6 +31,7 @@ CREATE TABLE referrals (
         CHECK (discount_status IN ('none', 'pending', 'created')),
     discount_attempts integer NOT NULL DEFAULT 0,
     discount_error    text    NOT NULL DEFAULT '',
+    discount_next_attempt_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (merchant_id, referral_id)
 );
 CREATE INDEX referrals_discount_pending ON referrals (created_at) WHERE discount_status = 'pending';
@@ -106,9 +107,10 @@ CREATE TABLE rewards (
     credited_at timestamptz,
     attempts    integer     NOT NULL DEFAULT 0,
     last_error  text        NOT NULL DEFAULT '',
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (merchant_id, reward_key)
 );
-CREATE INDEX rewards_due ON rewards (created_at) WHERE credited_at IS NULL;
+CREATE INDEX rewards_due ON rewards (next_attempt_at) WHERE credited_at IS NULL;
 CREATE INDEX rewards_referrer ON rewards (merchant_id, referrer_id);
 
 CREATE TRIGGER referrals_audit AFTER INSERT OR UPDATE OR DELETE ON referrals
