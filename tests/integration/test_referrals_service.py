@@ -9,6 +9,9 @@ The completion by a friend's order, through the broker: test_referrals_flow.py.
 
 from __future__ import annotations
 
+import asyncio
+import http.client as http_client
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +29,7 @@ from loyalnest.gen.referrals.v1 import referrals_pb2 as pb
 from loyalnest.gen.referrals.v1 import referrals_pb2_grpc
 from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.server import RunningService
+from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.points.service import SPEC as POINTS
 from loyalnest.services.referrals.domain import CODE_RE, new_code
 from loyalnest.services.referrals.service import SERVICE_NAME, SPEC, ReferralsSettings
@@ -42,7 +46,13 @@ from tests.integration.isolation import Case, Metadata, Table
 from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_auth_service import install
-from tests.integration.test_gateway_validate import Gateway, gateway_config, http, running_gateway
+from tests.integration.test_gateway_validate import (
+    Gateway,
+    Response,
+    gateway_config,
+    http,
+    running_gateway,
+)
 from tests.integration.test_service_identity import MASTER_KEY, serving_auth
 
 pytestmark = pytest.mark.integration
@@ -93,12 +103,18 @@ def referrals_settings(database_url: str, **overrides: Any) -> ReferralsSettings
 
 @pytest.fixture
 async def served(
-    database_url: str, auth: RunningService, points: RunningService
+    database_url: str,
+    auth: RunningService,
+    points: RunningService,
+    shopify: ShopifyAdminStandIn,
 ) -> AsyncIterator[RunningService]:
     settings = referrals_settings(
         database_url,
         call_targets={"auth": auth.address, "points": points.address},
         service_credential=REFERRALS_CREDENTIAL,
+        shopify_admin_base_url=shopify.base_url,
+        shopify_admin_timeout_seconds=0.3,
+        referrals_discount_retry_interval_seconds=0.1,
     )
     async with serving(SPEC, settings) as service:
         yield service
@@ -201,6 +217,72 @@ async def test_one_active_unguessable_code_per_referrer(stub: Stub, merchant_id:
     assert invalid_referrer.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_shop_not_known_yet_may_be_named_if_it_is_the_merchants(stub: Stub) -> None:
+    # Not installed through Auth and no webhook seen: the link's shop is unknown ...
+    shop = f"hint-{uuid.uuid4().hex[:8]}.myshopify.com"
+    merchant = merchant_id_for_shop(shop)
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await create(stub, merchant, "6001")
+    assert unknown.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # ... unless the caller names it; another shop than the token's merchant's is refused.
+    with pytest.raises(grpc.aio.AioRpcError) as other:
+        await stub.CreateReferral(
+            pb.CreateReferralRequest(
+                referrer_id="6001", shop="evil.myshopify.com", idempotency_key="h-1"
+            ),
+            metadata=md(merchant, WRITE),
+        )
+    assert other.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    named = await stub.CreateReferral(
+        pb.CreateReferralRequest(referrer_id="6001", shop=shop, idempotency_key="h-2"),
+        metadata=md(merchant, WRITE),
+    )
+    assert named.referral.link == f"https://{shop}/?ref={named.referral.code}"
+
+
+async def test_the_code_is_the_friends_discount_at_shopify_created_once(
+    stub: Stub, merchant_id: str, shopify: ShopifyAdminStandIn
+) -> None:
+    referral = await create(stub, merchant_id, "4001")
+    assert referral.friend_discount == pb.FRIEND_DISCOUNT_STATUS_CREATED
+    codes = shopify.codes_of(SHOP)
+    assert list(codes) == [referral.code]
+    made = codes[referral.code]["input"]
+    # Referrals' default program: 10 % for the friend, once per customer, anyone may use it.
+    assert made["customerGets"]["value"] == {"percentage": 0.1}
+    assert made["customerSelection"] == {"all": True} and made["appliesOncePerCustomer"]
+    assert made["title"] == f"LoyalNest referral {referral.referral_id}"
+    await create(stub, merchant_id, "4001")  # the same referral: no second code
+    assert list(shopify.codes_of(SHOP)) == [referral.code]
+
+    # Shopify took the code but its answer came after the timeout: the referral is PENDING,
+    # the retry gets TAKEN, finds the code is this referral's, and counts it as created.
+    shopify.stall_mutations = 0.6
+    slow = await create(stub, merchant_id, "4002")
+    shopify.stall_mutations = 0
+    assert slow.friend_discount == pb.FRIEND_DISCOUNT_STATUS_PENDING
+
+    async def created() -> bool:
+        status = await stub.GetReferralStatus(
+            pb.GetReferralStatusRequest(referral_id=slow.referral_id), metadata=md(merchant_id)
+        )
+        return status.referral.friend_discount == pb.FRIEND_DISCOUNT_STATUS_CREATED
+
+    await eventually(created, 10, "the retry to find the code created")
+    assert sorted(shopify.codes_of(SHOP)) == sorted([referral.code, slow.code])
+
+    # Shopify down: the referral is still given (its link works), the code follows later.
+    shopify.unavailable = True
+    later = await create(stub, merchant_id, "4003")
+    assert later.friend_discount == pb.FRIEND_DISCOUNT_STATUS_PENDING and later.link
+    shopify.unavailable = False
+
+    async def created_later() -> bool:
+        return later.code in shopify.codes_of(SHOP)
+
+    await eventually(created_later, 10, "the code once Shopify is back")
+
+
 async def test_completion_by_hand_credits_once_refuses_fraud_and_pays_milestones_once(
     stub: Stub,
     merchant_id: str,
@@ -256,6 +338,24 @@ async def gateway(served: RunningService, tmp_path: Path) -> AsyncIterator[Gatew
         yield gw
 
 
+async def get_without_following(url: str) -> Response:
+    """A GET that shows a redirect instead of following it."""
+
+    def get() -> Response:
+        parts = urllib.parse.urlsplit(url)
+        connection = http_client.HTTPConnection(parts.netloc, timeout=15)
+        try:
+            connection.request("GET", parts.path)
+            reply = connection.getresponse()
+            return Response(
+                reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read()
+            )
+        finally:
+            connection.close()
+
+    return await asyncio.to_thread(get)
+
+
 async def test_rest_through_the_gateway(gateway: Gateway, merchant_id: str) -> None:
     headers = merchant_headers(merchant_id, (READ, WRITE, MANAGE))
     created = await http(
@@ -301,6 +401,27 @@ async def test_rest_through_the_gateway(gateway: Gateway, merchant_id: str) -> N
         json_body={"code": referral["code"], "referee_id": "3003", "idempotency_key": "rest-3"},
     )
     assert forbidden.status == 403, forbidden.body
+    # The public click endpoint: counted, and a 302 to the shop's link (no token needed).
+    for _ in range(3):
+        clicked = await get_without_following(
+            f"{gateway.url}/v1/api/referrals/click/{referral['code']}"
+        )
+        assert clicked.status == 302, clicked.body
+        assert clicked.headers["location"] == referral["link"]
+        assert not any(
+            h.startswith("grpc-") or h == "x-loyalnest-redirect" for h in clicked.headers
+        )
+    unknown = await get_without_following(f"{gateway.url}/v1/api/referrals/click/REF-0000000000AB")
+    assert unknown.status == 404, unknown.body
+    stats = await http("GET", f"{gateway.url}/v1/api/referrals/stats", headers=headers)
+    assert stats.status == 200, stats.body
+    figures = stats.json()
+    assert (figures["referrals_created"], figures["clicks"], figures["conversions"]) == (
+        "1",
+        "3",
+        "1",
+    )
+    assert figures["conversion_rate"] == pytest.approx(1 / 3)
     invalid = await http(
         "POST",
         f"{gateway.url}/v1/api/referrals/create",
@@ -365,6 +486,10 @@ async def _progress(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> An
     return await Stub(ch).GetReferralProgress(request, metadata=md)
 
 
+async def _stats(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    return await Stub(ch).GetReferralStats(pb.GetReferralStatsRequest(), metadata=md)
+
+
 async def _complete_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
     request = pb.CompleteReferralRequest(code=b["code"], referee_id="9003", idempotency_key="k")
     return await Stub(ch).CompleteReferral(request, metadata=md)
@@ -385,6 +510,7 @@ ISOLATION = Table(
         "GetReferralStatus": [Case(_status_by_id), Case(_status_by_code)],
         "GetReferralProgress": [Case(_progress, may_succeed=True)],
         "CompleteReferral": [Case(_complete_b)],
+        "GetReferralStats": [Case(_stats, may_succeed=True)],
         "CreateReferral": [
             Case(
                 _create_as_b_referrer,
@@ -394,3 +520,46 @@ ISOLATION = Table(
         ],
     },
 )
+
+
+# ---- personal data (issue 18's contract) --------------------------------------------------
+
+
+async def test_export_and_erase_a_customer_and_a_merchant(
+    stub: Stub, merchant_id: str, served: RunningService, database_url: str
+) -> None:
+    from loyalnest.platform.postgres import Database
+    from loyalnest.services.referrals.service import DATABASE
+    from loyalnest.services.referrals.store import ReferralStore
+
+    referral = await create(stub, merchant_id, "5001")
+    await complete(stub, merchant_id, referral.code, "5002")
+    other = await create(stub, merchant_id, "5003")
+    database = Database(referrals_settings(database_url), DATABASE)
+    await database.open()
+    try:
+        store = ReferralStore(database)
+        exported = await store.export_customer(merchant_id, "5001")
+        assert [r["code"] for r in exported["referrals"]] == [referral.code]
+        assert [c["referee_id"] for c in exported["conversions"]] == ["5002"]
+        as_friend = await store.export_customer(merchant_id, "5002")
+        assert [c["referrer_id"] for c in as_friend["conversions"]] == ["5001"]
+        assert as_friend["referrals"] == []
+
+        await store.erase_customer(merchant_id, "5001")
+        gone = await store.export_customer(merchant_id, "5001")
+        assert gone == {"referrals": [], "conversions": [], "rewards": [], "first_order_id": None}
+        assert (await store.export_customer(merchant_id, "5002"))["conversions"] == []
+        with pytest.raises(grpc.aio.AioRpcError) as erased:
+            await stub.GetReferralStatus(
+                pb.GetReferralStatusRequest(code=referral.code), metadata=md(merchant_id)
+            )
+        assert erased.value.code() == grpc.StatusCode.NOT_FOUND
+        # Another customer's referral is untouched until the merchant is erased.
+        await stub.GetReferralStatus(
+            pb.GetReferralStatusRequest(code=other.code), metadata=md(merchant_id)
+        )
+        await store.erase_merchant(merchant_id)
+        assert (await store.export_customer(merchant_id, "5003"))["referrals"] == []
+    finally:
+        await database.close()

@@ -39,6 +39,6 @@ def test_a_staff_token_never_holds_more_than_the_owner_nor_anything_global() -> 
 
 def test_shop_tokens_are_granted_to_the_services_that_call_shopify_only() -> None:
     # Points: reward discount codes; Core: Shopify Billing of paid plans; Campaign: campaigns'
-    # discounts; Products: the catalogue sync.
+    # discounts; Products: the catalogue sync; Referrals: the friends' discount codes.
     granted = [s for s, grant in SERVICE_GRANTS.items() if "auth:shop-token" in grant]
-    assert sorted(granted) == ["campaign", "core", "points", "products"]
+    assert sorted(granted) == ["campaign", "core", "points", "products", "referrals"]

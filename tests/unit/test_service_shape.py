@@ -43,7 +43,7 @@ SUB_MODULES = {
     "gamification": {"leaderboards"},
     "campaign": {"shopify", "lifecycle", "eligibility", "reconcile"},
     "products": {"sync"},
-    "referrals": {"crediting", "shops"},
+    "referrals": {"crediting", "discounts", "shops"},
     "edge": {"webhooks", "signing"},
     "points": {
         "earning",

@@ -133,6 +133,10 @@ _RECORD_STATUS_LUA = f"""\
 # content-type is left alone (a gRPC Trailers-Only response must keep its status).
 # Scope: response headers. HTTP/1.1 REST clients never receive trailers; an HTTP/2 REST client
 # may still get grpc-status as a trailer of a successful unary response.
+# A successful REST answer whose service sent this response header (gRPC initial metadata)
+# becomes a 302 to its value: the transcoder itself answers every success with 200 (e.g.
+# Referrals' click endpoint, GET /v1/api/referrals/click/{code}). Only services set it.
+REDIRECT_HEADER = "x-loyalnest-redirect"
 HIDE_GRPC_HEADERS_LUA = f"""\
 function envoy_on_response(response_handle)
   local headers = response_handle:headers()
@@ -148,6 +152,12 @@ function envoy_on_response(response_handle)
   end
   for _, key in ipairs(grpc_headers) do
     headers:remove(key)
+  end
+  local redirect = headers:get("{REDIRECT_HEADER}")
+  if redirect ~= nil then
+    headers:remove("{REDIRECT_HEADER}")
+    headers:replace(":status", "302")
+    headers:replace("location", redirect)
   end
 end
 """

@@ -58,9 +58,9 @@ SERVICE_GRANTS: dict[str, frozenset[str]] = {
     "edge": frozenset({"auth:validate"}),
     # GDPR requests: every personal-data holder's export and erasure (platform/personal_data).
     "admin_core": frozenset({"auth:validate", *personal_data_grants()}),
-    # auth:validate: the merchant's shop domain for referral links; points:write: referrers'
-    # rewards (EarnPoints).
-    "referrals": frozenset({"auth:validate", "points:write"}),
+    # auth:validate: the merchant's shop domain for referral links; auth:shop-token: friends'
+    # discount codes at Shopify; points:write: referrers' rewards (EarnPoints).
+    "referrals": frozenset({"auth:validate", "auth:shop-token", "points:write"}),
 }
 
 SERVICE_TOKEN_TTL_SECONDS = 5 * 60

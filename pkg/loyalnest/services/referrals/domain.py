@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.platform.errors import FailedPrecondition, NotFound
@@ -40,6 +41,14 @@ CUSTOMER_ID_RE = re.compile(r"^[0-9]{1,20}$")
 class ReferralStatus(enum.Enum):
     ACTIVE = "active"
     EXPIRED = "expired"
+
+
+class DiscountStatus(enum.Enum):
+    """The friend's discount code at Shopify."""
+
+    NONE = "none"  # the program gives the friend no discount
+    PENDING = "pending"  # to be created (retried until Shopify takes it)
+    CREATED = "created"
 
 
 class ConversionStatus(enum.Enum):
@@ -68,6 +77,7 @@ class Referral:
     status: ReferralStatus
     created_at: datetime
     expires_at: datetime | None
+    discount_status: DiscountStatus
 
     @property
     def link(self) -> str:
@@ -106,6 +116,18 @@ class Progress:
 
 
 @dataclass(frozen=True)
+class Stats:
+    referrals_created: int
+    clicks: int
+    conversions: int
+    refused: int
+
+    @property
+    def conversion_rate(self) -> float:
+        return self.conversions / self.clicks if self.clicks else 0.0
+
+
+@dataclass(frozen=True)
 class Reward:
     """Points due to a referrer: `key` is Points' idempotency key, so it is credited once."""
 
@@ -130,6 +152,13 @@ class ShopUnknown(FailedPrecondition):
         )
 
 
+SHOP_DOMAIN_RE = re.compile(r"[a-z0-9][a-z0-9-]*\.myshopify\.com", re.IGNORECASE)
+
+
+def is_shop_domain(shop: str) -> bool:
+    return bool(SHOP_DOMAIN_RE.fullmatch(shop))
+
+
 def new_code() -> str:
     return f"{CODE_PREFIX}-" + "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
 
@@ -147,6 +176,17 @@ def expiry(program: core_pb2.ReferralProgram, created_at: datetime) -> datetime 
     if program.code_expiry_days <= 0:
         return None
     return created_at + timedelta(days=program.code_expiry_days)
+
+
+def gives_discount(program: core_pb2.ReferralProgram) -> bool:
+    try:
+        value = Decimal(program.friend_discount_value or "0")
+    except ArithmeticError:
+        return False
+    return value > 0 and program.friend_discount_type in (
+        core_pb2.REFERRAL_DISCOUNT_TYPE_PERCENTAGE,
+        core_pb2.REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT,
+    )
 
 
 def program_of(settings: core_pb2.ProgramSettings | None) -> core_pb2.ReferralProgram:

@@ -14,11 +14,15 @@ from loyalnest.platform import audit
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
+from loyalnest.platform.http import HttpClient
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.platform.shop_access import ShopTokens
+from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.referrals import consumers, events
 from loyalnest.services.referrals.crediting import RewardCredits, expiry_sweep
+from loyalnest.services.referrals.discounts import FriendDiscounts, ShopNotConnected
 from loyalnest.services.referrals.servicer import ReferralsServicer
 from loyalnest.services.referrals.shops import ShopDomains
 from loyalnest.services.referrals.store import ReferralStore
@@ -40,6 +44,11 @@ class ReferralsSettings(ServiceSettings):
     referrals_reward_interval_seconds: float = Field(1.0, gt=0)
     # How often codes past their expiry are marked EXPIRED.
     referrals_expiry_interval_seconds: float = Field(60.0, gt=0)
+    # How often friend discount codes Shopify did not take yet are tried again.
+    referrals_discount_retry_interval_seconds: float = Field(10.0, gt=0)
+    # Shopify Admin GraphQL API for friend discount codes: `{shop}` is filled in.
+    shopify_admin_base_url: str = "https://{shop}"
+    shopify_admin_timeout_seconds: float = Field(5.0, gt=0)
 
 
 async def build(settings: ReferralsSettings) -> ServiceComponents:
@@ -56,6 +65,12 @@ async def build(settings: ReferralsSettings) -> ServiceComponents:
     else:
         auth = downstream.stub(auth_pb2_grpc.AuthServiceStub)
         points = downstream.stub(points_pb2_grpc.PointsServiceStub)
+    http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
+    discounts = FriendDiscounts(
+        store,
+        ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url),
+        ShopTokens(auth, component=NAME, not_connected=ShopNotConnected),
+    )
     components = postgres_service(
         settings,
         database,
@@ -66,15 +81,16 @@ async def build(settings: ReferralsSettings) -> ServiceComponents:
             Registration(
                 SERVICE_NAME,
                 referrals_pb2_grpc.add_ReferralsServiceServicer_to_server,
-                ReferralsServicer(store, ShopDomains(store, auth)),
+                ReferralsServicer(store, ShopDomains(store, auth), discounts),
             )
         ],
-        cleanup=[downstream.close],
+        cleanup=[downstream.close, http.close],
     )
     credits = RewardCredits(store, points)
     components.background += [
         functools.partial(credits.run, settings.referrals_reward_interval_seconds),
         functools.partial(expiry_sweep, store, settings.referrals_expiry_interval_seconds),
+        functools.partial(discounts.run, settings.referrals_discount_retry_interval_seconds),
     ]
     return components
 

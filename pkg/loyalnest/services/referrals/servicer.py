@@ -5,17 +5,38 @@ Handlers only: validation, the merchant from the token, the store's calls, proto
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from loyalnest.gen.referrals.v1 import referrals_pb2 as pb
 from loyalnest.gen.referrals.v1 import referrals_pb2_grpc
 from loyalnest.platform import tenancy
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.platform.validation import Validator
-from loyalnest.services.referrals.domain import CODE_RE, CUSTOMER_ID_RE, Referral, normalize_code
+from loyalnest.services.referrals.discounts import FriendDiscounts
+from loyalnest.services.referrals.domain import (
+    CODE_RE,
+    CUSTOMER_ID_RE,
+    DiscountStatus,
+    Referral,
+    ReferralNotFound,
+    is_shop_domain,
+    normalize_code,
+)
 from loyalnest.services.referrals.shops import ShopDomains
 from loyalnest.services.referrals.store import ReferralStore
-from loyalnest.services.referrals.wire import conversion_proto, progress_proto, referral_proto
+from loyalnest.services.referrals.wire import (
+    conversion_proto,
+    progress_proto,
+    referral_proto,
+    stats_proto,
+)
 
+# A REST answer carrying this header becomes a 302 to its value at the gateway
+# (loyalnest.gateway.envoy_config, REDIRECT_HEADER).
+REDIRECT_HEADER = "x-loyalnest-redirect"
+STATS_PERIOD = timedelta(days=30)
 CUSTOMER_RULE = "must be the customer's Shopify id (digits)"
 
 
@@ -33,9 +54,12 @@ def _referral_ref(v: Validator, referral_id: str, code: str) -> None:
 
 
 class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
-    def __init__(self, store: ReferralStore, shops: ShopDomains) -> None:
+    def __init__(
+        self, store: ReferralStore, shops: ShopDomains, discounts: FriendDiscounts
+    ) -> None:
         self._store = store
         self._shops = shops
+        self._discounts = discounts
 
     async def _referral(self, merchant_id: str, referral_id: str, code: str) -> Referral:
         return await self._store.get(
@@ -49,13 +73,26 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
         with Validator() as v:
             _customer(v, "referrer_id", request.referrer_id)
             v.idempotency_key("idempotency_key", request.idempotency_key)
-        shop = await self._shops.shop(merchant_id)
+            if request.shop:
+                v.check(
+                    is_shop_domain(request.shop)
+                    and merchant_id_for_shop(request.shop) == merchant_id,
+                    "shop",
+                    "must be the myshopify.com domain of the token's merchant",
+                )
+        shop = await self._shops.shop(merchant_id, request.shop.lower())
         referral = await self._store.active_for(
             merchant_id,
             request.referrer_id,
             shop=shop,
             key=IdempotencyKey.of("CreateReferral", request),
         )
+        # The friend's code at Shopify, after the referral is stored (never in its
+        # transaction); if Shopify cannot take it now, it stays PENDING and is retried.
+        if referral.discount_status is DiscountStatus.PENDING and await self._discounts.ensure(
+            referral
+        ):
+            referral = await self._store.get(merchant_id, referral_id=referral.referral_id)
         return pb.CreateReferralResponse(referral=referral_proto(referral))
 
     async def GetReferralStatus(
@@ -78,6 +115,37 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
         with Validator() as v:
             _customer(v, "referrer_id", request.referrer_id)
         return progress_proto(await self._store.progress(merchant_id, request.referrer_id))
+
+    async def ClickReferral(
+        self, request: pb.ClickReferralRequest, context: Context
+    ) -> pb.ClickReferralResponse:
+        code = normalize_code(request.code)
+        with Validator() as v:
+            v.check(bool(CODE_RE.match(code)), "code", "is not a referral code")
+        referral = await self._store.click(code)
+        if referral is None:
+            raise ReferralNotFound(code)
+        # The gateway turns this header of a REST answer into a 302 to it.
+        await context.send_initial_metadata(((REDIRECT_HEADER, referral.link),))
+        return pb.ClickReferralResponse(location=referral.link)
+
+    async def GetReferralStats(
+        self, request: pb.GetReferralStatsRequest, context: Context
+    ) -> pb.GetReferralStatsResponse:
+        merchant_id = tenancy.merchant_id()
+        end = (
+            request.end_time.ToDatetime(tzinfo=UTC)
+            if request.HasField("end_time")
+            else datetime.now(UTC)
+        )
+        start = (
+            request.start_time.ToDatetime(tzinfo=UTC)
+            if request.HasField("start_time")
+            else end - STATS_PERIOD
+        )
+        with Validator() as v:
+            v.check(start < end, "start_time", "must be before end_time")
+        return stats_proto(await self._store.stats(merchant_id, start, end), start, end)
 
     async def CompleteReferral(
         self, request: pb.CompleteReferralRequest, context: Context

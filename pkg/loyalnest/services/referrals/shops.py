@@ -20,10 +20,14 @@ class ShopDomains:
         self._store = store
         self._auth = auth
 
-    async def shop(self, merchant_id: str) -> str:
+    async def shop(self, merchant_id: str, claimed: str = "") -> str:
+        """`claimed`: a domain the caller named, already checked to be the merchant's."""
         known = await self._store.shop(merchant_id)
         if known is not None:
             return known
+        if claimed:
+            await self._store.save_shop(merchant_id, claimed)
+            return claimed
         if self._auth is None:
             raise ShopUnknown(merchant_id)
         try:

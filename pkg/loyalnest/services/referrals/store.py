@@ -26,13 +26,16 @@ from loyalnest.services.referrals import events
 from loyalnest.services.referrals.domain import (
     Conversion,
     ConversionStatus,
+    DiscountStatus,
     Progress,
     Referral,
     ReferralNotFound,
     ReferralStatus,
     Reward,
+    Stats,
     conversion_reward_key,
     expiry,
+    gives_discount,
     milestone_reward_key,
     milestones_reached,
     new_code,
@@ -43,7 +46,7 @@ from loyalnest.services.referrals.domain import (
 
 _REFERRAL = (
     "SELECT merchant_id, referral_id::text AS referral_id, referrer_id, code, shop, status,"
-    " created_at, expires_at FROM referrals"
+    " created_at, expires_at, discount_status FROM referrals"
 )
 _CONVERSION = (
     "SELECT merchant_id, conversion_id::text AS conversion_id, referral_id::text AS referral_id,"
@@ -55,7 +58,13 @@ _CONVERSION = (
 
 
 def _referral(row: dict[str, Any]) -> Referral:
-    return Referral(**{**row, "status": ReferralStatus(row["status"])})
+    return Referral(
+        **{
+            **row,
+            "status": ReferralStatus(row["status"]),
+            "discount_status": DiscountStatus(row["discount_status"]),
+        }
+    )
 
 
 def _conversion(row: dict[str, Any]) -> Conversion:
@@ -173,10 +182,11 @@ class ReferralStore:
                 return found, found.referral_id
             program = await self._program(conn, merchant_id)
             referral_id = str(uuid.uuid4())
+            discount = DiscountStatus.PENDING if gives_discount(program) else DiscountStatus.NONE
             await cursor.execute(
-                "INSERT INTO referrals (merchant_id, referral_id, referrer_id, code, shop)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING created_at",
-                (merchant_id, referral_id, referrer_id, new_code(), shop),
+                "INSERT INTO referrals (merchant_id, referral_id, referrer_id, code, shop,"
+                " discount_status) VALUES (%s, %s, %s, %s, %s, %s) RETURNING created_at",
+                (merchant_id, referral_id, referrer_id, new_code(), shop, discount.value),
             )
             created = await cursor.fetchone()
             assert created is not None
@@ -238,6 +248,42 @@ class ReferralStore:
             next_milestone=upcoming.referrals if upcoming else 0,
             next_milestone_bonus_points=upcoming.bonus_points if upcoming else 0,
         )
+
+    async def click(self, code: str) -> Referral | None:
+        """Counts a click on the code's link; the referral, or None for an unknown code."""
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(f"{_REFERRAL} WHERE code = %s LIMIT 1", (code,))
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            referral = _referral(row)
+            await conn.execute(
+                "INSERT INTO clicks (merchant_id, referral_id, hour, clicks)"
+                " VALUES (%s, %s, date_trunc('hour', now()), 1)"
+                " ON CONFLICT (merchant_id, referral_id, hour)"
+                " DO UPDATE SET clicks = clicks.clicks + 1",
+                (referral.merchant_id, referral.referral_id),
+            )
+            return referral
+
+    async def stats(self, merchant_id: str, start: datetime, end: datetime) -> Stats:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT"
+                " (SELECT count(*) FROM referrals WHERE merchant_id = %(m)s"
+                "  AND created_at >= %(s)s AND created_at < %(e)s),"
+                " (SELECT coalesce(sum(clicks), 0) FROM clicks WHERE merchant_id = %(m)s"
+                "  AND hour >= date_trunc('hour', %(s)s::timestamptz) AND hour < %(e)s),"
+                " (SELECT count(*) FROM conversions WHERE merchant_id = %(m)s"
+                "  AND status = 'completed' AND completed_at >= %(s)s AND completed_at < %(e)s),"
+                " (SELECT count(*) FROM conversions WHERE merchant_id = %(m)s"
+                "  AND status = 'refused' AND created_at >= %(s)s AND created_at < %(e)s)",
+                {"m": merchant_id, "s": start, "e": end},
+            )
+            row = await cursor.fetchone()
+        assert row is not None
+        return Stats(*(int(value) for value in row))
 
     # ---- conversions ----------------------------------------------------------------
 
@@ -484,7 +530,7 @@ class ReferralStore:
             await cursor.execute(
                 "SELECT merchant_id, reward_key AS key, referrer_id, points, reason FROM rewards"
                 " WHERE credited_at IS NULL AND (%(m)s::text IS NULL OR merchant_id = %(m)s)"
-                " ORDER BY created_at LIMIT %(limit)s",
+                " AND next_attempt_at <= now() ORDER BY created_at LIMIT %(limit)s",
                 {"m": merchant_id, "limit": limit},
             )
             return await cursor.fetchall()
@@ -500,10 +546,47 @@ class ReferralStore:
     async def credit_failed(self, reward: Reward, error: str) -> None:
         async with self._pool.connection() as conn:
             await conn.execute(
-                "UPDATE rewards SET attempts = attempts + 1, last_error = %s"
+                # Refused (e.g. a merchant Auth does not know): tried again 2, 4, 8 ...
+                # seconds later, at most an hour apart.
+                "UPDATE rewards SET attempts = attempts + 1, last_error = %s,"
+                " next_attempt_at = now()"
+                " + make_interval(secs => least(3600, power(2, attempts + 1)))"
                 " WHERE merchant_id = %s AND reward_key = %s",
                 (error[:500], reward.merchant_id, reward.key),
             )
+
+    # ---- friend discounts -----------------------------------------------------------
+
+    async def discount_created(self, referral: Referral) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE referrals SET discount_status = 'created', discount_error = '',"
+                " discount_attempts = discount_attempts + 1"
+                " WHERE merchant_id = %s AND referral_id = %s",
+                (referral.merchant_id, referral.referral_id),
+            )
+
+    async def discount_failed(self, referral: Referral, error: str) -> None:
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE referrals SET discount_error = %s,"
+                " discount_attempts = discount_attempts + 1, discount_next_attempt_at = now()"
+                " + make_interval(secs => least(3600, power(2, discount_attempts + 1)))"
+                " WHERE merchant_id = %s AND referral_id = %s",
+                (error[:500], referral.merchant_id, referral.referral_id),
+            )
+
+    async def discounts_pending(self, limit: int, moment: datetime) -> list[Referral]:
+        """Active referrals whose code Shopify has not taken yet and whose next try is due
+        (2, 4, 8 ... seconds after a failure, at most an hour apart)."""
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"{_REFERRAL} WHERE discount_status = 'pending' AND status = 'active'"
+                " AND discount_next_attempt_at <= %s ORDER BY created_at LIMIT %s",
+                (moment, limit),
+            )
+            return [_referral(row) for row in await cursor.fetchall()]
 
     # ---- expiry ---------------------------------------------------------------------
 
@@ -602,6 +685,7 @@ class ReferralStore:
         async with audit.transaction(self._pool, "job:referrals:erase-merchant") as conn:
             for table in (
                 "rewards",
+                "clicks",
                 "conversions",
                 "referrals",
                 "customer_orders",

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from loyalnest.gen.referrals.v1 import referrals_pb2 as pb
 from loyalnest.platform.protos import optional_timestamp, timestamp
 from loyalnest.services.referrals.domain import (
     Conversion,
     ConversionStatus,
+    DiscountStatus,
     Progress,
     Referral,
     ReferralStatus,
+    Stats,
 )
 
 REFERRAL_STATUSES = {
     ReferralStatus.ACTIVE: pb.REFERRAL_STATUS_ACTIVE,
     ReferralStatus.EXPIRED: pb.REFERRAL_STATUS_EXPIRED,
+}
+DISCOUNT_STATUSES = {
+    DiscountStatus.NONE: pb.FRIEND_DISCOUNT_STATUS_NONE,
+    DiscountStatus.PENDING: pb.FRIEND_DISCOUNT_STATUS_PENDING,
+    DiscountStatus.CREATED: pb.FRIEND_DISCOUNT_STATUS_CREATED,
 }
 CONVERSION_STATUSES = {
     ConversionStatus.PENDING: pb.CONVERSION_STATUS_PENDING,
@@ -33,6 +42,7 @@ def referral_proto(referral: Referral) -> pb.Referral:
         status=REFERRAL_STATUSES[referral.status],
         create_time=timestamp(referral.created_at),
         expire_time=optional_timestamp(referral.expires_at),
+        friend_discount=DISCOUNT_STATUSES[referral.discount_status],
     )
 
 
@@ -58,4 +68,16 @@ def progress_proto(progress: Progress) -> pb.GetReferralProgressResponse:
         points_earned=progress.points_earned,
         next_milestone=progress.next_milestone,
         next_milestone_bonus_points=progress.next_milestone_bonus_points,
+    )
+
+
+def stats_proto(stats: Stats, start: datetime, end: datetime) -> pb.GetReferralStatsResponse:
+    return pb.GetReferralStatsResponse(
+        start_time=timestamp(start),
+        end_time=timestamp(end),
+        referrals_created=stats.referrals_created,
+        clicks=stats.clicks,
+        conversions=stats.conversions,
+        refused=stats.refused,
+        conversion_rate=stats.conversion_rate,
     )

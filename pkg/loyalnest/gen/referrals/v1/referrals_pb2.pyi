@@ -25,6 +25,13 @@ class Channel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CHANNEL_EMAIL: _ClassVar[Channel]
     CHANNEL_SMS: _ClassVar[Channel]
 
+class FriendDiscountStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FRIEND_DISCOUNT_STATUS_UNSPECIFIED: _ClassVar[FriendDiscountStatus]
+    FRIEND_DISCOUNT_STATUS_NONE: _ClassVar[FriendDiscountStatus]
+    FRIEND_DISCOUNT_STATUS_PENDING: _ClassVar[FriendDiscountStatus]
+    FRIEND_DISCOUNT_STATUS_CREATED: _ClassVar[FriendDiscountStatus]
+
 class ConversionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CONVERSION_STATUS_UNSPECIFIED: _ClassVar[ConversionStatus]
@@ -38,6 +45,10 @@ REFERRAL_STATUS_EXPIRED: ReferralStatus
 CHANNEL_UNSPECIFIED: Channel
 CHANNEL_EMAIL: Channel
 CHANNEL_SMS: Channel
+FRIEND_DISCOUNT_STATUS_UNSPECIFIED: FriendDiscountStatus
+FRIEND_DISCOUNT_STATUS_NONE: FriendDiscountStatus
+FRIEND_DISCOUNT_STATUS_PENDING: FriendDiscountStatus
+FRIEND_DISCOUNT_STATUS_CREATED: FriendDiscountStatus
 CONVERSION_STATUS_UNSPECIFIED: ConversionStatus
 CONVERSION_STATUS_PENDING: ConversionStatus
 CONVERSION_STATUS_COMPLETED: ConversionStatus
@@ -45,7 +56,7 @@ CONVERSION_STATUS_REFUSED: ConversionStatus
 CONVERSION_STATUS_CANCELLED: ConversionStatus
 
 class Referral(_message.Message):
-    __slots__ = ("referral_id", "referrer_id", "code", "link", "status", "create_time", "expire_time")
+    __slots__ = ("referral_id", "referrer_id", "code", "link", "status", "create_time", "expire_time", "friend_discount")
     REFERRAL_ID_FIELD_NUMBER: _ClassVar[int]
     REFERRER_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +64,7 @@ class Referral(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FRIEND_DISCOUNT_FIELD_NUMBER: _ClassVar[int]
     referral_id: str
     referrer_id: str
     code: str
@@ -60,7 +72,8 @@ class Referral(_message.Message):
     status: ReferralStatus
     create_time: _timestamp_pb2.Timestamp
     expire_time: _timestamp_pb2.Timestamp
-    def __init__(self, referral_id: _Optional[str] = ..., referrer_id: _Optional[str] = ..., code: _Optional[str] = ..., link: _Optional[str] = ..., status: _Optional[_Union[ReferralStatus, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    friend_discount: FriendDiscountStatus
+    def __init__(self, referral_id: _Optional[str] = ..., referrer_id: _Optional[str] = ..., code: _Optional[str] = ..., link: _Optional[str] = ..., status: _Optional[_Union[ReferralStatus, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., friend_discount: _Optional[_Union[FriendDiscountStatus, str]] = ...) -> None: ...
 
 class Conversion(_message.Message):
     __slots__ = ("conversion_id", "referee_id", "order_id", "status", "refusal_reason", "reward_points", "rewarded", "create_time", "complete_time")
@@ -95,18 +108,20 @@ class Invite(_message.Message):
     def __init__(self, invite_id: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateReferralRequest(_message.Message):
-    __slots__ = ("referrer_id", "friend_email", "friend_phone", "channel", "idempotency_key")
+    __slots__ = ("referrer_id", "friend_email", "friend_phone", "channel", "idempotency_key", "shop")
     REFERRER_ID_FIELD_NUMBER: _ClassVar[int]
     FRIEND_EMAIL_FIELD_NUMBER: _ClassVar[int]
     FRIEND_PHONE_FIELD_NUMBER: _ClassVar[int]
     CHANNEL_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    SHOP_FIELD_NUMBER: _ClassVar[int]
     referrer_id: str
     friend_email: str
     friend_phone: str
     channel: Channel
     idempotency_key: str
-    def __init__(self, referrer_id: _Optional[str] = ..., friend_email: _Optional[str] = ..., friend_phone: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    shop: str
+    def __init__(self, referrer_id: _Optional[str] = ..., friend_email: _Optional[str] = ..., friend_phone: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., idempotency_key: _Optional[str] = ..., shop: _Optional[str] = ...) -> None: ...
 
 class CreateReferralResponse(_message.Message):
     __slots__ = ("referral", "invite")
@@ -177,3 +192,41 @@ class CompleteReferralResponse(_message.Message):
     referral: Referral
     conversion: Conversion
     def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ..., conversion: _Optional[_Union[Conversion, _Mapping]] = ...) -> None: ...
+
+class ClickReferralRequest(_message.Message):
+    __slots__ = ("code",)
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    def __init__(self, code: _Optional[str] = ...) -> None: ...
+
+class ClickReferralResponse(_message.Message):
+    __slots__ = ("location",)
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    location: str
+    def __init__(self, location: _Optional[str] = ...) -> None: ...
+
+class GetReferralStatsRequest(_message.Message):
+    __slots__ = ("start_time", "end_time")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetReferralStatsResponse(_message.Message):
+    __slots__ = ("start_time", "end_time", "referrals_created", "clicks", "conversions", "refused", "conversion_rate")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    REFERRALS_CREATED_FIELD_NUMBER: _ClassVar[int]
+    CLICKS_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_FIELD_NUMBER: _ClassVar[int]
+    CONVERSION_RATE_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    referrals_created: int
+    clicks: int
+    conversions: int
+    refused: int
+    conversion_rate: float
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., referrals_created: _Optional[int] = ..., clicks: _Optional[int] = ..., conversions: _Optional[int] = ..., refused: _Optional[int] = ..., conversion_rate: _Optional[float] = ...) -> None: ...

@@ -61,6 +61,16 @@ class ReferralsServiceStub:
                 request_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressResponse.FromString,
                 _registered_method=True)
+        self.ClickReferral = channel.unary_unary(
+                '/loyalnest.referrals.v1.ReferralsService/ClickReferral',
+                request_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.ClickReferralRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.ClickReferralResponse.FromString,
+                _registered_method=True)
+        self.GetReferralStats = channel.unary_unary(
+                '/loyalnest.referrals.v1.ReferralsService/GetReferralStats',
+                request_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralStatsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralStatsResponse.FromString,
+                _registered_method=True)
         self.CompleteReferral = channel.unary_unary(
                 '/loyalnest.referrals.v1.ReferralsService/CompleteReferral',
                 request_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.CompleteReferralRequest.SerializeToString,
@@ -108,6 +118,24 @@ class ReferralsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClickReferral(self, request, context):
+        """A friend following a referral link: the click is counted and the answer redirects to the
+        shop's link (302 with `location` through the gateway; the service asks for it with the
+        `x-loyalnest-redirect` response header). Public (no token): limited per source address at
+        the gateway like every public RPC. NOT_FOUND for an unknown code.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReferralStats(self, request, context):
+        """The merchant's referral figures over a period: referrals created, clicks, conversions
+        completed, and the conversion rate (completed / clicks).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CompleteReferral(self, request, context):
         """Completes a referral by hand (e.g. a friend who bought in store): the referrer is
         credited at once, the same fraud rules apply (FAILED_PRECONDITION with the reason).
@@ -134,6 +162,16 @@ def add_ReferralsServiceServicer_to_server(servicer, server):
                     servicer.GetReferralProgress,
                     request_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressRequest.FromString,
                     response_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressResponse.SerializeToString,
+            ),
+            'ClickReferral': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClickReferral,
+                    request_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.ClickReferralRequest.FromString,
+                    response_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.ClickReferralResponse.SerializeToString,
+            ),
+            'GetReferralStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReferralStats,
+                    request_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralStatsRequest.FromString,
+                    response_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralStatsResponse.SerializeToString,
             ),
             'CompleteReferral': grpc.unary_unary_rpc_method_handler(
                     servicer.CompleteReferral,
@@ -234,6 +272,60 @@ class ReferralsService:
             '/loyalnest.referrals.v1.ReferralsService/GetReferralProgress',
             loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressRequest.SerializeToString,
             loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClickReferral(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.referrals.v1.ReferralsService/ClickReferral',
+            loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.ClickReferralRequest.SerializeToString,
+            loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.ClickReferralResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReferralStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.referrals.v1.ReferralsService/GetReferralStats',
+            loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralStatsRequest.SerializeToString,
+            loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,9 +25,19 @@ CREATE TABLE referrals (
     status      text        NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'expired')),
     created_at  timestamptz NOT NULL DEFAULT now(),
     expires_at  timestamptz,
+    -- The friend's discount code at Shopify (the referral's code): none (the program gives
+    -- no discount), pending (to create; retried), created.
+    discount_status   text    NOT NULL DEFAULT 'none'
+        CHECK (discount_status IN ('none', 'pending', 'created')),
+    discount_attempts integer NOT NULL DEFAULT 0,
+    discount_error    text    NOT NULL DEFAULT '',
+    discount_next_attempt_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (merchant_id, referral_id)
 );
+CREATE INDEX referrals_discount_pending ON referrals (created_at) WHERE discount_status = 'pending';
 CREATE UNIQUE INDEX referrals_code ON referrals (merchant_id, code);
+-- Public clicks name a code, not a merchant (codes are 60 random bits: no collisions in fact).
+CREATE INDEX referrals_code_any_merchant ON referrals (code);
 CREATE UNIQUE INDEX referrals_one_active ON referrals (merchant_id, referrer_id)
     WHERE status = 'active';
 CREATE INDEX referrals_expiring ON referrals (expires_at) WHERE status = 'active';
@@ -58,6 +68,16 @@ CREATE UNIQUE INDEX conversions_one_referrer ON conversions (merchant_id, refere
 CREATE INDEX conversions_referral ON conversions (merchant_id, referral_id, created_at);
 CREATE INDEX conversions_referrer ON conversions (merchant_id, referrer_id, status);
 
+-- Clicks on referral links, counted per referral and hour.
+CREATE TABLE clicks (
+    merchant_id text        NOT NULL,
+    referral_id uuid        NOT NULL,
+    hour        timestamptz NOT NULL,
+    clicks      bigint      NOT NULL DEFAULT 0,
+    PRIMARY KEY (merchant_id, referral_id, hour)
+);
+CREATE INDEX clicks_merchant_hour ON clicks (merchant_id, hour);
+
 -- The first order Referrals saw of each customer: a friend with an earlier one is no new
 -- customer.
 CREATE TABLE customer_orders (
@@ -87,9 +107,10 @@ CREATE TABLE rewards (
     credited_at timestamptz,
     attempts    integer     NOT NULL DEFAULT 0,
     last_error  text        NOT NULL DEFAULT '',
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (merchant_id, reward_key)
 );
-CREATE INDEX rewards_due ON rewards (created_at) WHERE credited_at IS NULL;
+CREATE INDEX rewards_due ON rewards (next_attempt_at) WHERE credited_at IS NULL;
 CREATE INDEX rewards_referrer ON rewards (merchant_id, referrer_id);
 
 CREATE TRIGGER referrals_audit AFTER INSERT OR UPDATE OR DELETE ON referrals
