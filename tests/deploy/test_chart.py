@@ -47,12 +47,15 @@ def test_values_yaml_satisfies_its_schema_per_jsonschema() -> None:
 def test_every_object_passes_kubernetes_validate_strict(
     rendered: dict[str, Objects], name: str, version: str
 ) -> None:
-    servicemonitor_schema = json.loads((SCHEMAS / "servicemonitor-v1.json").read_text())
+    crd_schemas = {
+        kind: json.loads((SCHEMAS / f"{kind.lower()}-v1.json").read_text())
+        for kind in ("ServiceMonitor", "PrometheusRule")
+    }
     failures = []
     for obj in rendered[name]:
-        if obj["kind"] == "ServiceMonitor":
+        if obj["kind"] in crd_schemas:
             # A CRD: kubernetes-validate only warns; our own strict schema instead.
-            jsonschema.validate(obj, servicemonitor_schema)
+            jsonschema.validate(obj, crd_schemas[obj["kind"]])
             continue
         try:
             kubernetes_validate.validate(obj, version, strict=True)

@@ -1,7 +1,8 @@
-"""python -m loyalnest.deploy {calls,gateway-config,k8s-base,golden,all} [--check]
+"""python -m loyalnest.deploy {calls,gateway-config,dashboards,k8s-base,golden,all} [--check]
 
 calls           charts/loyalnest/files/calls.json (whom each service calls, from its code)
 gateway-config  charts/loyalnest/files/gateway/ (Envoy bootstrap + descriptor set)
+dashboards      charts/loyalnest/files/dashboards/ (Grafana dashboards, loyalnest.deploy.dashboards)
 k8s-base        k8s/base/loyalnest.yaml (the chart rendered for kustomize users)
 golden          tests/deploy/golden/*.yaml (reviewed renders of the chart)
 all             all of them, in that order

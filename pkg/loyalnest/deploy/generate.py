@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from loyalnest.deploy import calls, gateway_chart, helm
+from loyalnest.deploy import calls, dashboards, gateway_chart, helm
 from loyalnest.deploy.paths import GOLDEN_DIR, K8S_DIR, REPO
 from loyalnest.deploy.renders import GOLDEN, K8S_BASE
 
@@ -51,6 +51,10 @@ def call_graph(check: bool) -> list[str]:
     return _sync({calls.CALLS_FILE: calls.calls_text()}, check)
 
 
+def grafana_dashboards(check: bool) -> list[str]:
+    return _sync(dashboards.texts(), check)
+
+
 def k8s_base(check: bool) -> list[str]:
     return _sync({K8S_BASE_FILE: k8s_base_text()}, check)
 
@@ -63,6 +67,7 @@ def golden(check: bool) -> list[str]:
 GENERATORS: dict[str, Callable[[bool], list[str]]] = {
     "calls": call_graph,
     "gateway-config": gateway_config,
+    "dashboards": grafana_dashboards,
     "k8s-base": k8s_base,
     "golden": golden,
 }
