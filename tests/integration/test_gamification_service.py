@@ -414,6 +414,8 @@ async def test_export_and_erase(h: Harness, merchant_id: str) -> None:
     assert await h.redis.zscore(ranked, "c-1") is None  # gone from Redis too
     assert await h.redis.zscore(BoardKeys(other, "all").ranked, "c-1") == 30
     assert [e.customer_id for e in (await board(h.stub, merchant_id)).entries] == ["c-2"]
+    # That read started a rebuild in the service's process; the erasure runs in this one.
+    await in_redis(h, merchant_id, "all")
 
     await personal.erase_merchant(merchant_id)
     exported_c2 = (await personal.export_customer(merchant_id, CustomerRef("c-2"))).data

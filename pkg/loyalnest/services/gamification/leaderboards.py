@@ -163,9 +163,20 @@ class Leaderboards:
         data = await self._store.export_customer(merchant_id, customer.shopify_customer_id)
         return CustomerExport(data=data)
 
+    async def _settle_rebuilds(self, merchant_id: str) -> None:
+        """Waits for this process' rebuilds of the merchant's boards: one that read its
+        snapshot before an erasure would put the erased scores back. (A rebuild in another
+        replica can still do so until that board's next rebuild: see README.)"""
+        prefix = BoardKeys(merchant_id, "").ranked.rsplit(":", 2)[0]
+        running = [t for key, t in self._rebuilds.items() if key.startswith(prefix)]
+        for task in running:
+            with contextlib.suppress(Exception):
+                await task
+
     async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
         """The customer's rows and their places on the Redis boards; a Redis that cannot
         answer fails the step (AdminCore retries it), since the boards hold the id."""
+        await self._settle_rebuilds(merchant_id)
         customer_id = customer.shopify_customer_id
         keys = await self._store.period_keys_of(merchant_id, customer_id)
         erased = await self._store.erase_customer(merchant_id, customer_id)
@@ -178,6 +189,7 @@ class Leaderboards:
         return erased
 
     async def erase_merchant(self, merchant_id: str) -> int:
+        await self._settle_rebuilds(merchant_id)
         erased = await self._store.erase_merchant(merchant_id)
         if self._boards is not None:
             await self._boards.remove_merchant(merchant_id)

@@ -138,6 +138,10 @@ class RedisBoards:
                 ranked_any = ranked_any or bool(chunk)
                 listed_any = listed_any or bool(listed)
             async with self._redis.pipeline(transaction=True) as pipe:
+                # Aborts (WatchError) if anything touched the loaded keys meanwhile, e.g. an
+                # erasure deleting the merchant's keys: no half board is marked built.
+                await pipe.watch(ranked_tmp, listed_tmp)
+                pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.delete(keys.ranked, keys.listed)
                 if ranked_any:
                     pipe.rename(ranked_tmp, keys.ranked)
