@@ -189,8 +189,11 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             found = self.codes.get((shop, variables["code"]))
             node = None
             if found is not None:
-                node = {"id": found["id"], "codeDiscount": {"title": found["title"]}}
+                discount = {"title": found["title"], "asyncUsageCount": found.get("used", 0)}
+                node = {"id": found["id"], "codeDiscount": discount}
             return 200, {"data": {"codeDiscountNodeByCode": node}}
+        if "discountCodeDeactivate" in query:
+            return 200, {"data": {"discountCodeDeactivate": self._deactivate(shop, variables)}}
         for name in ("tagsAdd", "tagsRemove"):
             if f"{name}(" in query:
                 return 200, {"data": {name: self._tags(shop, name, variables)}}
@@ -201,6 +204,17 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             if name in query:
                 return 200, {"data": {name: self._create(shop, kind, variables["input"])}}
         return 200, {"errors": [{"message": "unsupported operation"}]}
+
+    def _deactivate(self, shop: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """discountCodeDeactivate: the code stays, inactive (a second call changes nothing)."""
+        for (code_shop, _), found in self.codes.items():
+            if code_shop == shop and found["id"] == variables.get("id"):
+                found["active"] = False
+                return {"codeDiscountNode": {"id": found["id"]}, "userErrors": []}
+        return {
+            "codeDiscountNode": None,
+            "userErrors": [{"field": ["id"], "code": "INVALID", "message": "Discount not found"}],
+        }
 
     def _tags(self, shop: str, name: str, variables: dict[str, Any]) -> dict[str, Any]:
         """tagsAdd / tagsRemove (Admin GraphQL): idempotent set operations on a resource."""
