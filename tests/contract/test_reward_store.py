@@ -128,3 +128,23 @@ async def test_redemption_is_recorded_once_and_finished_once(
         await store.finish_redemption(
             "another-merchant", redemption.redemption_id, status=RedemptionStatus.REFUNDED
         )
+
+    # A cancellation moves a completed redemption only, keeping its code; once.
+    assert await store.get_redemption(merchant_id, redemption.redemption_id) == done
+    cancelled = await store.finish_redemption(
+        merchant_id,
+        redemption.redemption_id,
+        status=RedemptionStatus.CANCELLED,
+        failure="cancelled",
+        from_status=RedemptionStatus.COMPLETED,
+    )
+    assert (cancelled.status, cancelled.discount_code) == (RedemptionStatus.CANCELLED, "LN-ABC")
+    again = await store.finish_redemption(
+        merchant_id,
+        redemption.redemption_id,
+        status=RedemptionStatus.REFUNDED,
+        from_status=RedemptionStatus.COMPLETED,
+    )
+    assert again == cancelled
+    with pytest.raises(NotFound):
+        await store.get_redemption("another-merchant", redemption.redemption_id)

@@ -298,7 +298,8 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             found = self.codes.get((shop, variables["code"]))
             node = None
             if found is not None:
-                node = {"id": found["id"], "codeDiscount": {"title": found["title"]}}
+                discount = {"title": found["title"], "asyncUsageCount": found.get("used", 0)}
+                node = {"id": found["id"], "codeDiscount": discount}
             return 200, {"data": {"codeDiscountNodeByCode": node}}
         for name in ("tagsAdd", "tagsRemove"):
             if f"{name}(" in query:
@@ -506,6 +507,8 @@ class ShopifyAdminStandIn(ShopifyStandIn):
                 ],
             }
         found["status"] = status
+        # A deactivated code stays at Shopify, unusable (a second call changes nothing).
+        found["active"] = status == "ACTIVE"
         return {node_field: {"id": node_id}, "userErrors": []}
 
     def _search(self, shop: str, variables: dict[str, Any]) -> dict[str, Any]:

@@ -528,3 +528,51 @@ async def test_an_expiring_shop_token_is_refreshed_rotated_and_refused_when_dead
     assert precondition(caught.value) == "SHOP_NOT_CONNECTED"
     assert shopify.token_requests("refresh_token")[-1].status == 400
     assert await balance(stub, merchant_id, "7390000000009") == 10  # two redeemed, nothing taken
+
+
+async def test_cancelling_an_unused_reward_gives_its_points_back_once(stub, merchant_id, shopify):
+    customer = "7390000000077"
+    reward = await create_reward(stub, merchant_id, cost=120)
+    await earn(stub, merchant_id, customer, 300)
+    redeemed = await stub.RedeemReward(
+        redeem_request(reward.reward_id, customer), metadata=md(merchant_id)
+    )
+    assert redeemed.balance.balance == 180  # 300 - 120
+    cancel = pb.CancelRedemptionRequest(redemption_id=redeemed.redemption_id)
+
+    # Shopify does not answer: nothing changes, the caller is told to retry.
+    shopify.unavailable = True
+    with pytest.raises(grpc.aio.AioRpcError) as unanswered:
+        await stub.CancelRedemption(cancel, metadata=md(merchant_id))
+    assert unanswered.value.code() == grpc.StatusCode.UNAVAILABLE
+    shopify.unavailable = False
+    assert await balance(stub, merchant_id, customer) == 180
+
+    first, again = await asyncio.gather(
+        stub.CancelRedemption(cancel, metadata=md(merchant_id)),
+        stub.CancelRedemption(cancel, metadata=md(merchant_id)),
+    )
+    assert first.refund.transaction_id == again.refund.transaction_id
+    assert (first.refund.points, first.refund.type) == (120, pb.TRANSACTION_TYPE_REVERSAL)
+    repeat = await stub.CancelRedemption(cancel, metadata=md(merchant_id))
+    assert repeat.refund.transaction_id == first.refund.transaction_id
+    assert await balance(stub, merchant_id, customer) == 300  # given back once
+    assert shopify.codes_of(SHOP)[redeemed.discount_code]["active"] is False
+
+    # A used code is not cancelled: the points stay spent.
+    used = await stub.RedeemReward(
+        redeem_request(reward.reward_id, customer), metadata=md(merchant_id)
+    )
+    shopify.codes_of(SHOP)[used.discount_code]["used"] = 1
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.CancelRedemption(
+            pb.CancelRedemptionRequest(redemption_id=used.redemption_id), metadata=md(merchant_id)
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert precondition(refused.value) == "REDEMPTION_NOT_CANCELLABLE"
+    assert await balance(stub, merchant_id, customer) == 180
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await stub.CancelRedemption(
+            pb.CancelRedemptionRequest(redemption_id=str(uuid.uuid4())), metadata=md(merchant_id)
+        )
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND

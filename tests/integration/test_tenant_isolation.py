@@ -210,6 +210,15 @@ POINTS = Table(
                 may_succeed=True,
             )
         ],
+        # B's transaction id as a redemption id: nothing of B's is found or given back.
+        "CancelRedemption": [
+            Case(
+                _points_b(
+                    "CancelRedemption",
+                    lambda b: points_pb2.CancelRedemptionRequest(redemption_id=b["secrets"][0]),
+                )
+            )
+        ],
         # Under A's own program: nothing of B's is read.
         "PreviewEarning": [
             Case(

@@ -25,7 +25,7 @@ from loyalnest.platform import shop_access
 from loyalnest.platform.errors import FailedPrecondition
 from loyalnest.platform.shop_access import ShopAccess
 from loyalnest.platform.shopify_admin import ShopifyAdminClient, ShopifyRejected
-from loyalnest.services.points.domain import Reward, RewardKind
+from loyalnest.services.points.domain import RedemptionNotCancellable, Reward, RewardKind
 
 
 class ShopNotConnected(shop_access.ShopNotConnected):
@@ -87,9 +87,17 @@ query RewardCodeOwner($code: String!) {
   codeDiscountNodeByCode(code: $code) {
     id
     codeDiscount {
-      ... on DiscountCodeBasic { title }
-      ... on DiscountCodeFreeShipping { title }
+      ... on DiscountCodeBasic { title asyncUsageCount }
+      ... on DiscountCodeFreeShipping { title asyncUsageCount }
     }
+  }
+}"""
+
+_DEACTIVATE = """
+mutation RewardCodeOff($id: ID!) {
+  discountCodeDeactivate(id: $id) {
+    codeDiscountNode { id }
+    userErrors { field code message }
   }
 }"""
 
@@ -168,3 +176,23 @@ class DiscountCodes:
         data = await self._admin.graphql(access.shop, access.access_token, _BY_CODE, {"code": code})
         node = data.get("codeDiscountNodeByCode") or {}
         return bool((node.get("codeDiscount") or {}).get("title") == title)
+
+    async def deactivate(self, merchant_id: str, redemption_id: str, customer_id: str) -> None:
+        """Deactivates the redemption's code at Shopify, unless it was used (then
+        RedemptionNotCancellable). Deactivating twice is harmless, so after a timeout the call
+        is simply repeated; a code that does not exist (never created) needs nothing."""
+        access = await self._credentials.shop_access(merchant_id)
+        code = self.code_of(merchant_id, redemption_id, customer_id)
+        data = await self._admin.graphql(access.shop, access.access_token, _BY_CODE, {"code": code})
+        node = data.get("codeDiscountNodeByCode") or {}
+        found = node.get("codeDiscount") or {}
+        if found.get("title") != discount_title(redemption_id):
+            return
+        if int(found.get("asyncUsageCount") or 0) > 0:
+            raise RedemptionNotCancellable(redemption_id, "its discount code was used")
+        answer = await self._admin.graphql(
+            access.shop, access.access_token, _DEACTIVATE, {"id": node["id"]}
+        )
+        errors = (answer.get("discountCodeDeactivate") or {}).get("userErrors") or []
+        if errors:
+            raise ShopifyRejected(f"Shopify refused to deactivate {code}: {errors}")

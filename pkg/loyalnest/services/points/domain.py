@@ -204,6 +204,7 @@ class RedemptionStatus(StrEnum):
     PENDING = "pending"  # points debited, discount code not created yet
     COMPLETED = "completed"  # the code exists in the shop
     REFUNDED = "refunded"  # the code could not be created: the points were given back
+    CANCELLED = "cancelled"  # unused, cancelled: the code deactivated, the points given back
 
 
 @dataclass(frozen=True)
@@ -218,6 +219,15 @@ class Redemption:
     discount_code: str
     failure: str
     created_at: datetime
+
+
+class RedemptionNotCancellable(FailedPrecondition):
+    def __init__(self, redemption_id: str, why: str) -> None:
+        super().__init__(
+            f"redemption {redemption_id!r} cannot be cancelled: {why}",
+            violation_type="REDEMPTION_NOT_CANCELLABLE",
+            subject=f"reward_redemption/{redemption_id}",
+        )
 
 
 class RewardNotFound(NotFound):

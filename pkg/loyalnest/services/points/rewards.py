@@ -37,6 +37,7 @@ from loyalnest.services.points.domain import (
     Posting,
     PostingResult,
     Redemption,
+    RedemptionNotCancellable,
     RedemptionStatus,
     Reward,
     RewardInactive,
@@ -168,8 +169,8 @@ class RewardRedemptions:
             log.warning("discount code created for a refunded redemption", code=code)
         return finished
 
-    async def _refund(self, redemption: Redemption) -> None:
-        await self._ledger.post(
+    async def _refund(self, redemption: Redemption) -> PostingResult:
+        return await self._ledger.post(
             Posting(
                 redemption.merchant_id,
                 redemption.customer_id,
@@ -179,3 +180,30 @@ class RewardRedemptions:
             ),
             refund_key(redemption.redemption_id),
         )
+
+    async def cancel(
+        self, merchant_id: str, redemption_id: str
+    ) -> tuple[Redemption, PostingResult]:
+        """Cancels an unused redemption: its code deactivated at Shopify, then the redemption
+        CANCELLED, then its points given back under the redemption's refund key: once,
+        however often it is called, a crash between any two steps included (a CANCELLED one
+        only makes sure of its refund). A Shopify timeout leaves the redemption completed
+        (UNAVAILABLE: call again)."""
+        redemption = await self._store.get_redemption(merchant_id, redemption_id)
+        if redemption.status is RedemptionStatus.PENDING:
+            raise RedemptionNotCancellable(redemption_id, "it is still being redeemed; retry")
+        if redemption.status is RedemptionStatus.REFUNDED:
+            raise RedemptionNotCancellable(redemption_id, "its points were given back already")
+        if redemption.status is RedemptionStatus.COMPLETED:
+            if self._codes is None:
+                raise ShopNotConnected(merchant_id)
+            await self._codes.deactivate(merchant_id, redemption_id, redemption.customer_id)
+            redemption = await self._store.finish_redemption(
+                merchant_id,
+                redemption_id,
+                status=RedemptionStatus.CANCELLED,
+                failure="cancelled",
+                from_status=RedemptionStatus.COMPLETED,
+            )
+        refund = await self._refund(redemption)
+        return redemption, refund

@@ -29,6 +29,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from loyalnest.gen.events.v1 import core_pb2
 
 BASE_RULE_ID = "order"
+# domain.MAX_POINTS_PER_TRANSACTION (rules.py imports nothing of the service's).
+MAX_AWARD_POINTS = 1_000_000_000
 _ROUNDING = {
     core_pb2.POINTS_ROUNDING_DOWN: ROUND_FLOOR,
     core_pb2.POINTS_ROUNDING_NEAREST: ROUND_HALF_UP,
@@ -236,7 +238,8 @@ class RuleSet:
         return best
 
     def _points(self, value: Decimal) -> int:
-        return max(int(value.to_integral_value(self.rounding)), 0)
+        # Capped like any posting: a cart of extreme amounts must not overflow an int64.
+        return min(max(int(value.to_integral_value(self.rounding)), 0), MAX_AWARD_POINTS)
 
     def order_awards(
         self, order: OrderFacts, history: Mapping[str, Sequence[RuleEvent]], now: datetime

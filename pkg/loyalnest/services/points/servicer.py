@@ -73,6 +73,13 @@ MAX_QUANTITY = 1_000_000
 MAX_AMOUNT = Decimal(10**12)
 
 
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
 def _is_amount(text: str) -> bool:
     try:
         value = Decimal(text)
@@ -206,6 +213,19 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             merchant_id, request.customer_id, request.activity, request.idempotency_key
         )
         return points_pb2.RecordActivityResponse(awards=[activity_award_proto(r) for r in results])
+
+    async def CancelRedemption(
+        self, request: points_pb2.CancelRedemptionRequest, context: Context
+    ) -> points_pb2.CancelRedemptionResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.check(_is_uuid(request.redemption_id), "redemption_id", "must be a redemption id")
+        redemption, refund = await self._redemptions.cancel(merchant_id, request.redemption_id)
+        return points_pb2.CancelRedemptionResponse(
+            redemption_id=redemption.redemption_id,
+            refund=transaction_proto(refund.transaction),
+            balance=balance_proto(refund.balance),
+        )
 
     async def PreviewEarning(
         self, request: points_pb2.PreviewEarningRequest, context: Context

@@ -424,6 +424,22 @@ class OrderEarning(_message.Message):
     awards: _containers.RepeatedCompositeFieldContainer[RuleAward]
     def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., status: _Optional[_Union[OrderEarningStatus, str]] = ..., points: _Optional[int] = ..., approved_points: _Optional[int] = ..., taken_back_points: _Optional[int] = ..., approve_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., note: _Optional[str] = ..., settings_version: _Optional[int] = ..., awards: _Optional[_Iterable[_Union[RuleAward, _Mapping]]] = ...) -> None: ...
 
+class CancelRedemptionRequest(_message.Message):
+    __slots__ = ("redemption_id",)
+    REDEMPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    redemption_id: str
+    def __init__(self, redemption_id: _Optional[str] = ...) -> None: ...
+
+class CancelRedemptionResponse(_message.Message):
+    __slots__ = ("redemption_id", "refund", "balance")
+    REDEMPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    REFUND_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    redemption_id: str
+    refund: PointsTransaction
+    balance: PointsBalance
+    def __init__(self, redemption_id: _Optional[str] = ..., refund: _Optional[_Union[PointsTransaction, _Mapping]] = ..., balance: _Optional[_Union[PointsBalance, _Mapping]] = ...) -> None: ...
+
 class RuleAward(_message.Message):
     __slots__ = ("rule_id", "points")
     RULE_ID_FIELD_NUMBER: _ClassVar[int]

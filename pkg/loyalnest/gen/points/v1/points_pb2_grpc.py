@@ -107,6 +107,11 @@ class PointsServiceStub:
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningResponse.FromString,
                 _registered_method=True)
+        self.CancelRedemption = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/CancelRedemption',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CancelRedemptionRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CancelRedemptionResponse.FromString,
+                _registered_method=True)
         self.GetOrderEarning = channel.unary_unary(
                 '/loyalnest.points.v1.PointsService/GetOrderEarning',
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningRequest.SerializeToString,
@@ -233,6 +238,16 @@ class PointsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelRedemption(self, request, context):
+        """Cancels an unused redemption: its discount code is deactivated at Shopify and its points
+        given back (a reversal), once however often it is called. FAILED_PRECONDITION
+        REDEMPTION_NOT_CANCELLABLE when the code was used, the redemption is still in progress or
+        was refunded; UNAVAILABLE when Shopify does not answer (nothing changed: call again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetOrderEarning(self, request, context):
         """What a Shopify order earns and where it stands: points from orders are pending until the
         merchant's pending period (the return window) has passed, then credited.
@@ -308,6 +323,11 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.PreviewEarning,
                     request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningRequest.FromString,
                     response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningResponse.SerializeToString,
+            ),
+            'CancelRedemption': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRedemption,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CancelRedemptionRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CancelRedemptionResponse.SerializeToString,
             ),
             'GetOrderEarning': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrderEarning,
@@ -674,6 +694,33 @@ class PointsService:
             '/loyalnest.points.v1.PointsService/PreviewEarning',
             loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningRequest.SerializeToString,
             loyalnest_dot_points_dot_v1_dot_points__pb2.PreviewEarningResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRedemption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/CancelRedemption',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.CancelRedemptionRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.CancelRedemptionResponse.FromString,
             options,
             channel_credentials,
             insecure,

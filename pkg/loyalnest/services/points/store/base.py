@@ -144,8 +144,14 @@ class LedgerStore(Protocol):
         status: RedemptionStatus,
         discount_code: str = "",
         failure: str = "",
+        from_status: RedemptionStatus = RedemptionStatus.PENDING,
     ) -> Redemption:
-        """Moves a pending redemption to `status`; a finished one is returned unchanged."""
+        """Moves a redemption in `from_status` (pending) to `status`; one in another status is
+        returned unchanged."""
+        ...
+
+    async def get_redemption(self, merchant_id: str, redemption_id: str) -> Redemption:
+        """Raises NotFound."""
         ...
 
     # ---- earning from orders (see points/earning.py) ------------------------------------

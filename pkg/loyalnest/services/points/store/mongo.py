@@ -839,24 +839,27 @@ class MongoLedgerStore:
         status: RedemptionStatus,
         discount_code: str = "",
         failure: str = "",
+        from_status: RedemptionStatus = RedemptionStatus.PENDING,
     ) -> Redemption:
         doc_id = _redemption_doc_id(merchant_id, redemption_id)
+        changes: Document = {"status": str(status), "failure": failure, "updated_at": _now()}
+        if discount_code:  # a cancellation keeps the code it deactivated
+            changes["discount_code"] = discount_code
 
         def finish() -> Document | None:
             self._redemptions.update_one(
-                {"_id": doc_id, "status": str(RedemptionStatus.PENDING)},
-                {
-                    "$set": {
-                        "status": str(status),
-                        "discount_code": discount_code,
-                        "failure": failure,
-                        "updated_at": _now(),
-                    }
-                },
+                {"_id": doc_id, "status": str(from_status)}, {"$set": changes}
             )
             return self._redemptions.find_one({"_id": doc_id})
 
         stored = await self._run(finish)
+        if stored is None:
+            raise NotFound("reward_redemption", redemption_id)
+        return _redemption(stored)
+
+    async def get_redemption(self, merchant_id: str, redemption_id: str) -> Redemption:
+        doc_id = _redemption_doc_id(merchant_id, redemption_id)
+        stored = await self._run(partial(self._redemptions.find_one, {"_id": doc_id}))
         if stored is None:
             raise NotFound("reward_redemption", redemption_id)
         return _redemption(stored)

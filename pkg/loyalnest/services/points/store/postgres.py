@@ -315,14 +315,28 @@ class PostgresLedgerStore:
         status: RedemptionStatus,
         discount_code: str = "",
         failure: str = "",
+        from_status: RedemptionStatus = RedemptionStatus.PENDING,
     ) -> Redemption:
         async with self._pool.connection() as conn:
             await conn.execute(
-                "UPDATE reward_redemptions SET status = %s, discount_code = %s, failure = %s,"
-                " updated_at = now() WHERE merchant_id = %s AND redemption_id = %s"
-                " AND status = 'pending'",
-                (str(status), discount_code, failure, merchant_id, redemption_id),
+                "UPDATE reward_redemptions SET status = %s,"
+                " discount_code = CASE WHEN %s = '' THEN discount_code ELSE %s END,"
+                " failure = %s, updated_at = now() WHERE merchant_id = %s AND redemption_id = %s"
+                " AND status = %s",
+                (
+                    str(status),
+                    discount_code,
+                    discount_code,
+                    failure,
+                    merchant_id,
+                    redemption_id,
+                    str(from_status),
+                ),
             )
+            return await self._redemption(conn, merchant_id, redemption_id)
+
+    async def get_redemption(self, merchant_id: str, redemption_id: str) -> Redemption:
+        async with self._pool.connection() as conn:
             return await self._redemption(conn, merchant_id, redemption_id)
 
     async def _redemption(
