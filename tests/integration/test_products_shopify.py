@@ -102,7 +102,12 @@ class Mesh:
 
 @contextlib.asynccontextmanager
 async def mesh(
-    database_url: str, redis_url: str, shopify: ShopifyAdminStandIn, tmp_path: Path
+    database_url: str,
+    redis_url: str,
+    shopify: ShopifyAdminStandIn,
+    tmp_path: Path,
+    *,
+    sync_seconds: float = 3600,
 ) -> AsyncIterator[Mesh]:
     broker = BrokerProcess()
     await broker.start()
@@ -119,6 +124,7 @@ async def mesh(
                 database_url,
                 redis_url=redis_url,
                 service_credential=service_credential(MASTER_KEY, "products"),
+                products_sync_interval_seconds=sync_seconds,
                 **shop_api,
             )
             campaign = service_settings_for_tests(
@@ -322,3 +328,22 @@ async def test_catalogue_sync_webhooks_rfm_and_campaigns(
             return await touching(5_000_001) == [(campaign_id, "paused")]
 
         await eventually(listed_paused, 30, "the campaign paused for the hat")
+
+
+async def test_the_periodic_sync_catches_up_without_webhooks(
+    database_url: str, redis_url: str, shopify: ShopifyAdminStandIn, tmp_path: Path
+) -> None:
+    async with mesh(database_url, redis_url, shopify, tmp_path, sync_seconds=0.5) as m:
+        shopify.add_product(m.shop, 2_000_001, "Scarf", updated_at=BASE)
+        synced = await m.post("/v1/api/products/sync", {"full": True})
+        assert synced.status == 200 and synced.json()["products_synced"] == "1", synced.body
+        # Edited and created at Shopify, no webhook delivered: the next rounds read them.
+        shopify.touch_product(m.shop, 2_000_001, title="Scarf, wool")
+        shopify.add_product(m.shop, 2_000_002, "Gloves")
+
+        async def caught_up() -> bool:
+            scarf = await m.get("/v1/api/products/2000001")
+            gloves = await m.get("/v1/api/products/2000002")
+            return scarf.json()["product"]["title"] == "Scarf, wool" and gloves.status == 200
+
+        await eventually(caught_up, 30, "the periodic sync to read the edits")

@@ -45,6 +45,8 @@ class ProductsSettings(ServiceSettings):
     shopify_admin_timeout_seconds: float = Field(10.0, gt=0)
     # How long a product's cached RFM (product:{merchant}:{product}:rfm) lives unchanged.
     products_rfm_cache_ttl_seconds: int = Field(300, ge=1)
+    # How often each process syncs every merchant synced once, incrementally.
+    products_sync_interval_seconds: float = Field(900.0, gt=0)
 
 
 async def build(settings: ProductsSettings) -> ServiceComponents:
@@ -70,7 +72,7 @@ async def build(settings: ProductsSettings) -> ServiceComponents:
     cleanup = [http.close, downstream.close]
     if redis_client is not None:
         cleanup.append(redis_client.aclose)
-    return postgres_service(
+    components = postgres_service(
         settings,
         database,
         service=NAME,
@@ -85,6 +87,13 @@ async def build(settings: ProductsSettings) -> ServiceComponents:
         ],
         cleanup=cleanup,
     )
+    if auth is not None:
+
+        async def periodic_sync() -> None:
+            await sync.run(settings.products_sync_interval_seconds)
+
+        components.background.append(periodic_sync)
+    return components
 
 
 SPEC = ServiceSpec(

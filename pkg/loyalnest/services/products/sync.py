@@ -6,16 +6,20 @@ same second as the last one read is not missed; re-reading it writes nothing). E
 the cursor after it are saved in one transaction, so a sync cut short (Shopify throttling
 longer than the call waits, a lost connection) keeps its progress and the next one goes on
 from there. `THROTTLED` answers are waited out by ShopifyAdminClient from the cost figures
-Shopify reports (requested cost, available points, restore rate).
+Shopify reports (requested cost, available points, restore rate). Besides SyncProducts, each
+process syncs every merchant synced once, incrementally, every
+`LOYALNEST_PRODUCTS_SYNC_INTERVAL_SECONDS` (webhooks Shopify gave up on are caught up).
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.platform import shop_access
+from loyalnest.platform.errors import LoyalNestError
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.shop_access import ShopTokens
 from loyalnest.platform.shopify_admin import ShopifyAdminClient, ShopifyRejected
@@ -63,6 +67,22 @@ class CatalogueSync:
         self._admin = admin
         self._tokens = ShopTokens(auth, component="products", not_connected=ShopNotConnected)
         self._catalogue = catalogue
+
+    async def run(self, interval_seconds: float) -> None:
+        """The periodic incremental sync of every merchant synced once (a safety net for
+        webhooks Shopify never delivered). One process at a time per merchant: the others
+        skip it (a PostgreSQL advisory lock)."""
+        while True:
+            await asyncio.sleep(interval_seconds)
+            for merchant_id in await self._catalogue.synced_merchants():
+                try:
+                    async with self._catalogue.sync_lock(merchant_id) as held:
+                        if held:
+                            await self.sync(merchant_id, full=False)
+                except LoyalNestError as error:  # not connected, throttled: next round
+                    log.info("periodic sync skipped", merchant_id=merchant_id, error=str(error))
+                except Exception:
+                    log.exception("periodic sync failed", merchant_id=merchant_id)
 
     async def sync(self, merchant_id: str, *, full: bool) -> SyncResult:
         access = await self._tokens.shop_access(merchant_id)

@@ -116,8 +116,9 @@ class ProductsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListProductCampaigns(self, request, context):
-        """The campaigns touching a product (from campaign.created and campaign.state_changed):
-        those naming it or one of its collections, and those for the whole order.
+        """The published campaigns touching a product (from campaign.created and
+        campaign.state_changed): those naming it or one of its collections, and those for the
+        whole order. Drafts are not listed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,13 +48,14 @@ class CampaignsStore:
     async def touching(
         self, merchant_id: str, product_id: str, *, include_ended: bool
     ) -> list[tuple[str, str, str, bool]]:
-        """(campaign_id, name, state, all_products) of the campaigns touching a product."""
+        """(campaign_id, name, state, all_products) of the campaigns touching a product. Drafts
+        touch nothing yet (their products may still change, unannounced, until published)."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 "SELECT c.campaign_id, c.name, c.state,"
                 " c.product_ids = '{}' AND c.collection_ids = '{}'"
                 " FROM campaigns c WHERE c.merchant_id = %s"
-                " AND (%s OR c.state <> 'ended')"
+                " AND c.state <> 'draft' AND (%s OR c.state <> 'ended')"
                 " AND (c.product_ids @> ARRAY[%s]"
                 "  OR c.collection_ids && ARRAY(SELECT collection_id FROM product_collections"
                 "      WHERE merchant_id = %s AND product_id = %s)"

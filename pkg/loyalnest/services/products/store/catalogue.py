@@ -7,8 +7,9 @@ deleted product's row goes (its sales stay: they happened).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -110,6 +111,31 @@ class CatalogueStore:
                     (merchant_id, synced_through),
                 )
         return written
+
+    async def synced_merchants(self) -> list[str]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute("SELECT merchant_id FROM sync_state ORDER BY merchant_id")
+            return [row[0] for row in await cursor.fetchall()]
+
+    @contextlib.asynccontextmanager
+    async def sync_lock(self, merchant_id: str) -> AsyncIterator[bool]:
+        """Whether this process may sync the merchant now (a session advisory lock, held on a
+        connection of its own for the sync's duration)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended('products-sync:' || %s, 0))",
+                (merchant_id,),
+            )
+            row = await cursor.fetchone()
+            held = bool(row and row[0])
+            try:
+                yield held
+            finally:
+                if held:
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock(hashtextextended('products-sync:' || %s, 0))",
+                        (merchant_id,),
+                    )
 
     async def synced_through(self, merchant_id: str) -> datetime | None:
         async with self._pool.connection() as conn:
