@@ -40,9 +40,12 @@ SERVICE_NAME = admin_core_pb2.DESCRIPTOR.services_by_name["AdminCoreService"].fu
 log = get_logger(__name__)
 # Auth for its service tokens; every personal-data holder, through the platform contract (one
 # name in personal_data.HOLDERS adds a service here, to its grant and to the chart's edges).
+# Auth is a holder too: declared with its own stub, its channel serves both services.
 CALLS = Calls(
     auth=auth_pb2_grpc.AuthServiceStub,
-    **dict.fromkeys(personal_data.HOLDERS, personal_data_pb2_grpc.PersonalDataServiceStub),
+    **dict.fromkeys(
+        set(personal_data.HOLDERS) - {"auth"}, personal_data_pb2_grpc.PersonalDataServiceStub
+    ),
 )
 
 
@@ -100,8 +103,9 @@ async def build(settings: AdminCoreSettings) -> ServiceComponents:
         cleanup=[downstream.close],
     )
     if settings.service_credential is not None:
+        # On each holder's channel (Auth's is declared with its own stub: same channel).
         holders = {
-            name: downstream.stub_for(name, personal_data_pb2_grpc.PersonalDataServiceStub)
+            name: personal_data_pb2_grpc.PersonalDataServiceStub(downstream.channel(name))  # type: ignore[no-untyped-call]
             for name in personal_data.HOLDERS
         }
         worker = GdprWorker(
