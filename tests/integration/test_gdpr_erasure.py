@@ -61,6 +61,7 @@ from loyalnest.services.users.service import UsersSettings
 from tests.auth import merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import (
+    NO_CALLEES,
     eventually,
     points_settings,
     service_settings_for_tests,
@@ -587,3 +588,70 @@ async def test_shop_redact_erases_the_merchant_everywhere(
                 if row and row[0]:
                     left.append(f"{schema}.{table}: {row[0]}")
         assert left == []
+
+
+async def test_each_service_progresses_on_its_own_and_failures_stay_pending(
+    database_url: str, redis_url: str, shopify: ShopifyStandIn
+) -> None:
+    """Users answers, the other holders are unreachable: Users' step completes, the others
+    stay pending with the reason, and so does the request (retried with backoff)."""
+    broker = BrokerProcess()
+    await broker.start()
+    events = events_on(broker)
+    try:
+        async with (
+            serving(AUTH, auth_with(database_url, redis_url, shopify, **events)) as auth,
+            grpc.aio.insecure_channel(auth.address) as auth_channel,
+        ):
+            await install(auth_pb2_grpc.AuthServiceStub(auth_channel), shopify, SHOP)
+            users_settings = service_settings_for_tests(
+                UsersSettings, database_url, redis_url=redis_url, **events
+            )
+            async with serving(USERS, users_settings) as users:
+                nowhere = {
+                    name: NO_CALLEES.format(service=name) for name in ("core", "edge", "points")
+                }
+                admin_settings = service_settings_for_tests(
+                    AdminCoreSettings,
+                    database_url,
+                    service_credential=service_credential(MASTER_KEY, "admin_core"),
+                    call_targets={"auth": auth.address, "users": users.address, **nowhere},
+                    admin_core_gdpr_interval_seconds=0.2,
+                    call_max_attempts=1,
+                    **events,
+                )
+                async with (
+                    serving(ADMIN_CORE, admin_settings) as admin,
+                    grpc.aio.insecure_channel(admin.address) as channel,
+                ):
+                    stub = admin_core_pb2_grpc.AdminCoreServiceStub(channel)
+                    md = merchant_metadata(merchant_id_for_shop(SHOP), (GDPR,))
+                    filed = await stub.HandleGDPRRequest(
+                        admin_pb.HandleGDPRRequestRequest(
+                            type=admin_pb.GDPR_REQUEST_TYPE_SHOP_REDACT, idempotency_key="shop-1"
+                        ),
+                        metadata=md,
+                    )
+
+                    async def progressed() -> admin_pb.GDPRRequest | None:
+                        got = await stub.GetGDPRRequest(
+                            admin_pb.GetGDPRRequestRequest(request_id=filed.request.request_id),
+                            metadata=md,
+                        )
+                        steps = {s.service: s for s in got.request.steps}
+                        done = {"auth", "users"}
+                        if all(
+                            steps[name].status == admin_pb.GDPR_REQUEST_STATUS_COMPLETED
+                            for name in done
+                        ) and all(steps[name].last_error for name in nowhere):
+                            return got.request
+                        return None
+
+                    request = await eventually(progressed, timeout=30, what="per-step progress")
+                    assert request.status == admin_pb.GDPR_REQUEST_STATUS_PENDING
+                    for step in request.steps:
+                        if step.service in nowhere:
+                            assert step.status == admin_pb.GDPR_REQUEST_STATUS_PENDING
+                            assert "UNAVAILABLE" in step.last_error and step.attempts >= 1
+    finally:
+        broker.close()

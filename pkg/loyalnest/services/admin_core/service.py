@@ -85,6 +85,7 @@ async def build(settings: AdminCoreSettings) -> ServiceComponents:
         sealing,
         holders=personal_data.HOLDERS,
         export_ttl=timedelta(seconds=settings.admin_core_export_ttl_seconds),
+        events_published=settings.events_enabled,
     )
     downstream = CALLS.connect(settings, caller=NAME)
     components = postgres_service(

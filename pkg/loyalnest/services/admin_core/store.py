@@ -67,12 +67,21 @@ class Work:
 
 class GdprStore:
     def __init__(
-        self, database: Database, vault: PiiVault, *, holders: Sequence[str], export_ttl: timedelta
+        self,
+        database: Database,
+        vault: PiiVault,
+        *,
+        holders: Sequence[str],
+        export_ttl: timedelta,
+        events_published: bool = True,
     ) -> None:
+        """`events_published`: an outbox relay publishes this schema's events, so a request
+        completes only once its announcement has left (False: events are off, nothing waits)."""
         self._pool = database.pool
         self._vault = vault
         self._holders = tuple(holders)
         self._export_ttl = export_ttl
+        self._events_published = events_published
 
     def _digest(self, merchant_id: str, customer_id: str) -> bytes:
         return self._vault.index(merchant_id, customer_id, column="customer")
@@ -344,7 +353,7 @@ class GdprStore:
             row = await cursor.fetchone()
             if row is None or row[0]:
                 return False
-            if work.customer_id:
+            if work.customer_id and self._events_published:
                 cursor = await conn.execute(
                     "SELECT 1 FROM outbox WHERE partition_key = %s AND sent_at IS NULL LIMIT 1",
                     (f"{work.merchant_id}/{work.customer_id}",),
