@@ -30,7 +30,7 @@ from loyalnest.platform.server import Registration, ServiceComponents, ServiceSp
 from loyalnest.services.admin_core import consumers, events
 from loyalnest.services.admin_core.gdpr import GdprWorker
 from loyalnest.services.admin_core.servicer import AdminCoreServicer
-from loyalnest.services.admin_core.store import GdprStore
+from loyalnest.services.admin_core.store import GdprStore, MerchantDirectory
 
 NAME = "admin_core"
 DATABASE = DatabaseSpec(
@@ -87,18 +87,19 @@ async def build(settings: AdminCoreSettings) -> ServiceComponents:
         export_ttl=timedelta(seconds=settings.admin_core_export_ttl_seconds),
         events_published=settings.events_enabled,
     )
+    merchants = MerchantDirectory(database)
     downstream = CALLS.connect(settings, caller=NAME)
     components = postgres_service(
         settings,
         database,
         service=NAME,
         group=events.CONSUMER_GROUP,
-        handlers=consumers.handlers(store),
+        handlers=consumers.handlers(store, merchants),
         registrations=[
             Registration(
                 SERVICE_NAME,
                 admin_core_pb2_grpc.add_AdminCoreServiceServicer_to_server,
-                AdminCoreServicer(store, sealing),
+                AdminCoreServicer(store, merchants, sealing),
             )
         ],
         cleanup=[downstream.close],
