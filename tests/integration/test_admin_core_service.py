@@ -10,21 +10,36 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from loyalnest.gateway import Upstream
 from loyalnest.gen.admin_core.v1 import admin_core_pb2 as pb
 from loyalnest.gen.admin_core.v1 import admin_core_pb2_grpc
+from loyalnest.gen.events.v1 import auth_pb2 as auth_events
+from loyalnest.gen.events.v1 import core_pb2 as core_events
 from loyalnest.platform import personal_data
+from loyalnest.platform.events.envelope import ConsumedEvent, new_event
+from loyalnest.platform.events.inbox import Handler
+from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService
-from loyalnest.services.admin_core.service import SERVICE_NAME, SPEC, AdminCoreSettings
-from tests.auth import merchant_headers, merchant_metadata
+from loyalnest.services.admin_core import consumers, events
+from loyalnest.services.admin_core.service import (
+    DATABASE,
+    SERVICE_NAME,
+    SPEC,
+    AdminCoreSettings,
+    vault,
+)
+from loyalnest.services.admin_core.store import GdprStore, MerchantDirectory
+from tests.auth import merchant_headers, merchant_metadata, token
 from tests.integration.conftest import serve_for_test, service_settings_for_tests, wait_for_health
 from tests.integration.isolation import Case, Metadata, Table
 from tests.integration.test_gateway_validate import Gateway, gateway_config, http, running_gateway
@@ -174,6 +189,101 @@ async def test_a_merchant_never_sees_another_merchants_requests(stub: Stub) -> N
     assert (await file(stub, merchant_b, key="same-key")).request_id != filed.request_id
 
 
+# ---- merchants (GetMerchants), from Auth's and Core's events ------------------------------
+
+MERCHANTS = "admin_core:merchants"
+
+
+def consumed(merchant: str, payload: Message, at: datetime | None = None) -> ConsumedEvent:
+    """An event as the consumer runner hands it to a handler (the broker path is the
+    platform's, tested in test_events.py)."""
+    event = new_event(merchant, payload, occurred_at=at)
+    return ConsumedEvent(
+        envelope=event.envelope,
+        spec=event.spec,
+        payload=payload,
+        consumer=events.CONSUMER_GROUP,
+        topic=event.spec.topic.name,
+        partition=0,
+        offset=0,
+    )
+
+
+@pytest.fixture
+async def handlers(served: Served, database_url: str) -> AsyncIterator[dict[str, Handler]]:
+    settings = service_settings_for_tests(AdminCoreSettings, database_url)
+    database = Database(settings, DATABASE)
+    await database.open()
+    try:
+        store = GdprStore(database, vault(settings), holders=HOLDERS, export_ttl=timedelta(days=1))
+        yield consumers.handlers(store, MerchantDirectory(database))
+    finally:
+        await database.close()
+
+
+def settings_event(plan: str, version: int) -> core_events.ProgramSettingsUpdated:
+    return core_events.ProgramSettingsUpdated(
+        settings=core_events.ProgramSettings(
+            version=version, plan=core_events.PlanLimits(plan=plan)
+        )
+    )
+
+
+async def test_merchants_come_from_auth_and_core_events(
+    stub: Stub, handlers: dict[str, Handler]
+) -> None:
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    created = consumed(a, auth_events.MerchantCreated(shop_domain="alpha-shop.myshopify.com"))
+    assert await handlers["merchant.created"](created)
+    assert not await handlers["merchant.created"](created)  # redelivered: once
+    await handlers["merchant.created"](
+        consumed(b, auth_events.MerchantCreated(shop_domain="beta-shop.myshopify.com"))
+    )
+    await handlers["program_settings.updated"](consumed(a, settings_event("plus", 2)))
+    await handlers["program_settings.updated"](consumed(a, settings_event("free", 1)))  # late
+    await handlers["merchant.uninstalled"](
+        consumed(b, auth_events.MerchantUninstalled(shop_domain="beta-shop.myshopify.com"))
+    )
+
+    platform_admin = merchant_metadata_none((MERCHANTS,))
+    listed = await stub.GetMerchants(pb.GetMerchantsRequest(), metadata=platform_admin)
+    by_id = {m.merchant_id: m for m in listed.merchants}
+    assert [m.merchant_id for m in listed.merchants] == [b, a]  # newest first
+    assert (by_id[a].shop_domain, by_id[a].plan, by_id[a].status) == (
+        "alpha-shop.myshopify.com",
+        "plus",
+        "installed",
+    )
+    assert by_id[b].status == "uninstalled" and by_id[b].uninstall_time.seconds > 0
+    found = await stub.GetMerchants(pb.GetMerchantsRequest(query="ALPHA"), metadata=platform_admin)
+    assert [m.merchant_id for m in found.merchants] == [a]
+    none = await stub.GetMerchants(pb.GetMerchantsRequest(query="%"), metadata=platform_admin)
+    assert not none.merchants  # LIKE's wildcards are text here
+    page = await stub.GetMerchants(pb.GetMerchantsRequest(page_size=1), metadata=platform_admin)
+    rest = await stub.GetMerchants(
+        pb.GetMerchantsRequest(page_size=1, page_token=page.next_page_token),
+        metadata=platform_admin,
+    )
+    assert [m.merchant_id for m in [*page.merchants, *rest.merchants]] == [b, a]
+
+    await handlers["merchant.reinstalled"](
+        consumed(b, auth_events.MerchantReinstalled(shop_domain="beta-shop.myshopify.com"))
+    )
+    # A merchant-level admin sees its own merchant only.
+    own = await stub.GetMerchants(
+        pb.GetMerchantsRequest(), metadata=merchant_metadata(b, (MERCHANTS,))
+    )
+    assert [(m.merchant_id, m.status) for m in own.merchants] == [(b, "installed")]
+    with pytest.raises(grpc.aio.AioRpcError) as denied:
+        await stub.GetMerchants(pb.GetMerchantsRequest(), metadata=merchant_metadata(b, (GDPR,)))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def merchant_metadata_none(permissions: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """A platform admin's token: bound to no merchant."""
+    return (("authorization", f"Bearer {token(None, permissions)}"),)
+
+
 @pytest.fixture
 async def gateway(served: Served, tmp_path: Path) -> AsyncIterator[Gateway]:
     service, _ = served
@@ -209,6 +319,12 @@ async def test_admin_routes_through_the_gateway(gateway: Gateway, merchant_id: s
     assert (await http("GET", url)).status == 401
     forbidden = await http("GET", url, headers=merchant_headers(merchant_id, ("core:read",)))
     assert forbidden.status == 403, forbidden.body
+    merchants = await http(
+        "GET",
+        f"{gateway.url}/admin/v1/merchants?query=x",
+        headers=merchant_headers(merchant_id, ("admin_core:merchants",)),
+    )
+    assert merchants.status == 200 and merchants.json().get("merchants", []) == [], merchants.body
 
 
 # ---- the mesh-wide isolation table (test_tenant_isolation.py) ---------------------------
@@ -245,6 +361,10 @@ async def _list(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
     return await Stub(ch).ListGDPRRequests(pb.ListGDPRRequestsRequest(), metadata=md)
 
 
+async def _list_merchants(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    return await Stub(ch).GetMerchants(pb.GetMerchantsRequest(), metadata=md)
+
+
 async def _replay_b_request(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
     # B's exact request, key included: A files a request of its own, never reaching B's.
     return await Stub(ch).HandleGDPRRequest(b["create"], metadata=md)
@@ -257,6 +377,7 @@ ISOLATION = Table(
         "GetGDPRRequest": [Case(_get_b_request)],
         "GetGDPRExport": [Case(_get_b_export)],
         "ListGDPRRequests": [Case(_list, may_succeed=True)],
+        "GetMerchants": [Case(_list_merchants, may_succeed=True)],
         # A's own request shows the customer id A sent: not a leak of B's data.
         "HandleGDPRRequest": [Case(_replay_b_request, may_succeed=True)],
     },

@@ -61,6 +61,7 @@ from loyalnest.services.users.service import UsersSettings
 from tests.auth import merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import (
+    NO_CALLEES,
     eventually,
     points_settings,
     service_settings_for_tests,
@@ -481,7 +482,7 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
         )
         (request,) = await m.completed(admin_pb.GDPR_REQUEST_TYPE_DATA_REQUEST)
         assert request.source == "shopify" and request.customer_id == person.shopify_id
-        assert {s.service for s in request.steps} == {"core", "edge", "points", "users"}
+        assert {s.service for s in request.steps} == {"auth", "core", "edge", "points", "users"}
         export = await m.admin.GetGDPRExport(
             admin_pb.GetGDPRExportRequest(request_id=request.request_id), metadata=m.md
         )
@@ -517,9 +518,9 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
         )
         (redaction,) = await m.completed(admin_pb.GDPR_REQUEST_TYPE_CUSTOMER_REDACT)
         assert redaction.customer_id == ""  # the record of an erasure names nobody
-        assert all(step.records > 0 for step in redaction.steps if step.service != "edge"), (
-            redaction
-        )
+        # Every holder erased something, but Auth, which holds no customer's data.
+        holding = [s for s in redaction.steps if s.service in {"core", "edge", "points", "users"}]
+        assert all(step.records > 0 for step in holding), redaction
 
         assert await postgres_hits(database_url, person.everything()) == []
         assert await redis_hits(redis_url, person.everything()) == []
@@ -563,15 +564,20 @@ async def test_shop_redact_erases_the_merchant_everywhere(
         assert await redis_hits(redis_url, person.everything()) == []
         hits, sealed, readable = await kafka_findings(m, person.clear_text())
         assert hits == [] and sealed >= 1 and readable == 0
-        # No service table keeps a row of the merchant, but AdminCore's record of the request.
+        # No service table keeps a row of the merchant, but AdminCore's record of the request
+        # and Auth's of the install (tokens dropped at the uninstall; what a reinstall finds)
+        # and of revoked tokens (until they expire).
+        kept = {"auth.merchants", "auth.token_revocations"}
         left: list[str] = []
         async with await psycopg.AsyncConnection.connect(database_url) as conn:
             cursor = await conn.execute(
                 "SELECT table_schema, table_name FROM information_schema.columns"
                 " WHERE column_name = 'merchant_id'"
-                " AND table_schema IN ('core', 'edge', 'points', 'users')"
+                " AND table_schema IN ('auth', 'core', 'edge', 'points', 'users')"
             )
             for schema, table in await cursor.fetchall():
+                if f"{schema}.{table}" in kept:
+                    continue
                 rows = await conn.execute(
                     sql.SQL("SELECT count(*) FROM {}.{} WHERE merchant_id = %s").format(
                         sql.Identifier(schema), sql.Identifier(table)
@@ -582,3 +588,70 @@ async def test_shop_redact_erases_the_merchant_everywhere(
                 if row and row[0]:
                     left.append(f"{schema}.{table}: {row[0]}")
         assert left == []
+
+
+async def test_each_service_progresses_on_its_own_and_failures_stay_pending(
+    database_url: str, redis_url: str, shopify: ShopifyStandIn
+) -> None:
+    """Users answers, the other holders are unreachable: Users' step completes, the others
+    stay pending with the reason, and so does the request (retried with backoff)."""
+    broker = BrokerProcess()
+    await broker.start()
+    events = events_on(broker)
+    try:
+        async with (
+            serving(AUTH, auth_with(database_url, redis_url, shopify, **events)) as auth,
+            grpc.aio.insecure_channel(auth.address) as auth_channel,
+        ):
+            await install(auth_pb2_grpc.AuthServiceStub(auth_channel), shopify, SHOP)
+            users_settings = service_settings_for_tests(
+                UsersSettings, database_url, redis_url=redis_url, **events
+            )
+            async with serving(USERS, users_settings) as users:
+                nowhere = {
+                    name: NO_CALLEES.format(service=name) for name in ("core", "edge", "points")
+                }
+                admin_settings = service_settings_for_tests(
+                    AdminCoreSettings,
+                    database_url,
+                    service_credential=service_credential(MASTER_KEY, "admin_core"),
+                    call_targets={"auth": auth.address, "users": users.address, **nowhere},
+                    admin_core_gdpr_interval_seconds=0.2,
+                    call_max_attempts=1,
+                    **events,
+                )
+                async with (
+                    serving(ADMIN_CORE, admin_settings) as admin,
+                    grpc.aio.insecure_channel(admin.address) as channel,
+                ):
+                    stub = admin_core_pb2_grpc.AdminCoreServiceStub(channel)
+                    md = merchant_metadata(merchant_id_for_shop(SHOP), (GDPR,))
+                    filed = await stub.HandleGDPRRequest(
+                        admin_pb.HandleGDPRRequestRequest(
+                            type=admin_pb.GDPR_REQUEST_TYPE_SHOP_REDACT, idempotency_key="shop-1"
+                        ),
+                        metadata=md,
+                    )
+
+                    async def progressed() -> admin_pb.GDPRRequest | None:
+                        got = await stub.GetGDPRRequest(
+                            admin_pb.GetGDPRRequestRequest(request_id=filed.request.request_id),
+                            metadata=md,
+                        )
+                        steps = {s.service: s for s in got.request.steps}
+                        done = {"auth", "users"}
+                        if all(
+                            steps[name].status == admin_pb.GDPR_REQUEST_STATUS_COMPLETED
+                            for name in done
+                        ) and all(steps[name].last_error for name in nowhere):
+                            return got.request
+                        return None
+
+                    request = await eventually(progressed, timeout=30, what="per-step progress")
+                    assert request.status == admin_pb.GDPR_REQUEST_STATUS_PENDING
+                    for step in request.steps:
+                        if step.service in nowhere:
+                            assert step.status == admin_pb.GDPR_REQUEST_STATUS_PENDING
+                            assert "UNAVAILABLE" in step.last_error and step.attempts >= 1
+    finally:
+        broker.close()

@@ -18,10 +18,6 @@ from loyalnest.services.registry import SERVICES, spec_for
 
 # Tables with a customer column that are no Shopify customer's data, with the reason.
 NOT_CUSTOMER_DATA: dict[tuple[str, str], str] = {
-    # Auth's admin accounts are the merchant's staff and platform operators, never a Shopify
-    # customer (a customers/redact cannot name one). Their erasure with the merchant
-    # (shop/redact) is left to do: see README "GDPR".
-    ("auth", "admin_users"): "staff and platform admin accounts",
     # The GDPR orchestrator's own record: a completed redaction nulls the customer id there
     # (store.finish), proven by the scans of test_gdpr_erasure.py.
     ("admin_core", "gdpr_requests"): "AdminCore erases it itself when a request completes",

@@ -42,7 +42,7 @@ from loyalnest.platform.config import SERVICE_PLACEHOLDER, CallSettings
 StubT = TypeVar("StubT")
 
 # Platform contracts that many services serve (loyalnest.platform.personal_data): one stub type
-# may be declared under several callee names and is reached with `stub_for(name, type)`.
+# may be declared under several callee names, each reached on `Downstream.channel(name)`.
 SHARED_CONTRACTS: frozenset[type[Any]] = frozenset({personal_data_pb2_grpc.PersonalDataServiceStub})
 
 # The service that issues service tokens (`IssueServiceToken`).
@@ -102,7 +102,7 @@ class Calls:
         owners: dict[type[Any], str] = {}
         for name, stub in self._stubs.items():
             if stub in SHARED_CONTRACTS:
-                continue  # reached with Downstream.stub_for(name, stub)
+                continue  # reached on Downstream.channel(name)
             if stub in owners:
                 raise ValueError(f"{stub.__name__} is declared for {owners[stub]} and {name}")
             owners[stub] = name
@@ -148,7 +148,7 @@ class Calls:
             )
             for name in self._stubs
         }
-        return Downstream(caller, self._owners, channels, targets, owned, dict(self._stubs))
+        return Downstream(caller, self._owners, channels, targets, owned)
 
 
 class Downstream:
@@ -161,10 +161,8 @@ class Downstream:
         channels: Mapping[str, grpc.aio.Channel],
         targets: Mapping[str, str],
         tokens: ServiceTokenSource | None,
-        declared: Mapping[str, type[Any]] | None = None,
     ) -> None:
         self.caller = caller
-        self._declared = dict(declared or {})
         self.targets = dict(targets)
         self._owners = dict(owners)
         self._channels = dict(channels)
@@ -184,14 +182,6 @@ class Downstream:
                 )
             stub = self._stubs[stub_type] = stub_type(self._channels[name])  # type: ignore[call-arg]
         result: StubT = stub
-        return result
-
-    def stub_for(self, service: str, stub_type: type[StubT]) -> StubT:
-        """The stub of `stub_type` on the channel to `service` (a shared contract, declared
-        under several callee names)."""
-        if self._declared.get(service) is not stub_type:
-            raise LookupError(f"{self.caller} does not declare {service}={stub_type.__name__}")
-        result: StubT = stub_type(self._channels[service])  # type: ignore[call-arg]
         return result
 
     def channel(self, service: str) -> grpc.aio.Channel:

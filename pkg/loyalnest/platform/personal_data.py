@@ -40,7 +40,15 @@ SERVICE_NAME = personal_data_pb2.DESCRIPTOR.services_by_name["PersonalDataServic
 # The services AdminCore asks for a customer's data and erasure (component names as in
 # registry.SERVICES). The contract test keeps it equal to the services that declare
 # `personal_data`.
-HOLDERS: tuple[str, ...] = ("core", "edge", "event_tracking", "gamification", "points", "users")
+HOLDERS: tuple[str, ...] = (
+    "auth",
+    "core",
+    "edge",
+    "event_tracking",
+    "gamification",
+    "points",
+    "users",
+)
 # The one service that may call the contract.
 CALLER = "admin_core"
 

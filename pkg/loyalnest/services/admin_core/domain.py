@@ -81,6 +81,17 @@ class GdprRequest:
 
 
 @dataclass(frozen=True)
+class Merchant:
+    merchant_id: str
+    shop_domain: str
+    plan: str
+    status: str
+    created_at: datetime
+    uninstalled_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class NewRequest:
     type: RequestType
     customer_id: str | None

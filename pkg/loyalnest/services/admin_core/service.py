@@ -30,7 +30,7 @@ from loyalnest.platform.server import Registration, ServiceComponents, ServiceSp
 from loyalnest.services.admin_core import consumers, events
 from loyalnest.services.admin_core.gdpr import GdprWorker
 from loyalnest.services.admin_core.servicer import AdminCoreServicer
-from loyalnest.services.admin_core.store import GdprStore
+from loyalnest.services.admin_core.store import GdprStore, MerchantDirectory
 
 NAME = "admin_core"
 DATABASE = DatabaseSpec(
@@ -40,9 +40,12 @@ SERVICE_NAME = admin_core_pb2.DESCRIPTOR.services_by_name["AdminCoreService"].fu
 log = get_logger(__name__)
 # Auth for its service tokens; every personal-data holder, through the platform contract (one
 # name in personal_data.HOLDERS adds a service here, to its grant and to the chart's edges).
+# Auth is a holder too: declared with its own stub, its channel serves both services.
 CALLS = Calls(
     auth=auth_pb2_grpc.AuthServiceStub,
-    **dict.fromkeys(personal_data.HOLDERS, personal_data_pb2_grpc.PersonalDataServiceStub),
+    **dict.fromkeys(
+        set(personal_data.HOLDERS) - {"auth"}, personal_data_pb2_grpc.PersonalDataServiceStub
+    ),
 )
 
 
@@ -82,26 +85,29 @@ async def build(settings: AdminCoreSettings) -> ServiceComponents:
         sealing,
         holders=personal_data.HOLDERS,
         export_ttl=timedelta(seconds=settings.admin_core_export_ttl_seconds),
+        events_published=settings.events_enabled,
     )
+    merchants = MerchantDirectory(database)
     downstream = CALLS.connect(settings, caller=NAME)
     components = postgres_service(
         settings,
         database,
         service=NAME,
         group=events.CONSUMER_GROUP,
-        handlers=consumers.handlers(store),
+        handlers=consumers.handlers(store, merchants),
         registrations=[
             Registration(
                 SERVICE_NAME,
                 admin_core_pb2_grpc.add_AdminCoreServiceServicer_to_server,
-                AdminCoreServicer(store, sealing),
+                AdminCoreServicer(store, merchants, sealing),
             )
         ],
         cleanup=[downstream.close],
     )
     if settings.service_credential is not None:
+        # On each holder's channel (Auth's is declared with its own stub: same channel).
         holders = {
-            name: downstream.stub_for(name, personal_data_pb2_grpc.PersonalDataServiceStub)
+            name: personal_data_pb2_grpc.PersonalDataServiceStub(downstream.channel(name))  # type: ignore[no-untyped-call]
             for name in personal_data.HOLDERS
         }
         worker = GdprWorker(

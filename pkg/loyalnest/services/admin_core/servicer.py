@@ -9,18 +9,47 @@ from google.protobuf.message import Message
 
 from loyalnest.gen.admin_core.v1 import admin_core_pb2, admin_core_pb2_grpc
 from loyalnest.platform import pagination, tenancy
+from loyalnest.platform.auth.context import current_principal
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.validation import Validator, is_valid_email, normalize_email
 from loyalnest.services.admin_core.domain import NewRequest, Source, customer_id_problem
-from loyalnest.services.admin_core.store import GdprStore, utc_now
-from loyalnest.services.admin_core.wire import TYPES_OF_PROTO, export_proto, request_proto
+from loyalnest.services.admin_core.store import GdprStore, MerchantDirectory, utc_now
+from loyalnest.services.admin_core.wire import (
+    TYPES_OF_PROTO,
+    export_proto,
+    merchant_proto,
+    request_proto,
+)
 
 
 class AdminCoreServicer(admin_core_pb2_grpc.AdminCoreServiceServicer):
-    def __init__(self, store: GdprStore, vault: PiiVault) -> None:
+    def __init__(self, store: GdprStore, merchants: MerchantDirectory, vault: PiiVault) -> None:
         self._store = store
+        self._merchants = merchants
         self._vault = vault
+
+    async def GetMerchants(
+        self, request: admin_core_pb2.GetMerchantsRequest, context: Context
+    ) -> admin_core_pb2.GetMerchantsResponse:
+        # A merchant-bound token (a merchant-level admin) sees its merchant only; a platform
+        # admin's token names no merchant and sees all.
+        scope_merchant = current_principal().merchant_id
+        with Validator() as v:
+            v.check(len(request.query) <= 255, "query", "must be at most 255 characters")
+            v.check(request.query.isprintable(), "query", "must be printable text")
+        size = pagination.page_size(request.page_size)
+        scope = f"merchants:{scope_merchant or '*'}:{request.query}"
+        offset = pagination.decode_page_token(request.page_token, scope) or 0
+        found = await self._merchants.list(
+            merchant_id=scope_merchant, query=request.query, limit=size + 1, offset=offset
+        )
+        response = admin_core_pb2.GetMerchantsResponse(
+            merchants=[merchant_proto(m) for m in found[:size]]
+        )
+        if len(found) > size:
+            response.next_page_token = pagination.encode_page_token(scope, offset + size)
+        return response
 
     async def HandleGDPRRequest(
         self, request: admin_core_pb2.HandleGDPRRequestRequest, context: Context

@@ -38,6 +38,7 @@ from loyalnest.services.admin_core.domain import (
     ExportNotReady,
     GdprRequest,
     GdprRequestNotFound,
+    Merchant,
     NewRequest,
     NotADataRequest,
     RequestType,
@@ -67,12 +68,21 @@ class Work:
 
 class GdprStore:
     def __init__(
-        self, database: Database, vault: PiiVault, *, holders: Sequence[str], export_ttl: timedelta
+        self,
+        database: Database,
+        vault: PiiVault,
+        *,
+        holders: Sequence[str],
+        export_ttl: timedelta,
+        events_published: bool = True,
     ) -> None:
+        """`events_published`: an outbox relay publishes this schema's events, so a request
+        completes only once its announcement has left (False: events are off, nothing waits)."""
         self._pool = database.pool
         self._vault = vault
         self._holders = tuple(holders)
         self._export_ttl = export_ttl
+        self._events_published = events_published
 
     def _digest(self, merchant_id: str, customer_id: str) -> bytes:
         return self._vault.index(merchant_id, customer_id, column="customer")
@@ -344,7 +354,7 @@ class GdprStore:
             row = await cursor.fetchone()
             if row is None or row[0]:
                 return False
-            if work.customer_id:
+            if work.customer_id and self._events_published:
                 cursor = await conn.execute(
                     "SELECT 1 FROM outbox WHERE partition_key = %s AND sent_at IS NULL LIMIT 1",
                     (f"{work.merchant_id}/{work.customer_id}",),
@@ -423,6 +433,77 @@ class GdprStore:
         async with self._pool.connection() as conn:
             cursor = await conn.execute("DELETE FROM gdpr_exports WHERE expires_at <= now()")
             return cursor.rowcount
+
+
+class MerchantDirectory:
+    """The merchants projection (merchants table), fed by Auth's and Core's events, each
+    applied once; a late event never undoes a newer one."""
+
+    def __init__(self, database: Database) -> None:
+        self._pool = database.pool
+
+    async def _apply(self, event: ConsumedEvent, statement: str, params: dict[str, Any]) -> bool:
+        async with self._pool.connection() as conn, conn.transaction():
+            if not await inbox.claim(conn, event):
+                return False
+            await conn.execute(
+                statement, {"m": event.merchant_id, "at": event.occurred_at, **params}
+            )
+        return True
+
+    async def created(self, event: ConsumedEvent, shop_domain: str) -> bool:
+        return await self._apply(
+            event,
+            "INSERT INTO merchants (merchant_id, shop_domain, created_at, updated_at)"
+            " VALUES (%(m)s, %(shop)s, %(at)s, %(at)s)"
+            " ON CONFLICT (merchant_id) DO UPDATE SET shop_domain = excluded.shop_domain,"
+            " created_at = least(merchants.created_at, excluded.created_at)",
+            {"shop": shop_domain},
+        )
+
+    async def installed(self, event: ConsumedEvent, shop_domain: str, *, installed: bool) -> bool:
+        """merchant.uninstalled / merchant.reinstalled (one topic, in order per merchant)."""
+        return await self._apply(
+            event,
+            "INSERT INTO merchants (merchant_id, shop_domain, status, uninstalled_at, created_at,"
+            " updated_at) VALUES (%(m)s, %(shop)s, %(status)s, %(gone)s, %(at)s, %(at)s)"
+            " ON CONFLICT (merchant_id) DO UPDATE SET shop_domain = excluded.shop_domain,"
+            " status = excluded.status, uninstalled_at = excluded.uninstalled_at,"
+            " updated_at = greatest(merchants.updated_at, excluded.updated_at)",
+            {
+                "shop": shop_domain,
+                "status": "installed" if installed else "uninstalled",
+                "gone": None if installed else event.occurred_at,
+            },
+        )
+
+    async def plan(self, event: ConsumedEvent, plan: str, version: int) -> bool:
+        return await self._apply(
+            event,
+            "INSERT INTO merchants (merchant_id, plan, settings_version, created_at, updated_at)"
+            " VALUES (%(m)s, %(plan)s, %(version)s, %(at)s, %(at)s)"
+            " ON CONFLICT (merchant_id) DO UPDATE SET plan = excluded.plan,"
+            " settings_version = excluded.settings_version,"
+            " updated_at = greatest(merchants.updated_at, excluded.updated_at)"
+            " WHERE merchants.settings_version < excluded.settings_version",
+            {"plan": plan, "version": version},
+        )
+
+    async def list(
+        self, *, merchant_id: str | None, query: str, limit: int, offset: int
+    ) -> list[Merchant]:
+        """Newest first; only `merchant_id` when given (a merchant-bound caller)."""
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT merchant_id, shop_domain, plan, status, created_at, uninstalled_at,"
+                " updated_at FROM merchants"
+                " WHERE (%(m)s::text IS NULL OR merchant_id = %(m)s)"
+                " AND shop_domain ILIKE %(q)s"
+                " ORDER BY created_at DESC, merchant_id LIMIT %(limit)s OFFSET %(offset)s",
+                {"m": merchant_id, "q": pattern, "limit": limit, "offset": offset},
+            )
+            return [Merchant(*row) for row in await cursor.fetchall()]
 
 
 def utc_now() -> datetime:

@@ -8,7 +8,14 @@ from google.protobuf import json_format, struct_pb2
 
 from loyalnest.gen.admin_core.v1 import admin_core_pb2
 from loyalnest.platform.protos import optional_timestamp, timestamp
-from loyalnest.services.admin_core.domain import Export, GdprRequest, RequestType, Status, Step
+from loyalnest.services.admin_core.domain import (
+    Export,
+    GdprRequest,
+    Merchant,
+    RequestType,
+    Status,
+    Step,
+)
 
 REQUEST_TYPES: dict[RequestType, admin_core_pb2.GDPRRequestType] = {
     RequestType.DATA_REQUEST: admin_core_pb2.GDPR_REQUEST_TYPE_DATA_REQUEST,
@@ -57,4 +64,16 @@ def export_proto(export: Export) -> admin_core_pb2.GetGDPRExportResponse:
         package=package,
         create_time=timestamp(export.created_at),
         expire_time=timestamp(export.expires_at),
+    )
+
+
+def merchant_proto(merchant: Merchant) -> admin_core_pb2.Merchant:
+    return admin_core_pb2.Merchant(
+        merchant_id=merchant.merchant_id,
+        shop_domain=merchant.shop_domain,
+        plan=merchant.plan,
+        status=merchant.status,
+        create_time=timestamp(merchant.created_at),
+        uninstall_time=optional_timestamp(merchant.uninstalled_at),
+        update_time=timestamp(merchant.updated_at),
     )

@@ -73,6 +73,7 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import BlindIndex, FieldCipher, decode_key, derive_key
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import PersonalData
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.auth import consumers, events
@@ -263,7 +264,7 @@ async def build(settings: AuthSettings) -> ServiceComponents:
         staff_grants=role_permissions.of,
         shop_tokens=shop_tokens,
     )
-    return postgres_service(
+    components = postgres_service(
         settings,
         database,
         service="auth",
@@ -276,6 +277,8 @@ async def build(settings: AuthSettings) -> ServiceComponents:
         ],
         cleanup=cleanup,
     )
+    components.personal_data = store
+    return components
 
 
 SPEC = ServiceSpec(
@@ -284,4 +287,6 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
+    # The merchant's staff accounts (no Shopify customer's data): erased by shop/redact.
+    personal_data=PersonalData(tables=("admin_users",)),
 )

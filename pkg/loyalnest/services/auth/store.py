@@ -12,10 +12,11 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
-from loyalnest.platform import audit
+from loyalnest.platform import audit, personal_data
 from loyalnest.platform.crypto import BlindIndex, FieldCipher
 from loyalnest.platform.errors import NotFound
 from loyalnest.platform.events import outbox
+from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.auth import events
@@ -65,6 +66,34 @@ class AuthStore:
         self.pool = database.pool
         self._cipher = cipher
         self._email_index = email_index
+
+    # ---- personal data (loyalnest.platform.personal_data) -------------------------------
+    # Auth holds no Shopify customer's data: its people are the merchant's staff (admin
+    # accounts, sessions), erased with the merchant (shop/redact). The merchant's row stays:
+    # its tokens went at the uninstall, and it is what a reinstall finds (and what lets Auth
+    # issue the service tokens the rest of the erasure runs with).
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        return CustomerExport({})
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        return 0
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        erased = 0
+        async with audit.transaction(self.pool) as conn:
+            for statement in (
+                "DELETE FROM impersonation_sessions WHERE merchant_id = %(m)s OR admin_id IN"
+                " (SELECT user_id FROM admin_users WHERE merchant_id = %(m)s)",
+                # Their refresh tokens go with them (ON DELETE CASCADE).
+                "DELETE FROM sessions WHERE merchant_id = %(m)s",
+                # MFA enrolment tokens cascade; the audit row of a delete keeps no email.
+                "DELETE FROM admin_users WHERE merchant_id = %(m)s",
+                "DELETE FROM shop_token_reads WHERE merchant_id = %(m)s",
+            ):
+                erased += (await conn.execute(statement, {"m": merchant_id})).rowcount
+            erased += await personal_data.erase_platform_rows(conn, merchant_id)
+        return erased
 
     # ---- OAuth states -------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class AdminCoreServiceStub:
-    """AdminCoreService (seed §10): GDPR requests across the mesh.
+    """AdminCoreService (seed §10): merchants and GDPR requests across the mesh.
 
     Shopify's GDPR webhooks (customers/data_request, customers/redact, shop/redact) reach it
     through the edge (webhook.received); an admin files the same kinds with HandleGDPRRequest.
@@ -45,6 +45,11 @@ class AdminCoreServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.GetMerchants = channel.unary_unary(
+                '/loyalnest.admin_core.v1.AdminCoreService/GetMerchants',
+                request_serializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetMerchantsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetMerchantsResponse.FromString,
+                _registered_method=True)
         self.HandleGDPRRequest = channel.unary_unary(
                 '/loyalnest.admin_core.v1.AdminCoreService/HandleGDPRRequest',
                 request_serializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.HandleGDPRRequestRequest.SerializeToString,
@@ -68,7 +73,7 @@ class AdminCoreServiceStub:
 
 
 class AdminCoreServiceServicer:
-    """AdminCoreService (seed §10): GDPR requests across the mesh.
+    """AdminCoreService (seed §10): merchants and GDPR requests across the mesh.
 
     Shopify's GDPR webhooks (customers/data_request, customers/redact, shop/redact) reach it
     through the edge (webhook.received); an admin files the same kinds with HandleGDPRRequest.
@@ -80,6 +85,16 @@ class AdminCoreServiceServicer:
     merchant is always the token's: a merchant-level admin sees and files its own merchant's
     requests only; another merchant's request answers NOT_FOUND. Needs "admin_core:gdpr".
     """
+
+    def GetMerchants(self, request, context):
+        """Merchants as Auth and Core announced them (merchant.created / uninstalled / reinstalled,
+        program_settings.updated), newest first; `query` matches the shop domain. A token bound to
+        a merchant (a merchant-level admin) sees that merchant only; a platform admin's (no
+        merchant) sees all. Needs "admin_core:merchants".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def HandleGDPRRequest(self, request, context):
         """Files a GDPR request for the token's merchant. A retry with the same idempotency_key
@@ -115,6 +130,11 @@ class AdminCoreServiceServicer:
 
 def add_AdminCoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'GetMerchants': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMerchants,
+                    request_deserializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetMerchantsRequest.FromString,
+                    response_serializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetMerchantsResponse.SerializeToString,
+            ),
             'HandleGDPRRequest': grpc.unary_unary_rpc_method_handler(
                     servicer.HandleGDPRRequest,
                     request_deserializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.HandleGDPRRequestRequest.FromString,
@@ -144,7 +164,7 @@ def add_AdminCoreServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminCoreService:
-    """AdminCoreService (seed §10): GDPR requests across the mesh.
+    """AdminCoreService (seed §10): merchants and GDPR requests across the mesh.
 
     Shopify's GDPR webhooks (customers/data_request, customers/redact, shop/redact) reach it
     through the edge (webhook.received); an admin files the same kinds with HandleGDPRRequest.
@@ -156,6 +176,33 @@ class AdminCoreService:
     merchant is always the token's: a merchant-level admin sees and files its own merchant's
     requests only; another merchant's request answers NOT_FOUND. Needs "admin_core:gdpr".
     """
+
+    @staticmethod
+    def GetMerchants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.admin_core.v1.AdminCoreService/GetMerchants',
+            loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetMerchantsRequest.SerializeToString,
+            loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetMerchantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def HandleGDPRRequest(request,
