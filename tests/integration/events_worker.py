@@ -48,6 +48,9 @@ FAST_EVENTS: dict[str, Any] = {
     "consumer_max_attempts": 3,
     # Small batches: several commits even in small tests, so crashes land between them.
     "consumer_batch_max_events": 10,
+    # The rebalance timeout too: a member killed mid-batch (test_events' crash test) would
+    # hold the next join up to Kafka's 5 minutes on our broker.
+    "consumer_max_poll_interval_seconds": 10,
 }
 
 

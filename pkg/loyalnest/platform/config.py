@@ -170,6 +170,11 @@ class EventSettings(_Settings):
     # the database or broker are retried without limit and do not count).
     consumer_max_attempts: int = Field(5, ge=1)
     consumer_max_poll_records: int = Field(500, ge=1)
+    # Kafka's max.poll.interval.ms: a member that does not poll for this long leaves the
+    # group, and it is also the rebalance timeout, i.e. how long a join waits for members
+    # that held partitions to rejoin (a member killed mid-batch holds a join up to this long
+    # on our broker). Must exceed the slowest batch; the default is Kafka's.
+    consumer_max_poll_interval_seconds: float = Field(300.0, gt=0)
     # Events of one partition applied in one database transaction (transactional handlers).
     consumer_batch_max_events: int = Field(100, ge=1)
     # Processed event ids are kept this long to recognise redeliveries; must exceed the

@@ -85,6 +85,7 @@ def new_consumer(settings: EventSettings, client_id: str, group: str) -> KafkaCo
         session_timeout_ms=session_ms,
         heartbeat_interval_ms=max(100, session_ms // 3),
         max_poll_records=settings.consumer_max_poll_records,
+        max_poll_interval_ms=_ms(settings.consumer_max_poll_interval_seconds),
         allow_auto_create_topics=False,
     )
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from loyalnest.platform.errors import FieldViolation, InvalidArgument, Unauthenticated
 
 # The topics the services consume, plus the three GDPR topics every public app must accept.
@@ -173,7 +175,9 @@ class UnusableBody(ValueError):
 
 def parse_body(body: bytes) -> dict[str, Any]:
     try:
-        payload = json.loads(body)
+        # orjson: a third of json's CPU on an order. Stricter on what no Shopify body holds
+        # (integers beyond 64 bits, NaN, invalid UTF-8): such a body is unusable here too.
+        payload = orjson.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UnusableBody(f"body is not JSON: {exc}") from None
     if not isinstance(payload, dict):
