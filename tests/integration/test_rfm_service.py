@@ -606,6 +606,27 @@ async def test_the_scatter_streams_a_sample_then_updates_after_an_order(
         call.cancel()
 
 
+async def test_streams_per_merchant_are_bounded(database_url: str, redis_url: str) -> None:
+    settings = rfm_settings(database_url, redis_url, rfm_stream_max_per_merchant=1)
+    async with serve_for_test(SPEC, settings, Stub) as (_, stub):
+        md = merchant_metadata("stream-merchant", (READ,))
+        first = stub.StreamVisualizations(pb.StreamVisualizationsRequest(), metadata=md)
+        try:
+            assert (await asyncio.wait_for(first.read(), 10)).WhichOneof("event") == "initial"
+            second = stub.StreamVisualizations(pb.StreamVisualizationsRequest(), metadata=md)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await asyncio.wait_for(second.read(), 10)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # Another merchant is not held up by this one's streams.
+            other = stub.StreamVisualizations(
+                pb.StreamVisualizationsRequest(), metadata=merchant_metadata("other", (READ,))
+            )
+            assert (await asyncio.wait_for(other.read(), 10)).WhichOneof("event") == "initial"
+            other.cancel()
+        finally:
+            first.cancel()
+
+
 # ---- personal data -----------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+from loyalnest.platform.stream_slots import StreamLimits
 from loyalnest.services.rfm import consumers, events
 from loyalnest.services.rfm.nightly import Nightly
 from loyalnest.services.rfm.servicer import RfmServicer
@@ -41,6 +42,9 @@ class RfmSettings(ServiceSettings):
     rfm_retention_months: int = 13
     # How often each process makes sure the time series' partitions exist ahead.
     rfm_partition_upkeep_seconds: float = 6 * 3600
+    # Concurrent StreamVisualizations calls per process: per merchant and in all.
+    rfm_stream_max_per_merchant: int = 20
+    rfm_stream_max_per_process: int = 500
 
 
 def _now() -> datetime:
@@ -82,7 +86,15 @@ async def build(settings: RfmSettings, clock: Callable[[], datetime] = _now) -> 
             Registration(
                 SERVICE_NAME,
                 rfm_pb2_grpc.add_RfmServiceServicer_to_server,
-                RfmServicer(scores, live, clock),
+                RfmServicer(
+                    scores,
+                    live,
+                    clock,
+                    StreamLimits(
+                        per_merchant=settings.rfm_stream_max_per_merchant,
+                        per_process=settings.rfm_stream_max_per_process,
+                    ),
+                ),
             )
         ],
         cleanup=[downstream.close, live.close],

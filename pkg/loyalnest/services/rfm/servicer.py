@@ -14,6 +14,7 @@ from loyalnest.platform import tenancy
 from loyalnest.platform.cache import RESYNC
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.pagination import decode_page_token, encode_page_token, page_size
+from loyalnest.platform.stream_slots import StreamLimits, StreamSlots
 from loyalnest.platform.validation import Validator
 from loyalnest.services.rfm.domain import NUDGES, Group
 from loyalnest.services.rfm.store.live import Live
@@ -64,10 +65,17 @@ def _members(v: Validator, field: str, values: Any, convert: Callable[[int], Any
 
 
 class RfmServicer(rfm_pb2_grpc.RfmServiceServicer):
-    def __init__(self, store: ScoreStore, live: Live, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: ScoreStore,
+        live: Live,
+        clock: Callable[[], datetime],
+        streams: StreamLimits | None = None,
+    ) -> None:
         self._store = store
         self._live = live
         self._clock = clock
+        self._streams = StreamSlots(streams or StreamLimits(), what="StreamVisualizations")
 
     async def GetSegments(
         self, request: rfm_pb2.GetSegmentsRequest, context: Context
@@ -203,15 +211,16 @@ class RfmServicer(rfm_pb2_grpc.RfmServiceServicer):
             )
         limit = request.max_points or DEFAULT_POINTS
         # Subscribed before the sample is read: no change between the two is missed.
-        async with self._live.updates(merchant_id) as updates:
-            yield await self._initial(merchant_id, limit)
-            async for raw in updates:
-                if raw is RESYNC:  # updates may have been lost: start over with a new sample
-                    yield await self._initial(merchant_id, limit)
-                    continue
-                yield rfm_pb2.StreamVisualizationsResponse(
-                    update=rfm_pb2.ScatterPoint.FromString(raw)
-                )
+        with self._streams.slot(merchant_id):
+            async with self._live.updates(merchant_id) as updates:
+                yield await self._initial(merchant_id, limit)
+                async for raw in updates:
+                    if raw is RESYNC:  # updates may have been lost: start over with a new sample
+                        yield await self._initial(merchant_id, limit)
+                        continue
+                    yield rfm_pb2.StreamVisualizationsResponse(
+                        update=rfm_pb2.ScatterPoint.FromString(raw)
+                    )
 
     async def _initial(self, merchant_id: str, limit: int) -> rfm_pb2.StreamVisualizationsResponse:
         total, sample = await self._store.scatter_sample(merchant_id, limit)

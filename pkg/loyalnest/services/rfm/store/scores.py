@@ -92,6 +92,28 @@ RETURNING {", ".join("t." + c.strip() for c in CUSTOMER_COLUMNS.split(","))}
 """
 
 
+# What a customer's change writes besides the customer, in one statement (data-modifying CTEs
+# all run; the flags skip what does not apply): the group counts, the history row, the group
+# move and the rfm.updated row of the outbox.
+_RECORD_CHANGE = f"""
+WITH counts AS (
+    INSERT INTO rfm_segment_counts (merchant_id, rfm_group, customers)
+    SELECT %s, g, d FROM unnest(%s::text[], %s::bigint[]) AS moves(g, d) ORDER BY g
+    ON CONFLICT (merchant_id, rfm_group) DO UPDATE
+    SET customers = rfm_segment_counts.customers + excluded.customers, updated_at = now()
+), history AS (
+    INSERT INTO rfm_score_history (merchant_id, customer_id, r_score, f_score, m_score,
+                                   rfm_group, stage, orders, monetary, created_at)
+    SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::timestamptz WHERE %s
+), deltas AS (
+    INSERT INTO rfm_segment_deltas (merchant_id, customer_id, from_group, to_group, recency,
+                                    frequency, monetary, created_at)
+    SELECT %s, %s, %s, %s, %s::float8, %s, %s, %s::timestamptz WHERE %s
+)
+INSERT INTO outbox {outbox.COLUMNS} SELECT {outbox.VALUES} WHERE %s
+"""
+
+
 def merchant_lock_key(merchant_id: str) -> str:
     """The advisory lock a merchant's rescore holds exclusively and each event shares."""
     return f"rfm:{merchant_id}"
@@ -234,25 +256,22 @@ class ScoreStore:
     async def _rescore_customer(
         self, conn: AsyncConnection, merchant_id: str, customer_id: str
     ) -> Applied:
-        inserted = (
-            await conn.execute(
-                "INSERT INTO customer_rfm (merchant_id, customer_id) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING",
-                (merchant_id, customer_id),
-                prepare=True,
-            )
-        ).rowcount == 1
         cursor = conn.cursor(row_factory=dict_row)
-        # Locks the customer; the rescore below then reads (a new statement, a new snapshot)
-        # every order committed before, a concurrent refund's included.
+        # Creates or locks the customer in one statement (a no-op update locks the row and
+        # returns it as it was; xmax = 0 only for a row this statement inserted). The rescore
+        # below then reads (a new statement, a new snapshot) every order committed before, a
+        # concurrent refund's included.
         await cursor.execute(
-            f"SELECT {CUSTOMER_COLUMNS} FROM customer_rfm"
-            " WHERE merchant_id = %s AND customer_id = %s FOR UPDATE",
+            "INSERT INTO customer_rfm (merchant_id, customer_id) VALUES (%s, %s)"
+            " ON CONFLICT (merchant_id, customer_id) DO UPDATE"
+            " SET merchant_id = excluded.merchant_id"
+            f" RETURNING (xmax = 0) AS inserted, {CUSTOMER_COLUMNS}",
             (merchant_id, customer_id),
             prepare=True,
         )
         before_row = await cursor.fetchone()
-        assert before_row is not None  # inserted or present above
+        assert before_row is not None  # an upsert always returns its row
+        inserted = bool(before_row["inserted"])
         before = customer_of(before_row)
         now = self._clock()
         await cursor.execute(
@@ -279,6 +298,8 @@ class ScoreStore:
     async def _record_change(
         self, conn: AsyncConnection, before: CustomerRfm | None, after: CustomerRfm, now: datetime
     ) -> Change | None:
+        """The group counts moved, and for a visible change its history row, its group move
+        and its rfm.updated: one statement (a round trip per event is most of its cost)."""
         merchant_id = after.merchant_id
         previous_group = Group.PROSPECT if before is None else before.group
         moves: list[tuple[str, int]] = []
@@ -286,30 +307,30 @@ class ScoreStore:
             moves = [(after.group.value, 1)]
         elif before.group != after.group:
             moves = [(before.group.value, -1), (after.group.value, 1)]
-        if moves:
-            # Sorted: two transactions moving customers between the same two groups lock the
-            # count rows in one order, never in a cycle.
-            moves.sort()
-            await conn.execute(
-                "INSERT INTO rfm_segment_counts (merchant_id, rfm_group, customers) VALUES "
-                + ", ".join(["(%s, %s, %s)"] * len(moves))
-                + " ON CONFLICT (merchant_id, rfm_group) DO UPDATE"
-                " SET customers = rfm_segment_counts.customers + excluded.customers,"
-                " updated_at = now()",
-                [value for group, delta in moves for value in (merchant_id, group, delta)],
-            )
+        # Sorted: two transactions moving customers between the same two groups lock the count
+        # rows in one order, never in a cycle.
+        moves.sort()
         old = (
             (Scores(0, 0, 0), Group.PROSPECT, Stage.PROSPECT)
             if before is None
             else (before.scores, before.group, before.stage)
         )
-        if (after.scores, after.group, after.stage) == old:
-            return None  # nothing a consumer would see changed: no history, no event
+        visible = (after.scores, after.group, after.stage) != old
+        if not visible and not moves:
+            return None
+        change = Change(before, after)
+        activity = activity_at(after.activity_key, now, self.half_life_days)
+        event = outbox.row(
+            merchant_id, events.rfm_updated(change, activity=activity), occurred_at=now
+        )
         await conn.execute(
-            "INSERT INTO rfm_score_history (merchant_id, customer_id, r_score, f_score, m_score,"
-            " rfm_group, stage, orders, monetary, created_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            _RECORD_CHANGE,
             (
+                # counts
+                merchant_id,
+                [group for group, _ in moves],
+                [delta for _, delta in moves],
+                # history
                 merchant_id,
                 after.customer_id,
                 after.scores.recency,
@@ -320,32 +341,25 @@ class ScoreStore:
                 after.orders,
                 after.monetary,
                 now,
+                visible,
+                # deltas
+                merchant_id,
+                after.customer_id,
+                previous_group.value,
+                after.group.value,
+                after.activity_key,
+                after.orders,
+                after.monetary,
+                now,
+                visible and previous_group != after.group,
+                # outbox
+                *event.params,
+                visible,
             ),
             prepare=True,
         )
-        if previous_group != after.group:
-            await conn.execute(
-                "INSERT INTO rfm_segment_deltas (merchant_id, customer_id, from_group, to_group,"
-                " recency, frequency, monetary, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (
-                    merchant_id,
-                    after.customer_id,
-                    previous_group.value,
-                    after.group.value,
-                    after.activity_key,
-                    after.orders,
-                    after.monetary,
-                    now,
-                ),
-                prepare=True,
-            )
-        change = Change(before, after)
-        activity = activity_at(after.activity_key, now, self.half_life_days)
-        await outbox.enqueue(
-            conn, merchant_id, events.rfm_updated(change, activity=activity), occurred_at=now
-        )
-        return change
+        # Nothing a consumer would see changed (a new prospect: counted only): no event.
+        return change if visible else None
 
     async def _past_threshold(self, conn: AsyncConnection, merchant_id: str) -> bool:
         """Whether the merchant's customers with an order moved by more than the threshold
