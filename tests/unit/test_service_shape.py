@@ -24,7 +24,7 @@ SUB_MODULES = {
         "role_permissions",
     },
     "core": {"billing"},
-    "referrals": {"crediting", "discounts", "shops"},
+    "referrals": {"crediting", "discounts", "shops", "status_feed"},
     "edge": {"webhooks", "signing"},
     "points": {
         "earning",
