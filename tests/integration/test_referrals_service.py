@@ -637,3 +637,23 @@ async def test_export_and_erase_a_customer_and_a_merchant(
         assert (await store.export_customer(merchant_id, "5003"))["referrals"] == []
     finally:
         await database.close()
+
+
+async def test_an_expired_code_refuses_and_the_referrer_gets_a_new_one(
+    stub: Stub, merchant_id: str, database_url: str
+) -> None:
+    old = await create(stub, merchant_id, "7001")
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(
+            "UPDATE referrals.referrals SET expires_at = now() - interval '1 minute'"
+            " WHERE referral_id = %s",
+            (old.referral_id,),
+        )
+    refused = await complete(stub, merchant_id, old.code, "7002")
+    assert (refused.status, refused.refusal_reason) == (pb.CONVERSION_STATUS_REFUSED, "expired")
+    new = await create(stub, merchant_id, "7001")
+    assert new.code != old.code and new.status == pb.REFERRAL_STATUS_ACTIVE
+    status = await stub.GetReferralStatus(
+        pb.GetReferralStatusRequest(referral_id=old.referral_id), metadata=md(merchant_id)
+    )
+    assert status.referral.status == pb.REFERRAL_STATUS_EXPIRED
