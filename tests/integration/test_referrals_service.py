@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import http.client as http_client
+import json
+import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -104,6 +107,7 @@ def referrals_settings(database_url: str, **overrides: Any) -> ReferralsSettings
 @pytest.fixture
 async def served(
     database_url: str,
+    redis_url: str,
     auth: RunningService,
     points: RunningService,
     shopify: ShopifyAdminStandIn,
@@ -115,6 +119,7 @@ async def served(
         shopify_admin_base_url=shopify.base_url,
         shopify_admin_timeout_seconds=0.3,
         referrals_discount_retry_interval_seconds=0.1,
+        redis_url=redis_url,
     )
     async with serving(SPEC, settings) as service:
         yield service
@@ -431,6 +436,65 @@ async def test_rest_through_the_gateway(gateway: Gateway, merchant_id: str) -> N
     assert invalid.status == 400, invalid.body
 
 
+async def test_the_status_stream_shows_a_change_within_a_second(
+    gateway: Gateway, merchant_id: str
+) -> None:
+    headers = merchant_headers(merchant_id, (READ, WRITE, MANAGE))
+    created = await http(
+        "POST",
+        f"{gateway.url}/v1/api/referrals/create",
+        headers=headers,
+        json_body={"referrer_id": "8001", "idempotency_key": "stream-1"},
+    )
+    referral = created.json()["referral"]
+    lines: list[tuple[float, dict[str, Any]]] = []
+    first_line = threading.Event()
+    host, port = gateway.address.split(":")
+    connection = http_client.HTTPConnection(host, int(port), timeout=10)
+
+    def read() -> None:
+        connection.request(
+            "GET", f"/v1/api/referrals/stream/{referral['referral_id']}", headers=headers
+        )
+        response = connection.getresponse()
+        assert response.status == 200
+        while len(lines) < 2:
+            line = response.readline()
+            if not line:
+                return
+            if line.strip():
+                lines.append((time.monotonic(), json.loads(line)))
+                first_line.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert await asyncio.to_thread(first_line.wait, 10), "no first line"
+    first = lines[0][1]
+    assert first["referral"]["referral_id"] == referral["referral_id"]
+    assert first["conversions"] == []
+
+    written_at = time.monotonic()
+    done = await http(
+        "POST",
+        f"{gateway.url}/v1/api/referrals/complete",
+        headers=headers,
+        json_body={"code": referral["code"], "referee_id": "8002", "idempotency_key": "s-2"},
+    )
+    assert done.status == 200, done.body
+    await asyncio.to_thread(reader.join, 5)
+    connection.close()
+    assert len(lines) == 2, lines
+    received_at, update = lines[1]
+    assert [c["status"] for c in update["conversions"]] == ["CONVERSION_STATUS_COMPLETED"]
+    assert received_at - written_at < 1.0
+    hidden = await http(
+        "GET",
+        f"{gateway.url}/v1/api/referrals/stream/{referral['referral_id']}",
+        headers=merchant_headers(f"other-{merchant_id}", (READ,)),
+    )
+    assert hidden.status == 404, hidden.body
+
+
 # ---- the mesh-wide isolation table (test_tenant_isolation.py) ---------------------------
 # The isolation test runs Referrals without Auth, so B's merchant has no shop to create
 # referrals with: B's shop, referral and conversion are seeded in the database.
@@ -490,6 +554,15 @@ async def _stats(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
     return await Stub(ch).GetReferralStats(pb.GetReferralStatsRequest(), metadata=md)
 
 
+async def _stream_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    request = pb.StreamReferralStatusRequest(referral_id=b["referral_id"])
+    call = Stub(ch).StreamReferralStatus(request, metadata=md)
+    try:
+        return await call.read()
+    finally:
+        call.cancel()
+
+
 async def _complete_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
     request = pb.CompleteReferralRequest(code=b["code"], referee_id="9003", idempotency_key="k")
     return await Stub(ch).CompleteReferral(request, metadata=md)
@@ -511,6 +584,7 @@ ISOLATION = Table(
         "GetReferralProgress": [Case(_progress, may_succeed=True)],
         "CompleteReferral": [Case(_complete_b)],
         "GetReferralStats": [Case(_stats, may_succeed=True)],
+        "StreamReferralStatus": [Case(_stream_b)],
         "CreateReferral": [
             Case(
                 _create_as_b_referrer,
@@ -563,3 +637,23 @@ async def test_export_and_erase_a_customer_and_a_merchant(
         assert (await store.export_customer(merchant_id, "5003"))["referrals"] == []
     finally:
         await database.close()
+
+
+async def test_an_expired_code_refuses_and_the_referrer_gets_a_new_one(
+    stub: Stub, merchant_id: str, database_url: str
+) -> None:
+    old = await create(stub, merchant_id, "7001")
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        await conn.execute(
+            "UPDATE referrals.referrals SET expires_at = now() - interval '1 minute'"
+            " WHERE referral_id = %s",
+            (old.referral_id,),
+        )
+    refused = await complete(stub, merchant_id, old.code, "7002")
+    assert (refused.status, refused.refusal_reason) == (pb.CONVERSION_STATUS_REFUSED, "expired")
+    new = await create(stub, merchant_id, "7001")
+    assert new.code != old.code and new.status == pb.REFERRAL_STATUS_ACTIVE
+    status = await stub.GetReferralStatus(
+        pb.GetReferralStatusRequest(referral_id=old.referral_id), metadata=md(merchant_id)
+    )
+    assert status.referral.status == pb.REFERRAL_STATUS_EXPIRED

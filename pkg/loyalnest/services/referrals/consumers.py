@@ -20,6 +20,7 @@ from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.shopify_payloads import UnfitBody, read_order
 from loyalnest.services.referrals.domain import candidate_codes
+from loyalnest.services.referrals.status_feed import StatusFeed
 from loyalnest.services.referrals.store import ReferralStore, now
 
 ORDER_TOPICS = frozenset({"orders/create", "orders/paid"})
@@ -42,7 +43,24 @@ def _order(webhook: gateway_pb2.WebhookReceived) -> gateway_pb2.ShopifyOrder | N
         raise PermanentEventError(f"{webhook.topic} {webhook.webhook_id}: {exc}") from exc
 
 
-def handlers(store: ReferralStore, database: Database) -> dict[str, Handler]:
+def handlers(
+    store: ReferralStore, database: Database, feed: StatusFeed | None = None
+) -> dict[str, Handler]:
+    # event id -> the referrals an event changed, announced once its transaction committed.
+    touched: dict[str, str] = {}
+
+    def announcing(handler: Handler) -> Handler:
+        async def handle(event: ConsumedEvent) -> bool:
+            try:
+                applied = await handler(event)
+            finally:
+                referral_id = touched.pop(event.event_id, None)
+            if applied and referral_id is not None and feed is not None:
+                await feed.announce([referral_id])
+            return applied
+
+        return handle
+
     async def on_settings(conn: AsyncConnection, event: ConsumedEvent) -> None:
         settings = event.payload_as(core_pb2.ProgramSettingsUpdated).settings
         await store.save_program(conn, event.merchant_id, settings)
@@ -59,7 +77,9 @@ def handlers(store: ReferralStore, database: Database) -> dict[str, Handler]:
             return  # a guest checkout: nobody was referred
         await audit.set_actor(conn, audit.actor_of_event(event))
         if webhook.topic == CANCEL_TOPIC:
-            await store.order_cancelled(conn, merchant_id, order.order_id)
+            cancelled = await store.order_cancelled(conn, merchant_id, order.order_id)
+            if cancelled is not None:
+                touched[event.event_id] = cancelled
             return
         await store.lock_order(conn, merchant_id, order.order_id)
         first = await store.first_order(conn, merchant_id, order.customer_id, order.order_id)
@@ -74,7 +94,7 @@ def handlers(store: ReferralStore, database: Database) -> dict[str, Handler]:
             if order.HasField("created_time")
             else await now(conn)
         )
-        await store.convert(
+        conversion = await store.convert(
             conn,
             merchant_id,
             referral,
@@ -84,18 +104,22 @@ def handlers(store: ReferralStore, database: Database) -> dict[str, Handler]:
             first_order=first,
             approved=await store.was_approved(conn, merchant_id, order.order_id),
         )
+        touched[event.event_id] = conversion.referral_id
 
     async def on_points_earned(conn: AsyncConnection, event: ConsumedEvent) -> None:
         earned = event.payload_as(points_pb2.PointsEarned)
         if not earned.reason.startswith(ORDER_REASON_PREFIX):
             return
         await audit.set_actor(conn, audit.actor_of_event(event))
-        await store.order_approved(
+        completed = await store.order_approved(
             conn, event.merchant_id, earned.reason.removeprefix(ORDER_REASON_PREFIX)
         )
+        if completed is not None:
+            touched[event.event_id] = completed
 
     return {
         "program_settings.updated": inbox.transactional(database, on_settings),
-        "webhook.received": inbox.transactional(database, on_webhook),
-        "points.earned": inbox.transactional(database, on_points_earned),
+        # Not batched with other events (announced one by one after their commit).
+        "webhook.received": announcing(inbox.transactional(database, on_webhook)),
+        "points.earned": announcing(inbox.transactional(database, on_points_earned)),
     }

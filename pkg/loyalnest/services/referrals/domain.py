@@ -143,6 +143,15 @@ class ReferralNotFound(NotFound):
         super().__init__("referral", what)
 
 
+class LiveStatusOff(FailedPrecondition):
+    def __init__(self) -> None:
+        super().__init__(
+            "live referral status needs Redis (LOYALNEST_REDIS_URL), which is not configured",
+            violation_type="LIVE_STATUS_OFF",
+            subject="referrals/stream",
+        )
+
+
 class ShopUnknown(FailedPrecondition):
     def __init__(self, merchant_id: str) -> None:
         super().__init__(

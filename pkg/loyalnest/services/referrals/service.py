@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import redis.asyncio as redis
 from pydantic import Field
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
@@ -25,6 +26,7 @@ from loyalnest.services.referrals.crediting import RewardCredits, expiry_sweep
 from loyalnest.services.referrals.discounts import FriendDiscounts, ShopNotConnected
 from loyalnest.services.referrals.servicer import ReferralsServicer
 from loyalnest.services.referrals.shops import ShopDomains
+from loyalnest.services.referrals.status_feed import StatusFeed
 from loyalnest.services.referrals.store import ReferralStore
 
 NAME = "referrals"
@@ -71,20 +73,25 @@ async def build(settings: ReferralsSettings) -> ServiceComponents:
         ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url),
         ShopTokens(auth, component=NAME, not_connected=ShopNotConnected),
     )
+    feed = None
+    if settings.redis_url:
+        feed = StatusFeed(redis.Redis.from_url(settings.redis_url))
+    else:
+        log.warning("LOYALNEST_REDIS_URL unset: no live referral status (StreamReferralStatus)")
     components = postgres_service(
         settings,
         database,
         service=NAME,
         group=events.CONSUMER_GROUP,
-        handlers=consumers.handlers(store, database),
+        handlers=consumers.handlers(store, database, feed),
         registrations=[
             Registration(
                 SERVICE_NAME,
                 referrals_pb2_grpc.add_ReferralsServiceServicer_to_server,
-                ReferralsServicer(store, ShopDomains(store, auth), discounts),
+                ReferralsServicer(store, ShopDomains(store, auth), discounts, feed),
             )
         ],
-        cleanup=[downstream.close, http.close],
+        cleanup=[downstream.close, http.close, *([feed.close] if feed else [])],
     )
     credits = RewardCredits(store, points)
     components.background += [

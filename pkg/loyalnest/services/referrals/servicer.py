@@ -5,6 +5,7 @@ Handlers only: validation, the merchant from the token, the store's calls, proto
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 from loyalnest.gen.referrals.v1 import referrals_pb2 as pb
@@ -19,12 +20,14 @@ from loyalnest.services.referrals.domain import (
     CODE_RE,
     CUSTOMER_ID_RE,
     DiscountStatus,
+    LiveStatusOff,
     Referral,
     ReferralNotFound,
     is_shop_domain,
     normalize_code,
 )
 from loyalnest.services.referrals.shops import ShopDomains
+from loyalnest.services.referrals.status_feed import StatusFeed
 from loyalnest.services.referrals.store import ReferralStore
 from loyalnest.services.referrals.wire import (
     conversion_proto,
@@ -55,11 +58,24 @@ def _referral_ref(v: Validator, referral_id: str, code: str) -> None:
 
 class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
     def __init__(
-        self, store: ReferralStore, shops: ShopDomains, discounts: FriendDiscounts
+        self,
+        store: ReferralStore,
+        shops: ShopDomains,
+        discounts: FriendDiscounts,
+        feed: StatusFeed | None,
     ) -> None:
         self._store = store
         self._shops = shops
         self._discounts = discounts
+        # None without Redis: no live status (StreamReferralStatus is FAILED_PRECONDITION).
+        self._feed = feed
+
+    async def _status(self, referral: Referral) -> pb.GetReferralStatusResponse:
+        conversions = await self._store.conversions(referral.merchant_id, referral.referral_id)
+        return pb.GetReferralStatusResponse(
+            referral=referral_proto(referral),
+            conversions=[conversion_proto(c) for c in conversions],
+        )
 
     async def _referral(self, merchant_id: str, referral_id: str, code: str) -> Referral:
         return await self._store.get(
@@ -102,11 +118,30 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
         with Validator() as v:
             _referral_ref(v, request.referral_id, request.code)
         referral = await self._referral(merchant_id, request.referral_id, request.code)
-        conversions = await self._store.conversions(merchant_id, referral.referral_id)
-        return pb.GetReferralStatusResponse(
-            referral=referral_proto(referral),
-            conversions=[conversion_proto(c) for c in conversions],
+        return await self._status(referral)
+
+    async def StreamReferralStatus(
+        self, request: pb.StreamReferralStatusRequest, context: Context
+    ) -> AsyncIterator[pb.StreamReferralStatusResponse]:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.uuid("referral_id", request.referral_id)
+        referral = await self._store.get(merchant_id, referral_id=request.referral_id)
+        if self._feed is None:
+            raise LiveStatusOff()
+        changes = self._feed.changes(
+            referral.referral_id, await self._feed.position(referral.referral_id)
         )
+        sent = await self._status(referral)
+        yield pb.StreamReferralStatusResponse(referral=sent.referral, conversions=sent.conversions)
+        async for _ in changes:
+            referral = await self._store.get(merchant_id, referral_id=request.referral_id)
+            now = await self._status(referral)
+            if now != sent:
+                sent = now
+                yield pb.StreamReferralStatusResponse(
+                    referral=now.referral, conversions=now.conversions
+                )
 
     async def GetReferralProgress(
         self, request: pb.GetReferralProgressRequest, context: Context
@@ -165,6 +200,8 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
             request.order_id,
             key=IdempotencyKey.of("CompleteReferral", request),
         )
+        if self._feed is not None:
+            await self._feed.announce([referral.referral_id])
         return pb.CompleteReferralResponse(
             referral=referral_proto(referral), conversion=conversion_proto(conversion)
         )

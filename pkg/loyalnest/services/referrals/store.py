@@ -434,9 +434,11 @@ class ReferralStore:
     async def order_converted(self, conn: AsyncConnection, merchant_id: str, order_id: str) -> bool:
         return await self._conversion_of_order(conn, merchant_id, order_id) is not None
 
-    async def order_approved(self, conn: AsyncConnection, merchant_id: str, order_id: str) -> bool:
-        """Records Points' approval of the order and completes its pending conversion; True
-        when this approval was new."""
+    async def order_approved(
+        self, conn: AsyncConnection, merchant_id: str, order_id: str
+    ) -> str | None:
+        """Records Points' approval of the order and completes its pending conversion; the
+        referral whose conversion completed, if any."""
         await self.lock_order(conn, merchant_id, order_id)
         cursor = await conn.execute(
             "INSERT INTO order_approvals (merchant_id, order_id) VALUES (%s, %s)"
@@ -444,11 +446,12 @@ class ReferralStore:
             (merchant_id, order_id),
         )
         if await cursor.fetchone() is None:
-            return False
+            return None
         conversion = await self._conversion_of_order(conn, merchant_id, order_id)
         if conversion is not None and conversion.status is ConversionStatus.PENDING:
             await self._complete(conn, merchant_id, conversion.conversion_id)
-        return True
+            return conversion.referral_id
+        return None
 
     @staticmethod
     async def was_approved(conn: AsyncConnection, merchant_id: str, order_id: str) -> bool:
@@ -458,15 +461,19 @@ class ReferralStore:
         )
         return await cursor.fetchone() is not None
 
-    async def order_cancelled(self, conn: AsyncConnection, merchant_id: str, order_id: str) -> None:
+    async def order_cancelled(
+        self, conn: AsyncConnection, merchant_id: str, order_id: str
+    ) -> str | None:
         """A pending conversion of a cancelled order earns nothing (once approved, Points
-        has taken the order as kept, and so does Referrals)."""
+        has taken the order as kept, and so does Referrals); its referral, if any."""
         await self.lock_order(conn, merchant_id, order_id)
-        await conn.execute(
+        cursor = await conn.execute(
             "UPDATE conversions SET status = 'cancelled' WHERE merchant_id = %s"
-            " AND order_id = %s AND status = 'pending'",
+            " AND order_id = %s AND status = 'pending' RETURNING referral_id::text",
             (merchant_id, order_id),
         )
+        row = await cursor.fetchone()
+        return None if row is None else str(row[0])
 
     async def find_referral(
         self, conn: AsyncConnection, merchant_id: str, codes: list[str]

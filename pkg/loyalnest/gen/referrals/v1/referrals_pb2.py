@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from loyalnest.gen.options.v1 import access_pb2 as loyalnest_dot_options_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&loyalnest/referrals/v1/referrals.proto\x12\x16loyalnest.referrals.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalnest/options/v1/access.proto\"\xe1\x02\n\x08Referral\x12\x19\n\x0breferral_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0breferrer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x63ode\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04link\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12<\n\x06status\x18\x05 \x01(\x0e\x32&.loyalnest.referrals.v1.ReferralStatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12K\n\x0f\x66riend_discount\x18\x08 \x01(\x0e\x32,.loyalnest.referrals.v1.FriendDiscountStatusB\x04\xe2\x41\x01\x03\"\xa8\x02\n\nConversion\x12\x15\n\rconversion_id\x18\x01 \x01(\t\x12\x12\n\nreferee_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x38\n\x06status\x18\x04 \x01(\x0e\x32(.loyalnest.referrals.v1.ConversionStatus\x12\x16\n\x0erefusal_reason\x18\x05 \x01(\t\x12\x15\n\rreward_points\x18\x06 \x01(\x03\x12\x10\n\x08rewarded\x18\x07 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"~\n\x06Invite\x12\x11\n\tinvite_id\x18\x01 \x01(\t\x12\x30\n\x07\x63hannel\x18\x02 \x01(\x0e\x32\x1f.loyalnest.referrals.v1.Channel\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbd\x01\n\x15\x43reateReferralRequest\x12\x19\n\x0breferrer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x66riend_email\x18\x02 \x01(\t\x12\x14\n\x0c\x66riend_phone\x18\x03 \x01(\t\x12\x30\n\x07\x63hannel\x18\x04 \x01(\x0e\x32\x1f.loyalnest.referrals.v1.Channel\x12\x1d\n\x0fidempotency_key\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04shop\x18\x06 \x01(\t\"|\n\x16\x43reateReferralResponse\x12\x32\n\x08referral\x18\x01 \x01(\x0b\x32 .loyalnest.referrals.v1.Referral\x12.\n\x06invite\x18\x02 \x01(\x0b\x32\x1e.loyalnest.referrals.v1.Invite\"=\n\x18GetReferralStatusRequest\x12\x13\n\x0breferral_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"\xb9\x01\n\x19GetReferralStatusResponse\x12\x32\n\x08referral\x18\x01 \x01(\x0b\x32 .loyalnest.referrals.v1.Referral\x12\x37\n\x0b\x63onversions\x18\x02 \x03(\x0b\x32\".loyalnest.referrals.v1.Conversion\x12/\n\x07invites\x18\x03 \x03(\x0b\x32\x1e.loyalnest.referrals.v1.Invite\"7\n\x1aGetReferralProgressRequest\x12\x19\n\x0breferrer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xaa\x01\n\x1bGetReferralProgressResponse\x12\x13\n\x0breferrer_id\x18\x01 \x01(\t\x12\x11\n\tcompleted\x18\x02 \x01(\x03\x12\x0f\n\x07pending\x18\x03 \x01(\x03\x12\x15\n\rpoints_earned\x18\x04 \x01(\x03\x12\x16\n\x0enext_milestone\x18\x05 \x01(\x03\x12#\n\x1bnext_milestone_bonus_points\x18\x06 \x01(\x03\"\x87\x01\n\x17\x43ompleteReferralRequest\x12\x13\n\x0breferral_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x18\n\nreferee_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\"\x86\x01\n\x18\x43ompleteReferralResponse\x12\x32\n\x08referral\x18\x01 \x01(\x0b\x32 .loyalnest.referrals.v1.Referral\x12\x36\n\nconversion\x18\x02 \x01(\x0b\x32\".loyalnest.referrals.v1.Conversion\"*\n\x14\x43lickReferralRequest\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x15\x43lickReferralResponse\x12\x10\n\x08location\x18\x01 \x01(\t\"w\n\x17GetReferralStatsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe2\x01\n\x18GetReferralStatsResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11referrals_created\x18\x03 \x01(\x03\x12\x0e\n\x06\x63licks\x18\x04 \x01(\x03\x12\x13\n\x0b\x63onversions\x18\x05 \x01(\x03\x12\x0f\n\x07refused\x18\x06 \x01(\x03\x12\x17\n\x0f\x63onversion_rate\x18\x07 \x01(\x01*j\n\x0eReferralStatus\x12\x1f\n\x1bREFERRAL_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16REFERRAL_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17REFERRAL_STATUS_EXPIRED\x10\x02*F\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x02*\xa7\x01\n\x14\x46riendDiscountStatus\x12&\n\"FRIEND_DISCOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x46RIEND_DISCOUNT_STATUS_NONE\x10\x01\x12\"\n\x1e\x46RIEND_DISCOUNT_STATUS_PENDING\x10\x02\x12\"\n\x1e\x46RIEND_DISCOUNT_STATUS_CREATED\x10\x03*\xb5\x01\n\x10\x43onversionStatus\x12!\n\x1d\x43ONVERSION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONVERSION_STATUS_PENDING\x10\x01\x12\x1f\n\x1b\x43ONVERSION_STATUS_COMPLETED\x10\x02\x12\x1d\n\x19\x43ONVERSION_STATUS_REFUSED\x10\x03\x12\x1f\n\x1b\x43ONVERSION_STATUS_CANCELLED\x10\x04\x32\xb6\x08\n\x10ReferralsService\x12\xac\x01\n\x0e\x43reateReferral\x12-.loyalnest.referrals.v1.CreateReferralRequest\x1a..loyalnest.referrals.v1.CreateReferralResponse\";\x90\x02\x02\xca\xf3\x18\x11\x12\x0freferrals:write\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/api/referrals/create:\x01*\x12\xb1\x01\n\x11GetReferralStatus\x12\x30.loyalnest.referrals.v1.GetReferralStatusRequest\x1a\x31.loyalnest.referrals.v1.GetReferralStatusResponse\"7\x90\x02\x01\xca\xf3\x18\x10\x12\x0ereferrals:read\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/api/referrals/status\x12\xb9\x01\n\x13GetReferralProgress\x12\x32.loyalnest.referrals.v1.GetReferralProgressRequest\x1a\x33.loyalnest.referrals.v1.GetReferralProgressResponse\"9\x90\x02\x01\xca\xf3\x18\x10\x12\x0ereferrals:read\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/api/referrals/progress\x12\x9a\x01\n\rClickReferral\x12,.loyalnest.referrals.v1.ClickReferralRequest\x1a-.loyalnest.referrals.v1.ClickReferralResponse\",\xca\xf3\x18\x02\x08\x01\x82\xd3\xe4\x93\x02 \x12\x1e/v1/api/referrals/click/{code}\x12\xad\x01\n\x10GetReferralStats\x12/.loyalnest.referrals.v1.GetReferralStatsRequest\x1a\x30.loyalnest.referrals.v1.GetReferralStatsResponse\"6\x90\x02\x01\xca\xf3\x18\x10\x12\x0ereferrals:read\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/api/referrals/stats\x12\xb5\x01\n\x10\x43ompleteReferral\x12/.loyalnest.referrals.v1.CompleteReferralRequest\x1a\x30.loyalnest.referrals.v1.CompleteReferralResponse\">\x90\x02\x02\xca\xf3\x18\x12\x12\x10referrals:manage\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/api/referrals/complete:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&loyalnest/referrals/v1/referrals.proto\x12\x16loyalnest.referrals.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!loyalnest/options/v1/access.proto\"\xe1\x02\n\x08Referral\x12\x19\n\x0breferral_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0breferrer_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04\x63ode\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04link\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12<\n\x06status\x18\x05 \x01(\x0e\x32&.loyalnest.referrals.v1.ReferralStatusB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x65xpire_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12K\n\x0f\x66riend_discount\x18\x08 \x01(\x0e\x32,.loyalnest.referrals.v1.FriendDiscountStatusB\x04\xe2\x41\x01\x03\"\xa8\x02\n\nConversion\x12\x15\n\rconversion_id\x18\x01 \x01(\t\x12\x12\n\nreferee_id\x18\x02 \x01(\t\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x38\n\x06status\x18\x04 \x01(\x0e\x32(.loyalnest.referrals.v1.ConversionStatus\x12\x16\n\x0erefusal_reason\x18\x05 \x01(\t\x12\x15\n\rreward_points\x18\x06 \x01(\x03\x12\x10\n\x08rewarded\x18\x07 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rcomplete_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\x15\x43reateReferralRequest\x12\x19\n\x0breferrer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\x0fidempotency_key\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0c\n\x04shop\x18\x06 \x01(\tJ\x04\x08\x02\x10\x03J\x04\x08\x03\x10\x04J\x04\x08\x04\x10\x05\"L\n\x16\x43reateReferralResponse\x12\x32\n\x08referral\x18\x01 \x01(\x0b\x32 .loyalnest.referrals.v1.Referral\"=\n\x18GetReferralStatusRequest\x12\x13\n\x0breferral_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"\x88\x01\n\x19GetReferralStatusResponse\x12\x32\n\x08referral\x18\x01 \x01(\x0b\x32 .loyalnest.referrals.v1.Referral\x12\x37\n\x0b\x63onversions\x18\x02 \x03(\x0b\x32\".loyalnest.referrals.v1.Conversion\"\x8b\x01\n\x1cStreamReferralStatusResponse\x12\x32\n\x08referral\x18\x01 \x01(\x0b\x32 .loyalnest.referrals.v1.Referral\x12\x37\n\x0b\x63onversions\x18\x02 \x03(\x0b\x32\".loyalnest.referrals.v1.Conversion\"7\n\x1aGetReferralProgressRequest\x12\x19\n\x0breferrer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xaa\x01\n\x1bGetReferralProgressResponse\x12\x13\n\x0breferrer_id\x18\x01 \x01(\t\x12\x11\n\tcompleted\x18\x02 \x01(\x03\x12\x0f\n\x07pending\x18\x03 \x01(\x03\x12\x15\n\rpoints_earned\x18\x04 \x01(\x03\x12\x16\n\x0enext_milestone\x18\x05 \x01(\x03\x12#\n\x1bnext_milestone_bonus_points\x18\x06 \x01(\x03\"\x87\x01\n\x17\x43ompleteReferralRequest\x12\x13\n\x0breferral_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x18\n\nreferee_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08order_id\x18\x04 \x01(\t\x12\x1d\n\x0fidempotency_key\x18\x05 \x01(\tB\x04\xe2\x41\x01\x02\"\x86\x01\n\x18\x43ompleteReferralResponse\x12\x32\n\x08referral\x18\x01 \x01(\x0b\x32 .loyalnest.referrals.v1.Referral\x12\x36\n\nconversion\x18\x02 \x01(\x0b\x32\".loyalnest.referrals.v1.Conversion\"*\n\x14\x43lickReferralRequest\x12\x12\n\x04\x63ode\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\")\n\x15\x43lickReferralResponse\x12\x10\n\x08location\x18\x01 \x01(\t\"w\n\x17GetReferralStatsRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe2\x01\n\x18GetReferralStatsResponse\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11referrals_created\x18\x03 \x01(\x03\x12\x0e\n\x06\x63licks\x18\x04 \x01(\x03\x12\x13\n\x0b\x63onversions\x18\x05 \x01(\x03\x12\x0f\n\x07refused\x18\x06 \x01(\x03\x12\x17\n\x0f\x63onversion_rate\x18\x07 \x01(\x01\"8\n\x1bStreamReferralStatusRequest\x12\x19\n\x0breferral_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02*j\n\x0eReferralStatus\x12\x1f\n\x1bREFERRAL_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16REFERRAL_STATUS_ACTIVE\x10\x01\x12\x1b\n\x17REFERRAL_STATUS_EXPIRED\x10\x02*\xa7\x01\n\x14\x46riendDiscountStatus\x12&\n\"FRIEND_DISCOUNT_STATUS_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x46RIEND_DISCOUNT_STATUS_NONE\x10\x01\x12\"\n\x1e\x46RIEND_DISCOUNT_STATUS_PENDING\x10\x02\x12\"\n\x1e\x46RIEND_DISCOUNT_STATUS_CREATED\x10\x03*\xb5\x01\n\x10\x43onversionStatus\x12!\n\x1d\x43ONVERSION_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43ONVERSION_STATUS_PENDING\x10\x01\x12\x1f\n\x1b\x43ONVERSION_STATUS_COMPLETED\x10\x02\x12\x1d\n\x19\x43ONVERSION_STATUS_REFUSED\x10\x03\x12\x1f\n\x1b\x43ONVERSION_STATUS_CANCELLED\x10\x04\x32\x83\n\n\x10ReferralsService\x12\xac\x01\n\x0e\x43reateReferral\x12-.loyalnest.referrals.v1.CreateReferralRequest\x1a..loyalnest.referrals.v1.CreateReferralResponse\";\x90\x02\x02\xca\xf3\x18\x11\x12\x0freferrals:write\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/api/referrals/create:\x01*\x12\xb1\x01\n\x11GetReferralStatus\x12\x30.loyalnest.referrals.v1.GetReferralStatusRequest\x1a\x31.loyalnest.referrals.v1.GetReferralStatusResponse\"7\x90\x02\x01\xca\xf3\x18\x10\x12\x0ereferrals:read\x82\xd3\xe4\x93\x02\x1a\x12\x18/v1/api/referrals/status\x12\xb9\x01\n\x13GetReferralProgress\x12\x32.loyalnest.referrals.v1.GetReferralProgressRequest\x1a\x33.loyalnest.referrals.v1.GetReferralProgressResponse\"9\x90\x02\x01\xca\xf3\x18\x10\x12\x0ereferrals:read\x82\xd3\xe4\x93\x02\x1c\x12\x1a/v1/api/referrals/progress\x12\xca\x01\n\x14StreamReferralStatus\x12\x33.loyalnest.referrals.v1.StreamReferralStatusRequest\x1a\x34.loyalnest.referrals.v1.StreamReferralStatusResponse\"E\x90\x02\x01\xca\xf3\x18\x10\x12\x0ereferrals:read\x82\xd3\xe4\x93\x02(\x12&/v1/api/referrals/stream/{referral_id}0\x01\x12\x9a\x01\n\rClickReferral\x12,.loyalnest.referrals.v1.ClickReferralRequest\x1a-.loyalnest.referrals.v1.ClickReferralResponse\",\xca\xf3\x18\x02\x08\x01\x82\xd3\xe4\x93\x02 \x12\x1e/v1/api/referrals/click/{code}\x12\xad\x01\n\x10GetReferralStats\x12/.loyalnest.referrals.v1.GetReferralStatsRequest\x1a\x30.loyalnest.referrals.v1.GetReferralStatsResponse\"6\x90\x02\x01\xca\xf3\x18\x10\x12\x0ereferrals:read\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/api/referrals/stats\x12\xb5\x01\n\x10\x43ompleteReferral\x12/.loyalnest.referrals.v1.CompleteReferralRequest\x1a\x30.loyalnest.referrals.v1.CompleteReferralResponse\">\x90\x02\x02\xca\xf3\x18\x12\x12\x10referrals:manage\x82\xd3\xe4\x93\x02\x1f\"\x1a/v1/api/referrals/complete:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -63,56 +63,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPLETEREFERRALREQUEST'].fields_by_name['idempotency_key']._serialized_options = b'\342A\001\002'
   _globals['_CLICKREFERRALREQUEST'].fields_by_name['code']._loaded_options = None
   _globals['_CLICKREFERRALREQUEST'].fields_by_name['code']._serialized_options = b'\342A\001\002'
+  _globals['_STREAMREFERRALSTATUSREQUEST'].fields_by_name['referral_id']._loaded_options = None
+  _globals['_STREAMREFERRALSTATUSREQUEST'].fields_by_name['referral_id']._serialized_options = b'\342A\001\002'
   _globals['_REFERRALSSERVICE'].methods_by_name['CreateReferral']._loaded_options = None
   _globals['_REFERRALSSERVICE'].methods_by_name['CreateReferral']._serialized_options = b'\220\002\002\312\363\030\021\022\017referrals:write\202\323\344\223\002\035\"\030/v1/api/referrals/create:\001*'
   _globals['_REFERRALSSERVICE'].methods_by_name['GetReferralStatus']._loaded_options = None
   _globals['_REFERRALSSERVICE'].methods_by_name['GetReferralStatus']._serialized_options = b'\220\002\001\312\363\030\020\022\016referrals:read\202\323\344\223\002\032\022\030/v1/api/referrals/status'
   _globals['_REFERRALSSERVICE'].methods_by_name['GetReferralProgress']._loaded_options = None
   _globals['_REFERRALSSERVICE'].methods_by_name['GetReferralProgress']._serialized_options = b'\220\002\001\312\363\030\020\022\016referrals:read\202\323\344\223\002\034\022\032/v1/api/referrals/progress'
+  _globals['_REFERRALSSERVICE'].methods_by_name['StreamReferralStatus']._loaded_options = None
+  _globals['_REFERRALSSERVICE'].methods_by_name['StreamReferralStatus']._serialized_options = b'\220\002\001\312\363\030\020\022\016referrals:read\202\323\344\223\002(\022&/v1/api/referrals/stream/{referral_id}'
   _globals['_REFERRALSSERVICE'].methods_by_name['ClickReferral']._loaded_options = None
   _globals['_REFERRALSSERVICE'].methods_by_name['ClickReferral']._serialized_options = b'\312\363\030\002\010\001\202\323\344\223\002 \022\036/v1/api/referrals/click/{code}'
   _globals['_REFERRALSSERVICE'].methods_by_name['GetReferralStats']._loaded_options = None
   _globals['_REFERRALSSERVICE'].methods_by_name['GetReferralStats']._serialized_options = b'\220\002\001\312\363\030\020\022\016referrals:read\202\323\344\223\002\031\022\027/v1/api/referrals/stats'
   _globals['_REFERRALSSERVICE'].methods_by_name['CompleteReferral']._loaded_options = None
   _globals['_REFERRALSSERVICE'].methods_by_name['CompleteReferral']._serialized_options = b'\220\002\002\312\363\030\022\022\020referrals:manage\202\323\344\223\002\037\"\032/v1/api/referrals/complete:\001*'
-  _globals['_REFERRALSTATUS']._serialized_start=2491
-  _globals['_REFERRALSTATUS']._serialized_end=2597
-  _globals['_CHANNEL']._serialized_start=2599
-  _globals['_CHANNEL']._serialized_end=2669
-  _globals['_FRIENDDISCOUNTSTATUS']._serialized_start=2672
-  _globals['_FRIENDDISCOUNTSTATUS']._serialized_end=2839
-  _globals['_CONVERSIONSTATUS']._serialized_start=2842
-  _globals['_CONVERSIONSTATUS']._serialized_end=3023
+  _globals['_REFERRALSTATUS']._serialized_start=2389
+  _globals['_REFERRALSTATUS']._serialized_end=2495
+  _globals['_FRIENDDISCOUNTSTATUS']._serialized_start=2498
+  _globals['_FRIENDDISCOUNTSTATUS']._serialized_end=2665
+  _globals['_CONVERSIONSTATUS']._serialized_start=2668
+  _globals['_CONVERSIONSTATUS']._serialized_end=2849
   _globals['_REFERRAL']._serialized_start=198
   _globals['_REFERRAL']._serialized_end=551
   _globals['_CONVERSION']._serialized_start=554
   _globals['_CONVERSION']._serialized_end=850
-  _globals['_INVITE']._serialized_start=852
-  _globals['_INVITE']._serialized_end=978
-  _globals['_CREATEREFERRALREQUEST']._serialized_start=981
-  _globals['_CREATEREFERRALREQUEST']._serialized_end=1170
-  _globals['_CREATEREFERRALRESPONSE']._serialized_start=1172
-  _globals['_CREATEREFERRALRESPONSE']._serialized_end=1296
-  _globals['_GETREFERRALSTATUSREQUEST']._serialized_start=1298
-  _globals['_GETREFERRALSTATUSREQUEST']._serialized_end=1359
-  _globals['_GETREFERRALSTATUSRESPONSE']._serialized_start=1362
-  _globals['_GETREFERRALSTATUSRESPONSE']._serialized_end=1547
-  _globals['_GETREFERRALPROGRESSREQUEST']._serialized_start=1549
-  _globals['_GETREFERRALPROGRESSREQUEST']._serialized_end=1604
-  _globals['_GETREFERRALPROGRESSRESPONSE']._serialized_start=1607
-  _globals['_GETREFERRALPROGRESSRESPONSE']._serialized_end=1777
-  _globals['_COMPLETEREFERRALREQUEST']._serialized_start=1780
-  _globals['_COMPLETEREFERRALREQUEST']._serialized_end=1915
-  _globals['_COMPLETEREFERRALRESPONSE']._serialized_start=1918
-  _globals['_COMPLETEREFERRALRESPONSE']._serialized_end=2052
-  _globals['_CLICKREFERRALREQUEST']._serialized_start=2054
-  _globals['_CLICKREFERRALREQUEST']._serialized_end=2096
-  _globals['_CLICKREFERRALRESPONSE']._serialized_start=2098
-  _globals['_CLICKREFERRALRESPONSE']._serialized_end=2139
-  _globals['_GETREFERRALSTATSREQUEST']._serialized_start=2141
-  _globals['_GETREFERRALSTATSREQUEST']._serialized_end=2260
-  _globals['_GETREFERRALSTATSRESPONSE']._serialized_start=2263
-  _globals['_GETREFERRALSTATSRESPONSE']._serialized_end=2489
-  _globals['_REFERRALSSERVICE']._serialized_start=3026
-  _globals['_REFERRALSSERVICE']._serialized_end=4104
+  _globals['_CREATEREFERRALREQUEST']._serialized_start=852
+  _globals['_CREATEREFERRALREQUEST']._serialized_end=965
+  _globals['_CREATEREFERRALRESPONSE']._serialized_start=967
+  _globals['_CREATEREFERRALRESPONSE']._serialized_end=1043
+  _globals['_GETREFERRALSTATUSREQUEST']._serialized_start=1045
+  _globals['_GETREFERRALSTATUSREQUEST']._serialized_end=1106
+  _globals['_GETREFERRALSTATUSRESPONSE']._serialized_start=1109
+  _globals['_GETREFERRALSTATUSRESPONSE']._serialized_end=1245
+  _globals['_STREAMREFERRALSTATUSRESPONSE']._serialized_start=1248
+  _globals['_STREAMREFERRALSTATUSRESPONSE']._serialized_end=1387
+  _globals['_GETREFERRALPROGRESSREQUEST']._serialized_start=1389
+  _globals['_GETREFERRALPROGRESSREQUEST']._serialized_end=1444
+  _globals['_GETREFERRALPROGRESSRESPONSE']._serialized_start=1447
+  _globals['_GETREFERRALPROGRESSRESPONSE']._serialized_end=1617
+  _globals['_COMPLETEREFERRALREQUEST']._serialized_start=1620
+  _globals['_COMPLETEREFERRALREQUEST']._serialized_end=1755
+  _globals['_COMPLETEREFERRALRESPONSE']._serialized_start=1758
+  _globals['_COMPLETEREFERRALRESPONSE']._serialized_end=1892
+  _globals['_CLICKREFERRALREQUEST']._serialized_start=1894
+  _globals['_CLICKREFERRALREQUEST']._serialized_end=1936
+  _globals['_CLICKREFERRALRESPONSE']._serialized_start=1938
+  _globals['_CLICKREFERRALRESPONSE']._serialized_end=1979
+  _globals['_GETREFERRALSTATSREQUEST']._serialized_start=1981
+  _globals['_GETREFERRALSTATSREQUEST']._serialized_end=2100
+  _globals['_GETREFERRALSTATSRESPONSE']._serialized_start=2103
+  _globals['_GETREFERRALSTATSRESPONSE']._serialized_end=2329
+  _globals['_STREAMREFERRALSTATUSREQUEST']._serialized_start=2331
+  _globals['_STREAMREFERRALSTATUSREQUEST']._serialized_end=2387
+  _globals['_REFERRALSSERVICE']._serialized_start=2852
+  _globals['_REFERRALSSERVICE']._serialized_end=4135
 # @@protoc_insertion_point(module_scope)

@@ -19,12 +19,6 @@ class ReferralStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REFERRAL_STATUS_ACTIVE: _ClassVar[ReferralStatus]
     REFERRAL_STATUS_EXPIRED: _ClassVar[ReferralStatus]
 
-class Channel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    CHANNEL_UNSPECIFIED: _ClassVar[Channel]
-    CHANNEL_EMAIL: _ClassVar[Channel]
-    CHANNEL_SMS: _ClassVar[Channel]
-
 class FriendDiscountStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     FRIEND_DISCOUNT_STATUS_UNSPECIFIED: _ClassVar[FriendDiscountStatus]
@@ -42,9 +36,6 @@ class ConversionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 REFERRAL_STATUS_UNSPECIFIED: ReferralStatus
 REFERRAL_STATUS_ACTIVE: ReferralStatus
 REFERRAL_STATUS_EXPIRED: ReferralStatus
-CHANNEL_UNSPECIFIED: Channel
-CHANNEL_EMAIL: Channel
-CHANNEL_SMS: Channel
 FRIEND_DISCOUNT_STATUS_UNSPECIFIED: FriendDiscountStatus
 FRIEND_DISCOUNT_STATUS_NONE: FriendDiscountStatus
 FRIEND_DISCOUNT_STATUS_PENDING: FriendDiscountStatus
@@ -97,39 +88,21 @@ class Conversion(_message.Message):
     complete_time: _timestamp_pb2.Timestamp
     def __init__(self, conversion_id: _Optional[str] = ..., referee_id: _Optional[str] = ..., order_id: _Optional[str] = ..., status: _Optional[_Union[ConversionStatus, str]] = ..., refusal_reason: _Optional[str] = ..., reward_points: _Optional[int] = ..., rewarded: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., complete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
-class Invite(_message.Message):
-    __slots__ = ("invite_id", "channel", "create_time")
-    INVITE_ID_FIELD_NUMBER: _ClassVar[int]
-    CHANNEL_FIELD_NUMBER: _ClassVar[int]
-    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
-    invite_id: str
-    channel: Channel
-    create_time: _timestamp_pb2.Timestamp
-    def __init__(self, invite_id: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
-
 class CreateReferralRequest(_message.Message):
-    __slots__ = ("referrer_id", "friend_email", "friend_phone", "channel", "idempotency_key", "shop")
+    __slots__ = ("referrer_id", "idempotency_key", "shop")
     REFERRER_ID_FIELD_NUMBER: _ClassVar[int]
-    FRIEND_EMAIL_FIELD_NUMBER: _ClassVar[int]
-    FRIEND_PHONE_FIELD_NUMBER: _ClassVar[int]
-    CHANNEL_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     SHOP_FIELD_NUMBER: _ClassVar[int]
     referrer_id: str
-    friend_email: str
-    friend_phone: str
-    channel: Channel
     idempotency_key: str
     shop: str
-    def __init__(self, referrer_id: _Optional[str] = ..., friend_email: _Optional[str] = ..., friend_phone: _Optional[str] = ..., channel: _Optional[_Union[Channel, str]] = ..., idempotency_key: _Optional[str] = ..., shop: _Optional[str] = ...) -> None: ...
+    def __init__(self, referrer_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., shop: _Optional[str] = ...) -> None: ...
 
 class CreateReferralResponse(_message.Message):
-    __slots__ = ("referral", "invite")
+    __slots__ = ("referral",)
     REFERRAL_FIELD_NUMBER: _ClassVar[int]
-    INVITE_FIELD_NUMBER: _ClassVar[int]
     referral: Referral
-    invite: Invite
-    def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ..., invite: _Optional[_Union[Invite, _Mapping]] = ...) -> None: ...
+    def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ...) -> None: ...
 
 class GetReferralStatusRequest(_message.Message):
     __slots__ = ("referral_id", "code")
@@ -140,14 +113,20 @@ class GetReferralStatusRequest(_message.Message):
     def __init__(self, referral_id: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
 
 class GetReferralStatusResponse(_message.Message):
-    __slots__ = ("referral", "conversions", "invites")
+    __slots__ = ("referral", "conversions")
     REFERRAL_FIELD_NUMBER: _ClassVar[int]
     CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
-    INVITES_FIELD_NUMBER: _ClassVar[int]
     referral: Referral
     conversions: _containers.RepeatedCompositeFieldContainer[Conversion]
-    invites: _containers.RepeatedCompositeFieldContainer[Invite]
-    def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ..., conversions: _Optional[_Iterable[_Union[Conversion, _Mapping]]] = ..., invites: _Optional[_Iterable[_Union[Invite, _Mapping]]] = ...) -> None: ...
+    def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ..., conversions: _Optional[_Iterable[_Union[Conversion, _Mapping]]] = ...) -> None: ...
+
+class StreamReferralStatusResponse(_message.Message):
+    __slots__ = ("referral", "conversions")
+    REFERRAL_FIELD_NUMBER: _ClassVar[int]
+    CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    referral: Referral
+    conversions: _containers.RepeatedCompositeFieldContainer[Conversion]
+    def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ..., conversions: _Optional[_Iterable[_Union[Conversion, _Mapping]]] = ...) -> None: ...
 
 class GetReferralProgressRequest(_message.Message):
     __slots__ = ("referrer_id",)
@@ -230,3 +209,9 @@ class GetReferralStatsResponse(_message.Message):
     refused: int
     conversion_rate: float
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., referrals_created: _Optional[int] = ..., clicks: _Optional[int] = ..., conversions: _Optional[int] = ..., refused: _Optional[int] = ..., conversion_rate: _Optional[float] = ...) -> None: ...
+
+class StreamReferralStatusRequest(_message.Message):
+    __slots__ = ("referral_id",)
+    REFERRAL_ID_FIELD_NUMBER: _ClassVar[int]
+    referral_id: str
+    def __init__(self, referral_id: _Optional[str] = ...) -> None: ...

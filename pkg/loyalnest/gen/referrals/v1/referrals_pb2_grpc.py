@@ -61,6 +61,11 @@ class ReferralsServiceStub:
                 request_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressResponse.FromString,
                 _registered_method=True)
+        self.StreamReferralStatus = channel.unary_stream(
+                '/loyalnest.referrals.v1.ReferralsService/StreamReferralStatus',
+                request_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.StreamReferralStatusRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.StreamReferralStatusResponse.FromString,
+                _registered_method=True)
         self.ClickReferral = channel.unary_unary(
                 '/loyalnest.referrals.v1.ReferralsService/ClickReferral',
                 request_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.ClickReferralRequest.SerializeToString,
@@ -96,8 +101,7 @@ class ReferralsServiceServicer:
     def CreateReferral(self, request, context):
         """The referrer's active referral, created on first use (a new one once the last expired).
         A retry with the same idempotency_key returns the first call's answer; another key for
-        the same referrer returns the same referral (and records another invite when a friend's
-        contact is given).
+        the same referrer returns the same referral.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,7 +109,7 @@ class ReferralsServiceServicer:
 
     def GetReferralStatus(self, request, context):
         """A referral by id or code, with its conversions (each friend order, with the reason of a
-        refusal) and invites. NOT_FOUND for an unknown one.
+        refusal). NOT_FOUND for an unknown one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +117,15 @@ class ReferralsServiceServicer:
 
     def GetReferralProgress(self, request, context):
         """A referrer's completed and pending conversions and the next milestone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamReferralStatus(self, request, context):
+        """The referral's status now, then again at every change of its conversions (a friend's
+        order, an approval, a cancellation): the live progress bar. NDJSON over REST. Fed from the
+        Redis Stream referral:status:{referral_id}; FAILED_PRECONDITION without Redis.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -162,6 +175,11 @@ def add_ReferralsServiceServicer_to_server(servicer, server):
                     servicer.GetReferralProgress,
                     request_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressRequest.FromString,
                     response_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressResponse.SerializeToString,
+            ),
+            'StreamReferralStatus': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamReferralStatus,
+                    request_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.StreamReferralStatusRequest.FromString,
+                    response_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.StreamReferralStatusResponse.SerializeToString,
             ),
             'ClickReferral': grpc.unary_unary_rpc_method_handler(
                     servicer.ClickReferral,
@@ -272,6 +290,33 @@ class ReferralsService:
             '/loyalnest.referrals.v1.ReferralsService/GetReferralProgress',
             loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressRequest.SerializeToString,
             loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamReferralStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loyalnest.referrals.v1.ReferralsService/StreamReferralStatus',
+            loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.StreamReferralStatusRequest.SerializeToString,
+            loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.StreamReferralStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
