@@ -391,3 +391,142 @@ def test_points_on_the_mongo_ledger_has_no_migration_job(rendered: dict[str, Obj
     postgres = {"components": {"points": {"env": {"LOYALNEST_POINTS_LEDGER_STORE": "postgres"}}}}
     objects = parse(helm.template(Render(overrides=postgres)))
     assert "points-migrate" in {o["metadata"]["name"] for o in objects if o["kind"] == "Job"}
+
+
+def _template(objects: Objects, name: str) -> dict[str, Any]:
+    spec: dict[str, Any] = find(objects, "Deployment", name)["spec"]["template"]
+    return spec
+
+
+def test_pods_spread_softly_by_default(rendered: dict[str, Objects]) -> None:
+    """Every service and the gateway prefer other nodes and spread over zones and nodes, as
+    preferences only (a one-node kind cluster still schedules everything); values replace
+    the defaults."""
+    for name in ("points", "auth", "gateway"):
+        spec = _template(rendered["default"], name)["spec"]
+        selector = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": "loyalnest"}
+        (term,) = spec["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert term["podAffinityTerm"]["labelSelector"]["matchLabels"] == selector
+        assert (
+            "requiredDuringSchedulingIgnoredDuringExecution"
+            not in spec["affinity"]["podAntiAffinity"]
+        )
+        spread = spec["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in spread} == {
+            "topology.kubernetes.io/zone",
+            "kubernetes.io/hostname",
+        }
+        assert all(c["whenUnsatisfiable"] == "ScheduleAnyway" for c in spread)
+        assert all(c["labelSelector"]["matchLabels"] == selector for c in spread)
+    own = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}}
+    objects = parse(
+        helm.template(
+            Render(
+                overrides={
+                    "componentDefaults": {"affinity": own},
+                    "components": {"users": {"podAntiAffinity": "none"}},
+                    "gateway": {
+                        "topologySpreadConstraints": [
+                            {
+                                "maxSkew": 2,
+                                "topologyKey": "kubernetes.io/hostname",
+                                "whenUnsatisfiable": "DoNotSchedule",
+                            }
+                        ]
+                    },
+                }
+            )
+        )
+    )
+    assert _template(objects, "points")["spec"]["affinity"] == own
+    assert _template(objects, "users")["spec"]["affinity"] == own  # an affinity given wins
+    assert [
+        c["maxSkew"] for c in _template(objects, "gateway")["spec"]["topologySpreadConstraints"]
+    ] == [2]
+    objects = parse(
+        helm.template(Render(overrides={"componentDefaults": {"podAntiAffinity": "none"}}))
+    )
+    assert "affinity" not in _template(objects, "points")["spec"]
+
+
+def test_pod_extras_are_values() -> None:
+    """IRSA/Workload Identity annotations, labels, priority, extra env and volumes."""
+    role = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/points"}
+    overrides = {
+        "componentDefaults": {
+            "priorityClassName": "loyalnest-high",
+            "podLabels": {"team": "loyalty"},
+        },
+        "components": {
+            "points": {
+                "serviceAccount": {"annotations": role},
+                "extraEnv": [
+                    {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}
+                ],
+                "extraVolumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+                "extraVolumeMounts": [
+                    {"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True}
+                ],
+            }
+        },
+        "gateway": {
+            "podLabels": {"team": "edge"},
+            "priorityClassName": "loyalnest-edge",
+            "serviceAccount": {"annotations": {"iam.gke.io/gcp-service-account": "gw@p.iam"}},
+        },
+    }
+    objects = parse(helm.template(Render(overrides=overrides)))
+    # The CA bundle is the operator's ConfigMap: the checks flag it as not rendered, nothing else.
+    assert checks.all_problems(objects) == [
+        "Deployment/points: mounts missing ConfigMap corporate-ca"
+    ]
+    assert find(objects, "ServiceAccount", "points")["metadata"]["annotations"] == role
+    assert "annotations" not in find(objects, "ServiceAccount", "users")["metadata"]
+    points = _template(objects, "points")
+    assert points["metadata"]["labels"]["team"] == "loyalty"
+    assert points["spec"]["priorityClassName"] == "loyalnest-high"
+    main = container(objects, "Deployment", "points", "points")
+    assert env_of(main)["NODE_NAME"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    assert {"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": True} in main[
+        "volumeMounts"
+    ]
+    assert {"name": "ca", "configMap": {"name": "corporate-ca"}} in points["spec"]["volumes"]
+    # Selectors stay as they were: a label added to pods never changes what selects them.
+    assert "team" not in find(objects, "Deployment", "points")["spec"]["selector"]["matchLabels"]
+    gateway = _template(objects, "gateway")
+    assert gateway["metadata"]["labels"]["team"] == "edge"
+    assert gateway["spec"]["priorityClassName"] == "loyalnest-edge"
+    sa = find(objects, "ServiceAccount", "gateway")["metadata"]["annotations"]
+    assert sa == {"iam.gke.io/gcp-service-account": "gw@p.iam"}
+
+
+def test_helm_test_checks_the_gateway_from_inside(rendered: dict[str, Objects]) -> None:
+    """`helm test` runs a Job (a test hook, deleted once it passed) that checks the gateway
+    with a token minted from the mounted signing keys; a NetworkPolicy lets only it through
+    (the rehearsal runs it: tests/deploy/test_rehearsal.py). The raw manifests carry none."""
+    objects = rendered["default"]
+    job = find(objects, "Job", "gateway-test")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    smoke = job["spec"]["template"]["spec"]["containers"][0]
+    assert smoke["command"][:3] == ["python", "-m", "loyalnest.gateway.smoke"]
+    assert "--gateway=gateway.loyalnest.svc.cluster.local:8080" in smoke["command"]
+    assert "--keyset=/etc/loyalnest/signing-keys/signing-keys.json" in smoke["command"]
+    policy = find(objects, "NetworkPolicy", "helm-test")["spec"]
+    assert {p["port"] for p in policy["egress"][0]["ports"]} == {8080, 9902}
+    gateway_in = find(objects, "NetworkPolicy", "gateway")["spec"]["ingress"]
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+        == "helm-test"
+        for rule in gateway_in
+        for peer in rule.get("from", [])
+    )
+    base = (CHART_DIR.parent.parent / "k8s" / "base" / "loyalnest.yaml").read_text()
+    assert "helm.sh/hook" not in base
+
+
+def test_the_smoke_check_fails_without_a_gateway() -> None:
+    from loyalnest.gateway import smoke
+
+    assert smoke.main(["--gateway=127.0.0.1:9", "--ops=127.0.0.1:9", "--patience=0"]) == 1

@@ -28,7 +28,7 @@ from loyalnest.deploy import dashboards, gateway_chart, helm
 from loyalnest.deploy.helm import MONITORING_API, Render
 from loyalnest.deploy.paths import REPO, tool
 from loyalnest.gateway.envoy_binary import find_envoy
-from tests.deploy.conftest import find, parse
+from tests.deploy.conftest import Objects, find, parse
 from tests.deploy.test_gateway import _bootstrap
 
 # cert-manager's own metric (its controller exports it), the only one not ours or Envoy's.
@@ -408,3 +408,74 @@ def test_dashboard_queries_parse_and_name_exported_metrics(
         "envoy_http_downstream_rq_xx",
     ):
         assert f"{metric}{{" in everything, metric
+
+
+# ----------------------------------------------------------------------------- otel collector
+
+
+def _collector_config(objects: Objects) -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load(
+        find(objects, "ConfigMap", "otel-collector")["data"]["config.yaml"]
+    )
+    return config
+
+
+def _assert_pipelines_resolve(config: dict[str, Any]) -> None:
+    """Every component a pipeline names is defined (the collector refuses to start otherwise)."""
+    for pipeline in config["service"]["pipelines"].values():
+        for kind in ("receivers", "processors", "exporters"):
+            for name in pipeline.get(kind, []):
+                assert name in config[kind], f"{kind}: {name} is not defined"
+
+
+def test_the_in_chart_collector_receives_every_trace(rendered: dict[str, Objects]) -> None:
+    """otelCollector.enabled: services and Envoy send OTLP to it (no host to set), it exports
+    to the configured backend, and the policies let exactly that through. Off by default."""
+    assert not [o for o in rendered["default"] if o["metadata"]["name"] == "otel-collector"]
+    objects = rendered["otel-collector"]
+    config = _collector_config(objects)
+    _assert_pipelines_resolve(config)
+    assert config["exporters"]["otlp"]["endpoint"] == "tempo-distributor.observability.svc:4317"
+    host = "otel-collector.loyalnest.svc.cluster.local"
+    for name in ("points", "auth"):
+        env = {
+            e["name"]: e.get("value")
+            for e in find(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"][0][
+                "env"
+            ]
+        }
+        assert env["LOYALNEST_OTEL_EXPORTER_OTLP_ENDPOINT"] == f"http://{host}:4317"
+        egress = find(objects, "NetworkPolicy", name)["spec"]["egress"]
+        assert any(
+            peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/name")
+            == "otel-collector"
+            and {"protocol": "TCP", "port": 4317} in rule["ports"]
+            for rule in egress
+            for peer in rule["to"]
+        ), name
+    bootstrap = json.loads(find(objects, "ConfigMap", "gateway")["data"]["envoy.json"])
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    endpoint = clusters["opentelemetry_collector"]["load_assignment"]["endpoints"][0]
+    assert endpoint["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": host,
+        "port_value": 4317,
+    }
+    policy = find(objects, "NetworkPolicy", "otel-collector")["spec"]
+    assert policy["egress"] == [
+        {
+            "to": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "observability"}
+                    }
+                }
+            ],
+            "ports": [{"protocol": "TCP", "port": 4317}],
+        }
+    ]
+    # Without an exporter endpoint: the debug exporter, and no egress at all.
+    alone = parse(helm.template(Render(overrides={"otelCollector": {"enabled": True}})))
+    config = _collector_config(alone)
+    _assert_pipelines_resolve(config)
+    assert set(config["exporters"]) == {"debug"}
+    assert "egress" not in find(alone, "NetworkPolicy", "otel-collector")["spec"]

@@ -64,8 +64,18 @@ helm.sh/chart: {{ include "loyalnest.chart" .ctx }}
 {{- toJson $names -}}
 {{- end }}
 
+{{/* The collector traces go to: otel.collector.host, or the in-chart collector when it is
+enabled and no host is set; empty: no export. */}}
+{{- define "loyalnest.otelHost" -}}
+{{- if .Values.otel.collector.host -}}
+{{ .Values.otel.collector.host }}
+{{- else if .Values.otelCollector.enabled -}}
+otel-collector.{{ .Release.Namespace }}.svc.{{ .Values.clusterDomain }}
+{{- end -}}
+{{- end }}
+
 {{- define "loyalnest.otelEndpoint" -}}
-{{- with .Values.otel.collector.host -}}http://{{ . }}:{{ $.Values.otel.collector.port }}{{- end -}}
+{{- with include "loyalnest.otelHost" . -}}http://{{ . }}:{{ $.Values.otel.collector.port }}{{- end -}}
 {{- end }}
 
 {{- define "loyalnest.kafkaBootstrapServers" -}}
@@ -309,7 +319,8 @@ after its 5-minute startup window). The migration Job (no "tokens") reads only t
 with the release's values put in for the tokens the generator left. */}}
 {{- define "loyalnest.gatewayConfig" -}}
 {{- $v := .Values -}}
-{{- $tracing := ne $v.otel.collector.host "" -}}
+{{- $otelHost := include "loyalnest.otelHost" . -}}
+{{- $tracing := ne $otelHost "" -}}
 {{- $config := .Files.Get (ternary "files/gateway/envoy-otel.json" "files/gateway/envoy.json" $tracing) -}}
 {{- if not $config -}}{{- fail "files/gateway/envoy.json is missing: run `make chart-gateway-config`" -}}{{- end -}}
 {{- $origins := list -}}
@@ -329,7 +340,7 @@ with the release's values put in for the tokens the generator left. */}}
 {{- $config = $config | replace "\"${ADMIN_CIDRS}\"" (toJson $admins) -}}
 {{- $config = $config | replace "\"${READ_RATE_LIMIT_BURST}\"" (toString (int $v.gateway.readRateLimit.burst)) | replace "\"${READ_RATE_LIMIT_PER_SECOND}\"" (toString (int $v.gateway.readRateLimit.requestsPerSecond)) -}}
 {{- if $tracing -}}
-{{- $config = $config | replace "\"${OTEL_HOST}\"" (toJson $v.otel.collector.host) | replace "\"${OTEL_PORT}\"" (toString $v.otel.collector.port) -}}
+{{- $config = $config | replace "\"${OTEL_HOST}\"" (toJson $otelHost) | replace "\"${OTEL_PORT}\"" (toString $v.otel.collector.port) -}}
 {{- /* New traces (requests without a sampled traceparent) sampled as in the services. */ -}}
 {{- $config = $config | replace "\"${TRACE_SAMPLING_PERCENT}\"" (toString (mulf $v.otel.sampleRatio 100)) -}}
 {{- end -}}
@@ -450,4 +461,89 @@ rotation, and the servers' CA). */}}
       - {key: {{ $c.servers.caSecret.key }}, path: {{ $c.servers.caSecret.key }}}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* Scheduling of a pod: nodeSelector, tolerations, priority, and soft defaults for spreading
+when the settings leave affinity / topologySpreadConstraints empty: prefer another node than
+the component's other pods, and spread them over zones and nodes (ScheduleAnyway: a small or
+single-zone cluster still schedules every pod). Call with (dict "ctx" $ "name" $name
+"settings" $s). */}}
+{{- define "loyalnest.scheduling" -}}
+{{- $s := .settings -}}
+{{- $selector := include "loyalnest.selectorLabels" (dict "ctx" .ctx "name" .name) | fromYaml -}}
+{{- with $s.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $s.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $s.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if $s.affinity }}
+affinity:
+  {{- toYaml $s.affinity | nindent 2 }}
+{{- else if eq ($s.podAntiAffinity | default "soft") "soft" }}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- toYaml $selector | nindent 14 }}
+{{- end }}
+topologySpreadConstraints:
+{{- if $s.topologySpreadConstraints }}
+  {{- toYaml $s.topologySpreadConstraints | nindent 2 }}
+{{- else }}
+{{- range $key := list "topology.kubernetes.io/zone" "kubernetes.io/hostname" }}
+  - maxSkew: 1
+    topologyKey: {{ $key }}
+    whenUnsatisfiable: ScheduleAnyway
+    labelSelector:
+      matchLabels:
+        {{- toYaml $selector | nindent 8 }}
+    # Count only the pods of the current ReplicaSet: a rollout's old pods do not skew it.
+    matchLabelKeys: [pod-template-hash]
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The in-chart OpenTelemetry Collector's configuration (otelCollector): OTLP/gRPC in,
+memory limit and batches, OTLP out to otelCollector.exporter.endpoint, or the debug exporter
+(a log line per batch) without one. */}}
+{{- define "loyalnest.otelCollectorConfig" -}}
+{{- $c := .Values.otelCollector -}}
+{{- $exporter := ternary "otlp" "debug" (ne $c.exporter.endpoint "") -}}
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: 0.0.0.0:4317
+processors:
+  memory_limiter:
+    check_interval: 1s
+    limit_percentage: 80
+    spike_limit_percentage: 20
+  batch: {}
+exporters:
+{{- if $c.exporter.endpoint }}
+  otlp:
+    endpoint: {{ $c.exporter.endpoint | quote }}
+    tls:
+      insecure: {{ $c.exporter.insecure }}
+{{- else }}
+  debug:
+    verbosity: basic
+{{- end }}
+service:
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [memory_limiter, batch]
+      exporters: [{{ $exporter }}]
 {{- end }}

@@ -14,6 +14,8 @@ in the order an install runs them:
 3. post-install hook Jobs, by weight (the in-chart PostgreSQL puts migrations there);
 4. a REST call with a token (`loyalnest token` on the keyset whose JWKS was published) and a
    `grpcurl list` through the gateway's Envoy, running the chart's own bootstrap.
+5. `helm test`: the chart's test hook Jobs (templates/tests/: `loyalnest.gateway.smoke`, which
+   mints its token from the mounted signing-keys Secret), each must exit 0.
 
 What a container gets, as the kubelet would give it:
 
@@ -1007,6 +1009,9 @@ async def rehearse(
     async with Rehearsal(objects, cluster, root, say=say) as rehearsal:
         await rehearsal.install()
         await check_gateway(rehearsal, keyset)
+        # `helm test`: the chart's test hook Jobs, against the running release.
+        for job in hooks(objects, "test"):
+            await rehearsal.run_job(job)
         exited = rehearsal.exited()
         if exited:
             raise RehearsalError("pods", "exited after becoming ready:\n" + "\n".join(exited))

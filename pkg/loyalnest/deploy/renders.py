@@ -23,6 +23,7 @@ COMBINATIONS: dict[str, Render] = {
     "minimal": Render(values_files=(f"{CI_VALUES}/minimal-values.yaml",)),
     "kind": Render(values_files=("k8s/kind/values.yaml",)),
     "prod": Render(values_files=("k8s/values-prod.yaml",)),
+    "otel-collector": Render(values_files=(f"{CI_VALUES}/otel-collector-values.yaml",)),
 }
 
 # The raw manifests under k8s/base (for SREs without Helm) are this render.
