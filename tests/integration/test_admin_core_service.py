@@ -73,12 +73,13 @@ async def file(
     *,
     kind: int = pb.GDPR_REQUEST_TYPE_CUSTOMER_REDACT,
     key: str | None = None,
+    permissions: tuple[str, ...] = (GDPR,),
 ) -> pb.GDPRRequest:
     response = await stub.HandleGDPRRequest(
         pb.HandleGDPRRequestRequest(
             type=kind, customer_id=customer_id, idempotency_key=key or uuid.uuid4().hex
         ),
-        metadata=merchant_metadata(merchant, (GDPR,)),
+        metadata=merchant_metadata(merchant, permissions),
     )
     request: pb.GDPRRequest = response.request
     return request
@@ -118,7 +119,17 @@ async def test_files_a_request_with_a_step_per_holder(stub: Stub, merchant_id: s
         pb.GetGDPRRequestRequest(request_id=filed.request_id), metadata=md
     )
     assert got.request.request_id == filed.request_id
-    shop = await file(stub, merchant_id, "", kind=pb.GDPR_REQUEST_TYPE_SHOP_REDACT)
+    # Erasing a whole merchant by hand is a platform admin's: admin_core:gdpr is not enough.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await file(stub, merchant_id, "", kind=pb.GDPR_REQUEST_TYPE_SHOP_REDACT)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    shop = await file(
+        stub,
+        merchant_id,
+        "",
+        kind=pb.GDPR_REQUEST_TYPE_SHOP_REDACT,
+        permissions=(GDPR, "admin_core:shop-redact"),
+    )
     listed = await stub.ListGDPRRequests(pb.ListGDPRRequestsRequest(page_size=1), metadata=md)
     assert [r.request_id for r in listed.requests] == [shop.request_id]  # newest first
     rest = await stub.ListGDPRRequests(

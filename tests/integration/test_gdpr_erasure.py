@@ -625,7 +625,9 @@ async def test_each_service_progresses_on_its_own_and_failures_stay_pending(
                     grpc.aio.insecure_channel(admin.address) as channel,
                 ):
                     stub = admin_core_pb2_grpc.AdminCoreServiceStub(channel)
-                    md = merchant_metadata(merchant_id_for_shop(SHOP), (GDPR,))
+                    md = merchant_metadata(
+                        merchant_id_for_shop(SHOP), (GDPR, "admin_core:shop-redact")
+                    )
                     filed = await stub.HandleGDPRRequest(
                         admin_pb.HandleGDPRRequestRequest(
                             type=admin_pb.GDPR_REQUEST_TYPE_SHOP_REDACT, idempotency_key="shop-1"

@@ -10,10 +10,16 @@ from google.protobuf.message import Message
 from loyalnest.gen.admin_core.v1 import admin_core_pb2, admin_core_pb2_grpc
 from loyalnest.platform import pagination, tenancy
 from loyalnest.platform.auth.context import current_principal
+from loyalnest.platform.errors import PermissionDenied
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.validation import Validator, is_valid_email, normalize_email
-from loyalnest.services.admin_core.domain import NewRequest, Source, customer_id_problem
+from loyalnest.services.admin_core.domain import (
+    NewRequest,
+    RequestType,
+    Source,
+    customer_id_problem,
+)
 from loyalnest.services.admin_core.store import GdprStore, MerchantDirectory, utc_now
 from loyalnest.services.admin_core.wire import (
     TYPES_OF_PROTO,
@@ -21,6 +27,9 @@ from loyalnest.services.admin_core.wire import (
     merchant_proto,
     request_proto,
 )
+
+# Filing a shop redaction by hand (RPC), beyond "admin_core:gdpr".
+SHOP_REDACT = "admin_core:shop-redact"
 
 
 class AdminCoreServicer(admin_core_pb2_grpc.AdminCoreServiceServicer):
@@ -69,6 +78,10 @@ class AdminCoreServicer(admin_core_pb2_grpc.AdminCoreServiceServicer):
                 v.check(is_valid_email(request.email), "email", "is not an email address")
             v.idempotency_key("idempotency_key", request.idempotency_key)
         assert kind is not None  # the validator rejected the request otherwise
+        if kind is RequestType.SHOP_REDACT and not current_principal().has(SHOP_REDACT):
+            # Erasing a whole merchant is for platform admins (Shopify's own shop/redact comes
+            # as a webhook): a merchant's admin holding admin_core:gdpr may not.
+            raise PermissionDenied(f"a shop redaction needs the {SHOP_REDACT!r} permission")
 
         def pii(fingerprinted: Message) -> list[tuple[Message, str, str]]:
             return [(fingerprinted, "customer_id", "customer"), (fingerprinted, "email", "email")]
