@@ -171,23 +171,28 @@ def test_default_deny_and_dns_cover_the_releases_pods_only(rendered: dict[str, O
 
 
 def test_disabled_components_are_not_peers() -> None:
-    # products calls auth, rfm, users: egress only to those enabled (a policy naming absent
-    # pods would be harmless but misleading).
+    # admin-features (no code yet: the seed's calls list) calls rfm among others: egress only
+    # to those enabled (a policy naming absent pods would be harmless but misleading). Products
+    # served this purpose until it got its code (issue 19).
     components = _components()
     assert not components["rfm"].get("enabled")  # a disabled callee, so the test keeps its point
+    assert "rfm" in components["admin-features"]["calls"]
     objects = parse(
-        helm.template(Render(overrides={"components": {"products": {"enabled": True}}}))
+        helm.template(Render(overrides={"components": {"admin-features": {"enabled": True}}}))
     )
-    egress = find(objects, "NetworkPolicy", "products")["spec"]["egress"]
-    enabled = {name for name in components["products"]["calls"] if components[name]["enabled"]}
+    egress = find(objects, "NetworkPolicy", "admin-features")["spec"]["egress"]
+    enabled = {
+        name for name in components["admin-features"]["calls"] if components[name]["enabled"]
+    }
     assert enabled and _peer_names(egress, "to", 50051) == enabled
 
 
 def test_the_callers_of_shopify_may_reach_it_over_https(rendered: dict[str, Objects]) -> None:
-    """OAuth token exchange (auth), discount codes (points) and Billing (core) go to Shopify on
-    443; wherever policies are enforced, a policy without that egress times every one out."""
+    """OAuth token exchange (auth), discount codes (points), Billing (core), campaigns'
+    discounts (campaign) and the catalogue sync (products) go to Shopify on 443; wherever
+    policies are enforced, a policy without that egress times every one out."""
     objects = rendered["default"]
-    for name in ("auth", "points", "core"):
+    for name in ("auth", "points", "core", "campaign", "products"):
         egress = find(objects, "NetworkPolicy", name)["spec"]["egress"]
         https = [rule for rule in egress if {"protocol": "TCP", "port": 443} in rule["ports"]]
         assert https, name
