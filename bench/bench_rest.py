@@ -433,6 +433,10 @@ def print_report(report: dict[str, Any]) -> None:
             f"  failed {result['failed']}  statuses {result['statuses']}"
         )
         print(f"{'':<22} CPU us/request: {parts}  | other (machine) {other:.0f}")
+        busy = "  ".join(
+            f"{k} {100 * v / result['seconds']:.0f}" for k, v in cpu.items() if k != "h2load"
+        )
+        print(f"{'':<22} cpu% (of one core): {busy}")
     print()
     for name, calls in report["rate_limit_service_calls"].items():
         print(f"{name}: Envoy -> rate-limit service calls: {calls}")
