@@ -413,7 +413,8 @@ def render(descriptor_set_path: Path, *, title: str = "LoyalNest REST API") -> d
 
 
 def render_json(descriptor_set_path: Path) -> str:
-    return json.dumps(render(descriptor_set_path), indent=2) + "\n"
+    # Compact: it ships in the gateway's ConfigMap, which must stay well under 1 MiB.
+    return json.dumps(render(descriptor_set_path), separators=(",", ":")) + "\n"
 
 
 def write(descriptor_set_path: Path, dest: Path) -> Path:
