@@ -5,11 +5,24 @@ merchant's erasure leaves nothing of it and nothing of another merchant goes."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
 from loyalnest.platform.personal_data import CustomerRef
-from loyalnest.services.points.domain import LedgerNotFound
-from loyalnest.services.points.store.base import ERASED_PREFIX, LedgerStore
+from loyalnest.services.points.domain import LedgerNotFound, TierState
+from loyalnest.services.points.events import expiring_event
+from loyalnest.services.points.rules import RuleEvent
+from loyalnest.services.points.store.base import (
+    CUSTOMER_TABLES,
+    ERASED_PREFIX,
+    MERCHANT_TABLES,
+    LedgerStore,
+)
 
 from .test_ledger_store import earn, history, new_customer, redeem
+
+AT = datetime(2026, 11, 1, 12, tzinfo=UTC)
 
 
 async def test_export_then_erase_keeps_amounts_without_identity(
@@ -49,6 +62,61 @@ async def test_export_then_erase_keeps_amounts_without_identity(
     assert await history(store, merchant_id, anonymous) == [-30, 100]
 
 
+async def test_erase_moves_tier_rule_decisions_and_expiry_notices_off_the_identity(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    customer, other = new_customer(), new_customer()
+    await earn(store, merchant_id, customer, 40)
+    await earn(store, merchant_id, other, 40)
+    events = [
+        RuleEvent("r-orders", "order-1", 25, Decimal("50.00"), AT),
+        RuleEvent("r-punch", "order-1", 0, Decimal("50.00"), AT),
+        RuleEvent("r-orders", "order-2", 15, Decimal("30.00"), AT + timedelta(days=1)),
+    ]
+    tier = TierState("gold", 40, AT + timedelta(days=365), AT)
+    expire_at = AT + timedelta(days=90)
+    for who in (customer, other):
+        await store.record_rule_events(merchant_id, who, events)
+        assert await store.save_tier(merchant_id, who, None, tier, None)
+        event = expiring_event(who, 40, expire_at, 40)
+        assert await store.record_expiry_notice(merchant_id, who, expire_at, event)
+
+    export = (await store.export_customer(merchant_id, CustomerRef(customer))).data
+    assert export["tier"]["tier_id"] == "gold"
+    assert [(e["rule_id"], e["points"]) for e in export["rule_events"]] == [
+        ("r-orders", 25),
+        ("r-punch", 0),
+        ("r-orders", 15),
+    ]
+    assert len(export["expiry_notices"]) == 1
+
+    assert await store.erase_customer(merchant_id, CustomerRef(customer)) > 0
+    assert await _rows_naming(store, merchant_id, customer) == {}
+    assert await store.erase_customer(merchant_id, CustomerRef(customer)) == 0
+    since = {"r-orders": AT - timedelta(days=1), "r-punch": AT - timedelta(days=1)}
+    assert await store.rule_events(merchant_id, customer, since) == {"r-orders": [], "r-punch": []}
+    assert await store.customer_tier(merchant_id, customer) is None
+
+    # The tier and the rule decisions live on with the ledger, under its anonymous id, so the
+    # points they gave still add up; the other customer keeps everything.
+    (anonymous,) = [c for c in await _customers(store, merchant_id) if c.startswith(ERASED_PREFIX)]
+    moved = await store.rule_events(merchant_id, anonymous, since)
+    assert sum(e.points for e in moved["r-orders"]) == 40
+    assert len(moved["r-punch"]) == 1
+    moved_tier = await store.customer_tier(merchant_id, anonymous)
+    assert moved_tier is not None and moved_tier.tier_id == "gold"
+    # The notice moved too: the expiry job does not notify the anonymous ledger again.
+    again = expiring_event(anonymous, 40, expire_at, 40)
+    assert not await store.record_expiry_notice(merchant_id, anonymous, expire_at, again)
+    kept = await store.rule_events(merchant_id, other, since)
+    assert sum(e.points for e in kept["r-orders"]) == 40
+    assert await store.customer_tier(merchant_id, other) is not None
+
+    assert await store.erase_merchant(merchant_id) > 0
+    assert await _rows_naming(store, merchant_id, anonymous) == {}
+    assert await _rows_naming(store, merchant_id, other) == {}
+
+
 async def test_erase_merchant_leaves_nothing_of_it(store: LedgerStore, merchant_id: str) -> None:
     customer = new_customer()
     await earn(store, merchant_id, customer, 10)
@@ -73,3 +141,39 @@ async def _customers(store: LedgerStore, merchant_id: str) -> list[str]:
     assert isinstance(store, MongoLedgerStore)
     documents = store.database[BALANCES].find({"merchant_id": merchant_id})
     return [document["customer_id"] for document in documents]
+
+
+async def _rows_naming(store: LedgerStore, merchant_id: str, customer_id: str) -> dict[str, int]:
+    """Per table (collection), the merchant's rows that still carry `customer_id`, in a
+    column or, in MongoDB, in the document id: the proof an erasure left no identity."""
+    from loyalnest.services.points.store.mongo import BALANCES, MongoLedgerStore
+    from loyalnest.services.points.store.postgres import PostgresLedgerStore
+
+    found: dict[str, int] = {}
+    tables = ("ledgers", *CUSTOMER_TABLES)
+    assert set(CUSTOMER_TABLES) <= set(MERCHANT_TABLES)
+    if isinstance(store, PostgresLedgerStore):
+        async with store._pool.connection() as conn:
+            for table in tables:
+                cursor = await conn.execute(
+                    f"SELECT count(*) FROM {table} WHERE merchant_id = %s AND customer_id = %s",
+                    (merchant_id, customer_id),
+                )
+                row = await cursor.fetchone()
+                if row is not None and row[0]:
+                    found[table] = row[0]
+        return found
+    assert isinstance(store, MongoLedgerStore)
+    for name in (BALANCES, *CUSTOMER_TABLES):
+        count = store.database[name].count_documents(
+            {
+                "merchant_id": merchant_id,
+                "$or": [
+                    {"customer_id": customer_id},
+                    {"_id": {"$regex": f"\\|{re.escape(customer_id)}(\\||$)"}},
+                ],
+            }
+        )
+        if count:
+            found[name] = count
+    return found

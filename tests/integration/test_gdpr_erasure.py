@@ -1,9 +1,10 @@
 """GDPR requests carried out across the mesh, proven by scanning every store (issue 18).
 
 Real processes: PostgreSQL, Valkey, a Kafka-protocol broker (tansu), and the real Auth (service
-tokens), edge (Shopify's signed webhooks), Points, Users, Core and AdminCore. One customer is
-seeded everywhere (an order through a signed orders/create, points earned and cached, a Users
-account and a Core customer with email and names), then:
+tokens), edge (Shopify's signed webhooks), Points, Users, Core, RFM, Gamification, Event
+Tracking and AdminCore. One customer is seeded everywhere (an order through a signed
+orders/create, which RFM scores, points earned and cached, which Gamification and Event
+Tracking apply, a Users account and a Core customer with email and names), then:
 
 - customers/data_request: the export package holds every item seeded, from every service;
 - customers/redact: afterwards no PostgreSQL schema, no Redis key or value and no Kafka record
@@ -44,6 +45,7 @@ from loyalnest.gen.events.v1 import envelope_pb2, gateway_pb2
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform.auth.service_identity import service_credential
+from loyalnest.platform.personal_data import HOLDERS
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.admin_core.service import SPEC as ADMIN_CORE
@@ -55,7 +57,11 @@ from loyalnest.services.edge.service import SPEC as EDGE
 from loyalnest.services.edge.service import master_cipher
 from loyalnest.services.edge.signing import shopify_headers
 from loyalnest.services.edge.store.customer_keys import CustomerErased, CustomerKeys
+from loyalnest.services.event_tracking.service import SPEC as EVENT_TRACKING
+from loyalnest.services.event_tracking.service import EventTrackingSettings
+from loyalnest.services.gamification.service import SPEC as GAMIFICATION
 from loyalnest.services.points.service import SPEC as POINTS
+from loyalnest.services.rfm.service import SPEC as RFM
 from loyalnest.services.users.service import SPEC as USERS
 from loyalnest.services.users.service import UsersSettings
 from tests.auth import merchant_metadata
@@ -71,6 +77,8 @@ from tests.integration.shopify_standin import ShopifyStandIn
 from tests.integration.test_access_wiring import auth_with, edge_settings_asking, events_on
 from tests.integration.test_auth_service import install
 from tests.integration.test_core_service import core_settings
+from tests.integration.test_gamification_service import settings_for as gamification_settings
+from tests.integration.test_rfm_service import rfm_settings
 from tests.integration.test_service_identity import MASTER_KEY
 from tests.shared import shared_file
 
@@ -206,14 +214,27 @@ async def mesh(database_url: str, redis_url: str, shopify: ShopifyStandIn) -> As
                 ) as points,
                 serving(USERS, users_settings) as users,
                 serving(CORE, core_settings(database_url, redis_url, **events)) as core,
+                serving(RFM, rfm_settings(database_url, redis_url, **events)) as rfm,
+                serving(
+                    GAMIFICATION, gamification_settings(database_url, redis_url, **events)
+                ) as gamification,
+                # No PostHog key: its tasks are queued and stay (what the scans must cover).
+                serving(
+                    EVENT_TRACKING,
+                    service_settings_for_tests(EventTrackingSettings, database_url, **events),
+                ) as event_tracking,
             ):
                 targets = {
                     "auth": auth.address,
                     "core": core.address,
                     "edge": edge.address,
+                    "event_tracking": event_tracking.address,
+                    "gamification": gamification.address,
                     "points": points.address,
+                    "rfm": rfm.address,
                     "users": users.address,
                 }
+                assert set(targets) == set(HOLDERS)  # every holder is in the proof
                 admin_settings = service_settings_for_tests(
                     AdminCoreSettings,
                     database_url,
@@ -320,9 +341,32 @@ async def seed(mesh: Mesh, person: Person) -> Seeded:
         ),
         metadata=md,
     )
+    # What other services derive from the seed's events, applied before any request (else a
+    # late event would write it after the erasure): RFM's score of the order, Gamification's
+    # progress and Event Tracking's task from points.earned.
+    await eventually(
+        lambda: derived_data(mesh.database_url, mesh.merchant_id, person.shopify_id),
+        timeout=30,
+        what="RFM, Gamification and Event Tracking applied the seed's events",
+    )
     return Seeded(
         order_id, user.user.user_id, created.customer.customer_id, earned.transaction.transaction_id
     )
+
+
+async def derived_data(database_url: str, merchant_id: str, customer_id: str) -> bool:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute(
+            "SELECT (SELECT count(*) FROM rfm.customer_rfm"
+            "        WHERE merchant_id = %(m)s AND customer_id = %(c)s AND orders > 0),"
+            " (SELECT count(*) FROM gamification.customer_progress"
+            "  WHERE merchant_id = %(m)s AND customer_id = %(c)s),"
+            " (SELECT count(*) FROM event_tracking.queue_tasks"
+            "  WHERE merchant_id = %(m)s AND event_type = 'points_earned')",
+            {"m": merchant_id, "c": customer_id},
+        )
+        row = await cursor.fetchone()
+    return row is not None and all(row)
 
 
 # ---- the scans ---------------------------------------------------------------------------
@@ -442,7 +486,7 @@ async def projections_settled(database_url: str, merchant_id: str, user_id: str)
         )
         row = await cursor.fetchone()
         unsent = 0
-        for schema in ("admin_core", "auth", "core", "edge", "points", "users"):
+        for schema in ("admin_core", *HOLDERS):
             pending = await conn.execute(
                 sql.SQL("SELECT count(*) FROM {}.outbox WHERE sent_at IS NULL").format(
                     sql.Identifier(schema)
@@ -482,7 +526,7 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
         )
         (request,) = await m.completed(admin_pb.GDPR_REQUEST_TYPE_DATA_REQUEST)
         assert request.source == "shopify" and request.customer_id == person.shopify_id
-        assert {s.service for s in request.steps} == {"auth", "core", "edge", "points", "users"}
+        assert {s.service for s in request.steps} == set(HOLDERS)
         export = await m.admin.GetGDPRExport(
             admin_pb.GetGDPRExportRequest(request_id=request.request_id), metadata=m.md
         )
@@ -505,6 +549,10 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
         ledger = package["points"]["ledgers"][person.shopify_id]["ledger"]
         assert ledger["balance"] in (120, "120")
         assert package["edge"]["customer_key"]["key_id"]
+        # RFM's score of the seeded order and the order itself.
+        assert package["rfm"]["customer"]["orders"] in (1, "1")
+        assert [o["order_id"] for o in package["rfm"]["orders"]] == [seeded.order_id]
+        assert package["gamification"]
         assert export.expire_time.seconds > export.create_time.seconds
 
         await m.deliver(
@@ -518,9 +566,12 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
         )
         (redaction,) = await m.completed(admin_pb.GDPR_REQUEST_TYPE_CUSTOMER_REDACT)
         assert redaction.customer_id == ""  # the record of an erasure names nobody
-        # Every holder erased something, but Auth, which holds no customer's data.
-        holding = [s for s in redaction.steps if s.service in {"core", "edge", "points", "users"}]
-        assert all(step.records > 0 for step in holding), redaction
+        # Every holder erased something, but Auth, which holds no customer's data, and RFM,
+        # which also erases on the customers/redact webhook itself and may have come first
+        # (the scans below are what proves it).
+        records = {step.service: step.records for step in redaction.steps}
+        assert set(records) == set(HOLDERS)
+        assert all(n > 0 for name, n in records.items() if name not in ("auth", "rfm")), records
 
         assert await postgres_hits(database_url, person.everything()) == []
         assert await redis_hits(redis_url, person.everything()) == []
@@ -573,7 +624,8 @@ async def test_shop_redact_erases_the_merchant_everywhere(
             cursor = await conn.execute(
                 "SELECT table_schema, table_name FROM information_schema.columns"
                 " WHERE column_name = 'merchant_id'"
-                " AND table_schema IN ('auth', 'core', 'edge', 'points', 'users')"
+                " AND table_schema = ANY(%s)",
+                (list(HOLDERS),),
             )
             for schema, table in await cursor.fetchall():
                 if f"{schema}.{table}" in kept:
@@ -609,7 +661,9 @@ async def test_each_service_progresses_on_its_own_and_failures_stay_pending(
             )
             async with serving(USERS, users_settings) as users:
                 nowhere = {
-                    name: NO_CALLEES.format(service=name) for name in ("core", "edge", "points")
+                    name: NO_CALLEES.format(service=name)
+                    for name in HOLDERS
+                    if name not in ("auth", "users")
                 }
                 admin_settings = service_settings_for_tests(
                     AdminCoreSettings,

@@ -31,6 +31,7 @@ from loyalnest.gen.rfm.v1 import rfm_pb2 as pb
 from loyalnest.gen.rfm.v1 import rfm_pb2_grpc
 from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.events.inbox import Handler
+from loyalnest.platform.personal_data import ByShopifyId, CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService
 from loyalnest.services.rfm import consumers, domain, events
@@ -637,7 +638,12 @@ async def test_export_and_erase_a_customer_and_a_merchant(
     exported = await rfm.scores.export_customer(merchant_id, "c02")
     assert exported["customer"]["orders"] == 4
     assert len(exported["orders"]) == 5 and exported["score_history"]
-    await rfm.scores.erase_customer(merchant_id, "c02")
+    # Through the platform's contract, as AdminCore calls it.
+    personal = ByShopifyId(rfm.scores)
+    package = await personal.export_customer(merchant_id, CustomerRef("c02"))
+    assert package.data["customer"]["orders"] == 4
+    assert await personal.erase_customer(merchant_id, CustomerRef("c02")) >= 5
+    assert await personal.erase_customer(merchant_id, CustomerRef("c02")) == 0  # a repeat
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await rfm.customer(merchant_id, "c02")
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND

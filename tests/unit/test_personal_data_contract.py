@@ -23,7 +23,8 @@ NOT_CUSTOMER_DATA: dict[tuple[str, str], str] = {
     ("admin_core", "gdpr_requests"): "AdminCore erases it itself when a request completes",
 }
 
-_CREATE = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)\s*\((.*?)\n\s*\);", re.S | re.I)
+# The body ends at a line starting with ")": `);`, or `) PARTITION BY ...;` (RFM's series).
+_CREATE = re.compile(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)\s*\((.*?)\n\s*\)[^;\n]*;", re.S | re.I)
 _ADD = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (?:IF NOT EXISTS )?(\w+)", re.I)
 _KEYWORDS = {"primary", "unique", "constraint", "check", "foreign", "exclude"}
 
@@ -74,8 +75,15 @@ def test_the_rule_reads_migrations() -> None:
         PRIMARY KEY (id)
     );
     ALTER TABLE u ADD COLUMN phone text;
+    CREATE TABLE s (
+        customer_id text NOT NULL
+    ) PARTITION BY RANGE (created_at);
     """
-    assert table_columns(sql) == {"t": {"id", "email_ciphertext"}, "u": {"phone"}}
+    assert table_columns(sql) == {
+        "t": {"id", "email_ciphertext"},
+        "u": {"phone"},
+        "s": {"customer_id"},
+    }
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))

@@ -47,6 +47,7 @@ HOLDERS: tuple[str, ...] = (
     "event_tracking",
     "gamification",
     "points",
+    "rfm",
     "users",
 )
 # The one service that may call the contract.
@@ -158,6 +159,35 @@ class PersonalDataStore(Protocol):
     async def erase_merchant(self, merchant_id: str) -> int:
         """Erases everything held for the merchant; idempotent."""
         ...
+
+
+class CustomerIdStore(Protocol):
+    """A store that knows customers by Shopify's id alone (RFM, Referrals, Campaign, ...)."""
+
+    async def export_customer(self, merchant_id: str, customer_id: str) -> Mapping[str, Any]: ...
+
+    async def erase_customer(self, merchant_id: str, customer_id: str) -> int: ...
+
+    async def erase_merchant(self, merchant_id: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class ByShopifyId:
+    """`PersonalDataStore` over a `CustomerIdStore`: the request's Shopify customer id is the
+    one such a store keys its rows by (the other identifiers name nothing there)."""
+
+    store: CustomerIdStore
+
+    async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
+        return CustomerExport(
+            await self.store.export_customer(merchant_id, customer.shopify_customer_id)
+        )
+
+    async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
+        return await self.store.erase_customer(merchant_id, customer.shopify_customer_id)
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        return await self.store.erase_merchant(merchant_id)
 
 
 class PersonalDataServicer(personal_data_pb2_grpc.PersonalDataServiceServicer):

@@ -41,7 +41,7 @@ from loyalnest.services.points.expiry import ExpiryReport, PointsExpiry
 from loyalnest.services.points.ledger import CACHE_NAME, STREAM_PATTERN, Ledger, StreamLimits
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
-from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.store.base import CUSTOMER_TABLES, LedgerStore
 from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 
 if TYPE_CHECKING:
@@ -276,7 +276,6 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
-    personal_data=PersonalData(
-        tables=("ledgers", "points_transactions", "reward_redemptions", "order_earnings")
-    ),
+    # The stores' erase_customer moves exactly these tables' rows off the customer's id.
+    personal_data=PersonalData(tables=("ledgers", *CUSTOMER_TABLES)),
 )

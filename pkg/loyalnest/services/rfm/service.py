@@ -12,6 +12,7 @@ from loyalnest.platform.cache import client_from_url
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
+from loyalnest.platform.personal_data import ByShopifyId, PersonalData
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.platform.stream_slots import StreamLimits
@@ -99,6 +100,7 @@ async def build(settings: RfmSettings, clock: Callable[[], datetime] = _now) -> 
         ],
         cleanup=[downstream.close, live.close],
     )
+    components.personal_data = ByShopifyId(scores)
     components.background.append(
         functools.partial(nightly.upkeep, settings.rfm_partition_upkeep_seconds)
     )
@@ -125,4 +127,8 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
+    # ScoreStore.export_customer / erase_customer cover these (refunds through their order).
+    personal_data=PersonalData(
+        tables=("customer_rfm", "orders", "rfm_score_history", "rfm_segment_deltas")
+    ),
 )

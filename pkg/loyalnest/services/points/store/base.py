@@ -33,6 +33,9 @@ REWARD_UPDATABLE = frozenset({"name", "kind", "value", "points_cost", "active"})
 # Every table (collection) with merchant rows, children before the rows they reference:
 # erase_merchant empties them for the merchant.
 MERCHANT_TABLES = (
+    "rule_events",
+    "customer_tiers",
+    "points_expiry_notices",
     "order_adjustments",
     "order_earnings",
     "reward_redemptions",
@@ -40,6 +43,16 @@ MERCHANT_TABLES = (
     "points_transactions",
     "ledgers",
     "program_settings_copies",
+)
+# The tables (collections) keyed by customer besides the ledger: erase_customer moves their
+# rows to the anonymous id (tests/unit/test_personal_data_contract.py: the spec's tables).
+CUSTOMER_TABLES = (
+    "points_transactions",
+    "reward_redemptions",
+    "order_earnings",
+    "customer_tiers",
+    "rule_events",
+    "points_expiry_notices",
 )
 ERASED_PREFIX = "erased:"
 

@@ -279,10 +279,15 @@ class MongoLedgerStore:
         ledger = self._balances.find_one(match, hidden)
         if ledger is not None:
             data["ledger"] = ledger
+        tier = self._tiers.find_one(match, {**hidden, "version": 0})
+        if tier is not None:
+            data["tier"] = tier
         for name, collection, order in (
             ("transactions", self._ledger, "sequence"),
             ("redemptions", self._redemptions, "created_at"),
             ("orders", self._database.get_collection(ORDER_EARNINGS), "created_at"),
+            ("rule_events", self._rule_events, "at"),
+            ("expiry_notices", self._notices, "expire_at"),
         ):
             found = list(collection.find(match, hidden).sort(order, ASCENDING))
             if found:
@@ -312,6 +317,21 @@ class MongoLedgerStore:
             erased += collection.update_many(
                 match, {"$set": {"customer_id": anonymous}}
             ).modified_count
+        # Their ids name the customer (`merchant|customer|...`, see record_rule_events,
+        # save_tier, record_expiry_notice): each moves to a new document under the anonymous
+        # id, then the old one goes (a retry finds the copy already there).
+        for collection in (self._tiers, self._rule_events, self._notices):
+            for doc in list(collection.find(match)):
+                suffix = doc["_id"].removeprefix(f"{merchant_id}|{customer.shopify_customer_id}")
+                with contextlib.suppress(DuplicateKeyError):
+                    collection.insert_one(
+                        {
+                            **doc,
+                            "_id": f"{merchant_id}|{anonymous}{suffix}",
+                            "customer_id": anonymous,
+                        }
+                    )
+                erased += collection.delete_one({"_id": doc["_id"]}).deleted_count
         if ledger is not None:
             erased += self._balances.update_one(
                 match, {"$set": {"customer_id": anonymous}, "$unset": {"erased_to": ""}}
@@ -334,6 +354,9 @@ class MongoLedgerStore:
             PROGRAM_SETTINGS,
             IDEMPOTENCY_KEYS,
             POS_OFFLINE_QUEUE,
+            RULE_EVENTS,
+            CUSTOMER_TIERS,
+            EXPIRY_NOTICES,
         ):
             erased += (
                 self._database.get_collection(name)

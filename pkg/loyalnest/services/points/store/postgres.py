@@ -45,6 +45,7 @@ from loyalnest.services.points.orders import (
 )
 from loyalnest.services.points.rules import RuleEvent
 from loyalnest.services.points.store.base import (
+    CUSTOMER_TABLES,
     MERCHANT_TABLES,
     erased_customer_id,
     reward_columns,
@@ -678,16 +679,32 @@ class PostgresLedgerStore:
                     " FROM order_earnings WHERE merchant_id = %s AND customer_id = %s"
                     " ORDER BY created_at",
                 ),
+                (
+                    "tier",
+                    "SELECT tier_id, qualifying, term_end, changed_at FROM customer_tiers"
+                    " WHERE merchant_id = %s AND customer_id = %s",
+                ),
+                (
+                    "rule_events",
+                    "SELECT rule_id, occurrence, points, amount, at FROM rule_events"
+                    " WHERE merchant_id = %s AND customer_id = %s ORDER BY at, occurrence",
+                ),
+                (
+                    "expiry_notices",
+                    "SELECT expire_at, created_at FROM points_expiry_notices"
+                    " WHERE merchant_id = %s AND customer_id = %s ORDER BY expire_at",
+                ),
             ):
                 await cursor.execute(query, params)
                 rows = await cursor.fetchall()
                 if rows:
-                    data[name] = rows[0] if name == "ledger" else rows
+                    data[name] = rows[0] if name in _SINGLE_ROW_SECTIONS else rows
         return CustomerExport(data)
 
     async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
-        """The customer's ledger, history, redemptions and orders move to a random id that
-        names nobody: amounts stay (liability, reports), the identity goes."""
+        """The customer's ledger, history, redemptions, orders, tier, rule decisions and
+        expiry notices move to a random id that names nobody: amounts stay (liability,
+        reports, the tier the balance earned), the identity goes."""
         customer_id = customer.shopify_customer_id
         anonymous = erased_customer_id()
         params = {"m": merchant_id, "c": customer_id, "a": anonymous}
@@ -702,7 +719,7 @@ class PostgresLedgerStore:
                 params,
             )
             erased += cursor.rowcount
-            for table in ("points_transactions", "reward_redemptions", "order_earnings"):
+            for table in CUSTOMER_TABLES:
                 erased += (
                     await conn.execute(
                         sql.SQL(
@@ -733,6 +750,9 @@ class PostgresLedgerStore:
             erased += await personal_data.erase_platform_rows(conn, merchant_id)
         return erased
 
+
+# The export sections that are one row (the rest are lists).
+_SINGLE_ROW_SECTIONS = frozenset({"ledger", "tier"})
 
 _REWARD_COLUMNS = ", ".join(
     f"{f.name}::text AS {f.name}" if f.name == "reward_id" else f.name for f in fields(Reward)

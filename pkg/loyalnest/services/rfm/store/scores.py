@@ -21,6 +21,7 @@ from typing import Any
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 
+from loyalnest.platform import personal_data
 from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.postgres import Database
@@ -563,9 +564,11 @@ class ScoreStore:
             "score_history": history,
         }
 
-    async def erase_customer(self, merchant_id: str, customer_id: str) -> None:
+    async def erase_customer(self, merchant_id: str, customer_id: str) -> int:
         """Forgets one customer: facts, scores, orders, refunds, history, group moves (the
-        group counts lose them too)."""
+        group counts lose them too) and their published `rfm.updated` rows. Returns the rows
+        deleted (0 on a repeat)."""
+        erased = 0
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
@@ -576,25 +579,34 @@ class ScoreStore:
                 " RETURNING rfm_group",
                 (merchant_id, customer_id),
             )
-            for (group,) in await cursor.fetchall():
+            groups = await cursor.fetchall()
+            erased += len(groups)
+            for (group,) in groups:
                 await conn.execute(
                     "UPDATE rfm_segment_counts SET customers = customers - 1, updated_at = now()"
                     " WHERE merchant_id = %s AND rfm_group = %s",
                     (merchant_id, group),
                 )
-            await conn.execute(
+            cursor = await conn.execute(
                 "DELETE FROM refunds WHERE merchant_id = %s AND order_id IN"
                 " (SELECT order_id FROM orders WHERE merchant_id = %s AND customer_id = %s)",
                 (merchant_id, merchant_id, customer_id),
             )
+            erased += cursor.rowcount
             for table in ("orders", "rfm_score_history", "rfm_segment_deltas"):
-                await conn.execute(
+                cursor = await conn.execute(
                     f"DELETE FROM {table} WHERE merchant_id = %s AND customer_id = %s",
                     (merchant_id, customer_id),
                 )
+                erased += cursor.rowcount
+            # rfm.updated is keyed by customer: its sent rows name them (README "GDPR").
+            await personal_data.forget_sent_events(conn, merchant_id, customer_id)
+        return erased
 
-    async def erase_merchant(self, merchant_id: str) -> None:
-        """Forgets a merchant (shop/redact): every table of this schema."""
+    async def erase_merchant(self, merchant_id: str) -> int:
+        """Forgets a merchant (shop/redact): every table of this schema. Returns the rows
+        deleted."""
+        erased = 0
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
@@ -610,7 +622,12 @@ class ScoreStore:
                 "rfm_score_history",
                 "rfm_segment_deltas",
             ):
-                await conn.execute(f"DELETE FROM {table} WHERE merchant_id = %s", (merchant_id,))
+                cursor = await conn.execute(
+                    f"DELETE FROM {table} WHERE merchant_id = %s", (merchant_id,)
+                )
+                erased += cursor.rowcount
+            erased += await personal_data.erase_platform_rows(conn, merchant_id)
+        return erased
 
     # ---- upkeep -------------------------------------------------------------------------
 
