@@ -31,6 +31,7 @@ from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService
 from loyalnest.services.admin_core import consumers, events
+from loyalnest.services.admin_core.audit_log import MeshAuditLog
 from loyalnest.services.admin_core.service import (
     DATABASE,
     SERVICE_NAME,
@@ -227,7 +228,7 @@ async def handlers(served: Served, database_url: str) -> AsyncIterator[dict[str,
     await database.open()
     try:
         store = GdprStore(database, vault(settings), holders=HOLDERS, export_ttl=timedelta(days=1))
-        yield consumers.handlers(store, MerchantDirectory(database))
+        yield consumers.handlers(store, MerchantDirectory(database), MeshAuditLog(database, None))
     finally:
         await database.close()
 
