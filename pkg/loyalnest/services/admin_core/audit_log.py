@@ -121,26 +121,32 @@ class MeshAuditLog:
         self._slots = StreamSlots(TAIL_LIMITS, what="TailAuditLogs")
 
     async def record(self, event: ConsumedEvent) -> bool:
-        """Stores an audit_log.recorded once (False: a redelivery) and feeds the live tail."""
+        """Stores an audit_log.recorded once (False: a redelivery, or a row of a merchant
+        erased since) and feeds the live tail."""
         recorded = event.payload_as(audit_pb2.AuditLogRecorded)
         async with self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
                 "INSERT INTO mesh_audit_logs (log_id, merchant_id, service, user_id, resource,"
                 " action, actor, details, created_at)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " SELECT %(log)s, %(m)s, %(service)s, %(user)s, %(resource)s, %(action)s,"
+                " %(actor)s, %(details)s, %(at)s"
+                # A change made before the merchant's shop redaction completed, arriving late
+                # (in flight during it): the redaction erased its kind, it stays erased.
+                " WHERE NOT EXISTS (SELECT 1 FROM gdpr_requests WHERE merchant_id = %(m)s"
+                " AND type = 'shop_redact' AND status = 'completed' AND completed_at > %(at)s)"
                 f" ON CONFLICT (log_id) DO NOTHING RETURNING {_COLUMNS}",
-                (
-                    recorded.log_id,
-                    event.merchant_id,
-                    recorded.service,
-                    recorded.user_id,
-                    recorded.resource,
-                    recorded.action,
-                    recorded.actor,
-                    Jsonb(json_format.MessageToDict(recorded.details)),
-                    recorded.create_time.ToDatetime(tzinfo=UTC),
-                ),
+                {
+                    "log": recorded.log_id,
+                    "m": event.merchant_id,
+                    "service": recorded.service,
+                    "user": recorded.user_id,
+                    "resource": recorded.resource,
+                    "action": recorded.action,
+                    "actor": recorded.actor,
+                    "details": Jsonb(json_format.MessageToDict(recorded.details)),
+                    "at": recorded.create_time.ToDatetime(tzinfo=UTC),
+                },
             )
             row = await cursor.fetchone()
         if row is None:
