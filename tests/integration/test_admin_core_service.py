@@ -8,6 +8,7 @@ in the mesh-wide isolation test (test_tenant_isolation.py).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
@@ -31,6 +33,7 @@ from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService
 from loyalnest.services.admin_core import consumers, events
+from loyalnest.services.admin_core.audit_log import MeshAuditLog
 from loyalnest.services.admin_core.service import (
     DATABASE,
     SERVICE_NAME,
@@ -227,7 +230,7 @@ async def handlers(served: Served, database_url: str) -> AsyncIterator[dict[str,
     await database.open()
     try:
         store = GdprStore(database, vault(settings), holders=HOLDERS, export_ttl=timedelta(days=1))
-        yield consumers.handlers(store, MerchantDirectory(database))
+        yield consumers.handlers(store, MerchantDirectory(database), MeshAuditLog(database, None))
     finally:
         await database.close()
 
@@ -381,10 +384,54 @@ async def _replay_b_request(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any
     return await Stub(ch).HandleGDPRRequest(b["create"], metadata=md)
 
 
+async def _seed_audit_logs(database_url: str, merchant_id: str) -> dict[str, Any]:
+    """B's audit rows as audit_log.recorded events leave them (no RPC writes the log)."""
+    log_id = str(uuid.uuid4())
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute(
+            "INSERT INTO admin_core.mesh_audit_logs (log_id, merchant_id, service, resource,"
+            " action, actor, details, created_at)"
+            " VALUES (%s, %s, 'roles', 'roles/b-secret-role', 'create', 'b-admin', '{}', now())",
+            (log_id, merchant_id),
+        )
+    return {"secrets": [log_id, "b-secret-role"], "audit_merchant": merchant_id}
+
+
+async def _audit_logs(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    return await Stub(ch).GetAuditLogs(pb.GetAuditLogsRequest(), metadata=md)
+
+
+async def _audit_logs_of_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    where = pb.AuditLogFilter(merchant_id=b["audit_merchant"])
+    return await Stub(ch).GetAuditLogs(pb.GetAuditLogsRequest(filter=where), metadata=md)
+
+
+async def _audit_resource_of_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    # B's resource named exactly: the merchant scope still applies.
+    where = pb.AuditLogFilter(resource="roles/b-secret-role")
+    return await Stub(ch).GetAuditLogs(pb.GetAuditLogsRequest(filter=where), metadata=md)
+
+
+async def _tail_of_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    where = pb.AuditLogFilter(merchant_id=b["audit_merchant"])
+    call = Stub(ch).TailAuditLogs(pb.TailAuditLogsRequest(filter=where), metadata=md)
+    try:
+        return await asyncio.wait_for(call.read(), 10)
+    finally:
+        call.cancel()
+
+
 ISOLATION = Table(
     arrange=_arrange,
     snapshot=_snapshot,
+    seed=_seed_audit_logs,
     cases={
+        "GetAuditLogs": [
+            Case(_audit_logs, may_succeed=True),
+            Case(_audit_resource_of_b, may_succeed=True),
+            Case(_audit_logs_of_b),
+        ],
+        "TailAuditLogs": [Case(_tail_of_b)],
         "GetGDPRRequest": [Case(_get_b_request)],
         "GetGDPRExport": [Case(_get_b_export)],
         "ListGDPRRequests": [Case(_list, may_succeed=True)],

@@ -37,7 +37,7 @@ SUB_MODULES = {
         "staff_sessions",
         "role_permissions",
     },
-    "admin_core": {"gdpr"},
+    "admin_core": {"gdpr", "audit_log"},
     "core": {"billing"},
     "event_tracking": {"shipping"},
     "gamification": {"leaderboards"},

@@ -19,6 +19,8 @@ from typing import Any
 
 from pymongo.database import Database as MongoDatabase
 
+from loyalnest.platform import audit
+from loyalnest.platform.audit.shipper import AuditShipper
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import inbox
 from loyalnest.platform.events.consumer import ConsumerRunner
@@ -40,9 +42,12 @@ def postgres_event_loops(
     group: str,
     handlers: Mapping[str, inbox.Handler],
 ) -> list[Loop]:
-    """Outbox relay, processed-events purge, and a consumer when there are handlers."""
+    """Outbox relay, processed-events purge, the audit shipper of an audited schema, and a
+    consumer when there are handlers."""
     client_id = _client_id(service)
     loops: list[Loop] = [inbox.purge_loop(database, settings.processed_events_retention_seconds)]
+    if audit.MIGRATIONS in database.spec.migration_dirs:
+        loops.append(AuditShipper(database).run)
     if settings.outbox_relay_in_process:
         loops.append(OutboxRelay(PostgresOutbox(database), settings, client_id=client_id).run)
     return loops + _consumer(settings, group, handlers, client_id)

@@ -25,6 +25,8 @@ REPO = Path(__file__).resolve().parents[3]
 # cancelled order's points are neither an earn nor a redeem), program_settings.updated
 # (Points earns from orders with a local copy of Core's rules instead of a call per order).
 OUR_EVENTS = {
+    # Issue 18: every service's audit rows, shipped to AdminCore.
+    "audit_log.recorded",
     "points.adjusted",
     "points.reversed",
     "program_settings.updated",

@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from loyalnest.gen.events.v1 import (
     admin_core_pb2,
     admin_features_pb2,
+    audit_pb2,
     auth_pb2,
     campaign_pb2,
     core_pb2,
@@ -76,6 +77,9 @@ ADMIN_FEATURES = _topic("admin_features")
 CAMPAIGN = _topic("campaign")
 GAMIFICATION = _topic("gamification")
 PRODUCTS = _topic("products")
+# Written by every audited service's shipper (loyalnest.platform.audit.shipper), read by
+# AdminCore: one topic so one consumer sees the mesh's log; each key has one writer.
+AUDIT = _topic("audit")
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ EVENTS: tuple[EventSpec, ...] = (
     EventSpec("rfm.updated", rfm_pb2.RfmUpdated, RFM, "customer_id"),
     EventSpec("task.created", event_tracking_pb2.TaskCreated, EVENT_TRACKING, "task_id"),
     EventSpec("task.completed", event_tracking_pb2.TaskCompleted, EVENT_TRACKING, "task_id"),
+    EventSpec("audit_log.recorded", audit_pb2.AuditLogRecorded, AUDIT, "resource"),
     EventSpec("gdpr_request.created", admin_core_pb2.GdprRequestCreated, ADMIN_CORE, "customer_id"),
     EventSpec(
         "email_event.created", admin_features_pb2.EmailEventCreated, ADMIN_FEATURES, "customer_id"

@@ -6,6 +6,8 @@
   not AdminCore's.
 - merchant.created / merchant.uninstalled / merchant.reinstalled (Auth) and
   program_settings.updated (Core, its plan): the merchants projection GetMerchants reads.
+- audit_log.recorded (every audited service's shipper): the mesh's audit log (audit_log.py),
+  stored once per log_id.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from loyalnest.gen.events.v1 import auth_pb2, core_pb2, gateway_pb2
 from loyalnest.platform.events.consumer import PermanentEventError
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.inbox import Handler
+from loyalnest.services.admin_core.audit_log import MeshAuditLog
 from loyalnest.services.admin_core.domain import TOPICS, NewRequest, Source
 from loyalnest.services.admin_core.store import GdprStore, MerchantDirectory
 
 
-def handlers(store: GdprStore, merchants: MerchantDirectory) -> dict[str, Handler]:
+def handlers(
+    store: GdprStore, merchants: MerchantDirectory, audit_log: MeshAuditLog
+) -> dict[str, Handler]:
     async def on_webhook(event: ConsumedEvent) -> bool:
         webhook = event.payload_as(gateway_pb2.WebhookReceived)
         kind = TOPICS.get(webhook.topic)
@@ -57,4 +62,5 @@ def handlers(store: GdprStore, merchants: MerchantDirectory) -> dict[str, Handle
         "merchant.uninstalled": on_uninstalled,
         "merchant.reinstalled": on_reinstalled,
         "program_settings.updated": on_settings,
+        "audit_log.recorded": audit_log.record,
     }

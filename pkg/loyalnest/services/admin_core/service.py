@@ -5,7 +5,8 @@ admins (HandleGDPRRequest), carried out by calling every personal-data holder
 (loyalnest.platform.personal_data.HOLDERS) with AdminCore's own service token: it needs
 LOYALNEST_SERVICE_CREDENTIAL. Keys (LOYALNEST_*): ADMIN_CORE_ENCRYPTION_KEY and
 ADMIN_CORE_BLIND_INDEX_KEY (base64 of 32 random bytes each) seal export packages and the
-identifiers a redaction gathers.
+identifiers a redaction gathers. The mesh's audit log (audit_log.py) is fed by
+audit_log.recorded; LOYALNEST_REDIS_URL feeds its live tails.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.admin_core import consumers, events
+from loyalnest.services.admin_core.audit_log import MeshAuditLog, stream_client
 from loyalnest.services.admin_core.gdpr import GdprWorker
 from loyalnest.services.admin_core.servicer import AdminCoreServicer
 from loyalnest.services.admin_core.store import GdprStore, MerchantDirectory
@@ -88,21 +90,24 @@ async def build(settings: AdminCoreSettings) -> ServiceComponents:
         events_published=settings.events_enabled,
     )
     merchants = MerchantDirectory(database)
+    # Without Redis the log is still kept and queried; only live tails need it.
+    stream = stream_client(settings.redis_url) if settings.redis_url else None
+    mesh_log = MeshAuditLog(database, stream)
     downstream = CALLS.connect(settings, caller=NAME)
     components = postgres_service(
         settings,
         database,
         service=NAME,
         group=events.CONSUMER_GROUP,
-        handlers=consumers.handlers(store, merchants),
+        handlers=consumers.handlers(store, merchants, mesh_log),
         registrations=[
             Registration(
                 SERVICE_NAME,
                 admin_core_pb2_grpc.add_AdminCoreServiceServicer_to_server,
-                AdminCoreServicer(store, merchants, sealing),
+                AdminCoreServicer(store, merchants, sealing, mesh_log),
             )
         ],
-        cleanup=[downstream.close],
+        cleanup=[downstream.close, *([stream.aclose] if stream is not None else [])],
     )
     if settings.service_credential is not None:
         # On each holder's channel (Auth's is declared with its own stub: same channel).

@@ -5,6 +5,9 @@ Handlers only: validation, the merchant from the token, the store's calls, proto
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import UTC
+
 from google.protobuf.message import Message
 
 from loyalnest.gen.admin_core.v1 import admin_core_pb2, admin_core_pb2_grpc
@@ -14,6 +17,7 @@ from loyalnest.platform.errors import PermissionDenied
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.validation import Validator, is_valid_email, normalize_email
+from loyalnest.services.admin_core.audit_log import Filter, MeshAuditLog
 from loyalnest.services.admin_core.domain import (
     NewRequest,
     RequestType,
@@ -30,13 +34,47 @@ from loyalnest.services.admin_core.wire import (
 
 # Filing a shop redaction by hand (RPC), beyond "admin_core:gdpr".
 SHOP_REDACT = "admin_core:shop-redact"
+AUDIT_ACTIONS = ("create", "update", "delete")
+
+
+def audit_filter(request: admin_core_pb2.AuditLogFilter, *, merchant_required: bool) -> Filter:
+    """The filter a caller may ask for: a merchant-bound token is confined to its merchant
+    (naming another is PERMISSION_DENIED); a platform admin's names any, or none for all."""
+    bound = current_principal().merchant_id
+    with Validator() as v:
+        if request.merchant_id:
+            v.identifier("filter.merchant_id", request.merchant_id)
+        elif merchant_required and not bound:
+            v.check(False, "filter.merchant_id", "is required for a token of no merchant")
+        for field in ("actor", "resource", "service"):
+            v.text(f"filter.{field}", getattr(request, field))
+        if request.action:
+            v.check(
+                request.action in AUDIT_ACTIONS, "filter.action", "must be create, update or delete"
+            )
+    if bound and request.merchant_id and request.merchant_id != bound:
+        raise PermissionDenied("this token sees its own merchant's audit log only")
+    return Filter(
+        merchant_id=bound or request.merchant_id or None,
+        actor=request.actor,
+        resource=request.resource,
+        action=request.action,
+        service=request.service,
+    )
 
 
 class AdminCoreServicer(admin_core_pb2_grpc.AdminCoreServiceServicer):
-    def __init__(self, store: GdprStore, merchants: MerchantDirectory, vault: PiiVault) -> None:
+    def __init__(
+        self,
+        store: GdprStore,
+        merchants: MerchantDirectory,
+        vault: PiiVault,
+        audit_log: MeshAuditLog,
+    ) -> None:
         self._store = store
         self._merchants = merchants
         self._vault = vault
+        self._audit_log = audit_log
 
     async def GetMerchants(
         self, request: admin_core_pb2.GetMerchantsRequest, context: Context
@@ -129,3 +167,42 @@ class AdminCoreServicer(admin_core_pb2_grpc.AdminCoreServiceServicer):
         with Validator() as v:
             v.uuid("request_id", request.request_id)
         return export_proto(await self._store.export(merchant_id, request.request_id, utc_now()))
+
+    async def GetAuditLogs(
+        self, request: admin_core_pb2.GetAuditLogsRequest, context: Context
+    ) -> admin_core_pb2.GetAuditLogsResponse:
+        where = audit_filter(request.filter, merchant_required=False)
+        start = (
+            request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
+        )
+        end = request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None
+        with Validator() as v:
+            v.check(
+                start is None or end is None or start < end, "end_time", "must be after start_time"
+            )
+
+        async def fetch(
+            limit: int, before: int | None
+        ) -> list[tuple[int, admin_core_pb2.AuditLog]]:
+            return await self._audit_log.query(
+                where, start=start, end=end, limit=limit, before=before
+            )
+
+        page, token = await pagination.keyset_page(
+            page_size_requested=request.page_size,
+            page_token=request.page_token,
+            scope=where.scope(start, end),
+            fetch=fetch,
+            position=lambda row: row[0],
+        )
+        return admin_core_pb2.GetAuditLogsResponse(
+            logs=[entry for _, entry in page], next_page_token=token
+        )
+
+    async def TailAuditLogs(
+        self, request: admin_core_pb2.TailAuditLogsRequest, context: Context
+    ) -> AsyncIterator[admin_core_pb2.TailAuditLogsResponse]:
+        where = audit_filter(request.filter, merchant_required=True)
+        assert where.merchant_id is not None  # required above, or the token's
+        async for entry in self._audit_log.tail(where.merchant_id, where):
+            yield admin_core_pb2.TailAuditLogsResponse(log=entry)

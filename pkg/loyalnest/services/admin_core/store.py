@@ -30,7 +30,7 @@ from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.personal_data import CustomerRef
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database
-from loyalnest.services.admin_core import events
+from loyalnest.services.admin_core import audit_log, events
 from loyalnest.services.admin_core.domain import (
     DEADLINE,
     Export,
@@ -393,6 +393,8 @@ class GdprStore:
                     (work.merchant_id,),
                 )
                 await personal_data.erase_platform_rows(conn, work.merchant_id)
+                # The mesh's audit log too: the one exception to its immutability.
+                await audit_log.erase_merchant(conn, work.merchant_id)
             await conn.execute(
                 "UPDATE gdpr_requests SET status = 'completed', completed_at = now(),"
                 " last_error = '', identifiers_sealed = NULL,"

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
+from loyalnest.platform import audit
 from loyalnest.platform.cache import RedisCache
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
@@ -35,7 +36,9 @@ from loyalnest.services.core.store.customers import CustomerStore
 from loyalnest.services.core.store.program import ProgramStore
 from loyalnest.services.core.store.usage import UsageStore
 
-DATABASE = DatabaseSpec(schema="core", migration_dirs=(Path(__file__).parent / "migrations",))
+DATABASE = DatabaseSpec(
+    schema="core", migration_dirs=(audit.MIGRATIONS, Path(__file__).parent / "migrations")
+)
 SERVICE_NAME = core_pb2.DESCRIPTOR.services_by_name["CoreService"].full_name
 log = get_logger(__name__)
 # Auth: shops' access tokens (GetShopAccessToken, for Shopify Billing), ValidateMerchant

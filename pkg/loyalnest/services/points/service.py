@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+from loyalnest.platform import audit
 from loyalnest.platform.cache import SharedSubscriber, VersionedCache, client_from_url
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
@@ -47,7 +48,9 @@ from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 if TYPE_CHECKING:
     from loyalnest.services.points.store.mongo import MongoLedgerStore
 
-DATABASE = DatabaseSpec(schema="points", migration_dirs=(Path(__file__).parent / "migrations",))
+DATABASE = DatabaseSpec(
+    schema="points", migration_dirs=(audit.MIGRATIONS, Path(__file__).parent / "migrations")
+)
 log = get_logger(__name__)
 
 SERVICE_NAME = points_pb2.DESCRIPTOR.services_by_name["PointsService"].full_name

@@ -177,3 +177,73 @@ class GetMerchantsResponse(_message.Message):
     merchants: _containers.RepeatedCompositeFieldContainer[Merchant]
     next_page_token: str
     def __init__(self, merchants: _Optional[_Iterable[_Union[Merchant, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class AuditLog(_message.Message):
+    __slots__ = ("log_id", "merchant_id", "service", "user_id", "resource", "action", "actor", "details", "create_time")
+    LOG_ID_FIELD_NUMBER: _ClassVar[int]
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    log_id: str
+    merchant_id: str
+    service: str
+    user_id: str
+    resource: str
+    action: str
+    actor: str
+    details: _struct_pb2.Struct
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, log_id: _Optional[str] = ..., merchant_id: _Optional[str] = ..., service: _Optional[str] = ..., user_id: _Optional[str] = ..., resource: _Optional[str] = ..., action: _Optional[str] = ..., actor: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AuditLogFilter(_message.Message):
+    __slots__ = ("merchant_id", "actor", "resource", "action", "service")
+    MERCHANT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    merchant_id: str
+    actor: str
+    resource: str
+    action: str
+    service: str
+    def __init__(self, merchant_id: _Optional[str] = ..., actor: _Optional[str] = ..., resource: _Optional[str] = ..., action: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class GetAuditLogsRequest(_message.Message):
+    __slots__ = ("filter", "start_time", "end_time", "page_size", "page_token")
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    filter: AuditLogFilter
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, filter: _Optional[_Union[AuditLogFilter, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class GetAuditLogsResponse(_message.Message):
+    __slots__ = ("logs", "next_page_token")
+    LOGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    logs: _containers.RepeatedCompositeFieldContainer[AuditLog]
+    next_page_token: str
+    def __init__(self, logs: _Optional[_Iterable[_Union[AuditLog, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class TailAuditLogsRequest(_message.Message):
+    __slots__ = ("filter",)
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    filter: AuditLogFilter
+    def __init__(self, filter: _Optional[_Union[AuditLogFilter, _Mapping]] = ...) -> None: ...
+
+class TailAuditLogsResponse(_message.Message):
+    __slots__ = ("log",)
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    log: AuditLog
+    def __init__(self, log: _Optional[_Union[AuditLog, _Mapping]] = ...) -> None: ...

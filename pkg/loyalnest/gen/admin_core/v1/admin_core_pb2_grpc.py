@@ -70,6 +70,16 @@ class AdminCoreServiceStub:
                 request_serializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetGDPRExportRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetGDPRExportResponse.FromString,
                 _registered_method=True)
+        self.GetAuditLogs = channel.unary_unary(
+                '/loyalnest.admin_core.v1.AdminCoreService/GetAuditLogs',
+                request_serializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetAuditLogsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetAuditLogsResponse.FromString,
+                _registered_method=True)
+        self.TailAuditLogs = channel.unary_stream(
+                '/loyalnest.admin_core.v1.AdminCoreService/TailAuditLogs',
+                request_serializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.TailAuditLogsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.TailAuditLogsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminCoreServiceServicer:
@@ -127,6 +137,27 @@ class AdminCoreServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAuditLogs(self, request, context):
+        """The mesh's audit log: every audited service's audit rows (loyalnest.platform.audit), as
+        they reached AdminCore, newest first. Filters combine (AND); keyset-paged (a page token
+        stays valid while rows arrive). A merchant-bound token sees its merchant only (another
+        `merchant_id`: PERMISSION_DENIED); a platform admin's token sees all, or the one it names.
+        Needs "admin_core:audit".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TailAuditLogs(self, request, context):
+        """A live tail of one merchant's audit log (Redis Stream `audit_logs:{merchant_id}`): rows
+        arriving after the call, in arrival order, with the same filters as GetAuditLogs (no time
+        range). Through the gateway: NDJSON, one object per line. The token's merchant, or for a
+        platform admin the `merchant_id` it names (required). UNAVAILABLE without Redis.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminCoreServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +185,16 @@ def add_AdminCoreServiceServicer_to_server(servicer, server):
                     servicer.GetGDPRExport,
                     request_deserializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetGDPRExportRequest.FromString,
                     response_serializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetGDPRExportResponse.SerializeToString,
+            ),
+            'GetAuditLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditLogs,
+                    request_deserializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetAuditLogsRequest.FromString,
+                    response_serializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetAuditLogsResponse.SerializeToString,
+            ),
+            'TailAuditLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.TailAuditLogs,
+                    request_deserializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.TailAuditLogsRequest.FromString,
+                    response_serializer=loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.TailAuditLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +343,60 @@ class AdminCoreService:
             '/loyalnest.admin_core.v1.AdminCoreService/GetGDPRExport',
             loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetGDPRExportRequest.SerializeToString,
             loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetGDPRExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.admin_core.v1.AdminCoreService/GetAuditLogs',
+            loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetAuditLogsRequest.SerializeToString,
+            loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.GetAuditLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TailAuditLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/loyalnest.admin_core.v1.AdminCoreService/TailAuditLogs',
+            loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.TailAuditLogsRequest.SerializeToString,
+            loyalnest_dot_admin__core_dot_v1_dot_admin__core__pb2.TailAuditLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,
