@@ -39,6 +39,7 @@ from loyalnest.services.points.earning import (
 )
 from loyalnest.services.points.expiry import ExpiryReport, PointsExpiry
 from loyalnest.services.points.ledger import CACHE_NAME, STREAM_PATTERN, Ledger, StreamLimits
+from loyalnest.services.points.liability import PointsLiability
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
 from loyalnest.services.points.store.base import LedgerStore
@@ -149,6 +150,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
                 orders,
                 Activities(ledger, orders, clock=clock),
                 tiers,
+                PointsLiability(ledger.store, programs, clock=clock),
             ),
         )
     ]

@@ -23,6 +23,7 @@ from loyalnest.services.points.domain import (
     TierState,
     Transaction,
 )
+from loyalnest.services.points.liability import LiabilityFigures
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderSettlement
 from loyalnest.services.points.rules import RuleEvent
 
@@ -199,6 +200,16 @@ class LedgerStore(Protocol):
 
     async def ledger_customers(self, merchant_id: str, after: str, limit: int) -> list[str]:
         """Every customer of the merchant with a ledger, by customer_id, after `after`."""
+        ...
+
+    # ---- points liability (see points/liability.py) ---------------------------------------
+
+    async def liability(
+        self, merchant_id: str, now: datetime, horizon_days: int
+    ) -> LiabilityFigures:
+        """The merchant's open lots (FIFO) at `now` by age and tier, and the breakage of the
+        lots earned `horizon_days` or more before `now`. LiabilityUnsupported where the store
+        cannot (MongoDB)."""
         ...
 
     # ---- points expiry (see points/expiry.py) -------------------------------------------

@@ -77,6 +77,7 @@ from loyalnest.services.points.domain import (
     TransactionType,
 )
 from loyalnest.services.points.events import ledger_event
+from loyalnest.services.points.liability import LiabilityFigures, LiabilityUnsupported
 from loyalnest.services.points.orders import (
     OrderAdjustment,
     OrderEarning,
@@ -1028,6 +1029,12 @@ class MongoLedgerStore:
         return await self._run(find)
 
     # ---- points expiry ------------------------------------------------------------------
+
+    async def liability(
+        self, merchant_id: str, now: datetime, horizon_days: int
+    ) -> LiabilityFigures:
+        # The FIFO sums are set-based SQL (store/postgres_liability.py); not ported to Mongo.
+        raise LiabilityUnsupported("mongodb")
 
     async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
         def find() -> list[str]:

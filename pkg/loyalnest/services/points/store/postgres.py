@@ -37,6 +37,7 @@ from loyalnest.services.points.domain import (
     TransactionType,
 )
 from loyalnest.services.points.events import ledger_event
+from loyalnest.services.points.liability import LiabilityFigures
 from loyalnest.services.points.orders import (
     OrderAdjustment,
     OrderEarning,
@@ -44,6 +45,7 @@ from loyalnest.services.points.orders import (
     OrderStatus,
 )
 from loyalnest.services.points.rules import RuleEvent
+from loyalnest.services.points.store import postgres_liability
 from loyalnest.services.points.store.base import (
     MERCHANT_TABLES,
     erased_customer_id,
@@ -469,6 +471,14 @@ class PostgresLedgerStore:
             return [row[0] for row in await cursor.fetchall()]
 
     # ---- points expiry ------------------------------------------------------------------
+
+    async def liability(
+        self, merchant_id: str, now: datetime, horizon_days: int
+    ) -> LiabilityFigures:
+        # One snapshot: the outstanding points and the breakage read the same ledger.
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return await postgres_liability.liability(conn, merchant_id, now, horizon_days)
 
     async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
         async with self._pool.connection() as conn:
