@@ -171,6 +171,9 @@ class PointsLiability:
             if len(page) < _REWARD_PAGE:
                 return rewards
 
+    async def point_value(self, merchant_id: str) -> Decimal:
+        return point_value(await self._rewards(merchant_id)).per_point
+
     async def report(self, merchant_id: str, horizon_days: int) -> LiabilityReport:
         now = self._clock()
         figures = await self._store.liability(merchant_id, now, horizon_days)

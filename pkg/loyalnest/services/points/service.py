@@ -42,6 +42,7 @@ from loyalnest.services.points.ledger import CACHE_NAME, STREAM_PATTERN, Ledger,
 from loyalnest.services.points.liability import PointsLiability
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
+from loyalnest.services.points.simulation import RuleSimulation
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 
@@ -139,6 +140,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         code_key=_discount_code_key(settings),
     )
     components.personal_data = ledger
+    liability = PointsLiability(ledger.store, programs, clock=clock)
     components.registrations = [
         Registration(
             SERVICE_NAME,
@@ -150,7 +152,8 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
                 orders,
                 Activities(ledger, orders, clock=clock),
                 tiers,
-                PointsLiability(ledger.store, programs, clock=clock),
+                liability,
+                RuleSimulation(ledger.store, programs, liability, clock=clock),
             ),
         )
     ]

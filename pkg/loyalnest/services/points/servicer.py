@@ -32,6 +32,7 @@ from loyalnest.services.points.liability import (
     PointsLiability,
 )
 from loyalnest.services.points.rewards import RewardRedemptions
+from loyalnest.services.points.simulation import RuleSimulation
 from loyalnest.services.points.store.base import REWARD_UPDATABLE
 from loyalnest.services.points.tiers import VipTiers
 from loyalnest.services.points.wire import (
@@ -43,6 +44,7 @@ from loyalnest.services.points.wire import (
     liability_proto,
     order_earning_proto,
     reward_proto,
+    simulation_proto,
     transaction_proto,
     vip_proto,
 )
@@ -104,6 +106,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         activities: Activities,
         tiers: VipTiers,
         liability: PointsLiability,
+        simulation: RuleSimulation,
     ) -> None:
         self._ledger = ledger
         self._store = ledger.store
@@ -113,6 +116,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self._activities = activities
         self._tiers = tiers
         self._liability = liability
+        self._simulation = simulation
 
     async def GetPointsBalance(
         self, request: points_pb2.GetPointsBalanceRequest, context: Context
@@ -143,6 +147,12 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 f"must be 1 to {MAX_HORIZON_DAYS} (0: {DEFAULT_HORIZON_DAYS})",
             )
         return liability_proto(await self._liability.report(merchant_id, horizon))
+
+    async def SimulateEarningRules(
+        self, request: points_pb2.SimulateEarningRulesRequest, context: Context
+    ) -> points_pb2.SimulateEarningRulesResponse:
+        report = await self._simulation.simulate(tenancy.merchant_id(), request.days, request.rules)
+        return simulation_proto(report)
 
     async def GetOrderEarning(
         self, request: points_pb2.GetOrderEarningRequest, context: Context

@@ -19,6 +19,7 @@ from loyalnest.services.points.domain import (
 from loyalnest.services.points.liability import Bucket, LiabilityReport
 from loyalnest.services.points.orders import OrderSettlement, OrderStatus
 from loyalnest.services.points.rules import parse_awards
+from loyalnest.services.points.simulation import SimulationReport
 
 TRANSACTION_TYPES = {
     TransactionType.EARN: points_pb2.TRANSACTION_TYPE_EARN,
@@ -167,4 +168,27 @@ def liability_proto(report: LiabilityReport) -> points_pb2.GetPointsLiabilityRes
         ),
         expected_value=str(liability.expected(figures.outstanding, value, breakage)),
         as_of=timestamp(report.as_of),
+    )
+
+
+def simulation_proto(report: SimulationReport) -> points_pb2.SimulateEarningRulesResponse:
+    expected = report.expected_value_delta
+    return points_pb2.SimulateEarningRulesResponse(
+        orders=report.orders,
+        rules=[
+            points_pb2.SimulatedRule(
+                rule_id=rule_id,
+                actual_points=outcome.actual,
+                simulated_points=outcome.simulated,
+                simulated_orders=outcome.simulated_orders,
+            )
+            for rule_id, outcome in sorted(report.rules.items())
+        ],
+        actual_points=report.actual,
+        simulated_points=report.simulated,
+        points_delta=report.delta,
+        value_delta=str(report.value_delta),
+        expected_value_delta="" if expected is None else str(expected),
+        point_value=str(report.point_value.normalize()),
+        since=timestamp(report.since),
     )

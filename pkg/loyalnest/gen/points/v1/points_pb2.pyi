@@ -4,6 +4,7 @@ from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from loyalnest.gen.events.v1 import core_pb2 as _core_pb2
 from loyalnest.gen.options.v1 import access_pb2 as _access_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -565,3 +566,45 @@ class GetPointsLiabilityResponse(_message.Message):
     expected_value: str
     as_of: _timestamp_pb2.Timestamp
     def __init__(self, outstanding_points: _Optional[int] = ..., point_value: _Optional[str] = ..., rate_reward_id: _Optional[str] = ..., outstanding_value: _Optional[str] = ..., by_age: _Optional[_Iterable[_Union[LiabilityBucket, _Mapping]]] = ..., by_tier: _Optional[_Iterable[_Union[LiabilityBucket, _Mapping]]] = ..., breakage: _Optional[_Union[Breakage, _Mapping]] = ..., expected_value: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SimulateEarningRulesRequest(_message.Message):
+    __slots__ = ("days", "rules")
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    days: int
+    rules: _containers.RepeatedCompositeFieldContainer[_core_pb2.EarningRule]
+    def __init__(self, days: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[_core_pb2.EarningRule, _Mapping]]] = ...) -> None: ...
+
+class SimulatedRule(_message.Message):
+    __slots__ = ("rule_id", "actual_points", "simulated_points", "simulated_orders")
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    rule_id: str
+    actual_points: int
+    simulated_points: int
+    simulated_orders: int
+    def __init__(self, rule_id: _Optional[str] = ..., actual_points: _Optional[int] = ..., simulated_points: _Optional[int] = ..., simulated_orders: _Optional[int] = ...) -> None: ...
+
+class SimulateEarningRulesResponse(_message.Message):
+    __slots__ = ("orders", "rules", "actual_points", "simulated_points", "points_delta", "value_delta", "expected_value_delta", "point_value", "since")
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_DELTA_FIELD_NUMBER: _ClassVar[int]
+    VALUE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VALUE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    POINT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    orders: int
+    rules: _containers.RepeatedCompositeFieldContainer[SimulatedRule]
+    actual_points: int
+    simulated_points: int
+    points_delta: int
+    value_delta: str
+    expected_value_delta: str
+    point_value: str
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, orders: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[SimulatedRule, _Mapping]]] = ..., actual_points: _Optional[int] = ..., simulated_points: _Optional[int] = ..., points_delta: _Optional[int] = ..., value_delta: _Optional[str] = ..., expected_value_delta: _Optional[str] = ..., point_value: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -229,6 +229,13 @@ class LedgerStore(Protocol):
         """Inserts `earning` unless the merchant's order has one: (the stored one, inserted)."""
         ...
 
+    async def orders_since(
+        self, merchant_id: str, since: datetime, limit: int
+    ) -> list[OrderEarning]:
+        """The merchant's orders recorded since `since` that earn points (not NOT_EARNING),
+        oldest first (created_at, then order_id), at most `limit`."""
+        ...
+
     async def count_orders(self, merchant_id: str, since: datetime) -> int:
         """The merchant's orders recorded since `since` that earn points (not NOT_EARNING)."""
         ...

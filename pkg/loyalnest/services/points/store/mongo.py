@@ -1098,6 +1098,25 @@ class MongoLedgerStore:
         stored, inserted = await self._run(insert)
         return _order_earning(stored), inserted
 
+    async def orders_since(
+        self, merchant_id: str, since: datetime, limit: int
+    ) -> list[OrderEarning]:
+        query = {
+            "merchant_id": merchant_id,
+            "created_at": {"$gte": _millis(since)},
+            "status": {"$ne": str(OrderStatus.NOT_EARNING)},
+        }
+
+        def find() -> list[OrderEarning]:
+            cursor = (
+                self._orders.find(query)
+                .sort([("created_at", ASCENDING), ("order_id", ASCENDING)])
+                .limit(limit)
+            )
+            return [_order_earning(doc) for doc in cursor]
+
+        return await self._run(find)
+
     async def count_orders(self, merchant_id: str, since: datetime) -> int:
         query = {
             "merchant_id": merchant_id,
@@ -1263,6 +1282,9 @@ def _order_document(earning: OrderEarning) -> Document:
         "status": str(earning.status),
         # Exact as text: BSON's Decimal128 would do too, but mongomock-ng lacks it.
         "eligible_amount": str(earning.eligible_amount),
+        "weighted_amount": None
+        if earning.weighted_amount is None
+        else str(earning.weighted_amount),
         "approve_at": _millis(earning.approve_at),
         "created_at": _millis(earning.created_at),
         "adjustments": [],
@@ -1285,6 +1307,10 @@ def _order_earning(doc: Mapping[str, Any]) -> OrderEarning:
         note=doc["note"],
         approved_points=doc["approved_points"],
         awards=doc.get("awards", ""),
+        weighted_amount=None
+        if doc.get("weighted_amount") is None
+        else Decimal(doc["weighted_amount"]),
+        pos=doc.get("pos", False),
     )
 
 

@@ -520,6 +520,18 @@ class PostgresLedgerStore:
         assert stored is not None  # the conflict proves the row exists; orders are never deleted
         return stored, False
 
+    async def orders_since(
+        self, merchant_id: str, since: datetime, limit: int
+    ) -> list[OrderEarning]:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"{_SELECT_ORDER} WHERE merchant_id = %s AND created_at >= %s"
+                " AND status <> 'not_earning' ORDER BY created_at, order_id LIMIT %s",
+                (merchant_id, since, limit),
+            )
+            return [_order(row) for row in await cursor.fetchall()]
+
     async def count_orders(self, merchant_id: str, since: datetime) -> int:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
