@@ -143,6 +143,42 @@ async def _points_replay_b_earn(ch: grpc.aio.Channel, md: Metadata, b: dict[str,
     return response
 
 
+async def _points_liability_of_a(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+    stub = points_pb2_grpc.PointsServiceStub(ch)
+    response = await stub.GetPointsLiability(points_pb2.GetPointsLiabilityRequest(), metadata=md)
+    # A's only points are those A's replay of B's earn request credited in A's own ledger
+    # (if that case ran first): B's points must not count towards A's figures.
+    try:
+        own = await stub.GetPointsBalance(
+            points_pb2.GetPointsBalanceRequest(customer_id="cust-b-earn"), metadata=md
+        )
+        a_points = own.balance.balance
+    except grpc.aio.AioRpcError as error:
+        if error.code() is not grpc.StatusCode.NOT_FOUND:
+            raise
+        a_points = 0
+    assert response.outstanding_points == a_points, response
+    return response
+
+
+async def _points_simulation_of_a(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+    request = points_pb2.SimulateEarningRulesRequest(
+        days=30,
+        rules=[
+            core_events.EarningRule(
+                rule_id="r",
+                enabled=True,
+                type=core_events.EARNING_RULE_TYPE_PLACE_ORDER,
+                points_per_currency_unit="1",
+            )
+        ],
+    )
+    stub = points_pb2_grpc.PointsServiceStub(ch)
+    response = await stub.SimulateEarningRules(request, metadata=md)
+    assert (response.orders, response.actual_points) == (0, 0), response
+    return response
+
+
 async def _points_seed(database_url: str, merchant_id: str) -> dict[str, Any]:
     """An order of B's, as the webhook consumer records it (no RPC creates one)."""
     database = Database(ServiceSettings(database_url=database_url), POINTS_DATABASE)
@@ -219,6 +255,10 @@ POINTS = Table(
                 )
             )
         ],
+        # A's own ledger only: B's customers hold points, A's liability is empty.
+        "GetPointsLiability": [Case(_points_liability_of_a, may_succeed=True)],
+        # A's own orders only (none): B's recorded order is not replayed.
+        "SimulateEarningRules": [Case(_points_simulation_of_a, may_succeed=True)],
         # Under A's own program: nothing of B's is read.
         "PreviewEarning": [
             Case(

@@ -479,6 +479,16 @@ def _check_rules(
         _check_rule(violations, at, rule)
 
 
+def check_earning_rules(
+    rules: Sequence[core_events.EarningRule],
+) -> list[FieldViolation]:
+    """What is wrong with `rules` as earning_rules (fields named settings.earning_rules[i]...):
+    the one check for published rules and for Points' simulation of a draft."""
+    violations: list[FieldViolation] = []
+    _check_rules(violations, rules)
+    return violations
+
+
 MAX_VIP_TIERS = 10
 MAX_TAG_LENGTH = 40
 

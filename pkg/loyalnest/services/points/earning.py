@@ -333,6 +333,8 @@ class OrderEarnings:
             note=note,
             approved_points=points if at_once else 0,
             awards=awards_text(awards),
+            weighted_amount=totals.weighted,
+            pos=as_order(order).source_name == "pos",
         )
         stored, inserted = await self._store.record_order(earning)
         # An order credited at once still counts as "pending" (it earns; the period was 0).

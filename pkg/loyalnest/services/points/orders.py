@@ -68,6 +68,11 @@ class OrderEarning:
     approved_points: int = 0
     # What each earning rule gave: "rule:points,..." (rules.awards_text).
     awards: str = ""
+    # What the rules saw of it, kept so a draft rule set can be replayed on it (simulation.py):
+    # the eligible amount times the collection multipliers (None: recorded before it was
+    # kept, then the eligible amount), and whether it came from the point of sale.
+    weighted_amount: Decimal | None = None
+    pos: bool = False
 
 
 @dataclass(frozen=True)

@@ -222,6 +222,13 @@ class RuleSet:
         """order_awards of a `base_only` set, without building the order's facts."""
         return [Award(BASE_RULE_ID, base_points)] if base_points > 0 else []
 
+    def base_points(self, weighted: Decimal) -> int:
+        """What the program's base rate gives an amount (0 with PLACE_ORDER rules): for orders
+        replayed from the store, whose order_totals are not at hand (simulation.py)."""
+        if self.base is None or self.base.rate is None:
+            return 0
+        return self._points(weighted * self.base.rate)
+
     def order_rules(self) -> tuple[Rule, ...]:
         return self._order_rules
 

@@ -40,8 +40,10 @@ from loyalnest.services.points.earning import (
 )
 from loyalnest.services.points.expiry import ExpiryReport, PointsExpiry
 from loyalnest.services.points.ledger import CACHE_NAME, STREAM_PATTERN, Ledger, StreamLimits
+from loyalnest.services.points.liability import PointsLiability
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
+from loyalnest.services.points.simulation import RuleSimulation
 from loyalnest.services.points.store.base import CUSTOMER_TABLES, LedgerStore
 from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 
@@ -141,6 +143,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         code_key=_discount_code_key(settings),
     )
     components.personal_data = ledger
+    liability = PointsLiability(ledger.store, programs, clock=clock)
     components.registrations = [
         Registration(
             SERVICE_NAME,
@@ -152,6 +155,8 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
                 orders,
                 Activities(ledger, orders, clock=clock),
                 tiers,
+                liability,
+                RuleSimulation(ledger.store, programs, liability, clock=clock),
             ),
         )
     ]

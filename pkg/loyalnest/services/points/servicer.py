@@ -26,7 +26,13 @@ from loyalnest.services.points.domain import (
 from loyalnest.services.points.earning import Activities, OrderEarnings
 from loyalnest.services.points.expiry import PointsExpiry
 from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.liability import (
+    DEFAULT_HORIZON_DAYS,
+    MAX_HORIZON_DAYS,
+    PointsLiability,
+)
 from loyalnest.services.points.rewards import RewardRedemptions
+from loyalnest.services.points.simulation import RuleSimulation
 from loyalnest.services.points.store.base import REWARD_UPDATABLE
 from loyalnest.services.points.tiers import VipTiers
 from loyalnest.services.points.wire import (
@@ -35,8 +41,10 @@ from loyalnest.services.points.wire import (
     activity_award_proto,
     balance_proto,
     expiring_proto,
+    liability_proto,
     order_earning_proto,
     reward_proto,
+    simulation_proto,
     transaction_proto,
     vip_proto,
 )
@@ -97,6 +105,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         orders: OrderEarnings,
         activities: Activities,
         tiers: VipTiers,
+        liability: PointsLiability,
+        simulation: RuleSimulation,
     ) -> None:
         self._ledger = ledger
         self._store = ledger.store
@@ -105,6 +115,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self._orders = orders
         self._activities = activities
         self._tiers = tiers
+        self._liability = liability
+        self._simulation = simulation
 
     async def GetPointsBalance(
         self, request: points_pb2.GetPointsBalanceRequest, context: Context
@@ -122,6 +134,25 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         if progress is not None:
             response.vip.CopyFrom(vip_proto(progress))
         return response
+
+    async def GetPointsLiability(
+        self, request: points_pb2.GetPointsLiabilityRequest, context: Context
+    ) -> points_pb2.GetPointsLiabilityResponse:
+        merchant_id = tenancy.merchant_id()
+        horizon = request.breakage_horizon_days or DEFAULT_HORIZON_DAYS
+        with Validator() as v:
+            v.check(
+                0 < horizon <= MAX_HORIZON_DAYS,
+                "breakage_horizon_days",
+                f"must be 1 to {MAX_HORIZON_DAYS} (0: {DEFAULT_HORIZON_DAYS})",
+            )
+        return liability_proto(await self._liability.report(merchant_id, horizon))
+
+    async def SimulateEarningRules(
+        self, request: points_pb2.SimulateEarningRulesRequest, context: Context
+    ) -> points_pb2.SimulateEarningRulesResponse:
+        report = await self._simulation.simulate(tenancy.merchant_id(), request.days, request.rules)
+        return simulation_proto(report)
 
     async def GetOrderEarning(
         self, request: points_pb2.GetOrderEarningRequest, context: Context

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from loyalnest.gen.points.v1 import points_pb2
 from loyalnest.platform.protos import timestamp
+from loyalnest.services.points import liability
 from loyalnest.services.points.domain import (
     ActivityResult,
     ActivityStatus,
@@ -15,8 +16,10 @@ from loyalnest.services.points.domain import (
     TransactionType,
     VipProgress,
 )
+from loyalnest.services.points.liability import Bucket, LiabilityReport
 from loyalnest.services.points.orders import OrderSettlement, OrderStatus
 from loyalnest.services.points.rules import parse_awards
+from loyalnest.services.points.simulation import SimulationReport
 
 TRANSACTION_TYPES = {
     TransactionType.EARN: points_pb2.TRANSACTION_TYPE_EARN,
@@ -132,3 +135,60 @@ def vip_proto(progress: VipProgress) -> points_pb2.VipStatus:
     if progress.state is not None and progress.state.term_end is not None:
         vip.term_end_time.CopyFrom(timestamp(progress.state.term_end))
     return vip
+
+
+def liability_proto(report: LiabilityReport) -> points_pb2.GetPointsLiabilityResponse:
+    figures, value = report.figures, report.value
+
+    def bucket(b: Bucket, name: str = "") -> points_pb2.LiabilityBucket:
+        return points_pb2.LiabilityBucket(
+            key=b.key,
+            name=name,
+            points=b.points,
+            value=str(liability.money(b.points, value)),
+            customers=b.customers,
+        )
+
+    breakage = figures.breakage
+    return points_pb2.GetPointsLiabilityResponse(
+        outstanding_points=figures.outstanding,
+        point_value=str(value.per_point.normalize()),
+        rate_reward_id=value.reward_id,
+        outstanding_value=str(liability.money(figures.outstanding, value)),
+        by_age=[bucket(b) for b in figures.by_age],
+        by_tier=[bucket(b, report.tier_names.get(b.key, "")) for b in figures.by_tier],
+        breakage=points_pb2.Breakage(
+            horizon_days=report.horizon_days,
+            earned_points=breakage.earned,
+            redeemed_points=breakage.redeemed,
+            expired_points=breakage.expired,
+            outstanding_points=breakage.outstanding,
+            taken_back_points=breakage.taken_back,
+            rate=str(breakage.rate.normalize()),
+        ),
+        expected_value=str(liability.expected(figures.outstanding, value, breakage)),
+        as_of=timestamp(report.as_of),
+    )
+
+
+def simulation_proto(report: SimulationReport) -> points_pb2.SimulateEarningRulesResponse:
+    expected = report.expected_value_delta
+    return points_pb2.SimulateEarningRulesResponse(
+        orders=report.orders,
+        rules=[
+            points_pb2.SimulatedRule(
+                rule_id=rule_id,
+                actual_points=outcome.actual,
+                simulated_points=outcome.simulated,
+                simulated_orders=outcome.simulated_orders,
+            )
+            for rule_id, outcome in sorted(report.rules.items())
+        ],
+        actual_points=report.actual,
+        simulated_points=report.simulated,
+        points_delta=report.delta,
+        value_delta=str(report.value_delta),
+        expected_value_delta="" if expected is None else str(expected),
+        point_value=str(report.point_value.normalize()),
+        since=timestamp(report.since),
+    )

@@ -4,6 +4,7 @@ from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from loyalnest.gen.events.v1 import core_pb2 as _core_pb2
 from loyalnest.gen.options.v1 import access_pb2 as _access_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -505,3 +506,105 @@ class PreviewEarningResponse(_message.Message):
     awards: _containers.RepeatedCompositeFieldContainer[RuleAward]
     eligible_amount: str
     def __init__(self, points: _Optional[int] = ..., awards: _Optional[_Iterable[_Union[RuleAward, _Mapping]]] = ..., eligible_amount: _Optional[str] = ...) -> None: ...
+
+class GetPointsLiabilityRequest(_message.Message):
+    __slots__ = ("breakage_horizon_days",)
+    BREAKAGE_HORIZON_DAYS_FIELD_NUMBER: _ClassVar[int]
+    breakage_horizon_days: int
+    def __init__(self, breakage_horizon_days: _Optional[int] = ...) -> None: ...
+
+class LiabilityBucket(_message.Message):
+    __slots__ = ("key", "name", "points", "value", "customers")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    name: str
+    points: int
+    value: str
+    customers: int
+    def __init__(self, key: _Optional[str] = ..., name: _Optional[str] = ..., points: _Optional[int] = ..., value: _Optional[str] = ..., customers: _Optional[int] = ...) -> None: ...
+
+class Breakage(_message.Message):
+    __slots__ = ("horizon_days", "earned_points", "redeemed_points", "expired_points", "outstanding_points", "taken_back_points", "rate")
+    HORIZON_DAYS_FIELD_NUMBER: _ClassVar[int]
+    EARNED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REDEEMED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_POINTS_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_BACK_POINTS_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    horizon_days: int
+    earned_points: int
+    redeemed_points: int
+    expired_points: int
+    outstanding_points: int
+    taken_back_points: int
+    rate: str
+    def __init__(self, horizon_days: _Optional[int] = ..., earned_points: _Optional[int] = ..., redeemed_points: _Optional[int] = ..., expired_points: _Optional[int] = ..., outstanding_points: _Optional[int] = ..., taken_back_points: _Optional[int] = ..., rate: _Optional[str] = ...) -> None: ...
+
+class GetPointsLiabilityResponse(_message.Message):
+    __slots__ = ("outstanding_points", "point_value", "rate_reward_id", "outstanding_value", "by_age", "by_tier", "breakage", "expected_value", "as_of")
+    OUTSTANDING_POINTS_FIELD_NUMBER: _ClassVar[int]
+    POINT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    RATE_REWARD_ID_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    BY_AGE_FIELD_NUMBER: _ClassVar[int]
+    BY_TIER_FIELD_NUMBER: _ClassVar[int]
+    BREAKAGE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VALUE_FIELD_NUMBER: _ClassVar[int]
+    AS_OF_FIELD_NUMBER: _ClassVar[int]
+    outstanding_points: int
+    point_value: str
+    rate_reward_id: str
+    outstanding_value: str
+    by_age: _containers.RepeatedCompositeFieldContainer[LiabilityBucket]
+    by_tier: _containers.RepeatedCompositeFieldContainer[LiabilityBucket]
+    breakage: Breakage
+    expected_value: str
+    as_of: _timestamp_pb2.Timestamp
+    def __init__(self, outstanding_points: _Optional[int] = ..., point_value: _Optional[str] = ..., rate_reward_id: _Optional[str] = ..., outstanding_value: _Optional[str] = ..., by_age: _Optional[_Iterable[_Union[LiabilityBucket, _Mapping]]] = ..., by_tier: _Optional[_Iterable[_Union[LiabilityBucket, _Mapping]]] = ..., breakage: _Optional[_Union[Breakage, _Mapping]] = ..., expected_value: _Optional[str] = ..., as_of: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SimulateEarningRulesRequest(_message.Message):
+    __slots__ = ("days", "rules")
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    days: int
+    rules: _containers.RepeatedCompositeFieldContainer[_core_pb2.EarningRule]
+    def __init__(self, days: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[_core_pb2.EarningRule, _Mapping]]] = ...) -> None: ...
+
+class SimulatedRule(_message.Message):
+    __slots__ = ("rule_id", "actual_points", "simulated_points", "simulated_orders")
+    RULE_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_ORDERS_FIELD_NUMBER: _ClassVar[int]
+    rule_id: str
+    actual_points: int
+    simulated_points: int
+    simulated_orders: int
+    def __init__(self, rule_id: _Optional[str] = ..., actual_points: _Optional[int] = ..., simulated_points: _Optional[int] = ..., simulated_orders: _Optional[int] = ...) -> None: ...
+
+class SimulateEarningRulesResponse(_message.Message):
+    __slots__ = ("orders", "rules", "actual_points", "simulated_points", "points_delta", "value_delta", "expected_value_delta", "point_value", "since")
+    ORDERS_FIELD_NUMBER: _ClassVar[int]
+    RULES_FIELD_NUMBER: _ClassVar[int]
+    ACTUAL_POINTS_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_DELTA_FIELD_NUMBER: _ClassVar[int]
+    VALUE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VALUE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    POINT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    orders: int
+    rules: _containers.RepeatedCompositeFieldContainer[SimulatedRule]
+    actual_points: int
+    simulated_points: int
+    points_delta: int
+    value_delta: str
+    expected_value_delta: str
+    point_value: str
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, orders: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[SimulatedRule, _Mapping]]] = ..., actual_points: _Optional[int] = ..., simulated_points: _Optional[int] = ..., points_delta: _Optional[int] = ..., value_delta: _Optional[str] = ..., expected_value_delta: _Optional[str] = ..., point_value: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

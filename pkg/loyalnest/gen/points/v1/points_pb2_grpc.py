@@ -117,6 +117,16 @@ class PointsServiceStub:
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningResponse.FromString,
                 _registered_method=True)
+        self.GetPointsLiability = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/GetPointsLiability',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetPointsLiabilityRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetPointsLiabilityResponse.FromString,
+                _registered_method=True)
+        self.SimulateEarningRules = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/SimulateEarningRules',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesResponse.FromString,
+                _registered_method=True)
 
 
 class PointsServiceServicer:
@@ -256,6 +266,27 @@ class PointsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetPointsLiability(self, request, context):
+        """The merchant's points liability: outstanding points valued at the redemption rate (the
+        best points-to-money rate of the active amount-off rewards), by age of the earned lots
+        (first-in first-out, as expiry consumes them) and by VIP tier, with the breakage expected
+        from history. FAILED_PRECONDITION LIABILITY_UNSUPPORTED on a ledger store without it
+        (MongoDB).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SimulateEarningRules(self, request, context):
+        """Replays the merchant's last `days` of orders (as Points recorded them) under a draft set
+        of earning rules, validated as Core validates published ones (INVALID_ARGUMENT with
+        field_violations), and reports per rule the points they would have earned against those
+        the orders did earn, with the liability that difference makes. Nothing is recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PointsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -333,6 +364,16 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.GetOrderEarning,
                     request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningRequest.FromString,
                     response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningResponse.SerializeToString,
+            ),
+            'GetPointsLiability': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPointsLiability,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetPointsLiabilityRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetPointsLiabilityResponse.SerializeToString,
+            ),
+            'SimulateEarningRules': grpc.unary_unary_rpc_method_handler(
+                    servicer.SimulateEarningRules,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -748,6 +789,60 @@ class PointsService:
             '/loyalnest.points.v1.PointsService/GetOrderEarning',
             loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningRequest.SerializeToString,
             loyalnest_dot_points_dot_v1_dot_points__pb2.GetOrderEarningResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPointsLiability(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/GetPointsLiability',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.GetPointsLiabilityRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.GetPointsLiabilityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SimulateEarningRules(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/SimulateEarningRules',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,7 @@ from loyalnest.services.points.domain import (
     TierState,
     Transaction,
 )
+from loyalnest.services.points.liability import LiabilityFigures
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderSettlement
 from loyalnest.services.points.rules import RuleEvent
 
@@ -214,6 +215,16 @@ class LedgerStore(Protocol):
         """Every customer of the merchant with a ledger, by customer_id, after `after`."""
         ...
 
+    # ---- points liability (see points/liability.py) ---------------------------------------
+
+    async def liability(
+        self, merchant_id: str, now: datetime, horizon_days: int
+    ) -> LiabilityFigures:
+        """The merchant's open lots (FIFO) at `now` by age and tier, and the breakage of the
+        lots earned `horizon_days` or more before `now`. LiabilityUnsupported where the store
+        cannot (MongoDB)."""
+        ...
+
     # ---- points expiry (see points/expiry.py) -------------------------------------------
 
     async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
@@ -229,6 +240,13 @@ class LedgerStore(Protocol):
 
     async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
         """Inserts `earning` unless the merchant's order has one: (the stored one, inserted)."""
+        ...
+
+    async def orders_since(
+        self, merchant_id: str, since: datetime, limit: int
+    ) -> list[OrderEarning]:
+        """The merchant's orders recorded since `since` that earn points (not NOT_EARNING),
+        oldest first (created_at, then order_id), at most `limit`."""
         ...
 
     async def count_orders(self, merchant_id: str, since: datetime) -> int:

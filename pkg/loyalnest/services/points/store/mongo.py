@@ -77,6 +77,7 @@ from loyalnest.services.points.domain import (
     TransactionType,
 )
 from loyalnest.services.points.events import ledger_event
+from loyalnest.services.points.liability import LiabilityFigures, LiabilityUnsupported
 from loyalnest.services.points.orders import (
     OrderAdjustment,
     OrderEarning,
@@ -1052,6 +1053,12 @@ class MongoLedgerStore:
 
     # ---- points expiry ------------------------------------------------------------------
 
+    async def liability(
+        self, merchant_id: str, now: datetime, horizon_days: int
+    ) -> LiabilityFigures:
+        # The FIFO sums are set-based SQL (store/postgres_liability.py); not ported to Mongo.
+        raise LiabilityUnsupported("mongodb")
+
     async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
         def find() -> list[str]:
             cursor = (
@@ -1113,6 +1120,25 @@ class MongoLedgerStore:
 
         stored, inserted = await self._run(insert)
         return _order_earning(stored), inserted
+
+    async def orders_since(
+        self, merchant_id: str, since: datetime, limit: int
+    ) -> list[OrderEarning]:
+        query = {
+            "merchant_id": merchant_id,
+            "created_at": {"$gte": _millis(since)},
+            "status": {"$ne": str(OrderStatus.NOT_EARNING)},
+        }
+
+        def find() -> list[OrderEarning]:
+            cursor = (
+                self._orders.find(query)
+                .sort([("created_at", ASCENDING), ("order_id", ASCENDING)])
+                .limit(limit)
+            )
+            return [_order_earning(doc) for doc in cursor]
+
+        return await self._run(find)
 
     async def count_orders(self, merchant_id: str, since: datetime) -> int:
         query = {
@@ -1279,6 +1305,9 @@ def _order_document(earning: OrderEarning) -> Document:
         "status": str(earning.status),
         # Exact as text: BSON's Decimal128 would do too, but mongomock-ng lacks it.
         "eligible_amount": str(earning.eligible_amount),
+        "weighted_amount": None
+        if earning.weighted_amount is None
+        else str(earning.weighted_amount),
         "approve_at": _millis(earning.approve_at),
         "created_at": _millis(earning.created_at),
         "adjustments": [],
@@ -1301,6 +1330,10 @@ def _order_earning(doc: Mapping[str, Any]) -> OrderEarning:
         note=doc["note"],
         approved_points=doc["approved_points"],
         awards=doc.get("awards", ""),
+        weighted_amount=None
+        if doc.get("weighted_amount") is None
+        else Decimal(doc["weighted_amount"]),
+        pos=doc.get("pos", False),
     )
 
 

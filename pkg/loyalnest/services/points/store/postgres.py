@@ -37,6 +37,7 @@ from loyalnest.services.points.domain import (
     TransactionType,
 )
 from loyalnest.services.points.events import ledger_event
+from loyalnest.services.points.liability import LiabilityFigures
 from loyalnest.services.points.orders import (
     OrderAdjustment,
     OrderEarning,
@@ -44,6 +45,7 @@ from loyalnest.services.points.orders import (
     OrderStatus,
 )
 from loyalnest.services.points.rules import RuleEvent
+from loyalnest.services.points.store import postgres_liability
 from loyalnest.services.points.store.base import (
     CUSTOMER_TABLES,
     MERCHANT_TABLES,
@@ -471,6 +473,14 @@ class PostgresLedgerStore:
 
     # ---- points expiry ------------------------------------------------------------------
 
+    async def liability(
+        self, merchant_id: str, now: datetime, horizon_days: int
+    ) -> LiabilityFigures:
+        # One snapshot: the outstanding points and the breakage read the same ledger.
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return await postgres_liability.liability(conn, merchant_id, now, horizon_days)
+
     async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
@@ -510,6 +520,18 @@ class PostgresLedgerStore:
             stored = await self._order(conn, earning.merchant_id, earning.order_id)
         assert stored is not None  # the conflict proves the row exists; orders are never deleted
         return stored, False
+
+    async def orders_since(
+        self, merchant_id: str, since: datetime, limit: int
+    ) -> list[OrderEarning]:
+        async with self._pool.connection() as conn:
+            cursor = conn.cursor(row_factory=dict_row)
+            await cursor.execute(
+                f"{_SELECT_ORDER} WHERE merchant_id = %s AND created_at >= %s"
+                " AND status <> 'not_earning' ORDER BY created_at, order_id LIMIT %s",
+                (merchant_id, since, limit),
+            )
+            return [_order(row) for row in await cursor.fetchall()]
 
     async def count_orders(self, merchant_id: str, since: datetime) -> int:
         async with self._pool.connection() as conn:

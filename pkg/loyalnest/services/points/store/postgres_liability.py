@@ -1,0 +1,125 @@
+"""The points liability sums (liability.py) in one set-based pass over a merchant's ledger.
+
+First-in first-out without walking each customer's history: on a customer's "credit axis" each
+credit occupies [lo, hi) (the credits before it, then itself), and each debit [lo, hi) on the
+debit axis likewise. Since a debit consumes the oldest points left and a balance never goes
+below zero, the debit's range consumes exactly the same range of the credit axis, so
+    what is left of a lot       = hi - greatest(lo, least(hi, the customer's total debits)),
+    what a debit took of a lot  = the overlap of their ranges,
+which is what expiry.open_lots computes transaction by transaction.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from psycopg import AsyncConnection
+
+from loyalnest.services.points.liability import (
+    BreakageFigures,
+    Bucket,
+    LiabilityFigures,
+    age_cutoffs,
+)
+
+_RANGES = """
+WITH tx AS (
+    SELECT customer_id, type, points, created_at,
+           sum(greatest(points, 0)) OVER w - greatest(points, 0) AS c_lo,
+           sum(greatest(-points, 0)) OVER w - greatest(-points, 0) AS d_lo
+      FROM points_transactions
+     WHERE merchant_id = %(merchant)s AND created_at <= %(now)s
+    WINDOW w AS (PARTITION BY customer_id ORDER BY sequence)
+),
+credits AS (
+    SELECT customer_id, created_at, c_lo AS lo, c_lo + points AS hi FROM tx WHERE points > 0
+),
+debits AS (
+    SELECT customer_id, type, d_lo AS lo, d_lo - points AS hi FROM tx WHERE points < 0
+),
+spent AS (
+    SELECT customer_id, max(hi) AS total FROM debits GROUP BY customer_id
+),
+lots AS (
+    SELECT c.customer_id, c.created_at, c.lo, c.hi,
+           c.hi - greatest(c.lo, least(c.hi, coalesce(s.total, 0))) AS open
+      FROM credits c LEFT JOIN spent s USING (customer_id)
+)
+"""
+
+_OUTSTANDING = (
+    _RANGES
+    + """
+SELECT CASE WHEN l.created_at > %(c0)s THEN %(b0)s
+            WHEN l.created_at > %(c1)s THEN %(b1)s
+            WHEN l.created_at > %(c2)s THEN %(b2)s
+            WHEN l.created_at > %(c3)s THEN %(b3)s
+            ELSE %(b4)s END AS bucket,
+       coalesce(t.tier_id, '') AS tier_id,
+       l.customer_id, l.open
+  FROM lots l
+  LEFT JOIN customer_tiers t
+    ON t.merchant_id = %(merchant)s AND t.customer_id = l.customer_id
+ WHERE l.open > 0
+"""
+)
+
+_GROUPED = f"""
+WITH open_lots AS ({_OUTSTANDING})
+SELECT bucket, tier_id, grouping(bucket) AS by_tier, sum(open)::bigint,
+       count(DISTINCT customer_id)
+  FROM open_lots
+ GROUP BY GROUPING SETS ((bucket), (tier_id))
+"""
+
+_BREAKAGE = (
+    _RANGES
+    + """,
+cohort AS (SELECT * FROM lots WHERE created_at <= %(horizon)s)
+SELECT coalesce((SELECT sum(hi - lo) FROM cohort), 0)::bigint,
+       coalesce((SELECT sum(open) FROM cohort), 0)::bigint,
+       coalesce(sum(least(c.hi, d.hi) - greatest(c.lo, d.lo))
+                FILTER (WHERE d.type = 'redeem'), 0)::bigint,
+       coalesce(sum(least(c.hi, d.hi) - greatest(c.lo, d.lo))
+                FILTER (WHERE d.type = 'expire'), 0)::bigint,
+       coalesce(sum(least(c.hi, d.hi) - greatest(c.lo, d.lo))
+                FILTER (WHERE d.type NOT IN ('redeem', 'expire')), 0)::bigint
+  FROM cohort c
+  JOIN debits d ON d.customer_id = c.customer_id AND d.lo < c.hi AND d.hi > c.lo
+"""
+)
+
+
+async def liability(
+    conn: AsyncConnection, merchant_id: str, now: datetime, horizon_days: int
+) -> LiabilityFigures:
+    params: dict[str, object] = {"merchant": merchant_id, "now": now}
+    cutoffs = age_cutoffs(now)
+    for i, (label, cutoff) in enumerate(cutoffs):
+        params[f"b{i}"] = label
+        if cutoff is not None:
+            params[f"c{i}"] = cutoff
+    params["horizon"] = now - timedelta(days=horizon_days)
+    by_age: dict[str, Bucket] = {}
+    by_tier: list[Bucket] = []
+    cursor = await conn.execute(_GROUPED, params)
+    for bucket, tier_id, tier_row, points, customers in await cursor.fetchall():
+        if tier_row:
+            by_tier.append(Bucket(tier_id, points, customers))
+        else:
+            by_age[bucket] = Bucket(bucket, points, customers)
+    cursor = await conn.execute(_BREAKAGE, params)
+    row = await cursor.fetchone()
+    assert row is not None  # an aggregate without GROUP BY always answers one row
+    earned, outstanding, redeemed, expired, taken_back = row
+    return LiabilityFigures(
+        by_age=[by_age[label] for label, _ in cutoffs if label in by_age],
+        by_tier=sorted(by_tier, key=lambda b: b.key),
+        breakage=BreakageFigures(
+            earned=earned,
+            redeemed=redeemed,
+            expired=expired,
+            outstanding=outstanding,
+            taken_back=taken_back,
+        ),
+    )
