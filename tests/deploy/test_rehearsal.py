@@ -63,6 +63,13 @@ def test_every_container_of_the_release_runs_and_the_gateway_answers(name: str, 
     # Everything the chart runs was run: each hook Job and each Deployment's containers.
     jobs = {o["metadata"]["name"] for o in objects if o["kind"] == "Job"}
     assert {f"job {j}" for j in jobs} <= set(lines)
+    # ... and each CronJob's command once (exit 0), the services' settings with it.
+    cronjobs = {o["metadata"]["name"] for o in objects if o["kind"] == "CronJob"}
+    assert {"points-expire", "points-tiers", "rfm-rescore"} <= cronjobs
+    assert {f"job {j}" for j in cronjobs} <= set(lines)
+    # Every enabled service ran (Event Tracking with its pseudonym key: it refuses the
+    # development one outside a developer's machine).
+    assert "event-tracking/event-tracking: probes pass" in lines
     for obj in objects:
         if obj["kind"] == "Deployment":
             for c in obj["spec"]["template"]["spec"]["containers"]:

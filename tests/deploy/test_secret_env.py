@@ -191,3 +191,32 @@ def test_secret_env_overrides_secret_and_key() -> None:
 def test_plaintext_secret_env_is_refused(overrides: dict[str, object], expected: str) -> None:
     with pytest.raises(helm.HelmError, match=expected):
         helm.template(Render(overrides=overrides))
+
+
+def test_the_readme_lists_every_secret_key_of_the_chart() -> None:
+    """README "Operate on Kubernetes": the Secret's keys listed, and given in the example
+    `kubectl create secret`, are exactly those of values.yaml's secretEnv entries."""
+    import re
+
+    from loyalnest.deploy.paths import REPO
+
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    keys = {
+        ref["key"]
+        for settings in [values["componentDefaults"], *values["components"].values()]
+        if settings.get("enabled", True)
+        for ref in (settings.get("secretEnv") or {}).values()
+    }
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Operate on Kubernetes") :]
+    listed = set(re.findall(r"^- `([-a-z<>]+)`", section, re.M))
+    listed |= set(re.findall(r"^- `[-a-z]+`, `([-a-z]+)`", section, re.M))
+    listed |= set(re.findall(r"and `([-a-z]+)`\n", section))
+    listed |= set(re.findall(r"\) and `([-a-z]+)`", section))
+    created = set(re.findall(r"--from-literal=([-a-z]+)=", section))
+    credentials = {k for k in keys if k.endswith("-service-credential")}
+    loop = re.search(r"for s in ([ a-z_]+); do", section)
+    assert loop is not None
+    created |= {f"{s.replace('_', '-')}-service-credential" for s in loop.group(1).split()}
+    assert keys - credentials <= listed, keys - credentials - listed
+    assert keys <= created, keys - created

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import json
 import urllib.error
@@ -9,6 +10,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -138,3 +140,19 @@ def test_standin_honours_the_capture_contract(standin: PosthogStandIn) -> None:
     assert status == 429 and headers["retry-after"] == "3"
     assert _post(batch, {"api_key": DEFAULT_API_KEY, "batch": [event]})[0] == 200
     assert standin.deliveries[event["uuid"]] == 2  # PostHog dedupes only eventually
+
+
+def test_the_development_pseudonym_key_is_refused_outside_a_developer_machine(
+    tmp_path: Path,
+) -> None:
+    """A cluster (only the public JWKS mounted) must bring its own pseudonym key: the public
+    development key would let anyone recompute a customer's PostHog id from a Shopify id."""
+    from loyalnest.services.event_tracking.service import EventTrackingSettings, _pseudonyms
+
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": []}')
+    with pytest.raises(ValueError, match="LOYALNEST_EVENT_TRACKING_PSEUDONYM_KEY is required"):
+        _pseudonyms(EventTrackingSettings(jwt_jwks_path=jwks))
+    key = base64.b64encode(bytes(range(32))).decode()
+    given = _pseudonyms(EventTrackingSettings(jwt_jwks_path=jwks, event_tracking_pseudonym_key=key))
+    assert given.of("m", "1") == Pseudonyms(bytes(range(32))).of("m", "1")

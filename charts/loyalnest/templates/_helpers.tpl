@@ -265,9 +265,10 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
 {{- /* A backend a service cannot run without makes its key required: the pod then waits in
 CreateContainerConfigError naming the key, instead of starting without it (edge refuses to
 start without Redis; Points on the Mongo ledger would try mongodb://127.0.0.1 and be restarted
-after its 5-minute startup window). The migration Job (no "tokens") reads only the database. */}}
+after its 5-minute startup window). The migration Job (no "tokens") reads only the database;
+a component's CronJob passes "requiredBackends" true (Points' jobs need the Mongo ledger). */}}
 {{- $needs := list }}
-{{- if .tokens }}
+{{- if or .tokens .requiredBackends }}
 {{- $needs = .settings.requiredBackends | default list }}
 {{- if eq (toString (dig "LOYALNEST_POINTS_LEDGER_STORE" "" (.settings.env | default dict))) "mongo" }}
 {{- $needs = append $needs "mongo" }}

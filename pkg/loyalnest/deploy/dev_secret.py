@@ -35,6 +35,12 @@ CREDENTIAL_SUFFIX = "-service-credential"
 DATABASE_URL = "postgresql://loyalnest:{password}@postgres:5432/loyalnest"
 REDIS_URL = "redis://redis:6379/0"
 SHOPIFY_PLACEHOLDER = "dev-placeholder"
+# Keys that are base64 of 32 random bytes: PII keys, page tokens' and discount codes' HMAC keys,
+# Event Tracking's pseudonym key.
+RANDOM_KEY_SUFFIXES = ("-encryption-key", "-blind-index-key", "-pseudonym-key", "-code-key")
+RANDOM_KEYS = {"page-token-key"}
+# Outside providers' API keys (notify's Klaviyo/Postscript/SES keys go here too).
+PROVIDER_API_KEYS = {"posthog-api-key": "phc_dev-placeholder"}
 
 
 class UnknownSecretKey(ValueError):
@@ -86,10 +92,13 @@ def complete(required: Iterable[str], existing: Mapping[str, str]) -> dict[str, 
         if key.endswith(CREDENTIAL_SUFFIX):
             service = key.removesuffix(CREDENTIAL_SUFFIX).replace("-", "_")
             values[key] = service_credential(master, service)
-        elif key.endswith(("-encryption-key", "-blind-index-key")):
+        elif key.endswith(RANDOM_KEY_SUFFIXES) or key in RANDOM_KEYS:
             values[key] = _random_key()
         elif key.startswith("shopify-"):
             values[key] = SHOPIFY_PLACEHOLDER
+        elif key in PROVIDER_API_KEYS:
+            # An outside provider's API key: a dev cluster ships nowhere real.
+            values[key] = PROVIDER_API_KEYS[key]
         elif key == "database-url":
             values[key] = DATABASE_URL.format(password=values["postgres-password"])
         elif key == "redis-url":

@@ -15,7 +15,9 @@ in the order an install runs them:
 4. a REST call with a token (`loyalnest token` on the keyset whose JWKS was published) and a
    `grpcurl list` through the gateway's Envoy, running the chart's own bootstrap.
 5. `helm test`: the chart's test hook Jobs (templates/tests/: `loyalnest.gateway.smoke`, which
-   mints its token from the mounted signing-keys Secret), each must exit 0.
+   mints its token from the mounted signing-keys Secret), each must exit 0;
+6. each CronJob's command once, as a Job from its jobTemplate (points-expire, points-tiers,
+   rfm-rescore), each must exit 0.
 
 What a container gets, as the kubelet would give it:
 
@@ -1012,9 +1014,26 @@ async def rehearse(
         # `helm test`: the chart's test hook Jobs, against the running release.
         for job in hooks(objects, "test"):
             await rehearsal.run_job(job)
+        # Each CronJob's command once, as `kubectl create job --from=cronjob/...` would.
+        for job in jobs_of_cronjobs(objects):
+            await rehearsal.run_job(job)
         exited = rehearsal.exited()
         if exited:
             raise RehearsalError("pods", "exited after becoming ready:\n" + "\n".join(exited))
+
+
+def jobs_of_cronjobs(objects: Iterable[Obj]) -> list[Obj]:
+    """A Job per CronJob, from its jobTemplate (`kubectl create job --from=cronjob/NAME`)."""
+    return [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": obj["metadata"]["name"], "labels": obj["metadata"].get("labels")},
+            "spec": obj["spec"]["jobTemplate"]["spec"],
+        }
+        for obj in objects
+        if obj["kind"] == "CronJob"
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from loyalnest.platform.crypto import decode_key
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.personal_data import PersonalData
+from loyalnest.platform.pii import on_a_developer_machine
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.event_tracking import consumers, events
@@ -61,6 +62,16 @@ class EventTrackingSettings(ServiceSettings):
 def _pseudonyms(settings: EventTrackingSettings) -> Pseudonyms:
     key = settings.event_tracking_pseudonym_key
     if key is None:
+        # As the PII keys (platform/pii.py): the public key only on a developer's machine; a
+        # cluster started without one would publish recomputable pseudonyms to PostHog.
+        if not on_a_developer_machine(settings):
+            raise ValueError(
+                "LOYALNEST_EVENT_TRACKING_PSEUDONYM_KEY is required (base64 of 32 random bytes,"
+                " `openssl rand -base64 32`): it keeps customers' ids out of PostHog"
+            )
+        log.warning(
+            "LOYALNEST_EVENT_TRACKING_PSEUDONYM_KEY unset: using the public development key"
+        )
         return Pseudonyms(_DEVELOPMENT_PSEUDONYM_KEY)
     return Pseudonyms(decode_key(key.get_secret_value(), name="event tracking pseudonym key"))
 
