@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock | sha256sum | cut
 BUF_IMAGE := .build/buf-image.binpb
 
 .PHONY: setup lock system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy fuzz up bench \
-	bench-webhooks bench-orders bench-rest bench-gamification bench-rfm clean \
+	bench-webhooks bench-orders bench-rest bench-gamification bench-rfm bench-scale clean \
 	chart chart-gateway-config chart-golden chart-check k8s kind-up kind-down
 
 setup: system-deps $(STAMP) k8s-tools
@@ -127,6 +127,10 @@ bench-orders: setup
 # Leaderboard reads and rank updates at 1,000,000 customers vs. bare Redis (bench/README.md).
 bench-gamification: setup
 	$(BIN)/python bench/bench_gamification.py
+
+# Points' reads and writes on 1M customers / 10M transactions vs an empty ledger (bench/README.md).
+bench-scale: setup
+	$(BIN)/python bench/bench_scale.py
 
 # The nightly RFM rescore of a big merchant (bench/README.md).
 bench-rfm: setup
