@@ -461,7 +461,8 @@ async def test_personal_data_export_and_erasure(database_url: str, served: Serve
         exported = await store.export_customer(merchant, "900001")
         assert exported["rfm_segment"]["segment"] == "RFM_SEGMENT_NEW"
         assert await store.export_customer(merchant, "900002") == {}
-        await store.erase_customer(merchant, "900001")
+        assert await store.erase_customer(merchant, "900001") == 1
+        assert await store.erase_customer(merchant, "900001") == 0  # a repeat
         assert await store.export_customer(merchant, "900001") == {}
         assert await store.live(merchant)
         await store.erase_merchant(merchant)

@@ -2,9 +2,10 @@
 
 Real processes: PostgreSQL, Valkey, a Kafka-protocol broker (tansu), and the real Auth (service
 tokens), edge (Shopify's signed webhooks), Points, Users, Core, RFM, Gamification, Event
-Tracking and AdminCore. One customer is seeded everywhere (an order through a signed
-orders/create, which RFM scores, points earned and cached, which Gamification and Event
-Tracking apply, a Users account and a Core customer with email and names), then:
+Tracking, Products, Campaign, Referrals and AdminCore. One customer is seeded everywhere (an
+order through a signed orders/create, which RFM scores and Products records, the RFM segment
+Products and Campaign keep, points earned and cached, which Gamification and Event Tracking
+apply, a Users account and a Core customer with email and names), then:
 
 - customers/data_request: the export package holds every item seeded, from every service;
 - customers/redact: afterwards no PostgreSQL schema, no Redis key or value and no Kafka record
@@ -51,6 +52,8 @@ from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.admin_core.service import SPEC as ADMIN_CORE
 from loyalnest.services.admin_core.service import AdminCoreSettings
 from loyalnest.services.auth.service import SPEC as AUTH
+from loyalnest.services.campaign.service import SPEC as CAMPAIGN
+from loyalnest.services.campaign.service import CampaignSettings
 from loyalnest.services.core.service import SPEC as CORE
 from loyalnest.services.edge.service import DATABASE as EDGE_DATABASE
 from loyalnest.services.edge.service import SPEC as EDGE
@@ -61,6 +64,9 @@ from loyalnest.services.event_tracking.service import SPEC as EVENT_TRACKING
 from loyalnest.services.event_tracking.service import EventTrackingSettings
 from loyalnest.services.gamification.service import SPEC as GAMIFICATION
 from loyalnest.services.points.service import SPEC as POINTS
+from loyalnest.services.products.service import SPEC as PRODUCTS
+from loyalnest.services.products.service import ProductsSettings
+from loyalnest.services.referrals.service import SPEC as REFERRALS
 from loyalnest.services.rfm.service import SPEC as RFM
 from loyalnest.services.users.service import SPEC as USERS
 from loyalnest.services.users.service import UsersSettings
@@ -78,11 +84,13 @@ from tests.integration.test_access_wiring import auth_with, edge_settings_asking
 from tests.integration.test_auth_service import install
 from tests.integration.test_core_service import core_settings
 from tests.integration.test_gamification_service import settings_for as gamification_settings
+from tests.integration.test_referrals_service import referrals_settings
 from tests.integration.test_rfm_service import rfm_settings
 from tests.integration.test_service_identity import MASTER_KEY
 from tests.shared import shared_file
 
-pytestmark = pytest.mark.integration
+# Fourteen services in one process: more than the default 120 s on a busy machine.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 SECRET = "gdpr-webhook-secret"
 SHOP = "gdpr-erasure.myshopify.com"
@@ -223,14 +231,32 @@ async def mesh(database_url: str, redis_url: str, shopify: ShopifyStandIn) -> As
                     EVENT_TRACKING,
                     service_settings_for_tests(EventTrackingSettings, database_url, **events),
                 ) as event_tracking,
+                serving(
+                    PRODUCTS,
+                    service_settings_for_tests(
+                        ProductsSettings, database_url, redis_url=redis_url, **events
+                    ),
+                ) as products,
+                serving(
+                    CAMPAIGN,
+                    service_settings_for_tests(
+                        CampaignSettings, database_url, redis_url=redis_url, **events
+                    ),
+                ) as campaign,
+                serving(
+                    REFERRALS, referrals_settings(database_url, redis_url=redis_url, **events)
+                ) as referrals,
             ):
                 targets = {
                     "auth": auth.address,
+                    "campaign": campaign.address,
                     "core": core.address,
                     "edge": edge.address,
                     "event_tracking": event_tracking.address,
                     "gamification": gamification.address,
                     "points": points.address,
+                    "products": products.address,
+                    "referrals": referrals.address,
                     "rfm": rfm.address,
                     "users": users.address,
                 }
@@ -343,11 +369,12 @@ async def seed(mesh: Mesh, person: Person) -> Seeded:
     )
     # What other services derive from the seed's events, applied before any request (else a
     # late event would write it after the erasure): RFM's score of the order, Gamification's
-    # progress and Event Tracking's task from points.earned.
+    # progress and Event Tracking's task from points.earned, Products' sale, the segment
+    # Products and Campaign take from rfm.updated.
     await eventually(
         lambda: derived_data(mesh.database_url, mesh.merchant_id, person.shopify_id),
         timeout=30,
-        what="RFM, Gamification and Event Tracking applied the seed's events",
+        what="the services deriving data applied the seed's events",
     )
     return Seeded(
         order_id, user.user.user_id, created.customer.customer_id, earned.transaction.transaction_id
@@ -362,7 +389,13 @@ async def derived_data(database_url: str, merchant_id: str, customer_id: str) ->
             " (SELECT count(*) FROM gamification.customer_progress"
             "  WHERE merchant_id = %(m)s AND customer_id = %(c)s),"
             " (SELECT count(*) FROM event_tracking.queue_tasks"
-            "  WHERE merchant_id = %(m)s AND event_type = 'points_earned')",
+            "  WHERE merchant_id = %(m)s AND event_type = 'points_earned'),"
+            " (SELECT count(*) FROM products.product_sales"
+            "  WHERE merchant_id = %(m)s AND customer_id = %(c)s),"
+            " (SELECT count(*) FROM products.customer_segments"
+            "  WHERE merchant_id = %(m)s AND customer_id = %(c)s),"
+            " (SELECT count(*) FROM campaign.customer_segments"
+            "  WHERE merchant_id = %(m)s AND customer_id = %(c)s)",
             {"m": merchant_id, "c": customer_id},
         )
         row = await cursor.fetchone()
@@ -553,6 +586,9 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
         assert package["rfm"]["customer"]["orders"] in (1, "1")
         assert [o["order_id"] for o in package["rfm"]["orders"]] == [seeded.order_id]
         assert package["gamification"]
+        # Products' sale of the order and the RFM segment Products and Campaign were told of.
+        assert package["products"]["product_purchases"][0]["order_id"] == seeded.order_id
+        assert package["products"]["rfm_segment"] and package["campaign"]["rfm_segment"]
         assert export.expire_time.seconds > export.create_time.seconds
 
         await m.deliver(

@@ -265,7 +265,8 @@ async def test_product_rfm_from_orders(
     # stay, anonymous).
     exported = await sales.export_customer(merchant_id, "7001")
     assert {p["product_id"] for p in exported["product_purchases"]} == {"501", "502"}
-    await sales.erase_customer(merchant_id, "7001")
+    assert await sales.erase_customer(merchant_id, "7001") >= 2  # two sales unlinked
+    assert await sales.erase_customer(merchant_id, "7001") == 0  # a repeat
     assert await sales.export_customer(merchant_id, "7001") == {}
     rfm = (await stub.GetProductRFM(pb.GetProductRFMRequest(product_id="501"), metadata=read)).rfm
     assert (rfm.frequency, rfm.buyers, rfm.monetary_minor_units) == (1, 0, 5400)

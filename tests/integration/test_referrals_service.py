@@ -620,7 +620,8 @@ async def test_export_and_erase_a_customer_and_a_merchant(
         assert [c["referrer_id"] for c in as_friend["conversions"]] == ["5001"]
         assert as_friend["referrals"] == []
 
-        await store.erase_customer(merchant_id, "5001")
+        assert await store.erase_customer(merchant_id, "5001") >= 2  # referral, conversion
+        assert await store.erase_customer(merchant_id, "5001") == 0  # a repeat
         gone = await store.export_customer(merchant_id, "5001")
         assert gone == {"referrals": [], "conversions": [], "rewards": [], "first_order_id": None}
         assert (await store.export_customer(merchant_id, "5002"))["conversions"] == []

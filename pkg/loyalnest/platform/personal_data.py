@@ -42,11 +42,14 @@ SERVICE_NAME = personal_data_pb2.DESCRIPTOR.services_by_name["PersonalDataServic
 # `personal_data`.
 HOLDERS: tuple[str, ...] = (
     "auth",
+    "campaign",
     "core",
     "edge",
     "event_tracking",
     "gamification",
     "points",
+    "products",
+    "referrals",
     "rfm",
     "users",
 )

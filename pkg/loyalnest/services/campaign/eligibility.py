@@ -33,6 +33,7 @@ from google.protobuf import json_format
 
 from loyalnest.gen.campaign.v1 import campaign_pb2 as pb
 from loyalnest.platform.cache import REDIS_ERRORS, key_part
+from loyalnest.platform.errors import Unavailable
 from loyalnest.platform.observability import get_logger
 from loyalnest.services.campaign.domain import (
     LIVE,
@@ -119,6 +120,34 @@ class Eligibility:
             )
         except REDIS_ERRORS as exc:
             log.warning("segment cache not updated", error=repr(exc))
+
+    # ---- personal data: the store's rows and the segment cached here (ByShopifyId) --------
+
+    async def export_customer(self, merchant_id: str, customer_id: str) -> dict[str, Any]:
+        return await self._store.export_customer(merchant_id, customer_id)
+
+    async def erase_customer(self, merchant_id: str, customer_id: str) -> int:
+        """The customer's segment row and its cached copy (whose key names them). Redis
+        failing fails the erasure: AdminCore retries it, the copy would outlive it."""
+        erased = await self._store.erase_customer(merchant_id, customer_id)
+        if self._redis is not None:
+            try:
+                erased += int(await self._redis.delete(self._segment_key(merchant_id, customer_id)))
+            except REDIS_ERRORS as exc:
+                raise Unavailable("the segment cache could not be erased; retry") from exc
+        return erased
+
+    async def erase_merchant(self, merchant_id: str) -> int:
+        erased = await self._store.erase_merchant(merchant_id)
+        if self._redis is not None:
+            try:
+                keys = [self._set_key(merchant_id)]
+                pattern = f"campaign_segment:{key_part(merchant_id)}:*"
+                keys += [key async for key in self._redis.scan_iter(match=pattern, count=1000)]
+                erased += int(await self._redis.delete(*keys))
+            except REDIS_ERRORS as exc:
+                raise Unavailable("the campaign cache could not be erased; retry") from exc
+        return erased
 
     async def apply(
         self, merchant_id: str, customer_id: str, cart: CartView

@@ -15,6 +15,7 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.http import HttpClient
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import ByShopifyId, PersonalData
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
@@ -98,6 +99,8 @@ async def build(settings: CampaignSettings) -> ServiceComponents:
             interval_seconds=settings.campaign_reconcile_interval_seconds,
         )
         components.background.append(reconciler.run)
+    # The store's rows and the segment Eligibility caches in Redis.
+    components.personal_data = ByShopifyId(eligibility)
     return components
 
 
@@ -107,4 +110,5 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
+    personal_data=PersonalData(tables=("customer_segments",)),
 )

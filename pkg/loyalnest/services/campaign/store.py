@@ -22,7 +22,7 @@ from psycopg.types.json import Jsonb
 
 from loyalnest.gen.campaign.v1 import campaign_pb2 as pb
 from loyalnest.gen.events.v1 import rfm_pb2
-from loyalnest.platform import audit, idempotency
+from loyalnest.platform import audit, idempotency, personal_data
 from loyalnest.platform.errors import AlreadyExists
 from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
@@ -331,16 +331,24 @@ class CampaignStore:
             return {}
         return {"rfm_segment": {"segment": row[0], "scored_at": row[1].isoformat()}}
 
-    async def erase_customer(self, merchant_id: str, customer_id: str) -> None:
+    async def erase_customer(self, merchant_id: str, customer_id: str) -> int:
+        """The customer's RFM segment; returns the rows deleted (0 on a repeat)."""
         async with self._pool.connection() as conn:
-            await conn.execute(
+            cursor = await conn.execute(
                 "DELETE FROM customer_segments WHERE merchant_id = %s AND customer_id = %s",
                 (merchant_id, customer_id),
             )
+            return cursor.rowcount
 
-    async def erase_merchant(self, merchant_id: str) -> None:
+    async def erase_merchant(self, merchant_id: str) -> int:
         async with self._pool.connection() as conn, conn.transaction():
-            await conn.execute(
-                "DELETE FROM customer_segments WHERE merchant_id = %s", (merchant_id,)
-            )
-            await conn.execute("DELETE FROM campaigns WHERE merchant_id = %s", (merchant_id,))
+            erased = (
+                await conn.execute(
+                    "DELETE FROM customer_segments WHERE merchant_id = %s", (merchant_id,)
+                )
+            ).rowcount
+            erased += (
+                await conn.execute("DELETE FROM campaigns WHERE merchant_id = %s", (merchant_id,))
+            ).rowcount
+            erased += await personal_data.erase_platform_rows(conn, merchant_id)
+        return erased

@@ -15,6 +15,7 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.http import HttpClient
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import ByShopifyId, PersonalData
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
@@ -93,6 +94,7 @@ async def build(settings: ProductsSettings) -> ServiceComponents:
             await sync.run(settings.products_sync_interval_seconds)
 
         components.background.append(periodic_sync)
+    components.personal_data = ByShopifyId(sales)
     return components
 
 
@@ -102,4 +104,5 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
+    personal_data=PersonalData(tables=("product_sales", "customer_segments")),
 )

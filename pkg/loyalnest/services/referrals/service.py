@@ -17,6 +17,7 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
 from loyalnest.platform.http import HttpClient
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.personal_data import ByShopifyId, PersonalData
 from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.platform.shop_access import ShopTokens
@@ -99,6 +100,7 @@ async def build(settings: ReferralsSettings) -> ServiceComponents:
         functools.partial(expiry_sweep, store, settings.referrals_expiry_interval_seconds),
         functools.partial(discounts.run, settings.referrals_discount_retry_interval_seconds),
     ]
+    components.personal_data = ByShopifyId(store)
     return components
 
 
@@ -108,4 +110,5 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
+    personal_data=PersonalData(tables=("referrals", "conversions", "rewards", "customer_orders")),
 )

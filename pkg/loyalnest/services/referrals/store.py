@@ -18,7 +18,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import class_row, dict_row
 
 from loyalnest.gen.events.v1 import core_pb2
-from loyalnest.platform import audit, idempotency
+from loyalnest.platform import audit, idempotency, personal_data
 from loyalnest.platform.events import outbox
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.postgres import Database
@@ -665,30 +665,36 @@ class ReferralStore:
             "first_order_id": first["first_order_id"] if first else None,
         }
 
-    async def erase_customer(self, merchant_id: str, customer_id: str) -> None:
+    async def erase_customer(self, merchant_id: str, customer_id: str) -> int:
         """Forgets the customer: their referrals (codes stop working), their conversions as
         referrer or friend, their rewards and first order. Rewards already credited stay in
-        Points' ledger, which erases its own data."""
+        Points' ledger, which erases its own data. Returns the rows deleted (0 on a repeat)."""
+        erased = 0
         async with audit.transaction(self._pool, "job:referrals:erase-customer") as conn:
-            await conn.execute(
-                "DELETE FROM rewards WHERE merchant_id = %s AND referrer_id = %s",
-                (merchant_id, customer_id),
-            )
-            await conn.execute(
-                "DELETE FROM conversions WHERE merchant_id = %s AND (referrer_id = %s"
-                " OR referee_id = %s)",
-                (merchant_id, customer_id, customer_id),
-            )
-            await conn.execute(
-                "DELETE FROM referrals WHERE merchant_id = %s AND referrer_id = %s",
-                (merchant_id, customer_id),
-            )
-            await conn.execute(
-                "DELETE FROM customer_orders WHERE merchant_id = %s AND customer_id = %s",
-                (merchant_id, customer_id),
-            )
+            for statement, params in (
+                (
+                    "DELETE FROM rewards WHERE merchant_id = %s AND referrer_id = %s",
+                    (merchant_id, customer_id),
+                ),
+                (
+                    "DELETE FROM conversions WHERE merchant_id = %s AND (referrer_id = %s"
+                    " OR referee_id = %s)",
+                    (merchant_id, customer_id, customer_id),
+                ),
+                (
+                    "DELETE FROM referrals WHERE merchant_id = %s AND referrer_id = %s",
+                    (merchant_id, customer_id),
+                ),
+                (
+                    "DELETE FROM customer_orders WHERE merchant_id = %s AND customer_id = %s",
+                    (merchant_id, customer_id),
+                ),
+            ):
+                erased += (await conn.execute(statement, params)).rowcount
+        return erased
 
-    async def erase_merchant(self, merchant_id: str) -> None:
+    async def erase_merchant(self, merchant_id: str) -> int:
+        erased = 0
         async with audit.transaction(self._pool, "job:referrals:erase-merchant") as conn:
             for table in (
                 "rewards",
@@ -700,7 +706,12 @@ class ReferralStore:
                 "shops",
                 "program_settings",
             ):
-                await conn.execute(f"DELETE FROM {table} WHERE merchant_id = %s", (merchant_id,))
+                cursor = await conn.execute(
+                    f"DELETE FROM {table} WHERE merchant_id = %s", (merchant_id,)
+                )
+                erased += cursor.rowcount
+            erased += await personal_data.erase_platform_rows(conn, merchant_id)
+        return erased
 
 
 async def now(conn: AsyncConnection) -> datetime:

@@ -22,6 +22,7 @@ from psycopg import AsyncConnection
 
 from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.gen.events.v1 import rfm_pb2
+from loyalnest.platform import personal_data
 from loyalnest.platform.cache import REDIS_ERRORS, key_part
 from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
@@ -252,9 +253,10 @@ class SalesStore:
             exported["rfm_segment"] = segment[0]
         return exported
 
-    async def erase_customer(self, merchant_id: str, customer_id: str) -> None:
+    async def erase_customer(self, merchant_id: str, customer_id: str) -> int:
         """The customer's link to their purchases is cut (the sales stay, anonymous: the
-        products' figures do not change) and their segment goes."""
+        products' figures do not change) and their segment goes. Returns the rows changed
+        (0 on a repeat)."""
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "UPDATE product_sales SET customer_id = '' WHERE merchant_id = %s"
@@ -262,17 +264,25 @@ class SalesStore:
                 (merchant_id, customer_id),
             )
             bought = [row[0] for row in await cursor.fetchall()]
-            await conn.execute(
+            segments = await conn.execute(
                 "DELETE FROM customer_segments WHERE merchant_id = %s AND customer_id = %s",
                 (merchant_id, customer_id),
             )
+            erased = len(bought) + segments.rowcount
         await self._forget(merchant_id, bought)
+        return erased
 
-    async def erase_merchant(self, merchant_id: str) -> None:
+    async def erase_merchant(self, merchant_id: str) -> int:
         """Everything Products keeps of the merchant (catalogue, sales, segments, campaigns)."""
+        erased = 0
         async with self._pool.connection() as conn, conn.transaction():
             for table in _MERCHANT_TABLES:
-                await conn.execute(f"DELETE FROM {table} WHERE merchant_id = %s", (merchant_id,))
+                cursor = await conn.execute(
+                    f"DELETE FROM {table} WHERE merchant_id = %s", (merchant_id,)
+                )
+                erased += cursor.rowcount
+            erased += await personal_data.erase_platform_rows(conn, merchant_id)
+        return erased
 
 
 def _encode(rfm: ProductRfm) -> str:
