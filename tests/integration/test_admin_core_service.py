@@ -32,7 +32,7 @@ from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import RunningService
-from loyalnest.services.admin_core import consumers, events
+from loyalnest.services.admin_core import audit_log, consumers, events
 from loyalnest.services.admin_core.audit_log import MeshAuditLog
 from loyalnest.services.admin_core.service import (
     DATABASE,
@@ -440,3 +440,30 @@ ISOLATION = Table(
         "HandleGDPRRequest": [Case(_replay_b_request, may_succeed=True)],
     },
 )
+
+
+async def test_audit_rows_are_erased_only_by_a_shop_redaction_of_their_merchant(
+    served: Served, database_url: str
+) -> None:
+    erased, kept = f"gone-{uuid.uuid4().hex[:8]}", f"kept-{uuid.uuid4().hex[:8]}"
+    for merchant in (erased, kept):
+        await _seed_audit_logs(database_url, merchant)
+    async with await psycopg.AsyncConnection.connect(
+        database_url, options="-c search_path=admin_core"
+    ) as conn:
+        async with conn.transaction():
+            assert await audit_log.erase_merchant(conn, erased) == 1
+            # The setting names one merchant: another's rows stay refused in the same transaction.
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                async with conn.transaction():
+                    await conn.execute(
+                        "DELETE FROM mesh_audit_logs WHERE merchant_id = %s", (kept,)
+                    )
+        # Nor is the table ever emptied at once.
+        async with conn.transaction(force_rollback=True):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                await conn.execute("TRUNCATE mesh_audit_logs")
+        cursor = await conn.execute(
+            "SELECT merchant_id FROM mesh_audit_logs WHERE merchant_id IN (%s, %s)", (erased, kept)
+        )
+        assert await cursor.fetchall() == [(kept,)]
