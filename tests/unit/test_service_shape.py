@@ -55,6 +55,8 @@ SUB_MODULES = {
         "expiry",
         "rules",
         "tiers",
+        "liability",
+        "simulation",
     },
     "rfm": {"nightly"},
     "roles": set(),

@@ -26,13 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.platform.errors import FailedPrecondition
 from loyalnest.services.points.domain import Reward, RewardKind
-
-if TYPE_CHECKING:  # earning.py imports the store, whose interface names LiabilityFigures
-    from loyalnest.services.points.earning import ProgramCopies
 
 Clock = Callable[[], datetime]
 
@@ -141,6 +139,12 @@ class LiabilityReport:
 
 
 _REWARD_PAGE = 500
+
+
+class ProgramCopies(Protocol):
+    """earning.ProgramCopies (not imported: the store's interface imports this module)."""
+
+    async def get(self, merchant_id: str) -> core_pb2.ProgramSettings: ...
 
 
 class LiabilityStore(Protocol):

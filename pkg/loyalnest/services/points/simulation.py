@@ -31,12 +31,12 @@ from loyalnest.services.points.liability import (
     Clock,
     LiabilityUnsupported,
     PointsLiability,
+    ProgramCopies,
 )
 from loyalnest.services.points.orders import OrderEarning
 from loyalnest.services.points.rules import OrderFacts, RuleEvent, RuleSet, parse_awards
 
-if TYPE_CHECKING:  # earning.py imports the store, which imports orders and rules
-    from loyalnest.services.points.earning import ProgramCopies
+if TYPE_CHECKING:
     from loyalnest.services.points.store.base import LedgerStore
 
 MAX_DAYS = 365
