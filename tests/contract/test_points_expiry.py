@@ -6,6 +6,7 @@ clock is set from the transactions' times, so every figure is computed by hand b
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +25,7 @@ from loyalnest.services.points.domain import (
 )
 from loyalnest.services.points.earning import ProgramCopies
 from loyalnest.services.points.events import expiring_event
-from loyalnest.services.points.expiry import PointsExpiry
+from loyalnest.services.points.expiry import ExpiryPolicy, PointsExpiry, ledger_history, upcoming
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.store.base import LedgerStore
 
@@ -181,3 +182,40 @@ async def test_expiry_notice_is_recorded_once(store: LedgerStore) -> None:
     assert not await store.record_expiry_notice(merchant, "c-5", at, event)
     assert await store.record_expiry_notice(merchant, "c-5", at + DAY, event)
     assert await store.record_expiry_notice(merchant, "c-6", at, event)
+
+
+@pytest.mark.parametrize(
+    "mode", [core_pb2.POINTS_EXPIRY_MODE_AFTER_EARNED, core_pb2.POINTS_EXPIRY_MODE_AFTER_INACTIVITY]
+)
+async def test_the_balance_reads_only_recent_history_and_agrees_with_the_whole(
+    store: LedgerStore, mode: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages of 3: the newest-first walk crosses pages and stops part-way in most cases.
+    monkeypatch.setattr("loyalnest.services.points.expiry.RECENT_PAGE", 3)
+    merchant, customer = f"m-{uuid.uuid4().hex[:8]}", "c-r"
+    ledger, expiry, clock = await expiry_for(store, merchant, program(1, mode, 1))
+    rng = random.Random(mode)
+    posted: list[Transaction] = []
+    balance = 0
+    for _ in range(24):
+        kind = rng.choice(
+            [TransactionType.EARN] * 3 + [TransactionType.REDEEM, TransactionType.ADJUST]
+        )
+        if kind is TransactionType.EARN:
+            points = rng.randrange(1, 50)
+        elif kind is TransactionType.REDEEM:
+            if balance == 0:
+                continue
+            points = -rng.randrange(1, balance + 1)
+        else:
+            points = rng.choice([-1, 1]) * rng.randrange(1, 20)
+            if balance + points < 0:
+                points = -points
+        posted.append(await post(ledger, merchant, customer, kind, points))
+        balance = posted[-1].balance_after
+    policy = ExpiryPolicy.of(program(1, mode, 1))
+    whole = await ledger_history(store, merchant, customer)
+    for t in [posted[0], *rng.sample(posted, 8), posted[-1]]:
+        for now in (t.created_at + DAY - timedelta(milliseconds=1), t.created_at + DAY):
+            clock.now = now
+            assert await expiry.expiring(merchant, customer) == upcoming(whole, policy, now)

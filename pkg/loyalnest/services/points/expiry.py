@@ -58,6 +58,8 @@ NOTICES = Counter("loyalnest_points_expiring_notices_total", "points.expiring ev
 _ACTIVITY = frozenset({TransactionType.EARN, TransactionType.REDEEM})
 HISTORY_PAGE = 1000
 CUSTOMER_PAGE = 500
+# The balance read walks the ledger newest first in pages this size, and usually stops early.
+RECENT_PAGE = 100
 
 
 async def ledger_history(
@@ -169,6 +171,78 @@ def upcoming(
     return Expiring(sum(e.points for e in later if e.at == soonest), soonest)
 
 
+async def recent_history(
+    store: LedgerStore, merchant_id: str, customer_id: str, policy: ExpiryPolicy, now: datetime
+) -> list[Transaction]:
+    """The newest part of the ledger that decides what expires after `now`, newest first.
+
+    Debits consume the oldest lots first, so the open lots are the newest credits that add up
+    to the balance (the oldest of them partly spent): after earned, the walk stops there, or
+    at the first credit earned `policy.life` ago or earlier (its lot and every older one has
+    expired by `now`); after inactivity, at the customer's last activity with the balance
+    covered. A customer with a long history reads a page or two instead of all of it
+    (GetPointsBalance with expiry on; the job still reads the whole ledger).
+    """
+    found: list[Transaction] = []
+    before: int | None = None
+    horizon = now - policy.life
+    credits = 0
+    active = False
+    while True:
+        page = await store.list_transactions(
+            merchant_id, customer_id, limit=RECENT_PAGE, before_sequence=before
+        )
+        for t in page:
+            found.append(t)
+            balance = found[0].balance_after
+            if balance <= 0:
+                return found
+            if t.points > 0:
+                credits += t.points
+            active = active or t.type in _ACTIVITY
+            if policy.after_inactivity:
+                if active and credits >= balance:
+                    return found
+            elif credits >= balance or (t.points > 0 and t.created_at <= horizon):
+                return found
+        if len(page) < RECENT_PAGE:
+            return found
+        before = page[-1].sequence
+
+
+def upcoming_from_recent(
+    recent: Sequence[Transaction], policy: ExpiryPolicy, now: datetime
+) -> Expiring | None:
+    """`upcoming` from `recent_history`'s newest-first part of the ledger."""
+    if policy.notice_days <= 0 or not recent or recent[0].balance_after <= 0:
+        return None
+    balance = recent[0].balance_after
+    lots: list[Lot] = []  # newest first
+    left = balance
+    for t in recent:
+        if t.points > 0 and left > 0:
+            lots.append(Lot(t.created_at, min(t.points, left)))
+            left -= lots[-1].points
+    if not lots:
+        return None
+    if policy.after_inactivity:
+        active = next((t.created_at for t in recent if t.type in _ACTIVITY), lots[0].earned_at)
+        expiries = [Expiring(balance, active + policy.life)]
+    else:
+        expiries = [Expiring(lot.points, lot.earned_at + policy.life) for lot in reversed(lots)]
+    return _soonest_within_notice(expiries, policy, now)
+
+
+def _soonest_within_notice(
+    expiries: Sequence[Expiring], policy: ExpiryPolicy, now: datetime
+) -> Expiring | None:
+    later = [e for e in expiries if e.at > now]
+    if not later or later[0].at > now + timedelta(days=policy.notice_days):
+        return None
+    soonest = later[0].at
+    return Expiring(sum(e.points for e in later if e.at == soonest), soonest)
+
+
 @dataclass
 class ExpiryReport:
     customers: int = 0
@@ -193,11 +267,12 @@ class PointsExpiry:
         policy = ExpiryPolicy.of(await self._programs.get(merchant_id))
         if not policy.enabled or policy.notice_days <= 0:
             return None
+        now = self._clock()
         try:
-            history = await self._history(merchant_id, customer_id)
+            recent = await recent_history(self._store, merchant_id, customer_id, policy, now)
         except LedgerNotFound:
             return None
-        return upcoming(history, policy, self._clock())
+        return upcoming_from_recent(recent, policy, now)
 
     async def expire_customer(
         self, merchant_id: str, customer_id: str, policy: ExpiryPolicy, report: ExpiryReport
