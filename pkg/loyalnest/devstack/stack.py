@@ -484,6 +484,10 @@ def print_endpoints(state: StackState) -> None:
     for c in state.components:
         print(f"  {c.name:<16} {c.address:<44} {c.metrics}")
     print(
+        f"\n  demo shop        {demo_merchant.DEMO_SHOP} (installed through Auth's OAuth; "
+        "its webhooks: .venv/bin/loyalnest webhook --topic orders/create FILE)"
+    )
+    print(
         "\n  try: TOKEN=$(.venv/bin/loyalnest token --merchant demo-shop)\n"
         '       curl -s -H "authorization: Bearer $TOKEN" '
         f'-d \'{{"customer_id":"c-1","points":120,"idempotency_key":"order-1001"}}\' '
