@@ -275,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--redis-port", type=int, default=56379)
     up.add_argument("--kafka-port", type=int, default=59092)
     up.add_argument("--posthog-port", type=int, default=58000, help="the PostHog stand-in")
+    up.add_argument("--shopify-port", type=int, default=58001, help="the Shopify OAuth stand-in")
     up.add_argument("--reflection-port", type=int, default=50050)
     up.add_argument(
         "--base-port",

@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from loyalnest.devstack.demo_merchant import DEMO_SHOP
 from loyalnest.devstack.servers import port_in_use
 from loyalnest.devstack.stack import StackState
+from tests.shared import shared_file
 
-pytestmark = pytest.mark.timeout(240)
+# Setup included: 14 services x 2 workers start one after another, slowly on a shared machine.
+pytestmark = pytest.mark.timeout(600)
+UP_TIMEOUT_SECONDS = 480
 
 
 def loyalnest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -40,9 +44,18 @@ _BLOCK = 64
 
 
 def _ports() -> dict[str, int]:
-    """A block of free ports: seven fixed components, then service gRPC ports from `base`
+    """A block of free ports: eight fixed components, then service gRPC ports from `base`
     (metrics ports are base + 1000), all verified free."""
-    names = ["gateway", "gateway-admin", "postgres", "redis", "kafka", "reflection", "posthog"]
+    names = [
+        "gateway",
+        "gateway-admin",
+        "postgres",
+        "redis",
+        "kafka",
+        "reflection",
+        "posthog",
+        "shopify",
+    ]
     rng = random.Random()
     while True:
         start = rng.randrange(20000, 30000 - 1000 - _BLOCK, _BLOCK)
@@ -70,6 +83,8 @@ def _port_args(ports: dict[str, int]) -> list[str]:
         str(ports["reflection"]),
         "--posthog-port",
         str(ports["posthog"]),
+        "--shopify-port",
+        str(ports["shopify"]),
         "--base-port",
         str(ports["base"]),
     ]
@@ -80,15 +95,25 @@ def stack() -> Iterator[tuple[Path, dict[str, int]]]:
     state = Path(tempfile.mkdtemp(prefix="loyalnest-e2e-"))
     state.chmod(0o755)
     ports = _ports()
-    started = loyalnest(
-        "up", "--detach", "--workers", "2", "--state-dir", str(state), *_port_args(ports)
-    )
-    assert started.returncode == 0, started.stdout + started.stderr
-    assert "REST base URL" in started.stdout
-    _STATE["dir"] = state
     try:
+        started = loyalnest(
+            "up",
+            "--detach",
+            "--workers",
+            "2",
+            "--state-dir",
+            str(state),
+            *_port_args(ports),
+            timeout=UP_TIMEOUT_SECONDS,
+        )
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert "REST base URL" in started.stdout
+        # `up` installed the demo shop through OAuth (the stand-in) before reporting ready.
+        assert f"{DEMO_SHOP} installed" in (state / "stack.log").read_text()
+        _STATE["dir"] = state
         yield state, ports
     finally:
+        # Also when `up` timed out: the detached stack keeps starting otherwise.
         stopped = loyalnest("down", "--state-dir", str(state))
         assert stopped.returncode == 0, stopped.stderr
 
@@ -96,12 +121,15 @@ def stack() -> Iterator[tuple[Path, dict[str, int]]]:
 _STATE: dict[str, Path] = {}
 
 
-def _token(ports: dict[str, int], permissions: str = "points:read,points:write") -> str:
+def _token(
+    ports: dict[str, int],
+    permissions: str = "points:read,points:write",
+    acting_for: tuple[str, str] = ("--merchant", "e2e-shop"),
+) -> str:
     """A token from `loyalnest token`, signed with the stack's own local key."""
     minted = loyalnest(
         "token",
-        "--merchant",
-        "e2e-shop",
+        *acting_for,
         "--permissions",
         permissions,
         "--state-dir",
@@ -111,12 +139,21 @@ def _token(ports: dict[str, int], permissions: str = "points:read,points:write")
     return minted.stdout.strip()
 
 
-def _rest(ports: dict[str, int], method: str, path: str, body: dict | None = None):
+def _rest(
+    ports: dict[str, int],
+    method: str,
+    path: str,
+    body: dict | None = None,
+    token: str | None = None,
+):
     request = urllib.request.Request(
         f"http://127.0.0.1:{ports['gateway']}{path}",
         method=method,
         data=json.dumps(body).encode() if body is not None else None,
-        headers={"authorization": f"Bearer {_token(ports)}", "content-type": "application/json"},
+        headers={
+            "authorization": f"Bearer {token or _token(ports)}",
+            "content-type": "application/json",
+        },
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -145,6 +182,50 @@ def test_rest_through_the_gateway_reaches_points(stack):
     )
     assert status == 400  # FAILED_PRECONDITION maps to 400
     assert body["details"][0]["violations"][0]["type"] == "INSUFFICIENT_POINTS"
+
+
+def test_the_demo_shops_signed_order_webhook_credits_points(stack):
+    """README "From a Shopify order to a customer's points", as written: the demo shop is
+    installed by `loyalnest up` (OAuth against the Shopify stand-in), so the edge accepts its
+    webhook and Points credits the order."""
+    _, ports = stack
+    token = _token(ports, "points:read,core:read,core:write", ("--shop", DEMO_SHOP))
+    status, body = _rest(
+        ports,
+        "PATCH",
+        "/v1/api/core/settings",
+        {
+            "settings": {"points_per_currency_unit": "1", "pending_period": "0s"},
+            "update_mask": "points_per_currency_unit,pending_period",
+            "idempotency_key": "e2e-settings-1",
+        },
+        token,
+    )
+    assert status == 200, body
+    sent = loyalnest(
+        "webhook",
+        "--topic",
+        "orders/create",
+        "--shop",
+        DEMO_SHOP,
+        "--gateway",
+        f"http://127.0.0.1:{ports['gateway']}",
+        str(shared_file("fixtures", "shopify", "orders-create.json")),
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "WEBHOOK_OUTCOME_ACCEPTED" in sent.stdout, sent.stdout
+    # webhook.received travels over Kafka to Points: poll what the merchant's API shows.
+    deadline = time.monotonic() + 60
+    while True:
+        status, body = _rest(ports, "GET", "/v1/api/points/orders/5829301457001", token=token)
+        if status == 200 and body["order"]["status"] == "ORDER_EARNING_STATUS_APPROVED":
+            break
+        assert time.monotonic() < deadline, (status, body)
+        time.sleep(0.5)
+    # 2 x 30.00 + 1 x 60.00 less 12.00 of discount code = 108.00 USD -> 108 points.
+    assert body["order"]["approved_points"] == "108"
+    status, body = _rest(ports, "GET", "/v1/api/points/balance/7390012230001", token=token)
+    assert (status, body["balance"]["balance"]) == (200, "108")
 
 
 def test_the_gateway_rejects_calls_without_a_valid_token(stack):

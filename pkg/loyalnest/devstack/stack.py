@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 
-from loyalnest.devstack import probes
+from loyalnest.devstack import demo_merchant, probes
 from loyalnest.devstack.postgres import LocalPostgres, PostgresError, traversable_by_others
 from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
 from loyalnest.devstack.standins import posthog as posthog_standin
@@ -50,6 +50,8 @@ DATABASE = "loyalnest"
 STATE_FILE = "stack.json"
 # Shopify webhook secret for local development only; production reads it from a Secret.
 DEV_SHOPIFY_API_SECRET = "loyalnest-dev-shopify-secret"
+# The app's client id Auth and the local Shopify OAuth stand-in share.
+DEV_SHOPIFY_API_KEY = "loyalnest-dev-shopify-api-key"
 # The service that answers Envoy's rate-limit checks (envoy.service.ratelimit.v3).
 RATE_LIMIT_SERVICE = "edge"
 
@@ -62,6 +64,7 @@ class Ports:
     redis: int = 56379
     kafka: int = 59092
     posthog: int = 58000  # the PostHog stand-in (devstack/standins/posthog.py)
+    shopify: int = 58001  # the Shopify OAuth stand-in (devstack/standins/shopify.py)
     reflection: int = 50050
     first_service: int = 50051
     first_metrics: int = 51051
@@ -168,6 +171,7 @@ class Stack:
             redis=args.redis_port,
             kafka=args.kafka_port,
             posthog=getattr(args, "posthog_port", Ports.posthog),
+            shopify=getattr(args, "shopify_port", Ports.shopify),
             reflection=args.reflection_port,
             first_service=args.base_port,
             first_metrics=args.base_port + 1000,
@@ -194,15 +198,20 @@ class Stack:
         self.state.components.append(component)
         self.state.save()
 
+    @staticmethod
+    def _shopify_api_secret() -> str:
+        return os.environ.get("LOYALNEST_SHOPIFY_API_SECRET", DEV_SHOPIFY_API_SECRET)
+
     def _service_env(self) -> dict[str, str]:
         return {
             "LOYALNEST_HOST": "127.0.0.1",
             "LOYALNEST_DATABASE_URL": self.postgres.url(DATABASE),
             "LOYALNEST_REDIS_URL": self.redis.url,
             "LOYALNEST_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap_servers,
-            "LOYALNEST_SHOPIFY_API_SECRET": os.environ.get(
-                "LOYALNEST_SHOPIFY_API_SECRET", DEV_SHOPIFY_API_SECRET
-            ),
+            "LOYALNEST_SHOPIFY_API_SECRET": self._shopify_api_secret(),
+            # Auth's OAuth goes to the Shopify stand-in: the demo merchant installs through it.
+            "LOYALNEST_SHOPIFY_API_KEY": DEV_SHOPIFY_API_KEY,
+            "LOYALNEST_SHOPIFY_BASE_URL": f"http://127.0.0.1:{self.ports.shopify}/{{shop}}",
             "LOYALNEST_LOG_FORMAT": "json",
             "LOYALNEST_JWT_JWKS_PATH": str(self.jwks_path),
             # Event Tracking ships to the PostHog stand-in, never to PostHog from here.
@@ -232,22 +241,45 @@ class Stack:
         await self.supervisor.start(
             ProcessSpec("kafka", self.kafka.argv(), self.kafka.ready, ports=[self.kafka.port])
         )
-        posthog = self.ports.posthog
-        self._register(Component("posthog-standin", "tcp", posthog, f"http://127.0.0.1:{posthog}"))
+        await self._start_standin(
+            "posthog-standin", self.ports.posthog, ["loyalnest.devstack.standins.posthog"]
+        )
+        await self._start_standin(
+            "shopify-standin",
+            self.ports.shopify,
+            [
+                "loyalnest.devstack.standins.shopify",
+                "--api-key",
+                DEV_SHOPIFY_API_KEY,
+            ],
+            # The secret by environment, not argv (which `ps` shows).
+            {"LOYALNEST_SHOPIFY_API_SECRET": self._shopify_api_secret()},
+        )
+
+    async def _start_standin(
+        self, name: str, port: int, argv: list[str], env: dict[str, str] | None = None
+    ) -> None:
+        """An outside API's stand-in (devstack/standins/), a supervised process on `port`."""
+        self._register(Component(name, "tcp", port, f"http://127.0.0.1:{port}"))
         await self.supervisor.start(
             ProcessSpec(
-                "posthog-standin",
-                [
-                    sys.executable,
-                    "-m",
-                    "loyalnest.devstack.standins.posthog",
-                    "--port",
-                    str(posthog),
-                ],
-                partial(tcp_ready, "127.0.0.1", posthog),
-                ports=[posthog],
+                name,
+                [sys.executable, "-m", *argv, "--port", str(port)],
+                partial(tcp_ready, "127.0.0.1", port),
+                ports=[port],
+                env=env or {},
             )
         )
+
+    async def _install_demo_merchant(self) -> None:
+        """The demo shop installs the app through Auth's real OAuth path (demo_merchant.py)."""
+        shop = demo_merchant.DEMO_SHOP
+        try:
+            installed = await asyncio.to_thread(demo_merchant.install, self.state.gateway_url)
+        except (demo_merchant.InstallError, OSError, ValueError, KeyError) as exc:
+            raise ComponentError("demo-merchant", f"installing {shop}: {exc}") from exc
+        how = "installed" if installed.first_install else "already installed, signed in"
+        _say("demo-merchant", f"{shop} {how} (merchant {installed.merchant_id})")
 
     def _identity_env(self, service: str, calls: tuple[str, ...]) -> dict[str, str]:
         """Service identity: Auth gets the master key; a service that calls Auth (where service
@@ -420,6 +452,7 @@ class Stack:
             await self._start_backing()
             endpoints = await self._start_services()
             await self._start_gateway(endpoints)
+            await self._install_demo_merchant()
             self.state.status = "ready"
             self._report("stack", f"ready in {time.monotonic() - started:.1f} s")
             print_endpoints(self.state)
@@ -450,6 +483,10 @@ def print_endpoints(state: StackState) -> None:
     print(f"  {'component':<16} {'address':<44} metrics")
     for c in state.components:
         print(f"  {c.name:<16} {c.address:<44} {c.metrics}")
+    print(
+        f"\n  demo shop        {demo_merchant.DEMO_SHOP} (installed through Auth's OAuth; "
+        "its webhooks: .venv/bin/loyalnest webhook --topic orders/create FILE)"
+    )
     print(
         "\n  try: TOKEN=$(.venv/bin/loyalnest token --merchant demo-shop)\n"
         '       curl -s -H "authorization: Bearer $TOKEN" '
