@@ -82,6 +82,7 @@ class Stack:
     clock: Clock
     merchant_id: str
     shopify: ShopifyAdminStandIn
+    bootstrap_servers: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -111,7 +112,9 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def referrals_stack(database_url: str, redis_url: str, workdir: Path) -> AsyncIterator[Stack]:
+async def referrals_stack(
+    database_url: str, redis_url: str, workdir: Path, **referrals_overrides: Any
+) -> AsyncIterator[Stack]:
     broker = BrokerProcess()
     await broker.start()
     shopify = ShopifyAdminStandIn(api_key=API_KEY, api_secret=API_SECRET)
@@ -148,6 +151,7 @@ async def referrals_stack(database_url: str, redis_url: str, workdir: Path) -> A
                 call_targets={"auth": auth_service.address, "points": points_service.address},
                 service_credential=REFERRALS_CREDENTIAL,
                 **events,
+                **referrals_overrides,
             )
             async with running(REFERRALS, referrals) as referrals_service:
                 services: dict[str, RunningService] = {
@@ -180,7 +184,13 @@ async def referrals_stack(database_url: str, redis_url: str, workdir: Path) -> A
                     ),
                 )
                 async with running_gateway(config, workdir, dict.fromkeys(services, 1)) as gw:
-                    yield Stack(gw, clock, installed.merchant.merchant_id, shopify)
+                    yield Stack(
+                        gw,
+                        clock,
+                        installed.merchant.merchant_id,
+                        shopify,
+                        broker.bootstrap_servers,
+                    )
     finally:
         shopify.stop()
         broker.close()

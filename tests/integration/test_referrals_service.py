@@ -575,6 +575,17 @@ async def _create_as_b_referrer(ch: grpc.aio.Channel, md: Metadata, b: dict[str,
     return await Stub(ch).CreateReferral(request, metadata=md)
 
 
+async def _invite_as_b_referrer(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    # As CreateReferral: in A's own namespace, never B's referral or invites.
+    request = pb.SendInviteRequest(
+        referrer_id=B_REFERRER,
+        channel=pb.INVITE_CHANNEL_SMS,
+        friend_phone="+14155550123",
+        idempotency_key="k",
+    )
+    return await Stub(ch).SendInvite(request, metadata=md)
+
+
 ISOLATION = Table(
     arrange=_arrange,
     seed=_seed,
@@ -585,6 +596,13 @@ ISOLATION = Table(
         "CompleteReferral": [Case(_complete_b)],
         "GetReferralStats": [Case(_stats, may_succeed=True)],
         "StreamReferralStatus": [Case(_stream_b)],
+        "SendInvite": [
+            Case(
+                _invite_as_b_referrer,
+                may_succeed=True,
+                also_denied=frozenset({grpc.StatusCode.FAILED_PRECONDITION}),
+            )
+        ],
         "CreateReferral": [
             Case(
                 _create_as_b_referrer,

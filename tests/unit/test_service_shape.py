@@ -43,7 +43,7 @@ SUB_MODULES = {
     "gamification": {"leaderboards"},
     "campaign": {"shopify", "lifecycle", "eligibility", "reconcile"},
     "products": {"sync"},
-    "referrals": {"crediting", "discounts", "shops", "status_feed"},
+    "referrals": {"crediting", "discounts", "invites", "sending", "shops", "status_feed"},
     "edge": {"webhooks", "signing"},
     "points": {
         "earning",

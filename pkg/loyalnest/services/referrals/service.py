@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 
 import redis.asyncio as redis
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2_grpc
@@ -25,6 +25,8 @@ from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.referrals import consumers, events
 from loyalnest.services.referrals.crediting import RewardCredits, expiry_sweep
 from loyalnest.services.referrals.discounts import FriendDiscounts, ShopNotConnected
+from loyalnest.services.referrals.invites import InviteStore
+from loyalnest.services.referrals.sending import Credentials, InviteSender, SesSettings
 from loyalnest.services.referrals.servicer import ReferralsServicer
 from loyalnest.services.referrals.shops import ShopDomains
 from loyalnest.services.referrals.status_feed import StatusFeed
@@ -52,6 +54,22 @@ class ReferralsSettings(ServiceSettings):
     # Shopify Admin GraphQL API for friend discount codes: `{shop}` is filled in.
     shopify_admin_base_url: str = "https://{shop}"
     shopify_admin_timeout_seconds: float = Field(5.0, gt=0)
+    # Invites (sending.py): how often queued ones are sent, and the providers. Keys per
+    # merchant: JSON {"<merchant_id>" or "*": {"klaviyo_api_key", "postscript_api_key"}},
+    # from the chart's Secret, never logged.
+    referrals_invite_interval_seconds: float = Field(1.0, gt=0)
+    referrals_provider_keys: SecretStr | None = None
+    referrals_provider_timeout_seconds: float = Field(5.0, gt=0)
+    referrals_provider_attempts: int = Field(3, ge=1)
+    klaviyo_base_url: str = "https://a.klaviyo.com"
+    postscript_base_url: str = "https://api.postscript.io"
+    # AWS SES v2, the email fallback; unset endpoint: no fallback (a failed Klaviyo call
+    # fails the invite). The endpoint is SES's regional one in production.
+    ses_endpoint_url: str | None = None
+    ses_region: str = "us-east-1"
+    ses_access_key_id: str = ""
+    ses_secret_access_key: SecretStr = SecretStr("")
+    ses_from_address: str = ""
 
 
 async def build(settings: ReferralsSettings) -> ServiceComponents:
@@ -79,6 +97,33 @@ async def build(settings: ReferralsSettings) -> ServiceComponents:
         feed = StatusFeed(redis.Redis.from_url(settings.redis_url))
     else:
         log.warning("LOYALNEST_REDIS_URL unset: no live referral status (StreamReferralStatus)")
+    invites = InviteStore(database)
+    provider_http = [
+        HttpClient(
+            api=api,
+            timeout_seconds=settings.referrals_provider_timeout_seconds,
+            attempts=settings.referrals_provider_attempts,
+        )
+        for api in ("klaviyo", "postscript")
+    ]
+    sender = InviteSender(
+        invites,
+        credentials=Credentials(settings.referrals_provider_keys),
+        klaviyo=provider_http[0],
+        klaviyo_base_url=settings.klaviyo_base_url,
+        postscript=provider_http[1],
+        postscript_base_url=settings.postscript_base_url,
+        ses=SesSettings(
+            endpoint_url=settings.ses_endpoint_url,
+            region=settings.ses_region,
+            access_key_id=settings.ses_access_key_id,
+            secret_access_key=settings.ses_secret_access_key,
+            from_address=settings.ses_from_address,
+        )
+        if settings.ses_endpoint_url
+        else None,
+        feed=feed,
+    )
     components = postgres_service(
         settings,
         database,
@@ -89,16 +134,22 @@ async def build(settings: ReferralsSettings) -> ServiceComponents:
             Registration(
                 SERVICE_NAME,
                 referrals_pb2_grpc.add_ReferralsServiceServicer_to_server,
-                ReferralsServicer(store, ShopDomains(store, auth), discounts, feed),
+                ReferralsServicer(store, ShopDomains(store, auth), discounts, feed, invites),
             )
         ],
-        cleanup=[downstream.close, http.close, *([feed.close] if feed else [])],
+        cleanup=[
+            downstream.close,
+            http.close,
+            *(client.close for client in provider_http),
+            *([feed.close] if feed else []),
+        ],
     )
     credits = RewardCredits(store, points)
     components.background += [
         functools.partial(credits.run, settings.referrals_reward_interval_seconds),
         functools.partial(expiry_sweep, store, settings.referrals_expiry_interval_seconds),
         functools.partial(discounts.run, settings.referrals_discount_retry_interval_seconds),
+        functools.partial(sender.run, settings.referrals_invite_interval_seconds),
     ]
     components.personal_data = ByShopifyId(store)
     return components

@@ -26,11 +26,19 @@ from loyalnest.services.referrals.domain import (
     is_shop_domain,
     normalize_code,
 )
+from loyalnest.services.referrals.invites import (
+    E164_RE,
+    EMAIL_RE,
+    MAX_EMAIL,
+    Channel,
+    InviteStore,
+)
 from loyalnest.services.referrals.shops import ShopDomains
 from loyalnest.services.referrals.status_feed import StatusFeed
 from loyalnest.services.referrals.store import ReferralStore
 from loyalnest.services.referrals.wire import (
     conversion_proto,
+    invite_proto,
     progress_proto,
     referral_proto,
     stats_proto,
@@ -45,6 +53,15 @@ CUSTOMER_RULE = "must be the customer's Shopify id (digits)"
 
 def _customer(v: Validator, field: str, value: str) -> None:
     v.check(bool(CUSTOMER_ID_RE.match(value)), field, CUSTOMER_RULE)
+
+
+def _shop(v: Validator, shop: str, merchant_id: str) -> None:
+    if shop:
+        v.check(
+            is_shop_domain(shop) and merchant_id_for_shop(shop) == merchant_id,
+            "shop",
+            "must be the myshopify.com domain of the token's merchant",
+        )
 
 
 def _referral_ref(v: Validator, referral_id: str, code: str) -> None:
@@ -63,8 +80,10 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
         shops: ShopDomains,
         discounts: FriendDiscounts,
         feed: StatusFeed | None,
+        invites: InviteStore,
     ) -> None:
         self._store = store
+        self._invites = invites
         self._shops = shops
         self._discounts = discounts
         # None without Redis: no live status (StreamReferralStatus is FAILED_PRECONDITION).
@@ -72,15 +91,66 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
 
     async def _status(self, referral: Referral) -> pb.GetReferralStatusResponse:
         conversions = await self._store.conversions(referral.merchant_id, referral.referral_id)
+        invites = await self._invites.of_referral(referral.merchant_id, referral.referral_id)
         return pb.GetReferralStatusResponse(
             referral=referral_proto(referral),
             conversions=[conversion_proto(c) for c in conversions],
+            invites=[invite_proto(i) for i in invites],
         )
 
     async def _referral(self, merchant_id: str, referral_id: str, code: str) -> Referral:
         return await self._store.get(
             merchant_id, referral_id=referral_id, code=normalize_code(code) if code else ""
         )
+
+    async def SendInvite(
+        self, request: pb.SendInviteRequest, context: Context
+    ) -> pb.SendInviteResponse:
+        merchant_id = tenancy.merchant_id()
+        email, phone = request.friend_email.strip(), request.friend_phone.strip()
+        with Validator() as v:
+            _customer(v, "referrer_id", request.referrer_id)
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+            _shop(v, request.shop, merchant_id)
+            if request.channel == pb.INVITE_CHANNEL_EMAIL:
+                v.check(
+                    len(email) <= MAX_EMAIL and bool(EMAIL_RE.match(email)),
+                    "friend_email",
+                    "must be an email address for channel EMAIL",
+                )
+                v.check(not phone, "friend_phone", "must be empty for channel EMAIL")
+            elif request.channel == pb.INVITE_CHANNEL_SMS:
+                v.check(
+                    bool(E164_RE.match(phone)),
+                    "friend_phone",
+                    "must be an E.164 phone number (e.g. +14155550123) for channel SMS",
+                )
+                v.check(not email, "friend_email", "must be empty for channel SMS")
+            else:
+                v.check(False, "channel", "must be EMAIL or SMS")
+        shop = await self._shops.shop(merchant_id, request.shop.lower())
+        # The referral under a key derived from the invite's, so a retry finds the same one.
+        referral = await self._store.active_for(
+            merchant_id,
+            request.referrer_id,
+            shop=shop,
+            key=IdempotencyKey.internal(
+                f"invite:{request.idempotency_key}", request.referrer_id, shop
+            ),
+        )
+        program = await self._store.program(merchant_id)
+        channel = Channel.EMAIL if request.channel == pb.INVITE_CHANNEL_EMAIL else Channel.SMS
+        invite = await self._invites.queue(
+            referral,
+            channel,
+            email.lower() if channel is Channel.EMAIL else phone,
+            per_referrer=program.daily_invites_per_referrer,
+            per_merchant=program.daily_invites_per_merchant,
+            key=IdempotencyKey.of("SendInvite", request),
+        )
+        if self._feed is not None:
+            await self._feed.announce([referral.referral_id])
+        return pb.SendInviteResponse(referral=referral_proto(referral), invite=invite_proto(invite))
 
     async def CreateReferral(
         self, request: pb.CreateReferralRequest, context: Context
@@ -89,13 +159,7 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
         with Validator() as v:
             _customer(v, "referrer_id", request.referrer_id)
             v.idempotency_key("idempotency_key", request.idempotency_key)
-            if request.shop:
-                v.check(
-                    is_shop_domain(request.shop)
-                    and merchant_id_for_shop(request.shop) == merchant_id,
-                    "shop",
-                    "must be the myshopify.com domain of the token's merchant",
-                )
+            _shop(v, request.shop, merchant_id)
         shop = await self._shops.shop(merchant_id, request.shop.lower())
         referral = await self._store.active_for(
             merchant_id,
@@ -133,14 +197,16 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
             referral.referral_id, await self._feed.position(referral.referral_id)
         )
         sent = await self._status(referral)
-        yield pb.StreamReferralStatusResponse(referral=sent.referral, conversions=sent.conversions)
+        yield pb.StreamReferralStatusResponse(
+            referral=sent.referral, conversions=sent.conversions, invites=sent.invites
+        )
         async for _ in changes:
             referral = await self._store.get(merchant_id, referral_id=request.referral_id)
             now = await self._status(referral)
             if now != sent:
                 sent = now
                 yield pb.StreamReferralStatusResponse(
-                    referral=now.referral, conversions=now.conversions
+                    referral=now.referral, conversions=now.conversions, invites=now.invites
                 )
 
     async def GetReferralProgress(
@@ -180,7 +246,11 @@ class ReferralsServicer(referrals_pb2_grpc.ReferralsServiceServicer):
         )
         with Validator() as v:
             v.check(start < end, "start_time", "must be before end_time")
-        return stats_proto(await self._store.stats(merchant_id, start, end), start, end)
+        stats = stats_proto(await self._store.stats(merchant_id, start, end), start, end)
+        stats.invites_sent, stats.invites_failed = await self._invites.counts(
+            merchant_id, start, end
+        )
+        return stats
 
     async def CompleteReferral(
         self, request: pb.CompleteReferralRequest, context: Context

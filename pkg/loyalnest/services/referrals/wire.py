@@ -15,6 +15,7 @@ from loyalnest.services.referrals.domain import (
     ReferralStatus,
     Stats,
 )
+from loyalnest.services.referrals.invites import Invite
 
 REFERRAL_STATUSES = {
     ReferralStatus.ACTIVE: pb.REFERRAL_STATUS_ACTIVE,
@@ -80,4 +81,25 @@ def stats_proto(stats: Stats, start: datetime, end: datetime) -> pb.GetReferralS
         conversions=stats.conversions,
         refused=stats.refused,
         conversion_rate=stats.conversion_rate,
+    )
+
+
+INVITE_CHANNELS = {"email": pb.INVITE_CHANNEL_EMAIL, "sms": pb.INVITE_CHANNEL_SMS}
+INVITE_STATUSES = {
+    "queued": pb.INVITE_STATUS_QUEUED,
+    "sent": pb.INVITE_STATUS_SENT,
+    "failed": pb.INVITE_STATUS_FAILED,
+}
+
+
+def invite_proto(invite: Invite) -> pb.Invite:
+    return pb.Invite(
+        invite_id=invite.invite_id,
+        channel=INVITE_CHANNELS[invite.channel],
+        status=INVITE_STATUSES[invite.status],
+        provider=invite.provider,
+        fallback_used=invite.fallback_used,
+        failure_reason=invite.failure_reason,
+        create_time=timestamp(invite.created_at),
+        send_time=optional_timestamp(invite.sent_at),
     )

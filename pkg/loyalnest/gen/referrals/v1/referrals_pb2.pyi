@@ -33,6 +33,19 @@ class ConversionStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     CONVERSION_STATUS_COMPLETED: _ClassVar[ConversionStatus]
     CONVERSION_STATUS_REFUSED: _ClassVar[ConversionStatus]
     CONVERSION_STATUS_CANCELLED: _ClassVar[ConversionStatus]
+
+class InviteChannel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INVITE_CHANNEL_UNSPECIFIED: _ClassVar[InviteChannel]
+    INVITE_CHANNEL_EMAIL: _ClassVar[InviteChannel]
+    INVITE_CHANNEL_SMS: _ClassVar[InviteChannel]
+
+class InviteStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    INVITE_STATUS_UNSPECIFIED: _ClassVar[InviteStatus]
+    INVITE_STATUS_QUEUED: _ClassVar[InviteStatus]
+    INVITE_STATUS_SENT: _ClassVar[InviteStatus]
+    INVITE_STATUS_FAILED: _ClassVar[InviteStatus]
 REFERRAL_STATUS_UNSPECIFIED: ReferralStatus
 REFERRAL_STATUS_ACTIVE: ReferralStatus
 REFERRAL_STATUS_EXPIRED: ReferralStatus
@@ -45,6 +58,13 @@ CONVERSION_STATUS_PENDING: ConversionStatus
 CONVERSION_STATUS_COMPLETED: ConversionStatus
 CONVERSION_STATUS_REFUSED: ConversionStatus
 CONVERSION_STATUS_CANCELLED: ConversionStatus
+INVITE_CHANNEL_UNSPECIFIED: InviteChannel
+INVITE_CHANNEL_EMAIL: InviteChannel
+INVITE_CHANNEL_SMS: InviteChannel
+INVITE_STATUS_UNSPECIFIED: InviteStatus
+INVITE_STATUS_QUEUED: InviteStatus
+INVITE_STATUS_SENT: InviteStatus
+INVITE_STATUS_FAILED: InviteStatus
 
 class Referral(_message.Message):
     __slots__ = ("referral_id", "referrer_id", "code", "link", "status", "create_time", "expire_time", "friend_discount")
@@ -113,20 +133,68 @@ class GetReferralStatusRequest(_message.Message):
     def __init__(self, referral_id: _Optional[str] = ..., code: _Optional[str] = ...) -> None: ...
 
 class GetReferralStatusResponse(_message.Message):
-    __slots__ = ("referral", "conversions")
+    __slots__ = ("referral", "conversions", "invites")
     REFERRAL_FIELD_NUMBER: _ClassVar[int]
     CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    INVITES_FIELD_NUMBER: _ClassVar[int]
     referral: Referral
     conversions: _containers.RepeatedCompositeFieldContainer[Conversion]
-    def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ..., conversions: _Optional[_Iterable[_Union[Conversion, _Mapping]]] = ...) -> None: ...
+    invites: _containers.RepeatedCompositeFieldContainer[Invite]
+    def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ..., conversions: _Optional[_Iterable[_Union[Conversion, _Mapping]]] = ..., invites: _Optional[_Iterable[_Union[Invite, _Mapping]]] = ...) -> None: ...
 
 class StreamReferralStatusResponse(_message.Message):
-    __slots__ = ("referral", "conversions")
+    __slots__ = ("referral", "conversions", "invites")
     REFERRAL_FIELD_NUMBER: _ClassVar[int]
     CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
+    INVITES_FIELD_NUMBER: _ClassVar[int]
     referral: Referral
     conversions: _containers.RepeatedCompositeFieldContainer[Conversion]
-    def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ..., conversions: _Optional[_Iterable[_Union[Conversion, _Mapping]]] = ...) -> None: ...
+    invites: _containers.RepeatedCompositeFieldContainer[Invite]
+    def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ..., conversions: _Optional[_Iterable[_Union[Conversion, _Mapping]]] = ..., invites: _Optional[_Iterable[_Union[Invite, _Mapping]]] = ...) -> None: ...
+
+class Invite(_message.Message):
+    __slots__ = ("invite_id", "channel", "status", "provider", "fallback_used", "failure_reason", "create_time", "send_time")
+    INVITE_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_USED_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SEND_TIME_FIELD_NUMBER: _ClassVar[int]
+    invite_id: str
+    channel: InviteChannel
+    status: InviteStatus
+    provider: str
+    fallback_used: bool
+    failure_reason: str
+    create_time: _timestamp_pb2.Timestamp
+    send_time: _timestamp_pb2.Timestamp
+    def __init__(self, invite_id: _Optional[str] = ..., channel: _Optional[_Union[InviteChannel, str]] = ..., status: _Optional[_Union[InviteStatus, str]] = ..., provider: _Optional[str] = ..., fallback_used: _Optional[bool] = ..., failure_reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., send_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SendInviteRequest(_message.Message):
+    __slots__ = ("referrer_id", "channel", "friend_email", "friend_phone", "idempotency_key", "shop")
+    REFERRER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    FRIEND_EMAIL_FIELD_NUMBER: _ClassVar[int]
+    FRIEND_PHONE_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    SHOP_FIELD_NUMBER: _ClassVar[int]
+    referrer_id: str
+    channel: InviteChannel
+    friend_email: str
+    friend_phone: str
+    idempotency_key: str
+    shop: str
+    def __init__(self, referrer_id: _Optional[str] = ..., channel: _Optional[_Union[InviteChannel, str]] = ..., friend_email: _Optional[str] = ..., friend_phone: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., shop: _Optional[str] = ...) -> None: ...
+
+class SendInviteResponse(_message.Message):
+    __slots__ = ("referral", "invite")
+    REFERRAL_FIELD_NUMBER: _ClassVar[int]
+    INVITE_FIELD_NUMBER: _ClassVar[int]
+    referral: Referral
+    invite: Invite
+    def __init__(self, referral: _Optional[_Union[Referral, _Mapping]] = ..., invite: _Optional[_Union[Invite, _Mapping]] = ...) -> None: ...
 
 class GetReferralProgressRequest(_message.Message):
     __slots__ = ("referrer_id",)
@@ -193,7 +261,7 @@ class GetReferralStatsRequest(_message.Message):
     def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetReferralStatsResponse(_message.Message):
-    __slots__ = ("start_time", "end_time", "referrals_created", "clicks", "conversions", "refused", "conversion_rate")
+    __slots__ = ("start_time", "end_time", "referrals_created", "clicks", "conversions", "refused", "conversion_rate", "invites_sent", "invites_failed")
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     REFERRALS_CREATED_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +269,8 @@ class GetReferralStatsResponse(_message.Message):
     CONVERSIONS_FIELD_NUMBER: _ClassVar[int]
     REFUSED_FIELD_NUMBER: _ClassVar[int]
     CONVERSION_RATE_FIELD_NUMBER: _ClassVar[int]
+    INVITES_SENT_FIELD_NUMBER: _ClassVar[int]
+    INVITES_FAILED_FIELD_NUMBER: _ClassVar[int]
     start_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     referrals_created: int
@@ -208,7 +278,9 @@ class GetReferralStatsResponse(_message.Message):
     conversions: int
     refused: int
     conversion_rate: float
-    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., referrals_created: _Optional[int] = ..., clicks: _Optional[int] = ..., conversions: _Optional[int] = ..., refused: _Optional[int] = ..., conversion_rate: _Optional[float] = ...) -> None: ...
+    invites_sent: int
+    invites_failed: int
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., referrals_created: _Optional[int] = ..., clicks: _Optional[int] = ..., conversions: _Optional[int] = ..., refused: _Optional[int] = ..., conversion_rate: _Optional[float] = ..., invites_sent: _Optional[int] = ..., invites_failed: _Optional[int] = ...) -> None: ...
 
 class StreamReferralStatusRequest(_message.Message):
     __slots__ = ("referral_id",)

@@ -51,6 +51,11 @@ class ReferralsServiceStub:
                 request_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.CreateReferralRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.CreateReferralResponse.FromString,
                 _registered_method=True)
+        self.SendInvite = channel.unary_unary(
+                '/loyalnest.referrals.v1.ReferralsService/SendInvite',
+                request_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.SendInviteRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.SendInviteResponse.FromString,
+                _registered_method=True)
         self.GetReferralStatus = channel.unary_unary(
                 '/loyalnest.referrals.v1.ReferralsService/GetReferralStatus',
                 request_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.GetReferralStatusRequest.SerializeToString,
@@ -102,6 +107,18 @@ class ReferralsServiceServicer:
         """The referrer's active referral, created on first use (a new one once the last expired).
         A retry with the same idempotency_key returns the first call's answer; another key for
         the same referrer returns the same referral.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SendInvite(self, request, context):
+        """Invites a friend to the referrer's referral (created as by CreateReferral if needed) by
+        email or SMS. Never sent in the request: the invite is queued and a send job delivers it
+        (Klaviyo for email, AWS SES when Klaviyo keeps failing; Postscript for SMS); its delivery
+        shows in GetReferralStatus. RESOURCE_EXHAUSTED (QuotaFailure) past the program's daily
+        invite caps, per referrer and per merchant (UTC day). A retry with the same
+        idempotency_key returns the first call's invite and sends nothing more.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,6 +182,11 @@ def add_ReferralsServiceServicer_to_server(servicer, server):
                     servicer.CreateReferral,
                     request_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.CreateReferralRequest.FromString,
                     response_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.CreateReferralResponse.SerializeToString,
+            ),
+            'SendInvite': grpc.unary_unary_rpc_method_handler(
+                    servicer.SendInvite,
+                    request_deserializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.SendInviteRequest.FromString,
+                    response_serializer=loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.SendInviteResponse.SerializeToString,
             ),
             'GetReferralStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetReferralStatus,
@@ -236,6 +258,33 @@ class ReferralsService:
             '/loyalnest.referrals.v1.ReferralsService/CreateReferral',
             loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.CreateReferralRequest.SerializeToString,
             loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.CreateReferralResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SendInvite(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.referrals.v1.ReferralsService/SendInvite',
+            loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.SendInviteRequest.SerializeToString,
+            loyalnest_dot_referrals_dot_v1_dot_referrals__pb2.SendInviteResponse.FromString,
             options,
             channel_credentials,
             insecure,
