@@ -166,7 +166,7 @@ async def test_postgres_migration_moves_only_the_services_own_keys(
             " ELSE idempotency_key END WHERE merchant_id = %s",
             (merchant_id,),
         )
-        migration = DATABASE.migration_dirs[0] / "points_0004_idempotency_namespaces.sql"
+        migration = DATABASE.migration_dirs[-1] / "points_0004_idempotency_namespaces.sql"
         await conn.execute(migration.read_text().encode())
         cursor = await conn.execute(
             "SELECT namespace, idempotency_key FROM idempotency_keys WHERE merchant_id = %s",

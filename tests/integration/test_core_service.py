@@ -809,7 +809,7 @@ async def test_an_idempotency_key_named_like_an_import_batch_does_not_take_its_p
         " idempotency_key WHERE namespace = 'import'"
     )
     await db.execute("UPDATE customer_import_logs SET batch_id = 'x-' || batch_id")
-    migration = DATABASE.migration_dirs[0] / "core_0003_import_key_namespace.sql"
+    migration = DATABASE.migration_dirs[-1] / "core_0003_import_key_namespace.sql"
     await db.execute(migration.read_text().encode())
     assert set(await rows(db, "SELECT namespace, idempotency_key FROM idempotency_keys")) == {
         ("request", "import:b-9"),
