@@ -26,7 +26,10 @@ from pathlib import Path
 from loyalnest.devstack import probes
 from loyalnest.devstack.postgres import LocalPostgres, PostgresError, traversable_by_others
 from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
+from loyalnest.devstack.standins import klaviyo as klaviyo_standin
 from loyalnest.devstack.standins import posthog as posthog_standin
+from loyalnest.devstack.standins import postscript as postscript_standin
+from loyalnest.devstack.standins import ses as ses_standin
 from loyalnest.devstack.supervisor import ComponentError, ProcessSpec, Supervisor
 from loyalnest.gateway import openapi
 from loyalnest.gateway.edge import LOOPBACK_CIDRS, EdgePolicy, JwtProvider, ReadRateLimit
@@ -62,6 +65,10 @@ class Ports:
     redis: int = 56379
     kafka: int = 59092
     posthog: int = 58000  # the PostHog stand-in (devstack/standins/posthog.py)
+    # Referral invites' providers: stand-ins in devstack/standins/.
+    klaviyo: int = 58001
+    postscript: int = 58002
+    ses: int = 58003
     reflection: int = 50050
     first_service: int = 50051
     first_metrics: int = 51051
@@ -208,6 +215,21 @@ class Stack:
             # Event Tracking ships to the PostHog stand-in, never to PostHog from here.
             "LOYALNEST_POSTHOG_HOST": f"http://127.0.0.1:{self.ports.posthog}",
             "LOYALNEST_POSTHOG_API_KEY": posthog_standin.DEFAULT_API_KEY,
+            # Referrals' invites go to the Klaviyo, Postscript and SES stand-ins.
+            "LOYALNEST_KLAVIYO_BASE_URL": f"http://127.0.0.1:{self.ports.klaviyo}",
+            "LOYALNEST_POSTSCRIPT_BASE_URL": f"http://127.0.0.1:{self.ports.postscript}",
+            "LOYALNEST_SES_ENDPOINT_URL": f"http://127.0.0.1:{self.ports.ses}",
+            "LOYALNEST_SES_ACCESS_KEY_ID": ses_standin.DEFAULT_ACCESS_KEY_ID,
+            "LOYALNEST_SES_SECRET_ACCESS_KEY": ses_standin.DEFAULT_SECRET_ACCESS_KEY,
+            "LOYALNEST_SES_FROM_ADDRESS": "invites@loyalnest.local",
+            "LOYALNEST_REFERRALS_PROVIDER_KEYS": json.dumps(
+                {
+                    "*": {
+                        "klaviyo_api_key": klaviyo_standin.DEFAULT_API_KEY,
+                        "postscript_api_key": postscript_standin.DEFAULT_API_KEY,
+                    }
+                }
+            ),
         }
 
     async def _start_postgres(self) -> None:
@@ -232,22 +254,27 @@ class Stack:
         await self.supervisor.start(
             ProcessSpec("kafka", self.kafka.argv(), self.kafka.ready, ports=[self.kafka.port])
         )
-        posthog = self.ports.posthog
-        self._register(Component("posthog-standin", "tcp", posthog, f"http://127.0.0.1:{posthog}"))
-        await self.supervisor.start(
-            ProcessSpec(
-                "posthog-standin",
-                [
-                    sys.executable,
-                    "-m",
-                    "loyalnest.devstack.standins.posthog",
-                    "--port",
-                    str(posthog),
-                ],
-                partial(tcp_ready, "127.0.0.1", posthog),
-                ports=[posthog],
+        for name, port in (
+            ("posthog", self.ports.posthog),
+            ("klaviyo", self.ports.klaviyo),
+            ("postscript", self.ports.postscript),
+            ("ses", self.ports.ses),
+        ):
+            self._register(Component(f"{name}-standin", "tcp", port, f"http://127.0.0.1:{port}"))
+            await self.supervisor.start(
+                ProcessSpec(
+                    f"{name}-standin",
+                    [
+                        sys.executable,
+                        "-m",
+                        f"loyalnest.devstack.standins.{name}",
+                        "--port",
+                        str(port),
+                    ],
+                    partial(tcp_ready, "127.0.0.1", port),
+                    ports=[port],
+                )
             )
-        )
 
     def _identity_env(self, service: str, calls: tuple[str, ...]) -> dict[str, str]:
         """Service identity: Auth gets the master key; a service that calls Auth (where service
