@@ -276,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--kafka-port", type=int, default=59092)
     up.add_argument("--posthog-port", type=int, default=58000, help="the PostHog stand-in")
     up.add_argument("--shopify-port", type=int, default=58001, help="the Shopify OAuth stand-in")
+    up.add_argument("--klaviyo-port", type=int, default=58002, help="the Klaviyo stand-in")
+    up.add_argument("--postscript-port", type=int, default=58003, help="the Postscript stand-in")
+    up.add_argument("--ses-port", type=int, default=58004, help="the Amazon SES stand-in")
     up.add_argument("--reflection-port", type=int, default=50050)
     up.add_argument(
         "--base-port",

@@ -44,7 +44,7 @@ _BLOCK = 64
 
 
 def _ports() -> dict[str, int]:
-    """A block of free ports: eight fixed components, then service gRPC ports from `base`
+    """A block of free ports: eleven fixed components, then service gRPC ports from `base`
     (metrics ports are base + 1000), all verified free."""
     names = [
         "gateway",
@@ -55,6 +55,9 @@ def _ports() -> dict[str, int]:
         "reflection",
         "posthog",
         "shopify",
+        "klaviyo",
+        "postscript",
+        "ses",
     ]
     rng = random.Random()
     while True:
@@ -85,6 +88,12 @@ def _port_args(ports: dict[str, int]) -> list[str]:
         str(ports["posthog"]),
         "--shopify-port",
         str(ports["shopify"]),
+        "--klaviyo-port",
+        str(ports["klaviyo"]),
+        "--postscript-port",
+        str(ports["postscript"]),
+        "--ses-port",
+        str(ports["ses"]),
         "--base-port",
         str(ports["base"]),
     ]

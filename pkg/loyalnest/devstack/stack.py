@@ -26,7 +26,10 @@ from pathlib import Path
 from loyalnest.devstack import demo_merchant, probes
 from loyalnest.devstack.postgres import LocalPostgres, PostgresError, traversable_by_others
 from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
+from loyalnest.devstack.standins import klaviyo as klaviyo_standin
 from loyalnest.devstack.standins import posthog as posthog_standin
+from loyalnest.devstack.standins import postscript as postscript_standin
+from loyalnest.devstack.standins import ses as ses_standin
 from loyalnest.devstack.supervisor import ComponentError, ProcessSpec, Supervisor
 from loyalnest.gateway import openapi
 from loyalnest.gateway.edge import LOOPBACK_CIDRS, EdgePolicy, JwtProvider, ReadRateLimit
@@ -65,6 +68,10 @@ class Ports:
     kafka: int = 59092
     posthog: int = 58000  # the PostHog stand-in (devstack/standins/posthog.py)
     shopify: int = 58001  # the Shopify OAuth stand-in (devstack/standins/shopify.py)
+    # Referral invites' providers: stand-ins in devstack/standins/.
+    klaviyo: int = 58002
+    postscript: int = 58003
+    ses: int = 58004
     reflection: int = 50050
     first_service: int = 50051
     first_metrics: int = 51051
@@ -172,6 +179,9 @@ class Stack:
             kafka=args.kafka_port,
             posthog=getattr(args, "posthog_port", Ports.posthog),
             shopify=getattr(args, "shopify_port", Ports.shopify),
+            klaviyo=getattr(args, "klaviyo_port", Ports.klaviyo),
+            postscript=getattr(args, "postscript_port", Ports.postscript),
+            ses=getattr(args, "ses_port", Ports.ses),
             reflection=args.reflection_port,
             first_service=args.base_port,
             first_metrics=args.base_port + 1000,
@@ -217,6 +227,21 @@ class Stack:
             # Event Tracking ships to the PostHog stand-in, never to PostHog from here.
             "LOYALNEST_POSTHOG_HOST": f"http://127.0.0.1:{self.ports.posthog}",
             "LOYALNEST_POSTHOG_API_KEY": posthog_standin.DEFAULT_API_KEY,
+            # Referrals' invites go to the Klaviyo, Postscript and SES stand-ins.
+            "LOYALNEST_KLAVIYO_BASE_URL": f"http://127.0.0.1:{self.ports.klaviyo}",
+            "LOYALNEST_POSTSCRIPT_BASE_URL": f"http://127.0.0.1:{self.ports.postscript}",
+            "LOYALNEST_SES_ENDPOINT_URL": f"http://127.0.0.1:{self.ports.ses}",
+            "LOYALNEST_SES_ACCESS_KEY_ID": ses_standin.DEFAULT_ACCESS_KEY_ID,
+            "LOYALNEST_SES_SECRET_ACCESS_KEY": ses_standin.DEFAULT_SECRET_ACCESS_KEY,
+            "LOYALNEST_SES_FROM_ADDRESS": "invites@loyalnest.local",
+            "LOYALNEST_REFERRALS_PROVIDER_KEYS": json.dumps(
+                {
+                    "*": {
+                        "klaviyo_api_key": klaviyo_standin.DEFAULT_API_KEY,
+                        "postscript_api_key": postscript_standin.DEFAULT_API_KEY,
+                    }
+                }
+            ),
         }
 
     async def _start_postgres(self) -> None:
@@ -255,6 +280,14 @@ class Stack:
             # The secret by environment, not argv (which `ps` shows).
             {"LOYALNEST_SHOPIFY_API_SECRET": self._shopify_api_secret()},
         )
+        for name, port in (
+            ("klaviyo", self.ports.klaviyo),
+            ("postscript", self.ports.postscript),
+            ("ses", self.ports.ses),
+        ):
+            await self._start_standin(
+                f"{name}-standin", port, [f"loyalnest.devstack.standins.{name}"]
+            )
 
     async def _start_standin(
         self, name: str, port: int, argv: list[str], env: dict[str, str] | None = None
