@@ -275,14 +275,3 @@ class InviteStore:
             )
 
     # ---- personal data ------------------------------------------------------------------
-
-    async def export_customer(self, merchant_id: str, customer_id: str) -> list[dict[str, Any]]:
-        async with self._pool.connection() as conn:
-            cursor = conn.cursor(row_factory=dict_row)
-            await cursor.execute(
-                "SELECT invite_id::text AS invite_id, referral_id::text AS referral_id,"
-                " channel, recipient, status, provider, created_at, sent_at FROM invites"
-                " WHERE merchant_id = %s AND referrer_id = %s ORDER BY created_at",
-                (merchant_id, customer_id),
-            )
-            return await cursor.fetchall()

@@ -161,5 +161,7 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
-    personal_data=PersonalData(tables=("referrals", "conversions", "rewards", "customer_orders")),
+    personal_data=PersonalData(
+        tables=("referrals", "conversions", "rewards", "customer_orders", "invites")
+    ),
 )

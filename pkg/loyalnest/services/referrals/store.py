@@ -658,11 +658,27 @@ class ReferralStore:
                 (merchant_id, customer_id),
             )
             first = await cursor.fetchone()
+            # The invites the customer sent (the friend's address only while still queued).
+            await cursor.execute(
+                "SELECT invite_id::text AS invite_id, referral_id::text AS referral_id,"
+                " channel, recipient, status, provider, created_at, sent_at FROM invites"
+                " WHERE merchant_id = %s AND referrer_id = %s ORDER BY created_at",
+                (merchant_id, customer_id),
+            )
+            invites = [
+                {
+                    **row,
+                    "created_at": row["created_at"].isoformat(),
+                    "sent_at": row["sent_at"].isoformat() if row["sent_at"] else None,
+                }
+                for row in await cursor.fetchall()
+            ]
         return {
             "referrals": referrals,
             "conversions": conversions,
             "rewards": rewards,
             "first_order_id": first["first_order_id"] if first else None,
+            "invites": invites,
         }
 
     async def erase_customer(self, merchant_id: str, customer_id: str) -> int:
