@@ -266,12 +266,4 @@ class InviteStore:
             )
         return True
 
-    async def retry_later(self, invite: DueInvite, delay: timedelta, reason: str) -> None:
-        async with self._pool.connection() as conn:
-            await conn.execute(
-                "UPDATE invites SET next_attempt_at = now() + %s, failure_reason = %s"
-                " WHERE merchant_id = %s AND invite_id = %s AND status = 'queued'",
-                (delay, reason[:500], invite.merchant_id, invite.invite_id),
-            )
-
     # ---- personal data ------------------------------------------------------------------

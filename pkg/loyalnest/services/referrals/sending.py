@@ -44,8 +44,6 @@ SENDS = Counter(
 BATCH = 50
 # Long enough for a Klaviyo call's attempts, then SES: another replica waits it out.
 LEASE = timedelta(seconds=60)
-# A provider without credentials for the merchant: the invite waits (it may be configured).
-UNCONFIGURED_RETRY = timedelta(minutes=5)
 KLAVIYO_REVISION = "2026-10-15"
 INVITE_METRIC = "Referral Invite"
 
@@ -180,8 +178,12 @@ class InviteSender:
 
     async def _sms(self, invite: DueInvite, keys: ProviderKeys) -> None:
         if not keys.postscript_api_key:
-            await self._store.retry_later(
-                invite, UNCONFIGURED_RETRY, "postscript: no API key for this merchant"
+            # Failed at once rather than queued unseen: the merchant sees why in status.
+            await self._finish(
+                invite,
+                InviteStatus.FAILED,
+                "postscript",
+                reason="postscript: no API key configured for this merchant",
             )
             return
         _, text = _message(invite)
