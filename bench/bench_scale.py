@@ -56,6 +56,8 @@ TOKEN_ISSUER = TokenIssuer(
 )
 MERCHANT = "bench-scale-merchant"
 LONG_CUSTOMER = "long-history"
+# As long a history, but a redemption every tenth transaction spends the balance (few open lots).
+REDEEMER = "long-redeemer"
 EARN = 10  # points per seeded transaction
 GOAL = 1.5
 COPY_BATCH = 20_000
@@ -70,12 +72,18 @@ def _history_rows(
 ) -> int:
     """COPY text rows of `count` earns for one customer (two years apart at most)."""
     step = max(1, 2 * 365 * 86400 // max(count, 1))
+    balance = earned = redeemed = 0
     for sequence in range(first_sequence, first_sequence + count):
         at = HISTORY_START + timedelta(seconds=step * (sequence - 1))
-        balance = EARN * sequence
+        kind, points = "earn", EARN
+        if customer_id == REDEEMER and sequence % 10 == 0:
+            kind, points = "redeem", EARN - balance  # one lot's worth stays
+        balance += points
+        earned += max(points, 0)
+        redeemed -= min(points, 0)
         out.append(
-            f"{id_base + sequence:032x}\t{MERCHANT}\t{customer_id}\t{sequence}\tearn\t{EARN}\t"
-            f"seed\t{balance}\t{balance}\t0\t{at.isoformat()}\t\n"
+            f"{id_base + sequence:032x}\t{MERCHANT}\t{customer_id}\t{sequence}\t{kind}\t{points}\t"
+            f"seed\t{balance}\t{earned}\t{redeemed}\t{at.isoformat()}\t\n"
         )
     return count
 
@@ -100,7 +108,15 @@ async def seed(
                 batch: list[str] = []
                 for customer_id, count in customers:
                     points = EARN * count
-                    batch.append(f"{MERCHANT}\t{customer_id}\t{points}\t{points}\t0\t{count}\n")
+                    earned, redeemed = points, 0
+                    if customer_id == REDEEMER:  # as _history_rows: spent every tenth
+                        rows: list[str] = []
+                        _history_rows(0, customer_id, count, rows)
+                        last = rows[-1].split("\t")
+                        points, earned, redeemed = int(last[7]), int(last[8]), int(last[9])
+                    batch.append(
+                        f"{MERCHANT}\t{customer_id}\t{points}\t{earned}\t{redeemed}\t{count}\n"
+                    )
                     if len(batch) >= COPY_BATCH:
                         await copy.write("".join(batch))
                         batch.clear()
@@ -290,13 +306,18 @@ async def measure_rpcs(
 
             return make
 
-        def long_balance(name: str, stub: Any, rng: random.Random) -> Timed:
-            async def call(i: int) -> None:
-                await stub.GetPointsBalance(
-                    pb.GetPointsBalanceRequest(customer_id=LONG_CUSTOMER), metadata=metadata
-                )
+        def balance_of(customer_id: str) -> Callable[[str, Any, random.Random], Timed]:
+            def make(name: str, stub: Any, rng: random.Random) -> Timed:
+                async def call(i: int) -> None:
+                    await stub.GetPointsBalance(
+                        pb.GetPointsBalanceRequest(customer_id=customer_id), metadata=metadata
+                    )
 
-            return call
+                return call
+
+            return make
+
+        long_balance = balance_of(LONG_CUSTOMER)
 
         # A deep page's token: walk `deep_pages` pages of the long history once.
         deep: dict[str, str] = {}
@@ -326,6 +347,9 @@ async def measure_rpcs(
         results["GetPointsBalance +expiry"] = await timed(samples, per_db(balance))
         results["GetPointsBalance +expiry long history"] = await timed(
             max(20, samples // 10), per_db(long_balance)
+        )
+        results["GetPointsBalance +expiry long, redeeming"] = await timed(
+            samples, per_db(balance_of(REDEEMER))
         )
         for _, url in targets.values():
             await set_program(url, expiry_days=0, version=3)
@@ -413,7 +437,10 @@ async def run(args: argparse.Namespace, postgres: Any, root: Path) -> dict[str, 
     jwks_path = root / "jwks.json"
     jwks_path.write_text(json.dumps(KEYSET.public_jwks()))
     sample_ids = [f"s{i:05d}" for i in range(args.sample_customers)]
-    measured = [(c, 10) for c in sample_ids] + [(LONG_CUSTOMER, args.long_history)]
+    measured = [(c, 10) for c in sample_ids] + [
+        (LONG_CUSTOMER, args.long_history),
+        (REDEEMER, args.long_history),
+    ]
     urls = {}
     for name in ("empty", "big"):
         postgres.create_database(name)

@@ -188,9 +188,10 @@ async def recent_history(
     horizon = now - policy.life
     credits = 0
     active = False
+    limit = RECENT_PAGE
     while True:
         page = await store.list_transactions(
-            merchant_id, customer_id, limit=RECENT_PAGE, before_sequence=before
+            merchant_id, customer_id, limit=limit, before_sequence=before
         )
         for t in page:
             found.append(t)
@@ -205,9 +206,11 @@ async def recent_history(
                     return found
             elif credits >= balance or (t.points > 0 and t.created_at <= horizon):
                 return found
-        if len(page) < RECENT_PAGE:
+        if len(page) < limit:
             return found
         before = page[-1].sequence
+        # Most walks end in the first page; a long one (lots open over a year) takes bigger ones.
+        limit = min(limit * 4, HISTORY_PAGE)
 
 
 def upcoming_from_recent(
