@@ -49,7 +49,9 @@ def _cluster(name: str, objects: Objects, root: Path) -> Cluster:
     return operator_objects(objects, root / "keys", helm.NAMESPACE, secret, external)
 
 
-@pytest.mark.timeout(240)
+# Fourteen services' migrations and pods, helm test, then the three CronJobs' runs: a few
+# minutes on a loaded 2-core machine.
+@pytest.mark.timeout(420)
 @pytest.mark.parametrize("name", sorted(REHEARSED))
 def test_every_container_of_the_release_runs_and_the_gateway_answers(name: str, root: Path) -> None:
     """Hook Jobs exit 0, every probe passes, a REST call with a token and grpcurl list work

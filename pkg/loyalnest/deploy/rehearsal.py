@@ -1014,12 +1014,13 @@ async def rehearse(
         # `helm test`: the chart's test hook Jobs, against the running release.
         for job in hooks(objects, "test"):
             await rehearsal.run_job(job)
-        # Each CronJob's command once, as `kubectl create job --from=cronjob/...` would.
-        for job in jobs_of_cronjobs(objects):
-            await rehearsal.run_job(job)
         exited = rehearsal.exited()
         if exited:
             raise RehearsalError("pods", "exited after becoming ready:\n" + "\n".join(exited))
+        # Each CronJob's command once, as `kubectl create job --from=cronjob/...` would (after
+        # the check above: a finished job's container is not a pod that died).
+        for job in jobs_of_cronjobs(objects):
+            await rehearsal.run_job(job)
 
 
 def jobs_of_cronjobs(objects: Iterable[Obj]) -> list[Obj]:
