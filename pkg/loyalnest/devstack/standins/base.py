@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from loyalnest.devstack.standins.server import ServedStandIn
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -27,7 +29,7 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class StandIn:
+class StandIn(ServedStandIn):
     """Subclasses set `name` and implement `answer` and `fault_body`."""
 
     name = "stand-in"
@@ -53,45 +55,6 @@ class StandIn:
     def fault_headers(self, status: int) -> dict[str, str]:
         return {}
 
-    # ---- lifecycle -----------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "not started"
-        return f"http://{self.host}:{self._server.server_address[1]}"
-
-    def _make_server(self) -> ThreadingHTTPServer:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                standin._handle(self, "POST")
-
-            def do_GET(self) -> None:
-                standin._handle(self, "GET")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return ThreadingHTTPServer((self.host, self.port), Handler)
-
-    def start(self) -> StandIn:
-        self._server = self._make_server()
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._server = self._make_server()
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
     # ---- what tests use ------------------------------------------------------------------
 
     def fail_next(self, status: int, *, count: int = 1, retry_after: str | None = None) -> None:
@@ -107,7 +70,7 @@ class StandIn:
 
     # ---- HTTP ------------------------------------------------------------------------------
 
-    def _handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
+    def _dispatch(self, request: BaseHTTPRequestHandler, method: str) -> None:
         path = request.path.split("?", 1)[0]
         length = int(request.headers.get("content-length") or 0)
         raw = request.rfile.read(length) if length else b""

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from loyalnest.devstack.standins.server import ServedStandIn
+
 DEFAULT_API_KEY = "phc_loyalnest_local_standin"
 MAX_EVENT_BYTES = 1_000_000
 MAX_BODY_BYTES = 20 * 1024 * 1024
@@ -68,7 +70,7 @@ def _is_uuid(value: Any) -> bool:
 
 
 @dataclass
-class PosthogStandIn:
+class PosthogStandIn(ServedStandIn):
     api_keys: frozenset[str] = frozenset({DEFAULT_API_KEY})
     host: str = "127.0.0.1"
     port: int = 0
@@ -81,44 +83,11 @@ class PosthogStandIn:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
-    # ---- lifecycle -----------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "not started"
-        return f"http://{self.host}:{self._server.server_address[1]}"
-
-    def _make_server(self) -> ThreadingHTTPServer:
-        standin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"  # keep-alive, as httpx expects of PostHog
-
-            def do_POST(self) -> None:
-                standin._handle_post(self)
-
-            def do_GET(self) -> None:
-                standin._handle_get(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        return ThreadingHTTPServer((self.host, self.port), Handler)
-
-    def start(self) -> PosthogStandIn:
-        self._server = self._make_server()
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def serve_forever(self) -> None:
-        self._server = self._make_server()
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+    def _dispatch(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        if method == "POST":
+            self._handle_post(request)
+        else:
+            self._handle_get(request)
 
     # ---- what tests use ------------------------------------------------------------------
 
