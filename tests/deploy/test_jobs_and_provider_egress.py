@@ -97,7 +97,10 @@ def test_event_tracking_reaches_posthog_and_only_it(rendered: dict[str, Objects]
     assert _https_rules(objects, "event-tracking") == [
         {"to": [INTERNET], "ports": [{"protocol": "TCP", "port": 443}]}
     ]
-    # Services that ship nothing outside get no HTTPS egress at all.
+    # Referrals reaches its invite providers (and Shopify); services that ship nothing outside
+    # get no HTTPS egress at all.
+    referrals = _https_rules(objects, "referrals")
+    assert {"to": [INTERNET], "ports": [{"protocol": "TCP", "port": 443}]} in referrals
     for quiet in ("rfm", "gamification", "roles", "users"):
         assert _https_rules(objects, quiet) == [], quiet
 
@@ -105,19 +108,19 @@ def test_event_tracking_reaches_posthog_and_only_it(rendered: dict[str, Objects]
 def test_a_new_provider_is_one_entry_and_a_component_list() -> None:
     """The documented generic way (values.yaml networkPolicy.providerEgressTo): a provider by
     name with its peers, and the components that list it get HTTPS egress to exactly those."""
-    klaviyo = [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
+    twilio = [{"ipBlock": {"cidr": "203.0.113.0/24"}}]
     proxy = [{"namespaceSelector": {"matchLabels": {"name": "egress"}}}]
     objects = parse(
         helm.template(
             Render(
                 overrides={
-                    "networkPolicy": {"providerEgressTo": {"klaviyo": klaviyo, "posthog": proxy}},
-                    "components": {"users": {"providerEgress": ["klaviyo"]}},
+                    "networkPolicy": {"providerEgressTo": {"twilio": twilio, "posthog": proxy}},
+                    "components": {"users": {"providerEgress": ["twilio"]}},
                 }
             )
         )
     )
-    assert [rule["to"] for rule in _https_rules(objects, "users")] == [klaviyo]
+    assert [rule["to"] for rule in _https_rules(objects, "users")] == [twilio]
     assert [rule["to"] for rule in _https_rules(objects, "event-tracking")] == [proxy]
     assert _https_rules(objects, "roles") == []
 
@@ -126,7 +129,7 @@ def test_a_new_provider_is_one_entry_and_a_component_list() -> None:
     ("overrides", "expected"),
     [
         # A name no entry defines would silently allow nothing: refused.
-        ({"components": {"users": {"providerEgress": ["klaviyo"]}}}, "does not define"),
+        ({"components": {"users": {"providerEgress": ["twilio"]}}}, "does not define"),
         # Peers are required for a provider (an empty list would block it without a word).
         ({"networkPolicy": {"providerEgressTo": {"klaviyo": []}}}, "schema"),
     ],

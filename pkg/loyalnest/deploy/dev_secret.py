@@ -39,8 +39,14 @@ SHOPIFY_PLACEHOLDER = "dev-placeholder"
 # Event Tracking's pseudonym key.
 RANDOM_KEY_SUFFIXES = ("-encryption-key", "-blind-index-key", "-pseudonym-key", "-code-key")
 RANDOM_KEYS = {"page-token-key"}
-# Outside providers' API keys (notify's Klaviyo/Postscript/SES keys go here too).
-PROVIDER_API_KEYS = {"posthog-api-key": "phc_dev-placeholder"}
+# Outside providers' API keys: placeholders, a dev cluster ships nowhere real.
+PROVIDER_API_KEYS = {
+    "posthog-api-key": "phc_dev-placeholder",
+    # No merchant's keys: a dev cluster's invites fail with that reason, visible in status.
+    "referrals-provider-keys": "{}",
+    "ses-access-key-id": "dev-placeholder",
+    "ses-secret-access-key": "dev-placeholder",
+}
 
 
 class UnknownSecretKey(ValueError):
