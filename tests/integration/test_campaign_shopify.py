@@ -168,7 +168,8 @@ async def outbox_events(database_url: str, merchant_id: str) -> list[tuple[str, 
     found = []
     for (raw,) in rows:
         envelope = envelope_pb2.Envelope.FromString(bytes(raw))
-        if envelope.merchant_id != merchant_id:
+        # The outbox also carries the audit shipper's audit_log.recorded: not Campaign's own.
+        if envelope.merchant_id != merchant_id or not envelope.event_type.startswith("campaign."):
             continue
         payload: Any = (
             campaign_events.CampaignCreated()

@@ -120,8 +120,9 @@ async def _wait_healthy(gateway: Gateway, clusters: dict[str, int], timeout: flo
         with contextlib.suppress(OSError):
             text = (await http("GET", f"{gateway.admin_url}/clusters")).body.decode()
             healthy = {
+                # startswith: "admin_core::..." must not count as one of core's endpoints.
                 name: sum(
-                    f"{name}::" in line and "health_flags::healthy" in line
+                    line.startswith(f"{name}::") and "health_flags::healthy" in line
                     for line in text.splitlines()
                 )
                 for name in clusters

@@ -641,7 +641,13 @@ async def test_export_and_erase_a_customer_and_a_merchant(
         assert await store.erase_customer(merchant_id, "5001") >= 2  # referral, conversion
         assert await store.erase_customer(merchant_id, "5001") == 0  # a repeat
         gone = await store.export_customer(merchant_id, "5001")
-        assert gone == {"referrals": [], "conversions": [], "rewards": [], "first_order_id": None}
+        assert gone == {
+            "referrals": [],
+            "conversions": [],
+            "rewards": [],
+            "first_order_id": None,
+            "invites": [],
+        }
         assert (await store.export_customer(merchant_id, "5002"))["conversions"] == []
         with pytest.raises(grpc.aio.AioRpcError) as erased:
             await stub.GetReferralStatus(

@@ -437,7 +437,8 @@ async def test_merchant_created_makes_the_default_roles_once(
 
 
 async def test_the_migration_takes_global_permissions_out_of_older_roles(db, merchant_id):
-    """roles_0002 (run again here: it is idempotent) on roles written before the check."""
+    """roles_0002 and roles_0003 (run again here: they are idempotent) on roles written before
+    the check."""
     old = {
         "Owner": ["admin:full"],
         "Mixed": ["admin:analytics", "auth:validate", "points:read"],
@@ -448,8 +449,12 @@ async def test_the_migration_takes_global_permissions_out_of_older_roles(db, mer
             "INSERT INTO roles (role_id, merchant_id, name, permissions) VALUES (%s, %s, %s, %s)",
             (str(uuid.uuid4()), merchant_id, name, json.dumps(permissions)),
         )
-    migration = ROLES_MIGRATIONS / "roles_0002_merchant_scoped_permissions.sql"
-    await db.execute(migration.read_text())
+    # roles_0003 then gives Owners of the former default set what the default Owner holds now.
+    for migration in (
+        ROLES_MIGRATIONS / "roles_0002_merchant_scoped_permissions.sql",
+        ROLES_MIGRATIONS / "roles_0003_owner_event_tracking.sql",
+    ):
+        await db.execute(migration.read_text())
     found = dict(
         await rows(db, "SELECT name, permissions FROM roles WHERE merchant_id = %s", merchant_id)
     )
