@@ -166,6 +166,12 @@ async def serve_rest_stack(
         )
 
 
+# Fuzz stack processes not yet stopped: a pytest-timeout interrupts the test before `finally`
+# runs, and the stack's services would keep the session's PostgreSQL connections
+# (tests/fuzz/conftest.py kills what is left).
+LIVE_STACKS: set[int] = set()
+
+
 @contextlib.asynccontextmanager
 async def rest_stack(
     database_url: str, redis_url: str, shopify: ShopifyStandIn, workdir: Path
@@ -188,6 +194,7 @@ async def rest_stack(
         stdout=asyncio.subprocess.PIPE,
         cwd=REPO,
     )
+    LIVE_STACKS.add(process.pid)
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 120)
@@ -204,6 +211,7 @@ async def rest_stack(
             except TimeoutError:
                 process.kill()
                 await process.wait()
+        LIVE_STACKS.discard(process.pid)
 
 
 async def _serve_until_stdin_closes(argv: list[str], channel: TextIO) -> None:
