@@ -25,8 +25,6 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
 from loyalnest.devstack.standins.posthog import DEFAULT_API_KEY, PosthogStandIn
-from loyalnest.gateway import Upstream
-from loyalnest.gateway.edge import EdgePolicy, JwtProvider
 from loyalnest.gen.event_tracking.v1 import event_tracking_pb2 as pb
 from loyalnest.gen.event_tracking.v1 import event_tracking_pb2_grpc
 from loyalnest.gen.events.v1 import admin_features_pb2, event_tracking_pb2, points_pb2
@@ -45,7 +43,7 @@ from loyalnest.services.event_tracking.service import (
     EventTrackingSettings,
 )
 from loyalnest.services.event_tracking.store import TaskStore
-from tests.auth import JWKS_PATH, merchant_headers, merchant_metadata
+from tests.auth import merchant_headers, merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import (
     eventually,
@@ -55,7 +53,7 @@ from tests.integration.conftest import (
 )
 from tests.integration.events_worker import FAST_EVENTS
 from tests.integration.isolation import Case, Metadata, Table
-from tests.integration.test_gateway_validate import Gateway, gateway_config, http, running_gateway
+from tests.integration.test_gateway_validate import Gateway, behind_gateway, http
 
 pytestmark = pytest.mark.integration
 
@@ -375,15 +373,7 @@ async def pipeline(
         )
         async with running(SPEC, settings) as service:
             await asyncio.wait_for(service.health.started.wait(), 30)
-            upstream = Upstream("event_tracking", (SERVICE_NAME,), (("127.0.0.1", service.port),))
-            config = gateway_config(
-                upstream,
-                policy=EdgePolicy(
-                    jwt=JwtProvider(JWKS_PATH, ServiceSettings().jwt_issuer),
-                    admin_allowed_cidrs=("127.0.0.1/32",),
-                ),
-            )
-            async with running_gateway(config, workdir, {"event_tracking": 1}) as gateway:
+            async with behind_gateway("event_tracking", SERVICE_NAME, service, workdir) as gateway:
                 yield gateway, broker
     finally:
         broker.close()

@@ -27,8 +27,6 @@ from google.protobuf.message import Message
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 
-from loyalnest.gateway import Upstream
-from loyalnest.gateway.edge import EdgePolicy, JwtProvider
 from loyalnest.gen.events.v1 import gamification_pb2, points_pb2, referrals_pb2, rfm_pb2
 from loyalnest.gen.gamification.v1 import gamification_pb2 as pb
 from loyalnest.gen.gamification.v1 import gamification_pb2_grpc
@@ -50,12 +48,12 @@ from loyalnest.services.gamification.service import (
 )
 from loyalnest.services.gamification.store.boards import BoardKeys, RedisBoards
 from loyalnest.services.gamification.store.postgres import GamificationStore
-from tests.auth import JWKS_PATH, merchant_headers, merchant_metadata
+from tests.auth import merchant_headers, merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import eventually, serve_for_test, service_settings_for_tests
 from tests.integration.events_worker import FAST_EVENTS
 from tests.integration.isolation import Case, Metadata, Table
-from tests.integration.test_gateway_validate import Gateway, gateway_config, http, running_gateway
+from tests.integration.test_gateway_validate import Gateway, behind_gateway, http
 
 pytestmark = pytest.mark.integration
 
@@ -477,15 +475,7 @@ async def pipeline(
         )
         async with running(SPEC, settings) as service:
             await asyncio.wait_for(service.health.started.wait(), 30)
-            upstream = Upstream("gamification", (SERVICE_NAME,), (("127.0.0.1", service.port),))
-            config = gateway_config(
-                upstream,
-                policy=EdgePolicy(
-                    jwt=JwtProvider(JWKS_PATH, ServiceSettings().jwt_issuer),
-                    admin_allowed_cidrs=("127.0.0.1/32",),
-                ),
-            )
-            async with running_gateway(config, workdir, {"gamification": 1}) as gateway:
+            async with behind_gateway("gamification", SERVICE_NAME, service, workdir) as gateway:
                 yield gateway, broker
     finally:
         broker.close()

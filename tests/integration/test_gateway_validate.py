@@ -196,6 +196,28 @@ def gateway_config(upstream: Upstream, **overrides: Any) -> GatewayConfig:
 
 
 @contextlib.asynccontextmanager
+async def behind_gateway(
+    name: str, grpc_service: str, service: RunningService, workdir: Path
+) -> AsyncIterator[Gateway]:
+    """One started service behind Envoy with the test keyset's JWT policy and admin routes
+    open to loopback: what a test of one service's REST surface needs."""
+    from loyalnest.gateway.edge import EdgePolicy, JwtProvider
+    from loyalnest.platform.config import ServiceSettings
+    from tests.auth import JWKS_PATH
+
+    upstream = Upstream(name, (grpc_service,), (("127.0.0.1", service.port),))
+    config = gateway_config(
+        upstream,
+        policy=EdgePolicy(
+            jwt=JwtProvider(JWKS_PATH, ServiceSettings().jwt_issuer),
+            admin_allowed_cidrs=("127.0.0.1/32",),
+        ),
+    )
+    async with running_gateway(config, workdir, {name: 1}) as gateway:
+        yield gateway
+
+
+@contextlib.asynccontextmanager
 async def points_worker(database_url: str) -> AsyncIterator[RunningService]:
     # Events on: these workers run their relay like deployed ones (no broker: it retries).
     settings = service_settings_for_tests(
