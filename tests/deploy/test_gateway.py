@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import pytest
 
 from loyalnest.deploy import gateway_chart, helm
 from loyalnest.deploy.helm import Render
+from loyalnest.devstack.ports import free_port
 from loyalnest.gateway.envoy_binary import find_envoy, validate_config
 from loyalnest.gateway.reflection import DEFAULT_DESCRIPTOR_SET
 from loyalnest.platform.auth.keys import KeySet
@@ -220,12 +220,6 @@ def test_envoys_trace_sampling_is_the_releases(rendered: dict[str, Objects]) -> 
     assert _tracing(bootstrap)["random_sampling"] == {"value": 5}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(port: int) -> http.client.HTTPResponse:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     connection.request("GET", "/")
@@ -250,7 +244,7 @@ def test_the_gateway_drains_before_sigterm(rendered: dict[str, Objects], tmp_pat
     assert f"--wait={drain}" in hook and "--admin=127.0.0.1:9901" in hook
     assert deployment["terminationGracePeriodSeconds"] > drain
 
-    admin, listen = _free_port(), _free_port()
+    admin, listen = free_port(), free_port()
     bootstrap = {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {

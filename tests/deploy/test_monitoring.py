@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.request
@@ -27,6 +26,7 @@ import yaml
 from loyalnest.deploy import dashboards, gateway_chart, helm
 from loyalnest.deploy.helm import MONITORING_API, Render
 from loyalnest.deploy.paths import REPO, tool
+from loyalnest.devstack.ports import free_port
 from loyalnest.gateway.envoy_binary import find_envoy
 from tests.deploy.conftest import Objects, find, parse
 from tests.deploy.test_gateway import _bootstrap
@@ -52,19 +52,13 @@ def python_metrics() -> set[str]:
     return names
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def envoy_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[set[str]]:
     """The metric names Envoy serves with the chart's gateway config (after one request)."""
     tmp_path = tmp_path_factory.mktemp("envoy")
     objects = parse(helm.template(Render()))
     bootstrap, _ = _bootstrap(objects, tmp_path)
-    ports = {8080: _free_port(), 9902: _free_port(), 9901: _free_port()}
+    ports = {8080: free_port(), 9902: free_port(), 9901: free_port()}
     for node in gateway_chart._walk(bootstrap):
         address = node.get("socket_address")
         if isinstance(address, dict) and address.get("port_value") in ports:

@@ -106,7 +106,10 @@ def bearer(access_token: str) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {access_token}"),)
 
 
-ADMIN = bearer(token(None, ["admin:full"]))
+def admin() -> tuple[tuple[str, str], ...]:
+    """A platform admin's call metadata, minted per call: a module-level token would expire
+    (15 minutes) before a long suite reaches its tests."""
+    return bearer(token(None, ["admin:full"]))
 
 
 async def status_of(call: Awaitable[Any]) -> grpc.StatusCode:
@@ -382,7 +385,7 @@ async def test_revoked_token_is_rejected_by_points(stub, shopify, points, databa
     assert await status_of(denied) == grpc.StatusCode.PERMISSION_DENIED
 
     revoked = await stub.RevokeToken(
-        pb.RevokeTokenRequest(token=tokens.access_token, reason="laptop stolen"), metadata=ADMIN
+        pb.RevokeTokenRequest(token=tokens.access_token, reason="laptop stolen"), metadata=admin()
     )
     claims = jwt.decode(tokens.access_token, options={"verify_signature": False})
     assert revoked.token_id == claims["jti"] and revoked.expire_time.seconds == claims["exp"]
@@ -396,10 +399,10 @@ async def test_revoked_token_is_rejected_by_points(stub, shopify, points, databa
     # By jti alone (e.g. from an access log), for a token of another session.
     other = (await install(stub, shopify)).tokens
     jti = jwt.decode(other.access_token, options={"verify_signature": False})["jti"]
-    await stub.RevokeToken(pb.RevokeTokenRequest(token_id=jti), metadata=ADMIN)
+    await stub.RevokeToken(pb.RevokeTokenRequest(token_id=jti), metadata=admin())
     assert await balance_status(points, other.access_token) == grpc.StatusCode.UNAUTHENTICATED
     # Either token or token_id.
-    neither = stub.RevokeToken(pb.RevokeTokenRequest(), metadata=ADMIN)
+    neither = stub.RevokeToken(pb.RevokeTokenRequest(), metadata=admin())
     assert await status_of(neither) == grpc.StatusCode.INVALID_ARGUMENT
 
     # Both revocations are audited; the one by jti alone concerns no merchant.
@@ -496,7 +499,7 @@ async def create_admin(
         pb.CreateAdminUserRequest(
             email=email, password="correct horse battery", permissions=permissions
         ),
-        metadata=ADMIN,
+        metadata=admin(),
     )
     return created
 
@@ -532,7 +535,7 @@ async def test_admin_sign_in_needs_totp(stub, points, database_url) -> None:
     )
     assert await status_of(escalate) == grpc.StatusCode.PERMISSION_DENIED
     duplicate = stub.CreateAdminUser(
-        pb.CreateAdminUserRequest(email=email, password="correct horse battery"), metadata=ADMIN
+        pb.CreateAdminUserRequest(email=email, password="correct horse battery"), metadata=admin()
     )
     assert await status_of(duplicate) == grpc.StatusCode.ALREADY_EXISTS
 

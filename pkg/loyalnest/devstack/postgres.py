@@ -17,6 +17,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from loyalnest.devstack.ports import free_port
+
+__all__ = ["LocalPostgres", "PostgresError", "find_bin_dir", "free_port"]
+
 
 class PostgresError(RuntimeError):
     pass
@@ -39,12 +43,6 @@ def find_bin_dir() -> Path:
 
 def traversable_by_others(path: Path) -> bool:
     return all(p.stat().st_mode & stat.S_IXOTH for p in [path, *path.parents] if p.exists())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -142,7 +142,7 @@ class TaskStore:
     async def complete(self, tasks: Sequence[Task]) -> None:
         """PostHog took `tasks`: completed, each announced (task.completed)."""
         async with self._pool.connection() as conn, conn.transaction():
-            for task in tasks:
+            for task in _in_lock_order(tasks):
                 cursor = await conn.execute(
                     "UPDATE queue_tasks SET status = 'completed', completed_at = now(),"
                     " attempts = attempts + 1, last_error = NULL"
@@ -168,7 +168,7 @@ class TaskStore:
         Returns how many failed for good."""
         failed = 0
         async with self._pool.connection() as conn, conn.transaction():
-            for task in tasks:
+            for task in _in_lock_order(tasks):
                 cursor = await conn.execute(
                     "UPDATE queue_tasks SET attempts = attempts + 1, last_error = %s,"
                     " next_attempt_at = now() + make_interval(secs => %s),"
@@ -238,7 +238,10 @@ class TaskStore:
         """Deletes every event about the customer, shipped or not; idempotent."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "DELETE FROM queue_tasks WHERE merchant_id = %s AND subject = ANY(%s)",
+                "DELETE FROM queue_tasks WHERE (merchant_id, task_id) IN"
+                " (SELECT merchant_id, task_id FROM queue_tasks"
+                "  WHERE merchant_id = %s AND subject = ANY(%s)"
+                f"  {_LOCK_ORDER})",
                 (merchant_id, self._subjects(merchant_id, customer)),
             )
             return cursor.rowcount
@@ -247,9 +250,21 @@ class TaskStore:
         """Everything of `merchant_id`: its events and the platform's rows."""
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
-                "DELETE FROM queue_tasks WHERE merchant_id = %s", (merchant_id,)
+                "DELETE FROM queue_tasks WHERE (merchant_id, task_id) IN"
+                " (SELECT merchant_id, task_id FROM queue_tasks WHERE merchant_id = %s"
+                f"  {_LOCK_ORDER})",
+                (merchant_id,),
             )
             return cursor.rowcount + await erase_platform_rows(conn, merchant_id)
+
+
+# Every statement that touches several tasks locks them in this one order, so the shipper's
+# completions and an erasure running at the same time wait for each other, not deadlock.
+_LOCK_ORDER = "ORDER BY merchant_id, task_id FOR UPDATE"
+
+
+def _in_lock_order(tasks: Sequence[Task]) -> list[Task]:
+    return sorted(tasks, key=lambda task: (task.merchant_id, task.task_id))
 
 
 def _iso(value: datetime) -> str:
