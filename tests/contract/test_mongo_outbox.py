@@ -43,7 +43,7 @@ from loyalnest.platform.events.mongo_outbox import (
     outbox_document,
 )
 from loyalnest.platform.events.outbox import Backlog, PendingRow, lane_for
-from loyalnest.platform.events.relay import SHUTDOWN_GRACE_SECONDS, OutboxRelay
+from loyalnest.platform.events.relay import OutboxRelay
 from loyalnest.platform.mongo import FAKE_LOCK
 from loyalnest.services.points.store.mongo import MongoLedgerStore
 
@@ -445,8 +445,12 @@ async def test_two_relays_publish_each_posting_once_in_sequence_order(
 
 
 def test_the_lease_outlasts_the_longest_publication() -> None:
-    settings = ServiceSettings(kafka_connect_timeout_seconds=5, kafka_publish_timeout_seconds=10)
+    settings = ServiceSettings(
+        kafka_connect_timeout_seconds=5,
+        kafka_publish_timeout_seconds=10,
+        events_shutdown_step_seconds=20,
+    )
     # A relay holds its lanes from the claim to marking them sent, which includes connecting,
-    # creating topics, the acks and the relay's shutdown grace.
-    assert lease_seconds_for(settings) > publish_bound_seconds(settings) + SHUTDOWN_GRACE_SECONDS
+    # creating topics, the acks and the relay's shutdown step.
+    assert lease_seconds_for(settings) > publish_bound_seconds(settings) + 20
     assert publish_bound_seconds(settings) > 10 + 5

@@ -112,6 +112,8 @@ def service_settings_for_tests(
         "database_url": database_url,
         "health_check_interval_seconds": 0.2,
         "shutdown_grace_seconds": 1,
+        # A test's broker is gone or never was at teardown: don't wait 3 s per step on it.
+        "events_shutdown_step_seconds": 1.0,
         "events_enabled": False,
         "call_target_template": NO_CALLEES,
     }

@@ -156,6 +156,10 @@ class EventSettings(_Settings):
     # Retries while the broker (or the database) is away: exponential, capped.
     events_retry_initial_seconds: float = Field(0.2, gt=0)
     events_retry_max_seconds: float = Field(5.0, gt=0)
+    # Shutting down, each step with the broker (the relay's batch in flight, the producer's
+    # flush, the consumer's last commit and close) waits at most this long: a healthy broker
+    # answers in milliseconds, one that is away must not hold the pod past its grace.
+    events_shutdown_step_seconds: float = Field(3.0, gt=0)
     # False: this process does not relay its outbox; `loyalnest relay <service>` does, in a
     # process of its own (its Kafka producer then takes no CPU or GIL from request handling).
     outbox_relay_in_process: bool = True

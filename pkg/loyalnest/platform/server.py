@@ -37,6 +37,7 @@ from loyalnest.platform.observability import (
     start_metrics_server,
 )
 from loyalnest.platform.personal_data import PersonalData, PersonalDataServicer, PersonalDataStore
+from loyalnest.platform.pii import on_a_developer_machine
 from loyalnest.platform.postgres import DatabaseSpec
 
 log = get_logger(__name__)
@@ -128,9 +129,22 @@ def auth_interceptor(settings: ServiceSettings, service: str) -> AuthInterceptor
     return AuthInterceptor(jwks, revocations)
 
 
-def build_server(settings: ServiceSettings, service: str) -> grpc.aio.Server:
+def _page_token_key(settings: ServiceSettings) -> bytes | None:
     key = settings.page_token_key
-    pagination.set_signing_key(key.get_secret_value().encode() if key else None)
+    if key is not None:
+        return key.get_secret_value().encode()
+    # As the PII keys (platform/pii.py): the public development key only on a developer's
+    # machine; elsewhere anyone could forge a page token reaching past a filter's rows.
+    if not on_a_developer_machine(settings):
+        raise ValueError(
+            "LOYALNEST_PAGE_TOKEN_KEY is required (`openssl rand -base64 32`, the same for"
+            " every replica): page tokens are signed with it"
+        )
+    return None
+
+
+def build_server(settings: ServiceSettings, service: str) -> grpc.aio.Server:
+    pagination.set_signing_key(_page_token_key(settings))
     interceptors: list[Any] = []
     if settings.tracing_enabled:
         interceptors.append(aio_server_interceptor())  # type: ignore[no-untyped-call]

@@ -28,7 +28,6 @@ from loyalnest.platform.observability import get_logger
 log = get_logger(__name__)
 
 T = TypeVar("T")
-CLOSE_TIMEOUT_SECONDS = 3.0
 
 
 def quiet_kafka_logging() -> None:
@@ -277,7 +276,9 @@ class KafkaPublisher:
         connecting to a broker that is away (it then ends by itself within the connect
         timeout)."""
         try:
-            await asyncio.wait_for(self._thread.run(self._close), CLOSE_TIMEOUT_SECONDS)
+            await asyncio.wait_for(
+                self._thread.run(self._close), self._settings.events_shutdown_step_seconds
+            )
         except TimeoutError:
             log.warning("kafka producer still busy at close; leaving it", client=self._client_id)
         finally:

@@ -77,7 +77,6 @@ DLQ_SOURCE = "dlq.source"  # topic/partition/offset of the original record
 DLQ_FAILED_AT = "dlq.failed_at"
 _MAX_REASON_LENGTH = 2000
 POLL_TIMEOUT_MS = 250
-SHUTDOWN_STEP_SECONDS = 3.0
 
 
 class PermanentEventError(Exception):
@@ -559,9 +558,10 @@ class ConsumerRunner:
 
     async def _shutdown(self) -> None:
         # Bounded: a thread stuck on a broker that is away must not hold up the shutdown.
+        step = self._settings.events_shutdown_step_seconds
         if self._consumer is not None:
             try:
-                await asyncio.wait_for(self._commit(), SHUTDOWN_STEP_SECONDS)
+                await asyncio.wait_for(self._commit(), step)
             except Exception as exc:  # the group takes them back: they are redelivered
                 log.warning("final offset commit failed", group=self.group, error=repr(exc))
             try:
@@ -569,9 +569,9 @@ class ConsumerRunner:
                     self._thread.run(
                         self._consumer.close,
                         autocommit=False,
-                        timeout_ms=int(SHUTDOWN_STEP_SECONDS * 1000),
+                        timeout_ms=int(step * 1000),
                     ),
-                    SHUTDOWN_STEP_SECONDS + 1,
+                    step + 1,
                 )
             except Exception as exc:
                 log.warning("consumer close failed", group=self.group, error=repr(exc))

@@ -102,8 +102,8 @@ OUTBOX_COLLECTION = "outbox"
 SEQUENCES_COLLECTION = "outbox_lane_sequences"
 LEASES_COLLECTION = "outbox_lane_leases"
 
-# Beyond the longest publication: the database calls of a claim, the relay's shutdown grace
-# (it lets a batch in flight finish) and clock skew between relay hosts.
+# Beyond the longest publication and the relay's shutdown step (it lets a batch in flight
+# finish): the database calls of a claim and clock skew between relay hosts.
 LEASE_MARGIN_SECONDS = 30.0
 DEFAULT_GAP_TIMEOUT_SECONDS = 10.0
 _RELEASED = datetime(1970, 1, 1, tzinfo=UTC)
@@ -123,7 +123,11 @@ _RELAY_FIELDS = {
 
 
 def lease_seconds_for(settings: EventSettings) -> float:
-    return publish_bound_seconds(settings) + LEASE_MARGIN_SECONDS
+    return (
+        publish_bound_seconds(settings)
+        + settings.events_shutdown_step_seconds
+        + LEASE_MARGIN_SECONDS
+    )
 
 
 def outbox_document(event: OutgoingEvent, *, seq: int) -> Document:

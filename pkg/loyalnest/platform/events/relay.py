@@ -31,7 +31,6 @@ log = get_logger(__name__)
 # Backlog metrics and purging run at most this often, not on every poll.
 HOUSEKEEPING_INTERVAL_SECONDS = 1.0
 PURGE_INTERVAL_SECONDS = 300.0
-SHUTDOWN_GRACE_SECONDS = 3.0
 
 
 # What a source marks its events sent by: PostgreSQL row ids, MongoDB event ids.
@@ -130,7 +129,7 @@ class OutboxRelay(Generic[RowId]):
             # milliseconds; a batch still waiting after the grace waits on a broker that is
             # away, and is rolled back (its rows stay pending).
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(batch, SHUTDOWN_GRACE_SECONDS)
+                await asyncio.wait_for(batch, self._settings.events_shutdown_step_seconds)
             raise
 
     async def relay_batch(self) -> int:
