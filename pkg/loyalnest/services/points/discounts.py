@@ -18,14 +18,19 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from loyalnest.platform import shop_access
 from loyalnest.platform.errors import FailedPrecondition
 from loyalnest.platform.shop_access import ShopAccess
 from loyalnest.platform.shopify_admin import ShopifyAdminClient, ShopifyRejected
-from loyalnest.services.points.domain import RedemptionNotCancellable, Reward, RewardKind
+from loyalnest.services.points.domain import (
+    Redemption,
+    RedemptionNotCancellable,
+    Reward,
+    RewardKind,
+)
 
 
 class ShopNotConnected(shop_access.ShopNotConnected):
@@ -102,18 +107,48 @@ mutation RewardCodeOff($id: ID!) {
 }"""
 
 
-def _input(
-    reward: Reward, code: str, title: str, customer_id: str
+_VARIANT_PRICE = """
+query RewardVariant($id: ID!) {
+  productVariant(id: $id) { id price }
+}"""
+
+
+def _items(reward: Reward) -> dict[str, Any]:
+    """What the code takes its value off (customerGets.items): the order, or the reward's
+    products or collections (Shopify takes one of the three)."""
+    if reward.product_ids:
+        return {"products": {"productsToAdd": list(reward.product_ids)}}
+    if reward.collection_ids:
+        return {"collections": {"add": list(reward.collection_ids)}}
+    return {"all": True}
+
+
+def discount_input(
+    reward: Reward,
+    code: str,
+    title: str,
+    customer_id: str,
+    *,
+    starts_at: datetime,
+    ends_at: datetime | None,
+    variant_price: str = "",
 ) -> tuple[str, str, dict[str, Any]]:
+    """The mutation, its payload field and its input for a reward's code."""
     common: dict[str, Any] = {
         "title": title,
         "code": code,
-        "startsAt": datetime.now(UTC).isoformat(),
+        "startsAt": starts_at.isoformat(),
         # Only the redeeming customer can use it (API 2025-10: customerSelection).
         "customerSelection": {"customers": {"add": [shopify_customer_gid(customer_id)]}},
         "appliesOncePerCustomer": True,
         "usageLimit": 1,  # single use
     }
+    if ends_at is not None:
+        common["endsAt"] = ends_at.isoformat()
+    if reward.min_subtotal:
+        common["minimumRequirement"] = {
+            "subtotal": {"greaterThanOrEqualToSubtotal": reward.min_subtotal}
+        }
     match reward.kind:
         case RewardKind.FREE_SHIPPING:
             return (
@@ -123,10 +158,28 @@ def _input(
             )
         case RewardKind.PERCENTAGE:
             value: dict[str, Any] = {"percentage": float(reward.value) / 100}
+            items = _items(reward)
         case RewardKind.FIXED_AMOUNT:
             value = {"discountAmount": {"amount": reward.value, "appliesOnEachItem": False}}
-    gets = {"value": value, "items": {"all": True}}
+            items = _items(reward)
+        case RewardKind.FREE_PRODUCT:
+            # 100% off one unit: the variant's price off the variant, once per order (not
+            # on each item), so two units in the cart cost one.
+            value = {"discountAmount": {"amount": variant_price, "appliesOnEachItem": False}}
+            items = {"products": {"productVariantsToAdd": [reward.variant_id]}}
+        case RewardKind.GIFT_CARD:  # pragma: no cover - gift cards are no discount codes
+            raise ValueError("a gift card reward has no discount code")
+    gets = {"value": value, "items": items}
     return _BASIC, "discountCodeBasicCreate", {**common, "customerGets": gets}
+
+
+class VariantNotFound(FailedPrecondition):
+    def __init__(self, variant_id: str) -> None:
+        super().__init__(
+            f"the reward's product variant {variant_id} does not exist in the shop",
+            violation_type="VARIANT_NOT_FOUND",
+            subject=f"product_variant/{variant_id}",
+        )
 
 
 class DiscountCodes:
@@ -145,14 +198,31 @@ class DiscountCodes:
     def code_of(self, merchant_id: str, redemption_id: str, customer_id: str) -> str:
         return discount_code(self._key, merchant_id, redemption_id, customer_id)
 
-    async def create(
-        self, merchant_id: str, redemption_id: str, customer_id: str, reward: Reward
-    ) -> str:
-        """Creates the redemption's code (or finds it created by an earlier attempt)."""
+    async def create(self, redemption: Redemption, reward: Reward) -> str:
+        """Creates the redemption's code (or finds it created by an earlier attempt), valid
+        from the redemption until its expiry."""
+        merchant_id, redemption_id = redemption.merchant_id, redemption.redemption_id
+        customer_id = redemption.customer_id
         access = await self._credentials.shop_access(merchant_id)
         code = self.code_of(merchant_id, redemption_id, customer_id)
         title = discount_title(redemption_id)
-        mutation, field, payload = _input(reward, code, title, customer_id)
+        price = ""
+        if reward.kind is RewardKind.FREE_PRODUCT:
+            found = await self._admin.graphql(
+                access.shop, access.access_token, _VARIANT_PRICE, {"id": reward.variant_id}
+            )
+            price = str((found.get("productVariant") or {}).get("price") or "")
+            if not price:
+                raise VariantNotFound(reward.variant_id)
+        mutation, field, payload = discount_input(
+            reward,
+            code,
+            title,
+            customer_id,
+            starts_at=redemption.created_at,
+            ends_at=redemption.expires_at,
+            variant_price=price,
+        )
         data = await self._admin.graphql(
             access.shop, access.access_token, mutation, {"input": payload}
         )

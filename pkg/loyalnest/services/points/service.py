@@ -150,7 +150,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
             points_pb2_grpc.add_PointsServiceServicer_to_server,
             PointsServicer(
                 ledger,
-                RewardRedemptions(ledger, codes),
+                RewardRedemptions(ledger, codes, tiers, clock=clock),
                 PointsExpiry(ledger, programs, clock=clock),
                 orders,
                 Activities(ledger, orders, clock=clock),
