@@ -272,3 +272,44 @@ async def test_the_limit_counts_under_the_ledger_lock(
     assert counts == {reward.reward_id: 3}
     later = {reward.reward_id: datetime.now(UTC) + timedelta(seconds=5)}
     assert await store.redemption_counts(merchant_id, "c-2", later) == {reward.reward_id: 0}
+
+
+async def test_a_gift_card_redemption_keeps_the_card_not_its_code(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    reward = await store.create_reward(
+        dataclasses.replace(new_reward(merchant_id, points_cost=5), kind=RewardKind.GIFT_CARD),
+        "fp",
+    )
+    await store.post(
+        Posting(merchant_id, "c-3", TransactionType.EARN, 5, "earn"),
+        IdempotencyKey.internal("earn-c-3"),
+    )
+    _, pending = await store.redeem(
+        _debit(merchant_id, "c-3", reward),
+        IdempotencyKey.internal("card", reward.reward_id),
+        reward,
+        RedemptionGuard(),
+    )
+    assert pending.expires_at is None
+    done = await store.finish_redemption(
+        merchant_id,
+        pending.redemption_id,
+        status=RedemptionStatus.COMPLETED,
+        gift_card_id="gid://shopify/GiftCard/7",
+        gift_card_last_characters="a1b2",
+    )
+    assert (done.status, done.gift_card_id, done.gift_card_last_characters) == (
+        RedemptionStatus.COMPLETED,
+        "gid://shopify/GiftCard/7",
+        "a1b2",
+    )
+    # A later move keeps them (a cancellation names no card).
+    cancelled = await store.finish_redemption(
+        merchant_id,
+        pending.redemption_id,
+        status=RedemptionStatus.CANCELLED,
+        from_status=RedemptionStatus.COMPLETED,
+    )
+    assert cancelled.gift_card_id == "gid://shopify/GiftCard/7"
+    assert await store.get_redemption(merchant_id, pending.redemption_id) == cancelled

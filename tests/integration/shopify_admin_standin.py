@@ -28,11 +28,29 @@ real figures) when it cannot pay.
 A discount's `customerSelection` must be `{"all": true}` or
 `{"customers": {"add": [<Customer GID>...]}}` (else userErrors `INVALID`), as in API 2025-10.
 Faults for tests: `unavailable` (503 to every call), `fail_next` (503 to the next N calls),
-`lose_next_answer` (create the code, then answer 503 as if the reply was lost),
+`lose_next_answer` (create the code, then answer 503 as if the reply was lost;
+`lose_answer_of` the same for the next call of one operation),
 `throttle_next` (the next N queries are not run: `THROTTLED` in `errors` with the cost
 extension, as 200, or as 429 with `throttle_status=429`), `stall_mutations` (apply every
 mutation, then answer only after that many seconds: a client with a shorter timeout never sees
 the answer; queries answer at once).
+
+Reward conditions: a code discount's `startsAt` is required and `endsAt` must follow it
+(`END_DATE_BEFORE_START_DATE`); `minimumRequirement` is a positive subtotal or quantity;
+a basic discount's `customerGets` has one value (percentage 0-1, or a positive
+`discountAmount`) and items that are all, products (`productsToAdd` / `productVariantsToAdd`
+GIDs) or collections (`add`), one of them (else userErrors `INVALID`, `GREATER_THAN`,
+`VALUE_OUTSIDE_RANGE`). `checkout(shop, code, customer, lines)` applies a code to a cart as
+Shopify's checkout does (status, start and end, usage limit, customer, minimum subtotal,
+entitled items, one amount off per order unless `appliesOnEachItem`) or raises CodeRefused
+with the buyer's message. `productVariant(id:)` answers a variant of `products` with its
+price. Gift cards: `giftCardCreate` (`initialValue` > 0, else `GREATER_THAN`; a given `code`
+of 8-20 letters and digits, a taken one `TAKEN`, none: 16 random characters; `customerId` a
+Customer GID, else `CUSTOMER_NOT_FOUND`; `expiresOn` in the future) answers the code once
+(`giftCardCode`; afterwards only `lastCharacters` / `maskedCode`), `giftCards(first:,
+query:)` with `customer_id:` and `created_at:>=`, `giftCard(id:)` (balance) and
+`giftCardDeactivate`; the buyer's side: `spend_gift_card(code, amount)`. Throttling
+(`throttle_next`) applies to all of them.
 
 Shopify Billing: `appSubscriptionCreate` (a PENDING subscription and its `confirmationUrl`;
 userErrors for a blank name, a return URL that is not http(s), line items without exactly
@@ -89,6 +107,8 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     unavailable: bool = False
     fail_next: int = 0
     lose_next_answer: int = 0
+    # An operation name (e.g. "giftCardCreate"): its next call is run, its answer lost (503).
+    lose_answer_of: str = ""
     stall_mutations: float = 0.0
     # (shop, code) -> {"id", "title", "input", "kind", "status"}
     codes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -162,8 +182,8 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     # tags of any other customer id are refused as Shopify does ("Resource not found").
     customer_tags: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     customers: set[tuple[str, str]] = field(default_factory=set)
-    # gift card id -> {"shop", "code", "initialValue", "customerId", "expiresOn", "note",
-    # "enabled", "createdAt"} (giftCardCreate).
+    # gift card id -> {"shop", "code", "initialValue", "balance", "customerId", "expiresOn",
+    # "note", "enabled", "createdAt"} (giftCardCreate).
     gift_cards: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def tags_of(self, shop: str, customer_gid: str) -> set[str]:
@@ -280,6 +300,9 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             if status == 200 and self.lose_next_answer > 0:
                 self.lose_next_answer -= 1
                 status, answer = 503, {"errors": "Service Unavailable"}
+            elif status == 200 and self.lose_answer_of and self.lose_answer_of in payload["query"]:
+                self.lose_answer_of = ""  # once, to that operation
+                status, answer = 503, {"errors": "Service Unavailable"}
             stall = self.stall_mutations if payload["query"].lstrip().startswith("mutation") else 0
         if stall:
             time.sleep(stall)  # outside the lock: other calls go on meanwhile
@@ -316,6 +339,12 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             return 200, {"data": {"giftCardDeactivate": done}}
         if "giftCards(" in query:
             return 200, {"data": {"giftCards": self._search_gift_cards(shop, variables)}}
+        if "giftCard(id:" in query:
+            card = self.gift_cards.get(variables["id"])
+            found = (
+                None if card is None or card["shop"] != shop else self._gift_card(variables["id"])
+            )
+            return 200, {"data": {"giftCard": found}}
         for name in ("tagsAdd", "tagsRemove"):
             if f"{name}(" in query:
                 return 200, {"data": {name: self._tags(shop, name, variables)}}
@@ -650,6 +679,7 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             "shop": shop,
             "code": code,
             "initialValue": str(value),
+            "balance": str(value),
             "customerId": customer,
             "expiresOn": expires,
             "note": data.get("note") or "",
@@ -665,6 +695,7 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             "lastCharacters": card["code"][-4:],
             "maskedCode": "•••• •••• •••• " + card["code"][-4:],
             "initialValue": {"amount": card["initialValue"]},
+            "balance": {"amount": card["balance"]},
             "expiresOn": card["expiresOn"],
             "note": card["note"],
             "enabled": card["enabled"],
@@ -686,6 +717,22 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             and (since is None or card["createdAt"] >= since[1])
         ]
         return {"nodes": nodes[:first], "pageInfo": {"hasNextPage": len(nodes) > first}}
+
+    def spend_gift_card(self, code: str, amount: Decimal) -> Decimal:
+        """A buyer pays with the card at checkout: what it still holds after. Refused
+        (CodeRefused) when disabled, expired or short of `amount`."""
+        with self._lock:
+            card = next((c for c in self.gift_cards.values() if c["code"] == code), None)
+            if card is None or not card["enabled"]:
+                raise CodeRefused("This gift card is not valid")
+            expires = card["expiresOn"]
+            if expires is not None and date.fromisoformat(expires) < datetime.now(UTC).date():
+                raise CodeRefused("This gift card has expired")
+            balance = Decimal(card["balance"])
+            if amount > balance:
+                raise CodeRefused("This gift card does not hold enough")
+            card["balance"] = str(balance - amount)
+            return balance - amount
 
     def _deactivate_gift_card(self, shop: str, card_id: str) -> dict[str, Any]:
         card = self.gift_cards.get(card_id)

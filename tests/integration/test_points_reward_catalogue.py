@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import grpc
+import psycopg
 import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
@@ -22,12 +25,16 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.points.domain import LimitPeriod
-from loyalnest.services.points.service import DATABASE
+from loyalnest.services.points.service import DATABASE, SERVICE_NAME, SPEC
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
+from tests.auth import merchant_headers
 from tests.integration import test_points_rewards as rewards
+from tests.integration.conftest import points_settings, serving
 from tests.integration.shopify_admin_standin import CartLine, CodeRefused
+from tests.integration.test_gateway_validate import Gateway, behind_gateway, http
 from tests.integration.test_points_rewards import SHOP, balance, earn, md, precondition
 from tests.integration.test_points_service import field_violations
+from tests.integration.test_service_identity import POINTS_CREDENTIAL
 
 pytestmark = pytest.mark.integration
 
@@ -434,3 +441,237 @@ async def test_tier_only_rewards(stub, merchant_id, shopify, database_url):
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await redeem(stub, merchant_id, gold_only.reward_id, gold)
     assert precondition(caught.value) == "REWARD_INACTIVE"
+
+
+async def points_rows(database_url: str, sql: str, *params: object) -> list[tuple[object, ...]]:
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cursor = await conn.execute(sql, params)
+        return await cursor.fetchall()
+
+
+async def test_a_gift_card_code_is_shown_once_and_never_kept(
+    stub, merchant_id, shopify, database_url
+):
+    customer = "7391000000008"
+    reward = await create(
+        stub,
+        merchant_id,
+        kind=pb.REWARD_KIND_GIFT_CARD,
+        value="25.00",
+        points_cost=1000,
+        code_expiry_days=365,
+    )
+    await earn(stub, merchant_id, customer, 3000)
+    first = await redeem(stub, merchant_id, reward.reward_id, customer, "card-1")
+
+    card = first.gift_card
+    assert len(card.code) == 16 and card.last_characters == card.code[-4:]
+    assert first.discount_code == "" and first.balance.balance == 2000
+    made = shopify.gift_cards[card.gift_card_id]
+    assert (made["initialValue"], made["customerId"]) == ("25.00", CUSTOMER_GID.format(customer))
+    assert made["expiresOn"] == first.expire_time.ToDatetime(UTC).date().isoformat()
+    # A retry returns the redemption, not the code (Points does not have it).
+    again = await redeem(stub, merchant_id, reward.reward_id, customer, "card-1")
+    assert again.redemption_id == first.redemption_id
+    assert (again.gift_card.code, again.gift_card.last_characters) == ("", card.last_characters)
+    assert again.gift_card.gift_card_id == card.gift_card_id
+    assert len(shopify.gift_cards) == 1 and again.balance.balance == 2000
+    # Nowhere in Points' tables: only the last characters and Shopify's id.
+    for table in ("reward_redemptions", "points_transactions", "idempotency_keys", "outbox"):
+        dump = await points_rows(
+            database_url, f"SELECT string_agg(t::text, ' ') FROM points.{table} t"
+        )
+        assert card.code not in str(dump[0][0]), table
+    stored = await points_rows(
+        database_url,
+        "SELECT gift_card_id, gift_card_last_characters, discount_code"
+        " FROM points.reward_redemptions WHERE redemption_id = %s",
+        first.redemption_id,
+    )
+    assert stored == [(card.gift_card_id, card.last_characters, "")]
+
+    # The customer pays with it; a used card is not cancelled.
+    assert shopify.spend_gift_card(card.code, Decimal("10.00")) == Decimal("15.00")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CancelRedemption(
+            pb.CancelRedemptionRequest(redemption_id=first.redemption_id),
+            metadata=md(merchant_id),
+        )
+    assert precondition(caught.value) == "REDEMPTION_NOT_CANCELLABLE"
+    # An unused one is: switched off at Shopify, the points back.
+    unused = await redeem(stub, merchant_id, reward.reward_id, customer)
+    cancelled = await stub.CancelRedemption(
+        pb.CancelRedemptionRequest(redemption_id=unused.redemption_id), metadata=md(merchant_id)
+    )
+    assert cancelled.balance.balance == 2000
+    assert shopify.gift_cards[unused.gift_card.gift_card_id]["enabled"] is False
+    with pytest.raises(CodeRefused):
+        shopify.spend_gift_card(unused.gift_card.code, Decimal("1.00"))
+
+
+async def test_a_gift_card_whose_answer_was_lost_is_switched_off_and_refunded(
+    stub, merchant_id, shopify
+):
+    customer = "7391000000009"
+    reward = await create(
+        stub, merchant_id, kind=pb.REWARD_KIND_GIFT_CARD, value="5.00", points_cost=100
+    )
+    await earn(stub, merchant_id, customer, 300)
+    calls = shopify.calls
+    key = "lost-card"
+
+    # The lookup is answered, the card is made but the answer is lost: undecided, no refund.
+    shopify.lose_answer_of = "giftCardCreate"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await redeem(stub, merchant_id, reward.reward_id, customer, key)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert shopify.calls > calls
+    (orphan_id,) = shopify.gift_cards  # made once: the client never re-sends a create
+    assert await balance(stub, merchant_id, customer) == 200
+
+    # The retry finds the card nobody has the code of, switches it off, gives points back.
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await redeem(stub, merchant_id, reward.reward_id, customer, key)
+    assert precondition(caught.value) == "REDEMPTION_REFUNDED"
+    assert "was deactivated" in (caught.value.details() or "")
+    assert shopify.gift_cards[orphan_id]["enabled"] is False
+    assert len(shopify.gift_cards) == 1
+    assert await balance(stub, merchant_id, customer) == 300
+
+
+# ---- REST through Envoy ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def gateway(
+    database_url, redis_url, merchant_id, shopify, auth, tmp_path
+) -> AsyncIterator[Gateway]:
+    settings = points_settings(
+        database_url,
+        redis_url=redis_url,
+        shopify_admin_base_url=shopify.base_url,
+        call_targets={"auth": auth.address},
+        service_credential=POINTS_CREDENTIAL,
+    )
+    async with (
+        serving(SPEC, settings) as points,
+        behind_gateway("points", SERVICE_NAME, points, tmp_path) as gateway,
+    ):
+        yield gateway
+
+
+def detail(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    (found,) = [d for d in body["details"] if d["@type"].endswith(f"google.rpc.{kind}")]
+    return found
+
+
+async def test_the_catalogue_over_rest(gateway: Gateway, merchant_id, shopify):
+    headers = merchant_headers(merchant_id, rewards.PERMISSIONS)
+    url = f"{gateway.url}/v1/api"
+    customer = "7391000000010"
+    created = await http(
+        "POST",
+        f"{url}/rewards",
+        headers=headers,
+        json_body={
+            "reward": {
+                "name": "10 off an order of 50 from the sale",
+                "kind": "REWARD_KIND_FIXED_AMOUNT",
+                "value": "10.00",
+                "points_cost": 100,
+                "min_subtotal": "50.00",
+                "collection_ids": ["444"],
+                "code_expiry_days": 30,
+                "customer_limit": {"max_redemptions": 1, "period": "LIMIT_PERIOD_MONTH"},
+            },
+            "idempotency_key": "rest-reward-1",
+        },
+    )
+    assert created.status == 200, created.body
+    reward = created.json()["reward"]
+    assert reward["customer_limit"] == {"max_redemptions": 1, "period": "LIMIT_PERIOD_MONTH"}
+    earned = await http(
+        "POST",
+        f"{url}/points/earn",
+        headers=headers,
+        json_body={"customer_id": customer, "points": 500, "idempotency_key": "rest-earn"},
+    )
+    assert earned.status == 200, earned.body
+
+    redeem_url = f"{url}/rewards/{reward['reward_id']}/redeem"
+    done = await http(
+        "POST",
+        redeem_url,
+        headers=headers,
+        json_body={"customer_id": customer, "idempotency_key": "rest-redeem-1"},
+    )
+    assert done.status == 200, done.body
+    body = done.json()
+    assert body["discount_code"] in shopify.codes_of(SHOP) and body["expire_time"]
+    # The month's one redemption is used: 400 FAILED_PRECONDITION with its reason.
+    refused = await http(
+        "POST",
+        redeem_url,
+        headers=headers,
+        json_body={"customer_id": customer, "idempotency_key": "rest-redeem-2"},
+    )
+    assert refused.status == 400, refused.body
+    error = refused.json()
+    assert error["code"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert detail(error, "PreconditionFailure")["violations"][0]["type"] == (
+        "REDEMPTION_LIMIT_REACHED"
+    )
+    listed = await http("GET", f"{url}/rewards?customer_id={customer}", headers=headers)
+    assert listed.json()["eligibility"] == [
+        {
+            "reward_id": reward["reward_id"],
+            "redeemable": False,
+            "reasons": ["REWARD_INELIGIBILITY_LIMIT_REACHED"],
+            "redemptions_left": "0",
+            "points_needed": "0",
+        }
+    ]
+
+    # A bad field is named (BadRequest).
+    bad = await http(
+        "POST",
+        f"{url}/rewards",
+        headers=headers,
+        json_body={
+            "reward": {
+                "name": "free mug",
+                "kind": "REWARD_KIND_FREE_PRODUCT",
+                "points_cost": 100,
+                "min_subtotal": "abc",
+            },
+            "idempotency_key": "rest-bad",
+        },
+    )
+    assert bad.status == 400, bad.body
+    fields = {v["field"] for v in detail(bad.json(), "BadRequest")["field_violations"]}
+    assert fields == {"reward.min_subtotal", "reward.variant_id"}
+
+    # A gift card: its code in this answer only.
+    card = await http(
+        "POST",
+        f"{url}/rewards",
+        headers=headers,
+        json_body={
+            "reward": {
+                "name": "5 gift card",
+                "kind": "REWARD_KIND_GIFT_CARD",
+                "value": "5.00",
+                "points_cost": 200,
+            },
+            "idempotency_key": "rest-card",
+        },
+    )
+    assert card.status == 200, card.body
+    card_url = f"{url}/rewards/{card.json()['reward']['reward_id']}/redeem"
+    request = {"customer_id": customer, "idempotency_key": "rest-card-1"}
+    issued = await http("POST", card_url, headers=headers, json_body=request)
+    assert issued.status == 200, issued.body
+    gift = issued.json()["gift_card"]
+    assert len(gift["code"]) == 16 and gift["last_characters"] == gift["code"][-4:]
+    again = await http("POST", card_url, headers=headers, json_body=request)
+    assert again.json()["gift_card"]["code"] == ""  # shown once

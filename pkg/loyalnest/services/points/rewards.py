@@ -13,7 +13,10 @@
    redemption id.
 2. (Redemptions made before step 1 wrote both at once get their row on a retry.)
 3. The discount code (derived from the redemption id) is created in the shop; the redemption
-   becomes completed with its code.
+   becomes completed with its code. A gift card (discounts.GiftCards) instead: looked up by
+   the redemption first (an earlier attempt's card whose answer was lost is deactivated and
+   the redemption refunded: nobody holds its code), then created; its code is returned by
+   this call only, and the redemption keeps the card's id and last characters.
 4. If the shop refuses, the redemption becomes refunded and the points are given back by a
    reversal whose idempotency key is derived from the redemption id: at most one refund per
    redemption, however often the flow runs. If the shop does not answer (a timeout, 5xx), the
@@ -39,6 +42,7 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.shopify_admin import ShopifyUnavailable
 from loyalnest.services.points.discounts import (
     DiscountCodes,
+    GiftCards,
     ShopNotConnected,
     shopify_customer_gid,
 )
@@ -54,6 +58,7 @@ from loyalnest.services.points.domain import (
     RedemptionStatus,
     Reward,
     RewardInactive,
+    RewardKind,
     TierRequired,
     TransactionType,
 )
@@ -89,6 +94,8 @@ class RedeemedReward:
     redemption: Redemption
     debit: PostingResult
     reward: Reward
+    # A gift card's code: only from the call that created the card (never stored).
+    gift_card_code: str = ""
 
 
 def refund_key(redemption_id: str) -> IdempotencyKey:
@@ -105,11 +112,13 @@ class RewardRedemptions:
         codes: DiscountCodes | None,
         tiers: VipTiers | None = None,
         *,
+        cards: GiftCards | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._ledger = ledger
         self._store = ledger.store
         self._codes = codes
+        self._cards = cards
         self._tiers = tiers
         self._clock = clock
 
@@ -139,12 +148,65 @@ class RewardRedemptions:
             reward,
             guard,
         )
+        card_code = ""
         if redemption.status is RedemptionStatus.PENDING:
-            redemption = await self._create_code(codes, redemption, reward)
+            if reward.kind is RewardKind.GIFT_CARD:
+                redemption, card_code = await self._issue_gift_card(redemption, reward)
+            else:
+                redemption = await self._create_code(codes, redemption, reward)
         if redemption.status is RedemptionStatus.REFUNDED:
             await self._refund(redemption)
             raise RedemptionRefunded(redemption)
-        return RedeemedReward(redemption, debit, reward)
+        return RedeemedReward(redemption, debit, reward, card_code)
+
+    async def _issue_gift_card(
+        self, redemption: Redemption, reward: Reward
+    ) -> tuple[Redemption, str]:
+        """The redemption's gift card: created, and its code returned (once); or refunded.
+        A card an earlier attempt created but whose answer (and code) was lost is
+        deactivated and the redemption refunded: nobody holds its code."""
+        cards = self._cards
+        if cards is None:
+            raise ShopNotConnected(redemption.merchant_id)
+        merchant_id, redemption_id = redemption.merchant_id, redemption.redemption_id
+        try:
+            orphan = await cards.orphan(redemption)
+            if orphan is not None:
+                await cards.deactivate(
+                    merchant_id, redemption_id, orphan.gift_card_id, unless_used=False
+                )
+                failure = (
+                    "Shopify's answer was lost; the gift card it made (ending"
+                    f" {orphan.last_characters}) was deactivated"
+                )
+                return await self._store.finish_redemption(
+                    merchant_id, redemption_id, status=RedemptionStatus.REFUNDED, failure=failure
+                ), ""
+        except ShopifyUnavailable as exc:
+            raise RedemptionUndecided(redemption) from exc
+        try:
+            card = await cards.create(redemption, reward)
+        except ShopifyUnavailable as exc:
+            # Created or not is unknown: the next attempt (same key) looks it up first.
+            raise RedemptionUndecided(redemption) from exc
+        except LoyalNestError as exc:
+            log.warning("gift card refused; refunding", redemption_id=redemption_id)
+            return await self._store.finish_redemption(
+                merchant_id, redemption_id, status=RedemptionStatus.REFUNDED, failure=exc.message
+            ), ""
+        finished = await self._store.finish_redemption(
+            merchant_id,
+            redemption_id,
+            status=RedemptionStatus.COMPLETED,
+            gift_card_id=card.gift_card_id,
+            gift_card_last_characters=card.last_characters,
+        )
+        if finished.gift_card_id != card.gift_card_id:
+            # A concurrent attempt with the same key finished first: this card's code goes
+            # to nobody, so it is switched off.
+            await cards.deactivate(merchant_id, redemption_id, card.gift_card_id, unless_used=False)
+            return finished, ""
+        return finished, card.code
 
     async def _refusal(
         self, merchant_id: str, customer_id: str, reward: Reward
@@ -265,9 +327,16 @@ class RewardRedemptions:
         if redemption.status is RedemptionStatus.REFUNDED:
             raise RedemptionNotCancellable(redemption_id, "its points were given back already")
         if redemption.status is RedemptionStatus.COMPLETED:
-            if self._codes is None:
-                raise ShopNotConnected(merchant_id)
-            await self._codes.deactivate(merchant_id, redemption_id, redemption.customer_id)
+            if redemption.gift_card_id:
+                if self._cards is None:
+                    raise ShopNotConnected(merchant_id)
+                await self._cards.deactivate(
+                    merchant_id, redemption_id, redemption.gift_card_id, unless_used=True
+                )
+            else:
+                if self._codes is None:
+                    raise ShopNotConnected(merchant_id)
+                await self._codes.deactivate(merchant_id, redemption_id, redemption.customer_id)
             redemption = await self._store.finish_redemption(
                 merchant_id,
                 redemption_id,

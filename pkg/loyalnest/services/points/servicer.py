@@ -418,6 +418,14 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         )
         if redemption.expires_at is not None:
             response.expire_time.CopyFrom(timestamp(redemption.expires_at))
+        if redemption.gift_card_id:
+            response.gift_card.CopyFrom(
+                points_pb2.GiftCardIssued(
+                    code=redeemed.gift_card_code,
+                    last_characters=redemption.gift_card_last_characters,
+                    gift_card_id=redemption.gift_card_id,
+                )
+            )
         return response
 
 

@@ -221,8 +221,8 @@ class PointsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RedeemReward(self, request, context):
-        """Spends the reward's points_cost and returns a single-use Shopify discount code (a gift
-        card for GIFT_CARD), with the reward's conditions (minimum subtotal, products or
+        """Spends the reward's points_cost and returns a single-use Shopify discount code bound to
+        the customer (a gift card for GIFT_CARD: its code in this answer only), with the reward's conditions (minimum subtotal, products or
         collections, expiry). FAILED_PRECONDITION when the balance is insufficient
         (INSUFFICIENT_POINTS), the reward inactive (REWARD_INACTIVE), reserved to VIP tiers the
         customer is not in (TIER_REQUIRED), its per-customer limit reached
