@@ -417,6 +417,16 @@ async def test_tier_only_rewards(stub, merchant_id, shopify, database_url):
         pb.ListRewardsRequest(customer_id=gold), metadata=md(merchant_id)
     )
     assert [e.redeemable for e in listed.eligibility] == [True, False]
+    stranger = await stub.ListRewards(
+        pb.ListRewardsRequest(customer_id="7391000000099"), metadata=md(merchant_id)
+    )
+    assert [list(e.reasons) for e in stranger.eligibility] == [
+        [pb.REWARD_INELIGIBILITY_TIER_REQUIRED, pb.REWARD_INELIGIBILITY_INSUFFICIENT_POINTS],
+        [pb.REWARD_INELIGIBILITY_INSUFFICIENT_POINTS],
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await redeem(stub, merchant_id, gold_only.reward_id, "7391000000099")
+    assert precondition(caught.value) == "TIER_REQUIRED"
     # Without customer_id, no eligibility; a bad one is named.
     plain = await stub.ListRewards(pb.ListRewardsRequest(), metadata=md(merchant_id))
     assert len(plain.rewards) == 2 and not plain.eligibility

@@ -32,6 +32,7 @@ refunded one makes sure of its refund and fails again the same way. Finishing is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -225,7 +226,9 @@ class RewardRedemptions:
         if (state is None or state.tier_id not in wanted) and self._tiers is not None:
             # Upgrades apply at once, but through Points' own events: one they have not
             # reached yet is applied here (the same compare-and-set as theirs).
-            state = await self._tiers.evaluate(merchant_id, customer_id) or state
+            # No ledger, no tier (the debit then says there is nothing to spend).
+            with contextlib.suppress(LedgerNotFound):
+                state = await self._tiers.evaluate(merchant_id, customer_id) or state
         return "" if state is None else state.tier_id
 
     async def eligibility(

@@ -767,7 +767,8 @@ class PostgresLedgerStore:
                 (
                     "redemptions",
                     "SELECT redemption_id::text, reward_id::text, points, status, discount_code,"
-                    " created_at FROM reward_redemptions"
+                    " gift_card_id, gift_card_last_characters, expires_at, created_at"
+                    " FROM reward_redemptions"
                     " WHERE merchant_id = %s AND customer_id = %s ORDER BY created_at",
                 ),
                 (
