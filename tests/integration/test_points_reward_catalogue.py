@@ -134,6 +134,17 @@ async def test_conditions_reach_shopify_and_its_checkout_honours_them(stub, merc
     cart = [line(901, "30.00"), line(902, "50.00")]
     assert shopify.checkout(SHOP, code, buyer, cart) == Decimal("6.00")
 
+    # Free shipping from 30.00.
+    shipping = await create(
+        stub, merchant_id, kind=pb.REWARD_KIND_FREE_SHIPPING, points_cost=20, min_subtotal="30"
+    )
+    assert shipping.min_subtotal == "30"
+    code = (await redeem(stub, merchant_id, shipping.reward_id, customer)).discount_code
+    assert shopify.codes_of(SHOP)[code]["kind"] == "free_shipping"
+    with pytest.raises(CodeRefused, match="Spend at least 30"):
+        shopify.checkout(SHOP, code, buyer, [line(3, "29.99")])
+    assert shopify.checkout(SHOP, code, buyer, [line(3, "30.00")]) == Decimal(0)
+
 
 async def test_a_free_product_takes_one_unit_of_its_variant_off(stub, merchant_id, shopify):
     customer = "7391000000002"
