@@ -319,11 +319,18 @@ class PostgresLedgerStore:
                     "SELECT 1 FROM ledgers WHERE merchant_id = %s AND customer_id = %s FOR UPDATE",
                     (posting.merchant_id, posting.customer_id),
                 )
+                # Counting stops at the limit: the work is bounded by it, not by history.
                 cursor = await conn.execute(
-                    "SELECT count(*) FROM reward_redemptions WHERE merchant_id = %s"
-                    " AND customer_id = %s AND reward_id = %s AND created_at >= %s"
-                    " AND status IN ('pending', 'completed')",
-                    (posting.merchant_id, posting.customer_id, reward.reward_id, guard.since),
+                    "SELECT count(*) FROM (SELECT 1 FROM reward_redemptions"
+                    " WHERE merchant_id = %s AND customer_id = %s AND reward_id = %s"
+                    " AND created_at >= %s AND status IN ('pending', 'completed') LIMIT %s) r",
+                    (
+                        posting.merchant_id,
+                        posting.customer_id,
+                        reward.reward_id,
+                        guard.since,
+                        guard.limit_max,
+                    ),
                 )
                 counted = await cursor.fetchone()
                 if counted is not None and counted[0] >= guard.limit_max:
