@@ -49,8 +49,9 @@ of 8-20 letters and digits, a taken one `TAKEN`, none: 16 random characters; `cu
 Customer GID, else `CUSTOMER_NOT_FOUND`; `expiresOn` in the future) answers the code once
 (`giftCardCode`; afterwards only `lastCharacters` / `maskedCode`), `giftCards(first:,
 query:)` with `customer_id:` and `created_at:>=`, `giftCard(id:)` (balance) and
-`giftCardDeactivate`; the buyer's side: `spend_gift_card(code, amount)`. Throttling
-(`throttle_next`) applies to all of them.
+`giftCardDeactivate`; the buyer's side: `spend_gift_card(code, amount)`. `access_denied`
+(operation names): Shopify's `ACCESS_DENIED` GraphQL error, as for an app without the
+scope. Throttling (`throttle_next`) applies to all of them.
 
 Shopify Billing: `appSubscriptionCreate` (a PENDING subscription and its `confirmationUrl`;
 userErrors for a blank name, a return URL that is not http(s), line items without exactly
@@ -109,6 +110,8 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     lose_next_answer: int = 0
     # An operation name (e.g. "giftCardCreate"): its next call is run, its answer lost (503).
     lose_answer_of: str = ""
+    # Operations the app may not call (no access scope): Shopify's ACCESS_DENIED error.
+    access_denied: set[str] = field(default_factory=set)
     stall_mutations: float = 0.0
     # (shop, code) -> {"id", "title", "input", "kind", "status"}
     codes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -296,6 +299,11 @@ class ShopifyAdminStandIn(ShopifyStandIn):
                 self._reply(request, self.throttle_status, _THROTTLED)
                 return
             payload = json.loads(body)
+            denied = next((op for op in self.access_denied if op in payload["query"]), None)
+            if denied is not None:
+                # The app lacks the scope (e.g. a shop whose plan has no gift cards).
+                self._reply(request, 200, _access_denied(denied))
+                return
             status, answer = self._graphql(shop, payload["query"], payload.get("variables", {}))
             if status == 200 and self.lose_next_answer > 0:
                 self.lose_next_answer -= 1
@@ -1009,6 +1017,25 @@ def _customer_gets_errors(gets: Any) -> list[dict[str, Any]]:
         ):
             errors.append({"field": [*field, "items"], "code": "INVALID", "message": "is invalid"})
     return errors
+
+
+def _access_denied(operation: str) -> dict[str, Any]:
+    """Shopify's answer to a field the app has no access scope for (nothing is run)."""
+    return {
+        "errors": [
+            {
+                "message": f"Access denied for {operation} field. Required access:"
+                " `write_gift_cards` access scope.",
+                "extensions": {
+                    "code": "ACCESS_DENIED",
+                    "documentation": "https://shopify.dev/api/usage/access-scopes",
+                    "requiredAccess": "`write_gift_cards` access scope.",
+                },
+                "path": [operation],
+            }
+        ],
+        "data": {operation: None},
+    }
 
 
 # Shopify's answer when the query's cost exceeds what the bucket holds.

@@ -559,6 +559,14 @@ async def test_a_gift_card_whose_answer_was_lost_is_switched_off_and_refunded(
     assert len(shopify.gift_cards) == 1
     assert await balance(stub, merchant_id, customer) == 300
 
+    # A shop where the app may not issue gift cards (no write_gift_cards): refunded, said why.
+    shopify.access_denied.add("giftCardCreate")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await redeem(stub, merchant_id, reward.reward_id, customer)
+    assert precondition(caught.value) == "REDEMPTION_REFUNDED"
+    assert "ACCESS_DENIED" in (caught.value.details() or "")
+    assert await balance(stub, merchant_id, customer) == 300
+
 
 # ---- REST through Envoy ----------------------------------------------------------------
 
