@@ -566,6 +566,11 @@ async def test_a_gift_card_whose_answer_was_lost_is_switched_off_and_refunded(
     assert precondition(caught.value) == "REDEMPTION_REFUNDED"
     assert "ACCESS_DENIED" in (caught.value.details() or "")
     assert await balance(stub, merchant_id, customer) == 300
+    shopify.access_denied.add("giftCards(")  # not even read access: refused as well
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await redeem(stub, merchant_id, reward.reward_id, customer)
+    assert precondition(caught.value) == "REDEMPTION_REFUNDED"
+    assert await balance(stub, merchant_id, customer) == 300
 
 
 # ---- REST through Envoy ----------------------------------------------------------------

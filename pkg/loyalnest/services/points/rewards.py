@@ -185,6 +185,11 @@ class RewardRedemptions:
                 ), ""
         except ShopifyUnavailable as exc:
             raise RedemptionUndecided(redemption) from exc
+        except LoyalNestError as exc:
+            # Refused (no access to gift cards, a locked shop): no card could be made.
+            return await self._store.finish_redemption(
+                merchant_id, redemption_id, status=RedemptionStatus.REFUNDED, failure=exc.message
+            ), ""
         try:
             card = await cards.create(redemption, reward)
         except ShopifyUnavailable as exc:
