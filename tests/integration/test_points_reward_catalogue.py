@@ -6,6 +6,8 @@ code as Shopify does (tests/integration/shopify_admin_standin.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -21,15 +23,16 @@ from grpc_status import rpc_status
 
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.points.v1 import points_pb2 as pb
+from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.points.domain import LimitPeriod
-from loyalnest.services.points.service import DATABASE, SERVICE_NAME, SPEC
+from loyalnest.services.points.service import DATABASE, SERVICE_NAME, SPEC, build
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
 from tests.auth import merchant_headers
 from tests.integration import test_points_rewards as rewards
-from tests.integration.conftest import points_settings, serving
+from tests.integration.conftest import points_settings, serve_for_test, serving
 from tests.integration.shopify_admin_standin import CartLine, CodeRefused
 from tests.integration.test_gateway_validate import Gateway, behind_gateway, http
 from tests.integration.test_points_rewards import SHOP, balance, earn, md, precondition
@@ -709,3 +712,45 @@ async def test_the_catalogue_over_rest(gateway: Gateway, merchant_id, shopify):
     assert len(gift["code"]) == 16 and gift["last_characters"] == gift["code"][-4:]
     again = await http("POST", card_url, headers=headers, json_body=request)
     assert again.json()["gift_card"]["code"] == ""  # shown once
+
+
+async def test_a_monthly_limit_opens_again_next_month(
+    database_url, redis_url, merchant_id, shopify, auth
+):
+    """The period is the UTC calendar month of Points' clock: moved past the month's end, the
+    customer may redeem again (the redemption made earlier stays counted in its month)."""
+    now = [datetime.now(UTC)]
+    spec = dataclasses.replace(SPEC, build=functools.partial(build, clock=lambda: now[0]))
+    settings = points_settings(
+        database_url,
+        redis_url=redis_url,
+        shopify_admin_base_url=shopify.base_url,
+        call_targets={"auth": auth.address},
+        service_credential=POINTS_CREDENTIAL,
+    )
+    async with serve_for_test(spec, settings, points_pb2_grpc.PointsServiceStub) as (_, stub):
+        customer = "7391000000011"
+        reward = await create(
+            stub,
+            merchant_id,
+            kind=pb.REWARD_KIND_FIXED_AMOUNT,
+            value="5.00",
+            points_cost=10,
+            customer_limit=pb.RedemptionLimit(
+                max_redemptions=1, period=core_pb2.LIMIT_PERIOD_MONTH
+            ),
+        )
+        await earn(stub, merchant_id, customer, 100)
+        await redeem(stub, merchant_id, reward.reward_id, customer)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await redeem(stub, merchant_id, reward.reward_id, customer)
+        assert precondition(caught.value) == "REDEMPTION_LIMIT_REACHED"
+        assert "per month" in (caught.value.details() or "")
+
+        now[0] = LimitPeriod.MONTH.start(now[0]) + timedelta(days=32)  # next month
+        listed = await stub.ListRewards(
+            pb.ListRewardsRequest(customer_id=customer), metadata=md(merchant_id)
+        )
+        assert [(e.redeemable, e.redemptions_left) for e in listed.eligibility] == [(True, 1)]
+        done = await redeem(stub, merchant_id, reward.reward_id, customer)
+        assert done.balance.balance == 80
