@@ -255,7 +255,9 @@ class RewardRedemptions:
                 reasons.append(Ineligibility.INACTIVE)
             if reward.tier_ids:
                 if tier_id is None:
-                    tier_id = await self._tier_of(merchant_id, customer_id, reward.tier_ids)
+                    # Evaluated afresh (nothing is wanted), so every reward of the page sees
+                    # the tier an upgrade not yet applied by the events gives.
+                    tier_id = await self._tier_of(merchant_id, customer_id, ())
                 if tier_id not in reward.tier_ids:
                     reasons.append(Ineligibility.TIER_REQUIRED)
             left = -1
