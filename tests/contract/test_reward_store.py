@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from loyalnest.platform.errors import NotFound
-from loyalnest.platform.idempotency import IdempotencyKeyReused
+from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.services.points.domain import (
+    LimitPeriod,
+    Posting,
     Redemption,
+    RedemptionGuard,
+    RedemptionLimitReached,
+    RedemptionLimitUnsupported,
     RedemptionStatus,
     Reward,
+    RewardInactive,
     RewardKind,
     RewardNotFound,
+    TransactionType,
 )
 from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.store.mongo import MongoLedgerStore
 
 
 def new_reward(merchant_id: str, name: str = "5 off", points_cost: int = 100) -> Reward:
@@ -148,3 +158,158 @@ async def test_redemption_is_recorded_once_and_finished_once(
     assert again == cancelled
     with pytest.raises(NotFound):
         await store.get_redemption("another-merchant", redemption.redemption_id)
+
+
+# ---- conditions, limits and the redemption written with its debit (issue 21) -------------
+
+
+async def test_conditions_are_stored_and_updated(store: LedgerStore, merchant_id: str) -> None:
+    reward = dataclasses.replace(
+        new_reward(merchant_id),
+        min_subtotal="50.00",
+        collection_ids=("gid://shopify/Collection/4",),
+        code_expiry_days=30,
+        limit_max=2,
+        limit_period=LimitPeriod.MONTH,
+        tier_ids=("gold", "vip"),
+    )
+    assert await store.create_reward(reward, "fp") == reward
+    assert await store.get_reward(merchant_id, reward.reward_id) == reward
+    updated = await store.update_reward(
+        merchant_id,
+        reward.reward_id,
+        {"collection_ids": (), "product_ids": ("gid://shopify/Product/1",), "limit_max": 0},
+    )
+    assert (updated.product_ids, updated.collection_ids, updated.limit_max) == (
+        ("gid://shopify/Product/1",),
+        (),
+        0,
+    )
+    assert updated.tier_ids == ("gold", "vip")
+
+
+def _debit(merchant_id: str, customer: str, reward: Reward) -> Posting:
+    return Posting(
+        merchant_id, customer, TransactionType.REDEEM, -reward.points_cost, f"reward:{reward}"
+    )
+
+
+async def test_redeem_writes_the_debit_and_the_redemption_once(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    reward = await store.create_reward(
+        dataclasses.replace(new_reward(merchant_id, points_cost=30), code_expiry_days=3), "fp"
+    )
+    await store.post(
+        Posting(merchant_id, "c-1", TransactionType.EARN, 100, "earn"),
+        IdempotencyKey.internal("earn-c-1"),
+    )
+    key = IdempotencyKey.internal("redeem-1", reward.reward_id)
+    debit, redemption = await store.redeem(
+        _debit(merchant_id, "c-1", reward), key, reward, RedemptionGuard()
+    )
+    assert redemption.redemption_id == debit.transaction.transaction_id
+    assert redemption.status is RedemptionStatus.PENDING
+    assert redemption.expires_at is not None
+    assert redemption.expires_at - redemption.created_at == timedelta(days=3)
+    # A retry replays, whatever the guard says now.
+    again, same = await store.redeem(
+        _debit(merchant_id, "c-1", reward),
+        key,
+        reward,
+        RedemptionGuard(refusal=RewardInactive(reward.reward_id)),
+    )
+    assert (again.transaction, same) == (debit.transaction, redemption) and again.replayed
+    assert (await store.get_balance(merchant_id, "c-1")).balance == 70
+    # A refusal leaves nothing behind, and the key free.
+    other = IdempotencyKey.internal("redeem-2", reward.reward_id)
+    with pytest.raises(RewardInactive):
+        await store.redeem(
+            _debit(merchant_id, "c-1", reward),
+            other,
+            reward,
+            RedemptionGuard(refusal=RewardInactive(reward.reward_id)),
+        )
+    assert (await store.get_balance(merchant_id, "c-1")).balance == 70
+    await store.redeem(_debit(merchant_id, "c-1", reward), other, reward, RedemptionGuard())
+    assert (await store.get_balance(merchant_id, "c-1")).balance == 40
+
+
+async def test_the_limit_counts_under_the_ledger_lock(
+    store: LedgerStore, merchant_id: str, frequent_thread_switches: None
+) -> None:
+    reward = await store.create_reward(
+        dataclasses.replace(new_reward(merchant_id, points_cost=1), limit_max=3), "fp"
+    )
+    await store.post(
+        Posting(merchant_id, "c-2", TransactionType.EARN, 100, "earn"),
+        IdempotencyKey.internal("earn-c-2"),
+    )
+    since = datetime.now(UTC) - timedelta(hours=1)
+    guard = RedemptionGuard(limit_max=3, since=since)
+
+    async def attempt(i: int) -> object:
+        try:
+            return await store.redeem(
+                _debit(merchant_id, "c-2", reward),
+                IdempotencyKey.internal(f"limit-{i}", reward.reward_id),
+                reward,
+                guard,
+            )
+        except (RedemptionLimitReached, RedemptionLimitUnsupported) as refused:
+            return refused
+
+    results = await asyncio.gather(*(attempt(i) for i in range(12)))
+    if isinstance(store, MongoLedgerStore) and not await store.uses_transactions():
+        # A standalone MongoDB cannot count and debit at once: refused, nothing taken.
+        assert all(isinstance(r, RedemptionLimitUnsupported) for r in results)
+        assert (await store.get_balance(merchant_id, "c-2")).balance == 100
+        return
+    assert sum(isinstance(r, tuple) for r in results) == 3
+    assert sum(isinstance(r, RedemptionLimitReached) for r in results) == 9
+    assert (await store.get_balance(merchant_id, "c-2")).balance == 97
+    counts = await store.redemption_counts(merchant_id, "c-2", {reward.reward_id: since})
+    assert counts == {reward.reward_id: 3}
+    later = {reward.reward_id: datetime.now(UTC) + timedelta(seconds=5)}
+    assert await store.redemption_counts(merchant_id, "c-2", later) == {reward.reward_id: 0}
+
+
+async def test_a_gift_card_redemption_keeps_the_card_not_its_code(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    reward = await store.create_reward(
+        dataclasses.replace(new_reward(merchant_id, points_cost=5), kind=RewardKind.GIFT_CARD),
+        "fp",
+    )
+    await store.post(
+        Posting(merchant_id, "c-3", TransactionType.EARN, 5, "earn"),
+        IdempotencyKey.internal("earn-c-3"),
+    )
+    _, pending = await store.redeem(
+        _debit(merchant_id, "c-3", reward),
+        IdempotencyKey.internal("card", reward.reward_id),
+        reward,
+        RedemptionGuard(),
+    )
+    assert pending.expires_at is None
+    done = await store.finish_redemption(
+        merchant_id,
+        pending.redemption_id,
+        status=RedemptionStatus.COMPLETED,
+        gift_card_id="gid://shopify/GiftCard/7",
+        gift_card_last_characters="a1b2",
+    )
+    assert (done.status, done.gift_card_id, done.gift_card_last_characters) == (
+        RedemptionStatus.COMPLETED,
+        "gid://shopify/GiftCard/7",
+        "a1b2",
+    )
+    # A later move keeps them (a cancellation names no card).
+    cancelled = await store.finish_redemption(
+        merchant_id,
+        pending.redemption_id,
+        status=RedemptionStatus.CANCELLED,
+        from_status=RedemptionStatus.COMPLETED,
+    )
+    assert cancelled.gift_card_id == "gid://shopify/GiftCard/7"
+    assert await store.get_redemption(merchant_id, pending.redemption_id) == cancelled

@@ -28,11 +28,30 @@ real figures) when it cannot pay.
 A discount's `customerSelection` must be `{"all": true}` or
 `{"customers": {"add": [<Customer GID>...]}}` (else userErrors `INVALID`), as in API 2025-10.
 Faults for tests: `unavailable` (503 to every call), `fail_next` (503 to the next N calls),
-`lose_next_answer` (create the code, then answer 503 as if the reply was lost),
+`lose_next_answer` (create the code, then answer 503 as if the reply was lost;
+`lose_answer_of` the same for the next call of one operation),
 `throttle_next` (the next N queries are not run: `THROTTLED` in `errors` with the cost
 extension, as 200, or as 429 with `throttle_status=429`), `stall_mutations` (apply every
 mutation, then answer only after that many seconds: a client with a shorter timeout never sees
 the answer; queries answer at once).
+
+Reward conditions: a code discount's `startsAt` is required and `endsAt` must follow it
+(`END_DATE_BEFORE_START_DATE`); `minimumRequirement` is a positive subtotal or quantity;
+a basic discount's `customerGets` has one value (percentage 0-1, or a positive
+`discountAmount`) and items that are all, products (`productsToAdd` / `productVariantsToAdd`
+GIDs) or collections (`add`), one of them (else userErrors `INVALID`, `GREATER_THAN`,
+`VALUE_OUTSIDE_RANGE`). `checkout(shop, code, customer, lines)` applies a code to a cart as
+Shopify's checkout does (status, start and end, usage limit, customer, minimum subtotal,
+entitled items, one amount off per order unless `appliesOnEachItem`) or raises CodeRefused
+with the buyer's message. `productVariant(id:)` answers a variant of `products` with its
+price. Gift cards: `giftCardCreate` (`initialValue` > 0, else `GREATER_THAN`; a given `code`
+of 8-20 letters and digits, a taken one `TAKEN`, none: 16 random characters; `customerId` a
+Customer GID, else `CUSTOMER_NOT_FOUND`; `expiresOn` in the future) answers the code once
+(`giftCardCode`; afterwards only `lastCharacters` / `maskedCode`), `giftCards(first:,
+query:)` with `customer_id:` and `created_at:>=`, `giftCard(id:)` (balance) and
+`giftCardDeactivate`; the buyer's side: `spend_gift_card(code, amount)`. `access_denied`
+(operation names): Shopify's `ACCESS_DENIED` GraphQL error, as for an app without the
+scope. Throttling (`throttle_next`) applies to all of them.
 
 Shopify Billing: `appSubscriptionCreate` (a PENDING subscription and its `confirmationUrl`;
 userErrors for a blank name, a return URL that is not http(s), line items without exactly
@@ -51,10 +70,12 @@ import base64
 import contextlib
 import json
 import re
+import secrets
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -87,6 +108,10 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     unavailable: bool = False
     fail_next: int = 0
     lose_next_answer: int = 0
+    # An operation name (e.g. "giftCardCreate"): its next call is run, its answer lost (503).
+    lose_answer_of: str = ""
+    # Operations the app may not call (no access scope): Shopify's ACCESS_DENIED error.
+    access_denied: set[str] = field(default_factory=set)
     stall_mutations: float = 0.0
     # (shop, code) -> {"id", "title", "input", "kind", "status"}
     codes: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -160,6 +185,9 @@ class ShopifyAdminStandIn(ShopifyStandIn):
     # tags of any other customer id are refused as Shopify does ("Resource not found").
     customer_tags: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     customers: set[tuple[str, str]] = field(default_factory=set)
+    # gift card id -> {"shop", "code", "initialValue", "balance", "customerId", "expiresOn",
+    # "note", "enabled", "createdAt"} (giftCardCreate).
+    gift_cards: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def tags_of(self, shop: str, customer_gid: str) -> set[str]:
         with self._lock:
@@ -271,9 +299,17 @@ class ShopifyAdminStandIn(ShopifyStandIn):
                 self._reply(request, self.throttle_status, _THROTTLED)
                 return
             payload = json.loads(body)
+            denied = next((op for op in self.access_denied if op in payload["query"]), None)
+            if denied is not None:
+                # The app lacks the scope (e.g. a shop whose plan has no gift cards).
+                self._reply(request, 200, _access_denied(denied))
+                return
             status, answer = self._graphql(shop, payload["query"], payload.get("variables", {}))
             if status == 200 and self.lose_next_answer > 0:
                 self.lose_next_answer -= 1
+                status, answer = 503, {"errors": "Service Unavailable"}
+            elif status == 200 and self.lose_answer_of and self.lose_answer_of in payload["query"]:
+                self.lose_answer_of = ""  # once, to that operation
                 status, answer = 503, {"errors": "Service Unavailable"}
             stall = self.stall_mutations if payload["query"].lstrip().startswith("mutation") else 0
         if stall:
@@ -301,6 +337,22 @@ class ShopifyAdminStandIn(ShopifyStandIn):
                 discount = {"title": found["title"], "asyncUsageCount": found.get("used", 0)}
                 node = {"id": found["id"], "codeDiscount": discount}
             return 200, {"data": {"codeDiscountNodeByCode": node}}
+        if "productVariant(id:" in query:
+            return 200, {"data": {"productVariant": self._variant(shop, variables["id"])}}
+        if "giftCardCreate" in query:
+            made = self._create_gift_card(shop, variables["input"])
+            return 200, {"data": {"giftCardCreate": made}}
+        if "giftCardDeactivate" in query:
+            done = self._deactivate_gift_card(shop, variables["id"])
+            return 200, {"data": {"giftCardDeactivate": done}}
+        if "giftCards(" in query:
+            return 200, {"data": {"giftCards": self._search_gift_cards(shop, variables)}}
+        if "giftCard(id:" in query:
+            card = self.gift_cards.get(variables["id"])
+            found = (
+                None if card is None or card["shop"] != shop else self._gift_card(variables["id"])
+            )
+            return 200, {"data": {"giftCard": found}}
         for name in ("tagsAdd", "tagsRemove"):
             if f"{name}(" in query:
                 return 200, {"data": {name: self._tags(shop, name, variables)}}
@@ -548,7 +600,9 @@ class ShopifyAdminStandIn(ShopifyStandIn):
 
     def _create(self, shop: str, kind: str, data: dict[str, Any]) -> dict[str, Any]:
         code = data.get("code") or ""
-        errors = []
+        errors = _period_errors(data) + _minimum_errors(data)
+        if kind == "basic" and "customerGets" in data:
+            errors += _customer_gets_errors(data["customerGets"])
         if not code or not data.get("title"):
             errors.append({"field": ["code"], "code": "BLANK", "message": "Code can't be blank"})
         elif (shop, code) in self.codes:
@@ -576,6 +630,179 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             "status": _status_at_creation(data),
         }
         return {"codeDiscountNode": {"id": node_id}, "userErrors": []}
+
+    def _variant(self, shop: str, variant_id: str) -> dict[str, Any] | None:
+        for product in self.products.get(shop, []):
+            for variant in product["variants"]["nodes"]:
+                if variant["id"] == variant_id:
+                    return {"id": variant_id, "price": variant["price"]}
+        return None
+
+    def _create_gift_card(self, shop: str, data: dict[str, Any]) -> dict[str, Any]:
+        """giftCardCreate: the code (given, 8-20 letters and digits, or 16 random ones) is in
+        the answer once; Shopify shows it afterwards only masked (lastCharacters)."""
+        errors = []
+        try:
+            value = Decimal(str(data.get("initialValue")))
+        except (InvalidOperation, ValueError):
+            value = Decimal(0)
+        if not value.is_finite() or value <= 0:
+            errors.append(
+                {
+                    "field": ["input", "initialValue"],
+                    "code": "GREATER_THAN",
+                    "message": "Initial value must be greater than 0",
+                }
+            )
+        code = data.get("code") or secrets.token_hex(8)
+        if not re.fullmatch(r"[A-Za-z0-9]{8,20}", code):
+            errors.append({"field": ["input", "code"], "code": "INVALID", "message": "is invalid"})
+        elif any(c["code"].lower() == code.lower() for c in self.gift_cards.values()):
+            errors.append(
+                {"field": ["input", "code"], "code": "TAKEN", "message": "has already been taken"}
+            )
+        customer = data.get("customerId")
+        if customer is not None and not _CUSTOMER_GID.fullmatch(str(customer)):
+            errors.append(
+                {
+                    "field": ["input", "customerId"],
+                    "code": "CUSTOMER_NOT_FOUND",
+                    "message": "Customer does not exist",
+                }
+            )
+        expires = data.get("expiresOn")
+        if expires is not None and date.fromisoformat(expires) <= datetime.now(UTC).date():
+            errors.append(
+                {
+                    "field": ["input", "expiresOn"],
+                    "code": "INVALID",
+                    "message": "Expires on must be in the future",
+                }
+            )
+        if errors:
+            return {"giftCard": None, "giftCardCode": None, "userErrors": errors}
+        self.discounts_made += 1
+        card_id = f"gid://shopify/GiftCard/{self.discounts_made}"
+        self.gift_cards[card_id] = {
+            "shop": shop,
+            "code": code,
+            "initialValue": str(value),
+            "balance": str(value),
+            "customerId": customer,
+            "expiresOn": expires,
+            "note": data.get("note") or "",
+            "enabled": True,
+            "createdAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        return {"giftCard": self._gift_card(card_id), "giftCardCode": code, "userErrors": []}
+
+    def _gift_card(self, card_id: str) -> dict[str, Any]:
+        card = self.gift_cards[card_id]
+        return {
+            "id": card_id,
+            "lastCharacters": card["code"][-4:],
+            "maskedCode": "•••• •••• •••• " + card["code"][-4:],
+            "initialValue": {"amount": card["initialValue"]},
+            "balance": {"amount": card["balance"]},
+            "expiresOn": card["expiresOn"],
+            "note": card["note"],
+            "enabled": card["enabled"],
+            "createdAt": card["createdAt"],
+        }
+
+    def _search_gift_cards(self, shop: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """giftCards(first:, query:) with the filters customer_id:N and created_at:>='ISO'."""
+        query = variables.get("query") or ""
+        first = int(variables.get("first") or 50)
+        assert 0 < first <= 250, first
+        customer = re.search(r"customer_id:(\d+)", query)
+        since = re.search(r"created_at:>=['\"]?([^'\" ]+)", query)
+        nodes = [
+            self._gift_card(card_id)
+            for card_id, card in self.gift_cards.items()
+            if card["shop"] == shop
+            and (customer is None or card["customerId"] == f"gid://shopify/Customer/{customer[1]}")
+            and (since is None or card["createdAt"] >= since[1])
+        ]
+        return {"nodes": nodes[:first], "pageInfo": {"hasNextPage": len(nodes) > first}}
+
+    def spend_gift_card(self, code: str, amount: Decimal) -> Decimal:
+        """A buyer pays with the card at checkout: what it still holds after. Refused
+        (CodeRefused) when disabled, expired or short of `amount`."""
+        with self._lock:
+            card = next((c for c in self.gift_cards.values() if c["code"] == code), None)
+            if card is None or not card["enabled"]:
+                raise CodeRefused("This gift card is not valid")
+            expires = card["expiresOn"]
+            if expires is not None and date.fromisoformat(expires) < datetime.now(UTC).date():
+                raise CodeRefused("This gift card has expired")
+            balance = Decimal(card["balance"])
+            if amount > balance:
+                raise CodeRefused("This gift card does not hold enough")
+            card["balance"] = str(balance - amount)
+            return balance - amount
+
+    def _deactivate_gift_card(self, shop: str, card_id: str) -> dict[str, Any]:
+        card = self.gift_cards.get(card_id)
+        if card is None or card["shop"] != shop:
+            error = {"field": ["id"], "code": "INVALID", "message": "Gift card does not exist"}
+            return {"giftCard": None, "userErrors": [error]}
+        card["enabled"] = False  # idempotent: a disabled card stays disabled
+        return {"giftCard": {"id": card_id, "enabled": False}, "userErrors": []}
+
+    def checkout(
+        self,
+        shop: str,
+        code: str,
+        customer_gid: str,
+        lines: list[CartLine],
+        *,
+        at: datetime | None = None,
+    ) -> Decimal:
+        """What the code takes off this cart at checkout, as Shopify applies a basic or free
+        shipping code discount (shipping counted as 0 here); raises CodeRefused with
+        Shopify's reason when the code does not apply."""
+        with self._lock:
+            found = self.codes.get((shop, code))
+            if found is None:
+                raise CodeRefused("Enter a valid discount code")
+            data = found["input"]
+            now = at or datetime.now(UTC)
+            if found["status"] == "EXPIRED" or found.get("active") is False:
+                raise CodeRefused("This discount code is no longer active")
+            if datetime.fromisoformat(data["startsAt"]) > now:
+                raise CodeRefused("This discount code is not active yet")
+            if data.get("endsAt") and datetime.fromisoformat(data["endsAt"]) <= now:
+                raise CodeRefused("This discount code has expired")
+            if found.get("used", 0) >= int(data.get("usageLimit") or 10**9):
+                raise CodeRefused("This discount code has reached its usage limit")
+            added = ((data.get("customerSelection") or {}).get("customers") or {}).get("add")
+            if added is not None and customer_gid not in added:
+                raise CodeRefused("This discount code is not available to you")
+            subtotal = sum((line.price * line.quantity for line in lines), Decimal(0))
+            minimum = (data.get("minimumRequirement") or {}).get("subtotal")
+            if minimum and subtotal < Decimal(minimum["greaterThanOrEqualToSubtotal"]):
+                raise CodeRefused(
+                    "Spend at least "
+                    f"{minimum['greaterThanOrEqualToSubtotal']} to use this discount code"
+                )
+            if found["kind"] == "free_shipping":
+                return Decimal(0)
+            gets = data["customerGets"]
+            items = gets["items"]
+            entitled = [line for line in lines if _entitled(items, line)]
+            if not entitled:
+                raise CodeRefused("This discount code does not apply to the items in your cart")
+            base = sum((line.price * line.quantity for line in entitled), Decimal(0))
+            value = gets["value"]
+            if "percentage" in value:
+                off = base * Decimal(str(value["percentage"]))
+            else:
+                amount = Decimal(value["discountAmount"]["amount"])
+                if value["discountAmount"].get("appliesOnEachItem"):
+                    amount *= sum(line.quantity for line in entitled)
+                off = min(amount, base)
+            return off.quantize(Decimal("0.01"))
 
     def _subscribe(self, shop: str, variables: dict[str, Any]) -> dict[str, Any]:
         errors = []
@@ -653,9 +880,162 @@ class ShopifyAdminStandIn(ShopifyStandIn):
 
 def _status_at_creation(data: dict[str, Any]) -> str:
     starts = data.get("startsAt")
-    if starts and datetime.fromisoformat(starts) > datetime.now(UTC):
+    now = datetime.now(UTC)
+    if data.get("endsAt") and datetime.fromisoformat(data["endsAt"]) <= now:
+        return "EXPIRED"
+    if starts and datetime.fromisoformat(starts) > now:
         return "SCHEDULED"
     return "ACTIVE"
+
+
+@dataclass(frozen=True)
+class CartLine:
+    """A line of a cart at checkout (see ShopifyAdminStandIn.checkout)."""
+
+    product_id: int
+    variant_id: int
+    price: Decimal
+    quantity: int = 1
+    collection_ids: tuple[int, ...] = ()
+
+
+class CodeRefused(Exception):
+    """Shopify's checkout refuses the code (the message is what the buyer sees)."""
+
+
+def _entitled(items: dict[str, Any], line: CartLine) -> bool:
+    if items.get("all"):
+        return True
+    products = items.get("products") or {}
+    if f"gid://shopify/Product/{line.product_id}" in products.get("productsToAdd", []):
+        return True
+    if f"gid://shopify/ProductVariant/{line.variant_id}" in products.get(
+        "productVariantsToAdd", []
+    ):
+        return True
+    collections = (items.get("collections") or {}).get("add", [])
+    return any(f"gid://shopify/Collection/{c}" in collections for c in line.collection_ids)
+
+
+def _period_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
+    starts, ends = data.get("startsAt"), data.get("endsAt")
+    if not starts:
+        return [{"field": ["startsAt"], "code": "BLANK", "message": "Starts at can't be blank"}]
+    try:
+        begin = datetime.fromisoformat(starts)
+        end = datetime.fromisoformat(ends) if ends else None
+    except (TypeError, ValueError):
+        return [{"field": ["startsAt"], "code": "INVALID", "message": "is invalid"}]
+    if end is not None and end <= begin:
+        return [
+            {
+                "field": ["endsAt"],
+                "code": "END_DATE_BEFORE_START_DATE",
+                "message": "Ends at needs to be after starts_at",
+            }
+        ]
+    return []
+
+
+def _positive(value: Any) -> bool:
+    try:
+        number = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return False
+    return number.is_finite() and number > 0
+
+
+def _minimum_errors(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """minimumRequirement: {"subtotal": {"greaterThanOrEqualToSubtotal"}} or
+    {"quantity": {"greaterThanOrEqualToQuantity"}}, a positive figure."""
+    minimum = data.get("minimumRequirement")
+    if minimum is None:
+        return []
+    field = ["minimumRequirement"]
+    if not isinstance(minimum, dict) or len(minimum) != 1:
+        return [{"field": field, "code": "INVALID", "message": "is invalid"}]
+    ((kind, value),) = minimum.items()
+    key = {"subtotal": "greaterThanOrEqualToSubtotal", "quantity": "greaterThanOrEqualToQuantity"}
+    if kind not in key or not isinstance(value, dict) or key[kind] not in value:
+        return [{"field": field, "code": "INVALID", "message": "is invalid"}]
+    if not _positive(value[key[kind]]):
+        return [
+            {
+                "field": [*field, kind, key[kind]],
+                "code": "GREATER_THAN",
+                "message": "must be greater than 0",
+            }
+        ]
+    return []
+
+
+def _customer_gets_errors(gets: Any) -> list[dict[str, Any]]:
+    """customerGets of a basic discount: one value (percentage 0-1, or a positive
+    discountAmount) off items that are all, products (productsToAdd /
+    productVariantsToAdd) or collections (add), one of the three."""
+    field = ["customerGets"]
+    invalid = [{"field": field, "code": "INVALID", "message": "is invalid"}]
+    if not isinstance(gets, dict):
+        return invalid
+    value, items = gets.get("value") or {}, gets.get("items") or {}
+    errors = []
+    if len(value) != 1 or not (set(value) <= {"percentage", "discountAmount"}):
+        errors += invalid
+    elif "percentage" in value and not 0 < float(value["percentage"]) <= 1:
+        errors.append(
+            {
+                "field": [*field, "value", "percentage"],
+                "code": "VALUE_OUTSIDE_RANGE",
+                "message": "must be between 0 and 1",
+            }
+        )
+    elif "discountAmount" in value and not _positive(value["discountAmount"].get("amount")):
+        errors.append(
+            {
+                "field": [*field, "value", "discountAmount", "amount"],
+                "code": "GREATER_THAN",
+                "message": "must be greater than 0",
+            }
+        )
+    gids = {
+        "productsToAdd": "Product",
+        "productVariantsToAdd": "ProductVariant",
+        "add": "Collection",
+    }
+    if len(items) != 1 or not (set(items) <= {"all", "products", "collections"}):
+        errors.append({"field": [*field, "items"], "code": "INVALID", "message": "is invalid"})
+    elif "all" not in items:
+        ((_, chosen),) = items.items()
+        listed = [
+            (name, gid)
+            for name, values in (chosen or {}).items()
+            for gid in (values if isinstance(values, list) else [values])
+        ]
+        if not listed or any(
+            name not in gids or not re.fullmatch(rf"gid://shopify/{gids[name]}/[0-9]+", str(gid))
+            for name, gid in listed
+        ):
+            errors.append({"field": [*field, "items"], "code": "INVALID", "message": "is invalid"})
+    return errors
+
+
+def _access_denied(operation: str) -> dict[str, Any]:
+    """Shopify's answer to a field the app has no access scope for (nothing is run)."""
+    return {
+        "errors": [
+            {
+                "message": f"Access denied for {operation} field. Required access:"
+                " `write_gift_cards` access scope.",
+                "extensions": {
+                    "code": "ACCESS_DENIED",
+                    "documentation": "https://shopify.dev/api/usage/access-scopes",
+                    "requiredAccess": "`write_gift_cards` access scope.",
+                },
+                "path": [operation],
+            }
+        ],
+        "data": {operation: None},
+    }
 
 
 # Shopify's answer when the query's cost exceeds what the bucket holds.

@@ -317,7 +317,12 @@ POINTS = Table(
         # B's request, key included: A gets a reward of its own, with another id.
         "CreateReward": [Case(_points_b("CreateReward", lambda b: b["create_reward"]), True)],
         "ListRewards": [
-            Case(_points("ListRewards", points_pb2.ListRewardsRequest()), may_succeed=True)
+            Case(_points("ListRewards", points_pb2.ListRewardsRequest()), may_succeed=True),
+            # B's customer's eligibility: A's own rewards against A's (empty) ledger only.
+            Case(
+                _points("ListRewards", points_pb2.ListRewardsRequest(customer_id="cust-b-redeem")),
+                may_succeed=True,
+            ),
         ],
         "UpdateReward": [
             Case(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from loyalnest.platform.errors import Aborted, FailedPrecondition, NotFound
+from loyalnest.platform.errors import Aborted, FailedPrecondition, LoyalNestError, NotFound
 
 # Per-call ceiling: far above any real order, far below int64 overflow of a balance.
 MAX_POINTS_PER_TRANSACTION = 1_000_000_000
@@ -185,6 +185,27 @@ class RewardKind(StrEnum):
     FIXED_AMOUNT = "fixed_amount"  # value: amount off in the shop's currency, e.g. "5.00"
     PERCENTAGE = "percentage"  # value: percent off the order, e.g. "10" (0 < value <= 100)
     FREE_SHIPPING = "free_shipping"  # value: empty
+    FREE_PRODUCT = "free_product"  # value: empty; variant_id: one unit of it free
+    GIFT_CARD = "gift_card"  # value: the gift card's amount, e.g. "10.00"
+
+
+class LimitPeriod(StrEnum):
+    """A per-customer limit's period: UTC calendar periods (as earning rules' limits)."""
+
+    EVER = "ever"
+    DAY = "day"
+    MONTH = "month"
+    YEAR = "year"
+
+    def start(self, now: datetime) -> datetime:
+        now = now.astimezone(UTC)
+        if self is LimitPeriod.DAY:
+            return now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if self is LimitPeriod.MONTH:
+            return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        if self is LimitPeriod.YEAR:
+            return now.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+        return datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -198,11 +219,88 @@ class Reward:
     active: bool
     created_at: datetime
     updated_at: datetime
+    # Conditions of the code (Shopify's minimumRequirement, customerGets.items, endsAt).
+    min_subtotal: str = ""  # decimal; "" none
+    product_ids: tuple[str, ...] = ()  # Shopify product GIDs
+    collection_ids: tuple[str, ...] = ()  # Shopify collection GIDs
+    code_expiry_days: int = 0  # 0: the code never expires
+    # Per customer: at most limit_max redemptions per limit_period (0: no limit).
+    limit_max: int = 0
+    limit_period: LimitPeriod = LimitPeriod.EVER
+    tier_ids: tuple[str, ...] = ()  # empty: every customer
+    variant_id: str = ""  # FREE_PRODUCT: a Shopify product variant GID
+
+    def code_expires_at(self, redeemed_at: datetime) -> datetime | None:
+        if not self.code_expiry_days:
+            return None
+        return redeemed_at + timedelta(days=self.code_expiry_days)
+
+
+@dataclass(frozen=True)
+class RedemptionGuard:
+    """What RedeemReward checks in the debit's own transaction (store.redeem), so that only a
+    first call is refused: a retry with the same key replays the first result whatever
+    changed since. `refusal`: a precondition found failing beforehand (the reward inactive,
+    the customer outside its tiers); `limit_max` redemptions of the reward by the customer
+    since `since` at most (0: no limit), counted under the customer's ledger lock."""
+
+    refusal: LoyalNestError | None = None
+    limit_max: int = 0
+    since: datetime | None = None
+
+
+class Ineligibility(StrEnum):
+    """Why a customer cannot redeem a reward now (ListRewards; RedeemReward's refusals)."""
+
+    INACTIVE = "inactive"
+    TIER_REQUIRED = "tier_required"
+    LIMIT_REACHED = "limit_reached"
+    INSUFFICIENT_POINTS = "insufficient_points"
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    reward_id: str
+    reasons: tuple[Ineligibility, ...]  # empty: redeemable
+    redemptions_left: int  # in the limit's current period; -1: no limit
+    points_needed: int
+
+
+class RedemptionLimitReached(FailedPrecondition):
+    def __init__(self, reward_id: str, limit_max: int, period: LimitPeriod) -> None:
+        per = "in all" if period is LimitPeriod.EVER else f"per {period.value}"
+        super().__init__(
+            f"the customer has redeemed reward {reward_id!r} {limit_max} time(s) {per}, its limit",
+            violation_type="REDEMPTION_LIMIT_REACHED",
+            subject=f"reward/{reward_id}",
+        )
+
+
+class RedemptionLimitUnsupported(FailedPrecondition):
+    """MongoDB without transactions (a standalone server) cannot count and debit at once."""
+
+    def __init__(self, reward_id: str) -> None:
+        super().__init__(
+            f"reward {reward_id!r} has a per-customer limit, which this ledger store cannot"
+            " enforce (MongoDB without transactions: use a replica set)",
+            violation_type="REDEMPTION_LIMIT_UNSUPPORTED",
+            subject=f"reward/{reward_id}",
+        )
+
+
+class TierRequired(FailedPrecondition):
+    def __init__(self, reward_id: str, tier_ids: tuple[str, ...], tier_id: str) -> None:
+        have = f"tier {tier_id!r}" if tier_id else "no VIP tier"
+        super().__init__(
+            f"reward {reward_id!r} is for VIP tiers {', '.join(tier_ids)}; the customer has {have}",
+            violation_type="TIER_REQUIRED",
+            subject=f"reward/{reward_id}",
+        )
 
 
 class RedemptionStatus(StrEnum):
     PENDING = "pending"  # points debited, discount code not created yet
-    COMPLETED = "completed"  # the code exists in the shop
+    COMPLETED = "completed"  # the code (gift card) exists in the shop
     REFUNDED = "refunded"  # the code could not be created: the points were given back
     CANCELLED = "cancelled"  # unused, cancelled: the code deactivated, the points given back
 
@@ -219,6 +317,27 @@ class Redemption:
     discount_code: str
     failure: str
     created_at: datetime
+    # When the code (gift card) expires; None: never.
+    expires_at: datetime | None = None
+    # GIFT_CARD: Shopify's gift card id and the code's last characters (never the code).
+    gift_card_id: str = ""
+    gift_card_last_characters: str = ""
+
+
+def pending_redemption(transaction: Transaction, reward: Reward) -> Redemption:
+    """The redemption a reward's debit opens (its id is the debit's; expiry from then)."""
+    return Redemption(
+        merchant_id=transaction.merchant_id,
+        redemption_id=transaction.transaction_id,
+        customer_id=transaction.customer_id,
+        reward_id=reward.reward_id,
+        points=-transaction.points,
+        status=RedemptionStatus.PENDING,
+        discount_code="",
+        failure="",
+        created_at=transaction.created_at,
+        expires_at=reward.code_expires_at(transaction.created_at),
+    )
 
 
 class RedemptionNotCancellable(FailedPrecondition):

@@ -38,7 +38,14 @@ from loyalnest.platform.cache import RESYNC, SharedSubscriber, VersionedCache, k
 from loyalnest.platform.errors import ResourceExhausted, Unavailable
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef
-from loyalnest.services.points.domain import Balance, Posting, PostingResult
+from loyalnest.services.points.domain import (
+    Balance,
+    Posting,
+    PostingResult,
+    Redemption,
+    RedemptionGuard,
+    Reward,
+)
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.wire import balance_proto
 
@@ -186,6 +193,15 @@ class Ledger:
         if not result.replayed:
             await self.committed(posting.merchant_id, result.balance)
         return result
+
+    async def redeem(
+        self, posting: Posting, key: IdempotencyKey, reward: Reward, guard: RedemptionGuard
+    ) -> tuple[PostingResult, Redemption]:
+        """A reward's debit and its redemption (store.redeem), then the cache as `post`."""
+        result, redemption = await self.store.redeem(posting, key, reward, guard)
+        if not result.replayed:
+            await self.committed(posting.merchant_id, result.balance)
+        return result, redemption
 
     async def committed(self, merchant_id: str, balance: Balance) -> None:
         """Publishes a snapshot the store has committed: cache and stream subscribers."""

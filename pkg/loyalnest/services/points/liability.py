@@ -5,9 +5,13 @@ it history says will never be redeemed.
                     debits after it consumed, first-in first-out), so the total is the sum of
                     balances;
     point value     money per point, from the merchant's rewards: the best value / points_cost
-                    of the active amount-off (fixed_amount) rewards, since a customer can always
-                    redeem at that rate (percent-off and free-shipping rewards are worth what the
-                    cart makes them, so they price nothing); no such reward: "0";
+                    of the active amount-off (fixed_amount) and gift card rewards open to every
+                    customer without a per-customer limit, since any customer can always redeem
+                    at that rate (percent-off, free-shipping and free-product rewards are worth
+                    what the cart or the product's price makes them, and tier-only or limited
+                    rewards are not open to all points alike, so they price nothing; a minimum
+                    subtotal, a product scope or an expiry still leaves money off a purchase);
+                    no such reward: "0";
     by age          the lots' points by days since earned (whole days, at `now`): 0-30, 31-90,
                     91-180, 181-365, >365;
     by tier         the customers' points by their current VIP tier ("" without one);
@@ -33,6 +37,8 @@ from loyalnest.platform.errors import FailedPrecondition
 from loyalnest.services.points.domain import Reward, RewardKind
 
 Clock = Callable[[], datetime]
+# Rewards whose value is an amount of money, whatever the cart.
+_MONEY_KINDS = frozenset({RewardKind.FIXED_AMOUNT, RewardKind.GIFT_CARD})
 
 # (label, the oldest lot age in whole days it holds); the last bucket has no upper bound.
 AGE_BUCKETS: tuple[tuple[str, int], ...] = (
@@ -110,10 +116,16 @@ class PointValue:
 
 
 def point_value(rewards: list[Reward]) -> PointValue:
-    """The best money-per-point rate of the active amount-off rewards (module doc)."""
+    """The best money-per-point rate of the active amount-off and gift card rewards that
+    every customer can redeem again and again (module doc)."""
     best = PointValue(Decimal(0))
     for reward in rewards:
-        if not reward.active or reward.kind is not RewardKind.FIXED_AMOUNT:
+        if (
+            not reward.active
+            or reward.kind not in _MONEY_KINDS
+            or reward.tier_ids
+            or reward.limit_max
+        ):
             continue
         rate = Decimal(reward.value) / reward.points_cost
         if rate > best.per_point:

@@ -1,11 +1,22 @@
 """Redeeming a reward: points debited atomically, then a single-use Shopify discount code.
 
-1. The debit is an ordinary ledger posting (`Ledger.post`, the store's no-overdraw redeem)
-   under the call's idempotency key, so concurrent redemptions can never overdraw and a
-   retry never debits twice. Its transaction id is the redemption id.
-2. `reward_redemptions` records the redemption as pending (insert-if-absent by that id).
+0. Preconditions: the reward active, the customer in one of its VIP tiers (tier-only
+   rewards; the tier is re-evaluated first when the stored one does not qualify, so an
+   upgrade the events have not applied yet counts), a Shopify customer, the shop connected.
+1. The debit and the pending redemption are one store transaction (`store.redeem`) under the
+   call's idempotency key: the no-overdraw debit, and first, under the customer's ledger
+   lock, the per-customer limit (`customer_limit`: redemptions pending or completed in the
+   UTC period), so concurrent redemptions can neither overdraw nor pass the limit, and a
+   retry never debits twice. The refusals of step 0 are raised inside that transaction
+   too: a retry with the same key returns the first result even if the reward was
+   deactivated or the customer changed tier since. The debit's transaction id is the
+   redemption id.
+2. (Redemptions made before step 1 wrote both at once get their row on a retry.)
 3. The discount code (derived from the redemption id) is created in the shop; the redemption
-   becomes completed with its code.
+   becomes completed with its code. A gift card (discounts.GiftCards) instead: looked up by
+   the redemption first (an earlier attempt's card whose answer was lost is deactivated and
+   the redemption refunded: nobody holds its code), then created; its code is returned by
+   this call only, and the redemption keeps the card's id and last characters.
 4. If the shop refuses, the redemption becomes refunded and the points are given back by a
    reversal whose idempotency key is derived from the redemption id: at most one refund per
    redemption, however often the flow runs. If the shop does not answer (a timeout, 5xx), the
@@ -21,7 +32,9 @@ refunded one makes sure of its refund and fails again the same way. Finishing is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from loyalnest.platform.errors import FailedPrecondition, LoyalNestError, Unavailable
@@ -30,20 +43,29 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.shopify_admin import ShopifyUnavailable
 from loyalnest.services.points.discounts import (
     DiscountCodes,
+    GiftCards,
     ShopNotConnected,
     shopify_customer_gid,
 )
 from loyalnest.services.points.domain import (
+    Eligibility,
+    Ineligibility,
+    LedgerNotFound,
     Posting,
     PostingResult,
     Redemption,
+    RedemptionGuard,
     RedemptionNotCancellable,
     RedemptionStatus,
     Reward,
     RewardInactive,
+    RewardKind,
+    TierRequired,
     TransactionType,
 )
+from loyalnest.services.points.earning import Clock, utc_now
 from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.tiers import VipTiers
 
 log = get_logger(__name__)
 
@@ -73,6 +95,8 @@ class RedeemedReward:
     redemption: Redemption
     debit: PostingResult
     reward: Reward
+    # A gift card's code: only from the call that created the card (never stored).
+    gift_card_code: str = ""
 
 
 def refund_key(redemption_id: str) -> IdempotencyKey:
@@ -83,23 +107,37 @@ def refund_key(redemption_id: str) -> IdempotencyKey:
 
 
 class RewardRedemptions:
-    def __init__(self, ledger: Ledger, codes: DiscountCodes | None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        codes: DiscountCodes | None,
+        tiers: VipTiers | None = None,
+        *,
+        cards: GiftCards | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
         self._ledger = ledger
         self._store = ledger.store
         self._codes = codes
+        self._cards = cards
+        self._tiers = tiers
+        self._clock = clock
 
     async def redeem(
         self, merchant_id: str, customer_id: str, reward_id: str, key: IdempotencyKey
     ) -> RedeemedReward:
         reward = await self._store.get_reward(merchant_id, reward_id)
-        if not reward.active:
-            raise RewardInactive(reward_id)
         codes = self._codes
         if codes is None:
             raise ShopNotConnected(merchant_id)
         shopify_customer_gid(customer_id)  # a code is bound to a Shopify customer
         await codes.check_connected(merchant_id)  # before taking any points
-        debit = await self._ledger.post(
+        guard = RedemptionGuard(
+            refusal=await self._refusal(merchant_id, customer_id, reward),
+            limit_max=reward.limit_max,
+            since=reward.limit_period.start(self._clock()) if reward.limit_max else None,
+        )
+        debit, redemption = await self._ledger.redeem(
             Posting(
                 merchant_id,
                 customer_id,
@@ -108,26 +146,130 @@ class RewardRedemptions:
                 f"reward:{reward_id}",
             ),
             key,
+            reward,
+            guard,
         )
-        redemption = await self._store.record_redemption(
-            Redemption(
-                merchant_id=merchant_id,
-                redemption_id=debit.transaction.transaction_id,
-                customer_id=customer_id,
-                reward_id=reward_id,
-                points=-debit.transaction.points,
-                status=RedemptionStatus.PENDING,
-                discount_code="",
-                failure="",
-                created_at=debit.transaction.created_at,
-            )
-        )
+        card_code = ""
         if redemption.status is RedemptionStatus.PENDING:
-            redemption = await self._create_code(codes, redemption, reward)
+            if reward.kind is RewardKind.GIFT_CARD:
+                redemption, card_code = await self._issue_gift_card(redemption, reward)
+            else:
+                redemption = await self._create_code(codes, redemption, reward)
         if redemption.status is RedemptionStatus.REFUNDED:
             await self._refund(redemption)
             raise RedemptionRefunded(redemption)
-        return RedeemedReward(redemption, debit, reward)
+        return RedeemedReward(redemption, debit, reward, card_code)
+
+    async def _issue_gift_card(
+        self, redemption: Redemption, reward: Reward
+    ) -> tuple[Redemption, str]:
+        """The redemption's gift card: created, and its code returned (once); or refunded.
+        A card an earlier attempt created but whose answer (and code) was lost is
+        deactivated and the redemption refunded: nobody holds its code."""
+        cards = self._cards
+        if cards is None:
+            raise ShopNotConnected(redemption.merchant_id)
+        merchant_id, redemption_id = redemption.merchant_id, redemption.redemption_id
+        try:
+            orphan = await cards.orphan(redemption)
+            if orphan is not None:
+                await cards.deactivate(
+                    merchant_id, redemption_id, orphan.gift_card_id, unless_used=False
+                )
+                failure = (
+                    "Shopify's answer was lost; the gift card it made (ending"
+                    f" {orphan.last_characters}) was deactivated"
+                )
+                return await self._store.finish_redemption(
+                    merchant_id, redemption_id, status=RedemptionStatus.REFUNDED, failure=failure
+                ), ""
+        except ShopifyUnavailable as exc:
+            raise RedemptionUndecided(redemption) from exc
+        except LoyalNestError as exc:
+            # Refused (no access to gift cards, a locked shop): no card could be made.
+            return await self._store.finish_redemption(
+                merchant_id, redemption_id, status=RedemptionStatus.REFUNDED, failure=exc.message
+            ), ""
+        try:
+            card = await cards.create(redemption, reward)
+        except ShopifyUnavailable as exc:
+            # Created or not is unknown: the next attempt (same key) looks it up first.
+            raise RedemptionUndecided(redemption) from exc
+        except LoyalNestError as exc:
+            log.warning("gift card refused; refunding", redemption_id=redemption_id)
+            return await self._store.finish_redemption(
+                merchant_id, redemption_id, status=RedemptionStatus.REFUNDED, failure=exc.message
+            ), ""
+        finished = await self._store.finish_redemption(
+            merchant_id,
+            redemption_id,
+            status=RedemptionStatus.COMPLETED,
+            gift_card_id=card.gift_card_id,
+            gift_card_last_characters=card.last_characters,
+        )
+        if finished.gift_card_id != card.gift_card_id:
+            # A concurrent attempt with the same key finished first: this card's code goes
+            # to nobody, so it is switched off.
+            await cards.deactivate(merchant_id, redemption_id, card.gift_card_id, unless_used=False)
+            return finished, ""
+        return finished, card.code
+
+    async def _refusal(
+        self, merchant_id: str, customer_id: str, reward: Reward
+    ) -> LoyalNestError | None:
+        """Why the customer may not redeem `reward` now (raised only by a first call)."""
+        if not reward.active:
+            return RewardInactive(reward.reward_id)
+        if reward.tier_ids:
+            tier_id = await self._tier_of(merchant_id, customer_id, reward.tier_ids)
+            if tier_id not in reward.tier_ids:
+                return TierRequired(reward.reward_id, reward.tier_ids, tier_id)
+        return None
+
+    async def _tier_of(self, merchant_id: str, customer_id: str, wanted: tuple[str, ...]) -> str:
+        state = await self._store.customer_tier(merchant_id, customer_id)
+        if (state is None or state.tier_id not in wanted) and self._tiers is not None:
+            # Upgrades apply at once, but through Points' own events: one they have not
+            # reached yet is applied here (the same compare-and-set as theirs).
+            # No ledger, no tier (the debit then says there is nothing to spend).
+            with contextlib.suppress(LedgerNotFound):
+                state = await self._tiers.evaluate(merchant_id, customer_id) or state
+        return "" if state is None else state.tier_id
+
+    async def eligibility(
+        self, merchant_id: str, customer_id: str, rewards: Sequence[Reward]
+    ) -> list[Eligibility]:
+        """Whether the customer can redeem each reward now (ListRewards)."""
+        try:
+            balance = (await self._ledger.balance(merchant_id, customer_id)).balance
+        except LedgerNotFound:
+            balance = 0
+        now = self._clock()
+        since = {r.reward_id: r.limit_period.start(now) for r in rewards if r.limit_max}
+        counts = await self._store.redemption_counts(merchant_id, customer_id, since)
+        tier_id: str | None = None
+        answers = []
+        for reward in rewards:
+            reasons = []
+            if not reward.active:
+                reasons.append(Ineligibility.INACTIVE)
+            if reward.tier_ids:
+                if tier_id is None:
+                    # Evaluated afresh (nothing is wanted), so every reward of the page sees
+                    # the tier an upgrade not yet applied by the events gives.
+                    tier_id = await self._tier_of(merchant_id, customer_id, ())
+                if tier_id not in reward.tier_ids:
+                    reasons.append(Ineligibility.TIER_REQUIRED)
+            left = -1
+            if reward.limit_max:
+                left = max(reward.limit_max - counts.get(reward.reward_id, 0), 0)
+                if left == 0:
+                    reasons.append(Ineligibility.LIMIT_REACHED)
+            needed = max(reward.points_cost - balance, 0)
+            if needed:
+                reasons.append(Ineligibility.INSUFFICIENT_POINTS)
+            answers.append(Eligibility(reward.reward_id, tuple(reasons), left, needed))
+        return answers
 
     async def _create_code(
         self, codes: DiscountCodes, redemption: Redemption, reward: Reward
@@ -135,7 +277,7 @@ class RewardRedemptions:
         merchant_id, redemption_id = redemption.merchant_id, redemption.redemption_id
         customer_id = redemption.customer_id
         try:
-            code = await codes.create(merchant_id, redemption_id, customer_id, reward)
+            code = await codes.create(redemption, reward)
         except ShopifyUnavailable as exc:
             # No answer is not a refusal: the code may have been created all the same.
             try:
@@ -195,9 +337,16 @@ class RewardRedemptions:
         if redemption.status is RedemptionStatus.REFUNDED:
             raise RedemptionNotCancellable(redemption_id, "its points were given back already")
         if redemption.status is RedemptionStatus.COMPLETED:
-            if self._codes is None:
-                raise ShopNotConnected(merchant_id)
-            await self._codes.deactivate(merchant_id, redemption_id, redemption.customer_id)
+            if redemption.gift_card_id:
+                if self._cards is None:
+                    raise ShopNotConnected(merchant_id)
+                await self._cards.deactivate(
+                    merchant_id, redemption_id, redemption.gift_card_id, unless_used=True
+                )
+            else:
+                if self._codes is None:
+                    raise ShopNotConnected(merchant_id)
+                await self._codes.deactivate(merchant_id, redemption_id, redemption.customer_id)
             redemption = await self._store.finish_redemption(
                 merchant_id,
                 redemption_id,

@@ -29,7 +29,7 @@ from loyalnest.platform.server import Registration, ServiceComponents, ServiceSp
 from loyalnest.platform.shop_access import ShopTokens
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points import consumers, events
-from loyalnest.services.points.discounts import DiscountCodes, ShopNotConnected
+from loyalnest.services.points.discounts import DiscountCodes, GiftCards, ShopNotConnected
 from loyalnest.services.points.earning import (
     Activities,
     Clock,
@@ -142,6 +142,16 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         ShopTokens(auth, component="points", not_connected=ShopNotConnected),
         code_key=_discount_code_key(settings),
     )
+    # giftCardCreate has no idempotency key: a request is never sent twice by the HTTP
+    # client (a lost answer is settled by looking the card up; see rewards.py).
+    once = HttpClient(
+        api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds, attempts=1
+    )
+    components.cleanup.append(once.close)
+    cards = GiftCards(
+        ShopifyAdminClient(once, base_url=settings.shopify_admin_base_url),
+        ShopTokens(auth, component="points", not_connected=ShopNotConnected),
+    )
     components.personal_data = ledger
     liability = PointsLiability(ledger.store, programs, clock=clock)
     components.registrations = [
@@ -150,7 +160,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
             points_pb2_grpc.add_PointsServiceServicer_to_server,
             PointsServicer(
                 ledger,
-                RewardRedemptions(ledger, codes),
+                RewardRedemptions(ledger, codes, tiers, cards=cards, clock=clock),
                 PointsExpiry(ledger, programs, clock=clock),
                 orders,
                 Activities(ledger, orders, clock=clock),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
@@ -14,10 +14,12 @@ from loyalnest.platform import pagination, tenancy
 from loyalnest.platform.errors import NotFound
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.protos import timestamp
 from loyalnest.platform.validation import Validator
 from loyalnest.services.points import offline_sync
 from loyalnest.services.points.domain import (
     MAX_POINTS_PER_TRANSACTION,
+    LimitPeriod,
     Posting,
     Reward,
     RewardKind,
@@ -33,13 +35,13 @@ from loyalnest.services.points.liability import (
 )
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.simulation import RuleSimulation
-from loyalnest.services.points.store.base import REWARD_UPDATABLE
 from loyalnest.services.points.tiers import VipTiers
 from loyalnest.services.points.wire import (
-    REWARD_KINDS,
+    LIMIT_PERIODS_BY_PROTO,
     REWARD_KINDS_BY_PROTO,
     activity_award_proto,
     balance_proto,
+    eligibility_proto,
     expiring_proto,
     liability_proto,
     order_earning_proto,
@@ -317,22 +319,18 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.CreateRewardRequest, context: Context
     ) -> points_pb2.CreateRewardResponse:
         merchant_id = tenancy.merchant_id()
-        r = request.reward
         with Validator() as v:
             v.idempotency_key("idempotency_key", request.idempotency_key)
-            kind = _validate_reward(v, r.name, r.kind, r.value, r.points_cost, prefix="reward.")
-        assert kind is not None
+            fields = _validate_reward(v, request.reward, prefix="reward.")
+        assert fields is not None
         now = datetime.now(UTC)
         reward = Reward(
             merchant_id=merchant_id,
             reward_id=str(uuid.uuid5(_REWARD_IDS, f"{merchant_id}\0{request.idempotency_key}")),
-            name=r.name.strip(),
-            kind=kind,
-            value=r.value.strip(),
-            points_cost=r.points_cost,
-            active=r.active if r.HasField("active") else True,
+            active=request.reward.active if request.reward.HasField("active") else True,
             created_at=now,
             updated_at=now,
+            **fields,  # type: ignore[arg-type]
         )
         key = IdempotencyKey.of("CreateReward", request)
         created = await self._store.create_reward(reward, key.fingerprint)
@@ -342,6 +340,9 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.ListRewardsRequest, context: Context
     ) -> points_pb2.ListRewardsResponse:
         merchant_id = tenancy.merchant_id()
+        if request.customer_id:
+            with Validator() as v:
+                v.identifier("customer_id", request.customer_id)
         scope = f"rewards/{merchant_id}/{request.active_only}"
         limit = pagination.page_size(request.page_size)
         offset = pagination.decode_page_token(request.page_token, scope) or 0
@@ -349,9 +350,14 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             merchant_id, active_only=request.active_only, limit=limit + 1, offset=offset
         )
         token = pagination.encode_page_token(scope, offset + limit) if len(rows) > limit else ""
-        return points_pb2.ListRewardsResponse(
-            rewards=[reward_proto(r) for r in rows[:limit]], next_page_token=token
+        page = rows[:limit]
+        response = points_pb2.ListRewardsResponse(
+            rewards=[reward_proto(r) for r in page], next_page_token=token
         )
+        if request.customer_id:
+            answers = await self._redemptions.eligibility(merchant_id, request.customer_id, page)
+            response.eligibility.extend(eligibility_proto(a) for a in answers)
+        return response
 
     async def UpdateReward(
         self, request: points_pb2.UpdateRewardRequest, context: Context
@@ -361,27 +367,30 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         paths = set(request.update_mask.paths)
         with Validator() as v:
             v.uuid("reward.reward_id", r.reward_id)
-            v.check(bool(paths), "update_mask", "must name at least one field")
-            unknown = sorted(paths - REWARD_UPDATABLE)
-            v.check(not unknown, "update_mask", f"cannot update {unknown}; only {_UPDATABLE}")
+            v.update_mask("update_mask", paths, _UPDATABLE)
         current = await self._store.get_reward(merchant_id, r.reward_id)
-        merged = {
-            "name": r.name if "name" in paths else current.name,
-            "kind": r.kind if "kind" in paths else REWARD_KINDS[current.kind],
-            "value": r.value if "value" in paths else current.value,
-            "points_cost": r.points_cost if "points_cost" in paths else current.points_cost,
-        }
+        # The reward as it would be: every rule is checked on the whole (a kind change
+        # must fit the value, scope and variant it keeps).
+        merged = reward_proto(current)
+        for path in paths:
+            if path == "customer_limit":
+                merged.customer_limit.CopyFrom(r.customer_limit)
+            elif path in _REPEATED:
+                merged.ClearField(path)
+                getattr(merged, path).extend(getattr(r, path))
+            else:
+                setattr(merged, path, getattr(r, path))
         with Validator() as v:
-            kind = _validate_reward(v, prefix="reward.", **merged)  # type: ignore[arg-type]
-        changes: dict[str, object] = {
-            "name": str(merged["name"]).strip(),
-            "kind": kind,
-            "value": str(merged["value"]).strip(),
-            "points_cost": merged["points_cost"],
-            "active": r.active if "active" in paths else current.active,
+            fields = _validate_reward(v, merged, prefix="reward.")
+        assert fields is not None
+        changes: dict[str, object] = {**fields, "active": merged.active}
+        stored = {
+            name
+            for path in paths
+            for name in (("limit_max", "limit_period") if path == "customer_limit" else (path,))
         }
         updated = await self._store.update_reward(
-            merchant_id, r.reward_id, {k: v for k, v in changes.items() if k in paths}
+            merchant_id, r.reward_id, {k: v for k, v in changes.items() if k in stored}
         )
         return points_pb2.UpdateRewardResponse(reward=reward_proto(updated))
 
@@ -399,18 +408,54 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             request.reward_id,
             IdempotencyKey.of("RedeemReward", request),
         )
-        return points_pb2.RedeemRewardResponse(
-            discount_code=redeemed.redemption.discount_code,
-            redemption_id=redeemed.redemption.redemption_id,
+        redemption = redeemed.redemption
+        response = points_pb2.RedeemRewardResponse(
+            discount_code=redemption.discount_code,
+            redemption_id=redemption.redemption_id,
             transaction=transaction_proto(redeemed.debit.transaction),
             balance=balance_proto(redeemed.debit.balance),
             reward=reward_proto(redeemed.reward),
         )
+        if redemption.expires_at is not None:
+            response.expire_time.CopyFrom(timestamp(redemption.expires_at))
+        if redemption.gift_card_id:
+            response.gift_card.CopyFrom(
+                points_pb2.GiftCardIssued(
+                    code=redeemed.gift_card_code,
+                    last_characters=redemption.gift_card_last_characters,
+                    gift_card_id=redemption.gift_card_id,
+                )
+            )
+        return response
 
 
 _REWARD_IDS = uuid.UUID("6f1c1f43-2d55-4d3e-9a53-0c7e1d1f9b10")
-_UPDATABLE = ", ".join(sorted(REWARD_UPDATABLE))
+# The Reward fields UpdateReward's update_mask may name (customer_limit: the whole message).
+_UPDATABLE = frozenset(
+    {
+        "name",
+        "kind",
+        "value",
+        "points_cost",
+        "active",
+        "min_subtotal",
+        "product_ids",
+        "collection_ids",
+        "code_expiry_days",
+        "customer_limit",
+        "tier_ids",
+        "variant_id",
+    }
+)
+_REPEATED = frozenset({"product_ids", "collection_ids", "tier_ids"})
 MAX_AMOUNT = Decimal(1_000_000)
+MAX_SCOPE_IDS = 100
+MAX_TIER_IDS = 20
+MAX_CODE_EXPIRY_DAYS = 3650
+MAX_REDEMPTIONS_PER_CUSTOMER = 1000
+# Kinds a scope (products or collections) applies to: the others have no customerGets items.
+_SCOPED = frozenset({RewardKind.FIXED_AMOUNT, RewardKind.PERCENTAGE})
+_NUMERIC_ID = re.compile(r"^[1-9][0-9]{0,19}$")
 
 
 def _decimal(value: str) -> Decimal | None:
@@ -421,20 +466,49 @@ def _decimal(value: str) -> Decimal | None:
     return number if number.is_finite() else None
 
 
-def _validate_reward(
-    v: Validator, name: str, kind: int, value: str, points_cost: int, *, prefix: str
-) -> RewardKind | None:
-    v.text(f"{prefix}name", name, required=True)
-    resolved = REWARD_KINDS_BY_PROTO.get(kind)
-    v.check(resolved is not None, f"{prefix}kind", "must be a REWARD_KIND other than UNSPECIFIED")
-    _validate_amount(v, points_cost, allow_negative=False, field=f"{prefix}points_cost")
+def _is_money(number: Decimal | None) -> bool:
+    return (
+        number is not None
+        and 0 < number <= MAX_AMOUNT
+        and number == number.quantize(Decimal("0.01"))
+    )
+
+
+def shopify_gid(value: str, resource: str) -> str | None:
+    """`value` as Shopify's GID of `resource` (from digits or the GID itself), else None."""
+    value = value.strip()
+    prefix = f"gid://shopify/{resource}/"
+    number = value.removeprefix(prefix)
+    return prefix + number if _NUMERIC_ID.match(number) else None
+
+
+def _gids(v: Validator, field: str, values: Sequence[str], resource: str) -> tuple[str, ...]:
+    found: list[str] = []
+    v.check(len(values) <= MAX_SCOPE_IDS, field, f"at most {MAX_SCOPE_IDS} ids")
+    for i, value in enumerate(values):
+        gid = shopify_gid(value, resource)
+        if v.check(
+            gid is not None, f"{field}[{i}]", f"must be a Shopify {resource} id (digits or GID)"
+        ):
+            assert gid is not None
+            v.check(gid not in found, f"{field}[{i}]", "is listed twice")
+            found.append(gid)
+    return tuple(found)
+
+
+def _validate_reward(v: Validator, r: points_pb2.Reward, *, prefix: str) -> dict[str, object]:
+    """Every field of `r` checked (BadRequest violations name `prefix` + the field); the
+    Reward's values as stored (kind, GIDs, limit) for what passes."""
+    v.text(f"{prefix}name", r.name, required=True)
+    kind = REWARD_KINDS_BY_PROTO.get(r.kind)
+    v.check(kind is not None, f"{prefix}kind", "must be a REWARD_KIND other than UNSPECIFIED")
+    _validate_amount(v, r.points_cost, allow_negative=False, field=f"{prefix}points_cost")
+    value = r.value.strip()
     number = _decimal(value)
-    match resolved:
-        case RewardKind.FIXED_AMOUNT:
+    match kind:
+        case RewardKind.FIXED_AMOUNT | RewardKind.GIFT_CARD:
             v.check(
-                number is not None
-                and 0 < number <= MAX_AMOUNT
-                and number == number.quantize(Decimal("0.01")),
+                _is_money(number),
                 f"{prefix}value",
                 f'must be an amount above 0 and at most {MAX_AMOUNT}, e.g. "5.00"',
             )
@@ -444,6 +518,78 @@ def _validate_reward(
                 f"{prefix}value",
                 'must be a percentage above 0 and at most 100, e.g. "10"',
             )
-        case RewardKind.FREE_SHIPPING:
-            v.check(not value.strip(), f"{prefix}value", "must be empty for free shipping")
-    return resolved
+        case RewardKind.FREE_SHIPPING | RewardKind.FREE_PRODUCT:
+            v.check(not value, f"{prefix}value", f"must be empty for {kind.value}")
+    min_subtotal = r.min_subtotal.strip()
+    if min_subtotal:
+        v.check(
+            _is_money(_decimal(min_subtotal)),
+            f"{prefix}min_subtotal",
+            f'must be an amount above 0 and at most {MAX_AMOUNT}, e.g. "50.00"',
+        )
+        v.check(
+            kind is not RewardKind.GIFT_CARD,
+            f"{prefix}min_subtotal",
+            "a gift card has no minimum subtotal",
+        )
+    products = _gids(v, f"{prefix}product_ids", r.product_ids, "Product")
+    collections = _gids(v, f"{prefix}collection_ids", r.collection_ids, "Collection")
+    if products or collections:
+        field = f"{prefix}{'product_ids' if products else 'collection_ids'}"
+        v.check(
+            kind in _SCOPED,
+            field,
+            "only FIXED_AMOUNT and PERCENTAGE rewards apply to products or collections",
+        )
+        v.check(
+            not (products and collections),
+            f"{prefix}collection_ids",
+            "products or collections, not both (Shopify applies a code to one of them)",
+        )
+    v.check(
+        0 <= r.code_expiry_days <= MAX_CODE_EXPIRY_DAYS,
+        f"{prefix}code_expiry_days",
+        f"must be 0 (never) to {MAX_CODE_EXPIRY_DAYS} days",
+    )
+    limit = r.customer_limit
+    period = LIMIT_PERIODS_BY_PROTO.get(limit.period, LimitPeriod.EVER)
+    if limit.max_redemptions:
+        v.check(
+            0 < limit.max_redemptions <= MAX_REDEMPTIONS_PER_CUSTOMER,
+            f"{prefix}customer_limit.max_redemptions",
+            f"must be 1 to {MAX_REDEMPTIONS_PER_CUSTOMER} (0: no limit)",
+        )
+        v.check(
+            limit.period in LIMIT_PERIODS_BY_PROTO,
+            f"{prefix}customer_limit.period",
+            "must be LIMIT_PERIOD_EVER, _DAY, _MONTH or _YEAR",
+        )
+    tiers = tuple(t.strip() for t in r.tier_ids)
+    v.check(len(tiers) <= MAX_TIER_IDS, f"{prefix}tier_ids", f"at most {MAX_TIER_IDS} tiers")
+    for i, tier_id in enumerate(tiers):
+        if v.identifier(f"{prefix}tier_ids[{i}]", tier_id):
+            v.check(tier_id not in tiers[:i], f"{prefix}tier_ids[{i}]", "is listed twice")
+    variant = ""
+    if kind is RewardKind.FREE_PRODUCT:
+        variant = shopify_gid(r.variant_id, "ProductVariant") or ""
+        v.check(
+            bool(variant),
+            f"{prefix}variant_id",
+            "a free product needs its Shopify product variant id (digits or GID)",
+        )
+    else:
+        v.check(not r.variant_id, f"{prefix}variant_id", "only FREE_PRODUCT rewards have one")
+    return {
+        "name": r.name.strip(),
+        "kind": kind,
+        "value": value,
+        "points_cost": r.points_cost,
+        "min_subtotal": min_subtotal,
+        "product_ids": products,
+        "collection_ids": collections,
+        "code_expiry_days": r.code_expiry_days,
+        "limit_max": max(limit.max_redemptions, 0),
+        "limit_period": period,
+        "tier_ids": tiers,
+        "variant_id": variant,
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.points.v1 import points_pb2
 from loyalnest.platform.protos import timestamp
 from loyalnest.services.points import liability
@@ -9,7 +10,10 @@ from loyalnest.services.points.domain import (
     ActivityResult,
     ActivityStatus,
     Balance,
+    Eligibility,
     Expiring,
+    Ineligibility,
+    LimitPeriod,
     Reward,
     RewardKind,
     Transaction,
@@ -34,12 +38,27 @@ REWARD_KINDS = {
     RewardKind.FIXED_AMOUNT: points_pb2.REWARD_KIND_FIXED_AMOUNT,
     RewardKind.PERCENTAGE: points_pb2.REWARD_KIND_PERCENTAGE,
     RewardKind.FREE_SHIPPING: points_pb2.REWARD_KIND_FREE_SHIPPING,
+    RewardKind.FREE_PRODUCT: points_pb2.REWARD_KIND_FREE_PRODUCT,
+    RewardKind.GIFT_CARD: points_pb2.REWARD_KIND_GIFT_CARD,
 }
 REWARD_KINDS_BY_PROTO: dict[int, RewardKind] = {int(p): k for k, p in REWARD_KINDS.items()}
+LIMIT_PERIODS = {
+    LimitPeriod.EVER: core_pb2.LIMIT_PERIOD_EVER,
+    LimitPeriod.DAY: core_pb2.LIMIT_PERIOD_DAY,
+    LimitPeriod.MONTH: core_pb2.LIMIT_PERIOD_MONTH,
+    LimitPeriod.YEAR: core_pb2.LIMIT_PERIOD_YEAR,
+}
+LIMIT_PERIODS_BY_PROTO: dict[int, LimitPeriod] = {int(p): k for k, p in LIMIT_PERIODS.items()}
+INELIGIBILITIES = {
+    Ineligibility.INACTIVE: points_pb2.REWARD_INELIGIBILITY_INACTIVE,
+    Ineligibility.TIER_REQUIRED: points_pb2.REWARD_INELIGIBILITY_TIER_REQUIRED,
+    Ineligibility.LIMIT_REACHED: points_pb2.REWARD_INELIGIBILITY_LIMIT_REACHED,
+    Ineligibility.INSUFFICIENT_POINTS: points_pb2.REWARD_INELIGIBILITY_INSUFFICIENT_POINTS,
+}
 
 
 def reward_proto(reward: Reward) -> points_pb2.Reward:
-    return points_pb2.Reward(
+    message = points_pb2.Reward(
         reward_id=reward.reward_id,
         name=reward.name,
         kind=REWARD_KINDS[reward.kind],
@@ -48,6 +67,29 @@ def reward_proto(reward: Reward) -> points_pb2.Reward:
         active=reward.active,
         create_time=timestamp(reward.created_at),
         update_time=timestamp(reward.updated_at),
+        min_subtotal=reward.min_subtotal,
+        product_ids=reward.product_ids,
+        collection_ids=reward.collection_ids,
+        code_expiry_days=reward.code_expiry_days,
+        tier_ids=reward.tier_ids,
+        variant_id=reward.variant_id,
+    )
+    if reward.limit_max:
+        message.customer_limit.CopyFrom(
+            points_pb2.RedemptionLimit(
+                max_redemptions=reward.limit_max, period=LIMIT_PERIODS[reward.limit_period]
+            )
+        )
+    return message
+
+
+def eligibility_proto(eligibility: Eligibility) -> points_pb2.RewardEligibility:
+    return points_pb2.RewardEligibility(
+        reward_id=eligibility.reward_id,
+        redeemable=not eligibility.reasons,
+        reasons=[INELIGIBILITIES[r] for r in eligibility.reasons],
+        redemptions_left=eligibility.redemptions_left,
+        points_needed=eligibility.points_needed,
     )
 
 

@@ -30,6 +30,16 @@ class RewardKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REWARD_KIND_FIXED_AMOUNT: _ClassVar[RewardKind]
     REWARD_KIND_PERCENTAGE: _ClassVar[RewardKind]
     REWARD_KIND_FREE_SHIPPING: _ClassVar[RewardKind]
+    REWARD_KIND_FREE_PRODUCT: _ClassVar[RewardKind]
+    REWARD_KIND_GIFT_CARD: _ClassVar[RewardKind]
+
+class RewardIneligibility(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REWARD_INELIGIBILITY_UNSPECIFIED: _ClassVar[RewardIneligibility]
+    REWARD_INELIGIBILITY_INACTIVE: _ClassVar[RewardIneligibility]
+    REWARD_INELIGIBILITY_TIER_REQUIRED: _ClassVar[RewardIneligibility]
+    REWARD_INELIGIBILITY_LIMIT_REACHED: _ClassVar[RewardIneligibility]
+    REWARD_INELIGIBILITY_INSUFFICIENT_POINTS: _ClassVar[RewardIneligibility]
 
 class OfflineTransactionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -68,6 +78,13 @@ REWARD_KIND_UNSPECIFIED: RewardKind
 REWARD_KIND_FIXED_AMOUNT: RewardKind
 REWARD_KIND_PERCENTAGE: RewardKind
 REWARD_KIND_FREE_SHIPPING: RewardKind
+REWARD_KIND_FREE_PRODUCT: RewardKind
+REWARD_KIND_GIFT_CARD: RewardKind
+REWARD_INELIGIBILITY_UNSPECIFIED: RewardIneligibility
+REWARD_INELIGIBILITY_INACTIVE: RewardIneligibility
+REWARD_INELIGIBILITY_TIER_REQUIRED: RewardIneligibility
+REWARD_INELIGIBILITY_LIMIT_REACHED: RewardIneligibility
+REWARD_INELIGIBILITY_INSUFFICIENT_POINTS: RewardIneligibility
 OFFLINE_TRANSACTION_KIND_UNSPECIFIED: OfflineTransactionKind
 OFFLINE_TRANSACTION_KIND_EARN: OfflineTransactionKind
 OFFLINE_TRANSACTION_KIND_REDEEM: OfflineTransactionKind
@@ -241,8 +258,16 @@ class ListTransactionsResponse(_message.Message):
     next_page_token: str
     def __init__(self, transactions: _Optional[_Iterable[_Union[PointsTransaction, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
+class RedemptionLimit(_message.Message):
+    __slots__ = ("max_redemptions", "period")
+    MAX_REDEMPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    max_redemptions: int
+    period: _core_pb2.LimitPeriod
+    def __init__(self, max_redemptions: _Optional[int] = ..., period: _Optional[_Union[_core_pb2.LimitPeriod, str]] = ...) -> None: ...
+
 class Reward(_message.Message):
-    __slots__ = ("reward_id", "name", "kind", "value", "points_cost", "active", "create_time", "update_time")
+    __slots__ = ("reward_id", "name", "kind", "value", "points_cost", "active", "create_time", "update_time", "min_subtotal", "product_ids", "collection_ids", "code_expiry_days", "customer_limit", "tier_ids", "variant_id")
     REWARD_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -251,6 +276,13 @@ class Reward(_message.Message):
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    MIN_SUBTOTAL_FIELD_NUMBER: _ClassVar[int]
+    PRODUCT_IDS_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_IDS_FIELD_NUMBER: _ClassVar[int]
+    CODE_EXPIRY_DAYS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    TIER_IDS_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
     reward_id: str
     name: str
     kind: RewardKind
@@ -259,7 +291,14 @@ class Reward(_message.Message):
     active: bool
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, reward_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[RewardKind, str]] = ..., value: _Optional[str] = ..., points_cost: _Optional[int] = ..., active: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    min_subtotal: str
+    product_ids: _containers.RepeatedScalarFieldContainer[str]
+    collection_ids: _containers.RepeatedScalarFieldContainer[str]
+    code_expiry_days: int
+    customer_limit: RedemptionLimit
+    tier_ids: _containers.RepeatedScalarFieldContainer[str]
+    variant_id: str
+    def __init__(self, reward_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[RewardKind, str]] = ..., value: _Optional[str] = ..., points_cost: _Optional[int] = ..., active: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_subtotal: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., collection_ids: _Optional[_Iterable[str]] = ..., code_expiry_days: _Optional[int] = ..., customer_limit: _Optional[_Union[RedemptionLimit, _Mapping]] = ..., tier_ids: _Optional[_Iterable[str]] = ..., variant_id: _Optional[str] = ...) -> None: ...
 
 class CreateRewardRequest(_message.Message):
     __slots__ = ("reward", "idempotency_key")
@@ -276,22 +315,40 @@ class CreateRewardResponse(_message.Message):
     def __init__(self, reward: _Optional[_Union[Reward, _Mapping]] = ...) -> None: ...
 
 class ListRewardsRequest(_message.Message):
-    __slots__ = ("active_only", "page_size", "page_token")
+    __slots__ = ("active_only", "page_size", "page_token", "customer_id")
     ACTIVE_ONLY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     active_only: bool
     page_size: int
     page_token: str
-    def __init__(self, active_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    customer_id: str
+    def __init__(self, active_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
 class ListRewardsResponse(_message.Message):
-    __slots__ = ("rewards", "next_page_token")
+    __slots__ = ("rewards", "next_page_token", "eligibility")
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBILITY_FIELD_NUMBER: _ClassVar[int]
     rewards: _containers.RepeatedCompositeFieldContainer[Reward]
     next_page_token: str
-    def __init__(self, rewards: _Optional[_Iterable[_Union[Reward, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    eligibility: _containers.RepeatedCompositeFieldContainer[RewardEligibility]
+    def __init__(self, rewards: _Optional[_Iterable[_Union[Reward, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., eligibility: _Optional[_Iterable[_Union[RewardEligibility, _Mapping]]] = ...) -> None: ...
+
+class RewardEligibility(_message.Message):
+    __slots__ = ("reward_id", "redeemable", "reasons", "redemptions_left", "points_needed")
+    REWARD_ID_FIELD_NUMBER: _ClassVar[int]
+    REDEEMABLE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    REDEMPTIONS_LEFT_FIELD_NUMBER: _ClassVar[int]
+    POINTS_NEEDED_FIELD_NUMBER: _ClassVar[int]
+    reward_id: str
+    redeemable: bool
+    reasons: _containers.RepeatedScalarFieldContainer[RewardIneligibility]
+    redemptions_left: int
+    points_needed: int
+    def __init__(self, reward_id: _Optional[str] = ..., redeemable: _Optional[bool] = ..., reasons: _Optional[_Iterable[_Union[RewardIneligibility, str]]] = ..., redemptions_left: _Optional[int] = ..., points_needed: _Optional[int] = ...) -> None: ...
 
 class UpdateRewardRequest(_message.Message):
     __slots__ = ("reward", "update_mask")
@@ -318,18 +375,32 @@ class RedeemRewardRequest(_message.Message):
     def __init__(self, reward_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class RedeemRewardResponse(_message.Message):
-    __slots__ = ("discount_code", "redemption_id", "transaction", "balance", "reward")
+    __slots__ = ("discount_code", "redemption_id", "transaction", "balance", "reward", "expire_time", "gift_card")
     DISCOUNT_CODE_FIELD_NUMBER: _ClassVar[int]
     REDEMPTION_ID_FIELD_NUMBER: _ClassVar[int]
     TRANSACTION_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
+    GIFT_CARD_FIELD_NUMBER: _ClassVar[int]
     discount_code: str
     redemption_id: str
     transaction: PointsTransaction
     balance: PointsBalance
     reward: Reward
-    def __init__(self, discount_code: _Optional[str] = ..., redemption_id: _Optional[str] = ..., transaction: _Optional[_Union[PointsTransaction, _Mapping]] = ..., balance: _Optional[_Union[PointsBalance, _Mapping]] = ..., reward: _Optional[_Union[Reward, _Mapping]] = ...) -> None: ...
+    expire_time: _timestamp_pb2.Timestamp
+    gift_card: GiftCardIssued
+    def __init__(self, discount_code: _Optional[str] = ..., redemption_id: _Optional[str] = ..., transaction: _Optional[_Union[PointsTransaction, _Mapping]] = ..., balance: _Optional[_Union[PointsBalance, _Mapping]] = ..., reward: _Optional[_Union[Reward, _Mapping]] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., gift_card: _Optional[_Union[GiftCardIssued, _Mapping]] = ...) -> None: ...
+
+class GiftCardIssued(_message.Message):
+    __slots__ = ("code", "last_characters", "gift_card_id")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHARACTERS_FIELD_NUMBER: _ClassVar[int]
+    GIFT_CARD_ID_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    last_characters: str
+    gift_card_id: str
+    def __init__(self, code: _Optional[str] = ..., last_characters: _Optional[str] = ..., gift_card_id: _Optional[str] = ...) -> None: ...
 
 class OfflineTransaction(_message.Message):
     __slots__ = ("client_transaction_id", "customer_id", "kind", "points", "device_time", "reason")

@@ -203,7 +203,8 @@ class PointsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListRewards(self, request, context):
-        """Lists the merchant's rewards, oldest first.
+        """Lists the merchant's rewards, oldest first; with customer_id, whether that customer can
+        redeem each now (balance, tier, per-customer limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -211,16 +212,21 @@ class PointsServiceServicer:
 
     def UpdateReward(self, request, context):
         """Changes the fields of a reward named in update_mask (name, kind, value, points_cost,
-        active). Redemptions already made keep what they were made with.
+        active, min_subtotal, product_ids, collection_ids, code_expiry_days, customer_limit,
+        tier_ids, variant_id; a repeated field is replaced whole). Redemptions already made keep
+        what they were made with.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RedeemReward(self, request, context):
-        """Spends the reward's points_cost and returns a single-use Shopify discount code.
-        FAILED_PRECONDITION when the balance is insufficient (INSUFFICIENT_POINTS), the reward
-        inactive or the shop not connected. If the shop cannot create the code (locked: 423,
+        """Spends the reward's points_cost and returns a single-use Shopify discount code bound to
+        the customer (a gift card for GIFT_CARD: its code in this answer only), with the reward's conditions (minimum subtotal, products or
+        collections, expiry). FAILED_PRECONDITION when the balance is insufficient
+        (INSUFFICIENT_POINTS), the reward inactive (REWARD_INACTIVE), reserved to VIP tiers the
+        customer is not in (TIER_REQUIRED), its per-customer limit reached
+        (REDEMPTION_LIMIT_REACHED, checked in the debit's transaction) or the shop not connected. If the shop cannot create the code (locked: 423,
         unreachable, refused), the points are given back by a reversal and the call fails with
         FAILED_PRECONDITION REDEMPTION_REFUNDED; a retry with the same idempotency_key returns
         the same answer (completed or refunded) and never debits or refunds twice.

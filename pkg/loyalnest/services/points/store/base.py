@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
@@ -18,6 +19,7 @@ from loyalnest.services.points.domain import (
     Posting,
     PostingResult,
     Redemption,
+    RedemptionGuard,
     RedemptionStatus,
     Reward,
     TierState,
@@ -27,8 +29,24 @@ from loyalnest.services.points.liability import LiabilityFigures
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderSettlement
 from loyalnest.services.points.rules import RuleEvent
 
-# The reward fields update_reward may change.
-REWARD_UPDATABLE = frozenset({"name", "kind", "value", "points_cost", "active"})
+# The reward fields update_reward may change (customer_limit is limit_max and limit_period).
+REWARD_UPDATABLE = frozenset(
+    {
+        "name",
+        "kind",
+        "value",
+        "points_cost",
+        "active",
+        "min_subtotal",
+        "product_ids",
+        "collection_ids",
+        "code_expiry_days",
+        "limit_max",
+        "limit_period",
+        "tier_ids",
+        "variant_id",
+    }
+)
 
 
 # Every table (collection) with merchant rows, children before the rows they reference:
@@ -68,7 +86,20 @@ def reward_columns(changes: Mapping[str, object]) -> dict[str, object]:
     unknown = set(changes) - REWARD_UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    return {k: str(v) if isinstance(v, StrEnum) else v for k, v in changes.items()}
+    return {k: _stored(v) for k, v in changes.items()}
+
+
+def _stored(value: object) -> object:
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)  # an array (PostgreSQL), a list (MongoDB)
+    return value
+
+
+def reward_row(reward: Reward) -> dict[str, object]:
+    """Every field of `reward` as stored (enums as their strings, tuples as lists)."""
+    return {f.name: _stored(getattr(reward, f.name)) for f in fields(Reward)}
 
 
 class LedgerStore(Protocol):
@@ -150,6 +181,28 @@ class LedgerStore(Protocol):
         """Inserts `redemption` unless one with its id exists; returns the stored one."""
         ...
 
+    async def redeem(
+        self, posting: Posting, key: IdempotencyKey, reward: Reward, guard: RedemptionGuard
+    ) -> tuple[PostingResult, Redemption]:
+        """A reward's debit (`posting`) and its PENDING redemption (id: the debit's
+        transaction id; expiry from the reward), atomically, at most once per key.
+
+        On a first call only: raises `guard.refusal` if set, then, under the customer's
+        ledger lock, RedemptionLimitReached when the customer has `guard.limit_max`
+        redemptions of the reward (pending or completed) since `guard.since`; concurrent
+        redemptions of one customer queue on that lock, so none slips past the limit. A
+        retry with the same key returns the first call's debit and redemption. A limit
+        the store cannot enforce atomically: RedemptionLimitUnsupported.
+        """
+        ...
+
+    async def redemption_counts(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> dict[str, int]:
+        """Per reward id in `since`: the customer's redemptions of it (pending or completed)
+        from that time on."""
+        ...
+
     async def finish_redemption(
         self,
         merchant_id: str,
@@ -159,9 +212,11 @@ class LedgerStore(Protocol):
         discount_code: str = "",
         failure: str = "",
         from_status: RedemptionStatus = RedemptionStatus.PENDING,
+        gift_card_id: str = "",
+        gift_card_last_characters: str = "",
     ) -> Redemption:
         """Moves a redemption in `from_status` (pending) to `status`; one in another status is
-        returned unchanged."""
+        returned unchanged. Empty code and gift card fields keep what is stored."""
         ...
 
     async def get_redemption(self, merchant_id: str, redemption_id: str) -> Redemption:

@@ -65,16 +65,23 @@ from loyalnest.services.points.domain import (
     InsufficientPoints,
     LedgerMoved,
     LedgerNotFound,
+    LimitPeriod,
     Posting,
     PostingResult,
     Redemption,
+    RedemptionGuard,
+    RedemptionLimitReached,
+    RedemptionLimitUnsupported,
     RedemptionStatus,
     Reward,
+    RewardInactive,
     RewardKind,
     RewardNotFound,
+    TierRequired,
     TierState,
     Transaction,
     TransactionType,
+    pending_redemption,
 )
 from loyalnest.services.points.events import ledger_event
 from loyalnest.services.points.liability import LiabilityFigures, LiabilityUnsupported
@@ -85,7 +92,7 @@ from loyalnest.services.points.orders import (
     OrderStatus,
 )
 from loyalnest.services.points.rules import RuleEvent
-from loyalnest.services.points.store.base import erased_customer_id, reward_columns
+from loyalnest.services.points.store.base import erased_customer_id, reward_columns, reward_row
 
 log = get_logger(__name__)
 
@@ -166,7 +173,21 @@ class _LedgerCreationRace(Exception):
 
 
 # Raised before the balance document changed.
-_NOTHING_WRITTEN = (LedgerNotFound, InsufficientPoints, LedgerMoved, _LedgerCreationRace)
+_NOTHING_WRITTEN = (
+    LedgerNotFound,
+    InsufficientPoints,
+    LedgerMoved,
+    _LedgerCreationRace,
+    # A redemption's refusals (RedemptionGuard), raised before its debit.
+    RedemptionLimitReached,
+    RewardInactive,
+    TierRequired,
+)
+# Redemptions that count against a per-customer limit (not refunded, not cancelled).
+_REDEEMED = [str(RedemptionStatus.PENDING), str(RedemptionStatus.COMPLETED)]
+# Runs in a posting's transaction: before the balance changes, and with its transaction.
+Before = Callable[[ClientSession | None], None]
+After = Callable[[Transaction, ClientSession | None], None]
 
 
 class _ClaimLost(Aborted):
@@ -425,6 +446,16 @@ class MongoLedgerStore:
             [("merchant_id", ASCENDING), ("customer_id", ASCENDING), ("balance", ASCENDING)],
             name="merchant_customer_balance",
         )
+        # The per-customer limit's count (redeem) and ListRewards' eligibility.
+        self._redemptions.create_index(
+            [
+                ("merchant_id", ASCENDING),
+                ("customer_id", ASCENDING),
+                ("reward_id", ASCENDING),
+                ("created_at", ASCENDING),
+            ],
+            name="customer_reward_recent",
+        )
         for later in (self._redemptions, self._pos_queue):
             later.create_index([("customer_id", ASCENDING)], name="customer_id")
             later.create_index([("merchant_id", ASCENDING)], name="merchant_id")
@@ -558,16 +589,32 @@ class MongoLedgerStore:
         return taken is not None
 
     def _post_claimed(
-        self, posting: Posting, key: IdempotencyKey, token: str, *, transactional: bool
+        self,
+        posting: Posting,
+        key: IdempotencyKey,
+        token: str,
+        *,
+        transactional: bool,
+        before: Before | None = None,
+        after: After | None = None,
     ) -> Transaction:
         try:
             for attempt in range(1, _UPSERT_ATTEMPTS + 1):
                 try:
                     if not transactional:
-                        return self._apply_and_record(posting, key, token, None)
+                        return self._apply_and_record(
+                            posting, key, token, None, before=before, after=after
+                        )
                     with self._client.start_session() as session:
                         return session.with_transaction(
-                            partial(self._apply_and_record, posting, key, token),
+                            partial(
+                                self._apply_and_record,
+                                posting,
+                                key,
+                                token,
+                                before=before,
+                                after=after,
+                            ),
                             write_concern=_LEDGER_WRITE_CONCERN,
                         )
                 except _LedgerCreationRace:
@@ -595,8 +642,15 @@ class MongoLedgerStore:
         key: IdempotencyKey,
         token: str,
         session: ClientSession | None,
+        *,
+        before: Before | None = None,
+        after: After | None = None,
     ) -> Transaction:
+        if before is not None:
+            before(session)
         transaction = self._apply(posting, session)
+        if after is not None:
+            after(transaction, session)
         recorded = self._keys.update_one(
             {
                 **self._key_filter(posting.merchant_id, key),
@@ -780,7 +834,7 @@ class MongoLedgerStore:
 
     def _create_reward(self, reward: Reward, fingerprint: str) -> Reward:
         doc = {
-            **asdict(reward),
+            **reward_row(reward),
             "_id": _reward_doc_id(reward.merchant_id, reward.reward_id),
             "kind": str(reward.kind),
             "created_at": _millis(reward.created_at),
@@ -839,12 +893,7 @@ class MongoLedgerStore:
         return [_reward(doc) for doc in await self._run(fetch)]
 
     async def record_redemption(self, redemption: Redemption) -> Redemption:
-        doc = {
-            **asdict(redemption),
-            "_id": _redemption_doc_id(redemption.merchant_id, redemption.redemption_id),
-            "status": str(redemption.status),
-            "created_at": _millis(redemption.created_at),
-        }
+        doc = _redemption_document(redemption)
 
         def insert() -> Document | None:
             with contextlib.suppress(DuplicateKeyError):
@@ -855,6 +904,95 @@ class MongoLedgerStore:
         assert stored is not None
         return _redemption(stored)
 
+    async def redeem(
+        self, posting: Posting, key: IdempotencyKey, reward: Reward, guard: RedemptionGuard
+    ) -> tuple[PostingResult, Redemption]:
+        transactional = await self.uses_transactions()
+        if guard.limit_max and not transactional:
+            raise RedemptionLimitUnsupported(reward.reward_id)
+        token = uuid.uuid4().hex
+        earlier = await self._claim(posting.merchant_id, key, token, transactional=transactional)
+        if earlier is not None:
+            # A debit posted before redemptions were written with it may lack its document.
+            redemption = await self.record_redemption(pending_redemption(earlier, reward))
+            return PostingResult.of(earlier, replayed=True), redemption
+
+        def check(session: ClientSession | None) -> None:
+            if guard.refusal is not None:
+                raise guard.refusal
+            if not guard.limit_max:
+                return
+            # In the posting's transaction, which also writes the customer's balance
+            # document: of two concurrent redemptions one gets a write conflict and is
+            # retried by with_transaction, and its new snapshot counts the other's.
+            # find, not count_documents: the same on a server, and mongomock-ng's
+            # count_documents takes no session.
+            counted = len(
+                list(
+                    self._redemptions.find(
+                        {
+                            "merchant_id": posting.merchant_id,
+                            "customer_id": posting.customer_id,
+                            "reward_id": reward.reward_id,
+                            "created_at": {"$gte": guard.since},
+                            "status": {"$in": _REDEEMED},
+                        },
+                        {"_id": 1},
+                        limit=guard.limit_max,
+                        session=session,
+                    )
+                )
+            )
+            if counted >= guard.limit_max:
+                raise RedemptionLimitReached(
+                    reward.reward_id, reward.limit_max, reward.limit_period
+                )
+
+        def record(transaction: Transaction, session: ClientSession | None) -> None:
+            doc = _redemption_document(pending_redemption(transaction, reward))
+            self._redemptions.insert_one(doc, session=session)
+
+        transaction = await self._run(
+            partial(
+                self._post_claimed,
+                posting,
+                key,
+                token,
+                transactional=transactional,
+                before=check,
+                after=record,
+            )
+        )
+        return PostingResult.of(transaction), await self.get_redemption(
+            posting.merchant_id, transaction.transaction_id
+        )
+
+    async def redemption_counts(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> dict[str, int]:
+        counts = dict.fromkeys(since, 0)
+        if not since:
+            return counts
+
+        def find() -> list[Document]:
+            return list(
+                self._redemptions.find(
+                    {
+                        "merchant_id": merchant_id,
+                        "customer_id": customer_id,
+                        "reward_id": {"$in": list(since)},
+                        "created_at": {"$gte": min(since.values())},
+                        "status": {"$in": _REDEEMED},
+                    },
+                    {"reward_id": 1, "created_at": 1},
+                )
+            )
+
+        for doc in await self._run(find):
+            if _utc(doc["created_at"]) >= since[doc["reward_id"]]:
+                counts[doc["reward_id"]] += 1
+        return counts
+
     async def finish_redemption(
         self,
         merchant_id: str,
@@ -864,11 +1002,17 @@ class MongoLedgerStore:
         discount_code: str = "",
         failure: str = "",
         from_status: RedemptionStatus = RedemptionStatus.PENDING,
+        gift_card_id: str = "",
+        gift_card_last_characters: str = "",
     ) -> Redemption:
         doc_id = _redemption_doc_id(merchant_id, redemption_id)
         changes: Document = {"status": str(status), "failure": failure, "updated_at": _now()}
         if discount_code:  # a cancellation keeps the code it deactivated
             changes["discount_code"] = discount_code
+        if gift_card_id:
+            changes["gift_card_id"] = gift_card_id
+        if gift_card_last_characters:
+            changes["gift_card_last_characters"] = gift_card_last_characters
 
         def finish() -> Document | None:
             self._redemptions.update_one(
@@ -1277,7 +1421,26 @@ def _reward(doc: Mapping[str, Any]) -> Reward:
         active=doc["active"],
         created_at=_utc(doc["created_at"]),
         updated_at=_utc(doc["updated_at"]),
+        # Rewards stored before conditions existed have none.
+        min_subtotal=doc.get("min_subtotal", ""),
+        product_ids=tuple(doc.get("product_ids", ())),
+        collection_ids=tuple(doc.get("collection_ids", ())),
+        code_expiry_days=doc.get("code_expiry_days", 0),
+        limit_max=doc.get("limit_max", 0),
+        limit_period=LimitPeriod(doc.get("limit_period", LimitPeriod.EVER)),
+        tier_ids=tuple(doc.get("tier_ids", ())),
+        variant_id=doc.get("variant_id", ""),
     )
+
+
+def _redemption_document(redemption: Redemption) -> Document:
+    return {
+        **asdict(redemption),
+        "_id": _redemption_doc_id(redemption.merchant_id, redemption.redemption_id),
+        "status": str(redemption.status),
+        "created_at": _millis(redemption.created_at),
+        "expires_at": None if redemption.expires_at is None else _millis(redemption.expires_at),
+    }
 
 
 def _redemption(doc: Mapping[str, Any]) -> Redemption:
@@ -1291,6 +1454,9 @@ def _redemption(doc: Mapping[str, Any]) -> Redemption:
         discount_code=doc["discount_code"],
         failure=doc["failure"],
         created_at=_utc(doc["created_at"]),
+        expires_at=None if doc.get("expires_at") is None else _utc(doc["expires_at"]),
+        gift_card_id=doc.get("gift_card_id", ""),
+        gift_card_last_characters=doc.get("gift_card_last_characters", ""),
     )
 
 

@@ -25,9 +25,12 @@ from loyalnest.services.points.domain import (
     InsufficientPoints,
     LedgerMoved,
     LedgerNotFound,
+    LimitPeriod,
     Posting,
     PostingResult,
     Redemption,
+    RedemptionGuard,
+    RedemptionLimitReached,
     RedemptionStatus,
     Reward,
     RewardKind,
@@ -35,6 +38,7 @@ from loyalnest.services.points.domain import (
     TierState,
     Transaction,
     TransactionType,
+    pending_redemption,
 )
 from loyalnest.services.points.events import ledger_event
 from loyalnest.services.points.liability import LiabilityFigures
@@ -51,6 +55,7 @@ from loyalnest.services.points.store.base import (
     MERCHANT_TABLES,
     erased_customer_id,
     reward_columns,
+    reward_row,
 )
 
 _COLUMNS = [field.name for field in fields(Transaction)]
@@ -230,14 +235,11 @@ class PostgresLedgerStore:
     # ---- rewards catalog and redemptions ------------------------------------------------
 
     async def create_reward(self, reward: Reward, fingerprint: str) -> Reward:
-        row = {**asdict(reward), "kind": str(reward.kind), "fingerprint": fingerprint}
+        row = {**reward_row(reward), "request_fingerprint": fingerprint}
         async with self._pool.connection() as conn:
             await conn.execute(
-                "INSERT INTO rewards (merchant_id, reward_id, name, kind, value, points_cost,"
-                " active, request_fingerprint, created_at, updated_at)"
-                " VALUES (%(merchant_id)s, %(reward_id)s, %(name)s, %(kind)s, %(value)s,"
-                " %(points_cost)s, %(active)s, %(fingerprint)s, %(created_at)s, %(updated_at)s)"
-                " ON CONFLICT DO NOTHING",
+                f"INSERT INTO rewards ({', '.join(row)})"
+                f" VALUES ({', '.join(f'%({c})s' for c in row)}) ON CONFLICT DO NOTHING",
                 row,
             )
             cursor = conn.cursor(row_factory=dict_row)
@@ -300,15 +302,88 @@ class PostgresLedgerStore:
         return [_reward(row) for row in rows]
 
     async def record_redemption(self, redemption: Redemption) -> Redemption:
-        row = {**asdict(redemption), "status": str(redemption.status)}
         async with self._pool.connection() as conn:
-            await conn.execute(
-                f"INSERT INTO reward_redemptions ({_REDEMPTION_COLUMNS})"
-                f" VALUES ({', '.join(f'%({c})s' for c in _REDEMPTION_FIELDS)})"
-                " ON CONFLICT DO NOTHING",
-                row,
+            return await self._insert_redemption(conn, redemption)
+
+    async def redeem(
+        self, posting: Posting, key: IdempotencyKey, reward: Reward, guard: RedemptionGuard
+    ) -> tuple[PostingResult, Redemption]:
+        async def apply(conn: AsyncConnection) -> tuple[tuple[PostingResult, Redemption], str]:
+            if guard.refusal is not None:
+                raise guard.refusal
+            if guard.limit_max:
+                # The ledger row's lock first: a concurrent redemption of this customer waits
+                # here until the one before commits, and the count (a new snapshot per
+                # statement) then sees its redemption.
+                await conn.execute(
+                    "SELECT 1 FROM ledgers WHERE merchant_id = %s AND customer_id = %s FOR UPDATE",
+                    (posting.merchant_id, posting.customer_id),
+                )
+                # Counting stops at the limit: the work is bounded by it, not by history.
+                cursor = await conn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM reward_redemptions"
+                    " WHERE merchant_id = %s AND customer_id = %s AND reward_id = %s"
+                    " AND created_at >= %s AND status IN ('pending', 'completed') LIMIT %s) r",
+                    (
+                        posting.merchant_id,
+                        posting.customer_id,
+                        reward.reward_id,
+                        guard.since,
+                        guard.limit_max,
+                    ),
+                )
+                counted = await cursor.fetchone()
+                if counted is not None and counted[0] >= guard.limit_max:
+                    raise RedemptionLimitReached(
+                        reward.reward_id, reward.limit_max, reward.limit_period
+                    )
+            transaction = await self._apply(conn, posting)
+            redemption = await self._insert_redemption(
+                conn, pending_redemption(transaction, reward)
             )
-            return await self._redemption(conn, redemption.merchant_id, redemption.redemption_id)
+            return (PostingResult.of(transaction), redemption), transaction.transaction_id
+
+        async def replay(
+            conn: AsyncConnection, transaction_id: str
+        ) -> tuple[PostingResult, Redemption]:
+            transaction = await self._transaction_by_id(conn, transaction_id)
+            # A debit posted before redemptions were written with it may lack its row.
+            redemption = await self._insert_redemption(
+                conn, pending_redemption(transaction, reward)
+            )
+            return PostingResult.of(transaction, replayed=True), redemption
+
+        return await idempotency.write_once(
+            self._pool, posting.merchant_id, key, write=apply, replay=replay
+        )
+
+    async def _insert_redemption(self, conn: AsyncConnection, redemption: Redemption) -> Redemption:
+        row = {**asdict(redemption), "status": str(redemption.status)}
+        await conn.execute(
+            f"INSERT INTO reward_redemptions ({_REDEMPTION_COLUMNS})"
+            f" VALUES ({', '.join(f'%({c})s' for c in _REDEMPTION_FIELDS)})"
+            " ON CONFLICT DO NOTHING",
+            row,
+        )
+        return await self._redemption(conn, redemption.merchant_id, redemption.redemption_id)
+
+    async def redemption_counts(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> dict[str, int]:
+        counts = dict.fromkeys(since, 0)
+        if not since:
+            return counts
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT reward_id::text, created_at FROM reward_redemptions"
+                " WHERE merchant_id = %s AND customer_id = %s AND reward_id = ANY(%s::uuid[])"
+                " AND created_at >= %s AND status IN ('pending', 'completed')",
+                (merchant_id, customer_id, list(since), min(since.values())),
+            )
+            for reward_id, created_at in await cursor.fetchall():
+                if created_at >= since[reward_id]:
+                    counts[reward_id] += 1
+        return counts
 
     async def finish_redemption(
         self,
@@ -319,22 +394,29 @@ class PostgresLedgerStore:
         discount_code: str = "",
         failure: str = "",
         from_status: RedemptionStatus = RedemptionStatus.PENDING,
+        gift_card_id: str = "",
+        gift_card_last_characters: str = "",
     ) -> Redemption:
         async with self._pool.connection() as conn:
             await conn.execute(
-                "UPDATE reward_redemptions SET status = %s,"
-                " discount_code = CASE WHEN %s = '' THEN discount_code ELSE %s END,"
-                " failure = %s, updated_at = now() WHERE merchant_id = %s AND redemption_id = %s"
-                " AND status = %s",
-                (
-                    str(status),
-                    discount_code,
-                    discount_code,
-                    failure,
-                    merchant_id,
-                    redemption_id,
-                    str(from_status),
-                ),
+                "UPDATE reward_redemptions SET status = %(status)s,"
+                " discount_code = CASE WHEN %(code)s = '' THEN discount_code ELSE %(code)s END,"
+                " gift_card_id = CASE WHEN %(card)s = '' THEN gift_card_id ELSE %(card)s END,"
+                " gift_card_last_characters = CASE WHEN %(last)s = ''"
+                "   THEN gift_card_last_characters ELSE %(last)s END,"
+                " failure = %(failure)s, updated_at = now()"
+                " WHERE merchant_id = %(merchant_id)s AND redemption_id = %(redemption_id)s"
+                " AND status = %(from_status)s",
+                {
+                    "status": str(status),
+                    "code": discount_code,
+                    "card": gift_card_id,
+                    "last": gift_card_last_characters,
+                    "failure": failure,
+                    "merchant_id": merchant_id,
+                    "redemption_id": redemption_id,
+                    "from_status": str(from_status),
+                },
             )
             return await self._redemption(conn, merchant_id, redemption_id)
 
@@ -692,7 +774,8 @@ class PostgresLedgerStore:
                 (
                     "redemptions",
                     "SELECT redemption_id::text, reward_id::text, points, status, discount_code,"
-                    " created_at FROM reward_redemptions"
+                    " gift_card_id, gift_card_last_characters, expires_at, created_at"
+                    " FROM reward_redemptions"
                     " WHERE merchant_id = %s AND customer_id = %s ORDER BY created_at",
                 ),
                 (
@@ -787,4 +870,13 @@ _REDEMPTION_SELECT = ", ".join(
 
 
 def _reward(row: dict[str, Any]) -> Reward:
-    return Reward(**{**row, "kind": RewardKind(row["kind"])})
+    return Reward(
+        **{
+            **row,
+            "kind": RewardKind(row["kind"]),
+            "limit_period": LimitPeriod(row["limit_period"]),
+            "product_ids": tuple(row["product_ids"]),
+            "collection_ids": tuple(row["collection_ids"]),
+            "tier_ids": tuple(row["tier_ids"]),
+        }
+    )
