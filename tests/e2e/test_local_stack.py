@@ -237,6 +237,48 @@ def test_the_demo_shops_signed_order_webhook_credits_points(stack):
     assert (status, body["balance"]["balance"]) == (200, "108")
 
 
+def test_a_reward_redeemed_on_the_demo_shop_gets_a_discount_code(stack):
+    """`loyalnest up` runs Shopify's Admin API stand-in on the OAuth one's port: a redemption
+    creates its single-use code there with the shop token Auth got at install."""
+    _, ports = stack
+    token = _token(ports, "points:read,points:write,rewards:write", ("--shop", DEMO_SHOP))
+    customer = "7390012239999"
+    status, body = _rest(
+        ports,
+        "POST",
+        "/v1/api/points/earn",
+        {"customer_id": customer, "points": 500, "idempotency_key": "e2e-reward-earn"},
+        token,
+    )
+    assert status == 200, body
+    status, body = _rest(
+        ports,
+        "POST",
+        "/v1/api/rewards",
+        {
+            "reward": {
+                "name": "5 off",
+                "kind": "REWARD_KIND_FIXED_AMOUNT",
+                "value": "5.00",
+                "points_cost": "200",
+            },
+            "idempotency_key": "e2e-reward-create",
+        },
+        token,
+    )
+    assert status == 200, body
+    reward_id = body["reward"]["reward_id"]
+    status, body = _rest(
+        ports,
+        "POST",
+        f"/v1/api/rewards/{reward_id}/redeem",
+        {"customer_id": customer, "idempotency_key": "e2e-reward-redeem"},
+        token,
+    )
+    assert status == 200, body
+    assert body["discount_code"] and body["balance"]["balance"] == "300"
+
+
 def test_the_gateway_rejects_calls_without_a_valid_token(stack):
     _, ports = stack
     url = f"http://127.0.0.1:{ports['gateway']}/v1/api/points/balance/c-1"

@@ -28,6 +28,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import REGISTRY
 
+from loyalnest.devstack.standins.shopify_admin import ShopifyAdminStandIn
 from loyalnest.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
 from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
@@ -42,7 +43,6 @@ from loyalnest.services.edge.signing import shopify_headers
 from tests.auth import ISSUER, token
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import eventually, serving
-from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_access_wiring import auth_with, edge_settings_asking, events_on
 from tests.integration.test_auth_service import bearer, install

@@ -29,6 +29,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 from prometheus_client import REGISTRY
 
+from loyalnest.devstack.standins.shopify_admin import ShopifyAdminStandIn
 from loyalnest.gateway import Upstream
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.campaign.v1 import campaign_pb2 as pb
@@ -43,7 +44,6 @@ from loyalnest.services.campaign.service import SERVICE_NAME, SPEC, CampaignSett
 from tests.auth import merchant_headers, merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import eventually, service_settings_for_tests, serving
-from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_access_wiring import auth_with, events_on
 from tests.integration.test_auth_service import install

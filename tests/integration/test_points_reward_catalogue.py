@@ -21,6 +21,7 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from loyalnest.devstack.standins.shopify_admin import CartLine, CodeRefused
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
@@ -33,7 +34,6 @@ from loyalnest.services.points.store.postgres import PostgresLedgerStore
 from tests.auth import merchant_headers
 from tests.integration import test_points_rewards as rewards
 from tests.integration.conftest import points_settings, serve_for_test, serving
-from tests.integration.shopify_admin_standin import CartLine, CodeRefused
 from tests.integration.test_gateway_validate import Gateway, behind_gateway, http
 from tests.integration.test_points_rewards import SHOP, balance, earn, md, precondition
 from tests.integration.test_points_service import field_violations

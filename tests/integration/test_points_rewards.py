@@ -17,6 +17,7 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from loyalnest.devstack.standins.shopify_admin import ShopifyAdminStandIn
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
@@ -24,7 +25,6 @@ from loyalnest.platform.server import RunningService
 from loyalnest.services.points.service import SPEC
 from tests.auth import merchant_metadata
 from tests.integration.conftest import points_settings, serve_for_test
-from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_auth_service import install
 from tests.integration.test_points_service import field_violations

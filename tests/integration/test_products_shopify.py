@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import pytest
 
+from loyalnest.devstack.standins.shopify_admin import ShopifyAdminStandIn
 from loyalnest.gateway import Upstream
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.campaign.v1 import campaign_pb2, campaign_pb2_grpc
@@ -38,7 +39,6 @@ from loyalnest.services.products.service import ProductsSettings
 from tests.auth import merchant_headers, merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import eventually, service_settings_for_tests, serving
-from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_access_wiring import auth_with, edge_settings_asking, events_on
 from tests.integration.test_auth_service import install

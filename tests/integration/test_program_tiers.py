@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+from loyalnest.devstack.standins.shopify_admin import ShopifyAdminStandIn
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.points.v1 import points_pb2 as pb
@@ -29,7 +30,6 @@ from tests.auth import merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import eventually, points_settings, serve_for_test
 from tests.integration.events_worker import FAST_EVENTS
-from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_auth_service import install
 from tests.integration.test_gateway_validate import http

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 import pytest
 
+from loyalnest.devstack.standins.shopify_admin import ShopifyAdminStandIn
 from loyalnest.gateway import Upstream
 from loyalnest.gateway.edge import EdgePolicy, JwtProvider
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
@@ -46,7 +47,6 @@ from tests.auth import JWKS_PATH, merchant_headers
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import eventually, points_settings, service_settings_for_tests
 from tests.integration.events_worker import FAST_EVENTS
-from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_auth_service import install
 from tests.integration.test_core_service import core_settings

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2
 
+from loyalnest.devstack.standins.shopify_admin import ShopifyAdminStandIn
 from loyalnest.gateway import Upstream
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
@@ -46,7 +47,6 @@ from tests.integration.conftest import (
     wait_for_health,
 )
 from tests.integration.isolation import Case, Metadata, Table
-from tests.integration.shopify_admin_standin import ShopifyAdminStandIn
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_auth_service import install
 from tests.integration.test_gateway_validate import (

@@ -67,7 +67,7 @@ class Ports:
     redis: int = 56379
     kafka: int = 59092
     posthog: int = 58000  # the PostHog stand-in (devstack/standins/posthog.py)
-    shopify: int = 58001  # the Shopify OAuth stand-in (devstack/standins/shopify.py)
+    shopify: int = 58001  # Shopify's OAuth + Admin API stand-in (standins/shopify_admin.py)
     # Referral invites' providers: stand-ins in devstack/standins/.
     klaviyo: int = 58002
     postscript: int = 58003
@@ -222,6 +222,7 @@ class Stack:
             # Auth's OAuth goes to the Shopify stand-in: the demo merchant installs through it.
             "LOYALNEST_SHOPIFY_API_KEY": DEV_SHOPIFY_API_KEY,
             "LOYALNEST_SHOPIFY_BASE_URL": f"http://127.0.0.1:{self.ports.shopify}/{{shop}}",
+            "LOYALNEST_SHOPIFY_ADMIN_BASE_URL": f"http://127.0.0.1:{self.ports.shopify}/{{shop}}",
             "LOYALNEST_LOG_FORMAT": "json",
             "LOYALNEST_JWT_JWKS_PATH": str(self.jwks_path),
             # Event Tracking ships to the PostHog stand-in, never to PostHog from here.
@@ -273,7 +274,9 @@ class Stack:
             "shopify-standin",
             self.ports.shopify,
             [
-                "loyalnest.devstack.standins.shopify",
+                # The Admin API's stand-in, which is the OAuth one too: Points' reward codes,
+                # Campaign's discounts, Products' sync and Core's billing work locally.
+                "loyalnest.devstack.standins.shopify_admin",
                 "--api-key",
                 DEV_SHOPIFY_API_KEY,
             ],

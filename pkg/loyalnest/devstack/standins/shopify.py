@@ -214,8 +214,10 @@ class ShopifyStandIn:
         request.wfile.write(body)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, standin_type: type[ShopifyStandIn] | None = None) -> None:
+    """Serves a stand-in of `standin_type` (this one, or the Admin API's that extends it)."""
+    standin_type = standin_type or ShopifyStandIn
+    parser = argparse.ArgumentParser(description=(standin_type.__doc__ or __doc__).splitlines()[0])
     parser.add_argument("--port", type=int, default=58001)
     parser.add_argument("--api-key", required=True, help="the app's client id")
     parser.add_argument(
@@ -226,9 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.api_secret:
         parser.error("--api-secret or LOYALNEST_SHOPIFY_API_SECRET is required")
-    standin = ShopifyStandIn(api_key=args.api_key, api_secret=args.api_secret, port=args.port)
+    standin = standin_type(api_key=args.api_key, api_secret=args.api_secret, port=args.port)
     standin.start()
-    print(f"Shopify OAuth stand-in on {standin.base_url}", flush=True)
+    print(f"{standin_type.__name__} on {standin.base_url}", flush=True)
     threading.Event().wait()
 
 

@@ -1,4 +1,6 @@
-"""A local stand-in for Shopify's Admin GraphQL API (DESIGN §7), started by the tests.
+"""A local stand-in for Shopify's Admin GraphQL API (DESIGN §7), started by the tests and by
+`loyalnest up` (`python -m loyalnest.devstack.standins.shopify_admin`, on the OAuth
+stand-in's port: it is that stand-in too).
 
 It extends the OAuth stand-in (same server, same shop-as-path base URL), so one server can
 play both parts of a shop: the access tokens its OAuth part hands out (install, refresh) are
@@ -79,7 +81,8 @@ from decimal import Decimal, InvalidOperation
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.integration.shopify_standin import ShopifyStandIn
+from loyalnest.devstack.standins import shopify
+from loyalnest.devstack.standins.shopify import ShopifyStandIn
 
 _CUSTOMER_GID = re.compile(r"gid://shopify/Customer/[0-9]+")
 
@@ -100,6 +103,8 @@ def _valid_customer_selection(selection: Any) -> bool:
 
 @dataclass
 class ShopifyAdminStandIn(ShopifyStandIn):
+    """Stand-in for Shopify's Admin GraphQL API (and its OAuth, which it extends)."""
+
     api_key: str = "admin-standin-key"
     api_secret: str = "admin-standin-secret"
     # shop -> the access token it accepts
@@ -248,11 +253,11 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             found["status"] = status
 
     def _discount(self, shop: str, discount_id: str) -> dict[str, Any] | None:
-        for (s, _), found in self.codes.items():
-            if s == shop and found["id"] == discount_id:
-                return found
-        found = self.automatic.get(discount_id)
-        return found if found is not None and found["shop"] == shop else None
+        for (s, _), code in self.codes.items():
+            if s == shop and code["id"] == discount_id:
+                return code
+        automatic = self.automatic.get(discount_id)
+        return automatic if automatic is not None and automatic["shop"] == shop else None
 
     def _new_discount_id(self, node: str) -> str:
         self.discounts_made += 1
@@ -805,7 +810,7 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             return off.quantize(Decimal("0.01"))
 
     def _subscribe(self, shop: str, variables: dict[str, Any]) -> dict[str, Any]:
-        errors = []
+        errors: list[dict[str, Any]] = []
         name = (variables.get("name") or "").strip()
         if not name:
             errors.append({"field": ["name"], "message": "Name can't be blank"})
@@ -826,7 +831,7 @@ class ShopifyAdminStandIn(ShopifyStandIn):
             details = recurring[0]
             price = details.get("price") or {}
             try:
-                positive = float(price.get("amount")) > 0
+                positive = float(price.get("amount", "")) > 0
             except (TypeError, ValueError):
                 positive = False
             if not positive or len(str(price.get("currencyCode") or "")) != 3:
@@ -1061,3 +1066,7 @@ _THROTTLED = {
         }
     },
 }
+
+
+if __name__ == "__main__":
+    shopify.main(standin_type=ShopifyAdminStandIn)
