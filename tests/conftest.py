@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -30,7 +30,15 @@ def postgres() -> Iterator[LocalPostgres]:
         yield server
     finally:
         server.stop(mode="immediate")
-        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
+        # A database per test leaves ~7 MB each, gigabytes in hundreds of thousands of files
+        # by the end of a full run: a detached `rm` removes them without holding up the run.
+        subprocess.Popen(
+            ["rm", "-rf", str(server.data_dir.parent)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 @pytest.fixture
