@@ -134,12 +134,6 @@ def test_a_change_is_a_difference_or_the_first_save():
     assert domain.is_change(saved, domain.with_plan(saved, core_events.PlanLimits(plan="plus")))
 
 
-def test_decimals_print_canonically():
-    assert domain.decimal_text(domain.canonical_decimal("10")) == "10"  # type: ignore[arg-type]
-    assert domain.decimal_text(domain.canonical_decimal(" 1.500 ")) == "1.5"  # type: ignore[arg-type]
-    assert domain.canonical_decimal("Infinity") is None
-
-
 @pytest.mark.parametrize(
     ("used", "limit", "reached"),
     [
