@@ -57,6 +57,7 @@ SUB_MODULES = {
         "tiers",
         "liability",
         "simulation",
+        "occasions",
     },
     "rfm": {"nightly"},
     "roles": set(),

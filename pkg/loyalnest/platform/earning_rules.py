@@ -38,6 +38,14 @@ _ORDER_RULES = frozenset(
         core_events.EARNING_RULE_TYPE_GOAL_SPEND,
     }
 )
+# Awarded once per occurrence by their nature (a year, a sign-up): a limit has no meaning.
+ONCE_RULES = frozenset(
+    {
+        core_events.EARNING_RULE_TYPE_BIRTHDAY,
+        core_events.EARNING_RULE_TYPE_ANNIVERSARY,
+        core_events.EARNING_RULE_TYPE_NEWSLETTER_SIGNUP,
+    }
+)
 _CHANNELS = frozenset({core_events.SALES_CHANNEL_ONLINE, core_events.SALES_CHANNEL_POS})
 _PERIODS = frozenset(
     {
@@ -158,6 +166,14 @@ def _check_rule(violations: list[FieldViolation], at: str, rule: core_events.Ear
     if rule.HasField("limit"):
         if kind == core_events.EARNING_RULE_TYPE_ORDER_MULTIPLIER:
             violations.append(FieldViolation(f"{at}.limit", "a multiplier has no limit"))
+        if kind in ONCE_RULES:
+            violations.append(
+                FieldViolation(
+                    f"{at}.limit",
+                    "birthdays and anniversaries earn once a year, a newsletter sign-up once:"
+                    " no limit",
+                )
+            )
         if not 0 < rule.limit.max_awards <= 1000:
             violations.append(FieldViolation(f"{at}.limit.max_awards", "must be 1 to 1000"))
         if rule.limit.period not in _PERIODS:

@@ -57,11 +57,38 @@ VALID = [
         activity="product_review",
         limit=core_pb2.EarningLimit(max_awards=2, period=core_pb2.LIMIT_PERIOD_MONTH),
     ),
+    R(rule_id="bday", type=core_pb2.EARNING_RULE_TYPE_BIRTHDAY, points=50),
+    R(
+        rule_id="anniv",
+        type=core_pb2.EARNING_RULE_TYPE_ANNIVERSARY,
+        points=25,
+        start_time=_at(datetime(2027, 1, 1, tzinfo=UTC)),
+    ),
+    R(rule_id="news", type=core_pb2.EARNING_RULE_TYPE_NEWSLETTER_SIGNUP, points=30),
 ]
 
 
 def test_a_rule_of_every_type_passes() -> None:
     assert check_earning_rules(VALID) == []
+
+
+def test_once_only_rules_take_points_and_nothing_of_orders() -> None:
+    year = core_pb2.EarningLimit(max_awards=2, period=core_pb2.LIMIT_PERIOD_YEAR)
+    rules = [
+        R(rule_id="a", type=core_pb2.EARNING_RULE_TYPE_BIRTHDAY, points=5, limit=year),
+        R(rule_id="b", type=core_pb2.EARNING_RULE_TYPE_ANNIVERSARY, min_spend="10",
+          channels=[core_pb2.SALES_CHANNEL_POS]),
+        R(rule_id="c", type=core_pb2.EARNING_RULE_TYPE_NEWSLETTER_SIGNUP, points=5,
+          points_per_currency_unit="1", activity="news"),
+    ]  # fmt: skip
+    assert {v.field.removeprefix("settings.earning_rules") for v in check_earning_rules(rules)} == {
+        "[0].limit",
+        "[1].points",
+        "[1].min_spend",
+        "[1].channels",
+        "[2].points_per_currency_unit",
+        "[2].activity",
+    }
 
 
 @pytest.mark.parametrize(

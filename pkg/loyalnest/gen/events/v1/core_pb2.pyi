@@ -33,6 +33,9 @@ class EarningRuleType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EARNING_RULE_TYPE_PUNCH_CARD: _ClassVar[EarningRuleType]
     EARNING_RULE_TYPE_GOAL_SPEND: _ClassVar[EarningRuleType]
     EARNING_RULE_TYPE_CUSTOM_ACTIVITY: _ClassVar[EarningRuleType]
+    EARNING_RULE_TYPE_BIRTHDAY: _ClassVar[EarningRuleType]
+    EARNING_RULE_TYPE_ANNIVERSARY: _ClassVar[EarningRuleType]
+    EARNING_RULE_TYPE_NEWSLETTER_SIGNUP: _ClassVar[EarningRuleType]
 
 class SalesChannel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -79,6 +82,9 @@ EARNING_RULE_TYPE_ORDER_MULTIPLIER: EarningRuleType
 EARNING_RULE_TYPE_PUNCH_CARD: EarningRuleType
 EARNING_RULE_TYPE_GOAL_SPEND: EarningRuleType
 EARNING_RULE_TYPE_CUSTOM_ACTIVITY: EarningRuleType
+EARNING_RULE_TYPE_BIRTHDAY: EarningRuleType
+EARNING_RULE_TYPE_ANNIVERSARY: EarningRuleType
+EARNING_RULE_TYPE_NEWSLETTER_SIGNUP: EarningRuleType
 SALES_CHANNEL_UNSPECIFIED: SalesChannel
 SALES_CHANNEL_ONLINE: SalesChannel
 SALES_CHANNEL_POS: SalesChannel
