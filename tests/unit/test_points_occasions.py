@@ -1,4 +1,5 @@
-"""Which day is whose anniversary, and which rules the occasions job applies on a day."""
+"""Which day is whose anniversary, which rules the occasions job applies on a day, and which
+customer webhook reports a newsletter sign-up."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.gen.events.v1 import core_pb2, gateway_pb2
 from loyalnest.platform.program_settings import default_program
+from loyalnest.services.points.earning import newsletter_signup
 from loyalnest.services.points.occasions import anniversary_on, occasion_rules
 
 
@@ -48,3 +50,37 @@ def test_the_rules_of_the_day() -> None:
     assert [r.rule_id for r in occasion_rules(program, date(2026, 12, 7))] == ["b", "a"]
     program.program_enabled = False
     assert occasion_rules(program, date(2026, 12, 7)) == []
+
+
+def _customer(state: str, given: str | None, changed: str | None) -> gateway_pb2.ShopifyCustomer:
+    customer = gateway_pb2.ShopifyCustomer(customer_id="1", email_marketing_state=state)
+    if given is not None:
+        customer.email_marketing_consent_updated_time.FromJsonString(given)
+    if changed is not None:
+        customer.updated_time.FromJsonString(changed)
+    return customer
+
+
+@pytest.mark.parametrize(
+    ("topic", "customer", "expected"),
+    [
+        # Subscribed with this change: a sign-up (Shopify's 24-hour window).
+        ("customers/update", _customer("subscribed", "2026-12-06T10:00:00Z",
+                                       "2026-12-06T10:00:05Z"), True),
+        ("customers/update", _customer("subscribed", "2026-12-05T11:00:00Z",
+                                       "2026-12-06T10:00:00Z"), True),
+        # Subscribed long ago, the record changed now (an address): not a sign-up.
+        ("customers/update", _customer("subscribed", "2025-01-01T00:00:00Z",
+                                       "2026-12-06T10:00:00Z"), False),
+        ("customers/update", _customer("unsubscribed", "2026-12-06T10:00:00Z",
+                                       "2026-12-06T10:00:00Z"), False),
+        ("customers/update", _customer("pending", None, "2026-12-06T10:00:00Z"), False),
+        # No consent time: only a new customer tells.
+        ("customers/create", _customer("subscribed", None, None), True),
+        ("customers/update", _customer("subscribed", None, "2026-12-06T10:00:00Z"), False),
+    ],
+)  # fmt: skip
+def test_a_newsletter_sign_up(
+    topic: str, customer: gateway_pb2.ShopifyCustomer, expected: bool
+) -> None:
+    assert newsletter_signup(topic, customer) is expected

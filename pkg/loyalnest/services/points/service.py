@@ -35,6 +35,7 @@ from loyalnest.services.points.discounts import DiscountCodes, ShopNotConnected
 from loyalnest.services.points.earning import (
     Activities,
     Clock,
+    NewsletterSignups,
     OrderEarnings,
     ProgramCopies,
     SignupBonuses,
@@ -138,7 +139,14 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
                 ShopTokens(auth, component="points", not_connected=ShopNotConnected),
             )
         handlers = consumers.handlers(
-            store, programs, orders, merchants, SignupBonuses(ledger, programs), tiers, tags
+            store,
+            programs,
+            orders,
+            merchants,
+            SignupBonuses(ledger, programs),
+            tiers,
+            tags,
+            NewsletterSignups(ledger, programs, clock=clock),
         )
         _add_event_loops(settings, components, handlers, database, mongo_store)
     codes = DiscountCodes(
