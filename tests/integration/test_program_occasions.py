@@ -19,9 +19,16 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from loyalnest.devstack.postgres import free_port
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
+from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.postgres import Database
+from loyalnest.platform.program_settings import default_program
 from loyalnest.platform.server import RunningService
+from loyalnest.services.points.service import DATABASE as POINTS_DATABASE
 from loyalnest.services.points.service import credit_occasions
+from loyalnest.services.points.store.postgres import PostgresLedgerStore
 from loyalnest.services.users.service import SERVICE_NAME as USERS_SERVICE
 from loyalnest.services.users.service import SPEC as USERS
 from tests.auth import merchant_headers
@@ -79,6 +86,26 @@ async def set_birthday(
         },
     )
     assert response.status == 200, response.body
+
+
+async def save_program(database_url: str, merchant_id: str) -> None:
+    """Points' copy of a program with the rules, for a merchant Core never told it about."""
+    program = default_program()
+    program.version = 1
+    for rule in RULES:
+        program.earning_rules.add(
+            rule_id=rule["rule_id"],
+            enabled=True,
+            type=core_pb2.EarningRuleType.Value(rule["type"]),
+            points=int(rule["points"]),
+        )
+    database = Database(ServiceSettings(database_url=database_url), POINTS_DATABASE)
+    await database.open()
+    try:
+        store = PostgresLedgerStore(database)
+        assert await store.save_program_settings(merchant_id, 1, program.SerializeToString())
+    finally:
+        await database.close()
 
 
 async def earn(stack: Stack, customer: str, points: int) -> None:
@@ -169,8 +196,18 @@ async def test_birthdays_and_anniversaries_once_a_year(
             call_targets={"auth": auth.address, "users": users_service.address},
             service_credential=POINTS_CREDENTIAL,
         )
+        # Users down: the anniversaries are credited, the merchant is reported failed (the
+        # job exits 1) and the next run finishes it without crediting anything twice.
+        down = settings.model_copy(
+            update={"call_targets": {"auth": auth.address, "users": f"127.0.0.1:{free_port()}"}}
+        )
+        failed = await credit_occasions(down, day)
+        assert failed.failed_merchants == [stack.merchant_id]
+        assert (failed.awarded, failed.points) == (2, 50)
+        # A program copy of a merchant Auth does not know: skipped, not failed.
+        await save_program(database_url, "merchant-unknown-to-auth")
         first = await credit_occasions(settings, day)
-        assert (first.merchants, first.awarded, first.points, first.replayed) == (1, 3, 100, 0)
+        assert (first.merchants, first.awarded, first.points, first.replayed) == (1, 1, 50, 2)
         assert not first.failed_merchants
         # Run again (a retry, a rerun the same day): nothing twice.
         again = await credit_occasions(settings, day)
