@@ -36,6 +36,10 @@ async def test_anniversaries_once_a_year(store: LedgerStore) -> None:
     program.earning_rules.add(
         rule_id="anniv", enabled=True, type=core_pb2.EARNING_RULE_TYPE_ANNIVERSARY, points=25
     )
+    # Without Users to ask (no service credential), birthdays are skipped, not an error.
+    program.earning_rules.add(
+        rule_id="bday", enabled=True, type=core_pb2.EARNING_RULE_TYPE_BIRTHDAY, points=50
+    )
     assert await store.save_program_settings(merchant, 1, program.SerializeToString())
     await store.erase_customer(merchant, CustomerRef("c-3"))  # its ledger stays, anonymous
 

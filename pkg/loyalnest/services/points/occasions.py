@@ -194,9 +194,10 @@ class Occasions:
                 for rule in anniversaries:
                     await self._award(merchant_id, customer_id, rule, day, report)
         birthdays = [r for r in rules if r.type == core_pb2.EARNING_RULE_TYPE_BIRTHDAY]
-        if birthdays:
-            if self._birthdays is None:
-                raise RuntimeError("BIRTHDAY rules need Users (LOYALNEST_SERVICE_CREDENTIAL)")
+        if birthdays and self._birthdays is None:
+            # No service credential: nobody to ask (credit_occasions warned once).
+            log.info("birthday rules skipped: no Users to ask", merchant_id=merchant_id)
+        elif birthdays and self._birthdays is not None:
             async for customer_id in self._birthdays.celebrating(merchant_id, day):
                 if customer_id.startswith(ERASED_PREFIX):
                     continue
