@@ -5,7 +5,8 @@ from Users: tests/integration/test_program_occasions.py.)"""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.platform.idempotency import IdempotencyKey
@@ -66,3 +67,36 @@ async def test_anniversaries_once_a_year(store: LedgerStore) -> None:
                  if c.startswith(ERASED_PREFIX)]  # fmt: skip
     assert len(anonymous) == 1
     assert (await store.get_balance(merchant, anonymous[0])).balance == 10
+
+
+async def test_the_merchants_day_is_its_time_zones(store: LedgerStore) -> None:
+    """At 02:00 in Kiritimati (UTC+14) it is still the day before in UTC: a merchant there
+    gets the anniversary credited on its own day, counted in its zone."""
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    posting = Posting(merchant, "c-1", TransactionType.EARN, 10, "welcome")
+    await ledger.post(posting, IdempotencyKey.internal("welcome:c-1"))
+    ((_, opened),) = await store.ledger_openings(merchant, "", 10)
+    zone = ZoneInfo("Pacific/Kiritimati")
+    joined = opened.astimezone(zone).date()
+    target = (
+        joined.replace(year=joined.year + 1)
+        if (joined.month, joined.day) != (2, 29)
+        else (joined.replace(year=joined.year + 1, day=28))
+    )
+    moment = datetime.combine(target, time(2), zone)
+    assert moment.astimezone(UTC).date() < target
+
+    program = default_program()
+    program.version = 1
+    program.earning_rules.add(
+        rule_id="anniv", enabled=True, type=core_pb2.EARNING_RULE_TYPE_ANNIVERSARY, points=25
+    )
+    assert await store.save_program_settings(merchant, 1, program.SerializeToString())
+    occasions = Occasions(ledger, None, clock=lambda: moment)
+    await occasions.run()  # UTC's day: not the anniversary yet
+    assert (await store.get_balance(merchant, "c-1")).balance == 10
+    program.version, program.timezone = 2, "Pacific/Kiritimati"
+    assert await store.save_program_settings(merchant, 2, program.SerializeToString())
+    await occasions.run()
+    assert (await store.get_balance(merchant, "c-1")).balance == 35

@@ -164,14 +164,24 @@ async def test_birthdays_and_anniversaries_once_a_year(
     bad = await patch_settings(
         stack,
         {"earning_rules": [RULES[0] | {"limit": {"max_awards": 2, "period": "LIMIT_PERIOD_YEAR"}},
-                           RULES[1] | {"points": "0"}]},
-        "earning_rules",
+                           RULES[1] | {"points": "0"}],
+         "timezone": "Mars/Olympus_Mons"},
+        "earning_rules,timezone",
         "occasions-bad",
     )  # fmt: skip
     assert bad.status == 400, bad.body
     violations = {v["field"] for d in bad.json()["details"] for v in d.get("field_violations", [])}
-    assert violations == {"settings.earning_rules[0].limit", "settings.earning_rules[1].points"}
-    good = await patch_settings(stack, {"earning_rules": RULES}, "earning_rules", "occasions-1")
+    assert violations == {
+        "settings.earning_rules[0].limit",
+        "settings.earning_rules[1].points",
+        "settings.timezone",
+    }
+    # The merchant's days in UTC, said explicitly (the default too).
+    good = await patch_settings(
+        stack, {"earning_rules": RULES, "timezone": "Etc/UTC"}, "earning_rules,timezone",
+        "occasions-1",
+    )  # fmt: skip
+    assert good.json()["settings"]["timezone"] == "Etc/UTC", good.body
     assert good.status == 200, good.body
     await settings_reached_points(stack, int(good.json()["settings"]["version"]))
 

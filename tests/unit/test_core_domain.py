@@ -66,6 +66,11 @@ def _fields(settings: core_events.ProgramSettings, *paths: str) -> set[str]:
             {"settings.pending_period"},
         ),
         (core_events.ProgramSettings(version=3), ["version", "plan"], {"update_mask"}),
+        (
+            core_events.ProgramSettings(timezone="Mars/Olympus_Mons"),
+            ["timezone"],
+            {"settings.timezone"},
+        ),
         (core_events.ProgramSettings(), [], {"update_mask"}),
         (
             core_events.ProgramSettings(

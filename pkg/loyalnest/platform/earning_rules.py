@@ -3,15 +3,17 @@ of what a rule set may be, and the form it is stored in.
 
 Shared, not Core's: Core validates the rules a merchant saves with it, and Points validates a
 draft rule set it is asked to simulate with the very same check; a service never imports
-another service's modules, so the check lives here, beside `program_settings.py`.
+another service's modules, so the check lives here, beside `program_settings.py`. Also the
+program's time zone (`timezone`), which Core checks and Points counts the merchant's days in.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loyalnest.gen.events.v1 import core_pb2 as core_events
 from loyalnest.platform.errors import FieldViolation
@@ -227,3 +229,22 @@ def canonical_rule(rule: core_events.EarningRule) -> core_events.EarningRule:
     del stored.channels[:]
     stored.channels.extend(sorted(set(rule.channels)))
     return stored
+
+
+# --- the program's days ----------------------------------------------------------------------
+
+
+def is_timezone(name: str) -> bool:
+    """Whether `name` is an IANA time zone ("Europe/Paris"; not a path, not an offset)."""
+    if not name or len(name) > 64 or name.startswith(("/", ".")) or ".." in name:
+        return False
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def program_timezone(program: core_events.ProgramSettings) -> tzinfo:
+    """The zone the merchant's days are counted in (birthdays, anniversaries): UTC unless set."""
+    return ZoneInfo(program.timezone) if is_timezone(program.timezone) else ZoneInfo("UTC")

@@ -15,6 +15,8 @@ from loyalnest.platform.earning_rules import (
     canonical_rule,
     check_earning_rules,
     decimal_text,
+    is_timezone,
+    program_timezone,
 )
 
 R = core_pb2.EarningRule
@@ -176,3 +178,22 @@ def test_decimals_print_canonically() -> None:
     assert decimal_text(canonical_decimal("10")) == "10"  # type: ignore[arg-type]
     assert decimal_text(canonical_decimal(" 1.500 ")) == "1.5"  # type: ignore[arg-type]
     assert canonical_decimal("Infinity") is None
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [
+        ("Europe/Paris", True),
+        ("America/New_York", True),
+        ("UTC", True),
+        ("Mars/Olympus_Mons", False),
+        ("+02:00", False),
+        ("/etc/passwd", False),
+        ("../../etc/passwd", False),
+        ("", False),
+    ],
+)
+def test_a_programs_time_zone(name: str, valid: bool) -> None:
+    assert is_timezone(name) is valid
+    zone = program_timezone(core_pb2.ProgramSettings(timezone=name))
+    assert str(zone) == (name if valid else "UTC")

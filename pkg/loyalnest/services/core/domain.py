@@ -28,6 +28,7 @@ from loyalnest.platform.earning_rules import (
     check_decimal,
     check_earning_rules,
     decimal_text,
+    is_timezone,
 )
 from loyalnest.platform.errors import (
     AlreadyExists,
@@ -68,6 +69,7 @@ UPDATABLE_FIELDS = frozenset(
         "vip_tiers",
         "vip_metric",
         "vip_term",
+        "timezone",
     }
 )
 EXPIRY_MODES = frozenset(
@@ -530,6 +532,12 @@ def validate_program_update(
     ):
         violations.append(
             FieldViolation("settings.vip_metric", "must be a VIP_METRIC_* other than UNSPECIFIED")
+        )
+    if "timezone" in paths and settings.timezone and not is_timezone(settings.timezone):
+        violations.append(
+            FieldViolation(
+                "settings.timezone", "must be an IANA time zone (e.g. Europe/Paris), or empty: UTC"
+            )
         )
     if "vip_term" in paths and settings.vip_term not in (
         core_events.VIP_TERM_LIFETIME,

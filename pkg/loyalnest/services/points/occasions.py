@@ -6,12 +6,14 @@
     ANNIVERSARY   the customers whose ledger was opened (they joined the program) on this day
                   of an earlier year (Points' own ledgers).
 
-The day is the UTC date of the run (`loyalnest points occasions`, the chart's CronJob), or one
-given (`--date`, to catch up a day missed). 29 February celebrates on 28 February in a year
-without one. Each award is a ledger credit keyed per (rule, customer, year): a second run the
-same day (a retry, a concurrent run, a rerun after a crash half-way) replays the first credit
-instead of crediting again, so the job can always be run again. The credit names its rule
-(`rule_id`, shown in the customer's history and on points.earned).
+The day is the merchant's: today in the program's `timezone` (UTC when unset) at the time of
+the run (`loyalnest points occasions`, the chart's hourly CronJob, so each merchant's day is
+credited within an hour of its start), or one given for every merchant (`--date`, to catch up
+a day missed). A ledger's opening is dated in the same zone. 29 February celebrates on
+28 February in a year without one. Each award is a ledger credit keyed per (rule, customer,
+year): a second run the same day (a retry, a concurrent run, a rerun after a crash half-way)
+replays the first credit instead of crediting again, so the job can always be run again. The
+credit names its rule (`rule_id`, shown in the customer's history and on points.earned).
 
 Merchants: every program copy with an enabled occasion rule active on the day, while the
 program is enabled and Auth knows the merchant as installed (MerchantGate, when a service
@@ -25,7 +27,7 @@ from __future__ import annotations
 import calendar
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Protocol
 
 import grpc
@@ -34,6 +36,7 @@ from prometheus_client import Counter
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform.auth.context import acting_for
+from loyalnest.platform.earning_rules import program_timezone
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.observability import get_logger
@@ -94,9 +97,10 @@ class UsersBirthdays:
                 return
 
 
-def anniversary_on(joined: datetime, day: date) -> bool:
-    """Whether `day` is an anniversary (the first or a later one) of `joined` (UTC)."""
-    joined = joined.astimezone(UTC)
+def anniversary_on(joined: datetime, day: date, zone: tzinfo = UTC) -> bool:
+    """Whether `day` is an anniversary (the first or a later one) of `joined`, both as the
+    merchant's `zone` counts days."""
+    joined = joined.astimezone(zone)
     if joined.year >= day.year:
         return False
     if (joined.month, joined.day) == (day.month, day.day):
@@ -109,10 +113,11 @@ def anniversary_on(joined: datetime, day: date) -> bool:
 
 
 def occasion_rules(program: core_pb2.ProgramSettings, day: date) -> list[Rule]:
-    """The enabled BIRTHDAY and ANNIVERSARY rules whose [start, end) meets `day` (UTC)."""
+    """The enabled BIRTHDAY and ANNIVERSARY rules whose [start, end) meets `day` (the
+    merchant's, in the program's time zone)."""
     if not program.program_enabled:
         return []
-    start = datetime.combine(day, time(), UTC)
+    start = datetime.combine(day, time(), program_timezone(program))
     end = start + timedelta(days=1)
     return [
         rule
@@ -150,11 +155,15 @@ class Occasions:
         self._clock = clock
 
     async def run(self, day: date | None = None) -> OccasionReport:
-        """One pass over every merchant for `day` (default: today, UTC); idempotent."""
-        day = day or self._clock().astimezone(UTC).date()
-        report = OccasionReport(day)
+        """One pass over every merchant for `day` (default: each merchant's today, in its
+        program's time zone); idempotent."""
+        now = self._clock()
+        report = OccasionReport(day or now.astimezone(UTC).date())
         for merchant_id, raw in sorted(await self._store.program_copies()):
-            rules = occasion_rules(core_pb2.ProgramSettings.FromString(raw), day)
+            program = core_pb2.ProgramSettings.FromString(raw)
+            zone = program_timezone(program)
+            merchant_day = day or now.astimezone(zone).date()
+            rules = occasion_rules(program, merchant_day)
             if not rules:
                 continue
             if self._merchants is not None and not await self._merchants.allows(
@@ -163,7 +172,7 @@ class Occasions:
                 continue
             report.merchants += 1
             try:
-                await self._merchant(merchant_id, rules, day, report)
+                await self._merchant(merchant_id, rules, merchant_day, zone, report)
             except grpc.aio.AioRpcError as error:
                 # Users or Auth could not answer for this merchant: the others go on, a
                 # rerun finishes it (what was credited is not credited again).
@@ -176,7 +185,7 @@ class Occasions:
                 report.failed_merchants.append(merchant_id)
         log.info(
             "occasions credited",
-            day=day.isoformat(),
+            day=report.day.isoformat(),
             merchants=report.merchants,
             awarded=report.awarded,
             points=report.points,
@@ -186,11 +195,16 @@ class Occasions:
         return report
 
     async def _merchant(
-        self, merchant_id: str, rules: list[Rule], day: date, report: OccasionReport
+        self,
+        merchant_id: str,
+        rules: list[Rule],
+        day: date,
+        zone: tzinfo,
+        report: OccasionReport,
     ) -> None:
         anniversaries = [r for r in rules if r.type == core_pb2.EARNING_RULE_TYPE_ANNIVERSARY]
         if anniversaries:
-            async for customer_id in self._anniversaries(merchant_id, day):
+            async for customer_id in self._anniversaries(merchant_id, day, zone):
                 for rule in anniversaries:
                     await self._award(merchant_id, customer_id, rule, day, report)
         birthdays = [r for r in rules if r.type == core_pb2.EARNING_RULE_TYPE_BIRTHDAY]
@@ -204,13 +218,13 @@ class Occasions:
                 for rule in birthdays:
                     await self._award(merchant_id, customer_id, rule, day, report)
 
-    async def _anniversaries(self, merchant_id: str, day: date) -> AsyncIterator[str]:
+    async def _anniversaries(self, merchant_id: str, day: date, zone: tzinfo) -> AsyncIterator[str]:
         after = ""
         while True:
             page = await self._store.ledger_openings(merchant_id, after, LEDGER_PAGE)
             for customer_id, joined in page:
                 # An erased customer's ledger stays (anonymous, its amounts): nobody to fête.
-                if not customer_id.startswith(ERASED_PREFIX) and anniversary_on(joined, day):
+                if not customer_id.startswith(ERASED_PREFIX) and anniversary_on(joined, day, zone):
                     yield customer_id
             if len(page) < LEDGER_PAGE:
                 return
