@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 from loyalnest.consul.sync import configure_parser as _configure_consul_sync
@@ -60,6 +61,26 @@ def _points_expire(args: argparse.Namespace) -> int:
         f" {report.skipped} left for the next run"
     )
     return 0
+
+
+def _points_occasions(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from loyalnest.platform.observability import configure_logging
+    from loyalnest.services.points.service import PointsSettings, credit_occasions
+
+    settings = PointsSettings()
+    configure_logging(settings, "points-occasions")
+    report = asyncio.run(credit_occasions(settings, args.date))
+    print(
+        f"occasions {report.day.isoformat()}: {report.awarded} credit(s),"
+        f" {report.points} point(s) over {report.merchants} merchant(s),"
+        f" {report.replayed} credited before"
+        + (f", failed for {', '.join(report.failed_merchants)}" if report.failed_merchants else "")
+    )
+    # Non-zero so the CronJob's run counts as failed and is retried: a rerun credits nothing
+    # twice.
+    return 1 if report.failed_merchants else 0
 
 
 def _rfm_rescore(args: argparse.Namespace) -> int:
@@ -246,6 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
         " points.expiring notices (idempotent; the chart runs it as a CronJob)",
     )
     expire.set_defaults(func=_points_expire)
+    occasions = points_jobs.add_parser(
+        "occasions",
+        help="credit the BIRTHDAY and ANNIVERSARY earning rules of the day (UTC) once per"
+        " customer and year (idempotent; the chart runs it daily as a CronJob)",
+    )
+    occasions.add_argument(
+        "--date",
+        type=date.fromisoformat,
+        help="the day to credit, YYYY-MM-DD (default: today, UTC), e.g. one a failed run missed",
+    )
+    occasions.set_defaults(func=_points_occasions)
     rfm = commands.add_parser("rfm", help="RFM analytics jobs")
     rfm_jobs = rfm.add_subparsers(dest="rfm_command", required=True)
     rfm_rescore = rfm_jobs.add_parser(

@@ -3,6 +3,7 @@ providers (PostHog for Event Tracking; notify's Klaviyo/Postscript/SES the same 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -137,3 +138,42 @@ def test_a_new_provider_is_one_entry_and_a_component_list() -> None:
 def test_provider_egress_mistakes_are_refused(overrides: dict[str, Any], expected: str) -> None:
     with pytest.raises(helm.HelmError, match=expected):
         helm.template(Render(overrides=overrides))
+
+
+def test_the_occasions_job_reaches_users_and_auth_only(rendered: dict[str, Objects]) -> None:
+    """`loyalnest points occasions` calls Users (birthdays) with Points' service token from
+    Auth: Points' call targets and credential, egress to exactly those pods, and their
+    policies admit it (the other jobs call no service: see above)."""
+    objects = rendered["default"]
+    cronjob = find(objects, "CronJob", "points-occasions")
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    pod = _pod(cronjob)
+    (main,) = pod["spec"]["containers"]
+    assert main["command"] == ["loyalnest", "points", "occasions"]
+    env = {e["name"]: e for e in main["env"]}
+    assert set(json.loads(env["LOYALNEST_CALL_TARGETS"]["value"])) == {"auth", "users"}
+    credential = env["LOYALNEST_SERVICE_CREDENTIAL"]["valueFrom"]["secretKeyRef"]
+    assert credential["key"] == "points-service-credential"
+    labels = pod["metadata"]["labels"]
+    policy = find(objects, "NetworkPolicy", "points-occasions")
+    assert _selects(policy, labels)
+    grpc_peers = [
+        peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+        for rule in policy["spec"]["egress"]
+        if {"protocol": "TCP", "port": 50051} in rule.get("ports", [])
+        for peer in rule["to"]
+    ]
+    assert sorted(grpc_peers) == ["auth", "users"]
+    for callee in ("auth", "users"):
+        ingress = find(objects, "NetworkPolicy", callee)["spec"]["ingress"]
+        admitted = [
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+            for rule in ingress
+            for peer in rule.get("from", [])
+            if "podSelector" in peer
+        ]
+        assert "points-occasions" in admitted, callee
+    # Not a caller of anyone else: no other service admits it.
+    for other in ("core", "roles", "referrals"):
+        ingress = find(objects, "NetworkPolicy", other)["spec"]["ingress"]
+        assert "points-occasions" not in json.dumps(ingress), other

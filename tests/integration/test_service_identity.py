@@ -234,7 +234,13 @@ async def test_a_service_token_acts_for_one_merchant_only(
     claims = jwt.decode(await points_tokens.token(merchant_a), options={"verify_signature": False})
     assert claims["typ"] == SERVICE and claims["sub"] == "service:points"
     assert claims["merchant_id"] == merchant_a
-    assert claims["perms"] == ["auth:shop-token", "auth:validate", "core:read", "users:read"]
+    assert claims["perms"] == [
+        "auth:shop-token",
+        "auth:validate",
+        "core:read",
+        "users:birthdays",
+        "users:read",
+    ]
     assert claims["aud"] == ["loyalnest/auth", "loyalnest/core", "loyalnest/users"]
     assert claims["exp"] - claims["iat"] == 300
 

@@ -356,6 +356,8 @@ POINTS = Table(
 _B_EMAIL = "victim@merchant-b.example"
 # A second user: the create case replays its request, so A's copy never answers for the first.
 _B_EMAIL_2 = "victim.two@merchant-b.example"
+# Shopify's id of B's customer: A may know it (ids are not secret), never their birthday.
+_B_BIRTHDAY_CUSTOMER = "7390012239999"
 
 
 async def _users_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
@@ -377,11 +379,19 @@ async def _users_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
     # Cached under user:{id} now: the cache must not serve it across tenants either.
     await stub.GetUser(users_pb2.GetUserRequest(user_id=first.user_id), metadata=md)
     page = await stub.ListUsers(users_pb2.ListUsersRequest(page_size=1), metadata=md)
+    birthday = users_pb2.SetCustomerBirthdayRequest(
+        customer_id=_B_BIRTHDAY_CUSTOMER,
+        birthday=users_pb2.Birthday(month=12, day=6, year=1990),
+        consent=True,
+        idempotency_key="key-b-birthday",
+    )
+    await stub.SetCustomerBirthday(birthday, metadata=md)
     return {
         "secrets": [first.user_id, second.user_id],
         "user": first,
         "create": create,
         "page_token": page.next_page_token,
+        "birthday": birthday,
     }
 
 
@@ -391,6 +401,9 @@ async def _users_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any])
         await stub.GetUser(users_pb2.GetUserRequest(user_id=b["user"].user_id), metadata=md),
         await stub.LookupUser(users_pb2.LookupUserRequest(email=_B_EMAIL), metadata=md),
         await stub.ListUsers(users_pb2.ListUsersRequest(), metadata=md),
+        await stub.GetCustomerBirthday(
+            users_pb2.GetCustomerBirthdayRequest(customer_id=_B_BIRTHDAY_CUSTOMER), metadata=md
+        ),
     ]
 
 
@@ -442,6 +455,40 @@ USERS = Table(
         # B's request, key and email included: A gets a user of its own, not B's, and is not
         # told that B has this email (ALREADY_EXISTS would say so).
         "CreateUser": [Case(_users("CreateUser", lambda b: b["create"]), may_succeed=True)],
+        "GetCustomerBirthday": [
+            Case(
+                _users(
+                    "GetCustomerBirthday",
+                    lambda b: users_pb2.GetCustomerBirthdayRequest(
+                        customer_id=_B_BIRTHDAY_CUSTOMER
+                    ),
+                )
+            )
+        ],
+        # B's request, key included: A keeps a birthday of its own; B's is unchanged
+        # (the snapshot), and withdrawing in A's name deletes nothing of B's.
+        "SetCustomerBirthday": [
+            Case(_users("SetCustomerBirthday", lambda b: b["birthday"]), may_succeed=True),
+            Case(
+                _users(
+                    "SetCustomerBirthday",
+                    lambda b: users_pb2.SetCustomerBirthdayRequest(
+                        customer_id=_B_BIRTHDAY_CUSTOMER, consent=False, idempotency_key=_key()
+                    ),
+                ),
+                may_succeed=True,
+            ),
+        ],
+        # Internal: a merchant's token is refused whatever it holds (the service-token side,
+        # one merchant's listing never showing another's: test_users_birthdays.py).
+        "ListBirthdays": [
+            Case(
+                _users(
+                    "ListBirthdays",
+                    lambda b: users_pb2.ListBirthdaysRequest(year=2026, month=12, day=6),
+                )
+            )
+        ],
     },
 )
 

@@ -66,6 +66,11 @@ def _fields(settings: core_events.ProgramSettings, *paths: str) -> set[str]:
             {"settings.pending_period"},
         ),
         (core_events.ProgramSettings(version=3), ["version", "plan"], {"update_mask"}),
+        (
+            core_events.ProgramSettings(timezone="Mars/Olympus_Mons"),
+            ["timezone"],
+            {"settings.timezone"},
+        ),
         (core_events.ProgramSettings(), [], {"update_mask"}),
         (
             core_events.ProgramSettings(
@@ -132,12 +137,6 @@ def test_a_change_is_a_difference_or_the_first_save():
     same.version = 5
     assert not domain.is_change(saved, same)
     assert domain.is_change(saved, domain.with_plan(saved, core_events.PlanLimits(plan="plus")))
-
-
-def test_decimals_print_canonically():
-    assert domain.decimal_text(domain.canonical_decimal("10")) == "10"  # type: ignore[arg-type]
-    assert domain.decimal_text(domain.canonical_decimal(" 1.500 ")) == "1.5"  # type: ignore[arg-type]
-    assert domain.canonical_decimal("Infinity") is None
 
 
 @pytest.mark.parametrize(

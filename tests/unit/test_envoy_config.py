@@ -503,6 +503,8 @@ def test_internal_rpcs_are_denied_for_every_peer_and_admin_rpcs_outside_the_allo
         "/loyalnest.platform.v1.PersonalDataService/EraseCustomer",
         "/loyalnest.platform.v1.PersonalDataService/EraseMerchant",
         "/loyalnest.platform.v1.PersonalDataService/ExportCustomer",
+        # Whose birthday is on a day: Points' occasions job only.
+        "/loyalnest.users.v1.UsersService/ListBirthdays",
     ]
     assert internal_paths(services) == internal
     rbac = rbac_filter(EdgePolicy(admin_allowed_cidrs=("10.0.0.0/8",)), services)

@@ -57,6 +57,7 @@ SUB_MODULES = {
         "tiers",
         "liability",
         "simulation",
+        "occasions",
     },
     "rfm": {"nightly"},
     "roles": set(),
@@ -127,3 +128,25 @@ def test_no_import_cycle_inside_the_service(name: str) -> None:
     for module in sorted(graph):
         cycle = cycle_from(module, [module])
         assert cycle is None, " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_no_service_imports_another_service(name: str) -> None:
+    """What two services share lives in the platform (e.g. platform/earning_rules.py, which
+    Core and Points both check rules with), never in one of them."""
+    own = f"loyalnest.services.{name}"
+    foreign = set()
+    for path in (SERVICES / name).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            for target in targets:
+                if target.startswith("loyalnest.services.") and not (
+                    target == own or target.startswith(f"{own}.")
+                ):
+                    foreign.add(f"{path.relative_to(SERVICES)}: {target}")
+    assert not foreign, sorted(foreign)

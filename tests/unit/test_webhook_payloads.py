@@ -79,6 +79,17 @@ def test_shopify_bodies_fit_their_topics(topic: str, body: dict[str, Any]) -> No
         ("shop/redact", fixture("customers-redact.json"), "customer"),
         ("app/uninstalled", fixture("shop-redact.json"), "myshopify_domain"),
         ("orders/teleported", ORDER, "no body rule"),
+        (
+            "customers/update",
+            fixture("customers-create.json") | {"email_marketing_consent": "subscribed"},
+            "email_marketing_consent is not an object",
+        ),
+        (
+            "customers/update",
+            fixture("customers-create.json")
+            | {"email_marketing_consent": {"state": "subscribed", "consent_updated_at": 5}},
+            "consent_updated_at is not a time",
+        ),
     ],
 )
 def test_bodies_that_do_not_fit_their_topic_are_refused(
@@ -186,3 +197,23 @@ def test_product_bodies_pass_through_and_others_are_refused(topic: str) -> None:
     # A new product's snapshot may come under both; an order's bytes never as a product.
     assert compatible_topics("products/create") == {"products/create", "products/update"}
     assert "orders/create" not in compatible_topics(topic)
+
+
+def test_customer_content_keeps_the_email_marketing_state() -> None:
+    """What the NEWSLETTER_SIGNUP rule needs: the state and when it was given, in clear (a
+    preference, not contact data); the email itself stays sealed."""
+    body = fixture("customers-create.json")
+    found = content("customers/create", body, SHOP)
+    assert isinstance(found.message, gateway_events.ShopifyCustomer)
+    assert found.message.email_marketing_state == "subscribed"
+    assert not found.message.HasField("email_marketing_consent_updated_time")
+    given = {"state": "SUBSCRIBED", "consent_updated_at": "2026-12-01T10:00:00-05:00"}
+    update = content("customers/update", body | {"email_marketing_consent": given}, SHOP)
+    assert isinstance(update.message, gateway_events.ShopifyCustomer)
+    assert update.message.email_marketing_state == "subscribed"
+    assert update.message.email_marketing_consent_updated_time.ToJsonString() == (
+        "2026-12-01T15:00:00Z"
+    )
+    bare = content("customers/update", {"id": 5}, SHOP)
+    assert isinstance(bare.message, gateway_events.ShopifyCustomer)
+    assert bare.message.email_marketing_state == ""

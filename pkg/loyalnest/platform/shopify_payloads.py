@@ -289,13 +289,24 @@ def _refund_content(payload: Mapping[str, Any], shop_domain: str) -> Content:
     return Content("refund", read_refund(payload), "")
 
 
-def _customer_content(payload: Mapping[str, Any], shop_domain: str) -> Content:
+def read_customer(payload: Mapping[str, Any]) -> gateway_events.ShopifyCustomer:
+    """A customer body (customers/create, customers/update) without its personal data;
+    UnfitBody when it is not a customer."""
     _refuse_keys(payload, "a customer", "line_items", "order_id", "myshopify_domain")
     customer = gateway_events.ShopifyCustomer(
         customer_id=_required_id(payload, "id", "the customer")
     )
     _set_time(customer, "created_time", payload, "created_at")
     _set_time(customer, "updated_time", payload, "updated_at")
+    consent = _object(payload, "email_marketing_consent")
+    if consent is not None:
+        customer.email_marketing_state = _text(consent.get("state")).lower()
+        _set_time(customer, "email_marketing_consent_updated_time", consent, "consent_updated_at")
+    return customer
+
+
+def _customer_content(payload: Mapping[str, Any], shop_domain: str) -> Content:
+    customer = read_customer(payload)
     return Content("customer", customer, customer.customer_id, _customer_data(payload))
 
 

@@ -33,8 +33,11 @@ from loyalnest.platform.personal_data import caller_grants as personal_data_gran
 # permissions as in the RPCs' `(loyalnest.options.v1.access)`. A service missing here cannot
 # get a service token. Keep it to what the service's calls need (its ServiceSpec's `calls`).
 SERVICE_GRANTS: dict[str, frozenset[str]] = {
-    # auth:shop-token: the shop's Admin API token, for reward discount codes.
-    "points": frozenset({"auth:validate", "auth:shop-token", "users:read", "core:read"}),
+    # auth:shop-token: the shop's Admin API token, for reward discount codes; users:birthdays:
+    # whose birthday is today (ListBirthdays), for the occasions job's BIRTHDAY rules.
+    "points": frozenset(
+        {"auth:validate", "auth:shop-token", "users:read", "users:birthdays", "core:read"}
+    ),
     # auth:shop-token: the shop's Admin API token, for Shopify Billing (paid plans).
     "core": frozenset(
         {

@@ -13,11 +13,23 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from loyalnest.gen.events.v1 import core_pb2 as core_events
 from loyalnest.gen.events.v1 import rfm_pb2
+from loyalnest.platform.earning_rules import (
+    MAX_MULTIPLIER,
+    MAX_POINTS_PER_CURRENCY_UNIT,
+    RULE_ID_RE,
+    RULE_ID_RULE,
+    canonical_decimal,
+    canonical_rule,
+    check_decimal,
+    check_earning_rules,
+    decimal_text,
+    is_timezone,
+)
 from loyalnest.platform.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -57,6 +69,7 @@ UPDATABLE_FIELDS = frozenset(
         "vip_tiers",
         "vip_metric",
         "vip_term",
+        "timezone",
     }
 )
 EXPIRY_MODES = frozenset(
@@ -72,9 +85,6 @@ ROUNDINGS = frozenset(
         core_events.POINTS_ROUNDING_UP,
     }
 )
-MAX_POINTS_PER_CURRENCY_UNIT = Decimal(10_000)
-MAX_MULTIPLIER = Decimal(100)
-MAX_DECIMAL_PLACES = 4
 MAX_SIGNUP_BONUS = 1_000_000
 MAX_EXPIRY_DAYS = 3650
 MAX_PENDING_PERIOD = timedelta(days=365)
@@ -83,6 +93,7 @@ MAX_PRODUCTS_PER_COLLECTION = 1000
 # Shopify ids, numeric ("123") or global ("gid://shopify/Collection/123").
 SHOPIFY_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,254}$")
 SHOPIFY_ID_RULE = "must be 1-255 characters of letters, digits and _ . : / @ -"
+# Customers' and tiers' names (an earning rule's: platform/earning_rules.py).
 MAX_NAME_LENGTH = 100
 # The referral program (ProgramSettings.referral, kept by Referrals).
 MAX_REFERRAL_POINTS = 1_000_000
@@ -310,183 +321,8 @@ class SubscriptionRefused(FailedPrecondition):
 
 
 # --- the program -------------------------------------------------------------------------
-
-
-def canonical_decimal(text: str) -> Decimal | None:
-    """A finite decimal from its text, or None; "1.50" and "1.5" are the same number."""
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        return None
-    return value if value.is_finite() else None
-
-
-def decimal_text(value: Decimal) -> str:
-    # Fixed-point, no exponent ("10", not "1E+1"), no trailing zeros.
-    return format(value.normalize(), "f")
-
-
-def _decimal_places(value: Decimal) -> int:
-    exponent = value.normalize().as_tuple().exponent
-    return max(0, -exponent) if isinstance(exponent, int) else 0
-
-
-def _check_decimal(
-    violations: list[FieldViolation], field: str, text: str, *, positive: bool, maximum: Decimal
-) -> None:
-    value = canonical_decimal(text)
-    sign = "greater than 0" if positive else "at least 0"
-    rule = (
-        f"must be a decimal number {sign} and at most {maximum},"
-        f" with at most {MAX_DECIMAL_PLACES} decimal places"
-    )
-    if (
-        value is None
-        or (value <= 0 if positive else value < 0)
-        or value > maximum
-        or _decimal_places(value) > MAX_DECIMAL_PLACES
-    ):
-        violations.append(FieldViolation(field, rule))
-
-
-MAX_EARNING_RULES = 50
-MAX_RULE_POINTS = 1_000_000
-MAX_MIN_SPEND = Decimal(10**9)
-MAX_GOAL_PERIOD = timedelta(days=366)
-RULE_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
-RULE_ID_RULE = "must be 1-64 characters of a-z, 0-9, - and _"
-_ORDER_RULES = frozenset(
-    {
-        core_events.EARNING_RULE_TYPE_PLACE_ORDER,
-        core_events.EARNING_RULE_TYPE_ORDER_MULTIPLIER,
-        core_events.EARNING_RULE_TYPE_PUNCH_CARD,
-        core_events.EARNING_RULE_TYPE_GOAL_SPEND,
-    }
-)
-_CHANNELS = frozenset({core_events.SALES_CHANNEL_ONLINE, core_events.SALES_CHANNEL_POS})
-_PERIODS = frozenset(
-    {
-        core_events.LIMIT_PERIOD_EVER,
-        core_events.LIMIT_PERIOD_DAY,
-        core_events.LIMIT_PERIOD_MONTH,
-        core_events.LIMIT_PERIOD_YEAR,
-    }
-)
-
-
-def _check_rule(violations: list[FieldViolation], at: str, rule: core_events.EarningRule) -> None:
-    """One earning rule: each type's fields present and in range, none of another type's."""
-    kind = rule.type
-    if kind not in core_events.EarningRuleType.values() or kind == 0:
-        violations.append(FieldViolation(f"{at}.type", "must be an EARNING_RULE_TYPE_*"))
-        return
-    if len(rule.name) > MAX_NAME_LENGTH:
-        violations.append(FieldViolation(f"{at}.name", f"at most {MAX_NAME_LENGTH} characters"))
-    rate_based = kind == core_events.EARNING_RULE_TYPE_PLACE_ORDER and bool(
-        rule.points_per_currency_unit
-    )
-    if rate_based:
-        _check_decimal(
-            violations,
-            f"{at}.points_per_currency_unit",
-            rule.points_per_currency_unit,
-            positive=True,
-            maximum=MAX_POINTS_PER_CURRENCY_UNIT,
-        )
-        if rule.points:
-            violations.append(
-                FieldViolation(f"{at}.points", "a rate-based rule awards no fixed points")
-            )
-    elif rule.points_per_currency_unit:
-        violations.append(
-            FieldViolation(
-                f"{at}.points_per_currency_unit", "only for EARNING_RULE_TYPE_PLACE_ORDER"
-            )
-        )
-    if kind == core_events.EARNING_RULE_TYPE_ORDER_MULTIPLIER:
-        value = canonical_decimal(rule.multiplier)
-        if value is None or value <= 1 or value > MAX_MULTIPLIER:
-            violations.append(
-                FieldViolation(
-                    f"{at}.multiplier", f"must be a decimal above 1, at most {MAX_MULTIPLIER}"
-                )
-            )
-        if rule.points:
-            violations.append(
-                FieldViolation(f"{at}.points", "a multiplier awards no points itself")
-            )
-    else:
-        if rule.multiplier:
-            violations.append(FieldViolation(f"{at}.multiplier", "only for ORDER_MULTIPLIER rules"))
-        if not rate_based and not 0 < rule.points <= MAX_RULE_POINTS:
-            violations.append(FieldViolation(f"{at}.points", f"must be 1 to {MAX_RULE_POINTS}"))
-    if rule.min_spend or kind == core_events.EARNING_RULE_TYPE_GOAL_SPEND:
-        if kind not in _ORDER_RULES:
-            violations.append(FieldViolation(f"{at}.min_spend", "only for rules on orders"))
-        else:
-            _check_decimal(
-                violations, f"{at}.min_spend", rule.min_spend, positive=True, maximum=MAX_MIN_SPEND
-            )
-    if rule.channels and kind not in _ORDER_RULES:
-        violations.append(FieldViolation(f"{at}.channels", "only for rules on orders"))
-    if any(c not in _CHANNELS for c in rule.channels):
-        violations.append(FieldViolation(f"{at}.channels", "each SALES_CHANNEL_ONLINE or _POS"))
-    if (
-        rule.HasField("start_time")
-        and rule.HasField("end_time")
-        and rule.end_time.ToDatetime() <= rule.start_time.ToDatetime()
-    ):
-        violations.append(FieldViolation(f"{at}.end_time", "must be after start_time"))
-    if rule.HasField("limit"):
-        if kind == core_events.EARNING_RULE_TYPE_ORDER_MULTIPLIER:
-            violations.append(FieldViolation(f"{at}.limit", "a multiplier has no limit"))
-        if not 0 < rule.limit.max_awards <= 1000:
-            violations.append(FieldViolation(f"{at}.limit.max_awards", "must be 1 to 1000"))
-        if rule.limit.period not in _PERIODS:
-            violations.append(FieldViolation(f"{at}.limit.period", "must be a LIMIT_PERIOD_*"))
-    punch = kind == core_events.EARNING_RULE_TYPE_PUNCH_CARD
-    if punch and not 2 <= rule.punch_count <= 1000:
-        violations.append(FieldViolation(f"{at}.punch_count", "must be 2 to 1000"))
-    elif not punch and rule.punch_count:
-        violations.append(FieldViolation(f"{at}.punch_count", "only for PUNCH_CARD rules"))
-    goal = kind == core_events.EARNING_RULE_TYPE_GOAL_SPEND
-    period = rule.goal_period.ToTimedelta()
-    if goal and not timedelta(days=1) <= period <= MAX_GOAL_PERIOD:
-        violations.append(FieldViolation(f"{at}.goal_period", "must be 1 to 366 days"))
-    elif not goal and rule.HasField("goal_period"):
-        violations.append(FieldViolation(f"{at}.goal_period", "only for GOAL_SPEND rules"))
-    custom = kind == core_events.EARNING_RULE_TYPE_CUSTOM_ACTIVITY
-    if custom and not RULE_ID_RE.match(rule.activity):
-        violations.append(FieldViolation(f"{at}.activity", RULE_ID_RULE))
-    elif not custom and rule.activity:
-        violations.append(FieldViolation(f"{at}.activity", "only for CUSTOM_ACTIVITY rules"))
-
-
-def _check_rules(
-    violations: list[FieldViolation], rules: Sequence[core_events.EarningRule]
-) -> None:
-    field = "settings.earning_rules"
-    if len(rules) > MAX_EARNING_RULES:
-        violations.append(FieldViolation(field, f"at most {MAX_EARNING_RULES} rules"))
-    seen: set[str] = set()
-    for index, rule in enumerate(rules):
-        at = f"{field}[{index}]"
-        if not RULE_ID_RE.match(rule.rule_id):
-            violations.append(FieldViolation(f"{at}.rule_id", RULE_ID_RULE))
-        elif rule.rule_id in seen:
-            violations.append(FieldViolation(f"{at}.rule_id", "names a rule already listed"))
-        seen.add(rule.rule_id)
-        _check_rule(violations, at, rule)
-
-
-def check_earning_rules(
-    rules: Sequence[core_events.EarningRule],
-) -> list[FieldViolation]:
-    """What is wrong with `rules` as earning_rules (fields named settings.earning_rules[i]...):
-    the one check for published rules and for Points' simulation of a draft."""
-    violations: list[FieldViolation] = []
-    _check_rules(violations, rules)
-    return violations
+# Earning rules and the program's decimals are checked by loyalnest.platform.earning_rules
+# (shared with Points' simulation); the rest of the program here.
 
 
 MAX_VIP_TIERS = 10
@@ -522,19 +358,6 @@ def _check_tiers(violations: list[FieldViolation], tiers: Sequence[core_events.V
             )
 
 
-def _canonical_rule(rule: core_events.EarningRule) -> core_events.EarningRule:
-    """The rule as stored: decimals in one spelling, channels once each."""
-    stored = core_events.EarningRule()
-    stored.CopyFrom(rule)
-    for name in ("points_per_currency_unit", "min_spend", "multiplier"):
-        value = canonical_decimal(getattr(rule, name)) if getattr(rule, name) else None
-        if value is not None:
-            setattr(stored, name, decimal_text(value))
-    del stored.channels[:]
-    stored.channels.extend(sorted(set(rule.channels)))
-    return stored
-
-
 def _check_multipliers(
     violations: list[FieldViolation], multipliers: Sequence[core_events.EarningMultiplier]
 ) -> None:
@@ -563,7 +386,7 @@ def _check_multipliers(
             )
         elif not all(SHOPIFY_ID_RE.match(p) for p in rule.product_ids):
             violations.append(FieldViolation(f"{at}.product_ids", f"each {SHOPIFY_ID_RULE}"))
-        _check_decimal(
+        check_decimal(
             violations, f"{at}.multiplier", rule.multiplier, positive=True, maximum=MAX_MULTIPLIER
         )
 
@@ -577,7 +400,7 @@ def _check_referral(violations: list[FieldViolation], program: core_events.Refer
     value = program.friend_discount_value
     match program.friend_discount_type:
         case core_events.REFERRAL_DISCOUNT_TYPE_PERCENTAGE:
-            _check_decimal(
+            check_decimal(
                 violations,
                 f"{at}.friend_discount_value",
                 value,
@@ -585,7 +408,7 @@ def _check_referral(violations: list[FieldViolation], program: core_events.Refer
                 maximum=MAX_REFERRAL_PERCENTAGE,
             )
         case core_events.REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT:
-            _check_decimal(
+            check_decimal(
                 violations,
                 f"{at}.friend_discount_value",
                 value,
@@ -647,7 +470,7 @@ def validate_program_update(
             )
         )
     if "points_per_currency_unit" in paths:
-        _check_decimal(
+        check_decimal(
             violations,
             "settings.points_per_currency_unit",
             settings.points_per_currency_unit,
@@ -698,7 +521,7 @@ def validate_program_update(
     if "multipliers" in paths:
         _check_multipliers(violations, settings.multipliers)
     if "earning_rules" in paths:
-        _check_rules(violations, settings.earning_rules)
+        violations.extend(check_earning_rules(settings.earning_rules))
     if "referral" in paths:
         _check_referral(violations, settings.referral)
     if "vip_tiers" in paths:
@@ -709,6 +532,12 @@ def validate_program_update(
     ):
         violations.append(
             FieldViolation("settings.vip_metric", "must be a VIP_METRIC_* other than UNSPECIFIED")
+        )
+    if "timezone" in paths and settings.timezone and not is_timezone(settings.timezone):
+        violations.append(
+            FieldViolation(
+                "settings.timezone", "must be an IANA time zone (e.g. Europe/Paris), or empty: UTC"
+            )
         )
     if "vip_term" in paths and settings.vip_term not in (
         core_events.VIP_TERM_LIFETIME,
@@ -745,7 +574,7 @@ def apply_update(
             result.vip_tiers.extend(update.vip_tiers)
         elif path == "earning_rules":
             del result.earning_rules[:]
-            result.earning_rules.extend(_canonical_rule(r) for r in update.earning_rules)
+            result.earning_rules.extend(canonical_rule(r) for r in update.earning_rules)
         elif path == "referral":
             result.referral.CopyFrom(update.referral)
             if update.referral.friend_discount_value:

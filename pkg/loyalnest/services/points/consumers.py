@@ -1,7 +1,8 @@
 """The events Points applies: user.created (a customer's ledger), Core's settings (the copy
-of the program) and webhook.received (orders earning points and customers/create's signup
-bonus, earning.py; skipped for a merchant Auth does not know or that uninstalled the app),
-and its own ledger events and tier.changed (VIP tiers and their Shopify tags, tiers.py)."""
+of the program) and webhook.received (orders earning points, customers/create's signup
+bonus, newsletter sign-ups from customers/create and customers/update, earning.py; skipped
+for a merchant Auth does not know or that uninstalled the app), and its own ledger events
+and tier.changed (VIP tiers and their Shopify tags, tiers.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.validation import IDENTIFIER_RE
-from loyalnest.services.points.earning import OrderEarnings, ProgramCopies, SignupBonuses
+from loyalnest.services.points.earning import (
+    CUSTOMER_TOPICS,
+    NewsletterSignups,
+    OrderEarnings,
+    ProgramCopies,
+    SignupBonuses,
+)
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 
@@ -24,6 +31,7 @@ def handlers(
     signups: SignupBonuses | None = None,
     tiers: VipTiers | None = None,
     tags: ShopifyTags | None = None,
+    newsletters: NewsletterSignups | None = None,
 ) -> dict[str, Handler]:
     async def on_user_created(event: ConsumedEvent) -> bool:
         user = event.payload_as(users_pb2.UserCreated)
@@ -48,10 +56,16 @@ def handlers(
             event.merchant_id, what=event.event_type
         ):
             return True
-        if signups is not None and event.payload_as(gateway_pb2.WebhookReceived).topic == (
-            "customers/create"
-        ):
-            return await signups.on_webhook(event)
+        topic = event.payload_as(gateway_pb2.WebhookReceived).topic
+        if topic in CUSTOMER_TOPICS:
+            # A new customer: the signup bonus; a consent to email marketing: the newsletter
+            # rules. Each is idempotent on its own key, so a redelivery repeats neither.
+            applied = False
+            if signups is not None and topic == "customers/create":
+                applied = await signups.on_webhook(event)
+            if newsletters is not None:
+                applied = await newsletters.on_webhook(event) or applied
+            return applied
         return await orders.on_webhook(event)
 
     found: dict[str, Handler] = {

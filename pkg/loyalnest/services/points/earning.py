@@ -18,7 +18,10 @@ every order with work left, and is also what approves orders when their pending 
 The clock is injected so tests can move time instead of waiting for the return window.
 
 The signup bonus (`SignupBonuses`): `customers/create` credits the program's
-`signup_bonus_points` once per customer (reason `signup`), whatever the deliveries.
+`signup_bonus_points` once per customer (reason `signup`), whatever the deliveries. A
+newsletter sign-up (`NewsletterSignups`): `customers/create` or `customers/update` reporting
+email marketing consent turned "subscribed" credits each NEWSLETTER_SIGNUP rule once per
+customer (reason `newsletter`).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -39,6 +42,7 @@ from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.program_settings import default_program
+from loyalnest.platform.shopify_payloads import UnfitBody, read_customer
 from loyalnest.services.points.domain import (
     MAX_POINTS_PER_TRANSACTION,
     ActivityResult,
@@ -69,6 +73,7 @@ from loyalnest.services.points.orders import (
 )
 from loyalnest.services.points.rules import (
     Award,
+    Rule,
     RuleEvent,
     RuleSet,
     awards_text,
@@ -184,6 +189,91 @@ class SignupBonuses:
         key = IdempotencyKey.internal(f"{SIGNUP_REASON}:{customer_id}", customer_id)
         result = await self._ledger.post(posting, key)
         return not result.replayed
+
+
+NEWSLETTER_REASON = "newsletter"
+CUSTOMER_TOPICS = frozenset({"customers/create", "customers/update"})
+# Shopify's own "subscribed to email marketing" automations fire only for a consent given
+# within the last 24 hours (consentUpdatedAt): the same window tells a sign-up from a later
+# update (an address, a tag) of a customer who subscribed long ago.
+SIGNUP_WINDOW = timedelta(hours=24)
+
+
+def newsletter_signup(topic: str, customer: gateway_pb2.ShopifyCustomer) -> bool:
+    """Whether this customers/create or customers/update delivery reports the customer
+    subscribing to email marketing: state "subscribed", given within SIGNUP_WINDOW of the
+    change the delivery reports (the record's updated_at, else created_at). Without a consent
+    time, only a new customer (customers/create) counts: an update cannot tell."""
+    if customer.email_marketing_state != "subscribed":
+        return False
+    if not customer.HasField("email_marketing_consent_updated_time"):
+        return topic == "customers/create"
+    given = customer.email_marketing_consent_updated_time.ToDatetime(UTC)
+    if customer.HasField("updated_time"):
+        changed = customer.updated_time.ToDatetime(UTC)
+    elif customer.HasField("created_time"):
+        changed = customer.created_time.ToDatetime(UTC)
+    else:
+        return topic == "customers/create"
+    return abs(changed - given) <= SIGNUP_WINDOW
+
+
+class NewsletterSignups:
+    """NEWSLETTER_SIGNUP rules: a customer's email marketing consent turning "subscribed"
+    (Shopify's customers/create or customers/update, through the edge) earns each enabled
+    rule's points once per (rule, customer), ever, however often Shopify reports it."""
+
+    def __init__(self, ledger: Ledger, programs: ProgramCopies, *, clock: Clock = utc_now) -> None:
+        self._ledger = ledger
+        self._programs = programs
+        self._clock = clock
+
+    async def on_webhook(self, event: ConsumedEvent) -> bool:
+        webhook = event.payload_as(gateway_pb2.WebhookReceived)
+        if webhook.topic not in CUSTOMER_TOPICS:
+            return True
+        if webhook.HasField("customer"):
+            customer = webhook.customer
+        else:  # a version-1 event: the raw body
+            try:
+                payload: Any = json.loads(webhook.body)
+                if not isinstance(payload, dict):
+                    raise UnfitBody("the body is not a JSON object")
+                customer = read_customer(payload)
+            except ValueError as exc:  # UnfitBody, or a body json cannot parse
+                raise PermanentEventError(f"{webhook.topic} {webhook.webhook_id}: {exc}") from exc
+        if not customer.customer_id:
+            raise PermanentEventError(f"{webhook.topic} {webhook.webhook_id} names no customer")
+        if not newsletter_signup(webhook.topic, customer):
+            return True
+        return await self.credit(event.merchant_id, customer.customer_id) > 0
+
+    async def credit(self, merchant_id: str, customer_id: str) -> int:
+        """The rules that credited the customer now (0 when each had before, or none applies)."""
+        program = await self._programs.get(merchant_id)
+        if not program.program_enabled:
+            return 0
+        now = self._clock()
+        credited = 0
+        for rule in program.earning_rules:
+            if not rule.enabled or rule.type != core_pb2.EARNING_RULE_TYPE_NEWSLETTER_SIGNUP:
+                continue
+            if not Rule.of(rule).active_at(now):
+                continue
+            posting = Posting(
+                merchant_id,
+                customer_id,
+                TransactionType.EARN,
+                rule.points,
+                NEWSLETTER_REASON,
+                rule_id=rule.rule_id,
+            )
+            # Once per (rule, customer); the amount is left out of the fingerprint, so a
+            # redelivery after the merchant changed the points replays the first credit.
+            key = IdempotencyKey.internal(f"rule:{rule.rule_id}:{customer_id}", customer_id)
+            result = await self._ledger.post(posting, key)
+            credited += not result.replayed
+        return credited
 
 
 class Activities:

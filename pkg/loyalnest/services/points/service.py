@@ -6,6 +6,7 @@ import functools
 import hashlib
 import hmac
 import os
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -13,6 +14,7 @@ from pydantic import Field, SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
+from loyalnest.gen.users.v1 import users_pb2_grpc
 from loyalnest.platform import audit
 from loyalnest.platform.cache import SharedSubscriber, VersionedCache, client_from_url
 from loyalnest.platform.calls import Calls
@@ -33,6 +35,7 @@ from loyalnest.services.points.discounts import DiscountCodes, GiftCards, ShopNo
 from loyalnest.services.points.earning import (
     Activities,
     Clock,
+    NewsletterSignups,
     OrderEarnings,
     ProgramCopies,
     SignupBonuses,
@@ -41,6 +44,7 @@ from loyalnest.services.points.earning import (
 from loyalnest.services.points.expiry import ExpiryReport, PointsExpiry
 from loyalnest.services.points.ledger import CACHE_NAME, STREAM_PATTERN, Ledger, StreamLimits
 from loyalnest.services.points.liability import PointsLiability
+from loyalnest.services.points.occasions import OccasionReport, Occasions, UsersBirthdays
 from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
 from loyalnest.services.points.simulation import RuleSimulation
@@ -57,8 +61,9 @@ log = get_logger(__name__)
 
 SERVICE_NAME = points_pb2.DESCRIPTOR.services_by_name["PointsService"].full_name
 # Auth: shops' access tokens (GetShopAccessToken, reward discount codes), ValidateMerchant
-# (webhooks), and Points' own service tokens.
-CALLS = Calls(auth=auth_pb2_grpc.AuthServiceStub)
+# (webhooks), and Points' own service tokens. Users: whose birthday is today (ListBirthdays,
+# the occasions job's BIRTHDAY rules).
+CALLS = Calls(auth=auth_pb2_grpc.AuthServiceStub, users=users_pb2_grpc.UsersServiceStub)
 
 
 class PointsSettings(ServiceSettings):
@@ -134,7 +139,14 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
                 ShopTokens(auth, component="points", not_connected=ShopNotConnected),
             )
         handlers = consumers.handlers(
-            store, programs, orders, merchants, SignupBonuses(ledger, programs), tiers, tags
+            store,
+            programs,
+            orders,
+            merchants,
+            SignupBonuses(ledger, programs),
+            tiers,
+            tags,
+            NewsletterSignups(ledger, programs, clock=clock),
         )
         _add_event_loops(settings, components, handlers, database, mongo_store)
     codes = DiscountCodes(
@@ -233,6 +245,36 @@ async def expire_points(settings: PointsSettings, *, clock: Clock = utc_now) -> 
         ledger = Ledger(store, _balance_cache(settings, components))
         programs = ProgramCopies(ledger, cache_seconds=0)
         return await PointsExpiry(ledger, programs, clock=clock).run()
+    finally:
+        for close in reversed(components.cleanup):
+            await close()
+
+
+async def credit_occasions(
+    settings: PointsSettings, day: date | None = None, *, clock: Clock = utc_now
+) -> OccasionReport:
+    """One pass of the occasions job (`loyalnest points occasions`, the chart's CronJob):
+    BIRTHDAY and ANNIVERSARY rules for `day` (default today, UTC); idempotent. Birthdays come
+    from Users (Points' declared call, its service token), so they need
+    LOYALNEST_SERVICE_CREDENTIAL; without one only anniversaries are credited."""
+    components = ServiceComponents(registrations=[])
+    try:
+        store, _, _ = await _open_store(settings, components)
+        ledger = Ledger(store, _balance_cache(settings, components))
+        downstream = CALLS.connect(settings, caller="points")
+        components.cleanup.append(downstream.close)
+        birthdays = merchants = None
+        if settings.service_credential is not None:
+            birthdays = UsersBirthdays(downstream.stub(users_pb2_grpc.UsersServiceStub))
+            merchants = MerchantGate(
+                downstream.stub(auth_pb2_grpc.AuthServiceStub),
+                component="points",
+                cache_seconds=settings.points_merchant_cache_seconds,
+            )
+        else:
+            log.warning("LOYALNEST_SERVICE_CREDENTIAL unset: BIRTHDAY rules are not credited")
+        occasions = Occasions(ledger, birthdays, merchants=merchants, clock=clock)
+        return await occasions.run(day)
     finally:
         for close in reversed(components.cleanup):
             await close()

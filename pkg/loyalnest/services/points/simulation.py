@@ -24,8 +24,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING
 
 from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.platform.earning_rules import check_earning_rules
 from loyalnest.platform.errors import FieldViolation, InvalidArgument
-from loyalnest.services.core.domain import check_earning_rules
 from loyalnest.services.points.liability import (
     DEFAULT_HORIZON_DAYS,
     Clock,
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 MAX_DAYS = 365
 # Replayed in memory: a window with more orders is refused (a shorter one fits).
 MAX_ORDERS = 200_000
-_CORE_FIELD = "settings.earning_rules"
 _CENT = Decimal("0.01")
 
 
@@ -86,11 +85,9 @@ class SimulationReport:
 
 
 def validate(days: int, rules: Sequence[core_pb2.EarningRule]) -> None:
-    """Core's own checks of earning_rules (the field names made the request's: rules[i])."""
-    violations = [
-        FieldViolation(v.field.replace(_CORE_FIELD, "rules", 1), v.description)
-        for v in check_earning_rules(rules)
-    ]
+    """The check Core applies to published earning_rules (platform/earning_rules.py), its
+    field names the request's: rules[i]."""
+    violations = check_earning_rules(rules, field="rules")
     if not 0 < days <= MAX_DAYS:
         violations.insert(0, FieldViolation("days", f"must be 1 to {MAX_DAYS}"))
     if violations:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import calendar
 import enum
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from loyalnest.platform.errors import AlreadyExists, NotFound
 
@@ -62,3 +63,67 @@ def owner_user_id(merchant_id: str) -> str:
     was purged still finds the same account instead of creating a second one.
     """
     return str(uuid.uuid5(_OWNER_NAMESPACE, f"owner/{merchant_id}"))
+
+
+# --- customers' birthdays (the BIRTHDAY earning rule) ----------------------------------------
+
+MIN_BIRTH_YEAR = 1900
+# A year with 29 February: checks a day given without its year.
+_LEAP_YEAR = 2000
+
+
+@dataclass(frozen=True)
+class Birthday:
+    month: int
+    day: int
+    year: int | None = None
+
+    def problems(self, today: date) -> list[tuple[str, str]]:
+        """(field, description) of each thing wrong with it as a birthday given on `today`."""
+        if self.year is not None and not MIN_BIRTH_YEAR <= self.year <= today.year:
+            return [("year", f"must be 0 (not given) or {MIN_BIRTH_YEAR} to {today.year}")]
+        if not 1 <= self.month <= 12:
+            return [("month", "must be 1 to 12")]
+        year = self.year if self.year is not None else _LEAP_YEAR
+        if not 1 <= self.day <= calendar.monthrange(year, self.month)[1]:
+            return [("day", "must be a day of the month (of the year, when given)")]
+        if self.year is not None and date(self.year, self.month, self.day) > today:
+            return [("day", "must not be in the future")]
+        return []
+
+    @property
+    def text(self) -> str:
+        """As sealed: ISO 8601, "--MM-DD" without a year."""
+        return f"{self.year:04d}-{self.month:02d}-{self.day:02d}" if self.year else self.day_key
+
+    @property
+    def day_key(self) -> str:
+        """The day celebrated ("--MM-DD"), what the blind index covers."""
+        return f"--{self.month:02d}-{self.day:02d}"
+
+    @classmethod
+    def parse(cls, text: str) -> Birthday:
+        if text.startswith("--"):
+            return cls(int(text[2:4]), int(text[5:7]))
+        return cls(int(text[5:7]), int(text[8:10]), int(text[0:4]))
+
+
+def celebrated_day_keys(day: date) -> list[str]:
+    """The birthdays celebrated on `day`: its own, and 29 February's on 28 February of a
+    year without one."""
+    keys = [Birthday(day.month, day.day).day_key]
+    if (day.month, day.day) == (2, 28) and not calendar.isleap(day.year):
+        keys.append(Birthday(2, 29).day_key)
+    return keys
+
+
+@dataclass(frozen=True)
+class CustomerBirthday:
+    customer_id: str
+    birthday: Birthday
+    consent_at: datetime
+
+
+class BirthdayNotFound(NotFound):
+    def __init__(self, customer_id: str) -> None:
+        super().__init__("birthday", customer_id)

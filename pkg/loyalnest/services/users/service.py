@@ -96,6 +96,7 @@ SPEC = ServiceSpec(
     settings_type=UsersSettings,
     build=build,
     database=DATABASE,
-    # user_roles names users, not customers: erased with them.
-    personal_data=PersonalData(tables=("users", "user_roles")),
+    # user_roles names users, not customers: erased with them. customer_birthdays: a
+    # storefront customer's birthday (SetCustomerBirthday), by Shopify's customer id.
+    personal_data=PersonalData(tables=("users", "user_roles", "customer_birthdays")),
 )

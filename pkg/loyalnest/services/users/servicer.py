@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime
 from typing import TypeVar
 
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
@@ -10,9 +11,9 @@ from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.validation import EMAIL_RULE, Validator, is_valid_email, normalize_email
-from loyalnest.services.users.domain import UserChanges
+from loyalnest.services.users.domain import Birthday, UserChanges, celebrated_day_keys
 from loyalnest.services.users.store.postgres import UserStore
-from loyalnest.services.users.wire import KIND_RULE, KINDS_FROM_PROTO, user_proto
+from loyalnest.services.users.wire import KIND_RULE, KINDS_FROM_PROTO, birthday_proto, user_proto
 
 # The requests whose email the idempotency fingerprint must not contain.
 _WithEmail = TypeVar("_WithEmail", users_pb2.CreateUserRequest, users_pb2.UpdateUserRequest)
@@ -117,4 +118,72 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         )
         return users_pb2.ListUsersResponse(
             users=[user_proto(u) for u in page], next_page_token=token
+        )
+
+    # --- customers' birthdays ---------------------------------------------------------------
+
+    async def SetCustomerBirthday(
+        self, request: users_pb2.SetCustomerBirthdayRequest, context: Context
+    ) -> users_pb2.SetCustomerBirthdayResponse:
+        merchant_id = tenancy.merchant_id()
+        now = datetime.now(UTC)
+        given = request.birthday
+        birthday = Birthday(given.month, given.day, given.year or None)
+        with Validator() as v:
+            v.identifier("customer_id", request.customer_id)
+            if request.consent:
+                if v.check(request.HasField("birthday"), "birthday", "is required"):
+                    for field, description in birthday.problems(now.date()):
+                        v.check(False, f"birthday.{field}", description)
+            else:
+                v.check(
+                    not request.HasField("birthday"),
+                    "consent",
+                    "must be true to keep a birthday (false withdraws it: send no birthday)",
+                )
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        kept = await self._store.birthdays.set(
+            merchant_id,
+            request.customer_id,
+            birthday if request.consent else None,
+            now=now,
+            key=self._store.birthdays.idempotency_key(request, merchant_id),
+        )
+        return users_pb2.SetCustomerBirthdayResponse(
+            birthday=birthday_proto(kept) if kept is not None else None
+        )
+
+    async def GetCustomerBirthday(
+        self, request: users_pb2.GetCustomerBirthdayRequest, context: Context
+    ) -> users_pb2.GetCustomerBirthdayResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.identifier("customer_id", request.customer_id)
+        found = await self._store.birthdays.get(merchant_id, request.customer_id)
+        return users_pb2.GetCustomerBirthdayResponse(birthday=birthday_proto(found))
+
+    async def ListBirthdays(
+        self, request: users_pb2.ListBirthdaysRequest, context: Context
+    ) -> users_pb2.ListBirthdaysResponse:
+        merchant_id = tenancy.merchant_id()
+        day: date | None = None
+        with Validator() as v:
+            if v.check(1900 <= request.year <= 9999, "year", "must be 1900 to 9999"):
+                try:
+                    day = date(request.year, request.month, request.day)
+                except ValueError:
+                    v.check(False, "day", "month and day must be a date of the year")
+        assert day is not None  # the validator rejected the request otherwise
+        keys = celebrated_day_keys(day)
+        page, token = await pagination.keyset_page(
+            page_size_requested=request.page_size,
+            page_token=request.page_token,
+            scope=f"birthdays/{merchant_id}/{day.isoformat()}",
+            fetch=lambda limit, after: self._store.birthdays.celebrating(
+                merchant_id, keys, limit=limit, after_seq=after
+            ),
+            position=lambda row: row[0],
+        )
+        return users_pb2.ListBirthdaysResponse(
+            customer_ids=[customer_id for _, customer_id in page], next_page_token=token
         )

@@ -33,6 +33,9 @@ class EarningRuleType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EARNING_RULE_TYPE_PUNCH_CARD: _ClassVar[EarningRuleType]
     EARNING_RULE_TYPE_GOAL_SPEND: _ClassVar[EarningRuleType]
     EARNING_RULE_TYPE_CUSTOM_ACTIVITY: _ClassVar[EarningRuleType]
+    EARNING_RULE_TYPE_BIRTHDAY: _ClassVar[EarningRuleType]
+    EARNING_RULE_TYPE_ANNIVERSARY: _ClassVar[EarningRuleType]
+    EARNING_RULE_TYPE_NEWSLETTER_SIGNUP: _ClassVar[EarningRuleType]
 
 class SalesChannel(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -79,6 +82,9 @@ EARNING_RULE_TYPE_ORDER_MULTIPLIER: EarningRuleType
 EARNING_RULE_TYPE_PUNCH_CARD: EarningRuleType
 EARNING_RULE_TYPE_GOAL_SPEND: EarningRuleType
 EARNING_RULE_TYPE_CUSTOM_ACTIVITY: EarningRuleType
+EARNING_RULE_TYPE_BIRTHDAY: EarningRuleType
+EARNING_RULE_TYPE_ANNIVERSARY: EarningRuleType
+EARNING_RULE_TYPE_NEWSLETTER_SIGNUP: EarningRuleType
 SALES_CHANNEL_UNSPECIFIED: SalesChannel
 SALES_CHANNEL_ONLINE: SalesChannel
 SALES_CHANNEL_POS: SalesChannel
@@ -135,7 +141,7 @@ class ProgramSettingsUpdated(_message.Message):
     def __init__(self, settings: _Optional[_Union[ProgramSettings, _Mapping]] = ...) -> None: ...
 
 class ProgramSettings(_message.Message):
-    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan", "referral", "points_expiry_mode", "points_expiry_notice_days", "earning_rules", "vip_tiers", "vip_metric", "vip_term")
+    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan", "referral", "points_expiry_mode", "points_expiry_notice_days", "earning_rules", "vip_tiers", "vip_metric", "vip_term", "timezone")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_ENABLED_FIELD_NUMBER: _ClassVar[int]
     POINTS_PER_CURRENCY_UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +158,7 @@ class ProgramSettings(_message.Message):
     VIP_TIERS_FIELD_NUMBER: _ClassVar[int]
     VIP_METRIC_FIELD_NUMBER: _ClassVar[int]
     VIP_TERM_FIELD_NUMBER: _ClassVar[int]
+    TIMEZONE_FIELD_NUMBER: _ClassVar[int]
     version: int
     program_enabled: bool
     points_per_currency_unit: str
@@ -168,7 +175,8 @@ class ProgramSettings(_message.Message):
     vip_tiers: _containers.RepeatedCompositeFieldContainer[VipTier]
     vip_metric: VipMetric
     vip_term: VipTerm
-    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ..., referral: _Optional[_Union[ReferralProgram, _Mapping]] = ..., points_expiry_mode: _Optional[_Union[PointsExpiryMode, str]] = ..., points_expiry_notice_days: _Optional[int] = ..., earning_rules: _Optional[_Iterable[_Union[EarningRule, _Mapping]]] = ..., vip_tiers: _Optional[_Iterable[_Union[VipTier, _Mapping]]] = ..., vip_metric: _Optional[_Union[VipMetric, str]] = ..., vip_term: _Optional[_Union[VipTerm, str]] = ...) -> None: ...
+    timezone: str
+    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ..., referral: _Optional[_Union[ReferralProgram, _Mapping]] = ..., points_expiry_mode: _Optional[_Union[PointsExpiryMode, str]] = ..., points_expiry_notice_days: _Optional[int] = ..., earning_rules: _Optional[_Iterable[_Union[EarningRule, _Mapping]]] = ..., vip_tiers: _Optional[_Iterable[_Union[VipTier, _Mapping]]] = ..., vip_metric: _Optional[_Union[VipMetric, str]] = ..., vip_term: _Optional[_Union[VipTerm, str]] = ..., timezone: _Optional[str] = ...) -> None: ...
 
 class VipTier(_message.Message):
     __slots__ = ("tier_id", "name", "threshold", "shopify_tag")

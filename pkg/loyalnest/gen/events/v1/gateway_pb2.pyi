@@ -108,14 +108,18 @@ class ShopifyRefundLineItem(_message.Message):
     def __init__(self, line_item_id: _Optional[str] = ..., quantity: _Optional[int] = ..., subtotal: _Optional[str] = ...) -> None: ...
 
 class ShopifyCustomer(_message.Message):
-    __slots__ = ("customer_id", "created_time", "updated_time")
+    __slots__ = ("customer_id", "created_time", "updated_time", "email_marketing_state", "email_marketing_consent_updated_time")
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATED_TIME_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_MARKETING_STATE_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_MARKETING_CONSENT_UPDATED_TIME_FIELD_NUMBER: _ClassVar[int]
     customer_id: str
     created_time: _timestamp_pb2.Timestamp
     updated_time: _timestamp_pb2.Timestamp
-    def __init__(self, customer_id: _Optional[str] = ..., created_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    email_marketing_state: str
+    email_marketing_consent_updated_time: _timestamp_pb2.Timestamp
+    def __init__(self, customer_id: _Optional[str] = ..., created_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., email_marketing_state: _Optional[str] = ..., email_marketing_consent_updated_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ShopifyPrivacyRequest(_message.Message):
     __slots__ = ("customer_id", "order_ids", "data_request_id")

@@ -108,3 +108,75 @@ class ListUsersResponse(_message.Message):
     users: _containers.RepeatedCompositeFieldContainer[User]
     next_page_token: str
     def __init__(self, users: _Optional[_Iterable[_Union[User, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class Birthday(_message.Message):
+    __slots__ = ("month", "day", "year")
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    YEAR_FIELD_NUMBER: _ClassVar[int]
+    month: int
+    day: int
+    year: int
+    def __init__(self, month: _Optional[int] = ..., day: _Optional[int] = ..., year: _Optional[int] = ...) -> None: ...
+
+class CustomerBirthday(_message.Message):
+    __slots__ = ("customer_id", "birthday", "consent_time")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    BIRTHDAY_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    birthday: Birthday
+    consent_time: _timestamp_pb2.Timestamp
+    def __init__(self, customer_id: _Optional[str] = ..., birthday: _Optional[_Union[Birthday, _Mapping]] = ..., consent_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetCustomerBirthdayRequest(_message.Message):
+    __slots__ = ("customer_id", "birthday", "consent", "idempotency_key")
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    BIRTHDAY_FIELD_NUMBER: _ClassVar[int]
+    CONSENT_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    birthday: Birthday
+    consent: bool
+    idempotency_key: str
+    def __init__(self, customer_id: _Optional[str] = ..., birthday: _Optional[_Union[Birthday, _Mapping]] = ..., consent: _Optional[bool] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class SetCustomerBirthdayResponse(_message.Message):
+    __slots__ = ("birthday",)
+    BIRTHDAY_FIELD_NUMBER: _ClassVar[int]
+    birthday: CustomerBirthday
+    def __init__(self, birthday: _Optional[_Union[CustomerBirthday, _Mapping]] = ...) -> None: ...
+
+class GetCustomerBirthdayRequest(_message.Message):
+    __slots__ = ("customer_id",)
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    customer_id: str
+    def __init__(self, customer_id: _Optional[str] = ...) -> None: ...
+
+class GetCustomerBirthdayResponse(_message.Message):
+    __slots__ = ("birthday",)
+    BIRTHDAY_FIELD_NUMBER: _ClassVar[int]
+    birthday: CustomerBirthday
+    def __init__(self, birthday: _Optional[_Union[CustomerBirthday, _Mapping]] = ...) -> None: ...
+
+class ListBirthdaysRequest(_message.Message):
+    __slots__ = ("year", "month", "day", "page_size", "page_token")
+    YEAR_FIELD_NUMBER: _ClassVar[int]
+    MONTH_FIELD_NUMBER: _ClassVar[int]
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    year: int
+    month: int
+    day: int
+    page_size: int
+    page_token: str
+    def __init__(self, year: _Optional[int] = ..., month: _Optional[int] = ..., day: _Optional[int] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListBirthdaysResponse(_message.Message):
+    __slots__ = ("customer_ids", "next_page_token")
+    CUSTOMER_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    customer_ids: _containers.RepeatedScalarFieldContainer[str]
+    next_page_token: str
+    def __init__(self, customer_ids: _Optional[_Iterable[str]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -69,6 +69,21 @@ class UsersServiceStub:
                 request_serializer=loyalnest_dot_users_dot_v1_dot_users__pb2.ListUsersRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_users_dot_v1_dot_users__pb2.ListUsersResponse.FromString,
                 _registered_method=True)
+        self.SetCustomerBirthday = channel.unary_unary(
+                '/loyalnest.users.v1.UsersService/SetCustomerBirthday',
+                request_serializer=loyalnest_dot_users_dot_v1_dot_users__pb2.SetCustomerBirthdayRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_users_dot_v1_dot_users__pb2.SetCustomerBirthdayResponse.FromString,
+                _registered_method=True)
+        self.GetCustomerBirthday = channel.unary_unary(
+                '/loyalnest.users.v1.UsersService/GetCustomerBirthday',
+                request_serializer=loyalnest_dot_users_dot_v1_dot_users__pb2.GetCustomerBirthdayRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_users_dot_v1_dot_users__pb2.GetCustomerBirthdayResponse.FromString,
+                _registered_method=True)
+        self.ListBirthdays = channel.unary_unary(
+                '/loyalnest.users.v1.UsersService/ListBirthdays',
+                request_serializer=loyalnest_dot_users_dot_v1_dot_users__pb2.ListBirthdaysRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_users_dot_v1_dot_users__pb2.ListBirthdaysResponse.FromString,
+                _registered_method=True)
 
 
 class UsersServiceServicer:
@@ -120,6 +135,34 @@ class UsersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCustomerBirthday(self, request, context):
+        """Keeps a customer's birthday (month, day, optional year), the day the BIRTHDAY earning
+        rule credits once a year, only with the customer's consent: `consent` true stores or
+        replaces it; `consent` false (no birthday given) withdraws the consent and deletes what
+        was kept. `customer_id` is the storefront's customer (Shopify's id, as Points' ledgers
+        name customers). The birthday is personal data: encrypted at rest, never published,
+        exported and erased with the customer. INVALID_ARGUMENT for an impossible date.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCustomerBirthday(self, request, context):
+        """The customer's birthday. NOT_FOUND when none is kept (never given, or consent withdrawn).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBirthdays(self, request, context):
+        """The customers of the caller's merchant whose birthday is celebrated on `date` (a
+        29 February birthday on 28 February in a year without one), by customer_id. For Points'
+        occasions job: services only, the merchant that of its service token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +190,21 @@ def add_UsersServiceServicer_to_server(servicer, server):
                     servicer.ListUsers,
                     request_deserializer=loyalnest_dot_users_dot_v1_dot_users__pb2.ListUsersRequest.FromString,
                     response_serializer=loyalnest_dot_users_dot_v1_dot_users__pb2.ListUsersResponse.SerializeToString,
+            ),
+            'SetCustomerBirthday': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCustomerBirthday,
+                    request_deserializer=loyalnest_dot_users_dot_v1_dot_users__pb2.SetCustomerBirthdayRequest.FromString,
+                    response_serializer=loyalnest_dot_users_dot_v1_dot_users__pb2.SetCustomerBirthdayResponse.SerializeToString,
+            ),
+            'GetCustomerBirthday': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCustomerBirthday,
+                    request_deserializer=loyalnest_dot_users_dot_v1_dot_users__pb2.GetCustomerBirthdayRequest.FromString,
+                    response_serializer=loyalnest_dot_users_dot_v1_dot_users__pb2.GetCustomerBirthdayResponse.SerializeToString,
+            ),
+            'ListBirthdays': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBirthdays,
+                    request_deserializer=loyalnest_dot_users_dot_v1_dot_users__pb2.ListBirthdaysRequest.FromString,
+                    response_serializer=loyalnest_dot_users_dot_v1_dot_users__pb2.ListBirthdaysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -294,6 +352,87 @@ class UsersService:
             '/loyalnest.users.v1.UsersService/ListUsers',
             loyalnest_dot_users_dot_v1_dot_users__pb2.ListUsersRequest.SerializeToString,
             loyalnest_dot_users_dot_v1_dot_users__pb2.ListUsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCustomerBirthday(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.users.v1.UsersService/SetCustomerBirthday',
+            loyalnest_dot_users_dot_v1_dot_users__pb2.SetCustomerBirthdayRequest.SerializeToString,
+            loyalnest_dot_users_dot_v1_dot_users__pb2.SetCustomerBirthdayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCustomerBirthday(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.users.v1.UsersService/GetCustomerBirthday',
+            loyalnest_dot_users_dot_v1_dot_users__pb2.GetCustomerBirthdayRequest.SerializeToString,
+            loyalnest_dot_users_dot_v1_dot_users__pb2.GetCustomerBirthdayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBirthdays(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.users.v1.UsersService/ListBirthdays',
+            loyalnest_dot_users_dot_v1_dot_users__pb2.ListBirthdaysRequest.SerializeToString,
+            loyalnest_dot_users_dot_v1_dot_users__pb2.ListBirthdaysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -270,6 +270,13 @@ class LedgerStore(Protocol):
         """Every customer of the merchant with a ledger, by customer_id, after `after`."""
         ...
 
+    async def ledger_openings(
+        self, merchant_id: str, after: str, limit: int
+    ) -> list[tuple[str, datetime]]:
+        """(customer_id, when the ledger was opened) of the merchant's ledgers, by
+        customer_id, after `after`: when each customer joined the program (anniversaries)."""
+        ...
+
     # ---- points liability (see points/liability.py) ---------------------------------------
 
     async def liability(

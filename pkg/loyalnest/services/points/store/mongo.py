@@ -1195,6 +1195,22 @@ class MongoLedgerStore:
 
         return await self._run(find)
 
+    async def ledger_openings(
+        self, merchant_id: str, after: str, limit: int
+    ) -> list[tuple[str, datetime]]:
+        def find() -> list[tuple[str, datetime]]:
+            cursor = (
+                self._balances.find(
+                    {"merchant_id": merchant_id, "customer_id": {"$gt": after}},
+                    {"customer_id": 1, "created_at": 1},
+                )
+                .sort("customer_id", ASCENDING)
+                .limit(limit)
+            )
+            return [(doc["customer_id"], _utc(doc["created_at"])) for doc in cursor]
+
+        return await self._run(find)
+
     # ---- points expiry ------------------------------------------------------------------
 
     async def liability(

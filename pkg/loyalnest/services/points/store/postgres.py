@@ -553,6 +553,17 @@ class PostgresLedgerStore:
             )
             return [row[0] for row in await cursor.fetchall()]
 
+    async def ledger_openings(
+        self, merchant_id: str, after: str, limit: int
+    ) -> list[tuple[str, datetime]]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT customer_id, created_at FROM ledgers"
+                " WHERE merchant_id = %s AND customer_id > %s ORDER BY customer_id LIMIT %s",
+                (merchant_id, after, limit),
+            )
+            return [(customer_id, opened) for customer_id, opened in await cursor.fetchall()]
+
     # ---- points expiry ------------------------------------------------------------------
 
     async def liability(

@@ -32,6 +32,7 @@ from loyalnest.services.users.domain import (
     UserNotFound,
     owner_user_id,
 )
+from loyalnest.services.users.store.birthdays import BirthdayStore
 from loyalnest.services.users.store.cache import UserCache, UserRow
 
 _SELECT = (
@@ -49,6 +50,8 @@ class UserStore:
         self._pool = database.pool
         self._vault = vault
         self._cache = cache
+        # Customers' birthdays: the same schema, exported and erased with the accounts.
+        self.birthdays = BirthdayStore(database, vault)
 
     def _user(self, row: UserRow) -> User:
         email = (
@@ -290,23 +293,32 @@ class UserStore:
     async def export_customer(self, merchant_id: str, customer: CustomerRef) -> CustomerExport:
         async with self._pool.connection() as conn:
             rows = await self._customer_rows(conn, merchant_id, customer, lock=False)
+            birthday = (
+                await self.birthdays.of_customer(conn, merchant_id, customer.shopify_customer_id)
+                if customer.shopify_customer_id
+                else None
+            )
         users = [self._user(row) for row in rows]
-        return CustomerExport(
-            data={
-                "users": [
-                    {
-                        "user_id": user.user_id,
-                        "kind": user.kind.value,
-                        "email": user.email,
-                        "role_id": user.role_id,
-                        "created_at": user.created_at,
-                        "updated_at": user.updated_at,
-                    }
-                    for user in users
-                ]
+        data: dict[str, Any] = {}
+        if users:
+            data["users"] = [
+                {
+                    "user_id": user.user_id,
+                    "kind": user.kind.value,
+                    "email": user.email,
+                    "role_id": user.role_id,
+                    "created_at": user.created_at,
+                    "updated_at": user.updated_at,
+                }
+                for user in users
+            ]
+        if birthday is not None:
+            data["birthday"] = {
+                "birthday": birthday.birthday.text,
+                "consent_at": birthday.consent_at,
             }
-            if users
-            else {},
+        return CustomerExport(
+            data=data,
             found=CustomerRef(
                 customer.shopify_customer_id,
                 user_ids=tuple(user.user_id for user in users),
@@ -321,6 +333,10 @@ class UserStore:
             rows = await self._customer_rows(conn, merchant_id, customer, lock=True)
             user_ids = [row.user_id for row in rows]
             erased = 0
+            if customer.shopify_customer_id:
+                erased += await self.birthdays.erase_customer(
+                    conn, merchant_id, customer.shopify_customer_id
+                )
             for user_id in user_ids:
                 await personal_data.forget_sent_events(conn, merchant_id, user_id)
             if user_ids:
@@ -328,7 +344,7 @@ class UserStore:
                     "DELETE FROM user_roles WHERE merchant_id = %s AND user_id = ANY(%s::uuid[])",
                     (merchant_id, user_ids),
                 )
-                erased = (
+                erased += (
                     await conn.execute(
                         "DELETE FROM users WHERE merchant_id = %s AND user_id = ANY(%s::uuid[])",
                         (merchant_id, user_ids),
@@ -349,6 +365,7 @@ class UserStore:
             erased += (
                 await conn.execute("DELETE FROM user_roles WHERE merchant_id = %s", (merchant_id,))
             ).rowcount
+            erased += await self.birthdays.erase_merchant(conn, merchant_id)
             # After the deletes: their audit rows go too (shop/redact erases everything).
             erased += await personal_data.erase_platform_rows(conn, merchant_id)
         if self._cache:
