@@ -9,7 +9,8 @@ which callers read from `data`; everything else becomes an exception here:
 - 423 Locked (the shop is locked, e.g. unpaid): ShopLocked (FAILED_PRECONDITION);
 - 401/403 (token revoked, scope missing) and GraphQL `errors`: ShopifyRejected (INTERNAL:
   the request or the credentials are wrong, a retry will not help);
-- no answer, 429/5xx after the HTTP client's retries: ShopifyUnavailable (UNAVAILABLE);
+- no answer, 429/5xx after the HTTP client's retries: ShopifyUnavailable (UNAVAILABLE, with
+  RetryInfo; the transport error is logged, not sent to the caller);
 - `THROTTLED` in `errors` (the cost-based leaky bucket is empty; Shopify answers it as 200 or
   429): the request was not executed, so it is sent again after the time the bucket needs to
   refill (from `extensions.cost`), a few times, then ShopifyUnavailable with that delay as
@@ -25,12 +26,17 @@ import httpx
 
 from loyalnest.platform.errors import FailedPrecondition, Internal, Unavailable
 from loyalnest.platform.http import HttpClient
+from loyalnest.platform.observability import get_logger
 
 API_VERSION = "2025-10"
 # Attempts of a throttled query, and the longest wait between two: beyond it the caller gets
 # UNAVAILABLE with RetryInfo rather than a handler held for long.
 THROTTLED_ATTEMPTS = 3
 MAX_THROTTLE_WAIT_SECONDS = 2.0
+# What a caller is told to wait when Shopify did not answer at all (the HTTP client has retried).
+TRANSPORT_RETRY_SECONDS = 2.0
+
+log = get_logger(__name__)
 
 
 class ShopLocked(FailedPrecondition):
@@ -121,7 +127,12 @@ class ShopifyAdminClient:
                 headers={"X-Shopify-Access-Token": access_token},
             )
         except httpx.TransportError as exc:
-            raise ShopifyUnavailable(f"Shopify did not answer for {shop}: {exc!r}") from exc
+            # The client's error names hosts and internals: logged here, not sent to callers.
+            log.warning("shopify admin api unreachable", shop=shop, error=repr(exc))
+            raise ShopifyUnavailable(
+                f"Shopify did not answer for {shop}; try again",
+                retry_after_seconds=TRANSPORT_RETRY_SECONDS,
+            ) from exc
         if response.status_code == 423:
             raise ShopLocked(shop)
         throttled = _throttled(response)

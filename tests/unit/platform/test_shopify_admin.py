@@ -60,3 +60,17 @@ async def test_throttled_for_good_is_unavailable_with_retry_info(
         await client.graphql("s.myshopify.com", "t", "query { ok }", {})
     assert "throttled" in caught.value.message
     assert len(seen) == shopify_admin.THROTTLED_ATTEMPTS
+
+
+async def test_no_answer_is_unavailable_with_retry_info_and_no_client_internals() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("All connection attempts failed to 10.0.0.7:443")
+
+    http = HttpClient(
+        api="test", transport=httpx.MockTransport(refuse), backoff_initial_seconds=0.001
+    )
+    client = ShopifyAdminClient(http, base_url="http://shop.test/{shop}")
+    with pytest.raises(Unavailable) as caught:
+        await client.graphql("s.myshopify.com", "t", "query { ok }", {})
+    assert str(caught.value) == "Shopify did not answer for s.myshopify.com; try again"
+    assert caught.value.retry_after_seconds == shopify_admin.TRANSPORT_RETRY_SECONDS
