@@ -1,9 +1,10 @@
 """Calls to third-party HTTP APIs (Shopify, email/SMS providers): one client, same rules.
 
-A timeout on every call; retries with exponential backoff and jitter (tenacity) of what
-cannot have taken effect or was refused as "try later": connection errors, 429 and 502-504,
-honouring `Retry-After` up to the backoff cap. Other answers, 4xx and 500 included, go back to
-the caller as they are: whether a POST may be repeated is the caller's business.
+A timeout on every call; retries with exponential backoff and jitter (tenacity), honouring
+`Retry-After` up to the backoff cap. A repeatable call (a query, an idempotent write) is sent
+again after any transport error, 429 and 502-504; one that is not (a mutation without an
+idempotency key) only after what cannot have taken effect: a connection that never opened and
+429. Other answers, 4xx and 500 included, go back to the caller as they are.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ HTTP_CALLS = Counter(
 )
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+# Refused before anything ran: safe to send again whatever the call does.
+NOT_RUN_STATUSES = frozenset({429})
+NOT_SENT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
 
 class HttpClient:
@@ -63,14 +67,23 @@ class HttpClient:
         return backoff
 
     async def post_json(
-        self, url: str, payload: Any, *, headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        payload: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        repeatable: bool = True,
     ) -> httpx.Response:
-        """The last response; raises httpx.TransportError once the attempts are spent."""
+        """The last response; raises httpx.TransportError once the attempts are spent.
+        `repeatable=False`: the call may have taken effect even without an answer (a read
+        timeout, a 504), so only what never ran is sent again."""
+        errors = httpx.TransportError if repeatable else NOT_SENT_ERRORS
+        statuses = RETRY_STATUSES if repeatable else NOT_RUN_STATUSES
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self._attempts),
             wait=self._wait,
-            retry=retry_if_exception_type(httpx.TransportError)
-            | retry_if_result(lambda r: r.status_code in RETRY_STATUSES),
+            retry=retry_if_exception_type(errors)
+            | retry_if_result(lambda r: r.status_code in statuses),
             # Attempts spent: the last response, or its exception raised again.
             retry_error_callback=lambda state: state.outcome.result(),  # type: ignore[union-attr]
         )

@@ -102,15 +102,25 @@ class ShopifyAdminClient:
         return f"{origin}/admin/api/{self._version}/graphql.json"
 
     async def graphql(
-        self, shop: str, access_token: str, query: str, variables: dict[str, Any]
+        self,
+        shop: str,
+        access_token: str,
+        query: str,
+        variables: dict[str, Any],
+        *,
+        repeatable: bool = True,
     ) -> dict[str, Any]:
+        """`repeatable=False` for a mutation that must not run twice (Shopify's mutations take
+        no idempotency key): after a 5xx or a lost answer it is not sent again, and the caller
+        finds out whether it ran. Queries, and mutations made idempotent by their input (a
+        discount's unique code: a second run answers TAKEN), are repeatable."""
         for _ in range(THROTTLED_ATTEMPTS - 1):
             try:
-                return await self._graphql_once(shop, access_token, query, variables)
+                return await self._graphql_once(shop, access_token, query, variables, repeatable)
             except ShopifyThrottled as throttled:
                 await asyncio.sleep(throttled.wait_seconds)
         try:
-            return await self._graphql_once(shop, access_token, query, variables)
+            return await self._graphql_once(shop, access_token, query, variables, repeatable)
         except ShopifyThrottled as throttled:
             raise ShopifyUnavailable(
                 f"Shopify throttled the calls for {shop}",
@@ -118,13 +128,19 @@ class ShopifyAdminClient:
             ) from throttled
 
     async def _graphql_once(
-        self, shop: str, access_token: str, query: str, variables: dict[str, Any]
+        self,
+        shop: str,
+        access_token: str,
+        query: str,
+        variables: dict[str, Any],
+        repeatable: bool,
     ) -> dict[str, Any]:
         try:
             response = await self._http.post_json(
                 self.endpoint(shop),
                 {"query": query, "variables": variables},
                 headers={"X-Shopify-Access-Token": access_token},
+                repeatable=repeatable,
             )
         except httpx.TransportError as exc:
             # The client's error names hosts and internals: logged here, not sent to callers.

@@ -74,3 +74,24 @@ async def test_no_answer_is_unavailable_with_retry_info_and_no_client_internals(
         await client.graphql("s.myshopify.com", "t", "query { ok }", {})
     assert str(caught.value) == "Shopify did not answer for s.myshopify.com; try again"
     assert caught.value.retry_after_seconds == shopify_admin.TRANSPORT_RETRY_SECONDS
+
+
+@pytest.mark.parametrize(("repeatable", "sent"), [(True, 3), (False, 1)])
+async def test_a_mutation_that_may_have_run_is_not_sent_again(repeatable: bool, sent: int) -> None:
+    """A 503 may come after Shopify ran the mutation: one that must not run twice is not
+    sent again."""
+    seen: list[int] = []
+    client = _client([(503, {})], seen)
+    with pytest.raises(Unavailable):
+        await client.graphql(
+            "s.myshopify.com", "t", "mutation { giftCardCreate { id } }", {}, repeatable=repeatable
+        )
+    assert len(seen) == sent
+
+
+async def test_a_mutation_refused_with_429_is_sent_again() -> None:
+    seen: list[int] = []
+    client = _client([(429, {}), (200, {"data": {"ok": True}})], seen)
+    answer = await client.graphql("s.myshopify.com", "t", "mutation { ok }", {}, repeatable=False)
+    assert answer == {"ok": True}
+    assert len(seen) == 2

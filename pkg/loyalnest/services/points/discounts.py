@@ -351,8 +351,14 @@ class GiftCards:
         }
         if redemption.expires_at is not None:
             card_input["expiresOn"] = redemption.expires_at.astimezone(UTC).date().isoformat()
+        # giftCardCreate has no idempotency key: never sent twice (a lost answer is settled
+        # by looking the card up; see rewards.py).
         data = await self._admin.graphql(
-            access.shop, access.access_token, _GIFT_CARD_CREATE, {"input": card_input}
+            access.shop,
+            access.access_token,
+            _GIFT_CARD_CREATE,
+            {"input": card_input},
+            repeatable=False,
         )
         made = data.get("giftCardCreate") or {}
         errors = made.get("userErrors") or []

@@ -154,14 +154,8 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         ShopTokens(auth, component="points", not_connected=ShopNotConnected),
         code_key=_discount_code_key(settings),
     )
-    # giftCardCreate has no idempotency key: a request is never sent twice by the HTTP
-    # client (a lost answer is settled by looking the card up; see rewards.py).
-    once = HttpClient(
-        api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds, attempts=1
-    )
-    components.cleanup.append(once.close)
     cards = GiftCards(
-        ShopifyAdminClient(once, base_url=settings.shopify_admin_base_url),
+        ShopifyAdminClient(http, base_url=settings.shopify_admin_base_url),
         ShopTokens(auth, component="points", not_connected=ShopNotConnected),
     )
     components.personal_data = ledger
