@@ -19,6 +19,7 @@ from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.event_tracking import consumers, events
 from loyalnest.services.event_tracking.domain import Pseudonyms
+from loyalnest.services.event_tracking.person_deletion import PersonDeleter, PersonsApiConfig
 from loyalnest.services.event_tracking.servicer import EventTrackingServicer
 from loyalnest.services.event_tracking.shipping import PosthogConfig, PosthogShipper
 from loyalnest.services.event_tracking.store import TaskStore
@@ -54,6 +55,15 @@ class EventTrackingSettings(ServiceSettings):
     posthog_retry_max_seconds: float = Field(30.0, gt=0)
     posthog_round_backoff_seconds: float = Field(5.0, ge=0)
     posthog_timeout_seconds: float = Field(10.0, gt=0)
+    # PostHog's private API (persons deletion at an erasure): its host (EU cloud:
+    # https://eu.posthog.com; self-hosted: your domain), the project id, and a personal API
+    # key (phx_..., scope person:read and person:write). Unset key or project: erasures
+    # mark the persons to delete, and they wait.
+    posthog_api_host: str = "https://us.posthog.com"
+    posthog_project_id: str | None = None
+    posthog_personal_api_key: SecretStr | None = None
+    posthog_deletion_batch_size: int = Field(20, ge=1, le=1000)
+    posthog_deletion_max_backoff_seconds: float = Field(3600.0, gt=0)
     # base64 of 32 random bytes; fixed for the life of the data (a new key makes every person
     # new at PostHog).
     event_tracking_pseudonym_key: SecretStr | None = None
@@ -91,6 +101,24 @@ def posthog_config(settings: EventTrackingSettings, api_key: str) -> PosthogConf
     )
 
 
+def persons_api_config(
+    settings: EventTrackingSettings, personal_api_key: str, project_id: str
+) -> PersonsApiConfig:
+    return PersonsApiConfig(
+        host=settings.posthog_api_host,
+        personal_api_key=personal_api_key,
+        project_id=project_id,
+        batch_size=settings.posthog_deletion_batch_size,
+        poll_interval_seconds=settings.posthog_poll_interval_seconds,
+        send_attempts=settings.posthog_send_attempts,
+        retry_initial_seconds=settings.posthog_retry_initial_seconds,
+        retry_max_seconds=settings.posthog_retry_max_seconds,
+        round_backoff_seconds=settings.posthog_round_backoff_seconds,
+        max_backoff_seconds=settings.posthog_deletion_max_backoff_seconds,
+        timeout_seconds=settings.posthog_timeout_seconds,
+    )
+
+
 async def build(settings: EventTrackingSettings) -> ServiceComponents:
     database = Database(settings, DATABASE)
     await database.open()
@@ -119,6 +147,18 @@ async def build(settings: EventTrackingSettings) -> ServiceComponents:
         )
         components.background.append(shipper.run)
         components.cleanup.append(shipper.close)
+    personal_key, project = settings.posthog_personal_api_key, settings.posthog_project_id
+    if personal_key is None or not project:
+        log.warning(
+            "LOYALNEST_POSTHOG_PERSONAL_API_KEY or LOYALNEST_POSTHOG_PROJECT_ID is unset:"
+            " erased customers' persons are marked for deletion at PostHog, not deleted"
+        )
+    else:
+        deleter = PersonDeleter(
+            store, persons_api_config(settings, personal_key.get_secret_value(), project)
+        )
+        components.background.append(deleter.run)
+        components.cleanup.append(deleter.close)
     return components
 
 
@@ -128,5 +168,5 @@ SPEC = ServiceSpec(
     build=build,
     database=DATABASE,
     calls=CALLS,
-    personal_data=PersonalData(tables=("queue_tasks",)),
+    personal_data=PersonalData(tables=("queue_tasks", "posthog_persons")),
 )

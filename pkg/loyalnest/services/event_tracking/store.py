@@ -5,11 +5,16 @@ claims due tasks with a lease (`FOR UPDATE SKIP LOCKED`, so workers share the qu
 marks them completed or failed with `task.completed`, again in one transaction. Rows hold
 pseudonymous distinct ids only (domain.Pseudonyms); export and erasure of a person find the
 rows by the pseudonym of the id they are given.
+
+`posthog_persons` remembers every pseudonym an event was queued under (past the queue's
+retention): erasing a customer or a merchant marks theirs in the erasing transaction, and
+the deleter (person_deletion.py) deletes those persons, with their events, at PostHog.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -40,6 +45,21 @@ _Q_COLUMNS = (
     "q.task_id::text AS task_id, q.merchant_id, q.event_type, q.source, q.subject, q.status,"
     " q.payload AS properties, q.occurred_at, q.attempts, q.last_error, q.created_at,"
     " q.completed_at"
+)
+_REMEMBER_PERSON = (
+    "INSERT INTO posthog_persons (merchant_id, distinct_id) VALUES (%s, %s)"
+    " ON CONFLICT (merchant_id, distinct_id) DO NOTHING"
+)
+# Marks persons for deletion at PostHog (once: a second erasure changes nothing), not before
+# %(after)s (a batch still leased may be on its way there), in the one lock order.
+_MARK_FOR_ERASURE = (
+    "UPDATE posthog_persons SET erase_requested_at = now(),"
+    " next_attempt_at = greatest(now(), %(after)s::timestamptz)"
+    " WHERE (merchant_id, distinct_id) IN"
+    " (SELECT merchant_id, distinct_id FROM posthog_persons"
+    "  WHERE merchant_id = %(merchant)s AND erase_requested_at IS NULL"
+    "  AND (%(subjects)s::text[] IS NULL OR distinct_id = ANY(%(subjects)s::text[]))"
+    "  ORDER BY merchant_id, distinct_id FOR UPDATE)"
 )
 _INSERT = (
     "INSERT INTO queue_tasks (task_id, merchant_id, event_type, source, subject, payload,"
@@ -78,6 +98,8 @@ class TaskStore:
         )
         if await cursor.fetchone() is None:
             return False
+        # PostHog will know this pseudonym: an erasure must be able to name it later.
+        await conn.execute(_REMEMBER_PERSON, (task.merchant_id, task.subject), prepare=True)
         await outbox.enqueue(conn, task.merchant_id, events.task_created(task))
         return True
 
@@ -235,27 +257,113 @@ class TaskStore:
         return CustomerExport(data={"posthog_distinct_ids": subjects, "events": events})
 
     async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
-        """Deletes every event about the customer, shipped or not; idempotent."""
-        async with self._pool.connection() as conn:
+        """Deletes every event about the customer, shipped or not, and marks their persons for
+        deletion at PostHog in the same transaction; idempotent."""
+        subjects = self._subjects(merchant_id, customer)
+        async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "DELETE FROM queue_tasks WHERE (merchant_id, task_id) IN"
                 " (SELECT merchant_id, task_id FROM queue_tasks"
                 "  WHERE merchant_id = %s AND subject = ANY(%s)"
-                f"  {_LOCK_ORDER})",
-                (merchant_id, self._subjects(merchant_id, customer)),
+                f"  {_LOCK_ORDER}) RETURNING status, next_attempt_at",
+                (merchant_id, subjects),
             )
-            return cursor.rowcount
+            deleted = await cursor.fetchall()
+            marked = await _mark_for_erasure(conn, merchant_id, subjects, deleted)
+            return len(deleted) + marked
 
     async def erase_merchant(self, merchant_id: str) -> int:
-        """Everything of `merchant_id`: its events and the platform's rows."""
+        """Everything of `merchant_id`: its events and the platform's rows, and all its persons
+        marked for deletion at PostHog (their rows go once PostHog has deleted them)."""
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "DELETE FROM queue_tasks WHERE (merchant_id, task_id) IN"
                 " (SELECT merchant_id, task_id FROM queue_tasks WHERE merchant_id = %s"
-                f"  {_LOCK_ORDER})",
+                f"  {_LOCK_ORDER}) RETURNING status, next_attempt_at",
                 (merchant_id,),
             )
-            return cursor.rowcount + await erase_platform_rows(conn, merchant_id)
+            deleted = await cursor.fetchall()
+            marked = await _mark_for_erasure(conn, merchant_id, None, deleted)
+            return len(deleted) + marked + await erase_platform_rows(conn, merchant_id)
+
+    # ---- PostHog persons to delete (person_deletion.PersonDeleter) -------------------------
+
+    async def claim_person_deletions(
+        self, limit: int, lease_seconds: float
+    ) -> list[PersonDeletion]:
+        """Up to `limit` persons due for deletion at PostHog, leased as claim_due's tasks."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE posthog_persons p"
+                " SET next_attempt_at = now() + make_interval(secs => %s)"
+                " FROM (SELECT merchant_id, distinct_id FROM posthog_persons"
+                "       WHERE erase_requested_at IS NOT NULL AND next_attempt_at <= now()"
+                "       ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) due"
+                " WHERE p.merchant_id = due.merchant_id AND p.distinct_id = due.distinct_id"
+                " RETURNING p.merchant_id, p.distinct_id, p.attempts",
+                (lease_seconds, limit),
+            )
+            return [PersonDeletion(*row) for row in await cursor.fetchall()]
+
+    async def person_deleted(self, person: PersonDeletion) -> None:
+        """PostHog no longer has the person: nothing of them is kept here either."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "DELETE FROM posthog_persons WHERE merchant_id = %s AND distinct_id = %s"
+                " AND erase_requested_at IS NOT NULL",
+                (person.merchant_id, person.distinct_id),
+            )
+
+    async def person_deletion_failed(
+        self, person: PersonDeletion, error: str, *, retry_in_seconds: float
+    ) -> None:
+        """Tried again after `retry_in_seconds`: an erasure is never given up on."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE posthog_persons SET attempts = attempts + 1, last_error = %s,"
+                " next_attempt_at = now() + make_interval(secs => %s)"
+                " WHERE merchant_id = %s AND distinct_id = %s",
+                (error, retry_in_seconds, person.merchant_id, person.distinct_id),
+            )
+
+    async def persons_to_delete(self, merchant_id: str | None = None) -> list[PersonDeletion]:
+        """The persons still to be deleted at PostHog (all merchants' when None)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT merchant_id, distinct_id, attempts, last_error FROM posthog_persons"
+                " WHERE erase_requested_at IS NOT NULL AND (%s::text IS NULL OR merchant_id = %s)"
+                " ORDER BY merchant_id, distinct_id",
+                (merchant_id, merchant_id),
+            )
+            return [PersonDeletion(*row) for row in await cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class PersonDeletion:
+    """A person (a pseudonym) PostHog is to forget."""
+
+    merchant_id: str
+    distinct_id: str
+    attempts: int
+    last_error: str | None = None
+
+
+async def _mark_for_erasure(
+    conn: AsyncConnection,
+    merchant_id: str,
+    subjects: list[str] | None,
+    deleted_tasks: Sequence[tuple[Any, ...]],
+) -> int:
+    """Marks the persons (all of the merchant's when `subjects` is None) for deletion at
+    PostHog. A deleted task still pending with a lease in the future may be in a batch on its
+    way to PostHog right now (claims are leased longer than a send can take): deleting the
+    person before it lands would leave that event there, so the deletion waits for the lease."""
+    in_flight = [at for status, at in deleted_tasks if status == TaskStatus.PENDING]
+    cursor = await conn.execute(
+        _MARK_FOR_ERASURE,
+        {"merchant": merchant_id, "subjects": subjects, "after": max(in_flight, default=None)},
+    )
+    return cursor.rowcount
 
 
 # Every statement that touches several tasks locks them in this one order, so the shipper's
