@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
+from prometheus_client import Counter
 from pydantic import Field, SecretStr
 
 from loyalnest.gen.event_tracking.v1 import event_tracking_pb2, event_tracking_pb2_grpc
@@ -25,6 +29,11 @@ from loyalnest.services.event_tracking.shipping import PosthogConfig, PosthogShi
 from loyalnest.services.event_tracking.store import TaskStore
 
 log = get_logger(__name__)
+Loop = Callable[[], Coroutine[Any, Any, None]]
+PURGED = Counter(
+    "loyalnest_event_tracking_purged_tasks_total",
+    "Finished queue_tasks deleted after their retention.",
+)
 
 NAME = "event_tracking"
 # The audit trigger function exists for the idempotency keys' audited writes.
@@ -64,6 +73,10 @@ class EventTrackingSettings(ServiceSettings):
     posthog_personal_api_key: SecretStr | None = None
     posthog_deletion_batch_size: int = Field(20, ge=1, le=1000)
     posthog_deletion_max_backoff_seconds: float = Field(3600.0, gt=0)
+    # Completed and failed queue_tasks are deleted this long after they finished (the
+    # service's own loop, every purge interval); pending ones stay until shipped or failed.
+    event_tracking_task_retention_days: float = Field(30.0, gt=0)
+    event_tracking_purge_interval_seconds: float = Field(3600.0, gt=0)
     # base64 of 32 random bytes; fixed for the life of the data (a new key makes every person
     # new at PostHog).
     event_tracking_pseudonym_key: SecretStr | None = None
@@ -119,6 +132,25 @@ def persons_api_config(
     )
 
 
+def purge_loop(store: TaskStore, settings: EventTrackingSettings) -> Loop:
+    """Keeps queue_tasks to its retention. In the service, not a CronJob: like the outbox and
+    processed-events purges it is a few indexed, bounded DELETEs on the pool the service
+    already holds (no pod, image pull, Secret or NetworkPolicy for it), and replicas running
+    it at once split the rows (SKIP LOCKED), so no lock or schedule is needed."""
+    older_than = settings.event_tracking_task_retention_days * 86_400
+
+    async def run() -> None:
+        while True:
+            try:
+                while (purged := await store.purge_finished(older_than)) > 0:
+                    PURGED.inc(purged)
+            except Exception as exc:  # the database is away: health says so; try later
+                log.warning("queue_tasks purge failed", error=repr(exc))
+            await asyncio.sleep(settings.event_tracking_purge_interval_seconds)
+
+    return run
+
+
 async def build(settings: EventTrackingSettings) -> ServiceComponents:
     database = Database(settings, DATABASE)
     await database.open()
@@ -137,6 +169,7 @@ async def build(settings: EventTrackingSettings) -> ServiceComponents:
             )
         ],
     )
+    components.background.append(purge_loop(store, settings))
     # The personal-data contract: events are pseudonymous, still a person's data (GDPR).
     components.personal_data = store
     if settings.posthog_api_key is None:

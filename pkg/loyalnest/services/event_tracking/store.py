@@ -218,6 +218,21 @@ class TaskStore:
                     )
         return failed
 
+    async def purge_finished(self, older_than_seconds: float, limit: int = 5_000) -> int:
+        """Deletes up to `limit` completed or failed tasks finished more than
+        `older_than_seconds` ago; returns how many. Rows another transaction holds (an
+        erasure, a completion) are skipped, not waited for: the next round takes them."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM queue_tasks WHERE (merchant_id, task_id) IN"
+                " (SELECT merchant_id, task_id FROM queue_tasks"
+                "  WHERE status <> 'pending'"
+                "  AND completed_at < now() - make_interval(secs => %s)"
+                "  LIMIT %s FOR UPDATE SKIP LOCKED)",
+                (older_than_seconds, limit),
+            )
+            return cursor.rowcount
+
     async def pending_count(self) -> int:
         async with self._pool.connection() as conn:
             cursor = await conn.execute("SELECT count(*) FROM queue_tasks WHERE status = 'pending'")
