@@ -48,7 +48,7 @@ from loyalnest.services.points.service import SPEC as POINTS
 from loyalnest.services.roles.service import SPEC as ROLES
 from loyalnest.services.users.service import SPEC as USERS
 from loyalnest.services.users.service import UsersSettings
-from tests.auth import merchant_headers, merchant_metadata, token
+from tests.auth import ISSUER, merchant_headers, merchant_metadata, token
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import (
     eventually,
@@ -132,9 +132,11 @@ async def logs(mesh: Mesh, headers: dict[str, str], **query: Any) -> dict[str, A
     return body
 
 
-async def make_changes(mesh: Mesh, merchant_id: str) -> dict[str, str]:
-    """One change through each service (two of one reward); the resources they touch."""
-    md = merchant_metadata(merchant_id, WRITE)
+async def make_changes(mesh: Mesh, merchant_id: str, subject: str = "test-user") -> dict[str, str]:
+    """One change through each service (two of one reward), made by `subject`; the resources
+    they touch."""
+    caller = ISSUER.mint(subject=subject, merchant_id=merchant_id, permissions=WRITE)
+    md = (("authorization", f"Bearer {caller}"),)
     user = await mesh.users.CreateUser(
         users_pb2.CreateUserRequest(
             user=users_pb2.User(email="audit@example.com", kind=users_pb2.USER_KIND_STAFF),
@@ -188,7 +190,8 @@ async def make_changes(mesh: Mesh, merchant_id: str) -> dict[str, str]:
 async def test_audit_rows_of_every_service_reach_admin_core_in_order(
     mesh: Mesh, merchant_id: str, database_url: str
 ) -> None:
-    resources = await make_changes(mesh, merchant_id)
+    subject = f"staff-{uuid.uuid4().hex[:8]}"
+    resources = await make_changes(mesh, merchant_id, subject)
     headers = merchant_headers(merchant_id, (AUDIT,))
 
     async def arrived() -> list[dict[str, Any]] | None:
@@ -218,10 +221,11 @@ async def test_audit_rows_of_every_service_reach_admin_core_in_order(
     assert "email_ciphertext" not in user_row["details"]["new"]
     assert "audit@example.com" not in json.dumps(found)
     assert {e["merchant_id"] for e in found} == {merchant_id}
-    # The caller's token subject names who made an audited RPC's change (Users, Roles).
-    assert user_row["actor"] and user_row["actor"] == next(
-        e["actor"] for e in found if e["resource"] == resources["roles"]
-    )
+    # The caller's token subject names who made an audited RPC's change, in every service
+    # (automatic: no call site names it), on rows of the token's merchant.
+    for service, resource in resources.items():
+        rows = [e for e in found if e["resource"] == resource]
+        assert rows and all(e["actor"] == subject for e in rows), (service, rows)
 
     # Filters and keyset paging.
     only_points = await logs(mesh, headers, **{"filter.service": "points", "page_size": 2})
