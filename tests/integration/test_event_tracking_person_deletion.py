@@ -103,6 +103,27 @@ async def test_erasing_a_customer_deletes_their_person_and_events_at_posthog(
         assert await store.persons_to_delete(merchant_id) == []
 
 
+async def test_persons_api_requests_are_paced_under_posthogs_limit(
+    database_url: str, posthog: PosthogStandIn, store: TaskStore, merchant_id: str
+) -> None:
+    """A merchant's erasure deletes many persons: at 120 requests a minute (one per 0.5 s)
+    its 3 persons (6 requests) take at least 2.5 s, and PostHog (limited to 6 a minute here)
+    never answers 429."""
+    posthog.api_rate_per_minute = 6
+    settings = settings_for(
+        database_url, posthog, **with_persons_api(posthog, posthog_api_requests_per_minute=120)
+    )
+    async with serve_for_test(SPEC, settings, Stub) as (_, stub):
+        await capture(stub, merchant_id, *(client_event(distinct_id=f"c-{i}") for i in range(3)))
+        await arrived(posthog, 3)
+        started = time.monotonic()
+        await store.erase_merchant(merchant_id)
+        await no_deletions_left(store, merchant_id)
+        elapsed = time.monotonic() - started
+    api = [r.status for r in posthog.requests if r.path.startswith("/api/")]
+    assert api == [200, 204] * 3 and elapsed >= 2.5, (api, elapsed)
+
+
 async def test_an_erasure_made_while_no_deleter_runs_is_carried_out_later(
     database_url: str, posthog: PosthogStandIn, store: TaskStore, merchant_id: str
 ) -> None:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from loyalnest.devstack.standins.server import ServedStandIn
 
@@ -261,7 +262,7 @@ class PosthogStandIn(ServedStandIn):
 
     def _handle_api(self, request: BaseHTTPRequestHandler, method: str) -> None:
         path, _, query = request.path.partition("?")
-        params = dict(pair.partition("=")[::2] for pair in query.split("&") if pair)
+        params = {name: values[-1] for name, values in parse_qs(query).items()}
         length = int(request.headers.get("content-length") or 0)
         if length:
             request.rfile.read(length)

@@ -11,6 +11,10 @@ scope person:write):
 2. `DELETE /api/projects/{project}/persons/{uuid}/?delete_events=true` deletes it with its
    events (204).
 
+Requests are paced under PostHog's per-key limit on the persons endpoints (240/min, ⚠ a
+third-party figure; `requests_per_minute`, per process), so a merchant's erasure of
+thousands of persons queues behind the pacer instead of meeting 429s.
+
 Idempotent: no person found, or a 404 on the delete (deleted meanwhile), is success. A 5xx,
 408, 429 or no answer is retried at once with tenacity, waiting what `Retry-After` says
 (PostHog throttles its persons endpoints per key); when those attempts run out, and on any
@@ -66,6 +70,8 @@ class PersonsApiConfig:
     round_backoff_seconds: float = 5.0
     max_backoff_seconds: float = 3600.0
     timeout_seconds: float = 10.0
+    # Below PostHog's 240/min per key, leaving room for people using the same key.
+    requests_per_minute: float = 200.0
 
     @property
     def lease_seconds(self) -> float:
@@ -82,11 +88,22 @@ class PersonDeleter:
         self._config = config
         self._client = client or httpx.AsyncClient(timeout=config.timeout_seconds)
         self._persons = f"{config.host.rstrip('/')}/api/projects/{config.project_id}/persons/"
+        # When the next request may go (the loop's clock): requests are spaced evenly.
+        self._next_slot = 0.0
+
+    async def _pace(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        slot = max(now, self._next_slot)
+        self._next_slot = slot + 60.0 / self._config.requests_per_minute
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     async def close(self) -> None:
         await self._client.aclose()
 
     async def _once(self, method: str, url: str, params: dict[str, str]) -> httpx.Response:
+        await self._pace()
         try:
             response = await self._client.request(
                 method,
@@ -144,8 +161,14 @@ class PersonDeleter:
         """Claims due persons and deletes each at PostHog; returns how many were claimed."""
         config = self._config
         persons = await self._store.claim_person_deletions(config.batch_size, config.lease_seconds)
-        for person in persons:
-            await self._delete_one(person)
+        for done, person in enumerate(persons):
+            try:
+                await self._delete_one(person)
+            except asyncio.CancelledError:
+                # Stopping (a deploy): the claims not carried out are released for another
+                # process now, not after the lease (which a crash still waits for).
+                await asyncio.shield(self._store.release_person_deletions(persons[done:]))
+                raise
         return len(persons)
 
     async def _delete_one(self, person: PersonDeletion) -> None:

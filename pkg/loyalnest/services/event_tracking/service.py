@@ -73,6 +73,8 @@ class EventTrackingSettings(ServiceSettings):
     posthog_personal_api_key: SecretStr | None = None
     posthog_deletion_batch_size: int = Field(20, ge=1, le=1000)
     posthog_deletion_max_backoff_seconds: float = Field(3600.0, gt=0)
+    # Persons API requests per minute and process (PostHog allows 240/min per key).
+    posthog_api_requests_per_minute: float = Field(200.0, gt=0)
     # Completed and failed queue_tasks are deleted this long after they finished (the
     # service's own loop, every purge interval); pending ones stay until shipped or failed.
     event_tracking_task_retention_days: float = Field(30.0, gt=0)
@@ -128,6 +130,7 @@ def persons_api_config(
         retry_max_seconds=settings.posthog_retry_max_seconds,
         round_backoff_seconds=settings.posthog_round_backoff_seconds,
         max_backoff_seconds=settings.posthog_deletion_max_backoff_seconds,
+        requests_per_minute=settings.posthog_api_requests_per_minute,
         timeout_seconds=settings.posthog_timeout_seconds,
     )
 

@@ -320,6 +320,17 @@ class TaskStore:
             )
             return [PersonDeletion(*row) for row in await cursor.fetchall()]
 
+    async def release_person_deletions(self, persons: Sequence[PersonDeletion]) -> None:
+        """Claimed persons this process will not get to: due again at once."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE posthog_persons SET next_attempt_at = now()"
+                " WHERE (merchant_id, distinct_id) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::text[]))"
+                " AND erase_requested_at IS NOT NULL",
+                ([p.merchant_id for p in persons], [p.distinct_id for p in persons]),
+            )
+
     async def person_deleted(self, person: PersonDeletion) -> None:
         """PostHog no longer has the person: nothing of them is kept here either."""
         async with self._pool.connection() as conn:
