@@ -6,9 +6,11 @@ marks them completed or failed with `task.completed`, again in one transaction. 
 pseudonymous distinct ids only (domain.Pseudonyms); export and erasure of a person find the
 rows by the pseudonym of the id they are given.
 
-`posthog_persons` remembers every pseudonym an event was queued under (past the queue's
-retention): erasing a customer or a merchant marks theirs in the erasing transaction, and
-the deleter (person_deletion.py) deletes those persons, with their events, at PostHog.
+`posthog_persons` remembers every pseudonym an event was sent to PostHog under (past the
+queue's retention): erasing a customer or a merchant marks theirs in the erasing
+transaction, and the deleter (person_deletion.py) deletes those persons, with their events,
+at PostHog. The erasure succeeds only once PostHog has: until then it raises UNAVAILABLE
+(AdminCore's step stays pending with the reason and is retried), then it drops the rows.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from loyalnest.platform import idempotency
+from loyalnest.platform.errors import Unavailable
 from loyalnest.platform.events import outbox
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef, erase_platform_rows
@@ -45,10 +48,6 @@ _Q_COLUMNS = (
     "q.task_id::text AS task_id, q.merchant_id, q.event_type, q.source, q.subject, q.status,"
     " q.payload AS properties, q.occurred_at, q.attempts, q.last_error, q.created_at,"
     " q.completed_at"
-)
-_REMEMBER_PERSON = (
-    "INSERT INTO posthog_persons (merchant_id, distinct_id) VALUES (%s, %s)"
-    " ON CONFLICT (merchant_id, distinct_id) DO NOTHING"
 )
 # Marks persons for deletion at PostHog (once: a second erasure changes nothing), not before
 # %(after)s (a batch still leased may be on its way there), in the one lock order.
@@ -98,8 +97,6 @@ class TaskStore:
         )
         if await cursor.fetchone() is None:
             return False
-        # PostHog will know this pseudonym: an erasure must be able to name it later.
-        await conn.execute(_REMEMBER_PERSON, (task.merchant_id, task.subject), prepare=True)
         await outbox.enqueue(conn, task.merchant_id, events.task_created(task))
         return True
 
@@ -148,15 +145,24 @@ class TaskStore:
     async def claim_due(self, limit: int, lease_seconds: float) -> list[Task]:
         """Up to `limit` due tasks, leased for `lease_seconds`: no other shipper takes them
         meanwhile, and a shipper that dies leaves them to be taken again after the lease."""
+        # The batch's persons are registered in the claim's own statement: from now on PostHog
+        # may know them (even a send that seems to fail may have landed), and an erasure
+        # must be able to name them. An erased person's row, if still there, is armed again.
         async with self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
-                "UPDATE queue_tasks q SET next_attempt_at = now() + make_interval(secs => %s)"
+                "WITH claimed AS ("
+                " UPDATE queue_tasks q SET next_attempt_at = now() + make_interval(secs => %s)"
                 " FROM (SELECT merchant_id, task_id FROM queue_tasks"
                 "       WHERE status = 'pending' AND next_attempt_at <= now()"
                 "       ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) due"
                 " WHERE q.merchant_id = due.merchant_id AND q.task_id = due.task_id"
-                f" RETURNING {_Q_COLUMNS}",
+                f" RETURNING {_Q_COLUMNS}),"
+                " persons AS (INSERT INTO posthog_persons (merchant_id, distinct_id)"
+                "  SELECT DISTINCT merchant_id, subject FROM claimed ORDER BY 1, 2"
+                "  ON CONFLICT (merchant_id, distinct_id) DO UPDATE SET deleted_at = NULL"
+                "  WHERE posthog_persons.deleted_at IS NOT NULL)"
+                " SELECT * FROM claimed",
                 (lease_seconds, limit),
             )
             return [_task(row) for row in await cursor.fetchall()]
@@ -284,8 +290,10 @@ class TaskStore:
                 (merchant_id, subjects),
             )
             deleted = await cursor.fetchall()
-            marked = await _mark_for_erasure(conn, merchant_id, subjects, deleted)
-            return len(deleted) + marked
+            await _mark_for_erasure(conn, merchant_id, subjects, deleted)
+            forgotten, waiting = await _settle_erasure(conn, merchant_id, subjects)
+        _raise_while_posthog_has(waiting)
+        return len(deleted) + forgotten
 
     async def erase_merchant(self, merchant_id: str) -> int:
         """Everything of `merchant_id`: its events and the platform's rows, and all its persons
@@ -298,8 +306,11 @@ class TaskStore:
                 (merchant_id,),
             )
             deleted = await cursor.fetchall()
-            marked = await _mark_for_erasure(conn, merchant_id, None, deleted)
-            return len(deleted) + marked + await erase_platform_rows(conn, merchant_id)
+            await _mark_for_erasure(conn, merchant_id, None, deleted)
+            forgotten, waiting = await _settle_erasure(conn, merchant_id, None)
+            platform_rows = await erase_platform_rows(conn, merchant_id)
+        _raise_while_posthog_has(waiting)
+        return len(deleted) + forgotten + platform_rows
 
     # ---- PostHog persons to delete (person_deletion.PersonDeleter) -------------------------
 
@@ -312,7 +323,8 @@ class TaskStore:
                 "UPDATE posthog_persons p"
                 " SET next_attempt_at = now() + make_interval(secs => %s)"
                 " FROM (SELECT merchant_id, distinct_id FROM posthog_persons"
-                "       WHERE erase_requested_at IS NOT NULL AND next_attempt_at <= now()"
+                "       WHERE erase_requested_at IS NOT NULL AND deleted_at IS NULL"
+                "       AND next_attempt_at <= now()"
                 "       ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) due"
                 " WHERE p.merchant_id = due.merchant_id AND p.distinct_id = due.distinct_id"
                 " RETURNING p.merchant_id, p.distinct_id, p.attempts",
@@ -332,10 +344,11 @@ class TaskStore:
             )
 
     async def person_deleted(self, person: PersonDeletion) -> None:
-        """PostHog no longer has the person: nothing of them is kept here either."""
+        """PostHog no longer has the person: the erasure, asked again, drops the row."""
         async with self._pool.connection() as conn:
             await conn.execute(
-                "DELETE FROM posthog_persons WHERE merchant_id = %s AND distinct_id = %s"
+                "UPDATE posthog_persons SET deleted_at = now(), last_error = NULL"
+                " WHERE merchant_id = %s AND distinct_id = %s"
                 " AND erase_requested_at IS NOT NULL",
                 (person.merchant_id, person.distinct_id),
             )
@@ -357,7 +370,8 @@ class TaskStore:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
                 "SELECT merchant_id, distinct_id, attempts, last_error FROM posthog_persons"
-                " WHERE erase_requested_at IS NOT NULL AND (%s::text IS NULL OR merchant_id = %s)"
+                " WHERE erase_requested_at IS NOT NULL AND deleted_at IS NULL"
+                " AND (%s::text IS NULL OR merchant_id = %s)"
                 " ORDER BY merchant_id, distinct_id",
                 (merchant_id, merchant_id),
             )
@@ -390,6 +404,41 @@ async def _mark_for_erasure(
         {"merchant": merchant_id, "subjects": subjects, "after": max(in_flight, default=None)},
     )
     return cursor.rowcount
+
+
+async def _settle_erasure(
+    conn: AsyncConnection, merchant_id: str, subjects: list[str] | None
+) -> tuple[int, list[tuple[str, str | None]]]:
+    """The erased persons PostHog has not deleted yet (with their attempts' last errors);
+    once there are none, drops the rows of those it has and returns how many. All at once:
+    the call that succeeds reports every person, not the last few."""
+    scope = "merchant_id = %(m)s AND (%(s)s::text[] IS NULL OR distinct_id = ANY(%(s)s::text[]))"
+    params = {"m": merchant_id, "s": subjects}
+    cursor = await conn.execute(
+        f"SELECT distinct_id, last_error FROM posthog_persons WHERE {scope}"
+        " AND erase_requested_at IS NOT NULL AND deleted_at IS NULL ORDER BY distinct_id",
+        params,
+    )
+    waiting = [(row[0], row[1]) for row in await cursor.fetchall()]
+    if waiting:
+        return 0, waiting
+    cursor = await conn.execute(
+        f"DELETE FROM posthog_persons WHERE {scope} AND deleted_at IS NOT NULL", params
+    )
+    return cursor.rowcount, []
+
+
+def _raise_while_posthog_has(waiting: Sequence[tuple[str, str | None]]) -> None:
+    """An erasure is not done while PostHog still has one of the persons: UNAVAILABLE, with
+    the reason, so AdminCore keeps the step pending and asks again (it is idempotent)."""
+    if not waiting:
+        return
+    errors = sorted({error for _, error in waiting if error})
+    reason = f"; last error: {errors[0]}" if errors else ""
+    raise Unavailable(
+        f"{len(waiting)} person(s) still to be deleted at PostHog (queued){reason}",
+        retry_after_seconds=5.0,
+    )
 
 
 # Every statement that touches several tasks locks them in this one order, so the shipper's
