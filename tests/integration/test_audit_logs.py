@@ -29,12 +29,17 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from loyalnest.gateway import Upstream
+from loyalnest.gen.admin_core.v1 import admin_core_pb2
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
 from loyalnest.gen.events.v1 import core_pb2 as core_events
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.gen.roles.v1 import roles_pb2, roles_pb2_grpc
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.errors import FailedPrecondition, InvalidArgument
+from loyalnest.platform.postgres import Database
+from loyalnest.services.admin_core.audit_log import Filter, MeshAuditLog, stream_client, stream_key
+from loyalnest.services.admin_core.service import DATABASE as ADMIN_DATABASE
 from loyalnest.services.admin_core.service import SERVICE_NAME as ADMIN_CORE_SERVICE
 from loyalnest.services.admin_core.service import SPEC as ADMIN_CORE
 from loyalnest.services.admin_core.service import AdminCoreSettings
@@ -43,7 +48,7 @@ from loyalnest.services.points.service import SPEC as POINTS
 from loyalnest.services.roles.service import SPEC as ROLES
 from loyalnest.services.users.service import SPEC as USERS
 from loyalnest.services.users.service import UsersSettings
-from tests.auth import merchant_headers, merchant_metadata, token
+from tests.auth import ISSUER, merchant_headers, merchant_metadata, token
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import (
     eventually,
@@ -127,9 +132,11 @@ async def logs(mesh: Mesh, headers: dict[str, str], **query: Any) -> dict[str, A
     return body
 
 
-async def make_changes(mesh: Mesh, merchant_id: str) -> dict[str, str]:
-    """One change through each service (two of one reward); the resources they touch."""
-    md = merchant_metadata(merchant_id, WRITE)
+async def make_changes(mesh: Mesh, merchant_id: str, subject: str = "test-user") -> dict[str, str]:
+    """One change through each service (two of one reward), made by `subject`; the resources
+    they touch."""
+    caller = ISSUER.mint(subject=subject, merchant_id=merchant_id, permissions=WRITE)
+    md = (("authorization", f"Bearer {caller}"),)
     user = await mesh.users.CreateUser(
         users_pb2.CreateUserRequest(
             user=users_pb2.User(email="audit@example.com", kind=users_pb2.USER_KIND_STAFF),
@@ -183,7 +190,8 @@ async def make_changes(mesh: Mesh, merchant_id: str) -> dict[str, str]:
 async def test_audit_rows_of_every_service_reach_admin_core_in_order(
     mesh: Mesh, merchant_id: str, database_url: str
 ) -> None:
-    resources = await make_changes(mesh, merchant_id)
+    subject = f"staff-{uuid.uuid4().hex[:8]}"
+    resources = await make_changes(mesh, merchant_id, subject)
     headers = merchant_headers(merchant_id, (AUDIT,))
 
     async def arrived() -> list[dict[str, Any]] | None:
@@ -213,10 +221,11 @@ async def test_audit_rows_of_every_service_reach_admin_core_in_order(
     assert "email_ciphertext" not in user_row["details"]["new"]
     assert "audit@example.com" not in json.dumps(found)
     assert {e["merchant_id"] for e in found} == {merchant_id}
-    # The caller's token subject names who made an audited RPC's change (Users, Roles).
-    assert user_row["actor"] and user_row["actor"] == next(
-        e["actor"] for e in found if e["resource"] == resources["roles"]
-    )
+    # The caller's token subject names who made an audited RPC's change, in every service
+    # (automatic: no call site names it), on rows of the token's merchant.
+    for service, resource in resources.items():
+        rows = [e for e in found if e["resource"] == resource]
+        assert rows and all(e["actor"] == subject for e in rows), (service, rows)
 
     # Filters and keyset paging.
     only_points = await logs(mesh, headers, **{"filter.service": "points", "page_size": 2})
@@ -289,6 +298,95 @@ async def test_live_tail_emits_a_new_row_through_envoy(mesh: Mesh, merchant_id: 
     await asyncio.to_thread(reader.join, 5)
 
 
+class Tail:
+    """An NDJSON tail through Envoy, read in a thread (the services run on this loop)."""
+
+    def __init__(self, mesh: Mesh, headers: dict[str, str], query: str) -> None:
+        host, port = mesh.gateway.address.split(":")
+        self.connection = httpclient.HTTPConnection(host, int(port), timeout=60)
+        self.lines: list[dict[str, Any]] = []
+        self.status = 0
+        self._query, self._headers = query, headers
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        self.connection.request("GET", f"/admin/v1/logs/tail?{self._query}", headers=self._headers)
+        # Closing the tail cuts the chunked body short: that ends the reading, nothing else.
+        with contextlib.suppress(OSError, ValueError, AttributeError, httpclient.HTTPException):
+            response = self.connection.getresponse()
+            self.status = response.status
+            while line := response.readline():
+                if line.strip():
+                    self.lines.append(json.loads(line))
+
+    async def until(self, count: int) -> list[dict[str, Any]]:
+        async def enough() -> bool:
+            return len(self.lines) >= count
+
+        await eventually(enough, 60, f"{count} lines on the tail")
+        return self.lines
+
+    async def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.connection.sock and self.connection.sock.shutdown(2)  # type: ignore[func-returns-value]
+            self.connection.close()
+        await asyncio.to_thread(self._reader.join, 5)
+
+
+async def _role(mesh: Mesh, merchant_id: str, name: str) -> str:
+    created = await mesh.roles.CreateRole(
+        roles_pb2.CreateRoleRequest(
+            role=roles_pb2.Role(name=name, permissions=["points:read"]),
+            idempotency_key=uuid.uuid4().hex,
+        ),
+        metadata=merchant_metadata(merchant_id, WRITE),
+    )
+    return f"roles/{created.role.role_id}"
+
+
+async def test_live_tail_resumes_after_a_position_none_lost_or_repeated(
+    mesh: Mesh, merchant_id: str
+) -> None:
+    headers = merchant_headers(merchant_id, (AUDIT,))
+    first = Tail(mesh, headers, "filter.service=roles")
+    await asyncio.sleep(1.0)  # open before the change (a tail starts from now)
+    a = await _role(mesh, merchant_id, "resume-a")
+    (line,) = await first.until(1)
+    await first.close()
+    assert first.status == 200 and line["log"]["resource"] == a and line["position"]
+
+    # While nobody tails: two more rows reach the log.
+    missed = {
+        await _role(mesh, merchant_id, "resume-b"),
+        await _role(mesh, merchant_id, "resume-c"),
+    }
+
+    async def recorded() -> bool:
+        found = await logs(mesh, headers, **{"filter.service": "roles"})
+        return missed <= {e["resource"] for e in found.get("logs", [])}
+
+    await eventually(recorded, 60, "the rows made while no tail was open")
+    resumed = Tail(mesh, headers, f"filter.service=roles&after={line['position']}")
+    replayed = await resumed.until(2)
+    assert {e["log"]["resource"] for e in replayed} == missed  # replayed, A not again
+    d = await _role(mesh, merchant_id, "resume-d")  # then live
+    lines = await resumed.until(3)
+    await asyncio.sleep(0.5)  # nothing more comes
+    await resumed.close()
+    assert [e["log"]["resource"] for e in lines][2:] == [d]
+    positions = [tuple(map(int, e["position"].split("-"))) for e in [line, *lines]]
+    assert positions == sorted(set(positions))  # increasing: none repeated
+
+    # A bad position: 400 with the field named, as JSON, before any line.
+    for bad in ("yesterday", "1-2-3", "99999999999999-0"):
+        refused = await http(
+            "GET", f"{mesh.gateway.url}/admin/v1/logs/tail?after={bad}", headers=headers
+        )
+        assert refused.status == 400, (bad, refused.body)
+        assert refused.json()["code"] == 3 and "after" in refused.body.decode()
+
+
 async def test_a_merchant_admin_sees_its_own_merchant_only(mesh: Mesh, merchant_id: str) -> None:
     other = f"other-{merchant_id}"
     await make_changes(mesh, other)
@@ -311,3 +409,47 @@ async def test_a_merchant_admin_sees_its_own_merchant_only(mesh: Mesh, merchant_
         "GET", f"{mesh.gateway.url}/admin/v1/logs", headers=merchant_headers(merchant_id, ())
     )
     assert no_permission.status == 403
+
+
+async def test_a_position_the_live_buffer_no_longer_holds_is_refused_not_skipped(
+    database_url: str, redis_url: str, merchant_id: str
+) -> None:
+    """On a real Valkey: resuming replays exactly what follows the position; a position whose
+    followers were trimmed, or from a stream that expired and began again, is
+    FAILED_PRECONDITION (the client re-reads GetAuditLogs) rather than a silent gap."""
+    client = stream_client(redis_url)
+    log = MeshAuditLog(Database(ServiceSettings(database_url=database_url), ADMIN_DATABASE), client)
+    key, where = stream_key(merchant_id), Filter(merchant_id)
+
+    async def add(log_id: str) -> str:
+        entry = admin_core_pb2.AuditLog(log_id=log_id, merchant_id=merchant_id)
+        added: bytes = await client.xadd(key, {"log": entry.SerializeToString()})
+        return added.decode()
+
+    async def resume(after: str, count: int) -> list[tuple[str, str]]:
+        tail = log.tail(merchant_id, where, after=after)
+        try:
+            return [(p, e.log_id) for p, e in [await anext(tail) for _ in range(count)]]
+        finally:
+            await tail.aclose()
+
+    try:
+        ids = [await add(f"row-{i}") for i in range(4)]
+        assert await resume(ids[0], 2) == [(ids[1], "row-1"), (ids[2], "row-2")]
+        assert await resume("0-0", 1) == [(ids[0], "row-0")]
+        await client.xtrim(key, maxlen=2, approximate=False)  # row-0 and row-1 trimmed
+        for lost in (ids[0], "0-0"):
+            with pytest.raises(FailedPrecondition):
+                await resume(lost, 1)  # row-1 is gone: resuming would skip it
+        assert await resume(ids[2], 1) == [(ids[3], "row-3")]  # nothing after it was lost
+        # A day without rows: the key expired; rows began a new stream.
+        await client.delete(key)
+        newer = await add("row-4")
+        with pytest.raises(FailedPrecondition):
+            await resume(ids[3], 1)
+        assert await resume("0-0", 1) == [(newer, "row-4")]
+        with pytest.raises(InvalidArgument):
+            await resume("not-a-position", 1)
+    finally:
+        await client.delete(key)
+        await client.aclose()

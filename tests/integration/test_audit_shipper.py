@@ -15,7 +15,10 @@ import psycopg
 import pytest
 
 from loyalnest.gen.events.v1 import audit_pb2, envelope_pb2
+from loyalnest.platform import audit
 from loyalnest.platform.audit.shipper import AuditShipper
+from loyalnest.platform.auth import context as auth_context
+from loyalnest.platform.auth.tokens import Principal
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.postgres import Database
 from loyalnest.services.roles.service import DATABASE
@@ -113,3 +116,38 @@ async def test_ships_in_queue_order_once_and_skips_erased_rows(
         )
         row = await cursor.fetchone()
     assert row == (0,)  # nothing left queued, the erased row's entry included
+
+
+async def test_an_audited_pool_names_the_rpc_caller_and_no_one_after(database_url: str) -> None:
+    """The actor is automatic: a connection taken while an RPC is handled names its caller,
+    the same connection taken afterwards (a consumer, a job) names nobody, and a
+    transaction's own actor overrides the caller's for that transaction only."""
+    settings = service_settings_for_tests(
+        ServiceSettings, database_url, db_pool_min_size=1, db_pool_max_size=1
+    )
+    db = Database(settings, DATABASE)
+    await db.open()
+
+    async def actor(conn: psycopg.AsyncConnection) -> str:
+        cursor = await conn.execute("SELECT current_setting(%s, true)", (audit.ACTOR_SETTING,))
+        row = await cursor.fetchone()
+        return (row[0] if row else None) or ""
+
+    caller = Principal("staff-7", "m-1", frozenset(), "t-1", 2**31)
+    try:
+        bound = auth_context.bind(caller, "token")
+        try:
+            async with db.pool.connection() as conn:
+                assert await actor(conn) == "staff-7"
+                async with conn.transaction():  # a write transaction inherits it
+                    assert await actor(conn) == "staff-7"
+            async with audit.transaction(db.pool, "job:x") as conn:
+                assert await actor(conn) == "job:x"  # named for this transaction
+            async with db.pool.connection() as conn:
+                assert await actor(conn) == "staff-7"  # and only for it
+        finally:
+            auth_context.unbind(bound)
+        async with db.pool.connection() as conn:  # the same connection (pool of one)
+            assert await actor(conn) == ""
+    finally:
+        await db.close()

@@ -280,8 +280,14 @@ async def test_create_task_is_idempotent_and_ships(
 
 
 async def test_export_and_erase_of_a_customer_and_a_merchant(
-    database_url: str, stub: Stub, merchant_id: str
+    database_url: str, posthog: PosthogStandIn, merchant_id: str
 ) -> None:
+    settings = settings_for(database_url, posthog, posthog_api_key=None)
+    async with serve_for_test(SPEC, settings, Stub) as (_, stub):
+        await _export_and_erase(database_url, stub, merchant_id)
+
+
+async def _export_and_erase(database_url: str, stub: Stub, merchant_id: str) -> None:
     other = f"other-{merchant_id}"
     await capture(
         stub, merchant_id, client_event(distinct_id="c-1"), client_event(distinct_id="c-2")
@@ -301,6 +307,8 @@ async def test_export_and_erase_of_a_customer_and_a_merchant(
             "user_created",
             "widget_opened",
         ]
+        # Nothing was shipped (no PostHog key here): PostHog knows no person, so the erasure
+        # is done at once (test_event_tracking_person_deletion.py: the shipped case).
         assert await store.erase_customer(merchant_id, ann) == 2
         assert await store.erase_customer(merchant_id, ann) == 0  # idempotent
         assert (await store.export_customer(merchant_id, ann)).data["events"] == []
@@ -497,3 +505,60 @@ ISOLATION = Table(
         "CaptureEvents": [Case(_replay_b_capture, may_succeed=True)],
     },
 )
+
+
+async def test_finished_tasks_are_purged_after_their_retention(
+    database_url: str, posthog: PosthogStandIn, merchant_id: str
+) -> None:
+    """Completed and failed tasks older than the retention go (the service's own loop);
+    recent ones and pending ones, however old, stay."""
+    settings = settings_for(
+        database_url,
+        posthog,
+        event_tracking_task_retention_days=1,
+        event_tracking_purge_interval_seconds=0.1,
+    )
+    async with serve_for_test(SPEC, settings, Stub) as (_, stub):
+        names = ("old_completed", "old_failed", "recent", "old_pending")
+        await capture(stub, merchant_id, *(client_event(name) for name in names))
+        events = await arrived(posthog, 4)
+        ids = {e["event"]: e["uuid"] for e in events}
+        database = Database(ServiceSettings(database_url=database_url), DATABASE)
+        await database.open()
+        try:
+            async with database.pool.connection() as conn:
+                ages = (
+                    ("old_completed", "completed", "2 days"),
+                    ("old_failed", "failed", "3 days"),
+                    ("recent", "completed", "1 hour"),
+                )
+                for name, status, age in ages:
+                    await conn.execute(
+                        "UPDATE queue_tasks SET status = %s,"
+                        " completed_at = now() - %s::interval WHERE task_id = %s",
+                        (status, age, ids[name]),
+                    )
+                # Pending (say, PostHog's key missing) for ten days: never purged.
+                await conn.execute(
+                    "UPDATE queue_tasks SET status = 'pending', completed_at = NULL,"
+                    " created_at = now() - interval '10 days',"
+                    " next_attempt_at = now() + interval '1 day' WHERE task_id = %s",
+                    (ids["old_pending"],),
+                )
+        finally:
+            await database.close()
+        read = merchant_metadata(merchant_id, (READ,))
+
+        async def status_of(name: str) -> grpc.StatusCode:
+            try:
+                await stub.GetTask(pb.GetTaskRequest(task_id=ids[name]), metadata=read)
+            except grpc.aio.AioRpcError as error:
+                return error.code()
+            return grpc.StatusCode.OK
+
+        async def purged() -> bool:
+            return all([await status_of(n) == grpc.StatusCode.NOT_FOUND for n in names[:2]])
+
+        await eventually(purged, 15, "the old finished tasks purged")
+        assert await status_of("recent") == grpc.StatusCode.OK
+        assert await status_of("old_pending") == grpc.StatusCode.OK

@@ -11,8 +11,11 @@ apply, a Users account and a Core customer with email and names), then:
 - customers/redact: afterwards no PostgreSQL schema, no Redis key or value and no Kafka record
   holds the customer's email, phone or names in clear; PostgreSQL and Redis do not hold their
   Shopify id either; the webhook.received copies of their data in Kafka no longer decrypt
-  (their key is gone); Points' amounts remain, under an id that names nobody;
-- shop/redact: the same scans for the merchant, and nothing of it left in any service table.
+  (their key is gone); Points' amounts remain, under an id that names nobody; the person
+  Event Tracking shipped to PostHog (the stand-in) under their pseudonym is deleted there,
+  with its events;
+- shop/redact: the same scans for the merchant, and nothing of it left in any service table
+  nor at PostHog.
 
 Kafka records keep the Shopify customer id as a record key and an id field (webhook.received,
 points.*, customer.created, gdpr_request.created): it is not sealed, and the topic cannot be
@@ -37,6 +40,12 @@ from google.protobuf import json_format
 from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
 
+from loyalnest.devstack.standins.posthog import (
+    DEFAULT_API_KEY,
+    DEFAULT_PERSONAL_API_KEY,
+    DEFAULT_PROJECT_ID,
+    PosthogStandIn,
+)
 from loyalnest.gen.admin_core.v1 import admin_core_pb2 as admin_pb
 from loyalnest.gen.admin_core.v1 import admin_core_pb2_grpc
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
@@ -60,8 +69,12 @@ from loyalnest.services.edge.service import SPEC as EDGE
 from loyalnest.services.edge.service import master_cipher
 from loyalnest.services.edge.signing import shopify_headers
 from loyalnest.services.edge.store.customer_keys import CustomerErased, CustomerKeys
+from loyalnest.services.event_tracking.domain import Pseudonyms
+from loyalnest.services.event_tracking.service import (
+    _DEVELOPMENT_PSEUDONYM_KEY,
+    EventTrackingSettings,
+)
 from loyalnest.services.event_tracking.service import SPEC as EVENT_TRACKING
-from loyalnest.services.event_tracking.service import EventTrackingSettings
 from loyalnest.services.gamification.service import SPEC as GAMIFICATION
 from loyalnest.services.points.service import SPEC as POINTS
 from loyalnest.services.products.service import SPEC as PRODUCTS
@@ -104,6 +117,9 @@ EVERYTHING = (
     "core:write",
     GDPR,
 )
+
+
+PSEUDONYMS = Pseudonyms(_DEVELOPMENT_PSEUDONYM_KEY)
 
 
 @dataclass(frozen=True)
@@ -151,6 +167,7 @@ class Mesh:
     admin: admin_core_pb2_grpc.AdminCoreServiceStub
     edge_keys: CustomerKeys
     merchant_id: str
+    posthog: PosthogStandIn
 
     @property
     def md(self) -> tuple[tuple[str, str], ...]:
@@ -202,6 +219,18 @@ async def mesh(database_url: str, redis_url: str, shopify: ShopifyStandIn) -> As
     broker = BrokerProcess()
     await broker.start()
     events = events_on(broker)
+    posthog = PosthogStandIn().start()
+    # Event Tracking ships to the PostHog stand-in and deletes erased persons there.
+    analytics = {
+        "posthog_host": posthog.url,
+        "posthog_api_key": DEFAULT_API_KEY,
+        "posthog_api_host": posthog.url,
+        "posthog_project_id": DEFAULT_PROJECT_ID,
+        "posthog_personal_api_key": DEFAULT_PERSONAL_API_KEY,
+        "posthog_poll_interval_seconds": 0.1,
+        "posthog_retry_initial_seconds": 0.05,
+        "posthog_round_backoff_seconds": 0.1,
+    }
     try:
         async with (
             serving(AUTH, auth_with(database_url, redis_url, shopify, **events)) as auth,
@@ -226,10 +255,11 @@ async def mesh(database_url: str, redis_url: str, shopify: ShopifyStandIn) -> As
                 serving(
                     GAMIFICATION, gamification_settings(database_url, redis_url, **events)
                 ) as gamification,
-                # No PostHog key: its tasks are queued and stay (what the scans must cover).
                 serving(
                     EVENT_TRACKING,
-                    service_settings_for_tests(EventTrackingSettings, database_url, **events),
+                    service_settings_for_tests(
+                        EventTrackingSettings, database_url, **events, **analytics
+                    ),
                 ) as event_tracking,
                 serving(
                     PRODUCTS,
@@ -291,10 +321,12 @@ async def mesh(database_url: str, redis_url: str, shopify: ShopifyStandIn) -> As
                             admin_core_pb2_grpc.AdminCoreServiceStub(admin_channel),
                             CustomerKeys(edge_database, master_cipher(edge_settings)),
                             merchant_id_for_shop(SHOP),
+                            posthog,
                         )
                     finally:
                         await edge_database.close()
     finally:
+        posthog.stop()
         broker.close()
 
 
@@ -376,6 +408,12 @@ async def seed(mesh: Mesh, person: Person) -> Seeded:
         timeout=30,
         what="the services deriving data applied the seed's events",
     )
+    # Event Tracking shipped points_earned to PostHog, where the customer is now a person.
+    await eventually(
+        lambda: posthog_holds(mesh, person),
+        timeout=30,
+        what="the customer's events at PostHog",
+    )
     return Seeded(
         order_id, user.user.user_id, created.customer.customer_id, earned.transaction.transaction_id
     )
@@ -400,6 +438,33 @@ async def derived_data(database_url: str, merchant_id: str, customer_id: str) ->
         )
         row = await cursor.fetchone()
     return row is not None and all(row)
+
+
+def analytics_of(mesh: Mesh, person: Person) -> tuple[dict[str, Any] | None, list[Any]]:
+    """The customer's person at PostHog (the stand-in) and the events it holds of them, by
+    the pseudonym Event Tracking ships instead of their id."""
+    pseudonym = PSEUDONYMS.of(mesh.merchant_id, person.shopify_id)
+    events = [e for e in mesh.posthog.received() if e["distinct_id"] == pseudonym]
+    return mesh.posthog.person(pseudonym), events
+
+
+def merchant_at_posthog(mesh: Mesh) -> list[dict[str, Any]]:
+    """The merchant's events PostHog still holds."""
+    return [
+        e for e in mesh.posthog.received() if e["properties"].get("merchant_id") == mesh.merchant_id
+    ]
+
+
+async def posthog_holds(mesh: Mesh, person: Person) -> bool:
+    return bool(analytics_of(mesh, person)[1])
+
+
+async def posthog_forgot(mesh: Mesh, person: Person) -> bool:
+    return analytics_of(mesh, person) == (None, [])
+
+
+async def posthog_forgot_merchant(mesh: Mesh, person: Person) -> bool:
+    return merchant_at_posthog(mesh) == [] and analytics_of(mesh, person)[0] is None
 
 
 # ---- the scans ---------------------------------------------------------------------------
@@ -540,6 +605,8 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
     person = Person.new()
     async with mesh(database_url, redis_url, shopify) as m:
         seeded = await seed(m, person)
+        # PostHog's persons API throttles the first deletion request: it waits and retries.
+        m.posthog.fail_api_next(429, retry_after="1")
         # Before: the scans find the customer (they can fail), and the sealed copy opens.
         assert await postgres_hits(database_url, person.everything())
         assert await redis_hits(redis_url, {"shopify id": person.shopify_id})
@@ -607,12 +674,22 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
         # (the scans below are what proves it).
         records = {step.service: step.records for step in redaction.steps}
         assert set(records) == set(HOLDERS)
-        assert all(n > 0 for name, n in records.items() if name not in ("auth", "rfm")), records
+        none = [name for name, n in records.items() if n == 0 and name not in ("auth", "rfm")]
+        assert none == [], records
 
         assert await postgres_hits(database_url, person.everything()) == []
         assert await redis_hits(redis_url, person.everything()) == []
         hits, sealed, readable = await kafka_findings(m, person.clear_text())
         assert hits == [] and sealed >= 1 and readable == 0
+        # PostHog forgot the person and its events (Event Tracking's deleter, after its own
+        # erasure marked them; throttled once on the way).
+        await eventually(
+            lambda: posthog_forgot(m, person),
+            timeout=30,
+            what="the customer's person deleted at PostHog",
+        )
+        api = [(r.method, r.status) for r in m.posthog.requests if r.path.startswith("/api/")]
+        assert api[0] == ("GET", 429) and ("DELETE", 204) in api, api
         # The export package went with the customer.
         with pytest.raises(grpc.aio.AioRpcError) as gone:
             await m.admin.GetGDPRExport(
@@ -644,8 +721,16 @@ async def test_shop_redact_erases_the_merchant_everywhere(
             timeout=30,
             what="the merchant's events applied",
         )
+        assert merchant_at_posthog(m)
         await m.deliver("shop/redact", _shopify("shop-redact.json", shop_domain=SHOP))
         await m.completed(admin_pb.GDPR_REQUEST_TYPE_SHOP_REDACT)
+        # Every person of the merchant deleted at PostHog with its events; Event Tracking then
+        # drops its marks (the table scan below finds none).
+        await eventually(
+            lambda: posthog_forgot_merchant(m, person),
+            timeout=30,
+            what="the merchant's persons deleted at PostHog",
+        )
 
         assert await postgres_hits(database_url, person.everything()) == []
         assert await redis_hits(redis_url, person.everything()) == []

@@ -15,7 +15,12 @@ from typing import Any
 
 import pytest
 
-from loyalnest.devstack.standins.posthog import DEFAULT_API_KEY, PosthogStandIn
+from loyalnest.devstack.standins.posthog import (
+    DEFAULT_API_KEY,
+    DEFAULT_PERSONAL_API_KEY,
+    DEFAULT_PROJECT_ID,
+    PosthogStandIn,
+)
 from loyalnest.services.event_tracking.domain import (
     Pseudonyms,
     Task,
@@ -140,6 +145,55 @@ def test_standin_honours_the_capture_contract(standin: PosthogStandIn) -> None:
     assert status == 429 and headers["retry-after"] == "3"
     assert _post(batch, {"api_key": DEFAULT_API_KEY, "batch": [event]})[0] == 200
     assert standin.deliveries[event["uuid"]] == 2  # PostHog dedupes only eventually
+
+
+def _api(
+    url: str, method: str = "GET", key: str | None = DEFAULT_PERSONAL_API_KEY
+) -> tuple[int, Any, dict[str, str]]:
+    headers = {} if key is None else {"authorization": f"Bearer {key}"}
+    request = urllib.request.Request(url, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            raw = reply.read()
+            return reply.status, json.loads(raw) if raw else None, dict(reply.headers)
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null"), dict(error.headers)
+
+
+def test_standin_honours_the_persons_api(standin: PosthogStandIn) -> None:
+    persons = f"{standin.url}/api/projects/{DEFAULT_PROJECT_ID}/persons/"
+    event = {"event": "e", "distinct_id": "d-1", "uuid": str(uuid.uuid4())}
+    other = {"event": "e", "distinct_id": "d-2", "uuid": str(uuid.uuid4())}
+    batch = {"api_key": DEFAULT_API_KEY, "batch": [event, other]}
+    assert _post(f"{standin.url}/batch/", batch)[0] == 200
+    assert _api(persons + "?distinct_id=d-1", key=None)[0] == 401
+    status, body, _ = _api(persons + "?distinct_id=d-1", key="phx_other")
+    assert status == 401 and body["code"] == "authentication_failed"
+    assert _api(f"{standin.url}/api/projects/999/persons/?distinct_id=d-1")[0] == 404
+    assert _api(persons + "?distinct_id=nobody")[1]["results"] == []
+    status, body, _ = _api(persons + "?distinct_id=d-1")
+    (person,) = body["results"]
+    assert status == 200 and person["distinct_ids"] == ["d-1"]
+    status, body, _ = _api(f"{persons}{person['uuid']}/?delete_events=true", "DELETE")
+    assert (status, body) == (204, None)
+    assert [e["distinct_id"] for e in standin.received()] == ["d-2"]  # with its events
+    assert _api(f"{persons}{person['uuid']}/?delete_events=true", "DELETE")[0] == 404
+    assert _api(persons + "?distinct_id=d-1")[1]["results"] == []
+    standin.fail_api_next(503, retry_after="2")
+    status, _, headers = _api(persons + "?distinct_id=d-2")
+    assert status == 503 and headers["retry-after"] == "2"
+
+
+def test_standin_throttles_the_private_api() -> None:
+    server = PosthogStandIn(api_rate_per_minute=2).start()
+    try:
+        persons = f"{server.url}/api/projects/{DEFAULT_PROJECT_ID}/persons/"
+        assert [_api(persons)[0] for _ in range(2)] == [200, 200]
+        status, body, headers = _api(persons)
+        assert status == 429 and body["type"] == "throttled_error"
+        assert 1 <= int(headers["retry-after"]) <= 61
+    finally:
+        server.stop()
 
 
 def test_the_development_pseudonym_key_is_refused_outside_a_developer_machine(

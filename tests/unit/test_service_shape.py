@@ -39,7 +39,7 @@ SUB_MODULES = {
     },
     "admin_core": {"gdpr", "audit_log"},
     "core": {"billing"},
-    "event_tracking": {"shipping"},
+    "event_tracking": {"shipping", "person_deletion"},
     "gamification": {"leaderboards"},
     "campaign": {"shopify", "lifecycle", "eligibility", "reconcile"},
     "products": {"sync"},

@@ -42,6 +42,7 @@ RANDOM_KEYS = {"page-token-key"}
 # Outside providers' API keys: placeholders, a dev cluster ships nowhere real.
 PROVIDER_API_KEYS = {
     "posthog-api-key": "phc_dev-placeholder",
+    "posthog-personal-api-key": "phx_dev-placeholder",
     # No merchant's keys: a dev cluster's invites fail with that reason, visible in status.
     "referrals-provider-keys": "{}",
     "ses-access-key-id": "dev-placeholder",

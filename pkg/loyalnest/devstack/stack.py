@@ -228,6 +228,10 @@ class Stack:
             # Event Tracking ships to the PostHog stand-in, never to PostHog from here.
             "LOYALNEST_POSTHOG_HOST": f"http://127.0.0.1:{self.ports.posthog}",
             "LOYALNEST_POSTHOG_API_KEY": posthog_standin.DEFAULT_API_KEY,
+            # ... and deletes erased customers' persons through the stand-in's persons API.
+            "LOYALNEST_POSTHOG_API_HOST": f"http://127.0.0.1:{self.ports.posthog}",
+            "LOYALNEST_POSTHOG_PROJECT_ID": posthog_standin.DEFAULT_PROJECT_ID,
+            "LOYALNEST_POSTHOG_PERSONAL_API_KEY": posthog_standin.DEFAULT_PERSONAL_API_KEY,
             # Referrals' invites go to the Klaviyo, Postscript and SES stand-ins.
             "LOYALNEST_KLAVIYO_BASE_URL": f"http://127.0.0.1:{self.ports.klaviyo}",
             "LOYALNEST_POSTSCRIPT_BASE_URL": f"http://127.0.0.1:{self.ports.postscript}",

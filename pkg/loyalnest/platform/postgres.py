@@ -14,6 +14,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 from yoyo import get_backend, read_migrations
 
+from loyalnest.platform import audit
 from loyalnest.platform.config import DatabaseSettings
 from loyalnest.platform.observability import get_logger
 
@@ -70,7 +71,10 @@ class Database:
         self.settings = settings
         self.spec = spec
         schema = spec.schema
-        self.pool = AsyncConnectionPool(
+        audited = audit.MIGRATIONS in spec.migration_dirs
+        # An audited schema's connections name the RPC's caller by themselves.
+        pool_class = audit.AuditedPool if audited else AsyncConnectionPool
+        self.pool = pool_class(
             settings.database_url,
             min_size=settings.db_pool_min_size,
             max_size=settings.db_pool_max_size,

@@ -13,10 +13,21 @@ Not PostHog: it honours the capture contract Event Tracking relies on, started b
 - An event whose `uuid` is not a UUID is dropped, not refused (an ingestion warning at
   PostHog). Events are kept by `uuid`, and how often each uuid arrived, so a test can tell a
   duplicate delivery (PostHog deduplicates on it only eventually).
-- Faults for tests: `fail_next(503, count=1, retry_after="1")`, or over HTTP
-  `POST /_standin/faults {"status": 503, "count": 1, "retry_after": "1"}`; what it got:
-  `GET /_standin/events`, `GET /_standin/requests`; `POST /_standin/reset`. The `/_standin/`
-  paths are the stand-in's own, never PostHog's.
+- The private persons API (personal API key, `Authorization: Bearer phx_...`; PostHog's
+  "GET/DELETE persons" endpoints, external-contracts §1.4): a person exists per distinct id
+  captured. `GET /api/projects/{project}/persons/?distinct_id=X` lists the person holding it
+  (`{"next", "previous", "results": [{"id", "uuid", "distinct_ids", ...}]}`, empty when none);
+  `DELETE /api/projects/{project}/persons/{uuid}/?delete_events=true` deletes the person
+  (204) and, with `delete_events`, every event of its distinct ids (PostHog does that
+  asynchronously; the stand-in at once). 401 without a key or with an unknown one, 404 for
+  another project or a person not (or no longer) there, 429 with `Retry-After` past
+  `api_rate_per_minute` requests in a minute (PostHog's persons endpoints allow 240/min,
+  ⚠ a third-party figure in external-contracts §1.4).
+- Faults for tests: `fail_next(503, count=1, retry_after="1")` (capture) or
+  `fail_api_next(...)` (persons API), or over HTTP `POST /_standin/faults {"status": 503,
+  "count": 1, "retry_after": "1", "api": false}`; what it got: `GET /_standin/events`,
+  `GET /_standin/persons`, `GET /_standin/requests`; `POST /_standin/reset`. The
+  `/_standin/` paths are the stand-in's own, never PostHog's.
 """
 
 from __future__ import annotations
@@ -24,16 +35,24 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 import threading
+import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from loyalnest.devstack.standins.server import ServedStandIn
 
 DEFAULT_API_KEY = "phc_loyalnest_local_standin"
+# The private API's credentials: a personal API key and the project it may reach.
+DEFAULT_PERSONAL_API_KEY = "phx_loyalnest_local_standin"
+DEFAULT_PROJECT_ID = "1"
+_PERSONS = re.compile(r"^/api/(?:projects|environments)/([^/]+)/persons/?(?:([^/]+)/?)?$")
 MAX_EVENT_BYTES = 1_000_000
 MAX_BODY_BYTES = 20 * 1024 * 1024
 CAPTURE_PATHS = frozenset({"/batch/", "/batch", "/i/v0/e/", "/i/v0/e", "/capture/", "/capture"})
@@ -53,6 +72,23 @@ class Received:
     status: int
     events: int
     gzipped: bool
+    method: str = "POST"
+
+
+_NOT_FOUND = {"type": "invalid_request", "code": "not_found", "detail": "Not found."}
+
+
+def _error(kind: str, code: str, detail: str) -> dict[str, Any]:
+    return {"type": kind, "code": code, "detail": detail, "attr": None}
+
+
+def properties_of(event: dict[str, Any]) -> dict[str, Any]:
+    properties = event.get("properties")
+    return properties if isinstance(properties, dict) else {}
+
+
+def _distinct_id(event: dict[str, Any]) -> str:
+    return str(event.get("distinct_id") or properties_of(event).get("distinct_id"))
 
 
 class Refused(Exception):
@@ -79,12 +115,22 @@ class PosthogStandIn(ServedStandIn):
     deliveries: Counter[str] = field(default_factory=Counter)
     dropped: list[dict[str, Any]] = field(default_factory=list)
     requests: list[Received] = field(default_factory=list)
+    personal_api_keys: frozenset[str] = frozenset({DEFAULT_PERSONAL_API_KEY})
+    project_id: str = DEFAULT_PROJECT_ID
+    api_rate_per_minute: int = 240
+    # person uuid -> the person; distinct id -> its person's uuid.
+    persons: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _person_of: dict[str, str] = field(default_factory=dict)
     _faults: list[Fault] = field(default_factory=list)
+    _api_faults: list[Fault] = field(default_factory=list)
+    _api_calls: deque[float] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
 
     def _dispatch(self, request: BaseHTTPRequestHandler, method: str) -> None:
-        if method == "POST":
+        if request.path.startswith("/api/"):
+            self._handle_api(request, method)
+        elif method == "POST":
             self._handle_post(request)
         else:
             self._handle_get(request)
@@ -96,13 +142,28 @@ class PosthogStandIn(ServedStandIn):
         with self._lock:
             self._faults.extend([Fault(status, retry_after)] * count)
 
+    def fail_api_next(self, status: int, *, count: int = 1, retry_after: str | None = None) -> None:
+        """The next `count` private API requests (persons) get `status`."""
+        with self._lock:
+            self._api_faults.extend([Fault(status, retry_after)] * count)
+
     def reset(self) -> None:
         with self._lock:
             self.events.clear()
             self.deliveries.clear()
             self.dropped.clear()
             self.requests.clear()
+            self.persons.clear()
+            self._person_of.clear()
             self._faults.clear()
+            self._api_faults.clear()
+            self._api_calls.clear()
+
+    def person(self, distinct_id: str) -> dict[str, Any] | None:
+        """The person holding `distinct_id`, if PostHog has one."""
+        with self._lock:
+            person_uuid = self._person_of.get(distinct_id)
+            return None if person_uuid is None else dict(self.persons[person_uuid])
 
     def received(self, event_name: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
@@ -179,7 +240,106 @@ class PosthogStandIn(ServedStandIn):
                 key = str(event_uuid or uuid.uuid4())
                 self.events[key] = event
                 self.deliveries[key] += 1
+                self._identify(_distinct_id(event))
         return len(batch)
+
+    def _identify(self, distinct_id: str) -> None:
+        """An event's distinct id makes (or finds) its person (under the lock)."""
+        if distinct_id in self._person_of:
+            return
+        person_uuid = str(uuid.uuid4())
+        self.persons[person_uuid] = {
+            "id": len(self.persons) + 1,
+            "uuid": person_uuid,
+            "name": distinct_id,
+            "distinct_ids": [distinct_id],
+            "properties": {},
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        self._person_of[distinct_id] = person_uuid
+
+    # ---- the private persons API ---------------------------------------------------------
+
+    def _handle_api(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        path, _, query = request.path.partition("?")
+        params = {name: values[-1] for name, values in parse_qs(query).items()}
+        length = int(request.headers.get("content-length") or 0)
+        if length:
+            request.rfile.read(length)
+        status, payload, headers = self._api(method, path, params, request.headers)
+        self.requests.append(Received(path, status, 0, False, method))
+        self._reply(request, status, payload, headers)
+
+    def _api(
+        self, method: str, path: str, params: dict[str, str], headers: Any
+    ) -> tuple[int, Any, dict[str, str]]:
+        authorization = headers.get("authorization") or ""
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            return (
+                401,
+                _error(
+                    "authentication_error",
+                    "not_authenticated",
+                    "Authentication credentials were not provided.",
+                ),
+                {},
+            )
+        if key.strip() not in self.personal_api_keys:
+            return (
+                401,
+                _error(
+                    "authentication_error",
+                    "authentication_failed",
+                    "Personal API key found in request Authorization header is invalid.",
+                ),
+                {},
+            )
+        with self._lock:
+            fault = self._api_faults.pop(0) if self._api_faults else None
+            now = time.monotonic()
+            while self._api_calls and now - self._api_calls[0] >= 60:
+                self._api_calls.popleft()
+            throttled = fault is None and len(self._api_calls) >= self.api_rate_per_minute
+            if throttled:
+                wait = max(1, int(60 - (now - self._api_calls[0])) + 1)
+            elif fault is None:
+                self._api_calls.append(now)
+        if fault is not None:
+            retry = {"retry-after": fault.retry_after} if fault.retry_after else {}
+            return fault.status, {"detail": "stand-in fault"}, retry
+        if throttled:
+            detail = f"Request was throttled. Expected available in {wait} seconds."
+            return 429, _error("throttled_error", "throttled", detail), {"retry-after": str(wait)}
+        match = _PERSONS.match(path)
+        if match is None or match.group(1) != self.project_id:
+            return 404, _NOT_FOUND, {}
+        person_id = match.group(2)
+        with self._lock:
+            if method == "GET" and person_id is None:
+                wanted = params.get("distinct_id")
+                found = [
+                    dict(p)
+                    for p in self.persons.values()
+                    if wanted is None or wanted in p["distinct_ids"]
+                ]
+                return 200, {"next": None, "previous": None, "results": found}, {}
+            if method == "DELETE" and person_id is not None:
+                person = self.persons.pop(person_id, None)
+                if person is None:
+                    return 404, _NOT_FOUND, {}
+                for distinct_id in person["distinct_ids"]:
+                    self._person_of.pop(distinct_id, None)
+                if params.get("delete_events", "").lower() in ("true", "1"):
+                    gone = set(person["distinct_ids"])
+                    for key in [k for k, e in self.events.items() if _distinct_id(e) in gone]:
+                        del self.events[key]
+                return 204, None, {}
+        return (
+            405,
+            _error("invalid_request", "method_not_allowed", f'Method "{method}" not allowed.'),
+            {},
+        )
 
     # ---- the stand-in's own control paths ------------------------------------------------
 
@@ -187,7 +347,8 @@ class PosthogStandIn(ServedStandIn):
         if path == "/_standin/faults":
             spec = json.loads(raw or b"{}")
             retry_after = spec.get("retry_after")
-            self.fail_next(
+            inject = self.fail_api_next if spec.get("api") else self.fail_next
+            inject(
                 int(spec["status"]),
                 count=int(spec.get("count", 1)),
                 retry_after=None if retry_after is None else str(retry_after),
@@ -208,6 +369,8 @@ class PosthogStandIn(ServedStandIn):
                     "deliveries": dict(self.deliveries),
                     "dropped": len(self.dropped),
                 }
+            elif path == "/_standin/persons":
+                body = {"persons": list(self.persons.values())}
             elif path == "/_standin/requests":
                 body = [r.__dict__ for r in self.requests]
             elif path == "/_health":
@@ -223,9 +386,11 @@ class PosthogStandIn(ServedStandIn):
         payload: Any,
         headers: dict[str, str] | None = None,
     ) -> None:
-        data = json.dumps(payload).encode()
+        # 204 carries no body (RFC 9110 §15.3.5).
+        data = b"" if status == 204 else json.dumps(payload).encode()
         request.send_response(status)
-        request.send_header("content-type", "application/json")
+        if data:
+            request.send_header("content-type", "application/json")
         request.send_header("content-length", str(len(data)))
         for name, value in (headers or {}).items():
             request.send_header(name, value)
@@ -238,9 +403,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=58000)
     parser.add_argument("--api-key", action="append", default=None)
+    parser.add_argument("--personal-api-key", action="append", default=None)
+    parser.add_argument("--project-id", default=DEFAULT_PROJECT_ID)
     args = parser.parse_args(argv)
     keys = frozenset(args.api_key or [DEFAULT_API_KEY])
-    PosthogStandIn(api_keys=keys, host=args.host, port=args.port).serve_forever()
+    personal = frozenset(args.personal_api_key or [DEFAULT_PERSONAL_API_KEY])
+    PosthogStandIn(
+        api_keys=keys,
+        personal_api_keys=personal,
+        project_id=args.project_id,
+        host=args.host,
+        port=args.port,
+    ).serve_forever()
 
 
 if __name__ == "__main__":

@@ -35,6 +35,9 @@ class ServedStandIn:
             def do_GET(self) -> None:
                 standin._dispatch(self, "GET")
 
+            def do_DELETE(self) -> None:
+                standin._dispatch(self, "DELETE")
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 

@@ -25,6 +25,11 @@ def current_principal() -> Principal:
     return principal
 
 
+def principal_if_any() -> Principal | None:
+    """The caller of the RPC being handled, or None outside one (a consumer, a job)."""
+    return _principal.get()
+
+
 def current_merchant_id() -> str:
     """The tenant of the call: always from the verified token, never from the request."""
     merchant_id = current_principal().merchant_id

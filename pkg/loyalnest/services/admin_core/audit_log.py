@@ -8,10 +8,18 @@ mesh_audit_logs, which refuses UPDATE and DELETE (admin_core_0003: the one excep
 shop redaction). After the insert commits, the row is appended to the Redis Stream
 `audit_logs:{merchant_id}` that feeds live tails: the stream is a live buffer (capped,
 expiring), the table is the record, so a Redis failure costs a tail a row, never the log.
+
+A tail resumes by the stream's entry ids, not by the table's arrival order (`seq`): ids are
+given out by Redis in the one order tails read, while a `seq` is taken at insert and may
+commit after a higher one (two consumers), so "after seq N" could skip a row that commits
+later. Replaying after a position and following live are then the same XREAD from that id:
+there is no seam to lose or repeat a row at. The price: a position older than the buffer
+(trimmed, or the key expired) cannot be resumed, and says so (TAIL_POSITION_EXPIRED).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,11 +30,12 @@ from google.protobuf import json_format
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
+from redis.exceptions import ResponseError
 
 from loyalnest.gen.admin_core.v1 import admin_core_pb2
 from loyalnest.gen.events.v1 import audit_pb2
 from loyalnest.platform.cache import REDIS_ERRORS, client_from_url, key_part
-from loyalnest.platform.errors import Unavailable
+from loyalnest.platform.errors import FailedPrecondition, InvalidArgument, Unavailable
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.postgres import Database
@@ -47,6 +56,21 @@ SHOP_REDACTION_SETTING = "loyalnest.shop_redaction"
 _COLUMNS = (
     "seq, log_id, merchant_id, service, user_id, resource, action, actor, details, created_at"
 )
+
+
+_POSITION = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+Position = tuple[int, int]
+
+
+def parse_position(value: str) -> Position | None:
+    """A stream entry id "<ms>-<seq>" as a comparable pair; None when it is not one."""
+    match = _POSITION.match(value)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def _position_of(value: Any) -> Position:
+    text = value.decode() if isinstance(value, bytes) else str(value)
+    return parse_position(text) or (0, 0)
 
 
 def stream_key(merchant_id: str) -> str:
@@ -212,19 +236,26 @@ class MeshAuditLog:
             )
             return [(row["seq"], entry_proto(row)) for row in await cursor.fetchall()]
 
-    async def tail(self, merchant_id: str, where: Filter) -> AsyncIterator[admin_core_pb2.AuditLog]:
-        """The merchant's rows as they arrive from now on, those `where` matches."""
+    async def tail(
+        self, merchant_id: str, where: Filter, after: str = ""
+    ) -> AsyncIterator[tuple[str, admin_core_pb2.AuditLog]]:
+        """The merchant's rows `where` matches, with their positions: those after position
+        `after` first, then as they arrive; without `after`, from now on."""
         if self._redis is None:
             raise Unavailable("live tails need Redis, which this instance has no URL for")
         client = self._redis
         key = stream_key(merchant_id)
         with self._slots.slot(merchant_id):
-            try:
-                # From the newest entry now: what arrives after the call.
-                newest: Any = await client.xrevrange(key, count=1)
-            except REDIS_ERRORS as exc:
-                raise Unavailable("the audit log stream is unreachable") from exc
-            last: bytes = newest[0][0] if newest else b"0-0"
+            last: bytes
+            if after:
+                last = await self._resumable(client, key, after)
+            else:
+                try:
+                    # From the newest entry now: what arrives after the call.
+                    newest: Any = await client.xrevrange(key, count=1)
+                except REDIS_ERRORS as exc:
+                    raise Unavailable("the audit log stream is unreachable") from exc
+                last = newest[0][0] if newest else b"0-0"
             while True:
                 try:
                     batches: Any = await client.xread(
@@ -237,7 +268,50 @@ class MeshAuditLog:
                         last = entry_id
                         entry = admin_core_pb2.AuditLog.FromString(fields[b"log"])
                         if where.matches(entry):
-                            yield entry
+                            yield entry_id.decode(), entry
+
+    @staticmethod
+    async def _resumable(client: redis.Redis, key: str, after: str) -> bytes:
+        """`after` as XREAD's starting id, once it is known that the stream still holds every
+        entry after it (INVALID_ARGUMENT: not a position, or one never reached;
+        FAILED_PRECONDITION: entries after it were trimmed or expired)."""
+        position = parse_position(after)
+        if position is None:
+            raise InvalidArgument.for_field("after", "must be a tail position such as 1733-0")
+        try:
+            info: Any = await client.xinfo_stream(key)
+        except ResponseError:
+            info = None  # no such key: never written, or expired after a day without rows
+        except REDIS_ERRORS as exc:
+            raise Unavailable("the audit log stream is unreachable") from exc
+        if info is None:
+            if position != (0, 0):
+                raise _expired(after)
+            return b"0-0"
+        if position > _position_of(info.get("last-generated-id")):
+            raise InvalidArgument.for_field("after", "is past the newest row of this log")
+        # Entries are never deleted but by MAXLEN trimming (from the oldest), so from its first
+        # entry on the stream holds every entry. Before it: trimmed, or a position from a
+        # stream that expired and began again; either way rows after it may be gone. "0-0"
+        # (from the start) holds everything only while nothing was trimmed (entries-added,
+        # Redis 7: unknown counts as trimmed).
+        first = info.get("first-entry")
+        trimmed = int(info.get("entries-added", -1)) != int(info.get("length", 0))
+        resumable = (first is not None and position >= _position_of(first[0])) or (
+            position == (0, 0) and not trimmed
+        )
+        if not resumable:
+            raise _expired(after)
+        return after.encode()
+
+
+def _expired(after: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        f"tail position {after} is older than the live buffer: read GetAuditLogs, then tail"
+        " without `after`",
+        violation_type="TAIL_POSITION_EXPIRED",
+        subject=f"after/{after}",
+    )
 
 
 async def erase_merchant(conn: AsyncConnection, merchant_id: str) -> int:

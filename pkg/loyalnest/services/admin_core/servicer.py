@@ -204,5 +204,6 @@ class AdminCoreServicer(admin_core_pb2_grpc.AdminCoreServiceServicer):
     ) -> AsyncIterator[admin_core_pb2.TailAuditLogsResponse]:
         where = audit_filter(request.filter, merchant_required=True)
         assert where.merchant_id is not None  # required above, or the token's
-        async for entry in self._audit_log.tail(where.merchant_id, where):
-            yield admin_core_pb2.TailAuditLogsResponse(log=entry)
+        tail = self._audit_log.tail(where.merchant_id, where, after=request.after.strip())
+        async for position, entry in tail:
+            yield admin_core_pb2.TailAuditLogsResponse(log=entry, position=position)

@@ -109,6 +109,20 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
+def honour_retry_after(
+    state: RetryCallState, *, initial_seconds: float, max_seconds: float
+) -> float:
+    """tenacity's wait: what `Retry-After` asked for (capped), else exponential backoff with
+    jitter."""
+    error = state.outcome.exception() if state.outcome else None
+    if isinstance(error, SendFailed) and error.retry_after is not None:
+        return min(error.retry_after, max_seconds)
+    backoff = wait_exponential_jitter(
+        multiplier=initial_seconds, max=max_seconds, jitter=initial_seconds
+    )
+    return float(backoff(state))
+
+
 def batch_body(api_key: str, tasks: Sequence[Task], sent_at: datetime) -> bytes:
     """The gzip'd `/batch/` body: PostHog's SDK shape, one event per task."""
     batch: list[dict[str, Any]] = [
@@ -161,16 +175,11 @@ class PosthogShipper:
         raise SendFailed(response.status_code, message)
 
     def _wait(self, state: RetryCallState) -> float:
-        """What `Retry-After` asked for (capped), else exponential backoff with jitter."""
-        error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, SendFailed) and error.retry_after is not None:
-            return min(error.retry_after, self._config.retry_max_seconds)
-        backoff = wait_exponential_jitter(
-            multiplier=self._config.retry_initial_seconds,
-            max=self._config.retry_max_seconds,
-            jitter=self._config.retry_initial_seconds,
+        return honour_retry_after(
+            state,
+            initial_seconds=self._config.retry_initial_seconds,
+            max_seconds=self._config.retry_max_seconds,
         )
-        return float(backoff(state))
 
     async def send(self, tasks: Sequence[Task]) -> None:
         """One batch to PostHog, retried on what may pass; raises SendFailed otherwise."""

@@ -5,11 +5,18 @@ claims due tasks with a lease (`FOR UPDATE SKIP LOCKED`, so workers share the qu
 marks them completed or failed with `task.completed`, again in one transaction. Rows hold
 pseudonymous distinct ids only (domain.Pseudonyms); export and erasure of a person find the
 rows by the pseudonym of the id they are given.
+
+`posthog_persons` remembers every pseudonym an event was sent to PostHog under (past the
+queue's retention): erasing a customer or a merchant marks theirs in the erasing
+transaction, and the deleter (person_deletion.py) deletes those persons, with their events,
+at PostHog. The erasure succeeds only once PostHog has: until then it raises UNAVAILABLE
+(AdminCore's step stays pending with the reason and is retried), then it drops the rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,6 +25,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from loyalnest.platform import idempotency
+from loyalnest.platform.errors import Unavailable
 from loyalnest.platform.events import outbox
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef, erase_platform_rows
@@ -40,6 +48,17 @@ _Q_COLUMNS = (
     "q.task_id::text AS task_id, q.merchant_id, q.event_type, q.source, q.subject, q.status,"
     " q.payload AS properties, q.occurred_at, q.attempts, q.last_error, q.created_at,"
     " q.completed_at"
+)
+# Marks persons for deletion at PostHog (once: a second erasure changes nothing), not before
+# %(after)s (a batch still leased may be on its way there), in the one lock order.
+_MARK_FOR_ERASURE = (
+    "UPDATE posthog_persons SET erase_requested_at = now(),"
+    " next_attempt_at = greatest(now(), %(after)s::timestamptz)"
+    " WHERE (merchant_id, distinct_id) IN"
+    " (SELECT merchant_id, distinct_id FROM posthog_persons"
+    "  WHERE merchant_id = %(merchant)s AND erase_requested_at IS NULL"
+    "  AND (%(subjects)s::text[] IS NULL OR distinct_id = ANY(%(subjects)s::text[]))"
+    "  ORDER BY merchant_id, distinct_id FOR UPDATE)"
 )
 _INSERT = (
     "INSERT INTO queue_tasks (task_id, merchant_id, event_type, source, subject, payload,"
@@ -126,15 +145,24 @@ class TaskStore:
     async def claim_due(self, limit: int, lease_seconds: float) -> list[Task]:
         """Up to `limit` due tasks, leased for `lease_seconds`: no other shipper takes them
         meanwhile, and a shipper that dies leaves them to be taken again after the lease."""
+        # The batch's persons are registered in the claim's own statement: from now on PostHog
+        # may know them (even a send that seems to fail may have landed), and an erasure
+        # must be able to name them. An erased person's row, if still there, is armed again.
         async with self._pool.connection() as conn:
             cursor = conn.cursor(row_factory=dict_row)
             await cursor.execute(
-                "UPDATE queue_tasks q SET next_attempt_at = now() + make_interval(secs => %s)"
+                "WITH claimed AS ("
+                " UPDATE queue_tasks q SET next_attempt_at = now() + make_interval(secs => %s)"
                 " FROM (SELECT merchant_id, task_id FROM queue_tasks"
                 "       WHERE status = 'pending' AND next_attempt_at <= now()"
                 "       ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) due"
                 " WHERE q.merchant_id = due.merchant_id AND q.task_id = due.task_id"
-                f" RETURNING {_Q_COLUMNS}",
+                f" RETURNING {_Q_COLUMNS}),"
+                " persons AS (INSERT INTO posthog_persons (merchant_id, distinct_id)"
+                "  SELECT DISTINCT merchant_id, subject FROM claimed ORDER BY 1, 2"
+                "  ON CONFLICT (merchant_id, distinct_id) DO UPDATE SET deleted_at = NULL"
+                "  WHERE posthog_persons.deleted_at IS NOT NULL)"
+                " SELECT * FROM claimed",
                 (lease_seconds, limit),
             )
             return [_task(row) for row in await cursor.fetchall()]
@@ -196,6 +224,21 @@ class TaskStore:
                     )
         return failed
 
+    async def purge_finished(self, older_than_seconds: float, limit: int = 5_000) -> int:
+        """Deletes up to `limit` completed or failed tasks finished more than
+        `older_than_seconds` ago; returns how many. Rows another transaction holds (an
+        erasure, a completion) are skipped, not waited for: the next round takes them."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM queue_tasks WHERE (merchant_id, task_id) IN"
+                " (SELECT merchant_id, task_id FROM queue_tasks"
+                "  WHERE status <> 'pending'"
+                "  AND completed_at < now() - make_interval(secs => %s)"
+                "  LIMIT %s FOR UPDATE SKIP LOCKED)",
+                (older_than_seconds, limit),
+            )
+            return cursor.rowcount
+
     async def pending_count(self) -> int:
         async with self._pool.connection() as conn:
             cursor = await conn.execute("SELECT count(*) FROM queue_tasks WHERE status = 'pending'")
@@ -235,27 +278,167 @@ class TaskStore:
         return CustomerExport(data={"posthog_distinct_ids": subjects, "events": events})
 
     async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
-        """Deletes every event about the customer, shipped or not; idempotent."""
-        async with self._pool.connection() as conn:
+        """Deletes every event about the customer, shipped or not, and marks their persons for
+        deletion at PostHog in the same transaction; idempotent."""
+        subjects = self._subjects(merchant_id, customer)
+        async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "DELETE FROM queue_tasks WHERE (merchant_id, task_id) IN"
                 " (SELECT merchant_id, task_id FROM queue_tasks"
                 "  WHERE merchant_id = %s AND subject = ANY(%s)"
-                f"  {_LOCK_ORDER})",
-                (merchant_id, self._subjects(merchant_id, customer)),
+                f"  {_LOCK_ORDER}) RETURNING status, next_attempt_at",
+                (merchant_id, subjects),
             )
-            return cursor.rowcount
+            deleted = await cursor.fetchall()
+            await _mark_for_erasure(conn, merchant_id, subjects, deleted)
+            forgotten, waiting = await _settle_erasure(conn, merchant_id, subjects)
+        _raise_while_posthog_has(waiting)
+        return len(deleted) + forgotten
 
     async def erase_merchant(self, merchant_id: str) -> int:
-        """Everything of `merchant_id`: its events and the platform's rows."""
+        """Everything of `merchant_id`: its events and the platform's rows, and all its persons
+        marked for deletion at PostHog (their rows go once PostHog has deleted them)."""
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "DELETE FROM queue_tasks WHERE (merchant_id, task_id) IN"
                 " (SELECT merchant_id, task_id FROM queue_tasks WHERE merchant_id = %s"
-                f"  {_LOCK_ORDER})",
+                f"  {_LOCK_ORDER}) RETURNING status, next_attempt_at",
                 (merchant_id,),
             )
-            return cursor.rowcount + await erase_platform_rows(conn, merchant_id)
+            deleted = await cursor.fetchall()
+            await _mark_for_erasure(conn, merchant_id, None, deleted)
+            forgotten, waiting = await _settle_erasure(conn, merchant_id, None)
+            platform_rows = await erase_platform_rows(conn, merchant_id)
+        _raise_while_posthog_has(waiting)
+        return len(deleted) + forgotten + platform_rows
+
+    # ---- PostHog persons to delete (person_deletion.PersonDeleter) -------------------------
+
+    async def claim_person_deletions(
+        self, limit: int, lease_seconds: float
+    ) -> list[PersonDeletion]:
+        """Up to `limit` persons due for deletion at PostHog, leased as claim_due's tasks."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "UPDATE posthog_persons p"
+                " SET next_attempt_at = now() + make_interval(secs => %s)"
+                " FROM (SELECT merchant_id, distinct_id FROM posthog_persons"
+                "       WHERE erase_requested_at IS NOT NULL AND deleted_at IS NULL"
+                "       AND next_attempt_at <= now()"
+                "       ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) due"
+                " WHERE p.merchant_id = due.merchant_id AND p.distinct_id = due.distinct_id"
+                " RETURNING p.merchant_id, p.distinct_id, p.attempts",
+                (lease_seconds, limit),
+            )
+            return [PersonDeletion(*row) for row in await cursor.fetchall()]
+
+    async def release_person_deletions(self, persons: Sequence[PersonDeletion]) -> None:
+        """Claimed persons this process will not get to: due again at once."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE posthog_persons SET next_attempt_at = now()"
+                " WHERE (merchant_id, distinct_id) IN"
+                " (SELECT * FROM unnest(%s::text[], %s::text[]))"
+                " AND erase_requested_at IS NOT NULL",
+                ([p.merchant_id for p in persons], [p.distinct_id for p in persons]),
+            )
+
+    async def person_deleted(self, person: PersonDeletion) -> None:
+        """PostHog no longer has the person: the erasure, asked again, drops the row."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE posthog_persons SET deleted_at = now(), last_error = NULL"
+                " WHERE merchant_id = %s AND distinct_id = %s"
+                " AND erase_requested_at IS NOT NULL",
+                (person.merchant_id, person.distinct_id),
+            )
+
+    async def person_deletion_failed(
+        self, person: PersonDeletion, error: str, *, retry_in_seconds: float
+    ) -> None:
+        """Tried again after `retry_in_seconds`: an erasure is never given up on."""
+        async with self._pool.connection() as conn:
+            await conn.execute(
+                "UPDATE posthog_persons SET attempts = attempts + 1, last_error = %s,"
+                " next_attempt_at = now() + make_interval(secs => %s)"
+                " WHERE merchant_id = %s AND distinct_id = %s",
+                (error, retry_in_seconds, person.merchant_id, person.distinct_id),
+            )
+
+    async def persons_to_delete(self, merchant_id: str | None = None) -> list[PersonDeletion]:
+        """The persons still to be deleted at PostHog (all merchants' when None)."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT merchant_id, distinct_id, attempts, last_error FROM posthog_persons"
+                " WHERE erase_requested_at IS NOT NULL AND deleted_at IS NULL"
+                " AND (%s::text IS NULL OR merchant_id = %s)"
+                " ORDER BY merchant_id, distinct_id",
+                (merchant_id, merchant_id),
+            )
+            return [PersonDeletion(*row) for row in await cursor.fetchall()]
+
+
+@dataclass(frozen=True)
+class PersonDeletion:
+    """A person (a pseudonym) PostHog is to forget."""
+
+    merchant_id: str
+    distinct_id: str
+    attempts: int
+    last_error: str | None = None
+
+
+async def _mark_for_erasure(
+    conn: AsyncConnection,
+    merchant_id: str,
+    subjects: list[str] | None,
+    deleted_tasks: Sequence[tuple[Any, ...]],
+) -> int:
+    """Marks the persons (all of the merchant's when `subjects` is None) for deletion at
+    PostHog. A deleted task still pending with a lease in the future may be in a batch on its
+    way to PostHog right now (claims are leased longer than a send can take): deleting the
+    person before it lands would leave that event there, so the deletion waits for the lease."""
+    in_flight = [at for status, at in deleted_tasks if status == TaskStatus.PENDING]
+    cursor = await conn.execute(
+        _MARK_FOR_ERASURE,
+        {"merchant": merchant_id, "subjects": subjects, "after": max(in_flight, default=None)},
+    )
+    return cursor.rowcount
+
+
+async def _settle_erasure(
+    conn: AsyncConnection, merchant_id: str, subjects: list[str] | None
+) -> tuple[int, list[tuple[str, str | None]]]:
+    """The erased persons PostHog has not deleted yet (with their attempts' last errors);
+    once there are none, drops the rows of those it has and returns how many. All at once:
+    the call that succeeds reports every person, not the last few."""
+    scope = "merchant_id = %(m)s AND (%(s)s::text[] IS NULL OR distinct_id = ANY(%(s)s::text[]))"
+    params = {"m": merchant_id, "s": subjects}
+    cursor = await conn.execute(
+        f"SELECT distinct_id, last_error FROM posthog_persons WHERE {scope}"
+        " AND erase_requested_at IS NOT NULL AND deleted_at IS NULL ORDER BY distinct_id",
+        params,
+    )
+    waiting = [(row[0], row[1]) for row in await cursor.fetchall()]
+    if waiting:
+        return 0, waiting
+    cursor = await conn.execute(
+        f"DELETE FROM posthog_persons WHERE {scope} AND deleted_at IS NOT NULL", params
+    )
+    return cursor.rowcount, []
+
+
+def _raise_while_posthog_has(waiting: Sequence[tuple[str, str | None]]) -> None:
+    """An erasure is not done while PostHog still has one of the persons: UNAVAILABLE, with
+    the reason, so AdminCore keeps the step pending and asks again (it is idempotent)."""
+    if not waiting:
+        return
+    errors = sorted({error for _, error in waiting if error})
+    reason = f"; last error: {errors[0]}" if errors else ""
+    raise Unavailable(
+        f"{len(waiting)} person(s) still to be deleted at PostHog (queued){reason}",
+        retry_after_seconds=5.0,
+    )
 
 
 # Every statement that touches several tasks locks them in this one order, so the shipper's

@@ -237,13 +237,17 @@ class GetAuditLogsResponse(_message.Message):
     def __init__(self, logs: _Optional[_Iterable[_Union[AuditLog, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class TailAuditLogsRequest(_message.Message):
-    __slots__ = ("filter",)
+    __slots__ = ("filter", "after")
     FILTER_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
     filter: AuditLogFilter
-    def __init__(self, filter: _Optional[_Union[AuditLogFilter, _Mapping]] = ...) -> None: ...
+    after: str
+    def __init__(self, filter: _Optional[_Union[AuditLogFilter, _Mapping]] = ..., after: _Optional[str] = ...) -> None: ...
 
 class TailAuditLogsResponse(_message.Message):
-    __slots__ = ("log",)
+    __slots__ = ("log", "position")
     LOG_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     log: AuditLog
-    def __init__(self, log: _Optional[_Union[AuditLog, _Mapping]] = ...) -> None: ...
+    position: str
+    def __init__(self, log: _Optional[_Union[AuditLog, _Mapping]] = ..., position: _Optional[str] = ...) -> None: ...

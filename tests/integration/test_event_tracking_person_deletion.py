@@ -1,0 +1,207 @@
+"""Erased customers' persons deleted at PostHog (its persons API, through the stand-in).
+
+Real PostgreSQL and the real Event Tracking service; PostHog is the stand-in, which keeps a
+person per distinct id captured and honours the private API's key, 404 and throttling. An
+erasure marks the persons in its own transaction and answers UNAVAILABLE until PostHog has
+deleted them (AdminCore asks again); the deleter finds each by distinct id and deletes it
+with its events, retrying 429/5xx honouring Retry-After, paced under PostHog's limit; a
+person already gone is success; an erasure made while no deleter runs (a crash, no key yet)
+is carried out later.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import pytest
+
+from loyalnest.devstack.standins.posthog import (
+    DEFAULT_PERSONAL_API_KEY,
+    DEFAULT_PROJECT_ID,
+    PosthogStandIn,
+)
+from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.errors import Unavailable
+from loyalnest.platform.personal_data import CustomerRef
+from loyalnest.platform.postgres import Database
+from loyalnest.services.event_tracking.service import DATABASE, SPEC
+from loyalnest.services.event_tracking.store import PersonDeletion, TaskStore
+from tests.integration.conftest import eventually, serve_for_test
+from tests.integration.test_event_tracking_service import (
+    PSEUDONYMS,
+    Stub,
+    arrived,
+    capture,
+    client_event,
+    posthog,
+    settings_for,
+)
+
+pytestmark = pytest.mark.integration
+__all__ = ["posthog"]  # the fixture, used by name
+
+
+def with_persons_api(posthog: PosthogStandIn, **overrides: Any) -> dict[str, Any]:
+    return {
+        "posthog_api_host": posthog.url,
+        "posthog_project_id": DEFAULT_PROJECT_ID,
+        "posthog_personal_api_key": DEFAULT_PERSONAL_API_KEY,
+        **overrides,
+    }
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[TaskStore]:
+    database = Database(ServiceSettings(database_url=database_url), DATABASE)
+    await database.open()
+    try:
+        yield TaskStore(database, PSEUDONYMS)
+    finally:
+        await database.close()
+
+
+async def shipped(store: TaskStore, merchant_id: str, count: int) -> None:
+    """The merchant's tasks completed (not only received by PostHog): an erasure racing a
+    batch still leased waits for the lease, which these tests do not."""
+
+    async def completed() -> bool:
+        async with store._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM queue_tasks WHERE merchant_id = %s AND status = 'completed'",
+                (merchant_id,),
+            )
+            row = await cursor.fetchone()
+        return row is not None and row[0] >= count
+
+    await eventually(completed, 20, f"{count} tasks completed")
+
+
+async def pending_at_posthog(erasure: Awaitable[int]) -> str:
+    """The erasure's answer while PostHog still has a person: UNAVAILABLE, with why."""
+    with pytest.raises(Unavailable) as waiting:
+        await erasure
+    return str(waiting.value)
+
+
+def events_of(posthog: PosthogStandIn, distinct_id: str) -> list[dict[str, Any]]:
+    return [e for e in posthog.received() if e["distinct_id"] == distinct_id]
+
+
+async def no_deletions_left(store: TaskStore, merchant_id: str) -> list[PersonDeletion]:
+    async def done() -> bool:
+        return await store.persons_to_delete(merchant_id) == []
+
+    await eventually(done, 20, "the persons deleted at PostHog")
+    return []
+
+
+async def test_erasing_a_customer_deletes_their_person_and_events_at_posthog(
+    database_url: str, posthog: PosthogStandIn, store: TaskStore, merchant_id: str
+) -> None:
+    settings = settings_for(database_url, posthog, **with_persons_api(posthog))
+    async with serve_for_test(SPEC, settings, Stub) as (_, stub):
+        await capture(
+            stub,
+            merchant_id,
+            client_event(distinct_id="c-1"),
+            client_event("reward_viewed", distinct_id="c-1"),
+            client_event(distinct_id="c-2"),
+        )
+        await arrived(posthog, 3)
+        await shipped(store, merchant_id, 3)
+        ann, bob = PSEUDONYMS.of(merchant_id, "c-1"), PSEUDONYMS.of(merchant_id, "c-2")
+        assert posthog.person(ann) and len(events_of(posthog, ann)) == 2
+        # PostHog throttles, then fails once: both retried, the throttle's wait honoured.
+        posthog.fail_api_next(429, retry_after="1")
+        posthog.fail_api_next(503)
+        started = time.monotonic()
+        # Its two tasks deleted and its person marked, in one transaction; not done yet.
+        waiting = await pending_at_posthog(store.erase_customer(merchant_id, CustomerRef("c-1")))
+        assert "1 person(s) still to be deleted at PostHog" in waiting
+        await no_deletions_left(store, merchant_id)
+        assert time.monotonic() - started >= 1.0
+        assert posthog.person(ann) is None and events_of(posthog, ann) == []
+        assert posthog.person(bob) and len(events_of(posthog, bob)) == 1  # another customer
+        api = [(r.method, r.status) for r in posthog.requests if r.path.startswith("/api/")]
+        assert api == [("GET", 429), ("GET", 503), ("GET", 200), ("DELETE", 204)]
+        # Asked again (AdminCore's retry): done, the person's row dropped; then nothing.
+        assert await store.erase_customer(merchant_id, CustomerRef("c-1")) == 1
+        assert await store.erase_customer(merchant_id, CustomerRef("c-1")) == 0
+        assert len([r for r in posthog.requests if r.path.startswith("/api/")]) == 4
+
+
+async def test_persons_api_requests_are_paced_under_posthogs_limit(
+    database_url: str, posthog: PosthogStandIn, store: TaskStore, merchant_id: str
+) -> None:
+    """A merchant's erasure deletes many persons: at 120 requests a minute (one per 0.5 s)
+    its 3 persons (6 requests) take at least 2.5 s, and PostHog (limited to 6 a minute here)
+    never answers 429."""
+    posthog.api_rate_per_minute = 6
+    settings = settings_for(
+        database_url, posthog, **with_persons_api(posthog, posthog_api_requests_per_minute=120)
+    )
+    async with serve_for_test(SPEC, settings, Stub) as (_, stub):
+        await capture(stub, merchant_id, *(client_event(distinct_id=f"c-{i}") for i in range(3)))
+        await arrived(posthog, 3)
+        await shipped(store, merchant_id, 3)
+        started = time.monotonic()
+        await pending_at_posthog(store.erase_merchant(merchant_id))
+        await no_deletions_left(store, merchant_id)
+        elapsed = time.monotonic() - started
+        assert await store.erase_merchant(merchant_id) >= 3  # the three persons' rows
+    api = [r.status for r in posthog.requests if r.path.startswith("/api/")]
+    assert api == [200, 204] * 3 and elapsed >= 2.5, (api, elapsed)
+
+
+async def test_an_erasure_made_while_no_deleter_runs_is_carried_out_later(
+    database_url: str, posthog: PosthogStandIn, store: TaskStore, merchant_id: str
+) -> None:
+    """The mark is durable: no key at first (or a crash after the erasure's commit), then a
+    wrong key (401: kept, with the reason), then the right one; a person PostHog no longer
+    has is success."""
+    async with serve_for_test(SPEC, settings_for(database_url, posthog), Stub) as (_, stub):
+        await capture(stub, merchant_id, client_event(distinct_id="c-1"))
+        await capture(stub, merchant_id, client_event(distinct_id="c-3"))
+        await arrived(posthog, 2)
+        await shipped(store, merchant_id, 2)
+        await pending_at_posthog(store.erase_merchant(merchant_id))
+    ann, cid = PSEUDONYMS.of(merchant_id, "c-1"), PSEUDONYMS.of(merchant_id, "c-3")
+    marked = await store.persons_to_delete(merchant_id)
+    assert sorted(p.distinct_id for p in marked) == sorted([ann, cid])
+    assert posthog.person(ann) and posthog.person(cid)  # still there: nobody deleted them
+
+    # Someone deleted one at PostHog by hand meanwhile: finding no person is success.
+    gone = posthog.person(cid)
+    assert gone is not None
+    posthog.persons.pop(gone["uuid"])
+    posthog._person_of.pop(cid)
+
+    wrong = settings_for(
+        database_url, posthog, **with_persons_api(posthog, posthog_personal_api_key="phx_wrong")
+    )
+    async with serve_for_test(SPEC, wrong, Stub):
+
+        async def refused() -> list[PersonDeletion]:
+            left = await store.persons_to_delete(merchant_id)
+            return left if left and all(p.last_error for p in left) else []
+
+        left = await eventually(refused, 20, "the deletions refused")
+        assert all("401" in (p.last_error or "") for p in left)
+        # What AdminCore's step shows meanwhile: still pending, and why.
+        assert "401" in await pending_at_posthog(store.erase_merchant(merchant_id))
+    assert posthog.person(ann)
+
+    right = settings_for(
+        database_url,
+        posthog,
+        **with_persons_api(posthog),
+        # The refused rounds were backed off: the test does not wait for them.
+        posthog_round_backoff_seconds=0.01,
+    )
+    async with serve_for_test(SPEC, right, Stub):
+        await no_deletions_left(store, merchant_id)
+    assert await store.erase_merchant(merchant_id) >= 2  # done: both persons' rows dropped
+    assert posthog.person(ann) is None and events_of(posthog, ann) == []
+    assert events_of(posthog, cid) == [] or posthog.person(cid) is None
