@@ -669,13 +669,12 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
         )
         (redaction,) = await m.completed(admin_pb.GDPR_REQUEST_TYPE_CUSTOMER_REDACT)
         assert redaction.customer_id == ""  # the record of an erasure names nobody
-        # Every holder erased something, but Auth, which holds no customer's data, and RFM,
-        # which also erases on the customers/redact webhook itself and may have come first
-        # (the scans below are what proves it).
+        # Every holder took part. How many rows each step reports is not asserted per holder:
+        # a step whose answer was lost (a deadline under load) is retried, and the retry of an
+        # idempotent erasure finds nothing left, so it reports 0. The scans below prove it.
         records = {step.service: step.records for step in redaction.steps}
         assert set(records) == set(HOLDERS)
-        none = [name for name, n in records.items() if n == 0 and name not in ("auth", "rfm")]
-        assert none == [], records
+        assert sum(records.values()) > 0, records
 
         assert await postgres_hits(database_url, person.everything()) == []
         assert await redis_hits(redis_url, person.everything()) == []
