@@ -440,6 +440,8 @@ async def test_jwks_lists_both_keys_during_rotation(
         auth_signing_keys_path=private,
         jwt_jwks_path=public,
         auth_signing_keys_reload_seconds=0.05,
+        # A production-like keyset (not local): the service then needs its own page-token key.
+        page_token_key="rotation-test-page-token-key-32b",
     )
     async with serve_for_test(SPEC, settings, auth_pb2_grpc.AuthServiceStub) as (_, stub):
         jwks = await stub.GetJwks(pb.GetJwksRequest())

@@ -1,4 +1,5 @@
-"""The server factory's refusals (pkg/loyalnest/platform/server.py)."""
+"""The server factory's refusals (pkg/loyalnest/platform/server.py). Async tests: a grpc.aio
+server is made inside a running event loop."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from loyalnest.platform.server import build_server
 from tests.auth import JWKS_PATH
 
 
-def test_a_cluster_without_a_page_token_key_is_refused(tmp_path: Path) -> None:
+async def test_a_cluster_without_a_page_token_key_is_refused(tmp_path: Path) -> None:
     """Only the public JWKS mounted (a cluster): the public development page-token key would
     let a client forge a token that pages past its filter, so the server does not start."""
     jwks = tmp_path / "jwks.json"
@@ -21,7 +22,7 @@ def test_a_cluster_without_a_page_token_key_is_refused(tmp_path: Path) -> None:
         build_server(ServiceSettings(jwt_jwks_path=jwks), "points")
 
 
-def test_a_given_page_token_key_signs_the_tokens(tmp_path: Path) -> None:
+async def test_a_given_page_token_key_signs_the_tokens(tmp_path: Path) -> None:
     jwks = tmp_path / "jwks.json"
     jwks.write_text('{"keys": []}')
     try:
