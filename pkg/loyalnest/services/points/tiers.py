@@ -6,9 +6,20 @@ calendar year (UTC). The tier is the highest whose threshold they reach.
 
     upgrade     at once: Points evaluates the customer after each of its own points.earned /
                 points.redeemed / points.reversed events (its consumer), and the job;
-    downgrade   only once the term the tier was reached (or renewed) in has ended: the job
+    downgrade   only once the term the tier was reached (or renewed) in has ended and the
+                merchant's grace (`vip_grace_days`) after it has passed: the job
                 (`loyalnest points tiers`, or the chart's schedule) finds it, idempotently;
-    renewal     a customer still qualifying at the term's end keeps the tier for a new term.
+    renewal     a customer qualifying at the term's end (or again within the grace) keeps
+                the tier for a new term from then.
+
+Perks: the tier's earning multiplier (rules.py, an award "vip:<tier_id>" on the order) and its
+entry reward: `entry_reward_points` credited when tier.changed reports an upgrade into the tier,
+once per (tier, customer) ever (the ledger's idempotency key `tier-entry:<tier>:<customer>`,
+never purged): a customer who drops out and comes back, in the same term or a later one, gets
+no second entry reward. Points' own consumer of tier.changed credits it, so the outbox's
+at-least-once delivery makes a crash between the tier's change and the credit harmless. Entry
+rewards (reason "tier:<tier_id>") do not count towards a tier: a reward cannot cascade into
+the next tier.
 
 Every change is a compare-and-set on the stored state (`version`) with its `tier.changed` event
 in the same transaction, so concurrent evaluations change a customer once, and a rerun of the
@@ -27,10 +38,12 @@ from prometheus_client import Counter
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.events.v1 import points_pb2 as events_pb2
 from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.shop_access import ShopTokens
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points.domain import (
+    Posting,
     TierState,
     Transaction,
     TransactionType,
@@ -44,8 +57,11 @@ from loyalnest.services.points.ledger import Ledger
 log = get_logger(__name__)
 
 CHANGES = Counter("loyalnest_points_tier_changes_total", "VIP tier changes.", ["direction"])
+ENTRY_REWARDS = Counter("loyalnest_points_tier_entry_rewards_total", "Tier entry rewards credited.")
 YEAR = timedelta(days=365)
 CUSTOMER_PAGE = 500
+ENTRY_REASON_PREFIX = "tier:"
+ENTRY_RULE_PREFIX = "vip:"
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,7 @@ class TierPolicy:
     tiers: tuple[core_pb2.VipTier, ...]  # lowest threshold first
     metric: int
     term: int
+    grace: timedelta = timedelta(0)  # kept this long past the term's end
 
     @classmethod
     def of(cls, program: core_pb2.ProgramSettings) -> TierPolicy:
@@ -60,6 +77,7 @@ class TierPolicy:
             tiers=tuple(sorted(program.vip_tiers, key=lambda t: t.threshold)),
             metric=program.vip_metric or core_pb2.VIP_METRIC_POINTS_EARNED,
             term=program.vip_term or core_pb2.VIP_TERM_LIFETIME,
+            grace=timedelta(days=max(program.vip_grace_days, 0)),
         )
 
     @property
@@ -95,6 +113,8 @@ class TierPolicy:
                     t.type is TransactionType.REVERSAL and t.points > 0
                 ):
                     total -= t.points
+            elif t.type is TransactionType.EARN and t.reason.startswith(ENTRY_REASON_PREFIX):
+                continue  # an entry reward: not earned towards a tier
             elif t.type is TransactionType.EARN or (
                 t.type is TransactionType.REVERSAL and t.points < 0
             ):
@@ -119,9 +139,15 @@ def decide(
     have = -1 if current is None else policy.rank(current.tier_id)
     want = policy.tier_for(value)
     term_over = current is not None and current.term_end is not None and now >= current.term_end
+    grace_over = (
+        current is not None
+        and current.term_end is not None
+        and now >= current.term_end + policy.grace
+    )
     removed = current is not None and bool(current.tier_id) and have < 0
-    if want > have or removed or (want < have and term_over):
-        # Up at once; down at the term's end; a tier the merchant removed: at once.
+    if want > have or removed or (want < have and grace_over):
+        # Up at once; down once the term's end and the grace after it have passed; a tier
+        # the merchant removed: at once.
         tier_id = policy.tiers[want].tier_id if want >= 0 else ""
         end = policy.term_end(now) if want >= 0 else None
         version = 0 if current is None else current.version
@@ -133,6 +159,7 @@ def decide(
 
 class VipTiers:
     def __init__(self, ledger: Ledger, programs: ProgramCopies, *, clock: Clock = utc_now) -> None:
+        self._ledger = ledger
         self._store = ledger.store
         self._programs = programs
         self._clock = clock
@@ -206,6 +233,34 @@ class VipTiers:
                 after = customers[-1]
         log.info("vip tiers pass", changed=changed)
         return changed
+
+    async def on_tier_changed(self, event: ConsumedEvent) -> bool:
+        """The entry reward of a tier the customer moved up into (tier.changed, Points' own):
+        once per (tier, customer), ever, however often the event is delivered."""
+        changed = event.payload_as(events_pb2.TierChanged)
+        policy = TierPolicy.of(await self._programs.get(event.merchant_id))
+        rank = policy.rank(changed.tier_id)
+        if rank < 0 or rank <= policy.rank(changed.previous_tier_id):
+            return True  # out of the tiers, a downgrade, or a tier since removed
+        points = policy.tiers[rank].entry_reward_points
+        if points <= 0:
+            return True
+        tier_id, customer_id = changed.tier_id, changed.customer_id
+        posting = Posting(
+            event.merchant_id,
+            customer_id,
+            TransactionType.EARN,
+            points,
+            ENTRY_REASON_PREFIX + tier_id,
+            rule_id=ENTRY_RULE_PREFIX + tier_id,
+        )
+        # The amount is left out of the fingerprint: a redelivery after the merchant changed
+        # the reward replays the first credit instead of failing.
+        key = IdempotencyKey.internal(f"tier-entry:{tier_id}:{customer_id}", customer_id)
+        result = await self._ledger.post(posting, key)
+        if not result.replayed:
+            ENTRY_REWARDS.inc()
+        return True
 
     async def on_ledger_event(self, event: ConsumedEvent) -> bool:
         """Points' own points.earned / redeemed / reversed: upgrades at once."""
