@@ -109,3 +109,45 @@ async def test_a_stale_writer_changes_nothing(store: LedgerStore) -> None:
     after = await store.customer_tier(merchant, "c-9")
     assert after is not None and (after.tier_id, after.version) == ("gold", stored.version + 1)
     assert await store.ledger_customers(merchant, "", 10) == []
+
+
+async def test_the_job_reads_what_the_ledger_says_and_keeps_its_cursor(
+    store: LedgerStore,
+) -> None:
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    # c-1: earned 150 + 50 entry reward (not counted), redeemed 80, 30 of it given back,
+    # 20 taken back by a refund: earned 130, redeemed 50. c-2: nothing but an adjustment.
+    for customer, kind, points, reason in [
+        ("c-1", TransactionType.EARN, 150, "order:1"),
+        ("c-1", TransactionType.EARN, 50, "tier:silver"),
+        ("c-1", TransactionType.REDEEM, -80, "reward"),
+        ("c-1", TransactionType.REVERSAL, 30, "reward:cancel"),
+        ("c-1", TransactionType.REVERSAL, -20, "order:1:refund"),
+        ("c-2", TransactionType.ADJUST, 5, "goodwill"),
+    ]:
+        posting = Posting(merchant, customer, kind, points, reason)
+        await ledger.post(posting, IdempotencyKey.internal(str(uuid.uuid4())))
+    state = TierState("silver", 130, None, datetime.now(UTC))
+    assert await store.save_tier(merchant, "c-1", None, state, None)
+
+    page = await store.tier_inputs(merchant, "", 10, None)
+    assert [(i.customer_id, i.earned, i.redeemed) for i in page] == [
+        ("c-1", 130, 50),
+        ("c-2", 0, 0),
+    ]
+    assert page[0].state is not None and page[0].state.tier_id == "silver"
+    assert page[1].state is None
+    assert [i.customer_id for i in await store.tier_inputs(merchant, "c-1", 10, None)] == ["c-2"]
+    # A window starting after everything: nothing counts.
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert [(i.earned, i.redeemed) for i in await store.tier_inputs(merchant, "", 1, later)] == [
+        (0, 0)
+    ]
+
+    assert await store.tier_job_cursor(merchant) is None
+    await store.save_tier_job_cursor(merchant, "c-1")
+    await store.save_tier_job_cursor(merchant, "c-2")
+    assert await store.tier_job_cursor(merchant) == "c-2"
+    await store.save_tier_job_cursor(merchant, None)
+    assert await store.tier_job_cursor(merchant) is None

@@ -8,6 +8,7 @@ Shopify (tagsAdd / tagsRemove). Figures worked out in the comments."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,10 +23,16 @@ from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.program_settings import default_program
+from loyalnest.services.points import tiers as tiers_module
+from loyalnest.services.points.domain import Posting, TierInput, TransactionType
+from loyalnest.services.points.earning import ProgramCopies
+from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.service import DATABASE, SPEC, recalculate_tiers
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
+from loyalnest.services.points.tiers import VipTiers
 from tests.auth import merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import eventually, points_settings, serve_for_test
@@ -382,5 +389,71 @@ async def _save_tiers(database_url: str, merchant_id: str) -> None:
         await database.migrate()
         store = PostgresLedgerStore(database)
         assert await store.save_program_settings(merchant_id, 1, program.SerializeToString())
+    finally:
+        await database.close()
+
+
+# ---- the job resumes after a crash ---------------------------------------------------------
+
+
+class CrashingStore(PostgresLedgerStore):
+    """The PostgreSQL store whose `crash_at`-th tier_inputs read fails, as a job killed
+    mid-run (the process gone, its stored progress left)."""
+
+    crash_at = 0
+    reads: list[str]
+
+    async def tier_inputs(
+        self, merchant_id: str, after: str, limit: int, since: datetime | None
+    ) -> list[TierInput]:
+        self.reads.append(after)
+        if len(self.reads) == self.crash_at:
+            raise ConnectionError("killed mid-run")
+        return await super().tier_inputs(merchant_id, after, limit, since)
+
+
+async def test_the_tier_job_resumes_where_it_stopped(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tiers_module, "JOB_PAGE", 2)
+    merchant_id = f"m-{uuid.uuid4().hex[:12]}"
+    await _save_tiers(database_url, merchant_id)
+    database = Database(ServiceSettings(database_url=database_url), DATABASE)
+    await database.open()
+    try:
+        store = CrashingStore(database)
+        store.reads = []
+        ledger = Ledger(store, None)
+        customers = [f"c{n}" for n in range(5)]
+        for customer in customers:  # 150 each: Silver (100), not Gold (300)
+            posting = Posting(merchant_id, customer, TransactionType.EARN, 150, "bench")
+            await ledger.post(posting, IdempotencyKey.internal(f"seed:{customer}", customer))
+        jobs = VipTiers(ledger, ProgramCopies(ledger, cache_seconds=0))
+
+        # Pages of 2: c0-c1, c2-c3 (the crash), c4.
+        store.crash_at = 2
+        with pytest.raises(ConnectionError):
+            await jobs.run()
+        assert await store.tier_job_cursor(merchant_id) == "c1"
+        # Resumed after c1: c0 and c1 are not read again; c2..c4 change once.
+        store.reads, store.crash_at = [], 0
+        assert await jobs.run() == 3
+        assert store.reads == ["c1", "c3"]
+        assert await store.tier_job_cursor(merchant_id) is None
+        # A new run starts from the beginning and changes nothing.
+        store.reads = []
+        assert await jobs.run() == 0
+        assert store.reads == ["", "c1", "c3"]
+        for customer in customers:
+            state = await store.customer_tier(merchant_id, customer)
+            assert state is not None and (state.tier_id, state.version) == ("silver", 1)
+        async with database.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM outbox WHERE event_type = 'tier.changed'"
+                " AND partition_key LIKE %s",
+                (f"{merchant_id}%",),
+            )
+            row = await cursor.fetchone()
+        assert row is not None and row[0] == 5  # one tier.changed per customer
     finally:
         await database.close()

@@ -43,11 +43,13 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.shop_access import ShopTokens
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points.domain import (
+    TIER_ENTRY_REASON_PREFIX,
     Posting,
     TierState,
     Transaction,
     TransactionType,
     VipProgress,
+    net_totals,
 )
 from loyalnest.services.points.earning import Clock, ProgramCopies, utc_now
 from loyalnest.services.points.events import tier_changed_event
@@ -57,10 +59,14 @@ from loyalnest.services.points.ledger import Ledger
 log = get_logger(__name__)
 
 CHANGES = Counter("loyalnest_points_tier_changes_total", "VIP tier changes.", ["direction"])
+RESUMED = Counter(
+    "loyalnest_points_tier_job_resumed_total", "Tier job runs resumed after an unfinished one."
+)
 ENTRY_REWARDS = Counter("loyalnest_points_tier_entry_rewards_total", "Tier entry rewards credited.")
 YEAR = timedelta(days=365)
-CUSTOMER_PAGE = 500
-ENTRY_REASON_PREFIX = "tier:"
+# Customers per read of the tier job (and per stored cursor: a crash redoes at most this many).
+JOB_PAGE = 2000
+ENTRY_REASON_PREFIX = TIER_ENTRY_REASON_PREFIX
 ENTRY_RULE_PREFIX = "vip:"
 
 
@@ -103,23 +109,12 @@ class TierPolicy:
         return None
 
     def qualifying(self, history: Sequence[Transaction], now: datetime) -> int:
-        start = self.window_start(now)
-        total = 0
-        for t in history:
-            if start is not None and t.created_at < start:
-                continue
-            if self.metric == core_pb2.VIP_METRIC_POINTS_REDEEMED:
-                if t.type is TransactionType.REDEEM or (
-                    t.type is TransactionType.REVERSAL and t.points > 0
-                ):
-                    total -= t.points
-            elif t.type is TransactionType.EARN and t.reason.startswith(ENTRY_REASON_PREFIX):
-                continue  # an entry reward: not earned towards a tier
-            elif t.type is TransactionType.EARN or (
-                t.type is TransactionType.REVERSAL and t.points < 0
-            ):
-                total += t.points
-        return max(total, 0)
+        return self.value_of(*net_totals(history, self.window_start(now)))
+
+    def value_of(self, earned: int, redeemed: int) -> int:
+        """The metric from the window's totals (domain.net_totals)."""
+        value = redeemed if self.metric == core_pb2.VIP_METRIC_POINTS_REDEEMED else earned
+        return max(value, 0)
 
     def rank(self, tier_id: str) -> int:
         """Position of the tier, -1 for none (or a tier the merchant removed)."""
@@ -175,6 +170,18 @@ class VipTiers:
         history = await ledger_history(self._store, merchant_id, customer_id)
         value = policy.qualifying(history, now)
         current = await self._store.customer_tier(merchant_id, customer_id)
+        return await self._apply(merchant_id, customer_id, policy, current, value, now)
+
+    async def _apply(
+        self,
+        merchant_id: str,
+        customer_id: str,
+        policy: TierPolicy,
+        current: TierState | None,
+        value: int,
+        now: datetime,
+    ) -> TierState | None:
+        """decide() applied: the new state saved with its tier.changed (compare-and-set)."""
         new = decide(policy, current, value, now)
         if new is None:
             return None
@@ -217,20 +224,42 @@ class VipTiers:
 
     async def run(self) -> int:
         """The recalculation job: every customer of every merchant with tiers; how many
-        changed. Idempotent; resumable: a rerun redoes only what is still due."""
+        changed. Idempotent: a change is a compare-and-set, so a rerun changes nothing twice.
+        Resumable: after each page the merchant's cursor is stored (tier_job_progress), and a
+        run that finds one (the last crashed) starts after it; a finished run drops it. A
+        customer of the page a crash interrupted is decided again on resume, and one changed
+        before the crash is then found in its new state: changed once.
+
+        Set-based: a page of JOB_PAGE customers is one read (LedgerStore.tier_inputs: the
+        window's totals and the stored state); only a customer whose tier changes costs a
+        write."""
         changed = 0
+        now = self._clock()
         for merchant_id, raw in await self._store.program_copies():
             policy = TierPolicy.of(core_pb2.ProgramSettings.FromString(raw))
             if not policy.enabled:
                 continue
-            after = ""
+            after = await self._store.tier_job_cursor(merchant_id)
+            if after:
+                RESUMED.inc()
+                log.info("vip tiers: resuming", merchant_id=merchant_id)
+            after = after or ""
+            since = policy.window_start(now)
             while True:
-                customers = await self._store.ledger_customers(merchant_id, after, CUSTOMER_PAGE)
-                for customer_id in customers:
-                    changed += await self.evaluate(merchant_id, customer_id, policy) is not None
-                if len(customers) < CUSTOMER_PAGE:
+                page = await self._store.tier_inputs(merchant_id, after, JOB_PAGE, since)
+                for item in page:
+                    value = policy.value_of(item.earned, item.redeemed)
+                    if decide(policy, item.state, value, now) is None:
+                        continue  # most customers: nothing to write
+                    new = await self._apply(
+                        merchant_id, item.customer_id, policy, item.state, value, now
+                    )
+                    changed += new is not None
+                if len(page) < JOB_PAGE:
                     break
-                after = customers[-1]
+                after = page[-1].customer_id
+                await self._store.save_tier_job_cursor(merchant_id, after)
+            await self._store.save_tier_job_cursor(merchant_id, None)
         log.info("vip tiers pass", changed=changed)
         return changed
 

@@ -22,6 +22,7 @@ from loyalnest.services.points.domain import (
     RedemptionGuard,
     RedemptionStatus,
     Reward,
+    TierInput,
     TierState,
     Transaction,
 )
@@ -52,6 +53,7 @@ REWARD_UPDATABLE = frozenset(
 # Every table (collection) with merchant rows, children before the rows they reference:
 # erase_merchant empties them for the merchant.
 MERCHANT_TABLES = (
+    "tier_job_progress",
     "rule_events",
     "customer_tiers",
     "points_expiry_notices",
@@ -268,6 +270,21 @@ class LedgerStore(Protocol):
 
     async def ledger_customers(self, merchant_id: str, after: str, limit: int) -> list[str]:
         """Every customer of the merchant with a ledger, by customer_id, after `after`."""
+        ...
+
+    async def tier_inputs(
+        self, merchant_id: str, after: str, limit: int, since: datetime | None
+    ) -> list[TierInput]:
+        """A page of the merchant's ledgers (by customer_id, after `after`): each customer's
+        domain.net_totals from `since` (None: ever) and stored tier state, in one read."""
+        ...
+
+    async def tier_job_cursor(self, merchant_id: str) -> str | None:
+        """Where an unfinished tier job run for the merchant stopped (None: none)."""
+        ...
+
+    async def save_tier_job_cursor(self, merchant_id: str, after: str | None) -> None:
+        """Records the run's progress; None: the run finished (the cursor goes)."""
         ...
 
     async def ledger_openings(

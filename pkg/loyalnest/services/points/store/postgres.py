@@ -21,6 +21,7 @@ from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.services.points.domain import (
+    TIER_ENTRY_REASON_PREFIX,
     Balance,
     InsufficientPoints,
     LedgerMoved,
@@ -35,6 +36,7 @@ from loyalnest.services.points.domain import (
     Reward,
     RewardKind,
     RewardNotFound,
+    TierInput,
     TierState,
     Transaction,
     TransactionType,
@@ -57,6 +59,32 @@ from loyalnest.services.points.store.base import (
     reward_columns,
     reward_row,
 )
+
+_TIER_INPUTS = """
+WITH page AS (
+    SELECT customer_id FROM ledgers
+    WHERE merchant_id = %(merchant)s AND customer_id > %(after)s
+    ORDER BY customer_id LIMIT %(limit)s
+), sums AS (
+    SELECT t.customer_id,
+        sum(t.points) FILTER (
+            WHERE (t.type = 'earn' AND NOT starts_with(t.reason, %(entry)s))
+               OR (t.type = 'reversal' AND t.points < 0)) AS earned,
+        -sum(t.points) FILTER (
+            WHERE t.type = 'redeem' OR (t.type = 'reversal' AND t.points > 0)) AS redeemed
+    FROM points_transactions t
+    WHERE t.merchant_id = %(merchant)s AND t.customer_id > %(after)s
+      AND t.customer_id <= (SELECT max(customer_id) FROM page)
+      AND (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s::timestamptz)
+    GROUP BY t.customer_id
+)
+SELECT p.customer_id, coalesce(s.earned, 0), coalesce(s.redeemed, 0),
+    c.tier_id, c.qualifying, c.term_end, c.changed_at, c.version
+FROM page p
+LEFT JOIN sums s ON s.customer_id = p.customer_id
+LEFT JOIN customer_tiers c ON c.merchant_id = %(merchant)s AND c.customer_id = p.customer_id
+ORDER BY p.customer_id
+"""
 
 _COLUMNS = [field.name for field in fields(Transaction)]
 _SELECT_COLUMNS = ", ".join(f"{c}::text AS {c}" if c == "transaction_id" else c for c in _COLUMNS)
@@ -552,6 +580,57 @@ class PostgresLedgerStore:
                 (merchant_id, after, limit),
             )
             return [row[0] for row in await cursor.fetchall()]
+
+    async def tier_inputs(
+        self, merchant_id: str, after: str, limit: int, since: datetime | None
+    ) -> list[TierInput]:
+        # One statement per page: the page's ledgers, their window sums (the transactions of
+        # the page's customer range, read through the (merchant, customer, sequence) index)
+        # and their tier rows. The sums are domain.net_totals in SQL.
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _TIER_INPUTS,
+                {
+                    "merchant": merchant_id,
+                    "after": after,
+                    "limit": limit,
+                    "since": since,
+                    "entry": TIER_ENTRY_REASON_PREFIX,
+                },
+            )
+            rows = await cursor.fetchall()
+        return [
+            TierInput(
+                customer_id,
+                int(earned),
+                int(redeemed),
+                None if tier_id is None else TierState(tier_id, *state),
+            )
+            for customer_id, earned, redeemed, tier_id, *state in rows
+        ]
+
+    async def tier_job_cursor(self, merchant_id: str) -> str | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT after_customer FROM tier_job_progress WHERE merchant_id = %s",
+                (merchant_id,),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else str(row[0])
+
+    async def save_tier_job_cursor(self, merchant_id: str, after: str | None) -> None:
+        async with self._pool.connection() as conn:
+            if after is None:
+                await conn.execute(
+                    "DELETE FROM tier_job_progress WHERE merchant_id = %s", (merchant_id,)
+                )
+            else:
+                await conn.execute(
+                    "INSERT INTO tier_job_progress (merchant_id, after_customer)"
+                    " VALUES (%s, %s) ON CONFLICT (merchant_id) DO UPDATE"
+                    " SET after_customer = excluded.after_customer, updated_at = now()",
+                    (merchant_id, after),
+                )
 
     async def ledger_openings(
         self, merchant_id: str, after: str, limit: int
