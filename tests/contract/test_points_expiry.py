@@ -110,6 +110,20 @@ async def test_expiry_after_earned_takes_lots_fifo_once(store: LedgerStore) -> N
     assert await expiry.expiring(merchant, customer) is None
 
 
+async def test_customers_at_the_same_sequence_each_expire(store: LedgerStore) -> None:
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger, expiry, clock = await expiry_for(
+        store, merchant, program(30, core_pb2.POINTS_EXPIRY_MODE_AFTER_EARNED, 0)
+    )
+    # Two customers, one earn each: both ledgers at sequence 1 when their lots expire.
+    first = await post(ledger, merchant, "c-1", TransactionType.EARN, 40)
+    await post(ledger, merchant, "c-2", TransactionType.EARN, 60)
+    clock.now = first.created_at + 31 * DAY
+    report = await expiry.run()
+    assert (report.expired_points, report.expired_customers, report.skipped) == (100, 2, 0)
+    assert [(await store.get_balance(merchant, c)).balance for c in ("c-1", "c-2")] == [0, 0]
+
+
 async def test_expiry_after_inactivity_takes_the_whole_balance(store: LedgerStore) -> None:
     merchant, customer = f"m-{uuid.uuid4().hex[:8]}", "c-2"
     ledger, expiry, clock = await expiry_for(

@@ -294,7 +294,10 @@ class PointsExpiry:
                 policy.reason,
                 expected_sequence=sequence,
             )
-            key = IdempotencyKey.internal(f"expire:{sequence}", customer_id, points)
+            # Per customer: a merchant's idempotency keys are one namespace, and customers at
+            # the same sequence are the rule (a key of the sequence alone let one of them
+            # expire and the others fail as a reused key, every run).
+            key = IdempotencyKey.internal(f"expire:{customer_id}:{sequence}", customer_id, points)
             try:
                 result = await self._ledger.post(posting, key)
             except (LedgerMoved, InsufficientPoints, IdempotencyKeyReused):
