@@ -77,12 +77,18 @@ WITH page AS (
       AND t.customer_id <= (SELECT max(customer_id) FROM page)
       AND (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s::timestamptz)
     GROUP BY t.customer_id
+), tiers AS (
+    -- The page's range, not a join on every tier row of the merchant.
+    SELECT customer_id, tier_id, qualifying, term_end, changed_at, version
+    FROM customer_tiers
+    WHERE merchant_id = %(merchant)s AND customer_id > %(after)s
+      AND customer_id <= (SELECT max(customer_id) FROM page)
 )
 SELECT p.customer_id, coalesce(s.earned, 0), coalesce(s.redeemed, 0),
     c.tier_id, c.qualifying, c.term_end, c.changed_at, c.version
 FROM page p
 LEFT JOIN sums s ON s.customer_id = p.customer_id
-LEFT JOIN customer_tiers c ON c.merchant_id = %(merchant)s AND c.customer_id = p.customer_id
+LEFT JOIN tiers c ON c.customer_id = p.customer_id
 ORDER BY p.customer_id
 """
 
