@@ -310,6 +310,17 @@ class LedgerStore(Protocol):
         """Customers of the merchant with a positive balance, by customer_id, after `after`."""
         ...
 
+    async def expiry_candidates(
+        self, merchant_id: str, after: str, limit: int, cutoff: datetime, after_inactivity: bool
+    ) -> tuple[str, list[str]]:
+        """A page of `limit` customers with a positive balance after `after`: (the page's last
+        customer, "" when the page was not full; those of the page whose points may expire
+        or be noticed at `cutoff` = now - life + notice). A superset is allowed (the job
+        decides from the whole ledger): after earned, a balance larger than the credits
+        earned after `cutoff` (debits take the oldest lots first, so the rest are older);
+        after inactivity, no earn or redemption after `cutoff`."""
+        ...
+
     async def record_expiry_notice(
         self, merchant_id: str, customer_id: str, expire_at: datetime, event: Message
     ) -> bool:

@@ -1217,6 +1217,14 @@ class MongoLedgerStore:
             inputs.append(TierInput(customer_id, earned, redeemed, state))
         return inputs
 
+    async def expiry_candidates(
+        self, merchant_id: str, after: str, limit: int, cutoff: datetime, after_inactivity: bool
+    ) -> tuple[str, list[str]]:
+        # Every customer with points (the superset): MongoDB ledgers are the small
+        # deployments' store, where the job's read per customer is affordable.
+        customers = await self.customers_with_points(merchant_id, after, limit)
+        return (customers[-1] if len(customers) == limit else ""), customers
+
     async def tier_job_cursor(self, merchant_id: str) -> str | None:
         doc = await self._run(partial(self._tier_job.find_one, {"_id": merchant_id}))
         return None if doc is None else str(doc["after_customer"])

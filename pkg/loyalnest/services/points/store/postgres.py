@@ -92,6 +92,34 @@ LEFT JOIN tiers c ON c.customer_id = p.customer_id
 ORDER BY p.customer_id
 """
 
+# The expiry job's page (expiry_candidates): the page's ledgers with points, and for each
+# whether its points may be due or noticed, from the transactions of the page's range.
+_CANDIDATE_PAGE = """
+WITH page AS (
+    SELECT customer_id, balance FROM ledgers
+    WHERE merchant_id = %(merchant)s AND customer_id > %(after)s AND balance > 0
+    ORDER BY customer_id LIMIT %(limit)s
+), recent AS (
+    SELECT customer_id, {aggregate} AS value FROM points_transactions
+    WHERE merchant_id = %(merchant)s AND customer_id > %(after)s
+      AND customer_id <= (SELECT max(customer_id) FROM page) AND {condition}
+    GROUP BY customer_id
+)
+SELECT p.customer_id, {candidate}
+FROM page p LEFT JOIN recent r ON r.customer_id = p.customer_id
+ORDER BY p.customer_id
+"""
+_EARNED_CANDIDATES = _CANDIDATE_PAGE.format(
+    aggregate="sum(points)",
+    condition="points > 0 AND created_at > %(cutoff)s",
+    candidate="p.balance > coalesce(r.value, 0)",
+)
+_INACTIVE_CANDIDATES = _CANDIDATE_PAGE.format(
+    aggregate="max(created_at)",
+    condition="type IN ('earn', 'redeem')",
+    candidate="r.value IS NULL OR r.value <= %(cutoff)s",
+)
+
 _COLUMNS = [field.name for field in fields(Transaction)]
 _SELECT_COLUMNS = ", ".join(f"{c}::text AS {c}" if c == "transaction_id" else c for c in _COLUMNS)
 _INSERT_TRANSACTION = (
@@ -667,6 +695,18 @@ class PostgresLedgerStore:
                 (merchant_id, after, limit),
             )
             return [row[0] for row in await cursor.fetchall()]
+
+    async def expiry_candidates(
+        self, merchant_id: str, after: str, limit: int, cutoff: datetime, after_inactivity: bool
+    ) -> tuple[str, list[str]]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _INACTIVE_CANDIDATES if after_inactivity else _EARNED_CANDIDATES,
+                {"merchant": merchant_id, "after": after, "limit": limit, "cutoff": cutoff},
+            )
+            rows = await cursor.fetchall()
+        last = rows[-1][0] if len(rows) == limit else ""
+        return last, [customer_id for customer_id, candidate in rows if candidate]
 
     async def record_expiry_notice(
         self, merchant_id: str, customer_id: str, expire_at: datetime, event: Message
