@@ -21,7 +21,9 @@ from loyalnest.platform.errors import InvalidArgument
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.core import domain as core_domain
 from loyalnest.services.points.domain import TierState, Transaction, TransactionType
+from loyalnest.services.points.orders import OrderEarning, OrderStatus
 from loyalnest.services.points.rules import OrderFacts, RuleSet, awards_text
+from loyalnest.services.points.simulation import SimulationReport, replay, validate
 from loyalnest.services.points.tiers import TierPolicy, decide
 
 NOW = datetime(2027, 3, 1, tzinfo=UTC)
@@ -248,3 +250,40 @@ def test_tier_only_rules_apply_to_their_tiers() -> None:
     assert [r.rule_id for r in rules.activity_rules("review", NOW, "gold")] == ["review"]
     assert rules.activity_rules("review", NOW, "silver") == []
     assert rules.activity_tier_aware("review")
+
+
+def test_a_simulation_replays_orders_with_the_customers_tiers() -> None:
+    settings = program()  # Gold x1.5, base rate 1 point per unit
+    orders = [
+        OrderEarning(
+            merchant_id="m",
+            order_id=order_id,
+            customer_id=customer,
+            points=100,
+            eligible_amount=Decimal(100),
+            currency="EUR",
+            status=OrderStatus.APPROVED,
+            approve_at=NOW,
+            created_at=NOW,
+            settings_version=1,
+            awards="order:100",
+            weighted_amount=Decimal(100),
+        )
+        for order_id, customer in (("1", "gold-customer"), ("2", "nobody"))
+    ]
+    report = SimulationReport(since=NOW - timedelta(days=30))
+    replay(RuleSet.of(settings), orders, report, {"gold-customer": "gold"})
+    assert (report.rules["order"].simulated, report.rules["vip:gold"].simulated) == (200, 50)
+    with pytest.raises(InvalidArgument):
+        validate(
+            30,
+            [
+                core_pb2.EarningRule(
+                    rule_id="r",
+                    type=core_pb2.EARNING_RULE_TYPE_PLACE_ORDER,
+                    points=5,
+                    eligible_tiers=["platinum"],
+                )
+            ],
+            {"silver", "gold"},
+        )
