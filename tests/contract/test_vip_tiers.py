@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.gen.events.v1 import points_pb2 as points_events
+from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.points.domain import Posting, TierState, TransactionType
@@ -151,3 +153,38 @@ async def test_the_job_reads_what_the_ledger_says_and_keeps_its_cursor(
     assert await store.tier_job_cursor(merchant) == "c-2"
     await store.save_tier_job_cursor(merchant, None)
     assert await store.tier_job_cursor(merchant) is None
+
+
+def tier_changed(merchant: str, previous: str, tier_id: str) -> ConsumedEvent:
+    payload = points_events.TierChanged(
+        customer_id="c-1", previous_tier_id=previous, tier_id=tier_id
+    )
+    event = new_event(merchant, payload)
+    return ConsumedEvent(
+        envelope=event.envelope,
+        spec=event.spec,
+        payload=payload,
+        consumer="points",
+        topic=event.spec.topic.name,
+        partition=0,
+        offset=0,
+    )
+
+
+async def test_an_entry_reward_is_credited_once_however_delivered(store: LedgerStore) -> None:
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    programs = ProgramCopies(ledger, cache_seconds=0)
+    settings = tiered(core_pb2.VIP_TERM_CALENDAR_YEAR)
+    settings.vip_tiers[1].entry_reward_points = 75
+    assert await programs.save(merchant, settings)
+    tiers = VipTiers(ledger, programs)
+
+    up = tier_changed(merchant, "silver", "gold")
+    for event in (up, up, tier_changed(merchant, "", "gold")):  # redelivered; re-entered
+        assert await tiers.on_tier_changed(event)
+    # Down, and into Silver (no entry reward): nothing.
+    assert await tiers.on_tier_changed(tier_changed(merchant, "gold", "silver"))
+    assert await tiers.on_tier_changed(tier_changed(merchant, "", "silver"))
+    history = await store.list_transactions(merchant, "c-1", limit=10, before_sequence=None)
+    assert [(t.points, t.reason, t.rule_id) for t in history] == [(75, "tier:gold", "vip:gold")]
