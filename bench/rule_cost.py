@@ -8,7 +8,10 @@ Points' CPU per order).
              - base: the bench's programs (no rule: the implicit "order" rule), and
              - rules: five rules (rate with a minimum, a date-window multiplier, a POS-only
                bonus, a punch card and a goal, with empty histories: their store read is I/O,
-               which bench_orders.py's end-to-end figures include).
+               which bench_orders.py's end-to-end figures include), and
+             - tiers: the five rules plus VIP tiers (Gold's earning multiplier 1.5, a
+               Gold-only bonus rule, the weekend multiplier for Silver and Gold), every order's
+               customer in Gold (the tier's store read is I/O, as the histories').
 
 Rounds alternate before/after so that a neighbour's load hits both alike; each figure is the
 fastest round's CPU time (process_time) per order, in microseconds.
@@ -90,13 +93,31 @@ def _rich(program: core_pb2.ProgramSettings) -> core_pb2.ProgramSettings:
     return rich
 
 
+def _tiered(rich: core_pb2.ProgramSettings) -> core_pb2.ProgramSettings:
+    tiered = core_pb2.ProgramSettings()
+    tiered.CopyFrom(rich)
+    tiered.version = 3
+    tiered.vip_tiers.add(tier_id="silver", name="Silver", threshold=100)
+    tiered.vip_tiers.add(tier_id="gold", name="Gold", threshold=300, earning_multiplier="1.5")
+    tiered.earning_rules[1].eligible_tiers.extend(["silver", "gold"])
+    tiered.earning_rules.add(
+        rule_id="gold-bonus",
+        enabled=True,
+        type=core_pb2.EARNING_RULE_TYPE_PLACE_ORDER,
+        points=10,
+        eligible_tiers=["gold"],
+    )
+    return tiered
+
+
 def measure(seed: int | None = None, count: int = 2000, rounds: int = 15) -> dict[str, Any]:
     orders = _orders(count, random.randrange(1 << 30) if seed is None else seed)
     base = default_program()
     base.version = 1
     rich = _rich(base)
-    rule_sets = {"base": RuleSet.of(base), "rules": RuleSet.of(rich)}
-    programs = {"base": base, "rules": rich}
+    tiered = _tiered(rich)
+    rule_sets = {"base": RuleSet.of(base), "rules": RuleSet.of(rich), "tiers": RuleSet.of(tiered)}
+    programs = {"base": base, "rules": rich, "tiers": tiered}
 
     def before() -> None:
         for order in orders:
@@ -104,6 +125,7 @@ def measure(seed: int | None = None, count: int = 2000, rounds: int = 15) -> dic
 
     def after(name: str) -> Callable[[], None]:
         program, rules = programs[name], rule_sets[name]
+        tier_id = "gold" if name == "tiers" else ""
 
         def run() -> None:
             # As OrderEarnings._awards evaluates (the store read aside).
@@ -112,12 +134,17 @@ def measure(seed: int | None = None, count: int = 2000, rounds: int = 15) -> dic
                 if rules.base_only:
                     rules.base_awards(totals.points)
                     continue
-                facts = order_facts(order, totals, NOW, placed_time=rules.windowed)
+                facts = order_facts(order, totals, NOW, placed_time=rules.windowed, tier_id=tier_id)
                 rules.order_awards(facts, {}, NOW)
 
         return run
 
-    runs = {"before": before, "after_base": after("base"), "after_rules": after("rules")}
+    runs = {
+        "before": before,
+        "after_base": after("base"),
+        "after_rules": after("rules"),
+        "after_tiers": after("tiers"),
+    }
     best = dict.fromkeys(runs, float("inf"))
     for _ in range(rounds):
         for name, run in runs.items():
@@ -131,8 +158,10 @@ def measure(seed: int | None = None, count: int = 2000, rounds: int = 15) -> dic
         "us_per_order": {k: round(v, 1) for k, v in per_order.items()},
         "ratio_base": round(per_order["after_base"] / per_order["before"], 2),
         "ratio_rules": round(per_order["after_rules"] / per_order["before"], 2),
+        "ratio_tiers": round(per_order["after_tiers"] / per_order["before"], 2),
         "added_us_base": round(per_order["after_base"] - per_order["before"], 1),
         "added_us_rules": round(per_order["after_rules"] - per_order["before"], 1),
+        "added_us_tiers": round(per_order["after_tiers"] - per_order["before"], 1),
     }
 
 
@@ -142,13 +171,15 @@ def render(cost: dict[str, Any], points_us_per_order: float | None = None) -> li
         f"rule evaluation CPU per order ({cost['orders']} bench orders, best of "
         f"{cost['rounds']} rounds): before {us['before']:.1f} us; after, no rules "
         f"{us['after_base']:.1f} us ({cost['ratio_base']:.2f}x), five rules "
-        f"{us['after_rules']:.1f} us ({cost['ratio_rules']:.2f}x)",
+        f"{us['after_rules']:.1f} us ({cost['ratio_rules']:.2f}x), with tiers "
+        f"{us['after_tiers']:.1f} us ({cost['ratio_tiers']:.2f}x)",
     ]
     if points_us_per_order:
         lines.append(
             f"  added vs Points' CPU per order ({points_us_per_order:.0f} us end to end): "
             f"no rules {100 * cost['added_us_base'] / points_us_per_order:+.1f} %, "
-            f"five rules {100 * cost['added_us_rules'] / points_us_per_order:+.1f} %"
+            f"five rules {100 * cost['added_us_rules'] / points_us_per_order:+.1f} %, "
+            f"with tiers {100 * cost['added_us_tiers'] / points_us_per_order:+.1f} %"
         )
     return lines
 

@@ -28,6 +28,7 @@ from loyalnest.services.points.events import expiring_event
 from loyalnest.services.points.expiry import ExpiryPolicy, PointsExpiry, ledger_history, upcoming
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.store.postgres import PostgresLedgerStore
 
 DAY = timedelta(days=1)
 
@@ -108,6 +109,20 @@ async def test_expiry_after_earned_takes_lots_fifo_once(store: LedgerStore) -> N
     assert (await expiry.run()).expired_points == 50
     assert (await store.get_balance(merchant, customer)).balance == 0
     assert await expiry.expiring(merchant, customer) is None
+
+
+async def test_customers_at_the_same_sequence_each_expire(store: LedgerStore) -> None:
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger, expiry, clock = await expiry_for(
+        store, merchant, program(30, core_pb2.POINTS_EXPIRY_MODE_AFTER_EARNED, 0)
+    )
+    # Two customers, one earn each: both ledgers at sequence 1 when their lots expire.
+    first = await post(ledger, merchant, "c-1", TransactionType.EARN, 40)
+    await post(ledger, merchant, "c-2", TransactionType.EARN, 60)
+    clock.now = first.created_at + 31 * DAY
+    report = await expiry.run()
+    assert (report.expired_points, report.expired_customers, report.skipped) == (100, 2, 0)
+    assert [(await store.get_balance(merchant, c)).balance for c in ("c-1", "c-2")] == [0, 0]
 
 
 async def test_expiry_after_inactivity_takes_the_whole_balance(store: LedgerStore) -> None:
@@ -219,3 +234,38 @@ async def test_the_balance_reads_only_recent_history_and_agrees_with_the_whole(
         for now in (t.created_at + DAY - timedelta(milliseconds=1), t.created_at + DAY):
             clock.now = now
             assert await expiry.expiring(merchant, customer) == upcoming(whole, policy, now)
+
+
+async def test_the_job_reads_every_customer_whose_points_may_expire(store: LedgerStore) -> None:
+    """expiry_candidates may return more than needed (MongoDB: everyone with points), never
+    less: each customer with an old lot still open is among them."""
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    old = [("a", 100), ("c", 100), ("d", 100), ("e", 30)]
+    for customer, points in old:
+        await post(ledger, merchant, customer, TransactionType.EARN, points)
+    await post(ledger, merchant, "c", TransactionType.REDEEM, -60)  # c's old lot: 40 left
+    await post(ledger, merchant, "d", TransactionType.REDEEM, -100)  # d's old lot: spent
+    await post(ledger, merchant, "e", TransactionType.REDEEM, -30)  # e: no points left
+    await asyncio.sleep(0.05)
+    cutoff = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    for customer in ("a", "c", "d", "b"):
+        await post(ledger, merchant, customer, TransactionType.EARN, 50)
+    # After earned: a (100 old + 50), c (40 old + 50) have old lots open; d's and b's are new.
+    last, found = await store.expiry_candidates(merchant, "", 10, cutoff, False)
+    assert last == ""
+    assert {"a", "c"} <= set(found) and "e" not in found
+    # Pages: 2 customers with points each (a, b | c, d), the last page not full.
+    last, first_page = await store.expiry_candidates(merchant, "", 2, cutoff, False)
+    assert last == "b" and "a" in first_page
+    last, second_page = await store.expiry_candidates(merchant, "b", 2, cutoff, False)
+    assert last == "d" and "c" in second_page
+    assert await store.expiry_candidates(merchant, "d", 2, cutoff, False) == ("", [])
+    if isinstance(store, PostgresLedgerStore):  # the exact answer, no superset
+        assert found == ["a", "c"]
+        # After inactivity: all four earned after the cutoff, so none is due.
+        assert (await store.expiry_candidates(merchant, "", 10, cutoff, True))[1] == []
+    # ... and with a cutoff after everything, all four are.
+    everyone = (await store.expiry_candidates(merchant, "", 10, datetime.now(UTC), True))[1]
+    assert set(everyone) == {"a", "b", "c", "d"}

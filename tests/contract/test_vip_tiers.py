@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.gen.events.v1 import points_pb2 as points_events
+from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.points.domain import Posting, TierState, TransactionType
@@ -109,3 +111,80 @@ async def test_a_stale_writer_changes_nothing(store: LedgerStore) -> None:
     after = await store.customer_tier(merchant, "c-9")
     assert after is not None and (after.tier_id, after.version) == ("gold", stored.version + 1)
     assert await store.ledger_customers(merchant, "", 10) == []
+
+
+async def test_the_job_reads_what_the_ledger_says_and_keeps_its_cursor(
+    store: LedgerStore,
+) -> None:
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    # c-1: earned 150 + 50 entry reward (not counted), redeemed 80, 30 of it given back,
+    # 20 taken back by a refund: earned 130, redeemed 50. c-2: nothing but an adjustment.
+    for customer, kind, points, reason in [
+        ("c-1", TransactionType.EARN, 150, "order:1"),
+        ("c-1", TransactionType.EARN, 50, "tier:silver"),
+        ("c-1", TransactionType.REDEEM, -80, "reward"),
+        ("c-1", TransactionType.REVERSAL, 30, "reward:cancel"),
+        ("c-1", TransactionType.REVERSAL, -20, "order:1:refund"),
+        ("c-2", TransactionType.ADJUST, 5, "goodwill"),
+    ]:
+        posting = Posting(merchant, customer, kind, points, reason)
+        await ledger.post(posting, IdempotencyKey.internal(str(uuid.uuid4())))
+    state = TierState("silver", 130, None, datetime.now(UTC))
+    assert await store.save_tier(merchant, "c-1", None, state, None)
+
+    page = await store.tier_inputs(merchant, "", 10, None)
+    assert [(i.customer_id, i.earned, i.redeemed) for i in page] == [
+        ("c-1", 130, 50),
+        ("c-2", 0, 0),
+    ]
+    assert page[0].state is not None and page[0].state.tier_id == "silver"
+    assert page[1].state is None
+    assert [i.customer_id for i in await store.tier_inputs(merchant, "c-1", 10, None)] == ["c-2"]
+    # A window starting after everything: nothing counts.
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    assert [(i.earned, i.redeemed) for i in await store.tier_inputs(merchant, "", 1, later)] == [
+        (0, 0)
+    ]
+
+    assert await store.tier_job_cursor(merchant) is None
+    await store.save_tier_job_cursor(merchant, "c-1")
+    await store.save_tier_job_cursor(merchant, "c-2")
+    assert await store.tier_job_cursor(merchant) == "c-2"
+    await store.save_tier_job_cursor(merchant, None)
+    assert await store.tier_job_cursor(merchant) is None
+
+
+def tier_changed(merchant: str, previous: str, tier_id: str) -> ConsumedEvent:
+    payload = points_events.TierChanged(
+        customer_id="c-1", previous_tier_id=previous, tier_id=tier_id
+    )
+    event = new_event(merchant, payload)
+    return ConsumedEvent(
+        envelope=event.envelope,
+        spec=event.spec,
+        payload=payload,
+        consumer="points",
+        topic=event.spec.topic.name,
+        partition=0,
+        offset=0,
+    )
+
+
+async def test_an_entry_reward_is_credited_once_however_delivered(store: LedgerStore) -> None:
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    programs = ProgramCopies(ledger, cache_seconds=0)
+    settings = tiered(core_pb2.VIP_TERM_CALENDAR_YEAR)
+    settings.vip_tiers[1].entry_reward_points = 75
+    assert await programs.save(merchant, settings)
+    tiers = VipTiers(ledger, programs)
+
+    up = tier_changed(merchant, "silver", "gold")
+    for event in (up, up, tier_changed(merchant, "", "gold")):  # redelivered; re-entered
+        assert await tiers.on_tier_changed(event)
+    # Down, and into Silver (no entry reward): nothing.
+    assert await tiers.on_tier_changed(tier_changed(merchant, "gold", "silver"))
+    assert await tiers.on_tier_changed(tier_changed(merchant, "", "silver"))
+    history = await store.list_transactions(merchant, "c-1", limit=10, before_sequence=None)
+    assert [(t.points, t.reason, t.rule_id) for t in history] == [(75, "tier:gold", "vip:gold")]

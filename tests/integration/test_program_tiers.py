@@ -8,8 +8,9 @@ Shopify (tagsAdd / tagsRemove). Figures worked out in the comments."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,16 @@ from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.program_settings import default_program
+from loyalnest.services.points import tiers as tiers_module
+from loyalnest.services.points.domain import Posting, TierInput, TransactionType
+from loyalnest.services.points.earning import ProgramCopies
+from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.service import DATABASE, SPEC, recalculate_tiers
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
+from loyalnest.services.points.tiers import VipTiers
 from tests.auth import merchant_metadata
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import eventually, points_settings, serve_for_test
@@ -33,8 +40,9 @@ from tests.integration.events_worker import FAST_EVENTS
 from tests.integration.shopify_standin import API_KEY, API_SECRET
 from tests.integration.test_auth_service import install
 from tests.integration.test_gateway_validate import http
-from tests.integration.test_order_flow import Stack, local_stack
+from tests.integration.test_order_flow import Stack, balance, local_stack, order, order_status
 from tests.integration.test_program_expiry import points_events_of, settings_reached_points
+from tests.integration.test_program_rules import patch_settings, post
 from tests.integration.test_service_identity import POINTS_CREDENTIAL, serving_auth
 
 pytestmark = pytest.mark.integration
@@ -137,6 +145,172 @@ async def test_tier_up_at_once_down_at_the_year_end(
     ]
 
 
+# ---- perks, the grace rule, tier-only rules -----------------------------------------------
+
+PERK_TIERS = [
+    TIERS[0],
+    TIERS[1] | {"earning_multiplier": "1.5", "entry_reward_points": "50"},
+]
+TIER_RULES: list[dict[str, Any]] = [
+    {
+        "rule_id": "spend",
+        "enabled": True,
+        "type": "EARNING_RULE_TYPE_PLACE_ORDER",
+        "points_per_currency_unit": "1",
+    },
+    {
+        "rule_id": "gold-bonus",
+        "enabled": True,
+        "type": "EARNING_RULE_TYPE_PLACE_ORDER",
+        "points": "10",
+        "eligible_tiers": ["gold"],
+    },
+]
+CART = {"lines": [{"product_id": "5", "quantity": "1", "price": "100.00"}]}
+
+
+def violated(response: Any) -> set[str]:
+    return {v["field"] for d in response.json()["details"] for v in d.get("field_violations", [])}
+
+
+async def entry_rewards(stack: Stack, customer: str) -> list[dict[str, Any]]:
+    history = await stack.get_json(f"/v1/api/points/transactions/{customer}?page_size=100")
+    return [t for t in history.get("transactions", []) if t.get("reason") == "tier:gold"]
+
+
+async def test_perks_grace_and_tier_only_rules(
+    program_stack: Stack, database_url: str, redis_url: str
+) -> None:
+    stack = program_stack
+    # The shared check, through Core: a tier-only rule naming no tier, a grace of 400 days,
+    # a multiplier below 1.
+    bad = await patch_settings(
+        stack,
+        {
+            "vip_tiers": [TIERS[0], TIERS[1] | {"earning_multiplier": "0.5"}],
+            "earning_rules": [TIER_RULES[1] | {"eligible_tiers": ["platinum"]}],
+            "vip_grace_days": 400,
+        },
+        "vip_tiers,earning_rules,vip_grace_days",
+        "perks-bad",
+    )
+    assert bad.status == 400, bad.body
+    assert {
+        "settings.vip_tiers[1].earning_multiplier",
+        "settings.vip_grace_days",
+    } <= violated(bad), bad.body
+    unknown = await patch_settings(
+        stack,
+        {"earning_rules": [TIER_RULES[1] | {"eligible_tiers": ["platinum"]}]},
+        "earning_rules",
+        "perks-unknown",
+    )
+    assert unknown.status == 400, unknown.body
+    assert violated(unknown) == {"settings.earning_rules[0].eligible_tiers[0]"}
+
+    good = await patch_settings(
+        stack,
+        {
+            "vip_tiers": PERK_TIERS,
+            "vip_metric": "VIP_METRIC_POINTS_EARNED",
+            "vip_term": "VIP_TERM_CALENDAR_YEAR",
+            "vip_grace_days": 30,
+            "earning_rules": TIER_RULES,
+            "pending_period": "0s",
+        },
+        "vip_tiers,vip_metric,vip_term,vip_grace_days,earning_rules,pending_period",
+        "perks-1",
+    )
+    assert good.status == 200, good.body
+    assert good.json()["settings"]["vip_grace_days"] == 30
+    await settings_reached_points(stack, int(good.json()["settings"]["version"]))
+    stack.clock.now = datetime.now(UTC)
+
+    # Not in a tier: the cart of 100.00 earns spend's 100 only, with or without the customer.
+    preview = await post(stack, "/v1/api/points/preview", CART | {"customer_id": "711"})
+    assert preview.status == 200, preview.body
+    assert (preview.json()["points"], preview.json().get("tier_id", "")) == ("100", "")
+
+    # 320 earned: Gold at once, and Gold's entry reward of 50 (not counted towards a tier).
+    await earn(stack, "711", 320, "p-1")
+
+    async def tier_is(expected: str) -> bool:
+        return (await vip(stack, "711")).get("tier_id", "") == expected
+
+    await eventually(lambda: tier_is("gold"), 30, "Gold")
+
+    async def has_entry_reward() -> bool:
+        return len(await entry_rewards(stack, "711")) == 1
+
+    await eventually(has_entry_reward, 30, "Gold's entry reward")
+    assert await balance(stack, 711) == 370
+    assert (await vip(stack, "711"))["qualifying_points"] == "320"
+    (reward,) = await entry_rewards(stack, "711")
+    assert (reward["points"], reward["rule_id"]) == ("50", "vip:gold")
+
+    # Gold: spend 100 + gold-bonus 10, x1.5 -> the extra 55 as "vip:gold"; 165 in all.
+    preview = await post(stack, "/v1/api/points/preview", CART | {"customer_id": "711"})
+    assert (preview.json()["points"], preview.json()["tier_id"]) == ("165", "gold")
+    assert [(a["rule_id"], a["points"]) for a in preview.json()["awards"]] == [
+        ("spend", "100"),
+        ("gold-bonus", "10"),
+        ("vip:gold", "55"),
+    ]
+    anonymous = await post(stack, "/v1/api/points/preview", CART)
+    assert anonymous.json()["points"] == "100"
+
+    # The same through an order delivered (twice) by the edge: credited once, with its rules.
+    placed = order(8711, 711, (5, 1, "100.00")) | {"source_name": "web"}
+    for _ in range(2):
+        assert (await stack.deliver("orders/create", placed)).status == 200
+    status = await eventually(lambda: order_status(stack, 8711), 30, "order 8711")
+    assert [(a["rule_id"], a["points"]) for a in status["awards"]] == [
+        ("spend", "100"),
+        ("gold-bonus", "10"),
+        ("vip:gold", "55"),
+    ]
+
+    async def credited() -> bool:
+        return await balance(stack, 711) == 535
+
+    await eventually(credited, 30, "the order's 165")
+    history = await stack.get_json("/v1/api/points/transactions/711?page_size=100")
+    (credit,) = [t for t in history["transactions"] if t.get("reason") == "order:8711"]
+    assert (credit["points"], credit["rule_id"]) == ("165", "spend,gold-bonus,vip:gold")
+
+    # The year ends with nothing earned in the new one: Gold is kept through the 30 days'
+    # grace, and the job takes it away on the 30th day (once).
+    settings = points_settings(database_url, redis_url=redis_url)
+    year_end = datetime(stack.clock.now.year + 1, 1, 1, tzinfo=UTC)
+    assert await recalculate_tiers(settings, clock=lambda: year_end) == 0
+    assert await recalculate_tiers(settings, clock=lambda: year_end + timedelta(days=29)) == 0
+    stack.clock.now = year_end + timedelta(days=29)
+    assert (await vip(stack, "711"))["tier_id"] == "gold"
+    grace_end = year_end + timedelta(days=30)
+    assert await recalculate_tiers(settings, clock=lambda: grace_end) == 1
+    assert await recalculate_tiers(settings, clock=lambda: grace_end) == 0
+    stack.clock.now = grace_end
+    assert (await vip(stack, "711")).get("tier_id", "") == ""
+
+    # Back in this year (the clock moved back: the 320 + 165 count again): Gold again, at
+    # once, but no second entry reward: once per (tier, customer).
+    stack.clock.now = datetime.now(UTC)
+    assert await recalculate_tiers(settings, clock=lambda: stack.clock.now) == 1
+    changes = await asyncio.to_thread(tier_events, stack.bootstrap_servers, stack.merchant_id, 3)
+    assert [(c.previous_tier_id, c.tier_id) for c in changes] == [
+        ("", "gold"),
+        ("gold", ""),
+        ("", "gold"),
+    ]
+    # The consumer has the third tier.changed within a second or two (FAST_EVENTS); an entry
+    # reward credited again would show within this bound.
+    deadline = asyncio.get_running_loop().time() + 8
+    while asyncio.get_running_loop().time() < deadline:
+        assert len(await entry_rewards(stack, "711")) == 1
+        assert await balance(stack, 711) == 535
+        await asyncio.sleep(0.5)
+
+
 # ---- the tags at Shopify ------------------------------------------------------------------
 
 SHOP = "tiers-test.myshopify.com"
@@ -215,5 +389,71 @@ async def _save_tiers(database_url: str, merchant_id: str) -> None:
         await database.migrate()
         store = PostgresLedgerStore(database)
         assert await store.save_program_settings(merchant_id, 1, program.SerializeToString())
+    finally:
+        await database.close()
+
+
+# ---- the job resumes after a crash ---------------------------------------------------------
+
+
+class CrashingStore(PostgresLedgerStore):
+    """The PostgreSQL store whose `crash_at`-th tier_inputs read fails, as a job killed
+    mid-run (the process gone, its stored progress left)."""
+
+    crash_at = 0
+    reads: list[str]
+
+    async def tier_inputs(
+        self, merchant_id: str, after: str, limit: int, since: datetime | None
+    ) -> list[TierInput]:
+        self.reads.append(after)
+        if len(self.reads) == self.crash_at:
+            raise ConnectionError("killed mid-run")
+        return await super().tier_inputs(merchant_id, after, limit, since)
+
+
+async def test_the_tier_job_resumes_where_it_stopped(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tiers_module, "JOB_PAGE", 2)
+    merchant_id = f"m-{uuid.uuid4().hex[:12]}"
+    await _save_tiers(database_url, merchant_id)
+    database = Database(ServiceSettings(database_url=database_url), DATABASE)
+    await database.open()
+    try:
+        store = CrashingStore(database)
+        store.reads = []
+        ledger = Ledger(store, None)
+        customers = [f"c{n}" for n in range(5)]
+        for customer in customers:  # 150 each: Silver (100), not Gold (300)
+            posting = Posting(merchant_id, customer, TransactionType.EARN, 150, "bench")
+            await ledger.post(posting, IdempotencyKey.internal(f"seed:{customer}", customer))
+        jobs = VipTiers(ledger, ProgramCopies(ledger, cache_seconds=0))
+
+        # Pages of 2: c0-c1, c2-c3 (the crash), c4.
+        store.crash_at = 2
+        with pytest.raises(ConnectionError):
+            await jobs.run()
+        assert await store.tier_job_cursor(merchant_id) == "c1"
+        # Resumed after c1: c0 and c1 are not read again; c2..c4 change once.
+        store.reads, store.crash_at = [], 0
+        assert await jobs.run() == 3
+        assert store.reads == ["c1", "c3"]
+        assert await store.tier_job_cursor(merchant_id) is None
+        # A new run starts from the beginning and changes nothing.
+        store.reads = []
+        assert await jobs.run() == 0
+        assert store.reads == ["", "c1", "c3"]
+        for customer in customers:
+            state = await store.customer_tier(merchant_id, customer)
+            assert state is not None and (state.tier_id, state.version) == ("silver", 1)
+        async with database.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM outbox WHERE event_type = 'tier.changed'"
+                " AND partition_key LIKE %s",
+                (f"{merchant_id}%",),
+            )
+            row = await cursor.fetchone()
+        assert row is not None and row[0] == 5  # one tier.changed per customer
     finally:
         await database.close()

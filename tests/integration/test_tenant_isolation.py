@@ -135,6 +135,22 @@ async def _points_stream_b(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]
     return first
 
 
+async def _points_preview_b_customer(
+    ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]
+) -> Message:
+    response: points_pb2.PreviewEarningResponse = await points_pb2_grpc.PointsServiceStub(
+        ch
+    ).PreviewEarning(
+        points_pb2.PreviewEarningRequest(
+            customer_id="cust-b-get",
+            lines=[points_pb2.PreviewLine(product_id="1", quantity=1, price="10")],
+        ),
+        metadata=md,
+    )
+    assert response.tier_id == "", response
+    return response
+
+
 async def _points_replay_b_earn(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
     # B's exact request, idempotency key included: A must get a transaction of its own.
     response: Message = await points_pb2_grpc.PointsServiceStub(ch).EarnPoints(
@@ -269,7 +285,9 @@ POINTS = Table(
                     ),
                 ),
                 may_succeed=True,
-            )
+            ),
+            # Naming B's customer: A's tiers (none), never B's customer's tier.
+            Case(_points_preview_b_customer, may_succeed=True),
         ],
         "RedeemPoints": [
             Case(

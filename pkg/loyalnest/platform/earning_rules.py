@@ -10,7 +10,7 @@ program's time zone (`timezone`), which Core checks and Points counts the mercha
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -31,6 +31,13 @@ RULE_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
 RULE_ID_RULE = "must be 1-64 characters of a-z, 0-9, - and _"
 # Where the rules sit in Core's UpdateProgramSettings: the default field names.
 EARNING_RULES_FIELD = "settings.earning_rules"
+VIP_TIERS_FIELD = "settings.vip_tiers"
+GRACE_DAYS_FIELD = "settings.vip_grace_days"
+# VIP tier perks and the grace rule (tiers.py in Points).
+MAX_TIER_MULTIPLIER = Decimal(10)
+MAX_ENTRY_REWARD = 1_000_000
+MAX_GRACE_DAYS = 365
+MAX_ELIGIBLE_TIERS = 10
 
 _ORDER_RULES = frozenset(
     {
@@ -48,6 +55,9 @@ ONCE_RULES = frozenset(
         core_events.EARNING_RULE_TYPE_NEWSLETTER_SIGNUP,
     }
 )
+# The rules whose awards know the customer's tier when decided (rules.py): eligible_tiers is
+# only accepted where it is enforced.
+TIERED_RULES = _ORDER_RULES | {core_events.EARNING_RULE_TYPE_CUSTOM_ACTIVITY}
 _CHANNELS = frozenset({core_events.SALES_CHANNEL_ONLINE, core_events.SALES_CHANNEL_POS})
 _PERIODS = frozenset(
     {
@@ -191,6 +201,20 @@ def _check_rule(violations: list[FieldViolation], at: str, rule: core_events.Ear
         violations.append(FieldViolation(f"{at}.goal_period", "must be 1 to 366 days"))
     elif not goal and rule.HasField("goal_period"):
         violations.append(FieldViolation(f"{at}.goal_period", "only for GOAL_SPEND rules"))
+    if rule.eligible_tiers:
+        if kind not in TIERED_RULES:
+            violations.append(
+                FieldViolation(
+                    f"{at}.eligible_tiers", "only for rules on orders and custom activities"
+                )
+            )
+        if len(rule.eligible_tiers) > MAX_ELIGIBLE_TIERS:
+            violations.append(
+                FieldViolation(f"{at}.eligible_tiers", f"at most {MAX_ELIGIBLE_TIERS} tiers")
+            )
+        for index, tier_id in enumerate(rule.eligible_tiers):
+            if not RULE_ID_RE.match(tier_id):
+                violations.append(FieldViolation(f"{at}.eligible_tiers[{index}]", RULE_ID_RULE))
     custom = kind == core_events.EARNING_RULE_TYPE_CUSTOM_ACTIVITY
     if custom and not RULE_ID_RE.match(rule.activity):
         violations.append(FieldViolation(f"{at}.activity", RULE_ID_RULE))
@@ -199,10 +223,14 @@ def _check_rule(violations: list[FieldViolation], at: str, rule: core_events.Ear
 
 
 def check_earning_rules(
-    rules: Sequence[core_events.EarningRule], *, field: str = EARNING_RULES_FIELD
+    rules: Sequence[core_events.EarningRule],
+    *,
+    field: str = EARNING_RULES_FIELD,
+    tier_ids: Collection[str] | None = None,
 ) -> list[FieldViolation]:
     """What is wrong with `rules` as earning_rules, each violation named `{field}[i]...`: the
-    one check for the rules Core publishes and for the drafts Points simulates."""
+    one check for the rules Core publishes and for the drafts Points simulates. `tier_ids`:
+    the program's tiers, which `eligible_tiers` must name (None: not checked here)."""
     violations: list[FieldViolation] = []
     if len(rules) > MAX_EARNING_RULES:
         violations.append(FieldViolation(field, f"at most {MAX_EARNING_RULES} rules"))
@@ -215,7 +243,69 @@ def check_earning_rules(
             violations.append(FieldViolation(f"{at}.rule_id", "names a rule already listed"))
         seen.add(rule.rule_id)
         _check_rule(violations, at, rule)
+        if tier_ids is not None:
+            for i, tier_id in enumerate(rule.eligible_tiers):
+                if RULE_ID_RE.match(tier_id) and tier_id not in tier_ids:
+                    violations.append(
+                        FieldViolation(f"{at}.eligible_tiers[{i}]", "names no tier of vip_tiers")
+                    )
     return violations
+
+
+def check_tier_references(program: core_events.ProgramSettings) -> list[FieldViolation]:
+    """The rules' eligible_tiers against the program's tiers, once both are known (a change of
+    either may break the other: a tier removed that a rule still names)."""
+    tier_ids = {t.tier_id for t in program.vip_tiers}
+    return [
+        v
+        for v in check_earning_rules(program.earning_rules, tier_ids=tier_ids)
+        if ".eligible_tiers[" in v.field and v.description == "names no tier of vip_tiers"
+    ]
+
+
+def check_tier_perks(
+    tiers: Sequence[core_events.VipTier], *, field: str = VIP_TIERS_FIELD
+) -> list[FieldViolation]:
+    """Each tier's perks: its earning multiplier and entry reward."""
+    violations: list[FieldViolation] = []
+    for index, tier in enumerate(tiers):
+        at = f"{field}[{index}]"
+        if tier.earning_multiplier:
+            value = canonical_decimal(tier.earning_multiplier)
+            if (
+                value is None
+                or not 1 <= value <= MAX_TIER_MULTIPLIER
+                or decimal_places(value) > MAX_DECIMAL_PLACES
+            ):
+                violations.append(
+                    FieldViolation(
+                        f"{at}.earning_multiplier",
+                        f"must be a decimal from 1 to {MAX_TIER_MULTIPLIER}, with at most"
+                        f" {MAX_DECIMAL_PLACES} decimal places; empty: 1",
+                    )
+                )
+        if not 0 <= tier.entry_reward_points <= MAX_ENTRY_REWARD:
+            violations.append(
+                FieldViolation(f"{at}.entry_reward_points", f"must be 0 to {MAX_ENTRY_REWARD}")
+            )
+    return violations
+
+
+def check_grace_days(days: int, *, field: str = GRACE_DAYS_FIELD) -> list[FieldViolation]:
+    """The merchant's grace rule: days a tier is kept past its term's end."""
+    if not 0 <= days <= MAX_GRACE_DAYS:
+        return [FieldViolation(field, f"must be 0 (none) to {MAX_GRACE_DAYS} days")]
+    return []
+
+
+def canonical_tier(tier: core_events.VipTier) -> core_events.VipTier:
+    """The tier as stored: the multiplier in one spelling ("1.50" -> "1.5")."""
+    stored = core_events.VipTier()
+    stored.CopyFrom(tier)
+    value = canonical_decimal(tier.earning_multiplier) if tier.earning_multiplier else None
+    if value is not None:
+        stored.earning_multiplier = decimal_text(value)
+    return stored
 
 
 def canonical_rule(rule: core_events.EarningRule) -> core_events.EarningRule:
@@ -228,6 +318,8 @@ def canonical_rule(rule: core_events.EarningRule) -> core_events.EarningRule:
             setattr(stored, name, decimal_text(value))
     del stored.channels[:]
     stored.channels.extend(sorted(set(rule.channels)))
+    del stored.eligible_tiers[:]
+    stored.eligible_tiers.extend(dict.fromkeys(rule.eligible_tiers))
     return stored
 
 

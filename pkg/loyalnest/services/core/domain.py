@@ -25,8 +25,12 @@ from loyalnest.platform.earning_rules import (
     RULE_ID_RULE,
     canonical_decimal,
     canonical_rule,
+    canonical_tier,
     check_decimal,
     check_earning_rules,
+    check_grace_days,
+    check_tier_perks,
+    check_tier_references,
     decimal_text,
     is_timezone,
 )
@@ -34,6 +38,7 @@ from loyalnest.platform.errors import (
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
+    InvalidArgument,
     NotFound,
     QuotaExceeded,
 )
@@ -70,6 +75,7 @@ UPDATABLE_FIELDS = frozenset(
         "vip_metric",
         "vip_term",
         "timezone",
+        "vip_grace_days",
     }
 )
 EXPIRY_MODES = frozenset(
@@ -526,6 +532,9 @@ def validate_program_update(
         _check_referral(violations, settings.referral)
     if "vip_tiers" in paths:
         _check_tiers(violations, settings.vip_tiers)
+        violations.extend(check_tier_perks(settings.vip_tiers))
+    if "vip_grace_days" in paths:
+        violations.extend(check_grace_days(settings.vip_grace_days))
     if "vip_metric" in paths and settings.vip_metric not in (
         core_events.VIP_METRIC_POINTS_EARNED,
         core_events.VIP_METRIC_POINTS_REDEEMED,
@@ -571,7 +580,7 @@ def apply_update(
             result.pending_period.CopyFrom(update.pending_period)
         elif path == "vip_tiers":
             del result.vip_tiers[:]
-            result.vip_tiers.extend(update.vip_tiers)
+            result.vip_tiers.extend(canonical_tier(t) for t in update.vip_tiers)
         elif path == "earning_rules":
             del result.earning_rules[:]
             result.earning_rules.extend(canonical_rule(r) for r in update.earning_rules)
@@ -588,6 +597,15 @@ def apply_update(
             result.points_per_currency_unit = decimal_text(rate)
         else:
             setattr(result, path, getattr(update, path))
+    return result
+
+
+def check_applied(result: ProgramSettings) -> ProgramSettings:
+    """The program after an update, checked across fields the update may not all name (a rule
+    naming a tier another update removed): INVALID_ARGUMENT, nothing stored, otherwise."""
+    violations = check_tier_references(result)
+    if violations:
+        raise InvalidArgument("invalid settings: a rule names an unknown tier", violations)
     return result
 
 

@@ -107,7 +107,7 @@ class CoreServicer(core_pb2_grpc.CoreServiceServicer):
             v.idempotency_key("idempotency_key", request.idempotency_key)
 
         def update(current: ProgramSettings) -> ProgramSettings:
-            return domain.apply_update(current, request.settings, paths)
+            return domain.check_applied(domain.apply_update(current, request.settings, paths))
 
         settings = await self._programs.change(
             merchant_id,

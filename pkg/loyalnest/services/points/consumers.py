@@ -77,6 +77,16 @@ def handlers(
         # Points' own ledger events: a customer's tier goes up as soon as they qualify.
         for event_type in ("points.earned", "points.redeemed", "points.reversed"):
             found[event_type] = tiers.on_ledger_event
-    if tags is not None:
-        found["tier.changed"] = tags.on_tier_changed
+    if tiers is not None or tags is not None:
+
+        async def on_tier_changed(event: ConsumedEvent) -> bool:
+            # The entry reward, then the tags: each idempotent, so a redelivery after
+            # either failed repeats neither's effect.
+            if tiers is not None:
+                await tiers.on_tier_changed(event)
+            if tags is not None:
+                await tags.on_tier_changed(event)
+            return True
+
+        found["tier.changed"] = on_tier_changed
     return found

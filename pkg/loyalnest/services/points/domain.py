@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -136,6 +137,43 @@ class TierState:
     term_end: datetime | None
     changed_at: datetime
     version: int = 0
+
+
+@dataclass(frozen=True)
+class TierInput:
+    """What the tier job needs of one customer (LedgerStore.tier_inputs): the window's totals
+    (net_totals) and the stored state."""
+
+    customer_id: str
+    earned: int
+    redeemed: int
+    state: TierState | None
+
+
+# Entry rewards (tiers.py) are credited with this reason prefix and count towards no tier.
+TIER_ENTRY_REASON_PREFIX = "tier:"
+
+
+def net_totals(history: Iterable[Transaction], since: datetime | None) -> tuple[int, int]:
+    """(points earned, points redeemed) from `since` on (None: ever): earned less what
+    reversals took back, entry rewards left out; redeemed less what reversals gave back.
+    The one definition of what VIP tiers count; the PostgreSQL store's tier_inputs sums the
+    same in SQL."""
+    earned = redeemed = 0
+    for t in history:
+        if since is not None and t.created_at < since:
+            continue
+        if t.type is TransactionType.EARN:
+            if not t.reason.startswith(TIER_ENTRY_REASON_PREFIX):
+                earned += t.points
+        elif t.type is TransactionType.REDEEM:
+            redeemed -= t.points
+        elif t.type is TransactionType.REVERSAL:
+            if t.points < 0:
+                earned += t.points
+            else:
+                redeemed -= t.points
+    return earned, redeemed
 
 
 @dataclass(frozen=True)

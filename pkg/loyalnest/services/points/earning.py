@@ -292,7 +292,13 @@ class Activities:
         if not program.program_enabled:
             return []
         now = self._clock()
-        matching = self._orders.rules(merchant_id, program).activity_rules(activity, now)
+        rules = self._orders.rules(merchant_id, program)
+        tier_id = (
+            await self._orders.tier_of(merchant_id, customer_id)
+            if rules.activity_tier_aware(activity)
+            else ""
+        )
+        matching = rules.activity_rules(activity, now, tier_id)
         since = {r.rule_id: period_start(r.period, now) for r in matching if r.max_awards}
         history = await self._store.rule_events(merchant_id, customer_id, since) if since else {}
         results = []
@@ -348,17 +354,27 @@ class OrderEarnings:
         return self._programs
 
     async def preview(
-        self, merchant_id: str, order: gateway_pb2.ShopifyOrder
-    ) -> tuple[OrderTotals, list[Award]]:
-        """What `order` would earn now, its customer's past left out (rules.RuleSet.preview)."""
+        self, merchant_id: str, order: gateway_pb2.ShopifyOrder, customer_id: str = ""
+    ) -> tuple[OrderTotals, list[Award], str]:
+        """What `order` would earn now, its customer's past left out (rules.RuleSet.preview),
+        and the customer's tier it applied ("" without a customer or tier)."""
         program = await self._programs.get(merchant_id)
         totals = order_totals(order, program)
         if not program.program_enabled:
-            return totals, []
+            return totals, [], ""
         now = self._clock()
         rules = self.rules(merchant_id, program)
-        facts = order_facts(order, totals, now, placed_time=rules.windowed)
-        return totals, rules.preview(facts)
+        tier_id = await self.tier_of(merchant_id, customer_id) if rules.tier_aware else ""
+        facts = order_facts(order, totals, now, placed_time=rules.windowed, tier_id=tier_id)
+        return totals, rules.preview(facts), tier_id
+
+    async def tier_of(self, merchant_id: str, customer_id: str) -> str:
+        """The customer's VIP tier as stored now ("": none): what tier-only rules and the
+        tier's earning multiplier see."""
+        if not customer_id:
+            return ""
+        state = await self._store.customer_tier(merchant_id, customer_id)
+        return "" if state is None else state.tier_id
 
     # ---- webhook.received ------------------------------------------------------------
 
@@ -452,7 +468,8 @@ class OrderEarnings:
         rules = self.rules(merchant_id, program)
         if rules.base_only:  # the common program: nothing to evaluate, nothing to record
             return rules.base_awards(totals.points)
-        facts = order_facts(order, totals, now, placed_time=rules.windowed)
+        tier_id = await self.tier_of(merchant_id, totals.customer_id) if rules.tier_aware else ""
+        facts = order_facts(order, totals, now, placed_time=rules.windowed, tier_id=tier_id)
         since = {r.rule_id: r.history_since(now) for r in rules.order_rules() if r.keeps_history}
         # Only rules that depend on the customer's past cost a read; plain rates none.
         history = (

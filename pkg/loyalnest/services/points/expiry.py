@@ -57,7 +57,7 @@ NOTICES = Counter("loyalnest_points_expiring_notices_total", "points.expiring ev
 # Activity that keeps points alive under expiry after inactivity: the customer's own doing.
 _ACTIVITY = frozenset({TransactionType.EARN, TransactionType.REDEEM})
 HISTORY_PAGE = 1000
-CUSTOMER_PAGE = 500
+CUSTOMER_PAGE = 2000
 # The balance read walks the ledger newest first in pages this size, and usually stops early.
 RECENT_PAGE = 100
 
@@ -294,7 +294,10 @@ class PointsExpiry:
                 policy.reason,
                 expected_sequence=sequence,
             )
-            key = IdempotencyKey.internal(f"expire:{sequence}", customer_id, points)
+            # Per customer: a merchant's idempotency keys are one namespace, and customers at
+            # the same sequence are the rule (a key of the sequence alone let one of them
+            # expire and the others fail as a reused key, every run).
+            key = IdempotencyKey.internal(f"expire:{customer_id}:{sequence}", customer_id, points)
             try:
                 result = await self._ledger.post(posting, key)
             except (LedgerMoved, InsufficientPoints, IdempotencyKeyReused):
@@ -324,14 +327,20 @@ class PointsExpiry:
         policy = ExpiryPolicy.of(await self._programs.get(merchant_id))
         if not policy.enabled:
             return report
+        # Only the customers whose points may be due or noticed are read whole: the store
+        # tells them from the rest a page at a time (expiry_candidates).
+        now = self._clock()
+        cutoff = now - policy.life + timedelta(days=policy.notice_days)
         after = ""
         while True:
-            customers = await self._store.customers_with_points(merchant_id, after, CUSTOMER_PAGE)
-            for customer_id in customers:
+            last, candidates = await self._store.expiry_candidates(
+                merchant_id, after, CUSTOMER_PAGE, cutoff, policy.after_inactivity
+            )
+            for customer_id in candidates:
                 await self.expire_customer(merchant_id, customer_id, policy, report)
-            if len(customers) < CUSTOMER_PAGE:
+            if not last:
                 return report
-            after = customers[-1]
+            after = last
 
     async def run(self) -> ExpiryReport:
         """One pass over every merchant whose program lets points expire."""

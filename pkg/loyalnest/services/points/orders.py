@@ -230,7 +230,12 @@ def cancellation_adjustment(earning: OrderEarning) -> OrderAdjustment:
 
 
 def order_facts(
-    order: Order, totals: OrderTotals, now: datetime, *, placed_time: bool = True
+    order: Order,
+    totals: OrderTotals,
+    now: datetime,
+    *,
+    placed_time: bool = True,
+    tier_id: str = "",
 ) -> OrderFacts:
     """What the earning rules see of an order: its amounts, channel and time (the order's
     creation time only if `placed_time`: no rule with a window, no need to read it)."""
@@ -251,4 +256,5 @@ def order_facts(
         channel=channel,
         placed_at=placed,
         base_points=totals.points,
+        tier_id=tier_id,
     )

@@ -14,9 +14,14 @@ store and records after each award.
     CUSTOM_ACTIVITY    an activity reported through RecordActivity.
 
 Conditions: enabled, [start_time, end_time) on the order's (activity's) time, channels,
-min_spend on the order's eligible amount, per-customer limits (N per UTC day, month, year or
+eligible tiers (the customer's tier when the order is recorded), min_spend on the order's
+eligible amount, per-customer limits (N per UTC day, month, year or
 ever). An award is idempotent per (rule, customer, occurrence): the occurrence is the order id
 or the activity's idempotency key, and a retry finds its own event and reuses what it decided.
+
+VIP perk: a tier's `earning_multiplier` m multiplies the order's PLACE_ORDER points; the extra
+(m - 1) x those points is an award of its own, rule id "vip:<tier_id>" (":" is not allowed in
+a merchant's rule id), so the customer's history shows why the order earned more.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from loyalnest.gen.events.v1 import core_pb2
 
 BASE_RULE_ID = "order"
+TIER_AWARD_PREFIX = "vip:"
 # domain.MAX_POINTS_PER_TRANSACTION (rules.py imports nothing of the service's).
 MAX_AWARD_POINTS = 1_000_000_000
 _ROUNDING = {
@@ -69,6 +75,8 @@ class OrderFacts:
     placed_at: datetime
     # What the program's base rate gives (orders.order_totals): the implicit rule's award.
     base_points: int = 0
+    # The customer's VIP tier when the order is recorded; "": none.
+    tier_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class Rule:
     punch_count: int
     goal_period: timedelta
     activity: str
+    tiers: frozenset[str] = frozenset()  # eligible tiers; empty: every customer
 
     @classmethod
     def of(cls, rule: core_pb2.EarningRule) -> Rule:
@@ -105,6 +114,7 @@ class Rule:
             punch_count=rule.punch_count,
             goal_period=rule.goal_period.ToTimedelta(),
             activity=rule.activity,
+            tiers=frozenset(rule.eligible_tiers),
         )
 
     def active_at(self, moment: datetime) -> bool:
@@ -112,9 +122,13 @@ class Rule:
             self.end is None or moment < self.end
         )
 
+    def eligible(self, tier_id: str) -> bool:
+        return not self.tiers or tier_id in self.tiers
+
     def matches(self, order: OrderFacts) -> bool:
         return (
             self.active_at(order.placed_at)
+            and self.eligible(order.tier_id)
             and (not self.channels or order.channel in self.channels)
             and (
                 self.min_spend is None
@@ -172,6 +186,8 @@ class RuleSet:
     punch_cards: tuple[Rule, ...]
     goals: tuple[Rule, ...]
     activities: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
+    # Each tier's earning multiplier, those above 1 only.
+    tier_multipliers: Mapping[str, Decimal] = field(default_factory=dict)
 
     @classmethod
     def of(cls, program: core_pb2.ProgramSettings) -> RuleSet:
@@ -204,6 +220,11 @@ class RuleSet:
             punch_cards=of_type(core_pb2.EARNING_RULE_TYPE_PUNCH_CARD),
             goals=of_type(core_pb2.EARNING_RULE_TYPE_GOAL_SPEND),
             activities={name: tuple(rules) for name, rules in activities.items()},
+            tier_multipliers={
+                t.tier_id: Decimal(t.earning_multiplier)
+                for t in program.vip_tiers
+                if t.earning_multiplier and Decimal(t.earning_multiplier) > 1
+            },
         )
 
     def __post_init__(self) -> None:
@@ -212,11 +233,23 @@ class RuleSet:
         object.__setattr__(
             self, "_order_rules", base + self.place_order + self.punch_cards + self.goals
         )
+        # Whether an order's awards depend on the customer's tier (then read per order).
+        object.__setattr__(
+            self,
+            "tier_aware",
+            bool(self.tier_multipliers)
+            or any(r.tiers for r in (*self._order_rules, *self.multipliers)),
+        )
         # No rule but the program's base rate: an order earns what order_totals computed.
-        object.__setattr__(self, "base_only", self._order_rules == base and not self.multipliers)
+        object.__setattr__(
+            self,
+            "base_only",
+            self._order_rules == base and not self.multipliers and not self.tier_aware,
+        )
 
     _order_rules: tuple[Rule, ...] = field(default=(), init=False, repr=False)
     base_only: bool = field(default=False, init=False)
+    tier_aware: bool = field(default=False, init=False)
 
     def base_awards(self, base_points: int) -> list[Award]:
         """order_awards of a `base_only` set, without building the order's facts."""
@@ -267,7 +300,18 @@ class RuleSet:
             award = self._order_award(rule, order, others, multiplier, now)
             if award is not None:
                 awards.append(award)
+        awards.extend(self._tier_award(order, awards))
         return [a for a in awards if a.points > 0 or a.event is not None]
+
+    def _tier_award(self, order: OrderFacts, awards: Sequence[Award]) -> list[Award]:
+        """The tier's perk: (multiplier - 1) x the order's PLACE_ORDER points."""
+        extra = self.tier_multipliers.get(order.tier_id)
+        if extra is None:
+            return []
+        place = {r.rule_id for r in (*((self.base,) if self.base else ()), *self.place_order)}
+        earned = sum(a.points for a in awards if a.rule_id in place)
+        points = self._points(Decimal(earned) * (extra - 1))
+        return [Award(TIER_AWARD_PREFIX + order.tier_id, points)] if points else []
 
     def _order_award(
         self,
@@ -317,8 +361,13 @@ class RuleSet:
             )
         return Award(rule.rule_id, 0, counted)
 
-    def activity_rules(self, activity: str, at: datetime) -> list[Rule]:
-        return [r for r in self.activities.get(activity, ()) if r.active_at(at)]
+    def activity_rules(self, activity: str, at: datetime, tier_id: str = "") -> list[Rule]:
+        return [
+            r for r in self.activities.get(activity, ()) if r.active_at(at) and r.eligible(tier_id)
+        ]
+
+    def activity_tier_aware(self, activity: str) -> bool:
+        return any(r.tiers for r in self.activities.get(activity, ()))
 
     def preview(self, order: OrderFacts) -> list[Award]:
         """What an order would earn ignoring the customer's past (limits, punch cards and
@@ -334,7 +383,7 @@ class RuleSet:
                 points = self._points(raw * multiplier)
                 if points:
                     awards.append(Award(rule.rule_id, points))
-        return awards
+        return awards + self._tier_award(order, awards)
 
 
 def awards_text(awards: Sequence[Award]) -> str:

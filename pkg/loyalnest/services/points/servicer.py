@@ -288,6 +288,8 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                     f"lines[{i}].product_id",
                     "must be a Shopify product id (numeric or gid://shopify/Product/...)",
                 )
+            if request.customer_id:
+                v.identifier("customer_id", request.customer_id)
         order = gateway_pb2.ShopifyOrder(
             order_id="preview",
             source_name="pos" if request.pos else "web",
@@ -301,11 +303,14 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 for line in request.lines
             ],
         )
-        totals, awards = await self._orders.preview(merchant_id, order)
+        totals, awards, tier_id = await self._orders.preview(
+            merchant_id, order, request.customer_id
+        )
         return points_pb2.PreviewEarningResponse(
             points=min(sum(a.points for a in awards), MAX_POINTS_PER_TRANSACTION),
             awards=[points_pb2.RuleAward(rule_id=a.rule_id, points=a.points) for a in awards],
             eligible_amount=str(totals.eligible_amount),
+            tier_id=tier_id,
         )
 
     async def SyncOfflineTransactions(

@@ -6,9 +6,10 @@ it then, `awards`), oldest first. Each is evaluated by the same engine as a live
 (rules.RuleSet.order_awards) under the program with its `earning_rules` replaced by the draft,
 at the time it was recorded (that time is also what date windows see). What a rule needs of a
 customer's past (limits, punch cards, goals) is the replay's own: only the window's orders
-count, from none. Orders that earned nothing under the program (disabled, over the plan's
-limit) are left out; refunds are left out of both sides (`actual` is what the orders earned
-when they arrived, as `awards` records it).
+count, from none. Tier-only rules and tier multipliers see each customer's current tier (the
+tier an order was placed in is not recorded). Orders that earned nothing under the program
+(disabled, over the plan's limit) are left out; refunds are left out of both sides (`actual`
+is what the orders earned when they arrived, as `awards` records it).
 
 The difference in points is valued as the liability values points (liability.py): at the point
 value of the merchant's rewards, and expected after breakage where the store measures it.
@@ -17,7 +18,7 @@ value of the merchant's rewards, and expected after breakage where the store mea
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
@@ -84,17 +85,27 @@ class SimulationReport:
         return raw.quantize(_CENT, ROUND_HALF_UP)
 
 
-def validate(days: int, rules: Sequence[core_pb2.EarningRule]) -> None:
+def validate(
+    days: int, rules: Sequence[core_pb2.EarningRule], tier_ids: Collection[str] | None = None
+) -> None:
     """The check Core applies to published earning_rules (platform/earning_rules.py), its
-    field names the request's: rules[i]."""
-    violations = check_earning_rules(rules, field="rules")
+    field names the request's: rules[i]; eligible_tiers must name the program's tiers."""
+    violations = check_earning_rules(rules, field="rules", tier_ids=tier_ids)
     if not 0 < days <= MAX_DAYS:
         violations.insert(0, FieldViolation("days", f"must be 1 to {MAX_DAYS}"))
     if violations:
         raise InvalidArgument("invalid draft rules", violations)
 
 
-def replay(draft: RuleSet, orders: Sequence[OrderEarning], report: SimulationReport) -> None:
+def replay(
+    draft: RuleSet,
+    orders: Sequence[OrderEarning],
+    report: SimulationReport,
+    tiers: Mapping[str, str] | None = None,
+) -> None:
+    """`tiers`: each customer's tier to simulate with (their current one; the tier an order
+    was placed in is not recorded unless it earned a multiplier)."""
+    tiers = tiers or {}
     # Each customer's events per rule, as the live path would have recorded them.
     history: dict[str, dict[str, list[RuleEvent]]] = defaultdict(lambda: defaultdict(list))
     for order in orders:
@@ -110,6 +121,7 @@ def replay(draft: RuleSet, orders: Sequence[OrderEarning], report: SimulationRep
             channel=core_pb2.SALES_CHANNEL_POS if order.pos else core_pb2.SALES_CHANNEL_ONLINE,
             placed_at=order.created_at,
             base_points=draft.base_points(weighted),
+            tier_id=tiers.get(order.customer_id, ""),
         )
         past = history[order.customer_id]
         for award in draft.order_awards(facts, past, order.created_at):
@@ -138,9 +150,9 @@ class RuleSimulation:
     async def simulate(
         self, merchant_id: str, days: int, rules: Sequence[core_pb2.EarningRule]
     ) -> SimulationReport:
-        validate(days, rules)
         program = core_pb2.ProgramSettings()
         program.CopyFrom(await self._programs.get(merchant_id))
+        validate(days, rules, {t.tier_id for t in program.vip_tiers})
         del program.earning_rules[:]
         program.earning_rules.extend(rules)
         program.version = -1  # not the published set's: never cached as it
@@ -152,7 +164,13 @@ class RuleSimulation:
                 [FieldViolation("days", f"covers more than {MAX_ORDERS} orders: fewer days")],
             )
         report = SimulationReport(since=since)
-        replay(RuleSet.of(program), orders, report)
+        draft = RuleSet.of(program)
+        tiers: dict[str, str] = {}
+        if draft.tier_aware:  # one read per customer of the window, only when tiers matter
+            for customer_id in dict.fromkeys(o.customer_id for o in orders):
+                state = await self._store.customer_tier(merchant_id, customer_id)
+                tiers[customer_id] = "" if state is None else state.tier_id
+        replay(draft, orders, report, tiers)
         try:
             liability = await self._liability.report(merchant_id, DEFAULT_HORIZON_DAYS)
             report.point_value = liability.value.per_point

@@ -6,9 +6,20 @@ calendar year (UTC). The tier is the highest whose threshold they reach.
 
     upgrade     at once: Points evaluates the customer after each of its own points.earned /
                 points.redeemed / points.reversed events (its consumer), and the job;
-    downgrade   only once the term the tier was reached (or renewed) in has ended: the job
+    downgrade   only once the term the tier was reached (or renewed) in has ended and the
+                merchant's grace (`vip_grace_days`) after it has passed: the job
                 (`loyalnest points tiers`, or the chart's schedule) finds it, idempotently;
-    renewal     a customer still qualifying at the term's end keeps the tier for a new term.
+    renewal     a customer qualifying at the term's end (or again within the grace) keeps
+                the tier for a new term from then.
+
+Perks: the tier's earning multiplier (rules.py, an award "vip:<tier_id>" on the order) and its
+entry reward: `entry_reward_points` credited when tier.changed reports an upgrade into the tier,
+once per (tier, customer) ever (the ledger's idempotency key `tier-entry:<tier>:<customer>`,
+never purged): a customer who drops out and comes back, in the same term or a later one, gets
+no second entry reward. Points' own consumer of tier.changed credits it, so the outbox's
+at-least-once delivery makes a crash between the tier's change and the credit harmless. Entry
+rewards (reason "tier:<tier_id>") do not count towards a tier: a reward cannot cascade into
+the next tier.
 
 Every change is a compare-and-set on the stored state (`version`) with its `tier.changed` event
 in the same transaction, so concurrent evaluations change a customer once, and a rerun of the
@@ -27,14 +38,18 @@ from prometheus_client import Counter
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.events.v1 import points_pb2 as events_pb2
 from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.shop_access import ShopTokens
 from loyalnest.platform.shopify_admin import ShopifyAdminClient
 from loyalnest.services.points.domain import (
+    TIER_ENTRY_REASON_PREFIX,
+    Posting,
     TierState,
     Transaction,
     TransactionType,
     VipProgress,
+    net_totals,
 )
 from loyalnest.services.points.earning import Clock, ProgramCopies, utc_now
 from loyalnest.services.points.events import tier_changed_event
@@ -44,8 +59,15 @@ from loyalnest.services.points.ledger import Ledger
 log = get_logger(__name__)
 
 CHANGES = Counter("loyalnest_points_tier_changes_total", "VIP tier changes.", ["direction"])
+RESUMED = Counter(
+    "loyalnest_points_tier_job_resumed_total", "Tier job runs resumed after an unfinished one."
+)
+ENTRY_REWARDS = Counter("loyalnest_points_tier_entry_rewards_total", "Tier entry rewards credited.")
 YEAR = timedelta(days=365)
-CUSTOMER_PAGE = 500
+# Customers per read of the tier job (and per stored cursor: a crash redoes at most this many).
+JOB_PAGE = 2000
+ENTRY_REASON_PREFIX = TIER_ENTRY_REASON_PREFIX
+ENTRY_RULE_PREFIX = "vip:"
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,7 @@ class TierPolicy:
     tiers: tuple[core_pb2.VipTier, ...]  # lowest threshold first
     metric: int
     term: int
+    grace: timedelta = timedelta(0)  # kept this long past the term's end
 
     @classmethod
     def of(cls, program: core_pb2.ProgramSettings) -> TierPolicy:
@@ -60,6 +83,7 @@ class TierPolicy:
             tiers=tuple(sorted(program.vip_tiers, key=lambda t: t.threshold)),
             metric=program.vip_metric or core_pb2.VIP_METRIC_POINTS_EARNED,
             term=program.vip_term or core_pb2.VIP_TERM_LIFETIME,
+            grace=timedelta(days=max(program.vip_grace_days, 0)),
         )
 
     @property
@@ -85,21 +109,12 @@ class TierPolicy:
         return None
 
     def qualifying(self, history: Sequence[Transaction], now: datetime) -> int:
-        start = self.window_start(now)
-        total = 0
-        for t in history:
-            if start is not None and t.created_at < start:
-                continue
-            if self.metric == core_pb2.VIP_METRIC_POINTS_REDEEMED:
-                if t.type is TransactionType.REDEEM or (
-                    t.type is TransactionType.REVERSAL and t.points > 0
-                ):
-                    total -= t.points
-            elif t.type is TransactionType.EARN or (
-                t.type is TransactionType.REVERSAL and t.points < 0
-            ):
-                total += t.points
-        return max(total, 0)
+        return self.value_of(*net_totals(history, self.window_start(now)))
+
+    def value_of(self, earned: int, redeemed: int) -> int:
+        """The metric from the window's totals (domain.net_totals)."""
+        value = redeemed if self.metric == core_pb2.VIP_METRIC_POINTS_REDEEMED else earned
+        return max(value, 0)
 
     def rank(self, tier_id: str) -> int:
         """Position of the tier, -1 for none (or a tier the merchant removed)."""
@@ -119,9 +134,15 @@ def decide(
     have = -1 if current is None else policy.rank(current.tier_id)
     want = policy.tier_for(value)
     term_over = current is not None and current.term_end is not None and now >= current.term_end
+    grace_over = (
+        current is not None
+        and current.term_end is not None
+        and now >= current.term_end + policy.grace
+    )
     removed = current is not None and bool(current.tier_id) and have < 0
-    if want > have or removed or (want < have and term_over):
-        # Up at once; down at the term's end; a tier the merchant removed: at once.
+    if want > have or removed or (want < have and grace_over):
+        # Up at once; down once the term's end and the grace after it have passed; a tier
+        # the merchant removed: at once.
         tier_id = policy.tiers[want].tier_id if want >= 0 else ""
         end = policy.term_end(now) if want >= 0 else None
         version = 0 if current is None else current.version
@@ -133,6 +154,7 @@ def decide(
 
 class VipTiers:
     def __init__(self, ledger: Ledger, programs: ProgramCopies, *, clock: Clock = utc_now) -> None:
+        self._ledger = ledger
         self._store = ledger.store
         self._programs = programs
         self._clock = clock
@@ -148,6 +170,18 @@ class VipTiers:
         history = await ledger_history(self._store, merchant_id, customer_id)
         value = policy.qualifying(history, now)
         current = await self._store.customer_tier(merchant_id, customer_id)
+        return await self._apply(merchant_id, customer_id, policy, current, value, now)
+
+    async def _apply(
+        self,
+        merchant_id: str,
+        customer_id: str,
+        policy: TierPolicy,
+        current: TierState | None,
+        value: int,
+        now: datetime,
+    ) -> TierState | None:
+        """decide() applied: the new state saved with its tier.changed (compare-and-set)."""
         new = decide(policy, current, value, now)
         if new is None:
             return None
@@ -190,22 +224,72 @@ class VipTiers:
 
     async def run(self) -> int:
         """The recalculation job: every customer of every merchant with tiers; how many
-        changed. Idempotent; resumable: a rerun redoes only what is still due."""
+        changed. Idempotent: a change is a compare-and-set, so a rerun changes nothing twice.
+        Resumable: after each page the merchant's cursor is stored (tier_job_progress), and a
+        run that finds one (the last crashed) starts after it; a finished run drops it. A
+        customer of the page a crash interrupted is decided again on resume, and one changed
+        before the crash is then found in its new state: changed once.
+
+        Set-based: a page of JOB_PAGE customers is one read (LedgerStore.tier_inputs: the
+        window's totals and the stored state); only a customer whose tier changes costs a
+        write."""
         changed = 0
+        now = self._clock()
         for merchant_id, raw in await self._store.program_copies():
             policy = TierPolicy.of(core_pb2.ProgramSettings.FromString(raw))
             if not policy.enabled:
                 continue
-            after = ""
+            after = await self._store.tier_job_cursor(merchant_id)
+            if after:
+                RESUMED.inc()
+                log.info("vip tiers: resuming", merchant_id=merchant_id)
+            after = after or ""
+            since = policy.window_start(now)
             while True:
-                customers = await self._store.ledger_customers(merchant_id, after, CUSTOMER_PAGE)
-                for customer_id in customers:
-                    changed += await self.evaluate(merchant_id, customer_id, policy) is not None
-                if len(customers) < CUSTOMER_PAGE:
+                page = await self._store.tier_inputs(merchant_id, after, JOB_PAGE, since)
+                for item in page:
+                    value = policy.value_of(item.earned, item.redeemed)
+                    if decide(policy, item.state, value, now) is None:
+                        continue  # most customers: nothing to write
+                    new = await self._apply(
+                        merchant_id, item.customer_id, policy, item.state, value, now
+                    )
+                    changed += new is not None
+                if len(page) < JOB_PAGE:
                     break
-                after = customers[-1]
+                after = page[-1].customer_id
+                await self._store.save_tier_job_cursor(merchant_id, after)
+            await self._store.save_tier_job_cursor(merchant_id, None)
         log.info("vip tiers pass", changed=changed)
         return changed
+
+    async def on_tier_changed(self, event: ConsumedEvent) -> bool:
+        """The entry reward of a tier the customer moved up into (tier.changed, Points' own):
+        once per (tier, customer), ever, however often the event is delivered."""
+        changed = event.payload_as(events_pb2.TierChanged)
+        policy = TierPolicy.of(await self._programs.get(event.merchant_id))
+        rank = policy.rank(changed.tier_id)
+        if rank < 0 or rank <= policy.rank(changed.previous_tier_id):
+            return True  # out of the tiers, a downgrade, or a tier since removed
+        points = policy.tiers[rank].entry_reward_points
+        if points <= 0:
+            return True
+        tier_id, customer_id = changed.tier_id, changed.customer_id
+        posting = Posting(
+            event.merchant_id,
+            customer_id,
+            TransactionType.EARN,
+            points,
+            ENTRY_REASON_PREFIX + tier_id,
+            rule_id=ENTRY_RULE_PREFIX + tier_id,
+        )
+        # The amount is left out of the fingerprint: a redelivery after the merchant changed
+        # the reward replays the first credit instead of failing.
+        key = IdempotencyKey.internal(f"tier-entry:{tier_id}:{customer_id}", customer_id)
+        result = await self._ledger.post(posting, key)
+        if not result.replayed:
+            ENTRY_REWARDS.inc()
+        return True
 
     async def on_ledger_event(self, event: ConsumedEvent) -> bool:
         """Points' own points.earned / redeemed / reversed: upgrades at once."""

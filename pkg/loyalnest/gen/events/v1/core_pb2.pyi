@@ -141,7 +141,7 @@ class ProgramSettingsUpdated(_message.Message):
     def __init__(self, settings: _Optional[_Union[ProgramSettings, _Mapping]] = ...) -> None: ...
 
 class ProgramSettings(_message.Message):
-    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan", "referral", "points_expiry_mode", "points_expiry_notice_days", "earning_rules", "vip_tiers", "vip_metric", "vip_term", "timezone")
+    __slots__ = ("version", "program_enabled", "points_per_currency_unit", "rounding", "signup_bonus_points", "multipliers", "points_expiry_days", "pending_period", "plan", "referral", "points_expiry_mode", "points_expiry_notice_days", "earning_rules", "vip_tiers", "vip_metric", "vip_term", "timezone", "vip_grace_days")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     PROGRAM_ENABLED_FIELD_NUMBER: _ClassVar[int]
     POINTS_PER_CURRENCY_UNIT_FIELD_NUMBER: _ClassVar[int]
@@ -159,6 +159,7 @@ class ProgramSettings(_message.Message):
     VIP_METRIC_FIELD_NUMBER: _ClassVar[int]
     VIP_TERM_FIELD_NUMBER: _ClassVar[int]
     TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    VIP_GRACE_DAYS_FIELD_NUMBER: _ClassVar[int]
     version: int
     program_enabled: bool
     points_per_currency_unit: str
@@ -176,19 +177,24 @@ class ProgramSettings(_message.Message):
     vip_metric: VipMetric
     vip_term: VipTerm
     timezone: str
-    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ..., referral: _Optional[_Union[ReferralProgram, _Mapping]] = ..., points_expiry_mode: _Optional[_Union[PointsExpiryMode, str]] = ..., points_expiry_notice_days: _Optional[int] = ..., earning_rules: _Optional[_Iterable[_Union[EarningRule, _Mapping]]] = ..., vip_tiers: _Optional[_Iterable[_Union[VipTier, _Mapping]]] = ..., vip_metric: _Optional[_Union[VipMetric, str]] = ..., vip_term: _Optional[_Union[VipTerm, str]] = ..., timezone: _Optional[str] = ...) -> None: ...
+    vip_grace_days: int
+    def __init__(self, version: _Optional[int] = ..., program_enabled: _Optional[bool] = ..., points_per_currency_unit: _Optional[str] = ..., rounding: _Optional[_Union[PointsRounding, str]] = ..., signup_bonus_points: _Optional[int] = ..., multipliers: _Optional[_Iterable[_Union[EarningMultiplier, _Mapping]]] = ..., points_expiry_days: _Optional[int] = ..., pending_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., plan: _Optional[_Union[PlanLimits, _Mapping]] = ..., referral: _Optional[_Union[ReferralProgram, _Mapping]] = ..., points_expiry_mode: _Optional[_Union[PointsExpiryMode, str]] = ..., points_expiry_notice_days: _Optional[int] = ..., earning_rules: _Optional[_Iterable[_Union[EarningRule, _Mapping]]] = ..., vip_tiers: _Optional[_Iterable[_Union[VipTier, _Mapping]]] = ..., vip_metric: _Optional[_Union[VipMetric, str]] = ..., vip_term: _Optional[_Union[VipTerm, str]] = ..., timezone: _Optional[str] = ..., vip_grace_days: _Optional[int] = ...) -> None: ...
 
 class VipTier(_message.Message):
-    __slots__ = ("tier_id", "name", "threshold", "shopify_tag")
+    __slots__ = ("tier_id", "name", "threshold", "shopify_tag", "earning_multiplier", "entry_reward_points")
     TIER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     SHOPIFY_TAG_FIELD_NUMBER: _ClassVar[int]
+    EARNING_MULTIPLIER_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_REWARD_POINTS_FIELD_NUMBER: _ClassVar[int]
     tier_id: str
     name: str
     threshold: int
     shopify_tag: str
-    def __init__(self, tier_id: _Optional[str] = ..., name: _Optional[str] = ..., threshold: _Optional[int] = ..., shopify_tag: _Optional[str] = ...) -> None: ...
+    earning_multiplier: str
+    entry_reward_points: int
+    def __init__(self, tier_id: _Optional[str] = ..., name: _Optional[str] = ..., threshold: _Optional[int] = ..., shopify_tag: _Optional[str] = ..., earning_multiplier: _Optional[str] = ..., entry_reward_points: _Optional[int] = ...) -> None: ...
 
 class EarningLimit(_message.Message):
     __slots__ = ("max_awards", "period")
@@ -199,7 +205,7 @@ class EarningLimit(_message.Message):
     def __init__(self, max_awards: _Optional[int] = ..., period: _Optional[_Union[LimitPeriod, str]] = ...) -> None: ...
 
 class EarningRule(_message.Message):
-    __slots__ = ("rule_id", "name", "enabled", "type", "points_per_currency_unit", "points", "min_spend", "channels", "start_time", "end_time", "multiplier", "limit", "punch_count", "goal_period", "activity")
+    __slots__ = ("rule_id", "name", "enabled", "type", "points_per_currency_unit", "points", "min_spend", "channels", "start_time", "end_time", "multiplier", "limit", "punch_count", "goal_period", "activity", "eligible_tiers")
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
@@ -215,6 +221,7 @@ class EarningRule(_message.Message):
     PUNCH_COUNT_FIELD_NUMBER: _ClassVar[int]
     GOAL_PERIOD_FIELD_NUMBER: _ClassVar[int]
     ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_TIERS_FIELD_NUMBER: _ClassVar[int]
     rule_id: str
     name: str
     enabled: bool
@@ -230,7 +237,8 @@ class EarningRule(_message.Message):
     punch_count: int
     goal_period: _duration_pb2.Duration
     activity: str
-    def __init__(self, rule_id: _Optional[str] = ..., name: _Optional[str] = ..., enabled: _Optional[bool] = ..., type: _Optional[_Union[EarningRuleType, str]] = ..., points_per_currency_unit: _Optional[str] = ..., points: _Optional[int] = ..., min_spend: _Optional[str] = ..., channels: _Optional[_Iterable[_Union[SalesChannel, str]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., multiplier: _Optional[str] = ..., limit: _Optional[_Union[EarningLimit, _Mapping]] = ..., punch_count: _Optional[int] = ..., goal_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., activity: _Optional[str] = ...) -> None: ...
+    eligible_tiers: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, rule_id: _Optional[str] = ..., name: _Optional[str] = ..., enabled: _Optional[bool] = ..., type: _Optional[_Union[EarningRuleType, str]] = ..., points_per_currency_unit: _Optional[str] = ..., points: _Optional[int] = ..., min_spend: _Optional[str] = ..., channels: _Optional[_Iterable[_Union[SalesChannel, str]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., multiplier: _Optional[str] = ..., limit: _Optional[_Union[EarningLimit, _Mapping]] = ..., punch_count: _Optional[int] = ..., goal_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., activity: _Optional[str] = ..., eligible_tiers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ReferralProgram(_message.Message):
     __slots__ = ("referrer_reward_points", "friend_discount_type", "friend_discount_value", "milestones", "code_expiry_days", "daily_invites_per_referrer", "daily_invites_per_merchant")

@@ -561,22 +561,26 @@ class PreviewLine(_message.Message):
     def __init__(self, product_id: _Optional[str] = ..., quantity: _Optional[int] = ..., price: _Optional[str] = ..., discount: _Optional[str] = ...) -> None: ...
 
 class PreviewEarningRequest(_message.Message):
-    __slots__ = ("lines", "pos")
+    __slots__ = ("lines", "pos", "customer_id")
     LINES_FIELD_NUMBER: _ClassVar[int]
     POS_FIELD_NUMBER: _ClassVar[int]
+    CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     lines: _containers.RepeatedCompositeFieldContainer[PreviewLine]
     pos: bool
-    def __init__(self, lines: _Optional[_Iterable[_Union[PreviewLine, _Mapping]]] = ..., pos: _Optional[bool] = ...) -> None: ...
+    customer_id: str
+    def __init__(self, lines: _Optional[_Iterable[_Union[PreviewLine, _Mapping]]] = ..., pos: _Optional[bool] = ..., customer_id: _Optional[str] = ...) -> None: ...
 
 class PreviewEarningResponse(_message.Message):
-    __slots__ = ("points", "awards", "eligible_amount")
+    __slots__ = ("points", "awards", "eligible_amount", "tier_id")
     POINTS_FIELD_NUMBER: _ClassVar[int]
     AWARDS_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    TIER_ID_FIELD_NUMBER: _ClassVar[int]
     points: int
     awards: _containers.RepeatedCompositeFieldContainer[RuleAward]
     eligible_amount: str
-    def __init__(self, points: _Optional[int] = ..., awards: _Optional[_Iterable[_Union[RuleAward, _Mapping]]] = ..., eligible_amount: _Optional[str] = ...) -> None: ...
+    tier_id: str
+    def __init__(self, points: _Optional[int] = ..., awards: _Optional[_Iterable[_Union[RuleAward, _Mapping]]] = ..., eligible_amount: _Optional[str] = ..., tier_id: _Optional[str] = ...) -> None: ...
 
 class GetPointsLiabilityRequest(_message.Message):
     __slots__ = ("breakage_horizon_days",)

@@ -22,6 +22,7 @@ from loyalnest.services.points.domain import (
     RedemptionGuard,
     RedemptionStatus,
     Reward,
+    TierInput,
     TierState,
     Transaction,
 )
@@ -52,6 +53,7 @@ REWARD_UPDATABLE = frozenset(
 # Every table (collection) with merchant rows, children before the rows they reference:
 # erase_merchant empties them for the merchant.
 MERCHANT_TABLES = (
+    "tier_job_progress",
     "rule_events",
     "customer_tiers",
     "points_expiry_notices",
@@ -270,6 +272,21 @@ class LedgerStore(Protocol):
         """Every customer of the merchant with a ledger, by customer_id, after `after`."""
         ...
 
+    async def tier_inputs(
+        self, merchant_id: str, after: str, limit: int, since: datetime | None
+    ) -> list[TierInput]:
+        """A page of the merchant's ledgers (by customer_id, after `after`): each customer's
+        domain.net_totals from `since` (None: ever) and stored tier state, in one read."""
+        ...
+
+    async def tier_job_cursor(self, merchant_id: str) -> str | None:
+        """Where an unfinished tier job run for the merchant stopped (None: none)."""
+        ...
+
+    async def save_tier_job_cursor(self, merchant_id: str, after: str | None) -> None:
+        """Records the run's progress; None: the run finished (the cursor goes)."""
+        ...
+
     async def ledger_openings(
         self, merchant_id: str, after: str, limit: int
     ) -> list[tuple[str, datetime]]:
@@ -291,6 +308,17 @@ class LedgerStore(Protocol):
 
     async def customers_with_points(self, merchant_id: str, after: str, limit: int) -> list[str]:
         """Customers of the merchant with a positive balance, by customer_id, after `after`."""
+        ...
+
+    async def expiry_candidates(
+        self, merchant_id: str, after: str, limit: int, cutoff: datetime, after_inactivity: bool
+    ) -> tuple[str, list[str]]:
+        """A page of `limit` customers with a positive balance after `after`: (the page's last
+        customer, "" when the page was not full; those of the page whose points may expire
+        or be noticed at `cutoff` = now - life + notice). A superset is allowed (the job
+        decides from the whole ledger): after earned, a balance larger than the credits
+        earned after `cutoff` (debits take the oldest lots first, so the rest are older);
+        after inactivity, no earn or redemption after `cutoff`."""
         ...
 
     async def record_expiry_notice(

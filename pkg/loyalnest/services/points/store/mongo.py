@@ -77,10 +77,12 @@ from loyalnest.services.points.domain import (
     RewardInactive,
     RewardKind,
     RewardNotFound,
+    TierInput,
     TierRequired,
     TierState,
     Transaction,
     TransactionType,
+    net_totals,
     pending_redemption,
 )
 from loyalnest.services.points.events import ledger_event
@@ -111,6 +113,7 @@ PROCESSED_EVENTS = "processed_events"
 EXPIRY_NOTICES = "points_expiry_notices"
 RULE_EVENTS = "rule_events"
 CUSTOMER_TIERS = "customer_tiers"
+TIER_JOB_PROGRESS = "tier_job_progress"
 _KEY_INDEX = "merchant_namespace_key_unique"
 # Before namespaces (merchant_id, idempotency_key): dropped once its keys are migrated.
 _LEGACY_KEY_INDEX = "merchant_key_unique"
@@ -244,6 +247,7 @@ class MongoLedgerStore:
         self._notices = collection(EXPIRY_NOTICES)
         self._rule_events = collection(RULE_EVENTS)
         self._tiers = collection(CUSTOMER_TIERS)
+        self._tier_job = collection(TIER_JOB_PROGRESS)
 
     @classmethod
     def connect(
@@ -379,6 +383,7 @@ class MongoLedgerStore:
             RULE_EVENTS,
             CUSTOMER_TIERS,
             EXPIRY_NOTICES,
+            TIER_JOB_PROGRESS,
         ):
             erased += (
                 self._database.get_collection(name)
@@ -1194,6 +1199,48 @@ class MongoLedgerStore:
             return [doc["customer_id"] for doc in cursor]
 
         return await self._run(find)
+
+    async def tier_inputs(
+        self, merchant_id: str, after: str, limit: int, since: datetime | None
+    ) -> list[TierInput]:
+        # A read per customer (the PostgreSQL store sums in one statement per page): MongoDB
+        # ledgers are the small deployments' store.
+        inputs = []
+        for customer_id in await self.ledger_customers(merchant_id, after, limit):
+
+            def history(customer: str = customer_id) -> list[Transaction]:
+                ledger = {"merchant_id": merchant_id, "customer_id": customer}
+                return [_transaction(doc) for doc in self._ledger.find(ledger)]
+
+            earned, redeemed = net_totals(await self._run(history), since)
+            state = await self.customer_tier(merchant_id, customer_id)
+            inputs.append(TierInput(customer_id, earned, redeemed, state))
+        return inputs
+
+    async def expiry_candidates(
+        self, merchant_id: str, after: str, limit: int, cutoff: datetime, after_inactivity: bool
+    ) -> tuple[str, list[str]]:
+        # Every customer with points (the superset): MongoDB ledgers are the small
+        # deployments' store, where the job's read per customer is affordable.
+        customers = await self.customers_with_points(merchant_id, after, limit)
+        return (customers[-1] if len(customers) == limit else ""), customers
+
+    async def tier_job_cursor(self, merchant_id: str) -> str | None:
+        doc = await self._run(partial(self._tier_job.find_one, {"_id": merchant_id}))
+        return None if doc is None else str(doc["after_customer"])
+
+    async def save_tier_job_cursor(self, merchant_id: str, after: str | None) -> None:
+        if after is None:
+            await self._run(partial(self._tier_job.delete_one, {"_id": merchant_id}))
+            return
+        await self._run(
+            partial(
+                self._tier_job.update_one,
+                {"_id": merchant_id},
+                {"$set": {"merchant_id": merchant_id, "after_customer": after}},
+                upsert=True,
+            )
+        )
 
     async def ledger_openings(
         self, merchant_id: str, after: str, limit: int

@@ -21,6 +21,7 @@ from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.services.points.domain import (
+    TIER_ENTRY_REASON_PREFIX,
     Balance,
     InsufficientPoints,
     LedgerMoved,
@@ -35,6 +36,7 @@ from loyalnest.services.points.domain import (
     Reward,
     RewardKind,
     RewardNotFound,
+    TierInput,
     TierState,
     Transaction,
     TransactionType,
@@ -56,6 +58,66 @@ from loyalnest.services.points.store.base import (
     erased_customer_id,
     reward_columns,
     reward_row,
+)
+
+_TIER_INPUTS = """
+WITH page AS (
+    SELECT customer_id FROM ledgers
+    WHERE merchant_id = %(merchant)s AND customer_id > %(after)s
+    ORDER BY customer_id LIMIT %(limit)s
+), sums AS (
+    SELECT t.customer_id,
+        sum(t.points) FILTER (
+            WHERE (t.type = 'earn' AND NOT starts_with(t.reason, %(entry)s))
+               OR (t.type = 'reversal' AND t.points < 0)) AS earned,
+        -sum(t.points) FILTER (
+            WHERE t.type = 'redeem' OR (t.type = 'reversal' AND t.points > 0)) AS redeemed
+    FROM points_transactions t
+    WHERE t.merchant_id = %(merchant)s AND t.customer_id > %(after)s
+      AND t.customer_id <= (SELECT max(customer_id) FROM page)
+      AND (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s::timestamptz)
+    GROUP BY t.customer_id
+), tiers AS (
+    -- The page's range, not a join on every tier row of the merchant.
+    SELECT customer_id, tier_id, qualifying, term_end, changed_at, version
+    FROM customer_tiers
+    WHERE merchant_id = %(merchant)s AND customer_id > %(after)s
+      AND customer_id <= (SELECT max(customer_id) FROM page)
+)
+SELECT p.customer_id, coalesce(s.earned, 0), coalesce(s.redeemed, 0),
+    c.tier_id, c.qualifying, c.term_end, c.changed_at, c.version
+FROM page p
+LEFT JOIN sums s ON s.customer_id = p.customer_id
+LEFT JOIN tiers c ON c.customer_id = p.customer_id
+ORDER BY p.customer_id
+"""
+
+# The expiry job's page (expiry_candidates): the page's ledgers with points, and for each
+# whether its points may be due or noticed, from the transactions of the page's range.
+_CANDIDATE_PAGE = """
+WITH page AS (
+    SELECT customer_id, balance FROM ledgers
+    WHERE merchant_id = %(merchant)s AND customer_id > %(after)s AND balance > 0
+    ORDER BY customer_id LIMIT %(limit)s
+), recent AS (
+    SELECT customer_id, {aggregate} AS value FROM points_transactions
+    WHERE merchant_id = %(merchant)s AND customer_id > %(after)s
+      AND customer_id <= (SELECT max(customer_id) FROM page) AND {condition}
+    GROUP BY customer_id
+)
+SELECT p.customer_id, {candidate}
+FROM page p LEFT JOIN recent r ON r.customer_id = p.customer_id
+ORDER BY p.customer_id
+"""
+_EARNED_CANDIDATES = _CANDIDATE_PAGE.format(
+    aggregate="sum(points)",
+    condition="points > 0 AND created_at > %(cutoff)s",
+    candidate="p.balance > coalesce(r.value, 0)",
+)
+_INACTIVE_CANDIDATES = _CANDIDATE_PAGE.format(
+    aggregate="max(created_at)",
+    condition="type IN ('earn', 'redeem')",
+    candidate="r.value IS NULL OR r.value <= %(cutoff)s",
 )
 
 _COLUMNS = [field.name for field in fields(Transaction)]
@@ -553,6 +615,57 @@ class PostgresLedgerStore:
             )
             return [row[0] for row in await cursor.fetchall()]
 
+    async def tier_inputs(
+        self, merchant_id: str, after: str, limit: int, since: datetime | None
+    ) -> list[TierInput]:
+        # One statement per page: the page's ledgers, their window sums (the transactions of
+        # the page's customer range, read through the (merchant, customer, sequence) index)
+        # and their tier rows. The sums are domain.net_totals in SQL.
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _TIER_INPUTS,
+                {
+                    "merchant": merchant_id,
+                    "after": after,
+                    "limit": limit,
+                    "since": since,
+                    "entry": TIER_ENTRY_REASON_PREFIX,
+                },
+            )
+            rows = await cursor.fetchall()
+        return [
+            TierInput(
+                customer_id,
+                int(earned),
+                int(redeemed),
+                None if tier_id is None else TierState(tier_id, *state),
+            )
+            for customer_id, earned, redeemed, tier_id, *state in rows
+        ]
+
+    async def tier_job_cursor(self, merchant_id: str) -> str | None:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT after_customer FROM tier_job_progress WHERE merchant_id = %s",
+                (merchant_id,),
+            )
+            row = await cursor.fetchone()
+        return None if row is None else str(row[0])
+
+    async def save_tier_job_cursor(self, merchant_id: str, after: str | None) -> None:
+        async with self._pool.connection() as conn:
+            if after is None:
+                await conn.execute(
+                    "DELETE FROM tier_job_progress WHERE merchant_id = %s", (merchant_id,)
+                )
+            else:
+                await conn.execute(
+                    "INSERT INTO tier_job_progress (merchant_id, after_customer)"
+                    " VALUES (%s, %s) ON CONFLICT (merchant_id) DO UPDATE"
+                    " SET after_customer = excluded.after_customer, updated_at = now()",
+                    (merchant_id, after),
+                )
+
     async def ledger_openings(
         self, merchant_id: str, after: str, limit: int
     ) -> list[tuple[str, datetime]]:
@@ -582,6 +695,18 @@ class PostgresLedgerStore:
                 (merchant_id, after, limit),
             )
             return [row[0] for row in await cursor.fetchall()]
+
+    async def expiry_candidates(
+        self, merchant_id: str, after: str, limit: int, cutoff: datetime, after_inactivity: bool
+    ) -> tuple[str, list[str]]:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _INACTIVE_CANDIDATES if after_inactivity else _EARNED_CANDIDATES,
+                {"merchant": merchant_id, "after": after, "limit": limit, "cutoff": cutoff},
+            )
+            rows = await cursor.fetchall()
+        last = rows[-1][0] if len(rows) == limit else ""
+        return last, [customer_id for customer_id, candidate in rows if candidate]
 
     async def record_expiry_notice(
         self, merchant_id: str, customer_id: str, expire_at: datetime, event: Message
