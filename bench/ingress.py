@@ -613,6 +613,9 @@ NO_CALLEES = "unix:///nonexistent/loyalnest-{service}.sock"
 POINTS_MODULE = "loyalnest.services.points.service"
 
 
+PAGE_TOKEN_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
 def service_settings(env: Environment, *, tracing: bool) -> dict[str, Any]:
     """Production defaults (interceptors, tracing, metrics, pool size, relay and consumer
     settings) with this run's addresses; only logging is quieter."""
@@ -634,12 +637,19 @@ def service_settings(env: Environment, *, tracing: bool) -> dict[str, Any]:
         # No Auth in this run: the declared callees (edge -> auth, points -> auth) are
         # nowhere, and without a service credential neither service calls them.
         "call_target_template": NO_CALLEES,
+        # Required outside a developer's machine; one per run, the same for every replica.
+        "page_token_key": PAGE_TOKEN_KEY,
     }
 
 
 def edge_settings(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
-    """The edge's settings (`service_settings`, `args.tracing`) with this run's Shopify secret."""
-    return service_settings(env, tracing=args.tracing) | {"shopify_api_secret": env.secret}
+    """The edge's settings (`service_settings`, `args.tracing`) with this run's Shopify secret
+    and a master key of its own (required outside a developer's machine: the bench's JWKS
+    has no local keyset beside it)."""
+    return service_settings(env, tracing=args.tracing) | {
+        "shopify_api_secret": env.secret,
+        "edge_encryption_key": base64.b64encode(os.urandom(32)).decode(),
+    }
 
 
 # -------------------------------------------------------------------------------- the gateway
