@@ -35,12 +35,30 @@ GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("asyncio", ("asyncio/", "selectors.py", "contextvars")),
 ]
 OURS = "loyalnest/"
+# What a thread other than the main one is, by a frame near its root.
+THREADS: list[tuple[str, str]] = [
+    ("Sender.run", "thread: kafka-python producer sender"),
+    ("NetworkSelector.run", "thread: kafka-python network IO"),
+    ("rdkafka", "thread: librdkafka"),
+    ("_worker (concurrent/futures", "thread: executor (blocking kafka calls, migrations)"),
+    ("serve_forever", "thread: /metrics HTTP server"),
+]
+
+
+def thread_group(frames: list[str]) -> str:
+    for needle, name in THREADS:
+        if any(needle in frame for frame in frames[:6]):
+            return name
+    return "thread: other"
+
+
 STARTUP = ("_find_and_load", "migrat", "<module>", "_call_with_frames_removed")
 # Innermost frames of a thread that waits (py-spy's --nonblocking samples count them as
 # active): dropped, so what is left approximates CPU. The grpc.aio poller thread
 # (`Thread.run` with nothing inside) spends its time in gRPC core's C code, mostly waiting.
 IDLE = (
     "EpollSelector.select",
+    "_PollLikeSelector.select",
     "Condition.wait",
     "_worker (concurrent/futures/thread.py",
     "Thread.run (threading.py",
@@ -110,8 +128,8 @@ def report(stacks: list[tuple[str, list[str], int]], top: int) -> list[str]:
     ours_own: Counter[str] = Counter()
     for thread, frames, count in steady:
         if thread != "main":
-            own["other threads (kafka IO, exporters)"] += count
-            cumulative["other threads (kafka IO, exporters)"] += count
+            own[thread_group(frames)] += count
+            cumulative[thread_group(frames)] += count
             continue
         groups = [group_of(frame) for frame in frames]
         innermost = next((g for g in reversed(groups) if g is not None), "python (ours/other)")
