@@ -1,8 +1,15 @@
 """Splits a `py-spy record -f raw --subprocesses` profile of a bench run by process and cost.
 
-    .venv/bin/py-spy record --subprocesses --nonblocking -r 100 -f raw -o /tmp/run.txt -- \
-        .venv/bin/python bench/bench_orders.py --rate 100 --duration 10
+    .venv/bin/py-spy record --gil --subprocesses --nonblocking -r 100 -f raw -o /tmp/run.txt \
+        -- .venv/bin/python bench/bench_orders.py --rate 100 --duration 10
     .venv/bin/python bench/spy_split.py /tmp/run.txt            # edge and Points, top costs
+
+Use `--gil`: only samples of the thread holding the GIL, i.e. where the process' Python CPU
+goes. Without it every thread is sampled wherever it stands, waiting for a core or for the
+GIL included (on this image py-spy's idle detection does not work; known waiting frames are
+dropped below, but a thread queued for the GIL still counts), which overstates the threads
+that wait most: kafka-python's IO threads looked like 40-60% of the edge that way.
+C code that runs without the GIL (gRPC core, libpq, librdkafka) is not in either.
 
 Each sample is a stack (process, thread, frames outermost first) and a count. A process is
 named by what its stacks run (the edge's or Points' service module); start-up samples (imports,
@@ -10,7 +17,7 @@ migrations) are dropped. Per process: samples per group of cost, **own** (the in
 that belongs to a group: where the CPU was spent) and **cumulative** (every sample with a
 frame of the group anywhere: what the group's calls cost, inner work included), and the top
 functions of ours by cumulative share. Threads other than the main one (kafka-python's IO
-threads, OpenTelemetry's) are counted as one group of their own.
+threads, OpenTelemetry's) are counted as one group each.
 """
 
 from __future__ import annotations
