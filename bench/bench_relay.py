@@ -10,6 +10,11 @@ the process' CPU time (every thread: asyncio, psycopg, the producer's Python or 
 is divided by the events published. Producers alternate round by round, so the machine's
 other load hits both alike; compare the ratio, not the absolute figures.
 
+`--paced R`: the relay as a service runs it (`OutboxRelay.run`, polling) while rows arrive at
+R per second, one per transaction as webhooks commit them, for `--seconds`; per producer: CPU
+per event (the enqueuing included, the same for both) and the delay from a row's commit to
+the claim that sent it (`sent_at - created_at`).
+
 Then `--idle` seconds of an idle edge process as deployed (relay and consumer in process, no
 traffic) per producer: what the Kafka clients cost when nothing happens, a fixed cost that
 a service pays per second whatever its rate.
@@ -89,6 +94,84 @@ async def _main(args: argparse.Namespace, database_url: str, kafka: str) -> dict
     return results
 
 
+async def _paced_round(
+    settings: ServiceSettings, database: Database, rate: float, seconds: float
+) -> tuple[float, float, float, int]:
+    """(CPU us per event, p50 ms, p99 ms, events) for rows arriving at `rate` per second."""
+    relay = OutboxRelay(PostgresOutbox(database), settings, client_id="bench-relay")
+    # Connect the producer and check the topic outside the measurement: one row published.
+    await _fill(database, 1)
+    while await relay.relay_batch() == 0:
+        pass
+    async with database.pool.connection() as conn:
+        cursor = await conn.execute("SELECT coalesce(max(id), 0) FROM outbox")
+        row = await cursor.fetchone()
+    first_id = int(row[0]) if row else 0
+    task = asyncio.ensure_future(relay.run())
+    start_cpu, start = time.process_time(), time.monotonic()
+    sent = 0
+    while (due := start + sent / rate) < start + seconds:
+        await asyncio.sleep(max(0.0, due - time.monotonic()))
+        async with database.pool.connection() as conn, conn.transaction():
+            payload = points_events.PointsEarned(customer_id=f"c{sent % 500}", sequence=sent)
+            await outbox.enqueue(conn, "bench-merchant", payload)
+        sent += 1
+    while True:
+        async with database.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM outbox WHERE sent_at IS NULL AND id > %s", (first_id,)
+            )
+            row = await cursor.fetchone()
+        if row is not None and row[0] == 0:
+            break
+        await asyncio.sleep(0.01)
+    used = time.process_time() - start_cpu
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    async with database.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT percentile_cont(ARRAY[0.5, 0.99]) WITHIN GROUP"
+            " (ORDER BY extract(epoch FROM sent_at - created_at))"
+            " FROM outbox WHERE id > %s",
+            (first_id,),
+        )
+        row = await cursor.fetchone()
+    p50, p99 = row[0] if row else (0.0, 0.0)
+    return 1e6 * used / sent, 1000 * p50, 1000 * p99, sent
+
+
+async def _paced(args: argparse.Namespace, database_url: str, kafka: str) -> None:
+    results: dict[str, list[tuple[float, float, float, int]]] = {}
+    for _ in range(args.rounds):
+        for producer in PRODUCERS:
+            settings = ServiceSettings(
+                database_url=database_url,
+                kafka_bootstrap_servers=kafka,
+                metrics_enabled=False,
+                kafka_producer=producer,
+            )
+            database = Database(settings, SPEC)
+            await database.open()
+            await database.migrate()
+            try:
+                result = await _paced_round(settings, database, args.paced, args.seconds)
+            finally:
+                await database.close()
+            results.setdefault(producer, []).append(result)
+            cost, p50, p99, sent = result
+            print(
+                f"  {producer:12}: {cost:6.0f} us/event,"
+                f" commit -> claimed p50 {p50:6.1f} ms p99 {p99:6.1f} ms ({sent} events)",
+                flush=True,
+            )
+    print(f"\npaced {args.paced:g}/s  {'producer':12} {'median us/event':>16}")
+    base = statistics.median(r[0] for r in results[PRODUCERS[0]])
+    for producer, rounds in results.items():
+        cost = statistics.median(r[0] for r in rounds)
+        p99 = statistics.median(r[2] for r in rounds)
+        print(f"{'':13}{producer:12} {cost:16.0f}  {cost / base:5.2f}x  p99 {p99:.0f} ms")
+
+
 def _idle_cpu(args: argparse.Namespace, env: Any, producer: str) -> float:
     """CPU percent of one core used by an idle edge process over `args.idle` seconds."""
     args.kafka_producer = producer
@@ -105,11 +188,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch", type=lambda v: [int(b) for b in v.split(",")], default=[10, 100])
     parser.add_argument("--idle", type=float, default=20.0, help="seconds; 0: skip")
+    parser.add_argument("--paced", type=float, default=0.0, help="rows/s; 0: skip")
+    parser.add_argument("--seconds", type=float, default=10.0, help="paced: seconds per round")
     args = parser.parse_args()
     args.pg_durable, args.broker, args.tracing = False, True, True
     idle: dict[str, list[float]] = {}
     with throwaway_root("loyalnest-bench-relay-") as root, environment(args, root) as env:
         assert env.kafka is not None
+        if args.paced > 0:
+            asyncio.run(_paced(args, env.database_url, env.kafka))
+            return
         results = asyncio.run(_main(args, env.database_url, env.kafka))
         for _ in range(2 if args.idle > 0 else 0):
             for producer in PRODUCERS:
