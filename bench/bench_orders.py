@@ -72,6 +72,7 @@ from ingress import (
     Clients,
     Environment,
     PhaseResult,
+    add_kafka_producer_option,
     client_processes,
     edge_settings,
     environment,
@@ -479,7 +480,9 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         ingress = _open_phase(stack, args.rate[0], args)
 
         def start_points() -> None:
-            settings = service_settings(env, tracing=args.tracing)
+            settings = service_settings(
+                env, tracing=args.tracing, kafka_producer=args.kafka_producer
+            )
             stack.points += start_services(
                 POINTS_MODULE, args.workers, settings, servers, args.profile_points
             )
@@ -512,6 +515,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         "warmup_seconds": args.warmup,
         "duration_seconds": args.duration,
         "tracing": args.tracing,
+        "kafka_producer": args.kafka_producer,
         "pg_durable": args.pg_durable,
         "programs_seeded": seeded,
         "payload_bytes": {
@@ -569,7 +573,8 @@ def render(report: dict[str, Any]) -> str:
         f"{' + uvloop' if report['uvloop'] else ''}",
         f"load average before: {load}   after: {load_after}",
         f"servers: {report['workers']} edge + {report['workers']} Points process(es), one Envoy; "
-        f"tracing {'on' if report['tracing'] else 'off'}; PostgreSQL "
+        f"tracing {'on' if report['tracing'] else 'off'}; producer {report['kafka_producer']}; "
+        "PostgreSQL "
         f"{'durable (fsync on)' if report['pg_durable'] else 'fsync off'}; tansu; "
         f"pending period 0 (Points' copy seeded for {report['programs_seeded']} shops)",
         f"payload: signed {TOPIC}, {sizes['mean']} B mean ({sizes['min']}-{sizes['max']}), "
@@ -711,6 +716,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             help=f"run the (first) {service} process under cProfile and write its stats to PATH "
             "(slows it down; read with `python -m pstats PATH`)",
         )
+    add_kafka_producer_option(parser)
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or args.workers < 1 or args.clients < 1:
         parser.error("--duration must be > 0, --workers/--clients >= 1, --warmup >= 0")

@@ -58,6 +58,7 @@ from ingress import (
     Clients,
     Environment,
     PhaseResult,
+    add_kafka_producer_option,
     client_processes,
     edge_settings,
     environment,
@@ -350,6 +351,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         "warmup_seconds": args.warmup,
         "duration_seconds": args.duration,
         "tracing": args.tracing,
+        "kafka_producer": args.kafka_producer,
         "broker": args.broker,
         "relay_process": args.relay_process,
         "pg_durable": args.pg_durable,
@@ -392,7 +394,8 @@ def render(report: dict[str, Any]) -> str:
         f"{' + uvloop' if report['uvloop'] else ''}",
         f"load average before: {load}   after: {load_after}",
         f"servers: {report['workers']} process(es) per target behind one Envoy; edge: tracing "
-        f"{'on' if report['tracing'] else 'off'}, Redis dedupe, PostgreSQL "
+        f"{'on' if report['tracing'] else 'off'}, producer {report['kafka_producer']},"
+        " Redis dedupe, PostgreSQL "
         f"{'durable (fsync on)' if report['pg_durable'] else 'fsync off'}, outbox relay "
         f"{'-> tansu' if report['broker'] else 'off (rows stay in the outbox)'}",
         f"payload: signed {TOPIC}, {sizes['mean']} B mean ({sizes['min']}-{sizes['max']}), "
@@ -522,6 +525,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run the (first) edge process under cProfile and write its stats to PATH "
         "(slows the edge; read with `python -m pstats PATH`)",
     )
+    add_kafka_producer_option(parser)
     args = parser.parse_args(argv)
     if (
         args.rate <= 0

@@ -613,7 +613,12 @@ NO_CALLEES = "unix:///nonexistent/loyalnest-{service}.sock"
 POINTS_MODULE = "loyalnest.services.points.service"
 
 
-def service_settings(env: Environment, *, tracing: bool) -> dict[str, Any]:
+PAGE_TOKEN_KEY = base64.b64encode(os.urandom(32)).decode()
+
+
+def service_settings(
+    env: Environment, *, tracing: bool, kafka_producer: str = "kafka-python"
+) -> dict[str, Any]:
     """Production defaults (interceptors, tracing, metrics, pool size, relay and consumer
     settings) with this run's addresses; only logging is quieter."""
     return {
@@ -626,6 +631,7 @@ def service_settings(env: Environment, *, tracing: bool) -> dict[str, Any]:
         "events_enabled": env.kafka is not None,
         "kafka_bootstrap_servers": env.kafka or "127.0.0.1:9092",
         "tracing_enabled": tracing,
+        "kafka_producer": kafka_producer,
         "otel_exporter_otlp_endpoint": None,
         "access_log": False,
         "shutdown_grace_seconds": 2.0,
@@ -634,12 +640,20 @@ def service_settings(env: Environment, *, tracing: bool) -> dict[str, Any]:
         # No Auth in this run: the declared callees (edge -> auth, points -> auth) are
         # nowhere, and without a service credential neither service calls them.
         "call_target_template": NO_CALLEES,
+        # Required outside a developer's machine; one per run, the same for every replica.
+        "page_token_key": PAGE_TOKEN_KEY,
     }
 
 
 def edge_settings(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
-    """The edge's settings (`service_settings`, `args.tracing`) with this run's Shopify secret."""
-    return service_settings(env, tracing=args.tracing) | {"shopify_api_secret": env.secret}
+    """The edge's settings (`service_settings`, `args.tracing`) with this run's Shopify secret
+    and a master key of its own (required outside a developer's machine: the bench's JWKS
+    has no local keyset beside it)."""
+    producer = getattr(args, "kafka_producer", "kafka-python")
+    return service_settings(env, tracing=args.tracing, kafka_producer=producer) | {
+        "shopify_api_secret": env.secret,
+        "edge_encryption_key": base64.b64encode(os.urandom(32)).decode(),
+    }
 
 
 # -------------------------------------------------------------------------------- the gateway
@@ -954,3 +968,12 @@ def has_uvloop() -> bool:
     except ImportError:
         return False
     return True
+
+
+def add_kafka_producer_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kafka-producer",
+        choices=("kafka-python", "confluent"),
+        default="kafka-python",
+        help="the services' outbox relay producer (setting kafka_producer; default kafka-python)",
+    )

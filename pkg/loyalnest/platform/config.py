@@ -163,6 +163,9 @@ class EventSettings(_Settings):
     # False: this process does not relay its outbox; `loyalnest relay <service>` does, in a
     # process of its own (its Kafka producer then takes no CPU or GIL from request handling).
     outbox_relay_in_process: bool = True
+    # The outbox relay's (and dead letters') Kafka producer: kafka-python (pure Python) or
+    # "confluent" (librdkafka: its IO off the GIL; bench/README.md, issue 15).
+    kafka_producer: Literal["kafka-python", "confluent"] = "kafka-python"
     # Outbox relay: idle polling interval (a full batch is followed at once by the next).
     outbox_poll_interval_seconds: float = Field(0.1, gt=0)
     outbox_batch_size: int = Field(500, ge=1)

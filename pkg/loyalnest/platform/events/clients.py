@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -288,3 +288,18 @@ class KafkaPublisher:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             producer.close(timeout=2.0)
+
+
+class Publisher(Protocol):
+    async def publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]: ...
+    async def close(self) -> None: ...
+
+
+def new_publisher(settings: EventSettings, client_id: str) -> Publisher:
+    """The producer `settings.kafka_producer` names. librdkafka is imported only when used:
+    every service imports this module, and its RSS is what it imports."""
+    if settings.kafka_producer == "confluent":
+        from loyalnest.platform.events.librdkafka import ConfluentPublisher
+
+        return ConfluentPublisher(settings, client_id)
+    return KafkaPublisher(settings, client_id)

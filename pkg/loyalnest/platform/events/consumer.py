@@ -33,11 +33,12 @@ from opentelemetry.util.types import AttributeValue
 from loyalnest.platform.config import EventSettings
 from loyalnest.platform.events.clients import (
     Backoff,
-    KafkaPublisher,
     KafkaThread,
     OutgoingRecord,
+    Publisher,
     ensure_topics,
     new_consumer,
+    new_publisher,
     quiet_kafka_logging,
 )
 from loyalnest.platform.events.envelope import (
@@ -109,7 +110,7 @@ class KafkaDeadLetters:
     """Publishes to `<topic>.dlq`, retrying until the broker takes it: a dead letter is
     the record's last copy once its offset is committed."""
 
-    def __init__(self, publisher: KafkaPublisher, group: str, backoff: Backoff) -> None:
+    def __init__(self, publisher: Publisher, group: str, backoff: Backoff) -> None:
         self._publisher = publisher
         self._group = group
         self._backoff = backoff
@@ -385,7 +386,7 @@ class ConsumerRunner:
         self._settings = settings
         self._client_id = client_id
         self._thread = KafkaThread(f"kafka-consumer-{group}")
-        self._publisher = KafkaPublisher(settings, f"{client_id}-dlq")
+        self._publisher = new_publisher(settings, f"{client_id}-dlq")
         self._processor = EventProcessor(
             group,
             handlers,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Generic, Protocol, TypeVar
 
 from loyalnest.platform.config import EventSettings
-from loyalnest.platform.events.clients import Backoff, KafkaPublisher, OutgoingRecord
+from loyalnest.platform.events.clients import Backoff, OutgoingRecord, new_publisher
 from loyalnest.platform.events.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_OLDEST_PENDING,
@@ -81,7 +81,7 @@ class OutboxRelay(Generic[RowId]):
     ) -> None:
         self._source = source
         self._settings = settings
-        self._publisher = publisher or KafkaPublisher(settings, client_id)
+        self._publisher = publisher or new_publisher(settings, client_id)
         self._backoff = Backoff.from_settings(settings)
         self._next_housekeeping = 0.0
         self._next_purge = time.monotonic() + PURGE_INTERVAL_SECONDS

@@ -1,0 +1,151 @@
+"""The outbox's publisher on librdkafka (confluent-kafka): `kafka_producer = "confluent"`.
+
+Same contract as clients.KafkaPublisher (idempotent, acks=all, per-record result, rebuilt
+after any failure), different cost: kafka-python's producer is pure Python, and its sender
+and network threads take the GIL from the service's requests for every batch (about a third
+of the edge's CPU samples at 100 webhooks/s, bench/README.md "Where the time goes (issue
+15)"). librdkafka batches, compresses and talks to the broker in C threads without the GIL;
+what is left in Python is one `produce()` call per record and the delivery callbacks.
+
+Order: the relay marks only acknowledged rows sent and counts on a partition's records
+never landing after an earlier one of the partition failed. The idempotent producer keeps
+order on retries; `enable.gapless.guarantee` turns any failure that could leave a gap into a
+fatal error, so the records behind it fail too (and go again with the next batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from loyalnest.platform.config import EventSettings
+from loyalnest.platform.events.clients import (
+    KafkaThread,
+    OutgoingRecord,
+    PublishError,
+    ensure_topics,
+    quiet_kafka_logging,
+)
+from loyalnest.platform.observability import get_logger
+
+log = get_logger(__name__)
+
+LINGER_MS = 5  # as kafka-python's producer: a few ms of batching nobody notices
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def producer_config(settings: EventSettings, client_id: str) -> dict[str, Any]:
+    publish_ms = _ms(settings.kafka_publish_timeout_seconds)
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "client.id": client_id,
+        "enable.idempotence": True,  # implies acks=all, retries, <= 5 in flight, in order
+        "acks": "all",
+        "enable.gapless.guarantee": True,
+        # Keys go to the partition kafka-python (and Java) pick: murmur2, not librdkafka's
+        # default crc32. A key's events must stay on one partition, whichever producer
+        # published them (switching producers, a relay process of the other kind).
+        "partitioner": "murmur2_random",
+        "linger.ms": LINGER_MS,
+        # A record not acknowledged in time fails (its row stays pending): the publish timeout.
+        "message.timeout.ms": publish_ms + LINGER_MS,
+        "request.timeout.ms": publish_ms,
+        "socket.connection.setup.timeout.ms": _ms(settings.kafka_connect_timeout_seconds),
+        "reconnect.backoff.max.ms": _ms(settings.events_retry_max_seconds),
+        "topic.metadata.refresh.interval.ms": _ms(max(5.0, settings.kafka_session_timeout_seconds)),
+        # librdkafka logs to stderr by default; errors reach the relay as results instead.
+        "log_level": 0,
+    }
+
+
+class ConfluentPublisher:
+    """An idempotent librdkafka producer, used from a thread of its own (produce and flush
+    block), rebuilt after any failure as KafkaPublisher is."""
+
+    def __init__(self, settings: EventSettings, client_id: str) -> None:
+        quiet_kafka_logging()  # ensure_topics still uses kafka-python's admin client
+        self._settings = settings
+        self._client_id = client_id
+        self._thread = KafkaThread(f"rdkafka-producer-{client_id}")
+        self._producer: Producer | None = None
+        self._topics: set[str] = set()
+
+    async def publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
+        """Sends in order and waits for acks; per record, None or why it failed."""
+        return await self._thread.run(self._publish, records)
+
+    def _connect(self) -> Producer:
+        if self._producer is None:
+            self._producer = Producer(producer_config(self._settings, self._client_id))
+            self._topics = set()
+        return self._producer
+
+    def _discard(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            # Whatever is still queued is abandoned and will be sent again.
+            producer.purge()
+            producer.flush(0)
+
+    def _publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
+        try:
+            producer = self._connect()
+            missing = {r.topic for r in records} - self._topics
+            if missing:
+                ensure_topics(self._settings, self._client_id, missing)
+                self._topics |= missing
+        except Exception as exc:
+            self._discard()
+            return [exc] * len(records)
+        unacknowledged = PublishError("not acknowledged within the publish timeout")
+        results: list[Exception | None] = [unacknowledged] * len(records)
+
+        def delivered(index: int) -> Any:
+            def report(error: KafkaError | None, _message: Message) -> None:
+                results[index] = None if error is None else KafkaException(error)
+
+            return report
+
+        for index, record in enumerate(records):
+            try:
+                producer.produce(
+                    record.topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=list(record.headers),
+                    on_delivery=delivered(index),
+                )
+            except Exception as exc:  # BufferError (queue full), KafkaException
+                # Stop here: later records of the same key would land out of order.
+                results[index:] = [exc] * (len(records) - index)
+                break
+        # Records expire after message.timeout.ms and fail through their callback; the
+        # margin lets that happen before flush gives up on them.
+        producer.flush(self._settings.kafka_publish_timeout_seconds + 1)
+        if any(results):
+            self._discard()
+        return results
+
+    async def close(self) -> None:
+        """Flushes and closes; bounded like KafkaPublisher.close."""
+        try:
+            await asyncio.wait_for(
+                self._thread.run(self._close), self._settings.events_shutdown_step_seconds
+            )
+        except TimeoutError:
+            log.warning("kafka producer still busy at close; leaving it", client=self._client_id)
+        finally:
+            self._thread.shutdown()
+
+    def _close(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            remaining = producer.flush(2.0)
+            if remaining:
+                log.warning("kafka producer closed with records unsent", records=remaining)

@@ -1,0 +1,124 @@
+"""The outbox relay on librdkafka (`kafka_producer = "confluent"`) against a real broker:
+every event once, each key on the partition kafka-python picks for it, in order; a broker
+that is away fails the batch (rows stay pending) and the relay delivers them once it is back.
+
+The rest of the event backbone runs under either producer (LOYALNEST_KAFKA_PRODUCER=confluent
+with tests/integration/test_events.py); these tests pin what the relay relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer
+from kafka.partitioner.default import murmur2
+from kafka.structs import TopicPartition
+
+from loyalnest.gen.events.v1 import points_pb2 as points_events
+from loyalnest.platform.events import outbox
+from loyalnest.platform.events.clients import OutgoingRecord, new_publisher
+from loyalnest.platform.events.envelope import Envelope
+from loyalnest.platform.events.librdkafka import ConfluentPublisher
+from loyalnest.platform.events.outbox import PostgresOutbox
+from loyalnest.platform.events.relay import OutboxRelay
+from loyalnest.platform.events.topics import POINTS, topic_partitions
+from loyalnest.platform.postgres import Database
+from tests.integration.broker import BrokerProcess
+from tests.integration.conftest import eventually
+from tests.integration.events_worker import event_settings, open_sink
+
+pytestmark = pytest.mark.integration
+
+
+def _read_all(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[Any]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(topic_partitions(topic))]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        records: list[Any] = []
+        until = time.monotonic() + timeout
+        while len(records) < count and time.monotonic() < until:
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+    finally:
+        consumer.close()
+    return records
+
+
+async def _pending(database: Database) -> int:
+    async with database.pool.connection() as conn:
+        cursor = await conn.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_relay_on_librdkafka_publishes_each_event_once_on_kafka_pythons_partition(
+    database_url: str, kafka: BrokerProcess, merchant_id: str
+) -> None:
+    settings = event_settings(database_url, kafka.bootstrap_servers).model_copy(
+        update={"kafka_producer": "confluent"}
+    )
+    sink = await open_sink(settings)
+    customers = [f"c{i}" for i in range(12)]
+    try:
+        async with sink.pool.connection() as conn, conn.transaction():
+            for sequence in range(1, 21):
+                for customer in customers:
+                    payload = points_events.PointsEarned(
+                        customer_id=customer, sequence=sequence, points=1
+                    )
+                    await outbox.enqueue(conn, merchant_id, payload)
+        relay = OutboxRelay(PostgresOutbox(sink), settings, client_id="rdkafka-relay")
+        assert isinstance(relay._publisher, ConfluentPublisher)
+        task = asyncio.ensure_future(relay.run())
+        try:
+            await eventually(lambda: _zero(sink), 30, "the outbox to drain")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await sink.close()
+
+    records = await asyncio.to_thread(_read_all, kafka.bootstrap_servers, POINTS.name, 240)
+    assert len(records) == 240  # each once: no more arrived within the read's timeout
+    partitions = topic_partitions(POINTS.name)
+    sequences: dict[str, list[int]] = {}
+    for record in records:
+        key = record.key.decode()
+        # What kafka-python (and Java) pick: switching producers keeps each key's partition.
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % partitions
+        earned = points_events.PointsEarned()
+        Envelope.FromString(record.value).payload.Unpack(earned)
+        sequences.setdefault(key, []).append(earned.sequence)
+    assert len(sequences) == len(customers)
+    assert all(s == list(range(1, 21)) for s in sequences.values())  # in order, per key
+
+
+async def _zero(database: Database) -> bool:
+    return await _pending(database) == 0
+
+
+async def test_librdkafka_publisher_reports_each_record_failed_when_the_broker_is_away(
+    database_url: str,
+) -> None:
+    # Nothing listens there: every record fails (not acknowledged), none is reported sent.
+    settings = event_settings(database_url, "127.0.0.1:1").model_copy(
+        update={
+            "kafka_producer": "confluent",
+            "kafka_publish_timeout_seconds": 1.0,
+            "kafka_connect_timeout_seconds": 1.0,
+        }
+    )
+    publisher = new_publisher(settings, "rdkafka-away")
+    try:
+        records = [OutgoingRecord(POINTS.name, b"k", b"v") for _ in range(3)]
+        results = await publisher.publish(records)
+    finally:
+        await publisher.close()
+    assert len(results) == 3
+    assert all(result is not None for result in results)
