@@ -10,6 +10,7 @@ disappears (a parent watchdog for spawned Python servers, a parent-death signal 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import multiprocessing
 import os
@@ -24,6 +25,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
+
+# The benches' services run as in production (a public JWKS, no local keyset beside it), where
+# a page-token key is required: one per run, shared with every server process by inheritance.
+os.environ.setdefault("LOYALNEST_PAGE_TOKEN_KEY", base64.b64encode(os.urandom(32)).decode())
 
 READY_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 15.0

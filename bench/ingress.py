@@ -613,7 +613,7 @@ NO_CALLEES = "unix:///nonexistent/loyalnest-{service}.sock"
 POINTS_MODULE = "loyalnest.services.points.service"
 
 
-PAGE_TOKEN_KEY = base64.b64encode(os.urandom(32)).decode()
+PAGE_TOKEN_KEY = os.environ["LOYALNEST_PAGE_TOKEN_KEY"]  # set by harness, one per run
 
 
 def service_settings(
