@@ -193,10 +193,14 @@ class Backends:
             raise RehearsalError("postgres", str(exc)) from exc
         try:
             await self.supervisor.start(
-                ProcessSpec("redis", self.redis.argv(), self.redis.ready, [self.redis.port])
+                ProcessSpec(
+                    "redis", self.redis.argv(), self.redis.ready, [self.redis.port], backing=True
+                )
             )
             await self.supervisor.start(
-                ProcessSpec("kafka", self.kafka.argv(), self.kafka.ready, [self.kafka.port])
+                ProcessSpec(
+                    "kafka", self.kafka.argv(), self.kafka.ready, [self.kafka.port], backing=True
+                )
             )
         except ComponentError as exc:
             raise RehearsalError(exc.component, exc.reason) from exc

@@ -265,11 +265,23 @@ class Stack:
         self.redis.data_dir.mkdir(parents=True, exist_ok=True)
         self._register(Component("redis", "redis", self.redis.port, self.redis.url))
         await self.supervisor.start(
-            ProcessSpec("redis", self.redis.argv(), self.redis.ready, ports=[self.redis.port])
+            ProcessSpec(
+                "redis",
+                self.redis.argv(),
+                self.redis.ready,
+                ports=[self.redis.port],
+                backing=True,
+            )
         )
         self._register(Component("kafka", "tcp", self.kafka.port, self.kafka.bootstrap_servers))
         await self.supervisor.start(
-            ProcessSpec("kafka", self.kafka.argv(), self.kafka.ready, ports=[self.kafka.port])
+            ProcessSpec(
+                "kafka",
+                self.kafka.argv(),
+                self.kafka.ready,
+                ports=[self.kafka.port],
+                backing=True,
+            )
         )
         await self._start_standin(
             "posthog-standin", self.ports.posthog, ["loyalnest.devstack.standins.posthog"]
@@ -308,6 +320,7 @@ class Stack:
                 partial(tcp_ready, "127.0.0.1", port),
                 ports=[port],
                 env=env or {},
+                backing=True,
             )
         )
 

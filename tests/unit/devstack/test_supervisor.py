@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 
 import pytest
 
@@ -73,3 +74,45 @@ async def test_exit_during_start_up_names_the_component(tmp_path):
     assert caught.value.component == "broken"
     assert "exited with code 3" in caught.value.reason
     await supervisor.stop_all()
+
+
+_DRAINS_ONE_SECOND = """
+import signal, sys, time
+def drain(*_):
+    time.sleep(1.0)
+    open(sys.argv[1], "w").write(repr(time.time()))
+    raise SystemExit(0)
+signal.signal(signal.SIGTERM, drain)
+time.sleep(60)
+"""
+
+
+async def test_services_stop_together_then_their_backing_servers(tmp_path):
+    """Three services draining 1 s each stop in about 1 s, not 3; the broker they drain to
+    gets SIGTERM only after they are gone."""
+    supervisor = Supervisor(tmp_path, lambda name, message: None)
+    broker = tmp_path / "broker.stopped"
+    await supervisor.start(
+        ProcessSpec(
+            "broker",
+            [sys.executable, "-c", _DRAINS_ONE_SECOND, str(broker)],
+            _always_ready,
+            backing=True,
+        )
+    )
+    services = [tmp_path / f"service-{n}.stopped" for n in range(3)]
+    for n, marker in enumerate(services):
+        await supervisor.start(
+            ProcessSpec(
+                f"service-{n}",
+                [sys.executable, "-c", _DRAINS_ONE_SECOND, str(marker)],
+                _always_ready,
+            )
+        )
+    await asyncio.sleep(0.5)  # the children installed their SIGTERM handlers
+    started = time.time()
+    await supervisor.stop_all()
+    services_done = [float(marker.read_text()) for marker in services]
+    assert max(services_done) - started < 2.5  # together: ~1 s (one by one: ~3 s)
+    # The broker drained after the last service had stopped (it got SIGTERM afterwards).
+    assert float(broker.read_text()) - 1.0 >= max(services_done) - 0.05
