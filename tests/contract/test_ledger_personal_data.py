@@ -9,8 +9,9 @@ import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.personal_data import CustomerRef
-from loyalnest.services.points.domain import LedgerNotFound, TierState
+from loyalnest.services.points.domain import LedgerNotFound, Posting, TierState, TransactionType
 from loyalnest.services.points.events import expiring_event
 from loyalnest.services.points.rules import RuleEvent
 from loyalnest.services.points.store.base import (
@@ -115,6 +116,48 @@ async def test_erase_moves_tier_rule_decisions_and_expiry_notices_off_the_identi
     assert await store.erase_merchant(merchant_id) > 0
     assert await _rows_naming(store, merchant_id, anonymous) == {}
     assert await _rows_naming(store, merchant_id, other) == {}
+
+
+async def test_erase_forgets_the_internal_keys_naming_the_customer(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    """Keys a service derives (`rule:<rule>:<customer>:<year>`, `expire:<customer>:<n>`)
+    would keep the Shopify id after the ledger moved off it; another customer's stay."""
+    customer, other = new_customer(), new_customer()
+    for who in (customer, other):
+        for derived in (f"rule:birthday:{who}:2026", f"expire:{who}:7", f"tier-entry:gold:{who}"):
+            posting = Posting(merchant_id, who, TransactionType.EARN, 5, derived)
+            await store.post(posting, IdempotencyKey.internal(derived, who))
+    assert await _internal_keys_naming(store, merchant_id, customer) == 3
+
+    assert await store.erase_customer(merchant_id, CustomerRef(customer)) > 0
+    assert await _internal_keys_naming(store, merchant_id, customer) == 0
+    assert await _internal_keys_naming(store, merchant_id, other) == 3
+
+
+async def _internal_keys_naming(store: LedgerStore, merchant_id: str, customer_id: str) -> int:
+    from loyalnest.services.points.store.mongo import IDEMPOTENCY_KEYS, MongoLedgerStore
+    from loyalnest.services.points.store.postgres import PostgresLedgerStore
+
+    if isinstance(store, PostgresLedgerStore):
+        async with store._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM idempotency_keys WHERE merchant_id = %s"
+                " AND namespace = 'internal' AND idempotency_key LIKE %s",
+                (merchant_id, f"%{customer_id}%"),
+            )
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+    assert isinstance(store, MongoLedgerStore)
+    return int(
+        store.database[IDEMPOTENCY_KEYS].count_documents(
+            {
+                "merchant_id": merchant_id,
+                "namespace": "internal",
+                "idempotency_key": {"$regex": re.escape(customer_id)},
+            }
+        )
+    )
 
 
 async def test_erase_merchant_leaves_nothing_of_it(store: LedgerStore, merchant_id: str) -> None:

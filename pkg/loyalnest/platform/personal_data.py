@@ -34,6 +34,7 @@ from loyalnest.gen.platform.v1 import personal_data_pb2, personal_data_pb2_grpc
 from loyalnest.platform.auth.context import current_merchant_id, current_principal
 from loyalnest.platform.errors import InvalidArgument, PermissionDenied
 from loyalnest.platform.grpctypes import Context
+from loyalnest.platform.idempotency import INTERNAL
 
 SERVICE_NAME = personal_data_pb2.DESCRIPTOR.services_by_name["PersonalDataService"].full_name
 
@@ -271,6 +272,23 @@ async def forget_sent_events(conn: AsyncConnection, merchant_id: str, aggregate:
     cursor = await conn.execute(
         "DELETE FROM outbox WHERE partition_key = %s AND sent_at IS NOT NULL",
         (f"{merchant_id}/{aggregate}",),
+    )
+    return cursor.rowcount
+
+
+async def forget_internal_keys_naming(
+    conn: AsyncConnection, merchant_id: str, identifier: str
+) -> int:
+    """Deletes the merchant's internal idempotency keys (IdempotencyKey.internal, e.g.
+    `rule:<rule>:<customer>:<year>`) that name `identifier` as one of their `:`-separated
+    parts: they would keep the customer's id after the rows they guarded moved off it.
+    A redelivered event is still recognised by the inbox's processed event ids."""
+    token = _like_prefix(identifier)
+    cursor = await conn.execute(
+        "DELETE FROM idempotency_keys WHERE merchant_id = %s AND namespace = %s"
+        " AND (idempotency_key = %s OR idempotency_key LIKE %s OR idempotency_key LIKE %s"
+        " OR idempotency_key LIKE %s)",
+        (merchant_id, INTERNAL, identifier, f"{token}:%", f"%:{token}", f"%:{token}:%"),
     )
     return cursor.rowcount
 

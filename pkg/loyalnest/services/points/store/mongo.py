@@ -364,6 +364,15 @@ class MongoLedgerStore:
             ).modified_count
         key = f"{merchant_id}/{customer.shopify_customer_id}"
         self._outbox.delete_many({"partition_key": key, "sent_at": {"$ne": None}})
+        # As personal_data.forget_internal_keys_naming: the derived keys naming the customer.
+        naming = f"(^|:){re.escape(customer.shopify_customer_id)}(:|$)"
+        self._keys.delete_many(
+            {
+                "merchant_id": merchant_id,
+                "namespace": INTERNAL,
+                "idempotency_key": {"$regex": naming},
+            }
+        )
         return erased
 
     async def erase_merchant(self, merchant_id: str) -> int:

@@ -974,6 +974,7 @@ class PostgresLedgerStore:
                 "DELETE FROM ledgers WHERE merchant_id = %(m)s AND customer_id = %(c)s", params
             )
             await personal_data.forget_sent_events(conn, merchant_id, customer_id)
+            await personal_data.forget_internal_keys_naming(conn, merchant_id, customer_id)
         return erased
 
     async def erase_merchant(self, merchant_id: str) -> int:
