@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml uv.lock | sha256sum | cut
 BUF_IMAGE := .build/buf-image.binpb
 
 .PHONY: setup lock system-deps k8s-tools gen gen-check lint fmt test test-unit test-deploy fuzz up bench \
-	bench-webhooks bench-orders bench-rest bench-gamification bench-rfm bench-scale clean \
+	bench-webhooks bench-orders bench-referrals bench-rest bench-gamification bench-rfm bench-scale clean \
 	chart chart-gateway-config chart-golden chart-check k8s kind-up kind-down
 
 setup: system-deps $(STAMP) k8s-tools
@@ -124,6 +124,10 @@ bench-webhooks: setup
 # Shopify orders/create webhooks to points credited, end to end (bench/README.md).
 bench-orders: setup
 	$(BIN)/python bench/bench_orders.py
+
+# Referral completions (friend orders through Envoy -> credited referrer) and invites per second.
+bench-referrals: setup
+	$(BIN)/python bench/bench_referrals.py
 
 # Leaderboard reads and rank updates at 1,000,000 customers vs. bare Redis (bench/README.md).
 bench-gamification: setup
