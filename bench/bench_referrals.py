@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_orders import Stack, _open_phase, _seed_programs, start_services
+from bench_orders import GOAL_RATE, Stack, _open_phase, _seed_programs, start_services
 from harness import (
     CpuCounter,
     cpu_percent,
@@ -314,6 +314,39 @@ def _wait(count: Callable[[], int], target: int, timeout: float) -> tuple[int, f
     return value, grew
 
 
+# Where a completion's time goes, from Referrals' own timestamps (seconds, PostgreSQL's
+# clock): the friend order recorded (a pending conversion) -> completed (Points' approval
+# consumed, the reward due) -> credited (EarnPoints answered).
+STAGES_SQL = """
+SELECT extract(epoch FROM max(c.created_at) - min(c.created_at)),
+       extract(epoch FROM percentile_cont(0.5)
+               WITHIN GROUP (ORDER BY c.completed_at - c.created_at)),
+       extract(epoch FROM max(c.completed_at - c.created_at)),
+       extract(epoch FROM percentile_cont(0.5)
+               WITHIN GROUP (ORDER BY r.credited_at - r.created_at)),
+       extract(epoch FROM max(r.credited_at - r.created_at)),
+       extract(epoch FROM max(r.credited_at) - min(c.created_at))
+FROM referrals.conversions c JOIN referrals.rewards r
+  ON r.merchant_id = c.merchant_id AND r.reason = 'referral:' || c.referee_id
+"""
+STAGE_NAMES = (
+    "orders_recorded_over",
+    "recorded_to_completed_p50",
+    "recorded_to_completed_max",
+    "due_to_credited_p50",
+    "due_to_credited_max",
+    "first_recorded_to_last_credited",
+)
+
+
+def stages(database_url: str) -> dict[str, float]:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(STAGES_SQL).fetchone()
+    return {name: float(v or 0) for name, v in zip(STAGE_NAMES, row or (), strict=False)}
+
+
 REFERRAL_CREDITS = "FROM points.points_transactions WHERE reason LIKE 'referral:%'"
 
 
@@ -423,6 +456,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
             "throughput": credited / seconds if seconds > 0 else 0.0,
             "statuses": statuses,
             "cpu_percent": cpu_percent(before, after, seconds),
+            "stages_seconds": stages(db),
         }
 
         say(f"invites: {args.invites} queued, sent to the Klaviyo stand-in ...")
@@ -537,6 +571,8 @@ def render(report: dict[str, Any]) -> str:
         f"ratio completions/ingress: {report['ratio_completions_to_ingress']:.3f}x   "
         f"invites/ingress: {report['ratio_invites_to_ingress']:.3f}x",
         f"friend orders: statuses {done['statuses']}, sent in {done['send_seconds']:.1f}s",
+        "completion stages (s): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in done["stages_seconds"].items()),
         f"correctness: {check['referrers_credited']} of {done['referrals']} referrers credited, "
         f"{check['referral_credits']} referral credits, {check['referrers_credited_twice']} "
         f"credited twice, {check['credits_with_other_points']} with other points, "
@@ -552,7 +588,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--referrals", type=int, default=300, help="referrers, one friend each")
     parser.add_argument("--invites", type=int, default=300, help="invites queued at once")
     parser.add_argument("--concurrency", type=int, default=16, help="friend-order senders")
-    parser.add_argument("--rate", type=float, default=200.0, help="ingress baseline: orders/s")
+    parser.add_argument(
+        "--rate", type=float, default=GOAL_RATE, help="ingress baseline: orders/s offered"
+    )
     parser.add_argument("--duration", type=float, default=8.0, help="ingress measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0, help="ingress discarded seconds")
     parser.add_argument(
