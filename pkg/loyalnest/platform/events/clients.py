@@ -15,7 +15,7 @@ import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -28,6 +28,7 @@ from loyalnest.platform.observability import get_logger
 log = get_logger(__name__)
 
 T = TypeVar("T")
+P = TypeVar("P")  # a Kafka client's producer
 
 
 def quiet_kafka_logging() -> None:
@@ -198,8 +199,10 @@ class PublishError(Exception):
     pass
 
 
-class KafkaPublisher:
-    """An idempotent producer on its own thread, rebuilt after any failure.
+class ThreadedPublisher(Generic[P]):
+    """An idempotent producer on its own thread, rebuilt after any failure: what both Kafka
+    clients share. A subclass makes (`_new_producer`), sends (`_send`), abandons
+    (`_abandon`) and closes (`_close_producer`) its client's producer.
 
     A failed producer may be unusable (e.g. a broker that restarted without our producer
     id answers every later send with an error): closing it and connecting anew is the one
@@ -207,29 +210,45 @@ class KafkaPublisher:
     connection, since a memory-backed broker forgets them when it restarts.
     """
 
+    thread_name = "kafka-producer"
+
     def __init__(self, settings: EventSettings, client_id: str) -> None:
-        quiet_kafka_logging()
+        quiet_kafka_logging()  # ensure_topics uses kafka-python's admin client either way
         self._settings = settings
         self._client_id = client_id
-        self._thread = KafkaThread(f"kafka-producer-{client_id}")
-        self._producer: KafkaProducer | None = None
+        self._thread = KafkaThread(f"{self.thread_name}-{client_id}")
+        self._producer: P | None = None
         self._topics: set[str] = set()
+
+    def _new_producer(self) -> P:
+        raise NotImplementedError
+
+    def _send(self, producer: P, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
+        """Sends in order, stopping at the first record that cannot be sent (later records
+        of its key would land out of order), and waits for the acks."""
+        raise NotImplementedError
+
+    def _abandon(self, producer: P) -> None:
+        """Drops the producer without waiting: what is queued is sent again later."""
+        raise NotImplementedError
+
+    def _close_producer(self, producer: P) -> None:
+        raise NotImplementedError
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
         """Sends in order and waits for acks; per record, None or why it failed."""
         return await self._thread.run(self._publish, records)
 
-    def _connect(self) -> KafkaProducer:
+    def _connect(self) -> P:
         if self._producer is None:
-            self._producer = new_producer(self._settings, self._client_id)
+            self._producer = self._new_producer()
             self._topics = set()
         return self._producer
 
     def _discard(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            # No wait: whatever is still queued is abandoned and will be sent again.
-            producer.close(timeout=0)
+            self._abandon(producer)
 
     def _publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
         try:
@@ -241,32 +260,7 @@ class KafkaPublisher:
         except Exception as exc:
             self._discard()
             return [exc] * len(records)
-        futures: list[Any] = []
-        results: list[Exception | None] = [None] * len(records)
-        for index, record in enumerate(records):
-            try:
-                futures.append(
-                    producer.send(
-                        record.topic,
-                        key=record.key,
-                        value=record.value,
-                        headers=list(record.headers),
-                    )
-                )
-            except Exception as exc:
-                # Stop here: sending later records of the same key after a failed one
-                # would publish them out of order.
-                results[index:] = [exc] * (len(records) - index)
-                break
-        # Batches expire after the delivery timeout and fail their futures; the margin
-        # lets that happen before flush gives up on them.
-        with contextlib.suppress(KafkaTimeoutError):
-            producer.flush(timeout=self._settings.kafka_publish_timeout_seconds + 1)
-        for index, future in enumerate(futures):
-            if not future.is_done:
-                results[index] = PublishError("not acknowledged within the publish timeout")
-            elif future.failed():
-                results[index] = future.exception
+        results = self._send(producer, records)
         if any(results):
             self._discard()
         return results
@@ -287,7 +281,49 @@ class KafkaPublisher:
     def _close(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            producer.close(timeout=2.0)
+            self._close_producer(producer)
+
+
+class KafkaPublisher(ThreadedPublisher[KafkaProducer]):
+    """kafka-python's producer (the default)."""
+
+    def _new_producer(self) -> KafkaProducer:
+        return new_producer(self._settings, self._client_id)
+
+    def _send(
+        self, producer: KafkaProducer, records: Sequence[OutgoingRecord]
+    ) -> list[Exception | None]:
+        futures: list[Any] = []
+        results: list[Exception | None] = [None] * len(records)
+        for index, record in enumerate(records):
+            try:
+                futures.append(
+                    producer.send(
+                        record.topic,
+                        key=record.key,
+                        value=record.value,
+                        headers=list(record.headers),
+                    )
+                )
+            except Exception as exc:
+                results[index:] = [exc] * (len(records) - index)
+                break
+        # Batches expire after the delivery timeout and fail their futures; the margin
+        # lets that happen before flush gives up on them.
+        with contextlib.suppress(KafkaTimeoutError):
+            producer.flush(timeout=self._settings.kafka_publish_timeout_seconds + 1)
+        for index, future in enumerate(futures):
+            if not future.is_done:
+                results[index] = PublishError("not acknowledged within the publish timeout")
+            elif future.failed():
+                results[index] = future.exception
+        return results
+
+    def _abandon(self, producer: KafkaProducer) -> None:
+        producer.close(timeout=0)
+
+    def _close_producer(self, producer: KafkaProducer) -> None:
+        producer.close(timeout=2.0)
 
 
 class Publisher(Protocol):

@@ -15,20 +15,13 @@ fatal error, so the records behind it fail too (and go again with the next batch
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from loyalnest.platform.config import EventSettings
-from loyalnest.platform.events.clients import (
-    KafkaThread,
-    OutgoingRecord,
-    PublishError,
-    ensure_topics,
-    quiet_kafka_logging,
-)
+from loyalnest.platform.events.clients import OutgoingRecord, PublishError, ThreadedPublisher
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
@@ -64,45 +57,17 @@ def producer_config(settings: EventSettings, client_id: str) -> dict[str, Any]:
     }
 
 
-class ConfluentPublisher:
-    """An idempotent librdkafka producer, used from a thread of its own (produce and flush
-    block), rebuilt after any failure as KafkaPublisher is."""
+class ConfluentPublisher(ThreadedPublisher[Producer]):
+    """librdkafka's idempotent producer; produce and flush block, hence its own thread."""
 
-    def __init__(self, settings: EventSettings, client_id: str) -> None:
-        quiet_kafka_logging()  # ensure_topics still uses kafka-python's admin client
-        self._settings = settings
-        self._client_id = client_id
-        self._thread = KafkaThread(f"rdkafka-producer-{client_id}")
-        self._producer: Producer | None = None
-        self._topics: set[str] = set()
+    thread_name = "rdkafka-producer"
 
-    async def publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
-        """Sends in order and waits for acks; per record, None or why it failed."""
-        return await self._thread.run(self._publish, records)
+    def _new_producer(self) -> Producer:
+        return Producer(producer_config(self._settings, self._client_id))
 
-    def _connect(self) -> Producer:
-        if self._producer is None:
-            self._producer = Producer(producer_config(self._settings, self._client_id))
-            self._topics = set()
-        return self._producer
-
-    def _discard(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            # Whatever is still queued is abandoned and will be sent again.
-            producer.purge()
-            producer.flush(0)
-
-    def _publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
-        try:
-            producer = self._connect()
-            missing = {r.topic for r in records} - self._topics
-            if missing:
-                ensure_topics(self._settings, self._client_id, missing)
-                self._topics |= missing
-        except Exception as exc:
-            self._discard()
-            return [exc] * len(records)
+    def _send(
+        self, producer: Producer, records: Sequence[OutgoingRecord]
+    ) -> list[Exception | None]:
         unacknowledged = PublishError("not acknowledged within the publish timeout")
         results: list[Exception | None] = [unacknowledged] * len(records)
 
@@ -122,30 +87,18 @@ class ConfluentPublisher:
                     on_delivery=delivered(index),
                 )
             except Exception as exc:  # BufferError (queue full), KafkaException
-                # Stop here: later records of the same key would land out of order.
                 results[index:] = [exc] * (len(records) - index)
                 break
         # Records expire after message.timeout.ms and fail through their callback; the
         # margin lets that happen before flush gives up on them.
         producer.flush(self._settings.kafka_publish_timeout_seconds + 1)
-        if any(results):
-            self._discard()
         return results
 
-    async def close(self) -> None:
-        """Flushes and closes; bounded like KafkaPublisher.close."""
-        try:
-            await asyncio.wait_for(
-                self._thread.run(self._close), self._settings.events_shutdown_step_seconds
-            )
-        except TimeoutError:
-            log.warning("kafka producer still busy at close; leaving it", client=self._client_id)
-        finally:
-            self._thread.shutdown()
+    def _abandon(self, producer: Producer) -> None:
+        producer.purge()
+        producer.flush(0)
 
-    def _close(self) -> None:
-        if self._producer is not None:
-            producer, self._producer = self._producer, None
-            remaining = producer.flush(2.0)
-            if remaining:
-                log.warning("kafka producer closed with records unsent", records=remaining)
+    def _close_producer(self, producer: Producer) -> None:
+        remaining = producer.flush(2.0)
+        if remaining:
+            log.warning("kafka producer closed with records unsent", records=remaining)
