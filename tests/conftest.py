@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,3 +64,30 @@ def pytest_configure(config: pytest.Config) -> None:
     from tests.auth import JWKS_PATH
 
     os.environ["LOYALNEST_JWT_JWKS_PATH"] = str(JWKS_PATH)
+    refuse_outside_names()
+
+
+def refuse_outside_names() -> None:
+    """Tests never depend on this machine's resolver. A lookup of an outside name (a shop's
+    myshopify.com domain that a test forgot to point at its stand-in) fails at once, as it does
+    where the resolver answers "no such name", instead of blocking a thread for as long as an
+    unreachable resolver takes: the in-process services share this process's few executor
+    threads with the tests' own HTTP calls, and a run where lookups hung stalled them all."""
+    resolve = socket.getaddrinfo
+    local = {"localhost", "ip6-localhost", socket.gethostname()}
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name is None or name in local or _is_address(name):
+            return resolve(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, f"tests resolve no outside names: {name}")
+
+    socket.getaddrinfo = getaddrinfo
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True

@@ -82,14 +82,21 @@ async def serve_for_test(
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], timeout: float, what: str, interval: float = 0.1
+    check: Callable[[], Awaitable[T]],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    *,
+    explain: Callable[[], Awaitable[str]] | None = None,
 ) -> T:
     """Awaits `check()` until it returns something truthy, which is returned; fails after
-    `timeout` seconds naming `what` was waited for."""
+    `timeout` seconds naming `what` was waited for, and what `explain()` reports of the state
+    it was stuck in (a failure seen once in CI must say why without a rerun)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while not (value := await check()):
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            state = f"\n{await explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{state}")
         await asyncio.sleep(interval)
     return value
 

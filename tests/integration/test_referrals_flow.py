@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
 from loyalnest.devstack.standins.shopify_admin import ShopifyAdminStandIn
@@ -83,6 +84,7 @@ class Stack:
     merchant_id: str
     shopify: ShopifyAdminStandIn
     bootstrap_servers: str = ""
+    database_url: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -104,6 +106,26 @@ class Stack:
         )
         assert response.status == 200, response.body
         return response
+
+    async def state(self) -> str:
+        """Where the flow stands, for a timed-out wait: Points' orders and Referrals'
+        conversions and rewards (attempts, last error, next attempt)."""
+        queries = {
+            "points orders": "SELECT order_id, customer_id, status, approve_at, approved_points"
+            " FROM points.order_earnings ORDER BY order_id",
+            "referrals conversions": "SELECT order_id, referee_id, status, refusal_reason"
+            " FROM referrals.conversions ORDER BY order_id",
+            "referrals rewards": "SELECT reward_key, points, credited_at, attempts, last_error,"
+            " next_attempt_at - now() AS next_attempt_in FROM referrals.rewards ORDER BY created_at",
+            "referrals order approvals": "SELECT order_id FROM referrals.order_approvals",
+        }
+        lines = [f"points clock: {self.clock.now.isoformat()}"]
+        async with await psycopg.AsyncConnection.connect(self.database_url) as conn:
+            for title, sql in queries.items():
+                cursor = await conn.execute(sql)
+                lines.append(f"{title}:")
+                lines += [f"  {row}" for row in await cursor.fetchall()]
+        return "\n".join(lines)
 
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         response = await http(method, self.gateway.url + path, headers=self.headers, json_body=body)
@@ -150,6 +172,8 @@ async def referrals_stack(
                 database_url,
                 call_targets={"auth": auth_service.address, "points": points_service.address},
                 service_credential=REFERRALS_CREDENTIAL,
+                # The stand-in, never DNS: a machine without internet may take long to say no.
+                shopify_admin_base_url=shopify.base_url,
                 **events,
                 **referrals_overrides,
             )
@@ -190,6 +214,7 @@ async def referrals_stack(
                         installed.merchant.merchant_id,
                         shopify,
                         broker.bootstrap_servers,
+                        database_url,
                     )
     finally:
         shopify.stop()
@@ -316,13 +341,23 @@ async def test_friend_orders_complete_referrals_once_after_approval(stack: Stack
         "7002": ("602", "PENDING", ""),
         "7003": ("501", "REFUSED", "self_referral"),
     }
-    await eventually(lambda: _equals(conversions(stack, code), expected), 30, "three conversions")
+    await eventually(
+        lambda: _equals(conversions(stack, code), expected),
+        30,
+        "three conversions",
+        explain=stack.state,
+    )
     await stack.deliver(
         "orders/cancelled",
         cancelled | {"cancelled_at": "2026-11-20T20:00:00Z", "cancel_reason": "customer"},
     )
     expected["7002"] = ("602", "CANCELLED", "")
-    await eventually(lambda: _equals(conversions(stack, code), expected), 30, "the cancellation")
+    await eventually(
+        lambda: _equals(conversions(stack, code), expected),
+        30,
+        "the cancellation",
+        explain=stack.state,
+    )
     await asyncio.sleep(1)
     assert await referral_rewards(stack, "501") == []
 
@@ -330,21 +365,28 @@ async def test_friend_orders_complete_referrals_once_after_approval(stack: Stack
     # credited once.
     stack.clock.now = START + DAY
     expected["7001"] = ("601", "COMPLETED", "")
-    await eventually(lambda: _equals(conversions(stack, code), expected), 60, "the approval")
+    await eventually(
+        lambda: _equals(conversions(stack, code), expected), 60, "the approval", explain=stack.state
+    )
     await eventually(
         lambda: _equals(referral_rewards(stack, "501"), [("100", "referral:601")]),
         60,
         "the referrer's reward",
+        explain=stack.state,
     )
     # Friend 601's second order with the code: not a first order; no second reward.
     await stack.deliver("orders/create", friend_order(7004, 601, code=code))
     expected["7004"] = ("601", "REFUSED", "not_first_order")
-    await eventually(lambda: _equals(conversions(stack, code), expected), 30, "the refusal")
+    await eventually(
+        lambda: _equals(conversions(stack, code), expected), 30, "the refusal", explain=stack.state
+    )
 
     # Friend 603: the second completed referral reaches the milestone, paid once.
     await stack.deliver("orders/create", friend_order(7005, 603, code=code))
     expected["7005"] = ("603", "PENDING", "")
-    await eventually(lambda: _equals(conversions(stack, code), expected), 30, "friend 603")
+    await eventually(
+        lambda: _equals(conversions(stack, code), expected), 30, "friend 603", explain=stack.state
+    )
     stack.clock.now = START + 3 * DAY
     await eventually(
         lambda: _equals(
@@ -355,6 +397,7 @@ async def test_friend_orders_complete_referrals_once_after_approval(stack: Stack
         # machine (the CI run beside a benchmark) this took more than 30 s once.
         60,
         "the second reward and the milestone bonus",
+        explain=stack.state,
     )
     progress = await stack.call("GET", "/v1/api/referrals/progress?referrer_id=501")
     assert (progress["completed"], progress["points_earned"]) == ("2", "250")
