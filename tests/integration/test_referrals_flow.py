@@ -116,7 +116,8 @@ class Stack:
             "referrals conversions": "SELECT order_id, referee_id, status, refusal_reason"
             " FROM referrals.conversions ORDER BY order_id",
             "referrals rewards": "SELECT reward_key, points, credited_at, attempts, last_error,"
-            " next_attempt_at - now() AS next_attempt_in FROM referrals.rewards ORDER BY created_at",
+            " next_attempt_at - now() AS next_attempt_in"
+            " FROM referrals.rewards ORDER BY created_at",
             "referrals order approvals": "SELECT order_id FROM referrals.order_approvals",
         }
         lines = [f"points clock: {self.clock.now.isoformat()}"]
