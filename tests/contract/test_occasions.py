@@ -70,22 +70,31 @@ async def test_anniversaries_once_a_year(store: LedgerStore) -> None:
 
 
 async def test_the_merchants_day_is_its_time_zones(store: LedgerStore) -> None:
-    """At 02:00 in Kiritimati (UTC+14) it is still the day before in UTC: a merchant there
-    gets the anniversary credited on its own day, counted in its zone."""
+    """A merchant far from UTC gets the anniversary credited on its own day, counted in its
+    zone: on the zone's anniversary it is another day in UTC, when nothing is credited."""
     merchant = f"m-{uuid.uuid4().hex[:8]}"
     ledger = Ledger(store, None)
     posting = Posting(merchant, "c-1", TransactionType.EARN, 10, "welcome")
     await ledger.post(posting, IdempotencyKey.internal("welcome:c-1"))
     ((_, opened),) = await store.ledger_openings(merchant, "", 10)
-    zone = ZoneInfo("Pacific/Kiritimati")
+    # A zone where the ledger opened on its UTC date whatever the time of the run: east of UTC
+    # (early on the zone's anniversary it is the day before in UTC), or, for a ledger opened
+    # in UTC's last hour, 12 hours west (late on the zone's day it is the day after in UTC).
+    hour = opened.astimezone(UTC).hour
+    if hour < 23:
+        zone_name, local_time = f"Etc/GMT-{min(14, 23 - hour)}", time(0, 30)
+    else:
+        zone_name, local_time = "Etc/GMT+12", time(23, 30)
+    zone = ZoneInfo(zone_name)
     joined = opened.astimezone(zone).date()
+    assert joined == opened.astimezone(UTC).date()
     target = (
         joined.replace(year=joined.year + 1)
         if (joined.month, joined.day) != (2, 29)
         else (joined.replace(year=joined.year + 1, day=28))
     )
-    moment = datetime.combine(target, time(2), zone)
-    assert moment.astimezone(UTC).date() < target
+    moment = datetime.combine(target, local_time, zone)
+    assert moment.astimezone(UTC).date() != target
 
     program = default_program()
     program.version = 1
@@ -96,7 +105,7 @@ async def test_the_merchants_day_is_its_time_zones(store: LedgerStore) -> None:
     occasions = Occasions(ledger, None, clock=lambda: moment)
     await occasions.run()  # UTC's day: not the anniversary yet
     assert (await store.get_balance(merchant, "c-1")).balance == 10
-    program.version, program.timezone = 2, "Pacific/Kiritimati"
+    program.version, program.timezone = 2, zone_name
     assert await store.save_program_settings(merchant, 2, program.SerializeToString())
     await occasions.run()
     assert (await store.get_balance(merchant, "c-1")).balance == 35
