@@ -12,6 +12,7 @@ import pytest
 from loyalnest.platform.errors import NotFound
 from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.services.points.domain import (
+    Channel,
     LimitPeriod,
     Posting,
     Redemption,
@@ -172,6 +173,7 @@ async def test_conditions_are_stored_and_updated(store: LedgerStore, merchant_id
         limit_max=2,
         limit_period=LimitPeriod.MONTH,
         tier_ids=("gold", "vip"),
+        channels=(Channel.POS,),
     )
     assert await store.create_reward(reward, "fp") == reward
     assert await store.get_reward(merchant_id, reward.reward_id) == reward
@@ -186,6 +188,12 @@ async def test_conditions_are_stored_and_updated(store: LedgerStore, merchant_id
         0,
     )
     assert updated.tier_ids == ("gold", "vip")
+    assert updated.channels == (Channel.POS,)
+    both = await store.update_reward(
+        merchant_id, reward.reward_id, {"channels": (Channel.ONLINE, Channel.POS)}
+    )
+    assert both.channels == (Channel.ONLINE, Channel.POS)
+    assert await store.get_reward(merchant_id, reward.reward_id) == both
 
 
 def _debit(merchant_id: str, customer: str, reward: Reward) -> Posting:

@@ -166,7 +166,9 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
             points_pb2_grpc.add_PointsServiceServicer_to_server,
             PointsServicer(
                 ledger,
-                RewardRedemptions(ledger, codes, tiers, cards=cards, clock=clock),
+                RewardRedemptions(
+                    ledger, codes, tiers, cards=cards, programs=programs, clock=clock
+                ),
                 PointsExpiry(ledger, programs, clock=clock),
                 orders,
                 Activities(ledger, orders, clock=clock),

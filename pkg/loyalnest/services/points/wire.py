@@ -10,6 +10,7 @@ from loyalnest.services.points.domain import (
     ActivityResult,
     ActivityStatus,
     Balance,
+    Channel,
     Eligibility,
     Expiring,
     Ineligibility,
@@ -54,7 +55,11 @@ INELIGIBILITIES = {
     Ineligibility.TIER_REQUIRED: points_pb2.REWARD_INELIGIBILITY_TIER_REQUIRED,
     Ineligibility.LIMIT_REACHED: points_pb2.REWARD_INELIGIBILITY_LIMIT_REACHED,
     Ineligibility.INSUFFICIENT_POINTS: points_pb2.REWARD_INELIGIBILITY_INSUFFICIENT_POINTS,
+    Ineligibility.CHANNEL_UNAVAILABLE: points_pb2.REWARD_INELIGIBILITY_CHANNEL_UNAVAILABLE,
+    Ineligibility.PLAN_FEATURE_REQUIRED: points_pb2.REWARD_INELIGIBILITY_PLAN_FEATURE_REQUIRED,
 }
+CHANNELS = {Channel.ONLINE: core_pb2.SALES_CHANNEL_ONLINE, Channel.POS: core_pb2.SALES_CHANNEL_POS}
+CHANNELS_BY_PROTO: dict[int, Channel] = {int(p): c for c, p in CHANNELS.items()}
 
 
 def reward_proto(reward: Reward) -> points_pb2.Reward:
@@ -73,6 +78,7 @@ def reward_proto(reward: Reward) -> points_pb2.Reward:
         code_expiry_days=reward.code_expiry_days,
         tier_ids=reward.tier_ids,
         variant_id=reward.variant_id,
+        channels=[CHANNELS[c] for c in reward.channels],
     )
     if reward.limit_max:
         message.customer_limit.CopyFrom(

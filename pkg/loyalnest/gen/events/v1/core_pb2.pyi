@@ -277,11 +277,13 @@ class EarningMultiplier(_message.Message):
     def __init__(self, collection_id: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., multiplier: _Optional[str] = ...) -> None: ...
 
 class PlanLimits(_message.Message):
-    __slots__ = ("plan", "customers_limit", "orders_per_month_limit")
+    __slots__ = ("plan", "customers_limit", "orders_per_month_limit", "gift_card_rewards")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CUSTOMERS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     ORDERS_PER_MONTH_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    GIFT_CARD_REWARDS_FIELD_NUMBER: _ClassVar[int]
     plan: str
     customers_limit: int
     orders_per_month_limit: int
-    def __init__(self, plan: _Optional[str] = ..., customers_limit: _Optional[int] = ..., orders_per_month_limit: _Optional[int] = ...) -> None: ...
+    gift_card_rewards: bool
+    def __init__(self, plan: _Optional[str] = ..., customers_limit: _Optional[int] = ..., orders_per_month_limit: _Optional[int] = ..., gift_card_rewards: _Optional[bool] = ...) -> None: ...

@@ -46,6 +46,7 @@ REWARD_UPDATABLE = frozenset(
         "limit_period",
         "tier_ids",
         "variant_id",
+        "channels",
     }
 )
 
@@ -95,7 +96,8 @@ def _stored(value: object) -> object:
     if isinstance(value, StrEnum):
         return str(value)
     if isinstance(value, tuple):
-        return list(value)  # an array (PostgreSQL), a list (MongoDB)
+        # An array (PostgreSQL), a list (MongoDB); enum items (channels) as their strings.
+        return [str(v) if isinstance(v, StrEnum) else v for v in value]
     return value
 
 

@@ -62,6 +62,7 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.services.points.domain import (
     Balance,
+    Channel,
     InsufficientPoints,
     LedgerMoved,
     LedgerNotFound,
@@ -1502,6 +1503,7 @@ def _reward(doc: Mapping[str, Any]) -> Reward:
         limit_period=LimitPeriod(doc.get("limit_period", LimitPeriod.EVER)),
         tier_ids=tuple(doc.get("tier_ids", ())),
         variant_id=doc.get("variant_id", ""),
+        channels=tuple(Channel(c) for c in doc.get("channels", ())),
     )
 
 

@@ -23,6 +23,7 @@ from loyalnest.platform.postgres import Database
 from loyalnest.services.points.domain import (
     TIER_ENTRY_REASON_PREFIX,
     Balance,
+    Channel,
     InsufficientPoints,
     LedgerMoved,
     LedgerNotFound,
@@ -1015,5 +1016,6 @@ def _reward(row: dict[str, Any]) -> Reward:
             "product_ids": tuple(row["product_ids"]),
             "collection_ids": tuple(row["collection_ids"]),
             "tier_ids": tuple(row["tier_ids"]),
+            "channels": tuple(Channel(c) for c in row["channels"]),
         }
     )
