@@ -55,9 +55,10 @@ ONCE_RULES = frozenset(
         core_events.EARNING_RULE_TYPE_NEWSLETTER_SIGNUP,
     }
 )
-# The rules whose awards know the customer's tier when decided (rules.py): eligible_tiers is
-# only accepted where it is enforced.
-TIERED_RULES = _ORDER_RULES | {core_events.EARNING_RULE_TYPE_CUSTOM_ACTIVITY}
+# The rules whose awards know the customer's tier when decided (Points' rules.py for orders
+# and activities, occasions.py, the newsletter credit): eligible_tiers is only accepted where
+# it is enforced. Every rule type now.
+TIERED_RULES = _ORDER_RULES | {core_events.EARNING_RULE_TYPE_CUSTOM_ACTIVITY} | ONCE_RULES
 _CHANNELS = frozenset({core_events.SALES_CHANNEL_ONLINE, core_events.SALES_CHANNEL_POS})
 _PERIODS = frozenset(
     {
@@ -205,7 +206,7 @@ def _check_rule(violations: list[FieldViolation], at: str, rule: core_events.Ear
         if kind not in TIERED_RULES:
             violations.append(
                 FieldViolation(
-                    f"{at}.eligible_tiers", "only for rules on orders and custom activities"
+                    f"{at}.eligible_tiers", "only for rules that know the customer's tier"
                 )
             )
         if len(rule.eligible_tiers) > MAX_ELIGIBLE_TIERS:

@@ -255,11 +255,21 @@ class NewsletterSignups:
             return 0
         now = self._clock()
         credited = 0
+        tier_id: str | None = None
         for rule in program.earning_rules:
             if not rule.enabled or rule.type != core_pb2.EARNING_RULE_TYPE_NEWSLETTER_SIGNUP:
                 continue
-            if not Rule.of(rule).active_at(now):
+            parsed = Rule.of(rule)
+            if not parsed.active_at(now):
                 continue
+            if parsed.tiers:
+                if tier_id is None:  # the tier when the sign-up is credited, read once
+                    state = await self._ledger.store.customer_tier(merchant_id, customer_id)
+                    tier_id = "" if state is None else state.tier_id
+                if not parsed.eligible(tier_id):
+                    # Nothing posted: outside the tiers, the sign-up earns nothing (a later
+                    # redelivery, after an upgrade, would find the customer eligible).
+                    continue
             posting = Posting(
                 merchant_id,
                 customer_id,
