@@ -6,22 +6,30 @@ takes it from Core's ChangePlan through the broker)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+from kafka import KafkaProducer
 
-from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.gen.events.v1 import core_pb2, rfm_pb2
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.events.clients import ensure_topics
+from loyalnest.platform.events.envelope import new_event
+from loyalnest.platform.events.topics import RFM
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.points.service import DATABASE, SERVICE_NAME, SPEC
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
 from tests.auth import merchant_headers
 from tests.integration import test_points_rewards as rewards
-from tests.integration.conftest import points_settings, serving
+from tests.integration.broker import BrokerProcess
+from tests.integration.conftest import eventually, points_settings, serving
+from tests.integration.events_worker import FAST_EVENTS
 from tests.integration.test_gateway_validate import Gateway, behind_gateway, http
 from tests.integration.test_points_reward_catalogue import detail
 from tests.integration.test_points_rewards import SHOP
@@ -276,3 +284,136 @@ async def test_gift_cards_follow_the_plan(gateway: Gateway, merchant_id, shopify
     )
     assert created.status == 200, created.body
     assert (await api.redeem(created.json()["reward"]["reward_id"], customer)).status == 200
+
+
+# ---- RFM segments: Points' copy fed by rfm.updated through the broker --------------------
+
+
+@pytest.fixture
+async def events_gateway(
+    database_url, redis_url, merchant_id, shopify, auth, tmp_path
+) -> AsyncIterator[tuple[Gateway, str]]:
+    """Points with its consumers on (the broker), behind Envoy, calling Auth and Shopify."""
+    broker = BrokerProcess()
+    await broker.start()
+    try:
+        settings = points_settings(
+            database_url,
+            redis_url=redis_url,
+            shopify_admin_base_url=shopify.base_url,
+            call_targets={"auth": auth.address},
+            service_credential=POINTS_CREDENTIAL,
+            events_enabled=True,
+            kafka_bootstrap_servers=broker.bootstrap_servers,
+            **FAST_EVENTS,
+        )
+        async with (
+            serving(SPEC, settings) as points,
+            behind_gateway("points", SERVICE_NAME, points, tmp_path) as running,
+        ):
+            yield running, broker.bootstrap_servers
+    finally:
+        broker.close()
+
+
+def publish_rfm(
+    bootstrap: str, merchant_id: str, customer_id: str, segment: int, at: datetime
+) -> None:
+    """rfm.updated as RFM's outbox relay publishes it (enveloped, on RFM's topic)."""
+    settings = ServiceSettings(kafka_bootstrap_servers=bootstrap, **FAST_EVENTS)
+    ensure_topics(settings, "test-rfm", [RFM.name])
+    event = new_event(
+        merchant_id,
+        rfm_pb2.RfmUpdated(customer_id=customer_id, segment=segment),  # type: ignore[arg-type]
+        occurred_at=at,
+    )
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        producer.send(
+            RFM.name,
+            key=event.key.encode(),
+            value=event.value,
+            headers=[(k, v.encode()) for k, v in event.headers.items()],
+        ).get(timeout=10)
+    finally:
+        producer.close()
+
+
+async def test_segment_only_rewards_follow_rfm(events_gateway, merchant_id, shopify):
+    gateway, bootstrap = events_gateway
+    api = Api(gateway, merchant_id)
+    customer = "7392000000003"
+    vip = await api.create(
+        kind="REWARD_KIND_FIXED_AMOUNT",
+        value="5.00",
+        points_cost=10,
+        eligible_segments=["RFM_SEGMENT_HIGH_VALUE"],
+    )
+    win_back = await api.create(
+        kind="REWARD_KIND_PERCENTAGE",
+        value="20",
+        points_cost=10,
+        eligible_segments=["RFM_SEGMENT_AT_RISK", "RFM_SEGMENT_NEW"],
+    )
+    assert vip["eligible_segments"] == ["RFM_SEGMENT_HIGH_VALUE"]
+    await api.earn(customer, 100)
+    required = ["REWARD_INELIGIBILITY_SEGMENT_REQUIRED"]
+
+    # RFM has not scored the customer: neither reward.
+    assert await api.eligibility(customer) == {vip["reward_id"]: required,
+                                               win_back["reward_id"]: required}  # fmt: skip
+    refused = await api.redeem(vip["reward_id"], customer)
+    assert refusal(refused) == (400, FAILED_PRECONDITION, "SEGMENT_REQUIRED"), refused.body
+    assert "the customer has no RFM segment" in refused.json()["message"]
+
+    # RFM scores the customer high value: the VIP reward opens, the win-back one stays shut.
+    now = datetime.now(UTC)
+    await asyncio.to_thread(
+        publish_rfm, bootstrap, merchant_id, customer, rfm_pb2.RFM_SEGMENT_HIGH_VALUE, now
+    )
+
+    async def scored(expected: dict[str, list[str]]) -> bool:
+        return await api.eligibility(customer) == expected
+
+    high_value = {vip["reward_id"]: [], win_back["reward_id"]: required}
+    await eventually(lambda: scored(high_value), 30, "the high_value segment in Points")
+    done = await api.redeem(vip["reward_id"], customer)
+    assert done.status == 200, done.body
+    assert done.json()["discount_code"] in shopify.codes_of(SHOP)
+
+    # An older score arriving late changes nothing; a newer one (at risk) swaps the rewards.
+    await asyncio.to_thread(
+        publish_rfm,
+        bootstrap,
+        merchant_id,
+        customer,
+        rfm_pb2.RFM_SEGMENT_NEW,
+        now - timedelta(days=1),
+    )
+    await asyncio.to_thread(
+        publish_rfm,
+        bootstrap,
+        merchant_id,
+        customer,
+        rfm_pb2.RFM_SEGMENT_AT_RISK,
+        now + timedelta(seconds=1),
+    )
+    at_risk = {vip["reward_id"]: required, win_back["reward_id"]: []}
+    await eventually(lambda: scored(at_risk), 30, "the at_risk segment in Points")
+    refused = await api.redeem(vip["reward_id"], customer)
+    assert refusal(refused)[2] == "SEGMENT_REQUIRED"
+    assert "the customer has segment 'at_risk'" in refused.json()["message"]
+    assert (await api.redeem(win_back["reward_id"], customer)).status == 200
+
+    bad = await api.call(
+        "POST",
+        "/rewards",
+        {
+            "reward": {"name": "x", "kind": "REWARD_KIND_FREE_SHIPPING", "points_cost": 1,
+                       "eligible_segments": ["RFM_SEGMENT_UNSPECIFIED"]},
+            "idempotency_key": "bad-segments",
+        },
+    )  # fmt: skip
+    assert bad.status == 400, bad.body
+    fields = {v["field"] for v in detail(bad.json(), "BadRequest")["field_violations"]}
+    assert fields == {"reward.eligible_segments[0]"}

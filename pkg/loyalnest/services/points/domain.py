@@ -235,6 +235,15 @@ class Channel(StrEnum):
     POS = "pos"
 
 
+class Segment(StrEnum):
+    """A customer's RFM segment as RFM publishes it (rfm.updated's RfmSegment; Points keeps
+    the last one it heard of each customer)."""
+
+    HIGH_VALUE = "high_value"
+    AT_RISK = "at_risk"
+    NEW = "new"
+
+
 class LimitPeriod(StrEnum):
     """A per-customer limit's period: UTC calendar periods (as earning rules' limits)."""
 
@@ -277,6 +286,8 @@ class Reward:
     variant_id: str = ""  # FREE_PRODUCT: a Shopify product variant GID
     # Where it may be redeemed; empty: every channel.
     channels: tuple[Channel, ...] = ()
+    # Only customers in one of these RFM segments; empty: every customer.
+    eligible_segments: tuple[Segment, ...] = ()
 
     def offered_on(self, channel: Channel) -> bool:
         return not self.channels or channel in self.channels
@@ -309,6 +320,7 @@ class Ineligibility(StrEnum):
     INSUFFICIENT_POINTS = "insufficient_points"
     CHANNEL_UNAVAILABLE = "channel_unavailable"
     PLAN_FEATURE_REQUIRED = "plan_feature_required"
+    SEGMENT_REQUIRED = "segment_required"
 
 
 @dataclass(frozen=True)
@@ -357,6 +369,17 @@ class ChannelUnavailable(FailedPrecondition):
         super().__init__(
             f"reward {reward_id!r} is offered {offered} only; this redemption is {channel.value}",
             violation_type="REWARD_CHANNEL_UNAVAILABLE",
+            subject=f"reward/{reward_id}",
+        )
+
+
+class SegmentRequired(FailedPrecondition):
+    def __init__(self, reward_id: str, segments: tuple[Segment, ...], segment: str) -> None:
+        have = f"segment {segment!r}" if segment else "no RFM segment"
+        super().__init__(
+            f"reward {reward_id!r} is for RFM segments {', '.join(segments)}; the customer"
+            f" has {have}",
+            violation_type="SEGMENT_REQUIRED",
             subject=f"reward/{reward_id}",
         )
 

@@ -5,7 +5,8 @@
    kind in the merchant's plan (gift cards: Core's plan feature gift_card_rewards, as Points'
    copy of the program has it), the customer in one of its VIP tiers (tier-only rewards; the
    tier is re-evaluated first when the stored one does not qualify, so an upgrade the events
-   have not applied yet counts), a Shopify customer, the shop connected.
+   have not applied yet counts), in one of its RFM segments (segment-only rewards: the
+   segment RFM last published, Points' copy), a Shopify customer, the shop connected.
 1. The debit and the pending redemption are one store transaction (`store.redeem`) under the
    call's idempotency key: the no-overdraw debit, and first, under the customer's ledger
    lock, the per-customer limit (`customer_limit`: redemptions pending or completed in the
@@ -68,6 +69,7 @@ from loyalnest.services.points.domain import (
     Reward,
     RewardInactive,
     RewardKind,
+    SegmentRequired,
     TierRequired,
     TransactionType,
 )
@@ -262,6 +264,10 @@ class RewardRedemptions:
         )
         if refused is not None:
             return refused
+        if reward.eligible_segments:
+            segment = await self._store.customer_segment(merchant_id, customer_id)
+            if segment not in reward.eligible_segments:
+                return SegmentRequired(reward.reward_id, reward.eligible_segments, segment)
         if reward.tier_ids:
             tier_id = await self._tier_of(merchant_id, customer_id, reward.tier_ids)
             if tier_id not in reward.tier_ids:
@@ -294,6 +300,11 @@ class RewardRedemptions:
         since = {r.reward_id: r.limit_period.start(now) for r in rewards if r.limit_max}
         counts = await self._store.redemption_counts(merchant_id, customer_id, since)
         plan = await self._plan(merchant_id)
+        segment = (
+            await self._store.customer_segment(merchant_id, customer_id)
+            if any(r.eligible_segments for r in rewards)
+            else ""
+        )
         tier_id: str | None = None
         answers = []
         for reward in rewards:
@@ -304,6 +315,8 @@ class RewardRedemptions:
                 reasons.append(Ineligibility.CHANNEL_UNAVAILABLE)
             if plan_refusal(plan, reward.kind, "") is not None:
                 reasons.append(Ineligibility.PLAN_FEATURE_REQUIRED)
+            if reward.eligible_segments and segment not in reward.eligible_segments:
+                reasons.append(Ineligibility.SEGMENT_REQUIRED)
             if reward.tier_ids:
                 if tier_id is None:
                     # Evaluated afresh (nothing is wanted), so every reward of the page sees

@@ -333,5 +333,6 @@ SPEC = ServiceSpec(
     database=DATABASE,
     calls=CALLS,
     # The stores' erase_customer moves exactly these tables' rows off the customer's id.
-    personal_data=PersonalData(tables=("ledgers", *CUSTOMER_TABLES)),
+    # customer_segments: exported, and deleted (not moved) on erasure (store.erase_customer).
+    personal_data=PersonalData(tables=("ledgers", *CUSTOMER_TABLES, "customer_segments")),
 )

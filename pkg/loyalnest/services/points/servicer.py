@@ -26,6 +26,7 @@ from loyalnest.services.points.domain import (
     Reward,
     RewardKind,
     RewardNotFound,
+    Segment,
     TransactionType,
 )
 from loyalnest.services.points.earning import Activities, OrderEarnings
@@ -43,6 +44,7 @@ from loyalnest.services.points.wire import (
     CHANNELS_BY_PROTO,
     LIMIT_PERIODS_BY_PROTO,
     REWARD_KINDS_BY_PROTO,
+    SEGMENTS_BY_PROTO,
     activity_award_proto,
     balance_proto,
     eligibility_proto,
@@ -480,9 +482,12 @@ _UPDATABLE = frozenset(
         "tier_ids",
         "variant_id",
         "channels",
+        "eligible_segments",
     }
 )
-_REPEATED = frozenset({"product_ids", "collection_ids", "tier_ids", "channels"})
+_REPEATED = frozenset(
+    {"product_ids", "collection_ids", "tier_ids", "channels", "eligible_segments"}
+)
 MAX_AMOUNT = Decimal(1_000_000)
 MAX_SCOPE_IDS = 100
 MAX_TIER_IDS = 20
@@ -622,6 +627,18 @@ def _validate_reward(v: Validator, r: points_pb2.Reward, *, prefix: str) -> dict
             assert channel is not None
             v.check(channel not in channels, at, "is listed twice")
             channels.append(channel)
+    segments: list[Segment] = []
+    for i, wanted_segment in enumerate(r.eligible_segments):
+        segment = SEGMENTS_BY_PROTO.get(wanted_segment)
+        at = f"{prefix}eligible_segments[{i}]"
+        if v.check(
+            segment is not None,
+            at,
+            "must be RFM_SEGMENT_HIGH_VALUE, RFM_SEGMENT_AT_RISK or RFM_SEGMENT_NEW",
+        ):
+            assert segment is not None
+            v.check(segment not in segments, at, "is listed twice")
+            segments.append(segment)
     variant = ""
     if kind is RewardKind.FREE_PRODUCT:
         variant = shopify_gid(r.variant_id, "ProductVariant") or ""
@@ -646,4 +663,5 @@ def _validate_reward(v: Validator, r: points_pb2.Reward, *, prefix: str) -> dict
         "tier_ids": tiers,
         "variant_id": variant,
         "channels": tuple(channels),
+        "eligible_segments": tuple(segments),
     }
