@@ -9,6 +9,7 @@ test_program_occasions.py's.)"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Any
 
 import pytest
 
+from loyalnest.gen.events.v1.rfm_pb2 import RFM_SEGMENT_AT_RISK, RFM_SEGMENT_HIGH_VALUE
 from loyalnest.services.points.service import credit_occasions
 from tests.integration.conftest import eventually, points_settings
 from tests.integration.test_gateway_validate import http
 from tests.integration.test_order_flow import Stack, balance, local_stack, order
+from tests.integration.test_points_reward_eligibility import publish_rfm
 from tests.integration.test_program_expiry import settings_reached_points
 from tests.integration.test_program_newsletter import NOW, customer
 from tests.integration.test_program_occasions import history, next_year
@@ -131,3 +134,79 @@ async def test_tier_only_occasions_award_by_the_tier_at_the_award(
     assert (again.awarded, again.points, again.replayed, again.not_eligible) == (1, 25, 4, 1)
     assert await rule_credits(stack, SILVER) == ["anniv", "anniv-gold", "news-vip", "order"]
     assert await rule_credits(stack, NONE) == ["anniv", "order"]
+
+
+SEGMENT_RULES = [
+    {"rule_id": "spend", "enabled": True, "type": "EARNING_RULE_TYPE_PLACE_ORDER",
+     "points_per_currency_unit": "1"},
+    {"rule_id": "vip-bonus", "enabled": True, "type": "EARNING_RULE_TYPE_PLACE_ORDER",
+     "points": "50", "eligible_segments": ["RFM_SEGMENT_HIGH_VALUE"]},
+    {"rule_id": "anniv-risk", "enabled": True, "type": "EARNING_RULE_TYPE_ANNIVERSARY",
+     "points": "40", "eligible_segments": ["RFM_SEGMENT_AT_RISK"]},
+]  # fmt: skip
+
+
+async def test_segment_only_rules_follow_rfm(
+    program_stack: Stack, database_url: str, redis_url: str
+) -> None:
+    """Earning rules for RFM segments: Points' copy of each customer's segment comes from
+    rfm.updated on the broker (published as RFM's relay does); an order earns the
+    high-value bonus only for a customer RFM scored high value, the anniversary rule for
+    at-risk customers only."""
+    stack = program_stack
+    bad = await patch_settings(
+        stack,
+        {"earning_rules": [SEGMENT_RULES[1] | {"eligible_segments": ["RFM_SEGMENT_UNSPECIFIED"]}]},
+        "earning_rules",
+        "segments-bad",
+    )
+    assert bad.status == 400, bad.body
+    assert {v["field"] for d in bad.json()["details"] for v in d.get("field_violations", [])} == {
+        "settings.earning_rules[0].eligible_segments[0]"
+    }
+    saved = await patch_settings(
+        stack,
+        {"earning_rules": SEGMENT_RULES, "pending_period": "0s"},
+        "earning_rules,pending_period",
+        "segments-1",
+    )
+    assert saved.status == 200, saved.body
+    await settings_reached_points(stack, int(saved.json()["settings"]["version"]))
+
+    vip, risk = "8911", "8912"
+    now = datetime.now(UTC)
+    await asyncio.to_thread(
+        publish_rfm, stack.bootstrap_servers, stack.merchant_id, vip, RFM_SEGMENT_HIGH_VALUE, now
+    )
+    await asyncio.to_thread(
+        publish_rfm, stack.bootstrap_servers, stack.merchant_id, risk, RFM_SEGMENT_AT_RISK, now
+    )
+
+    async def bonus_previewed() -> bool:
+        preview = await http(
+            "POST",
+            f"{stack.gateway.url}/v1/api/points/preview",
+            headers=stack.headers,
+            json_body={"customer_id": vip, "lines": [{"quantity": "1", "price": "10.00"}]},
+        )
+        assert preview.status == 200, preview.body
+        return bool(preview.json()["points"] == "60")  # 10 + the bonus
+
+    await eventually(bonus_previewed, 30, "the high_value segment in Points")
+    for customer_id in (vip, risk):
+        placed = order(int(customer_id) + 10_000, int(customer_id), (7, 1, "10.00"))
+        assert (await stack.deliver("orders/create", placed)).status == 200
+    for customer_id, points in {vip: 60, risk: 10}.items():
+
+        async def credited(customer_id: str = customer_id, points: int = points) -> bool:
+            return await balance(stack, int(customer_id)) == points
+
+        await eventually(credited, 30, f"{customer_id}'s order")
+    assert await rule_credits(stack, vip) == ["spend,vip-bonus"]
+    assert await rule_credits(stack, risk) == ["spend"]
+
+    report = await credit_occasions(
+        points_settings(database_url, redis_url=redis_url), next_year(now.date())
+    )
+    assert (report.awarded, report.points, report.not_eligible) == (1, 40, 1)
+    assert await rule_credits(stack, risk) == ["anniv-risk", "spend"]

@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loyalnest.gen.events.v1 import core_pb2 as core_events
+from loyalnest.gen.events.v1 import rfm_pb2 as rfm_events
 from loyalnest.platform.errors import FieldViolation
 
 MAX_POINTS_PER_CURRENCY_UNIT = Decimal(10_000)
@@ -38,6 +39,13 @@ MAX_TIER_MULTIPLIER = Decimal(10)
 MAX_ENTRY_REWARD = 1_000_000
 MAX_GRACE_DAYS = 365
 MAX_ELIGIBLE_TIERS = 10
+_SEGMENTS = frozenset(
+    {
+        rfm_events.RFM_SEGMENT_HIGH_VALUE,
+        rfm_events.RFM_SEGMENT_AT_RISK,
+        rfm_events.RFM_SEGMENT_NEW,
+    }
+)
 
 _ORDER_RULES = frozenset(
     {
@@ -216,6 +224,14 @@ def _check_rule(violations: list[FieldViolation], at: str, rule: core_events.Ear
         for index, tier_id in enumerate(rule.eligible_tiers):
             if not RULE_ID_RE.match(tier_id):
                 violations.append(FieldViolation(f"{at}.eligible_tiers[{index}]", RULE_ID_RULE))
+    for index, segment in enumerate(rule.eligible_segments):
+        if segment not in _SEGMENTS:
+            violations.append(
+                FieldViolation(
+                    f"{at}.eligible_segments[{index}]",
+                    "must be RFM_SEGMENT_HIGH_VALUE, RFM_SEGMENT_AT_RISK or RFM_SEGMENT_NEW",
+                )
+            )
     custom = kind == core_events.EARNING_RULE_TYPE_CUSTOM_ACTIVITY
     if custom and not RULE_ID_RE.match(rule.activity):
         violations.append(FieldViolation(f"{at}.activity", RULE_ID_RULE))
@@ -321,6 +337,8 @@ def canonical_rule(rule: core_events.EarningRule) -> core_events.EarningRule:
     stored.channels.extend(sorted(set(rule.channels)))
     del stored.eligible_tiers[:]
     stored.eligible_tiers.extend(dict.fromkeys(rule.eligible_tiers))
+    del stored.eligible_segments[:]
+    stored.eligible_segments.extend(sorted(set(rule.eligible_segments)))
     return stored
 
 

@@ -244,14 +244,17 @@ class Occasions:
         day: date,
         report: OccasionReport,
     ) -> None:
-        """Each of `rules` for the customer's occasion, tier-only ones if the customer is in
-        one of their tiers now (read once, and only when a rule asks)."""
-        tier_id = ""
+        """Each of `rules` for the customer's occasion, tier-only (segment-only) ones if the
+        customer is in one of their tiers (RFM segments) now: each read once, only when a
+        rule asks."""
+        tier_id = segment = ""
         if any(r.tiers for r in rules):
             state = await self._store.customer_tier(merchant_id, customer_id)
             tier_id = "" if state is None else state.tier_id
+        if any(r.segments for r in rules):
+            segment = await self._store.customer_segment(merchant_id, customer_id)
         for rule in rules:
-            if rule.eligible(tier_id):
+            if rule.eligible(tier_id, segment):
                 await self._award(merchant_id, customer_id, rule, day, report)
             else:
                 report.not_eligible += 1
