@@ -70,8 +70,9 @@ async def test_anniversaries_once_a_year(store: LedgerStore) -> None:
 
 
 async def test_the_merchants_day_is_its_time_zones(store: LedgerStore) -> None:
-    """At 02:00 in Kiritimati (UTC+14) it is still the day before in UTC: a merchant there
-    gets the anniversary credited on its own day, counted in its zone."""
+    """Kiritimati (UTC+14) and UTC count different days: a merchant there gets the
+    anniversary credited on its own day, counted in its zone, at a moment whose UTC day is
+    not the anniversary in UTC."""
     merchant = f"m-{uuid.uuid4().hex[:8]}"
     ledger = Ledger(store, None)
     posting = Posting(merchant, "c-1", TransactionType.EARN, 10, "welcome")
@@ -84,8 +85,14 @@ async def test_the_merchants_day_is_its_time_zones(store: LedgerStore) -> None:
         if (joined.month, joined.day) != (2, 29)
         else (joined.replace(year=joined.year + 1, day=28))
     )
-    moment = datetime.combine(target, time(2), zone)
-    assert moment.astimezone(UTC).date() < target
+    # Opened before 10:00 UTC, Kiritimati's day is UTC's: at 02:00 there, UTC is still on the
+    # day before. Opened later, Kiritimati is a day ahead: at 20:00 there, UTC is on the
+    # Kiritimati anniversary, a day after the UTC one. (02:00 always made the test depend on
+    # the hour it ran at.)
+    utc_anniversary = opened.astimezone(UTC).date().replace(year=target.year)
+    same_day = joined == opened.astimezone(UTC).date()
+    moment = datetime.combine(target, time(2 if same_day else 20), zone)
+    assert moment.astimezone(UTC).date() != utc_anniversary
 
     program = default_program()
     program.version = 1
