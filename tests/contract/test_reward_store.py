@@ -11,7 +11,9 @@ import pytest
 
 from loyalnest.platform.errors import NotFound
 from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
+from loyalnest.platform.personal_data import CustomerRef
 from loyalnest.services.points.domain import (
+    Channel,
     LimitPeriod,
     Posting,
     Redemption,
@@ -172,6 +174,7 @@ async def test_conditions_are_stored_and_updated(store: LedgerStore, merchant_id
         limit_max=2,
         limit_period=LimitPeriod.MONTH,
         tier_ids=("gold", "vip"),
+        channels=(Channel.POS,),
     )
     assert await store.create_reward(reward, "fp") == reward
     assert await store.get_reward(merchant_id, reward.reward_id) == reward
@@ -186,6 +189,12 @@ async def test_conditions_are_stored_and_updated(store: LedgerStore, merchant_id
         0,
     )
     assert updated.tier_ids == ("gold", "vip")
+    assert updated.channels == (Channel.POS,)
+    both = await store.update_reward(
+        merchant_id, reward.reward_id, {"channels": (Channel.ONLINE, Channel.POS)}
+    )
+    assert both.channels == (Channel.ONLINE, Channel.POS)
+    assert await store.get_reward(merchant_id, reward.reward_id) == both
 
 
 def _debit(merchant_id: str, customer: str, reward: Reward) -> Posting:
@@ -313,3 +322,32 @@ async def test_a_gift_card_redemption_keeps_the_card_not_its_code(
     )
     assert cancelled.gift_card_id == "gid://shopify/GiftCard/7"
     assert await store.get_redemption(merchant_id, pending.redemption_id) == cancelled
+
+
+# ---- RFM segments (rfm.updated; segment-only rewards) ------------------------------------
+
+
+async def test_the_newest_segment_wins_and_goes_with_the_customer(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    at = datetime(2026, 12, 6, 12, tzinfo=UTC)
+    assert await store.customer_segment(merchant_id, "c-seg") == ""
+    assert await store.save_customer_segment(merchant_id, "c-seg", "high_value", at)
+    assert not await store.save_customer_segment(merchant_id, "c-seg", "high_value", at)
+    assert not await store.save_customer_segment(
+        merchant_id, "c-seg", "new", at - timedelta(hours=1)
+    )  # older, arriving late
+    assert await store.customer_segment(merchant_id, "c-seg") == "high_value"
+    assert await store.save_customer_segment(merchant_id, "c-seg", "", at + timedelta(hours=1))
+    assert await store.customer_segment(merchant_id, "c-seg") == ""
+    assert await store.customer_segment("another-merchant", "c-seg") == ""
+    assert await store.save_customer_segment(merchant_id, "c-seg", "at_risk", at + timedelta(1))
+
+    exported = await store.export_customer(merchant_id, CustomerRef("c-seg"))
+    assert exported.data["segment"]["segment"] == "at_risk"
+    await store.erase_customer(merchant_id, CustomerRef("c-seg"))
+    assert await store.customer_segment(merchant_id, "c-seg") == ""
+    assert "segment" not in (await store.export_customer(merchant_id, CustomerRef("c-seg"))).data
+    assert await store.save_customer_segment(merchant_id, "c-2", "new", at)
+    await store.erase_merchant(merchant_id)
+    assert await store.customer_segment(merchant_id, "c-2") == ""

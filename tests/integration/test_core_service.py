@@ -254,7 +254,7 @@ async def test_defaults_until_saved_then_each_change_is_a_version(stub, db, merc
     assert got.version == 0 and got.program_enabled
     assert (got.points_per_currency_unit, got.rounding) == ("1", core_events.POINTS_ROUNDING_DOWN)
     assert got.plan == core_events.PlanLimits(
-        plan="free", customers_limit=5, orders_per_month_limit=5
+        plan="free", customers_limit=5, orders_per_month_limit=5, gift_card_rewards=False
     )
     assert await rows(db, "SELECT 1 FROM program_settings") == []  # a read writes nothing
 

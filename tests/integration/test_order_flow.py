@@ -132,7 +132,9 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def local_stack(database_url: str, redis_url: str, workdir: Path) -> AsyncIterator[Stack]:
+async def local_stack(
+    database_url: str, redis_url: str, workdir: Path, **core_overrides: Any
+) -> AsyncIterator[Stack]:
     broker = BrokerProcess()
     await broker.start()
     events = {
@@ -152,7 +154,7 @@ async def local_stack(database_url: str, redis_url: str, workdir: Path) -> Async
     edge = service_settings_for_tests(
         EdgeSettings, database_url, redis_url=redis_url, shopify_api_secret=SECRET, **events
     )
-    core = core_settings(database_url, redis_url, **events)
+    core = core_settings(database_url, redis_url, **events, **core_overrides)
     try:
         async with (
             running(EDGE, edge) as edge_service,

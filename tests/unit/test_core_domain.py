@@ -182,7 +182,7 @@ def test_plans_come_from_configuration():
         core_default_plan="gold",
     )
     catalogue = settings.plan_catalogue()
-    assert catalogue.default_plan() == core_events.PlanLimits(plan="gold")
+    assert catalogue.default_plan() == core_events.PlanLimits(plan="gold", gift_card_rewards=False)
     assert catalogue.names() == ["free", "gold"]
     assert catalogue.get("nope") is None
     with pytest.raises(ValueError, match="LOYALNEST_CORE_DEFAULT_PLAN"):

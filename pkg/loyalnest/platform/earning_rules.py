@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from loyalnest.gen.events.v1 import core_pb2 as core_events
+from loyalnest.gen.events.v1 import rfm_pb2 as rfm_events
 from loyalnest.platform.errors import FieldViolation
 
 MAX_POINTS_PER_CURRENCY_UNIT = Decimal(10_000)
@@ -38,6 +39,13 @@ MAX_TIER_MULTIPLIER = Decimal(10)
 MAX_ENTRY_REWARD = 1_000_000
 MAX_GRACE_DAYS = 365
 MAX_ELIGIBLE_TIERS = 10
+_SEGMENTS = frozenset(
+    {
+        rfm_events.RFM_SEGMENT_HIGH_VALUE,
+        rfm_events.RFM_SEGMENT_AT_RISK,
+        rfm_events.RFM_SEGMENT_NEW,
+    }
+)
 
 _ORDER_RULES = frozenset(
     {
@@ -55,9 +63,10 @@ ONCE_RULES = frozenset(
         core_events.EARNING_RULE_TYPE_NEWSLETTER_SIGNUP,
     }
 )
-# The rules whose awards know the customer's tier when decided (rules.py): eligible_tiers is
-# only accepted where it is enforced.
-TIERED_RULES = _ORDER_RULES | {core_events.EARNING_RULE_TYPE_CUSTOM_ACTIVITY}
+# The rules whose awards know the customer's tier when decided (Points' rules.py for orders
+# and activities, occasions.py, the newsletter credit): eligible_tiers is only accepted where
+# it is enforced. Every rule type now.
+TIERED_RULES = _ORDER_RULES | {core_events.EARNING_RULE_TYPE_CUSTOM_ACTIVITY} | ONCE_RULES
 _CHANNELS = frozenset({core_events.SALES_CHANNEL_ONLINE, core_events.SALES_CHANNEL_POS})
 _PERIODS = frozenset(
     {
@@ -205,7 +214,7 @@ def _check_rule(violations: list[FieldViolation], at: str, rule: core_events.Ear
         if kind not in TIERED_RULES:
             violations.append(
                 FieldViolation(
-                    f"{at}.eligible_tiers", "only for rules on orders and custom activities"
+                    f"{at}.eligible_tiers", "only for rules that know the customer's tier"
                 )
             )
         if len(rule.eligible_tiers) > MAX_ELIGIBLE_TIERS:
@@ -215,6 +224,14 @@ def _check_rule(violations: list[FieldViolation], at: str, rule: core_events.Ear
         for index, tier_id in enumerate(rule.eligible_tiers):
             if not RULE_ID_RE.match(tier_id):
                 violations.append(FieldViolation(f"{at}.eligible_tiers[{index}]", RULE_ID_RULE))
+    for index, segment in enumerate(rule.eligible_segments):
+        if segment not in _SEGMENTS:
+            violations.append(
+                FieldViolation(
+                    f"{at}.eligible_segments[{index}]",
+                    "must be RFM_SEGMENT_HIGH_VALUE, RFM_SEGMENT_AT_RISK or RFM_SEGMENT_NEW",
+                )
+            )
     custom = kind == core_events.EARNING_RULE_TYPE_CUSTOM_ACTIVITY
     if custom and not RULE_ID_RE.match(rule.activity):
         violations.append(FieldViolation(f"{at}.activity", RULE_ID_RULE))
@@ -320,6 +337,8 @@ def canonical_rule(rule: core_events.EarningRule) -> core_events.EarningRule:
     stored.channels.extend(sorted(set(rule.channels)))
     del stored.eligible_tiers[:]
     stored.eligible_tiers.extend(dict.fromkeys(rule.eligible_tiers))
+    del stored.eligible_segments[:]
+    stored.eligible_segments.extend(sorted(set(rule.eligible_segments)))
     return stored
 
 

@@ -56,6 +56,8 @@ class PlanDefinition(BaseModel):
     price: Decimal = Field(Decimal(0), ge=0, max_digits=10, decimal_places=2)
     currency_code: str = Field("USD", pattern=r"^[A-Z]{3}$")
     interval: Literal["EVERY_30_DAYS", "ANNUAL"] = "EVERY_30_DAYS"
+    # Features: GIFT_CARD rewards (Points refuses to create or redeem one without).
+    gift_card_rewards: bool = False
 
 
 class CoreSettings(ServiceSettings):
@@ -63,7 +65,7 @@ class CoreSettings(ServiceSettings):
     # limits reaches a merchant's program (and Points) with its next change of plan.
     core_plans: dict[str, PlanDefinition] = {
         "free": PlanDefinition(customers_limit=100, orders_per_month_limit=500),
-        "plus": PlanDefinition(price=Decimal("29.00")),
+        "plus": PlanDefinition(price=Decimal("29.00"), gift_card_rewards=True),
     }
     # The plan of a merchant that never chose one.
     core_default_plan: str = "free"
@@ -107,6 +109,9 @@ class CoreSettings(ServiceSettings):
                     plan=name,
                     customers_limit=plan.customers_limit,
                     orders_per_month_limit=plan.orders_per_month_limit,
+                    # Always said (true or false): unset is how a plan copied before
+                    # features existed reads, which Points leaves unrestricted.
+                    gift_card_rewards=plan.gift_card_rewards,
                 )
                 for name, plan in self.core_plans.items()
             },

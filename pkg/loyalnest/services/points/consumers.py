@@ -2,11 +2,12 @@
 of the program) and webhook.received (orders earning points, customers/create's signup
 bonus, newsletter sign-ups from customers/create and customers/update, earning.py; skipped
 for a merchant Auth does not know or that uninstalled the app), and its own ledger events
-and tier.changed (VIP tiers and their Shopify tags, tiers.py)."""
+and tier.changed (VIP tiers and their Shopify tags, tiers.py), and RFM's rfm.updated (each
+customer's RFM segment, kept for segment-only rewards: never RFM's tables)."""
 
 from __future__ import annotations
 
-from loyalnest.gen.events.v1 import core_pb2, gateway_pb2, users_pb2
+from loyalnest.gen.events.v1 import core_pb2, gateway_pb2, rfm_pb2, users_pb2
 from loyalnest.platform.events.consumer import PermanentEventError
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.inbox import Handler
@@ -21,6 +22,7 @@ from loyalnest.services.points.earning import (
 )
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.tiers import ShopifyTags, VipTiers
+from loyalnest.services.points.wire import SEGMENTS_BY_PROTO
 
 
 def handlers(
@@ -68,8 +70,24 @@ def handlers(
             return applied
         return await orders.on_webhook(event)
 
+    async def on_rfm_updated(event: ConsumedEvent) -> bool:
+        scored = event.payload_as(rfm_pb2.RfmUpdated)
+        if not IDENTIFIER_RE.match(scored.customer_id):
+            raise PermanentEventError(
+                f"rfm.updated with an invalid customer {scored.customer_id!r}"
+            )
+        segment = SEGMENTS_BY_PROTO.get(scored.segment)
+        # Newest wins by the event's time: a redelivery or a late older score is a no-op.
+        return await store.save_customer_segment(
+            event.merchant_id,
+            scored.customer_id,
+            "" if segment is None else segment.value,
+            event.occurred_at,
+        )
+
     found: dict[str, Handler] = {
         "user.created": on_user_created,
+        "rfm.updated": on_rfm_updated,
         "program_settings.updated": on_settings_updated,
         "webhook.received": on_webhook,
     }

@@ -227,6 +227,23 @@ class RewardKind(StrEnum):
     GIFT_CARD = "gift_card"  # value: the gift card's amount, e.g. "10.00"
 
 
+class Channel(StrEnum):
+    """Where a reward is redeemed: the online store (the storefront widget, checkout) or a
+    point-of-sale device."""
+
+    ONLINE = "online"
+    POS = "pos"
+
+
+class Segment(StrEnum):
+    """A customer's RFM segment as RFM publishes it (rfm.updated's RfmSegment; Points keeps
+    the last one it heard of each customer)."""
+
+    HIGH_VALUE = "high_value"
+    AT_RISK = "at_risk"
+    NEW = "new"
+
+
 class LimitPeriod(StrEnum):
     """A per-customer limit's period: UTC calendar periods (as earning rules' limits)."""
 
@@ -267,6 +284,13 @@ class Reward:
     limit_period: LimitPeriod = LimitPeriod.EVER
     tier_ids: tuple[str, ...] = ()  # empty: every customer
     variant_id: str = ""  # FREE_PRODUCT: a Shopify product variant GID
+    # Where it may be redeemed; empty: every channel.
+    channels: tuple[Channel, ...] = ()
+    # Only customers in one of these RFM segments; empty: every customer.
+    eligible_segments: tuple[Segment, ...] = ()
+
+    def offered_on(self, channel: Channel) -> bool:
+        return not self.channels or channel in self.channels
 
     def code_expires_at(self, redeemed_at: datetime) -> datetime | None:
         if not self.code_expiry_days:
@@ -294,6 +318,9 @@ class Ineligibility(StrEnum):
     TIER_REQUIRED = "tier_required"
     LIMIT_REACHED = "limit_reached"
     INSUFFICIENT_POINTS = "insufficient_points"
+    CHANNEL_UNAVAILABLE = "channel_unavailable"
+    PLAN_FEATURE_REQUIRED = "plan_feature_required"
+    SEGMENT_REQUIRED = "segment_required"
 
 
 @dataclass(frozen=True)
@@ -333,6 +360,43 @@ class TierRequired(FailedPrecondition):
             f"reward {reward_id!r} is for VIP tiers {', '.join(tier_ids)}; the customer has {have}",
             violation_type="TIER_REQUIRED",
             subject=f"reward/{reward_id}",
+        )
+
+
+class ChannelUnavailable(FailedPrecondition):
+    def __init__(self, reward_id: str, channels: tuple[Channel, ...], channel: Channel) -> None:
+        offered = " and ".join(c.value for c in channels)
+        super().__init__(
+            f"reward {reward_id!r} is offered {offered} only; this redemption is {channel.value}",
+            violation_type="REWARD_CHANNEL_UNAVAILABLE",
+            subject=f"reward/{reward_id}",
+        )
+
+
+class SegmentRequired(FailedPrecondition):
+    def __init__(self, reward_id: str, segments: tuple[Segment, ...], segment: str) -> None:
+        have = f"segment {segment!r}" if segment else "no RFM segment"
+        super().__init__(
+            f"reward {reward_id!r} is for RFM segments {', '.join(segments)}; the customer"
+            f" has {have}",
+            violation_type="SEGMENT_REQUIRED",
+            subject=f"reward/{reward_id}",
+        )
+
+
+# The plan feature GIFT_CARD rewards need (core's PlanLimits.gift_card_rewards).
+GIFT_CARD_FEATURE = "gift_card_rewards"
+
+
+class PlanFeatureRequired(FailedPrecondition):
+    """The merchant's plan lacks a feature the request needs (Core's plans: PlanLimits)."""
+
+    def __init__(self, plan: str, feature: str, what: str) -> None:
+        super().__init__(
+            f"the {plan!r} plan does not include {feature} ({what}); change the plan"
+            " (POST /v1/api/core/plan) to one that does",
+            violation_type="PLAN_FEATURE_REQUIRED",
+            subject=f"plan/{plan}/{feature}",
         )
 
 

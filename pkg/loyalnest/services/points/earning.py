@@ -255,10 +255,24 @@ class NewsletterSignups:
             return 0
         now = self._clock()
         credited = 0
+        tier_id: str | None = None
+        segment: str | None = None
+        store = self._ledger.store
         for rule in program.earning_rules:
             if not rule.enabled or rule.type != core_pb2.EARNING_RULE_TYPE_NEWSLETTER_SIGNUP:
                 continue
-            if not Rule.of(rule).active_at(now):
+            parsed = Rule.of(rule)
+            if not parsed.active_at(now):
+                continue
+            # The tier and segment when the sign-up is credited, each read once if asked.
+            if parsed.tiers and tier_id is None:
+                state = await store.customer_tier(merchant_id, customer_id)
+                tier_id = "" if state is None else state.tier_id
+            if parsed.segments and segment is None:
+                segment = await store.customer_segment(merchant_id, customer_id)
+            if not parsed.eligible(tier_id or "", segment or ""):
+                # Nothing posted: outside the tiers, the sign-up earns nothing (a later
+                # redelivery, after an upgrade, would find the customer eligible).
                 continue
             posting = Posting(
                 merchant_id,
@@ -298,7 +312,12 @@ class Activities:
             if rules.activity_tier_aware(activity)
             else ""
         )
-        matching = rules.activity_rules(activity, now, tier_id)
+        segment = (
+            await self._store.customer_segment(merchant_id, customer_id)
+            if rules.activity_segment_aware(activity)
+            else ""
+        )
+        matching = rules.activity_rules(activity, now, tier_id, segment)
         since = {r.rule_id: period_start(r.period, now) for r in matching if r.max_awards}
         history = await self._store.rule_events(merchant_id, customer_id, since) if since else {}
         results = []
@@ -365,7 +384,10 @@ class OrderEarnings:
         now = self._clock()
         rules = self.rules(merchant_id, program)
         tier_id = await self.tier_of(merchant_id, customer_id) if rules.tier_aware else ""
-        facts = order_facts(order, totals, now, placed_time=rules.windowed, tier_id=tier_id)
+        segment = await self.segment_of(merchant_id, customer_id) if rules.segment_aware else ""
+        facts = order_facts(
+            order, totals, now, placed_time=rules.windowed, tier_id=tier_id, segment=segment
+        )
         return totals, rules.preview(facts), tier_id
 
     async def tier_of(self, merchant_id: str, customer_id: str) -> str:
@@ -375,6 +397,13 @@ class OrderEarnings:
             return ""
         state = await self._store.customer_tier(merchant_id, customer_id)
         return "" if state is None else state.tier_id
+
+    async def segment_of(self, merchant_id: str, customer_id: str) -> str:
+        """The customer's RFM segment as Points last heard it from RFM ("": none): what
+        segment-only rules see."""
+        if not customer_id:
+            return ""
+        return await self._store.customer_segment(merchant_id, customer_id)
 
     # ---- webhook.received ------------------------------------------------------------
 
@@ -468,8 +497,12 @@ class OrderEarnings:
         rules = self.rules(merchant_id, program)
         if rules.base_only:  # the common program: nothing to evaluate, nothing to record
             return rules.base_awards(totals.points)
-        tier_id = await self.tier_of(merchant_id, totals.customer_id) if rules.tier_aware else ""
-        facts = order_facts(order, totals, now, placed_time=rules.windowed, tier_id=tier_id)
+        customer_id = totals.customer_id
+        tier_id = await self.tier_of(merchant_id, customer_id) if rules.tier_aware else ""
+        segment = await self.segment_of(merchant_id, customer_id) if rules.segment_aware else ""
+        facts = order_facts(
+            order, totals, now, placed_time=rules.windowed, tier_id=tier_id, segment=segment
+        )
         since = {r.rule_id: r.history_since(now) for r in rules.order_rules() if r.keeps_history}
         # Only rules that depend on the customer's past cost a read; plain rates none.
         history = (

@@ -15,6 +15,10 @@ year): a second run the same day (a retry, a concurrent run, a rerun after a cra
 replays the first credit instead of crediting again, so the job can always be run again. The
 credit names its rule (`rule_id`, shown in the customer's history and on points.earned).
 
+Tier-only rules (`eligible_tiers`): the customer's tier as Points holds it when the job awards
+(the same stored tier orders see); a customer outside the tiers is skipped (counted
+`not_eligible`) and, since nothing is posted, a rerun that day after an upgrade awards.
+
 Merchants: every program copy with an enabled occasion rule active on the day, while the
 program is enabled and Auth knows the merchant as installed (MerchantGate, when a service
 credential is configured). A merchant whose birthdays Users cannot give (Users down, Auth
@@ -50,7 +54,8 @@ log = get_logger(__name__)
 
 AWARDS = Counter(
     "loyalnest_points_occasion_awards_total",
-    "Occasion credits, by rule type (birthday, anniversary) and outcome (awarded, replayed).",
+    "Occasion credits, by rule type (birthday, anniversary) and outcome (awarded, replayed,"
+    " not_eligible: outside a tier-only rule's tiers).",
     ["occasion", "outcome"],
 )
 
@@ -136,6 +141,8 @@ class OccasionReport:
     points: int = 0
     # Credits a run before this one (the same day) had posted already.
     replayed: int = 0
+    # Occasions of customers outside a tier-only rule's tiers (nothing credited).
+    not_eligible: int = 0
     failed_merchants: list[str] = field(default_factory=list)
 
 
@@ -190,6 +197,7 @@ class Occasions:
             awarded=report.awarded,
             points=report.points,
             replayed=report.replayed,
+            not_eligible=report.not_eligible,
             failed=len(report.failed_merchants),
         )
         return report
@@ -205,8 +213,7 @@ class Occasions:
         anniversaries = [r for r in rules if r.type == core_pb2.EARNING_RULE_TYPE_ANNIVERSARY]
         if anniversaries:
             async for customer_id in self._anniversaries(merchant_id, day, zone):
-                for rule in anniversaries:
-                    await self._award(merchant_id, customer_id, rule, day, report)
+                await self._celebrate(merchant_id, customer_id, anniversaries, day, report)
         birthdays = [r for r in rules if r.type == core_pb2.EARNING_RULE_TYPE_BIRTHDAY]
         if birthdays and self._birthdays is None:
             # No service credential: nobody to ask (credit_occasions warned once).
@@ -215,8 +222,7 @@ class Occasions:
             async for customer_id in self._birthdays.celebrating(merchant_id, day):
                 if customer_id.startswith(ERASED_PREFIX):
                     continue
-                for rule in birthdays:
-                    await self._award(merchant_id, customer_id, rule, day, report)
+                await self._celebrate(merchant_id, customer_id, birthdays, day, report)
 
     async def _anniversaries(self, merchant_id: str, day: date, zone: tzinfo) -> AsyncIterator[str]:
         after = ""
@@ -229,6 +235,30 @@ class Occasions:
             if len(page) < LEDGER_PAGE:
                 return
             after = page[-1][0]
+
+    async def _celebrate(
+        self,
+        merchant_id: str,
+        customer_id: str,
+        rules: list[Rule],
+        day: date,
+        report: OccasionReport,
+    ) -> None:
+        """Each of `rules` for the customer's occasion, tier-only (segment-only) ones if the
+        customer is in one of their tiers (RFM segments) now: each read once, only when a
+        rule asks."""
+        tier_id = segment = ""
+        if any(r.tiers for r in rules):
+            state = await self._store.customer_tier(merchant_id, customer_id)
+            tier_id = "" if state is None else state.tier_id
+        if any(r.segments for r in rules):
+            segment = await self._store.customer_segment(merchant_id, customer_id)
+        for rule in rules:
+            if rule.eligible(tier_id, segment):
+                await self._award(merchant_id, customer_id, rule, day, report)
+            else:
+                report.not_eligible += 1
+                AWARDS.labels(_TYPES[rule.type], "not_eligible").inc()
 
     async def _award(
         self, merchant_id: str, customer_id: str, rule: Rule, day: date, report: OccasionReport

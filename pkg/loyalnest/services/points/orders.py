@@ -236,6 +236,7 @@ def order_facts(
     *,
     placed_time: bool = True,
     tier_id: str = "",
+    segment: str = "",
 ) -> OrderFacts:
     """What the earning rules see of an order: its amounts, channel and time (the order's
     creation time only if `placed_time`: no rule with a window, no need to read it)."""
@@ -257,4 +258,5 @@ def order_facts(
         placed_at=placed,
         base_points=totals.points,
         tier_id=tier_id,
+        segment=segment,
     )

@@ -1,8 +1,12 @@
 """Redeeming a reward: points debited atomically, then a single-use Shopify discount code.
 
-0. Preconditions: the reward active, the customer in one of its VIP tiers (tier-only
-   rewards; the tier is re-evaluated first when the stored one does not qualify, so an
-   upgrade the events have not applied yet counts), a Shopify customer, the shop connected.
+0. Preconditions: the reward active, offered on the redeeming channel (online store or POS:
+   Shopify cannot restrict a code to a channel, so this is the one place it is enforced), its
+   kind in the merchant's plan (gift cards: Core's plan feature gift_card_rewards, as Points'
+   copy of the program has it), the customer in one of its VIP tiers (tier-only rewards; the
+   tier is re-evaluated first when the stored one does not qualify, so an upgrade the events
+   have not applied yet counts), in one of its RFM segments (segment-only rewards: the
+   segment RFM last published, Points' copy), a Shopify customer, the shop connected.
 1. The debit and the pending redemption are one store transaction (`store.redeem`) under the
    call's idempotency key: the no-overdraw debit, and first, under the customer's ledger
    lock, the per-customer limit (`customer_limit`: redemptions pending or completed in the
@@ -37,6 +41,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.platform.errors import FailedPrecondition, LoyalNestError, Unavailable
 from loyalnest.platform.idempotency import INTERNAL, IdempotencyKey
 from loyalnest.platform.observability import get_logger
@@ -48,9 +53,13 @@ from loyalnest.services.points.discounts import (
     shopify_customer_gid,
 )
 from loyalnest.services.points.domain import (
+    GIFT_CARD_FEATURE,
+    Channel,
+    ChannelUnavailable,
     Eligibility,
     Ineligibility,
     LedgerNotFound,
+    PlanFeatureRequired,
     Posting,
     PostingResult,
     Redemption,
@@ -60,10 +69,11 @@ from loyalnest.services.points.domain import (
     Reward,
     RewardInactive,
     RewardKind,
+    SegmentRequired,
     TierRequired,
     TransactionType,
 )
-from loyalnest.services.points.earning import Clock, utc_now
+from loyalnest.services.points.earning import Clock, ProgramCopies, utc_now
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.tiers import VipTiers
 
@@ -99,6 +109,21 @@ class RedeemedReward:
     gift_card_code: str = ""
 
 
+def plan_refusal(
+    plan: core_pb2.PlanLimits, kind: RewardKind, what: str
+) -> PlanFeatureRequired | None:
+    """Why the merchant's plan (Points' copy of Core's program) does not allow a reward of
+    `kind`: only gift cards need a feature. A plan that does not say (a copy from before
+    plans said, or no plan known yet) allows them, as before features existed."""
+    if (
+        kind is RewardKind.GIFT_CARD
+        and plan.HasField("gift_card_rewards")
+        and not plan.gift_card_rewards
+    ):
+        return PlanFeatureRequired(plan.plan, GIFT_CARD_FEATURE, what)
+    return None
+
+
 def refund_key(redemption_id: str) -> IdempotencyKey:
     fingerprint = hashlib.sha256(f"RewardRefund\0{redemption_id}".encode()).hexdigest()
     return IdempotencyKey(
@@ -114,9 +139,11 @@ class RewardRedemptions:
         tiers: VipTiers | None = None,
         *,
         cards: GiftCards | None = None,
+        programs: ProgramCopies | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._ledger = ledger
+        self._programs = programs
         self._store = ledger.store
         self._codes = codes
         self._cards = cards
@@ -124,7 +151,12 @@ class RewardRedemptions:
         self._clock = clock
 
     async def redeem(
-        self, merchant_id: str, customer_id: str, reward_id: str, key: IdempotencyKey
+        self,
+        merchant_id: str,
+        customer_id: str,
+        reward_id: str,
+        key: IdempotencyKey,
+        channel: Channel = Channel.ONLINE,
     ) -> RedeemedReward:
         reward = await self._store.get_reward(merchant_id, reward_id)
         codes = self._codes
@@ -133,7 +165,7 @@ class RewardRedemptions:
         shopify_customer_gid(customer_id)  # a code is bound to a Shopify customer
         await codes.check_connected(merchant_id)  # before taking any points
         guard = RedemptionGuard(
-            refusal=await self._refusal(merchant_id, customer_id, reward),
+            refusal=await self._refusal(merchant_id, customer_id, reward, channel),
             limit_max=reward.limit_max,
             since=reward.limit_period.start(self._clock()) if reward.limit_max else None,
         )
@@ -214,12 +246,28 @@ class RewardRedemptions:
             return finished, ""
         return finished, card.code
 
+    async def _plan(self, merchant_id: str) -> core_pb2.PlanLimits:
+        if self._programs is None:
+            return core_pb2.PlanLimits()  # no plan known: nothing refused
+        return (await self._programs.get(merchant_id)).plan
+
     async def _refusal(
-        self, merchant_id: str, customer_id: str, reward: Reward
+        self, merchant_id: str, customer_id: str, reward: Reward, channel: Channel
     ) -> LoyalNestError | None:
         """Why the customer may not redeem `reward` now (raised only by a first call)."""
         if not reward.active:
             return RewardInactive(reward.reward_id)
+        if not reward.offered_on(channel):
+            return ChannelUnavailable(reward.reward_id, reward.channels, channel)
+        refused = plan_refusal(
+            await self._plan(merchant_id), reward.kind, f"reward {reward.reward_id!r}"
+        )
+        if refused is not None:
+            return refused
+        if reward.eligible_segments:
+            segment = await self._store.customer_segment(merchant_id, customer_id)
+            if segment not in reward.eligible_segments:
+                return SegmentRequired(reward.reward_id, reward.eligible_segments, segment)
         if reward.tier_ids:
             tier_id = await self._tier_of(merchant_id, customer_id, reward.tier_ids)
             if tier_id not in reward.tier_ids:
@@ -237,9 +285,13 @@ class RewardRedemptions:
         return "" if state is None else state.tier_id
 
     async def eligibility(
-        self, merchant_id: str, customer_id: str, rewards: Sequence[Reward]
+        self,
+        merchant_id: str,
+        customer_id: str,
+        rewards: Sequence[Reward],
+        channel: Channel = Channel.ONLINE,
     ) -> list[Eligibility]:
-        """Whether the customer can redeem each reward now (ListRewards)."""
+        """Whether the customer can redeem each reward now on `channel` (ListRewards)."""
         try:
             balance = (await self._ledger.balance(merchant_id, customer_id)).balance
         except LedgerNotFound:
@@ -247,12 +299,24 @@ class RewardRedemptions:
         now = self._clock()
         since = {r.reward_id: r.limit_period.start(now) for r in rewards if r.limit_max}
         counts = await self._store.redemption_counts(merchant_id, customer_id, since)
+        plan = await self._plan(merchant_id)
+        segment = (
+            await self._store.customer_segment(merchant_id, customer_id)
+            if any(r.eligible_segments for r in rewards)
+            else ""
+        )
         tier_id: str | None = None
         answers = []
         for reward in rewards:
             reasons = []
             if not reward.active:
                 reasons.append(Ineligibility.INACTIVE)
+            if not reward.offered_on(channel):
+                reasons.append(Ineligibility.CHANNEL_UNAVAILABLE)
+            if plan_refusal(plan, reward.kind, "") is not None:
+                reasons.append(Ineligibility.PLAN_FEATURE_REQUIRED)
+            if reward.eligible_segments and segment not in reward.eligible_segments:
+                reasons.append(Ineligibility.SEGMENT_REQUIRED)
             if reward.tier_ids:
                 if tier_id is None:
                     # Evaluated afresh (nothing is wanted), so every reward of the page sees

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
-from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.gen.events.v1 import core_pb2, rfm_pb2
 
 BASE_RULE_ID = "order"
 TIER_AWARD_PREFIX = "vip:"
@@ -77,6 +77,8 @@ class OrderFacts:
     base_points: int = 0
     # The customer's VIP tier when the order is recorded; "": none.
     tier_id: str = ""
+    # The customer's RFM segment then ("high_value"...; "": none), read only when a rule asks.
+    segment: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,7 @@ class Rule:
     goal_period: timedelta
     activity: str
     tiers: frozenset[str] = frozenset()  # eligible tiers; empty: every customer
+    segments: frozenset[str] = frozenset()  # eligible RFM segments; empty: every customer
 
     @classmethod
     def of(cls, rule: core_pb2.EarningRule) -> Rule:
@@ -115,6 +118,7 @@ class Rule:
             goal_period=rule.goal_period.ToTimedelta(),
             activity=rule.activity,
             tiers=frozenset(rule.eligible_tiers),
+            segments=frozenset(segment_name(s) for s in rule.eligible_segments),
         )
 
     def active_at(self, moment: datetime) -> bool:
@@ -122,13 +126,15 @@ class Rule:
             self.end is None or moment < self.end
         )
 
-    def eligible(self, tier_id: str) -> bool:
-        return not self.tiers or tier_id in self.tiers
+    def eligible(self, tier_id: str, segment: str = "") -> bool:
+        return (not self.tiers or tier_id in self.tiers) and (
+            not self.segments or segment in self.segments
+        )
 
     def matches(self, order: OrderFacts) -> bool:
         return (
             self.active_at(order.placed_at)
-            and self.eligible(order.tier_id)
+            and self.eligible(order.tier_id, order.segment)
             and (not self.channels or order.channel in self.channels)
             and (
                 self.min_spend is None
@@ -240,16 +246,26 @@ class RuleSet:
             bool(self.tier_multipliers)
             or any(r.tiers for r in (*self._order_rules, *self.multipliers)),
         )
+        # Whether they depend on the customer's RFM segment (then read per order).
+        object.__setattr__(
+            self,
+            "segment_aware",
+            any(r.segments for r in (*self._order_rules, *self.multipliers)),
+        )
         # No rule but the program's base rate: an order earns what order_totals computed.
         object.__setattr__(
             self,
             "base_only",
-            self._order_rules == base and not self.multipliers and not self.tier_aware,
+            self._order_rules == base
+            and not self.multipliers
+            and not self.tier_aware
+            and not self.segment_aware,
         )
 
     _order_rules: tuple[Rule, ...] = field(default=(), init=False, repr=False)
     base_only: bool = field(default=False, init=False)
     tier_aware: bool = field(default=False, init=False)
+    segment_aware: bool = field(default=False, init=False)
 
     def base_awards(self, base_points: int) -> list[Award]:
         """order_awards of a `base_only` set, without building the order's facts."""
@@ -361,13 +377,20 @@ class RuleSet:
             )
         return Award(rule.rule_id, 0, counted)
 
-    def activity_rules(self, activity: str, at: datetime, tier_id: str = "") -> list[Rule]:
+    def activity_rules(
+        self, activity: str, at: datetime, tier_id: str = "", segment: str = ""
+    ) -> list[Rule]:
         return [
-            r for r in self.activities.get(activity, ()) if r.active_at(at) and r.eligible(tier_id)
+            r
+            for r in self.activities.get(activity, ())
+            if r.active_at(at) and r.eligible(tier_id, segment)
         ]
 
     def activity_tier_aware(self, activity: str) -> bool:
         return any(r.tiers for r in self.activities.get(activity, ()))
+
+    def activity_segment_aware(self, activity: str) -> bool:
+        return any(r.segments for r in self.activities.get(activity, ()))
 
     def preview(self, order: OrderFacts) -> list[Award]:
         """What an order would earn ignoring the customer's past (limits, punch cards and
@@ -384,6 +407,11 @@ class RuleSet:
                 if points:
                     awards.append(Award(rule.rule_id, points))
         return awards + self._tier_award(order, awards)
+
+
+def segment_name(segment: int) -> str:
+    """RFM's RfmSegment as Points keeps it ("high_value", "at_risk", "new")."""
+    return rfm_pb2.RfmSegment.Name(segment).removeprefix("RFM_SEGMENT_").lower()
 
 
 def awards_text(awards: Sequence[Award]) -> str:

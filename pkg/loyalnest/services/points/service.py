@@ -166,7 +166,9 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
             points_pb2_grpc.add_PointsServiceServicer_to_server,
             PointsServicer(
                 ledger,
-                RewardRedemptions(ledger, codes, tiers, cards=cards, clock=clock),
+                RewardRedemptions(
+                    ledger, codes, tiers, cards=cards, programs=programs, clock=clock
+                ),
                 PointsExpiry(ledger, programs, clock=clock),
                 orders,
                 Activities(ledger, orders, clock=clock),
@@ -331,5 +333,6 @@ SPEC = ServiceSpec(
     database=DATABASE,
     calls=CALLS,
     # The stores' erase_customer moves exactly these tables' rows off the customer's id.
-    personal_data=PersonalData(tables=("ledgers", *CUSTOMER_TABLES)),
+    # customer_segments: exported, and deleted (not moved) on erasure (store.erase_customer).
+    personal_data=PersonalData(tables=("ledgers", *CUSTOMER_TABLES, "customer_segments")),
 )

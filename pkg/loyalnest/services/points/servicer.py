@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-from loyalnest.gen.events.v1 import gateway_pb2
+from loyalnest.gen.events.v1 import core_pb2, gateway_pb2
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform import pagination, tenancy
 from loyalnest.platform.errors import NotFound
@@ -19,10 +19,14 @@ from loyalnest.platform.validation import Validator
 from loyalnest.services.points import offline_sync
 from loyalnest.services.points.domain import (
     MAX_POINTS_PER_TRANSACTION,
+    Channel,
     LimitPeriod,
+    PlanFeatureRequired,
     Posting,
     Reward,
     RewardKind,
+    RewardNotFound,
+    Segment,
     TransactionType,
 )
 from loyalnest.services.points.earning import Activities, OrderEarnings
@@ -33,12 +37,14 @@ from loyalnest.services.points.liability import (
     MAX_HORIZON_DAYS,
     PointsLiability,
 )
-from loyalnest.services.points.rewards import RewardRedemptions
+from loyalnest.services.points.rewards import RewardRedemptions, plan_refusal
 from loyalnest.services.points.simulation import RuleSimulation
 from loyalnest.services.points.tiers import VipTiers
 from loyalnest.services.points.wire import (
+    CHANNELS_BY_PROTO,
     LIMIT_PERIODS_BY_PROTO,
     REWARD_KINDS_BY_PROTO,
+    SEGMENTS_BY_PROTO,
     activity_award_proto,
     balance_proto,
     eligibility_proto,
@@ -338,6 +344,12 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             **fields,  # type: ignore[arg-type]
         )
         key = IdempotencyKey.of("CreateReward", request)
+        refused = await self._plan_refusal(merchant_id, reward.kind, "GIFT_CARD rewards")
+        if refused is not None:
+            try:  # a retry of a create made before a downgrade returns it
+                await self._store.get_reward(merchant_id, reward.reward_id)
+            except RewardNotFound:
+                raise refused from None
         created = await self._store.create_reward(reward, key.fingerprint)
         return points_pb2.CreateRewardResponse(reward=reward_proto(created))
 
@@ -345,9 +357,10 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self, request: points_pb2.ListRewardsRequest, context: Context
     ) -> points_pb2.ListRewardsResponse:
         merchant_id = tenancy.merchant_id()
-        if request.customer_id:
-            with Validator() as v:
+        with Validator() as v:
+            if request.customer_id:
                 v.identifier("customer_id", request.customer_id)
+            channel = _channel(v, request.channel)
         scope = f"rewards/{merchant_id}/{request.active_only}"
         limit = pagination.page_size(request.page_size)
         offset = pagination.decode_page_token(request.page_token, scope) or 0
@@ -360,7 +373,9 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             rewards=[reward_proto(r) for r in page], next_page_token=token
         )
         if request.customer_id:
-            answers = await self._redemptions.eligibility(merchant_id, request.customer_id, page)
+            answers = await self._redemptions.eligibility(
+                merchant_id, request.customer_id, page, channel
+            )
             response.eligibility.extend(eligibility_proto(a) for a in answers)
         return response
 
@@ -388,6 +403,14 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         with Validator() as v:
             fields = _validate_reward(v, merged, prefix="reward.")
         assert fields is not None
+        if paths & {"kind", "active"} and merged.active:
+            # Making (or switching back on) a gift card needs the plan feature; other
+            # changes to one a downgrade left behind do not.
+            refused = await self._plan_refusal(
+                merchant_id, REWARD_KINDS_BY_PROTO[merged.kind], "GIFT_CARD rewards"
+            )
+            if refused is not None:
+                raise refused
         changes: dict[str, object] = {**fields, "active": merged.active}
         stored = {
             name
@@ -399,6 +422,12 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         )
         return points_pb2.UpdateRewardResponse(reward=reward_proto(updated))
 
+    async def _plan_refusal(
+        self, merchant_id: str, kind: RewardKind, what: str
+    ) -> PlanFeatureRequired | None:
+        program = await self._orders.programs.get(merchant_id)
+        return plan_refusal(program.plan, kind, what)
+
     async def RedeemReward(
         self, request: points_pb2.RedeemRewardRequest, context: Context
     ) -> points_pb2.RedeemRewardResponse:
@@ -407,11 +436,13 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             v.uuid("reward_id", request.reward_id)
             v.identifier("customer_id", request.customer_id)
             v.idempotency_key("idempotency_key", request.idempotency_key)
+            channel = _channel(v, request.channel)
         redeemed = await self._redemptions.redeem(
             merchant_id,
             request.customer_id,
             request.reward_id,
             IdempotencyKey.of("RedeemReward", request),
+            channel,
         )
         redemption = redeemed.redemption
         response = points_pb2.RedeemRewardResponse(
@@ -450,9 +481,13 @@ _UPDATABLE = frozenset(
         "customer_limit",
         "tier_ids",
         "variant_id",
+        "channels",
+        "eligible_segments",
     }
 )
-_REPEATED = frozenset({"product_ids", "collection_ids", "tier_ids"})
+_REPEATED = frozenset(
+    {"product_ids", "collection_ids", "tier_ids", "channels", "eligible_segments"}
+)
 MAX_AMOUNT = Decimal(1_000_000)
 MAX_SCOPE_IDS = 100
 MAX_TIER_IDS = 20
@@ -499,6 +534,16 @@ def _gids(v: Validator, field: str, values: Sequence[str], resource: str) -> tup
             v.check(gid not in found, f"{field}[{i}]", "is listed twice")
             found.append(gid)
     return tuple(found)
+
+
+def _channel(v: Validator, value: int) -> Channel:
+    """A request's channel: unspecified is the online store (the storefront widget and
+    checkout, which predate channels), so only a POS caller needs to say where it is."""
+    if value == core_pb2.SALES_CHANNEL_UNSPECIFIED:
+        return Channel.ONLINE
+    channel = CHANNELS_BY_PROTO.get(value)
+    v.check(channel is not None, "channel", "must be SALES_CHANNEL_ONLINE or SALES_CHANNEL_POS")
+    return channel or Channel.ONLINE
 
 
 def _validate_reward(v: Validator, r: points_pb2.Reward, *, prefix: str) -> dict[str, object]:
@@ -574,6 +619,26 @@ def _validate_reward(v: Validator, r: points_pb2.Reward, *, prefix: str) -> dict
     for i, tier_id in enumerate(tiers):
         if v.identifier(f"{prefix}tier_ids[{i}]", tier_id):
             v.check(tier_id not in tiers[:i], f"{prefix}tier_ids[{i}]", "is listed twice")
+    channels: list[Channel] = []
+    for i, wanted in enumerate(r.channels):
+        channel = CHANNELS_BY_PROTO.get(wanted)
+        at = f"{prefix}channels[{i}]"
+        if v.check(channel is not None, at, "must be SALES_CHANNEL_ONLINE or SALES_CHANNEL_POS"):
+            assert channel is not None
+            v.check(channel not in channels, at, "is listed twice")
+            channels.append(channel)
+    segments: list[Segment] = []
+    for i, wanted_segment in enumerate(r.eligible_segments):
+        segment = SEGMENTS_BY_PROTO.get(wanted_segment)
+        at = f"{prefix}eligible_segments[{i}]"
+        if v.check(
+            segment is not None,
+            at,
+            "must be RFM_SEGMENT_HIGH_VALUE, RFM_SEGMENT_AT_RISK or RFM_SEGMENT_NEW",
+        ):
+            assert segment is not None
+            v.check(segment not in segments, at, "is listed twice")
+            segments.append(segment)
     variant = ""
     if kind is RewardKind.FREE_PRODUCT:
         variant = shopify_gid(r.variant_id, "ProductVariant") or ""
@@ -597,4 +662,6 @@ def _validate_reward(v: Validator, r: points_pb2.Reward, *, prefix: str) -> dict
         "limit_period": period,
         "tier_ids": tiers,
         "variant_id": variant,
+        "channels": tuple(channels),
+        "eligible_segments": tuple(segments),
     }

@@ -102,10 +102,13 @@ def replay(
     orders: Sequence[OrderEarning],
     report: SimulationReport,
     tiers: Mapping[str, str] | None = None,
+    segments: Mapping[str, str] | None = None,
 ) -> None:
     """`tiers`: each customer's tier to simulate with (their current one; the tier an order
-    was placed in is not recorded unless it earned a multiplier)."""
+    was placed in is not recorded unless it earned a multiplier); `segments`: likewise their
+    current RFM segment (the one an order was placed in is not recorded)."""
     tiers = tiers or {}
+    segments = segments or {}
     # Each customer's events per rule, as the live path would have recorded them.
     history: dict[str, dict[str, list[RuleEvent]]] = defaultdict(lambda: defaultdict(list))
     for order in orders:
@@ -122,6 +125,7 @@ def replay(
             placed_at=order.created_at,
             base_points=draft.base_points(weighted),
             tier_id=tiers.get(order.customer_id, ""),
+            segment=segments.get(order.customer_id, ""),
         )
         past = history[order.customer_id]
         for award in draft.order_awards(facts, past, order.created_at):
@@ -170,7 +174,11 @@ class RuleSimulation:
             for customer_id in dict.fromkeys(o.customer_id for o in orders):
                 state = await self._store.customer_tier(merchant_id, customer_id)
                 tiers[customer_id] = "" if state is None else state.tier_id
-        replay(draft, orders, report, tiers)
+        segments: dict[str, str] = {}
+        if draft.segment_aware:  # likewise for segment-only rules
+            for customer_id in dict.fromkeys(o.customer_id for o in orders):
+                segments[customer_id] = await self._store.customer_segment(merchant_id, customer_id)
+        replay(draft, orders, report, tiers, segments)
         try:
             liability = await self._liability.report(merchant_id, DEFAULT_HORIZON_DAYS)
             report.point_value = liability.value.per_point

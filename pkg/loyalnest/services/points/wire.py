@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.gen.events.v1 import core_pb2, rfm_pb2
 from loyalnest.gen.points.v1 import points_pb2
 from loyalnest.platform.protos import timestamp
 from loyalnest.services.points import liability
@@ -10,12 +10,14 @@ from loyalnest.services.points.domain import (
     ActivityResult,
     ActivityStatus,
     Balance,
+    Channel,
     Eligibility,
     Expiring,
     Ineligibility,
     LimitPeriod,
     Reward,
     RewardKind,
+    Segment,
     Transaction,
     TransactionType,
     VipProgress,
@@ -54,7 +56,18 @@ INELIGIBILITIES = {
     Ineligibility.TIER_REQUIRED: points_pb2.REWARD_INELIGIBILITY_TIER_REQUIRED,
     Ineligibility.LIMIT_REACHED: points_pb2.REWARD_INELIGIBILITY_LIMIT_REACHED,
     Ineligibility.INSUFFICIENT_POINTS: points_pb2.REWARD_INELIGIBILITY_INSUFFICIENT_POINTS,
+    Ineligibility.CHANNEL_UNAVAILABLE: points_pb2.REWARD_INELIGIBILITY_CHANNEL_UNAVAILABLE,
+    Ineligibility.PLAN_FEATURE_REQUIRED: points_pb2.REWARD_INELIGIBILITY_PLAN_FEATURE_REQUIRED,
+    Ineligibility.SEGMENT_REQUIRED: points_pb2.REWARD_INELIGIBILITY_SEGMENT_REQUIRED,
 }
+CHANNELS = {Channel.ONLINE: core_pb2.SALES_CHANNEL_ONLINE, Channel.POS: core_pb2.SALES_CHANNEL_POS}
+CHANNELS_BY_PROTO: dict[int, Channel] = {int(p): c for c, p in CHANNELS.items()}
+SEGMENTS = {
+    Segment.HIGH_VALUE: rfm_pb2.RFM_SEGMENT_HIGH_VALUE,
+    Segment.AT_RISK: rfm_pb2.RFM_SEGMENT_AT_RISK,
+    Segment.NEW: rfm_pb2.RFM_SEGMENT_NEW,
+}
+SEGMENTS_BY_PROTO: dict[int, Segment] = {int(p): s for s, p in SEGMENTS.items()}
 
 
 def reward_proto(reward: Reward) -> points_pb2.Reward:
@@ -73,6 +86,8 @@ def reward_proto(reward: Reward) -> points_pb2.Reward:
         code_expiry_days=reward.code_expiry_days,
         tier_ids=reward.tier_ids,
         variant_id=reward.variant_id,
+        channels=[CHANNELS[c] for c in reward.channels],
+        eligible_segments=[SEGMENTS[s] for s in reward.eligible_segments],
     )
     if reward.limit_max:
         message.customer_limit.CopyFrom(

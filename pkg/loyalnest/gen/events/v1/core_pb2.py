@@ -25,53 +25,54 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from loyalnest.gen.events.v1 import rfm_pb2 as loyalnest_dot_events_dot_v1_dot_rfm__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eloyalnest/events/v1/core.proto\x12\x13loyalnest.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\x0f\x43ustomerCreated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1b\n\x13shopify_customer_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"W\n\x0f\x43ustomerUpdated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"M\n\x10PlanLimitWarning\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04used\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\"P\n\x16ProgramSettingsUpdated\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.loyalnest.events.v1.ProgramSettings\"\x82\x06\n\x0fProgramSettings\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x17\n\x0fprogram_enabled\x18\x02 \x01(\x08\x12 \n\x18points_per_currency_unit\x18\x03 \x01(\t\x12\x35\n\x08rounding\x18\x04 \x01(\x0e\x32#.loyalnest.events.v1.PointsRounding\x12\x1b\n\x13signup_bonus_points\x18\x05 \x01(\x03\x12;\n\x0bmultipliers\x18\x06 \x03(\x0b\x32&.loyalnest.events.v1.EarningMultiplier\x12\x1a\n\x12points_expiry_days\x18\x07 \x01(\x05\x12\x31\n\x0epending_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x04plan\x18\t \x01(\x0b\x32\x1f.loyalnest.events.v1.PlanLimits\x12\x36\n\x08referral\x18\x14 \x01(\x0b\x32$.loyalnest.events.v1.ReferralProgram\x12\x41\n\x12points_expiry_mode\x18\x1e \x01(\x0e\x32%.loyalnest.events.v1.PointsExpiryMode\x12!\n\x19points_expiry_notice_days\x18\x1f \x01(\x05\x12\x37\n\rearning_rules\x18  \x03(\x0b\x32 .loyalnest.events.v1.EarningRule\x12/\n\tvip_tiers\x18! \x03(\x0b\x32\x1c.loyalnest.events.v1.VipTier\x12\x32\n\nvip_metric\x18\" \x01(\x0e\x32\x1e.loyalnest.events.v1.VipMetric\x12.\n\x08vip_term\x18# \x01(\x0e\x32\x1c.loyalnest.events.v1.VipTerm\x12\x10\n\x08timezone\x18\' \x01(\t\x12\x16\n\x0evip_grace_days\x18( \x01(\x05\"\x89\x01\n\x07VipTier\x12\x0f\n\x07tier_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x03\x12\x13\n\x0bshopify_tag\x18\x04 \x01(\t\x12\x1a\n\x12\x65\x61rning_multiplier\x18\x05 \x01(\t\x12\x1b\n\x13\x65ntry_reward_points\x18\x06 \x01(\x03\"T\n\x0c\x45\x61rningLimit\x12\x12\n\nmax_awards\x18\x01 \x01(\x05\x12\x30\n\x06period\x18\x02 \x01(\x0e\x32 .loyalnest.events.v1.LimitPeriod\"\xfe\x03\n\x0b\x45\x61rningRule\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x32\n\x04type\x18\x04 \x01(\x0e\x32$.loyalnest.events.v1.EarningRuleType\x12 \n\x18points_per_currency_unit\x18\x05 \x01(\t\x12\x0e\n\x06points\x18\x06 \x01(\x03\x12\x11\n\tmin_spend\x18\x07 \x01(\t\x12\x33\n\x08\x63hannels\x18\x08 \x03(\x0e\x32!.loyalnest.events.v1.SalesChannel\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmultiplier\x18\x0b \x01(\t\x12\x30\n\x05limit\x18\x0c \x01(\x0b\x32!.loyalnest.events.v1.EarningLimit\x12\x13\n\x0bpunch_count\x18\r \x01(\x05\x12.\n\x0bgoal_period\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61\x63tivity\x18\x0f \x01(\t\x12\x16\n\x0e\x65ligible_tiers\x18\x10 \x03(\t\"\xb7\x02\n\x0fReferralProgram\x12\x1e\n\x16referrer_reward_points\x18\x01 \x01(\x03\x12G\n\x14\x66riend_discount_type\x18\x02 \x01(\x0e\x32).loyalnest.events.v1.ReferralDiscountType\x12\x1d\n\x15\x66riend_discount_value\x18\x03 \x01(\t\x12:\n\nmilestones\x18\x04 \x03(\x0b\x32&.loyalnest.events.v1.ReferralMilestone\x12\x18\n\x10\x63ode_expiry_days\x18\x05 \x01(\x05\x12\"\n\x1a\x64\x61ily_invites_per_referrer\x18\x06 \x01(\x05\x12\"\n\x1a\x64\x61ily_invites_per_merchant\x18\x07 \x01(\x05\"<\n\x11ReferralMilestone\x12\x11\n\treferrals\x18\x01 \x01(\x05\x12\x14\n\x0c\x62onus_points\x18\x02 \x01(\x03\"S\n\x11\x45\x61rningMultiplier\x12\x15\n\rcollection_id\x18\x01 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x02 \x03(\t\x12\x12\n\nmultiplier\x18\x03 \x01(\t\"S\n\nPlanLimits\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x17\n\x0f\x63ustomers_limit\x18\x02 \x01(\x03\x12\x1e\n\x16orders_per_month_limit\x18\x03 \x01(\x03*e\n\tVipMetric\x12\x1a\n\x16VIP_METRIC_UNSPECIFIED\x10\x00\x12\x1c\n\x18VIP_METRIC_POINTS_EARNED\x10\x01\x12\x1e\n\x1aVIP_METRIC_POINTS_REDEEMED\x10\x02*v\n\x07VipTerm\x12\x18\n\x14VIP_TERM_UNSPECIFIED\x10\x00\x12\x15\n\x11VIP_TERM_LIFETIME\x10\x01\x12\x1e\n\x1aVIP_TERM_ROLLING_12_MONTHS\x10\x02\x12\x1a\n\x16VIP_TERM_CALENDAR_YEAR\x10\x03*\xd6\x02\n\x0f\x45\x61rningRuleType\x12!\n\x1d\x45\x41RNING_RULE_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x45\x41RNING_RULE_TYPE_PLACE_ORDER\x10\x01\x12&\n\"EARNING_RULE_TYPE_ORDER_MULTIPLIER\x10\x02\x12 \n\x1c\x45\x41RNING_RULE_TYPE_PUNCH_CARD\x10\x03\x12 \n\x1c\x45\x41RNING_RULE_TYPE_GOAL_SPEND\x10\x04\x12%\n!EARNING_RULE_TYPE_CUSTOM_ACTIVITY\x10\x05\x12\x1e\n\x1a\x45\x41RNING_RULE_TYPE_BIRTHDAY\x10\x06\x12!\n\x1d\x45\x41RNING_RULE_TYPE_ANNIVERSARY\x10\x07\x12\'\n#EARNING_RULE_TYPE_NEWSLETTER_SIGNUP\x10\x08*^\n\x0cSalesChannel\x12\x1d\n\x19SALES_CHANNEL_UNSPECIFIED\x10\x00\x12\x18\n\x14SALES_CHANNEL_ONLINE\x10\x01\x12\x15\n\x11SALES_CHANNEL_POS\x10\x02*\x87\x01\n\x0bLimitPeriod\x12\x1c\n\x18LIMIT_PERIOD_UNSPECIFIED\x10\x00\x12\x15\n\x11LIMIT_PERIOD_EVER\x10\x01\x12\x14\n\x10LIMIT_PERIOD_DAY\x10\x02\x12\x16\n\x12LIMIT_PERIOD_MONTH\x10\x03\x12\x15\n\x11LIMIT_PERIOD_YEAR\x10\x04*\x84\x01\n\x10PointsExpiryMode\x12\"\n\x1ePOINTS_EXPIRY_MODE_UNSPECIFIED\x10\x00\x12#\n\x1fPOINTS_EXPIRY_MODE_AFTER_EARNED\x10\x01\x12\'\n#POINTS_EXPIRY_MODE_AFTER_INACTIVITY\x10\x02*\x8e\x01\n\x14ReferralDiscountType\x12&\n\"REFERRAL_DISCOUNT_TYPE_UNSPECIFIED\x10\x00\x12%\n!REFERRAL_DISCOUNT_TYPE_PERCENTAGE\x10\x01\x12\'\n#REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT\x10\x02*\x80\x01\n\x0ePointsRounding\x12\x1f\n\x1bPOINTS_ROUNDING_UNSPECIFIED\x10\x00\x12\x18\n\x14POINTS_ROUNDING_DOWN\x10\x01\x12\x1b\n\x17POINTS_ROUNDING_NEAREST\x10\x02\x12\x16\n\x12POINTS_ROUNDING_UP\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eloyalnest/events/v1/core.proto\x12\x13loyalnest.events.v1\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dloyalnest/events/v1/rfm.proto\"T\n\x0f\x43ustomerCreated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x1b\n\x13shopify_customer_id\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\"W\n\x0f\x43ustomerUpdated\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"M\n\x10PlanLimitWarning\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x0c\n\x04used\x18\x03 \x01(\x03\x12\r\n\x05limit\x18\x04 \x01(\x03\"P\n\x16ProgramSettingsUpdated\x12\x36\n\x08settings\x18\x01 \x01(\x0b\x32$.loyalnest.events.v1.ProgramSettings\"\x82\x06\n\x0fProgramSettings\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x17\n\x0fprogram_enabled\x18\x02 \x01(\x08\x12 \n\x18points_per_currency_unit\x18\x03 \x01(\t\x12\x35\n\x08rounding\x18\x04 \x01(\x0e\x32#.loyalnest.events.v1.PointsRounding\x12\x1b\n\x13signup_bonus_points\x18\x05 \x01(\x03\x12;\n\x0bmultipliers\x18\x06 \x03(\x0b\x32&.loyalnest.events.v1.EarningMultiplier\x12\x1a\n\x12points_expiry_days\x18\x07 \x01(\x05\x12\x31\n\x0epending_period\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12-\n\x04plan\x18\t \x01(\x0b\x32\x1f.loyalnest.events.v1.PlanLimits\x12\x36\n\x08referral\x18\x14 \x01(\x0b\x32$.loyalnest.events.v1.ReferralProgram\x12\x41\n\x12points_expiry_mode\x18\x1e \x01(\x0e\x32%.loyalnest.events.v1.PointsExpiryMode\x12!\n\x19points_expiry_notice_days\x18\x1f \x01(\x05\x12\x37\n\rearning_rules\x18  \x03(\x0b\x32 .loyalnest.events.v1.EarningRule\x12/\n\tvip_tiers\x18! \x03(\x0b\x32\x1c.loyalnest.events.v1.VipTier\x12\x32\n\nvip_metric\x18\" \x01(\x0e\x32\x1e.loyalnest.events.v1.VipMetric\x12.\n\x08vip_term\x18# \x01(\x0e\x32\x1c.loyalnest.events.v1.VipTerm\x12\x10\n\x08timezone\x18\' \x01(\t\x12\x16\n\x0evip_grace_days\x18( \x01(\x05\"\x89\x01\n\x07VipTier\x12\x0f\n\x07tier_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x11\n\tthreshold\x18\x03 \x01(\x03\x12\x13\n\x0bshopify_tag\x18\x04 \x01(\t\x12\x1a\n\x12\x65\x61rning_multiplier\x18\x05 \x01(\t\x12\x1b\n\x13\x65ntry_reward_points\x18\x06 \x01(\x03\"T\n\x0c\x45\x61rningLimit\x12\x12\n\nmax_awards\x18\x01 \x01(\x05\x12\x30\n\x06period\x18\x02 \x01(\x0e\x32 .loyalnest.events.v1.LimitPeriod\"\xba\x04\n\x0b\x45\x61rningRule\x12\x0f\n\x07rule_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x03 \x01(\x08\x12\x32\n\x04type\x18\x04 \x01(\x0e\x32$.loyalnest.events.v1.EarningRuleType\x12 \n\x18points_per_currency_unit\x18\x05 \x01(\t\x12\x0e\n\x06points\x18\x06 \x01(\x03\x12\x11\n\tmin_spend\x18\x07 \x01(\t\x12\x33\n\x08\x63hannels\x18\x08 \x03(\x0e\x32!.loyalnest.events.v1.SalesChannel\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nmultiplier\x18\x0b \x01(\t\x12\x30\n\x05limit\x18\x0c \x01(\x0b\x32!.loyalnest.events.v1.EarningLimit\x12\x13\n\x0bpunch_count\x18\r \x01(\x05\x12.\n\x0bgoal_period\x18\x0e \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x10\n\x08\x61\x63tivity\x18\x0f \x01(\t\x12\x16\n\x0e\x65ligible_tiers\x18\x10 \x03(\t\x12:\n\x11\x65ligible_segments\x18\x11 \x03(\x0e\x32\x1f.loyalnest.events.v1.RfmSegment\"\xb7\x02\n\x0fReferralProgram\x12\x1e\n\x16referrer_reward_points\x18\x01 \x01(\x03\x12G\n\x14\x66riend_discount_type\x18\x02 \x01(\x0e\x32).loyalnest.events.v1.ReferralDiscountType\x12\x1d\n\x15\x66riend_discount_value\x18\x03 \x01(\t\x12:\n\nmilestones\x18\x04 \x03(\x0b\x32&.loyalnest.events.v1.ReferralMilestone\x12\x18\n\x10\x63ode_expiry_days\x18\x05 \x01(\x05\x12\"\n\x1a\x64\x61ily_invites_per_referrer\x18\x06 \x01(\x05\x12\"\n\x1a\x64\x61ily_invites_per_merchant\x18\x07 \x01(\x05\"<\n\x11ReferralMilestone\x12\x11\n\treferrals\x18\x01 \x01(\x05\x12\x14\n\x0c\x62onus_points\x18\x02 \x01(\x03\"S\n\x11\x45\x61rningMultiplier\x12\x15\n\rcollection_id\x18\x01 \x01(\t\x12\x13\n\x0bproduct_ids\x18\x02 \x03(\t\x12\x12\n\nmultiplier\x18\x03 \x01(\t\"\x89\x01\n\nPlanLimits\x12\x0c\n\x04plan\x18\x01 \x01(\t\x12\x17\n\x0f\x63ustomers_limit\x18\x02 \x01(\x03\x12\x1e\n\x16orders_per_month_limit\x18\x03 \x01(\x03\x12\x1e\n\x11gift_card_rewards\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x14\n\x12_gift_card_rewards*e\n\tVipMetric\x12\x1a\n\x16VIP_METRIC_UNSPECIFIED\x10\x00\x12\x1c\n\x18VIP_METRIC_POINTS_EARNED\x10\x01\x12\x1e\n\x1aVIP_METRIC_POINTS_REDEEMED\x10\x02*v\n\x07VipTerm\x12\x18\n\x14VIP_TERM_UNSPECIFIED\x10\x00\x12\x15\n\x11VIP_TERM_LIFETIME\x10\x01\x12\x1e\n\x1aVIP_TERM_ROLLING_12_MONTHS\x10\x02\x12\x1a\n\x16VIP_TERM_CALENDAR_YEAR\x10\x03*\xd6\x02\n\x0f\x45\x61rningRuleType\x12!\n\x1d\x45\x41RNING_RULE_TYPE_UNSPECIFIED\x10\x00\x12!\n\x1d\x45\x41RNING_RULE_TYPE_PLACE_ORDER\x10\x01\x12&\n\"EARNING_RULE_TYPE_ORDER_MULTIPLIER\x10\x02\x12 \n\x1c\x45\x41RNING_RULE_TYPE_PUNCH_CARD\x10\x03\x12 \n\x1c\x45\x41RNING_RULE_TYPE_GOAL_SPEND\x10\x04\x12%\n!EARNING_RULE_TYPE_CUSTOM_ACTIVITY\x10\x05\x12\x1e\n\x1a\x45\x41RNING_RULE_TYPE_BIRTHDAY\x10\x06\x12!\n\x1d\x45\x41RNING_RULE_TYPE_ANNIVERSARY\x10\x07\x12\'\n#EARNING_RULE_TYPE_NEWSLETTER_SIGNUP\x10\x08*^\n\x0cSalesChannel\x12\x1d\n\x19SALES_CHANNEL_UNSPECIFIED\x10\x00\x12\x18\n\x14SALES_CHANNEL_ONLINE\x10\x01\x12\x15\n\x11SALES_CHANNEL_POS\x10\x02*\x87\x01\n\x0bLimitPeriod\x12\x1c\n\x18LIMIT_PERIOD_UNSPECIFIED\x10\x00\x12\x15\n\x11LIMIT_PERIOD_EVER\x10\x01\x12\x14\n\x10LIMIT_PERIOD_DAY\x10\x02\x12\x16\n\x12LIMIT_PERIOD_MONTH\x10\x03\x12\x15\n\x11LIMIT_PERIOD_YEAR\x10\x04*\x84\x01\n\x10PointsExpiryMode\x12\"\n\x1ePOINTS_EXPIRY_MODE_UNSPECIFIED\x10\x00\x12#\n\x1fPOINTS_EXPIRY_MODE_AFTER_EARNED\x10\x01\x12\'\n#POINTS_EXPIRY_MODE_AFTER_INACTIVITY\x10\x02*\x8e\x01\n\x14ReferralDiscountType\x12&\n\"REFERRAL_DISCOUNT_TYPE_UNSPECIFIED\x10\x00\x12%\n!REFERRAL_DISCOUNT_TYPE_PERCENTAGE\x10\x01\x12\'\n#REFERRAL_DISCOUNT_TYPE_FIXED_AMOUNT\x10\x02*\x80\x01\n\x0ePointsRounding\x12\x1f\n\x1bPOINTS_ROUNDING_UNSPECIFIED\x10\x00\x12\x18\n\x14POINTS_ROUNDING_DOWN\x10\x01\x12\x1b\n\x17POINTS_ROUNDING_NEAREST\x10\x02\x12\x16\n\x12POINTS_ROUNDING_UP\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loyalnest.events.v1.core_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_VIPMETRIC']._serialized_start=2548
-  _globals['_VIPMETRIC']._serialized_end=2649
-  _globals['_VIPTERM']._serialized_start=2651
-  _globals['_VIPTERM']._serialized_end=2769
-  _globals['_EARNINGRULETYPE']._serialized_start=2772
-  _globals['_EARNINGRULETYPE']._serialized_end=3114
-  _globals['_SALESCHANNEL']._serialized_start=3116
-  _globals['_SALESCHANNEL']._serialized_end=3210
-  _globals['_LIMITPERIOD']._serialized_start=3213
-  _globals['_LIMITPERIOD']._serialized_end=3348
-  _globals['_POINTSEXPIRYMODE']._serialized_start=3351
-  _globals['_POINTSEXPIRYMODE']._serialized_end=3483
-  _globals['_REFERRALDISCOUNTTYPE']._serialized_start=3486
-  _globals['_REFERRALDISCOUNTTYPE']._serialized_end=3628
-  _globals['_POINTSROUNDING']._serialized_start=3631
-  _globals['_POINTSROUNDING']._serialized_end=3759
-  _globals['_CUSTOMERCREATED']._serialized_start=154
-  _globals['_CUSTOMERCREATED']._serialized_end=238
-  _globals['_CUSTOMERUPDATED']._serialized_start=240
-  _globals['_CUSTOMERUPDATED']._serialized_end=327
-  _globals['_PLANLIMITWARNING']._serialized_start=329
-  _globals['_PLANLIMITWARNING']._serialized_end=406
-  _globals['_PROGRAMSETTINGSUPDATED']._serialized_start=408
-  _globals['_PROGRAMSETTINGSUPDATED']._serialized_end=488
-  _globals['_PROGRAMSETTINGS']._serialized_start=491
-  _globals['_PROGRAMSETTINGS']._serialized_end=1261
-  _globals['_VIPTIER']._serialized_start=1264
-  _globals['_VIPTIER']._serialized_end=1401
-  _globals['_EARNINGLIMIT']._serialized_start=1403
-  _globals['_EARNINGLIMIT']._serialized_end=1487
-  _globals['_EARNINGRULE']._serialized_start=1490
-  _globals['_EARNINGRULE']._serialized_end=2000
-  _globals['_REFERRALPROGRAM']._serialized_start=2003
-  _globals['_REFERRALPROGRAM']._serialized_end=2314
-  _globals['_REFERRALMILESTONE']._serialized_start=2316
-  _globals['_REFERRALMILESTONE']._serialized_end=2376
-  _globals['_EARNINGMULTIPLIER']._serialized_start=2378
-  _globals['_EARNINGMULTIPLIER']._serialized_end=2461
-  _globals['_PLANLIMITS']._serialized_start=2463
-  _globals['_PLANLIMITS']._serialized_end=2546
+  _globals['_VIPMETRIC']._serialized_start=2694
+  _globals['_VIPMETRIC']._serialized_end=2795
+  _globals['_VIPTERM']._serialized_start=2797
+  _globals['_VIPTERM']._serialized_end=2915
+  _globals['_EARNINGRULETYPE']._serialized_start=2918
+  _globals['_EARNINGRULETYPE']._serialized_end=3260
+  _globals['_SALESCHANNEL']._serialized_start=3262
+  _globals['_SALESCHANNEL']._serialized_end=3356
+  _globals['_LIMITPERIOD']._serialized_start=3359
+  _globals['_LIMITPERIOD']._serialized_end=3494
+  _globals['_POINTSEXPIRYMODE']._serialized_start=3497
+  _globals['_POINTSEXPIRYMODE']._serialized_end=3629
+  _globals['_REFERRALDISCOUNTTYPE']._serialized_start=3632
+  _globals['_REFERRALDISCOUNTTYPE']._serialized_end=3774
+  _globals['_POINTSROUNDING']._serialized_start=3777
+  _globals['_POINTSROUNDING']._serialized_end=3905
+  _globals['_CUSTOMERCREATED']._serialized_start=185
+  _globals['_CUSTOMERCREATED']._serialized_end=269
+  _globals['_CUSTOMERUPDATED']._serialized_start=271
+  _globals['_CUSTOMERUPDATED']._serialized_end=358
+  _globals['_PLANLIMITWARNING']._serialized_start=360
+  _globals['_PLANLIMITWARNING']._serialized_end=437
+  _globals['_PROGRAMSETTINGSUPDATED']._serialized_start=439
+  _globals['_PROGRAMSETTINGSUPDATED']._serialized_end=519
+  _globals['_PROGRAMSETTINGS']._serialized_start=522
+  _globals['_PROGRAMSETTINGS']._serialized_end=1292
+  _globals['_VIPTIER']._serialized_start=1295
+  _globals['_VIPTIER']._serialized_end=1432
+  _globals['_EARNINGLIMIT']._serialized_start=1434
+  _globals['_EARNINGLIMIT']._serialized_end=1518
+  _globals['_EARNINGRULE']._serialized_start=1521
+  _globals['_EARNINGRULE']._serialized_end=2091
+  _globals['_REFERRALPROGRAM']._serialized_start=2094
+  _globals['_REFERRALPROGRAM']._serialized_end=2405
+  _globals['_REFERRALMILESTONE']._serialized_start=2407
+  _globals['_REFERRALMILESTONE']._serialized_end=2467
+  _globals['_EARNINGMULTIPLIER']._serialized_start=2469
+  _globals['_EARNINGMULTIPLIER']._serialized_end=2552
+  _globals['_PLANLIMITS']._serialized_start=2555
+  _globals['_PLANLIMITS']._serialized_end=2692
 # @@protoc_insertion_point(module_scope)

@@ -3,6 +3,7 @@ import datetime
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from loyalnest.gen.events.v1 import rfm_pb2 as _rfm_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -205,7 +206,7 @@ class EarningLimit(_message.Message):
     def __init__(self, max_awards: _Optional[int] = ..., period: _Optional[_Union[LimitPeriod, str]] = ...) -> None: ...
 
 class EarningRule(_message.Message):
-    __slots__ = ("rule_id", "name", "enabled", "type", "points_per_currency_unit", "points", "min_spend", "channels", "start_time", "end_time", "multiplier", "limit", "punch_count", "goal_period", "activity", "eligible_tiers")
+    __slots__ = ("rule_id", "name", "enabled", "type", "points_per_currency_unit", "points", "min_spend", "channels", "start_time", "end_time", "multiplier", "limit", "punch_count", "goal_period", "activity", "eligible_tiers", "eligible_segments")
     RULE_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +223,7 @@ class EarningRule(_message.Message):
     GOAL_PERIOD_FIELD_NUMBER: _ClassVar[int]
     ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     ELIGIBLE_TIERS_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     rule_id: str
     name: str
     enabled: bool
@@ -238,7 +240,8 @@ class EarningRule(_message.Message):
     goal_period: _duration_pb2.Duration
     activity: str
     eligible_tiers: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, rule_id: _Optional[str] = ..., name: _Optional[str] = ..., enabled: _Optional[bool] = ..., type: _Optional[_Union[EarningRuleType, str]] = ..., points_per_currency_unit: _Optional[str] = ..., points: _Optional[int] = ..., min_spend: _Optional[str] = ..., channels: _Optional[_Iterable[_Union[SalesChannel, str]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., multiplier: _Optional[str] = ..., limit: _Optional[_Union[EarningLimit, _Mapping]] = ..., punch_count: _Optional[int] = ..., goal_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., activity: _Optional[str] = ..., eligible_tiers: _Optional[_Iterable[str]] = ...) -> None: ...
+    eligible_segments: _containers.RepeatedScalarFieldContainer[_rfm_pb2.RfmSegment]
+    def __init__(self, rule_id: _Optional[str] = ..., name: _Optional[str] = ..., enabled: _Optional[bool] = ..., type: _Optional[_Union[EarningRuleType, str]] = ..., points_per_currency_unit: _Optional[str] = ..., points: _Optional[int] = ..., min_spend: _Optional[str] = ..., channels: _Optional[_Iterable[_Union[SalesChannel, str]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., multiplier: _Optional[str] = ..., limit: _Optional[_Union[EarningLimit, _Mapping]] = ..., punch_count: _Optional[int] = ..., goal_period: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., activity: _Optional[str] = ..., eligible_tiers: _Optional[_Iterable[str]] = ..., eligible_segments: _Optional[_Iterable[_Union[_rfm_pb2.RfmSegment, str]]] = ...) -> None: ...
 
 class ReferralProgram(_message.Message):
     __slots__ = ("referrer_reward_points", "friend_discount_type", "friend_discount_value", "milestones", "code_expiry_days", "daily_invites_per_referrer", "daily_invites_per_merchant")
@@ -277,11 +280,13 @@ class EarningMultiplier(_message.Message):
     def __init__(self, collection_id: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., multiplier: _Optional[str] = ...) -> None: ...
 
 class PlanLimits(_message.Message):
-    __slots__ = ("plan", "customers_limit", "orders_per_month_limit")
+    __slots__ = ("plan", "customers_limit", "orders_per_month_limit", "gift_card_rewards")
     PLAN_FIELD_NUMBER: _ClassVar[int]
     CUSTOMERS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     ORDERS_PER_MONTH_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    GIFT_CARD_REWARDS_FIELD_NUMBER: _ClassVar[int]
     plan: str
     customers_limit: int
     orders_per_month_limit: int
-    def __init__(self, plan: _Optional[str] = ..., customers_limit: _Optional[int] = ..., orders_per_month_limit: _Optional[int] = ...) -> None: ...
+    gift_card_rewards: bool
+    def __init__(self, plan: _Optional[str] = ..., customers_limit: _Optional[int] = ..., orders_per_month_limit: _Optional[int] = ..., gift_card_rewards: _Optional[bool] = ...) -> None: ...

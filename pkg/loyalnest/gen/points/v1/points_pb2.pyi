@@ -5,6 +5,7 @@ from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from loyalnest.gen.events.v1 import core_pb2 as _core_pb2
+from loyalnest.gen.events.v1 import rfm_pb2 as _rfm_pb2
 from loyalnest.gen.options.v1 import access_pb2 as _access_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
@@ -40,6 +41,9 @@ class RewardIneligibility(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REWARD_INELIGIBILITY_TIER_REQUIRED: _ClassVar[RewardIneligibility]
     REWARD_INELIGIBILITY_LIMIT_REACHED: _ClassVar[RewardIneligibility]
     REWARD_INELIGIBILITY_INSUFFICIENT_POINTS: _ClassVar[RewardIneligibility]
+    REWARD_INELIGIBILITY_CHANNEL_UNAVAILABLE: _ClassVar[RewardIneligibility]
+    REWARD_INELIGIBILITY_PLAN_FEATURE_REQUIRED: _ClassVar[RewardIneligibility]
+    REWARD_INELIGIBILITY_SEGMENT_REQUIRED: _ClassVar[RewardIneligibility]
 
 class OfflineTransactionKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -85,6 +89,9 @@ REWARD_INELIGIBILITY_INACTIVE: RewardIneligibility
 REWARD_INELIGIBILITY_TIER_REQUIRED: RewardIneligibility
 REWARD_INELIGIBILITY_LIMIT_REACHED: RewardIneligibility
 REWARD_INELIGIBILITY_INSUFFICIENT_POINTS: RewardIneligibility
+REWARD_INELIGIBILITY_CHANNEL_UNAVAILABLE: RewardIneligibility
+REWARD_INELIGIBILITY_PLAN_FEATURE_REQUIRED: RewardIneligibility
+REWARD_INELIGIBILITY_SEGMENT_REQUIRED: RewardIneligibility
 OFFLINE_TRANSACTION_KIND_UNSPECIFIED: OfflineTransactionKind
 OFFLINE_TRANSACTION_KIND_EARN: OfflineTransactionKind
 OFFLINE_TRANSACTION_KIND_REDEEM: OfflineTransactionKind
@@ -267,7 +274,7 @@ class RedemptionLimit(_message.Message):
     def __init__(self, max_redemptions: _Optional[int] = ..., period: _Optional[_Union[_core_pb2.LimitPeriod, str]] = ...) -> None: ...
 
 class Reward(_message.Message):
-    __slots__ = ("reward_id", "name", "kind", "value", "points_cost", "active", "create_time", "update_time", "min_subtotal", "product_ids", "collection_ids", "code_expiry_days", "customer_limit", "tier_ids", "variant_id")
+    __slots__ = ("reward_id", "name", "kind", "value", "points_cost", "active", "create_time", "update_time", "min_subtotal", "product_ids", "collection_ids", "code_expiry_days", "customer_limit", "tier_ids", "variant_id", "channels", "eligible_segments")
     REWARD_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -283,6 +290,8 @@ class Reward(_message.Message):
     CUSTOMER_LIMIT_FIELD_NUMBER: _ClassVar[int]
     TIER_IDS_FIELD_NUMBER: _ClassVar[int]
     VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     reward_id: str
     name: str
     kind: RewardKind
@@ -298,7 +307,9 @@ class Reward(_message.Message):
     customer_limit: RedemptionLimit
     tier_ids: _containers.RepeatedScalarFieldContainer[str]
     variant_id: str
-    def __init__(self, reward_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[RewardKind, str]] = ..., value: _Optional[str] = ..., points_cost: _Optional[int] = ..., active: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_subtotal: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., collection_ids: _Optional[_Iterable[str]] = ..., code_expiry_days: _Optional[int] = ..., customer_limit: _Optional[_Union[RedemptionLimit, _Mapping]] = ..., tier_ids: _Optional[_Iterable[str]] = ..., variant_id: _Optional[str] = ...) -> None: ...
+    channels: _containers.RepeatedScalarFieldContainer[_core_pb2.SalesChannel]
+    eligible_segments: _containers.RepeatedScalarFieldContainer[_rfm_pb2.RfmSegment]
+    def __init__(self, reward_id: _Optional[str] = ..., name: _Optional[str] = ..., kind: _Optional[_Union[RewardKind, str]] = ..., value: _Optional[str] = ..., points_cost: _Optional[int] = ..., active: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_subtotal: _Optional[str] = ..., product_ids: _Optional[_Iterable[str]] = ..., collection_ids: _Optional[_Iterable[str]] = ..., code_expiry_days: _Optional[int] = ..., customer_limit: _Optional[_Union[RedemptionLimit, _Mapping]] = ..., tier_ids: _Optional[_Iterable[str]] = ..., variant_id: _Optional[str] = ..., channels: _Optional[_Iterable[_Union[_core_pb2.SalesChannel, str]]] = ..., eligible_segments: _Optional[_Iterable[_Union[_rfm_pb2.RfmSegment, str]]] = ...) -> None: ...
 
 class CreateRewardRequest(_message.Message):
     __slots__ = ("reward", "idempotency_key")
@@ -315,16 +326,18 @@ class CreateRewardResponse(_message.Message):
     def __init__(self, reward: _Optional[_Union[Reward, _Mapping]] = ...) -> None: ...
 
 class ListRewardsRequest(_message.Message):
-    __slots__ = ("active_only", "page_size", "page_token", "customer_id")
+    __slots__ = ("active_only", "page_size", "page_token", "customer_id", "channel")
     ACTIVE_ONLY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
     active_only: bool
     page_size: int
     page_token: str
     customer_id: str
-    def __init__(self, active_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., customer_id: _Optional[str] = ...) -> None: ...
+    channel: _core_pb2.SalesChannel
+    def __init__(self, active_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., customer_id: _Optional[str] = ..., channel: _Optional[_Union[_core_pb2.SalesChannel, str]] = ...) -> None: ...
 
 class ListRewardsResponse(_message.Message):
     __slots__ = ("rewards", "next_page_token", "eligibility")
@@ -365,14 +378,16 @@ class UpdateRewardResponse(_message.Message):
     def __init__(self, reward: _Optional[_Union[Reward, _Mapping]] = ...) -> None: ...
 
 class RedeemRewardRequest(_message.Message):
-    __slots__ = ("reward_id", "customer_id", "idempotency_key")
+    __slots__ = ("reward_id", "customer_id", "idempotency_key", "channel")
     REWARD_ID_FIELD_NUMBER: _ClassVar[int]
     CUSTOMER_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
     reward_id: str
     customer_id: str
     idempotency_key: str
-    def __init__(self, reward_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    channel: _core_pb2.SalesChannel
+    def __init__(self, reward_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., channel: _Optional[_Union[_core_pb2.SalesChannel, str]] = ...) -> None: ...
 
 class RedeemRewardResponse(_message.Message):
     __slots__ = ("discount_code", "redemption_id", "transaction", "balance", "reward", "expire_time", "gift_card")

@@ -196,7 +196,8 @@ class PointsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateReward(self, request, context):
-        """Adds a reward to the merchant's catalog.
+        """Adds a reward to the merchant's catalog. A GIFT_CARD reward needs a plan with
+        gift_card_rewards (FAILED_PRECONDITION PLAN_FEATURE_REQUIRED otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -213,7 +214,7 @@ class PointsServiceServicer:
     def UpdateReward(self, request, context):
         """Changes the fields of a reward named in update_mask (name, kind, value, points_cost,
         active, min_subtotal, product_ids, collection_ids, code_expiry_days, customer_limit,
-        tier_ids, variant_id; a repeated field is replaced whole). Redemptions already made keep
+        tier_ids, variant_id, channels, eligible_segments; a repeated field is replaced whole). Redemptions already made keep
         what they were made with.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -226,7 +227,10 @@ class PointsServiceServicer:
         collections, expiry). FAILED_PRECONDITION when the balance is insufficient
         (INSUFFICIENT_POINTS), the reward inactive (REWARD_INACTIVE), reserved to VIP tiers the
         customer is not in (TIER_REQUIRED), its per-customer limit reached
-        (REDEMPTION_LIMIT_REACHED, checked in the debit's transaction) or the shop not connected. If the shop cannot create the code (locked: 423,
+        (REDEMPTION_LIMIT_REACHED, checked in the debit's transaction), not offered on the
+        request's channel (REWARD_CHANNEL_UNAVAILABLE), reserved to RFM segments the customer
+        is not in (SEGMENT_REQUIRED), a gift card while the merchant's plan
+        has no gift_card_rewards (PLAN_FEATURE_REQUIRED) or the shop not connected. If the shop cannot create the code (locked: 423,
         unreachable, refused), the points are given back by a reversal and the call fails with
         FAILED_PRECONDITION REDEMPTION_REFUNDED; a retry with the same idempotency_key returns
         the same answer (completed or refunded) and never debits or refunds twice.

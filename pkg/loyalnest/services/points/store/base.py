@@ -46,6 +46,8 @@ REWARD_UPDATABLE = frozenset(
         "limit_period",
         "tier_ids",
         "variant_id",
+        "channels",
+        "eligible_segments",
     }
 )
 
@@ -53,6 +55,7 @@ REWARD_UPDATABLE = frozenset(
 # Every table (collection) with merchant rows, children before the rows they reference:
 # erase_merchant empties them for the merchant.
 MERCHANT_TABLES = (
+    "customer_segments",
     "tier_job_progress",
     "rule_events",
     "customer_tiers",
@@ -95,7 +98,8 @@ def _stored(value: object) -> object:
     if isinstance(value, StrEnum):
         return str(value)
     if isinstance(value, tuple):
-        return list(value)  # an array (PostgreSQL), a list (MongoDB)
+        # An array (PostgreSQL), a list (MongoDB); enum items (channels) as their strings.
+        return [str(v) if isinstance(v, StrEnum) else v for v in value]
     return value
 
 
@@ -255,6 +259,19 @@ class LedgerStore(Protocol):
     # ---- VIP tiers (see points/tiers.py) ---------------------------------------------------
 
     async def customer_tier(self, merchant_id: str, customer_id: str) -> TierState | None: ...
+
+    # ---- RFM segments (rfm.updated; RFM-segment eligibility) ----------------------------
+
+    async def save_customer_segment(
+        self, merchant_id: str, customer_id: str, segment: str, at: datetime
+    ) -> bool:
+        """Keeps `segment` ("" none) as the customer's, unless one scored at `at` or later is
+        held: a redelivered or late event changes nothing. False when nothing changed."""
+        ...
+
+    async def customer_segment(self, merchant_id: str, customer_id: str) -> str:
+        """The customer's RFM segment as last heard ("": none, or never heard)."""
+        ...
 
     async def save_tier(
         self,

@@ -62,6 +62,7 @@ from loyalnest.platform.observability import get_logger
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.services.points.domain import (
     Balance,
+    Channel,
     InsufficientPoints,
     LedgerMoved,
     LedgerNotFound,
@@ -77,6 +78,7 @@ from loyalnest.services.points.domain import (
     RewardInactive,
     RewardKind,
     RewardNotFound,
+    Segment,
     TierInput,
     TierRequired,
     TierState,
@@ -114,6 +116,7 @@ EXPIRY_NOTICES = "points_expiry_notices"
 RULE_EVENTS = "rule_events"
 CUSTOMER_TIERS = "customer_tiers"
 TIER_JOB_PROGRESS = "tier_job_progress"
+CUSTOMER_SEGMENTS = "customer_segments"
 _KEY_INDEX = "merchant_namespace_key_unique"
 # Before namespaces (merchant_id, idempotency_key): dropped once its keys are migrated.
 _LEGACY_KEY_INDEX = "merchant_key_unique"
@@ -308,6 +311,9 @@ class MongoLedgerStore:
         tier = self._tiers.find_one(match, {**hidden, "version": 0})
         if tier is not None:
             data["tier"] = tier
+        segment = self._database.get_collection(CUSTOMER_SEGMENTS).find_one(match, hidden)
+        if segment is not None:
+            data["segment"] = segment
         for name, collection, order in (
             ("transactions", self._ledger, "sequence"),
             ("redemptions", self._redemptions, "created_at"),
@@ -362,6 +368,8 @@ class MongoLedgerStore:
             erased += self._balances.update_one(
                 match, {"$set": {"customer_id": anonymous}, "$unset": {"erased_to": ""}}
             ).modified_count
+        # A segment is about the person and carries no amount: it goes, not moved.
+        erased += self._database.get_collection(CUSTOMER_SEGMENTS).delete_many(match).deleted_count
         key = f"{merchant_id}/{customer.shopify_customer_id}"
         self._outbox.delete_many({"partition_key": key, "sent_at": {"$ne": None}})
         # As personal_data.forget_internal_keys_naming: the derived keys naming the customer.
@@ -393,6 +401,7 @@ class MongoLedgerStore:
             CUSTOMER_TIERS,
             EXPIRY_NOTICES,
             TIER_JOB_PROGRESS,
+            CUSTOMER_SEGMENTS,
         ):
             erased += (
                 self._database.get_collection(name)
@@ -1129,6 +1138,44 @@ class MongoLedgerStore:
 
     # ---- VIP tiers ----------------------------------------------------------------------
 
+    async def save_customer_segment(
+        self, merchant_id: str, customer_id: str, segment: str, at: datetime
+    ) -> bool:
+        return await self._run(
+            partial(self._save_customer_segment, merchant_id, customer_id, segment, at)
+        )
+
+    def _save_customer_segment(
+        self, merchant_id: str, customer_id: str, segment: str, at: datetime
+    ) -> bool:
+        # One document per customer (its id names both): the upsert matches only an older
+        # one, so a newer one held makes the insert collide, which is "nothing changed".
+        try:
+            result = self._database.get_collection(CUSTOMER_SEGMENTS).update_one(
+                {"_id": f"{merchant_id}|{customer_id}", "scored_at": {"$lt": _millis(at)}},
+                {
+                    "$set": {
+                        "merchant_id": merchant_id,
+                        "customer_id": customer_id,
+                        "segment": segment,
+                        "scored_at": _millis(at),
+                    }
+                },
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            return False
+        return result.modified_count > 0 or result.upserted_id is not None
+
+    async def customer_segment(self, merchant_id: str, customer_id: str) -> str:
+        doc = await self._run(
+            partial(
+                self._database.get_collection(CUSTOMER_SEGMENTS).find_one,
+                {"_id": f"{merchant_id}|{customer_id}"},
+            )
+        )
+        return "" if doc is None else str(doc["segment"])
+
     async def customer_tier(self, merchant_id: str, customer_id: str) -> TierState | None:
         doc = await self._run(
             partial(self._tiers.find_one, {"_id": f"{merchant_id}|{customer_id}"})
@@ -1502,6 +1549,8 @@ def _reward(doc: Mapping[str, Any]) -> Reward:
         limit_period=LimitPeriod(doc.get("limit_period", LimitPeriod.EVER)),
         tier_ids=tuple(doc.get("tier_ids", ())),
         variant_id=doc.get("variant_id", ""),
+        channels=tuple(Channel(c) for c in doc.get("channels", ())),
+        eligible_segments=tuple(Segment(s) for s in doc.get("eligible_segments", ())),
     )
 
 

@@ -23,6 +23,7 @@ from loyalnest.platform.postgres import Database
 from loyalnest.services.points.domain import (
     TIER_ENTRY_REASON_PREFIX,
     Balance,
+    Channel,
     InsufficientPoints,
     LedgerMoved,
     LedgerNotFound,
@@ -36,6 +37,7 @@ from loyalnest.services.points.domain import (
     Reward,
     RewardKind,
     RewardNotFound,
+    Segment,
     TierInput,
     TierState,
     Transaction,
@@ -566,6 +568,28 @@ class PostgresLedgerStore:
 
     # ---- VIP tiers ----------------------------------------------------------------------
 
+    async def save_customer_segment(
+        self, merchant_id: str, customer_id: str, segment: str, at: datetime
+    ) -> bool:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO customer_segments (merchant_id, customer_id, segment, scored_at)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (merchant_id, customer_id) DO UPDATE"
+                " SET segment = excluded.segment, scored_at = excluded.scored_at"
+                " WHERE customer_segments.scored_at < excluded.scored_at",
+                (merchant_id, customer_id, segment, at),
+            )
+            return cursor.rowcount > 0
+
+    async def customer_segment(self, merchant_id: str, customer_id: str) -> str:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT segment FROM customer_segments WHERE merchant_id = %s AND customer_id = %s",
+                (merchant_id, customer_id),
+            )
+            row = await cursor.fetchone()
+        return "" if row is None else str(row[0])
+
     async def customer_tier(self, merchant_id: str, customer_id: str) -> TierState | None:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
@@ -926,6 +950,11 @@ class PostgresLedgerStore:
                     " WHERE merchant_id = %s AND customer_id = %s",
                 ),
                 (
+                    "segment",
+                    "SELECT segment, scored_at FROM customer_segments"
+                    " WHERE merchant_id = %s AND customer_id = %s",
+                ),
+                (
                     "rule_events",
                     "SELECT rule_id, occurrence, points, amount, at FROM rule_events"
                     " WHERE merchant_id = %s AND customer_id = %s ORDER BY at, occurrence",
@@ -973,6 +1002,14 @@ class PostgresLedgerStore:
             await conn.execute(
                 "DELETE FROM ledgers WHERE merchant_id = %(m)s AND customer_id = %(c)s", params
             )
+            # A segment is about the person and carries no amount: it goes, not moved.
+            erased += (
+                await conn.execute(
+                    "DELETE FROM customer_segments"
+                    " WHERE merchant_id = %(m)s AND customer_id = %(c)s",
+                    params,
+                )
+            ).rowcount
             await personal_data.forget_sent_events(conn, merchant_id, customer_id)
             await personal_data.forget_internal_keys_naming(conn, merchant_id, customer_id)
         return erased
@@ -994,7 +1031,7 @@ class PostgresLedgerStore:
 
 
 # The export sections that are one row (the rest are lists).
-_SINGLE_ROW_SECTIONS = frozenset({"ledger", "tier"})
+_SINGLE_ROW_SECTIONS = frozenset({"ledger", "tier", "segment"})
 
 _REWARD_COLUMNS = ", ".join(
     f"{f.name}::text AS {f.name}" if f.name == "reward_id" else f.name for f in fields(Reward)
@@ -1015,5 +1052,7 @@ def _reward(row: dict[str, Any]) -> Reward:
             "product_ids": tuple(row["product_ids"]),
             "collection_ids": tuple(row["collection_ids"]),
             "tier_ids": tuple(row["tier_ids"]),
+            "channels": tuple(Channel(c) for c in row["channels"]),
+            "eligible_segments": tuple(Segment(s) for s in row["eligible_segments"]),
         }
     )
