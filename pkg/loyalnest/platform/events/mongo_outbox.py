@@ -73,9 +73,10 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -93,6 +94,7 @@ from loyalnest.platform.config import EventSettings
 from loyalnest.platform.events.clients import OutgoingRecord, publish_bound_seconds
 from loyalnest.platform.events.envelope import Envelope, OutgoingEvent, new_event
 from loyalnest.platform.events.outbox import OUTBOX_LANES, Backlog, PendingRow, lane_for
+from loyalnest.platform.events.redaction import Redactor
 from loyalnest.platform.mongo import CODEC_OPTIONS, Document, MongoCalls, now_millis
 from loyalnest.platform.observability import get_logger
 
@@ -207,6 +209,89 @@ def _create_lane_documents(collection: Collection[Document], initial: Document) 
         # Another process creating them at the same moment: theirs are as good as ours.
         if any(error["code"] != _DUPLICATE_KEY for error in exc.details["writeErrors"]):
             raise
+
+
+# How long an erasure waits for a relay to release a lane it is publishing (a lease that
+# outlives this is expired by then: lease_seconds_for bounds every publication).
+REDACT_WAIT_SECONDS = 180.0
+# What an erasure's own hold on a lane lasts if its process dies holding it.
+_REDACT_LEASE = timedelta(seconds=60)
+
+
+def redact_unsent(
+    database: Database[Document],
+    merchant_id: str,
+    identifiers: Iterable[str],
+    replacement: str,
+    *,
+    wait_seconds: float = REDACT_WAIT_SECONDS,
+) -> int:
+    """Rewrites the merchant's events not yet published that name the customer (any of
+    `identifiers`) to name `replacement` (blocking; a worker thread). The counterpart of
+    personal_data.redact_unsent_events; see platform/events/redaction.py for what changes.
+
+    The lanes concerned are leased first, as a relay leases them, so no relay publishes
+    them meanwhile: an event published before is deleted (it names the customer and is out
+    of reach), the others are redacted before any relay can send them. Idempotent: a
+    redacted event no longer names the customer. Returns the events changed."""
+    redactor = Redactor(identifiers, replacement)
+    if not redactor.identifiers:
+        return 0
+    outbox = database.get_collection(OUTBOX_COLLECTION, codec_options=CODEC_OPTIONS)
+    merchant = {
+        "$or": [
+            {"partition_key": merchant_id},
+            {"partition_key": {"$regex": f"^{re.escape(merchant_id)}/"}},
+        ]
+    }
+    needles = redactor.needles
+    found = [
+        doc
+        for doc in outbox.find({"sent_at": None, **merchant}, {"lane": 1, "envelope": 1})
+        if any(needle in bytes(doc["envelope"]) for needle in needles)
+    ]
+    if not found:
+        return 0
+    leases = database.get_collection(
+        LEASES_COLLECTION, codec_options=CODEC_OPTIONS, write_concern=_LEASE_WRITE_CONCERN
+    )
+    # Relays create the lease documents when they first run; an outbox none has read yet
+    # may have none.
+    _create_lane_documents(leases, {"owner": None, "expires_at": _RELEASED, "seen_through": 0})
+    lanes = sorted({doc["lane"] for doc in found})
+    token = f"erasure-{uuid.uuid4().hex}"
+    deadline = time.monotonic() + wait_seconds
+    try:
+        for lane in lanes:
+            while True:
+                now = now_millis()
+                taken = leases.update_one(
+                    {"_id": lane, "$or": [{"owner": None}, {"expires_at": {"$lte": now}}]},
+                    {"$set": {"owner": token, "expires_at": now + _REDACT_LEASE}},
+                )
+                if taken.modified_count:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"outbox lane {lane} stayed leased by a relay")
+                time.sleep(0.05)
+        changed = 0
+        for doc in outbox.find({"_id": {"$in": [doc["_id"] for doc in found]}}):
+            if doc["sent_at"] is not None:  # published before the lease: forget it
+                changed += outbox.delete_one({"_id": doc["_id"]}).deleted_count
+                continue
+            redacted = redactor.record(bytes(doc["envelope"]), doc["partition_key"])
+            if redacted is None:
+                continue
+            changed += outbox.update_one(
+                {"_id": doc["_id"], "sent_at": None},
+                {"$set": {"envelope": Binary(redacted.envelope), "partition_key": redacted.key}},
+            ).modified_count
+        return changed
+    finally:
+        leases.update_many(
+            {"_id": {"$in": lanes}, "owner": token},
+            {"$set": {"owner": None, "expires_at": _RELEASED}},
+        )
 
 
 @dataclass

@@ -150,6 +150,9 @@ class CustomerKeys:
                 (merchant_id, customer.shopify_customer_id),
             )
             erased = cursor.rowcount
+            erased += await personal_data.redact_unsent_events(
+                conn, merchant_id, customer.identifiers()
+            )
             erased += await personal_data.forget_sent_events(
                 conn, merchant_id, customer.shopify_customer_id
             )

@@ -358,6 +358,9 @@ class MongoLedgerStore:
                         }
                     )
                 erased += collection.delete_one({"_id": doc["_id"]}).deleted_count
+        # Its events not yet published follow the ledger to the anonymous id, before the
+        # ledger moves last: a retry after a crash redacts what is left to the same id.
+        mongo_outbox.redact_unsent(self._database, merchant_id, customer.identifiers(), anonymous)
         if ledger is not None:
             erased += self._balances.update_one(
                 match, {"$set": {"customer_id": anonymous}, "$unset": {"erased_to": ""}}

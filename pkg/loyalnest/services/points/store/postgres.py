@@ -973,6 +973,10 @@ class PostgresLedgerStore:
             await conn.execute(
                 "DELETE FROM ledgers WHERE merchant_id = %(m)s AND customer_id = %(c)s", params
             )
+            # Its events not yet published follow the ledger to the anonymous id.
+            await personal_data.redact_unsent_events(
+                conn, merchant_id, customer.identifiers(), anonymous
+            )
             await personal_data.forget_sent_events(conn, merchant_id, customer_id)
             await personal_data.forget_internal_keys_naming(conn, merchant_id, customer_id)
         return erased
