@@ -279,3 +279,17 @@ async def _unsent(store: LedgerStore) -> list[tuple[str, bytes]]:
     assert isinstance(store, MongoLedgerStore)
     docs = store.database["outbox"].find({"sent_at": None})
     return [(d["partition_key"], bytes(d["envelope"])) for d in docs]
+
+
+async def test_erase_merchant_drops_its_unsent_events_and_no_other_merchants(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    """shop/redact: the merchant's events not yet published are dropped (every service erases
+    the merchant; a late event would make a consumer hold its data again); another
+    merchant's wait for the relay as before."""
+    customer, other_merchant = new_customer(), f"other-{merchant_id}"
+    await earn(store, merchant_id, customer, 10)
+    await earn(store, other_merchant, customer, 7)
+    assert await store.erase_merchant(merchant_id) > 0
+    keys = [key for key, _ in await _unsent(store)]
+    assert keys == [f"{other_merchant}/{customer}"]

@@ -349,6 +349,28 @@ async def redact_unsent_events(
     return changed
 
 
+async def drop_merchant_events(conn: AsyncConnection, merchant_id: str) -> int:
+    """Deletes every outbox row of the merchant, published or not, in the caller's
+    transaction (shop/redact). Unpublished ones are dropped, not redacted as for a customer:
+    everything of the merchant is being erased in every service, and a late event would make
+    a consumer that already erased the merchant hold its data again. The lanes of the
+    unpublished rows are locked first, as in `redact_unsent_events`, so none leaves
+    meanwhile."""
+    scope = "(partition_key = %s OR partition_key LIKE %s)"
+    params = (merchant_id, _like_prefix(merchant_id) + "/%")
+    cursor = await conn.execute(
+        f"SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL AND {scope} ORDER BY lane",
+        params,
+    )
+    lanes = [lane for (lane,) in await cursor.fetchall()]
+    if lanes:
+        await conn.execute(
+            "SELECT lane FROM outbox_lanes WHERE lane = ANY(%s) ORDER BY lane FOR UPDATE",
+            (lanes,),
+        )
+    return (await conn.execute(f"DELETE FROM outbox WHERE {scope}", params)).rowcount
+
+
 async def forget_internal_keys_naming(
     conn: AsyncConnection, merchant_id: str, identifier: str
 ) -> int:
@@ -368,17 +390,12 @@ async def forget_internal_keys_naming(
 
 async def erase_platform_rows(conn: AsyncConnection, merchant_id: str) -> int:
     """The platform's tables in a service schema, for a merchant being erased: its idempotency
-    keys, its published outbox rows, its audit rows (when the schema has audit_logs)."""
-    erased = 0
-    for statement, params in (
-        ("DELETE FROM idempotency_keys WHERE merchant_id = %s", (merchant_id,)),
-        (
-            "DELETE FROM outbox WHERE sent_at IS NOT NULL"
-            " AND (partition_key = %s OR partition_key LIKE %s)",
-            (merchant_id, _like_prefix(merchant_id) + "/%"),
-        ),
-    ):
-        erased += (await conn.execute(statement, params)).rowcount
+    keys, its outbox rows (published or not: `drop_merchant_events`), its audit rows (when
+    the schema has audit_logs)."""
+    erased = (
+        await conn.execute("DELETE FROM idempotency_keys WHERE merchant_id = %s", (merchant_id,))
+    ).rowcount
+    erased += await drop_merchant_events(conn, merchant_id)
     cursor = await conn.execute("SELECT to_regclass('audit_logs') IS NOT NULL")
     row = await cursor.fetchone()
     if row is not None and row[0]:

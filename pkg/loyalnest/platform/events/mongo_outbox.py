@@ -76,7 +76,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -238,42 +238,17 @@ def redact_unsent(
     if not redactor.identifiers:
         return 0
     outbox = database.get_collection(OUTBOX_COLLECTION, codec_options=CODEC_OPTIONS)
-    merchant = {
-        "$or": [
-            {"partition_key": merchant_id},
-            {"partition_key": {"$regex": f"^{re.escape(merchant_id)}/"}},
-        ]
-    }
     needles = redactor.needles
     found = [
         doc
-        for doc in outbox.find({"sent_at": None, **merchant}, {"lane": 1, "envelope": 1})
+        for doc in outbox.find(
+            {"sent_at": None, **_of_merchant(merchant_id)}, {"lane": 1, "envelope": 1}
+        )
         if any(needle in bytes(doc["envelope"]) for needle in needles)
     ]
     if not found:
         return 0
-    leases = database.get_collection(
-        LEASES_COLLECTION, codec_options=CODEC_OPTIONS, write_concern=_LEASE_WRITE_CONCERN
-    )
-    # Relays create the lease documents when they first run; an outbox none has read yet
-    # may have none.
-    _create_lane_documents(leases, {"owner": None, "expires_at": _RELEASED, "seen_through": 0})
-    lanes = sorted({doc["lane"] for doc in found})
-    token = f"erasure-{uuid.uuid4().hex}"
-    deadline = time.monotonic() + wait_seconds
-    try:
-        for lane in lanes:
-            while True:
-                now = now_millis()
-                taken = leases.update_one(
-                    {"_id": lane, "$or": [{"owner": None}, {"expires_at": {"$lte": now}}]},
-                    {"$set": {"owner": token, "expires_at": now + _REDACT_LEASE}},
-                )
-                if taken.modified_count:
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"outbox lane {lane} stayed leased by a relay")
-                time.sleep(0.05)
+    with _holding_lanes(database, {doc["lane"] for doc in found}, wait_seconds):
         changed = 0
         for doc in outbox.find({"_id": {"$in": [doc["_id"] for doc in found]}}):
             if doc["sent_at"] is not None:  # published before the lease: forget it
@@ -287,9 +262,64 @@ def redact_unsent(
                 {"$set": {"envelope": Binary(redacted.envelope), "partition_key": redacted.key}},
             ).modified_count
         return changed
+
+
+def drop_merchant_events(
+    database: Database[Document], merchant_id: str, *, wait_seconds: float = REDACT_WAIT_SECONDS
+) -> int:
+    """Deletes every event of the merchant, published or not (shop/redact; blocking), the
+    lanes of the unpublished ones leased first: the counterpart of
+    personal_data.drop_merchant_events."""
+    outbox = database.get_collection(OUTBOX_COLLECTION, codec_options=CODEC_OPTIONS)
+    lanes = set(outbox.distinct("lane", {"sent_at": None, **_of_merchant(merchant_id)}))
+    with _holding_lanes(database, lanes, wait_seconds):
+        return outbox.delete_many(_of_merchant(merchant_id)).deleted_count
+
+
+def _of_merchant(merchant_id: str) -> Document:
+    return {
+        "$or": [
+            {"partition_key": merchant_id},
+            {"partition_key": {"$regex": f"^{re.escape(merchant_id)}/"}},
+        ]
+    }
+
+
+@contextlib.contextmanager
+def _holding_lanes(
+    database: Database[Document], lanes: Iterable[int], wait_seconds: float
+) -> Iterator[None]:
+    """Leases `lanes` as a relay would (waiting for relays holding them), releasing them on
+    exit: no relay publishes them meanwhile."""
+    wanted = sorted(lanes)
+    if not wanted:
+        yield
+        return
+    leases = database.get_collection(
+        LEASES_COLLECTION, codec_options=CODEC_OPTIONS, write_concern=_LEASE_WRITE_CONCERN
+    )
+    # Relays create the lease documents when they first run; an outbox none has read yet
+    # may have none.
+    _create_lane_documents(leases, {"owner": None, "expires_at": _RELEASED, "seen_through": 0})
+    token = f"erasure-{uuid.uuid4().hex}"
+    deadline = time.monotonic() + wait_seconds
+    try:
+        for lane in wanted:
+            while True:
+                now = now_millis()
+                taken = leases.update_one(
+                    {"_id": lane, "$or": [{"owner": None}, {"expires_at": {"$lte": now}}]},
+                    {"$set": {"owner": token, "expires_at": now + _REDACT_LEASE}},
+                )
+                if taken.modified_count:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"outbox lane {lane} stayed leased by a relay")
+                time.sleep(0.05)
+        yield
     finally:
         leases.update_many(
-            {"_id": {"$in": lanes}, "owner": token},
+            {"_id": {"$in": wanted}, "owner": token},
             {"$set": {"owner": None, "expires_at": _RELEASED}},
         )
 

@@ -402,15 +402,7 @@ class MongoLedgerStore:
                 .delete_many({"merchant_id": merchant_id})
                 .deleted_count
             )
-        erased += self._outbox.delete_many(
-            {
-                "sent_at": {"$ne": None},
-                "$or": [
-                    {"partition_key": merchant_id},
-                    {"partition_key": {"$regex": f"^{re.escape(merchant_id)}/"}},
-                ],
-            }
-        ).deleted_count
+        erased += mongo_outbox.drop_merchant_events(self._database, merchant_id)
         return erased
 
     async def ensure_indexes(self) -> None:
