@@ -52,3 +52,13 @@ def test_an_event_about_someone_else_is_left_alone() -> None:
     event = new_event("m-1", points_pb2.PointsEarned(customer_id="c-2", points=5))
     assert redactor.record(event.value, event.key) is None
     assert Redactor([""], "erased:x").record(event.value, event.key) is None
+
+
+def test_contact_fields_go_only_from_a_message_naming_the_customer() -> None:
+    from loyalnest.gen.events.v1 import gateway_pb2 as g
+
+    redactor = Redactor(["ada@example.com", "c-1"], "erased:x")
+    theirs = g.CustomerData(email="ada@example.com", first_name="Ada")
+    assert redactor.message(theirs) and theirs == g.CustomerData()
+    someone_else = g.CustomerData(email="bob@example.com", first_name="Bob")
+    assert not redactor.message(someone_else) and someone_else.first_name == "Bob"

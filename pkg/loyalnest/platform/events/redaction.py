@@ -8,9 +8,10 @@ the same transaction. So a redacted event says the same thing about an anonymous
 
 - every string equal to one of the customer's identifiers, or holding one as a `:`, `/` or
   `|`-separated part (derived ids such as `merchant|customer|...`), names the replacement;
-- contact fields (`PERSONAL_FIELDS`) are cleared wherever they appear;
-- a message that named the customer loses its bytes fields: sealed copies of their data
-  (`SealedCustomerData.ciphertext`), unreadable anyway once the edge erased the key.
+- a message that named the customer (their own email in a contact field included) loses its
+  contact fields (`PERSONAL_FIELDS`) and its bytes fields: sealed copies of their data
+  (`SealedCustomerData.ciphertext`, unreadable anyway once the edge erased the key) and
+  version-1 raw bodies.
 
 The record key (`<merchant>/<aggregate>`) is rewritten the same way; the row keeps its place
 (id, lane), so events still leave in order.
@@ -21,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -99,31 +101,39 @@ class Redactor:
                             new = self.text(value[map_key])
                             if new != value[map_key]:
                                 value[map_key] = new
-                                changed = named = True
+                                named = True
                     continue
                 items = value if _repeated(field) else [value]
                 for item in items:
                     changed |= self.message(item)
             elif field.type == FieldDescriptor.TYPE_STRING:
                 if field.name in PERSONAL_FIELDS:
-                    message.ClearField(field.name)
-                    changed = True
+                    # Cleared below if this message names the customer (their own email
+                    # included); another person's contact data is not this erasure's.
+                    named |= any(self.text(item) != item for item in _items(field, value))
                 elif _repeated(field):
                     for index, item in enumerate(value):
                         new = self.text(item)
                         if new != item:
                             value[index] = new
-                            changed = named = True
+                            named = True
                 else:
                     new = self.text(value)
                     if new != value:
                         setattr(message, field.name, new)
-                        changed = named = True
+                        named = True
         if named:
+            # Its contact fields and bytes (sealed copies, a version-1 raw body) go too.
             for field, _ in message.ListFields():
-                if field.type == FieldDescriptor.TYPE_BYTES:
+                if field.type == FieldDescriptor.TYPE_BYTES or (
+                    field.type == FieldDescriptor.TYPE_STRING and field.name in PERSONAL_FIELDS
+                ):
                     message.ClearField(field.name)
-        return changed
+        return changed or named
+
+
+def _items(field: FieldDescriptor, value: Any) -> list[str]:
+    return list(value) if _repeated(field) else [value]
 
 
 def _repeated(field: FieldDescriptor) -> bool:
