@@ -31,6 +31,7 @@ from pymongo.database import Database
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.events.v1 import points_pb2 as events_pb2
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.errors import Unavailable
 from loyalnest.platform.events import mongo_outbox
 from loyalnest.platform.events.clients import OutgoingRecord, publish_bound_seconds
 from loyalnest.platform.events.envelope import new_event
@@ -486,6 +487,6 @@ def test_an_erasure_waits_for_a_relays_lease_then_redacts_and_frees_the_lane(
         {"_id": lane_of(other)},
         {"$set": {"owner": "relay-2", "expires_at": datetime.now(UTC) + timedelta(hours=1)}},
     )
-    with FAKE_LOCK, pytest.raises(TimeoutError):
+    with FAKE_LOCK, pytest.raises(Unavailable, match="held by a relay"):
         mongo_outbox.redact_unsent(database, MERCHANT, [other], "erased:y", wait_seconds=0.3)
     assert database["outbox"].count_documents({"partition_key": f"{MERCHANT}/{other}"}) == 1

@@ -91,6 +91,7 @@ from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 from loyalnest.platform.config import EventSettings
+from loyalnest.platform.errors import Unavailable
 from loyalnest.platform.events.clients import OutgoingRecord, publish_bound_seconds
 from loyalnest.platform.events.envelope import Envelope, OutgoingEvent, new_event
 from loyalnest.platform.events.outbox import OUTBOX_LANES, Backlog, PendingRow, lane_for
@@ -314,7 +315,11 @@ def _holding_lanes(
                 if taken.modified_count:
                     break
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"outbox lane {lane} stayed leased by a relay")
+                    # The erasure is retried (AdminCore's step stays pending), never INTERNAL.
+                    raise Unavailable(
+                        f"outbox lane {lane} is held by a relay; retry the erasure",
+                        retry_after_seconds=5.0,
+                    )
                 time.sleep(0.05)
         yield
     finally:
