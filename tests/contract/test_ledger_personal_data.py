@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.personal_data import CustomerRef
@@ -220,3 +221,75 @@ async def _rows_naming(store: LedgerStore, merchant_id: str, customer_id: str) -
         if count:
             found[name] = count
     return found
+
+
+async def test_erase_redacts_the_customers_unsent_events_to_the_anonymous_ledger(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    """Events still in the outbox when the customer is erased would otherwise be published
+    afterwards under their Shopify id: they follow the ledger to its anonymous id (amounts
+    and sequence kept, for the consumers that add them up); another customer's stay."""
+    customer, other = new_customer(), new_customer()
+    await earn(store, merchant_id, customer, 100)
+    await redeem(store, merchant_id, customer, 30)
+    await earn(store, merchant_id, other, 5)
+
+    assert await store.erase_customer(merchant_id, CustomerRef(customer)) > 0
+    entries = await _unsent(store)
+    assert entries, "nothing was published: the events wait in the outbox"
+    for key, envelope in entries:
+        assert customer not in key
+        assert customer.encode() not in envelope, "an unsent event still names the customer"
+    (anonymous,) = [c for c in await _customers(store, merchant_id) if c.startswith(ERASED_PREFIX)]
+    payloads = [_payload(envelope) for _, envelope in entries]
+    assert sorted(
+        (p.customer_id, p.sequence, p.points, k)
+        for p, (k, _) in zip(payloads, entries, strict=True)
+    ) == sorted(
+        [
+            (anonymous, 1, 100, f"{merchant_id}/{anonymous}"),
+            (anonymous, 2, 30, f"{merchant_id}/{anonymous}"),
+            (other, 1, 5, f"{merchant_id}/{other}"),
+        ]
+    )
+    assert await store.erase_customer(merchant_id, CustomerRef(customer)) == 0  # a repeat
+
+
+def _payload(envelope: bytes) -> Any:
+    from loyalnest.platform.events.envelope import Envelope
+    from loyalnest.platform.events.topics import spec_for_type
+
+    decoded = Envelope.FromString(envelope)
+    payload = spec_for_type(decoded.event_type).payload_type()
+    assert decoded.payload.Unpack(payload)
+    return payload
+
+
+async def _unsent(store: LedgerStore) -> list[tuple[str, bytes]]:
+    """(record key, envelope) of every outbox entry not yet published."""
+    from loyalnest.services.points.store.mongo import MongoLedgerStore
+    from loyalnest.services.points.store.postgres import PostgresLedgerStore
+
+    if isinstance(store, PostgresLedgerStore):
+        async with store._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT partition_key, envelope FROM outbox WHERE sent_at IS NULL ORDER BY id"
+            )
+            return [(key, bytes(envelope)) for key, envelope in await cursor.fetchall()]
+    assert isinstance(store, MongoLedgerStore)
+    docs = store.database["outbox"].find({"sent_at": None})
+    return [(d["partition_key"], bytes(d["envelope"])) for d in docs]
+
+
+async def test_erase_merchant_drops_its_unsent_events_and_no_other_merchants(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    """shop/redact: the merchant's events not yet published are dropped (every service erases
+    the merchant; a late event would make a consumer hold its data again); another
+    merchant's wait for the relay as before."""
+    customer, other_merchant = new_customer(), f"other-{merchant_id}"
+    await earn(store, merchant_id, customer, 10)
+    await earn(store, other_merchant, customer, 7)
+    assert await store.erase_merchant(merchant_id) > 0
+    keys = [key for key, _ in await _unsent(store)]
+    assert keys == [f"{other_merchant}/{customer}"]

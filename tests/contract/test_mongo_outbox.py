@@ -31,6 +31,7 @@ from pymongo.database import Database
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.events.v1 import points_pb2 as events_pb2
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.errors import Unavailable
 from loyalnest.platform.events import mongo_outbox
 from loyalnest.platform.events.clients import OutgoingRecord, publish_bound_seconds
 from loyalnest.platform.events.envelope import new_event
@@ -454,3 +455,38 @@ def test_the_lease_outlasts_the_longest_publication() -> None:
     # creating topics, the acks and the relay's shutdown step.
     assert lease_seconds_for(settings) > publish_bound_seconds(settings) + 20
     assert publish_bound_seconds(settings) > 10 + 5
+
+
+# --- an erasure redacting unsent events (mongo_outbox.redact_unsent) -------------------------
+
+
+def test_an_erasure_waits_for_a_relays_lease_then_redacts_and_frees_the_lane(
+    database: Database[Document],
+) -> None:
+    """A relay holds the customer's lane: the erasure waits until the lease is released (here:
+    expires) rather than rewrite events the relay may be publishing; it then redacts them,
+    leaves other customers' alone and frees the lane for the relays."""
+    customer, other = "7390000000001", "7390000000002"
+    enqueue(database, customer, 1)
+    enqueue(database, other, 1)
+    lane = lane_of(customer)
+    held_until = datetime.now(UTC) + timedelta(seconds=1)
+    database[LEASES_COLLECTION].update_one(
+        {"_id": lane}, {"$set": {"owner": "relay-1", "expires_at": held_until}}
+    )
+    started = datetime.now(UTC)
+    with FAKE_LOCK:
+        changed = mongo_outbox.redact_unsent(database, MERCHANT, [customer], "erased:x")
+    assert changed == 1 and datetime.now(UTC) >= held_until > started
+    keys = sorted(doc["partition_key"] for doc in database["outbox"].find({"sent_at": None}))
+    assert keys == sorted([f"{MERCHANT}/erased:x", f"{MERCHANT}/{other}"])
+    lease = database[LEASES_COLLECTION].find_one({"_id": lane})
+    assert lease is not None and lease["owner"] is None
+    # A lane that stays leased: the erasure gives up (AdminCore retries it), changing nothing.
+    database[LEASES_COLLECTION].update_one(
+        {"_id": lane_of(other)},
+        {"$set": {"owner": "relay-2", "expires_at": datetime.now(UTC) + timedelta(hours=1)}},
+    )
+    with FAKE_LOCK, pytest.raises(Unavailable, match="held by a relay"):
+        mongo_outbox.redact_unsent(database, MERCHANT, [other], "erased:y", wait_seconds=0.3)
+    assert database["outbox"].count_documents({"partition_key": f"{MERCHANT}/{other}"}) == 1

@@ -8,6 +8,7 @@ since they were queued dropped without an event.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -16,13 +17,14 @@ import pytest
 
 from loyalnest.gen.events.v1 import audit_pb2, envelope_pb2
 from loyalnest.platform import audit
+from loyalnest.platform.audit import shipper as shipper_module
 from loyalnest.platform.audit.shipper import AuditShipper
 from loyalnest.platform.auth import context as auth_context
 from loyalnest.platform.auth.tokens import Principal
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.postgres import Database
-from loyalnest.services.roles.service import DATABASE
-from tests.integration.conftest import service_settings_for_tests
+from loyalnest.services.roles.service import DATABASE, SPEC
+from tests.integration.conftest import eventually, service_settings_for_tests, serving
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +153,79 @@ async def test_an_audited_pool_names_the_rpc_caller_and_no_one_after(database_ur
             assert await actor(conn) == ""
     finally:
         await db.close()
+
+
+async def _role_changes(database_url: str, merchant_id: str, changes: int) -> str:
+    """`changes` audited changes of one role through the real trigger; the role's id."""
+    role_id = str(uuid.uuid4())
+    async with await psycopg.AsyncConnection.connect(
+        database_url, autocommit=True, options="-c search_path=roles"
+    ) as conn:
+        await conn.execute(
+            "INSERT INTO roles (role_id, merchant_id, name, permissions)"
+            " VALUES (%s, %s, 'n0', '[\"points:read\"]')",
+            (role_id, merchant_id),
+        )
+        for n in range(1, changes):
+            await conn.execute("UPDATE roles SET name = %s WHERE role_id = %s", (f"n{n}", role_id))
+    return role_id
+
+
+async def _queued(database_url: str) -> int:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute("SELECT count(*) FROM roles.audit_log_queue")
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def test_a_bounded_shipper_moves_only_the_oldest_rows_beyond_its_bound(
+    database: Database, database_url: str
+) -> None:
+    """Events off: the queue keeps its newest `keep` rows, the older ones go on to the outbox
+    in queue order; once events are on, the rest follow. Every row once, in order."""
+    merchant_id = f"m-{uuid.uuid4().hex[:8]}"
+    await _role_changes(database_url, merchant_id, 7)
+    bounded = AuditShipper(database, keep=3)
+    assert await bounded.ship_once(limit=2) == 2  # batches still apply
+    assert await bounded.ship_once() == 2
+    assert await bounded.ship_once() == 0  # at the bound: nothing more leaves
+    assert await _queued(database_url) == 3
+    assert [e.details["new"]["name"] for e in await shipped(database_url, merchant_id)] == [
+        "n0",
+        "n1",
+        "n2",
+        "n3",
+    ]
+    assert await AuditShipper(database).ship_once() == 3  # events on again
+    events = await shipped(database_url, merchant_id)
+    assert [e.details["new"]["name"] for e in events] == [f"n{n}" for n in range(7)]
+    assert len({e.log_id for e in events}) == 7 and await _queued(database_url) == 0
+
+
+async def test_a_service_with_events_off_keeps_its_audit_queue_bounded(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Roles run as with events off (no relay, no consumers): its audit queue still stays at
+    `audit_queue_bound`, the excess in its outbox, no audit row lost."""
+    monkeypatch.setattr(shipper_module, "BOUNDED_INTERVAL_SECONDS", 0.1)
+    settings = service_settings_for_tests(ServiceSettings, database_url, audit_queue_bound=2)
+    assert not settings.events_enabled
+    merchant_id = f"m-{uuid.uuid4().hex[:8]}"
+    async with serving(SPEC, settings) as service:
+        await asyncio.wait_for(service.health.started.wait(), 30)
+        await _role_changes(database_url, merchant_id, 5)
+
+        async def bounded() -> bool:
+            return await _queued(database_url) == 2
+
+        await eventually(bounded, 15, "the audit queue back at its bound")
+        events = await shipped(database_url, merchant_id)
+        assert [e.details["new"]["name"] for e in events] == ["n0", "n1", "n2"]
+        async with await psycopg.AsyncConnection.connect(database_url) as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM roles.audit_logs a WHERE a.merchant_id = %s"
+                " AND NOT EXISTS (SELECT 1 FROM roles.audit_log_queue q WHERE q.log_id = a.log_id)"
+                " AND a.log_id::text <> ALL(%s)",
+                (merchant_id, [e.log_id for e in events]),
+            )
+            assert await cursor.fetchone() == (0,)  # every row queued or in the outbox

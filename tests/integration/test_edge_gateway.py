@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import psycopg
+import psycopg.types.json
 import pytest
 
 from loyalnest.devstack.postgres import free_port
@@ -22,6 +23,7 @@ from loyalnest.gateway.edge import EdgePolicy, JwtProvider, ReadRateLimit
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.personal_data import CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import running
 from loyalnest.platform.tenancy import merchant_id_for_shop
@@ -280,6 +282,57 @@ async def test_signed_malformed_json_is_dead_lettered_not_dropped(edge: Edge) ->
     async with edge_store(edge.database_url) as store:
         assert await store.dead_letter_body(row[4]) == body
     assert edge.count("SELECT count(*) FROM edge.outbox") == 0
+
+
+async def test_an_erased_customers_dead_letter_never_opens_again_anothers_still_does(
+    edge: Edge,
+) -> None:
+    """A dead letter naming a customer is sealed under that customer's key: erasing them
+    deletes the key and their dead letters, and a copy restored from a backup stays
+    unreadable (crypto-shredding); another customer's dead letter still opens for a replay,
+    and one naming nobody is sealed under the master key."""
+    order = json.loads(ORDER)
+    bodies: dict[str, bytes] = {}
+    for customer in ("7390012230101", "7390012230102"):
+        complete = json.dumps({**order, "customer": {**order["customer"], "id": int(customer)}})
+        bodies[customer] = complete.encode()[:-40]  # cut short: not JSON any more
+    bodies["nobody"] = b"\xff\xfe not json at all"
+    rows: dict[str, tuple[Any, ...]] = {}
+    for who, body in bodies.items():
+        headers = _headers(body)
+        response = await edge.deliver(body, headers)
+        assert response.json()["outcome"] == "WEBHOOK_OUTCOME_DEAD_LETTERED", response.body
+        with psycopg.connect(edge.database_url) as conn:
+            row = conn.execute(
+                "SELECT dead_letter_id, shop_domain, event_id, topic, webhook_id, headers,"
+                " body, body_sealed, reason, key_id FROM edge.webhook_dead_letters"
+                " WHERE event_id = %s",
+                (headers["x-shopify-event-id"],),
+            ).fetchone()
+        assert row is not None and who.encode() not in bytes(row[6])
+        rows[who] = row
+    erased, kept = "7390012230101", "7390012230102"
+    assert rows[erased][9] and rows[kept][9] and rows["nobody"][9] is None
+    async with edge_store(edge.database_url) as store:
+        for who, body in bodies.items():
+            assert await store.dead_letter_body(rows[who][0]) == body
+    async with customer_keys(edge.database_url) as keys:
+        assert await keys.erase_customer(merchant_id_for_shop(SHOP), CustomerRef(erased)) >= 2
+    assert edge.count("SELECT count(*) FROM edge.webhook_dead_letters") == 2
+    # The erased customer's dead letter, as a backup taken before the erasure holds it.
+    with psycopg.connect(edge.database_url) as conn:
+        restored = conn.execute(
+            "INSERT INTO edge.webhook_dead_letters (shop_domain, event_id, topic, webhook_id,"
+            " headers, body, body_sealed, reason, key_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING dead_letter_id",
+            (*rows[erased][1:5], psycopg.types.json.Jsonb(rows[erased][5]), *rows[erased][6:]),
+        ).fetchone()
+    assert restored is not None
+    async with edge_store(edge.database_url) as store:
+        with pytest.raises(CustomerErased):
+            await store.dead_letter_body(restored[0])
+        assert await store.dead_letter_body(rows[kept][0]) == bodies[kept]
+        assert await store.dead_letter_body(rows["nobody"][0]) == bodies["nobody"]
 
 
 async def test_unknown_topic_and_bad_shop_are_400_with_field_violations(edge: Edge) -> None:

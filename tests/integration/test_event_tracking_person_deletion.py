@@ -11,26 +11,36 @@ is carried out later.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
+import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from loyalnest.devstack.standins.posthog import (
     DEFAULT_PERSONAL_API_KEY,
     DEFAULT_PROJECT_ID,
     PosthogStandIn,
 )
+from loyalnest.gen.event_tracking.v1 import event_tracking_pb2 as pb
+from loyalnest.gen.events.v1 import points_pb2 as events_pb2
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.errors import Unavailable
+from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.personal_data import CustomerRef
 from loyalnest.platform.postgres import Database
+from loyalnest.services.event_tracking.consumers import task_for
+from loyalnest.services.event_tracking.domain import Counts
 from loyalnest.services.event_tracking.service import DATABASE, SPEC
 from loyalnest.services.event_tracking.store import PersonDeletion, TaskStore
+from tests.auth import merchant_metadata
 from tests.integration.conftest import eventually, serve_for_test
 from tests.integration.test_event_tracking_service import (
     PSEUDONYMS,
+    WRITE,
     Stub,
     arrived,
     capture,
@@ -205,3 +215,82 @@ async def test_an_erasure_made_while_no_deleter_runs_is_carried_out_later(
     assert await store.erase_merchant(merchant_id) >= 2  # done: both persons' rows dropped
     assert posthog.person(ann) is None and events_of(posthog, ann) == []
     assert events_of(posthog, cid) == [] or posthog.person(cid) is None
+
+
+async def test_events_after_a_completed_erasure_make_no_new_person_at_posthog(
+    database_url: str, posthog: PosthogStandIn, store: TaskStore, merchant_id: str
+) -> None:
+    """Once a customer's erasure completed (PostHog deleted their person, the rows dropped),
+    a late event about them (the storefront, a domain event, CreateTask) is dropped and
+    counted, never shipped: PostHog gets no new person for them. Another customer's events
+    still arrive. A tombstone keeps the pseudonym only."""
+    settings = settings_for(database_url, posthog, **with_persons_api(posthog))
+    async with serve_for_test(SPEC, settings, Stub) as (_, stub):
+        await capture(stub, merchant_id, client_event(distinct_id="c-1"))
+        await arrived(posthog, 1)
+        await shipped(store, merchant_id, 1)
+        ann, bob = PSEUDONYMS.of(merchant_id, "c-1"), PSEUDONYMS.of(merchant_id, "c-2")
+        await pending_at_posthog(store.erase_customer(merchant_id, CustomerRef("c-1")))
+        await no_deletions_left(store, merchant_id)
+        assert await store.erase_customer(merchant_id, CustomerRef("c-1")) == 1  # completed
+        assert posthog.person(ann) is None
+
+        dropped_before = _erased_events("client")
+        late = await capture(
+            stub, merchant_id, client_event(distinct_id="c-1"), client_event(distinct_id="c-2")
+        )
+        # Taken (nothing for the client to resend), but only bob's is queued.
+        assert (late.accepted, late.duplicates) == (2, 0)
+        assert _erased_events("client") == dropped_before + 1
+        # A domain event (points.earned for the erased customer) and CreateTask: the same.
+        domain = events_pb2.PointsEarned(customer_id="c-1", points=10)
+        outgoing = new_event(merchant_id, domain)
+        consumed = ConsumedEvent(
+            outgoing.envelope, outgoing.spec, domain, "event_tracking", "t", 0, 0
+        )
+        task = task_for(store, consumed)
+        assert task is not None
+        assert await store.queue_all([task]) == Counts(new=0, duplicates=0, erased=1)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.CreateTask(
+                pb.CreateTaskRequest(
+                    event_type="settings_saved", distinct_id="c-1", idempotency_key="late-1"
+                ),
+                metadata=merchant_metadata(merchant_id, (WRITE,)),
+            )
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        # One queued while the erasure committed (the race the tombstone at claim closes).
+        async with store._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO queue_tasks (task_id, merchant_id, event_type, source, subject,"
+                " payload, occurred_at) VALUES (gen_random_uuid(), %s, 'raced', 'client', %s,"
+                " '{}', now())",
+                (merchant_id, ann),
+            )
+        await eventually(lambda: _has(posthog, bob), 15, "bob's late event at PostHog")
+        await asyncio.sleep(0.5)  # more shipper rounds: nothing of ann's follows
+        assert posthog.person(ann) is None and events_of(posthog, ann) == []
+        assert await store.purge_finished(older_than_seconds=3600) == 1  # the raced one
+    async with store._pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT subject FROM erased_persons WHERE merchant_id = %s", (merchant_id,)
+        )
+        assert await cursor.fetchall() == [(ann,)]  # the pseudonym, never "c-1"
+    # shop/redact takes the tombstones with everything else (bob's person still at PostHog).
+    await pending_at_posthog(store.erase_merchant(merchant_id))
+    async with store._pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM erased_persons WHERE merchant_id = %s", (merchant_id,)
+        )
+        assert await cursor.fetchone() == (0,)
+
+
+async def _has(posthog: PosthogStandIn, distinct_id: str) -> bool:
+    return bool(events_of(posthog, distinct_id))
+
+
+def _erased_events(source: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "loyalnest_event_tracking_erased_person_events_total", {"source": source}
+    )
+    return value or 0.0

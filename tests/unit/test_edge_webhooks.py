@@ -168,3 +168,21 @@ def test_webhook_route_declares_its_deadline_and_is_retry_safe() -> None:
     edge = services_in_descriptor_set(DEFAULT_DESCRIPTOR_SET)["loyalnest.edge.v1.EdgeService"]
     (receive,) = [m for m in edge.methods if m.name == "ReceiveWebhook"]
     assert receive.timeout_seconds == 4 and receive.idempotent
+
+
+# --- whose key seals a dead letter (services/edge/dead_letters.py) ---------------------------
+
+
+def test_a_dead_letter_names_the_customer_shopify_puts_in_it() -> None:
+    from loyalnest.services.edge.dead_letters import customer_named
+
+    order = b'{"id": 5, "line_items": [{"id": 9}], "customer": {"email": "a@b.c", "id": 73'
+    assert customer_named("orders/create", order + b'9, "x": [ cut') == "739"
+    assert customer_named("customers/update", b'{"id": 42, "email": "a@b.c", "note": "cut') == "42"
+    privacy = b'{"shop_id": 1, "customer": {"id": "77", "email": "a@b.c"}, "orders_to_redact": [1'
+    assert customer_named("customers/redact", privacy) == "77"
+    # Invalid UTF-8 (orjson refuses it) in a body that is JSON otherwise.
+    assert customer_named("orders/paid", b'{"note": "\xff", "customer": {"id": 12}}') == "12"
+    assert customer_named("orders/create", b'{"id": 1, "line_items": [ truncated') is None
+    assert customer_named("orders/create", b"\xff\xfe garbage") is None
+    assert customer_named("customers/create", b'{"id": true}') is None

@@ -173,6 +173,10 @@ class EventSettings(_Settings):
     outbox_lanes_per_batch: int = Field(16, ge=1, le=64)
     # Sent rows are kept this long for inspection, then purged.
     outbox_retention_seconds: float = Field(24 * 3600, ge=0)
+    # With events off, at most this many audit rows wait in an audited schema's
+    # audit_log_queue: older ones move on into the outbox (as audit_log.recorded, in queue
+    # order), where every event waits for a relay (platform/audit/shipper.py).
+    audit_queue_bound: int = Field(10_000, ge=0)
     # Consumers: attempts before a failing event goes to the dead-letter topic (errors of
     # the database or broker are retried without limit and do not count).
     consumer_max_attempts: int = Field(5, ge=1)

@@ -111,6 +111,10 @@ def postgres_service(
         components.background += postgres_event_loops(
             settings, database, service=service, group=group, handlers=handlers
         )
+    elif audit.MIGRATIONS in database.spec.migration_dirs:
+        # No event loops, but the audit queue stays bounded (audit/shipper.py): its excess
+        # waits in the outbox with every other event.
+        components.background.append(AuditShipper.bounded(database, settings.audit_queue_bound).run)
     return components
 
 
@@ -127,10 +131,15 @@ def relay_spec(spec: ServiceSpec[Any]) -> ServiceSpec[Any]:
         database = Database(settings, database_spec)
         await database.open()
         relay = OutboxRelay(PostgresOutbox(database), settings, client_id=_client_id(spec.name))
+        loops: list[Loop] = [relay.run]
+        if audit.MIGRATIONS in database_spec.migration_dirs:
+            # Whatever the service's own events setting, what this process relays includes
+            # the audit queue (one shipper per schema at a time: the others skip).
+            loops.append(AuditShipper(database).run)
         return ServiceComponents(
             registrations=[],
             readiness=[Check("postgres", database.ping)],
-            background=[relay.run],
+            background=loops,
             cleanup=[database.close],
         )
 

@@ -23,7 +23,8 @@ carrying `<service>:personal-data` (only AdminCore's grant has it): a token for 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -33,8 +34,13 @@ from psycopg import AsyncConnection
 from loyalnest.gen.platform.v1 import personal_data_pb2, personal_data_pb2_grpc
 from loyalnest.platform.auth.context import current_merchant_id, current_principal
 from loyalnest.platform.errors import InvalidArgument, PermissionDenied
+from loyalnest.platform.events.redaction import Redactor
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import INTERNAL
+
+# What an erased customer's identifiers become where a record must stay (the ledgers' and
+# events' anonymous ids).
+ERASED_PREFIX = "erased:"
 
 SERVICE_NAME = personal_data_pb2.DESCRIPTOR.services_by_name["PersonalDataService"].full_name
 
@@ -127,6 +133,10 @@ class CustomerRef:
             emails=self.emails,
             core_customer_ids=self.core_customer_ids,
         )
+
+    def identifiers(self) -> tuple[str, ...]:
+        """What names the customer in events: Shopify's id, their accounts' ids, emails."""
+        return tuple(i for i in (self.shopify_customer_id, *self.user_ids, *self.emails) if i)
 
     def merged(self, other: CustomerRef) -> CustomerRef:
         """Both refs' identifiers (AdminCore gathers them from every service's export)."""
@@ -268,12 +278,97 @@ def json_safe(value: Any) -> Any:
 
 async def forget_sent_events(conn: AsyncConnection, merchant_id: str, aggregate: str) -> int:
     """Deletes the outbox rows already published for one aggregate of the merchant (their
-    copy in Kafka is out of reach: see README "GDPR"). Unsent rows are left to the relay."""
+    copy in Kafka is out of reach: see README "GDPR"). Unsent rows: `redact_unsent_events`."""
     cursor = await conn.execute(
         "DELETE FROM outbox WHERE partition_key = %s AND sent_at IS NOT NULL",
         (f"{merchant_id}/{aggregate}",),
     )
     return cursor.rowcount
+
+
+async def redact_unsent_events(
+    conn: AsyncConnection,
+    merchant_id: str,
+    identifiers: Iterable[str],
+    replacement: str | None = None,
+) -> int:
+    """Rewrites the merchant's outbox rows not yet published that name the customer (any of
+    `identifiers`) to name `replacement` instead (a random `erased:` id by default; a store
+    that moved the customer's rows to an anonymous id passes that one), inside the caller's
+    erasing transaction: once it commits, nothing naming the customer leaves this outbox.
+    Redacted, not dropped: see platform/events/redaction.py and README "GDPR".
+
+    A relay publishing one of these rows right now holds its lane (PostgresOutbox.claim):
+    the lanes are locked first, so such a row is either published before (and then deleted
+    here, as a published row naming the customer) or redacted before it is published.
+    Returns the rows changed."""
+    redactor = Redactor(identifiers, replacement or ERASED_PREFIX + uuid.uuid4().hex)
+    if not redactor.identifiers:
+        return 0
+    # A byte search of the serialized envelopes (strings are raw UTF-8 in protobuf) finds the
+    # candidates without decoding every pending row; only the pending rows are scanned.
+    pending = (
+        "sent_at IS NULL AND (partition_key = %(m)s OR partition_key LIKE %(prefix)s)"
+        " AND EXISTS (SELECT 1 FROM unnest(%(needles)s::bytea[]) AS needle"
+        "  WHERE position(needle IN envelope) > 0)"
+    )
+    params = {
+        "m": merchant_id,
+        "prefix": _like_prefix(merchant_id) + "/%",
+        "needles": redactor.needles,
+    }
+    cursor = await conn.execute(f"SELECT id, lane FROM outbox WHERE {pending}", params)
+    found = await cursor.fetchall()
+    if not found:
+        return 0
+    # In lane order, as no relay takes them (it skips locked lanes): no deadlock.
+    await conn.execute(
+        "SELECT lane FROM outbox_lanes WHERE lane = ANY(%s) ORDER BY lane FOR UPDATE",
+        (sorted({lane for _, lane in found}),),
+    )
+    ids = [id_ for id_, _ in found]
+    cursor = await conn.execute(
+        "SELECT id, partition_key, envelope, sent_at IS NOT NULL FROM outbox"
+        " WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+        (ids,),
+    )
+    changed = 0
+    for id_, key, envelope, sent in await cursor.fetchall():
+        if sent:  # published while we waited for its lane: out of reach, forget the row
+            await conn.execute("DELETE FROM outbox WHERE id = %s", (id_,))
+            changed += 1
+            continue
+        redacted = redactor.record(bytes(envelope), key)
+        if redacted is None:
+            continue
+        await conn.execute(
+            "UPDATE outbox SET envelope = %s, partition_key = %s WHERE id = %s",
+            (redacted.envelope, redacted.key, id_),
+        )
+        changed += 1
+    return changed
+
+
+async def drop_merchant_events(conn: AsyncConnection, merchant_id: str) -> int:
+    """Deletes every outbox row of the merchant, published or not, in the caller's
+    transaction (shop/redact). Unpublished ones are dropped, not redacted as for a customer:
+    everything of the merchant is being erased in every service, and a late event would make
+    a consumer that already erased the merchant hold its data again. The lanes of the
+    unpublished rows are locked first, as in `redact_unsent_events`, so none leaves
+    meanwhile."""
+    scope = "(partition_key = %s OR partition_key LIKE %s)"
+    params = (merchant_id, _like_prefix(merchant_id) + "/%")
+    cursor = await conn.execute(
+        f"SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL AND {scope} ORDER BY lane",
+        params,
+    )
+    lanes = [lane for (lane,) in await cursor.fetchall()]
+    if lanes:
+        await conn.execute(
+            "SELECT lane FROM outbox_lanes WHERE lane = ANY(%s) ORDER BY lane FOR UPDATE",
+            (lanes,),
+        )
+    return (await conn.execute(f"DELETE FROM outbox WHERE {scope}", params)).rowcount
 
 
 async def forget_internal_keys_naming(
@@ -295,17 +390,12 @@ async def forget_internal_keys_naming(
 
 async def erase_platform_rows(conn: AsyncConnection, merchant_id: str) -> int:
     """The platform's tables in a service schema, for a merchant being erased: its idempotency
-    keys, its published outbox rows, its audit rows (when the schema has audit_logs)."""
-    erased = 0
-    for statement, params in (
-        ("DELETE FROM idempotency_keys WHERE merchant_id = %s", (merchant_id,)),
-        (
-            "DELETE FROM outbox WHERE sent_at IS NOT NULL"
-            " AND (partition_key = %s OR partition_key LIKE %s)",
-            (merchant_id, _like_prefix(merchant_id) + "/%"),
-        ),
-    ):
-        erased += (await conn.execute(statement, params)).rowcount
+    keys, its outbox rows (published or not: `drop_merchant_events`), its audit rows (when
+    the schema has audit_logs)."""
+    erased = (
+        await conn.execute("DELETE FROM idempotency_keys WHERE merchant_id = %s", (merchant_id,))
+    ).rowcount
+    erased += await drop_merchant_events(conn, merchant_id)
     cursor = await conn.execute("SELECT to_regclass('audit_logs') IS NOT NULL")
     row = await cursor.fetchone()
     if row is not None and row[0]:

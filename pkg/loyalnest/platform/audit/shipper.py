@@ -6,6 +6,13 @@ to `loyalnest.audit.events` keyed by resource, where AdminCore keeps them. Movin
 one transaction (enqueue events, drop their queue rows): a crash ships it again or not at
 all, and AdminCore stores each log_id once, so nothing is lost or doubled.
 
+While events are off (`events_enabled`) nothing relays the outbox, but the queue must not
+grow without bound either: the process then runs the shipper with `keep` (the setting
+`audit_queue_bound`), which moves only the rows beyond the newest `keep` into the outbox,
+oldest first, every `BOUNDED_INTERVAL_SECONDS`. No row is lost or reordered (the queue's order
+is kept: the oldest leave first, the rest follow when events are on), and the outbox is the
+one backlog, as for every other event while events are off; below the bound nothing changes.
+
 One shipper per schema at a time (a transaction-scoped advisory lock named after the schema):
 two would race on one resource's rows and could enqueue them out of order. The others skip
 the round rather than wait. Runs in every process of an audited service
@@ -30,6 +37,8 @@ log = get_logger(__name__)
 
 BATCH = 500
 INTERVAL_SECONDS = 0.2
+# Events off: how often the queue is brought back under its bound (a count of the queue).
+BOUNDED_INTERVAL_SECONDS = 30.0
 ERROR_BACKOFF_SECONDS = 2.0
 
 
@@ -49,14 +58,28 @@ def recorded(service: str, row: dict[str, Any]) -> audit_pb2.AuditLogRecorded:
 
 
 class AuditShipper:
-    def __init__(self, database: Database, *, interval_seconds: float = INTERVAL_SECONDS) -> None:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        interval_seconds: float = INTERVAL_SECONDS,
+        keep: int = 0,
+    ) -> None:
+        """`keep`: how many of the newest queued rows stay queued (0: ship everything; events
+        off: the queue's bound)."""
         self._pool = database.pool
         self._service = database.spec.schema
         self._interval = interval_seconds
+        self._keep = keep
+
+    @classmethod
+    def bounded(cls, database: Database, bound: int) -> AuditShipper:
+        """The shipper of a process with events off: keeps the queue at `bound` rows."""
+        return cls(database, interval_seconds=BOUNDED_INTERVAL_SECONDS, keep=bound)
 
     async def ship_once(self, limit: int = BATCH) -> int:
-        """Ships up to `limit` queued rows; how many left the queue (0: none, or another
-        process holds the schema's lock)."""
+        """Ships up to `limit` queued rows (the oldest, beyond the newest `keep`); how many
+        left the queue (0: none, or another process holds the schema's lock)."""
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "SELECT pg_try_advisory_xact_lock(hashtext('loyalnest.audit_shipper.' || %s))",
@@ -65,6 +88,12 @@ class AuditShipper:
             locked = await cursor.fetchone()
             if locked is None or not locked[0]:
                 return 0
+            if self._keep:
+                cursor = await conn.execute("SELECT count(*) FROM audit_log_queue")
+                counted = await cursor.fetchone()
+                limit = min(limit, max(0, (counted[0] if counted else 0) - self._keep))
+                if limit == 0:
+                    return 0
             rows = conn.cursor(row_factory=dict_row)
             # LEFT JOIN: a row erased since it was queued (shop/redact) leaves its queue entry
             # behind, dropped here without an event.

@@ -73,9 +73,10 @@ from __future__ import annotations
 
 import contextlib
 import random
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -90,9 +91,11 @@ from pymongo.errors import BulkWriteError
 from pymongo.write_concern import WriteConcern
 
 from loyalnest.platform.config import EventSettings
+from loyalnest.platform.errors import Unavailable
 from loyalnest.platform.events.clients import OutgoingRecord, publish_bound_seconds
 from loyalnest.platform.events.envelope import Envelope, OutgoingEvent, new_event
 from loyalnest.platform.events.outbox import OUTBOX_LANES, Backlog, PendingRow, lane_for
+from loyalnest.platform.events.redaction import Redactor
 from loyalnest.platform.mongo import CODEC_OPTIONS, Document, MongoCalls, now_millis
 from loyalnest.platform.observability import get_logger
 
@@ -207,6 +210,123 @@ def _create_lane_documents(collection: Collection[Document], initial: Document) 
         # Another process creating them at the same moment: theirs are as good as ours.
         if any(error["code"] != _DUPLICATE_KEY for error in exc.details["writeErrors"]):
             raise
+
+
+# How long an erasure waits for a relay to release a lane it is publishing (a lease that
+# outlives this is expired by then: lease_seconds_for bounds every publication).
+REDACT_WAIT_SECONDS = 180.0
+# What an erasure's own hold on a lane lasts if its process dies holding it.
+_REDACT_LEASE = timedelta(seconds=60)
+
+
+def redact_unsent(
+    database: Database[Document],
+    merchant_id: str,
+    identifiers: Iterable[str],
+    replacement: str,
+    *,
+    wait_seconds: float = REDACT_WAIT_SECONDS,
+) -> int:
+    """Rewrites the merchant's events not yet published that name the customer (any of
+    `identifiers`) to name `replacement` (blocking; a worker thread). The counterpart of
+    personal_data.redact_unsent_events; see platform/events/redaction.py for what changes.
+
+    The lanes concerned are leased first, as a relay leases them, so no relay publishes
+    them meanwhile: an event published before is deleted (it names the customer and is out
+    of reach), the others are redacted before any relay can send them. Idempotent: a
+    redacted event no longer names the customer. Returns the events changed."""
+    redactor = Redactor(identifiers, replacement)
+    if not redactor.identifiers:
+        return 0
+    outbox = database.get_collection(OUTBOX_COLLECTION, codec_options=CODEC_OPTIONS)
+    needles = redactor.needles
+    found = [
+        doc
+        for doc in outbox.find(
+            {"sent_at": None, **_of_merchant(merchant_id)}, {"lane": 1, "envelope": 1}
+        )
+        if any(needle in bytes(doc["envelope"]) for needle in needles)
+    ]
+    if not found:
+        return 0
+    with _holding_lanes(database, {doc["lane"] for doc in found}, wait_seconds):
+        changed = 0
+        for doc in outbox.find({"_id": {"$in": [doc["_id"] for doc in found]}}):
+            if doc["sent_at"] is not None:  # published before the lease: forget it
+                changed += outbox.delete_one({"_id": doc["_id"]}).deleted_count
+                continue
+            redacted = redactor.record(bytes(doc["envelope"]), doc["partition_key"])
+            if redacted is None:
+                continue
+            changed += outbox.update_one(
+                {"_id": doc["_id"], "sent_at": None},
+                {"$set": {"envelope": Binary(redacted.envelope), "partition_key": redacted.key}},
+            ).modified_count
+        return changed
+
+
+def drop_merchant_events(
+    database: Database[Document], merchant_id: str, *, wait_seconds: float = REDACT_WAIT_SECONDS
+) -> int:
+    """Deletes every event of the merchant, published or not (shop/redact; blocking), the
+    lanes of the unpublished ones leased first: the counterpart of
+    personal_data.drop_merchant_events."""
+    outbox = database.get_collection(OUTBOX_COLLECTION, codec_options=CODEC_OPTIONS)
+    lanes = set(outbox.distinct("lane", {"sent_at": None, **_of_merchant(merchant_id)}))
+    with _holding_lanes(database, lanes, wait_seconds):
+        return outbox.delete_many(_of_merchant(merchant_id)).deleted_count
+
+
+def _of_merchant(merchant_id: str) -> Document:
+    return {
+        "$or": [
+            {"partition_key": merchant_id},
+            {"partition_key": {"$regex": f"^{re.escape(merchant_id)}/"}},
+        ]
+    }
+
+
+@contextlib.contextmanager
+def _holding_lanes(
+    database: Database[Document], lanes: Iterable[int], wait_seconds: float
+) -> Iterator[None]:
+    """Leases `lanes` as a relay would (waiting for relays holding them), releasing them on
+    exit: no relay publishes them meanwhile."""
+    wanted = sorted(lanes)
+    if not wanted:
+        yield
+        return
+    leases = database.get_collection(
+        LEASES_COLLECTION, codec_options=CODEC_OPTIONS, write_concern=_LEASE_WRITE_CONCERN
+    )
+    # Relays create the lease documents when they first run; an outbox none has read yet
+    # may have none.
+    _create_lane_documents(leases, {"owner": None, "expires_at": _RELEASED, "seen_through": 0})
+    token = f"erasure-{uuid.uuid4().hex}"
+    deadline = time.monotonic() + wait_seconds
+    try:
+        for lane in wanted:
+            while True:
+                now = now_millis()
+                taken = leases.update_one(
+                    {"_id": lane, "$or": [{"owner": None}, {"expires_at": {"$lte": now}}]},
+                    {"$set": {"owner": token, "expires_at": now + _REDACT_LEASE}},
+                )
+                if taken.modified_count:
+                    break
+                if time.monotonic() > deadline:
+                    # The erasure is retried (AdminCore's step stays pending), never INTERNAL.
+                    raise Unavailable(
+                        f"outbox lane {lane} is held by a relay; retry the erasure",
+                        retry_after_seconds=5.0,
+                    )
+                time.sleep(0.05)
+        yield
+    finally:
+        leases.update_many(
+            {"_id": {"$in": wanted}, "owner": token},
+            {"$set": {"owner": None, "expires_at": _RELEASED}},
+        )
 
 
 @dataclass

@@ -77,6 +77,24 @@ class TaskStatus(enum.StrEnum):
     FAILED = "failed"
 
 
+class Queued(enum.Enum):
+    """What queueing an event did (TaskStore.queue_in)."""
+
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    # Its person was erased (GDPR): dropped, nothing is shipped about them any more.
+    ERASED = "erased"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A batch's outcomes, in Queued's order."""
+
+    new: int
+    duplicates: int
+    erased: int
+
+
 @dataclass(frozen=True)
 class NewTask:
     """An event ready to queue: already pseudonymous and allow-listed."""

@@ -20,24 +20,30 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from loyalnest.platform import idempotency
-from loyalnest.platform.errors import Unavailable
+from loyalnest.platform.errors import FailedPrecondition, Unavailable
 from loyalnest.platform.events import outbox
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.observability import get_logger
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef, erase_platform_rows
 from loyalnest.platform.postgres import Database
 from loyalnest.services.event_tracking import events
 from loyalnest.services.event_tracking.domain import (
+    Counts,
     NewTask,
     Pseudonyms,
+    Queued,
     Task,
     TaskNotFound,
     TaskStatus,
 )
+
+log = get_logger(__name__)
 
 _COLUMNS = (
     "task_id::text AS task_id, merchant_id, event_type, source, subject, status,"
@@ -60,10 +66,26 @@ _MARK_FOR_ERASURE = (
     "  AND (%(subjects)s::text[] IS NULL OR distinct_id = ANY(%(subjects)s::text[]))"
     "  ORDER BY merchant_id, distinct_id FOR UPDATE)"
 )
+# Queues a task unless its person was erased (a tombstone in erased_persons); answers
+# whether it was new and whether the person is erased, in one round trip.
 _INSERT = (
-    "INSERT INTO queue_tasks (task_id, merchant_id, event_type, source, subject, payload,"
-    " occurred_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-    " ON CONFLICT (merchant_id, task_id) DO NOTHING RETURNING 1"
+    "WITH erased AS (SELECT 1 FROM erased_persons WHERE merchant_id = %(m)s"
+    "  AND subject = %(subject)s),"
+    " queued AS (INSERT INTO queue_tasks (task_id, merchant_id, event_type, source, subject,"
+    "  payload, occurred_at) SELECT %(id)s::uuid, %(m)s, %(type)s, %(source)s, %(subject)s,"
+    "  %(payload)s::jsonb, %(at)s::timestamptz WHERE NOT EXISTS (SELECT 1 FROM erased)"
+    "  ON CONFLICT (merchant_id, task_id) DO NOTHING RETURNING 1)"
+    " SELECT EXISTS (SELECT 1 FROM queued), EXISTS (SELECT 1 FROM erased)"
+)
+# Not a task of an erased person (one queued while its erasure committed is never shipped).
+_NOT_ERASED = (
+    "NOT EXISTS (SELECT 1 FROM erased_persons e WHERE e.merchant_id = queue_tasks.merchant_id"
+    " AND e.subject = queue_tasks.subject)"
+)
+ERASED_PERSON_EVENTS = Counter(
+    "loyalnest_event_tracking_erased_person_events_total",
+    "Events about an erased person dropped instead of shipped, by source.",
+    ["source"],
 )
 
 
@@ -79,37 +101,57 @@ class TaskStore:
     # ---- queueing ------------------------------------------------------------------------
 
     @staticmethod
-    async def queue_in(conn: AsyncConnection, task: NewTask) -> bool:
-        """Queues `task` inside the caller's transaction, announcing it (task.created); False
-        when it was queued before (a resend, a redelivered event)."""
+    async def queue_in(conn: AsyncConnection, task: NewTask) -> Queued:
+        """Queues `task` inside the caller's transaction, announcing it (task.created):
+        NEW; DUPLICATE when it was queued before (a resend, a redelivered event); ERASED,
+        and dropped (counted, logged without the person), when its person was erased."""
         cursor = await conn.execute(
             _INSERT,
-            (
-                task.task_id,
-                task.merchant_id,
-                task.event_type,
-                task.source.value,
-                task.subject,
-                Jsonb(task.properties),
-                task.occurred_at,
-            ),
+            {
+                "id": task.task_id,
+                "m": task.merchant_id,
+                "type": task.event_type,
+                "source": task.source.value,
+                "subject": task.subject,
+                "payload": Jsonb(task.properties),
+                "at": task.occurred_at,
+            },
             prepare=True,
         )
-        if await cursor.fetchone() is None:
-            return False
+        row = await cursor.fetchone()
+        assert row is not None  # a SELECT of two EXISTS always returns a row
+        queued, erased = row
+        if erased:
+            ERASED_PERSON_EVENTS.labels(task.source.value).inc()
+            log.info(
+                "event about an erased person dropped",
+                merchant_id=task.merchant_id,
+                event_type=task.event_type,
+                source=task.source.value,
+            )
+            return Queued.ERASED
+        if not queued:
+            return Queued.DUPLICATE
         await outbox.enqueue(conn, task.merchant_id, events.task_created(task))
-        return True
+        return Queued.NEW
 
-    async def queue_all(self, tasks: Sequence[NewTask]) -> int:
-        """Queues every task not queued before, all or none; returns how many were new."""
+    async def queue_all(self, tasks: Sequence[NewTask]) -> Counts:
+        """Queues every task not queued before, all or none; how many were new, duplicates
+        and about erased persons (dropped)."""
         async with self._pool.connection() as conn, conn.transaction():
-            return sum([await self.queue_in(conn, task) for task in tasks])
+            outcomes = [await self.queue_in(conn, task) for task in tasks]
+        return Counts(*(outcomes.count(outcome) for outcome in Queued))
 
     async def create(self, task: NewTask, key: IdempotencyKey) -> Task:
         """A task, once per idempotency key: a retry gets the first call's task."""
 
         async def insert(conn: AsyncConnection) -> tuple[Task, str]:
-            await self.queue_in(conn, task)
+            if await self.queue_in(conn, task) is Queued.ERASED:
+                raise FailedPrecondition(
+                    "the person this task is about was erased (GDPR): nothing is sent about them",
+                    violation_type="PERSON_ERASED",
+                    subject="distinct_id",
+                )
             return await self._get(conn, task.merchant_id, task.task_id), task.task_id
 
         return await idempotency.write_once(
@@ -155,6 +197,7 @@ class TaskStore:
                 " UPDATE queue_tasks q SET next_attempt_at = now() + make_interval(secs => %s)"
                 " FROM (SELECT merchant_id, task_id FROM queue_tasks"
                 "       WHERE status = 'pending' AND next_attempt_at <= now()"
+                f"      AND {_NOT_ERASED}"
                 "       ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) due"
                 " WHERE q.merchant_id = due.merchant_id AND q.task_id = due.task_id"
                 f" RETURNING {_Q_COLUMNS}),"
@@ -237,7 +280,17 @@ class TaskStore:
                 "  LIMIT %s FOR UPDATE SKIP LOCKED)",
                 (older_than_seconds, limit),
             )
-            return cursor.rowcount
+            purged = cursor.rowcount
+            # Pending tasks of erased persons: queued while their erasure committed (the
+            # shippers never claim them).
+            cursor = await conn.execute(
+                "DELETE FROM queue_tasks WHERE (merchant_id, task_id) IN"
+                " (SELECT merchant_id, task_id FROM queue_tasks"
+                f"  WHERE status = 'pending' AND NOT {_NOT_ERASED}"
+                "  LIMIT %s FOR UPDATE SKIP LOCKED)",
+                (limit,),
+            )
+            return purged + cursor.rowcount
 
     async def pending_count(self) -> int:
         async with self._pool.connection() as conn:
@@ -290,6 +343,13 @@ class TaskStore:
                 (merchant_id, subjects),
             )
             deleted = await cursor.fetchall()
+            # The tombstones: whatever arrives about them from now on is dropped.
+            await conn.execute(
+                "INSERT INTO erased_persons (merchant_id, subject)"
+                " SELECT %s, subject FROM unnest(%s::text[]) AS subject ORDER BY subject"
+                " ON CONFLICT DO NOTHING",
+                (merchant_id, subjects),
+            )
             await _mark_for_erasure(conn, merchant_id, subjects, deleted)
             forgotten, waiting = await _settle_erasure(conn, merchant_id, subjects)
         _raise_while_posthog_has(waiting)
@@ -306,6 +366,7 @@ class TaskStore:
                 (merchant_id,),
             )
             deleted = await cursor.fetchall()
+            await conn.execute("DELETE FROM erased_persons WHERE merchant_id = %s", (merchant_id,))
             await _mark_for_erasure(conn, merchant_id, None, deleted)
             forgotten, waiting = await _settle_erasure(conn, merchant_id, None)
             platform_rows = await erase_platform_rows(conn, merchant_id)

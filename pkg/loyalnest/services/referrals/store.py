@@ -707,6 +707,9 @@ class ReferralStore:
                 ),
             ):
                 erased += (await conn.execute(statement, params)).rowcount
+            # Events about their referrals (as referrer or friend) still to be published;
+            # a reward owed to the other party still reaches Points (README "GDPR").
+            erased += await personal_data.redact_unsent_events(conn, merchant_id, (customer_id,))
         return erased
 
     async def erase_merchant(self, merchant_id: str) -> int:

@@ -452,6 +452,13 @@ class CustomerStore:
                     "DELETE FROM customer_rfm WHERE merchant_id = %s AND customer_id = %s",
                     (merchant_id, found.customer_id),
                 )
+                # Its unsent events name the row's anonymous id instead, as the row does.
+                await personal_data.redact_unsent_events(
+                    conn,
+                    merchant_id,
+                    (*customer.identifiers(), found.shopify_customer_id or "", found.user_id or ""),
+                    f"{personal_data.ERASED_PREFIX}{found.customer_id}",
+                )
                 await personal_data.forget_sent_events(conn, merchant_id, found.customer_id)
                 await outbox.enqueue(
                     conn, merchant_id, events.customer_updated(found.customer_id, _PII_COLUMNS)

@@ -49,6 +49,10 @@ def _seal_context(merchant_id: str, customer_id: str, key_id: str, event_id: str
     return f"webhook.received.customer_data:{merchant_id}:{customer_id}:{key_id}:{event_id}"
 
 
+def _bytes_context(context: str, customer_id: str, key_id: str) -> str:
+    return f"{context}:{customer_id}:{key_id}"
+
+
 class CustomerKeys:
     def __init__(self, database: Database, master: FieldCipher) -> None:
         """`master`: the edge's master key (and previous ones, readable during a rotation)."""
@@ -115,6 +119,37 @@ class CustomerKeys:
         )
         return gateway_events.CustomerData.FromString(plaintext)
 
+    async def seal_bytes(
+        self, merchant_id: str, customer_id: str, data: bytes, *, context: str
+    ) -> tuple[str, bytes]:
+        """`data` sealed under the customer's key (created if need be), bound to `context`
+        and the key: (key id, ciphertext). For copies kept outside events (dead letters)."""
+        key_id, key = await self._key(merchant_id, customer_id)
+        return key_id, FieldCipher(key).encrypt(
+            data, context=_bytes_context(context, customer_id, key_id)
+        )
+
+    async def open_bytes(
+        self, merchant_id: str, key_id: str, ciphertext: bytes, *, context: str
+    ) -> bytes:
+        """What `seal_bytes` sealed; CustomerErased once the customer's key is erased."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT customer_id, wrapped_key FROM customer_keys"
+                " WHERE merchant_id = %s AND key_id = %s",
+                (merchant_id, key_id),
+            )
+            row = await cursor.fetchone()
+        if row is None:
+            raise CustomerErased(f"no key {key_id}: its customer was erased")
+        customer_id = str(row[0])
+        key = self._master.decrypt(
+            bytes(row[1]), context=_wrap_context(merchant_id, customer_id, key_id)
+        )
+        return FieldCipher(key).decrypt(
+            ciphertext, context=_bytes_context(context, customer_id, key_id)
+        )
+
     async def erase(self, merchant_id: str, customer_id: str) -> bool:
         """Forgets the customer's key (crypto-shredding); False when there was none. Every
         ciphertext sealed under it is unreadable from the commit on."""
@@ -143,13 +178,23 @@ class CustomerKeys:
 
     async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
         """Crypto-shredding: the key goes (every sealed copy is unreadable), and so do the
-        customer's published webhook.received rows of the outbox."""
+        customer's published webhook.received rows of the outbox and the dead letters sealed
+        under their key (nothing to replay for them; a backup's copy stays unreadable)."""
         async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "DELETE FROM webhook_dead_letters WHERE key_id IN (SELECT key_id"
+                " FROM customer_keys WHERE merchant_id = %s AND customer_id = %s)",
+                (merchant_id, customer.shopify_customer_id),
+            )
+            dead_letters = cursor.rowcount
             cursor = await conn.execute(
                 "DELETE FROM customer_keys WHERE merchant_id = %s AND customer_id = %s",
                 (merchant_id, customer.shopify_customer_id),
             )
-            erased = cursor.rowcount
+            erased = cursor.rowcount + dead_letters
+            erased += await personal_data.redact_unsent_events(
+                conn, merchant_id, customer.identifiers()
+            )
             erased += await personal_data.forget_sent_events(
                 conn, merchant_id, customer.shopify_customer_id
             )

@@ -14,7 +14,10 @@ from loyalnest.platform.crypto import FieldCipher
 from loyalnest.platform.events import outbox
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.shopify_payloads import compatible_topics
+from loyalnest.platform.tenancy import merchant_id_for_shop
+from loyalnest.services.edge.dead_letters import customer_named
 from loyalnest.services.edge.domain import Outcome
+from loyalnest.services.edge.store.customer_keys import CustomerKeys
 from loyalnest.services.edge.webhooks import Delivery
 
 # In one statement (atomic, one round trip: every new event comes here): the body's hash
@@ -55,10 +58,12 @@ def _dead_letter_context(shop_domain: str, event_id: str) -> str:
 
 class EdgeStore:
     def __init__(self, database: Database, cipher: FieldCipher | None = None) -> None:
-        """`cipher`: the edge's master key, which seals dead letters (and wraps customer keys,
-        store/customer_keys.py); without it nothing can be dead-lettered."""
+        """`cipher`: the edge's master key, which wraps the customer keys sealing dead letters
+        (store/customer_keys.py) and seals those naming no customer; without it nothing can
+        be dead-lettered."""
         self._pool = database.pool
         self._cipher = cipher
+        self._keys = CustomerKeys(database, cipher) if cipher is not None else None
 
     async def _claim(
         self, conn: AsyncConnection, delivery: Delivery, merchant_id: str, outcome: Outcome
@@ -119,20 +124,27 @@ class EdgeStore:
 
     async def dead_letter(self, delivery: Delivery, merchant_id: str, reason: str) -> Outcome:
         """Keeps an unusable (but signed) delivery for an operator, once per event, its body
-        sealed under the master key (it may hold anyone's personal data, and cannot be read to
-        find whose): `dead_letter_body` opens it; the purge drops it after the retention."""
-        if self._cipher is None:
+        sealed under the key of the customer it names (dead_letters.py: erasing them makes it
+        unreadable), else under the master key: `dead_letter_body` opens it; the purge drops
+        it after the retention."""
+        if self._cipher is None or self._keys is None:
             raise RuntimeError("the edge store has no key to seal dead letters with")
-        sealed = self._cipher.encrypt(
-            delivery.body, context=_dead_letter_context(delivery.shop_domain, delivery.event_id)
-        )
+        context = _dead_letter_context(delivery.shop_domain, delivery.event_id)
+        customer_id = customer_named(delivery.topic, delivery.body)
+        key_id: str | None = None
+        if customer_id is not None:
+            key_id, sealed = await self._keys.seal_bytes(
+                merchant_id, customer_id, delivery.body, context=context
+            )
+        else:
+            sealed = self._cipher.encrypt(delivery.body, context=context)
         async with self._pool.connection() as conn, conn.transaction():
             if not await self._claim(conn, delivery, merchant_id, Outcome.DEAD_LETTERED):
                 return Outcome.DUPLICATE
             await conn.execute(
-                "INSERT INTO webhook_dead_letters"
-                " (shop_domain, event_id, topic, webhook_id, headers, body, body_sealed, reason)"
-                " VALUES (%s, %s, %s, %s, %s, %s, true, %s)",
+                "INSERT INTO webhook_dead_letters (shop_domain, event_id, topic, webhook_id,"
+                " headers, body, body_sealed, reason, key_id)"
+                " VALUES (%s, %s, %s, %s, %s, %s, true, %s, %s)",
                 (
                     delivery.shop_domain,
                     delivery.event_id,
@@ -141,29 +153,35 @@ class EdgeStore:
                     Jsonb(dict(delivery.headers)),
                     sealed,
                     reason,
+                    key_id,
                 ),
             )
         return Outcome.DEAD_LETTERED
 
     async def dead_letter_body(self, dead_letter_id: int) -> bytes | None:
-        """The body of a dead letter as received (for an operator); None once purged."""
+        """The body of a dead letter as received (for an operator, to replay it); None once
+        purged; CustomerErased when it was sealed under an erased customer's key (a copy
+        restored from a backup)."""
         async with self._pool.connection() as conn:
             cursor = await conn.execute(
-                "SELECT shop_domain, event_id, body, body_sealed FROM webhook_dead_letters"
-                " WHERE dead_letter_id = %s",
+                "SELECT shop_domain, event_id, body, body_sealed, key_id"
+                " FROM webhook_dead_letters WHERE dead_letter_id = %s",
                 (dead_letter_id,),
             )
             row = await cursor.fetchone()
         if row is None:
             return None
-        shop_domain, event_id, body, body_sealed = row
+        shop_domain, event_id, body, body_sealed, key_id = row
         if not body_sealed:
             return bytes(body)  # written before sealing existed
-        if self._cipher is None:
+        if self._cipher is None or self._keys is None:
             raise RuntimeError("the edge store has no key to open dead letters with")
-        return self._cipher.decrypt(
-            bytes(body), context=_dead_letter_context(shop_domain, event_id)
-        )
+        context = _dead_letter_context(shop_domain, event_id)
+        if key_id is not None:
+            return await self._keys.open_bytes(
+                merchant_id_for_shop(shop_domain), key_id, bytes(body), context=context
+            )
+        return self._cipher.decrypt(bytes(body), context=context)
 
     # --- retention ---------------------------------------------------------------------------
 

@@ -22,7 +22,11 @@ from psycopg.rows import class_row, dict_row
 from loyalnest.platform import idempotency
 from loyalnest.platform.events import outbox
 from loyalnest.platform.idempotency import IdempotencyKey
-from loyalnest.platform.personal_data import erase_platform_rows, forget_sent_events
+from loyalnest.platform.personal_data import (
+    erase_platform_rows,
+    forget_sent_events,
+    redact_unsent_events,
+)
 from loyalnest.platform.postgres import Database
 from loyalnest.services.gamification import events
 from loyalnest.services.gamification.domain import (
@@ -485,6 +489,7 @@ class GamificationStore:
                 "DELETE FROM audit_logs WHERE merchant_id = %s AND user_id = %s",
                 (merchant_id, customer_id),
             )
+            erased += await redact_unsent_events(conn, merchant_id, (customer_id,))
             erased += await forget_sent_events(conn, merchant_id, customer_id)
         return erased
 

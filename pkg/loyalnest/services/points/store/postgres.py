@@ -1010,6 +1010,10 @@ class PostgresLedgerStore:
                     params,
                 )
             ).rowcount
+            # Its events not yet published follow the ledger to the anonymous id.
+            await personal_data.redact_unsent_events(
+                conn, merchant_id, customer.identifiers(), anonymous
+            )
             await personal_data.forget_sent_events(conn, merchant_id, customer_id)
             await personal_data.forget_internal_keys_naming(conn, merchant_id, customer_id)
         return erased

@@ -599,7 +599,8 @@ class ScoreStore:
                     (merchant_id, customer_id),
                 )
                 erased += cursor.rowcount
-            # rfm.updated is keyed by customer: its sent rows name them (README "GDPR").
+            # rfm.updated is keyed by customer: its rows name them (README "GDPR").
+            await personal_data.redact_unsent_events(conn, merchant_id, (customer_id,))
             await personal_data.forget_sent_events(conn, merchant_id, customer_id)
         return erased
 

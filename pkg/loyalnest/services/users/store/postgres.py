@@ -337,6 +337,9 @@ class UserStore:
                 erased += await self.birthdays.erase_customer(
                     conn, merchant_id, customer.shopify_customer_id
                 )
+            await personal_data.redact_unsent_events(
+                conn, merchant_id, (*customer.identifiers(), *user_ids)
+            )
             for user_id in user_ids:
                 await personal_data.forget_sent_events(conn, merchant_id, user_id)
             if user_ids:
