@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.points.v1 import points_pb2
-from loyalnest.platform.protos import timestamp
+from loyalnest.platform.protos import optional_timestamp, timestamp
 from loyalnest.services.points import liability
 from loyalnest.services.points.domain import (
     ActivityResult,
@@ -20,6 +20,7 @@ from loyalnest.services.points.domain import (
     TransactionType,
     VipProgress,
 )
+from loyalnest.services.points.integrations import Integration
 from loyalnest.services.points.liability import Bucket, LiabilityReport
 from loyalnest.services.points.orders import OrderSettlement, OrderStatus
 from loyalnest.services.points.rules import parse_awards
@@ -233,4 +234,16 @@ def simulation_proto(report: SimulationReport) -> points_pb2.SimulateEarningRule
         expected_value_delta="" if expected is None else str(expected),
         point_value=str(report.point_value.normalize()),
         since=timestamp(report.since),
+    )
+
+
+def integration_proto(integration: Integration) -> points_pb2.Integration:
+    """Never the secret: only CreateIntegration and RotateIntegrationSecret hand it out."""
+    return points_pb2.Integration(
+        integration_id=integration.integration_id,
+        name=integration.name,
+        secret_generation=integration.generation,
+        create_time=timestamp(integration.created_at),
+        rotate_time=timestamp(integration.rotated_at),
+        previous_valid_until=optional_timestamp(integration.previous_valid_until),
     )

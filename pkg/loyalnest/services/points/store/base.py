@@ -53,6 +53,7 @@ REWARD_UPDATABLE = frozenset(
 # Every table (collection) with merchant rows, children before the rows they reference:
 # erase_merchant empties them for the merchant.
 MERCHANT_TABLES = (
+    "integrations",
     "tier_job_progress",
     "rule_events",
     "customer_tiers",

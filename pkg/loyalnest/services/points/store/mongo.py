@@ -393,6 +393,7 @@ class MongoLedgerStore:
             CUSTOMER_TIERS,
             EXPIRY_NOTICES,
             TIER_JOB_PROGRESS,
+            "integrations",  # store/integrations.py
         ):
             erased += (
                 self._database.get_collection(name)
