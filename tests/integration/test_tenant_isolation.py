@@ -308,6 +308,13 @@ POINTS = Table(
         ],
         # A's own ledger only: B's customers hold points, A's liability is empty.
         "GetPointsLiability": [Case(_points_liability_of_a, may_succeed=True)],
+        # A's own summary table row (none: events are off here), never B's totals.
+        "GetLiabilitySummary": [
+            Case(
+                _points("GetLiabilitySummary", points_pb2.GetLiabilitySummaryRequest()),
+                may_succeed=True,
+            )
+        ],
         # A's own orders only (none): B's recorded order is not replayed.
         "SimulateEarningRules": [Case(_points_simulation_of_a, may_succeed=True)],
         # Under A's own program: nothing of B's is read.

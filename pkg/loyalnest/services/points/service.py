@@ -55,6 +55,7 @@ from loyalnest.services.points.store.integrations import (
     MongoIntegrationStore,
     PostgresIntegrationStore,
 )
+from loyalnest.services.points.store.postgres_liability import PostgresLiabilityTable
 from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 
 if TYPE_CHECKING:
@@ -144,6 +145,8 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
     components.cleanup.append(http.close)
     tiers = VipTiers(ledger, programs, clock=clock)
+    # The liability summary table, fed by the ledger events (PostgreSQL only).
+    table = PostgresLiabilityTable(database) if database is not None else None
     if settings.events_enabled:
         merchants = MerchantGate(
             auth, component="points", cache_seconds=settings.points_merchant_cache_seconds
@@ -163,6 +166,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
             tiers,
             tags,
             NewsletterSignups(ledger, programs, clock=clock),
+            liability=table.handler() if table is not None else None,
         )
         _add_event_loops(settings, components, handlers, database, mongo_store)
     codes = DiscountCodes(
@@ -197,6 +201,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
                 liability,
                 RuleSimulation(ledger.store, programs, liability, clock=clock),
                 integrations,
+                liability_table=table,
                 merchants=MerchantGate(
                     auth, component="points", cache_seconds=settings.points_merchant_cache_seconds
                 )

@@ -33,6 +33,7 @@ from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.liability import (
     DEFAULT_HORIZON_DAYS,
     MAX_HORIZON_DAYS,
+    LiabilityTable,
     PointsLiability,
 )
 from loyalnest.services.points.rewards import RewardRedemptions
@@ -47,6 +48,7 @@ from loyalnest.services.points.wire import (
     expiring_proto,
     integration_proto,
     liability_proto,
+    liability_summary_proto,
     order_earning_proto,
     reward_proto,
     simulation_proto,
@@ -114,6 +116,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         simulation: RuleSimulation,
         integrations: Integrations,
         *,
+        liability_table: LiabilityTable | None = None,
         merchants: MerchantGate | None = None,
     ) -> None:
         """`merchants`: where signed activities of merchants Auth does not know (or that
@@ -128,6 +131,7 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self._liability = liability
         self._simulation = simulation
         self._integrations = integrations
+        self._liability_table = liability_table
         self._merchants = merchants
 
     async def GetPointsBalance(
@@ -159,6 +163,12 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 f"must be 1 to {MAX_HORIZON_DAYS} (0: {DEFAULT_HORIZON_DAYS})",
             )
         return liability_proto(await self._liability.report(merchant_id, horizon))
+
+    async def GetLiabilitySummary(
+        self, request: points_pb2.GetLiabilitySummaryRequest, context: Context
+    ) -> points_pb2.GetLiabilitySummaryResponse:
+        summary = await self._liability.summary(tenancy.merchant_id(), self._liability_table)
+        return liability_summary_proto(summary)
 
     async def SimulateEarningRules(
         self, request: points_pb2.SimulateEarningRulesRequest, context: Context

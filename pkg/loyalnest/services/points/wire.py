@@ -21,7 +21,7 @@ from loyalnest.services.points.domain import (
     VipProgress,
 )
 from loyalnest.services.points.integrations import Integration
-from loyalnest.services.points.liability import Bucket, LiabilityReport
+from loyalnest.services.points.liability import Bucket, LiabilityReport, LiabilitySummary
 from loyalnest.services.points.orders import OrderSettlement, OrderStatus
 from loyalnest.services.points.rules import parse_awards
 from loyalnest.services.points.simulation import SimulationReport
@@ -246,4 +246,20 @@ def integration_proto(integration: Integration) -> points_pb2.Integration:
         create_time=timestamp(integration.created_at),
         rotate_time=timestamp(integration.rotated_at),
         previous_valid_until=optional_timestamp(integration.previous_valid_until),
+    )
+
+
+def liability_summary_proto(summary: LiabilitySummary) -> points_pb2.GetLiabilitySummaryResponse:
+    t = summary.totals
+    return points_pb2.GetLiabilitySummaryResponse(
+        outstanding_points=t.outstanding,
+        point_value=str(summary.value.per_point.normalize()),
+        outstanding_value=str(liability.money(t.outstanding, summary.value)),
+        earned_points=t.earned,
+        redeemed_points=t.redeemed,
+        expired_points=t.expired,
+        adjusted_points=t.adjusted,
+        reversed_points=t.reversed,
+        events=t.events,
+        update_time=optional_timestamp(t.updated_at),
     )

@@ -754,3 +754,31 @@ class RecordSignedActivityResponse(_message.Message):
     AWARDS_FIELD_NUMBER: _ClassVar[int]
     awards: _containers.RepeatedCompositeFieldContainer[ActivityAward]
     def __init__(self, awards: _Optional[_Iterable[_Union[ActivityAward, _Mapping]]] = ...) -> None: ...
+
+class GetLiabilitySummaryRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetLiabilitySummaryResponse(_message.Message):
+    __slots__ = ("outstanding_points", "point_value", "outstanding_value", "earned_points", "redeemed_points", "expired_points", "adjusted_points", "reversed_points", "events", "update_time")
+    OUTSTANDING_POINTS_FIELD_NUMBER: _ClassVar[int]
+    POINT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    EARNED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REDEEMED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    ADJUSTED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REVERSED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    outstanding_points: int
+    point_value: str
+    outstanding_value: str
+    earned_points: int
+    redeemed_points: int
+    expired_points: int
+    adjusted_points: int
+    reversed_points: int
+    events: int
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, outstanding_points: _Optional[int] = ..., point_value: _Optional[str] = ..., outstanding_value: _Optional[str] = ..., earned_points: _Optional[int] = ..., redeemed_points: _Optional[int] = ..., expired_points: _Optional[int] = ..., adjusted_points: _Optional[int] = ..., reversed_points: _Optional[int] = ..., events: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

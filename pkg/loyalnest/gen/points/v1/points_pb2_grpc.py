@@ -147,6 +147,11 @@ class PointsServiceStub:
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityResponse.FromString,
                 _registered_method=True)
+        self.GetLiabilitySummary = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/GetLiabilitySummary',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryResponse.FromString,
+                _registered_method=True)
 
 
 class PointsServiceServicer:
@@ -358,6 +363,20 @@ class PointsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLiabilitySummary(self, request, context):
+        """---- event-fed liability summary (issue 21) ---------------------------------------------
+
+        The merchant's liability summary for the admin UI, read from a table Points keeps from its
+        own ledger events (points.earned, redeemed, adjusted, reversed, expired; each applied once,
+        through the inbox): one row, however large the ledger. Current up to the last event
+        consumed (`update_time`); GetPointsLiability computes the same outstanding figure from
+        the ledger itself, with ages, tiers and breakage. FAILED_PRECONDITION
+        LIABILITY_UNSUPPORTED on the MongoDB ledger store.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PointsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -465,6 +484,11 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.RecordSignedActivity,
                     request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityRequest.FromString,
                     response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityResponse.SerializeToString,
+            ),
+            'GetLiabilitySummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLiabilitySummary,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1042,6 +1066,33 @@ class PointsService:
             '/loyalnest.points.v1.PointsService/RecordSignedActivity',
             loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityRequest.SerializeToString,
             loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLiabilitySummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/GetLiabilitySummary',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

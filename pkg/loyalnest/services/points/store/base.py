@@ -54,6 +54,7 @@ REWARD_UPDATABLE = frozenset(
 # erase_merchant empties them for the merchant.
 MERCHANT_TABLES = (
     "integrations",
+    "liability_totals",
     "tier_job_progress",
     "rule_events",
     "customer_tiers",

@@ -12,14 +12,20 @@ which is what expiry.open_lots computes transaction by transaction.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Protocol, cast
 
 from psycopg import AsyncConnection
 
+from loyalnest.platform.events import inbox
+from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.postgres import Database
 from loyalnest.services.points.liability import (
     BreakageFigures,
     Bucket,
+    LedgerTotals,
     LiabilityFigures,
     age_cutoffs,
+    ledger_movement,
 )
 
 _RANGES = """
@@ -123,3 +129,56 @@ async def liability(
             taken_back=taken_back,
         ),
     )
+
+
+class _Movement(Protocol):
+    """What every ledger event (PointsEarned, PointsRedeemed, ...) has."""
+
+    points: int
+
+
+class PostgresLiabilityTable:
+    """The liability summary table (`liability_totals`, one row per merchant), fed by Points'
+    own ledger events: `handler` applies each once (inbox: the event's id is recorded in the
+    transaction that adds its movement), so a redelivery adds nothing."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def handler(self) -> inbox.TransactionalHandler:
+        return inbox.transactional(self._database, self._apply)
+
+    async def _apply(self, conn: AsyncConnection, event: ConsumedEvent) -> None:
+        m = ledger_movement(event.event_type, cast(_Movement, event.payload).points)
+        await conn.execute(
+            "INSERT INTO liability_totals AS t (merchant_id, outstanding, earned, redeemed,"
+            " expired, adjusted, reversed, events, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())"
+            " ON CONFLICT (merchant_id) DO UPDATE SET"
+            " outstanding = t.outstanding + EXCLUDED.outstanding,"
+            " earned = t.earned + EXCLUDED.earned, redeemed = t.redeemed + EXCLUDED.redeemed,"
+            " expired = t.expired + EXCLUDED.expired, adjusted = t.adjusted + EXCLUDED.adjusted,"
+            " reversed = t.reversed + EXCLUDED.reversed, events = t.events + EXCLUDED.events,"
+            " updated_at = EXCLUDED.updated_at",
+            (
+                event.merchant_id,
+                m.outstanding,
+                m.earned,
+                m.redeemed,
+                m.expired,
+                m.adjusted,
+                m.reversed,
+                m.events,
+            ),
+            prepare=True,
+        )
+
+    async def totals(self, merchant_id: str) -> LedgerTotals:
+        async with self._database.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT outstanding, earned, redeemed, expired, adjusted, reversed, events,"
+                " updated_at FROM liability_totals WHERE merchant_id = %s",
+                (merchant_id,),
+            )
+            row = await cursor.fetchone()
+        return LedgerTotals(*row) if row is not None else LedgerTotals()
