@@ -60,6 +60,7 @@ from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 
 if TYPE_CHECKING:
     from loyalnest.services.points.store.mongo import MongoLedgerStore
+    from loyalnest.services.points.store.mongo_liability import MongoLiabilityTable
 
 DATABASE = DatabaseSpec(
     schema="points", migration_dirs=(audit.MIGRATIONS, Path(__file__).parent / "migrations")
@@ -145,8 +146,15 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
     components.cleanup.append(http.close)
     tiers = VipTiers(ledger, programs, clock=clock)
-    # The liability summary table, fed by the ledger events (PostgreSQL only).
-    table = PostgresLiabilityTable(database) if database is not None else None
+    # The liability summary table, fed by the ledger events, in the ledger's database.
+    table: PostgresLiabilityTable | MongoLiabilityTable
+    if database is not None:
+        table = PostgresLiabilityTable(database)
+    else:
+        from loyalnest.services.points.store.mongo_liability import MongoLiabilityTable
+
+        assert mongo_store is not None  # one of the two stores is built
+        table = MongoLiabilityTable(mongo_store)
     if settings.events_enabled:
         merchants = MerchantGate(
             auth, component="points", cache_seconds=settings.points_merchant_cache_seconds
@@ -166,7 +174,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
             tiers,
             tags,
             NewsletterSignups(ledger, programs, clock=clock),
-            liability=table.handler() if table is not None else None,
+            liability=table.handler(),
         )
         _add_event_loops(settings, components, handlers, database, mongo_store)
     codes = DiscountCodes(

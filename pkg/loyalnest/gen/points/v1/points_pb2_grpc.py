@@ -370,8 +370,8 @@ class PointsServiceServicer:
         own ledger events (points.earned, redeemed, adjusted, reversed, expired; each applied once,
         through the inbox): one row, however large the ledger. Current up to the last event
         consumed (`update_time`); GetPointsLiability computes the same outstanding figure from
-        the ledger itself, with ages, tiers and breakage. FAILED_PRECONDITION
-        LIABILITY_UNSUPPORTED on the MongoDB ledger store.
+        the ledger itself, with ages, tiers and breakage. Both ledger stores; FAILED_PRECONDITION
+        LIABILITY_UNSUPPORTED on MongoDB without transactions (a standalone server).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -394,6 +394,7 @@ class MongoLedgerStore:
             EXPIRY_NOTICES,
             TIER_JOB_PROGRESS,
             "integrations",  # store/integrations.py
+            "liability_totals",  # store/mongo_liability.py
         ):
             erased += (
                 self._database.get_collection(name)

@@ -145,7 +145,7 @@ class PostgresLiabilityTable:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    def handler(self) -> inbox.TransactionalHandler:
+    def handler(self) -> inbox.Handler:
         return inbox.transactional(self._database, self._apply)
 
     async def _apply(self, conn: AsyncConnection, event: ConsumedEvent) -> None:
