@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
 from loyalnest.gateway import Upstream
@@ -310,7 +311,9 @@ async def test_refusals_are_clear_and_credit_nothing(fixture: Fixture) -> None:
     assert missing.status == 404, missing.body
 
 
-async def test_rotation_keeps_the_old_secret_for_its_grace(fixture: Fixture) -> None:
+async def test_rotation_keeps_the_old_secret_for_its_grace(
+    fixture: Fixture, database_url: str
+) -> None:
     fx = fixture
     created = await create_integration(fx, "reviews-app-3")
     integration_id, old = created["integration"]["integration_id"], created["secret"]
@@ -339,6 +342,34 @@ async def test_rotation_keeps_the_old_secret_for_its_grace(fixture: Fixture) -> 
     other = merchant_headers(f"m-{uuid.uuid4().hex[:8]}", PERMISSIONS)
     foreign = await http("POST", rotate_url, headers=other, json_body={"idempotency_key": "r9"})
     assert foreign.status == 404, foreign.body
+
+    # Issuing and rotating are audited, naming the caller, without the secrets.
+    logs = await audit_rows(database_url, integration_id)
+    assert [(action, actor) for action, actor, _ in logs] == [
+        ("create", "test-user"),  # tests/auth.py's token subject
+        ("update", "test-user"),
+    ]
+    assert logs[1][2]["changed"] == [
+        "generation",
+        "previous_secret",
+        "previous_valid_until",
+        "rotated_at",
+        "secret",
+        "secret_key",
+    ]
+    for _, _, details in logs:
+        assert not {"secret", "previous_secret", "secret_key"} & set(details["new"]), details
+        assert old not in json.dumps(details) and new not in json.dumps(details)
+
+
+async def audit_rows(database_url: str, integration_id: str) -> list[tuple[str, str, Any]]:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute(
+            "SELECT action, actor, details FROM points.audit_logs"
+            " WHERE entity_type = 'integrations' AND entity_id = %s ORDER BY created_at",
+            (integration_id,),
+        )
+        return [(a, b, c) for a, b, c in await cursor.fetchall()]
 
 
 async def test_without_grace_the_rotated_secret_is_refused_at_once(
