@@ -338,6 +338,22 @@ async def test_rotation_keeps_the_old_secret_for_its_grace(
     assert statuses(await report(fx, integration_id, new, second))[0][1] == (
         "ACTIVITY_AWARD_STATUS_AWARDED"
     )
+    # Leaked: rotated again with the previous secret revoked at once.
+    revoked = await http(
+        "POST",
+        rotate_url,
+        headers=headers,
+        json_body={"idempotency_key": "r2", "revoke_previous": True},
+    )
+    assert revoked.status == 200, revoked.body
+    newest = revoked.json()["secret"]
+    assert "previous_valid_until" not in revoked.json()["integration"]
+    third = activity("c-3", "product_review", "r-3")
+    for stale_secret in (old, new):
+        assert (await report(fx, integration_id, stale_secret, third)).status == 401
+    assert statuses(await report(fx, integration_id, newest, third))[0][1] == (
+        "ACTIVITY_AWARD_STATUS_LIMIT_REACHED"  # 2 a day, both used above: still verified
+    )
     # Another merchant's token cannot rotate it.
     other = merchant_headers(f"m-{uuid.uuid4().hex[:8]}", PERMISSIONS)
     foreign = await http("POST", rotate_url, headers=other, json_body={"idempotency_key": "r9"})
@@ -347,6 +363,7 @@ async def test_rotation_keeps_the_old_secret_for_its_grace(
     logs = await audit_rows(database_url, integration_id)
     assert [(action, actor) for action, actor, _ in logs] == [
         ("create", "test-user"),  # tests/auth.py's token subject
+        ("update", "test-user"),
         ("update", "test-user"),
     ]
     assert logs[1][2]["changed"] == [
@@ -359,7 +376,7 @@ async def test_rotation_keeps_the_old_secret_for_its_grace(
     ]
     for _, _, details in logs:
         assert not {"secret", "previous_secret", "secret_key"} & set(details["new"]), details
-        assert old not in json.dumps(details) and new not in json.dumps(details)
+        assert not any(s in json.dumps(details) for s in (old, new, newest)), details
 
 
 async def audit_rows(database_url: str, integration_id: str) -> list[tuple[str, str, Any]]:

@@ -155,8 +155,10 @@ class Integrations:
         return stored, ""
 
     async def rotate(
-        self, merchant_id: str, integration_id: str, key: str
+        self, merchant_id: str, integration_id: str, key: str, *, revoke_previous: bool = False
     ) -> tuple[Integration, str]:
+        """A new secret; the replaced one valid for the grace period, or not at all with
+        `revoke_previous` (a leaked secret: then nothing of it is kept)."""
         current = await self._owned(merchant_id, integration_id)
         if current.secret_key == key:  # a retry of the rotation that set this secret
             return current, self._open(current.secret, integration_id, current.generation)
@@ -167,8 +169,8 @@ class Integrations:
             current,
             generation=generation,
             secret=self._seal(secret, integration_id, generation),
-            previous_secret=current.secret,
-            previous_valid_until=now + self._grace,
+            previous_secret=None if revoke_previous else current.secret,
+            previous_valid_until=None if revoke_previous else now + self._grace,
             secret_key=key,
             rotated_at=now,
         )

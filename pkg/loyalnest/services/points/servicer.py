@@ -483,7 +483,10 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
             v.check(_is_uuid(request.integration_id), "integration_id", "must be an integration id")
             v.idempotency_key("idempotency_key", request.idempotency_key)
         integration, secret = await self._integrations.rotate(
-            merchant_id, request.integration_id, request.idempotency_key
+            merchant_id,
+            request.integration_id,
+            request.idempotency_key,
+            revoke_previous=request.revoke_previous,
         )
         return points_pb2.RotateIntegrationSecretResponse(
             integration=integration_proto(integration), secret=secret

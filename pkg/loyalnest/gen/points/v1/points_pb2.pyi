@@ -718,12 +718,14 @@ class CreateIntegrationResponse(_message.Message):
     def __init__(self, integration: _Optional[_Union[Integration, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
 
 class RotateIntegrationSecretRequest(_message.Message):
-    __slots__ = ("integration_id", "idempotency_key")
+    __slots__ = ("integration_id", "idempotency_key", "revoke_previous")
     INTEGRATION_ID_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_PREVIOUS_FIELD_NUMBER: _ClassVar[int]
     integration_id: str
     idempotency_key: str
-    def __init__(self, integration_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    revoke_previous: bool
+    def __init__(self, integration_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., revoke_previous: _Optional[bool] = ...) -> None: ...
 
 class RotateIntegrationSecretResponse(_message.Message):
     __slots__ = ("integration", "secret")

@@ -332,8 +332,8 @@ class PointsServiceServicer:
     def RotateIntegrationSecret(self, request, context):
         """Issues the integration a new secret (in this answer only); the one it replaces is still
         accepted for `previous_valid_until` (LOYALNEST_POINTS_INTEGRATION_ROTATION_GRACE_SECONDS),
-        so the integration can switch without losing an activity. NOT_FOUND for an id the
-        merchant does not own.
+        so the integration can switch without losing an activity; with `revoke_previous`, not at
+        all (a leaked secret). NOT_FOUND for an id the merchant does not own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
