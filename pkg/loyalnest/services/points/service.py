@@ -271,6 +271,24 @@ async def recalculate_tiers(settings: PointsSettings, *, clock: Clock = utc_now)
             await close()
 
 
+async def backfill_liability(
+    settings: PointsSettings, merchant_id: str | None = None
+) -> tuple[int, int]:
+    """`loyalnest points liability-backfill`: the transactions the liability summary table
+    has not counted (a ledger older than the table), counted once each; idempotent, and safe
+    while the service's consumer runs. (merchants changed, transactions counted). PostgreSQL
+    only: on MongoDB nothing is done."""
+    if settings.points_ledger_store != "postgres":
+        log.warning("the liability backfill needs the PostgreSQL ledger store: nothing done")
+        return 0, 0
+    database = Database(settings, DATABASE)
+    await database.open()
+    try:
+        return await PostgresLiabilityTable(database).backfill(merchant_id)
+    finally:
+        await database.close()
+
+
 async def expire_points(settings: PointsSettings, *, clock: Clock = utc_now) -> ExpiryReport:
     """One pass of the expiry job (`loyalnest points expire`, the chart's CronJob): the same
     ledger store and balance cache as the service, so balances read after it are current.
