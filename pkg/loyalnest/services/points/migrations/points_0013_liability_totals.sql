@@ -12,3 +12,11 @@ CREATE TABLE liability_totals (
     events       bigint      NOT NULL,
     updated_at   timestamptz NOT NULL
 );
+-- Each transaction counted in the table, by whichever counted it first (the consumer of its
+-- event, or `loyalnest points liability-backfill` for a ledger older than the table): kept
+-- for good, unlike processed_events, so a later backfill never counts one twice.
+CREATE TABLE liability_counted (
+    transaction_id  uuid  PRIMARY KEY,
+    merchant_id     text  NOT NULL
+);
+CREATE INDEX liability_counted_merchant ON liability_counted (merchant_id);

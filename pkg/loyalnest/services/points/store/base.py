@@ -55,6 +55,7 @@ REWARD_UPDATABLE = frozenset(
 MERCHANT_TABLES = (
     "integrations",
     "liability_totals",
+    "liability_counted",
     "tier_job_progress",
     "rule_events",
     "customer_tiers",

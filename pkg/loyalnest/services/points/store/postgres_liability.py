@@ -138,9 +138,6 @@ class _Movement(Protocol):
     transaction_id: str
 
 
-# The marker of a transaction counted in the table (processed_events, keyed by the
-# transaction's id): whoever counts it first, the consumer or the backfill, records it.
-COUNTED = "points.liability_totals"
 _UPSERT = (
     " ON CONFLICT (merchant_id) DO UPDATE SET"
     " outstanding = t.outstanding + EXCLUDED.outstanding,"
@@ -153,9 +150,9 @@ _UPSERT = (
 # movements as ledger_movement adds them: redeemed and expired as positive amounts).
 _BACKFILL = (
     "WITH fresh AS ("
-    ' INSERT INTO processed_events (consumer, event_id, topic, "partition", "offset")'
-    " SELECT %(counted)s, transaction_id::text, 'backfill', 0, 0 FROM points_transactions"
-    " WHERE merchant_id = %(merchant)s ON CONFLICT DO NOTHING RETURNING event_id"
+    " INSERT INTO liability_counted (transaction_id, merchant_id)"
+    " SELECT transaction_id, merchant_id FROM points_transactions"
+    " WHERE merchant_id = %(merchant)s ON CONFLICT DO NOTHING RETURNING transaction_id"
     "), sums AS ("
     " SELECT %(merchant)s AS merchant_id, coalesce(sum(p.points), 0) AS outstanding,"
     " coalesce(sum(p.points) FILTER (WHERE p.type = 'earn'), 0) AS earned,"
@@ -164,7 +161,7 @@ _BACKFILL = (
     " coalesce(sum(p.points) FILTER (WHERE p.type = 'adjust'), 0) AS adjusted,"
     " coalesce(sum(p.points) FILTER (WHERE p.type = 'reversal'), 0) AS reversed,"
     " count(*) AS events, now() AS updated_at"
-    " FROM points_transactions p JOIN fresh f ON f.event_id = p.transaction_id::text"
+    " FROM points_transactions p JOIN fresh f USING (transaction_id)"
     " WHERE p.merchant_id = %(merchant)s HAVING count(*) > 0"
     "), up AS ("
     " INSERT INTO liability_totals AS t (merchant_id, outstanding, earned, redeemed, expired,"
@@ -178,10 +175,10 @@ class PostgresLiabilityTable:
     own ledger events: `handler` applies each once (inbox: the event's id is recorded in the
     transaction that adds its movement), so a redelivery adds nothing.
 
-    Each transaction is also marked counted (COUNTED), so `backfill` can count the ledger
-    written before the table existed (or while events were off) without counting any
-    transaction twice, while the consumer runs: both insert the same marker, and the unique
-    key makes the second wait for the first and then skip."""
+    Each transaction is also marked counted, for good (`liability_counted`), so `backfill`
+    can count the ledger written before the table existed (or while events were off) without
+    counting any transaction twice, while the consumer runs: both insert the same marker, and
+    the unique key makes the second wait for the first and then skip."""
 
     def __init__(self, database: Database) -> None:
         self._database = database
@@ -192,9 +189,9 @@ class PostgresLiabilityTable:
     async def _apply(self, conn: AsyncConnection, event: ConsumedEvent) -> None:
         movement = cast(_Movement, event.payload)
         cursor = await conn.execute(
-            'INSERT INTO processed_events (consumer, event_id, topic, "partition", "offset")'
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-            (COUNTED, movement.transaction_id, event.topic, event.partition, event.offset),
+            "INSERT INTO liability_counted (transaction_id, merchant_id) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING 1",
+            (movement.transaction_id, event.merchant_id),
             prepare=True,
         )
         if await cursor.fetchone() is None:
@@ -229,9 +226,7 @@ class PostgresLiabilityTable:
         changed = counted = 0
         for merchant_id in merchants:
             async with self._database.pool.connection() as conn, conn.transaction():
-                cursor = await conn.execute(
-                    _BACKFILL, {"counted": COUNTED, "merchant": merchant_id}
-                )
+                cursor = await conn.execute(_BACKFILL, {"merchant": merchant_id})
                 row = await cursor.fetchone()
             if row is not None:
                 changed += 1
