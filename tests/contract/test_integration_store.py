@@ -5,6 +5,7 @@ erasure taking its integrations along."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from loyalnest.platform.crypto import FieldCipher
-from loyalnest.platform.errors import InvalidArgument
+from loyalnest.platform.errors import Aborted, InvalidArgument
 from loyalnest.services.points.integrations import (
     INTEGRATION_HEADER,
     SIGNATURE_HEADER,
@@ -121,3 +122,27 @@ async def test_issue_verify_rotate_erase(stores: Stores, merchant_id: str) -> No
     assert await integrations.listing(merchant_id) == []
     assert await stores.integrations.get_integration(iid) is None
     assert await stores.integrations.get_integration(other.integration_id) is not None
+
+
+async def test_concurrent_rotations_one_wins(stores: Stores, merchant_id: str) -> None:
+    """Two rotations of one secret at once: one stores its secret, the other is ABORTED
+    (never answering with a secret that was not stored); its retry rotates again."""
+    if isinstance(stores.integrations, MongoIntegrationStore):
+        await stores.integrations.ensure_indexes()
+    integrations = Integrations(stores.integrations, FieldCipher(os.urandom(32)), clock=Clock())
+    created, _ = await integrations.create(merchant_id, "Quiz", "k")
+    iid = created.integration_id
+    results = await asyncio.gather(
+        integrations.rotate(merchant_id, iid, "a"),
+        integrations.rotate(merchant_id, iid, "b"),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, tuple)]
+    lost = [r for r in results if isinstance(r, Aborted)]
+    assert (len(won), len(lost)) == (1, 1), results
+    ((integration, secret),) = won
+    stored = await stores.integrations.get_integration(iid)
+    assert stored is not None and stored.generation == 2 == integration.generation
+    body = BODY
+    now = datetime.now(UTC)
+    await integrations.verify(signed(iid, secret, body, now), body)

@@ -35,7 +35,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from loyalnest.platform.crypto import FieldCipher, InvalidCiphertext
-from loyalnest.platform.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
+from loyalnest.platform.errors import (
+    Aborted,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
 from loyalnest.platform.idempotency import IdempotencyKeyReused
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.signatures import MalformedSignature, hmac_sha256_base64, matches_any
@@ -181,9 +187,8 @@ class Integrations:
         latest = await self._owned(merchant_id, integration_id)
         if latest.secret_key == key:
             return latest, self._open(latest.secret, integration_id, latest.generation)
-        raise InvalidArgument(
-            "the integration's secret was rotated by another call at the same time",
-            [FieldViolation("idempotency_key", "lost to a concurrent rotation: retry")],
+        raise Aborted(
+            "the integration's secret was rotated by another call at the same time: retry"
         )
 
     async def listing(self, merchant_id: str) -> list[Integration]:
