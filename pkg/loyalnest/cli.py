@@ -115,6 +115,19 @@ def _points_tiers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _points_liability_backfill(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from loyalnest.platform.observability import configure_logging
+    from loyalnest.services.points.service import PointsSettings, backfill_liability
+
+    settings = PointsSettings()
+    configure_logging(settings, "points-liability-backfill")
+    merchants, counted = asyncio.run(backfill_liability(settings, args.merchant))
+    print(f"liability summary: {counted} transaction(s) of {merchants} merchant(s) counted")
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     from loyalnest.devstack.stack import run_up
 
@@ -295,6 +308,13 @@ def build_parser() -> argparse.ArgumentParser:
         " upgrades (idempotent)",
     )
     tiers.set_defaults(func=_points_tiers)
+    backfill = points_jobs.add_parser(
+        "liability-backfill",
+        help="count the ledger written before the liability summary table (or while events"
+        " were off) into it; idempotent, safe beside the running consumer (PostgreSQL)",
+    )
+    backfill.add_argument("--merchant", help="only this merchant (default: every one)")
+    backfill.set_defaults(func=_points_liability_backfill)
 
     up = commands.add_parser(
         "up", help="start the local stack (PostgreSQL, Redis, Kafka, services, Envoy)"

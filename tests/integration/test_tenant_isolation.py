@@ -87,7 +87,18 @@ async def _points_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
     )
     reward = (await stub.CreateReward(create, metadata=md)).reward
     secrets.append(reward.reward_id)
-    return {"secrets": secrets, "earn": requests, "reward": reward, "create_reward": create}
+    arranged = {"secrets": secrets, "earn": requests, "reward": reward, "create_reward": create}
+    return arranged | await _points_arrange_integration(stub, md, secrets)
+
+
+async def _points_arrange_integration(
+    stub: points_pb2_grpc.PointsServiceStub, md: Metadata, secrets: list[str]
+) -> dict[str, Any]:
+    """B's merchant integration: its id and its signing secret are B's."""
+    create = points_pb2.CreateIntegrationRequest(name="b's app", idempotency_key="key-b-app")
+    created = await stub.CreateIntegration(create, metadata=md)
+    secrets += [created.integration.integration_id, created.secret]
+    return {"integration_id": created.integration.integration_id, "create_integration": create}
 
 
 async def _points_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
@@ -102,6 +113,7 @@ async def _points_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]
         )
         view.append((balance, transactions))
     view.append(await stub.ListRewards(points_pb2.ListRewardsRequest(), metadata=md))
+    view.append(await stub.ListIntegrations(points_pb2.ListIntegrationsRequest(), metadata=md))
     return view
 
 
@@ -262,6 +274,29 @@ POINTS = Table(
                 may_succeed=True,
             )
         ],
+        # A's create with B's very request makes A's own integration (another id, another
+        # secret); B's integration cannot be rotated (its secret is B's) nor listed by A.
+        "CreateIntegration": [
+            Case(
+                _points_b("CreateIntegration", lambda b: b["create_integration"]),
+                may_succeed=True,
+            )
+        ],
+        "RotateIntegrationSecret": [
+            Case(
+                _points_b(
+                    "RotateIntegrationSecret",
+                    lambda b: points_pb2.RotateIntegrationSecretRequest(
+                        integration_id=b["integration_id"], idempotency_key=_key()
+                    ),
+                )
+            )
+        ],
+        "ListIntegrations": [
+            Case(
+                _points("ListIntegrations", points_pb2.ListIntegrationsRequest()), may_succeed=True
+            )
+        ],
         # B's transaction id as a redemption id: nothing of B's is found or given back.
         "CancelRedemption": [
             Case(
@@ -273,6 +308,13 @@ POINTS = Table(
         ],
         # A's own ledger only: B's customers hold points, A's liability is empty.
         "GetPointsLiability": [Case(_points_liability_of_a, may_succeed=True)],
+        # A's own summary table row (none: events are off here), never B's totals.
+        "GetLiabilitySummary": [
+            Case(
+                _points("GetLiabilitySummary", points_pb2.GetLiabilitySummaryRequest()),
+                may_succeed=True,
+            )
+        ],
         # A's own orders only (none): B's recorded order is not replayed.
         "SimulateEarningRules": [Case(_points_simulation_of_a, may_succeed=True)],
         # Under A's own program: nothing of B's is read.

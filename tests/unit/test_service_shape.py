@@ -58,6 +58,7 @@ SUB_MODULES = {
         "liability",
         "simulation",
         "occasions",
+        "integrations",
     },
     "rfm": {"nightly"},
     "roles": set(),

@@ -28,8 +28,9 @@ sees `/pkg.Service/Method` for REST, gRPC and gRPC-Web alike and is written once
   address: a token bucket per (RPC, address) inside Envoy (dynamic descriptors, per gateway
   replica), 429 with `Retry-After` (RESOURCE_EXHAUSTED for gRPC). The address is the TCP peer
   (`use_remote_address` with no trusted hops), never X-Forwarded-For, which the client writes.
-  Exempt by default: Shopify's signed webhooks (Shopify delivers from a few shared addresses)
-  and the JWKS (Envoy fetches it from its own listener, i.e. from 127.0.0.1).
+  Exempt by default: Shopify's signed webhooks (Shopify delivers from a few shared addresses),
+  merchant integrations' signed activities (likewise) and the JWKS (Envoy fetches it from its
+  own listener, i.e. from 127.0.0.1).
 - **buffer** (first) answers 413 to a request body over `max_request_bytes`, kept below the
   services' 4 MiB gRPC receive limit (over it they would answer RESOURCE_EXHAUSTED → 429).
 """
@@ -67,7 +68,10 @@ PUBLIC_RPC_DESCRIPTOR_KEY = "public_rpc"
 REMOTE_ADDRESS_DESCRIPTOR_KEY = "remote_address"  # what Envoy's remote_address action writes
 # Public RPCs a per-address limit must not throttle (see the module doc).
 SIGNED_WEBHOOK_PATH = "/loyalnest.edge.v1.EdgeService/ReceiveWebhook"
-DEFAULT_PUBLIC_EXEMPT = (SIGNED_WEBHOOK_PATH, JWKS_GRPC_PATH)
+# Merchant integrations' signed activities: an app reports for every shop it serves from a
+# few addresses too, and each request carries its own HMAC.
+SIGNED_ACTIVITY_PATH = "/loyalnest.points.v1.PointsService/RecordSignedActivity"
+DEFAULT_PUBLIC_EXEMPT = (SIGNED_WEBHOOK_PATH, SIGNED_ACTIVITY_PATH, JWKS_GRPC_PATH)
 MIN_REFILL_SECONDS = 0.05
 READ_RATE_LIMIT_STAT_PREFIX = "merchant_reads"
 

@@ -1,17 +1,12 @@
 """Shopify webhook deliveries: what a delivery is, and whether Shopify signed it.
 
 Signing (DESIGN §7): `X-Shopify-Hmac-SHA256` is the base64 HMAC-SHA256 of the raw body under
-the app's client secret. Verification runs over the exact bytes received (the transcoder hands
-them over untouched as `google.api.HttpBody`), compares in constant time, and accepts any of
-the configured secrets, so a secret rotation loses no delivery.
+the app's client secret, verified by platform/signatures.py over the exact bytes received,
+under any of the configured secrets, so a secret rotation loses no delivery.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
 import json
 import re
 from collections.abc import Iterable, Mapping
@@ -22,6 +17,7 @@ from typing import Any
 import orjson
 
 from loyalnest.platform.errors import FieldViolation, InvalidArgument, Unauthenticated
+from loyalnest.platform.signatures import MalformedSignature, hmac_sha256_base64, matches_any
 
 # The topics the services consume, plus the three GDPR topics every public app must accept.
 TOPICS = frozenset(
@@ -76,8 +72,7 @@ class BadSignature(Unauthenticated):
 
 def signature(body: bytes, secret: str) -> str:
     """The X-Shopify-Hmac-SHA256 value Shopify sends for `body`."""
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+    return hmac_sha256_base64(secret.encode(), body)
 
 
 def verify_signature(body: bytes, header: str | None, secrets: Iterable[str]) -> None:
@@ -85,14 +80,9 @@ def verify_signature(body: bytes, header: str | None, secrets: Iterable[str]) ->
     if not header:
         raise BadSignature(f"missing {HMAC_HEADER} header")
     try:
-        claimed = base64.b64decode(header.strip(), validate=True)
-    except (binascii.Error, ValueError):
+        matched = matches_any(body, header, (secret.encode() for secret in secrets))
+    except MalformedSignature:
         raise BadSignature(f"{HMAC_HEADER} is not base64") from None
-    matched = False
-    for secret in secrets:
-        expected = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-        # Every secret is tried, matched or not: the time taken tells nothing of which.
-        matched |= hmac.compare_digest(expected, claimed)
     if not matched:
         raise BadSignature("the body's HMAC does not match")
 

@@ -2,8 +2,9 @@
 of the program) and webhook.received (orders earning points, customers/create's signup
 bonus, newsletter sign-ups from customers/create and customers/update, earning.py; skipped
 for a merchant Auth does not know or that uninstalled the app), and its own ledger events
-and tier.changed (VIP tiers and their Shopify tags, tiers.py), and RFM's rfm.updated (each
-customer's RFM segment, kept for segment-only rewards: never RFM's tables)."""
+and tier.changed (VIP tiers and their Shopify tags, tiers.py; the liability summary table,
+liability.py), and RFM's rfm.updated (each customer's RFM segment, kept for segment-only
+rewards: never RFM's tables)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from loyalnest.services.points.earning import (
     ProgramCopies,
     SignupBonuses,
 )
+from loyalnest.services.points.liability import LEDGER_MOVEMENTS
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 from loyalnest.services.points.wire import SEGMENTS_BY_PROTO
@@ -34,7 +36,11 @@ def handlers(
     tiers: VipTiers | None = None,
     tags: ShopifyTags | None = None,
     newsletters: NewsletterSignups | None = None,
+    liability: Handler | None = None,
 ) -> dict[str, Handler]:
+    """`liability`: the summary table's handler (store/postgres_liability.py), None on a
+    store without one."""
+
     async def on_user_created(event: ConsumedEvent) -> bool:
         user = event.payload_as(users_pb2.UserCreated)
         if user.kind != users_pb2.USER_KIND_CUSTOMER:
@@ -91,10 +97,17 @@ def handlers(
         "program_settings.updated": on_settings_updated,
         "webhook.received": on_webhook,
     }
+    # Points' own ledger events: the liability summary table (each event once, through the
+    # inbox), then a customer's tier, which goes up as soon as they qualify.
+    ledger: dict[str, list[Handler]] = {}
+    if liability is not None:
+        for event_type in LEDGER_MOVEMENTS:
+            ledger.setdefault(event_type, []).append(liability)
     if tiers is not None:
-        # Points' own ledger events: a customer's tier goes up as soon as they qualify.
         for event_type in ("points.earned", "points.redeemed", "points.reversed"):
-            found[event_type] = tiers.on_ledger_event
+            ledger.setdefault(event_type, []).append(tiers.on_ledger_event)
+    for event_type, chain in ledger.items():
+        found[event_type] = chain[0] if len(chain) == 1 else _in_turn(chain)
     if tiers is not None or tags is not None:
 
         async def on_tier_changed(event: ConsumedEvent) -> bool:
@@ -108,3 +121,17 @@ def handlers(
 
         found["tier.changed"] = on_tier_changed
     return found
+
+
+def _in_turn(chain: list[Handler]) -> Handler:
+    """Every handler of `chain`, in order: each is idempotent on its own (the summary table
+    through the inbox, the tier by recomputing), so a redelivery after one failed repeats
+    nothing that was done. True when any applied the event now."""
+
+    async def handle(event: ConsumedEvent) -> bool:
+        applied = False
+        for handler in chain:
+            applied = await handler(event) or applied
+        return applied
+
+    return handle

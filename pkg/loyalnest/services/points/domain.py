@@ -210,6 +210,25 @@ class LedgerMoved(Aborted):
         )
 
 
+class UnknownActivity(FailedPrecondition):
+    def __init__(self, activity: str) -> None:
+        super().__init__(
+            f"no enabled CUSTOM_ACTIVITY earning rule rewards activity {activity!r}: add one"
+            " in the program's earning_rules (Core settings) or fix the activity's name",
+            violation_type="UNKNOWN_ACTIVITY",
+            subject=f"activity/{activity}",
+        )
+
+
+class ProgramDisabled(FailedPrecondition):
+    def __init__(self, merchant_id: str) -> None:
+        super().__init__(
+            "the merchant's loyalty program is disabled: no activity earns points",
+            violation_type="PROGRAM_DISABLED",
+            subject=f"merchant/{merchant_id}",
+        )
+
+
 class InsufficientPoints(FailedPrecondition):
     def __init__(self, customer_id: str, balance: int, requested: int) -> None:
         super().__init__(

@@ -50,7 +50,9 @@ from loyalnest.services.points.domain import (
     InsufficientPoints,
     LedgerNotFound,
     Posting,
+    ProgramDisabled,
     TransactionType,
+    UnknownActivity,
 )
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.orders import (
@@ -300,13 +302,28 @@ class Activities:
         self._clock = clock
 
     async def record(
-        self, merchant_id: str, customer_id: str, activity: str, occurrence: str
+        self,
+        merchant_id: str,
+        customer_id: str,
+        activity: str,
+        occurrence: str,
+        *,
+        occurred_at: datetime | None = None,
+        strict: bool = False,
     ) -> list[ActivityResult]:
+        """`occurred_at` (default now) picks the rules whose [start, end) window holds it;
+        limits count awards when made. `strict` (a signed integration's report): a disabled
+        program or an activity no enabled rule names is refused (FAILED_PRECONDITION) rather
+        than answered with no awards, so the integration learns it is misconfigured."""
         program = await self._orders.programs.get(merchant_id)
         if not program.program_enabled:
+            if strict:
+                raise ProgramDisabled(merchant_id)
             return []
         now = self._clock()
         rules = self._orders.rules(merchant_id, program)
+        if strict and activity not in rules.activities:
+            raise UnknownActivity(activity)
         tier_id = (
             await self._orders.tier_of(merchant_id, customer_id)
             if rules.activity_tier_aware(activity)
@@ -317,7 +334,7 @@ class Activities:
             if rules.activity_segment_aware(activity)
             else ""
         )
-        matching = rules.activity_rules(activity, now, tier_id, segment)
+        matching = rules.activity_rules(activity, occurred_at or now, tier_id, segment)
         since = {r.rule_id: period_start(r.period, now) for r in matching if r.max_awards}
         history = await self._store.rule_events(merchant_id, customer_id, since) if since else {}
         results = []

@@ -22,15 +22,21 @@ it history says will never be redeemed.
     expected value  outstanding value x (1 - breakage).
 
 The store computes the sums set-based (store.liability); this module prices them.
+
+The summary table (GetLiabilitySummary, the admin UI's): per merchant, the totals of every
+ledger movement, kept by a consumer of Points' own ledger events, each applied once (the
+platform inbox), so a read is one row whatever the ledger's size. Its outstanding figure is
+the same sum of balances the report computes from the ledger (a movement's points added with
+its sign), as of the last event consumed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.platform.errors import FailedPrecondition
@@ -150,6 +156,51 @@ class LiabilityReport:
     as_of: datetime
 
 
+@dataclass(frozen=True)
+class LedgerTotals:
+    """A merchant's ledger movements summed (the summary table's row), or one event's."""
+
+    outstanding: int = 0
+    earned: int = 0
+    redeemed: int = 0
+    expired: int = 0
+    adjusted: int = 0
+    reversed: int = 0
+    events: int = 0
+    updated_at: datetime | None = None
+
+
+# The ledger events the summary table sums, and what each adds: (outstanding sign, column).
+# Redeemed and expired events carry the points as a positive amount; adjusted and reversed
+# ones signed.
+LEDGER_MOVEMENTS: dict[str, tuple[int, str]] = {
+    "points.earned": (1, "earned"),
+    "points.redeemed": (-1, "redeemed"),
+    "points.expired": (-1, "expired"),
+    "points.adjusted": (1, "adjusted"),
+    "points.reversed": (1, "reversed"),
+}
+
+
+def ledger_movement(event_type: str, points: int) -> LedgerTotals:
+    """What one ledger event adds to the merchant's totals."""
+    sign, column = LEDGER_MOVEMENTS[event_type]
+    amounts: dict[str, Any] = {column: points}
+    return replace(LedgerTotals(outstanding=sign * points, events=1), **amounts)
+
+
+@dataclass(frozen=True)
+class LiabilitySummary:
+    totals: LedgerTotals
+    value: PointValue
+
+
+class LiabilityTable(Protocol):
+    """The summary table (store.postgres_liability.PostgresLiabilityTable)."""
+
+    async def totals(self, merchant_id: str) -> LedgerTotals: ...
+
+
 _REWARD_PAGE = 500
 
 
@@ -201,3 +252,11 @@ class PointsLiability:
             horizon_days=horizon_days,
             as_of=now,
         )
+
+    async def summary(self, merchant_id: str, table: LiabilityTable | None) -> LiabilitySummary:
+        """The table's totals priced as the report prices points; LiabilityUnsupported
+        without a table (MongoDB)."""
+        if table is None:
+            raise LiabilityUnsupported("MongoDB")
+        totals = await table.totals(merchant_id)
+        return LiabilitySummary(totals, point_value(await self._rewards(merchant_id)))

@@ -19,6 +19,7 @@ from loyalnest.platform import audit
 from loyalnest.platform.cache import SharedSubscriber, VersionedCache, client_from_url
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.crypto import FieldCipher, decode_key, derive_key
 from loyalnest.platform.event_loops import mongo_event_loops, postgres_event_loops
 from loyalnest.platform.events.inbox import Handler
 from loyalnest.platform.health import Check
@@ -42,6 +43,7 @@ from loyalnest.services.points.earning import (
     utc_now,
 )
 from loyalnest.services.points.expiry import ExpiryReport, PointsExpiry
+from loyalnest.services.points.integrations import Integrations, IntegrationStore
 from loyalnest.services.points.ledger import CACHE_NAME, STREAM_PATTERN, Ledger, StreamLimits
 from loyalnest.services.points.liability import PointsLiability
 from loyalnest.services.points.occasions import OccasionReport, Occasions, UsersBirthdays
@@ -49,10 +51,16 @@ from loyalnest.services.points.rewards import RewardRedemptions
 from loyalnest.services.points.servicer import PointsServicer
 from loyalnest.services.points.simulation import RuleSimulation
 from loyalnest.services.points.store.base import CUSTOMER_TABLES, LedgerStore
+from loyalnest.services.points.store.integrations import (
+    MongoIntegrationStore,
+    PostgresIntegrationStore,
+)
+from loyalnest.services.points.store.postgres_liability import PostgresLiabilityTable
 from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 
 if TYPE_CHECKING:
     from loyalnest.services.points.store.mongo import MongoLedgerStore
+    from loyalnest.services.points.store.mongo_liability import MongoLiabilityTable
 
 DATABASE = DatabaseSpec(
     schema="points", migration_dirs=(audit.MIGRATIONS, Path(__file__).parent / "migrations")
@@ -92,6 +100,16 @@ class PointsSettings(ServiceSettings):
     # Secret the reward discount codes are derived under (HMAC), the same in every replica.
     # Unset: derived from LOYALNEST_SERVICE_CREDENTIAL (without which no code is created).
     points_discount_code_key: SecretStr | None = None
+    # Merchant integrations (signed custom activities, integrations.py). The AES-256 key
+    # (base64) their secrets are encrypted under, the same in every replica, and keys it
+    # replaced (still read until every secret was rotated). Unset: derived from
+    # LOYALNEST_SERVICE_CREDENTIAL; neither: a key of this process only (development).
+    points_integration_secret_key: SecretStr | None = None
+    points_integration_secret_previous_keys: list[SecretStr] = Field(default_factory=list)
+    # How far a signed activity's X-LoyalNest-Timestamp may be from now.
+    points_activity_replay_window_seconds: float = Field(300.0, gt=0)
+    # How long a rotated-out secret is still accepted.
+    points_integration_rotation_grace_seconds: float = Field(86400.0, ge=0)
 
 
 async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceComponents:
@@ -128,6 +146,15 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
     http = HttpClient(api="shopify-admin", timeout_seconds=settings.shopify_admin_timeout_seconds)
     components.cleanup.append(http.close)
     tiers = VipTiers(ledger, programs, clock=clock)
+    # The liability summary table, fed by the ledger events, in the ledger's database.
+    table: PostgresLiabilityTable | MongoLiabilityTable
+    if database is not None:
+        table = PostgresLiabilityTable(database)
+    else:
+        from loyalnest.services.points.store.mongo_liability import MongoLiabilityTable
+
+        assert mongo_store is not None  # one of the two stores is built
+        table = MongoLiabilityTable(mongo_store)
     if settings.events_enabled:
         merchants = MerchantGate(
             auth, component="points", cache_seconds=settings.points_merchant_cache_seconds
@@ -147,6 +174,7 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
             tiers,
             tags,
             NewsletterSignups(ledger, programs, clock=clock),
+            liability=table.handler(),
         )
         _add_event_loops(settings, components, handlers, database, mongo_store)
     codes = DiscountCodes(
@@ -159,6 +187,13 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
         ShopTokens(auth, component="points", not_connected=ShopNotConnected),
     )
     components.personal_data = ledger
+    integrations = Integrations(
+        _integration_store(database, mongo_store, components),
+        _integration_cipher(settings),
+        replay_window_seconds=settings.points_activity_replay_window_seconds,
+        rotation_grace_seconds=settings.points_integration_rotation_grace_seconds,
+        clock=clock,
+    )
     liability = PointsLiability(ledger.store, programs, clock=clock)
     components.registrations = [
         Registration(
@@ -175,6 +210,13 @@ async def build(settings: PointsSettings, *, clock: Clock = utc_now) -> ServiceC
                 tiers,
                 liability,
                 RuleSimulation(ledger.store, programs, liability, clock=clock),
+                integrations,
+                liability_table=table,
+                merchants=MerchantGate(
+                    auth, component="points", cache_seconds=settings.points_merchant_cache_seconds
+                )
+                if auth is not None
+                else None,
             ),
         )
     ]
@@ -231,6 +273,24 @@ async def recalculate_tiers(settings: PointsSettings, *, clock: Clock = utc_now)
             await close()
 
 
+async def backfill_liability(
+    settings: PointsSettings, merchant_id: str | None = None
+) -> tuple[int, int]:
+    """`loyalnest points liability-backfill`: the transactions the liability summary table
+    has not counted (a ledger older than the table), counted once each; idempotent, and safe
+    while the service's consumer runs. (merchants changed, transactions counted). PostgreSQL
+    only: on MongoDB nothing is done."""
+    if settings.points_ledger_store != "postgres":
+        log.warning("the liability backfill needs the PostgreSQL ledger store: nothing done")
+        return 0, 0
+    database = Database(settings, DATABASE)
+    await database.open()
+    try:
+        return await PostgresLiabilityTable(database).backfill(merchant_id)
+    finally:
+        await database.close()
+
+
 async def expire_points(settings: PointsSettings, *, clock: Clock = utc_now) -> ExpiryReport:
     """One pass of the expiry job (`loyalnest points expire`, the chart's CronJob): the same
     ledger store and balance cache as the service, so balances read after it are current.
@@ -274,6 +334,41 @@ async def credit_occasions(
     finally:
         for close in reversed(components.cleanup):
             await close()
+
+
+def _integration_store(
+    database: Database | None,
+    mongo_store: MongoLedgerStore | None,
+    components: ServiceComponents,
+) -> IntegrationStore:
+    """Beside the ledger, in whichever database holds it."""
+    if database is not None:
+        return PostgresIntegrationStore(database)
+    assert mongo_store is not None  # one of the two stores is built
+    store = MongoIntegrationStore(mongo_store.database)
+    components.startup = [
+        *components.startup,
+        Check("mongo-integration-indexes", store.ensure_indexes),
+    ]
+    return store
+
+
+def _integration_cipher(settings: PointsSettings) -> FieldCipher:
+    previous = [
+        decode_key(k.get_secret_value()) for k in settings.points_integration_secret_previous_keys
+    ]
+    if settings.points_integration_secret_key is not None:
+        return FieldCipher(
+            decode_key(settings.points_integration_secret_key.get_secret_value()), previous
+        )
+    if settings.service_credential is not None:
+        credential = settings.service_credential.get_secret_value().encode()
+        return FieldCipher(derive_key(credential, "loyalnest points integration secrets"), previous)
+    log.warning(
+        "LOYALNEST_POINTS_INTEGRATION_SECRET_KEY and LOYALNEST_SERVICE_CREDENTIAL unset:"
+        " integration secrets are readable by this process only (development)"
+    )
+    return FieldCipher(os.urandom(32), previous)
 
 
 def _discount_code_key(settings: PointsSettings) -> bytes:

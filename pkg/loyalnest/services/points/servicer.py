@@ -11,9 +11,10 @@ from decimal import Decimal, InvalidOperation
 from loyalnest.gen.events.v1 import core_pb2, gateway_pb2
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform import pagination, tenancy
-from loyalnest.platform.errors import NotFound
+from loyalnest.platform.errors import FailedPrecondition, NotFound
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.merchants import MerchantGate, MerchantStatus
 from loyalnest.platform.protos import timestamp
 from loyalnest.platform.validation import Validator
 from loyalnest.services.points import offline_sync
@@ -31,10 +32,12 @@ from loyalnest.services.points.domain import (
 )
 from loyalnest.services.points.earning import Activities, OrderEarnings
 from loyalnest.services.points.expiry import PointsExpiry
+from loyalnest.services.points.integrations import MAX_NAME_LENGTH, Integrations
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.liability import (
     DEFAULT_HORIZON_DAYS,
     MAX_HORIZON_DAYS,
+    LiabilityTable,
     PointsLiability,
 )
 from loyalnest.services.points.rewards import RewardRedemptions, plan_refusal
@@ -49,7 +52,9 @@ from loyalnest.services.points.wire import (
     balance_proto,
     eligibility_proto,
     expiring_proto,
+    integration_proto,
     liability_proto,
+    liability_summary_proto,
     order_earning_proto,
     reward_proto,
     simulation_proto,
@@ -115,7 +120,13 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         tiers: VipTiers,
         liability: PointsLiability,
         simulation: RuleSimulation,
+        integrations: Integrations,
+        *,
+        liability_table: LiabilityTable | None = None,
+        merchants: MerchantGate | None = None,
     ) -> None:
+        """`merchants`: where signed activities of merchants Auth does not know (or that
+        uninstalled the app) are refused; None (no Auth): they go ahead."""
         self._ledger = ledger
         self._store = ledger.store
         self._redemptions = redemptions
@@ -125,6 +136,9 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
         self._tiers = tiers
         self._liability = liability
         self._simulation = simulation
+        self._integrations = integrations
+        self._liability_table = liability_table
+        self._merchants = merchants
 
     async def GetPointsBalance(
         self, request: points_pb2.GetPointsBalanceRequest, context: Context
@@ -155,6 +169,12 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 f"must be 1 to {MAX_HORIZON_DAYS} (0: {DEFAULT_HORIZON_DAYS})",
             )
         return liability_proto(await self._liability.report(merchant_id, horizon))
+
+    async def GetLiabilitySummary(
+        self, request: points_pb2.GetLiabilitySummaryRequest, context: Context
+    ) -> points_pb2.GetLiabilitySummaryResponse:
+        summary = await self._liability.summary(tenancy.merchant_id(), self._liability_table)
+        return liability_summary_proto(summary)
 
     async def SimulateEarningRules(
         self, request: points_pb2.SimulateEarningRulesRequest, context: Context
@@ -463,6 +483,85 @@ class PointsServicer(points_pb2_grpc.PointsServiceServicer):
                 )
             )
         return response
+
+    # ---- merchant integrations: signed custom activities (integrations.py) ---------------
+
+    async def CreateIntegration(
+        self, request: points_pb2.CreateIntegrationRequest, context: Context
+    ) -> points_pb2.CreateIntegrationResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.check(
+                bool(request.name.strip())
+                and len(request.name) <= MAX_NAME_LENGTH
+                and request.name.isprintable(),
+                "name",
+                f"must be 1-{MAX_NAME_LENGTH} printable characters",
+            )
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        integration, secret = await self._integrations.create(
+            merchant_id, request.name, request.idempotency_key
+        )
+        return points_pb2.CreateIntegrationResponse(
+            integration=integration_proto(integration), secret=secret
+        )
+
+    async def RotateIntegrationSecret(
+        self, request: points_pb2.RotateIntegrationSecretRequest, context: Context
+    ) -> points_pb2.RotateIntegrationSecretResponse:
+        merchant_id = tenancy.merchant_id()
+        with Validator() as v:
+            v.check(_is_uuid(request.integration_id), "integration_id", "must be an integration id")
+            v.idempotency_key("idempotency_key", request.idempotency_key)
+        integration, secret = await self._integrations.rotate(
+            merchant_id,
+            request.integration_id,
+            request.idempotency_key,
+            revoke_previous=request.revoke_previous,
+        )
+        return points_pb2.RotateIntegrationSecretResponse(
+            integration=integration_proto(integration), secret=secret
+        )
+
+    async def ListIntegrations(
+        self, request: points_pb2.ListIntegrationsRequest, context: Context
+    ) -> points_pb2.ListIntegrationsResponse:
+        merchant_id = tenancy.merchant_id()
+        integrations = await self._integrations.listing(merchant_id)
+        return points_pb2.ListIntegrationsResponse(
+            integrations=[integration_proto(i) for i in integrations]
+        )
+
+    async def RecordSignedActivity(
+        self, request: points_pb2.RecordSignedActivityRequest, context: Context
+    ) -> points_pb2.RecordSignedActivityResponse:
+        headers = {
+            key: value
+            for key, value in (context.invocation_metadata() or ())
+            if isinstance(value, str)
+        }
+        # The signature first (integrations.verify): an unsigned request learns nothing.
+        activity = await self._integrations.verify(headers, request.body.data)
+        if self._merchants is not None and (await self._merchants.status(activity.merchant_id)) in (
+            MerchantStatus.UNKNOWN,
+            MerchantStatus.UNINSTALLED,
+        ):
+            raise FailedPrecondition(
+                "the integration's merchant has no installed shop: nothing is earned",
+                violation_type="MERCHANT_INACTIVE",
+                subject=f"integration/{activity.integration_id}",
+            )
+        results = await self._activities.record(
+            activity.merchant_id,
+            activity.customer_id,
+            activity.activity,
+            activity.occurrence_id,
+            occurred_at=activity.occurred_at,
+            strict=True,
+        )
+        return points_pb2.RecordSignedActivityResponse(
+            awards=[activity_award_proto(r) for r in results]
+        )
 
 
 _REWARD_IDS = uuid.UUID("6f1c1f43-2d55-4d3e-9a53-0c7e1d1f9b10")

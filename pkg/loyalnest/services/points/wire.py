@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from loyalnest.gen.events.v1 import core_pb2, rfm_pb2
 from loyalnest.gen.points.v1 import points_pb2
-from loyalnest.platform.protos import timestamp
+from loyalnest.platform.protos import optional_timestamp, timestamp
 from loyalnest.services.points import liability
 from loyalnest.services.points.domain import (
     ActivityResult,
@@ -22,7 +22,8 @@ from loyalnest.services.points.domain import (
     TransactionType,
     VipProgress,
 )
-from loyalnest.services.points.liability import Bucket, LiabilityReport
+from loyalnest.services.points.integrations import Integration
+from loyalnest.services.points.liability import Bucket, LiabilityReport, LiabilitySummary
 from loyalnest.services.points.orders import OrderSettlement, OrderStatus
 from loyalnest.services.points.rules import parse_awards
 from loyalnest.services.points.simulation import SimulationReport
@@ -248,4 +249,32 @@ def simulation_proto(report: SimulationReport) -> points_pb2.SimulateEarningRule
         expected_value_delta="" if expected is None else str(expected),
         point_value=str(report.point_value.normalize()),
         since=timestamp(report.since),
+    )
+
+
+def integration_proto(integration: Integration) -> points_pb2.Integration:
+    """Never the secret: only CreateIntegration and RotateIntegrationSecret hand it out."""
+    return points_pb2.Integration(
+        integration_id=integration.integration_id,
+        name=integration.name,
+        secret_generation=integration.generation,
+        create_time=timestamp(integration.created_at),
+        rotate_time=timestamp(integration.rotated_at),
+        previous_valid_until=optional_timestamp(integration.previous_valid_until),
+    )
+
+
+def liability_summary_proto(summary: LiabilitySummary) -> points_pb2.GetLiabilitySummaryResponse:
+    t = summary.totals
+    return points_pb2.GetLiabilitySummaryResponse(
+        outstanding_points=t.outstanding,
+        point_value=str(summary.value.per_point.normalize()),
+        outstanding_value=str(liability.money(t.outstanding, summary.value)),
+        earned_points=t.earned,
+        redeemed_points=t.redeemed,
+        expired_points=t.expired,
+        adjusted_points=t.adjusted,
+        reversed_points=t.reversed,
+        events=t.events,
+        update_time=optional_timestamp(t.updated_at),
     )

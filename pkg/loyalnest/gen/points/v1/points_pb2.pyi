@@ -2,6 +2,7 @@ import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from loyalnest.gen.events.v1 import core_pb2 as _core_pb2
@@ -698,3 +699,103 @@ class SimulateEarningRulesResponse(_message.Message):
     point_value: str
     since: _timestamp_pb2.Timestamp
     def __init__(self, orders: _Optional[int] = ..., rules: _Optional[_Iterable[_Union[SimulatedRule, _Mapping]]] = ..., actual_points: _Optional[int] = ..., simulated_points: _Optional[int] = ..., points_delta: _Optional[int] = ..., value_delta: _Optional[str] = ..., expected_value_delta: _Optional[str] = ..., point_value: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Integration(_message.Message):
+    __slots__ = ("integration_id", "name", "secret_generation", "create_time", "rotate_time", "previous_valid_until")
+    INTEGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SECRET_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ROTATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_VALID_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    integration_id: str
+    name: str
+    secret_generation: int
+    create_time: _timestamp_pb2.Timestamp
+    rotate_time: _timestamp_pb2.Timestamp
+    previous_valid_until: _timestamp_pb2.Timestamp
+    def __init__(self, integration_id: _Optional[str] = ..., name: _Optional[str] = ..., secret_generation: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rotate_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., previous_valid_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateIntegrationRequest(_message.Message):
+    __slots__ = ("name", "idempotency_key")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    idempotency_key: str
+    def __init__(self, name: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class CreateIntegrationResponse(_message.Message):
+    __slots__ = ("integration", "secret")
+    INTEGRATION_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    integration: Integration
+    secret: str
+    def __init__(self, integration: _Optional[_Union[Integration, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class RotateIntegrationSecretRequest(_message.Message):
+    __slots__ = ("integration_id", "idempotency_key", "revoke_previous")
+    INTEGRATION_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    REVOKE_PREVIOUS_FIELD_NUMBER: _ClassVar[int]
+    integration_id: str
+    idempotency_key: str
+    revoke_previous: bool
+    def __init__(self, integration_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., revoke_previous: _Optional[bool] = ...) -> None: ...
+
+class RotateIntegrationSecretResponse(_message.Message):
+    __slots__ = ("integration", "secret")
+    INTEGRATION_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    integration: Integration
+    secret: str
+    def __init__(self, integration: _Optional[_Union[Integration, _Mapping]] = ..., secret: _Optional[str] = ...) -> None: ...
+
+class ListIntegrationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListIntegrationsResponse(_message.Message):
+    __slots__ = ("integrations",)
+    INTEGRATIONS_FIELD_NUMBER: _ClassVar[int]
+    integrations: _containers.RepeatedCompositeFieldContainer[Integration]
+    def __init__(self, integrations: _Optional[_Iterable[_Union[Integration, _Mapping]]] = ...) -> None: ...
+
+class RecordSignedActivityRequest(_message.Message):
+    __slots__ = ("body",)
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    body: _httpbody_pb2.HttpBody
+    def __init__(self, body: _Optional[_Union[_httpbody_pb2.HttpBody, _Mapping]] = ...) -> None: ...
+
+class RecordSignedActivityResponse(_message.Message):
+    __slots__ = ("awards",)
+    AWARDS_FIELD_NUMBER: _ClassVar[int]
+    awards: _containers.RepeatedCompositeFieldContainer[ActivityAward]
+    def __init__(self, awards: _Optional[_Iterable[_Union[ActivityAward, _Mapping]]] = ...) -> None: ...
+
+class GetLiabilitySummaryRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetLiabilitySummaryResponse(_message.Message):
+    __slots__ = ("outstanding_points", "point_value", "outstanding_value", "earned_points", "redeemed_points", "expired_points", "adjusted_points", "reversed_points", "events", "update_time")
+    OUTSTANDING_POINTS_FIELD_NUMBER: _ClassVar[int]
+    POINT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    OUTSTANDING_VALUE_FIELD_NUMBER: _ClassVar[int]
+    EARNED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REDEEMED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    ADJUSTED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    REVERSED_POINTS_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    outstanding_points: int
+    point_value: str
+    outstanding_value: str
+    earned_points: int
+    redeemed_points: int
+    expired_points: int
+    adjusted_points: int
+    reversed_points: int
+    events: int
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, outstanding_points: _Optional[int] = ..., point_value: _Optional[str] = ..., outstanding_value: _Optional[str] = ..., earned_points: _Optional[int] = ..., redeemed_points: _Optional[int] = ..., expired_points: _Optional[int] = ..., adjusted_points: _Optional[int] = ..., reversed_points: _Optional[int] = ..., events: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -127,6 +127,31 @@ class PointsServiceStub:
                 request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesResponse.FromString,
                 _registered_method=True)
+        self.CreateIntegration = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/CreateIntegration',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateIntegrationRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateIntegrationResponse.FromString,
+                _registered_method=True)
+        self.RotateIntegrationSecret = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/RotateIntegrationSecret',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RotateIntegrationSecretRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RotateIntegrationSecretResponse.FromString,
+                _registered_method=True)
+        self.ListIntegrations = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/ListIntegrations',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListIntegrationsRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListIntegrationsResponse.FromString,
+                _registered_method=True)
+        self.RecordSignedActivity = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/RecordSignedActivity',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityResponse.FromString,
+                _registered_method=True)
+        self.GetLiabilitySummary = channel.unary_unary(
+                '/loyalnest.points.v1.PointsService/GetLiabilitySummary',
+                request_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryResponse.FromString,
+                _registered_method=True)
 
 
 class PointsServiceServicer:
@@ -297,6 +322,65 @@ class PointsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateIntegration(self, request, context):
+        """---- merchant integrations: signed custom activities (issue 21) -------------------------
+
+        Issues a secret to a merchant integration (e.g. a reviews app) that signs the activities
+        it reports (RecordSignedActivity). The secret is in this answer only (a retry with the
+        same idempotency_key answers the same while it is current); Points keeps it encrypted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateIntegrationSecret(self, request, context):
+        """Issues the integration a new secret (in this answer only); the one it replaces is still
+        accepted for `previous_valid_until` (LOYALNEST_POINTS_INTEGRATION_ROTATION_GRACE_SECONDS),
+        so the integration can switch without losing an activity; with `revoke_previous`, not at
+        all (a leaked secret). NOT_FOUND for an id the merchant does not own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListIntegrations(self, request, context):
+        """The merchant's integrations, oldest first (never their secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordSignedActivity(self, request, context):
+        """A merchant integration reports a customer's activity, signed with its secret the way
+        Shopify signs webhooks: X-LoyalNest-Hmac-SHA256 is the base64 HMAC-SHA256, under the
+        secret, of X-LoyalNest-Timestamp (Unix seconds), a ".", and the raw body; the body is the
+        JSON object {"customer_id", "activity", "occurrence_id", "occurred_at" (RFC 3339,
+        optional)}; X-LoyalNest-Integration-Id names the integration (and so the merchant).
+        Public (no token): a missing or wrong signature, an unknown integration or a timestamp
+        outside the replay window (LOYALNEST_POINTS_ACTIVITY_REPLAY_WINDOW_SECONDS) is
+        UNAUTHENTICATED and nothing is recorded. Every enabled CUSTOM_ACTIVITY rule for the
+        activity awards its points once per (rule, customer, occurrence_id), within its limits:
+        a redelivery is DUPLICATE. FAILED_PRECONDITION UNKNOWN_ACTIVITY when no enabled rule
+        names the activity, PROGRAM_DISABLED when the merchant's program is off.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetLiabilitySummary(self, request, context):
+        """---- event-fed liability summary (issue 21) ---------------------------------------------
+
+        The merchant's liability summary for the admin UI, read from a table Points keeps from its
+        own ledger events (points.earned, redeemed, adjusted, reversed, expired; each applied once,
+        through the inbox): one row, however large the ledger. Current up to the last event
+        consumed (`update_time`); GetPointsLiability computes the same outstanding figure from
+        the ledger itself, with ages, tiers and breakage. Both ledger stores; FAILED_PRECONDITION
+        LIABILITY_UNSUPPORTED on MongoDB without transactions (a standalone server).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PointsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -384,6 +468,31 @@ def add_PointsServiceServicer_to_server(servicer, server):
                     servicer.SimulateEarningRules,
                     request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesRequest.FromString,
                     response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesResponse.SerializeToString,
+            ),
+            'CreateIntegration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIntegration,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateIntegrationRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.CreateIntegrationResponse.SerializeToString,
+            ),
+            'RotateIntegrationSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateIntegrationSecret,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RotateIntegrationSecretRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RotateIntegrationSecretResponse.SerializeToString,
+            ),
+            'ListIntegrations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIntegrations,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListIntegrationsRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.ListIntegrationsResponse.SerializeToString,
+            ),
+            'RecordSignedActivity': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordSignedActivity,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityResponse.SerializeToString,
+            ),
+            'GetLiabilitySummary': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLiabilitySummary,
+                    request_deserializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryRequest.FromString,
+                    response_serializer=loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -853,6 +962,141 @@ class PointsService:
             '/loyalnest.points.v1.PointsService/SimulateEarningRules',
             loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesRequest.SerializeToString,
             loyalnest_dot_points_dot_v1_dot_points__pb2.SimulateEarningRulesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateIntegration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/CreateIntegration',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.CreateIntegrationRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.CreateIntegrationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateIntegrationSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/RotateIntegrationSecret',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.RotateIntegrationSecretRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.RotateIntegrationSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIntegrations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/ListIntegrations',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.ListIntegrationsRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.ListIntegrationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordSignedActivity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/RecordSignedActivity',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.RecordSignedActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLiabilitySummary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.points.v1.PointsService/GetLiabilitySummary',
+            loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryRequest.SerializeToString,
+            loyalnest_dot_points_dot_v1_dot_points__pb2.GetLiabilitySummaryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,9 @@ REWARD_UPDATABLE = frozenset(
 # erase_merchant empties them for the merchant.
 MERCHANT_TABLES = (
     "customer_segments",
+    "integrations",
+    "liability_totals",
+    "liability_counted",
     "tier_job_progress",
     "rule_events",
     "customer_tiers",

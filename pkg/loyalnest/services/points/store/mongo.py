@@ -405,6 +405,8 @@ class MongoLedgerStore:
             EXPIRY_NOTICES,
             TIER_JOB_PROGRESS,
             CUSTOMER_SEGMENTS,
+            "integrations",  # store/integrations.py
+            "liability_totals",  # store/mongo_liability.py
         ):
             erased += (
                 self._database.get_collection(name)

@@ -12,14 +12,20 @@ which is what expiry.open_lots computes transaction by transaction.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Protocol, cast
 
 from psycopg import AsyncConnection
 
+from loyalnest.platform.events import inbox
+from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.postgres import Database
 from loyalnest.services.points.liability import (
     BreakageFigures,
     Bucket,
+    LedgerTotals,
     LiabilityFigures,
     age_cutoffs,
+    ledger_movement,
 )
 
 _RANGES = """
@@ -123,3 +129,116 @@ async def liability(
             taken_back=taken_back,
         ),
     )
+
+
+class _Movement(Protocol):
+    """What every ledger event (PointsEarned, PointsRedeemed, ...) has."""
+
+    points: int
+    transaction_id: str
+
+
+_UPSERT = (
+    " ON CONFLICT (merchant_id) DO UPDATE SET"
+    " outstanding = t.outstanding + EXCLUDED.outstanding,"
+    " earned = t.earned + EXCLUDED.earned, redeemed = t.redeemed + EXCLUDED.redeemed,"
+    " expired = t.expired + EXCLUDED.expired, adjusted = t.adjusted + EXCLUDED.adjusted,"
+    " reversed = t.reversed + EXCLUDED.reversed, events = t.events + EXCLUDED.events,"
+    " updated_at = EXCLUDED.updated_at"
+)
+# One merchant's transactions not counted yet: marked, then summed into the row (the
+# movements as ledger_movement adds them: redeemed and expired as positive amounts).
+_BACKFILL = (
+    "WITH fresh AS ("
+    " INSERT INTO liability_counted (transaction_id, merchant_id)"
+    " SELECT transaction_id, merchant_id FROM points_transactions"
+    " WHERE merchant_id = %(merchant)s ON CONFLICT DO NOTHING RETURNING transaction_id"
+    "), sums AS ("
+    " SELECT %(merchant)s AS merchant_id, coalesce(sum(p.points), 0) AS outstanding,"
+    " coalesce(sum(p.points) FILTER (WHERE p.type = 'earn'), 0) AS earned,"
+    " coalesce(-sum(p.points) FILTER (WHERE p.type = 'redeem'), 0) AS redeemed,"
+    " coalesce(-sum(p.points) FILTER (WHERE p.type = 'expire'), 0) AS expired,"
+    " coalesce(sum(p.points) FILTER (WHERE p.type = 'adjust'), 0) AS adjusted,"
+    " coalesce(sum(p.points) FILTER (WHERE p.type = 'reversal'), 0) AS reversed,"
+    " count(*) AS events, now() AS updated_at"
+    " FROM points_transactions p JOIN fresh f USING (transaction_id)"
+    " WHERE p.merchant_id = %(merchant)s HAVING count(*) > 0"
+    "), up AS ("
+    " INSERT INTO liability_totals AS t (merchant_id, outstanding, earned, redeemed, expired,"
+    " adjusted, reversed, events, updated_at) SELECT * FROM sums" + _UPSERT + " RETURNING 1"
+    ") SELECT events FROM sums"
+)
+
+
+class PostgresLiabilityTable:
+    """The liability summary table (`liability_totals`, one row per merchant), fed by Points'
+    own ledger events: `handler` applies each once (inbox: the event's id is recorded in the
+    transaction that adds its movement), so a redelivery adds nothing.
+
+    Each transaction is also marked counted, for good (`liability_counted`), so `backfill`
+    can count the ledger written before the table existed (or while events were off) without
+    counting any transaction twice, while the consumer runs: both insert the same marker, and
+    the unique key makes the second wait for the first and then skip."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+
+    def handler(self) -> inbox.Handler:
+        return inbox.transactional(self._database, self._apply)
+
+    async def _apply(self, conn: AsyncConnection, event: ConsumedEvent) -> None:
+        movement = cast(_Movement, event.payload)
+        cursor = await conn.execute(
+            "INSERT INTO liability_counted (transaction_id, merchant_id) VALUES (%s, %s)"
+            " ON CONFLICT DO NOTHING RETURNING 1",
+            (movement.transaction_id, event.merchant_id),
+            prepare=True,
+        )
+        if await cursor.fetchone() is None:
+            return  # counted by the backfill
+        m = ledger_movement(event.event_type, movement.points)
+        await conn.execute(
+            "INSERT INTO liability_totals AS t (merchant_id, outstanding, earned, redeemed,"
+            " expired, adjusted, reversed, events, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())" + _UPSERT,
+            (
+                event.merchant_id,
+                m.outstanding,
+                m.earned,
+                m.redeemed,
+                m.expired,
+                m.adjusted,
+                m.reversed,
+                m.events,
+            ),
+            prepare=True,
+        )
+
+    async def backfill(self, merchant_id: str | None = None) -> tuple[int, int]:
+        """Counts every transaction not counted yet (of `merchant_id`, default every
+        merchant's), merchant by merchant (one transaction each); idempotent. (merchants
+        changed, transactions counted)."""
+        merchants = [merchant_id] if merchant_id is not None else []
+        if merchant_id is None:
+            async with self._database.pool.connection() as conn:
+                cursor = await conn.execute("SELECT DISTINCT merchant_id FROM ledgers")
+                merchants = [row[0] for row in await cursor.fetchall()]
+        changed = counted = 0
+        for merchant_id in merchants:
+            async with self._database.pool.connection() as conn, conn.transaction():
+                cursor = await conn.execute(_BACKFILL, {"merchant": merchant_id})
+                row = await cursor.fetchone()
+            if row is not None:
+                changed += 1
+                counted += int(row[0])
+        return changed, counted
+
+    async def totals(self, merchant_id: str) -> LedgerTotals:
+        async with self._database.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT outstanding, earned, redeemed, expired, adjusted, reversed, events,"
+                " updated_at FROM liability_totals WHERE merchant_id = %s",
+                (merchant_id,),
+            )
+            row = await cursor.fetchone()
+        return LedgerTotals(*row) if row is not None else LedgerTotals()
