@@ -44,7 +44,7 @@ SUB_MODULES = {
     "campaign": {"shopify", "lifecycle", "eligibility", "reconcile"},
     "products": {"sync"},
     "referrals": {"crediting", "discounts", "invites", "sending", "shops", "status_feed"},
-    "edge": {"webhooks", "signing"},
+    "edge": {"webhooks", "signing", "dead_letters"},
     "points": {
         "earning",
         "orders",
