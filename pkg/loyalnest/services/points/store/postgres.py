@@ -55,6 +55,7 @@ from loyalnest.services.points.store import postgres_liability
 from loyalnest.services.points.store.base import (
     CUSTOMER_TABLES,
     MERCHANT_TABLES,
+    OrderCredit,
     erased_customer_id,
     reward_columns,
     reward_row,
@@ -130,6 +131,11 @@ _INSERT_TRANSACTION = (
 
 _ORDER_COLUMNS = [field.name for field in fields(OrderEarning)]
 _SELECT_ORDER = f"SELECT {', '.join(_ORDER_COLUMNS)} FROM order_earnings"
+_INSERT_ORDER = (
+    f"INSERT INTO order_earnings ({', '.join(_ORDER_COLUMNS)})"
+    f" VALUES ({', '.join(f'%({c})s' for c in _ORDER_COLUMNS)})"
+    " ON CONFLICT DO NOTHING RETURNING 1"
+)
 _SELECT_ADJUSTMENTS = (
     "SELECT adjustment_id, points, reason, applied FROM order_adjustments"
     " WHERE merchant_id = %s AND order_id = %s ORDER BY created_at, adjustment_id"
@@ -178,6 +184,17 @@ class PostgresLedgerStore:
         return await idempotency.write_once(
             self._pool, posting.merchant_id, key, write=apply, replay=replay
         )
+
+    async def _post_in(
+        self, conn: AsyncConnection, posting: Posting, key: IdempotencyKey
+    ) -> PostingResult:
+        """`post` inside the caller's transaction (write_once's steps on its connection)."""
+        earlier = await idempotency.claim(conn, posting.merchant_id, key)
+        if earlier is not None:
+            return PostingResult.of(await self._transaction_by_id(conn, earlier), replayed=True)
+        transaction = await self._apply(conn, posting)
+        await idempotency.record(conn, posting.merchant_id, key, transaction.transaction_id)
+        return PostingResult.of(transaction)
 
     async def _apply(self, conn: AsyncConnection, posting: Posting) -> Transaction:
         ledger_key = (posting.merchant_id, posting.customer_id)
@@ -727,12 +744,7 @@ class PostgresLedgerStore:
         row = {name: getattr(earning, name) for name in _ORDER_COLUMNS}
         row["status"] = str(earning.status)
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                f"INSERT INTO order_earnings ({', '.join(_ORDER_COLUMNS)})"
-                f" VALUES ({', '.join(f'%({c})s' for c in _ORDER_COLUMNS)})"
-                " ON CONFLICT DO NOTHING RETURNING 1",
-                row,
-            )
+            cursor = await conn.execute(_INSERT_ORDER, row)
             if await cursor.fetchone() is not None:
                 return earning, True
             stored = await self._order(conn, earning.merchant_id, earning.order_id)
@@ -869,13 +881,36 @@ class PostgresLedgerStore:
                 [dataclasses.replace(a, applied=True) for a in adjustments],
             )
 
-    async def finish_order_approval(self, merchant_id: str, order_id: str) -> None:
-        async with self._pool.connection() as conn:
+    async def approve_order(
+        self, merchant_id: str, order_id: str, credit: OrderCredit | None
+    ) -> PostingResult | None:
+        # One checkout and one commit for the credit and the status (they were two).
+        async with self._pool.connection() as conn, conn.transaction():
+            result = None if credit is None else await self._post_in(conn, *credit)
             await conn.execute(
                 "UPDATE order_earnings SET status = 'approved'"
                 " WHERE merchant_id = %s AND order_id = %s AND status = 'approving'",
                 (merchant_id, order_id),
+                prepare=True,
             )
+        return result
+
+    async def record_approved_order(
+        self, earning: OrderEarning, credit: OrderCredit | None
+    ) -> tuple[OrderEarning, bool, PostingResult | None]:
+        # The order row, the credit and its key commit together: no APPROVING row, no
+        # status update, one checkout (were three). A redelivery waits on the order's
+        # unique key until this commits, then finds it.
+        row = {name: getattr(earning, name) for name in _ORDER_COLUMNS}
+        row["status"] = str(earning.status)
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(_INSERT_ORDER, row, prepare=True)
+            if await cursor.fetchone() is None:
+                stored = await self._order(conn, earning.merchant_id, earning.order_id)
+                assert stored is not None  # the conflict proves the row exists
+                return stored, False, None
+            result = None if credit is None else await self._post_in(conn, *credit)
+        return earning, True, result
 
     async def mark_adjustment_applied(
         self, merchant_id: str, order_id: str, adjustment_id: str
