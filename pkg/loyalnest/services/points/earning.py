@@ -4,7 +4,10 @@
                                     under the merchant's program (once per order, whichever
                                     topic and however many deliveries arrive);
     pending period passed        -> APPROVING -> the credit is posted (reason `order:<id>`,
-                                    idempotency key `order:<id>`) -> APPROVED, points.earned;
+                                    idempotency key `order:<id>`) and the order APPROVED in
+                                    one transaction, points.earned;
+    no pending period            -> the order is recorded APPROVED with its credit, in one
+                                    transaction (store.record_approved_order);
     refunds/create               -> a share of the order's points is taken back;
     orders/cancelled             -> all that is left is taken back.
 

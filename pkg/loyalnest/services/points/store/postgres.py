@@ -128,6 +128,30 @@ _INSERT_TRANSACTION = (
     f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
 )
 
+_LEDGER_RETURNING = (
+    " RETURNING balance, lifetime_earned, lifetime_redeemed, last_sequence, updated_at"
+)
+_POST_LEDGER = (
+    "UPDATE ledgers SET balance = balance + %(points)s,"
+    " lifetime_earned = lifetime_earned + %(earned)s,"
+    " lifetime_redeemed = lifetime_redeemed + %(redeemed)s,"
+    " last_sequence = last_sequence + 1, updated_at = now()"
+    " WHERE merchant_id = %(merchant_id)s AND customer_id = %(customer_id)s"
+    "   AND balance + %(points)s >= 0"
+    "   AND (%(expected)s::bigint IS NULL OR last_sequence = %(expected)s::bigint)"
+    + _LEDGER_RETURNING
+)
+# _POST_LEDGER for a credit (no expected sequence) that opens the ledger if there is none.
+_CREDIT_LEDGER = (
+    "INSERT INTO ledgers AS l (merchant_id, customer_id, balance, lifetime_earned,"
+    " lifetime_redeemed, last_sequence)"
+    " VALUES (%(merchant_id)s, %(customer_id)s, %(points)s, %(earned)s, %(redeemed)s, 1)"
+    " ON CONFLICT (merchant_id, customer_id) DO UPDATE SET balance = l.balance + %(points)s,"
+    " lifetime_earned = l.lifetime_earned + %(earned)s,"
+    " lifetime_redeemed = l.lifetime_redeemed + %(redeemed)s,"
+    " last_sequence = l.last_sequence + 1, updated_at = now()"
+    " WHERE l.balance + %(points)s >= 0" + _LEDGER_RETURNING
+)
 
 _ORDER_COLUMNS = [field.name for field in fields(OrderEarning)]
 _SELECT_ORDER = f"SELECT {', '.join(_ORDER_COLUMNS)} FROM order_earnings"
@@ -188,41 +212,38 @@ class PostgresLedgerStore:
     async def _post_in(
         self, conn: AsyncConnection, posting: Posting, key: IdempotencyKey
     ) -> PostingResult:
-        """`post` inside the caller's transaction (write_once's steps on its connection)."""
-        earlier = await idempotency.claim(conn, posting.merchant_id, key)
+        """`post` inside the caller's transaction (write_once's steps on its connection),
+        the transaction's id chosen first and claimed with the key: no `record` statement."""
+        transaction_id = str(uuid.uuid4())
+        earlier = await idempotency.claim(conn, posting.merchant_id, key, result_ref=transaction_id)
         if earlier is not None:
             return PostingResult.of(await self._transaction_by_id(conn, earlier), replayed=True)
-        transaction = await self._apply(conn, posting)
-        await idempotency.record(conn, posting.merchant_id, key, transaction.transaction_id)
-        return PostingResult.of(transaction)
+        return PostingResult.of(await self._apply(conn, posting, transaction_id))
 
-    async def _apply(self, conn: AsyncConnection, posting: Posting) -> Transaction:
+    async def _apply(
+        self, conn: AsyncConnection, posting: Posting, transaction_id: str | None = None
+    ) -> Transaction:
         ledger_key = (posting.merchant_id, posting.customer_id)
-        if posting.opens_ledger:
-            await conn.execute(
-                "INSERT INTO ledgers (merchant_id, customer_id) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING",
-                ledger_key,
-            )
-        # The row lock plus the guard in WHERE make concurrent debits unable to overdraw.
-        cursor = await conn.execute(
-            "UPDATE ledgers SET balance = balance + %(points)s,"
-            " lifetime_earned = lifetime_earned + %(earned)s,"
-            " lifetime_redeemed = lifetime_redeemed + %(redeemed)s,"
-            " last_sequence = last_sequence + 1, updated_at = now()"
-            " WHERE merchant_id = %(merchant_id)s AND customer_id = %(customer_id)s"
-            "   AND balance + %(points)s >= 0"
-            "   AND (%(expected)s::bigint IS NULL OR last_sequence = %(expected)s::bigint)"
-            " RETURNING balance, lifetime_earned, lifetime_redeemed, last_sequence, updated_at",
-            {
-                "expected": posting.expected_sequence,
-                "points": posting.points,
-                "earned": posting.earned,
-                "redeemed": posting.redeemed,
-                "merchant_id": posting.merchant_id,
-                "customer_id": posting.customer_id,
-            },
-        )
+        params = {
+            "expected": posting.expected_sequence,
+            "points": posting.points,
+            "earned": posting.earned,
+            "redeemed": posting.redeemed,
+            "merchant_id": posting.merchant_id,
+            "customer_id": posting.customer_id,
+        }
+        if posting.opens_ledger and posting.expected_sequence is None:
+            # A credit that may open the ledger: one upsert, not an insert and an update.
+            cursor = await conn.execute(_CREDIT_LEDGER, params, prepare=True)
+        else:
+            if posting.opens_ledger:
+                await conn.execute(
+                    "INSERT INTO ledgers (merchant_id, customer_id) VALUES (%s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    ledger_key,
+                )
+            # The row lock plus the guard in WHERE make concurrent debits unable to overdraw.
+            cursor = await conn.execute(_POST_LEDGER, params, prepare=True)
         updated = await cursor.fetchone()
         if updated is None:
             cursor = await conn.execute(
@@ -238,7 +259,7 @@ class PostgresLedgerStore:
             raise InsufficientPoints(posting.customer_id, current[0], -posting.points)
         balance, earned, redeemed, sequence, created_at = updated
         transaction = Transaction(
-            transaction_id=str(uuid.uuid4()),
+            transaction_id=transaction_id or str(uuid.uuid4()),
             merchant_id=posting.merchant_id,
             customer_id=posting.customer_id,
             sequence=sequence,
@@ -253,7 +274,9 @@ class PostgresLedgerStore:
         )
         row = astuple(transaction)
         await conn.execute(
-            _INSERT_TRANSACTION, tuple(str(v) if isinstance(v, TransactionType) else v for v in row)
+            _INSERT_TRANSACTION,
+            tuple(str(v) if isinstance(v, TransactionType) else v for v in row),
+            prepare=True,
         )
         # After the UPDATE above: the ledger row's lock orders one customer's events.
         await outbox.enqueue(
