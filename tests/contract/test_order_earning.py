@@ -423,7 +423,7 @@ async def test_an_interrupted_approval_is_finished_by_the_settlement_loop(
 
 
 async def test_an_order_whose_credit_key_was_used_is_left_to_the_settlement_loop(
-    store: LedgerStore, merchant_id: str, earnings: OrderEarnings
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings, clock: Clock
 ) -> None:
     await save(store, merchant_id, program(days=0))
     order_id, customer = new_ids()
@@ -434,3 +434,12 @@ async def test_an_order_whose_credit_key_was_used_is_left_to_the_settlement_loop
     assert await status_of(store, merchant_id, order_id) is OrderStatus.APPROVING
     assert await balance(store, merchant_id, customer) == 999  # never credited twice
     assert not await earnings.record(merchant_id, order(order_id, customer, ("1", 1, "50")))
+    # It cannot settle, and does not hold back the orders behind it (oldest first).
+    await save(store, merchant_id, program(days=1, version=2))
+    later_id, later_customer = new_ids()
+    await earnings.record(merchant_id, order(later_id, later_customer, ("1", 1, "20")))
+    clock.advance(timedelta(days=1))
+    await earnings.settle_due()
+    assert await balance(store, merchant_id, later_customer) == 20
+    assert await status_of(store, merchant_id, order_id) is OrderStatus.APPROVING
+    assert await balance(store, merchant_id, customer) == 999

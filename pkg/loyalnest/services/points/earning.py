@@ -613,7 +613,12 @@ class OrderEarnings:
         """Settles up to SETTLE_BATCH orders with work left; how many it found."""
         batch = await self._store.orders_to_settle(self._clock(), SETTLE_BATCH)
         for settlement in batch:
-            await self.settle(settlement)
+            try:
+                await self.settle(settlement)
+            except Exception:
+                # One order that cannot settle (its credit key used for another amount) must
+                # not hold back the others: the batch is oldest first, so it would every pass.
+                log.exception("settling an order failed", order_id=settlement.earning.order_id)
         return len(batch)
 
     async def run(self, interval_seconds: float) -> None:
