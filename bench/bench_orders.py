@@ -5,7 +5,7 @@
                                            [--pg-durable] [--drain-timeout 120] [--json]
 
 Path of one order: aiohttp client -> Envoy (our generated gateway config) -> the edge service
-(HMAC, Redis dedupe, idempotency key + outbox row) -> its outbox relay -> tansu
+(HMAC, idempotency key (the dedupe) + outbox row) -> its outbox relay -> tansu
 (`loyalnest.edge.events`, webhook.received) -> Points' consumer -> the order recorded and, with
 a pending period of 0, credited at once (ledger posting, points.earned in Points' outbox) ->
 the balance stored in Redis and PUBLISHed on `points:stream:{merchant}:{customer}`.

@@ -12,7 +12,7 @@ other, two targets behind a real Envoy running the gateway config our code gener
 1. baseline: a bare `grpc.aio` server implementing EdgeService/ReceiveWebhook that answers at
    once (no interceptors, no verification, no storage);
 2. the real edge service (`loyalnest.platform.server.running`, production defaults): HMAC
-   verification, Redis dedupe, idempotency key + outbox row in one PostgreSQL transaction,
+   verification, idempotency key (the dedupe) + outbox row in one PostgreSQL statement,
    the outbox relay publishing to the broker.
 
 Each target gets an open-loop phase (a fixed offered rate, latency measured from each send's
@@ -395,7 +395,7 @@ def render(report: dict[str, Any]) -> str:
         f"load average before: {load}   after: {load_after}",
         f"servers: {report['workers']} process(es) per target behind one Envoy; edge: tracing "
         f"{'on' if report['tracing'] else 'off'}, producer {report['kafka_producer']},"
-        " Redis dedupe, PostgreSQL "
+        " dedupe in PostgreSQL, PostgreSQL "
         f"{'durable (fsync on)' if report['pg_durable'] else 'fsync off'}, outbox relay "
         f"{'-> tansu' if report['broker'] else 'off (rows stay in the outbox)'}",
         f"payload: signed {TOPIC}, {sizes['mean']} B mean ({sizes['min']}-{sizes['max']}), "

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,13 +13,18 @@ from typing import Any
 import pytest
 
 from loyalnest.gen.events.v1 import core_pb2
-from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.points.domain import LedgerNotFound, Posting, TransactionType
-from loyalnest.services.points.earning import OrderEarnings, ProgramCopies, month_start
+from loyalnest.services.points.earning import (
+    OrderEarnings,
+    ProgramCopies,
+    month_start,
+    order_credit,
+)
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderStatus
-from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.store.base import LedgerStore, OrderCredit
 
 START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
@@ -197,7 +203,7 @@ async def test_approval_fixes_the_credit_and_applies_earlier_adjustments(
     assert approving.earning.approved_points == 75
     assert approving.unapplied == []
     assert approving.taken_back == 25
-    await store.finish_order_approval(merchant_id, "1004")
+    assert await store.approve_order(merchant_id, "1004", None) is None
     await store.add_order_adjustment(merchant_id, "1004", OrderAdjustment("cancelled", 99, "x"))
     settlement = await store.order_settlement(merchant_id, "1004")
     assert settlement is not None
@@ -322,3 +328,118 @@ async def test_orders_over_the_monthly_plan_limit_earn_nothing(
     clock.now = month_start(clock.now) + timedelta(days=40)  # next month: the limit resets
     await earnings.record(merchant_id, order("703", customer, ("1", 1, "10")))
     assert await balance(store, merchant_id, customer) == 30
+
+
+# ---- approval folded into the credit's transaction (issue 15) -------------------------
+
+
+def credit_of(earning: OrderEarning, points: int | None = None) -> OrderCredit:
+    """The order's credit as OrderEarnings posts it (`points`: another amount, same key)."""
+    credit = order_credit(earning)
+    assert credit is not None
+    _, key = credit
+    if points is None:
+        return credit
+    other = Posting(earning.merchant_id, earning.customer_id, TransactionType.EARN, points, "x")
+    return other, IdempotencyKey.internal(key.key, earning.customer_id, points)
+
+
+def approved(merchant_id: str, order_id: str, points: int = 100) -> OrderEarning:
+    return dataclasses.replace(
+        earning(merchant_id, order_id, points),
+        customer_id=new_ids()[1],
+        status=OrderStatus.APPROVED,
+        approve_at=START,
+        approved_points=points,
+    )
+
+
+async def status_of(store: LedgerStore, merchant_id: str, order_id: str) -> OrderStatus | None:
+    settlement = await store.order_settlement(merchant_id, order_id)
+    return None if settlement is None else settlement.earning.status
+
+
+async def test_an_order_approved_on_arrival_is_recorded_with_its_credit_once(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    first = approved(merchant_id, "2001")
+    stored, inserted, result = await store.record_approved_order(first, credit_of(first))
+    assert (stored, inserted) == (first, True)
+    assert result is not None and not result.replayed
+    assert result.balance.balance == 100
+    again = dataclasses.replace(first, points=7, approved_points=7)
+    assert await store.record_approved_order(again, credit_of(again)) == (first, False, None)
+    assert await balance(store, merchant_id, first.customer_id) == 100
+    assert await status_of(store, merchant_id, "2001") is OrderStatus.APPROVED
+    left = await store.orders_to_settle(START + timedelta(days=1), 1000)
+    assert all(s.earning.order_id != "2001" for s in left if s.earning.merchant_id == merchant_id)
+    # An order earning nothing is recorded APPROVED without a posting.
+    nothing = approved(merchant_id, "2002", points=0)
+    assert await store.record_approved_order(nothing, None) == (nothing, True, None)
+    assert await balance(store, merchant_id, nothing.customer_id) is None
+
+
+async def test_a_failed_credit_records_no_approved_order(
+    store: LedgerStore, merchant_id: str, request: pytest.FixtureRequest
+) -> None:
+    """The credit fails (its key was used for another amount): no order APPROVED without
+    its credit. With transactions nothing is written; without them (a standalone MongoDB)
+    the order was recorded APPROVING first, for the settlement loop."""
+    order = approved(merchant_id, "2003")
+    await store.post(*credit_of(order, points=5))
+    with pytest.raises(IdempotencyKeyReused):
+        await store.record_approved_order(order, credit_of(order))
+    without_transactions = "no-transactions" in request.node.callspec.id
+    expected = OrderStatus.APPROVING if without_transactions else None
+    assert await status_of(store, merchant_id, "2003") is expected
+    assert await balance(store, merchant_id, order.customer_id) == 5
+
+
+async def test_an_interrupted_approval_is_finished_by_the_settlement_loop(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings, clock: Clock
+) -> None:
+    await save(store, merchant_id, program(days=14))
+    # Interrupted after begin_order_approval (APPROVING, nothing credited).
+    order_id, customer = new_ids()
+    await earnings.record(merchant_id, order(order_id, customer, ("1", 1, "40")))
+    clock.advance(timedelta(days=14))
+    assert await store.begin_order_approval(merchant_id, order_id) is not None
+    # Interrupted after the credit, before the status (a release before this change, or
+    # MongoDB without transactions): the key replays, the order is approved, no second credit.
+    late_id, late_customer = new_ids()
+    await earnings.record(merchant_id, order(late_id, late_customer, ("1", 1, "30")))
+    settlement = await store.begin_order_approval(merchant_id, late_id)
+    assert settlement is not None
+    await store.post(*credit_of(settlement.earning))
+    assert await balance(store, merchant_id, late_customer) == 30
+    await earnings.settle_due()
+    assert await balance(store, merchant_id, customer) == 40
+    assert await balance(store, merchant_id, late_customer) == 30
+    assert await status_of(store, merchant_id, order_id) is OrderStatus.APPROVED
+    assert await status_of(store, merchant_id, late_id) is OrderStatus.APPROVED
+    for who in (customer, late_customer):
+        history = await store.list_transactions(merchant_id, who, limit=10, before_sequence=None)
+        assert len(history) == 1
+
+
+async def test_an_order_whose_credit_key_was_used_is_left_to_the_settlement_loop(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings, clock: Clock
+) -> None:
+    await save(store, merchant_id, program(days=0))
+    order_id, customer = new_ids()
+    reused = IdempotencyKey.internal(f"order:{order_id}", customer, 999)
+    await store.post(Posting(merchant_id, customer, TransactionType.EARN, 999, "x"), reused)
+    # Recorded (True; False without transactions, where the order went in before the credit).
+    await earnings.record(merchant_id, order(order_id, customer, ("1", 1, "50")))
+    assert await status_of(store, merchant_id, order_id) is OrderStatus.APPROVING
+    assert await balance(store, merchant_id, customer) == 999  # never credited twice
+    assert not await earnings.record(merchant_id, order(order_id, customer, ("1", 1, "50")))
+    # It cannot settle, and does not hold back the orders behind it (oldest first).
+    await save(store, merchant_id, program(days=1, version=2))
+    later_id, later_customer = new_ids()
+    await earnings.record(merchant_id, order(later_id, later_customer, ("1", 1, "20")))
+    clock.advance(timedelta(days=1))
+    await earnings.settle_due()
+    assert await balance(store, merchant_id, later_customer) == 20
+    assert await status_of(store, merchant_id, order_id) is OrderStatus.APPROVING
+    assert await balance(store, merchant_id, customer) == 999

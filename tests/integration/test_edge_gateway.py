@@ -228,6 +228,40 @@ async def test_redeliveries_sequential_and_concurrent_publish_one_event(edge: Ed
     assert len(edge.published(concurrent_headers["x-shopify-event-id"])) == 1
 
 
+async def test_a_delivery_that_failed_midway_is_accepted_when_shopify_retries(
+    edge: Edge,
+) -> None:
+    """PostgreSQL alone deduplicates (no Redis fast path): a delivery whose record failed
+    (here the outbox insert, by a trigger) is not acknowledged, leaves no key, and Shopify's
+    retry is accepted and published once."""
+    headers = _headers()
+    event_id = headers["x-shopify-event-id"]
+    with psycopg.connect(edge.database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION edge.refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'outbox refused by the test'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse_outbox BEFORE INSERT ON edge.outbox"
+            " FOR EACH ROW EXECUTE FUNCTION edge.refuse_outbox()"
+        )
+        try:
+            failed = await edge.deliver(ORDER, headers)
+        finally:
+            conn.execute("DROP TRIGGER refuse_outbox ON edge.outbox")
+            conn.execute("DROP FUNCTION edge.refuse_outbox()")
+    assert failed.status >= 500, failed.body  # Shopify retries anything but 2xx
+    keys = "SELECT count(*) FROM edge.webhook_idempotency_keys WHERE event_id = %s"
+    assert edge.count(keys, event_id) == 0
+    assert edge.published(event_id) == []
+    retried = await edge.deliver(ORDER, _headers(event_id=event_id))
+    assert (retried.status, retried.json()["outcome"]) == (200, "WEBHOOK_OUTCOME_ACCEPTED")
+    again = await edge.deliver(ORDER, _headers(event_id=event_id))
+    assert (again.status, again.json()["outcome"]) == (200, "WEBHOOK_OUTCOME_DUPLICATE")
+    assert len(edge.published(event_id)) == 1
+    assert edge.count(keys, event_id) == 1
+
+
 async def test_previous_secret_is_accepted_during_rotation(edge: Edge) -> None:
     headers = shopify_headers(
         ORDER, topic="orders/create", shop_domain=SHOP, secret=PREVIOUS_SECRET

@@ -89,18 +89,23 @@ def ensure_same_request(key: IdempotencyKey, stored_fingerprint: str) -> None:
         raise IdempotencyKeyReused()
 
 
-async def claim(conn: AsyncConnection, merchant_id: str, key: IdempotencyKey) -> str | None:
+async def claim(
+    conn: AsyncConnection, merchant_id: str, key: IdempotencyKey, *, result_ref: str | None = None
+) -> str | None:
     """Claims `key` inside the caller's transaction.
 
     Returns None when this call is the first (the caller then performs the effect and calls
     `record`), or the result reference of the earlier call. A concurrent first call holding
-    the key makes this wait until it commits or rolls back.
+    the key makes this wait until it commits or rolls back. `result_ref`: the reference of
+    the effect when the caller chooses it before writing (an id it generates), stored with
+    the claim so that no `record` statement is needed.
     """
     cursor = await conn.execute(
         "INSERT INTO idempotency_keys"
-        " (merchant_id, namespace, idempotency_key, request_fingerprint)"
-        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (merchant_id, key.namespace, key.key, key.fingerprint),
+        " (merchant_id, namespace, idempotency_key, request_fingerprint, result_ref)"
+        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+        (merchant_id, key.namespace, key.key, key.fingerprint, result_ref),
+        prepare=True,
     )
     if await cursor.fetchone():
         return None

@@ -29,7 +29,6 @@ from loyalnest.services.edge.store.buckets import TokenBuckets
 from loyalnest.services.edge.store.customer_keys import CustomerKeys
 from loyalnest.services.edge.store.plans import PlanDirectory
 from loyalnest.services.edge.store.postgres import EdgeStore
-from loyalnest.services.edge.store.seen import SeenDeliveries
 
 DATABASE = DatabaseSpec(schema="edge", migration_dirs=(Path(__file__).parent / "migrations",))
 SERVICE_NAME = edge_pb2.DESCRIPTOR.services_by_name["EdgeService"].full_name
@@ -49,12 +48,9 @@ class EdgeSettings(ServiceSettings):
     # Deliveries triggered longer ago than this (X-Shopify-Triggered-At, unsigned) are still
     # accepted (Shopify retries for 4 hours) but counted in loyalnest_webhooks_stale_total.
     webhook_stale_after_seconds: float = Field(3600.0, gt=0)
-    # The Redis fast path of deduplication remembers an event id this long; the PostgreSQL
-    # record (webhook_idempotency_keys) is the authority either way.
-    webhook_seen_ttl_seconds: int = Field(48 * 3600, gt=0)
     # How long an event id (webhook_idempotency_keys) and an accepted body's hash
     # (webhook_accepted_bodies) are kept: Shopify retries a delivery 8 times over 4 hours, so
-    # 48 hours covers every retry with a wide margin (and matches webhook_seen_ttl_seconds).
+    # 48 hours covers every retry with a wide margin. Redeliveries are deduplicated by it.
     webhook_idempotency_retention_seconds: float = Field(48 * 3600, ge=4 * 3600)
     # How long a (sealed) dead letter is kept for an operator before the purge drops it.
     webhook_dead_letter_retention_seconds: float = Field(14 * 24 * 3600, gt=0)
@@ -155,7 +151,6 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
     cipher = master_cipher(settings)
     store = EdgeStore(database, cipher)
     customer_keys = CustomerKeys(database, cipher)
-    seen = SeenDeliveries.from_url(settings.redis_url, settings.webhook_seen_ttl_seconds)
     buckets = TokenBuckets.from_url(settings.redis_url)
     plans = PlanDirectory(
         store,
@@ -178,7 +173,6 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
                 EdgeServicer(
                     secrets,
                     store,
-                    seen,
                     buckets,
                     plans,
                     customer_keys,
@@ -192,7 +186,7 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
                 RateLimitServicer(buckets, plans, fail_open=settings.rate_limit_fail_open),
             ),
         ],
-        cleanup=[seen.close, buckets.close, downstream.close],
+        cleanup=[buckets.close, downstream.close],
     )
     components.background.append(functools.partial(purge_loop, store, settings))
     components.personal_data = customer_keys

@@ -4,7 +4,10 @@
                                     under the merchant's program (once per order, whichever
                                     topic and however many deliveries arrive);
     pending period passed        -> APPROVING -> the credit is posted (reason `order:<id>`,
-                                    idempotency key `order:<id>`) -> APPROVED, points.earned;
+                                    idempotency key `order:<id>`) and the order APPROVED in
+                                    one transaction, points.earned;
+    no pending period            -> the order is recorded APPROVED with its credit, in one
+                                    transaction (store.record_approved_order);
     refunds/create               -> a share of the order's points is taken back;
     orders/cancelled             -> all that is left is taken back.
 
@@ -27,6 +30,7 @@ customer (reason `newsletter`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -83,6 +87,7 @@ from loyalnest.services.points.rules import (
     period_start,
     within_limit,
 )
+from loyalnest.services.points.store.base import OrderCredit
 
 Clock = Callable[[], datetime]
 
@@ -377,6 +382,25 @@ class Activities:
         return results
 
 
+def order_credit(earning: OrderEarning) -> OrderCredit | None:
+    """The approved order's ledger credit and its key; None when nothing is left to credit
+    (refunded in full while pending, or an order that earns 0)."""
+    if earning.approved_points <= 0:
+        return None
+    posting = Posting(
+        earning.merchant_id,
+        earning.customer_id,
+        TransactionType.EARN,
+        earning.approved_points,
+        order_reason(earning.order_id),
+        rule_id=",".join(rule_id for rule_id, _ in parse_awards(earning.awards)),
+    )
+    key = IdempotencyKey.internal(
+        order_reason(earning.order_id), earning.customer_id, earning.approved_points
+    )
+    return posting, key
+
+
 class OrderEarnings:
     def __init__(self, ledger: Ledger, programs: ProgramCopies, *, clock: Clock = utc_now) -> None:
         self._ledger = ledger
@@ -459,15 +483,14 @@ class OrderEarnings:
             awards = await self._awards(merchant_id, as_order(order), totals, program, now)
         points = min(sum(a.points for a in awards), MAX_POINTS_PER_TRANSACTION)
         approve_at = now + program.pending_period.ToTimedelta()
-        # No pending period: the order is recorded APPROVING, its amount fixed, as
-        # begin_order_approval would leave it (a new order has no adjustments: they need
-        # the order's row), which saves that transaction per order. If the credit below
-        # does not happen (a crash), the settlement loop posts it, as for any APPROVING order.
+        # No pending period: the order is approved on arrival, its amount fixed as
+        # begin_order_approval would fix it (a new order has no adjustments: they need the
+        # order's row), and recorded together with its credit (record_approved_order).
         at_once = not note and approve_at <= now
         status = (
             OrderStatus.NOT_EARNING
             if note
-            else OrderStatus.APPROVING
+            else OrderStatus.APPROVED
             if at_once
             else OrderStatus.PENDING
         )
@@ -488,13 +511,25 @@ class OrderEarnings:
             weighted_amount=totals.weighted,
             pos=as_order(order).source_name == "pos",
         )
-        stored, inserted = await self._store.record_order(earning)
+        if at_once:
+            stored, inserted = await self._record_approved(earning)
+        else:
+            stored, inserted = await self._store.record_order(earning)
         # An order credited at once still counts as "pending" (it earns; the period was 0).
-        outcome = "pending" if stored.status is OrderStatus.APPROVING else stored.status.value
+        outcome = "pending" if at_once else stored.status.value
         ORDERS.labels(outcome if inserted else "duplicate").inc()
-        if inserted and stored.status is OrderStatus.APPROVING:
-            await self.settle(OrderSettlement(stored))  # no pending period: credit at once
         return inserted
+
+    async def _record_approved(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
+        try:
+            return await self._ledger.record_approved_order(earning, order_credit(earning))
+        except IdempotencyKeyReused:
+            # The order's key was used for another amount (nothing was written): recorded
+            # APPROVING, as before approvals were folded in; the settlement loop owns it.
+            log.warning("order credit key reused; settled later", order_id=earning.order_id)
+            return await self._store.record_order(
+                dataclasses.replace(earning, status=OrderStatus.APPROVING)
+            )
 
     def rules(self, merchant_id: str, program: core_pb2.ProgramSettings) -> RuleSet:
         """The merchant's rules compiled, once per settings version."""
@@ -579,27 +614,12 @@ class OrderEarnings:
                 return
             earning = settlement.earning
         if earning.status is OrderStatus.APPROVING:
-            await self._credit(earning)
-            await self._store.finish_order_approval(earning.merchant_id, earning.order_id)
+            await self._ledger.approve_order(
+                earning.merchant_id, earning.order_id, order_credit(earning)
+            )
         if earning.status in (OrderStatus.APPROVING, OrderStatus.APPROVED):
             for adjustment in settlement.unapplied:
                 await self._reverse(earning, adjustment)
-
-    async def _credit(self, earning: OrderEarning) -> None:
-        if earning.approved_points <= 0:
-            return  # refunded in full while pending
-        posting = Posting(
-            earning.merchant_id,
-            earning.customer_id,
-            TransactionType.EARN,
-            earning.approved_points,
-            order_reason(earning.order_id),
-            rule_id=",".join(rule_id for rule_id, _ in parse_awards(earning.awards)),
-        )
-        key = IdempotencyKey.internal(
-            order_reason(earning.order_id), earning.customer_id, earning.approved_points
-        )
-        await self._ledger.post(posting, key)
 
     async def _reverse(self, earning: OrderEarning, adjustment: OrderAdjustment) -> None:
         reason = f"{order_reason(earning.order_id)}:{adjustment.reason}"
@@ -643,7 +663,12 @@ class OrderEarnings:
         """Settles up to SETTLE_BATCH orders with work left; how many it found."""
         batch = await self._store.orders_to_settle(self._clock(), SETTLE_BATCH)
         for settlement in batch:
-            await self.settle(settlement)
+            try:
+                await self.settle(settlement)
+            except Exception:
+                # One order that cannot settle (its credit key used for another amount) must
+                # not hold back the others: the batch is oldest first, so it would every pass.
+                log.exception("settling an order failed", order_id=settlement.earning.order_id)
         return len(batch)
 
     async def run(self, interval_seconds: float) -> None:

@@ -46,7 +46,8 @@ from loyalnest.services.points.domain import (
     RedemptionGuard,
     Reward,
 )
-from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.orders import OrderEarning
+from loyalnest.services.points.store.base import LedgerStore, OrderCredit
 from loyalnest.services.points.wire import balance_proto
 
 CACHE_NAME = "points_balance"
@@ -202,6 +203,23 @@ class Ledger:
         if not result.replayed:
             await self.committed(posting.merchant_id, result.balance)
         return result, redemption
+
+    async def approve_order(
+        self, merchant_id: str, order_id: str, credit: OrderCredit | None
+    ) -> None:
+        """store.approve_order (the credit and APPROVED together), then the cache as `post`."""
+        result = await self.store.approve_order(merchant_id, order_id, credit)
+        if result is not None and not result.replayed:
+            await self.committed(merchant_id, result.balance)
+
+    async def record_approved_order(
+        self, earning: OrderEarning, credit: OrderCredit | None
+    ) -> tuple[OrderEarning, bool]:
+        """store.record_approved_order, then the cache as `post`: (the stored order, inserted)."""
+        stored, inserted, result = await self.store.record_approved_order(earning, credit)
+        if result is not None and not result.replayed:
+            await self.committed(earning.merchant_id, result.balance)
+        return stored, inserted
 
     async def committed(self, merchant_id: str, balance: Balance) -> None:
         """Publishes a snapshot the store has committed: cache and stream subscribers."""

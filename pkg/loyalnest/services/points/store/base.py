@@ -30,6 +30,9 @@ from loyalnest.services.points.liability import LiabilityFigures
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderSettlement
 from loyalnest.services.points.rules import RuleEvent
 
+# An order's credit: the ledger posting and its idempotency key (earning.order_credit).
+OrderCredit = tuple[Posting, IdempotencyKey]
+
 # The reward fields update_reward may change (customer_limit is limit_max and limit_period).
 REWARD_UPDATABLE = frozenset(
     {
@@ -385,8 +388,24 @@ class LedgerStore(Protocol):
         (unchanged if it was not PENDING), None when unknown."""
         ...
 
-    async def finish_order_approval(self, merchant_id: str, order_id: str) -> None:
-        """APPROVING -> APPROVED (once the credit is posted)."""
+    async def approve_order(
+        self, merchant_id: str, order_id: str, credit: OrderCredit | None
+    ) -> PostingResult | None:
+        """APPROVING -> APPROVED with the order's credit posted (as `post`: idempotent, a
+        replay when its key was recorded before), in one transaction where the store has
+        them: a crash leaves the order APPROVING for the settlement loop, never APPROVED
+        without its credit. The credit's result (None without one)."""
+        ...
+
+    async def record_approved_order(
+        self, earning: OrderEarning, credit: OrderCredit | None
+    ) -> tuple[OrderEarning, bool, PostingResult | None]:
+        """An order approved on arrival (no pending period; `earning` is APPROVED, its
+        approved_points fixed): inserts it and posts its credit together, in one transaction
+        where the store has them. (the stored order, inserted, the credit's result);
+        (the stored one, False, None) when the merchant's order was recorded before, nothing
+        written then. Without transactions the order is recorded APPROVING first, so a crash
+        before the credit leaves it to the settlement loop."""
         ...
 
     async def mark_adjustment_applied(

@@ -31,7 +31,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
@@ -96,7 +96,12 @@ from loyalnest.services.points.orders import (
     OrderStatus,
 )
 from loyalnest.services.points.rules import RuleEvent
-from loyalnest.services.points.store.base import erased_customer_id, reward_columns, reward_row
+from loyalnest.services.points.store.base import (
+    OrderCredit,
+    erased_customer_id,
+    reward_columns,
+    reward_row,
+)
 
 log = get_logger(__name__)
 
@@ -178,12 +183,17 @@ class _LedgerCreationRace(Exception):
     """Another call created the balance document between our lookup and our insert."""
 
 
+class _OrderRecorded(Exception):
+    """record_approved_order: the merchant's order was recorded before (nothing written)."""
+
+
 # Raised before the balance document changed.
 _NOTHING_WRITTEN = (
     LedgerNotFound,
     InsufficientPoints,
     LedgerMoved,
     _LedgerCreationRace,
+    _OrderRecorded,
     # A redemption's refusals (RedemptionGuard), raised before its debit.
     RedemptionLimitReached,
     RewardInactive,
@@ -1488,14 +1498,92 @@ class MongoLedgerStore:
         doc = await self._run(begin)
         return None if doc is None else _settlement(doc)
 
-    async def finish_order_approval(self, merchant_id: str, order_id: str) -> None:
-        await self._run(
+    def _approved(self, merchant_id: str, order_id: str, session: ClientSession | None) -> None:
+        self._orders.update_one(
+            {"_id": _order_doc_id(merchant_id, order_id), "status": "approving"},
+            {"$set": {"status": str(OrderStatus.APPROVED)}, "$inc": {"revision": 1}},
+            session=session,
+        )
+
+    async def approve_order(
+        self, merchant_id: str, order_id: str, credit: OrderCredit | None
+    ) -> PostingResult | None:
+        if credit is None:
+            await self._run(partial(self._approved, merchant_id, order_id, None))
+            return None
+        posting, key = credit
+        transactional = await self.uses_transactions()
+        token = uuid.uuid4().hex
+        earlier = await self._claim(posting.merchant_id, key, token, transactional=transactional)
+        if earlier is not None:
+            # Posted before (a crash before the status changed, or without transactions).
+            await self._run(partial(self._approved, merchant_id, order_id, None))
+            return PostingResult.of(earlier, replayed=True)
+
+        def approved(_: Transaction, session: ClientSession | None) -> None:
+            self._approved(merchant_id, order_id, session)
+
+        # In the posting's transaction; without transactions after the posting, so a crash
+        # in between leaves the order APPROVING (the settlement loop replays the credit).
+        transaction = await self._run(
             partial(
-                self._orders.update_one,
-                {"_id": _order_doc_id(merchant_id, order_id), "status": "approving"},
-                {"$set": {"status": str(OrderStatus.APPROVED)}, "$inc": {"revision": 1}},
+                self._post_claimed, posting, key, token, transactional=transactional, after=approved
             )
         )
+        return PostingResult.of(transaction)
+
+    async def record_approved_order(
+        self, earning: OrderEarning, credit: OrderCredit | None
+    ) -> tuple[OrderEarning, bool, PostingResult | None]:
+        transactional = await self.uses_transactions()
+        if credit is None:
+            stored, inserted = await self.record_order(earning)
+            return stored, inserted, None
+        if not transactional:
+            # Step by step: APPROVING first, so that a crash before the credit is repaired.
+            stored, inserted = await self.record_order(
+                replace(earning, status=OrderStatus.APPROVING)
+            )
+            if not inserted:
+                return stored, False, None
+            result = await self.approve_order(earning.merchant_id, earning.order_id, credit)
+            return earning, True, result
+        posting, key = credit
+        token = uuid.uuid4().hex
+        try:
+            earlier = await self._claim(posting.merchant_id, key, token, transactional=True)
+        except IdempotencyKeyReused:
+            # The key comes first here: the order recorded before with another amount (its
+            # program changed between orders/create and orders/paid) is a duplicate.
+            found = await self._run(
+                partial(
+                    self._orders.find_one,
+                    {"_id": _order_doc_id(earning.merchant_id, earning.order_id)},
+                )
+            )
+            if found is None:
+                raise
+            return _order_earning(found), False, None
+        if earlier is not None:
+            stored, inserted = await self.record_order(earning)
+            return stored, inserted, PostingResult.of(earlier, replayed=True) if inserted else None
+        doc = _order_document(earning)
+
+        def insert(session: ClientSession | None) -> None:
+            try:
+                self._orders.insert_one(doc, session=session)
+            except DuplicateKeyError as exc:
+                raise _OrderRecorded() from exc  # aborts the transaction, frees the claim
+
+        try:
+            transaction = await self._run(
+                partial(self._post_claimed, posting, key, token, transactional=True, before=insert)
+            )
+        except _OrderRecorded:
+            found = await self._run(partial(self._orders.find_one, {"_id": doc["_id"]}))
+            assert found is not None  # orders are never deleted
+            return _order_earning(found), False, None
+        return earning, True, PostingResult.of(transaction)
 
     async def mark_adjustment_applied(
         self, merchant_id: str, order_id: str, adjustment_id: str

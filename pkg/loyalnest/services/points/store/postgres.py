@@ -57,6 +57,7 @@ from loyalnest.services.points.store import postgres_liability
 from loyalnest.services.points.store.base import (
     CUSTOMER_TABLES,
     MERCHANT_TABLES,
+    OrderCredit,
     erased_customer_id,
     reward_columns,
     reward_row,
@@ -129,9 +130,38 @@ _INSERT_TRANSACTION = (
     f" VALUES ({', '.join(['%s'] * len(_COLUMNS))})"
 )
 
+_LEDGER_RETURNING = (
+    " RETURNING balance, lifetime_earned, lifetime_redeemed, last_sequence, updated_at"
+)
+_POST_LEDGER = (
+    "UPDATE ledgers SET balance = balance + %(points)s,"
+    " lifetime_earned = lifetime_earned + %(earned)s,"
+    " lifetime_redeemed = lifetime_redeemed + %(redeemed)s,"
+    " last_sequence = last_sequence + 1, updated_at = now()"
+    " WHERE merchant_id = %(merchant_id)s AND customer_id = %(customer_id)s"
+    "   AND balance + %(points)s >= 0"
+    "   AND (%(expected)s::bigint IS NULL OR last_sequence = %(expected)s::bigint)"
+    + _LEDGER_RETURNING
+)
+# _POST_LEDGER for a credit (no expected sequence) that opens the ledger if there is none.
+_CREDIT_LEDGER = (
+    "INSERT INTO ledgers AS l (merchant_id, customer_id, balance, lifetime_earned,"
+    " lifetime_redeemed, last_sequence)"
+    " VALUES (%(merchant_id)s, %(customer_id)s, %(points)s, %(earned)s, %(redeemed)s, 1)"
+    " ON CONFLICT (merchant_id, customer_id) DO UPDATE SET balance = l.balance + %(points)s,"
+    " lifetime_earned = l.lifetime_earned + %(earned)s,"
+    " lifetime_redeemed = l.lifetime_redeemed + %(redeemed)s,"
+    " last_sequence = l.last_sequence + 1, updated_at = now()"
+    " WHERE l.balance + %(points)s >= 0" + _LEDGER_RETURNING
+)
 
 _ORDER_COLUMNS = [field.name for field in fields(OrderEarning)]
 _SELECT_ORDER = f"SELECT {', '.join(_ORDER_COLUMNS)} FROM order_earnings"
+_INSERT_ORDER = (
+    f"INSERT INTO order_earnings ({', '.join(_ORDER_COLUMNS)})"
+    f" VALUES ({', '.join(f'%({c})s' for c in _ORDER_COLUMNS)})"
+    " ON CONFLICT DO NOTHING RETURNING 1"
+)
 _SELECT_ADJUSTMENTS = (
     "SELECT adjustment_id, points, reason, applied FROM order_adjustments"
     " WHERE merchant_id = %s AND order_id = %s ORDER BY created_at, adjustment_id"
@@ -181,33 +211,41 @@ class PostgresLedgerStore:
             self._pool, posting.merchant_id, key, write=apply, replay=replay
         )
 
-    async def _apply(self, conn: AsyncConnection, posting: Posting) -> Transaction:
+    async def _post_in(
+        self, conn: AsyncConnection, posting: Posting, key: IdempotencyKey
+    ) -> PostingResult:
+        """`post` inside the caller's transaction (write_once's steps on its connection),
+        the transaction's id chosen first and claimed with the key: no `record` statement."""
+        transaction_id = str(uuid.uuid4())
+        earlier = await idempotency.claim(conn, posting.merchant_id, key, result_ref=transaction_id)
+        if earlier is not None:
+            return PostingResult.of(await self._transaction_by_id(conn, earlier), replayed=True)
+        return PostingResult.of(await self._apply(conn, posting, transaction_id))
+
+    async def _apply(
+        self, conn: AsyncConnection, posting: Posting, transaction_id: str | None = None
+    ) -> Transaction:
         ledger_key = (posting.merchant_id, posting.customer_id)
-        if posting.opens_ledger:
-            await conn.execute(
-                "INSERT INTO ledgers (merchant_id, customer_id) VALUES (%s, %s)"
-                " ON CONFLICT DO NOTHING",
-                ledger_key,
-            )
-        # The row lock plus the guard in WHERE make concurrent debits unable to overdraw.
-        cursor = await conn.execute(
-            "UPDATE ledgers SET balance = balance + %(points)s,"
-            " lifetime_earned = lifetime_earned + %(earned)s,"
-            " lifetime_redeemed = lifetime_redeemed + %(redeemed)s,"
-            " last_sequence = last_sequence + 1, updated_at = now()"
-            " WHERE merchant_id = %(merchant_id)s AND customer_id = %(customer_id)s"
-            "   AND balance + %(points)s >= 0"
-            "   AND (%(expected)s::bigint IS NULL OR last_sequence = %(expected)s::bigint)"
-            " RETURNING balance, lifetime_earned, lifetime_redeemed, last_sequence, updated_at",
-            {
-                "expected": posting.expected_sequence,
-                "points": posting.points,
-                "earned": posting.earned,
-                "redeemed": posting.redeemed,
-                "merchant_id": posting.merchant_id,
-                "customer_id": posting.customer_id,
-            },
-        )
+        params = {
+            "expected": posting.expected_sequence,
+            "points": posting.points,
+            "earned": posting.earned,
+            "redeemed": posting.redeemed,
+            "merchant_id": posting.merchant_id,
+            "customer_id": posting.customer_id,
+        }
+        if posting.opens_ledger and posting.expected_sequence is None:
+            # A credit that may open the ledger: one upsert, not an insert and an update.
+            cursor = await conn.execute(_CREDIT_LEDGER, params, prepare=True)
+        else:
+            if posting.opens_ledger:
+                await conn.execute(
+                    "INSERT INTO ledgers (merchant_id, customer_id) VALUES (%s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    ledger_key,
+                )
+            # The row lock plus the guard in WHERE make concurrent debits unable to overdraw.
+            cursor = await conn.execute(_POST_LEDGER, params, prepare=True)
         updated = await cursor.fetchone()
         if updated is None:
             cursor = await conn.execute(
@@ -223,7 +261,7 @@ class PostgresLedgerStore:
             raise InsufficientPoints(posting.customer_id, current[0], -posting.points)
         balance, earned, redeemed, sequence, created_at = updated
         transaction = Transaction(
-            transaction_id=str(uuid.uuid4()),
+            transaction_id=transaction_id or str(uuid.uuid4()),
             merchant_id=posting.merchant_id,
             customer_id=posting.customer_id,
             sequence=sequence,
@@ -238,7 +276,9 @@ class PostgresLedgerStore:
         )
         row = astuple(transaction)
         await conn.execute(
-            _INSERT_TRANSACTION, tuple(str(v) if isinstance(v, TransactionType) else v for v in row)
+            _INSERT_TRANSACTION,
+            tuple(str(v) if isinstance(v, TransactionType) else v for v in row),
+            prepare=True,
         )
         # After the UPDATE above: the ledger row's lock orders one customer's events.
         await outbox.enqueue(
@@ -751,12 +791,7 @@ class PostgresLedgerStore:
         row = {name: getattr(earning, name) for name in _ORDER_COLUMNS}
         row["status"] = str(earning.status)
         async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                f"INSERT INTO order_earnings ({', '.join(_ORDER_COLUMNS)})"
-                f" VALUES ({', '.join(f'%({c})s' for c in _ORDER_COLUMNS)})"
-                " ON CONFLICT DO NOTHING RETURNING 1",
-                row,
-            )
+            cursor = await conn.execute(_INSERT_ORDER, row)
             if await cursor.fetchone() is not None:
                 return earning, True
             stored = await self._order(conn, earning.merchant_id, earning.order_id)
@@ -893,13 +928,36 @@ class PostgresLedgerStore:
                 [dataclasses.replace(a, applied=True) for a in adjustments],
             )
 
-    async def finish_order_approval(self, merchant_id: str, order_id: str) -> None:
-        async with self._pool.connection() as conn:
+    async def approve_order(
+        self, merchant_id: str, order_id: str, credit: OrderCredit | None
+    ) -> PostingResult | None:
+        # One checkout and one commit for the credit and the status (they were two).
+        async with self._pool.connection() as conn, conn.transaction():
+            result = None if credit is None else await self._post_in(conn, *credit)
             await conn.execute(
                 "UPDATE order_earnings SET status = 'approved'"
                 " WHERE merchant_id = %s AND order_id = %s AND status = 'approving'",
                 (merchant_id, order_id),
+                prepare=True,
             )
+        return result
+
+    async def record_approved_order(
+        self, earning: OrderEarning, credit: OrderCredit | None
+    ) -> tuple[OrderEarning, bool, PostingResult | None]:
+        # The order row, the credit and its key commit together: no APPROVING row, no
+        # status update, one checkout (were three). A redelivery waits on the order's
+        # unique key until this commits, then finds it.
+        row = {name: getattr(earning, name) for name in _ORDER_COLUMNS}
+        row["status"] = str(earning.status)
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(_INSERT_ORDER, row, prepare=True)
+            if await cursor.fetchone() is None:
+                stored = await self._order(conn, earning.merchant_id, earning.order_id)
+                assert stored is not None  # the conflict proves the row exists
+                return stored, False, None
+            result = None if credit is None else await self._post_in(conn, *credit)
+        return earning, True, result
 
     async def mark_adjustment_applied(
         self, merchant_id: str, order_id: str, adjustment_id: str

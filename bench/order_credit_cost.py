@@ -1,0 +1,209 @@
+"""CPU per order of Points' apply path for orders/create, no pending period, alone.
+
+    .venv/bin/python bench/order_credit_cost.py [--orders 2000] [--rounds 3] [--concurrency 6]
+        [--variant NAME=PKG_DIR ...] [--json]
+
+`bench_orders.py` measures Points' CPU per order end to end, with Kafka, gRPC and the other
+engineers' work on the same two cores moving it by 10-25% between runs. This measures only
+what a store change moves: `OrderEarnings.record` (the program from the process memo, the
+order row, the ledger credit with its idempotency key and points.earned in the outbox, the
+approval) against a throwaway PostgreSQL (fsync off), `--concurrency` orders in flight (the
+consumer applies six partitions in parallel), no Redis (the balance publish is the same in
+every variant). Per order: this process's CPU (all threads, /proc), PostgreSQL's (postmaster
+and backends), and the transactions committed (`pg_stat_database.xact_commit`).
+
+`--variant NAME=PKG_DIR` (repeatable) runs the measurement in a child process importing
+`loyalnest` from PKG_DIR (e.g. a `git archive` of main in /tmp), so two versions of the code
+are compared in the same run, rounds alternating A, B, A, B, ...; default: this tree only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from harness import (
+    descendants,
+    postmaster_pid,
+    proc_cpu_seconds,
+    throwaway_postgres,
+    throwaway_root,
+)
+
+HERE = Path(__file__).resolve().parent
+MERCHANT = "bench-order-credit"
+
+
+async def measure(url: str, orders: int, concurrency: int, warmup: int) -> dict[str, float]:
+    """In the child: `orders` new orders recorded and credited, `concurrency` at a time."""
+    import psycopg
+    import structlog
+
+    from loyalnest.gen.events.v1 import core_pb2, gateway_pb2
+    from loyalnest.platform.postgres import Database
+    from loyalnest.platform.program_settings import default_program
+    from loyalnest.services.points.earning import OrderEarnings, ProgramCopies
+    from loyalnest.services.points.ledger import Ledger
+    from loyalnest.services.points.service import DATABASE, PointsSettings
+    from loyalnest.services.points.store.postgres import PostgresLedgerStore
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    database = Database(PointsSettings(database_url=url), DATABASE)
+    await database.open()
+    try:
+        await database.migrate()
+        store = PostgresLedgerStore(database)
+        program: core_pb2.ProgramSettings = default_program()
+        program.version = 1
+        program.pending_period.FromTimedelta(timedelta(0))
+        await store.save_program_settings(MERCHANT, 1, program.SerializeToString())
+        ledger = Ledger(store, None)
+        earnings = OrderEarnings(ledger, ProgramCopies(ledger, cache_seconds=600.0))
+        run = uuid.uuid4().hex[:8]
+
+        async def worker(first: int, count: int, step: int) -> None:
+            for i in range(first, count, step):
+                order = gateway_pb2.ShopifyOrder(
+                    order_id=f"{run}-{i}",
+                    customer_id=f"{run}-c{i}",  # a new customer per order, as in bench_orders
+                    currency="USD",
+                    line_items=[gateway_pb2.ShopifyLineItem(quantity=2, price="25.00")],
+                )
+                if not await earnings.record(MERCHANT, order):
+                    raise RuntimeError("order recorded before")
+
+        async def batch(offset: int, count: int) -> None:
+            await asyncio.gather(
+                *(worker(offset + w, offset + count, concurrency) for w in range(concurrency))
+            )
+
+        def commits() -> int:
+            with psycopg.connect(url, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+                ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        await batch(0, warmup)
+        pg_pids = lambda: descendants(int(os.environ["BENCH_POSTMASTER"]))  # noqa: E731
+        await asyncio.sleep(0.6)  # pg_stat_database is updated at most every 500 ms
+        commits_before = commits()
+        pg_before = sum(proc_cpu_seconds(pid) for pid in pg_pids())
+        cpu_before = proc_cpu_seconds(os.getpid())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await batch(warmup, orders)
+        elapsed = loop.time() - started
+        cpu = proc_cpu_seconds(os.getpid()) - cpu_before
+        pg_cpu = sum(proc_cpu_seconds(pid) for pid in pg_pids()) - pg_before
+        await asyncio.sleep(0.6)
+        committed = commits() - commits_before - 2  # the two commits() sessions' own reads
+        return {
+            "points_us": cpu / orders * 1e6,
+            "postgres_us": pg_cpu / orders * 1e6,
+            "wall_us": elapsed / orders * 1e6,
+            "commits_per_order": committed / orders,
+        }
+    finally:
+        await database.close()
+
+
+def child(args: argparse.Namespace) -> None:
+    report = asyncio.run(measure(args.child, args.orders, args.concurrency, args.warmup))
+    print(json.dumps(report))
+
+
+def run_variant(
+    pkg: str | None, url: str, postmaster: int, args: argparse.Namespace
+) -> dict[str, float]:
+    env = {**os.environ, "BENCH_POSTMASTER": str(postmaster)}
+    if pkg is not None:
+        env["PYTHONPATH"] = pkg
+    command = [
+        sys.executable,
+        str(HERE / "order_credit_cost.py"),
+        "--child",
+        url,
+        "--orders",
+        str(args.orders),
+        "--concurrency",
+        str(args.concurrency),
+        "--warmup",
+        str(args.warmup),
+    ]
+    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    report: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=2000, help="measured orders per round")
+    parser.add_argument("--warmup", type=int, default=300, help="unmeasured orders first")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per variant")
+    parser.add_argument("--concurrency", type=int, default=6, help="orders in flight")
+    parser.add_argument(
+        "--variant", action="append", default=[], help="NAME=PKG_DIR (loyalnest from there)"
+    )
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    variants: list[tuple[str, str | None]] = [
+        (name, pkg) for name, _, pkg in (v.partition("=") for v in args.variant)
+    ] or [("this tree", None)]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
+    with throwaway_root("loyalnest-bench-credit-") as root, throwaway_postgres(root) as pg:
+        postmaster = postmaster_pid(root / "data")
+        assert postmaster is not None
+        pg.create_database("bench")
+        url = pg.url("bench")
+        for round_ in range(args.rounds):
+            for name, pkg in variants:
+                report = run_variant(pkg, url, postmaster, args)
+                results[name].append(report)
+                if not args.json:
+                    print(
+                        f"round {round_ + 1} {name:>12}: Points {report['points_us']:7.0f} us,"
+                        f" PostgreSQL {report['postgres_us']:6.0f} us,"
+                        f" wall {report['wall_us']:6.0f} us,"
+                        f" {report['commits_per_order']:.2f} commits per order",
+                        flush=True,
+                    )
+    summary: dict[str, Any] = {
+        name: {
+            key: statistics.median(r[key] for r in reports)
+            for key in ("points_us", "postgres_us", "wall_us", "commits_per_order")
+        }
+        for name, reports in results.items()
+    }
+    if args.json:
+        print(json.dumps({"rounds": results, "median": summary}, indent=2))
+        return
+    print(f"\nmedians, {args.rounds} rounds of {args.orders} orders, {args.concurrency} in flight:")
+    base = next(iter(summary.values()))
+    for name, figures in summary.items():
+        print(
+            f"  {name:>12}: Points {figures['points_us']:.0f} us"
+            f" ({figures['points_us'] / base['points_us']:.2f}x),"
+            f" PostgreSQL {figures['postgres_us']:.0f} us"
+            f" ({figures['postgres_us'] / base['postgres_us']:.2f}x),"
+            f" {figures['commits_per_order']:.2f} commits per order"
+        )
+
+
+if __name__ == "__main__":
+    main()
