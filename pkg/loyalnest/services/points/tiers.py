@@ -240,7 +240,8 @@ class VipTiers:
             if not policy.enabled:
                 continue
             after = await self._store.tier_job_cursor(merchant_id)
-            if after:
+            # "" is a cursor too: an erasure rewrote one naming the merchant's first customer.
+            if after is not None:
                 RESUMED.inc()
                 log.info("vip tiers: resuming", merchant_id=merchant_id)
             after = after or ""

@@ -371,6 +371,9 @@ class MongoLedgerStore:
             erased += self._balances.update_one(
                 match, {"$set": {"customer_id": anonymous}, "$unset": {"erased_to": ""}}
             ).modified_count
+        # The tier job's resume cursor may name them: after the ledger moved (a job saving
+        # the cursor meanwhile checks the ledger after its write, see save_tier_job_cursor).
+        self._rewrite_tier_cursor(merchant_id, customer.shopify_customer_id, anonymous)
         # A segment is about the person and carries no amount: it goes, not moved.
         erased += self._database.get_collection(CUSTOMER_SEGMENTS).delete_many(match).deleted_count
         key = f"{merchant_id}/{customer.shopify_customer_id}"
@@ -1284,13 +1287,37 @@ class MongoLedgerStore:
         if after is None:
             await self._run(partial(self._tier_job.delete_one, {"_id": merchant_id}))
             return
-        await self._run(
-            partial(
-                self._tier_job.update_one,
-                {"_id": merchant_id},
-                {"$set": {"merchant_id": merchant_id, "after_customer": after}},
-                upsert=True,
-            )
+        await self._run(partial(self._save_tier_job_cursor, merchant_id, after))
+
+    def _save_tier_job_cursor(self, merchant_id: str, after: str) -> None:
+        ledger = {"merchant_id": merchant_id, "customer_id": after}
+        if self._balances.find_one(ledger, {"_id": 1}) is None:
+            return  # erased since the page was read: the previous cursor stays
+        self._tier_job.update_one(
+            {"_id": merchant_id},
+            {"$set": {"merchant_id": merchant_id, "after_customer": after}},
+            upsert=True,
+        )
+        # An erasure moves the ledger, then rewrites a cursor naming it: if it moved between
+        # the check and the write, its rewrite may have looked before the write; this one
+        # then sees the ledger gone (either order leaves no erased id in the cursor).
+        if self._balances.find_one(ledger, {"_id": 1}) is None:
+            self._rewrite_tier_cursor(merchant_id, after, None)
+
+    def _rewrite_tier_cursor(
+        self, merchant_id: str, customer_id: str, anonymous: str | None
+    ) -> None:
+        """A cursor naming the erased customer becomes the customer before them by id (the
+        anonymous ledger aside): a resumed run neither skips anyone nor redoes anyone."""
+        before = {"merchant_id": merchant_id, "customer_id": {"$lt": customer_id}}
+        if anonymous is not None:
+            before["customer_id"] = {"$lt": customer_id, "$ne": anonymous}
+        found = list(
+            self._balances.find(before, {"customer_id": 1}).sort("customer_id", DESCENDING).limit(1)
+        )
+        self._tier_job.update_one(
+            {"_id": merchant_id, "after_customer": customer_id},
+            {"$set": {"after_customer": found[0]["customer_id"] if found else ""}},
         )
 
     async def ledger_openings(
