@@ -308,7 +308,7 @@ class MongoLedgerStore:
         ledger = self._balances.find_one(match, hidden)
         if ledger is not None:
             data["ledger"] = ledger
-        tier = self._tiers.find_one(match, {**hidden, "version": 0})
+        tier = self._tiers.find_one(match, {**hidden, "version": 0, "redemption_checks": 0})
         if tier is not None:
             data["tier"] = tier
         segment = self._database.get_collection(CUSTOMER_SEGMENTS).find_one(match, hidden)
@@ -941,6 +941,8 @@ class MongoLedgerStore:
         def check(session: ClientSession | None) -> None:
             if guard.refusal is not None:
                 raise guard.refusal
+            if guard.tier_ids:
+                self._check_tier(posting, reward, guard, session)
             if not guard.limit_max:
                 return
             # In the posting's transaction, which also writes the customer's balance
@@ -987,6 +989,26 @@ class MongoLedgerStore:
         return PostingResult.of(transaction), await self.get_redemption(
             posting.merchant_id, transaction.transaction_id
         )
+
+    def _check_tier(
+        self,
+        posting: Posting,
+        reward: Reward,
+        guard: RedemptionGuard,
+        session: ClientSession | None,
+    ) -> None:
+        """A tier-only reward's tier, in the debit's transaction. The read alone would not
+        conflict with a tier change, so the document is written too (a counter): of the
+        redemption and a concurrent save_tier one gets a write conflict and is retried by
+        with_transaction, reading what the other committed. Without transactions (a
+        standalone server) the check is as close to the debit as it gets, not atomic."""
+        tier_key = {"_id": f"{posting.merchant_id}|{posting.customer_id}"}
+        if session is not None:
+            self._tiers.update_one(tier_key, {"$inc": {"redemption_checks": 1}}, session=session)
+        doc = self._tiers.find_one(tier_key, session=session)
+        refused = guard.tier_refusal(reward.reward_id, None if doc is None else _tier_state(doc))
+        if refused is not None:
+            raise refused
 
     async def redemption_counts(
         self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
@@ -1178,15 +1200,7 @@ class MongoLedgerStore:
         doc = await self._run(
             partial(self._tiers.find_one, {"_id": f"{merchant_id}|{customer_id}"})
         )
-        if doc is None:
-            return None
-        return TierState(
-            tier_id=doc["tier_id"],
-            qualifying=doc["qualifying"],
-            term_end=None if doc["term_end"] is None else _utc(doc["term_end"]),
-            changed_at=_utc(doc["changed_at"]),
-            version=doc["version"],
-        )
+        return None if doc is None else _tier_state(doc)
 
     async def save_tier(
         self,
@@ -1648,3 +1662,13 @@ def _order_earning(doc: Mapping[str, Any]) -> OrderEarning:
 
 def _settlement(doc: Mapping[str, Any]) -> OrderSettlement:
     return OrderSettlement(_order_earning(doc), [OrderAdjustment(**a) for a in doc["adjustments"]])
+
+
+def _tier_state(doc: Document) -> TierState:
+    return TierState(
+        tier_id=doc["tier_id"],
+        qualifying=doc["qualifying"],
+        term_end=None if doc["term_end"] is None else _utc(doc["term_end"]),
+        changed_at=_utc(doc["changed_at"]),
+        version=doc["version"],
+    )

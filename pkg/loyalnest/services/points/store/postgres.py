@@ -402,6 +402,21 @@ class PostgresLedgerStore:
                         reward.reward_id, reward.limit_max, reward.limit_period
                     )
             transaction = await self._apply(conn, posting)
+            if guard.tier_ids:
+                # After the debit (the ledger row, then the tier row: erase_customer's order).
+                # FOR SHARE waits for a tier change in flight (save_tier's UPDATE of the row)
+                # and reads what it committed; one that starts later waits for this debit.
+                cursor = await conn.execute(
+                    "SELECT tier_id, qualifying, term_end, changed_at, version FROM customer_tiers"
+                    " WHERE merchant_id = %s AND customer_id = %s FOR SHARE",
+                    (posting.merchant_id, posting.customer_id),
+                )
+                row = await cursor.fetchone()
+                refused = guard.tier_refusal(
+                    reward.reward_id, None if row is None else TierState(*row)
+                )
+                if refused is not None:
+                    raise refused  # the debit rolls back with the transaction
             redemption = await self._insert_redemption(
                 conn, pending_redemption(transaction, reward)
             )
