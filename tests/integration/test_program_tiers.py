@@ -287,6 +287,12 @@ async def test_perks_grace_and_tier_only_rules(
     stack.clock.now = year_end + timedelta(days=29)
     assert (await vip(stack, "711"))["tier_id"] == "gold"
     grace_end = year_end + timedelta(days=30)
+    # The grace over, the job not run yet: the stored Gold gives no perk (no multiplier,
+    # no Gold-only rule) though the balance RPC still reports the stored tier.
+    stack.clock.now = grace_end
+    lapsed = await post(stack, "/v1/api/points/preview", CART | {"customer_id": "711"})
+    assert (lapsed.json()["points"], lapsed.json().get("tier_id", "")) == ("100", "")
+    assert (await vip(stack, "711"))["tier_id"] == "gold"
     assert await recalculate_tiers(settings, clock=lambda: grace_end) == 1
     assert await recalculate_tiers(settings, clock=lambda: grace_end) == 0
     stack.clock.now = grace_end
