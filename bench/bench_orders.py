@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_orders.py [--rate 300[,400,...]] [--duration 15] [--warmup 3]
                                            [--workers 1] [--clients 1] [--tracing/--no-tracing]
                                            [--pg-durable] [--drain-timeout 120] [--json]
+                                           [--tiers-ab PAIRS]
 
 Path of one order: aiohttp client -> Envoy (our generated gateway config) -> the edge service
 (HMAC, Redis dedupe, idempotency key + outbox row) -> its outbox relay -> tansu
@@ -193,7 +194,7 @@ AB_PROGRAMS = ("plain", "tiers", "rules")
 
 
 def tiered_program(tiers: bool = True) -> Any:
-    """--tiers-ab's B program: the default rate as an explicit rule, a POS-only bonus (never
+    """--tiers-ab's "tiers" program: the default rate as an explicit rule, a POS-only bonus (never
     applies: the orders are online), a punch card (5th order), a goal (500 in 30 days), a
     Gold-only bonus, and VIP tiers Silver (100 points earned) and Gold (300, earning x1.5):
     every order earns (a point per currency unit, as A), Points reads the customer's tier for
