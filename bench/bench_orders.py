@@ -3,6 +3,7 @@
     .venv/bin/python bench/bench_orders.py [--rate 300[,400,...]] [--duration 15] [--warmup 3]
                                            [--workers 1] [--clients 1] [--tracing/--no-tracing]
                                            [--pg-durable] [--drain-timeout 120] [--json]
+                                           [--tiers-ab PAIRS]
 
 Path of one order: aiohttp client -> Envoy (our generated gateway config) -> the edge service
 (HMAC, idempotency key (the dedupe) + outbox row) -> its outbox relay -> tansu
@@ -39,6 +40,7 @@ import math
 import os
 import random
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -185,12 +187,71 @@ def credit_watcher(redis_url: str) -> Iterator[CreditWatcher]:
 
 # ---------------------------------------------------------------------------------- the setup
 
+# Points' program cache under --tiers-ab (seconds).
+PROGRAM_CACHE_SECONDS = 1.0
+# --tiers-ab's programs, in the order each round runs them (see tiered_program).
+AB_PROGRAMS = ("plain", "tiers", "rules")
 
-async def _seed_programs(database_url: str) -> int:
+
+def tiered_program(tiers: bool = True) -> Any:
+    """--tiers-ab's "tiers" program: the default rate as an explicit rule, a POS-only bonus (never
+    applies: the orders are online), a punch card (5th order), a goal (500 in 30 days), a
+    Gold-only bonus, and VIP tiers Silver (100 points earned) and Gold (300, earning x1.5):
+    every order earns (a point per currency unit, as A), Points reads the customer's tier for
+    it, and evaluates the tier after each points.earned (an upgrade: a tier.changed).
+    `tiers` False: the same rules without the tiers and the Gold-only bonus (the C program:
+    what the rules cost without tiers)."""
+    from loyalnest.gen.events.v1 import core_pb2
+    from loyalnest.platform.program_settings import default_program
+
+    program: core_pb2.ProgramSettings = default_program()
+    rule, order = core_pb2.EarningRule, core_pb2.EARNING_RULE_TYPE_PLACE_ORDER
+    program.earning_rules.extend(
+        [
+            rule(rule_id="spend", enabled=True, type=order, points_per_currency_unit="1"),
+            rule(
+                rule_id="pos",
+                enabled=True,
+                type=order,
+                points=15,
+                channels=[core_pb2.SALES_CHANNEL_POS],
+            ),
+            rule(
+                rule_id="punch",
+                enabled=True,
+                type=core_pb2.EARNING_RULE_TYPE_PUNCH_CARD,
+                points=50,
+                punch_count=5,
+            ),
+            rule(
+                rule_id="goal",
+                enabled=True,
+                type=core_pb2.EARNING_RULE_TYPE_GOAL_SPEND,
+                points=25,
+                min_spend="500",
+                goal_period={"seconds": 30 * 86400},
+            ),
+            rule(
+                rule_id="gold-bonus", enabled=True, type=order, points=10, eligible_tiers=["gold"]
+            ),
+        ]
+    )
+    if not tiers:
+        del program.earning_rules[-1]
+        return program
+    program.vip_metric = core_pb2.VIP_METRIC_POINTS_EARNED
+    program.vip_term = core_pb2.VIP_TERM_ROLLING_12_MONTHS
+    program.vip_tiers.add(tier_id="silver", name="Silver", threshold=100)
+    program.vip_tiers.add(tier_id="gold", name="Gold", threshold=300, earning_multiplier="1.5")
+    return program
+
+
+async def _seed_programs(database_url: str, *, kind: str = "plain", version: int = 1) -> int:
     """Points' schema (its migrations, as Points would run them on start) and its copy of every
     bench shop's program with `pending_period` 0, through the store API, before Points starts:
     so the first order it consumes is already credited at once. (Core is not run: its
-    PATCH /v1/api/core/settings would reach the same rows via program_settings.updated.)"""
+    PATCH /v1/api/core/settings would reach the same rows via program_settings.updated.)
+    Again with a higher `version` while Points runs: --tiers-ab switches the programs."""
     import logging
 
     import structlog
@@ -209,13 +270,15 @@ async def _seed_programs(database_url: str) -> int:
     try:
         await database.migrate()
         store = PostgresLedgerStore(database)
-        program: core_pb2.ProgramSettings = default_program()
-        program.version = 1
+        program: core_pb2.ProgramSettings = (
+            default_program() if kind == "plain" else tiered_program(tiers=kind == "tiers")
+        )
+        program.version = version
         program.pending_period.FromTimedelta(timedelta(0))
         raw = program.SerializeToString(deterministic=True)
         saved = 0
         for shop in SHOPS:
-            saved += await store.save_program_settings(merchant_id_for_shop(shop), 1, raw)
+            saved += await store.save_program_settings(merchant_id_for_shop(shop), version, raw)
         return saved
     finally:
         await database.close()
@@ -483,6 +546,9 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
             settings = service_settings(
                 env, tracing=args.tracing, kafka_producer=args.kafka_producer
             )
+            if args.tiers_ab:
+                # A program switch reaches Points within a second (production: 10 s).
+                settings["points_program_cache_seconds"] = PROGRAM_CACHE_SECONDS
             stack.points += start_services(
                 POINTS_MODULE, args.workers, settings, servers, args.profile_points
             )
@@ -490,12 +556,25 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         say(f"Points: {args.workers} process(es), catching up {len(ingress.scheduled)} orders ...")
         caught_up = catch_up(stack, watcher, list(ingress.scheduled), args, start_points)
         orders: list[OrdersResult] = []
+        ab: list[OrdersResult] = []
         http_phases = [ingress]
         for rate in args.rate:
             say(f"orders: open loop {rate:g}/s ...")
             result, http = orders_phase(stack, watcher, rate, args)
             orders.append(result)
             http_phases.append(http)
+        for pair in range(args.tiers_ab):
+            # A/B/C/A/B/C at the first rate: plain, tiered and rules-only programs alternate,
+            # so the machine's other load falls on all alike.
+            for index, name in enumerate(AB_PROGRAMS):
+                version = 2 + len(AB_PROGRAMS) * pair + index
+                asyncio.run(_seed_programs(env.database_url, kind=name, version=version))
+                time.sleep(PROGRAM_CACHE_SECONDS + 1)
+                say(f"orders, {name} programs ({pair + 1}/{args.tiers_ab}) ...")
+                result, http = orders_phase(stack, watcher, args.rate[0], args)
+                result.label = f"{name} {args.rate[0]:g}/s #{pair + 1}"
+                ab.append(result)
+                http_phases.append(http)
         say("checking the ledger ...")
         check = verify(env, http_phases, watcher)
     head = orders[0]
@@ -526,7 +605,8 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         },
         "ingress": ingress.public(),
         "catch_up": asdict(caught_up),
-        "orders": [asdict(r) for r in orders],
+        "orders": [asdict(r) for r in [*orders, *ab]],
+        "tiers_ab": _tiers_ab(ab),
         "ratio_orders_to_ingress": ratio,
         "goals": {
             "rate": GOAL_RATE,
@@ -538,6 +618,24 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         },
         "correctness": check,
         "rule_cost": cost,
+    }
+
+
+def _tiers_ab(phases: Sequence[OrdersResult]) -> dict[str, Any] | None:
+    """Points' CPU per order (us) of each A/B phase, and the medians' ratio."""
+    if not phases:
+        return None
+    per_order: dict[str, list[float]] = {name: [] for name in AB_PROGRAMS}
+    for phase in phases:
+        points = phase.cpu_percent.get("points", 0.0)
+        if phase.throughput:
+            per_order[phase.label.split()[0]].append(points * 1e4 / phase.throughput)
+    medians = {n: statistics.median(v) if v else math.nan for n, v in per_order.items()}
+    plain = medians["plain"]
+    return {
+        "points_us_per_order": per_order,
+        "median_us": medians,
+        "ratio_to_plain": {n: m / plain if plain else math.nan for n, m in medians.items()},
     }
 
 
@@ -652,6 +750,14 @@ def render(report: dict[str, Any]) -> str:
         + (f" (watcher: {check['watcher_error']})" if check["watcher_error"] else ""),
         f"  => {'OK' if check['ok'] else 'FAILED'}",
     ]
+    ab = report.get("tiers_ab")
+    if ab:
+        lines.append("points CPU per order by program (phases alternated), us:")
+        for name, values in ab["points_us_per_order"].items():
+            lines.append(
+                f"  {name:<6} {' '.join(f'{v:.0f}' for v in values)}; median "
+                f"{ab['median_us'][name]:.0f} ({ab['ratio_to_plain'][name]:.2f}x plain)"
+            )
     points_cpu = head["cpu_percent"].get("points")
     lines += rule_cost.render(
         report["rule_cost"],
@@ -716,6 +822,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             help=f"run the (first) {service} process under cProfile and write its stats to PATH "
             "(slows it down; read with `python -m pstats PATH`)",
         )
+    parser.add_argument(
+        "--tiers-ab",
+        type=int,
+        default=0,
+        metavar="PAIRS",
+        help="after the rates: PAIRS rounds of orders phases at the first rate, the shops' "
+        "programs switched plain / tiered / rules only (tiered_program) before each: Points' "
+        "CPU per order of each",
+    )
     add_kafka_producer_option(parser)
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or args.workers < 1 or args.clients < 1:

@@ -293,3 +293,49 @@ async def test_erase_merchant_drops_its_unsent_events_and_no_other_merchants(
     assert await store.erase_merchant(merchant_id) > 0
     keys = [key for key, _ in await _unsent(store)]
     assert keys == [f"{other_merchant}/{customer}"]
+
+
+async def test_erase_rewrites_a_tier_job_cursor_naming_the_customer(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    """The tier job's resume cursor (tier_job_progress) holds the last customer of the last
+    page done; erasing that customer leaves their id nowhere, and the resumed job reads
+    exactly the customers it had not done."""
+    first, erased, last = "7001", "7002", "7003"  # Shopify ids: in id order
+    for customer in (first, erased, last):
+        await earn(store, merchant_id, customer, 10)
+    await store.save_tier_job_cursor(merchant_id, erased)  # done: first, erased
+
+    await store.erase_customer(merchant_id, CustomerRef(erased))
+
+    cursor = await store.tier_job_cursor(merchant_id)
+    assert cursor == first
+    resumed = [i.customer_id for i in await store.tier_inputs(merchant_id, cursor, 10, None)]
+    # `last` once, `first` not again; the anonymous ledger is a ledger of its own.
+    assert [c for c in resumed if not c.startswith(ERASED_PREFIX)] == [last]
+
+    # The merchant's first customer: the cursor is "" (resume from the start), not gone.
+    await store.save_tier_job_cursor(merchant_id, first)
+    await store.erase_customer(merchant_id, CustomerRef(first))
+    assert await store.tier_job_cursor(merchant_id) == ""
+
+    # A cursor naming someone else is left alone.
+    await store.save_tier_job_cursor(merchant_id, last)
+    other = new_customer()
+    await earn(store, merchant_id, other, 1)
+    await store.erase_customer(merchant_id, CustomerRef(other))
+    assert await store.tier_job_cursor(merchant_id) == last
+
+
+async def test_the_tier_job_cannot_save_a_customer_erased_during_its_page(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    """A job that read a page before the erasure and saves its end after: the erased id is
+    not written; the previous cursor stays (a crash redoes that page, as any crash)."""
+    first, erased = "7101", "7102"
+    for customer in (first, erased):
+        await earn(store, merchant_id, customer, 10)
+    await store.save_tier_job_cursor(merchant_id, first)
+    await store.erase_customer(merchant_id, CustomerRef(erased))
+    await store.save_tier_job_cursor(merchant_id, erased)
+    assert await store.tier_job_cursor(merchant_id) == first

@@ -25,9 +25,9 @@ from loyalnest.services.points.domain import (
 )
 from loyalnest.services.points.earning import ProgramCopies
 from loyalnest.services.points.events import expiring_event
-from loyalnest.services.points.expiry import ExpiryPolicy, PointsExpiry, ledger_history, upcoming
+from loyalnest.services.points.expiry import ExpiryPolicy, PointsExpiry, upcoming
 from loyalnest.services.points.ledger import Ledger
-from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.store.base import LedgerStore, ledger_history
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
 
 DAY = timedelta(days=1)

@@ -13,10 +13,10 @@ import pytest
 
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.services.points.domain import Posting, TransactionType
-from loyalnest.services.points.expiry import ledger_history, open_lots
+from loyalnest.services.points.expiry import open_lots
 from loyalnest.services.points.liability import LiabilityUnsupported
 from loyalnest.services.points.orders import OrderEarning, OrderStatus
-from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.store.base import LedgerStore, ledger_history
 from loyalnest.services.points.store.mongo import MongoLedgerStore
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
 

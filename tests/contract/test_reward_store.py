@@ -25,10 +25,13 @@ from loyalnest.services.points.domain import (
     RewardInactive,
     RewardKind,
     RewardNotFound,
+    TierRequired,
+    TierState,
     TransactionType,
 )
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.store.mongo import MongoLedgerStore
+from loyalnest.services.points.store.postgres import PostgresLedgerStore
 
 
 def new_reward(merchant_id: str, name: str = "5 off", points_cost: int = 100) -> Reward:
@@ -351,3 +354,80 @@ async def test_the_newest_segment_wins_and_goes_with_the_customer(
     assert await store.save_customer_segment(merchant_id, "c-2", "new", at)
     await store.erase_merchant(merchant_id)
     assert await store.customer_segment(merchant_id, "c-2") == ""
+
+
+async def test_a_tier_only_redemption_checks_the_stored_tier_with_the_debit(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    """The tier is read in the debit's transaction (RedemptionGuard.tier_ids), whatever a
+    check before it said: a customer downgraded since is refused and keeps their points; a
+    tier whose term and grace have ended (at the guard's time) counts for nothing."""
+    reward = await store.create_reward(
+        dataclasses.replace(new_reward(merchant_id, points_cost=10), tier_ids=("gold",)), "fp"
+    )
+    await store.post(
+        Posting(merchant_id, "c-3", TransactionType.EARN, 100, "earn"),
+        IdempotencyKey.internal("earn-c-3"),
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    term_end = now + timedelta(days=10)
+    assert await store.save_tier(
+        merchant_id, "c-3", None, TierState("silver", 100, term_end, now), None
+    )
+    guard = RedemptionGuard(tier_ids=("gold",), tier_grace=timedelta(days=5), at=now)
+    key = IdempotencyKey.internal("tier-1", reward.reward_id)
+    with pytest.raises(TierRequired):
+        await store.redeem(_debit(merchant_id, "c-3", reward), key, reward, guard)
+    assert (await store.get_balance(merchant_id, "c-3")).balance == 100
+
+    silver = await store.customer_tier(merchant_id, "c-3")
+    assert silver is not None
+    gold = TierState("gold", 300, term_end, now)
+    assert await store.save_tier(merchant_id, "c-3", silver, gold, None)
+    # Past the term and its grace: refused; the same key is still free.
+    lapsed = dataclasses.replace(guard, at=term_end + timedelta(days=5))
+    with pytest.raises(TierRequired):
+        await store.redeem(_debit(merchant_id, "c-3", reward), key, reward, lapsed)
+    # Within the grace: redeemed.
+    within = dataclasses.replace(guard, at=term_end + timedelta(days=4))
+    await store.redeem(_debit(merchant_id, "c-3", reward), key, reward, within)
+    assert (await store.get_balance(merchant_id, "c-3")).balance == 90
+
+
+async def test_a_downgrade_in_flight_holds_the_redemption_back(
+    postgres_store: PostgresLedgerStore, frequent_thread_switches: None
+) -> None:
+    """The lock that serialises them: a tier change is an UPDATE of the customer's tier row
+    (save_tier's compare-and-set); the redemption reads that row FOR SHARE after its debit.
+    A redemption racing an uncommitted downgrade waits for it, then sees Silver: refused."""
+    store, merchant_id = postgres_store, f"m-{uuid.uuid4().hex[:8]}"
+    reward = await store.create_reward(
+        dataclasses.replace(new_reward(merchant_id, points_cost=10), tier_ids=("gold",)), "fp"
+    )
+    await store.post(
+        Posting(merchant_id, "c-4", TransactionType.EARN, 100, "earn"),
+        IdempotencyKey.internal("earn-c-4"),
+    )
+    now = datetime.now(UTC)
+    assert await store.save_tier(merchant_id, "c-4", None, TierState("gold", 300, None, now), None)
+    guard = RedemptionGuard(tier_ids=("gold",), at=now)  # the check before: Gold
+    async with store._pool.connection() as conn, conn.transaction():
+        # The job's downgrade, caught between its write and its commit.
+        await conn.execute(
+            "UPDATE customer_tiers SET tier_id = 'silver', version = version + 1"
+            " WHERE merchant_id = %s AND customer_id = 'c-4'",
+            (merchant_id,),
+        )
+        redemption = asyncio.create_task(
+            store.redeem(
+                _debit(merchant_id, "c-4", reward),
+                IdempotencyKey.internal("tier-race", reward.reward_id),
+                reward,
+                guard,
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert not redemption.done(), "the redemption passed a downgrade in flight"
+    with pytest.raises(TierRequired):
+        await redemption
+    assert (await store.get_balance(merchant_id, "c-4")).balance == 100

@@ -16,6 +16,7 @@ from loyalnest.services.points.domain import Posting, TierState, TransactionType
 from loyalnest.services.points.earning import ProgramCopies
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.tier_policy import live_tier
 from loyalnest.services.points.tiers import VipTiers
 
 
@@ -188,3 +189,41 @@ async def test_an_entry_reward_is_credited_once_however_delivered(store: LedgerS
     assert await tiers.on_tier_changed(tier_changed(merchant, "", "silver"))
     history = await store.list_transactions(merchant, "c-1", limit=10, before_sequence=None)
     assert [(t.points, t.reason, t.rule_id) for t in history] == [(75, "tier:gold", "vip:gold")]
+
+
+async def test_a_tier_past_its_term_and_grace_counts_for_no_perk_before_the_job(
+    store: LedgerStore,
+) -> None:
+    """live_tier, what the earning multiplier and tier-only rules and rewards read: the
+    stored Gold until the year's end plus 30 days' grace; after it, before the job has run,
+    what the ledger gives (nothing earned in the new year: no tier), the stored row untouched;
+    a customer who still qualifies on a rolling term keeps the tier."""
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    programs = ProgramCopies(ledger, cache_seconds=0)
+    program = tiered(core_pb2.VIP_TERM_CALENDAR_YEAR)
+    program.vip_grace_days = 30
+    assert await programs.save(merchant, program)
+    clock = Clock()
+    tiers = VipTiers(ledger, programs, clock=clock)
+    await post(ledger, merchant, TransactionType.EARN, 350)
+    gold = await tiers.evaluate(merchant, "c-1")
+    assert gold is not None and gold.tier_id == "gold" and gold.term_end is not None
+
+    async def live(at: datetime) -> str:
+        return await live_tier(store, await programs.get(merchant), merchant, "c-1", at)
+
+    assert await live(clock.now) == "gold"
+    assert await live(gold.term_end + timedelta(days=29)) == "gold"  # within the grace
+    assert await live(gold.term_end + timedelta(days=30)) == ""  # lapsed: no perk
+    stored = await store.customer_tier(merchant, "c-1")  # a read: the job writes
+    assert stored is not None and (stored.tier_id, stored.term_end) == ("gold", gold.term_end)
+
+    # Rolling 12 months, still earned at the term's end: renewed, so it still counts.
+    rolling = tiered(core_pb2.VIP_TERM_ROLLING_12_MONTHS)
+    rolling.version = 2
+    assert await programs.save(merchant, rolling)
+    renewed_at = clock.now + timedelta(days=2)
+    state = TierState("gold", 350, clock.now + timedelta(days=1), clock.now)
+    assert await store.save_tier(merchant, "c-1", stored, state, None)
+    assert await live(renewed_at) == "gold"

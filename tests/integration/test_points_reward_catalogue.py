@@ -375,12 +375,18 @@ def test_limit_periods_are_utc_calendar_periods():
     assert LimitPeriod.EVER.start(now) == datetime(1970, 1, 1, tzinfo=UTC)
 
 
-async def _save_tiers(database_url: str, merchant_id: str) -> None:
+async def _save_tiers(
+    database_url: str,
+    merchant_id: str,
+    term: core_pb2.VipTerm.ValueType = core_pb2.VIP_TERM_LIFETIME,
+    grace_days: int = 0,
+) -> None:
     """Points' copy of a program with Silver (100 points earned) and Gold (300)."""
     program = default_program()
     program.version = 1
     program.vip_metric = core_pb2.VIP_METRIC_POINTS_EARNED
-    program.vip_term = core_pb2.VIP_TERM_LIFETIME
+    program.vip_term = term
+    program.vip_grace_days = grace_days
     program.vip_tiers.add(tier_id="silver", name="Silver", threshold=100)
     program.vip_tiers.add(tier_id="gold", name="Gold", threshold=300)
     database = Database(ServiceSettings(database_url=database_url), DATABASE)
@@ -754,3 +760,44 @@ async def test_a_monthly_limit_opens_again_next_month(
         assert [(e.redeemable, e.redemptions_left) for e in listed.eligibility] == [(True, 1)]
         done = await redeem(stub, merchant_id, reward.reward_id, customer)
         assert done.balance.balance == 80
+
+
+async def test_a_tier_past_its_grace_gets_no_tier_only_reward_before_the_job(
+    database_url, redis_url, merchant_id, shopify, auth
+):
+    """Gold for the calendar year with 10 days' grace: on Points' clock moved past the year's
+    end and the grace, with the tier job not run (the stored tier still Gold), the Gold-only
+    reward is refused and listed as tier-only; a day earlier it is not."""
+    await _save_tiers(database_url, merchant_id, core_pb2.VIP_TERM_CALENDAR_YEAR, 10)
+    now = [datetime.now(UTC)]
+    spec = dataclasses.replace(SPEC, build=functools.partial(build, clock=lambda: now[0]))
+    settings = points_settings(
+        database_url,
+        redis_url=redis_url,
+        shopify_admin_base_url=shopify.base_url,
+        call_targets={"auth": auth.address},
+        service_credential=POINTS_CREDENTIAL,
+    )
+    async with serve_for_test(spec, settings, points_pb2_grpc.PointsServiceStub) as (_, stub):
+        customer = "7391000000012"
+        gold_only = await create(
+            stub, merchant_id, kind=pb.REWARD_KIND_FREE_SHIPPING, points_cost=50, tier_ids=["gold"]
+        )
+        await earn(stub, merchant_id, customer, 350)
+        assert (await redeem(stub, merchant_id, gold_only.reward_id, customer)).balance.balance == (
+            300
+        )
+        year_end = datetime(now[0].year + 1, 1, 1, tzinfo=UTC)
+        now[0] = year_end + timedelta(days=9, hours=23)  # within the grace
+        await redeem(stub, merchant_id, gold_only.reward_id, customer)
+        now[0] = year_end + timedelta(days=10)  # the grace over; nothing earned this year
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await redeem(stub, merchant_id, gold_only.reward_id, customer)
+        assert precondition(caught.value) == "TIER_REQUIRED"
+        assert await balance(stub, merchant_id, customer) == 250
+        listed = await stub.ListRewards(
+            pb.ListRewardsRequest(customer_id=customer), metadata=md(merchant_id)
+        )
+        assert [list(e.reasons) for e in listed.eligibility] == [
+            [pb.REWARD_INELIGIBILITY_TIER_REQUIRED]
+        ]

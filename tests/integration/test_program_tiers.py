@@ -24,6 +24,7 @@ from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.idempotency import IdempotencyKey
+from loyalnest.platform.personal_data import CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.points import tiers as tiers_module
@@ -287,6 +288,12 @@ async def test_perks_grace_and_tier_only_rules(
     stack.clock.now = year_end + timedelta(days=29)
     assert (await vip(stack, "711"))["tier_id"] == "gold"
     grace_end = year_end + timedelta(days=30)
+    # The grace over, the job not run yet: the stored Gold gives no perk (no multiplier,
+    # no Gold-only rule) though the balance RPC still reports the stored tier.
+    stack.clock.now = grace_end
+    lapsed = await post(stack, "/v1/api/points/preview", CART | {"customer_id": "711"})
+    assert (lapsed.json()["points"], lapsed.json().get("tier_id", "")) == ("100", "")
+    assert (await vip(stack, "711"))["tier_id"] == "gold"
     assert await recalculate_tiers(settings, clock=lambda: grace_end) == 1
     assert await recalculate_tiers(settings, clock=lambda: grace_end) == 0
     stack.clock.now = grace_end
@@ -455,5 +462,44 @@ async def test_the_tier_job_resumes_where_it_stopped(
             )
             row = await cursor.fetchone()
         assert row is not None and row[0] == 5  # one tier.changed per customer
+    finally:
+        await database.close()
+
+
+async def test_a_resumed_tier_job_after_an_erasure_skips_nobody_and_redoes_nobody(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run crashes with the cursor on c1; c1 is erased (their ledger moves to an anonymous
+    id); the resumed run starts after c0 (the cursor rewritten), so c2..c4 change once, c0 is
+    not read again, and c1's id is in no cursor."""
+    monkeypatch.setattr(tiers_module, "JOB_PAGE", 2)
+    merchant_id = f"m-{uuid.uuid4().hex[:12]}"
+    await _save_tiers(database_url, merchant_id)
+    database = Database(ServiceSettings(database_url=database_url), DATABASE)
+    await database.open()
+    try:
+        store = CrashingStore(database)
+        store.reads = []
+        ledger = Ledger(store, None)
+        for customer in [f"c{n}" for n in range(5)]:  # 150 each: Silver
+            posting = Posting(merchant_id, customer, TransactionType.EARN, 150, "bench")
+            await ledger.post(posting, IdempotencyKey.internal(f"seed:{customer}", customer))
+        jobs = VipTiers(ledger, ProgramCopies(ledger, cache_seconds=0))
+        store.crash_at = 2
+        with pytest.raises(ConnectionError):
+            await jobs.run()
+        assert await store.tier_job_cursor(merchant_id) == "c1"
+
+        await store.erase_customer(merchant_id, CustomerRef("c1"))
+        assert await store.tier_job_cursor(merchant_id) == "c0"
+
+        store.reads, store.crash_at = [], 0
+        assert await jobs.run() == 3  # c2, c3, c4; the anonymous ledger is Silver already
+        assert store.reads[:2] == ["c0", "c3"]
+        assert "c1" not in store.reads
+        assert await store.tier_job_cursor(merchant_id) is None
+        for customer in ("c0", "c2", "c3", "c4"):
+            state = await store.customer_tier(merchant_id, customer)
+            assert state is not None and (state.tier_id, state.version) == ("silver", 1)
     finally:
         await database.close()

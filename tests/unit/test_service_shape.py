@@ -55,6 +55,7 @@ SUB_MODULES = {
         "expiry",
         "rules",
         "tiers",
+        "tier_policy",
         "liability",
         "simulation",
         "occasions",

@@ -328,6 +328,27 @@ class RedemptionGuard:
     refusal: LoyalNestError | None = None
     limit_max: int = 0
     since: datetime | None = None
+    # A tier-only reward: the customer's stored tier, read under the lock tier changes take
+    # (their compare-and-set on the tier row), must be one of these and not past its term
+    # and `tier_grace` at `at`; a downgrade racing the redemption comes wholly before or
+    # after it.
+    tier_ids: tuple[str, ...] = ()
+    tier_grace: timedelta = timedelta(0)
+    at: datetime | None = None
+
+    def tier_refusal(self, reward_id: str, state: TierState | None) -> TierRequired | None:
+        if not self.tier_ids:
+            return None
+        tier_id = "" if state is None else state.tier_id
+        lapsed = (
+            state is not None
+            and state.term_end is not None
+            and self.at is not None
+            and self.at >= state.term_end + self.tier_grace
+        )
+        if tier_id in self.tier_ids and not lapsed:
+            return None
+        return TierRequired(reward_id, self.tier_ids, "" if lapsed else tier_id)
 
 
 class Ineligibility(StrEnum):

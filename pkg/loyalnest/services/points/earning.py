@@ -88,6 +88,7 @@ from loyalnest.services.points.rules import (
     within_limit,
 )
 from loyalnest.services.points.store.base import OrderCredit
+from loyalnest.services.points.tier_policy import live_tier
 
 Clock = Callable[[], datetime]
 
@@ -273,8 +274,7 @@ class NewsletterSignups:
                 continue
             # The tier and segment when the sign-up is credited, each read once if asked.
             if parsed.tiers and tier_id is None:
-                state = await store.customer_tier(merchant_id, customer_id)
-                tier_id = "" if state is None else state.tier_id
+                tier_id = await live_tier(store, program, merchant_id, customer_id, now)
             if parsed.segments and segment is None:
                 segment = await store.customer_segment(merchant_id, customer_id)
             if not parsed.eligible(tier_id or "", segment or ""):
@@ -330,7 +330,7 @@ class Activities:
         if strict and activity not in rules.activities:
             raise UnknownActivity(activity)
         tier_id = (
-            await self._orders.tier_of(merchant_id, customer_id)
+            await self._orders.tier_of(merchant_id, customer_id, program, now)
             if rules.activity_tier_aware(activity)
             else ""
         )
@@ -424,20 +424,27 @@ class OrderEarnings:
             return totals, [], ""
         now = self._clock()
         rules = self.rules(merchant_id, program)
-        tier_id = await self.tier_of(merchant_id, customer_id) if rules.tier_aware else ""
+        tier_id = (
+            await self.tier_of(merchant_id, customer_id, program, now) if rules.tier_aware else ""
+        )
         segment = await self.segment_of(merchant_id, customer_id) if rules.segment_aware else ""
         facts = order_facts(
             order, totals, now, placed_time=rules.windowed, tier_id=tier_id, segment=segment
         )
         return totals, rules.preview(facts), tier_id
 
-    async def tier_of(self, merchant_id: str, customer_id: str) -> str:
-        """The customer's VIP tier as stored now ("": none): what tier-only rules and the
-        tier's earning multiplier see."""
+    async def tier_of(
+        self,
+        merchant_id: str,
+        customer_id: str,
+        program: core_pb2.ProgramSettings,
+        now: datetime,
+    ) -> str:
+        """The customer's VIP tier now ("": none): what tier-only rules and the tier's
+        earning multiplier see; not one whose term and grace have ended (tier_policy)."""
         if not customer_id:
             return ""
-        state = await self._store.customer_tier(merchant_id, customer_id)
-        return "" if state is None else state.tier_id
+        return await live_tier(self._store, program, merchant_id, customer_id, now)
 
     async def segment_of(self, merchant_id: str, customer_id: str) -> str:
         """The customer's RFM segment as Points last heard it from RFM ("": none): what
@@ -550,7 +557,9 @@ class OrderEarnings:
         if rules.base_only:  # the common program: nothing to evaluate, nothing to record
             return rules.base_awards(totals.points)
         customer_id = totals.customer_id
-        tier_id = await self.tier_of(merchant_id, customer_id) if rules.tier_aware else ""
+        tier_id = (
+            await self.tier_of(merchant_id, customer_id, program, now) if rules.tier_aware else ""
+        )
         segment = await self.segment_of(merchant_id, customer_id) if rules.segment_aware else ""
         facts = order_facts(
             order, totals, now, placed_time=rules.windowed, tier_id=tier_id, segment=segment

@@ -43,7 +43,7 @@ from loyalnest.services.points.domain import (
 from loyalnest.services.points.earning import Clock, ProgramCopies, utc_now
 from loyalnest.services.points.events import expiring_event
 from loyalnest.services.points.ledger import Ledger
-from loyalnest.services.points.store.base import LedgerStore
+from loyalnest.services.points.store.base import HISTORY_PAGE, LedgerStore, ledger_history
 
 log = get_logger(__name__)
 
@@ -56,28 +56,9 @@ NOTICES = Counter("loyalnest_points_expiring_notices_total", "points.expiring ev
 
 # Activity that keeps points alive under expiry after inactivity: the customer's own doing.
 _ACTIVITY = frozenset({TransactionType.EARN, TransactionType.REDEEM})
-HISTORY_PAGE = 1000
 CUSTOMER_PAGE = 2000
 # The balance read walks the ledger newest first in pages this size, and usually stops early.
 RECENT_PAGE = 100
-
-
-async def ledger_history(
-    store: LedgerStore, merchant_id: str, customer_id: str
-) -> list[Transaction]:
-    """The customer's whole ledger, oldest first (LedgerNotFound without one)."""
-    pages: list[Transaction] = []
-    before: int | None = None
-    while True:
-        page = await store.list_transactions(
-            merchant_id, customer_id, limit=HISTORY_PAGE, before_sequence=before
-        )
-        pages.extend(page)
-        if len(page) < HISTORY_PAGE:
-            break
-        before = page[-1].sequence
-    pages.reverse()
-    return pages
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from loyalnest.services.points.earning import Clock, utc_now
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.rules import Rule
 from loyalnest.services.points.store.base import ERASED_PREFIX
+from loyalnest.services.points.tier_policy import live_tier
 
 log = get_logger(__name__)
 
@@ -179,7 +180,7 @@ class Occasions:
                 continue
             report.merchants += 1
             try:
-                await self._merchant(merchant_id, rules, merchant_day, zone, report)
+                await self._merchant(merchant_id, program, rules, merchant_day, zone, report)
             except grpc.aio.AioRpcError as error:
                 # Users or Auth could not answer for this merchant: the others go on, a
                 # rerun finishes it (what was credited is not credited again).
@@ -205,6 +206,7 @@ class Occasions:
     async def _merchant(
         self,
         merchant_id: str,
+        program: core_pb2.ProgramSettings,
         rules: list[Rule],
         day: date,
         zone: tzinfo,
@@ -213,7 +215,7 @@ class Occasions:
         anniversaries = [r for r in rules if r.type == core_pb2.EARNING_RULE_TYPE_ANNIVERSARY]
         if anniversaries:
             async for customer_id in self._anniversaries(merchant_id, day, zone):
-                await self._celebrate(merchant_id, customer_id, anniversaries, day, report)
+                await self._celebrate(merchant_id, program, customer_id, anniversaries, day, report)
         birthdays = [r for r in rules if r.type == core_pb2.EARNING_RULE_TYPE_BIRTHDAY]
         if birthdays and self._birthdays is None:
             # No service credential: nobody to ask (credit_occasions warned once).
@@ -222,7 +224,7 @@ class Occasions:
             async for customer_id in self._birthdays.celebrating(merchant_id, day):
                 if customer_id.startswith(ERASED_PREFIX):
                     continue
-                await self._celebrate(merchant_id, customer_id, birthdays, day, report)
+                await self._celebrate(merchant_id, program, customer_id, birthdays, day, report)
 
     async def _anniversaries(self, merchant_id: str, day: date, zone: tzinfo) -> AsyncIterator[str]:
         after = ""
@@ -239,6 +241,7 @@ class Occasions:
     async def _celebrate(
         self,
         merchant_id: str,
+        program: core_pb2.ProgramSettings,
         customer_id: str,
         rules: list[Rule],
         day: date,
@@ -249,8 +252,8 @@ class Occasions:
         rule asks."""
         tier_id = segment = ""
         if any(r.tiers for r in rules):
-            state = await self._store.customer_tier(merchant_id, customer_id)
-            tier_id = "" if state is None else state.tier_id
+            now = self._clock()
+            tier_id = await live_tier(self._store, program, merchant_id, customer_id, now)
         if any(r.segments for r in rules):
             segment = await self._store.customer_segment(merchant_id, customer_id)
         for rule in rules:

@@ -75,6 +75,7 @@ from loyalnest.services.points.domain import (
 )
 from loyalnest.services.points.earning import Clock, ProgramCopies, utc_now
 from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.tier_policy import TierPolicy, expired
 from loyalnest.services.points.tiers import VipTiers
 
 log = get_logger(__name__)
@@ -164,10 +165,16 @@ class RewardRedemptions:
             raise ShopNotConnected(merchant_id)
         shopify_customer_gid(customer_id)  # a code is bound to a Shopify customer
         await codes.check_connected(merchant_id)  # before taking any points
+        now = self._clock()
         guard = RedemptionGuard(
             refusal=await self._refusal(merchant_id, customer_id, reward, channel),
             limit_max=reward.limit_max,
-            since=reward.limit_period.start(self._clock()) if reward.limit_max else None,
+            since=reward.limit_period.start(now) if reward.limit_max else None,
+            # Checked again under the tier row's lock with the debit: a tier change since the
+            # check above (a downgrade by the job) cannot let the redemption through.
+            tier_ids=reward.tier_ids,
+            tier_grace=TierPolicy.of(await self._program(merchant_id)).grace,
+            at=now,
         )
         debit, redemption = await self._ledger.redeem(
             Posting(
@@ -246,10 +253,13 @@ class RewardRedemptions:
             return finished, ""
         return finished, card.code
 
-    async def _plan(self, merchant_id: str) -> core_pb2.PlanLimits:
+    async def _program(self, merchant_id: str) -> core_pb2.ProgramSettings:
         if self._programs is None:
-            return core_pb2.PlanLimits()  # no plan known: nothing refused
-        return (await self._programs.get(merchant_id)).plan
+            return core_pb2.ProgramSettings()  # no plan known: nothing refused; no tiers
+        return await self._programs.get(merchant_id)
+
+    async def _plan(self, merchant_id: str) -> core_pb2.PlanLimits:
+        return (await self._program(merchant_id)).plan
 
     async def _refusal(
         self, merchant_id: str, customer_id: str, reward: Reward, channel: Channel
@@ -275,14 +285,20 @@ class RewardRedemptions:
         return None
 
     async def _tier_of(self, merchant_id: str, customer_id: str, wanted: tuple[str, ...]) -> str:
+        policy = TierPolicy.of(await self._program(merchant_id))
+        now = self._clock()
         state = await self._store.customer_tier(merchant_id, customer_id)
-        if (state is None or state.tier_id not in wanted) and self._tiers is not None:
+        lapsed = state is not None and expired(policy, state, now)
+        if (state is None or state.tier_id not in wanted or lapsed) and self._tiers is not None:
             # Upgrades apply at once, but through Points' own events: one they have not
-            # reached yet is applied here (the same compare-and-set as theirs).
+            # reached yet is applied here (the same compare-and-set as theirs); so is the
+            # renewal or downgrade of a tier whose term and grace ended before the job ran.
             # No ledger, no tier (the debit then says there is nothing to spend).
             with contextlib.suppress(LedgerNotFound):
                 state = await self._tiers.evaluate(merchant_id, customer_id) or state
-        return "" if state is None else state.tier_id
+        if state is None or expired(policy, state, now):
+            return ""  # a lapsed tier counts for nothing
+        return state.tier_id
 
     async def eligibility(
         self,

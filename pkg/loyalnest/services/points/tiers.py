@@ -29,9 +29,7 @@ consumer of it pushes them (`ShopifyTags`: `tagsAdd` / `tagsRemove`, idempotent 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from prometheus_client import Counter
 
@@ -46,15 +44,14 @@ from loyalnest.services.points.domain import (
     TIER_ENTRY_REASON_PREFIX,
     Posting,
     TierState,
-    Transaction,
     TransactionType,
     VipProgress,
-    net_totals,
 )
 from loyalnest.services.points.earning import Clock, ProgramCopies, utc_now
 from loyalnest.services.points.events import tier_changed_event
-from loyalnest.services.points.expiry import ledger_history
 from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.store.base import ledger_history
+from loyalnest.services.points.tier_policy import TierPolicy, decide
 
 log = get_logger(__name__)
 
@@ -63,93 +60,10 @@ RESUMED = Counter(
     "loyalnest_points_tier_job_resumed_total", "Tier job runs resumed after an unfinished one."
 )
 ENTRY_REWARDS = Counter("loyalnest_points_tier_entry_rewards_total", "Tier entry rewards credited.")
-YEAR = timedelta(days=365)
 # Customers per read of the tier job (and per stored cursor: a crash redoes at most this many).
 JOB_PAGE = 2000
 ENTRY_REASON_PREFIX = TIER_ENTRY_REASON_PREFIX
 ENTRY_RULE_PREFIX = "vip:"
-
-
-@dataclass(frozen=True)
-class TierPolicy:
-    tiers: tuple[core_pb2.VipTier, ...]  # lowest threshold first
-    metric: int
-    term: int
-    grace: timedelta = timedelta(0)  # kept this long past the term's end
-
-    @classmethod
-    def of(cls, program: core_pb2.ProgramSettings) -> TierPolicy:
-        return cls(
-            tiers=tuple(sorted(program.vip_tiers, key=lambda t: t.threshold)),
-            metric=program.vip_metric or core_pb2.VIP_METRIC_POINTS_EARNED,
-            term=program.vip_term or core_pb2.VIP_TERM_LIFETIME,
-            grace=timedelta(days=max(program.vip_grace_days, 0)),
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.tiers)
-
-    def window_start(self, now: datetime) -> datetime | None:
-        if self.term == core_pb2.VIP_TERM_ROLLING_12_MONTHS:
-            return now - YEAR
-        if self.term == core_pb2.VIP_TERM_CALENDAR_YEAR:
-            return now.astimezone(UTC).replace(
-                month=1, day=1, hour=0, minute=0, second=0, microsecond=0
-            )
-        return None
-
-    def term_end(self, now: datetime) -> datetime | None:
-        if self.term == core_pb2.VIP_TERM_ROLLING_12_MONTHS:
-            return now + YEAR
-        if self.term == core_pb2.VIP_TERM_CALENDAR_YEAR:
-            start = self.window_start(now)
-            assert start is not None
-            return start.replace(year=start.year + 1)
-        return None
-
-    def qualifying(self, history: Sequence[Transaction], now: datetime) -> int:
-        return self.value_of(*net_totals(history, self.window_start(now)))
-
-    def value_of(self, earned: int, redeemed: int) -> int:
-        """The metric from the window's totals (domain.net_totals)."""
-        value = redeemed if self.metric == core_pb2.VIP_METRIC_POINTS_REDEEMED else earned
-        return max(value, 0)
-
-    def rank(self, tier_id: str) -> int:
-        """Position of the tier, -1 for none (or a tier the merchant removed)."""
-        return next((i for i, t in enumerate(self.tiers) if t.tier_id == tier_id), -1)
-
-    def tier_for(self, value: int) -> int:
-        return max((i for i, t in enumerate(self.tiers) if value >= t.threshold), default=-1)
-
-    def tag(self, rank: int) -> str:
-        return self.tiers[rank].shopify_tag if rank >= 0 else ""
-
-
-def decide(
-    policy: TierPolicy, current: TierState | None, value: int, now: datetime
-) -> TierState | None:
-    """The customer's next state, or None when nothing changes."""
-    have = -1 if current is None else policy.rank(current.tier_id)
-    want = policy.tier_for(value)
-    term_over = current is not None and current.term_end is not None and now >= current.term_end
-    grace_over = (
-        current is not None
-        and current.term_end is not None
-        and now >= current.term_end + policy.grace
-    )
-    removed = current is not None and bool(current.tier_id) and have < 0
-    if want > have or removed or (want < have and grace_over):
-        # Up at once; down once the term's end and the grace after it have passed; a tier
-        # the merchant removed: at once.
-        tier_id = policy.tiers[want].tier_id if want >= 0 else ""
-        end = policy.term_end(now) if want >= 0 else None
-        version = 0 if current is None else current.version
-        return TierState(tier_id, value, end, now, version)
-    if current is not None and want == have and want >= 0 and term_over:
-        return replace(current, qualifying=value, term_end=policy.term_end(now), changed_at=now)
-    return None
 
 
 class VipTiers:
@@ -240,7 +154,8 @@ class VipTiers:
             if not policy.enabled:
                 continue
             after = await self._store.tier_job_cursor(merchant_id)
-            if after:
+            # "" is a cursor too: an erasure rewrote one naming the merchant's first customer.
+            if after is not None:
                 RESUMED.inc()
                 log.info("vip tiers: resuming", merchant_id=merchant_id)
             after = after or ""

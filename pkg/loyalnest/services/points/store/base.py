@@ -411,3 +411,25 @@ class LedgerStore(Protocol):
     async def mark_adjustment_applied(
         self, merchant_id: str, order_id: str, adjustment_id: str
     ) -> None: ...
+
+
+# The pages of ledger_history (and the most the expiry job reads in one go).
+HISTORY_PAGE = 1000
+
+
+async def ledger_history(
+    store: LedgerStore, merchant_id: str, customer_id: str
+) -> list[Transaction]:
+    """The customer's whole ledger, oldest first (LedgerNotFound without one)."""
+    pages: list[Transaction] = []
+    before: int | None = None
+    while True:
+        page = await store.list_transactions(
+            merchant_id, customer_id, limit=HISTORY_PAGE, before_sequence=before
+        )
+        pages.extend(page)
+        if len(page) < HISTORY_PAGE:
+            break
+        before = page[-1].sequence
+    pages.reverse()
+    return pages

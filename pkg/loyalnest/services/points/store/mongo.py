@@ -318,7 +318,7 @@ class MongoLedgerStore:
         ledger = self._balances.find_one(match, hidden)
         if ledger is not None:
             data["ledger"] = ledger
-        tier = self._tiers.find_one(match, {**hidden, "version": 0})
+        tier = self._tiers.find_one(match, {**hidden, "version": 0, "redemption_checks": 0})
         if tier is not None:
             data["tier"] = tier
         segment = self._database.get_collection(CUSTOMER_SEGMENTS).find_one(match, hidden)
@@ -381,6 +381,9 @@ class MongoLedgerStore:
             erased += self._balances.update_one(
                 match, {"$set": {"customer_id": anonymous}, "$unset": {"erased_to": ""}}
             ).modified_count
+        # The tier job's resume cursor may name them: after the ledger moved (a job saving
+        # the cursor meanwhile checks the ledger after its write, see save_tier_job_cursor).
+        self._rewrite_tier_cursor(merchant_id, customer.shopify_customer_id, anonymous)
         # A segment is about the person and carries no amount: it goes, not moved.
         erased += self._database.get_collection(CUSTOMER_SEGMENTS).delete_many(match).deleted_count
         key = f"{merchant_id}/{customer.shopify_customer_id}"
@@ -950,6 +953,8 @@ class MongoLedgerStore:
         def check(session: ClientSession | None) -> None:
             if guard.refusal is not None:
                 raise guard.refusal
+            if guard.tier_ids:
+                self._check_tier(posting, reward, guard, session)
             if not guard.limit_max:
                 return
             # In the posting's transaction, which also writes the customer's balance
@@ -996,6 +1001,26 @@ class MongoLedgerStore:
         return PostingResult.of(transaction), await self.get_redemption(
             posting.merchant_id, transaction.transaction_id
         )
+
+    def _check_tier(
+        self,
+        posting: Posting,
+        reward: Reward,
+        guard: RedemptionGuard,
+        session: ClientSession | None,
+    ) -> None:
+        """A tier-only reward's tier, in the debit's transaction. The read alone would not
+        conflict with a tier change, so the document is written too (a counter): of the
+        redemption and a concurrent save_tier one gets a write conflict and is retried by
+        with_transaction, reading what the other committed. Without transactions (a
+        standalone server) the check is as close to the debit as it gets, not atomic."""
+        tier_key = {"_id": f"{posting.merchant_id}|{posting.customer_id}"}
+        if session is not None:
+            self._tiers.update_one(tier_key, {"$inc": {"redemption_checks": 1}}, session=session)
+        doc = self._tiers.find_one(tier_key, session=session)
+        refused = guard.tier_refusal(reward.reward_id, None if doc is None else _tier_state(doc))
+        if refused is not None:
+            raise refused
 
     async def redemption_counts(
         self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
@@ -1187,15 +1212,7 @@ class MongoLedgerStore:
         doc = await self._run(
             partial(self._tiers.find_one, {"_id": f"{merchant_id}|{customer_id}"})
         )
-        if doc is None:
-            return None
-        return TierState(
-            tier_id=doc["tier_id"],
-            qualifying=doc["qualifying"],
-            term_end=None if doc["term_end"] is None else _utc(doc["term_end"]),
-            changed_at=_utc(doc["changed_at"]),
-            version=doc["version"],
-        )
+        return None if doc is None else _tier_state(doc)
 
     async def save_tier(
         self,
@@ -1296,13 +1313,37 @@ class MongoLedgerStore:
         if after is None:
             await self._run(partial(self._tier_job.delete_one, {"_id": merchant_id}))
             return
-        await self._run(
-            partial(
-                self._tier_job.update_one,
-                {"_id": merchant_id},
-                {"$set": {"merchant_id": merchant_id, "after_customer": after}},
-                upsert=True,
-            )
+        await self._run(partial(self._save_tier_job_cursor, merchant_id, after))
+
+    def _save_tier_job_cursor(self, merchant_id: str, after: str) -> None:
+        ledger = {"merchant_id": merchant_id, "customer_id": after}
+        if self._balances.find_one(ledger, {"_id": 1}) is None:
+            return  # erased since the page was read: the previous cursor stays
+        self._tier_job.update_one(
+            {"_id": merchant_id},
+            {"$set": {"merchant_id": merchant_id, "after_customer": after}},
+            upsert=True,
+        )
+        # An erasure moves the ledger, then rewrites a cursor naming it: if it moved between
+        # the check and the write, its rewrite may have looked before the write; this one
+        # then sees the ledger gone (either order leaves no erased id in the cursor).
+        if self._balances.find_one(ledger, {"_id": 1}) is None:
+            self._rewrite_tier_cursor(merchant_id, after, None)
+
+    def _rewrite_tier_cursor(
+        self, merchant_id: str, customer_id: str, anonymous: str | None
+    ) -> None:
+        """A cursor naming the erased customer becomes the customer before them by id (the
+        anonymous ledger aside): a resumed run neither skips anyone nor redoes anyone."""
+        before = {"merchant_id": merchant_id, "customer_id": {"$lt": customer_id}}
+        if anonymous is not None:
+            before["customer_id"] = {"$lt": customer_id, "$ne": anonymous}
+        found = list(
+            self._balances.find(before, {"customer_id": 1}).sort("customer_id", DESCENDING).limit(1)
+        )
+        self._tier_job.update_one(
+            {"_id": merchant_id, "after_customer": customer_id},
+            {"$set": {"after_customer": found[0]["customer_id"] if found else ""}},
         )
 
     async def ledger_openings(
@@ -1711,3 +1752,13 @@ def _order_earning(doc: Mapping[str, Any]) -> OrderEarning:
 
 def _settlement(doc: Mapping[str, Any]) -> OrderSettlement:
     return OrderSettlement(_order_earning(doc), [OrderAdjustment(**a) for a in doc["adjustments"]])
+
+
+def _tier_state(doc: Document) -> TierState:
+    return TierState(
+        tier_id=doc["tier_id"],
+        qualifying=doc["qualifying"],
+        term_end=None if doc["term_end"] is None else _utc(doc["term_end"]),
+        changed_at=_utc(doc["changed_at"]),
+        version=doc["version"],
+    )

@@ -442,6 +442,21 @@ class PostgresLedgerStore:
                         reward.reward_id, reward.limit_max, reward.limit_period
                     )
             transaction = await self._apply(conn, posting)
+            if guard.tier_ids:
+                # After the debit (the ledger row, then the tier row: erase_customer's order).
+                # FOR SHARE waits for a tier change in flight (save_tier's UPDATE of the row)
+                # and reads what it committed; one that starts later waits for this debit.
+                cursor = await conn.execute(
+                    "SELECT tier_id, qualifying, term_end, changed_at, version FROM customer_tiers"
+                    " WHERE merchant_id = %s AND customer_id = %s FOR SHARE",
+                    (posting.merchant_id, posting.customer_id),
+                )
+                row = await cursor.fetchone()
+                refused = guard.tier_refusal(
+                    reward.reward_id, None if row is None else TierState(*row)
+                )
+                if refused is not None:
+                    raise refused  # the debit rolls back with the transaction
             redemption = await self._insert_redemption(
                 conn, pending_redemption(transaction, reward)
             )
@@ -717,18 +732,25 @@ class PostgresLedgerStore:
         return None if row is None else str(row[0])
 
     async def save_tier_job_cursor(self, merchant_id: str, after: str | None) -> None:
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
             if after is None:
                 await conn.execute(
                     "DELETE FROM tier_job_progress WHERE merchant_id = %s", (merchant_id,)
                 )
-            else:
-                await conn.execute(
-                    "INSERT INTO tier_job_progress (merchant_id, after_customer)"
-                    " VALUES (%s, %s) ON CONFLICT (merchant_id) DO UPDATE"
-                    " SET after_customer = excluded.after_customer, updated_at = now()",
-                    (merchant_id, after),
-                )
+                return
+            # Under the lock erase_customer takes to rewrite the cursor, and only while the
+            # customer still has a ledger: one erased since the page was read must not land
+            # in the cursor after the erasure looked (the previous cursor stays: a crash
+            # then redoes one page, as it would anyway).
+            await _lock_tier_job(conn, merchant_id)
+            await conn.execute(
+                "INSERT INTO tier_job_progress (merchant_id, after_customer)"
+                " SELECT %(m)s, %(c)s WHERE EXISTS (SELECT 1 FROM ledgers"
+                " WHERE merchant_id = %(m)s AND customer_id = %(c)s)"
+                " ON CONFLICT (merchant_id) DO UPDATE"
+                " SET after_customer = excluded.after_customer, updated_at = now()",
+                {"m": merchant_id, "c": after},
+            )
 
     async def ledger_openings(
         self, merchant_id: str, after: str, limit: int
@@ -1060,6 +1082,17 @@ class PostgresLedgerStore:
             await conn.execute(
                 "DELETE FROM ledgers WHERE merchant_id = %(m)s AND customer_id = %(c)s", params
             )
+            # The tier job's resume cursor may name them: it becomes the customer before
+            # them (by id, the anonymous ledger aside), so a resumed run neither skips anyone
+            # nor redoes the customers it had done.
+            await _lock_tier_job(conn, merchant_id)
+            await conn.execute(
+                "UPDATE tier_job_progress SET updated_at = now(), after_customer = coalesce("
+                " (SELECT max(customer_id) FROM ledgers WHERE merchant_id = %(m)s"
+                " AND customer_id < %(c)s AND customer_id <> %(a)s), '')"
+                " WHERE merchant_id = %(m)s AND after_customer = %(c)s",
+                params,
+            )
             # A segment is about the person and carries no amount: it goes, not moved.
             erased += (
                 await conn.execute(
@@ -1090,6 +1123,15 @@ class PostgresLedgerStore:
                 ).rowcount
             erased += await personal_data.erase_platform_rows(conn, merchant_id)
         return erased
+
+
+async def _lock_tier_job(conn: AsyncConnection, merchant_id: str) -> None:
+    """The merchant's tier job cursor lock, held to the transaction's end: serialises an
+    erasure's rewrite of the cursor with the job's save of it."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+        (f"points-tier-job:{merchant_id}",),
+    )
 
 
 # The export sections that are one row (the rest are lists).
