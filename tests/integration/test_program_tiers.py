@@ -294,7 +294,10 @@ async def test_perks_grace_and_tier_only_rules(
     lapsed = await post(stack, "/v1/api/points/preview", CART | {"customer_id": "711"})
     assert (lapsed.json()["points"], lapsed.json().get("tier_id", "")) == ("100", "")
     assert (await vip(stack, "711"))["tier_id"] == "gold"
-    assert await recalculate_tiers(settings, clock=lambda: grace_end) == 1
+    # The job takes Gold away, unless Points' consumer did first: a ledger event (the entry
+    # reward's) read after the clock moved is evaluated at grace_end too. Either way once
+    # (the tier.changed events below).
+    assert await recalculate_tiers(settings, clock=lambda: grace_end) in (0, 1)
     assert await recalculate_tiers(settings, clock=lambda: grace_end) == 0
     stack.clock.now = grace_end
     assert (await vip(stack, "711")).get("tier_id", "") == ""
