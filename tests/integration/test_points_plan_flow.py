@@ -99,11 +99,19 @@ async def test_gift_card_rewards_follow_the_plan_core_publishes(stack: Stack) ->
     customer = "7393000000001"
 
     async def downgraded() -> bool:
-        listed = await call(stack, "GET", f"/v1/api/rewards?customer_id={customer}")
-        assert listed.status == 200, listed.body
-        (eligibility,) = [
-            e for e in listed.json()["eligibility"] if e["reward_id"] == card["reward_id"]
-        ]
+        # Every page: the wait for the free plan above made a card per try while Points still
+        # had the gifts plan, so this one may be past the first page.
+        path, found = f"/v1/api/rewards?customer_id={customer}&page_size=100", []
+        token = ""
+        while True:
+            listed = await call(stack, "GET", path + (f"&page_token={token}" if token else ""))
+            assert listed.status == 200, listed.body
+            page = listed.json()
+            found += [e for e in page["eligibility"] if e["reward_id"] == card["reward_id"]]
+            token = page.get("next_page_token", "")
+            if not token:
+                break
+        (eligibility,) = found
         return "REWARD_INELIGIBILITY_PLAN_FEATURE_REQUIRED" in eligibility.get("reasons", [])
 
     await eventually(downgraded, 60, "Points to take the free plan again")
