@@ -640,6 +640,42 @@ async def test_erasing_a_customer_key_makes_their_published_data_unreadable(edge
             await keys.open(merchant_id, event.shopify_event_id, event.customer_data)
 
 
+async def test_a_redelivery_after_the_erasure_brings_no_key_back(edge: Edge) -> None:
+    """Shopify redelivers for up to 48 hours: a redelivery of an event recorded before the
+    customer's erasure is a DUPLICATE that publishes nothing, and must not make the erased
+    customer a key again (a row naming them). A new event for them does."""
+    merchant_id = merchant_id_for_shop(SHOP)
+    customer = str(json.loads(ORDER)["customer"]["id"])
+    order = _headers()
+    broken = ORDER[:-40]  # not JSON: dead-lettered under the customer's key
+    dead = _headers(broken)
+    assert (await edge.deliver(ORDER, order)).json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
+    outcome = (await edge.deliver(broken, dead)).json()["outcome"]
+    assert outcome == "WEBHOOK_OUTCOME_DEAD_LETTERED"
+
+    def keys_of_customer() -> int:
+        return edge.count(
+            "SELECT count(*) FROM edge.customer_keys WHERE merchant_id = %s AND customer_id = %s",
+            merchant_id,
+            customer,
+        )
+
+    assert keys_of_customer() == 1
+    async with customer_keys(edge.database_url) as keys:
+        assert await keys.erase_customer(merchant_id, CustomerRef(customer)) >= 1
+    assert keys_of_customer() == 0
+    for body, headers in ((ORDER, order), (broken, dead)):
+        again = await edge.deliver(body, _headers(body, event_id=headers["x-shopify-event-id"]))
+        assert (again.status, again.json()["outcome"]) == (200, "WEBHOOK_OUTCOME_DUPLICATE")
+    assert keys_of_customer() == 0
+    assert len(edge.published(order["x-shopify-event-id"])) == 1
+    # A new order of theirs is new data: a new key.
+    later_order = ORDER.replace(b"5829301457001", b"5829301457003")
+    later = await edge.deliver(later_order, _headers(later_order))
+    assert later.json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
+    assert keys_of_customer() == 1
+
+
 # --- retention -------------------------------------------------------------------------------
 
 

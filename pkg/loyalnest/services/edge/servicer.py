@@ -156,8 +156,14 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
         sealed = None
         if content.customer_data is not None and content.customer_id:
             sealed = await self._customer_keys.seal(
-                merchant_id, content.customer_id, delivery.event_id, content.customer_data
+                merchant_id,
+                content.customer_id,
+                delivery.event_id,
+                content.customer_data,
+                shop_domain=delivery.shop_domain,
             )
+            # None: a redelivery of an event recorded before, its customer erased since. The
+            # accept below answers it (DUPLICATE, or refused) and publishes nothing.
         event = webhook_received(delivery, content, sealed)
         try:
             return await self._store.accept(delivery, merchant_id, event)

@@ -35,6 +35,28 @@ _GET_OR_CREATE = (
     " WHERE merchant_id = %s AND customer_id = %s"
     " LIMIT 1"
 )
+# The same for a webhook delivery, creating the key only if the delivery's event was not
+# recorded before: a redelivery (nothing is published for it) must not bring back the id of a
+# customer erased since. Answers whether it was recorded, and the key if there is one.
+_GET_OR_CREATE_FOR_DELIVERY = (
+    "WITH recorded AS (SELECT EXISTS (SELECT 1 FROM webhook_idempotency_keys"
+    " WHERE shop_domain = %s AND event_id = %s) AS yes),"
+    " created AS ("
+    " INSERT INTO customer_keys (merchant_id, customer_id, key_id, wrapped_key)"
+    " SELECT %s, %s, %s, %s WHERE NOT (SELECT yes FROM recorded)"
+    " ON CONFLICT (merchant_id, customer_id) DO NOTHING"
+    " RETURNING key_id, wrapped_key),"
+    " found AS (SELECT key_id, wrapped_key FROM created"
+    " UNION ALL SELECT key_id, wrapped_key FROM customer_keys"
+    " WHERE merchant_id = %s AND customer_id = %s"
+    " LIMIT 1)"
+    " SELECT (SELECT yes FROM recorded), found.key_id, found.wrapped_key"
+    " FROM (SELECT 1) AS one LEFT JOIN found ON true"
+)
+
+
+# A webhook delivery: (shop domain, Shopify event id).
+Delivered = tuple[str, str]
 
 
 class CustomerErased(LookupError):
@@ -59,19 +81,37 @@ class CustomerKeys:
         self._pool = database.pool
         self._master = master
 
-    async def _key(self, merchant_id: str, customer_id: str) -> tuple[str, bytes]:
+    async def _key(
+        self, merchant_id: str, customer_id: str, delivery: Delivered | None = None
+    ) -> tuple[str, bytes] | None:
+        """The customer's key, created if need be; None only for a `delivery` recorded before
+        whose customer has no key (erased since): nothing is created for it."""
         key_id = uuid.uuid4().hex
         wrapped = self._master.encrypt(
             os.urandom(KEY_BYTES), context=_wrap_context(merchant_id, customer_id, key_id)
         )
         async with self._pool.connection() as conn:
             for _ in range(3):
-                cursor = await conn.execute(
-                    _GET_OR_CREATE,
-                    (merchant_id, customer_id, key_id, wrapped, merchant_id, customer_id),
-                    prepare=True,
-                )
-                row = await cursor.fetchone()
+                if delivery is None:
+                    cursor = await conn.execute(
+                        _GET_OR_CREATE,
+                        (merchant_id, customer_id, key_id, wrapped, merchant_id, customer_id),
+                        prepare=True,
+                    )
+                    row = await cursor.fetchone()
+                else:
+                    identity = (merchant_id, customer_id)
+                    cursor = await conn.execute(
+                        _GET_OR_CREATE_FOR_DELIVERY,
+                        (*delivery, merchant_id, customer_id, key_id, wrapped, *identity),
+                        prepare=True,
+                    )
+                    answer = await cursor.fetchone()
+                    assert answer is not None  # the final SELECT always answers one row
+                    recorded, *found = answer
+                    if recorded and found[0] is None:
+                        return None
+                    row = None if found[0] is None else tuple(found)
                 # Empty only when another transaction created it after our snapshot: again.
                 if row is not None:
                     found_id = str(row[0])
@@ -87,8 +127,15 @@ class CustomerKeys:
         customer_id: str,
         event_id: str,
         data: gateway_events.CustomerData,
-    ) -> gateway_events.SealedCustomerData:
-        key_id, key = await self._key(merchant_id, customer_id)
+        *,
+        shop_domain: str,
+    ) -> gateway_events.SealedCustomerData | None:
+        """The customer data of a webhook delivery sealed under the customer's key; None for
+        a delivery recorded before whose customer was erased since (no key is made again)."""
+        found = await self._key(merchant_id, customer_id, (shop_domain, event_id))
+        if found is None:
+            return None
+        key_id, key = found
         ciphertext = FieldCipher(key).encrypt(
             data.SerializeToString(deterministic=True),
             context=_seal_context(merchant_id, customer_id, key_id, event_id),
@@ -120,11 +167,21 @@ class CustomerKeys:
         return gateway_events.CustomerData.FromString(plaintext)
 
     async def seal_bytes(
-        self, merchant_id: str, customer_id: str, data: bytes, *, context: str
-    ) -> tuple[str, bytes]:
+        self,
+        merchant_id: str,
+        customer_id: str,
+        data: bytes,
+        *,
+        context: str,
+        delivery: Delivered | None = None,
+    ) -> tuple[str, bytes] | None:
         """`data` sealed under the customer's key (created if need be), bound to `context`
-        and the key: (key id, ciphertext). For copies kept outside events (dead letters)."""
-        key_id, key = await self._key(merchant_id, customer_id)
+        and the key: (key id, ciphertext). For copies kept outside events (dead letters);
+        None for a `delivery` recorded before whose customer was erased since."""
+        found = await self._key(merchant_id, customer_id, delivery)
+        if found is None:
+            return None
+        key_id, key = found
         return key_id, FieldCipher(key).encrypt(
             data, context=_bytes_context(context, customer_id, key_id)
         )

@@ -133,9 +133,17 @@ class EdgeStore:
         customer_id = customer_named(delivery.topic, delivery.body)
         key_id: str | None = None
         if customer_id is not None:
-            key_id, sealed = await self._keys.seal_bytes(
-                merchant_id, customer_id, delivery.body, context=context
+            found = await self._keys.seal_bytes(
+                merchant_id,
+                customer_id,
+                delivery.body,
+                context=context,
+                delivery=(delivery.shop_domain, delivery.event_id),
             )
+            if found is None:
+                # Recorded before, its customer erased since: no key is made again.
+                return Outcome.DUPLICATE
+            key_id, sealed = found
         else:
             sealed = self._cipher.encrypt(delivery.body, context=context)
         async with self._pool.connection() as conn, conn.transaction():
