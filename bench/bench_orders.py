@@ -209,28 +209,7 @@ def tiered_program(tiers: bool = True) -> Any:
     program.earning_rules.extend(
         [
             rule(rule_id="spend", enabled=True, type=order, points_per_currency_unit="1"),
-            rule(
-                rule_id="pos",
-                enabled=True,
-                type=order,
-                points=15,
-                channels=[core_pb2.SALES_CHANNEL_POS],
-            ),
-            rule(
-                rule_id="punch",
-                enabled=True,
-                type=core_pb2.EARNING_RULE_TYPE_PUNCH_CARD,
-                points=50,
-                punch_count=5,
-            ),
-            rule(
-                rule_id="goal",
-                enabled=True,
-                type=core_pb2.EARNING_RULE_TYPE_GOAL_SPEND,
-                points=25,
-                min_spend="500",
-                goal_period={"seconds": 30 * 86400},
-            ),
+            *rule_cost.bonus_rules(),
             rule(
                 rule_id="gold-bonus", enabled=True, type=order, points=10, eligible_tiers=["gold"]
             ),

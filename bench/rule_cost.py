@@ -43,6 +43,37 @@ def _orders(count: int, seed: int) -> list[gateway_pb2.ShopifyOrder]:
     return [shopify_payloads.read_order(json.loads(factory.next()[0])) for _ in range(count)]
 
 
+def bonus_rules() -> list[core_pb2.EarningRule]:
+    """A POS-only bonus (never applies: the bench's orders are online), a punch card (every
+    5th order) and a goal (500 within 30 days): the rules both this and bench_orders' tiered
+    program evaluate on every order."""
+    rule = core_pb2.EarningRule
+    return [
+        rule(
+            rule_id="pos",
+            enabled=True,
+            type=core_pb2.EARNING_RULE_TYPE_PLACE_ORDER,
+            points=15,
+            channels=[core_pb2.SALES_CHANNEL_POS],
+        ),
+        rule(
+            rule_id="punch",
+            enabled=True,
+            type=core_pb2.EARNING_RULE_TYPE_PUNCH_CARD,
+            points=50,
+            punch_count=5,
+        ),
+        rule(
+            rule_id="goal",
+            enabled=True,
+            type=core_pb2.EARNING_RULE_TYPE_GOAL_SPEND,
+            points=25,
+            min_spend="500",
+            goal_period={"seconds": 30 * 86400},
+        ),
+    ]
+
+
 def _rich(program: core_pb2.ProgramSettings) -> core_pb2.ProgramSettings:
     rich = core_pb2.ProgramSettings()
     rich.CopyFrom(program)
@@ -66,28 +97,7 @@ def _rich(program: core_pb2.ProgramSettings) -> core_pb2.ProgramSettings:
                 start_time=start,
                 end_time=end,
             ),
-            rule(
-                rule_id="pos",
-                enabled=True,
-                type=core_pb2.EARNING_RULE_TYPE_PLACE_ORDER,
-                points=15,
-                channels=[core_pb2.SALES_CHANNEL_POS],
-            ),
-            rule(
-                rule_id="punch",
-                enabled=True,
-                type=core_pb2.EARNING_RULE_TYPE_PUNCH_CARD,
-                points=50,
-                punch_count=5,
-            ),
-            rule(
-                rule_id="goal",
-                enabled=True,
-                type=core_pb2.EARNING_RULE_TYPE_GOAL_SPEND,
-                points=25,
-                min_spend="500",
-                goal_period={"seconds": 30 * 86400},
-            ),
+            *bonus_rules(),
         ]
     )
     return rich

@@ -134,6 +134,29 @@ _LEDGER_WRITE_CONCERN = WriteConcern("majority")
 _UPSERT_ATTEMPTS = 3
 
 
+def mark_processed(
+    processed: Collection[Any], event: ConsumedEvent, session: ClientSession | None
+) -> bool:
+    """Records the event as applied by its consumer, in the caller's session (transaction, if
+    any); False when
+    it was recorded before (a redelivery: the caller applies nothing)."""
+    try:
+        processed.insert_one(
+            {
+                "consumer": event.consumer,
+                "event_id": event.event_id,
+                "topic": event.topic,
+                "partition": event.partition,
+                "offset": event.offset,
+                "processed_at": _now(),
+            },
+            session=session,
+        )
+    except DuplicateKeyError:
+        return False
+    return True
+
+
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
@@ -785,21 +808,7 @@ class MongoLedgerStore:
                 except DuplicateKeyError:  # a concurrent first credit created it
                     if attempt == _UPSERT_ATTEMPTS:
                         raise
-            try:
-                self._processed.insert_one(
-                    {
-                        "consumer": event.consumer,
-                        "event_id": event.event_id,
-                        "topic": event.topic,
-                        "partition": event.partition,
-                        "offset": event.offset,
-                        "processed_at": _now(),
-                    },
-                    session=session,
-                )
-            except DuplicateKeyError:
-                return False
-            return True
+            return mark_processed(self._processed, event, session)
 
         if not transactional:
             return apply(None)

@@ -17,7 +17,6 @@ from functools import partial
 from typing import Protocol, cast
 
 from pymongo.client_session import ClientSession
-from pymongo.errors import DuplicateKeyError
 from pymongo.write_concern import WriteConcern
 
 from loyalnest.platform.events.envelope import ConsumedEvent
@@ -29,7 +28,11 @@ from loyalnest.services.points.liability import (
     LiabilityUnsupported,
     ledger_movement,
 )
-from loyalnest.services.points.store.mongo import PROCESSED_EVENTS, MongoLedgerStore
+from loyalnest.services.points.store.mongo import (
+    PROCESSED_EVENTS,
+    MongoLedgerStore,
+    mark_processed,
+)
 
 LIABILITY_TOTALS = "liability_totals"
 _WRITE_CONCERN = WriteConcern("majority")
@@ -62,19 +65,7 @@ class MongoLiabilityTable:
         m = ledger_movement(event.event_type, cast(_Movement, event.payload).points)
 
         def apply(session: ClientSession) -> bool:
-            try:
-                self._processed.insert_one(
-                    {
-                        "consumer": event.consumer,
-                        "event_id": event.event_id,
-                        "topic": event.topic,
-                        "partition": event.partition,
-                        "offset": event.offset,
-                        "processed_at": _now(),
-                    },
-                    session=session,
-                )
-            except DuplicateKeyError:
+            if not mark_processed(self._processed, event, session):
                 return False
             self._totals.update_one(
                 {"_id": event.merchant_id},
