@@ -81,10 +81,13 @@ class VipTiers:
         if not policy.enabled:
             return None
         now = self._clock()
-        history = await ledger_history(self._store, merchant_id, customer_id)
-        value = policy.qualifying(history, now)
-        current = await self._store.customer_tier(merchant_id, customer_id)
-        return await self._apply(merchant_id, customer_id, policy, current, value, now)
+        # One read: the window's totals summed by the store and the stored state (the whole
+        # ledger read into Python and the tier row apart were most of a tiered order's cost).
+        found = await self._store.customer_tier_input(
+            merchant_id, customer_id, policy.window_start(now)
+        )
+        value = policy.value_of(found.earned, found.redeemed)
+        return await self._apply(merchant_id, customer_id, policy, found.state, value, now)
 
     async def _apply(
         self,

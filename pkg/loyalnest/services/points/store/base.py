@@ -302,6 +302,13 @@ class LedgerStore(Protocol):
         domain.net_totals from `since` (None: ever) and stored tier state, in one read."""
         ...
 
+    async def customer_tier_input(
+        self, merchant_id: str, customer_id: str, since: datetime | None
+    ) -> TierInput:
+        """One customer's tier_inputs: domain.net_totals from `since` (None: ever) and the
+        stored tier state, in one read (LedgerNotFound without a ledger)."""
+        ...
+
     async def tier_job_cursor(self, merchant_id: str) -> str | None:
         """Where an unfinished tier job run for the merchant stopped (None: none)."""
         ...

@@ -95,6 +95,29 @@ LEFT JOIN tiers c ON c.customer_id = p.customer_id
 ORDER BY p.customer_id
 """
 
+# One customer's tier_inputs (customer_tier_input): whether the ledger exists, the window's
+# sums (domain.net_totals, as _TIER_INPUTS) and the tier row, in one round trip per
+# evaluation instead of the whole ledger read into Python and the tier row read apart.
+_CUSTOMER_TIER_INPUT = """
+WITH sums AS (
+    SELECT
+        sum(t.points) FILTER (
+            WHERE (t.type = 'earn' AND NOT starts_with(t.reason, %(entry)s))
+               OR (t.type = 'reversal' AND t.points < 0)) AS earned,
+        -sum(t.points) FILTER (
+            WHERE t.type = 'redeem' OR (t.type = 'reversal' AND t.points > 0)) AS redeemed
+    FROM points_transactions t
+    WHERE t.merchant_id = %(merchant)s AND t.customer_id = %(customer)s
+      AND (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s::timestamptz)
+)
+SELECT EXISTS (SELECT 1 FROM ledgers WHERE merchant_id = %(merchant)s
+                                          AND customer_id = %(customer)s),
+    coalesce(s.earned, 0), coalesce(s.redeemed, 0),
+    c.tier_id, c.qualifying, c.term_end, c.changed_at, c.version
+FROM sums s
+LEFT JOIN customer_tiers c ON c.merchant_id = %(merchant)s AND c.customer_id = %(customer)s
+"""
+
 # The expiry job's page (expiry_candidates): the page's ledgers with points, and for each
 # whether its points may be due or noticed, from the transactions of the page's range.
 _CANDIDATE_PAGE = """
@@ -721,6 +744,31 @@ class PostgresLedgerStore:
             )
             for customer_id, earned, redeemed, tier_id, *state in rows
         ]
+
+    async def customer_tier_input(
+        self, merchant_id: str, customer_id: str, since: datetime | None
+    ) -> TierInput:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _CUSTOMER_TIER_INPUT,
+                {
+                    "merchant": merchant_id,
+                    "customer": customer_id,
+                    "since": since,
+                    "entry": TIER_ENTRY_REASON_PREFIX,
+                },
+            )
+            row = await cursor.fetchone()
+        assert row is not None  # an aggregate without GROUP BY: always one row
+        exists, earned, redeemed, tier_id, *state = row
+        if not exists:
+            raise LedgerNotFound(customer_id)
+        return TierInput(
+            customer_id,
+            int(earned),
+            int(redeemed),
+            None if tier_id is None else TierState(tier_id, *state),
+        )
 
     async def tier_job_cursor(self, merchant_id: str) -> str | None:
         async with self._pool.connection() as conn:
