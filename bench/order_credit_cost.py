@@ -1,7 +1,7 @@
 """CPU per order of Points' apply path for orders/create, no pending period, alone.
 
     .venv/bin/python bench/order_credit_cost.py [--orders 2000] [--rounds 3] [--concurrency 6]
-        [--variant NAME=PKG_DIR ...] [--json]
+        [--variant NAME=PKG_DIR ...] [--program plain|rules|tiers ...] [--json]
 
 `bench_orders.py` measures Points' CPU per order end to end, with Kafka, gRPC and the other
 engineers' work on the same two cores moving it by 10-25% between runs. This measures only
@@ -15,6 +15,12 @@ and backends), and the transactions committed (`pg_stat_database.xact_commit`).
 `--variant NAME=PKG_DIR` (repeatable) runs the measurement in a child process importing
 `loyalnest` from PKG_DIR (e.g. a `git archive` of main in /tmp), so two versions of the code
 are compared in the same run, rounds alternating A, B, A, B, ...; default: this tree only.
+
+`--program` (repeatable, default plain): bench_orders' programs (`tiered_program()`): plain
+(the default rate), rules (the history rules, no tiers), tiers (the rules and VIP tiers; each
+order is followed by what Points' consumer does with its points.earned, `VipTiers.evaluate`).
+Rounds alternate over variants x programs. `statements` per order: the statements Points
+sent (psycopg's execute, counted in the child).
 """
 
 from __future__ import annotations
@@ -44,10 +50,13 @@ HERE = Path(__file__).resolve().parent
 MERCHANT = "bench-order-credit"
 
 
-async def measure(url: str, orders: int, concurrency: int, warmup: int) -> dict[str, float]:
+async def measure(
+    url: str, orders: int, concurrency: int, warmup: int, kind: str = "plain"
+) -> dict[str, float]:
     """In the child: `orders` new orders recorded and credited, `concurrency` at a time."""
     import psycopg
     import structlog
+    from bench_orders import tiered_program
 
     from loyalnest.gen.events.v1 import core_pb2, gateway_pb2
     from loyalnest.platform.postgres import Database
@@ -56,6 +65,17 @@ async def measure(url: str, orders: int, concurrency: int, warmup: int) -> dict[
     from loyalnest.services.points.ledger import Ledger
     from loyalnest.services.points.service import DATABASE, PointsSettings
     from loyalnest.services.points.store.postgres import PostgresLedgerStore
+    from loyalnest.services.points.tiers import VipTiers
+
+    sent = [0]
+    for cls in (psycopg.AsyncCursor,):  # AsyncConnection.execute goes through it
+        original = cls.execute
+
+        def counted(self: Any, *a: Any, _original: Any = original, **k: Any) -> Any:
+            sent[0] += 1
+            return _original(self, *a, **k)
+
+        cls.execute = counted  # type: ignore[method-assign]
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     database = Database(PointsSettings(database_url=url), DATABASE)
@@ -63,12 +83,18 @@ async def measure(url: str, orders: int, concurrency: int, warmup: int) -> dict[
     try:
         await database.migrate()
         store = PostgresLedgerStore(database)
-        program: core_pb2.ProgramSettings = default_program()
+        program: core_pb2.ProgramSettings = (
+            default_program() if kind == "plain" else tiered_program(kind == "tiers")
+        )
         program.version = 1
         program.pending_period.FromTimedelta(timedelta(0))
-        await store.save_program_settings(MERCHANT, 1, program.SerializeToString())
+        # A merchant per program: the store keeps the first copy of a version it is given.
+        merchant = f"{MERCHANT}-{kind}"
+        await store.save_program_settings(merchant, 1, program.SerializeToString())
         ledger = Ledger(store, None)
-        earnings = OrderEarnings(ledger, ProgramCopies(ledger, cache_seconds=600.0))
+        programs = ProgramCopies(ledger, cache_seconds=600.0)
+        earnings = OrderEarnings(ledger, programs)
+        tiers = VipTiers(ledger, programs)
         run = uuid.uuid4().hex[:8]
 
         async def worker(first: int, count: int, step: int) -> None:
@@ -79,8 +105,10 @@ async def measure(url: str, orders: int, concurrency: int, warmup: int) -> dict[
                     currency="USD",
                     line_items=[gateway_pb2.ShopifyLineItem(quantity=2, price="25.00")],
                 )
-                if not await earnings.record(MERCHANT, order):
+                if not await earnings.record(merchant, order):
                     raise RuntimeError("order recorded before")
+                if kind == "tiers":  # Points' consumer of the order's points.earned
+                    await tiers.evaluate(merchant, order.customer_id)
 
         async def batch(offset: int, count: int) -> None:
             await asyncio.gather(
@@ -101,11 +129,13 @@ async def measure(url: str, orders: int, concurrency: int, warmup: int) -> dict[
         commits_before = commits()
         pg_before = sum(proc_cpu_seconds(pid) for pid in pg_pids())
         cpu_before = proc_cpu_seconds(os.getpid())
+        sent_before = sent[0]
         loop = asyncio.get_running_loop()
         started = loop.time()
         await batch(warmup, orders)
         elapsed = loop.time() - started
         cpu = proc_cpu_seconds(os.getpid()) - cpu_before
+        statements = sent[0] - sent_before
         pg_cpu = sum(proc_cpu_seconds(pid) for pid in pg_pids()) - pg_before
         await asyncio.sleep(0.6)
         committed = commits() - commits_before - 2  # the two commits() sessions' own reads
@@ -114,18 +144,21 @@ async def measure(url: str, orders: int, concurrency: int, warmup: int) -> dict[
             "postgres_us": pg_cpu / orders * 1e6,
             "wall_us": elapsed / orders * 1e6,
             "commits_per_order": committed / orders,
+            "statements_per_order": statements / orders,
         }
     finally:
         await database.close()
 
 
 def child(args: argparse.Namespace) -> None:
-    report = asyncio.run(measure(args.child, args.orders, args.concurrency, args.warmup))
+    report = asyncio.run(
+        measure(args.child, args.orders, args.concurrency, args.warmup, args.program[0])
+    )
     print(json.dumps(report))
 
 
 def run_variant(
-    pkg: str | None, url: str, postmaster: int, args: argparse.Namespace
+    pkg: str | None, url: str, postmaster: int, args: argparse.Namespace, kind: str
 ) -> dict[str, float]:
     env = {**os.environ, "BENCH_POSTMASTER": str(postmaster)}
     if pkg is not None:
@@ -141,6 +174,8 @@ def run_variant(
         str(args.concurrency),
         "--warmup",
         str(args.warmup),
+        "--program",
+        kind,
     ]
     done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
     report: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -156,37 +191,53 @@ def main() -> None:
     parser.add_argument(
         "--variant", action="append", default=[], help="NAME=PKG_DIR (loyalnest from there)"
     )
+    parser.add_argument(
+        "--program", action="append", choices=("plain", "rules", "tiers"), help="(repeatable)"
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.program = args.program or ["plain"]
     if args.child:
         child(args)
         return
-    variants: list[tuple[str, str | None]] = [
+    trees: list[tuple[str, str | None]] = [
         (name, pkg) for name, _, pkg in (v.partition("=") for v in args.variant)
     ] or [("this tree", None)]
-    results: dict[str, list[dict[str, float]]] = {name: [] for name, _ in variants}
+    variants = [
+        (f"{name}/{kind}" if len(args.program) > 1 else name, pkg, kind)
+        for name, pkg in trees
+        for kind in args.program
+    ]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in variants}
     with throwaway_root("loyalnest-bench-credit-") as root, throwaway_postgres(root) as pg:
         postmaster = postmaster_pid(root / "data")
         assert postmaster is not None
         pg.create_database("bench")
         url = pg.url("bench")
         for round_ in range(args.rounds):
-            for name, pkg in variants:
-                report = run_variant(pkg, url, postmaster, args)
+            for name, pkg, kind in variants:
+                report = run_variant(pkg, url, postmaster, args, kind)
                 results[name].append(report)
                 if not args.json:
                     print(
                         f"round {round_ + 1} {name:>12}: Points {report['points_us']:7.0f} us,"
                         f" PostgreSQL {report['postgres_us']:6.0f} us,"
                         f" wall {report['wall_us']:6.0f} us,"
-                        f" {report['commits_per_order']:.2f} commits per order",
+                        f" {report['commits_per_order']:.2f} commits,"
+                        f" {report['statements_per_order']:.2f} statements per order",
                         flush=True,
                     )
     summary: dict[str, Any] = {
         name: {
             key: statistics.median(r[key] for r in reports)
-            for key in ("points_us", "postgres_us", "wall_us", "commits_per_order")
+            for key in (
+                "points_us",
+                "postgres_us",
+                "wall_us",
+                "commits_per_order",
+                "statements_per_order",
+            )
         }
         for name, reports in results.items()
     }
@@ -201,7 +252,8 @@ def main() -> None:
             f" ({figures['points_us'] / base['points_us']:.2f}x),"
             f" PostgreSQL {figures['postgres_us']:.0f} us"
             f" ({figures['postgres_us'] / base['postgres_us']:.2f}x),"
-            f" {figures['commits_per_order']:.2f} commits per order"
+            f" {figures['commits_per_order']:.2f} commits,"
+            f" {figures['statements_per_order']:.2f} statements per order"
         )
 
 
