@@ -256,6 +256,12 @@ class LedgerStore(Protocol):
         """The customer's events of each rule in `since` from that time on, oldest first."""
         ...
 
+    async def rule_events_and_tier(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> tuple[dict[str, list[RuleEvent]], TierState | None]:
+        """rule_events and customer_tier in one read: a tier-aware order with history rules."""
+        ...
+
     async def record_rule_events(
         self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
     ) -> None:

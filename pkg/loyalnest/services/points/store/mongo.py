@@ -1307,6 +1307,12 @@ class MongoLedgerStore:
             inputs.append(TierInput(customer_id, earned, redeemed, state))
         return inputs
 
+    async def rule_events_and_tier(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> tuple[dict[str, list[RuleEvent]], TierState | None]:
+        events = await self.rule_events(merchant_id, customer_id, since)
+        return events, await self.customer_tier(merchant_id, customer_id)
+
     async def customer_tier_input(
         self, merchant_id: str, customer_id: str, since: datetime | None
     ) -> TierInput:
