@@ -36,6 +36,7 @@ import sys
 import uuid
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from harness import (
@@ -59,6 +60,7 @@ async def measure(
     from bench_orders import tiered_program
 
     from loyalnest.gen.events.v1 import core_pb2, gateway_pb2
+    from loyalnest.platform.events.envelope import decode
     from loyalnest.platform.postgres import Database
     from loyalnest.platform.program_settings import default_program
     from loyalnest.services.points.earning import OrderEarnings, ProgramCopies
@@ -107,13 +109,40 @@ async def measure(
                 )
                 if not await earnings.record(merchant, order):
                     raise RuntimeError("order recorded before")
-                if kind == "tiers":  # Points' consumer of the order's points.earned
-                    await tiers.evaluate(merchant, order.customer_id)
+
+        async def consumer(events: list[Any], first: int, step: int) -> None:
+            for event in events[first::step]:
+                await tiers.on_ledger_event(event)
+
+        def earned_since(outbox_id: int) -> tuple[int, list[Any]]:
+            """The points.earned enqueued after `outbox_id`, as Points' consumer gets them
+            (read outside the measurement: Kafka delivers them)."""
+            options = f"-c search_path={DATABASE.schema}"
+            with psycopg.connect(url, autocommit=True, options=options) as conn:
+                rows = conn.execute(
+                    "SELECT id, envelope FROM outbox WHERE id > %s"
+                    " AND event_type = 'points.earned' ORDER BY id",
+                    (outbox_id,),
+                ).fetchall()
+                last = conn.execute("SELECT coalesce(max(id), 0) FROM outbox").fetchone()
+            assert last is not None
+            records = [
+                SimpleNamespace(
+                    topic="points", partition=0, offset=i, key=None, value=bytes(e), headers=()
+                )
+                for i, e in rows
+            ]
+            return int(last[0]), [decode(r, "points") for r in records]
 
         async def batch(offset: int, count: int) -> None:
             await asyncio.gather(
                 *(worker(offset + w, offset + count, concurrency) for w in range(concurrency))
             )
+
+        async def consume(events: list[Any]) -> None:
+            # Points' consumer of the orders' points.earned: the liability table and the tier
+            # (the tier only here: the liability table is the same for every program).
+            await asyncio.gather(*(consumer(events, w, concurrency) for w in range(concurrency)))
 
         def commits() -> int:
             with psycopg.connect(url, autocommit=True) as conn:
@@ -123,7 +152,11 @@ async def measure(
             assert row is not None
             return int(row[0])
 
+        outbox_id, _ = earned_since(0)
         await batch(0, warmup)
+        if kind == "tiers":
+            outbox_id, events = earned_since(outbox_id)
+            await consume(events)
         pg_pids = lambda: descendants(int(os.environ["BENCH_POSTMASTER"]))  # noqa: E731
         await asyncio.sleep(0.6)  # pg_stat_database is updated at most every 500 ms
         commits_before = commits()
@@ -137,6 +170,18 @@ async def measure(
         cpu = proc_cpu_seconds(os.getpid()) - cpu_before
         statements = sent[0] - sent_before
         pg_cpu = sum(proc_cpu_seconds(pid) for pid in pg_pids()) - pg_before
+        if kind == "tiers":
+            outbox_id, events = earned_since(outbox_id)
+            assert len(events) == orders, len(events)
+            pg_before = sum(proc_cpu_seconds(pid) for pid in pg_pids())
+            cpu_before = proc_cpu_seconds(os.getpid())
+            sent_before = sent[0]
+            started = loop.time()
+            await consume(events)
+            elapsed += loop.time() - started
+            cpu += proc_cpu_seconds(os.getpid()) - cpu_before
+            statements += sent[0] - sent_before
+            pg_cpu += sum(proc_cpu_seconds(pid) for pid in pg_pids()) - pg_before
         await asyncio.sleep(0.6)
         committed = commits() - commits_before - 2  # the two commits() sessions' own reads
         return {
