@@ -70,14 +70,16 @@ async def measure(
     from loyalnest.services.points.tiers import VipTiers
 
     sent = [0]
-    for cls in (psycopg.AsyncCursor,):  # AsyncConnection.execute goes through it
-        original = cls.execute
+    # AsyncConnection.execute goes through AsyncCursor.execute; executemany is a statement
+    # per row's parameters in one pipeline: counted once (one round trip).
+    for name in ("execute", "executemany"):
+        original = getattr(psycopg.AsyncCursor, name)
 
         def counted(self: Any, *a: Any, _original: Any = original, **k: Any) -> Any:
             sent[0] += 1
             return _original(self, *a, **k)
 
-        cls.execute = counted  # type: ignore[method-assign]
+        setattr(psycopg.AsyncCursor, name, counted)
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     database = Database(PointsSettings(database_url=url), DATABASE)
