@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from google.protobuf.message import Message
 
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.events.v1 import points_pb2 as points_events
 from loyalnest.platform.events.envelope import ConsumedEvent, new_event
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.program_settings import default_program
-from loyalnest.services.points.domain import Posting, TierState, TransactionType
+from loyalnest.services.points.domain import LedgerNotFound, Posting, TierState, TransactionType
 from loyalnest.services.points.earning import ProgramCopies
 from loyalnest.services.points.ledger import Ledger
+from loyalnest.services.points.rules import RuleEvent
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.tier_policy import live_tier
 from loyalnest.services.points.tiers import VipTiers
@@ -148,12 +153,106 @@ async def test_the_job_reads_what_the_ledger_says_and_keeps_its_cursor(
         (0, 0)
     ]
 
+    # One customer's figures (a ledger event's evaluation): the same sums, in one read.
+    one = await store.customer_tier_input(merchant, "c-1", None)
+    assert (one.customer_id, one.earned, one.redeemed) == ("c-1", 130, 50)
+    assert one.state is not None and one.state.tier_id == "silver"
+    other = await store.customer_tier_input(merchant, "c-2", later)
+    assert (other.earned, other.redeemed, other.state) == (0, 0, None)
+    with pytest.raises(LedgerNotFound):
+        await store.customer_tier_input(merchant, "c-nobody", None)
+
     assert await store.tier_job_cursor(merchant) is None
     await store.save_tier_job_cursor(merchant, "c-1")
     await store.save_tier_job_cursor(merchant, "c-2")
     assert await store.tier_job_cursor(merchant) == "c-2"
     await store.save_tier_job_cursor(merchant, None)
     assert await store.tier_job_cursor(merchant) is None
+
+
+async def test_an_orders_rule_history_and_tier_in_one_read(store: LedgerStore) -> None:
+    """rule_events_and_tier: what rule_events and customer_tier give, read together."""
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    events = [
+        RuleEvent("punch", "o-1", 0, Decimal("20"), now - timedelta(days=40)),
+        RuleEvent("punch", "o-2", 50, Decimal("30.5"), now - timedelta(days=2)),
+        RuleEvent("goal", "o-1", 0, Decimal("20"), now - timedelta(days=40)),
+        RuleEvent("goal", "o-2", 0, Decimal("30.5"), now - timedelta(days=2)),
+        RuleEvent("other", "o-2", 5, Decimal("0"), now - timedelta(days=1)),
+    ]
+    await store.record_rule_events(merchant, "c-1", events)
+    since = {"punch": now - timedelta(days=365), "goal": now - timedelta(days=30)}
+    expected = await store.rule_events(merchant, "c-1", since)
+    assert [e.occurrence for e in expected["punch"]] == ["o-1", "o-2"]
+    assert [e.occurrence for e in expected["goal"]] == ["o-2"]
+
+    assert await store.rule_events_and_tier(merchant, "c-1", since) == (expected, None)
+    assert await store.rule_events_and_tier(merchant, "c-1", {}) == ({}, None)
+    state = TierState("gold", 300, None, now)
+    assert await store.save_tier(merchant, "c-1", None, state, None)
+    stored = await store.customer_tier(merchant, "c-1")
+    assert stored is not None
+    assert await store.rule_events_and_tier(merchant, "c-1", since) == (expected, stored)
+    assert await store.rule_events_and_tier(merchant, "c-1", {}) == ({}, stored)
+    # Another customer: no events, no tier.
+    assert await store.rule_events_and_tier(merchant, "c-2", since) == (
+        {"punch": [], "goal": []},
+        None,
+    )
+
+
+def consumed(merchant: str, payload: Message) -> ConsumedEvent:
+    event = new_event(merchant, payload)
+    return ConsumedEvent(
+        envelope=event.envelope,
+        spec=event.spec,
+        payload=payload,
+        consumer="points",
+        topic=event.spec.topic.name,
+        partition=0,
+        offset=0,
+    )
+
+
+async def test_a_credit_below_every_threshold_is_not_evaluated(store: LedgerStore) -> None:
+    """points.earned whose lifetime figure is below the lowest threshold cannot raise the
+    tier: not evaluated (no read). Shown with figures the ledger contradicts (150 earned):
+    the event's 99 changes nothing, its 150 upgrades."""
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    programs = ProgramCopies(ledger, cache_seconds=0)
+    assert await programs.save(merchant, tiered(core_pb2.VIP_TERM_LIFETIME))
+    tiers = VipTiers(ledger, programs)
+    await post(ledger, merchant, TransactionType.EARN, 150)
+
+    def earned(lifetime: int) -> ConsumedEvent:
+        payload = points_events.PointsEarned(
+            customer_id="c-1", points=1, lifetime_earned_after=lifetime
+        )
+        return consumed(merchant, payload)
+
+    assert await tiers.on_ledger_event(earned(99))
+    assert await store.customer_tier(merchant, "c-1") is None
+    assert await tiers.on_ledger_event(earned(150))
+    state = await store.customer_tier(merchant, "c-1")
+    assert state is not None and (state.tier_id, state.qualifying) == ("silver", 150)
+    # A redemption is evaluated whatever its figures (it may renew or lower a tier).
+    redeemed = points_events.PointsRedeemed(customer_id="c-1", points=1)
+    assert await tiers.on_ledger_event(consumed(merchant, redeemed))
+    # Under the points-redeemed metric the earned figure bounds nothing: evaluated (c-2
+    # redeemed 120, silver, though the event says 0 earned).
+    spender = tiered(core_pb2.VIP_TERM_LIFETIME)
+    spender.version = 2
+    spender.vip_metric = core_pb2.VIP_METRIC_POINTS_REDEEMED
+    assert await programs.save(merchant, spender)
+    for kind, points in ((TransactionType.EARN, 150), (TransactionType.REDEEM, -120)):
+        posting = Posting(merchant, "c-2", kind, points, str(kind))
+        await ledger.post(posting, IdempotencyKey.internal(str(uuid.uuid4())))
+    payload = points_events.PointsEarned(customer_id="c-2", points=1, lifetime_earned_after=0)
+    assert await tiers.on_ledger_event(consumed(merchant, payload))
+    spent = await store.customer_tier(merchant, "c-2")
+    assert spent is not None and (spent.tier_id, spent.qualifying) == ("silver", 120)
 
 
 def tier_changed(merchant: str, previous: str, tier_id: str) -> ConsumedEvent:

@@ -88,7 +88,7 @@ from loyalnest.services.points.rules import (
     within_limit,
 )
 from loyalnest.services.points.store.base import OrderCredit
-from loyalnest.services.points.tier_policy import live_tier
+from loyalnest.services.points.tier_policy import live_tier, live_tier_of
 
 Clock = Callable[[], datetime]
 
@@ -557,17 +557,24 @@ class OrderEarnings:
         if rules.base_only:  # the common program: nothing to evaluate, nothing to record
             return rules.base_awards(totals.points)
         customer_id = totals.customer_id
-        tier_id = (
-            await self.tier_of(merchant_id, customer_id, program, now) if rules.tier_aware else ""
-        )
+        since = {r.rule_id: r.history_since(now) for r in rules.order_rules() if r.keeps_history}
+        history: dict[str, list[RuleEvent]] = {}
+        if rules.tier_aware and customer_id and since:
+            # The tier row and the rule history in one round trip, not one each.
+            history, state = await self._store.rule_events_and_tier(merchant_id, customer_id, since)
+            tier_id = await live_tier_of(self._store, program, merchant_id, customer_id, state, now)
+        else:
+            tier_id = (
+                await self.tier_of(merchant_id, customer_id, program, now)
+                if rules.tier_aware
+                else ""
+            )
+            # Only rules that depend on the customer's past cost a read; plain rates none.
+            if since:
+                history = await self._store.rule_events(merchant_id, customer_id, since)
         segment = await self.segment_of(merchant_id, customer_id) if rules.segment_aware else ""
         facts = order_facts(
             order, totals, now, placed_time=rules.windowed, tier_id=tier_id, segment=segment
-        )
-        since = {r.rule_id: r.history_since(now) for r in rules.order_rules() if r.keeps_history}
-        # Only rules that depend on the customer's past cost a read; plain rates none.
-        history = (
-            await self._store.rule_events(merchant_id, totals.customer_id, since) if since else {}
         )
         awards = rules.order_awards(facts, history, now)
         events = [a.event for a in awards if a.event is not None]

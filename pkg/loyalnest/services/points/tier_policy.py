@@ -72,6 +72,17 @@ class TierPolicy:
     def tier_for(self, value: int) -> int:
         return max((i for i, t in enumerate(self.tiers) if value >= t.threshold), default=-1)
 
+    def out_of_reach(self, earned_ever: int) -> bool:
+        """Whether a customer whose ledger's lifetime earned figure is `earned_ever` qualifies
+        for no tier. The figure bounds the points-earned metric from above in every term: it
+        counts every credit the metric counts (and entry rewards and adjustments, which it
+        does not), less the same reversals, and a window only leaves out older credits."""
+        return (
+            self.metric == core_pb2.VIP_METRIC_POINTS_EARNED
+            and bool(self.tiers)
+            and earned_ever < self.tiers[0].threshold
+        )
+
     def tag(self, rank: int) -> str:
         return self.tiers[rank].shopify_tag if rank >= 0 else ""
 
@@ -118,6 +129,18 @@ async def live_tier(
     new term if they still qualify, else lower), without writing it (the job or the next
     evaluation does). A read only: the common case is one row."""
     state = await store.customer_tier(merchant_id, customer_id)
+    return await live_tier_of(store, program, merchant_id, customer_id, state, now)
+
+
+async def live_tier_of(
+    store: LedgerStore,
+    program: core_pb2.ProgramSettings,
+    merchant_id: str,
+    customer_id: str,
+    state: TierState | None,
+    now: datetime,
+) -> str:
+    """live_tier from a stored state already read (LedgerStore.rule_events_and_tier)."""
     if state is None:
         return ""
     policy = TierPolicy.of(program)

@@ -59,6 +59,10 @@ CHANGES = Counter("loyalnest_points_tier_changes_total", "VIP tier changes.", ["
 RESUMED = Counter(
     "loyalnest_points_tier_job_resumed_total", "Tier job runs resumed after an unfinished one."
 )
+SKIPPED = Counter(
+    "loyalnest_points_tier_evaluations_skipped_total",
+    "Ledger events whose figures show they cannot raise the customer's tier: not evaluated.",
+)
 ENTRY_REWARDS = Counter("loyalnest_points_tier_entry_rewards_total", "Tier entry rewards credited.")
 # Customers per read of the tier job (and per stored cursor: a crash redoes at most this many).
 JOB_PAGE = 2000
@@ -81,10 +85,13 @@ class VipTiers:
         if not policy.enabled:
             return None
         now = self._clock()
-        history = await ledger_history(self._store, merchant_id, customer_id)
-        value = policy.qualifying(history, now)
-        current = await self._store.customer_tier(merchant_id, customer_id)
-        return await self._apply(merchant_id, customer_id, policy, current, value, now)
+        # One read: the window's totals summed by the store and the stored state (the whole
+        # ledger read into Python and the tier row apart were most of a tiered order's cost).
+        found = await self._store.customer_tier_input(
+            merchant_id, customer_id, policy.window_start(now)
+        )
+        value = policy.value_of(found.earned, found.redeemed)
+        return await self._apply(merchant_id, customer_id, policy, found.state, value, now)
 
     async def _apply(
         self,
@@ -215,8 +222,17 @@ class VipTiers:
             payload = event.payload_as(events_pb2.PointsRedeemed)
         else:
             payload = event.payload_as(events_pb2.PointsReversed)
-        customer_id = payload.customer_id
-        await self.evaluate(event.merchant_id, customer_id)
+        policy = TierPolicy.of(await self._programs.get(event.merchant_id))
+        if isinstance(payload, events_pb2.PointsEarned) and policy.out_of_reach(
+            payload.lifetime_earned_after
+        ):
+            # A credit that leaves the customer below every threshold cannot move them up:
+            # no read (most orders of most customers). A due downgrade of a tier they hold
+            # (a threshold raised since, a tier removed) is the job's, as for anyone who
+            # earns nothing, and live_tier already stops its perks at read time.
+            SKIPPED.inc()
+            return True
+        await self.evaluate(event.merchant_id, payload.customer_id, policy)
         return True
 
 

@@ -256,6 +256,12 @@ class LedgerStore(Protocol):
         """The customer's events of each rule in `since` from that time on, oldest first."""
         ...
 
+    async def rule_events_and_tier(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> tuple[dict[str, list[RuleEvent]], TierState | None]:
+        """rule_events and customer_tier in one read: a tier-aware order with history rules."""
+        ...
+
     async def record_rule_events(
         self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
     ) -> None:
@@ -300,6 +306,13 @@ class LedgerStore(Protocol):
     ) -> list[TierInput]:
         """A page of the merchant's ledgers (by customer_id, after `after`): each customer's
         domain.net_totals from `since` (None: ever) and stored tier state, in one read."""
+        ...
+
+    async def customer_tier_input(
+        self, merchant_id: str, customer_id: str, since: datetime | None
+    ) -> TierInput:
+        """One customer's tier_inputs: domain.net_totals from `since` (None: ever) and the
+        stored tier state, in one read (LedgerNotFound without a ledger)."""
         ...
 
     async def tier_job_cursor(self, merchant_id: str) -> str | None:

@@ -99,6 +99,7 @@ from loyalnest.services.points.rules import RuleEvent
 from loyalnest.services.points.store.base import (
     OrderCredit,
     erased_customer_id,
+    ledger_history,
     reward_columns,
     reward_row,
 )
@@ -1305,6 +1306,21 @@ class MongoLedgerStore:
             state = await self.customer_tier(merchant_id, customer_id)
             inputs.append(TierInput(customer_id, earned, redeemed, state))
         return inputs
+
+    async def rule_events_and_tier(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> tuple[dict[str, list[RuleEvent]], TierState | None]:
+        events = await self.rule_events(merchant_id, customer_id, since)
+        return events, await self.customer_tier(merchant_id, customer_id)
+
+    async def customer_tier_input(
+        self, merchant_id: str, customer_id: str, since: datetime | None
+    ) -> TierInput:
+        # Two reads, as before the PostgreSQL store folded them into one statement.
+        history = await ledger_history(self, merchant_id, customer_id)
+        earned, redeemed = net_totals(history, since)
+        state = await self.customer_tier(merchant_id, customer_id)
+        return TierInput(customer_id, earned, redeemed, state)
 
     async def expiry_candidates(
         self, merchant_id: str, after: str, limit: int, cutoff: datetime, after_inactivity: bool

@@ -95,6 +95,45 @@ LEFT JOIN tiers c ON c.customer_id = p.customer_id
 ORDER BY p.customer_id
 """
 
+# One customer's tier_inputs (customer_tier_input): whether the ledger exists, the window's
+# sums (domain.net_totals, as _TIER_INPUTS) and the tier row, in one round trip per
+# evaluation instead of the whole ledger read into Python and the tier row read apart.
+_CUSTOMER_TIER_INPUT = """
+WITH sums AS (
+    SELECT
+        sum(t.points) FILTER (
+            WHERE (t.type = 'earn' AND NOT starts_with(t.reason, %(entry)s))
+               OR (t.type = 'reversal' AND t.points < 0)) AS earned,
+        -sum(t.points) FILTER (
+            WHERE t.type = 'redeem' OR (t.type = 'reversal' AND t.points > 0)) AS redeemed
+    FROM points_transactions t
+    WHERE t.merchant_id = %(merchant)s AND t.customer_id = %(customer)s
+      AND (%(since)s::timestamptz IS NULL OR t.created_at >= %(since)s::timestamptz)
+)
+SELECT EXISTS (SELECT 1 FROM ledgers WHERE merchant_id = %(merchant)s
+                                          AND customer_id = %(customer)s),
+    coalesce(s.earned, 0), coalesce(s.redeemed, 0),
+    c.tier_id, c.qualifying, c.term_end, c.changed_at, c.version
+FROM sums s
+LEFT JOIN customer_tiers c ON c.merchant_id = %(merchant)s AND c.customer_id = %(customer)s
+"""
+
+# A tier-aware order's reads (rule_events_and_tier): the tier row first (part 0, one row
+# whether or not the customer has one), then the rule events (part 1), one round trip.
+_RULE_EVENTS_AND_TIER = """
+SELECT 0 AS part, NULL AS rule_id, NULL AS occurrence, NULL::bigint AS points,
+    NULL::numeric AS amount, NULL::timestamptz AS at,
+    c.tier_id, c.qualifying, c.term_end, c.changed_at, c.version
+FROM (SELECT 1) AS one
+LEFT JOIN customer_tiers c ON c.merchant_id = %(merchant)s AND c.customer_id = %(customer)s
+UNION ALL
+SELECT 1, rule_id, occurrence, points, amount, at, NULL, NULL, NULL, NULL, NULL
+FROM rule_events
+WHERE merchant_id = %(merchant)s AND customer_id = %(customer)s AND rule_id = ANY(%(rules)s)
+  AND at >= %(since)s
+ORDER BY part, at, occurrence
+"""
+
 # The expiry job's page (expiry_candidates): the page's ledgers with points, and for each
 # whether its points may be due or noticed, from the transactions of the page's range.
 _CANDIDATE_PAGE = """
@@ -605,6 +644,29 @@ class PostgresLedgerStore:
                     found[rule_id].append(RuleEvent(rule_id, occurrence, points, amount, at))
         return found
 
+    async def rule_events_and_tier(
+        self, merchant_id: str, customer_id: str, since: Mapping[str, datetime]
+    ) -> tuple[dict[str, list[RuleEvent]], TierState | None]:
+        if not since:
+            return {}, await self.customer_tier(merchant_id, customer_id)
+        found: dict[str, list[RuleEvent]] = {rule_id: [] for rule_id in since}
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _RULE_EVENTS_AND_TIER,
+                {
+                    "merchant": merchant_id,
+                    "customer": customer_id,
+                    "rules": list(since),
+                    "since": min(since.values()),
+                },
+            )
+            rows = await cursor.fetchall()
+        tier_id, *state = rows[0][6:]  # part 0: always there, first
+        for _, rule_id, occurrence, points, amount, at, *_ in rows[1:]:
+            if at >= since[rule_id]:
+                found[rule_id].append(RuleEvent(rule_id, occurrence, points, amount, at))
+        return found, None if tier_id is None else TierState(tier_id, *state)
+
     async def record_rule_events(
         self, merchant_id: str, customer_id: str, events: Sequence[RuleEvent]
     ) -> None:
@@ -721,6 +783,31 @@ class PostgresLedgerStore:
             )
             for customer_id, earned, redeemed, tier_id, *state in rows
         ]
+
+    async def customer_tier_input(
+        self, merchant_id: str, customer_id: str, since: datetime | None
+    ) -> TierInput:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _CUSTOMER_TIER_INPUT,
+                {
+                    "merchant": merchant_id,
+                    "customer": customer_id,
+                    "since": since,
+                    "entry": TIER_ENTRY_REASON_PREFIX,
+                },
+            )
+            row = await cursor.fetchone()
+        assert row is not None  # an aggregate without GROUP BY: always one row
+        exists, earned, redeemed, tier_id, *state = row
+        if not exists:
+            raise LedgerNotFound(customer_id)
+        return TierInput(
+            customer_id,
+            int(earned),
+            int(redeemed),
+            None if tier_id is None else TierState(tier_id, *state),
+        )
 
     async def tier_job_cursor(self, merchant_id: str) -> str | None:
         async with self._pool.connection() as conn:
