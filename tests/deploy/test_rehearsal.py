@@ -96,15 +96,23 @@ PRE_FIX_KIND_UP_KEYS = [
 ]
 
 
+KEYS_ADDED_SINCE = (
+    "page-token-key",
+    "points-discount-code-key",
+    "points-integration-encryption-key",
+)
+
+
 def test_a_secret_short_of_a_credential_fails_the_container_that_reads_it(root: Path) -> None:
     objects = _render("kind")
     cluster = _cluster("kind", objects, root)
     backends = cluster.secrets[dev_secret.SECRET_NAME]
     cluster.secrets[dev_secret.SECRET_NAME] = {
-        # The keys added since (page tokens, discount codes) kept: the credentials are missing.
+        # The keys added since (page tokens, discount codes, integration secrets) kept: the
+        # credentials are missing.
         k: v
         for k, v in backends.items()
-        if k in PRE_FIX_KIND_UP_KEYS or k in ("page-token-key", "points-discount-code-key")
+        if k in PRE_FIX_KIND_UP_KEYS or k in KEYS_ADDED_SINCE
     }
     rehearsal = Rehearsal(objects, cluster, root / "run")
     with pytest.raises(RehearsalError, match="auth-service-credential-key") as failure:
