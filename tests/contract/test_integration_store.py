@@ -10,6 +10,7 @@ import json
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -124,17 +125,41 @@ async def test_issue_verify_rotate_erase(stores: Stores, merchant_id: str) -> No
     assert await stores.integrations.get_integration(other.integration_id) is not None
 
 
+class ReadTogether:
+    """The store, its first `parties` reads of an integration held until all were made."""
+
+    def __init__(self, store: Any, parties: int) -> None:
+        self._store = store
+        self._barrier = asyncio.Barrier(parties)
+        self._held = parties
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def get_integration(self, integration_id: str) -> Any:
+        found = await self._store.get_integration(integration_id)
+        if self._held > 0:
+            self._held -= 1
+            await asyncio.wait_for(self._barrier.wait(), 10)
+        return found
+
+
 async def test_concurrent_rotations_one_wins(stores: Stores, merchant_id: str) -> None:
     """Two rotations of one secret at once: one stores its secret, the other is ABORTED
     (never answering with a secret that was not stored); its retry rotates again."""
     if isinstance(stores.integrations, MongoIntegrationStore):
         await stores.integrations.ensure_indexes()
-    integrations = Integrations(stores.integrations, FieldCipher(os.urandom(32)), clock=Clock())
+    cipher = FieldCipher(os.urandom(32))
+    integrations = Integrations(stores.integrations, cipher, clock=Clock())
     created, _ = await integrations.create(merchant_id, "Quiz", "k")
     iid = created.integration_id
+    # Both rotations read generation 1 before either writes: a race, every time (gather
+    # alone let the first finish before the second read, on a loaded machine).
+    together = ReadTogether(stores.integrations, 2)
+    racing = Integrations(together, cipher, clock=Clock())
     results = await asyncio.gather(
-        integrations.rotate(merchant_id, iid, "a"),
-        integrations.rotate(merchant_id, iid, "b"),
+        racing.rotate(merchant_id, iid, "a"),
+        racing.rotate(merchant_id, iid, "b"),
         return_exceptions=True,
     )
     won = [r for r in results if isinstance(r, tuple)]
