@@ -260,6 +260,13 @@ async def referral_rewards(stack: Stack, customer_id: str) -> list[tuple[str, st
     )
 
 
+async def points_has_order(stack: Stack, order_id: str) -> bool:
+    response = await http(
+        "GET", f"{stack.gateway.url}/v1/api/points/orders/{order_id}", headers=stack.headers
+    )
+    return response.status == 200
+
+
 async def conversions(stack: Stack, code: str) -> dict[str, tuple[str, str, str]]:
     """order id -> (friend, status, refusal reason)."""
     status = await stack.call("GET", f"/v1/api/referrals/status?code={code}")
@@ -388,6 +395,9 @@ async def test_friend_orders_complete_referrals_once_after_approval(stack: Stack
     await eventually(
         lambda: _equals(conversions(stack, code), expected), 30, "friend 603", explain=stack.state
     )
+    # Points' pending period runs from when Points records the order on its own clock: it must
+    # have 7005 before the clock moves (read after, it would be pending a day past the move).
+    await eventually(lambda: points_has_order(stack, "7005"), 30, "Points to record 7005")
     stack.clock.now = START + 3 * DAY
     await eventually(
         lambda: _equals(
