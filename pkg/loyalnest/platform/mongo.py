@@ -36,11 +36,14 @@ def is_fake(client: object) -> bool:
     return type(client).__module__.split(".")[0] in {"mongomock", "mongomock_ng"}
 
 
+def to_millis(moment: datetime) -> datetime:
+    """`moment` as a BSON date holds it (milliseconds): truncated up front, what a write
+    returns equals what a later read returns."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
 def now_millis() -> datetime:
-    # BSON dates hold milliseconds: truncate up front so what a write returns equals what a
-    # later read returns.
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return to_millis(datetime.now(UTC))
 
 
 class MongoCalls:

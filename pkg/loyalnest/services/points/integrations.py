@@ -43,6 +43,7 @@ from loyalnest.platform.errors import (
     Unauthenticated,
 )
 from loyalnest.platform.idempotency import IdempotencyKeyReused
+from loyalnest.platform.mongo import to_millis
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.signatures import MalformedSignature, hmac_sha256_base64, matches_any
 from loyalnest.platform.validation import IDENTIFIER_RE
@@ -139,7 +140,7 @@ class Integrations:
         """(the integration, its secret; "" on a replay after a rotation)."""
         integration_id = str(uuid.uuid5(_IDS, f"{merchant_id}\0{key}"))
         secret = _new_secret()
-        now = _millis(self._clock())
+        now = to_millis(self._clock())
         stored = await self._store.create_integration(
             Integration(
                 merchant_id=merchant_id,
@@ -169,7 +170,7 @@ class Integrations:
         if current.secret_key == key:  # a retry of the rotation that set this secret
             return current, self._open(current.secret, integration_id, current.generation)
         secret = _new_secret()
-        now = _millis(self._clock())
+        now = to_millis(self._clock())
         generation = current.generation + 1
         rotated = replace(
             current,
@@ -281,11 +282,6 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     """The X-LoyalNest-Hmac-SHA256 an integration sends (for its developers, the tests and
     README's example)."""
     return hmac_sha256_base64(secret.encode(), signed_message(timestamp, body))
-
-
-def _millis(moment: datetime) -> datetime:
-    """As MongoDB keeps times (milliseconds): what a write returns equals what a read does."""
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def _new_secret() -> str:

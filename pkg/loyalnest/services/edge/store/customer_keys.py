@@ -25,20 +25,11 @@ from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.postgres import Database
 
 # Find the key, or create it; a concurrent creation makes ours lose (ON CONFLICT): read again.
+# For a webhook delivery it is created only if the delivery's event was not recorded before: a
+# redelivery (nothing is published for it) must not bring back the id of a customer erased
+# since (no delivery: NULLs, never recorded). Answers whether it was recorded, and the key if
+# there is one.
 _GET_OR_CREATE = (
-    "WITH created AS ("
-    " INSERT INTO customer_keys (merchant_id, customer_id, key_id, wrapped_key)"
-    " VALUES (%s, %s, %s, %s) ON CONFLICT (merchant_id, customer_id) DO NOTHING"
-    " RETURNING key_id, wrapped_key)"
-    " SELECT key_id, wrapped_key FROM created"
-    " UNION ALL SELECT key_id, wrapped_key FROM customer_keys"
-    " WHERE merchant_id = %s AND customer_id = %s"
-    " LIMIT 1"
-)
-# The same for a webhook delivery, creating the key only if the delivery's event was not
-# recorded before: a redelivery (nothing is published for it) must not bring back the id of a
-# customer erased since. Answers whether it was recorded, and the key if there is one.
-_GET_OR_CREATE_FOR_DELIVERY = (
     "WITH recorded AS (SELECT EXISTS (SELECT 1 FROM webhook_idempotency_keys"
     " WHERE shop_domain = %s AND event_id = %s) AS yes),"
     " created AS ("
@@ -90,35 +81,26 @@ class CustomerKeys:
         wrapped = self._master.encrypt(
             os.urandom(KEY_BYTES), context=_wrap_context(merchant_id, customer_id, key_id)
         )
+        shop_domain, event_id = delivery if delivery is not None else (None, None)
+        params = (shop_domain, event_id, merchant_id, customer_id, key_id, wrapped)
         async with self._pool.connection() as conn:
             for _ in range(3):
-                if delivery is None:
-                    cursor = await conn.execute(
-                        _GET_OR_CREATE,
-                        (merchant_id, customer_id, key_id, wrapped, merchant_id, customer_id),
-                        prepare=True,
-                    )
-                    row = await cursor.fetchone()
-                else:
-                    identity = (merchant_id, customer_id)
-                    cursor = await conn.execute(
-                        _GET_OR_CREATE_FOR_DELIVERY,
-                        (*delivery, merchant_id, customer_id, key_id, wrapped, *identity),
-                        prepare=True,
-                    )
-                    answer = await cursor.fetchone()
-                    assert answer is not None  # the final SELECT always answers one row
-                    recorded, *found = answer
-                    if recorded and found[0] is None:
-                        return None
-                    row = None if found[0] is None else tuple(found)
-                # Empty only when another transaction created it after our snapshot: again.
-                if row is not None:
-                    found_id = str(row[0])
+                cursor = await conn.execute(
+                    _GET_OR_CREATE, (*params, merchant_id, customer_id), prepare=True
+                )
+                answer = await cursor.fetchone()
+                assert answer is not None  # the final SELECT always answers one row
+                recorded, found_id, wrapped_key = answer
+                if found_id is not None:
                     key = self._master.decrypt(
-                        bytes(row[1]), context=_wrap_context(merchant_id, customer_id, found_id)
+                        bytes(wrapped_key),
+                        context=_wrap_context(merchant_id, customer_id, str(found_id)),
                     )
-                    return found_id, key
+                    return str(found_id), key
+                if recorded:
+                    return None
+                # No key and not recorded: another transaction created it after our
+                # snapshot; again.
         raise RuntimeError("customer key neither created nor found")
 
     async def seal(

@@ -56,7 +56,7 @@ from loyalnest.platform.idempotency import (
     IdempotencyKeyReused,
     ensure_same_request,
 )
-from loyalnest.platform.mongo import CODEC_OPTIONS, MongoCalls
+from loyalnest.platform.mongo import CODEC_OPTIONS, MongoCalls, to_millis
 from loyalnest.platform.mongo import now_millis as _now
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef
@@ -1675,9 +1675,7 @@ def _redemption_doc_id(merchant_id: str, redemption_id: str) -> str:
 
 
 def _millis(value: datetime) -> datetime:
-    """As BSON stores it, so what a write returns equals what a later read returns."""
-    value = _utc(value)
-    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+    return to_millis(_utc(value))
 
 
 def _reward(doc: Mapping[str, Any]) -> Reward:
