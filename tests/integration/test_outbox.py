@@ -78,3 +78,32 @@ async def test_backlog_and_purge(database: Database):
     assert await source.backlog() == outbox.Backlog(0, 0.0)
     assert await source.purge_sent(older_than_seconds=3600) == 0
     assert await source.purge_sent(older_than_seconds=0) == 3
+
+
+async def test_an_erasure_finds_the_published_rows_by_the_sent_key_index(database: Database):
+    """forget_sent_events (one per erased customer and service) and shop/redact's delete of
+    the merchant's published rows read outbox_sent_key (platform_0005), not every row the
+    outbox keeps: EXPLAIN over a realistic outbox (20,000 sent rows, 500 keys, analyzed)."""
+    from loyalnest.platform import personal_data
+
+    async with database.pool.connection() as conn:
+        await conn.execute(
+            "INSERT INTO outbox (event_id, event_type, topic, partition_key, lane, envelope,"
+            " sent_at) SELECT gen_random_uuid(), 'points.earned', 't',"
+            " 'm' || (i % 5) || '/c' || (i % 100), i % 64, '\\x00', now()"
+            " FROM generate_series(1, 20000) AS i"
+        )
+        await conn.execute("ANALYZE outbox")
+        plans = {}
+        for name, statement, params in (
+            ("customer", personal_data.FORGET_SENT, ("m1/c6",)),
+            ("merchant", personal_data.DROP_MERCHANT_SENT, ("m1", "m1/%")),
+        ):
+            cursor = await conn.execute(f"EXPLAIN {statement}", params)
+            plans[name] = "\n".join(row[0] for row in await cursor.fetchall())
+    for plan in plans.values():
+        assert "outbox_sent_key" in plan and "Seq Scan" not in plan, plans
+    # And they delete what they should: one key's 200 rows, then the merchant's other 3,800.
+    async with database.pool.connection() as conn, conn.transaction():
+        assert await personal_data.forget_sent_events(conn, "m1", "c6") == 200
+        assert await personal_data.drop_merchant_events(conn, "m1") == 3800

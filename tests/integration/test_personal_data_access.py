@@ -88,6 +88,14 @@ async def test_only_a_service_token_for_this_service_and_merchant(users: Running
                 pb.ExportCustomerRequest(), metadata=as_service(merchant_b)
             )
         assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # An erasure key that is not 32 bytes (AdminCore's are random, one per request).
+        with pytest.raises(grpc.aio.AioRpcError) as invalid:
+            await contract.EraseCustomer(
+                pb.EraseCustomerRequest(customer=ref, erasure_key=b"short"),
+                metadata=as_service(merchant_b),
+            )
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "erasure key" in (invalid.value.details() or "")
 
         # Merchant A's token finds nothing of B's, and erases nothing of it.
         found = await contract.ExportCustomer(export, metadata=as_service(merchant_a))

@@ -23,9 +23,13 @@ carrying `<service>:personal-data` (only AdminCore's grant has it): a token for 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from google.protobuf import json_format, struct_pb2
@@ -41,6 +45,8 @@ from loyalnest.platform.idempotency import INTERNAL
 # What an erased customer's identifiers become where a record must stay (the ledgers' and
 # events' anonymous ids).
 ERASED_PREFIX = "erased:"
+# An erasure's key (EraseCustomerRequest.erasure_key): random, one per GDPR request.
+ERASURE_KEY_BYTES = 32
 
 SERVICE_NAME = personal_data_pb2.DESCRIPTOR.services_by_name["PersonalDataService"].full_name
 
@@ -108,14 +114,42 @@ class PersonalData:
     not_personal: Mapping[str, str] = field(default_factory=dict)
 
 
+def new_erasure_key() -> bytes:
+    return secrets.token_bytes(ERASURE_KEY_BYTES)
+
+
+def anonymous_id(erasure_key: bytes, identifier: str) -> str:
+    """The id `identifier` becomes in an erasure under `erasure_key` (see CustomerRef)."""
+    digest = hmac.new(erasure_key, identifier.encode(), hashlib.sha256).hexdigest()
+    return ERASED_PREFIX + digest[:32]
+
+
 @dataclass(frozen=True)
 class CustomerRef:
-    """Who a request is about (see CustomerRef in personal_data.proto)."""
+    """Who a request is about (see CustomerRef in personal_data.proto).
+
+    `erasure_key` makes the anonymous ids of an erasure (`anonymous_id`): AdminCore draws one
+    per GDPR request and sends it to every service (EraseCustomerRequest.erasure_key), so an
+    identifier becomes the same `erased:` id in every service's rows and redacted events, and
+    a consumer adding things up per customer sees one anonymous customer, not one per
+    producer. Each identifier keeps its own id (a ledger under a Users id stays apart from
+    the one under the Shopify id, as before). A keyed hash: without the key, which AdminCore
+    forgets when the request completes, nothing leads from the customer to the id or back.
+    A ref made without one gets a random key of its own (not compared: it is not identity)."""
 
     shopify_customer_id: str
     user_ids: tuple[str, ...] = ()
     emails: tuple[str, ...] = ()
     core_customer_ids: tuple[str, ...] = ()
+    erasure_key: bytes = field(default_factory=new_erasure_key, compare=False, repr=False)
+
+    def anonymous_id(self, identifier: str) -> str:
+        """What `identifier` becomes in this erasure, in every service alike."""
+        return anonymous_id(self.erasure_key, identifier)
+
+    def only(self, customer_id: str) -> CustomerRef:
+        """A ref to one of this customer's ids, in the same erasure (a store keyed by it)."""
+        return CustomerRef(customer_id, erasure_key=self.erasure_key)
 
     @classmethod
     def from_proto(cls, message: personal_data_pb2.CustomerRef) -> CustomerRef:
@@ -149,7 +183,22 @@ class CustomerRef:
             union(self.user_ids, other.user_ids),
             union(self.emails, other.emails),
             union(self.core_customer_ids, other.core_customer_ids),
+            self.erasure_key,
         )
+
+
+# The erasure a service is carrying out (PersonalDataServicer.EraseCustomer), for the stores
+# keyed by Shopify's id alone (ByShopifyId), whose redact_unsent_events takes its ids from it.
+_ERASURE_KEY: ContextVar[bytes | None] = ContextVar("erasure_key", default=None)
+
+
+@contextmanager
+def erasing(customer: CustomerRef) -> Iterator[None]:
+    token = _ERASURE_KEY.set(customer.erasure_key)
+    try:
+        yield
+    finally:
+        _ERASURE_KEY.reset(token)
 
 
 @dataclass(frozen=True)
@@ -243,7 +292,14 @@ class PersonalDataServicer(personal_data_pb2_grpc.PersonalDataServiceServicer):
     ) -> personal_data_pb2.EraseCustomerResponse:
         merchant_id = self._merchant()
         customer = self._customer(request.customer, request.HasField("customer"))
-        records = await self._store.erase_customer(merchant_id, customer)
+        if request.erasure_key:
+            if len(request.erasure_key) != ERASURE_KEY_BYTES:
+                raise InvalidArgument.for_field(
+                    "erasure_key", f"an erasure key is {ERASURE_KEY_BYTES} random bytes"
+                )
+            customer = replace(customer, erasure_key=request.erasure_key)
+        with erasing(customer):
+            records = await self._store.erase_customer(merchant_id, customer)
         return personal_data_pb2.EraseCustomerResponse(records=records)
 
     async def EraseMerchant(
@@ -276,25 +332,38 @@ def json_safe(value: Any) -> Any:
 # --- helpers for PostgreSQL stores ----------------------------------------------------------
 
 
+# The published rows of one record key, and of a merchant's keys: both by the partial index
+# outbox_sent_key (platform_0005), whose predicate (`sent_at IS NOT NULL`) they repeat.
+FORGET_SENT = "DELETE FROM outbox WHERE sent_at IS NOT NULL AND partition_key = %s"
+_MERCHANT_KEYS = "(partition_key = %s OR partition_key LIKE %s)"
+DROP_MERCHANT_SENT = f"DELETE FROM outbox WHERE sent_at IS NOT NULL AND {_MERCHANT_KEYS}"
+
+
 async def forget_sent_events(conn: AsyncConnection, merchant_id: str, aggregate: str) -> int:
     """Deletes the outbox rows already published for one aggregate of the merchant (their
     copy in Kafka is out of reach: see README "GDPR"). Unsent rows: `redact_unsent_events`."""
-    cursor = await conn.execute(
-        "DELETE FROM outbox WHERE partition_key = %s AND sent_at IS NOT NULL",
-        (f"{merchant_id}/{aggregate}",),
-    )
+    cursor = await conn.execute(FORGET_SENT, (f"{merchant_id}/{aggregate}",))
     return cursor.rowcount
+
+
+def erasure_ids(replacement: str | Callable[[str], str] | None) -> str | Callable[[str], str]:
+    """`replacement`, or by default the anonymous ids of the erasure under way (`erasing`; a
+    random key outside one)."""
+    if replacement is not None:
+        return replacement
+    key = _ERASURE_KEY.get() or new_erasure_key()
+    return lambda identifier: anonymous_id(key, identifier)
 
 
 async def redact_unsent_events(
     conn: AsyncConnection,
     merchant_id: str,
     identifiers: Iterable[str],
-    replacement: str | None = None,
+    replacement: str | Callable[[str], str] | None = None,
 ) -> int:
     """Rewrites the merchant's outbox rows not yet published that name the customer (any of
-    `identifiers`) to name `replacement` instead (a random `erased:` id by default; a store
-    that moved the customer's rows to an anonymous id passes that one), inside the caller's
+    `identifiers`) to name their anonymous ids instead (by default the erasure's, see
+    CustomerRef.anonymous_id: the same in every service), inside the caller's
     erasing transaction: once it commits, nothing naming the customer leaves this outbox.
     Redacted, not dropped: see platform/events/redaction.py and README "GDPR".
 
@@ -302,7 +371,7 @@ async def redact_unsent_events(
     the lanes are locked first, so such a row is either published before (and then deleted
     here, as a published row naming the customer) or redacted before it is published.
     Returns the rows changed."""
-    redactor = Redactor(identifiers, replacement or ERASED_PREFIX + uuid.uuid4().hex)
+    redactor = Redactor(identifiers, erasure_ids(replacement))
     if not redactor.identifiers:
         return 0
     # A byte search of the serialized envelopes (strings are raw UTF-8 in protobuf) finds the
@@ -356,10 +425,10 @@ async def drop_merchant_events(conn: AsyncConnection, merchant_id: str) -> int:
     a consumer that already erased the merchant hold its data again. The lanes of the
     unpublished rows are locked first, as in `redact_unsent_events`, so none leaves
     meanwhile."""
-    scope = "(partition_key = %s OR partition_key LIKE %s)"
     params = (merchant_id, _like_prefix(merchant_id) + "/%")
     cursor = await conn.execute(
-        f"SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL AND {scope} ORDER BY lane",
+        f"SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL AND {_MERCHANT_KEYS}"
+        " ORDER BY lane",
         params,
     )
     lanes = [lane for (lane,) in await cursor.fetchall()]
@@ -368,7 +437,13 @@ async def drop_merchant_events(conn: AsyncConnection, merchant_id: str) -> int:
             "SELECT lane FROM outbox_lanes WHERE lane = ANY(%s) ORDER BY lane FOR UPDATE",
             (lanes,),
         )
-    return (await conn.execute(f"DELETE FROM outbox WHERE {scope}", params)).rowcount
+    # Unsent and sent apart: each by its own partial index (outbox_pending, outbox_sent_key).
+    # The lanes are held: a row published meanwhile was published before, so the second
+    # statement finds it.
+    dropped = (
+        await conn.execute(f"DELETE FROM outbox WHERE sent_at IS NULL AND {_MERCHANT_KEYS}", params)
+    ).rowcount
+    return dropped + (await conn.execute(DROP_MERCHANT_SENT, params)).rowcount
 
 
 async def forget_internal_keys_naming(

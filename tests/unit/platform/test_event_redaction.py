@@ -62,3 +62,25 @@ def test_contact_fields_go_only_from_a_message_naming_the_customer() -> None:
     assert redactor.message(theirs) and theirs == g.CustomerData()
     someone_else = g.CustomerData(email="bob@example.com", first_name="Bob")
     assert not redactor.message(someone_else) and someone_else.first_name == "Bob"
+
+
+def test_an_erasure_gives_each_identifier_its_own_id_the_same_in_every_service() -> None:
+    from loyalnest.platform.personal_data import CustomerRef, anonymous_id
+
+    request = CustomerRef("c-1", user_ids=("u-1",))
+    # What two services get from the same request (AdminCore sends one erasure key).
+    points, users = request.only("c-1"), CustomerRef("c-1", erasure_key=request.erasure_key)
+    assert points.anonymous_id("c-1") == users.anonymous_id("c-1")
+    assert request.anonymous_id("c-1") != request.anonymous_id("u-1")
+    # Another erasure (another key) of the same id: another id; none follows from the id.
+    assert CustomerRef("c-1").anonymous_id("c-1") != request.anonymous_id("c-1")
+    assert anonymous_id(request.erasure_key, "c-1") == request.anonymous_id("c-1")
+    assert "c-1" not in request.anonymous_id("c-1")
+
+    redactor = Redactor(["c-1", "u-1"], request.anonymous_id)
+    assert redactor.text("m|c-1|u-1") == (
+        f"m|{request.anonymous_id('c-1')}|{request.anonymous_id('u-1')}"
+    )
+    event = new_event("m-1", points_pb2.PointsEarned(customer_id="u-1", points=5))
+    redacted = redactor.record(event.value, event.key)
+    assert redacted is not None and redacted.key == f"m-1/{request.anonymous_id('u-1')}"

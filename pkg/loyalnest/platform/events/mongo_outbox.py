@@ -76,7 +76,7 @@ import random
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -223,12 +223,13 @@ def redact_unsent(
     database: Database[Document],
     merchant_id: str,
     identifiers: Iterable[str],
-    replacement: str,
+    replacement: str | Callable[[str], str],
     *,
     wait_seconds: float = REDACT_WAIT_SECONDS,
 ) -> int:
     """Rewrites the merchant's events not yet published that name the customer (any of
-    `identifiers`) to name `replacement` (blocking; a worker thread). The counterpart of
+    `identifiers`) to name `replacement` (one id, or each identifier's: the erasure's
+    CustomerRef.anonymous_id) (blocking; a worker thread). The counterpart of
     personal_data.redact_unsent_events; see platform/events/redaction.py for what changes.
 
     The lanes concerned are leased first, as a relay leases them, so no relay publishes

@@ -20,7 +20,7 @@ The record key (`<merchant>/<aggregate>`) is rewritten the same way; the row kee
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,13 +46,16 @@ class Redacted:
 
 
 class Redactor:
-    """Rewrites events naming any of `identifiers` to name `replacement` instead."""
+    """Rewrites events naming any of `identifiers` to name `replacement` instead: one id for
+    all, or a function giving each identifier its own (an erasure's anonymous ids,
+    personal_data.CustomerRef.anonymous_id, the same in every service)."""
 
-    def __init__(self, identifiers: Iterable[str], replacement: str) -> None:
+    def __init__(self, identifiers: Iterable[str], replacement: str | Callable[[str], str]) -> None:
         self.identifiers = frozenset(i for i in identifiers if i)
-        if replacement in self.identifiers:
-            raise ValueError("the replacement must not be one of the identifiers")
-        self.replacement = replacement
+        replace = replacement if callable(replacement) else (lambda _: replacement)
+        self._replacements = {i: replace(i) for i in self.identifiers}
+        if set(self._replacements.values()) & self.identifiers:
+            raise ValueError("a replacement must not be one of the identifiers")
         alternatives = "|".join(re.escape(i) for i in sorted(self.identifiers, key=len)[::-1])
         # A whole value or a separated part of one, never a substring of a longer id.
         sep = re.escape(_SEPARATORS)
@@ -69,7 +72,7 @@ class Redactor:
     def text(self, value: str) -> str:
         if self._pattern is None:
             return value
-        return self._pattern.sub(self.replacement.replace("\\", "\\\\"), value)
+        return self._pattern.sub(lambda match: self._replacements[match.group(0)], value)
 
     def record(self, envelope_bytes: bytes, key: str) -> Redacted | None:
         """The redacted envelope and key, or None when the event does not name the

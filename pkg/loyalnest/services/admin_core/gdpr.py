@@ -9,7 +9,10 @@ AdminCore's own service token bound to the request's merchant:
 - customer redaction: first every holder's export, only for the identifiers each knows of the
   customer (Core knows the email and the Users account, Users then finds its rows by them);
   they are kept sealed on the request, so a retry after some services already erased still
-  finds the rest; then `EraseCustomer` at each holder, each step completed as it answers;
+  finds the rest; then `EraseCustomer` at each holder, each step completed as it answers,
+  all with the request's one erasure key (kept sealed with the identifiers, forgotten with
+  them when the request completes), from which every service derives the customer's
+  anonymous ids alike;
 - shop redaction: `EraseMerchant` at each holder.
 
 A failed call leaves its step pending with the error, and the request is taken again after a
@@ -105,9 +108,9 @@ class GdprWorker:
                 lambda stub: stub.EraseMerchant(personal_data_pb2.EraseMerchantRequest()),
             )
         assert work.customer_id is not None  # customer requests name one
-        ref = CustomerRef(work.customer_id)
-        if work.identifiers is not None:
-            ref = ref.merged(work.identifiers)
+        ref = CustomerRef(work.customer_id)  # a new erasure key, kept with the identifiers
+        if work.identifiers is not None:  # the kept identifiers and their erasure key
+            ref = work.identifiers.merged(ref)
         sections: dict[str, object] = {}
         records: dict[str, int] = {}
         errors: list[str] = []
@@ -152,7 +155,11 @@ class GdprWorker:
             if errors:
                 return errors[0]
             await self._store.save_identifiers(work, ref)
-        request = personal_data_pb2.EraseCustomerRequest(customer=ref.to_proto())
+        # One erasure key for every service and every attempt: the customer becomes the same
+        # anonymous ids everywhere (CustomerRef.anonymous_id).
+        request = personal_data_pb2.EraseCustomerRequest(
+            customer=ref.to_proto(), erasure_key=ref.erasure_key
+        )
         return await self._each(work, lambda stub: stub.EraseCustomer(request))
 
     async def _each(self, work: Work, call: object) -> str | None:

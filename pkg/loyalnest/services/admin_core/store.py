@@ -13,6 +13,7 @@ bound to the merchant and request.
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from loyalnest.platform import idempotency, personal_data
 from loyalnest.platform.events import inbox, outbox
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.idempotency import IdempotencyKey
-from loyalnest.platform.personal_data import CustomerRef
+from loyalnest.platform.personal_data import CustomerRef, new_erasure_key
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database
 from loyalnest.services.admin_core import audit_log, events
@@ -267,6 +268,7 @@ class GdprStore:
                 "user_ids": ref.user_ids,
                 "emails": ref.emails,
                 "core_customer_ids": ref.core_customer_ids,
+                "erasure_key": base64.b64encode(ref.erasure_key).decode(),
             }
         )
         return self._vault.seal(merchant_id, request_id, text, column="identifiers")
@@ -278,6 +280,8 @@ class GdprStore:
             tuple(data["user_ids"]),
             tuple(data["emails"]),
             tuple(data["core_customer_ids"]),
+            # Kept before the erasure key existed: a new one (and per attempt) for those.
+            base64.b64decode(data["erasure_key"]) if "erasure_key" in data else new_erasure_key(),
         )
 
     async def save_identifiers(self, work: Work, ref: CustomerRef) -> None:

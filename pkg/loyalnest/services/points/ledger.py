@@ -143,7 +143,7 @@ class Ledger:
     async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
         erased = 0
         for customer_id in _ledger_ids(customer):
-            erased += await self.store.erase_customer(merchant_id, CustomerRef(customer_id))
+            erased += await self.store.erase_customer(merchant_id, customer.only(customer_id))
             if self.cache is not None:
                 await self.cache.client.delete(balance_key(merchant_id, customer_id))
         return erased

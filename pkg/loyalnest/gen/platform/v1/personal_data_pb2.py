@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from loyalnest.gen.options.v1 import access_pb2 as loyalnest_dot_options_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)loyalnest/platform/v1/personal_data.proto\x12\x15loyalnest.platform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a!loyalnest/options/v1/access.proto\"m\n\x0b\x43ustomerRef\x12!\n\x13shopify_customer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12\x0e\n\x06\x65mails\x18\x03 \x03(\t\x12\x19\n\x11\x63ore_customer_ids\x18\x04 \x03(\t\"S\n\x15\x45xportCustomerRequest\x12:\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\".loyalnest.platform.v1.CustomerRefB\x04\xe2\x41\x01\x02\"r\n\x16\x45xportCustomerResponse\x12%\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x05\x66ound\x18\x02 \x01(\x0b\x32\".loyalnest.platform.v1.CustomerRef\"R\n\x14\x45raseCustomerRequest\x12:\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\".loyalnest.platform.v1.CustomerRefB\x04\xe2\x41\x01\x02\"(\n\x15\x45raseCustomerResponse\x12\x0f\n\x07records\x18\x01 \x01(\x03\"\x16\n\x14\x45raseMerchantRequest\"(\n\x15\x45raseMerchantResponse\x12\x0f\n\x07records\x18\x01 \x01(\x03\x32\xfd\x02\n\x13PersonalDataService\x12x\n\x0e\x45xportCustomer\x12,.loyalnest.platform.v1.ExportCustomerRequest\x1a-.loyalnest.platform.v1.ExportCustomerResponse\"\t\x90\x02\x01\xca\xf3\x18\x02\x18\x01\x12u\n\rEraseCustomer\x12+.loyalnest.platform.v1.EraseCustomerRequest\x1a,.loyalnest.platform.v1.EraseCustomerResponse\"\t\x90\x02\x02\xca\xf3\x18\x02\x18\x01\x12u\n\rEraseMerchant\x12+.loyalnest.platform.v1.EraseMerchantRequest\x1a,.loyalnest.platform.v1.EraseMerchantResponse\"\t\x90\x02\x02\xca\xf3\x18\x02\x18\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)loyalnest/platform/v1/personal_data.proto\x12\x15loyalnest.platform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a!loyalnest/options/v1/access.proto\"m\n\x0b\x43ustomerRef\x12!\n\x13shopify_customer_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08user_ids\x18\x02 \x03(\t\x12\x0e\n\x06\x65mails\x18\x03 \x03(\t\x12\x19\n\x11\x63ore_customer_ids\x18\x04 \x03(\t\"S\n\x15\x45xportCustomerRequest\x12:\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\".loyalnest.platform.v1.CustomerRefB\x04\xe2\x41\x01\x02\"r\n\x16\x45xportCustomerResponse\x12%\n\x04\x64\x61ta\x18\x01 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\x05\x66ound\x18\x02 \x01(\x0b\x32\".loyalnest.platform.v1.CustomerRef\"g\n\x14\x45raseCustomerRequest\x12:\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\".loyalnest.platform.v1.CustomerRefB\x04\xe2\x41\x01\x02\x12\x13\n\x0b\x65rasure_key\x18\x02 \x01(\x0c\"(\n\x15\x45raseCustomerResponse\x12\x0f\n\x07records\x18\x01 \x01(\x03\"\x16\n\x14\x45raseMerchantRequest\"(\n\x15\x45raseMerchantResponse\x12\x0f\n\x07records\x18\x01 \x01(\x03\x32\xfd\x02\n\x13PersonalDataService\x12x\n\x0e\x45xportCustomer\x12,.loyalnest.platform.v1.ExportCustomerRequest\x1a-.loyalnest.platform.v1.ExportCustomerResponse\"\t\x90\x02\x01\xca\xf3\x18\x02\x18\x01\x12u\n\rEraseCustomer\x12+.loyalnest.platform.v1.EraseCustomerRequest\x1a,.loyalnest.platform.v1.EraseCustomerResponse\"\t\x90\x02\x02\xca\xf3\x18\x02\x18\x01\x12u\n\rEraseMerchant\x12+.loyalnest.platform.v1.EraseMerchantRequest\x1a,.loyalnest.platform.v1.EraseMerchantResponse\"\t\x90\x02\x02\xca\xf3\x18\x02\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,13 +53,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPORTCUSTOMERRESPONSE']._serialized_start=362
   _globals['_EXPORTCUSTOMERRESPONSE']._serialized_end=476
   _globals['_ERASECUSTOMERREQUEST']._serialized_start=478
-  _globals['_ERASECUSTOMERREQUEST']._serialized_end=560
-  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=562
-  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=602
-  _globals['_ERASEMERCHANTREQUEST']._serialized_start=604
-  _globals['_ERASEMERCHANTREQUEST']._serialized_end=626
-  _globals['_ERASEMERCHANTRESPONSE']._serialized_start=628
-  _globals['_ERASEMERCHANTRESPONSE']._serialized_end=668
-  _globals['_PERSONALDATASERVICE']._serialized_start=671
-  _globals['_PERSONALDATASERVICE']._serialized_end=1052
+  _globals['_ERASECUSTOMERREQUEST']._serialized_end=581
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_start=583
+  _globals['_ERASECUSTOMERRESPONSE']._serialized_end=623
+  _globals['_ERASEMERCHANTREQUEST']._serialized_start=625
+  _globals['_ERASEMERCHANTREQUEST']._serialized_end=647
+  _globals['_ERASEMERCHANTRESPONSE']._serialized_start=649
+  _globals['_ERASEMERCHANTRESPONSE']._serialized_end=689
+  _globals['_PERSONALDATASERVICE']._serialized_start=692
+  _globals['_PERSONALDATASERVICE']._serialized_end=1073
 # @@protoc_insertion_point(module_scope)

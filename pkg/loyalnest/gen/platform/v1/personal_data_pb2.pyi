@@ -36,10 +36,12 @@ class ExportCustomerResponse(_message.Message):
     def __init__(self, data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., found: _Optional[_Union[CustomerRef, _Mapping]] = ...) -> None: ...
 
 class EraseCustomerRequest(_message.Message):
-    __slots__ = ("customer",)
+    __slots__ = ("customer", "erasure_key")
     CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    ERASURE_KEY_FIELD_NUMBER: _ClassVar[int]
     customer: CustomerRef
-    def __init__(self, customer: _Optional[_Union[CustomerRef, _Mapping]] = ...) -> None: ...
+    erasure_key: bytes
+    def __init__(self, customer: _Optional[_Union[CustomerRef, _Mapping]] = ..., erasure_key: _Optional[bytes] = ...) -> None: ...
 
 class EraseCustomerResponse(_message.Message):
     __slots__ = ("records",)

@@ -440,24 +440,43 @@ class CustomerStore:
         erased = 0
         async with self._pool.connection() as conn, conn.transaction():
             for found in await self._customers_of(conn, merchant_id, customer, lock=True):
+                # The erasure's anonymous id for their Shopify id, as every service's (a repeat
+                # keeps the one the row has); a row without one: its own id, naming nobody.
+                shopify_id = found.shopify_customer_id or ""
+                anonymous = (
+                    shopify_id
+                    if shopify_id.startswith(personal_data.ERASED_PREFIX)
+                    else customer.anonymous_id(shopify_id)
+                    if shopify_id
+                    else f"{personal_data.ERASED_PREFIX}{found.customer_id}"
+                )
+                taken = await conn.execute(
+                    "SELECT 1 FROM customers WHERE merchant_id = %s AND shopify_customer_id = %s"
+                    " AND customer_id <> %s",
+                    (merchant_id, anonymous, found.customer_id),
+                )
+                if await taken.fetchone():  # a redacted event consumed meanwhile made one
+                    anonymous = f"{personal_data.ERASED_PREFIX}{found.customer_id}"
                 await conn.execute(
                     "UPDATE customers SET email_ciphertext = NULL, email_index = NULL,"
                     " first_name_ciphertext = NULL, last_name_ciphertext = NULL, user_id = NULL,"
-                    " shopify_customer_id = 'erased:' || customer_id::text,"
+                    " shopify_customer_id = %s,"
                     " redacted_at = coalesce(redacted_at, now()), updated_at = now()"
                     " WHERE merchant_id = %s AND customer_id = %s",
-                    (merchant_id, found.customer_id),
+                    (anonymous, merchant_id, found.customer_id),
                 )
                 await conn.execute(
                     "DELETE FROM customer_rfm WHERE merchant_id = %s AND customer_id = %s",
                     (merchant_id, found.customer_id),
                 )
-                # Its unsent events name the row's anonymous id instead, as the row does.
+                # Its unsent events name the erasure's anonymous ids instead, as the row does.
                 await personal_data.redact_unsent_events(
                     conn,
                     merchant_id,
-                    (*customer.identifiers(), found.shopify_customer_id or "", found.user_id or ""),
-                    f"{personal_data.ERASED_PREFIX}{found.customer_id}",
+                    (*customer.identifiers(), shopify_id, found.user_id or "")
+                    if shopify_id != anonymous
+                    else (*customer.identifiers(), found.user_id or ""),
+                    customer.anonymous_id,
                 )
                 await personal_data.forget_sent_events(conn, merchant_id, found.customer_id)
                 await outbox.enqueue(

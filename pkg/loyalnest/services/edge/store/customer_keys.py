@@ -232,7 +232,7 @@ class CustomerKeys:
             )
             erased = cursor.rowcount + dead_letters
             erased += await personal_data.redact_unsent_events(
-                conn, merchant_id, customer.identifiers()
+                conn, merchant_id, customer.identifiers(), customer.anonymous_id
             )
             erased += await personal_data.forget_sent_events(
                 conn, merchant_id, customer.shopify_customer_id

@@ -88,7 +88,7 @@ ERASED_PREFIX = "erased:"
 
 
 def erased_customer_id() -> str:
-    """The id an erased customer's ledger moves to: random, so nothing leads back."""
+    """A random anonymous id: where the erasure's own (CustomerRef.anonymous_id) is taken."""
     return ERASED_PREFIX + uuid.uuid4().hex
 
 
@@ -155,7 +155,8 @@ class LedgerStore(Protocol):
         ...
 
     async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
-        """Moves the customer's ledger and its history to `erased_customer_id()`: amounts
+        """Moves the customer's ledger and its history to the erasure's anonymous id
+        (`customer.anonymous_id`; `erased_customer_id()` if a ledger has it already): amounts
         kept, identity gone. Idempotent (a repeat finds nothing)."""
         ...
 

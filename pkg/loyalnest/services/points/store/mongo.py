@@ -368,12 +368,17 @@ class MongoLedgerStore:
         id it moves to (`erased_to`), so a retry after a crash moves what is left to the same
         id, then the history moves, the ledger last."""
         match = {"merchant_id": merchant_id, "customer_id": customer.shopify_customer_id}
+        # The erasure's id, the one every service uses for the customer, unless a ledger has
+        # it already (see _anonymous_ledger_id in the PostgreSQL store).
+        anonymous = customer.anonymous_id(customer.shopify_customer_id)
+        if self._balances.find_one({"merchant_id": merchant_id, "customer_id": anonymous}):
+            anonymous = erased_customer_id()
         ledger = self._balances.find_one_and_update(
             {**match, "erased_to": {"$exists": False}},
-            {"$set": {"erased_to": erased_customer_id()}},
+            {"$set": {"erased_to": anonymous}},
             return_document=ReturnDocument.AFTER,
         ) or self._balances.find_one(match)
-        anonymous = ledger["erased_to"] if ledger is not None else erased_customer_id()
+        anonymous = ledger["erased_to"] if ledger is not None else anonymous
         erased = 0
         for collection in (
             self._ledger,

@@ -1140,13 +1140,14 @@ class PostgresLedgerStore:
 
     async def erase_customer(self, merchant_id: str, customer: CustomerRef) -> int:
         """The customer's ledger, history, redemptions, orders, tier, rule decisions and
-        expiry notices move to a random id that names nobody: amounts stay (liability,
-        reports, the tier the balance earned), the identity goes."""
+        expiry notices move to the erasure's anonymous id (CustomerRef.anonymous_id, the one
+        every service uses for this customer): amounts stay (liability, reports, the tier the
+        balance earned), the identity goes."""
         customer_id = customer.shopify_customer_id
-        anonymous = erased_customer_id()
-        params = {"m": merchant_id, "c": customer_id, "a": anonymous}
         erased = 0
         async with self._pool.connection() as conn, conn.transaction():
+            anonymous = await _anonymous_ledger_id(conn, merchant_id, customer)
+            params = {"m": merchant_id, "c": customer_id, "a": anonymous}
             cursor = await conn.execute(
                 "INSERT INTO ledgers (merchant_id, customer_id, balance, lifetime_earned,"
                 " lifetime_redeemed, last_sequence, created_at, updated_at)"
@@ -1210,6 +1211,21 @@ class PostgresLedgerStore:
                 ).rowcount
             erased += await personal_data.erase_platform_rows(conn, merchant_id)
         return erased
+
+
+async def _anonymous_ledger_id(
+    conn: AsyncConnection, merchant_id: str, customer: CustomerRef
+) -> str:
+    """The erasure's id for the customer, unless a ledger has it already: another service's
+    redacted event consumed meanwhile (Users' `user.created` opens a ledger) may have opened
+    one, and two ledgers' histories cannot merge. Then a random id, as before: the amounts
+    stay consistent, only the mesh-wide match is lost for this rare race."""
+    anonymous = customer.anonymous_id(customer.shopify_customer_id)
+    cursor = await conn.execute(
+        "SELECT 1 FROM ledgers WHERE merchant_id = %s AND customer_id = %s",
+        (merchant_id, anonymous),
+    )
+    return erased_customer_id() if await cursor.fetchone() else anonymous
 
 
 async def _lock_tier_job(conn: AsyncConnection, merchant_id: str) -> None:

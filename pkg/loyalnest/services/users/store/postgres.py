@@ -338,7 +338,7 @@ class UserStore:
                     conn, merchant_id, customer.shopify_customer_id
                 )
             await personal_data.redact_unsent_events(
-                conn, merchant_id, (*customer.identifiers(), *user_ids)
+                conn, merchant_id, (*customer.identifiers(), *user_ids), customer.anonymous_id
             )
             for user_id in user_ids:
                 await personal_data.forget_sent_events(conn, merchant_id, user_id)
