@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable
+from datetime import UTC
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 from prometheus_client import REGISTRY
 
 from loyalnest.devstack.standins.posthog import (
@@ -292,5 +294,77 @@ async def _has(posthog: PosthogStandIn, distinct_id: str) -> bool:
 def _erased_events(source: str) -> float:
     value = REGISTRY.get_sample_value(
         "loyalnest_event_tracking_erased_person_events_total", {"source": source}
+    )
+    return value or 0.0
+
+
+async def test_events_of_a_merchant_after_its_shop_redact_make_nothing_at_posthog(
+    database_url: str, posthog: PosthogStandIn, store: TaskStore, merchant_id: str
+) -> None:
+    """After shop/redact completed (PostHog deleted every person of the merchant), its events
+    from before the erasure still arriving (a domain event still in its topic, a storefront's
+    late batch, one queued while the erasure committed) are dropped and counted, never
+    shipped: PostHog gets no person or event of the erased merchant again. The tombstone is
+    by occurrence: the merchant's events from after it (a reinstall, same id) are shipped."""
+    settings = settings_for(database_url, posthog, **with_persons_api(posthog))
+    async with serve_for_test(SPEC, settings, Stub) as (_, stub):
+        await capture(
+            stub, merchant_id, client_event(distinct_id="c-1"), client_event(distinct_id="c-2")
+        )
+        await arrived(posthog, 2)
+        await shipped(store, merchant_id, 2)
+        ann, bob, cat = (PSEUDONYMS.of(merchant_id, c) for c in ("c-1", "c-2", "c-3"))
+        # Produced before the erasure, consumed after it (still in the topic meanwhile).
+        domain = events_pb2.PointsEarned(customer_id="c-3", points=10)
+        outgoing = new_event(merchant_id, domain)
+        before = timestamp_pb2.Timestamp()
+        before.GetCurrentTime()
+        await asyncio.sleep(0.01)
+
+        await pending_at_posthog(store.erase_merchant(merchant_id))
+        await no_deletions_left(store, merchant_id)
+        await store.erase_merchant(merchant_id)  # completed
+        assert posthog.person(ann) is None and posthog.person(bob) is None
+
+        dropped = _erased_merchant_events("client"), _erased_merchant_events("domain")
+        late = client_event(distinct_id="c-3")
+        late.timestamp.CopyFrom(before)
+        assert (await capture(stub, merchant_id, late)).accepted == 1  # taken, not queued
+        consumed = ConsumedEvent(
+            outgoing.envelope, outgoing.spec, domain, "event_tracking", "t", 0, 0
+        )
+        task = task_for(store, consumed)
+        assert task is not None
+        assert await store.queue_all([task]) == Counts(new=0, duplicates=0, erased=1)
+        assert (_erased_merchant_events("client"), _erased_merchant_events("domain")) == (
+            dropped[0] + 1,
+            dropped[1] + 1,
+        )
+        # One queued while the erasure committed: never claimed, purged.
+        async with store._pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO queue_tasks (task_id, merchant_id, event_type, source, subject,"
+                " payload, occurred_at) VALUES (gen_random_uuid(), %s, 'raced', 'client', %s,"
+                " '{}', %s)",
+                (merchant_id, cat, before.ToDatetime(UTC)),
+            )
+        # The merchant back (a reinstall): what happens from now on is shipped.
+        await capture(stub, merchant_id, client_event(distinct_id="c-4"))
+        dan = PSEUDONYMS.of(merchant_id, "c-4")
+        await eventually(lambda: _has(posthog, dan), 15, "the reinstalled merchant's event")
+        await asyncio.sleep(0.5)  # more shipper rounds: nothing from before follows
+        assert posthog.person(cat) is None and events_of(posthog, cat) == []
+        assert {e["distinct_id"] for e in posthog.received()} == {dan}
+        await store.purge_finished(older_than_seconds=3600)  # the service's own may be first
+        async with store._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT event_type FROM queue_tasks WHERE merchant_id = %s", (merchant_id,)
+            )
+            assert await cursor.fetchall() == [("widget_opened",)]  # the raced one gone
+
+
+def _erased_merchant_events(source: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "loyalnest_event_tracking_erased_merchant_events_total", {"source": source}
     )
     return value or 0.0

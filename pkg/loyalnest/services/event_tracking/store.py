@@ -66,25 +66,37 @@ _MARK_FOR_ERASURE = (
     "  AND (%(subjects)s::text[] IS NULL OR distinct_id = ANY(%(subjects)s::text[]))"
     "  ORDER BY merchant_id, distinct_id FOR UPDATE)"
 )
-# Queues a task unless its person was erased (a tombstone in erased_persons); answers
-# whether it was new and whether the person is erased, in one round trip.
+# Queues a task unless its person was erased (a tombstone in erased_persons) or it occurred
+# before its merchant's erasure (erased_merchants, shop/redact); answers whether it was new
+# and what was erased ('merchant', 'person' or NULL), in one round trip.
 _INSERT = (
-    "WITH erased AS (SELECT 1 FROM erased_persons WHERE merchant_id = %(m)s"
-    "  AND subject = %(subject)s),"
+    "WITH erased AS (SELECT 'person' AS what FROM erased_persons WHERE merchant_id = %(m)s"
+    "  AND subject = %(subject)s"
+    "  UNION ALL SELECT 'merchant' FROM erased_merchants WHERE merchant_id = %(m)s"
+    "  AND %(at)s::timestamptz < erased_at),"
     " queued AS (INSERT INTO queue_tasks (task_id, merchant_id, event_type, source, subject,"
     "  payload, occurred_at) SELECT %(id)s::uuid, %(m)s, %(type)s, %(source)s, %(subject)s,"
     "  %(payload)s::jsonb, %(at)s::timestamptz WHERE NOT EXISTS (SELECT 1 FROM erased)"
     "  ON CONFLICT (merchant_id, task_id) DO NOTHING RETURNING 1)"
-    " SELECT EXISTS (SELECT 1 FROM queued), EXISTS (SELECT 1 FROM erased)"
+    " SELECT EXISTS (SELECT 1 FROM queued), (SELECT min(what) FROM erased)"
 )
-# Not a task of an erased person (one queued while its erasure committed is never shipped).
+# Not a task of an erased person, nor one of an erased merchant from before its erasure (one
+# queued while the erasure committed is never shipped).
 _NOT_ERASED = (
-    "NOT EXISTS (SELECT 1 FROM erased_persons e WHERE e.merchant_id = queue_tasks.merchant_id"
+    "(NOT EXISTS (SELECT 1 FROM erased_persons e WHERE e.merchant_id = queue_tasks.merchant_id"
     " AND e.subject = queue_tasks.subject)"
+    " AND NOT EXISTS (SELECT 1 FROM erased_merchants em"
+    " WHERE em.merchant_id = queue_tasks.merchant_id AND queue_tasks.occurred_at < em.erased_at))"
 )
 ERASED_PERSON_EVENTS = Counter(
     "loyalnest_event_tracking_erased_person_events_total",
     "Events about an erased person dropped instead of shipped, by source.",
+    ["source"],
+)
+ERASED_MERCHANT_EVENTS = Counter(
+    "loyalnest_event_tracking_erased_merchant_events_total",
+    "Events of an erased merchant (shop/redact) from before its erasure, dropped instead of"
+    " shipped, by source.",
     ["source"],
 )
 
@@ -122,9 +134,11 @@ class TaskStore:
         assert row is not None  # a SELECT of two EXISTS always returns a row
         queued, erased = row
         if erased:
-            ERASED_PERSON_EVENTS.labels(task.source.value).inc()
+            counter = ERASED_MERCHANT_EVENTS if erased == "merchant" else ERASED_PERSON_EVENTS
+            counter.labels(task.source.value).inc()
             log.info(
-                "event about an erased person dropped",
+                "event about an erased person or merchant dropped",
+                erased=erased,
                 merchant_id=task.merchant_id,
                 event_type=task.event_type,
                 source=task.source.value,
@@ -367,6 +381,12 @@ class TaskStore:
             )
             deleted = await cursor.fetchall()
             await conn.execute("DELETE FROM erased_persons WHERE merchant_id = %s", (merchant_id,))
+            # The merchant's tombstone: its events from before now, arriving later, are dropped.
+            await conn.execute(
+                "INSERT INTO erased_merchants (merchant_id) VALUES (%s)"
+                " ON CONFLICT (merchant_id) DO UPDATE SET erased_at = now()",
+                (merchant_id,),
+            )
             await _mark_for_erasure(conn, merchant_id, None, deleted)
             forgotten, waiting = await _settle_erasure(conn, merchant_id, None)
             platform_rows = await erase_platform_rows(conn, merchant_id)
