@@ -137,34 +137,39 @@ async def test_erasing_a_customer_deletes_their_person_and_events_at_posthog(
         assert posthog.person(ann) is None and events_of(posthog, ann) == []
         assert posthog.person(bob) and len(events_of(posthog, bob)) == 1  # another customer
         api = [(r.method, r.status) for r in posthog.requests if r.path.startswith("/api/")]
-        assert api == [("GET", 429), ("GET", 503), ("GET", 200), ("DELETE", 204)]
+        assert api == [("POST", 429), ("POST", 503), ("POST", 202)]  # persons/bulk_delete/
         # Asked again (AdminCore's retry): done, the person's row dropped; then nothing.
         assert await store.erase_customer(merchant_id, CustomerRef("c-1")) == 1
         assert await store.erase_customer(merchant_id, CustomerRef("c-1")) == 0
-        assert len([r for r in posthog.requests if r.path.startswith("/api/")]) == 4
+        assert len([r for r in posthog.requests if r.path.startswith("/api/")]) == 3
 
 
 async def test_persons_api_requests_are_paced_under_posthogs_limit(
     database_url: str, posthog: PosthogStandIn, store: TaskStore, merchant_id: str
 ) -> None:
-    """A merchant's erasure deletes many persons: at 120 requests a minute (one per 0.5 s)
-    its 3 persons (6 requests) take at least 2.5 s, and PostHog (limited to 6 a minute here)
-    never answers 429."""
-    posthog.api_rate_per_minute = 6
+    """A merchant's erasure deletes many persons: in batches of 2 (one bulk request each) at
+    120 requests a minute (one per 0.5 s), its 5 persons (3 requests) take at least 1 s, and
+    PostHog (limited to 3 a minute here) never answers 429."""
+    posthog.api_rate_per_minute = 3
     settings = settings_for(
-        database_url, posthog, **with_persons_api(posthog, posthog_api_requests_per_minute=120)
+        database_url,
+        posthog,
+        **with_persons_api(
+            posthog, posthog_api_requests_per_minute=120, posthog_deletion_batch_size=2
+        ),
     )
     async with serve_for_test(SPEC, settings, Stub) as (_, stub):
-        await capture(stub, merchant_id, *(client_event(distinct_id=f"c-{i}") for i in range(3)))
-        await arrived(posthog, 3)
-        await shipped(store, merchant_id, 3)
+        await capture(stub, merchant_id, *(client_event(distinct_id=f"c-{i}") for i in range(5)))
+        await arrived(posthog, 5)
+        await shipped(store, merchant_id, 5)
         started = time.monotonic()
         await pending_at_posthog(store.erase_merchant(merchant_id))
         await no_deletions_left(store, merchant_id)
         elapsed = time.monotonic() - started
-        assert await store.erase_merchant(merchant_id) >= 3  # the three persons' rows
-    api = [r.status for r in posthog.requests if r.path.startswith("/api/")]
-    assert api == [200, 204] * 3 and elapsed >= 2.5, (api, elapsed)
+        assert await store.erase_merchant(merchant_id) >= 5  # the five persons' rows
+    api = [(r.method, r.status) for r in posthog.requests if r.path.startswith("/api/")]
+    assert api == [("POST", 202)] * 3 and elapsed >= 1.0, (api, elapsed)
+    assert posthog.persons == {} and posthog.received() == []
 
 
 async def test_an_erasure_made_while_no_deleter_runs_is_carried_out_later(

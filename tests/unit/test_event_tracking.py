@@ -148,10 +148,13 @@ def test_standin_honours_the_capture_contract(standin: PosthogStandIn) -> None:
 
 
 def _api(
-    url: str, method: str = "GET", key: str | None = DEFAULT_PERSONAL_API_KEY
+    url: str, method: str = "GET", key: str | None = DEFAULT_PERSONAL_API_KEY, body: Any = None
 ) -> tuple[int, Any, dict[str, str]]:
     headers = {} if key is None else {"authorization": f"Bearer {key}"}
-    request = urllib.request.Request(url, headers=headers, method=method)
+    data = None if body is None else json.dumps(body).encode()
+    if data is not None:
+        headers["content-type"] = "application/json"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=5) as reply:
             raw = reply.read()
@@ -182,6 +185,43 @@ def test_standin_honours_the_persons_api(standin: PosthogStandIn) -> None:
     standin.fail_api_next(503, retry_after="2")
     status, _, headers = _api(persons + "?distinct_id=d-2")
     assert status == 503 and headers["retry-after"] == "2"
+
+
+def test_standin_honours_the_bulk_deletion(standin: PosthogStandIn) -> None:
+    """POST persons/bulk_delete/ (posthog/api/person.py): distinct_ids or ids, at most 1000,
+    202 with a summary; the same key and project checks as the other persons endpoints."""
+    bulk = f"{standin.url}/api/projects/{DEFAULT_PROJECT_ID}/persons/bulk_delete/"
+    events = [{"event": "e", "distinct_id": f"d-{i}", "uuid": str(uuid.uuid4())} for i in range(3)]
+    assert _post(f"{standin.url}/batch/", {"api_key": DEFAULT_API_KEY, "batch": events})[0] == 200
+    wanted = {"distinct_ids": ["d-0", "d-1", "nobody"], "delete_events": True}
+    assert _api(bulk, "POST", key=None, body=wanted)[0] == 401
+    assert _api(bulk.replace("/1/", "/999/"), "POST", body=wanted)[0] == 404
+    for wrong in (
+        {},
+        {"distinct_ids": ["d-0"], "ids": [str(uuid.uuid4())]},
+        {"distinct_ids": [f"d-{i}" for i in range(1001)]},
+    ):
+        status, body, _ = _api(bulk, "POST", body=wrong)
+        assert status == 400 and body["type"] == "validation_error", (wrong, body)
+    assert len(standin.persons) == 3  # nothing deleted by a refused call
+    status, body, _ = _api(bulk, "POST", body=wanted)
+    assert status == 202 and body == {
+        "persons_found": 2,
+        "persons_deleted": 2,
+        "events_queued_for_deletion": True,
+        "recordings_queued_for_deletion": False,
+        "deletion_errors": [],
+    }
+    assert [e["distinct_id"] for e in standin.received()] == ["d-2"]  # with their events
+    status, body, _ = _api(bulk, "POST", body=wanted)  # again: found none, fine
+    assert status == 202 and body["persons_found"] == 0
+    (left,) = standin.persons.values()
+    status, body, _ = _api(bulk, "POST", body={"ids": [left["uuid"]]})  # by person uuid
+    assert status == 202 and body["persons_deleted"] == 1 and standin.persons == {}
+    assert [e["distinct_id"] for e in standin.received()] == ["d-2"]  # events kept
+    standin.fail_api_next(429, retry_after="4")
+    status, _, headers = _api(bulk, "POST", body=wanted)
+    assert status == 429 and headers["retry-after"] == "4"
 
 
 def test_standin_throttles_the_private_api() -> None:

@@ -23,6 +23,13 @@ Not PostHog: it honours the capture contract Event Tracking relies on, started b
   another project or a person not (or no longer) there, 429 with `Retry-After` past
   `api_rate_per_minute` requests in a minute (PostHog's persons endpoints allow 240/min,
   ⚠ a third-party figure in external-contracts §1.4).
+  `POST /api/projects/{project}/persons/bulk_delete/` (PostHog's bulk deletion, scope
+  person:write, posthog/api/person.py `bulk_delete`): a JSON body with `distinct_ids` or
+  `ids` (person uuids; not both, at most 1000) and `delete_events`; 202 with
+  `{"persons_found", "persons_deleted", "events_queued_for_deletion",
+  "recordings_queued_for_deletion", "deletion_errors": []}` (ids that name no person are
+  just not found), 400 `validation_error` for neither, both, over 1000 or a body that is
+  not a JSON object; the same keys, throttle and faults as the other persons endpoints.
 - Faults for tests: `fail_next(503, count=1, retry_after="1")` (capture) or
   `fail_api_next(...)` (persons API), or over HTTP `POST /_standin/faults {"status": 503,
   "count": 1, "retry_after": "1", "api": false}`; what it got: `GET /_standin/events`,
@@ -264,14 +271,13 @@ class PosthogStandIn(ServedStandIn):
         path, _, query = request.path.partition("?")
         params = {name: values[-1] for name, values in parse_qs(query).items()}
         length = int(request.headers.get("content-length") or 0)
-        if length:
-            request.rfile.read(length)
-        status, payload, headers = self._api(method, path, params, request.headers)
+        raw = request.rfile.read(length) if length else b""
+        status, payload, headers = self._api(method, path, params, request.headers, raw)
         self.requests.append(Received(path, status, 0, False, method))
         self._reply(request, status, payload, headers)
 
     def _api(
-        self, method: str, path: str, params: dict[str, str], headers: Any
+        self, method: str, path: str, params: dict[str, str], headers: Any, raw: bytes = b""
     ) -> tuple[int, Any, dict[str, str]]:
         authorization = headers.get("authorization") or ""
         scheme, _, key = authorization.partition(" ")
@@ -315,6 +321,8 @@ class PosthogStandIn(ServedStandIn):
         if match is None or match.group(1) != self.project_id:
             return 404, _NOT_FOUND, {}
         person_id = match.group(2)
+        if method == "POST" and person_id == "bulk_delete":
+            return self._bulk_delete(raw)
         with self._lock:
             if method == "GET" and person_id is None:
                 wanted = params.get("distinct_id")
@@ -328,18 +336,61 @@ class PosthogStandIn(ServedStandIn):
                 person = self.persons.pop(person_id, None)
                 if person is None:
                     return 404, _NOT_FOUND, {}
-                for distinct_id in person["distinct_ids"]:
-                    self._person_of.pop(distinct_id, None)
-                if params.get("delete_events", "").lower() in ("true", "1"):
-                    gone = set(person["distinct_ids"])
-                    for key in [k for k, e in self.events.items() if _distinct_id(e) in gone]:
-                        del self.events[key]
+                self._forget(person, params.get("delete_events", "").lower() in ("true", "1"))
                 return 204, None, {}
         return (
             405,
             _error("invalid_request", "method_not_allowed", f'Method "{method}" not allowed.'),
             {},
         )
+
+    def _forget(self, person: dict[str, Any], delete_events: bool) -> None:
+        """A deleted person's distinct ids, and with `delete_events` its events (under the
+        lock; PostHog deletes events asynchronously, the stand-in at once)."""
+        for distinct_id in person["distinct_ids"]:
+            self._person_of.pop(distinct_id, None)
+        if delete_events:
+            gone = set(person["distinct_ids"])
+            for key in [k for k, e in self.events.items() if _distinct_id(e) in gone]:
+                del self.events[key]
+
+    def _bulk_delete(self, raw: bytes) -> tuple[int, Any, dict[str, str]]:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return 400, _error("validation_error", "parse_error", "JSON parse error"), {}
+        distinct_ids, ids = body.get("distinct_ids"), body.get("ids")
+        problem = (
+            "You must provide either distinct_ids or ids, not both"
+            if distinct_ids and ids
+            else "You need to specify either distinct_ids or ids"
+            if not distinct_ids and not ids
+            else None
+        )
+        wanted = distinct_ids or ids
+        if problem is None and (not isinstance(wanted, list) or len(wanted) > 1000):
+            kind = "distinct_ids" if distinct_ids else "ids"
+            problem = f"You can only pass 1000 {kind} in one call"
+        if problem is not None:
+            return 400, _error("validation_error", "invalid_input", problem), {}
+        assert isinstance(wanted, list)
+        with self._lock:
+            uuids = {self._person_of.get(str(i)) if distinct_ids else str(i) for i in wanted} - {
+                None
+            }
+            found = [self.persons.pop(u) for u in sorted(u for u in uuids if u in self.persons)]
+            for person in found:
+                self._forget(person, bool(body.get("delete_events")))
+        summary = {
+            "persons_found": len(found),
+            "persons_deleted": len(found),
+            "events_queued_for_deletion": bool(body.get("delete_events")) and bool(found),
+            "recordings_queued_for_deletion": bool(body.get("delete_recordings")) and bool(found),
+            "deletion_errors": [],
+        }
+        return 202, summary, {}
 
     # ---- the stand-in's own control paths ------------------------------------------------
 

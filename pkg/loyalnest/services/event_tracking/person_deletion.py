@@ -2,25 +2,32 @@
 
 An erasure marks the customer's (or the merchant's) pseudonyms in `posthog_persons` in the
 erasing transaction (store._mark_for_erasure), so the deletion survives a crash. This loop
-claims marked persons with a lease (`SKIP LOCKED`: processes share the work) and, for each,
-follows PostHog's documented deletion (external-contracts §1.4, posthog.com/docs/privacy/
-data-deletion) on the private API with a personal API key (`Authorization: Bearer phx_...`,
-scope person:write):
+claims marked persons with a lease (`SKIP LOCKED`: processes share the work) and deletes a
+claimed batch with one request to PostHog's bulk deletion on the private API, with a
+personal API key (`Authorization: Bearer phx_...`, scope person:write):
 
-1. `GET /api/projects/{project}/persons/?distinct_id=<pseudonym>` finds the person;
-2. `DELETE /api/projects/{project}/persons/{uuid}/?delete_events=true` deletes it with its
-   events (204).
+    POST /api/projects/{project}/persons/bulk_delete/
+    {"distinct_ids": [...at most 1000], "delete_events": true}
+    -> 202 {"persons_found", "persons_deleted", "events_queued_for_deletion", ...,
+            "deletion_errors": [{"person_uuid"}]}
+
+(posthog/api/person.py `bulk_delete`; the per-person alternative in external-contracts §1.4,
+`GET ?distinct_id=` then `DELETE /persons/{uuid}/?delete_events=true`, costs two requests a
+person: a shop/redact of 50,000 customers would take 100,000 requests, over 8 hours at
+PostHog's 240/min, where the bulk endpoint takes 500 at the default batch of 100.) Only
+events captured before the request are deleted, as with the single delete: the claim comes
+after the erasure, which already stopped shipping for these persons (tombstones).
 
 Requests are paced under PostHog's per-key limit on the persons endpoints (240/min, ⚠ a
-third-party figure; `requests_per_minute`, per process), so a merchant's erasure of
-thousands of persons queues behind the pacer instead of meeting 429s.
+third-party figure; `requests_per_minute`, per process).
 
-Idempotent: no person found, or a 404 on the delete (deleted meanwhile), is success. A 5xx,
-408, 429 or no answer is retried at once with tenacity, waiting what `Retry-After` says
-(PostHog throttles its persons endpoints per key); when those attempts run out, and on any
-other answer (401/403: a wrong key or scope), the person stays marked with `last_error` and
-is tried again with exponential backoff (capped), never given up: GDPR has no "failed".
-When PostHog has no person left, the row goes (nothing of the person is kept).
+Idempotent: a distinct id PostHog has no person for is just not found (success). A 5xx,
+408, 429 or no answer is retried at once with tenacity, waiting what `Retry-After` says;
+when those attempts run out, on any other answer (400: a malformed batch; 401/403: a wrong
+key or scope; 404: a wrong project), and when PostHog reports `deletion_errors` (it does
+not say for which distinct ids), the batch's persons stay marked with `last_error` and are
+tried again with exponential backoff (capped), never given up: GDPR has no "failed". When
+PostHog has no person left, the row goes (nothing of the person is kept).
 """
 
 from __future__ import annotations
@@ -60,7 +67,8 @@ class PersonsApiConfig:
     host: str
     personal_api_key: str
     project_id: str
-    batch_size: int = 20
+    # Persons per bulk request (PostHog takes at most 1000).
+    batch_size: int = 100
     poll_interval_seconds: float = 1.0
     send_attempts: int = 3
     retry_initial_seconds: float = 0.5
@@ -75,9 +83,18 @@ class PersonsApiConfig:
 
     @property
     def lease_seconds(self) -> float:
-        # One person is at most two requests of `send_attempts` each; a batch is sequential.
+        # A batch is one request of `send_attempts` tries (and the pacer's wait before it).
         per_send = self.timeout_seconds + self.retry_max_seconds
-        return self.batch_size * 2 * self.send_attempts * per_send + 30.0
+        return self.send_attempts * per_send + 60.0 / self.requests_per_minute + 30.0
+
+
+@dataclass(frozen=True)
+class BulkDeleted:
+    """PostHog's answer to a bulk deletion."""
+
+    found: int
+    deleted: int
+    errors: int
 
 
 class PersonDeleter:
@@ -102,20 +119,21 @@ class PersonDeleter:
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def _once(self, method: str, url: str, params: dict[str, str]) -> httpx.Response:
+    async def _once(self, distinct_ids: list[str]) -> httpx.Response:
         await self._pace()
         try:
-            response = await self._client.request(
-                method,
-                url,
-                params=params,
+            response = await self._client.post(
+                f"{self._persons}bulk_delete/",
+                json={"distinct_ids": distinct_ids, "delete_events": True},
                 headers={"authorization": f"Bearer {self._config.personal_api_key}"},
             )
         except httpx.HTTPError as exc:
             raise RetryableSend(0, f"no answer from PostHog: {type(exc).__name__}") from exc
-        if response.status_code in (200, 204, 404):
+        if response.status_code in (200, 202):
             return response
-        message = f"PostHog answered {response.status_code} to {method}: {response.text[:200]}"
+        message = f"PostHog answered {response.status_code} to bulk_delete: {response.text[:200]}"
+        if response.status_code == 404:  # the persons API itself is not there
+            message = f"PostHog has no project {self._config.project_id!r}: {message}"
         retry_after = retry_after_seconds(response.headers.get("retry-after"))
         if response.status_code in RETRYABLE_STATUSES:
             raise RetryableSend(response.status_code, message, retry_after)
@@ -128,7 +146,8 @@ class PersonDeleter:
             max_seconds=self._config.retry_max_seconds,
         )
 
-    async def _request(self, method: str, url: str, params: dict[str, str]) -> httpx.Response:
+    async def delete(self, distinct_ids: list[str]) -> BulkDeleted:
+        """Deletes the persons holding `distinct_ids` (at most 1000), with their events."""
         async for attempt in AsyncRetrying(
             retry=retry_if_exception_type(RetryableSend),
             stop=stop_after_attempt(self._config.send_attempts),
@@ -136,64 +155,69 @@ class PersonDeleter:
             reraise=True,
         ):
             with attempt:
-                return await self._once(method, url, params)
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
-
-    async def delete(self, distinct_id: str) -> int:
-        """Deletes the person holding `distinct_id`, with its events; returns how many persons
-        PostHog deleted (0: none was there, which is success too)."""
-        found = await self._request("GET", self._persons, {"distinct_id": distinct_id})
-        if found.status_code == 404:
-            # The persons list itself is not there: the project id is wrong, not the person.
-            raise SendFailed(404, f"PostHog has no project {self._config.project_id!r}")
-        body: dict[str, Any] = found.json()
-        deleted = 0
-        for person in body.get("results") or []:
-            if distinct_id not in person.get("distinct_ids", [distinct_id]):
-                continue
-            gone = await self._request(
-                "DELETE", f"{self._persons}{person['uuid']}/", {"delete_events": "true"}
+                response = await self._once(distinct_ids)
+        try:
+            body: dict[str, Any] = response.json()
+            summary = BulkDeleted(
+                int(body["persons_found"]),
+                int(body["persons_deleted"]),
+                len(body.get("deletion_errors") or []),
             )
-            deleted += gone.status_code == 204
-        return deleted
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SendFailed(
+                response.status_code, f"unexpected bulk_delete answer: {exc!r}"
+            ) from exc
+        if summary.errors:
+            # PostHog names the persons it could not delete by its uuid, not by distinct id:
+            # the whole batch is asked again (those deleted are then just not found).
+            raise SendFailed(
+                response.status_code,
+                f"PostHog could not delete {summary.errors} person(s) of the batch",
+            )
+        return summary
 
     async def delete_once(self) -> int:
-        """Claims due persons and deletes each at PostHog; returns how many were claimed."""
+        """Claims due persons and deletes them at PostHog in one request; returns how many
+        were claimed."""
         config = self._config
         persons = await self._store.claim_person_deletions(config.batch_size, config.lease_seconds)
-        for done, person in enumerate(persons):
-            try:
-                await self._delete_one(person)
-            except asyncio.CancelledError:
-                # Stopping (a deploy): the claims not carried out are released for another
-                # process now, not after the lease (which a crash still waits for).
-                await asyncio.shield(self._store.release_person_deletions(persons[done:]))
-                raise
+        if not persons:
+            return 0
+        try:
+            await self._delete_batch(persons)
+        except asyncio.CancelledError:
+            # Stopping (a deploy): the claims are released for another process now, not
+            # after the lease (which a crash still waits for).
+            await asyncio.shield(self._store.release_person_deletions(persons))
+            raise
         return len(persons)
 
-    async def _delete_one(self, person: PersonDeletion) -> None:
+    async def _delete_batch(self, persons: list[PersonDeletion]) -> None:
         config = self._config
         try:
-            deleted = await self.delete(person.distinct_id)
+            summary = await self.delete(sorted({p.distinct_id for p in persons}))
         except SendFailed as failure:
-            backoff = min(
-                config.round_backoff_seconds * 2**person.attempts, config.max_backoff_seconds
-            )
-            await self._store.person_deletion_failed(
-                person,
-                str(failure)[:_MAX_ERROR_LENGTH],
-                retry_in_seconds=max(backoff, failure.retry_after or 0.0),
-            )
-            PERSON_DELETIONS.labels("retry").inc()
+            for person in persons:
+                backoff = min(
+                    config.round_backoff_seconds * 2**person.attempts, config.max_backoff_seconds
+                )
+                await self._store.person_deletion_failed(
+                    person,
+                    str(failure)[:_MAX_ERROR_LENGTH],
+                    retry_in_seconds=max(backoff, failure.retry_after or 0.0),
+                )
+            PERSON_DELETIONS.labels("retry").inc(len(persons))
             log.warning(
-                "posthog person not deleted yet",
-                merchant_id=person.merchant_id,
-                attempts=person.attempts + 1,
+                "posthog persons not deleted yet",
+                persons=len(persons),
+                attempts=max(p.attempts for p in persons) + 1,
                 error=str(failure),
             )
             return
-        await self._store.person_deleted(person)
-        PERSON_DELETIONS.labels("deleted" if deleted else "absent").inc()
+        for person in persons:
+            await self._store.person_deleted(person)
+        PERSON_DELETIONS.labels("deleted").inc(summary.deleted)
+        PERSON_DELETIONS.labels("absent").inc(max(0, len(persons) - summary.found))
 
     async def run(self) -> None:
         """The background loop: deletes while there is work, then polls."""

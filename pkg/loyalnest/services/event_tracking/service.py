@@ -66,12 +66,12 @@ class EventTrackingSettings(ServiceSettings):
     posthog_timeout_seconds: float = Field(10.0, gt=0)
     # PostHog's private API (persons deletion at an erasure): its host (EU cloud:
     # https://eu.posthog.com; self-hosted: your domain), the project id, and a personal API
-    # key (phx_..., scope person:read and person:write). Unset key or project: erasures
-    # mark the persons to delete, and they wait.
+    # key (phx_..., scope person:write). Unset key or project: erasures mark the persons to
+    # delete, and they wait. Persons are deleted in bulk, up to PostHog's 1000 a request.
     posthog_api_host: str = "https://us.posthog.com"
     posthog_project_id: str | None = None
     posthog_personal_api_key: SecretStr | None = None
-    posthog_deletion_batch_size: int = Field(20, ge=1, le=1000)
+    posthog_deletion_batch_size: int = Field(100, ge=1, le=1000)
     posthog_deletion_max_backoff_seconds: float = Field(3600.0, gt=0)
     # Persons API requests per minute and process (PostHog allows 240/min per key).
     posthog_api_requests_per_minute: float = Field(200.0, gt=0)
