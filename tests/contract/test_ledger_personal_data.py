@@ -165,10 +165,15 @@ async def test_erase_merchant_leaves_nothing_of_it(store: LedgerStore, merchant_
     customer = new_customer()
     await earn(store, merchant_id, customer, 10)
     await earn(store, f"other-{merchant_id}", customer, 7)
+    # Its program copy too (on MongoDB keyed by the merchant alone: once missed there).
+    for merchant in (merchant_id, f"other-{merchant_id}"):
+        assert await store.save_program_settings(merchant, 1, b"settings")
     assert await store.erase_merchant(merchant_id) > 0
     assert await _customers(store, merchant_id) == []
+    assert await store.program_settings(merchant_id) is None
     assert await store.erase_merchant(merchant_id) == 0
     assert (await store.get_balance(f"other-{merchant_id}", customer)).balance == 7
+    assert await store.program_settings(f"other-{merchant_id}") == b"settings"
 
 
 async def _customers(store: LedgerStore, merchant_id: str) -> list[str]:

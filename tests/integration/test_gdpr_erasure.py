@@ -17,6 +17,11 @@ apply, a Users account and a Core customer with email and names), then:
 - shop/redact: the same scans for the merchant, and nothing of it left in any service table
   nor at PostHog.
 
+Points runs on each of its ledger stores (`points_store`): PostgreSQL, and MongoDB, here
+mongomock-ng, an in-process FAKE (no MongoDB server runs where these tests were written, see
+test_mongo_relay.py; ids say `mongo-FAKE-mongomock`), whose every database, collection and
+document (strings and bytes, nested) is scanned like the PostgreSQL schemas.
+
 Kafka records keep the Shopify customer id as a record key and an id field (webhook.received,
 points.*, customer.created, gdpr_request.created): it is not sealed, and the topic cannot be
 rewritten; README "GDPR" says so. The scan asserts what holds today.
@@ -29,9 +34,12 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
+from unittest import mock
 
 import grpc
+import mongomock_ng
 import psycopg
 import pytest
 import redis.asyncio as redis
@@ -55,6 +63,8 @@ from loyalnest.gen.events.v1 import envelope_pb2, gateway_pb2
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform.auth.service_identity import service_credential
+from loyalnest.platform.events.mongo_outbox import OUTBOX_COLLECTION
+from loyalnest.platform.mongo import FAKE_LOCK
 from loyalnest.platform.personal_data import HOLDERS
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.tenancy import merchant_id_for_shop
@@ -77,6 +87,7 @@ from loyalnest.services.event_tracking.service import (
 from loyalnest.services.event_tracking.service import SPEC as EVENT_TRACKING
 from loyalnest.services.gamification.service import SPEC as GAMIFICATION
 from loyalnest.services.points.service import SPEC as POINTS
+from loyalnest.services.points.store.mongo import BALANCES, PROGRAM_SETTINGS
 from loyalnest.services.products.service import SPEC as PRODUCTS
 from loyalnest.services.products.service import ProductsSettings
 from loyalnest.services.referrals.service import SPEC as REFERRALS
@@ -120,6 +131,9 @@ EVERYTHING = (
 
 
 PSEUDONYMS = Pseudonyms(_DEVELOPMENT_PSEUDONYM_KEY)
+# Points' ledger stores the proof runs on (see the module's docstring).
+POINTS_STORES = ["postgres", "mongo-FAKE-mongomock"]
+POINTS_MONGO_DATABASE = "loyalnest_points"
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,8 @@ class Mesh:
     edge_keys: CustomerKeys
     merchant_id: str
     posthog: PosthogStandIn
+    # Points' MongoDB client when it runs on that store (the fake), else None.
+    mongo: Any = None
 
     @property
     def md(self) -> tuple[tuple[str, str], ...]:
@@ -215,10 +231,34 @@ def _shopify(name: str, **changes: Any) -> dict[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def mesh(database_url: str, redis_url: str, shopify: ShopifyStandIn) -> AsyncIterator[Mesh]:
+async def mesh(
+    database_url: str, redis_url: str, shopify: ShopifyStandIn, points_store: str = "postgres"
+) -> AsyncIterator[Mesh]:
+    fake_mongo = (
+        None if points_store == "postgres" else mongomock_ng.MongoClient(tz_aware=True, tzinfo=UTC)
+    )
+    # Points connects by URL: every connection is the fake.
+    with (
+        mock.patch("loyalnest.services.points.store.mongo.MongoClient", return_value=fake_mongo)
+        if fake_mongo is not None
+        else contextlib.nullcontext()
+    ):
+        async with _mesh(database_url, redis_url, shopify, fake_mongo) as m:
+            yield m
+
+
+@contextlib.asynccontextmanager
+async def _mesh(
+    database_url: str, redis_url: str, shopify: ShopifyStandIn, fake_mongo: Any
+) -> AsyncIterator[Mesh]:
     broker = BrokerProcess()
     await broker.start()
     events = events_on(broker)
+    on_mongo = (
+        {"points_ledger_store": "mongo", "mongo_database": POINTS_MONGO_DATABASE}
+        if fake_mongo is not None
+        else {}
+    )
     posthog = PosthogStandIn().start()
     # Event Tracking ships to the PostHog stand-in and deletes erased persons there.
     analytics = {
@@ -247,7 +287,8 @@ async def mesh(database_url: str, redis_url: str, shopify: ShopifyStandIn) -> As
             async with (
                 serving(EDGE, edge_settings) as edge,
                 serving(
-                    POINTS, points_settings(database_url, redis_url=redis_url, **events)
+                    POINTS,
+                    points_settings(database_url, redis_url=redis_url, **events, **on_mongo),
                 ) as points,
                 serving(USERS, users_settings) as users,
                 serving(CORE, core_settings(database_url, redis_url, **events)) as core,
@@ -322,6 +363,7 @@ async def mesh(database_url: str, redis_url: str, shopify: ShopifyStandIn) -> As
                             CustomerKeys(edge_database, master_cipher(edge_settings)),
                             merchant_id_for_shop(SHOP),
                             posthog,
+                            fake_mongo,
                         )
                     finally:
                         await edge_database.close()
@@ -527,6 +569,35 @@ async def redis_hits(redis_url: str, needles: dict[str, str]) -> list[str]:
     return hits
 
 
+def mongo_hits(mesh: Mesh, needles: dict[str, str]) -> list[str]:
+    """Every document of every collection of every database of Points' MongoDB (the fake),
+    every value at any depth, text and bytes; none when Points runs on PostgreSQL."""
+    if mesh.mongo is None:
+        return []
+    hits: list[str] = []
+
+    def walk(where: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(where, key)
+                walk(where, item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(where, item)
+        else:
+            hits.extend(f"{where}: {name}" for name in _found(value, needles))
+
+    with FAKE_LOCK:  # the service's threads use the fake too
+        names = mesh.mongo.list_database_names()
+        assert POINTS_MONGO_DATABASE in names, names
+        for name in names:
+            database = mesh.mongo[name]
+            for collection in database.list_collection_names():
+                for document in database[collection].find():
+                    walk(f"mongo {name}.{collection}", document)
+    return hits
+
+
 def kafka_records(bootstrap: str) -> list[tuple[str, bytes, bytes]]:
     """(topic, key, value) of every record of every topic, from the beginning."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, auto_offset_reset="earliest")
@@ -571,7 +642,9 @@ async def kafka_findings(mesh: Mesh, needles: dict[str, str]) -> tuple[list[str]
     return hits, sealed, readable
 
 
-async def projections_settled(database_url: str, merchant_id: str, user_id: str) -> bool:
+async def projections_settled(
+    database_url: str, merchant_id: str, user_id: str, mongo: Any = None
+) -> bool:
     """Every event of the seed applied: the owner account Users makes from merchant.created
     and the customer's account in Core's projection, Points' and the edge's program copies,
     Referrals' record of the order, and no outbox row left to publish."""
@@ -579,7 +652,6 @@ async def projections_settled(database_url: str, merchant_id: str, user_id: str)
         cursor = await conn.execute(
             "SELECT (SELECT count(*) FROM core.user_accounts WHERE merchant_id = %(m)s)"
             " + (SELECT count(*) FROM edge.merchant_plans WHERE merchant_id = %(m)s)"
-            " + (SELECT count(*) FROM points.program_settings_copies WHERE merchant_id = %(m)s)"
             # Referrals records the seed's order from webhook.received on its own schedule.
             " + (SELECT least(count(*), 1) FROM referrals.customer_orders"
             "    WHERE merchant_id = %(m)s)",
@@ -587,7 +659,19 @@ async def projections_settled(database_url: str, merchant_id: str, user_id: str)
         )
         row = await cursor.fetchone()
         unsent = 0
-        for schema in ("admin_core", *HOLDERS):
+        if mongo is None:
+            copies = await conn.execute(
+                "SELECT count(*) FROM points.program_settings_copies WHERE merchant_id = %s",
+                (merchant_id,),
+            )
+            counted = await copies.fetchone()
+            points_copies = counted[0] if counted else 0
+        else:  # Points on MongoDB: its copy and its outbox are there
+            points = mongo[POINTS_MONGO_DATABASE]
+            with FAKE_LOCK:  # the service's threads use the fake too
+                points_copies = points[PROGRAM_SETTINGS].count_documents({"_id": merchant_id})
+                unsent += points[OUTBOX_COLLECTION].count_documents({"sent_at": None})
+        for schema in ("admin_core", *(h for h in HOLDERS if h != "points" or mongo is None)):
             pending = await conn.execute(
                 sql.SQL("SELECT count(*) FROM {}.outbox WHERE sent_at IS NULL").format(
                     sql.Identifier(schema)
@@ -596,23 +680,26 @@ async def projections_settled(database_url: str, merchant_id: str, user_id: str)
             counted = await pending.fetchone()
             unsent += counted[0] if counted else 0
     # Two accounts in Core: the customer's and the owner's (merchant.created -> Users).
-    return row is not None and row[0] == 5 and unsent == 0
+    return row is not None and row[0] + points_copies == 5 and unsent == 0
 
 
 # ---- the tests -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("points_store", POINTS_STORES)
 async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
-    database_url: str, redis_url: str, shopify: ShopifyStandIn
+    database_url: str, redis_url: str, shopify: ShopifyStandIn, points_store: str
 ) -> None:
     person = Person.new()
-    async with mesh(database_url, redis_url, shopify) as m:
+    async with mesh(database_url, redis_url, shopify, points_store) as m:
         seeded = await seed(m, person)
         # PostHog's persons API throttles the first deletion request: it waits and retries.
         m.posthog.fail_api_next(429, retry_after="1")
         # Before: the scans find the customer (they can fail), and the sealed copy opens.
         assert await postgres_hits(database_url, person.everything())
         assert await redis_hits(redis_url, {"shopify id": person.shopify_id})
+        if m.mongo is not None:  # Points' ledger and order there name the customer
+            assert mongo_hits(m, {"shopify id": person.shopify_id})
         hits, sealed, readable = await kafka_findings(m, person.clear_text())
         assert not hits, hits  # the edge never put them in clear on the topic
         assert sealed >= 1 and readable == sealed
@@ -681,6 +768,7 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
 
         assert await postgres_hits(database_url, person.everything()) == []
         assert await redis_hits(redis_url, person.everything()) == []
+        assert mongo_hits(m, person.everything()) == []
         hits, sealed, readable = await kafka_findings(m, person.clear_text())
         assert hits == [] and sealed >= 1 and readable == 0
         # PostHog forgot the person and its events (Event Tracking's deleter, after its own
@@ -699,27 +787,37 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
             )
         assert gone.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         # Points' ledgers stay consistent: the amounts remain, under an id naming nobody.
-        async with await psycopg.AsyncConnection.connect(database_url) as conn:
-            cursor = await conn.execute(
-                "SELECT customer_id, balance FROM points.ledgers"
-                " WHERE merchant_id = %s AND customer_id LIKE 'erased:%%' AND balance > 0",
-                (m.merchant_id,),
-            )
-            ((anonymous, balance),) = await cursor.fetchall()
+        if m.mongo is None:
+            async with await psycopg.AsyncConnection.connect(database_url) as conn:
+                cursor = await conn.execute(
+                    "SELECT customer_id, balance FROM points.ledgers"
+                    " WHERE merchant_id = %s AND customer_id LIKE 'erased:%%' AND balance > 0",
+                    (m.merchant_id,),
+                )
+                ((anonymous, balance),) = await cursor.fetchall()
+        else:
+            with FAKE_LOCK:
+                ((anonymous, balance),) = [
+                    (doc["customer_id"], doc["balance"])
+                    for doc in m.mongo[POINTS_MONGO_DATABASE][BALANCES].find(
+                        {"merchant_id": m.merchant_id, "balance": {"$gt": 0}}
+                    )
+                ]
         assert anonymous.startswith("erased:") and balance == 120
 
 
+@pytest.mark.parametrize("points_store", POINTS_STORES)
 async def test_shop_redact_erases_the_merchant_everywhere(
-    database_url: str, redis_url: str, shopify: ShopifyStandIn
+    database_url: str, redis_url: str, shopify: ShopifyStandIn, points_store: str
 ) -> None:
     person = Person.new()
-    async with mesh(database_url, redis_url, shopify) as m:
+    async with mesh(database_url, redis_url, shopify, points_store) as m:
         seeded = await seed(m, person)
         # Shopify sends shop/redact 48 hours after the uninstall: the mesh has long applied
         # every event of the merchant by then. Here: until the projections the seed's events
         # feed exist (else a late event would write one after the erasure).
         await eventually(
-            lambda: projections_settled(database_url, m.merchant_id, seeded.user_id),
+            lambda: projections_settled(database_url, m.merchant_id, seeded.user_id, m.mongo),
             timeout=30,
             what="the merchant's events applied",
         )
@@ -763,6 +861,23 @@ async def test_shop_redact_erases_the_merchant_everywhere(
                 row = await rows.fetchone()
                 if row and row[0]:
                     left.append(f"{schema}.{table}: {row[0]}")
+        # Nor any collection of Points' MongoDB: by merchant, or an id made from it
+        # (`merchant|customer|...`, the program copy's `_id`).
+        if m.mongo is not None:
+            assert mongo_hits(m, person.everything()) == []
+            mine = {
+                "$or": [
+                    {"merchant_id": m.merchant_id},
+                    {"_id": m.merchant_id},
+                    {"_id": {"$regex": f"^{m.merchant_id}[|/:]"}},
+                ]
+            }
+            with FAKE_LOCK:
+                points = m.mongo[POINTS_MONGO_DATABASE]
+                for collection in points.list_collection_names():
+                    found = points[collection].count_documents(mine)
+                    if found:
+                        left.append(f"mongo {collection}: {found}")
         assert left == []
 
 

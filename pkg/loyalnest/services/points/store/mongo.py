@@ -455,6 +455,9 @@ class MongoLedgerStore:
                 .delete_many({"merchant_id": merchant_id})
                 .deleted_count
             )
+        # The program copy is keyed by the merchant alone (`_id`, save_program_settings), not
+        # by a merchant_id field: the sweep above misses it (found by the GDPR proof's scan).
+        erased += self._programs.delete_one({"_id": merchant_id}).deleted_count
         erased += mongo_outbox.drop_merchant_events(self._database, merchant_id)
         return erased
 
