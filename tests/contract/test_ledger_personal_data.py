@@ -344,3 +344,31 @@ async def test_the_tier_job_cannot_save_a_customer_erased_during_its_page(
     await store.erase_customer(merchant_id, CustomerRef(erased))
     await store.save_tier_job_cursor(merchant_id, erased)
     assert await store.tier_job_cursor(merchant_id) == first
+
+
+async def test_the_ledger_moves_to_the_erasures_id_unless_a_ledger_has_it(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    """The erasure key AdminCore sends every service: the ledger moves to the id every other
+    service gives the customer in this erasure (CustomerRef.anonymous_id). Where a ledger has
+    that id already (a redacted event consumed meanwhile opened one), a random id instead:
+    the erasure never fails on it, and the two ledgers stay apart."""
+    customer, second = new_customer(), new_customer()
+    await earn(store, merchant_id, customer, 40)
+    request = CustomerRef(customer)
+    assert await store.erase_customer(merchant_id, request) > 0
+    assert (await store.get_balance(merchant_id, request.anonymous_id(customer))).balance == 40
+    assert await store.erase_customer(merchant_id, request) == 0  # a retry: nothing left
+
+    await earn(store, merchant_id, second, 9)
+    taken = CustomerRef(second)
+    await earn(store, merchant_id, taken.anonymous_id(second), 1)  # already there
+    assert await store.erase_customer(merchant_id, taken) > 0
+    assert (await store.get_balance(merchant_id, taken.anonymous_id(second))).balance == 1
+    moved = [
+        c
+        for c in await _customers(store, merchant_id)
+        if c.startswith(ERASED_PREFIX)
+        and c not in (request.anonymous_id(customer), taken.anonymous_id(second))
+    ]
+    assert [(await store.get_balance(merchant_id, c)).balance for c in moved] == [9]

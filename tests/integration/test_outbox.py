@@ -107,3 +107,29 @@ async def test_an_erasure_finds_the_published_rows_by_the_sent_key_index(databas
     async with database.pool.connection() as conn, conn.transaction():
         assert await personal_data.forget_sent_events(conn, "m1", "c6") == 200
         assert await personal_data.drop_merchant_events(conn, "m1") == 3800
+
+
+async def test_an_erasure_redacts_to_the_ids_of_the_erasure_under_way(database: Database):
+    """Stores keyed by Shopify's id alone (RFM, Referrals, Gamification) call
+    redact_unsent_events without ids: inside PersonalDataServicer.EraseCustomer
+    (personal_data.erasing) it takes the request's, the same as every other service's."""
+    from loyalnest.platform import personal_data
+    from loyalnest.platform.events.envelope import Envelope
+
+    request = personal_data.CustomerRef("c7")
+    await enqueue(database, range(7, 9), merchant="m-erasing")
+    async with database.pool.connection() as conn, conn.transaction():
+        with personal_data.erasing(request):
+            assert await personal_data.redact_unsent_events(conn, "m-erasing", ("c7",)) == 1
+        cursor = await conn.execute(
+            "SELECT partition_key, envelope FROM outbox WHERE partition_key LIKE 'm-erasing/%'"
+            " ORDER BY id"
+        )
+        rows = await cursor.fetchall()
+    customers = []
+    for _, raw in rows:
+        event = points_pb2.PointsEarned()
+        assert Envelope.FromString(bytes(raw)).payload.Unpack(event)
+        customers.append(event.customer_id)
+    assert customers == [request.anonymous_id("c7"), "c8"]
+    assert [key for key, _ in rows] == [f"m-erasing/{request.anonymous_id('c7')}", "m-erasing/c8"]
