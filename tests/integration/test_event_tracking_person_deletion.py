@@ -172,6 +172,39 @@ async def test_persons_api_requests_are_paced_under_posthogs_limit(
     assert posthog.persons == {} and posthog.received() == []
 
 
+async def test_persons_posthog_could_not_delete_are_asked_again(
+    database_url: str, posthog: PosthogStandIn, store: TaskStore, merchant_id: str
+) -> None:
+    """PostHog's bulk deletion answers 202 but lists persons it could not delete (by person
+    uuid, not distinct id): the batch stays marked with the reason and is asked again, the
+    erasure pending meanwhile; once PostHog deletes them, the erasure completes."""
+    settings = settings_for(
+        database_url, posthog, **with_persons_api(posthog, posthog_round_backoff_seconds=0.5)
+    )
+    async with serve_for_test(SPEC, settings, Stub) as (_, stub):
+        await capture(
+            stub, merchant_id, client_event(distinct_id="c-1"), client_event(distinct_id="c-2")
+        )
+        await arrived(posthog, 2)
+        await shipped(store, merchant_id, 2)
+        ann, bob = PSEUDONYMS.of(merchant_id, "c-1"), PSEUDONYMS.of(merchant_id, "c-2")
+        posthog.undeletable.add(ann)
+        await pending_at_posthog(store.erase_merchant(merchant_id))
+
+        async def refused() -> list[PersonDeletion]:
+            left = await store.persons_to_delete(merchant_id)
+            return left if left and all(p.last_error for p in left) else []
+
+        left = await eventually(refused, 20, "the batch kept with PostHog's deletion errors")
+        assert all("could not delete 1 person(s)" in (p.last_error or "") for p in left)
+        assert "could not delete" in await pending_at_posthog(store.erase_merchant(merchant_id))
+        assert posthog.person(ann) is not None and posthog.person(bob) is None
+        posthog.undeletable.clear()  # PostHog's side recovered: the next round deletes it
+        await no_deletions_left(store, merchant_id)
+        assert await store.erase_merchant(merchant_id) >= 2
+        assert posthog.person(ann) is None and posthog.received() == []
+
+
 async def test_an_erasure_made_while_no_deleter_runs_is_carried_out_later(
     database_url: str, posthog: PosthogStandIn, store: TaskStore, merchant_id: str
 ) -> None:

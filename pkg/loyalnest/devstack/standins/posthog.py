@@ -30,6 +30,8 @@ Not PostHog: it honours the capture contract Event Tracking relies on, started b
   "recordings_queued_for_deletion", "deletion_errors": []}` (ids that name no person are
   just not found), 400 `validation_error` for neither, both, over 1000 or a body that is
   not a JSON object; the same keys, throttle and faults as the other persons endpoints.
+  `undeletable` (distinct ids) makes their persons fail as PostHog's own delete can: kept
+  (their events still deleted), and listed by person uuid in `deletion_errors`.
 - Faults for tests: `fail_next(503, count=1, retry_after="1")` (capture) or
   `fail_api_next(...)` (persons API), or over HTTP `POST /_standin/faults {"status": 503,
   "count": 1, "retry_after": "1", "api": false}`; what it got: `GET /_standin/events`,
@@ -128,6 +130,8 @@ class PosthogStandIn(ServedStandIn):
     # person uuid -> the person; distinct id -> its person's uuid.
     persons: dict[str, dict[str, Any]] = field(default_factory=dict)
     _person_of: dict[str, str] = field(default_factory=dict)
+    # Distinct ids whose persons a bulk deletion fails to delete (deletion_errors).
+    undeletable: set[str] = field(default_factory=set)
     _faults: list[Fault] = field(default_factory=list)
     _api_faults: list[Fault] = field(default_factory=list)
     _api_calls: deque[float] = field(default_factory=deque)
@@ -165,6 +169,7 @@ class PosthogStandIn(ServedStandIn):
             self._faults.clear()
             self._api_faults.clear()
             self._api_calls.clear()
+            self.undeletable.clear()
 
     def person(self, distinct_id: str) -> dict[str, Any] | None:
         """The person holding `distinct_id`, if PostHog has one."""
@@ -349,6 +354,9 @@ class PosthogStandIn(ServedStandIn):
         lock; PostHog deletes events asynchronously, the stand-in at once)."""
         for distinct_id in person["distinct_ids"]:
             self._person_of.pop(distinct_id, None)
+        self._forget_events(person, delete_events)
+
+    def _forget_events(self, person: dict[str, Any], delete_events: bool) -> None:
         if delete_events:
             gone = set(person["distinct_ids"])
             for key in [k for k, e in self.events.items() if _distinct_id(e) in gone]:
@@ -380,15 +388,20 @@ class PosthogStandIn(ServedStandIn):
             uuids = {self._person_of.get(str(i)) if distinct_ids else str(i) for i in wanted} - {
                 None
             }
-            found = [self.persons.pop(u) for u in sorted(u for u in uuids if u in self.persons)]
+            found = [self.persons[u] for u in sorted(u for u in uuids if u in self.persons)]
+            failed = [p for p in found if set(p["distinct_ids"]) & self.undeletable]
             for person in found:
-                self._forget(person, bool(body.get("delete_events")))
+                if person in failed:  # its events are still queued for deletion, as PostHog does
+                    self._forget_events(person, bool(body.get("delete_events")))
+                else:
+                    del self.persons[person["uuid"]]
+                    self._forget(person, bool(body.get("delete_events")))
         summary = {
             "persons_found": len(found),
-            "persons_deleted": len(found),
+            "persons_deleted": len(found) - len(failed),
             "events_queued_for_deletion": bool(body.get("delete_events")) and bool(found),
             "recordings_queued_for_deletion": bool(body.get("delete_recordings")) and bool(found),
-            "deletion_errors": [],
+            "deletion_errors": [{"person_uuid": p["uuid"]} for p in failed],
         }
         return 202, summary, {}
 
