@@ -879,6 +879,45 @@ async def test_rfm_scores_naming_the_shopify_customer_reach_core_s_customer(
     assert (got.rfm_score.frequency, got.rfm_segment) == (2, rfm_pb2.RFM_SEGMENT_AT_RISK)
 
 
+async def test_an_erased_customer_takes_the_erasures_id_unless_a_row_has_it(
+    core, stub, db, database_url, redis_url, merchant_id
+):
+    """EraseCustomer replaces the Shopify id by the id every service gives the customer in
+    this erasure (CustomerRef.anonymous_id); where a row has that id already (a redacted
+    event consumed meanwhile), by one naming the row instead: never a unique violation."""
+    from loyalnest.platform.personal_data import CustomerRef
+
+    settings = core_settings(database_url, redis_url)
+    database = Database(settings, DATABASE)
+    stores = open_stores(settings, database)
+    await database.open()
+    try:
+        first = await create_customer(stub, merchant_id, "7390012230071", email="a@example.com")
+        second = await create_customer(stub, merchant_id, "7390012230072")
+        request = CustomerRef("7390012230071")
+        assert await stores.customers.erase_customer(merchant_id, request) == 1
+        assert await stores.customers.erase_customer(merchant_id, request) == 0  # a retry
+        taken = CustomerRef("7390012230072")
+        await create_customer(stub, merchant_id, taken.anonymous_id("7390012230072"))
+        assert await stores.customers.erase_customer(merchant_id, taken) == 1
+        ids = dict(
+            await rows(
+                db,
+                "SELECT customer_id::text, shopify_customer_id FROM customers"
+                " WHERE customer_id = ANY(%s::uuid[])",
+                [first.customer_id, second.customer_id],
+            )
+        )
+        assert ids == {
+            first.customer_id: request.anonymous_id("7390012230071"),
+            second.customer_id: f"erased:{second.customer_id}",
+        }
+    finally:
+        for cleanup in stores.cleanup:
+            await cleanup()
+        await database.close()
+
+
 async def test_gdpr_redaction_erases_the_customers_personal_data(handlers, stub, db, merchant_id):
     customer = await create_customer(stub, merchant_id, "forget-me", email="forget@example.com")
     other = await create_customer(stub, merchant_id, "keep-me", email="keep@example.com")
