@@ -3,11 +3,15 @@
     .venv/bin/python bench/bench_points.py [--concurrency 32] [--duration 10] [--warmup 2]
                                            [--tracing/--no-tracing] [--channels 1] [--json]
                                            [--profile-server PATH]
+                                           [--event-loops uvloop,asyncio] [--rounds 1]
 
 Starts a throwaway PostgreSQL, then, one after the other, two servers in their own processes:
 
 1. baseline: a raw `grpc.aio` server with one generic bytes-in/bytes-out unary handler;
-2. the real Points service (`loyalnest.platform.server.running`) with production defaults.
+2. the real Points service (`loyalnest.platform.server.running`) with production defaults,
+   on the event loop `loyalnest serve` picks (LOYALNEST_EVENT_LOOP, default uvloop); with
+   `--event-loops uvloop,asyncio --rounds 3` once per loop, alternating, in the same run (the
+   echo baseline stays on asyncio's loop, the raw grpc.aio of the issue's goal).
 
 Both are driven by the same closed-loop client in this process (N asyncio workers sharing
 one or a few grpc.aio channels, raw bytes on the wire, no protobuf work in the client), with a
@@ -49,9 +53,11 @@ from harness import (
     valkey,
 )
 
+from loyalnest.platform import asyncio_loop
+from loyalnest.platform.asyncio_loop import EventLoop
 from loyalnest.platform.auth.keys import KeySet
 from loyalnest.platform.auth.tokens import TokenIssuer
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import ServerSettings, ServiceSettings
 
 # Real token verification on every call, as in production: a keyset for this run only.
 KEYSET = KeySet.generate(local=True)
@@ -148,8 +154,10 @@ def points_server_process(
     profile: str | None,
     jwks_path: str,
     redis_url: str | None,
+    event_loop: EventLoop,
 ) -> None:
-    """Child process entry point: the real Points service, until SIGTERM.
+    """Child process entry point: the real Points service on `event_loop`, until SIGTERM,
+    run as `loyalnest serve` runs it (platform/asyncio_loop.py).
 
     With `profile`, the event-loop thread runs under cProfile (which slows it down: use the
     profile for where the time goes, not for throughput) and the stats are dumped there.
@@ -159,7 +167,9 @@ def points_server_process(
     try:
         if profiler is not None:
             profiler.enable()
-        asyncio.run(_points_main(ready, database_url, tracing, jwks_path, redis_url))
+        asyncio_loop.run(
+            _points_main(ready, database_url, tracing, jwks_path, redis_url), event_loop
+        )
     except BaseException as exc:
         with contextlib.suppress(OSError):
             ready.send(("error", "".join(traceback.format_exception(exc))))
@@ -420,30 +430,42 @@ async def run_benchmark(
                 duration=args.duration,
             )
 
-    with server_process(
-        points_server_process,
-        database_url,
-        args.tracing,
-        args.profile_server,
-        str(jwks_path),
-        redis_url,
-    ) as points:
-        async with open_channels(points.address, args.channels) as channels:
-            response_size = await seed_ledger(channels[0], workload)
-            probe = CpuProbe(points.process.pid or 0, postmaster_pid(pg_data_dir))
-            points_result = await run_load(
-                "GetPointsBalance",
-                channels,
-                BALANCE_METHOD,
-                workload.request,
-                workload.metadata,
-                cpu=probe,
-                concurrency=args.concurrency,
-                warmup=args.warmup,
-                duration=args.duration,
-            )
+    # Alternating loops round after round: on a shared machine the load drifts, so each
+    # loop's figures are a range over rounds measured side by side.
+    points_results: list[LoadResult] = []
+    response_size = 0
+    for _ in range(args.rounds):
+        for event_loop in args.event_loops:
+            with server_process(
+                points_server_process,
+                database_url,
+                args.tracing,
+                args.profile_server,
+                str(jwks_path),
+                redis_url,
+                event_loop,
+            ) as points:
+                async with open_channels(points.address, args.channels) as channels:
+                    response_size = await seed_ledger(channels[0], workload)
+                    probe = CpuProbe(points.process.pid or 0, postmaster_pid(pg_data_dir))
+                    points_results.append(
+                        await run_load(
+                            f"GetPointsBalance {event_loop}",
+                            channels,
+                            BALANCE_METHOD,
+                            workload.request,
+                            workload.metadata,
+                            cpu=probe,
+                            concurrency=args.concurrency,
+                            warmup=args.warmup,
+                            duration=args.duration,
+                        )
+                    )
 
-    ratio = points_result.throughput / echo_result.throughput if echo_result.throughput else 0.0
+    def ratio_of(result: LoadResult) -> float:
+        return result.throughput / echo_result.throughput if echo_result.throughput else 0.0
+
+    ratio = ratio_of(points_results[0])
     return {
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
@@ -456,8 +478,11 @@ async def run_benchmark(
         "redis": redis_url is not None,
         "request_bytes": len(workload.request),
         "response_bytes": {"echo": len(echo_response), "GetPointsBalance": response_size},
-        "results": [asdict(echo_result), asdict(points_result)],
+        "event_loops": args.event_loops,
+        "rounds": args.rounds,
+        "results": [asdict(echo_result), *(asdict(r) for r in points_results)],
         "ratio": ratio,
+        "ratios": [ratio_of(r) for r in points_results],
         "goal": GOAL_RATIO,
         "goal_met": ratio >= GOAL_RATIO,
     }
@@ -473,11 +498,13 @@ def render(report: dict[str, Any]) -> str:
         f"warm-up {report['warmup_seconds']}s, measured {report['duration_seconds']}s each, "
         f"tracing {'on' if report['tracing'] else 'off'}, "
         f"Redis balance cache {'on' if report.get('redis') else 'off'}",
+        f"Points' event loop(s): {', '.join(report['event_loops'])} x {report['rounds']} round(s)"
+        " (echo: asyncio)",
         f"payload: request {report['request_bytes']} B, response "
         f"{report['response_bytes']['echo']} B (echo) / "
         f"{report['response_bytes']['GetPointsBalance']} B (GetPointsBalance)",
         "",
-        f"{'server':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'server':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
         f"{'cpu% client':>13}{'server':>8}{'postgres':>10}{'server us/req':>15}",
     ]
     for result in report["results"]:
@@ -492,19 +519,30 @@ def render(report: dict[str, Any]) -> str:
             else "-"
         )
         lines.append(
-            f"{result['name']:<22}{result['throughput']:>9.0f}{result['p50_ms']:>9.2f}"
+            f"{result['name']:<26}{result['throughput']:>9.0f}{result['p50_ms']:>9.2f}"
             f"{result['p99_ms']:>9.2f}{sum(result['errors'].values()):>8}"
             f"{pct('client'):>13}{pct('server'):>8}{pct('postgres'):>10}{per_request:>15}"
         )
         if result["errors"]:
-            lines.append(f"{'':<22}errors by code: {result['errors']}")
+            lines.append(f"{'':<26}errors by code: {result['errors']}")
     verdict = "met" if report["goal_met"] else "NOT met"
     lines += [
         "",
-        f"ratio GetPointsBalance/echo throughput: {report['ratio']:.2f}x",
+        "ratio GetPointsBalance/echo throughput: "
+        + ", ".join(f"{r:.2f}x" for r in report["ratios"]),
         f"goal: >= {report['goal']:.2f}x  ({verdict})",
     ]
     return "\n".join(lines)
+
+
+def _event_loops(value: str) -> list[EventLoop]:
+    loops: list[EventLoop] = []
+    for name in value.split(","):
+        if name == "uvloop" or name == "asyncio":
+            loops.append(name)
+        else:
+            raise argparse.ArgumentTypeError(f"unknown event loop {name!r}: uvloop or asyncio")
+    return loops
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -532,7 +570,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run the Points server under cProfile and write its stats to PATH "
         "(slows the server; read with `python -m pstats PATH`)",
     )
+    parser.add_argument(
+        "--event-loops",
+        type=_event_loops,
+        default=[ServerSettings().event_loop],
+        help="comma-separated loops the Points server runs on, one run each in this order "
+        "(uvloop, asyncio; default: LOYALNEST_EVENT_LOOP or uvloop, as `loyalnest serve`)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the --event-loops sequence this often"
+    )
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     if args.concurrency < 1 or args.channels < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--concurrency/--channels must be >= 1, --duration > 0, --warmup >= 0")
     return args

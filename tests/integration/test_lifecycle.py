@@ -1,4 +1,5 @@
-"""Health follows PostgreSQL; SIGTERM drains in-flight calls before the process exits."""
+"""Health follows PostgreSQL; SIGTERM drains in-flight calls before the process exits, on
+uvloop (the default) and on the standard asyncio loop (LOYALNEST_EVENT_LOOP=asyncio)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import sys
 from collections.abc import Iterator
 
 import grpc
+import httpx
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from loyalnest.devstack.postgres import LocalPostgres, free_port
 from loyalnest.gen.points.v1 import points_pb2 as pb
@@ -75,11 +78,25 @@ async def test_starts_not_serving_until_postgres_is_up():
             await asyncio.to_thread(late.stop, "immediate")
 
 
-async def test_sigterm_finishes_in_flight_calls(database_url: str):
+def _event_loop_reported(metrics_url: str) -> str | None:
+    """The `loop` label of loyalnest_event_loop_info on the process's /metrics."""
+    for family in text_string_to_metric_families(httpx.get(metrics_url, timeout=10).text):
+        if family.name == "loyalnest_event_loop_info":
+            return str(family.samples[0].labels["loop"])
+    return None
+
+
+# The default (no setting) serves on uvloop; LOYALNEST_EVENT_LOOP=asyncio falls back.
+@pytest.mark.parametrize(("setting", "expected_loop"), [(None, "uvloop"), ("asyncio", "asyncio")])
+async def test_sigterm_finishes_in_flight_calls(
+    database_url: str, setting: str | None, expected_loop: str
+):
+    metrics_port = free_port()
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "LOYALNEST_EVENT_LOOP"},
+        **({"LOYALNEST_EVENT_LOOP": setting} if setting else {}),
         "LOYALNEST_GRPC_PORT": str(free_port()),
-        "LOYALNEST_METRICS_PORT": "0",
+        "LOYALNEST_METRICS_PORT": str(metrics_port),
         "LOYALNEST_DATABASE_URL": database_url,
         "LOYALNEST_SHUTDOWN_GRACE_SECONDS": "10",
         # Points declares a call to Auth: a target is required at start, none is called.
@@ -91,6 +108,10 @@ async def test_sigterm_finishes_in_flight_calls(database_url: str):
     )
     try:
         await wait_for_health(address, SERVING)
+        loop = await asyncio.to_thread(
+            _event_loop_reported, f"http://127.0.0.1:{metrics_port}/metrics"
+        )
+        assert loop == expected_loop
         md = merchant_metadata("m-drain")
         async with grpc.aio.insecure_channel(address) as channel:
             stub = points_pb2_grpc.PointsServiceStub(channel)
