@@ -4,6 +4,7 @@
                                            [--tracing/--no-tracing] [--channels 1] [--json]
                                            [--profile-server PATH]
                                            [--event-loops uvloop,asyncio] [--rounds 1]
+                                           [--rate CALLS_PER_SECOND]
 
 Starts a throwaway PostgreSQL, then, one after the other, two servers in their own processes:
 
@@ -215,6 +216,24 @@ class LoadResult:
     cpu_percent: dict[str, float] = field(default_factory=dict)
 
 
+class Pacer:
+    """Open loop (`--rate`): hands out send times `1/rate` apart, so every server gets the
+    same calls per second and CPU per call compares at equal load (in a closed loop, a server
+    slowed by the machine also does fewer calls per second, over which its fixed per-second
+    costs, such as the span exporter's and metrics' threads, are spread)."""
+
+    def __init__(self, rate: float, start: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = start
+
+    async def wait(self) -> None:
+        due = self._next
+        self._next += self._interval
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
 async def _worker(
     call: UnaryCall,
     request: bytes,
@@ -223,9 +242,12 @@ async def _worker(
     measure_until: float,
     latencies: list[float],
     errors: Counter[str],
+    pacer: Pacer | None,
 ) -> None:
     perf = time.perf_counter
     while True:
+        if pacer is not None:
+            await pacer.wait()
         started = perf()
         try:
             await call(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
@@ -252,8 +274,11 @@ async def run_load(
     warmup: float,
     duration: float,
     cpu: CpuProbe | None,
+    rate: float | None = None,
 ) -> LoadResult:
-    """Closed loop: `concurrency` workers, each sending its next call when the last returns.
+    """Closed loop: `concurrency` workers, each sending its next call when the last returns;
+    with `rate`, the workers send on a schedule of `rate` calls per second instead (as long as
+    `concurrency` calls in flight keep up).
 
     Only calls that complete inside the measured window count, so the window is exactly
     `duration` seconds; warm-up calls are discarded.
@@ -268,6 +293,7 @@ async def run_load(
     start = time.perf_counter()
     measure_from = start + warmup
     measure_until = measure_from + duration
+    pacer = Pacer(rate, start) if rate else None
     tasks = [
         asyncio.create_task(
             _worker(
@@ -278,6 +304,7 @@ async def run_load(
                 measure_until,
                 latencies,
                 errors,
+                pacer,
             )
         )
         for i in range(concurrency)
@@ -428,6 +455,7 @@ async def run_benchmark(
                 concurrency=args.concurrency,
                 warmup=args.warmup,
                 duration=args.duration,
+                rate=args.rate,
             )
 
     # Alternating loops round after round: on a shared machine the load drifts, so each
@@ -459,6 +487,7 @@ async def run_benchmark(
                             concurrency=args.concurrency,
                             warmup=args.warmup,
                             duration=args.duration,
+                            rate=args.rate,
                         )
                     )
 
@@ -471,6 +500,7 @@ async def run_benchmark(
         "python": sys.version.split()[0],
         "grpc": grpc.__version__,
         "concurrency": args.concurrency,
+        "rate": args.rate,
         "channels": args.channels,
         "warmup_seconds": args.warmup,
         "duration_seconds": args.duration,
@@ -494,7 +524,9 @@ async def run_benchmark(
 def render(report: dict[str, Any]) -> str:
     lines = [
         f"cpus: {report['cpu_count']}   python {report['python']}   grpcio {report['grpc']}",
-        f"concurrency {report['concurrency']} on {report['channels']} channel(s), "
+        f"concurrency {report['concurrency']} on {report['channels']} channel(s)"
+        + (f", open loop at {report['rate']:g}/s" if report.get("rate") else ", closed loop")
+        + ", "
         f"warm-up {report['warmup_seconds']}s, measured {report['duration_seconds']}s each, "
         f"tracing {'on' if report['tracing'] else 'off'}, "
         f"Redis balance cache {'on' if report.get('redis') else 'off'}",
@@ -548,6 +580,12 @@ def _event_loops(value: str) -> list[EventLoop]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent workers")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: calls per second for every server (default: closed loop, peak)",
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds each")
     parser.add_argument("--warmup", type=float, default=2.0, help="discarded seconds each")
     parser.add_argument("--channels", type=int, default=1, help="client channels (connections)")
@@ -581,6 +619,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--rounds", type=int, default=1, help="repeat the --event-loops sequence this often"
     )
     args = parser.parse_args(argv)
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be > 0")
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
     if args.concurrency < 1 or args.channels < 1 or args.duration <= 0 or args.warmup < 0:
