@@ -39,7 +39,7 @@ def test_an_unknown_loop_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         ServerSettings()
 
 
-def test_the_global_policy_stays_asyncio_s() -> None:
+def test_uvloop_leaves_the_global_policy_alone() -> None:
     # uvloop runs through a loop factory, never as the process-wide policy: code asking the
     # policy for a loop outside the running one behaves as under plain asyncio.
     before = type(asyncio.get_event_loop_policy())
