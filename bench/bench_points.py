@@ -3,11 +3,16 @@
     .venv/bin/python bench/bench_points.py [--concurrency 32] [--duration 10] [--warmup 2]
                                            [--tracing/--no-tracing] [--channels 1] [--json]
                                            [--profile-server PATH]
+                                           [--event-loops uvloop,asyncio] [--rounds 1]
+                                           [--rate CALLS_PER_SECOND]
 
 Starts a throwaway PostgreSQL, then, one after the other, two servers in their own processes:
 
 1. baseline: a raw `grpc.aio` server with one generic bytes-in/bytes-out unary handler;
-2. the real Points service (`loyalnest.platform.server.running`) with production defaults.
+2. the real Points service (`loyalnest.platform.server.running`) with production defaults,
+   on the event loop `loyalnest serve` picks (LOYALNEST_EVENT_LOOP, default uvloop); with
+   `--event-loops uvloop,asyncio --rounds 3` once per loop, alternating, in the same run (the
+   echo baseline stays on asyncio's loop, the raw grpc.aio of the issue's goal).
 
 Both are driven by the same closed-loop client in this process (N asyncio workers sharing
 one or a few grpc.aio channels, raw bytes on the wire, no protobuf work in the client), with a
@@ -49,9 +54,11 @@ from harness import (
     valkey,
 )
 
+from loyalnest.platform import asyncio_loop
+from loyalnest.platform.asyncio_loop import EventLoop
 from loyalnest.platform.auth.keys import KeySet
 from loyalnest.platform.auth.tokens import TokenIssuer
-from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.config import ServerSettings, ServiceSettings
 
 # Real token verification on every call, as in production: a keyset for this run only.
 KEYSET = KeySet.generate(local=True)
@@ -148,8 +155,10 @@ def points_server_process(
     profile: str | None,
     jwks_path: str,
     redis_url: str | None,
+    event_loop: EventLoop,
 ) -> None:
-    """Child process entry point: the real Points service, until SIGTERM.
+    """Child process entry point: the real Points service on `event_loop`, until SIGTERM,
+    run as `loyalnest serve` runs it (platform/asyncio_loop.py).
 
     With `profile`, the event-loop thread runs under cProfile (which slows it down: use the
     profile for where the time goes, not for throughput) and the stats are dumped there.
@@ -159,7 +168,9 @@ def points_server_process(
     try:
         if profiler is not None:
             profiler.enable()
-        asyncio.run(_points_main(ready, database_url, tracing, jwks_path, redis_url))
+        asyncio_loop.run(
+            _points_main(ready, database_url, tracing, jwks_path, redis_url), event_loop
+        )
     except BaseException as exc:
         with contextlib.suppress(OSError):
             ready.send(("error", "".join(traceback.format_exception(exc))))
@@ -205,6 +216,24 @@ class LoadResult:
     cpu_percent: dict[str, float] = field(default_factory=dict)
 
 
+class Pacer:
+    """Open loop (`--rate`): hands out send times `1/rate` apart, so every server gets the
+    same calls per second and CPU per call compares at equal load (in a closed loop, a server
+    slowed by the machine also does fewer calls per second, over which its fixed per-second
+    costs, such as the span exporter's and metrics' threads, are spread)."""
+
+    def __init__(self, rate: float, start: float) -> None:
+        self._interval = 1.0 / rate
+        self._next = start
+
+    async def wait(self) -> None:
+        due = self._next
+        self._next += self._interval
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
 async def _worker(
     call: UnaryCall,
     request: bytes,
@@ -213,9 +242,12 @@ async def _worker(
     measure_until: float,
     latencies: list[float],
     errors: Counter[str],
+    pacer: Pacer | None,
 ) -> None:
     perf = time.perf_counter
     while True:
+        if pacer is not None:
+            await pacer.wait()
         started = perf()
         try:
             await call(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
@@ -242,8 +274,11 @@ async def run_load(
     warmup: float,
     duration: float,
     cpu: CpuProbe | None,
+    rate: float | None = None,
 ) -> LoadResult:
-    """Closed loop: `concurrency` workers, each sending its next call when the last returns.
+    """Closed loop: `concurrency` workers, each sending its next call when the last returns;
+    with `rate`, the workers send on a schedule of `rate` calls per second instead (as long as
+    `concurrency` calls in flight keep up).
 
     Only calls that complete inside the measured window count, so the window is exactly
     `duration` seconds; warm-up calls are discarded.
@@ -258,6 +293,7 @@ async def run_load(
     start = time.perf_counter()
     measure_from = start + warmup
     measure_until = measure_from + duration
+    pacer = Pacer(rate, start) if rate else None
     tasks = [
         asyncio.create_task(
             _worker(
@@ -268,6 +304,7 @@ async def run_load(
                 measure_until,
                 latencies,
                 errors,
+                pacer,
             )
         )
         for i in range(concurrency)
@@ -418,37 +455,52 @@ async def run_benchmark(
                 concurrency=args.concurrency,
                 warmup=args.warmup,
                 duration=args.duration,
+                rate=args.rate,
             )
 
-    with server_process(
-        points_server_process,
-        database_url,
-        args.tracing,
-        args.profile_server,
-        str(jwks_path),
-        redis_url,
-    ) as points:
-        async with open_channels(points.address, args.channels) as channels:
-            response_size = await seed_ledger(channels[0], workload)
-            probe = CpuProbe(points.process.pid or 0, postmaster_pid(pg_data_dir))
-            points_result = await run_load(
-                "GetPointsBalance",
-                channels,
-                BALANCE_METHOD,
-                workload.request,
-                workload.metadata,
-                cpu=probe,
-                concurrency=args.concurrency,
-                warmup=args.warmup,
-                duration=args.duration,
-            )
+    # Alternating loops round after round: on a shared machine the load drifts, so each
+    # loop's figures are a range over rounds measured side by side.
+    points_results: list[LoadResult] = []
+    response_size = 0
+    for _ in range(args.rounds):
+        for event_loop in args.event_loops:
+            with server_process(
+                points_server_process,
+                database_url,
+                args.tracing,
+                args.profile_server,
+                str(jwks_path),
+                redis_url,
+                event_loop,
+            ) as points:
+                async with open_channels(points.address, args.channels) as channels:
+                    response_size = await seed_ledger(channels[0], workload)
+                    probe = CpuProbe(points.process.pid or 0, postmaster_pid(pg_data_dir))
+                    points_results.append(
+                        await run_load(
+                            f"GetPointsBalance {event_loop}",
+                            channels,
+                            BALANCE_METHOD,
+                            workload.request,
+                            workload.metadata,
+                            cpu=probe,
+                            concurrency=args.concurrency,
+                            warmup=args.warmup,
+                            duration=args.duration,
+                            rate=args.rate,
+                        )
+                    )
 
-    ratio = points_result.throughput / echo_result.throughput if echo_result.throughput else 0.0
+    def ratio_of(result: LoadResult) -> float:
+        return result.throughput / echo_result.throughput if echo_result.throughput else 0.0
+
+    ratio = ratio_of(points_results[0])
     return {
         "cpu_count": os.cpu_count(),
         "python": sys.version.split()[0],
         "grpc": grpc.__version__,
         "concurrency": args.concurrency,
+        "rate": args.rate,
         "channels": args.channels,
         "warmup_seconds": args.warmup,
         "duration_seconds": args.duration,
@@ -456,8 +508,11 @@ async def run_benchmark(
         "redis": redis_url is not None,
         "request_bytes": len(workload.request),
         "response_bytes": {"echo": len(echo_response), "GetPointsBalance": response_size},
-        "results": [asdict(echo_result), asdict(points_result)],
+        "event_loops": args.event_loops,
+        "rounds": args.rounds,
+        "results": [asdict(echo_result), *(asdict(r) for r in points_results)],
         "ratio": ratio,
+        "ratios": [ratio_of(r) for r in points_results],
         "goal": GOAL_RATIO,
         "goal_met": ratio >= GOAL_RATIO,
     }
@@ -469,15 +524,19 @@ async def run_benchmark(
 def render(report: dict[str, Any]) -> str:
     lines = [
         f"cpus: {report['cpu_count']}   python {report['python']}   grpcio {report['grpc']}",
-        f"concurrency {report['concurrency']} on {report['channels']} channel(s), "
+        f"concurrency {report['concurrency']} on {report['channels']} channel(s)"
+        + (f", open loop at {report['rate']:g}/s" if report.get("rate") else ", closed loop")
+        + ", "
         f"warm-up {report['warmup_seconds']}s, measured {report['duration_seconds']}s each, "
         f"tracing {'on' if report['tracing'] else 'off'}, "
         f"Redis balance cache {'on' if report.get('redis') else 'off'}",
+        f"Points' event loop(s): {', '.join(report['event_loops'])} x {report['rounds']} round(s)"
+        " (echo: asyncio)",
         f"payload: request {report['request_bytes']} B, response "
         f"{report['response_bytes']['echo']} B (echo) / "
         f"{report['response_bytes']['GetPointsBalance']} B (GetPointsBalance)",
         "",
-        f"{'server':<22}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+        f"{'server':<26}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
         f"{'cpu% client':>13}{'server':>8}{'postgres':>10}{'server us/req':>15}",
     ]
     for result in report["results"]:
@@ -492,24 +551,41 @@ def render(report: dict[str, Any]) -> str:
             else "-"
         )
         lines.append(
-            f"{result['name']:<22}{result['throughput']:>9.0f}{result['p50_ms']:>9.2f}"
+            f"{result['name']:<26}{result['throughput']:>9.0f}{result['p50_ms']:>9.2f}"
             f"{result['p99_ms']:>9.2f}{sum(result['errors'].values()):>8}"
             f"{pct('client'):>13}{pct('server'):>8}{pct('postgres'):>10}{per_request:>15}"
         )
         if result["errors"]:
-            lines.append(f"{'':<22}errors by code: {result['errors']}")
+            lines.append(f"{'':<26}errors by code: {result['errors']}")
     verdict = "met" if report["goal_met"] else "NOT met"
     lines += [
         "",
-        f"ratio GetPointsBalance/echo throughput: {report['ratio']:.2f}x",
+        "ratio GetPointsBalance/echo throughput: "
+        + ", ".join(f"{r:.2f}x" for r in report["ratios"]),
         f"goal: >= {report['goal']:.2f}x  ({verdict})",
     ]
     return "\n".join(lines)
 
 
+def _event_loops(value: str) -> list[EventLoop]:
+    loops: list[EventLoop] = []
+    for name in value.split(","):
+        if name == "uvloop" or name == "asyncio":
+            loops.append(name)
+        else:
+            raise argparse.ArgumentTypeError(f"unknown event loop {name!r}: uvloop or asyncio")
+    return loops
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--concurrency", type=int, default=32, help="concurrent workers")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: calls per second for every server (default: closed loop, peak)",
+    )
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds each")
     parser.add_argument("--warmup", type=float, default=2.0, help="discarded seconds each")
     parser.add_argument("--channels", type=int, default=1, help="client channels (connections)")
@@ -532,7 +608,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run the Points server under cProfile and write its stats to PATH "
         "(slows the server; read with `python -m pstats PATH`)",
     )
+    parser.add_argument(
+        "--event-loops",
+        type=_event_loops,
+        default=[ServerSettings().event_loop],
+        help="comma-separated loops the Points server runs on, one run each in this order "
+        "(uvloop, asyncio; default: LOYALNEST_EVENT_LOOP or uvloop, as `loyalnest serve`)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat the --event-loops sequence this often"
+    )
     args = parser.parse_args(argv)
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be > 0")
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     if args.concurrency < 1 or args.channels < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--concurrency/--channels must be >= 1, --duration > 0, --warmup >= 0")
     return args

@@ -72,6 +72,8 @@ from ingress import (
     run_phase,
 )
 
+from loyalnest.platform.config import ServerSettings
+
 GOAL_P99_MS = 100.0
 GOAL_PEAK_PER_SECOND = 1000.0
 
@@ -344,6 +346,9 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         "aiohttp": aiohttp.__version__,
         "uvloop": has_uvloop(),
         "envoy": envoy_version(),
+        # The edge's loop, as `loyalnest serve` picks it (LOYALNEST_EVENT_LOOP; the baseline
+        # stays on asyncio's).
+        "event_loop": ServerSettings().event_loop,
         "workers": args.workers,
         "clients": args.clients,
         "rate": args.rate,
@@ -393,7 +398,8 @@ def render(report: dict[str, Any]) -> str:
         f"envoy {report['envoy']}   aiohttp {report['aiohttp']}"
         f"{' + uvloop' if report['uvloop'] else ''}",
         f"load average before: {load}   after: {load_after}",
-        f"servers: {report['workers']} process(es) per target behind one Envoy; edge: tracing "
+        f"servers: {report['workers']} process(es) per target behind one Envoy; edge: "
+        f"{report.get('event_loop', 'asyncio')} loop, tracing "
         f"{'on' if report['tracing'] else 'off'}, producer {report['kafka_producer']},"
         " dedupe in PostgreSQL, PostgreSQL "
         f"{'durable (fsync on)' if report['pg_durable'] else 'fsync off'}, outbox relay "

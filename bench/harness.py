@@ -116,6 +116,9 @@ def service_process(
     import cProfile
     import traceback
 
+    from loyalnest.platform import asyncio_loop
+    from loyalnest.platform.config import ServerSettings
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The main thread's CPU time, not wall time: on a shared machine wall time also counts
     # the moments the process waited for a core, and the Kafka threads' CPU stays out.
@@ -123,7 +126,11 @@ def service_process(
     try:
         if profiler is not None:
             profiler.enable()
-        asyncio.run(_service_main(ready, module, settings, relay_only))
+        # The loop `loyalnest serve` would run: `settings`' event_loop, else
+        # LOYALNEST_EVENT_LOOP, else uvloop.
+        chosen = {key: value for key, value in settings.items() if key == "event_loop"}
+        event_loop = ServerSettings(**chosen).event_loop
+        asyncio_loop.run(_service_main(ready, module, settings, relay_only), event_loop)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             ready.send(("error", "".join(traceback.format_exception(exc))))

@@ -48,6 +48,9 @@ class ServerSettings(_Settings):
     # is closed under them. Longer than any unary deadline (the gateway's is 15 s, service
     # calls' 5 s): only long streams (StreamPoints) are cut, and their clients resume.
     max_connection_age_grace_seconds: float = Field(30.0, ge=0)
+    # The asyncio loop `loyalnest serve` runs on: uvloop (libuv) costs less CPU per call;
+    # "asyncio" (the standard library's loop) is the fallback should uvloop misbehave.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
 
 
 class DatabaseSettings(_Settings):

@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from loyalnest.gen.platform.v1 import personal_data_pb2_grpc
-from loyalnest.platform import pagination, personal_data
+from loyalnest.platform import asyncio_loop, pagination, personal_data
 from loyalnest.platform.auth.interceptor import AuthInterceptor, JwksFile
 from loyalnest.platform.auth.revocation import RevocationList
 from loyalnest.platform.auth.service_identity import accepted_audiences
@@ -265,6 +265,7 @@ async def _run_background(
 
 
 async def _run_until_signalled(spec: ServiceSpec[SettingsT], settings: SettingsT) -> None:
+    log.info("event loop", implementation=asyncio_loop.report_running_loop())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -282,4 +283,4 @@ async def _run_until_signalled(spec: ServiceSpec[SettingsT], settings: SettingsT
 def serve(spec: ServiceSpec[SettingsT], settings: SettingsT | None = None) -> None:
     settings = settings or spec.settings_type()
     configure_logging(settings, spec.name)
-    asyncio.run(_run_until_signalled(spec, settings))
+    asyncio_loop.run(_run_until_signalled(spec, settings), settings.event_loop)
