@@ -151,6 +151,10 @@ class TelemetryInterceptor(WrappingInterceptor):
             except grpc.aio.AbortError:
                 code = _status_code(context)
                 raise
+            except BaseException:
+                # A client that goes away mid-handler is CANCELLED, not a server fault.
+                code = grpc.StatusCode.CANCELLED if context.cancelled() else code
+                raise
             finally:
                 self._finish(metrics, method, started, code)
 
