@@ -132,6 +132,17 @@ async def enqueue_earned(
     return ids
 
 
+@pytest.fixture(params=["kafka-python", "confluent"])
+def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Producers and consumers on one Kafka client, for the contract both must keep. Every
+    setting built after this fixture (list it first) reads it from the environment, and so
+    does the crash test's worker process."""
+    client: str = request.param
+    monkeypatch.setenv("LOYALNEST_KAFKA_PRODUCER", client)
+    monkeypatch.setenv("LOYALNEST_KAFKA_CONSUMER", client)
+    return client
+
+
 def new_group() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
 
@@ -140,7 +151,7 @@ def new_group() -> str:
 
 
 async def test_thousand_events_applied_exactly_once_across_crash_and_redelivery(
-    database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
+    kafka_client: str, database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
 ):
     settings = event_settings(database_url, kafka.bootstrap_servers)
     group = new_group()
@@ -197,6 +208,8 @@ async def test_thousand_events_applied_exactly_once_across_crash_and_redelivery(
                 lambda: _effects_are(sink, customers * per_customer), 60, "all 1,000 effects"
             )
             assert processed(group, "duplicate") >= applied_by_worker - committed
+            member = {"kafka-python": "KafkaPythonMember", "confluent": "ConfluentMember"}
+            assert type(runner._member).__name__ == member[kafka_client]
             await eventually(lambda: _lag_is_zero(group), 10, "the consumer lag to reach 0")
 
             # Redelivery of everything: the relay publishes the whole outbox again, as it
@@ -292,6 +305,7 @@ async def points_db(database_url: str) -> AsyncIterator[Database]:
 
 
 async def test_broker_outage_outbox_drains_and_every_event_arrives(
+    kafka_client: str,
     database_url: str,
     kafka: BrokerProcess,
     sink: Database,
@@ -350,7 +364,7 @@ async def test_broker_outage_outbox_drains_and_every_event_arrives(
 
 
 async def test_consumer_rereads_a_topic_the_broker_recreated_while_it_was_away(
-    database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
+    kafka_client: str, database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
 ):
     """A broker that lost its state (tansu's memory storage, or a topic deleted and created
     again) serves a new log under the old name, starting at offset 0. The group's member
@@ -446,7 +460,7 @@ async def _event_ids(database: Database, query: str) -> set[str]:
 
 
 async def test_poison_messages_are_dead_lettered_and_the_rest_processed(
-    database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
+    kafka_client: str, database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
 ):
     settings = event_settings(database_url, kafka.bootstrap_servers, consumer_max_attempts=3)
     group = new_group()
@@ -558,6 +572,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 async def test_consumer_span_continues_the_producing_rpc_trace(
+    kafka_client: str,
     database_url: str,
     kafka: BrokerProcess,
     spans: InMemorySpanExporter,

@@ -166,6 +166,10 @@ class EventSettings(_Settings):
     # The outbox relay's (and dead letters') Kafka producer: kafka-python (pure Python) or
     # "confluent" (librdkafka: its IO off the GIL; bench/README.md, issue 15).
     kafka_producer: Literal["kafka-python", "confluent"] = "kafka-python"
+    # The consumers' Kafka client, the same choice. Topics are created with librdkafka's
+    # admin client unless both are kafka-python: with both on librdkafka, kafka-python is
+    # never imported.
+    kafka_consumer: Literal["kafka-python", "confluent"] = "kafka-python"
     # Outbox relay: idle polling interval (a full batch is followed at once by the next).
     outbox_poll_interval_seconds: float = Field(0.1, gt=0)
     outbox_batch_size: int = Field(500, ge=1)
