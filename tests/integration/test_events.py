@@ -456,6 +456,57 @@ async def _event_ids(database: Database, query: str) -> set[str]:
         return {row[0] for row in await cursor.fetchall()}
 
 
+# --- a group with members on both clients (a rolling switch of kafka_consumer) -------------
+
+
+async def test_a_group_shared_by_both_clients_applies_each_event_once(
+    database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
+):
+    """While a deployment switches clients, old and new pods share the group: the members
+    must agree on the assignment (both offer range and round robin) and on the offsets."""
+    group = new_group()
+    runners = [
+        ConsumerRunner(
+            event_settings(
+                database_url,
+                kafka.bootstrap_servers,
+                kafka_consumer=client,
+                kafka_producer=client,
+            ),
+            group=group,
+            handlers={"points.earned": effect_handler(sink)},
+            client_id=f"c-{client}",
+        )
+        for client in ("kafka-python", "confluent")
+    ]
+    settings = event_settings(database_url, kafka.bootstrap_servers)
+
+    async def split_between_both() -> bool:
+        assigned = []
+        for runner in runners:
+            member = runner._member
+            consumer = getattr(member, "_consumer", None)
+            partitions = set() if consumer is None else set(consumer.assignment())
+            assigned.append({(tp.topic, tp.partition) for tp in partitions})
+        both = all(a for a in assigned) and not set.intersection(*assigned)
+        # Every partition of the topic, and nothing else (not the dead letters).
+        wanted = {(POINTS.name, p) for p in range(POINTS.partitions)}
+        return both and set.union(*assigned) == wanted
+
+    async with background(*(runner.run for runner in runners)):
+        await eventually(split_between_both, 60, "both members to share the partitions")
+        customers = [f"c{n}" for n in range(24)]
+        await enqueue_earned(
+            sink, merchant_id, [(c, s, "") for s in range(1, 6) for c in customers]
+        )
+        async with background(OutboxRelay(PostgresOutbox(sink), settings, client_id="r").run):
+            await eventually(lambda: _effects_are(sink, 120), 60, "every event")
+        assert all(runner._positions for runner in runners), "each member applied some"
+
+    assert await scalar(sink, "SELECT count(*) FROM effects") == 120
+    assert await scalar(sink, "SELECT count(DISTINCT event_id) FROM effects") == 120
+
+
 # --- poison messages go to the dead-letter topic --------------------------------------------
 
 

@@ -277,14 +277,19 @@ class GroupMember(Protocol):
 
 
 def new_group_member(
-    settings: EventSettings, client_id: str, group: str, topics: Sequence[str]
+    settings: EventSettings,
+    client_id: str,
+    group: str,
+    topics: Sequence[str],
+    also_create: Sequence[str] = (),
 ) -> GroupMember:
-    """Creates the missing `topics` and joins `group` subscribed to them, on the client
-    `settings.kafka_consumer` names (imported only then). Blocking."""
+    """Creates the missing `topics` (and `also_create`: the dead-letter topics) and joins
+    `group` subscribed to `topics`, on the client `settings.kafka_consumer` names (imported
+    only then). Blocking."""
     if settings.kafka_consumer == "confluent":
         from loyalnest.platform.events.librdkafka import ConfluentMember
 
-        return ConfluentMember(settings, client_id, group, topics)
+        return ConfluentMember(settings, client_id, group, topics, also_create)
     from loyalnest.platform.events.kafka_python import KafkaPythonMember
 
-    return KafkaPythonMember(settings, client_id, group, topics)
+    return KafkaPythonMember(settings, client_id, group, topics, also_create)

@@ -427,7 +427,8 @@ class ConsumerRunner:
                     self._settings,
                     self._client_id,
                     self.group,
-                    [*self.topics, *dead_letters],
+                    self.topics,
+                    dead_letters,
                 )
                 self._member = member
                 log.info("consumer started", group=self.group, topics=self.topics)

@@ -189,9 +189,14 @@ class KafkaPythonMember:
     """A consumer group member on kafka-python (consumer.GroupMember). Blocking; one thread."""
 
     def __init__(
-        self, settings: EventSettings, client_id: str, group: str, topics: Sequence[str]
+        self,
+        settings: EventSettings,
+        client_id: str,
+        group: str,
+        topics: Sequence[str],
+        also_create: Sequence[str] = (),
     ) -> None:
-        ensure_topics(settings, client_id, topics)
+        ensure_topics(settings, client_id, [*topics, *also_create])
         self._settings = settings
         self._consumer = new_consumer(settings, client_id, group)
         self._rebalances = _Rebalances(self._consumer)

@@ -228,9 +228,14 @@ class ConfluentMember:
     """
 
     def __init__(
-        self, settings: EventSettings, client_id: str, group: str, topics: Sequence[str]
+        self,
+        settings: EventSettings,
+        client_id: str,
+        group: str,
+        topics: Sequence[str],
+        also_create: Sequence[str] = (),
     ) -> None:
-        ensure_topics(settings, client_id, topics)
+        ensure_topics(settings, client_id, [*topics, *also_create])
         self._max_records = settings.consumer_max_poll_records
         self._rebalanced = False
         self._consumer = Consumer(consumer_config(settings, client_id, group))
