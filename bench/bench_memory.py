@@ -66,6 +66,11 @@ def stack(state_dir: Path) -> Iterator[StackState]:
         "--redis-port": free_port(),
         "--kafka-port": free_port(),
         "--posthog-port": free_port(),
+        # The other stand-ins too: their default ports collide with another stack's.
+        "--shopify-port": free_port(),
+        "--klaviyo-port": free_port(),
+        "--postscript-port": free_port(),
+        "--ses-port": free_port(),
         "--reflection-port": free_port(),
         # Services take consecutive ports from here, metrics 1000 higher: a quiet range.
         "--base-port": random.randrange(21000, 29000, 100),

@@ -523,7 +523,10 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
 
         def start_points() -> None:
             settings = service_settings(
-                env, tracing=args.tracing, kafka_producer=args.kafka_producer
+                env,
+                tracing=args.tracing,
+                kafka_producer=args.kafka_producer,
+                kafka_consumer=args.kafka_consumer,
             )
             if args.tiers_ab:
                 # A program switch reaches Points within a second (production: 10 s).
@@ -574,6 +577,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         "duration_seconds": args.duration,
         "tracing": args.tracing,
         "kafka_producer": args.kafka_producer,
+        "kafka_consumer": args.kafka_consumer,
         "pg_durable": args.pg_durable,
         "programs_seeded": seeded,
         "payload_bytes": {
@@ -650,7 +654,8 @@ def render(report: dict[str, Any]) -> str:
         f"{' + uvloop' if report['uvloop'] else ''}",
         f"load average before: {load}   after: {load_after}",
         f"servers: {report['workers']} edge + {report['workers']} Points process(es), one Envoy; "
-        f"tracing {'on' if report['tracing'] else 'off'}; producer {report['kafka_producer']}; "
+        f"tracing {'on' if report['tracing'] else 'off'}; producer {report['kafka_producer']}, "
+        f"consumer {report['kafka_consumer']}; "
         "PostgreSQL "
         f"{'durable (fsync on)' if report['pg_durable'] else 'fsync off'}; tansu; "
         f"pending period 0 (Points' copy seeded for {report['programs_seeded']} shops)",

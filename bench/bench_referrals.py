@@ -604,7 +604,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if min(args.referrals, args.invites, args.concurrency) < 1 or args.rate <= 0:
         parser.error("--referrals, --invites, --concurrency >= 1 and --rate > 0")
     args.broker = True  # environment(): tansu is part of the path
-    args.kafka_producer = "kafka-python"
+    args.kafka_producer = args.kafka_consumer = None  # the platform's defaults
     args.clients = 1
     return args
 

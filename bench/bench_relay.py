@@ -16,8 +16,8 @@ per event (the enqueuing included, the same for both) and the delay from a row's
 the claim that sent it (`sent_at - created_at`).
 
 Then `--idle` seconds of an idle edge process as deployed (relay and consumer in process, no
-traffic) per producer: what the Kafka clients cost when nothing happens, a fixed cost that
-a service pays per second whatever its rate.
+traffic) per client (producer and consumer on it), CPU and RSS: what the Kafka clients cost
+when nothing happens, a fixed cost that a service pays per second whatever its rate.
 """
 
 from __future__ import annotations
@@ -172,14 +172,23 @@ async def _paced(args: argparse.Namespace, database_url: str, kafka: str) -> Non
         print(f"{'':13}{producer:12} {cost:16.0f}  {cost / base:5.2f}x  p99 {p99:.0f} ms")
 
 
-def _idle_cpu(args: argparse.Namespace, env: Any, producer: str) -> float:
-    """CPU percent of one core used by an idle edge process over `args.idle` seconds."""
-    args.kafka_producer = producer
+def _idle_cpu(args: argparse.Namespace, env: Any, producer: str) -> tuple[float, float]:
+    """CPU percent of one core used by an idle edge process over `args.idle` seconds, and its
+    RSS (MiB) then; its producer and consumers on the one client."""
+    args.kafka_producer = args.kafka_consumer = producer
     with server_process(service_process, EDGE_MODULE, edge_settings(args, env)) as edge:
         time.sleep(5.0)  # connected, group joined, topics created
         before, start = proc_cpu_seconds(edge.pid), time.monotonic()
         time.sleep(args.idle)
-        return 100 * (proc_cpu_seconds(edge.pid) - before) / (time.monotonic() - start)
+        cpu = 100 * (proc_cpu_seconds(edge.pid) - before) / (time.monotonic() - start)
+        return cpu, _rss_mib(edge.pid)
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def main() -> None:
@@ -192,7 +201,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="paced: seconds per round")
     args = parser.parse_args()
     args.pg_durable, args.broker, args.tracing = False, True, True
-    idle: dict[str, list[float]] = {}
+    idle: dict[str, list[tuple[float, float]]] = {}
     with throwaway_root("loyalnest-bench-relay-") as root, environment(args, root) as env:
         assert env.kafka is not None
         if args.paced > 0:
@@ -202,7 +211,8 @@ def main() -> None:
         for _ in range(2 if args.idle > 0 else 0):
             for producer in PRODUCERS:
                 idle.setdefault(producer, []).append(_idle_cpu(args, env, producer))
-                print(f"  idle edge, {producer:12}: {idle[producer][-1]:5.1f}% of a core")
+                cpu, rss = idle[producer][-1]
+                print(f"  idle edge, {producer:12}: {cpu:5.1f}% of a core, RSS {rss:.0f} MiB")
     print(f"\n{'producer':28} {'median us/event':>16}  rounds")
     medians = {name: statistics.median(costs) for name, costs in results.items()}
     for name, costs in results.items():
@@ -211,7 +221,10 @@ def main() -> None:
         ratio = medians[f"confluent batch {batch}"] / medians[f"kafka-python batch {batch}"]
         print(f"batch {batch}: confluent / kafka-python CPU per event = {ratio:.2f}x")
     for producer, shares in idle.items():
-        print(f"idle edge process, {producer}: {', '.join(f'{x:.1f}' for x in shares)}% of a core")
+        print(
+            f"idle edge process, {producer}: {', '.join(f'{x:.1f}' for x, _ in shares)}% of a"
+            f" core, RSS {', '.join(f'{r:.0f}' for _, r in shares)} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -357,6 +357,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         "duration_seconds": args.duration,
         "tracing": args.tracing,
         "kafka_producer": args.kafka_producer,
+        "kafka_consumer": args.kafka_consumer,
         "broker": args.broker,
         "relay_process": args.relay_process,
         "pg_durable": args.pg_durable,

@@ -616,8 +616,21 @@ POINTS_MODULE = "loyalnest.services.points.service"
 PAGE_TOKEN_KEY = os.environ["LOYALNEST_PAGE_TOKEN_KEY"]  # set by harness, one per run
 
 
+def kafka_client_default(setting: str) -> str:
+    """The platform's default for `kafka_producer` / `kafka_consumer`: a bench without
+    --kafka-producer / --kafka-consumer measures what a deployment runs. (Imported here:
+    the load clients import this module and stay free of the platform.)"""
+    from loyalnest.platform.config import EventSettings
+
+    return str(EventSettings.model_fields[setting].default)
+
+
 def service_settings(
-    env: Environment, *, tracing: bool, kafka_producer: str = "kafka-python"
+    env: Environment,
+    *,
+    tracing: bool,
+    kafka_producer: str | None = None,
+    kafka_consumer: str | None = None,
 ) -> dict[str, Any]:
     """Production defaults (interceptors, tracing, metrics, pool size, relay and consumer
     settings) with this run's addresses; only logging is quieter."""
@@ -631,7 +644,8 @@ def service_settings(
         "events_enabled": env.kafka is not None,
         "kafka_bootstrap_servers": env.kafka or "127.0.0.1:9092",
         "tracing_enabled": tracing,
-        "kafka_producer": kafka_producer,
+        "kafka_producer": kafka_producer or kafka_client_default("kafka_producer"),
+        "kafka_consumer": kafka_consumer or kafka_client_default("kafka_consumer"),
         "otel_exporter_otlp_endpoint": None,
         "access_log": False,
         "shutdown_grace_seconds": 2.0,
@@ -649,8 +663,12 @@ def edge_settings(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
     """The edge's settings (`service_settings`, `args.tracing`) with this run's Shopify secret
     and a master key of its own (required outside a developer's machine: the bench's JWKS
     has no local keyset beside it)."""
-    producer = getattr(args, "kafka_producer", "kafka-python")
-    return service_settings(env, tracing=args.tracing, kafka_producer=producer) | {
+    return service_settings(
+        env,
+        tracing=args.tracing,
+        kafka_producer=getattr(args, "kafka_producer", None),
+        kafka_consumer=getattr(args, "kafka_consumer", None),
+    ) | {
         "shopify_api_secret": env.secret,
         "edge_encryption_key": base64.b64encode(os.urandom(32)).decode(),
     }
@@ -971,9 +989,20 @@ def has_uvloop() -> bool:
 
 
 def add_kafka_producer_option(parser: argparse.ArgumentParser) -> None:
+    """--kafka-producer and --kafka-consumer: the services' Kafka clients."""
+    producer, consumer = (
+        kafka_client_default("kafka_producer"),
+        kafka_client_default("kafka_consumer"),
+    )
     parser.add_argument(
         "--kafka-producer",
         choices=("kafka-python", "confluent"),
-        default="kafka-python",
-        help="the services' outbox relay producer (setting kafka_producer; default kafka-python)",
+        default=producer,
+        help=f"the services' outbox relay producer (setting kafka_producer; default {producer})",
+    )
+    parser.add_argument(
+        "--kafka-consumer",
+        choices=("kafka-python", "confluent"),
+        default=consumer,
+        help=f"the services' event consumers' client (setting kafka_consumer; default {consumer})",
     )

@@ -148,6 +148,14 @@ def test_otel_endpoint_is_configurable(rendered: dict[str, Objects]) -> None:
     assert env["LOYALNEST_OTEL_SAMPLE_RATIO"] == "0.25"
 
 
+def test_kafka_client_is_configurable(rendered: dict[str, Objects]) -> None:
+    # librdkafka by default, for relays and consumers alike; kafka-python on request.
+    for name, client in (("default", "confluent"), ("external-backends", "kafka-python")):
+        env = env_of(container(rendered[name], "Deployment", "points", "points"))
+        assert env["LOYALNEST_KAFKA_PRODUCER"] == client
+        assert env["LOYALNEST_KAFKA_CONSUMER"] == client
+
+
 def test_migration_job_is_a_hook(rendered: dict[str, Objects]) -> None:
     job = find(rendered["default"], "Job", "core-migrate")
     assert job["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"

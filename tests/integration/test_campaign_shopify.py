@@ -36,7 +36,7 @@ from loyalnest.gen.campaign.v1 import campaign_pb2 as pb
 from loyalnest.gen.campaign.v1 import campaign_pb2_grpc
 from loyalnest.gen.events.v1 import envelope_pb2, rfm_pb2
 from loyalnest.platform.auth.service_identity import service_credential
-from loyalnest.platform.events.clients import KafkaPublisher, OutgoingRecord
+from loyalnest.platform.events.clients import OutgoingRecord, Publisher, new_publisher
 from loyalnest.platform.events.envelope import new_event
 from loyalnest.services.auth.service import SPEC as AUTH
 from loyalnest.services.campaign.domain import customer_code
@@ -69,7 +69,7 @@ def shopify() -> Iterator[ShopifyAdminStandIn]:
 class Mesh:
     campaign: Stub
     gateway: Gateway
-    publisher: KafkaPublisher
+    publisher: Publisher
     shop: str
     merchant_id: str
 
@@ -111,7 +111,7 @@ async def mesh(
     broker = BrokerProcess()
     await broker.start()
     events = events_on(broker)
-    publisher: KafkaPublisher | None = None
+    publisher: Publisher | None = None
     try:
         async with serving(AUTH, auth_with(database_url, redis_url, shopify, **events)) as auth:
             settings = service_settings_for_tests(
@@ -124,7 +124,7 @@ async def mesh(
                 call_targets={"auth": auth.address},
                 **events,
             )
-            publisher = KafkaPublisher(settings, "test-rfm")
+            publisher = new_publisher(settings, "test-rfm")
             async with (
                 serving(SPEC, settings) as campaign,
                 grpc.aio.insecure_channel(auth.address) as auth_channel,

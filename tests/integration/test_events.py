@@ -132,6 +132,17 @@ async def enqueue_earned(
     return ids
 
 
+@pytest.fixture(params=["kafka-python", "confluent"])
+def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Producers and consumers on one Kafka client, for the contract both must keep. Every
+    setting built after this fixture (list it first) reads it from the environment, and so
+    does the crash test's worker process."""
+    client: str = request.param
+    monkeypatch.setenv("LOYALNEST_KAFKA_PRODUCER", client)
+    monkeypatch.setenv("LOYALNEST_KAFKA_CONSUMER", client)
+    return client
+
+
 def new_group() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
 
@@ -140,7 +151,7 @@ def new_group() -> str:
 
 
 async def test_thousand_events_applied_exactly_once_across_crash_and_redelivery(
-    database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
+    kafka_client: str, database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
 ):
     settings = event_settings(database_url, kafka.bootstrap_servers)
     group = new_group()
@@ -197,6 +208,8 @@ async def test_thousand_events_applied_exactly_once_across_crash_and_redelivery(
                 lambda: _effects_are(sink, customers * per_customer), 60, "all 1,000 effects"
             )
             assert processed(group, "duplicate") >= applied_by_worker - committed
+            member = {"kafka-python": "KafkaPythonMember", "confluent": "ConfluentMember"}
+            assert type(runner._member).__name__ == member[kafka_client]
             await eventually(lambda: _lag_is_zero(group), 10, "the consumer lag to reach 0")
 
             # Redelivery of everything: the relay publishes the whole outbox again, as it
@@ -292,6 +305,7 @@ async def points_db(database_url: str) -> AsyncIterator[Database]:
 
 
 async def test_broker_outage_outbox_drains_and_every_event_arrives(
+    kafka_client: str,
     database_url: str,
     kafka: BrokerProcess,
     sink: Database,
@@ -350,7 +364,7 @@ async def test_broker_outage_outbox_drains_and_every_event_arrives(
 
 
 async def test_consumer_rereads_a_topic_the_broker_recreated_while_it_was_away(
-    database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
+    kafka_client: str, database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
 ):
     """A broker that lost its state (tansu's memory storage, or a topic deleted and created
     again) serves a new log under the old name, starting at offset 0. The group's member
@@ -442,11 +456,62 @@ async def _event_ids(database: Database, query: str) -> set[str]:
         return {row[0] for row in await cursor.fetchall()}
 
 
+# --- a group with members on both clients (a rolling switch of kafka_consumer) -------------
+
+
+async def test_a_group_shared_by_both_clients_applies_each_event_once(
+    database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
+):
+    """While a deployment switches clients, old and new pods share the group: the members
+    must agree on the assignment (both offer range and round robin) and on the offsets."""
+    group = new_group()
+    runners = [
+        ConsumerRunner(
+            event_settings(
+                database_url,
+                kafka.bootstrap_servers,
+                kafka_consumer=client,
+                kafka_producer=client,
+            ),
+            group=group,
+            handlers={"points.earned": effect_handler(sink)},
+            client_id=f"c-{client}",
+        )
+        for client in ("kafka-python", "confluent")
+    ]
+    settings = event_settings(database_url, kafka.bootstrap_servers)
+
+    async def split_between_both() -> bool:
+        assigned = []
+        for runner in runners:
+            member = runner._member
+            consumer = getattr(member, "_consumer", None)
+            partitions = set() if consumer is None else set(consumer.assignment())
+            assigned.append({(tp.topic, tp.partition) for tp in partitions})
+        both = all(a for a in assigned) and not set.intersection(*assigned)
+        # Every partition of the topic, and nothing else (not the dead letters).
+        wanted = {(POINTS.name, p) for p in range(POINTS.partitions)}
+        return both and set.union(*assigned) == wanted
+
+    async with background(*(runner.run for runner in runners)):
+        await eventually(split_between_both, 60, "both members to share the partitions")
+        customers = [f"c{n}" for n in range(24)]
+        await enqueue_earned(
+            sink, merchant_id, [(c, s, "") for s in range(1, 6) for c in customers]
+        )
+        async with background(OutboxRelay(PostgresOutbox(sink), settings, client_id="r").run):
+            await eventually(lambda: _effects_are(sink, 120), 60, "every event")
+        assert all(runner._positions for runner in runners), "each member applied some"
+
+    assert await scalar(sink, "SELECT count(*) FROM effects") == 120
+    assert await scalar(sink, "SELECT count(DISTINCT event_id) FROM effects") == 120
+
+
 # --- poison messages go to the dead-letter topic --------------------------------------------
 
 
 async def test_poison_messages_are_dead_lettered_and_the_rest_processed(
-    database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
+    kafka_client: str, database_url: str, kafka: BrokerProcess, sink: Database, merchant_id: str
 ):
     settings = event_settings(database_url, kafka.bootstrap_servers, consumer_max_attempts=3)
     group = new_group()
@@ -558,6 +623,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 async def test_consumer_span_continues_the_producing_rpc_trace(
+    kafka_client: str,
     database_url: str,
     kafka: BrokerProcess,
     spans: InMemorySpanExporter,

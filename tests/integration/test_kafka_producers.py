@@ -1,15 +1,23 @@
-"""The outbox relay on librdkafka (`kafka_producer = "confluent"`) against a real broker:
-every event once, each key on the partition kafka-python picks for it, in order; a broker
-that is away fails the batch (rows stay pending) and the relay delivers them once it is back.
+"""The events' two Kafka clients (kafka-python, librdkafka) against a real broker.
 
-The rest of the event backbone runs under either producer (LOYALNEST_KAFKA_PRODUCER=confluent
-with tests/integration/test_events.py); these tests pin what the relay relies on.
+The relay on librdkafka (`kafka_producer = "confluent"`): every event once, each key on the
+partition kafka-python picks for it, in order; a broker that is away fails the batch (rows
+stay pending) and the relay delivers them once it is back. A process on one client never
+imports the other library.
+
+The consumer contract (exactly once across a crash, dead letters, a broker that restarts
+empty, trace continuation) runs over both clients in tests/integration/test_events.py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +39,8 @@ from tests.integration.conftest import eventually
 from tests.integration.events_worker import event_settings, open_sink
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _read_all(bootstrap: str, topic: str, count: int, timeout: float = 30) -> list[Any]:
@@ -122,3 +132,28 @@ async def test_librdkafka_publisher_reports_each_record_failed_when_the_broker_i
         await publisher.close()
     assert len(results) == 3
     assert all(result is not None for result in results)
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+async def test_a_process_on_one_kafka_client_never_imports_the_other(
+    database_url: str, kafka: BrokerProcess, client: str
+) -> None:
+    env = {**os.environ, "LOYALNEST_KAFKA_PRODUCER": client, "LOYALNEST_KAFKA_CONSUMER": client}
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.kafka_client_probe",
+        database_url,
+        kafka.bootstrap_servers,
+        f"probe-{uuid.uuid4().hex[:8]}",
+        "12",
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    stdout, _ = await asyncio.wait_for(probe.communicate(), 120)
+    assert probe.returncode == 0
+    report = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert report["applied"] == 12  # relayed, consumed and applied: the clients were used
+    assert report["kafka_python"] is (client == "kafka-python")
+    assert report["librdkafka"] is (client == "confluent")

@@ -234,6 +234,10 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
   value: {{ include "loyalnest.migrateOnStart" $ctx | quote }}
 - name: LOYALNEST_EVENTS_ENABLED
   value: {{ $ctx.Values.events.enabled | quote }}
+- name: LOYALNEST_KAFKA_PRODUCER
+  value: {{ $ctx.Values.events.kafkaClient | default "confluent" | quote }}
+- name: LOYALNEST_KAFKA_CONSUMER
+  value: {{ $ctx.Values.events.kafkaClient | default "confluent" | quote }}
 {{- with include "loyalnest.kafkaBootstrapServers" $ctx }}
 - name: LOYALNEST_KAFKA_BOOTSTRAP_SERVERS
   value: {{ . | quote }}

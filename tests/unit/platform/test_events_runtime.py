@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from loyalnest.gen.events.v1 import points_pb2
 from loyalnest.platform.config import ServiceSettings
-from loyalnest.platform.events import consumer as consumer_module
+from loyalnest.platform.events import kafka_python
 from loyalnest.platform.events.clients import Backoff, OutgoingRecord
 from loyalnest.platform.events.consumer import (
     DLQ_ATTEMPTS,
@@ -455,8 +455,8 @@ async def test_after_the_broker_lost_its_state_the_new_log_is_read_from_its_star
     monkeypatch: pytest.MonkeyPatch,
 ):
     broker = RestartingBroker(first=5, second=8)
-    monkeypatch.setattr(consumer_module, "ensure_topics", lambda *args: None)
-    monkeypatch.setattr(consumer_module, "new_consumer", lambda *args: broker)
+    monkeypatch.setattr(kafka_python, "ensure_topics", lambda *args: None)
+    monkeypatch.setattr(kafka_python, "new_consumer", lambda *args: broker)
     handler = Handler()
     all_applied = asyncio.Event()
 
@@ -467,7 +467,10 @@ async def test_after_the_broker_lost_its_state_the_new_log_is_read_from_its_star
         return applied
 
     runner = ConsumerRunner(
-        SETTINGS, group="g-restart", handlers={"points.earned": apply}, client_id="c"
+        SETTINGS.model_copy(update={"kafka_consumer": "kafka-python"}),
+        group="g-restart",
+        handlers={"points.earned": apply},
+        client_id="c",
     )
     task = asyncio.create_task(runner.run())
     with contextlib.suppress(TimeoutError):
@@ -477,5 +480,5 @@ async def test_after_the_broker_lost_its_state_the_new_log_is_read_from_its_star
 
     reasons = [event.payload_as(points_pb2.PointsEarned).reason for event in handler.calls]
     assert reasons == [f"old-{n}" for n in range(5)] + [f"new-{n}" for n in range(8)]
-    # The kafka-python 3.0 workaround for dropped rebalances (consumer._Rebalances).
+    # The kafka-python 3.0 workaround for dropped rebalances (kafka_python._Rebalances).
     assert broker.rejoins_requested >= 1

@@ -7,7 +7,9 @@ mongo_outbox.py  the same for MongoDB: enqueue() in the caller's session; lane l
 relay.py         OutboxRelay: publishes pending rows (of either) with an idempotent producer
 consumer.py      ConsumerRunner: consumer group, retries, dead letters, trace continuation
 inbox.py         processed_events: apply each event once, in the effect's transaction
-clients.py       the kafka-python clients (producer thread, consumer config, topic creation)
+clients.py       what the Kafka clients share: publisher thread, group member interface, topics
+kafka_python.py  the clients on kafka-python (producer, group member, admin)
+librdkafka.py    the same on librdkafka (confluent-kafka)
 
 Guarantees: an event is in the outbox iff its state change committed; the relay publishes
 every row at least once, in order per key; a consumer that records the event id in the

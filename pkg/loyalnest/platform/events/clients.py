@@ -1,27 +1,25 @@
-"""kafka-python clients, configured once for every relay and consumer.
+"""What the events' Kafka clients share, whichever library: kafka-python (kafka_python.py)
+or librdkafka (librdkafka.py), picked by `kafka_producer` / `kafka_consumer` and imported
+only when picked (every service imports this module, and its RSS is what it imports).
 
-kafka-python is blocking. Each publisher and each consumer gets a thread of its own (a
+Both clients block. Each publisher and each consumer gets a thread of its own (a
 one-worker executor): asyncio's default executor is shared with pymongo and migrations,
 and a consumer's long polls would starve them; one thread per consumer also keeps the
-consumer, which is not thread-safe, on a single thread.
+consumer, which is not thread-safe (kafka-python), on a single thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
-
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from loyalnest.platform.config import EventSettings
+from loyalnest.platform.events.envelope import RecordLike
 from loyalnest.platform.events.topics import topic_partitions
 from loyalnest.platform.observability import get_logger
 
@@ -38,95 +36,32 @@ def quiet_kafka_logging() -> None:
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-def _common(settings: EventSettings, client_id: str) -> dict[str, Any]:
-    return {
-        "bootstrap_servers": settings.kafka_bootstrap_servers.split(","),
-        "client_id": client_id,
-        "bootstrap_timeout_ms": _ms(settings.kafka_connect_timeout_seconds),
-        "request_timeout_ms": _ms(settings.kafka_publish_timeout_seconds),
-        "reconnect_backoff_max_ms": _ms(settings.events_retry_max_seconds),
-        # Topics vanish when a memory-backed broker restarts; notice recreated ones soon.
-        "metadata_max_age_ms": _ms(max(5.0, settings.kafka_session_timeout_seconds)),
-    }
-
-
-def new_producer(settings: EventSettings, client_id: str) -> KafkaProducer:
-    """Idempotent, acks=all: a retried send is written once and a partition keeps order."""
-    publish_ms = _ms(settings.kafka_publish_timeout_seconds)
-    linger_ms = 5  # a few ms of batching: throughput at a latency nobody notices
-    return KafkaProducer(
-        **_common(settings, client_id),
-        acks="all",
-        enable_idempotence=True,
-        # ≤ 5 in flight keeps idempotent order; retries are bounded by delivery time.
-        max_in_flight_requests_per_connection=5,
-        linger_ms=linger_ms,
-        delivery_timeout_ms=publish_ms + linger_ms,
-        max_block_ms=_ms(settings.kafka_connect_timeout_seconds),
-        # Topics are created by ensure_topics() with their registered partition counts.
-        allow_auto_create_topics=False,
-    )
-
-
-def new_consumer(settings: EventSettings, client_id: str, group: str) -> KafkaConsumer:
-    session_ms = _ms(settings.kafka_session_timeout_seconds)
-    return KafkaConsumer(
-        **_common(settings, client_id),
-        group_id=group,
-        # Offsets are committed by the runner after the effects are committed.
-        enable_auto_commit=False,
-        # A new group reads the retained history: consumers are idempotent, so starting
-        # early is harmless, while starting at the end would silently skip events.
-        auto_offset_reset="earliest",
-        session_timeout_ms=session_ms,
-        heartbeat_interval_ms=max(100, session_ms // 3),
-        max_poll_records=settings.consumer_max_poll_records,
-        max_poll_interval_ms=_ms(settings.consumer_max_poll_interval_seconds),
-        allow_auto_create_topics=False,
-    )
+def kafka_python_only(settings: EventSettings) -> bool:
+    """Whether kafka-python is this process's only Kafka client: then its admin client
+    creates topics too; otherwise librdkafka's does, so that a process whose producer and
+    consumers are on librdkafka never imports kafka-python."""
+    return settings.kafka_producer == "kafka-python" and settings.kafka_consumer == "kafka-python"
 
 
 def ensure_topics(settings: EventSettings, client_id: str, topics: Iterable[str]) -> None:
     """Creates the missing topics with their registered partition counts. Blocking."""
-    wanted = set(topics)
-    if not wanted:
-        return
-    admin = KafkaAdminClient(**_common(settings, client_id))
-    try:
-        created = []
-        for name in sorted(wanted - set(admin.list_topics())):
-            # Another process may win the race: same registry, same partition count.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, topic_partitions(name), 1)])
-                created.append(name)
-        if created:
-            log.info("kafka topics created", topics=created)
-        _warn_about_partition_counts(admin, sorted(wanted - set(created)))
-    finally:
-        admin.close()
+    if kafka_python_only(settings):
+        from loyalnest.platform.events import kafka_python
+
+        kafka_python.ensure_topics(settings, client_id, topics)
+    else:
+        from loyalnest.platform.events import librdkafka
+
+        librdkafka.ensure_topics(settings, client_id, topics)
 
 
-def _warn_about_partition_counts(admin: KafkaAdminClient, topics: list[str]) -> None:
-    """Logs topics whose partition count differs from the registry's. Changing it here would
-    move keys to other partitions (and break per-key order), so it is an operator's call; a
-    broker that lost its state recreates topics with its default count when a client names
-    them before this runs."""
-    if not topics:
-        return
-    try:
-        descriptions = admin.describe_topics(topics)
-    except Exception as exc:  # a diagnostic: it must never keep events from flowing
-        log.debug("could not describe kafka topics", topics=topics, error=repr(exc))
-        return
-    for described in descriptions:
-        # "name" in kafka-python 3 (newer Metadata versions), "topic" before.
-        name = described.get("name", described.get("topic"))
-        partitions = len(described.get("partitions") or [])
-        if name in topics and partitions and partitions != topic_partitions(name):
+def warn_about_partition_counts(counts: Mapping[str, int]) -> None:
+    """Logs topics (name -> partitions, 0 if unknown) whose partition count differs from the
+    registry's. Changing it here would move keys to other partitions (and break per-key
+    order), so it is an operator's call; a broker that lost its state recreates topics with
+    its default count when a client names them before ensure_topics runs."""
+    for name, partitions in sorted(counts.items()):
+        if partitions and partitions != topic_partitions(name):
             log.warning(
                 "kafka topic has an unexpected partition count",
                 topic=name,
@@ -213,7 +148,7 @@ class ThreadedPublisher(Generic[P]):
     thread_name = "kafka-producer"
 
     def __init__(self, settings: EventSettings, client_id: str) -> None:
-        quiet_kafka_logging()  # ensure_topics uses kafka-python's admin client either way
+        quiet_kafka_logging()
         self._settings = settings
         self._client_id = client_id
         self._thread = KafkaThread(f"{self.thread_name}-{client_id}")
@@ -284,48 +219,6 @@ class ThreadedPublisher(Generic[P]):
             self._close_producer(producer)
 
 
-class KafkaPublisher(ThreadedPublisher[KafkaProducer]):
-    """kafka-python's producer (the default)."""
-
-    def _new_producer(self) -> KafkaProducer:
-        return new_producer(self._settings, self._client_id)
-
-    def _send(
-        self, producer: KafkaProducer, records: Sequence[OutgoingRecord]
-    ) -> list[Exception | None]:
-        futures: list[Any] = []
-        results: list[Exception | None] = [None] * len(records)
-        for index, record in enumerate(records):
-            try:
-                futures.append(
-                    producer.send(
-                        record.topic,
-                        key=record.key,
-                        value=record.value,
-                        headers=list(record.headers),
-                    )
-                )
-            except Exception as exc:
-                results[index:] = [exc] * (len(records) - index)
-                break
-        # Batches expire after the delivery timeout and fail their futures; the margin
-        # lets that happen before flush gives up on them.
-        with contextlib.suppress(KafkaTimeoutError):
-            producer.flush(timeout=self._settings.kafka_publish_timeout_seconds + 1)
-        for index, future in enumerate(futures):
-            if not future.is_done:
-                results[index] = PublishError("not acknowledged within the publish timeout")
-            elif future.failed():
-                results[index] = future.exception
-        return results
-
-    def _abandon(self, producer: KafkaProducer) -> None:
-        producer.close(timeout=0)
-
-    def _close_producer(self, producer: KafkaProducer) -> None:
-        producer.close(timeout=2.0)
-
-
 class Publisher(Protocol):
     async def publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]: ...
     async def close(self) -> None: ...
@@ -338,4 +231,65 @@ def new_publisher(settings: EventSettings, client_id: str) -> Publisher:
         from loyalnest.platform.events.librdkafka import ConfluentPublisher
 
         return ConfluentPublisher(settings, client_id)
+    from loyalnest.platform.events.kafka_python import KafkaPublisher
+
     return KafkaPublisher(settings, client_id)
+
+
+class Partition(NamedTuple):
+    topic: str
+    partition: int
+
+
+# One poll's records, per partition, in offset order.
+PartitionRecords = Mapping[Partition, Sequence[RecordLike]]
+
+
+class CommitRejected(Exception):
+    """The group rebalanced meanwhile: the offsets' partitions may be another member's now."""
+
+
+class GroupMember(Protocol):
+    """A subscribed consumer group member on one Kafka client (consumer.ConsumerRunner's
+    view of it). Blocking: every call is made on the runner's own thread, one at a time."""
+
+    def poll(self, timeout_ms: int) -> tuple[PartitionRecords, bool]:
+        """The records fetched, and whether the assignment changed since the last poll. If
+        it did, the records are of the new assignment only and every assigned partition
+        resumes from the group's committed offset: offsets noted before are void."""
+        ...
+
+    def commit(self, offsets: Mapping[Partition, int]) -> None:
+        """Commits (synchronously) the next offset to read per partition; raises
+        CommitRejected if the group rebalanced meanwhile."""
+        ...
+
+    def seek(self, partition: Partition, offset: int) -> None: ...
+
+    def lags(self, positions: Mapping[Partition, int]) -> dict[Partition, int]:
+        """Per assigned partition with a known position: records behind the high watermark
+        (as last fetched; no request)."""
+        ...
+
+    def close(self, timeout_seconds: float) -> None:
+        """Leaves the group without committing."""
+        ...
+
+
+def new_group_member(
+    settings: EventSettings,
+    client_id: str,
+    group: str,
+    topics: Sequence[str],
+    also_create: Sequence[str] = (),
+) -> GroupMember:
+    """Creates the missing `topics` (and `also_create`: the dead-letter topics) and joins
+    `group` subscribed to `topics`, on the client `settings.kafka_consumer` names (imported
+    only then). Blocking."""
+    if settings.kafka_consumer == "confluent":
+        from loyalnest.platform.events.librdkafka import ConfluentMember
+
+        return ConfluentMember(settings, client_id, group, topics, also_create)
+    from loyalnest.platform.events.kafka_python import KafkaPythonMember
+
+    return KafkaPythonMember(settings, client_id, group, topics, also_create)

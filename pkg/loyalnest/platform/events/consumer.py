@@ -18,14 +18,11 @@ import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import psycopg
 import pymongo.errors
 import structlog
-from kafka import ConsumerRebalanceListener, KafkaConsumer
-from kafka.errors import CommitFailedError
-from kafka.structs import OffsetAndMetadata, TopicPartition
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
@@ -33,11 +30,14 @@ from opentelemetry.util.types import AttributeValue
 from loyalnest.platform.config import EventSettings
 from loyalnest.platform.events.clients import (
     Backoff,
+    CommitRejected,
+    GroupMember,
     KafkaThread,
     OutgoingRecord,
+    Partition,
+    PartitionRecords,
     Publisher,
-    ensure_topics,
-    new_consumer,
+    new_group_member,
     new_publisher,
     quiet_kafka_logging,
 )
@@ -341,35 +341,13 @@ class EventProcessor:
                     return self._applied(event, applied)
 
 
-# kafka-python ships no type hints: to mypy its listener base class is Any.
-class _Rebalances(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Notes each new assignment, for the runner to act on (ConsumerRunner._resume_from_committed).
-
-    Called on kafka-python's IO thread, where blocking calls such as committed() are refused.
-    """
-
-    def __init__(self, consumer: KafkaConsumer) -> None:
-        self._consumer = consumer
-        self.assigned = False
-
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # kafka-python 3.0 lacks KAFKA-9815: a rebalance started because a subscribed topic's
-        # partitions changed (a topic created again with another count) is not marked as
-        # needed, so a join that completes between two polls is never applied, and with a
-        # listener the revoked partitions then stay unfetched for good. Marking it needed,
-        # as the Java client does, keeps the join pending until it is applied.
-        self._consumer._coordinator.request_rejoin()
-
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.assigned = True
-
-
 class ConsumerRunner:
     """One member of consumer group `group`, applying `handlers` (event type -> handler).
 
     `run` is the background loop; it ends when cancelled (service shutdown) or after
     `stop()`, in both cases committing what was applied and leaving the group, so the
     partitions move to the other members at once instead of after the session timeout.
+    The Kafka client is the one `settings.kafka_consumer` names (clients.GroupMember).
     """
 
     def __init__(
@@ -393,13 +371,12 @@ class ConsumerRunner:
             KafkaDeadLetters(self._publisher, group, Backoff.from_settings(settings)),
             settings,
         )
-        self._consumer: KafkaConsumer | None = None
-        self._rebalances: _Rebalances | None = None
+        self._member: GroupMember | None = None
         self._stopping = asyncio.Event()
         # Next offset per partition: applied, not yet committed / last applied (for lag).
-        self._uncommitted: dict[TopicPartition, int] = {}
-        self._positions: dict[TopicPartition, int] = {}
-        self._lag_labels: set[TopicPartition] = set()
+        self._uncommitted: dict[Partition, int] = {}
+        self._positions: dict[Partition, int] = {}
+        self._lag_labels: set[Partition] = set()
 
     def stop(self) -> None:
         """Asks `run` to finish the batch in hand, commit and return."""
@@ -408,14 +385,17 @@ class ConsumerRunner:
     async def run(self) -> None:
         backoff = Backoff.from_settings(self._settings)
         try:
-            consumer = await self._connect(backoff)
-            while consumer is not None and not self._stopping.is_set():
-                batch: dict[TopicPartition, list[Any]] = {}
+            member = await self._connect(backoff)
+            while member is not None and not self._stopping.is_set():
+                batch: PartitionRecords = {}
                 try:
-                    batch = await self._thread.run(consumer.poll, timeout_ms=POLL_TIMEOUT_MS)
-                    if self._rebalances is not None and self._rebalances.assigned:
-                        batch = {}  # fetched at positions from before the rebalance: read again
-                        await self._resume_from_committed(consumer, self._rebalances)
+                    batch, reassigned = await self._thread.run(member.poll, POLL_TIMEOUT_MS)
+                    if reassigned:
+                        # Noted under the previous assignment: offsets in a log that may be
+                        # gone, or of partitions that are another member's now. Committing
+                        # them could move the group past records nobody applied.
+                        self._uncommitted.clear()
+                        self._positions.clear()
                     if batch:
                         await self._apply(batch)
                         await self._commit()
@@ -424,7 +404,7 @@ class ConsumerRunner:
                     if batch:
                         # Only a bug gets here (handler errors are dealt with per record):
                         # read the unapplied records again rather than skip them.
-                        await self._rewind(consumer, batch)
+                        await self._rewind(member, batch)
                     delay = backoff.next_delay()
                     log.warning(
                         "consumer loop failed; retrying",
@@ -438,22 +418,22 @@ class ConsumerRunner:
         finally:
             await self._shutdown()
 
-    async def _connect(self, backoff: Backoff) -> KafkaConsumer | None:
+    async def _connect(self, backoff: Backoff) -> GroupMember | None:
         dead_letters = [topic + DEAD_LETTER_SUFFIX for topic in self.topics]
         while not self._stopping.is_set():
             try:
-                await self._thread.run(
-                    ensure_topics, self._settings, self._client_id, [*self.topics, *dead_letters]
+                member = await self._thread.run(
+                    new_group_member,
+                    self._settings,
+                    self._client_id,
+                    self.group,
+                    self.topics,
+                    dead_letters,
                 )
-                consumer = await self._thread.run(
-                    new_consumer, self._settings, self._client_id, self.group
-                )
-                self._consumer = consumer
-                self._rebalances = _Rebalances(consumer)
-                await self._thread.run(consumer.subscribe, self.topics, listener=self._rebalances)
+                self._member = member
                 log.info("consumer started", group=self.group, topics=self.topics)
                 backoff.reset()
-                return consumer
+                return member
             except Exception as exc:
                 delay = backoff.next_delay()
                 log.warning(
@@ -465,62 +445,24 @@ class ConsumerRunner:
                 await asyncio.sleep(delay)
         return None
 
-    async def _resume_from_committed(
-        self, consumer: KafkaConsumer, rebalances: _Rebalances
-    ) -> None:
-        """Moves every assigned partition to the group's committed offset.
-
-        kafka-python keeps the fetch position of a partition that a rebalance assigns to the
-        same member again. When the broker lost its state (a memory-backed broker restarted,
-        a topic deleted and created again), that position points into a log that is gone
-        and, used on the new log, skips its first records. Such a loss is always followed by
-        a rebalance (the group is gone, or the partitions changed), and the committed offsets
-        are the broker's own: resuming from them is right in every case.
-        """
-        # Bounded like any request; if it fails, the note stays and the next poll's records
-        # are dropped and repositioned again.
-        timeout_ms = max(1, round(self._settings.kafka_publish_timeout_seconds * 1000))
-
-        def reposition() -> None:
-            rebalances.assigned = False  # first, so that one arriving meanwhile is noted again
-            for tp in consumer.assignment():
-                offset = consumer.committed(tp, timeout_ms=timeout_ms)
-                if offset is None:
-                    consumer.seek_to_beginning(tp)  # what auto_offset_reset="earliest" does
-                else:
-                    consumer.seek(tp, offset)
-
-        try:
-            await self._thread.run(reposition)
-        except Exception:
-            rebalances.assigned = True
-            raise
-        # Noted under the previous assignment: offsets in a log that may be gone, or of
-        # partitions that are another member's now. Committing them could move the group
-        # past records nobody applied.
-        self._uncommitted.clear()
-        self._positions.clear()
-
-    async def _apply(self, batch: Mapping[TopicPartition, Sequence[Any]]) -> None:
+    async def _apply(self, batch: PartitionRecords) -> None:
         async with asyncio.TaskGroup() as group:
             for partition, records in batch.items():
                 group.create_task(self._apply_partition(partition, records))
 
-    async def _apply_partition(self, partition: TopicPartition, records: Sequence[Any]) -> None:
+    async def _apply_partition(self, partition: Partition, records: Sequence[RecordLike]) -> None:
         def done(record: RecordLike) -> None:
             self._uncommitted[partition] = self._positions[partition] = record.offset + 1
 
         await self._processor.process_many(records, done, self._stopping.is_set)
 
     async def _commit(self) -> None:
-        if self._consumer is None or not self._uncommitted:
+        if self._member is None or not self._uncommitted:
             return
-        offsets = {
-            tp: OffsetAndMetadata(offset, "", -1) for tp, offset in self._uncommitted.items()
-        }
+        offsets = dict(self._uncommitted)
         try:
-            await self._thread.run(self._consumer.commit, offsets)
-        except CommitFailedError as exc:
+            await self._thread.run(self._member.commit, offsets)
+        except CommitRejected as exc:
             # The group rebalanced meanwhile: these partitions may be another member's now,
             # which reads them from the last committed offset (duplicates are skipped).
             log.warning("offset commit rejected after a rebalance", error=repr(exc))
@@ -528,28 +470,17 @@ class ConsumerRunner:
             if self._uncommitted.get(tp) == offset:
                 del self._uncommitted[tp]
 
-    async def _rewind(
-        self, consumer: KafkaConsumer, batch: Mapping[TopicPartition, Sequence[Any]]
-    ) -> None:
+    async def _rewind(self, member: GroupMember, batch: PartitionRecords) -> None:
         for tp, records in batch.items():
             position = max(records[0].offset, self._positions.get(tp, 0))
             with contextlib.suppress(Exception):  # no longer assigned: nothing to rewind
-                await self._thread.run(consumer.seek, tp, position)
+                await self._thread.run(member.seek, tp, position)
 
     async def _update_lag(self) -> None:
-        consumer = self._consumer
-        if consumer is None:
+        member = self._member
+        if member is None:
             return
-
-        def lags() -> dict[TopicPartition, int]:
-            result = {}
-            for tp in consumer.assignment():
-                high, position = consumer.highwater(tp), self._positions.get(tp)
-                if high is not None and position is not None:
-                    result[tp] = max(0, high - position)
-            return result
-
-        current = await self._thread.run(lags)
+        current = await self._thread.run(member.lags, dict(self._positions))
         for tp, lag in current.items():
             CONSUMER_LAG.labels(self.group, tp.topic, str(tp.partition)).set(lag)
         for tp in self._lag_labels - current.keys():
@@ -560,23 +491,16 @@ class ConsumerRunner:
     async def _shutdown(self) -> None:
         # Bounded: a thread stuck on a broker that is away must not hold up the shutdown.
         step = self._settings.events_shutdown_step_seconds
-        if self._consumer is not None:
+        if self._member is not None:
             try:
                 await asyncio.wait_for(self._commit(), step)
             except Exception as exc:  # the group takes them back: they are redelivered
                 log.warning("final offset commit failed", group=self.group, error=repr(exc))
             try:
-                await asyncio.wait_for(
-                    self._thread.run(
-                        self._consumer.close,
-                        autocommit=False,
-                        timeout_ms=int(step * 1000),
-                    ),
-                    step + 1,
-                )
+                await asyncio.wait_for(self._thread.run(self._member.close, step), step + 1)
             except Exception as exc:
                 log.warning("consumer close failed", group=self.group, error=repr(exc))
-            self._consumer = None
+            self._member = None
         self._thread.shutdown()
         await self._publisher.close()
         log.info("consumer stopped", group=self.group)

@@ -78,7 +78,8 @@ class InvalidEvent(Exception):
 
 
 class RecordLike(Protocol):
-    """The parts of kafka-python's ConsumerRecord the consumer uses."""
+    """The parts of a consumed record the consumer uses (kafka-python's ConsumerRecord,
+    librdkafka.py's _Record)."""
 
     @property
     def topic(self) -> str: ...
