@@ -24,6 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from loyalnest.devstack import demo_merchant, probes
+from loyalnest.devstack.bytecode import compile_bytecode
 from loyalnest.devstack.postgres import LocalPostgres, PostgresError, traversable_by_others
 from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
 from loyalnest.devstack.standins import klaviyo as klaviyo_standin
@@ -503,6 +504,8 @@ class Stack:
         try:
             await self._start_postgres()
             await self._start_backing()
+            # Once here rather than in each service process (devstack/bytecode.py).
+            await asyncio.to_thread(compile_bytecode)
             endpoints = await self._start_services()
             await self._start_gateway(endpoints)
             await self._install_demo_merchant()
