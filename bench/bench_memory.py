@@ -37,8 +37,9 @@ from loyalnest.devstack.stack import DEV_SHOPIFY_API_SECRET, StackState
 from loyalnest.services.edge.signing import webhook_path
 
 LOYALNEST = str(Path(sys.executable).parent / "loyalnest")
-# What `loyalnest up` starts besides our services (left out of the total).
-INFRASTRUCTURE = ("postgres", "redis", "kafka", "gateway", "envoy", "posthog", "shopify")
+# What `loyalnest up` starts besides our services (left out of the total): the stand-ins
+# of outside APIs (Shopify, PostHog, Klaviyo, Postscript, SES) included.
+INFRASTRUCTURE = ("postgres", "redis", "kafka", "gateway", "envoy", "standin")
 GOAL_MB = 1536
 
 

@@ -15,21 +15,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
-from typing import Any
-
-from pymongo.database import Database as MongoDatabase
+from typing import TYPE_CHECKING, Any
 
 from loyalnest.platform import audit
 from loyalnest.platform.audit.shipper import AuditShipper
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import inbox
 from loyalnest.platform.events.consumer import ConsumerRunner
-from loyalnest.platform.events.mongo_outbox import MongoOutbox, lease_seconds_for
 from loyalnest.platform.events.outbox import PostgresOutbox
 from loyalnest.platform.events.relay import OutboxRelay
 from loyalnest.platform.health import Check
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
+
+if TYPE_CHECKING:
+    # Only a MongoDB-backed service imports pymongo (~6 MiB a process): the name is for mypy.
+    from pymongo.database import Database as MongoDatabase
 
 Loop = Callable[[], Coroutine[Any, Any, None]]
 
@@ -64,6 +65,9 @@ def mongo_event_loops(
     """Outbox relay of `database`'s outbox (mongo_outbox), and a consumer when there are
     handlers. No processed-events purge as for PostgreSQL: purging the store's processed
     events is the store's business."""
+    # Imported here: pymongo is loaded by the services whose state is in MongoDB, not by all.
+    from loyalnest.platform.events.mongo_outbox import MongoOutbox, lease_seconds_for
+
     client_id = _client_id(service)
     # Named after the service, as PostgreSQL outboxes are after its schema: one backlog
     # metric per service whichever store it runs on.

@@ -13,13 +13,13 @@ from typing import Any
 
 import grpc
 import psycopg
-import pymongo.errors
 from google.rpc import status_pb2
 from grpc_status import rpc_status
 
 from loyalnest.platform import errors
 from loyalnest.platform.grpctypes import Context, Handler
 from loyalnest.platform.observability import RPC_HANDLED, RPC_LATENCY, RPC_STARTED, get_logger
+from loyalnest.platform.outages import unavailable_errors
 
 log = get_logger(__name__)
 
@@ -27,8 +27,6 @@ Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[Handler]]
 UnaryBehavior = Callable[[Any, Context], Awaitable[Any]]
 StreamBehavior = Callable[[Any, Context], AsyncIterator[Any]]
 
-# Infrastructure failures a client can retry against another replica or later.
-_UNAVAILABLE = (psycopg.OperationalError, pymongo.errors.ConnectionFailure)
 _ABORTED = (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)
 
 
@@ -201,7 +199,8 @@ def translate(exc: Exception, method: str) -> errors.LoyalNestError:
         )
     if isinstance(exc, _ABORTED):
         return errors.Aborted("concurrent update conflict; retry the call")
-    if isinstance(exc, _UNAVAILABLE):
+    # Infrastructure failures a client can retry against another replica or later.
+    if isinstance(exc, unavailable_errors()):
         log.warning("dependency unavailable", method=method, error=str(exc))
         return errors.Unavailable(
             "a backing store is unavailable; retry later", retry_after_seconds=1.0

@@ -12,7 +12,6 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
-from yoyo import get_backend, read_migrations
 
 from loyalnest.platform import audit
 from loyalnest.platform.config import DatabaseSettings
@@ -49,6 +48,10 @@ def migrate(database_url: str, schema: str, migration_dirs: Sequence[Path]) -> l
     Blocking; safe to run from several processes at once (yoyo takes a lock).
     Returns the ids of the migrations applied by this call.
     """
+    # yoyo (and sqlparse, ~1.6 MiB) only where migrations run: in Kubernetes a Job runs
+    # them, and the serving processes never load it.
+    from yoyo import get_backend, read_migrations
+
     if not _SCHEMA_RE.match(schema):
         raise ValueError(f"invalid schema name {schema!r}")
     with psycopg.connect(database_url, autocommit=True) as conn:

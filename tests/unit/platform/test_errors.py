@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import psycopg
+import pymongo.errors
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -28,6 +29,7 @@ FAILURES: dict[str, Exception] = {
     "exhausted": errors.ResourceExhausted("slow down", retry_after_seconds=2.5),
     "crash": ZeroDivisionError("boom"),
     "db-down": psycopg.OperationalError("connection refused"),
+    "mongo-down": pymongo.errors.ServerSelectionTimeoutError("no primary"),
     "conflict": psycopg.errors.SerializationFailure("could not serialize"),
 }
 
@@ -73,6 +75,7 @@ async def _call(channel: grpc.aio.Channel, failure: str) -> grpc.aio.AioRpcError
         ("exhausted", grpc.StatusCode.RESOURCE_EXHAUSTED),
         ("crash", grpc.StatusCode.INTERNAL),
         ("db-down", grpc.StatusCode.UNAVAILABLE),
+        ("mongo-down", grpc.StatusCode.UNAVAILABLE),
         ("conflict", grpc.StatusCode.ABORTED),
     ],
 )

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import psycopg
+import pymongo.errors
 import pytest
 import structlog.testing
 from kafka.structs import TopicPartition
@@ -251,6 +252,13 @@ async def test_an_unavailable_database_does_not_count_towards_dead_lettering():
     sink, handler = Sink(), Handler(*outage)
     assert await processor(handler, sink).process(record()) == "applied"
     assert len(handler.calls) == 7
+    assert sink.dead == []
+
+
+async def test_an_unavailable_mongodb_does_not_count_towards_dead_lettering():
+    outage = [pymongo.errors.AutoReconnect("primary stepped down") for _ in range(6)]
+    sink, handler = Sink(), Handler(*outage)
+    assert await processor(handler, sink).process(record()) == "applied"
     assert sink.dead == []
 
 

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
-import psycopg
-import pymongo.errors
 import structlog
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -58,17 +56,13 @@ from loyalnest.platform.events.metrics import (
 )
 from loyalnest.platform.events.topics import DEAD_LETTER_SUFFIX, spec_for_type
 from loyalnest.platform.observability import get_logger
+from loyalnest.platform.outages import unavailable_errors
 
 log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
 
 Outcome = Literal["applied", "duplicate", "ignored", "dead_lettered"]
 
-# Errors of the infrastructure, not of the event: retried until they pass.
-UNAVAILABLE: tuple[type[Exception], ...] = (
-    psycopg.OperationalError,
-    pymongo.errors.ConnectionFailure,
-)
 # Dead-letter headers (the original record's headers are kept as well).
 DLQ_REASON = "dlq.reason"
 DLQ_ERROR_TYPE = "dlq.error_type"
@@ -313,7 +307,8 @@ class EventProcessor:
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
                     EVENTS_FAILED.labels(self._group, record.topic, "error").inc()
                     return await self._dead_letter(record, event.event_type, exc, attempts + 1)
-                except UNAVAILABLE as exc:
+                # Errors of the infrastructure, not of the event: retried until they pass.
+                except unavailable_errors() as exc:
                     EVENTS_FAILED.labels(self._group, record.topic, "unavailable").inc()
                     delay = backoff.next_delay()
                     log.warning(

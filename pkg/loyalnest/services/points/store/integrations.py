@@ -7,17 +7,20 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.rows import dict_row
-from pymongo import ASCENDING
-from pymongo.collection import Collection
-from pymongo.database import Database as MongoDatabase
-from pymongo.errors import DuplicateKeyError
 
 from loyalnest.platform.mongo import CODEC_OPTIONS, Document, MongoCalls
 from loyalnest.platform.postgres import Database
 from loyalnest.services.points.integrations import Integration
+
+if TYPE_CHECKING:
+    from pymongo.collection import Collection
+    from pymongo.database import Database as MongoDatabase
+
+# pymongo (~6 MiB a process) is imported by the MongoDB store's methods only: a Points on
+# PostgreSQL never loads it (bench/README.md, "Memory").
 
 INTEGRATIONS = "integrations"
 _COLUMNS = (
@@ -99,6 +102,8 @@ class MongoIntegrationStore:
         )
 
     async def ensure_indexes(self) -> None:
+        from pymongo import ASCENDING
+
         await self._calls.run(
             partial(
                 self._collection.create_index,
@@ -111,6 +116,8 @@ class MongoIntegrationStore:
         return await self._calls.run(partial(self._create, integration))
 
     def _create(self, integration: Integration) -> Integration:
+        from pymongo.errors import DuplicateKeyError
+
         # A retry (or a concurrent first call) finds the id taken: the stored one answers.
         with contextlib.suppress(DuplicateKeyError):
             self._collection.insert_one({"_id": integration.integration_id, **asdict(integration)})
@@ -123,6 +130,8 @@ class MongoIntegrationStore:
         return _integration(found) if found is not None else None
 
     async def list_integrations(self, merchant_id: str) -> list[Integration]:
+        from pymongo import ASCENDING
+
         def listing() -> list[Integration]:
             cursor = self._collection.find({"merchant_id": merchant_id}).sort(
                 [("created_at", ASCENDING), ("_id", ASCENDING)]
