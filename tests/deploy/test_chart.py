@@ -149,8 +149,8 @@ def test_otel_endpoint_is_configurable(rendered: dict[str, Objects]) -> None:
 
 
 def test_kafka_client_is_configurable(rendered: dict[str, Objects]) -> None:
-    # librdkafka by default, for relays and consumers alike; kafka-python on request.
-    for name, client in (("default", "confluent"), ("external-backends", "kafka-python")):
+    # kafka-python by default, for relays and consumers alike; librdkafka on request.
+    for name, client in (("default", "kafka-python"), ("external-backends", "confluent")):
         env = env_of(container(rendered[name], "Deployment", "points", "points"))
         assert env["LOYALNEST_KAFKA_PRODUCER"] == client
         assert env["LOYALNEST_KAFKA_CONSUMER"] == client

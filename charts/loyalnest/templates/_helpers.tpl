@@ -235,9 +235,9 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
 - name: LOYALNEST_EVENTS_ENABLED
   value: {{ $ctx.Values.events.enabled | quote }}
 - name: LOYALNEST_KAFKA_PRODUCER
-  value: {{ $ctx.Values.events.kafkaClient | default "confluent" | quote }}
+  value: {{ $ctx.Values.events.kafkaClient | default "kafka-python" | quote }}
 - name: LOYALNEST_KAFKA_CONSUMER
-  value: {{ $ctx.Values.events.kafkaClient | default "confluent" | quote }}
+  value: {{ $ctx.Values.events.kafkaClient | default "kafka-python" | quote }}
 {{- with include "loyalnest.kafkaBootstrapServers" $ctx }}
 - name: LOYALNEST_KAFKA_BOOTSTRAP_SERVERS
   value: {{ . | quote }}

@@ -166,15 +166,16 @@ class EventSettings(_Settings):
     # False: this process does not relay its outbox; `loyalnest relay <service>` does, in a
     # process of its own (its Kafka producer then takes no CPU or GIL from request handling).
     outbox_relay_in_process: bool = True
-    # The outbox relay's (and dead letters') Kafka producer: "confluent" (librdkafka: its IO
-    # in C threads, off the GIL; about half the relay's CPU per event, bench/README.md, issue
-    # 15) or "kafka-python" (pure Python; the supported alternative: same partitions, order
-    # and delivery guarantees).
-    kafka_producer: Literal["kafka-python", "confluent"] = "confluent"
+    # The outbox relay's (and dead letters') Kafka producer: "kafka-python" (pure Python) or
+    # "confluent" (librdkafka: its IO in C threads, off the GIL; about half the relay's CPU
+    # per event; same partitions, order and delivery guarantees). kafka-python stays the
+    # default until a lost-record failure seen once with two librdkafka relays on the
+    # local broker is explained (bench/README.md, "Kafka consumers on librdkafka").
+    kafka_producer: Literal["kafka-python", "confluent"] = "kafka-python"
     # The consumers' Kafka client, the same choice (members of both kinds can share a group).
     # Topics are created with librdkafka's admin client unless both are kafka-python: a
     # process imports only the library it uses.
-    kafka_consumer: Literal["kafka-python", "confluent"] = "confluent"
+    kafka_consumer: Literal["kafka-python", "confluent"] = "kafka-python"
     # Outbox relay: idle polling interval (a full batch is followed at once by the next).
     outbox_poll_interval_seconds: float = Field(0.1, gt=0)
     outbox_batch_size: int = Field(500, ge=1)

@@ -3,11 +3,11 @@
 A service's idle RSS is what it imports. pymongo (~6 MiB a process) is loaded only by the
 code that talks to MongoDB (Points' Mongo stores, the Mongo outbox), yoyo (+ sqlparse) only
 where migrations run, boto3 (~22 MiB with its SES client) only at Referrals' first SES
-fallback, kafka-python only when a setting selects it over librdkafka (the default; its
-own probe, tests/integration/test_kafka_producers.py, runs a relay and a consumer on each
-client): an eager import of one of them would cost every process that imports it again, and
-these checks fail on it. Each runs in a fresh interpreter: the test
-process has long imported everything.
+fallback, librdkafka (confluent_kafka) only when a setting selects it over kafka-python (the
+default; tests/integration/test_kafka_producers.py runs a relay and a consumer on each client
+in a process of its own and checks the other library stays out): an eager import of one of
+them would cost every process that imports it again, and these checks fail on it. Each runs
+in a fresh interpreter: the test process has long imported everything.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from loyalnest.platform.outages import unavailable_errors
 from loyalnest.services.registry import SERVICES
 
 # Top-level packages loaded only on the code paths that use them.
-LAZY = ("pymongo", "yoyo", "sqlparse", "boto3", "botocore", "kafka")
+LAZY = ("pymongo", "yoyo", "sqlparse", "boto3", "botocore", "confluent_kafka")
 
 _PROBE = """
 import importlib, json, sys
