@@ -21,6 +21,7 @@ import grpc
 import mongomock_ng
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.partitioner.default import murmur2
 from kafka.structs import TopicPartition
 
 from loyalnest.gen.events.v1 import envelope_pb2, users_pb2
@@ -94,6 +95,38 @@ def consume_all(
     return records
 
 
+def explain_missing(kafka: BrokerProcess, database: Any, read: set[str]) -> str:
+    """Which sent events the consumer did not get, on which partitions, and whether one more
+    record on every partition makes the broker serve them. Suspect: tansu keeps a partition's
+    high watermark in a cached object (its ListOffsets answer is seen stale after concurrent
+    producers until the next record); a fetch answered from a stale one would hide the
+    partition's last records. Not served even then: acknowledged and never stored."""
+    sent = {doc["_id"]: doc for doc in database["outbox"].find({"sent_at": {"$ne": None}})}
+    missing = {
+        # kafka-python's (and the relay's murmur2_random) partition for the key
+        event_id: (murmur2(doc["partition_key"].encode()) & 0x7FFFFFFF) % POINTS.partitions
+        for event_id, doc in sent.items()
+        if event_id not in read
+    }
+    probe = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+    try:
+        for partition in range(POINTS.partitions):
+            probe.send(POINTS.name, value=b"probe", partition=partition).get(timeout=10)
+    finally:
+        probe.close()
+    reread = consume_all(kafka.bootstrap_servers, POINTS.name, len(sent) + POINTS.partitions, 20)
+    found = {
+        envelope_pb2.Envelope.FromString(record.value).event_id
+        for batch in reread.values()
+        for record in batch
+        if record.value != b"probe"
+    }
+    return (
+        f"{len(sent)} events sent, {len(read)} read; missing (event id: partition): {missing};"
+        f" served after one more record per partition: {sorted(found & set(missing))}"
+    )
+
+
 def ledger_sequences(records: dict[int, list[Any]]) -> tuple[dict[str, list[int]], list[str]]:
     """customer -> ledger sequences in the order the broker holds them; and every event id."""
     sequences: dict[str, list[int]] = {}
@@ -149,8 +182,12 @@ async def test_mongo_ledger_events_are_published_once_in_sequence_order(
         await asyncio.gather(*(postings(c) for c in customers))
         await eventually(drained, 60, "the relays to drain the outbox")
 
+    assert store.database["outbox"].count_documents({}) == expected, "one event per posting"
     records = await asyncio.to_thread(consume_all, kafka.bootstrap_servers, POINTS.name, expected)
     sequences, event_ids = ledger_sequences(records)
+    if len(set(event_ids)) < expected:
+        # Seen once (198 of 200, librdkafka relays) and not reproduced: say where they went.
+        pytest.fail(await asyncio.to_thread(explain_missing, kafka, store.database, set(event_ids)))
     assert len(event_ids) == expected, "each event published exactly once"
     assert len(set(event_ids)) == expected
     stored = {doc["_id"] for doc in store.database["outbox"].find({"sent_at": {"$ne": None}})}
