@@ -69,7 +69,9 @@ class ServerSpan:
             if span.is_recording():
                 span.set_attribute(RPC_GRPC_STATUS_CODE, code.value[0])
                 if code in SERVER_ERRORS:
-                    span.set_status(Status(StatusCode.ERROR, f"{code}:{context.details()}"))
+                    # OpenTelemetry's description; a code set without details has its own.
+                    details = context.details() or code.value[1]
+                    span.set_status(Status(StatusCode.ERROR, f"{code}:{details}"))
                 if isinstance(error, Exception):
                     span.record_exception(error)
             span.end()
