@@ -10,7 +10,7 @@ if the first attempt reached the callee. Other RPCs get
 gRPC's transparent retry only (of attempts that never left the client), as at the gateway
 (`loyalnest.gateway.envoy_config`, from the same `descriptors.method_info`). The caller's token
 is forwarded, so the called service applies the same merchant and permissions, and the trace
-continues through OpenTelemetry's client interceptor.
+continues through the client span's traceparent (`platform/client_spans.py`).
 
 With `service_tokens` (the calling service's source of its own tokens), a call made with no
 caller (a Kafka consumer, a job) carries the service's own token, bound to the merchant of
@@ -29,11 +29,11 @@ from typing import Any, Protocol
 import grpc
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import ServiceDescriptor
-from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from loyalnest.gateway.descriptors import method_info
 from loyalnest.platform.auth.context import acting_merchant, current_bearer_token
 from loyalnest.platform.auth.interceptor import SERVICE_TOKEN_HEADER
+from loyalnest.platform.client_spans import TraceCalls, TraceStreamCalls
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
 MAX_ATTEMPTS = 4
@@ -225,7 +225,9 @@ def open_channel(
             ("grpc.enable_retries", 1),
         ],
         interceptors=[
-            *aio_client_interceptors(),  # type: ignore[no-untyped-call]
+            # Outermost: the client span covers every attempt of a retried call.
+            TraceCalls(),  # type: ignore[list-item]
+            TraceStreamCalls(),  # type: ignore[list-item]
             MethodDeadlines(policies, timeout_seconds),  # type: ignore[list-item]
             StreamDeadlines(policies, timeout_seconds),  # type: ignore[list-item]
             ForwardCallerToken(service_tokens),  # type: ignore[list-item]

@@ -1,7 +1,9 @@
-"""Server interceptors: RED metrics + access log, and error mapping.
+"""Server interceptors: the server span, RED metrics and access log (one layer), and error
+mapping.
 
-OpenTelemetry's own aio interceptor opens the span; these run inside it, so logs and error
-reports carry its trace id.
+The telemetry layer is the outermost: the span it starts (platform/server_spans.py) is current
+for everything inside, so logs, error reports, downstream calls and published events carry its
+trace id.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import grpc
 import psycopg
 from google.rpc import status_pb2
 from grpc_status import rpc_status
+from opentelemetry import trace
 
 from loyalnest.platform import errors
 from loyalnest.platform.grpctypes import Context, Handler
 from loyalnest.platform.observability import RPC_HANDLED, RPC_LATENCY, RPC_STARTED, get_logger
 from loyalnest.platform.outages import unavailable_errors
+from loyalnest.platform.server_spans import MethodSpans
 
 log = get_logger(__name__)
 
@@ -102,15 +106,17 @@ def _status_code(context: Context) -> grpc.StatusCode:
     return next((c for c in grpc.StatusCode if c.value[0] == code), grpc.StatusCode.UNKNOWN)
 
 
-class _MethodMetrics:
-    """Label children resolved once per method, not on every call."""
+class _MethodTelemetry:
+    """What every call of one method reports to, resolved once per method, not on every call:
+    its metrics' label children and, with tracing, its span's name and attributes."""
 
-    def __init__(self, method: str, kind: str) -> None:
+    def __init__(self, method: str, kind: str, tracer: trace.Tracer | None) -> None:
         service, name = split_method(method)
         self.labels = (service, name, kind)
         self.started = RPC_STARTED.labels(*self.labels)
         self.latency = RPC_LATENCY.labels(*self.labels)
         self._handled: dict[grpc.StatusCode, Any] = {}
+        self.spans = MethodSpans(tracer, service, name) if tracer is not None else None
 
     def handled(self, code: grpc.StatusCode) -> Any:
         counter = self._handled.get(code)
@@ -120,28 +126,42 @@ class _MethodMetrics:
 
 
 class TelemetryInterceptor(WrappingInterceptor):
-    """Prometheus RED metrics per method and status code, plus an optional access log."""
+    """The server span (with `tracing`), Prometheus RED metrics per method and status code,
+    and an optional access log: one layer, so one wrapper per call for all three."""
 
-    def __init__(self, *, access_log: bool) -> None:
+    def __init__(
+        self,
+        *,
+        access_log: bool,
+        tracing: bool = False,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         super().__init__()
         self._access_log = access_log
+        # By default the global provider's (observability.configure_tracing sets it).
+        self._tracer = (
+            trace.get_tracer(__name__, tracer_provider=tracer_provider) if tracing else None
+        )
 
     def _finish(
-        self, metrics: _MethodMetrics, method: str, started: float, code: grpc.StatusCode
+        self, telemetry: _MethodTelemetry, method: str, started: float, code: grpc.StatusCode
     ) -> None:
         elapsed = time.perf_counter() - started
-        metrics.handled(code).inc()
-        metrics.latency.observe(elapsed)
+        telemetry.handled(code).inc()
+        telemetry.latency.observe(elapsed)
         if self._access_log:
             log.info("rpc", method=method, code=code.name, duration_ms=round(elapsed * 1e3, 3))
 
     def wrap_unary(self, method: str, kind: str, behavior: UnaryBehavior) -> UnaryBehavior:
-        metrics = _MethodMetrics(method, kind)
+        telemetry = _MethodTelemetry(method, kind, self._tracer)
+        spans = telemetry.spans
 
         async def observed(request: Any, context: Context) -> Any:
-            metrics.started.inc()
+            telemetry.started.inc()
             started = time.perf_counter()
+            span = spans.start(context) if spans is not None else None
             code = grpc.StatusCode.UNKNOWN
+            error: BaseException | None = None
             try:
                 response = await behavior(request, context)
                 code = _status_code(context)
@@ -149,22 +169,29 @@ class TelemetryInterceptor(WrappingInterceptor):
             except grpc.aio.AbortError:
                 code = _status_code(context)
                 raise
-            except BaseException:
+            except BaseException as exc:
                 # A client that goes away mid-handler is CANCELLED, not a server fault.
                 code = grpc.StatusCode.CANCELLED if context.cancelled() else code
+                error = exc
                 raise
             finally:
-                self._finish(metrics, method, started, code)
+                # Inside the span: the access log line carries its trace id.
+                self._finish(telemetry, method, started, code)
+                if span is not None:
+                    span.end(code, context, error)
 
         return observed
 
     def wrap_stream(self, method: str, kind: str, behavior: StreamBehavior) -> StreamBehavior:
-        metrics = _MethodMetrics(method, kind)
+        telemetry = _MethodTelemetry(method, kind, self._tracer)
+        spans = telemetry.spans
 
         async def observed(request: Any, context: Context) -> AsyncIterator[Any]:
-            metrics.started.inc()
+            telemetry.started.inc()
             started = time.perf_counter()
+            span = spans.start(context) if spans is not None else None
             code = grpc.StatusCode.UNKNOWN
+            error: BaseException | None = None
             try:
                 async for item in behavior(request, context):
                     yield item
@@ -172,11 +199,14 @@ class TelemetryInterceptor(WrappingInterceptor):
             except grpc.aio.AbortError:
                 code = _status_code(context)
                 raise
-            except BaseException:
+            except BaseException as exc:
                 code = grpc.StatusCode.CANCELLED if context.cancelled() else code
+                error = exc
                 raise
             finally:
-                self._finish(metrics, method, started, code)
+                self._finish(telemetry, method, started, code)
+                if span is not None:
+                    span.end(code, context, error)
 
         return observed
 
@@ -214,6 +244,12 @@ class ErrorMappingInterceptor(WrappingInterceptor):
 
     async def _abort(self, context: Context, exc: Exception, method: str) -> None:
         error = translate(exc, method)
+        if not isinstance(exc, errors.LoyalNestError):
+            # A failure, not an answer: the server span (current here) keeps the exception,
+            # which the telemetry layer outside only sees as the abort that reports it.
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.record_exception(exc)
         status = to_rich_status(error)
         metadata = tuple(status.trailing_metadata)
         retry_after = getattr(error, "retry_after_seconds", None)

@@ -19,7 +19,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from loyalnest.gen.platform.v1 import personal_data_pb2_grpc
 from loyalnest.platform import asyncio_loop, pagination, personal_data
@@ -145,11 +144,9 @@ def _page_token_key(settings: ServiceSettings) -> bytes | None:
 
 def build_server(settings: ServiceSettings, service: str) -> grpc.aio.Server:
     pagination.set_signing_key(_page_token_key(settings))
-    interceptors: list[Any] = []
-    if settings.tracing_enabled:
-        interceptors.append(aio_server_interceptor())  # type: ignore[no-untyped-call]
-    interceptors += [
-        TelemetryInterceptor(access_log=settings.access_log),
+    interceptors: list[Any] = [
+        # Outermost: its span is current for every layer inside (logs' trace ids included).
+        TelemetryInterceptor(access_log=settings.access_log, tracing=settings.tracing_enabled),
         # Outside the auth check, so authentication failures are mapped like any other.
         ErrorMappingInterceptor(),
         auth_interceptor(settings, service),

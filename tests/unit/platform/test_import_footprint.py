@@ -53,6 +53,29 @@ def test_no_service_loads_mongo_or_migrations_by_importing_its_code():
     assert eager == [], f"imported by some service's module chain: {eager}"
 
 
+def test_no_service_loads_opentelemetrys_grpc_instrumentation():
+    # The platform opens server and client spans itself (platform/server_spans.py,
+    # client_spans.py); OpenTelemetry's instrumentation package and its wrapt (~1.6 MiB and
+    # 48 modules a process, bench/README.md) have no reason to be loaded.
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _PROBE,
+            "loyalnest.cli",
+            "loyalnest.platform.server",
+            *SERVICES.values(),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    loaded = json.loads(done.stdout)
+    assert "loyalnest.platform.client_spans" in loaded  # the probe saw the platform's tracing
+    assert [m for m in loaded if m.startswith(("opentelemetry.instrumentation", "wrapt"))] == []
+
+
 def test_the_check_sees_an_eager_import():
     # The Mongo outbox needs pymongo at import: proof the probe would notice one.
     assert "pymongo" in loaded_by("loyalnest.platform.events.mongo_outbox")
