@@ -23,6 +23,8 @@ from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import inbox
 from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.events.outbox import PostgresOutbox
+from loyalnest.platform.events.pseudonym_client import remote_pseudonyms
+from loyalnest.platform.events.pseudonyms import PseudonymBackend, Pseudonymizer, Resolver
 from loyalnest.platform.events.relay import OutboxRelay
 from loyalnest.platform.health import Check
 from loyalnest.platform.postgres import Database
@@ -42,16 +44,24 @@ def postgres_event_loops(
     service: str,
     group: str,
     handlers: Mapping[str, inbox.Handler],
+    pseudonyms: PseudonymBackend | None = None,
 ) -> list[Loop]:
     """Outbox relay, processed-events purge, the audit shipper of an audited schema, and a
-    consumer when there are handlers."""
+    consumer when there are handlers. `pseudonyms`: the owner of customer pseudonyms when it
+    is this service (the edge); others reach it remotely when `customer_pseudonyms` is on."""
     client_id = _client_id(service)
     loops: list[Loop] = [inbox.purge_loop(database, settings.processed_events_retention_seconds)]
     if audit.MIGRATIONS in database.spec.migration_dirs:
         loops.append(AuditShipper(database).run)
     if settings.outbox_relay_in_process:
-        loops.append(OutboxRelay(PostgresOutbox(database), settings, client_id=client_id).run)
-    return loops + _consumer(settings, group, handlers, client_id)
+        relay = OutboxRelay(
+            PostgresOutbox(database),
+            settings,
+            client_id=client_id,
+            pseudonymizer=_pseudonymizer(settings, service, pseudonyms),
+        )
+        loops.append(relay.run)
+    return loops + _consumer(settings, group, handlers, client_id, service, pseudonyms)
 
 
 def mongo_event_loops(
@@ -61,6 +71,7 @@ def mongo_event_loops(
     service: str,
     group: str,
     handlers: Mapping[str, inbox.Handler],
+    pseudonyms: PseudonymBackend | None = None,
 ) -> list[Loop]:
     """Outbox relay of `database`'s outbox (mongo_outbox), and a consumer when there are
     handlers. No processed-events purge as for PostgreSQL: purging the store's processed
@@ -74,8 +85,11 @@ def mongo_event_loops(
     source = MongoOutbox(database, name=service, lease_seconds=lease_seconds_for(settings))
     loops: list[Loop] = []
     if settings.outbox_relay_in_process:
-        loops.append(OutboxRelay(source, settings, client_id=client_id).run)
-    return loops + _consumer(settings, group, handlers, client_id)
+        pseudonymizer = _pseudonymizer(settings, service, pseudonyms)
+        loops.append(
+            OutboxRelay(source, settings, client_id=client_id, pseudonymizer=pseudonymizer).run
+        )
+    return loops + _consumer(settings, group, handlers, client_id, service, pseudonyms)
 
 
 def _client_id(service: str) -> str:
@@ -83,12 +97,43 @@ def _client_id(service: str) -> str:
     return f"loyalnest-{service}-{os.getpid()}"
 
 
+def _backend(
+    settings: ServiceSettings, service: str, owned: PseudonymBackend | None
+) -> PseudonymBackend | None:
+    """Where this process's loops get customer pseudonyms: the owner's store in the edge, the
+    edge's CustomerPseudonymService elsewhere (targets and credential checked now: a mesh
+    configured with pseudonyms on cannot start without them), None when they are off."""
+    if not settings.customer_pseudonyms:
+        return None
+    return owned if owned is not None else remote_pseudonyms(settings, caller=service)
+
+
+def _pseudonymizer(
+    settings: ServiceSettings, service: str, owned: PseudonymBackend | None
+) -> Pseudonymizer | None:
+    backend = _backend(settings, service, owned)
+    return Pseudonymizer(backend) if backend is not None else None
+
+
 def _consumer(
-    settings: ServiceSettings, group: str, handlers: Mapping[str, inbox.Handler], client_id: str
+    settings: ServiceSettings,
+    group: str,
+    handlers: Mapping[str, inbox.Handler],
+    client_id: str,
+    service: str,
+    pseudonyms: PseudonymBackend | None = None,
 ) -> list[Loop]:
     if not handlers:
         return []
-    return [ConsumerRunner(settings, group=group, handlers=handlers, client_id=client_id).run]
+    backend = _backend(settings, service, pseudonyms)
+    runner = ConsumerRunner(
+        settings,
+        group=group,
+        handlers=handlers,
+        client_id=client_id,
+        resolver=Resolver(backend) if backend is not None else None,
+    )
+    return [runner.run]
 
 
 def postgres_service(
@@ -100,6 +145,7 @@ def postgres_service(
     handlers: Mapping[str, inbox.Handler],
     registrations: Sequence[Registration],
     cleanup: Sequence[Callable[[], Awaitable[None]]] = (),
+    pseudonyms: PseudonymBackend | None = None,
 ) -> ServiceComponents:
     """A service whose state is in its PostgreSQL schema: migrations before it reports SERVING
     (unless a Job runs them), the database ping as readiness, the outbox relay (and a consumer
@@ -113,7 +159,12 @@ def postgres_service(
         components.startup = [Check("migrations", database.migrate)]
     if settings.events_enabled:
         components.background += postgres_event_loops(
-            settings, database, service=service, group=group, handlers=handlers
+            settings,
+            database,
+            service=service,
+            group=group,
+            handlers=handlers,
+            pseudonyms=pseudonyms,
         )
     elif audit.MIGRATIONS in database.spec.migration_dirs:
         # No event loops, but the audit queue stays bounded (audit/shipper.py): its excess
@@ -134,7 +185,12 @@ def relay_spec(spec: ServiceSpec[Any]) -> ServiceSpec[Any]:
     async def build(settings: ServiceSettings) -> ServiceComponents:
         database = Database(settings, database_spec)
         await database.open()
-        relay = OutboxRelay(PostgresOutbox(database), settings, client_id=_client_id(spec.name))
+        relay = OutboxRelay(
+            PostgresOutbox(database),
+            settings,
+            client_id=_client_id(spec.name),
+            pseudonymizer=_pseudonymizer(settings, spec.name, None),
+        )
         loops: list[Loop] = [relay.run]
         if audit.MIGRATIONS in database_spec.migration_dirs:
             # Whatever the service's own events setting, what this process relays includes
