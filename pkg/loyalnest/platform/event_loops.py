@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from loyalnest.platform import audit
 from loyalnest.platform.audit.shipper import AuditShipper
+from loyalnest.platform.client import ServiceTokens
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import inbox
 from loyalnest.platform.events.consumer import ConsumerRunner
@@ -45,10 +46,12 @@ def postgres_event_loops(
     group: str,
     handlers: Mapping[str, inbox.Handler],
     pseudonyms: PseudonymBackend | None = None,
+    service_tokens: ServiceTokens | None = None,
 ) -> list[Loop]:
     """Outbox relay, processed-events purge, the audit shipper of an audited schema, and a
     consumer when there are handlers. `pseudonyms`: the owner of customer pseudonyms when it
-    is this service (the edge); others reach it remotely when `customer_pseudonyms` is on."""
+    is this service (the edge); others reach it remotely when `customer_pseudonyms` is on,
+    with `service_tokens` if the service makes its own (Auth), else with its credential."""
     client_id = _client_id(service)
     loops: list[Loop] = [inbox.purge_loop(database, settings.processed_events_retention_seconds)]
     if audit.MIGRATIONS in database.spec.migration_dirs:
@@ -58,10 +61,12 @@ def postgres_event_loops(
             PostgresOutbox(database),
             settings,
             client_id=client_id,
-            pseudonymizer=_pseudonymizer(settings, service, pseudonyms),
+            pseudonymizer=_pseudonymizer(settings, service, pseudonyms, service_tokens),
         )
         loops.append(relay.run)
-    return loops + _consumer(settings, group, handlers, client_id, service, pseudonyms)
+    return loops + _consumer(
+        settings, group, handlers, client_id, service, pseudonyms, service_tokens
+    )
 
 
 def mongo_event_loops(
@@ -98,20 +103,28 @@ def _client_id(service: str) -> str:
 
 
 def _backend(
-    settings: ServiceSettings, service: str, owned: PseudonymBackend | None
+    settings: ServiceSettings,
+    service: str,
+    owned: PseudonymBackend | None,
+    tokens: ServiceTokens | None = None,
 ) -> PseudonymBackend | None:
     """Where this process's loops get customer pseudonyms: the owner's store in the edge, the
     edge's CustomerPseudonymService elsewhere (targets and credential checked now: a mesh
     configured with pseudonyms on cannot start without them), None when they are off."""
     if not settings.customer_pseudonyms:
         return None
-    return owned if owned is not None else remote_pseudonyms(settings, caller=service)
+    if owned is not None:
+        return owned
+    return remote_pseudonyms(settings, caller=service, tokens=tokens)
 
 
 def _pseudonymizer(
-    settings: ServiceSettings, service: str, owned: PseudonymBackend | None
+    settings: ServiceSettings,
+    service: str,
+    owned: PseudonymBackend | None,
+    tokens: ServiceTokens | None = None,
 ) -> Pseudonymizer | None:
-    backend = _backend(settings, service, owned)
+    backend = _backend(settings, service, owned, tokens)
     return Pseudonymizer(backend) if backend is not None else None
 
 
@@ -122,10 +135,11 @@ def _consumer(
     client_id: str,
     service: str,
     pseudonyms: PseudonymBackend | None = None,
+    tokens: ServiceTokens | None = None,
 ) -> list[Loop]:
     if not handlers:
         return []
-    backend = _backend(settings, service, pseudonyms)
+    backend = _backend(settings, service, pseudonyms, tokens)
     runner = ConsumerRunner(
         settings,
         group=group,
@@ -146,6 +160,7 @@ def postgres_service(
     registrations: Sequence[Registration],
     cleanup: Sequence[Callable[[], Awaitable[None]]] = (),
     pseudonyms: PseudonymBackend | None = None,
+    service_tokens: ServiceTokens | None = None,
 ) -> ServiceComponents:
     """A service whose state is in its PostgreSQL schema: migrations before it reports SERVING
     (unless a Job runs them), the database ping as readiness, the outbox relay (and a consumer
@@ -165,6 +180,7 @@ def postgres_service(
             group=group,
             handlers=handlers,
             pseudonyms=pseudonyms,
+            service_tokens=service_tokens,
         )
     elif audit.MIGRATIONS in database.spec.migration_dirs:
         # No event loops, but the audit queue stays bounded (audit/shipper.py): its excess

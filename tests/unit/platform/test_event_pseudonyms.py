@@ -8,10 +8,12 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
+import loyalnest.services
 from loyalnest.gen.events.v1 import (
     admin_core_pb2,
     core_pb2,
@@ -35,11 +37,12 @@ from loyalnest.platform.events.pseudonyms import (
     Resolver,
     is_pseudonym,
 )
-from loyalnest.platform.events.topics import EVENTS
+from loyalnest.platform.events.topics import BY_TYPE, EVENTS
 from loyalnest.services.registry import SERVICES
 from tests.unit.platform.test_events_runtime import Handler, Record, Sink
 
 M = "merchant-1"
+SERVICES_DIR = Path(loyalnest.services.__file__).parent
 
 
 class Owner:
@@ -240,7 +243,24 @@ def test_every_customer_id_field_of_an_event_is_declared_or_said_to_be_another_i
             assert descriptor.fields_by_name[field].type == FieldDescriptor.TYPE_STRING
 
 
-def test_every_service_but_the_owner_may_ask_it():
-    assert set(pseudonyms.CALLERS) == set(SERVICES) - {pseudonyms.OWNER}
+def _consumed_event_types(service: str) -> set[str]:
+    """The event types a service's consumers name (string literals of its consumers.py)."""
+    path = SERVICES_DIR / service / "consumers.py"
+    if not path.is_file():
+        return set()
+    return set(re.findall(r'"([a-z_]+\.[a-z_]+)"', path.read_text())) & set(BY_TYPE)
+
+
+def test_the_services_handling_customer_events_are_the_callers_and_may_ask_the_owner():
+    handling = {
+        service
+        for service in SERVICES
+        if any(pseudonyms.carries_customer_ids(t) for t in _consumed_event_types(service))
+        or any(
+            spec.topic.producer == service and pseudonyms.carries_customer_ids(spec.event_type)
+            for spec in EVENTS
+        )
+    }
+    assert set(pseudonyms.CALLERS) == handling - {pseudonyms.OWNER}
     for service in pseudonyms.CALLERS:
         assert pseudonyms.PERMISSION in SERVICE_GRANTS[service], service

@@ -11,38 +11,48 @@ from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2_grpc
 from loyalnest.platform.auth.context import acting_for
 from loyalnest.platform.auth.service_tokens import ServiceTokenSource
 from loyalnest.platform.calls import AUTH, CREDENTIAL_ENV, CallConfigError, resolve_target
-from loyalnest.platform.client import open_channel
+from loyalnest.platform.client import ServiceTokens, open_channel
 from loyalnest.platform.config import CallSettings
 from loyalnest.platform.events.pseudonyms import OWNER, PERMISSION, MerchantValue, Resolution
 
 
-def remote_pseudonyms(settings: CallSettings, *, caller: str) -> RemotePseudonyms:
-    """The edge's CustomerPseudonymService for `caller`'s loops; raises CallConfigError now
-    when a target or the service credential is missing."""
+def remote_pseudonyms(
+    settings: CallSettings, *, caller: str, tokens: ServiceTokens | None = None
+) -> RemotePseudonyms:
+    """The edge's CustomerPseudonymService for `caller`'s loops, with a service token from
+    Auth (narrowed to PERMISSION), or from `tokens` (Auth's own, self-issued); raises
+    CallConfigError now when a target or the service credential is missing."""
     target = resolve_target(settings, OWNER, caller=caller)
-    auth_target = resolve_target(settings, AUTH, caller=caller)
-    if settings.service_credential is None:
-        raise CallConfigError(
-            f"{caller} has customer pseudonyms on but no {CREDENTIAL_ENV}: the edge's"
-            f" CustomerPseudonymService takes a service token with {PERMISSION!r}"
-        )
-    credential = settings.service_credential.get_secret_value()
+    fetch: Callable[[], ServiceTokens] | None = None
+    if tokens is None:
+        auth_target = resolve_target(settings, AUTH, caller=caller)
+        if settings.service_credential is None:
+            raise CallConfigError(
+                f"{caller} has customer pseudonyms on but no {CREDENTIAL_ENV}: the edge's"
+                f" CustomerPseudonymService takes a service token with {PERMISSION!r}"
+            )
+        credential = settings.service_credential.get_secret_value()
+
+        def fetch() -> ServiceTokens:
+            return ServiceTokenSource(caller, credential, auth_target, permissions=[PERMISSION])
 
     def open_stub() -> tuple[Any, Callable[[], Awaitable[None]]]:
-        tokens = ServiceTokenSource(caller, credential, auth_target, permissions=[PERMISSION])
+        owned = fetch() if fetch is not None else None
         channel = open_channel(
             target,
             services=(pb.DESCRIPTOR.services_by_name["CustomerPseudonymService"],),
             timeout_seconds=settings.call_timeout_seconds,
             max_attempts=settings.call_max_attempts,
-            service_tokens=tokens,
+            service_tokens=owned or tokens,
         )
 
         async def close() -> None:
             await channel.close(None)
-            await tokens.close()
+            if owned is not None:
+                await owned.close()
 
-        return customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceStub(channel), close  # type: ignore[no-untyped-call]
+        stub = customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceStub(channel)  # type: ignore[no-untyped-call]
+        return stub, close
 
     return RemotePseudonyms(open_stub)
 

@@ -50,9 +50,10 @@ PSEUDONYM_CACHE_SIZE = 100_000
 # The owner's component name (its call target) and the permission its contract needs.
 OWNER = "edge"
 PERMISSION = "edge:pseudonyms"
-# The services whose relays and consumers ask the owner (every service but the owner: any may
-# publish or consume a customer event). Their grants carry PERMISSION (SERVICE_GRANTS), the
-# chart gives them the edge as a callee; a unit test keeps this equal to the registry.
+# The services whose relays or consumers handle events that carry a Shopify customer id: they
+# ask the owner. Their grants carry PERMISSION (SERVICE_GRANTS), the chart and the local
+# stack give them the edge and Auth as callees; a unit test keeps it equal to the services
+# that publish or consume such events (Users and Roles do neither).
 CALLERS: tuple[str, ...] = (
     "admin_core",
     "auth",
@@ -64,8 +65,6 @@ CALLERS: tuple[str, ...] = (
     "products",
     "referrals",
     "rfm",
-    "roles",
-    "users",
 )
 # One request's entries, at most (the contract's limit).
 MAX_BATCH = 1000
