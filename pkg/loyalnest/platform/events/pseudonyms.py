@@ -66,6 +66,16 @@ CALLERS: tuple[str, ...] = (
     "referrals",
     "rfm",
 )
+
+
+def callees(service: str) -> set[str]:
+    """What `service`'s event loops call for pseudonyms (the chart's and the local stack's
+    call targets and egress): the owner, and Auth for the token (Auth makes its own)."""
+    if service not in CALLERS:
+        return set()
+    return {OWNER} | ({"auth"} if service != "auth" else set())
+
+
 # One request's entries, at most (the contract's limit).
 MAX_BATCH = 1000
 
