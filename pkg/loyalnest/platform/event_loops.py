@@ -21,7 +21,7 @@ from loyalnest.platform import audit
 from loyalnest.platform.audit.shipper import AuditShipper
 from loyalnest.platform.client import ServiceTokens
 from loyalnest.platform.config import ServiceSettings
-from loyalnest.platform.events import inbox
+from loyalnest.platform.events import inbox, pseudonyms
 from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.events.outbox import PostgresOutbox
 from loyalnest.platform.events.pseudonym_client import remote_pseudonyms
@@ -111,10 +111,12 @@ def _backend(
     """Where this process's loops get customer pseudonyms: the owner's store in the edge, the
     edge's CustomerPseudonymService elsewhere (targets and credential checked now: a mesh
     configured with pseudonyms on cannot start without them), None when they are off."""
-    if not settings.customer_pseudonyms:
-        return None
     if owned is not None:
-        return owned
+        return owned if settings.customer_pseudonyms else None
+    if not settings.customer_pseudonyms or service not in pseudonyms.CALLERS:
+        # Users, Roles: no event of theirs, produced or consumed, names a Shopify customer
+        # (CALLERS is unit-tested against the services' events).
+        return None
     return remote_pseudonyms(settings, caller=service, tokens=tokens)
 
 
@@ -199,6 +201,13 @@ def relay_spec(spec: ServiceSpec[Any]) -> ServiceSpec[Any]:
         raise ValueError(f"{spec.name} has no PostgreSQL outbox to relay")
 
     async def build(settings: ServiceSettings) -> ServiceComponents:
+        if settings.customer_pseudonyms and spec.name == pseudonyms.OWNER:
+            # Its pseudonyms are its own store's, which only the service process opens: a
+            # relay of its own would publish Shopify customer ids.
+            raise ValueError(
+                f"{spec.name}'s outbox is relayed in process while customer pseudonyms are on"
+                " (LOYALNEST_OUTBOX_RELAY_IN_PROCESS=true)"
+            )
         database = Database(settings, database_spec)
         await database.open()
         relay = OutboxRelay(

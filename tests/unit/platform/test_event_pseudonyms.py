@@ -264,3 +264,22 @@ def test_the_services_handling_customer_events_are_the_callers_and_may_ask_the_o
     assert set(pseudonyms.CALLERS) == handling - {pseudonyms.OWNER}
     for service in pseudonyms.CALLERS:
         assert pseudonyms.PERMISSION in SERVICE_GRANTS[service], service
+
+
+def test_a_caller_with_pseudonyms_on_cannot_start_without_the_owner_or_a_credential():
+    from loyalnest.platform import event_loops
+    from loyalnest.platform.calls import CallConfigError
+
+    on = ServiceSettings(customer_pseudonyms=True)
+    with pytest.raises(CallConfigError, match="edge"):
+        event_loops._backend(on, "points", None)
+    targets = ServiceSettings(
+        customer_pseudonyms=True, call_targets={"edge": "127.0.0.1:1", "auth": "127.0.0.1:2"}
+    )
+    with pytest.raises(CallConfigError, match="LOYALNEST_SERVICE_CREDENTIAL"):
+        event_loops._backend(targets, "points", None)
+    # Users handles no customer event; the edge uses its own store; off is off.
+    assert event_loops._backend(on, "users", None) is None
+    owner = Owner()
+    assert event_loops._backend(on, "edge", owner) is owner  # type: ignore[arg-type]
+    assert event_loops._backend(ServiceSettings(), "points", None) is None
