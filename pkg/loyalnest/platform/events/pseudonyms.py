@@ -36,7 +36,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from loyalnest.platform.events.clients import OutgoingRecord
-from loyalnest.platform.events.envelope import ConsumedEvent, Envelope
+from loyalnest.platform.events.envelope import EVENT_TYPE_HEADER, ConsumedEvent, Envelope
 from loyalnest.platform.events.topics import EVENTS, spec_for_type
 
 PREFIX = "cust_"
@@ -226,6 +226,13 @@ def rewrite(message: Message, mapping: Mapping[str, str]) -> None:
     _visit(message, mapping.get)
 
 
+def _header(record: OutgoingRecord, name: str) -> str | None:
+    for key, value in record.headers:
+        if key == name:
+            return value.decode()
+    return None
+
+
 def _key_aggregate(key: str, merchant_id: str) -> str | None:
     prefix = merchant_id + "/"
     return key[len(prefix) :] if key.startswith(prefix) else None
@@ -237,7 +244,7 @@ def _key_aggregate(key: str, merchant_id: str) -> str | None:
 @dataclass
 class _Pending:
     index: int
-    envelope: Any
+    envelope: Envelope
     payload: Message
     key: str
 
@@ -255,6 +262,9 @@ class Pseudonymizer:
         pending: list[_Pending] = []
         wanted: dict[MerchantValue, None] = {}
         for index, record in enumerate(records):
+            declared = _header(record, EVENT_TYPE_HEADER)
+            if declared is not None and not carries_customer_ids(declared):
+                continue  # most events: not even decoded
             envelope = Envelope.FromString(record.value)
             if not carries_customer_ids(envelope.event_type):
                 continue
@@ -278,10 +288,12 @@ class Pseudonymizer:
         answers: list[str] = []
         for start in range(0, len(asked), MAX_BATCH):
             answers += await self._backend.pseudonymize(asked[start : start + MAX_BATCH])
-        pseudonyms = dict(zip(asked, answers, strict=True))
+        by_merchant: dict[str, dict[str, str]] = {}
+        for (merchant, value), pseudonym in zip(asked, answers, strict=True):
+            by_merchant.setdefault(merchant, {})[value] = pseudonym
         for item in pending:
             merchant = item.envelope.merchant_id
-            mapping = {value: p for (m, value), p in pseudonyms.items() if m == merchant}
+            mapping = by_merchant[merchant]
             rewrite(item.payload, mapping)
             item.envelope.payload.Pack(item.payload)
             aggregate = _key_aggregate(item.key, merchant)
