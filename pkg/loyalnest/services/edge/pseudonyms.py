@@ -25,9 +25,9 @@ from loyalnest.platform.validation import Validator
 from loyalnest.services.edge.store.customer_keys import CustomerKeys
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CustomerPseudonymService"].full_name
-# A Shopify customer id as the mesh passes it: Shopify's numeric ids, or a customer id
-# another source chose; bounded, no separators of record keys.
-_MAX_ID_LENGTH = 128
+# A customer id as the mesh passes it: Shopify's numeric ids, or an id a merchant's
+# integration chose (services accept up to 128 characters); bounded with room.
+_MAX_ID_LENGTH = 256
 
 
 def _entries(
@@ -51,10 +51,9 @@ def _entries(
                     0 < len(entry.value) <= _MAX_ID_LENGTH
                     and entry.value.isprintable()
                     and not entry.value.startswith("erased:")
-                    and not is_pseudonym(entry.value)
-                    and "/" not in entry.value,
+                    and not is_pseudonym(entry.value),
                     f"{where}.value",
-                    f"must be a customer id (1 to {_MAX_ID_LENGTH} printable characters, no '/'),"
+                    f"must be a customer id (1 to {_MAX_ID_LENGTH} printable characters),"
                     " not a pseudonym or an erased id",
                 )
     return [(entry.merchant_id, entry.value) for entry in entries]
