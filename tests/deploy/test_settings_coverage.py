@@ -110,7 +110,9 @@ def test_the_check_sees_what_it_should() -> None:
     assert event_tracking["LOYALNEST_POSTHOG_API_KEY"] is True
     assert event_tracking["LOYALNEST_PAGE_TOKEN_KEY"] is True
     assert event_tracking["LOYALNEST_DATABASE_URL"] is False  # a localhost default
-    assert "LOYALNEST_SERVICE_CREDENTIAL" not in event_tracking  # calls no Auth
+    # Calls Auth only for its token for the edge's customer pseudonyms (its event loops).
+    assert "LOYALNEST_SERVICE_CREDENTIAL" in event_tracking
+    assert "LOYALNEST_SERVICE_CREDENTIAL" not in needed("users", "users")  # calls no Auth
     assert needed("edge", "edge")["LOYALNEST_SHOPIFY_API_SECRET"] is True  # required
     assert needed("points", "points")["LOYALNEST_POINTS_DISCOUNT_CODE_KEY"] is True
     assert "LOYALNEST_USERS_ENCRYPTION_PREVIOUS_KEYS" not in needed("users", "users")

@@ -9,8 +9,8 @@ apply, a Users account and a Core customer with email and names), then:
 
 - customers/data_request: the export package holds every item seeded, from every service;
 - customers/redact: afterwards no PostgreSQL schema, no Redis key or value and no Kafka record
-  holds the customer's email, phone or names in clear; PostgreSQL and Redis do not hold their
-  Shopify id either; the webhook.received copies of their data in Kafka no longer decrypt
+  (key or value, of every topic) holds the customer's email, phone, names or Shopify id in
+  clear; the webhook.received copies of their data in Kafka no longer decrypt
   (their key is gone); Points' amounts remain, under an id that names nobody; the person
   Event Tracking shipped to PostHog (the stand-in) under their pseudonym is deleted there,
   with its events;
@@ -22,9 +22,11 @@ mongomock-ng, an in-process FAKE (no MongoDB server runs where these tests were 
 test_mongo_relay.py; ids say `mongo-FAKE-mongomock`), whose every database, collection and
 document (strings and bytes, nested) is scanned like the PostgreSQL schemas.
 
-Kafka records keep the Shopify customer id as a record key and an id field (webhook.received,
-points.*, customer.created, gdpr_request.created): it is not sealed, and the topic cannot be
-rewritten; README "GDPR" says so. The scan asserts what holds today.
+No Kafka record holds the customer's Shopify id either, key or value, before or after the
+erasure: every service with customer events runs with customer pseudonyms on, as the mesh does
+(platform/events/pseudonyms.py: relays publish the customer's pseudonym, which the edge owns and
+forgets at the erasure, consumers resolve it), and the scans assert zero hits. Auth's loops run
+without them here (it starts before the edge; it publishes no customer event).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
 from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.events.mongo_outbox import OUTBOX_COLLECTION
+from loyalnest.platform.events.pseudonyms import CALLERS as PSEUDONYM_CALLERS
+from loyalnest.platform.events.pseudonyms import is_pseudonym
 from loyalnest.platform.mongo import FAKE_LOCK
 from loyalnest.platform.personal_data import HOLDERS
 from loyalnest.platform.postgres import Database
@@ -278,95 +282,120 @@ async def _mesh(
         ):
             # The merchant installed the app: Auth issues service tokens for known merchants.
             await install(auth_pb2_grpc.AuthServiceStub(auth_channel), shopify, SHOP)
+            # Customer pseudonyms on wherever the mesh runs (platform/events/pseudonyms.py):
+            # the edge owns them; every other caller gets its identity and the edge's address.
+            # Auth starts before the edge and cannot be told its address: its loops run
+            # without them (it reads only app/uninstalled webhooks, naming no customer).
             _, edge_settings = edge_settings_asking(
-                auth, database_url, redis_url, secret=SECRET, cache_seconds=0.2, events=events
+                auth,
+                database_url,
+                redis_url,
+                secret=SECRET,
+                cache_seconds=0.2,
+                events={**events, "customer_pseudonyms": True},
             )
-            users_settings = service_settings_for_tests(
-                UsersSettings, database_url, redis_url=redis_url, **events
-            )
-            async with (
-                serving(EDGE, edge_settings) as edge,
-                serving(
-                    POINTS,
-                    points_settings(database_url, redis_url=redis_url, **events, **on_mongo),
-                ) as points,
-                serving(USERS, users_settings) as users,
-                serving(CORE, core_settings(database_url, redis_url, **events)) as core,
-                serving(RFM, rfm_settings(database_url, redis_url, **events)) as rfm,
-                serving(
-                    GAMIFICATION, gamification_settings(database_url, redis_url, **events)
-                ) as gamification,
-                serving(
-                    EVENT_TRACKING,
-                    service_settings_for_tests(
-                        EventTrackingSettings, database_url, **events, **analytics
-                    ),
-                ) as event_tracking,
-                serving(
-                    PRODUCTS,
-                    service_settings_for_tests(
-                        ProductsSettings, database_url, redis_url=redis_url, **events
-                    ),
-                ) as products,
-                serving(
-                    CAMPAIGN,
-                    service_settings_for_tests(
-                        CampaignSettings, database_url, redis_url=redis_url, **events
-                    ),
-                ) as campaign,
-                serving(
-                    REFERRALS, referrals_settings(database_url, redis_url=redis_url, **events)
-                ) as referrals,
-            ):
-                targets = {
-                    "auth": auth.address,
-                    "campaign": campaign.address,
-                    "core": core.address,
-                    "edge": edge.address,
-                    "event_tracking": event_tracking.address,
-                    "gamification": gamification.address,
-                    "points": points.address,
-                    "products": products.address,
-                    "referrals": referrals.address,
-                    "rfm": rfm.address,
-                    "users": users.address,
-                }
-                assert set(targets) == set(HOLDERS)  # every holder is in the proof
-                admin_settings = service_settings_for_tests(
-                    AdminCoreSettings,
-                    database_url,
-                    service_credential=service_credential(MASTER_KEY, "admin_core"),
-                    call_targets=targets,
-                    admin_core_gdpr_interval_seconds=0.2,
-                    **events,
+            async with serving(EDGE, edge_settings) as edge:
+
+                def on(service: str) -> dict[str, Any]:
+                    """`events`, with customer pseudonyms, for `service` (a CALLER)."""
+                    assert service in PSEUDONYM_CALLERS
+                    return {
+                        **events,
+                        "customer_pseudonyms": True,
+                        "service_credential": service_credential(MASTER_KEY, service),
+                        "call_targets": {"auth": auth.address, "edge": edge.address},
+                    }
+
+                users_settings = service_settings_for_tests(
+                    UsersSettings, database_url, redis_url=redis_url, **events
                 )
-                edge_database = Database(edge_settings, EDGE_DATABASE)
-                await edge_database.open()
                 async with (
-                    serving(ADMIN_CORE, admin_settings) as admin,
-                    grpc.aio.insecure_channel(edge.address) as edge_channel,
-                    grpc.aio.insecure_channel(points.address) as points_channel,
-                    grpc.aio.insecure_channel(users.address) as users_channel,
-                    grpc.aio.insecure_channel(core.address) as core_channel,
-                    grpc.aio.insecure_channel(admin.address) as admin_channel,
-                ):
-                    try:
-                        yield Mesh(
+                    serving(
+                        POINTS,
+                        points_settings(
+                            database_url, redis_url=redis_url, **on("points"), **on_mongo
+                        ),
+                    ) as points,
+                    serving(USERS, users_settings) as users,
+                    serving(CORE, core_settings(database_url, redis_url, **on("core"))) as core,
+                    serving(RFM, rfm_settings(database_url, redis_url, **on("rfm"))) as rfm,
+                    serving(
+                        GAMIFICATION,
+                        gamification_settings(database_url, redis_url, **on("gamification")),
+                    ) as gamification,
+                    serving(
+                        EVENT_TRACKING,
+                        service_settings_for_tests(
+                            EventTrackingSettings,
                             database_url,
-                            redis_url,
-                            broker,
-                            edge_pb2_grpc.EdgeServiceStub(edge_channel),
-                            points_pb2_grpc.PointsServiceStub(points_channel),
-                            users_pb2_grpc.UsersServiceStub(users_channel),
-                            core_pb2_grpc.CoreServiceStub(core_channel),
-                            admin_core_pb2_grpc.AdminCoreServiceStub(admin_channel),
-                            CustomerKeys(edge_database, master_cipher(edge_settings)),
-                            merchant_id_for_shop(SHOP),
-                            posthog,
-                            fake_mongo,
-                        )
-                    finally:
-                        await edge_database.close()
+                            **on("event_tracking"),
+                            **analytics,
+                        ),
+                    ) as event_tracking,
+                    serving(
+                        PRODUCTS,
+                        service_settings_for_tests(
+                            ProductsSettings, database_url, redis_url=redis_url, **on("products")
+                        ),
+                    ) as products,
+                    serving(
+                        CAMPAIGN,
+                        service_settings_for_tests(
+                            CampaignSettings, database_url, redis_url=redis_url, **on("campaign")
+                        ),
+                    ) as campaign,
+                    serving(
+                        REFERRALS,
+                        referrals_settings(database_url, redis_url=redis_url, **on("referrals")),
+                    ) as referrals,
+                ):
+                    targets = {
+                        "auth": auth.address,
+                        "campaign": campaign.address,
+                        "core": core.address,
+                        "edge": edge.address,
+                        "event_tracking": event_tracking.address,
+                        "gamification": gamification.address,
+                        "points": points.address,
+                        "products": products.address,
+                        "referrals": referrals.address,
+                        "rfm": rfm.address,
+                        "users": users.address,
+                    }
+                    assert set(targets) == set(HOLDERS)  # every holder is in the proof
+                    admin_settings = service_settings_for_tests(
+                        AdminCoreSettings,
+                        database_url,
+                        **(on("admin_core") | {"call_targets": targets}),
+                        admin_core_gdpr_interval_seconds=0.2,
+                    )
+                    edge_database = Database(edge_settings, EDGE_DATABASE)
+                    await edge_database.open()
+                    async with (
+                        serving(ADMIN_CORE, admin_settings) as admin,
+                        grpc.aio.insecure_channel(edge.address) as edge_channel,
+                        grpc.aio.insecure_channel(points.address) as points_channel,
+                        grpc.aio.insecure_channel(users.address) as users_channel,
+                        grpc.aio.insecure_channel(core.address) as core_channel,
+                        grpc.aio.insecure_channel(admin.address) as admin_channel,
+                    ):
+                        try:
+                            yield Mesh(
+                                database_url,
+                                redis_url,
+                                broker,
+                                edge_pb2_grpc.EdgeServiceStub(edge_channel),
+                                points_pb2_grpc.PointsServiceStub(points_channel),
+                                users_pb2_grpc.UsersServiceStub(users_channel),
+                                core_pb2_grpc.CoreServiceStub(core_channel),
+                                admin_core_pb2_grpc.AdminCoreServiceStub(admin_channel),
+                                CustomerKeys(edge_database, master_cipher(edge_settings)),
+                                merchant_id_for_shop(SHOP),
+                                posthog,
+                                fake_mongo,
+                            )
+                        finally:
+                            await edge_database.close()
     finally:
         posthog.stop()
         broker.close()
@@ -634,6 +663,13 @@ async def kafka_findings(mesh: Mesh, needles: dict[str, str]) -> tuple[list[str]
         if not envelope.payload.Unpack(event) or not event.HasField("customer_data"):
             continue
         sealed += 1
+        # On the topic the sealed copy names the customer's pseudonym: resolved as a consumer
+        # does (the Shopify id, or once erased the anonymous id, whose key there is none of).
+        if is_pseudonym(event.customer_data.customer_id):
+            (resolved,) = await mesh.edge_keys.resolve(
+                [(envelope.merchant_id, event.customer_data.customer_id)]
+            )
+            event.customer_data.customer_id = resolved.customer_id
         with contextlib.suppress(CustomerErased):
             await mesh.edge_keys.open(
                 envelope.merchant_id, event.shopify_event_id, event.customer_data
@@ -700,8 +736,9 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
         assert await redis_hits(redis_url, {"shopify id": person.shopify_id})
         if m.mongo is not None:  # Points' ledger and order there name the customer
             assert mongo_hits(m, {"shopify id": person.shopify_id})
-        hits, sealed, readable = await kafka_findings(m, person.clear_text())
-        assert not hits, hits  # the edge never put them in clear on the topic
+        hits, sealed, readable = await kafka_findings(m, person.everything())
+        # The edge never put them in clear on the topic, the Shopify id included (pseudonyms).
+        assert not hits, hits
         assert sealed >= 1 and readable == sealed
 
         customer = {"id": int(person.shopify_id), "email": person.email, "phone": person.phone}
@@ -769,7 +806,9 @@ async def test_data_request_exports_every_item_then_redact_leaves_no_trace(
         assert await postgres_hits(database_url, person.everything()) == []
         assert await redis_hits(redis_url, person.everything()) == []
         assert mongo_hits(m, person.everything()) == []
-        hits, sealed, readable = await kafka_findings(m, person.clear_text())
+        # Every topic, keys and values: not the Shopify id either (pseudonyms), and the sealed
+        # copies of the data no longer open.
+        hits, sealed, readable = await kafka_findings(m, person.everything())
         assert hits == [] and sealed >= 1 and readable == 0
         # PostHog forgot the person and its events (Event Tracking's deleter, after its own
         # erasure marked them; throttled once on the way).
@@ -834,7 +873,9 @@ async def test_shop_redact_erases_the_merchant_everywhere(
 
         assert await postgres_hits(database_url, person.everything()) == []
         assert await redis_hits(redis_url, person.everything()) == []
-        hits, sealed, readable = await kafka_findings(m, person.clear_text())
+        # Every topic, keys and values: not the Shopify id either (pseudonyms), and the sealed
+        # copies of the data no longer open.
+        hits, sealed, readable = await kafka_findings(m, person.everything())
         assert hits == [] and sealed >= 1 and readable == 0
         # No service table keeps a row of the merchant, but AdminCore's record of the request
         # and Auth's of the install (tokens dropped at the uninstall; what a reinstall finds)

@@ -499,6 +499,9 @@ def test_internal_rpcs_are_denied_for_every_peer_and_admin_rpcs_outside_the_allo
     # Declared once, next to the RPC: (loyalnest.options.v1.access).internal.
     internal = [
         "/loyalnest.auth.v1.AuthService/GetShopAccessToken",
+        # Customer pseudonyms, the edge's: relays and consumers only.
+        "/loyalnest.platform.v1.CustomerPseudonymService/Pseudonymize",
+        "/loyalnest.platform.v1.CustomerPseudonymService/Resolve",
         # The personal-data contract every holder serves (AdminCore's only).
         "/loyalnest.platform.v1.PersonalDataService/EraseCustomer",
         "/loyalnest.platform.v1.PersonalDataService/EraseMerchant",

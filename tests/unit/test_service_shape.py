@@ -44,7 +44,7 @@ SUB_MODULES = {
     "campaign": {"shopify", "lifecycle", "eligibility", "reconcile"},
     "products": {"sync"},
     "referrals": {"crediting", "discounts", "invites", "sending", "shops", "status_feed"},
-    "edge": {"webhooks", "signing", "dead_letters"},
+    "edge": {"webhooks", "signing", "dead_letters", "pseudonyms"},
     "points": {
         "earning",
         "orders",

@@ -168,14 +168,23 @@ only the seed designs so far, its hand-written components.<name>.calls. Call wit
 {{- if not $file -}}{{- fail "files/calls.json is missing: run `make chart`" -}}{{- end -}}
 {{- $generated := $file | fromJson -}}
 {{- $service := include "loyalnest.serviceName" . -}}
+{{- $all := list -}}
 {{- if hasKey $generated $service -}}
 {{- if .component.calls -}}
 {{- fail (printf "components.%s.calls: the calls of %s come from its code (files/calls.json); remove them from the values" .name $service) -}}
 {{- end -}}
-{{- toJson (index $generated $service) -}}
+{{- $all = index $generated $service -}}
 {{- else -}}
-{{- toJson (.component.calls | default list) -}}
+{{- $all = .component.calls | default list -}}
 {{- end -}}
+{{- /* "without": callees a process of the component does not call (a job runs no event
+loops, so not the edge's pseudonyms). */ -}}
+{{- $without := .without | default list -}}
+{{- $kept := list -}}
+{{- range $callee := $all -}}
+{{- if not (has $callee $without) -}}{{- $kept = append $kept $callee -}}{{- end -}}
+{{- end -}}
+{{- toJson $kept -}}
 {{- end }}
 
 {{/* Where the component's callees answer (loyalnest.platform.calls): each one's headless
@@ -234,6 +243,11 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
   value: {{ include "loyalnest.migrateOnStart" $ctx | quote }}
 - name: LOYALNEST_EVENTS_ENABLED
   value: {{ $ctx.Values.events.enabled | quote }}
+{{- /* Customer pseudonyms on Kafka (platform/events/pseudonyms.py): always on in the mesh,
+not a value (a release cannot publish Shopify customer ids by mistake); a service missing the
+edge's target or its credential then fails at start-up. tests/deploy asserts it. */}}
+- name: LOYALNEST_CUSTOMER_PSEUDONYMS
+  value: "true"
 - name: LOYALNEST_KAFKA_PRODUCER
   value: {{ $ctx.Values.events.kafkaClient | default "kafka-python" | quote }}
 - name: LOYALNEST_KAFKA_CONSUMER

@@ -114,10 +114,21 @@ def personal_data_edges() -> dict[str, set[str]]:
     return {caller: {holder.replace("_", "-") for holder in personal_data.HOLDERS}}
 
 
+def pseudonym_edges() -> dict[str, set[str]]:
+    """Every service whose events carry customers asks the edge for their pseudonyms, with
+    a service token from Auth (platform/events/pseudonyms.py): edges the seed does not list."""
+    from loyalnest.platform.events import pseudonyms
+
+    return {
+        caller.replace("_", "-"): {c.replace("_", "-") for c in pseudonyms.callees(caller)}
+        for caller in pseudonyms.CALLERS
+    }
+
+
 def load_seed_call_graph(path: Path = SEED) -> dict[str, set[str]]:
-    """The seed's graph plus BEYOND_SEED and the personal-data edges: what the chart's
-    NetworkPolicies must allow."""
+    """The seed's graph plus BEYOND_SEED, the personal-data and the pseudonym edges: what the
+    chart's NetworkPolicies must allow."""
     graph = {**seed_call_graph(path.read_text()), **BEYOND_SEED}
-    for caller, callees in personal_data_edges().items():
+    for caller, callees in (*personal_data_edges().items(), *pseudonym_edges().items()):
         graph[caller] = graph.get(caller, set()) | callees
     return graph

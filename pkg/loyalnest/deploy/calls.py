@@ -17,6 +17,7 @@ import json
 
 from loyalnest.deploy.paths import CHART_DIR
 from loyalnest.platform.calls import dns_name
+from loyalnest.platform.events import pseudonyms
 from loyalnest.services.registry import SERVICES, spec_for
 
 CALLS_FILE = CHART_DIR / "files" / "calls.json"
@@ -24,9 +25,12 @@ CALLS_FILE = CHART_DIR / "files" / "calls.json"
 
 def code_call_graph() -> dict[str, list[str]]:
     """Every registry service (the name `loyalnest serve` takes) -> the components it calls
-    (their Kubernetes names), from its code."""
+    (their Kubernetes names), from its code: its declared calls and its event loops'."""
     return {
-        service: sorted(dns_name(callee) for callee in spec_for(service).calls.services)
+        service: sorted(
+            dns_name(callee)
+            for callee in set(spec_for(service).calls.services) | pseudonyms.callees(service)
+        )
         for service in sorted(SERVICES)
     }
 

@@ -48,6 +48,7 @@ from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.calls import AUTH
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.crypto import decode_key
+from loyalnest.platform.events import pseudonyms
 from loyalnest.services.registry import SERVICES, spec_for
 
 DATABASE = "loyalnest"
@@ -225,6 +226,9 @@ class Stack:
             "LOYALNEST_SHOPIFY_BASE_URL": f"http://127.0.0.1:{self.ports.shopify}/{{shop}}",
             "LOYALNEST_SHOPIFY_ADMIN_BASE_URL": f"http://127.0.0.1:{self.ports.shopify}/{{shop}}",
             "LOYALNEST_LOG_FORMAT": "json",
+            # No Shopify customer id on Kafka, as wherever the mesh runs (platform/events/
+            # pseudonyms.py): the services handling customer events ask the edge.
+            "LOYALNEST_CUSTOMER_PSEUDONYMS": "true",
             # Applied by the stack before the services start (_migrate), as the chart's Job.
             "LOYALNEST_RUN_MIGRATIONS_ON_START": "false",
             "LOYALNEST_JWT_JWKS_PATH": str(self.jwks_path),
@@ -388,7 +392,8 @@ class Stack:
         addresses = self._addresses()
         offset = 0
         for service in SERVICES:
-            calls = spec_for(service).calls.services
+            # Its declared calls, and its event loops' (the edge's customer pseudonyms).
+            calls = tuple(sorted({*spec_for(service).calls.services, *pseudonyms.callees(service)}))
             unknown = [callee for callee in calls if callee not in addresses]
             if unknown:
                 raise ComponentError(service, f"calls {', '.join(unknown)}: not in the registry")

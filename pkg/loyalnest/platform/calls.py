@@ -128,7 +128,10 @@ class Calls:
         mints its own)."""
         targets = {name: resolve_target(settings, name, caller=caller) for name in self._stubs}
         owned: ServiceTokenSource | None = None
-        if tokens is None and settings.service_credential is not None:
+        # With customer pseudonyms on, the credential may be only the event loops' (for the
+        # edge's CustomerPseudonymService, platform/events/pseudonym_client.py).
+        for_calls = AUTH in targets or not getattr(settings, "customer_pseudonyms", False)
+        if tokens is None and settings.service_credential is not None and for_calls:
             if AUTH not in targets:
                 raise CallConfigError(
                     f"{caller} has {CREDENTIAL_ENV} but does not declare {AUTH} among its calls: "

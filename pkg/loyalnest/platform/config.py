@@ -176,6 +176,12 @@ class EventSettings(_Settings):
     # Topics are created with librdkafka's admin client unless both are kafka-python: a
     # process imports only the library it uses.
     kafka_consumer: Literal["kafka-python", "confluent"] = "kafka-python"
+    # Customer pseudonyms on Kafka (loyalnest.platform.events.pseudonyms): relays publish a
+    # pseudonym instead of every Shopify customer id, consumers resolve it back, both asking the
+    # edge (CustomerPseudonymService; needs the edge and auth call targets and this service's
+    # credential, checked at start-up). On wherever the mesh runs (the chart, k8s/base,
+    # `loyalnest up`, tests/deploy assert it); off only for a service run alone in a test.
+    customer_pseudonyms: bool = False
     # Outbox relay: idle polling interval (a full batch is followed at once by the next).
     outbox_poll_interval_seconds: float = Field(0.1, gt=0)
     outbox_batch_size: int = Field(500, ge=1)

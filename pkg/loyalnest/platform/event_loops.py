@@ -19,10 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 from loyalnest.platform import audit
 from loyalnest.platform.audit.shipper import AuditShipper
+from loyalnest.platform.client import ServiceTokens
 from loyalnest.platform.config import ServiceSettings
-from loyalnest.platform.events import inbox
+from loyalnest.platform.events import inbox, pseudonyms
 from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.events.outbox import PostgresOutbox
+from loyalnest.platform.events.pseudonym_client import remote_pseudonyms
+from loyalnest.platform.events.pseudonyms import PseudonymBackend, Pseudonymizer, Resolver
 from loyalnest.platform.events.relay import OutboxRelay
 from loyalnest.platform.health import Check
 from loyalnest.platform.postgres import Database
@@ -42,16 +45,28 @@ def postgres_event_loops(
     service: str,
     group: str,
     handlers: Mapping[str, inbox.Handler],
+    pseudonyms: PseudonymBackend | None = None,
+    service_tokens: ServiceTokens | None = None,
 ) -> list[Loop]:
     """Outbox relay, processed-events purge, the audit shipper of an audited schema, and a
-    consumer when there are handlers."""
+    consumer when there are handlers. `pseudonyms`: the owner of customer pseudonyms when it
+    is this service (the edge); others reach it remotely when `customer_pseudonyms` is on,
+    with `service_tokens` if the service makes its own (Auth), else with its credential."""
     client_id = _client_id(service)
     loops: list[Loop] = [inbox.purge_loop(database, settings.processed_events_retention_seconds)]
     if audit.MIGRATIONS in database.spec.migration_dirs:
         loops.append(AuditShipper(database).run)
     if settings.outbox_relay_in_process:
-        loops.append(OutboxRelay(PostgresOutbox(database), settings, client_id=client_id).run)
-    return loops + _consumer(settings, group, handlers, client_id)
+        relay = OutboxRelay(
+            PostgresOutbox(database),
+            settings,
+            client_id=client_id,
+            pseudonymizer=_pseudonymizer(settings, service, pseudonyms, service_tokens),
+        )
+        loops.append(relay.run)
+    return loops + _consumer(
+        settings, group, handlers, client_id, service, pseudonyms, service_tokens
+    )
 
 
 def mongo_event_loops(
@@ -61,6 +76,7 @@ def mongo_event_loops(
     service: str,
     group: str,
     handlers: Mapping[str, inbox.Handler],
+    pseudonyms: PseudonymBackend | None = None,
 ) -> list[Loop]:
     """Outbox relay of `database`'s outbox (mongo_outbox), and a consumer when there are
     handlers. No processed-events purge as for PostgreSQL: purging the store's processed
@@ -74,8 +90,11 @@ def mongo_event_loops(
     source = MongoOutbox(database, name=service, lease_seconds=lease_seconds_for(settings))
     loops: list[Loop] = []
     if settings.outbox_relay_in_process:
-        loops.append(OutboxRelay(source, settings, client_id=client_id).run)
-    return loops + _consumer(settings, group, handlers, client_id)
+        pseudonymizer = _pseudonymizer(settings, service, pseudonyms)
+        loops.append(
+            OutboxRelay(source, settings, client_id=client_id, pseudonymizer=pseudonymizer).run
+        )
+    return loops + _consumer(settings, group, handlers, client_id, service, pseudonyms)
 
 
 def _client_id(service: str) -> str:
@@ -83,12 +102,54 @@ def _client_id(service: str) -> str:
     return f"loyalnest-{service}-{os.getpid()}"
 
 
+def _backend(
+    settings: ServiceSettings,
+    service: str,
+    owned: PseudonymBackend | None,
+    tokens: ServiceTokens | None = None,
+) -> PseudonymBackend | None:
+    """Where this process's loops get customer pseudonyms: the owner's store in the edge, the
+    edge's CustomerPseudonymService elsewhere (targets and credential checked now: a mesh
+    configured with pseudonyms on cannot start without them), None when they are off."""
+    if owned is not None:
+        return owned if settings.customer_pseudonyms else None
+    if not settings.customer_pseudonyms or service not in pseudonyms.CALLERS:
+        # Users, Roles: no event of theirs, produced or consumed, names a Shopify customer
+        # (CALLERS is unit-tested against the services' events).
+        return None
+    return remote_pseudonyms(settings, caller=service, tokens=tokens)
+
+
+def _pseudonymizer(
+    settings: ServiceSettings,
+    service: str,
+    owned: PseudonymBackend | None,
+    tokens: ServiceTokens | None = None,
+) -> Pseudonymizer | None:
+    backend = _backend(settings, service, owned, tokens)
+    return Pseudonymizer(backend) if backend is not None else None
+
+
 def _consumer(
-    settings: ServiceSettings, group: str, handlers: Mapping[str, inbox.Handler], client_id: str
+    settings: ServiceSettings,
+    group: str,
+    handlers: Mapping[str, inbox.Handler],
+    client_id: str,
+    service: str,
+    pseudonyms: PseudonymBackend | None = None,
+    tokens: ServiceTokens | None = None,
 ) -> list[Loop]:
     if not handlers:
         return []
-    return [ConsumerRunner(settings, group=group, handlers=handlers, client_id=client_id).run]
+    backend = _backend(settings, service, pseudonyms, tokens)
+    runner = ConsumerRunner(
+        settings,
+        group=group,
+        handlers=handlers,
+        client_id=client_id,
+        resolver=Resolver(backend) if backend is not None else None,
+    )
+    return [runner.run]
 
 
 def postgres_service(
@@ -100,6 +161,8 @@ def postgres_service(
     handlers: Mapping[str, inbox.Handler],
     registrations: Sequence[Registration],
     cleanup: Sequence[Callable[[], Awaitable[None]]] = (),
+    pseudonyms: PseudonymBackend | None = None,
+    service_tokens: ServiceTokens | None = None,
 ) -> ServiceComponents:
     """A service whose state is in its PostgreSQL schema: migrations before it reports SERVING
     (unless a Job runs them), the database ping as readiness, the outbox relay (and a consumer
@@ -113,7 +176,13 @@ def postgres_service(
         components.startup = [Check("migrations", database.migrate)]
     if settings.events_enabled:
         components.background += postgres_event_loops(
-            settings, database, service=service, group=group, handlers=handlers
+            settings,
+            database,
+            service=service,
+            group=group,
+            handlers=handlers,
+            pseudonyms=pseudonyms,
+            service_tokens=service_tokens,
         )
     elif audit.MIGRATIONS in database.spec.migration_dirs:
         # No event loops, but the audit queue stays bounded (audit/shipper.py): its excess
@@ -132,9 +201,21 @@ def relay_spec(spec: ServiceSpec[Any]) -> ServiceSpec[Any]:
         raise ValueError(f"{spec.name} has no PostgreSQL outbox to relay")
 
     async def build(settings: ServiceSettings) -> ServiceComponents:
+        if settings.customer_pseudonyms and spec.name == pseudonyms.OWNER:
+            # Its pseudonyms are its own store's, which only the service process opens: a
+            # relay of its own would publish Shopify customer ids.
+            raise ValueError(
+                f"{spec.name}'s outbox is relayed in process while customer pseudonyms are on"
+                " (LOYALNEST_OUTBOX_RELAY_IN_PROCESS=true)"
+            )
         database = Database(settings, database_spec)
         await database.open()
-        relay = OutboxRelay(PostgresOutbox(database), settings, client_id=_client_id(spec.name))
+        relay = OutboxRelay(
+            PostgresOutbox(database),
+            settings,
+            client_id=_client_id(spec.name),
+            pseudonymizer=_pseudonymizer(settings, spec.name, None),
+        )
         loops: list[Loop] = [relay.run]
         if audit.MIGRATIONS in database_spec.migration_dirs:
             # Whatever the service's own events setting, what this process relays includes

@@ -38,6 +38,7 @@ from psycopg import AsyncConnection
 from loyalnest.gen.platform.v1 import personal_data_pb2, personal_data_pb2_grpc
 from loyalnest.platform.auth.context import current_merchant_id, current_principal
 from loyalnest.platform.errors import InvalidArgument, PermissionDenied
+from loyalnest.platform.events import pseudonyms
 from loyalnest.platform.events.redaction import Redactor
 from loyalnest.platform.grpctypes import Context
 from loyalnest.platform.idempotency import INTERNAL
@@ -300,6 +301,9 @@ class PersonalDataServicer(personal_data_pb2_grpc.PersonalDataServiceServicer):
             customer = replace(customer, erasure_key=request.erasure_key)
         with erasing(customer):
             records = await self._store.erase_customer(merchant_id, customer)
+        # This replica's consumers resolve the customer's pseudonym to their tombstone from now
+        # on (the other replicas' caches expire: pseudonyms.PSEUDONYM_CACHE_SECONDS).
+        pseudonyms.forget_customer(merchant_id, customer.shopify_customer_id)
         return personal_data_pb2.EraseCustomerResponse(records=records)
 
     async def EraseMerchant(
@@ -307,6 +311,7 @@ class PersonalDataServicer(personal_data_pb2_grpc.PersonalDataServiceServicer):
     ) -> personal_data_pb2.EraseMerchantResponse:
         merchant_id = self._merchant()
         records = await self._store.erase_merchant(merchant_id)
+        pseudonyms.forget_customer(merchant_id)
         return personal_data_pb2.EraseMerchantResponse(records=records)
 
 

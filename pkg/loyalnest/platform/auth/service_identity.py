@@ -27,6 +27,7 @@ import hmac
 from collections.abc import Iterable
 
 from loyalnest.platform.crypto import derive_key
+from loyalnest.platform.events import pseudonyms
 from loyalnest.platform.personal_data import caller_grants as personal_data_grants
 
 # What each service may do when it acts on its own behalf (a Kafka consumer, a scheduled job):
@@ -65,6 +66,10 @@ SERVICE_GRANTS: dict[str, frozenset[str]] = {
     # discount codes at Shopify; points:write: referrers' rewards (EarnPoints).
     "referrals": frozenset({"auth:validate", "auth:shop-token", "points:write"}),
 }
+# Customer pseudonyms (platform/events/pseudonyms.py): every relay and consumer but the edge's
+# asks the edge for them.
+for _service in pseudonyms.CALLERS:
+    SERVICE_GRANTS[_service] = SERVICE_GRANTS.get(_service, frozenset()) | {pseudonyms.PERMISSION}
 
 SERVICE_TOKEN_TTL_SECONDS = 5 * 60
 MAX_REQUEST_SKEW_SECONDS = 60

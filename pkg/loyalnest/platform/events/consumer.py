@@ -54,6 +54,7 @@ from loyalnest.platform.events.metrics import (
     EVENTS_FAILED,
     EVENTS_PROCESSED,
 )
+from loyalnest.platform.events.pseudonyms import Resolver
 from loyalnest.platform.events.topics import DEAD_LETTER_SUFFIX, spec_for_type
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.outages import unavailable_errors
@@ -148,13 +149,17 @@ class EventProcessor:
         handlers: Mapping[str, Handler],
         dead_letters: DeadLetterSink,
         settings: EventSettings,
+        resolver: Resolver | None = None,
     ) -> None:
+        """`resolver`: resolves customer pseudonyms in events before their handlers see them
+        (dead letters keep the record as it came, pseudonyms and all)."""
         for event_type in handlers:
             spec_for_type(event_type)  # fail at start-up on a typo, not at the first event
         self._group = group
         self._handlers = dict(handlers)
         self._dead_letters = dead_letters
         self._settings = settings
+        self._resolver = resolver
 
     def _count(self, topic: str, event_type: str, outcome: Outcome) -> Outcome:
         EVENTS_PROCESSED.labels(self._group, topic, event_type, outcome).inc()
@@ -188,15 +193,27 @@ class EventProcessor:
             return _Skipped(event.event_type)
         return event
 
+    async def classify(
+        self, records: Sequence[RecordLike]
+    ) -> list[ConsumedEvent | _Skipped | _Invalid]:
+        """Decodes `records`, their pseudonyms resolved (one call for all); raises when they
+        cannot be resolved now (the owner away): the caller tries the records again."""
+        items = [self._classify(record) for record in records]
+        if self._resolver is not None:
+            await self._resolver.events(item for item in items if isinstance(item, ConsumedEvent))
+        return items
+
     async def process(self, record: RecordLike) -> Outcome:
         """Applies one record, with retries; dead-letters it if it cannot be applied."""
-        return await self._process(record, self._classify(record))
+        (item,) = await self.classify([record])
+        return await self._process(record, item)
 
     async def process_many(
         self,
         records: Sequence[RecordLike],
         done: Callable[[RecordLike], None],
         stopping: Callable[[], bool] = lambda: False,
+        classified: Sequence[ConsumedEvent | _Skipped | _Invalid] | None = None,
     ) -> None:
         """Applies one partition's records in order, calling `done` for each in turn.
 
@@ -206,10 +223,10 @@ class EventProcessor:
         """
         run: list[tuple[RecordLike, ConsumedEvent, TransactionalHandler]] = []
         limit = self._settings.consumer_batch_max_events
-        for record in records:
+        items = classified if classified is not None else await self.classify(records)
+        for record, item in zip(records, items, strict=True):
             if stopping():
                 return  # the records of an unapplied run are not done: redelivered
-            item = self._classify(record)
             handler = self._handlers[item.event_type] if isinstance(item, ConsumedEvent) else None
             if isinstance(item, ConsumedEvent) and isinstance(handler, TransactionalHandler):
                 if run and (run[0][2].database is not handler.database or len(run) >= limit):
@@ -352,6 +369,7 @@ class ConsumerRunner:
         group: str,
         handlers: Mapping[str, Handler],
         client_id: str,
+        resolver: Resolver | None = None,
     ) -> None:
         quiet_kafka_logging()
         self.group = group
@@ -365,7 +383,9 @@ class ConsumerRunner:
             handlers,
             KafkaDeadLetters(self._publisher, group, Backoff.from_settings(settings)),
             settings,
+            resolver,
         )
+        self._resolver = resolver
         self._member: GroupMember | None = None
         self._stopping = asyncio.Event()
         # Next offset per partition: applied, not yet committed / last applied (for lag).
@@ -441,15 +461,28 @@ class ConsumerRunner:
         return None
 
     async def _apply(self, batch: PartitionRecords) -> None:
+        # Every partition's records decoded first, so their pseudonyms are resolved in one
+        # call; if that fails, the loop reads the batch again after a backoff.
+        partitions = list(batch.items())
+        flat = [record for _, records in partitions for record in records]
+        items = await self._processor.classify(flat)
         async with asyncio.TaskGroup() as group:
-            for partition, records in batch.items():
-                group.create_task(self._apply_partition(partition, records))
+            start = 0
+            for partition, records in partitions:
+                classified = items[start : start + len(records)]
+                start += len(records)
+                group.create_task(self._apply_partition(partition, records, classified))
 
-    async def _apply_partition(self, partition: Partition, records: Sequence[RecordLike]) -> None:
+    async def _apply_partition(
+        self,
+        partition: Partition,
+        records: Sequence[RecordLike],
+        classified: Sequence[ConsumedEvent | _Skipped | _Invalid],
+    ) -> None:
         def done(record: RecordLike) -> None:
             self._uncommitted[partition] = self._positions[partition] = record.offset + 1
 
-        await self._processor.process_many(records, done, self._stopping.is_set)
+        await self._processor.process_many(records, done, self._stopping.is_set, classified)
 
     async def _commit(self) -> None:
         if self._member is None or not self._uncommitted:
@@ -498,4 +531,6 @@ class ConsumerRunner:
             self._member = None
         self._thread.shutdown()
         await self._publisher.close()
+        if self._resolver is not None:
+            await self._resolver.close()
         log.info("consumer stopped", group=self.group)

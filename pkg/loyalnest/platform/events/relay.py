@@ -24,6 +24,7 @@ from loyalnest.platform.events.metrics import (
     OUTBOX_PUBLISHED,
 )
 from loyalnest.platform.events.outbox import Backlog, PendingRow
+from loyalnest.platform.events.pseudonyms import Pseudonymizer
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
@@ -78,8 +79,12 @@ class OutboxRelay(Generic[RowId]):
         *,
         client_id: str,
         publisher: Publisher | None = None,
+        pseudonymizer: Pseudonymizer | None = None,
     ) -> None:
+        """`pseudonymizer`: replaces Shopify customer ids with pseudonyms in what is
+        published (the outbox rows keep them: the service's database is erasable)."""
         self._source = source
+        self._pseudonymizer = pseudonymizer
         self._settings = settings
         self._publisher = publisher or new_publisher(settings, client_id)
         self._backoff = Backoff.from_settings(settings)
@@ -118,6 +123,8 @@ class OutboxRelay(Generic[RowId]):
                     await asyncio.sleep(self._settings.outbox_poll_interval_seconds)
         finally:
             await self._publisher.close()
+            if self._pseudonymizer is not None:
+                await self._pseudonymizer.close()
 
     async def _relay_batch_to_completion(self) -> int:
         batch = asyncio.ensure_future(self.relay_batch())
@@ -144,7 +151,11 @@ class OutboxRelay(Generic[RowId]):
             rows = claim.rows
             if not rows:
                 return 0
-            results = await self._publisher.publish([row.record for row in rows])
+            records = [row.record for row in rows]
+            if self._pseudonymizer is not None:
+                # Fails as a whole (the edge away): the rows stay pending, retried with backoff.
+                records = await self._pseudonymizer.records(records)
+            results = await self._publisher.publish(records)
             # Only acknowledged rows are marked; the others go again with the next batch. This
             # keeps each key's order because an idempotent producer writes a partition's
             # batches in order: none lands after an earlier one of its partition failed.

@@ -238,11 +238,8 @@ async def build(settings: AuthSettings) -> ServiceComponents:
     )
     cleanup = [revocations.close] if revocations is not None else []
     # Auth holds no credential of its own: it signs its service tokens itself.
-    downstream = CALLS.connect(
-        settings,
-        caller="auth",
-        tokens=SelfIssuedServiceTokens(keys, audience=settings.jwt_audience),
-    )
+    own_tokens = SelfIssuedServiceTokens(keys, audience=settings.jwt_audience)
+    downstream = CALLS.connect(settings, caller="auth", tokens=own_tokens)
     cleanup.append(downstream.close)
     role_permissions = RolePermissions(
         downstream.stub(roles_pb2_grpc.RolesServiceStub), ceiling=settings.auth_owner_permissions
@@ -272,6 +269,8 @@ async def build(settings: AuthSettings) -> ServiceComponents:
         # and app/uninstalled webhooks (consumers.py).
         group=events.CONSUMER_GROUP,
         handlers=consumers.handlers(database, store, sessions),
+        # Customer pseudonyms (the edge's) with Auth's own tokens: it holds no credential.
+        service_tokens=own_tokens,
         registrations=[
             Registration(SERVICE_NAME, auth_pb2_grpc.add_AuthServiceServicer_to_server, servicer)
         ],

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
+from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2_grpc
 from loyalnest.gen.xds.envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
@@ -24,6 +25,8 @@ from loyalnest.platform.postgres import Database, DatabaseSpec
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
 from loyalnest.services.edge import consumers, events
 from loyalnest.services.edge.domain import DEFAULT_PLAN_LIMITS, PlanRateLimit
+from loyalnest.services.edge.pseudonyms import SERVICE_NAME as PSEUDONYMS_SERVICE_NAME
+from loyalnest.services.edge.pseudonyms import CustomerPseudonymServicer
 from loyalnest.services.edge.servicer import EdgeServicer, RateLimitServicer
 from loyalnest.services.edge.store.buckets import TokenBuckets
 from loyalnest.services.edge.store.customer_keys import CustomerKeys
@@ -166,6 +169,8 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
         service="edge",
         group=events.CONSUMER_GROUP,
         handlers=consumers.handlers(database, plans),
+        # The edge owns the pseudonyms: its relay and consumer use its store, no RPC.
+        pseudonyms=customer_keys,
         registrations=[
             Registration(
                 SERVICE_NAME,
@@ -179,6 +184,11 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
                     merchants,
                     stale_after_seconds=settings.webhook_stale_after_seconds,
                 ),
+            ),
+            Registration(
+                PSEUDONYMS_SERVICE_NAME,
+                customer_pseudonyms_pb2_grpc.add_CustomerPseudonymServiceServicer_to_server,
+                CustomerPseudonymServicer(customer_keys),
             ),
             Registration(
                 RATE_LIMIT_SERVICE_NAME,

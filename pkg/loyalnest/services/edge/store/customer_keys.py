@@ -17,10 +17,22 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Sequence
 
 from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.platform import personal_data
 from loyalnest.platform.crypto import KEY_BYTES, FieldCipher
+from loyalnest.platform.events.pseudonyms import (
+    PREFIX as PSEUDONYM_PREFIX,
+)
+from loyalnest.platform.events.pseudonyms import (
+    MerchantValue,
+    Resolution,
+    is_pseudonym,
+    key_of_pseudonym,
+    pseudonym_of_key,
+    unknown_pseudonym_id,
+)
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.postgres import Database
 
@@ -48,6 +60,28 @@ _GET_OR_CREATE = (
 
 # A webhook delivery: (shop domain, Shopify event id).
 Delivered = tuple[str, str]
+
+
+_FIND_KEYS = (
+    "SELECT k.merchant_id, k.customer_id, k.key_id FROM customer_keys k"
+    " JOIN unnest(%s::text[], %s::text[]) AS q(merchant_id, customer_id)"
+    " ON k.merchant_id = q.merchant_id AND k.customer_id = q.customer_id"
+)
+_CREATE_KEYS = (
+    "INSERT INTO customer_keys (merchant_id, customer_id, key_id, wrapped_key)"
+    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[])"
+    " ON CONFLICT (merchant_id, customer_id) DO NOTHING"
+)
+# Live keys first, then the tombstones of erased customers' pseudonyms: one round trip.
+_RESOLVE = (
+    "SELECT k.merchant_id, k.key_id, k.customer_id, false FROM customer_keys k"
+    " JOIN unnest(%s::text[], %s::text[]) AS q(merchant_id, key_id)"
+    " ON k.merchant_id = q.merchant_id AND k.key_id = q.key_id"
+    " UNION ALL SELECT t.merchant_id, substr(t.pseudonym, 6), t.anonymous_id, true"
+    " FROM customer_pseudonym_tombstones t"
+    " JOIN unnest(%s::text[], %s::text[]) AS q(merchant_id, pseudonym)"
+    " ON t.merchant_id = q.merchant_id AND t.pseudonym = q.pseudonym"
+)
 
 
 class CustomerErased(LookupError):
@@ -189,6 +223,66 @@ class CustomerKeys:
             ciphertext, context=_bytes_context(context, customer_id, key_id)
         )
 
+    # --- pseudonyms (loyalnest.platform.events.pseudonyms): `cust_` + the key's id ------------
+
+    async def pseudonymize(self, customers: Sequence[MerchantValue]) -> list[str]:
+        """Each customer's pseudonym, their key (and so their pseudonym) made if they have
+        none: one query when all have one, three when some are new."""
+        wanted = list(dict.fromkeys(customers))
+        found: dict[MerchantValue, str] = {}
+        async with self._pool.connection() as conn:
+            for _ in range(3):
+                missing = [c for c in wanted if c not in found]
+                if not missing:
+                    break
+                cursor = await conn.execute(
+                    _FIND_KEYS, ([m for m, _ in missing], [c for _, c in missing])
+                )
+                for merchant_id, customer_id, key_id in await cursor.fetchall():
+                    found[(merchant_id, customer_id)] = pseudonym_of_key(key_id)
+                missing = [c for c in wanted if c not in found]
+                if not missing:
+                    break
+                key_ids = [uuid.uuid4().hex for _ in missing]
+                wrapped = [
+                    self._master.encrypt(os.urandom(KEY_BYTES), context=_wrap_context(m, c, key_id))
+                    for (m, c), key_id in zip(missing, key_ids, strict=True)
+                ]
+                await conn.execute(
+                    _CREATE_KEYS,
+                    ([m for m, _ in missing], [c for _, c in missing], key_ids, wrapped),
+                )
+                # Read back: a concurrent creation may have won (ON CONFLICT).
+        if any(c not in found for c in wanted):
+            raise RuntimeError("customer pseudonyms neither created nor found")
+        return [found[c] for c in customers]
+
+    async def resolve(self, pseudonyms: Sequence[MerchantValue]) -> list[Resolution]:
+        """The Shopify id behind each pseudonym; an erased customer's anonymous id (their
+        tombstone), or one derived from the pseudonym when the edge knows it no more (its
+        merchant erased)."""
+        asked = [(m, p) for m, p in pseudonyms if is_pseudonym(p)]
+        merchants = [m for m, _ in asked]
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _RESOLVE,
+                (
+                    merchants,
+                    [key_of_pseudonym(p) for _, p in asked],
+                    merchants,
+                    [p for _, p in asked],
+                ),
+            )
+            rows = await cursor.fetchall()
+        known = {
+            (merchant_id, pseudonym_of_key(key_id)): Resolution(customer_id, erased)
+            for merchant_id, key_id, customer_id, erased in rows
+        }
+        return [
+            known.get((m, p)) or Resolution(unknown_pseudonym_id(p), erased=True)
+            for m, p in pseudonyms
+        ]
+
     async def erase(self, merchant_id: str, customer_id: str) -> bool:
         """Forgets the customer's key (crypto-shredding); False when there was none. Every
         ciphertext sealed under it is unreadable from the commit on."""
@@ -226,6 +320,18 @@ class CustomerKeys:
                 (merchant_id, customer.shopify_customer_id),
             )
             dead_letters = cursor.rowcount
+            # The pseudonym outlives the key as a tombstone to the erasure's anonymous id.
+            await conn.execute(
+                "INSERT INTO customer_pseudonym_tombstones (merchant_id, pseudonym, anonymous_id)"
+                " SELECT merchant_id, %s || key_id, %s FROM customer_keys"
+                " WHERE merchant_id = %s AND customer_id = %s ON CONFLICT DO NOTHING",
+                (
+                    PSEUDONYM_PREFIX,
+                    customer.anonymous_id(customer.shopify_customer_id),
+                    merchant_id,
+                    customer.shopify_customer_id,
+                ),
+            )
             cursor = await conn.execute(
                 "DELETE FROM customer_keys WHERE merchant_id = %s AND customer_id = %s",
                 (merchant_id, customer.shopify_customer_id),
@@ -251,6 +357,12 @@ class CustomerKeys:
             shops = [shop for (shop,) in await cursor.fetchall()]
             for statement, params in (
                 ("DELETE FROM customer_keys WHERE merchant_id = %s", (merchant_id,)),
+                # Its customers' pseudonyms then resolve to anonymous ids derived from the
+                # pseudonyms alone (pseudonyms.unknown_pseudonym_id): nothing leads back.
+                (
+                    "DELETE FROM customer_pseudonym_tombstones WHERE merchant_id = %s",
+                    (merchant_id,),
+                ),
                 ("DELETE FROM merchant_plans WHERE merchant_id = %s", (merchant_id,)),
                 ("DELETE FROM webhook_idempotency_keys WHERE merchant_id = %s", (merchant_id,)),
                 ("DELETE FROM webhook_dead_letters WHERE shop_domain = ANY(%s)", (shops,)),
