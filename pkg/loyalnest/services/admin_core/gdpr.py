@@ -12,7 +12,8 @@ AdminCore's own service token bound to the request's merchant:
   finds the rest; then `EraseCustomer` at each holder, each step completed as it answers,
   all with the request's one erasure key (kept sealed with the identifiers, forgotten with
   them when the request completes), from which every service derives the customer's
-  anonymous ids alike;
+  anonymous ids alike; the edge, which owns the customer pseudonyms on Kafka
+  (platform/events/pseudonyms.py), last, once every other holder has erased;
 - shop redaction: `EraseMerchant` at each holder.
 
 A failed call leaves its step pending with the error, and the request is taken again after a
@@ -32,6 +33,7 @@ from prometheus_client import Counter, Gauge
 
 from loyalnest.gen.platform.v1 import personal_data_pb2, personal_data_pb2_grpc
 from loyalnest.platform.auth.context import acting_for
+from loyalnest.platform.events import pseudonyms
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.personal_data import CustomerRef
 from loyalnest.services.admin_core.domain import RequestType
@@ -164,7 +166,14 @@ class GdprWorker:
 
     async def _each(self, work: Work, call: object) -> str | None:
         first_error: str | None = None
-        for service in work.pending:
+        # The pseudonyms' owner goes last, and only once every other holder has erased: until
+        # then another service's relay may still publish the customer, and asking the owner
+        # for a pseudonym after its erasure would record the Shopify id there again.
+        others = [service for service in work.pending if service != pseudonyms.OWNER]
+        owner = [service for service in work.pending if service == pseudonyms.OWNER]
+        for service in others + owner:
+            if service == pseudonyms.OWNER and first_error is not None:
+                break
             try:
                 response = await call(self._holders[service])  # type: ignore[operator]
             except grpc.aio.AioRpcError as error:
