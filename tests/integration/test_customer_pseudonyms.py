@@ -11,7 +11,6 @@ edge, a consumer reading the same records sees the erasure's anonymous id instea
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,10 +18,9 @@ from typing import Any
 
 import grpc
 import pytest
-from google.api import httpbody_pb2
 
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
-from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
+from loyalnest.gen.edge.v1 import edge_pb2_grpc
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.events.v1 import points_pb2 as points_events
 from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2 as pseudonyms_pb2
@@ -41,7 +39,6 @@ from loyalnest.services.auth.service import SPEC as AUTH
 from loyalnest.services.edge.service import DATABASE as EDGE_DATABASE
 from loyalnest.services.edge.service import SPEC as EDGE
 from loyalnest.services.edge.service import master_cipher
-from loyalnest.services.edge.signing import shopify_headers
 from loyalnest.services.edge.store.customer_keys import CustomerKeys
 from loyalnest.services.points.service import SPEC as POINTS
 from tests.auth import merchant_metadata
@@ -53,6 +50,7 @@ from tests.integration.test_auth_service import install
 from tests.integration.test_events import background
 from tests.integration.test_gdpr_erasure import _shopify, kafka_records
 from tests.integration.test_service_identity import MASTER_KEY
+from tests.integration.webhook_delivery import deliver_signed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -71,19 +69,7 @@ class Mesh:
     caller: dict[str, Any]
 
     async def deliver(self, topic: str, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        resource, action = topic.split("/")
-        response = await self.edge.ReceiveWebhook(
-            edge_pb2.ReceiveWebhookRequest(
-                resource=resource,
-                action=action,
-                body=httpbody_pb2.HttpBody(content_type="application/json", data=body),
-            ),
-            metadata=tuple(
-                shopify_headers(body, topic=topic, shop_domain=SHOP, secret=SECRET).items()
-            ),
-        )
-        assert response.outcome == edge_pb2.WEBHOOK_OUTCOME_ACCEPTED, response
+        await deliver_signed(self.edge, topic, payload, shop=SHOP, secret=SECRET)
 
 
 @pytest.fixture

@@ -45,7 +45,6 @@ import mongomock_ng
 import psycopg
 import pytest
 import redis.asyncio as redis
-from google.api import httpbody_pb2
 from google.protobuf import json_format
 from kafka import KafkaConsumer, TopicPartition
 from psycopg import sql
@@ -60,7 +59,7 @@ from loyalnest.gen.admin_core.v1 import admin_core_pb2 as admin_pb
 from loyalnest.gen.admin_core.v1 import admin_core_pb2_grpc
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
-from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
+from loyalnest.gen.edge.v1 import edge_pb2_grpc
 from loyalnest.gen.events.v1 import envelope_pb2, gateway_pb2
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
@@ -81,7 +80,6 @@ from loyalnest.services.core.service import SPEC as CORE
 from loyalnest.services.edge.service import DATABASE as EDGE_DATABASE
 from loyalnest.services.edge.service import SPEC as EDGE
 from loyalnest.services.edge.service import master_cipher
-from loyalnest.services.edge.signing import shopify_headers
 from loyalnest.services.edge.store.customer_keys import CustomerErased, CustomerKeys
 from loyalnest.services.event_tracking.domain import Pseudonyms
 from loyalnest.services.event_tracking.service import (
@@ -115,6 +113,7 @@ from tests.integration.test_gamification_service import settings_for as gamifica
 from tests.integration.test_referrals_service import referrals_settings
 from tests.integration.test_rfm_service import rfm_settings
 from tests.integration.test_service_identity import MASTER_KEY
+from tests.integration.webhook_delivery import deliver_signed
 from tests.shared import shared_file
 
 # Fourteen services in one process: more than the default 120 s on a busy machine.
@@ -194,19 +193,7 @@ class Mesh:
         return merchant_metadata(self.merchant_id, EVERYTHING)
 
     async def deliver(self, topic: str, payload: dict[str, Any]) -> None:
-        body = json.dumps(payload).encode()
-        resource, action = topic.split("/")
-        response = await self.edge.ReceiveWebhook(
-            edge_pb2.ReceiveWebhookRequest(
-                resource=resource,
-                action=action,
-                body=httpbody_pb2.HttpBody(content_type="application/json", data=body),
-            ),
-            metadata=tuple(
-                shopify_headers(body, topic=topic, shop_domain=SHOP, secret=SECRET).items()
-            ),
-        )
-        assert response.outcome == edge_pb2.WEBHOOK_OUTCOME_ACCEPTED, response
+        await deliver_signed(self.edge, topic, payload, shop=SHOP, secret=SECRET)
 
     async def completed(self, kind: int, count: int = 1) -> list[admin_pb.GDPRRequest]:
         """Waits until `count` requests of `kind` exist and are all completed."""
