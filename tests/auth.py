@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from loyalnest.platform.auth.keys import KeySet
-from loyalnest.platform.auth.tokens import TokenIssuer
+from loyalnest.platform.auth.tokens import SERVICE, TokenIssuer
 from loyalnest.platform.config import ServiceSettings
 
 KEYSET = KeySet.generate(local=True)
@@ -44,3 +44,18 @@ def merchant_metadata(
 def merchant_headers(merchant_id: str, permissions: Iterable[str] = ALL_POINTS) -> dict[str, str]:
     """HTTP headers acting for `merchant_id` (REST through the gateway)."""
     return {"authorization": f"Bearer {token(merchant_id, permissions)}"}
+
+
+def service_metadata(
+    service: str, merchant_id: str | None, permissions: Iterable[str], callee: str
+) -> tuple[tuple[str, str], ...]:
+    """gRPC call metadata of LoyalNest service `service` calling `callee` (its audience),
+    acting for `merchant_id` (None: for no merchant, as a relay does)."""
+    signed = ISSUER.mint(
+        subject=f"service:{service}",
+        merchant_id=merchant_id,
+        permissions=permissions,
+        token_type=SERVICE,
+        audience=[f"loyalnest/{callee}"],
+    )
+    return (("authorization", f"Bearer {signed}"),)

@@ -40,3 +40,6 @@ class Table:
     # B's data no RPC can create (e.g. what arrives by event): written to the service's
     # database directly, (database_url, B's merchant id) -> more of what the cases need.
     seed: Callable[[str, str], Awaitable[dict[str, Any]]] | None = None
+    # An internal gRPC service (`internal`: no user token passes): A and B call it as this
+    # LoyalNest service, with a service token acting for their merchant.
+    internal_caller: str | None = None

@@ -238,10 +238,17 @@ async def test_a_service_token_acts_for_one_merchant_only(
         "auth:shop-token",
         "auth:validate",
         "core:read",
+        # Its relay and consumer's calls to the edge's CustomerPseudonymService.
+        "edge:pseudonyms",
         "users:birthdays",
         "users:read",
     ]
-    assert claims["aud"] == ["loyalnest/auth", "loyalnest/core", "loyalnest/users"]
+    assert claims["aud"] == [
+        "loyalnest/auth",
+        "loyalnest/core",
+        "loyalnest/edge",
+        "loyalnest/users",
+    ]
     assert claims["exp"] - claims["iat"] == 300
 
 

@@ -34,6 +34,8 @@ from google.protobuf.message import Message
 from loyalnest.gen.core.v1 import core_pb2, core_pb2_grpc
 from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
 from loyalnest.gen.events.v1 import core_pb2 as core_events
+from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2 as pseudonyms_pb2
+from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.gen.roles.v1 import roles_pb2, roles_pb2_grpc
 from loyalnest.gen.users.v1 import users_pb2, users_pb2_grpc
@@ -46,7 +48,7 @@ from loyalnest.services.points.orders import OrderEarning, OrderStatus
 from loyalnest.services.points.service import DATABASE as POINTS_DATABASE
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
 from loyalnest.services.registry import SERVICES, spec_for
-from tests.auth import KEYSET_PATH, merchant_metadata
+from tests.auth import KEYSET_PATH, merchant_metadata, service_metadata
 from tests.integration.conftest import service_settings_for_tests, serving
 from tests.integration.isolation import DENIED, Attack, Case, Metadata, Table
 from tests.integration.test_auth_service import (
@@ -842,6 +844,101 @@ EDGE = Table(
 )
 
 
+# ---- the edge's customer pseudonyms (internal: services call it) ---------------------------
+
+_B_SHOPIFY_CUSTOMER = "7390012299001"
+
+
+def _merchant_of(md: Metadata) -> str:
+    token = dict(md)["authorization"].removeprefix("Bearer ")
+    merchant: str = jwt.decode(token, options={"verify_signature": False})["merchant_id"]
+    return merchant
+
+
+def _pseudonymize(merchant_id: str, customer: str) -> pseudonyms_pb2.PseudonymizeRequest:
+    return pseudonyms_pb2.PseudonymizeRequest(
+        customers=[pseudonyms_pb2.MerchantCustomer(merchant_id=merchant_id, value=customer)]
+    )
+
+
+def _resolve(merchant_id: str, pseudonym: str) -> pseudonyms_pb2.ResolveRequest:
+    return pseudonyms_pb2.ResolveRequest(
+        pseudonyms=[pseudonyms_pb2.MerchantCustomer(merchant_id=merchant_id, value=pseudonym)]
+    )
+
+
+def _pseudonyms_stub(ch: grpc.aio.Channel) -> Any:
+    stub = customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceStub
+    return stub(ch)  # type: ignore[no-untyped-call]
+
+
+async def _pseudonyms_arrange(ch: grpc.aio.Channel, md: Metadata) -> dict[str, Any]:
+    merchant = _merchant_of(md)
+    answer = await _pseudonyms_stub(ch).Pseudonymize(
+        _pseudonymize(merchant, _B_SHOPIFY_CUSTOMER), metadata=md
+    )
+    (pseudonym,) = answer.pseudonyms
+    return {
+        "secrets": [pseudonym, _B_SHOPIFY_CUSTOMER],
+        "merchant": merchant,
+        "pseudonym": pseudonym,
+    }
+
+
+async def _pseudonyms_snapshot(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Any:
+    stub = _pseudonyms_stub(ch)
+    resolved = await stub.Resolve(_resolve(b["merchant"], b["pseudonym"]), metadata=md)
+    again = await stub.Pseudonymize(_pseudonymize(b["merchant"], _B_SHOPIFY_CUSTOMER), metadata=md)
+    return (list(resolved.customers), list(again.pseudonyms))
+
+
+def _pseudonyms_attack(method: str, build: Callable[[str, dict[str, Any]], Message]) -> Attack:
+    """`build(A's merchant, what B arranged)` -> the request A sends."""
+
+    async def attack(ch: grpc.aio.Channel, md: Metadata, b: dict[str, Any]) -> Message:
+        response: Message = await getattr(_pseudonyms_stub(ch), method)(
+            build(_merchant_of(md), b), metadata=md
+        )
+        return response
+
+    return attack
+
+
+PSEUDONYMS = Table(
+    arrange=_pseudonyms_arrange,
+    snapshot=_pseudonyms_snapshot,
+    cases={
+        "Pseudonymize": [
+            # B's customer under B's merchant: A's token acts for A only.
+            Case(
+                _pseudonyms_attack(
+                    "Pseudonymize", lambda a, b: _pseudonymize(b["merchant"], _B_SHOPIFY_CUSTOMER)
+                )
+            ),
+            # The same Shopify id under A's own merchant: a pseudonym of A's, never B's.
+            Case(
+                _pseudonyms_attack(
+                    "Pseudonymize", lambda a, b: _pseudonymize(a, _B_SHOPIFY_CUSTOMER)
+                ),
+                may_succeed=True,
+            ),
+        ],
+        "Resolve": [
+            Case(
+                _pseudonyms_attack("Resolve", lambda a, b: _resolve(b["merchant"], b["pseudonym"]))
+            ),
+            # B's pseudonym under A's merchant: unknown there, never B's customer.
+            Case(
+                _pseudonyms_attack("Resolve", lambda a, b: _resolve(a, b["pseudonym"])),
+                may_succeed=True,
+            ),
+        ],
+    },
+    # Services call it (a relay or a consumer), never a merchant's staff.
+    internal_caller="points",
+)
+
+
 # ---- the table --------------------------------------------------------------------------
 
 # Fully qualified gRPC service -> its table. A registered service missing here fails.
@@ -855,6 +952,7 @@ TABLES: dict[str, Table] = {
     "loyalnest.auth.v1.AuthService": AUTH,
     "loyalnest.core.v1.CoreService": CORE,
     "loyalnest.edge.v1.EdgeService": EDGE,
+    "loyalnest.platform.v1.CustomerPseudonymService": PSEUDONYMS,
     "loyalnest.points.v1.PointsService": POINTS,
     "loyalnest.users.v1.UsersService": USERS,
     "loyalnest.roles.v1.RolesService": ROLES,
@@ -912,6 +1010,16 @@ async def service(
         yield svc
 
 
+def caller_metadata(
+    table: Table, service: str, merchant_id: str, permissions: tuple[str, ...]
+) -> Metadata:
+    """A merchant's token for the table's RPCs: a user's, or for an internal gRPC service
+    the calling service's, acting for the merchant."""
+    if table.internal_caller is None:
+        return merchant_metadata(merchant_id, permissions)
+    return service_metadata(table.internal_caller, merchant_id, permissions, service)
+
+
 def tenant_scoped_methods(svc: RunningService) -> dict[str, list[str]]:
     """gRPC service -> its methods that need a token, from the descriptor pool."""
     pool = descriptor_pool.Default()
@@ -941,7 +1049,6 @@ async def test_merchant_a_cannot_read_or_change_merchant_b_data(
     service: RunningService, database_url: str
 ) -> None:
     merchant_a, merchant_b = f"a-{uuid.uuid4().hex[:8]}", f"b-{uuid.uuid4().hex[:8]}"
-    b_md = merchant_metadata(merchant_b, B_PERMISSIONS)
     failures: list[str] = []
     async with grpc.aio.insecure_channel(service.address) as channel:
         for name, methods in tenant_scoped_methods(service).items():
@@ -950,6 +1057,7 @@ async def test_merchant_a_cannot_read_or_change_merchant_b_data(
             table = TABLES.get(name)
             if table is None:
                 pytest.fail(f"{name} has no isolation table (see TABLES)")
+            b_md = caller_metadata(table, service.name, merchant_b, B_PERMISSIONS)
             b = await table.arrange(channel, b_md)
             if table.seed is not None:
                 seeded = await table.seed(database_url, merchant_b)
@@ -959,7 +1067,9 @@ async def test_merchant_a_cannot_read_or_change_merchant_b_data(
                 full = f"/{name}/{method}"
                 # Exactly the declared permission: a refusal must come from tenancy.
                 permission = access_policy(full).permission
-                a_md = merchant_metadata(merchant_a, (permission,) if permission else ())
+                a_md = caller_metadata(
+                    table, service.name, merchant_a, (permission,) if permission else ()
+                )
                 for index, case in enumerate(table.cases.get(method, [])):
                     label = f"{full}[{index}]"
                     try:

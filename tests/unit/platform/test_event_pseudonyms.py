@@ -22,6 +22,7 @@ from loyalnest.gen.events.v1 import (
     points_pb2,
     referrals_pb2,
 )
+from loyalnest.platform.auth.policy import access_policy
 from loyalnest.platform.auth.service_identity import SERVICE_GRANTS
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import pseudonyms
@@ -264,6 +265,12 @@ def test_the_services_handling_customer_events_are_the_callers_and_may_ask_the_o
     assert set(pseudonyms.CALLERS) == handling - {pseudonyms.OWNER}
     for service in pseudonyms.CALLERS:
         assert pseudonyms.PERMISSION in SERVICE_GRANTS[service], service
+
+
+def test_the_owners_contract_asks_for_the_callers_permission_from_services_only():
+    for method in ("Pseudonymize", "Resolve"):
+        policy = access_policy(f"/loyalnest.platform.v1.CustomerPseudonymService/{method}")
+        assert policy.internal and policy.permission == pseudonyms.PERMISSION, method
 
 
 def test_a_caller_with_pseudonyms_on_cannot_start_without_the_owner_or_a_credential():

@@ -16,7 +16,6 @@ from loyalnest.platform.auth.context import current_principal
 from loyalnest.platform.errors import PermissionDenied
 from loyalnest.platform.events.pseudonyms import (
     MAX_BATCH,
-    PERMISSION,
     MerchantValue,
     is_pseudonym,
 )
@@ -59,11 +58,16 @@ def _entries(
     return [(entry.merchant_id, entry.value) for entry in entries]
 
 
-def _authorized() -> None:
-    # `internal` already refused user tokens; the permission keeps it to the services that
-    # relay or consume customer events.
-    if not current_principal().has(PERMISSION):
-        raise PermissionDenied(f"this call needs the {PERMISSION!r} permission")
+def _within_merchant(entries: Sequence[MerchantValue]) -> list[MerchantValue]:
+    # The access policy already asked for a service token with "edge:pseudonyms" (the
+    # services that relay or consume customer events). A relay's batch spans merchants, so
+    # its token names none; a token acting for one merchant is held to that merchant.
+    merchant_id = current_principal().merchant_id
+    if merchant_id is not None and any(merchant != merchant_id for merchant, _ in entries):
+        raise PermissionDenied(
+            "a token acting for a merchant may name only that merchant's customers"
+        )
+    return list(entries)
 
 
 class CustomerPseudonymServicer(customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceServicer):
@@ -73,15 +77,13 @@ class CustomerPseudonymServicer(customer_pseudonyms_pb2_grpc.CustomerPseudonymSe
     async def Pseudonymize(  # noqa: N802 (gRPC method name)
         self, request: pb.PseudonymizeRequest, context: Context
     ) -> pb.PseudonymizeResponse:
-        _authorized()
-        customers = _entries("customers", request.customers, pseudonyms=False)
+        customers = _within_merchant(_entries("customers", request.customers, pseudonyms=False))
         return pb.PseudonymizeResponse(pseudonyms=await self._keys.pseudonymize(customers))
 
     async def Resolve(  # noqa: N802 (gRPC method name)
         self, request: pb.ResolveRequest, context: Context
     ) -> pb.ResolveResponse:
-        _authorized()
-        asked = _entries("pseudonyms", request.pseudonyms, pseudonyms=True)
+        asked = _within_merchant(_entries("pseudonyms", request.pseudonyms, pseudonyms=True))
         resolved = await self._keys.resolve(asked)
         return pb.ResolveResponse(
             customers=[pb.Resolved(customer_id=r.customer_id, erased=r.erased) for r in resolved]
