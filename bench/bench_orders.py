@@ -65,6 +65,7 @@ from harness import (
     throwaway_root,
 )
 from ingress import (
+    AUTH_MODULE,
     EDGE_MODULE,
     POINTS_MODULE,
     SHOPS,
@@ -74,13 +75,17 @@ from ingress import (
     Clients,
     Environment,
     PhaseResult,
+    ServiceIdentities,
     add_kafka_producer_option,
+    add_pseudonyms_option,
+    auth_settings,
     client_processes,
     edge_settings,
     environment,
     envoy_gateway,
     envoy_version,
     has_uvloop,
+    install_shops,
     payload_sizes,
     query_count,
     query_strings,
@@ -507,9 +512,21 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
     ):
         say("Points' schema and its copy of the programs (pending period 0) ...")
         seeded = asyncio.run(_seed_programs(env.database_url))
+        # As deployed, every service has a credential: the edge and Points ask Auth whether a
+        # webhook's merchant is installed (cached), and with pseudonyms on Points asks the edge.
+        say(f"Auth (service tokens, merchant checks); the {len(SHOPS)} shops installed ...")
+        master_key = os.urandom(32)
+        auth = auth_settings(env, master_key)
+        (auth_process,) = start_services(AUTH_MODULE, 1, auth, servers)
+        asyncio.run(install_shops(auth, SHOPS))
+        identities = ServiceIdentities(master_key, auth_process.address)
         say(f"edge: {args.workers} process(es) behind Envoy ...")
         edge = start_services(
-            EDGE_MODULE, args.workers, edge_settings(args, env), servers, args.profile_edge
+            EDGE_MODULE,
+            args.workers,
+            edge_settings(args, env) | identities.settings("edge"),
+            servers,
+            args.profile_edge,
         )
         gateway = servers.enter_context(
             envoy_gateway(root, "orders", [s.address for s in edge], env.jwks_path)
@@ -531,6 +548,10 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
             if args.tiers_ab:
                 # A program switch reaches Points within a second (production: 10 s).
                 settings["points_program_cache_seconds"] = PROGRAM_CACHE_SECONDS
+            # Every Points process asks the first edge process for pseudonyms (one target).
+            settings |= identities.settings("points", edge_address=edge[0].address) | {
+                "customer_pseudonyms": args.pseudonyms
+            }
             stack.points += start_services(
                 POINTS_MODULE, args.workers, settings, servers, args.profile_points
             )
@@ -578,6 +599,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         "tracing": args.tracing,
         "kafka_producer": args.kafka_producer,
         "kafka_consumer": args.kafka_consumer,
+        "pseudonyms": args.pseudonyms,
         "pg_durable": args.pg_durable,
         "programs_seeded": seeded,
         "payload_bytes": {
@@ -655,8 +677,8 @@ def render(report: dict[str, Any]) -> str:
         f"load average before: {load}   after: {load_after}",
         f"servers: {report['workers']} edge + {report['workers']} Points process(es), one Envoy; "
         f"tracing {'on' if report['tracing'] else 'off'}; producer {report['kafka_producer']}, "
-        f"consumer {report['kafka_consumer']}; "
-        "PostgreSQL "
+        f"consumer {report['kafka_consumer']}; customer pseudonyms "
+        f"{'on' if report['pseudonyms'] else 'off'}; Auth (tokens, merchant checks); PostgreSQL "
         f"{'durable (fsync on)' if report['pg_durable'] else 'fsync off'}; tansu; "
         f"pending period 0 (Points' copy seeded for {report['programs_seeded']} shops)",
         f"payload: signed {TOPIC}, {sizes['mean']} B mean ({sizes['min']}-{sizes['max']}), "
@@ -816,6 +838,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "CPU per order of each",
     )
     add_kafka_producer_option(parser)
+    add_pseudonyms_option(parser)
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0 or args.workers < 1 or args.clients < 1:
         parser.error("--duration must be > 0, --workers/--clients >= 1, --warmup >= 0")

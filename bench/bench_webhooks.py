@@ -59,6 +59,7 @@ from ingress import (
     Environment,
     PhaseResult,
     add_kafka_producer_option,
+    add_pseudonyms_option,
     client_processes,
     edge_settings,
     environment,
@@ -358,6 +359,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         "tracing": args.tracing,
         "kafka_producer": args.kafka_producer,
         "kafka_consumer": args.kafka_consumer,
+        "pseudonyms": args.pseudonyms,
         "broker": args.broker,
         "relay_process": args.relay_process,
         "pg_durable": args.pg_durable,
@@ -401,7 +403,8 @@ def render(report: dict[str, Any]) -> str:
         f"load average before: {load}   after: {load_after}",
         f"servers: {report['workers']} process(es) per target behind one Envoy; edge: "
         f"{report.get('event_loop', 'asyncio')} loop, tracing "
-        f"{'on' if report['tracing'] else 'off'}, producer {report['kafka_producer']},"
+        f"{'on' if report['tracing'] else 'off'}, producer {report['kafka_producer']}, "
+        f"customer pseudonyms {'on' if report.get('pseudonyms') else 'off'},"
         " dedupe in PostgreSQL, PostgreSQL "
         f"{'durable (fsync on)' if report['pg_durable'] else 'fsync off'}, outbox relay "
         f"{'-> tansu' if report['broker'] else 'off (rows stay in the outbox)'}",
@@ -533,6 +536,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "(slows the edge; read with `python -m pstats PATH`)",
     )
     add_kafka_producer_option(parser)
+    add_pseudonyms_option(parser)
     args = parser.parse_args(argv)
     if (
         args.rate <= 0
@@ -544,6 +548,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ):
         parser.error(
             "--rate/--duration must be > 0, --concurrency/--workers/--clients >= 1, --warmup >= 0"
+        )
+    if args.relay_process and args.broker and args.pseudonyms:
+        parser.error(
+            "--relay-process needs --no-pseudonyms: the edge's outbox is relayed in the process "
+            "that owns the pseudonyms (a relay elsewhere refuses to start)"
         )
     return args
 

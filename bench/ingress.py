@@ -662,7 +662,8 @@ def service_settings(
 def edge_settings(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
     """The edge's settings (`service_settings`, `args.tracing`) with this run's Shopify secret
     and a master key of its own (required outside a developer's machine: the bench's JWKS
-    has no local keyset beside it)."""
+    has no local keyset beside it). With `args.pseudonyms` (as deployed) the edge owns the
+    customer pseudonyms: its relay reads its own table, and it serves the others'."""
     return service_settings(
         env,
         tracing=args.tracing,
@@ -671,7 +672,80 @@ def edge_settings(args: argparse.Namespace, env: Environment) -> dict[str, Any]:
     ) | {
         "shopify_api_secret": env.secret,
         "edge_encryption_key": base64.b64encode(os.urandom(32)).decode(),
+        # Benches without the option (referrals, relay) run every service without them.
+        "customer_pseudonyms": getattr(args, "pseudonyms", False),
     }
+
+
+# ------------------------------------------------------- Auth, service identities, pseudonyms
+
+AUTH_MODULE = "loyalnest.services.auth.service"
+
+
+@dataclass(frozen=True)
+class ServiceIdentities:
+    """Auth running with this run's service-credential master key: what a service is given
+    to call others as the chart configures it (its credential, Auth as a call target, and
+    the edge for customer pseudonyms)."""
+
+    master_key: bytes
+    auth_address: str
+
+    def settings(self, service: str, *, edge_address: str | None = None) -> dict[str, Any]:
+        from loyalnest.platform.auth.service_identity import service_credential
+
+        targets = {"auth": self.auth_address} | ({"edge": edge_address} if edge_address else {})
+        return {
+            "service_credential": service_credential(self.master_key, service),
+            "call_targets": targets,
+        }
+
+
+def auth_settings(env: Environment, master_key: bytes) -> dict[str, Any]:
+    """Auth as the mesh runs it for service tokens and merchant checks: signing with the run's
+    keyset (whose public half every service and Envoy trust), verifying credentials with
+    `master_key`. Its Shopify OAuth settings are never used (`install_shops` seeds the
+    merchants)."""
+    return service_settings(env, tracing=False) | {
+        "auth_signing_keys_path": str(env.keyset_path),
+        "auth_encryption_key": base64.b64encode(os.urandom(32)).decode(),
+        "auth_service_credential_key": base64.b64encode(master_key).decode(),
+        "shopify_api_key": "bench-api-key",
+        "shopify_api_secret": env.secret,
+    }
+
+
+async def install_shops(settings: dict[str, Any], shops: Sequence[str]) -> None:
+    """Each shop installed in Auth as its OAuth callback would (Auth's store, `install`, with
+    a placeholder Shopify token sealed under Auth's key): services with a credential skip
+    webhooks of merchants Auth does not know."""
+    from loyalnest.platform.postgres import Database
+    from loyalnest.services.auth.service import DATABASE, AuthSettings, field_encryption
+    from loyalnest.services.auth.shopify import ShopifyTokens
+    from loyalnest.services.auth.store import AuthStore
+
+    auth = AuthSettings(**settings)
+    database = Database(auth, DATABASE)
+    await database.open()
+    try:
+        store = AuthStore(database, *field_encryption(auth, local=False))
+        tokens = ShopifyTokens("bench-offline-token", ("read_orders",))
+        for shop in shops:
+            async with store.pool.connection() as conn, conn.transaction():
+                await store.install(conn, shop, tokens)
+    finally:
+        await database.close()
+
+
+def add_pseudonyms_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pseudonyms",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="customer pseudonyms on Kafka, as deployed (the chart's LOYALNEST_CUSTOMER_"
+        "PSEUDONYMS=true): the edge owns them; other services reach it with a token from Auth, "
+        "which then runs too (default: on)",
+    )
 
 
 # -------------------------------------------------------------------------------- the gateway
@@ -777,6 +851,8 @@ class Environment:
     root: Path
     secret: str
     jwks_path: Path
+    # The private half of jwks_path's keys, for an Auth process that mints service tokens.
+    keyset_path: Path
     database_url: str
     pg_data_dir: Path
     redis_url: str
@@ -793,8 +869,12 @@ def environment(args: argparse.Namespace, root: Path) -> Iterator[Environment]:
     from loyalnest.platform.auth.keys import KeySet
 
     jwks_path = root / "jwks.json"
-    # Envoy's jwt_authn needs a JWKS; webhooks are public, so no token is ever minted.
-    jwks_path.write_text(json.dumps(KeySet.generate(local=True).public_jwks()))
+    keyset_path = root / "keyset.json"
+    # Envoy's jwt_authn needs a JWKS (webhooks are public); the services verify the service
+    # tokens Auth signs with the private half (customer pseudonyms, `auth_process`).
+    keyset = KeySet.generate(local=True)
+    jwks_path.write_text(json.dumps(keyset.public_jwks()))
+    keyset_path.write_text(keyset.to_json())
     secret = f"bench-shopify-secret-{uuid.uuid4().hex}"
     with contextlib.ExitStack() as stack:
         postgres = stack.enter_context(throwaway_postgres(root, ephemeral=not args.pg_durable))
@@ -818,6 +898,7 @@ def environment(args: argparse.Namespace, root: Path) -> Iterator[Environment]:
             root=root,
             secret=secret,
             jwks_path=jwks_path,
+            keyset_path=keyset_path,
             database_url=postgres.url("bench"),
             pg_data_dir=postgres.data_dir,
             redis_url=redis.url,
