@@ -360,6 +360,30 @@ async def test_leaderboard_ranks_after_earns_after_a_flush_and_hides_opted_out(
     assert forged.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_rebuild_whose_keys_redis_lost_marks_no_empty_board_built(
+    h: Harness, merchant_id: str
+) -> None:
+    boards = RedisBoards(h.redis, page_cache_seconds=0)
+    keys = BoardKeys(merchant_id, "all")
+
+    async def chunks() -> AsyncIterator[list[tuple[str, int, bool]]]:
+        yield [("c-a", 300, True), ("c-b", 500, True)]
+        # Redis loses everything once the last chunk is loaded, before the swap.
+        await h.redis.flushall()
+
+    assert await boards.rebuild(keys, chunks()) is False
+    # Unbuilt: the next read answers from PostgreSQL and starts again.
+    assert not await h.redis.exists(keys.built)
+    assert await boards.rebuild(keys, _chunks_of([("c-a", 300, True)])) is True
+    assert await boards.page(keys, 0, 10) == [("c-a", 300)]
+
+
+async def _chunks_of(
+    rows: list[tuple[str, int, bool]],
+) -> AsyncIterator[list[tuple[str, int, bool]]]:
+    yield rows
+
+
 async def test_without_redis_the_leaderboard_comes_from_postgres(
     database_url: str, merchant_id: str
 ) -> None:

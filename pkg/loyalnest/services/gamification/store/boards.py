@@ -119,7 +119,8 @@ class RedisBoards:
     async def rebuild(self, keys: BoardKeys, chunks: Chunks) -> bool:
         """Loads the board from `chunks` (PostgreSQL, streamed) into temporary keys and swaps
         them in at once, so a reader never sees half a board. False when another process is
-        rebuilding it (its lock)."""
+        rebuilding it (its lock), or when Redis lost what it loaded before the swap (a
+        flush, an eviction): the board stays unbuilt and the next read starts again."""
         if not await self._redis.set(keys.lock, b"1", nx=True, ex=REBUILD_LOCK_SECONDS):
             return False
         ranked_tmp, listed_tmp = keys.ranked + ":tmp", keys.listed + ":tmp"
@@ -141,6 +142,15 @@ class RedisBoards:
                 # Aborts (WatchError) if anything touched the loaded keys meanwhile, e.g. an
                 # erasure deleting the merchant's keys: no half board is marked built.
                 await pipe.watch(ranked_tmp, listed_tmp)
+                # ...and keys lost before the watch began: a RENAME of a missing key fails
+                # inside EXEC while the rest of it runs, which would mark an empty board built.
+                loaded = [
+                    key
+                    for key, any_ in ((ranked_tmp, ranked_any), (listed_tmp, listed_any))
+                    if any_
+                ]
+                if loaded and await pipe.exists(*loaded) != len(loaded):
+                    return False
                 pipe.multi()  # type: ignore[no-untyped-call]
                 pipe.delete(keys.ranked, keys.listed)
                 if ranked_any:
