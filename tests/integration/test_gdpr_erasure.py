@@ -460,7 +460,8 @@ async def seed(mesh: Mesh, person: Person) -> Seeded:
     # What other services derive from the seed's events, applied before any request (else a
     # late event would write it after the erasure): RFM's score of the order, Gamification's
     # progress and Event Tracking's task from points.earned, Products' sale, the segment
-    # Products and Campaign take from rfm.updated.
+    # Products and Campaign take from rfm.updated, Referrals' record of the customer's first
+    # order (a fresh-clone run saw it written after Referrals' erasure).
     await eventually(
         lambda: derived_data(mesh.database_url, mesh.merchant_id, person.shopify_id),
         timeout=30,
@@ -491,6 +492,8 @@ async def derived_data(database_url: str, merchant_id: str, customer_id: str) ->
             " (SELECT count(*) FROM products.customer_segments"
             "  WHERE merchant_id = %(m)s AND customer_id = %(c)s),"
             " (SELECT count(*) FROM campaign.customer_segments"
+            "  WHERE merchant_id = %(m)s AND customer_id = %(c)s),"
+            " (SELECT count(*) FROM referrals.customer_orders"
             "  WHERE merchant_id = %(m)s AND customer_id = %(c)s)",
             {"m": merchant_id, "c": customer_id},
         )
