@@ -174,6 +174,7 @@ class VersionedCache:
 # messages may have been missed (the subscriber re-reads the state it follows).
 RESYNC = None
 _SUBSCRIBER_QUEUE = 8
+_IDLE_SECONDS = 5.0
 
 
 class SharedSubscriber:
@@ -210,6 +211,7 @@ class SharedSubscriber:
         self._name = name
         self._ready_timeout = ready_timeout_seconds
         self._subscribers: dict[str, set[asyncio.Queue[bytes | None]]] = {}
+        self._followers: dict[str, list[Callable[[bytes | None], None]]] = {}
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -217,12 +219,29 @@ class SharedSubscriber:
     def subscribers(self) -> int:
         return sum(map(len, self._subscribers.values()))
 
+    @property
+    def connected(self) -> bool:
+        """Subscribed now: whatever is published from here on reaches this process."""
+        return self._ready.is_set()
+
+    def follow(self, channel: str, on_message: Callable[[bytes | None], None]) -> None:
+        """Calls `on_message` with every message on `channel`, in order and none dropped (no
+        queue: it runs on the subscription's task, so it must not block), and with RESYNC when
+        the connection was lost. For followers that keep state from the messages (a mirror),
+        which a snapshot queue's drops would corrupt. Opens the connection if needed; must be
+        called from the running loop."""
+        self._followers.setdefault(channel, []).append(on_message)
+        self._start()
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
     @contextlib.asynccontextmanager
     async def subscription(self, channel: str) -> AsyncIterator[AsyncIterator[bytes | None]]:
         """Messages published on `channel` from the moment this returns (RESYNC after a lost
         connection). Raises Unavailable when Redis cannot be reached."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._start()
         queue: asyncio.Queue[bytes | None] = asyncio.Queue(_SUBSCRIBER_QUEUE)
         self._subscribers.setdefault(channel, set()).add(queue)
         try:
@@ -246,6 +265,8 @@ class SharedSubscriber:
                     del self._subscribers[channel]
 
     def _deliver(self, channel: str, message: bytes | None) -> None:
+        for on_message in self._followers.get(channel, ()):
+            on_message(message)
         for queue in self._subscribers.get(channel, ()):
             if queue.full():
                 queue.get_nowait()  # the oldest goes: a newer snapshot follows
@@ -257,11 +278,19 @@ class SharedSubscriber:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.psubscribe(self._pattern)
+                unanswered_pings = 0
                 while True:
                     # A read timeout of its own: the client's socket timeout is short.
-                    message = await pubsub.get_message(timeout=5.0)
+                    message = await pubsub.get_message(timeout=_IDLE_SECONDS)
                     if message is None:
+                        # A connection cut without a FIN (a partition) just goes quiet, and
+                        # followers would trust it for ever: ask, and drop it unanswered.
+                        if unanswered_pings >= 2:
+                            raise redis.ConnectionError("the subscription stopped answering")
+                        unanswered_pings += 1
+                        await pubsub.ping()
                         continue
+                    unanswered_pings = 0
                     if message["type"] == "psubscribe":
                         self._ready.set()
                         delay = 0.1
@@ -276,7 +305,7 @@ class SharedSubscriber:
                 log.warning("shared subscription lost", cache=self._name, error=repr(exc))
                 if self._ready.is_set():
                     self._ready.clear()
-                    for channel in list(self._subscribers):
+                    for channel in {*self._subscribers, *self._followers}:
                         self._deliver(channel, RESYNC)
             finally:
                 with contextlib.suppress(*REDIS_ERRORS):

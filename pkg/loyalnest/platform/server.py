@@ -124,7 +124,9 @@ def auth_interceptor(settings: ServiceSettings, service: str) -> AuthInterceptor
         # User tokens (the mesh's audience) and service tokens meant for this service.
         audience=accepted_audiences(settings.jwt_audience, service),
     )
-    revocations = RevocationList.from_url(settings.redis_url) if settings.redis_url else None
+    revocations = (
+        RevocationList.from_url(settings.redis_url, mirrored=True) if settings.redis_url else None
+    )
     return AuthInterceptor(jwks, revocations)
 
 
@@ -142,14 +144,17 @@ def _page_token_key(settings: ServiceSettings) -> bytes | None:
     return None
 
 
-def build_server(settings: ServiceSettings, service: str) -> grpc.aio.Server:
+def build_server(
+    settings: ServiceSettings, service: str, auth: AuthInterceptor | None = None
+) -> grpc.aio.Server:
+    """`auth`: the token check, made here unless given (its owner then closes it)."""
     pagination.set_signing_key(_page_token_key(settings))
     interceptors: list[Any] = [
         # Outermost: its span is current for every layer inside (logs' trace ids included).
         TelemetryInterceptor(access_log=settings.access_log, tracing=settings.tracing_enabled),
         # Outside the auth check, so authentication failures are mapped like any other.
         ErrorMappingInterceptor(),
-        auth_interceptor(settings, service),
+        auth or auth_interceptor(settings, service),
     ]
     return grpc.aio.server(
         interceptors=interceptors,
@@ -165,7 +170,9 @@ async def running(
     """Starts the service; on exit drains in-flight calls and releases its resources."""
     configure_tracing(settings, spec.name)
     components = await spec.build(settings)
-    server = build_server(settings, spec.name)
+    auth = auth_interceptor(settings, spec.name)
+    components.cleanup.insert(0, auth.close)  # reversed: the last to close
+    server = build_server(settings, spec.name, auth)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     registrations = [*components.registrations, *_personal_data(spec, components)]

@@ -104,6 +104,10 @@ class AuthInterceptor(WrappingInterceptor):
         self._jwks = jwks
         self._revocations = revocations
 
+    async def close(self) -> None:
+        if self._revocations is not None:
+            await self._revocations.close()
+
     def _wrap(self, method: str, handler: Any) -> Handler:
         if access_policy(method).public:
             return handler  # type: ignore[no-any-return]
@@ -134,7 +138,8 @@ class AuthInterceptor(WrappingInterceptor):
         return principal, token
 
     async def _not_revoked(self, principal: Principal) -> None:
-        if self._revocations and await self._revocations.is_revoked(principal.token_id):
+        revocations = self._revocations
+        if revocations and await revocations.is_revoked(principal.token_id, principal.expires_at):
             raise Unauthenticated("token revoked")
 
     def wrap_unary(self, method: str, kind: str, behavior: UnaryBehavior) -> UnaryBehavior:
