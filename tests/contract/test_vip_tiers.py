@@ -103,6 +103,29 @@ async def test_rolling_term_renews_a_tier_still_earned(store: LedgerStore) -> No
     assert await tiers.run() == 0
 
 
+async def test_a_saved_program_changes_the_tiers_this_process_derived_from_the_last(
+    store: LedgerStore,
+) -> None:
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(store, None)
+    programs = ProgramCopies(ledger, cache_seconds=600)  # remembered: the policy too
+    assert await programs.save(merchant, tiered(core_pb2.VIP_TERM_LIFETIME))
+    tiers = VipTiers(ledger, programs)
+    await post(ledger, merchant, TransactionType.EARN, 120)
+    assert await tiers.evaluate(merchant, "c-1") is not None  # silver
+    progress = await tiers.progress(merchant, "c-1")
+    assert progress is not None and (progress.next_tier_id, progress.to_next) == ("gold", 180)
+    again = await tiers.progress(merchant, "c-1")
+    assert again is not None and (again.next_tier_id, again.to_next) == ("gold", 180)
+
+    higher = tiered(core_pb2.VIP_TERM_LIFETIME)
+    higher.version = 2
+    higher.vip_tiers[1].threshold = 500
+    assert await programs.save(merchant, higher)
+    progress = await tiers.progress(merchant, "c-1")
+    assert progress is not None and (progress.next_tier_id, progress.to_next) == ("gold", 380)
+
+
 async def test_a_stale_writer_changes_nothing(store: LedgerStore) -> None:
     merchant = f"m-{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)

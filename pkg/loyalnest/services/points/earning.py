@@ -35,7 +35,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from prometheus_client import Counter
 
@@ -93,6 +93,7 @@ from loyalnest.services.points.tier_policy import live_tier, live_tier_of
 Clock = Callable[[], datetime]
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 ORDERS = Counter(
     "loyalnest_points_orders_total",
@@ -140,6 +141,7 @@ class ProgramCopies:
     def __init__(self, ledger: Ledger, *, cache_seconds: float) -> None:
         self._store = ledger.store
         self._cache: ProcessMemo[str, core_pb2.ProgramSettings] = ProcessMemo(cache_seconds)
+        self._derived: dict[tuple[str, Callable[[Any], Any]], tuple[object, Any]] = {}
 
     async def get(self, merchant_id: str) -> core_pb2.ProgramSettings:
         """The merchant's program; Core's default (plan unknown: unlimited) until one arrives."""
@@ -150,6 +152,17 @@ class ProgramCopies:
         settings = default_program() if raw is None else core_pb2.ProgramSettings.FromString(raw)
         self._cache.put(merchant_id, settings)
         return settings
+
+    async def derived(self, merchant_id: str, derive: Callable[[core_pb2.ProgramSettings], T]) -> T:
+        """`derive(program)` (a policy read from the settings), computed once per copy of the
+        program this process holds rather than on every call that needs it."""
+        program = await self.get(merchant_id)
+        known = self._derived.get((merchant_id, derive))
+        if known is not None and known[0] is program:
+            return cast(T, known[1])
+        value = derive(program)
+        self._derived[(merchant_id, derive)] = (program, value)
+        return value
 
     async def save(self, merchant_id: str, settings: core_pb2.ProgramSettings) -> bool:
         stored = await self._store.save_program_settings(

@@ -248,7 +248,7 @@ class PointsExpiry:
 
     async def expiring(self, merchant_id: str, customer_id: str) -> Expiring | None:
         """What the balance shows as expiring soon (None when nothing is, or expiry is off)."""
-        policy = ExpiryPolicy.of(await self._programs.get(merchant_id))
+        policy = await self._programs.derived(merchant_id, ExpiryPolicy.of)
         if not policy.enabled or policy.notice_days <= 0:
             return None
         now = self._clock()
@@ -305,7 +305,7 @@ class PointsExpiry:
         self, merchant_id: str, report: ExpiryReport | None = None
     ) -> ExpiryReport:
         report = report or ExpiryReport()
-        policy = ExpiryPolicy.of(await self._programs.get(merchant_id))
+        policy = await self._programs.derived(merchant_id, ExpiryPolicy.of)
         if not policy.enabled:
             return report
         # Only the customers whose points may be due or noticed are read whole: the store

@@ -81,7 +81,8 @@ class VipTiers:
         self, merchant_id: str, customer_id: str, policy: TierPolicy | None = None
     ) -> TierState | None:
         """Applies what the customer's ledger says now; the new state if it changed."""
-        policy = policy or TierPolicy.of(await self._programs.get(merchant_id))
+        if policy is None:
+            policy = await self._programs.derived(merchant_id, TierPolicy.of)
         if not policy.enabled:
             return None
         now = self._clock()
@@ -127,7 +128,7 @@ class VipTiers:
         return new
 
     async def progress(self, merchant_id: str, customer_id: str) -> VipProgress | None:
-        policy = TierPolicy.of(await self._programs.get(merchant_id))
+        policy = await self._programs.derived(merchant_id, TierPolicy.of)
         if not policy.enabled:
             return None
         history = await ledger_history(self._store, merchant_id, customer_id)
@@ -189,7 +190,7 @@ class VipTiers:
         """The entry reward of a tier the customer moved up into (tier.changed, Points' own):
         once per (tier, customer), ever, however often the event is delivered."""
         changed = event.payload_as(events_pb2.TierChanged)
-        policy = TierPolicy.of(await self._programs.get(event.merchant_id))
+        policy = await self._programs.derived(event.merchant_id, TierPolicy.of)
         rank = policy.rank(changed.tier_id)
         if rank < 0 or rank <= policy.rank(changed.previous_tier_id):
             return True  # out of the tiers, a downgrade, or a tier since removed
@@ -222,7 +223,7 @@ class VipTiers:
             payload = event.payload_as(events_pb2.PointsRedeemed)
         else:
             payload = event.payload_as(events_pb2.PointsReversed)
-        policy = TierPolicy.of(await self._programs.get(event.merchant_id))
+        policy = await self._programs.derived(event.merchant_id, TierPolicy.of)
         if isinstance(payload, events_pb2.PointsEarned) and policy.out_of_reach(
             payload.lifetime_earned_after
         ):
