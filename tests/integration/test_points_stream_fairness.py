@@ -25,7 +25,7 @@ from loyalnest.gen.points.v1 import points_pb2 as pb
 from loyalnest.gen.points.v1 import points_pb2_grpc
 from loyalnest.services.points.service import SPEC
 from tests.auth import merchant_metadata
-from tests.integration.conftest import points_settings, serving
+from tests.integration.conftest import eventually, points_settings, serving
 
 pytestmark = pytest.mark.integration
 
@@ -109,6 +109,12 @@ async def test_two_thousand_idle_streams_of_one_merchant_leave_the_others_served
             await earn(other_stub, hog, f"c-{i}")
         await earn(other_stub, other, "c-0")
 
+        async def only_the_token_checks_subscription() -> bool:
+            return await pubsub_connections(redis_url) == 1
+
+        # The token check's revocation mirror subscribes from the first call on.
+        await eventually(only_the_token_checks_subscription, 5, "the revocation mirror")
+
         calls: list[grpc.aio.UnaryStreamCall[pb.StreamPointsRequest, pb.StreamPointsResponse]]
         calls = []
         try:
@@ -120,8 +126,8 @@ async def test_two_thousand_idle_streams_of_one_merchant_leave_the_others_served
                 calls += batch
                 firsts = await asyncio.gather(*(asyncio.wait_for(c.read(), 60) for c in batch))
                 assert all(f.balance.balance == 1 for f in firsts)
-            # All open and idle: one Redis pub/sub connection serves every one of them.
-            assert await pubsub_connections(redis_url) == 1
+            # All open and idle: one more Redis pub/sub connection serves all of them.
+            assert await pubsub_connections(redis_url) == 2
 
             # The merchant's next stream is refused, with when to retry.
             await refused(open_stream(hog_stubs[0], hog, "c-0"))
