@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 import pytest
+import redis.asyncio as redis
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from loyalnest.devstack.postgres import free_port
@@ -183,6 +184,16 @@ async def redis_url() -> AsyncIterator[str]:
         process.terminate()
         process.wait(5)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+async def valkey(redis_url: str) -> AsyncIterator[redis.Redis]:
+    """A client of the module's Valkey, to look at or change what a service stored."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-import redis.asyncio as redis
 from google.protobuf import duration_pb2, field_mask_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
@@ -123,15 +122,6 @@ async def db(core: RunningService, database_url: str) -> AsyncIterator[psycopg.A
         database_url, autocommit=True, options="-c search_path=core"
     ) as conn:
         yield conn
-
-
-@pytest.fixture
-async def valkey(redis_url: str) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 # ---- helpers ----------------------------------------------------------------------------

@@ -249,3 +249,73 @@ async def test_the_contract_refuses_other_callers_and_bad_input(mesh: Mesh) -> N
         customers=[pseudonyms_pb2.MerchantCustomer(merchant_id=mesh.merchant_id, value="erased:ab")]
     )
     assert await call("points", erased) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def begin_erasure_as_admin_core(mesh: Mesh, customer: str, erasure_key: bytes) -> bool:
+    """What AdminCore's GDPR worker calls before any holder erases (its token, acting for
+    the merchant)."""
+    from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2_grpc
+    from loyalnest.platform.auth.service_tokens import ServiceTokenSource
+    from loyalnest.platform.client import open_channel
+
+    credential = service_credential(MASTER_KEY, "admin_core")
+    tokens = ServiceTokenSource("admin_core", credential, mesh.caller["call_targets"]["auth"])
+    channel = open_channel(mesh.caller["call_targets"]["edge"], service_tokens=tokens)
+    try:
+        stub = customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceStub(channel)  # type: ignore[no-untyped-call]
+        with acting_for(mesh.merchant_id):
+            answer = await stub.BeginErasure(
+                pseudonyms_pb2.BeginErasureRequest(
+                    customer=pseudonyms_pb2.MerchantCustomer(
+                        merchant_id=mesh.merchant_id, value=customer
+                    ),
+                    erasure_key=erasure_key,
+                )
+            )
+        return bool(answer.begun)
+    finally:
+        await channel.close(None)
+        await tokens.close()
+
+
+async def test_a_record_consumed_after_the_erasure_began_names_the_anonymous_customer(
+    mesh: Mesh,
+) -> None:
+    """The late record: published before a customer's erasure, consumed after a holder had
+    erased them. It must not bring the person back there: from AdminCore's `BeginErasure`
+    on, the pseudonym names the anonymous customer, although the edge erases (and deletes
+    the key) only after every other holder."""
+    customer = str(8_300_000_000_000 + uuid.uuid4().int % 10**9)
+    await mesh.points.EarnPoints(
+        points_pb2.EarnPointsRequest(
+            customer_id=customer, points=40, reason="welcome", idempotency_key="p-1"
+        ),
+        metadata=merchant_metadata(mesh.merchant_id, ("points:write",)),
+    )
+
+    async def published() -> bool:
+        records = await asyncio.to_thread(kafka_records, mesh.broker.bootstrap_servers)
+        return any(
+            topic == "loyalnest.points.events"
+            and envelope_pb2.Envelope.FromString(value).event_type == "points.earned"
+            for topic, _, value in records
+        )
+
+    await eventually(published, timeout=60, what="points.earned on the topic")
+    export = await mesh.keys.export_customer(mesh.merchant_id, CustomerRef(customer))
+    pseudonym = pseudonym_of_key(export.data["customer_key"]["key_id"])
+    ref = CustomerRef(customer, erasure_key=new_erasure_key())
+    anonymous = ref.anonymous_id(customer)
+
+    assert await begin_erasure_as_admin_core(mesh, customer, ref.erasure_key) is True
+    # A consumer that reads the record only now sees the anonymous customer...
+    assert await earned_as_seen(mesh, 1) == [anonymous]
+    # ... while the key, and the pseudonym relays are answered, stay until the edge erases.
+    still = await mesh.keys.pseudonymize([(mesh.merchant_id, customer)])
+    assert still == [pseudonym]
+    # A retried request begins it again; the edge's erasure keeps the same anonymous id.
+    assert await begin_erasure_as_admin_core(mesh, customer, ref.erasure_key) is True
+    assert await mesh.keys.erase_customer(mesh.merchant_id, ref) > 0
+    assert await earned_as_seen(mesh, 1) == [anonymous]
+    # A customer the edge never saw has no pseudonym to retire.
+    assert await begin_erasure_as_admin_core(mesh, "8399999999999", new_erasure_key()) is False

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -23,13 +22,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def stub(points_redis_stub: points_pb2_grpc.PointsServiceStub) -> points_pb2_grpc.PointsServiceStub:
     return points_redis_stub
-
-
-@pytest.fixture
-async def valkey(redis_url: str) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def balance(stub: points_pb2_grpc.PointsServiceStub, merchant: str, customer: str) -> int:

@@ -27,13 +27,6 @@ LATER = int(time.time()) + 3600
 
 
 @pytest.fixture
-async def valkey(redis_url: str) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def writer(redis_url: str) -> AsyncIterator[RevocationList]:
     """What Auth holds: revokes, and reads Redis on every check."""
     revocations = RevocationList.from_url(redis_url)

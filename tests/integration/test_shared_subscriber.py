@@ -18,13 +18,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def valkey(redis_url: str) -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 async def shared(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[SharedSubscriber]:

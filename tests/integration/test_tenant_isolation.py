@@ -867,6 +867,13 @@ def _resolve(merchant_id: str, pseudonym: str) -> pseudonyms_pb2.ResolveRequest:
     )
 
 
+def _begin_erasure(merchant_id: str, customer: str) -> pseudonyms_pb2.BeginErasureRequest:
+    return pseudonyms_pb2.BeginErasureRequest(
+        customer=pseudonyms_pb2.MerchantCustomer(merchant_id=merchant_id, value=customer),
+        erasure_key=bytes(32),
+    )
+
+
 def _pseudonyms_stub(ch: grpc.aio.Channel) -> Any:
     stub = customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceStub
     return stub(ch)  # type: ignore[no-untyped-call]
@@ -933,9 +940,26 @@ PSEUDONYMS = Table(
                 may_succeed=True,
             ),
         ],
+        "BeginErasure": [
+            # B's customer would resolve to an anonymous id from then on.
+            Case(
+                _pseudonyms_attack(
+                    "BeginErasure",
+                    lambda a, b: _begin_erasure(b["merchant"], _B_SHOPIFY_CUSTOMER),
+                )
+            ),
+            # The same Shopify id under A's own merchant: A's customer, never B's.
+            Case(
+                _pseudonyms_attack(
+                    "BeginErasure", lambda a, b: _begin_erasure(a, _B_SHOPIFY_CUSTOMER)
+                ),
+                may_succeed=True,
+            ),
+        ],
     },
-    # Services call it (a relay or a consumer), never a merchant's staff.
-    internal_caller="points",
+    # Services call it, never a merchant's staff: AdminCore calls all three (its relay and
+    # consumers, and erasures).
+    internal_caller="admin_core",
 )
 
 

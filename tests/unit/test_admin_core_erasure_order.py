@@ -9,11 +9,14 @@ from typing import Any
 
 import grpc
 
-from loyalnest.gen.platform.v1 import personal_data_pb2
+from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2, personal_data_pb2
 from loyalnest.platform.events import pseudonyms
+from loyalnest.platform.personal_data import CustomerRef, new_erasure_key
 from loyalnest.services.admin_core.domain import RequestType
 from loyalnest.services.admin_core.gdpr import GdprWorker
 from loyalnest.services.admin_core.store import Work
+
+CUSTOMER = "7390012230001"
 
 
 class Holder:
@@ -22,8 +25,8 @@ class Holder:
     def __init__(self, name: str, calls: list[str], *, fails: bool = False) -> None:
         self._name, self._calls, self.fails = name, calls, fails
 
-    async def EraseMerchant(self, request: Any) -> personal_data_pb2.EraseMerchantResponse:  # noqa: N802
-        self._calls.append(self._name)
+    def _call(self, what: str) -> None:
+        self._calls.append(what)
         if self.fails:
             raise grpc.aio.AioRpcError(
                 grpc.StatusCode.UNAVAILABLE,
@@ -31,7 +34,19 @@ class Holder:
                 grpc.aio.Metadata(),
                 details=f"{self._name} is away",
             )
+
+    async def EraseMerchant(self, request: Any) -> personal_data_pb2.EraseMerchantResponse:  # noqa: N802
+        self._call(self._name)
         return personal_data_pb2.EraseMerchantResponse(records=1)
+
+    async def EraseCustomer(self, request: Any) -> personal_data_pb2.EraseCustomerResponse:  # noqa: N802
+        self._call(self._name)
+        return personal_data_pb2.EraseCustomerResponse(records=1)
+
+    async def BeginErasure(self, request: Any) -> customer_pseudonyms_pb2.BeginErasureResponse:  # noqa: N802
+        assert request.customer.value == CUSTOMER and len(request.erasure_key) == 32
+        self._call(f"begin at {self._name}")
+        return customer_pseudonyms_pb2.BeginErasureResponse(begun=True)
 
 
 class Steps:
@@ -78,3 +93,42 @@ async def test_the_pseudonyms_owner_erases_last_and_only_after_every_other_holde
     calls.clear()
     assert await worker._carry_out(work((pseudonyms.OWNER, "points"))) is None
     assert calls == ["points", pseudonyms.OWNER]
+
+
+def redaction(pending: tuple[str, ...]) -> Work:
+    """A customer redaction whose identifiers were found and kept (no export pass)."""
+    return Work(
+        request_id="r-2",
+        merchant_id="m-1",
+        type=RequestType.CUSTOMER_REDACT,
+        customer_id=CUSTOMER,
+        identifiers=CustomerRef(CUSTOMER, erasure_key=new_erasure_key()),
+        pending=pending,
+        attempts=0,
+    )
+
+
+async def test_a_customer_erasure_begins_at_the_pseudonyms_owner_before_any_holder_erases() -> None:
+    calls: list[str] = []
+    names = ("core", pseudonyms.OWNER, "points", "users")
+    holders = {name: Holder(name, calls) for name in names}
+    owner = Holder(pseudonyms.OWNER, calls)
+    steps = Steps()
+    worker = GdprWorker(steps, holders, pseudonym_owner=owner, interval_seconds=1)  # type: ignore[arg-type]
+
+    # The owner away: nobody erases (a late record could still name the person there).
+    owner.fails = True
+    assert await worker._carry_out(redaction(names)) is not None
+    assert calls == [f"begin at {pseudonyms.OWNER}"]
+    assert steps.done == [] and steps.failed == [pseudonyms.OWNER]
+
+    # Back: it begins, then every other holder erases, then the owner.
+    owner.fails = False
+    calls.clear()
+    assert await worker._carry_out(redaction(names)) is None
+    assert calls == [f"begin at {pseudonyms.OWNER}", "core", "points", "users", pseudonyms.OWNER]
+
+    # A retry after the owner erased (its tombstone is made): not begun again.
+    calls.clear()
+    assert await worker._carry_out(redaction(("users",))) is None
+    assert calls == ["users"]

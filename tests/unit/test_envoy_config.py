@@ -499,7 +499,8 @@ def test_internal_rpcs_are_denied_for_every_peer_and_admin_rpcs_outside_the_allo
     # Declared once, next to the RPC: (loyalnest.options.v1.access).internal.
     internal = [
         "/loyalnest.auth.v1.AuthService/GetShopAccessToken",
-        # Customer pseudonyms, the edge's: relays and consumers only.
+        # Customer pseudonyms, the edge's: relays and consumers only (BeginErasure: AdminCore).
+        "/loyalnest.platform.v1.CustomerPseudonymService/BeginErasure",
         "/loyalnest.platform.v1.CustomerPseudonymService/Pseudonymize",
         "/loyalnest.platform.v1.CustomerPseudonymService/Resolve",
         # The personal-data contract every holder serves (AdminCore's only).

@@ -13,7 +13,10 @@ AdminCore's own service token bound to the request's merchant:
   all with the request's one erasure key (kept sealed with the identifiers, forgotten with
   them when the request completes), from which every service derives the customer's
   anonymous ids alike; the edge, which owns the customer pseudonyms on Kafka
-  (platform/events/pseudonyms.py), last, once every other holder has erased;
+  (platform/events/pseudonyms.py), last, once every other holder has erased. Before any of
+  them, the edge's `BeginErasure`: the customer's pseudonym names their anonymous id from
+  then on, so a record published before and consumed after a holder's erasure does not
+  bring the person back into that holder;
 - shop redaction: `EraseMerchant` at each holder.
 
 A failed call leaves its step pending with the error, and the request is taken again after a
@@ -31,7 +34,12 @@ import grpc
 from google.protobuf import json_format
 from prometheus_client import Counter, Gauge
 
-from loyalnest.gen.platform.v1 import personal_data_pb2, personal_data_pb2_grpc
+from loyalnest.gen.platform.v1 import (
+    customer_pseudonyms_pb2,
+    customer_pseudonyms_pb2_grpc,
+    personal_data_pb2,
+    personal_data_pb2_grpc,
+)
 from loyalnest.platform.auth.context import acting_for
 from loyalnest.platform.events import pseudonyms
 from loyalnest.platform.observability import get_logger
@@ -63,12 +71,14 @@ class GdprWorker:
         store: GdprStore,
         holders: Holders,
         *,
+        pseudonym_owner: customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceStub | None = None,
         interval_seconds: float,
         lease: timedelta = timedelta(minutes=5),
         max_backoff: timedelta = timedelta(hours=1),
     ) -> None:
         self._store = store
         self._holders = dict(holders)
+        self._pseudonym_owner = pseudonym_owner
         self._interval = interval_seconds
         self._lease = lease
         self._max_backoff = max_backoff
@@ -159,10 +169,34 @@ class GdprWorker:
             await self._store.save_identifiers(work, ref)
         # One erasure key for every service and every attempt: the customer becomes the same
         # anonymous ids everywhere (CustomerRef.anonymous_id).
+        failed = await self._begin_erasure(work, ref)
+        if failed is not None:
+            return failed
         request = personal_data_pb2.EraseCustomerRequest(
             customer=ref.to_proto(), erasure_key=ref.erasure_key
         )
         return await self._each(work, lambda stub: stub.EraseCustomer(request))
+
+    async def _begin_erasure(self, work: Work, ref: CustomerRef) -> str | None:
+        """Before any holder erases: the customer's pseudonym resolves to their anonymous id
+        from now on, so a record published before the erasure and consumed after a holder's
+        erasure recreates no one there (it names the anonymous customer the erasure made).
+        Until the owner has answered, nobody erases (the error; the request is retried)."""
+        if self._pseudonym_owner is None or pseudonyms.OWNER not in work.pending:
+            return None  # no owner to ask, or it erased already (its tombstone is made)
+        request = customer_pseudonyms_pb2.BeginErasureRequest(
+            customer=customer_pseudonyms_pb2.MerchantCustomer(
+                merchant_id=work.merchant_id, value=ref.shopify_customer_id
+            ),
+            erasure_key=ref.erasure_key,
+        )
+        try:
+            await self._pseudonym_owner.BeginErasure(request)
+        except grpc.aio.AioRpcError as error:
+            message = self._failed(work, pseudonyms.OWNER, error)
+            await self._store.step_failed(work.request_id, pseudonyms.OWNER, message)
+            return message
+        return None
 
     async def _each(self, work: Work, call: object) -> str | None:
         first_error: str | None = None

@@ -19,11 +19,12 @@ from pydantic import Field, SecretStr
 
 from loyalnest.gen.admin_core.v1 import admin_core_pb2, admin_core_pb2_grpc
 from loyalnest.gen.auth.v1 import auth_pb2_grpc
-from loyalnest.gen.platform.v1 import personal_data_pb2_grpc
+from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2_grpc, personal_data_pb2_grpc
 from loyalnest.platform import audit, personal_data
 from loyalnest.platform.calls import Calls
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.event_loops import postgres_service
+from loyalnest.platform.events import pseudonyms
 from loyalnest.platform.observability import get_logger
 from loyalnest.platform.pii import PiiVault
 from loyalnest.platform.postgres import Database, DatabaseSpec
@@ -116,7 +117,12 @@ async def build(settings: AdminCoreSettings) -> ServiceComponents:
             for name in personal_data.HOLDERS
         }
         worker = GdprWorker(
-            store, holders, interval_seconds=settings.admin_core_gdpr_interval_seconds
+            store,
+            holders,
+            pseudonym_owner=customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceStub(  # type: ignore[no-untyped-call]
+                downstream.channel(pseudonyms.OWNER)
+            ),
+            interval_seconds=settings.admin_core_gdpr_interval_seconds,
         )
         components.background.append(functools.partial(worker.run))
     return components

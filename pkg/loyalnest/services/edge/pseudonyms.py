@@ -2,8 +2,10 @@
 
 A customer's pseudonym is `cust_` + their customer key's id (store/customer_keys.py): random,
 one per (merchant, Shopify customer), gone with the key when the customer is erased (a
-tombstone then maps it to the erasure's anonymous id). The platform's outbox relays and
-consumers call this (loyalnest.platform.events.pseudonyms); the edge's own use the store.
+tombstone then maps it to the erasure's anonymous id; AdminCore makes the tombstone when the
+erasure begins, `BeginErasure`, so it resolves so while the other holders erase). The
+platform's outbox relays and consumers call this (loyalnest.platform.events.pseudonyms); the
+edge's own use the store.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from loyalnest.platform.events.pseudonyms import (
     is_pseudonym,
 )
 from loyalnest.platform.grpctypes import Context
+from loyalnest.platform.personal_data import ERASURE_KEY_BYTES, CustomerRef
 from loyalnest.platform.validation import Validator
 from loyalnest.services.edge.store.customer_keys import CustomerKeys
 
@@ -88,3 +91,18 @@ class CustomerPseudonymServicer(customer_pseudonyms_pb2_grpc.CustomerPseudonymSe
         return pb.ResolveResponse(
             customers=[pb.Resolved(customer_id=r.customer_id, erased=r.erased) for r in resolved]
         )
+
+    async def BeginErasure(  # noqa: N802 (gRPC method name)
+        self, request: pb.BeginErasureRequest, context: Context
+    ) -> pb.BeginErasureResponse:
+        ((merchant_id, customer_id),) = _within_merchant(
+            _entries("customer", [request.customer], pseudonyms=False)
+        )
+        with Validator() as v:
+            v.check(
+                len(request.erasure_key) == ERASURE_KEY_BYTES,
+                "erasure_key",
+                f"an erasure key is {ERASURE_KEY_BYTES} random bytes",
+            )
+        customer = CustomerRef(customer_id, erasure_key=request.erasure_key)
+        return pb.BeginErasureResponse(begun=await self._keys.begin_erasure(merchant_id, customer))

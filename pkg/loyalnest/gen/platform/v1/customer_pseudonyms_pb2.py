@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from loyalnest.gen.options.v1 import access_pb2 as loyalnest_dot_options_dot_v1_dot_access__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/loyalnest/platform/v1/customer_pseudonyms.proto\x12\x15loyalnest.platform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a!loyalnest/options/v1/access.proto\"B\n\x10MerchantCustomer\x12\x19\n\x0bmerchant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05value\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"W\n\x13PseudonymizeRequest\x12@\n\tcustomers\x18\x01 \x03(\x0b\x32\'.loyalnest.platform.v1.MerchantCustomerB\x04\xe2\x41\x01\x02\"*\n\x14PseudonymizeResponse\x12\x12\n\npseudonyms\x18\x01 \x03(\t\"S\n\x0eResolveRequest\x12\x41\n\npseudonyms\x18\x01 \x03(\x0b\x32\'.loyalnest.platform.v1.MerchantCustomerB\x04\xe2\x41\x01\x02\"/\n\x08Resolved\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x65rased\x18\x02 \x01(\x08\"E\n\x0fResolveResponse\x12\x32\n\tcustomers\x18\x01 \x03(\x0b\x32\x1f.loyalnest.platform.v1.Resolved2\x96\x02\n\x18\x43ustomerPseudonymService\x12\x83\x01\n\x0cPseudonymize\x12*.loyalnest.platform.v1.PseudonymizeRequest\x1a+.loyalnest.platform.v1.PseudonymizeResponse\"\x1a\x90\x02\x02\xca\xf3\x18\x13\x12\x0f\x65\x64ge:pseudonyms\x18\x01\x12t\n\x07Resolve\x12%.loyalnest.platform.v1.ResolveRequest\x1a&.loyalnest.platform.v1.ResolveResponse\"\x1a\x90\x02\x01\xca\xf3\x18\x13\x12\x0f\x65\x64ge:pseudonyms\x18\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n/loyalnest/platform/v1/customer_pseudonyms.proto\x12\x15loyalnest.platform.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a!loyalnest/options/v1/access.proto\"B\n\x10MerchantCustomer\x12\x19\n\x0bmerchant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x13\n\x05value\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"W\n\x13PseudonymizeRequest\x12@\n\tcustomers\x18\x01 \x03(\x0b\x32\'.loyalnest.platform.v1.MerchantCustomerB\x04\xe2\x41\x01\x02\"*\n\x14PseudonymizeResponse\x12\x12\n\npseudonyms\x18\x01 \x03(\t\"S\n\x0eResolveRequest\x12\x41\n\npseudonyms\x18\x01 \x03(\x0b\x32\'.loyalnest.platform.v1.MerchantCustomerB\x04\xe2\x41\x01\x02\"/\n\x08Resolved\x12\x13\n\x0b\x63ustomer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x65rased\x18\x02 \x01(\x08\"E\n\x0fResolveResponse\x12\x32\n\tcustomers\x18\x01 \x03(\x0b\x32\x1f.loyalnest.platform.v1.Resolved\"q\n\x13\x42\x65ginErasureRequest\x12?\n\x08\x63ustomer\x18\x01 \x01(\x0b\x32\'.loyalnest.platform.v1.MerchantCustomerB\x04\xe2\x41\x01\x02\x12\x19\n\x0b\x65rasure_key\x18\x02 \x01(\x0c\x42\x04\xe2\x41\x01\x02\"%\n\x14\x42\x65ginErasureResponse\x12\r\n\x05\x62\x65gun\x18\x01 \x01(\x08\x32\x9f\x03\n\x18\x43ustomerPseudonymService\x12\x83\x01\n\x0cPseudonymize\x12*.loyalnest.platform.v1.PseudonymizeRequest\x1a+.loyalnest.platform.v1.PseudonymizeResponse\"\x1a\x90\x02\x02\xca\xf3\x18\x13\x12\x0f\x65\x64ge:pseudonyms\x18\x01\x12t\n\x07Resolve\x12%.loyalnest.platform.v1.ResolveRequest\x1a&.loyalnest.platform.v1.ResolveResponse\"\x1a\x90\x02\x01\xca\xf3\x18\x13\x12\x0f\x65\x64ge:pseudonyms\x18\x01\x12\x86\x01\n\x0c\x42\x65ginErasure\x12*.loyalnest.platform.v1.BeginErasureRequest\x1a+.loyalnest.platform.v1.BeginErasureResponse\"\x1d\x90\x02\x02\xca\xf3\x18\x16\x12\x12\x65\x64ge:personal-data\x18\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,10 +41,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PSEUDONYMIZEREQUEST'].fields_by_name['customers']._serialized_options = b'\342A\001\002'
   _globals['_RESOLVEREQUEST'].fields_by_name['pseudonyms']._loaded_options = None
   _globals['_RESOLVEREQUEST'].fields_by_name['pseudonyms']._serialized_options = b'\342A\001\002'
+  _globals['_BEGINERASUREREQUEST'].fields_by_name['customer']._loaded_options = None
+  _globals['_BEGINERASUREREQUEST'].fields_by_name['customer']._serialized_options = b'\342A\001\002'
+  _globals['_BEGINERASUREREQUEST'].fields_by_name['erasure_key']._loaded_options = None
+  _globals['_BEGINERASUREREQUEST'].fields_by_name['erasure_key']._serialized_options = b'\342A\001\002'
   _globals['_CUSTOMERPSEUDONYMSERVICE'].methods_by_name['Pseudonymize']._loaded_options = None
   _globals['_CUSTOMERPSEUDONYMSERVICE'].methods_by_name['Pseudonymize']._serialized_options = b'\220\002\002\312\363\030\023\022\017edge:pseudonyms\030\001'
   _globals['_CUSTOMERPSEUDONYMSERVICE'].methods_by_name['Resolve']._loaded_options = None
   _globals['_CUSTOMERPSEUDONYMSERVICE'].methods_by_name['Resolve']._serialized_options = b'\220\002\001\312\363\030\023\022\017edge:pseudonyms\030\001'
+  _globals['_CUSTOMERPSEUDONYMSERVICE'].methods_by_name['BeginErasure']._loaded_options = None
+  _globals['_CUSTOMERPSEUDONYMSERVICE'].methods_by_name['BeginErasure']._serialized_options = b'\220\002\002\312\363\030\026\022\022edge:personal-data\030\001'
   _globals['_MERCHANTCUSTOMER']._serialized_start=142
   _globals['_MERCHANTCUSTOMER']._serialized_end=208
   _globals['_PSEUDONYMIZEREQUEST']._serialized_start=210
@@ -57,6 +63,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOLVED']._serialized_end=475
   _globals['_RESOLVERESPONSE']._serialized_start=477
   _globals['_RESOLVERESPONSE']._serialized_end=546
-  _globals['_CUSTOMERPSEUDONYMSERVICE']._serialized_start=549
-  _globals['_CUSTOMERPSEUDONYMSERVICE']._serialized_end=827
+  _globals['_BEGINERASUREREQUEST']._serialized_start=548
+  _globals['_BEGINERASUREREQUEST']._serialized_end=661
+  _globals['_BEGINERASURERESPONSE']._serialized_start=663
+  _globals['_BEGINERASURERESPONSE']._serialized_end=700
+  _globals['_CUSTOMERPSEUDONYMSERVICE']._serialized_start=703
+  _globals['_CUSTOMERPSEUDONYMSERVICE']._serialized_end=1118
 # @@protoc_insertion_point(module_scope)

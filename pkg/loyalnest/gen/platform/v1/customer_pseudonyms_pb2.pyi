@@ -47,3 +47,17 @@ class ResolveResponse(_message.Message):
     CUSTOMERS_FIELD_NUMBER: _ClassVar[int]
     customers: _containers.RepeatedCompositeFieldContainer[Resolved]
     def __init__(self, customers: _Optional[_Iterable[_Union[Resolved, _Mapping]]] = ...) -> None: ...
+
+class BeginErasureRequest(_message.Message):
+    __slots__ = ("customer", "erasure_key")
+    CUSTOMER_FIELD_NUMBER: _ClassVar[int]
+    ERASURE_KEY_FIELD_NUMBER: _ClassVar[int]
+    customer: MerchantCustomer
+    erasure_key: bytes
+    def __init__(self, customer: _Optional[_Union[MerchantCustomer, _Mapping]] = ..., erasure_key: _Optional[bytes] = ...) -> None: ...
+
+class BeginErasureResponse(_message.Message):
+    __slots__ = ("begun",)
+    BEGUN_FIELD_NUMBER: _ClassVar[int]
+    begun: bool
+    def __init__(self, begun: _Optional[bool] = ...) -> None: ...

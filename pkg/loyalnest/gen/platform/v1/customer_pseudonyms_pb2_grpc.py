@@ -34,8 +34,8 @@ class CustomerPseudonymServiceStub:
     sees the event: Kafka, which cannot be rewritten, never holds a Shopify customer id, and
     erasing the mapping leaves nothing on the topics that leads to the person.
 
-    Services only (internal), with a service token carrying "edge:pseudonyms". Both calls
-    are idempotent: a pseudonym, once made, stays the customer's until they are erased.
+    Services only (internal), with a service token carrying "edge:pseudonyms" (BeginErasure:
+    "edge:personal-data"). Every call is idempotent: a pseudonym, once made, stays the customer's until they are erased.
     """
 
     def __init__(self, channel):
@@ -54,6 +54,11 @@ class CustomerPseudonymServiceStub:
                 request_serializer=loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.ResolveRequest.SerializeToString,
                 response_deserializer=loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.ResolveResponse.FromString,
                 _registered_method=True)
+        self.BeginErasure = channel.unary_unary(
+                '/loyalnest.platform.v1.CustomerPseudonymService/BeginErasure',
+                request_serializer=loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.BeginErasureRequest.SerializeToString,
+                response_deserializer=loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.BeginErasureResponse.FromString,
+                _registered_method=True)
 
 
 class CustomerPseudonymServiceServicer:
@@ -65,8 +70,8 @@ class CustomerPseudonymServiceServicer:
     sees the event: Kafka, which cannot be rewritten, never holds a Shopify customer id, and
     erasing the mapping leaves nothing on the topics that leads to the person.
 
-    Services only (internal), with a service token carrying "edge:pseudonyms". Both calls
-    are idempotent: a pseudonym, once made, stays the customer's until they are erased.
+    Services only (internal), with a service token carrying "edge:pseudonyms" (BeginErasure:
+    "edge:personal-data"). Every call is idempotent: a pseudonym, once made, stays the customer's until they are erased.
     """
 
     def Pseudonymize(self, request, context):
@@ -85,6 +90,19 @@ class CustomerPseudonymServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BeginErasure(self, request, context):
+        """A customer's erasure begins (AdminCore calls it before any holder erases): from now on
+        their pseudonym resolves to the anonymous id the erasure gives them everywhere, so a
+        record published before the erasure and consumed after a holder erased them brings the
+        person back nowhere. Pseudonymize still answers the same pseudonym until the edge's own
+        erasure, the last, deletes it. `begun` is false when the customer has no pseudonym.
+        The permission to erase at the edge (its PersonalDataService's), not "edge:pseudonyms":
+        AdminCore's alone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CustomerPseudonymServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -97,6 +115,11 @@ def add_CustomerPseudonymServiceServicer_to_server(servicer, server):
                     servicer.Resolve,
                     request_deserializer=loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.ResolveRequest.FromString,
                     response_serializer=loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.ResolveResponse.SerializeToString,
+            ),
+            'BeginErasure': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginErasure,
+                    request_deserializer=loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.BeginErasureRequest.FromString,
+                    response_serializer=loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.BeginErasureResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -115,8 +138,8 @@ class CustomerPseudonymService:
     sees the event: Kafka, which cannot be rewritten, never holds a Shopify customer id, and
     erasing the mapping leaves nothing on the topics that leads to the person.
 
-    Services only (internal), with a service token carrying "edge:pseudonyms". Both calls
-    are idempotent: a pseudonym, once made, stays the customer's until they are erased.
+    Services only (internal), with a service token carrying "edge:pseudonyms" (BeginErasure:
+    "edge:personal-data"). Every call is idempotent: a pseudonym, once made, stays the customer's until they are erased.
     """
 
     @staticmethod
@@ -163,6 +186,33 @@ class CustomerPseudonymService:
             '/loyalnest.platform.v1.CustomerPseudonymService/Resolve',
             loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.ResolveRequest.SerializeToString,
             loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.ResolveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginErasure(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/loyalnest.platform.v1.CustomerPseudonymService/BeginErasure',
+            loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.BeginErasureRequest.SerializeToString,
+            loyalnest_dot_platform_dot_v1_dot_customer__pseudonyms__pb2.BeginErasureResponse.FromString,
             options,
             channel_credentials,
             insecure,

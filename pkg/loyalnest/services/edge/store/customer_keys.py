@@ -72,7 +72,8 @@ _CREATE_KEYS = (
     " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[])"
     " ON CONFLICT (merchant_id, customer_id) DO NOTHING"
 )
-# Live keys first, then the tombstones of erased customers' pseudonyms: one round trip.
+# Live keys, and the tombstones of erased customers' pseudonyms (and of customers whose
+# erasure has begun, whose key still exists: the tombstone wins): one round trip.
 _RESOLVE = (
     "SELECT k.merchant_id, k.key_id, k.customer_id, false FROM customer_keys k"
     " JOIN unnest(%s::text[], %s::text[]) AS q(merchant_id, key_id)"
@@ -81,6 +82,14 @@ _RESOLVE = (
     " FROM customer_pseudonym_tombstones t"
     " JOIN unnest(%s::text[], %s::text[]) AS q(merchant_id, pseudonym)"
     " ON t.merchant_id = q.merchant_id AND t.pseudonym = q.pseudonym"
+)
+
+
+# The tombstone of a customer's pseudonym: it resolves to their erasure's anonymous id.
+_TOMBSTONE = (
+    "INSERT INTO customer_pseudonym_tombstones (merchant_id, pseudonym, anonymous_id)"
+    " SELECT merchant_id, %s || key_id, %s FROM customer_keys"
+    " WHERE merchant_id = %s AND customer_id = %s ON CONFLICT DO NOTHING"
 )
 
 
@@ -274,14 +283,37 @@ class CustomerKeys:
                 ),
             )
             rows = await cursor.fetchall()
+        # Tombstones last, so they replace the live key of a customer being erased.
         known = {
             (merchant_id, pseudonym_of_key(key_id)): Resolution(customer_id, erased)
-            for merchant_id, key_id, customer_id, erased in rows
+            for merchant_id, key_id, customer_id, erased in sorted(rows, key=lambda r: r[3])
         }
         return [
             known.get((m, p)) or Resolution(unknown_pseudonym_id(p), erased=True)
             for m, p in pseudonyms
         ]
+
+    async def begin_erasure(self, merchant_id: str, customer: CustomerRef) -> bool:
+        """The customer's pseudonym resolves to their erasure's anonymous id from now on (the
+        tombstone the erasure would leave, made now), while the key, and so the pseudonym
+        Pseudonymize answers, stays until `erase_customer`. False when they have no key."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                _TOMBSTONE,
+                (
+                    PSEUDONYM_PREFIX,
+                    customer.anonymous_id(customer.shopify_customer_id),
+                    merchant_id,
+                    customer.shopify_customer_id,
+                ),
+            )
+            if cursor.rowcount > 0:
+                return True
+            cursor = await conn.execute(
+                "SELECT 1 FROM customer_keys WHERE merchant_id = %s AND customer_id = %s",
+                (merchant_id, customer.shopify_customer_id),
+            )
+            return await cursor.fetchone() is not None
 
     async def erase(self, merchant_id: str, customer_id: str) -> bool:
         """Forgets the customer's key (crypto-shredding); False when there was none. Every
@@ -320,11 +352,10 @@ class CustomerKeys:
                 (merchant_id, customer.shopify_customer_id),
             )
             dead_letters = cursor.rowcount
-            # The pseudonym outlives the key as a tombstone to the erasure's anonymous id.
+            # The pseudonym outlives the key as a tombstone to the erasure's anonymous id
+            # (made already if the erasure began with `begin_erasure`).
             await conn.execute(
-                "INSERT INTO customer_pseudonym_tombstones (merchant_id, pseudonym, anonymous_id)"
-                " SELECT merchant_id, %s || key_id, %s FROM customer_keys"
-                " WHERE merchant_id = %s AND customer_id = %s ON CONFLICT DO NOTHING",
+                _TOMBSTONE,
                 (
                     PSEUDONYM_PREFIX,
                     customer.anonymous_id(customer.shopify_customer_id),
