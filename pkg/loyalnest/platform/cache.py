@@ -126,6 +126,9 @@ class VersionedCache:
         self._name = name
         self._ttl_ms = max(1, int(ttl_seconds * 1000))
         self._put = client.register_script(_PUT_IF_NEWER)
+        # Bound once: a lookup per read is on the hot path (`labels` locks and validates).
+        self._hits = CACHE_LOOKUPS.labels(name, "hit")
+        self._misses = CACHE_LOOKUPS.labels(name, "miss")
 
     @property
     def client(self) -> redis.Redis:
@@ -138,7 +141,10 @@ class VersionedCache:
             CACHE_ERRORS.labels(self._name, "get").inc()
             log.debug("cache read failed", cache=self._name, error=repr(exc))
             return None
-        CACHE_LOOKUPS.labels(self._name, "miss" if value is None else "hit").inc()
+        if value is None:
+            self._misses.inc()
+            return None
+        self._hits.inc()
         return value.encode() if isinstance(value, str) else value
 
     async def put_if_newer(
