@@ -7,7 +7,12 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2
 
-from loyalnest.gateway.jwt_rules import PROVIDER, jwt_authn_filter, public_methods
+from loyalnest.gateway.jwt_rules import (
+    JWT_CACHE_SIZE,
+    PROVIDER,
+    jwt_authn_filter,
+    public_methods,
+)
 from loyalnest.gen.options.v1 import access_pb2
 from tests.unit.test_envoy_config import descriptor_set_with
 
@@ -44,6 +49,7 @@ def test_provider_reads_only_the_authorization_header_and_forwards_it():
     assert provider["forward"] is True
     assert provider["local_jwks"] == {"filename": "/keys/jwks.json"}
     assert "audiences" not in provider  # the services answer a wrong audience with 401
+    assert provider["jwt_cache_config"] == {"jwt_cache_size": JWT_CACHE_SIZE}
 
 
 def test_a_method_declared_public_gets_an_exception_rule(tmp_path):
