@@ -8,8 +8,11 @@ way). So ports come from just below that range, where the kernel never assigns o
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -48,3 +51,62 @@ def free_port() -> int:
         port = int(sock.getsockname()[1])
     _handed_out.add(port)
     return port
+
+
+class PortReservations:
+    """The local stack's fixed ports, held from the start until the component serving each
+    one starts.
+
+    Those ports (50051..., 51051...) lie inside Linux's ephemeral range, from which the kernel
+    takes the source port of every outgoing connection: the migrations' and the first
+    services' connections to PostgreSQL took one now and then, and the service meant to
+    listen there failed with "Failed to bind", or, the connection closed, kept failing for
+    the minute its TIME_WAIT lasts. A port bound here (not listening) is never handed out as
+    a source port; each is released just before its server starts.
+    """
+
+    def __init__(self, say: Callable[[str], None] = print) -> None:
+        self._held: dict[int, socket.socket] = {}
+        self._say = say
+
+    @property
+    def held(self) -> set[int]:
+        return set(self._held)
+
+    async def reserve(self, ports: Iterable[int], *, wait_seconds: float = 70.0) -> None:
+        """Binds every port. One a closing connection still holds (TIME_WAIT) is waited for,
+        up to `wait_seconds`; one a server listens on is left alone (starting its component
+        then reports it in use)."""
+        waiting = [port for port in ports if not self._hold(port)]
+        deadline = time.monotonic() + wait_seconds
+        if any(not _listened_on(port) for port in waiting):
+            self._say(f"ports {sorted(waiting)} are held by closing connections; waiting")
+        while waiting and time.monotonic() < deadline:
+            waiting = [p for p in waiting if not _listened_on(p) and not self._hold(p)]
+            if waiting:
+                await asyncio.sleep(0.5)
+
+    def _hold(self, port: int) -> bool:
+        sock = socket.socket()
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            sock.close()
+            return False
+        self._held[port] = sock
+        return True
+
+    def release(self, ports: Iterable[int]) -> None:
+        for port in ports:
+            sock = self._held.pop(port, None)
+            if sock is not None:
+                sock.close()
+
+    def release_all(self) -> None:
+        self.release(list(self._held))
+
+
+def _listened_on(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from loyalnest.devstack import demo_merchant, probes
 from loyalnest.devstack.bytecode import compile_bytecode
+from loyalnest.devstack.ports import PortReservations
 from loyalnest.devstack.postgres import LocalPostgres, PostgresError, traversable_by_others
 from loyalnest.devstack.servers import KafkaBroker, RedisServer, tcp_ready
 from loyalnest.devstack.standins import klaviyo as klaviyo_standin
@@ -193,7 +194,8 @@ class Stack:
         self.postgres = LocalPostgres(self.state_dir / "postgres" / "data", self.ports.postgres)
         self.redis = RedisServer(self.ports.redis, self.state_dir / "redis")
         self.kafka = KafkaBroker(self.ports.kafka)
-        self.supervisor = Supervisor(self.log_dir, self._report)
+        self.reservations = PortReservations(lambda message: _say("ports", message))
+        self.supervisor = Supervisor(self.log_dir, self._report, self.reservations)
         self.state = StackState(pid=os.getpid(), state_dir=str(self.state_dir))
         self.jwks_path = self.state_dir / "keys" / "jwks.json"
 
@@ -387,6 +389,18 @@ class Stack:
             if applied:
                 self._report(service, f"{len(applied)} migrations applied")
 
+    def _mesh_ports(self) -> list[int]:
+        """What the services (gRPC and metrics), the reflection server and Envoy listen on,
+        as `_start_services` and `_start_gateway` assign them."""
+        processes = len(SERVICES) * self.workers
+        return [
+            *range(self.ports.first_service, self.ports.first_service + processes),
+            *range(self.ports.first_metrics, self.ports.first_metrics + processes),
+            self.ports.reflection,
+            self.ports.gateway,
+            self.ports.gateway_admin,
+        ]
+
     async def _start_services(self) -> dict[str, list[tuple[str, int]]]:
         endpoints: dict[str, list[tuple[str, int]]] = {}
         addresses = self._addresses()
@@ -526,6 +540,8 @@ class Stack:
         ensure_local_keyset(self.jwks_path.parent)
         started = time.monotonic()
         try:
+            # Before any connection is made: none may take a service's port as its source.
+            await self.reservations.reserve(self._mesh_ports())
             await self._start_postgres()
             await self._start_backing()
             # Once here rather than in each service process (devstack/bytecode.py).
@@ -550,6 +566,7 @@ class Stack:
         finally:
             self.state.status = "stopping"
             self.state.save()
+            self.reservations.release_all()
             await self.supervisor.stop_all()
             await asyncio.to_thread(self.postgres.stop)
             _say("postgres", "stopped")

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loyalnest.devstack.ports import PortReservations
 from loyalnest.devstack.servers import port_in_use
 
 READY_TIMEOUT_SECONDS = 60.0
@@ -153,12 +154,21 @@ class Supervisor:
     (services, gateway) together, then the backing servers one by one in reverse order: each
     service drains within its own grace, and one after the other that added up to ~45 s."""
 
-    def __init__(self, log_dir: Path, report: Callable[[str, str], None]) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        report: Callable[[str, str], None],
+        reservations: PortReservations | None = None,
+    ) -> None:
+        """`reservations`: ports held until the process that serves them starts."""
         self.log_dir = log_dir
         self.report = report
+        self.reservations = reservations
         self.processes: list[SupervisedProcess] = []
 
     async def start(self, spec: ProcessSpec) -> SupervisedProcess:
+        if self.reservations is not None:
+            self.reservations.release(spec.ports)
         process = SupervisedProcess(spec, self.log_dir, self.report)
         self.processes.append(process)
         self.report(spec.name, "starting")

@@ -1,0 +1,73 @@
+"""The local stack's port reservations: its fixed ports are held from the start, so no
+outgoing connection takes one as its source port, and released to the server that serves
+each one as it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+
+from loyalnest.devstack.ports import PortReservations, free_port
+from loyalnest.devstack.servers import tcp_ready
+from loyalnest.devstack.supervisor import ProcessSpec, Supervisor
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+async def test_a_reserved_port_is_held_until_its_server_starts(tmp_path):
+    port = free_port()
+    reservations = PortReservations(lambda message: None)
+    await reservations.reserve([port])
+    assert reservations.held == {port} and not bindable(port)
+
+    async def listening() -> bool:
+        return await tcp_ready("127.0.0.1", port)
+
+    supervisor = Supervisor(tmp_path, lambda name, message: None, reservations)
+    server = (
+        "import http.server as h;"
+        f" h.HTTPServer(('127.0.0.1', {port}), h.BaseHTTPRequestHandler).serve_forever()"
+    )
+    try:
+        await supervisor.start(
+            ProcessSpec("server", [sys.executable, "-c", server], listening, ports=[port])
+        )
+        assert reservations.held == set()
+    finally:
+        await supervisor.stop_all()
+
+
+async def test_a_port_still_held_by_a_closing_connection_is_waited_for():
+    port = free_port()
+    closing = socket.socket()
+    closing.bind(("127.0.0.1", port))  # as a connection in TIME_WAIT holds it: bound, no server
+    said: list[str] = []
+    reservations = PortReservations(said.append)
+    waiting = asyncio.create_task(reservations.reserve([port], wait_seconds=10))
+    await asyncio.sleep(0.8)
+    assert not waiting.done() and str(port) in said[0]
+    closing.close()
+    await asyncio.wait_for(waiting, 5)
+    assert reservations.held == {port}
+    reservations.release_all()
+    assert bindable(port)
+
+
+async def test_a_port_a_server_listens_on_is_left_to_the_components_own_check():
+    port = free_port()
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", port))
+        server.listen()
+        reservations = PortReservations(lambda message: None)
+        started = time.monotonic()
+        await reservations.reserve([port], wait_seconds=10)
+        assert time.monotonic() - started < 2 and reservations.held == set()
