@@ -401,6 +401,11 @@ async def test_revoked_token_is_rejected_by_points(stub, shopify, points, databa
     jti = jwt.decode(other.access_token, options={"verify_signature": False})["jti"]
     await stub.RevokeToken(pb.RevokeTokenRequest(token_id=jti), metadata=admin())
     assert await balance_status(points, other.access_token) == grpc.StatusCode.UNAUTHENTICATED
+    # A development token naming no merchant Auth could have (`loyalnest token --merchant
+    # demo-shop`): revoked, recorded under no merchant, not an internal error.
+    dev_token = token("demo-shop", ["points:read"])
+    await stub.RevokeToken(pb.RevokeTokenRequest(token=dev_token), metadata=admin())
+    assert await balance_status(points, dev_token) == grpc.StatusCode.UNAUTHENTICATED
     # Either token or token_id.
     neither = stub.RevokeToken(pb.RevokeTokenRequest(), metadata=admin())
     assert await status_of(neither) == grpc.StatusCode.INVALID_ARGUMENT
@@ -412,9 +417,11 @@ async def test_revoked_token_is_rejected_by_points(stub, shopify, points, databa
         " FROM auth.audit_logs WHERE entity_type = 'token_revocations'"
         " ORDER BY created_at, log_id",
     )
+    dev_jti = jwt.decode(dev_token, options={"verify_signature": False})["jti"]
     assert audit == [
         (claims["merchant_id"], "test-user", claims["jti"], "laptop stolen"),
         (None, "test-user", jti, "revoked by an administrator"),
+        (None, "test-user", dev_jti, "revoked by an administrator"),
     ]
 
 

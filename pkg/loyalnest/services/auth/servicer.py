@@ -356,7 +356,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             if caller.merchant_id and principal.merchant_id != caller.merchant_id:
                 raise PermissionDenied("the token belongs to another merchant")
             token_id, expires_at = principal.token_id, principal.expires_at
-            merchant_id, subject = principal.merchant_id, principal.subject
+            merchant_id, subject = _merchant_of_record(principal.merchant_id), principal.subject
             session_id = str(claims.get("sid", ""))
         else:
             if caller.merchant_id:
@@ -783,3 +783,15 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         if self._revocations is not None and record.expires_at > datetime.now(UTC):
             await self._revocations.revoke(record.token_id, int(record.expires_at.timestamp()))
         return auth_pb2.EndImpersonationResponse(session=impersonation_proto(record))
+
+
+def _merchant_of_record(merchant_id: str | None) -> str | None:
+    """The merchant a revocation is recorded under: Auth's merchants are UUIDs, so a token
+    naming another id (minted for development with `loyalnest token --merchant NAME`) is
+    revoked like any other and recorded under no merchant instead of failing."""
+    if merchant_id is None:
+        return None
+    try:
+        return str(uuid.UUID(merchant_id))
+    except ValueError:
+        return None
