@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from loyalnest.devstack.servers import port_in_use
+
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST = 10_000
 _handed_out: set[int] = set()
@@ -28,7 +30,8 @@ def _below_ephemeral() -> range:
     return range(_LOWEST, low)
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
+    """Nothing is bound to 127.0.0.1:`port` (no server, no connection using it)."""
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", port))
@@ -43,7 +46,7 @@ def free_port() -> int:
     if len(candidates) >= 1_000:
         for _ in range(200):
             port = random.choice(candidates)
-            if port not in _handed_out and _bindable(port):
+            if port not in _handed_out and bindable(port):
                 _handed_out.add(port)
                 return port
     with socket.socket() as sock:  # no room below the ephemeral range: the kernel's pick
@@ -79,10 +82,10 @@ class PortReservations:
         then reports it in use)."""
         waiting = [port for port in ports if not self._hold(port)]
         deadline = time.monotonic() + wait_seconds
-        if any(not _listened_on(port) for port in waiting):
+        if any(not port_in_use(port) for port in waiting):
             self._say(f"ports {sorted(waiting)} are held by closing connections; waiting")
         while waiting and time.monotonic() < deadline:
-            waiting = [p for p in waiting if not _listened_on(p) and not self._hold(p)]
+            waiting = [p for p in waiting if not port_in_use(p) and not self._hold(p)]
             if waiting:
                 await asyncio.sleep(0.5)
 
@@ -104,9 +107,3 @@ class PortReservations:
 
     def release_all(self) -> None:
         self.release(list(self._held))
-
-
-def _listened_on(port: int) -> bool:
-    with socket.socket() as probe:
-        probe.settimeout(0.5)
-        return probe.connect_ex(("127.0.0.1", port)) == 0

@@ -9,18 +9,9 @@ import socket
 import sys
 import time
 
-from loyalnest.devstack.ports import PortReservations, free_port
+from loyalnest.devstack.ports import PortReservations, bindable, free_port
 from loyalnest.devstack.servers import tcp_ready
 from loyalnest.devstack.supervisor import ProcessSpec, Supervisor
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 async def test_a_reserved_port_is_held_until_its_server_starts(tmp_path):
