@@ -117,6 +117,7 @@ bench: setup
 
 # REST GET balance through Envoy (JWT, rate limits, transcoding) vs. a bare server (bench/README.md).
 bench-rest: setup
+	tools/ensure-h2load.sh
 	$(BIN)/python bench/bench_rest.py
 
 # Shopify webhooks through Envoy to the edge service vs. a bare server (bench/README.md).

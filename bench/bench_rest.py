@@ -88,7 +88,10 @@ class H2Result:
 def h2load_binary() -> str:
     found = shutil.which("h2load")
     if found is None:
-        raise SystemExit("h2load not found: apt-get install nghttp2-client")
+        raise SystemExit(
+            "h2load not found: `make bench-rest` installs it (tools/ensure-h2load.sh),"
+            " or apt-get install nghttp2-client"
+        )
     return found
 
 
