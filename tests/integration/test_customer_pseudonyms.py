@@ -11,6 +11,7 @@ edge, a consumer reading the same records sees the erasure's anonymous id instea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,9 +25,12 @@ from loyalnest.gen.edge.v1 import edge_pb2_grpc
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.gen.events.v1 import points_pb2 as points_events
 from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2 as pseudonyms_pb2
+from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2_grpc
 from loyalnest.gen.points.v1 import points_pb2, points_pb2_grpc
 from loyalnest.platform.auth.context import acting_for
 from loyalnest.platform.auth.service_identity import service_credential
+from loyalnest.platform.auth.service_tokens import ServiceTokenSource
+from loyalnest.platform.client import open_channel
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.events.envelope import ConsumedEvent
@@ -144,6 +148,21 @@ async def earned_as_seen(mesh: Mesh, count: int) -> list[str]:
     return seen
 
 
+@contextlib.asynccontextmanager
+async def pseudonym_stub(mesh: Mesh, service: str) -> AsyncIterator[Any]:
+    """The edge's CustomerPseudonymService as LoyalNest service `service` calls it (its own
+    service tokens from Auth)."""
+    tokens = ServiceTokenSource(
+        service, service_credential(MASTER_KEY, service), mesh.caller["call_targets"]["auth"]
+    )
+    channel = open_channel(mesh.caller["call_targets"]["edge"], service_tokens=tokens)
+    try:
+        yield customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceStub(channel)  # type: ignore[no-untyped-call]
+    finally:
+        await channel.close(None)
+        await tokens.close()
+
+
 async def test_no_topic_holds_the_shopify_id_and_handlers_see_it_until_the_erasure(
     mesh: Mesh,
 ) -> None:
@@ -213,25 +232,13 @@ async def test_no_topic_holds_the_shopify_id_and_handlers_see_it_until_the_erasu
 
 
 async def test_the_contract_refuses_other_callers_and_bad_input(mesh: Mesh) -> None:
-    from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2_grpc
-    from loyalnest.platform.auth.service_tokens import ServiceTokenSource
-    from loyalnest.platform.client import open_channel
-
-    edge_target = mesh.caller["call_targets"]["edge"]
-    auth_target = mesh.caller["call_targets"]["auth"]
-
     async def call(service: str, request: Any) -> grpc.StatusCode:
-        tokens = ServiceTokenSource(service, service_credential(MASTER_KEY, service), auth_target)
-        channel = open_channel(edge_target, service_tokens=tokens)
-        try:
-            stub = customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceStub(channel)  # type: ignore[no-untyped-call]
-            with acting_for(None):
-                await stub.Pseudonymize(request)
-        except grpc.aio.AioRpcError as error:
-            return error.code()
-        finally:
-            await channel.close(None)
-            await tokens.close()
+        async with pseudonym_stub(mesh, service) as stub:
+            try:
+                with acting_for(None):
+                    await stub.Pseudonymize(request)
+            except grpc.aio.AioRpcError as error:
+                return error.code()
         return grpc.StatusCode.OK
 
     one = pseudonyms_pb2.PseudonymizeRequest(
@@ -254,15 +261,7 @@ async def test_the_contract_refuses_other_callers_and_bad_input(mesh: Mesh) -> N
 async def begin_erasure_as_admin_core(mesh: Mesh, customer: str, erasure_key: bytes) -> bool:
     """What AdminCore's GDPR worker calls before any holder erases (its token, acting for
     the merchant)."""
-    from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2_grpc
-    from loyalnest.platform.auth.service_tokens import ServiceTokenSource
-    from loyalnest.platform.client import open_channel
-
-    credential = service_credential(MASTER_KEY, "admin_core")
-    tokens = ServiceTokenSource("admin_core", credential, mesh.caller["call_targets"]["auth"])
-    channel = open_channel(mesh.caller["call_targets"]["edge"], service_tokens=tokens)
-    try:
-        stub = customer_pseudonyms_pb2_grpc.CustomerPseudonymServiceStub(channel)  # type: ignore[no-untyped-call]
+    async with pseudonym_stub(mesh, "admin_core") as stub:
         with acting_for(mesh.merchant_id):
             answer = await stub.BeginErasure(
                 pseudonyms_pb2.BeginErasureRequest(
@@ -272,10 +271,7 @@ async def begin_erasure_as_admin_core(mesh: Mesh, customer: str, erasure_key: by
                     erasure_key=erasure_key,
                 )
             )
-        return bool(answer.begun)
-    finally:
-        await channel.close(None)
-        await tokens.close()
+    return bool(answer.begun)
 
 
 async def test_a_record_consumed_after_the_erasure_began_names_the_anonymous_customer(

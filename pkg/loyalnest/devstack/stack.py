@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -355,12 +356,10 @@ class Stack:
         return {"LOYALNEST_SERVICE_CREDENTIAL": service_credential(key, service)}
 
     def _addresses(self) -> dict[str, list[str]]:
-        """Every service's worker addresses, in start order (ports are assigned in order)."""
+        """Every service's worker addresses, in start order."""
         addresses: dict[str, list[str]] = {}
-        port = self.ports.first_service
-        for service in SERVICES:
-            addresses[service] = [f"127.0.0.1:{port + index}" for index in range(self.workers)]
-            port += self.workers
+        for service, _, grpc_port, _ in self._service_processes():
+            addresses.setdefault(service, []).append(f"127.0.0.1:{grpc_port}")
         return addresses
 
     @staticmethod
@@ -389,22 +388,32 @@ class Stack:
             if applied:
                 self._report(service, f"{len(applied)} migrations applied")
 
+    def _service_processes(self) -> Iterator[tuple[str, int, int, int]]:
+        """(service, worker index, gRPC port, metrics port) of every service process."""
+        offset = 0
+        for service in SERVICES:
+            for index in range(self.workers):
+                yield (
+                    service,
+                    index,
+                    self.ports.first_service + offset,
+                    self.ports.first_metrics + offset,
+                )
+                offset += 1
+
     def _mesh_ports(self) -> list[int]:
-        """What the services (gRPC and metrics), the reflection server and Envoy listen on,
-        as `_start_services` and `_start_gateway` assign them."""
-        processes = len(SERVICES) * self.workers
-        return [
-            *range(self.ports.first_service, self.ports.first_service + processes),
-            *range(self.ports.first_metrics, self.ports.first_metrics + processes),
-            self.ports.reflection,
-            self.ports.gateway,
-            self.ports.gateway_admin,
+        """What the services (gRPC and metrics), the reflection server and Envoy listen on."""
+        services = [
+            port for *_, grpc, metrics in self._service_processes() for port in (grpc, metrics)
         ]
+        return [*services, self.ports.reflection, self.ports.gateway, self.ports.gateway_admin]
 
     async def _start_services(self) -> dict[str, list[tuple[str, int]]]:
         endpoints: dict[str, list[tuple[str, int]]] = {}
         addresses = self._addresses()
-        offset = 0
+        processes: dict[str, list[tuple[int, int, int]]] = {}
+        for service, index, grpc_port, metrics_port in self._service_processes():
+            processes.setdefault(service, []).append((index, grpc_port, metrics_port))
         for service in SERVICES:
             # Its declared calls, and its event loops' (the edge's customer pseudonyms).
             calls = tuple(sorted({*spec_for(service).calls.services, *pseudonyms.callees(service)}))
@@ -412,10 +421,7 @@ class Stack:
             if unknown:
                 raise ComponentError(service, f"calls {', '.join(unknown)}: not in the registry")
             specs = []
-            for index in range(self.workers):
-                grpc_port = self.ports.first_service + offset
-                metrics_port = self.ports.first_metrics + offset
-                offset += 1
+            for index, grpc_port, metrics_port in processes[service]:
                 address = f"127.0.0.1:{grpc_port}"
                 name = f"{service}-{index}"
                 env = {

@@ -119,6 +119,15 @@ def new_erasure_key() -> bytes:
     return secrets.token_bytes(ERASURE_KEY_BYTES)
 
 
+def checked_erasure_key(key: bytes) -> bytes:
+    """`key` as a request carried it (`erasure_key`), or INVALID_ARGUMENT naming the field."""
+    if len(key) != ERASURE_KEY_BYTES:
+        raise InvalidArgument.for_field(
+            "erasure_key", f"an erasure key is {ERASURE_KEY_BYTES} random bytes"
+        )
+    return key
+
+
 def anonymous_id(erasure_key: bytes, identifier: str) -> str:
     """The id `identifier` becomes in an erasure under `erasure_key` (see CustomerRef)."""
     digest = hmac.new(erasure_key, identifier.encode(), hashlib.sha256).hexdigest()
@@ -294,11 +303,7 @@ class PersonalDataServicer(personal_data_pb2_grpc.PersonalDataServiceServicer):
         merchant_id = self._merchant()
         customer = self._customer(request.customer, request.HasField("customer"))
         if request.erasure_key:
-            if len(request.erasure_key) != ERASURE_KEY_BYTES:
-                raise InvalidArgument.for_field(
-                    "erasure_key", f"an erasure key is {ERASURE_KEY_BYTES} random bytes"
-                )
-            customer = replace(customer, erasure_key=request.erasure_key)
+            customer = replace(customer, erasure_key=checked_erasure_key(request.erasure_key))
         with erasing(customer):
             records = await self._store.erase_customer(merchant_id, customer)
         # This replica's consumers resolve the customer's pseudonym to their tombstone from now

@@ -46,3 +46,16 @@ def test_only_callers_of_auth_get_a_credential(tmp_path: Path) -> None:
     assert stack._identity_env("users", ()) == {}
     # Derived from one master key: the same credential every time.
     assert stack._identity_env("points", ("auth",)) == points
+
+
+def test_the_ports_held_from_the_start_are_the_ones_the_processes_listen_on(tmp_path: Path) -> None:
+    stack = _stack(tmp_path)
+    served = [p for *_, grpc, metrics in stack._service_processes() for p in (grpc, metrics)]
+    assert len(served) == len(set(served)) == 2 * 2 * len(SERVICES)
+    ports = stack.ports
+    assert sorted(stack._mesh_ports()) == sorted(
+        [*served, ports.reflection, ports.gateway, ports.gateway_admin]
+    )
+    # Every service's gRPC port is the address its callers are given.
+    given = {a for workers in stack._addresses().values() for a in workers}
+    assert given == {f"127.0.0.1:{grpc}" for *_, grpc, _ in stack._service_processes()}

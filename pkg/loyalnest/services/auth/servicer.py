@@ -789,9 +789,4 @@ def _merchant_of_record(merchant_id: str | None) -> str | None:
     """The merchant a revocation is recorded under: Auth's merchants are UUIDs, so a token
     naming another id (minted for development with `loyalnest token --merchant NAME`) is
     revoked like any other and recorded under no merchant instead of failing."""
-    if merchant_id is None:
-        return None
-    try:
-        return str(uuid.UUID(merchant_id))
-    except ValueError:
-        return None
+    return merchant_id if merchant_id is not None and is_uuid(merchant_id) else None

@@ -22,7 +22,7 @@ from loyalnest.platform.events.pseudonyms import (
     is_pseudonym,
 )
 from loyalnest.platform.grpctypes import Context
-from loyalnest.platform.personal_data import ERASURE_KEY_BYTES, CustomerRef
+from loyalnest.platform.personal_data import CustomerRef, checked_erasure_key
 from loyalnest.platform.validation import Validator
 from loyalnest.services.edge.store.customer_keys import CustomerKeys
 
@@ -98,11 +98,5 @@ class CustomerPseudonymServicer(customer_pseudonyms_pb2_grpc.CustomerPseudonymSe
         ((merchant_id, customer_id),) = _within_merchant(
             _entries("customer", [request.customer], pseudonyms=False)
         )
-        with Validator() as v:
-            v.check(
-                len(request.erasure_key) == ERASURE_KEY_BYTES,
-                "erasure_key",
-                f"an erasure key is {ERASURE_KEY_BYTES} random bytes",
-            )
-        customer = CustomerRef(customer_id, erasure_key=request.erasure_key)
+        customer = CustomerRef(customer_id, erasure_key=checked_erasure_key(request.erasure_key))
         return pb.BeginErasureResponse(begun=await self._keys.begin_erasure(merchant_id, customer))
