@@ -27,7 +27,7 @@ from loyalnest.platform.personal_data import CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import running
 from loyalnest.platform.tenancy import merchant_id_for_shop
-from loyalnest.services.edge.domain import PlanRateLimit
+from loyalnest.services.edge.domain import Outcome, PlanRateLimit
 from loyalnest.services.edge.service import (
     DATABASE,
     SERVICE_NAME,
@@ -36,7 +36,7 @@ from loyalnest.services.edge.service import (
     master_cipher,
 )
 from loyalnest.services.edge.signing import shopify_headers, webhook_path
-from loyalnest.services.edge.store.customer_keys import CustomerErased, CustomerKeys
+from loyalnest.services.edge.store.customer_keys import CustomerErased, CustomerKeys, KeyNotStored
 from loyalnest.services.edge.store.postgres import EdgeStore
 from loyalnest.services.edge.webhooks import Delivery
 from tests.auth import JWKS_PATH, merchant_headers
@@ -638,6 +638,95 @@ async def test_erasing_a_customer_key_makes_their_published_data_unreadable(edge
         assert (await keys.open(merchant_id, later.shopify_event_id, later.customer_data)).email
         with pytest.raises(CustomerErased):
             await keys.open(merchant_id, event.shopify_event_id, event.customer_data)
+
+
+async def test_one_customer_has_one_key_however_their_deliveries_arrive(edge: Edge) -> None:
+    """A new customer's key is stored with their first delivery (one statement); the later
+    ones, sequential or concurrent, are sealed under that key, and every one opens."""
+    merchant_id = merchant_id_for_shop(SHOP)
+    customer = "7001"
+    orders = [
+        ORDER.replace(b"5829301457001", f"58293014571{n:02d}".encode()).replace(
+            str(json.loads(ORDER)["customer"]["id"]).encode(), customer.encode()
+        )
+        for n in range(8)
+    ]
+    first = _headers(orders[0])
+    assert (await edge.deliver(orders[0], first)).json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
+    later = [_headers(order) for order in orders[1:]]
+    await edge.deliver(orders[1], later[0])
+    burst = await asyncio.gather(
+        *(
+            edge.deliver(order, headers)
+            for order, headers in zip(orders[2:], later[1:], strict=True)
+        )
+    )
+    assert {r.json()["outcome"] for r in burst} == {"WEBHOOK_OUTCOME_ACCEPTED"}
+    events = [
+        event
+        for headers in (first, *later)
+        for event in edge.published(headers["x-shopify-event-id"])
+    ]
+    assert len(events) == len(orders)
+    stored = edge.count(
+        "SELECT count(*) FROM edge.customer_keys WHERE merchant_id = %s AND customer_id = %s",
+        merchant_id,
+        customer,
+    )
+    assert stored == 1
+    assert len({event.customer_data.key_id for event in events}) == 1
+    async with customer_keys(edge.database_url) as keys:
+        for event in events:
+            opened = await keys.open(merchant_id, event.shopify_event_id, event.customer_data)
+            assert opened.email == "ada.lovelace@example.com"
+
+
+async def test_a_delivery_for_a_customer_with_a_key_writes_nothing_with_a_new_one(
+    edge: Edge,
+) -> None:
+    """EdgeStore.accept with a key made for the delivery: stored with it for a new customer;
+    for one who has a key, nothing is written and the answer names their key."""
+    database_url = edge.database_url  # migrated by the running edge
+    async with edge_store(database_url) as store, customer_keys(database_url) as keys:
+        merchant_id = merchant_id_for_shop(SHOP)
+        customer = "7002"
+
+        def delivery() -> Delivery:
+            headers = _headers()
+            return Delivery.parse("orders", "create", headers, ORDER)
+
+        def event_for(made: Delivery, key: Any) -> gateway_events.WebhookReceived:
+            sealed = key.seal(made.event_id, gateway_events.CustomerData(email="a@example.com"))
+            return gateway_events.WebhookReceived(
+                topic=made.topic,
+                shopify_event_id=made.event_id,
+                customer_id=customer,
+                customer_data=sealed,
+            )
+
+        first, second = delivery(), delivery()
+        key = keys.new_key(merchant_id, customer)
+        assert await store.accept(first, merchant_id, event_for(first, key), key) == (
+            Outcome.ACCEPTED
+        )
+        other = keys.new_key(merchant_id, customer)
+        answer = await store.accept(second, merchant_id, event_for(second, other), other)
+        assert isinstance(answer, KeyNotStored)
+        assert (answer.recorded, answer.found) == (False, (key.key_id, key.wrapped))
+        with psycopg.connect(database_url) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM edge.webhook_idempotency_keys WHERE event_id = %s",
+                (second.event_id,),
+            ).fetchone()
+        assert row == (0,)
+        # Sealed again under the customer's key, the same delivery is accepted.
+        sealed = await keys.seal_again(
+            answer,
+            second.event_id,
+            gateway_events.CustomerData(email="a@example.com"),
+            shop_domain=SHOP,
+        )
+        assert sealed is not None and sealed.key_id == key.key_id
 
 
 async def test_a_redelivery_after_the_erasure_brings_no_key_back(edge: Edge) -> None:

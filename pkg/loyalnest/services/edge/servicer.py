@@ -153,20 +153,29 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             content = shopify_payloads.content(delivery.topic, payload, delivery.shop_domain)
         except UnfitBody as exc:
             self._refuse(delivery, "unfit_body", str(exc))
-        sealed = None
-        if content.customer_data is not None and content.customer_id:
-            sealed = await self._customer_keys.seal(
-                merchant_id,
-                content.customer_id,
-                delivery.event_id,
-                content.customer_data,
-                shop_domain=delivery.shop_domain,
-            )
-            # None: a redelivery of an event recorded before, its customer erased since. The
-            # accept below answers it (DUPLICATE, or refused) and publishes nothing.
-        event = webhook_received(delivery, content, sealed)
         try:
-            return await self._store.accept(delivery, merchant_id, event)
+            if content.customer_data is None or not content.customer_id:
+                return await self._store.accept(
+                    delivery, merchant_id, webhook_received(delivery, content)
+                )
+            # Sealed under a key made now, stored with the delivery if the customer has none:
+            # one round trip for a customer seen for the first time.
+            new_key = self._customer_keys.new_key(merchant_id, content.customer_id)
+            event = webhook_received(
+                delivery, content, new_key.seal(delivery.event_id, content.customer_data)
+            )
+            outcome = await self._store.accept(delivery, merchant_id, event, new_key)
+            if isinstance(outcome, Outcome):
+                return outcome
+            # Nothing written: sealed again under the customer's key. None: a redelivery of an
+            # event recorded before, its customer erased since; the accept answers it
+            # (DUPLICATE, or refused) and publishes nothing.
+            sealed = await self._customer_keys.seal_again(
+                outcome, delivery.event_id, content.customer_data, shop_domain=delivery.shop_domain
+            )
+            return await self._store.accept(
+                delivery, merchant_id, webhook_received(delivery, content, sealed)
+            )
         except BodyReused as exc:
             self._refuse(delivery, "body_reused", f"these bytes were accepted as {exc.first_topic}")
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from loyalnest.gen.events.v1 import gateway_pb2 as gateway_events
 from loyalnest.platform import personal_data
@@ -109,23 +110,98 @@ def _bytes_context(context: str, customer_id: str, key_id: str) -> str:
     return f"{context}:{customer_id}:{key_id}"
 
 
+@dataclass(frozen=True)
+class CustomerKey:
+    """A customer's key in clear (`key`) and as stored (`wrapped` under the master key)."""
+
+    merchant_id: str
+    customer_id: str
+    key_id: str
+    key: bytes = field(repr=False)
+    wrapped: bytes = field(repr=False)
+
+    def seal(
+        self, event_id: str, data: gateway_events.CustomerData
+    ) -> gateway_events.SealedCustomerData:
+        """A webhook delivery's customer data sealed under this key, bound to the event."""
+        ciphertext = FieldCipher(self.key).encrypt(
+            data.SerializeToString(deterministic=True),
+            context=_seal_context(self.merchant_id, self.customer_id, self.key_id, event_id),
+        )
+        return gateway_events.SealedCustomerData(
+            customer_id=self.customer_id, key_id=self.key_id, ciphertext=ciphertext
+        )
+
+
+@dataclass(frozen=True)
+class KeyNotStored:
+    """A delivery's new key was not stored with it (EdgeStore.accept), nor anything else.
+    `found`: the customer's key (id, wrapped) if they have one; `recorded`: the event was
+    recorded before."""
+
+    attempted: CustomerKey
+    recorded: bool
+    found: tuple[str, bytes] | None
+
+
 class CustomerKeys:
     def __init__(self, database: Database, master: FieldCipher) -> None:
         """`master`: the edge's master key (and previous ones, readable during a rotation)."""
         self._pool = database.pool
         self._master = master
 
+    def new_key(self, merchant_id: str, customer_id: str) -> CustomerKey:
+        """A fresh key for the customer, not stored yet: `EdgeStore.accept` stores it with the
+        delivery it seals, when the customer has none (one round trip for a new customer)."""
+        key_id = uuid.uuid4().hex
+        key = os.urandom(KEY_BYTES)
+        wrapped = self._master.encrypt(key, context=_wrap_context(merchant_id, customer_id, key_id))
+        return CustomerKey(merchant_id, customer_id, key_id, key, wrapped)
+
+    def stored_key(
+        self, merchant_id: str, customer_id: str, key_id: str, wrapped: bytes
+    ) -> CustomerKey:
+        """The customer's key as `customer_keys` holds it (wrapped under the master key)."""
+        key = self._master.decrypt(wrapped, context=_wrap_context(merchant_id, customer_id, key_id))
+        return CustomerKey(merchant_id, customer_id, key_id, key, wrapped)
+
+    async def seal_again(
+        self,
+        not_stored: KeyNotStored,
+        event_id: str,
+        data: gateway_events.CustomerData,
+        *,
+        shop_domain: str,
+    ) -> gateway_events.SealedCustomerData | None:
+        """`seal`, for a delivery whose new key was not stored: under the key the customer
+        has, with no round trip when the answer named it."""
+        attempted = not_stored.attempted
+        if not_stored.found is not None:
+            key_id, wrapped = not_stored.found
+            key = self.stored_key(attempted.merchant_id, attempted.customer_id, key_id, wrapped)
+            return key.seal(event_id, data)
+        if not_stored.recorded:
+            return None  # recorded before, the customer erased since: no key is made again
+        # Created by another delivery after the statement's snapshot: read it.
+        return await self.seal(
+            attempted.merchant_id, attempted.customer_id, event_id, data, shop_domain=shop_domain
+        )
+
     async def _key(
         self, merchant_id: str, customer_id: str, delivery: Delivered | None = None
-    ) -> tuple[str, bytes] | None:
+    ) -> CustomerKey | None:
         """The customer's key, created if need be; None only for a `delivery` recorded before
         whose customer has no key (erased since): nothing is created for it."""
-        key_id = uuid.uuid4().hex
-        wrapped = self._master.encrypt(
-            os.urandom(KEY_BYTES), context=_wrap_context(merchant_id, customer_id, key_id)
-        )
+        candidate = self.new_key(merchant_id, customer_id)
         shop_domain, event_id = delivery if delivery is not None else (None, None)
-        params = (shop_domain, event_id, merchant_id, customer_id, key_id, wrapped)
+        params = (
+            shop_domain,
+            event_id,
+            merchant_id,
+            customer_id,
+            candidate.key_id,
+            candidate.wrapped,
+        )
         async with self._pool.connection() as conn:
             for _ in range(3):
                 cursor = await conn.execute(
@@ -135,11 +211,11 @@ class CustomerKeys:
                 assert answer is not None  # the final SELECT always answers one row
                 recorded, found_id, wrapped_key = answer
                 if found_id is not None:
-                    key = self._master.decrypt(
-                        bytes(wrapped_key),
-                        context=_wrap_context(merchant_id, customer_id, str(found_id)),
+                    if str(found_id) == candidate.key_id:
+                        return candidate
+                    return self.stored_key(
+                        merchant_id, customer_id, str(found_id), bytes(wrapped_key)
                     )
-                    return str(found_id), key
                 if recorded:
                     return None
                 # No key and not recorded: another transaction created it after our
@@ -158,16 +234,7 @@ class CustomerKeys:
         """The customer data of a webhook delivery sealed under the customer's key; None for
         a delivery recorded before whose customer was erased since (no key is made again)."""
         found = await self._key(merchant_id, customer_id, (shop_domain, event_id))
-        if found is None:
-            return None
-        key_id, key = found
-        ciphertext = FieldCipher(key).encrypt(
-            data.SerializeToString(deterministic=True),
-            context=_seal_context(merchant_id, customer_id, key_id, event_id),
-        )
-        return gateway_events.SealedCustomerData(
-            customer_id=customer_id, key_id=key_id, ciphertext=ciphertext
-        )
+        return None if found is None else found.seal(event_id, data)
 
     async def open(
         self, merchant_id: str, event_id: str, sealed: gateway_events.SealedCustomerData
@@ -206,9 +273,8 @@ class CustomerKeys:
         found = await self._key(merchant_id, customer_id, delivery)
         if found is None:
             return None
-        key_id, key = found
-        return key_id, FieldCipher(key).encrypt(
-            data, context=_bytes_context(context, customer_id, key_id)
+        return found.key_id, FieldCipher(found.key).encrypt(
+            data, context=_bytes_context(context, customer_id, found.key_id)
         )
 
     async def open_bytes(

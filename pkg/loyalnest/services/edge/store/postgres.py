@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
+from typing import overload
 
 from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
@@ -17,19 +18,21 @@ from loyalnest.platform.shopify_payloads import compatible_topics
 from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.edge.dead_letters import customer_named
 from loyalnest.services.edge.domain import Outcome
-from loyalnest.services.edge.store.customer_keys import CustomerKeys
+from loyalnest.services.edge.store.customer_keys import CustomerKey, CustomerKeys, KeyNotStored
 from loyalnest.services.edge.webhooks import Delivery
 
 # In one statement (atomic, one round trip: every new event comes here): the body's hash
 # (refused if the same bytes were accepted under an incompatible topic), the idempotency key and,
 # only if both are new, the event's outbox row. Answers the topic the bytes were first accepted
 # under and whether the event was published now.
-_ACCEPT = (
-    "WITH body AS ("
+_BODY = (
+    " body AS ("
     " INSERT INTO webhook_accepted_bodies (shop_domain, body_sha256, topic)"
-    " VALUES (%s, %s, %s) ON CONFLICT (shop_domain, body_sha256)"
+    " SELECT %s, %s, %s{guard} ON CONFLICT (shop_domain, body_sha256)"
     # A no-op update: it returns (and locks) the row another delivery stored first.
     " DO UPDATE SET topic = webhook_accepted_bodies.topic RETURNING topic),"
+)
+_CLAIM_AND_PUBLISH = (
     " claim AS ("
     " INSERT INTO webhook_idempotency_keys"
     " (shop_domain, event_id, merchant_id, topic, webhook_id, outcome)"
@@ -39,6 +42,26 @@ _ACCEPT = (
     f" INSERT INTO outbox {outbox.COLUMNS} SELECT {outbox.VALUES}"
     " WHERE EXISTS (SELECT 1 FROM claim) RETURNING 1)"
     " SELECT (SELECT topic FROM body), EXISTS (SELECT 1 FROM published)"
+)
+_ACCEPT = "WITH" + _BODY.format(guard="") + _CLAIM_AND_PUBLISH
+# The same, for a delivery sealed under a key made for it (a customer seen for the first time):
+# the key is stored first (as customer_keys._GET_OR_CREATE would: not for an event recorded
+# before), and the rest only if it was: one round trip instead of two. When the customer has a
+# key already, nothing is written, and the answer carries that key, to seal with it and
+# accept as above.
+_ACCEPT_WITH_NEW_KEY = (
+    "WITH recorded AS (SELECT EXISTS (SELECT 1 FROM webhook_idempotency_keys"
+    " WHERE shop_domain = %s AND event_id = %s) AS yes),"
+    " created AS ("
+    " INSERT INTO customer_keys (merchant_id, customer_id, key_id, wrapped_key)"
+    " SELECT %s, %s, %s, %s WHERE NOT (SELECT yes FROM recorded)"
+    " ON CONFLICT (merchant_id, customer_id) DO NOTHING RETURNING key_id),"
+    " existing AS (SELECT key_id, wrapped_key FROM customer_keys"
+    " WHERE merchant_id = %s AND customer_id = %s),"
+    + _BODY.format(guard=" WHERE EXISTS (SELECT 1 FROM created)")
+    + _CLAIM_AND_PUBLISH
+    + ", EXISTS (SELECT 1 FROM created), (SELECT yes FROM recorded),"
+    " (SELECT key_id FROM existing), (SELECT wrapped_key FROM existing)"
 )
 # Rows deleted per statement by the purge: short transactions, no long locks.
 PURGE_BATCH = 5000
@@ -86,35 +109,73 @@ class EdgeStore:
         )
         return await cursor.fetchone() is not None
 
+    @overload
     async def accept(
         self, delivery: Delivery, merchant_id: str, event: gateway_events.WebhookReceived
-    ) -> Outcome:
+    ) -> Outcome: ...
+
+    @overload
+    async def accept(
+        self,
+        delivery: Delivery,
+        merchant_id: str,
+        event: gateway_events.WebhookReceived,
+        new_key: CustomerKey,
+    ) -> Outcome | KeyNotStored: ...
+
+    async def accept(
+        self,
+        delivery: Delivery,
+        merchant_id: str,
+        event: gateway_events.WebhookReceived,
+        new_key: CustomerKey | None = None,
+    ) -> Outcome | KeyNotStored:
         """Records the delivery and its webhook.received event together, once; BodyReused when
         the same bytes were accepted under a topic this one is not compatible with.
 
         A concurrent delivery of the same event waits on the key until ours commits, then
-        inserts neither row: DUPLICATE."""
+        inserts neither row: DUPLICATE.
+
+        `new_key`: the key `event`'s customer data is sealed under, made for this delivery
+        and stored with it. KeyNotStored when it was not (the customer has a key, or the event
+        was recorded before): then nothing was written."""
         row = outbox.row(merchant_id, event, occurred_at=delivery.triggered_at)
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                _ACCEPT,
-                (
-                    delivery.shop_domain,
-                    hashlib.sha256(delivery.body).digest(),
-                    delivery.topic,
-                    delivery.shop_domain,
-                    delivery.event_id,
-                    merchant_id,
-                    delivery.topic,
-                    delivery.webhook_id,
-                    Outcome.ACCEPTED.value,
-                    sorted(compatible_topics(delivery.topic)),
-                    *row.params,
-                ),
-                prepare=True,
+        accepted = (
+            delivery.shop_domain,
+            hashlib.sha256(delivery.body).digest(),
+            delivery.topic,
+            delivery.shop_domain,
+            delivery.event_id,
+            merchant_id,
+            delivery.topic,
+            delivery.webhook_id,
+            Outcome.ACCEPTED.value,
+            sorted(compatible_topics(delivery.topic)),
+            *row.params,
+        )
+        if new_key is None:
+            statement, params = _ACCEPT, accepted
+        else:
+            statement = _ACCEPT_WITH_NEW_KEY
+            params = (
+                delivery.shop_domain,
+                delivery.event_id,
+                new_key.merchant_id,
+                new_key.customer_id,
+                new_key.key_id,
+                new_key.wrapped,
+                new_key.merchant_id,
+                new_key.customer_id,
+                *accepted,
             )
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(statement, params, prepare=True)
             answer = await cursor.fetchone()
         assert answer is not None  # the final SELECT always answers one row
+        if new_key is not None and not answer[2]:
+            _, _, _, recorded, key_id, wrapped = answer
+            found = None if key_id is None else (str(key_id), bytes(wrapped))
+            return KeyNotStored(new_key, recorded=bool(recorded), found=found)
         first_topic, published = str(answer[0]), bool(answer[1])
         if published:
             return Outcome.ACCEPTED
