@@ -379,6 +379,24 @@ async def test_an_order_approved_on_arrival_is_recorded_with_its_credit_once(
     assert await balance(store, merchant_id, nothing.customer_id) is None
 
 
+async def test_concurrent_deliveries_of_an_order_approved_on_arrival_credit_it_once(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    order = approved(merchant_id, "2004")
+    answers = await asyncio.gather(
+        *(store.record_approved_order(order, credit_of(order)) for _ in range(5))
+    )
+    assert sorted(inserted for _, inserted, _ in answers) == [False] * 4 + [True]
+    credited = [result for _, inserted, result in answers if inserted]
+    assert credited[0] is not None and credited[0].balance.balance == 100
+    assert await balance(store, merchant_id, order.customer_id) == 100
+    history = await store.list_transactions(
+        merchant_id, order.customer_id, limit=10, before_sequence=None
+    )
+    assert [(t.points, t.sequence, t.balance_after) for t in history] == [(100, 1, 100)]
+    assert await status_of(store, merchant_id, "2004") is OrderStatus.APPROVED
+
+
 async def test_a_failed_credit_records_no_approved_order(
     store: LedgerStore, merchant_id: str, request: pytest.FixtureRequest
 ) -> None:

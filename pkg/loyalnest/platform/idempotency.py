@@ -89,6 +89,28 @@ def ensure_same_request(key: IdempotencyKey, stored_fingerprint: str) -> None:
         raise IdempotencyKeyReused()
 
 
+# A key's claim for a statement that also performs the effect (one round trip for both):
+# `INSERT INTO idempotency_keys {CLAIM_COLUMNS} SELECT {CLAIM_VALUES} WHERE <guard> ON CONFLICT
+# DO NOTHING RETURNING 1`, with `claim_params`' named parameters. No row returned: claimed
+# before (read it with `claim`, in a new transaction: this one must roll back).
+CLAIM_COLUMNS = "(merchant_id, namespace, idempotency_key, request_fingerprint, result_ref)"
+CLAIM_VALUES = (
+    "%(key_merchant_id)s, %(key_namespace)s, %(key_value)s, %(key_fingerprint)s, %(key_result_ref)s"
+)
+
+
+def claim_params(
+    merchant_id: str, key: IdempotencyKey, result_ref: str | None
+) -> dict[str, str | None]:
+    return {
+        "key_merchant_id": merchant_id,
+        "key_namespace": key.namespace,
+        "key_value": key.key,
+        "key_fingerprint": key.fingerprint,
+        "key_result_ref": result_ref,
+    }
+
+
 async def claim(
     conn: AsyncConnection, merchant_id: str, key: IdempotencyKey, *, result_ref: str | None = None
 ) -> str | None:
@@ -101,10 +123,9 @@ async def claim(
     the claim so that no `record` statement is needed.
     """
     cursor = await conn.execute(
-        "INSERT INTO idempotency_keys"
-        " (merchant_id, namespace, idempotency_key, request_fingerprint, result_ref)"
-        " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-        (merchant_id, key.namespace, key.key, key.fingerprint, result_ref),
+        f"INSERT INTO idempotency_keys {CLAIM_COLUMNS} VALUES ({CLAIM_VALUES})"
+        " ON CONFLICT DO NOTHING RETURNING 1",
+        claim_params(merchant_id, key, result_ref),
         prepare=True,
     )
     if await cursor.fetchone():
