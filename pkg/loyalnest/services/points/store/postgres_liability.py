@@ -146,6 +146,39 @@ _UPSERT = (
     " reversed = t.reversed + EXCLUDED.reversed, events = t.events + EXCLUDED.events,"
     " updated_at = EXCLUDED.updated_at"
 )
+# A ledger event counted once, in one statement: recorded for the consumer (inbox), its
+# transaction marked counted unless the backfill did, then its movement added to the row.
+_COUNT_EVENT = (
+    f"WITH {inbox.CLAIMED},"
+    " counted AS (INSERT INTO liability_counted (transaction_id, merchant_id)"
+    f" SELECT %(transaction_id)s::uuid, %(merchant_id)s WHERE {inbox.CLAIMED_NOW}"
+    " ON CONFLICT DO NOTHING RETURNING 1),"
+    " added AS (INSERT INTO liability_totals AS t (merchant_id, outstanding, earned, redeemed,"
+    " expired, adjusted, reversed, events, updated_at)"
+    " SELECT %(merchant_id)s, %(outstanding)s, %(earned)s, %(redeemed)s, %(expired)s,"
+    " %(adjusted)s, %(reversed)s, %(events)s, now() WHERE EXISTS (SELECT 1 FROM counted)"
+    + _UPSERT
+    + " RETURNING 1)"
+    f" SELECT {inbox.CLAIMED_NOW}"
+)
+
+
+def _movement_params(event: ConsumedEvent) -> dict[str, object]:
+    movement = cast(_Movement, event.payload)
+    m = ledger_movement(event.event_type, movement.points)
+    return {
+        "transaction_id": movement.transaction_id,
+        "merchant_id": event.merchant_id,
+        "outstanding": m.outstanding,
+        "earned": m.earned,
+        "redeemed": m.redeemed,
+        "expired": m.expired,
+        "adjusted": m.adjusted,
+        "reversed": m.reversed,
+        "events": m.events,
+    }
+
+
 # One merchant's transactions not counted yet: marked, then summed into the row (the
 # movements as ledger_movement adds them: redeemed and expired as positive amounts).
 _BACKFILL = (
@@ -184,35 +217,7 @@ class PostgresLiabilityTable:
         self._database = database
 
     def handler(self) -> inbox.Handler:
-        return inbox.transactional(self._database, self._apply)
-
-    async def _apply(self, conn: AsyncConnection, event: ConsumedEvent) -> None:
-        movement = cast(_Movement, event.payload)
-        cursor = await conn.execute(
-            "INSERT INTO liability_counted (transaction_id, merchant_id) VALUES (%s, %s)"
-            " ON CONFLICT DO NOTHING RETURNING 1",
-            (movement.transaction_id, event.merchant_id),
-            prepare=True,
-        )
-        if await cursor.fetchone() is None:
-            return  # counted by the backfill
-        m = ledger_movement(event.event_type, movement.points)
-        await conn.execute(
-            "INSERT INTO liability_totals AS t (merchant_id, outstanding, earned, redeemed,"
-            " expired, adjusted, reversed, events, updated_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, now())" + _UPSERT,
-            (
-                event.merchant_id,
-                m.outstanding,
-                m.earned,
-                m.redeemed,
-                m.expired,
-                m.adjusted,
-                m.reversed,
-                m.events,
-            ),
-            prepare=True,
-        )
+        return inbox.in_one_statement(self._database, _COUNT_EVENT, _movement_params)
 
     async def backfill(self, merchant_id: str | None = None) -> tuple[int, int]:
         """Counts every transaction not counted yet (of `merchant_id`, default every
