@@ -22,6 +22,7 @@ from loyalnest.gen.events.v1 import (
     points_pb2,
     referrals_pb2,
 )
+from loyalnest.gen.platform.v1 import customer_pseudonyms_pb2
 from loyalnest.platform.auth.policy import access_policy
 from loyalnest.platform.auth.service_identity import SERVICE_GRANTS
 from loyalnest.platform.config import ServiceSettings
@@ -268,6 +269,9 @@ def test_the_services_handling_customer_events_are_the_callers_and_may_ask_the_o
 
 
 def test_the_owners_contract_asks_for_the_callers_permission_from_services_only():
+    # The policy is read from the service's descriptor, registered when its module loads:
+    # without this the test passed only after another test had imported it.
+    assert customer_pseudonyms_pb2.DESCRIPTOR.services_by_name["CustomerPseudonymService"]
     for method in ("Pseudonymize", "Resolve"):
         policy = access_policy(f"/loyalnest.platform.v1.CustomerPseudonymService/{method}")
         assert policy.internal and policy.permission == pseudonyms.PERMISSION, method

@@ -178,6 +178,16 @@ def _reaches(descriptor: Any, seen: set[str] | None = None) -> bool:
 
 
 _CARRIERS = frozenset(spec.event_type for spec in EVENTS if _reaches(spec.payload_type.DESCRIPTOR))
+# Message types by full name: whether one can hold a declared field. _visit skips the others
+# (an order's line items, money, addresses) instead of walking every field of every event.
+_HOLDS: dict[str, bool] = {}
+
+
+def _holds(descriptor: Any) -> bool:
+    holds = _HOLDS.get(descriptor.full_name)
+    if holds is None:
+        holds = _HOLDS[descriptor.full_name] = _reaches(descriptor)
+    return holds
 
 
 def carries_customer_ids(event_type: str) -> bool:
@@ -193,9 +203,13 @@ def _visit(message: Message, replace: Callable[[str], str | None]) -> None:
             entry = field.message_type
             if entry is not None and entry.GetOptions().map_entry:
                 value_field = entry.fields_by_name["value"]
-                if value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                if value_field.type == FieldDescriptor.TYPE_MESSAGE and _holds(
+                    value_field.message_type
+                ):
                     for item in value.values():
                         _visit(item, replace)
+                continue
+            if not _holds(entry):
                 continue
             for item in value if field.is_repeated else [value]:
                 _visit(item, replace)
