@@ -4,8 +4,7 @@ Each (merchant, customer) gets its own random AES-256 key the first time a webho
 kept in `customer_keys` wrapped (AES-256-GCM) under the edge's master key, with an id. The edge
 makes it for the delivery and the accept statement stores it with the delivery
 (`EdgeStore.accept`), unless the customer has one already: a new customer costs no round trip
-of its own. The
-customer's email, phone and names from a webhook are sealed under that key
+of its own. The customer's email, phone and names from a webhook are sealed under that key
 (`SealedCustomerData`) and travel like that through the outbox, Kafka and every consumer's
 dead letters. `erase` deletes the key: from then on no copy of that data, wherever it was
 copied, can be decrypted, without finding and rewriting any of them (GDPR erasure, issue 18).
