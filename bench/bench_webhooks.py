@@ -281,7 +281,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
     with (
         throwaway_root("loyalnest-bench-webhooks-", args.logs) as root,
         environment(args, root) as env,
-        client_processes(args.clients, env.secret, seed) as clients,
+        client_processes(args.clients, env.secret, seed, args.customers) as clients,
     ):
         results: list[PhaseResult] = []
         # One target at a time; each one and its Envoy stop before the next starts.
@@ -352,6 +352,7 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         "event_loop": ServerSettings().event_loop,
         "workers": args.workers,
         "clients": args.clients,
+        "customers": args.customers,
         "rate": args.rate,
         "concurrency": args.concurrency,
         "warmup_seconds": args.warmup,
@@ -409,7 +410,12 @@ def render(report: dict[str, Any]) -> str:
         f"{'durable (fsync on)' if report['pg_durable'] else 'fsync off'}, outbox relay "
         f"{'-> tansu' if report['broker'] else 'off (rows stay in the outbox)'}",
         f"payload: signed {TOPIC}, {sizes['mean']} B mean ({sizes['min']}-{sizes['max']}), "
-        "unique ids and X-Shopify-Event-Id per delivery",
+        "unique ids and X-Shopify-Event-Id per delivery, "
+        + (
+            f"customers from a pool of {report['customers']} (returning)"
+            if report.get("customers")
+            else "a new customer per delivery"
+        ),
         f"client: {report['clients']} process(es); open loop {report['rate']:g}/s, closed loop "
         f"{report['concurrency']} concurrent; warm-up {report['warmup_seconds']:g}s, "
         f"measured {report['duration_seconds']:g}s per phase",
@@ -535,6 +541,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="run the (first) edge process under cProfile and write its stats to PATH "
         "(slows the edge; read with `python -m pstats PATH`)",
     )
+    parser.add_argument(
+        "--customers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="orders name N customers, returning after the first N orders (default 0: a new "
+        "customer per order)",
+    )
     add_kafka_producer_option(parser)
     add_pseudonyms_option(parser)
     args = parser.parse_args(argv)
@@ -545,9 +559,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         or args.warmup < 0
         or args.workers < 1
         or args.clients < 1
+        or args.customers < 0
     ):
         parser.error(
-            "--rate/--duration must be > 0, --concurrency/--workers/--clients >= 1, --warmup >= 0"
+            "--rate/--duration must be > 0, --concurrency/--workers/--clients >= 1,"
+            " --warmup/--customers >= 0"
         )
     if args.relay_process and args.broker and args.pseudonyms:
         parser.error(

@@ -88,6 +88,7 @@ SLOT_ORDER, SLOT_CHECKOUT, SLOT_CODE, SLOT_NUMBER, SLOT_CUSTOMER, SLOT_ADDRESS =
 SLOT_LINES = 6  # line items from here, then the shipping line
 SLOT_STRIDE = 16  # > the number of slots in any template
 ID_BASE = 5_900_000_000_000  # Shopify-sized (13-digit) ids
+RETURNING_CUSTOMER_BASE = 5_800_000_000_000  # below every per-order id
 
 
 def _num(slot: int) -> str:
@@ -284,8 +285,19 @@ class DeliveryFactory:
     shipping line and discount code ids, a new X-Shopify-Event-Id and X-Shopify-Webhook-Id
     each time. Client `index` of `clients` never produces another client's ids."""
 
-    def __init__(self, secret: str, index: int, clients: int, seed: int, variants: int = 64):
+    def __init__(
+        self,
+        secret: str,
+        index: int,
+        clients: int,
+        seed: int,
+        variants: int = 64,
+        customers: int = 0,
+    ):
+        """`customers`: orders name one of that many customers (shared by every client),
+        returning ones after the first round; 0: a new customer per order."""
         rng = random.Random(seed)
+        self._customers = customers
         self._templates = [Template.compile(order_template(rng)) for _ in range(variants)]
         self._secret = secret.encode()
         self._index = index
@@ -300,7 +312,10 @@ class DeliveryFactory:
         self._seq += 1
         base = ID_BASE + n * SLOT_STRIDE
         self.last_customer_id = base + SLOT_CUSTOMER
+        if self._customers:
+            self.last_customer_id = RETURNING_CUSTOMER_BASE + n % self._customers
         values = [str(base + slot).encode() for slot in range(SLOT_STRIDE)]
+        values[SLOT_CUSTOMER] = str(self.last_customer_id).encode()
         values[SLOT_NUMBER] = str(1001 + n).encode()
         body = self._templates[n % len(self._templates)].fill(values)
         digest = hmac.new(self._secret, body, hashlib.sha256).digest()
@@ -509,7 +524,9 @@ async def _run_phase(
         return sender.finish()
 
 
-def client_process(conn: Connection, index: int, clients: int, secret: str, seed: int) -> None:
+def client_process(
+    conn: Connection, index: int, clients: int, secret: str, seed: int, customers: int = 0
+) -> None:
     """Child process entry point: runs the phases the parent sends, returns their results."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     try:
@@ -518,7 +535,7 @@ def client_process(conn: Connection, index: int, clients: int, secret: str, seed
         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:  # plain asyncio: the client costs more CPU (the table shows it)
         loop_factory = None
-    factory = DeliveryFactory(secret, index, clients, seed)
+    factory = DeliveryFactory(secret, index, clients, seed, customers=customers)
     conn.send(("ok", os.getpid()))
     while True:
         try:
@@ -569,7 +586,7 @@ class Clients:
 
 
 @contextlib.contextmanager
-def client_processes(count: int, secret: str, seed: int) -> Iterator[Clients]:
+def client_processes(count: int, secret: str, seed: int, customers: int = 0) -> Iterator[Clients]:
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
@@ -579,7 +596,7 @@ def client_processes(count: int, secret: str, seed: int) -> Iterator[Clients]:
             parent_end, child_end = context.Pipe()
             process = context.Process(
                 target=client_process,
-                args=(child_end, index, count, secret, seed),
+                args=(child_end, index, count, secret, seed, customers),
                 daemon=True,
                 name=f"bench-client-{index}",
             )

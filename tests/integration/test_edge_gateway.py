@@ -681,6 +681,26 @@ async def test_one_customer_has_one_key_however_their_deliveries_arrive(edge: Ed
             assert opened.email == "ada.lovelace@example.com"
 
 
+async def test_a_customer_keyed_by_another_edge_process_keeps_that_key(edge: Edge) -> None:
+    """Another replica (here the test's own CustomerKeys) made the customer's key: this edge
+    process, which has not seen them, seals their delivery under that key."""
+    merchant_id = merchant_id_for_shop(SHOP)
+    customer = "7003"
+    order = ORDER.replace(b"5829301457001", b"5829301457301").replace(
+        str(json.loads(ORDER)["customer"]["id"]).encode(), customer.encode()
+    )
+    async with customer_keys(edge.database_url) as keys:
+        elsewhere = await keys.seal_bytes(merchant_id, customer, b"x", context="test")
+        assert elsewhere is not None
+        headers = _headers(order)
+        response = await edge.deliver(order, headers)
+        assert response.json()["outcome"] == "WEBHOOK_OUTCOME_ACCEPTED"
+        (event,) = edge.published(headers["x-shopify-event-id"])
+        assert event.customer_data.key_id == elsewhere[0]
+        opened = await keys.open(merchant_id, event.shopify_event_id, event.customer_data)
+        assert opened.email == "ada.lovelace@example.com"
+
+
 async def test_a_delivery_for_a_customer_with_a_key_writes_nothing_with_a_new_one(
     edge: Edge,
 ) -> None:

@@ -158,14 +158,28 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                 return await self._store.accept(
                     delivery, merchant_id, webhook_received(delivery, content)
                 )
+            keys = self._customer_keys
+            if keys.known(merchant_id, content.customer_id):
+                # A returning customer: under the key they have (two statements, as always).
+                sealed = await keys.seal(
+                    merchant_id,
+                    content.customer_id,
+                    delivery.event_id,
+                    content.customer_data,
+                    shop_domain=delivery.shop_domain,
+                )
+                return await self._store.accept(
+                    delivery, merchant_id, webhook_received(delivery, content, sealed)
+                )
             # Sealed under a key made now, stored with the delivery if the customer has none:
             # one round trip for a customer seen for the first time.
-            new_key = self._customer_keys.new_key(merchant_id, content.customer_id)
+            new_key = keys.new_key(merchant_id, content.customer_id)
             event = webhook_received(
                 delivery, content, new_key.seal(delivery.event_id, content.customer_data)
             )
             outcome = await self._store.accept(delivery, merchant_id, event, new_key)
             if isinstance(outcome, Outcome):
+                keys.remember(merchant_id, content.customer_id)
                 return outcome
             # Nothing written: sealed again under the customer's key. None: a redelivery of an
             # event recorded before, its customer erased since; the accept answers it

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -146,11 +147,32 @@ class KeyNotStored:
     found: tuple[str, bytes] | None
 
 
+# Customers this process has seen with a key, most recent last: their next delivery is sealed
+# under the key they have (`seal`) rather than one made for it (`new_key`), which would be made,
+# sealed with and refused. A hint only (no key material): the statements decide.
+KNOWN_CUSTOMERS = 10_000
+
+
 class CustomerKeys:
     def __init__(self, database: Database, master: FieldCipher) -> None:
         """`master`: the edge's master key (and previous ones, readable during a rotation)."""
         self._pool = database.pool
         self._master = master
+        self._known: OrderedDict[MerchantValue, None] = OrderedDict()
+
+    def known(self, merchant_id: str, customer_id: str) -> bool:
+        """Whether the customer had a key when this process last looked (see KNOWN_CUSTOMERS)."""
+        customer = (merchant_id, customer_id)
+        if customer not in self._known:
+            return False
+        self._known.move_to_end(customer)
+        return True
+
+    def remember(self, merchant_id: str, customer_id: str) -> None:
+        self._known[(merchant_id, customer_id)] = None
+        self._known.move_to_end((merchant_id, customer_id))
+        if len(self._known) > KNOWN_CUSTOMERS:
+            self._known.popitem(last=False)
 
     def new_key(self, merchant_id: str, customer_id: str) -> CustomerKey:
         """A fresh key for the customer, not stored yet: `EdgeStore.accept` stores it with the
@@ -179,6 +201,7 @@ class CustomerKeys:
         has, with no round trip when the answer named it."""
         attempted = not_stored.attempted
         if not_stored.found is not None:
+            self.remember(attempted.merchant_id, attempted.customer_id)
             key_id, wrapped = not_stored.found
             key = self.stored_key(attempted.merchant_id, attempted.customer_id, key_id, wrapped)
             return key.seal(event_id, data)
@@ -213,6 +236,7 @@ class CustomerKeys:
                 assert answer is not None  # the final SELECT always answers one row
                 recorded, found_id, wrapped_key = answer
                 if found_id is not None:
+                    self.remember(merchant_id, customer_id)
                     if str(found_id) == candidate.key_id:
                         return candidate
                     return self.stored_key(
