@@ -168,25 +168,26 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
                     content.customer_data,
                     shop_domain=delivery.shop_domain,
                 )
-                return await self._store.accept(
-                    delivery, merchant_id, webhook_received(delivery, content, sealed)
+            else:
+                # Sealed under a key made now, stored with the delivery if the customer has
+                # none: one round trip for a customer seen for the first time.
+                new_key = keys.new_key(merchant_id, content.customer_id)
+                event = webhook_received(
+                    delivery, content, new_key.seal(delivery.event_id, content.customer_data)
                 )
-            # Sealed under a key made now, stored with the delivery if the customer has none:
-            # one round trip for a customer seen for the first time.
-            new_key = keys.new_key(merchant_id, content.customer_id)
-            event = webhook_received(
-                delivery, content, new_key.seal(delivery.event_id, content.customer_data)
-            )
-            outcome = await self._store.accept(delivery, merchant_id, event, new_key)
-            if isinstance(outcome, Outcome):
-                keys.remember(merchant_id, content.customer_id)
-                return outcome
-            # Nothing written: sealed again under the customer's key. None: a redelivery of an
-            # event recorded before, its customer erased since; the accept answers it
-            # (DUPLICATE, or refused) and publishes nothing.
-            sealed = await self._customer_keys.seal_again(
-                outcome, delivery.event_id, content.customer_data, shop_domain=delivery.shop_domain
-            )
+                outcome = await self._store.accept(delivery, merchant_id, event, new_key)
+                if isinstance(outcome, Outcome):
+                    keys.remember(merchant_id, content.customer_id)
+                    return outcome
+                # Nothing written: sealed again under the customer's key.
+                sealed = await keys.seal_again(
+                    outcome,
+                    delivery.event_id,
+                    content.customer_data,
+                    shop_domain=delivery.shop_domain,
+                )
+            # None: a redelivery of an event recorded before, its customer erased since; the
+            # accept answers it (DUPLICATE, or refused) and publishes nothing.
             return await self._store.accept(
                 delivery, merchant_id, webhook_received(delivery, content, sealed)
             )
