@@ -185,6 +185,12 @@ class EventSettings(_Settings):
     # Outbox relay: idle polling interval (a full batch is followed at once by the next).
     outbox_poll_interval_seconds: float = Field(0.1, gt=0)
     outbox_batch_size: int = Field(500, ge=1)
+    # After a batch smaller than outbox_batch_size, the relay waits this long before its next
+    # claim: a claim costs the same round trips for 1 row as for 500, so under load the next
+    # batch carries the events of this interval instead of the few committed meanwhile. The
+    # price is at most this much delay for events behind a partial batch (bench/README.md,
+    # "The relay's linger": edge CPU per webhook 0.77x at 300/s with 25 ms).
+    outbox_linger_seconds: float = Field(0.025, ge=0)
     # Lanes one relay claims per batch out of 64: lets several relays share the work.
     outbox_lanes_per_batch: int = Field(16, ge=1, le=64)
     # Sent rows are kept this long for inspection, then purged.

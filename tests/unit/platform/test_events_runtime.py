@@ -161,6 +161,42 @@ async def test_cancelled_relay_finishes_the_batch_in_flight():
     assert source.sent == [1], "an acknowledged batch is marked sent, not published again"
 
 
+async def test_relay_lingers_after_a_partial_batch_and_not_after_a_full_one():
+    linger = 0.3
+    settings = SETTINGS.model_copy(update={"outbox_linger_seconds": linger})
+    source = FakeOutbox(rows("a", "b", "c", "d"))  # a full batch (3), then a partial one
+    batches: list[list[bytes]] = []
+    published = asyncio.Condition()
+
+    class BatchRecordingKafka(FakeKafka):
+        async def publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]:
+            batches.append([record.value for record in records])
+            async with published:
+                published.notify_all()
+            return await super().publish(records)
+
+    async def sent(count: int) -> float:
+        started = asyncio.get_running_loop().time()
+        async with published:
+            await published.wait_for(lambda: sum(map(len, batches)) >= count)
+        return asyncio.get_running_loop().time() - started
+
+    relay = OutboxRelay(source, settings, client_id="t", publisher=BatchRecordingKafka())
+    task = asyncio.ensure_future(relay.run())
+    try:
+        assert await asyncio.wait_for(sent(4), 5) < linger, "a full batch is followed at once"
+        # Committed while the relay lingers after [d]: one batch, not one claim each.
+        source.pending.append(PendingRow(5, OutgoingRecord("t", b"k", b"e", [])))
+        await asyncio.sleep(0.05)
+        source.pending.append(PendingRow(6, OutgoingRecord("t", b"k", b"f", [])))
+        await asyncio.wait_for(sent(6), 5)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert batches == [[b"a", b"b", b"c"], [b"d"], [b"e", b"f"]]
+
+
 def test_backoff_grows_to_its_cap_and_resets():
     backoff = Backoff(0.1, 1.0)
     delays = [backoff.next_delay() for _ in range(8)]

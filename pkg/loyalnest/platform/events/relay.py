@@ -119,8 +119,10 @@ class OutboxRelay(Generic[RowId]):
                     )
                 self._backoff.reset()
                 await self._housekeeping()
-                if not published:  # otherwise other lanes may be waiting: go on at once
+                if not published:
                     await asyncio.sleep(self._settings.outbox_poll_interval_seconds)
+                elif published < self._settings.outbox_batch_size:
+                    await asyncio.sleep(self._settings.outbox_linger_seconds)
         finally:
             await self._publisher.close()
             if self._pseudonymizer is not None:
