@@ -1,11 +1,14 @@
 """Memory of the local stack (issue 15 item 5): idle RSS of every service, RSS under load, growth.
 
-    .venv/bin/python bench/bench_memory.py [--idle 20] [--load 180] [--interval 30] [--json]
+    .venv/bin/python bench/bench_memory.py [--idle 20] [--idle-cpu 20] [--load 180]
+                                          [--interval 30] [--json]
 
 Starts `loyalnest up --detach` in a throwaway state directory on free ports (every service,
 one process each, with PostgreSQL, Valkey, tansu, Envoy and the stand-ins), waits `--idle`
 seconds after it reports ready and reads each service process's RSS (`VmRSS` of it and its
-descendants from /proc; the infrastructure is listed but left out of the total). Then
+descendants from /proc; the infrastructure is listed but left out of the total), then the
+CPU each process uses over `--idle-cpu` seconds with nothing to do (polling the outbox,
+Kafka's fetches and heartbeats, health checks: what an idle stack costs a laptop). Then
 `--load` seconds of load through the gateway: signed Shopify orders/create webhooks (edge ->
 broker -> Points' consumer, Core, ...), REST balance reads and earns with a local token;
 RSS is sampled every `--interval` seconds, and growth is the last sample minus the first
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import descendants, exit_on_sigterm, throwaway_root
+from harness import descendants, exit_on_sigterm, proc_cpu_seconds, throwaway_root
 from ingress import DeliveryFactory
 
 from loyalnest.devstack.postgres import free_port
@@ -60,21 +63,31 @@ def is_infrastructure(name: str) -> bool:
 
 @contextlib.contextmanager
 def stack(state_dir: Path) -> Iterator[StackState]:
+    # Services take consecutive ports from the base port, metrics 1000 higher: a quiet range
+    # that none of the other ports may fall in.
+    base_port = random.randrange(21000, 29000, 100)
+    taken = {*range(base_port, base_port + 100), *range(base_port + 1000, base_port + 1100)}
+
+    def free_port_outside() -> int:
+        while (port := free_port()) in taken:
+            pass
+        taken.add(port)
+        return port
+
     ports = {
-        "--gateway-port": free_port(),
-        "--gateway-admin-port": free_port(),
-        "--postgres-port": free_port(),
-        "--redis-port": free_port(),
-        "--kafka-port": free_port(),
-        "--posthog-port": free_port(),
+        "--gateway-port": free_port_outside(),
+        "--gateway-admin-port": free_port_outside(),
+        "--postgres-port": free_port_outside(),
+        "--redis-port": free_port_outside(),
+        "--kafka-port": free_port_outside(),
+        "--posthog-port": free_port_outside(),
         # The other stand-ins too: their default ports collide with another stack's.
-        "--shopify-port": free_port(),
-        "--klaviyo-port": free_port(),
-        "--postscript-port": free_port(),
-        "--ses-port": free_port(),
-        "--reflection-port": free_port(),
-        # Services take consecutive ports from here, metrics 1000 higher: a quiet range.
-        "--base-port": random.randrange(21000, 29000, 100),
+        "--shopify-port": free_port_outside(),
+        "--klaviyo-port": free_port_outside(),
+        "--postscript-port": free_port_outside(),
+        "--ses-port": free_port_outside(),
+        "--reflection-port": free_port_outside(),
+        "--base-port": base_port,
     }
     argv = [LOYALNEST, "up", "--detach", "--state-dir", str(state_dir)]
     for flag, port in ports.items():
@@ -98,6 +111,22 @@ def stack(state_dir: Path) -> Iterator[StackState]:
 
 def snapshot(state: StackState) -> dict[str, int]:
     return {c.name: rss_kib(c.pid) for c in state.components if c.pid}
+
+
+def cpu_seconds(state: StackState) -> dict[str, float]:
+    return {
+        c.name: sum(proc_cpu_seconds(p) for p in descendants(c.pid))
+        for c in state.components
+        if c.pid
+    }
+
+
+def idle_cpu_percent(state: StackState, seconds: float) -> dict[str, float]:
+    """Percent of one core each process used over `seconds` of nothing to do."""
+    before = cpu_seconds(state)
+    time.sleep(seconds)
+    after = cpu_seconds(state)
+    return {name: 100 * (after[name] - before[name]) / seconds for name in after if name in before}
 
 
 def token(state_dir: Path) -> str:
@@ -182,6 +211,9 @@ async def load(state: StackState, bearer: str, seconds: float, interval: float) 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--idle", type=float, default=20.0, help="seconds idle before sampling")
+    parser.add_argument(
+        "--idle-cpu", type=float, default=20.0, help="seconds over which idle CPU is measured"
+    )
     parser.add_argument("--load", type=float, default=180.0, help="seconds of load")
     parser.add_argument("--interval", type=float, default=30.0, help="RSS sample interval")
     parser.add_argument("--json", action="store_true")
@@ -192,6 +224,7 @@ def main() -> int:
         with throwaway_root("loyalnest-bench-memory-") as root, stack(root / "state") as state:
             time.sleep(args.idle)
             report["idle"] = snapshot(state)
+            report["idle_cpu_percent"] = idle_cpu_percent(state, args.idle_cpu)
             bearer = token(root / "state")
             report.update(asyncio.run(load(state, bearer, args.load, args.interval)))
     except KeyboardInterrupt:
@@ -200,21 +233,32 @@ def main() -> int:
         json.dump(report, sys.stdout, indent=2)
         print()
         return 0
-    idle, samples = report["idle"], report["samples"]
+    idle, samples, idle_cpu = report["idle"], report["samples"], report["idle_cpu_percent"]
     first, last = samples[0], samples[-1]
     peak = {name: max(s.get(name, 0) for s in samples) for name in idle}
     print(
         f"\n{'process':22} {'idle MiB':>9} {'load first':>11} {'load peak':>10} {'load last':>10}"
+        f" {'idle CPU %':>11}"
     )
     totals = [0, 0, 0, 0]
+    cpu_total = 0.0
     for name in sorted(idle, key=lambda n: (is_infrastructure(n), -idle[n])):
         row = [idle[name], first.get(name, 0), peak[name], last.get(name, 0)]
         infra = is_infrastructure(name)
         if not infra:
             totals = [t + v for t, v in zip(totals, row, strict=True)]
+            cpu_total += idle_cpu.get(name, 0.0)
         label = f"{name}{' (infra)' if infra else ''}"
-        print(f"{label:22} " + " ".join(f"{v / 1024:>10.0f}" for v in row))
-    print(f"{'services total':22} " + " ".join(f"{v / 1024:>10.0f}" for v in totals))
+        print(
+            f"{label:22} "
+            + " ".join(f"{v / 1024:>10.0f}" for v in row)
+            + f" {idle_cpu.get(name, 0.0):>11.1f}"
+        )
+    print(
+        f"{'services total':22} "
+        + " ".join(f"{v / 1024:>10.0f}" for v in totals)
+        + f" {cpu_total:>11.1f}"
+    )
     print(
         f"goal: idle services total <= {GOAL_MB} MiB:"
         f" {'met' if totals[0] / 1024 <= GOAL_MB else 'NOT met'}"

@@ -133,3 +133,33 @@ async def test_an_erasure_redacts_to_the_ids_of_the_erasure_under_way(database: 
         customers.append(event.customer_id)
     assert customers == [request.anonymous_id("c7"), "c8"]
     assert [key for key, _ in rows] == [f"m-erasing/{request.anonymous_id('c7')}", "m-erasing/c8"]
+
+
+async def relay_transactions_left_open(db: Database) -> int:
+    async with db.pool.connection() as conn:
+        cursor = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state = 'idle in transaction'"
+        )
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def test_an_idle_relay_polls_without_a_transaction_and_finds_the_next_event(
+    database: Database,
+):
+    source = PostgresOutbox(database)
+    async with source.claim(limit=10, lanes=16) as claim:
+        assert not claim.rows
+        assert await relay_transactions_left_open(database) == 1, "the first claim locks"
+    for _ in range(3):
+        async with source.claim(limit=10, lanes=16) as claim:
+            assert not claim.rows
+            assert await relay_transactions_left_open(database) == 0, "idle: one statement"
+    await enqueue(database, range(2))
+    async with source.claim(limit=10, lanes=16) as claim:
+        assert len(claim.rows) == 2
+        assert await relay_transactions_left_open(database) == 1
+        await claim.mark_sent([row.id for row in claim.rows])
+    assert (await source.backlog()).pending == 0

@@ -117,12 +117,13 @@ class PendingRow(Generic[RowId]):
 class Claim:
     """Rows of the lanes a relay holds until `claim()` exits."""
 
-    def __init__(self, conn: AsyncConnection, rows: Sequence[PendingRow[int]]) -> None:
+    def __init__(self, conn: AsyncConnection | None, rows: Sequence[PendingRow[int]]) -> None:
         self._conn = conn
         self.rows = rows
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
         if ids:
+            assert self._conn is not None, "only a claim with rows has any to mark"
             await self._conn.execute(
                 "UPDATE outbox SET sent_at = now() WHERE id = ANY(%s)", (list(ids),)
             )
@@ -140,6 +141,7 @@ class PostgresOutbox:
     def __init__(self, database: Database) -> None:
         self._pool = database.pool
         self.name = database.spec.schema
+        self._found_nothing = False
 
     @contextlib.asynccontextmanager
     async def claim(self, limit: int, lanes: int) -> AsyncIterator[Claim]:
@@ -149,6 +151,11 @@ class PostgresOutbox:
         marking them sent is never overtaken by another relay on the same keys: the
         others skip locked lanes rather than wait. Rows leave in id order per lane.
         """
+        if self._found_nothing and not await self._any_pending():
+            # An idle relay polls ten times a second: one statement, not BEGIN, the lanes'
+            # lock and COMMIT, until something is pending.
+            yield Claim(None, [])
+            return
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "SELECT lane FROM outbox_lanes"
@@ -170,7 +177,16 @@ class PostgresOutbox:
                     PendingRow(id_, OutgoingRecord.of(topic, key, bytes(value), headers))
                     for id_, topic, key, value, headers in await cursor.fetchall()
                 ]
+            self._found_nothing = not rows
             yield Claim(conn, rows)
+
+    async def _any_pending(self) -> bool:
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT EXISTS (SELECT FROM outbox WHERE sent_at IS NULL)", prepare=True
+            )
+            row = await cursor.fetchone()
+        return bool(row and row[0])
 
     async def backlog(self) -> Backlog:
         async with self._pool.connection() as conn:
