@@ -14,7 +14,12 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import librdkafka
-from loyalnest.platform.events.clients import CommitRejected, Partition
+from loyalnest.platform.events.clients import (
+    CommitRejected,
+    OutgoingRecord,
+    Partition,
+    PublishError,
+)
 
 TOPIC = "loyalnest.points.events"
 REBALANCE = "rebalance"
@@ -156,3 +161,31 @@ def test_lag_is_reported_where_both_position_and_high_watermark_are_known(
     group_member, _ = member(monkeypatch, [])
     lags = group_member.lags({Partition(TOPIC, 0): 7, Partition(TOPIC, 1): 3})
     assert lags == {Partition(TOPIC, 0): 3}
+
+
+class ReportingProducer:
+    """Calls each record's delivery callback, on flush, with what `reports` says."""
+
+    def __init__(self, reports: list[tuple[KafkaError | None, int]]) -> None:
+        self._reports = reports
+        self._callbacks: list[Callable[[KafkaError | None, Any], None]] = []
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        self._callbacks.append(kwargs["on_delivery"])
+
+    def flush(self, timeout: float) -> int:
+        for callback, (error, offset) in zip(self._callbacks, self._reports, strict=True):
+            callback(error, Message(0, offset))
+        return 0
+
+
+def test_only_records_acknowledged_with_an_offset_count_as_published() -> None:
+    publisher = librdkafka.ConfluentPublisher(ServiceSettings(), "t")
+    records = [OutgoingRecord(TOPIC, b"k", f"v{i}".encode(), []) for i in range(3)]
+    producer = ReportingProducer(
+        [(None, 41), (None, -1001), (KafkaError(KafkaError._MSG_TIMED_OUT), -1001)]
+    )
+    results = publisher._send(producer, records)  # type: ignore[arg-type]
+    assert results[0] is None
+    assert isinstance(results[1], PublishError), "delivered without an offset: sent again"
+    assert isinstance(results[2], KafkaException)

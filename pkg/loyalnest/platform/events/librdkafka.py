@@ -163,8 +163,18 @@ class ConfluentPublisher(ThreadedPublisher[Producer]):
         results: list[Exception | None] = [unacknowledged] * len(records)
 
         def delivered(index: int) -> Any:
-            def report(error: KafkaError | None, _message: Message) -> None:
-                results[index] = None if error is None else KafkaException(error)
+            def report(error: KafkaError | None, message: Message) -> None:
+                if error is not None:
+                    results[index] = KafkaException(error)
+                elif (offset := message.offset()) is None or offset < 0:
+                    # librdkafka reports a batch the broker called a duplicate of one it
+                    # holds (DUPLICATE_SEQUENCE_NUMBER) as delivered without an offset. Right
+                    # after a retry of that very batch; but a broker that misjudged the
+                    # sequence would hold nothing, and the row would be marked sent. Not
+                    # counted as acknowledged: the row goes again, at worst a duplicate.
+                    results[index] = PublishError("acknowledged without an offset")
+                else:
+                    results[index] = None
 
             return report
 
