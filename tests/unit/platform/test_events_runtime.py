@@ -495,10 +495,11 @@ class RestartingBroker:
         pass
 
 
-async def test_after_the_broker_lost_its_state_the_new_log_is_read_from_its_start(
-    monkeypatch: pytest.MonkeyPatch,
-):
-    broker = RestartingBroker(first=5, second=8)
+async def run_until_applied(
+    monkeypatch: pytest.MonkeyPatch, broker: RestartingBroker, count: int, **settings: Any
+) -> Handler:
+    """Runs a kafka-python ConsumerRunner on `broker` until `count` events were applied (or
+    5 s), then stops it; the handler that saw them."""
     monkeypatch.setattr(kafka_python, "ensure_topics", lambda *args: None)
     monkeypatch.setattr(kafka_python, "new_consumer", lambda *args: broker)
     handler = Handler()
@@ -506,13 +507,13 @@ async def test_after_the_broker_lost_its_state_the_new_log_is_read_from_its_star
 
     async def apply(event: ConsumedEvent) -> bool:
         applied = await handler(event)
-        if len(handler.calls) == 13:
+        if len(handler.calls) == count:
             all_applied.set()
         return applied
 
     runner = ConsumerRunner(
-        SETTINGS.model_copy(update={"kafka_consumer": "kafka-python"}),
-        group="g-restart",
+        SETTINGS.model_copy(update={"kafka_consumer": "kafka-python", **settings}),
+        group="g",
         handlers={"points.earned": apply},
         client_id="c",
     )
@@ -521,8 +522,51 @@ async def test_after_the_broker_lost_its_state_the_new_log_is_read_from_its_star
         await asyncio.wait_for(all_applied.wait(), 5)
     runner.stop()
     await task
+    return handler
+
+
+async def test_after_the_broker_lost_its_state_the_new_log_is_read_from_its_start(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    broker = RestartingBroker(first=5, second=8)
+    handler = await run_until_applied(monkeypatch, broker, 13)
 
     reasons = [event.payload_as(points_pb2.PointsEarned).reason for event in handler.calls]
     assert reasons == [f"old-{n}" for n in range(5)] + [f"new-{n}" for n in range(8)]
     # The kafka-python 3.0 workaround for dropped rebalances (kafka_python._Rebalances).
     assert broker.rejoins_requested >= 1
+
+
+class CommitCountingBroker(RestartingBroker):
+    """One log that stays; every commit is kept."""
+
+    def __init__(self, records: int) -> None:
+        super().__init__(records, 0)
+        self.commits: list[int] = []
+
+    def poll(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
+        records = self.log[self.position : self.position + 3]
+        self.position += len(records)
+        return {self.tp: records} if records else {}
+
+    def commit(self, offsets: dict[TopicPartition, Any]) -> None:
+        super().commit(offsets)
+        self.commits.append(offsets[self.tp].offset)
+
+
+@pytest.mark.parametrize(
+    ("interval", "expected_commits"),
+    [(0.0, [3, 6, 9, 12, 15, 18, 20]), (30.0, [3, 20])],
+    ids=["every poll", "every 30 s"],
+)
+async def test_offsets_are_committed_at_most_every_interval_and_on_stopping(
+    monkeypatch: pytest.MonkeyPatch, interval: float, expected_commits: list[int]
+):
+    broker = CommitCountingBroker(20)  # polls of 3 records
+    handler = await run_until_applied(
+        monkeypatch, broker, 20, consumer_commit_interval_seconds=interval
+    )
+    assert len(handler.calls) == 20
+    # The first poll commits at once; then at most once per interval; stopping commits the
+    # rest, so a graceful stop redelivers nothing.
+    assert broker.commits == expected_commits

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -392,6 +393,7 @@ class ConsumerRunner:
         self._uncommitted: dict[Partition, int] = {}
         self._positions: dict[Partition, int] = {}
         self._lag_labels: set[Partition] = set()
+        self._next_commit = 0.0
 
     def stop(self) -> None:
         """Asks `run` to finish the batch in hand, commit and return."""
@@ -413,8 +415,15 @@ class ConsumerRunner:
                         self._positions.clear()
                     if batch:
                         await self._apply(batch)
+                    now = time.monotonic()
+                    if now >= self._next_commit:
+                        # Offsets and lag at most every interval, not after every poll: each
+                        # is a round trip through the Kafka thread (the commit one to the
+                        # broker too). A crash before the commit redelivers what was applied
+                        # since, which handlers skip as duplicates (the inbox).
+                        self._next_commit = now + self._settings.consumer_commit_interval_seconds
                         await self._commit()
-                    await self._update_lag()
+                        await self._update_lag()
                 except Exception as exc:
                     if batch:
                         # Only a bug gets here (handler errors are dealt with per record):
