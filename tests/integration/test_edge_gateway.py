@@ -771,7 +771,9 @@ async def test_a_redelivery_after_the_erasure_brings_no_key_back(edge: Edge) -> 
 
     assert keys_of_customer() == 1
     async with customer_keys(edge.database_url) as keys:
+        keys.remember(merchant_id, customer)
         assert await keys.erase_customer(merchant_id, CustomerRef(customer)) >= 1
+        assert not keys.known(merchant_id, customer), "an erased customer's id is not kept"
     assert keys_of_customer() == 0
     for body, headers in ((ORDER, order), (broken, dead)):
         again = await edge.deliver(body, _headers(body, event_id=headers["x-shopify-event-id"]))

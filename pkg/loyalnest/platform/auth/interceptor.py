@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from loyalnest.platform.interceptors import (
     UnaryBehavior,
     WrappingInterceptor,
 )
+from loyalnest.platform.memo import RecentlyUsed
 
 JWKS_RELOAD_SECONDS = 10.0
 # Verified tokens remembered per process: a client reuses its token for up to 15 minutes, and
@@ -47,7 +47,7 @@ class JwksFile:
         self._audience = audience
         self._mtime = 0.0
         self._checked = 0.0
-        self._verified: OrderedDict[str, Principal] = OrderedDict()
+        self._verified: RecentlyUsed[str, Principal] = RecentlyUsed(VERIFIED_CACHE_SIZE)
         self._verifier = self._load()
 
     def _load(self) -> TokenVerifier:
@@ -69,14 +69,11 @@ class JwksFile:
         verifier = self.verifier()
         principal = self._verified.get(token)
         if principal is not None and principal.expires_at > time.time():
-            self._verified.move_to_end(token)
             if (SERVICE if principal.service else ACCESS) not in token_types:
                 raise Unauthenticated(f"expected a {' or '.join(token_types)} token")
             return principal
         principal = verifier.verify(token, token_types=token_types)
-        self._verified[token] = principal
-        if len(self._verified) > VERIFIED_CACHE_SIZE:
-            self._verified.popitem(last=False)
+        self._verified.put(token, principal)
         return principal
 
 

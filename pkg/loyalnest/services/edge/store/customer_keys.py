@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ from loyalnest.platform.events.pseudonyms import (
     pseudonym_of_key,
     unknown_pseudonym_id,
 )
+from loyalnest.platform.memo import RecentlyUsed
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef
 from loyalnest.platform.postgres import Database
 
@@ -158,21 +158,14 @@ class CustomerKeys:
         """`master`: the edge's master key (and previous ones, readable during a rotation)."""
         self._pool = database.pool
         self._master = master
-        self._known: OrderedDict[MerchantValue, None] = OrderedDict()
+        self._known: RecentlyUsed[MerchantValue, bool] = RecentlyUsed(KNOWN_CUSTOMERS)
 
     def known(self, merchant_id: str, customer_id: str) -> bool:
         """Whether the customer had a key when this process last looked (see KNOWN_CUSTOMERS)."""
-        customer = (merchant_id, customer_id)
-        if customer not in self._known:
-            return False
-        self._known.move_to_end(customer)
-        return True
+        return self._known.get((merchant_id, customer_id)) is not None
 
     def remember(self, merchant_id: str, customer_id: str) -> None:
-        self._known[(merchant_id, customer_id)] = None
-        self._known.move_to_end((merchant_id, customer_id))
-        if len(self._known) > KNOWN_CUSTOMERS:
-            self._known.popitem(last=False)
+        self._known.put((merchant_id, customer_id), True)
 
     def new_key(self, merchant_id: str, customer_id: str) -> CustomerKey:
         """A fresh key for the customer, not stored yet: `EdgeStore.accept` stores it with the
@@ -437,6 +430,7 @@ class CustomerKeys:
         """Crypto-shredding: the key goes (every sealed copy is unreadable), and so do the
         customer's published webhook.received rows of the outbox and the dead letters sealed
         under their key (nothing to replay for them; a backup's copy stays unreadable)."""
+        self._known.forget((merchant_id, customer.shopify_customer_id))
         async with self._pool.connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "DELETE FROM webhook_dead_letters WHERE key_id IN (SELECT key_id"
