@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from loyalnest.devstack.ports import FREE_PORTS_ENV
 from loyalnest.devstack.postgres import LocalPostgres, free_port
 
 
@@ -65,6 +66,26 @@ def pytest_configure(config: pytest.Config) -> None:
 
     os.environ["LOYALNEST_JWT_JWKS_PATH"] = str(JWKS_PATH)
     refuse_outside_names()
+    give_each_worker_its_own_ports()
+
+
+# `make test` runs the suite in worker processes (pytest-xdist). Tests that start the whole
+# fleet (every service, Envoy, the stand-ins) share one worker and run one after the other:
+# two fleets at once on two cores more than tripled the local stack's start-up.
+WHOLE_FLEET = pytest.mark.xdist_group("whole-fleet")
+# Where the workers' free ports are drawn, a slice each; the local stack's port blocks in
+# tests/e2e lie above it (20000-30000).
+_WORKER_PORTS = range(10_000, 20_000)
+
+
+def give_each_worker_its_own_ports() -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... (unset: one process)
+    if worker is None:
+        return
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    width = len(_WORKER_PORTS) // count
+    low = _WORKER_PORTS.start + int(worker.removeprefix("gw")) * width
+    os.environ[FREE_PORTS_ENV] = f"{low}-{low + width - 1}"
 
 
 def refuse_outside_names() -> None:

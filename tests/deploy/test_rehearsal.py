@@ -27,6 +27,7 @@ from loyalnest.deploy.rehearsal import (
     operator_objects,
     rehearse,
 )
+from tests.conftest import WHOLE_FLEET
 from tests.deploy.conftest import Objects
 
 
@@ -52,6 +53,7 @@ def _cluster(name: str, objects: Objects, root: Path) -> Cluster:
 # Fourteen services' migrations and pods, helm test, then the three CronJobs' runs: a few
 # minutes on a loaded 2-core machine.
 @pytest.mark.timeout(420)
+@WHOLE_FLEET
 @pytest.mark.parametrize("name", sorted(REHEARSED))
 def test_every_container_of_the_release_runs_and_the_gateway_answers(name: str, root: Path) -> None:
     """Hook Jobs exit 0, every probe passes, a REST call with a token and grpcurl list work

@@ -21,10 +21,11 @@ import pytest
 from loyalnest.devstack.demo_merchant import DEMO_SHOP
 from loyalnest.devstack.servers import port_in_use
 from loyalnest.devstack.stack import StackState
+from tests.conftest import WHOLE_FLEET
 from tests.shared import shared_file
 
 # Setup included: 14 services x 2 workers start one after another, slowly on a shared machine.
-pytestmark = pytest.mark.timeout(1200)
+pytestmark = [pytest.mark.timeout(1200), WHOLE_FLEET]
 UP_TIMEOUT_SECONDS = 900  # measured: 94 s on a quiet machine, 431 s at load 20
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import WHOLE_FLEET
 from tests.fuzz.harness import fuzz, rest_stack
 from tests.integration.shopify_standin import ShopifyStandIn
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, WHOLE_FLEET]
 
 # CI size: 24 cases per operation, about 2,200 requests over the ~90 operations of the
 # fourteen services, in at most 300 s (shared evenly by the operations), and at least 1,500

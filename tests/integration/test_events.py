@@ -205,7 +205,10 @@ async def test_thousand_events_applied_exactly_once_across_crash_and_redelivery(
         )
         async with background(runner.run):
             await eventually(
-                lambda: _effects_are(sink, customers * per_customer), 60, "all 1,000 effects"
+                lambda: _effects_are(sink, customers * per_customer),
+                60,
+                "all 1,000 effects",
+                explain=lambda: _consumer_state(sink, kafka.bootstrap_servers, group, runner),
             )
             assert processed(group, "duplicate") >= applied_by_worker - committed
             member = {"kafka-python": "KafkaPythonMember", "confluent": "ConfluentMember"}
@@ -263,6 +266,22 @@ async def _effects_are(database: Database, expected: int) -> bool:
 
 async def _at_least(value: float, expected: float) -> bool:
     return value >= expected
+
+
+async def _consumer_state(
+    sink: Database, bootstrap: str, group: str, runner: ConsumerRunner
+) -> str:
+    """Where a consumer that stopped short stands: what it applied, skipped and committed,
+    and the positions it holds (none: it was never assigned a partition)."""
+    effects = await scalar(sink, "SELECT count(*) FROM effects")
+    committed = await asyncio.to_thread(_committed_offsets, bootstrap, group)
+    outcomes = {
+        o: processed(group, o) for o in ("applied", "duplicate", "ignored", "dead_lettered")
+    }
+    return (
+        f"effects {effects}, processed {outcomes}, committed offsets (sum) {committed},"
+        f" the runner's positions {dict(runner._positions)}"
+    )
 
 
 def _committed_offsets(bootstrap: str, group: str) -> int:

@@ -9,6 +9,7 @@ way). So ports come from just below that range, where the kernel never assigns o
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import socket
 import time
@@ -19,7 +20,22 @@ from loyalnest.devstack.servers import port_in_use
 
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _LOWEST = 10_000
+# "low-high": where `free_port` draws instead. Processes that hand out ports side by side
+# (the test suite's workers) each get a slice of their own: `_handed_out` is per process, so
+# without it two could hand out the same port before either binds it.
+FREE_PORTS_ENV = "LOYALNEST_FREE_PORTS"
 _handed_out: set[int] = set()
+
+
+def _candidates() -> range:
+    configured = os.environ.get(FREE_PORTS_ENV)
+    if not configured:
+        return _below_ephemeral()
+    low, _, high = configured.partition("-")
+    try:
+        return range(int(low), int(high) + 1)
+    except ValueError:
+        raise ValueError(f"{FREE_PORTS_ENV}={configured!r}: expected low-high") from None
 
 
 def _below_ephemeral() -> range:
@@ -42,7 +58,7 @@ def bindable(port: int) -> bool:
 
 def free_port() -> int:
     """A port no server listens on, not handed out before by this process."""
-    candidates = _below_ephemeral()
+    candidates = _candidates()
     if len(candidates) >= 1_000:
         for _ in range(200):
             port = random.choice(candidates)

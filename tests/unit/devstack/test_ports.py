@@ -5,11 +5,14 @@ each one as it starts."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import sys
 import time
 
-from loyalnest.devstack.ports import PortReservations, bindable, free_port
+import pytest
+
+from loyalnest.devstack.ports import FREE_PORTS_ENV, PortReservations, bindable, free_port
 from loyalnest.devstack.servers import tcp_ready
 from loyalnest.devstack.supervisor import ProcessSpec, Supervisor
 
@@ -62,3 +65,23 @@ async def test_a_port_a_server_listens_on_is_left_to_the_components_own_check():
         started = time.monotonic()
         await reservations.reserve([port], wait_seconds=10)
         assert time.monotonic() - started < 2 and reservations.held == set()
+
+
+def test_free_ports_come_from_the_configured_slice(monkeypatch):
+    monkeypatch.setenv(FREE_PORTS_ENV, "41000-41999")
+    ports = {free_port() for _ in range(50)}
+    assert len(ports) == 50 and all(41_000 <= port <= 41_999 for port in ports)
+
+
+def test_a_malformed_slice_is_refused_naming_the_setting(monkeypatch):
+    monkeypatch.setenv(FREE_PORTS_ENV, "41000")
+    with pytest.raises(ValueError, match=FREE_PORTS_ENV):
+        free_port()
+
+
+def test_each_test_worker_draws_from_its_own_slice():
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        pytest.skip("the suite runs in one process here (TEST_WORKERS=0): no slices to check")
+    low, _, high = os.environ[FREE_PORTS_ENV].partition("-")
+    assert 10_000 <= int(low) < int(high) < 20_000
