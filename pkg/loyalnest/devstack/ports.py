@@ -33,9 +33,12 @@ def _candidates() -> range:
         return _below_ephemeral()
     low, _, high = configured.partition("-")
     try:
-        return range(int(low), int(high) + 1)
+        ports = range(int(low), int(high) + 1)
     except ValueError:
-        raise ValueError(f"{FREE_PORTS_ENV}={configured!r}: expected low-high") from None
+        ports = range(0)
+    if not ports or ports.start < 1 or ports.stop > 65_536:
+        raise ValueError(f"{FREE_PORTS_ENV}={configured!r}: expected low-high, ports 1-65535")
+    return ports
 
 
 def _below_ephemeral() -> range:
@@ -59,7 +62,8 @@ def bindable(port: int) -> bool:
 def free_port() -> int:
     """A port no server listens on, not handed out before by this process."""
     candidates = _candidates()
-    if len(candidates) >= 1_000:
+    # Below the ephemeral range only when there is room; a configured slice in any case.
+    if len(candidates) >= 1_000 or os.environ.get(FREE_PORTS_ENV):
         for _ in range(200):
             port = random.choice(candidates)
             if port not in _handed_out and bindable(port):

@@ -73,10 +73,16 @@ def test_free_ports_come_from_the_configured_slice(monkeypatch):
     assert len(ports) == 50 and all(41_000 <= port <= 41_999 for port in ports)
 
 
-def test_a_malformed_slice_is_refused_naming_the_setting(monkeypatch):
-    monkeypatch.setenv(FREE_PORTS_ENV, "41000")
+@pytest.mark.parametrize("configured", ["41000", "41000-", "42000-41000", "0-99", "65000-70000"])
+def test_a_malformed_slice_is_refused_naming_the_setting(monkeypatch, configured):
+    monkeypatch.setenv(FREE_PORTS_ENV, configured)
     with pytest.raises(ValueError, match=FREE_PORTS_ENV):
         free_port()
+
+
+def test_a_slice_narrower_than_a_thousand_ports_is_still_used(monkeypatch):
+    monkeypatch.setenv(FREE_PORTS_ENV, "41500-41509")
+    assert 41_500 <= free_port() <= 41_509
 
 
 def test_each_test_worker_draws_from_its_own_slice():
