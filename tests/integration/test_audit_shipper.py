@@ -229,3 +229,40 @@ async def test_a_service_with_events_off_keeps_its_audit_queue_bounded(
                 (merchant_id, [e.log_id for e in events]),
             )
             assert await cursor.fetchone() == (0,)  # every row queued or in the outbox
+
+
+async def _last_statement(database_url: str, backend_pid: int) -> str:
+    async with await psycopg.AsyncConnection.connect(database_url) as conn:
+        cursor = await conn.execute(
+            "SELECT query FROM pg_stat_activity WHERE pid = %s", (backend_pid,)
+        )
+        row = await cursor.fetchone()
+    assert row is not None, "the shipper's connection is gone"
+    return str(row[0])
+
+
+async def test_an_idle_shipper_polls_with_one_statement_and_ships_the_next_row(
+    database_url: str,
+) -> None:
+    # One pooled connection, so its last statement (pg_stat_activity) is the shipper's.
+    settings = service_settings_for_tests(
+        ServiceSettings, database_url, db_pool_min_size=1, db_pool_max_size=1
+    )
+    database = Database(settings, DATABASE)
+    await database.open()
+    try:
+        await database.migrate()
+        async with database.pool.connection() as conn:
+            backend = conn.info.backend_pid
+        shipper = AuditShipper(database)
+        assert await shipper.ship_once() == 0
+        assert await _last_statement(database_url, backend) == "COMMIT", "the first round locks"
+        for _ in range(3):
+            assert await shipper.ship_once() == 0
+            last = await _last_statement(database_url, backend)
+            assert last.startswith("SELECT EXISTS"), f"idle: one statement, not {last!r}"
+        await _role_changes(database_url, f"m-{uuid.uuid4().hex[:8]}", 1)
+        assert await shipper.ship_once() == 1
+        assert await _last_statement(database_url, backend) == "COMMIT"
+    finally:
+        await database.close()
