@@ -27,10 +27,10 @@ FREE_PORTS_ENV = "LOYALNEST_FREE_PORTS"
 _handed_out: set[int] = set()
 
 
-def _candidates() -> range:
+def _configured_slice() -> range | None:
     configured = os.environ.get(FREE_PORTS_ENV)
     if not configured:
-        return _below_ephemeral()
+        return None
     low, _, high = configured.partition("-")
     try:
         ports = range(int(low), int(high) + 1)
@@ -61,9 +61,10 @@ def bindable(port: int) -> bool:
 
 def free_port() -> int:
     """A port no server listens on, not handed out before by this process."""
-    candidates = _candidates()
-    # Below the ephemeral range only when there is room; a configured slice in any case.
-    if len(candidates) >= 1_000 or os.environ.get(FREE_PORTS_ENV):
+    # A configured slice whatever its width; below the ephemeral range when there is room.
+    configured = _configured_slice()
+    candidates = configured or _below_ephemeral()
+    if configured or len(candidates) >= 1_000:
         for _ in range(200):
             port = random.choice(candidates)
             if port not in _handed_out and bindable(port):

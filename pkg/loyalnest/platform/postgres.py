@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
+from psycopg.abc import Query
 from psycopg_pool import AsyncConnectionPool
 
 from loyalnest.platform import audit
@@ -128,3 +129,26 @@ def unique_violations(errors: Mapping[str, Callable[[], Exception]]) -> Iterator
         if error is None:
             raise
         raise error() from exc
+
+
+class IdleProbe:
+    """For a loop that polls a table in a transaction (the outbox relay, the audit shipper).
+
+    After a round that found nothing (`found_nothing`), `worth_a_round` first asks one cheap
+    statement, `pending` (an EXISTS on an index), and the round runs only when it answers
+    true. An idle poller then pays one statement per poll instead of BEGIN, its locks, its
+    read and COMMIT. The hint is per poller; the statement decides.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, pending: Query) -> None:
+        self._pool = pool
+        self._pending = pending
+        self.found_nothing = False
+
+    async def worth_a_round(self) -> bool:
+        if not self.found_nothing:
+            return True
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(self._pending, prepare=True)
+            row = await cursor.fetchone()
+        return bool(row and row[0])

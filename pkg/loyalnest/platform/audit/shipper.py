@@ -30,7 +30,7 @@ from psycopg.rows import dict_row
 from loyalnest.gen.events.v1 import audit_pb2
 from loyalnest.platform.events import outbox
 from loyalnest.platform.observability import get_logger
-from loyalnest.platform.postgres import Database
+from loyalnest.platform.postgres import Database, IdleProbe
 from loyalnest.platform.protos import timestamp
 
 log = get_logger(__name__)
@@ -71,7 +71,7 @@ class AuditShipper:
         self._service = database.spec.schema
         self._interval = interval_seconds
         self._keep = keep
-        self._found_nothing = False
+        self._idle = IdleProbe(self._pool, "SELECT EXISTS (SELECT FROM audit_log_queue)")
 
     @classmethod
     def bounded(cls, database: Database, bound: int) -> AuditShipper:
@@ -81,7 +81,7 @@ class AuditShipper:
     async def ship_once(self, limit: int = BATCH) -> int:
         """Ships up to `limit` queued rows (the oldest, beyond the newest `keep`); how many
         left the queue (0: none, or another process holds the schema's lock)."""
-        if self._found_nothing and not self._keep and not await self._any_queued():
+        if not self._keep and not await self._idle.worth_a_round():
             # An idle shipper polls five times a second: one statement, not BEGIN, the
             # schema's lock, the read and COMMIT, until something is queued.
             return 0
@@ -110,7 +110,7 @@ class AuditShipper:
                 (limit,),
             )
             queued = await rows.fetchall()
-            self._found_nothing = not queued
+            self._idle.found_nothing = not queued
             for row in queued:
                 if row["merchant_id"] is not None:
                     await outbox.enqueue(conn, row["merchant_id"], recorded(self._service, row))
@@ -120,12 +120,6 @@ class AuditShipper:
                     ([row["seq"] for row in queued],),
                 )
             return len(queued)
-
-    async def _any_queued(self) -> bool:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute("SELECT EXISTS (SELECT FROM audit_log_queue)", prepare=True)
-            row = await cursor.fetchone()
-        return bool(row and row[0])
 
     async def run(self) -> None:
         while True:

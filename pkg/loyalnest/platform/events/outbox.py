@@ -38,7 +38,7 @@ from psycopg.types.json import Jsonb
 
 from loyalnest.platform.events.clients import OutgoingRecord
 from loyalnest.platform.events.envelope import Envelope, new_event
-from loyalnest.platform.postgres import Database
+from loyalnest.platform.postgres import Database, IdleProbe
 
 # The rows of outbox_lanes (platform_0002_outbox.sql); a test checks they agree.
 OUTBOX_LANES = 64
@@ -141,7 +141,9 @@ class PostgresOutbox:
     def __init__(self, database: Database) -> None:
         self._pool = database.pool
         self.name = database.spec.schema
-        self._found_nothing = False
+        self._idle = IdleProbe(
+            self._pool, "SELECT EXISTS (SELECT FROM outbox WHERE sent_at IS NULL)"
+        )
 
     @contextlib.asynccontextmanager
     async def claim(self, limit: int, lanes: int) -> AsyncIterator[Claim]:
@@ -151,7 +153,7 @@ class PostgresOutbox:
         marking them sent is never overtaken by another relay on the same keys: the
         others skip locked lanes rather than wait. Rows leave in id order per lane.
         """
-        if self._found_nothing and not await self._any_pending():
+        if not await self._idle.worth_a_round():
             # An idle relay polls ten times a second: one statement, not BEGIN, the lanes'
             # lock and COMMIT, until something is pending.
             yield Claim(None, [])
@@ -177,16 +179,8 @@ class PostgresOutbox:
                     PendingRow(id_, OutgoingRecord.of(topic, key, bytes(value), headers))
                     for id_, topic, key, value, headers in await cursor.fetchall()
                 ]
-            self._found_nothing = not rows
+            self._idle.found_nothing = not rows
             yield Claim(conn, rows)
-
-    async def _any_pending(self) -> bool:
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(
-                "SELECT EXISTS (SELECT FROM outbox WHERE sent_at IS NULL)", prepare=True
-            )
-            row = await cursor.fetchone()
-        return bool(row and row[0])
 
     async def backlog(self) -> Backlog:
         async with self._pool.connection() as conn:
