@@ -48,12 +48,18 @@ def _common(settings: EventSettings, client_id: str) -> dict[str, Any]:
     }
 
 
+# kafka-python's own sensors (per request, batch and fetch) are read by nobody: the platform's
+# Prometheus metrics count what operators watch. (Its admin client has no such setting.)
+_NO_CLIENT_SENSORS = {"metrics_enabled": False}
+
+
 def new_producer(settings: EventSettings, client_id: str) -> KafkaProducer:
     """Idempotent, acks=all: a retried send is written once and a partition keeps order."""
     publish_ms = _ms(settings.kafka_publish_timeout_seconds)
     linger_ms = 5  # a few ms of batching: throughput at a latency nobody notices
     return KafkaProducer(
         **_common(settings, client_id),
+        **_NO_CLIENT_SENSORS,
         acks="all",
         enable_idempotence=True,
         # ≤ 5 in flight keeps idempotent order; retries are bounded by delivery time.
@@ -70,6 +76,7 @@ def new_consumer(settings: EventSettings, client_id: str, group: str) -> KafkaCo
     session_ms = _ms(settings.kafka_session_timeout_seconds)
     return KafkaConsumer(
         **_common(settings, client_id),
+        **_NO_CLIENT_SENSORS,
         group_id=group,
         # Offsets are committed by the runner after the effects are committed.
         enable_auto_commit=False,
