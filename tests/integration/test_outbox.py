@@ -163,3 +163,28 @@ async def test_an_idle_relay_polls_without_a_transaction_and_finds_the_next_even
         assert await relay_transactions_left_open(database) == 1
         await claim.mark_sent([row.id for row in claim.rows])
     assert (await source.backlog()).pending == 0
+
+
+async def test_a_claim_reads_rows_as_committed_when_it_locks_them(database: Database):
+    """The claim is one statement, whose snapshot is older than its lanes' lock: a relay
+    marking the rows sent, or an erasure redacting them, that commits in between must not be
+    read as it was (a second publication; the customer's data published after all). That
+    moment cannot be timed from outside, so a transaction holding the rows (not their lane)
+    and committing while the claim waits for them stands for it."""
+    await enqueue(database, range(1))
+    await enqueue(database, range(1))
+    source = PostgresOutbox(database)
+    async with database.pool.connection() as other, other.transaction():
+        cursor = await other.execute("SELECT id FROM outbox ORDER BY id")
+        first, second = [id_ for (id_,) in await cursor.fetchall()]
+        await other.execute("UPDATE outbox SET sent_at = now() WHERE id = %s", (first,))
+        await other.execute("UPDATE outbox SET envelope = 'redacted' WHERE id = %s", (second,))
+
+        async def claimed() -> list[tuple[int, bytes]]:
+            async with source.claim(limit=10, lanes=64) as claim:
+                return [(row.id, row.record.value) for row in claim.rows]
+
+        claiming = asyncio.create_task(claimed())
+        await asyncio.sleep(0.5)
+        assert not claiming.done(), "the claim waits for the rows' latest version"
+    assert await claiming == [(second, b"redacted")]

@@ -135,6 +135,23 @@ class Backlog:
     oldest_age_seconds: float
 
 
+# A claim in one statement: the lanes' lock, then their oldest pending rows. The rows are
+# locked too, though no relay contends for them (it holds their lanes): the statement's
+# snapshot is taken before the lanes are locked, so a lane released meanwhile by a commit
+# (another relay marking its rows sent, an erasure redacting or deleting them) would be read
+# as it was. Locking a row reads its latest committed version and drops it if it no longer
+# matches, as a second statement's fresh snapshot would.
+_CLAIM = (
+    "WITH held AS ("
+    " SELECT lane FROM outbox_lanes"
+    " WHERE EXISTS (SELECT FROM outbox WHERE outbox.lane = outbox_lanes.lane AND sent_at IS NULL)"
+    " ORDER BY random() LIMIT %s FOR UPDATE SKIP LOCKED)"
+    " SELECT id, topic, partition_key, envelope, headers FROM outbox"
+    " WHERE sent_at IS NULL AND lane = ANY(ARRAY(SELECT lane FROM held)) ORDER BY id LIMIT %s"
+    " FOR UPDATE OF outbox"
+)
+
+
 class PostgresOutbox:
     """The relay's side of one schema's outbox."""
 
@@ -159,26 +176,11 @@ class PostgresOutbox:
             yield Claim(None, [])
             return
         async with self._pool.connection() as conn, conn.transaction():
-            cursor = await conn.execute(
-                "SELECT lane FROM outbox_lanes"
-                " WHERE lane IN (SELECT DISTINCT lane FROM outbox WHERE sent_at IS NULL)"
-                " ORDER BY random() LIMIT %s FOR UPDATE SKIP LOCKED",
-                (lanes,),
-                prepare=True,
-            )
-            held = [lane for (lane,) in await cursor.fetchall()]
-            rows: list[PendingRow[int]] = []
-            if held:
-                cursor = await conn.execute(
-                    "SELECT id, topic, partition_key, envelope, headers FROM outbox"
-                    " WHERE sent_at IS NULL AND lane = ANY(%s) ORDER BY id LIMIT %s",
-                    (held, limit),
-                    prepare=True,
-                )
-                rows = [
-                    PendingRow(id_, OutgoingRecord.of(topic, key, bytes(value), headers))
-                    for id_, topic, key, value, headers in await cursor.fetchall()
-                ]
+            cursor = await conn.execute(_CLAIM, (lanes, limit), prepare=True)
+            rows = [
+                PendingRow(id_, OutgoingRecord.of(topic, key, bytes(value), headers))
+                for id_, topic, key, value, headers in await cursor.fetchall()
+            ]
             self._idle.found_nothing = not rows
             yield Claim(conn, rows)
 
