@@ -543,6 +543,7 @@ class CommitCountingBroker(RestartingBroker):
     def __init__(self, records: int) -> None:
         super().__init__(records, 0)
         self.commits: list[int] = []
+        self.lag_reads = 0
 
     def poll(self, timeout_ms: int) -> dict[TopicPartition, list[Record]]:
         records = self.log[self.position : self.position + 3]
@@ -552,6 +553,10 @@ class CommitCountingBroker(RestartingBroker):
     def commit(self, offsets: dict[TopicPartition, Any]) -> None:
         super().commit(offsets)
         self.commits.append(offsets[self.tp].offset)
+
+    def highwater(self, tp: TopicPartition) -> int:
+        self.lag_reads += 1
+        return super().highwater(tp)
 
 
 @pytest.mark.parametrize(
@@ -570,3 +575,6 @@ async def test_offsets_are_committed_at_most_every_interval_and_on_stopping(
     # The first poll commits at once; then at most once per interval; stopping commits the
     # rest, so a graceful stop redelivers nothing.
     assert broker.commits == expected_commits
+    # The lag gauge: read after the first poll, then at most once a second, whatever the
+    # commit interval (the 7 polls take well under a second).
+    assert broker.lag_reads == 1

@@ -74,6 +74,9 @@ DLQ_SOURCE = "dlq.source"  # topic/partition/offset of the original record
 DLQ_FAILED_AT = "dlq.failed_at"
 _MAX_REASON_LENGTH = 2000
 POLL_TIMEOUT_MS = 250
+# The lag gauges are scraped every 15-30 s: refreshing them once a second, not after every
+# poll, saves a round trip through the Kafka thread per poll.
+LAG_REFRESH_SECONDS = 1.0
 
 
 class PermanentEventError(Exception):
@@ -394,6 +397,7 @@ class ConsumerRunner:
         self._positions: dict[Partition, int] = {}
         self._lag_labels: set[Partition] = set()
         self._next_commit = 0.0
+        self._next_lag = 0.0
 
     def stop(self) -> None:
         """Asks `run` to finish the batch in hand, commit and return."""
@@ -417,12 +421,14 @@ class ConsumerRunner:
                         await self._apply(batch)
                     now = time.monotonic()
                     if now >= self._next_commit:
-                        # Offsets and lag at most every interval, not after every poll: each
-                        # is a round trip through the Kafka thread (the commit one to the
-                        # broker too). A crash before the commit redelivers what was applied
-                        # since, which handlers skip as duplicates (the inbox).
+                        # Offsets at most every interval, if one is set: each commit is a
+                        # round trip through the Kafka thread to the broker. A crash before
+                        # the commit redelivers what was applied since, which handlers skip
+                        # as duplicates (the inbox).
                         self._next_commit = now + self._settings.consumer_commit_interval_seconds
                         await self._commit()
+                    if now >= self._next_lag:
+                        self._next_lag = now + LAG_REFRESH_SECONDS
                         await self._update_lag()
                 except Exception as exc:
                     if batch:
