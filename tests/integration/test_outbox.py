@@ -185,6 +185,23 @@ async def test_a_claim_reads_rows_as_committed_when_it_locks_them(database: Data
                 return [(row.id, row.record.value) for row in claim.rows]
 
         claiming = asyncio.create_task(claimed())
-        await asyncio.sleep(0.5)
-        assert not claiming.done(), "the claim waits for the rows' latest version"
+        assert await claim_waiting_for_a_row_lock(database), "the claim waits for the rows"
+        assert not claiming.done()
     assert await claiming == [(second, b"redacted")]
+
+
+async def claim_waiting_for_a_row_lock(db: Database, within: float = 10.0) -> bool:
+    """Whether a backend of the test's database waits for a lock within `within` seconds:
+    the claim (the transaction holding the rows is idle, not waiting)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while asyncio.get_running_loop().time() < deadline:
+        async with db.pool.connection() as conn:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock'"
+            )
+            row = await cursor.fetchone()
+        if row is not None and row[0] > 0:
+            return True
+        await asyncio.sleep(0.05)
+    return False
