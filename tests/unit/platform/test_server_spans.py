@@ -6,6 +6,7 @@ status for an answer, a domain error and a crash; an unrecorded one still gives 
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
@@ -128,7 +129,14 @@ def traceparent(trace_id: int, span_id: int, *, sampled: bool = True) -> tuple[s
     return ("traceparent", f"00-{trace_id:032x}-{span_id:016x}-{'01' if sampled else '00'}")
 
 
-def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
+async def only_span(exporter: InMemorySpanExporter) -> ReadableSpan:
+    """The call's one finished span. The server ends it as the handler's task unwinds, which
+    can come after the client has seen the status (sent first) and the server was stopped:
+    give that task a moment to run."""
+    for _ in range(200):
+        if exporter.get_finished_spans():
+            break
+        await asyncio.sleep(0.01)
     (span,) = exporter.get_finished_spans()
     return span
 
@@ -139,7 +147,7 @@ async def test_the_span_continues_the_callers_trace_into_logs_and_events() -> No
     trace_id, parent_id = caller()
     async with serving(probe, provider) as address, grpc.aio.insecure_channel(address) as ch:
         await unary(ch, "Ok")(b"", metadata=(traceparent(trace_id, parent_id),))
-    span = only_span(exporter)
+    span = await only_span(exporter)
     assert span.context is not None and span.parent is not None
     assert span.context.trace_id == trace_id
     assert (span.parent.span_id, span.parent.is_remote) == (parent_id, True)
@@ -158,7 +166,7 @@ async def test_an_answered_call_has_opentelemetrys_name_kind_and_attributes() ->
     provider, exporter = recording()
     async with serving(Probe(), provider) as address, grpc.aio.insecure_channel(address) as ch:
         await unary(ch, "Ok")(b"")
-    span = only_span(exporter)
+    span = await only_span(exporter)
     assert span.name == f"{PROBE}/Ok"
     assert span.kind == SpanKind.SERVER
     assert span.parent is None  # no caller's trace: a new one
@@ -183,7 +191,7 @@ async def test_a_domain_error_is_the_callers_not_a_failure_of_the_server() -> No
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await unary(ch, "Invalid")(b"")
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    span = only_span(exporter)
+    span = await only_span(exporter)
     assert (span.attributes or {})["rpc.grpc.status_code"] == 3
     # As OpenTelemetry's interceptor and the conventions: only server faults are errors.
     assert span.status.status_code == StatusCode.UNSET
@@ -196,7 +204,7 @@ async def test_an_unexpected_exception_fails_the_span_and_is_recorded() -> None:
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await unary(ch, "Crash")(b"")
     assert raised.value.code() == grpc.StatusCode.INTERNAL
-    span = only_span(exporter)
+    span = await only_span(exporter)
     assert (span.attributes or {})["rpc.grpc.status_code"] == 13
     assert span.status.status_code == StatusCode.ERROR
     assert span.status.description == "StatusCode.INTERNAL:internal error"
