@@ -12,6 +12,7 @@ empty, trace continuation) runs over both clients in tests/integration/test_even
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -26,8 +27,9 @@ from kafka.partitioner.default import murmur2
 from kafka.structs import TopicPartition
 
 from loyalnest.gen.events.v1 import points_pb2 as points_events
+from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import outbox
-from loyalnest.platform.events.clients import OutgoingRecord, new_publisher
+from loyalnest.platform.events.clients import OutgoingRecord, PublishError, new_publisher
 from loyalnest.platform.events.envelope import Envelope
 from loyalnest.platform.events.librdkafka import ConfluentPublisher
 from loyalnest.platform.events.outbox import PostgresOutbox
@@ -36,7 +38,7 @@ from loyalnest.platform.events.topics import POINTS, topic_partitions
 from loyalnest.platform.postgres import Database
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import eventually
-from tests.integration.events_worker import event_settings, open_sink
+from tests.integration.events_worker import FAST_EVENTS, event_settings, open_sink
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +134,55 @@ async def test_librdkafka_publisher_reports_each_record_failed_when_the_broker_i
         await publisher.close()
     assert len(results) == 3
     assert all(result is not None for result in results)
+
+
+def _key_on(partition: int) -> bytes:
+    """A key both clients' partitioner (murmur2) puts on `partition` of the points topic."""
+    partitions = topic_partitions(POINTS.name)
+    for n in itertools.count():
+        key = f"k{n}".encode()
+        if (murmur2(key) & 0x7FFFFFFF) % partitions == partition:
+            return key
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("client", ["confluent", "kafka-python"])
+async def test_records_a_restarted_broker_takes_for_duplicates_are_published_again(
+    kafka: BrokerProcess, client: str
+) -> None:
+    """A memory-backed broker (tansu) that restarts forgets the producer ids it handed out
+    and hands them out again from the first. A producer that outlived the restart keeps
+    its id: when it writes first to a partition under the id the broker has just given
+    another producer, that producer's records there are answered as duplicates
+    (DUPLICATE_SEQUENCE_NUMBER), stored nowhere, and reported delivered by both clients.
+    They must fail, so that the relay sends their rows again; the publisher's next
+    producer has an id of its own and stores them."""
+    settings = ServiceSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        metrics_enabled=False,
+        kafka_producer=client,
+        **FAST_EVENTS,
+    )
+    earlier, later = new_publisher(settings, "earlier"), new_publisher(settings, "later")
+    try:
+        # `earlier` gets the broker's first producer id.
+        assert await earlier.publish([OutgoingRecord(POINTS.name, _key_on(1), b"warm")]) == [None]
+        kafka.stop()
+        await kafka.start()
+        # The restarted broker gives `later`, its first producer, that id again.
+        assert await later.publish([OutgoingRecord(POINTS.name, _key_on(2), b"warm")]) == [None]
+        # `earlier` writes partition 0 first, under the shared id (sequence 0 there).
+        assert await earlier.publish([OutgoingRecord(POINTS.name, _key_on(0), b"e")]) == [None]
+        batch = [OutgoingRecord(POINTS.name, _key_on(0), f"later-{i}".encode()) for i in range(5)]
+        results = await later.publish(batch)
+        assert all(isinstance(result, PublishError) for result in results), results
+        assert await later.publish(batch) == [None] * len(batch)
+    finally:
+        await earlier.close()
+        await later.close()
+    stored = await asyncio.to_thread(_read_all, kafka.bootstrap_servers, POINTS.name, 7)
+    on_partition_0 = [record.value for record in stored if record.partition == 0]
+    assert on_partition_0 == [b"e", *(record.value for record in batch)]
 
 
 @pytest.mark.parametrize("client", ["confluent", "kafka-python"])

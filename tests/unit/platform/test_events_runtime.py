@@ -13,13 +13,14 @@ import psycopg
 import pymongo.errors
 import pytest
 import structlog.testing
+from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 
 from loyalnest.gen.events.v1 import points_pb2
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import kafka_python
-from loyalnest.platform.events.clients import Backoff, OutgoingRecord
+from loyalnest.platform.events.clients import Backoff, OutgoingRecord, PublishError
 from loyalnest.platform.events.consumer import (
     DLQ_ATTEMPTS,
     DLQ_GROUP,
@@ -195,6 +196,59 @@ async def test_relay_lingers_after_a_partial_batch_and_not_after_a_full_one():
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert batches == [[b"a", b"b", b"c"], [b"d"], [b"e", b"f"]]
+
+
+@dataclass
+class SentFuture:
+    """What kafka-python's FutureRecordMetadata offers the publisher once flushed."""
+
+    partition: int = 0
+    offset: int = -1
+    exception: Exception | None = None
+    is_done: bool = True
+
+    def failed(self) -> bool:
+        return self.exception is not None
+
+    @property
+    def value(self) -> SimpleNamespace:
+        return SimpleNamespace(partition=self.partition, offset=self.offset)
+
+
+class ScriptedProducer:
+    """A KafkaProducer whose send() returns the next of `futures`."""
+
+    def __init__(self, futures: list[SentFuture]) -> None:
+        self._futures = iter(futures)
+
+    def send(self, topic: str, **kwargs: Any) -> SentFuture:
+        return next(self._futures)
+
+    def flush(self, timeout: float) -> None:
+        pass
+
+
+def test_kafka_python_counts_only_records_acknowledged_with_an_offset():
+    publisher = kafka_python.KafkaPublisher(SETTINGS, "t")
+    records = [
+        OutgoingRecord("loyalnest.points.events", b"k", f"v{i}".encode(), []) for i in range(5)
+    ]
+    timed_out = KafkaTimeoutError("expired")
+    producer = ScriptedProducer(
+        [
+            SentFuture(0, 41),
+            SentFuture(1, -1),  # a batch the broker called a duplicate: no offset
+            SentFuture(1, 12),  # the same partition in this send: not trusted either
+            SentFuture(exception=timed_out),
+            SentFuture(is_done=False),
+        ]
+    )
+    results = publisher._send(producer, records)  # type: ignore[arg-type]
+    assert results[0] is None
+    assert isinstance(results[1], PublishError), "acknowledged without an offset: sent again"
+    assert isinstance(results[2], PublishError)
+    assert results[3] is timed_out
+    assert isinstance(results[4], PublishError)
 
 
 def test_backoff_grows_to_its_cap_and_resets():

@@ -164,9 +164,10 @@ def test_lag_is_reported_where_both_position_and_high_watermark_are_known(
 
 
 class ReportingProducer:
-    """Calls each record's delivery callback, on flush, with what `reports` says."""
+    """Calls each record's delivery callback, on flush, with what `reports` says: an error,
+    or the partition and offset it was stored at."""
 
-    def __init__(self, reports: list[tuple[KafkaError | None, int]]) -> None:
+    def __init__(self, reports: list[KafkaError | tuple[int, int]]) -> None:
         self._reports = reports
         self._callbacks: list[Callable[[KafkaError | None, Any], None]] = []
 
@@ -174,18 +175,31 @@ class ReportingProducer:
         self._callbacks.append(kwargs["on_delivery"])
 
     def flush(self, timeout: float) -> int:
-        for callback, (error, offset) in zip(self._callbacks, self._reports, strict=True):
-            callback(error, Message(0, offset))
+        for callback, report in zip(self._callbacks, self._reports, strict=True):
+            if isinstance(report, KafkaError):
+                callback(report, Message(0, -1001))
+            else:
+                callback(None, Message(*report))
         return 0
 
 
 def test_only_records_acknowledged_with_an_offset_count_as_published() -> None:
     publisher = librdkafka.ConfluentPublisher(ServiceSettings(), "t")
-    records = [OutgoingRecord(TOPIC, b"k", f"v{i}".encode(), []) for i in range(3)]
+    records = [OutgoingRecord(TOPIC, b"k", f"v{i}".encode(), []) for i in range(5)]
     producer = ReportingProducer(
-        [(None, 41), (None, -1001), (KafkaError(KafkaError._MSG_TIMED_OUT), -1001)]
+        [
+            (0, 41),
+            # A batch the broker called a duplicate: librdkafka reports its first record
+            # without an offset and numbers the others on from -1.
+            (1, -1),
+            (1, 0),
+            (2, 7),
+            KafkaError(KafkaError._MSG_TIMED_OUT),
+        ]
     )
     results = publisher._send(producer, records)  # type: ignore[arg-type]
     assert results[0] is None
     assert isinstance(results[1], PublishError), "delivered without an offset: sent again"
-    assert isinstance(results[2], KafkaException)
+    assert isinstance(results[2], PublishError), "of the same duplicate batch: sent again"
+    assert results[3] is None
+    assert isinstance(results[4], KafkaException)

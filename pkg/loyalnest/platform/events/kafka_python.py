@@ -23,7 +23,9 @@ from loyalnest.platform.events.clients import (
     Partition,
     PartitionRecords,
     PublishError,
+    Stored,
     ThreadedPublisher,
+    count_stored,
     warn_about_partition_counts,
 )
 from loyalnest.platform.events.topics import topic_partitions
@@ -155,12 +157,15 @@ class KafkaPublisher(ThreadedPublisher[KafkaProducer]):
         # lets that happen before flush gives up on them.
         with contextlib.suppress(KafkaTimeoutError):
             producer.flush(timeout=self._settings.kafka_publish_timeout_seconds + 1)
+        acknowledged: dict[int, Stored] = {}
         for index, future in enumerate(futures):
             if not future.is_done:
                 results[index] = PublishError("not acknowledged within the publish timeout")
             elif future.failed():
                 results[index] = future.exception
-        return results
+            else:
+                acknowledged[index] = (future.value.partition, future.value.offset)
+        return count_stored(results, acknowledged)
 
     def _abandon(self, producer: KafkaProducer) -> None:
         producer.close(timeout=0)

@@ -38,7 +38,9 @@ from loyalnest.platform.events.clients import (
     Partition,
     PartitionRecords,
     PublishError,
+    Stored,
     ThreadedPublisher,
+    count_stored,
     warn_about_partition_counts,
 )
 from loyalnest.platform.events.topics import topic_partitions
@@ -161,20 +163,14 @@ class ConfluentPublisher(ThreadedPublisher[Producer]):
     ) -> list[Exception | None]:
         unacknowledged = PublishError("not acknowledged within the publish timeout")
         results: list[Exception | None] = [unacknowledged] * len(records)
+        acknowledged: dict[int, Stored] = {}
 
         def delivered(index: int) -> Any:
             def report(error: KafkaError | None, message: Message) -> None:
                 if error is not None:
                     results[index] = KafkaException(error)
-                elif (offset := message.offset()) is None or offset < 0:
-                    # librdkafka reports a batch the broker called a duplicate of one it
-                    # holds (DUPLICATE_SEQUENCE_NUMBER) as delivered without an offset. Right
-                    # after a retry of that very batch; but a broker that misjudged the
-                    # sequence would hold nothing, and the row would be marked sent. Not
-                    # counted as acknowledged: the row goes again, at worst a duplicate.
-                    results[index] = PublishError("acknowledged without an offset")
                 else:
-                    results[index] = None
+                    acknowledged[index] = (message.partition() or 0, message.offset())
 
             return report
 
@@ -193,7 +189,7 @@ class ConfluentPublisher(ThreadedPublisher[Producer]):
         # Records expire after message.timeout.ms and fail through their callback; the
         # margin lets that happen before flush gives up on them.
         producer.flush(self._settings.kafka_publish_timeout_seconds + 1)
-        return results
+        return count_stored(results, acknowledged)
 
     def _abandon(self, producer: Producer) -> None:
         producer.purge()
