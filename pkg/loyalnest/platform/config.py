@@ -169,8 +169,9 @@ class EventSettings(_Settings):
     # The outbox relay's (and dead letters') Kafka producer: "kafka-python" (pure Python) or
     # "confluent" (librdkafka: its IO in C threads, off the GIL; about half the relay's CPU
     # per event; same partitions, order and delivery guarantees). kafka-python stays the
-    # default until a lost-record failure seen once with two librdkafka relays on the
-    # local broker is explained (bench/README.md, "Kafka consumers on librdkafka").
+    # default: on two cores shared with the broker, librdkafka credits ~0.9x as many orders
+    # at saturation, the broker answering twice as many fetches (bench/README.md, "Kafka
+    # consumers on librdkafka", which also explains the records once lost on the local broker).
     kafka_producer: Literal["kafka-python", "confluent"] = "kafka-python"
     # The consumers' Kafka client, the same choice (members of both kinds can share a group).
     # Topics are created with librdkafka's admin client unless both are kafka-python: a
