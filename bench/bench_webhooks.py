@@ -565,11 +565,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "--rate/--duration must be > 0, --concurrency/--workers/--clients >= 1,"
             " --warmup/--customers >= 0"
         )
-    if args.relay_process and args.broker and args.pseudonyms:
-        parser.error(
-            "--relay-process needs --no-pseudonyms: the edge's outbox is relayed in the process "
-            "that owns the pseudonyms (a relay elsewhere refuses to start)"
-        )
     return args
 
 

@@ -32,6 +32,7 @@ from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.auth.service_tokens import ServiceTokenSource
 from loyalnest.platform.client import open_channel
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.event_loops import relay_spec
 from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.pseudonym_client import remote_pseudonyms
@@ -42,16 +43,21 @@ from loyalnest.platform.tenancy import merchant_id_for_shop
 from loyalnest.services.auth.service import SPEC as AUTH
 from loyalnest.services.edge.service import DATABASE as EDGE_DATABASE
 from loyalnest.services.edge.service import SPEC as EDGE
-from loyalnest.services.edge.service import master_cipher
+from loyalnest.services.edge.service import EdgeSettings, master_cipher
 from loyalnest.services.edge.store.customer_keys import CustomerKeys
 from loyalnest.services.points.service import SPEC as POINTS
 from tests.auth import merchant_metadata
 from tests.integration.broker import BrokerProcess
-from tests.integration.conftest import eventually, points_settings, serving
+from tests.integration.conftest import (
+    eventually,
+    points_settings,
+    service_settings_for_tests,
+    serving,
+)
 from tests.integration.shopify_standin import ShopifyStandIn
 from tests.integration.test_access_wiring import auth_with, edge_settings_asking, events_on
 from tests.integration.test_auth_service import install
-from tests.integration.test_events import background
+from tests.integration.test_events import background, scalar
 from tests.integration.test_gdpr_erasure import _shopify, kafka_records
 from tests.integration.test_service_identity import MASTER_KEY
 from tests.integration.webhook_delivery import deliver_signed
@@ -315,3 +321,57 @@ async def test_a_record_consumed_after_the_erasure_began_names_the_anonymous_cus
     assert await earned_as_seen(mesh, 1) == [anonymous]
     # A customer the edge never saw has no pseudonym to retire.
     assert await begin_erasure_as_admin_core(mesh, "8399999999999", new_erasure_key()) is False
+
+
+async def test_the_edges_relay_in_a_process_of_its_own_publishes_pseudonyms(
+    database_url: str, redis_url: str
+) -> None:
+    """`loyalnest relay edge` (the edge run with its relay out of process) publishes what the
+    edge's own relay would: the customer's pseudonym, never the Shopify id."""
+    broker = BrokerProcess()
+    await broker.start()
+    customer = str(8_300_000_000_000 + uuid.uuid4().int % 10**9)
+    settings = service_settings_for_tests(
+        EdgeSettings,
+        database_url,
+        redis_url=redis_url,
+        shopify_api_secret=SECRET,
+        customer_pseudonyms=True,
+        outbox_relay_in_process=False,
+        **events_on(broker),
+    )
+    database = Database(settings, EDGE_DATABASE)
+    try:
+        async with (
+            serving(EDGE, settings) as edge,
+            grpc.aio.insecure_channel(edge.address) as channel,
+        ):
+            await database.open()
+            order = _shopify("orders-create.json", customer={"id": int(customer)})
+            await deliver_signed(
+                edge_pb2_grpc.EdgeServiceStub(channel),
+                "orders/create",
+                order,
+                shop=SHOP,
+                secret=SECRET,
+            )
+            pending = "SELECT count(*) FROM outbox WHERE sent_at IS NULL"
+            assert await scalar(database, pending) == 1, "the edge itself relays nothing"
+
+            async def published() -> list[tuple[str, bytes, bytes]] | None:
+                records = await asyncio.to_thread(kafka_records, broker.bootstrap_servers)
+                edge_records = [r for r in records if r[0] == "loyalnest.edge.events"]
+                return edge_records or None
+
+            async with serving(relay_spec(EDGE), settings):
+                records = await eventually(published, timeout=60, what="webhook.received")
+            assert await scalar(database, pending) == 0
+        keys = CustomerKeys(database, master_cipher(settings))
+        merchant_id = merchant_id_for_shop(SHOP)
+        export = await keys.export_customer(merchant_id, CustomerRef(customer))
+    finally:
+        await database.close()
+        broker.close()
+    pseudonym = pseudonym_of_key(export.data["customer_key"]["key_id"])
+    assert [key for _, key, _ in records] == [f"{merchant_id}/{pseudonym}".encode()]
+    assert all(customer.encode() not in key + value for _, key, value in records)

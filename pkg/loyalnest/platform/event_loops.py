@@ -201,20 +201,20 @@ def relay_spec(spec: ServiceSpec[Any]) -> ServiceSpec[Any]:
         raise ValueError(f"{spec.name} has no PostgreSQL outbox to relay")
 
     async def build(settings: ServiceSettings) -> ServiceComponents:
-        if settings.customer_pseudonyms and spec.name == pseudonyms.OWNER:
-            # Its pseudonyms are its own store's, which only the service process opens: a
-            # relay of its own would publish Shopify customer ids.
-            raise ValueError(
-                f"{spec.name}'s outbox is relayed in process while customer pseudonyms are on"
-                " (LOYALNEST_OUTBOX_RELAY_IN_PROCESS=true)"
-            )
+        if spec.name == pseudonyms.OWNER and spec.pseudonym_store is None:
+            # Without the owner's store its relay would find no pseudonyms and publish
+            # Shopify customer ids.
+            raise ValueError(f"{spec.name} owns customer pseudonyms but declares no store")
         database = Database(settings, database_spec)
         await database.open()
+        # The owner's relay reads the pseudonyms' table on the database it relays, as its
+        # in-process relay does; the others' ask the owner, as theirs do.
+        owned = spec.pseudonym_store(settings, database) if spec.pseudonym_store else None
         relay = OutboxRelay(
             PostgresOutbox(database),
             settings,
             client_id=_client_id(spec.name),
-            pseudonymizer=_pseudonymizer(settings, spec.name, None),
+            pseudonymizer=_pseudonymizer(settings, spec.name, owned),
         )
         loops: list[Loop] = [relay.run]
         if audit.MIGRATIONS in database_spec.migration_dirs:

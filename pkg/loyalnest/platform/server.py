@@ -13,7 +13,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -37,7 +37,10 @@ from loyalnest.platform.observability import (
 )
 from loyalnest.platform.personal_data import PersonalData, PersonalDataServicer, PersonalDataStore
 from loyalnest.platform.pii import on_a_developer_machine
-from loyalnest.platform.postgres import DatabaseSpec
+from loyalnest.platform.postgres import Database, DatabaseSpec
+
+if TYPE_CHECKING:
+    from loyalnest.platform.events.pseudonyms import PseudonymBackend
 
 log = get_logger(__name__)
 
@@ -82,6 +85,9 @@ class ServiceSpec(Generic[SettingsT]):
     # The tables holding customer data, when it has any: the platform then serves
     # loyalnest.platform.v1.PersonalDataService from build's `personal_data` store.
     personal_data: PersonalData | None = None
+    # The store of customer pseudonyms on the service's database, when it owns them (the
+    # edge): its relay publishes with it, in the service's process or in one of its own.
+    pseudonym_store: Callable[[SettingsT, Database], PseudonymBackend] | None = None
 
 
 @dataclass(frozen=True)

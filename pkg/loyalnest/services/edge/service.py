@@ -145,15 +145,19 @@ def merchant_gate(settings: EdgeSettings, auth: auth_pb2_grpc.AuthServiceStub) -
     )
 
 
+def open_customer_keys(settings: EdgeSettings, database: Database) -> CustomerKeys:
+    """The customers' keys, and so their pseudonyms, under the edge's master key."""
+    return CustomerKeys(database, master_cipher(settings))
+
+
 async def build(settings: EdgeSettings) -> ServiceComponents:
     if settings.redis_url is None:
         raise ValueError("the edge service needs LOYALNEST_REDIS_URL (rate limits)")
     secrets = settings.webhook_secrets()
     database = Database(settings, DATABASE)
     await database.open()
-    cipher = master_cipher(settings)
-    store = EdgeStore(database, cipher)
-    customer_keys = CustomerKeys(database, cipher)
+    store = EdgeStore(database, master_cipher(settings))
+    customer_keys = open_customer_keys(settings, database)
     buckets = TokenBuckets.from_url(settings.redis_url)
     plans = PlanDirectory(
         store,
@@ -212,4 +216,5 @@ SPEC = ServiceSpec(
     # The keys sealing customers' data in webhook.received; dead letters (sealed bodies that
     # are not JSON, so name no customer) go with the merchant and after their retention.
     personal_data=PersonalData(tables=("customer_keys",)),
+    pseudonym_store=open_customer_keys,
 )
