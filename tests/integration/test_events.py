@@ -464,6 +464,12 @@ async def test_a_separate_relay_process_publishes_what_the_service_only_enqueues
         assert await scalar(points_db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 10
         assert await scalar(sink, "SELECT count(*) FROM effects") == 0
 
+        # The service still reports its outbox's backlog: the alert does not need a relay.
+        async def backlog_reported() -> bool:
+            return metric("loyalnest_outbox_backlog", schema=points_db.spec.schema) == 10
+
+        await eventually(backlog_reported, 10, "the backlog gauge of the unrelayed outbox")
+
         async with serving(relay_spec(SPEC), settings):
             await eventually(lambda: _effects_are(sink, 10), 30, "the relayed events")
         assert await scalar(points_db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL") == 0

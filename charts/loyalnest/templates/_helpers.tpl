@@ -50,6 +50,13 @@ helm.sh/chart: {{ include "loyalnest.chart" .ctx }}
 {{- toYaml (mergeOverwrite $defaults (deepCopy .component)) -}}
 {{- end }}
 
+{{/* "true" when the component's outbox is relayed by pods of its own (and events are on),
+else empty. Call with (dict "ctx" $ "component" $component). */}}
+{{- define "loyalnest.separateRelay" -}}
+{{- $s := include "loyalnest.componentSettings" . | fromYaml -}}
+{{- if and .ctx.Values.events.enabled .component.enabled $s.relay.separate }}true{{ end -}}
+{{- end }}
+
 {{/* The registry name `loyalnest serve` takes. */}}
 {{- define "loyalnest.serviceName" -}}
 {{- .component.service | default (.name | replace "-" "_") -}}
@@ -243,6 +250,11 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
   value: {{ include "loyalnest.migrateOnStart" $ctx | quote }}
 - name: LOYALNEST_EVENTS_ENABLED
   value: {{ $ctx.Values.events.enabled | quote }}
+{{- if and $ctx.Values.events.enabled .settings.relay .settings.relay.separate }}
+{{- /* Its outbox is relayed by the <name>-relay Deployment (templates/component-relay.yaml). */}}
+- name: LOYALNEST_OUTBOX_RELAY_IN_PROCESS
+  value: "false"
+{{- end }}
 {{- /* Customer pseudonyms on Kafka (platform/events/pseudonyms.py): always on in the mesh,
 not a value (a release cannot publish Shopify customer ids by mistake); a service missing the
 edge's target or its credential then fails at start-up. tests/deploy asserts it. */}}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from loyalnest.platform import audit
@@ -26,7 +27,7 @@ from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.events.outbox import PostgresOutbox
 from loyalnest.platform.events.pseudonym_client import remote_pseudonyms
 from loyalnest.platform.events.pseudonyms import PseudonymBackend, Pseudonymizer, Resolver
-from loyalnest.platform.events.relay import OutboxRelay
+from loyalnest.platform.events.relay import OutboxRelay, report_backlog_forever
 from loyalnest.platform.health import Check
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import Registration, ServiceComponents, ServiceSpec
@@ -64,6 +65,8 @@ def postgres_event_loops(
             pseudonymizer=_pseudonymizer(settings, service, pseudonyms, service_tokens),
         )
         loops.append(relay.run)
+    else:
+        loops.append(partial(report_backlog_forever, PostgresOutbox(database)))
     return loops + _consumer(
         settings, group, handlers, client_id, service, pseudonyms, service_tokens
     )

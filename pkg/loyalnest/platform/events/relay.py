@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from loyalnest.platform.config import EventSettings
 from loyalnest.platform.events.clients import Backoff, OutgoingRecord, new_publisher
@@ -176,9 +176,7 @@ class OutboxRelay(Generic[RowId]):
             return
         self._next_housekeeping = now + HOUSEKEEPING_INTERVAL_SECONDS
         try:
-            backlog = await self._source.backlog()
-            OUTBOX_BACKLOG.labels(self._source.name).set(backlog.pending)
-            OUTBOX_OLDEST_PENDING.labels(self._source.name).set(backlog.oldest_age_seconds)
+            await report_backlog(self._source)
             if now >= self._next_purge:
                 self._next_purge = now + PURGE_INTERVAL_SECONDS
                 purged = await self._source.purge_sent(self._settings.outbox_retention_seconds)
@@ -186,3 +184,22 @@ class OutboxRelay(Generic[RowId]):
                     log.info("outbox purged", schema=self._source.name, rows=purged)
         except Exception as exc:  # the database is away: the relay loop reports it too
             log.debug("outbox housekeeping failed", error=repr(exc))
+
+
+async def report_backlog(source: OutboxSource[Any]) -> None:
+    """Sets the outbox's backlog gauges (pending rows, the oldest one's age)."""
+    backlog = await source.backlog()
+    OUTBOX_BACKLOG.labels(source.name).set(backlog.pending)
+    OUTBOX_OLDEST_PENDING.labels(source.name).set(backlog.oldest_age_seconds)
+
+
+async def report_backlog_forever(source: OutboxSource[Any]) -> None:
+    """The backlog gauges of an outbox this process does not relay (`loyalnest relay` does, in
+    a process of its own): the outbox alert then follows the rows, whether a relay runs or
+    not. A background loop; the relay's own housekeeping reports them too."""
+    while True:
+        try:
+            await report_backlog(source)
+        except Exception as exc:  # the database is away: the readiness check says so
+            log.debug("outbox backlog not read", schema=source.name, error=repr(exc))
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL_SECONDS)
