@@ -57,6 +57,24 @@ else empty. Call with (dict "ctx" $ "component" $component). */}}
 {{- if and .ctx.Values.events.enabled .component.enabled $s.relay.separate }}true{{ end -}}
 {{- end }}
 
+{{/* startupProbe and readinessProbe of a platform process (grpc.health.v1 on its gRPC port),
+timings from the component's settings. Call with (dict "ctx" $ "settings" $s). */}}
+{{- define "loyalnest.healthProbes" -}}
+{{- $probes := .settings.probes -}}
+startupProbe:
+  grpc:
+    port: {{ include "loyalnest.grpcPort" .ctx }}
+  periodSeconds: {{ $probes.startup.periodSeconds }}
+  failureThreshold: {{ $probes.startup.failureThreshold }}
+  timeoutSeconds: {{ $probes.startup.timeoutSeconds }}
+readinessProbe:
+  grpc:
+    port: {{ include "loyalnest.grpcPort" .ctx }}
+  periodSeconds: {{ $probes.readiness.periodSeconds }}
+  failureThreshold: {{ $probes.readiness.failureThreshold }}
+  timeoutSeconds: {{ $probes.readiness.timeoutSeconds }}
+{{- end }}
+
 {{/* The registry name `loyalnest serve` takes. */}}
 {{- define "loyalnest.serviceName" -}}
 {{- .component.service | default (.name | replace "-" "_") -}}
