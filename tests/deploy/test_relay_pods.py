@@ -6,11 +6,13 @@ every relay inside its service."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from loyalnest.deploy import checks, helm
+from loyalnest.deploy import checks, generate, helm
+from loyalnest.deploy.calls import RELAY_CALLS_FILE, relay_call_graph
 from loyalnest.deploy.helm import Render
 from tests.deploy.conftest import Objects, container, env_of, find
 
@@ -74,10 +76,13 @@ def test_by_default_every_service_relays_its_own_outbox(rendered: dict[str, Obje
 def test_relay_pods_reach_what_their_service_calls_and_take_no_calls(
     rendered: dict[str, Objects],
 ) -> None:
+    assert generate.call_graph(check=True) == [], "the services' calls changed: `make chart`"
+    assert json.loads(RELAY_CALLS_FILE.read_text()) == relay_call_graph()
     objects = rendered["external-backends"]
     policy = find(objects, "NetworkPolicy", "referrals-relay")["spec"]
-    # Referrals' relay asks the edge for customer pseudonyms, with a token from Auth.
-    assert _rule_peers(policy["egress"], "to", 50051) == {"auth", "edge", "points"}
+    # Referrals' relay asks the edge for customer pseudonyms, with a token from Auth; it
+    # calls nothing else Referrals calls (Points).
+    assert _rule_peers(policy["egress"], "to", 50051) == {"auth", "edge"}
     assert _rule_peers(policy["egress"], "to", 9092) == set()  # brokers are ipBlocks here
     assert any({"protocol": "TCP", "port": 9092} in rule["ports"] for rule in policy["egress"]), (
         "no egress to the brokers"
@@ -85,7 +90,14 @@ def test_relay_pods_reach_what_their_service_calls_and_take_no_calls(
     assert [port["port"] for rule in policy["ingress"] for port in rule["ports"]] == [9464]
     edge_ingress = find(objects, "NetworkPolicy", "edge")["spec"]["ingress"]
     assert "referrals-relay" in _rule_peers(edge_ingress, "from", 50051)
-    assert "edge-relay" not in _rule_peers(edge_ingress, "from", 50051)
+    points_ingress = find(objects, "NetworkPolicy", "points")["spec"]["ingress"]
+    assert "referrals-relay" not in _rule_peers(points_ingress, "from", 50051)
+    # The edge's relay reads the pseudonyms from its own database: it calls no one.
+    edge_relay = find(objects, "NetworkPolicy", "edge-relay")["spec"]
+    assert _rule_peers(edge_relay["egress"], "to", 50051) == set()
+    auth_ingress = find(objects, "NetworkPolicy", "auth")["spec"]["ingress"]
+    assert "edge-relay" not in _rule_peers(auth_ingress, "from", 50051)
+    assert "referrals-relay" in _rule_peers(auth_ingress, "from", 50051)
 
 
 def test_relay_metrics_are_scraped_and_in_chart_backends_admit_relays(

@@ -212,6 +212,16 @@ loops, so not the edge's pseudonyms). */ -}}
 {{- toJson $kept -}}
 {{- end }}
 
+{{/* The components the component's relay process calls (files/relay-calls.json, from the
+code: the owner of customer pseudonyms and Auth, for the services whose events name
+customers), as a JSON list. Call like loyalnest.callees. */}}
+{{- define "loyalnest.relayCallees" -}}
+{{- $file := .ctx.Files.Get "files/relay-calls.json" -}}
+{{- if not $file -}}{{- fail "files/relay-calls.json is missing: run `make chart`" -}}{{- end -}}
+{{- $service := include "loyalnest.serviceName" . -}}
+{{- toJson (get ($file | fromJson) $service | default list) -}}
+{{- end }}
+
 {{/* Where the component's callees answer (loyalnest.platform.calls): each one's headless
 Service, dns:///<callee>.<namespace>.svc.<clusterDomain>:50051, keyed by the name the code
 declares it with. Service tokens come from `auth` when it is among them (with

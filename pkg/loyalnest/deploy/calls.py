@@ -8,7 +8,10 @@ callees' ingress) from it. Components the seed designs but the code does not hav
 hand-written `components.<name>.calls` in values.yaml (checked against the seed's call graph
 by tests/deploy); a component may not have both.
 
-`python -m loyalnest.deploy calls [--check]` writes (or checks) the file.
+The calls of a service's relay process (componentDefaults.relay.separate) are fewer: only its
+event loops' for customer pseudonyms, in `files/relay-calls.json`.
+
+`python -m loyalnest.deploy calls [--check]` writes (or checks) the files.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from loyalnest.platform.events import pseudonyms
 from loyalnest.services.registry import SERVICES, spec_for
 
 CALLS_FILE = CHART_DIR / "files" / "calls.json"
+RELAY_CALLS_FILE = CHART_DIR / "files" / "relay-calls.json"
 
 
 def code_call_graph() -> dict[str, list[str]]:
@@ -37,3 +41,17 @@ def code_call_graph() -> dict[str, list[str]]:
 
 def calls_text() -> str:
     return json.dumps(code_call_graph(), indent=2, sort_keys=True) + "\n"
+
+
+def relay_call_graph() -> dict[str, list[str]]:
+    """Every registry service -> the components its relay process (`loyalnest relay`) calls:
+    only for customer pseudonyms, the owner and Auth for the token (nothing for the owner,
+    whose relay reads its own store). The chart's `<name>-relay` NetworkPolicies follow it."""
+    return {
+        service: sorted(dns_name(callee) for callee in pseudonyms.callees(service))
+        for service in sorted(SERVICES)
+    }
+
+
+def relay_calls_text() -> str:
+    return json.dumps(relay_call_graph(), indent=2, sort_keys=True) + "\n"
