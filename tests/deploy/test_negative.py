@@ -23,6 +23,7 @@ from tests.deploy.conftest import Objects, container, find
         ({"gateway": {"service": {"type": "Ingress"}}}, "/gateway/service/type"),
         ({"componentDefaults": {"resources": {"limits": {"memory": "512MB"}}}}, "512MB"),
         ({"components": {"Points": {"enabled": True}}}, "Points"),
+        ({"components": {"edge": {"relay": {"seperate": True}}}}, "seperate"),
     ],
 )
 def test_values_typo_fails_lint_and_install(overrides: dict[str, object], expected: str) -> None:

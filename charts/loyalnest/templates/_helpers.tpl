@@ -278,11 +278,6 @@ service Deployment (token settings: pods that mount the JWKS; the migration Job 
   value: {{ include "loyalnest.migrateOnStart" $ctx | quote }}
 - name: LOYALNEST_EVENTS_ENABLED
   value: {{ $ctx.Values.events.enabled | quote }}
-{{- if and $ctx.Values.events.enabled .settings.relay .settings.relay.separate }}
-{{- /* Its outbox is relayed by the <name>-relay Deployment (templates/component-relay.yaml). */}}
-- name: LOYALNEST_OUTBOX_RELAY_IN_PROCESS
-  value: "false"
-{{- end }}
 {{- /* Customer pseudonyms on Kafka (platform/events/pseudonyms.py): always on in the mesh,
 not a value (a release cannot publish Shopify customer ids by mistake); a service missing the
 edge's target or its credential then fails at start-up. tests/deploy asserts it. */}}
