@@ -22,8 +22,8 @@ from loyalnest.deploy import checks, generate, helm
 from loyalnest.deploy.helm import Render
 from loyalnest.deploy.paths import K8S_DIR, REPO
 from tests.deploy.conftest import Objects, find, parse
+from tests.shared import shared_file
 
-SKAFFOLD_SCHEMA = REPO.parent / "shared" / "schemas" / "skaffold-v4beta14.json"
 KUBE_VERSIONS = ("1.30", kubernetes_validate.utils.latest_version())
 
 
@@ -91,9 +91,8 @@ def _skaffold() -> dict[str, Any]:
     return config
 
 
-@pytest.mark.skipif(not SKAFFOLD_SCHEMA.is_file(), reason=f"{SKAFFOLD_SCHEMA} not found")
 def test_skaffold_yaml_matches_the_v4beta14_schema() -> None:
-    schema = json.loads(SKAFFOLD_SCHEMA.read_text())
+    schema = json.loads(shared_file("schemas", "skaffold-v4beta14.json").read_text())
     config = _skaffold()
     assert config["apiVersion"] == "skaffold/v4beta14"
     jsonschema.validate(config, schema)

@@ -11,11 +11,12 @@ import pytest
 import yaml
 
 from loyalnest.deploy import checks, generate, helm
-from loyalnest.deploy.callgraph import SEED, load_seed_call_graph
+from loyalnest.deploy.callgraph import load_seed_call_graph
 from loyalnest.deploy.calls import CALLS_FILE, code_call_graph
 from loyalnest.deploy.helm import Render
 from loyalnest.deploy.paths import CHART_DIR
 from tests.deploy.conftest import Objects, container, env_of, find, parse
+from tests.shared import shared_file
 
 
 def _components() -> dict[str, Any]:
@@ -62,11 +63,10 @@ def test_code_components_have_no_hand_written_calls() -> None:
         assert "calls" not in components[name], f"{name}'s calls come from its code"
 
 
-@pytest.mark.skipif(not SEED.is_file(), reason=f"seed design not found at {SEED}")
 def test_the_call_graph_stays_within_the_seeds() -> None:
     """Seed-only components list exactly the seed's edges; the code may call fewer (what is
     wired so far), never more than the seed allows (or BEYOND_SEED documents)."""
-    seed = load_seed_call_graph()
+    seed = load_seed_call_graph(shared_file("seed", "loyalnest-microservice-design.txt"))
     code = _code_graph()
     assert set(_components()) == set(seed)
     for name, calls in _graph().items():

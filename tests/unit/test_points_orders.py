@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +19,7 @@ from loyalnest.services.points.orders import (
     order_totals,
     refund_adjustment,
 )
+from tests.shared import shared_file
 
 
 def settings(
@@ -68,13 +68,8 @@ def test_price_times_quantity_less_discounts_excluding_shipping_and_tax() -> Non
     assert (totals.order_id, totals.customer_id, totals.currency) == ("1001", "42", "EUR")
 
 
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "shopify"
-
-
 def fixture(name: str) -> dict[str, Any]:
-    path = FIXTURES / name
-    if not path.is_file():
-        pytest.skip(f"{path} is not beside the repository")
+    path = shared_file("fixtures", "shopify", name)
     loaded: dict[str, Any] = json.loads(path.read_bytes())
     return loaded
 
