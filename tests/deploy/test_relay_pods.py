@@ -106,12 +106,12 @@ def test_relay_metrics_are_scraped_and_in_chart_backends_admit_relays(
     objects = rendered["all-features"]
     monitor = find(objects, "ServiceMonitor", "loyalnest-services")
     relay_service = find(objects, "Service", "edge-relay")
-    assert checks._matches(monitor["spec"]["selector"], relay_service["metadata"]["labels"])
+    assert checks.selector_matches(monitor["spec"]["selector"], relay_service["metadata"]["labels"])
     relay_pod_labels = checks.pod_labels(find(objects, "Deployment", "edge-relay"))
     for backend in ("postgres", "kafka"):
         ingress = find(objects, "NetworkPolicy", backend)["spec"]["ingress"]
         assert any(
-            checks._matches(peer["podSelector"], relay_pod_labels)
+            checks.selector_matches(peer["podSelector"], relay_pod_labels)
             for rule in ingress
             for peer in rule["from"]
         ), backend

@@ -97,7 +97,7 @@ def containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [*spec.get("initContainers", []), *spec.get("containers", [])]
 
 
-def _matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     """matchLabels / matchExpressions (or a plain label map, as a Service selector is)."""
     if "matchLabels" in selector or "matchExpressions" in selector:
         match_labels: Mapping[str, Any] = selector.get("matchLabels", {})
@@ -120,7 +120,7 @@ def _matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 
 
 def _pods_selected(objects: Iterable[Obj], selector: Mapping[str, Any]) -> list[Obj]:
-    return [w for w in workloads(objects) if _matches(selector, pod_labels(w))]
+    return [w for w in workloads(objects) if selector_matches(selector, pod_labels(w))]
 
 
 def selector_problems(objects: list[Obj]) -> list[str]:
@@ -135,7 +135,7 @@ def selector_problems(objects: list[Obj]) -> list[str]:
             selector = spec.get("selector", {})
             if not selector.get("matchLabels") and not selector.get("matchExpressions"):
                 problems.append(f"{name_of(obj)}: empty selector")
-            elif not _matches(selector, pod_labels(obj)):
+            elif not selector_matches(selector, pod_labels(obj)):
                 problems.append(f"{name_of(obj)}: selector {selector} does not match its pods")
         elif kind == "Service" and spec.get("selector"):
             if not _pods_selected(objects, spec["selector"]):
@@ -152,7 +152,7 @@ def selector_problems(objects: list[Obj]) -> list[str]:
                 o
                 for o in objects
                 if o.get("kind") == "Service"
-                and _matches(spec["selector"], o["metadata"].get("labels", {}))
+                and selector_matches(spec["selector"], o["metadata"].get("labels", {}))
             ]
             if not services:
                 problems.append(f"{name_of(obj)}: selector matches no Service")
@@ -231,7 +231,7 @@ def backend_egress_problems(objects: list[Obj], secret: Mapping[str, str]) -> li
         spec = pod_spec(workload)
         assert spec is not None
         labels = pod_labels(workload)
-        selecting = [p for p in policies if _matches(p["spec"].get("podSelector", {}), labels)]
+        selecting = [p for p in policies if selector_matches(p["spec"].get("podSelector", {}), labels)]
         if not any("Egress" in p["spec"].get("policyTypes", []) for p in selecting):
             continue  # no egress policy: nothing is restricted
         allowed = {

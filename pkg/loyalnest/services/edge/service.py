@@ -156,8 +156,10 @@ async def build(settings: EdgeSettings) -> ServiceComponents:
     secrets = settings.webhook_secrets()
     database = Database(settings, DATABASE)
     await database.open()
-    store = EdgeStore(database, master_cipher(settings))
-    customer_keys = open_customer_keys(settings, database)
+    # One cipher for both: building it decodes the keys (and warns of a development key).
+    cipher = master_cipher(settings)
+    store = EdgeStore(database, cipher)
+    customer_keys = CustomerKeys(database, cipher)
     buckets = TokenBuckets.from_url(settings.redis_url)
     plans = PlanDirectory(
         store,
