@@ -70,6 +70,7 @@ ECHO_METHOD = "/bench.Echo/Echo"
 BALANCE_METHOD = "/loyalnest.points.v1.PointsService/GetPointsBalance"
 EARN_METHOD = "/loyalnest.points.v1.PointsService/EarnPoints"
 GOAL_RATIO = 0.70
+FLOOR_KEY = "bench:floor"
 CALL_TIMEOUT_SECONDS = 10.0
 
 Metadata = tuple[tuple[str, str], ...]
@@ -79,16 +80,33 @@ UnaryCall = Callable[..., Any]  # grpc.aio.UnaryUnaryMultiCallable, bytes in / b
 # --------------------------------------------------------------------------- server processes
 
 
-async def _echo_main(ready: Connection, response: bytes) -> None:
+async def _echo_main(ready: Connection, response: bytes, redis_url: str | None) -> None:
     async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return response
+
+    handler = echo
+    if redis_url is not None:
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(redis_url)
+        # Shaped as a cached balance (platform/cache.py): a hash of version and value.
+        await client.hset(FLOOR_KEY, mapping={"version": 1, "value": response})
+
+        async def cached_echo(
+            request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+        ) -> bytes:
+            value = await client.hget(FLOOR_KEY, "value")
+            assert isinstance(value, bytes)
+            return value
+
+        handler = cached_echo
 
     stop, watchdog = stop_event()
     server = grpc.aio.server()
     server.add_generic_rpc_handlers(
         (
             grpc.method_handlers_generic_handler(
-                "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}
+                "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(handler)}
             ),
         )
     )
@@ -100,11 +118,17 @@ async def _echo_main(ready: Connection, response: bytes) -> None:
     await watchdog
 
 
-def echo_server_process(ready: Connection, response: bytes) -> None:
-    """Child process entry point: a bare grpc.aio server answering `response` to every call."""
+def echo_server_process(
+    ready: Connection,
+    response: bytes,
+    redis_url: str | None = None,
+    event_loop: EventLoop = "asyncio",
+) -> None:
+    """Child process entry point: a bare grpc.aio server answering `response` to every call;
+    with `redis_url`, read from Redis first (one HGET per call, as a cached balance is)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        asyncio.run(_echo_main(ready, response))
+        asyncio_loop.run(_echo_main(ready, response, redis_url), event_loop)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             ready.send(("error", "".join(traceback.format_exception(exc))))
@@ -458,6 +482,26 @@ async def run_benchmark(
                 rate=args.rate,
             )
 
+    # The floor of a cached read in Python: echo plus the one Redis round trip Points makes
+    # per call, on Points' loop. Points' distance to it is what its own code costs.
+    floor_result: LoadResult | None = None
+    if redis_url is not None:
+        floor_loop = args.event_loops[0]
+        with server_process(echo_server_process, echo_response, redis_url, floor_loop) as floor:
+            async with open_channels(floor.address, args.channels) as channels:
+                floor_result = await run_load(
+                    f"echo + Redis HGET {floor_loop}",
+                    channels,
+                    ECHO_METHOD,
+                    workload.request,
+                    workload.metadata,
+                    cpu=CpuProbe(floor.process.pid or 0, None),
+                    concurrency=args.concurrency,
+                    warmup=args.warmup,
+                    duration=args.duration,
+                    rate=args.rate,
+                )
+
     # Alternating loops round after round: on a shared machine the load drifts, so each
     # loop's figures are a range over rounds measured side by side.
     points_results: list[LoadResult] = []
@@ -510,9 +554,14 @@ async def run_benchmark(
         "response_bytes": {"echo": len(echo_response), "GetPointsBalance": response_size},
         "event_loops": args.event_loops,
         "rounds": args.rounds,
-        "results": [asdict(echo_result), *(asdict(r) for r in points_results)],
+        "results": [
+            asdict(echo_result),
+            *([asdict(floor_result)] if floor_result is not None else []),
+            *(asdict(r) for r in points_results),
+        ],
         "ratio": ratio,
         "ratios": [ratio_of(r) for r in points_results],
+        "floor_ratio": None if floor_result is None else ratio_of(floor_result),
         "goal": GOAL_RATIO,
         "goal_met": ratio >= GOAL_RATIO,
     }
@@ -564,14 +613,21 @@ def render(report: dict[str, Any]) -> str:
         + ", ".join(f"{r:.2f}x" for r in report["ratios"]),
         f"goal: >= {report['goal']:.2f}x  ({verdict})",
     ]
+    if report.get("floor_ratio") is not None:
+        lines.append(
+            f"ratio (echo + Redis HGET)/echo throughput: {report['floor_ratio']:.2f}x"
+            " (a bare server paying Points' one Redis round trip per call)"
+        )
     return "\n".join(lines)
 
 
 def _event_loops(value: str) -> list[EventLoop]:
     loops: list[EventLoop] = []
     for name in value.split(","):
-        if name == "uvloop" or name == "asyncio":
-            loops.append(name)
+        if name == "uvloop":
+            loops.append("uvloop")
+        elif name == "asyncio":
+            loops.append("asyncio")
         else:
             raise argparse.ArgumentTypeError(f"unknown event loop {name!r}: uvloop or asyncio")
     return loops
