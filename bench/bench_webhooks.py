@@ -7,13 +7,16 @@ baseline, in one run.
                                              [--relay-process] [--pg-durable] [--json]
 
 Starts a throwaway PostgreSQL, Valkey and tansu (Kafka-protocol broker), then, one after the
-other, two targets behind a real Envoy running the gateway config our code generates:
+other, three targets behind a real Envoy running the gateway config our code generates:
 
 1. baseline: a bare `grpc.aio` server implementing EdgeService/ReceiveWebhook that answers at
    once (no interceptors, no verification, no storage);
 2. the real edge service (`loyalnest.platform.server.running`, production defaults): HMAC
    verification, idempotency key (the dedupe) + outbox row in one PostgreSQL statement,
-   the outbox relay publishing to the broker.
+   the outbox relay publishing to the broker;
+3. the floor (`--no-floor` skips it), measured after the edge: the bare server of 1 that also
+   INSERTs each delivery (event id, body) in PostgreSQL, on the edge's loop: the least a
+   Python server does to accept a webhook durably. The edge's distance to it is its own work.
 
 Each target gets an open-loop phase (a fixed offered rate, latency measured from each send's
 scheduled time) and a closed-loop phase (N concurrent senders, peak throughput), driven by the
@@ -73,6 +76,8 @@ from ingress import (
     run_phase,
 )
 
+from loyalnest.platform import asyncio_loop
+from loyalnest.platform.asyncio_loop import EventLoop
 from loyalnest.platform.config import ServerSettings
 
 GOAL_P99_MS = 100.0
@@ -94,12 +99,13 @@ def baseline_server_process(ready: Connection) -> None:
         raise SystemExit(1) from None
 
 
-async def _baseline_main(ready: Connection) -> None:
+async def _baseline_main(ready: Connection, database_url: str | None = None) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
     from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]
 
     from loyalnest.gen.edge.v1 import edge_pb2, edge_pb2_grpc
     from loyalnest.services.edge.service import SERVICE_NAME
+    from loyalnest.services.edge.webhooks import EVENT_ID_HEADER
 
     # As large as the edge's answer (the event id is a UUID), so the transcoder's work on the
     # way back is the same.
@@ -113,9 +119,41 @@ async def _baseline_main(ready: Connection) -> None:
         ) -> edge_pb2.ReceiveWebhookResponse:
             return response
 
+    servicer: edge_pb2_grpc.EdgeServiceServicer = BareEdge()
+    pool = None
+    if database_url is not None:
+        from psycopg_pool import AsyncConnectionPool
+
+        # The edge's pool settings (platform/postgres.py): autocommit, a statement is one
+        # round trip.
+        recording = AsyncConnectionPool(
+            database_url, min_size=4, max_size=10, kwargs={"autocommit": True}, open=False
+        )
+        pool = recording
+        await recording.open(wait=True)
+        async with recording.connection() as conn:
+            await conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {FLOOR_TABLE}"
+                " (event_id text PRIMARY KEY, body bytea NOT NULL)"
+            )
+        insert = f"INSERT INTO {FLOOR_TABLE} VALUES (%s, %s) ON CONFLICT DO NOTHING"
+
+        class RecordingEdge(edge_pb2_grpc.EdgeServiceServicer):
+            async def ReceiveWebhook(  # noqa: N802 - the gRPC method's name
+                self, request: edge_pb2.ReceiveWebhookRequest, context: Any
+            ) -> edge_pb2.ReceiveWebhookResponse:
+                event_id = next(
+                    (v for k, v in context.invocation_metadata() if k == EVENT_ID_HEADER), ""
+                )
+                async with recording.connection() as conn:
+                    await conn.execute(insert, (event_id, request.body.data), prepare=True)
+                return response
+
+        servicer = RecordingEdge()
+
     stop, watchdog = stop_event()
     server = grpc.aio.server()
-    edge_pb2_grpc.add_EdgeServiceServicer_to_server(BareEdge(), server)  # type: ignore[no-untyped-call]
+    edge_pb2_grpc.add_EdgeServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for name in ("", SERVICE_NAME):
@@ -125,7 +163,26 @@ async def _baseline_main(ready: Connection) -> None:
     ready.send(("ok", f"127.0.0.1:{port}"))
     await stop.wait()
     await server.stop(1.0)
+    if pool is not None:
+        await pool.close()
     await watchdog
+
+
+FLOOR_TABLE = "bench_floor_deliveries"
+
+
+def floor_server_process(ready: Connection, database_url: str, event_loop: EventLoop) -> None:
+    """Child process entry point: the bare server that also records each delivery in
+    PostgreSQL, one INSERT (its event id and body) in autocommit through a psycopg pool, on
+    the edge's loop: the least a Python server does to accept a webhook durably. No
+    signature check, no event, no relay: what the edge adds above it is its own cost."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        asyncio_loop.run(_baseline_main(ready, database_url), event_loop)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            ready.send(("error", "".join(traceback.format_exception(exc))))
+        raise SystemExit(1) from None
 
 
 # ---------------------------------------------------------------------------------- the phases
@@ -147,9 +204,10 @@ def run_target(
             "envoy": lambda: [gateway.pid],
             "server": lambda: [s.pid for s in endpoints],
         }
-        if target == "edge":
+        if target != "baseline":
             pg = postmaster_pid(env.pg_data_dir)
             groups["postgres"] = lambda: descendants(pg) if pg else []
+        if target == "edge":
             groups["redis"] = lambda: [env.redis_pid]
             if env.broker_pid is not None:
                 broker = env.broker_pid
@@ -331,6 +389,20 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
             say("checking the edge's records ...")
             # While the edge runs: its relay drains the outbox to the broker.
             check = verify_edge(env, edge, args.drain_timeout)
+        # After the edge, so that the floor's rows and their vacuum cannot slow the edge down.
+        if args.floor:
+            say(f"floor: {args.workers} bare process(es) with one INSERT per delivery ...")
+            with contextlib.ExitStack() as stack:
+                servers = [
+                    stack.enter_context(
+                        server_process(
+                            floor_server_process, env.database_url, ServerSettings().event_loop
+                        )
+                    )
+                    for _ in range(args.workers)
+                ]
+                floor, _ = run_target("floor", servers, env, clients, args)
+            results += floor
     peak = {r.target: r for r in results if r.kind == "closed"}
     open_loop = {r.target: r for r in results if r.kind == "open"}
     ratio = (
@@ -375,6 +447,11 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         # The edge's own count of ReceiveWebhook calls by status code (its /metrics).
         "edge_grpc_codes": edge_codes,
         "ratio_peak_throughput": ratio,
+        "ratio_floor_peak_throughput": (
+            peak["floor"].throughput / peak["baseline"].throughput
+            if "floor" in peak and peak["baseline"].throughput
+            else None
+        ),
         "goals": {
             "p99_ms_at_rate": GOAL_P99_MS,
             "p99_ms_measured": open_loop["edge"].p99_ms,
@@ -462,6 +539,15 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"ratio edge/baseline peak throughput: {report['ratio_peak_throughput']:.2f}x",
+        *(
+            [
+                "ratio floor/baseline peak throughput: "
+                f"{report['ratio_floor_peak_throughput']:.2f}x (the bare server plus one"
+                " INSERT per delivery: the least a durable accept costs in Python)"
+            ]
+            if report.get("ratio_floor_peak_throughput") is not None
+            else []
+        ),
         f"goal p99 < {goals['p99_ms_at_rate']:g} ms at {report['rate']:g}/s: "
         f"{goals['p99_ms_measured']:.1f} ms ({verdict(goals['p99_met'])})",
         f"goal peak >= {goals['peak_per_second']:g}/s: {goals['peak_measured']:.0f}/s "
@@ -510,6 +596,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="run tansu and the edge's outbox relay (production: on)",
+    )
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the floor: the bare server plus one INSERT per delivery, on the"
+        " edge's loop (the least a durable accept costs in Python)",
     )
     parser.add_argument(
         "--relay-process",
