@@ -231,7 +231,9 @@ def backend_egress_problems(objects: list[Obj], secret: Mapping[str, str]) -> li
         spec = pod_spec(workload)
         assert spec is not None
         labels = pod_labels(workload)
-        selecting = [p for p in policies if selector_matches(p["spec"].get("podSelector", {}), labels)]
+        selecting = [
+            p for p in policies if selector_matches(p["spec"].get("podSelector", {}), labels)
+        ]
         if not any("Egress" in p["spec"].get("policyTypes", []) for p in selecting):
             continue  # no egress policy: nothing is restricted
         allowed = {
