@@ -6,17 +6,22 @@
                                            [--event-loops uvloop,asyncio] [--rounds 1]
                                            [--rate CALLS_PER_SECOND]
 
-Starts a throwaway PostgreSQL, then, one after the other, two servers in their own processes:
+Starts a throwaway PostgreSQL and Valkey, then, one after the other, three servers in their
+own processes:
 
 1. baseline: a raw `grpc.aio` server with one generic bytes-in/bytes-out unary handler;
-2. the real Points service (`loyalnest.platform.server.running`) with production defaults,
+2. the floor (with Redis, the default): the same server, on Points' loop, reading a hash from
+   Redis (one HGET) before it answers, as Points reads a cached balance: what that round trip
+   costs any Python server;
+3. the real Points service (`loyalnest.platform.server.running`) with production defaults,
    on the event loop `loyalnest serve` picks (LOYALNEST_EVENT_LOOP, default uvloop); with
    `--event-loops uvloop,asyncio --rounds 3` once per loop, alternating, in the same run (the
    echo baseline stays on asyncio's loop, the raw grpc.aio of the issue's goal).
 
-Both are driven by the same closed-loop client in this process (N asyncio workers sharing
+All are driven by the same closed-loop client in this process (N asyncio workers sharing
 one or a few grpc.aio channels, raw bytes on the wire, no protobuf work in the client), with a
-warm-up period each, and the GetPointsBalance/echo throughput ratio is printed. See README.md.
+warm-up period each, and the GetPointsBalance/echo and floor/echo throughput ratios are
+printed. See README.md.
 """
 
 from __future__ import annotations
