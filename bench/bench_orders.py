@@ -26,8 +26,9 @@ Phases, all against one Envoy and the same edge process(es):
    from the webhook to the balance update, the backlog at the end of the window.
 
 Then the check: every response 200 ACCEPTED, every order credited exactly once (one
-`order:<id>` transaction per order sent, none twice), one balance message per order.
-See README.md.
+`order:<id>` transaction per order sent, none twice), one balance message per order. Last,
+the floor (`--no-floor` skips it): a bare consumer applying the same events, one INSERT each
+(floor_consumer.py), its CPU per event to set Points' per order against. See README.md.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import floor_consumer
 import grpc
 import rule_cost
 from harness import (
@@ -580,6 +582,14 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
                 http_phases.append(http)
         say("checking the ledger ...")
         check = verify(env, http_phases, watcher)
+        floor: floor_consumer.FloorRun | None = None
+        if args.floor and env.kafka is not None:
+            from loyalnest.platform.events.topics import EDGE
+
+            say("floor: a bare consumer applying the same webhook events ...")
+            floor = floor_consumer.measure(
+                env.kafka, EDGE.name, env.database_url, expected=check["accepted"]
+            )
     head = orders[0]
     ratio = head.throughput / ingress.throughput if ingress.throughput else 0.0
     return {
@@ -613,6 +623,14 @@ def run_benchmark(args: argparse.Namespace, say: Callable[[str], None]) -> dict[
         "orders": [asdict(r) for r in [*orders, *ab]],
         "tiers_ab": _tiers_ab(ab),
         "ratio_orders_to_ingress": ratio,
+        "floor": None
+        if floor is None
+        else {
+            "events": floor.events,
+            "seconds": round(floor.seconds, 2),
+            "per_second": round(floor.per_second),
+            "us_per_event": round(floor.us_per_event),
+        },
         "goals": {
             "rate": GOAL_RATE,
             "p99_ms": GOAL_P99_MS,
@@ -739,6 +757,15 @@ def render(report: dict[str, Any]) -> str:
         f"{catch['seconds']:.1f}s ({catch['wait_seconds']:.1f}s after Points was started)",
         f"ratio orders/ingress-only throughput at {head['rate']:g}/s: "
         f"{report['ratio_orders_to_ingress']:.2f}x",
+        *(
+            [
+                f"floor (a bare consumer: envelope parsed, one INSERT per event, batch commit):"
+                f" {floor['events']} events at {floor['per_second']}/s,"
+                f" {floor['us_per_event']} us of CPU per event"
+            ]
+            if (floor := report.get("floor"))
+            else []
+        ),
         f"goal >= {goals['rate']:g} orders/s sustained: {head['throughput']:.0f}/s at "
         f"{head['rate']:g}/s offered, {head['backlog_at_end']} behind at the end "
         f"({verdict(goals['sustained'])})",
@@ -800,6 +827,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="OpenTelemetry tracing in the services (production default: on)",
+    )
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="last, the floor: a bare kafka-python consumer applying the same webhook events"
+        " (one INSERT each), its CPU per event against Points' per order (floor_consumer.py)",
     )
     parser.add_argument(
         "--pg-durable",

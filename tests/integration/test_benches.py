@@ -1,6 +1,6 @@
-"""Issue 15's benches still start, measure and report (`make bench`, `make bench-webhooks`):
-a short run of each, read back from its JSON report. They broke silently before (a setting a
-service came to require); a broken bench fails here instead of on the next measurement."""
+"""Issue 15's benches still start, measure and report (`make bench`, `make bench-webhooks`,
+`make bench-orders`): a short run of each, read back from its JSON report. They broke silently
+before (a setting a service came to require); a broken bench fails here instead."""
 
 from __future__ import annotations
 
@@ -56,3 +56,17 @@ def test_the_webhook_bench_checks_the_edge_and_measures_the_floor() -> None:
     for result in report["results"]:
         assert result["accepted_total"] > 0, result
     assert report["ratio_floor_peak_throughput"] > 0
+
+
+@pytest.mark.timeout(240)
+def test_the_order_bench_credits_every_order_once_and_measures_the_floor() -> None:
+    report = run_bench(
+        "bench_orders.py",
+        *("--rate", "40", "--duration", "1", "--warmup", "0.5", "--clients", "1"),
+    )
+    assert report["correctness"]["ok"], report["correctness"]
+    assert report["orders"] and report["orders"][0]["throughput"] > 0
+    floor = report["floor"]
+    # Every event of the run, applied by the bare consumer.
+    assert floor["events"] == report["correctness"]["accepted"] > 0
+    assert floor["us_per_event"] > 0
