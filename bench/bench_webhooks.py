@@ -82,6 +82,7 @@ from loyalnest.platform.config import ServerSettings
 
 GOAL_P99_MS = 100.0
 GOAL_PEAK_PER_SECOND = 1000.0
+FLOOR_TABLE = "bench_floor_deliveries"
 
 
 # ---------------------------------------------------------------------------- server processes
@@ -166,9 +167,6 @@ async def _baseline_main(ready: Connection, database_url: str | None = None) -> 
     if pool is not None:
         await pool.close()
     await watchdog
-
-
-FLOOR_TABLE = "bench_floor_deliveries"
 
 
 def floor_server_process(ready: Connection, database_url: str, event_loop: EventLoop) -> None:

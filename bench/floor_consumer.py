@@ -16,6 +16,8 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from harness import proc_cpu_seconds
+
 FLOOR_TABLE = "bench_floor_events"
 POLL_TIMEOUT_MS = 500
 
@@ -67,7 +69,7 @@ def consume(
                 if not batches:
                     continue
                 if started is None:
-                    started, cpu_started = time.monotonic(), _cpu_seconds()
+                    started, cpu_started = time.monotonic(), proc_cpu_seconds(os.getpid())
                 with conn.transaction():
                     for records in batches.values():
                         for record in records:
@@ -77,17 +79,12 @@ def consume(
                             )
                             events += 1
                 consumer.commit()
-        finished, cpu_finished = time.monotonic(), _cpu_seconds()
+        finished, cpu_finished = time.monotonic(), proc_cpu_seconds(os.getpid())
     finally:
         consumer.close()
     if started is None:
         return FloorRun(0, 0.0, 0.0)
     return FloorRun(events, finished - started, cpu_finished - cpu_started)
-
-
-def _cpu_seconds() -> float:
-    times = os.times()
-    return times.user + times.system
 
 
 def measure(

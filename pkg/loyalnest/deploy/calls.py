@@ -17,6 +17,7 @@ event loops' for customer pseudonyms, in `files/relay-calls.json`.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from loyalnest.deploy.paths import CHART_DIR
 from loyalnest.platform.calls import dns_name
@@ -39,8 +40,16 @@ def code_call_graph() -> dict[str, list[str]]:
     }
 
 
-def calls_text() -> str:
-    return json.dumps(code_call_graph(), indent=2, sort_keys=True) + "\n"
+def graph_files() -> dict[Path, str]:
+    """The chart's generated call graphs and their text: the services' and their relays'."""
+    return {
+        CALLS_FILE: _graph_text(code_call_graph()),
+        RELAY_CALLS_FILE: _graph_text(relay_call_graph()),
+    }
+
+
+def _graph_text(graph: dict[str, list[str]]) -> str:
+    return json.dumps(graph, indent=2, sort_keys=True) + "\n"
 
 
 def relay_call_graph() -> dict[str, list[str]]:
@@ -51,7 +60,3 @@ def relay_call_graph() -> dict[str, list[str]]:
         service: sorted(dns_name(callee) for callee in pseudonyms.callees(service))
         for service in sorted(SERVICES)
     }
-
-
-def relay_calls_text() -> str:
-    return json.dumps(relay_call_graph(), indent=2, sort_keys=True) + "\n"

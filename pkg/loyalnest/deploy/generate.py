@@ -48,10 +48,7 @@ def gateway_config(check: bool) -> list[str]:
 
 
 def call_graph(check: bool) -> list[str]:
-    return _sync(
-        {calls.CALLS_FILE: calls.calls_text(), calls.RELAY_CALLS_FILE: calls.relay_calls_text()},
-        check,
-    )
+    return _sync(calls.graph_files(), check)
 
 
 def grafana_dashboards(check: bool) -> list[str]:
