@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.gen.events.v1 import points_pb2 as events_pb2
 from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.platform.program_settings import default_program
 from loyalnest.services.points.domain import LedgerNotFound, Posting, TransactionType
@@ -25,6 +26,9 @@ from loyalnest.services.points.earning import (
 from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderStatus
 from loyalnest.services.points.store.base import LedgerStore, OrderCredit
+from loyalnest.services.points.store.postgres import PostgresLedgerStore
+
+from .test_ledger_events import outbox
 
 START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
@@ -461,3 +465,102 @@ async def test_an_order_whose_credit_key_was_used_is_left_to_the_settlement_loop
     assert await balance(store, merchant_id, later_customer) == 20
     assert await status_of(store, merchant_id, order_id) is OrderStatus.APPROVING
     assert await balance(store, merchant_id, customer) == 999
+
+
+# ---- a partition's batch of orders (OrderEarnings.record_many; set-wise on PostgreSQL) ------
+
+
+async def test_a_batch_of_orders_approved_on_arrival_credits_each_once(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings
+) -> None:
+    await save(store, merchant_id, program(days=0))
+    first, second, third = (new_ids()[0] for _ in range(3))
+    alice, bob = new_ids()
+    batch = [
+        (merchant_id, order(first, alice, ("1", 1, "40"))),
+        (merchant_id, order(second, bob, ("1", 2, "15"))),
+        (merchant_id, order(third, alice, ("1", 1, "25"))),  # alice again: her second credit
+        (merchant_id, order(first, alice, ("1", 1, "40"))),  # orders/paid of the first order
+        (merchant_id, order(new_ids()[0], None, ("1", 1, "99"))),  # a guest checkout
+    ]
+    assert await earnings.record_many(batch) == [True, True, True, False, True]
+    assert await balance(store, merchant_id, alice) == 65
+    assert await balance(store, merchant_id, bob) == 30
+    history = await store.list_transactions(merchant_id, alice, limit=10, before_sequence=None)
+    assert sorted((t.sequence, t.points, t.balance_after, t.reason) for t in history) == [
+        (1, 40, 40, f"order:{first}"),
+        (2, 25, 65, f"order:{third}"),
+    ]
+    for order_id in (first, second, third):
+        assert await status_of(store, merchant_id, order_id) is OrderStatus.APPROVED
+    # The batch delivered again (a consumer's redelivery): nothing new.
+    assert await earnings.record_many(batch) == [False, False, False, False, True]
+    assert await balance(store, merchant_id, alice) == 65
+    assert await balance(store, merchant_id, bob) == 30
+
+
+async def test_a_batch_announces_each_credit_once_in_the_ledgers_order(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings
+) -> None:
+    await save(store, merchant_id, program(days=0))
+    customer = new_ids()[1]
+    order_ids = [new_ids()[0] for _ in range(3)]
+    await earnings.record_many(
+        [(merchant_id, order(o, customer, ("1", 1, "10"))) for o in order_ids]
+    )
+    earned = [e for _, key, e in await outbox(store) if key == f"{merchant_id}/{customer}"]
+    assert [e.event_type for e in earned] == ["points.earned"] * 3
+    sequences = []
+    for envelope in earned:
+        payload = events_pb2.PointsEarned()
+        assert envelope.payload.Unpack(payload)
+        sequences.append((payload.sequence, payload.reason, payload.balance_after))
+    assert sequences == [(n + 1, f"order:{o}", 10 * (n + 1)) for n, o in enumerate(order_ids)]
+
+
+async def test_a_batch_with_an_order_whose_credit_key_was_used_credits_the_others(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings
+) -> None:
+    await save(store, merchant_id, program(days=0))
+    reused_id, customer = new_ids()
+    reused = IdempotencyKey.internal(f"order:{reused_id}", customer, 999)
+    await store.post(Posting(merchant_id, customer, TransactionType.EARN, 999, "x"), reused)
+    others = [new_ids() for _ in range(2)]
+    batch = [(merchant_id, order(o, c, ("1", 1, "20"))) for o, c in others]
+    batch.insert(1, (merchant_id, order(reused_id, customer, ("1", 1, "50"))))
+    await earnings.record_many(batch)
+    assert await status_of(store, merchant_id, reused_id) is OrderStatus.APPROVING
+    assert await balance(store, merchant_id, customer) == 999  # never credited twice
+    for order_id, other in others:
+        assert await balance(store, merchant_id, other) == 20
+        assert await status_of(store, merchant_id, order_id) is OrderStatus.APPROVED
+
+
+async def test_a_batch_counts_its_own_orders_against_the_plan_limit(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings
+) -> None:
+    await save(store, merchant_id, program(days=0, orders_limit=2))
+    batch = [new_ids() for _ in range(3)]
+    await earnings.record_many([(merchant_id, order(o, c, ("1", 1, "10"))) for o, c in batch])
+    statuses = [await status_of(store, merchant_id, o) for o, _ in batch]
+    assert statuses == [OrderStatus.APPROVED, OrderStatus.APPROVED, OrderStatus.NOT_EARNING]
+    assert [await balance(store, merchant_id, c) for _, c in batch] == [10, 10, None]
+
+
+async def test_the_store_answers_a_batch_of_new_orders_or_leaves_them_to_the_usual_path(
+    store: LedgerStore, merchant_id: str
+) -> None:
+    """PostgreSQL records new orders set-wise (every answer given); a store without a
+    set-wise path (MongoDB) answers None for each, and record_approved_order records them."""
+    orders = [approved(merchant_id, new_ids()[0]) for _ in range(3)]
+    answers = await store.record_approved_orders([(o, credit_of(o)) for o in orders])
+    if isinstance(store, PostgresLedgerStore):
+        assert [(stored, inserted) for stored, inserted, _ in filter(None, answers)] == [
+            (o, True) for o in orders
+        ]
+        assert [a[2].balance.balance for a in answers if a and a[2]] == [100] * 3
+        # Recorded before: left to record_approved_order, which reads the stored order.
+        assert await store.record_approved_orders([(orders[0], credit_of(orders[0]))]) == [None]
+    else:
+        assert answers == [None] * 3
+        assert [await balance(store, merchant_id, o.customer_id) for o in orders] == [None] * 3

@@ -26,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import redis.asyncio as redis
@@ -120,6 +121,16 @@ class RedisCache:
         await self.client.aclose()
 
 
+@dataclass(frozen=True)
+class VersionedEntry:
+    """What `VersionedCache.put_many_if_newer` stores, as `put_if_newer`'s arguments."""
+
+    key: str
+    version: int
+    value: bytes
+    channel: str | None = None
+
+
 class VersionedCache:
     def __init__(self, client: redis.Redis, *, name: str, ttl_seconds: float) -> None:
         self._client = client
@@ -163,6 +174,28 @@ class VersionedCache:
             await self.delete(key)
             return False
         return bool(stored)
+
+    async def put_many_if_newer(self, entries: Sequence[VersionedEntry]) -> None:
+        """`put_if_newer` for each entry, in one round trip (a pipeline); on a Redis error
+        every entry is dropped, as `put_if_newer` drops its one."""
+        if not entries:
+            return
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for entry in entries:
+                    await self._put(
+                        keys=[entry.key],
+                        args=[entry.version, entry.value, self._ttl_ms, entry.channel or ""],
+                        client=pipe,
+                    )
+                await pipe.execute()
+        except REDIS_ERRORS as exc:
+            CACHE_ERRORS.labels(self._name, "put").inc()
+            log.warning(
+                "cache update failed; dropping the entries", cache=self._name, error=repr(exc)
+            )
+            for entry in entries:
+                await self.delete(entry.key)
 
     async def delete(self, key: str) -> None:
         try:

@@ -32,7 +32,7 @@ from loyalnest.platform.events.consumer import (
     dead_letter_record,
 )
 from loyalnest.platform.events.envelope import ConsumedEvent, RecordLike, new_event
-from loyalnest.platform.events.inbox import EventScope, TransactionalHandler
+from loyalnest.platform.events.inbox import BatchHandler, EventScope, TransactionalHandler
 from loyalnest.platform.events.outbox import Backlog, PendingRow
 from loyalnest.platform.events.relay import OutboxRelay, RelayBatchFailed
 
@@ -409,7 +409,7 @@ class FakeTransactional(TransactionalHandler):
         return True
 
     async def apply_many(
-        self, items: Sequence[tuple[ConsumedEvent, TransactionalHandler]], scope: EventScope
+        self, items: Sequence[tuple[ConsumedEvent, BatchHandler]], scope: EventScope
     ) -> list[bool]:
         reasons = [self._reason(event) for event, _ in items]
         self.runs.append(reasons)
@@ -418,7 +418,7 @@ class FakeTransactional(TransactionalHandler):
         return [True] * len(items)
 
 
-def batch_processor(handler: TransactionalHandler, sink: Sink, limit: int) -> EventProcessor:
+def batch_processor(handler: BatchHandler, sink: Sink, limit: int) -> EventProcessor:
     settings = SETTINGS.model_copy(update={"consumer_batch_max_events": limit})
     return EventProcessor("g", {"points.earned": handler}, sink, settings)
 
@@ -464,6 +464,51 @@ async def test_handlers_on_different_databases_never_share_a_transaction():
     await processor.process_many(records, lambda r: None)
     assert first.runs == [["a", "b"]]
     assert first.single == ["c"]
+
+
+class Orders(BatchHandler):
+    """A batch handler of its own (no database, no transaction): it answers per event,
+    some events applied before."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[str]] = []
+
+    @property
+    def batch_key(self) -> object:
+        return self
+
+    async def __call__(self, event: ConsumedEvent) -> bool:
+        raise AssertionError("runs of more than one event go to apply_many")
+
+    async def apply_many(
+        self, items: Sequence[tuple[ConsumedEvent, BatchHandler]], scope: EventScope
+    ) -> list[bool]:
+        reasons = [event.payload_as(points_pb2.PointsEarned).reason for event, _ in items]
+        self.runs.append(reasons)
+        return [not reason.startswith("seen") for reason in reasons]
+
+
+def processed(outcome: str) -> float:
+    labels = {"group": "g", "topic": Record(None, []).topic}
+    labels |= {"event_type": "points.earned", "outcome": outcome}
+    return REGISTRY.get_sample_value("loyalnest_events_processed_total", labels) or 0.0
+
+
+async def test_any_batch_handler_gets_runs_and_its_answers_are_counted_per_event():
+    orders = Orders()
+    settings = SETTINGS.model_copy(update={"consumer_batch_max_events": 10})
+    processor = EventProcessor(
+        "g", {"points.earned": orders, "points.redeemed": Handler()}, Sink(), settings
+    )
+    other = new_event("m", points_pb2.PointsRedeemed(customer_id="c", reason="r"))
+    headers = [(k, v.encode()) for k, v in other.headers.items()]
+    records = [record("a"), record("seen-b"), Record(other.value, headers)]
+    records += [record("c"), record("d")]
+    applied, duplicates = processed("applied"), processed("duplicate")
+    await processor.process_many(records, lambda r: None)
+    assert orders.runs == [["a", "seen-b"], ["c", "d"]]  # another event type ends a run
+    assert processed("applied") - applied == 3
+    assert processed("duplicate") - duplicates == 1
 
 
 async def test_stopping_leaves_the_rest_undone():

@@ -48,7 +48,7 @@ from loyalnest.platform.events.envelope import (
     decode,
     record_headers,
 )
-from loyalnest.platform.events.inbox import Handler, TransactionalHandler
+from loyalnest.platform.events.inbox import BatchHandler, Handler
 from loyalnest.platform.events.metrics import (
     CONSUMER_LAG,
     EVENT_DELIVERY_SECONDS,
@@ -221,19 +221,20 @@ class EventProcessor:
     ) -> None:
         """Applies one partition's records in order, calling `done` for each in turn.
 
-        Consecutive events whose handlers are transactional on one database are applied
-        in one transaction (up to `consumer_batch_max_events`); if that fails, one at a
-        time. Returns early, between records, once `stopping()`.
+        Consecutive events whose handlers share a batch key (inbox.BatchHandler: e.g.
+        transactional on one database) are applied at once (up to
+        `consumer_batch_max_events`); if that fails, one at a time. Returns early, between
+        records, once `stopping()`.
         """
-        run: list[tuple[RecordLike, ConsumedEvent, TransactionalHandler]] = []
+        run: list[tuple[RecordLike, ConsumedEvent, BatchHandler]] = []
         limit = self._settings.consumer_batch_max_events
         items = classified if classified is not None else await self.classify(records)
         for record, item in zip(records, items, strict=True):
             if stopping():
                 return  # the records of an unapplied run are not done: redelivered
             handler = self._handlers[item.event_type] if isinstance(item, ConsumedEvent) else None
-            if isinstance(item, ConsumedEvent) and isinstance(handler, TransactionalHandler):
-                if run and (run[0][2].database is not handler.database or len(run) >= limit):
+            if isinstance(item, ConsumedEvent) and isinstance(handler, BatchHandler):
+                if run and (run[0][2].batch_key != handler.batch_key or len(run) >= limit):
                     await self._apply_run(run, done)
                     run = []
                 run.append((record, item, handler))
@@ -258,7 +259,7 @@ class EventProcessor:
 
     async def _apply_run(
         self,
-        run: Sequence[tuple[RecordLike, ConsumedEvent, TransactionalHandler]],
+        run: Sequence[tuple[RecordLike, ConsumedEvent, BatchHandler]],
         done: Callable[[RecordLike], None],
     ) -> None:
         if len(run) > 1:
@@ -268,7 +269,7 @@ class EventProcessor:
                     lambda event: self._scope(event),
                 )
             except Exception as exc:
-                # One transaction: nothing of the run was applied. One at a time, each event
+                # Each event of the run is applied or not (BatchHandler). One at a time, each
                 # gets its own retries and, if it is the culprit, its own dead letter.
                 log.info("batch failed; applying its events one by one", error=repr(exc))
             else:

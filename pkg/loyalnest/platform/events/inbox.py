@@ -15,7 +15,8 @@ An effect that is a few writes SQL can chain may instead be one statement with t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -32,6 +33,8 @@ log = get_logger(__name__)
 # had been applied before (a redelivery).
 Handler = Callable[[ConsumedEvent], Awaitable[bool]]
 Effect = Callable[[AsyncConnection, ConsumedEvent], Awaitable[None]]
+# Opens the per-event scope (trace span, log context) around an effect applied in a batch.
+EventScope = Callable[[ConsumedEvent], AbstractContextManager[object]]
 
 
 async def claim(conn: AsyncConnection, event: ConsumedEvent) -> bool:
@@ -49,22 +52,50 @@ async def claim(conn: AsyncConnection, event: ConsumedEvent) -> bool:
     return row is not None and bool(row[0])
 
 
-# Opens the per-event scope (trace span, log context) around an effect applied in a batch.
-EventScope = Callable[[ConsumedEvent], AbstractContextManager[object]]
+class BatchHandler(ABC):
+    """A Handler the consumer may also hand a run of consecutive events of one partition at
+    once (`apply_many`), when their handlers share a `batch_key`: a handler that can apply
+    many events for about the cost of one (one transaction, one statement, one round trip)
+    saves what dominates an event's cost.
+
+    When `apply_many` raises, the consumer applies the run again one event at a time, so a
+    poison event fails (and is dead-lettered) alone. So `apply_many` must leave each event
+    either applied or not, never half: what it applied before it failed is then applied
+    again, which every handler's idempotency makes a no-op (counted as a duplicate).
+    """
+
+    @property
+    @abstractmethod
+    def batch_key(self) -> Hashable:
+        """Consecutive events whose handlers have the same key may go to one apply_many."""
+
+    @abstractmethod
+    async def __call__(self, event: ConsumedEvent) -> bool: ...
+
+    @abstractmethod
+    async def apply_many(
+        self, items: Sequence[tuple[ConsumedEvent, BatchHandler]], scope: EventScope
+    ) -> list[bool]:
+        """Applies every item (an event and its handler, whose batch_key is this one's);
+        what `__call__` answers, per item. `scope(event)` opens the event's span and log
+        context around the work that is the event's own."""
 
 
-class TransactionalHandler:
+class TransactionalHandler(BatchHandler):
     """A Handler running `effect` and recording the event in one transaction.
 
     The consumer may also hand it a run of events of one partition at once (`apply_many`):
     one transaction for all of them saves a BEGIN/COMMIT and a connection checkout per
-    event, which is most of an event's cost. The consumer falls back to one event at a time
-    when a batch fails, so a poison event still fails (and is dead-lettered) alone.
+    event, which is most of an event's cost. All or nothing.
     """
 
     def __init__(self, database: Database, effect: Effect) -> None:
         self.database = database
         self.effect = effect
+
+    @property
+    def batch_key(self) -> Hashable:
+        return self.database
 
     async def __call__(self, event: ConsumedEvent) -> bool:
         async with self.database.pool.connection() as conn, conn.transaction():
@@ -74,13 +105,14 @@ class TransactionalHandler:
             return True
 
     async def apply_many(
-        self, items: Sequence[tuple[ConsumedEvent, TransactionalHandler]], scope: EventScope
+        self, items: Sequence[tuple[ConsumedEvent, BatchHandler]], scope: EventScope
     ) -> list[bool]:
-        """Applies every item with its own handler's effect, all in one transaction; the
-        handlers must share this one's database. All or nothing."""
+        """Applies every item with its own handler's effect, all in one transaction (the
+        handlers share this one's database: its batch_key)."""
         results = []
         async with self.database.pool.connection() as conn, conn.transaction():
             for event, handler in items:
+                assert isinstance(handler, TransactionalHandler)
                 with scope(event):
                     applied = await claim(conn, event)
                     if applied:

@@ -102,6 +102,23 @@ async def enqueue(
     return event.envelope
 
 
+# The rows of `enqueue_many` as one statement: a column of values each, in `COLUMNS` order.
+_INSERT_MANY = (
+    f"INSERT INTO outbox {COLUMNS} SELECT * FROM unnest(%s::uuid[], %s::text[], %s::text[],"
+    " %s::text[], %s::smallint[], %s::bytea[], %s::jsonb[])"
+)
+
+
+async def enqueue_many(conn: AsyncConnection, events: Sequence[OutboxRow]) -> None:
+    """Adds `events` (`row()` each) to the outbox inside the caller's open transaction, in
+    their order, with one statement: for a change applied to many aggregates at once."""
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        raise RuntimeError("outbox.enqueue_many() must run inside the state change's transaction")
+    if events:
+        columns = [list(column) for column in zip(*(event.params for event in events), strict=True)]
+        await conn.execute(_INSERT_MANY, columns, prepare=True)
+
+
 RowId = TypeVar("RowId")
 
 

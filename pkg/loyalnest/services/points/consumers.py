@@ -8,10 +8,12 @@ rewards: never RFM's tables)."""
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+
 from loyalnest.gen.events.v1 import core_pb2, gateway_pb2, rfm_pb2, users_pb2
 from loyalnest.platform.events.consumer import PermanentEventError
 from loyalnest.platform.events.envelope import ConsumedEvent
-from loyalnest.platform.events.inbox import Handler
+from loyalnest.platform.events.inbox import BatchHandler, EventScope, Handler
 from loyalnest.platform.merchants import MerchantGate
 from loyalnest.platform.validation import IDENTIFIER_RE
 from loyalnest.services.points.earning import (
@@ -22,6 +24,7 @@ from loyalnest.services.points.earning import (
     SignupBonuses,
 )
 from loyalnest.services.points.liability import LEDGER_MOVEMENTS
+from loyalnest.services.points.orders import Order
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.tiers import ShopifyTags, VipTiers
 from loyalnest.services.points.wire import SEGMENTS_BY_PROTO
@@ -55,27 +58,6 @@ def handlers(
         # Versioned: a redelivered or older copy changes nothing.
         return await programs.save(event.merchant_id, settings)
 
-    async def on_webhook(event: ConsumedEvent) -> bool:
-        # Webhooks name a shop, not a signed-in merchant: one Auth does not know, or that
-        # uninstalled the app, earns nothing (acked, counted; loyalnest.platform.merchants).
-        # The edge skips most of them already; this catches those published before an
-        # uninstall, and edges that do not check.
-        if merchants is not None and not await merchants.allows(
-            event.merchant_id, what=event.event_type
-        ):
-            return True
-        topic = event.payload_as(gateway_pb2.WebhookReceived).topic
-        if topic in CUSTOMER_TOPICS:
-            # A new customer: the signup bonus; a consent to email marketing: the newsletter
-            # rules. Each is idempotent on its own key, so a redelivery repeats neither.
-            applied = False
-            if signups is not None and topic == "customers/create":
-                applied = await signups.on_webhook(event)
-            if newsletters is not None:
-                applied = await newsletters.on_webhook(event) or applied
-            return applied
-        return await orders.on_webhook(event)
-
     async def on_rfm_updated(event: ConsumedEvent) -> bool:
         scored = event.payload_as(rfm_pb2.RfmUpdated)
         if not IDENTIFIER_RE.match(scored.customer_id):
@@ -95,7 +77,7 @@ def handlers(
         "user.created": on_user_created,
         "rfm.updated": on_rfm_updated,
         "program_settings.updated": on_settings_updated,
-        "webhook.received": on_webhook,
+        "webhook.received": Webhooks(orders, merchants, signups, newsletters),
     }
     # Points' own ledger events: the liability summary table (each event once, through the
     # inbox), then a customer's tier, which goes up as soon as they qualify.
@@ -121,6 +103,83 @@ def handlers(
 
         found["tier.changed"] = on_tier_changed
     return found
+
+
+class Webhooks(BatchHandler):
+    """webhook.received: the orders, customers' signup bonuses and newsletter sign-ups.
+
+    The consumer hands it a partition's batch at once (inbox.BatchHandler): its new orders
+    are recorded together (OrderEarnings.record_many: their credits set-wise), the other
+    events one by one in their place, so the batch's order is kept where it matters (an
+    order before its refund). Every write is idempotent on its own key, so a batch applied
+    in part and then again one by one repeats nothing.
+    """
+
+    def __init__(
+        self,
+        orders: OrderEarnings,
+        merchants: MerchantGate | None,
+        signups: SignupBonuses | None,
+        newsletters: NewsletterSignups | None,
+    ) -> None:
+        self._orders = orders
+        self._merchants = merchants
+        self._signups = signups
+        self._newsletters = newsletters
+
+    @property
+    def batch_key(self) -> Hashable:
+        return self
+
+    async def _allowed(self, event: ConsumedEvent) -> bool:
+        # Webhooks name a shop, not a signed-in merchant: one Auth does not know, or that
+        # uninstalled the app, earns nothing (acked, counted; loyalnest.platform.merchants).
+        # The edge skips most of them already; this catches those published before an
+        # uninstall, and edges that do not check.
+        return self._merchants is None or await self._merchants.allows(
+            event.merchant_id, what=event.event_type
+        )
+
+    async def __call__(self, event: ConsumedEvent) -> bool:
+        if not await self._allowed(event):
+            return True
+        topic = event.payload_as(gateway_pb2.WebhookReceived).topic
+        if topic in CUSTOMER_TOPICS:
+            # A new customer: the signup bonus; a consent to email marketing: the newsletter
+            # rules. Each is idempotent on its own key, so a redelivery repeats neither.
+            applied = False
+            if self._signups is not None and topic == "customers/create":
+                applied = await self._signups.on_webhook(event)
+            if self._newsletters is not None:
+                applied = await self._newsletters.on_webhook(event) or applied
+            return applied
+        return await self._orders.on_webhook(event)
+
+    async def apply_many(
+        self, items: Sequence[tuple[ConsumedEvent, BatchHandler]], scope: EventScope
+    ) -> list[bool]:
+        results: list[bool] = [True] * len(items)
+        # New orders waiting to be recorded together: (index in items, merchant, order).
+        orders: list[tuple[int, str, Order]] = []
+        for index, (event, _) in enumerate(items):
+            with scope(event):
+                allowed = await self._allowed(event)
+                order = self._orders.order_to_record(event) if allowed else None
+                if order is not None:
+                    orders.append((index, event.merchant_id, order))
+                    continue
+                if allowed:
+                    await self._record(orders, results)
+                    orders = []
+                    results[index] = await self(event)
+        await self._record(orders, results)
+        return results
+
+    async def _record(self, orders: Sequence[tuple[int, str, Order]], results: list[bool]) -> None:
+        if orders:
+            recorded = await self._orders.record_many([(m, order) for _, m, order in orders])
+            for (index, _, _), inserted in zip(orders, recorded, strict=True):
+                results[index] = inserted
 
 
 def _in_turn(chain: list[Handler]) -> Handler:

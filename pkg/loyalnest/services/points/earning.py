@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar, cast
@@ -489,13 +489,79 @@ class OrderEarnings:
             # Signed by Shopify yet unreadable: retrying cannot help; the consumer dead-letters.
             raise PermanentEventError(f"{webhook.topic} {webhook.webhook_id}: {exc}") from exc
 
+    @staticmethod
+    def order_to_record(event: ConsumedEvent) -> Order | None:
+        """The order a `webhook.received` of an earning topic carries, for `record_many`;
+        None for any other event, or one on_webhook is to refuse (it says why)."""
+        webhook = event.payload_as(gateway_pb2.WebhookReceived)
+        if webhook.topic not in EARNING_TOPICS:
+            return None
+        try:
+            order, _ = _order_or_refund(webhook)
+        except ValueError:
+            return None
+        return order
+
     async def record(self, merchant_id: str, order: Order) -> bool:
         """Records what the order earns; False when it was recorded before."""
         program = await self._programs.get(merchant_id)
+        earning = await self._earning(merchant_id, order, program)
+        if earning is None:
+            return True  # a guest checkout: nobody to credit
+        return await self._write(earning)
+
+    async def _write(self, earning: OrderEarning) -> bool:
+        if earning.status is OrderStatus.APPROVED:
+            stored, inserted = await self._record_approved(earning)
+        else:
+            stored, inserted = await self._store.record_order(earning)
+        return self._counted(earning, stored, inserted)
+
+    async def record_many(self, orders: Sequence[tuple[str, Order]]) -> list[bool]:
+        """`record` for each (merchant, order) in turn; those approved on arrival have their
+        credits written set-wise (Ledger.record_approved_orders): a partition's batch of
+        orders then costs a few round trips, not a few per order."""
+        results: list[bool] = [True] * len(orders)
+        approved: list[tuple[int, OrderEarning, OrderCredit]] = []
+        for index, (merchant_id, order) in enumerate(orders):
+            program = await self._programs.get(merchant_id)
+            if program.plan.orders_per_month_limit > 0:
+                # Its count of the month's orders must see the orders before it.
+                await self._record_approved_many(approved, results)
+                approved = []
+                results[index] = await self.record(merchant_id, order)
+                continue
+            earning = await self._earning(merchant_id, order, program)
+            if earning is None:
+                continue  # a guest checkout: True
+            credit = order_credit(earning) if earning.status is OrderStatus.APPROVED else None
+            if credit is not None:
+                approved.append((index, earning, credit))
+            else:
+                results[index] = await self._write(earning)
+        await self._record_approved_many(approved, results)
+        return results
+
+    async def _record_approved_many(
+        self, approved: Sequence[tuple[int, OrderEarning, OrderCredit]], results: list[bool]
+    ) -> None:
+        if not approved:
+            return
+        recorded = await self._ledger.record_approved_orders(
+            [(earning, credit) for _, earning, credit in approved]
+        )
+        for (index, earning, _), answer in zip(approved, recorded, strict=True):
+            stored, inserted = answer or await self._record_approved(earning)
+            results[index] = self._counted(earning, stored, inserted)
+
+    async def _earning(
+        self, merchant_id: str, order: Order, program: core_pb2.ProgramSettings
+    ) -> OrderEarning | None:
+        """What the order earns under `program`, to be recorded; None for a guest checkout."""
         totals = order_totals(order, program)
         if not totals.customer_id:
             ORDERS.labels("no_customer").inc()
-            return True  # a guest checkout: nobody to credit
+            return None
         now = self._clock()
         note = await self._why_not_earning(merchant_id, program, now)
         awards: list[Award] = []
@@ -514,7 +580,7 @@ class OrderEarnings:
             if at_once
             else OrderStatus.PENDING
         )
-        earning = OrderEarning(
+        return OrderEarning(
             merchant_id=merchant_id,
             order_id=totals.order_id,
             customer_id=totals.customer_id,
@@ -531,12 +597,11 @@ class OrderEarnings:
             weighted_amount=totals.weighted,
             pos=as_order(order).source_name == "pos",
         )
-        if at_once:
-            stored, inserted = await self._record_approved(earning)
-        else:
-            stored, inserted = await self._store.record_order(earning)
+
+    @staticmethod
+    def _counted(earning: OrderEarning, stored: OrderEarning, inserted: bool) -> bool:
         # An order credited at once still counts as "pending" (it earns; the period was 0).
-        outcome = "pending" if at_once else stored.status.value
+        outcome = "pending" if earning.status is OrderStatus.APPROVED else stored.status.value
         ORDERS.labels(outcome if inserted else "duplicate").inc()
         return inserted
 

@@ -28,13 +28,19 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
 from loyalnest.gen.points.v1 import points_pb2
-from loyalnest.platform.cache import RESYNC, SharedSubscriber, VersionedCache, key_part
+from loyalnest.platform.cache import (
+    RESYNC,
+    SharedSubscriber,
+    VersionedCache,
+    VersionedEntry,
+    key_part,
+)
 from loyalnest.platform.errors import ResourceExhausted, Unavailable
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.platform.personal_data import CustomerExport, CustomerRef
@@ -221,13 +227,41 @@ class Ledger:
             await self.committed(earning.merchant_id, result.balance)
         return stored, inserted
 
+    async def record_approved_orders(
+        self, items: Sequence[tuple[OrderEarning, OrderCredit]]
+    ) -> list[tuple[OrderEarning, bool] | None]:
+        """store.record_approved_orders, then the cache as `post`, for every credit in one
+        round trip: per item (the stored order, inserted), or None for one the store did not
+        record (record it with record_approved_order)."""
+        recorded = await self.store.record_approved_orders(items)
+        await self._committed_many(
+            [
+                (earning.merchant_id, result.balance)
+                for earning, _, result in filter(None, recorded)
+                if result is not None and not result.replayed
+            ]
+        )
+        return [None if answer is None else answer[:2] for answer in recorded]
+
     async def committed(self, merchant_id: str, balance: Balance) -> None:
         """Publishes a snapshot the store has committed: cache and stream subscribers."""
-        if self.cache is None:
-            return
-        await self.cache.put_if_newer(
-            balance_key(merchant_id, balance.customer_id),
-            balance.sequence,
-            balance_proto(balance).SerializeToString(),
-            channel=stream_channel(merchant_id, balance.customer_id),
-        )
+        if self.cache is not None:
+            entry = _cache_entry(merchant_id, balance)
+            await self.cache.put_if_newer(
+                entry.key, entry.version, entry.value, channel=entry.channel
+            )
+
+    async def _committed_many(self, balances: Sequence[tuple[str, Balance]]) -> None:
+        if self.cache is not None:
+            await self.cache.put_many_if_newer(
+                [_cache_entry(merchant_id, balance) for merchant_id, balance in balances]
+            )
+
+
+def _cache_entry(merchant_id: str, balance: Balance) -> VersionedEntry:
+    return VersionedEntry(
+        balance_key(merchant_id, balance.customer_id),
+        balance.sequence,
+        balance_proto(balance).SerializeToString(),
+        channel=stream_channel(merchant_id, balance.customer_id),
+    )

@@ -32,6 +32,8 @@ from loyalnest.services.points.rules import RuleEvent
 
 # An order's credit: the ledger posting and its idempotency key (earning.order_credit).
 OrderCredit = tuple[Posting, IdempotencyKey]
+# What record_approved_order answers: the stored order, inserted, the credit's result.
+RecordedOrder = tuple[OrderEarning, bool, PostingResult | None]
 
 # The reward fields update_reward may change (customer_limit is limit_max and limit_period).
 REWARD_UPDATABLE = frozenset(
@@ -413,13 +415,23 @@ class LedgerStore(Protocol):
 
     async def record_approved_order(
         self, earning: OrderEarning, credit: OrderCredit | None
-    ) -> tuple[OrderEarning, bool, PostingResult | None]:
+    ) -> RecordedOrder:
         """An order approved on arrival (no pending period; `earning` is APPROVED, its
         approved_points fixed): inserts it and posts its credit together, in one transaction
         where the store has them. (the stored order, inserted, the credit's result);
         (the stored one, False, None) when the merchant's order was recorded before, nothing
         written then. Without transactions the order is recorded APPROVING first, so a crash
         before the credit leaves it to the settlement loop."""
+        ...
+
+    async def record_approved_orders(
+        self, items: Sequence[tuple[OrderEarning, OrderCredit]]
+    ) -> list[RecordedOrder | None]:
+        """record_approved_order for many new orders at once, where the store can write them
+        set-wise (a partition's batch of webhooks): per item what record_approved_order
+        answers, or None for one it did not record, which the caller records with
+        record_approved_order (recorded before, its key claimed before, or a store without
+        a set-wise path)."""
         ...
 
     async def mark_adjustment_applied(

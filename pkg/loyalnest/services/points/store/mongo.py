@@ -98,6 +98,7 @@ from loyalnest.services.points.orders import (
 from loyalnest.services.points.rules import RuleEvent
 from loyalnest.services.points.store.base import (
     OrderCredit,
+    RecordedOrder,
     erased_customer_id,
     ledger_history,
     reward_columns,
@@ -1606,9 +1607,15 @@ class MongoLedgerStore:
         )
         return PostingResult.of(transaction)
 
+    async def record_approved_orders(
+        self, items: Sequence[tuple[OrderEarning, OrderCredit]]
+    ) -> list[RecordedOrder | None]:
+        # No set-wise path: a document store's transaction is per order already.
+        return [None] * len(items)
+
     async def record_approved_order(
         self, earning: OrderEarning, credit: OrderCredit | None
-    ) -> tuple[OrderEarning, bool, PostingResult | None]:
+    ) -> RecordedOrder:
         transactional = await self.uses_transactions()
         if credit is None:
             stored, inserted = await self.record_order(earning)

@@ -7,8 +7,10 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, astuple, fields
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+import orjson
 from google.protobuf.message import Message
 from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
@@ -58,6 +60,7 @@ from loyalnest.services.points.store.base import (
     CUSTOMER_TABLES,
     MERCHANT_TABLES,
     OrderCredit,
+    RecordedOrder,
     erased_customer_id,
     reward_columns,
     reward_row,
@@ -228,6 +231,55 @@ _RECORD_APPROVED_ORDER = (
     " c.lifetime_earned, c.lifetime_redeemed, c.last_sequence, c.updated_at"
     " FROM (SELECT 1) AS one LEFT JOIN credited AS c ON true"
 )
+# Orders approved on arrival and their credits, set-wise (record_approved_orders): what
+# _RECORD_APPROVED_ORDER does for one order, for many whose customers all differ (a statement
+# may write a ledger row once). Its parameter is a JSON array of {"order": an order_earnings
+# row, "credit": _CREDIT_FIELDS}; it answers a row per order, in their order. Rows are written
+# in order of (merchant, customer), so two batches lock the ledgers they share in one order.
+_CREDIT_FIELDS = (
+    "transaction_id uuid, key_namespace text, key_value text, key_fingerprint text,"
+    " credit_type text, credit_points bigint, credit_earned bigint, credit_redeemed bigint,"
+    " credit_reason text, credit_rule_id text"
+)
+_RECORD_APPROVED_ORDERS = (
+    "WITH input AS (SELECT e.n, o AS ord, o.merchant_id, o.order_id, o.customer_id, c.*"
+    " FROM jsonb_array_elements(%s::jsonb) WITH ORDINALITY AS e(doc, n)"
+    " CROSS JOIN LATERAL jsonb_populate_record(NULL::order_earnings, e.doc->'order') AS o"
+    f" CROSS JOIN LATERAL jsonb_to_record(e.doc->'credit') AS c({_CREDIT_FIELDS})),"
+    f" placed AS (INSERT INTO order_earnings ({', '.join(_ORDER_COLUMNS)})"
+    f" SELECT {', '.join(f'(ord).{c}' for c in _ORDER_COLUMNS)} FROM input"
+    " ORDER BY merchant_id, customer_id ON CONFLICT DO NOTHING RETURNING merchant_id, order_id),"
+    f" claimed AS (INSERT INTO idempotency_keys {idempotency.CLAIM_COLUMNS}"
+    " SELECT i.merchant_id, i.key_namespace, i.key_value, i.key_fingerprint, i.transaction_id"
+    " FROM input AS i JOIN placed USING (merchant_id, order_id)"
+    " ORDER BY i.merchant_id, i.customer_id"
+    " ON CONFLICT DO NOTHING RETURNING merchant_id, namespace, idempotency_key),"
+    " credited AS (INSERT INTO ledgers AS l (merchant_id, customer_id, balance, lifetime_earned,"
+    " lifetime_redeemed, last_sequence)"
+    " SELECT i.merchant_id, i.customer_id, i.credit_points, i.credit_earned, i.credit_redeemed, 1"
+    " FROM input AS i JOIN claimed AS k ON k.merchant_id = i.merchant_id"
+    " AND k.namespace = i.key_namespace AND k.idempotency_key = i.key_value"
+    " ORDER BY i.merchant_id, i.customer_id"
+    " ON CONFLICT (merchant_id, customer_id) DO UPDATE SET balance = l.balance + excluded.balance,"
+    " lifetime_earned = l.lifetime_earned + excluded.lifetime_earned,"
+    " lifetime_redeemed = l.lifetime_redeemed + excluded.lifetime_redeemed,"
+    " last_sequence = l.last_sequence + 1, updated_at = now()"
+    " WHERE l.balance + excluded.balance >= 0"
+    " RETURNING merchant_id, customer_id, balance, lifetime_earned, lifetime_redeemed,"
+    " last_sequence, updated_at),"
+    f" recorded AS (INSERT INTO points_transactions ({', '.join(_COLUMNS)})"
+    " SELECT i.transaction_id, i.merchant_id, i.customer_id, c.last_sequence, i.credit_type,"
+    " i.credit_points, i.credit_reason, c.updated_at, c.balance, c.lifetime_earned,"
+    " c.lifetime_redeemed, i.credit_rule_id"
+    " FROM credited AS c JOIN input AS i USING (merchant_id, customer_id))"
+    " SELECT p.order_id IS NOT NULL, k.idempotency_key IS NOT NULL, c.balance,"
+    " c.lifetime_earned, c.lifetime_redeemed, c.last_sequence, c.updated_at"
+    " FROM input AS i LEFT JOIN placed AS p USING (merchant_id, order_id)"
+    " LEFT JOIN claimed AS k ON k.merchant_id = i.merchant_id"
+    " AND k.namespace = i.key_namespace AND k.idempotency_key = i.key_value"
+    " LEFT JOIN credited AS c ON c.merchant_id = i.merchant_id AND c.customer_id = i.customer_id"
+    " ORDER BY i.n"
+)
 _SELECT_ADJUSTMENTS = (
     "SELECT adjustment_id, points, reason, applied FROM order_adjustments"
     " WHERE merchant_id = %s AND order_id = %s ORDER BY created_at, adjustment_id"
@@ -260,6 +312,32 @@ def _posted(posting: Posting, transaction_id: str, ledger: Sequence[Any]) -> Tra
         lifetime_redeemed_after=redeemed,
         rule_id=posting.rule_id,
     )
+
+
+def _credit_params(posting: Posting, key: IdempotencyKey, transaction_id: str) -> dict[str, Any]:
+    """An order's credit as the parameters of _RECORD_APPROVED_ORDER (and the fields of
+    _RECORD_APPROVED_ORDERS' credits): its key's claim, its transaction, its posting."""
+    return {
+        **idempotency.claim_params(posting.merchant_id, key, transaction_id),
+        "transaction_id": transaction_id,
+        "credit_type": str(posting.type),
+        "credit_points": posting.points,
+        "credit_earned": posting.earned,
+        "credit_redeemed": posting.redeemed,
+        "credit_reason": posting.reason,
+        "credit_rule_id": posting.rule_id,
+    }
+
+
+def _json(value: object) -> str:
+    """`value` as JSON for a `%s::jsonb` parameter (Decimal amounts as exact strings)."""
+    return orjson.dumps(value, default=_exact).decode()
+
+
+def _exact(value: object) -> str:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class _NotAtOnce(Exception):
@@ -1103,7 +1181,7 @@ class PostgresLedgerStore:
 
     async def record_approved_order(
         self, earning: OrderEarning, credit: OrderCredit | None
-    ) -> tuple[OrderEarning, bool, PostingResult | None]:
+    ) -> RecordedOrder:
         # The order row, the credit and its key commit together: no APPROVING row, no
         # status update, one checkout (were three). A redelivery waits on the order's
         # unique key until this commits, then finds it.
@@ -1130,17 +1208,7 @@ class PostgresLedgerStore:
         order's CPU, bench/README.md). None, having written nothing, when the credit's key was
         claimed before (a replay, or the key reused): the usual path sorts that out."""
         transaction_id = str(uuid.uuid4())
-        params = {
-            **row,
-            **idempotency.claim_params(posting.merchant_id, key, transaction_id),
-            "transaction_id": transaction_id,
-            "credit_type": str(posting.type),
-            "credit_points": posting.points,
-            "credit_earned": posting.earned,
-            "credit_redeemed": posting.redeemed,
-            "credit_reason": posting.reason,
-            "credit_rule_id": posting.rule_id,
-        }
+        params = {**row, **_credit_params(posting, key, transaction_id)}
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 cursor = await conn.execute(_RECORD_APPROVED_ORDER, params, prepare=True)
@@ -1163,6 +1231,82 @@ class PostgresLedgerStore:
         except _NotAtOnce:
             return None
         return earning, True, PostingResult.of(transaction)
+
+    async def record_approved_orders(
+        self, items: Sequence[tuple[OrderEarning, OrderCredit]]
+    ) -> list[RecordedOrder | None]:
+        # Runs of orders of distinct customers, each in one transaction of one statement
+        # and one outbox INSERT, whatever its length (record_approved_order: a transaction
+        # of two statements per order).
+        recorded: list[RecordedOrder | None] = [None] * len(items)
+        run: list[int] = []
+        customers: set[tuple[str, str]] = set()
+        for index, (earning, (posting, _)) in enumerate(items):
+            if not _credits_the_order(earning, posting):
+                continue  # record_approved_order's usual path: None
+            customer = (earning.merchant_id, earning.customer_id)
+            if customer in customers:
+                await self._record_approved_run(items, run, recorded)
+                run, customers = [], set()
+            run.append(index)
+            customers.add(customer)
+        await self._record_approved_run(items, run, recorded)
+        return recorded
+
+    async def _record_approved_run(
+        self,
+        items: Sequence[tuple[OrderEarning, OrderCredit]],
+        run: Sequence[int],
+        recorded: list[RecordedOrder | None],
+    ) -> None:
+        """Records the orders `run` indexes in one transaction into `recorded`; none when a
+        credit's key was claimed before (a replay, or the key reused), having written nothing:
+        record_approved_order sorts each out then."""
+        if not run:
+            return
+        documents = []
+        for index in run:
+            earning, (posting, key) = items[index]
+            order = {name: getattr(earning, name) for name in _ORDER_COLUMNS}
+            order["status"] = str(earning.status)
+            documents.append(
+                {
+                    "order": order,
+                    "credit": _credit_params(posting, key, str(uuid.uuid4())),
+                }
+            )
+        found: list[RecordedOrder | None] = []
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                cursor = await conn.execute(
+                    _RECORD_APPROVED_ORDERS, (_json(documents),), prepare=True
+                )
+                answers = await cursor.fetchall()
+                events = []
+                for index, document, (placed, claimed, *ledger) in zip(
+                    run, documents, answers, strict=True
+                ):
+                    earning, (posting, _) = items[index]
+                    if not placed:
+                        # Recorded before: the usual path reads the stored order.
+                        found.append(None)
+                        continue
+                    if not claimed or ledger[0] is None:
+                        raise _NotAtOnce()  # rolls every order of the run back
+                    transaction = _posted(posting, document["credit"]["transaction_id"], ledger)
+                    events.append(
+                        outbox.row(
+                            posting.merchant_id,
+                            ledger_event(transaction),
+                            occurred_at=transaction.created_at,
+                        )
+                    )
+                    found.append((earning, True, PostingResult.of(transaction)))
+                await outbox.enqueue_many(conn, events)
+        except _NotAtOnce:
+            return
+        for index, answer in zip(run, found, strict=True):
+            recorded[index] = answer
 
     async def mark_adjustment_applied(
         self, merchant_id: str, order_id: str, adjustment_id: str
