@@ -32,6 +32,7 @@ from typing import Generic, TypeVar
 
 import redis.asyncio as redis
 from prometheus_client import Counter
+from redis.exceptions import NoScriptError
 
 from loyalnest.platform.errors import Unavailable
 from loyalnest.platform.observability import get_logger
@@ -181,14 +182,13 @@ class VersionedCache:
         if not entries:
             return
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for entry in entries:
-                    await self._put(
-                        keys=[entry.key],
-                        args=[entry.version, entry.value, self._ttl_ms, entry.channel or ""],
-                        client=pipe,
-                    )
-                await pipe.execute()
+            try:
+                await self._put_pipelined(entries)
+            except NoScriptError:
+                # Redis restarted or flushed its scripts: load it, then put again (an entry
+                # put twice is stored once; its subscribers may see it twice, as a newest).
+                await self._client.script_load(_PUT_IF_NEWER)
+                await self._put_pipelined(entries)
         except REDIS_ERRORS as exc:
             CACHE_ERRORS.labels(self._name, "put").inc()
             log.warning(
@@ -196,6 +196,22 @@ class VersionedCache:
             )
             for entry in entries:
                 await self.delete(entry.key)
+
+    async def _put_pipelined(self, entries: Sequence[VersionedEntry]) -> None:
+        # EVALSHA by hand: a pipeline given the script object asks Redis whether it has the
+        # script (SCRIPT EXISTS) before every execute, a second round trip per batch.
+        async with self._client.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.evalsha(
+                    self._put.sha,
+                    1,
+                    entry.key,
+                    entry.version,
+                    entry.value,
+                    self._ttl_ms,
+                    entry.channel or "",
+                )
+            await pipe.execute()
 
     async def delete(self, key: str) -> None:
         try:
