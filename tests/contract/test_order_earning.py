@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,10 +14,13 @@ from typing import Any
 
 import pytest
 
-from loyalnest.gen.events.v1 import core_pb2
+from loyalnest.gen.events.v1 import core_pb2, gateway_pb2
 from loyalnest.gen.events.v1 import points_pb2 as events_pb2
+from loyalnest.platform.events.envelope import ConsumedEvent, new_event
+from loyalnest.platform.events.inbox import BatchHandler
 from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.platform.program_settings import default_program
+from loyalnest.services.points import consumers
 from loyalnest.services.points.domain import LedgerNotFound, Posting, TransactionType
 from loyalnest.services.points.earning import (
     OrderEarnings,
@@ -564,3 +569,42 @@ async def test_the_store_answers_a_batch_of_new_orders_or_leaves_them_to_the_usu
     else:
         assert answers == [None] * 3
         assert [await balance(store, merchant_id, o.customer_id) for o in orders] == [None] * 3
+
+
+def webhook(merchant_id: str, topic: str, body: dict[str, Any]) -> ConsumedEvent:
+    """A `webhook.received` as Points' consumer gets it (the JSON body of payload version 1)."""
+    payload = gateway_pb2.WebhookReceived(
+        topic=topic, webhook_id=uuid.uuid4().hex, body=json.dumps(body).encode()
+    )
+    event = new_event(merchant_id, payload)
+    return ConsumedEvent(
+        envelope=event.envelope,
+        spec=event.spec,
+        payload=payload,
+        consumer="points",
+        topic=event.spec.topic.name,
+        partition=0,
+        offset=0,
+    )
+
+
+async def test_the_webhook_consumer_applies_a_batch_in_order_refunds_after_their_orders(
+    store: LedgerStore, merchant_id: str, earnings: OrderEarnings
+) -> None:
+    await save(store, merchant_id, program(days=0))
+    handler = consumers.handlers(store, earnings.programs, earnings)["webhook.received"]
+    assert isinstance(handler, BatchHandler)
+    (first, customer), (second, other) = new_ids(), new_ids()
+    batch = [
+        webhook(merchant_id, "orders/create", order(first, customer, ("1", 1, "40"))),
+        webhook(merchant_id, "refunds/create", refund(new_ids()[0], first, "10")),
+        webhook(merchant_id, "orders/create", order(second, other, ("1", 1, "30"))),
+        webhook(merchant_id, "orders/paid", order(first, customer, ("1", 1, "40"))),
+    ]
+    results = await handler.apply_many(
+        [(event, handler) for event in batch], lambda event: contextlib.nullcontext()
+    )
+    assert results == [True, True, True, False]
+    # The refund took back its share of a credit recorded before it, not of nothing.
+    assert await balance(store, merchant_id, customer) == 30
+    assert await balance(store, merchant_id, other) == 30

@@ -141,8 +141,9 @@ class Webhooks(BatchHandler):
         )
 
     async def __call__(self, event: ConsumedEvent) -> bool:
-        if not await self._allowed(event):
-            return True
+        return not await self._allowed(event) or await self._apply(event)
+
+    async def _apply(self, event: ConsumedEvent) -> bool:
         topic = event.payload_as(gateway_pb2.WebhookReceived).topic
         if topic in CUSTOMER_TOPICS:
             # A new customer: the signup bonus; a consent to email marketing: the newsletter
@@ -165,13 +166,13 @@ class Webhooks(BatchHandler):
             with scope(event):
                 allowed = await self._allowed(event)
                 order = self._orders.order_to_record(event) if allowed else None
-                if order is not None:
-                    orders.append((index, event.merchant_id, order))
-                    continue
-                if allowed:
-                    await self._record(orders, results)
-                    orders = []
-                    results[index] = await self(event)
+            if order is not None:
+                orders.append((index, event.merchant_id, order))
+            elif allowed:
+                await self._record(orders, results)  # the orders before it go first
+                orders = []
+                with scope(event):
+                    results[index] = await self._apply(event)
         await self._record(orders, results)
         return results
 
