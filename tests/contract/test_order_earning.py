@@ -16,7 +16,7 @@ import pytest
 
 from loyalnest.gen.events.v1 import core_pb2, gateway_pb2
 from loyalnest.gen.events.v1 import points_pb2 as events_pb2
-from loyalnest.platform.events.envelope import ConsumedEvent, new_event
+from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.events.inbox import BatchHandler
 from loyalnest.platform.idempotency import IdempotencyKey, IdempotencyKeyReused
 from loyalnest.platform.program_settings import default_program
@@ -34,6 +34,7 @@ from loyalnest.services.points.store.base import LedgerStore, OrderCredit
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
 
 from .test_ledger_events import outbox
+from .test_vip_tiers import consumed
 
 START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 
@@ -576,16 +577,7 @@ def webhook(merchant_id: str, topic: str, body: dict[str, Any]) -> ConsumedEvent
     payload = gateway_pb2.WebhookReceived(
         topic=topic, webhook_id=uuid.uuid4().hex, body=json.dumps(body).encode()
     )
-    event = new_event(merchant_id, payload)
-    return ConsumedEvent(
-        envelope=event.envelope,
-        spec=event.spec,
-        payload=payload,
-        consumer="points",
-        topic=event.spec.topic.name,
-        partition=0,
-        offset=0,
-    )
+    return consumed(merchant_id, payload)
 
 
 async def test_the_webhook_consumer_applies_a_batch_in_order_refunds_after_their_orders(
