@@ -81,6 +81,13 @@ def row(merchant_id: str, payload: Message, *, occurred_at: datetime | None = No
     )
 
 
+def _require_transaction(conn: AsyncConnection, caller: str) -> None:
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        # Outside a transaction the rows would commit on their own, with or without the
+        # change they announce: the very failure the outbox exists to prevent.
+        raise RuntimeError(f"outbox.{caller}() must run inside the state change's transaction")
+
+
 async def enqueue(
     conn: AsyncConnection,
     merchant_id: str,
@@ -89,10 +96,7 @@ async def enqueue(
     occurred_at: datetime | None = None,
 ) -> Envelope:
     """Adds an event to the outbox inside the caller's open transaction."""
-    if conn.info.transaction_status != TransactionStatus.INTRANS:
-        # Outside a transaction the row would commit on its own, with or without the
-        # change it announces: the very failure the outbox exists to prevent.
-        raise RuntimeError("outbox.enqueue() must run inside the state change's transaction")
+    _require_transaction(conn, "enqueue")
     event = row(merchant_id, payload, occurred_at=occurred_at)
     await conn.execute(
         f"INSERT INTO outbox {COLUMNS} VALUES ({VALUES})",
@@ -112,8 +116,7 @@ _INSERT_MANY = (
 async def enqueue_many(conn: AsyncConnection, events: Sequence[OutboxRow]) -> None:
     """Adds `events` (`row()` each) to the outbox inside the caller's open transaction, in
     their order, with one statement: for a change applied to many aggregates at once."""
-    if conn.info.transaction_status != TransactionStatus.INTRANS:
-        raise RuntimeError("outbox.enqueue_many() must run inside the state change's transaction")
+    _require_transaction(conn, "enqueue_many")
     if events:
         columns = [list(column) for column in zip(*(event.params for event in events), strict=True)]
         await conn.execute(_INSERT_MANY, columns, prepare=True)

@@ -314,6 +314,14 @@ def _posted(posting: Posting, transaction_id: str, ledger: Sequence[Any]) -> Tra
     )
 
 
+def _order_row(earning: OrderEarning) -> dict[str, Any]:
+    """The order as the parameters of an order_earnings row (_ORDER_COLUMNS)."""
+    return {
+        **{name: getattr(earning, name) for name in _ORDER_COLUMNS},
+        "status": str(earning.status),
+    }
+
+
 def _credit_params(posting: Posting, key: IdempotencyKey, transaction_id: str) -> dict[str, Any]:
     """An order's credit as the parameters of _RECORD_APPROVED_ORDER (and the fields of
     _RECORD_APPROVED_ORDERS' credits): its key's claim, its transaction, its posting."""
@@ -1025,8 +1033,7 @@ class PostgresLedgerStore:
 
     async def record_order(self, earning: OrderEarning) -> tuple[OrderEarning, bool]:
         # Shallow: asdict() deep-copies every field (Decimal, datetimes) for nothing.
-        row = {name: getattr(earning, name) for name in _ORDER_COLUMNS}
-        row["status"] = str(earning.status)
+        row = _order_row(earning)
         async with self._pool.connection() as conn:
             cursor = await conn.execute(_INSERT_ORDER, row)
             if await cursor.fetchone() is not None:
@@ -1185,8 +1192,7 @@ class PostgresLedgerStore:
         # The order row, the credit and its key commit together: no APPROVING row, no
         # status update, one checkout (were three). A redelivery waits on the order's
         # unique key until this commits, then finds it.
-        row = {name: getattr(earning, name) for name in _ORDER_COLUMNS}
-        row["status"] = str(earning.status)
+        row = _order_row(earning)
         if credit is not None and _credits_the_order(earning, credit[0]):
             recorded = await self._record_approved_order_at_once(row, earning, *credit)
             if recorded is not None:
@@ -1239,61 +1245,54 @@ class PostgresLedgerStore:
         # and one outbox INSERT, whatever its length (record_approved_order: a transaction
         # of two statements per order).
         recorded: list[RecordedOrder | None] = [None] * len(items)
-        run: list[int] = []
-        customers: set[tuple[str, str]] = set()
+        runs: list[list[int]] = [[]]
+        customers: set[tuple[str, str]] = set()  # of the last run
         for index, (earning, (posting, _)) in enumerate(items):
             if not _credits_the_order(earning, posting):
                 continue  # record_approved_order's usual path: None
             customer = (earning.merchant_id, earning.customer_id)
             if customer in customers:
-                await self._record_approved_run(items, run, recorded)
-                run, customers = [], set()
-            run.append(index)
+                runs.append([])
+                customers.clear()
+            runs[-1].append(index)
             customers.add(customer)
-        await self._record_approved_run(items, run, recorded)
+        for run in filter(None, runs):
+            answers = await self._record_approved_run([items[index] for index in run])
+            for index, answer in zip(run, answers, strict=True):
+                recorded[index] = answer
         return recorded
 
     async def _record_approved_run(
-        self,
-        items: Sequence[tuple[OrderEarning, OrderCredit]],
-        run: Sequence[int],
-        recorded: list[RecordedOrder | None],
-    ) -> None:
-        """Records the orders `run` indexes in one transaction into `recorded`; none when a
-        credit's key was claimed before (a replay, or the key reused), having written nothing:
-        record_approved_order sorts each out then."""
-        if not run:
-            return
-        documents = []
-        for index in run:
-            earning, (posting, key) = items[index]
-            order = {name: getattr(earning, name) for name in _ORDER_COLUMNS}
-            order["status"] = str(earning.status)
-            documents.append(
-                {
-                    "order": order,
-                    "credit": _credit_params(posting, key, str(uuid.uuid4())),
-                }
-            )
+        self, run: Sequence[tuple[OrderEarning, OrderCredit]]
+    ) -> list[RecordedOrder | None]:
+        """Records the orders of `run` (distinct customers) in one transaction: per order
+        what record_approved_order answers, None for one recorded before. None for all,
+        having written nothing, when a credit's key was claimed before (a replay, or the key
+        reused): record_approved_order sorts each out then."""
+        credits = [
+            (earning, posting, _credit_params(posting, key, str(uuid.uuid4())))
+            for earning, (posting, key) in run
+        ]
+        documents = [
+            {"order": _order_row(earning), "credit": credit} for earning, _, credit in credits
+        ]
         found: list[RecordedOrder | None] = []
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 cursor = await conn.execute(
                     _RECORD_APPROVED_ORDERS, (_json(documents),), prepare=True
                 )
-                answers = await cursor.fetchall()
                 events = []
-                for index, document, (placed, claimed, *ledger) in zip(
-                    run, documents, answers, strict=True
+                for (earning, posting, credit), (placed, claimed, *ledger) in zip(
+                    credits, await cursor.fetchall(), strict=True
                 ):
-                    earning, (posting, _) = items[index]
                     if not placed:
                         # Recorded before: the usual path reads the stored order.
                         found.append(None)
                         continue
                     if not claimed or ledger[0] is None:
                         raise _NotAtOnce()  # rolls every order of the run back
-                    transaction = _posted(posting, document["credit"]["transaction_id"], ledger)
+                    transaction = _posted(posting, credit["transaction_id"], ledger)
                     events.append(
                         outbox.row(
                             posting.merchant_id,
@@ -1304,9 +1303,8 @@ class PostgresLedgerStore:
                     found.append((earning, True, PostingResult.of(transaction)))
                 await outbox.enqueue_many(conn, events)
         except _NotAtOnce:
-            return
-        for index, answer in zip(run, found, strict=True):
-            recorded[index] = answer
+            return [None] * len(run)
+        return found
 
     async def mark_adjustment_applied(
         self, merchant_id: str, order_id: str, adjustment_id: str
