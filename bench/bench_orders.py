@@ -107,6 +107,16 @@ QUIET_SECONDS = 10.0
 # ------------------------------------------------------------------------ the balance watcher
 
 
+@dataclass(frozen=True)
+class RepeatedMessage:
+    """A customer's balance message after its first: when, and whether it was the same
+    snapshot (published again) or another one (a second posting)."""
+
+    customer: int
+    after_seconds: float
+    same: bool
+
+
 class CreditWatcher:
     """PSUBSCRIBE points:stream:* on one connection, in a thread of the benchmark process:
     records when the first balance message of each customer arrived (no polling of Points).
@@ -125,6 +135,9 @@ class CreditWatcher:
         # customer id -> time.monotonic() of its first message; repeats counted per customer.
         self.arrivals: dict[int, float] = {}
         self.repeats: dict[int, int] = {}
+        # customer id -> its first message; and for a repeat, how it differed from it.
+        self._first: dict[int, bytes] = {}
+        self.repeated: list[RepeatedMessage] = []
         self.messages = 0
         self.error = ""
 
@@ -152,8 +165,16 @@ class CreditWatcher:
                 customer = int(message["channel"].rpartition(b":")[2])
                 if customer in arrivals:
                     repeats[customer] = repeats.get(customer, 0) + 1
+                    self.repeated.append(
+                        RepeatedMessage(
+                            customer,
+                            now - arrivals[customer],
+                            same=message["data"] == self._first[customer],
+                        )
+                    )
                 else:
                     arrivals[customer] = now
+                    self._first[customer] = message["data"]
         except Exception as exc:  # reported; the phases then time out waiting for credits
             self.error = repr(exc)
 
@@ -454,6 +475,11 @@ def verify(
         "orders_approved": approved,
         "balance_messages": watcher.messages,
         "customers_with_repeated_messages": len(watcher.repeats),
+        "repeated_messages": {
+            "same_snapshot": sum(r.same for r in watcher.repeated),
+            "other_snapshot": sum(not r.same for r in watcher.repeated),
+            "after_seconds": sorted(round(r.after_seconds, 4) for r in watcher.repeated),
+        },
         "watcher_error": watcher.error,
     }
     check["ok"] = (
@@ -468,6 +494,17 @@ def verify(
         and not watcher.error
     )
     return check
+
+
+def _repeats_described(repeated: dict[str, Any]) -> str:
+    """The repeats of a failed check: the same snapshot again or another, and how much later."""
+    gaps = repeated["after_seconds"]
+    if not gaps:
+        return ""
+    return (
+        f" ({repeated['same_snapshot']} the same snapshot again, {repeated['other_snapshot']}"
+        f" another; {gaps[0] * 1000:.1f}-{gaps[-1] * 1000:.1f} ms after the first)"
+    )
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -780,6 +817,7 @@ def render(report: dict[str, Any]) -> str:
         f"{check['orders_approved']} of {check['orders_recorded']} recorded",
         f"  balance messages: {check['balance_messages']}, customers with more than one: "
         f"{check['customers_with_repeated_messages']}"
+        + _repeats_described(check["repeated_messages"])
         + (f" (watcher: {check['watcher_error']})" if check["watcher_error"] else ""),
         f"  => {'OK' if check['ok'] else 'FAILED'}",
     ]

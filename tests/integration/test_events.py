@@ -213,6 +213,9 @@ async def test_thousand_events_applied_exactly_once_across_crash_and_redelivery(
             assert processed(group, "duplicate") >= applied_by_worker - committed
             member = {"kafka-python": "KafkaPythonMember", "confluent": "ConfluentMember"}
             assert type(runner._member).__name__ == member[kafka_client]
+            # What an operator sees on /metrics, e.g. during a rolling switch of clients.
+            assert _kafka_client_reported("consumer", group) == kafka_client
+            assert _kafka_client_reported("producer", "relay-1") == kafka_client
             await eventually(lambda: _lag_is_zero(group), 10, "the consumer lag to reach 0")
 
             # Redelivery of everything: the relay publishes the whole outbox again, as it
@@ -243,6 +246,17 @@ async def test_thousand_events_applied_exactly_once_across_crash_and_redelivery(
         orders = dict(await cursor.fetchall())
     assert len(orders) == customers
     assert all(seq == list(range(1, per_customer + 1)) for seq in orders.values())
+
+
+def _kafka_client_reported(role: str, name: str) -> str | None:
+    """The library loyalnest_kafka_client_info says the producer or group member runs on."""
+    for family in REGISTRY.collect():
+        if family.name == "loyalnest_kafka_client_info":
+            for sample in family.samples:
+                labels = sample.labels
+                if (labels["role"], labels["name"], sample.value) == (role, name, 1):
+                    return labels["client"]
+    return None
 
 
 async def _lag_is_zero(group: str) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from loyalnest.platform.config import EventSettings
 from loyalnest.platform.events.envelope import RecordLike
+from loyalnest.platform.events.metrics import KAFKA_CLIENT
 from loyalnest.platform.events.topics import topic_partitions
 from loyalnest.platform.observability import get_logger
 
@@ -251,6 +252,13 @@ class ThreadedPublisher(Generic[P]):
             self._close_producer(producer)
 
 
+def report_kafka_client(role: str, name: str, client: str) -> None:
+    """`loyalnest_kafka_client_info`: one series per producer or group member, the library it
+    runs on (a member built again on the other client replaces its series)."""
+    KAFKA_CLIENT.remove_by_labels({"role": role, "name": name})
+    KAFKA_CLIENT.labels(role, name, client).set(1)
+
+
 class Publisher(Protocol):
     async def publish(self, records: Sequence[OutgoingRecord]) -> list[Exception | None]: ...
     async def close(self) -> None: ...
@@ -259,6 +267,7 @@ class Publisher(Protocol):
 def new_publisher(settings: EventSettings, client_id: str) -> Publisher:
     """The producer `settings.kafka_producer` names. librdkafka is imported only when used:
     every service imports this module, and its RSS is what it imports."""
+    report_kafka_client("producer", client_id, settings.kafka_producer)
     if settings.kafka_producer == "confluent":
         from loyalnest.platform.events.librdkafka import ConfluentPublisher
 
@@ -318,6 +327,7 @@ def new_group_member(
     """Creates the missing `topics` (and `also_create`: the dead-letter topics) and joins
     `group` subscribed to `topics`, on the client `settings.kafka_consumer` names (imported
     only then). Blocking."""
+    report_kafka_client("consumer", group, settings.kafka_consumer)
     if settings.kafka_consumer == "confluent":
         from loyalnest.platform.events.librdkafka import ConfluentMember
 

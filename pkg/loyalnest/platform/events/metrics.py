@@ -48,3 +48,10 @@ EVENT_DELIVERY_SECONDS = Histogram(
     ["group", "topic"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+KAFKA_CLIENT = Gauge(
+    "loyalnest_kafka_client_info",
+    "1 per Kafka producer (name: its client id) and consumer group member (name: its group),"
+    " labelled with the library it runs on: kafka-python or confluent (librdkafka); during a"
+    " rolling switch of LOYALNEST_KAFKA_CONSUMER a group has members of both.",
+    ["role", "name", "client"],
+)
