@@ -9,11 +9,13 @@ taking its row along; MongoDB without transactions keeps no table (LIABILITY_UNS
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
 
-from loyalnest.platform.events.envelope import ConsumedEvent, new_event
+from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.events.inbox import BatchHandler
 from loyalnest.platform.idempotency import IdempotencyKey
 from loyalnest.services.points.domain import Posting, TransactionType
 from loyalnest.services.points.events import ledger_event
@@ -24,6 +26,7 @@ from loyalnest.services.points.store.mongo import MongoLedgerStore
 from loyalnest.services.points.store.mongo_liability import MongoLiabilityTable
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
 from loyalnest.services.points.store.postgres_liability import PostgresLiabilityTable
+from tests.consumed_events import consumed
 
 pytestmark = pytest.mark.integration
 
@@ -49,24 +52,12 @@ def table_of(store: LedgerStore) -> PostgresLiabilityTable | MongoLiabilityTable
 
 async def ledger_events(store: LedgerStore, merchant: str) -> list[ConsumedEvent]:
     """The fixture posted, and each posting's event as the consumer receives it."""
-    consumed = []
+    events = []
     for i, (customer, kind, points) in enumerate(HISTORY):
         posting = Posting(merchant, customer, kind, points, f"fixture {i}")
         result = await store.post(posting, IdempotencyKey.internal(f"f:{i}", customer))
-        payload = ledger_event(result.transaction)
-        event = new_event(merchant, payload)
-        consumed.append(
-            ConsumedEvent(
-                envelope=event.envelope,
-                spec=event.spec,
-                payload=payload,
-                consumer="loyalnest.points",
-                topic=event.spec.topic.name,
-                partition=0,
-                offset=i,
-            )
-        )
-    return consumed
+        events.append(consumed(merchant, ledger_event(result.transaction), offset=i))
+    return events
 
 
 async def test_each_event_counts_once(store: LedgerStore) -> None:
@@ -114,23 +105,47 @@ async def test_the_backfill_counts_each_transaction_once_beside_the_consumer(
 
     later = Posting(merchant, "c3", TransactionType.EARN, 7, "later")
     result = await postgres_store.post(later, IdempotencyKey.internal("later", "c3"))
-    payload = ledger_event(result.transaction)
-    event = new_event(merchant, payload)
-    assert await handle(
-        ConsumedEvent(
-            envelope=event.envelope,
-            spec=event.spec,
-            payload=payload,
-            consumer="loyalnest.points",
-            topic=event.spec.topic.name,
-            partition=0,
-            offset=99,
-        )
-    )
+    assert await handle(consumed(merchant, ledger_event(result.transaction), offset=99))
     after = await table.totals(merchant)
     assert (after.outstanding, after.earned, after.events) == (182, 427, 10)
     assert await table.backfill(merchant) == (0, 0)
     assert await table.totals(merchant) == after
+
+
+async def test_a_run_of_events_is_counted_in_one_statement_each_event_once(
+    postgres_store: PostgresLedgerStore,
+) -> None:
+    """A partition's run (apply_many): two merchants' events, one delivered twice in the run,
+    a third merchant's already counted by the backfill. Each counts once, as one by one."""
+    merchants = [f"m-{uuid.uuid4().hex[:8]}" for _ in range(3)]
+    table = PostgresLiabilityTable(postgres_store._database)
+    handler = table.handler()
+    first, second, backfilled = [await ledger_events(postgres_store, m) for m in merchants]
+    assert await table.backfill(merchants[2]) == (1, len(HISTORY))
+    run = [*first, *second, first[3], *backfilled]
+
+    def as_run(events: list[ConsumedEvent]) -> list[tuple[ConsumedEvent, BatchHandler]]:
+        return [(event, handler) for event in events]
+
+    applied = await handler.apply_many(as_run(run), lambda event: contextlib.nullcontext())
+    # The repeat is a duplicate; the backfilled merchant's events are recorded, not re-added.
+    assert applied == [True] * (2 * len(HISTORY)) + [False] + [True] * len(HISTORY)
+    for merchant in merchants:
+        totals = await table.totals(merchant)
+        assert (totals.outstanding, totals.earned, totals.redeemed) == (175, 420, 120)
+        assert (totals.expired, totals.adjusted, totals.reversed, totals.events) == (
+            100,
+            -20,
+            -5,
+            9,
+        )
+    # Redelivered, as a run and one by one: nothing more.
+    before = [await table.totals(m) for m in merchants]
+    assert await handler.apply_many(as_run(run), lambda event: contextlib.nullcontext()) == [
+        False
+    ] * len(run)
+    assert [await handler(event) for event in first] == [False] * len(first)
+    assert [await table.totals(m) for m in merchants] == before
 
 
 async def test_the_backfill_job(postgres_store: PostgresLedgerStore, database_url: str) -> None:

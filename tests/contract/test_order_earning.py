@@ -32,9 +32,9 @@ from loyalnest.services.points.ledger import Ledger
 from loyalnest.services.points.orders import OrderAdjustment, OrderEarning, OrderStatus
 from loyalnest.services.points.store.base import LedgerStore, OrderCredit
 from loyalnest.services.points.store.postgres import PostgresLedgerStore
+from tests.consumed_events import consumed
 
 from .test_ledger_events import outbox
-from .test_vip_tiers import consumed
 
 START = datetime(2026, 11, 10, 12, 0, tzinfo=UTC)
 

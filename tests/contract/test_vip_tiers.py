@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from google.protobuf.message import Message
 
 from loyalnest.gen.events.v1 import core_pb2
 from loyalnest.gen.events.v1 import points_pb2 as points_events
@@ -23,6 +22,7 @@ from loyalnest.services.points.rules import RuleEvent
 from loyalnest.services.points.store.base import LedgerStore
 from loyalnest.services.points.tier_policy import live_tier
 from loyalnest.services.points.tiers import VipTiers
+from tests.consumed_events import consumed
 
 
 class Clock:
@@ -222,19 +222,6 @@ async def test_an_orders_rule_history_and_tier_in_one_read(store: LedgerStore) -
     assert await store.rule_events_and_tier(merchant, "c-2", since) == (
         {"punch": [], "goal": []},
         None,
-    )
-
-
-def consumed(merchant: str, payload: Message) -> ConsumedEvent:
-    event = new_event(merchant, payload)
-    return ConsumedEvent(
-        envelope=event.envelope,
-        spec=event.spec,
-        payload=payload,
-        consumer="points",
-        topic=event.spec.topic.name,
-        partition=0,
-        offset=0,
     )
 
 

@@ -186,7 +186,11 @@ class Webhooks(BatchHandler):
 def _in_turn(chain: list[Handler]) -> Handler:
     """Every handler of `chain`, in order: each is idempotent on its own (the summary table
     through the inbox, the tier by recomputing), so a redelivery after one failed repeats
-    nothing that was done. True when any applied the event now."""
+    nothing that was done. True when any applied the event now. A chain led by a
+    BatchHandler (the summary table) takes a partition's run at once (InTurn)."""
+    leader, *rest = chain
+    if isinstance(leader, BatchHandler):
+        return InTurn(leader, rest)
 
     async def handle(event: ConsumedEvent) -> bool:
         applied = False
@@ -195,3 +199,35 @@ def _in_turn(chain: list[Handler]) -> Handler:
         return applied
 
     return handle
+
+
+class InTurn(BatchHandler):
+    """`leader`, then each of `rest`, per event; a run of events goes to the leader's
+    apply_many first (the summary table's run in one statement), then to the rest one event
+    at a time. If any fails the consumer applies the run again event by event, which the
+    handlers' idempotency makes safe."""
+
+    def __init__(self, leader: BatchHandler, rest: Sequence[Handler]) -> None:
+        self._leader = leader
+        self._rest = tuple(rest)
+
+    @property
+    def batch_key(self) -> Hashable:
+        return (self._leader.batch_key, self._rest)
+
+    async def __call__(self, event: ConsumedEvent) -> bool:
+        applied = await self._leader(event)
+        for handler in self._rest:
+            applied = await handler(event) or applied
+        return applied
+
+    async def apply_many(
+        self, items: Sequence[tuple[ConsumedEvent, BatchHandler]], scope: EventScope
+    ) -> list[bool]:
+        events = [event for event, _ in items]
+        results = await self._leader.apply_many([(e, self._leader) for e in events], scope)
+        for index, event in enumerate(events):
+            with scope(event):
+                for handler in self._rest:
+                    results[index] = await handler(event) or results[index]
+        return results

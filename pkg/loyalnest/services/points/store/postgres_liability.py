@@ -11,6 +11,7 @@ which is what expiry.open_lots computes transaction by transaction.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from datetime import datetime, timedelta
 from typing import Protocol, cast
 
@@ -163,20 +164,94 @@ _COUNT_EVENT = (
 )
 
 
+_TOTALS = ("outstanding", "earned", "redeemed", "expired", "adjusted", "reversed", "events")
+
+
 def _movement_params(event: ConsumedEvent) -> dict[str, object]:
     movement = cast(_Movement, event.payload)
     m = ledger_movement(event.event_type, movement.points)
     return {
         "transaction_id": movement.transaction_id,
         "merchant_id": event.merchant_id,
-        "outstanding": m.outstanding,
-        "earned": m.earned,
-        "redeemed": m.redeemed,
-        "expired": m.expired,
-        "adjusted": m.adjusted,
-        "reversed": m.reversed,
-        "events": m.events,
+        **{column: getattr(m, column) for column in _TOTALS},
     }
+
+
+# A run of ledger events counted in one statement, as _COUNT_EVENT counts each: the events
+# claimed, their transactions marked counted, and the movements of those marked now summed
+# per merchant into its row (merchants in order: two runs lock shared rows in the same
+# order). A transaction is counted once even if two events announce it. Answers the event
+# ids claimed now.
+_COUNT_EVENTS = (
+    "WITH input AS (SELECT * FROM unnest(%(event_id)s::text[], %(topic)s::text[],"
+    " %(partition)s::int[], %(offset)s::bigint[], %(transaction_id)s::uuid[],"
+    " %(merchant_id)s::text[], "
+    + ", ".join(f"%({column})s::bigint[]" for column in _TOTALS)
+    + ') AS i(event_id, topic, "partition", "offset", transaction_id, merchant_id, '
+    + ", ".join(_TOTALS)
+    + ")),"
+    ' claimed AS (INSERT INTO processed_events (consumer, event_id, topic, "partition", "offset")'
+    ' SELECT %(consumer)s, event_id, topic, "partition", "offset" FROM input'
+    " ON CONFLICT DO NOTHING RETURNING event_id),"
+    " counted AS (INSERT INTO liability_counted (transaction_id, merchant_id)"
+    " SELECT transaction_id, merchant_id FROM input"
+    " WHERE event_id IN (SELECT event_id FROM claimed)"
+    " ON CONFLICT DO NOTHING RETURNING transaction_id),"
+    " movements AS (SELECT DISTINCT ON (transaction_id) * FROM input"
+    " WHERE transaction_id IN (SELECT transaction_id FROM counted) ORDER BY transaction_id),"
+    " added AS (INSERT INTO liability_totals AS t (merchant_id, "
+    + ", ".join(_TOTALS)
+    + ", updated_at) SELECT merchant_id, "
+    + ", ".join(f"sum({column})" for column in _TOTALS)
+    + ", now() FROM movements GROUP BY merchant_id ORDER BY merchant_id"
+    + _UPSERT
+    + " RETURNING 1)"
+    " SELECT event_id FROM claimed"
+)
+
+
+class _LedgerEventCounter(inbox.BatchHandler):
+    """The summary table's handler: each ledger event alone in one statement (_COUNT_EVENT),
+    or a partition's run of them in one (_COUNT_EVENTS): one round trip and one commit for
+    the run instead of one each."""
+
+    def __init__(self, database: Database) -> None:
+        self._database = database
+        self._one = inbox.in_one_statement(database, _COUNT_EVENT, _movement_params)
+
+    @property
+    def batch_key(self) -> Hashable:
+        return self
+
+    async def __call__(self, event: ConsumedEvent) -> bool:
+        return await self._one(event)
+
+    async def apply_many(
+        self,
+        items: Sequence[tuple[ConsumedEvent, inbox.BatchHandler]],
+        scope: inbox.EventScope,
+    ) -> list[bool]:
+        events = [event for event, _ in items]
+        columns: dict[str, list[object]] = {
+            "event_id": [e.event_id for e in events],
+            "topic": [e.topic for e in events],
+            "partition": [e.partition for e in events],
+            "offset": [e.offset for e in events],
+        }
+        for event in events:
+            for name, value in _movement_params(event).items():
+                columns.setdefault(name, []).append(value)
+        async with self._database.pool.connection() as conn:
+            cursor = await conn.execute(
+                _COUNT_EVENTS, {"consumer": events[0].consumer, **columns}, prepare=True
+            )
+            claimed = {row[0] for row in await cursor.fetchall()}
+        # An event delivered twice in the run is applied by its first delivery only.
+        results = []
+        for event in events:
+            results.append(event.event_id in claimed)
+            claimed.discard(event.event_id)
+        return results
 
 
 # One merchant's transactions not counted yet: marked, then summed into the row (the
@@ -216,8 +291,8 @@ class PostgresLiabilityTable:
     def __init__(self, database: Database) -> None:
         self._database = database
 
-    def handler(self) -> inbox.Handler:
-        return inbox.in_one_statement(self._database, _COUNT_EVENT, _movement_params)
+    def handler(self) -> inbox.BatchHandler:
+        return _LedgerEventCounter(self._database)
 
     async def backfill(self, merchant_id: str | None = None) -> tuple[int, int]:
         """Counts every transaction not counted yet (of `merchant_id`, default every
