@@ -40,6 +40,7 @@ from loyalnest.platform.events import outbox
 from loyalnest.platform.events.clients import ensure_topics
 from loyalnest.platform.events.consumer import ConsumerRunner
 from loyalnest.platform.events.envelope import ConsumedEvent
+from loyalnest.platform.events.inbox import TransactionalHandler
 from loyalnest.platform.events.outbox import PostgresOutbox
 from loyalnest.platform.events.relay import OutboxRelay
 from loyalnest.platform.events.topics import POINTS
@@ -48,6 +49,7 @@ from loyalnest.platform.server import RunningService
 from loyalnest.services.points.events import CONSUMER_GROUP
 from loyalnest.services.points.service import SPEC, PointsSettings
 from tests.auth import merchant_metadata
+from tests.consumed_events import consumed
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import (
     eventually,
@@ -306,6 +308,41 @@ def _committed_offsets(bootstrap: str, group: str) -> int:
         return sum(consumer.committed(TopicPartition(POINTS.name, p)) or 0 for p in partitions)
     finally:
         consumer.close(autocommit=False)
+
+
+# --- a run of events claimed at once ---------------------------------------------------------
+
+
+async def test_a_run_is_claimed_in_one_statement_and_each_event_applied_once(
+    sink: Database,
+) -> None:
+    """TransactionalHandler.apply_many: an event applied before and one delivered twice in
+    the run are answered False and their effects not repeated; the run again changes nothing."""
+    handler = effect_handler(sink)
+    assert isinstance(handler, TransactionalHandler)
+    customer, group = f"c-{uuid.uuid4().hex[:8]}", new_group()
+    events = [
+        consumed(
+            "m-run",
+            points_events.PointsEarned(customer_id=customer, sequence=n),
+            offset=n,
+            consumer=group,
+        )
+        for n in range(3)
+    ]
+    assert await handler(events[0])  # applied alone, before the run
+    run = [events[0], events[1], events[2], events[1]]
+
+    async def apply_run() -> list[bool]:
+        return await handler.apply_many(
+            [(event, handler) for event in run], lambda event: contextlib.nullcontext()
+        )
+
+    assert await apply_run() == [False, True, True, False]
+    effects = "SELECT count(*) FROM effects WHERE customer_id = %s"
+    assert await scalar(sink, effects, customer) == 3
+    assert await apply_run() == [False] * len(run)
+    assert await scalar(sink, effects, customer) == 3
 
 
 # --- broker outage while writes continue -----------------------------------------------------
