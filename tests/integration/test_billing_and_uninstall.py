@@ -37,6 +37,7 @@ from loyalnest.gen.events.v1 import auth_pb2 as auth_events
 from loyalnest.gen.events.v1 import envelope_pb2
 from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.auth.tokens import SERVICE
+from loyalnest.platform.events.topics import EDGE as EDGE_TOPIC
 from loyalnest.services.auth.service import SPEC as AUTH
 from loyalnest.services.core.service import SPEC as CORE
 from loyalnest.services.edge.service import SPEC as EDGE
@@ -385,6 +386,8 @@ async def test_uninstall_ends_everything_for_the_merchant_and_a_reinstall_restor
 ) -> None:
     async with mesh(database_url, redis_url, shopify) as m:
         shop = "leaving.myshopify.com"
+        webhooks_recorded = "SELECT count(*) FROM auth.processed_events WHERE topic = %s"
+        recorded_before = await rows(database_url, webhooks_recorded, EDGE_TOPIC.name)
         installed = await install(m.auth, shopify, shop)
         merchant = installed.merchant.merchant_id
         first_token = latest_access_token(shopify)
@@ -420,6 +423,10 @@ async def test_uninstall_ends_everything_for_the_merchant_and_a_reinstall_restor
 
         uninstalled = await eventually(published, 30, "merchant.uninstalled")
         assert len(uninstalled) == 1
+        # Auth recorded the uninstall in its inbox, and not the subscription webhooks before
+        # it on the same partition: other services' business, nothing for Auth to apply.
+        recorded = await rows(database_url, webhooks_recorded, EDGE_TOPIC.name)
+        assert recorded[0][0] == recorded_before[0][0] + 1
         assert uninstalled[0].shop_domain == shop  # type: ignore[attr-defined]
         # The offline token is gone from Auth's database, access and refresh alike.
         assert await rows(

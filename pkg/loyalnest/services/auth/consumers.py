@@ -68,10 +68,8 @@ def handlers(database: Database, store: AuthStore, sessions: SessionTokens) -> d
                 tokens=revoked,
             )
 
-    async def on_webhook(conn: AsyncConnection, event: ConsumedEvent) -> None:
+    async def on_uninstalled(conn: AsyncConnection, event: ConsumedEvent) -> None:
         webhook = event.payload_as(gateway_pb2.WebhookReceived)
-        if webhook.topic != UNINSTALLED_TOPIC:
-            return  # the other topics are the other services' business
         triggered_at = (
             webhook.triggered_time.ToDatetime(tzinfo=UTC)
             if webhook.HasField("triggered_time")
@@ -89,8 +87,17 @@ def handlers(database: Database, store: AuthStore, sessions: SessionTokens) -> d
         ended = await sessions.revoke_merchant_sessions(conn, merchant_id, "app uninstalled")
         log.info("merchant uninstalled", merchant_id=merchant_id, sessions_ended=ended)
 
+    uninstalls = transactional(database, on_uninstalled)
+
+    async def on_webhook(event: ConsumedEvent) -> bool:
+        if event.payload_as(gateway_pb2.WebhookReceived).topic != UNINSTALLED_TOPIC:
+            # The other topics (every order) are the other services' business: nothing to
+            # apply, so nothing to record in the inbox either.
+            return True
+        return await uninstalls(event)
+
     return {
         "role.assigned": transactional(database, on_role_assigned),
         "role.updated": transactional(database, on_role_updated),
-        "webhook.received": transactional(database, on_webhook),
+        "webhook.received": on_webhook,
     }
