@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.message import Message
 
-from loyalnest.platform.events.envelope import ConsumedEvent, new_event
+from loyalnest.platform.events.envelope import ConsumedEvent, OutgoingEvent, new_event
 
 
 def consumed(
@@ -12,7 +12,14 @@ def consumed(
 ) -> ConsumedEvent:
     """`payload` published by `merchant` and delivered to `consumer` at `offset` of
     partition 0 of its topic."""
-    event = new_event(merchant, payload)
+    return delivered(new_event(merchant, payload), payload, offset=offset, consumer=consumer)
+
+
+def delivered(
+    event: OutgoingEvent, payload: Message, *, offset: int = 0, consumer: str = "loyalnest.points"
+) -> ConsumedEvent:
+    """A published `event` (carrying `payload`) as `consumer` receives it: a redelivery is
+    the same event delivered again."""
     return ConsumedEvent(
         envelope=event.envelope,
         spec=event.spec,

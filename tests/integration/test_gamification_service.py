@@ -33,7 +33,7 @@ from loyalnest.gen.gamification.v1 import gamification_pb2_grpc
 from loyalnest.platform.cache import client_from_url
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.events import topics
-from loyalnest.platform.events.envelope import ConsumedEvent, Envelope, OutgoingEvent, new_event
+from loyalnest.platform.events.envelope import Envelope, OutgoingEvent, new_event
 from loyalnest.platform.personal_data import CustomerRef
 from loyalnest.platform.postgres import Database
 from loyalnest.platform.server import running
@@ -49,6 +49,7 @@ from loyalnest.services.gamification.service import (
 from loyalnest.services.gamification.store.boards import BoardKeys, RedisBoards
 from loyalnest.services.gamification.store.postgres import GamificationStore
 from tests.auth import merchant_headers, merchant_metadata
+from tests.consumed_events import delivered
 from tests.integration.broker import BrokerProcess
 from tests.integration.conftest import eventually, serve_for_test, service_settings_for_tests
 from tests.integration.events_worker import FAST_EVENTS
@@ -85,16 +86,9 @@ class Harness:
     ) -> OutgoingEvent:
         """`payload` as a new event, or `again` (an event delivered before) once more."""
         event = again or new_event(merchant_id, payload, occurred_at=occurred_at)
-        consumed = ConsumedEvent(
-            envelope=event.envelope,
-            spec=event.spec,
-            payload=payload,
-            consumer=CONSUMER_GROUP,
-            topic=event.spec.topic.name,
-            partition=0,
-            offset=0,
+        await self.handlers[event.spec.event_type](
+            delivered(event, payload, consumer=CONSUMER_GROUP)
         )
-        await self.handlers[event.spec.event_type](consumed)
         return event
 
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
+from psycopg import AsyncConnection, sql
 from psycopg.abc import Query
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from loyalnest.platform import audit
@@ -19,6 +20,15 @@ from loyalnest.platform.config import DatabaseSettings
 from loyalnest.platform.observability import get_logger
 
 log = get_logger(__name__)
+
+
+def require_transaction(conn: AsyncConnection, refusal: str) -> None:
+    """Raises RuntimeError(`refusal`) unless `conn` is inside an open transaction: for
+    writes that must commit with the caller's change (an outbox row, an inbox claim), never
+    on their own."""
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        raise RuntimeError(refusal)
+
 
 PLATFORM_MIGRATIONS = Path(__file__).parent / "migrations"
 _SCHEMA_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")

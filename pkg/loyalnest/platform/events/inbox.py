@@ -21,11 +21,10 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.pq import TransactionStatus
 
 from loyalnest.platform.events.envelope import ConsumedEvent
 from loyalnest.platform.observability import get_logger
-from loyalnest.platform.postgres import Database
+from loyalnest.platform.postgres import Database, require_transaction
 
 log = get_logger(__name__)
 
@@ -43,7 +42,7 @@ async def claim(conn: AsyncConnection, event: ConsumedEvent) -> bool:
     False when it was recorded before: skip the effect. A concurrent delivery of the same
     event (after a rebalance) waits here for the first one's transaction to finish.
     """
-    _require_transaction(conn, "claim")
+    require_transaction(conn, "inbox.claim() must run inside the effect's transaction")
     cursor = await conn.execute(
         f"WITH {CLAIMED} SELECT {CLAIMED_NOW}", claim_params(event), prepare=True
     )
@@ -63,7 +62,7 @@ async def claim_many(conn: AsyncConnection, events: Sequence[ConsumedEvent]) -> 
     """`claim` for a run of events in one statement (one round trip instead of one each),
     inside the caller's transaction: per event, whether it is recorded now. An event twice
     in the run is claimed by its first delivery."""
-    _require_transaction(conn, "claim_many")
+    require_transaction(conn, "inbox.claim_many() must run inside the effect's transaction")
     cursor = await conn.execute(
         _CLAIM_MANY,
         (
@@ -75,18 +74,19 @@ async def claim_many(conn: AsyncConnection, events: Sequence[ConsumedEvent]) -> 
         ),
         prepare=True,
     )
-    claimed = {(row[0], row[1]) for row in await cursor.fetchall()}
+    return first_deliveries(events, {(row[0], row[1]) for row in await cursor.fetchall()})
+
+
+def first_deliveries(events: Sequence[ConsumedEvent], claimed: set[tuple[str, str]]) -> list[bool]:
+    """Per event of a run, whether it was claimed now: (consumer, event id) in `claimed`, the
+    ids a run's claim returned. An event twice in the run is answered True once, for its
+    first delivery (the second would have found the first's row)."""
     results = []
     for event in events:
         key = (event.consumer, event.event_id)
         results.append(key in claimed)
         claimed.discard(key)
     return results
-
-
-def _require_transaction(conn: AsyncConnection, what: str) -> None:
-    if conn.info.transaction_status != TransactionStatus.INTRANS:
-        raise RuntimeError(f"inbox.{what}() must run inside the effect's transaction")
 
 
 class BatchHandler(ABC):

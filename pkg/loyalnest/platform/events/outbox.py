@@ -33,12 +33,11 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 from psycopg import AsyncConnection
-from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from loyalnest.platform.events.clients import OutgoingRecord
 from loyalnest.platform.events.envelope import Envelope, new_event
-from loyalnest.platform.postgres import Database, IdleProbe
+from loyalnest.platform.postgres import Database, IdleProbe, require_transaction
 
 # The rows of outbox_lanes (platform_0002_outbox.sql); a test checks they agree.
 OUTBOX_LANES = 64
@@ -81,13 +80,6 @@ def row(merchant_id: str, payload: Message, *, occurred_at: datetime | None = No
     )
 
 
-def _require_transaction(conn: AsyncConnection, caller: str) -> None:
-    if conn.info.transaction_status != TransactionStatus.INTRANS:
-        # Outside a transaction the rows would commit on their own, with or without the
-        # change they announce: the very failure the outbox exists to prevent.
-        raise RuntimeError(f"outbox.{caller}() must run inside the state change's transaction")
-
-
 async def enqueue(
     conn: AsyncConnection,
     merchant_id: str,
@@ -96,7 +88,9 @@ async def enqueue(
     occurred_at: datetime | None = None,
 ) -> Envelope:
     """Adds an event to the outbox inside the caller's open transaction."""
-    _require_transaction(conn, "enqueue")
+    # Outside a transaction the row would commit on its own, with or without the change it
+    # announces: the very failure the outbox exists to prevent.
+    require_transaction(conn, "outbox.enqueue() must run inside the state change's transaction")
     event = row(merchant_id, payload, occurred_at=occurred_at)
     await conn.execute(
         f"INSERT INTO outbox {COLUMNS} VALUES ({VALUES})",
@@ -116,7 +110,9 @@ _INSERT_MANY = (
 async def enqueue_many(conn: AsyncConnection, events: Sequence[OutboxRow]) -> None:
     """Adds `events` (`row()` each) to the outbox inside the caller's open transaction, in
     their order, with one statement: for a change applied to many aggregates at once."""
-    _require_transaction(conn, "enqueue_many")
+    require_transaction(
+        conn, "outbox.enqueue_many() must run inside the state change's transaction"
+    )
     if events:
         columns = [list(column) for column in zip(*(event.params for event in events), strict=True)]
         await conn.execute(_INSERT_MANY, columns, prepare=True)

@@ -245,13 +245,8 @@ class _LedgerEventCounter(inbox.BatchHandler):
             cursor = await conn.execute(
                 _COUNT_EVENTS, {"consumer": events[0].consumer, **columns}, prepare=True
             )
-            claimed = {row[0] for row in await cursor.fetchall()}
-        # An event delivered twice in the run is applied by its first delivery only.
-        results = []
-        for event in events:
-            results.append(event.event_id in claimed)
-            claimed.discard(event.event_id)
-        return results
+            claimed = {(events[0].consumer, row[0]) for row in await cursor.fetchall()}
+        return inbox.first_deliveries(events, claimed)
 
 
 # One merchant's transactions not counted yet: marked, then summed into the row (the
