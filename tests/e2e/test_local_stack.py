@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from loyalnest.devstack.demo_merchant import DEMO_SHOP
-from loyalnest.devstack.servers import port_in_use
+from loyalnest.devstack.ports import bindable
 from loyalnest.devstack.stack import StackState
 from tests.conftest import WHOLE_FLEET
 from tests.shared import shared_file
@@ -40,7 +40,9 @@ def loyalnest(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[s
 
 
 # Below the kernel's ephemeral range (32768+), so client sockets of other tests cannot
-# squat a port between the check and the stack's bind; each run takes a random block.
+# squat a port between the check and the stack's bind; each run takes a random block. A port
+# counts as free only when it can be bound: another stack holds its ports bound but not
+# listening until their servers start (devstack/ports.py), which a connect would not see.
 _BLOCK = 64
 
 
@@ -64,7 +66,7 @@ def _ports() -> dict[str, int]:
     while True:
         start = rng.randrange(20000, 30000 - 1000 - _BLOCK, _BLOCK)
         block = [*range(start, start + _BLOCK), *range(start + 1000, start + 1000 + _BLOCK)]
-        if not any(port_in_use(port) for port in block):
+        if all(bindable(port) for port in block):
             break
     ports = dict(zip(names, range(start, start + len(names)), strict=True))
     ports["base"] = start + 16

@@ -614,6 +614,7 @@ def _detach(args: argparse.Namespace, argv: list[str]) -> int:
     log_path = state_dir / "stack.log"
     foreground = [a for a in argv if a != "--detach"]
     with log_path.open("ab") as log:
+        this_run_from = log.tell()
         child = subprocess.Popen(
             [sys.executable, "-m", "loyalnest.cli", *foreground, "--state-dir", str(state_dir)],
             stdin=subprocess.DEVNULL,
@@ -628,12 +629,29 @@ def _detach(args: argparse.Namespace, argv: list[str]) -> int:
             print_endpoints(state)
             return 0
         time.sleep(0.5)
+    with log_path.open("rb") as log:
+        log.seek(this_run_from)
+        this_run = log.read().decode(errors="replace")
     print(
-        f"error: the stack exited with code {child.returncode}; last lines of {log_path}:",
+        f"error: the stack exited with code {child.returncode} (log {log_path}):\n"
+        f"{why_it_stopped(this_run)}",
         file=sys.stderr,
     )
-    print("\n".join(log_path.read_text(errors="replace").splitlines()[-15:]), file=sys.stderr)
     return 1
+
+
+def why_it_stopped(log: str, tail: int = 15) -> str:
+    """The part of a stack's log that says why it stopped: its `error:` line with the lines
+    indented under it (the component's own last log lines), not the stop reports after them,
+    which with 28 workers fill any tail. The tail when the log names no error."""
+    lines = log.splitlines()
+    for start, line in enumerate(lines):
+        if line.startswith("error:"):
+            end = start + 1
+            while end < len(lines) and lines[end].startswith("    "):
+                end += 1
+            return "\n".join(lines[start:end])
+    return "\n".join(lines[-tail:])
 
 
 def run_up(args: argparse.Namespace, argv: list[str]) -> int:
