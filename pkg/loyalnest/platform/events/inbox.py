@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -50,42 +50,23 @@ async def claim(conn: AsyncConnection, event: ConsumedEvent) -> bool:
     return row is not None and bool(row[0])
 
 
-# A run's events recorded in one statement, in the run's (offset) order.
-_CLAIM_MANY = (
-    'INSERT INTO processed_events (consumer, event_id, topic, "partition", "offset")'
-    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[])"
-    " ON CONFLICT DO NOTHING RETURNING consumer, event_id"
-)
-
-
 async def claim_many(conn: AsyncConnection, events: Sequence[ConsumedEvent]) -> list[bool]:
     """`claim` for a run of events in one statement (one round trip instead of one each),
     inside the caller's transaction: per event, whether it is recorded now. An event twice
     in the run is claimed by its first delivery."""
     require_transaction(conn, "inbox.claim_many() must run inside the effect's transaction")
-    cursor = await conn.execute(
-        _CLAIM_MANY,
-        (
-            [event.consumer for event in events],
-            [event.event_id for event in events],
-            [event.topic for event in events],
-            [event.partition for event in events],
-            [event.offset for event in events],
-        ),
-        prepare=True,
-    )
-    return first_deliveries(events, {(row[0], row[1]) for row in await cursor.fetchall()})
+    cursor = await conn.execute(_CLAIM_MANY, run_claim_params(events), prepare=True)
+    return first_deliveries(events, {row[0] for row in await cursor.fetchall()})
 
 
-def first_deliveries(events: Sequence[ConsumedEvent], claimed: set[tuple[str, str]]) -> list[bool]:
-    """Per event of a run, whether it was claimed now: (consumer, event id) in `claimed`, the
-    ids a run's claim returned. An event twice in the run is answered True once, for its
-    first delivery (the second would have found the first's row)."""
+def first_deliveries(events: Sequence[ConsumedEvent], claimed: set[str]) -> list[bool]:
+    """Per event of a run, whether it was claimed now: its id in `claimed`, the ids a run's
+    claim returned. An event twice in the run is answered True once, for its first delivery
+    (the second would have found the first's row)."""
     results = []
     for event in events:
-        key = (event.consumer, event.event_id)
-        results.append(key in claimed)
-        claimed.discard(key)
+        results.append(event.event_id in claimed)
+        claimed.discard(event.event_id)
     return results
 
 
@@ -180,6 +161,42 @@ def claim_params(event: ConsumedEvent) -> dict[str, object]:
         "event_partition": event.partition,
         "event_offset": event.offset,
     }
+
+
+def claimed_run(columns: Mapping[str, str] | None = None) -> str:
+    """A run's claim as the first CTEs of a statement that applies the run's effects (the
+    batch form of CLAIMED): `run`, one row per event in the run's order, with the claim's
+    columns then the statement's own `columns` (name: SQL type, each a parameter of that name
+    holding an array); `claimed`, the ids of the events recorded now. `run_claim_params` are
+    the claim's parameters."""
+    own = dict(columns or {})
+    arrays = "".join(f", %({name})s::{sql_type}[]" for name, sql_type in own.items())
+    names = "".join(f", {name}" for name in own)
+    return (
+        "run AS (SELECT * FROM unnest(%(run_event_id)s::text[], %(run_topic)s::text[],"
+        f" %(run_partition)s::int[], %(run_offset)s::bigint[]{arrays})"
+        f' AS r(event_id, topic, "partition", "offset"{names})),'
+        ' claimed AS (INSERT INTO processed_events (consumer, event_id, topic, "partition",'
+        ' "offset") SELECT %(run_consumer)s, event_id, topic, "partition", "offset" FROM run'
+        " ON CONFLICT DO NOTHING RETURNING event_id)"
+    )
+
+
+def run_claim_params(events: Sequence[ConsumedEvent]) -> dict[str, object]:
+    consumers = {event.consumer for event in events}
+    if len(consumers) != 1:
+        raise ValueError(f"a run is one consumer's; got {sorted(consumers)}")
+    return {
+        "run_consumer": events[0].consumer,
+        "run_event_id": [event.event_id for event in events],
+        "run_topic": [event.topic for event in events],
+        "run_partition": [event.partition for event in events],
+        "run_offset": [event.offset for event in events],
+    }
+
+
+# A run's events recorded in one statement, in the run's (offset) order.
+_CLAIM_MANY = f"WITH {claimed_run()} SELECT event_id FROM claimed"
 
 
 def in_one_statement(

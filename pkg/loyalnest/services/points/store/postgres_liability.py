@@ -183,21 +183,16 @@ def _movement_params(event: ConsumedEvent) -> dict[str, object]:
 # order). A transaction is counted once even if two events announce it. Answers the event
 # ids claimed now.
 _COUNT_EVENTS = (
-    "WITH input AS (SELECT * FROM unnest(%(event_id)s::text[], %(topic)s::text[],"
-    " %(partition)s::int[], %(offset)s::bigint[], %(transaction_id)s::uuid[],"
-    " %(merchant_id)s::text[], "
-    + ", ".join(f"%({column})s::bigint[]" for column in _TOTALS)
-    + ') AS i(event_id, topic, "partition", "offset", transaction_id, merchant_id, '
-    + ", ".join(_TOTALS)
-    + ")),"
-    ' claimed AS (INSERT INTO processed_events (consumer, event_id, topic, "partition", "offset")'
-    ' SELECT %(consumer)s, event_id, topic, "partition", "offset" FROM input'
-    " ON CONFLICT DO NOTHING RETURNING event_id),"
+    "WITH "
+    + inbox.claimed_run(
+        {"transaction_id": "uuid", "merchant_id": "text", **dict.fromkeys(_TOTALS, "bigint")}
+    )
+    + ","
     " counted AS (INSERT INTO liability_counted (transaction_id, merchant_id)"
-    " SELECT transaction_id, merchant_id FROM input"
+    " SELECT transaction_id, merchant_id FROM run"
     " WHERE event_id IN (SELECT event_id FROM claimed)"
     " ON CONFLICT DO NOTHING RETURNING transaction_id),"
-    " movements AS (SELECT DISTINCT ON (transaction_id) * FROM input"
+    " movements AS (SELECT DISTINCT ON (transaction_id) * FROM run"
     " WHERE transaction_id IN (SELECT transaction_id FROM counted) ORDER BY transaction_id),"
     " added AS (INSERT INTO liability_totals AS t (merchant_id, "
     + ", ".join(_TOTALS)
@@ -232,20 +227,15 @@ class _LedgerEventCounter(inbox.BatchHandler):
         scope: inbox.EventScope,
     ) -> list[bool]:
         events = [event for event, _ in items]
-        columns: dict[str, list[object]] = {
-            "event_id": [e.event_id for e in events],
-            "topic": [e.topic for e in events],
-            "partition": [e.partition for e in events],
-            "offset": [e.offset for e in events],
-        }
+        columns: dict[str, list[object]] = {}
         for event in events:
             for name, value in _movement_params(event).items():
                 columns.setdefault(name, []).append(value)
         async with self._database.pool.connection() as conn:
             cursor = await conn.execute(
-                _COUNT_EVENTS, {"consumer": events[0].consumer, **columns}, prepare=True
+                _COUNT_EVENTS, {**inbox.run_claim_params(events), **columns}, prepare=True
             )
-            claimed = {(events[0].consumer, row[0]) for row in await cursor.fetchall()}
+            claimed = {row[0] for row in await cursor.fetchall()}
         return inbox.first_deliveries(events, claimed)
 
 
