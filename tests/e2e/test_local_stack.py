@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -102,10 +104,26 @@ def _port_args(ports: dict[str, int]) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[tuple[Path, dict[str, int]]]:
-    state = Path(tempfile.mkdtemp(prefix="loyalnest-e2e-"))
+@contextlib.contextmanager
+def _state_dir(request: pytest.FixtureRequest, prefix: str) -> Iterator[Path]:
+    """A stack's state directory (its PostgreSQL, Redis and logs: 50-100 MB), removed when
+    the tests that used it passed, kept for its logs when one failed or the stack did not
+    start (the failure names it)."""
+    state = Path(tempfile.mkdtemp(prefix=prefix))
     state.chmod(0o755)
+    failed_before = request.session.testsfailed
+    yield state
+    if request.session.testsfailed == failed_before:
+        shutil.rmtree(state)
+
+
+@pytest.fixture(scope="module")
+def stack(request: pytest.FixtureRequest) -> Iterator[tuple[Path, dict[str, int]]]:
+    with _state_dir(request, "loyalnest-e2e-") as state:
+        yield from _started_stack(state)
+
+
+def _started_stack(state: Path) -> Iterator[tuple[Path, dict[str, int]]]:
     ports = _ports()
     try:
         started = loyalnest(
@@ -332,9 +350,12 @@ def test_a_crashed_worker_is_restarted(stack):
     pytest.fail("points-1 was not restarted and healthy again within 60 s")
 
 
-def test_a_busy_port_fails_naming_the_component():
-    state = Path(tempfile.mkdtemp(prefix="loyalnest-e2e-busy-"))
-    state.chmod(0o755)
+def test_a_busy_port_fails_naming_the_component(request: pytest.FixtureRequest) -> None:
+    with _state_dir(request, "loyalnest-e2e-busy-") as state:
+        _fails_naming_the_busy_component(state)
+
+
+def _fails_naming_the_busy_component(state: Path) -> None:
     ports = _ports()
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", ports["redis"]))
