@@ -3,7 +3,9 @@ trusts (LOYALNEST_JWT_JWKS_PATH, set in tests/conftest.py before any service sta
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +17,7 @@ from loyalnest.platform.config import ServiceSettings
 KEYSET = KeySet.generate(local=True)
 _DIR = Path(tempfile.mkdtemp(prefix="loyalnest-test-keys-"))
 _DIR.chmod(0o755)
+atexit.register(shutil.rmtree, _DIR, ignore_errors=True)
 JWKS_PATH = _DIR / "jwks.json"
 JWKS_PATH.write_text(json.dumps(KEYSET.public_jwks()))
 KEYSET_PATH = _DIR / "signing-keys.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -18,18 +19,14 @@ from loyalnest.devstack.ports import FREE_PORTS_ENV
 from loyalnest.devstack.postgres import LocalPostgres, free_port
 
 
-def new_postgres(*, ephemeral: bool) -> LocalPostgres:
-    """A not-yet-started cluster in a fresh directory."""
+@contextlib.contextmanager
+def new_postgres(*, ephemeral: bool) -> Iterator[LocalPostgres]:
+    """A not-yet-started cluster in a fresh directory; stopped if running and its directory
+    removed on exit (a cluster is 40 MB before its first database)."""
     # Under /tmp with 0755 parents: as root the server runs as `postgres`, which must reach it.
     root = Path(tempfile.mkdtemp(prefix="loyalnest-test-pg-"))
     root.chmod(0o755)
-    return LocalPostgres(root / "data", free_port(), ephemeral=ephemeral)
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[LocalPostgres]:
-    server = new_postgres(ephemeral=True)
-    server.start()
+    server = LocalPostgres(root / "data", free_port(), ephemeral=ephemeral)
     try:
         yield server
     finally:
@@ -37,12 +34,19 @@ def postgres() -> Iterator[LocalPostgres]:
         # A database per test leaves ~7 MB each, gigabytes in hundreds of thousands of files
         # by the end of a full run: a detached `rm` removes them without holding up the run.
         subprocess.Popen(
-            ["rm", "-rf", str(server.data_dir.parent)],
+            ["rm", "-rf", str(root)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[LocalPostgres]:
+    with new_postgres(ephemeral=True) as server:
+        server.start()
+        yield server
 
 
 @pytest.fixture

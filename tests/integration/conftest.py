@@ -184,6 +184,7 @@ async def redis_url() -> AsyncIterator[str]:
         process.terminate()
         process.wait(5)
         shutil.rmtree(data_dir, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -35,13 +35,10 @@ def own_postgres() -> Iterator[LocalPostgres]:
 
     Durable settings (not `ephemeral`): an immediate stop must not lose committed migrations.
     """
-    server = new_postgres(ephemeral=False)
-    server.start()
-    server.create_database("loyalnest")
-    try:
+    with new_postgres(ephemeral=False) as server:
+        server.start()
+        server.create_database("loyalnest")
         yield server
-    finally:
-        server.stop(mode="immediate")
 
 
 async def test_health_follows_postgres(own_postgres: LocalPostgres):
@@ -66,16 +63,13 @@ async def test_health_follows_postgres(own_postgres: LocalPostgres):
 
 
 async def test_starts_not_serving_until_postgres_is_up():
-    late = new_postgres(ephemeral=True)
-    async with running(SPEC, points_settings(late.url("postgres"))) as service:
-        await wait_for_health(service.address, NOT_SERVING)
-        await asyncio.sleep(0.5)
-        await wait_for_health(service.address, NOT_SERVING)
-        try:
+    with new_postgres(ephemeral=True) as late:
+        async with running(SPEC, points_settings(late.url("postgres"))) as service:
+            await wait_for_health(service.address, NOT_SERVING)
+            await asyncio.sleep(0.5)
+            await wait_for_health(service.address, NOT_SERVING)
             await asyncio.to_thread(late.start)
             await wait_for_health(service.address, SERVING, timeout=30)
-        finally:
-            await asyncio.to_thread(late.stop, "immediate")
 
 
 def _event_loop_reported(metrics_url: str) -> str | None:
