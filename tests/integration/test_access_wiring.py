@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import jwt
+import psycopg
 import pytest
 from google.api import httpbody_pb2
 from google.protobuf import field_mask_pb2
@@ -38,6 +39,7 @@ from loyalnest.platform.auth.service_identity import service_credential
 from loyalnest.platform.auth.tokens import SERVICE
 from loyalnest.platform.config import ServiceSettings
 from loyalnest.platform.server import RunningService
+from loyalnest.services.auth.events import CONSUMER_GROUP as AUTH_CONSUMER_GROUP
 from loyalnest.services.auth.service import SERVICE_NAME as AUTH_SERVICE
 from loyalnest.services.auth.service import SPEC as AUTH
 from loyalnest.services.edge.service import SERVICE_NAME as EDGE_SERVICE
@@ -114,6 +116,19 @@ async def auth_and_roles(
                 yield auth, roles
     finally:
         broker.close()
+
+
+async def auth_applied_every_role_event(database_url: str) -> bool:
+    """Every role event Roles wrote to its outbox (there are some) is in Auth's inbox."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cursor = await conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM"
+            " auth.processed_events p WHERE p.consumer = %s AND p.event_id = o.event_id::text))"
+            " FROM roles.outbox o WHERE o.event_type = ANY(%s)",
+            (AUTH_CONSUMER_GROUP, ["role.assigned", "role.updated"]),
+        )
+        row = await cursor.fetchone()
+    return row is not None and row[0] > 0 and row[1] == 0
 
 
 async def test_a_staff_token_carries_its_role_and_loses_it_when_the_role_changes(
@@ -197,6 +212,13 @@ async def test_a_staff_token_carries_its_role_and_loses_it_when_the_role_changes
             return False
 
         await eventually(lambda: staff_token_revoked(as_staff), 30, "the staff token revoked")
+        # Revocations revoke every live token of the user or role, whatever event applies
+        # them: one still in flight would revoke the token refreshed below as well (a CI run
+        # saw the roles' creation revoke the first token and the demotion, three seconds
+        # late, the refreshed one).
+        await eventually(
+            lambda: auth_applied_every_role_event(database_url), 30, "Auth caught up with Roles"
+        )
         # The session lives on: the refresh carries the new role's permissions.
         refreshed = (
             await auth_stub.RefreshToken(
@@ -220,6 +242,9 @@ async def test_a_staff_token_carries_its_role_and_loses_it_when_the_role_changes
             metadata=as_owner,
         )
         await eventually(lambda: staff_token_revoked(as_viewer), 30, "the viewer token revoked")
+        await eventually(
+            lambda: auth_applied_every_role_event(database_url), 30, "Auth caught up with Roles"
+        )
         again = (
             await auth_stub.RefreshToken(
                 auth_pb2.RefreshTokenRequest(refresh_token=refreshed.refresh_token)
