@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -19,8 +20,9 @@ from prometheus_client import REGISTRY
 
 from loyalnest.gen.events.v1 import points_pb2
 from loyalnest.platform.config import ServiceSettings
+from loyalnest.platform.events import consumer as consumer_module
 from loyalnest.platform.events import kafka_python
-from loyalnest.platform.events.clients import Backoff, OutgoingRecord, PublishError
+from loyalnest.platform.events.clients import Backoff, OutgoingRecord, Partition, PublishError
 from loyalnest.platform.events.consumer import (
     DLQ_ATTEMPTS,
     DLQ_GROUP,
@@ -677,3 +679,96 @@ async def test_offsets_are_committed_at_most_every_interval_and_on_stopping(
     # The lag gauge: read after the first poll, then at most once a second, whatever the
     # commit interval (the 7 polls take well under a second).
     assert broker.lag_reads == 1
+
+
+# --- consumer runner: a small poll over several partitions is one run -------------------------
+
+
+class ScriptedMember:
+    """A group member whose polls return `polls` in turn, then nothing."""
+
+    def __init__(self, polls: Sequence[dict[Partition, list[Record]]]) -> None:
+        self.polls = list(polls)
+        self.committed: dict[Partition, int] = {}
+
+    def poll(self, timeout_ms: int) -> tuple[dict[Partition, list[Record]], bool]:
+        if self.polls:
+            return self.polls.pop(0), False
+        time.sleep(0.01)
+        return {}, False
+
+    def commit(self, offsets: Mapping[Partition, int]) -> None:
+        self.committed.update(offsets)
+
+    def seek(self, partition: Partition, offset: int) -> None:
+        pass
+
+    def lags(self, positions: Mapping[Partition, int]) -> dict[Partition, int]:
+        return {}
+
+    def close(self, timeout_seconds: float) -> None:
+        pass
+
+
+def poll_of(
+    partitions: int, per_partition: int, skipped_at: int | None = None
+) -> dict[Partition, list[Record]]:
+    polled: dict[Partition, list[Record]] = {}
+    for p in range(partitions):
+        tp = TopicPartition("loyalnest.points.events", p)
+        polled[Partition(tp.topic, p)] = [earned(tp, n, f"p{p}e{n}") for n in range(per_partition)]
+    if skipped_at is not None:
+        polled[Partition("loyalnest.points.events", 0)][skipped_at] = record(
+            event_type_header="points.redeemed"
+        )
+    return polled
+
+
+async def run_polls(
+    monkeypatch: pytest.MonkeyPatch,
+    member: ScriptedMember,
+    handler: FakeTransactional,
+    events: int,
+    limit: int = 100,
+) -> None:
+    monkeypatch.setattr(consumer_module, "new_group_member", lambda *args: member)
+    runner = ConsumerRunner(
+        SETTINGS.model_copy(
+            update={"consumer_batch_max_events": limit, "consumer_commit_interval_seconds": 0}
+        ),
+        group="g",
+        handlers={"points.earned": handler},
+        client_id="c",
+    )
+    task = asyncio.create_task(runner.run())
+    for _ in range(500):
+        if sum(map(len, handler.runs)) + len(handler.single) >= events and member.committed:
+            break
+        await asyncio.sleep(0.01)
+    runner.stop()
+    await task
+
+
+async def test_a_small_poll_over_partitions_is_one_run_each_partition_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    handler, member = FakeTransactional(), ScriptedMember([poll_of(3, 2)])
+
+    await run_polls(monkeypatch, member, handler, events=6)
+
+    assert handler.runs == [["p0e0", "p0e1", "p1e0", "p1e1", "p2e0", "p2e1"]]
+    assert member.committed == {Partition("loyalnest.points.events", p): 2 for p in range(3)}
+
+
+async def test_a_poll_bigger_than_a_run_or_with_other_records_keeps_partitions_apart(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    big, member = FakeTransactional(), ScriptedMember([poll_of(3, 2)])
+    await run_polls(monkeypatch, member, big, events=6, limit=4)
+    assert sorted(big.runs) == [["p0e0", "p0e1"], ["p1e0", "p1e1"], ["p2e0", "p2e1"]]
+
+    mixed, member = FakeTransactional(), ScriptedMember([poll_of(2, 3, skipped_at=1)])
+    await run_polls(monkeypatch, member, mixed, events=4)
+    # Partition 0's events around the skipped record go alone; partition 1's are a run.
+    assert mixed.runs == [["p1e0", "p1e1", "p1e2"]]
+    assert sorted(mixed.single) == ["p0e0", "p0e2"]

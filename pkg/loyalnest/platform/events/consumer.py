@@ -247,6 +247,35 @@ class EventProcessor:
         if run:
             await self._apply_run(run, done)
 
+    def one_run(self, items: Sequence[ConsumedEvent | _Skipped | _Invalid]) -> bool:
+        """Whether `items` may be applied as one run: each an event whose handler is a
+        BatchHandler, all of one batch key, no more than a run may hold."""
+        keys = set()
+        for item in items:
+            if not isinstance(item, ConsumedEvent):
+                return False
+            handler = self._handlers[item.event_type]
+            if not isinstance(handler, BatchHandler):
+                return False
+            keys.add(handler.batch_key)
+        return len(keys) == 1 and len(items) <= self._settings.consumer_batch_max_events
+
+    async def apply_together(
+        self,
+        records: Sequence[RecordLike],
+        items: Sequence[ConsumedEvent | _Skipped | _Invalid],
+        done: Callable[[RecordLike], None],
+    ) -> None:
+        """Applies `one_run` items of several partitions as one run (each partition's in
+        its order); one at a time in the same order if the run fails."""
+        run = []
+        for record, item in zip(records, items, strict=True):
+            assert isinstance(item, ConsumedEvent)
+            handler = self._handlers[item.event_type]
+            assert isinstance(handler, BatchHandler)
+            run.append((record, item, handler))
+        await self._apply_run(run, done)
+
     async def _process(
         self, record: RecordLike, item: ConsumedEvent | _Skipped | _Invalid
     ) -> Outcome:
@@ -482,23 +511,27 @@ class ConsumerRunner:
         partitions = list(batch.items())
         flat = [record for _, records in partitions for record in records]
         items = await self._processor.classify(flat)
+        if len(partitions) > 1 and self._processor.one_run(items):
+            # A poll of a few events on each of several partitions (moderate rates) goes
+            # as one run: one transaction and statement for all instead of one per
+            # partition. A bigger poll keeps its partitions' runs side by side.
+            await self._processor.apply_together(flat, items, self._done)
+            return
         async with asyncio.TaskGroup() as group:
             start = 0
-            for partition, records in partitions:
+            for _, records in partitions:
                 classified = items[start : start + len(records)]
                 start += len(records)
-                group.create_task(self._apply_partition(partition, records, classified))
+                group.create_task(
+                    self._processor.process_many(
+                        records, self._done, self._stopping.is_set, classified
+                    )
+                )
 
-    async def _apply_partition(
-        self,
-        partition: Partition,
-        records: Sequence[RecordLike],
-        classified: Sequence[ConsumedEvent | _Skipped | _Invalid],
-    ) -> None:
-        def done(record: RecordLike) -> None:
-            self._uncommitted[partition] = self._positions[partition] = record.offset + 1
-
-        await self._processor.process_many(records, done, self._stopping.is_set, classified)
+    def _done(self, record: RecordLike) -> None:
+        """`record` applied: the partition's next commit and position are past it."""
+        partition = Partition(record.topic, record.partition)
+        self._uncommitted[partition] = self._positions[partition] = record.offset + 1
 
     async def _commit(self) -> None:
         if self._member is None or not self._uncommitted:
