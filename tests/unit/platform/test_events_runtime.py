@@ -772,3 +772,48 @@ async def test_a_poll_bigger_than_a_run_or_with_other_records_keeps_partitions_a
     # Partition 0's events around the skipped record go alone; partition 1's are a run.
     assert mixed.runs == [["p1e0", "p1e1", "p1e2"]]
     assert sorted(mixed.single) == ["p0e0", "p0e2"]
+
+
+class Redemptions(FakeTransactional):
+    """points.redeemed on another database: another batch key."""
+
+    @staticmethod
+    def _reason(event: ConsumedEvent) -> str:
+        return event.payload_as(points_pb2.PointsRedeemed).reason
+
+
+def redeemed(tp: TopicPartition, offset: int, name: str) -> Record:
+    event = new_event("m", points_pb2.PointsRedeemed(customer_id="c", reason=name))
+    headers = [(k, v.encode()) for k, v in event.headers.items()]
+    return Record(event.value, headers, tp.topic, tp.partition, offset)
+
+
+async def test_each_batch_handlers_partitions_of_a_poll_are_one_run(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    polled = poll_of(2, 2)
+    for p in (2, 3):
+        tp = TopicPartition("loyalnest.points.events", p)
+        polled[Partition(tp.topic, p)] = [redeemed(tp, n, f"r{p}e{n}") for n in range(2)]
+    earnings, redemptions, member = (
+        FakeTransactional("db1"),
+        Redemptions("db2"),
+        ScriptedMember([polled]),
+    )
+    monkeypatch.setattr(consumer_module, "new_group_member", lambda *args: member)
+    runner = ConsumerRunner(
+        SETTINGS.model_copy(update={"consumer_commit_interval_seconds": 0}),
+        group="g",
+        handlers={"points.earned": earnings, "points.redeemed": redemptions},
+        client_id="c",
+    )
+    task = asyncio.create_task(runner.run())
+    for _ in range(500):
+        if len(member.committed) == 4:
+            break
+        await asyncio.sleep(0.01)
+    runner.stop()
+    await task
+
+    assert earnings.runs == [["p0e0", "p0e1", "p1e0", "p1e1"]]
+    assert redemptions.runs == [["r2e0", "r2e1", "r3e0", "r3e1"]]

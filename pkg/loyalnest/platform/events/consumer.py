@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal, Protocol
@@ -247,18 +247,22 @@ class EventProcessor:
         if run:
             await self._apply_run(run, done)
 
-    def one_run(self, items: Sequence[ConsumedEvent | _Skipped | _Invalid]) -> bool:
-        """Whether `items` may be applied as one run: each an event whose handler is a
-        BatchHandler, all of one batch key, no more than a run may hold."""
+    def run_key(self, items: Sequence[ConsumedEvent | _Skipped | _Invalid]) -> Hashable | None:
+        """The batch key of `items` when they may all go in one run (each an event whose
+        handler is a BatchHandler, all of that key); None otherwise."""
         keys = set()
         for item in items:
             if not isinstance(item, ConsumedEvent):
-                return False
+                return None
             handler = self._handlers[item.event_type]
             if not isinstance(handler, BatchHandler):
-                return False
+                return None
             keys.add(handler.batch_key)
-        return len(keys) == 1 and len(items) <= self._settings.consumer_batch_max_events
+        return keys.pop() if len(keys) == 1 else None
+
+    @property
+    def run_limit(self) -> int:
+        return self._settings.consumer_batch_max_events
 
     async def apply_together(
         self,
@@ -266,8 +270,8 @@ class EventProcessor:
         items: Sequence[ConsumedEvent | _Skipped | _Invalid],
         done: Callable[[RecordLike], None],
     ) -> None:
-        """Applies `one_run` items of several partitions as one run (each partition's in
-        its order); one at a time in the same order if the run fails."""
+        """Applies the items of several partitions that share a `run_key` as one run (each
+        partition's in its order); one at a time in the same order if the run fails."""
         run = []
         for record, item in zip(records, items, strict=True):
             assert isinstance(item, ConsumedEvent)
@@ -511,17 +515,37 @@ class ConsumerRunner:
         partitions = list(batch.items())
         flat = [record for _, records in partitions for record in records]
         items = await self._processor.classify(flat)
-        if len(partitions) > 1 and self._processor.one_run(items):
-            # A poll of a few events on each of several partitions (moderate rates) goes
-            # as one run: one transaction and statement for all instead of one per
-            # partition. A bigger poll keeps its partitions' runs side by side.
-            await self._processor.apply_together(flat, items, self._done)
-            return
+        # Per partition: its records and their classification.
+        parts: list[tuple[Sequence[RecordLike], Sequence[ConsumedEvent | _Skipped | _Invalid]]]
+        parts, start = [], 0
+        for _, records in partitions:
+            parts.append((records, items[start : start + len(records)]))
+            start += len(records)
+        # A poll of a few events on each of several partitions (moderate rates): the
+        # partitions whose events all go to one batch handler are applied as one run, one
+        # transaction and statement instead of one per partition, each partition's events
+        # in order. A bigger poll keeps its partitions' runs side by side.
+        together: dict[Hashable, list[int]] = {}
+        for index, (_, classified) in enumerate(parts):
+            key = self._processor.run_key(classified)
+            if key is not None:
+                together.setdefault(key, []).append(index)
         async with asyncio.TaskGroup() as group:
-            start = 0
-            for _, records in partitions:
-                classified = items[start : start + len(records)]
-                start += len(records)
+            alone = set(range(len(parts)))
+            for indexes in together.values():
+                size = sum(len(parts[i][0]) for i in indexes)
+                if len(indexes) < 2 or size > self._processor.run_limit:
+                    continue
+                alone.difference_update(indexes)
+                group.create_task(
+                    self._processor.apply_together(
+                        [r for i in indexes for r in parts[i][0]],
+                        [c for i in indexes for c in parts[i][1]],
+                        self._done,
+                    )
+                )
+            for index in sorted(alone):
+                records, classified = parts[index]
                 group.create_task(
                     self._processor.process_many(
                         records, self._done, self._stopping.is_set, classified
