@@ -690,6 +690,12 @@ class ScriptedMember:
     def __init__(self, polls: Sequence[dict[Partition, list[Record]]]) -> None:
         self.polls = list(polls)
         self.committed: dict[Partition, int] = {}
+        # The offset after each partition's last polled record: where its commit ends.
+        self.ends = {
+            partition: records[-1].offset + 1
+            for poll in polls
+            for partition, records in poll.items()
+        }
 
     def poll(self, timeout_ms: int) -> tuple[dict[Partition, list[Record]], bool]:
         if self.polls:
@@ -718,35 +724,36 @@ def poll_of(
         tp = TopicPartition("loyalnest.points.events", p)
         polled[Partition(tp.topic, p)] = [earned(tp, n, f"p{p}e{n}") for n in range(per_partition)]
     if skipped_at is not None:
-        polled[Partition("loyalnest.points.events", 0)][skipped_at] = record(
-            event_type_header="points.redeemed"
-        )
+        skipped = record(event_type_header="points.redeemed")  # no handler takes it
+        skipped.partition, skipped.offset = 0, skipped_at
+        polled[Partition("loyalnest.points.events", 0)][skipped_at] = skipped
     return polled
 
 
 async def run_polls(
     monkeypatch: pytest.MonkeyPatch,
     member: ScriptedMember,
-    handler: FakeTransactional,
-    events: int,
+    handlers: Mapping[str, FakeTransactional],
     limit: int = 100,
 ) -> None:
+    """A ConsumerRunner on `member` until it committed past every record polled (or 5 s)."""
     monkeypatch.setattr(consumer_module, "new_group_member", lambda *args: member)
     runner = ConsumerRunner(
         SETTINGS.model_copy(
             update={"consumer_batch_max_events": limit, "consumer_commit_interval_seconds": 0}
         ),
         group="g",
-        handlers={"points.earned": handler},
+        handlers=handlers,
         client_id="c",
     )
     task = asyncio.create_task(runner.run())
     for _ in range(500):
-        if sum(map(len, handler.runs)) + len(handler.single) >= events and member.committed:
+        if not member.polls and member.committed == member.ends:
             break
         await asyncio.sleep(0.01)
     runner.stop()
     await task
+    assert member.committed == member.ends, "not every polled record was applied"
 
 
 async def test_a_small_poll_over_partitions_is_one_run_each_partition_in_order(
@@ -754,7 +761,7 @@ async def test_a_small_poll_over_partitions_is_one_run_each_partition_in_order(
 ):
     handler, member = FakeTransactional(), ScriptedMember([poll_of(3, 2)])
 
-    await run_polls(monkeypatch, member, handler, events=6)
+    await run_polls(monkeypatch, member, {"points.earned": handler})
 
     assert handler.runs == [["p0e0", "p0e1", "p1e0", "p1e1", "p2e0", "p2e1"]]
     assert member.committed == {Partition("loyalnest.points.events", p): 2 for p in range(3)}
@@ -764,11 +771,11 @@ async def test_a_poll_bigger_than_a_run_or_with_other_records_keeps_partitions_a
     monkeypatch: pytest.MonkeyPatch,
 ):
     big, member = FakeTransactional(), ScriptedMember([poll_of(3, 2)])
-    await run_polls(monkeypatch, member, big, events=6, limit=4)
+    await run_polls(monkeypatch, member, {"points.earned": big}, limit=4)
     assert sorted(big.runs) == [["p0e0", "p0e1"], ["p1e0", "p1e1"], ["p2e0", "p2e1"]]
 
     mixed, member = FakeTransactional(), ScriptedMember([poll_of(2, 3, skipped_at=1)])
-    await run_polls(monkeypatch, member, mixed, events=4)
+    await run_polls(monkeypatch, member, {"points.earned": mixed})
     # Partition 0's events around the skipped record go alone; partition 1's are a run.
     assert mixed.runs == [["p1e0", "p1e1", "p1e2"]]
     assert sorted(mixed.single) == ["p0e0", "p0e2"]
@@ -800,20 +807,9 @@ async def test_each_batch_handlers_partitions_of_a_poll_are_one_run(
         Redemptions("db2"),
         ScriptedMember([polled]),
     )
-    monkeypatch.setattr(consumer_module, "new_group_member", lambda *args: member)
-    runner = ConsumerRunner(
-        SETTINGS.model_copy(update={"consumer_commit_interval_seconds": 0}),
-        group="g",
-        handlers={"points.earned": earnings, "points.redeemed": redemptions},
-        client_id="c",
+    await run_polls(
+        monkeypatch, member, {"points.earned": earnings, "points.redeemed": redemptions}
     )
-    task = asyncio.create_task(runner.run())
-    for _ in range(500):
-        if len(member.committed) == 4:
-            break
-        await asyncio.sleep(0.01)
-    runner.stop()
-    await task
 
     assert earnings.runs == [["p0e0", "p0e1", "p1e0", "p1e1"]]
     assert redemptions.runs == [["r2e0", "r2e1", "r3e0", "r3e1"]]

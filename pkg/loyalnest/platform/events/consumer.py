@@ -8,7 +8,9 @@ to `<topic>.dlq` with the error in its headers and the partition moves on. Failu
 database or broker are not the record's fault: they are retried without limit, since
 dead-lettering during an outage would empty the topic into the dead-letter queue.
 
-Records of one partition are applied one after another, in order; partitions in parallel.
+Records of one partition are applied one after another, in order; partitions in parallel,
+except that a small poll's partitions whose events all go to one batch handler are applied
+as one run (each partition's events still in order).
 """
 
 from __future__ import annotations

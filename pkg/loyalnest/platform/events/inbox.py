@@ -71,8 +71,9 @@ def first_deliveries(events: Sequence[ConsumedEvent], claimed: set[str]) -> list
 
 
 class BatchHandler(ABC):
-    """A Handler the consumer may also hand a run of consecutive events of one partition at
-    once (`apply_many`), when their handlers share a `batch_key`: a handler that can apply
+    """A Handler the consumer may also hand a run of events at once (`apply_many`): a
+    partition's consecutive events whose handlers share a `batch_key`, or a small poll's
+    partitions whose events all do (each partition's in order). A handler that can apply
     many events for about the cost of one (one transaction, one statement, one round trip)
     saves what dominates an event's cost.
 
@@ -102,7 +103,7 @@ class BatchHandler(ABC):
 class TransactionalHandler(BatchHandler):
     """A Handler running `effect` and recording the event in one transaction.
 
-    The consumer may also hand it a run of events of one partition at once (`apply_many`):
+    The consumer may also hand it a run of events at once (`apply_many`, BatchHandler):
     one transaction for all of them saves a BEGIN/COMMIT and a connection checkout per
     event, which is most of an event's cost. All or nothing.
     """

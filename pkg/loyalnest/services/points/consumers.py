@@ -108,7 +108,7 @@ def handlers(
 class Webhooks(BatchHandler):
     """webhook.received: the orders, customers' signup bonuses and newsletter sign-ups.
 
-    The consumer hands it a partition's batch at once (inbox.BatchHandler): its new orders
+    The consumer hands it a run of events at once (inbox.BatchHandler): its new orders
     are recorded together (OrderEarnings.record_many: their credits set-wise), the other
     events one by one in their place, so the batch's order is kept where it matters (an
     order before its refund). Every write is idempotent on its own key, so a batch applied
